@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine:
+#   make run   - creates .venv if missing, then runs the main job on built-in defaults
+#   make test  - creates .venv if missing, then runs the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test bench sweep report clean-venv
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first and pinned: the CPU build on disk, never an unpinned CUDA build.
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m eval.demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) -m eval.bench_throughput
+
+sweep: $(STAMP)
+	$(PY) -m train.sweep configs/algorithmic/sweep.yaml
+
+report: $(STAMP)
+	$(PY) -m eval.report_algorithmic
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,92 @@
+"""Training-throughput benchmark of the RMT decoder.
+
+    python -m eval.bench_throughput [--threads 2] [--seconds 3]
+
+For a few model sizes: tokens per second of a full training step (forward + backward + AdamW)
+over a batch of sequences cut into segments with memory tokens, the FLOPs of that step counted by
+``torch.utils.flop_counter`` (matmuls and attention), and the achieved FLOP/s as a fraction of
+the fp32 matmul peak measured in the same process just before.  Everything is measured side by
+side in one run, so the ratios are comparable; absolute numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from rate.lm import RecurrentLM
+from rate.rmt import RMTConfig
+
+SIZES = [  # name, d_model, layers, heads, d_head, d_inner
+    ("d64-L2", 64, 2, 4, 16, 256),
+    ("d128-L4", 128, 4, 4, 32, 512),
+    ("d256-L4", 256, 4, 8, 32, 1024),
+]
+
+
+def timed(fn, seconds: float, warmup: int = 2) -> float:
+    """Median seconds per call of fn over about ``seconds`` of calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end or len(times) < 3:
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
+
+
+def matmul_peak(seconds: float, n: int = 1024) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    return 2 * n**3 / timed(lambda: a @ b, seconds)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench_throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--segments", type=int, default=3)
+    parser.add_argument("--segment-len", type=int, default=24)
+    parser.add_argument("--mem", type=int, default=8)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    peak = matmul_peak(args.seconds)
+    tokens = args.batch * args.segments * args.segment_len
+    print(f"threads {args.threads}; fp32 matmul peak (1024^3) {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x "
+          f"{args.segments} segments x {args.segment_len} tokens, {args.mem} memory tokens, full BPTT")
+    print(f"{'model':>8} {'params':>8} {'fwd tok/s':>10} {'train tok/s':>12} {'GFLOP/step':>11} {'GFLOP/s':>8} {'of peak':>8}")
+    for name, d, layers, heads, d_head, d_inner in SIZES:
+        cfg = RMTConfig(d_model=d, n_layers=layers, n_heads=heads, d_head=d_head, d_inner=d_inner, num_mem_tokens=args.mem)
+        model = RecurrentLM(16, args.segment_len, cfg)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        z = torch.randint(0, 16, (args.batch, args.segments * args.segment_len + 1))
+
+        def step():
+            logits, _ = model(z[:, :-1])
+            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), z[:, 1:].flatten())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        def forward():
+            with torch.no_grad():
+                model(z[:, :-1])
+
+        with FlopCounterMode(display=False) as counter:
+            step()
+        flops = counter.get_total_flops()
+        t_step, t_fwd = timed(step, args.seconds), timed(forward, args.seconds)
+        params = sum(p.numel() for p in model.parameters())
+        print(f"{name:>8} {params:>8} {tokens / t_fwd:>10.0f} {tokens / t_step:>12.0f} {flops / 1e9:>11.2f} "
+              f"{flops / t_step / 1e9:>8.1f} {flops / t_step / peak:>8.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""The RMT paper's algorithmic tasks as deterministic, seeded sample generators.
+
+Every sample is one token sequence z of length T+1; a model reads z[:-1] (T tokens) and predicts
+z[1:]; the loss and the metrics use only the answer positions (the last ``answer_len`` targets).
+
+* copy: ``X SEP X X`` (the source is copied twice), T = 3L, answer 2L.
+* reverse: ``X SEP reversed(X)``, T = 2L, answer L.
+* retrieval: ``k1 v1 .. k4 v4 q SEP v`` with distinct keys, T = 10, answer 1.
+* sqeq: quadratic equations in 6 fixed-width slots: equation | canonical form | discriminant |
+  root 1 | root 2 | answer, preceded by BOS; T = 6W, answer = the last 5 slots (5W targets).
+  Scaled down from the paper (roots in [-100, 100), 30-character slots) to integer roots in
+  [-max_root, max_root], leading coefficient in +-[1, max_coef], W = slot_width; every equation
+  has real roots (the paper's 20 % without real roots are left out).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+
+PAD, SEP = 0, 1
+SQEQ_CHARS = "0123456789+-*/^=()xD,"  # ids 2.. ; PAD pads the slots, SEP is BOS
+
+
+@dataclass
+class TaskConfig:
+    """Which task, and its size."""
+
+    name: Literal["copy", "reverse", "retrieval", "sqeq"] = "reverse"
+    length: int = 12  # copy/reverse source length L
+    n_symbols: int = 8  # copy/reverse alphabet (chance per token = 1/n_symbols)
+    n_pairs: int = 4  # retrieval key-value pairs
+    n_keys: int = 26
+    n_values: int = 10
+    slot_width: int = 24  # sqeq characters per slot
+    max_root: int = 9
+    max_coef: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("length", "n_symbols", "n_pairs", "n_keys", "n_values", "slot_width", "max_root", "max_coef"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"task.{name} must be positive, got {getattr(self, name)}")
+        if self.n_pairs > self.n_keys:
+            raise ValueError(f"n_pairs {self.n_pairs} exceeds the {self.n_keys} distinct keys")
+        if self.name == "sqeq":
+            need = len(_sqeq_lines(-self.max_root, self.max_root, -self.max_coef)[2])
+            if need > self.slot_width:
+                raise ValueError(f"slot_width {self.slot_width} is too small; sqeq lines need {need}")
+
+    @property
+    def vocab_size(self) -> int:
+        if self.name in ("copy", "reverse"):
+            return 2 + self.n_symbols
+        if self.name == "retrieval":
+            return 2 + self.n_values + self.n_keys
+        return 2 + len(SQEQ_CHARS)
+
+    @property
+    def input_len(self) -> int:
+        """T, the number of tokens the model reads."""
+        return {
+            "copy": 3 * self.length,
+            "reverse": 2 * self.length,
+            "retrieval": 2 * self.n_pairs + 2,
+            "sqeq": 6 * self.slot_width,
+        }[self.name]
+
+    @property
+    def answer_len(self) -> int:
+        return {"copy": 2 * self.length, "reverse": self.length, "retrieval": 1, "sqeq": 5 * self.slot_width}[
+            self.name
+        ]
+
+    @property
+    def prompt_len(self) -> int:
+        """Tokens given before free-running generation starts (the rest is generated)."""
+        return self.input_len - self.answer_len + 1
+
+    @property
+    def chance(self) -> float:
+        """Per-token accuracy of guessing uniformly among plausible answer tokens."""
+        if self.name in ("copy", "reverse"):
+            return 1.0 / self.n_symbols
+        if self.name == "retrieval":
+            return 1.0 / self.n_values
+        return float("nan")
+
+
+def generate(task: TaskConfig, n: int, seed: int) -> torch.Tensor:
+    """n samples (n, T+1) int64, a pure function of (task, n, seed)."""
+    rng = np.random.default_rng(seed)
+    if task.name in ("copy", "reverse"):
+        x = rng.integers(2, 2 + task.n_symbols, size=(n, task.length))
+        answer = np.concatenate([x, x], 1) if task.name == "copy" else x[:, ::-1]
+        z = np.concatenate([x, np.full((n, 1), SEP), answer], 1)
+    elif task.name == "retrieval":
+        keys = np.argsort(rng.random((n, task.n_keys)), axis=1)[:, : task.n_pairs] + 2 + task.n_values
+        values = rng.integers(2, 2 + task.n_values, size=(n, task.n_pairs))
+        which = rng.integers(0, task.n_pairs, size=n)
+        pairs = np.stack([keys, values], 2).reshape(n, -1)
+        rows = np.arange(n)
+        z = np.concatenate(
+            [pairs, keys[rows, which][:, None], np.full((n, 1), SEP), values[rows, which][:, None]], 1
+        )
+    else:
+        z = np.stack([_sqeq_sample(task, rng) for _ in range(n)])
+    return torch.from_numpy(np.ascontiguousarray(z)).long()
+
+
+def _fmt_poly(a: int, b: int, c: int) -> str:
+    def term(coef: int, var: str, first: bool) -> str:
+        if coef == 0:
+            return ""
+        sign = "-" if coef < 0 else ("" if first else "+")
+        mag = abs(coef)
+        if not var:
+            return f"{sign}{mag}"
+        return f"{sign}{var}" if mag == 1 else f"{sign}{mag}*{var}"
+
+    return term(a, "x^2", True) + term(b, "x", False) + term(c, "", False) + "=0"
+
+
+def _sqeq_lines(x1: int, x2: int, alpha: int) -> list[str]:
+    """Equation, canonical form, discriminant, two root lines and the answer for roots x1, x2."""
+    p, q = -(x1 + x2), x1 * x2
+    disc = p * p - 4 * q
+    r = abs(x1 - x2)
+    q_txt = f"({q})" if q < 0 else str(q)
+    lo, hi = sorted((x1, x2))
+    return [
+        _fmt_poly(alpha, alpha * p, alpha * q),
+        _fmt_poly(1, p, q),
+        f"D={abs(p)}^2-4*{q_txt}={disc}={r}^2",
+        f"x=({-p}-{r})/2={lo}",
+        f"x=({-p}+{r})/2={hi}",
+        f"{lo},{hi}",
+    ]
+
+
+def _sqeq_sample(task: TaskConfig, rng: np.random.Generator) -> np.ndarray:
+    x1, x2 = rng.integers(-task.max_root, task.max_root + 1, size=2)
+    alpha = int(rng.integers(1, task.max_coef + 1)) * int(rng.choice([-1, 1]))
+    z = np.full(6 * task.slot_width + 1, PAD, dtype=np.int64)
+    z[0] = SEP
+    for i, line in enumerate(_sqeq_lines(int(x1), int(x2), alpha)):
+        ids = [2 + SQEQ_CHARS.index(ch) for ch in line]
+        z[1 + i * task.slot_width : 1 + i * task.slot_width + len(ids)] = ids
+    return z
+
+
+def decode_sqeq(tokens: torch.Tensor | list[int]) -> str:
+    """Characters of sqeq token ids (PAD shown as '.', BOS as '|'), for inspection."""
+    out = []
+    for t in (tokens.tolist() if isinstance(tokens, torch.Tensor) else tokens):
+        out.append("." if t == PAD else "|" if t == SEP else SQEQ_CHARS[t - 2])
+    return "".join(out)
+
+
+def answer_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
+    """pred, target: (B, A) answer tokens -> per-token accuracy and whole-answer exact match."""
+    correct = pred == target
+    return {"token_acc": correct.float().mean().item(), "exact": correct.all(1).float().mean().item()}

@@ -1,0 +1,112 @@
+"""Transformer-XL relative positional multi-head attention on top of fused SDPA.
+
+Score of query i (absolute position p_i) against key j (position p_j), per head (Dai et al. 2019):
+
+    s_ij = [(q_i + u) . k_j  +  (q_i + v) . W_r r(p_i - p_j)] / sqrt(d_head)
+
+``r(d)`` is a sinusoid of the signed distance d.  Unlike the original ``_rel_shift`` trick, the
+positional term is read from an explicit distance table, so negative distances (memory rows that
+attend to later memory columns inside a bidirectional block) get their correct embedding instead
+of a wrapped-around value.  The positional term and the 0/-inf mask form one additive bias that
+is passed to ``F.scaled_dot_product_attention`` together with the content query ``q + u``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def sinusoid_table(distances: torch.Tensor, d_model: int) -> torch.Tensor:
+    """Sinusoidal embedding of signed distances.
+
+    distances: (R,) integer tensor.  Returns (R, d_model) float: [sin(d w_k), cos(d w_k)].
+    """
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=distances.device).float() / d_model))
+    angles = distances.float()[:, None] * inv_freq[None, :]  # (R, d_model/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class RelativePositions:
+    """Distance table and gather index shared by all layers for one attention call.
+
+    Keys sit at positions 0..k_len-1 (Transformer-XL cache, then the current segment's tokens
+    in order); the Q query rows sit at q_start..q_start+Q-1.  ``table`` is (R, d_model), the
+    sinusoids of the R = Q + k_len - 1 distances d_min..d_max; ``index`` is (Q, K) with
+    index[i, j] = (q_start + i - j) - d_min = i - j + k_len - 1.  Built from Python ints, so no
+    device-to-host synchronisation happens in the forward.
+    """
+
+    def __init__(self, q_start: int, q_len: int, k_len: int, d_model: int, device: torch.device | None = None):
+        if q_start + q_len > k_len:
+            raise ValueError(f"query rows {q_start}..{q_start + q_len - 1} lie beyond the {k_len} keys")
+        d_min, d_max = q_start - (k_len - 1), q_start + q_len - 1
+        i = torch.arange(q_len, device=device)
+        j = torch.arange(k_len, device=device)
+        self.index = i[:, None] - j[None, :] + (k_len - 1)  # (Q, K) long
+        self.table = sinusoid_table(torch.arange(d_min, d_max + 1, device=device), d_model)  # (R, D)
+
+
+class RelativeMultiHeadAttention(nn.Module):
+    """Multi-head attention with Transformer-XL relative positions.
+
+    Keys/values of earlier positions can be supplied as ``past_kv`` (already projected, e.g. the
+    Transformer-XL cache and the tokens of an incremental decode); the call returns the full key/
+    value tensors so that an incremental decoder can keep them.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, d_head: int, attn_dropout: float = 0.0):
+        super().__init__()
+        self.n_heads, self.d_head = n_heads, d_head
+        self.qkv = nn.Linear(d_model, 3 * n_heads * d_head, bias=False)
+        self.r_proj = nn.Linear(d_model, n_heads * d_head, bias=False)
+        self.out = nn.Linear(n_heads * d_head, d_model, bias=False)
+        # u and v of Transformer-XL: global content and position biases per head.
+        self.u_bias = nn.Parameter(torch.zeros(n_heads, d_head))
+        self.v_bias = nn.Parameter(torch.zeros(n_heads, d_head))
+        self.attn_dropout = attn_dropout
+        self.scale = 1.0 / math.sqrt(d_head)
+
+    def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of hidden states x: (B, T, D) -> two (B, H, T, d_head)."""
+        h, dh = self.n_heads, self.d_head
+        w = self.qkv.weight[h * dh :]  # (2*H*dh, D): the key and value rows
+        kv = F.linear(x, w).unflatten(-1, (2, h, dh))  # (B, T, 2, H, dh)
+        k, v = kv.permute(2, 0, 3, 1, 4)  # each (B, H, T, dh)
+        return k, v
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: RelativePositions,
+        mask_bias: torch.Tensor,
+        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x: (B, Q, D) query rows, whose own keys are appended after ``past_kv`` (B, H, P, dh).
+
+        mask_bias: additive (B or 1, 1, Q, P+Q) with 0 where attention is allowed, -inf elsewhere.
+        Returns the output (B, Q, D) and the key/value tensors (B, H, P+Q, dh).
+        """
+        b, q_len, _ = x.shape
+        h, dh = self.n_heads, self.d_head
+        q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)
+        if past_kv is not None:
+            k = torch.cat([past_kv[0], k], dim=2)
+            v = torch.cat([past_kv[1], v], dim=2)
+        r = self.r_proj(positions.table).view(-1, h, dh).transpose(0, 1)  # (H, R, dh)
+        pos_scores = torch.matmul(q + self.v_bias[:, None, :], r.transpose(-1, -2))  # (B, H, Q, R)
+        index = positions.index.expand(b, h, -1, -1)  # (B, H, Q, K), a view
+        pos_bias = torch.gather(pos_scores, -1, index) * self.scale  # (B, H, Q, K)
+        out = F.scaled_dot_product_attention(
+            q + self.u_bias[:, None, :],
+            k,
+            v,
+            attn_mask=pos_bias + mask_bias,
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            scale=self.scale,
+        )  # (B, H, Q, dh)
+        out = out.transpose(1, 2).reshape(b, q_len, h * dh)
+        return self.out(out), (k, v)

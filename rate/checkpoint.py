@@ -1,0 +1,90 @@
+"""Checkpoints: safetensors weights + a JSON config; loading never unpickles anything.
+
+A checkpoint is a folder holding ``model.safetensors`` and ``config.json``::
+
+    {"format_version": 1, "kind": "algorithmic", "config": {...}, "extra": {...}}
+
+Both files are written through a temporary file and an atomic rename, weights first, so a
+crash leaves either the old checkpoint or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rate.config import atomic_write_text
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or made for another model."""
+
+
+def save_checkpoint(
+    directory: str | Path, model: nn.Module, kind: str, config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, directory / WEIGHTS)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}}
+    atomic_write_text(directory / CONFIG, json.dumps(meta, indent=2))
+    return directory
+
+
+def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Return (metadata, weights) of a checkpoint of the given kind, or raise CheckpointError."""
+    directory = Path(directory)
+    for name in (CONFIG, WEIGHTS):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: not a checkpoint (missing {name})")
+    try:
+        meta = json.loads((directory / CONFIG).read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{directory / CONFIG}: corrupt JSON: {err}") from err
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{directory}: format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if meta.get("kind") != kind:
+        raise CheckpointError(f"{directory}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+    try:
+        weights = load_file(directory / WEIGHTS)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{directory / WEIGHTS}: unreadable weights: {err}") from err
+    return meta, weights
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Strictly load weights, turning key or shape mismatches into one CheckpointError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape of {k}: {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}")
+        raise CheckpointError(f"{source}: weights are of another architecture ({'; '.join(parts)})")
+    model.load_state_dict(weights)

@@ -1,0 +1,64 @@
+"""A token-level language model around the RMT decoder, with free-running greedy generation."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rate.incremental import IncrementalSegment
+from rate.rmt import RecurrentMemoryTransformer, RMTConfig, RMTState
+
+
+class RecurrentLM(nn.Module):
+    """Embedding -> RMT decoder over segments of ``segment_len`` tokens -> vocabulary logits."""
+
+    def __init__(self, vocab_size: int, segment_len: int, rmt: RMTConfig, emb_dropout: float = 0.0):
+        super().__init__()
+        if vocab_size <= 0 or segment_len <= 0:
+            raise ValueError(f"vocab_size and segment_len must be positive, got {vocab_size}, {segment_len}")
+        self.segment_len = segment_len
+        self.embed = nn.Embedding(vocab_size, rmt.d_model)
+        self.drop = nn.Dropout(emb_dropout)
+        self.decoder = RecurrentMemoryTransformer(rmt)
+        self.head = nn.Linear(rmt.d_model, vocab_size)
+
+    def forward(
+        self, tokens: torch.Tensor, state: RMTState | None = None
+    ) -> tuple[torch.Tensor, RMTState]:
+        """tokens (B, T) long -> logits (B, T, V) predicting each next token, and the final state."""
+        h, state = self.decoder(self.drop(self.embed(tokens)), self.segment_len, state)
+        return self.head(h), state
+
+    @torch.no_grad()
+    def generate_greedy(self, prompt: torch.Tensor, total_len: int) -> torch.Tensor:
+        """Free-running greedy continuation.
+
+        prompt: (B, P) tokens; returns (B, total_len + 1) = prompt followed by the argmax
+        predictions at positions P-1 .. total_len-1 (each fed back as the next input).  The
+        sequence is cut into segments of ``segment_len`` exactly as in training; prompt tokens of
+        a segment are decoded in one call, generated tokens one at a time with the key/value
+        cache, and each segment's write block runs once when the segment is full.
+        """
+        b, p = prompt.shape
+        if not 0 < p <= total_len:
+            raise ValueError(f"prompt length {p} must be in 1..total_len={total_len}")
+        seq = torch.empty(b, total_len + 1, dtype=prompt.dtype, device=prompt.device)
+        seq[:, :p] = prompt
+        state = self.decoder.initial_state(b)
+        for start in range(0, total_len, self.segment_len):
+            end = min(start + self.segment_len, total_len)
+            segment = IncrementalSegment(self.decoder, state)
+            pos = start
+            if pos < p:  # known prompt tokens of this segment in one call
+                known = min(p, end)
+                h = segment.step(self.embed(seq[:, pos:known]))
+                if known == p:  # last prompt token: its output predicts the first answer token
+                    seq[:, p] = self.head(h[:, -1]).argmax(-1)
+                pos = known
+            while pos < end:
+                h = segment.step(self.embed(seq[:, pos : pos + 1]))
+                seq[:, pos + 1] = self.head(h[:, -1]).argmax(-1)
+                pos += 1
+            if end < total_len:
+                state = segment.finish()
+        return seq

@@ -1,0 +1,60 @@
+"""Result rows: one CSV row per run with every hyperparameter and metric, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rate.config import atomic_write_text, to_dict
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts -> {'a.b': v}; lists become space-joined strings."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}" if prefix else k, v, out)
+    elif isinstance(value, (list, tuple)):
+        out[prefix] = " ".join(str(v) for v in value)
+    else:
+        out[prefix] = value
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def config_row(cfg: Any) -> dict[str, Any]:
+    return flatten("", to_dict(cfg), {})
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: str | Path, row: dict[str, Any]) -> None:
+    """Append ``row``; columns are the union over all rows; the file is replaced atomically."""
+    rows = read_rows(path) + [{k: ("" if v is None else v) for k, v in row.items()}]
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())

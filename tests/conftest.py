@@ -1,0 +1,11 @@
+"""Test settings: one torch thread (tests run beside other jobs on 2 cores), fixed seeds."""
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,76 @@
+"""Checkpoints: round trip, architecture mismatch, missing and corrupt files, no pickle."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rate.algorithmic import TaskConfig
+from rate.algorithmic_model import CHECKPOINT_KIND, AlgorithmicConfig, build_model
+from rate.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from rate.config import to_dict
+from rate.rmt import RMTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def small(**model):
+    return AlgorithmicConfig(task=TaskConfig(name="reverse", length=4), model=RMTConfig(d_model=32, n_heads=2, d_head=16, **model), segments=2)
+
+
+def test_round_trip_gives_identical_outputs(tmp_path):
+    cfg = small(num_mem_tokens=2, memory_update="mrv")
+    model = build_model(cfg).eval()
+    save_checkpoint(tmp_path / "ck", model, CHECKPOINT_KIND, to_dict(cfg))
+    meta, weights = read_checkpoint(tmp_path / "ck", CHECKPOINT_KIND)
+    again = build_model(cfg).eval()
+    load_weights(again, weights, tmp_path / "ck")
+    z = torch.randint(2, 6, (2, 8))
+    torch.testing.assert_close(model(z)[0], again(z)[0], atol=0, rtol=0)
+    assert meta["config"] == to_dict(cfg)
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_other_architecture_is_refused(tmp_path):
+    cfg = small(num_mem_tokens=2)
+    save_checkpoint(tmp_path / "ck", build_model(cfg), CHECKPOINT_KIND, to_dict(cfg))
+    _, weights = read_checkpoint(tmp_path / "ck", CHECKPOINT_KIND)
+    with pytest.raises(CheckpointError, match="another architecture.*missing"):
+        load_weights(build_model(small(num_mem_tokens=2, memory_update="mrv")), weights, "ck")
+    with pytest.raises(CheckpointError, match="another architecture.*shape"):
+        load_weights(build_model(small(num_mem_tokens=3)), weights, "ck")
+    with pytest.raises(CheckpointError, match="'algorithmic' checkpoint, expected 'rate'"):
+        read_checkpoint(tmp_path / "ck", "rate")
+
+
+def test_missing_and_corrupt_files(tmp_path):
+    with pytest.raises(CheckpointError, match="missing config.json"):
+        read_checkpoint(tmp_path, CHECKPOINT_KIND)
+    cfg = small()
+    save_checkpoint(tmp_path / "ck", build_model(cfg), CHECKPOINT_KIND, to_dict(cfg))
+    (tmp_path / "ck/model.safetensors").write_bytes(b"\x80\x04 not a safetensors file")
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        read_checkpoint(tmp_path / "ck", CHECKPOINT_KIND)
+    (tmp_path / "ck/config.json").write_text("{")
+    with pytest.raises(CheckpointError, match="corrupt JSON"):
+        read_checkpoint(tmp_path / "ck", CHECKPOINT_KIND)
+
+
+def test_eval_cli_reports_a_bad_checkpoint_without_traceback(tmp_path):
+    cfg = small()
+    save_checkpoint(tmp_path / "ck", build_model(cfg), "rate", to_dict(cfg))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()}
+    proc = subprocess.run([sys.executable, "-m", "eval.algorithmic", str(tmp_path / "ck")],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "expected 'algorithmic'" in proc.stderr and "Traceback" not in proc.stderr
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()} == before
+
+
+def test_config_json_is_plain_json(tmp_path):
+    cfg = small(num_mem_tokens=2)
+    save_checkpoint(tmp_path / "ck", build_model(cfg), CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": {"a": 1.0}})
+    meta = json.loads((tmp_path / "ck/config.json").read_text())
+    assert meta["format_version"] == 1 and meta["kind"] == CHECKPOINT_KIND and meta["extra"]["metrics"]["a"] == 1.0

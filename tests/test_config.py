@@ -1,0 +1,85 @@
+"""Config YAML round trip and clear errors for unknown keys and wrong types."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rate.algorithmic_model import AlgorithmicConfig
+from rate.config import ConfigError, from_dict, load_yaml, save_yaml, to_dict
+from rate.rmt import RMTConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_yaml_round_trip(tmp_path):
+    cfg = load_yaml(AlgorithmicConfig, ROOT / "configs/algorithmic/reverse.yaml", ["model.mem_len=4", "train.lr=3e-4"])
+    save_yaml(cfg, tmp_path / "c.yaml")
+    again = load_yaml(AlgorithmicConfig, tmp_path / "c.yaml")
+    assert again == cfg
+    assert again.model.mem_len == 4 and again.train.lr == 3e-4
+    assert from_dict(AlgorithmicConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs/algorithmic").glob("*.yaml")))
+def test_every_shipped_config_loads(path):
+    if path.stem == "sweep":
+        return
+    cfg = load_yaml(AlgorithmicConfig, path)
+    assert cfg.task.input_len % cfg.segments == 0
+
+
+def test_unknown_key_names_it():
+    with pytest.raises(ConfigError, match=r"unknown config key model\.n_layer\b.*valid keys"):
+        from_dict(AlgorithmicConfig, {"model": {"n_layer": 2}})
+
+
+@pytest.mark.parametrize(
+    "data, pattern",
+    [
+        ({"model": {"n_layers": "two"}}, r"model\.n_layers: expected int, got str"),
+        ({"model": {"n_layers": 2.5}}, r"model\.n_layers: expected int, got float"),
+        ({"model": {"pre_ln": 1}}, r"model\.pre_ln: expected bool"),
+        ({"model": {"memory_update": "gru"}}, r"model\.memory_update: 'gru' is not one of 'rmt', 'mrv'"),
+        ({"train": {"lr": "fast"}}, r"train\.lr: expected float"),
+        ({"segments": 5}, r"does not split into 5 equal segments"),
+        ({"model": {"n_layers": -1}}, r"n_layers must be positive"),
+        ({"model": {"bptt_depth": -3}}, r"bptt_depth"),
+    ],
+)
+def test_wrong_values_get_one_clear_error(data, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        from_dict(AlgorithmicConfig, data)
+
+
+def test_int_widens_to_float():
+    assert from_dict(RMTConfig, {"dropout": 0}).dropout == 0.0
+
+
+def test_bad_override_syntax(tmp_path):
+    with pytest.raises(ConfigError, match="key=value"):
+        load_yaml(AlgorithmicConfig, ROOT / "configs/algorithmic/reverse.yaml", ["model.n_layers"])
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_yaml(AlgorithmicConfig, tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_yaml(AlgorithmicConfig, bad)
+
+
+def test_cli_exits_nonzero_with_one_line_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"model": {"n_layres": 2}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "train.algorithmic", str(cfg), "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert "unknown config key model.n_layres" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out").exists()

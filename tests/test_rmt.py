@@ -1,0 +1,229 @@
+"""RMT core: reference equivalence, incremental decoding, gradient flow, cache, determinism."""
+
+import math
+
+import pytest
+import torch
+
+from rate.attention import sinusoid_table
+from rate.incremental import IncrementalSegment
+from rate.rmt import RecurrentMemoryTransformer, RMTConfig
+
+D = 32
+
+
+def make(**kw):
+    base = dict(d_model=D, n_layers=2, n_heads=2, d_head=16, d_inner=64)
+    base.update(kw)
+    torch.manual_seed(0)
+    model = RecurrentMemoryTransformer(RMTConfig(**base))
+    # Non-zero u/v biases so the test exercises them.
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.attn.u_bias.normal_()
+            layer.attn.v_bias.normal_()
+    return model.eval()
+
+
+def reference_decoder(model, x):
+    """Plain causal Transformer-XL decoder written out with loops over query/key pairs."""
+    b, t, _ = x.shape
+    h = x
+    for layer in model.layers:
+        attn = layer.attn
+        nh, dh = attn.n_heads, attn.d_head
+        inp = layer.norm_attn(h) if layer.pre_ln else h
+        q, k, v = attn.qkv(inp).view(b, t, 3, nh, dh).unbind(2)  # (B, T, H, dh)
+        out = torch.zeros(b, t, nh, dh)
+        for i in range(t):
+            scores = torch.full((b, nh, t), -math.inf)
+            for j in range(i + 1):
+                r = attn.r_proj(sinusoid_table(torch.tensor([i - j]), D)).view(nh, dh)
+                content = ((q[:, i] + attn.u_bias) * k[:, j]).sum(-1)
+                position = ((q[:, i] + attn.v_bias) * r).sum(-1)
+                scores[:, :, j] = (content + position) / math.sqrt(dh)
+            p = scores.softmax(-1)  # (B, H, T)
+            out[:, i] = torch.einsum("bhj,bjhd->bhd", p, v)
+        a = attn.out(out.reshape(b, t, nh * dh))
+        if layer.pre_ln:
+            h = h + a
+            h = h + layer.ffn(layer.norm_ffn(h))
+        else:
+            h = layer.norm_attn(h + a)
+            h = layer.norm_ffn(h + layer.ffn(h))
+    return model.final_norm(h)
+
+
+@pytest.mark.parametrize("pre_ln", [True, False])
+def test_one_segment_without_memory_equals_plain_decoder(pre_ln):
+    model = make(pre_ln=pre_ln)
+    x = torch.randn(2, 7, D)
+    h, state = model(x, segment_len=7)
+    torch.testing.assert_close(h, reference_decoder(model, x), atol=1e-5, rtol=1e-5)
+    assert state.memory is None and state.cache == []
+
+
+CONFIGS = {
+    "rmt": dict(num_mem_tokens=3),
+    "rmt+xl": dict(num_mem_tokens=3, mem_len=5),
+    "rmt+xl, memory sees cache": dict(num_mem_tokens=2, mem_len=4, memory_sees_cache=True),
+    "mrv": dict(num_mem_tokens=3, memory_update="mrv", mrv_heads=2),
+    "xl only": dict(mem_len=6),
+    "prefix, post-LN": dict(num_mem_tokens=2, memory_layout="prefix", pre_ln=False),
+    "no ffn": dict(num_mem_tokens=2, use_ffn=False),
+}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_incremental_decoding_equals_full_forward(name):
+    model = make(**CONFIGS[name])
+    x = torch.randn(3, 13, D)  # segments 5, 5, 3
+    full_h, full_state = model(x, segment_len=5)
+    state, outs = model.initial_state(3), []
+    for seg in x.split(5, dim=1):
+        inc = IncrementalSegment(model, state)
+        outs.append(inc.step(seg[:, :2]))  # a chunk, then token by token
+        for t in range(2, seg.shape[1]):
+            outs.append(inc.step(seg[:, t : t + 1]))
+        state = inc.finish()
+    torch.testing.assert_close(torch.cat(outs, 1), full_h, atol=1e-5, rtol=1e-5)
+    if full_state.memory is not None:
+        torch.testing.assert_close(state.memory, full_state.memory, atol=1e-5, rtol=1e-5)
+    for a, b in zip(state.cache, full_state.cache):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_segment_tokens_cannot_see_the_write_block_or_the_future():
+    model = make(num_mem_tokens=2)
+    x = torch.randn(1, 6, D)
+    h, _ = model(x, segment_len=6)
+    y = x.clone()
+    y[:, 4:] += torch.randn(1, 2, D)  # change the future (not a constant: LayerNorm ignores that)
+    h2, _ = model(y, segment_len=6)
+    torch.testing.assert_close(h[:, :4], h2[:, :4])
+    assert not torch.allclose(h[:, 4:], h2[:, 4:])
+
+
+def test_memory_carries_information_and_prefix_memory_cannot():
+    x = torch.randn(1, 8, D)
+    y = x.clone()
+    y[:, 0] += torch.randn(D)  # change the first segment only
+    for layout, should_change in (("read_write", True), ("prefix", False)):
+        model = make(num_mem_tokens=2, memory_layout=layout)
+        h1, _ = model(x, segment_len=4)
+        h2, _ = model(y, segment_len=4)
+        assert (not torch.allclose(h1[:, 4:], h2[:, 4:])) == should_change, layout
+
+
+def test_segmented_model_without_memory_or_cache_forgets_earlier_segments():
+    model = make()
+    x = torch.randn(1, 8, D)
+    y = x.clone()
+    y[:, :4] += torch.randn(1, 4, D)
+    torch.testing.assert_close(model(x, 4)[0][:, 4:], model(y, 4)[0][:, 4:])
+
+
+def first_memory_grad(model, n_segments=4, seg=3):
+    x = torch.randn(2, n_segments * seg, D, requires_grad=True)
+    h, _ = model.train()(x, segment_len=seg)
+    h[:, -seg:].sum().backward()  # loss on the last segment only
+    return model.memory.weight.grad, x.grad
+
+
+def test_full_bptt_reaches_first_segment_memory():
+    mem_grad, x_grad = first_memory_grad(make(num_mem_tokens=2, bptt_depth=-1))
+    assert mem_grad is not None and mem_grad.abs().sum() > 0
+    assert x_grad[:, :3].abs().sum() > 0  # first segment's tokens influence the last loss
+
+
+def test_bptt_depth_zero_stops_at_the_segment():
+    mem_grad, x_grad = first_memory_grad(make(num_mem_tokens=2, bptt_depth=0))
+    assert mem_grad is None or mem_grad.abs().sum() == 0
+    assert x_grad[:, :9].abs().sum() == 0
+    assert x_grad[:, 9:].abs().sum() > 0
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_bptt_depth_k_reaches_exactly_k_segments_back(k):
+    model = make(num_mem_tokens=2, bptt_depth=k)
+    _, x_grad = first_memory_grad(model, n_segments=4, seg=3)
+    per_segment = x_grad.abs().sum(dim=(0, 2)).view(4, 3).sum(1)
+    assert (per_segment[3 - k :] > 0).all()
+    assert (per_segment[: 3 - k] == 0).all()
+
+
+def test_truncated_bptt_forward_values_equal_full_forward():
+    x = torch.randn(2, 12, D)
+    full = make(num_mem_tokens=2, bptt_depth=-1)(x, 3)[0]
+    trunc = make(num_mem_tokens=2, bptt_depth=1)(x, 3)[0]
+    torch.testing.assert_close(full, trunc)
+
+
+def test_activation_checkpointing_gives_same_gradients():
+    x = torch.randn(2, 12, D)
+    grads = []
+    for ckpt in (False, True):
+        model = make(num_mem_tokens=2, mem_len=3, checkpoint_segments=ckpt).train()
+        model(x, 4)[0].pow(2).mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+def test_xl_cache_holds_last_mem_len_segment_inputs_detached():
+    model = make(num_mem_tokens=2, mem_len=5)
+    x = torch.randn(2, 12, D, requires_grad=True)
+    _, state = model(x, 4)
+    assert len(state.cache) == model.cfg.n_layers
+    assert all(c.shape == (2, 5, D) and not c.requires_grad for c in state.cache)
+    torch.testing.assert_close(state.cache[0], x[:, -5:].detach())  # layer-0 input = embeddings
+
+
+def test_xl_cache_lets_later_segments_see_earlier_ones():
+    model = make(mem_len=4)
+    x = torch.randn(1, 8, D)
+    y = x.clone()
+    y[:, 3] += torch.randn(D)
+    assert not torch.allclose(model(x, 4)[0][:, 4:], model(y, 4)[0][:, 4:])
+
+
+def test_padding_is_invisible_to_valid_tokens_and_to_the_write_block():
+    model = make(num_mem_tokens=2)
+    x = torch.randn(2, 6, D)
+    valid = torch.ones(2, 6, dtype=torch.bool)
+    valid[0, 4:] = False
+    h, state = model(x, 6, valid=valid)
+    h_short, _ = model(x[:1, :4], 6)
+    torch.testing.assert_close(h[0, :4], h_short[0])
+    y = x.clone()
+    y[0, 4:] = torch.randn(2, D)  # other content in the padded slots
+    h_y, state_y = model(y, 6, valid=valid)
+    torch.testing.assert_close(state.memory, state_y.memory)  # the write block never reads padding
+    torch.testing.assert_close(h[:, :4], h_y[:, :4])
+    assert torch.isfinite(h).all()
+    # without the mask the padded content would leak into the memory
+    assert not torch.allclose(model(x, 6)[1].memory[0], model(y, 6)[1].memory[0])
+
+
+def test_mrv_valve_uses_old_memory_as_query():
+    model = make(num_mem_tokens=3, memory_update="mrv", mrv_heads=2)
+    old = torch.randn(2, 3, D)
+    write = torch.randn(2, 3, D)
+    a = model.memory_update(old, write)
+    b = model.memory_update(old + 1.0, write)
+    assert a.shape == (2, 3, D) and not torch.allclose(a, b)
+
+
+def test_memory_slots_are_initialised_independently():
+    model = make(num_mem_tokens=4)
+    w = model.memory.weight
+    assert torch.cdist(w, w).triu(1)[torch.ones(4, 4).triu(1).bool()].min() > 0.1
+
+
+def test_determinism_under_seed():
+    outs = []
+    for _ in range(2):
+        model = make(num_mem_tokens=2, mem_len=3, dropout=0.1).train()
+        torch.manual_seed(123)
+        x = torch.randn(2, 9, D)
+        outs.append(model(x, 3)[0])
+    torch.testing.assert_close(outs[0], outs[1], atol=0, rtol=0)
