@@ -63,30 +63,27 @@ def test_greedy_generation_equals_recomputing_the_whole_sequence():
     assert torch.equal(fast, seq)
 
 
+def tiny_reverse(num_mem_tokens: int, steps: int) -> AlgorithmicConfig:
+    """Reverse of 6 symbols (chance 1/6) in 2 segments: the answer segment needs the first one."""
+    return AlgorithmicConfig(
+        task=TaskConfig(name="reverse", length=6, n_symbols=6),
+        model=RMTConfig(d_model=48, n_layers=2, n_heads=4, d_head=12, d_inner=96, num_mem_tokens=num_mem_tokens),
+        segments=2,
+        train=TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup_steps=50, eval_every=steps, eval_samples=256, threads=1),
+    )
+
+
 def test_tiny_reverse_is_learned_with_a_fixed_seed():
-    """RMT, 2 segments: the answer (second segment) needs the source (first segment) via memory."""
     from train.algorithmic import train
 
-    cfg = AlgorithmicConfig(
-        task=TaskConfig(name="reverse", length=6, n_symbols=6),
-        model=RMTConfig(d_model=48, n_layers=2, n_heads=4, d_head=12, d_inner=96, num_mem_tokens=6),
-        segments=2,
-        train=TrainConfig(steps=500, batch_size=32, lr=2e-3, warmup_steps=50, eval_every=500, eval_samples=256, threads=1),
-    )
+    cfg = tiny_reverse(num_mem_tokens=6, steps=500)
     model, metrics = train(cfg, out=None, progress=False)
     assert metrics["gen_token_acc"] > 0.9, metrics
-    # held-out samples from another seed as well
-    assert evaluate(model, cfg.task, 64, seed=5)["gen_token_acc"] > 0.9
+    assert evaluate(model, cfg.task, 64, seed=5)["gen_token_acc"] > 0.9  # other held-out samples too
 
 
 def test_model_without_memory_stays_near_chance_on_segmented_reverse():
     from train.algorithmic import train
 
-    cfg = AlgorithmicConfig(
-        task=TaskConfig(name="reverse", length=6, n_symbols=6),
-        model=RMTConfig(d_model=48, n_layers=2, n_heads=4, d_head=12, d_inner=96, num_mem_tokens=0),
-        segments=2,
-        train=TrainConfig(steps=300, batch_size=32, lr=2e-3, warmup_steps=50, eval_every=300, eval_samples=256, threads=1),
-    )
-    _, metrics = train(cfg, out=None, progress=False)
-    assert metrics["gen_token_acc"] < 0.3, metrics  # chance is 1/6
+    _, metrics = train(tiny_reverse(num_mem_tokens=0, steps=300), out=None, progress=False)
+    assert metrics["gen_token_acc"] < 0.3, metrics

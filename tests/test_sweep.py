@@ -1,0 +1,50 @@
+"""The resumable sweep runner and CSV rows."""
+
+import textwrap
+
+from rate.results import append_row, read_rows
+from train.sweep import Sweep, SweepGroup, expand, main
+
+
+def test_expand_substitutes_memory_and_names_runs():
+    sweep = Sweep(csv="x.csv", out_root="runs", seeds=[0, 1],
+                  models={"rmt": ["model.num_mem_tokens={mem}"], "transformer": ["model.num_mem_tokens=0"]},
+                  groups=[SweepGroup(task="reverse", config="configs/algorithmic/reverse.yaml", segments=[2, 4],
+                                     models=["rmt"], memory="seg_len")])
+    runs = expand(sweep)
+    assert [r.name for r in runs] == ["reverse/rmt/seg2/seed0", "reverse/rmt/seg2/seed1",
+                                      "reverse/rmt/seg4/seed0", "reverse/rmt/seg4/seed1"]
+    assert runs[2].overrides == ["segments=4", "train.seed=0", "model.num_mem_tokens=6"]  # 24 tokens / 4
+
+
+def test_finished_runs_are_skipped_and_rows_accumulate(tmp_path, capsys):
+    csv = tmp_path / "r.csv"
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(textwrap.dedent(f"""
+        csv: {csv}
+        out_root: {tmp_path / 'runs'}
+        seeds: [0]
+        models: {{tiny: ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16",
+                        "model.n_layers=1", "train.steps=3", "train.eval_every=3", "train.eval_samples=8",
+                        "task.length=2", "train.threads=1"]}}
+        groups:
+          - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: [1, 2], models: [tiny], memory: 0}}
+    """))
+    append_row(csv, {"run": "reverse/tiny/seg1/seed0", "gen_token_acc": 0.5})  # pretend it is done
+    assert main([str(sweep_file)]) == 0
+    rows = read_rows(csv)
+    assert [r["run"] for r in rows] == ["reverse/tiny/seg1/seed0", "reverse/tiny/seg2/seed0"]
+    assert rows[1]["segments"] == "2" and rows[1]["model.d_model"] == "16" and float(rows[1]["train_seconds"]) >= 0
+    assert (tmp_path / "runs/reverse/tiny/seg2/seed0/model.safetensors").is_file()
+    capsys.readouterr()
+    assert main([str(sweep_file)]) == 0  # nothing left to do
+    assert "0 to run" in capsys.readouterr().out
+    assert len(read_rows(csv)) == 2
+
+
+def test_bad_sweep_file_fails_before_running(tmp_path, capsys):
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("csv: a.csv\nout_root: r\nseeds: [0]\nmodels: {}\ngroups:\n"
+                          "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [2], models: [nope]}\n")
+    assert main([str(sweep_file)]) == 2
+    assert "model 'nope' is not in models" in capsys.readouterr().err
