@@ -23,11 +23,14 @@ class AlgorithmicConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: RMTConfig = field(default_factory=RMTConfig)
     segments: int = 1
+    eval_samples: int = 512  # held-out samples of the final evaluation
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
         if self.segments <= 0:
             raise ValueError(f"segments must be positive, got {self.segments}")
+        if self.eval_samples <= 0:
+            raise ValueError(f"eval_samples must be positive, got {self.eval_samples}")
         if self.task.input_len % self.segments:
             raise ValueError(
                 f"the {self.task.name} input of {self.task.input_len} tokens does not split into "

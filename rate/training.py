@@ -23,13 +23,12 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0
     eval_every: int = 500
-    eval_samples: int = 512
     seed: int = 0
     threads: int = 2
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "eval_samples", "threads"):
+        for name in ("steps", "batch_size", "eval_every", "threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:

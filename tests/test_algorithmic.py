@@ -69,7 +69,8 @@ def tiny_reverse(num_mem_tokens: int, steps: int) -> AlgorithmicConfig:
         task=TaskConfig(name="reverse", length=6, n_symbols=6),
         model=RMTConfig(d_model=48, n_layers=2, n_heads=4, d_head=12, d_inner=96, num_mem_tokens=num_mem_tokens),
         segments=2,
-        train=TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup_steps=50, eval_every=steps, eval_samples=256, threads=1),
+        eval_samples=256,
+        train=TrainConfig(steps=steps, batch_size=32, lr=2e-3, warmup_steps=50, eval_every=steps, threads=1),
     )
 
 

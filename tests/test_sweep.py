@@ -25,7 +25,7 @@ def test_finished_runs_are_skipped_and_rows_accumulate(tmp_path, capsys):
         out_root: {tmp_path / 'runs'}
         seeds: [0]
         models: {{tiny: ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16",
-                        "model.n_layers=1", "train.steps=3", "train.eval_every=3", "train.eval_samples=8",
+                        "model.n_layers=1", "train.steps=3", "train.eval_every=3", "eval_samples=8",
                         "task.length=2", "train.threads=1"]}}
         groups:
           - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: [1, 2], models: [tiny], memory: 0}}

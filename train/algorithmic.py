@@ -29,7 +29,7 @@ from rate.training import make_optimizer, resolve_device, setup_process
 
 
 def train(
-    cfg: AlgorithmicConfig, out: Path | None = None, progress: bool = True, final_eval_samples: int | None = None
+    cfg: AlgorithmicConfig, out: Path | None = None, progress: bool = True
 ) -> tuple[torch.nn.Module, dict[str, float]]:
     """Train per ``cfg``; returns the model and the final test metrics (plus wall time)."""
     tc = cfg.train
@@ -59,13 +59,13 @@ def train(
             writer.add_scalar("train/grad_norm", grad_norm.item(), step)
             writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
         if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
-            metrics = evaluate(model, task, min(256, tc.eval_samples), seed=tc.seed)
+            metrics = evaluate(model, task, min(256, cfg.eval_samples), seed=tc.seed)
             bar.set_postfix(loss=f"{loss.item():.3f}", gen_acc=f"{metrics['gen_token_acc']:.3f}")
             if writer is not None:
                 for k, v in metrics.items():
                     writer.add_scalar(f"eval/{k}", v, step + 1)
     train_time = time.time() - start
-    metrics = evaluate(model, task, final_eval_samples or tc.eval_samples, seed=tc.seed)
+    metrics = evaluate(model, task, cfg.eval_samples, seed=tc.seed)
     metrics.update(train_seconds=round(train_time, 1), params=sum(p.numel() for p in model.parameters()))
     if writer is not None:
         writer.close()
