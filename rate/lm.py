@@ -29,6 +29,11 @@ class RecurrentLM(nn.Module):
         h, state = self.decoder(self.drop(self.embed(tokens)), self.segment_len, state)
         return self.head(h), state
 
+    def forward_segment(self, tokens: torch.Tensor, state: RMTState) -> tuple[torch.Tensor, RMTState]:
+        """One segment: tokens (B, S) long -> logits (B, S, V) and the next state."""
+        h, state = self.decoder.forward_segment(self.drop(self.embed(tokens)), state)
+        return self.head(h), state
+
     @torch.no_grad()
     def generate_greedy(self, prompt: torch.Tensor, total_len: int) -> torch.Tensor:
         """Free-running greedy continuation.

@@ -1,0 +1,49 @@
+"""Evaluate a language-model checkpoint: bits per character over the whole stream, in order.
+
+    python -m eval.lm CHECKPOINT [--split test] [--batch 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from rate.checkpoint import CheckpointError, load_weights, read_checkpoint
+from rate.config import ConfigError, from_dict
+from rate.lm_data import CorpusError, load_split
+from rate.lm_experiment import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
+from rate.lm_stream import OrderedStream
+from rate.training import setup_process
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.lm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--split", choices=["valid", "test"], default="test")
+    parser.add_argument("--batch", type=int, help="parallel streams (default: the run's eval_batch_size)")
+    parser.add_argument("--data-dir", help="prepared corpus folder (default: the run's data_dir)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    setup_process(0, args.threads)
+    try:
+        meta, weights = read_checkpoint(args.checkpoint, CHECKPOINT_KIND)
+        try:
+            cfg = from_dict(LMExperimentConfig, meta["config"])
+        except ConfigError as err:
+            raise CheckpointError(f"{args.checkpoint}: config does not match this code: {err}") from err
+        model = build_lm(cfg)
+        load_weights(model, weights, args.checkpoint)
+        data = load_split(args.data_dir or cfg.data_dir, args.split)
+    except (CheckpointError, CorpusError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    stream = OrderedStream(data, args.batch or cfg.eval_batch_size, cfg.segment_len)
+    result = evaluate_stream(model, stream, progress=True)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

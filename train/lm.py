@@ -1,0 +1,143 @@
+"""Train a character-level language model on the ordered corpus stream (Transformer-XL style).
+
+    python -m train.lm configs/lm/rmt_m5_bptt1.yaml [key=value ...] [--out DIR] [--csv results/lm.csv]
+
+The training corpus is read as ``train.batch_size`` parallel streams, one segment per step, in
+order; memory tokens and the Transformer-XL cache are carried from step to step and reset only
+when the stream starts over.  With ``model.bptt_depth = k`` a step re-decodes the k previous
+segments from the detached state k segments back and back-propagates the current segment's
+loss through all k+1 (as in the RMT paper's language-model training): k = 0 detaches the memory
+at every step.  The final evaluation reads the whole validation and test streams in order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from rate.checkpoint import save_checkpoint
+from rate.config import ConfigError, load_yaml, to_dict
+from rate.lm import RecurrentLM
+from rate.lm_data import CorpusError, load_split
+from rate.lm_experiment import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
+from rate.lm_stream import OrderedStream
+from rate.results import append_row, config_row, machine_info
+from rate.rmt import RMTState
+from rate.training import make_optimizer, resolve_device, setup_process
+
+
+class SlidingBPTT:
+    """Which segments a step decodes, and the detached state the window starts from.
+
+    ``window`` holds the indices of the last k+1 segments (the current one last); ``start`` is
+    the state at the input of window[0].  After a step the window slides by one segment and
+    ``start`` becomes the (detached) state after the old window[0].
+    """
+
+    def __init__(self, model: RecurrentLM, stream: OrderedStream, depth: int):
+        self.model, self.stream, self.depth = model, stream, depth
+        self.reset()
+
+    def reset(self) -> None:
+        self.window: list[int] = []
+        self.start: RMTState = self.model.decoder.initial_state(self.stream.rows.shape[0])
+
+    def loss(self, i: int, device: torch.device) -> torch.Tensor:
+        """Decode window + segment i from ``start``; cross-entropy of segment i; slides the window."""
+        if i == 0:
+            self.reset()  # the stream starts over: fresh memory and cache
+        self.window.append(i)
+        state, after_first = self.start, None
+        for j in self.window:
+            x, y = (t.to(device) for t in self.stream.segment(j))
+            logits, state = self.model.forward_segment(x, state)
+            if after_first is None:
+                after_first = state
+        if len(self.window) > self.depth:
+            self.window.pop(0)
+            self.start = after_first.detached()
+        return F.cross_entropy(logits.flatten(0, 1), y.flatten())
+
+
+def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = True) -> tuple[RecurrentLM, dict]:
+    tc = cfg.train
+    setup_process(tc.seed, tc.threads)
+    device = resolve_device(tc.device)
+    train_stream = OrderedStream(load_split(cfg.data_dir, "train"), tc.batch_size, cfg.segment_len)
+    valid_stream = OrderedStream(load_split(cfg.data_dir, "valid"), cfg.eval_batch_size, cfg.segment_len)
+    test_stream = OrderedStream(load_split(cfg.data_dir, "test"), cfg.eval_batch_size, cfg.segment_len)
+    model = build_lm(cfg).to(device)
+    opt, sched = make_optimizer(model, tc)
+    window = SlidingBPTT(model, train_stream, cfg.model.bptt_depth)
+    writer = SummaryWriter(str(out / "tb")) if out is not None else None
+    start = time.time()
+    bar = tqdm(range(tc.steps), desc="lm", disable=not progress, dynamic_ncols=True)
+    model.train()
+    for step in bar:
+        loss = window.loss(step % len(train_stream), device)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        sched.step()
+        if writer is not None:
+            writer.add_scalar("train/bpc", loss.item() / 0.6931471805599453, step)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+        if (step + 1) % tc.eval_every == 0 and step + 1 < tc.steps:
+            valid = evaluate_stream(model, valid_stream, cfg.valid_segments)
+            bar.set_postfix(train_bpc=f"{loss.item() / 0.6931471805599453:.3f}", valid_bpc=f"{valid['bpc']:.3f}")
+            if writer is not None:
+                writer.add_scalar("valid/bpc", valid["bpc"], step + 1)
+    train_seconds = time.time() - start
+    metrics = {
+        "valid_bpc": evaluate_stream(model, valid_stream, progress=progress)["bpc"],
+        "test_bpc": evaluate_stream(model, test_stream, progress=progress)["bpc"],
+        "train_seconds": round(train_seconds, 1),
+        "tokens_seen": tc.steps * tc.batch_size * cfg.segment_len,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    if writer is not None:
+        writer.add_scalar("test/bpc", metrics["test_bpc"], tc.steps)
+        writer.close()
+    return model, metrics
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train.lm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.num_mem_tokens=5")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--csv", type=Path)
+    parser.add_argument("--run-name")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_yaml(LMExperimentConfig, args.config, args.overrides)
+        name = args.run_name or Path(args.config).stem
+        out = args.out or Path("runs/lm") / name
+        model, metrics = train(cfg, out, progress=not args.no_progress)
+    except (ConfigError, CorpusError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
+    print(json.dumps({"run": name, **metrics}))
+    if args.csv:
+        row = {"run": name, "config_file": str(args.config), "overrides": " ".join(args.overrides)}
+        row.update(config_row(cfg))
+        row.update({**metrics, **machine_info()})
+        append_row(args.csv, row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
