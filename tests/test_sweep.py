@@ -48,3 +48,20 @@ def test_bad_sweep_file_fails_before_running(tmp_path, capsys):
                           "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [2], models: [nope]}\n")
     assert main([str(sweep_file)]) == 2
     assert "model 'nope' is not in models" in capsys.readouterr().err
+
+
+def test_listed_runs_use_their_own_seeds_and_the_named_trainer():
+    from train.sweep import ListedRun
+
+    sweep = Sweep(csv="x.csv", out_root="runs", seeds=[0], trainer="train.lm",
+                  runs=[ListedRun(name="a", config="configs/lm/base.yaml", overrides=["model.mem_len=8"], seeds=[0, 1]),
+                        ListedRun(name="b", config="configs/lm/base.yaml")])
+    assert [(r.name, r.overrides) for r in expand(sweep)] == [
+        ("a/seed0", ["model.mem_len=8", "train.seed=0"]), ("a/seed1", ["model.mem_len=8", "train.seed=1"]),
+        ("b/seed0", ["train.seed=0"])]
+
+
+def test_shipped_sweeps_expand_and_validate(capsys):
+    for path in ("configs/algorithmic/sweep.yaml", "configs/lm/sweep.yaml"):
+        assert main([path, "--dry-run"]) == 0
+    assert "to run" in capsys.readouterr().out

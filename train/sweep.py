@@ -2,7 +2,10 @@
 
     python -m train.sweep configs/algorithmic/sweep.yaml [--only reverse] [--dry-run]
 
-Each run is a fresh ``python -m train.algorithmic`` process (its own thread setting and seed),
+A sweep file names a trainer module (``train.algorithmic`` or ``train.lm``), the seeds, and its
+runs: either a grid of ``groups`` (algorithmic tasks: segment counts x models, with ``{mem}``
+replaced by the group's memory size) or an explicit list of ``runs`` (name, config, overrides,
+optional own seeds).  Each run is a fresh trainer process (its own thread setting and seed),
 which appends its row to the sweep's CSV when it finishes.  Runs whose name is already in the
 CSV are skipped, so a sweep killed at any point continues with the next session.
 """
@@ -21,7 +24,10 @@ from tqdm import tqdm
 
 from rate.algorithmic_model import AlgorithmicConfig
 from rate.config import ConfigError, from_dict, load_yaml
+from rate.lm_experiment import LMExperimentConfig
 from rate.results import read_rows
+
+TRAINERS = {"train.algorithmic": AlgorithmicConfig, "train.lm": LMExperimentConfig}
 
 
 @dataclass
@@ -34,12 +40,28 @@ class SweepGroup:
 
 
 @dataclass
+class ListedRun:
+    name: str
+    config: str
+    overrides: list[str] = field(default_factory=list)
+    seeds: list[int] | None = None  # default: the sweep's seeds
+
+
+@dataclass
 class Sweep:
     csv: str
     out_root: str
     seeds: list[int]
+    trainer: str = "train.algorithmic"
     models: dict[str, list[str]] = field(default_factory=dict)
     groups: list[SweepGroup] = field(default_factory=list)
+    runs: list[ListedRun] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.trainer not in TRAINERS:
+            raise ValueError(f"trainer {self.trainer!r} is not one of {sorted(TRAINERS)}")
+        if self.groups and self.trainer != "train.algorithmic":
+            raise ValueError("groups (segment-count grids) are for train.algorithmic; list runs instead")
 
 
 @dataclass
@@ -50,8 +72,11 @@ class Run:
 
 
 def expand(sweep: Sweep) -> list[Run]:
-    """All runs of the sweep, in file order (group, segment count, model, seed)."""
+    """All runs of the sweep, in file order (group, segment count, model, seed; then listed runs)."""
     runs = []
+    for listed in sweep.runs:
+        for seed in listed.seeds if listed.seeds is not None else sweep.seeds:
+            runs.append(Run(f"{listed.name}/seed{seed}", listed.config, [*listed.overrides, f"train.seed={seed}"]))
     for g in sweep.groups:
         base = load_yaml(AlgorithmicConfig, g.config)
         for n in g.segments:
@@ -64,6 +89,9 @@ def expand(sweep: Sweep) -> list[Run]:
                 for seed in sweep.seeds:
                     name = f"{g.task}/{model}/seg{n}/seed{seed}"
                     runs.append(Run(name, g.config, [f"segments={n}", f"train.seed={seed}", *model_over]))
+    names = [r.name for r in runs]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"run names repeat: {sorted({n for n in names if names.count(n) > 1})[:3]}")
     return runs
 
 
@@ -77,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         sweep = from_dict(Sweep, yaml.safe_load(args.sweep.read_text()))
         runs = expand(sweep)
         for run in runs:  # validate every config before spending compute
-            load_yaml(AlgorithmicConfig, run.config, run.overrides)
+            load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -89,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             print(r.name, " ".join(r.overrides))
         return 0
     for run in tqdm(pending, desc="sweep", dynamic_ncols=True):
-        cmd = [sys.executable, "-m", "train.algorithmic", run.config, *run.overrides,
+        cmd = [sys.executable, "-m", sweep.trainer, run.config, *run.overrides,
                "--csv", sweep.csv, "--run-name", run.name,
                "--out", str(Path(sweep.out_root) / run.name), "--no-progress"]
         start = time.time()
