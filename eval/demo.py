@@ -1,7 +1,7 @@
 """`make run`: the algorithmic demo.
 
 Trains RMT (memory tokens), a Transformer-XL (cache) and a plain Transformer on reverse cut into
-3 segments (configs/algorithmic/demo.yaml), evaluates each by free-running greedy generation and
+4 segments (configs/algorithmic/demo.yaml), evaluates each by free-running greedy generation and
 prints a table.  About 3-4 minutes on 2 CPU cores.  Checkpoints and TensorBoard logs go to
 runs/demo/<model>/, the table to runs/demo/summary.md.
 """
