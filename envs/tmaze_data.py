@@ -1,0 +1,100 @@
+"""Offline T-Maze dataset: successful oracle episodes written as a Minari dataset.
+
+    python -m envs.tmaze_data --horizon 90 --episodes 2000 --seed 0 [--dataset-id rate/tmaze/oracle-T90-v0]
+
+As in the RATE paper, corridor lengths are drawn uniformly from 1 .. horizon - 2 (so every episode
+fits in the training horizon) and both goals are equally frequent.  The dataset is a pure
+function of (horizon, episodes, seed).  ``MINARI_DATASETS_PATH`` chooses the storage folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import warnings
+
+import gymnasium as gym
+import minari
+import numpy as np
+from minari.data_collector.episode_buffer import EpisodeBuffer
+from minari.storage import get_dataset_path
+
+import envs  # noqa: F401  (registers rate/TMaze-v0)
+from envs.tmaze import oracle_action
+
+
+def default_dataset_id(horizon: int) -> str:
+    return f"rate/tmaze/oracle-T{horizon}-v0"
+
+
+def oracle_episode(env: gym.Env, seed: int, corridor_length: int, goal: int, episode_id: int) -> EpisodeBuffer:
+    obs, _ = env.reset(seed=seed, options={"corridor_length": corridor_length, "goal": goal})
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    done = False
+    while not done:
+        action = oracle_action(env.unwrapped)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(float(reward))
+        terms.append(bool(terminated))
+        truncs.append(bool(truncated))
+        done = terminated or truncated
+    if rewards[-1] != 1.0:
+        raise AssertionError(f"oracle failed on seed {seed}, L={corridor_length}")  # a bug, not bad input
+    return EpisodeBuffer(id=episode_id, seed=seed, observations=np.stack(observations), actions=np.array(actions),
+                         rewards=rewards, terminations=terms, truncations=truncs, infos={})
+
+
+def generate_tmaze_dataset(horizon: int, episodes: int, seed: int, dataset_id: str | None = None,
+                           overwrite: bool = False) -> minari.MinariDataset:
+    """Create the Minari dataset of ``episodes`` successful oracle runs with L in 1..horizon-2."""
+    if horizon < 3:
+        raise ValueError(f"horizon must be >= 3 (a corridor of at least 1), got {horizon}")
+    if episodes < 2:
+        raise ValueError(f"episodes must be >= 2 (both goals), got {episodes}")
+    dataset_id = dataset_id or default_dataset_id(horizon)
+    if dataset_id in minari.list_local_datasets():
+        if not overwrite:
+            raise FileExistsError(f"Minari dataset {dataset_id} already exists; pass overwrite=True (--overwrite)")
+        minari.delete_dataset(dataset_id)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(1, horizon - 1, size=episodes)  # 1 .. horizon-2
+    goals = np.where(np.arange(episodes) % 2 == 0, 1, -1)
+    seeds = rng.integers(0, 2**31 - 1, size=episodes)
+    env = gym.make("rate/TMaze-v0", corridor_length=horizon - 2)
+    buffers = [oracle_episode(env, int(s), int(L), int(g), i) for i, (s, L, g) in enumerate(zip(seeds, lengths, goals))]
+    try:
+        with warnings.catch_warnings():  # Minari's advice to add an author e-mail and code link
+            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
+            return minari.create_dataset_from_buffers(
+                dataset_id, buffers, env=env, algorithm_name="oracle", author="rate",
+                description=f"Passive T-Maze oracle episodes, corridor lengths 1..{horizon - 2}, seed {seed}",
+                data_format="hdf5", ref_min_score=0.0, ref_max_score=1.0,
+            )
+    except BaseException:
+        # A failed creation leaves a partial folder that blocks every retry; remove it.
+        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m envs.tmaze_data", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--horizon", type=int, default=90, help="training horizon T; corridors up to T-2")
+    parser.add_argument("--episodes", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset-id")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        ds = generate_tmaze_dataset(args.horizon, args.episodes, args.seed, args.dataset_id, args.overwrite)
+    except (ValueError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
