@@ -1,0 +1,144 @@
+"""Offline trajectories: Minari episodes -> fixed-length training windows with masks.
+
+A window holds W = N*K consecutive steps of one episode (N segments of K steps).  By default it
+starts at the episode start (memory tasks put the cue at t = 0); ``strided`` windows start at
+0, stride, 2*stride, ... and ``random`` windows at a uniformly drawn step.  Windows that run past
+the episode end are padded at the end; ``valid`` marks the real steps and every loss and
+attention mask obeys it.
+
+Return-to-go: undiscounted sum of the rewards from t to the episode end, divided by rtg_scale.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+class DatasetError(ValueError):
+    """An offline dataset that is missing, empty, malformed, or does not match the config."""
+
+
+@dataclass
+class Episode:
+    """One episode: observations (T, *obs_shape) (the final observation dropped), actions (T,) int or
+    (T, act_dim) float, rewards (T,)."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+
+def returns_to_go(rewards: np.ndarray, rtg_scale: float) -> np.ndarray:
+    """rtg[t] = sum_{t' >= t} rewards[t'] / rtg_scale, float32 (T,)."""
+    return (np.cumsum(rewards[::-1])[::-1] / rtg_scale).astype(np.float32)
+
+
+def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: int, name: str) -> None:
+    """One clear DatasetError for the first problem found (empty, NaN/inf, out-of-range actions)."""
+    if not episodes:
+        raise DatasetError(f"{name}: the dataset has no episodes")
+    for i, ep in enumerate(episodes):
+        if len(ep) == 0:
+            raise DatasetError(f"{name}: episode {i} has no steps")
+        if not (len(ep.observations) == len(ep.actions) == len(ep.rewards)):
+            raise DatasetError(f"{name}: episode {i} has {len(ep.observations)} observations, {len(ep.actions)} "
+                               f"actions and {len(ep.rewards)} rewards")
+        for field in ("observations", "rewards") + (() if discrete_actions else ("actions",)):
+            values = getattr(ep, field)
+            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                raise DatasetError(f"{name}: episode {i} has NaN or inf in its {field}")
+        if discrete_actions and (ep.actions.min() < 0 or ep.actions.max() >= act_dim):
+            raise DatasetError(f"{name}: episode {i} has actions outside 0..{act_dim - 1}")
+
+
+def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object]:
+    """Episodes, observation space and action space of a local Minari dataset."""
+    import minari
+
+    try:
+        ds = minari.load_dataset(dataset_id)
+    except FileNotFoundError as err:
+        root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+        raise DatasetError(f"Minari dataset {dataset_id!r} not found under {root}; generate it first "
+                           f"(for T-Maze: python -m envs.tmaze_data)") from err
+    except Exception as err:  # h5py/json errors of a damaged dataset
+        raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
+    episodes = []
+    for ep in ds.iterate_episodes():
+        rewards = np.asarray(ep.rewards, dtype=np.float32)  # MiniGrid stores int64 rewards
+        episodes.append(Episode(np.asarray(ep.observations)[: len(rewards)], np.asarray(ep.actions), rewards))
+    return episodes, ds.observation_space, ds.action_space
+
+
+def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std (floored at 1e-6) over every stored observation."""
+    obs = np.concatenate([ep.observations.reshape(len(ep), -1) for ep in episodes]).astype(np.float64)
+    return obs.mean(0).astype(np.float32), np.maximum(obs.std(0), 1e-6).astype(np.float32)
+
+
+class TrajectoryWindows(Dataset):
+    """Training windows of ``window`` steps.
+
+    Each item: obs (W, *obs_shape) float32, actions (W,) int64 [pad = act_pad] or (W, act_dim)
+    float32 [pad 0], rtg (W, 1) float32 [pad 0], valid (W,) bool.
+    """
+
+    def __init__(
+        self,
+        episodes: list[Episode],
+        window: int,
+        rtg_scale: float = 1.0,
+        start: Literal["episode_start", "strided", "random"] = "episode_start",
+        stride: int | None = None,
+        act_pad: int = 0,
+        seed: int = 0,
+    ):
+        if window <= 0 or rtg_scale <= 0:
+            raise ValueError(f"window and rtg_scale must be positive, got {window}, {rtg_scale}")
+        self.episodes, self.window, self.start, self.act_pad = episodes, window, start, act_pad
+        self.rtg = [returns_to_go(ep.rewards, rtg_scale) for ep in episodes]
+        self.rng = np.random.default_rng(seed)
+        if start == "episode_start":
+            self.index = [(i, 0) for i in range(len(episodes))]
+        elif start == "strided":
+            stride = stride or window
+            if stride <= 0:
+                raise ValueError(f"stride must be positive, got {stride}")
+            self.index = [(i, s) for i, ep in enumerate(episodes) for s in range(0, len(ep), stride)]
+        elif start == "random":
+            self.index = [(i, -1) for i in range(len(episodes))]
+        else:
+            raise ValueError(f"unknown window start {start!r}")
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        i, s = self.index[item]
+        ep = self.episodes[i]
+        if s < 0:
+            s = int(self.rng.integers(0, len(ep)))
+        e = min(s + self.window, len(ep))
+        n, w = e - s, self.window
+        obs = np.zeros((w, *ep.observations.shape[1:]), dtype=np.float32)
+        obs[:n] = ep.observations[s:e]
+        if ep.actions.ndim == 1:
+            actions = np.full(w, self.act_pad, dtype=np.int64)
+        else:
+            actions = np.zeros((w, ep.actions.shape[1]), dtype=np.float32)
+        actions[:n] = ep.actions[s:e]
+        rtg = np.zeros((w, 1), dtype=np.float32)
+        rtg[:n, 0] = self.rtg[i][s:e]
+        valid = np.zeros(w, dtype=bool)
+        valid[:n] = True
+        return {"obs": torch.from_numpy(obs), "actions": torch.from_numpy(actions),
+                "rtg": torch.from_numpy(rtg), "valid": torch.from_numpy(valid)}

@@ -1,0 +1,130 @@
+"""RATE data windows, model token layout and loss masks, and streaming rollout equivalence."""
+
+import numpy as np
+import pytest
+import torch
+
+from rate.policy import StreamingPolicy, WindowPolicy
+from rate.rate_model import RATEConfig, RATEModel
+from rate.rmt import RMTConfig
+from rate.trajectory import DatasetError, Episode, TrajectoryWindows, returns_to_go, validate_episodes
+
+
+def episode(n, obs_dim=4, reward_at=None):
+    rewards = np.zeros(n, dtype=np.float32)
+    rewards[n - 1 if reward_at is None else reward_at] = 1.0
+    return Episode(np.arange(n * obs_dim, dtype=np.float32).reshape(n, obs_dim), np.arange(n) % 4, rewards)
+
+
+def test_returns_to_go_hand_computed():
+    np.testing.assert_allclose(returns_to_go(np.array([1.0, 0.0, 2.0, 3.0]), 1.0), [6, 5, 5, 3])
+    np.testing.assert_allclose(returns_to_go(np.array([1.0, 0.0, 2.0, 3.0]), 2.0), [3, 2.5, 2.5, 1.5])
+
+
+def test_episode_start_window_pads_at_the_end():
+    ds = TrajectoryWindows([episode(5)], window=8, rtg_scale=1.0, act_pad=4)
+    item = ds[0]
+    assert item["valid"].tolist() == [True] * 5 + [False] * 3
+    assert item["actions"].tolist() == [0, 1, 2, 3, 0, 4, 4, 4]
+    assert item["rtg"][:, 0].tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
+    assert torch.equal(item["obs"][:5], torch.arange(20.0).view(5, 4)) and (item["obs"][5:] == 0).all()
+
+
+def test_strided_windows_cover_the_episode_and_rtg_counts_future_reward():
+    ds = TrajectoryWindows([episode(10, reward_at=7)], window=4, start="strided", stride=4, act_pad=4)
+    assert len(ds) == 3
+    assert ds[1]["rtg"][:, 0].tolist() == [1, 1, 1, 1]  # reward at t=7 lies ahead of steps 4..7
+    assert ds[2]["rtg"][:, 0].tolist() == [0, 0, 0, 0] and ds[2]["valid"].tolist() == [True, True, False, False]
+
+
+def test_random_windows_are_reproducible():
+    a = TrajectoryWindows([episode(50)], window=4, start="random", seed=3)
+    b = TrajectoryWindows([episode(50)], window=4, start="random", seed=3)
+    assert all(torch.equal(a[0]["obs"], b[0]["obs"]) for _ in range(5))
+
+
+@pytest.mark.parametrize(
+    "eps, pattern",
+    [
+        ([], "no episodes"),
+        ([Episode(np.zeros((0, 4)), np.zeros(0, dtype=int), np.zeros(0))], "no steps"),
+        ([Episode(np.full((3, 4), np.nan), np.zeros(3, dtype=int), np.zeros(3))], "NaN or inf in its observations"),
+        ([Episode(np.zeros((3, 4)), np.zeros(3, dtype=int), np.array([0, np.inf, 0]))], "NaN or inf in its rewards"),
+        ([Episode(np.zeros((3, 4)), np.array([0, 9, 1]), np.zeros(3))], "actions outside 0..3"),
+    ],
+)
+def test_bad_episodes_get_one_clear_error(eps, pattern):
+    with pytest.raises(DatasetError, match=pattern):
+        validate_episodes(eps, discrete_actions=True, act_dim=4, name="d")
+
+
+def small_rate(**backbone):
+    base = dict(d_model=32, n_layers=2, n_heads=2, d_head=16, d_inner=32, num_mem_tokens=2, memory_update="mrv",
+                mrv_heads=2)
+    base.update(backbone)
+    torch.manual_seed(0)
+    return RATEModel(RATEConfig(backbone=RMTConfig(**base), segment_steps=3, num_segments=3, obs_shape=[4])).eval()
+
+
+def batch(b=2, t=9):
+    g = torch.Generator().manual_seed(1)
+    return (torch.randn(b, t, 4, generator=g), torch.randint(0, 4, (b, t), generator=g),
+            torch.rand(b, t, 1, generator=g), torch.ones(b, t, dtype=torch.bool))
+
+
+def test_action_is_predicted_from_the_observation_without_seeing_itself():
+    model = small_rate()
+    obs, actions, rtg, valid = batch()
+    out, _ = model(obs, actions, rtg, valid)
+    changed = actions.clone()
+    changed[:, 4] = (changed[:, 4] + 1) % 4
+    out2, _ = model(obs, changed, rtg, valid)
+    torch.testing.assert_close(out[:, :5], out2[:, :5])  # a_4 is invisible up to o_4
+    assert not torch.allclose(out[:, 5], out2[:, 5])  # and visible from step 5 on
+
+
+def test_loss_ignores_padded_steps():
+    model = small_rate()
+    obs, actions, rtg, valid = batch()
+    valid[0, 6:] = False
+    out, _ = model(obs, actions, rtg, valid)
+    loss = model.loss(out, actions, valid)
+    other = actions.clone()
+    other[0, 6:] = (other[0, 6:] + 1) % 4
+    assert model.loss(out, other, valid) == loss
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(num_mem_tokens=0, mem_len=5), dict(memory_update="rmt")])
+def test_streaming_policy_equals_recomputing_the_trajectory(backbone):
+    """Every logit of a rollout decoded token by token equals a full forward over the prefix."""
+    model = small_rate(**backbone)
+    policy = StreamingPolicy(model, target_return=1.0)
+    policy.reset(2)
+    g = torch.Generator().manual_seed(2)
+    obs_hist, act_hist, rtg_hist = [], [], []
+    rtg = torch.full((2, 1), 1.0)
+    reward = None
+    for t in range(11):  # crosses three segment boundaries (K = 3)
+        obs = torch.randn(2, 4, generator=g)
+        if reward is not None:
+            rtg = rtg - reward.view(-1, 1)
+        action = policy.act(obs.numpy(), None if reward is None else reward.numpy())
+        obs_hist.append(obs)
+        rtg_hist.append(rtg)
+        placeholder = torch.full((2,), 4)
+        out, _ = model(torch.stack(obs_hist, 1), torch.stack(act_hist + [placeholder], 1),
+                       torch.stack(rtg_hist, 1), torch.ones(2, t + 1, dtype=torch.bool))
+        torch.testing.assert_close(policy.last_output, out[:, -1], atol=1e-5, rtol=1e-5)
+        assert (action == out[:, -1].argmax(-1).numpy()).all()
+        act_hist.append(torch.as_tensor(action))
+        reward = torch.rand(2, generator=g)
+
+
+def test_window_policy_slides_over_the_last_window():
+    model = small_rate(num_mem_tokens=0)
+    policy = WindowPolicy(model, target_return=1.0, window=4)
+    policy.reset(1)
+    for _ in range(7):
+        policy.act(np.zeros((1, 4), dtype=np.float32), np.zeros(1))
+    assert len(policy.obs) == len(policy.actions) == len(policy.rtgs) == 4
