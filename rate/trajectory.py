@@ -122,11 +122,20 @@ class TrajectoryWindows(Dataset):
     def __len__(self) -> int:
         return len(self.index)
 
+    def batch(self, items, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Stacked windows: obs (B, W, ...), actions (B, W[, A]), rtg (B, W, 1), valid (B, W)."""
+        windows = [self.get(int(k), rng) for k in items]
+        return {key: torch.stack([w[key] for w in windows]) for key in windows[0]}
+
     def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        return self.get(item, self.rng)
+
+    def get(self, item: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """Window ``item``; ``rng`` draws the start of a random window."""
         i, s = self.index[item]
         ep = self.episodes[i]
         if s < 0:
-            s = int(self.rng.integers(0, len(ep)))
+            s = int(rng.integers(0, len(ep)))
         e = min(s + self.window, len(ep))
         n, w = e - s, self.window
         obs = np.zeros((w, *ep.observations.shape[1:]), dtype=np.float32)

@@ -1,0 +1,98 @@
+"""Offline-RL experiment config for RATE and its Transformer baselines, dataset checks, evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from rate.policy import StreamingPolicy, WindowPolicy
+from rate.rate_model import RATEConfig, RATEModel
+from rate.rollout import rollout
+from rate.training import TrainConfig
+from rate.trajectory import DatasetError, Episode, load_minari_episodes, validate_episodes
+
+CHECKPOINT_KIND = "rate"
+
+
+@dataclass
+class EvalConfig:
+    env_id: str = "rate/TMaze-v0"
+    lengths: list[int] = field(default_factory=lambda: [30, 90])  # T-Maze episode lengths T (corridor T - 2)
+    episodes: int = 50
+    seed: int = 0
+    target_return: float = 1.0
+    sample: bool = False  # argmax by default
+
+    def __post_init__(self) -> None:
+        if self.episodes <= 0 or any(t < 3 for t in self.lengths):
+            raise ValueError("eval.episodes must be positive and every length T >= 3")
+
+
+@dataclass
+class RATEExperimentConfig:
+    """One offline training run: data, model, how the window is trained, how the policy is run."""
+
+    dataset_id: str = "rate/tmaze/oracle-T90-v0"
+    model: RATEConfig = field(default_factory=RATEConfig)
+    window_start: Literal["episode_start", "strided", "random"] = "episode_start"
+    window_stride: int = 0  # strided windows (0 = the window length)
+    # bptt: one optimiser step per batch of whole windows, gradient depth model.backbone.bptt_depth;
+    # official: memory detached and one optimiser step per segment, as the RATE reference code.
+    training_mode: Literal["bptt", "official"] = "bptt"
+    policy: Literal["streaming", "window"] = "streaming"  # window = DT's sliding window
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
+    """The dataset's episodes, after checking they fit the model config (spaces, values)."""
+    episodes, obs_space, act_space = load_minari_episodes(cfg.dataset_id)
+    m = cfg.model
+    if tuple(obs_space.shape) != tuple(m.obs_shape):
+        raise DatasetError(f"{cfg.dataset_id}: observations of shape {tuple(obs_space.shape)}, but the config says "
+                           f"model.obs_shape {m.obs_shape}")
+    if m.act_kind == "discrete":
+        if not isinstance(act_space, gym.spaces.Discrete) or act_space.n != m.act_dim:
+            raise DatasetError(f"{cfg.dataset_id}: action space {act_space}, but the config says "
+                               f"{m.act_dim} discrete actions")
+    elif not isinstance(act_space, gym.spaces.Box) or act_space.shape != (m.act_dim,):
+        raise DatasetError(f"{cfg.dataset_id}: action space {act_space}, but the config says "
+                           f"{m.act_dim} continuous actions")
+    validate_episodes(episodes, m.act_kind == "discrete", m.act_dim, cfg.dataset_id)
+    return episodes
+
+
+def make_policy(model: RATEModel, cfg: RATEExperimentConfig):
+    if cfg.policy == "window":
+        return WindowPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
+    return StreamingPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
+
+
+def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[int] | None = None,
+                     episodes: int | None = None, progress: bool = False) -> dict[int, dict[str, float]]:
+    """Success rate and return (mean, std) per T-Maze episode length T (corridor T - 2)."""
+    import envs  # noqa: F401  registers the project's environments
+
+    ev = cfg.eval
+    results = {}
+    for t in lengths or ev.lengths:
+        def make_env(t=t):
+            return gym.make(ev.env_id, corridor_length=t - 2)
+
+        out = rollout(make_env, make_policy(model, cfg), episodes or ev.episodes, seed=ev.seed, progress=progress)
+        results[t] = {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),
+                      "return": float(out["returns"].mean()), "return_std": float(out["returns"].std())}
+    return results
+
+
+def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None) -> RATEModel:
+    model = RATEModel(cfg.model)
+    if episodes is not None and cfg.model.normalize_obs:
+        from rate.trajectory import observation_stats
+
+        model.set_obs_stats(*observation_stats(episodes))
+    return model

@@ -1,0 +1,177 @@
+"""Offline training of RATE (and its Transformer baselines) from a Minari dataset.
+
+    python -m train CONFIG [key=value ...] [--out runs/tmaze/NAME] [--resume] [--csv FILE]
+
+Batches are a pure function of (seed, step): the window order of epoch e is a permutation drawn
+from (seed, e), random window starts from (seed, step).  Together with the saved optimiser,
+scheduler and random-generator states this makes ``--resume`` continue exactly like an
+uninterrupted run.  Every ``train.eval_every`` steps: rollouts at ``eval.lengths`` (TensorBoard
+``eval/success_T``), then the checkpoint (safetensors + JSON) and ``training_state.pt`` are
+written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from rate.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from rate.config import ConfigError, load_yaml, to_dict
+from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_rate, evaluate_lengths, load_dataset_for
+from rate.rate_model import RATEModel
+from rate.results import append_row, config_row, machine_info
+from rate.training import make_optimizer, resolve_device, setup_process
+from rate.trajectory import DatasetError, TrajectoryWindows
+
+STATE_FILE = "training_state.pt"
+
+
+def batch_items(n_windows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Window indices of batch ``step``: epochs are seeded permutations, read in order."""
+    per_epoch = max(1, n_windows // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_windows)
+    return perm[k * batch_size : (k + 1) * batch_size] if n_windows >= batch_size else perm
+
+
+def train_step(model: RATEModel, cfg: RATEExperimentConfig, batch: dict, opt, clip: float) -> float:
+    """One batch; returns the mean loss.  bptt: one step over whole windows; official: per segment."""
+    obs, actions, rtg, valid = batch["obs"], batch["actions"], batch["rtg"], batch["valid"]
+    if cfg.training_mode == "bptt":
+        out, _ = model(obs, actions, rtg, valid)
+        loss = model.loss(out, actions, valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return loss.item()
+    k, state, losses = cfg.model.segment_steps, None, []
+    for start in range(0, obs.shape[1], k):
+        seg = slice(start, start + k)
+        if not valid[:, seg].any():
+            break
+        out, state = model(obs[:, seg], actions[:, seg], rtg[:, seg], valid[:, seg], state)
+        loss = model.loss(out, actions[:, seg], valid[:, seg])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        state = state.detached()  # the reference code's one-segment truncation
+        losses.append(loss.item())
+    return float(np.mean(losses))
+
+
+def save_training_state(out: Path, opt, sched, step: int) -> None:
+    state = {
+        "step": step,
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        "rng_numpy": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
+                      for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
+        "rng_python": random.getstate(),
+    }
+    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{STATE_FILE}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, out / STATE_FILE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_training_state(out: Path, model: RATEModel, opt, sched) -> int:
+    """Restore weights, optimiser, scheduler and generators from ``out``; returns the step."""
+    _, weights = read_checkpoint(out, CHECKPOINT_KIND)
+    load_weights(model, weights, out)
+    path = out / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{out}: no {STATE_FILE} to resume from")
+    state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_torch"])
+    n = state["rng_numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate(state["rng_python"])
+    return int(state["step"])
+
+
+def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: bool = True) -> tuple[RATEModel, dict]:
+    tc = cfg.train
+    setup_process(tc.seed, tc.threads)
+    device = resolve_device(tc.device)
+    episodes = load_dataset_for(cfg)
+    model = build_rate(cfg, episodes).to(device)
+    windows = TrajectoryWindows(episodes, cfg.model.window_steps, cfg.model.rtg_scale, cfg.window_start,
+                                cfg.window_stride or None, cfg.model.action_pad, tc.seed)
+    opt, sched = make_optimizer(model, tc)
+    out.mkdir(parents=True, exist_ok=True)
+    step = load_training_state(out, model, opt, sched) if resume else 0
+    writer = SummaryWriter(str(out / "tb"))
+    start = time.time()
+    bar = tqdm(total=tc.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
+    eval_results: dict = {}
+    model.train()
+    while step < tc.steps:
+        items = batch_items(len(windows), tc.batch_size, tc.seed, step)
+        batch = {k: v.to(device) for k, v in windows.batch(items, np.random.default_rng([tc.seed, step, 1])).items()}
+        loss = train_step(model, cfg, batch, opt, tc.grad_clip)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {step}; lower train.lr")
+        sched.step()
+        step += 1
+        bar.update(1)
+        writer.add_scalar("train/loss", loss, step)
+        writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+        if step % tc.eval_every == 0 or step == tc.steps:
+            eval_results = evaluate_lengths(model, cfg)
+            model.train()
+            for t, r in eval_results.items():
+                writer.add_scalar(f"eval/success_T{t}", r["success"], step)
+            bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}" for t, r in eval_results.items()})
+            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
+            save_training_state(out, opt, sched, step)
+    bar.close()
+    writer.close()
+    return model, {"train_seconds": round(time.time() - start, 1), "steps": step, "eval": eval_results}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("config")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.num_mem_tokens=10")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
+    parser.add_argument("--csv", type=Path, help="append one result row to this CSV")
+    parser.add_argument("--run-name")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
+        name = args.run_name or Path(args.config).stem
+        out = args.out or Path("runs/rate") / name
+        _, metrics = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except (ConfigError, DatasetError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps({"run": name, **metrics}))
+    if args.csv:
+        row = {"run": name, "config_file": str(args.config), "overrides": " ".join(args.overrides)}
+        row.update(config_row(cfg))
+        row.update({"train_seconds": metrics["train_seconds"], **machine_info()})
+        row.update({f"success_T{t}": r["success"] for t, r in metrics["eval"].items()})
+        append_row(args.csv, row)
+    return 0
