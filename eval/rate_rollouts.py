@@ -21,7 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from rate.checkpoint import CheckpointError, load_weights, read_checkpoint  # noqa: E402
 from rate.config import ConfigError, atomic_write_text, from_dict  # noqa: E402
-from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, evaluate_lengths  # noqa: E402
+from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_policy_model, evaluate_lengths  # noqa: E402
 from rate.rate_model import RATEModel  # noqa: E402
 from rate.training import setup_process  # noqa: E402
 
@@ -32,7 +32,7 @@ def load_policy_model(path: Path) -> tuple[RATEModel, RATEExperimentConfig]:
         cfg = from_dict(RATEExperimentConfig, meta["config"])
     except ConfigError as err:
         raise CheckpointError(f"{path}: config does not match this code: {err}") from err
-    model = RATEModel(cfg.model)
+    model = build_policy_model(cfg.model)
     load_weights(model, weights, path)
     return model.eval(), cfg
 

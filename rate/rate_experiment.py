@@ -67,6 +67,10 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
 
 
 def make_policy(model: RATEModel, cfg: RATEExperimentConfig):
+    if cfg.model.kind != "transformer":
+        from rate.bc_baselines import RecurrentBCPolicy
+
+        return RecurrentBCPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
     if cfg.policy == "window":
         return WindowPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
     return StreamingPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
@@ -89,8 +93,15 @@ def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[
     return results
 
 
+def build_policy_model(cfg: RATEConfig) -> RATEModel:
+    """RATEModel, or a BC baseline with the same interface, as ``cfg.kind`` says."""
+    from rate.bc_baselines import BCGRU, BCMLP
+
+    return {"transformer": RATEModel, "bc_mlp": BCMLP, "bc_gru": BCGRU}[cfg.kind](cfg)
+
+
 def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None) -> RATEModel:
-    model = RATEModel(cfg.model)
+    model = build_policy_model(cfg.model)
     if episodes is not None and cfg.model.normalize_obs:
         from rate.trajectory import observation_stats
 

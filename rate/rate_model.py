@@ -27,6 +27,9 @@ TOKENS_PER_STEP = 3
 class RATEConfig:
     """Model of one policy: backbone, segmentation and the environment's interface."""
 
+    # transformer: RATE and its Transformer baselines (set by backbone); bc_mlp / bc_gru: the
+    # non-Transformer baselines (backbone.d_model and backbone.n_layers size them).
+    kind: Literal["transformer", "bc_mlp", "bc_gru"] = "transformer"
     backbone: RMTConfig = field(default_factory=lambda: RMTConfig(num_mem_tokens=5, memory_update="mrv"))
     segment_steps: int = 30  # K
     num_segments: int = 3  # N; the training window is N*K steps
@@ -79,6 +82,12 @@ class RATEModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.backbone.d_model
+        self._init_encoders(cfg, d)
+        self.decoder = RecurrentMemoryTransformer(cfg.backbone)
+        self.head = nn.Linear(d, cfg.act_dim, bias=cfg.act_kind == "continuous")
+
+    def _init_encoders(self, cfg: RATEConfig, d: int) -> None:
+        """Return-to-go, observation and action encoders, and the observation statistics."""
         self.rtg_enc = nn.Linear(1, d)
         if cfg.obs_kind == "vector":
             self.obs_enc: nn.Module = nn.Linear(cfg.obs_shape[0], d)
@@ -88,8 +97,6 @@ class RATEModel(nn.Module):
             self.act_enc: nn.Module = nn.Embedding(cfg.act_dim + 1, d, padding_idx=cfg.action_pad)
         else:
             self.act_enc = nn.Linear(cfg.act_dim, d)
-        self.decoder = RecurrentMemoryTransformer(cfg.backbone)
-        self.head = nn.Linear(d, cfg.act_dim, bias=cfg.act_kind == "continuous")
         # Normalisation statistics live in the state dict, so they travel with every checkpoint.
         self.register_buffer("obs_mean", torch.zeros(cfg.obs_shape))
         self.register_buffer("obs_std", torch.ones(cfg.obs_shape))

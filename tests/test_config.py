@@ -83,3 +83,12 @@ def test_cli_exits_nonzero_with_one_line_error(tmp_path):
     assert "unknown config key model.n_layres" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs/tmaze").glob("*.yaml")))
+def test_every_tmaze_config_loads(path):
+    from rate.rate_experiment import RATEExperimentConfig, build_rate
+
+    cfg = load_yaml(RATEExperimentConfig, path)
+    assert cfg.model.window_steps == 90  # the same total context for every model
+    build_rate(cfg)

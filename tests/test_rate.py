@@ -128,3 +128,27 @@ def test_window_policy_slides_over_the_last_window():
     for _ in range(7):
         policy.act(np.zeros((1, 4), dtype=np.float32), np.zeros(1))
     assert len(policy.obs) == len(policy.actions) == len(policy.rtgs) == 4
+
+
+def test_bc_gru_policy_equals_the_window_forward():
+    from rate.bc_baselines import BCGRU, RecurrentBCPolicy
+
+    torch.manual_seed(0)
+    cfg = RATEConfig(kind="bc_gru", backbone=RMTConfig(d_model=16, n_layers=2, n_heads=2, d_head=8), obs_shape=[4])
+    model = BCGRU(cfg).eval()
+    policy = RecurrentBCPolicy(model, target_return=1.0)
+    policy.reset(2)
+    g = torch.Generator().manual_seed(0)
+    obs_h, act_h, rtg_h, rtg, reward = [], [], [], torch.ones(2, 1), None
+    for t in range(6):
+        obs = torch.randn(2, 4, generator=g)
+        if reward is not None:
+            rtg = rtg - reward.view(-1, 1)
+        action = policy.act(obs.numpy(), None if reward is None else reward.numpy())
+        obs_h.append(obs)
+        rtg_h.append(rtg)
+        out, _ = model(torch.stack(obs_h, 1), torch.stack(act_h + [torch.zeros(2, dtype=torch.long)], 1),
+                       torch.stack(rtg_h, 1), torch.ones(2, t + 1, dtype=torch.bool))
+        torch.testing.assert_close(policy.last_output, out[:, -1], atol=1e-5, rtol=1e-5)
+        act_h.append(torch.as_tensor(action))
+        reward = torch.rand(2, generator=g)

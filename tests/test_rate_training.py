@@ -105,3 +105,10 @@ def test_nan_in_the_dataset_is_refused(tmp_path):
                                        action_space=gym.spaces.Discrete(4), algorithm_name="test")
     with pytest.raises(DatasetError, match="NaN or inf in its observations"):
         train(tiny(dataset_id="rate/tmaze/nan-v0"), tmp_path / "x", progress=False)
+
+
+def test_bc_gru_learns_the_tiny_tmaze_and_bc_mlp_cannot_remember(tmp_path):
+    _, gru = train(tiny(**{"model.kind": "bc_gru"}), tmp_path / "gru", progress=False)
+    _, mlp = train(tiny(**{"model.kind": "bc_mlp"}), tmp_path / "mlp", progress=False)
+    assert gru["eval"][12]["success"] >= 0.95, gru
+    assert mlp["eval"][12]["success"] <= 0.75, mlp  # the clue is gone by the junction: a coin flip

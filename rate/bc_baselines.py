@@ -1,0 +1,98 @@
+"""Non-Transformer behaviour-cloning baselines with RATE's data and policy interface.
+
+* BC-MLP: a_t from o_t alone (no memory at all).
+* BC-GRU: a GRU over per-step inputs [o_t, embedding of a_{t-1}, R_t]; its hidden state is the
+  memory, trained by backpropagation through the whole window and carried through the episode
+  at rollout.
+
+Both take the same batches as :class:`rate.rate_model.RATEModel` (obs, actions, rtg, valid) and
+return (action outputs (B, T, act_dim), state), so the training loop, the loss and the policies
+treat them alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from rate.rate_model import RATEConfig, RATEModel
+
+
+class BCMLP(RATEModel):
+    """Per-step MLP on the observation embedding; the backbone config gives d_model and depth."""
+
+    def __init__(self, cfg: RATEConfig):
+        nn.Module.__init__(self)
+        self.cfg = cfg
+        d = cfg.backbone.d_model
+        self._init_encoders(cfg, d)
+        layers = []
+        for _ in range(cfg.backbone.n_layers):
+            layers += [nn.Linear(d, d), nn.GELU()]
+        self.body = nn.Sequential(*layers)
+        self.head = nn.Linear(d, cfg.act_dim, bias=cfg.act_kind == "continuous")
+
+    def forward(self, obs, actions, rtg, valid, state=None):
+        return self.action_output(self.body(self.embed_obs(obs))), None
+
+
+class BCGRU(RATEModel):
+    """GRU over [o_t, a_{t-1}, R_t] embeddings (summed); hidden size d_model, n_layers layers."""
+
+    def __init__(self, cfg: RATEConfig):
+        nn.Module.__init__(self)
+        self.cfg = cfg
+        d = cfg.backbone.d_model
+        self._init_encoders(cfg, d)
+        self.gru = nn.GRU(d, d, num_layers=cfg.backbone.n_layers, batch_first=True)
+        self.head = nn.Linear(d, cfg.act_dim, bias=cfg.act_kind == "continuous")
+
+    def step_inputs(self, obs, prev_actions, rtg):
+        """(B, T, ...) -> (B, T, D): the GRU input of each step."""
+        return self.embed_obs(obs) + self.embed_actions(prev_actions) + self.embed_rtg(rtg)
+
+    def shift_actions(self, actions):
+        """a_{t-1} for every t; the first step sees the padding action."""
+        first = (torch.full_like(actions[:, :1], self.cfg.action_pad) if self.cfg.act_kind == "discrete"
+                 else torch.zeros_like(actions[:, :1]))
+        return torch.cat([first, actions[:, :-1]], dim=1)
+
+    def forward(self, obs, actions, rtg, valid, state=None):
+        h, state = self.gru(self.step_inputs(obs, self.shift_actions(actions), rtg), state)
+        return self.action_output(h), state
+
+
+class RecurrentBCPolicy:
+    """Stateful rollout policy for BC-GRU (and BC-MLP, whose state is unused)."""
+
+    def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0):
+        from rate.policy import _choose
+
+        self.model, self.cfg, self.choose = model.eval(), model.cfg, _choose
+        self.target_return, self.sample = target_return, sample
+        self.generator = torch.Generator().manual_seed(seed)
+        self.device = next(model.parameters()).device
+
+    def reset(self, n_envs: int) -> None:
+        self.rtg = torch.full((n_envs, 1), self.target_return / self.cfg.rtg_scale, device=self.device)
+        self.state = None
+        self.prev = (torch.full((n_envs,), self.cfg.action_pad, dtype=torch.long, device=self.device)
+                     if self.cfg.act_kind == "discrete" else torch.zeros(n_envs, self.cfg.act_dim, device=self.device))
+
+    @torch.no_grad()
+    def act(self, obs, last_reward=None) -> np.ndarray:
+        obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        if last_reward is not None:
+            self.rtg = self.rtg - torch.as_tensor(np.asarray(last_reward), dtype=torch.float32,
+                                                  device=self.device).view(-1, 1) / self.cfg.rtg_scale
+        if isinstance(self.model, BCGRU):
+            h, self.state = self.model.gru(self.model.step_inputs(obs[:, None], self.prev[:, None], self.rtg[:, None]),
+                                           self.state)
+            self.last_output = self.model.action_output(h[:, -1])
+        else:
+            self.last_output, _ = self.model(obs[:, None], None, None, None)
+            self.last_output = self.last_output[:, -1]
+        action = self.choose(self.last_output, self.cfg.act_kind == "discrete", self.sample, self.generator)
+        self.prev = action
+        return action.cpu().numpy()
