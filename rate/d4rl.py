@@ -1,0 +1,138 @@
+"""D4RL-format HDF5 files -> Minari datasets, and D4RL normalised scores.
+
+The ``d4rl`` package is not a dependency (it needs old gym and mujoco-py and cannot work
+offline); its file format is simple: flat arrays of N steps ``observations`` (N, obs),
+``actions`` (N, act), ``rewards`` (N,), ``terminals`` (N,) (true terminations) and ``timeouts``
+(N,) (time-limit ends), optionally ``next_observations``.  Episodes end where
+``terminals | timeouts``; a trailing run without either becomes a truncated episode.
+
+    python -m rate.d4rl FILE.hdf5 DATASET_ID [--env Hopper-v5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from rate.trajectory import DatasetError
+
+REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
+# D4RL's reference returns (d4rl/infos.py, the -random-v0 and expert entries used for v1/v2).
+REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+}
+
+
+def normalized_score(env: str, returns) -> np.ndarray:
+    """D4RL normalised score (a fraction; papers print x100) of raw episode returns."""
+    key = env.lower().split("-")[0]
+    if key not in REF_SCORES:
+        raise KeyError(f"no D4RL reference scores for {env!r}; known: {sorted(REF_SCORES)}")
+    lo, hi = REF_SCORES[key]
+    return (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+
+
+def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
+    """The flat arrays of a D4RL file, checked for presence, length and finite values."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"D4RL file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in REQUIRED if k not in f]
+            if missing:
+                raise DatasetError(f"{path}: not a D4RL file, missing {', '.join(missing)}")
+            data = {k: f[k][()] for k in REQUIRED + ("next_observations",) if k in f}
+    except OSError as err:
+        raise DatasetError(f"{path}: unreadable HDF5 (truncated or corrupt): {err}") from err
+    n = len(data["rewards"])
+    if n == 0:
+        raise DatasetError(f"{path}: no steps")
+    for key, arr in data.items():
+        if len(arr) != n:
+            raise DatasetError(f"{path}: {key} has {len(arr)} rows, rewards has {n}")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise DatasetError(f"{path}: NaN or inf in {key}")
+    return data
+
+
+def split_episodes(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Episodes as dicts with observations (T+1, obs), actions, rewards, terminations, truncations (T,)."""
+    ends = np.flatnonzero(data["terminals"].astype(bool) | data["timeouts"].astype(bool))
+    n = len(data["rewards"])
+    bounds = list(zip(np.concatenate([[0], ends[:-1] + 1]), ends + 1)) if len(ends) else []
+    if not len(ends) or ends[-1] != n - 1:
+        bounds.append((ends[-1] + 1 if len(ends) else 0, n))  # trailing run: truncated
+    episodes = []
+    for s, e in bounds:
+        obs = data["observations"][s:e]
+        # The observation after the last step: next_observations when the file has it, else
+        # the last observation repeated (nothing reads it: no action is taken there).
+        last = data["next_observations"][e - 1] if "next_observations" in data else obs[-1]
+        terminal = bool(data["terminals"][e - 1])
+        terms = np.zeros(e - s, dtype=bool)
+        truncs = np.zeros(e - s, dtype=bool)
+        terms[-1] = terminal
+        truncs[-1] = not terminal
+        episodes.append({"observations": np.concatenate([obs, last[None]]), "actions": data["actions"][s:e],
+                         "rewards": data["rewards"][s:e].astype(np.float64), "terminations": terms,
+                         "truncations": truncs})
+    return episodes
+
+
+def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None):
+    """Write the episodes of a D4RL file as the Minari dataset ``dataset_id``; returns it."""
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+    from minari.storage import get_dataset_path
+
+    data = read_d4rl(path)
+    if dataset_id in minari.list_local_datasets():
+        raise FileExistsError(f"Minari dataset {dataset_id} already exists")
+    episodes = split_episodes(data)
+    buffers = [EpisodeBuffer(id=i, observations=ep["observations"], actions=ep["actions"],
+                             rewards=list(ep["rewards"]), terminations=list(ep["terminations"]),
+                             truncations=list(ep["truncations"]), infos={}) for i, ep in enumerate(episodes)]
+    obs_dim, act = data["observations"].shape[1:], data["actions"]
+    kwargs = {"algorithm_name": "d4rl-import", "description": f"imported from {Path(path).name}", "data_format": "hdf5"}
+    if env_id is not None:
+        kwargs["env"] = env_id
+    else:
+        kwargs["observation_space"] = gym.spaces.Box(-np.inf, np.inf, obs_dim, dtype=data["observations"].dtype)
+        kwargs["action_space"] = gym.spaces.Box(-1.0, 1.0, act.shape[1:], dtype=act.dtype)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
+            return minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)
+    except BaseException:
+        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
+        raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m rate.d4rl", description=__doc__.split("\n\n")[0])
+    parser.add_argument("file", type=Path)
+    parser.add_argument("dataset_id")
+    parser.add_argument("--env", help="Gymnasium id stored with the dataset (e.g. Hopper-v5)")
+    args = parser.parse_args(argv)
+    try:
+        ds = import_d4rl(args.file, args.dataset_id, args.env)
+    except (DatasetError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""D4RL-format import: episode splits at terminals versus timeouts, errors, normalised scores."""
+
+import subprocess
+import sys
+
+import h5py
+import minari
+import numpy as np
+import pytest
+
+from rate.d4rl import import_d4rl, normalized_score, read_d4rl, split_episodes
+from rate.trajectory import DatasetError
+
+
+@pytest.fixture(autouse=True)
+def minari_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+
+
+def write_d4rl(path, n=10, terminals=(3,), timeouts=(6,), next_obs=True, **override):
+    obs = np.arange(n * 3, dtype=np.float32).reshape(n, 3)
+    data = {"observations": obs, "actions": np.full((n, 2), 0.5, np.float32), "rewards": np.arange(n, dtype=np.float32),
+            "terminals": np.isin(np.arange(n), terminals), "timeouts": np.isin(np.arange(n), timeouts)}
+    if next_obs:
+        data["next_observations"] = obs + 100
+    data.update(override)
+    with h5py.File(path, "w") as f:
+        for k, v in data.items():
+            f[k] = v
+    return path
+
+
+def test_split_at_terminals_and_timeouts_with_a_trailing_run(tmp_path):
+    eps = split_episodes(read_d4rl(write_d4rl(tmp_path / "d.hdf5")))
+    assert [len(e["rewards"]) for e in eps] == [4, 3, 3]  # steps 0-3 | 4-6 | 7-9
+    assert eps[0]["terminations"][-1] and not eps[0]["truncations"][-1]  # terminal at step 3
+    assert eps[1]["truncations"][-1] and not eps[1]["terminations"][-1]  # timeout at step 6
+    assert eps[2]["truncations"][-1]  # the file ends without a flag: truncated
+    assert eps[0]["observations"].shape == (5, 3) and eps[0]["observations"][-1, 0] == 9 + 100  # next_observations[3]
+    assert eps[1]["rewards"].tolist() == [4, 5, 6]
+
+
+def test_without_next_observations_the_last_one_is_repeated(tmp_path):
+    eps = split_episodes(read_d4rl(write_d4rl(tmp_path / "d.hdf5", next_obs=False)))
+    np.testing.assert_array_equal(eps[0]["observations"][-1], eps[0]["observations"][-2])
+
+
+def test_import_round_trip(tmp_path):
+    ds = import_d4rl(write_d4rl(tmp_path / "d.hdf5"), "test/d4rl/small-v0")
+    again = minari.load_dataset("test/d4rl/small-v0")
+    assert again.total_episodes == 3 and again.total_steps == 10 == ds.total_steps
+    ep = again[1]
+    assert ep.rewards.tolist() == [4, 5, 6] and ep.truncations[-1] and not ep.terminations[-1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"rewards": np.array([0.0, np.nan] + [0.0] * 8, np.float32)}, "NaN or inf in rewards"),
+        ({"actions": np.zeros((9, 2), np.float32)}, "actions has 9 rows"),
+    ],
+)
+def test_bad_files_are_refused(tmp_path, kwargs, pattern):
+    with pytest.raises(DatasetError, match=pattern):
+        read_d4rl(write_d4rl(tmp_path / "d.hdf5", **kwargs))
+
+
+def test_missing_keys_truncated_and_missing_files(tmp_path):
+    with h5py.File(tmp_path / "x.hdf5", "w") as f:
+        f["observations"] = np.zeros((2, 3))
+    with pytest.raises(DatasetError, match="missing actions"):
+        read_d4rl(tmp_path / "x.hdf5")
+    good = write_d4rl(tmp_path / "d.hdf5").read_bytes()
+    (tmp_path / "t.hdf5").write_bytes(good[: len(good) // 2])
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        read_d4rl(tmp_path / "t.hdf5")
+    with pytest.raises(DatasetError, match="not found"):
+        read_d4rl(tmp_path / "none.hdf5")
+
+
+def test_cli_exit_code_and_input_untouched(tmp_path):
+    bad = tmp_path / "t.hdf5"
+    bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
+    before = bad.read_bytes()
+    proc = subprocess.run([sys.executable, "-m", "rate.d4rl", str(bad), "test/x/y-v0"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
+    assert bad.read_bytes() == before
+
+
+def test_normalized_scores_use_the_d4rl_constants():
+    np.testing.assert_allclose(normalized_score("hopper-medium-v2", [-20.272305, 3234.3]), [0.0, 1.0])
+    np.testing.assert_allclose(normalized_score("halfcheetah", [12135.0]), [1.0])
+    np.testing.assert_allclose(normalized_score("walker2d", [(1.629008 + 4592.3) / 2]), [0.5])
+    with pytest.raises(KeyError, match="no D4RL reference"):
+        normalized_score("ant", [0.0])
