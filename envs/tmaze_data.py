@@ -10,18 +10,16 @@ function of (horizon, episodes, seed).  ``MINARI_DATASETS_PATH`` chooses the sto
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import warnings
 
 import gymnasium as gym
 import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
-from minari.storage import get_dataset_path
 
 import envs  # noqa: F401  (registers rate/TMaze-v0)
 from envs.tmaze import oracle_action
+from rate.trajectory import write_minari_dataset
 
 
 def default_dataset_id(horizon: int) -> str:
@@ -65,18 +63,11 @@ def generate_tmaze_dataset(horizon: int, episodes: int, seed: int, dataset_id: s
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     env = gym.make("rate/TMaze-v0", corridor_length=horizon - 2)
     buffers = [oracle_episode(env, int(s), int(L), int(g), i) for i, (s, L, g) in enumerate(zip(seeds, lengths, goals))]
-    try:
-        with warnings.catch_warnings():  # Minari's advice to add an author e-mail and code link
-            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
-            return minari.create_dataset_from_buffers(
-                dataset_id, buffers, env=env, algorithm_name="oracle", author="rate",
-                description=f"Passive T-Maze oracle episodes, corridor lengths 1..{horizon - 2}, seed {seed}",
-                data_format="hdf5", ref_min_score=0.0, ref_max_score=1.0,
-            )
-    except BaseException:
-        # A failed creation leaves a partial folder that blocks every retry; remove it.
-        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
-        raise
+    return write_minari_dataset(
+        dataset_id, buffers, env=env, algorithm_name="oracle", author="rate",
+        description=f"Passive T-Maze oracle episodes, corridor lengths 1..{horizon - 2}, seed {seed}",
+        data_format="hdf5", ref_min_score=0.0, ref_max_score=1.0,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

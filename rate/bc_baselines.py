@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rate.policy import BatchedPolicy
 from rate.rate_model import RATEConfig, RATEModel
 
 
@@ -63,36 +64,22 @@ class BCGRU(RATEModel):
         return self.action_output(h), state
 
 
-class RecurrentBCPolicy:
-    """Stateful rollout policy for BC-GRU (and BC-MLP, whose state is unused)."""
-
-    def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0):
-        from rate.policy import _choose
-
-        self.model, self.cfg, self.choose = model.eval(), model.cfg, _choose
-        self.target_return, self.sample = target_return, sample
-        self.generator = torch.Generator().manual_seed(seed)
-        self.device = next(model.parameters()).device
+class RecurrentBCPolicy(BatchedPolicy):
+    """Stateful rollout policy for BC-GRU (hidden state carried) and BC-MLP (no state)."""
 
     def reset(self, n_envs: int) -> None:
-        self.rtg = torch.full((n_envs, 1), self.target_return / self.cfg.rtg_scale, device=self.device)
+        self._start(n_envs)
         self.state = None
-        self.prev = (torch.full((n_envs,), self.cfg.action_pad, dtype=torch.long, device=self.device)
-                     if self.cfg.act_kind == "discrete" else torch.zeros(n_envs, self.cfg.act_dim, device=self.device))
+        self.prev = self.no_action(n_envs)
 
     @torch.no_grad()
     def act(self, obs, last_reward=None) -> np.ndarray:
-        obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
-        if last_reward is not None:
-            self.rtg = self.rtg - torch.as_tensor(np.asarray(last_reward), dtype=torch.float32,
-                                                  device=self.device).view(-1, 1) / self.cfg.rtg_scale
+        obs = self._observe(obs, last_reward)
         if isinstance(self.model, BCGRU):
-            h, self.state = self.model.gru(self.model.step_inputs(obs[:, None], self.prev[:, None], self.rtg[:, None]),
-                                           self.state)
-            self.last_output = self.model.action_output(h[:, -1])
+            x = self.model.step_inputs(obs[:, None], self.prev[:, None], self.rtg[:, None])
+            h, self.state = self.model.gru(x, self.state)
+            out = self.model.action_output(h[:, -1])
         else:
-            self.last_output, _ = self.model(obs[:, None], None, None, None)
-            self.last_output = self.last_output[:, -1]
-        action = self.choose(self.last_output, self.cfg.act_kind == "discrete", self.sample, self.generator)
-        self.prev = action
-        return action.cpu().numpy()
+            out = self.model(obs[:, None], None, None, None)[0][:, -1]
+        self.prev = self._choose(out)
+        return self.prev.cpu().numpy()

@@ -12,15 +12,13 @@ offline); its file format is simple: flat arrays of N steps ``observations`` (N,
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import warnings
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
-from rate.trajectory import DatasetError
+from rate.trajectory import DatasetError, write_minari_dataset
 
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
 # D4RL's reference returns (d4rl/infos.py, the -random-v0 and expert entries used for v1/v2).
@@ -94,7 +92,6 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None):
     """Write the episodes of a D4RL file as the Minari dataset ``dataset_id``; returns it."""
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
-    from minari.storage import get_dataset_path
 
     data = read_d4rl(path)
     if dataset_id in minari.list_local_datasets():
@@ -110,13 +107,7 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None):
     else:
         kwargs["observation_space"] = gym.spaces.Box(-np.inf, np.inf, obs_dim, dtype=data["observations"].dtype)
         kwargs["action_space"] = gym.spaces.Box(-1.0, 1.0, act.shape[1:], dtype=act.dtype)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
-            return minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)
-    except BaseException:
-        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
-        raise
+    return write_minari_dataset(dataset_id, buffers, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:

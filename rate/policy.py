@@ -21,25 +21,50 @@ from rate.incremental import IncrementalSegment
 from rate.rate_model import RATEModel
 
 
-def _choose(out: torch.Tensor, discrete: bool, sample: bool, generator: torch.Generator | None) -> torch.Tensor:
-    if not discrete:
-        return out
-    if sample:
-        return torch.multinomial(out.softmax(-1), 1, generator=generator).squeeze(-1)
-    return out.argmax(-1)
+class BatchedPolicy:
+    """What every rollout policy shares: return-to-go bookkeeping and action choice.
 
+    Subclasses implement ``reset(n_envs)`` (calling ``_start``) and ``act(obs, last_reward)``
+    (calling ``_observe`` first and ``_choose`` on the action outputs).
+    """
 
-class StreamingPolicy:
     def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0):
         self.model = model.eval()
         self.cfg = model.cfg
-        self.target_return = target_return
-        self.sample = sample
+        self.target_return, self.sample = target_return, sample
         self.generator = torch.Generator().manual_seed(seed)
         self.device = next(model.parameters()).device
+        self.last_output: torch.Tensor | None = None  # action logits / means of the last step
 
-    def reset(self, n_envs: int) -> None:
+    def _start(self, n_envs: int) -> None:
         self.rtg = torch.full((n_envs, 1), self.target_return / self.cfg.rtg_scale, device=self.device)
+
+    def _observe(self, obs, last_reward) -> torch.Tensor:
+        """obs (n, *obs_shape) as a tensor; the reward of the previous step lowers the return-to-go."""
+        if last_reward is not None:
+            reward = torch.as_tensor(np.asarray(last_reward), dtype=torch.float32, device=self.device)
+            self.rtg = self.rtg - reward.view(-1, 1) / self.cfg.rtg_scale
+        return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+
+    def _choose(self, out: torch.Tensor) -> torch.Tensor:
+        """Action from the outputs (n, act_dim): argmax or a sample (discrete), the mean (continuous)."""
+        self.last_output = out
+        if self.cfg.act_kind != "discrete":
+            return out
+        if self.sample:
+            return torch.multinomial(out.softmax(-1), 1, generator=self.generator).squeeze(-1)
+        return out.argmax(-1)
+
+    def no_action(self, n: int) -> torch.Tensor:
+        """Placeholder action (the padding id, or zeros) for a step whose action is not known."""
+        if self.cfg.act_kind == "discrete":
+            return torch.full((n,), self.cfg.action_pad, dtype=torch.long, device=self.device)
+        return torch.zeros(n, self.cfg.act_dim, device=self.device)
+
+
+class StreamingPolicy(BatchedPolicy):
+    def reset(self, n_envs: int) -> None:
+        self._start(n_envs)
         self.segment = IncrementalSegment(self.model.decoder, self.model.decoder.initial_state(n_envs))
         self.steps_in_segment = 0
 
@@ -47,55 +72,41 @@ class StreamingPolicy:
     def act(self, obs, last_reward=None) -> np.ndarray:
         """obs (n_envs, *obs_shape); last_reward (n_envs,) received after the previous action, or None."""
         model = self.model
-        obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
-        if last_reward is not None:
-            self.rtg = self.rtg - torch.as_tensor(np.asarray(last_reward), dtype=torch.float32,
-                                                  device=self.device).view(-1, 1) / self.cfg.rtg_scale
+        obs = self._observe(obs, last_reward)
         if self.steps_in_segment == self.cfg.segment_steps:
             self.segment = IncrementalSegment(model.decoder, self.segment.finish())
             self.steps_in_segment = 0
         tokens = torch.stack([model.embed_rtg(self.rtg[:, None]), model.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
         h = self.segment.step(tokens)  # (n, 2, D): R_t, o_t
-        self.last_output = model.action_output(h[:, 1])
-        action = _choose(self.last_output, self.cfg.act_kind == "discrete", self.sample, self.generator)
+        action = self._choose(model.action_output(h[:, 1]))
         self.segment.step(model.embed_actions(action[:, None]))  # a_t
         self.steps_in_segment += 1
         return action.cpu().numpy()
 
 
-class WindowPolicy:
+class WindowPolicy(BatchedPolicy):
     """Recompute the last ``window`` steps every step (DT's sliding window; memory starts fresh)."""
 
     def __init__(self, model: RATEModel, target_return: float, window: int | None = None, sample: bool = False,
                  seed: int = 0):
-        self.model = model.eval()
-        self.cfg = model.cfg
+        super().__init__(model, target_return, sample, seed)
         self.window = window or self.cfg.window_steps
-        self.target_return, self.sample = target_return, sample
-        self.generator = torch.Generator().manual_seed(seed)
-        self.device = next(model.parameters()).device
 
     def reset(self, n_envs: int) -> None:
+        self._start(n_envs)
         self.obs, self.actions, self.rtgs = [], [], []
-        self.rtg = torch.full((n_envs, 1), self.target_return / self.cfg.rtg_scale, device=self.device)
 
     @torch.no_grad()
     def act(self, obs, last_reward=None) -> np.ndarray:
-        obs = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
-        if last_reward is not None:
-            self.rtg = self.rtg - torch.as_tensor(np.asarray(last_reward), dtype=torch.float32,
-                                                  device=self.device).view(-1, 1) / self.cfg.rtg_scale
+        obs = self._observe(obs, last_reward)
         n = obs.shape[0]
         self.obs = (self.obs + [obs])[-self.window :]
         self.rtgs = (self.rtgs + [self.rtg])[-self.window :]
         # The current action is unknown; any placeholder works, o_t never sees a_t.
-        placeholder = (torch.full((n,), self.cfg.action_pad, dtype=torch.long, device=self.device)
-                       if self.cfg.act_kind == "discrete" else torch.zeros(n, self.cfg.act_dim, device=self.device))
-        actions = (self.actions + [placeholder])[-self.window :]
+        actions = (self.actions + [self.no_action(n)])[-self.window :]
         t = len(self.obs)
         out, _ = self.model(torch.stack(self.obs, 1), torch.stack(actions, 1), torch.stack(self.rtgs, 1),
                             torch.ones(n, t, dtype=torch.bool, device=self.device))
-        self.last_output = out[:, -1]
-        action = _choose(self.last_output, self.cfg.act_kind == "discrete", self.sample, self.generator)
+        action = self._choose(out[:, -1])
         self.actions = (self.actions + [action])[-self.window :]
         return action.cpu().numpy()

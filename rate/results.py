@@ -39,6 +39,16 @@ def config_row(cfg: Any) -> dict[str, Any]:
     return flatten("", to_dict(cfg), {})
 
 
+def record_run(path: str | Path, name: str, config_file: str | Path, overrides: list[str], cfg: Any,
+               metrics: dict[str, Any]) -> None:
+    """Append the row of one finished run: name, command inputs, every config value, metrics, machine."""
+    row = {"run": name, "config_file": str(config_file), "overrides": " ".join(overrides)}
+    row.update(config_row(cfg))
+    row.update(metrics)
+    row.update(machine_info())
+    append_row(path, row)
+
+
 def read_rows(path: str | Path) -> list[dict[str, str]]:
     path = Path(path)
     if not path.is_file():

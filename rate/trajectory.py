@@ -79,6 +79,24 @@ def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object
     return episodes, ds.observation_space, ds.action_space
 
 
+def write_minari_dataset(dataset_id: str, buffers: list, **kwargs):
+    """``minari.create_dataset_from_buffers`` without its advisory warnings, and without leaving a
+    partial folder behind on failure (Minari refuses every retry while one exists)."""
+    import shutil
+    import warnings
+
+    import minari
+    from minari.storage import get_dataset_path
+
+    try:
+        with warnings.catch_warnings():  # advice to add an author e-mail, a code link, ...
+            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
+            return minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)
+    except BaseException:
+        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
+        raise
+
+
 def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std (floored at 1e-6) over every stored observation."""
     obs = np.concatenate([ep.observations.reshape(len(ep), -1) for ep in episodes]).astype(np.float64)

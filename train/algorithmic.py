@@ -24,7 +24,7 @@ from rate.algorithmic import generate
 from rate.algorithmic_model import CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate
 from rate.checkpoint import save_checkpoint
 from rate.config import ConfigError, load_yaml, to_dict
-from rate.results import append_row, config_row, machine_info
+from rate.results import record_run
 from rate.training import make_optimizer, resolve_device, setup_process
 
 
@@ -92,10 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
     print(json.dumps({"run": name, **metrics}))
     if args.csv:
-        row = {"run": name, "config_file": str(args.config), "overrides": " ".join(args.overrides)}
-        row.update(config_row(cfg))
-        row.update({"segment_len": cfg.segment_len, **metrics, **machine_info()})
-        append_row(args.csv, row)
+        record_run(args.csv, name, args.config, args.overrides, cfg, {"segment_len": cfg.segment_len, **metrics})
     return 0
 
 

@@ -29,7 +29,7 @@ from rate.lm import RecurrentLM
 from rate.lm_data import CorpusError, load_split
 from rate.lm_experiment import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
 from rate.lm_stream import OrderedStream
-from rate.results import append_row, config_row, machine_info
+from rate.results import record_run
 from rate.rmt import RMTState
 from rate.training import make_optimizer, resolve_device, setup_process
 
@@ -132,10 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
     print(json.dumps({"run": name, **metrics}))
     if args.csv:
-        row = {"run": name, "config_file": str(args.config), "overrides": " ".join(args.overrides)}
-        row.update(config_row(cfg))
-        row.update({**metrics, **machine_info()})
-        append_row(args.csv, row)
+        record_run(args.csv, name, args.config, args.overrides, cfg, metrics)
     return 0
 
 

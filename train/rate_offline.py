@@ -30,7 +30,7 @@ from rate.checkpoint import CheckpointError, load_weights, read_checkpoint, save
 from rate.config import ConfigError, load_yaml, to_dict
 from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_rate, evaluate_lengths, load_dataset_for
 from rate.rate_model import RATEModel
-from rate.results import append_row, config_row, machine_info
+from rate.results import record_run
 from rate.training import make_optimizer, resolve_device, setup_process
 from rate.trajectory import DatasetError, TrajectoryWindows
 
@@ -169,9 +169,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(json.dumps({"run": name, **metrics}))
     if args.csv:
-        row = {"run": name, "config_file": str(args.config), "overrides": " ".join(args.overrides)}
-        row.update(config_row(cfg))
-        row.update({"train_seconds": metrics["train_seconds"], **machine_info()})
-        row.update({f"success_T{t}": r["success"] for t, r in metrics["eval"].items()})
-        append_row(args.csv, row)
+        success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
+        record_run(args.csv, name, args.config, args.overrides, cfg, {"train_seconds": metrics["train_seconds"], **success})
     return 0
