@@ -26,9 +26,12 @@ class EvalConfig:
     seed: int = 0
     target_return: float = 1.0
     sample: bool = False  # argmax by default
+    # The evaluation after the last step (the numbers a results table reports); empty / 0 = as above.
+    final_lengths: list[int] = field(default_factory=list)
+    final_episodes: int = 0
 
     def __post_init__(self) -> None:
-        if self.episodes <= 0 or any(t < 3 for t in self.lengths):
+        if self.episodes <= 0 or self.final_episodes < 0 or any(t < 3 for t in self.lengths + self.final_lengths):
             raise ValueError("eval.episodes must be positive and every length T >= 3")
 
 

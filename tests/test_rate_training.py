@@ -112,3 +112,12 @@ def test_bc_gru_learns_the_tiny_tmaze_and_bc_mlp_cannot_remember(tmp_path):
     _, mlp = train(tiny(**{"model.kind": "bc_mlp"}), tmp_path / "mlp", progress=False)
     assert gru["eval"][12]["success"] >= 0.95, gru
     assert mlp["eval"][12]["success"] <= 0.75, mlp  # the clue is gone by the junction: a coin flip
+
+
+def test_final_evaluation_uses_its_own_lengths_and_episodes(tmp_path):
+    cfg = tiny(**{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 2, "eval.lengths": [12],
+                  "eval.final_lengths": [12, 40], "eval.final_episodes": 3})
+    _, metrics = train(cfg, tmp_path / "f", progress=False)
+    assert sorted(metrics["eval"]) == [12, 40]
+    meta, _ = read_checkpoint(tmp_path / "f", "rate")
+    assert sorted(int(t) for t in meta["extra"]["eval"]) == [12, 40]

@@ -145,8 +145,16 @@ def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: 
             save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
             save_training_state(out, opt, sched, step)
     bar.close()
+    train_seconds = round(time.time() - start, 1)
+    ev = cfg.eval
+    if ev.final_lengths or ev.final_episodes:
+        eval_results = evaluate_lengths(model, cfg, ev.final_lengths or ev.lengths, ev.final_episodes or ev.episodes,
+                                        progress=progress)
+        for t, r in eval_results.items():
+            writer.add_scalar(f"final/success_T{t}", r["success"], step)
+        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
     writer.close()
-    return model, {"train_seconds": round(time.time() - start, 1), "steps": step, "eval": eval_results}
+    return model, {"train_seconds": train_seconds, "steps": step, "eval": eval_results}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,9 +25,10 @@ from tqdm import tqdm
 from rate.algorithmic_model import AlgorithmicConfig
 from rate.config import ConfigError, from_dict, load_yaml
 from rate.lm_experiment import LMExperimentConfig
+from rate.rate_experiment import RATEExperimentConfig
 from rate.results import read_rows
 
-TRAINERS = {"train.algorithmic": AlgorithmicConfig, "train.lm": LMExperimentConfig}
+TRAINERS = {"train.algorithmic": AlgorithmicConfig, "train.lm": LMExperimentConfig, "train": RATEExperimentConfig}
 
 
 @dataclass
