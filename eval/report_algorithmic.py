@@ -24,6 +24,9 @@ from rate.results import read_rows  # noqa: E402
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
 ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0"}
 TASK_ORDER = ["copy", "reverse", "retrieval", "sqeq"]
+TASK_ANSWER = {"copy": "the 8-symbol source copied twice", "reverse": "the 12-symbol source reversed",
+               "retrieval": "the value of the queried key (4 pairs)", "sqeq": "solution slots, scored on the answer slot"}
+CHANCE = {"copy": "0.125 per token", "reverse": "0.125 per token", "retrieval": "0.1", "sqeq": "about 0"}
 # RMT paper, Fig. 3 (per-character accuracy of generation, memory = cache = segment length),
 # aggregated in ../shared/reference/rmt-paper-and-code.md section 2.3; sqeq: Table 1 answer accuracy.
 PAPER = {
@@ -61,14 +64,14 @@ def plot(acc: dict, path: Path) -> None:
     tasks = [t for t in TASK_ORDER if any(k[0] == t for k in acc)]
     fig, axes = plt.subplots(1, max(1, len(tasks)), figsize=(4.2 * max(1, len(tasks)), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks):
-        for model, label in MODELS.items():
+        for color, (model, label) in enumerate(MODELS.items()):
             pts = sorted((k[2], v) for k, v in acc.items() if k[0] == task and k[1] == model)
             if not pts:
                 continue
             xs = [p[0] for p in pts]
             means = [statistics.fmean(p[1]) for p in pts]
             stds = [statistics.stdev(p[1]) if len(p[1]) > 1 else 0 for p in pts]
-            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label)
+            ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, color=f"C{color}")
         ax.set_title(task)
         ax.set_xlabel("number of segments")
         ax.set_ylim(-0.02, 1.02)
@@ -111,10 +114,12 @@ def render(rows: list[dict], plot_name: str) -> str:
         keys = sorted({k[2] for k in acc if k[0] == task})
         if not keys:
             continue
-        r0 = next(r for r in rows if r["run"].startswith(task + "/"))
-        out += [f"## {task}", "", f"Task: input {r0.get('task.name')} with length {r0.get('task.length')}, "
-                f"steps {r0['train.steps']}, batch {r0['train.batch_size']}, d_model {r0['model.d_model']}, "
-                f"{r0['model.n_layers']} layers, {r0['params']} parameters (RMT).", ""]
+        task_rows = [r for r in rows if r["run"].startswith(task + "/")]
+        r0 = next((r for r in task_rows if r["run"].startswith(task + "/rmt/")), task_rows[0])
+        tokens = int(r0["segment_len"]) * int(r0["segments"])
+        out += [f"## {task}", "", f"Input {tokens} tokens, answer {TASK_ANSWER.get(task, '')}; {r0['train.steps']} steps "
+                f"of batch {r0['train.batch_size']}; d_model {r0['model.d_model']}, {r0['model.n_layers']} layers; "
+                f"{r0['params']} parameters ({r0['run'].split('/')[1]}). Chance: {CHANCE.get(task, '-')}.", ""]
         out += ["| segments | " + " | ".join(MODELS.values()) + " |", "|---" * (len(MODELS) + 1) + "|"]
         for n in keys:
             out.append(f"| {n} | " + " | ".join(fmt(acc.get((task, m, n), [])) for m in MODELS) + " |")
