@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         save_checkpoint(args.out / name.split()[0].lower(), model, CHECKPOINT_KIND, to_dict(cfg), {"metrics": metrics})
         rows.append((name, metrics, time.time() - start))
     lines = [
-        f"| model | generated per-token accuracy | whole answer exact | teacher-forced accuracy | seconds |",
+        "| model | generated per-token accuracy | whole answer exact | teacher-forced accuracy | seconds |",
         "|---|---|---|---|---|",
     ]
     for name, m, secs in rows:

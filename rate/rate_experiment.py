@@ -6,8 +6,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import gymnasium as gym
-import numpy as np
-import torch
 
 from rate.policy import StreamingPolicy, WindowPolicy
 from rate.rate_model import RATEConfig, RATEModel

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rate.algorithmic import SEP, TaskConfig, decode_sqeq, generate
-from rate.algorithmic_model import AlgorithmicConfig, build_model, evaluate
+from rate.algorithmic_model import AlgorithmicConfig, evaluate
 from rate.lm import RecurrentLM
 from rate.rmt import RMTConfig
 from rate.training import TrainConfig

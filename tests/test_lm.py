@@ -87,13 +87,12 @@ def test_stream_order_and_no_overlap():
     data = torch.arange(103)
     stream = OrderedStream(data, batch_size=4, segment_len=5)
     assert stream.rows.shape == (4, 25) and len(stream) == 4  # (25 - 1) // 5
-    seen = []
-    for i, (x, y) in enumerate(stream):
+    segments = list(stream)
+    for x, y in segments:
         assert torch.equal(y, x + 1)  # targets are the next tokens
-        if i:
-            assert torch.equal(x[:, 0], prev_x[:, -1] + 1)  # each row continues where it stopped
-        prev_x = x
-        seen += y.flatten().tolist()
+    for (x0, _), (x1, _) in zip(segments, segments[1:]):
+        assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # each row continues where it stopped
+    seen = [t for _, y in segments for t in y.flatten().tolist()]
     assert len(seen) == len(set(seen)) == stream.tokens_per_pass  # every target predicted once
 
 
