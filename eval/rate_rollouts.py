@@ -14,16 +14,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
+from eval.plots import plt, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from rate.checkpoint import CheckpointError, load_weights, read_checkpoint  # noqa: E402
-from rate.config import ConfigError, atomic_write_text, from_dict  # noqa: E402
-from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_policy_model, evaluate_lengths  # noqa: E402
-from rate.rate_model import RATEModel  # noqa: E402
-from rate.training import setup_process  # noqa: E402
+from rate.checkpoint import CheckpointError, load_weights, read_checkpoint
+from rate.config import ConfigError, atomic_write_text, from_dict
+from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_policy_model, evaluate_lengths
+from rate.rate_model import RATEModel
+from rate.training import setup_process
 
 
 def load_policy_model(path: Path) -> tuple[RATEModel, RATEExperimentConfig]:
@@ -48,10 +45,7 @@ def plot_success(results: dict[int, dict], path: Path, title: str) -> None:
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,13 +13,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from eval.plots import plt, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from rate.config import atomic_write_text  # noqa: E402
-from rate.results import read_rows  # noqa: E402
+from rate.config import atomic_write_text
+from rate.results import read_rows
 
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
 ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0"}
@@ -79,11 +76,7 @@ def plot(acc: dict, path: Path) -> None:
     axes[0][0].set_ylabel("accuracy (generation)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    save_figure(fig, path)
 
 
 def render(rows: list[dict], plot_name: str) -> str:

@@ -11,13 +11,10 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
+from eval.plots import plt, save_figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from rate.config import atomic_write_text  # noqa: E402
-from rate.results import read_rows  # noqa: E402
+from rate.config import atomic_write_text
+from rate.results import read_rows
 
 LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt": "RMT (no valve)",
           "trxl": "TrXL (cache)", "dt": "DT (same context)", "bc_gru": "BC-GRU"}
@@ -87,10 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = plot.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(plot)
+    save_figure(fig, plot)
     atomic_write_text(args.out, "\n".join(lines))
     print(f"wrote {args.out} and {plot} from {len(rows)} rows")
     return 0
