@@ -5,11 +5,13 @@ from o_t's hidden state, then feeds a_t; the segment's key/value cache grows ins
 When the first observation of the next segment arrives (so the segment's last action is known, as
 in training) the write block runs once, the memory update rule (e.g. the valve) updates the
 memory, the Transformer-XL cache takes the segment's hidden states, and a new segment starts.
+Each environment has its own phase (rate/streaming.py), so one that starts a new episode resets
+alone while the batch goes on.
 
 ``WindowPolicy`` recomputes a window every step: the DT baseline's sliding window of N*K steps.
 
 Return-to-go starts at the target return and drops by every received reward (both scaled by
-rtg_scale like the training data).  All environments of a batch step in lockstep.
+rtg_scale like the training data).
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rate.incremental import IncrementalSegment
-from rate.rate_model import RATEModel
+from rate.rate_model import TOKENS_PER_STEP, RATEModel
+from rate.streaming import StreamingDecoder
 
 
 class BatchedPolicy:
@@ -63,24 +65,30 @@ class BatchedPolicy:
 
 
 class StreamingPolicy(BatchedPolicy):
+    """RATE decoded token by token, every environment with its own memory, cache and segment phase."""
+
     def reset(self, n_envs: int) -> None:
         self._start(n_envs)
-        self.segment = IncrementalSegment(self.model.decoder, self.model.decoder.initial_state(n_envs))
-        self.steps_in_segment = 0
+        self.decoding = StreamingDecoder(self.model.decoder, TOKENS_PER_STEP * self.cfg.segment_steps)
+        self.state = self.decoding.initial(n_envs)
 
     @torch.no_grad()
-    def act(self, obs, last_reward=None) -> np.ndarray:
-        """obs (n_envs, *obs_shape); last_reward (n_envs,) received after the previous action, or None."""
+    def act(self, obs, last_reward=None, new_episode=None) -> np.ndarray:
+        """obs (n_envs, *obs_shape); last_reward (n_envs,) received after the previous action, or None;
+        new_episode (n_envs,) bool: environments whose ``obs`` is the first of a new episode (their
+        memory, cache and return-to-go start over while the others carry on)."""
         model = self.model
         obs = self._observe(obs, last_reward)
-        if self.steps_in_segment == self.cfg.segment_steps:
-            self.segment = IncrementalSegment(model.decoder, self.segment.finish())
-            self.steps_in_segment = 0
+        if new_episode is not None:
+            rows = torch.as_tensor(np.asarray(new_episode, dtype=bool), device=self.device)
+            self.rtg[rows] = self.target_return / self.cfg.rtg_scale
+            self.state = self.decoding.restart(self.state, rows)
+        # A full segment is closed only now that its last action is known (as in training).
+        self.state = self.decoding.close_full(self.state)
         tokens = torch.stack([model.embed_rtg(self.rtg[:, None]), model.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
-        h = self.segment.step(tokens)  # (n, 2, D): R_t, o_t
+        h, self.state = self.decoding.step(self.state, tokens)  # (n, 2, D): R_t, o_t
         action = self._choose(model.action_output(h[:, 1]))
-        self.segment.step(model.embed_actions(action[:, None]))  # a_t
-        self.steps_in_segment += 1
+        _, self.state = self.decoding.step(self.state, model.embed_actions(action[:, None]))  # a_t
         return action.cpu().numpy()
 
 

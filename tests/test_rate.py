@@ -95,7 +95,8 @@ def test_loss_ignores_padded_steps():
     assert torch.isfinite(loss)
 
 
-@pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(num_mem_tokens=0, mem_len=5), dict(memory_update="rmt")])
+@pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(num_mem_tokens=0, mem_len=5), dict(memory_update="rmt"),
+                                      dict(mem_len=13, memory_sees_cache=True), dict(memory_layout="prefix")])
 def test_streaming_policy_equals_recomputing_the_trajectory(backbone):
     """Every logit of a rollout decoded token by token equals a full forward over the prefix."""
     model = small_rate(**backbone)
@@ -119,6 +120,49 @@ def test_streaming_policy_equals_recomputing_the_trajectory(backbone):
         assert (action == out[:, -1].argmax(-1).numpy()).all()
         act_hist.append(torch.as_tensor(action))
         reward = torch.rand(2, generator=g)
+
+
+@pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4)])
+def test_environments_that_restart_at_different_times_match_their_own_episode(backbone):
+    """A batch whose rows start new episodes at different steps: each row's logits equal a full
+    forward over that row's own episode alone (fresh memory and cache at its restart)."""
+    model = small_rate(**backbone)
+    policy = StreamingPolicy(model, target_return=1.0)
+    n, steps = 3, 14
+    restarts = {1: [4], 2: [2, 9]}  # row -> steps at which it starts a new episode (row 0 never)
+    policy.reset(n)
+    g = torch.Generator().manual_seed(3)
+    history = [{"obs": [], "act": [], "rtg": []} for _ in range(n)]
+    reward = None
+    for t in range(steps):
+        obs = torch.randn(n, 4, generator=g)
+        new = np.array([t in restarts.get(i, []) for i in range(n)])
+        action = policy.act(obs.numpy(), None if reward is None else reward.numpy(), new_episode=new)
+        for i in range(n):
+            h = history[i]
+            if new[i]:
+                h["obs"], h["act"], h["rtg"] = [], [], []
+            rtg = torch.ones(1) if not h["rtg"] else h["rtg"][-1] - reward[i]
+            h["obs"].append(obs[i])
+            h["rtg"].append(rtg)
+            out, _ = model(torch.stack(h["obs"])[None], torch.tensor(h["act"] + [4])[None],
+                           torch.stack(h["rtg"])[None], torch.ones(1, len(h["obs"]), dtype=torch.bool))
+            torch.testing.assert_close(policy.last_output[i], out[0, -1], atol=1e-5, rtol=1e-5)
+            h["act"].append(int(action[i]))
+        reward = torch.rand(n, generator=g)
+
+
+def test_streaming_decoder_refuses_to_overrun_a_segment():
+    from rate.streaming import StreamingDecoder
+
+    model = small_rate()
+    decoding = StreamingDecoder(model.decoder, segment_tokens=3)
+    state = decoding.initial(2)
+    _, state = decoding.step(state, torch.zeros(2, 3, 32))
+    with pytest.raises(ValueError, match="close_full"):
+        decoding.step(state, torch.zeros(2, 1, 32))
+    state = decoding.close_full(state)
+    assert state.length.tolist() == [0, 0]
 
 
 def test_window_policy_slides_over_the_last_window():

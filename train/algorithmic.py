@@ -90,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path("runs/algorithmic") / name
     model, metrics = train(cfg, out, progress=not args.no_progress)
     save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
-    print(json.dumps({"run": name, **metrics}))
     if args.csv:
         record_run(args.csv, name, args.config, args.overrides, cfg, {"segment_len": cfg.segment_len, **metrics})
+    # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
+    print(json.dumps({"run": name, **metrics}))
     return 0
 
 

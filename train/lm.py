@@ -130,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
-    print(json.dumps({"run": name, **metrics}))
     if args.csv:
         record_run(args.csv, name, args.config, args.overrides, cfg, metrics)
+    # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
+    print(json.dumps({"run": name, **metrics}))
     return 0
 
 

@@ -175,8 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({"run": name, **metrics}))
     if args.csv:
         success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
         record_run(args.csv, name, args.config, args.overrides, cfg, {"train_seconds": metrics["train_seconds"], **success})
+    # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
+    print(json.dumps({"run": name, **metrics}))
     return 0
