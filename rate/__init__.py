@@ -3,7 +3,7 @@
 Main entry points::
 
     from rate.rmt import RMTConfig, RecurrentMemoryTransformer, RMTState
-    from rate.incremental import IncrementalSegment
+    from rate.streaming import StreamingDecoder
     from rate.lm import RecurrentLM
 """
 

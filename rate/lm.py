@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rate.incremental import IncrementalSegment
+from rate.streaming import StreamingDecoder
 from rate.rmt import RecurrentMemoryTransformer, RMTConfig, RMTState
 
 
@@ -49,21 +49,16 @@ class RecurrentLM(nn.Module):
             raise ValueError(f"prompt length {p} must be in 1..total_len={total_len}")
         seq = torch.empty(b, total_len + 1, dtype=prompt.dtype, device=prompt.device)
         seq[:, :p] = prompt
-        state = self.decoder.initial_state(b)
-        for start in range(0, total_len, self.segment_len):
-            end = min(start + self.segment_len, total_len)
-            segment = IncrementalSegment(self.decoder, state)
-            pos = start
-            if pos < p:  # known prompt tokens of this segment in one call
-                known = min(p, end)
-                h = segment.step(self.embed(seq[:, pos:known]))
-                if known == p:  # last prompt token: its output predicts the first answer token
-                    seq[:, p] = self.head(h[:, -1]).argmax(-1)
-                pos = known
-            while pos < end:
-                h = segment.step(self.embed(seq[:, pos : pos + 1]))
-                seq[:, pos + 1] = self.head(h[:, -1]).argmax(-1)
-                pos += 1
-            if end < total_len:
-                state = segment.finish()
+        decoding = StreamingDecoder(self.decoder, self.segment_len)
+        state = decoding.initial(b)
+        pos = 0
+        while pos < total_len:
+            state = decoding.close_full(state)
+            # Known prompt tokens up to the segment end in one call, generated tokens one at a time.
+            seg_end = (pos // self.segment_len + 1) * self.segment_len
+            upto = min(p, seg_end) if pos < p else pos + 1
+            h, state = decoding.step(state, self.embed(seq[:, pos:upto]))
+            if upto >= p:  # the last position's output predicts the next token
+                seq[:, upto] = self.head(h[:, -1]).argmax(-1)
+            pos = upto
         return seq

@@ -9,8 +9,8 @@ Key columns:       [cache C | read m | segment S | write m]
 * memory rows (read and write) see the Transformer-XL cache only when ``memory_sees_cache``.
 
 With ``has_write=False`` (the "memory only as a prefix" ablation) the write block is absent.
-The incremental decoder takes row/column slices of the same mask, so the full-segment forward
-and token-by-token decoding cannot disagree about who sees what.
+The streaming decoder (rate/streaming.py) applies the same rules to its key/value buffer; tests
+check that token-by-token decoding equals the full-segment forward.
 """
 
 from __future__ import annotations

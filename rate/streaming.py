@@ -1,9 +1,9 @@
 """Batched streaming decoding with per-row segment phases and per-row restarts.
 
-:class:`rate.incremental.IncrementalSegment` decodes a batch whose rows are all at the same
-place of the same segment.  A rollout of many environments needs more: an environment whose
-episode ends starts a fresh memory while the others carry on, so rows sit at different places of
-their segments.  This module keeps every row's recurrent state in fixed-shape tensors
+Decoding token by token (free-running generation, policy rollouts) keeps a key/value cache
+inside the segment and runs the write block once, when the segment is full.  A rollout of many
+environments also needs rows that sit at different places of their segments: an environment
+whose episode ends starts a fresh memory while the others carry on.  This module keeps every row's recurrent state in fixed-shape tensors
 (:class:`StreamState`) and decodes all rows in one batched call per step.
 
 The trick that makes one call serve rows at different places is a *right-aligned* key/value

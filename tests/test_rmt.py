@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rate.attention import sinusoid_table
-from rate.incremental import IncrementalSegment
+from rate.streaming import StreamingDecoder
 from rate.rmt import RecurrentMemoryTransformer, RMTConfig
 
 D = 32
@@ -76,21 +76,40 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_incremental_decoding_equals_full_forward(name):
+    """Token-by-token decoding (a chunk, then single tokens) gives the full forward's outputs, and
+    closing the segments gives its memory and Transformer-XL cache."""
     model = make(**CONFIGS[name])
-    x = torch.randn(3, 13, D)  # segments 5, 5, 3
+    x = torch.randn(3, 15, D)  # three segments of 5
     full_h, full_state = model(x, segment_len=5)
-    state, outs = model.initial_state(3), []
+    decoding = StreamingDecoder(model, segment_tokens=5)
+    state, outs = decoding.initial(3), []
     for seg in x.split(5, dim=1):
-        inc = IncrementalSegment(model, state)
-        outs.append(inc.step(seg[:, :2]))  # a chunk, then token by token
+        state = decoding.close_full(state)
+        h, state = decoding.step(state, seg[:, :2])
+        outs.append(h)
         for t in range(2, seg.shape[1]):
-            outs.append(inc.step(seg[:, t : t + 1]))
-        state = inc.finish()
+            h, state = decoding.step(state, seg[:, t : t + 1])
+            outs.append(h)
     torch.testing.assert_close(torch.cat(outs, 1), full_h, atol=1e-5, rtol=1e-5)
+    state = decoding.close_full(state)
     if full_state.memory is not None:
         torch.testing.assert_close(state.memory, full_state.memory, atol=1e-5, rtol=1e-5)
-    for a, b in zip(state.cache, full_state.cache):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for layer, expected in enumerate(full_state.cache):  # the valid (right-aligned) cache slots
+        assert int(state.cache_valid[0].sum()) == expected.shape[1]
+        torch.testing.assert_close(state.cache[layer][:, -expected.shape[1] :], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_write_block_runs_once_per_segment():
+    model = make(num_mem_tokens=2)
+    calls = []
+    model.memory_update.register_forward_hook(lambda *args: calls.append(1))
+    decoding = StreamingDecoder(model, segment_tokens=4)
+    state = decoding.initial(2)
+    for _ in range(3):  # 12 tokens one at a time: segments close before tokens 5 and 9
+        for _ in range(4):
+            state = decoding.close_full(state)
+            _, state = decoding.step(state, torch.randn(2, 1, D))
+    assert len(calls) == 2
 
 
 def test_segment_tokens_cannot_see_the_write_block_or_the_future():
