@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m eval.demo
+	$(PY) -m eval.tmaze_quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q

@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         parser.error(f"{args.csv} has no rows; run python -m train.sweep configs/tmaze/sweep.yaml first")
     table, lengths = collect(rows)
+    windows = {r["run"].split("/")[0]: f"{r['model.segment_steps']} x N={r['model.num_segments']}" for r in rows}
     models = [m for m in LABELS if m in table] + sorted(set(table) - set(LABELS))
     minutes = sum(float(r["train_seconds"]) for r in rows) / 60
     lines = ["# RATE and baselines on passive T-Maze", "",
@@ -60,11 +61,11 @@ def main(argv: list[str] | None = None) -> int:
              "(rows written by `python -m train.sweep configs/tmaze/sweep.yaml`).", "",
              f"{len(rows)} runs, {minutes:.0f} min of training in total on "
              + ", ".join(sorted({f"{r['machine']} ({r['cpu_count']} cores, {r['torch_threads']} threads)" for r in rows}))
-             + ". Trained on corridors up to T = 90 (K = 30 x N = 3); success rate over 100 evaluation episodes per "
-             "length, mean +- std over seeds.", "",
+             + ". Every model is trained on corridors up to T = 90 (its K steps x N segments are in the table); "
+             "success rate over 100 evaluation episodes per length, mean +- std over seeds.", "",
              "| model | " + " | ".join(f"T={t}" for t in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
     for m in models:
-        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(fmt(table[m].get(t, [])) for t in lengths) + " |")
+        lines.append(f"| {LABELS.get(m, m)}, K={windows[m]} | " + " | ".join(fmt(table[m].get(t, [])) for t in lengths) + " |")
     lines += ["", "Paper (RATE, NeurIPS-25 Table 5; their training lengths reach T = 900):", "",
               "| model | T=90 | T=480 | T=900 |", "|---|---|---|---|"]
     for m, vals in PAPER.items():

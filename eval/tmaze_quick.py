@@ -2,8 +2,8 @@
 
 1. build the offline dataset (oracle episodes, corridors up to the training horizon 90) unless it
    is already there (MINARI_DATASETS_PATH, default data/minari);
-2. train RATE with configs/tmaze/rate.yaml (K = 30 steps x N = 3 segments);
-3. roll the policy out at T = 30 .. 900 (up to ten times the training horizon);
+2. train RATE with configs/tmaze/rate.yaml (K = 10 steps x N = 9 segments, horizon 90);
+3. roll the policy out at T = 30 .. 9600 (up to a hundred times the training horizon);
 4. write results/tmaze_quick.md and results/tmaze_quick.png; keep the checkpoint in
    runs/tmaze_quick/ (evaluate it again with `python -m eval runs/tmaze_quick --lengths ...`).
 
@@ -22,7 +22,7 @@ from pathlib import Path
 from rate.config import atomic_write_text, load_yaml
 from rate.rate_experiment import RATEExperimentConfig, evaluate_lengths
 
-LENGTHS = [30, 90, 150, 300, 900]
+LENGTHS = [30, 90, 150, 300, 900, 2400, 9600]
 
 
 def main(argv: list[str] | None = None) -> int:
