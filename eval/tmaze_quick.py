@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from rate.config import atomic_write_text, load_yaml
+from rate.config import ConfigError, atomic_write_text, load_yaml
 from rate.rate_experiment import RATEExperimentConfig, evaluate_lengths
 
 LENGTHS = [30, 90, 150, 300, 900, 2400, 9600]
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the training config")
     parser.add_argument("--config", type=Path, default=Path("configs/tmaze/rate.yaml"))
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per length")
+    parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="evaluation episode lengths T")
     parser.add_argument("--dataset-episodes", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("runs/tmaze_quick"))
     parser.add_argument("--report", type=Path, default=Path("results/tmaze_quick.md"))
@@ -42,7 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     from eval.rate_rollouts import plot_success
     from train.rate_offline import train
 
-    cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
+    try:
+        cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     horizon = cfg.model.window_steps
     start = time.time()
     if cfg.dataset_id not in minari.list_local_datasets():
@@ -52,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[1/3] using the existing dataset {cfg.dataset_id}")
     print(f"[2/3] training RATE ({cfg.train.steps} steps, batch {cfg.train.batch_size}) -> {args.out}")
     model, metrics = train(cfg, args.out)
-    print(f"[3/3] rolling out {args.episodes} episodes at T = {LENGTHS}")
-    results = evaluate_lengths(model, cfg, LENGTHS, args.episodes, progress=True)
+    print(f"[3/3] rolling out {args.episodes} episodes at T = {args.lengths}")
+    results = evaluate_lengths(model, cfg, args.lengths, args.episodes, progress=True)
     wall = time.time() - start
     cli = " ".join(["python -m eval.tmaze_quick", *(argv if argv is not None else sys.argv[1:])])
     source = f"`make run` (`{cli}`)" if cli == "python -m eval.tmaze_quick" else f"`{cli}`"
@@ -77,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"![success against episode length]({args.report.with_suffix('.png').name})", "",
               "This is one seed at CPU scale; results/tmaze.md compares models over seeds.", ""]
     atomic_write_text(args.report, "\n".join(lines))
-    plot_success(results, args.report.with_suffix(".png"), "RATE on T-Maze (trained up to T = 90)")
+    plot_success(results, args.report.with_suffix(".png"), f"RATE on T-Maze (trained up to T = {horizon})")
     print("\n".join(lines[8:-4]))
     print(f"\nwrote {args.report} and its plot; checkpoint in {args.out}/")
     return 0

@@ -1,0 +1,28 @@
+"""The main job (`make run`) end to end on a tiny configuration: dataset, training, rollouts, report."""
+
+import yaml
+
+from eval.tmaze_quick import main
+from test_rate_training import TINY  # the tiny T-Maze config shared with the training tests
+
+
+def test_main_job_builds_data_trains_evaluates_and_reports(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 20, "eval_every": 20}}))
+    report = tmp_path / "quick.md"
+    code = main(["--config", str(config), "--episodes", "4", "--dataset-episodes", "40", "--lengths", "12", "30",
+                 "--out", str(tmp_path / "run"), "--report", str(report)])
+    assert code == 0
+    text = report.read_text()
+    assert "| 12 |" in text and "| 30 (beyond training horizon) |" in text
+    assert (tmp_path / "quick.png").stat().st_size > 0
+    assert (tmp_path / "run" / "config.json").is_file()
+
+
+def test_main_job_refuses_an_unknown_config_key(tmp_path, capsys):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "trian": {}}))
+    assert main(["--config", str(config), "--out", str(tmp_path / "run"), "--report", str(tmp_path / "q.md")]) == 2
+    assert "trian" in capsys.readouterr().err
+    assert not (tmp_path / "q.md").exists()
