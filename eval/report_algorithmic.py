@@ -8,15 +8,12 @@ sweep (python -m train.sweep configs/algorithmic/sweep.yaml) wrote.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from eval.plots import plt, save_figure
-
-from rate.config import atomic_write_text
-from rate.results import read_rows
+from eval.reporting import machines, read_report_rows, report_parser, write_report
 
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
 ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0"}
@@ -82,7 +79,6 @@ def plot(acc: dict, path: Path) -> None:
 def render(rows: list[dict], plot_name: str) -> str:
     acc, secs = collect(rows)
     total_min = sum(sum(v) for v in secs.values()) / 60
-    machines = sorted({f"{r['machine']}, {r['cpu_count']} cores, {r['torch_threads']} torch threads, torch {r['torch']}" for r in rows})
     out = [
         "# RMT algorithmic tasks at small scale",
         "",
@@ -93,7 +89,7 @@ def render(rows: list[dict], plot_name: str) -> str:
         "segments=N train.seed=S [model overrides]`; the CSV's `overrides` column holds each run's exact overrides.",
         "",
         f"Runs: {len(rows)}; seeds {sorted({int(r['train.seed']) for r in rows})}; total training time {total_min:.0f} min on "
-        + "; ".join(machines) + ".",
+        + machines(rows) + ".",
         "",
         "Metric: per-token accuracy of free-running greedy generation over the answer (the paper's Fig. 3 metric);",
         "for sqeq the fraction of samples whose answer slot is generated exactly (the paper's Table 1). Mean +- std",
@@ -134,22 +130,14 @@ def render(rows: list[dict], plot_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.report_algorithmic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--csv", type=Path, default=Path("results/algorithmic.csv"))
-    parser.add_argument("--out", type=Path, default=Path("results/algorithmic.md"))
-    parser.add_argument("--notes", type=Path, default=Path("results/algorithmic_notes.md"),
-                        help="hand-written discussion appended verbatim (findings, differences from the paper)")
+    parser = report_parser("python -m eval.report_algorithmic", __doc__.split("\n\n")[0], "algorithmic",
+                           "hand-written discussion appended verbatim (findings, differences from the paper)")
     args = parser.parse_args(argv)
-    rows = read_rows(args.csv)
-    if not rows:
-        parser.error(f"{args.csv} has no rows; run the sweep first")
+    rows = read_report_rows(parser, args.csv)
     plot_path = args.out.with_suffix(".png")
     plot(collect(rows)[0], plot_path)
     text = render(rows, plot_path.name)
-    if args.notes.is_file():
-        text += "\n" + args.notes.read_text()
-    atomic_write_text(args.out, text)
-    print(f"wrote {args.out} and {plot_path} from {len(rows)} rows")
+    write_report(args.out, text, args.notes, plot_path, len(rows))
     return 0
 
 

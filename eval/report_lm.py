@@ -10,15 +10,13 @@ trust the numbers.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
 from eval.plots import plt, save_figure
-from rate.config import atomic_write_text
-from rate.results import read_rows
+from eval.reporting import machines, read_report_rows, report_parser, write_report
 
 # RMT paper, Table 4 (enwik8, segment 128, test bpc); ../shared/reference/rmt-paper-and-code.md 3.3.
 PAPER_ENWIK8_SEG128 = [
@@ -173,8 +171,6 @@ def render(rows: list[dict], plot_name: str) -> str:
     data = collect(rows)
     r0 = rows[0]
     total_min = sum(sum(d["seconds"]) for d in data.values()) / 60
-    machines = sorted({f"{r['machine']}, {r['cpu_count']} cores, {r['torch_threads']} torch threads, torch {r['torch']}"
-                       for r in rows})
     out = [
         "# RMT language modelling at small scale",
         "",
@@ -188,7 +184,7 @@ def render(rows: list[dict], plot_name: str) -> str:
         f"{r0['model.d_inner']}; segment {r0['segment_len']} characters; {r0['train.steps']} steps of "
         f"{r0['train.batch_size']} parallel streams ({int(r0['tokens_seen']):,} training characters), "
         f"lr {r0['train.lr']} with warmup and cosine decay.",
-        f"Runs: {len(rows)}; total training time {total_min:.0f} min on " + "; ".join(machines) + ".",
+        f"Runs: {len(rows)}; total training time {total_min:.0f} min on " + machines(rows) + ".",
         "Test and validation bpc read the whole held-out stream in order, carrying memory and cache.",
         "",
         f"![test bpc against memory size]({plot_name})",
@@ -213,25 +209,17 @@ def render(rows: list[dict], plot_name: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval.report_lm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--csv", type=Path, default=Path("results/lm.csv"))
-    parser.add_argument("--out", type=Path, default=Path("results/lm.md"))
-    parser.add_argument("--notes", type=Path, default=Path("results/lm_notes.md"),
-                        help="hand-written discussion appended verbatim")
+    parser = report_parser("python -m eval.report_lm", __doc__.split("\n\n")[0], "lm",
+                           "hand-written discussion appended verbatim")
     args = parser.parse_args(argv)
-    rows = read_rows(args.csv)
-    if not rows:
-        parser.error(f"{args.csv} has no rows; run the sweep first")
+    rows = read_report_rows(parser, args.csv)
     missing = {"run", "model.num_mem_tokens", "model.mem_len", "model.bptt_depth", "test_bpc"} - set(rows[0])
     if missing:
         parser.error(f"{args.csv} is not a language-modelling result file (missing columns {sorted(missing)})")
     plot_path = args.out.with_suffix(".png")
     plot(collect(rows), plot_path)
     text = render(rows, plot_path.name)
-    if args.notes.is_file():
-        text += "\n" + args.notes.read_text()
-    atomic_write_text(args.out, text)
-    print(f"wrote {args.out} and {plot_path} from {len(rows)} rows")
+    write_report(args.out, text, args.notes, plot_path, len(rows))
     return 0
 
 

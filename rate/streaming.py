@@ -3,8 +3,9 @@
 Decoding token by token (free-running generation, policy rollouts) keeps a key/value cache
 inside the segment and runs the write block once, when the segment is full.  A rollout of many
 environments also needs rows that sit at different places of their segments: an environment
-whose episode ends starts a fresh memory while the others carry on.  This module keeps every row's recurrent state in fixed-shape tensors
-(:class:`StreamState`) and decodes all rows in one batched call per step.
+whose episode ends starts a fresh memory while the others carry on.  This module keeps every
+row's recurrent state in fixed-shape tensors (:class:`StreamState`) and decodes all rows in one
+batched call per step.
 
 The trick that makes one call serve rows at different places is a *right-aligned* key/value
 buffer: each layer keeps the keys/values of the last ``W = C + m + S`` positions of the row's own
@@ -130,10 +131,8 @@ class StreamingDecoder:
         allowed = torch.cat([(state.kind != PAD)[:, None, :].expand(-1, n, -1),
                              causal[None].expand(x.shape[0], -1, -1)], dim=2)  # (B, n, W + n)
         h, keys, values, inputs = self._run(state, x, allowed, keep_inputs=True)
-        seg_inputs = state.seg_inputs
-        if self.C:
-            seg_inputs = torch.cat([seg_inputs, torch.stack(inputs)], dim=2)[:, :, n:]
-        kind = torch.cat([state.kind, torch.full_like(state.kind[:, :n], SEGMENT)], dim=1)[:, n:]
+        seg_inputs = _shift_in(state.seg_inputs, torch.stack(inputs), dim=2) if self.C else state.seg_inputs
+        kind = _shift_in(state.kind, torch.full_like(state.kind[:, :n], SEGMENT), dim=1)
         return h, replace(state, keys=keys, values=values, kind=kind, seg_inputs=seg_inputs, length=state.length + n)
 
     # ------------------------------------------------------------------ internals
@@ -182,7 +181,7 @@ class StreamingDecoder:
         allowed = torch.cat([self._memory_sees(kind)[:, None, :].expand(-1, self.m, -1),
                              torch.ones(b, self.m, self.m, dtype=torch.bool, device=kind.device)], dim=2)
         read_out, keys, values, _ = self._run(state, state.memory, allowed)
-        kind = torch.cat([kind, torch.full_like(kind[:, : self.m], READ)], dim=1)[:, self.m :]
+        kind = _shift_in(kind, torch.full_like(kind[:, : self.m], READ), dim=1)
         return replace(state, keys=keys, values=values, kind=kind, read_out=read_out)
 
     def _close(self, state: StreamState) -> StreamState:
@@ -199,10 +198,15 @@ class StreamingDecoder:
             memory = self.decoder.memory_update(memory, write_out)
         cache, cache_valid = state.cache, state.cache_valid
         if self.C:
-            cache = torch.cat([cache, state.seg_inputs], dim=2)[:, :, -self.C :]
-            cache_valid = torch.cat([cache_valid, torch.ones_like(cache_valid[:, :1]).expand(-1, self.S)],
-                                    dim=1)[:, -self.C :]
+            cache = _shift_in(cache, state.seg_inputs, dim=2)
+            cache_valid = _shift_in(cache_valid, torch.ones_like(cache_valid[:, :1]).expand(-1, self.S), dim=1)
         return replace(state, memory=memory, cache=cache, cache_valid=cache_valid)
+
+
+def _shift_in(buffer: torch.Tensor, new: torch.Tensor, dim: int) -> torch.Tensor:
+    """Right-aligned append: ``new`` enters on the right of ``buffer`` along ``dim``, as many of the
+    oldest entries leave on the left, so the shape stays that of ``buffer``."""
+    return torch.cat([buffer, new], dim=dim).narrow(dim, new.shape[dim], buffer.shape[dim])
 
 
 def _as_index(rows: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,40 @@
+"""What the results reports share: the report's command line, the machine line, the final write."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rate.config import atomic_write_text
+from rate.results import read_rows
+
+
+def report_parser(prog: str, description: str, name: str, notes_help: str) -> argparse.ArgumentParser:
+    """--csv results/NAME.csv, --out results/NAME.md and --notes results/NAME_notes.md."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--csv", type=Path, default=Path(f"results/{name}.csv"))
+    parser.add_argument("--out", type=Path, default=Path(f"results/{name}.md"))
+    parser.add_argument("--notes", type=Path, default=Path(f"results/{name}_notes.md"), help=notes_help)
+    return parser
+
+
+def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
+    """The CSV rows, or the parser's one-line error (exit 2) when there are none."""
+    rows = read_rows(csv)
+    if not rows:
+        parser.error(f"{csv} has no rows; run the sweep first")
+    return rows
+
+
+def machines(rows: list[dict]) -> str:
+    """The distinct machines the rows ran on, e.g. 'x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu'."""
+    return "; ".join(sorted({f"{r['machine']}, {r['cpu_count']} cores, {r['torch_threads']} torch threads, "
+                             f"torch {r['torch']}" for r in rows}))
+
+
+def write_report(out: Path, text: str, notes: Path, plot_path: Path, n_rows: int) -> None:
+    """Append the hand-written notes (when the file exists) and write the markdown atomically."""
+    if notes.is_file():
+        text += "\n" + notes.read_text()
+    atomic_write_text(out, text)
+    print(f"wrote {out} and {plot_path} from {n_rows} rows")
