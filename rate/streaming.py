@@ -44,7 +44,7 @@ class StreamState:
     cache:   (L, B, C, D) Transformer-XL cache: per-layer inputs of earlier segment tokens
     cache_valid: (B, C) bool, which cache slots hold a token (right-aligned)
     keys, values: (L, B, H, W, dh) right-aligned key/value buffer, W = C + m + S
-    kind:    (B, W) int8, PAD / CACHE / READ / SEGMENT per buffer slot
+    kind:    (B, W) uint8, PAD / CACHE / READ / SEGMENT per buffer slot
     seg_inputs: (L, B, S, D) right-aligned per-layer inputs of this segment's tokens (for the cache)
     length:  (B,) long, tokens of the current segment decoded so far
     """
@@ -65,6 +65,20 @@ class StreamState:
         """The state of rows ``idx`` (long tensor) only."""
         return StreamState(**{f.name: getattr(self, f.name).index_select(self._BATCH_DIM.get(f.name, 0), idx)
                               for f in fields(self)})
+
+    def where(self, rows: torch.Tensor, other: "StreamState") -> "StreamState":
+        """Rows where ``rows`` (bool (B,)) is true from ``other`` (batch B or 1, broadcast), the rest
+        from this state: the branch-free form of :meth:`with_rows` that exported graphs use."""
+        out = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            dim = self._BATCH_DIM.get(f.name, 0)
+            shape = [1] * mine.dim()
+            shape[dim] = -1
+            pick = rows.view(shape)
+            # Boolean select as logic: onnxruntime has no boolean Where kernel.
+            out[f.name] = (pick & theirs) | (~pick & mine) if mine.dtype == torch.bool else torch.where(pick, theirs, mine)
+        return StreamState(**out)
 
     def with_rows(self, idx: torch.Tensor, sub: "StreamState") -> "StreamState":
         """A copy of this state whose rows ``idx`` are replaced by ``sub``'s rows."""
@@ -98,7 +112,7 @@ class StreamingDecoder:
             cache_valid=torch.zeros(batch, self.C, dtype=torch.bool, device=dev),
             keys=torch.zeros(self.L, batch, self.H, self.W, self.dh, device=dev, dtype=dt),
             values=torch.zeros(self.L, batch, self.H, self.W, self.dh, device=dev, dtype=dt),
-            kind=torch.zeros(batch, self.W, dtype=torch.int8, device=dev),
+            kind=torch.zeros(batch, self.W, dtype=torch.uint8, device=dev),
             seg_inputs=torch.zeros(self.L, batch, self.S, self.D, device=dev, dtype=dt),
             length=torch.zeros(batch, dtype=torch.long, device=dev),
         )
@@ -118,14 +132,20 @@ class StreamingDecoder:
             return state
         return state.with_rows(idx, self._open(self._close(state.rows(idx))))
 
+    def close_full_masked(self, state: StreamState) -> StreamState:
+        """:meth:`close_full` without data-dependent shapes: every row's segment is closed and the
+        result kept for the full rows only.  Exported step functions use it (one static graph)."""
+        return state.where(state.length >= self.S, self._open(self._close(state)))
+
     # ------------------------------------------------------------------ decoding
-    def step(self, state: StreamState, x: torch.Tensor) -> tuple[torch.Tensor, StreamState]:
+    def step(self, state: StreamState, x: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, StreamState]:
         """Decode the next n tokens of every row: x (B, n, D) -> final-normed hidden (B, n, D).
 
-        Every row must have room for them in its segment (call :meth:`close_full` first).
+        Every row must have room for them in its segment (call :meth:`close_full` first); ``check``
+        verifies that (a data-dependent test, so exported graphs turn it off).
         """
         n = x.shape[1]
-        if bool((state.length + n > self.S).any()):
+        if check and bool((state.length + n > self.S).any()):
             raise ValueError(f"a row's segment would exceed {self.S} tokens; call close_full() before step()")
         causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
         allowed = torch.cat([(state.kind != PAD)[:, None, :].expand(-1, n, -1),

@@ -8,7 +8,8 @@ from eval.report_tmaze import main
 def test_report_tables_every_model_and_length(tmp_path):
     rows = []
     for seed, (rate, dt) in enumerate([(1.0, 0.5), (0.8, 0.5)]):
-        common = {"train_seconds": 60, "machine": "x86_64", "cpu_count": 2, "torch_threads": 2}
+        common = {"train_seconds": 60, "machine": "x86_64", "cpu_count": 2, "torch_threads": 2,
+                  "torch": "2.13.0+cpu"}
         rows.append({"run": f"rate/seed{seed}", "success_T90": 1.0, "success_T900": rate,
                      "model.segment_steps": 10, "model.num_segments": 9, **common})
         rows.append({"run": f"dt/seed{seed}", "success_T90": 1.0, "success_T900": dt,
@@ -18,9 +19,12 @@ def test_report_tables_every_model_and_length(tmp_path):
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    out = tmp_path / "tmaze.md"
-    assert main(["--csv", str(path), "--out", str(out)]) == 0
+    out, notes = tmp_path / "tmaze.md", tmp_path / "notes.md"
+    notes.write_text("## Differences from the paper\n")
+    assert main(["--csv", str(path), "--out", str(out), "--notes", str(notes)]) == 0
     text = out.read_text()
+    assert "x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu" in text
+    assert text.endswith("## Differences from the paper\n")
     assert "| RATE (bptt), K=10 x N=9 | 1.00 +- 0.00 (n=2) | 0.90 +- 0.14 (n=2) |" in text
     assert "| DT (same context), K=90 x N=1 | 1.00 +- 0.00 (n=2) | 0.50 +- 0.00 (n=2) |" in text
     assert (tmp_path / "tmaze.png").stat().st_size > 0

@@ -1,0 +1,357 @@
+"""Export a trained RATE policy as a standalone per-step function with explicit recurrent state.
+
+    python -m rate.export CHECKPOINT --format onnx|pt2 [--out PATH] [--target-return 1.0]
+
+The exported function is one environment step of :class:`rate.policy.StreamingPolicy`::
+
+    (obs, last_reward, new_episode, target_return, *state) -> (action_output, action, *next_state)
+
+    obs            (B, *obs_shape) float32
+    last_reward    (B,) float32   reward received after the previous action (ignored on new episodes)
+    new_episode    (B,) bool      rows whose ``obs`` starts an episode: their state starts over
+    target_return  (B,) float32   the return to condition on, read on new episodes only
+    state          the tensors of STATE_FIELDS (return-to-go, memory, Transformer-XL cache,
+                   in-segment key/value buffer, slot kinds, segment inputs, step counter); shapes
+                   and dtypes are in the artifact's metadata, the batch dimension is dynamic.
+    action_output  (B, act_dim)   logits (discrete) or the action means (continuous)
+    action         (B,) int64 argmax (discrete) or (B, act_dim) float32 means (continuous)
+
+A runner starts with all-zero state tensors and ``new_episode`` true for every row; the graph
+replaces those rows by the fresh state (initial memory with its read block already run).  The
+graph has no data-dependent shapes: a segment boundary is computed for every row and kept where a
+row's segment is full (``StreamingDecoder.close_full_masked``).
+
+The artifact carries its metadata (format version, the run's config, observation statistics,
+state spec, environment): inside the .pt2 archive as ``extra/rate_export.json``, in the ONNX
+model's ``metadata_props`` under ``rate_export``.  Before the artifact is moved into place the
+command checks it against the eager policy over episodes with resets at different times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import tempfile
+import warnings
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from eval.play_onnx import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError, StepPolicy, open_onnx
+from rate.rate_model import TOKENS_PER_STEP, RATEModel
+from rate.streaming import StreamingDecoder, StreamState
+
+STREAM_FIELDS = tuple(f.name for f in fields(StreamState))
+STATE_FIELDS = ("rtg",) + STREAM_FIELDS
+INPUT_NAMES = ("obs", "last_reward", "new_episode", "target_return") + STATE_FIELDS
+OUTPUT_NAMES = ("action_output", "action") + tuple(f"next_{name}" for name in STATE_FIELDS)
+# The batch dimension of each state tensor (the others are on dimension 0).
+STATE_BATCH_DIM = {"rtg": 0, **{name: StreamState._BATCH_DIM.get(name, 0) for name in STREAM_FIELDS}}
+
+
+class ExportError(RuntimeError):
+    """A policy that cannot be exported, or an artifact that does not match its eager policy."""
+
+
+class PolicyStep(nn.Module):
+    """One streaming-policy step as a pure function of tensors (what torch.export and ONNX trace)."""
+
+    def __init__(self, model: RATEModel):
+        super().__init__()
+        cfg = model.cfg
+        if cfg.kind != "transformer":
+            raise ExportError(f"only Transformer policies (RATE, RMT, TrXL) export; this is a {cfg.kind!r} model")
+        self.model = model.eval()
+        self.cfg = cfg
+        self.decoding = StreamingDecoder(model.decoder, TOKENS_PER_STEP * cfg.segment_steps)
+        with torch.no_grad():
+            fresh = self.decoding.initial(1)
+        # The state a new episode starts from (batch 1, broadcast over rows): constants of the graph.
+        for name in STREAM_FIELDS:
+            self.register_buffer(f"fresh_{name}", getattr(fresh, name).clone(), persistent=False)
+        self.eval()
+
+    def state_spec(self) -> list[dict[str, Any]]:
+        """Name, shape (the batch dimension as "batch"), dtype and batch dimension of each state tensor."""
+        spec = []
+        for name, tensor in zip(STATE_FIELDS, self.initial_state(1)):
+            shape: list[Any] = list(tensor.shape)
+            shape[STATE_BATCH_DIM[name]] = "batch"
+            spec.append({"name": name, "shape": shape, "dtype": str(tensor.dtype).removeprefix("torch."),
+                         "batch_dim": STATE_BATCH_DIM[name]})
+        return spec
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """All-zero state of ``batch`` rows (pass new_episode=True on the first step)."""
+        out = [torch.zeros(batch)]
+        for name in STREAM_FIELDS:
+            fresh = getattr(self, f"fresh_{name}")
+            shape = list(fresh.shape)
+            shape[STATE_BATCH_DIM[name]] = batch
+            out.append(torch.zeros(shape, dtype=fresh.dtype))
+        return tuple(out)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        obs = torch.zeros(batch, *self.cfg.obs_shape)
+        return (obs, torch.zeros(batch), torch.ones(batch, dtype=torch.bool), torch.ones(batch),
+                *self.initial_state(batch))
+
+    def forward(self, obs: torch.Tensor, last_reward: torch.Tensor, new_episode: torch.Tensor,
+                target_return: torch.Tensor, rtg: torch.Tensor, *stream: torch.Tensor):
+        model, scale = self.model, self.cfg.rtg_scale
+        # As StreamingPolicy: the reward lowers the return-to-go, a new episode starts it over.
+        rtg = torch.where(new_episode, target_return / scale, rtg - last_reward / scale)
+        fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
+        state = StreamState(*stream).where(new_episode, fresh)
+        state = self.decoding.close_full_masked(state)
+        tokens = torch.stack([model.embed_rtg(rtg[:, None, None]), model.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
+        h, state = self.decoding.step(state, tokens, check=False)  # R_t, o_t
+        out = model.action_output(h[:, 1])
+        action = out.argmax(-1) if self.cfg.act_kind == "discrete" else out
+        _, state = self.decoding.step(state, model.embed_actions(action[:, None]), check=False)  # a_t
+        return (out, action, rtg, *(getattr(state, name) for name in STREAM_FIELDS))
+
+
+def _dynamic_shapes(step: PolicyStep) -> tuple:
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    # obs, last_reward, new_episode, target_return, rtg, then *stream as one tuple (as torch.export sees it)
+    return ({0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch},
+            tuple({STATE_BATCH_DIM[name]: batch} for name in STREAM_FIELDS))
+
+
+def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return: float) -> dict[str, Any]:
+    model = step.model
+    eval_cfg = run_config.get("eval", {})
+    env_id = eval_cfg.get("env_id", "rate/TMaze-v0")
+    return {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
+        "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "state": step.state_spec(),
+        "segment_steps": step.cfg.segment_steps, "act_kind": step.cfg.act_kind, "act_dim": step.cfg.act_dim,
+        "obs_shape": list(step.cfg.obs_shape), "target_return": target_return,
+        "obs_mean": model.obs_mean.flatten().tolist(), "obs_std": model.obs_std.flatten().tolist(),
+        "env_id": env_id,
+        "env_entry_point": "envs.tmaze:TMazeEnv" if env_id == "rate/TMaze-v0" else None,
+        "config": run_config, "torch": torch.__version__,
+    }
+
+
+# ---------------------------------------------------------------------- writing artifacts
+def _atomic_output(out: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file beside ``out`` and rename it into place only on success."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _quiet_exporters():
+    """Silence the exporters' internal warnings and log lines (about torchvision ops, deprecated
+    pytree classes, constant folding): they concern the toolchain, not the user's policy."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def export_pt2(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
+    """torch.export the step (dynamic batch) and save it with the metadata inside the archive."""
+    with torch.no_grad(), _quiet_exporters():
+        program = torch.export.export(step, step.example_inputs(), dynamic_shapes=_dynamic_shapes(step))
+        torch.export.save(program, path, extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+
+
+def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
+    """ONNX through torch.onnx's dynamo exporter (onnxscript); metadata in ``metadata_props``."""
+    import onnx
+
+    with torch.no_grad(), _quiet_exporters():
+        program = torch.onnx.export(step, step.example_inputs(), dynamo=True, input_names=list(INPUT_NAMES),
+                                    output_names=list(OUTPUT_NAMES), dynamic_shapes=_dynamic_shapes(step),
+                                    verbose=False)
+    proto = program.model_proto
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    onnx.save(proto, str(path))
+
+
+# ---------------------------------------------------------------------- running artifacts
+def open_pt2(path: str | Path) -> StepPolicy:
+    """A .pt2 artifact as a :class:`StepPolicy` (torch.export.load: no pickled objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file")
+    _refuse_pickles(path)
+    extra = {f"{METADATA_KEY}.json": ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as err:  # torch.export.load raises several types for a file that is not an archive
+        raise ArtifactError(f"{path}: not a readable .pt2 archive: {err}") from err
+    if not extra[f"{METADATA_KEY}.json"]:
+        raise ArtifactError(f"{path}: a .pt2 archive without {METADATA_KEY}.json (not made by rate.export)")
+    module = program.module()
+
+    def run(arrays):
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+        return [o.numpy() for o in out]
+
+    return StepPolicy(json.loads(extra[f"{METADATA_KEY}.json"]), run, str(path))
+
+
+def _refuse_pickles(path: Path) -> None:
+    """Refuse a .pt2 archive that torch.export.load would unpickle arbitrary objects from.
+
+    torch.export.load unpickles (weights_only=False) weights or constants flagged ``use_pickle``,
+    custom and opaque objects, legacy ``.pt`` payloads, and sample inputs that fail a
+    weights_only load.  rate.export never writes any of these, so an archive holding one is refused
+    before torch.export.load sees it.
+    """
+    import io
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ArtifactError(f"{path}: not a readable .pt2 archive: {err}") from err
+    with archive:
+        for name in archive.namelist():
+            parts = name.split("/")
+            if "data" in parts and parts[-1].endswith("_config.json"):
+                try:
+                    entries = json.loads(archive.read(name))["config"].values()
+                except (ValueError, KeyError, AttributeError) as err:
+                    raise ArtifactError(f"{path}: unreadable {name}: {err}") from err
+                for entry in entries:
+                    if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(("weight_", "tensor_")):
+                        raise ArtifactError(f"{path}: {name} holds a pickled object ({entry.get('path_name')!r}); "
+                                            "refusing to load it")
+            elif "data" in parts and parts[-2:-1] in (["weights"], ["constants"]) and name.endswith(".pt"):
+                raise ArtifactError(f"{path}: legacy pickled payload {name}; refusing to load it")
+            elif "sample_inputs" in parts:
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                except Exception as err:  # anything a weights_only unpickler rejects
+                    raise ArtifactError(f"{path}: {name} is not plain tensors ({err}); refusing to load it") from err
+
+
+def open_artifact(path: str | Path) -> StepPolicy:
+    """An exported policy (.onnx or .pt2) ready to ``reset`` and ``act``."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return open_onnx(path, torch.get_num_threads())
+    if path.suffix == ".pt2":
+        return open_pt2(path)
+    raise ArtifactError(f"{path}: unknown artifact type (expected .onnx or .pt2)")
+
+
+# ---------------------------------------------------------------------- parity with the eager policy
+def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: float, steps: int = 120,
+                       batch: int = 3, reset_prob: float = 0.02, seed: int = 0) -> float:
+    """Drive the eager StreamingPolicy and ``policy`` with the same random episode stream; every row
+    starts new episodes at its own random times.  Returns the largest |action_output| difference.
+
+    Observations are drawn from N(0, 1) of the model's obs shape and rewards from {0, 1}.
+    """
+    from rate.policy import StreamingPolicy
+
+    rng = np.random.default_rng(seed)
+    eager = StreamingPolicy(model, target_return)
+    eager.reset(batch)
+    policy.reset(batch)
+    worst = 0.0
+    reward = np.zeros(batch, dtype=np.float32)
+    for t in range(steps):
+        obs = rng.standard_normal((batch, *model.cfg.obs_shape)).astype(np.float32)
+        new = np.ones(batch, dtype=bool) if t == 0 else rng.random(batch) < reset_prob
+        eager_action = eager.act(obs, None if t == 0 else reward, new_episode=new)
+        out, action = policy.act(obs, reward, new, target_return)
+        worst = max(worst, float(np.abs(eager.last_output.numpy() - out).max()))
+        if model.cfg.act_kind == "discrete" and not np.array_equal(np.asarray(action), eager_action):
+            return float("inf")  # a different action: the episodes diverge from here
+        reward = rng.integers(0, 2, batch).astype(np.float32)
+    return worst
+
+
+# ---------------------------------------------------------------------- command line
+def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: float | None = None,
+                      tolerance: float = 1e-4, check_steps: int = 120) -> tuple[Path, float]:
+    """Export ``checkpoint`` to ``out``; the artifact is verified before it replaces anything."""
+    from eval.rate_rollouts import load_policy_model
+
+    model, cfg = load_policy_model(checkpoint)
+    if cfg.policy == "window":
+        raise ExportError(f"{checkpoint}: a sliding-window (DT) policy has no fixed-size recurrent state; "
+                          "export supports streaming policies")
+    target = cfg.eval.target_return if target_return is None else target_return
+    step = PolicyStep(model)
+    from rate.config import to_dict
+
+    meta = export_metadata(step, to_dict(cfg), target)
+    writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
+    checked: dict[str, float] = {}
+
+    def write_and_check(tmp: Path) -> None:
+        # The temporary name must keep the suffix that tells the loader the format.
+        staged = tmp.with_suffix(f".{fmt}")
+        try:
+            writer(step, meta, staged)
+            checked["diff"] = compare_with_eager(open_artifact(staged), model, target, steps=check_steps)
+            if not checked["diff"] <= tolerance:
+                raise ExportError(f"exported step differs from the eager policy: max |logit diff| {checked['diff']:.3g} "
+                                  f"> {tolerance:g}")
+            os.replace(staged, tmp)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    _atomic_output(out, write_and_check)
+    return out, checked["diff"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from rate.checkpoint import CheckpointError
+    from rate.training import setup_process
+
+    parser = argparse.ArgumentParser(prog="python -m rate.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="a RATE checkpoint folder (model.safetensors + config.json)")
+    parser.add_argument("--format", choices=["onnx", "pt2"], required=True)
+    parser.add_argument("--out", type=Path, help="default: CHECKPOINT/policy.FORMAT")
+    parser.add_argument("--target-return", type=float, help="default return to condition on (default: the run's eval one)")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    setup_process(0, args.threads)
+    out = args.out or args.checkpoint / f"policy.{args.format}"
+    if out.suffix != f".{args.format}":
+        parser.error(f"--out must end in .{args.format}, got {out}")
+    try:
+        path, diff = export_checkpoint(args.checkpoint, args.format, out, args.target_return)
+    except (CheckpointError, ExportError, ArtifactError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); matches the eager policy to {diff:.2e} "
+          f"over 120 steps of 3 rows with resets")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,196 @@
+"""Exported policies (.pt2 through torch.export, .onnx through onnxruntime) against the eager policy,
+the export command, the standalone ONNX runner, and refusal of unsafe or foreign artifacts."""
+
+import json
+import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from eval.play_onnx import ArtifactError, make_env_factory, open_onnx, play
+from rate.checkpoint import save_checkpoint
+from rate.config import to_dict
+from rate.export import PolicyStep, compare_with_eager, export_metadata, export_onnx, export_pt2, main, open_artifact
+from rate.policy import StreamingPolicy
+from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig
+from rate.rate_model import RATEConfig, RATEModel
+from rate.rmt import RMTConfig
+from rate.rollout import rollout
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS = {
+    # RATE: memory tokens and the valve, K = 4 steps per segment.
+    "rate": dict(backbone=dict(num_mem_tokens=3, memory_update="mrv", mrv_heads=2)),
+    # Memory tokens together with a Transformer-XL cache that the memory rows see; continuous
+    # actions and observation normalisation (statistics baked into the graph).
+    "xl_continuous": dict(backbone=dict(num_mem_tokens=2, mem_len=7, memory_sees_cache=True),
+                          act_kind="continuous", act_dim=2, normalize_obs=True),
+}
+
+
+def build(name: str) -> RATEModel:
+    spec = MODELS[name]
+    backbone = dict(d_model=32, n_layers=2, n_heads=2, d_head=16, d_inner=32) | spec["backbone"]
+    torch.manual_seed(0)
+    cfg = RATEConfig(backbone=RMTConfig(**backbone), segment_steps=4, num_segments=2, obs_shape=[4],
+                     **{k: v for k, v in spec.items() if k != "backbone"})
+    model = RATEModel(cfg)
+    if cfg.normalize_obs:
+        model.set_obs_stats(torch.tensor([0.5, -1.0, 0.0, 2.0]), torch.tensor([2.0, 0.5, 1.0, 3.0]))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """{(model name, format): path}, each model exported once per format."""
+    folder = tmp_path_factory.mktemp("exports")
+    out = {}
+    for name in MODELS:
+        step = PolicyStep(build(name))
+        meta = export_metadata(step, {"model": name}, target_return=1.0)
+        for fmt, writer in (("pt2", export_pt2), ("onnx", export_onnx)):
+            out[name, fmt] = folder / f"{name}.{fmt}"
+            writer(step, meta, out[name, fmt])
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+@pytest.mark.parametrize("name", list(MODELS))
+@pytest.mark.parametrize("batch", [1, 5])
+def test_exported_step_matches_the_eager_policy_over_episodes_with_resets(artifacts, name, fmt, batch):
+    """60 steps = 15 segment boundaries; every row starts new episodes at its own random times;
+    the batch differs from the export example (2): the batch dimension is dynamic."""
+    diff = compare_with_eager(open_artifact(artifacts[name, fmt]), build(name), target_return=1.0, steps=60,
+                              batch=batch, reset_prob=0.1, seed=batch)
+    assert diff <= 1e-4
+
+
+def test_the_parity_check_catches_another_model(artifacts):
+    other = build("rate")
+    with torch.no_grad():
+        other.head.weight.mul_(1.5)
+    assert compare_with_eager(open_artifact(artifacts["rate", "onnx"]), other, 1.0, steps=20) > 1e-2
+
+
+def test_artifact_metadata_describes_the_state(artifacts):
+    policy = open_artifact(artifacts["xl_continuous", "onnx"])
+    meta = policy.meta
+    assert meta["format_version"] == 1 and meta["config"] == {"model": "xl_continuous"}
+    assert meta["obs_mean"] == [0.5, -1.0, 0.0, 2.0] and meta["obs_std"] == [2.0, 0.5, 1.0, 3.0]
+    spec = {s["name"]: s for s in meta["state"]}
+    assert spec["memory"]["shape"] == ["batch", 2, 32]
+    assert spec["cache"]["shape"] == [2, "batch", 7, 32]  # layers, batch, mem_len, d_model
+    assert spec["keys"]["shape"] == [2, "batch", 2, 7 + 2 + 12, 16]  # W = C + m + 3K
+    assert spec["length"]["dtype"] == "int64"
+    policy.reset(3)
+    assert [a.shape for a in policy.state] == [tuple(3 if d == "batch" else d for d in s["shape"]) for s in meta["state"]]
+
+
+def test_onnx_rollout_equals_the_eager_rollout(artifacts):
+    """Played by the standalone runner in T-Maze, the exported policy takes the eager policy's
+    actions: same success and return in every episode (seeds 0..5)."""
+    model = build("rate")
+    meta = {"env_id": "rate/TMaze-v0", "env_entry_point": "envs.tmaze:TMazeEnv"}
+    make_env = make_env_factory(meta, 14)
+    played = play(open_onnx(artifacts["rate", "onnx"]), make_env, 6, seed=0, target_return=1.0)
+    eager = rollout(make_env, StreamingPolicy(model, 1.0), 6, seed=0)
+    np.testing.assert_array_equal(played["success"], eager["success"])
+    np.testing.assert_array_equal(played["returns"], eager["returns"])
+
+
+def checkpoint(tmp_path: Path, **overrides) -> Path:
+    cfg = RATEExperimentConfig(model=build("rate").cfg, **overrides)
+    model = RATEModel(cfg.model)
+    return save_checkpoint(tmp_path / "ckpt", model, CHECKPOINT_KIND, to_dict(cfg))
+
+
+def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_without_torch(tmp_path, capsys):
+    ckpt = checkpoint(tmp_path)
+    assert main([str(ckpt), "--format", "onnx", "--threads", "1"]) == 0
+    path = ckpt / "policy.onnx"
+    assert "matches the eager policy" in capsys.readouterr().out
+    assert open_onnx(path).meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
+    # torch is made unimportable: the runner needs only numpy, onnxruntime and gymnasium.
+    code = ("import sys; sys.modules['torch'] = None; from eval.play_onnx import main; "
+            f"sys.exit(main([{str(path)!r}, '--lengths', '6', '--episodes', '4', '--threads', '1']))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[1].split()[0] == "6"
+
+
+def test_export_refusals_leave_existing_files_alone(tmp_path, capsys):
+    out = tmp_path / "keep.onnx"
+    out.write_bytes(b"the user's file")
+    window = checkpoint(tmp_path, policy="window")
+    assert main([str(window), "--format", "onnx", "--out", str(out)]) == 2
+    assert "sliding-window" in capsys.readouterr().err
+    assert main([str(tmp_path / "missing"), "--format", "onnx", "--out", str(out)]) == 2
+    assert "not a checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(window), "--format", "pt2", "--out", str(out)])  # suffix does not match the format
+    assert out.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "keep.onnx"]  # no temporary left
+
+
+class _Payload:
+    """Unpickling this runs a command that leaves a marker file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+def _rewrite(src: Path, dst: Path, change) -> None:
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, change(item.filename, zin.read(item.filename)))
+
+
+def test_pt2_archives_that_would_unpickle_are_refused(artifacts, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = pickle.dumps(_Payload(marker))
+    sample = tmp_path / "sample.pt2"
+    _rewrite(artifacts["rate", "pt2"], sample, lambda name, data: evil if "sample_inputs" in name else data)
+    flagged = tmp_path / "flagged.pt2"
+
+    def flag(name, data):
+        if name.endswith("weights_config.json"):
+            config = json.loads(data)
+            next(iter(config["config"].values()))["use_pickle"] = True
+            return json.dumps(config).encode()
+        return data
+
+    _rewrite(artifacts["rate", "pt2"], flagged, flag)
+    for path in (sample, flagged):
+        with pytest.raises(ArtifactError, match="refusing"):
+            open_artifact(path)
+    assert not marker.exists()
+
+
+def test_foreign_or_broken_artifacts_get_one_clear_error(artifacts, tmp_path):
+    import onnx
+
+    proto = onnx.load(str(artifacts["rate", "onnx"]))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "bare.onnx"))
+    with pytest.raises(ArtifactError, match="without 'rate_export' metadata"):
+        open_artifact(tmp_path / "bare.onnx")
+    proto = onnx.load(str(artifacts["rate", "onnx"]))
+    meta = json.loads(proto.metadata_props[0].value)
+    proto.metadata_props[0].value = json.dumps(meta | {"format_version": 99})
+    onnx.save(proto, str(tmp_path / "future.onnx"))
+    with pytest.raises(ArtifactError, match="version 99"):
+        open_artifact(tmp_path / "future.onnx")
+    (tmp_path / "junk.pt2").write_bytes(b"not a zip")
+    (tmp_path / "junk.onnx").write_bytes(b"not onnx")
+    for name, pattern in [("junk.pt2", "not a readable"), ("junk.onnx", "not a readable"),
+                          ("missing.onnx", "no such file"), ("bare.txt", "unknown artifact type")]:
+        with pytest.raises(ArtifactError, match=pattern):
+            open_artifact(tmp_path / name)
