@@ -77,6 +77,10 @@ class PolicyStep(nn.Module):
         # The state a new episode starts from (batch 1, broadcast over rows): constants of the graph.
         for name in STREAM_FIELDS:
             self.register_buffer(f"fresh_{name}", getattr(fresh, name).clone(), persistent=False)
+        # The decoder's distance table as a buffer, so that the graph (and its torch.cond branch)
+        # reads it as a module state rather than an untracked constant that .pt2 cannot serialise.
+        self.register_buffer("positions_table", self.decoding._table, persistent=False)
+        self.decoding._table = self.positions_table
         self.eval()
 
     def state_spec(self) -> list[dict[str, Any]]:
@@ -104,6 +108,16 @@ class PolicyStep(nn.Module):
         return (obs, torch.zeros(batch), torch.ones(batch, dtype=torch.bool), torch.ones(batch),
                 *self.initial_state(batch))
 
+    def _close_full(self, *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        state = self.decoding.close_full_masked(StreamState(*stream))
+        # Both branches must return the same layouts: contiguous.
+        return tuple(getattr(state, name).contiguous() for name in STREAM_FIELDS)
+
+    @staticmethod
+    def _keep(*stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # torch.cond branches may not return their inputs, and must match the other's layout.
+        return tuple(t.clone(memory_format=torch.contiguous_format) for t in stream)
+
     def forward(self, obs: torch.Tensor, last_reward: torch.Tensor, new_episode: torch.Tensor,
                 target_return: torch.Tensor, rtg: torch.Tensor, *stream: torch.Tensor):
         model, scale = self.model, self.cfg.rtg_scale
@@ -111,7 +125,10 @@ class PolicyStep(nn.Module):
         rtg = torch.where(new_episode, target_return / scale, rtg - last_reward / scale)
         fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
         state = StreamState(*stream).where(new_episode, fresh)
-        state = self.decoding.close_full_masked(state)
+        # Close segments only on steps where some row's segment is full (one step in K when the
+        # rows run in lockstep): an If node in ONNX, torch.cond in the .pt2 graph.
+        state = StreamState(*torch.cond((state.length >= self.decoding.S).any(), self._close_full, self._keep,
+                                        tuple(getattr(state, name) for name in STREAM_FIELDS)))
         tokens = torch.stack([model.embed_rtg(rtg[:, None, None]), model.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
         h, state = self.decoding.step(state, tokens, check=False)  # R_t, o_t
         out = model.action_output(h[:, 1])

@@ -44,15 +44,17 @@ class DecoderLayer(nn.Module):
         positions: RelativePositions,
         mask_bias: torch.Tensor,
         past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        write_at: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output, keys/values (B, H, P+Q, dh)."""
+        """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output, keys/values (B, H, P+Q, dh)
+        (``write_at``: see :meth:`RelativeMultiHeadAttention.forward`)."""
         if self.pre_ln:
-            a, kv = self.attn(self.norm_attn(x), positions, mask_bias, past_kv)
+            a, kv = self.attn(self.norm_attn(x), positions, mask_bias, past_kv, write_at)
             x = x + self.drop(a)
             if self.ffn is not None:
                 x = x + self.drop(self.ffn(self.norm_ffn(x)))
         else:
-            a, kv = self.attn(x, positions, mask_bias, past_kv)
+            a, kv = self.attn(x, positions, mask_bias, past_kv, write_at)
             x = self.norm_attn(x + self.drop(a))
             if self.ffn is not None:
                 x = self.norm_ffn(x + self.drop(self.ffn(x)))

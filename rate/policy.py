@@ -10,6 +10,11 @@ alone while the batch goes on.
 
 ``WindowPolicy`` recomputes a window every step: the DT baseline's sliding window of N*K steps.
 
+``SegmentRecomputePolicy`` is the RATE reference code's inference procedure, kept as a comparison
+mode: every step re-runs the current segment from its first step (read memory, 3t tokens, write
+block), and a finished segment is run once more to carry its memory on.  Same actions as the
+streaming policy, at a cost that grows with the segment (eval/bench_rollout.py measures both).
+
 Return-to-go starts at the target return and drops by every received reward (both scaled by
 rtg_scale like the training data).
 """
@@ -117,4 +122,33 @@ class WindowPolicy(BatchedPolicy):
                             torch.ones(n, t, dtype=torch.bool, device=self.device))
         action = self._choose(out[:, -1])
         self.actions = (self.actions + [action])[-self.window :]
+        return action.cpu().numpy()
+
+
+class SegmentRecomputePolicy(BatchedPolicy):
+    """Re-run the current segment every step with the memory and cache of the earlier segments
+    (the reference RATE procedure; all environments in lockstep, no per-environment restarts)."""
+
+    def reset(self, n_envs: int) -> None:
+        self._start(n_envs)
+        self.obs, self.actions, self.rtgs = [], [], []
+        self.state = None  # RMTState after the last finished segment (None: the initial memory)
+
+    def _segment(self, actions: list[torch.Tensor]):
+        n, t = self.obs[0].shape[0], len(self.obs)
+        return self.model(torch.stack(self.obs, 1), torch.stack(actions, 1), torch.stack(self.rtgs, 1),
+                          torch.ones(n, t, dtype=torch.bool, device=self.device), self.state)
+
+    @torch.no_grad()
+    def act(self, obs, last_reward=None) -> np.ndarray:
+        obs = self._observe(obs, last_reward)
+        if len(self.obs) == self.cfg.segment_steps:  # the finished segment's last action is now known
+            self.state = self._segment(self.actions)[1]
+            self.obs, self.actions, self.rtgs = [], [], []
+        self.obs.append(obs)
+        self.rtgs.append(self.rtg)
+        # The current action is unknown; any placeholder works, o_t never sees a_t.
+        out, _ = self._segment(self.actions + [self.no_action(obs.shape[0])])
+        action = self._choose(out[:, -1])
+        self.actions.append(action)
         return action.cpu().numpy()

@@ -7,7 +7,7 @@ from typing import Literal
 
 import gymnasium as gym
 
-from rate.policy import StreamingPolicy, WindowPolicy
+from rate.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
 from rate.rate_model import RATEConfig, RATEModel
 from rate.rollout import rollout
 from rate.training import TrainConfig
@@ -44,7 +44,9 @@ class RATEExperimentConfig:
     # bptt: one optimiser step per batch of whole windows, gradient depth model.backbone.bptt_depth;
     # official: memory detached and one optimiser step per segment, as the RATE reference code.
     training_mode: Literal["bptt", "official"] = "bptt"
-    policy: Literal["streaming", "window"] = "streaming"  # window = DT's sliding window
+    # window = DT's sliding window; recompute = the RATE reference procedure (re-run the segment
+    # every step; same actions as streaming, slower; a comparison mode)
+    policy: Literal["streaming", "window", "recompute"] = "streaming"
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -74,6 +76,8 @@ def make_policy(model: RATEModel, cfg: RATEExperimentConfig):
         return RecurrentBCPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
     if cfg.policy == "window":
         return WindowPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
+    if cfg.policy == "recompute":
+        return SegmentRecomputePolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
     return StreamingPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
 
 

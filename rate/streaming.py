@@ -7,14 +7,15 @@ whose episode ends starts a fresh memory while the others carry on.  This module
 row's recurrent state in fixed-shape tensors (:class:`StreamState`) and decodes all rows in one
 batched call per step.
 
-The trick that makes one call serve rows at different places is a *right-aligned* key/value
-buffer: each layer keeps the keys/values of the last ``W = C + m + S`` positions of the row's own
-context ``[XL cache C | read memory m | segment tokens so far]``, newest at the right end, older
-slots on the left marked as padding.  Every row's next token therefore sits at the same index
-``W``, and since Transformer-XL attention depends only on the distance between query and key,
-one :class:`RelativePositions` table serves the whole batch; a per-row mask hides the padding.
-Distances equal those of :meth:`RecurrentMemoryTransformer.forward_segment` exactly (the cache is
-right-aligned too), so the outputs match the full forward (tested to 1e-5).
+Each layer keeps a key/value buffer of ``W = C + m + S`` slots laid out as the segment's frame in
+:meth:`RecurrentMemoryTransformer.forward_segment`: slots ``[0, C)`` the Transformer-XL cache
+(right-aligned, empty slots marked as padding), ``[C, C + m)`` the read memory, ``[C + m, W)`` the
+segment's tokens.  A new token of row b is written *in place* at slot ``C + m + length[b]``, so a
+step copies nothing of size W; since Transformer-XL attention depends only on the distance
+between query and key, a per-row gather index into one distance table gives every row its own
+positions (:class:`RelativePositions` with a tensor ``q_start``), and a per-row mask hides empty
+and future slots.  Distances equal those of the full forward exactly, so the outputs match it
+(tested to 1e-5).
 
 A row's segment is closed (write block once, memory update, cache roll, read block of the new
 memory) by :meth:`StreamingDecoder.close_full` when it holds S tokens, i.e. when the next token
@@ -43,9 +44,9 @@ class StreamState:
     read_out:(B, m, D) final-normed read-block outputs (the next memory of the prefix layout)
     cache:   (L, B, C, D) Transformer-XL cache: per-layer inputs of earlier segment tokens
     cache_valid: (B, C) bool, which cache slots hold a token (right-aligned)
-    keys, values: (L, B, H, W, dh) right-aligned key/value buffer, W = C + m + S
+    keys, values: (L, B, H, W, dh) key/value buffer in the segment's frame, W = C + m + S
     kind:    (B, W) uint8, PAD / CACHE / READ / SEGMENT per buffer slot
-    seg_inputs: (L, B, S, D) right-aligned per-layer inputs of this segment's tokens (for the cache)
+    seg_inputs: (L, B, S, D) per-layer inputs of this segment's tokens (for the cache)
     length:  (B,) long, tokens of the current segment decoded so far
     """
 
@@ -98,6 +99,8 @@ class StreamingDecoder:
         self.m, self.C = cfg.num_mem_tokens, cfg.mem_len
         self.W = self.C + self.m + self.S
         self.L, self.D, self.H, self.dh = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_head
+        # Sinusoids of every in-buffer distance, made here (not while an exporter traces a step).
+        self._table = RelativePositions.full_table(self.W, self.D, next(decoder.parameters()).device)
 
     # ------------------------------------------------------------------ state life cycle
     def initial(self, batch: int) -> StreamState:
@@ -142,37 +145,51 @@ class StreamingDecoder:
         """Decode the next n tokens of every row: x (B, n, D) -> final-normed hidden (B, n, D).
 
         Every row must have room for them in its segment (call :meth:`close_full` first); ``check``
-        verifies that (a data-dependent test, so exported graphs turn it off).
+        verifies that (a data-dependent test, so exported graphs turn it off).  The state's buffers
+        are updated in place and returned in the new state.
         """
-        n = x.shape[1]
+        b, n = x.shape[:2]
         if check and bool((state.length + n > self.S).any()):
             raise ValueError(f"a row's segment would exceed {self.S} tokens; call close_full() before step()")
-        causal = torch.ones(n, n, dtype=torch.bool, device=x.device).tril()
-        allowed = torch.cat([(state.kind != PAD)[:, None, :].expand(-1, n, -1),
-                             causal[None].expand(x.shape[0], -1, -1)], dim=2)  # (B, n, W + n)
-        h, keys, values, inputs = self._run(state, x, allowed, keep_inputs=True)
-        seg_inputs = _shift_in(state.seg_inputs, torch.stack(inputs), dim=2) if self.C else state.seg_inputs
-        kind = _shift_in(state.kind, torch.full_like(state.kind[:, :n], SEGMENT), dim=1)
-        return h, replace(state, keys=keys, values=values, kind=kind, seg_inputs=seg_inputs, length=state.length + n)
+        start = self.C + self.m + state.length  # (B,) slot of each row's first new token
+        slots = start[:, None] + torch.arange(n, device=x.device)  # (B, n)
+        kind = state.kind.scatter(1, slots, SEGMENT)
+        # Row b's query i sees every filled slot up to its own (cache and read slots lie before it).
+        own = slots[:, :, None] >= torch.arange(self.W, device=x.device)  # (B, n, W)
+        allowed = own & (kind != PAD)[:, None, :]
+        h, inputs = self._run_in_place(state, x, allowed, start)
+        seg_inputs = state.seg_inputs
+        if self.C:
+            at = state.length[None, :, None, None] + torch.arange(n, device=x.device)[:, None]  # (1, B, n, 1)
+            seg_inputs = seg_inputs.scatter(2, at.expand(self.L, b, n, self.D), torch.stack(inputs))
+        return h, replace(state, kind=kind, seg_inputs=seg_inputs, length=state.length + n)
 
     # ------------------------------------------------------------------ internals
-    def _run(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor, keep_inputs: bool = False):
-        """Rows x (B, n, D) at positions W.. through every layer against the buffer (+ themselves).
-
-        allowed: (B, n, W + n) bool.  Returns the final-normed output, the shifted buffers
-        (the last W keys/values of [buffer | x]) and the per-layer inputs of x.
-        """
-        n = x.shape[1]
-        positions = RelativePositions(self.W, n, self.W + n, self.D, x.device)
+    def _run_in_place(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor, start: torch.Tensor):
+        """Rows x (B, n, D) written into the buffer at slots start[b].. (in place) and run through
+        every layer against it.  allowed: (B, n, W) bool.  Returns the final-normed output (B, n, D)
+        and the per-layer inputs of x."""
+        if self._table.device != x.device:  # the model moved since
+            self._table = RelativePositions.full_table(self.W, self.D, x.device)
+        positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table)
         bias = mask_to_bias(allowed).to(x.dtype)
-        keys, values, inputs = [], [], []
+        inputs = []
         h = x
         for i, layer in enumerate(self.decoder.layers):
             inputs.append(h)
-            h, (k, v) = layer(h, positions, bias, (state.keys[i], state.values[i]))
-            keys.append(k[:, :, n:])
-            values.append(v[:, :, n:])
-        return self.decoder.final_norm(h), torch.stack(keys), torch.stack(values), inputs
+            h, _ = layer(h, positions, bias, (state.keys[i], state.values[i]), write_at=start)
+        return self.decoder.final_norm(h), inputs
+
+    def _run_after(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Rows x (B, n, D) at positions W.. (after the buffer, which stays as it is), e.g. the
+        write block.  allowed: (B, n, W + n) bool.  Returns the final-normed output (B, n, D)."""
+        n = x.shape[1]
+        positions = RelativePositions(self.W, n, self.W + n, self.D, x.device)
+        bias = mask_to_bias(allowed).to(x.dtype)
+        h = x
+        for i, layer in enumerate(self.decoder.layers):
+            h, _ = layer(h, positions, bias, (state.keys[i], state.values[i]))
+        return self.decoder.final_norm(h)
 
     def _memory_sees(self, kind: torch.Tensor) -> torch.Tensor:
         """(B, W) bool: buffer slots a memory row may attend to (read, segment, cache if allowed)."""
@@ -189,20 +206,18 @@ class StreamingDecoder:
         kind = torch.zeros_like(state.kind)
         if self.C:
             for i, layer in enumerate(self.decoder.layers):
-                k, v = layer.cache_kv(state.cache[i])  # (B, H, C, dh)
-                keys[i, :, :, self.W - self.C :] = k
-                values[i, :, :, self.W - self.C :] = v
-            kind[:, self.W - self.C :] = torch.where(state.cache_valid, CACHE, PAD).to(kind.dtype)
+                keys[i, :, :, : self.C], values[i, :, :, : self.C] = layer.cache_kv(state.cache[i])  # (B, H, C, dh)
+            kind[:, : self.C] = torch.where(state.cache_valid, CACHE, PAD).to(kind.dtype)
         state = replace(state, keys=keys, values=values, kind=kind, length=torch.zeros_like(state.length),
                         seg_inputs=torch.zeros_like(state.seg_inputs))
         if not self.m:
             return state
-        # The buffer holds only the cache here: read rows see it when memory_sees_cache, and each other.
-        allowed = torch.cat([self._memory_sees(kind)[:, None, :].expand(-1, self.m, -1),
-                             torch.ones(b, self.m, self.m, dtype=torch.bool, device=kind.device)], dim=2)
-        read_out, keys, values, _ = self._run(state, state.memory, allowed)
-        kind = _shift_in(kind, torch.full_like(kind[:, : self.m], READ), dim=1)
-        return replace(state, keys=keys, values=values, kind=kind, read_out=read_out)
+        # Read rows see each other, and the cache when memory_sees_cache.
+        kind[:, self.C : self.C + self.m].fill_(READ)  # (not `= READ`: exporters lift that to a tensor constant)
+        allowed = self._memory_sees(kind)[:, None, :].expand(-1, self.m, -1)
+        start = torch.full((b,), self.C, dtype=torch.long, device=kind.device)
+        read_out, _ = self._run_in_place(state, state.memory, allowed, start)
+        return replace(state, read_out=read_out)
 
     def _close(self, state: StreamState) -> StreamState:
         """Write block over the full segment, memory update, cache roll (rows whose segment is full)."""
@@ -212,7 +227,7 @@ class StreamingDecoder:
                 b = memory.shape[0]
                 allowed = torch.cat([self._memory_sees(state.kind)[:, None, :].expand(-1, self.m, -1),
                                      torch.ones(b, self.m, self.m, dtype=torch.bool, device=memory.device)], dim=2)
-                write_out = self._run(state, memory, allowed)[0]
+                write_out = self._run_after(state, memory, allowed)
             else:
                 write_out = state.read_out
             memory = self.decoder.memory_update(memory, write_out)

@@ -196,3 +196,24 @@ def test_bc_gru_policy_equals_the_window_forward():
         torch.testing.assert_close(policy.last_output, out[:, -1], atol=1e-5, rtol=1e-5)
         act_h.append(torch.as_tensor(action))
         reward = torch.rand(2, generator=g)
+
+
+@pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(num_mem_tokens=0, mem_len=5)])
+def test_segment_recompute_mode_takes_the_streaming_actions(backbone):
+    """The reference procedure (re-run the segment every step) and the streaming decoder give the
+    same logits over 11 steps, i.e. across three segment boundaries (K = 3)."""
+    from rate.policy import SegmentRecomputePolicy
+
+    model = small_rate(**backbone)
+    streaming, recompute = StreamingPolicy(model, 1.0), SegmentRecomputePolicy(model, 1.0)
+    streaming.reset(2)
+    recompute.reset(2)
+    g = torch.Generator().manual_seed(4)
+    reward = None
+    for _ in range(11):
+        obs = torch.randn(2, 4, generator=g).numpy()
+        a = streaming.act(obs, reward)
+        b = recompute.act(obs, reward)
+        torch.testing.assert_close(recompute.last_output, streaming.last_output, atol=1e-5, rtol=1e-5)
+        assert (a == b).all()
+        reward = torch.rand(2, generator=g).numpy()

@@ -1,0 +1,178 @@
+"""Rollout-speed benchmark: the streaming policy against the reference procedure, ONNX against eager.
+
+    python -m eval.bench_rollout [--checkpoint runs/tmaze_quick] [--threads 2] [--out results/performance.md]
+
+Three measurements, each side by side in one process so that the ratios are comparable:
+
+1. Per-step latency of :class:`StreamingPolicy` (key/value cache inside the segment, write block
+   once per segment) against :class:`SegmentRecomputePolicy` (the RATE reference code: re-run the
+   current segment every step), at K in {10, 30, 50}, m in {5, 15}, batch 1 and 64, on the T-Maze
+   backbone (d_model 64, 2 layers, 4 heads of 16, no FFN, valve), fed the same observations for
+   two whole segments; the actions of the two are compared at every step.
+2. The same streaming step exported to ONNX and run by onnxruntime, against eager, at K = 10 and
+   50 (m = 5).
+3. Wall time of evaluating 100 T-Maze episodes of T = 9600 in lockstep (environment steps
+   included): eager streaming and the ONNX runner, with the checkpoint's success rate.
+
+Latencies are medians over the measured steps; steps/s = batch / latency.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from eval.play_onnx import make_env_factory, play
+from rate.config import atomic_write_text, load_yaml
+from rate.export import PolicyStep, export_metadata, export_onnx, open_artifact
+from rate.policy import SegmentRecomputePolicy, StreamingPolicy
+from rate.rate_experiment import RATEExperimentConfig, build_rate
+from rate.rate_model import RATEModel
+from rate.results import machine_info
+from rate.rollout import rollout
+from rate.training import setup_process
+
+TMAZE_CONFIG = "configs/tmaze/rate.yaml"
+
+
+def tmaze_model(segment_steps: int, mem_tokens: int) -> RATEModel:
+    cfg = load_yaml(RATEExperimentConfig, TMAZE_CONFIG,
+                    [f"model.segment_steps={segment_steps}", f"model.backbone.num_mem_tokens={mem_tokens}"])
+    torch.manual_seed(0)
+    return build_rate(cfg).eval()
+
+
+def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, seed: int = 0):
+    """Feed every policy the same observations for ``steps`` steps.  Returns per policy the
+    median seconds per step, and whether all policies chose the same actions at every step."""
+    rng = np.random.default_rng(seed)
+    times = {name: [] for name in policies}
+    for policy in policies.values():
+        policy.reset(batch)
+    identical = True
+    reward = None
+    for _ in range(steps):
+        obs = rng.standard_normal((batch, obs_dim)).astype(np.float32)
+        actions = []
+        for name, policy in policies.items():
+            start = time.perf_counter()
+            actions.append(policy.act(obs, reward))
+            times[name].append(time.perf_counter() - start)
+        identical &= all(np.array_equal(actions[0], a) for a in actions[1:])
+        reward = np.zeros(batch, dtype=np.float32)
+    return {name: statistics.median(t) for name, t in times.items()}, identical
+
+
+class OnnxAsPolicy:
+    """The exported step behind the eager policies' reset/act interface."""
+
+    def __init__(self, path: Path):
+        self.inner = open_artifact(path)
+
+    def reset(self, batch: int) -> None:
+        self.inner.reset(batch)
+        self.first = True
+
+    def act(self, obs, last_reward=None):
+        batch = len(obs)
+        reward = np.zeros(batch, np.float32) if last_reward is None else last_reward
+        _, action = self.inner.act(obs, reward, np.full(batch, self.first))
+        self.first = False
+        return action
+
+
+def bench_policies(folder: Path) -> tuple[list[str], list[str]]:
+    rows = ["| K | m | batch | streaming ms/step | reference ms/step | speed-up | streaming steps/s | "
+            "reference steps/s | same actions |", "|---|---|---|---|---|---|---|---|---|"]
+    grid = [(k, m, b) for k in (10, 30, 50) for m in (5, 15) for b in (1, 64)]
+    for k, m, b in tqdm(grid, desc="streaming vs reference"):
+        model = tmaze_model(k, m)
+        lat, same = step_latencies({"stream": StreamingPolicy(model, 1.0), "ref": SegmentRecomputePolicy(model, 1.0)},
+                                   b, steps=2 * k)
+        rows.append(f"| {k} | {m} | {b} | {lat['stream'] * 1e3:.2f} | {lat['ref'] * 1e3:.1f} | "
+                    f"{lat['ref'] / lat['stream']:.1f}x | {b / lat['stream']:.0f} | {b / lat['ref']:.0f} | "
+                    f"{'yes' if same else 'NO'} |")
+    onnx_rows = ["| K | m | batch | eager ms/step | onnxruntime ms/step | eager / onnx | same actions |",
+                 "|---|---|---|---|---|---|---|"]
+    for k in tqdm((10, 50), desc="onnx vs eager"):
+        model = tmaze_model(k, 5)
+        step = PolicyStep(model)
+        path = folder / f"k{k}.onnx"
+        export_onnx(step, export_metadata(step, {}, 1.0), path)
+        for b in (1, 64):
+            lat, same = step_latencies({"eager": StreamingPolicy(model, 1.0), "onnx": OnnxAsPolicy(path)}, b,
+                                       steps=2 * k)
+            onnx_rows.append(f"| {k} | 5 | {b} | {lat['eager'] * 1e3:.2f} | {lat['onnx'] * 1e3:.2f} | "
+                             f"{lat['eager'] / lat['onnx']:.2f} | {'yes' if same else 'NO'} |")
+    return rows, onnx_rows
+
+
+def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, length: int) -> list[str]:
+    import envs  # noqa: F401  registers the T-Maze
+
+    if checkpoint is not None:
+        from eval.rate_rollouts import load_policy_model
+
+        model, _ = load_policy_model(checkpoint)
+        source = f"checkpoint `{checkpoint}`"
+    else:
+        model = tmaze_model(10, 5)
+        source = "an untrained model (no checkpoint given; success is meaningless, the time is not)"
+    step = PolicyStep(model)
+    path = folder / "policy.onnx"
+    export_onnx(step, export_metadata(step, {}, 1.0), path)
+    make_env = make_env_factory({"env_id": "rate/TMaze-v0"}, length)
+    rows = [f"{episodes} episodes of T = {length} in lockstep, {source}:", "",
+            "| runner | wall seconds | success |", "|---|---|---|"]
+    start = time.perf_counter()
+    out = rollout(make_env, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True)
+    rows.append(f"| eager StreamingPolicy (rate.rollout) | {time.perf_counter() - start:.1f} | {out['success'].mean():.2f} |")
+    start = time.perf_counter()
+    out = play(open_artifact(path), make_env, episodes, seed=0, target_return=1.0)
+    rows.append(f"| ONNX (eval.play_onnx) | {time.perf_counter() - start:.1f} | {out['success'].mean():.2f} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench_rollout", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--checkpoint", type=Path, default=Path("runs/tmaze_quick"),
+                        help="RATE T-Maze checkpoint for the long evaluation (made by make run; "
+                             "an untrained model when missing)")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--length", type=int, default=9600)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("results/performance.md"))
+    args = parser.parse_args(argv)
+    setup_process(0, args.threads)
+    checkpoint = args.checkpoint if (args.checkpoint / "config.json").is_file() else None
+    info = machine_info()
+    with tempfile.TemporaryDirectory() as tmp:
+        policy_rows, onnx_rows = bench_policies(Path(tmp))
+        long_rows = bench_long_evaluation(checkpoint, Path(tmp), args.episodes, args.length)
+    command = "python -m eval.bench_rollout" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    text = "\n".join([
+        "# Rollout speed", "",
+        f"Generated by `{command}` on {info['machine']}, {info['cpu_count']} cores, {args.threads} torch / "
+        f"onnxruntime threads, torch {info['torch']}.", "",
+        "## Streaming policy against the reference procedure", "",
+        "Per-step latency (median over two whole segments) of the streaming policy and of the RATE reference "
+        "procedure (re-run the segment every step), same observations, T-Maze backbone (d_model 64, 2 layers, "
+        "4 heads of 16, no FFN, valve).", "", *policy_rows, "",
+        "## ONNX (onnxruntime) against eager", "", *onnx_rows, "",
+        "## Evaluating long episodes", "", *long_rows, "",
+    ])
+    atomic_write_text(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
