@@ -267,7 +267,9 @@ def _refuse_pickles(path: Path) -> None:
                 raise ArtifactError(f"{path}: legacy pickled payload {name}; refusing to load it")
             elif "sample_inputs" in parts:
                 try:
-                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                    with warnings.catch_warnings():  # torch.export writes protocol 4; weights_only reads it
+                        warnings.simplefilter("ignore")
+                        torch.load(io.BytesIO(archive.read(name)), weights_only=True)
                 except Exception as err:  # anything a weights_only unpickler rejects
                     raise ArtifactError(f"{path}: {name} is not plain tensors ({err}); refusing to load it") from err
 
