@@ -26,7 +26,7 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from rate.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from rate.config import ConfigError, load_yaml, to_dict
 from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_rate, evaluate_lengths, load_dataset_for
 from rate.rate_model import RATEModel
@@ -72,9 +72,13 @@ def train_step(model: RATEModel, cfg: RATEExperimentConfig, batch: dict, opt, cl
     return float(np.mean(losses))
 
 
-def save_training_state(out: Path, opt, sched, step: int) -> None:
+def save_training_state(out: Path, model: RATEModel, opt, sched, step: int) -> None:
+    """Everything a resume needs, weights included, in one file written atomically: a kill at any
+    moment leaves either the previous complete state or the new one (the safetensors checkpoint,
+    written separately for evaluation and export, may then be a step ahead; resume ignores it)."""
     state = {
         "step": step,
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "rng_torch": torch.get_rng_state(),
@@ -94,12 +98,15 @@ def save_training_state(out: Path, opt, sched, step: int) -> None:
 
 def load_training_state(out: Path, model: RATEModel, opt, sched) -> int:
     """Restore weights, optimiser, scheduler and generators from ``out``; returns the step."""
-    _, weights = read_checkpoint(out, CHECKPOINT_KIND)
-    load_weights(model, weights, out)
+    read_checkpoint(out, CHECKPOINT_KIND)  # the run folder must hold a checkpoint of this kind
     path = out / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{out}: no {STATE_FILE} to resume from")
-    state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
+    try:
+        state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
+    except Exception as err:  # a truncated or foreign file: torch raises several types
+        raise CheckpointError(f"{path}: unreadable training state: {err}") from err
+    load_weights(model, state["model"], path)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_torch"])
@@ -107,6 +114,13 @@ def load_training_state(out: Path, model: RATEModel, opt, sched) -> int:
     np.random.set_state((n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
     random.setstate(state["rng_python"])
     return int(state["step"])
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary files that a killed run left behind (never a complete file)."""
+    for name in (WEIGHTS, CONFIG, STATE_FILE):
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: bool = True) -> tuple[RATEModel, dict]:
@@ -119,6 +133,7 @@ def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: 
                                 cfg.window_stride or None, cfg.model.action_pad, tc.seed)
     opt, sched = make_optimizer(model, tc)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     step = load_training_state(out, model, opt, sched) if resume else 0
     writer = SummaryWriter(str(out / "tb"))
     start = time.time()
@@ -143,7 +158,7 @@ def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: 
                 writer.add_scalar(f"eval/success_T{t}", r["success"], step)
             bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}" for t, r in eval_results.items()})
             save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
-            save_training_state(out, opt, sched, step)
+            save_training_state(out, model, opt, sched, step)
     bar.close()
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval

@@ -1,0 +1,88 @@
+"""kill -9 during training, in the middle of a step or while a checkpoint is written, then
+``--resume``: no corrupted file, no temporary left, and the same final weights as a run that was
+never interrupted (CPU, fixed seed)."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from rate.checkpoint import read_checkpoint
+from rate.config import save_yaml
+from tests.test_rate_training import tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
+from train.rate_offline import STATE_FILE, train
+
+ROOT = Path(__file__).resolve().parents[1]
+CHANGES = {"train.steps": 40, "train.eval_every": 10, "eval.episodes": 2, "eval.lengths": [12],
+           "model.backbone.dropout": 0.1}  # dropout: the random generators must resume too
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """The config file, and the final weights of an uninterrupted run."""
+    cfg = tiny(**CHANGES)
+    config = tmp_path / "tiny.yaml"
+    save_yaml(cfg, config)
+    reference, _ = train(cfg, tmp_path / "reference", progress=False)
+    return config, reference.state_dict()
+
+
+def trainer(config: Path, out: Path, *extra: str, prelude: str = "") -> list[str]:
+    code = f"{prelude}\nimport sys\nfrom train.rate_offline import main\nsys.exit(main({[str(config), '--out', str(out), '--no-progress', *extra]!r}))"
+    return [sys.executable, "-c", code]
+
+
+def resume_and_compare(config: Path, out: Path, reference: dict) -> None:
+    done = subprocess.run(trainer(config, out, "--resume"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    _, weights = read_checkpoint(out, "rate")
+    for name, value in reference.items():
+        assert torch.equal(weights[name], value), name
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_kill_9_in_the_middle_of_training(setup, tmp_path):
+    config, reference = setup
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(trainer(config, out), cwd=ROOT, env=os.environ, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / STATE_FILE).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(random.Random(0).uniform(0.05, 0.2))  # somewhere inside the steps after the first checkpoint
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    step = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    assert step < CHANGES["train.steps"]  # it really was interrupted
+    resume_and_compare(config, out, reference)
+
+
+@pytest.mark.parametrize("target", ["model.safetensors", STATE_FILE])
+def test_kill_9_while_a_checkpoint_is_written(setup, tmp_path, target):
+    """The second time ``target`` is about to be renamed into place (its temporary fully written),
+    the process kills itself: the previous complete files must carry the resume."""
+    config, reference = setup
+    out = tmp_path / "killed"
+    prelude = f"""
+import os, signal
+_replace, _seen = os.replace, []
+def _kill_on_second(src, dst):
+    if str(dst).endswith({target!r}):
+        _seen.append(dst)
+        if len(_seen) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    return _replace(src, dst)
+os.replace = _kill_on_second
+"""
+    done = subprocess.run(trainer(config, out, prelude=prelude), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert list(out.glob(f".{target}.*.tmp"))  # killed with the new file written but not in place
+    read_checkpoint(out, "rate")  # every file in place is complete
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 10
+    resume_and_compare(config, out, reference)
