@@ -80,6 +80,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected float, got {type(value).__name__} {value!r}")
+        if value != value:  # NaN passes every later range check (nan <= 0 is False)
+            raise ConfigError(f"{path}: NaN is not a valid value")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -73,9 +73,12 @@ def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object
     except Exception as err:  # h5py/json errors of a damaged dataset
         raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
     episodes = []
-    for ep in ds.iterate_episodes():
-        rewards = np.asarray(ep.rewards, dtype=np.float32)  # MiniGrid stores int64 rewards
-        episodes.append(Episode(np.asarray(ep.observations)[: len(rewards)], np.asarray(ep.actions), rewards))
+    try:
+        for ep in ds.iterate_episodes():
+            rewards = np.asarray(ep.rewards, dtype=np.float32)  # MiniGrid stores int64 rewards
+            episodes.append(Episode(np.asarray(ep.observations)[: len(rewards)], np.asarray(ep.actions), rewards))
+    except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
+        raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
     return episodes, ds.observation_space, ds.action_space
 
 

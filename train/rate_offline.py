@@ -187,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         name = args.run_name or Path(args.config).stem
         out = args.out or Path("runs/rate") / name
         _, metrics = train(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, DatasetError, CheckpointError) as err:
+    except (ConfigError, DatasetError, CheckpointError, FloatingPointError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an output folder that cannot be written, a full disk
+        print(f"error: file system: {err}", file=sys.stderr)
         return 2
     if args.csv:
         success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}

@@ -1,0 +1,275 @@
+"""The bad-input battery: every case through the ``python -m train`` entry point gets one clear
+error naming the problem, exit status 2, and leaves the input files (config, dataset, earlier
+checkpoint) byte for byte as they were."""
+
+import errno
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import gymnasium as gym
+import minari
+import numpy as np
+import pytest
+import yaml
+from minari.data_collector.episode_buffer import EpisodeBuffer
+from minari.storage import get_dataset_path
+
+from rate.checkpoint import save_checkpoint
+from tests.test_rate_training import TINY, tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
+from train.rate_offline import STATE_FILE, main, train
+
+GOOD = TINY["dataset_id"]
+
+
+def digest(*paths: Path) -> dict[str, str]:
+    """sha256 of every file under ``paths``."""
+    out = {}
+    for root in paths:
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for f in files:
+            out[str(f)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+def write_dataset(name: str, observations, actions, rewards, action_space=gym.spaces.Discrete(4)) -> str:
+    """A one-episode Minari dataset with exactly the given arrays (no validation on the way in)."""
+    dataset_id = f"rate/tmaze/{name}-v0"
+    n = len(actions)
+    buf = EpisodeBuffer(id=0, seed=0, observations=np.asarray(observations, dtype=np.float32),
+                        actions=np.asarray(actions), rewards=list(rewards), terminations=[False] * (n - 1) + [True] if n else [],
+                        truncations=[False] * n, infos={})
+    minari.create_dataset_from_buffers(dataset_id, [buf], observation_space=gym.spaces.Box(-np.inf, np.inf, (4,)),
+                                       action_space=action_space, algorithm_name="test")
+    return dataset_id
+
+
+def dataset_file(dataset_id: str) -> Path:
+    return next(Path(get_dataset_path(dataset_id)).rglob("*.hdf5"))
+
+
+def copy_of_good(name: str) -> str:
+    dataset_id = f"rate/tmaze/{name}-v0"
+    shutil.copytree(get_dataset_path(GOOD), get_dataset_path(dataset_id))
+    meta = Path(get_dataset_path(dataset_id)) / "data" / "metadata.json"
+    meta.write_text(meta.read_text().replace(GOOD, dataset_id))
+    return dataset_id
+
+
+def truncated_hdf5():
+    path = dataset_file(copy_of_good("truncated"))
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return {"dataset_id": "rate/tmaze/truncated-v0"}, "cannot be read"
+
+
+def corrupt_hdf5():
+    path = dataset_file(copy_of_good("corrupt"))
+    data = bytearray(path.read_bytes())
+    data[:512] = os.urandom(512)  # the superblock
+    path.write_bytes(bytes(data))
+    return {"dataset_id": "rate/tmaze/corrupt-v0"}, "cannot be read"
+
+
+def corrupt_metadata():
+    dataset_id = copy_of_good("badmeta")
+    (Path(get_dataset_path(dataset_id)) / "data" / "metadata.json").write_text("{not json")
+    return {"dataset_id": dataset_id}, "cannot be read"
+
+
+def steps(n):
+    obs = np.zeros((n + 1, 4), dtype=np.float32)
+    actions = np.zeros(n, dtype=np.int64)
+    rewards = np.zeros(n, dtype=np.float32)
+    return obs, actions, rewards
+
+
+def dataset_case(name, pattern, field, index, value):
+    """A 5-step episode with one bad value: ``field``[index] = value."""
+    def make():
+        obs, actions, rewards = steps(5)
+        {"obs": obs, "actions": actions, "rewards": rewards}[field][index] = value
+        return {"dataset_id": write_dataset(name, obs, actions, rewards)}, pattern
+    return make
+
+
+def zero_length_episode():
+    """Minari's writer cannot store an episode of 0 steps, but a file can hold one: edit it in."""
+    import h5py
+
+    dataset_id = write_dataset("zerolen", *steps(3))
+    with h5py.File(dataset_file(dataset_id), "r+") as f:
+        episode = f["episode_0"]
+        for name in ("actions", "rewards", "terminations", "truncations"):
+            dtype = episode[name].dtype
+            del episode[name]
+            episode.create_dataset(name, shape=(0,), dtype=dtype)
+        del episode["observations"]
+        episode.create_dataset("observations", data=np.zeros((1, 4), dtype=np.float32))
+        episode.attrs["total_steps"] = 0
+    return {"dataset_id": dataset_id}, "no steps"
+
+
+def config_case(changes: dict, pattern: str):
+    return lambda: (changes, pattern)
+
+
+CASES = {
+    "truncated HDF5": truncated_hdf5,
+    "corrupt HDF5": corrupt_hdf5,
+    "corrupt dataset metadata": corrupt_metadata,
+    "missing dataset": config_case({"dataset_id": "rate/tmaze/nothing-v0"}, "not found"),
+    "observation space != config": config_case({"model.obs_shape": [5]}, r"observations of shape \(4,\)"),
+    "action space != config": config_case({"model.act_dim": 6}, "6 discrete actions"),
+    "actions out of range": dataset_case("outofrange", "actions outside 0..3", "actions", 2, 7),
+    "negative action": dataset_case("negaction", "actions outside 0..3", "actions", 0, -1),
+    "NaN observation": dataset_case("nanobs", "NaN or inf in its observations", "obs", (1, 2), np.nan),
+    "inf observation": dataset_case("infobs", "NaN or inf in its observations", "obs", (3, 0), np.inf),
+    "NaN reward": dataset_case("nanrew", "NaN or inf in its rewards", "rewards", 4, np.nan),
+    "inf reward": dataset_case("infrew", "NaN or inf in its rewards", "rewards", 0, -np.inf),
+    "zero-length episode": zero_length_episode,
+    "unknown config key": config_case({"train.stepz": 5}, "unknown config key train.stepz"),
+    "wrong type": config_case({"train.steps": "many"}, "train.steps: expected int"),
+    "NaN learning rate": config_case({"train.lr": float("nan")}, "train.lr: NaN"),
+    "negative segment size": config_case({"model.segment_steps": -3}, "segment_steps.*must be positive"),
+    "negative batch size": config_case({"train.batch_size": -1}, "train.batch_size must be positive"),
+    "unknown window start": config_case({"window_start": "middle"}, "window_start: 'middle' is not one of"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_dataset_or_config(case, tmp_path, capsys):
+    changes, pattern = CASES[case]()
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    for key, value in changes.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(data))
+    inputs = [config, Path(os.environ["MINARI_DATASETS_PATH"])]
+    before = digest(*inputs)
+    code = main([str(config), "--out", str(tmp_path / "run"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert __import__("re").search(pattern, err), err
+    assert digest(*inputs) == before
+
+
+def test_missing_and_invalid_config_files(tmp_path, capsys):
+    assert main([str(tmp_path / "nope.yaml")]) == 2
+    assert "config file not found" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    assert main([str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+
+
+def test_episodes_shorter_than_a_segment_are_padded_not_refused(tmp_path):
+    """Not bad input: a 2-step episode in 4-step segments is padded and masked (exit 0)."""
+    obs, actions, rewards = steps(2)
+    dataset_id = write_dataset("short", obs, actions, rewards)
+    cfg = tiny(dataset_id=dataset_id, **{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1,
+                                         "eval.lengths": [12]})
+    _, metrics = train(cfg, tmp_path / "run", progress=False)
+    assert metrics["steps"] == 2
+
+
+@pytest.fixture
+def finished_run(tmp_path):
+    """A run folder with a complete checkpoint and training state at step 2, and its config file."""
+    cfg = tiny(**{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1, "eval.lengths": [12]})
+    out = tmp_path / "run"
+    train(cfg, out, progress=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(yaml.safe_load(yaml.safe_dump(TINY))))
+    return config, out
+
+
+def resume_fails(config: Path, out: Path, capsys, *overrides: str) -> str:
+    before = digest(config, out)
+    assert main([str(config), *overrides, "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert digest(config, out) == before
+    return err
+
+
+def test_resume_without_a_run(tmp_path, capsys, finished_run):
+    config, _ = finished_run
+    assert "not a checkpoint" in resume_fails(config, tmp_path / "empty", capsys)
+
+
+def test_resume_onto_another_architecture(capsys, finished_run):
+    config, out = finished_run
+    err = resume_fails(config, out, capsys, "model.backbone.d_model=16", "model.backbone.d_head=8")
+    assert "another architecture" in err
+
+
+def test_resume_onto_a_checkpoint_of_another_kind(tmp_path, capsys, finished_run):
+    config, _ = finished_run
+    import torch
+
+    other = tmp_path / "algorithmic"
+    save_checkpoint(other, torch.nn.Linear(2, 2), "algorithmic", {})
+    assert "expected 'rate'" in resume_fails(config, other, capsys)
+
+
+def test_resume_from_a_truncated_training_state(capsys, finished_run):
+    config, out = finished_run
+    state = out / STATE_FILE
+    state.write_bytes(state.read_bytes()[:100])
+    assert "unreadable training state" in resume_fails(config, out, capsys)
+
+
+def test_resume_with_a_missing_weights_file(capsys, finished_run):
+    config, out = finished_run
+    (out / "model.safetensors").unlink()
+    assert "missing model.safetensors" in resume_fails(config, out, capsys)
+
+
+def test_read_only_output_folder(tmp_path, capsys, monkeypatch):
+    """The OS refuses every file in the output folder (root ignores chmod, so the refusal is injected
+    at the one place files are created: mkstemp)."""
+    import tempfile
+
+    out = tmp_path / "run"
+    real = tempfile.mkstemp
+
+    def refuse(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir).resolve().is_relative_to(out.resolve()):
+            raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+        return real(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    config = tmp_path / "config.yaml"
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    data["train"].update(steps=2, eval_every=2)
+    data["eval"].update(episodes=1, lengths=[12])
+    config.write_text(yaml.safe_dump(data))
+    assert main([str(config), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "Permission denied" in err and str(out) in err
+
+
+def test_full_disk_while_writing_a_checkpoint(capsys, finished_run, monkeypatch):
+    """ENOSPC half-way through the weights file: the previous checkpoint stays complete and in place,
+    and the half-written temporary is removed."""
+    import rate.checkpoint as checkpoint
+
+    config, out = finished_run
+    before = digest(out / "model.safetensors", out / "config.json")
+
+    def full_disk(tensors, path):
+        Path(path).write_bytes(b"\0" * 1000)
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    code = main([str(config), "train.steps=4", "--out", str(out), "--resume", "--no-progress"])
+    assert code == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert digest(out / "model.safetensors", out / "config.json") == before
+    assert not list(out.glob(".*.tmp"))

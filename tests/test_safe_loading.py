@@ -1,0 +1,45 @@
+"""Nothing a user loads is unpickled: a crafted pickle in place of a training state, a checkpoint's
+weights or an export is refused with one clear error, and its payload never runs."""
+
+import pickle
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+
+from rate.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
+from tests.test_rate_training import tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
+from train.rate_offline import STATE_FILE, main, train
+
+
+class Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (subprocess.call, (["touch", str(self.marker)],))
+
+
+def test_a_malicious_training_state_is_refused(tmp_path, capsys):
+    cfg = tiny(**{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1, "eval.lengths": [12]})
+    out = tmp_path / "run"
+    train(cfg, out, progress=False)
+    marker = tmp_path / "pwned"
+    torch.save({"step": Payload(marker)}, out / STATE_FILE)  # a real torch file with a code-running object
+    from rate.config import save_yaml
+
+    save_yaml(cfg, tmp_path / "cfg.yaml")
+    assert main([str(tmp_path / "cfg.yaml"), "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "unreadable training state" in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_pickled_weights_are_refused(tmp_path):
+    model = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path, model, "rate", {})
+    marker = tmp_path / "pwned"
+    (tmp_path / "model.safetensors").write_bytes(pickle.dumps(Payload(marker)))
+    with pytest.raises(CheckpointError, match="unreadable weights"):
+        read_checkpoint(tmp_path, "rate")
+    assert not marker.exists()
