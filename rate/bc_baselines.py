@@ -34,7 +34,7 @@ class BCMLP(RATEModel):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(d, cfg.act_dim, bias=cfg.act_kind == "continuous")
 
-    def forward(self, obs, actions, rtg, valid, state=None):
+    def forward(self, obs, actions, rtg, valid, state=None, detach_state=False):
         return self.action_output(self.body(self.embed_obs(obs))), None
 
 
@@ -59,9 +59,9 @@ class BCGRU(RATEModel):
                  else torch.zeros_like(actions[:, :1]))
         return torch.cat([first, actions[:, :-1]], dim=1)
 
-    def forward(self, obs, actions, rtg, valid, state=None):
+    def forward(self, obs, actions, rtg, valid, state=None, detach_state=False):
         h, state = self.gru(self.step_inputs(obs, self.shift_actions(actions), rtg), state)
-        return self.action_output(h), state
+        return self.action_output(h), state.detach() if detach_state else state
 
 
 class RecurrentBCPolicy(BatchedPolicy):

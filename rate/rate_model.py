@@ -137,13 +137,15 @@ class RATEModel(nn.Module):
     # ------------------------------------------------------------------ training forward
     def forward(
         self, obs: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor, valid: torch.Tensor,
-        state: RMTState | None = None,
+        state: RMTState | None = None, detach_state: bool = False,
     ) -> tuple[torch.Tensor, RMTState]:
-        """Window of T steps -> action outputs (B, T, act_dim) and the state after the last segment."""
+        """Window of T steps -> action outputs (B, T, act_dim) and the state after the last segment
+        (``detach_state``: returned without its graph, as official-mode training wants; inside the
+        forward, so that DistributedDataParallel sees the valve as unused rather than pending)."""
         tokens = self.interleave(rtg, obs, actions)  # (B, 3T, D)
         valid_tokens = valid.repeat_interleave(TOKENS_PER_STEP, dim=1)  # (B, 3T)
         h, state = self.decoder(tokens, TOKENS_PER_STEP * self.cfg.segment_steps, state, valid_tokens)
-        return self.action_output(h[:, 1::TOKENS_PER_STEP]), state
+        return self.action_output(h[:, 1::TOKENS_PER_STEP]), state.detached() if detach_state else state
 
     def loss(self, out: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         """Cross-entropy (discrete) or MSE (continuous) over the valid steps only."""

@@ -1,6 +1,7 @@
 """Offline training of RATE (and its Transformer baselines) from a Minari dataset.
 
     python -m train CONFIG [key=value ...] [--out runs/tmaze/NAME] [--resume] [--csv FILE]
+    torchrun --nproc_per_node 2 -m train CONFIG ...      # data parallel, same command line
 
 Batches are a pure function of (seed, step): the window order of epoch e is a permutation drawn
 from (seed, e), random window starts from (seed, step).  Together with the saved optimiser,
@@ -29,6 +30,7 @@ from tqdm import tqdm
 from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from rate.config import ConfigError, load_yaml, to_dict
 from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_rate, evaluate_lengths, load_dataset_for
+from rate.distributed import Group, join_group
 from rate.rate_model import RATEModel
 from rate.results import record_run
 from rate.training import make_optimizer, resolve_device, setup_process
@@ -45,30 +47,34 @@ def batch_items(n_windows: int, batch_size: int, seed: int, step: int) -> np.nda
     return perm[k * batch_size : (k + 1) * batch_size] if n_windows >= batch_size else perm
 
 
-def train_step(model: RATEModel, cfg: RATEExperimentConfig, batch: dict, opt, clip: float) -> float:
-    """One batch; returns the mean loss.  bptt: one step over whole windows; official: per segment."""
+def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, opt, clip: float,
+               group: Group = Group()) -> float:
+    """One batch (this rank's share); returns the mean loss over the global batch.
+
+    net: ``model`` or its DistributedDataParallel wrapper (which synchronises the gradients).
+    bptt: one step over whole windows; official: memory detached and one step per segment.
+    """
     obs, actions, rtg, valid = batch["obs"], batch["actions"], batch["rtg"], batch["valid"]
-    if cfg.training_mode == "bptt":
-        out, _ = model(obs, actions, rtg, valid)
-        loss = model.loss(out, actions, valid)
+
+    def optimise(out, seg_actions, seg_valid) -> float:
+        loss, logged = group.scale_loss(model.loss(out, seg_actions, seg_valid), seg_valid.sum())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         opt.step()
-        return loss.item()
+        return logged
+
+    if cfg.training_mode == "bptt":
+        out, _ = net(obs, actions, rtg, valid)
+        return optimise(out, actions, valid)
     k, state, losses = cfg.model.segment_steps, None, []
     for start in range(0, obs.shape[1], k):
         seg = slice(start, start + k)
-        if not valid[:, seg].any():
+        if not group.total(valid[:, seg].any().long()):  # no rank has a step left
             break
-        out, state = model(obs[:, seg], actions[:, seg], rtg[:, seg], valid[:, seg], state)
-        loss = model.loss(out, actions[:, seg], valid[:, seg])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
-        state = state.detached()  # the reference code's one-segment truncation
-        losses.append(loss.item())
+        # detach_state: the reference code's one-segment truncation
+        out, state = net(obs[:, seg], actions[:, seg], rtg[:, seg], valid[:, seg], state, detach_state=True)
+        losses.append(optimise(out, actions[:, seg], valid[:, seg]))
     return float(np.mean(losses))
 
 
@@ -124,34 +130,52 @@ def remove_stale_temporaries(out: Path) -> None:
 
 
 def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: bool = True) -> tuple[RATEModel, dict]:
+    """Train (on every rank when started by torchrun); rank 0 logs, evaluates and checkpoints."""
     tc = cfg.train
     setup_process(tc.seed, tc.threads)
-    device = resolve_device(tc.device)
+    group, device_name = join_group(tc.device)
+    try:
+        return _train(cfg, out, resume, progress and group.is_main, group, resolve_device(device_name))
+    finally:
+        group.close()
+
+
+def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, group: Group,
+           device: torch.device) -> tuple[RATEModel, dict]:
+    tc = cfg.train
+    if tc.batch_size % group.world:
+        raise ConfigError(f"train.batch_size {tc.batch_size} does not split over {group.world} processes")
     episodes = load_dataset_for(cfg)
     model = build_rate(cfg, episodes).to(device)
     windows = TrajectoryWindows(episodes, cfg.model.window_steps, cfg.model.rtg_scale, cfg.window_start,
                                 cfg.window_stride or None, cfg.model.action_pad, tc.seed)
     opt, sched = make_optimizer(model, tc)
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
+    if group.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+    group.barrier()
     step = load_training_state(out, model, opt, sched) if resume else 0
-    writer = SummaryWriter(str(out / "tb"))
+    # The valve gets no gradient in official mode (memory detached), which DDP must be told.
+    net = group.wrap(model, device, find_unused=cfg.training_mode == "official")
+    writer = SummaryWriter(str(out / "tb")) if group.is_main else None
     start = time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     eval_results: dict = {}
     model.train()
     while step < tc.steps:
         items = batch_items(len(windows), tc.batch_size, tc.seed, step)
-        batch = {k: v.to(device) for k, v in windows.batch(items, np.random.default_rng([tc.seed, step, 1])).items()}
-        loss = train_step(model, cfg, batch, opt, tc.grad_clip)
+        batch = windows.batch(items, np.random.default_rng([tc.seed, step, 1]))  # the global batch
+        batch = {k: v.to(device) for k, v in group.share(batch).items()}
+        loss = train_step(net, model, cfg, batch, opt, tc.grad_clip, group)
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {step}; lower train.lr")
         sched.step()
         step += 1
         bar.update(1)
-        writer.add_scalar("train/loss", loss, step)
-        writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-        if step % tc.eval_every == 0 or step == tc.steps:
+        if writer is not None:
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+        if (step % tc.eval_every == 0 or step == tc.steps) and group.is_main:
             eval_results = evaluate_lengths(model, cfg)
             model.train()
             for t, r in eval_results.items():
@@ -162,14 +186,16 @@ def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: 
     bar.close()
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval
-    if ev.final_lengths or ev.final_episodes:
+    if (ev.final_lengths or ev.final_episodes) and group.is_main:
         eval_results = evaluate_lengths(model, cfg, ev.final_lengths or ev.lengths, ev.final_episodes or ev.episodes,
                                         progress=progress)
         for t, r in eval_results.items():
             writer.add_scalar(f"final/success_T{t}", r["success"], step)
         save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
-    writer.close()
-    return model, {"train_seconds": train_seconds, "steps": step, "eval": eval_results}
+    if writer is not None:
+        writer.close()
+    group.barrier()  # the others wait for rank 0's evaluation and files
+    return model, {"train_seconds": train_seconds, "steps": step, "eval": eval_results, "rank": group.rank}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:  # an output folder that cannot be written, a full disk
         print(f"error: file system: {err}", file=sys.stderr)
         return 2
+    if metrics.pop("rank") != 0:
+        return 0
     if args.csv:
         success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
         record_run(args.csv, name, args.config, args.overrides, cfg, {"train_seconds": metrics["train_seconds"], **success})

@@ -1,0 +1,48 @@
+"""DistributedDataParallel through torchrun on CPU (gloo): 2 processes on halves of each batch end
+with the weights of 1 process on the combined batch; only rank 0 writes files."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from rate.checkpoint import read_checkpoint
+from rate.config import save_yaml
+from tests.test_rate_training import tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
+from train.rate_offline import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("mode", ["bptt", "official"])
+def test_two_processes_match_one_on_the_combined_batch(tmp_path, mode):
+    cfg = tiny(**{"training_mode": mode, "train.steps": 4, "train.batch_size": 8, "train.eval_every": 4,
+                  "eval.episodes": 1, "eval.lengths": [12]})
+    config = tmp_path / "tiny.yaml"
+    save_yaml(cfg, config)
+    train(cfg, tmp_path / "one", progress=False)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "train", str(config), "--out", str(tmp_path / "two"), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count('"run"') == 1  # one result line: rank 0's
+    _, one = read_checkpoint(tmp_path / "one", "rate")
+    _, two = read_checkpoint(tmp_path / "two", "rate")
+    for name in one:
+        # Summation order differs (the gradient all-reduce adds two halves); Adam divides by
+        # sqrt(v), so on a near-zero gradient that float noise moves a weight by up to ~1e-5 here.
+        # A wrong share of rows or a wrong loss weighting moves weights by ~lr = 3e-3.
+        torch.testing.assert_close(two[name], one[name], atol=1e-4, rtol=0, msg=name)
+    assert len(list((tmp_path / "two" / "tb").iterdir())) == 1  # TensorBoard on rank 0 only
+
+
+def test_a_batch_that_does_not_split_is_refused(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    save_yaml(tiny(**{"train.batch_size": 5}), config)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "train", str(config), "--out", str(tmp_path / "two"), "--no-progress"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0
+    assert "does not split over 2 processes" in done.stderr
