@@ -81,15 +81,22 @@ def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
     custom = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in custom:
         raise ArtifactError(f"{path}: an ONNX model without {METADATA_KEY!r} metadata (not made by rate.export)")
-    names = [i.name for i in session.get_inputs()]
-    return StepPolicy(json.loads(custom[METADATA_KEY]), lambda arrays: session.run(None, dict(zip(names, arrays))),
-                      str(path))
+    meta = json.loads(custom[METADATA_KEY])
+    names = meta.get("inputs", [])
+    if sorted(names) != sorted(i.name for i in session.get_inputs()):
+        raise ArtifactError(f"{path}: the model's inputs do not match its metadata")
+    return StepPolicy(meta, lambda arrays: session.run(None, dict(zip(names, arrays))), str(path))
 
 
 def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
-    env_id = meta["env_id"]
-    if env_id not in gym.registry and meta.get("env_entry_point"):
-        gym.register(id=env_id, entry_point=meta["env_entry_point"])
+    env_id, entry_point = meta["env_id"], meta.get("env_entry_point")
+    if env_id not in gym.registry and entry_point:
+        # The file names the module to import: only the project's own environments are trusted;
+        # register any other environment before calling (its package does so on import).
+        if not str(entry_point).startswith("envs."):
+            raise ArtifactError(f"{env_id} is not registered and {entry_point!r} is not a project environment; "
+                                "import the package that registers it first")
+        gym.register(id=env_id, entry_point=entry_point)
     if length is None:
         return lambda: gym.make(env_id)
     if env_id != "rate/TMaze-v0":
@@ -98,8 +105,9 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
 
 
 def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, seed: int,
-         target_return: float | None = None) -> dict[str, np.ndarray]:
-    """Run ``episodes`` environments side by side until all have ended (finished ones idle)."""
+         target_return: float | None = None, max_steps: int | None = None) -> dict[str, np.ndarray]:
+    """Run ``episodes`` environments side by side until all have ended (finished ones idle) or
+    ``max_steps`` steps have passed."""
     envs = [make_env() for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     policy.reset(episodes)
@@ -108,7 +116,9 @@ def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, see
     done = np.zeros(episodes, dtype=bool)
     rewards = np.zeros(episodes, dtype=np.float32)
     new_episode = np.ones(episodes, dtype=bool)
-    while not done.all():
+    step = 0
+    while not done.all() and (max_steps is None or step < max_steps):
+        step += 1
         _, actions = policy.act(obs, rewards, new_episode, target_return)
         new_episode[:] = False
         rewards = np.zeros(episodes, dtype=np.float32)
@@ -133,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-return", type=float, help="default: the one stored at export")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, help="stop episodes that run longer (default: the env's own limit)")
     args = parser.parse_args(argv)
     if args.episodes <= 0 or (args.lengths and min(args.lengths) < 3):
         parser.error("--episodes must be positive and every length T >= 3")
@@ -145,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'T':>6} {'success':>9} {'return':>8} {'seconds':>8}")
     for t, make_env in factories:
         start = time.perf_counter()
-        out = play(policy, make_env, args.episodes, args.seed, args.target_return)
+        out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps)
         print(f"{t if t is not None else '-':>6} {out['success'].mean():>9.3f} {out['returns'].mean():>8.3f} "
               f"{time.perf_counter() - start:>8.1f}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -83,5 +84,7 @@ def join_group(device_name: str) -> tuple[Group, str]:
     if cuda:
         device_name = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # Rank 0 evaluates alone while the others wait in the next collective: allow long evaluations
+    # (the default timeouts, 10 min for nccl, would kill a run during a 9600-step evaluation).
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timedelta(hours=3))
     return Group(rank, world, local_rank), device_name

@@ -34,6 +34,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -236,42 +237,60 @@ def open_pt2(path: str | Path) -> StepPolicy:
     return StepPolicy(json.loads(extra[f"{METADATA_KEY}.json"]), run, str(path))
 
 
+# The layout torch.export.save writes (below one root folder); anything else is refused.
+_PT2_FILES = re.compile(r"(archive_format|archive_version|byteorder|\.data/(version|serialization_id)"
+                        r"|models/[\w.-]+\.json|extra/[\w.-]+|data/(weights|constants)/[\w.-]+"
+                        r"|data/sample_inputs/[\w.-]+\.pt)")
+
+
 def _refuse_pickles(path: Path) -> None:
-    """Refuse a .pt2 archive that torch.export.load would unpickle arbitrary objects from.
+    """Refuse a .pt2 archive that torch.export.load could unpickle arbitrary objects from.
 
     torch.export.load unpickles (weights_only=False) weights or constants flagged ``use_pickle``,
-    custom and opaque objects, legacy ``.pt`` payloads, and sample inputs that fail a
-    weights_only load.  rate.export never writes any of these, so an archive holding one is refused
-    before torch.export.load sees it.
+    custom and opaque objects, sample inputs that fail a weights_only load, and everything of the
+    older zip format it falls back to when the archive is not a valid pt2 package.  So the archive
+    must have exactly the layout rate.export writes: one root folder holding ``archive_format``
+    = "pt2" and only the known file names, each once; tensor payloads that are raw bytes; sample
+    inputs that a weights_only load accepts.
     """
     import io
     import zipfile
+
+    def refuse(why: str) -> ArtifactError:
+        return ArtifactError(f"{path}: {why}; refusing to load it")
 
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as err:
         raise ArtifactError(f"{path}: not a readable .pt2 archive: {err}") from err
     with archive:
-        for name in archive.namelist():
-            parts = name.split("/")
-            if "data" in parts and parts[-1].endswith("_config.json"):
+        names = archive.namelist()
+        roots = {name.split("/", 1)[0] for name in names}
+        if len(roots) != 1 or len(set(names)) != len(names) or any("/" not in name for name in names):
+            raise refuse("not the single-folder pt2 layout that rate.export writes")
+        root = roots.pop()
+        unknown = [name for name in names if not _PT2_FILES.fullmatch(name[len(root) + 1 :])]
+        if unknown:
+            raise refuse(f"unexpected file {unknown[0]!r}")
+        if f"{root}/archive_format" not in names or archive.read(f"{root}/archive_format").strip() != b"pt2":
+            raise refuse("no archive_format 'pt2'")
+        for name in names:
+            if name.endswith("_config.json") and "/data/" in name:
                 try:
-                    entries = json.loads(archive.read(name))["config"].values()
-                except (ValueError, KeyError, AttributeError) as err:
+                    entries = list(json.loads(archive.read(name))["config"].values())
+                    pickled = [e.get("path_name") for e in entries
+                               if e.get("use_pickle") or not str(e.get("path_name", "")).startswith(("weight_", "tensor_"))]
+                except (ValueError, KeyError, AttributeError, TypeError) as err:
                     raise ArtifactError(f"{path}: unreadable {name}: {err}") from err
-                for entry in entries:
-                    if entry.get("use_pickle") or not str(entry.get("path_name", "")).startswith(("weight_", "tensor_")):
-                        raise ArtifactError(f"{path}: {name} holds a pickled object ({entry.get('path_name')!r}); "
-                                            "refusing to load it")
-            elif "data" in parts and parts[-2:-1] in (["weights"], ["constants"]) and name.endswith(".pt"):
-                raise ArtifactError(f"{path}: legacy pickled payload {name}; refusing to load it")
-            elif "sample_inputs" in parts:
+                if pickled:
+                    raise refuse(f"{name} holds a pickled object ({pickled[0]!r})")
+            elif "/data/sample_inputs/" in name:
                 try:
                     with warnings.catch_warnings():  # torch.export writes protocol 4; weights_only reads it
                         warnings.simplefilter("ignore")
                         torch.load(io.BytesIO(archive.read(name)), weights_only=True)
                 except Exception as err:  # anything a weights_only unpickler rejects
-                    raise ArtifactError(f"{path}: {name} is not plain tensors ({err}); refusing to load it") from err
+                    raise refuse(f"{name} is not plain tensors ({err})") from err
 
 
 def open_artifact(path: str | Path) -> StepPolicy:

@@ -146,7 +146,8 @@ class StreamingDecoder:
 
         Every row must have room for them in its segment (call :meth:`close_full` first); ``check``
         verifies that (a data-dependent test, so exported graphs turn it off).  The state's buffers
-        are updated in place and returned in the new state.
+        are updated in place and shared with the returned state, so step a state only once, and
+        only for inference (no gradient flows through in-place writes).
         """
         b, n = x.shape[:2]
         if check and bool((state.length + n > self.S).any()):

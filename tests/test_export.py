@@ -91,14 +91,32 @@ def test_artifact_metadata_describes_the_state(artifacts):
     assert [a.shape for a in policy.state] == [tuple(3 if d == "batch" else d for d in s["shape"]) for s in meta["state"]]
 
 
+def recording(policy, actions: list):
+    """``policy`` whose ``act`` also appends the chosen actions to ``actions``."""
+    act = policy.act
+
+    def recorded(*args, **kwargs):
+        out = act(*args, **kwargs)
+        actions.append(np.array(out[1] if isinstance(out, tuple) else out))
+        return out
+
+    policy.act = recorded
+    return policy
+
+
 def test_onnx_rollout_equals_the_eager_rollout(artifacts):
     """Played by the standalone runner in T-Maze, the exported policy takes the eager policy's
-    actions: same success and return in every episode (seeds 0..5)."""
+    action at every step of every episode (seeds 0..5), so results match too."""
     model = build("rate")
     meta = {"env_id": "rate/TMaze-v0", "env_entry_point": "envs.tmaze:TMazeEnv"}
     make_env = make_env_factory(meta, 14)
-    played = play(open_onnx(artifacts["rate", "onnx"]), make_env, 6, seed=0, target_return=1.0)
-    eager = rollout(make_env, StreamingPolicy(model, 1.0), 6, seed=0)
+    onnx_actions, eager_actions = [], []
+    played = play(recording(open_onnx(artifacts["rate", "onnx"]), onnx_actions), make_env, 6, seed=0,
+                  target_return=1.0)
+    eager = rollout(make_env, recording(StreamingPolicy(model, 1.0), eager_actions), 6, seed=0)
+    assert len(onnx_actions) == len(eager_actions) >= 14
+    for a, b in zip(onnx_actions, eager_actions):
+        np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(played["success"], eager["success"])
     np.testing.assert_array_equal(played["returns"], eager["returns"])
 
@@ -168,7 +186,18 @@ def test_pt2_archives_that_would_unpickle_are_refused(artifacts, tmp_path):
         return data
 
     _rewrite(artifacts["rate", "pt2"], flagged, flag)
-    for path in (sample, flagged):
+    # The older zip format that torch.export.load falls back to unpickles its constants.
+    legacy = tmp_path / "legacy.pt2"
+    with zipfile.ZipFile(legacy, "w") as z:
+        z.writestr("version", "1")
+        z.writestr("serialized_exported_program.json", "{}")
+        z.writestr("serialized_constants.pt", evil)
+    nested = tmp_path / "nested.pt2"
+    _rewrite(artifacts["rate", "pt2"], nested, lambda name, data: data)
+    with zipfile.ZipFile(nested, "a") as z:
+        root = z.namelist()[0].split("/")[0]
+        z.writestr(f"{root}/serialized_constants.pt", evil)
+    for path in (sample, flagged, legacy, nested):
         with pytest.raises(ArtifactError, match="refusing"):
             open_artifact(path)
     assert not marker.exists()

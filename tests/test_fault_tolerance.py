@@ -19,7 +19,7 @@ from tests.test_rate_training import tiny, tmaze_data  # noqa: F401  (autouse: t
 from train.rate_offline import STATE_FILE, train
 
 ROOT = Path(__file__).resolve().parents[1]
-CHANGES = {"train.steps": 40, "train.eval_every": 10, "eval.episodes": 2, "eval.lengths": [12],
+CHANGES = {"train.steps": 100, "train.eval_every": 10, "eval.episodes": 2, "eval.lengths": [12],
            "model.backbone.dropout": 0.1}  # dropout: the random generators must resume too
 
 

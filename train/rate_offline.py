@@ -109,7 +109,7 @@ def load_training_state(out: Path, model: RATEModel, opt, sched) -> int:
     if not path.is_file():
         raise CheckpointError(f"{out}: no {STATE_FILE} to resume from")
     try:
-        state = torch.load(path, weights_only=True)  # never unpickles arbitrary objects
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
     except Exception as err:  # a truncated or foreign file: torch raises several types
         raise CheckpointError(f"{path}: unreadable training state: {err}") from err
     load_weights(model, state["model"], path)
@@ -155,8 +155,9 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
         remove_stale_temporaries(out)
     group.barrier()
     step = load_training_state(out, model, opt, sched) if resume else 0
-    # The valve gets no gradient in official mode (memory detached), which DDP must be told.
-    net = group.wrap(model, device, find_unused=cfg.training_mode == "official")
+    # Some parameters get no gradient in some configurations (the valve in official mode or with
+    # bptt_depth 0, the last memory update of a window), which DDP must be told.
+    net = group.wrap(model, device, find_unused=True)
     writer = SummaryWriter(str(out / "tb")) if group.is_main else None
     start = time.time()
     bar = tqdm(total=tc.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
@@ -194,7 +195,6 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
         save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
     if writer is not None:
         writer.close()
-    group.barrier()  # the others wait for rank 0's evaluation and files
     return model, {"train_seconds": train_seconds, "steps": step, "eval": eval_results, "rank": group.rank}
 
 
