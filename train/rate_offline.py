@@ -149,6 +149,8 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     model = build_rate(cfg, episodes).to(device)
     windows = TrajectoryWindows(episodes, cfg.model.window_steps, cfg.model.rtg_scale, cfg.window_start,
                                 cfg.window_stride or None, cfg.model.action_pad, tc.seed)
+    if len(windows) < group.world:
+        raise ConfigError(f"{len(windows)} training windows cannot feed {group.world} processes")
     opt, sched = make_optimizer(model, tc)
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
