@@ -1,7 +1,7 @@
 """Play an exported ONNX policy in its Gymnasium environment and report the success rate.
 
     python -m eval.play_onnx POLICY.onnx [--lengths 30 90 900] [--episodes 100] [--seed 0]
-                             [--target-return R] [--threads 2]
+                             [--target-return R] [--sample] [--threads 2]
 
 Standalone: this file imports only numpy, onnxruntime and gymnasium (and the environment's own
 module, named in the policy's metadata), so it can ship next to a policy made by
@@ -53,17 +53,25 @@ class StepPolicy:
         self.state = [np.zeros([batch if d == "batch" else d for d in s["shape"]], dtype=s["dtype"])
                       for s in self.meta["state"]]
 
-    def act(self, obs, last_reward, new_episode, target_return: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One step of every row: obs (B, *obs_shape), last_reward (B,), new_episode (B,) bool ->
-        (action_output (B, act_dim), action (B,) or (B, act_dim))."""
+    def act(self, obs, last_reward, new_episode, target_return: float | None = None,
+            action_noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One step of every row: obs (B, *obs_shape), last_reward (B,), new_episode (B,) bool,
+        action_noise (B, act_dim) or None (greedy) -> (action_output (B, act_dim), action)."""
         obs = np.asarray(obs, dtype=np.float32)
         batch = obs.shape[0]
         target = self.meta["target_return"] if target_return is None else target_return
+        noise = np.zeros((batch, self.meta["act_dim"]), np.float32) if action_noise is None else action_noise
         inputs = [obs, np.asarray(last_reward, dtype=np.float32).reshape(batch),
-                  np.asarray(new_episode, dtype=bool).reshape(batch), np.full(batch, target, dtype=np.float32)]
+                  np.asarray(new_episode, dtype=bool).reshape(batch), np.full(batch, target, dtype=np.float32),
+                  np.asarray(noise, dtype=np.float32).reshape(batch, -1)]
         out = self._run(inputs + self.state)
         self.state = list(out[2:])
         return out[0], out[1]
+
+
+def gumbel_noise(rng: np.random.Generator, batch: int, act_dim: int) -> np.ndarray:
+    """Noise that makes argmax(logits + noise) a sample of softmax(logits) (the Gumbel-max trick)."""
+    return -np.log(-np.log(rng.uniform(1e-12, 1.0, size=(batch, act_dim)))).astype(np.float32)
 
 
 def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
@@ -105,9 +113,11 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
 
 
 def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, seed: int,
-         target_return: float | None = None, max_steps: int | None = None) -> dict[str, np.ndarray]:
+         target_return: float | None = None, max_steps: int | None = None,
+         sample: bool = False) -> dict[str, np.ndarray]:
     """Run ``episodes`` environments side by side until all have ended (finished ones idle) or
-    ``max_steps`` steps have passed."""
+    ``max_steps`` steps have passed.  ``sample``: discrete actions drawn from the softmax (seeded)."""
+    rng = np.random.default_rng(seed)
     envs = [make_env() for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     policy.reset(episodes)
@@ -119,7 +129,8 @@ def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, see
     step = 0
     while not done.all() and (max_steps is None or step < max_steps):
         step += 1
-        _, actions = policy.act(obs, rewards, new_episode, target_return)
+        noise = gumbel_noise(rng, episodes, policy.meta["act_dim"]) if sample else None
+        _, actions = policy.act(obs, rewards, new_episode, target_return, noise)
         new_episode[:] = False
         rewards = np.zeros(episodes, dtype=np.float32)
         for i, env in enumerate(envs):
@@ -144,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-return", type=float, help="default: the one stored at export")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, help="stop episodes that run longer (default: the env's own limit)")
+    parser.add_argument("--sample", action="store_true", help="sample discrete actions instead of the argmax")
     args = parser.parse_args(argv)
     if args.episodes <= 0 or (args.lengths and min(args.lengths) < 3):
         parser.error("--episodes must be positive and every length T >= 3")
@@ -156,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'T':>6} {'success':>9} {'return':>8} {'seconds':>8}")
     for t, make_env in factories:
         start = time.perf_counter()
-        out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps)
+        out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps, args.sample)
         print(f"{t if t is not None else '-':>6} {out['success'].mean():>9.3f} {out['returns'].mean():>8.3f} "
               f"{time.perf_counter() - start:>8.1f}")
     return 0

@@ -4,17 +4,21 @@
 
 The exported function is one environment step of :class:`rate.policy.StreamingPolicy`::
 
-    (obs, last_reward, new_episode, target_return, *state) -> (action_output, action, *next_state)
+    (obs, last_reward, new_episode, target_return, action_noise, *state) -> (action_output, action, *next_state)
 
     obs            (B, *obs_shape) float32
     last_reward    (B,) float32   reward received after the previous action (ignored on new episodes)
     new_episode    (B,) bool      rows whose ``obs`` starts an episode: their state starts over
     target_return  (B,) float32   the return to condition on, read on new episodes only
+    action_noise   (B, act_dim)   added before the choice: zeros = the greedy policy; Gumbel noise
+                                  -log(-log(U)) samples from the softmax (discrete); Gaussian noise
+                                  explores around the mean (continuous).  The chosen action is
+                                  the one fed back into the model, as in the eager policy.
     state          the tensors of STATE_FIELDS (return-to-go, memory, Transformer-XL cache,
                    in-segment key/value buffer, slot kinds, segment inputs, step counter); shapes
                    and dtypes are in the artifact's metadata, the batch dimension is dynamic.
     action_output  (B, act_dim)   logits (discrete) or the action means (continuous)
-    action         (B,) int64 argmax (discrete) or (B, act_dim) float32 means (continuous)
+    action         (B,) int64 argmax of logits + noise (discrete) or (B, act_dim) mean + noise
 
 A runner starts with all-zero state tensors and ``new_episode`` true for every row; the graph
 replaces those rows by the fresh state (initial memory with its read block already run).  The
@@ -52,7 +56,7 @@ from rate.streaming import StreamingDecoder, StreamState
 
 STREAM_FIELDS = tuple(f.name for f in fields(StreamState))
 STATE_FIELDS = ("rtg",) + STREAM_FIELDS
-INPUT_NAMES = ("obs", "last_reward", "new_episode", "target_return") + STATE_FIELDS
+INPUT_NAMES = ("obs", "last_reward", "new_episode", "target_return", "action_noise") + STATE_FIELDS
 OUTPUT_NAMES = ("action_output", "action") + tuple(f"next_{name}" for name in STATE_FIELDS)
 # The batch dimension of each state tensor (the others are on dimension 0).
 STATE_BATCH_DIM = {"rtg": 0, **{name: StreamState._BATCH_DIM.get(name, 0) for name in STREAM_FIELDS}}
@@ -107,7 +111,7 @@ class PolicyStep(nn.Module):
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
         obs = torch.zeros(batch, *self.cfg.obs_shape)
         return (obs, torch.zeros(batch), torch.ones(batch, dtype=torch.bool), torch.ones(batch),
-                *self.initial_state(batch))
+                torch.zeros(batch, self.cfg.act_dim), *self.initial_state(batch))
 
     def _close_full(self, *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
         state = self.decoding.close_full_masked(StreamState(*stream))
@@ -120,7 +124,7 @@ class PolicyStep(nn.Module):
         return tuple(t.clone(memory_format=torch.contiguous_format) for t in stream)
 
     def forward(self, obs: torch.Tensor, last_reward: torch.Tensor, new_episode: torch.Tensor,
-                target_return: torch.Tensor, rtg: torch.Tensor, *stream: torch.Tensor):
+                target_return: torch.Tensor, action_noise: torch.Tensor, rtg: torch.Tensor, *stream: torch.Tensor):
         model, scale = self.model, self.cfg.rtg_scale
         # As StreamingPolicy: the reward lowers the return-to-go, a new episode starts it over.
         rtg = torch.where(new_episode, target_return / scale, rtg - last_reward / scale)
@@ -133,15 +137,16 @@ class PolicyStep(nn.Module):
         tokens = torch.stack([model.embed_rtg(rtg[:, None, None]), model.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
         h, state = self.decoding.step(state, tokens, check=False)  # R_t, o_t
         out = model.action_output(h[:, 1])
-        action = out.argmax(-1) if self.cfg.act_kind == "discrete" else out
+        action = (out + action_noise).argmax(-1) if self.cfg.act_kind == "discrete" else out + action_noise
         _, state = self.decoding.step(state, model.embed_actions(action[:, None]), check=False)  # a_t
         return (out, action, rtg, *(getattr(state, name) for name in STREAM_FIELDS))
 
 
 def _dynamic_shapes(step: PolicyStep) -> tuple:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    # obs, last_reward, new_episode, target_return, rtg, then *stream as one tuple (as torch.export sees it)
-    return ({0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch},
+    # obs, last_reward, new_episode, target_return, action_noise, rtg, then *stream as one tuple
+    # (as torch.export sees it)
+    return ({0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch},
             tuple({STATE_BATCH_DIM[name]: batch} for name in STREAM_FIELDS))
 
 

@@ -223,3 +223,30 @@ def test_foreign_or_broken_artifacts_get_one_clear_error(artifacts, tmp_path):
                           ("missing.onnx", "no such file"), ("bare.txt", "unknown artifact type")]:
         with pytest.raises(ArtifactError, match=pattern):
             open_artifact(tmp_path / name)
+
+
+@pytest.mark.parametrize("fmt", ["pt2", "onnx"])
+def test_action_noise_picks_the_action_that_is_fed_back(artifacts, fmt):
+    """Noise that favours action 2 makes every row take it; the next step then equals the eager
+    policy after action 2 (the exported step embedded the chosen action, not the argmax)."""
+    model = build("rate")
+    policy = open_artifact(artifacts["rate", fmt])
+    policy.reset(3)
+    obs = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    noise = np.zeros((3, 4), np.float32)
+    noise[:, 2] = 1e3
+    _, action = policy.act(obs[0], np.zeros(3), np.ones(3, bool), 1.0, noise)
+    assert (action == 2).all()
+    out, _ = policy.act(obs[1], np.zeros(3), np.zeros(3, bool), 1.0)
+    full, _ = model(torch.from_numpy(obs).transpose(0, 1), torch.tensor([[2, 4]] * 3), torch.ones(3, 2, 1),
+                    torch.ones(3, 2, dtype=torch.bool))
+    np.testing.assert_allclose(out, full[:, 1].detach().numpy(), atol=1e-5)
+
+
+def test_gumbel_noise_samples_the_softmax():
+    from eval.play_onnx import gumbel_noise
+
+    logits = np.array([1.0, 0.0, -1.0, 2.0], np.float32)
+    picks = (logits + gumbel_noise(np.random.default_rng(0), 40000, 4)).argmax(1)
+    frequencies = np.bincount(picks, minlength=4) / len(picks)
+    np.testing.assert_allclose(frequencies, np.exp(logits) / np.exp(logits).sum(), atol=0.01)
