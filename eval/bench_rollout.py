@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.play_onnx import make_env_factory, play
+from rate.onnx_runner import make_env_factory, play
 from rate.config import atomic_write_text, load_yaml
 from rate.export import PolicyStep, export_metadata, export_onnx, open_artifact
 from rate.policy import SegmentRecomputePolicy, StreamingPolicy
@@ -119,7 +119,7 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
     import envs  # noqa: F401  registers the T-Maze
 
     if checkpoint is not None:
-        from eval.rate_rollouts import load_policy_model
+        from rate.rate_experiment import load_policy_model
 
         model, _ = load_policy_model(checkpoint)
         source = f"checkpoint `{checkpoint}`"

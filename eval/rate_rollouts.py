@@ -16,22 +16,11 @@ from pathlib import Path
 
 from eval.plots import plt, save_figure
 
-from rate.checkpoint import CheckpointError, load_weights, read_checkpoint
-from rate.config import ConfigError, atomic_write_text, from_dict
-from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_policy_model, evaluate_lengths
-from rate.rate_model import RATEModel
+import envs  # noqa: F401  registers the project's environments
+from rate.checkpoint import CheckpointError
+from rate.config import atomic_write_text
+from rate.rate_experiment import evaluate_lengths, load_policy_model
 from rate.training import setup_process
-
-
-def load_policy_model(path: Path) -> tuple[RATEModel, RATEExperimentConfig]:
-    meta, weights = read_checkpoint(path, CHECKPOINT_KIND)
-    try:
-        cfg = from_dict(RATEExperimentConfig, meta["config"])
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: config does not match this code: {err}") from err
-    model = build_policy_model(cfg.model)
-    load_weights(model, weights, path)
-    return model.eval(), cfg
 
 
 def plot_success(results: dict[int, dict], path: Path, title: str) -> None:

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import envs  # noqa: F401  registers the project's environments
 from rate.config import ConfigError, atomic_write_text, load_yaml
 from rate.rate_experiment import RATEExperimentConfig, evaluate_lengths
 

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from eval.play_onnx import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError, StepPolicy, open_onnx
+from rate.onnx_runner import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError, StepPolicy, open_onnx
 from rate.rate_model import TOKENS_PER_STEP, RATEModel
 from rate.streaming import StreamingDecoder, StreamState
 
@@ -340,7 +340,7 @@ def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: floa
 def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: float | None = None,
                       tolerance: float = 1e-4, check_steps: int = 120) -> tuple[Path, float]:
     """Export ``checkpoint`` to ``out``; the artifact is verified before it replaces anything."""
-    from eval.rate_rollouts import load_policy_model
+    from rate.rate_experiment import load_policy_model
 
     model, cfg = load_policy_model(checkpoint)
     if cfg.policy == "window":

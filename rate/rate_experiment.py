@@ -83,9 +83,9 @@ def make_policy(model: RATEModel, cfg: RATEExperimentConfig):
 
 def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[int] | None = None,
                      episodes: int | None = None, progress: bool = False) -> dict[int, dict[str, float]]:
-    """Success rate and return (mean, std) per T-Maze episode length T (corridor T - 2)."""
-    import envs  # noqa: F401  registers the project's environments
+    """Success rate and return (mean, std) per T-Maze episode length T (corridor T - 2).
 
+    The environment id must be registered (the entry points import ``envs``)."""
     ev = cfg.eval
     results = {}
     for t in lengths or ev.lengths:
@@ -112,3 +112,18 @@ def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None)
 
         model.set_obs_stats(*observation_stats(episodes))
     return model
+
+
+def load_policy_model(path) -> tuple[RATEModel, RATEExperimentConfig]:
+    """The model and run config of a RATE checkpoint folder (CheckpointError when it is not one)."""
+    from rate.checkpoint import CheckpointError, load_weights, read_checkpoint
+    from rate.config import ConfigError, from_dict
+
+    meta, weights = read_checkpoint(path, CHECKPOINT_KIND)
+    try:
+        cfg = from_dict(RATEExperimentConfig, meta["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{path}: config does not match this code: {err}") from err
+    model = build_policy_model(cfg.model)
+    load_weights(model, weights, path)
+    return model.eval(), cfg

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.play_onnx import ArtifactError, make_env_factory, open_onnx, play
+from rate.onnx_runner import ArtifactError, make_env_factory, open_onnx, play
 from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
 from rate.export import PolicyStep, compare_with_eager, export_metadata, export_onnx, export_pt2, main, open_artifact
@@ -133,9 +133,14 @@ def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_
     path = ckpt / "policy.onnx"
     assert "matches the eager policy" in capsys.readouterr().out
     assert open_onnx(path).meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
-    # torch is made unimportable: the runner needs only numpy, onnxruntime and gymnasium.
-    code = ("import sys; sys.modules['torch'] = None; from eval.play_onnx import main; "
-            f"sys.exit(main([{str(path)!r}, '--lengths', '6', '--episodes', '4', '--threads', '1']))")
+    # The runner file copied on its own, torch made unimportable: it needs only numpy, onnxruntime
+    # and gymnasium (and the environment's module, from the working directory).
+    shipped = tmp_path / "shipped" / "onnx_runner.py"
+    shipped.parent.mkdir()
+    shipped.write_text((ROOT / "rate" / "onnx_runner.py").read_text())
+    code = ("import sys, runpy; sys.modules['torch'] = None; sys.modules['rate'] = None; "
+            f"sys.argv = ['onnx_runner.py', {str(path)!r}, '--lengths', '6', '--episodes', '4', '--threads', '1']; "
+            f"runpy.run_path({str(shipped)!r}, run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].split()[0] == "6"
@@ -244,7 +249,7 @@ def test_action_noise_picks_the_action_that_is_fed_back(artifacts, fmt):
 
 
 def test_gumbel_noise_samples_the_softmax():
-    from eval.play_onnx import gumbel_noise
+    from rate.onnx_runner import gumbel_noise
 
     logits = np.array([1.0, 0.0, -1.0, 2.0], np.float32)
     picks = (logits + gumbel_noise(np.random.default_rng(0), 40000, 4)).argmax(1)
