@@ -64,10 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     plot = args.out.with_suffix(".png")
     lines += ["", f"![success against episode length]({plot.name})", ""]
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for m in models:
+    # Several models sit on the same values (1.00): distinct markers, widths and dashes keep each visible.
+    styles = [dict(marker="o", lw=4, ms=9), dict(marker="s", ls="--"), dict(marker="^", ls=":"), dict(marker="D"),
+              dict(marker="v", ls="-."), dict(marker="x")]
+    for m, style in zip(models, styles * 2):
         ts = [t for t in lengths if table[m].get(t)]
-        ax.errorbar(ts, [statistics.fmean(table[m][t]) for t in ts], marker="o", capsize=3, label=LABELS.get(m, m),
-                    yerr=[statistics.stdev(table[m][t]) if len(table[m][t]) > 1 else 0 for t in ts])
+        ax.errorbar(ts, [statistics.fmean(table[m][t]) for t in ts], capsize=3, label=LABELS.get(m, m),
+                    yerr=[statistics.stdev(table[m][t]) if len(table[m][t]) > 1 else 0 for t in ts], **style)
     ax.axvline(90, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
     ax.set_ylim(-0.02, 1.02)
