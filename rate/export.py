@@ -113,13 +113,15 @@ class PolicyStep(nn.Module):
         return (obs, torch.zeros(batch), torch.ones(batch, dtype=torch.bool), torch.ones(batch),
                 torch.zeros(batch, self.cfg.act_dim), *self.initial_state(batch))
 
-    def _close_full(self, *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        state = self.decoding.close_full_masked(StreamState(*stream))
+    def _restart_and_close(self, new_episode: torch.Tensor, *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """New-episode rows start from the fresh state; rows with a full segment close it."""
+        fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
+        state = self.decoding.close_full_masked(StreamState(*stream).where(new_episode, fresh))
         # Both branches must return the same layouts: contiguous.
         return tuple(getattr(state, name).contiguous() for name in STREAM_FIELDS)
 
     @staticmethod
-    def _keep(*stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _keep(new_episode: torch.Tensor, *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
         # torch.cond branches may not return their inputs, and must match the other's layout.
         return tuple(t.clone(memory_format=torch.contiguous_format) for t in stream)
 
@@ -128,12 +130,11 @@ class PolicyStep(nn.Module):
         model, scale = self.model, self.cfg.rtg_scale
         # As StreamingPolicy: the reward lowers the return-to-go, a new episode starts it over.
         rtg = torch.where(new_episode, target_return / scale, rtg - last_reward / scale)
-        fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
-        state = StreamState(*stream).where(new_episode, fresh)
-        # Close segments only on steps where some row's segment is full (one step in K when the
+        # Restart rows and close full segments only on steps that have any (one step in K when the
         # rows run in lockstep): an If node in ONNX, torch.cond in the .pt2 graph.
-        state = StreamState(*torch.cond((state.length >= self.decoding.S).any(), self._close_full, self._keep,
-                                        tuple(getattr(state, name) for name in STREAM_FIELDS)))
+        length = stream[STREAM_FIELDS.index("length")]
+        busy = new_episode.any() | (length >= self.decoding.S).any()
+        state = StreamState(*torch.cond(busy, self._restart_and_close, self._keep, (new_episode, *stream)))
         tokens = torch.stack([model.embed_rtg(rtg[:, None, None]), model.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
         h, state = self.decoding.step(state, tokens, check=False)  # R_t, o_t
         out = model.action_output(h[:, 1])

@@ -28,7 +28,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from rate.attention import RelativePositions
+from rate.attention import RelativePositions, write_rows
 from rate.masks import mask_to_bias
 from rate.rmt import RecurrentMemoryTransformer
 
@@ -158,28 +158,32 @@ class StreamingDecoder:
         # Row b's query i sees every filled slot up to its own (cache and read slots lie before it).
         own = slots[:, :, None] >= torch.arange(self.W, device=x.device)  # (B, n, W)
         allowed = own & (kind != PAD)[:, None, :]
-        h, inputs = self._run_in_place(state, x, allowed, start)
+        h, inputs, keys, values = self._run_in_place(state, x, allowed, start)
         seg_inputs = state.seg_inputs
-        if self.C:
-            at = state.length[None, :, None, None] + torch.arange(n, device=x.device)[:, None]  # (1, B, n, 1)
-            seg_inputs = seg_inputs.scatter(2, at.expand(self.L, b, n, self.D), torch.stack(inputs))
-        return h, replace(state, kind=kind, seg_inputs=seg_inputs, length=state.length + n)
+        if self.C:  # (L, B, S, D): the new tokens' per-layer inputs at their segment positions
+            seg_inputs = write_rows(seg_inputs.transpose(0, 1), torch.stack(inputs, 1), state.length).transpose(0, 1)
+        return h, replace(state, keys=keys, values=values, kind=kind, seg_inputs=seg_inputs, length=state.length + n)
 
     # ------------------------------------------------------------------ internals
     def _run_in_place(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor, start: torch.Tensor):
         """Rows x (B, n, D) written into the buffer at slots start[b].. (in place) and run through
-        every layer against it.  allowed: (B, n, W) bool.  Returns the final-normed output (B, n, D)
-        and the per-layer inputs of x."""
+        every layer against it.  allowed: (B, n, W) bool.  Returns the final-normed output (B, n, D),
+        the per-layer inputs of x and the (L, B, H, W, dh) key/value buffers (the state's own,
+        written in place, or new tensors inside an exported graph: see ``write_rows``)."""
         if self._table.device != x.device:  # the model moved since
             self._table = RelativePositions.full_table(self.W, self.D, x.device)
         positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table)
         bias = mask_to_bias(allowed).to(x.dtype)
-        inputs = []
+        inputs, keys, values = [], [], []
         h = x
         for i, layer in enumerate(self.decoder.layers):
             inputs.append(h)
-            h, _ = layer(h, positions, bias, (state.keys[i], state.values[i]), write_at=start)
-        return self.decoder.final_norm(h), inputs
+            h, (k, v) = layer(h, positions, bias, (state.keys[i], state.values[i]), write_at=start)
+            keys.append(k)
+            values.append(v)
+        if not torch.compiler.is_exporting():  # the buffers were written in place
+            return self.decoder.final_norm(h), inputs, state.keys, state.values
+        return self.decoder.final_norm(h), inputs, torch.stack(keys), torch.stack(values)
 
     def _run_after(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Rows x (B, n, D) at positions W.. (after the buffer, which stays as it is), e.g. the
@@ -217,8 +221,8 @@ class StreamingDecoder:
         kind[:, self.C : self.C + self.m].fill_(READ)  # (not `= READ`: exporters lift that to a tensor constant)
         allowed = self._memory_sees(kind)[:, None, :].expand(-1, self.m, -1)
         start = torch.full((b,), self.C, dtype=torch.long, device=kind.device)
-        read_out, _ = self._run_in_place(state, state.memory, allowed, start)
-        return replace(state, read_out=read_out)
+        read_out, _, keys, values = self._run_in_place(state, state.memory, allowed, start)
+        return replace(state, keys=keys, values=values, read_out=read_out)
 
     def _close(self, state: StreamState) -> StreamState:
         """Write block over the full segment, memory update, cache roll (rows whose segment is full)."""
