@@ -43,9 +43,13 @@ from rate.training import setup_process
 TMAZE_CONFIG = "configs/tmaze/rate.yaml"
 
 
-def tmaze_model(segment_steps: int, mem_tokens: int) -> RATEModel:
+# The RATE reference run script's T-Maze size (10 layers, 4 heads of 32), on top of the CPU config.
+REFERENCE_SIZE = ["model.backbone.n_layers=10", "model.backbone.d_head=32"]
+
+
+def tmaze_model(segment_steps: int, mem_tokens: int, extra: list[str] = ()) -> RATEModel:
     cfg = load_yaml(RATEExperimentConfig, TMAZE_CONFIG,
-                    [f"model.segment_steps={segment_steps}", f"model.backbone.num_mem_tokens={mem_tokens}"])
+                    [f"model.segment_steps={segment_steps}", f"model.backbone.num_mem_tokens={mem_tokens}", *extra])
     torch.manual_seed(0)
     return build_rate(cfg).eval()
 
@@ -90,14 +94,15 @@ class OnnxAsPolicy:
 
 
 def bench_policies(folder: Path) -> tuple[list[str], list[str]]:
-    rows = ["| K | m | batch | streaming ms/step | reference ms/step | speed-up | streaming steps/s | "
-            "reference steps/s | same actions |", "|---|---|---|---|---|---|---|---|---|"]
-    grid = [(k, m, b) for k in (10, 30, 50) for m in (5, 15) for b in (1, 64)]
-    for k, m, b in tqdm(grid, desc="streaming vs reference"):
-        model = tmaze_model(k, m)
+    rows = ["| model | K | m | batch | streaming ms/step | reference ms/step | speed-up | streaming steps/s | "
+            "reference steps/s | same actions |", "|---|---|---|---|---|---|---|---|---|---|"]
+    grid = [("T-Maze CPU (2 layers)", [], k, m, b) for k in (10, 30, 50) for m in (5, 15) for b in (1, 64)]
+    grid += [("reference size (10 layers, heads of 32)", REFERENCE_SIZE, 50, 15, b) for b in (1, 64)]
+    for name, extra, k, m, b in tqdm(grid, desc="streaming vs reference"):
+        model = tmaze_model(k, m, extra)
         lat, same = step_latencies({"stream": StreamingPolicy(model, 1.0), "ref": SegmentRecomputePolicy(model, 1.0)},
                                    b, steps=2 * k)
-        rows.append(f"| {k} | {m} | {b} | {lat['stream'] * 1e3:.2f} | {lat['ref'] * 1e3:.1f} | "
+        rows.append(f"| {name} | {k} | {m} | {b} | {lat['stream'] * 1e3:.2f} | {lat['ref'] * 1e3:.1f} | "
                     f"{lat['ref'] / lat['stream']:.1f}x | {b / lat['stream']:.0f} | {b / lat['ref']:.0f} | "
                     f"{'yes' if same else 'NO'} |")
     onnx_rows = ["| K | m | batch | eager ms/step | onnxruntime ms/step | eager / onnx | same actions |",
@@ -165,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Streaming policy against the reference procedure", "",
         "Per-step latency (median over two whole segments) of the streaming policy and of the RATE reference "
         "procedure (re-run the segment every step), same observations, T-Maze backbone (d_model 64, 2 layers, "
-        "4 heads of 16, no FFN, valve).", "", *policy_rows, "",
+        "4 heads of 16, no FFN, valve), and the reference run script's size (10 layers, 4 heads of 32).", "",
+        *policy_rows, "",
         "## ONNX (onnxruntime) against eager", "", *onnx_rows, "",
         "## Evaluating long episodes", "", *long_rows, "",
     ])
