@@ -144,10 +144,14 @@ class RelativeMultiHeadAttention(nn.Module):
             k = torch.cat([past_kv[0], k], dim=2)
             v = torch.cat([past_kv[1], v], dim=2)
         r = self.r_proj(positions.table).view(-1, h, dh).transpose(0, 1)  # (H, R, dh)
-        # One GEMM per head over all B*Q query rows: a matmul that broadcasts r over the batch
-        # runs as B small products (8x slower at B = 100, Q = 2 on CPU).
-        qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
-        pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, -1).transpose(0, 1)  # (B, H, Q, R)
+        if q_len <= DECODE_ROWS:
+            # Decoding: one GEMM per head over all B*Q rows; the matmul that broadcasts r over the
+            # batch runs as B tiny products there (8x slower at B = 100, Q = 2 on CPU).  At training
+            # shapes the broadcast matmul is 2x faster (results/performance_training.md).
+            qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
+            pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, -1).transpose(0, 1)
+        else:
+            pos_scores = torch.matmul(q + self.v_bias[:, None, :], r.transpose(-1, -2))  # (B, H, Q, R)
         index = positions.index.expand(b, h, q_len, k.shape[2])  # (B, H, Q, K), a view
         pos_bias = torch.gather(pos_scores, -1, index) * self.scale  # (B, H, Q, K)
         bias = pos_bias + mask_bias
