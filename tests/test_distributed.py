@@ -11,6 +11,7 @@ import torch
 from rate.checkpoint import read_checkpoint
 from rate.config import save_yaml
 from tests.test_rate_training import tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
+from rate.rate_experiment import build_rate
 from train.rate_offline import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,11 +31,16 @@ def test_two_processes_match_one_on_the_combined_batch(tmp_path, mode):
     assert done.stdout.count('"run"') == 1  # one result line: rank 0's
     _, one = read_checkpoint(tmp_path / "one", "rate")
     _, two = read_checkpoint(tmp_path / "two", "rate")
+    torch.manual_seed(cfg.train.seed)  # the trainer's initial weights
+    initial = build_rate(cfg).state_dict()
     for name in one:
-        # Summation order differs (the gradient all-reduce adds two halves); Adam divides by
-        # sqrt(v), so on a near-zero gradient that float noise moves a weight by up to ~1e-5 here.
-        # A wrong share of rows or a wrong loss weighting moves weights by ~lr = 3e-3.
-        torch.testing.assert_close(two[name], one[name], atol=1e-4, rtol=0, msg=name)
+        # Summation order differs (the gradient all-reduce adds two halves), and Adam divides by
+        # sqrt(v): on a near-zero gradient that float noise moves a weight by up to ~lr.  So the
+        # two runs must agree to 5 % of how far training moved each tensor; a wrong share of rows
+        # or a wrong loss weighting changes the updates themselves, by far more.
+        moved = (one[name] - initial[name]).abs().max().item()
+        diff = (two[name] - one[name]).abs().max().item()
+        assert diff <= 1e-6 + 0.05 * moved, (name, diff, moved)
     assert len(list((tmp_path / "two" / "tb").iterdir())) == 1  # TensorBoard on rank 0 only
 
 
