@@ -11,8 +11,6 @@ crash leaves either the old checkpoint or the new one, never a mix.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from rate.config import atomic_write_text
+from rate.config import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
@@ -37,14 +35,7 @@ def save_checkpoint(
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{WEIGHTS}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, directory / WEIGHTS)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}}
     atomic_write_text(directory / CONFIG, json.dumps(meta, indent=2))
     return directory

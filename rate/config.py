@@ -131,6 +131,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
+def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None:
+    """Have ``write`` fill a temporary file beside ``path`` (named ``.NAME.*.tmp``), then rename it
+    into place; on any failure the temporary is removed and ``path`` keeps what it had."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and rename, so readers never see half a file."""
     path = Path(path)

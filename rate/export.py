@@ -40,16 +40,16 @@ import logging
 import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from rate.config import atomic_write, to_dict
 from rate.onnx_runner import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError, StepPolicy, open_onnx
 from rate.rate_model import TOKENS_PER_STEP, RATEModel
 from rate.streaming import StreamingDecoder, StreamState
@@ -168,19 +168,6 @@ def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return:
 
 
 # ---------------------------------------------------------------------- writing artifacts
-def _atomic_output(out: Path, write: Callable[[Path], None]) -> None:
-    """Write through a temporary file beside ``out`` and rename it into place only on success."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextlib.contextmanager
 def _quiet_exporters():
     """Silence the exporters' internal warnings and log lines (about torchvision ops, deprecated
@@ -349,7 +336,6 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
                           "export supports streaming policies")
     target = cfg.eval.target_return if target_return is None else target_return
     step = PolicyStep(model)
-    from rate.config import to_dict
 
     meta = export_metadata(step, to_dict(cfg), target)
     writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
@@ -368,7 +354,7 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
         finally:
             staged.unlink(missing_ok=True)
 
-    _atomic_output(out, write_and_check)
+    atomic_write(out, write_and_check)
     return out, checked["diff"]
 
 

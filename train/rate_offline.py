@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from tqdm import tqdm
 
 import envs  # noqa: F401  registers the project's environments
 from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint, save_checkpoint
-from rate.config import ConfigError, load_yaml, to_dict
+from rate.config import ConfigError, atomic_write, load_yaml, to_dict
 from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_rate, evaluate_lengths, load_dataset_for
 from rate.distributed import Group, join_group
 from rate.rate_model import RATEModel
@@ -93,14 +91,7 @@ def save_training_state(out: Path, model: RATEModel, opt, sched, step: int) -> N
                       for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
         "rng_python": random.getstate(),
     }
-    fd, tmp = tempfile.mkstemp(dir=out, prefix=f".{STATE_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, out / STATE_FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def load_training_state(out: Path, model: RATEModel, opt, sched) -> int:
