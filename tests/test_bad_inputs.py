@@ -17,7 +17,7 @@ from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.storage import get_dataset_path
 
 from rate.checkpoint import save_checkpoint
-from tests.test_rate_training import TINY, tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
+from tests.test_rate_training import TINY, tiny, tiny_data, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
 from train.rate_offline import STATE_FILE, main, train
 
 GOOD = TINY["dataset_id"]
@@ -140,15 +140,8 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_dataset_or_config(case, tmp_path, capsys):
     changes, pattern = CASES[case]()
-    data = yaml.safe_load(yaml.safe_dump(TINY))
-    for key, value in changes.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node[part]
-        node[leaf] = value
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(data))
+    config.write_text(yaml.safe_dump(tiny_data(**changes)))
     inputs = [config, Path(os.environ["MINARI_DATASETS_PATH"])]
     before = digest(*inputs)
     code = main([str(config), "--out", str(tmp_path / "run"), "--no-progress"])
@@ -185,7 +178,7 @@ def finished_run(tmp_path):
     out = tmp_path / "run"
     train(cfg, out, progress=False)
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(yaml.safe_load(yaml.safe_dump(TINY))))
+    config.write_text(yaml.safe_dump(tiny_data()))
     return config, out
 
 
@@ -246,10 +239,8 @@ def test_read_only_output_folder(tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
     config = tmp_path / "config.yaml"
-    data = yaml.safe_load(yaml.safe_dump(TINY))
-    data["train"].update(steps=2, eval_every=2)
-    data["eval"].update(episodes=1, lengths=[12])
-    config.write_text(yaml.safe_dump(data))
+    config.write_text(yaml.safe_dump(tiny_data(**{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1,
+                                                  "eval.lengths": [12]})))
     assert main([str(config), "--out", str(out), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "Permission denied" in err and str(out) in err

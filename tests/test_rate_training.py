@@ -32,7 +32,8 @@ def tmaze_data(tmp_path, monkeypatch):
     generate_tmaze_dataset(horizon=12, episodes=200, seed=0)
 
 
-def tiny(**changes) -> RATEExperimentConfig:
+def tiny_data(**changes) -> dict:
+    """A deep copy of TINY with dotted keys set (values unchecked: bad-input tests need that)."""
     data = yaml.safe_load(yaml.safe_dump(TINY))
     for key, value in changes.items():
         node = data
@@ -40,7 +41,11 @@ def tiny(**changes) -> RATEExperimentConfig:
         for p in parents:
             node = node[p]
         node[leaf] = value
-    return from_dict(RATEExperimentConfig, data)
+    return data
+
+
+def tiny(**changes) -> RATEExperimentConfig:
+    return from_dict(RATEExperimentConfig, tiny_data(**changes))
 
 
 def test_tiny_tmaze_is_learned_and_generalises_beyond_the_horizon(tmp_path):
