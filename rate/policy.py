@@ -47,11 +47,14 @@ class BatchedPolicy:
         self.rtg = torch.full((n_envs, 1), self.target_return / self.cfg.rtg_scale, device=self.device)
 
     def _observe(self, obs, last_reward) -> torch.Tensor:
-        """obs (n, *obs_shape) as a tensor; the reward of the previous step lowers the return-to-go."""
+        """obs (n, *obs_shape) as a tensor; the reward of the previous step lowers the return-to-go.
+
+        The tensor is a copy: callers (rate.rollout among them) refill one observation buffer in
+        place every step, and policies that keep a history (window, recompute) must not alias it."""
         if last_reward is not None:
             reward = torch.as_tensor(np.asarray(last_reward), dtype=torch.float32, device=self.device)
             self.rtg = self.rtg - reward.view(-1, 1) / self.cfg.rtg_scale
-        return torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
+        return torch.tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
 
     def _choose(self, out: torch.Tensor) -> torch.Tensor:
         """Action from the outputs (n, act_dim): argmax or a sample (discrete), the mean (continuous)."""

@@ -217,3 +217,26 @@ def test_segment_recompute_mode_takes_the_streaming_actions(backbone):
         torch.testing.assert_close(recompute.last_output, streaming.last_output, atol=1e-5, rtol=1e-5)
         assert (a == b).all()
         reward = torch.rand(2, generator=g).numpy()
+
+
+@pytest.mark.parametrize("kind", ["streaming", "window", "recompute"])
+def test_policies_do_not_alias_the_callers_observation_buffer(kind):
+    """rate.rollout refills one observation array in place every step.  A policy that kept views
+    of it (a numpy-sharing torch.as_tensor) would see its whole history rewritten to the latest
+    observation: the T-Maze clue vanished from the DT window this way.  The actions must equal
+    those of a policy given a fresh array every step."""
+    from rate.policy import SegmentRecomputePolicy
+
+    make = {"streaming": StreamingPolicy, "window": WindowPolicy, "recompute": SegmentRecomputePolicy}[kind]
+    model = small_rate(num_mem_tokens=0) if kind == "window" else small_rate()
+    reused, fresh = make(model, 1.0), make(model, 1.0)
+    reused.reset(2)
+    fresh.reset(2)
+    g = torch.Generator().manual_seed(5)
+    buffer = np.zeros((2, 4), dtype=np.float32)
+    for _ in range(8):
+        step_obs = torch.randn(2, 4, generator=g).numpy()
+        buffer[:] = step_obs
+        reused.act(buffer, None)
+        fresh.act(step_obs.copy(), None)
+        torch.testing.assert_close(reused.last_output, fresh.last_output, atol=1e-6, rtol=1e-6)
