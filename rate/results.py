@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import os
 import platform
@@ -32,6 +33,8 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        # The accelerator a run used, if any (rows from a lent GPU machine say so).
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_initialized() else "",
     }
 
 
@@ -58,13 +61,20 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
 
 
 def append_row(path: str | Path, row: dict[str, Any]) -> None:
-    """Append ``row``; columns are the union over all rows; the file is replaced atomically."""
-    rows = read_rows(path) + [{k: ("" if v is None else v) for k, v in row.items()}]
-    columns: list[str] = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, restval="")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
+    """Append ``row``; columns are the union over all rows; the file is replaced atomically.
+
+    The read-modify-replace runs under an exclusive lock on ``.<name>.lock`` beside the CSV, so
+    runs that finish at the same moment (``train.sweep --jobs``) cannot drop each other's rows."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        rows = read_rows(path) + [{k: ("" if v is None else v) for k, v in row.items()}]
+        columns: list[str] = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, buf.getvalue())

@@ -65,3 +65,39 @@ def test_shipped_sweeps_expand_and_validate(capsys):
     for path in ("configs/algorithmic/sweep.yaml", "configs/lm/sweep.yaml", "configs/tmaze/sweep.yaml"):
         assert main([path, "--dry-run"]) == 0
     assert "to run" in capsys.readouterr().out
+
+
+def test_parallel_jobs_keep_every_row_and_extra_overrides_are_recorded(tmp_path):
+    """Four tiny runs two at a time: the locked append keeps all four rows, and --set reaches
+    every run (and its row's overrides)."""
+    csv = tmp_path / "r.csv"
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(textwrap.dedent(f"""
+        csv: {csv}
+        out_root: {tmp_path / 'runs'}
+        seeds: [0, 1]
+        models: {{tiny: ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16",
+                        "model.n_layers=1", "train.steps=2", "train.eval_every=2", "eval_samples=8",
+                        "task.length=2"]}}
+        groups:
+          - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: [1, 2], models: [tiny], memory: 0}}
+    """))
+    assert main([str(sweep_file), "--jobs", "2", "--set", "train.threads=1", "--set", "train.lr=0.002"]) == 0
+    rows = read_rows(csv)
+    assert sorted(r["run"] for r in rows) == ["reverse/tiny/seg1/seed0", "reverse/tiny/seg1/seed1",
+                                              "reverse/tiny/seg2/seed0", "reverse/tiny/seg2/seed1"]
+    assert all(r["train.lr"] == "0.002" and "train.lr=0.002" in r["overrides"] for r in rows)
+
+
+def test_concurrent_appends_lose_no_row(tmp_path):
+    from concurrent.futures import ProcessPoolExecutor
+
+    csv = tmp_path / "r.csv"
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(append_row, [csv] * 24, [{"run": f"r{i}", "x": i} for i in range(24)]))
+    assert sorted(int(r["x"]) for r in read_rows(csv)) == list(range(24))
+
+
+def test_bad_set_override_fails_before_running(tmp_path, capsys):
+    assert main(["configs/lm/sweep.yaml", "--set", "train.nope=1", "--dry-run"]) == 2
+    assert "nope" in capsys.readouterr().err

@@ -1,13 +1,17 @@
 """Resumable sweep runner: train every run of a sweep file that its CSV does not hold yet.
 
     python -m train.sweep configs/algorithmic/sweep.yaml [--only reverse] [--dry-run]
+    python -m train.sweep configs/lm/sweep.yaml --jobs 8 --set train.device=cuda --set train.threads=1
 
 A sweep file names a trainer module (``train.algorithmic`` or ``train.lm``), the seeds, and its
 runs: either a grid of ``groups`` (algorithmic tasks: segment counts x models, with ``{mem}``
 replaced by the group's memory size) or an explicit list of ``runs`` (name, config, overrides,
 optional own seeds).  Each run is a fresh trainer process (its own thread setting and seed),
 which appends its row to the sweep's CSV when it finishes.  Runs whose name is already in the
-CSV are skipped, so a sweep killed at any point continues with the next session.
+CSV are skipped, so a sweep killed at any point continues with the next session.  ``--set``
+adds overrides to every run (they are recorded in each row's ``overrides``); ``--jobs N`` runs N
+trainers at once, for a machine with many cores or a GPU that one small run leaves idle (on a
+2-core CPU, keep the default of 1: parallel runs slow each other down).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,10 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", type=Path)
     parser.add_argument("--only", help="run only names starting with this prefix (e.g. reverse/)")
     parser.add_argument("--dry-run", action="store_true", help="list the pending runs and stop")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="override added to every run, e.g. train.device=cuda (repeatable)")
+    parser.add_argument("--jobs", type=int, default=1, help="trainers run at once (default 1)")
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        print("error: --jobs must be at least 1", file=sys.stderr)
+        return 2
     try:
         sweep = from_dict(Sweep, yaml.safe_load(args.sweep.read_text()))
         runs = expand(sweep)
+        for run in runs:
+            run.overrides = [*run.overrides, *args.extra]
         for run in runs:  # validate every config before spending compute
             load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
     except (ConfigError, OSError) as err:
@@ -117,19 +130,47 @@ def main(argv: list[str] | None = None) -> int:
         for r in pending:
             print(r.name, " ".join(r.overrides))
         return 0
-    for run in tqdm(pending, desc="sweep", dynamic_ncols=True):
-        cmd = [sys.executable, "-m", sweep.trainer, run.config, *run.overrides,
-               "--csv", sweep.csv, "--run-name", run.name,
-               "--out", str(Path(sweep.out_root) / run.name), "--no-progress"]
-        start = time.time()
-        result = subprocess.run(cmd, capture_output=True, text=True)
-        tqdm.write(f"{run.name}: {result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ''} "
-                   f"({time.time() - start:.0f} s)")
-        if result.returncode:
-            tqdm.write(result.stderr[-2000:])
-            print(f"error: run {run.name} failed with exit code {result.returncode}", file=sys.stderr)
-            return result.returncode
-    return 0
+    return run_all(sweep, pending, args.jobs)
+
+
+def _read_and_close(file) -> str:
+    file.seek(0)
+    text = file.read()
+    file.close()
+    return text
+
+
+def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
+    """Train the pending runs, ``jobs`` at a time; stop launching new ones after the first failure
+    (runs already started finish and keep their rows).  Returns the first failure's exit code."""
+    waiting, running, failure = list(pending), [], 0
+    bar = tqdm(total=len(pending), desc="sweep", dynamic_ncols=True)
+    while waiting or running:
+        while waiting and len(running) < jobs and not failure:
+            run = waiting.pop(0)
+            cmd = [sys.executable, "-m", sweep.trainer, run.config, *run.overrides,
+                   "--csv", sweep.csv, "--run-name", run.name,
+                   "--out", str(Path(sweep.out_root) / run.name), "--no-progress"]
+            # Files, not pipes: a trainer that writes more than a pipe holds must not block on it.
+            logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+            proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True)
+            running.append((run, proc, logs, time.time()))
+        if not running:
+            break
+        time.sleep(0.2)
+        for item in [r for r in running if r[1].poll() is not None]:
+            running.remove(item)
+            run, proc, logs, start = item
+            out, err = (_read_and_close(f) for f in logs)
+            bar.update(1)
+            tqdm.write(f"{run.name}: {out.strip().splitlines()[-1] if out.strip() else ''} "
+                       f"({time.time() - start:.0f} s)")
+            if proc.returncode and not failure:
+                tqdm.write(err[-2000:])
+                print(f"error: run {run.name} failed with exit code {proc.returncode}", file=sys.stderr)
+                failure = proc.returncode
+    bar.close()
+    return failure
 
 
 if __name__ == "__main__":
