@@ -16,7 +16,8 @@ from eval.plots import plt, save_figure
 from eval.reporting import machines, read_report_rows, report_parser, write_report
 
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
-ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0"}
+ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0",
+             "rmt_small_memory": "RMT, 24 memory tokens (not one segment's length)"}
 TASK_ORDER = ["copy", "reverse", "retrieval", "sqeq"]
 TASK_ANSWER = {"copy": "the 8-symbol source copied twice", "reverse": "the 12-symbol source reversed",
                "retrieval": "the value of the queried key (4 pairs)", "sqeq": "solution slots, scored on the answer slot"}

@@ -27,9 +27,10 @@ def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
 
 
 def machines(rows: list[dict]) -> str:
-    """The distinct machines the rows ran on, e.g. 'x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu'."""
+    """The distinct machines the rows ran on, e.g. 'x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu'
+    (with ', GPU <name>' for rows trained on a GPU)."""
     return "; ".join(sorted({f"{r['machine']}, {r['cpu_count']} cores, {r['torch_threads']} torch threads, "
-                             f"torch {r['torch']}" for r in rows}))
+                             f"torch {r['torch']}" + (f", GPU {r['gpu']}" if r.get("gpu") else "") for r in rows}))
 
 
 def write_report(out: Path, text: str, notes: Path, plot_path: Path, n_rows: int) -> None:
