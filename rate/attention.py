@@ -66,18 +66,22 @@ class RelativePositions:
     ``q_start`` is a Python int (every batch row alike; index (Q, K), R = Q + k_len - 1, built
     without device-to-host synchronisation), or a (B,) long tensor of per-row starts for queries
     that lie inside the keys (q_start + Q <= k_len; index (B, 1, Q, K), R = 2 k_len - 1): the
-    streaming decoder's rows sit at different places of their segments.
+    streaming decoder's rows sit at different places of their segments.  There ``keys_used``
+    (<= k_len) keeps only the index of the first keys_used keys: a decoder whose later buffer
+    slots are all empty attends over that prefix alone.
     """
 
     def __init__(self, q_start: int | torch.Tensor, q_len: int, k_len: int, d_model: int,
-                 device: torch.device | None = None, table: torch.Tensor | None = None):
+                 device: torch.device | None = None, table: torch.Tensor | None = None,
+                 keys_used: int | None = None):
         i = torch.arange(q_len, device=device)
-        j = torch.arange(k_len, device=device)
         if isinstance(q_start, torch.Tensor):
+            j = torch.arange(k_len if keys_used is None else keys_used, device=device)
             self.index = (q_start[:, None, None, None] + i[:, None] - j[None, :] + (k_len - 1))  # (B, 1, Q, K)
             # The table depends on k_len only; a decoder that calls every step passes it in.
             self.table = table if table is not None else self.full_table(k_len, d_model, device)
             return
+        j = torch.arange(k_len, device=device)
         if q_start + q_len > k_len:
             raise ValueError(f"query rows {q_start}..{q_start + q_len - 1} lie beyond the {k_len} keys")
         d_min, d_max = q_start - (k_len - 1), q_start + q_len - 1

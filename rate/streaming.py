@@ -169,19 +169,28 @@ class StreamingDecoder:
         """Rows x (B, n, D) written into the buffer at slots start[b].. (in place) and run through
         every layer against it.  allowed: (B, n, W) bool.  Returns the final-normed output (B, n, D),
         the per-layer inputs of x and the (L, B, H, W, dh) key/value buffers (the state's own,
-        written in place, or new tensors inside an exported graph: see ``write_rows``)."""
+        written in place, or new tensors inside an exported graph: see ``write_rows``).
+
+        Eagerly, attention reads only the buffer's prefix up to the last new token of any row:
+        the slots after it are empty in every row, and reading the key/value buffer is what a
+        decoding step spends its time on (at batch 64 it is megabytes per layer, against a few
+        kilobytes of new tokens).  Exported graphs keep one static shape and read all W slots."""
         if self._table.device != x.device:  # the model moved since
             self._table = RelativePositions.full_table(self.W, self.D, x.device)
-        positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table)
-        bias = mask_to_bias(allowed).to(x.dtype)
+        exporting = torch.compiler.is_exporting()
+        used = self.W if exporting else int((start + x.shape[1]).max())
+        positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table, keys_used=used)
+        bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
         inputs, keys, values = [], [], []
         h = x
         for i, layer in enumerate(self.decoder.layers):
             inputs.append(h)
-            h, (k, v) = layer(h, positions, bias, (state.keys[i], state.values[i]), write_at=start)
+            # Views of the buffers' first `used` slots: the in-place write lands in the buffers.
+            past = (state.keys[i][:, :, :used], state.values[i][:, :, :used])
+            h, (k, v) = layer(h, positions, bias, past, write_at=start)
             keys.append(k)
             values.append(v)
-        if not torch.compiler.is_exporting():  # the buffers were written in place
+        if not exporting:  # the buffers were written in place
             return self.decoder.final_norm(h), inputs, state.keys, state.values
         return self.decoder.final_norm(h), inputs, torch.stack(keys), torch.stack(values)
 

@@ -152,6 +152,28 @@ def test_environments_that_restart_at_different_times_match_their_own_episode(ba
         reward = torch.rand(n, generator=g)
 
 
+def test_streaming_policy_decodes_each_step_in_one_call_except_at_boundaries_and_restarts():
+    """[a_{t-1}, R_t, o_t] go through the decoder together; a_{t-1} is decoded alone only where it
+    completes a segment (then the write block runs) or a row starts a new episode.  K = 3, 9 steps
+    in lockstep: the first step (no a_{-1}) and the steps after each full segment (t = 3, 6) take
+    two calls, and a restart at t = 7 a third."""
+    from rate.streaming import StreamingDecoder
+
+    model = small_rate()
+    policy = StreamingPolicy(model, target_return=1.0)
+    policy.reset(2)
+    calls = []
+    original = StreamingDecoder.step
+    policy.decoding.step = lambda state, x, check=True: calls.append(x.shape[1]) or original(policy.decoding, state, x, check)
+    per_step = []
+    for t in range(9):
+        before = len(calls)
+        new = np.array([t == 7, False])
+        policy.act(np.zeros((2, 4), dtype=np.float32), None, new_episode=new)
+        per_step.append(calls[before:])
+    assert per_step == [[2], [3], [3], [1, 2], [3], [3], [1, 2], [1, 2], [3]]
+
+
 def test_streaming_decoder_refuses_to_overrun_a_segment():
     from rate.streaming import StreamingDecoder
 
