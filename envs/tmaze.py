@@ -22,7 +22,11 @@ RIGHT, UP, LEFT, DOWN = 0, 1, 2, 3
 class TMazeEnv(gym.Env):
     metadata = {"render_modes": ["ansi"]}
 
-    def __init__(self, corridor_length: int = 10, render_mode: str | None = None):
+    def __init__(self, corridor_length: int = 10, render_mode: str | None = None, episode_length: int | None = None):
+        """``episode_length`` T, when given, sets the corridor to T - 2 (the length every task of
+        envs/ takes, so one evaluation loop sweeps them all)."""
+        if episode_length is not None:
+            corridor_length = episode_length - 2
         if corridor_length < 1:
             raise ValueError(f"corridor_length must be >= 1, got {corridor_length}")
         self.default_length = corridor_length

@@ -18,6 +18,7 @@ import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
 import envs  # noqa: F401  (registers rate/TMaze-v0)
+from envs.recording import record_episode
 from envs.tmaze import oracle_action
 from rate.trajectory import write_minari_dataset
 
@@ -27,22 +28,7 @@ def default_dataset_id(horizon: int) -> str:
 
 
 def oracle_episode(env: gym.Env, seed: int, corridor_length: int, goal: int, episode_id: int) -> EpisodeBuffer:
-    obs, _ = env.reset(seed=seed, options={"corridor_length": corridor_length, "goal": goal})
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
-    done = False
-    while not done:
-        action = oracle_action(env.unwrapped)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
-        terms.append(bool(terminated))
-        truncs.append(bool(truncated))
-        done = terminated or truncated
-    if rewards[-1] != 1.0:
-        raise AssertionError(f"oracle failed on seed {seed}, L={corridor_length}")  # a bug, not bad input
-    return EpisodeBuffer(id=episode_id, seed=seed, observations=np.stack(observations), actions=np.array(actions),
-                         rewards=rewards, terminations=terms, truncations=truncs, infos={})
+    return record_episode(env, oracle_action, seed, episode_id, {"corridor_length": corridor_length, "goal": goal})
 
 
 def generate_tmaze_dataset(horizon: int, episodes: int, seed: int, dataset_id: str | None = None,

@@ -108,9 +108,9 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
         gym.register(id=env_id, entry_point=entry_point)
     if length is None:
         return lambda: gym.make(env_id)
-    if env_id != "rate/TMaze-v0":
-        raise ArtifactError(f"--lengths sets T-Maze corridors; this policy plays {env_id}")
-    return lambda: gym.make(env_id, corridor_length=length - 2)
+    if not str(gym.spec(env_id).entry_point).startswith("envs."):
+        raise ArtifactError(f"--lengths sets the episode_length of the project's tasks; this policy plays {env_id}")
+    return lambda: gym.make(env_id, episode_length=length)
 
 
 def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, seed: int,

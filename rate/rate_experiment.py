@@ -19,7 +19,7 @@ CHECKPOINT_KIND = "rate"
 @dataclass
 class EvalConfig:
     env_id: str = "rate/TMaze-v0"
-    lengths: list[int] = field(default_factory=lambda: [30, 90])  # T-Maze episode lengths T (corridor T - 2)
+    lengths: list[int] = field(default_factory=lambda: [30, 90])  # episode lengths T (T-Maze: corridor T - 2)
     episodes: int = 50
     seed: int = 0
     target_return: float = 1.0
@@ -83,14 +83,14 @@ def make_policy(model: RATEModel, cfg: RATEExperimentConfig):
 
 def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[int] | None = None,
                      episodes: int | None = None, progress: bool = False) -> dict[int, dict[str, float]]:
-    """Success rate and return (mean, std) per T-Maze episode length T (corridor T - 2).
+    """Success rate and return (mean, std) per episode length T (``gym.make(env_id, episode_length=T)``).
 
     The environment id must be registered (the entry points import ``envs``)."""
     ev = cfg.eval
     results = {}
     for t in lengths or ev.lengths:
         def make_env(t=t):
-            return gym.make(ev.env_id, corridor_length=t - 2)
+            return gym.make(ev.env_id, episode_length=t)
 
         out = rollout(make_env, make_policy(model, cfg), episodes or ev.episodes, seed=ev.seed, progress=progress)
         results[t] = {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),

@@ -1,0 +1,81 @@
+"""Offline Action Associative Retrieval dataset: successful oracle episodes as a Minari dataset.
+
+    python -m envs.aar_data --length 90 --episodes 2000 --noise 0.1 --seed 0 [--dataset-id ...]
+
+Every episode has T = ``length`` steps (the paper trains at T = 90 and evaluates at 90, 180 and
+900).  First actions alternate 0 / 1, so both answers are equally frequent.  ``noise`` is the
+probability that a middle step takes a uniformly random action instead of the no-op: those
+actions change nothing in the environment, so every episode still succeeds, but the data is not
+one fixed action sequence.  The dataset is a pure function of its arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import gymnasium as gym
+import minari
+import numpy as np
+
+import envs  # noqa: F401  (registers rate/AAR-v0)
+from envs.aar import oracle_action
+from envs.recording import record_episode
+from rate.trajectory import write_minari_dataset
+
+
+def default_dataset_id(length: int) -> str:
+    return f"rate/aar/oracle-T{length}-v0"
+
+
+def generate_aar_dataset(length: int, episodes: int, seed: int, noise: float = 0.1, dataset_id: str | None = None,
+                         overwrite: bool = False) -> minari.MinariDataset:
+    if length < 2:
+        raise ValueError(f"length must be >= 2, got {length}")
+    if episodes < 2:
+        raise ValueError(f"episodes must be >= 2 (both answers), got {episodes}")
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be in [0, 1], got {noise}")
+    dataset_id = dataset_id or default_dataset_id(length)
+    if dataset_id in minari.list_local_datasets():
+        if not overwrite:
+            raise FileExistsError(f"Minari dataset {dataset_id} already exists; pass overwrite=True (--overwrite)")
+        minari.delete_dataset(dataset_id)
+    rng = np.random.default_rng(seed)
+    env = gym.make("rate/AAR-v0", episode_length=length)
+
+    def noisy_oracle(choice: int):
+        def choose(e) -> int:
+            middle = 0 < e.t < e.episode_length - 1
+            return int(rng.integers(0, 3)) if middle and rng.random() < noise else oracle_action(e, choice)
+        return choose
+
+    seeds = rng.integers(0, 2**31 - 1, size=episodes)
+    buffers = [record_episode(env, noisy_oracle(i % 2), int(s), i) for i, s in enumerate(seeds)]
+    return write_minari_dataset(
+        dataset_id, buffers, env=env, algorithm_name="oracle", author="rate",
+        description=f"Action Associative Retrieval oracle episodes, T = {length}, noise {noise}, seed {seed}",
+        data_format="hdf5", ref_min_score=0.0, ref_max_score=1.0,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m envs.aar_data", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--length", type=int, default=90, help="episode length T of every training episode")
+    parser.add_argument("--episodes", type=int, default=2000)
+    parser.add_argument("--noise", type=float, default=0.1, help="chance of a random action at a middle step")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--dataset-id")
+    parser.add_argument("--overwrite", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        ds = generate_aar_dataset(args.length, args.episodes, args.seed, args.noise, args.dataset_id, args.overwrite)
+    except (ValueError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
