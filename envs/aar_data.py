@@ -20,8 +20,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers rate/AAR-v0)
 from envs.aar import oracle_action
-from envs.recording import record_episode
-from rate.trajectory import write_minari_dataset
+from envs.recording import claim_dataset_id, generator_main, record_episode, write_oracle_dataset
 
 
 def default_dataset_id(length: int) -> str:
@@ -37,10 +36,7 @@ def generate_aar_dataset(length: int, episodes: int, seed: int, noise: float = 0
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be in [0, 1], got {noise}")
     dataset_id = dataset_id or default_dataset_id(length)
-    if dataset_id in minari.list_local_datasets():
-        if not overwrite:
-            raise FileExistsError(f"Minari dataset {dataset_id} already exists; pass overwrite=True (--overwrite)")
-        minari.delete_dataset(dataset_id)
+    claim_dataset_id(dataset_id, overwrite)
     rng = np.random.default_rng(seed)
     env = gym.make("rate/AAR-v0", episode_length=length)
 
@@ -52,11 +48,8 @@ def generate_aar_dataset(length: int, episodes: int, seed: int, noise: float = 0
 
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     buffers = [record_episode(env, noisy_oracle(i % 2), int(s), i) for i, s in enumerate(seeds)]
-    return write_minari_dataset(
-        dataset_id, buffers, env=env, algorithm_name="oracle", author="rate",
-        description=f"Action Associative Retrieval oracle episodes, T = {length}, noise {noise}, seed {seed}",
-        data_format="hdf5", ref_min_score=0.0, ref_max_score=1.0,
-    )
+    description = f"Action Associative Retrieval oracle episodes, T = {length}, noise {noise}, seed {seed}"
+    return write_oracle_dataset(dataset_id, buffers, env, description)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,13 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-id")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        ds = generate_aar_dataset(args.length, args.episodes, args.seed, args.noise, args.dataset_id, args.overwrite)
-    except (ValueError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
-    return 0
+    return generator_main(lambda: generate_aar_dataset(
+        args.length, args.episodes, args.seed, args.noise, args.dataset_id, args.overwrite))
 
 
 if __name__ == "__main__":

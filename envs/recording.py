@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable
 
 import gymnasium as gym
+import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
+
+
+def claim_dataset_id(dataset_id: str, overwrite: bool) -> None:
+    """Refuse to replace an existing local dataset unless ``overwrite`` (then delete it first)."""
+    if dataset_id in minari.list_local_datasets():
+        if not overwrite:
+            raise FileExistsError(f"Minari dataset {dataset_id} already exists; pass overwrite=True (--overwrite)")
+        minari.delete_dataset(dataset_id)
 
 
 def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, episode_id: int,
@@ -31,3 +41,25 @@ def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, ep
         raise AssertionError(f"oracle failed on seed {seed} with options {options}")
     return EpisodeBuffer(id=episode_id, seed=seed, observations=np.stack(observations), actions=np.array(actions),
                          rewards=rewards, terminations=terms, truncations=truncs, infos={})
+
+
+def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym.Env, description: str,
+                         ref_min_score: float = 0.0, ref_max_score: float = 1.0) -> minari.MinariDataset:
+    """The recorded episodes as a Minari dataset (HDF5) that recovers ``env``."""
+    from rate.trajectory import write_minari_dataset
+
+    return write_minari_dataset(dataset_id, buffers, env=env, algorithm_name="oracle", author="rate",
+                                description=description, data_format="hdf5", ref_min_score=ref_min_score,
+                                ref_max_score=ref_max_score)
+
+
+def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
+    """A generator CLI's body: build the dataset, print its size; bad arguments or an existing
+    dataset are one line on stderr and exit status 2."""
+    try:
+        ds = make()
+    except (ValueError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
+    return 0

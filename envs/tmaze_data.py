@@ -18,9 +18,8 @@ import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
 import envs  # noqa: F401  (registers rate/TMaze-v0)
-from envs.recording import record_episode
+from envs.recording import claim_dataset_id, generator_main, record_episode, write_oracle_dataset
 from envs.tmaze import oracle_action
-from rate.trajectory import write_minari_dataset
 
 
 def default_dataset_id(horizon: int) -> str:
@@ -39,21 +38,15 @@ def generate_tmaze_dataset(horizon: int, episodes: int, seed: int, dataset_id: s
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 (both goals), got {episodes}")
     dataset_id = dataset_id or default_dataset_id(horizon)
-    if dataset_id in minari.list_local_datasets():
-        if not overwrite:
-            raise FileExistsError(f"Minari dataset {dataset_id} already exists; pass overwrite=True (--overwrite)")
-        minari.delete_dataset(dataset_id)
+    claim_dataset_id(dataset_id, overwrite)
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, horizon - 1, size=episodes)  # 1 .. horizon-2
     goals = np.where(np.arange(episodes) % 2 == 0, 1, -1)
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     env = gym.make("rate/TMaze-v0", corridor_length=horizon - 2)
     buffers = [oracle_episode(env, int(s), int(L), int(g), i) for i, (s, L, g) in enumerate(zip(seeds, lengths, goals))]
-    return write_minari_dataset(
-        dataset_id, buffers, env=env, algorithm_name="oracle", author="rate",
-        description=f"Passive T-Maze oracle episodes, corridor lengths 1..{horizon - 2}, seed {seed}",
-        data_format="hdf5", ref_min_score=0.0, ref_max_score=1.0,
-    )
+    description = f"Passive T-Maze oracle episodes, corridor lengths 1..{horizon - 2}, seed {seed}"
+    return write_oracle_dataset(dataset_id, buffers, env, description)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -64,13 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-id")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        ds = generate_tmaze_dataset(args.horizon, args.episodes, args.seed, args.dataset_id, args.overwrite)
-    except (ValueError, FileExistsError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
-    return 0
+    return generator_main(lambda: generate_tmaze_dataset(
+        args.horizon, args.episodes, args.seed, args.dataset_id, args.overwrite))
 
 
 if __name__ == "__main__":

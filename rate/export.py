@@ -45,6 +45,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
@@ -155,6 +156,8 @@ def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return:
     model = step.model
     eval_cfg = run_config.get("eval", {})
     env_id = eval_cfg.get("env_id", "rate/TMaze-v0")
+    # The runner may register a project environment from its entry point (envs.* only).
+    entry = gym.registry[env_id].entry_point if env_id in gym.registry else None
     return {
         "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
         "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "state": step.state_spec(),
@@ -162,7 +165,8 @@ def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return:
         "obs_shape": list(step.cfg.obs_shape), "target_return": target_return,
         "obs_mean": model.obs_mean.flatten().tolist(), "obs_std": model.obs_std.flatten().tolist(),
         "env_id": env_id,
-        "env_entry_point": "envs.tmaze:TMazeEnv" if env_id == "rate/TMaze-v0" else None,
+        "env_entry_point": entry if isinstance(entry, str) and entry.startswith("envs.") else None,
+        "length_kwarg": eval_cfg.get("length_kwarg", "episode_length"), "env_kwargs": eval_cfg.get("env_kwargs", {}),
         "config": run_config, "torch": torch.__version__,
     }
 

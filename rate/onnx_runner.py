@@ -106,11 +106,13 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
             raise ArtifactError(f"{env_id} is not registered and {entry_point!r} is not a project environment; "
                                 "import the package that registers it first")
         gym.register(id=env_id, entry_point=entry_point)
+    kwargs = dict(meta.get("env_kwargs") or {})
     if length is None:
-        return lambda: gym.make(env_id)
+        return lambda: gym.make(env_id, **kwargs)
     if not str(gym.spec(env_id).entry_point).startswith("envs."):
-        raise ArtifactError(f"--lengths sets the episode_length of the project's tasks; this policy plays {env_id}")
-    return lambda: gym.make(env_id, episode_length=length)
+        raise ArtifactError(f"--lengths sets the lengths of the project's tasks; this policy plays {env_id}")
+    kwargs[meta.get("length_kwarg", "episode_length")] = length
+    return lambda: gym.make(env_id, **kwargs)
 
 
 def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, seed: int,

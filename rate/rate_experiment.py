@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 
@@ -19,7 +19,12 @@ CHECKPOINT_KIND = "rate"
 @dataclass
 class EvalConfig:
     env_id: str = "rate/TMaze-v0"
-    lengths: list[int] = field(default_factory=lambda: [30, 90])  # episode lengths T (T-Maze: corridor T - 2)
+    # The environment keyword the evaluation sweeps over ``lengths``: the episode length T for
+    # T-Maze (corridor T - 2) and AAR, the grid size for MiniGrid-Memory ("size").
+    length_kwarg: str = "episode_length"
+    # Further keywords of every evaluation environment (e.g. MiniGrid-Memory's observation kind).
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    lengths: list[int] = field(default_factory=lambda: [30, 90])
     episodes: int = 50
     seed: int = 0
     target_return: float = 1.0
@@ -83,14 +88,14 @@ def make_policy(model: RATEModel, cfg: RATEExperimentConfig):
 
 def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[int] | None = None,
                      episodes: int | None = None, progress: bool = False) -> dict[int, dict[str, float]]:
-    """Success rate and return (mean, std) per episode length T (``gym.make(env_id, episode_length=T)``).
+    """Success rate and return (mean, std) per length T (``gym.make(env_id, **{length_kwarg: T})``).
 
     The environment id must be registered (the entry points import ``envs``)."""
     ev = cfg.eval
     results = {}
     for t in lengths or ev.lengths:
         def make_env(t=t):
-            return gym.make(ev.env_id, episode_length=t)
+            return gym.make(ev.env_id, **{**ev.env_kwargs, ev.length_kwarg: t})
 
         out = rollout(make_env, make_policy(model, cfg), episodes or ev.episodes, seed=ev.seed, progress=progress)
         results[t] = {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),

@@ -1,0 +1,124 @@
+"""MiniGrid-Memory: partial view, oracle, Minari round trip, a tiny learning run."""
+
+import gymnasium as gym
+import minari
+import numpy as np
+import pytest
+from minigrid.core.constants import OBJECT_TO_IDX
+
+import envs  # noqa: F401
+from envs.minigrid_data import generate_minigrid_dataset
+from envs.minigrid_memory import FORWARD, MemoryOracle, MiniGridMemoryEnv
+
+CUE_IDS = [OBJECT_TO_IDX["key"], OBJECT_TO_IDX["ball"]]
+
+
+@pytest.fixture(autouse=True)
+def minari_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+
+
+def run_oracle(env, seed):
+    obs, _ = env.reset(seed=seed)
+    oracle, done, observations, reward = MemoryOracle(), False, [obs], 0.0
+    while not done:
+        obs, reward, terminated, truncated, _ = env.step(oracle(env.unwrapped))
+        observations.append(obs)
+        done = terminated or truncated
+    return reward, observations
+
+
+@pytest.mark.parametrize("size", [9, 13, 41])
+def test_oracle_always_succeeds_and_sees_the_cue(size):
+    env = MiniGridMemoryEnv(size=size)
+    for seed in range(15):
+        reward, observations = run_oracle(env, seed)
+        assert reward > 0
+        # The cue (key or ball) is in view at some step while the agent is still in the room.
+        views = [o.reshape(3, 3, 3)[..., 0] for o in observations]
+        assert any(np.isin(v, CUE_IDS).any() for v in views[: len(views) // 2 + 2])
+
+
+@pytest.mark.parametrize("observation, shape", [("symbolic", (27,)), ("onehot", (180,)), ("rgb", (3, 36, 36))])
+def test_observation_is_the_egocentric_window_whatever_the_grid_size(observation, shape):
+    for size in (9, 41):
+        env = MiniGridMemoryEnv(size=size, observation=observation, tile_size=12)
+        obs, _ = env.reset(seed=0)
+        assert obs.shape == shape == env.observation_space.shape and env.observation_space.contains(obs)
+
+
+def test_the_view_never_shows_the_whole_grid():
+    """The symbolic observation is MiniGrid's egocentric window (7 x 7 here) of a 13 x 13 grid."""
+    env = MiniGridMemoryEnv(size=13, view_size=7)
+    obs, _ = env.reset(seed=1)
+    window = env.unwrapped.gen_obs()["image"]
+    assert window.shape == (7, 7, 3) and np.array_equal(obs, window.reshape(-1).astype(np.float32))
+    assert obs.size < env.unwrapped.grid.encode().size
+
+
+def test_wrong_object_ends_the_episode_without_reward():
+    env = MiniGridMemoryEnv(size=9)
+    env.reset(seed=0)
+    inner = env.unwrapped
+    inner.agent_pos = np.array((inner.failure_pos[0], inner.height // 2))
+    inner.agent_dir = 3 if inner.failure_pos[1] < inner.height // 2 else 1
+    _, reward, terminated, _, info = env.step(FORWARD)
+    assert terminated and reward == 0 and info["success"] is False
+
+
+def test_bad_arguments_and_actions_are_refused():
+    with pytest.raises(ValueError, match="odd and >= 9"):
+        MiniGridMemoryEnv(size=10)
+    with pytest.raises(ValueError, match="view_size"):
+        MiniGridMemoryEnv(view_size=4)
+    with pytest.raises(ValueError, match="observation must be one of"):
+        MiniGridMemoryEnv(observation="full")
+    env = MiniGridMemoryEnv()
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="invalid MiniGrid-Memory action 3"):
+        env.step(3)
+
+
+def test_dataset_round_trip_holds_detours_and_recovers_the_environment():
+    generate_minigrid_dataset(size=9, episodes=30, seed=0, noise=0.3)
+    ds = minari.load_dataset("rate/minigrid-memory/oracle-S9-symbolic-v0")
+    lengths = []
+    for ep in ds.iterate_episodes():
+        assert ep.rewards.sum() > 0 and ep.terminations[-1] and ep.observations.shape[1:] == (27,)
+        lengths.append(len(ep.actions))
+    clean = generate_minigrid_dataset(size=9, episodes=30, seed=0, noise=0.0, dataset_id="rate/mg/clean-v0")
+    clean_lengths = [len(ep.actions) for ep in clean.iterate_episodes()]
+    assert sum(lengths) > sum(clean_lengths)  # random actions add detours
+    env = ds.recover_environment()
+    assert isinstance(env.unwrapped.__class__.__name__, str) and env.observation_space.shape == (27,)
+    assert gym.make("rate/MiniGridMemory-v0", size=41).observation_space.shape == (27,)
+
+
+def test_tiny_rate_learns_to_walk_to_the_split_and_end_the_episode(tmp_path):
+    """RATE trained on 9 x 9 grids (one-hot 3 x 3 view) learns the walk: room, hallway, split, and
+    a step next to an object, ending the episode long before the time limit.
+
+    Choosing the *matching* object is not learned at this size and budget: the decision compares
+    the object seen at the split with the cue seen about ten steps earlier, and tiny models stayed
+    at the 0.5 of always picking one side (2000 steps, 2 or 3 layers: 0.475).  That part of the
+    task is measured by the results runs, not asserted here."""
+    from rate.config import from_dict
+    from rate.rate_experiment import RATEExperimentConfig, make_policy
+    from rate.rollout import rollout
+    from train.rate_offline import train
+
+    generate_minigrid_dataset(size=9, episodes=200, seed=0, noise=0.1, observation="onehot")
+    cfg = from_dict(RATEExperimentConfig, {
+        "dataset_id": "rate/minigrid-memory/oracle-S9-onehot-v0",
+        "model": {"segment_steps": 8, "num_segments": 4, "obs_shape": [180], "act_dim": 3,
+                  "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16, "d_inner": 32,
+                               "use_ffn": False, "num_mem_tokens": 4, "memory_update": "rmt"}},
+        "eval": {"env_id": "rate/MiniGridMemory-v0", "length_kwarg": "size", "env_kwargs": {"observation": "onehot"},
+                 "lengths": [9], "episodes": 20, "target_return": 0.6},
+        "train": {"steps": 200, "batch_size": 32, "lr": 0.003, "warmup_steps": 10, "eval_every": 200, "threads": 1},
+    })
+    model, _ = train(cfg, tmp_path / "run", progress=False)
+    out = rollout(lambda: gym.make("rate/MiniGridMemory-v0", size=9, observation="onehot"),
+                  make_policy(model.eval(), cfg), 40, seed=100)
+    assert (out["lengths"] < 45).mean() >= 0.9, out["lengths"]  # 45 = the time limit at size 9
+    assert out["lengths"].max() <= 30  # the oracle needs at most about 20 steps here
