@@ -85,11 +85,17 @@ def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object
 def write_minari_dataset(dataset_id: str, buffers: list, **kwargs):
     """``minari.create_dataset_from_buffers`` without its advisory warnings, and without leaving a
     partial folder behind on failure (Minari refuses every retry while one exists)."""
+    import os
     import shutil
     import warnings
 
     import minari
     from minari.storage import get_dataset_path
+
+    root = os.environ.get("MINARI_DATASETS_PATH")
+    if root and not os.path.isabs(root):
+        # Minari 0.5 joins a relative root onto itself when it sizes the new file (and fails).
+        os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(root)
 
     try:
         with warnings.catch_warnings():  # advice to add an author e-mail, a code link, ...

@@ -107,3 +107,12 @@ def test_tiny_rmt_learns_to_recall_its_own_action_beyond_the_training_length(tmp
     _, metrics = train(cfg, tmp_path / "run", progress=False)
     assert metrics["eval"][12]["success"] >= 0.95, metrics
     assert metrics["eval"][24]["success"] >= 0.85, metrics
+
+
+def test_a_relative_minari_root_works(tmp_path, monkeypatch):
+    """MINARI_DATASETS_PATH=data/minari (as the README writes it): Minari 0.5 alone fails on a
+    relative root when it writes; the generators resolve it first."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "rel/minari")
+    generate_aar_dataset(length=4, episodes=2, seed=0)
+    assert (tmp_path / "rel/minari/rate/aar/oracle-T4-v0/data/main_data.hdf5").is_file()
