@@ -83,6 +83,9 @@ def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
         raise ArtifactError(f"{path}: no such file")
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    # No busy-waiting between calls: a rollout steps its environments (Python) between policy
+    # steps, and spinning worker threads would take those cores from them (and from torch).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as err:  # onnxruntime raises its own exception types for unreadable models

@@ -179,7 +179,8 @@ class StreamingDecoder:
             self._table = RelativePositions.full_table(self.W, self.D, x.device)
         exporting = torch.compiler.is_exporting()
         used = self.W if exporting else int((start + x.shape[1]).max())
-        positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table, keys_used=used)
+        positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table,
+                                      keys_used=None if exporting else used)
         bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
         inputs, keys, values = [], [], []
         h = x
