@@ -155,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=9600)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("results/performance.md"))
+    parser.add_argument("--notes", type=Path, default=Path("results/performance_notes.md"),
+                        help="hand-written discussion appended verbatim (when the file exists)")
     args = parser.parse_args(argv)
     setup_process(0, args.threads)
     checkpoint = args.checkpoint if (args.checkpoint / "config.json").is_file() else None
@@ -175,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         "## ONNX (onnxruntime) against eager", "", *onnx_rows, "",
         "## Evaluating long episodes", "", *long_rows, "",
     ])
+    if args.notes.is_file():
+        text += "\n" + args.notes.read_text()
     atomic_write_text(args.out, text)
     print(text)
     return 0
