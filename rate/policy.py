@@ -77,8 +77,8 @@ class StreamingPolicy(BatchedPolicy):
 
     One decoder call per step in the common case: the action a_{t-1} chosen at the previous step
     is decoded together with (R_t, o_t), as the tokens [a_{t-1}, R_t, o_t].  Every call reads each
-    layer's key/value buffer once, and that read dominates a step at batch 64, so this halves the
-    cost of the two calls [R_t, o_t] then [a_t].  Where a_{t-1} completes a segment, or an
+    layer's key/value buffer once, and that read is most of a step at batch 64: one call instead
+    of two ([R_t, o_t], then [a_t]) halves it.  Where a_{t-1} completes a segment, or an
     environment starts a new episode, a_{t-1} is decoded alone first, the segment is closed (or
     the row restarted), and then (R_t, o_t): the same tokens in the same segments either way.
     """
