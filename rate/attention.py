@@ -33,23 +33,21 @@ def sinusoid_table(distances: torch.Tensor, d_model: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
-    """Row b of ``new`` (B, H, n, dh) written into ``buffer`` (B, H, K, dh) at slots start[b]..+n-1.
+def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+    """Row b of ``new`` (B, H, n, dh) written into ``buffer`` (B, H, K, dh) at slots start[b]..+n-1,
+    or at start.. for every row when ``start`` is an int (rows in step).
 
-    Eagerly in place (touches n slots, returns ``buffer``): a slice copy when every row writes at
-    the same slot, else an index_put_ of whole (H, dh) blocks.  In an exported graph an
-    indexed slice assignment on a copy instead (ONNX ScatterND: one copy, then n slices per row):
-    onnxruntime's ScatterElements, what ``scatter_`` becomes, took 88 % of an exported step
-    (170 ms at batch 64).
+    Eagerly in place (touches n slots, returns ``buffer``): a slice copy for an int start, else an
+    index_put_ of whole (H, dh) blocks (an element-wise ``scatter_`` index cost 80 us per call at
+    B = 64).  In an exported graph (tensor starts only) an indexed slice assignment on a copy
+    instead (ONNX ScatterND: one copy, then n slices per row): onnxruntime's ScatterElements, what
+    ``scatter_`` becomes, took 88 % of an exported step (170 ms at batch 64).
     """
     b, h, n, dh = new.shape
+    if isinstance(start, int):
+        buffer[:, :, start : start + n] = new
+        return buffer
     if not torch.compiler.is_exporting():
-        first = int(start[0])
-        if bool((start == first).all()):  # rows in step (the usual rollout): one strided copy
-            buffer[:, :, first : first + n] = new
-            return buffer
-        # Rows at different slots: index (row, slot) pairs, each writing a whole (H, dh) block
-        # (an element-wise scatter_ index cost 80 us per call at B = 64).
         rows = torch.arange(b, device=new.device)[:, None].expand(b, n)
         slots = start[:, None] + torch.arange(n, device=new.device)
         buffer.transpose(1, 2).index_put_((rows, slots), new.transpose(1, 2))
@@ -143,13 +141,14 @@ class RelativeMultiHeadAttention(nn.Module):
         positions: RelativePositions,
         mask_bias: torch.Tensor,
         past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        write_at: torch.Tensor | None = None,
+        write_at: torch.Tensor | int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x: (B, Q, D) query rows, whose own keys are appended after ``past_kv`` (B, H, P, dh).
 
-        With ``write_at`` (B,) long, ``past_kv`` is instead a fixed key/value buffer (B, H, K, dh)
-        and row b's new keys/values are written into it *in place* at slots write_at[b] + i; the
-        queries attend over the buffer, so nothing of size K is copied (the streaming decoder).
+        With ``write_at`` (B,) long (or an int: the same slot for every row), ``past_kv`` is instead
+        a fixed key/value buffer (B, H, K, dh) and row b's new keys/values are written into it *in
+        place* at slots write_at[b] + i; the queries attend over the buffer, so nothing of size K
+        is copied (the streaming decoder).
 
         mask_bias: additive (B or 1, 1, Q, keys) with 0 where attention is allowed, -inf elsewhere.
         Returns the output (B, Q, D) and the key/value tensors (B, H, P+Q or K, dh).

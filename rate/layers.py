@@ -44,7 +44,7 @@ class DecoderLayer(nn.Module):
         positions: RelativePositions,
         mask_bias: torch.Tensor,
         past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        write_at: torch.Tensor | None = None,
+        write_at: torch.Tensor | int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output, keys/values (B, H, P+Q, dh)
         (``write_at``: see :meth:`RelativeMultiHeadAttention.forward`)."""

@@ -182,13 +182,17 @@ class StreamingDecoder:
         positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table,
                                       keys_used=None if exporting else used)
         bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
+        # Rows in step (the usual rollout) write at one slot: decided once here, not per layer.
+        write_at = start
+        if not exporting and start.numel() and bool((start == start[0]).all()):
+            write_at = int(start[0])
         inputs, keys, values = [], [], []
         h = x
         for i, layer in enumerate(self.decoder.layers):
             inputs.append(h)
             # Views of the buffers' first `used` slots: the in-place write lands in the buffers.
             past = (state.keys[i][:, :, :used], state.values[i][:, :, :used])
-            h, (k, v) = layer(h, positions, bias, past, write_at=start)
+            h, (k, v) = layer(h, positions, bias, past, write_at=write_at)
             keys.append(k)
             values.append(v)
         if not exporting:  # the buffers were written in place
