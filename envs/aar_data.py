@@ -20,7 +20,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers rate/AAR-v0)
 from envs.aar import oracle_action
-from envs.recording import claim_dataset_id, generator_main, record_episode, write_oracle_dataset
+from envs.recording import check_noise, claim_dataset_id, generator_main, record_episode, write_oracle_dataset
 
 
 def default_dataset_id(length: int) -> str:
@@ -33,8 +33,7 @@ def generate_aar_dataset(length: int, episodes: int, seed: int, noise: float = 0
         raise ValueError(f"length must be >= 2, got {length}")
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 (both answers), got {episodes}")
-    if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must be in [0, 1], got {noise}")
+    check_noise(noise)
     dataset_id = dataset_id or default_dataset_id(length)
     claim_dataset_id(dataset_id, overwrite)
     rng = np.random.default_rng(seed)

@@ -23,7 +23,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers rate/MiniGridMemory-v0)
 from envs.minigrid_memory import OBSERVATIONS, MemoryOracle
-from envs.recording import claim_dataset_id, generator_main, record_episode, write_oracle_dataset
+from envs.recording import check_noise, claim_dataset_id, generator_main, record_episode, write_oracle_dataset
 
 
 def default_dataset_id(size: int, observation: str) -> str:
@@ -35,8 +35,7 @@ def generate_minigrid_dataset(size: int, episodes: int, seed: int, noise: float 
                               overwrite: bool = False) -> minari.MinariDataset:
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must be in [0, 1], got {noise}")
+    check_noise(noise)
     env = gym.make("rate/MiniGridMemory-v0", size=size, observation=observation, view_size=view_size,
                    tile_size=tile_size)  # checks size, view and observation kind
     dataset_id = dataset_id or default_dataset_id(size, observation)

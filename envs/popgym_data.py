@@ -20,7 +20,7 @@ import numpy as np
 
 import envs  # noqa: F401  (registers rate/POPGym-v0)
 from envs.popgym_tasks import TASKS, oracle_action
-from envs.recording import claim_dataset_id, generator_main, record_episode, write_oracle_dataset
+from envs.recording import check_noise, claim_dataset_id, generator_main, record_episode, write_oracle_dataset
 
 
 def default_dataset_id(task: str) -> str:
@@ -33,8 +33,7 @@ def generate_popgym_dataset(task: str, episodes: int, seed: int, noise: float = 
         raise ValueError(f"unknown POPGym task {task!r}; one of {sorted(TASKS)}")
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if not 0.0 <= noise <= 1.0:
-        raise ValueError(f"noise must be in [0, 1], got {noise}")
+    check_noise(noise)
     dataset_id = dataset_id or default_dataset_id(task)
     claim_dataset_id(dataset_id, overwrite)
     rng = np.random.default_rng(seed)

@@ -11,6 +11,12 @@ import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
 
+def check_noise(noise: float) -> None:
+    """The fraction of random actions a generator mixes into its oracle's: a probability."""
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be in [0, 1], got {noise}")
+
+
 def claim_dataset_id(dataset_id: str, overwrite: bool) -> None:
     """Refuse to replace an existing local dataset unless ``overwrite`` (then delete it first)."""
     if dataset_id in minari.list_local_datasets():
