@@ -61,9 +61,33 @@ def test_listed_runs_use_their_own_seeds_and_the_named_trainer():
         ("b/seed0", ["train.seed=0"])]
 
 
+def test_matrix_crosses_tasks_with_models_and_fills_in_task_variables(tmp_path, capsys):
+    from train.sweep import MatrixModel, SweepMatrix
+
+    matrix = SweepMatrix(
+        tasks={"Easy": {"T": 51, "K": 17}, "Hard": {"T": 103, "K": 35}},
+        models={"rate": MatrixModel("configs/popgym/rate.yaml", ["model.segment_steps={K}"]),
+                "dt": MatrixModel("configs/popgym/dt.yaml", ["model.segment_steps={T}"])},
+        overrides=["dataset_id=d/{task}-v0", "eval.env_kwargs={{task: {task}}}"])
+    runs = expand(Sweep(csv="x.csv", out_root="runs", seeds=[0, 1], trainer="train", matrix=matrix))
+    assert [r.name for r in runs] == ["Easy/rate/seed0", "Easy/rate/seed1", "Easy/dt/seed0", "Easy/dt/seed1",
+                                      "Hard/rate/seed0", "Hard/rate/seed1", "Hard/dt/seed0", "Hard/dt/seed1"]
+    assert runs[6].config == "configs/popgym/dt.yaml"
+    assert runs[6].overrides == ["dataset_id=d/Hard-v0", "eval.env_kwargs={task: Hard}", "model.segment_steps=103",
+                                 "train.seed=0"]
+    # An override naming a variable the task lacks fails before anything runs, naming both.
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text("csv: a.csv\nout_root: r\nseeds: [0]\ntrainer: train\nmatrix:\n"
+                          "  tasks: {A: {T: 5}}\n"
+                          "  models: {rate: {config: configs/popgym/rate.yaml, overrides: ['x={K}']}}\n")
+    assert main([str(sweep_file), "--dry-run"]) == 2
+    assert "matrix task A, model rate: an override names 'K'" in capsys.readouterr().err
+
+
 def test_shipped_sweeps_expand_and_validate(capsys):
     for path in ("configs/algorithmic/sweep.yaml", "configs/lm/sweep.yaml", "configs/tmaze/sweep.yaml",
-                 "configs/aar/sweep.yaml"):
+                 "configs/aar/sweep.yaml", "configs/minigrid/sweep.yaml", "configs/popgym/sweep.yaml",
+                 "configs/mujoco/sweep.yaml"):
         assert main([path, "--dry-run"]) == 0
     assert "to run" in capsys.readouterr().out
 

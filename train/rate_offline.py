@@ -217,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.csv:
         success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
-        record_run(args.csv, name, args.config, args.overrides, cfg, {"train_seconds": metrics["train_seconds"], **success})
+        # Mean episode return: the measure of tasks whose reward is not a success flag (POPGym, MuJoCo).
+        returns = {f"return_T{t}": r["return"] for t, r in metrics["eval"].items()}
+        record_run(args.csv, name, args.config, args.overrides, cfg,
+                   {"train_seconds": metrics["train_seconds"], **success, **returns})
     # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
     print(json.dumps({"run": name, **metrics}))
     return 0

@@ -4,9 +4,10 @@
     python -m train.sweep configs/lm/sweep.yaml --jobs 8 --set train.device=cuda --set train.threads=1
 
 A sweep file names a trainer module (``train.algorithmic`` or ``train.lm``), the seeds, and its
-runs: either a grid of ``groups`` (algorithmic tasks: segment counts x models, with ``{mem}``
-replaced by the group's memory size) or an explicit list of ``runs`` (name, config, overrides,
-optional own seeds).  Each run is a fresh trainer process (its own thread setting and seed),
+runs: a grid of ``groups`` (algorithmic tasks: segment counts x models, with ``{mem}``
+replaced by the group's memory size), a ``matrix`` of tasks x models (many tasks that share the
+models' configs and differ by a few overrides, as POPGym's), or an explicit list of ``runs``
+(name, config, overrides, optional own seeds).  Each run is a fresh trainer process (its own thread setting and seed),
 which appends its row to the sweep's CSV when it finishes.  Runs whose name is already in the
 CSV are skipped, so a sweep killed at any point continues with the next session.  ``--set``
 adds overrides to every run (they are recorded in each row's ``overrides``); ``--jobs N`` runs N
@@ -23,6 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from tqdm import tqdm
@@ -54,6 +56,43 @@ class ListedRun:
 
 
 @dataclass
+class Run:
+    name: str
+    config: str
+    overrides: list[str]
+
+
+@dataclass
+class MatrixModel:
+    config: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SweepMatrix:
+    """Every task x every model, named ``TASK/MODEL/seedS``.  A task is a name with its variables
+    (a mapping); the matrix's ``overrides`` and each model's are ``str.format``-ed with them and
+    ``{task}``, so one model config serves tasks of different lengths and spaces."""
+
+    tasks: dict[str, dict[str, Any]]
+    models: dict[str, MatrixModel]
+    overrides: list[str] = field(default_factory=list)
+
+    def expand(self, seeds: list[int]) -> list[Run]:
+        runs = []
+        for task, variables in self.tasks.items():
+            for model_name, model in self.models.items():
+                try:
+                    over = [o.format(task=task, **variables) for o in [*self.overrides, *model.overrides]]
+                except (KeyError, IndexError) as err:
+                    raise ConfigError(f"matrix task {task}, model {model_name}: an override names "
+                                      f"{err}, which the task does not define") from None
+                runs += [Run(f"{task}/{model_name}/seed{seed}", model.config, [*over, f"train.seed={seed}"])
+                         for seed in seeds]
+        return runs
+
+
+@dataclass
 class Sweep:
     csv: str
     out_root: str
@@ -62,6 +101,7 @@ class Sweep:
     models: dict[str, list[str]] = field(default_factory=dict)
     groups: list[SweepGroup] = field(default_factory=list)
     runs: list[ListedRun] = field(default_factory=list)
+    matrix: SweepMatrix | None = None
 
     def __post_init__(self) -> None:
         if self.trainer not in TRAINERS:
@@ -70,19 +110,15 @@ class Sweep:
             raise ValueError("groups (segment-count grids) are for train.algorithmic; list runs instead")
 
 
-@dataclass
-class Run:
-    name: str
-    config: str
-    overrides: list[str]
-
-
 def expand(sweep: Sweep) -> list[Run]:
-    """All runs of the sweep, in file order (group, segment count, model, seed; then listed runs)."""
+    """All runs of the sweep: listed runs (each seed), the matrix (task, model, seed), then the
+    groups (group, segment count, model, seed)."""
     runs = []
     for listed in sweep.runs:
         for seed in listed.seeds if listed.seeds is not None else sweep.seeds:
             runs.append(Run(f"{listed.name}/seed{seed}", listed.config, [*listed.overrides, f"train.seed={seed}"]))
+    if sweep.matrix is not None:
+        runs += sweep.matrix.expand(sweep.seeds)
     for g in sweep.groups:
         base = load_yaml(AlgorithmicConfig, g.config)
         for n in g.segments:

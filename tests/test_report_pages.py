@@ -1,0 +1,88 @@
+"""Results pages of issue 6 (POPGym, MiniGrid-Memory, MuJoCo, AAR's sampled table) from CSV rows."""
+
+import csv
+import json
+
+import pytest
+
+MACHINE = {"machine": "x86_64", "cpu_count": "2", "torch_threads": "2", "torch": "2.13.0+cpu", "gpu": ""}
+
+
+def write_csv(path, rows):
+    columns = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def render(main, tmp_path, name, rows):
+    path = tmp_path / f"{name}.csv"
+    write_csv(path, rows)
+    out = tmp_path / f"{name}.md"
+    assert main(["--csv", str(path), "--out", str(out), "--notes", str(tmp_path / "none.md")]) == 0
+    assert (tmp_path / f"{name}.png").is_file()
+    return out.read_text()
+
+
+def test_popgym_page_has_a_row_per_task_and_the_papers_numbers(tmp_path):
+    from eval.report_popgym import main
+
+    rows = [{"run": f"{task}/{m}/seed{s}", "train_seconds": "30", f"return_T{t}": str(v), **MACHINE}
+            for task, t in [("RepeatFirstEasy", 51), ("CountRecallEasy", 51)]
+            for m, v in [("rate", 1.0), ("bc_mlp", -0.5)] for s in (0, 1)]
+    text = render(main, tmp_path, "popgym", rows)
+    assert "| task | RATE | BC-MLP | paper: RATE / DT / BC-LSTM |" in text
+    assert "| RepeatFirstEasy | 1.00 +- 0.00 (n=2) | -0.50 +- 0.00 (n=2) | - |" in text
+    assert "| CountRecallEasy | 1.00 +- 0.00 (n=2) | -0.50 +- 0.00 (n=2) | 0.07 / -0.46 / 0.05 |" in text
+    # Tasks without runs yet are listed, so a partial sweep shows what is missing.
+    assert "| AutoencodeMedium | - | - | - |" in text
+
+
+def test_minigrid_page_sweeps_grid_sizes(tmp_path):
+    from eval.report_minigrid import main
+
+    rows = [{"run": f"rate/seed{s}", "model.segment_steps": "10", "model.num_segments": "4", "train_seconds": "60",
+             "success_T13": "1.0", "success_T41": str(0.5 + s / 10), **MACHINE} for s in (0, 1)]
+    text = render(main, tmp_path, "minigrid", rows)
+    assert "| model | size=13 | size=41 |" in text
+    assert "| RATE (bptt), K=10 x N=4 | 1.00 +- 0.00 (n=2) | 0.55 +- 0.07 (n=2) |" in text
+
+
+def test_mujoco_page_normalises_with_both_reference_pairs(tmp_path):
+    from eval.report_mujoco import DATASET_REF, main
+    from rate.d4rl import REF_SCORES
+
+    lo, hi = DATASET_REF
+    rows = [{"run": f"rate/seed{s}", "train_seconds": "60", "return_T1000": str(v), **MACHINE}
+            for s, v in enumerate([lo, hi])]
+    text = render(main, tmp_path, "mujoco", rows)
+    d_lo, d_hi = REF_SCORES["halfcheetah"]
+    d4rl = [100 * (v - d_lo) / (d_hi - d_lo) for v in (lo, hi)]
+    # the two seeds sit at the dataset's min and max: scores 0 and 100, mean 50
+    assert f"| RATE | {(lo + hi) / 2:.1f} +- " in text and "| 50.0 +- 70.7 |" in text
+    assert f"| {sum(d4rl) / 2:.1f} +- " in text
+
+
+def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
+    from eval.report_aar import sampled_table
+
+    assert sampled_table(tmp_path) == []
+    for seed, value in enumerate([0.9, 0.7]):
+        (tmp_path / f"bc_gru-seed{seed}.json").write_text(json.dumps({"results": {"90": {"success": value}}}))
+    lines = sampled_table(tmp_path)
+    assert "| model | T=90 |" in lines
+    assert "| BC-GRU | 0.80 +- 0.14 (n=2) |" in lines
+
+
+@pytest.mark.parametrize("module", ["eval.report_popgym", "eval.report_minigrid", "eval.report_mujoco"])
+def test_pages_refuse_an_empty_csv(tmp_path, module, capsys):
+    import importlib
+
+    (tmp_path / "x.csv").write_text("")
+    with pytest.raises(SystemExit) as exc:
+        importlib.import_module(module).main(["--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.md")])
+    assert exc.value.code == 2 and "has no rows" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
