@@ -89,7 +89,9 @@ def test_dataset_round_trip_noise_and_environment_recovery():
 def test_tiny_rmt_learns_to_recall_its_own_action_beyond_the_training_length(tmp_path):
     """The memory-token decoder trained on T = 12 (3 segments of 4 steps) repeats its first action
     at T = 12 and, with the memory carried further, at T = 24: the answer lives only in the first
-    action token.  (The RMT update rule: at this size the valve did not learn the task in 600
+    action token.  Actions are sampled: with argmax a policy that always chooses and answers the
+    same action succeeds without memory, while sampled it scores 0.5 (the data chooses 0 and 1
+    equally often).  (The RMT update rule: at this size the valve did not learn the task in 600
     steps, 0.4 to 0.55 at T = 12, while it learns the tiny T-Maze in 200.)"""
     from rate.config import from_dict
     from rate.rate_experiment import RATEExperimentConfig
@@ -101,7 +103,7 @@ def test_tiny_rmt_learns_to_recall_its_own_action_beyond_the_training_length(tmp
         "model": {"segment_steps": 4, "num_segments": 3, "obs_shape": [3], "act_dim": 3,
                   "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16, "d_inner": 32,
                                "use_ffn": False, "num_mem_tokens": 4, "memory_update": "rmt"}},
-        "eval": {"env_id": "rate/AAR-v0", "lengths": [12, 24], "episodes": 20},
+        "eval": {"env_id": "rate/AAR-v0", "lengths": [12, 24], "episodes": 100, "sample": True},
         "train": {"steps": 600, "batch_size": 32, "lr": 0.003, "warmup_steps": 10, "eval_every": 600, "threads": 1},
     })
     _, metrics = train(cfg, tmp_path / "run", progress=False)
