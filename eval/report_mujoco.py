@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"| {mean_std([normalised(v, d4rl) for v in vals])} | {len(vals)} |")
     plot = args.out.with_suffix(".png")
     lines += ["", f"![return per model]({plot.name})", ""]
-    fig, ax = plt.subplots(figsize=(5, 3.4))
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
     for i, m in enumerate(models):
         ax.scatter([i] * len(returns[m]), returns[m], color="grey", s=12, zorder=3)
         ax.bar(i, statistics.fmean(returns[m]), 0.6, label=MODELS.get(m, m))
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     ax.axhline(DATASET_REF[1], color="black", ls=":", lw=1, label="best behaviour snapshot")
     ax.set_xticks(range(len(models)), [MODELS.get(m, m) for m in models], fontsize=8)
     ax.set_ylabel("episode return (1000 steps)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside the bars, not over them
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     save_figure(fig, plot)
