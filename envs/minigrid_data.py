@@ -1,7 +1,7 @@
 """Offline MiniGrid-Memory dataset: oracle episodes with a fraction of random actions, as Minari.
 
     python -m envs.minigrid_data --size 13 --episodes 1000 --noise 0.1 [--observation symbolic|rgb]
-        [--view-size 3] [--tile-size 12] [--seed 0] [--dataset-id ...]
+        [--view-size 3] [--tile-size 12] [--reward timed|success] [--seed 0] [--dataset-id ...]
 
 Each step of the horizontal part of the maze (before the split) takes a uniformly random action
 (left, right, forward) with probability ``noise`` instead of the oracle's; the oracle re-plans
@@ -22,23 +22,24 @@ import minari
 import numpy as np
 
 import envs  # noqa: F401  (registers rate/MiniGridMemory-v0)
-from envs.minigrid_memory import OBSERVATIONS, MemoryOracle
+from envs.minigrid_memory import OBSERVATIONS, REWARDS, MemoryOracle
 from envs.recording import check_noise, claim_dataset_id, generator_main, record_episode, write_oracle_dataset
 
 
-def default_dataset_id(size: int, observation: str) -> str:
-    return f"rate/minigrid-memory/oracle-S{size}-{observation}-v0"
+def default_dataset_id(size: int, observation: str, reward: str = "timed") -> str:
+    kind = observation if reward == "timed" else f"{observation}-{reward}"
+    return f"rate/minigrid-memory/oracle-S{size}-{kind}-v0"
 
 
 def generate_minigrid_dataset(size: int, episodes: int, seed: int, noise: float = 0.1, observation: str = "symbolic",
                               view_size: int = 3, tile_size: int = 12, dataset_id: str | None = None,
-                              overwrite: bool = False) -> minari.MinariDataset:
+                              overwrite: bool = False, reward: str = "timed") -> minari.MinariDataset:
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     check_noise(noise)
     env = gym.make("rate/MiniGridMemory-v0", size=size, observation=observation, view_size=view_size,
-                   tile_size=tile_size)  # checks size, view and observation kind
-    dataset_id = dataset_id or default_dataset_id(size, observation)
+                   tile_size=tile_size, reward=reward)  # checks size, view, observation and reward kind
+    dataset_id = dataset_id or default_dataset_id(size, observation, reward)
     claim_dataset_id(dataset_id, overwrite)
     rng = np.random.default_rng(seed)
     oracle = MemoryOracle()
@@ -52,7 +53,7 @@ def generate_minigrid_dataset(size: int, episodes: int, seed: int, noise: float 
 
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     buffers = [record_episode(env, choose, int(s), i) for i, s in enumerate(seeds)]
-    description = (f"MiniGrid-Memory {size}x{size}, {observation} {view_size}x{view_size} view, oracle with "
+    description = (f"MiniGrid-Memory {size}x{size}, {observation} {view_size}x{view_size} view, {reward} reward, oracle with "
                    f"{noise:.0%} random actions before the split, seed {seed}")
     return write_oracle_dataset(dataset_id, buffers, env, description)
 
@@ -65,13 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--observation", choices=list(OBSERVATIONS), default="symbolic")
     parser.add_argument("--view-size", type=int, default=3)
     parser.add_argument("--tile-size", type=int, default=12, help="pixels per cell of the RGB view")
+    parser.add_argument("--reward", choices=list(REWARDS), default="timed",
+                        help="timed: 1 - 0.9 t / max_steps (MiniGrid's; its return leaks the decision to "
+                             "return-conditioned models); success: 1 for the matching object")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dataset-id")
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     return generator_main(lambda: generate_minigrid_dataset(
         args.size, args.episodes, args.seed, args.noise, args.observation, args.view_size, args.tile_size,
-        args.dataset_id, args.overwrite))
+        args.dataset_id, args.overwrite, args.reward))
 
 
 if __name__ == "__main__":

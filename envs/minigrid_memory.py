@@ -18,6 +18,13 @@ window (walls block the view; never the full grid), either
 
 Actions are the three that matter: 0 turn left, 1 turn right, 2 forward.
 
+``reward="timed"`` keeps MiniGrid's 1 - 0.9 t / max_steps; ``reward="success"`` pays 1 for the
+matching object and nothing else.  For return-conditioned models the timed reward leaks the
+decision into offline data: turning back from the wrong upper object makes the path longer and the
+return lower, so the return-to-go at the split tells which way the episode went, and a model can
+learn that instead of remembering the cue (at rollout the return-to-go is the target, which says
+nothing).  ``eval.teacher_forced`` measures such leaks.
+
 :class:`MemoryOracle` solves every episode from the privileged state, acting only on what it has
 seen: it walks to the room and faces the cue, walks the hallway to the split, looks up, and steps
 next to the matching object (turning around first when the upper one is not it).  It plans each
@@ -40,13 +47,15 @@ LEFT, RIGHT, FORWARD = 0, 1, 2
 DIR_VEC = [(1, 0), (0, 1), (-1, 0), (0, -1)]
 ONEHOT_SIZES = (len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX))  # 11, 6, 3
 OBSERVATIONS = ("symbolic", "onehot", "rgb")
+REWARDS = ("timed", "success")
 
 
 class MiniGridMemoryEnv(gym.ObservationWrapper):
     metadata = {"render_modes": ["rgb_array"]}
 
     def __init__(self, size: int = 13, view_size: int = 3, observation: str = "symbolic", tile_size: int = 28,
-                 max_steps: int | None = None, random_length: bool = False, render_mode: str | None = None):
+                 max_steps: int | None = None, random_length: bool = False, reward: str = "timed",
+                 render_mode: str | None = None):
         if size < 9 or size % 2 == 0:
             raise ValueError(f"size must be odd and >= 9, got {size}")
         if view_size < 3 or view_size % 2 == 0:
@@ -55,12 +64,15 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
             raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
         if tile_size < 1:
             raise ValueError(f"tile_size must be positive, got {tile_size}")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
         # The oracle needs at most about 2 * size steps; 5 * size leaves room for detours (MemoryEnv's
         # own default, 5 * size^2, makes a failing rollout at size 91 last 41,405 steps).
         inner = MemoryEnv(size=size, random_length=random_length, max_steps=max_steps or 5 * size,
                           agent_view_size=view_size, render_mode=render_mode)
         super().__init__(inner)
         self.size, self.view_size, self.kind, self.tile_size = size, view_size, observation, tile_size
+        self.reward_kind = reward
         self.action_space = spaces.Discrete(3)
         if observation == "symbolic":
             self.observation_space = spaces.Box(0.0, 255.0, shape=(view_size * view_size * 3,), dtype=np.float32)
@@ -87,6 +99,8 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
         obs, reward, terminated, truncated, info = self.env.step(int(action))
         if terminated or truncated:
             info = {**info, "success": reward > 0}
+        if self.reward_kind == "success":
+            reward = float(reward > 0)
         return self.observation(obs), reward, terminated, truncated, info
 
 

@@ -17,7 +17,13 @@ from eval.plots import plt, save_figure
 from eval.reporting import machines, read_report_rows, report_parser, write_report
 
 LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt": "RMT (no valve)",
-          "trxl": "TrXL (cache)", "dt": "DT (same context)", "bc_gru": "BC-GRU"}
+          "trxl": "TrXL (cache)", "dt": "DT (same context)", "bc_gru": "BC-GRU",
+          # longer schedules of the same configs (AAR, MiniGrid sweeps)
+          "rate_4k": "RATE (bptt), 4000 steps", "rmt_4k": "RMT (no valve), 4000 steps",
+          "bc_gru_8k": "BC-GRU, 8000 steps",
+          # MiniGrid with the success-only reward (no return leak)
+          "rate_success": "RATE (bptt), success reward", "dt_success": "DT, success reward",
+          "bc_gru_success": "BC-GRU, success reward"}
 
 
 @dataclass(frozen=True)

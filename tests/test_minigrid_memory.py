@@ -39,6 +39,22 @@ def test_oracle_always_succeeds_and_sees_the_cue(size):
         assert any(np.isin(v, CUE_IDS).any() for v in views[: len(views) // 2 + 2])
 
 
+def test_success_reward_pays_one_where_the_timed_reward_pays_by_length():
+    timed, success = MiniGridMemoryEnv(size=9), MiniGridMemoryEnv(size=9, reward="success")
+    for seed in range(5):
+        t_reward, t_obs = run_oracle(timed, seed)
+        s_reward, s_obs = run_oracle(success, seed)
+        assert 0 < t_reward < 1 and s_reward == 1.0
+        assert all(np.array_equal(a, b) for a, b in zip(t_obs, s_obs))  # the same episode
+    with pytest.raises(ValueError, match="reward must be one of"):
+        MiniGridMemoryEnv(reward="dense")
+    # The dataset's id names the reward, and its returns are all 1: no return-to-go tells the side.
+    ds = generate_minigrid_dataset(size=9, episodes=10, seed=0, noise=0.2, reward="success")
+    assert ds.spec.dataset_id == "rate/minigrid-memory/oracle-S9-symbolic-success-v0"
+    assert all(float(ep.rewards.sum()) == 1.0 for ep in ds.iterate_episodes())
+    assert ds.recover_environment().get_wrapper_attr("reward_kind") == "success"
+
+
 @pytest.mark.parametrize("observation, shape", [("symbolic", (27,)), ("onehot", (180,)), ("rgb", (3, 36, 36))])
 def test_observation_is_the_egocentric_window_whatever_the_grid_size(observation, shape):
     for size in (9, 41):
