@@ -3,16 +3,17 @@
     python -m train.sweep configs/algorithmic/sweep.yaml [--only reverse] [--dry-run]
     python -m train.sweep configs/lm/sweep.yaml --jobs 8 --set train.device=cuda --set train.threads=1
 
-A sweep file names a trainer module (``train.algorithmic`` or ``train.lm``), the seeds, and its
-runs: a grid of ``groups`` (algorithmic tasks: segment counts x models, with ``{mem}``
-replaced by the group's memory size), a ``matrix`` of tasks x models (many tasks that share the
-models' configs and differ by a few overrides, as POPGym's), or an explicit list of ``runs``
-(name, config, overrides, optional own seeds).  Each run is a fresh trainer process (its own thread setting and seed),
-which appends its row to the sweep's CSV when it finishes.  Runs whose name is already in the
-CSV are skipped, so a sweep killed at any point continues with the next session.  ``--set``
-adds overrides to every run (they are recorded in each row's ``overrides``); ``--jobs N`` runs N
-trainers at once, for a machine with many cores or a GPU that one small run leaves idle (on a
-2-core CPU, keep the default of 1: parallel runs slow each other down).
+A sweep file names a trainer module (``train.algorithmic``, ``train.lm`` or ``train`` for RATE),
+the seeds, and its runs: a grid of ``groups`` (algorithmic tasks: segment counts x models, with
+``{mem}`` replaced by the group's memory size), a ``matrix`` of tasks x models (many tasks that
+share the models' configs and differ by a few overrides, as POPGym's), or an explicit list of
+``runs`` (name, config, overrides, optional own seeds).  Each run is a fresh trainer process (its
+own thread setting and seed), which appends its row to the sweep's CSV when it finishes.  Runs
+whose name is already in the CSV are skipped, so a sweep killed at any point continues with the
+next session.  ``--set`` adds overrides to every run (they are recorded in each row's
+``overrides``); ``--jobs N`` runs N trainers at once, for a machine with many cores or a GPU that
+one small run leaves idle (on a 2-core CPU, keep the default of 1: parallel runs slow each other
+down).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class SweepMatrix:
             for model_name, model in self.models.items():
                 try:
                     over = [o.format(task=task, **variables) for o in [*self.overrides, *model.overrides]]
-                except (KeyError, IndexError) as err:
+                except (KeyError, IndexError, TypeError) as err:  # TypeError: a variable named "task"
                     raise ConfigError(f"matrix task {task}, model {model_name}: an override names "
                                       f"{err}, which the task does not define") from None
                 runs += [Run(f"{task}/{model_name}/seed{seed}", model.config, [*over, f"train.seed={seed}"])
