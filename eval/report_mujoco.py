@@ -12,12 +12,11 @@ data is not D4RL's.
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import defaultdict
 
 from eval.plots import plt, save_figure
-from eval.reporting import machines, read_report_rows, report_parser, write_report
+from eval.reporting import machines, read_report_rows, report_parser, single_return, write_report
 from rate.d4rl import REF_SCORES
 
 # rate/mujoco/halfcheetah-ars-v0 (python -m envs.mujoco_data, seed 0): metadata ref_min_score and
@@ -44,8 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_report_rows(parser, args.csv)
     returns: dict[str, list[float]] = defaultdict(list)
     for r in rows:
-        (value,) = [v for k, v in r.items() if re.fullmatch(r"return_T\d+", k) and v != ""]
-        returns[r["run"].split("/")[0]].append(float(value))
+        returns[r["run"].split("/")[0]].append(single_return(r))
     models = [m for m in MODELS if m in returns] + sorted(set(returns) - set(MODELS))
     d4rl = REF_SCORES["halfcheetah"]
     minutes = sum(float(r["train_seconds"]) for r in rows) / 60

@@ -9,7 +9,6 @@ numbers beside where our reference notes hold them.
 
 from __future__ import annotations
 
-import re
 import statistics
 from collections import defaultdict
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from eval.plots import plt, save_figure
 from eval.report_tmaze import fmt
-from eval.reporting import machines, read_report_rows, report_parser, write_report
+from eval.reporting import machines, read_report_rows, report_parser, single_return, write_report
 
 MODELS = {"rate": "RATE", "dt": "DT", "bc_gru": "BC-GRU", "bc_mlp": "BC-MLP"}
 TASKS = [f"{name}{level}" for name in ("RepeatPrevious", "RepeatFirst", "CountRecall", "Autoencode",
@@ -32,8 +31,7 @@ def collect(rows: list[dict]) -> dict[str, dict[str, list[float]]]:
     table: dict = defaultdict(lambda: defaultdict(list))
     for r in rows:
         task, model, _ = r["run"].split("/")
-        (value,) = [v for k, v in r.items() if re.fullmatch(r"return_T\d+", k) and v != ""]
-        table[task][model].append(float(value))
+        table[task][model].append(single_return(r))
     return table
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 from rate.config import atomic_write_text
@@ -24,6 +25,12 @@ def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
     if not rows:
         parser.error(f"{csv} has no rows; run the sweep first")
     return rows
+
+
+def single_return(row: dict) -> float:
+    """The mean return of a run evaluated at one length (its only non-empty ``return_T*`` column)."""
+    (value,) = [v for k, v in row.items() if re.fullmatch(r"return_T\d+", k) and v != ""]
+    return float(value)
 
 
 def machines(rows: list[dict]) -> str:
