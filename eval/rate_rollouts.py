@@ -1,9 +1,10 @@
 """Evaluate a RATE checkpoint by rolling the policy out (success and return per episode length).
 
     python -m eval CHECKPOINT [--env rate/TMaze-v0] [--lengths 30 90 900] [--episodes 100] [--seed 0]
-                   [--target-return 1.0] [--sample] [--out results/tmaze_eval.json]
+                   [--target-return 1.0] [--sample] [--out results/tmaze_eval.json] [--no-plot]
 
-Writes the table as JSON (and a plot of success against length next to it) when --out is given.
+Writes the table as JSON (and, unless --no-plot, a plot of success against length next to it)
+when --out is given.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from eval.plots import plt, save_figure
+from eval.plots import log_length_axis, plt, save_figure
 
 import envs  # noqa: F401  registers the project's environments
 from rate.checkpoint import CheckpointError
@@ -27,7 +28,7 @@ def plot_success(results: dict[int, dict], path: Path, title: str) -> None:
     lengths = sorted(results)
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.errorbar(lengths, [results[t]["success"] for t in lengths], marker="o", capsize=3)
-    ax.set_xscale("log")
+    log_length_axis(ax, lengths)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("episode length T")
     ax.set_ylabel("success rate")
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample", action="store_true", help="sample actions instead of argmax")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write results JSON here (and a .png plot beside it)")
+    parser.add_argument("--no-plot", action="store_true", help="with --out: the JSON only, no .png beside it")
     args = parser.parse_args(argv)
     setup_process(0, args.threads)
     try:
@@ -68,5 +70,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         atomic_write_text(args.out, json.dumps({"checkpoint": str(args.checkpoint), "env": ev.env_id,
                                                 "episodes": ev.episodes, "seed": ev.seed, "results": results}, indent=2))
-        plot_success(results, args.out.with_suffix(".png"), f"{args.checkpoint.name}: {ev.env_id}")
+        if not args.no_plot:
+            plot_success(results, args.out.with_suffix(".png"), f"{args.checkpoint.name}: {ev.env_id}")
     return 0

@@ -25,7 +25,7 @@ AAR = TaskPage(
 )
 SAMPLED = Path("results/aar_sampled")
 SAMPLED_COMMAND = ("for m in rate rmt bc_gru; do for s in 0 1 2; do python -m eval runs/aar/$m/seed$s --lengths 90 180 900 "
-                   "--episodes 100 --sample --out results/aar_sampled/$m-seed$s.json; done; done")
+                   "--episodes 100 --sample --no-plot --out results/aar_sampled/$m-seed$s.json; done; done")
 
 
 def sampled_table(folder: Path = SAMPLED) -> list[str]:

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
-from eval.plots import plt, save_figure
+from eval.plots import log_length_axis, plt, save_figure
 from eval.reporting import machines, read_report_rows, report_parser, write_report
 
 LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt": "RMT (no valve)",
@@ -116,7 +116,7 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
         ax.errorbar(ts, [statistics.fmean(table[m][t]) for t in ts], capsize=3, label=LABELS.get(m, m),
                     yerr=[statistics.stdev(table[m][t]) if len(table[m][t]) > 1 else 0 for t in ts], **style)
     ax.axvline(page.horizon, color="grey", ls=":", lw=1)
-    ax.set_xscale("log")
+    log_length_axis(ax, lengths)
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(page.length_axis)
     ax.set_ylabel("success rate")

@@ -167,7 +167,7 @@ class RelativeMultiHeadAttention(nn.Module):
             # batch runs as B tiny products there (8x slower at B = 100, Q = 2 on CPU).  At training
             # shapes the broadcast matmul is 2x faster (results/performance_training.md).
             qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
-            pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, -1).transpose(0, 1)
+            pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, r.shape[1]).transpose(0, 1)
         else:
             pos_scores = torch.matmul(q + self.v_bias[:, None, :], r.transpose(-1, -2))  # (B, H, Q, R)
         index = positions.index.expand(b, h, q_len, k.shape[2])  # (B, H, Q, K), a view

@@ -178,9 +178,11 @@ class StreamingDecoder:
         if self._table.device != x.device:  # the model moved since
             self._table = RelativePositions.full_table(self.W, self.D, x.device)
         exporting = torch.compiler.is_exporting()
-        used = self.W if exporting else int((start + x.shape[1]).max())
+        # An empty batch (every environment of a rollout finished) has no prefix: it reads all W.
+        whole = exporting or start.numel() == 0
+        used = self.W if whole else int((start + x.shape[1]).max())
         positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table,
-                                      keys_used=None if exporting else used)
+                                      keys_used=None if whole else used)
         bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
         # Rows in step (the usual rollout) write at one slot: decided once here, not per layer.
         write_at = start

@@ -187,6 +187,18 @@ def test_streaming_decoder_refuses_to_overrun_a_segment():
     assert state.length.tolist() == [0, 0]
 
 
+@pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4)])
+def test_streaming_policy_accepts_an_empty_batch(backbone):
+    """A rollout whose environments have all finished may call with 0 rows, across a segment
+    boundary (K = 3) too: it gets 0 actions, not an error."""
+    policy = StreamingPolicy(small_rate(**backbone), target_return=1.0)
+    policy.reset(0)
+    for t in range(5):
+        action = policy.act(np.zeros((0, 4), dtype=np.float32), None if t == 0 else np.zeros(0, np.float32),
+                            new_episode=np.zeros(0, dtype=bool))
+        assert action.shape == (0,)
+
+
 def test_window_policy_slides_over_the_last_window():
     model = small_rate(num_mem_tokens=0)
     policy = WindowPolicy(model, target_return=1.0, window=4)

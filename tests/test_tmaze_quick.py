@@ -1,5 +1,7 @@
 """The main job (`make run`) end to end on a tiny configuration: dataset, training, rollouts, report."""
 
+import json
+
 import yaml
 
 from eval.tmaze_quick import main
@@ -18,6 +20,14 @@ def test_main_job_builds_data_trains_evaluates_and_reports(tmp_path, monkeypatch
     assert "| 12 |" in text and "| 30 (beyond training horizon) |" in text
     assert (tmp_path / "quick.png").stat().st_size > 0
     assert (tmp_path / "run" / "config.json").is_file()
+    # The trained run evaluates with `python -m eval`: JSON with a plot beside it, or without.
+    from eval.rate_rollouts import main as evaluate
+
+    for name, flags in (("plotted", []), ("bare", ["--no-plot"])):
+        out = tmp_path / f"{name}.json"
+        assert evaluate([str(tmp_path / "run"), "--lengths", "12", "--episodes", "2", "--out", str(out), *flags]) == 0
+        assert json.loads(out.read_text())["results"]["12"]["success"] >= 0
+        assert out.with_suffix(".png").exists() == (name == "plotted")
 
 
 def test_main_job_refuses_an_unknown_config_key(tmp_path, capsys):
