@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections import Counter
 from pathlib import Path
 
 from rate.config import atomic_write_text
@@ -35,9 +36,13 @@ def single_return(row: dict) -> float:
 
 def machines(rows: list[dict]) -> str:
     """The distinct machines the rows ran on, e.g. 'x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu'
-    (with ', GPU <name>' for rows trained on a GPU)."""
-    return "; ".join(sorted({f"{r['machine']}, {r['cpu_count']} cores, {r['torch_threads']} torch threads, "
-                             f"torch {r['torch']}" + (f", GPU {r['gpu']}" if r.get("gpu") else "") for r in rows}))
+    (with ', GPU <name>' for rows trained on a GPU), each with its number of runs when there are
+    several machines."""
+    count = Counter(f"{r['machine']}, {r['cpu_count']} cores, {r['torch_threads']} torch threads, torch {r['torch']}"
+                    + (f", GPU {r['gpu']}" if r.get("gpu") else "") for r in rows)
+    if len(count) == 1:
+        return next(iter(count))
+    return "; ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in sorted(count.items()))
 
 
 def write_report(out: Path, text: str, notes: Path, plot_path: Path, n_rows: int) -> None:

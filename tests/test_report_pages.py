@@ -86,3 +86,12 @@ def test_pages_refuse_an_empty_csv(tmp_path, module, capsys):
         importlib.import_module(module).main(["--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.md")])
     assert exc.value.code == 2 and "has no rows" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+
+
+def test_machine_line_counts_the_runs_of_each_machine_when_they_differ():
+    from eval.reporting import machines
+
+    gpu = {**MACHINE, "cpu_count": "16", "torch_threads": "1", "torch": "2.11.0+cu130", "gpu": "NVIDIA H200"}
+    assert machines([MACHINE, MACHINE]) == "x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu"
+    assert machines([gpu, MACHINE, gpu]) == ("x86_64, 16 cores, 1 torch threads, torch 2.11.0+cu130, GPU NVIDIA H200 "
+                                             "(2 runs); x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu (1 run)")
