@@ -14,7 +14,8 @@ Three measurements, each side by side in one process so that the ratios are comp
 3. Wall time of evaluating 100 T-Maze episodes of T = 9600 in lockstep (environment steps
    included): eager streaming and the ONNX runner, with the checkpoint's success rate.
 
-Latencies are medians over the measured steps; steps/s = batch / latency.
+Latencies are medians over the measured steps (a typical step); steps/s = batch / mean step time,
+so the segment boundaries (write block, memory update) count in the throughput.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def tmaze_model(segment_steps: int, mem_tokens: int, extra: list[str] = ()) -> R
 
 def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, seed: int = 0):
     """Feed every policy the same observations for ``steps`` steps.  Returns per policy the
-    median seconds per step, and whether all policies chose the same actions at every step."""
+    median and the mean seconds per step ({"median": .., "mean": ..}), and whether all policies
+    chose the same actions at every step."""
     rng = np.random.default_rng(seed)
     times = {name: [] for name in policies}
     for policy in policies.values():
@@ -72,7 +74,7 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
             times[name].append(time.perf_counter() - start)
         identical &= all(np.array_equal(actions[0], a) for a in actions[1:])
         reward = np.zeros(batch, dtype=np.float32)
-    return {name: statistics.median(t) for name, t in times.items()}, identical
+    return {name: {"median": statistics.median(t), "mean": statistics.fmean(t)} for name, t in times.items()}, identical
 
 
 class OnnxAsPolicy:
@@ -100,11 +102,12 @@ def bench_policies(folder: Path) -> tuple[list[str], list[str]]:
     grid += [("reference size (10 layers, heads of 32)", REFERENCE_SIZE, 50, 15, b) for b in (1, 64)]
     for name, extra, k, m, b in tqdm(grid, desc="streaming vs reference"):
         model = tmaze_model(k, m, extra)
-        lat, same = step_latencies({"stream": StreamingPolicy(model, 1.0), "ref": SegmentRecomputePolicy(model, 1.0)},
-                                   b, steps=2 * k)
+        stats, same = step_latencies({"stream": StreamingPolicy(model, 1.0), "ref": SegmentRecomputePolicy(model, 1.0)},
+                                     b, steps=2 * k)
+        lat = {name: s["median"] for name, s in stats.items()}
         rows.append(f"| {name} | {k} | {m} | {b} | {lat['stream'] * 1e3:.2f} | {lat['ref'] * 1e3:.1f} | "
-                    f"{lat['ref'] / lat['stream']:.1f}x | {b / lat['stream']:.0f} | {b / lat['ref']:.0f} | "
-                    f"{'yes' if same else 'NO'} |")
+                    f"{lat['ref'] / lat['stream']:.1f}x | {b / stats['stream']['mean']:.0f} | "
+                    f"{b / stats['ref']['mean']:.0f} | {'yes' if same else 'NO'} |")
     onnx_rows = ["| K | m | batch | eager ms/step | onnxruntime ms/step | eager / onnx | same actions |",
                  "|---|---|---|---|---|---|---|"]
     for k in tqdm((10, 50), desc="onnx vs eager"):
@@ -113,8 +116,9 @@ def bench_policies(folder: Path) -> tuple[list[str], list[str]]:
         path = folder / f"k{k}.onnx"
         export_onnx(step, export_metadata(step, {}, 1.0), path)
         for b in (1, 64):
-            lat, same = step_latencies({"eager": StreamingPolicy(model, 1.0), "onnx": OnnxAsPolicy(path)}, b,
-                                       steps=2 * k)
+            stats, same = step_latencies({"eager": StreamingPolicy(model, 1.0), "onnx": OnnxAsPolicy(path)}, b,
+                                         steps=2 * k)
+            lat = {name: s["median"] for name, s in stats.items()}
             onnx_rows.append(f"| {k} | 5 | {b} | {lat['eager'] * 1e3:.2f} | {lat['onnx'] * 1e3:.2f} | "
                              f"{lat['eager'] / lat['onnx']:.2f} | {'yes' if same else 'NO'} |")
     return rows, onnx_rows
@@ -172,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         "## Streaming policy against the reference procedure", "",
         "Per-step latency (median over two whole segments) of the streaming policy and of the RATE reference "
         "procedure (re-run the segment every step), same observations, T-Maze backbone (d_model 64, 2 layers, "
-        "4 heads of 16, no FFN, valve), and the reference run script's size (10 layers, 4 heads of 32).", "",
+        "4 heads of 16, no FFN, valve), and the reference run script's size (10 layers, 4 heads of 32). "
+        "Steps/s: batch / mean step time over the same steps, segment boundaries included.", "",
         *policy_rows, "",
         "## ONNX (onnxruntime) against eager", "", *onnx_rows, "",
         "## Evaluating long episodes", "", *long_rows, "",

@@ -133,6 +133,11 @@ class StreamingDecoder:
         idx = (state.length >= self.S).nonzero().flatten()
         if idx.numel() == 0:
             return state
+        if idx.numel() == state.length.shape[0]:
+            # Every row closes (environments in step, the usual rollout): no copy of the state's
+            # rows out and back (at batch 64 and 10 layers that copy was 0.2 s of a 0.3 s boundary),
+            # and the new segment reuses the key/value buffers.
+            return self._open(self._close(state), reuse=True)
         return state.with_rows(idx, self._open(self._close(state.rows(idx))))
 
     def close_full_masked(self, state: StreamState) -> StreamState:
@@ -219,18 +224,23 @@ class StreamingDecoder:
             sees = sees | (kind == CACHE)
         return sees
 
-    def _open(self, state: StreamState) -> StreamState:
-        """Start a segment: buffer = [cache keys/values | read block of ``memory``], length 0."""
+    def _open(self, state: StreamState, reuse: bool = False) -> StreamState:
+        """Start a segment: buffer = [cache keys/values | read block of ``memory``], length 0.
+
+        ``reuse``: write into the state's own key/value buffers instead of fresh zeroed ones (the
+        caller drops the old state).  Their stale slots are marked PAD, and a PAD slot gets
+        attention weight exactly 0, so what they hold never reaches an output."""
         b = state.length.shape[0]
-        keys = torch.zeros_like(state.keys)
-        values = torch.zeros_like(state.values)
+        keys = state.keys if reuse else torch.zeros_like(state.keys)
+        values = state.values if reuse else torch.zeros_like(state.values)
         kind = torch.zeros_like(state.kind)
         if self.C:
             for i, layer in enumerate(self.decoder.layers):
                 keys[i, :, :, : self.C], values[i, :, :, : self.C] = layer.cache_kv(state.cache[i])  # (B, H, C, dh)
             kind[:, : self.C] = torch.where(state.cache_valid, CACHE, PAD).to(kind.dtype)
+        # A segment's inputs are all written before it closes, so reused ones need no zeroing.
         state = replace(state, keys=keys, values=values, kind=kind, length=torch.zeros_like(state.length),
-                        seg_inputs=torch.zeros_like(state.seg_inputs))
+                        seg_inputs=state.seg_inputs if reuse else torch.zeros_like(state.seg_inputs))
         if not self.m:
             return state
         # Read rows see each other, and the cache when memory_sees_cache.
