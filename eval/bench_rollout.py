@@ -95,19 +95,26 @@ class OnnxAsPolicy:
         return action
 
 
-def bench_policies(folder: Path) -> tuple[list[str], list[str]]:
-    rows = ["| model | K | m | batch | streaming ms/step | reference ms/step | speed-up | streaming steps/s | "
+def bench_policies(folder: Path, repeats: int = 3) -> tuple[list[str], list[str]]:
+    rows = ["| model | K | m | batch | streaming ms/step | reference ms/step | speed-up (range) | streaming steps/s | "
             "reference steps/s | same actions |", "|---|---|---|---|---|---|---|---|---|---|"]
     grid = [("T-Maze CPU (2 layers)", [], k, m, b) for k in (10, 30, 50) for m in (5, 15) for b in (1, 64)]
     grid += [("reference size (10 layers, heads of 32)", REFERENCE_SIZE, 50, 15, b) for b in (1, 64)]
     for name, extra, k, m, b in tqdm(grid, desc="streaming vs reference"):
         model = tmaze_model(k, m, extra)
-        stats, same = step_latencies({"stream": StreamingPolicy(model, 1.0), "ref": SegmentRecomputePolicy(model, 1.0)},
-                                     b, steps=2 * k)
-        lat = {name: s["median"] for name, s in stats.items()}
-        rows.append(f"| {name} | {k} | {m} | {b} | {lat['stream'] * 1e3:.2f} | {lat['ref'] * 1e3:.1f} | "
-                    f"{lat['ref'] / lat['stream']:.1f}x | {b / stats['stream']['mean']:.0f} | "
-                    f"{b / stats['ref']['mean']:.0f} | {'yes' if same else 'NO'} |")
+        policies = {"stream": StreamingPolicy(model, 1.0), "ref": SegmentRecomputePolicy(model, 1.0)}
+        # The reference procedure's step time moved by up to 1.5x between runs on this machine
+        # (217 to 336 ms at the reference size), so each row is measured `repeats` times: the
+        # table gives the median of the repeats and the range of the ratio.
+        runs = [step_latencies(policies, b, steps=2 * k) for _ in range(repeats)]
+        same = all(identical for _, identical in runs)
+        stat = {policy: {kind: statistics.median(times[policy][kind] for times, _ in runs) for kind in ("median", "mean")}
+                for policy in policies}
+        ratios = sorted(times["ref"]["median"] / times["stream"]["median"] for times, _ in runs)
+        spread = f" ({ratios[0]:.1f}-{ratios[-1]:.1f})" if repeats > 1 else ""
+        rows.append(f"| {name} | {k} | {m} | {b} | {stat['stream']['median'] * 1e3:.2f} | "
+                    f"{stat['ref']['median'] * 1e3:.1f} | {statistics.median(ratios):.1f}x{spread} | "
+                    f"{b / stat['stream']['mean']:.0f} | {b / stat['ref']['mean']:.0f} | {'yes' if same else 'NO'} |")
     onnx_rows = ["| K | m | batch | eager ms/step | onnxruntime ms/step | eager / onnx | same actions |",
                  "|---|---|---|---|---|---|---|"]
     for k in tqdm((10, 50), desc="onnx vs eager"):
@@ -158,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--length", type=int, default=9600)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="measurements of each streaming/reference row")
     parser.add_argument("--out", type=Path, default=Path("results/performance.md"))
     parser.add_argument("--notes", type=Path, default=Path("results/performance_notes.md"),
                         help="hand-written discussion appended verbatim (when the file exists)")
@@ -166,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoint = args.checkpoint if (args.checkpoint / "config.json").is_file() else None
     info = machine_info()
     with tempfile.TemporaryDirectory() as tmp:
-        policy_rows, onnx_rows = bench_policies(Path(tmp))
+        policy_rows, onnx_rows = bench_policies(Path(tmp), args.repeats)
         long_rows = bench_long_evaluation(checkpoint, Path(tmp), args.episodes, args.length)
     command = "python -m eval.bench_rollout" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     text = "\n".join([
@@ -177,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         "Per-step latency (median over two whole segments) of the streaming policy and of the RATE reference "
         "procedure (re-run the segment every step), same observations, T-Maze backbone (d_model 64, 2 layers, "
         "4 heads of 16, no FFN, valve), and the reference run script's size (10 layers, 4 heads of 32). "
+        f"Each row is measured {args.repeats} times in a row: the latencies are the median of the repeats, the "
+        "speed-up their median ratio with the lowest and highest in brackets. "
         "Steps/s: batch / mean step time over the same steps, segment boundaries included.", "",
         *policy_rows, "",
         "## ONNX (onnxruntime) against eager", "", *onnx_rows, "",

@@ -23,7 +23,8 @@ LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt":
           "bc_gru_8k": "BC-GRU, 8000 steps",
           # MiniGrid with the success-only reward (no return leak)
           "rate_success": "RATE (bptt), success reward", "dt_success": "DT, success reward",
-          "bc_gru_success": "BC-GRU, success reward"}
+          "bc_gru_success": "BC-GRU, success reward",
+          "rate_success_nocache": "RATE (bptt), success reward, no cache"}
 
 
 @dataclass(frozen=True)
