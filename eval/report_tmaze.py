@@ -108,7 +108,8 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
         lines += ["", *extra()]
     plot = args.out.with_suffix(".png")
     lines += ["", f"![success against {page.length_axis}]({plot.name})", ""]
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    many = len(models) > 5  # then the legend goes beside the axes, where it hides no curve
+    fig, ax = plt.subplots(figsize=(8.5 if many else 6, 3.6))
     # Several models sit on the same values (1.00): distinct markers, widths and dashes keep each visible.
     styles = [dict(marker="o", lw=4, ms=9), dict(marker="s", ls="--"), dict(marker="^", ls=":"), dict(marker="D"),
               dict(marker="v", ls="-."), dict(marker="x")]
@@ -121,7 +122,10 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(page.length_axis)
     ax.set_ylabel("success rate")
-    ax.legend(fontsize=7)
+    if many:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     save_figure(fig, plot)
