@@ -24,8 +24,8 @@ AAR = TaskPage(
     "the agent's own first action",
 )
 SAMPLED = Path("results/aar_sampled")
-SAMPLED_COMMAND = ("for m in rate rmt bc_gru; do for s in 0 1 2; do python -m eval runs/aar/$m/seed$s --lengths 90 180 900 "
-                   "--episodes 100 --sample --no-plot --out results/aar_sampled/$m-seed$s.json; done; done")
+SAMPLED_COMMAND = ("python -m eval runs/aar/$m/seed$s --lengths 90 180 900 --episodes 100 --sample --no-plot "
+                   "--out results/aar_sampled/$m-seed$s.json")
 
 
 def sampled_table(folder: Path = SAMPLED) -> list[str]:
@@ -42,7 +42,8 @@ def sampled_table(folder: Path = SAMPLED) -> list[str]:
     models = [m for m in LABELS if m in table] + sorted(set(table) - set(LABELS))
     lines = ["With sampled actions (from the policy's softmax; a policy that ignores its first action scores "
              "sum_a p(choose a) p(answer a), 0.5 if it chooses 0 and 1 equally often as the data does), the same "
-             f"checkpoints, 100 episodes per length: `{SAMPLED_COMMAND}`", "",
+             f"checkpoints, 100 episodes per length: `{SAMPLED_COMMAND}` for every model $m and seed $s in the "
+             "table", "",
              "| model | " + " | ".join(f"T={t}" for t in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
     for m in models:
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(fmt(table[m].get(t, [])) for t in lengths) + " |")
