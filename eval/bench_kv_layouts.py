@@ -102,10 +102,11 @@ def measure(repeats: int = 3) -> dict[str, float]:
 
     half = [(k.bfloat16(), v.bfloat16()) for k, v in flat]
     q_half = q.bfloat16()
+    half_biases = {u: b.bfloat16() for u, b in biases.items()}
 
     def bf16(u):
         for k, v in half:
-            attend(q_half, k[:, :, :u], v[:, :, :u], biases[u].bfloat16())
+            attend(q_half, k[:, :, :u], v[:, :, :u], half_biases[u])
 
     return {"prefix": time_segment(prefix, used, repeats), "dense": time_segment(dense, used[::4], repeats),
             "paged": time_segment(paged, used, repeats), "bf16": time_segment(bf16, used, repeats)}
