@@ -118,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/kv_layouts.md"))
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be positive")
     setup_process(0, args.threads)
     info = machine_info()
     seconds = measure(args.repeats)

@@ -170,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", type=Path, default=Path("results/performance_notes.md"),
                         help="hand-written discussion appended verbatim (when the file exists)")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be positive")
     setup_process(0, args.threads)
     checkpoint = args.checkpoint if (args.checkpoint / "config.json").is_file() else None
     info = machine_info()

@@ -1,5 +1,7 @@
 """The rollout benchmark's measuring loop (eval/bench_rollout.py): same inputs, actions compared."""
 
+import pytest
+
 from eval.bench_rollout import step_latencies, tmaze_model
 from rate.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
 
@@ -15,3 +17,14 @@ def test_step_latencies_report_median_and_mean_and_compare_actions():
     _, same = step_latencies({"stream": StreamingPolicy(model, 1.0), "window": WindowPolicy(model, 1.0, window=1)},
                              batch=8, steps=9)
     assert not same
+
+
+def test_benchmarks_refuse_a_non_positive_repeat_count(tmp_path, capsys):
+    from eval import bench_kv_layouts, bench_rollout
+
+    for main in (bench_rollout.main, bench_kv_layouts.main):
+        out = tmp_path / "page.md"
+        with pytest.raises(SystemExit) as exit_info:
+            main(["--repeats", "0", "--out", str(out)])
+        assert exit_info.value.code == 2 and "--repeats must be positive" in capsys.readouterr().err
+        assert not out.exists()
