@@ -8,7 +8,9 @@ the first U filled slots of every layer, U growing by one environment step (3 to
 over a whole segment, at the reference run script's size (10 layers, 4 heads of 32, K = 50,
 m = 15, no cache: W = 165 slots).  The layouts compared are in ``LAYOUTS``; every one computes
 softmax(q k^T + bias) v with the same shapes, and the table gives the time per step (all layers)
-and the ratio to the decoder's own layout.
+and the ratio to the flat prefix view.  This comparison is what moved the decoder to pages (its
+paged attention, RelativeMultiHeadAttention._paged_attention, adds the scores in place but reads
+the same pages).
 """
 
 from __future__ import annotations
@@ -29,9 +31,9 @@ BATCH, HEADS, D_HEAD, LAYERS, QUERIES = 64, 4, 32, 10, 3
 SLOTS = 15 + 3 * 50  # read memory + a segment of 50 steps (3 tokens each)
 PAGE = 32
 LAYOUTS = {
-    "prefix": "view of the first U slots of a (B, H, W, dh) buffer (what rate/streaming.py does)",
+    "prefix": "view of the first U slots of a flat (B, H, W, dh) buffer (rate/streaming.py before pages; still exported graphs' layout)",
     "dense": "buffers of exactly U slots (a lower bound: no layout reads less)",
-    "paged": f"{PAGE}-slot pages (W / {PAGE}, B, H, {PAGE}, dh): the used pages are one dense region",
+    "paged": f"{PAGE}-slot pages (W / {PAGE}, B, H, {PAGE}, dh): the used pages are one dense region (rate/streaming.py's layout)",
     "bf16": "prefix view of a bfloat16 buffer (half the bytes; not exact)",
 }
 

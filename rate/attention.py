@@ -19,8 +19,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Calls with at most this many query rows take the explicit-matmul path (see forward).
+# Calls with at most this many query rows take the explicit-matmul path (see forward); without
+# autograd (inference) up to INFERENCE_ROWS: a streaming decoder's read and write blocks (m rows
+# once per segment) ran faster that way than with the fused kernel and the broadcast positional
+# matmul (which copies r over the batch), while training keeps the paths measured in
+# results/performance_training.md.
 DECODE_ROWS = 4
+INFERENCE_ROWS = 32
 
 
 def sinusoid_table(distances: torch.Tensor, d_model: int) -> torch.Tensor:
@@ -60,6 +65,36 @@ def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | in
     out = buffer.clone()
     out[rows, heads, slots] = new
     return out
+
+
+def write_slots(pages: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+    """Row b of ``new`` (B, H, n, dh) written into the paged key/value buffer ``pages``
+    (P, B, H, page, dh) at slots start[b]..+n-1; slot s lives in page s // page at offset s % page.
+
+    One page (P = 1) is the flat buffer of :func:`write_rows`, and takes its path (also inside an
+    exported graph).  With several pages (eager decoding only) the write is in place: slice copies
+    per page touched for an int start (rows in step), else one index_put_ of whole (H, dh) blocks.
+    """
+    count, page = pages.shape[0], pages.shape[3]
+    if count == 1:
+        return write_rows(pages[0], new, start).unsqueeze(0)
+    n = new.shape[2]
+    if isinstance(start, int):
+        done = 0
+        while done < n:  # at most one slice per page the new slots touch
+            p, offset = divmod(start + done, page)
+            take = min(n - done, page - offset)
+            pages[p, :, :, offset : offset + take] = new[:, :, done : done + take]
+            done += take
+        return pages
+    if torch.compiler.is_exporting():
+        raise RuntimeError("paged key/value buffers are for eager decoding; export a single page")
+    b = new.shape[0]
+    rows = torch.arange(b, device=new.device)[:, None].expand(b, n)
+    slots = start[:, None] + torch.arange(n, device=new.device)
+    # (B, P, page, H, dh) view: three leading indices address a whole (H, dh) block.
+    pages.permute(1, 0, 3, 2, 4).index_put_((rows, slots // page, slots % page), new.transpose(1, 2))
+    return pages
 
 
 class RelativePositions:
@@ -146,23 +181,35 @@ class RelativeMultiHeadAttention(nn.Module):
         """x: (B, Q, D) query rows, whose own keys are appended after ``past_kv`` (B, H, P, dh).
 
         With ``write_at`` (B,) long (or an int: the same slot for every row), ``past_kv`` is instead
-        a fixed key/value buffer (B, H, K, dh) and row b's new keys/values are written into it *in
-        place* at slots write_at[b] + i; the queries attend over the buffer, so nothing of size K
-        is copied (the streaming decoder).
+        a fixed, paged key/value buffer (P, B, H, page, dh) of K = P * page slots, and row b's new
+        keys/values are written into it *in place* at slots write_at[b] + i (:func:`write_slots`);
+        the queries attend over the buffer, so nothing of size K is copied (the streaming decoder).
+        With P > 1 every page is one dense (B, H, page, dh) block: the pages a decoder has filled
+        are one contiguous region, read front to back, where the first slots of a flat buffer are
+        a strided view (1.45x faster at batch 64, results/kv_layouts.md).
 
         mask_bias: additive (B or 1, 1, Q, keys) with 0 where attention is allowed, -inf elsewhere.
-        Returns the output (B, Q, D) and the key/value tensors (B, H, P+Q or K, dh).
+        Returns the output (B, Q, D) and the key/value tensors ((B, H, P+Q, dh), or the written
+        buffers (P, B, H, page, dh) with ``write_at``).
         """
         b, q_len, _ = x.shape
         h, dh = self.n_heads, self.d_head
         q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)
+        pages = 0  # > 1: k and v are paged buffers, attended page by page
         if write_at is not None:
-            k, v = write_rows(past_kv[0], k, write_at), write_rows(past_kv[1], v, write_at)
-        elif past_kv is not None:
-            k = torch.cat([past_kv[0], k], dim=2)
-            v = torch.cat([past_kv[1], v], dim=2)
+            k, v = write_slots(past_kv[0], k, write_at), write_slots(past_kv[1], v, write_at)
+            kv = (k, v)
+            pages = k.shape[0]
+            k, v = (k[0], v[0]) if pages == 1 else (k, v)
+        else:
+            if past_kv is not None:
+                k = torch.cat([past_kv[0], k], dim=2)
+                v = torch.cat([past_kv[1], v], dim=2)
+            kv = (k, v)
+        keys = k.shape[2]
         r = self.r_proj(positions.table).view(-1, h, dh).transpose(0, 1)  # (H, R, dh)
-        if q_len <= DECODE_ROWS:
+        few_rows = q_len <= (DECODE_ROWS if torch.is_grad_enabled() else INFERENCE_ROWS)
+        if few_rows:
             # Decoding: one GEMM per head over all B*Q rows; the matmul that broadcasts r over the
             # batch runs as B tiny products there (8x slower at B = 100, Q = 2 on CPU).  At training
             # shapes the broadcast matmul is 2x faster (results/performance_training.md).
@@ -170,10 +217,13 @@ class RelativeMultiHeadAttention(nn.Module):
             pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, r.shape[1]).transpose(0, 1)
         else:
             pos_scores = torch.matmul(q + self.v_bias[:, None, :], r.transpose(-1, -2))  # (B, H, Q, R)
-        index = positions.index.expand(b, h, q_len, k.shape[2])  # (B, H, Q, K), a view
+        if pages > 1:
+            out = self._paged_attention(q, k, v, pos_scores, positions.index, mask_bias)
+            return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), kv
+        index = positions.index.expand(b, h, q_len, keys)  # (B, H, Q, K), a view
         pos_bias = torch.gather(pos_scores, -1, index) * self.scale  # (B, H, Q, K)
         bias = pos_bias + mask_bias
-        if q_len <= DECODE_ROWS and not (self.training and self.attn_dropout):
+        if few_rows and not (self.training and self.attn_dropout):
             # A few query rows (token-by-token decoding): two small matmuls beat the fused kernel
             # with an arbitrary bias on CPU (0.12 vs 0.24 ms at B = 100, K = 35).  Every row here
             # sees at least one key (itself or its block), so the plain softmax has no empty row.
@@ -185,4 +235,28 @@ class RelativeMultiHeadAttention(nn.Module):
                 dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale,
             )  # (B, H, Q, dh)
         out = out.transpose(1, 2).reshape(b, q_len, h * dh)
-        return self.out(out), (k, v)
+        return self.out(out), kv
+
+    def _paged_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos_scores: torch.Tensor,
+                         index: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
+        """Attention over paged keys/values.
+
+        q (B, H, Q, dh); k, v (P, B, H, page, dh); pos_scores (B, H, Q, R) positional scores of
+        the distances; index (B or 1, 1, Q, P * page) distance index per key slot; mask_bias
+        (B or 1, 1, Q, P * page).  Returns (B, H, Q, dh).
+
+        The content scores of all pages come out of one batched matmul as (P, B, H, Q, page) (q
+        broadcast over the pages) and are added, in place, into the gathered positional scores,
+        laid side by side as (B, H, Q, P * page) for the softmax; the weights go back to pages
+        for the value matmul (one copy).  Keeping the softmax in the pages' layout instead (max
+        and sum over two dimensions) was slower on the CPU.
+        """
+        pages, b, h, page, _ = k.shape
+        q_len = q.shape[2]
+        scores = torch.gather(pos_scores, -1, index.expand(b, h, q_len, pages * page))  # (B, H, Q, K)
+        content = torch.matmul(q + self.u_bias[:, None, :], k.transpose(-1, -2))  # (P, B, H, Q, page)
+        scores.view(b, h, q_len, pages, page).add_(content.permute(1, 2, 3, 0, 4))
+        # Every row sees at least one key (itself or its block), so no softmax row is empty.
+        weights = scores.mul_(self.scale).add_(mask_bias).softmax(-1)
+        weights = weights.view(b, h, q_len, pages, page).permute(3, 0, 1, 2, 4)  # (P, B, H, Q, page)
+        return torch.matmul(weights, v).sum(0)

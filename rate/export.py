@@ -77,7 +77,8 @@ class PolicyStep(nn.Module):
             raise ExportError(f"only Transformer policies (RATE, RMT, TrXL) export; this is a {cfg.kind!r} model")
         self.model = model.eval()
         self.cfg = cfg
-        self.decoding = StreamingDecoder(model.decoder, TOKENS_PER_STEP * cfg.segment_steps)
+        # One flat key/value page: the graph reads every slot of one static shape anyway.
+        self.decoding = StreamingDecoder(model.decoder, TOKENS_PER_STEP * cfg.segment_steps, page_slots=None)
         with torch.no_grad():
             fresh = self.decoding.initial(1)
         # The state a new episode starts from (batch 1, broadcast over rows): constants of the graph.

@@ -81,11 +81,20 @@ class StreamingPolicy(BatchedPolicy):
     of two ([R_t, o_t], then [a_t]) halves it.  Where a_{t-1} completes a segment, or an
     environment starts a new episode, a_{t-1} is decoded alone first, the segment is closed (or
     the row restarted), and then (R_t, o_t): the same tokens in the same segments either way.
+
+    ``page_slots``: key/value page size of the decoder (:class:`StreamingDecoder`); None keeps one
+    flat buffer.  The outputs do not depend on it.
     """
+
+    def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0,
+                 page_slots: int | None = 32):
+        super().__init__(model, target_return, sample, seed)
+        self.page_slots = page_slots
 
     def reset(self, n_envs: int) -> None:
         self._start(n_envs)
-        self.decoding = StreamingDecoder(self.model.decoder, TOKENS_PER_STEP * self.cfg.segment_steps)
+        self.decoding = StreamingDecoder(self.model.decoder, TOKENS_PER_STEP * self.cfg.segment_steps,
+                                         self.page_slots)
         self.state = self.decoding.initial(n_envs)
         self.pending_action: torch.Tensor | None = None  # a_{t-1}, not yet decoded
 

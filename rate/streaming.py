@@ -7,19 +7,24 @@ whose episode ends starts a fresh memory while the others carry on.  This module
 row's recurrent state in fixed-shape tensors (:class:`StreamState`) and decodes all rows in one
 batched call per step.
 
-Each layer keeps a key/value buffer of ``W = C + m + S`` slots laid out as the segment's frame in
+Each layer keeps a key/value buffer laid out as the segment's frame in
 :meth:`RecurrentMemoryTransformer.forward_segment`: slots ``[0, C)`` the Transformer-XL cache
-(right-aligned, empty slots marked as padding), ``[C, C + m)`` the read memory, ``[C + m, W)`` the
-segment's tokens.  A new token of row b is written *in place* at slot ``C + m + length[b]``, so a
-step copies nothing of size W; since Transformer-XL attention depends only on the distance
-between query and key, a per-row gather index into one distance table gives every row its own
-positions (:class:`RelativePositions` with a tensor ``q_start``), and a per-row mask hides empty
-and future slots.  Distances equal those of the full forward exactly, so the outputs match it
+(right-aligned, empty slots marked as padding), ``[C, C + m)`` the read memory, ``[C + m, W)``
+(``W = C + m + S``) the segment's tokens, ``[W, W + m)`` the write memory (with a write block).
+The buffer is split into P pages of ``page`` slots (any slots after the frame stay padding):
+attention reads only the pages filled so far, and those are one contiguous region of memory
+(``write_slots`` in rate/attention.py).  A new token of row b is written *in place* at slot
+``C + m + length[b]``, so a step copies nothing of size W; since Transformer-XL attention
+depends only on the distance between query and key, a per-row gather index into one distance
+table gives every row its own positions (:class:`RelativePositions` with a tensor ``q_start``),
+and a per-row mask hides empty and future slots.  Distances equal those of the full forward exactly, so the outputs match it
 (tested to 1e-5).
 
 A row's segment is closed (write block once, memory update, cache roll, read block of the new
 memory) by :meth:`StreamingDecoder.close_full` when it holds S tokens, i.e. when the next token
-arrives, as in training where the write block sees the whole segment.
+arrives, as in training where the write block sees the whole segment.  The write block is
+decoded like any other rows, in place at its own slots: no copy of the buffer, and the next
+segment marks those slots empty again.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from rate.attention import RelativePositions, write_rows
+from rate.attention import RelativePositions, write_rows, write_slots
 from rate.masks import mask_to_bias
 from rate.rmt import RecurrentMemoryTransformer
 
@@ -44,8 +49,9 @@ class StreamState:
     read_out:(B, m, D) final-normed read-block outputs (the next memory of the prefix layout)
     cache:   (L, B, C, D) Transformer-XL cache: per-layer inputs of earlier segment tokens
     cache_valid: (B, C) bool, which cache slots hold a token (right-aligned)
-    keys, values: (L, B, H, W, dh) key/value buffer in the segment's frame, W = C + m + S
-    kind:    (B, W) uint8, PAD / CACHE / READ / SEGMENT per buffer slot
+    keys, values: (L, P, B, H, page, dh) key/value buffer in the segment's frame (slot s in page
+             s // page), P * page >= C + m + S (+ m with a write block)
+    kind:    (B, P * page) uint8, PAD / CACHE / READ / SEGMENT per buffer slot
     seg_inputs: (L, B, S, D) per-layer inputs of this segment's tokens (for the cache)
     length:  (B,) long, tokens of the current segment decoded so far
     """
@@ -60,7 +66,7 @@ class StreamState:
     seg_inputs: torch.Tensor
     length: torch.Tensor
 
-    _BATCH_DIM = {"cache": 1, "keys": 1, "values": 1, "seg_inputs": 1}
+    _BATCH_DIM = {"cache": 1, "keys": 2, "values": 2, "seg_inputs": 1}
 
     def rows(self, idx: torch.Tensor) -> "StreamState":
         """The state of rows ``idx`` (long tensor) only."""
@@ -89,18 +95,32 @@ class StreamState:
 
 
 class StreamingDecoder:
-    """Token-by-token decoding of a :class:`RecurrentMemoryTransformer`, S tokens per segment."""
+    """Token-by-token decoding of a :class:`RecurrentMemoryTransformer`, S tokens per segment.
 
-    def __init__(self, decoder: RecurrentMemoryTransformer, segment_tokens: int):
+    ``page_slots``: the fewest slots per key/value page: P = max(1, F // page_slots) pages of
+    ceil(F / P) slots, F the frame's slots.  A frame of fewer than 2 * page_slots slots stays one
+    page: there the paged attention's extra reshapes cost about what the strided read of a flat
+    buffer's first slots costs (measured at the T-Maze sizes of results/performance.md).  None
+    keeps one flat page always, the layout that exported graphs use (they read every slot of one
+    static shape).
+    """
+
+    def __init__(self, decoder: RecurrentMemoryTransformer, segment_tokens: int, page_slots: int | None = 32):
         if segment_tokens <= 0:
             raise ValueError(f"segment_tokens must be positive, got {segment_tokens}")
+        if page_slots is not None and page_slots <= 0:
+            raise ValueError(f"page_slots must be positive or None, got {page_slots}")
         self.decoder, self.S = decoder, segment_tokens
         cfg = decoder.cfg
         self.m, self.C = cfg.num_mem_tokens, cfg.mem_len
-        self.W = self.C + self.m + self.S
+        self.W = self.C + self.m + self.S  # where the write block's slots start
+        frame = self.W + (self.m if decoder.has_write else 0)
+        self.pages = 1 if page_slots is None else max(1, frame // page_slots)
+        self.page = -(-frame // self.pages)
+        self.slots = self.pages * self.page  # the frame, and the padding slots of the last page
         self.L, self.D, self.H, self.dh = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_head
         # Sinusoids of every in-buffer distance, made here (not while an exporter traces a step).
-        self._table = RelativePositions.full_table(self.W, self.D, next(decoder.parameters()).device)
+        self._table = RelativePositions.full_table(self.slots, self.D, next(decoder.parameters()).device)
 
     # ------------------------------------------------------------------ state life cycle
     def initial(self, batch: int) -> StreamState:
@@ -113,9 +133,9 @@ class StreamingDecoder:
             read_out=torch.zeros(batch, self.m, self.D, device=dev, dtype=dt),
             cache=torch.zeros(self.L, batch, self.C, self.D, device=dev, dtype=dt),
             cache_valid=torch.zeros(batch, self.C, dtype=torch.bool, device=dev),
-            keys=torch.zeros(self.L, batch, self.H, self.W, self.dh, device=dev, dtype=dt),
-            values=torch.zeros(self.L, batch, self.H, self.W, self.dh, device=dev, dtype=dt),
-            kind=torch.zeros(batch, self.W, dtype=torch.uint8, device=dev),
+            keys=torch.zeros(self.L, self.pages, batch, self.H, self.page, self.dh, device=dev, dtype=dt),
+            values=torch.zeros(self.L, self.pages, batch, self.H, self.page, self.dh, device=dev, dtype=dt),
+            kind=torch.zeros(batch, self.slots, dtype=torch.uint8, device=dev),
             seg_inputs=torch.zeros(self.L, batch, self.S, self.D, device=dev, dtype=dt),
             length=torch.zeros(batch, dtype=torch.long, device=dev),
         )
@@ -161,7 +181,7 @@ class StreamingDecoder:
         slots = start[:, None] + torch.arange(n, device=x.device)  # (B, n)
         kind = state.kind.scatter(1, slots, SEGMENT)
         # Row b's query i sees every filled slot up to its own (cache and read slots lie before it).
-        own = slots[:, :, None] >= torch.arange(self.W, device=x.device)  # (B, n, W)
+        own = slots[:, :, None] >= torch.arange(self.slots, device=x.device)  # (B, n, slots)
         allowed = own & (kind != PAD)[:, None, :]
         h, inputs, keys, values = self._run_in_place(state, x, allowed, start)
         seg_inputs = state.seg_inputs
@@ -172,21 +192,22 @@ class StreamingDecoder:
     # ------------------------------------------------------------------ internals
     def _run_in_place(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor, start: torch.Tensor):
         """Rows x (B, n, D) written into the buffer at slots start[b].. (in place) and run through
-        every layer against it.  allowed: (B, n, W) bool.  Returns the final-normed output (B, n, D),
-        the per-layer inputs of x and the (L, B, H, W, dh) key/value buffers (the state's own,
-        written in place, or new tensors inside an exported graph: see ``write_rows``).
+        every layer against it.  allowed: (B, n, slots) bool.  Returns the final-normed output
+        (B, n, D), the per-layer inputs of x and the (L, P, B, H, page, dh) key/value buffers (the
+        state's own, written in place, or new tensors inside an exported graph: see ``write_slots``).
 
-        Eagerly, attention reads only the buffer's prefix up to the last new token of any row:
-        the slots after it are empty in every row, and reading the key/value buffer is what a
-        decoding step spends its time on (at batch 64 it is megabytes per layer, against a few
-        kilobytes of new tokens).  Exported graphs keep one static shape and read all W slots."""
+        Eagerly, attention reads only the pages up to the last new token of any row: the slots
+        after it are empty in every row, and reading the key/value buffer is what a decoding step
+        spends its time on (at batch 64 it is megabytes per layer, against a few kilobytes of new
+        tokens).  Exported graphs keep one static shape and read every slot."""
         if self._table.device != x.device:  # the model moved since
-            self._table = RelativePositions.full_table(self.W, self.D, x.device)
+            self._table = RelativePositions.full_table(self.slots, self.D, x.device)
         exporting = torch.compiler.is_exporting()
-        # An empty batch (every environment of a rollout finished) has no prefix: it reads all W.
+        # An empty batch (every environment of a rollout finished) has no prefix: it reads all.
         whole = exporting or start.numel() == 0
-        used = self.W if whole else int((start + x.shape[1]).max())
-        positions = RelativePositions(start, x.shape[1], self.W, self.D, x.device, table=self._table,
+        pages = self.pages if whole else -(-int((start + x.shape[1]).max()) // self.page)
+        used = pages * self.page
+        positions = RelativePositions(start, x.shape[1], self.slots, self.D, x.device, table=self._table,
                                       keys_used=None if whole else used)
         bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
         # Rows in step (the usual rollout) write at one slot: decided once here, not per layer.
@@ -197,25 +218,14 @@ class StreamingDecoder:
         h = x
         for i, layer in enumerate(self.decoder.layers):
             inputs.append(h)
-            # Views of the buffers' first `used` slots: the in-place write lands in the buffers.
-            past = (state.keys[i][:, :, :used], state.values[i][:, :, :used])
+            # Views of the buffers' first pages: the in-place write lands in the buffers.
+            past = (state.keys[i][:pages], state.values[i][:pages])
             h, (k, v) = layer(h, positions, bias, past, write_at=write_at)
             keys.append(k)
             values.append(v)
         if not exporting:  # the buffers were written in place
             return self.decoder.final_norm(h), inputs, state.keys, state.values
         return self.decoder.final_norm(h), inputs, torch.stack(keys), torch.stack(values)
-
-    def _run_after(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        """Rows x (B, n, D) at positions W.. (after the buffer, which stays as it is), e.g. the
-        write block.  allowed: (B, n, W + n) bool.  Returns the final-normed output (B, n, D)."""
-        n = x.shape[1]
-        positions = RelativePositions(self.W, n, self.W + n, self.D, x.device)
-        bias = mask_to_bias(allowed).to(x.dtype)
-        h = x
-        for i, layer in enumerate(self.decoder.layers):
-            h, _ = layer(h, positions, bias, (state.keys[i], state.values[i]))
-        return self.decoder.final_norm(h)
 
     def _memory_sees(self, kind: torch.Tensor) -> torch.Tensor:
         """(B, W) bool: buffer slots a memory row may attend to (read, segment, cache if allowed)."""
@@ -236,7 +246,8 @@ class StreamingDecoder:
         kind = torch.zeros_like(state.kind)
         if self.C:
             for i, layer in enumerate(self.decoder.layers):
-                keys[i, :, :, : self.C], values[i, :, :, : self.C] = layer.cache_kv(state.cache[i])  # (B, H, C, dh)
+                cache_keys, cache_values = layer.cache_kv(state.cache[i])  # (B, H, C, dh)
+                write_slots(keys[i], cache_keys, 0), write_slots(values[i], cache_values, 0)
             kind[:, : self.C] = torch.where(state.cache_valid, CACHE, PAD).to(kind.dtype)
         # A segment's inputs are all written before it closes, so reused ones need no zeroing.
         state = replace(state, keys=keys, values=values, kind=kind, length=torch.zeros_like(state.length),
@@ -255,10 +266,14 @@ class StreamingDecoder:
         memory = state.memory
         if self.m:
             if self.decoder.has_write:
-                b = memory.shape[0]
-                allowed = torch.cat([self._memory_sees(state.kind)[:, None, :].expand(-1, self.m, -1),
-                                     torch.ones(b, self.m, self.m, dtype=torch.bool, device=memory.device)], dim=2)
-                write_out = self._run_after(state, memory, allowed)
+                # The write rows sit at slots W.. and see each other (their slots are PAD in
+                # ``kind``, which the next segment starts from), and what the read rows see.
+                slot = torch.arange(self.slots, device=memory.device)
+                own = (slot >= self.W) & (slot < self.W + self.m)
+                allowed = (self._memory_sees(state.kind) | own)[:, None, :].expand(-1, self.m, -1)
+                start = torch.full_like(state.length, self.W)
+                # In place in the buffers (eagerly), which the caller drops or reopens.
+                write_out = self._run_in_place(state, memory, allowed, start)[0]
             else:
                 write_out = state.read_out
             memory = self.decoder.memory_update(memory, write_out)

@@ -97,11 +97,14 @@ def test_loss_ignores_padded_steps():
 
 @pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(num_mem_tokens=0, mem_len=5), dict(memory_update="rmt"),
                                       dict(mem_len=13, memory_sees_cache=True), dict(memory_layout="prefix")])
-def test_streaming_policy_equals_recomputing_the_trajectory(backbone):
-    """Every logit of a rollout decoded token by token equals a full forward over the prefix."""
+@pytest.mark.parametrize("page_slots", [None, 32, 4])
+def test_streaming_policy_equals_recomputing_the_trajectory(backbone, page_slots):
+    """Every logit of a rollout decoded token by token equals a full forward over the prefix, with
+    the key/value buffer flat, in one page, or in pages of 4 slots (3-token steps cross pages)."""
     model = small_rate(**backbone)
-    policy = StreamingPolicy(model, target_return=1.0)
+    policy = StreamingPolicy(model, target_return=1.0, page_slots=page_slots)
     policy.reset(2)
+    assert (policy.decoding.pages > 1) == (page_slots == 4)
     g = torch.Generator().manual_seed(2)
     obs_hist, act_hist, rtg_hist = [], [], []
     rtg = torch.full((2, 1), 1.0)
@@ -123,11 +126,13 @@ def test_streaming_policy_equals_recomputing_the_trajectory(backbone):
 
 
 @pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4)])
-def test_environments_that_restart_at_different_times_match_their_own_episode(backbone):
+@pytest.mark.parametrize("page_slots", [32, 4])
+def test_environments_that_restart_at_different_times_match_their_own_episode(backbone, page_slots):
     """A batch whose rows start new episodes at different steps: each row's logits equal a full
-    forward over that row's own episode alone (fresh memory and cache at its restart)."""
+    forward over that row's own episode alone (fresh memory and cache at its restart).  Rows out
+    of step write their tokens at different slots, with pages of 4 slots in different pages."""
     model = small_rate(**backbone)
-    policy = StreamingPolicy(model, target_return=1.0)
+    policy = StreamingPolicy(model, target_return=1.0, page_slots=page_slots)
     n, steps = 3, 14
     restarts = {1: [4], 2: [2, 9]}  # row -> steps at which it starts a new episode (row 0 never)
     policy.reset(n)

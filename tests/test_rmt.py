@@ -75,13 +75,16 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_incremental_decoding_equals_full_forward(name):
+@pytest.mark.parametrize("page_slots", [None, 3])
+def test_incremental_decoding_equals_full_forward(name, page_slots):
     """Token-by-token decoding (a chunk, then single tokens) gives the full forward's outputs, and
-    closing the segments gives its memory and Transformer-XL cache."""
+    closing the segments gives its memory and Transformer-XL cache; with one flat key/value page
+    and with pages of 3 slots (the cache, the read memory and the chunk each span pages)."""
     model = make(**CONFIGS[name])
     x = torch.randn(3, 15, D)  # three segments of 5
     full_h, full_state = model(x, segment_len=5)
-    decoding = StreamingDecoder(model, segment_tokens=5)
+    decoding = StreamingDecoder(model, segment_tokens=5, page_slots=page_slots)
+    assert (decoding.pages > 1) == (page_slots is not None)
     state, outs = decoding.initial(3), []
     for seg in x.split(5, dim=1):
         state = decoding.close_full(state)
@@ -97,6 +100,11 @@ def test_incremental_decoding_equals_full_forward(name):
     for layer, expected in enumerate(full_state.cache):  # the valid (right-aligned) cache slots
         assert int(state.cache_valid[0].sum()) == expected.shape[1]
         torch.testing.assert_close(state.cache[layer][:, -expected.shape[1] :], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_page_size_must_be_positive():
+    with pytest.raises(ValueError, match="page_slots"):
+        StreamingDecoder(make(num_mem_tokens=2), segment_tokens=4, page_slots=0)
 
 
 def test_write_block_runs_once_per_segment():
