@@ -76,8 +76,8 @@ def write_slots(pages: torch.Tensor, new: torch.Tensor, start: torch.Tensor | in
     per page touched for an int start (rows in step), else one index_put_ of whole (H, dh) blocks.
     """
     count, page = pages.shape[0], pages.shape[3]
-    if count == 1:
-        return write_rows(pages[0], new, start).unsqueeze(0)
+    if count == 1:  # (squeeze, not [0]: in ONNX a Gather would copy the buffer once more)
+        return write_rows(pages.squeeze(0), new, start).unsqueeze(0)
     n = new.shape[2]
     if isinstance(start, int):
         done = 0
@@ -200,7 +200,7 @@ class RelativeMultiHeadAttention(nn.Module):
             k, v = write_slots(past_kv[0], k, write_at), write_slots(past_kv[1], v, write_at)
             kv = (k, v)
             pages = k.shape[0]
-            k, v = (k[0], v[0]) if pages == 1 else (k, v)
+            k, v = (k.squeeze(0), v.squeeze(0)) if pages == 1 else (k, v)
         else:
             if past_kv is not None:
                 k = torch.cat([past_kv[0], k], dim=2)

@@ -77,8 +77,9 @@ class PolicyStep(nn.Module):
             raise ExportError(f"only Transformer policies (RATE, RMT, TrXL) export; this is a {cfg.kind!r} model")
         self.model = model.eval()
         self.cfg = cfg
-        # One flat key/value page: the graph reads every slot of one static shape anyway.
-        self.decoding = StreamingDecoder(model.decoder, TOKENS_PER_STEP * cfg.segment_steps, page_slots=None)
+        # One flat key/value page of exactly the frame: the graph reads every slot at every step.
+        self.decoding = StreamingDecoder(model.decoder, TOKENS_PER_STEP * cfg.segment_steps, page_slots=None,
+                                         write_slots=False)
         with torch.no_grad():
             fresh = self.decoding.initial(1)
         # The state a new episode starts from (batch 1, broadcast over rows): constants of the graph.

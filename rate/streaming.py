@@ -103,18 +103,28 @@ class StreamingDecoder:
     buffer's first slots costs (measured at the T-Maze sizes of results/performance.md).  None
     keeps one flat page always, the layout that exported graphs use (they read every slot of one
     static shape).
+
+    ``write_slots``: the write block is decoded in place at m slots of its own after the segment
+    (no copy of the buffer at a boundary; the slots cost nothing between boundaries, where only
+    the filled pages are read).  False (one flat page only) runs it after the frame instead, on
+    keys/values concatenated to a view of the buffer: exported graphs, which read every slot at
+    every step, would pay for m more slots at every step.
     """
 
-    def __init__(self, decoder: RecurrentMemoryTransformer, segment_tokens: int, page_slots: int | None = 32):
+    def __init__(self, decoder: RecurrentMemoryTransformer, segment_tokens: int, page_slots: int | None = 32,
+                 write_slots: bool = True):
         if segment_tokens <= 0:
             raise ValueError(f"segment_tokens must be positive, got {segment_tokens}")
         if page_slots is not None and page_slots <= 0:
             raise ValueError(f"page_slots must be positive or None, got {page_slots}")
+        if not write_slots and page_slots is not None:
+            raise ValueError("write_slots=False needs one flat page (page_slots=None)")
         self.decoder, self.S = decoder, segment_tokens
         cfg = decoder.cfg
         self.m, self.C = cfg.num_mem_tokens, cfg.mem_len
         self.W = self.C + self.m + self.S  # where the write block's slots start
-        frame = self.W + (self.m if decoder.has_write else 0)
+        self.write_in_place = write_slots and decoder.has_write
+        frame = self.W + (self.m if self.write_in_place else 0)
         self.pages = 1 if page_slots is None else max(1, frame // page_slots)
         self.page = -(-frame // self.pages)
         self.slots = self.pages * self.page  # the frame, and the padding slots of the last page
@@ -219,13 +229,25 @@ class StreamingDecoder:
         for i, layer in enumerate(self.decoder.layers):
             inputs.append(h)
             # Views of the buffers' first pages: the in-place write lands in the buffers.
-            past = (state.keys[i][:pages], state.values[i][:pages])
+            past = (state.keys[i], state.values[i]) if whole else (state.keys[i][:pages], state.values[i][:pages])
             h, (k, v) = layer(h, positions, bias, past, write_at=write_at)
             keys.append(k)
             values.append(v)
         if not exporting:  # the buffers were written in place
             return self.decoder.final_norm(h), inputs, state.keys, state.values
         return self.decoder.final_norm(h), inputs, torch.stack(keys), torch.stack(values)
+
+    def _run_after(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Rows x (B, n, D) at positions W.. (after the one flat page of W slots, which stays as it
+        is): the write block without slots of its own.  allowed: (B, n, W + n) bool.  Returns the
+        final-normed output (B, n, D)."""
+        n = x.shape[1]
+        positions = RelativePositions(self.W, n, self.W + n, self.D, x.device)
+        bias = mask_to_bias(allowed).to(x.dtype)
+        h = x
+        for i, layer in enumerate(self.decoder.layers):
+            h, _ = layer(h, positions, bias, (state.keys[i].squeeze(0), state.values[i].squeeze(0)))
+        return self.decoder.final_norm(h)
 
     def _memory_sees(self, kind: torch.Tensor) -> torch.Tensor:
         """(B, W) bool: buffer slots a memory row may attend to (read, segment, cache if allowed)."""
@@ -265,7 +287,7 @@ class StreamingDecoder:
         """Write block over the full segment, memory update, cache roll (rows whose segment is full)."""
         memory = state.memory
         if self.m:
-            if self.decoder.has_write:
+            if self.write_in_place:
                 # The write rows sit at slots W.. and see each other (their slots are PAD in
                 # ``kind``, which the next segment starts from), and what the read rows see.
                 slot = torch.arange(self.slots, device=memory.device)
@@ -274,6 +296,11 @@ class StreamingDecoder:
                 start = torch.full_like(state.length, self.W)
                 # In place in the buffers (eagerly), which the caller drops or reopens.
                 write_out = self._run_in_place(state, memory, allowed, start)[0]
+            elif self.decoder.has_write:
+                b = memory.shape[0]
+                allowed = torch.cat([self._memory_sees(state.kind)[:, None, :].expand(-1, self.m, -1),
+                                     torch.ones(b, self.m, self.m, dtype=torch.bool, device=memory.device)], dim=2)
+                write_out = self._run_after(state, memory, allowed)
             else:
                 write_out = state.read_out
             memory = self.decoder.memory_update(memory, write_out)

@@ -102,9 +102,28 @@ def test_incremental_decoding_equals_full_forward(name, page_slots):
         torch.testing.assert_close(state.cache[layer][:, -expected.shape[1] :], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_page_size_must_be_positive():
+def test_page_size_must_be_positive_and_write_after_the_frame_needs_one_page():
     with pytest.raises(ValueError, match="page_slots"):
         StreamingDecoder(make(num_mem_tokens=2), segment_tokens=4, page_slots=0)
+    with pytest.raises(ValueError, match="one flat page"):
+        StreamingDecoder(make(num_mem_tokens=2), segment_tokens=4, page_slots=4, write_slots=False)
+
+
+@pytest.mark.parametrize("write_slots", [True, False])
+def test_write_block_in_its_own_slots_or_after_the_frame_gives_the_same_memory(write_slots):
+    """The two ways of running the write block (exported graphs use the second) agree with the
+    full forward's memory after two segments."""
+    model = make(num_mem_tokens=3, mem_len=4)
+    x = torch.randn(2, 10, D)
+    _, full_state = model(x, segment_len=5)
+    decoding = StreamingDecoder(model, segment_tokens=5, page_slots=None, write_slots=write_slots)
+    assert decoding.slots == 4 + 3 + 5 + (3 if write_slots else 0)
+    state = decoding.initial(2)
+    for seg in x.split(5, dim=1):
+        state = decoding.close_full(state)
+        _, state = decoding.step(state, seg)
+    state = decoding.close_full(state)
+    torch.testing.assert_close(state.memory, full_state.memory, atol=1e-5, rtol=1e-5)
 
 
 def test_write_block_runs_once_per_segment():
