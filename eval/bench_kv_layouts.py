@@ -31,9 +31,11 @@ BATCH, HEADS, D_HEAD, LAYERS, QUERIES = 64, 4, 32, 10, 3
 SLOTS = 15 + 3 * 50  # read memory + a segment of 50 steps (3 tokens each)
 PAGE = 32
 LAYOUTS = {
-    "prefix": "view of the first U slots of a flat (B, H, W, dh) buffer (rate/streaming.py before pages; still exported graphs' layout)",
+    "prefix": "view of the first U slots of a flat (B, H, W, dh) buffer (rate/streaming.py before pages; "
+              "exported graphs' layout)",
     "dense": "buffers of exactly U slots (a lower bound: no layout reads less)",
-    "paged": f"{PAGE}-slot pages (W / {PAGE}, B, H, {PAGE}, dh): the used pages are one dense region (rate/streaming.py's layout)",
+    "paged": f"{PAGE}-slot pages (W / {PAGE}, B, H, {PAGE}, dh): the used pages are one dense region "
+             "(rate/streaming.py's layout)",
     "bf16": "prefix view of a bfloat16 buffer (half the bytes; not exact)",
 }
 

@@ -46,8 +46,8 @@ class DecoderLayer(nn.Module):
         past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         write_at: torch.Tensor | int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output, keys/values (B, H, P+Q, dh) (or the paged buffers)
-        (``write_at``: see :meth:`RelativeMultiHeadAttention.forward`)."""
+        """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output, keys/values (B, H, P+Q, dh)
+        (with ``write_at``, the paged buffers: see :meth:`RelativeMultiHeadAttention.forward`)."""
         if self.pre_ln:
             a, kv = self.attn(self.norm_attn(x), positions, mask_bias, past_kv, write_at)
             x = x + self.drop(a)
