@@ -79,7 +79,7 @@ CONFIGS = {
 def test_incremental_decoding_equals_full_forward(name, page_slots):
     """Token-by-token decoding (a chunk, then single tokens) gives the full forward's outputs, and
     closing the segments gives its memory and Transformer-XL cache; with one flat key/value page
-    and with pages of 3 slots (the cache, the read memory and the chunk each span pages)."""
+    and with pages of at least 3 slots (the cache, the read memory and the chunk span pages)."""
     model = make(**CONFIGS[name])
     x = torch.randn(3, 15, D)  # three segments of 5
     full_h, full_state = model(x, segment_len=5)
