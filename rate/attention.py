@@ -186,7 +186,7 @@ class RelativeMultiHeadAttention(nn.Module):
         the queries attend over the buffer, so nothing of size K is copied (the streaming decoder).
         With P > 1 every page is one dense (B, H, page, dh) block: the pages a decoder has filled
         are one contiguous region, read front to back, where the first slots of a flat buffer are
-        a strided view (1.45x faster at batch 64, results/kv_layouts.md).
+        a strided view (1.49x faster at batch 64 in results/kv_layouts.md).
 
         mask_bias: additive (B or 1, 1, Q, keys) with 0 where attention is allowed, -inf elsewhere.
         Returns the output (B, Q, D) and the key/value tensors ((B, H, P+Q, dh), or the written

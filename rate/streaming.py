@@ -17,8 +17,8 @@ attention reads only the pages filled so far, and those are one contiguous regio
 ``C + m + length[b]``, so a step copies nothing of size W; since Transformer-XL attention
 depends only on the distance between query and key, a per-row gather index into one distance
 table gives every row its own positions (:class:`RelativePositions` with a tensor ``q_start``),
-and a per-row mask hides empty and future slots.  Distances equal those of the full forward exactly, so the outputs match it
-(tested to 1e-5).
+and a per-row mask hides empty and future slots.  Distances equal those of the full forward
+exactly, so the outputs match it (tested to 1e-5).
 
 A row's segment is closed (write block once, memory update, cache roll, read block of the new
 memory) by :meth:`StreamingDecoder.close_full` when it holds S tokens, i.e. when the next token
@@ -100,7 +100,7 @@ class StreamingDecoder:
     ``page_slots``: the fewest slots per key/value page: P = max(1, F // page_slots) pages of
     ceil(F / P) slots, F the frame's slots.  A frame of fewer than 2 * page_slots slots stays one
     page: there the paged attention's extra reshapes cost about what the strided read of a flat
-    buffer's first slots costs (measured at the T-Maze sizes of results/performance.md).  None
+    buffer's first slots costs (scratch timings at the T-Maze sizes, not committed).  None
     keeps one flat page always, the layout that exported graphs use (they read every slot of one
     static shape).
 
@@ -269,7 +269,8 @@ class StreamingDecoder:
         if self.C:
             for i, layer in enumerate(self.decoder.layers):
                 cache_keys, cache_values = layer.cache_kv(state.cache[i])  # (B, H, C, dh)
-                write_slots(keys[i], cache_keys, 0), write_slots(values[i], cache_values, 0)
+                write_slots(keys[i], cache_keys, 0)
+                write_slots(values[i], cache_values, 0)
             kind[:, : self.C] = torch.where(state.cache_valid, CACHE, PAD).to(kind.dtype)
         # A segment's inputs are all written before it closes, so reused ones need no zeroing.
         state = replace(state, keys=keys, values=values, kind=kind, length=torch.zeros_like(state.length),
