@@ -14,9 +14,10 @@ The exported function is one environment step of :class:`rate.policy.StreamingPo
                                   -log(-log(U)) samples from the softmax (discrete); Gaussian noise
                                   explores around the mean (continuous).  The chosen action is
                                   the one fed back into the model, as in the eager policy.
-    state          the tensors of STATE_FIELDS (return-to-go, memory, Transformer-XL cache,
-                   in-segment key/value buffer, slot kinds, segment inputs, step counter); shapes
-                   and dtypes are in the artifact's metadata, the batch dimension is dynamic.
+    state          the tensors of STATE_FIELDS (return-to-go, the last action, memory,
+                   Transformer-XL cache, in-segment key/value buffer, slot kinds, segment inputs,
+                   step counter); shapes and dtypes are in the artifact's metadata, the batch
+                   dimension is dynamic.
     action_output  (B, act_dim)   logits (discrete) or the action means (continuous)
     action         (B,) int64 argmax of logits + noise (discrete) or (B, act_dim) mean + noise
 
@@ -24,6 +25,12 @@ A runner starts with all-zero state tensors and ``new_episode`` true for every r
 replaces those rows by the fresh state (initial memory with its read block already run).  The
 graph has no data-dependent shapes: a segment boundary is computed for every row and kept where a
 row's segment is full (``StreamingDecoder.close_full_masked``).
+
+As in the eager policy, the action chosen at step t is carried in the state (``last_action``) and
+decoded at step t + 1 together with (R_{t+1}, o_{t+1}): one decoder call per step, which reads
+every layer's key/value buffer once.  On a step where some row starts an episode or the last
+action fills a segment (one step in K when the rows run in lockstep) another branch of the graph
+decodes the action alone, restarts and closes, then decodes (R, o).
 
 The artifact carries its metadata (format version, the run's config, observation statistics,
 state spec, environment): inside the .pt2 archive as ``extra/rate_export.json``, in the ONNX
@@ -56,11 +63,11 @@ from rate.rate_model import TOKENS_PER_STEP, RATEModel
 from rate.streaming import StreamingDecoder, StreamState
 
 STREAM_FIELDS = tuple(f.name for f in fields(StreamState))
-STATE_FIELDS = ("rtg",) + STREAM_FIELDS
+STATE_FIELDS = ("rtg", "last_action") + STREAM_FIELDS
 INPUT_NAMES = ("obs", "last_reward", "new_episode", "target_return", "action_noise") + STATE_FIELDS
 OUTPUT_NAMES = ("action_output", "action") + tuple(f"next_{name}" for name in STATE_FIELDS)
 # The batch dimension of each state tensor (the others are on dimension 0).
-STATE_BATCH_DIM = {"rtg": 0, **{name: StreamState._BATCH_DIM.get(name, 0) for name in STREAM_FIELDS}}
+STATE_BATCH_DIM = {"rtg": 0, "last_action": 0, **{name: StreamState._BATCH_DIM.get(name, 0) for name in STREAM_FIELDS}}
 
 
 class ExportError(RuntimeError):
@@ -103,7 +110,9 @@ class PolicyStep(nn.Module):
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, ...]:
         """All-zero state of ``batch`` rows (pass new_episode=True on the first step)."""
-        out = [torch.zeros(batch)]
+        discrete = self.cfg.act_kind == "discrete"
+        last_action = torch.zeros(batch, dtype=torch.long) if discrete else torch.zeros(batch, self.cfg.act_dim)
+        out = [torch.zeros(batch), last_action]
         for name in STREAM_FIELDS:
             fresh = getattr(self, f"fresh_{name}")
             shape = list(fresh.shape)
@@ -116,45 +125,62 @@ class PolicyStep(nn.Module):
         return (obs, torch.zeros(batch), torch.ones(batch, dtype=torch.bool), torch.ones(batch),
                 torch.zeros(batch, self.cfg.act_dim), *self.initial_state(batch))
 
-    def _restart_and_close(self, new_episode: torch.Tensor, *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """New-episode rows start from the fresh state; rows with a full segment close it."""
-        fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
-        state = self.decoding.close_full_masked(StreamState(*stream).where(new_episode, fresh))
-        # Both branches must return the same layouts: contiguous.
-        return tuple(getattr(state, name).contiguous() for name in STREAM_FIELDS)
-
     @staticmethod
-    def _keep(new_episode: torch.Tensor, *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # torch.cond branches may not return their inputs, and must match the other's layout.
-        return tuple(t.clone(memory_format=torch.contiguous_format) for t in stream)
+    def _fields(h: torch.Tensor, state: StreamState, stream: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The branch outputs: o_t's hidden state (B, D), then the state's tensors.  torch.cond
+        branches must return the same layouts (contiguous) and may not return an input: a field
+        the branch left as it was (the memory and cache between boundaries) is copied."""
+        fields_out = [getattr(state, name) for name in STREAM_FIELDS]
+        return (h[:, -1].contiguous(),
+                *(t.clone() if any(t is s for s in stream) else t.contiguous() for t in fields_out))
+
+    def _inner_step(self, new_episode: torch.Tensor, action_token: torch.Tensor, step_tokens: torch.Tensor,
+                    *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """No row restarts or closes: decode [a_{t-1}, R_t, o_t] in one call (the common step)."""
+        h, state = self.decoding.step(StreamState(*stream), torch.cat([action_token, step_tokens], 1), check=False)
+        return self._fields(h, state, stream)
+
+    def _boundary_step(self, new_episode: torch.Tensor, action_token: torch.Tensor, step_tokens: torch.Tensor,
+                       *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """a_{t-1} alone; new-episode rows start from the fresh state (what a_{t-1} wrote there is
+        dropped with their old state); rows with a full segment close it; then [R_t, o_t]."""
+        _, state = self.decoding.step(StreamState(*stream), action_token, check=False)
+        fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
+        state = self.decoding.close_full_masked(state.where(new_episode, fresh))
+        h, state = self.decoding.step(state, step_tokens, check=False)
+        return self._fields(h, state, stream)
 
     def forward(self, obs: torch.Tensor, last_reward: torch.Tensor, new_episode: torch.Tensor,
-                target_return: torch.Tensor, action_noise: torch.Tensor, rtg: torch.Tensor, *stream: torch.Tensor):
+                target_return: torch.Tensor, action_noise: torch.Tensor, rtg: torch.Tensor,
+                last_action: torch.Tensor, *stream: torch.Tensor):
         model, scale = self.model, self.cfg.rtg_scale
         # As StreamingPolicy: the reward lowers the return-to-go, a new episode starts it over.
         rtg = torch.where(new_episode, target_return / scale, rtg - last_reward / scale)
-        # Restart rows and close full segments only on steps that have any (one step in K when the
-        # rows run in lockstep): an If node in ONNX, torch.cond in the .pt2 graph.
+        step_tokens = torch.stack([model.embed_rtg(rtg[:, None, None]), model.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
+        action_token = model.embed_actions(last_action[:, None])
+        # The boundary branch only on steps that need it: an If node in ONNX, torch.cond in the
+        # .pt2 graph.  After [R, o] a row holds 3j + 2 tokens; a_{t-1} fills the segment when
+        # length + 1 reaches S.
         length = stream[STREAM_FIELDS.index("length")]
-        busy = new_episode.any() | (length >= self.decoding.S).any()
-        state = StreamState(*torch.cond(busy, self._restart_and_close, self._keep, (new_episode, *stream)))
-        tokens = torch.stack([model.embed_rtg(rtg[:, None, None]), model.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
-        h, state = self.decoding.step(state, tokens, check=False)  # R_t, o_t
-        out = model.action_output(h[:, 1])
+        busy = new_episode.any() | (length + 1 >= self.decoding.S).any()
+        h, *next_stream = torch.cond(busy, self._boundary_step, self._inner_step,
+                                     (new_episode, action_token, step_tokens, *stream))
+        out = model.action_output(h)
         action = (out + action_noise).argmax(-1) if self.cfg.act_kind == "discrete" else out + action_noise
-        _, state = self.decoding.step(state, model.embed_actions(action[:, None]), check=False)  # a_t
-        return (out, action, rtg, *(getattr(state, name) for name in STREAM_FIELDS))
+        return (out, action, rtg, action.clone(), *next_stream)
 
 
 def _dynamic_shapes(step: PolicyStep) -> tuple:
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
-    # obs, last_reward, new_episode, target_return, action_noise, rtg, then *stream as one tuple
-    # (as torch.export sees it)
-    return ({0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch},
+    # obs, last_reward, new_episode, target_return, action_noise, rtg, last_action, then *stream as
+    # one tuple (as torch.export sees it)
+    return ({0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch},
             tuple({STATE_BATCH_DIM[name]: batch} for name in STREAM_FIELDS))
 
 
 def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return: float) -> dict[str, Any]:
+    import envs  # noqa: F401  registers the project's environments, whose entry points the runner needs
+
     model = step.model
     eval_cfg = run_config.get("eval", {})
     env_id = eval_cfg.get("env_id", "rate/TMaze-v0")

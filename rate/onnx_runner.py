@@ -27,7 +27,11 @@ import gymnasium as gym
 import numpy as np
 
 EXPORT_FORMAT = "rate-policy-step"
-EXPORT_FORMAT_VERSION = 1
+# Version 2 carries the last action in the state (one decoder call per step).  The step's
+# inputs, outputs and protocol did not change, and the state is read from each artifact's own
+# spec, so version 1 artifacts still play.
+EXPORT_FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 METADATA_KEY = "rate_export"
 
 
@@ -43,9 +47,9 @@ class StepPolicy:
     """
 
     def __init__(self, meta: dict, run: Callable[[list[np.ndarray]], Sequence[np.ndarray]], source: str):
-        if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") != EXPORT_FORMAT_VERSION:
+        if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") not in READABLE_VERSIONS:
             raise ArtifactError(f"{source}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
-                                f"this runner reads {EXPORT_FORMAT!r} version {EXPORT_FORMAT_VERSION}")
+                                f"this runner reads {EXPORT_FORMAT!r} versions {READABLE_VERSIONS}")
         self.meta, self._run = meta, run
         self.state: list[np.ndarray] = []
 
@@ -109,6 +113,9 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
             raise ArtifactError(f"{env_id} is not registered and {entry_point!r} is not a project environment; "
                                 "import the package that registers it first")
         gym.register(id=env_id, entry_point=entry_point)
+    if env_id not in gym.registry:
+        raise ArtifactError(f"the policy plays {env_id}, which is not registered and has no project entry point "
+                            "in the metadata; import the package that registers it first")
     kwargs = dict(meta.get("env_kwargs") or {})
     if length is None:
         return lambda: gym.make(env_id, **kwargs)

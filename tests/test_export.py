@@ -80,7 +80,7 @@ def test_the_parity_check_catches_another_model(artifacts):
 def test_artifact_metadata_describes_the_state(artifacts):
     policy = open_artifact(artifacts["xl_continuous", "onnx"])
     meta = policy.meta
-    assert meta["format_version"] == 1 and meta["config"] == {"model": "xl_continuous"}
+    assert meta["format_version"] == 2 and meta["config"] == {"model": "xl_continuous"}
     assert meta["obs_mean"] == [0.5, -1.0, 0.0, 2.0] and meta["obs_std"] == [2.0, 0.5, 1.0, 3.0]
     spec = {s["name"]: s for s in meta["state"]}
     assert spec["memory"]["shape"] == ["batch", 2, 32]
@@ -230,6 +230,22 @@ def test_foreign_or_broken_artifacts_get_one_clear_error(artifacts, tmp_path):
                           ("missing.onnx", "no such file"), ("bare.txt", "unknown artifact type")]:
         with pytest.raises(ArtifactError, match=pattern):
             open_artifact(tmp_path / name)
+
+
+def test_metadata_names_the_project_environment_without_a_prior_import_of_envs():
+    """The export command runs in a process that never imported envs: the metadata must still
+    carry the T-Maze's entry point, or the standalone runner cannot make the environment."""
+    code = ("import sys; sys.path.insert(0, 'tests'); import torch; from rate.export import PolicyStep, export_metadata; "
+            "from test_export import build; assert 'envs' not in sys.modules; "
+            "print(export_metadata(PolicyStep(build('rate')), {}, 1.0)['env_entry_point'])")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "envs.tmaze:TMazeEnv"
+
+
+def test_the_runner_names_an_environment_it_cannot_make():
+    with pytest.raises(ArtifactError, match="Nowhere-v0, which is not registered"):
+        make_env_factory({"env_id": "rate/Nowhere-v0", "env_entry_point": None}, None)
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])
