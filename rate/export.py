@@ -233,9 +233,25 @@ def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
                                     output_names=list(OUTPUT_NAMES), dynamic_shapes=_dynamic_shapes(step),
                                     verbose=False)
     proto = program.model_proto
+    _strip_node_metadata(proto.graph)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     onnx.save(proto, str(path))
+
+
+def _strip_node_metadata(graph) -> None:
+    """Drop the exporter's per-node debug records (Python stack traces, FX node names) from
+    ``graph`` and its subgraphs: most of an artifact's bytes (4.5 of 5.5 MB for the T-Maze policy),
+    and they would ship the exporting machine's file paths.  onnxruntime never reads them."""
+    import onnx
+
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _strip_node_metadata(attribute.g)
+    for value in graph.value_info:
+        del value.metadata_props[:]
 
 
 # ---------------------------------------------------------------------- running artifacts

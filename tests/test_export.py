@@ -93,6 +93,23 @@ def test_artifact_metadata_describes_the_state(artifacts):
     assert [a.shape for a in policy.state] == [tuple(3 if d == "batch" else d for d in s["shape"]) for s in meta["state"]]
 
 
+def test_onnx_artifacts_carry_no_exporter_stack_traces(artifacts):
+    """Per-node debug records would ship the exporting machine's paths (and most of the bytes)."""
+    import onnx
+
+    def nodes(graph):
+        for node in graph.node:
+            yield node
+            for attribute in node.attribute:
+                if attribute.type == onnx.AttributeProto.GRAPH:
+                    yield from nodes(attribute.g)
+
+    proto = onnx.load(str(artifacts["rate", "onnx"]))
+    assert any(node.op_type == "If" for node in nodes(proto.graph))
+    assert not [p.key for node in nodes(proto.graph) for p in node.metadata_props]
+    assert str(ROOT) not in artifacts["rate", "onnx"].read_bytes().decode("latin-1")
+
+
 def recording(policy, actions: list):
     """``policy`` whose ``act`` also appends the chosen actions to ``actions``."""
     act = policy.act
