@@ -221,6 +221,12 @@ def export_pt2(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
     """torch.export the step (dynamic batch) and save it with the metadata inside the archive."""
     with torch.no_grad(), _quiet_exporters():
         program = torch.export.export(step, step.example_inputs(), dynamic_shapes=_dynamic_shapes(step))
+        # Python stack traces of every node (and of the torch.cond branches' nodes): most of the
+        # archive's bytes, and the exporting machine's file paths.  Loading does not need them.
+        for module in program.graph_module.modules():
+            if isinstance(module, torch.fx.GraphModule):
+                for node in module.graph.nodes:
+                    node.meta.pop("stack_trace", None)
         torch.export.save(program, path, extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
 
 
