@@ -52,7 +52,7 @@ class StreamState:
     keys, values: (L, P, B, H, page, dh) key/value buffer in the segment's frame (slot s in page
              s // page), P * page >= C + m + S (+ m with a write block)
     kind:    (B, P * page) uint8, PAD / CACHE / READ / SEGMENT per buffer slot
-    seg_inputs: (L, B, S, D) per-layer inputs of this segment's tokens (for the cache)
+    seg_inputs: (L, B, S, D) per-layer inputs of this segment's tokens (for the cache; S = 0 without one)
     length:  (B,) long, tokens of the current segment decoded so far
     """
 
@@ -146,7 +146,8 @@ class StreamingDecoder:
             keys=torch.zeros(self.L, self.pages, batch, self.H, self.page, self.dh, device=dev, dtype=dt),
             values=torch.zeros(self.L, self.pages, batch, self.H, self.page, self.dh, device=dev, dtype=dt),
             kind=torch.zeros(batch, self.slots, dtype=torch.uint8, device=dev),
-            seg_inputs=torch.zeros(self.L, batch, self.S, self.D, device=dev, dtype=dt),
+            # Kept for the cache only: without one, no slots (exported graphs would copy them every step).
+            seg_inputs=torch.zeros(self.L, batch, self.S if self.C else 0, self.D, device=dev, dtype=dt),
             length=torch.zeros(batch, dtype=torch.long, device=dev),
         )
         return self._open(state)
