@@ -82,9 +82,10 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
 
 def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
     """GB/s of copying a ``megabytes`` float32 tensor into another (bytes read + written, best of
-    ``repeats``).  The streaming step at the reference size is bound by reading its key/value
-    buffers, and this machine has periods where memory is slower: printed before and after the
-    measurements, it tells a slow period from a slower policy."""
+    ``repeats``).  The streaming step at the reference size spends much of its time reading its
+    key/value buffers, and this machine has periods where that step is 1.5x slower: printed before
+    and after the measurements, it records the memory's state beside the timings (it moved from
+    31 to 55 GB/s within one run, so it is a record, not a test of the run)."""
     n = megabytes * (1 << 20) // 4
     source, target = torch.ones(n), torch.empty(n)
     target.copy_(source)  # touch the pages once
