@@ -56,22 +56,47 @@ class RATEExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) -> str | None:
+    """What in (observation space, action space) does not fit the model config, or None."""
+    if tuple(obs_space.shape or ()) != tuple(m.obs_shape):
+        return f"observations of shape {tuple(obs_space.shape or ())}, but the config says model.obs_shape {m.obs_shape}"
+    if m.act_kind == "discrete":
+        if not isinstance(act_space, gym.spaces.Discrete) or act_space.n != m.act_dim:
+            return f"action space {act_space}, but the config says {m.act_dim} discrete actions"
+    elif not isinstance(act_space, gym.spaces.Box) or act_space.shape != (m.act_dim,):
+        return f"action space {act_space}, but the config says {m.act_dim} continuous actions"
+    return None
+
+
 def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
     """The dataset's episodes, after checking they fit the model config (spaces, values)."""
     episodes, obs_space, act_space = load_minari_episodes(cfg.dataset_id)
-    m = cfg.model
-    if tuple(obs_space.shape) != tuple(m.obs_shape):
-        raise DatasetError(f"{cfg.dataset_id}: observations of shape {tuple(obs_space.shape)}, but the config says "
-                           f"model.obs_shape {m.obs_shape}")
-    if m.act_kind == "discrete":
-        if not isinstance(act_space, gym.spaces.Discrete) or act_space.n != m.act_dim:
-            raise DatasetError(f"{cfg.dataset_id}: action space {act_space}, but the config says "
-                               f"{m.act_dim} discrete actions")
-    elif not isinstance(act_space, gym.spaces.Box) or act_space.shape != (m.act_dim,):
-        raise DatasetError(f"{cfg.dataset_id}: action space {act_space}, but the config says "
-                           f"{m.act_dim} continuous actions")
-    validate_episodes(episodes, m.act_kind == "discrete", m.act_dim, cfg.dataset_id)
+    problem = space_mismatch(obs_space, act_space, cfg.model)
+    if problem:
+        raise DatasetError(f"{cfg.dataset_id}: {problem}")
+    validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id)
     return episodes
+
+
+def check_eval_envs(cfg: RATEExperimentConfig) -> None:
+    """Make each evaluation environment once and check its spaces against the model, so that a
+    wrong env id, keyword or task fails before training with one ConfigError, not in the first
+    evaluation after many minutes of training."""
+    from rate.config import ConfigError
+
+    ev = cfg.eval
+    for t in sorted(set(ev.lengths + ev.final_lengths)):
+        kwargs = {**ev.env_kwargs, ev.length_kwarg: t}
+        try:
+            env = gym.make(ev.env_id, **kwargs)
+        except Exception as err:  # the registry's errors, or whatever the constructor raises
+            raise ConfigError(f"eval: cannot make {ev.env_id!r} with {kwargs}: {type(err).__name__}: {err}") from err
+        try:
+            problem = space_mismatch(env.observation_space, env.action_space, cfg.model)
+        finally:
+            env.close()
+        if problem:
+            raise ConfigError(f"eval: {ev.env_id!r} with {kwargs} gives {problem}")
 
 
 def make_policy(model: RATEModel, cfg: RATEExperimentConfig):

@@ -134,6 +134,13 @@ CASES = {
     "negative segment size": config_case({"model.segment_steps": -3}, "segment_steps.*must be positive"),
     "negative batch size": config_case({"train.batch_size": -1}, "train.batch_size must be positive"),
     "unknown window start": config_case({"window_start": "middle"}, "window_start: 'middle' is not one of"),
+    # Evaluation environments are made once before training: a mistake there must not cost a run.
+    "unknown eval environment": config_case({"eval.env_id": "rate/Nowhere-v0"}, "eval: cannot make 'rate/Nowhere-v0'"),
+    "eval keyword the environment lacks": config_case({"eval.env_kwargs": {"colour": "red"}},
+                                                      "eval: cannot make 'rate/TMaze-v0'.*colour"),
+    "eval environment with other spaces": config_case(
+        {"eval.env_id": "rate/POPGym-v0", "eval.env_kwargs": {"task": "CountRecallEasy"}, "eval.lengths": [51]},
+        r"eval: 'rate/POPGym-v0' .* gives action space Discrete\(27\), but the config says 4 discrete actions"),
 }
 
 

@@ -28,7 +28,8 @@ from tqdm import tqdm
 import envs  # noqa: F401  registers the project's environments
 from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from rate.config import ConfigError, atomic_write, load_yaml, to_dict
-from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig, build_rate, evaluate_lengths, load_dataset_for
+from rate.rate_experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rate, check_eval_envs, evaluate_lengths,
+                                  load_dataset_for)
 from rate.distributed import Group, join_group
 from rate.rate_model import RATEModel
 from rate.results import record_run
@@ -138,6 +139,7 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     if tc.batch_size % group.world:
         raise ConfigError(f"train.batch_size {tc.batch_size} does not split over {group.world} processes")
     episodes = load_dataset_for(cfg)
+    check_eval_envs(cfg)
     model = build_rate(cfg, episodes).to(device)
     windows = TrajectoryWindows(episodes, cfg.model.window_steps, cfg.model.rtg_scale, cfg.window_start,
                                 cfg.window_stride or None, cfg.model.action_pad, tc.seed)
