@@ -82,6 +82,7 @@ def check_eval_envs(cfg: RATEExperimentConfig) -> None:
     """Make each evaluation environment once and check its spaces against the model, so that a
     wrong env id, keyword or task fails before training with one ConfigError, not in the first
     evaluation after many minutes of training."""
+    import envs  # noqa: F401  registers the project's environments (a sweep process has not)
     from rate.config import ConfigError
 
     ev = cfg.eval

@@ -123,6 +123,20 @@ def test_concurrent_appends_lose_no_row(tmp_path):
     assert sorted(int(r["x"]) for r in read_rows(csv)) == list(range(24))
 
 
+def test_sweep_with_a_wrong_evaluation_environment_fails_before_running(tmp_path, capsys):
+    # The T = 51 task's length given to a 103-step task: POPGym refuses it, and the sweep says so
+    # before any run starts.
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(f"csv: {tmp_path / 'a.csv'}\nout_root: {tmp_path / 'r'}\nseeds: [0]\ntrainer: train\n"
+                          "matrix:\n  tasks: {RepeatPreviousMedium: {T: 51}}\n"
+                          "  overrides: ['eval.env_kwargs={{task: {task}}}', 'eval.lengths=[{T}]']\n"
+                          "  models: {rate: {config: configs/popgym/rate.yaml}}\n")
+    assert main([str(sweep_file)]) == 2
+    err = capsys.readouterr().err
+    assert "eval: cannot make 'rate/POPGym-v0'" in err and "103 steps, not 51" in err, err
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "r").exists()
+
+
 def test_bad_set_override_fails_before_running(tmp_path, capsys):
     assert main(["configs/lm/sweep.yaml", "--set", "train.nope=1", "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err
