@@ -26,6 +26,15 @@ from torch import nn
 # results/performance_training.md.
 DECODE_ROWS = 4
 INFERENCE_ROWS = 32
+# Calls with more rows, all at the same positions (training, a full forward), compute the
+# positional scores in factored form (RelativeMultiHeadAttention._factored_attention) when the
+# gathered (B, H, Q, K) bias would hold at least this many elements per channel of the widened
+# heads (d_head + d_model).  The factored form saves the bias's memory and passes over it, and
+# pays with heads d_model wider; on the 2-core CPU (training step, forward and backward) it was
+# 2.3x to 3.5x faster at 170k to 1.2M elements per channel (the RATE reference script's size,
+# POPGym's long segments), 1.3x faster at 64k (d_model 128, K = 60), 2x slower at 35k (d_model
+# 256, K = 60) and slower below (the T-Maze CPU config: 5k).
+FACTORED_MIN_ELEMENTS_PER_CHANNEL = 50_000
 
 
 def sinusoid_table(distances: torch.Tensor, d_model: int) -> torch.Tensor:
@@ -116,6 +125,9 @@ class RelativePositions:
     def __init__(self, q_start: int | torch.Tensor, q_len: int, k_len: int, d_model: int,
                  device: torch.device | None = None, table: torch.Tensor | None = None,
                  keys_used: int | None = None):
+        self.q_start: int | None = None  # an int: every row's queries at the same positions
+        self.q_len = q_len
+        self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         i = torch.arange(q_len, device=device)
         if isinstance(q_start, torch.Tensor):
             j = torch.arange(k_len if keys_used is None else keys_used, device=device)
@@ -129,12 +141,28 @@ class RelativePositions:
                 hi = int(q_start.max()) + q_len - 1 + (k_len - 1)
                 self.table, self.index = self.table[lo : hi + 1], self.index - lo
             return
+        self.q_start, self.k_len = q_start, k_len  # (the factored form below needs them)
         j = torch.arange(k_len, device=device)
         if q_start + q_len > k_len:
             raise ValueError(f"query rows {q_start}..{q_start + q_len - 1} lie beyond the {k_len} keys")
         d_min, d_max = q_start - (k_len - 1), q_start + q_len - 1
         self.index = i[:, None] - j[None, :] + (k_len - 1)  # (Q, K) long
         self.table = sinusoid_table(torch.arange(d_min, d_max + 1, device=device), d_model)  # (R, D)
+
+    def factors(self, d_model: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """sin and cos of the query positions, (Q, d_model/2) each, and the key features
+        [cos(j w), sin(j w)] (K, d_model), for :meth:`RelativeMultiHeadAttention` 's factored
+        scores (int ``q_start`` only).  Angles in float64: positions reach thousands of radians.
+        Computed once and shared by every layer of the call."""
+        if self._factors is None:
+            device = self.index.device
+            inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=device, dtype=torch.float64) / d_model))
+            q_angles = torch.arange(self.q_start, self.q_start + self.q_len, device=device, dtype=torch.float64)
+            q_angles = q_angles[:, None] * inv_freq
+            k_angles = torch.arange(self.k_len, device=device, dtype=torch.float64)[:, None] * inv_freq
+            self._factors = (q_angles.sin().float(), q_angles.cos().float(),
+                             torch.cat([k_angles.cos(), k_angles.sin()], dim=-1).float())
+        return self._factors
 
     @staticmethod
     def full_table(k_len: int, d_model: int, device: torch.device | None = None) -> torch.Tensor:
@@ -206,9 +234,12 @@ class RelativeMultiHeadAttention(nn.Module):
                 k = torch.cat([past_kv[0], k], dim=2)
                 v = torch.cat([past_kv[1], v], dim=2)
             kv = (k, v)
+        few_rows = q_len <= (DECODE_ROWS if torch.is_grad_enabled() else INFERENCE_ROWS)
+        if not few_rows and pages <= 1 and self._factored_pays(positions, b, q_len, k.shape[2]):
+            out = self._factored_attention(q, k, v, positions, mask_bias)
+            return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), kv
         keys = k.shape[2]
         r = self.r_proj(positions.table).view(-1, h, dh).transpose(0, 1)  # (H, R, dh)
-        few_rows = q_len <= (DECODE_ROWS if torch.is_grad_enabled() else INFERENCE_ROWS)
         if few_rows:
             # Decoding: one GEMM per head over all B*Q rows; the matmul that broadcasts r over the
             # batch runs as B tiny products there (8x slower at B = 100, Q = 2 on CPU).  At training
@@ -236,6 +267,45 @@ class RelativeMultiHeadAttention(nn.Module):
             )  # (B, H, Q, dh)
         out = out.transpose(1, 2).reshape(b, q_len, h * dh)
         return self.out(out), kv
+
+    def _factored_pays(self, positions: RelativePositions, b: int, q_len: int, keys: int) -> bool:
+        """Whether this call takes the factored scores: rows at shared positions, a bias large
+        enough (FACTORED_MIN_ELEMENTS_PER_CHANNEL), and not inside torch.export or torch.compile
+        (exported graphs keep one form, and a symbolic batch size must not be compared)."""
+        if positions.q_start is None or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+            return False
+        channels = self.d_head + self.r_proj.in_features
+        return b * self.n_heads * q_len * keys >= FACTORED_MIN_ELEMENTS_PER_CHANNEL * channels
+
+    def _factored_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: RelativePositions,
+                            mask_bias: torch.Tensor) -> torch.Tensor:
+        """The same scores as the gathered bias, as one fused attention over widened heads.
+
+        With w = (q_i + v) W_r split into sine and cosine halves (a, b) and the angle identities
+        for p_i - j, the positional term is a dot product of a query feature and a key feature:
+
+            a . sin((p_i - j) w) + b . cos((p_i - j) w)
+              = [a sin(p_i w) + b cos(p_i w),  b sin(p_i w) - a cos(p_i w)] . [cos(j w), sin(j w)]
+
+        so the score is [q_i + u, f_i] . [k_j, g_j]: heads of d_head + d_model channels, a mask
+        without gradient, and no (B, H, Q, K) tensor held for the backward pass (the fused
+        kernel recomputes the scores).  v is padded to the widened size, which the fused CPU
+        kernel needs; the padding's output columns are dropped.
+
+        q (B, H, Q, dh); k, v (B, H, K, dh); mask_bias (B or 1, 1, Q, K).  Returns (B, H, Q, dh).
+        """
+        b, h, q_len, dh = q.shape
+        d_model = self.r_proj.in_features
+        q_sin, q_cos, key_features = positions.factors(d_model)  # (Q, D/2), (Q, D/2), (K, D)
+        w = torch.einsum("bhqe,hed->bhqd", q + self.v_bias[:, None, :], self.r_proj.weight.view(h, dh, d_model))
+        a, c = w.chunk(2, dim=-1)  # the sine and cosine halves of the table, (B, H, Q, D/2) each
+        query = torch.cat([q + self.u_bias[:, None, :], a * q_sin + c * q_cos, c * q_sin - a * q_cos], dim=-1)
+        key = torch.cat([k, key_features.expand(b, h, -1, -1)], dim=-1)
+        out = F.scaled_dot_product_attention(
+            query, key, F.pad(v, (0, d_model)), attn_mask=mask_bias,
+            dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale,
+        )
+        return out[..., :dh]
 
     def _paged_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos_scores: torch.Tensor,
                          index: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:

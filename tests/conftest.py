@@ -3,6 +3,8 @@
 import pytest
 import torch
 
+from tests.scores_forms import scores_form  # noqa: F401  (a fixture for every test module)
+
 torch.set_num_threads(1)
 
 

@@ -8,6 +8,7 @@ from rate.policy import StreamingPolicy, WindowPolicy
 from rate.rate_model import RATEConfig, RATEModel
 from rate.rmt import RMTConfig
 from rate.trajectory import DatasetError, Episode, TrajectoryWindows, returns_to_go, validate_episodes
+from tests.scores_forms import force_scores
 
 
 def episode(n, obs_dim=4, reward_at=None):
@@ -123,6 +124,15 @@ def test_streaming_policy_equals_recomputing_the_trajectory(backbone, page_slots
         assert (action == out[:, -1].argmax(-1).numpy()).all()
         act_hist.append(torch.as_tensor(action))
         reward = torch.rand(2, generator=g)
+
+
+@pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(mem_len=13, memory_sees_cache=True)])
+def test_streaming_policy_equals_the_factored_full_forward(backbone, monkeypatch):
+    """The same check with the full forward's positional scores in factored form (the form that
+    long training segments take), against the token-by-token decoder's gathered ones."""
+    calls = force_scores(monkeypatch, "factored")
+    test_streaming_policy_equals_recomputing_the_trajectory(backbone, None)
+    assert calls[0] > 0
 
 
 @pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4)])

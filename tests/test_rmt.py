@@ -8,6 +8,7 @@ import torch
 from rate.attention import sinusoid_table
 from rate.streaming import StreamingDecoder
 from rate.rmt import RecurrentMemoryTransformer, RMTConfig
+from tests.scores_forms import force_scores
 
 D = 32
 
@@ -55,7 +56,7 @@ def reference_decoder(model, x):
 
 
 @pytest.mark.parametrize("pre_ln", [True, False])
-def test_one_segment_without_memory_equals_plain_decoder(pre_ln):
+def test_one_segment_without_memory_equals_plain_decoder(pre_ln, scores_form):
     model = make(pre_ln=pre_ln)
     x = torch.randn(2, 7, D)
     h, state = model(x, segment_len=7)
@@ -76,7 +77,7 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", CONFIGS)
 @pytest.mark.parametrize("page_slots", [None, 3])
-def test_incremental_decoding_equals_full_forward(name, page_slots):
+def test_incremental_decoding_equals_full_forward(name, page_slots, scores_form):
     """Token-by-token decoding (a chunk, then single tokens) gives the full forward's outputs, and
     closing the segments gives its memory and Transformer-XL cache; with one flat key/value page
     and with pages of at least 3 slots (the cache, the read memory and the chunk span pages)."""
@@ -100,6 +101,46 @@ def test_incremental_decoding_equals_full_forward(name, page_slots):
     for layer, expected in enumerate(full_state.cache):  # the valid (right-aligned) cache slots
         assert int(state.cache_valid[0].sum()) == expected.shape[1]
         torch.testing.assert_close(state.cache[layer][:, -expected.shape[1] :], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_factored_scores_give_the_gathered_outputs_and_gradients(name, monkeypatch):
+    """Training mode, three segments with padding in the last: outputs, the carried memory and
+    cache, and the gradients of every parameter and of the input agree between the two forms."""
+    results = {}
+    for form in ("gathered", "factored"):
+        calls = force_scores(monkeypatch, form)
+        model = make(**CONFIGS[name]).train()
+        x = torch.randn(3, 15, D, generator=torch.Generator().manual_seed(1)).requires_grad_()
+        valid = torch.ones(3, 15, dtype=torch.bool)
+        valid[1, 12:] = False
+        h, state = model(x, segment_len=5, valid=valid)
+        (h[valid].pow(2).sum() + (state.memory.sum() if state.memory is not None else 0)).backward()
+        grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+        results[form] = (h.detach(), state, grads, x.grad)
+        assert (calls[0] > 0) == (form == "factored")
+    (h0, s0, g0, x0), (h1, s1, g1, x1) = results["gathered"], results["factored"]
+    torch.testing.assert_close(h1, h0, atol=1e-5, rtol=1e-5)
+    if s0.memory is not None:
+        torch.testing.assert_close(s1.memory, s0.memory, atol=1e-5, rtol=1e-5)
+    for a, b in zip(s1.cache, s0.cache):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert g1.keys() == g0.keys() and any("r_proj" in n for n in g0)
+    for n in g0:
+        torch.testing.assert_close(g1[n], g0[n], atol=1e-4, rtol=1e-4, msg=n)
+    torch.testing.assert_close(x1, x0, atol=1e-5, rtol=1e-5)
+
+
+def test_factored_scores_keep_long_positions_exact(monkeypatch):
+    """Positions in the thousands (a long cache): the factored form's float64 angles keep it
+    within float32 rounding of the gathered form."""
+    outs = []
+    for form in ("gathered", "factored"):
+        force_scores(monkeypatch, form)
+        model = make(mem_len=3000, num_mem_tokens=2)
+        x = torch.randn(1, 3010, D, generator=torch.Generator().manual_seed(3))
+        outs.append(model(x, segment_len=1500)[0][:, -10:])
+    torch.testing.assert_close(outs[1], outs[0], atol=1e-4, rtol=1e-4)
 
 
 def test_page_size_must_be_positive_and_write_after_the_frame_needs_one_page():
