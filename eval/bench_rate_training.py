@@ -13,13 +13,16 @@ on random T-Maze-shaped windows.  Reported side by side from one run:
 * for the reference run-script size, a torch.profiler table of where the self CPU time goes and
   the share spent in layout copies (copy_, clone, contiguous, cat, stack);
 * the Transformer-XL positional term as one GEMM per head against the broadcast matmul, at the
-  training shapes of each configuration (the model uses the GEMM per head only when decoding).
+  training shapes of each configuration (the model uses the GEMM per head only when decoding);
+* seconds per training step with the positional scores gathered into a bias or factored into
+  wider heads (rate/attention.py), side by side, and which of the two the model takes.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import resource
 import subprocess
 import sys
@@ -30,6 +33,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from eval.bench_throughput import matmul_peak, timed
+from rate import attention
+from rate.attention import RelativeMultiHeadAttention
 from rate.config import atomic_write_text
 from rate.rate_model import RATEConfig, RATEModel
 from rate.results import machine_info
@@ -48,6 +53,7 @@ class Size:
     K: int
     N: int
     batch: int
+    mem_len: int = 0  # Transformer-XL cache, in tokens
 
 
 SIZES = [
@@ -58,14 +64,17 @@ SIZES = [
     # Wider models (the 25 % goal is stated for d_model >= 128).
     Size("d128-L4-ffn", 128, 4, 4, 32, True, 10, 30, 3, 64),
     Size("d256-L4-ffn", 256, 4, 8, 32, True, 10, 30, 3, 64),
+    # Long segments: configs/popgym/rate.yaml at RepeatFirstMedium's T = 415 (K = 139, cache T).
+    Size("popgym-long", 64, 3, 4, 16, False, 10, 139, 3, 64, mem_len=415),
 ]
+AUTOMATIC_THRESHOLD = attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL
 COPY_OPS = ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::stack")
 
 
 def build(size: Size) -> RATEModel:
     backbone = RMTConfig(d_model=size.d_model, n_layers=size.n_layers, n_heads=size.n_heads, d_head=size.d_head,
                          d_inner=4 * size.d_model, use_ffn=size.use_ffn, num_mem_tokens=size.mem,
-                         memory_update="mrv", mrv_heads=2, bptt_depth=-1)
+                         memory_update="mrv", mrv_heads=2, bptt_depth=-1, mem_len=size.mem_len)
     return RATEModel(RATEConfig(backbone=backbone, segment_steps=size.K, num_segments=size.N, obs_shape=[4]))
 
 
@@ -99,15 +108,39 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
         loss.backward()
         opt.step()
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
-    seconds_per_step = timed(step, seconds)
-    result = {"name": size.name, "params": sum(p.numel() for p in model.parameters()),
+    # Each form of the positional scores timed side by side, the factored form first so that the
+    # peak resident memory after it is its own (ru_maxrss only grows; the gathered form's bias is
+    # the larger); FLOPs are counted in the gathered form (the model's arithmetic), so the
+    # factored form's wider heads do not count as more work done.  Then which form the automatic
+    # rule takes at this size.
+    per_form, peak_mb = {}, {}
+    for form, threshold in (("factored", 0), ("gathered", math.inf)):
+        attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = threshold
+        if form == "gathered":
+            with FlopCounterMode(display=False) as counter:
+                step()
+            flops = counter.get_total_flops()
+        per_form[form] = timed(step, seconds)
+        peak_mb[form] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
+    calls, factored = [0], RelativeMultiHeadAttention._factored_attention
+
+    def counting(self, *args):
+        calls[0] += 1
+        return factored(self, *args)
+
+    RelativeMultiHeadAttention._factored_attention = counting
+    step()
+    RelativeMultiHeadAttention._factored_attention = factored
+    automatic = "factored" if calls[0] else "gathered"
+    seconds_per_step = per_form[automatic]
+    result = {"name": size.name, "form": automatic, "gathered_s": per_form["gathered"],
+              "factored_s": per_form["factored"], "factored_peak_mb": peak_mb["factored"],
+              "gathered_peak_mb": peak_mb["gathered"],
+              "params": sum(p.numel() for p in model.parameters()),
               "tokens_per_s": 3 * size.batch * t / seconds_per_step, "gflop_per_step": flops / 1e9,
               "gflops": flops / seconds_per_step / 1e9, "peak_gflops": peak / 1e9,
-              "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss_start) / 1024}
+              "rss_peak_mb": peak_mb[automatic], "rss_growth_mb": peak_mb[automatic] - rss_start / 1024}
     result["pos_before_ms"], result["pos_now_ms"] = (1e3 * s for s in positional_fix(size, seconds))
     if profile:
         from torch.profiler import ProfilerActivity
@@ -151,13 +184,31 @@ def main(argv: list[str] | None = None) -> int:
              f"Generated by `{command}` on {info['machine']}, {info['cpu_count']} cores, {args.threads} torch threads, "
              f"torch {info['torch']}. One training step = forward over N segments (full BPTT), loss, backward, AdamW; "
              "tokens = 3 per step (memory tokens not counted); peak = fp32 1024^3 GEMM in the same process.", "",
-             "| config | d_model x layers, heads x d_head, FFN | m, K x N, batch | params | tokens/s | GFLOP/step | "
-             "GFLOP/s | of matmul peak | peak RSS MB (growth) |", "|---|---|---|---|---|---|---|---|---|"]
+             "| config | d_model x layers, heads x d_head, FFN | m, K x N, batch, cache | params | scores | tokens/s | "
+             "GFLOP/step | GFLOP/s | of matmul peak | peak RSS MB (growth) |", "|---|---|---|---|---|---|---|---|---|---|"]
     for size, r in zip(SIZES, results):
         lines.append(f"| {size.name} | {size.d_model} x {size.n_layers}, {size.n_heads} x {size.d_head}, "
-                     f"{'yes' if size.use_ffn else 'no'} | {size.mem}, {size.K} x {size.N}, {size.batch} | {r['params']} | "
-                     f"{r['tokens_per_s']:.0f} | {r['gflop_per_step']:.2f} | {r['gflops']:.1f} | "
-                     f"{r['gflops'] / r['peak_gflops']:.1%} | {r['rss_peak_mb']:.0f} ({r['rss_growth_mb']:.0f}) |")
+                     f"{'yes' if size.use_ffn else 'no'} | {size.mem}, {size.K} x {size.N}, {size.batch}, {size.mem_len} | "
+                     f"{r['params']} | {r['form']} | {r['tokens_per_s']:.0f} | {r['gflop_per_step']:.2f} | "
+                     f"{r['gflops']:.1f} | {r['gflops'] / r['peak_gflops']:.1%} | {r['rss_peak_mb']:.0f} "
+                     f"({r['rss_growth_mb']:.0f}) |")
+    lines += ["", "## Positional scores: gathered bias or factored heads", "",
+              "Seconds per training step with each form of the Transformer-XL positional scores "
+              "(rate/attention.py), timed side by side in the same process.  Gathered: (q + v) R^T, gathered into "
+              "a (B, H, Q, K) bias that the attention and its backward read.  Factored: the same scores as a dot "
+              "product over heads d_model channels wider, in the fused kernel, with no bias tensor.  The model "
+              "takes the factored form when the bias would hold at least "
+              f"{AUTOMATIC_THRESHOLD:,} elements per channel of the widened heads (the 'scores' column above; the "
+              "throughput and memory columns are for that form).  Peak RSS: the factored form runs first, so its "
+              "column is its own; the gathered column is the larger of the two forms' peaks.", "",
+              "| config | elements per channel (full cache) | gathered s/step | factored s/step | gathered / factored | "
+              "peak RSS MB gathered | peak RSS MB factored |", "|---|---|---|---|---|---|---|"]
+    for size, r in zip(SIZES, results):
+        q_len = 3 * size.K + 2 * size.mem
+        per_channel = size.batch * size.n_heads * q_len * (q_len + size.mem_len) / (size.d_head + size.d_model)
+        lines.append(f"| {size.name} | {per_channel:,.0f} | {r['gathered_s']:.3f} | {r['factored_s']:.3f} | "
+                     f"{r['gathered_s'] / r['factored_s']:.2f}x | {r['gathered_peak_mb']:.0f} | "
+                     f"{r['factored_peak_mb']:.0f} |")
     lines += ["", "## The positional term: broadcast matmul or one GEMM per head", "",
               "Transformer-XL's positional scores (q + v) R^T as a matmul that broadcasts R over the batch, or as "
               "one GEMM per head over all B x Q query rows.  The GEMM per head is 8x faster when decoding (a few "

@@ -30,10 +30,11 @@ INFERENCE_ROWS = 32
 # positional scores in factored form (RelativeMultiHeadAttention._factored_attention) when the
 # gathered (B, H, Q, K) bias would hold at least this many elements per channel of the widened
 # heads (d_head + d_model).  The factored form saves the bias's memory and passes over it, and
-# pays with heads d_model wider; on the 2-core CPU (training step, forward and backward) it was
-# 2.3x to 3.5x faster at 170k to 1.2M elements per channel (the RATE reference script's size,
-# POPGym's long segments), 1.3x faster at 64k (d_model 128, K = 60), 2x slower at 35k (d_model
-# 256, K = 60) and slower below (the T-Maze CPU config: 5k).
+# pays with heads d_model wider.  Training steps on the 2-core CPU (results/performance_training.md):
+# 1.6x faster at 173k elements per channel (the RATE reference script's size) and 3.2x at 1.2M
+# (POPGym at T = 415, peak memory 10.7 -> 3.4 GB); 0.5x to 0.7x as fast at 5k to 22k (the T-Maze CPU
+# config, d_model 128 and 256 at K = 30).  A scratch A/B at K = 60 put the crossover between 35k
+# (d_model 256: 0.5x) and 64k (d_model 128: 1.3x).
 FACTORED_MIN_ELEMENTS_PER_CHANNEL = 50_000
 
 
