@@ -282,22 +282,24 @@ class RelativeMultiHeadAttention(nn.Module):
                             mask_bias: torch.Tensor) -> torch.Tensor:
         """The same scores as the gathered bias, as one fused attention over widened heads.
 
-        With w = (q_i + v) W_r split into sine and cosine halves (a, b) and the angle identities
-        for p_i - j, the positional term is a dot product of a query feature and a key feature:
+        With (q_i + v) W_r split into the halves (a, c) that meet the table's sine and cosine
+        halves, and the angle identities for p_i - j (query position p_i, key position j, the
+        table's frequencies w), the positional term is a dot product of a query feature and a key
+        feature:
 
-            a . sin((p_i - j) w) + b . cos((p_i - j) w)
-              = [a sin(p_i w) + b cos(p_i w),  b sin(p_i w) - a cos(p_i w)] . [cos(j w), sin(j w)]
+            a . sin((p_i - j) w) + c . cos((p_i - j) w)
+              = [a sin(p_i w) + c cos(p_i w),  c sin(p_i w) - a cos(p_i w)] . [cos(j w), sin(j w)]
 
         so the score is [q_i + u, f_i] . [k_j, g_j]: heads of d_head + d_model channels, a mask
         without gradient, and no (B, H, Q, K) tensor held for the backward pass (the fused
-        kernel recomputes the scores).  v is padded to the widened size, which the fused CPU
-        kernel needs; the padding's output columns are dropped.
+        kernel recomputes the scores).  The values are zero-padded to the widened size, which the
+        fused CPU kernel needs; the padding's output columns are dropped.
 
         q (B, H, Q, dh); k, v (B, H, K, dh); mask_bias (B or 1, 1, Q, K).  Returns (B, H, Q, dh).
         """
         b, h, q_len, dh = q.shape
         d_model = self.r_proj.in_features
-        q_sin, q_cos, key_features = positions.factors(d_model)  # (Q, D/2), (Q, D/2), (K, D)
+        q_sin, q_cos, key_features = (f.to(q.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
         w = torch.einsum("bhqe,hed->bhqd", q + self.v_bias[:, None, :], self.r_proj.weight.view(h, dh, d_model))
         a, c = w.chunk(2, dim=-1)  # the sine and cosine halves of the table, (B, H, Q, D/2) each
         query = torch.cat([q + self.u_bias[:, None, :], a * q_sin + c * q_cos, c * q_sin - a * q_cos], dim=-1)
