@@ -31,10 +31,10 @@ INFERENCE_ROWS = 32
 # gathered (B, H, Q, K) bias would hold at least this many elements per channel of the widened
 # heads (d_head + d_model).  The factored form saves the bias's memory and passes over it, and
 # pays with heads d_model wider.  Training steps on the 2-core CPU (results/performance_training.md):
-# 1.6x faster at 173k elements per channel (the RATE reference script's size) and 3.2x at 1.2M
-# (POPGym at T = 415, peak memory 10.7 -> 3.4 GB); 0.5x to 0.7x as fast at 5k to 22k (the T-Maze CPU
-# config, d_model 128 and 256 at K = 30).  A scratch A/B at K = 60 put the crossover between 35k
-# (d_model 256: 0.5x) and 64k (d_model 128: 1.3x).
+# 1.4x faster at 173k elements per channel (the RATE reference script's size; 1.6x in the page's
+# previous run) and 3.5x at 1.2M (POPGym at T = 415, peak memory 10.6 -> 3.4 GB); 0.5x to 0.8x as
+# fast at 5k to 22k (the T-Maze CPU config, d_model 128 and 256 at K = 30).  A scratch A/B at
+# K = 60 put the crossover between 35k (d_model 256: 0.5x) and 64k (d_model 128: 1.3x).
 FACTORED_MIN_ELEMENTS_PER_CHANNEL = 50_000
 
 
