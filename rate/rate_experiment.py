@@ -78,6 +78,11 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
     return episodes
 
 
+def eval_env_kwargs(ev: EvalConfig, length: int) -> dict[str, Any]:
+    """Keywords of the evaluation environment at ``length``: ``env_kwargs`` and the swept one."""
+    return {**ev.env_kwargs, ev.length_kwarg: length}
+
+
 def check_eval_envs(cfg: RATEExperimentConfig) -> None:
     """Make each evaluation environment once and check its spaces against the model, so that a
     wrong env id, keyword or task fails before training with one ConfigError, not in the first
@@ -87,7 +92,7 @@ def check_eval_envs(cfg: RATEExperimentConfig) -> None:
 
     ev = cfg.eval
     for t in sorted(set(ev.lengths + ev.final_lengths)):
-        kwargs = {**ev.env_kwargs, ev.length_kwarg: t}
+        kwargs = eval_env_kwargs(ev, t)
         try:
             env = gym.make(ev.env_id, **kwargs)
         except Exception as err:  # the registry's errors, or whatever the constructor raises
@@ -121,7 +126,7 @@ def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[
     results = {}
     for t in lengths or ev.lengths:
         def make_env(t=t):
-            return gym.make(ev.env_id, **{**ev.env_kwargs, ev.length_kwarg: t})
+            return gym.make(ev.env_id, **eval_env_kwargs(ev, t))
 
         out = rollout(make_env, make_policy(model, cfg), episodes or ev.episodes, seed=ev.seed, progress=progress)
         results[t] = {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),

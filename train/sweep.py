@@ -155,16 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         runs = expand(sweep)
         for run in runs:
             run.overrides = [*run.overrides, *args.extra]
-        checked_envs = set()
         for run in runs:  # validate every config before spending compute
             cfg = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
-            if isinstance(cfg, RATEExperimentConfig):  # and make its evaluation environments once
-                ev, m = cfg.eval, cfg.model
-                key = repr((ev.env_id, ev.env_kwargs, ev.length_kwarg, ev.lengths, ev.final_lengths,
-                            m.obs_shape, m.act_kind, m.act_dim))
-                if key not in checked_envs:
-                    check_eval_envs(cfg)
-                    checked_envs.add(key)
+            if isinstance(cfg, RATEExperimentConfig):  # and make its evaluation environments
+                check_eval_envs(cfg)
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
