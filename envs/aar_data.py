@@ -20,7 +20,8 @@ import numpy as np
 
 import envs  # noqa: F401  (registers rate/AAR-v0)
 from envs.aar import oracle_action
-from envs.recording import check_noise, claim_dataset_id, generator_main, record_episode, write_oracle_dataset
+from envs.recording import check_noise, generator_main, record_episode, write_oracle_dataset
+from rate.minari_writer import check_dataset_id
 
 
 def default_dataset_id(length: int) -> str:
@@ -35,7 +36,7 @@ def generate_aar_dataset(length: int, episodes: int, seed: int, noise: float = 0
         raise ValueError(f"episodes must be >= 2 (both answers), got {episodes}")
     check_noise(noise)
     dataset_id = dataset_id or default_dataset_id(length)
-    claim_dataset_id(dataset_id, overwrite)
+    check_dataset_id(dataset_id, overwrite)  # fails before the episodes are played; deletes nothing
     rng = np.random.default_rng(seed)
     env = gym.make("rate/AAR-v0", episode_length=length)
 
@@ -48,7 +49,7 @@ def generate_aar_dataset(length: int, episodes: int, seed: int, noise: float = 0
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     buffers = [record_episode(env, noisy_oracle(i % 2), int(s), i) for i, s in enumerate(seeds)]
     description = f"Action Associative Retrieval oracle episodes, T = {length}, noise {noise}, seed {seed}"
-    return write_oracle_dataset(dataset_id, buffers, env, description)
+    return write_oracle_dataset(dataset_id, buffers, env, description, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,10 @@
 
 Each step of the horizontal part of the maze (before the split) takes a uniformly random action
 (left, right, forward) with probability ``noise`` instead of the oracle's; the oracle re-plans
-from wherever that leaves the agent, so every episode still succeeds, but the data holds detours
-and is not one action sequence per start position.  At the split the oracle acts alone (a random
+from wherever that leaves the agent, so every episode still succeeds unless the detours use up the
+episode's 5 x size steps (high noise on a small grid: then the generator stops with one error that
+names the episode; lower --noise), and the data holds detours, not one action sequence per start
+position.  At the split the oracle acts alone (a random
 step there could end the episode at the wrong object).  The dataset is a pure function of its
 arguments.  RGB datasets are large (3 x 36 x 36 bytes a step at tile 12; 84 x 84 at the paper's
 tile 28): the symbolic view is the default.
@@ -23,7 +25,8 @@ import numpy as np
 
 import envs  # noqa: F401  (registers rate/MiniGridMemory-v0)
 from envs.minigrid_memory import OBSERVATIONS, REWARDS, MemoryOracle
-from envs.recording import check_noise, claim_dataset_id, generator_main, record_episode, write_oracle_dataset
+from envs.recording import check_noise, generator_main, record_episode, write_oracle_dataset
+from rate.minari_writer import check_dataset_id
 
 
 def default_dataset_id(size: int, observation: str, reward: str = "timed") -> str:
@@ -40,7 +43,7 @@ def generate_minigrid_dataset(size: int, episodes: int, seed: int, noise: float 
     env = gym.make("rate/MiniGridMemory-v0", size=size, observation=observation, view_size=view_size,
                    tile_size=tile_size, reward=reward)  # checks size, view, observation and reward kind
     dataset_id = dataset_id or default_dataset_id(size, observation, reward)
-    claim_dataset_id(dataset_id, overwrite)
+    check_dataset_id(dataset_id, overwrite)  # fails before the episodes are played; deletes nothing
     rng = np.random.default_rng(seed)
     oracle = MemoryOracle()
 
@@ -52,10 +55,18 @@ def generate_minigrid_dataset(size: int, episodes: int, seed: int, noise: float 
         return oracle(e)
 
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
-    buffers = [record_episode(env, choose, int(s), i) for i, s in enumerate(seeds)]
+    buffers = []
+    for i, s in enumerate(seeds):
+        try:
+            buffers.append(record_episode(env, choose, int(s), i))
+        except AssertionError as err:
+            if noise == 0:
+                raise  # the oracle alone failed: a bug, not a setting
+            raise ValueError(f"episode {i} (seed {s}) failed: with {noise:.0%} random actions the oracle's detours "
+                             f"used up the episode's {env.unwrapped.max_steps} steps; use a lower --noise") from err
     description = (f"MiniGrid-Memory {size}x{size}, {observation} {view_size}x{view_size} view, {reward} reward, oracle with "
                    f"{noise:.0%} random actions before the split, seed {seed}")
-    return write_oracle_dataset(dataset_id, buffers, env, description)
+    return write_oracle_dataset(dataset_id, buffers, env, description, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,11 +39,10 @@ import gymnasium as gym
 import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
-from minari.dataset.minari_dataset import parse_dataset_id
 from tqdm import tqdm
 
-from envs.recording import claim_dataset_id, generator_main, record_episode
-from rate.trajectory import write_minari_dataset
+from envs.recording import generator_main, record_episode
+from rate.minari_writer import check_dataset_id, write_minari_dataset
 
 STD_FLOOR = 1e-8  # observation features that never varied are left unscaled, not divided by ~0
 
@@ -371,9 +370,7 @@ def generate_mujoco_dataset(env_id: str = "HalfCheetah-v5", episodes: int = 100,
     config.check()
     make_env(env_id, episode_steps).close()  # bad env ids and spaces fail before minutes of training
     dataset_id = dataset_id or default_dataset_id(env_id)
-    parse_dataset_id(dataset_id)  # a malformed id fails now, not after training
-    if not overwrite:
-        claim_dataset_id(dataset_id, overwrite=False)  # refuses an existing id; deletes nothing
+    check_dataset_id(dataset_id, overwrite)  # a malformed or taken id fails now, not after training
 
     ars_rng, data_rng, random_rng = np.random.default_rng(seed).spawn(3)
     ars = train_ars(env_id, config, ars_rng, episode_steps, snapshots, workers=workers, progress=progress)
@@ -381,15 +378,14 @@ def generate_mujoco_dataset(env_id: str = "HalfCheetah-v5", episodes: int = 100,
     random_return = random_policy_return(env_id, seed=int(random_rng.integers(2**31 - 1)), episode_steps=episode_steps)
     record = generation_record(env_id, episode_steps, seed, config, action_noise, ars, buffers, owners, random_return)
 
-    claim_dataset_id(dataset_id, overwrite)  # only now is an old dataset replaced
     env = make_env(env_id, episode_steps)
     description = (f"{env_id}: {episodes} episodes of {len(ars.snapshots)} snapshots of a linear ARS V2-t policy "
                    f"({config.iterations} iterations), Gaussian action noise {action_noise}, seed {seed}")
     ds = write_minari_dataset(dataset_id, buffers, env=env, algorithm_name="ARS V2-t", author="rate",
                               description=description, data_format="hdf5", ref_min_score=random_return,
-                              ref_max_score=max(s.eval_return for s in ars.snapshots))
+                              ref_max_score=max(s.eval_return for s in ars.snapshots), overwrite=overwrite,
+                              metadata={"generation": record})  # an old dataset is replaced only now
     env.close()
-    ds.storage.update_metadata({"generation": record})
     return ds
 
 

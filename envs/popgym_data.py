@@ -20,7 +20,8 @@ import numpy as np
 
 import envs  # noqa: F401  (registers rate/POPGym-v0)
 from envs.popgym_tasks import TASKS, oracle_action
-from envs.recording import check_noise, claim_dataset_id, generator_main, record_episode, write_oracle_dataset
+from envs.recording import check_noise, generator_main, record_episode, write_oracle_dataset
+from rate.minari_writer import check_dataset_id
 
 
 def default_dataset_id(task: str) -> str:
@@ -35,7 +36,7 @@ def generate_popgym_dataset(task: str, episodes: int, seed: int, noise: float = 
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     check_noise(noise)
     dataset_id = dataset_id or default_dataset_id(task)
-    claim_dataset_id(dataset_id, overwrite)
+    check_dataset_id(dataset_id, overwrite)  # fails before the episodes are played; deletes nothing
     rng = np.random.default_rng(seed)
     env = gym.make("rate/POPGym-v0", task=task)
     n_actions = env.action_space.n
@@ -46,7 +47,8 @@ def generate_popgym_dataset(task: str, episodes: int, seed: int, noise: float = 
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     buffers = [record_episode(env, choose, int(s), i, require_success=False) for i, s in enumerate(seeds)]
     description = f"POPGym {task}: hidden-state oracle with {noise:.0%} random actions, seed {seed}"
-    return write_oracle_dataset(dataset_id, buffers, env, description, ref_min_score=-1.0, ref_max_score=1.0)
+    return write_oracle_dataset(dataset_id, buffers, env, description, ref_min_score=-1.0, ref_max_score=1.0,
+                                overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

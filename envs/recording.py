@@ -10,19 +10,13 @@ import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
+from rate.minari_writer import write_minari_dataset
+
 
 def check_noise(noise: float) -> None:
     """The fraction of random actions a generator mixes into its oracle's: a probability."""
     if not 0.0 <= noise <= 1.0:
         raise ValueError(f"noise must be in [0, 1], got {noise}")
-
-
-def claim_dataset_id(dataset_id: str, overwrite: bool) -> None:
-    """Refuse to replace an existing local dataset unless ``overwrite`` (then delete it first)."""
-    if dataset_id in minari.list_local_datasets():
-        if not overwrite:
-            raise FileExistsError(f"Minari dataset {dataset_id} already exists; pass overwrite=True (--overwrite)")
-        minari.delete_dataset(dataset_id)
 
 
 def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, episode_id: int,
@@ -50,11 +44,11 @@ def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, ep
 
 
 def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym.Env, description: str,
-                         ref_min_score: float = 0.0, ref_max_score: float = 1.0) -> minari.MinariDataset:
-    """The recorded episodes as a Minari dataset (HDF5) that recovers ``env``."""
-    from rate.trajectory import write_minari_dataset
-
-    return write_minari_dataset(dataset_id, buffers, env=env, algorithm_name="oracle", author="rate",
+                         ref_min_score: float = 0.0, ref_max_score: float = 1.0,
+                         overwrite: bool = False) -> minari.MinariDataset:
+    """The recorded episodes as a Minari dataset (HDF5) that recovers ``env``; an old dataset of
+    that id is replaced (``overwrite``) only once the new one is complete."""
+    return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, env=env, algorithm_name="oracle", author="rate",
                                 description=description, data_format="hdf5", ref_min_score=ref_min_score,
                                 ref_max_score=ref_max_score)
 

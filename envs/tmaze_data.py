@@ -18,7 +18,8 @@ import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
 import envs  # noqa: F401  (registers rate/TMaze-v0)
-from envs.recording import claim_dataset_id, generator_main, record_episode, write_oracle_dataset
+from envs.recording import generator_main, record_episode, write_oracle_dataset
+from rate.minari_writer import check_dataset_id
 from envs.tmaze import oracle_action
 
 
@@ -38,7 +39,7 @@ def generate_tmaze_dataset(horizon: int, episodes: int, seed: int, dataset_id: s
     if episodes < 2:
         raise ValueError(f"episodes must be >= 2 (both goals), got {episodes}")
     dataset_id = dataset_id or default_dataset_id(horizon)
-    claim_dataset_id(dataset_id, overwrite)
+    check_dataset_id(dataset_id, overwrite)  # fails before the episodes are played; deletes nothing
     rng = np.random.default_rng(seed)
     lengths = rng.integers(1, horizon - 1, size=episodes)  # 1 .. horizon-2
     goals = np.where(np.arange(episodes) % 2 == 0, 1, -1)
@@ -46,7 +47,7 @@ def generate_tmaze_dataset(horizon: int, episodes: int, seed: int, dataset_id: s
     env = gym.make("rate/TMaze-v0", corridor_length=horizon - 2)
     buffers = [oracle_episode(env, int(s), int(L), int(g), i) for i, (s, L, g) in enumerate(zip(seeds, lengths, goals))]
     description = f"Passive T-Maze oracle episodes, corridor lengths 1..{horizon - 2}, seed {seed}"
-    return write_oracle_dataset(dataset_id, buffers, env, description)
+    return write_oracle_dataset(dataset_id, buffers, env, description, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

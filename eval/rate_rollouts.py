@@ -20,7 +20,7 @@ from eval.plots import log_length_axis, plt, save_figure
 import envs  # noqa: F401  registers the project's environments
 from rate.checkpoint import CheckpointError
 from rate.config import atomic_write_text
-from rate.rate_experiment import evaluate_lengths, load_policy_model
+from rate.rate_experiment import check_eval_envs, evaluate_lengths, load_policy_model
 from rate.training import setup_process
 
 
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                      target_return=ev.target_return if args.target_return is None else args.target_return,
                      sample=args.sample or ev.sample)
         cfg = replace(cfg, eval=ev)
-    except (CheckpointError, ValueError) as err:
+        check_eval_envs(cfg)  # a wrong --env is one error line, not a traceback in the first rollout
+    except (CheckpointError, ValueError) as err:  # ConfigError is a ValueError
         print(f"error: {err}", file=sys.stderr)
         return 2
     results = evaluate_lengths(model, cfg, progress=True)

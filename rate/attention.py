@@ -240,7 +240,8 @@ class RelativeMultiHeadAttention(nn.Module):
             out = self._factored_attention(q, k, v, positions, mask_bias)
             return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), kv
         keys = k.shape[2]
-        r = self.r_proj(positions.table).view(-1, h, dh).transpose(0, 1)  # (H, R, dh)
+        # The table is float32; a model of another dtype (float64, bfloat16) projects it in its own.
+        r = self.r_proj(positions.table.to(self.r_proj.weight.dtype)).view(-1, h, dh).transpose(0, 1)  # (H, R, dh)
         if few_rows:
             # Decoding: one GEMM per head over all B*Q rows; the matmul that broadcasts r over the
             # batch runs as B tiny products there (8x slower at B = 100, Q = 2 on CPU).  At training

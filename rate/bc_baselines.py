@@ -53,15 +53,21 @@ class BCGRU(RATEModel):
         """(B, T, ...) -> (B, T, D): the GRU input of each step."""
         return self.embed_obs(obs) + self.embed_actions(prev_actions) + self.embed_rtg(rtg)
 
-    def shift_actions(self, actions):
-        """a_{t-1} for every t; the first step sees the padding action."""
-        first = (torch.full_like(actions[:, :1], self.cfg.action_pad) if self.cfg.act_kind == "discrete"
-                 else torch.zeros_like(actions[:, :1]))
-        return torch.cat([first, actions[:, :-1]], dim=1)
+    def shift_actions(self, actions, before: torch.Tensor | None = None):
+        """a_{t-1} for every t: ``before`` (B, 1, ...) for the first step, the last action of the
+        previous segment; None at an episode's start, where the first step sees the padding action."""
+        if before is None:
+            before = (torch.full_like(actions[:, :1], self.cfg.action_pad) if self.cfg.act_kind == "discrete"
+                      else torch.zeros_like(actions[:, :1]))
+        return torch.cat([before, actions[:, :-1]], dim=1)
 
     def forward(self, obs, actions, rtg, valid, state=None, detach_state=False):
-        h, state = self.gru(self.step_inputs(obs, self.shift_actions(actions), rtg), state)
-        return self.action_output(h), state.detach() if detach_state else state
+        """state: None or (GRU hidden (layers, B, D), last action (B, 1, ...)) of the previous
+        segment, so that a window cut into segments (training_mode official) gives each step the
+        same inputs as the whole window and the rollout do."""
+        hidden, before = state if state is not None else (None, None)
+        h, hidden = self.gru(self.step_inputs(obs, self.shift_actions(actions, before), rtg), hidden)
+        return self.action_output(h), (hidden.detach() if detach_state else hidden, actions[:, -1:])
 
 
 class RecurrentBCPolicy(BatchedPolicy):

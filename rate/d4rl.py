@@ -18,7 +18,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from rate.trajectory import DatasetError, write_minari_dataset
+from rate.minari_writer import check_dataset_id, write_minari_dataset
+from rate.trajectory import DatasetError
 
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
 # D4RL's reference returns (d4rl/infos.py, the -random-v0 and expert entries used for v1/v2).
@@ -50,7 +51,11 @@ def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
             missing = [k for k in REQUIRED if k not in f]
             if missing:
                 raise DatasetError(f"{path}: not a D4RL file, missing {', '.join(missing)}")
-            data = {k: f[k][()] for k in REQUIRED + ("next_observations",) if k in f}
+            keys = [k for k in REQUIRED + ("next_observations",) if k in f]
+            groups = [k for k in keys if not isinstance(f[k], h5py.Dataset)]
+            if groups:
+                raise DatasetError(f"{path}: {', '.join(groups)} must be arrays, not HDF5 groups")
+            data = {k: f[k][()] for k in keys}
     except OSError as err:
         raise DatasetError(f"{path}: unreadable HDF5 (truncated or corrupt): {err}") from err
     n = len(data["rewards"])
@@ -61,6 +66,9 @@ def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
             raise DatasetError(f"{path}: {key} has {len(arr)} rows, rewards has {n}")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise DatasetError(f"{path}: NaN or inf in {key}")
+    if "next_observations" in data and data["next_observations"].shape != data["observations"].shape:
+        raise DatasetError(f"{path}: next_observations of shape {data['next_observations'].shape}, observations "
+                           f"{data['observations'].shape}")
     return data
 
 
@@ -88,14 +96,41 @@ def split_episodes(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     return episodes
 
 
+def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
+    """DatasetError unless the file's arrays fit the spaces of ``env_id`` (which the dataset will
+    declare): observation shape; discrete actions as integers in range, or continuous actions
+    of the space's shape inside its bounds.  ValueError for an id Gymnasium cannot make."""
+    try:
+        env = gym.make(env_id)
+    except Exception as err:  # the registry's errors, or a missing optional dependency
+        raise ValueError(f"--env {env_id!r}: {type(err).__name__}: {err}") from err
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    obs, act = data["observations"], data["actions"]
+    if obs.shape[1:] != obs_space.shape:
+        raise DatasetError(f"observations have shape {obs.shape[1:]}, {env_id} gives {obs_space.shape}")
+    if isinstance(act_space, gym.spaces.Discrete):
+        if act.ndim != 1 or not np.issubdtype(act.dtype, np.integer):
+            raise DatasetError(f"actions of shape {act.shape[1:]} and dtype {act.dtype}, but {env_id} takes one "
+                               "integer action")
+        if len(act) and (act.min() < act_space.start or act.max() >= act_space.start + act_space.n):
+            raise DatasetError(f"actions outside {env_id}'s {act_space}")
+    elif isinstance(act_space, gym.spaces.Box):
+        if act.shape[1:] != act_space.shape:
+            raise DatasetError(f"actions have shape {act.shape[1:]}, {env_id} takes {act_space.shape}")
+        if len(act) and ((act < act_space.low).any() or (act > act_space.high).any()):
+            raise DatasetError(f"actions outside {env_id}'s bounds {act_space.low.min()}..{act_space.high.max()}")
+
+
 def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None):
-    """Write the episodes of a D4RL file as the Minari dataset ``dataset_id``; returns it."""
-    import minari
+    """Write the episodes of a D4RL file as the Minari dataset ``dataset_id``; returns it.
+    With ``env_id`` the arrays must fit that environment's spaces (:func:`check_fits_env`)."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
+    check_dataset_id(dataset_id, overwrite=False)  # before the file is read; deletes nothing
     data = read_d4rl(path)
-    if dataset_id in minari.list_local_datasets():
-        raise FileExistsError(f"Minari dataset {dataset_id} already exists")
+    if env_id is not None:
+        check_fits_env(data, env_id)
     episodes = split_episodes(data)
     buffers = [EpisodeBuffer(id=i, observations=ep["observations"], actions=ep["actions"],
                              rewards=list(ep["rewards"]), terminations=list(ep["terminations"]),
@@ -118,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         ds = import_d4rl(args.file, args.dataset_id, args.env)
-    except (DatasetError, FileExistsError) as err:
+    except (DatasetError, FileExistsError, ValueError) as err:  # ValueError: a malformed id or --env
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{args.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")

@@ -62,7 +62,10 @@ class BatchedPolicy:
         if self.cfg.act_kind != "discrete":
             return out
         if self.sample:
-            return torch.multinomial(out.softmax(-1), 1, generator=self.generator).squeeze(-1)
+            # Drawn on the CPU with the CPU generator: the same seed samples the same actions on
+            # any device (a CPU generator cannot drive a CUDA multinomial).
+            probs = out.softmax(-1).float().cpu()
+            return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1).to(out.device)
         return out.argmax(-1)
 
     def no_action(self, n: int) -> torch.Tensor:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import gymnasium as gym
+import numpy as np
 
 from rate.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
 from rate.rate_model import RATEConfig, RATEModel
@@ -65,6 +66,11 @@ def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) ->
             return f"action space {act_space}, but the config says {m.act_dim} discrete actions"
     elif not isinstance(act_space, gym.spaces.Box) or act_space.shape != (m.act_dim,):
         return f"action space {act_space}, but the config says {m.act_dim} continuous actions"
+    elif not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
+        # The continuous head is a tanh: it cannot reach actions outside [-1, 1], and it would
+        # waste its range on actions a narrower space refuses.
+        return (f"action space {act_space}, but the model's tanh head gives actions in [-1, 1]; rescale the "
+                "environment's actions to [-1, 1] (gymnasium.wrappers.RescaleAction)")
     return None
 
 
@@ -74,7 +80,8 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
     problem = space_mismatch(obs_space, act_space, cfg.model)
     if problem:
         raise DatasetError(f"{cfg.dataset_id}: {problem}")
-    validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id)
+    validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id,
+                      tuple(cfg.model.obs_shape))
     return episodes
 
 

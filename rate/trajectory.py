@@ -37,13 +37,23 @@ class Episode:
         return len(self.rewards)
 
 
+# Continuous actions may exceed [-1, 1] by float rounding of a rescaling, not more.
+ACTION_BOUND_TOLERANCE = 1e-5
+
+
 def returns_to_go(rewards: np.ndarray, rtg_scale: float) -> np.ndarray:
     """rtg[t] = sum_{t' >= t} rewards[t'] / rtg_scale, float32 (T,)."""
     return (np.cumsum(rewards[::-1])[::-1] / rtg_scale).astype(np.float32)
 
 
-def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: int, name: str) -> None:
-    """One clear DatasetError for the first problem found (empty, NaN/inf, out-of-range actions)."""
+def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: int, name: str,
+                      obs_shape: tuple[int, ...] | None = None) -> None:
+    """One clear DatasetError for the first problem found: no episodes or steps, lengths that
+    disagree, observations not of ``obs_shape``, NaN/inf, discrete actions that are not integers
+    in 0..act_dim-1, continuous actions not (T, act_dim) inside the tanh head's [-1, 1].
+
+    The arrays are checked, not only the spaces the dataset declares: an imported file can
+    declare spaces its arrays do not have."""
     if not episodes:
         raise DatasetError(f"{name}: the dataset has no episodes")
     for i, ep in enumerate(episodes):
@@ -52,12 +62,26 @@ def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: 
         if not (len(ep.observations) == len(ep.actions) == len(ep.rewards)):
             raise DatasetError(f"{name}: episode {i} has {len(ep.observations)} observations, {len(ep.actions)} "
                                f"actions and {len(ep.rewards)} rewards")
+        if obs_shape is not None and tuple(ep.observations.shape[1:]) != tuple(obs_shape):
+            raise DatasetError(f"{name}: episode {i} has observations of shape {tuple(ep.observations.shape[1:])}, "
+                               f"the model expects {tuple(obs_shape)}")
         for field in ("observations", "rewards") + (() if discrete_actions else ("actions",)):
             values = getattr(ep, field)
             if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
                 raise DatasetError(f"{name}: episode {i} has NaN or inf in its {field}")
-        if discrete_actions and (ep.actions.min() < 0 or ep.actions.max() >= act_dim):
-            raise DatasetError(f"{name}: episode {i} has actions outside 0..{act_dim - 1}")
+        if discrete_actions:
+            if ep.actions.ndim != 1 or not np.issubdtype(ep.actions.dtype, np.integer):
+                raise DatasetError(f"{name}: episode {i} has actions of shape {ep.actions.shape[1:]} and dtype "
+                                   f"{ep.actions.dtype}, but discrete actions are single integers")
+            if ep.actions.min() < 0 or ep.actions.max() >= act_dim:
+                raise DatasetError(f"{name}: episode {i} has actions outside 0..{act_dim - 1}")
+        else:
+            if ep.actions.shape[1:] != (act_dim,):
+                raise DatasetError(f"{name}: episode {i} has actions of shape {ep.actions.shape[1:]}, "
+                                   f"the model expects ({act_dim},)")
+            if np.abs(ep.actions).max() > 1.0 + ACTION_BOUND_TOLERANCE:
+                raise DatasetError(f"{name}: episode {i} has actions up to {np.abs(ep.actions).max():.3g} in size, "
+                                   "outside the [-1, 1] of the model's tanh head; rescale them to [-1, 1]")
 
 
 def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object]:
@@ -80,30 +104,6 @@ def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
         raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
     return episodes, ds.observation_space, ds.action_space
-
-
-def write_minari_dataset(dataset_id: str, buffers: list, **kwargs):
-    """``minari.create_dataset_from_buffers`` without its advisory warnings, and without leaving a
-    partial folder behind on failure (Minari refuses every retry while one exists)."""
-    import os
-    import shutil
-    import warnings
-
-    import minari
-    from minari.storage import get_dataset_path
-
-    root = os.environ.get("MINARI_DATASETS_PATH")
-    if root and not os.path.isabs(root):
-        # Minari 0.5 joins a relative root onto itself when it sizes the new file (and fails).
-        os.environ["MINARI_DATASETS_PATH"] = os.path.abspath(root)
-
-    try:
-        with warnings.catch_warnings():  # advice to add an author e-mail, a code link, ...
-            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
-            return minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)
-    except BaseException:
-        shutil.rmtree(get_dataset_path(dataset_id), ignore_errors=True)
-        raise
 
 
 def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:

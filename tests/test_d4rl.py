@@ -58,6 +58,7 @@ def test_import_round_trip(tmp_path):
     [
         ({"rewards": np.array([0.0, np.nan] + [0.0] * 8, np.float32)}, "NaN or inf in rewards"),
         ({"actions": np.zeros((9, 2), np.float32)}, "actions has 9 rows"),
+        ({"next_observations": np.zeros((10, 4), np.float32)}, r"next_observations of shape \(10, 4\)"),
     ],
 )
 def test_bad_files_are_refused(tmp_path, kwargs, pattern):
@@ -70,6 +71,12 @@ def test_missing_keys_truncated_and_missing_files(tmp_path):
         f["observations"] = np.zeros((2, 3))
     with pytest.raises(DatasetError, match="missing actions"):
         read_d4rl(tmp_path / "x.hdf5")
+    with h5py.File(tmp_path / "g.hdf5", "w") as f:
+        for key in ("observations", "actions", "rewards", "terminals"):
+            f[key] = np.zeros(2)
+        f.create_group("timeouts")
+    with pytest.raises(DatasetError, match="timeouts must be arrays, not HDF5 groups"):
+        read_d4rl(tmp_path / "g.hdf5")
     good = write_d4rl(tmp_path / "d.hdf5").read_bytes()
     (tmp_path / "t.hdf5").write_bytes(good[: len(good) // 2])
     with pytest.raises(DatasetError, match="truncated or corrupt"):
@@ -93,3 +100,38 @@ def test_normalized_scores_use_the_d4rl_constants():
     np.testing.assert_allclose(normalized_score("walker2d", [(1.629008 + 4592.3) / 2]), [0.5])
     with pytest.raises(KeyError, match="no D4RL reference"):
         normalized_score("ant", [0.0])
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({}, r"observations have shape \(3,\), CartPole-v1 gives \(4,\)"),  # write_d4rl's 3-wide observations
+        ({"observations": np.zeros((10, 4), np.float32), "next_observations": np.zeros((10, 4), np.float32)},
+         "takes one integer action"),  # write_d4rl's (10, 2) float actions
+        ({"observations": np.zeros((10, 4), np.float32), "next_observations": np.zeros((10, 4), np.float32),
+          "actions": np.array([0, 1, 2] + [0] * 7)}, "actions outside"),
+    ],
+)
+def test_arrays_that_do_not_fit_the_named_environment_are_refused(tmp_path, kwargs, pattern):
+    """--env makes the dataset declare that environment's spaces, so its arrays must have them."""
+    with pytest.raises(DatasetError, match=pattern):
+        import_d4rl(write_d4rl(tmp_path / "d.hdf5", **kwargs), "test/x/y-v0", env_id="CartPole-v1")
+    assert "test/x/y-v0" not in minari.list_local_datasets()
+
+
+def test_fitting_arrays_import_with_the_environment(tmp_path):
+    path = write_d4rl(tmp_path / "d.hdf5", observations=np.zeros((10, 4), np.float32), actions=np.arange(10) % 2,
+                      next_obs=False)
+    ds = import_d4rl(path, "test/x/cartpole-v0", env_id="CartPole-v1")
+    assert ds.spec.env_spec.id == "CartPole-v1" and ds.total_steps == 10
+
+
+@pytest.mark.parametrize("args, pattern", [([""], "malformed dataset id"), (["test/x/y-v0", "--env", "NoSuch-v0"], "NoSuch")])
+def test_cli_bad_id_or_env_is_one_line_and_the_root_is_kept(tmp_path, args, pattern):
+    import_d4rl(write_d4rl(tmp_path / "d.hdf5"), "keep/a-v0")
+    root = tmp_path / "minari"
+    before = sorted(str(p) for p in root.rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "rate.d4rl", str(tmp_path / "d.hdf5"), *args], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and pattern in proc.stderr and "Traceback" not in proc.stderr
+    assert sorted(str(p) for p in root.rglob("*")) == before

@@ -121,7 +121,7 @@ def test_random_policy_return_is_a_seeded_low_reference():
     ({"episode_steps": 0}, "episode_steps must be >= 1"),
     ({"env_id": "CartPole-v1"}, "needs Box observation and action spaces"),
     ({"env_id": "NoSuchEnv-v0"}, "cannot make environment 'NoSuchEnv-v0'"),
-    ({"dataset_id": "not a valid id"}, "Malformed dataset ID"),
+    ({"dataset_id": "not a valid id"}, "malformed dataset id"),
 ])
 def test_bad_arguments_raise_one_clear_error(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -1,5 +1,6 @@
 """RATE data windows, model token layout and loss masks, and streaming rollout equivalence."""
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -52,11 +53,33 @@ def test_random_windows_are_reproducible():
         ([Episode(np.full((3, 4), np.nan), np.zeros(3, dtype=int), np.zeros(3))], "NaN or inf in its observations"),
         ([Episode(np.zeros((3, 4)), np.zeros(3, dtype=int), np.array([0, np.inf, 0]))], "NaN or inf in its rewards"),
         ([Episode(np.zeros((3, 4)), np.array([0, 9, 1]), np.zeros(3))], "actions outside 0..3"),
+        ([Episode(np.zeros((3, 5)), np.zeros(3, dtype=int), np.zeros(3))], r"observations of shape \(5,\)"),
+        ([Episode(np.zeros((3, 4)), np.full((3, 2), 0.5), np.zeros(3))], "discrete actions are single integers"),
+        ([Episode(np.zeros((3, 4)), np.array([0.0, 1.0, 2.0]), np.zeros(3))], "discrete actions are single integers"),
     ],
 )
 def test_bad_episodes_get_one_clear_error(eps, pattern):
     with pytest.raises(DatasetError, match=pattern):
-        validate_episodes(eps, discrete_actions=True, act_dim=4, name="d")
+        validate_episodes(eps, discrete_actions=True, act_dim=4, name="d", obs_shape=(4,))
+
+
+@pytest.mark.parametrize(
+    "actions, pattern",
+    [(np.zeros((3, 3)), r"actions of shape \(3,\), the model expects \(2,\)"),
+     (np.array([[0.5, 2.0]] * 3), "outside the \\[-1, 1\\] of the model's tanh head")],
+)
+def test_bad_continuous_actions_get_one_clear_error(actions, pattern):
+    with pytest.raises(DatasetError, match=pattern):
+        validate_episodes([Episode(np.zeros((3, 4)), actions, np.zeros(3))], discrete_actions=False, act_dim=2, name="d")
+
+
+def test_continuous_action_spaces_beyond_the_tanh_range_are_refused():
+    from rate.rate_experiment import space_mismatch
+
+    cfg = RATEConfig(act_kind="continuous", act_dim=1, obs_shape=[3])
+    obs = gym.spaces.Box(-np.inf, np.inf, (3,))
+    assert space_mismatch(obs, gym.spaces.Box(-1.0, 1.0, (1,)), cfg) is None
+    assert "RescaleAction" in space_mismatch(obs, gym.make("Pendulum-v1").action_space, cfg)  # actions in [-2, 2]
 
 
 def small_rate(**backbone):
@@ -245,6 +268,28 @@ def test_bc_gru_policy_equals_the_window_forward():
         torch.testing.assert_close(policy.last_output, out[:, -1], atol=1e-5, rtol=1e-5)
         act_h.append(torch.as_tensor(action))
         reward = torch.rand(2, generator=g)
+
+
+@pytest.mark.parametrize("act_kind", ["discrete", "continuous"])
+def test_bc_gru_segment_by_segment_equals_the_whole_window(act_kind):
+    """training_mode official feeds BC-GRU one segment at a time: the first step of a later
+    segment must see the previous segment's last action, as in the whole window and the rollout."""
+    from rate.bc_baselines import BCGRU
+
+    torch.manual_seed(0)
+    cfg = RATEConfig(kind="bc_gru", backbone=RMTConfig(d_model=16, n_layers=2, n_heads=2, d_head=8), obs_shape=[4],
+                     act_kind=act_kind, act_dim=3, segment_steps=3, num_segments=3)
+    model = BCGRU(cfg).eval()
+    obs, rtg = torch.randn(2, 9, 4), torch.rand(2, 9, 1)
+    actions = torch.randint(0, 3, (2, 9)) if act_kind == "discrete" else torch.rand(2, 9, 3) * 2 - 1
+    valid = torch.ones(2, 9, dtype=torch.bool)
+    whole, _ = model(obs, actions, rtg, valid)
+    state, parts = None, []
+    for s in range(0, 9, 3):
+        out, state = model(obs[:, s:s + 3], actions[:, s:s + 3], rtg[:, s:s + 3], valid[:, s:s + 3], state,
+                           detach_state=True)
+        parts.append(out)
+    torch.testing.assert_close(torch.cat(parts, 1), whole)
 
 
 @pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(num_mem_tokens=0, mem_len=5)])

@@ -1,0 +1,110 @@
+"""Writing Minari datasets never loses what the user had: failed writes, taken or malformed ids,
+namespaces and overwrites leave the datasets root as it was, or replace one dataset at the end."""
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import minari
+import numpy as np
+import pytest
+from minari.data_collector.episode_buffer import EpisodeBuffer
+from minari.namespace import list_local_namespaces
+
+from envs.minigrid_data import generate_minigrid_dataset
+from envs.popgym_data import generate_popgym_dataset
+from rate.minari_writer import check_dataset_id, write_minari_dataset
+
+SPACES = {"observation_space": gym.spaces.Box(-1.0, 1.0, (2,)), "action_space": gym.spaces.Discrete(3)}
+
+
+@pytest.fixture
+def root(tmp_path, monkeypatch):
+    path = tmp_path / "minari"
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(path))
+    return path
+
+
+def buffers(n: int, steps: int = 3) -> list[EpisodeBuffer]:
+    return [EpisodeBuffer(id=i, observations=np.zeros((steps + 1, 2), np.float32), actions=np.ones(steps, np.int64),
+                          rewards=[0.0] * steps, terminations=[False] * (steps - 1) + [True],
+                          truncations=[False] * steps, infos={}) for i in range(n)]
+
+
+def snapshot(root) -> dict[str, bytes]:
+    """Every file under the root with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_new_dataset_lands_in_its_namespace_and_no_staging_folder_stays(root):
+    ds = write_minari_dataset("ns/deeper/data-v0", buffers(2), metadata={"note": "kept"}, **SPACES)
+    assert ds.total_episodes == 2 and ds.storage.metadata["note"] == "kept"
+    assert "ns/deeper/data-v0" in minari.list_local_datasets()
+    assert "ns/deeper" in list_local_namespaces()
+    assert [p.name for p in root.iterdir()] == ["ns"]  # the hidden staging folder is gone
+
+
+def test_an_interrupted_write_leaves_the_root_as_it_was(root, monkeypatch):
+    write_minari_dataset("ns/old-v0", buffers(2), **SPACES)
+    before = snapshot(root)
+    real = minari.create_dataset_from_buffers
+
+    def interrupted(*args, **kwargs):
+        real(*args, **kwargs)  # the new dataset is complete (in the staging folder) ...
+        raise KeyboardInterrupt  # ... when the user presses Ctrl-C
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
+    for dataset_id, overwrite in [("ns/new-v0", False), ("ns/old-v0", True)]:
+        with pytest.raises(KeyboardInterrupt):
+            write_minari_dataset(dataset_id, buffers(3), overwrite=overwrite, **SPACES)
+        assert snapshot(root) == before and [p.name for p in root.iterdir()] == ["ns"]
+    assert minari.load_dataset("ns/old-v0").total_episodes == 2
+
+
+def test_overwrite_replaces_the_dataset_only_when_asked(root):
+    write_minari_dataset("ns/d-v0", buffers(2), **SPACES)
+    with pytest.raises(FileExistsError, match="already exists"):
+        write_minari_dataset("ns/d-v0", buffers(5), **SPACES)
+    assert minari.load_dataset("ns/d-v0").total_episodes == 2
+    assert write_minari_dataset("ns/d-v0", buffers(5), overwrite=True, **SPACES).total_episodes == 5
+    assert minari.load_dataset("ns/d-v0").total_episodes == 5
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_namespace_is_never_taken_for_a_dataset(root, overwrite):
+    """An id whose folder holds other datasets (here written as name-v0 to pass the id format)."""
+    write_minari_dataset("group-v0/inner-v0", buffers(2), **SPACES)
+    before = snapshot(root)
+    with pytest.raises(FileExistsError, match="not a Minari dataset"):
+        write_minari_dataset("group-v0", buffers(1), overwrite=overwrite, **SPACES)
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("dataset_id", ["", "rate/tmaze", "../outside-v0", "a/../../x-v0"])
+def test_malformed_ids_are_refused_before_anything_is_written(root, dataset_id):
+    write_minari_dataset("rate/tmaze/kept-v0", buffers(1), **SPACES)
+    before = snapshot(root)
+    with pytest.raises(ValueError, match="malformed dataset id"):
+        check_dataset_id(dataset_id, overwrite=True)
+    with pytest.raises(ValueError, match="malformed dataset id"):
+        write_minari_dataset(dataset_id, buffers(1), overwrite=True, **SPACES)
+    assert snapshot(root) == before
+
+
+def test_a_generator_that_fails_under_overwrite_keeps_the_old_dataset(root):
+    """MiniGrid's noisy oracle runs out of steps at noise 0.5 on a 9 x 9 grid: one clear error."""
+    generate_minigrid_dataset(size=9, episodes=2, seed=0, noise=0.0, dataset_id="rate/mg/kept-v0")
+    before = snapshot(root)
+    with pytest.raises(ValueError, match="lower --noise"):
+        generate_minigrid_dataset(size=9, episodes=50, seed=0, noise=0.5, dataset_id="rate/mg/kept-v0", overwrite=True)
+    assert snapshot(root) == before
+
+
+@pytest.mark.parametrize("dataset_id", ["rate/popgym", "rate/popgym/RepeatPreviousEasy-oracle-v0"])
+def test_generator_cli_refuses_a_taken_id_with_one_line(root, dataset_id):
+    generate_popgym_dataset("RepeatPreviousEasy", episodes=2, seed=0)
+    before = snapshot(root)
+    proc = subprocess.run([sys.executable, "-m", "envs.popgym_data", "--episodes", "2", "--dataset-id", dataset_id],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
+    assert snapshot(root) == before
