@@ -21,7 +21,7 @@ import envs  # noqa: F401  registers the project's environments
 from rate.checkpoint import CheckpointError
 from rate.config import atomic_write_text
 from rate.rate_experiment import check_eval_envs, evaluate_lengths, load_policy_model
-from rate.training import setup_process
+from rate.training import positive_int, setup_process
 
 
 def plot_success(results: dict[int, dict], path: Path, title: str) -> None:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--target-return", type=float)
     parser.add_argument("--sample", action="store_true", help="sample actions instead of argmax")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--out", type=Path, help="write results JSON here (and a .png plot beside it)")
     parser.add_argument("--no-plot", action="store_true", help="with --out: the JSON only, no .png beside it")
     args = parser.parse_args(argv)

@@ -10,9 +10,12 @@ crash leaves either the old checkpoint or the new one, never a mix.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -79,3 +82,31 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
             parts.append(f"shape of {k}: {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}")
         raise CheckpointError(f"{source}: weights are of another architecture ({'; '.join(parts)})")
     model.load_state_dict(weights)
+
+
+@contextlib.contextmanager
+def exclusive_run_dir(out: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder while a trainer writes it (its checkpoints and, at
+    the end, its CSV row).  A second trainer of the same folder, e.g. a sweep restarted while
+    the previous one's trainer still runs, fails at once with CheckpointError instead of both
+    writing the folder and the row.  Under torchrun only rank 0 (which writes) takes the lock."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    # The lock is taken on the folder itself (flock works on a directory's descriptor), so
+    # nothing is written into the folder for it.
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the descriptor is closed
+        except BlockingIOError:
+            raise CheckpointError(f"{out} is being written by another trainer (still running?); wait for it "
+                                  "or choose another --out") from None
+        yield
+    finally:
+        os.close(fd)
+        if created and not any(out.iterdir()):  # a run that failed before writing anything
+            out.rmdir()

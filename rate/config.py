@@ -109,6 +109,13 @@ def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
         )
     kwargs = {}
     for name, value in data.items():
+        default = fields[name].default_factory
+        if isinstance(value, dict) and default is not dataclasses.MISSING:
+            # A partial section keeps the field's own defaults for what it leaves out (RATE's
+            # backbone default has memory tokens; a bare RMTConfig has none).
+            base = default()
+            if dataclasses.is_dataclass(base):
+                value = _merged(to_dict(base), value)
         kwargs[name] = _coerce(value, hints[name], f"{_path}.{name}" if _path else name)
     try:
         return cls(**kwargs)
@@ -116,6 +123,14 @@ def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{_path or cls.__name__}: {err}") from err
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update``'s keys set, recursively for mappings on both sides."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -139,7 +154,10 @@ def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
         write(Path(tmp))
+        with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -176,6 +194,8 @@ def load_yaml(cls: type[T], path: str | Path, overrides: typing.Sequence[str] = 
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top, got {type(data).__name__}")
     data = apply_overrides(data, overrides)
     try:
         return from_dict(cls, data)

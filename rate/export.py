@@ -371,7 +371,10 @@ def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: floa
         new = np.ones(batch, dtype=bool) if t == 0 else rng.random(batch) < reset_prob
         eager_action = eager.act(obs, None if t == 0 else reward, new_episode=new)
         out, action = policy.act(obs, reward, new, target_return)
-        worst = max(worst, float(np.abs(eager.last_output.numpy() - out).max()))
+        diff = float(np.abs(eager.last_output.numpy() - out).max())
+        if not np.isfinite(diff):  # max() would skip a NaN: NaN < worst and worst < NaN are both False
+            return float("inf")
+        worst = max(worst, diff)
         if model.cfg.act_kind == "discrete" and not np.array_equal(np.asarray(action), eager_action):
             return float("inf")  # a different action: the episodes diverge from here
         reward = rng.integers(0, 2, batch).astype(np.float32)
@@ -389,6 +392,8 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
         raise ExportError(f"{checkpoint}: a sliding-window (DT) policy has no fixed-size recurrent state; "
                           "export supports streaming policies")
     target = cfg.eval.target_return if target_return is None else target_return
+    if not np.isfinite(target):
+        raise ExportError(f"target return {target}: must be a finite number")
     step = PolicyStep(model)
 
     meta = export_metadata(step, to_dict(cfg), target)
@@ -414,14 +419,14 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
 
 def main(argv: list[str] | None = None) -> int:
     from rate.checkpoint import CheckpointError
-    from rate.training import setup_process
+    from rate.training import positive_int, setup_process
 
     parser = argparse.ArgumentParser(prog="python -m rate.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path, help="a RATE checkpoint folder (model.safetensors + config.json)")
     parser.add_argument("--format", choices=["onnx", "pt2"], required=True)
     parser.add_argument("--out", type=Path, help="default: CHECKPOINT/policy.FORMAT")
     parser.add_argument("--target-return", type=float, help="default return to condition on (default: the run's eval one)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     args = parser.parse_args(argv)
     setup_process(0, args.threads)
     out = args.out or args.checkpoint / f"policy.{args.format}"

@@ -37,6 +37,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.episodes <= 0 or self.final_episodes < 0 or any(t < 3 for t in self.lengths + self.final_lengths):
             raise ValueError("eval.episodes must be positive and every length T >= 3")
+        if self.seed < 0:  # Gymnasium refuses negative seeds, at the first evaluation
+            raise ValueError(f"eval.seed must be >= 0, got {self.seed}")
+        if not np.isfinite(self.target_return):
+            raise ValueError(f"eval.target_return must be finite, got {self.target_return}")
 
 
 @dataclass
@@ -55,6 +59,10 @@ class RATEExperimentConfig:
     policy: Literal["streaming", "window", "recompute"] = "streaming"
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.window_stride < 0:
+            raise ValueError(f"window_stride must be >= 0 (0 = the window length), got {self.window_stride}")
 
 
 def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) -> str | None:

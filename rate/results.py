@@ -7,6 +7,7 @@ import fcntl
 import io
 import os
 import platform
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,8 @@ def config_row(cfg: Any) -> dict[str, Any]:
 def record_run(path: str | Path, name: str, config_file: str | Path, overrides: list[str], cfg: Any,
                metrics: dict[str, Any]) -> None:
     """Append the row of one finished run: name, command inputs, every config value, metrics, machine."""
-    row = {"run": name, "config_file": str(config_file), "overrides": " ".join(overrides)}
+    # Shell words: the column pastes back into a command even where an override holds spaces.
+    row = {"run": name, "config_file": str(config_file), "overrides": shlex.join(overrides)}
     row.update(config_row(cfg))
     row.update(metrics)
     row.update(machine_info())

@@ -62,6 +62,8 @@ class RMTConfig:
             raise ValueError(f"d_model must be even for sinusoidal positions, got {self.d_model}")
         if self.bptt_depth < -1:
             raise ValueError(f"bptt_depth must be -1 (full) or >= 0, got {self.bptt_depth}")
+        if self.mrv_heads <= 0:
+            raise ValueError(f"mrv_heads must be positive, got {self.mrv_heads}")
         if self.memory_update == "mrv" and self.num_mem_tokens and self.d_model % self.mrv_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by mrv_heads {self.mrv_heads}")
         for name in ("dropout", "attn_dropout", "mrv_dropout"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import math
 import random
 from dataclasses import dataclass
@@ -9,6 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import nn
+
+from rate.config import ConfigError
 
 _THREADS_SET = False
 
@@ -33,6 +36,27 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError("train.lr and train.grad_clip must be positive, warmup_steps >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:  # a negative ratio would turn the step into ascent
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.weight_decay < 0 or self.seed < 0:
+            raise ValueError(f"train.weight_decay and train.seed must be >= 0, got {self.weight_decay}, {self.seed}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as err:
+            raise ValueError(f"train.device {self.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from err
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"train.device {self.device!r}: the trainers run on cpu or cuda")
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as --threads: an int >= 1, else a usage error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def setup_process(seed: int, threads: int) -> None:
@@ -48,7 +72,7 @@ def setup_process(seed: int, threads: int) -> None:
 
 def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine")
     return torch.device(name)
 
 

@@ -16,7 +16,8 @@ import yaml
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.storage import get_dataset_path
 
-from rate.checkpoint import save_checkpoint
+from rate.checkpoint import exclusive_run_dir, save_checkpoint
+from rate.results import read_rows
 from tests.test_rate_training import TINY, tiny, tiny_data, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
 from train.rate_offline import STATE_FILE, main, train
 
@@ -206,7 +207,41 @@ def test_resume_without_a_run(tmp_path, capsys, finished_run):
 def test_resume_onto_another_architecture(capsys, finished_run):
     config, out = finished_run
     err = resume_fails(config, out, capsys, "model.backbone.d_model=16", "model.backbone.d_head=8")
-    assert "another architecture" in err
+    assert "trained with another config" in err and "model.backbone.d_model: 32 -> 16" in err
+
+
+@pytest.mark.parametrize("override", ["train.lr=0.5", "train.seed=7", "model.backbone.mrv_activation=tanh",
+                                      "window_start=random"])
+def test_resume_with_a_changed_config_is_refused(capsys, finished_run, override):
+    """Same shapes, other experiment: the weights would load, so the config itself is compared."""
+    config, out = finished_run
+    key = override.split("=")[0]
+    assert f"{key}: " in resume_fails(config, out, capsys, override)
+
+
+def test_resume_may_extend_training_and_reports_the_whole_time(tmp_path, capsys, finished_run):
+    config, out = finished_run
+    csv = tmp_path / "rows.csv"
+    args = [str(config), "train.steps=3", "train.eval_every=3", "eval.episodes=1", "eval.lengths=[12]",
+            "--out", str(out), "--resume", "--no-progress"]
+    assert main([*args, "--csv", str(csv)]) == 0
+    (row,) = read_rows(csv)
+    assert row["train.steps"] == "3" and row["success_T12"] != ""
+    # A finished run resumed again (a kill between its last checkpoint and its row) evaluates
+    # again, so its row is complete, and keeps its training time.
+    assert main([*args, "--csv", str(csv)]) == 0
+    again = read_rows(csv)[1]
+    assert again["success_T12"] == row["success_T12"] and float(again["train_seconds"]) >= float(row["train_seconds"])
+
+
+def test_a_run_folder_in_use_by_another_trainer_is_refused(capsys, finished_run):
+    config, out = finished_run
+    before = digest(config, out)
+    with exclusive_run_dir(out):  # as a trainer still running would hold it
+        assert main([str(config), "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "being written by another trainer" in err and "Traceback" not in err
+    assert digest(config, out) == before
 
 
 def test_resume_onto_a_checkpoint_of_another_kind(tmp_path, capsys, finished_run):

@@ -92,3 +92,37 @@ def test_every_tmaze_config_loads(path):
     cfg = load_yaml(RATEExperimentConfig, path)
     assert cfg.model.window_steps == 90  # the same total context for every model
     build_rate(cfg)
+
+
+def test_a_partial_section_keeps_the_defaults_of_its_field(tmp_path):
+    """RATE's default backbone has memory tokens and the valve; setting one backbone field, in the
+    file or as an override, must not fall back to a bare RMTConfig without memory."""
+    from rate.rate_experiment import RATEExperimentConfig
+
+    default = RATEExperimentConfig().model.backbone
+    assert default.num_mem_tokens > 0 and default.memory_update == "mrv"
+    path = tmp_path / "c.yaml"
+    path.write_text("model: {segment_steps: 4, num_segments: 3, backbone: {d_model: 32}}\n")
+    in_file = load_yaml(RATEExperimentConfig, path)
+    overridden = load_yaml(RATEExperimentConfig, path, ["model.backbone.n_layers=1"])
+    for cfg in (in_file, overridden):
+        b = cfg.model.backbone
+        assert (b.d_model, b.num_mem_tokens, b.memory_update) == (32, default.num_mem_tokens, "mrv")
+    assert overridden.model.backbone.n_layers == 1
+    explicit = load_yaml(RATEExperimentConfig, path, ["model.backbone.num_mem_tokens=0"])
+    assert explicit.model.backbone.num_mem_tokens == 0
+    assert from_dict(RATEExperimentConfig, to_dict(overridden)) == overridden
+
+
+@pytest.mark.parametrize(
+    "override, pattern",
+    [("train.seed=-1", "train.seed"), ("train.min_lr_ratio=-1", "min_lr_ratio"), ("train.weight_decay=-5", "weight_decay"),
+     ("train.device=gpu", "train.device 'gpu'"), ("model.backbone.mrv_heads=0", "mrv_heads must be positive"),
+     ("eval.seed=-1", "eval.seed"), ("eval.target_return=.inf", "target_return must be finite"),
+     ("window_stride=-3", "window_stride must be >= 0")],
+)
+def test_out_of_range_values_are_config_errors(override, pattern):
+    from rate.rate_experiment import RATEExperimentConfig
+
+    with pytest.raises(ConfigError, match=pattern):
+        load_yaml(RATEExperimentConfig, ROOT / "configs/tmaze/rate.yaml", [override])

@@ -75,6 +75,9 @@ def test_the_parity_check_catches_another_model(artifacts):
     with torch.no_grad():
         other.head.weight.mul_(1.5)
     assert compare_with_eager(open_artifact(artifacts["rate", "onnx"]), other, 1.0, steps=20) > 1e-2
+    with torch.no_grad():
+        other.head.weight.fill_(float("nan"))  # NaN differences must not read as a match
+    assert compare_with_eager(open_artifact(artifacts["rate", "onnx"]), other, 1.0, steps=20) == float("inf")
 
 
 def test_artifact_metadata_describes_the_state(artifacts):
@@ -178,6 +181,10 @@ def test_export_refusals_leave_existing_files_alone(tmp_path, capsys):
     assert "not a checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main([str(window), "--format", "pt2", "--out", str(out)])  # suffix does not match the format
+    streaming = checkpoint(tmp_path)
+    for target in ("nan", "inf"):
+        assert main([str(streaming), "--format", "onnx", "--out", str(out), "--target-return", target]) == 2
+        assert "must be a finite number" in capsys.readouterr().err
     assert out.read_bytes() == b"the user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "keep.onnx"]  # no temporary left
 

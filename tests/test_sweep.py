@@ -1,6 +1,13 @@
 """The resumable sweep runner and CSV rows."""
 
+import signal
+import subprocess
+import sys
 import textwrap
+import time
+from pathlib import Path
+
+import pytest
 
 from rate.results import append_row, read_rows
 from train.sweep import Sweep, SweepGroup, expand, main
@@ -140,3 +147,76 @@ def test_sweep_with_a_wrong_evaluation_environment_fails_before_running(tmp_path
 def test_bad_set_override_fails_before_running(tmp_path, capsys):
     assert main(["configs/lm/sweep.yaml", "--set", "train.nope=1", "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_set_overrides_size_the_groups_memory():
+    """{mem} = the segment length of the task as the run trains it, after --set."""
+    sweep = Sweep(csv="x.csv", out_root="runs", seeds=[0], models={"rmt": ["model.num_mem_tokens={mem}"]},
+                  groups=[SweepGroup(task="reverse", config="configs/algorithmic/reverse.yaml", segments=[2],
+                                     models=["rmt"])])
+    (run,) = expand(sweep, ["task.length=24"])
+    assert run.overrides == ["segments=2", "train.seed=0", "model.num_mem_tokens=24", "task.length=24"]  # 48 / 2
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [("csv: [unclosed\n", "not valid YAML"),
+     ("csv: a.csv\nout_root: r\nseeds: [0]\nmodels: {m: []}\ngroups:\n"
+      "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [0], models: [m]}\n", "segments must be"),
+     ("csv: a.csv\nout_root: r\nseeds: [0]\nmodels: {m: []}\ngroups:\n"
+      "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [2], models: [m], memory: seg}\n",
+      "memory must be an int or 'seg_len'"),
+     ("csv: a.csv\nout_root: r\nseeds: [0]\nmodels: {m: ['x={memory}']}\ngroups:\n"
+      "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [2], models: [m]}\n",
+      "an override names 'memory'")],
+)
+def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, pattern):
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(text)
+    assert main([str(sweep_file), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and pattern in err and "Traceback" not in err, err
+
+
+def test_a_stopped_sweep_stops_its_trainers(tmp_path):
+    """SIGTERM to the sweep: its trainer is stopped too (an orphan would write its row while the
+    next sweep trains the same run again), no row is written, and the next sweep runs it."""
+    csv = tmp_path / "r.csv"
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(textwrap.dedent(f"""
+        csv: {csv}
+        out_root: {tmp_path / 'runs'}
+        seeds: [0]
+        models: {{tiny: ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16",
+                        "model.n_layers=1", "train.steps=100000", "train.eval_every=100000", "eval_samples=8",
+                        "task.length=2", "train.threads=1"]}}
+        groups:
+          - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: [1], models: [tiny], memory: 0}}
+    """))
+    sweep = subprocess.Popen([sys.executable, "-m", "train.sweep", str(sweep_file)], stderr=subprocess.PIPE, text=True)
+    trainers = []
+    for _ in range(600):  # wait (up to a minute) for the trainer to start
+        trainers = children_of(sweep.pid)
+        if trainers:
+            break
+        time.sleep(0.1)
+    assert len(trainers) == 1
+    time.sleep(2)  # let it get into training
+    sweep.send_signal(signal.SIGTERM)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 128 + signal.SIGTERM and "will run again next time" in err
+    assert not Path(f"/proc/{trainers[0]}").exists()  # stopped and reaped, not orphaned
+    assert not csv.exists()
+
+
+def children_of(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state_and_parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except OSError:  # the process ended meanwhile
+            continue
+        if int(state_and_parent[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found

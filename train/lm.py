@@ -13,6 +13,7 @@ at every step.  The final evaluation reads the whole validation and test streams
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from rate.checkpoint import save_checkpoint
+from rate.checkpoint import CheckpointError, exclusive_run_dir, save_checkpoint
 from rate.config import ConfigError, load_yaml, to_dict
 from rate.lm import RecurrentLM
 from rate.lm_data import CorpusError, load_split
@@ -71,9 +72,13 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
     tc = cfg.train
     setup_process(tc.seed, tc.threads)
     device = resolve_device(tc.device)
-    train_stream = OrderedStream(load_split(cfg.data_dir, "train"), tc.batch_size, cfg.segment_len)
-    valid_stream = OrderedStream(load_split(cfg.data_dir, "valid"), cfg.eval_batch_size, cfg.segment_len)
-    test_stream = OrderedStream(load_split(cfg.data_dir, "test"), cfg.eval_batch_size, cfg.segment_len)
+    try:  # a split too short for this many streams of this segment length is a config problem
+        train_stream = OrderedStream(load_split(cfg.data_dir, "train"), tc.batch_size, cfg.segment_len)
+        valid_stream = OrderedStream(load_split(cfg.data_dir, "valid"), cfg.eval_batch_size, cfg.segment_len)
+        test_stream = OrderedStream(load_split(cfg.data_dir, "test"), cfg.eval_batch_size, cfg.segment_len)
+    except ValueError as err:
+        raise ConfigError(f"train.batch_size {tc.batch_size}, eval_batch_size {cfg.eval_batch_size}, segment_len "
+                          f"{cfg.segment_len}: {err}") from err
     model = build_lm(cfg).to(device)
     opt, sched = make_optimizer(model, tc)
     window = SlidingBPTT(model, train_stream, cfg.model.bptt_depth)
@@ -121,17 +126,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_yaml(LMExperimentConfig, args.config, args.overrides)
-        name = args.run_name or Path(args.config).stem
-        out = args.out or Path("runs/lm") / name
-        model, metrics = train(cfg, out, progress=not args.no_progress)
-    except (ConfigError, CorpusError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
-    if args.csv:
-        record_run(args.csv, name, args.config, args.overrides, cfg, metrics)
+    with contextlib.ExitStack() as held:
+        try:
+            cfg = load_yaml(LMExperimentConfig, args.config, args.overrides)
+            name = args.run_name or Path(args.config).stem
+            out = args.out or Path("runs/lm") / name
+            held.enter_context(exclusive_run_dir(out))  # until the row is written
+            model, metrics = train(cfg, out, progress=not args.no_progress)
+            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
+        except (ConfigError, CorpusError, CheckpointError, FloatingPointError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # an output folder that cannot be written, a full disk
+            print(f"error: file system: {err}", file=sys.stderr)
+            return 2
+        if args.csv:
+            record_run(args.csv, name, args.config, args.overrides, cfg, metrics)
     # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
     print(json.dumps({"run": name, **metrics}))
     return 0

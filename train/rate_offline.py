@@ -14,6 +14,7 @@ written atomically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -26,13 +27,14 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import envs  # noqa: F401  registers the project's environments
-from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, exclusive_run_dir, load_weights, read_checkpoint,
+                             save_checkpoint)
 from rate.config import ConfigError, atomic_write, load_yaml, to_dict
 from rate.rate_experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rate, check_eval_envs, evaluate_lengths,
                                   load_dataset_for)
 from rate.distributed import Group, join_group
 from rate.rate_model import RATEModel
-from rate.results import record_run
+from rate.results import config_row, flatten, record_run
 from rate.training import make_optimizer, resolve_device, setup_process
 from rate.trajectory import DatasetError, TrajectoryWindows
 
@@ -78,16 +80,19 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, op
     return float(np.mean(losses))
 
 
-def save_training_state(out: Path, model: RATEModel, opt, sched, step: int) -> None:
+def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, train_seconds: float) -> None:
     """Everything a resume needs, weights included, in one file written atomically: a kill at any
     moment leaves either the previous complete state or the new one (the safetensors checkpoint,
     written separately for evaluation and export, may then be a step ahead; resume ignores it)."""
     state = {
         "step": step,
+        "train_seconds": train_seconds,  # so that a resumed run reports its whole training time
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "rng_torch": torch.get_rng_state(),
+        # GPU dropout draws from the CUDA generators, which torch.get_rng_state does not hold.
+        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
         "rng_numpy": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
                       for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
         "rng_python": random.getstate(),
@@ -95,9 +100,29 @@ def save_training_state(out: Path, model: RATEModel, opt, sched, step: int) -> N
     atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
 
 
-def load_training_state(out: Path, model: RATEModel, opt, sched) -> int:
-    """Restore weights, optimiser, scheduler and generators from ``out``; returns the step."""
-    read_checkpoint(out, CHECKPOINT_KIND)  # the run folder must hold a checkpoint of this kind
+# What a resumed run may change: how long it trains, how often and how it is evaluated, where it
+# runs.  Everything else (model, data, optimiser, seed) must be the run's own, or the resumed
+# run is a mix of two experiments that no config describes.
+RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "eval.")
+
+
+def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
+    """``key: saved -> now`` for each config value a resume must not change."""
+    before, now = flatten("", saved, {}), config_row(cfg)
+    return [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
+            if not key.startswith(RESUMABLE_CHANGES) and before.get(key) != now.get(key)]
+
+
+def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig) -> tuple[int, float]:
+    """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
+    seconds trained so far.
+    CheckpointError when the run was trained with another config (:data:`RESUMABLE_CHANGES` aside)."""
+    meta, _ = read_checkpoint(out, CHECKPOINT_KIND)  # the run folder must hold a checkpoint of this kind
+    changes = config_changes(meta["config"], cfg)
+    if changes:
+        raise CheckpointError(f"{out} was trained with another config ({'; '.join(changes[:4])}"
+                              f"{'; ...' if len(changes) > 4 else ''}); resume with the run's own config (in its "
+                              f"{CONFIG}), or train into a new --out")
     path = out / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{out}: no {STATE_FILE} to resume from")
@@ -109,10 +134,12 @@ def load_training_state(out: Path, model: RATEModel, opt, sched) -> int:
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_torch"])
+    if state.get("rng_cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
     n = state["rng_numpy"]
     np.random.set_state((n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
     random.setstate(state["rng_python"])
-    return int(state["step"])
+    return int(state["step"]), float(state.get("train_seconds", 0.0))
 
 
 def remove_stale_temporaries(out: Path) -> None:
@@ -150,12 +177,12 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
     group.barrier()
-    step = load_training_state(out, model, opt, sched) if resume else 0
+    step, seconds_before = load_training_state(out, model, opt, sched, cfg) if resume else (0, 0.0)
     # Some parameters get no gradient in some configurations (the valve in official mode or with
     # bptt_depth 0, the last memory update of a window), which DDP must be told.
     net = group.wrap(model, device, find_unused=True)
     writer = SummaryWriter(str(out / "tb")) if group.is_main else None
-    start = time.time()
+    start = time.time() - seconds_before
     bar = tqdm(total=tc.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     eval_results: dict = {}
     model.train()
@@ -179,10 +206,14 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
                 writer.add_scalar(f"eval/success_T{t}", r["success"], step)
             bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}" for t, r in eval_results.items()})
             save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
-            save_training_state(out, model, opt, sched, step)
+            save_training_state(out, model, opt, sched, step, time.time() - start)
     bar.close()
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval
+    if not eval_results and not (ev.final_lengths or ev.final_episodes) and group.is_main:
+        # Resumed at its last step (killed after the last checkpoint, before its row): evaluate
+        # again, so that the row it writes has its results.
+        eval_results = evaluate_lengths(model, cfg)
     if (ev.final_lengths or ev.final_episodes) and group.is_main:
         eval_results = evaluate_lengths(model, cfg, ev.final_lengths or ev.lengths, ev.final_episodes or ev.episodes,
                                         progress=progress)
@@ -204,25 +235,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
-        name = args.run_name or Path(args.config).stem
-        out = args.out or Path("runs/rate") / name
-        _, metrics = train(cfg, out, resume=args.resume, progress=not args.no_progress)
-    except (ConfigError, DatasetError, CheckpointError, FloatingPointError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # an output folder that cannot be written, a full disk
-        print(f"error: file system: {err}", file=sys.stderr)
-        return 2
-    if metrics.pop("rank") != 0:
-        return 0
-    if args.csv:
-        success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
-        # Mean episode return: the measure of tasks whose reward is not a success flag (POPGym, MuJoCo).
-        returns = {f"return_T{t}": r["return"] for t, r in metrics["eval"].items()}
-        record_run(args.csv, name, args.config, args.overrides, cfg,
-                   {"train_seconds": metrics["train_seconds"], **success, **returns})
+    with contextlib.ExitStack() as held:
+        try:
+            cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
+            name = args.run_name or Path(args.config).stem
+            out = args.out or Path("runs/rate") / name
+            held.enter_context(exclusive_run_dir(out))  # until the row is written
+            _, metrics = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        except (ConfigError, DatasetError, CheckpointError, FloatingPointError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except OSError as err:  # an output folder that cannot be written, a full disk
+            print(f"error: file system: {err}", file=sys.stderr)
+            return 2
+        if metrics.pop("rank") != 0:
+            return 0
+        if args.csv:
+            success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
+            # Mean episode return: the measure of tasks whose reward is not a success flag (POPGym, MuJoCo).
+            returns = {f"return_T{t}": r["return"] for t, r in metrics["eval"].items()}
+            record_run(args.csv, name, args.config, args.overrides, cfg,
+                       {"train_seconds": metrics["train_seconds"], **success, **returns})
     # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
     print(json.dumps({"run": name, **metrics}))
     return 0

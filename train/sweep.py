@@ -19,6 +19,7 @@ down).
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,12 @@ class SweepGroup:
     segments: list[int]
     models: list[str]
     memory: int | str = "seg_len"  # int, or "seg_len"
+
+    def __post_init__(self) -> None:
+        if not self.segments or any(n <= 0 for n in self.segments):
+            raise ValueError(f"group {self.task}: segments must be positive counts, got {self.segments}")
+        if isinstance(self.memory, str) and self.memory != "seg_len":
+            raise ValueError(f"group {self.task}: memory must be an int or 'seg_len', got {self.memory!r}")
 
 
 @dataclass
@@ -111,9 +118,10 @@ class Sweep:
             raise ValueError("groups (segment-count grids) are for train.algorithmic; list runs instead")
 
 
-def expand(sweep: Sweep) -> list[Run]:
+def expand(sweep: Sweep, extra: list[str] | tuple[str, ...] = ()) -> list[Run]:
     """All runs of the sweep: listed runs (each seed), the matrix (task, model, seed), then the
-    groups (group, segment count, model, seed)."""
+    groups (group, segment count, model, seed); ``extra`` overrides end every run's list (and
+    size the groups' segments, so that ``--set task.length=24`` gives the right ``{mem}``)."""
     runs = []
     for listed in sweep.runs:
         for seed in listed.seeds if listed.seeds is not None else sweep.seeds:
@@ -121,17 +129,23 @@ def expand(sweep: Sweep) -> list[Run]:
     if sweep.matrix is not None:
         runs += sweep.matrix.expand(sweep.seeds)
     for g in sweep.groups:
-        base = load_yaml(AlgorithmicConfig, g.config)
+        base = load_yaml(AlgorithmicConfig, g.config, extra)
         for n in g.segments:
             seg_len = base.task.input_len // n
-            mem = seg_len if g.memory == "seg_len" else int(g.memory)
+            mem = seg_len if g.memory == "seg_len" else g.memory
             for model in g.models:
                 if model not in sweep.models:
                     raise ConfigError(f"group {g.task}: model {model!r} is not in models: {sorted(sweep.models)}")
-                model_over = [o.format(mem=mem, seg_len=seg_len) for o in sweep.models[model]]
+                try:
+                    model_over = [o.format(mem=mem, seg_len=seg_len) for o in sweep.models[model]]
+                except (KeyError, IndexError) as err:
+                    raise ConfigError(f"model {model}: an override names {err}; groups define {{mem}} and "
+                                      "{seg_len}") from None
                 for seed in sweep.seeds:
                     name = f"{g.task}/{model}/seg{n}/seed{seed}"
                     runs.append(Run(name, g.config, [f"segments={n}", f"train.seed={seed}", *model_over]))
+    for run in runs:
+        run.overrides = [*run.overrides, *extra]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"run names repeat: {sorted({n for n in names if names.count(n) > 1})[:3]}")
@@ -151,10 +165,12 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2
     try:
-        sweep = from_dict(Sweep, yaml.safe_load(args.sweep.read_text()))
-        runs = expand(sweep)
-        for run in runs:
-            run.overrides = [*run.overrides, *args.extra]
+        try:
+            data = yaml.safe_load(args.sweep.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{args.sweep}: not valid YAML: {err}") from None
+        sweep = from_dict(Sweep, data)
+        runs = expand(sweep, args.extra)
         for run in runs:  # validate every config before spending compute
             cfg = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
             if isinstance(cfg, RATEExperimentConfig):  # and make its evaluation environments
@@ -179,36 +195,79 @@ def _read_and_close(file) -> str:
     return text
 
 
+class _Stopped(Exception):
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_stopped(signum, frame) -> None:
+    raise _Stopped(signum)
+
+
+def _stop(running: list, grace: float = 10.0) -> None:
+    """Terminate the trainers in flight and wait for them (SIGKILL after ``grace`` seconds): a
+    trainer left running after its sweep would write its row while the next sweep, not seeing
+    that row yet, trains the same run again."""
+    for _, proc, _, _ in running:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.time() + grace
+    for _, proc, logs, _ in running:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        for f in logs:
+            f.close()
+
+
 def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
     """Train the pending runs, ``jobs`` at a time; stop launching new ones after the first failure
-    (runs already started finish and keep their rows).  Returns the first failure's exit code."""
+    (runs already started finish and keep their rows).  Returns the first failure's exit code.
+
+    Stopped by SIGTERM, SIGHUP or SIGINT (Ctrl-C), the sweep stops its trainers before it exits
+    (128 + the signal): the runs in flight leave no row and run again next time."""
     waiting, running, failure = list(pending), [], 0
+    handlers = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
     bar = tqdm(total=len(pending), desc="sweep", dynamic_ncols=True)
-    while waiting or running:
-        while waiting and len(running) < jobs and not failure:
-            run = waiting.pop(0)
-            cmd = [sys.executable, "-m", sweep.trainer, run.config, *run.overrides,
-                   "--csv", sweep.csv, "--run-name", run.name,
-                   "--out", str(Path(sweep.out_root) / run.name), "--no-progress"]
-            # Files, not pipes: a trainer that writes more than a pipe holds must not block on it.
-            logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-            proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True)
-            running.append((run, proc, logs, time.time()))
-        if not running:
-            break
-        time.sleep(0.2)
-        for item in [r for r in running if r[1].poll() is not None]:
-            running.remove(item)
-            run, proc, logs, start = item
-            out, err = (_read_and_close(f) for f in logs)
-            bar.update(1)
-            tqdm.write(f"{run.name}: {out.strip().splitlines()[-1] if out.strip() else ''} "
-                       f"({time.time() - start:.0f} s)")
-            if proc.returncode and not failure:
-                tqdm.write(err[-2000:])
-                print(f"error: run {run.name} failed with exit code {proc.returncode}", file=sys.stderr)
-                failure = proc.returncode
-    bar.close()
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs and not failure:
+                run = waiting.pop(0)
+                cmd = [sys.executable, "-m", sweep.trainer, run.config, *run.overrides,
+                       "--csv", sweep.csv, "--run-name", run.name,
+                       "--out", str(Path(sweep.out_root) / run.name), "--no-progress"]
+                # Files, not pipes: a trainer that writes more than a pipe holds must not block on it.
+                logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+                proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True)
+                running.append((run, proc, logs, time.time()))
+            if not running:
+                break
+            time.sleep(0.2)
+            for item in [r for r in running if r[1].poll() is not None]:
+                running.remove(item)
+                run, proc, logs, start = item
+                out, err = (_read_and_close(f) for f in logs)
+                bar.update(1)
+                tqdm.write(f"{run.name}: {out.strip().splitlines()[-1] if out.strip() else ''} "
+                           f"({time.time() - start:.0f} s)")
+                if proc.returncode and not failure:
+                    tqdm.write(err[-2000:])
+                    print(f"error: run {run.name} failed with exit code {proc.returncode}", file=sys.stderr)
+                    failure = proc.returncode
+    except (_Stopped, KeyboardInterrupt) as stop:
+        signum = stop.signum if isinstance(stop, _Stopped) else signal.SIGINT
+        _stop(running)
+        names = ", ".join(run.name for run, *_ in running) or "none"
+        print(f"stopped by signal {signum}: the runs in flight ({names}) were stopped and will run again "
+              "next time", file=sys.stderr)
+        return 128 + signum
+    finally:
+        bar.close()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     return failure
 
 
