@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -83,14 +84,31 @@ def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) ->
 
 
 def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
-    """The dataset's episodes, after checking they fit the model config (spaces, values)."""
-    episodes, obs_space, act_space = load_minari_episodes(cfg.dataset_id)
+    """The dataset's episodes, after checking they fit the model config (spaces, values).  Warns
+    when the evaluation environment is the dataset's with other settings (:func:`eval_env_differences`)."""
+    episodes, obs_space, act_space, env_spec = load_minari_episodes(cfg.dataset_id)
     problem = space_mismatch(obs_space, act_space, cfg.model)
     if problem:
         raise DatasetError(f"{cfg.dataset_id}: {problem}")
     validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id,
                       tuple(cfg.model.obs_shape))
+    differences = eval_env_differences(env_spec, cfg.eval)
+    if differences:
+        warnings.warn(f"{cfg.dataset_id} was recorded in {env_spec.id} with {', '.join(differences)}: the policy is "
+                      "evaluated on another task than it is trained on (set eval.env_kwargs to the dataset's if "
+                      "that is not meant)", stacklevel=2)
     return episodes
+
+
+def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
+    """``key=recorded, evaluated with key=value`` for each of ``eval.env_kwargs`` that the dataset's
+    environment (same id) was recorded with another value of.  The swept length keyword is left
+    out: evaluating at other lengths or sizes than the training data's is what it is for."""
+    if env_spec is None or env_spec.id != ev.env_id:
+        return []
+    recorded = env_spec.kwargs or {}
+    return [f"{key}={recorded[key]!r} (evaluated with {key}={value!r})" for key, value in sorted(ev.env_kwargs.items())
+            if key != ev.length_kwarg and key in recorded and recorded[key] != value]
 
 
 def eval_env_kwargs(ev: EvalConfig, length: int) -> dict[str, Any]:

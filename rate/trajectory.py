@@ -84,8 +84,9 @@ def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: 
                                    "outside the [-1, 1] of the model's tanh head; rescale them to [-1, 1]")
 
 
-def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object]:
-    """Episodes, observation space and action space of a local Minari dataset."""
+def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object, object]:
+    """Episodes, observation space, action space and recorded environment spec (a Gymnasium
+    EnvSpec, or None for a dataset made without an environment) of a local Minari dataset."""
     import minari
 
     try:
@@ -103,7 +104,11 @@ def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object
             episodes.append(Episode(np.asarray(ep.observations)[: len(rewards)], np.asarray(ep.actions), rewards))
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
         raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
-    return episodes, ds.observation_space, ds.action_space
+    try:
+        env_spec = ds.spec.env_spec
+    except Exception:  # an environment this Gymnasium cannot describe: nothing to compare with
+        env_spec = None
+    return episodes, ds.observation_space, ds.action_space, env_spec
 
 
 def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:

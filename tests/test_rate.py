@@ -334,3 +334,19 @@ def test_policies_do_not_alias_the_callers_observation_buffer(kind):
         reused.act(buffer, None)
         fresh.act(step_obs.copy(), None)
         torch.testing.assert_close(reused.last_output, fresh.last_output, atol=1e-6, rtol=1e-6)
+
+
+def test_evaluating_another_task_than_the_datasets_is_named():
+    """A POPGym config reused for another task's data evaluates the wrong task unless its
+    eval.env_kwargs follow: the difference is named (the swept length keyword is not one)."""
+    from gymnasium.envs.registration import EnvSpec
+
+    from rate.rate_experiment import EvalConfig, eval_env_differences
+
+    spec = EnvSpec("rate/POPGym-v0", kwargs={"task": "RepeatFirstEasy", "episode_length": 51})
+    ev = EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"task": "RepeatPreviousEasy"})
+    assert eval_env_differences(spec, ev) == ["task='RepeatFirstEasy' (evaluated with task='RepeatPreviousEasy')"]
+    assert eval_env_differences(spec, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"task": "RepeatFirstEasy"})) == []
+    assert eval_env_differences(spec, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"episode_length": 90})) == []
+    assert eval_env_differences(spec, EvalConfig(env_id="rate/TMaze-v0", env_kwargs={"task": "x"})) == []
+    assert eval_env_differences(None, ev) == []
