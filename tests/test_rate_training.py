@@ -126,3 +126,11 @@ def test_final_evaluation_uses_its_own_lengths_and_episodes(tmp_path):
     assert sorted(metrics["eval"]) == [12, 40]
     meta, _ = read_checkpoint(tmp_path / "f", "rate")
     assert sorted(int(t) for t in meta["extra"]["eval"]) == [12, 40]
+
+
+def test_a_batch_larger_than_the_dataset_is_named(tmp_path):
+    """200 episodes give 200 windows: a batch of 256 cannot be filled, and the run says so."""
+    cfg = tiny(**{"train.batch_size": 256, "train.steps": 1, "train.eval_every": 1, "eval.episodes": 1,
+                  "eval.lengths": [12]})
+    with pytest.warns(UserWarning, match="200 training windows, fewer than train.batch_size 256"):
+        train(cfg, tmp_path / "run", progress=False)

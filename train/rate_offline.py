@@ -19,6 +19,7 @@ import json
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +173,9 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
                                 cfg.window_stride or None, cfg.model.action_pad, tc.seed)
     if len(windows) < group.world:
         raise ConfigError(f"{len(windows)} training windows cannot feed {group.world} processes")
+    if len(windows) < tc.batch_size and group.is_main:
+        warnings.warn(f"{cfg.dataset_id} gives {len(windows)} training windows, fewer than train.batch_size "
+                      f"{tc.batch_size}: every batch holds those {len(windows)}", stacklevel=2)
     opt, sched = make_optimizer(model, tc)
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
