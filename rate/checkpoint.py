@@ -99,14 +99,18 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
     # The lock is taken on the folder itself (flock works on a directory's descriptor), so
     # nothing is written into the folder for it.
     fd = os.open(out, os.O_RDONLY)
+    held = False
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the descriptor is closed
         except BlockingIOError:
             raise CheckpointError(f"{out} is being written by another trainer (still running?); wait for it "
                                   "or choose another --out") from None
+        held = True
         yield
     finally:
-        os.close(fd)
-        if created and not any(out.iterdir()):  # a run that failed before writing anything
+        # A run that failed before writing anything leaves no empty folder; only the holder may
+        # remove it (a trainer refused the lock must not pull the folder from under the holder).
+        if held and created and not any(out.iterdir()):
             out.rmdir()
+        os.close(fd)

@@ -3,9 +3,11 @@
 Minari's own writer creates the dataset folder in place, so a failure half-way leaves a partial
 folder that every retry then refuses, and the usual clean-up (delete the folder) would delete a
 dataset, a namespace or the whole datasets root that was there before.  Here a dataset is built
-in a hidden staging folder under the datasets root (Minari skips hidden folders when it lists
-datasets) and moved into place by renames only once it is complete: a failure or Ctrl-C leaves
-the root exactly as it was, and ``overwrite`` replaces an old dataset only at that last step.
+in a hidden staging folder beside its final place (Minari skips hidden folders when it lists
+datasets; beside it, so that the final rename never crosses filesystems, even where a namespace
+folder links to another disk) and moved into place by renames only once it is complete: a failure
+or Ctrl-C leaves the root as it was, and ``overwrite`` replaces an old dataset only at that last
+step.  A staging folder left by a killed writer is removed by the next write beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
+
+STAGING_PREFIX = ".rate-staging-"
 
 
 def datasets_root() -> Path:
@@ -48,6 +52,12 @@ def check_dataset_id(dataset_id: str, overwrite: bool) -> Path:
     anything that is not a dataset (a namespace, any other folder or file) always.  Deletes
     nothing.  Returns the dataset's folder."""
     folder = dataset_folder(dataset_id)
+    root = datasets_root()
+    for parent in folder.parents:
+        if parent == root or root not in parent.parents:
+            break
+        if is_dataset(parent):  # Minari would never list it, and overwriting the outer one deletes it
+            raise FileExistsError(f"{parent} is a Minari dataset; {dataset_id!r} cannot be written inside it")
     if folder.exists() or folder.is_symlink():
         if not is_dataset(folder):
             raise FileExistsError(f"{folder} exists and is not a Minari dataset (a namespace or another "
@@ -97,6 +107,30 @@ def _move_into_place(new: Path, target: Path, backup: Path) -> None:
         os.rename(new, target)
 
 
+def _make_parents(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns the folders made, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for made in reversed(missing):
+        made.mkdir()
+    return list(reversed(missing))
+
+
+def _remove_abandoned_staging(folder: Path) -> None:
+    """Staging folders of writers that are gone (killed): ``.rate-staging-<pid>-*`` whose process
+    no longer exists.  A live writer's folder is never touched."""
+    for stale in folder.glob(f"{STAGING_PREFIX}*"):
+        try:
+            pid = int(stale.name[len(STAGING_PREFIX):].split("-")[0])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(stale, ignore_errors=True)
+        except (ValueError, PermissionError):  # not ours, or another user's live process
+            continue
+
+
 def write_minari_dataset(dataset_id: str, buffers: list, overwrite: bool = False, metadata: dict | None = None,
                          **kwargs):
     """``minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)``, built in a staging
@@ -110,18 +144,25 @@ def write_minari_dataset(dataset_id: str, buffers: list, overwrite: bool = False
 
     target = check_dataset_id(dataset_id, overwrite)
     root = datasets_root()
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".rate-staging-", dir=root))
+    made = _make_parents(target.parent)  # removed again if the write fails
     try:
-        with _root_set_to(staging), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=UserWarning, module="minari")
-            ds = minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)
-            if metadata:
-                ds.storage.update_metadata(metadata)
-        with _root_set_to(root):
-            _ensure_namespace(dataset_id)
-            check_dataset_id(dataset_id, overwrite)  # nothing else took the id meanwhile
-            _move_into_place(staging / dataset_id, target, staging / ".replaced")
-            return minari.load_dataset(dataset_id)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_abandoned_staging(target.parent)
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=target.parent))
+        try:
+            with _root_set_to(staging), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=UserWarning, module="minari")
+                ds = minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)
+                if metadata:
+                    ds.storage.update_metadata(metadata)
+            with _root_set_to(root):
+                check_dataset_id(dataset_id, overwrite)  # nothing else took the id meanwhile
+                _move_into_place(staging / dataset_id, target, staging / ".replaced")
+                _ensure_namespace(dataset_id)
+                return minari.load_dataset(dataset_id)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except BaseException:
+        for folder in reversed(made):  # innermost first; a folder something was written into stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise

@@ -111,6 +111,13 @@ def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object
     return episodes, ds.observation_space, ds.action_space, env_spec
 
 
+def write_minari_dataset(*args, **kwargs):
+    """Moved to :func:`rate.minari_writer.write_minari_dataset` (kept here for older imports)."""
+    from rate.minari_writer import write_minari_dataset as write
+
+    return write(*args, **kwargs)
+
+
 def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std (floored at 1e-6) over every stored observation."""
     obs = np.concatenate([ep.observations.reshape(len(ep), -1) for ep in episodes]).astype(np.float64)

@@ -219,6 +219,11 @@ def test_resume_with_a_changed_config_is_refused(capsys, finished_run, override)
     assert f"{key}: " in resume_fails(config, out, capsys, override)
 
 
+def test_resume_with_fewer_steps_than_trained_is_refused(capsys, finished_run):
+    config, out = finished_run
+    assert "has trained 2 steps; train.steps 1 cannot resume it" in resume_fails(config, out, capsys, "train.steps=1")
+
+
 def test_resume_may_extend_training_and_reports_the_whole_time(tmp_path, capsys, finished_run):
     config, out = finished_run
     csv = tmp_path / "rows.csv"

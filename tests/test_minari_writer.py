@@ -1,8 +1,12 @@
 """Writing Minari datasets never loses what the user had: failed writes, taken or malformed ids,
 namespaces and overwrites leave the datasets root as it was, or replace one dataset at the end."""
 
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import gymnasium as gym
 import minari
@@ -31,9 +35,9 @@ def buffers(n: int, steps: int = 3) -> list[EpisodeBuffer]:
                           truncations=[False] * steps, infos={}) for i in range(n)]
 
 
-def snapshot(root) -> dict[str, bytes]:
-    """Every file under the root with its bytes."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+def snapshot(root) -> dict[str, bytes | None]:
+    """Every file (with its bytes) and folder (None) under the root."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
 
 
 def test_a_new_dataset_lands_in_its_namespace_and_no_staging_folder_stays(root):
@@ -54,7 +58,7 @@ def test_an_interrupted_write_leaves_the_root_as_it_was(root, monkeypatch):
         raise KeyboardInterrupt  # ... when the user presses Ctrl-C
 
     monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
-    for dataset_id, overwrite in [("ns/new-v0", False), ("ns/old-v0", True)]:
+    for dataset_id, overwrite in [("ns/new-v0", False), ("ns/old-v0", True), ("other/deeper/new-v0", False)]:
         with pytest.raises(KeyboardInterrupt):
             write_minari_dataset(dataset_id, buffers(3), overwrite=overwrite, **SPACES)
         assert snapshot(root) == before and [p.name for p in root.iterdir()] == ["ns"]
@@ -108,3 +112,36 @@ def test_generator_cli_refuses_a_taken_id_with_one_line(root, dataset_id):
                           capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
     assert snapshot(root) == before
+
+
+def test_a_dataset_is_never_written_inside_another(root):
+    write_minari_dataset("grp/outer-v0", buffers(1), **SPACES)
+    before = snapshot(root)
+    with pytest.raises(FileExistsError, match="cannot be written inside it"):
+        write_minari_dataset("grp/outer-v0/inner-v0", buffers(1), **SPACES)
+    assert snapshot(root) == before
+
+
+def test_a_namespace_linked_to_another_folder_is_written_through_the_link(root, tmp_path):
+    """The staging folder lies beside the dataset's place, so the final rename stays on the
+    link target's filesystem (/dev/shm where it is another one than the root's)."""
+    shm = Path("/dev/shm")
+    elsewhere = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() and os.access(shm, os.W_OK) else tmp_path / "elsewhere"
+    try:
+        elsewhere.mkdir(exist_ok=True)
+        root.mkdir(parents=True)
+        (root / "linked").symlink_to(elsewhere, target_is_directory=True)
+        assert write_minari_dataset("linked/data-v0", buffers(2), **SPACES).total_episodes == 2
+        assert (elsewhere / "data-v0" / "data").is_dir()
+        assert minari.load_dataset("linked/data-v0").total_episodes == 2
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_a_killed_writers_staging_folder_is_removed_by_the_next_write(root):
+    abandoned = root / "ns" / ".rate-staging-99999999-x"  # no such process
+    live = root / "ns" / f".rate-staging-{os.getpid()}-y"  # a writer still running
+    for folder in (abandoned, live):
+        (folder / "ns" / "half-v0").mkdir(parents=True)
+    write_minari_dataset("ns/d-v0", buffers(1), **SPACES)
+    assert not abandoned.exists() and live.exists()

@@ -180,7 +180,8 @@ def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, patter
 
 def test_a_stopped_sweep_stops_its_trainers(tmp_path):
     """SIGTERM to the sweep: its trainer is stopped too (an orphan would write its row while the
-    next sweep trains the same run again), no row is written, and the next sweep runs it."""
+    next sweep trains the same run again) and no row is written.  A SIGHUP that nohup ignores
+    stays ignored."""
     csv = tmp_path / "r.csv"
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(textwrap.dedent(f"""
@@ -193,7 +194,9 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path):
         groups:
           - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: [1], models: [tiny], memory: 0}}
     """))
-    sweep = subprocess.Popen([sys.executable, "-m", "train.sweep", str(sweep_file)], stderr=subprocess.PIPE, text=True)
+    # Started as nohup starts it (SIGHUP ignored): that must stay so, for the sweep and its trainer.
+    sweep = subprocess.Popen([sys.executable, "-m", "train.sweep", str(sweep_file)], stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     trainers = []
     for _ in range(600):  # wait (up to a minute) for the trainer to start
         trainers = children_of(sweep.pid)
@@ -202,6 +205,9 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path):
         time.sleep(0.1)
     assert len(trainers) == 1
     time.sleep(2)  # let it get into training
+    sweep.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    assert sweep.poll() is None and Path(f"/proc/{trainers[0]}").exists()
     sweep.send_signal(signal.SIGTERM)
     _, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 128 + signal.SIGTERM and "will run again next time" in err

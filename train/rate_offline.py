@@ -81,7 +81,8 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, op
     return float(np.mean(losses))
 
 
-def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, train_seconds: float) -> None:
+def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, train_seconds: float,
+                        device: torch.device = torch.device("cpu")) -> None:
     """Everything a resume needs, weights included, in one file written atomically: a kill at any
     moment leaves either the previous complete state or the new one (the safetensors checkpoint,
     written separately for evaluation and export, may then be a step ahead; resume ignores it)."""
@@ -92,8 +93,9 @@ def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, trai
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
         "rng_torch": torch.get_rng_state(),
-        # GPU dropout draws from the CUDA generators, which torch.get_rng_state does not hold.
-        "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # GPU dropout draws from the training device's CUDA generator, which torch.get_rng_state
+        # does not hold.  Only that one: asking for all would start CUDA in a CPU run.
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8),
         "rng_numpy": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
                       for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
         "rng_python": random.getstate(),
@@ -108,13 +110,16 @@ RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.
 
 
 def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
-    """``key: saved -> now`` for each config value a resume must not change."""
+    """``key: saved -> now`` for each config value a resume must not change.  Keys that only one
+    side has are left out: a field added to the schema since the run was saved (its default keeps
+    the old behaviour) must not block resuming it."""
     before, now = flatten("", saved, {}), config_row(cfg)
-    return [f"{key}: {before.get(key)!r} -> {now.get(key)!r}" for key in sorted(set(before) | set(now))
-            if not key.startswith(RESUMABLE_CHANGES) and before.get(key) != now.get(key)]
+    return [f"{key}: {before[key]!r} -> {now[key]!r}" for key in sorted(set(before) & set(now))
+            if not key.startswith(RESUMABLE_CHANGES) and before[key] != now[key]]
 
 
-def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig) -> tuple[int, float]:
+def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig,
+                        device: torch.device = torch.device("cpu")) -> tuple[int, float]:
     """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
     seconds trained so far.
     CheckpointError when the run was trained with another config (:data:`RESUMABLE_CHANGES` aside)."""
@@ -122,8 +127,8 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     changes = config_changes(meta["config"], cfg)
     if changes:
         raise CheckpointError(f"{out} was trained with another config ({'; '.join(changes[:4])}"
-                              f"{'; ...' if len(changes) > 4 else ''}); resume with the run's own config (in its "
-                              f"{CONFIG}), or train into a new --out")
+                              f"{'; ...' if len(changes) > 4 else ''}); resume with the config and overrides it was "
+                              "started with, or train into a new --out")
     path = out / STATE_FILE
     if not path.is_file():
         raise CheckpointError(f"{out}: no {STATE_FILE} to resume from")
@@ -135,8 +140,9 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["rng_torch"])
-    if state.get("rng_cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    cuda_state = state.get("rng_cuda")
+    if device.type == "cuda" and cuda_state is not None and cuda_state.numel():
+        torch.cuda.set_rng_state(cuda_state, device)  # (a run saved on the CPU keeps CUDA's fresh seed)
     n = state["rng_numpy"]
     np.random.set_state((n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
     random.setstate(state["rng_python"])
@@ -181,7 +187,10 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
     group.barrier()
-    step, seconds_before = load_training_state(out, model, opt, sched, cfg) if resume else (0, 0.0)
+    step, seconds_before = load_training_state(out, model, opt, sched, cfg, device) if resume else (0, 0.0)
+    if step > tc.steps:
+        raise ConfigError(f"{out} has trained {step} steps; train.steps {tc.steps} cannot resume it (a row would "
+                          "record fewer steps than the model has had)")
     # Some parameters get no gradient in some configurations (the valve in official mode or with
     # bptt_depth 0, the last memory update of a window), which DDP must be told.
     net = group.wrap(model, device, find_unused=True)
@@ -210,7 +219,7 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
                 writer.add_scalar(f"eval/success_T{t}", r["success"], step)
             bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}" for t, r in eval_results.items()})
             save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
-            save_training_state(out, model, opt, sched, step, time.time() - start)
+            save_training_state(out, model, opt, sched, step, time.time() - start, device)
     bar.close()
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval

@@ -195,16 +195,6 @@ def _read_and_close(file) -> str:
     return text
 
 
-class _Stopped(Exception):
-    def __init__(self, signum: int):
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _raise_stopped(signum, frame) -> None:
-    raise _Stopped(signum)
-
-
 def _stop(running: list, grace: float = 10.0) -> None:
     """Terminate the trainers in flight and wait for them (SIGKILL after ``grace`` seconds): a
     trainer left running after its sweep would write its row while the next sweep, not seeing
@@ -223,18 +213,27 @@ def _stop(running: list, grace: float = 10.0) -> None:
             f.close()
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
 def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
     """Train the pending runs, ``jobs`` at a time; stop launching new ones after the first failure
     (runs already started finish and keep their rows).  Returns the first failure's exit code.
 
     Stopped by SIGTERM, SIGHUP or SIGINT (Ctrl-C), the sweep stops its trainers before it exits
-    (128 + the signal): the runs in flight leave no row and run again next time."""
-    waiting, running, failure = list(pending), [], 0
-    handlers = {sig: signal.signal(sig, _raise_stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    (128 + the signal): the runs in flight leave no row and run again next time.  A signal the
+    sweep was started to ignore (``nohup`` ignores SIGHUP) stays ignored, by its trainers too.
+    The handlers only note the signal; the loop acts on it, so a signal that arrives while a
+    trainer is being started, or a second Ctrl-C while they are stopped, loses no trainer."""
+    waiting, running, failure, stop = list(pending), [], 0, []
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    for sig, before in handlers.items():
+        if before is not signal.SIG_IGN:
+            signal.signal(sig, lambda signum, frame: stop.append(signum))
     bar = tqdm(total=len(pending), desc="sweep", dynamic_ncols=True)
     try:
-        while waiting or running:
-            while waiting and len(running) < jobs and not failure:
+        while (waiting or running) and not stop:
+            while waiting and len(running) < jobs and not failure and not stop:
                 run = waiting.pop(0)
                 cmd = [sys.executable, "-m", sweep.trainer, run.config, *run.overrides,
                        "--csv", sweep.csv, "--run-name", run.name,
@@ -257,17 +256,16 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                     tqdm.write(err[-2000:])
                     print(f"error: run {run.name} failed with exit code {proc.returncode}", file=sys.stderr)
                     failure = proc.returncode
-    except (_Stopped, KeyboardInterrupt) as stop:
-        signum = stop.signum if isinstance(stop, _Stopped) else signal.SIGINT
-        _stop(running)
-        names = ", ".join(run.name for run, *_ in running) or "none"
-        print(f"stopped by signal {signum}: the runs in flight ({names}) were stopped and will run again "
-              "next time", file=sys.stderr)
-        return 128 + signum
+        if stop:
+            _stop(running)
+            names = ", ".join(run.name for run, *_ in running) or "none"
+            print(f"stopped by signal {stop[0]}: the runs in flight ({names}) were stopped and will run again "
+                  "next time", file=sys.stderr)
+            return 128 + stop[0]
     finally:
         bar.close()
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+        for sig, before in handlers.items():
+            signal.signal(sig, before)
     return failure
 
 
