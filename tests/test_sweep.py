@@ -13,6 +13,26 @@ from rate.results import append_row, read_rows
 from train.sweep import Sweep, SweepGroup, expand, main
 
 
+
+def tiny_sweep(tmp_path: Path, steps: int, seeds=(0,), segments=(1, 2), threads: bool = True) -> tuple[Path, Path]:
+    """A sweep file of tiny reverse runs (model ``tiny``, memory 0) and its CSV; ``threads``: the
+    model sets train.threads=1 itself (else the caller passes it with --set)."""
+    csv = tmp_path / "r.csv"
+    sweep_file = tmp_path / "s.yaml"
+    overrides = ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16", "model.n_layers=1",
+                 f"train.steps={steps}", f"train.eval_every={steps}", "eval_samples=8", "task.length=2"]
+    overrides += ["train.threads=1"] if threads else []
+    sweep_file.write_text(textwrap.dedent(f"""
+        csv: {csv}
+        out_root: {tmp_path / 'runs'}
+        seeds: {list(seeds)}
+        models: {{tiny: {overrides}}}
+        groups:
+          - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: {list(segments)}, models: [tiny], memory: 0}}
+    """))
+    return sweep_file, csv
+
+
 def test_expand_substitutes_memory_and_names_runs():
     sweep = Sweep(csv="x.csv", out_root="runs", seeds=[0, 1],
                   models={"rmt": ["model.num_mem_tokens={mem}"], "transformer": ["model.num_mem_tokens=0"]},
@@ -25,18 +45,7 @@ def test_expand_substitutes_memory_and_names_runs():
 
 
 def test_finished_runs_are_skipped_and_rows_accumulate(tmp_path, capsys):
-    csv = tmp_path / "r.csv"
-    sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text(textwrap.dedent(f"""
-        csv: {csv}
-        out_root: {tmp_path / 'runs'}
-        seeds: [0]
-        models: {{tiny: ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16",
-                        "model.n_layers=1", "train.steps=3", "train.eval_every=3", "eval_samples=8",
-                        "task.length=2", "train.threads=1"]}}
-        groups:
-          - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: [1, 2], models: [tiny], memory: 0}}
-    """))
+    sweep_file, csv = tiny_sweep(tmp_path, steps=3)
     append_row(csv, {"run": "reverse/tiny/seg1/seed0", "gen_token_acc": 0.5})  # pretend it is done
     assert main([str(sweep_file)]) == 0
     rows = read_rows(csv)
@@ -102,18 +111,7 @@ def test_shipped_sweeps_expand_and_validate(capsys):
 def test_parallel_jobs_keep_every_row_and_extra_overrides_are_recorded(tmp_path):
     """Four tiny runs two at a time: the locked append keeps all four rows, and --set reaches
     every run (and its row's overrides)."""
-    csv = tmp_path / "r.csv"
-    sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text(textwrap.dedent(f"""
-        csv: {csv}
-        out_root: {tmp_path / 'runs'}
-        seeds: [0, 1]
-        models: {{tiny: ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16",
-                        "model.n_layers=1", "train.steps=2", "train.eval_every=2", "eval_samples=8",
-                        "task.length=2"]}}
-        groups:
-          - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: [1, 2], models: [tiny], memory: 0}}
-    """))
+    sweep_file, csv = tiny_sweep(tmp_path, steps=2, seeds=(0, 1), threads=False)
     assert main([str(sweep_file), "--jobs", "2", "--set", "train.threads=1", "--set", "train.lr=0.002"]) == 0
     rows = read_rows(csv)
     assert sorted(r["run"] for r in rows) == ["reverse/tiny/seg1/seed0", "reverse/tiny/seg1/seed1",
@@ -182,18 +180,7 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path):
     """SIGTERM to the sweep: its trainer is stopped too (an orphan would write its row while the
     next sweep trains the same run again) and no row is written.  A SIGHUP that nohup ignores
     stays ignored."""
-    csv = tmp_path / "r.csv"
-    sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text(textwrap.dedent(f"""
-        csv: {csv}
-        out_root: {tmp_path / 'runs'}
-        seeds: [0]
-        models: {{tiny: ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16",
-                        "model.n_layers=1", "train.steps=100000", "train.eval_every=100000", "eval_samples=8",
-                        "task.length=2", "train.threads=1"]}}
-        groups:
-          - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: [1], models: [tiny], memory: 0}}
-    """))
+    sweep_file, csv = tiny_sweep(tmp_path, steps=100000, segments=(1,))
     # Started as nohup starts it (SIGHUP ignored): that must stay so, for the sweep and its trainer.
     sweep = subprocess.Popen([sys.executable, "-m", "train.sweep", str(sweep_file)], stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))

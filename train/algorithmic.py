@@ -11,8 +11,6 @@ evaluation uses free-running greedy generation on held-out samples.  Writes a ch
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -23,10 +21,10 @@ from tqdm import tqdm
 
 from rate.algorithmic import generate
 from rate.algorithmic_model import CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate
-from rate.checkpoint import CheckpointError, exclusive_run_dir, save_checkpoint
-from rate.config import ConfigError, load_yaml, to_dict
-from rate.results import record_run
+from rate.checkpoint import save_checkpoint
+from rate.config import to_dict
 from rate.training import make_optimizer, resolve_device, setup_process
+from train.run_command import run_and_record
 
 
 def train(
@@ -82,25 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name", help="name stored in the CSV row (default: config stem)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as held:
-        try:
-            cfg = load_yaml(AlgorithmicConfig, args.config, args.overrides)
-            name = args.run_name or Path(args.config).stem
-            out = args.out or Path("runs/algorithmic") / name
-            held.enter_context(exclusive_run_dir(out))  # until the row is written
-            model, metrics = train(cfg, out, progress=not args.no_progress)
-            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
-        except (ConfigError, CheckpointError, FloatingPointError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except OSError as err:  # an output folder that cannot be written, a full disk
-            print(f"error: file system: {err}", file=sys.stderr)
-            return 2
-        if args.csv:
-            record_run(args.csv, name, args.config, args.overrides, cfg, {"segment_len": cfg.segment_len, **metrics})
-    # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
-    print(json.dumps({"run": name, **metrics}))
-    return 0
+
+    def train_run(cfg: AlgorithmicConfig, out: Path) -> dict:
+        model, metrics = train(cfg, out, progress=not args.no_progress)
+        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
+        return metrics
+
+    return run_and_record(args, AlgorithmicConfig, "runs/algorithmic", train_run,
+                          lambda cfg, metrics: {"segment_len": cfg.segment_len, **metrics})
 
 
 if __name__ == "__main__":

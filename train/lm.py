@@ -13,8 +13,6 @@ at every step.  The final evaluation reads the whole validation and test streams
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,15 +22,15 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from rate.checkpoint import CheckpointError, exclusive_run_dir, save_checkpoint
-from rate.config import ConfigError, load_yaml, to_dict
+from rate.checkpoint import save_checkpoint
+from rate.config import ConfigError, to_dict
 from rate.lm import RecurrentLM
 from rate.lm_data import CorpusError, load_split
 from rate.lm_experiment import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
 from rate.lm_stream import OrderedStream
-from rate.results import record_run
 from rate.rmt import RMTState
 from rate.training import make_optimizer, resolve_device, setup_process
+from train.run_command import run_and_record
 
 
 class SlidingBPTT:
@@ -126,25 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as held:
-        try:
-            cfg = load_yaml(LMExperimentConfig, args.config, args.overrides)
-            name = args.run_name or Path(args.config).stem
-            out = args.out or Path("runs/lm") / name
-            held.enter_context(exclusive_run_dir(out))  # until the row is written
-            model, metrics = train(cfg, out, progress=not args.no_progress)
-            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
-        except (ConfigError, CorpusError, CheckpointError, FloatingPointError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except OSError as err:  # an output folder that cannot be written, a full disk
-            print(f"error: file system: {err}", file=sys.stderr)
-            return 2
-        if args.csv:
-            record_run(args.csv, name, args.config, args.overrides, cfg, metrics)
-    # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
-    print(json.dumps({"run": name, **metrics}))
-    return 0
+
+    def train_run(cfg: LMExperimentConfig, out: Path) -> dict:
+        model, metrics = train(cfg, out, progress=not args.no_progress)
+        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
+        return metrics
+
+    return run_and_record(args, LMExperimentConfig, "runs/lm", train_run, lambda cfg, metrics: metrics,
+                          errors=(CorpusError,))
 
 
 if __name__ == "__main__":

@@ -14,10 +14,7 @@ written atomically.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import random
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -28,15 +25,16 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 import envs  # noqa: F401  registers the project's environments
-from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, exclusive_run_dir, load_weights, read_checkpoint,
+from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint,
                              save_checkpoint)
-from rate.config import ConfigError, atomic_write, load_yaml, to_dict
+from rate.config import ConfigError, atomic_write, to_dict
 from rate.rate_experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rate, check_eval_envs, evaluate_lengths,
                                   load_dataset_for)
 from rate.distributed import Group, join_group
 from rate.rate_model import RATEModel
-from rate.results import config_row, flatten, record_run
+from rate.results import config_row, flatten
 from rate.training import make_optimizer, resolve_device, setup_process
+from train.run_command import run_and_record
 from rate.trajectory import DatasetError, TrajectoryWindows
 
 STATE_FILE = "training_state.pt"
@@ -248,27 +246,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-name")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    with contextlib.ExitStack() as held:
-        try:
-            cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
-            name = args.run_name or Path(args.config).stem
-            out = args.out or Path("runs/rate") / name
-            held.enter_context(exclusive_run_dir(out))  # until the row is written
-            _, metrics = train(cfg, out, resume=args.resume, progress=not args.no_progress)
-        except (ConfigError, DatasetError, CheckpointError, FloatingPointError) as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except OSError as err:  # an output folder that cannot be written, a full disk
-            print(f"error: file system: {err}", file=sys.stderr)
-            return 2
-        if metrics.pop("rank") != 0:
-            return 0
-        if args.csv:
-            success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
-            # Mean episode return: the measure of tasks whose reward is not a success flag (POPGym, MuJoCo).
-            returns = {f"return_T{t}": r["return"] for t, r in metrics["eval"].items()}
-            record_run(args.csv, name, args.config, args.overrides, cfg,
-                       {"train_seconds": metrics["train_seconds"], **success, **returns})
-    # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
-    print(json.dumps({"run": name, **metrics}))
-    return 0
+
+    def train_run(cfg: RATEExperimentConfig, out: Path) -> dict | None:
+        _, metrics = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+        return metrics if metrics.pop("rank") == 0 else None  # only rank 0 writes the row
+
+    def row(cfg: RATEExperimentConfig, metrics: dict) -> dict:
+        success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
+        # Mean episode return: the measure of tasks whose reward is not a success flag (POPGym, MuJoCo).
+        returns = {f"return_T{t}": r["return"] for t, r in metrics["eval"].items()}
+        return {"train_seconds": metrics["train_seconds"], **success, **returns}
+
+    return run_and_record(args, RATEExperimentConfig, "runs/rate", train_run, row, errors=(DatasetError,))
