@@ -38,12 +38,18 @@ INFERENCE_ROWS = 32
 FACTORED_MIN_ELEMENTS_PER_CHANNEL = 50_000
 
 
+def inverse_frequencies(d_model: int, device: torch.device | None = None,
+                        dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(d_model/2,) frequencies w_k = 10000^(-2k / d_model) of the sinusoidal positions."""
+    return 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=device, dtype=dtype) / d_model))
+
+
 def sinusoid_table(distances: torch.Tensor, d_model: int) -> torch.Tensor:
     """Sinusoidal embedding of signed distances.
 
     distances: (R,) integer tensor.  Returns (R, d_model) float: [sin(d w_k), cos(d w_k)].
     """
-    inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=distances.device).float() / d_model))
+    inv_freq = inverse_frequencies(d_model, distances.device)
     angles = distances.float()[:, None] * inv_freq[None, :]  # (R, d_model/2)
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
@@ -157,7 +163,7 @@ class RelativePositions:
         Computed once and shared by every layer of the call."""
         if self._factors is None:
             device = self.index.device
-            inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, device=device, dtype=torch.float64) / d_model))
+            inv_freq = inverse_frequencies(d_model, device, torch.float64)
             q_angles = torch.arange(self.q_start, self.q_start + self.q_len, device=device, dtype=torch.float64)
             q_angles = q_angles[:, None] * inv_freq
             k_angles = torch.arange(self.k_len, device=device, dtype=torch.float64)[:, None] * inv_freq

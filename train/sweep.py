@@ -28,11 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from tqdm import tqdm
 
 from rate.algorithmic_model import AlgorithmicConfig
-from rate.config import ConfigError, from_dict, load_yaml
+from rate.config import ConfigError, load_yaml
 from rate.lm_experiment import LMExperimentConfig
 from rate.rate_experiment import RATEExperimentConfig, check_eval_envs
 from rate.results import read_rows
@@ -165,11 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         print("error: --jobs must be at least 1", file=sys.stderr)
         return 2
     try:
-        try:
-            data = yaml.safe_load(args.sweep.read_text())
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{args.sweep}: not valid YAML: {err}") from None
-        sweep = from_dict(Sweep, data)
+        sweep = load_yaml(Sweep, args.sweep)  # a missing file, bad YAML or bad keys: one ConfigError
         runs = expand(sweep, args.extra)
         for run in runs:  # validate every config before spending compute
             cfg = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
