@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset-episodes", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("runs/tmaze_quick"))
     parser.add_argument("--report", type=Path, default=Path("results/tmaze_quick.md"))
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
     os.environ.setdefault("MINARI_DATASETS_PATH", str(Path("data/minari").resolve()))
 
     import minari

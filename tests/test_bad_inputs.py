@@ -224,6 +224,13 @@ def test_resume_with_fewer_steps_than_trained_is_refused(capsys, finished_run):
     assert "has trained 2 steps; train.steps 1 cannot resume it" in resume_fails(config, out, capsys, "train.steps=1")
 
 
+def test_overrides_may_follow_the_options(capsys, finished_run):
+    """`python -m train config --out DIR key=value` reads the override (argparse alone would refuse it)."""
+    config, out = finished_run
+    assert main([str(config), "--out", str(out), "--resume", "train.steps=1", "--no-progress"]) == 2
+    assert "has trained 2 steps; train.steps 1 cannot resume it" in capsys.readouterr().err
+
+
 def test_resume_may_extend_training_and_reports_the_whole_time(tmp_path, capsys, finished_run):
     config, out = finished_run
     csv = tmp_path / "rows.csv"

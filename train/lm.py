@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path)
     parser.add_argument("--run-name")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
 
     def train_run(cfg: LMExperimentConfig, out: Path) -> dict:
         model, metrics = train(cfg, out, progress=not args.no_progress)

@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--csv", type=Path, help="append one result row to this CSV")
     parser.add_argument("--run-name")
     parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
 
     def train_run(cfg: RATEExperimentConfig, out: Path) -> dict | None:
         _, metrics = train(cfg, out, resume=args.resume, progress=not args.no_progress)
