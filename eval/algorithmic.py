@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     metrics = evaluate(model, cfg.task, args.samples, seed=args.seed)
     print(json.dumps({"checkpoint": str(args.checkpoint), "task": cfg.task.name, "segments": cfg.segments, **metrics}))
     if args.show:
-        z = generate(cfg.task, args.show, args.seed + TEST_SEED_OFFSET)
+        z = generate(cfg.task, args.show, args.seed + TEST_SEED_OFFSET, split="test")
         gen = model.generate_greedy(z[:, : cfg.task.prompt_len], cfg.task.input_len)
         show = decode_sqeq if cfg.task.name == "sqeq" else (lambda t: " ".join(map(str, t.tolist())))
         for target, out in zip(z, gen):

@@ -77,6 +77,14 @@ def plot(acc: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
+def sample_counts(rows: list[dict]) -> str:
+    """The CSV's evaluation sample counts, e.g. '256 to 1024' (one number when all runs agree)."""
+    counts = sorted({int(r["eval_samples"]) for r in rows if r.get("eval_samples")})
+    if not counts:
+        return "an unrecorded number of"
+    return str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+
+
 def render(rows: list[dict], plot_name: str) -> str:
     acc, secs = collect(rows)
     total_min = sum(sum(v) for v in secs.values()) / 60
@@ -94,8 +102,10 @@ def render(rows: list[dict], plot_name: str) -> str:
         "",
         "Metric: per-token accuracy of free-running greedy generation over the answer (the paper's Fig. 3 metric);",
         "for sqeq the fraction of samples whose answer slot is generated exactly (the paper's Table 1). Mean +- std",
-        "over seeds, each evaluated on 512-1024 held-out samples. Memory (RMT) and cache (Transformer-XL) sizes are",
-        "per group in `configs/algorithmic/sweep.yaml` (segment length, as in the paper's Fig. 3, except retrieval: 5).",
+        f"over seeds, each run evaluated on {sample_counts(rows)} test samples (sqeq: drawn from equations held out",
+        "from training; the other tasks: from a seed stream apart from training's). Memory (RMT) and cache",
+        "(Transformer-XL) sizes are per group in `configs/algorithmic/sweep.yaml` (segment length, as in the paper's",
+        "Fig. 3, except retrieval: 5).",
         "",
         f"![accuracy against the number of segments]({plot_name})",
         "",

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     def logits(z):
         return head(body(embed(z[:, :-1]) + pos, mask=causal))[:, -1]
 
-    test = generate(task, 1024, args.seed + TEST_SEED_OFFSET)
+    test = generate(task, 1024, args.seed + TEST_SEED_OFFSET, split="test")
     for step in range(args.steps):
         z = generate(task, 64, seed=args.seed * 1_000_000_007 + step)
         loss = F.cross_entropy(logits(z), z[:, -1])

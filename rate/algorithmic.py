@@ -11,11 +11,19 @@ z[1:]; the loss and the metrics use only the answer positions (the last ``answer
   Scaled down from the paper (roots in [-100, 100), 30-character slots) to integer roots in
   [-max_root, max_root], leading coefficient in +-[1, max_coef], W = slot_width; every equation
   has real roots (the paper's 20 % without real roots are left out).
+
+Train and test samples come from disjoint sets.  For copy, reverse and retrieval the sample space
+(8^L sources, 26-choose-4 key sets) dwarfs any training run, so the two seed streams suffice.  The
+scaled-down sqeq has only 1,900 distinct equations (max_root 9, max_coef 5), which a run of 3000
+batches of 32 sees about 50 times each: there the equations themselves are split, a fixed
+``held_out`` fraction of them reserved for the test split (:func:`sqeq_problems`), so that test
+accuracy measures solving equations never trained on, not recalling them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import numpy as np
@@ -23,6 +31,8 @@ import torch
 
 PAD, SEP = 0, 1
 SQEQ_CHARS = "0123456789+-*/^=()xD,"  # ids 2.. ; PAD pads the slots, SEP is BOS
+SQEQ_SPLIT_SEED = 20221128  # fixes which equations are held out: the same for every run and seed
+Split = Literal["train", "test"]
 
 
 @dataclass
@@ -38,6 +48,7 @@ class TaskConfig:
     slot_width: int = 24  # sqeq characters per slot
     max_root: int = 9
     max_coef: int = 5
+    held_out: float = 0.1  # sqeq: fraction of the distinct equations kept for the test split
 
     def __post_init__(self) -> None:
         for name in ("length", "n_symbols", "n_pairs", "n_keys", "n_values", "slot_width", "max_root", "max_coef"):
@@ -45,8 +56,14 @@ class TaskConfig:
                 raise ValueError(f"task.{name} must be positive, got {getattr(self, name)}")
         if self.n_pairs > self.n_keys:
             raise ValueError(f"n_pairs {self.n_pairs} exceeds the {self.n_keys} distinct keys")
+        if not 0.0 < self.held_out < 1.0:
+            raise ValueError(f"task.held_out must lie strictly between 0 and 1, got {self.held_out}")
         if self.name == "sqeq":
-            need = len(_sqeq_lines(-self.max_root, self.max_root, -self.max_coef)[2])
+            train, test = sqeq_problems(self.max_root, self.max_coef, self.held_out)
+            if not len(train) or not len(test):
+                raise ValueError(f"task.held_out {self.held_out} leaves an empty split of the "
+                                 f"{len(train) + len(test)} distinct equations")
+            need = sqeq_line_width(self.max_root, self.max_coef)
             if need > self.slot_width:
                 raise ValueError(f"slot_width {self.slot_width} is too small; sqeq lines need {need}")
 
@@ -89,8 +106,12 @@ class TaskConfig:
         return float("nan")
 
 
-def generate(task: TaskConfig, n: int, seed: int) -> torch.Tensor:
-    """n samples (n, T+1) int64, a pure function of (task, n, seed)."""
+def generate(task: TaskConfig, n: int, seed: int, split: Split = "train") -> torch.Tensor:
+    """n samples (n, T+1) int64, a pure function of (task, n, seed, split).  sqeq draws its
+    equations from the split's own set (:func:`sqeq_problems`); the other tasks ignore ``split``
+    (their train and test streams differ by seed)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     rng = np.random.default_rng(seed)
     if task.name in ("copy", "reverse"):
         x = rng.integers(2, 2 + task.n_symbols, size=(n, task.length))
@@ -106,7 +127,9 @@ def generate(task: TaskConfig, n: int, seed: int) -> torch.Tensor:
             [pairs, keys[rows, which][:, None], np.full((n, 1), SEP), values[rows, which][:, None]], 1
         )
     else:
-        z = np.stack([_sqeq_sample(task, rng) for _ in range(n)])
+        problems = sqeq_problems(task.max_root, task.max_coef, task.held_out)[split == "test"]
+        picks = problems[rng.integers(0, len(problems), size=n)]
+        z = np.stack([_sqeq_sample(task, *map(int, p)) for p in picks])
     return torch.from_numpy(np.ascontiguousarray(z)).long()
 
 
@@ -140,12 +163,31 @@ def _sqeq_lines(x1: int, x2: int, alpha: int) -> list[str]:
     ]
 
 
-def _sqeq_sample(task: TaskConfig, rng: np.random.Generator) -> np.ndarray:
-    x1, x2 = rng.integers(-task.max_root, task.max_root + 1, size=2)
-    alpha = int(rng.integers(1, task.max_coef + 1)) * int(rng.choice([-1, 1]))
+@lru_cache(maxsize=8)
+def sqeq_problems(max_root: int, max_coef: int, held_out: float) -> tuple[np.ndarray, np.ndarray]:
+    """Every distinct equation, split into (train, test): (n, 3) int arrays of (low root, high
+    root, leading coefficient).  The roots are unordered (x1, x2 and x2, x1 write the same six
+    lines), so each equation appears once.  A fixed shuffle puts round(held_out * n) of them,
+    at least one, in the test split."""
+    roots = range(-max_root, max_root + 1)
+    alphas = [a for a in range(-max_coef, max_coef + 1) if a]
+    problems = np.array([(lo, hi, a) for lo in roots for hi in roots if hi >= lo for a in alphas], dtype=np.int64)
+    order = np.random.default_rng(SQEQ_SPLIT_SEED).permutation(len(problems))
+    n_test = max(1, round(held_out * len(problems)))
+    return problems[np.sort(order[n_test:])], problems[np.sort(order[:n_test])]
+
+
+@lru_cache(maxsize=8)
+def sqeq_line_width(max_root: int, max_coef: int) -> int:
+    """Characters in the longest of all equations' lines: the slot width they need."""
+    train, test = sqeq_problems(max_root, max_coef, 0.5)
+    return max(len(line) for p in np.concatenate([train, test]) for line in _sqeq_lines(*map(int, p)))
+
+
+def _sqeq_sample(task: TaskConfig, x1: int, x2: int, alpha: int) -> np.ndarray:
     z = np.full(6 * task.slot_width + 1, PAD, dtype=np.int64)
     z[0] = SEP
-    for i, line in enumerate(_sqeq_lines(int(x1), int(x2), alpha)):
+    for i, line in enumerate(_sqeq_lines(x1, x2, alpha)):
         ids = [2 + SQEQ_CHARS.index(ch) for ch in line]
         z[1 + i * task.slot_width : 1 + i * task.slot_width + len(ids)] = ids
     return z

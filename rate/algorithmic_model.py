@@ -53,7 +53,7 @@ def answer_loss(logits: torch.Tensor, z: torch.Tensor, answer_len: int) -> torch
 
 @torch.no_grad()
 def evaluate(model: RecurrentLM, task: TaskConfig, n_samples: int, seed: int, batch_size: int = 256) -> dict[str, float]:
-    """Metrics on ``n_samples`` test samples drawn from ``seed``.
+    """Metrics on ``n_samples`` samples of the test split drawn from ``seed``.
 
     gen_token_acc: per-token accuracy of free-running greedy generation on the answer (the
     RMT paper's Fig. 3-4 metric); answer_acc: fraction of samples whose final answer is generated
@@ -63,7 +63,7 @@ def evaluate(model: RecurrentLM, task: TaskConfig, n_samples: int, seed: int, ba
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    z_all = generate(task, n_samples, seed + TEST_SEED_OFFSET).to(device)
+    z_all = generate(task, n_samples, seed + TEST_SEED_OFFSET, split="test").to(device)
     sums = {"gen_token_acc": 0.0, "answer_acc": 0.0, "tf_token_acc": 0.0, "loss": 0.0}
     a = task.answer_len
     exact_span = task.slot_width if task.name == "sqeq" else a

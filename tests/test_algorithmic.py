@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from rate.algorithmic import SEP, TaskConfig, decode_sqeq, generate
+from rate.algorithmic import SEP, TaskConfig, sqeq_line_width, decode_sqeq, generate, sqeq_problems
 from rate.algorithmic_model import AlgorithmicConfig, evaluate
 from rate.lm import RecurrentLM
 from rate.rmt import RMTConfig
@@ -48,6 +48,37 @@ def test_sqeq_lines_are_arithmetically_right():
         for root in (lo, hi):
             assert eval(re.sub(r"x", f"({root})", poly)) == 0  # noqa: S307 - our own generated text
         assert slots[3].endswith(f"={lo}") and slots[4].endswith(f"={hi}")
+
+
+def sqeq_equations(z: torch.Tensor) -> set[str]:
+    return {decode_sqeq(row[1:]) for row in z}
+
+
+def test_sqeq_test_equations_are_never_trained_on():
+    """The 1,900 distinct equations would all be seen by one training run; the test split's must not."""
+    task = TaskConfig(name="sqeq")
+    train, test = sqeq_problems(task.max_root, task.max_coef, task.held_out)
+    assert len(train) + len(test) == 1900 and len(test) == 190
+    assert not {tuple(p) for p in train} & {tuple(p) for p in test}
+    trained = sqeq_equations(generate(task, 20_000, 0, split="train"))
+    tested = sqeq_equations(generate(task, 2_000, 1, split="test"))
+    assert len(trained) == 1710 and len(tested) == 190  # each split drawn whole, and nothing else
+    assert not trained & tested
+    # The split is fixed by the equations, not by the run's seed: another seed's test set is the same.
+    assert sqeq_equations(generate(task, 2_000, 7, split="test")) == tested
+
+
+def test_sqeq_checks_its_slots_and_split():
+    # max_root 99, max_coef 10: "D=88^2-4*(-1089)=12100=110^2" has 28 characters.
+    assert sqeq_line_width(99, 10) >= 28
+    with pytest.raises(ValueError, match="slot_width 27 is too small"):
+        TaskConfig(name="sqeq", max_root=99, max_coef=10, slot_width=27)
+    with pytest.raises(ValueError, match="empty split"):
+        TaskConfig(name="sqeq", max_root=1, max_coef=1, held_out=0.99)
+    with pytest.raises(ValueError, match="held_out"):
+        TaskConfig(name="sqeq", held_out=1.0)
+    with pytest.raises(ValueError, match="split must be"):
+        generate(TaskConfig(name="copy"), 2, 0, split="valid")
 
 
 def test_greedy_generation_equals_recomputing_the_whole_sequence():

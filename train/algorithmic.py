@@ -43,7 +43,7 @@ def train(
     model.train()
     for step in bar:
         # Batch `step` of seed s is a pure function of (s, step): reruns see identical data.
-        z = generate(task, tc.batch_size, seed=tc.seed * 1_000_000_007 + step).to(device)
+        z = generate(task, tc.batch_size, seed=tc.seed * 1_000_000_007 + step, split="train").to(device)
         logits, _ = model(z[:, :-1])
         loss = answer_loss(logits, z, task.answer_len)
         if not torch.isfinite(loss):
