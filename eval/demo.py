@@ -1,4 +1,4 @@
-"""`make run`: the algorithmic demo.
+"""The RMT demo (`python -m eval.demo`): reverse in 4 segments, three models side by side.
 
 Trains RMT (memory tokens), a Transformer-XL (cache) and a plain Transformer on reverse cut into
 4 segments (configs/algorithmic/demo.yaml), evaluates each by free-running greedy generation and
@@ -17,6 +17,7 @@ from rate.algorithmic_model import CHECKPOINT_KIND, AlgorithmicConfig
 from rate.checkpoint import save_checkpoint
 from rate.config import atomic_write_text, load_yaml, to_dict
 from train.algorithmic import train
+from train.run_command import USER_ERRORS
 
 MODELS = {
     "RMT (memory tokens)": lambda seg_len: ["model.num_mem_tokens=" + str(seg_len)],
@@ -30,6 +31,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, default=Path("configs/algorithmic/demo.yaml"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
     args = parser.parse_args(argv)
+    try:
+        return demo(args)
+    except USER_ERRORS as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an output folder that cannot be written, a full disk
+        print(f"error: file system: {err}", file=sys.stderr)
+        return 2
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Train and evaluate the three models; print and write the summary table."""
     base = load_yaml(AlgorithmicConfig, args.config)
     print(f"reverse, source length {base.task.length}: {base.task.input_len} tokens in {base.segments} "
           f"segments of {base.segment_len}; the answer needs the source, which lies in earlier segments")

@@ -15,16 +15,16 @@ from rate.config import ConfigError, from_dict
 from rate.lm_data import CorpusError, load_split
 from rate.lm_experiment import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
 from rate.lm_stream import OrderedStream
-from rate.training import setup_process
+from rate.training import positive_int, setup_process
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.lm", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--split", choices=["valid", "test"], default="test")
-    parser.add_argument("--batch", type=int, help="parallel streams (default: the run's eval_batch_size)")
+    parser.add_argument("--batch", type=positive_int, help="parallel streams (default: the run's eval_batch_size)")
     parser.add_argument("--data-dir", help="prepared corpus folder (default: the run's data_dir)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     args = parser.parse_args(argv)
     setup_process(0, args.threads)
     try:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, CorpusError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stream = OrderedStream(data, args.batch or cfg.eval_batch_size, cfg.segment_len)
+    stream = OrderedStream(data, cfg.eval_batch_size if args.batch is None else args.batch, cfg.segment_len)
     result = evaluate_stream(model, stream, progress=True)
     print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, **result}))
     return 0

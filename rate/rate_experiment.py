@@ -161,7 +161,7 @@ def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[
         def make_env(t=t):
             return gym.make(ev.env_id, **eval_env_kwargs(ev, t))
 
-        out = rollout(make_env, make_policy(model, cfg), episodes or ev.episodes, seed=ev.seed, progress=progress)
+        out = rollout(make_env, make_policy(model, cfg), ev.episodes if episodes is None else episodes, seed=ev.seed, progress=progress)
         results[t] = {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),
                       "return": float(out["returns"].mean()), "return_std": float(out["returns"].std())}
     return results

@@ -119,3 +119,11 @@ def test_model_without_memory_stays_near_chance_on_segmented_reverse():
 
     _, metrics = train(tiny_reverse(num_mem_tokens=0, steps=300), out=None, progress=False)
     assert metrics["gen_token_acc"] < 0.3, metrics
+
+
+def test_demo_reports_a_missing_config_in_one_line(tmp_path, capsys):
+    from eval.demo import main
+
+    assert main(["--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "demo")]) == 2
+    assert capsys.readouterr().err == f"error: config file not found: {tmp_path / 'none.yaml'}\n"
+    assert not (tmp_path / "demo").exists()

@@ -74,3 +74,17 @@ def test_config_json_is_plain_json(tmp_path):
     save_checkpoint(tmp_path / "ck", build_model(cfg), CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": {"a": 1.0}})
     meta = json.loads((tmp_path / "ck/config.json").read_text())
     assert meta["format_version"] == 1 and meta["kind"] == CHECKPOINT_KIND and meta["extra"]["metrics"]["a"] == 1.0
+
+
+def test_checkpoint_files_get_normal_permissions(tmp_path):
+    """Every file of a checkpoint is readable as the umask allows (safetensors replaces the
+    temporary it is given, which once left the weights 0600 beside a 0644 config)."""
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        out = save_checkpoint(tmp_path / "ckpt", torch.nn.Linear(2, 2), "any", {})
+    finally:
+        os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+    assert modes and set(modes.values()) == {0o644}, modes

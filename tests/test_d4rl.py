@@ -135,3 +135,14 @@ def test_cli_bad_id_or_env_is_one_line_and_the_root_is_kept(tmp_path, args, patt
                           text=True)
     assert proc.returncode == 2 and pattern in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(str(p) for p in root.rglob("*")) == before
+
+
+def test_cli_replaces_a_dataset_only_with_overwrite(tmp_path):
+    from rate.d4rl import main
+
+    import_d4rl(write_d4rl(tmp_path / "old.hdf5", n=10), "test/x/d-v0")
+    new = write_d4rl(tmp_path / "new.hdf5", n=12, terminals=(5,), timeouts=(11,))
+    assert main([str(new), "test/x/d-v0"]) == 2  # kept: the error names --overwrite
+    assert minari.load_dataset("test/x/d-v0").total_steps == 10
+    assert main([str(new), "test/x/d-v0", "--overwrite"]) == 0
+    assert minari.load_dataset("test/x/d-v0").total_steps == 12

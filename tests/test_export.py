@@ -3,6 +3,7 @@ the export command, the standalone ONNX runner, and refusal of unsafe or foreign
 
 import json
 import pickle
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -99,6 +100,13 @@ def test_artifact_metadata_describes_the_state(artifacts):
     assert [a.shape for a in policy.state] == [tuple(3 if d == "batch" else d for d in s["shape"]) for s in meta["state"]]
 
 
+def test_sampling_a_continuous_policy_is_refused(artifacts):
+    """The eager policy plays a continuous policy's mean; Gumbel noise would push every action one way."""
+    policy = open_artifact(artifacts["xl_continuous", "onnx"])
+    with pytest.raises(ValueError, match="continuous"):
+        play(policy, lambda: None, episodes=2, seed=0, sample=True)
+
+
 def test_artifacts_carry_no_exporter_stack_traces(artifacts):
     """Per-node debug records would ship the exporting machine's paths (and most of the bytes)."""
     import onnx
@@ -162,14 +170,23 @@ def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_
     assert "matches the eager policy" in capsys.readouterr().out
     assert open_onnx(path).meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
     # The runner file copied on its own, torch made unimportable: it needs only numpy, onnxruntime
-    # and gymnasium (and the environment's module, from the working directory).
+    # and gymnasium, and for the project's T-Maze the envs/ folder copied beside it.
     shipped = tmp_path / "shipped" / "onnx_runner.py"
     shipped.parent.mkdir()
     shipped.write_text((ROOT / "rate" / "onnx_runner.py").read_text())
-    code = ("import sys, runpy; sys.modules['torch'] = None; sys.modules['rate'] = None; "
-            f"sys.argv = ['onnx_runner.py', {str(path)!r}, '--lengths', '6', '--episodes', '4', '--threads', '1']; "
-            f"runpy.run_path({str(shipped)!r}, run_name='__main__')")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    def run_shipped(*blocked: str) -> subprocess.CompletedProcess:
+        code = (f"import sys, runpy; sys.modules.update(dict.fromkeys({['torch', 'rate', *blocked]!r})); "
+                f"sys.argv = ['onnx_runner.py', {str(path)!r}, '--lengths', '6', '--episodes', '4', '--threads', '1']; "
+                f"runpy.run_path({str(shipped)!r}, run_name='__main__')")
+        return subprocess.run([sys.executable, "-c", code], cwd=shipped.parent, capture_output=True, text=True,
+                              timeout=120)
+
+    alone = run_shipped("envs")  # (the project is installed here: block its envs as if it were not)
+    assert alone.returncode == 2 and "copy the project's envs/ folder" in alone.stderr, alone.stderr
+    assert "Traceback" not in alone.stderr
+    shutil.copytree(ROOT / "envs", shipped.parent / "envs")
+    done = run_shipped()
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].split()[0] == "6"
 

@@ -60,7 +60,7 @@ def test_prepared_file_damage_is_detected_and_repaired(tmp_path, fake_archive):
     assert (tmp_path / "data/test.bin").read_bytes() == good
 
 
-def test_corrupt_or_missing_archive_is_one_clear_error(tmp_path, fake_archive):
+def test_corrupt_or_missing_archive_is_one_clear_error(tmp_path, fake_archive, monkeypatch):
     archive, _ = fake_archive
     bad = tmp_path / "bad.tar.gz"
     bad.write_bytes(archive.read_bytes()[:-20])
@@ -68,6 +68,10 @@ def test_corrupt_or_missing_archive_is_one_clear_error(tmp_path, fake_archive):
         prepare_corpus(tmp_path / "data", bad)
     with pytest.raises(CorpusError, match="not found"):
         lm_data.extract_corpus(tmp_path / "missing.tar.gz")
+    # A named archive that is not there is an error, not a silent download (none is attempted).
+    monkeypatch.setattr(lm_data, "download_archive", lambda folder: pytest.fail("downloaded"))
+    with pytest.raises(CorpusError, match="missing.tar.gz: no such file"):
+        prepare_corpus(tmp_path / "data", tmp_path / "missing.tar.gz")
     assert not (tmp_path / "data" / "train.bin").exists()
 
 

@@ -36,3 +36,28 @@ def test_main_job_refuses_an_unknown_config_key(tmp_path, capsys):
     assert main(["--config", str(config), "--out", str(tmp_path / "run"), "--report", str(tmp_path / "q.md")]) == 2
     assert "trian" in capsys.readouterr().err
     assert not (tmp_path / "q.md").exists()
+
+
+def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypatch):
+    """An evaluation environment that does not exist, a dataset that does not fit the model, a run
+    folder that another trainer holds: one error line and exit 2, no traceback, no report."""
+    import pytest
+
+    from rate.checkpoint import exclusive_run_dir
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({**TINY, "train": {**TINY["train"], "steps": 2, "eval_every": 2}}))
+    report = tmp_path / "q.md"
+    args = ["--config", str(config), "--episodes", "1", "--dataset-episodes", "20", "--report", str(report)]
+    for override, message in (("eval.env_id=rate/Nowhere-v0", "Nowhere"), ("model.obs_shape=[5]", "obs")):
+        assert main([*args, "--out", str(tmp_path / "run"), override]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and "Traceback" not in err
+    held = tmp_path / "held"
+    with exclusive_run_dir(held):
+        assert main([*args, "--out", str(held)]) == 2
+    assert "being written by another trainer" in capsys.readouterr().err
+    assert not report.exists() and not held.exists()  # the refused run wrote nothing; the holder tidied up
+    with pytest.raises(SystemExit):
+        main([*args, "--episodes", "0"])  # a usage error, not the config's own count

@@ -1,10 +1,11 @@
 """Train a model on an RMT algorithmic task.
 
-    python -m train.algorithmic configs/algorithmic/reverse_rmt.yaml [key=value ...] \
+    python -m train.algorithmic configs/algorithmic/reverse.yaml [key=value ...] \
         [--out runs/algorithmic/NAME] [--csv results/algorithmic.csv] [--run-name NAME]
 
 Samples are drawn fresh from a seeded generator every step (no fixed training set); the final
-evaluation uses free-running greedy generation on held-out samples.  Writes a checkpoint
+evaluation uses free-running greedy generation on the test split (sqeq: equations never drawn
+for training; see rate/algorithmic.py).  Writes a checkpoint
 (safetensors + JSON), TensorBoard scalars under OUT/tb, and, with --csv, one result row.
 """
 

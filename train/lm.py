@@ -1,6 +1,6 @@
 """Train a character-level language model on the ordered corpus stream (Transformer-XL style).
 
-    python -m train.lm configs/lm/rmt_m5_bptt1.yaml [key=value ...] [--out DIR] [--csv results/lm.csv]
+    python -m train.lm configs/lm/base.yaml [key=value ...] [--out DIR] [--csv results/lm.csv]
 
 The training corpus is read as ``train.batch_size`` parallel streams, one segment per step, in
 order; memory tokens and the Transformer-XL cache are carried from step to step and reset only
