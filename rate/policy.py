@@ -36,6 +36,10 @@ class BatchedPolicy:
     """
 
     def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0):
+        if sample and model.cfg.act_kind != "discrete":
+            # A silently greedy "sampled" run would be reported as sampled.
+            raise ValueError(f"sampling draws discrete actions; this model's actions are {model.cfg.act_kind} "
+                             "(the policy plays their mean)")
         self.model = model.eval()
         self.cfg = model.cfg
         self.target_return, self.sample = target_return, sample

@@ -64,6 +64,9 @@ class RATEExperimentConfig:
     def __post_init__(self) -> None:
         if self.window_stride < 0:
             raise ValueError(f"window_stride must be >= 0 (0 = the window length), got {self.window_stride}")
+        if self.eval.sample and self.model.act_kind != "discrete":
+            raise ValueError("eval.sample draws discrete actions from the softmax; this model's actions are "
+                             f"{self.model.act_kind} (the policy plays their mean)")
 
 
 def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) -> str | None:

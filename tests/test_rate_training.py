@@ -126,6 +126,20 @@ def test_final_evaluation_uses_its_own_lengths_and_episodes(tmp_path):
     assert sorted(metrics["eval"]) == [12, 40]
     meta, _ = read_checkpoint(tmp_path / "f", "rate")
     assert sorted(int(t) for t in meta["extra"]["eval"]) == [12, 40]
+    # TensorBoard has the return beside the success rate (POPGym and MuJoCo are read by it).
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "f" / "tb"))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"eval/success_T12", "eval/return_T12", "final/success_T40", "final/return_T40"} <= tags
+    (logged,) = events.Scalars("final/return_T40")
+    assert logged.value == pytest.approx(metrics["eval"][40]["return"])
+
+
+def test_sampling_a_continuous_policy_is_refused():
+    with pytest.raises(ValueError, match="eval.sample draws discrete actions"):
+        tiny(**{"model.act_kind": "continuous", "eval.sample": True})
 
 
 def test_a_batch_larger_than_the_dataset_is_named(tmp_path):

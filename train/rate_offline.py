@@ -147,6 +147,14 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     return int(state["step"]), float(state.get("train_seconds", 0.0))
 
 
+def log_eval(writer: SummaryWriter, prefix: str, results: dict, step: int) -> None:
+    """Success rate and mean return per length: POPGym and MuJoCo are read by their return
+    (a HalfCheetah "success" is only a positive return)."""
+    for t, r in results.items():
+        writer.add_scalar(f"{prefix}/success_T{t}", r["success"], step)
+        writer.add_scalar(f"{prefix}/return_T{t}", r["return"], step)
+
+
 def remove_stale_temporaries(out: Path) -> None:
     """Delete temporary files that a killed run left behind (never a complete file)."""
     for name in (WEIGHTS, CONFIG, STATE_FILE):
@@ -213,9 +221,9 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
         if (step % tc.eval_every == 0 or step == tc.steps) and group.is_main:
             eval_results = evaluate_lengths(model, cfg)
             model.train()
-            for t, r in eval_results.items():
-                writer.add_scalar(f"eval/success_T{t}", r["success"], step)
-            bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}" for t, r in eval_results.items()})
+            log_eval(writer, "eval", eval_results, step)
+            bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}/{r['return']:.4g}"
+                                                   for t, r in eval_results.items()})
             save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
             save_training_state(out, model, opt, sched, step, time.time() - start, device)
     bar.close()
@@ -228,8 +236,7 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     if (ev.final_lengths or ev.final_episodes) and group.is_main:
         eval_results = evaluate_lengths(model, cfg, ev.final_lengths or ev.lengths, ev.final_episodes or ev.episodes,
                                         progress=progress)
-        for t, r in eval_results.items():
-            writer.add_scalar(f"final/success_T{t}", r["success"], step)
+        log_eval(writer, "final", eval_results, step)
         save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
     if writer is not None:
         writer.close()
