@@ -9,7 +9,9 @@ on random T-Maze-shaped windows.  Reported side by side from one run:
 * tokens per second (3 tokens per step: return, observation, action; memory tokens not counted);
 * FLOPs per step counted by ``torch.utils.flop_counter`` (matmuls and attention) and the achieved
   FLOP/s as a fraction of the fp32 matmul peak (1024^3 GEMM) measured in the same child just before;
-* peak resident memory of the child (``ru_maxrss``) and its growth over the model's build;
+* peak resident memory of the child (``ru_maxrss``) and its growth from the child's start (after
+  its imports) to the end of the timed steps: the model, optimiser state, activations, and the
+  matmul-peak buffers;
 * for the reference run-script size, a torch.profiler table of where the self CPU time goes and
   the share spent in layout copies (copy_, clone, contiguous, cat, stack);
 * the Transformer-XL positional term as one GEMM per head against the broadcast matmul, at the

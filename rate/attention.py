@@ -250,8 +250,10 @@ class RelativeMultiHeadAttention(nn.Module):
         r = self.r_proj(positions.table.to(self.r_proj.weight.dtype)).view(-1, h, dh).transpose(0, 1)  # (H, R, dh)
         if few_rows:
             # Decoding: one GEMM per head over all B*Q rows; the matmul that broadcasts r over the
-            # batch runs as B tiny products there (8x slower at B = 100, Q = 2 on CPU).  At training
-            # shapes the broadcast matmul is 2x faster (results/performance_training.md).
+            # batch runs as B tiny products there (about 8x slower at B = 100, Q = 2 on CPU in a
+            # scratch timing; not in a committed benchmark).  At the training shapes of
+            # results/performance_training.md the broadcast matmul is 1.5x to 2.4x faster, except at
+            # the T-Maze CPU size (0.36 against 0.28 ms: a fraction of a millisecond either way).
             qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
             pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, r.shape[1]).transpose(0, 1)
         else:
