@@ -166,24 +166,34 @@ def _sqeq_lines(x1: int, x2: int, alpha: int) -> list[str]:
 
 
 @lru_cache(maxsize=8)
-def sqeq_problems(max_root: int, max_coef: int, held_out: float) -> tuple[np.ndarray, np.ndarray]:
-    """Every distinct equation, split into (train, test): (n, 3) int arrays of (low root, high
-    root, leading coefficient).  The roots are unordered (x1, x2 and x2, x1 write the same six
-    lines), so each equation appears once.  A fixed shuffle puts round(held_out * n) of them,
-    at least one, in the test split."""
+def _all_sqeq_problems(max_root: int, max_coef: int) -> np.ndarray:
+    """Every distinct equation as (n, 3) int64 rows (low root, high root, leading coefficient).
+    The roots are unordered: (x1, x2) and (x2, x1) write the same six lines."""
     roots = range(-max_root, max_root + 1)
     alphas = [a for a in range(-max_coef, max_coef + 1) if a]
     problems = np.array([(lo, hi, a) for lo in roots for hi in roots if hi >= lo for a in alphas], dtype=np.int64)
+    problems.setflags(write=False)  # cached and shared: nobody may change it
+    return problems
+
+
+@lru_cache(maxsize=8)
+def sqeq_problems(max_root: int, max_coef: int, held_out: float) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct equations split into (train, test), each (n, 3) as :func:`_all_sqeq_problems`.
+    A fixed shuffle (the same for every run and seed) puts round(held_out * n) of them, at least
+    one, in the test split."""
+    problems = _all_sqeq_problems(max_root, max_coef)
     order = np.random.default_rng(SQEQ_SPLIT_SEED).permutation(len(problems))
     n_test = max(1, round(held_out * len(problems)))
-    return problems[np.sort(order[n_test:])], problems[np.sort(order[:n_test])]
+    train, test = problems[np.sort(order[n_test:])], problems[np.sort(order[:n_test])]
+    train.setflags(write=False)
+    test.setflags(write=False)
+    return train, test
 
 
 @lru_cache(maxsize=8)
 def sqeq_line_width(max_root: int, max_coef: int) -> int:
     """Characters in the longest of all equations' lines: the slot width they need."""
-    train, test = sqeq_problems(max_root, max_coef, 0.5)
-    return max(len(line) for p in np.concatenate([train, test]) for line in _sqeq_lines(*map(int, p)))
+    return max(len(line) for p in _all_sqeq_problems(max_root, max_coef) for line in _sqeq_lines(*map(int, p)))
 
 
 def _sqeq_sample(task: TaskConfig, x1: int, x2: int, alpha: int) -> np.ndarray:
