@@ -12,24 +12,25 @@ $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU build on disk, never an unpinned CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -r requirements.txt
-	$(PY) -m pip install --quiet --no-deps -e .
+	# The pinned set and the package through pyproject (its dependencies and extras are resolved,
+	# so pyproject's lists are exercised; editable: the repository is the installed source).
+	$(PY) -m pip install --quiet -r requirements.txt -e ".[export,dev]"
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m eval.tmaze_quick
+	$(PY) -m train.tmaze_quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m eval.bench_throughput
+	$(PY) -m eval.bench.throughput
 
 sweep: $(STAMP)
 	$(PY) -m train.sweep configs/algorithmic/sweep.yaml
 
 report: $(STAMP)
-	$(PY) -m eval.report_algorithmic
+	$(PY) -m eval.reports.algorithmic
 
 clean-venv:
 	rm -rf $(VENV)

@@ -23,10 +23,9 @@ import gymnasium as gym
 import minari
 import numpy as np
 
-import envs  # noqa: F401  (registers rate/MiniGridMemory-v0)
-from envs.minigrid_memory import OBSERVATIONS, REWARDS, MemoryOracle
-from envs.recording import check_noise, generator_main, record_episode, write_oracle_dataset
-from rate.minari_writer import check_dataset_id
+from .minigrid_memory import OBSERVATIONS, REWARDS, MemoryOracle
+from .recording import check_noise, generator_main, record_episode, write_oracle_dataset
+from rate.data.minari_writer import check_dataset_id
 
 
 def default_dataset_id(size: int, observation: str, reward: str = "timed") -> str:

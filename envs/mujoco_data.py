@@ -41,8 +41,8 @@ import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from tqdm import tqdm
 
-from envs.recording import generator_main, record_episode
-from rate.minari_writer import check_dataset_id, write_minari_dataset
+from .recording import generator_main, record_episode
+from rate.data.minari_writer import check_dataset_id, write_minari_dataset
 
 STD_FLOOR = 1e-8  # observation features that never varied are left unscaled, not divided by ~0
 

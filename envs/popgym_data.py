@@ -18,10 +18,9 @@ import gymnasium as gym
 import minari
 import numpy as np
 
-import envs  # noqa: F401  (registers rate/POPGym-v0)
-from envs.popgym_tasks import TASKS, oracle_action
-from envs.recording import check_noise, generator_main, record_episode, write_oracle_dataset
-from rate.minari_writer import check_dataset_id
+from .popgym_tasks import TASKS, oracle_action
+from .recording import check_noise, generator_main, record_episode, write_oracle_dataset
+from rate.data.minari_writer import check_dataset_id
 
 
 def default_dataset_id(task: str) -> str:

@@ -10,7 +10,7 @@ import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
-from rate.minari_writer import write_minari_dataset
+from rate.data.minari_writer import write_minari_dataset
 
 
 def check_noise(noise: float) -> None:

@@ -17,10 +17,9 @@ import minari
 import numpy as np
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
-import envs  # noqa: F401  (registers rate/TMaze-v0)
-from envs.recording import generator_main, record_episode, write_oracle_dataset
-from rate.minari_writer import check_dataset_id
-from envs.tmaze import oracle_action
+from .recording import generator_main, record_episode, write_oracle_dataset
+from rate.data.minari_writer import check_dataset_id
+from .tmaze import oracle_action
 
 
 def default_dataset_id(horizon: int) -> str:

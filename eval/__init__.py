@@ -1,0 +1,1 @@
+"""Evaluation entry points (python -m eval CHECKPOINT, eval.algorithmic, eval.lm, eval.teacher_forced, eval.play_onnx); results pages in eval/reports/, benchmarks in eval/bench/. A repository folder: not installed."""

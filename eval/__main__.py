@@ -1,7 +1,7 @@
-"""`python -m eval CHECKPOINT ...`: roll out a RATE policy (see eval/rate_rollouts.py)."""
+"""`python -m eval CHECKPOINT ...`: roll out a RATE policy (rate/cli/evaluate.py, the console script rate-eval)."""
 
 import sys
 
-from eval.rate_rollouts import main
+from rate.cli.evaluate import main
 
 sys.exit(main())

@@ -16,22 +16,15 @@ from pathlib import Path
 
 import torch
 
-from rate.algorithmic import decode_sqeq, generate
-from rate.algorithmic_model import CHECKPOINT_KIND, TEST_SEED_OFFSET, AlgorithmicConfig, build_model, evaluate
-from rate.checkpoint import CheckpointError, load_weights, read_checkpoint
-from rate.config import ConfigError, from_dict
+from rate.tasks.algorithmic import decode_sqeq, generate
+from train.experiments.algorithmic import CHECKPOINT_KIND, TEST_SEED_OFFSET, AlgorithmicConfig, build_model, evaluate
+from rate.deploy.checkpoint import CheckpointError, load_checkpoint
 from rate.training import setup_process
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, AlgorithmicConfig]:
-    meta, weights = read_checkpoint(path, CHECKPOINT_KIND)
-    try:
-        cfg = from_dict(AlgorithmicConfig, meta["config"])
-    except ConfigError as err:
-        raise CheckpointError(f"{path}: config does not match this version of the code: {err}") from err
-    model = build_model(cfg)
-    load_weights(model, weights, path)
-    return model.eval(), cfg
+    model, cfg, _ = load_checkpoint(path, CHECKPOINT_KIND, AlgorithmicConfig, build_model)
+    return model, cfg
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,11 +10,10 @@ import json
 import sys
 from pathlib import Path
 
-from rate.checkpoint import CheckpointError, load_weights, read_checkpoint
-from rate.config import ConfigError, from_dict
-from rate.lm_data import CorpusError, load_split
-from rate.lm_experiment import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
-from rate.lm_stream import OrderedStream
+from rate.deploy.checkpoint import CheckpointError, load_checkpoint
+from rate.tasks.lm_data import CorpusError, load_split
+from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
+from rate.tasks.lm_stream import OrderedStream
 from rate.training import positive_int, setup_process
 
 
@@ -28,13 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_process(0, args.threads)
     try:
-        meta, weights = read_checkpoint(args.checkpoint, CHECKPOINT_KIND)
-        try:
-            cfg = from_dict(LMExperimentConfig, meta["config"])
-        except ConfigError as err:
-            raise CheckpointError(f"{args.checkpoint}: config does not match this code: {err}") from err
-        model = build_lm(cfg)
-        load_weights(model, weights, args.checkpoint)
+        model, cfg, _ = load_checkpoint(args.checkpoint, CHECKPOINT_KIND, LMExperimentConfig, build_lm)
         data = load_split(args.data_dir or cfg.data_dir, args.split)
     except (CheckpointError, CorpusError) as err:
         print(f"error: {err}", file=sys.stderr)

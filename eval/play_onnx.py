@@ -1,10 +1,10 @@
 """`python -m eval.play_onnx POLICY.onnx [--lengths ...] [--episodes N] [--sample]`: play an exported
-ONNX policy and report its success rate.  The runner itself is rate/onnx_runner.py, a file that
+ONNX policy and report its success rate.  The runner itself is rate/deploy/onnx_runner.py, a file that
 imports only numpy, onnxruntime and gymnasium, so it ships on its own next to the policy."""
 
 import sys
 
-from rate.onnx_runner import main
+from rate.deploy.onnx_runner import main
 
 if __name__ == "__main__":
     sys.exit(main())

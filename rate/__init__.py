@@ -1,10 +1,20 @@
 """rate: the Recurrent Memory Transformer (RMT) and RATE for offline reinforcement learning.
 
-Main entry points::
+Subpackages, each importing only those listed before it:
 
-    from rate.rmt import RMTConfig, RecurrentMemoryTransformer, RMTState
-    from rate.streaming import StreamingDecoder
-    from rate.lm import RecurrentLM
+- ``rate.core``: the RMT decoder (attention, masks, memory tokens and update rules, layers,
+  segment recurrence, key/value buffer and streaming decoder, the token LM around it);
+- ``rate.data``: offline episodes from Minari, writing Minari datasets, D4RL import, environment
+  plugins;
+- ``rate.rl``: the RATE model and its baselines, training windows, policies, rollouts, the run
+  config and the offline trainer;
+- ``rate.deploy``: checkpoints, export to .pt2 / ONNX, the standalone ONNX runner;
+- ``rate.tasks``: the RMT paper's algorithmic tasks and the character-level corpus streams;
+- ``rate.cli``: the console scripts ``rate-train``, ``rate-eval``, ``rate-export``,
+  ``rate-import-d4rl`` (and ``rate-play-onnx``, which is ``rate.deploy.onnx_runner``).
+
+``rate.config`` (dataclass configs from YAML), ``rate.training`` (optimiser, device, threads) and
+``rate.distributed`` (torchrun data parallelism) serve all of them.
 """
 
 __version__ = "0.1.0"

@@ -188,21 +188,50 @@ def save_yaml(cfg: Any, path: str | Path) -> None:
 
 
 def load_yaml(cls: type[T], path: str | Path, overrides: typing.Sequence[str] = ()) -> T:
-    """Load ``cls`` from a YAML file, then apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    """Load ``cls`` from a YAML file (with its ``extends:`` bases, :func:`read_config_file`), then
+    apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    path = Path(path)
+    data = apply_overrides(read_config_file(path), overrides)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping in a YAML config file.  ``extends: BASE`` (a path relative to the file) puts the
+    base's mapping underneath: sections merge key by key, any other value of the file replaces the
+    base's.  So a config states only what differs from its family's base."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"config file not found: {path}" + (f" (extended by {_children[-1]})" if _children else ""))
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top, got {type(data).__name__}")
-    data = apply_overrides(data, overrides)
-    try:
-        return from_dict(cls, data)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends must name one base file, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in {p.resolve() for p in (*_children, path)}:
+        raise ConfigError(f"{path}: extends {base}, which extends it back")
+    return merge_sections(read_config_file(base_path, (*_children, path)), data)
+
+
+def merge_sections(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` laid over it: mappings on both sides merge recursively, any other
+    value of ``changes`` replaces the base's."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_sections(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
@@ -220,3 +249,20 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
                 raise ConfigError(f"override {item!r}: {part} is not a section")
         node[leaf] = yaml.safe_load(raw)
     return data
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts -> {'a.b': v}; lists become space-joined strings."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}" if prefix else k, v, out)
+    elif isinstance(value, (list, tuple)):
+        out[prefix] = " ".join(str(v) for v in value)
+    else:
+        out[prefix] = value
+    return out
+
+
+def config_row(cfg: Any) -> dict[str, Any]:
+    """A config as one flat row: {"model.backbone.d_model": 64, ...} (lists space-joined)."""
+    return flatten("", to_dict(cfg), {})

@@ -5,9 +5,9 @@ import minari
 import numpy as np
 import pytest
 
-import envs  # noqa: F401
-from envs.aar import NOOP, ActionAssociativeRetrievalEnv, oracle_action
-from envs.aar_data import generate_aar_dataset
+import rate_envs  # noqa: F401
+from rate_envs.aar import NOOP, ActionAssociativeRetrievalEnv, oracle_action
+from rate_envs.aar_data import generate_aar_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -86,6 +86,7 @@ def test_dataset_round_trip_noise_and_environment_recovery():
         generate_aar_dataset(length=10, episodes=40, seed=2)
 
 
+@pytest.mark.slow
 def test_tiny_rmt_learns_to_recall_its_own_action_beyond_the_training_length(tmp_path):
     """The memory-token decoder trained on T = 12 (3 segments of 4 steps) repeats its first action
     at T = 12 and, with the memory carried further, at T = 24: the answer lives only in the first
@@ -94,8 +95,8 @@ def test_tiny_rmt_learns_to_recall_its_own_action_beyond_the_training_length(tmp
     equally often).  (The RMT update rule: at this size the valve did not learn the task in 600
     steps, 0.4 to 0.55 at T = 12, while it learns the tiny T-Maze in 200.)"""
     from rate.config import from_dict
-    from rate.rate_experiment import RATEExperimentConfig
-    from train.rate_offline import train
+    from rate.rl.experiment import RATEExperimentConfig
+    from rate.rl.trainer import train
 
     generate_aar_dataset(length=12, episodes=200, seed=0)
     cfg = from_dict(RATEExperimentConfig, {

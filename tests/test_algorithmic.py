@@ -5,10 +5,10 @@ import re
 import pytest
 import torch
 
-from rate.algorithmic import SEP, TaskConfig, sqeq_line_width, decode_sqeq, generate, sqeq_problems
-from rate.algorithmic_model import AlgorithmicConfig, evaluate
-from rate.lm import RecurrentLM
-from rate.rmt import RMTConfig
+from rate.tasks.algorithmic import SEP, TaskConfig, sqeq_line_width, decode_sqeq, generate, sqeq_problems
+from train.experiments.algorithmic import AlgorithmicConfig, evaluate
+from rate.core.lm import RecurrentLM
+from rate.core.rmt import RMTConfig
 from rate.training import TrainConfig
 
 
@@ -105,6 +105,7 @@ def tiny_reverse(num_mem_tokens: int, steps: int) -> AlgorithmicConfig:
     )
 
 
+@pytest.mark.slow
 def test_tiny_reverse_is_learned_with_a_fixed_seed():
     from train.algorithmic import train
 
@@ -122,7 +123,7 @@ def test_model_without_memory_stays_near_chance_on_segmented_reverse():
 
 
 def test_demo_reports_a_missing_config_in_one_line(tmp_path, capsys):
-    from eval.demo import main
+    from train.demo import main
 
     assert main(["--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "demo")]) == 2
     assert capsys.readouterr().err == f"error: config file not found: {tmp_path / 'none.yaml'}\n"

@@ -12,14 +12,18 @@ import gymnasium as gym
 import minari
 import numpy as np
 import pytest
+import torch
 import yaml
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.storage import get_dataset_path
 
-from rate.checkpoint import exclusive_run_dir, save_checkpoint
-from rate.results import read_rows
-from tests.test_rate_training import TINY, tiny, tiny_data, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
-from train.rate_offline import STATE_FILE, main, train
+from rate.deploy.checkpoint import exclusive_run_dir, save_checkpoint
+from rate.cli.records import read_rows
+from tests.tiny_tmaze import TINY, tiny, tiny_data
+from rate.cli.train import main
+from rate.rl.trainer import STATE_FILE, train
+
+pytestmark = pytest.mark.usefixtures("tmaze_data")
 
 GOOD = TINY["dataset_id"]
 
@@ -240,10 +244,13 @@ def test_resume_may_extend_training_and_reports_the_whole_time(tmp_path, capsys,
     (row,) = read_rows(csv)
     assert row["train.steps"] == "3" and row["success_T12"] != ""
     # A finished run resumed again (a kill between its last checkpoint and its row) evaluates
-    # again, so its row is complete, and keeps its training time.
+    # again, so its row is complete, and keeps the training time of its last checkpoint (not the
+    # first row's, which also counts the moments after that checkpoint).
+    trained = torch.load(out / STATE_FILE, weights_only=False)["train_seconds"]
+    assert trained > 0
     assert main([*args, "--csv", str(csv)]) == 0
     again = read_rows(csv)[1]
-    assert again["success_T12"] == row["success_T12"] and float(again["train_seconds"]) >= float(row["train_seconds"])
+    assert again["success_T12"] == row["success_T12"] and float(again["train_seconds"]) >= round(trained, 1)
 
 
 def test_a_run_folder_in_use_by_another_trainer_is_refused(capsys, finished_run):
@@ -303,7 +310,7 @@ def test_read_only_output_folder(tmp_path, capsys, monkeypatch):
 def test_full_disk_while_writing_a_checkpoint(capsys, finished_run, monkeypatch):
     """ENOSPC half-way through the weights file: the previous checkpoint stays complete and in place,
     and the half-written temporary is removed."""
-    import rate.checkpoint as checkpoint
+    import rate.deploy.checkpoint as checkpoint
 
     config, out = finished_run
     before = digest(out / "model.safetensors", out / "config.json")

@@ -1,9 +1,9 @@
-"""The rollout benchmark's measuring loop (eval/bench_rollout.py): same inputs, actions compared."""
+"""The rollout benchmark's measuring loop (eval/bench/rollout.py): same inputs, actions compared."""
 
 import pytest
 
-from eval.bench_rollout import step_latencies, tmaze_model
-from rate.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
+from eval.bench.rollout import step_latencies, tmaze_model
+from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
 
 
 def test_step_latencies_report_median_and_mean_and_compare_actions():
@@ -20,9 +20,9 @@ def test_step_latencies_report_median_and_mean_and_compare_actions():
 
 
 def test_benchmarks_refuse_a_non_positive_repeat_count(tmp_path, capsys):
-    from eval import bench_kv_layouts, bench_rollout
+    from eval.bench import kv_layouts, rollout
 
-    for main in (bench_rollout.main, bench_kv_layouts.main):
+    for main in (rollout.main, kv_layouts.main):
         out = tmp_path / "page.md"
         with pytest.raises(SystemExit) as exit_info:
             main(["--repeats", "0", "--out", str(out)])

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from rate.algorithmic import TaskConfig
-from rate.algorithmic_model import CHECKPOINT_KIND, AlgorithmicConfig, build_model
-from rate.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from rate.tasks.algorithmic import TaskConfig
+from train.experiments.algorithmic import CHECKPOINT_KIND, AlgorithmicConfig, build_model
+from rate.deploy.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from rate.config import to_dict
-from rate.rmt import RMTConfig
+from rate.core.rmt import RMTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 

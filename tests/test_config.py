@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rate.algorithmic_model import AlgorithmicConfig
+from train.experiments.algorithmic import AlgorithmicConfig
 from rate.config import ConfigError, from_dict, load_yaml, save_yaml, to_dict
-from rate.rmt import RMTConfig
+from rate.core.rmt import RMTConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -87,7 +87,7 @@ def test_cli_exits_nonzero_with_one_line_error(tmp_path):
 
 @pytest.mark.parametrize("path", sorted(p for p in (ROOT / "configs/tmaze").glob("*.yaml") if p.stem != "sweep"))
 def test_every_tmaze_config_loads(path):
-    from rate.rate_experiment import RATEExperimentConfig, build_rate
+    from rate.rl.experiment import RATEExperimentConfig, build_rate
 
     cfg = load_yaml(RATEExperimentConfig, path)
     assert cfg.model.window_steps == 90  # the same total context for every model
@@ -97,7 +97,7 @@ def test_every_tmaze_config_loads(path):
 def test_a_partial_section_keeps_the_defaults_of_its_field(tmp_path):
     """RATE's default backbone has memory tokens and the valve; setting one backbone field, in the
     file or as an override, must not fall back to a bare RMTConfig without memory."""
-    from rate.rate_experiment import RATEExperimentConfig
+    from rate.rl.experiment import RATEExperimentConfig
 
     default = RATEExperimentConfig().model.backbone
     assert default.num_mem_tokens > 0 and default.memory_update == "mrv"
@@ -122,7 +122,26 @@ def test_a_partial_section_keeps_the_defaults_of_its_field(tmp_path):
      ("window_stride=-3", "window_stride must be >= 0")],
 )
 def test_out_of_range_values_are_config_errors(override, pattern):
-    from rate.rate_experiment import RATEExperimentConfig
+    from rate.rl.experiment import RATEExperimentConfig
 
     with pytest.raises(ConfigError, match=pattern):
         load_yaml(RATEExperimentConfig, ROOT / "configs/tmaze/rate.yaml", [override])
+
+
+def test_extends_lays_a_config_over_its_base(tmp_path):
+    (tmp_path / "_base.yaml").write_text("model: {d_model: 64, n_layers: 3}\ntrain: {lr: 0.5, steps: 7}\n")
+    (tmp_path / "child.yaml").write_text("extends: _base.yaml\nmodel: {n_layers: 1}\ntrain: {lr: 0.1}\n")
+    cfg = load_yaml(AlgorithmicConfig, tmp_path / "child.yaml", ["train.steps=9"])
+    assert (cfg.model.d_model, cfg.model.n_layers, cfg.train.lr, cfg.train.steps) == (64, 1, 0.1, 9)
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "extends a.yaml, which extends it back"),
+    ({"a.yaml": "extends: nowhere.yaml\n"}, r"config file not found: .*nowhere.yaml \(extended by .*a.yaml\)"),
+    ({"a.yaml": "extends: [b.yaml]\n"}, "extends must name one base file"),
+])
+def test_a_bad_extends_is_one_config_error(tmp_path, files, message):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_yaml(AlgorithmicConfig, tmp_path / "a.yaml")

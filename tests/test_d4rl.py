@@ -8,8 +8,8 @@ import minari
 import numpy as np
 import pytest
 
-from rate.d4rl import import_d4rl, normalized_score, read_d4rl, split_episodes
-from rate.trajectory import DatasetError
+from rate.data.d4rl import import_d4rl, normalized_score, read_d4rl, split_episodes
+from rate.data.episodes import DatasetError
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +89,7 @@ def test_cli_exit_code_and_input_untouched(tmp_path):
     bad = tmp_path / "t.hdf5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
     before = bad.read_bytes()
-    proc = subprocess.run([sys.executable, "-m", "rate.d4rl", str(bad), "test/x/y-v0"], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "rate.cli.import_d4rl", str(bad), "test/x/y-v0"], capture_output=True, text=True)
     assert proc.returncode == 2 and "corrupt" in proc.stderr and "Traceback" not in proc.stderr
     assert bad.read_bytes() == before
 
@@ -131,14 +131,14 @@ def test_cli_bad_id_or_env_is_one_line_and_the_root_is_kept(tmp_path, args, patt
     import_d4rl(write_d4rl(tmp_path / "d.hdf5"), "keep/a-v0")
     root = tmp_path / "minari"
     before = sorted(str(p) for p in root.rglob("*"))
-    proc = subprocess.run([sys.executable, "-m", "rate.d4rl", str(tmp_path / "d.hdf5"), *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "rate.cli.import_d4rl", str(tmp_path / "d.hdf5"), *args], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and pattern in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(str(p) for p in root.rglob("*")) == before
 
 
 def test_cli_replaces_a_dataset_only_with_overwrite(tmp_path):
-    from rate.d4rl import main
+    from rate.cli.import_d4rl import main
 
     import_d4rl(write_d4rl(tmp_path / "old.hdf5", n=10), "test/x/d-v0")
     new = write_d4rl(tmp_path / "new.hdf5", n=12, terminals=(5,), timeouts=(11,))

@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from rate.checkpoint import read_checkpoint
+from rate.deploy.checkpoint import read_checkpoint
 from rate.config import save_yaml
-from tests.test_rate_training import tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
-from rate.rate_experiment import build_rate
-from train.rate_offline import train
+from tests.tiny_tmaze import tiny
+from rate.rl.experiment import build_rate
+from rate.rl.trainer import train
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tmaze_data")]
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -13,15 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from rate.onnx_runner import ArtifactError, make_env_factory, open_onnx, play
-from rate.checkpoint import save_checkpoint
+from rate.deploy.onnx_runner import ArtifactError, make_env_factory, open_onnx, play
+from rate.deploy.checkpoint import save_checkpoint
 from rate.config import to_dict
-from rate.export import PolicyStep, compare_with_eager, export_metadata, export_onnx, export_pt2, main, open_artifact
-from rate.policy import StreamingPolicy
-from rate.rate_experiment import CHECKPOINT_KIND, RATEExperimentConfig
-from rate.rate_model import RATEConfig, RATEModel
-from rate.rmt import RMTConfig
-from rate.rollout import rollout
+from rate.cli.export import main
+from rate.deploy.export import PolicyStep, compare_with_eager, export_metadata, export_onnx, export_pt2, open_artifact
+from rate.rl.policy import StreamingPolicy
+from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig
+from rate.rl.model import RATEConfig, RATEModel
+from rate.core.rmt import RMTConfig
+from rate.rl.rollout import rollout
+
+pytestmark = pytest.mark.slow  # export + ONNX parity: about 2 minutes on 2 cores
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {
@@ -42,7 +45,7 @@ def build(name: str) -> RATEModel:
                      **{k: v for k, v in spec.items() if k != "backbone"})
     model = RATEModel(cfg)
     if cfg.normalize_obs:
-        model.set_obs_stats(torch.tensor([0.5, -1.0, 0.0, 2.0]), torch.tensor([2.0, 0.5, 1.0, 3.0]))
+        model.encoders.set_obs_stats(torch.tensor([0.5, -1.0, 0.0, 2.0]), torch.tensor([2.0, 0.5, 1.0, 3.0]))
     return model.eval()
 
 
@@ -74,13 +77,13 @@ def test_exported_step_matches_the_eager_policy_over_episodes_with_resets(artifa
 def test_the_parity_check_catches_another_model(artifacts):
     other = build("rate")
     with torch.no_grad():
-        other.head.weight.mul_(1.5)
+        other.head.linear.weight.mul_(1.5)
     assert compare_with_eager(open_artifact(artifacts["rate", "onnx"]), other, 1.0, steps=20) > 1e-2
     # NaN outputs must not read as a match (max() skips a NaN).  Continuous actions: a discrete
     # model's NaN logits change its argmax action, which the check catches anyway.
     nan_model = build("xl_continuous")
     with torch.no_grad():
-        nan_model.head.weight.fill_(float("nan"))
+        nan_model.head.linear.weight.fill_(float("nan"))
     assert compare_with_eager(open_artifact(artifacts["xl_continuous", "onnx"]), nan_model, 1.0, steps=20) == float("inf")
 
 
@@ -144,7 +147,7 @@ def test_onnx_rollout_equals_the_eager_rollout(artifacts):
     """Played by the standalone runner in T-Maze, the exported policy takes the eager policy's
     action at every step of every episode (seeds 0..5), so results match too."""
     model = build("rate")
-    meta = {"env_id": "rate/TMaze-v0", "env_entry_point": "envs.tmaze:TMazeEnv"}
+    meta = {"env_id": "rate/TMaze-v0", "env_entry_point": "rate_envs.tmaze:TMazeEnv"}
     make_env = make_env_factory(meta, 14)
     onnx_actions, eager_actions = [], []
     played = play(recording(open_onnx(artifacts["rate", "onnx"]), onnx_actions), make_env, 6, seed=0,
@@ -170,10 +173,10 @@ def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_
     assert "matches the eager policy" in capsys.readouterr().out
     assert open_onnx(path).meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
     # The runner file copied on its own, torch made unimportable: it needs only numpy, onnxruntime
-    # and gymnasium, and for the project's T-Maze the envs/ folder copied beside it.
+    # and gymnasium, and for the project's T-Maze the envs/ folder copied beside it as rate_envs/.
     shipped = tmp_path / "shipped" / "onnx_runner.py"
     shipped.parent.mkdir()
-    shipped.write_text((ROOT / "rate" / "onnx_runner.py").read_text())
+    shipped.write_text((ROOT / "rate" / "deploy" / "onnx_runner.py").read_text())
 
     def run_shipped(*blocked: str) -> subprocess.CompletedProcess:
         code = (f"import sys, runpy; sys.modules.update(dict.fromkeys({['torch', 'rate', *blocked]!r})); "
@@ -182,10 +185,10 @@ def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_
         return subprocess.run([sys.executable, "-c", code], cwd=shipped.parent, capture_output=True, text=True,
                               timeout=120)
 
-    alone = run_shipped("envs")  # (the project is installed here: block its envs as if it were not)
-    assert alone.returncode == 2 and "copy the project's envs/ folder" in alone.stderr, alone.stderr
+    alone = run_shipped("rate_envs")  # (the project is installed here: block its envs as if it were not)
+    assert alone.returncode == 2 and "copy its envs/ folder next to this file as rate_envs/" in alone.stderr, alone.stderr
     assert "Traceback" not in alone.stderr
-    shutil.copytree(ROOT / "envs", shipped.parent / "envs")
+    shutil.copytree(ROOT / "envs", shipped.parent / "rate_envs")
     done = run_shipped()
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].split()[0] == "6"
@@ -280,14 +283,14 @@ def test_foreign_or_broken_artifacts_get_one_clear_error(artifacts, tmp_path):
 
 
 def test_metadata_names_the_project_environment_without_a_prior_import_of_envs():
-    """The export command runs in a process that never imported envs: the metadata must still
+    """The export command runs in a process that never imported rate_envs: the metadata must still
     carry the T-Maze's entry point, or the standalone runner cannot make the environment."""
-    code = ("import sys; sys.path.insert(0, 'tests'); import torch; from rate.export import PolicyStep, export_metadata; "
-            "from test_export import build; assert 'envs' not in sys.modules; "
+    code = ("import sys; import torch; from rate.deploy.export import PolicyStep, export_metadata; "
+            "from tests.test_export import build; assert 'rate_envs' not in sys.modules; "
             "print(export_metadata(PolicyStep(build('rate')), {}, 1.0)['env_entry_point'])")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "envs.tmaze:TMazeEnv"
+    assert done.stdout.strip() == "rate_envs.tmaze:TMazeEnv"
 
 
 def test_the_runner_names_an_environment_it_cannot_make():
@@ -314,7 +317,7 @@ def test_action_noise_picks_the_action_that_is_fed_back(artifacts, fmt):
 
 
 def test_gumbel_noise_samples_the_softmax():
-    from rate.onnx_runner import gumbel_noise
+    from rate.deploy.onnx_runner import gumbel_noise
 
     logits = np.array([1.0, 0.0, -1.0, 2.0], np.float32)
     picks = (logits + gumbel_noise(np.random.default_rng(0), 40000, 4)).argmax(1)

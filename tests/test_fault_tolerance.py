@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from rate.checkpoint import read_checkpoint
+from rate.deploy.checkpoint import read_checkpoint
 from rate.config import save_yaml
-from tests.test_rate_training import tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
-from train.rate_offline import STATE_FILE, train
+from tests.tiny_tmaze import tiny
+from rate.rl.trainer import STATE_FILE, train
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tmaze_data")]
 
 ROOT = Path(__file__).resolve().parents[1]
 CHANGES = {"train.steps": 100, "train.eval_every": 10, "eval.episodes": 2, "eval.lengths": [12],
@@ -24,7 +26,7 @@ CHANGES = {"train.steps": 100, "train.eval_every": 10, "eval.episodes": 2, "eval
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(tmp_path, tmaze_data):
     """The config file, and the final weights of an uninterrupted run."""
     cfg = tiny(**CHANGES)
     config = tmp_path / "tiny.yaml"
@@ -34,7 +36,7 @@ def setup(tmp_path):
 
 
 def trainer(config: Path, out: Path, *extra: str, prelude: str = "") -> list[str]:
-    code = f"{prelude}\nimport sys\nfrom train.rate_offline import main\nsys.exit(main({[str(config), '--out', str(out), '--no-progress', *extra]!r}))"
+    code = f"{prelude}\nimport sys\nfrom rate.cli.train import main\nsys.exit(main({[str(config), '--out', str(out), '--no-progress', *extra]!r}))"
     return [sys.executable, "-c", code]
 
 

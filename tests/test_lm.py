@@ -7,12 +7,12 @@ import tarfile
 import pytest
 import torch
 
-import rate.lm_data as lm_data
-from rate.lm import RecurrentLM
-from rate.lm_data import CorpusError, load_split, prepare_corpus, sha256
-from rate.lm_experiment import LMExperimentConfig, evaluate_stream
-from rate.lm_stream import OrderedStream
-from rate.rmt import RMTConfig
+import rate.tasks.lm_data as lm_data
+from rate.core.lm import RecurrentLM
+from rate.tasks.lm_data import CorpusError, load_split, prepare_corpus, sha256
+from train.experiments.lm import LMExperimentConfig, evaluate_stream
+from rate.tasks.lm_stream import OrderedStream
+from rate.core.rmt import RMTConfig
 
 TEXTS = {"b_gut.txt": b"second work\n" * 50, "a_gut.txt": b"first work\n" * 50, "a_gut_f.txt": b"folio\n" * 50}
 
@@ -91,13 +91,13 @@ def test_stream_order_and_no_overlap():
     data = torch.arange(103)
     stream = OrderedStream(data, batch_size=4, segment_len=5)
     assert stream.rows.shape == (4, 25) and len(stream) == 4  # (25 - 1) // 5
-    segments = list(stream)
+    segments = [stream.segment(i) for i in range(len(stream))]
     for x, y in segments:
         assert torch.equal(y, x + 1)  # targets are the next tokens
     for (x0, _), (x1, _) in zip(segments, segments[1:]):
         assert torch.equal(x1[:, 0], x0[:, -1] + 1)  # each row continues where it stopped
     seen = [t for _, y in segments for t in y.flatten().tolist()]
-    assert len(seen) == len(set(seen)) == stream.tokens_per_pass  # every target predicted once
+    assert len(seen) == len(set(seen)) == stream.rows.shape[0] * len(stream) * stream.segment_len  # each once
 
 
 def test_stream_rejects_bad_shapes():

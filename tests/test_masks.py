@@ -2,7 +2,7 @@
 
 import torch
 
-from rate.masks import apply_segment_padding, mask_to_bias, rmt_segment_mask
+from rate.core.masks import apply_segment_padding, mask_to_bias, rmt_segment_mask
 
 C, M, S = 3, 2, 4  # cache, memory, segment
 READ = range(0, M)

@@ -15,9 +15,9 @@ import pytest
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.namespace import list_local_namespaces
 
-from envs.minigrid_data import generate_minigrid_dataset
-from envs.popgym_data import generate_popgym_dataset
-from rate.minari_writer import check_dataset_id, write_minari_dataset
+from rate_envs.minigrid_data import generate_minigrid_dataset
+from rate_envs.popgym_data import generate_popgym_dataset
+from rate.data.minari_writer import check_dataset_id, write_minari_dataset
 
 SPACES = {"observation_space": gym.spaces.Box(-1.0, 1.0, (2,)), "action_space": gym.spaces.Discrete(3)}
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from minigrid.core.constants import OBJECT_TO_IDX
 
-import envs  # noqa: F401
-from envs.minigrid_data import generate_minigrid_dataset
-from envs.minigrid_memory import FORWARD, MemoryOracle, MiniGridMemoryEnv
+import rate_envs  # noqa: F401
+from rate_envs.minigrid_data import generate_minigrid_dataset
+from rate_envs.minigrid_memory import FORWARD, MemoryOracle, MiniGridMemoryEnv
 
 CUE_IDS = [OBJECT_TO_IDX["key"], OBJECT_TO_IDX["ball"]]
 
@@ -119,9 +119,9 @@ def test_tiny_rate_learns_to_walk_to_the_split_and_end_the_episode(tmp_path):
     at the 0.5 of always picking one side (2000 steps, 2 or 3 layers: 0.475).  That part of the
     task is measured by the results runs, not asserted here."""
     from rate.config import from_dict
-    from rate.rate_experiment import RATEExperimentConfig, make_policy
-    from rate.rollout import rollout
-    from train.rate_offline import train
+    from rate.rl.experiment import RATEExperimentConfig, make_policy
+    from rate.rl.rollout import rollout
+    from rate.rl.trainer import train
 
     generate_minigrid_dataset(size=9, episodes=200, seed=0, noise=0.1, observation="onehot")
     cfg = from_dict(RATEExperimentConfig, {
@@ -144,8 +144,8 @@ def test_rgb_variant_trains_through_the_cnn_encoder(tmp_path):
     """The RGB dataset (3 x 36 x 36 pixels a step) feeds the Nature-DQN encoder end to end:
     training steps with a finite loss, and a rollout on a larger grid than the data's."""
     from rate.config import from_dict
-    from rate.rate_experiment import RATEExperimentConfig
-    from train.rate_offline import train
+    from rate.rl.experiment import RATEExperimentConfig
+    from rate.rl.trainer import train
 
     generate_minigrid_dataset(size=9, episodes=8, seed=0, observation="rgb", tile_size=12)
     cfg = from_dict(RATEExperimentConfig, {

@@ -5,7 +5,7 @@ import minari
 import numpy as np
 import pytest
 
-from envs.mujoco_data import (ARSConfig, RunningStats, default_dataset_id, generate_mujoco_dataset, main,
+from rate_envs.mujoco_data import (ARSConfig, RunningStats, default_dataset_id, generate_mujoco_dataset, main,
                               random_policy_return, snapshot_iterations, train_ars)
 
 ENV = "HalfCheetah-v5"
@@ -146,8 +146,8 @@ def test_tiny_rate_imitates_the_ars_policy_with_continuous_actions(tmp_path):
     a small HalfCheetah dataset of 100-step episodes: its rollouts close most of the gap between a
     random policy and the data."""
     from rate.config import from_dict
-    from rate.rate_experiment import RATEExperimentConfig
-    from train.rate_offline import train
+    from rate.rl.experiment import RATEExperimentConfig
+    from rate.rl.trainer import train
 
     ds = generate_mujoco_dataset(episodes=20, seed=0, config=ARSConfig(iterations=12, directions=8, top=4),
                                  snapshots=2, episode_steps=100, dataset_id="rate/mujoco/tiny-v0", progress=False)

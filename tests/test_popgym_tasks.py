@@ -5,9 +5,9 @@ import minari
 import numpy as np
 import pytest
 
-import envs  # noqa: F401
-from envs.popgym_data import generate_popgym_dataset
-from envs.popgym_tasks import TASKS, POPGymTask, oracle_action
+import rate_envs  # noqa: F401
+from rate_envs.popgym_data import generate_popgym_dataset
+from rate_envs.popgym_tasks import TASKS, POPGymTask, oracle_action
 
 
 @pytest.fixture(autouse=True)
@@ -70,12 +70,13 @@ def test_dataset_round_trip_with_noise_and_environment_recovery():
     assert all(float(ep.rewards.sum()) == pytest.approx(1.0) for ep in clean.iterate_episodes())
 
 
+@pytest.mark.slow
 def test_tiny_rate_learns_repeat_previous(tmp_path):
     """RATE on RepeatPreviousEasy (output the suit dealt 4 steps ago; 51 steps, so 6 segments of
     9 steps): far above the random policy's return of about -0.5."""
     from rate.config import from_dict
-    from rate.rate_experiment import RATEExperimentConfig
-    from train.rate_offline import train
+    from rate.rl.experiment import RATEExperimentConfig
+    from rate.rl.trainer import train
 
     generate_popgym_dataset("RepeatPreviousEasy", episodes=300, seed=0, noise=0.1)
     cfg = from_dict(RATEExperimentConfig, {

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from rate.policy import StreamingPolicy, WindowPolicy
-from rate.rate_model import RATEConfig, RATEModel
-from rate.rmt import RMTConfig
-from rate.trajectory import DatasetError, Episode, TrajectoryWindows, returns_to_go, validate_episodes
-from tests.scores_forms import force_scores
+from rate.rl.policy import StreamingPolicy, WindowPolicy
+from rate.rl.model import RATEConfig, RATEModel
+from rate.core.rmt import RMTConfig
+from rate.data.episodes import DatasetError, Episode, returns_to_go, validate_episodes
+from rate.rl.windows import TrajectoryWindows
 
 
 def episode(n, obs_dim=4, reward_at=None):
@@ -25,7 +25,7 @@ def test_returns_to_go_hand_computed():
 
 def test_episode_start_window_pads_at_the_end():
     ds = TrajectoryWindows([episode(5)], window=8, rtg_scale=1.0, act_pad=4)
-    item = ds[0]
+    item = ds.get(0, None)
     assert item["valid"].tolist() == [True] * 5 + [False] * 3
     assert item["actions"].tolist() == [0, 1, 2, 3, 0, 4, 4, 4]
     assert item["rtg"][:, 0].tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
@@ -35,14 +35,16 @@ def test_episode_start_window_pads_at_the_end():
 def test_strided_windows_cover_the_episode_and_rtg_counts_future_reward():
     ds = TrajectoryWindows([episode(10, reward_at=7)], window=4, start="strided", stride=4, act_pad=4)
     assert len(ds) == 3
-    assert ds[1]["rtg"][:, 0].tolist() == [1, 1, 1, 1]  # reward at t=7 lies ahead of steps 4..7
-    assert ds[2]["rtg"][:, 0].tolist() == [0, 0, 0, 0] and ds[2]["valid"].tolist() == [True, True, False, False]
+    assert ds.get(1, None)["rtg"][:, 0].tolist() == [1, 1, 1, 1]  # reward at t=7 lies ahead of steps 4..7
+    assert ds.get(2, None)["rtg"][:, 0].tolist() == [0, 0, 0, 0] and ds.get(2, None)["valid"].tolist() == [True, True, False, False]
 
 
 def test_random_windows_are_reproducible():
-    a = TrajectoryWindows([episode(50)], window=4, start="random", seed=3)
-    b = TrajectoryWindows([episode(50)], window=4, start="random", seed=3)
-    assert all(torch.equal(a[0]["obs"], b[0]["obs"]) for _ in range(5))
+    windows = TrajectoryWindows([episode(50)], window=4, start="random")
+    a = windows.batch([0] * 5, np.random.default_rng(3))
+    b = windows.batch([0] * 5, np.random.default_rng(3))
+    assert torch.equal(a["obs"], b["obs"])
+    assert not torch.equal(a["obs"], windows.batch([0] * 5, np.random.default_rng(4))["obs"])
 
 
 @pytest.mark.parametrize(
@@ -74,7 +76,7 @@ def test_bad_continuous_actions_get_one_clear_error(actions, pattern):
 
 
 def test_continuous_action_spaces_beyond_the_tanh_range_are_refused():
-    from rate.rate_experiment import space_mismatch
+    from rate.rl.experiment import space_mismatch
 
     cfg = RATEConfig(act_kind="continuous", act_dim=1, obs_shape=[3])
     obs = gym.spaces.Box(-np.inf, np.inf, (3,))
@@ -112,10 +114,10 @@ def test_loss_ignores_padded_steps():
     obs, actions, rtg, valid = batch()
     valid[0, 6:] = False
     out, _ = model(obs, actions, rtg, valid)
-    loss = model.loss(out, actions, valid)
+    loss = model.head.loss(out, actions, valid)
     other = actions.clone()
     other[0, 6:] = (other[0, 6:] + 1) % 4
-    assert model.loss(out, other, valid) == loss
+    assert model.head.loss(out, other, valid) == loss
     assert torch.isfinite(loss)
 
 
@@ -150,10 +152,10 @@ def test_streaming_policy_equals_recomputing_the_trajectory(backbone, page_slots
 
 
 @pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(mem_len=13, memory_sees_cache=True)])
-def test_streaming_policy_equals_the_factored_full_forward(backbone, monkeypatch):
+def test_streaming_policy_equals_the_factored_full_forward(backbone, force_scores):
     """The same check with the full forward's positional scores in factored form (the form that
     long training segments take), against the token-by-token decoder's gathered ones."""
-    calls = force_scores(monkeypatch, "factored")
+    calls = force_scores("factored")
     test_streaming_policy_equals_recomputing_the_trajectory(backbone, None)
     assert calls[0] > 0
 
@@ -195,7 +197,7 @@ def test_streaming_policy_decodes_each_step_in_one_call_except_at_boundaries_and
     completes a segment (then the write block runs) or a row starts a new episode.  K = 3, 9 steps
     in lockstep: the first step (no a_{-1}) and the steps after each full segment (t = 3, 6) take
     two calls, and a restart at t = 7 a third."""
-    from rate.streaming import StreamingDecoder
+    from rate.core.streaming import StreamingDecoder
 
     model = small_rate()
     policy = StreamingPolicy(model, target_return=1.0)
@@ -213,7 +215,7 @@ def test_streaming_policy_decodes_each_step_in_one_call_except_at_boundaries_and
 
 
 def test_streaming_decoder_refuses_to_overrun_a_segment():
-    from rate.streaming import StreamingDecoder
+    from rate.core.streaming import StreamingDecoder
 
     model = small_rate()
     decoding = StreamingDecoder(model.decoder, segment_tokens=3)
@@ -247,7 +249,7 @@ def test_window_policy_slides_over_the_last_window():
 
 
 def test_bc_gru_policy_equals_the_window_forward():
-    from rate.bc_baselines import BCGRU, RecurrentBCPolicy
+    from rate.rl.baselines import BCGRU, RecurrentBCPolicy
 
     torch.manual_seed(0)
     cfg = RATEConfig(kind="bc_gru", backbone=RMTConfig(d_model=16, n_layers=2, n_heads=2, d_head=8), obs_shape=[4])
@@ -274,7 +276,7 @@ def test_bc_gru_policy_equals_the_window_forward():
 def test_bc_gru_segment_by_segment_equals_the_whole_window(act_kind):
     """training_mode official feeds BC-GRU one segment at a time: the first step of a later
     segment must see the previous segment's last action, as in the whole window and the rollout."""
-    from rate.bc_baselines import BCGRU
+    from rate.rl.baselines import BCGRU
 
     torch.manual_seed(0)
     cfg = RATEConfig(kind="bc_gru", backbone=RMTConfig(d_model=16, n_layers=2, n_heads=2, d_head=8), obs_shape=[4],
@@ -296,7 +298,7 @@ def test_bc_gru_segment_by_segment_equals_the_whole_window(act_kind):
 def test_segment_recompute_mode_takes_the_streaming_actions(backbone):
     """The reference procedure (re-run the segment every step) and the streaming decoder give the
     same logits over 11 steps, i.e. across three segment boundaries (K = 3)."""
-    from rate.policy import SegmentRecomputePolicy
+    from rate.rl.policy import SegmentRecomputePolicy
 
     model = small_rate(**backbone)
     streaming, recompute = StreamingPolicy(model, 1.0), SegmentRecomputePolicy(model, 1.0)
@@ -315,11 +317,11 @@ def test_segment_recompute_mode_takes_the_streaming_actions(backbone):
 
 @pytest.mark.parametrize("kind", ["streaming", "window", "recompute"])
 def test_policies_do_not_alias_the_callers_observation_buffer(kind):
-    """rate.rollout refills one observation array in place every step.  A policy that kept views
+    """rate.rl.rollout refills one observation array in place every step.  A policy that kept views
     of it (a numpy-sharing torch.as_tensor) would see its whole history rewritten to the latest
     observation: the T-Maze clue vanished from the DT window this way.  The actions must equal
     those of a policy given a fresh array every step."""
-    from rate.policy import SegmentRecomputePolicy
+    from rate.rl.policy import SegmentRecomputePolicy
 
     make = {"streaming": StreamingPolicy, "window": WindowPolicy, "recompute": SegmentRecomputePolicy}[kind]
     model = small_rate(num_mem_tokens=0) if kind == "window" else small_rate()
@@ -341,7 +343,7 @@ def test_evaluating_another_task_than_the_datasets_is_named():
     eval.env_kwargs follow: the difference is named (the swept length keyword is not one)."""
     from gymnasium.envs.registration import EnvSpec
 
-    from rate.rate_experiment import EvalConfig, eval_env_differences
+    from rate.rl.experiment import EvalConfig, eval_env_differences
 
     spec = EnvSpec("rate/POPGym-v0", kwargs={"task": "RepeatFirstEasy", "episode_length": 51})
     ev = EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"task": "RepeatPreviousEasy"})

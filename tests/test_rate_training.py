@@ -8,44 +8,13 @@ import pytest
 import torch
 import yaml
 
-from envs.tmaze_data import generate_tmaze_dataset
-from rate.checkpoint import read_checkpoint
-from rate.config import from_dict
-from rate.rate_experiment import RATEExperimentConfig
-from rate.trajectory import DatasetError
-from train.rate_offline import train
+from rate.deploy.checkpoint import read_checkpoint
+from rate.data.episodes import DatasetError
+from rate.rl.trainer import train
+from tests.tiny_tmaze import TINY, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = {
-    "dataset_id": "rate/tmaze/oracle-T12-v0",
-    "model": {"segment_steps": 4, "num_segments": 3, "obs_shape": [4], "act_dim": 4,
-              "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16, "d_inner": 32, "use_ffn": False,
-                           "num_mem_tokens": 2, "memory_update": "mrv", "mrv_heads": 2}},
-    "eval": {"lengths": [12, 30], "episodes": 20},
-    "train": {"steps": 200, "batch_size": 32, "lr": 0.003, "warmup_steps": 10, "eval_every": 200, "threads": 1},
-}
-
-
-@pytest.fixture(autouse=True)
-def tmaze_data(tmp_path, monkeypatch):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    generate_tmaze_dataset(horizon=12, episodes=200, seed=0)
-
-
-def tiny_data(**changes) -> dict:
-    """A deep copy of TINY with dotted keys set (values unchecked: bad-input tests need that)."""
-    data = yaml.safe_load(yaml.safe_dump(TINY))
-    for key, value in changes.items():
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return data
-
-
-def tiny(**changes) -> RATEExperimentConfig:
-    return from_dict(RATEExperimentConfig, tiny_data(**changes))
+pytestmark = pytest.mark.usefixtures("tmaze_data")
 
 
 def test_tiny_tmaze_is_learned_and_generalises_beyond_the_horizon(tmp_path):
@@ -71,7 +40,7 @@ def test_official_mode_leaves_the_valve_untrained(tmp_path, mode, valve_trained)
     """The reference code's per-segment detach means the MRV never gets a gradient."""
     cfg = tiny(**{"training_mode": mode, "train.steps": 5, "train.eval_every": 5, "eval.episodes": 2, "eval.lengths": [12]})
     torch.manual_seed(0)
-    from rate.rate_experiment import build_rate
+    from rate.rl.experiment import build_rate
 
     before = {k: v.clone() for k, v in build_rate(cfg).state_dict().items() if "memory_update" in k}
     model, _ = train(cfg, tmp_path / mode, progress=False)

@@ -2,7 +2,7 @@
 
 import csv
 
-from eval.report_aar import main
+from eval.reports.aar import main
 
 
 def test_aar_page_lists_models_by_length(tmp_path):

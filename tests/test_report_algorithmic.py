@@ -1,6 +1,6 @@
 """results/algorithmic.md from CSV rows: the page states what the rows hold."""
 
-from eval.report_algorithmic import render
+from eval.reports.algorithmic import render
 
 
 def row(run: str, samples: str, acc: float) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from eval.report_lm import claims, collect, main
+from eval.reports.lm import claims, collect, main
 
 
 def row(name, m, cache, depth, bpc, seed=0):

@@ -28,7 +28,7 @@ def render(main, tmp_path, name, rows):
 
 
 def test_popgym_page_has_a_row_per_task_and_the_papers_numbers(tmp_path):
-    from eval.report_popgym import main
+    from eval.reports.popgym import main
 
     rows = [{"run": f"{task}/{m}/seed{s}", "train_seconds": "30", f"return_T{t}": str(v), **MACHINE}
             for task, t in [("RepeatFirstEasy", 51), ("CountRecallEasy", 51)]
@@ -42,7 +42,7 @@ def test_popgym_page_has_a_row_per_task_and_the_papers_numbers(tmp_path):
 
 
 def test_minigrid_page_sweeps_grid_sizes(tmp_path):
-    from eval.report_minigrid import main
+    from eval.reports.minigrid import main
 
     rows = [{"run": f"rate/seed{s}", "model.segment_steps": "10", "model.num_segments": "4", "train_seconds": "60",
              "success_T13": "1.0", "success_T41": str(0.5 + s / 10), **MACHINE} for s in (0, 1)]
@@ -52,8 +52,8 @@ def test_minigrid_page_sweeps_grid_sizes(tmp_path):
 
 
 def test_mujoco_page_normalises_with_both_reference_pairs(tmp_path):
-    from eval.report_mujoco import DATASET_REF, main
-    from rate.d4rl import REF_SCORES
+    from eval.reports.mujoco import DATASET_REF, main
+    from rate.data.d4rl import REF_SCORES
 
     lo, hi = DATASET_REF
     rows = [{"run": f"rate/seed{s}", "train_seconds": "60", "return_T1000": str(v), **MACHINE}
@@ -67,7 +67,7 @@ def test_mujoco_page_normalises_with_both_reference_pairs(tmp_path):
 
 
 def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
-    from eval.report_aar import sampled_table
+    from eval.reports.aar import sampled_table
 
     assert sampled_table(tmp_path) == []
     for seed, value in enumerate([0.9, 0.7]):
@@ -77,7 +77,7 @@ def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
     assert "| BC-GRU | 0.80 +- 0.14 (n=2) |" in lines
 
 
-@pytest.mark.parametrize("module", ["eval.report_popgym", "eval.report_minigrid", "eval.report_mujoco"])
+@pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.minigrid", "eval.reports.mujoco"])
 def test_pages_refuse_an_empty_csv(tmp_path, module, capsys):
     import importlib
 
@@ -89,7 +89,7 @@ def test_pages_refuse_an_empty_csv(tmp_path, module, capsys):
 
 
 def test_machine_line_counts_the_runs_of_each_machine_when_they_differ():
-    from eval.reporting import machines
+    from eval.reports.common import machines
 
     gpu = {**MACHINE, "cpu_count": "16", "torch_threads": "1", "torch": "2.11.0+cu130", "gpu": "NVIDIA H200"}
     assert machines([MACHINE, MACHINE]) == "x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu"

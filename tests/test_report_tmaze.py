@@ -2,7 +2,7 @@
 
 import csv
 
-from eval.report_tmaze import main
+from eval.reports.tmaze import main
 
 
 def test_report_tables_every_model_and_length(tmp_path):

@@ -5,10 +5,9 @@ import math
 import pytest
 import torch
 
-from rate.attention import sinusoid_table
-from rate.streaming import StreamingDecoder
-from rate.rmt import RecurrentMemoryTransformer, RMTConfig
-from tests.scores_forms import force_scores
+from rate.core.attention import sinusoid_table
+from rate.core.streaming import StreamingDecoder
+from rate.core.rmt import RecurrentMemoryTransformer, RMTConfig
 
 D = 32
 
@@ -104,12 +103,12 @@ def test_incremental_decoding_equals_full_forward(name, page_slots, scores_form)
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_factored_scores_give_the_gathered_outputs_and_gradients(name, monkeypatch):
+def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_scores):
     """Training mode, three segments with padding in the last: outputs, the carried memory and
     cache, and the gradients of every parameter and of the input agree between the two forms."""
     results = {}
     for form in ("gathered", "factored"):
-        calls = force_scores(monkeypatch, form)
+        calls = force_scores(form)
         model = make(**CONFIGS[name]).train()
         x = torch.randn(3, 15, D, generator=torch.Generator().manual_seed(1)).requires_grad_()
         valid = torch.ones(3, 15, dtype=torch.bool)
@@ -132,12 +131,12 @@ def test_factored_scores_give_the_gathered_outputs_and_gradients(name, monkeypat
     torch.testing.assert_close(x1, x0, atol=1e-5, rtol=1e-5)
 
 
-def test_factored_scores_keep_long_positions_exact(monkeypatch):
+def test_factored_scores_keep_long_positions_exact(force_scores):
     """Positions in the thousands (a long cache), where each form computes its sines from
     thousands of radians in its own way: they still agree to float32 rounding."""
     outs = []
     for form in ("gathered", "factored"):
-        force_scores(monkeypatch, form)
+        force_scores(form)
         model = make(mem_len=3000, num_mem_tokens=2)
         x = torch.randn(1, 3010, D, generator=torch.Generator().manual_seed(3))
         outs.append(model(x, segment_len=1500)[0][:, -10:])

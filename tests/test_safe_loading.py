@@ -5,10 +5,14 @@ are safetensors, a format without code)."""
 import subprocess
 from pathlib import Path
 
+import pytest
 import torch
 
-from tests.test_rate_training import tiny, tmaze_data  # noqa: F401  (autouse: the tiny T-Maze dataset)
-from train.rate_offline import STATE_FILE, main, train
+from tests.tiny_tmaze import tiny
+from rate.cli.train import main
+from rate.rl.trainer import STATE_FILE, train
+
+pytestmark = pytest.mark.usefixtures("tmaze_data")
 
 
 class Payload:

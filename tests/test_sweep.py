@@ -3,45 +3,26 @@
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from rate.results import append_row, read_rows
-from train.sweep import Sweep, SweepGroup, expand, main
-
-
+from rate.cli.records import append_row, read_rows
+from train.sweep import ListedRun, Sweep, expand, main
 
 def tiny_sweep(tmp_path: Path, steps: int, seeds=(0,), segments=(1, 2), threads: bool = True) -> tuple[Path, Path]:
-    """A sweep file of tiny reverse runs (model ``tiny``, memory 0) and its CSV; ``threads``: the
-    model sets train.threads=1 itself (else the caller passes it with --set)."""
+    """A sweep file of tiny reverse runs ``reverse/tiny/segN`` and its CSV; ``threads``: the runs
+    set train.threads=1 themselves (else the caller passes it with --set)."""
     csv = tmp_path / "r.csv"
     sweep_file = tmp_path / "s.yaml"
     overrides = ["model.d_model=16", "model.n_heads=2", "model.d_head=8", "model.d_inner=16", "model.n_layers=1",
                  f"train.steps={steps}", f"train.eval_every={steps}", "eval_samples=8", "task.length=2"]
     overrides += ["train.threads=1"] if threads else []
-    sweep_file.write_text(textwrap.dedent(f"""
-        csv: {csv}
-        out_root: {tmp_path / 'runs'}
-        seeds: {list(seeds)}
-        models: {{tiny: {overrides}}}
-        groups:
-          - {{task: reverse, config: configs/algorithmic/reverse.yaml, segments: {list(segments)}, models: [tiny], memory: 0}}
-    """))
+    runs = "".join(f"  - {{name: reverse/tiny/seg{n}, config: configs/algorithmic/reverse.yaml, "
+                   f"overrides: {[f'segments={n}', *overrides]}}}\n" for n in segments)
+    sweep_file.write_text(f"csv: {csv}\nout_root: {tmp_path / 'runs'}\nseeds: {list(seeds)}\nruns:\n{runs}")
     return sweep_file, csv
-
-
-def test_expand_substitutes_memory_and_names_runs():
-    sweep = Sweep(csv="x.csv", out_root="runs", seeds=[0, 1],
-                  models={"rmt": ["model.num_mem_tokens={mem}"], "transformer": ["model.num_mem_tokens=0"]},
-                  groups=[SweepGroup(task="reverse", config="configs/algorithmic/reverse.yaml", segments=[2, 4],
-                                     models=["rmt"], memory="seg_len")])
-    runs = expand(sweep)
-    assert [r.name for r in runs] == ["reverse/rmt/seg2/seed0", "reverse/rmt/seg2/seed1",
-                                      "reverse/rmt/seg4/seed0", "reverse/rmt/seg4/seed1"]
-    assert runs[2].overrides == ["segments=4", "train.seed=0", "model.num_mem_tokens=6"]  # 24 tokens / 4
 
 
 def test_finished_runs_are_skipped_and_rows_accumulate(tmp_path, capsys):
@@ -60,44 +41,22 @@ def test_finished_runs_are_skipped_and_rows_accumulate(tmp_path, capsys):
 
 def test_bad_sweep_file_fails_before_running(tmp_path, capsys):
     sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text("csv: a.csv\nout_root: r\nseeds: [0]\nmodels: {}\ngroups:\n"
-                          "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [2], models: [nope]}\n")
+    sweep_file.write_text("csv: a.csv\nout_root: r\nseeds: [0]\nruns:\n"
+                          "  - {name: a, config: configs/algorithmic/reverse.yaml, overrides: [model.nope=1]}\n")
     assert main([str(sweep_file)]) == 2
-    assert "model 'nope' is not in models" in capsys.readouterr().err
+    assert "nope" in capsys.readouterr().err
+    assert not (tmp_path / "a.csv").exists()
 
 
 def test_listed_runs_use_their_own_seeds_and_the_named_trainer():
-    from train.sweep import ListedRun
-
     sweep = Sweep(csv="x.csv", out_root="runs", seeds=[0], trainer="train.lm",
                   runs=[ListedRun(name="a", config="configs/lm/base.yaml", overrides=["model.mem_len=8"], seeds=[0, 1]),
                         ListedRun(name="b", config="configs/lm/base.yaml")])
     assert [(r.name, r.overrides) for r in expand(sweep)] == [
         ("a/seed0", ["model.mem_len=8", "train.seed=0"]), ("a/seed1", ["model.mem_len=8", "train.seed=1"]),
         ("b/seed0", ["train.seed=0"])]
-
-
-def test_matrix_crosses_tasks_with_models_and_fills_in_task_variables(tmp_path, capsys):
-    from train.sweep import MatrixModel, SweepMatrix
-
-    matrix = SweepMatrix(
-        tasks={"Easy": {"T": 51, "K": 17}, "Hard": {"T": 103, "K": 35}},
-        models={"rate": MatrixModel("configs/popgym/rate.yaml", ["model.segment_steps={K}"]),
-                "dt": MatrixModel("configs/popgym/dt.yaml", ["model.segment_steps={T}"])},
-        overrides=["dataset_id=d/{task}-v0", "eval.env_kwargs={{task: {task}}}"])
-    runs = expand(Sweep(csv="x.csv", out_root="runs", seeds=[0, 1], trainer="train", matrix=matrix))
-    assert [r.name for r in runs] == ["Easy/rate/seed0", "Easy/rate/seed1", "Easy/dt/seed0", "Easy/dt/seed1",
-                                      "Hard/rate/seed0", "Hard/rate/seed1", "Hard/dt/seed0", "Hard/dt/seed1"]
-    assert runs[6].config == "configs/popgym/dt.yaml"
-    assert runs[6].overrides == ["dataset_id=d/Hard-v0", "eval.env_kwargs={task: Hard}", "model.segment_steps=103",
-                                 "train.seed=0"]
-    # An override naming a variable the task lacks fails before anything runs, naming both.
-    sweep_file = tmp_path / "s.yaml"
-    sweep_file.write_text("csv: a.csv\nout_root: r\nseeds: [0]\ntrainer: train\nmatrix:\n"
-                          "  tasks: {A: {T: 5}}\n"
-                          "  models: {rate: {config: configs/popgym/rate.yaml, overrides: ['x={K}']}}\n")
-    assert main([str(sweep_file), "--dry-run"]) == 2
-    assert "matrix task A, model rate: an override names 'K'" in capsys.readouterr().err
+    # --set overrides end every run's list
+    assert expand(sweep, ["train.lr=0.1"])[2].overrides == ["train.seed=0", "train.lr=0.1"]
 
 
 def test_shipped_sweeps_expand_and_validate(capsys):
@@ -108,6 +67,7 @@ def test_shipped_sweeps_expand_and_validate(capsys):
     assert "to run" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_parallel_jobs_keep_every_row_and_extra_overrides_are_recorded(tmp_path):
     """Four tiny runs two at a time: the locked append keeps all four rows, and --set reaches
     every run (and its row's overrides)."""
@@ -133,9 +93,8 @@ def test_sweep_with_a_wrong_evaluation_environment_fails_before_running(tmp_path
     # before any run starts.
     sweep_file = tmp_path / "s.yaml"
     sweep_file.write_text(f"csv: {tmp_path / 'a.csv'}\nout_root: {tmp_path / 'r'}\nseeds: [0]\ntrainer: train\n"
-                          "matrix:\n  tasks: {RepeatPreviousMedium: {T: 51}}\n"
-                          "  overrides: ['eval.env_kwargs={{task: {task}}}', 'eval.lengths=[{T}]']\n"
-                          "  models: {rate: {config: configs/popgym/rate.yaml}}\n")
+                          "runs:\n  - {name: a, config: configs/popgym/rate.yaml,\n"
+                          "     overrides: ['eval.env_kwargs={task: RepeatPreviousMedium}', 'eval.lengths=[51]']}\n")
     assert main([str(sweep_file)]) == 2
     err = capsys.readouterr().err
     assert "eval: cannot make 'rate/POPGym-v0'" in err and "103 steps, not 51" in err, err
@@ -147,26 +106,14 @@ def test_bad_set_override_fails_before_running(tmp_path, capsys):
     assert "nope" in capsys.readouterr().err
 
 
-def test_set_overrides_size_the_groups_memory():
-    """{mem} = the segment length of the task as the run trains it, after --set."""
-    sweep = Sweep(csv="x.csv", out_root="runs", seeds=[0], models={"rmt": ["model.num_mem_tokens={mem}"]},
-                  groups=[SweepGroup(task="reverse", config="configs/algorithmic/reverse.yaml", segments=[2],
-                                     models=["rmt"])])
-    (run,) = expand(sweep, ["task.length=24"])
-    assert run.overrides == ["segments=2", "train.seed=0", "model.num_mem_tokens=24", "task.length=24"]  # 48 / 2
-
-
 @pytest.mark.parametrize(
     "text, pattern",
     [("csv: [unclosed\n", "not valid YAML"),
-     ("csv: a.csv\nout_root: r\nseeds: [0]\nmodels: {m: []}\ngroups:\n"
-      "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [0], models: [m]}\n", "segments must be"),
-     ("csv: a.csv\nout_root: r\nseeds: [0]\nmodels: {m: []}\ngroups:\n"
-      "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [2], models: [m], memory: seg}\n",
-      "memory must be an int or 'seg_len'"),
-     ("csv: a.csv\nout_root: r\nseeds: [0]\nmodels: {m: ['x={memory}']}\ngroups:\n"
-      "  - {task: reverse, config: configs/algorithmic/reverse.yaml, segments: [2], models: [m]}\n",
-      "an override names 'memory'")],
+     ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: []\n", "a sweep lists at least one run"),
+     ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: [{name: a, config: configs/lm/base.yaml}]\ngroups: []\n",
+      "unknown config key groups"),
+     ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: [{name: a, config: configs/algorithmic/reverse.yaml},\n"
+      "  {name: a, config: configs/algorithmic/copy.yaml}]\n", "run names repeat: ['a/seed0']")],
 )
 def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, pattern):
     sweep_file = tmp_path / "s.yaml"
@@ -176,6 +123,7 @@ def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, patter
     assert err.startswith("error: ") and pattern in err and "Traceback" not in err, err
 
 
+@pytest.mark.slow
 def test_a_stopped_sweep_stops_its_trainers(tmp_path):
     """SIGTERM to the sweep: its trainer is stopped too (an orphan would write its row while the
     next sweep trains the same run again) and no row is written.  A SIGHUP that nohup ignores

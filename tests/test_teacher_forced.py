@@ -4,7 +4,7 @@ import numpy as np
 import torch
 
 from eval.teacher_forced import accuracy_from_end, main
-from rate.trajectory import Episode
+from rate.data.episodes import Episode
 
 
 class ReadsTheReturn(torch.nn.Module):

@@ -8,9 +8,9 @@ import minari
 import numpy as np
 import pytest
 
-import envs  # noqa: F401
-from envs.tmaze import DOWN, LEFT, RIGHT, UP, TMazeEnv, oracle_action
-from envs.tmaze_data import generate_tmaze_dataset
+import rate_envs  # noqa: F401
+from rate_envs.tmaze import DOWN, LEFT, RIGHT, UP, TMazeEnv, oracle_action
+from rate_envs.tmaze_data import generate_tmaze_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -4,8 +4,8 @@ import json
 
 import yaml
 
-from eval.tmaze_quick import main
-from test_rate_training import TINY  # the tiny T-Maze config shared with the training tests
+from train.tmaze_quick import main
+from tests.tiny_tmaze import TINY
 
 
 def test_main_job_builds_data_trains_evaluates_and_reports(tmp_path, monkeypatch):
@@ -21,7 +21,7 @@ def test_main_job_builds_data_trains_evaluates_and_reports(tmp_path, monkeypatch
     assert (tmp_path / "quick.png").stat().st_size > 0
     assert (tmp_path / "run" / "config.json").is_file()
     # The trained run evaluates with `python -m eval`: JSON with a plot beside it, or without.
-    from eval.rate_rollouts import main as evaluate
+    from rate.cli.evaluate import main as evaluate
 
     for name, flags in (("plotted", []), ("bare", ["--no-plot"])):
         out = tmp_path / f"{name}.json"
@@ -43,7 +43,7 @@ def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypa
     folder that another trainer holds: one error line and exit 2, no traceback, no report."""
     import pytest
 
-    from rate.checkpoint import exclusive_run_dir
+    from rate.deploy.checkpoint import exclusive_run_dir
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     config = tmp_path / "tiny.yaml"

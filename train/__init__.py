@@ -1,0 +1,1 @@
+"""Training entry points (python -m train CONFIG, train.algorithmic, train.lm, train.sweep, train.tmaze_quick) and the experiment definitions they share with eval/. A repository folder: not installed."""

@@ -1,7 +1,7 @@
-"""`python -m train CONFIG [key=value ...]`: offline RATE training (see train/rate_offline.py)."""
+"""`python -m train CONFIG [key=value ...]`: offline RATE training (rate/cli/train.py, the console script rate-train)."""
 
 import sys
 
-from train.rate_offline import main
+from rate.cli.train import main
 
 sys.exit(main())

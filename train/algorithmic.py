@@ -5,7 +5,7 @@
 
 Samples are drawn fresh from a seeded generator every step (no fixed training set); the final
 evaluation uses free-running greedy generation on the test split (sqeq: equations never drawn
-for training; see rate/algorithmic.py).  Writes a checkpoint
+for training; see rate/tasks/algorithmic.py).  Writes a checkpoint
 (safetensors + JSON), TensorBoard scalars under OUT/tb, and, with --csv, one result row.
 """
 
@@ -20,12 +20,12 @@ import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from rate.algorithmic import generate
-from rate.algorithmic_model import CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate
-from rate.checkpoint import save_checkpoint
+from rate.tasks.algorithmic import generate
+from train.experiments.algorithmic import CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate
+from rate.deploy.checkpoint import save_checkpoint
 from rate.config import to_dict
 from rate.training import make_optimizer, resolve_device, setup_process
-from train.run_command import run_and_record
+from rate.cli.run import run_and_record
 
 
 def train(

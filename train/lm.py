@@ -22,15 +22,15 @@ import torch.nn.functional as F
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from rate.checkpoint import save_checkpoint
+from rate.deploy.checkpoint import save_checkpoint
 from rate.config import ConfigError, to_dict
-from rate.lm import RecurrentLM
-from rate.lm_data import CorpusError, load_split
-from rate.lm_experiment import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
-from rate.lm_stream import OrderedStream
-from rate.rmt import RMTState
+from rate.core.lm import RecurrentLM
+from rate.tasks.lm_data import CorpusError, load_split
+from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
+from rate.tasks.lm_stream import OrderedStream
+from rate.core.rmt import RMTState
 from rate.training import make_optimizer, resolve_device, setup_process
-from train.run_command import run_and_record
+from rate.cli.run import run_and_record
 
 
 class SlidingBPTT:

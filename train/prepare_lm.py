@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rate.lm_data import CorpusError, prepare_corpus
+from rate.tasks.lm_data import CorpusError, prepare_corpus
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,16 +4,14 @@
     python -m train.sweep configs/lm/sweep.yaml --jobs 8 --set train.device=cuda --set train.threads=1
 
 A sweep file names a trainer module (``train.algorithmic``, ``train.lm`` or ``train`` for RATE),
-the seeds, and its runs: a grid of ``groups`` (algorithmic tasks: segment counts x models, with
-``{mem}`` replaced by the group's memory size), a ``matrix`` of tasks x models (many tasks that
-share the models' configs and differ by a few overrides, as POPGym's), or an explicit list of
-``runs`` (name, config, overrides, optional own seeds).  Each run is a fresh trainer process (its
-own thread setting and seed), which appends its row to the sweep's CSV when it finishes.  Runs
-whose name is already in the CSV are skipped, so a sweep killed at any point continues with the
-next session.  ``--set`` adds overrides to every run (they are recorded in each row's
-``overrides``); ``--jobs N`` runs N trainers at once, for a machine with many cores or a GPU that
-one small run leaves idle (on a 2-core CPU, keep the default of 1: parallel runs slow each other
-down).
+the seeds, and its runs, each a name, a config and overrides (and optionally its own seeds):
+run NAME with seed S trains as ``NAME/seedS`` with ``train.seed=S`` added.  Each run is a fresh
+trainer process (its own thread setting and seed), which appends its row to the sweep's CSV when
+it finishes.  Runs whose name is already in the CSV are skipped, so a sweep killed at any point
+continues with the next session.  ``--set`` adds overrides to every run (they are recorded in
+each row's ``overrides``); ``--jobs N`` runs N trainers at once, for a machine with many cores or
+a GPU that one small run leaves idle (on a 2-core CPU, keep the default of 1: parallel runs slow
+each other down).
 """
 
 from __future__ import annotations
@@ -26,32 +24,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
-from rate.algorithmic_model import AlgorithmicConfig
+from rate.cli.records import read_rows
 from rate.config import ConfigError, load_yaml
-from rate.lm_experiment import LMExperimentConfig
-from rate.rate_experiment import RATEExperimentConfig, check_eval_envs
-from rate.results import read_rows
+from rate.rl.experiment import RATEExperimentConfig, check_eval_envs
+from train.experiments.algorithmic import AlgorithmicConfig
+from train.experiments.lm import LMExperimentConfig
 
 TRAINERS = {"train.algorithmic": AlgorithmicConfig, "train.lm": LMExperimentConfig, "train": RATEExperimentConfig}
-
-
-@dataclass
-class SweepGroup:
-    task: str
-    config: str
-    segments: list[int]
-    models: list[str]
-    memory: int | str = "seg_len"  # int, or "seg_len"
-
-    def __post_init__(self) -> None:
-        if not self.segments or any(n <= 0 for n in self.segments):
-            raise ValueError(f"group {self.task}: segments must be positive counts, got {self.segments}")
-        if isinstance(self.memory, str) and self.memory != "seg_len":
-            raise ValueError(f"group {self.task}: memory must be an int or 'seg_len', got {self.memory!r}")
 
 
 @dataclass
@@ -70,81 +52,24 @@ class Run:
 
 
 @dataclass
-class MatrixModel:
-    config: str
-    overrides: list[str] = field(default_factory=list)
-
-
-@dataclass
-class SweepMatrix:
-    """Every task x every model, named ``TASK/MODEL/seedS``.  A task is a name with its variables
-    (a mapping); the matrix's ``overrides`` and each model's are ``str.format``-ed with them and
-    ``{task}``, so one model config serves tasks of different lengths and spaces."""
-
-    tasks: dict[str, dict[str, Any]]
-    models: dict[str, MatrixModel]
-    overrides: list[str] = field(default_factory=list)
-
-    def expand(self, seeds: list[int]) -> list[Run]:
-        runs = []
-        for task, variables in self.tasks.items():
-            for model_name, model in self.models.items():
-                try:
-                    over = [o.format(task=task, **variables) for o in [*self.overrides, *model.overrides]]
-                except (KeyError, IndexError, TypeError) as err:  # TypeError: a variable named "task"
-                    raise ConfigError(f"matrix task {task}, model {model_name}: an override names "
-                                      f"{err}, which the task does not define") from None
-                runs += [Run(f"{task}/{model_name}/seed{seed}", model.config, [*over, f"train.seed={seed}"])
-                         for seed in seeds]
-        return runs
-
-
-@dataclass
 class Sweep:
     csv: str
     out_root: str
     seeds: list[int]
+    runs: list[ListedRun]
     trainer: str = "train.algorithmic"
-    models: dict[str, list[str]] = field(default_factory=dict)
-    groups: list[SweepGroup] = field(default_factory=list)
-    runs: list[ListedRun] = field(default_factory=list)
-    matrix: SweepMatrix | None = None
 
     def __post_init__(self) -> None:
         if self.trainer not in TRAINERS:
             raise ValueError(f"trainer {self.trainer!r} is not one of {sorted(TRAINERS)}")
-        if self.groups and self.trainer != "train.algorithmic":
-            raise ValueError("groups (segment-count grids) are for train.algorithmic; list runs instead")
+        if not self.runs:
+            raise ValueError("runs: a sweep lists at least one run")
 
 
 def expand(sweep: Sweep, extra: list[str] | tuple[str, ...] = ()) -> list[Run]:
-    """All runs of the sweep: listed runs (each seed), the matrix (task, model, seed), then the
-    groups (group, segment count, model, seed); ``extra`` overrides end every run's list (and
-    size the groups' segments, so that ``--set task.length=24`` gives the right ``{mem}``)."""
-    runs = []
-    for listed in sweep.runs:
-        for seed in listed.seeds if listed.seeds is not None else sweep.seeds:
-            runs.append(Run(f"{listed.name}/seed{seed}", listed.config, [*listed.overrides, f"train.seed={seed}"]))
-    if sweep.matrix is not None:
-        runs += sweep.matrix.expand(sweep.seeds)
-    for g in sweep.groups:
-        base = load_yaml(AlgorithmicConfig, g.config, extra)
-        for n in g.segments:
-            seg_len = base.task.input_len // n
-            mem = seg_len if g.memory == "seg_len" else g.memory
-            for model in g.models:
-                if model not in sweep.models:
-                    raise ConfigError(f"group {g.task}: model {model!r} is not in models: {sorted(sweep.models)}")
-                try:
-                    model_over = [o.format(mem=mem, seg_len=seg_len) for o in sweep.models[model]]
-                except (KeyError, IndexError) as err:
-                    raise ConfigError(f"model {model}: an override names {err}; groups define {{mem}} and "
-                                      "{seg_len}") from None
-                for seed in sweep.seeds:
-                    name = f"{g.task}/{model}/seg{n}/seed{seed}"
-                    runs.append(Run(name, g.config, [f"segments={n}", f"train.seed={seed}", *model_over]))
-    for run in runs:
-        run.overrides = [*run.overrides, *extra]
+    """Every (run, seed) of the sweep in file order; ``extra`` overrides end every run's list."""
+    runs = [Run(f"{listed.name}/seed{seed}", listed.config, [*listed.overrides, f"train.seed={seed}", *extra])
+            for listed in sweep.runs for seed in (listed.seeds if listed.seeds is not None else sweep.seeds)]
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"run names repeat: {sorted({n for n in names if names.count(n) > 1})[:3]}")

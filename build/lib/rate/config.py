@@ -1,0 +1,268 @@
+"""Dataclass configs with a strict YAML round trip.
+
+Every experiment is described by a tree of dataclasses. ``from_dict`` rejects unknown keys and
+values of the wrong type with one :class:`ConfigError` that names the offending key path, so a
+typo in a YAML file fails before any compute is spent.  ``to_dict``/``save_yaml``/``load_yaml``
+round-trip exactly.  Command-line overrides use dotted paths: ``model.n_layers=4``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tempfile
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+T = TypeVar("T")
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+_FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the config schema."""
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (ints widen to float)."""
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, path)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{path}: {value!r} is not {_type_name(tp)}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        (item_tp, *_) = get_args(tp) or (Any,)
+        items = [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping, got {type(value).__name__} {value!r}")
+        key_tp, val_tp = get_args(tp) or (Any, Any)
+        return {_coerce(k, key_tp, path): _coerce(v, val_tp, f"{path}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, _path=path)
+    if tp is Any:
+        return value
+    if tp is float:
+        if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
+            # PyYAML (YAML 1.1) reads `3e-4` as a string; accept what is plainly a number.
+            return float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected float, got {type(value).__name__} {value!r}")
+        if value != value:  # NaN passes every later range check (nan <= 0 is False)
+            raise ConfigError(f"{path}: NaN is not a valid value")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected int, got {type(value).__name__} {value!r}")
+        return value
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{path}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{path}: unsupported annotation {tp!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
+    """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{_path or cls.__name__}: expected a mapping, got {data!r}")
+    hints = get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        where = f"{_path}." if _path else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]!s} for {cls.__name__}; "
+            f"valid keys: {', '.join(sorted(fields))}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        default = fields[name].default_factory
+        if isinstance(value, dict) and default is not dataclasses.MISSING:
+            # A partial section keeps the field's own defaults for what it leaves out (RATE's
+            # backbone default has memory tokens; a bare RMTConfig has none).
+            base = default()
+            if dataclasses.is_dataclass(base):
+                value = _merged(to_dict(base), value)
+        kwargs[name] = _coerce(value, hints[name], f"{_path}.{name}" if _path else name)
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:  # __post_init__ validation
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{_path or cls.__name__}: {err}") from err
+
+
+def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update``'s keys set, recursively for mappings on both sides."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (lists for tuples) that ``from_dict`` maps back to an equal config."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None:
+    """Have ``write`` fill a temporary file beside ``path`` (named ``.NAME.*.tmp``), then rename it
+    into place; on any failure the temporary is removed and ``path`` keeps what it had."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        # mkstemp creates 0600; give the file normal permissions (after the write: a writer such
+        # as safetensors' save_file replaces the file it is given).
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_yaml(cfg: Any, path: str | Path) -> None:
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_yaml(cls: type[T], path: str | Path, overrides: typing.Sequence[str] = ()) -> T:
+    """Load ``cls`` from a YAML file (with its ``extends:`` bases, :func:`read_config_file`), then
+    apply ``key.sub=value`` overrides (values parsed as YAML)."""
+    path = Path(path)
+    data = apply_overrides(read_config_file(path), overrides)
+    try:
+        return from_dict(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The mapping in a YAML config file.  ``extends: BASE`` (a path relative to the file) puts the
+    base's mapping underneath: sections merge key by key, any other value of the file replaces the
+    base's.  So a config states only what differs from its family's base."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (extended by {_children[-1]})" if _children else ""))
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top, got {type(data).__name__}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: extends must name one base file, got {base!r}")
+    base_path = path.parent / base
+    if base_path.resolve() in {p.resolve() for p in (*_children, path)}:
+        raise ConfigError(f"{path}: extends {base}, which extends it back")
+    return merge_sections(read_config_file(base_path, (*_children, path)), data)
+
+
+def merge_sections(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` laid over it: mappings on both sides merge recursively, any other
+    value of ``changes`` replaces the base's."""
+    merged = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_sections(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b.c=value`` override set (value parsed as YAML)."""
+    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part} is not a section")
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts -> {'a.b': v}; lists become space-joined strings."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            flatten(f"{prefix}.{k}" if prefix else k, v, out)
+    elif isinstance(value, (list, tuple)):
+        out[prefix] = " ".join(str(v) for v in value)
+    else:
+        out[prefix] = value
+    return out
+
+
+def config_row(cfg: Any) -> dict[str, Any]:
+    """A config as one flat row: {"model.backbone.d_model": 64, ...} (lists space-joined)."""
+    return flatten("", to_dict(cfg), {})

@@ -1,0 +1,324 @@
+"""Batched streaming decoding with per-row segment phases and per-row restarts.
+
+Decoding token by token (free-running generation, policy rollouts) keeps a key/value cache
+inside the segment and runs the write block once, when the segment is full.  A rollout of many
+environments also needs rows that sit at different places of their segments: an environment
+whose episode ends starts a fresh memory while the others carry on.  This module keeps every
+row's recurrent state in fixed-shape tensors (:class:`StreamState`) and decodes all rows in one
+batched call per step.
+
+Each layer keeps a key/value buffer laid out as the segment's frame in
+:meth:`RecurrentMemoryTransformer.forward_segment`: slots ``[0, C)`` the Transformer-XL cache
+(right-aligned, empty slots marked as padding), ``[C, C + m)`` the read memory, ``[C + m, W)``
+(``W = C + m + S``) the segment's tokens, ``[W, W + m)`` the write memory (with a write block).
+The buffer is split into P pages of ``page`` slots (any slots after the frame stay padding):
+attention reads only the pages filled so far, and those are one contiguous region of memory
+(``write_slots`` in rate/core/attention.py).  A new token of row b is written *in place* at slot
+``C + m + length[b]``, so a step copies nothing of size W; since Transformer-XL attention
+depends only on the distance between query and key, a per-row gather index into one distance
+table gives every row its own positions (:class:`RelativePositions` with a tensor ``q_start``),
+and a per-row mask hides empty and future slots.  Distances equal those of the full forward
+exactly, so the outputs match it (tested to 1e-5).
+
+A row's segment is closed (write block once, memory update, cache roll, read block of the new
+memory) by :meth:`StreamingDecoder.close_full` when it holds S tokens, i.e. when the next token
+arrives, as in training where the write block sees the whole segment.  The write block is
+decoded like any other rows, in place at its own slots: no copy of the buffer, and the next
+segment marks those slots empty again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import torch
+
+from rate.core.attention import RelativePositions, write_rows, write_slots
+from rate.core.masks import mask_to_bias
+from rate.core.rmt import RecurrentMemoryTransformer
+
+# What a key/value slot holds (``StreamState.kind``).
+PAD, CACHE, READ, SEGMENT = 0, 1, 2, 3
+
+
+@dataclass
+class StreamState:
+    """Recurrent state of B rows; every tensor has the batch on the dimension noted.
+
+    memory:  (B, m, D) memory fed to the current segment's read block (m may be 0)
+    read_out:(B, m, D) final-normed read-block outputs (the next memory of the prefix layout)
+    cache:   (L, B, C, D) Transformer-XL cache: per-layer inputs of earlier segment tokens
+    cache_valid: (B, C) bool, which cache slots hold a token (right-aligned)
+    keys, values: (L, P, B, H, page, dh) key/value buffer in the segment's frame (slot s in page
+             s // page), P * page >= C + m + S (+ m with a write block)
+    kind:    (B, P * page) uint8, PAD / CACHE / READ / SEGMENT per buffer slot
+    seg_inputs: (L, B, S, D) per-layer inputs of this segment's tokens (for the cache; S = 0 without one)
+    length:  (B,) long, tokens of the current segment decoded so far
+    """
+
+    memory: torch.Tensor
+    read_out: torch.Tensor
+    cache: torch.Tensor
+    cache_valid: torch.Tensor
+    keys: torch.Tensor
+    values: torch.Tensor
+    kind: torch.Tensor
+    seg_inputs: torch.Tensor
+    length: torch.Tensor
+
+    _BATCH_DIM = {"cache": 1, "keys": 2, "values": 2, "seg_inputs": 1}
+
+    def rows(self, idx: torch.Tensor) -> "StreamState":
+        """The state of rows ``idx`` (long tensor) only."""
+        return StreamState(**{f.name: getattr(self, f.name).index_select(self._BATCH_DIM.get(f.name, 0), idx)
+                              for f in fields(self)})
+
+    def where(self, rows: torch.Tensor, other: "StreamState") -> "StreamState":
+        """Rows where ``rows`` (bool (B,)) is true from ``other`` (batch B or 1, broadcast), the rest
+        from this state: the branch-free form of :meth:`with_rows` that exported graphs use."""
+        out = {}
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            dim = self._BATCH_DIM.get(f.name, 0)
+            shape = [1] * mine.dim()
+            shape[dim] = -1
+            pick = rows.view(shape)
+            # Boolean select as logic: onnxruntime has no boolean Where kernel.
+            out[f.name] = (pick & theirs) | (~pick & mine) if mine.dtype == torch.bool else torch.where(pick, theirs, mine)
+        return StreamState(**out)
+
+    def with_rows(self, idx: torch.Tensor, sub: "StreamState") -> "StreamState":
+        """A copy of this state whose rows ``idx`` are replaced by ``sub``'s rows."""
+        return StreamState(**{f.name: getattr(self, f.name).index_copy(self._BATCH_DIM.get(f.name, 0), idx,
+                                                                        getattr(sub, f.name))
+                              for f in fields(self)})
+
+
+class StreamingDecoder:
+    """Token-by-token decoding of a :class:`RecurrentMemoryTransformer`, S tokens per segment.
+
+    ``page_slots``: the fewest slots per key/value page: P = max(1, F // page_slots) pages of
+    ceil(F / P) slots, F the frame's slots.  A frame of fewer than 2 * page_slots slots stays one
+    page: there the paged attention's extra reshapes cost about what the strided read of a flat
+    buffer's first slots costs (scratch timings at the T-Maze sizes, not committed).  None
+    keeps one flat page always, the layout that exported graphs use (they read every slot of one
+    static shape).
+
+    ``write_slots``: the write block is decoded in place at m slots of its own after the segment
+    (no copy of the buffer at a boundary; the slots cost nothing between boundaries, where only
+    the filled pages are read).  False (one flat page only) runs it after the frame instead, on
+    keys/values concatenated to a view of the buffer: exported graphs, which read every slot at
+    every step, would pay for m more slots at every step.
+    """
+
+    def __init__(self, decoder: RecurrentMemoryTransformer, segment_tokens: int, page_slots: int | None = 32,
+                 write_slots: bool = True):
+        if segment_tokens <= 0:
+            raise ValueError(f"segment_tokens must be positive, got {segment_tokens}")
+        if page_slots is not None and page_slots <= 0:
+            raise ValueError(f"page_slots must be positive or None, got {page_slots}")
+        if not write_slots and page_slots is not None:
+            raise ValueError("write_slots=False needs one flat page (page_slots=None)")
+        self.decoder, self.S = decoder, segment_tokens
+        cfg = decoder.cfg
+        self.m, self.C = cfg.num_mem_tokens, cfg.mem_len
+        self.W = self.C + self.m + self.S  # where the write block's slots start
+        self.write_in_place = write_slots and decoder.has_write
+        frame = self.W + (self.m if self.write_in_place else 0)
+        self.pages = 1 if page_slots is None else max(1, frame // page_slots)
+        self.page = -(-frame // self.pages)
+        self.slots = self.pages * self.page  # the frame, and the padding slots of the last page
+        self.L, self.D, self.H, self.dh = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_head
+        # Sinusoids of every in-buffer distance, made here (not while an exporter traces a step).
+        self._table = RelativePositions.full_table(self.slots, self.D, next(decoder.parameters()).device)
+
+    # ------------------------------------------------------------------ state life cycle
+    def initial(self, batch: int) -> StreamState:
+        """Fresh state for ``batch`` rows: initial memory, empty cache, read block already run."""
+        p = next(self.decoder.parameters())
+        dev, dt = p.device, p.dtype
+        memory = (self.decoder.memory(batch) if self.m else torch.zeros(batch, 0, self.D, device=dev, dtype=dt))
+        state = StreamState(
+            memory=memory,
+            read_out=torch.zeros(batch, self.m, self.D, device=dev, dtype=dt),
+            cache=torch.zeros(self.L, batch, self.C, self.D, device=dev, dtype=dt),
+            cache_valid=torch.zeros(batch, self.C, dtype=torch.bool, device=dev),
+            keys=torch.zeros(self.L, self.pages, batch, self.H, self.page, self.dh, device=dev, dtype=dt),
+            values=torch.zeros(self.L, self.pages, batch, self.H, self.page, self.dh, device=dev, dtype=dt),
+            kind=torch.zeros(batch, self.slots, dtype=torch.uint8, device=dev),
+            # Kept for the cache only: without one, no slots (exported graphs would copy them every step).
+            seg_inputs=torch.zeros(self.L, batch, self.S if self.C else 0, self.D, device=dev, dtype=dt),
+            length=torch.zeros(batch, dtype=torch.long, device=dev),
+        )
+        return self._open(state)
+
+    def restart(self, state: StreamState, rows: torch.Tensor) -> StreamState:
+        """Rows ``rows`` (bool (B,) or long indices) start over with a fresh state (new episode)."""
+        idx = _as_index(rows)
+        if idx.numel() == 0:
+            return state
+        return state.with_rows(idx, self.initial(idx.numel()))
+
+    def close_full(self, state: StreamState) -> StreamState:
+        """Close the segment of every row that holds S tokens; the other rows are untouched."""
+        idx = (state.length >= self.S).nonzero().flatten()
+        if idx.numel() == 0:
+            return state
+        if idx.numel() == state.length.shape[0]:
+            # Every row closes (environments in step, the usual rollout): no copy of the state's
+            # rows out and back (in a profile at batch 64 that copy was most of the boundary step),
+            # and the new segment reuses the key/value buffers.
+            return self._open(self._close(state), reuse=True)
+        return state.with_rows(idx, self._open(self._close(state.rows(idx))))
+
+    def close_full_masked(self, state: StreamState) -> StreamState:
+        """:meth:`close_full` without data-dependent shapes: every row's segment is closed and the
+        result kept for the full rows only.  Exported step functions use it (one static graph)."""
+        return state.where(state.length >= self.S, self._open(self._close(state)))
+
+    # ------------------------------------------------------------------ decoding
+    def step(self, state: StreamState, x: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, StreamState]:
+        """Decode the next n tokens of every row: x (B, n, D) -> final-normed hidden (B, n, D).
+
+        Every row must have room for them in its segment (call :meth:`close_full` first); ``check``
+        verifies that (a data-dependent test, so exported graphs turn it off).  The state's buffers
+        are updated in place and shared with the returned state, so step a state only once, and
+        only for inference (no gradient flows through in-place writes).
+        """
+        b, n = x.shape[:2]
+        if check and bool((state.length + n > self.S).any()):
+            raise ValueError(f"a row's segment would exceed {self.S} tokens; call close_full() before step()")
+        start = self.C + self.m + state.length  # (B,) slot of each row's first new token
+        slots = start[:, None] + torch.arange(n, device=x.device)  # (B, n)
+        kind = state.kind.scatter(1, slots, SEGMENT)
+        # Row b's query i sees every filled slot up to its own (cache and read slots lie before it).
+        own = slots[:, :, None] >= torch.arange(self.slots, device=x.device)  # (B, n, slots)
+        allowed = own & (kind != PAD)[:, None, :]
+        h, inputs, keys, values = self._run_in_place(state, x, allowed, start)
+        seg_inputs = state.seg_inputs
+        if self.C:  # (L, B, S, D): the new tokens' per-layer inputs at their segment positions
+            seg_inputs = write_rows(seg_inputs.transpose(0, 1), torch.stack(inputs, 1), state.length).transpose(0, 1)
+        return h, replace(state, keys=keys, values=values, kind=kind, seg_inputs=seg_inputs, length=state.length + n)
+
+    # ------------------------------------------------------------------ internals
+    def _run_in_place(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor, start: torch.Tensor):
+        """Rows x (B, n, D) written into the buffer at slots start[b].. (in place) and run through
+        every layer against it.  allowed: (B, n, slots) bool.  Returns the final-normed output
+        (B, n, D), the per-layer inputs of x and the (L, P, B, H, page, dh) key/value buffers (the
+        state's own, written in place, or new tensors inside an exported graph: see ``write_slots``).
+
+        Eagerly, attention reads only the pages up to the last new token of any row: the slots
+        after it are empty in every row, and reading the key/value buffer is what a decoding step
+        spends its time on (at batch 64 it is megabytes per layer, against a few kilobytes of new
+        tokens).  Exported graphs keep one static shape and read every slot."""
+        if self._table.device != x.device:  # the model moved since
+            self._table = RelativePositions.full_table(self.slots, self.D, x.device)
+        exporting = torch.compiler.is_exporting()
+        # An empty batch (every environment of a rollout finished) has no prefix: it reads all.
+        whole = exporting or start.numel() == 0
+        pages = self.pages if whole else -(-int((start + x.shape[1]).max()) // self.page)
+        used = pages * self.page
+        positions = RelativePositions(start, x.shape[1], self.slots, self.D, x.device, table=self._table,
+                                      keys_used=None if whole else used)
+        bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
+        # Rows in step (the usual rollout) write at one slot: decided once here, not per layer.
+        write_at = start
+        if not exporting and start.numel() and bool((start == start[0]).all()):
+            write_at = int(start[0])
+        inputs, keys, values = [], [], []
+        h = x
+        for i, layer in enumerate(self.decoder.layers):
+            inputs.append(h)
+            # Views of the buffers' first pages: the in-place write lands in the buffers.
+            past = (state.keys[i], state.values[i]) if whole else (state.keys[i][:pages], state.values[i][:pages])
+            h, (k, v) = layer(h, positions, bias, past, write_at=write_at)
+            keys.append(k)
+            values.append(v)
+        if not exporting:  # the buffers were written in place
+            return self.decoder.final_norm(h), inputs, state.keys, state.values
+        return self.decoder.final_norm(h), inputs, torch.stack(keys), torch.stack(values)
+
+    def _run_after(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Rows x (B, n, D) at positions W.. (after the one flat page of W slots, which stays as it
+        is): the write block without slots of its own.  allowed: (B, n, W + n) bool.  Returns the
+        final-normed output (B, n, D)."""
+        n = x.shape[1]
+        positions = RelativePositions(self.W, n, self.W + n, self.D, x.device)
+        bias = mask_to_bias(allowed).to(x.dtype)
+        h = x
+        for i, layer in enumerate(self.decoder.layers):
+            h, _ = layer(h, positions, bias, (state.keys[i].squeeze(0), state.values[i].squeeze(0)))
+        return self.decoder.final_norm(h)
+
+    def _memory_sees(self, kind: torch.Tensor) -> torch.Tensor:
+        """(B, W) bool: buffer slots a memory row may attend to (read, segment, cache if allowed)."""
+        sees = (kind == READ) | (kind == SEGMENT)
+        if self.decoder.cfg.memory_sees_cache:
+            sees = sees | (kind == CACHE)
+        return sees
+
+    def _open(self, state: StreamState, reuse: bool = False) -> StreamState:
+        """Start a segment: buffer = [cache keys/values | read block of ``memory``], length 0.
+
+        ``reuse``: write into the state's own key/value buffers instead of fresh zeroed ones (the
+        caller drops the old state).  Their stale slots are marked PAD, and a PAD slot gets
+        attention weight exactly 0, so what they hold never reaches an output."""
+        b = state.length.shape[0]
+        keys = state.keys if reuse else torch.zeros_like(state.keys)
+        values = state.values if reuse else torch.zeros_like(state.values)
+        kind = torch.zeros_like(state.kind)
+        if self.C:
+            for i, layer in enumerate(self.decoder.layers):
+                cache_keys, cache_values = layer.cache_kv(state.cache[i])  # (B, H, C, dh)
+                write_slots(keys[i], cache_keys, 0)
+                write_slots(values[i], cache_values, 0)
+            kind[:, : self.C] = torch.where(state.cache_valid, CACHE, PAD).to(kind.dtype)
+        # A segment's inputs are all written before it closes, so reused ones need no zeroing.
+        state = replace(state, keys=keys, values=values, kind=kind, length=torch.zeros_like(state.length),
+                        seg_inputs=state.seg_inputs if reuse else torch.zeros_like(state.seg_inputs))
+        if not self.m:
+            return state
+        # Read rows see each other, and the cache when memory_sees_cache.
+        kind[:, self.C : self.C + self.m].fill_(READ)  # (not `= READ`: exporters lift that to a tensor constant)
+        allowed = self._memory_sees(kind)[:, None, :].expand(-1, self.m, -1)
+        start = torch.full((b,), self.C, dtype=torch.long, device=kind.device)
+        read_out, _, keys, values = self._run_in_place(state, state.memory, allowed, start)
+        return replace(state, keys=keys, values=values, read_out=read_out)
+
+    def _close(self, state: StreamState) -> StreamState:
+        """Write block over the full segment, memory update, cache roll (rows whose segment is full)."""
+        memory = state.memory
+        if self.m:
+            if self.write_in_place:
+                # The write rows sit at slots W.. and see each other (their slots are PAD in
+                # ``kind``, which the next segment starts from), and what the read rows see.
+                slot = torch.arange(self.slots, device=memory.device)
+                own = (slot >= self.W) & (slot < self.W + self.m)
+                allowed = (self._memory_sees(state.kind) | own)[:, None, :].expand(-1, self.m, -1)
+                start = torch.full_like(state.length, self.W)
+                # In place in the buffers (eagerly), which the caller drops or reopens.
+                write_out = self._run_in_place(state, memory, allowed, start)[0]
+            elif self.decoder.has_write:
+                b = memory.shape[0]
+                allowed = torch.cat([self._memory_sees(state.kind)[:, None, :].expand(-1, self.m, -1),
+                                     torch.ones(b, self.m, self.m, dtype=torch.bool, device=memory.device)], dim=2)
+                write_out = self._run_after(state, memory, allowed)
+            else:
+                write_out = state.read_out
+            memory = self.decoder.memory_update(memory, write_out)
+        cache, cache_valid = state.cache, state.cache_valid
+        if self.C:
+            cache = _shift_in(cache, state.seg_inputs, dim=2)
+            cache_valid = _shift_in(cache_valid, torch.ones_like(cache_valid[:, :1]).expand(-1, self.S), dim=1)
+        return replace(state, memory=memory, cache=cache, cache_valid=cache_valid)
+
+
+def _shift_in(buffer: torch.Tensor, new: torch.Tensor, dim: int) -> torch.Tensor:
+    """Right-aligned append: ``new`` enters on the right of ``buffer`` along ``dim``, as many of the
+    oldest entries leave on the left, so the shape stays that of ``buffer``."""
+    return torch.cat([buffer, new], dim=dim).narrow(dim, new.shape[dim], buffer.shape[dim])
+
+
+def _as_index(rows: torch.Tensor) -> torch.Tensor:
+    rows = torch.as_tensor(rows)
+    return rows.nonzero().flatten() if rows.dtype == torch.bool else rows.long().flatten()

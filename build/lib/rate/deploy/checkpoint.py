@@ -1,0 +1,133 @@
+"""Checkpoints: safetensors weights + a JSON config; loading never unpickles anything.
+
+A checkpoint is a folder holding ``model.safetensors`` and ``config.json``::
+
+    {"format_version": 1, "kind": "algorithmic", "config": {...}, "extra": {...}}
+
+Both files are written through a temporary file and an atomic rename, weights first, so a
+crash leaves either the old checkpoint or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rate.config import ConfigError, atomic_write, atomic_write_text, from_dict
+
+C = TypeVar("C")
+
+FORMAT_VERSION = 1
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, corrupt, or made for another model."""
+
+
+def save_checkpoint(
+    directory: str | Path, model: nn.Module, kind: str, config: dict[str, Any], extra: dict[str, Any] | None = None
+) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    meta = {"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}}
+    atomic_write_text(directory / CONFIG, json.dumps(meta, indent=2))
+    return directory
+
+
+def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Return (metadata, weights) of a checkpoint of the given kind, or raise CheckpointError."""
+    directory = Path(directory)
+    for name in (CONFIG, WEIGHTS):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory}: not a checkpoint (missing {name})")
+    try:
+        meta = json.loads((directory / CONFIG).read_text())
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{directory / CONFIG}: corrupt JSON: {err}") from err
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{directory}: format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    if meta.get("kind") != kind:
+        raise CheckpointError(f"{directory}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+    try:
+        weights = load_file(directory / WEIGHTS)
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"{directory / WEIGHTS}: unreadable weights: {err}") from err
+    return meta, weights
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Strictly load weights, turning key or shape mismatches into one CheckpointError."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(weights))
+    unexpected = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing {missing[:3]}")
+        if unexpected:
+            parts.append(f"unexpected {unexpected[:3]}")
+        if wrong:
+            k = wrong[0]
+            parts.append(f"shape of {k}: {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}")
+        raise CheckpointError(f"{source}: weights are of another architecture ({'; '.join(parts)})")
+    model.load_state_dict(weights)
+
+
+def load_checkpoint(directory: str | Path, kind: str, config_cls: type[C],
+                    build: Callable[[C], nn.Module]) -> tuple[nn.Module, C, dict[str, Any]]:
+    """(model in eval mode, config, metadata) of a checkpoint folder: the config rebuilt as
+    ``config_cls``, the model as ``build(config)``, the weights loaded strictly.  Anything that does
+    not fit (files, kind, config keys or types, architecture) is one CheckpointError."""
+    meta, weights = read_checkpoint(directory, kind)
+    try:
+        cfg = from_dict(config_cls, meta["config"])
+    except ConfigError as err:
+        raise CheckpointError(f"{directory}: config does not match this version of the code: {err}") from err
+    model = build(cfg)
+    load_weights(model, weights, directory)
+    return model.eval(), cfg, meta
+
+
+@contextlib.contextmanager
+def exclusive_run_dir(out: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder while a trainer writes it (its checkpoints and, at
+    the end, its CSV row).  A second trainer of the same folder, e.g. a sweep restarted while
+    the previous one's trainer still runs, fails at once with CheckpointError instead of both
+    writing the folder and the row.  Under torchrun only rank 0 (which writes) takes the lock."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    # The lock is taken on the folder itself (flock works on a directory's descriptor), so
+    # nothing is written into the folder for it.
+    fd = os.open(out, os.O_RDONLY)
+    held = False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the descriptor is closed
+        except BlockingIOError:
+            raise CheckpointError(f"{out} is being written by another trainer (still running?); wait for it "
+                                  "or choose another --out") from None
+        held = True
+        yield
+    finally:
+        # A run that failed before writing anything leaves no empty folder; only the holder may
+        # remove it (a trainer refused the lock must not pull the folder from under the holder).
+        if held and created and not any(out.iterdir()):
+            out.rmdir()
+        os.close(fd)

@@ -1,0 +1,417 @@
+"""Export a trained RATE policy as a standalone per-step function with explicit recurrent state.
+
+    python -m rate.cli.export CHECKPOINT --format onnx|pt2 [--out PATH] [--target-return 1.0]
+
+The exported function is one environment step of :class:`rate.rl.policy.StreamingPolicy`::
+
+    (obs, last_reward, new_episode, target_return, action_noise, *state) -> (action_output, action, *next_state)
+
+    obs            (B, *obs_shape) float32
+    last_reward    (B,) float32   reward received after the previous action (ignored on new episodes)
+    new_episode    (B,) bool      rows whose ``obs`` starts an episode: their state starts over
+    target_return  (B,) float32   the return to condition on, read on new episodes only
+    action_noise   (B, act_dim)   added before the choice: zeros = the greedy policy; Gumbel noise
+                                  -log(-log(U)) samples from the softmax (discrete).  A continuous
+                                  action is mean + noise (the runners pass zeros: the eager policy
+                                  plays the mean).  The chosen action is the one fed back into the
+                                  model, as in the eager policy.
+    state          the tensors of STATE_FIELDS (return-to-go, the last action, memory,
+                   Transformer-XL cache, in-segment key/value buffer, slot kinds, segment inputs,
+                   step counter); shapes and dtypes are in the artifact's metadata, the batch
+                   dimension is dynamic.
+    action_output  (B, act_dim)   logits (discrete) or the action means (continuous)
+    action         (B,) int64 argmax of logits + noise (discrete) or (B, act_dim) mean + noise
+
+A runner starts with all-zero state tensors and ``new_episode`` true for every row; the graph
+replaces those rows by the fresh state (initial memory with its read block already run).  The
+graph has no data-dependent shapes: a segment boundary is computed for every row and kept where a
+row's segment is full (``StreamingDecoder.close_full_masked``).
+
+As in the eager policy, the action chosen at step t is carried in the state (``last_action``) and
+decoded at step t + 1 together with (R_{t+1}, o_{t+1}): one decoder call per step, which reads
+every layer's key/value buffer once.  On a step where some row starts an episode or the last
+action fills a segment (one step in K when the rows run in lockstep) another branch of the graph
+decodes the action alone, restarts and closes, then decodes (R, o).
+
+The artifact carries its metadata (format version, the run's config, observation statistics,
+state spec, environment): inside the .pt2 archive as ``extra/rate_export.json``, in the ONNX
+model's ``metadata_props`` under ``rate_export``.  Before the artifact is moved into place the
+command checks it against the eager policy over episodes with resets at different times.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import warnings
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from rate.config import atomic_write, to_dict
+from rate.data.env_plugins import load_env_plugins
+from rate.deploy.onnx_runner import PROJECT_ENVS, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError, StepPolicy, open_onnx
+from rate.rl.model import TOKENS_PER_STEP, RATEModel
+from rate.core.streaming import StreamingDecoder, StreamState
+
+STREAM_FIELDS = tuple(f.name for f in fields(StreamState))
+STATE_FIELDS = ("rtg", "last_action") + STREAM_FIELDS
+INPUT_NAMES = ("obs", "last_reward", "new_episode", "target_return", "action_noise") + STATE_FIELDS
+OUTPUT_NAMES = ("action_output", "action") + tuple(f"next_{name}" for name in STATE_FIELDS)
+# The batch dimension of each state tensor (the others are on dimension 0).
+STATE_BATCH_DIM = {"rtg": 0, "last_action": 0, **{name: StreamState._BATCH_DIM.get(name, 0) for name in STREAM_FIELDS}}
+
+
+class ExportError(RuntimeError):
+    """A policy that cannot be exported, or an artifact that does not match its eager policy."""
+
+
+class PolicyStep(nn.Module):
+    """One streaming-policy step as a pure function of tensors (what torch.export and ONNX trace)."""
+
+    def __init__(self, model: RATEModel):
+        super().__init__()
+        cfg = model.cfg
+        if cfg.kind != "transformer":
+            raise ExportError(f"only Transformer policies (RATE, RMT, TrXL) export; this is a {cfg.kind!r} model")
+        self.model = model.eval()
+        self.cfg = cfg
+        # One flat key/value page of exactly the frame: the graph reads every slot at every step.
+        self.decoding = StreamingDecoder(model.decoder, TOKENS_PER_STEP * cfg.segment_steps, page_slots=None,
+                                         write_slots=False)
+        with torch.no_grad():
+            fresh = self.decoding.initial(1)
+        # The state a new episode starts from (batch 1, broadcast over rows): constants of the graph.
+        for name in STREAM_FIELDS:
+            self.register_buffer(f"fresh_{name}", getattr(fresh, name).clone(), persistent=False)
+        # The decoder's distance table as a buffer, so that the graph (and its torch.cond branch)
+        # reads it as a module state rather than an untracked constant that .pt2 cannot serialise.
+        self.register_buffer("positions_table", self.decoding._table, persistent=False)
+        self.decoding._table = self.positions_table
+        self.eval()
+
+    def state_spec(self) -> list[dict[str, Any]]:
+        """Name, shape (the batch dimension as "batch"), dtype and batch dimension of each state tensor."""
+        spec = []
+        for name, tensor in zip(STATE_FIELDS, self.initial_state(1)):
+            shape: list[Any] = list(tensor.shape)
+            shape[STATE_BATCH_DIM[name]] = "batch"
+            spec.append({"name": name, "shape": shape, "dtype": str(tensor.dtype).removeprefix("torch."),
+                         "batch_dim": STATE_BATCH_DIM[name]})
+        return spec
+
+    def initial_state(self, batch: int) -> tuple[torch.Tensor, ...]:
+        """All-zero state of ``batch`` rows (pass new_episode=True on the first step)."""
+        discrete = self.cfg.act_kind == "discrete"
+        last_action = torch.zeros(batch, dtype=torch.long) if discrete else torch.zeros(batch, self.cfg.act_dim)
+        out = [torch.zeros(batch), last_action]
+        for name in STREAM_FIELDS:
+            fresh = getattr(self, f"fresh_{name}")
+            shape = list(fresh.shape)
+            shape[STATE_BATCH_DIM[name]] = batch
+            out.append(torch.zeros(shape, dtype=fresh.dtype))
+        return tuple(out)
+
+    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
+        obs = torch.zeros(batch, *self.cfg.obs_shape)
+        return (obs, torch.zeros(batch), torch.ones(batch, dtype=torch.bool), torch.ones(batch),
+                torch.zeros(batch, self.cfg.act_dim), *self.initial_state(batch))
+
+    @staticmethod
+    def _fields(h: torch.Tensor, state: StreamState, stream: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+        """The branch outputs: o_t's hidden state (B, D), then the state's tensors.  torch.cond
+        branches must return the same layouts (contiguous) and may not return an input: a field
+        the branch left as it was (the memory and cache between boundaries) is copied."""
+        fields_out = [getattr(state, name) for name in STREAM_FIELDS]
+        return (h[:, -1].contiguous(),
+                *(t.clone() if any(t is s for s in stream) else t.contiguous() for t in fields_out))
+
+    def _inner_step(self, new_episode: torch.Tensor, action_token: torch.Tensor, step_tokens: torch.Tensor,
+                    *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """No row restarts or closes: decode [a_{t-1}, R_t, o_t] in one call (the common step)."""
+        h, state = self.decoding.step(StreamState(*stream), torch.cat([action_token, step_tokens], 1), check=False)
+        return self._fields(h, state, stream)
+
+    def _boundary_step(self, new_episode: torch.Tensor, action_token: torch.Tensor, step_tokens: torch.Tensor,
+                       *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """a_{t-1} alone; new-episode rows start from the fresh state (what a_{t-1} wrote there is
+        dropped with their old state); rows with a full segment close it; then [R_t, o_t]."""
+        _, state = self.decoding.step(StreamState(*stream), action_token, check=False)
+        fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
+        state = self.decoding.close_full_masked(state.where(new_episode, fresh))
+        h, state = self.decoding.step(state, step_tokens, check=False)
+        return self._fields(h, state, stream)
+
+    def forward(self, obs: torch.Tensor, last_reward: torch.Tensor, new_episode: torch.Tensor,
+                target_return: torch.Tensor, action_noise: torch.Tensor, rtg: torch.Tensor,
+                last_action: torch.Tensor, *stream: torch.Tensor):
+        model, scale = self.model, self.cfg.rtg_scale
+        # As StreamingPolicy: the reward lowers the return-to-go, a new episode starts it over.
+        rtg = torch.where(new_episode, target_return / scale, rtg - last_reward / scale)
+        step_tokens = torch.stack([model.io.embed_rtg(rtg[:, None, None]), model.io.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
+        action_token = model.io.embed_actions(last_action[:, None])
+        # The boundary branch only on steps that need it: an If node in ONNX, torch.cond in the
+        # .pt2 graph.  After [R, o] a row holds 3j + 2 tokens; a_{t-1} fills the segment when
+        # length + 1 reaches S.
+        length = stream[STREAM_FIELDS.index("length")]
+        busy = new_episode.any() | (length + 1 >= self.decoding.S).any()
+        h, *next_stream = torch.cond(busy, self._boundary_step, self._inner_step,
+                                     (new_episode, action_token, step_tokens, *stream))
+        out = model.io.action_output(h)
+        action = (out + action_noise).argmax(-1) if self.cfg.act_kind == "discrete" else out + action_noise
+        return (out, action, rtg, action.clone(), *next_stream)
+
+
+def _dynamic_shapes(step: PolicyStep) -> tuple:
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    # obs, last_reward, new_episode, target_return, action_noise, rtg, last_action, then *stream as
+    # one tuple (as torch.export sees it)
+    return ({0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch}, {0: batch},
+            tuple({STATE_BATCH_DIM[name]: batch} for name in STREAM_FIELDS))
+
+
+def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return: float) -> dict[str, Any]:
+    load_env_plugins()  # the environment's entry point, which the runner needs
+
+    model = step.model
+    eval_cfg = run_config.get("eval", {})
+    env_id = eval_cfg.get("env_id", "rate/TMaze-v0")
+    # The runner may register a project environment from its entry point (rate_envs.* only).
+    entry = gym.registry[env_id].entry_point if env_id in gym.registry else None
+    return {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
+        "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "state": step.state_spec(),
+        "segment_steps": step.cfg.segment_steps, "act_kind": step.cfg.act_kind, "act_dim": step.cfg.act_dim,
+        "obs_shape": list(step.cfg.obs_shape), "target_return": target_return,
+        "obs_mean": model.io.obs_mean.flatten().tolist(), "obs_std": model.io.obs_std.flatten().tolist(),
+        "env_id": env_id,
+        "env_entry_point": entry if isinstance(entry, str) and entry.startswith(PROJECT_ENVS) else None,
+        "length_kwarg": eval_cfg.get("length_kwarg", "episode_length"), "env_kwargs": eval_cfg.get("env_kwargs", {}),
+        "config": run_config, "torch": torch.__version__,
+    }
+
+
+# ---------------------------------------------------------------------- writing artifacts
+@contextlib.contextmanager
+def _quiet_exporters():
+    """Silence the exporters' internal warnings and log lines (about torchvision ops, deprecated
+    pytree classes, constant folding): they concern the toolchain, not the user's policy."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [logger.level for logger in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for logger in loggers:
+            logger.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            for logger, level in zip(loggers, levels):
+                logger.setLevel(level)
+
+
+def export_pt2(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
+    """torch.export the step (dynamic batch) and save it with the metadata inside the archive."""
+    with torch.no_grad(), _quiet_exporters():
+        program = torch.export.export(step, step.example_inputs(), dynamic_shapes=_dynamic_shapes(step))
+        # Python stack traces of every node (and of the torch.cond branches' nodes): most of the
+        # archive's bytes, and the exporting machine's file paths.  Loading does not need them.
+        for module in program.graph_module.modules():
+            if isinstance(module, torch.fx.GraphModule):
+                for node in module.graph.nodes:
+                    node.meta.pop("stack_trace", None)
+        torch.export.save(program, path, extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+
+
+def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
+    """ONNX through torch.onnx's dynamo exporter (onnxscript); metadata in ``metadata_props``."""
+    import onnx
+
+    with torch.no_grad(), _quiet_exporters():
+        program = torch.onnx.export(step, step.example_inputs(), dynamo=True, input_names=list(INPUT_NAMES),
+                                    output_names=list(OUTPUT_NAMES), dynamic_shapes=_dynamic_shapes(step),
+                                    verbose=False)
+    proto = program.model_proto
+    _strip_node_metadata(proto.graph)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
+    onnx.save(proto, str(path))
+
+
+def _strip_node_metadata(graph) -> None:
+    """Drop the exporter's per-node debug records (Python stack traces, FX node names) from
+    ``graph`` and its subgraphs: most of an artifact's bytes (4.5 of 5.5 MB for the T-Maze policy),
+    and they would ship the exporting machine's file paths.  onnxruntime never reads them."""
+    import onnx
+
+    for node in graph.node:
+        del node.metadata_props[:]
+        for attribute in node.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                _strip_node_metadata(attribute.g)
+    for value in graph.value_info:
+        del value.metadata_props[:]
+
+
+# ---------------------------------------------------------------------- running artifacts
+def open_pt2(path: str | Path) -> StepPolicy:
+    """A .pt2 artifact as a :class:`StepPolicy` (torch.export.load: no pickled objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file")
+    _refuse_pickles(path)
+    extra = {f"{METADATA_KEY}.json": ""}
+    try:
+        program = torch.export.load(path, extra_files=extra)
+    except Exception as err:  # torch.export.load raises several types for a file that is not an archive
+        raise ArtifactError(f"{path}: not a readable .pt2 archive: {err}") from err
+    if not extra[f"{METADATA_KEY}.json"]:
+        raise ArtifactError(f"{path}: a .pt2 archive without {METADATA_KEY}.json (not made by rate.deploy.export)")
+    module = program.module()
+
+    def run(arrays):
+        with torch.no_grad():
+            out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+        return [o.numpy() for o in out]
+
+    return StepPolicy(json.loads(extra[f"{METADATA_KEY}.json"]), run, str(path))
+
+
+# The layout torch.export.save writes (below one root folder); anything else is refused.
+_PT2_FILES = re.compile(r"(archive_format|archive_version|byteorder|\.data/(version|serialization_id)"
+                        r"|models/[\w.-]+\.json|extra/[\w.-]+|data/(weights|constants)/[\w.-]+"
+                        r"|data/sample_inputs/[\w.-]+\.pt)")
+
+
+def _refuse_pickles(path: Path) -> None:
+    """Refuse a .pt2 archive that torch.export.load could unpickle arbitrary objects from.
+
+    torch.export.load unpickles (weights_only=False) weights or constants flagged ``use_pickle``,
+    custom and opaque objects, sample inputs that fail a weights_only load, and everything of the
+    older zip format it falls back to when the archive is not a valid pt2 package.  So the archive
+    must have exactly the layout rate.deploy.export writes: one root folder holding ``archive_format``
+    = "pt2" and only the known file names, each once; tensor payloads that are raw bytes; sample
+    inputs that a weights_only load accepts.
+    """
+    import io
+    import zipfile
+
+    def refuse(why: str) -> ArtifactError:
+        return ArtifactError(f"{path}: {why}; refusing to load it")
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as err:
+        raise ArtifactError(f"{path}: not a readable .pt2 archive: {err}") from err
+    with archive:
+        names = archive.namelist()
+        roots = {name.split("/", 1)[0] for name in names}
+        if len(roots) != 1 or len(set(names)) != len(names) or any("/" not in name for name in names):
+            raise refuse("not the single-folder pt2 layout that rate.deploy.export writes")
+        root = roots.pop()
+        unknown = [name for name in names if not _PT2_FILES.fullmatch(name[len(root) + 1 :])]
+        if unknown:
+            raise refuse(f"unexpected file {unknown[0]!r}")
+        if f"{root}/archive_format" not in names or archive.read(f"{root}/archive_format").strip() != b"pt2":
+            raise refuse("no archive_format 'pt2'")
+        for name in names:
+            if name.endswith("_config.json") and "/data/" in name:
+                try:
+                    entries = list(json.loads(archive.read(name))["config"].values())
+                    pickled = [e.get("path_name") for e in entries
+                               if e.get("use_pickle") or not str(e.get("path_name", "")).startswith(("weight_", "tensor_"))]
+                except (ValueError, KeyError, AttributeError, TypeError) as err:
+                    raise ArtifactError(f"{path}: unreadable {name}: {err}") from err
+                if pickled:
+                    raise refuse(f"{name} holds a pickled object ({pickled[0]!r})")
+            elif "/data/sample_inputs/" in name:
+                try:
+                    with warnings.catch_warnings():  # torch.export writes protocol 4; weights_only reads it
+                        warnings.simplefilter("ignore")
+                        torch.load(io.BytesIO(archive.read(name)), weights_only=True)
+                except Exception as err:  # anything a weights_only unpickler rejects
+                    raise refuse(f"{name} is not plain tensors ({err})") from err
+
+
+def open_artifact(path: str | Path) -> StepPolicy:
+    """An exported policy (.onnx or .pt2) ready to ``reset`` and ``act``."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return open_onnx(path, torch.get_num_threads())
+    if path.suffix == ".pt2":
+        return open_pt2(path)
+    raise ArtifactError(f"{path}: unknown artifact type (expected .onnx or .pt2)")
+
+
+# ---------------------------------------------------------------------- parity with the eager policy
+def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: float, steps: int = 120,
+                       batch: int = 3, reset_prob: float = 0.02, seed: int = 0) -> float:
+    """Drive the eager StreamingPolicy and ``policy`` with the same random episode stream; every row
+    starts new episodes at its own random times.  Returns the largest |action_output| difference.
+
+    Observations are drawn from N(0, 1) of the model's obs shape and rewards from {0, 1}.
+    """
+    from rate.rl.policy import StreamingPolicy
+
+    rng = np.random.default_rng(seed)
+    eager = StreamingPolicy(model, target_return)
+    eager.reset(batch)
+    policy.reset(batch)
+    worst = 0.0
+    reward = np.zeros(batch, dtype=np.float32)
+    for t in range(steps):
+        obs = rng.standard_normal((batch, *model.cfg.obs_shape)).astype(np.float32)
+        new = np.ones(batch, dtype=bool) if t == 0 else rng.random(batch) < reset_prob
+        eager_action = eager.act(obs, None if t == 0 else reward, new_episode=new)
+        out, action = policy.act(obs, reward, new, target_return)
+        diff = float(np.abs(eager.last_output.numpy() - out).max())
+        if not np.isfinite(diff):  # max() would skip a NaN: NaN < worst and worst < NaN are both False
+            return float("inf")
+        worst = max(worst, diff)
+        if model.cfg.act_kind == "discrete" and not np.array_equal(np.asarray(action), eager_action):
+            return float("inf")  # a different action: the episodes diverge from here
+        reward = rng.integers(0, 2, batch).astype(np.float32)
+    return worst
+
+
+# ---------------------------------------------------------------------- command line
+def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: float | None = None,
+                      tolerance: float = 1e-4, check_steps: int = 120) -> tuple[Path, float]:
+    """Export ``checkpoint`` to ``out``; the artifact is verified before it replaces anything."""
+    from rate.rl.experiment import load_policy_model
+
+    model, cfg = load_policy_model(checkpoint)
+    if cfg.policy == "window":
+        raise ExportError(f"{checkpoint}: a sliding-window (DT) policy has no fixed-size recurrent state; "
+                          "export supports streaming policies")
+    target = cfg.eval.target_return if target_return is None else target_return
+    if not np.isfinite(target):
+        raise ExportError(f"target return {target}: must be a finite number")
+    step = PolicyStep(model)
+
+    meta = export_metadata(step, to_dict(cfg), target)
+    writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
+    checked: dict[str, float] = {}
+
+    def write_and_check(tmp: Path) -> None:
+        # The temporary name must keep the suffix that tells the loader the format.
+        staged = tmp.with_suffix(f".{fmt}")
+        try:
+            writer(step, meta, staged)
+            checked["diff"] = compare_with_eager(open_artifact(staged), model, target, steps=check_steps)
+            if not checked["diff"] <= tolerance:
+                raise ExportError(f"exported step differs from the eager policy: max |logit diff| {checked['diff']:.3g} "
+                                  f"> {tolerance:g}")
+            os.replace(staged, tmp)
+        finally:
+            staged.unlink(missing_ok=True)
+
+    atomic_write(out, write_and_check)
+    return out, checked["diff"]

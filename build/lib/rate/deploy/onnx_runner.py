@@ -1,0 +1,209 @@
+"""Play an exported ONNX policy in its Gymnasium environment and report the success rate.
+
+    python -m rate.deploy.onnx_runner POLICY.onnx [--lengths 30 90 900] [--episodes 100] [--seed 0]
+                             [--target-return R] [--sample] [--threads 2]
+
+Standalone: this file imports only numpy, onnxruntime and gymnasium (and the environment's own
+module, named in the policy's metadata), so it can ship on its own next to a policy made by
+``rate-export CHECKPOINT --format onnx`` (``python onnx_runner.py POLICY.onnx``).  A policy of one
+of the project's tasks (T-Maze, AAR, MiniGrid-Memory, POPGym) also needs the project's
+environments: the installed ``rate_envs`` package, or the repository's ``envs/`` folder copied
+beside this file as ``rate_envs/`` (it imports no torch either); other environments need their
+own package.  ``rate-play-onnx`` and ``python -m eval.play_onnx`` are the same command.  The policy's recurrent state (memory,
+Transformer-XL cache, in-segment key/value cache, counters) lives in numpy arrays between steps;
+its shapes and dtypes come from the metadata stored in the ONNX file.
+
+``--lengths`` sets T-Maze episode lengths T (corridor T - 2); for other environments leave it out.
+Episodes run side by side, one batch row each; environment i is reset with seed ``seed + i``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+EXPORT_FORMAT = "rate-policy-step"
+# Version 2 carries the last action in the state (one decoder call per step).
+EXPORT_FORMAT_VERSION = 2
+METADATA_KEY = "rate_export"
+# The project's environments package (the repository's envs/ folder, installed as rate_envs).
+PROJECT_ENVS = "rate_envs."
+
+
+class ArtifactError(RuntimeError):
+    """A file that is not an exported policy this runner can play."""
+
+
+class StepPolicy:
+    """An exported step function and its recurrent state: ``reset(batch)``, then ``act`` every step.
+
+    run: list of input arrays (inputs then state, in the metadata's order) -> list of outputs
+    (action_output, action, then the next state).
+    """
+
+    def __init__(self, meta: dict, run: Callable[[list[np.ndarray]], Sequence[np.ndarray]], source: str):
+        if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") != EXPORT_FORMAT_VERSION:
+            raise ArtifactError(f"{source}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
+                                f"this runner reads {EXPORT_FORMAT!r} version {EXPORT_FORMAT_VERSION}")
+        self.meta, self._run = meta, run
+        self.state: list[np.ndarray] = []
+
+    def reset(self, batch: int) -> None:
+        """All-zero state; the first ``act`` must mark every row as a new episode."""
+        self.state = [np.zeros([batch if d == "batch" else d for d in s["shape"]], dtype=s["dtype"])
+                      for s in self.meta["state"]]
+
+    def act(self, obs, last_reward, new_episode, target_return: float | None = None,
+            action_noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One step of every row: obs (B, *obs_shape), last_reward (B,), new_episode (B,) bool,
+        action_noise (B, act_dim) or None (greedy) -> (action_output (B, act_dim), action)."""
+        obs = np.asarray(obs, dtype=np.float32)
+        batch = obs.shape[0]
+        target = self.meta["target_return"] if target_return is None else target_return
+        noise = np.zeros((batch, self.meta["act_dim"]), np.float32) if action_noise is None else action_noise
+        inputs = [obs, np.asarray(last_reward, dtype=np.float32).reshape(batch),
+                  np.asarray(new_episode, dtype=bool).reshape(batch), np.full(batch, target, dtype=np.float32),
+                  np.asarray(noise, dtype=np.float32).reshape(batch, -1)]
+        out = self._run(inputs + self.state)
+        self.state = list(out[2:])
+        return out[0], out[1]
+
+
+def gumbel_noise(rng: np.random.Generator, batch: int, act_dim: int) -> np.ndarray:
+    """Noise that makes argmax(logits + noise) a sample of softmax(logits) (the Gumbel-max trick)."""
+    return -np.log(-np.log(rng.uniform(1e-12, 1.0, size=(batch, act_dim)))).astype(np.float32)
+
+
+def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
+    import onnxruntime as ort
+
+    path = Path(path)
+    if not path.is_file():
+        raise ArtifactError(f"{path}: no such file")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    # No busy-waiting between calls: a rollout steps its environments (Python) between policy
+    # steps, and spinning worker threads would take those cores from them (and from torch).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own exception types for unreadable models
+        raise ArtifactError(f"{path}: not a readable ONNX model: {err}") from err
+    custom = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in custom:
+        raise ArtifactError(f"{path}: an ONNX model without {METADATA_KEY!r} metadata (not made by rate.deploy.export)")
+    meta = json.loads(custom[METADATA_KEY])
+    names = meta.get("inputs", [])
+    if sorted(names) != sorted(i.name for i in session.get_inputs()):
+        raise ArtifactError(f"{path}: the model's inputs do not match its metadata")
+    return StepPolicy(meta, lambda arrays: session.run(None, dict(zip(names, arrays))), str(path))
+
+
+def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
+    env_id, entry_point = meta["env_id"], meta.get("env_entry_point")
+    if env_id not in gym.registry and entry_point:
+        # The file names the module to import: only the project's own environments are trusted;
+        # register any other environment before calling (its package does so on import).
+        if not str(entry_point).startswith(PROJECT_ENVS):
+            raise ArtifactError(f"{env_id} is not registered and {entry_point!r} is not a project environment; "
+                                "import the package that registers it first")
+        gym.register(id=env_id, entry_point=entry_point)
+    if env_id not in gym.registry:
+        raise ArtifactError(f"the policy plays {env_id}, which is not registered and has no project entry point "
+                            "in the metadata; import the package that registers it first")
+    module = str(gym.spec(env_id).entry_point).split(":")[0]
+    if module.startswith(PROJECT_ENVS):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            raise ArtifactError(f"the policy plays {env_id}, one of the project's environments ({module}), which "
+                                f"cannot be imported here ({err}); install the project, or copy its envs/ folder "
+                                "next to this file as rate_envs/") from None
+    kwargs = dict(meta.get("env_kwargs") or {})
+    if length is None:
+        return lambda: gym.make(env_id, **kwargs)
+    if not str(gym.spec(env_id).entry_point).startswith(PROJECT_ENVS):
+        raise ArtifactError(f"--lengths sets the lengths of the project's tasks; this policy plays {env_id}")
+    kwargs[meta.get("length_kwarg", "episode_length")] = length
+    return lambda: gym.make(env_id, **kwargs)
+
+
+def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, seed: int,
+         target_return: float | None = None, max_steps: int | None = None,
+         sample: bool = False) -> dict[str, np.ndarray]:
+    """Run ``episodes`` environments side by side until all have ended (finished ones idle) or
+    ``max_steps`` steps have passed.  ``sample``: discrete actions drawn from the softmax (seeded);
+    a continuous policy plays its mean, as the eager policy does, so sampling it is refused."""
+    if sample and policy.meta.get("act_kind") == "continuous":
+        raise ValueError("sampling draws discrete actions from the softmax; this policy's actions are "
+                         "continuous (it plays their mean): leave --sample out")
+    rng = np.random.default_rng(seed)
+    envs = [make_env() for _ in range(episodes)]
+    obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
+    policy.reset(episodes)
+    returns = np.zeros(episodes)
+    success = np.zeros(episodes, dtype=bool)
+    done = np.zeros(episodes, dtype=bool)
+    rewards = np.zeros(episodes, dtype=np.float32)
+    new_episode = np.ones(episodes, dtype=bool)
+    step = 0
+    while not done.all() and (max_steps is None or step < max_steps):
+        step += 1
+        noise = gumbel_noise(rng, episodes, policy.meta["act_dim"]) if sample else None
+        _, actions = policy.act(obs, rewards, new_episode, target_return, noise)
+        new_episode[:] = False
+        rewards = np.zeros(episodes, dtype=np.float32)
+        for i, env in enumerate(envs):
+            if done[i]:
+                continue
+            obs[i], rewards[i], terminated, truncated, info = env.step(actions[i])
+            returns[i] += rewards[i]
+            if terminated or truncated:
+                done[i] = True
+                success[i] = bool(info.get("success", returns[i] > 0))
+    for env in envs:
+        env.close()
+    return {"returns": returns, "success": success}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rate-play-onnx", description=__doc__.split("\n\n")[0])
+    parser.add_argument("policy", type=Path, help="an .onnx file written by python -m rate.cli.export")
+    parser.add_argument("--lengths", type=int, nargs="+", help="T-Maze episode lengths T (default: the env's own)")
+    parser.add_argument("--episodes", type=int, default=100)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-return", type=float, help="default: the one stored at export")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, help="stop episodes that run longer (default: the env's own limit)")
+    parser.add_argument("--sample", action="store_true", help="sample discrete actions instead of the argmax")
+    args = parser.parse_args(argv)
+    if args.episodes <= 0 or (args.lengths and min(args.lengths) < 3):
+        parser.error("--episodes must be positive and every length T >= 3")
+    try:
+        policy = open_onnx(args.policy, args.threads)
+        factories = [(t, make_env_factory(policy.meta, t)) for t in (args.lengths or [None])]
+        if args.sample and policy.meta.get("act_kind") == "continuous":
+            raise ArtifactError(f"{args.policy} acts in a continuous space (it plays the mean); --sample draws "
+                                "discrete actions only")
+    except ArtifactError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{'T':>6} {'success':>9} {'return':>8} {'seconds':>8}")
+    for t, make_env in factories:
+        start = time.perf_counter()
+        out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps, args.sample)
+        print(f"{t if t is not None else '-':>6} {out['success'].mean():>9.3f} {out['returns'].mean():>8.3f} "
+              f"{time.perf_counter() - start:>8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

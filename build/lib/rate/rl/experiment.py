@@ -1,0 +1,195 @@
+"""Offline-RL experiment config for RATE and its Transformer baselines, dataset checks, evaluation."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+
+from rate.data.env_plugins import load_env_plugins
+from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
+from rate.rl.model import RATEConfig, RATEModel
+from rate.rl.rollout import rollout
+from rate.training import TrainConfig
+from rate.data.episodes import DatasetError, Episode, load_minari_episodes, validate_episodes
+
+CHECKPOINT_KIND = "rate"
+
+
+@dataclass
+class EvalConfig:
+    env_id: str = "rate/TMaze-v0"
+    # The environment keyword the evaluation sweeps over ``lengths``: the episode length T for
+    # T-Maze (corridor T - 2) and AAR, the grid size for MiniGrid-Memory ("size").
+    length_kwarg: str = "episode_length"
+    # Further keywords of every evaluation environment (e.g. MiniGrid-Memory's observation kind).
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    lengths: list[int] = field(default_factory=lambda: [30, 90])
+    episodes: int = 50
+    seed: int = 0
+    target_return: float = 1.0
+    sample: bool = False  # argmax by default
+    # The evaluation after the last step (the numbers a results table reports); empty / 0 = as above.
+    final_lengths: list[int] = field(default_factory=list)
+    final_episodes: int = 0
+
+    def __post_init__(self) -> None:
+        if self.episodes <= 0 or self.final_episodes < 0 or any(t < 3 for t in self.lengths + self.final_lengths):
+            raise ValueError("eval.episodes must be positive and every length T >= 3")
+        if self.seed < 0:  # Gymnasium refuses negative seeds, at the first evaluation
+            raise ValueError(f"eval.seed must be >= 0, got {self.seed}")
+        if not np.isfinite(self.target_return):
+            raise ValueError(f"eval.target_return must be finite, got {self.target_return}")
+
+
+@dataclass
+class RATEExperimentConfig:
+    """One offline training run: data, model, how the window is trained, how the policy is run."""
+
+    dataset_id: str = "rate/tmaze/oracle-T90-v0"
+    model: RATEConfig = field(default_factory=RATEConfig)
+    window_start: Literal["episode_start", "strided", "random"] = "episode_start"
+    window_stride: int = 0  # strided windows (0 = the window length)
+    # bptt: one optimiser step per batch of whole windows, gradient depth model.backbone.bptt_depth;
+    # official: memory detached and one optimiser step per segment, as the RATE reference code.
+    training_mode: Literal["bptt", "official"] = "bptt"
+    # window = DT's sliding window; recompute = the RATE reference procedure (re-run the segment
+    # every step; same actions as streaming, slower; a comparison mode)
+    policy: Literal["streaming", "window", "recompute"] = "streaming"
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.window_stride < 0:
+            raise ValueError(f"window_stride must be >= 0 (0 = the window length), got {self.window_stride}")
+        if self.eval.sample and self.model.act_kind != "discrete":
+            raise ValueError("eval.sample draws discrete actions from the softmax; this model's actions are "
+                             f"{self.model.act_kind} (the policy plays their mean)")
+
+
+def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) -> str | None:
+    """What in (observation space, action space) does not fit the model config, or None."""
+    if tuple(obs_space.shape or ()) != tuple(m.obs_shape):
+        return f"observations of shape {tuple(obs_space.shape or ())}, but the config says model.obs_shape {m.obs_shape}"
+    if m.act_kind == "discrete":
+        if not isinstance(act_space, gym.spaces.Discrete) or act_space.n != m.act_dim:
+            return f"action space {act_space}, but the config says {m.act_dim} discrete actions"
+    elif not isinstance(act_space, gym.spaces.Box) or act_space.shape != (m.act_dim,):
+        return f"action space {act_space}, but the config says {m.act_dim} continuous actions"
+    elif not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
+        # The continuous head is a tanh: it cannot reach actions outside [-1, 1], and it would
+        # waste its range on actions a narrower space refuses.
+        return (f"action space {act_space}, but the model's tanh head gives actions in [-1, 1]; rescale the "
+                "environment's actions to [-1, 1] (gymnasium.wrappers.RescaleAction)")
+    return None
+
+
+def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
+    """The dataset's episodes, after checking they fit the model config (spaces, values).  Warns
+    when the evaluation environment is the dataset's with other settings (:func:`eval_env_differences`)."""
+    episodes, obs_space, act_space, env_spec = load_minari_episodes(cfg.dataset_id)
+    problem = space_mismatch(obs_space, act_space, cfg.model)
+    if problem:
+        raise DatasetError(f"{cfg.dataset_id}: {problem}")
+    validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id,
+                      tuple(cfg.model.obs_shape))
+    differences = eval_env_differences(env_spec, cfg.eval)
+    if differences:
+        warnings.warn(f"{cfg.dataset_id} was recorded in {env_spec.id} with {', '.join(differences)}: the policy is "
+                      "evaluated on another task than it is trained on (set eval.env_kwargs to the dataset's if "
+                      "that is not meant)", stacklevel=2)
+    return episodes
+
+
+def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
+    """``key=recorded, evaluated with key=value`` for each of ``eval.env_kwargs`` that the dataset's
+    environment (same id) was recorded with another value of.  The swept length keyword is left
+    out: evaluating at other lengths or sizes than the training data's is what it is for."""
+    if env_spec is None or env_spec.id != ev.env_id:
+        return []
+    recorded = env_spec.kwargs or {}
+    return [f"{key}={recorded[key]!r} (evaluated with {key}={value!r})" for key, value in sorted(ev.env_kwargs.items())
+            if key != ev.length_kwarg and key in recorded and recorded[key] != value]
+
+
+def eval_env_kwargs(ev: EvalConfig, length: int) -> dict[str, Any]:
+    """Keywords of the evaluation environment at ``length``: ``env_kwargs`` and the swept one."""
+    return {**ev.env_kwargs, ev.length_kwarg: length}
+
+
+def check_eval_envs(cfg: RATEExperimentConfig) -> None:
+    """Make each evaluation environment once and check its spaces against the model, so that a
+    wrong env id, keyword or task fails before training with one ConfigError, not in the first
+    evaluation after many minutes of training."""
+    load_env_plugins()
+    from rate.config import ConfigError
+
+    ev = cfg.eval
+    for t in sorted(set(ev.lengths + ev.final_lengths)):
+        kwargs = eval_env_kwargs(ev, t)
+        try:
+            env = gym.make(ev.env_id, **kwargs)
+        except Exception as err:  # the registry's errors, or whatever the constructor raises
+            raise ConfigError(f"eval: cannot make {ev.env_id!r} with {kwargs}: {type(err).__name__}: {err}") from err
+        try:
+            problem = space_mismatch(env.observation_space, env.action_space, cfg.model)
+        finally:
+            env.close()
+        if problem:
+            raise ConfigError(f"eval: {ev.env_id!r} with {kwargs} gives {problem}")
+
+
+def make_policy(model: RATEModel, cfg: RATEExperimentConfig):
+    if cfg.model.kind != "transformer":
+        from rate.rl.baselines import RecurrentBCPolicy
+
+        return RecurrentBCPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
+    if cfg.policy == "window":
+        return WindowPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
+    if cfg.policy == "recompute":
+        return SegmentRecomputePolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
+    return StreamingPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
+
+
+def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[int] | None = None,
+                     episodes: int | None = None, progress: bool = False) -> dict[int, dict[str, float]]:
+    """Success rate and return (mean, std) per length T (``gym.make(env_id, **{length_kwarg: T})``).
+    The id may come from any package of the ``gymnasium.envs`` entry-point group."""
+    load_env_plugins()
+    ev = cfg.eval
+    results = {}
+    for t in lengths or ev.lengths:
+        def make_env(t=t):
+            return gym.make(ev.env_id, **eval_env_kwargs(ev, t))
+
+        out = rollout(make_env, make_policy(model, cfg), ev.episodes if episodes is None else episodes, seed=ev.seed, progress=progress)
+        results[t] = {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),
+                      "return": float(out["returns"].mean()), "return_std": float(out["returns"].std())}
+    return results
+
+
+def build_policy_model(cfg: RATEConfig) -> RATEModel:
+    """RATEModel, or a BC baseline with the same interface, as ``cfg.kind`` says."""
+    from rate.rl.baselines import BCGRU, BCMLP
+
+    return {"transformer": RATEModel, "bc_mlp": BCMLP, "bc_gru": BCGRU}[cfg.kind](cfg)
+
+
+def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None) -> RATEModel:
+    model = build_policy_model(cfg.model)
+    if episodes is not None and cfg.model.normalize_obs:
+        from rate.data.episodes import observation_stats
+
+        model.io.set_obs_stats(*observation_stats(episodes))
+    return model
+
+
+def load_policy_model(path) -> tuple[RATEModel, RATEExperimentConfig]:
+    """The model (eval mode) and run config of a RATE checkpoint folder (CheckpointError when it is not one)."""
+    from rate.deploy.checkpoint import load_checkpoint
+
+    model, cfg, _ = load_checkpoint(path, CHECKPOINT_KIND, RATEExperimentConfig, lambda c: build_policy_model(c.model))
+    return model, cfg

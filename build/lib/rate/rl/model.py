@@ -1,0 +1,157 @@
+"""RATE: the Recurrent Action Transformer with Memory, on the RMT decoder.
+
+Each timestep contributes three tokens in the order (return-to-go R_t, observation o_t, action
+a_t); a window of N*K steps is decoded as N segments of 3K tokens with memory tokens, the Memory
+Retention Valve and/or a Transformer-XL cache carried between them (all in ``backbone``).  The
+action a_t is predicted from the hidden state at o_t, which cannot see a_t (causal mask).
+
+Baselines are configurations of the same model: DT = one segment of N*K steps and no memory;
+RMT = memory with the plain ``rmt`` update; TrXL = cache only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from rate.core.rmt import RecurrentMemoryTransformer, RMTConfig, RMTState
+
+TOKENS_PER_STEP = 3
+
+
+@dataclass
+class RATEConfig:
+    """Model of one policy: backbone, segmentation and the environment's interface."""
+
+    # transformer: RATE and its Transformer baselines (set by backbone); bc_mlp / bc_gru: the
+    # non-Transformer baselines (backbone.d_model and backbone.n_layers size them).
+    kind: Literal["transformer", "bc_mlp", "bc_gru"] = "transformer"
+    backbone: RMTConfig = field(default_factory=lambda: RMTConfig(num_mem_tokens=5, memory_update="mrv"))
+    segment_steps: int = 30  # K
+    num_segments: int = 3  # N; the training window is N*K steps
+    obs_kind: Literal["vector", "image"] = "vector"
+    obs_shape: list[int] = field(default_factory=lambda: [4])
+    act_kind: Literal["discrete", "continuous"] = "discrete"
+    act_dim: int = 4
+    rtg_scale: float = 1.0
+    normalize_obs: bool = False
+    action_tanh: bool = True  # tanh on the action embedding (as RATE does for T-Maze)
+
+    def __post_init__(self) -> None:
+        if self.segment_steps <= 0 or self.num_segments <= 0 or self.act_dim <= 0 or self.rtg_scale <= 0:
+            raise ValueError("segment_steps, num_segments, act_dim and rtg_scale must be positive")
+        if self.obs_kind == "vector" and len(self.obs_shape) != 1:
+            raise ValueError(f"vector observations need obs_shape [dim], got {self.obs_shape}")
+        if self.obs_kind == "image" and len(self.obs_shape) != 3:
+            raise ValueError(f"image observations need obs_shape [C, H, W], got {self.obs_shape}")
+
+    @property
+    def window_steps(self) -> int:
+        return self.segment_steps * self.num_segments
+
+    @property
+    def action_pad(self) -> int:
+        """Padding id of discrete actions (an extra embedding row)."""
+        return self.act_dim
+
+
+class ImageEncoder(nn.Module):
+    """Nature-DQN CNN: (B, C, H, W) in [0, 255] or [0, 1] -> (B, d_model)."""
+
+    def __init__(self, shape: list[int], d_model: int):
+        super().__init__()
+        c, h, w = shape
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
+        )
+        with torch.no_grad():
+            n = self.conv(torch.zeros(1, c, h, w)).shape[1]
+        self.proj = nn.Linear(n, d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x))
+
+
+class StepIO(nn.Module):
+    """What every policy model of a run shares, RATE and the BC baselines alike: the encoders of a
+    timestep's return-to-go, observation and action, the observation statistics (buffers, so they
+    travel with every checkpoint) and the action head with its loss."""
+
+    def __init__(self, cfg: RATEConfig):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.backbone.d_model
+        self.rtg_enc = nn.Linear(1, d)
+        self.obs_enc: nn.Module = nn.Linear(cfg.obs_shape[0], d) if cfg.obs_kind == "vector" else ImageEncoder(cfg.obs_shape, d)
+        if cfg.act_kind == "discrete":
+            self.act_enc: nn.Module = nn.Embedding(cfg.act_dim + 1, d, padding_idx=cfg.action_pad)
+        else:
+            self.act_enc = nn.Linear(cfg.act_dim, d)
+        self.register_buffer("obs_mean", torch.zeros(cfg.obs_shape))
+        self.register_buffer("obs_std", torch.ones(cfg.obs_shape))
+        self.head = nn.Linear(d, cfg.act_dim, bias=cfg.act_kind == "continuous")
+
+    def set_obs_stats(self, mean, std) -> None:
+        self.obs_mean.copy_(torch.as_tensor(mean).view_as(self.obs_mean))
+        self.obs_std.copy_(torch.as_tensor(std).view_as(self.obs_std))
+
+    def embed_rtg(self, rtg: torch.Tensor) -> torch.Tensor:
+        """(B, T, 1) -> (B, T, D)."""
+        return self.rtg_enc(rtg)
+
+    def embed_obs(self, obs: torch.Tensor) -> torch.Tensor:
+        """(B, T, *obs_shape) -> (B, T, D)."""
+        if self.cfg.normalize_obs:
+            obs = (obs - self.obs_mean) / self.obs_std
+        if self.cfg.obs_kind == "image":
+            b, t = obs.shape[:2]
+            return self.obs_enc(obs.flatten(0, 1)).view(b, t, -1)
+        return self.obs_enc(obs)
+
+    def embed_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """(B, T) long or (B, T, act_dim) float -> (B, T, D)."""
+        e = self.act_enc(actions)
+        return torch.tanh(e) if self.cfg.action_tanh else e
+
+    def action_output(self, h: torch.Tensor) -> torch.Tensor:
+        """Hidden states that predict actions (..., D) -> logits (discrete) or tanh means (continuous)."""
+        out = self.head(h)
+        return torch.tanh(out) if self.cfg.act_kind == "continuous" else out
+
+    def loss(self, out: torch.Tensor, actions: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (discrete) or MSE (continuous) over the valid steps only."""
+        if self.cfg.act_kind == "discrete":
+            return F.cross_entropy(out[valid], actions[valid])
+        return F.mse_loss(out[valid], actions[valid])
+
+
+class RATEModel(nn.Module):
+    """RATE and its Transformer baselines: the step tokens of a window through the RMT decoder."""
+
+    def __init__(self, cfg: RATEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.io = StepIO(cfg)
+        self.decoder = RecurrentMemoryTransformer(cfg.backbone)
+
+    def interleave(self, rtg: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Tokens (B, 3T, D) in the order R_0, o_0, a_0, R_1, ..."""
+        r, o, a = self.io.embed_rtg(rtg), self.io.embed_obs(obs), self.io.embed_actions(actions)
+        return torch.stack([r, o, a], dim=2).flatten(1, 2)
+
+    def forward(
+        self, obs: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor, valid: torch.Tensor,
+        state: RMTState | None = None, detach_state: bool = False,
+    ) -> tuple[torch.Tensor, RMTState]:
+        """Window of T steps -> action outputs (B, T, act_dim) and the state after the last segment
+        (``detach_state``: returned without its graph, as official-mode training wants; inside the
+        forward, so that DistributedDataParallel sees the valve as unused rather than pending)."""
+        tokens = self.interleave(rtg, obs, actions)  # (B, 3T, D)
+        valid_tokens = valid.repeat_interleave(TOKENS_PER_STEP, dim=1)  # (B, 3T)
+        h, state = self.decoder(tokens, TOKENS_PER_STEP * self.cfg.segment_steps, state, valid_tokens)
+        return self.io.action_output(h[:, 1::TOKENS_PER_STEP]), state.detached() if detach_state else state

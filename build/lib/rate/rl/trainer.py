@@ -1,0 +1,245 @@
+"""Offline training of RATE (and its Transformer baselines) from a Minari dataset.
+
+    python -m train CONFIG [key=value ...] [--out runs/tmaze/NAME] [--resume] [--csv FILE]
+    torchrun --nproc_per_node 2 -m train CONFIG ...      # data parallel, same command line
+
+Batches are a pure function of (seed, step): the window order of epoch e is a permutation drawn
+from (seed, e), random window starts from (seed, step).  Together with the saved optimiser,
+scheduler and random-generator states this makes ``--resume`` continue exactly like an
+uninterrupted run.  Every ``train.eval_every`` steps: rollouts at ``eval.lengths`` (TensorBoard
+``eval/success_T``), then the checkpoint (safetensors + JSON) and ``training_state.pt`` are
+written atomically.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from rate.deploy.checkpoint import (CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint,
+                             save_checkpoint)
+from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
+from rate.rl.experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rate, check_eval_envs, evaluate_lengths,
+                                  load_dataset_for)
+from rate.distributed import Group, join_group
+from rate.rl.model import RATEModel
+from rate.training import make_optimizer, resolve_device, setup_process
+from rate.rl.windows import TrajectoryWindows
+
+STATE_FILE = "training_state.pt"
+
+
+def batch_items(n_windows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Window indices of batch ``step``: epochs are seeded permutations, read in order."""
+    per_epoch = max(1, n_windows // batch_size)
+    epoch, k = divmod(step, per_epoch)
+    perm = np.random.default_rng([seed, epoch]).permutation(n_windows)
+    return perm[k * batch_size : (k + 1) * batch_size] if n_windows >= batch_size else perm
+
+
+def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, opt, clip: float,
+               group: Group = Group()) -> float:
+    """One batch (this rank's share); returns the mean loss over the global batch.
+
+    net: ``model`` or its DistributedDataParallel wrapper (which synchronises the gradients).
+    bptt: one step over whole windows; official: memory detached and one step per segment.
+    """
+    obs, actions, rtg, valid = batch["obs"], batch["actions"], batch["rtg"], batch["valid"]
+
+    def optimise(out, seg_actions, seg_valid) -> float:
+        loss, logged = group.scale_loss(model.io.loss(out, seg_actions, seg_valid), seg_valid.sum())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        opt.step()
+        return logged
+
+    if cfg.training_mode == "bptt":
+        out, _ = net(obs, actions, rtg, valid)
+        return optimise(out, actions, valid)
+    k, state, losses = cfg.model.segment_steps, None, []
+    for start in range(0, obs.shape[1], k):
+        seg = slice(start, start + k)
+        if not group.total(valid[:, seg].any().long()):  # no rank has a step left
+            break
+        # detach_state: the reference code's one-segment truncation
+        out, state = net(obs[:, seg], actions[:, seg], rtg[:, seg], valid[:, seg], state, detach_state=True)
+        losses.append(optimise(out, actions[:, seg], valid[:, seg]))
+    return float(np.mean(losses))
+
+
+def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, train_seconds: float,
+                        device: torch.device = torch.device("cpu")) -> None:
+    """Everything a resume needs, weights included, in one file written atomically: a kill at any
+    moment leaves either the previous complete state or the new one (the safetensors checkpoint,
+    written separately for evaluation and export, may then be a step ahead; resume ignores it)."""
+    state = {
+        "step": step,
+        "train_seconds": train_seconds,  # so that a resumed run reports its whole training time
+        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "rng_torch": torch.get_rng_state(),
+        # GPU dropout draws from the training device's CUDA generator, which torch.get_rng_state
+        # does not hold.  Only that one: asking for all would start CUDA in a CPU run.
+        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8),
+        "rng_numpy": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
+                      for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
+        "rng_python": random.getstate(),
+    }
+    atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
+
+
+# What a resumed run may change: how long it trains, how often and how it is evaluated, where it
+# runs.  Everything else (model, data, optimiser, seed) must be the run's own, or the resumed
+# run is a mix of two experiments that no config describes.
+RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "eval.")
+
+
+def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
+    """``key: saved -> now`` for each config value a resume must not change.  Keys that only one
+    side has are left out: a field added to the schema since the run was saved (its default keeps
+    the old behaviour) must not block resuming it."""
+    before, now = flatten("", saved, {}), config_row(cfg)
+    return [f"{key}: {before[key]!r} -> {now[key]!r}" for key in sorted(set(before) & set(now))
+            if not key.startswith(RESUMABLE_CHANGES) and before[key] != now[key]]
+
+
+def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig,
+                        device: torch.device = torch.device("cpu")) -> tuple[int, float]:
+    """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
+    seconds trained so far.
+    CheckpointError when the run was trained with another config (:data:`RESUMABLE_CHANGES` aside)."""
+    meta, _ = read_checkpoint(out, CHECKPOINT_KIND)  # the run folder must hold a checkpoint of this kind
+    changes = config_changes(meta["config"], cfg)
+    if changes:
+        raise CheckpointError(f"{out} was trained with another config ({'; '.join(changes[:4])}"
+                              f"{'; ...' if len(changes) > 4 else ''}); resume with the config and overrides it was "
+                              "started with, or train into a new --out")
+    path = out / STATE_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{out}: no {STATE_FILE} to resume from")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
+    except Exception as err:  # a truncated or foreign file: torch raises several types
+        raise CheckpointError(f"{path}: unreadable training state: {err}") from err
+    load_weights(model, state["model"], path)
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng_torch"])
+    cuda_state = state.get("rng_cuda")
+    if device.type == "cuda" and cuda_state is not None and cuda_state.numel():
+        torch.cuda.set_rng_state(cuda_state, device)  # (a run saved on the CPU keeps CUDA's fresh seed)
+    n = state["rng_numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
+    random.setstate(state["rng_python"])
+    return int(state["step"]), float(state.get("train_seconds", 0.0))
+
+
+def log_eval(writer: SummaryWriter, prefix: str, results: dict, step: int) -> None:
+    """Success rate and mean return per length: POPGym and MuJoCo are read by their return
+    (a HalfCheetah "success" is only a positive return)."""
+    for t, r in results.items():
+        writer.add_scalar(f"{prefix}/success_T{t}", r["success"], step)
+        writer.add_scalar(f"{prefix}/return_T{t}", r["return"], step)
+
+
+def remove_stale_temporaries(out: Path) -> None:
+    """Delete temporary files that a killed run left behind (never a complete file)."""
+    for name in (WEIGHTS, CONFIG, STATE_FILE):
+        for tmp in out.glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
+def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: bool = True) -> tuple[RATEModel, dict]:
+    """Train (on every rank when started by torchrun); rank 0 logs, evaluates and checkpoints."""
+    tc = cfg.train
+    setup_process(tc.seed, tc.threads)
+    group, device_name = join_group(tc.device)
+    try:
+        result = _train(cfg, out, resume, progress and group.is_main, group, resolve_device(device_name))
+        # Every rank leaves together, after rank 0's last evaluation and writes: a rank that tears
+        # its process group down while a peer still holds the connection can die at exit with
+        # SIGABRT ("terminate called without an active exception").  Only on success: after an
+        # error on one rank the others may be inside another collective.
+        group.barrier()
+        return result
+    finally:
+        group.close()
+
+
+def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, group: Group,
+           device: torch.device) -> tuple[RATEModel, dict]:
+    tc = cfg.train
+    if tc.batch_size % group.world:
+        raise ConfigError(f"train.batch_size {tc.batch_size} does not split over {group.world} processes")
+    episodes = load_dataset_for(cfg)
+    check_eval_envs(cfg)
+    model = build_rate(cfg, episodes).to(device)
+    windows = TrajectoryWindows(episodes, cfg.model.window_steps, cfg.model.rtg_scale, cfg.window_start,
+                                cfg.window_stride or None, cfg.model.action_pad)
+    if len(windows) < group.world:
+        raise ConfigError(f"{len(windows)} training windows cannot feed {group.world} processes")
+    if len(windows) < tc.batch_size and group.is_main:
+        warnings.warn(f"{cfg.dataset_id} gives {len(windows)} training windows, fewer than train.batch_size "
+                      f"{tc.batch_size}: every batch holds those {len(windows)}", stacklevel=2)
+    opt, sched = make_optimizer(model, tc)
+    if group.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+    group.barrier()
+    step, seconds_before = load_training_state(out, model, opt, sched, cfg, device) if resume else (0, 0.0)
+    if step > tc.steps:
+        raise ConfigError(f"{out} has trained {step} steps; train.steps {tc.steps} cannot resume it (a row would "
+                          "record fewer steps than the model has had)")
+    # Some parameters get no gradient in some configurations (the valve in official mode or with
+    # bptt_depth 0, the last memory update of a window), which DDP must be told.
+    net = group.wrap(model, device, find_unused=True)
+    writer = SummaryWriter(str(out / "tb")) if group.is_main else None
+    start = time.time() - seconds_before
+    bar = tqdm(total=tc.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
+    eval_results: dict = {}
+    model.train()
+    while step < tc.steps:
+        items = batch_items(len(windows), tc.batch_size, tc.seed, step)
+        batch = windows.batch(items, np.random.default_rng([tc.seed, step, 1]))  # the global batch
+        batch = {k: v.to(device) for k, v in group.share(batch).items()}
+        loss = train_step(net, model, cfg, batch, opt, tc.grad_clip, group)
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {step}; lower train.lr")
+        sched.step()
+        step += 1
+        bar.update(1)
+        if writer is not None:
+            writer.add_scalar("train/loss", loss, step)
+            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
+        if (step % tc.eval_every == 0 or step == tc.steps) and group.is_main:
+            eval_results = evaluate_lengths(model, cfg)
+            model.train()
+            log_eval(writer, "eval", eval_results, step)
+            bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}/{r['return']:.4g}"
+                                                   for t, r in eval_results.items()})
+            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
+            save_training_state(out, model, opt, sched, step, time.time() - start, device)
+    bar.close()
+    train_seconds = round(time.time() - start, 1)
+    ev = cfg.eval
+    if not eval_results and not (ev.final_lengths or ev.final_episodes) and group.is_main:
+        # Resumed at its last step (killed after the last checkpoint, before its row): evaluate
+        # again, so that the row it writes has its results.
+        eval_results = evaluate_lengths(model, cfg)
+    if (ev.final_lengths or ev.final_episodes) and group.is_main:
+        eval_results = evaluate_lengths(model, cfg, ev.final_lengths or ev.lengths, ev.final_episodes or ev.episodes,
+                                        progress=progress)
+        log_eval(writer, "final", eval_results, step)
+        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
+    if writer is not None:
+        writer.close()
+    return model, {"train_seconds": train_seconds, "steps": step, "eval": eval_results, "rank": group.rank}

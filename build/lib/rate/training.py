@@ -1,0 +1,97 @@
+"""Optimisation settings shared by the training entry points."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from rate.config import ConfigError
+
+_THREADS_SET = False
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0
+    eval_every: int = 500
+    seed: int = 0
+    threads: int = 2
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "eval_every", "threads"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
+            raise ValueError("train.lr and train.grad_clip must be positive, warmup_steps >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:  # a negative ratio would turn the step into ascent
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.weight_decay < 0 or self.seed < 0:
+            raise ValueError(f"train.weight_decay and train.seed must be >= 0, got {self.weight_decay}, {self.seed}")
+        try:
+            device = torch.device(self.device)
+        except RuntimeError as err:
+            raise ValueError(f"train.device {self.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from err
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"train.device {self.device!r}: the trainers run on cpu or cuda")
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as --threads: an int >= 1, else a usage error (exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def setup_process(seed: int, threads: int) -> None:
+    """Seed every generator; set torch's thread count once per process (changing it later is slow)."""
+    global _THREADS_SET
+    if not _THREADS_SET:
+        torch.set_num_threads(threads)
+        _THREADS_SET = True
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine")
+    return torch.device(name)
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (decay on matrices only; not on norms, biases, embeddings or memory) + warmup/cosine."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        plain = p.dim() < 2 or "embed" in name or "memory.weight" in name
+        (no_decay if plain else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
+    )
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)

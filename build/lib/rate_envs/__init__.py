@@ -1,0 +1,35 @@
+"""Gymnasium memory tasks of the project, registered under the ``rate`` namespace.
+
+Installed as the package ``rate_envs`` (this folder is its source).  Importing it registers the
+tasks; it is also the ``gymnasium.envs`` entry point of the distribution, which the library's
+commands load before they make an environment (``rate.data.env_plugins``)::
+
+    import rate_envs, gymnasium as gym
+    env = gym.make("rate/TMaze-v0", corridor_length=30)      # or episode_length=32
+    env = gym.make("rate/AAR-v0", episode_length=90)         # Action Associative Retrieval
+    env = gym.make("rate_envs:rate/TMaze-v0")                # Gymnasium imports the package itself
+
+Every task takes ``episode_length`` (T), the length the evaluation sweeps.
+"""
+
+from gymnasium.envs.registration import register, registry
+
+# Entry points name the installed package, so that environments recorded in a Minari dataset or
+# an exported policy's metadata are recreated from the same module, however this one was imported.
+ENTRY_POINTS = {
+    "rate/TMaze-v0": "rate_envs.tmaze:TMazeEnv",
+    "rate/AAR-v0": "rate_envs.aar:ActionAssociativeRetrievalEnv",
+    # Evaluated over grid sizes: gym.make("rate/MiniGridMemory-v0", size=41) (eval.length_kwarg: size).
+    "rate/MiniGridMemory-v0": "rate_envs.minigrid_memory:MiniGridMemoryEnv",
+    "rate/POPGym-v0": "rate_envs.popgym_tasks:POPGymTask",
+}
+
+
+def register_envs() -> None:
+    """Register every task (idempotent)."""
+    for env_id, entry_point in ENTRY_POINTS.items():
+        if env_id not in registry:
+            register(id=env_id, entry_point=entry_point)
+
+
+register_envs()

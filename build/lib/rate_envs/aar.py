@@ -1,0 +1,78 @@
+"""Action Associative Retrieval (AAR): recall your own first action at the end of the episode.
+
+A diagnostic memory task of the RATE paper.  At t = 0 the agent chooses 0 or 1; nothing in any
+later observation reveals which.  At the last step (t = T - 1, flagged in the observation) it
+must repeat that choice: reward 1 if it does, 0 otherwise.  Actions in between change nothing
+(2 is the intended no-op).  Unlike T-Maze, the information to remember is not in an observation
+but in the agent's own action token, which a sequence model sees only while it is in context.
+
+Observation, float32 (3,): [choose now (1 at t = 0), recall now (1 at t = T - 1), noise uniform
+in {-1, 0, 1}].  Actions: Discrete(3): 0, 1, 2 (no-op).  A no-op as the first action is a choice
+that can never be matched.  The episode terminates after the recall step, T steps in all.
+(The reference code's observation is [state, flag, noise]; this layout is our own.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+NOOP = 2
+
+
+class ActionAssociativeRetrievalEnv(gym.Env):
+    metadata = {"render_modes": ["ansi"]}
+
+    def __init__(self, episode_length: int = 90, render_mode: str | None = None):
+        _check_length(episode_length)
+        self.default_length = self.episode_length = episode_length
+        self.render_mode = render_mode
+        self.observation_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
+        self.action_space = spaces.Discrete(3)
+        self.t = 0
+        self.first_action: int | None = None
+
+    def _obs(self) -> np.ndarray:
+        noise = float(self.np_random.integers(-1, 2))
+        return np.array([float(self.t == 0), float(self.t == self.episode_length - 1), noise], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """options: {"episode_length": T} for this episode."""
+        super().reset(seed=seed)
+        self.episode_length = int((options or {}).get("episode_length", self.default_length))
+        _check_length(self.episode_length)
+        self.t, self.first_action = 0, None
+        return self._obs(), {"episode_length": self.episode_length}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid AAR action {action!r}; expected 0, 1 or 2")
+        action = int(action)
+        reward, terminated = 0.0, False
+        if self.t == 0:
+            self.first_action = action
+        if self.t == self.episode_length - 1:
+            terminated = True
+            reward = 1.0 if self.first_action != NOOP and action == self.first_action else 0.0
+        self.t += 1
+        info = {"success": reward > 0} if terminated else {}
+        return self._obs(), reward, terminated, False, info
+
+    def render(self):
+        return f"t={self.t}/{self.episode_length} first={self.first_action}"
+
+
+def oracle_action(env: ActionAssociativeRetrievalEnv, choice: int) -> int:
+    """The optimal action from the privileged state: ``choice`` (0 or 1) first, no-ops, then the
+    recorded first action at the recall step."""
+    if env.t == 0:
+        return choice
+    return env.first_action if env.t == env.episode_length - 1 else NOOP
+
+
+def _check_length(length: int) -> None:
+    if length < 2:
+        raise ValueError(f"episode_length must be >= 2 (choose, then recall), got {length}")

@@ -1,0 +1,181 @@
+"""MiniGrid-Memory with a partial egocentric view, and an oracle from the privileged grid state.
+
+The task (``minigrid.envs.MemoryEnv``): the agent starts on the middle row of a size x size grid,
+somewhere between a small room and the end of a long hallway.  In the room lies a cue (a key or
+a ball); at the far end the hallway splits, with a key at one end and a ball at the other.
+Stepping next to the object that matches the cue pays 1 - 0.9 t / max_steps, next to the other
+one ends the episode with 0.  The RATE paper trains on one size and evaluates on larger ones.
+
+:class:`MiniGridMemoryEnv` exposes only what the agent sees: its view_size x view_size egocentric
+window (walls block the view; never the full grid), either
+
+- ``observation="symbolic"``: the window's (object, colour, state) indices, flattened to a float32
+  vector of view_size * view_size * 3 values,
+- ``observation="onehot"``: the same indices one-hot (11 object types, 6 colours, 3 door states:
+  20 entries a cell), where a key and a ball differ in two features instead of by 1 in one, or
+- ``observation="rgb"``: the window rendered as uint8 pixels, channel-first (3, V*tile, V*tile), for
+  the CNN encoder (view 3 x tile 28 = 84 x 84, the paper's setting).
+
+Actions are the three that matter: 0 turn left, 1 turn right, 2 forward.
+
+``reward="timed"`` keeps MiniGrid's 1 - 0.9 t / max_steps; ``reward="success"`` pays 1 for the
+matching object and nothing else.  For return-conditioned models the timed reward leaks the
+decision into offline data: turning back from the wrong upper object makes the path longer and the
+return lower, so the return-to-go at the split tells which way the episode went, and a model can
+learn that instead of remembering the cue (at rollout the return-to-go is the target, which says
+nothing).  ``eval.teacher_forced`` measures such leaks.
+
+:class:`MemoryOracle` solves every episode from the privileged state, acting only on what it has
+seen: it walks to the room and faces the cue, walks the hallway to the split, looks up, and steps
+next to the matching object (turning around first when the upper one is not it).  It plans each
+move by breadth-first search, so it recovers from any detour a random action caused.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+from minigrid.envs.memory import MemoryEnv
+
+LEFT, RIGHT, FORWARD = 0, 1, 2
+# MiniGrid directions: 0 = +x, 1 = +y (down), 2 = -x, 3 = -y (up).
+DIR_VEC = [(1, 0), (0, 1), (-1, 0), (0, -1)]
+ONEHOT_SIZES = (len(OBJECT_TO_IDX), len(COLOR_TO_IDX), len(STATE_TO_IDX))  # 11, 6, 3
+OBSERVATIONS = ("symbolic", "onehot", "rgb")
+REWARDS = ("timed", "success")
+
+
+class MiniGridMemoryEnv(gym.ObservationWrapper):
+    metadata = {"render_modes": ["rgb_array"]}
+
+    def __init__(self, size: int = 13, view_size: int = 3, observation: str = "symbolic", tile_size: int = 28,
+                 max_steps: int | None = None, random_length: bool = False, reward: str = "timed",
+                 render_mode: str | None = None):
+        if size < 9 or size % 2 == 0:
+            raise ValueError(f"size must be odd and >= 9, got {size}")
+        if view_size < 3 or view_size % 2 == 0:
+            raise ValueError(f"view_size must be odd and >= 3, got {view_size}")
+        if observation not in OBSERVATIONS:
+            raise ValueError(f"observation must be one of {OBSERVATIONS}, got {observation!r}")
+        if tile_size < 1:
+            raise ValueError(f"tile_size must be positive, got {tile_size}")
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        # The oracle needs at most about 2 * size steps; 5 * size leaves room for detours (MemoryEnv's
+        # own default, 5 * size^2, makes a failing rollout at size 91 last 41,405 steps).
+        inner = MemoryEnv(size=size, random_length=random_length, max_steps=max_steps or 5 * size,
+                          agent_view_size=view_size, render_mode=render_mode)
+        super().__init__(inner)
+        self.size, self.view_size, self.kind, self.tile_size = size, view_size, observation, tile_size
+        self.reward_kind = reward
+        self.action_space = spaces.Discrete(3)
+        if observation == "symbolic":
+            self.observation_space = spaces.Box(0.0, 255.0, shape=(view_size * view_size * 3,), dtype=np.float32)
+        elif observation == "onehot":
+            self.observation_space = spaces.Box(0.0, 1.0, shape=(view_size * view_size * sum(ONEHOT_SIZES),),
+                                                dtype=np.float32)
+        else:
+            side = view_size * tile_size
+            self.observation_space = spaces.Box(0, 255, shape=(3, side, side), dtype=np.uint8)
+
+    def observation(self, obs: dict[str, Any]) -> np.ndarray:
+        if self.kind == "symbolic":
+            return obs["image"].astype(np.float32).reshape(-1)
+        if self.kind == "onehot":
+            cells = obs["image"].reshape(-1, 3)
+            return np.concatenate([np.eye(n, dtype=np.float32)[cells[:, i]] for i, n in enumerate(ONEHOT_SIZES)],
+                                  axis=1).reshape(-1)
+        frame = self.env.unwrapped.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
+        return np.ascontiguousarray(frame.transpose(2, 0, 1))
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid MiniGrid-Memory action {action!r}; expected 0 (left), 1 (right), 2 (forward)")
+        obs, reward, terminated, truncated, info = self.env.step(int(action))
+        if terminated or truncated:
+            info = {**info, "success": reward > 0}
+        if self.reward_kind == "success":
+            reward = float(reward > 0)
+        return self.observation(obs), reward, terminated, truncated, info
+
+
+class MemoryOracle:
+    """Scripted policy from the privileged grid state (``env.unwrapped`` of the task) that acts only
+    on what it has seen, so a policy learned from its episodes can do the same.
+
+    Phase 1: stand on the middle row at x = 2 facing the room's far wall: the cue at (1, mid - 1)
+    is then in view for any view_size >= 3.  Phase 2: walk to the split at (end + 1, mid) and face
+    up; the upper object (two cells ahead) is then in view.  If it matches the cue, step next to
+    it; otherwise turn around and step next to the lower one.  (Turning straight to the matching
+    object would use what the agent cannot see: with a 3 x 3 view neither object is visible from
+    the split itself.)  Call :meth:`reset` at every episode start.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.looked_at_cue = False
+        self.looked_up = False
+
+    def __call__(self, env: MemoryEnv) -> int:
+        mid = env.height // 2
+        split = (int(env.success_pos[0]), mid)
+        pos, direction = tuple(int(v) for v in env.agent_pos), int(env.agent_dir)
+        if not self.looked_at_cue and pos == (2, mid) and direction == 2:
+            self.looked_at_cue = True
+        if not self.looked_at_cue:
+            return _navigate(env, pos, direction, (2, mid), final_dir=2)
+        if pos == split and direction == 3:
+            self.looked_up = True
+        if not self.looked_up:
+            return _navigate(env, pos, direction, split, final_dir=3)
+        goal_dir = 3 if env.success_pos[1] < mid else 1
+        if pos == split and direction == goal_dir:
+            return FORWARD  # onto success_pos: next to the matching object
+        return _navigate(env, pos, direction, split, final_dir=goal_dir)
+
+
+def _navigate(env: MemoryEnv, pos: tuple[int, int], direction: int, target: tuple[int, int], final_dir: int) -> int:
+    """Next action towards ``target`` along a shortest path, then a turn to ``final_dir``."""
+    if pos == target:
+        return _turn(direction, final_dir)
+    step = _first_step(env, pos, target)
+    want = DIR_VEC.index((step[0] - pos[0], step[1] - pos[1]))
+    return FORWARD if want == direction else _turn(direction, want)
+
+
+def _turn(direction: int, want: int) -> int:
+    return RIGHT if (want - direction) % 4 in (1, 2) else LEFT
+
+
+def _first_step(env: MemoryEnv, start: tuple[int, int], target: tuple[int, int]) -> tuple[int, int]:
+    """The first cell of a shortest path over free cells (breadth-first search)."""
+    previous = {start: None}
+    queue = deque([start])
+    while queue:
+        cell = queue.popleft()
+        if cell == target:
+            break
+        for dx, dy in DIR_VEC:
+            nxt = (cell[0] + dx, cell[1] + dy)
+            if nxt in previous or not (0 <= nxt[0] < env.width and 0 <= nxt[1] < env.height):
+                continue
+            obj = env.grid.get(*nxt)
+            if obj is not None and not obj.can_overlap():
+                continue
+            if nxt in (tuple(env.failure_pos), tuple(env.success_pos)) and nxt != target:
+                continue  # stepping there ends the episode
+            previous[nxt] = cell
+            queue.append(nxt)
+    if target not in previous:
+        raise RuntimeError(f"no path from {start} to {target}")  # a bug in the oracle, not bad input
+    cell = target
+    while previous[cell] != start:
+        cell = previous[cell]
+    return cell

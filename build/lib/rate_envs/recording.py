@@ -1,0 +1,65 @@
+"""Record scripted episodes into Minari episode buffers (shared by the dataset generators)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, Callable
+
+import gymnasium as gym
+import minari
+import numpy as np
+from minari.data_collector.episode_buffer import EpisodeBuffer
+
+from rate.data.minari_writer import write_minari_dataset
+
+
+def check_noise(noise: float) -> None:
+    """The fraction of random actions a generator mixes into its oracle's: a probability."""
+    if not 0.0 <= noise <= 1.0:
+        raise ValueError(f"noise must be in [0, 1], got {noise}")
+
+
+def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, episode_id: int,
+                   options: dict[str, Any] | None = None, require_success: bool = True) -> EpisodeBuffer:
+    """Play one episode with ``choose(env.unwrapped) -> action`` from ``env.reset(seed, options)``.
+
+    ``require_success``: an oracle that ends without reward is a bug in the oracle, not bad input,
+    so it raises AssertionError instead of writing a failed episode into the dataset."""
+    obs, _ = env.reset(seed=seed, options=options)
+    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    done = False
+    while not done:
+        action = choose(env.unwrapped)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        observations.append(obs)
+        actions.append(action)
+        rewards.append(float(reward))
+        terms.append(bool(terminated))
+        truncs.append(bool(truncated))
+        done = terminated or truncated
+    if require_success and sum(rewards) <= 0:
+        raise AssertionError(f"oracle failed on seed {seed} with options {options}")
+    return EpisodeBuffer(id=episode_id, seed=seed, observations=np.stack(observations), actions=np.array(actions),
+                         rewards=rewards, terminations=terms, truncations=truncs, infos={})
+
+
+def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym.Env, description: str,
+                         ref_min_score: float = 0.0, ref_max_score: float = 1.0,
+                         overwrite: bool = False) -> minari.MinariDataset:
+    """The recorded episodes as a Minari dataset (HDF5) that recovers ``env``; an old dataset of
+    that id is replaced (``overwrite``) only once the new one is complete."""
+    return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, env=env, algorithm_name="oracle", author="rate",
+                                description=description, data_format="hdf5", ref_min_score=ref_min_score,
+                                ref_max_score=ref_max_score)
+
+
+def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
+    """A generator CLI's body: build the dataset, print its size; bad arguments or an existing
+    dataset are one line on stderr and exit status 2."""
+    try:
+        ds = make()
+    except (ValueError, FileExistsError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
+    return 0

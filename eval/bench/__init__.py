@@ -1,0 +1,1 @@
+"""Benchmarks: each times alternatives side by side in one process and writes a results page."""

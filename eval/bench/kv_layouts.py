@@ -1,0 +1,148 @@
+"""Key/value buffer layouts for the streaming step's attention, measured side by side.
+
+    python -m eval.bench.kv_layouts [--threads 2] [--out results/kv_layouts.md]
+
+At batch 64 a decoding step spends most of its time reading each layer's key/value buffer
+(rate/core/streaming.py).  This benchmark isolates that read: the attention of 3 new query rows over
+the first U filled slots of every layer, U growing by one environment step (3 tokens) at a time
+over a whole segment, at the reference run script's size (10 layers, 4 heads of 32, K = 50,
+m = 15, no cache: W = 165 slots).  The layouts compared are in ``LAYOUTS``; every one computes
+softmax(q k^T + bias) v with the same shapes, and the table gives the time per step (all layers)
+and the ratio to the flat prefix view.  This comparison is what moved the decoder to pages (its
+paged attention, RelativeMultiHeadAttention._paged_attention, adds the scores in place but reads
+the same pages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from rate.config import atomic_write_text
+from rate.cli.records import machine_info
+from rate.training import setup_process
+
+BATCH, HEADS, D_HEAD, LAYERS, QUERIES = 64, 4, 32, 10, 3
+SLOTS = 15 + 3 * 50  # read memory + a segment of 50 steps (3 tokens each)
+PAGE = 32
+LAYOUTS = {
+    "prefix": "view of the first U slots of a flat (B, H, W, dh) buffer (rate/core/streaming.py before pages; "
+              "exported graphs' layout)",
+    "dense": "buffers of exactly U slots (a lower bound: no layout reads less)",
+    "paged": f"{PAGE}-slot pages (W / {PAGE}, B, H, {PAGE}, dh): the used pages are one dense region "
+             "(rate/core/streaming.py's layout)",
+    "bf16": "prefix view of a bfloat16 buffer (half the bytes; not exact)",
+}
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """q (B, H, Q, dh), k and v (B, H, U, dh), bias (B, H, Q, U) -> (B, H, Q, dh)."""
+    return torch.matmul((torch.matmul(q, k.transpose(-1, -2)) + bias).softmax(-1), v)
+
+
+def attend_paged(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """q (B, H, Q, dh), k and v (P, B, H, page, dh) (the used pages), bias (B, H, Q, P * page)."""
+    pages, b, h, page, _ = k.shape
+    scores = torch.matmul(q, k.transpose(-1, -2)).permute(1, 2, 3, 0, 4).reshape(b, h, q.shape[2], pages * page)
+    weights = (scores + bias).softmax(-1).view(b, h, q.shape[2], pages, page).permute(3, 0, 1, 2, 4)
+    return torch.matmul(weights, v).sum(0)
+
+
+def time_segment(step, used: list[int], repeats: int) -> float:
+    """Median over ``repeats`` of the mean seconds per step of ``step(u)`` over the segment."""
+    for u in used:  # warm-up pass: allocator and caches settle
+        step(u)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for u in used:
+            step(u)
+        times.append((time.perf_counter() - start) / len(used))
+    return statistics.median(times)
+
+
+def measure(repeats: int = 3) -> dict[str, float]:
+    """Seconds per decoding step (all layers) for each layout."""
+    g = torch.Generator().manual_seed(0)
+    shape = (BATCH, HEADS, SLOTS, D_HEAD)
+    q = torch.randn(BATCH, HEADS, QUERIES, D_HEAD, generator=g)
+    flat = [(torch.randn(shape, generator=g), torch.randn(shape, generator=g)) for _ in range(LAYERS)]
+    used = list(range(15 + 3, SLOTS + 1, 3))  # the filled prefix after each of the segment's 50 steps
+    biases = {u: torch.zeros(BATCH, HEADS, QUERIES, u) for u in used}
+
+    # The paged form computes the same attention (its padding slots masked): checked once here.
+    u = used[len(used) // 2]
+    pages = math.ceil(SLOTS / PAGE)
+    paged_kv = [tuple(torch.cat([x, x.new_zeros(BATCH, HEADS, pages * PAGE - SLOTS, D_HEAD)], 2)
+                      .view(BATCH, HEADS, pages, PAGE, D_HEAD).permute(2, 0, 1, 3, 4).contiguous() for x in kv)
+                for kv in flat]
+    n = math.ceil(u / PAGE)
+    masked = torch.zeros(BATCH, HEADS, QUERIES, n * PAGE)
+    masked[..., u:] = float("-inf")
+    torch.testing.assert_close(attend_paged(q, paged_kv[0][0][:n], paged_kv[0][1][:n], masked),
+                               attend(q, flat[0][0][:, :, :u], flat[0][1][:, :, :u], biases[u]), atol=1e-5, rtol=1e-5)
+
+    def prefix(u):
+        for k, v in flat:
+            attend(q, k[:, :, :u], v[:, :, :u], biases[u])
+
+    dense_kv = {u: [(k[:, :, :u].contiguous(), v[:, :, :u].contiguous()) for k, v in flat] for u in used[::4]}
+
+    def dense(u):
+        for k, v in dense_kv[u]:
+            attend(q, k, v, biases[u])
+
+    paged_bias = {n: torch.zeros(BATCH, HEADS, QUERIES, n * PAGE) for n in range(1, pages + 1)}
+
+    def paged(u):
+        n = math.ceil(u / PAGE)
+        for k, v in paged_kv:
+            attend_paged(q, k[:n], v[:n], paged_bias[n])
+
+    half = [(k.bfloat16(), v.bfloat16()) for k, v in flat]
+    q_half = q.bfloat16()
+    half_biases = {u: b.bfloat16() for u, b in biases.items()}
+
+    def bf16(u):
+        for k, v in half:
+            attend(q_half, k[:, :, :u], v[:, :, :u], half_biases[u])
+
+    return {"prefix": time_segment(prefix, used, repeats), "dense": time_segment(dense, used[::4], repeats),
+            "paged": time_segment(paged, used, repeats), "bf16": time_segment(bf16, used, repeats)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench.kv_layouts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("results/kv_layouts.md"))
+    args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error("--repeats must be positive")
+    setup_process(0, args.threads)
+    info = machine_info()
+    seconds = measure(args.repeats)
+    base = seconds["prefix"]
+    rows = [f"| {name} | {LAYOUTS[name]} | {s * 1e3:.2f} | {base / s:.2f}x |" for name, s in seconds.items()]
+    text = "\n".join([
+        "# Key/value buffer layouts for the streaming step", "",
+        f"Generated by `python -m eval.bench.kv_layouts` on {info['machine']}, {info['cpu_count']} cores, "
+        f"{args.threads} torch threads, torch {info['torch']}.", "",
+        "The attention of a decoding step's 3 new query rows over the first U filled key/value slots of "
+        f"every layer, U swept over a whole segment: batch {BATCH}, {LAYERS} layers, {HEADS} heads of {D_HEAD}, "
+        f"{SLOTS} slots (the reference run script's size, K = 50, m = 15, no cache). Median of {args.repeats} "
+        "passes over the segment ('dense' over every 4th step, to bound its memory).", "",
+        "| layout | what it reads | ms per step (all layers) | speed-up over prefix |", "|---|---|---|---|", *rows, "",
+    ])
+    atomic_write_text(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,58 @@
+"""Regenerate results/aar.md and its plot from results/aar.csv (never edit them by hand).
+
+    python -m eval.reports.aar [--csv results/aar.csv] [--out results/aar.md] [--notes results/aar_notes.md]
+
+Besides the sweep's argmax evaluation, the page shows the evaluation with sampled actions of the
+checkpoints in results/aar_sampled/ (JSON written by ``python -m eval CHECKPOINT --sample``): with
+argmax actions a policy that always chooses the same first action and always gives that answer
+succeeds without any memory.  Sampled, a policy that ignores its first action succeeds with
+probability sum_a p(choose a) p(answer a): 0.5 when it chooses as the data does (0 and 1 equally
+often), so sampling tests the recall.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from eval.reports.tmaze import LABELS, TaskPage, fmt, write_page
+
+AAR = TaskPage(
+    "aar", "RATE and baselines on Action Associative Retrieval", 90,
+    "Every model is trained on episodes of T = 90 (its K steps x N segments are in the table); the answer is "
+    "the agent's own first action",
+)
+SAMPLED = Path("results/aar_sampled")
+SAMPLED_COMMAND = ("python -m eval runs/aar/$m/seed$s --lengths 90 180 900 --episodes 100 --sample --no-plot "
+                   "--out results/aar_sampled/$m-seed$s.json")
+
+
+def sampled_table(folder: Path = SAMPLED) -> list[str]:
+    """Markdown lines: success with sampled actions per model and length, from folder/MODEL-seedS.json."""
+    files = sorted(folder.glob("*-seed*.json"))
+    if not files:
+        return []
+    table: dict = defaultdict(lambda: defaultdict(list))
+    for f in files:
+        model = f.stem.rsplit("-seed", 1)[0]
+        for t, r in json.loads(f.read_text())["results"].items():
+            table[model][int(t)].append(r["success"])
+    lengths = sorted({t for per_t in table.values() for t in per_t})
+    models = [m for m in LABELS if m in table] + sorted(set(table) - set(LABELS))
+    lines = ["With sampled actions (from the policy's softmax; a policy that ignores its first action scores "
+             "sum_a p(choose a) p(answer a), 0.5 if it chooses 0 and 1 equally often as the data does), the same "
+             f"checkpoints, 100 episodes per length: `{SAMPLED_COMMAND}` for every model $m and seed $s in the "
+             "table", "",
+             "| model | " + " | ".join(f"T={t}" for t in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
+    for m in models:
+        lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(fmt(table[m].get(t, [])) for t in lengths) + " |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    return write_page(AAR, "python -m eval.reports.aar", __doc__.split("\n\n")[0], argv, extra=sampled_table)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

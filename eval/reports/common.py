@@ -1,0 +1,53 @@
+"""What the results reports share: the report's command line, the machine line, the final write."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from collections import Counter
+from pathlib import Path
+
+from rate.config import atomic_write_text
+from rate.cli.records import read_rows
+
+
+def report_parser(prog: str, description: str, name: str, notes_help: str) -> argparse.ArgumentParser:
+    """--csv results/NAME.csv, --out results/NAME.md and --notes results/NAME_notes.md."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--csv", type=Path, default=Path(f"results/{name}.csv"))
+    parser.add_argument("--out", type=Path, default=Path(f"results/{name}.md"))
+    parser.add_argument("--notes", type=Path, default=Path(f"results/{name}_notes.md"), help=notes_help)
+    return parser
+
+
+def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
+    """The CSV rows, or the parser's one-line error (exit 2) when there are none."""
+    rows = read_rows(csv)
+    if not rows:
+        parser.error(f"{csv} has no rows; run the sweep first")
+    return rows
+
+
+def single_return(row: dict) -> float:
+    """The mean return of a run evaluated at one length (its only non-empty ``return_T*`` column)."""
+    (value,) = [v for k, v in row.items() if re.fullmatch(r"return_T\d+", k) and v != ""]
+    return float(value)
+
+
+def machines(rows: list[dict]) -> str:
+    """The distinct machines the rows ran on, e.g. 'x86_64, 2 cores, 2 torch threads, torch 2.13.0+cpu'
+    (with ', GPU <name>' for rows trained on a GPU), each with its number of runs when there are
+    several machines."""
+    count = Counter(f"{r['machine']}, {r['cpu_count']} cores, {r['torch_threads']} torch threads, torch {r['torch']}"
+                    + (f", GPU {r['gpu']}" if r.get("gpu") else "") for r in rows)
+    if len(count) == 1:
+        return next(iter(count))
+    return "; ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in sorted(count.items()))
+
+
+def write_report(out: Path, text: str, notes: Path, plot_path: Path, n_rows: int) -> None:
+    """Append the hand-written notes (when the file exists) and write the markdown atomically."""
+    if notes.is_file():
+        text += "\n" + notes.read_text()
+    atomic_write_text(out, text)
+    print(f"wrote {out} and {plot_path} from {n_rows} rows")

@@ -1,0 +1,66 @@
+"""Result rows: one CSV row per run with every hyperparameter and metric, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import io
+import os
+import platform
+import shlex
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rate.config import atomic_write_text, config_row
+
+
+def machine_info() -> dict[str, Any]:
+    return {
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        # The accelerator a run used, if any (rows from a lent GPU machine say so).
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_initialized() else "",
+    }
+
+
+def record_run(path: str | Path, name: str, config_file: str | Path, overrides: list[str], cfg: Any,
+               metrics: dict[str, Any]) -> None:
+    """Append the row of one finished run: name, command inputs, every config value, metrics, machine."""
+    # Shell words: the column pastes back into a command even where an override holds spaces.
+    row = {"run": name, "config_file": str(config_file), "overrides": shlex.join(overrides)}
+    row.update(config_row(cfg))
+    row.update(metrics)
+    row.update(machine_info())
+    append_row(path, row)
+
+
+def read_rows(path: str | Path) -> list[dict[str, str]]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def append_row(path: str | Path, row: dict[str, Any]) -> None:
+    """Append ``row``; columns are the union over all rows; the file is replaced atomically.
+
+    The read-modify-replace runs under an exclusive lock on ``.<name>.lock`` beside the CSV, so
+    runs that finish at the same moment (``train.sweep --jobs``) cannot drop each other's rows."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        rows = read_rows(path) + [{k: ("" if v is None else v) for k, v in row.items()}]
+        columns: list[str] = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(path, buf.getvalue())

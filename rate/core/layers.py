@@ -1,0 +1,61 @@
+"""One Transformer-XL decoder layer: relative attention + optional FFN, pre- or post-LayerNorm."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rate.core.attention import RelativeMultiHeadAttention, RelativePositions
+
+
+class DecoderLayer(nn.Module):
+    """Residual block ``x -> x + Attn(x) [-> x + FFN(x)]`` with LayerNorm before (pre-LN) or after (post-LN)."""
+
+    def __init__(
+        self,
+        d_model: int,
+        n_heads: int,
+        d_head: int,
+        d_inner: int,
+        dropout: float,
+        attn_dropout: float,
+        pre_ln: bool,
+        use_ffn: bool,
+    ):
+        super().__init__()
+        self.pre_ln = pre_ln
+        self.attn = RelativeMultiHeadAttention(d_model, n_heads, d_head, attn_dropout)
+        self.norm_attn = nn.LayerNorm(d_model)
+        self.drop = nn.Dropout(dropout)
+        self.ffn = None
+        if use_ffn:
+            self.ffn = nn.Sequential(
+                nn.Linear(d_model, d_inner), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_inner, d_model)
+            )
+            self.norm_ffn = nn.LayerNorm(d_model)
+
+    def cache_kv(self, cache_h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys/values (B, H, C, dh) of cached layer inputs cache_h (B, C, D)."""
+        return self.attn.project_kv(self.norm_attn(cache_h) if self.pre_ln else cache_h)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: RelativePositions,
+        mask_bias: torch.Tensor,
+        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        write_at: torch.Tensor | int | None = None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output, keys/values (B, H, P+Q, dh)
+        (with ``write_at``, the paged buffers: see :meth:`RelativeMultiHeadAttention.forward`)."""
+        if self.pre_ln:
+            a, kv = self.attn(self.norm_attn(x), positions, mask_bias, past_kv, write_at)
+            x = x + self.drop(a)
+            if self.ffn is not None:
+                x = x + self.drop(self.ffn(self.norm_ffn(x)))
+        else:
+            a, kv = self.attn(x, positions, mask_bias, past_kv, write_at)
+            x = self.norm_attn(x + self.drop(a))
+            if self.ffn is not None:
+                x = self.norm_ffn(x + self.drop(self.ffn(x)))
+        return x, kv

@@ -1,0 +1,146 @@
+"""D4RL-format HDF5 files -> Minari datasets, and D4RL normalised scores.
+
+The ``d4rl`` package is not a dependency (it needs old gym and mujoco-py and cannot work
+offline); its file format is simple: flat arrays of N steps ``observations`` (N, obs),
+``actions`` (N, act), ``rewards`` (N,), ``terminals`` (N,) (true terminations) and ``timeouts``
+(N,) (time-limit ends), optionally ``next_observations``.  Episodes end where
+``terminals | timeouts``; a trailing run without either becomes a truncated episode.
+
+    python -m rate.cli.import_d4rl FILE.hdf5 DATASET_ID [--env Hopper-v5] [--overwrite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from rate.data.minari_writer import check_dataset_id, write_minari_dataset
+from rate.data.episodes import DatasetError
+
+REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
+# D4RL's reference returns (d4rl/infos.py, the -random-v0 and expert entries used for v1/v2).
+REF_SCORES = {
+    "hopper": (-20.272305, 3234.3),
+    "halfcheetah": (-280.178953, 12135.0),
+    "walker2d": (1.629008, 4592.3),
+}
+
+
+def normalized_score(env: str, returns) -> np.ndarray:
+    """D4RL normalised score (a fraction; papers print x100) of raw episode returns."""
+    key = env.lower().split("-")[0]
+    if key not in REF_SCORES:
+        raise KeyError(f"no D4RL reference scores for {env!r}; known: {sorted(REF_SCORES)}")
+    lo, hi = REF_SCORES[key]
+    return (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+
+
+def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
+    """The flat arrays of a D4RL file, checked for presence, length and finite values."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"D4RL file not found: {path}")
+    try:
+        with h5py.File(path, "r") as f:
+            missing = [k for k in REQUIRED if k not in f]
+            if missing:
+                raise DatasetError(f"{path}: not a D4RL file, missing {', '.join(missing)}")
+            keys = [k for k in REQUIRED + ("next_observations",) if k in f]
+            groups = [k for k in keys if not isinstance(f[k], h5py.Dataset)]
+            if groups:
+                raise DatasetError(f"{path}: {', '.join(groups)} must be arrays, not HDF5 groups")
+            data = {k: f[k][()] for k in keys}
+    except OSError as err:
+        raise DatasetError(f"{path}: unreadable HDF5 (truncated or corrupt): {err}") from err
+    n = len(data["rewards"])
+    if n == 0:
+        raise DatasetError(f"{path}: no steps")
+    for key, arr in data.items():
+        if len(arr) != n:
+            raise DatasetError(f"{path}: {key} has {len(arr)} rows, rewards has {n}")
+        if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+            raise DatasetError(f"{path}: NaN or inf in {key}")
+    if "next_observations" in data and data["next_observations"].shape != data["observations"].shape:
+        raise DatasetError(f"{path}: next_observations of shape {data['next_observations'].shape}, observations "
+                           f"{data['observations'].shape}")
+    return data
+
+
+def split_episodes(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Episodes as dicts with observations (T+1, obs), actions, rewards, terminations, truncations (T,)."""
+    ends = np.flatnonzero(data["terminals"].astype(bool) | data["timeouts"].astype(bool))
+    n = len(data["rewards"])
+    bounds = list(zip(np.concatenate([[0], ends[:-1] + 1]), ends + 1)) if len(ends) else []
+    if not len(ends) or ends[-1] != n - 1:
+        bounds.append((ends[-1] + 1 if len(ends) else 0, n))  # trailing run: truncated
+    episodes = []
+    for s, e in bounds:
+        obs = data["observations"][s:e]
+        # The observation after the last step: next_observations when the file has it, else
+        # the last observation repeated (nothing reads it: no action is taken there).
+        last = data["next_observations"][e - 1] if "next_observations" in data else obs[-1]
+        terminal = bool(data["terminals"][e - 1])
+        terms = np.zeros(e - s, dtype=bool)
+        truncs = np.zeros(e - s, dtype=bool)
+        terms[-1] = terminal
+        truncs[-1] = not terminal
+        episodes.append({"observations": np.concatenate([obs, last[None]]), "actions": data["actions"][s:e],
+                         "rewards": data["rewards"][s:e].astype(np.float64), "terminations": terms,
+                         "truncations": truncs})
+    return episodes
+
+
+def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
+    """DatasetError unless the file's arrays fit the spaces of ``env_id`` (which the dataset will
+    declare): observation shape; discrete actions as integers in range, or continuous actions
+    of the space's shape inside its bounds.  ValueError for an id Gymnasium cannot make."""
+    try:
+        env = gym.make(env_id)
+    except Exception as err:  # the registry's errors, or a missing optional dependency
+        raise ValueError(f"--env {env_id!r}: {type(err).__name__}: {err}") from err
+    obs_space, act_space = env.observation_space, env.action_space
+    env.close()
+    obs, act = data["observations"], data["actions"]
+    if obs.shape[1:] != obs_space.shape:
+        raise DatasetError(f"observations have shape {obs.shape[1:]}, {env_id} gives {obs_space.shape}")
+    if isinstance(act_space, gym.spaces.Discrete):
+        if act.ndim != 1 or not np.issubdtype(act.dtype, np.integer):
+            raise DatasetError(f"actions of shape {act.shape[1:]} and dtype {act.dtype}, but {env_id} takes one "
+                               "integer action")
+        if len(act) and (act.min() < act_space.start or act.max() >= act_space.start + act_space.n):
+            raise DatasetError(f"actions outside {env_id}'s {act_space}")
+    elif isinstance(act_space, gym.spaces.Box):
+        if act.shape[1:] != act_space.shape:
+            raise DatasetError(f"actions have shape {act.shape[1:]}, {env_id} takes {act_space.shape}")
+        if len(act) and ((act < act_space.low).any() or (act > act_space.high).any()):
+            raise DatasetError(f"actions outside {env_id}'s bounds {act_space.low.min()}..{act_space.high.max()}")
+
+
+def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, overwrite: bool = False):
+    """Write the episodes of a D4RL file as the Minari dataset ``dataset_id``; returns it.
+    With ``env_id`` the arrays must fit that environment's spaces (:func:`check_fits_env`).
+    ``overwrite`` replaces an existing dataset of that id, only once the new one is complete."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    check_dataset_id(dataset_id, overwrite=overwrite)  # before the file is read; deletes nothing
+    data = read_d4rl(path)
+    if env_id is not None:
+        check_fits_env(data, env_id)
+    episodes = split_episodes(data)
+    buffers = [EpisodeBuffer(id=i, observations=ep["observations"], actions=ep["actions"],
+                             rewards=list(ep["rewards"]), terminations=list(ep["terminations"]),
+                             truncations=list(ep["truncations"]), infos={}) for i, ep in enumerate(episodes)]
+    obs_dim, act = data["observations"].shape[1:], data["actions"]
+    kwargs = {"algorithm_name": "d4rl-import", "description": f"imported from {Path(path).name}", "data_format": "hdf5"}
+    if env_id is not None:
+        kwargs["env"] = env_id
+    else:
+        kwargs["observation_space"] = gym.spaces.Box(-np.inf, np.inf, obs_dim, dtype=data["observations"].dtype)
+        kwargs["action_space"] = gym.spaces.Box(-1.0, 1.0, act.shape[1:], dtype=act.dtype)
+    return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, **kwargs)

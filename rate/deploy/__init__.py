@@ -1,0 +1,1 @@
+"""Shipping a policy: checkpoints, export to .pt2 / ONNX with the recurrent state, the standalone ONNX runner."""

@@ -1,0 +1,119 @@
+"""The layout's contracts: the library imports none of the repository's entry-point folders, the
+wheel installs only ``rate`` and ``rate_envs`` (with the console scripts), and every shipped
+config and sweep resolves to the runs it resolved to before the layout step."""
+
+import ast
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rate.config import load_yaml, to_dict
+from rate.rl.experiment import RATEExperimentConfig
+from train.experiments.algorithmic import AlgorithmicConfig
+from train.experiments.lm import LMExperimentConfig
+from train.sweep import TRAINERS, Sweep, expand
+
+ROOT = Path(__file__).resolve().parents[1]
+APPLICATION = {"envs", "rate_envs", "train", "eval", "tests"}
+
+
+def library_modules() -> list[str]:
+    return sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                  for p in (ROOT / "rate").rglob("*.py"))
+
+
+def test_no_library_module_names_an_application_package():
+    """Static: no import statement anywhere in rate/ (module level or inside a function) names
+    envs/, rate_envs, train/, eval/ or tests/."""
+    found = []
+    for path in (ROOT / "rate").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in APPLICATION]
+    assert not found
+
+
+def test_every_library_module_imports_with_the_application_packages_blocked(tmp_path):
+    """Dynamic: import every module of rate/ in a fresh process, outside the repository, with the
+    application packages made unimportable."""
+    code = (f"import sys, importlib; sys.modules.update(dict.fromkeys({sorted(APPLICATION)!r})); "
+            f"[importlib.import_module(m) for m in {library_modules()!r}]; "
+            f"print(sorted(m for m in sys.modules if m.split('.')[0] in {sorted(APPLICATION)!r} and sys.modules[m]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "[]"
+
+
+def test_pyproject_lists_every_library_package():
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "rate").rglob("__init__.py")}
+    assert listed == on_disk | {"rate_envs"}
+
+
+@pytest.mark.slow
+def test_the_wheel_holds_the_library_the_environments_and_the_console_scripts(tmp_path):
+    source = tmp_path / "source"  # a copy: an in-tree build would leave build/ in the repository
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    for name in ("rate", "envs"):
+        shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
+                           "-w", str(tmp_path), "-q"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (wheel,) = tmp_path.glob("rate_rmt-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names if not n.split("/")[0].endswith((".dist-info", ".data"))} == {"rate", "rate_envs"}
+    assert "rate_envs/tmaze.py" in names and "rate/core/rmt.py" in names
+    meta = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    entry_points = zipfile.ZipFile(wheel).read(meta).decode()
+    for script in ("rate-train", "rate-eval", "rate-export", "rate-import-d4rl", "rate-play-onnx"):
+        assert f"{script} = " in entry_points
+    assert "[gymnasium.envs]\nrate = rate_envs:register_envs" in entry_points
+
+
+def test_the_environments_plugin_registers_the_tasks_in_a_fresh_process(tmp_path):
+    code = ("import gymnasium as gym; from rate.data.env_plugins import load_env_plugins; "
+            "assert 'rate/TMaze-v0' not in gym.registry; load_env_plugins(); "
+            "print(gym.spec('rate/TMaze-v0').entry_point)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "rate_envs.tmaze:TMazeEnv"
+
+
+def _digest(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_shipped_configs_and_sweeps_resolve_to_the_same_runs_as_before_the_layout_step(monkeypatch):
+    """tests/data/resolved_configs.json holds a digest of every resolved config (every field, after
+    base configs and overrides) and of every sweep run, taken before configs got shared bases."""
+    monkeypatch.chdir(ROOT)
+    expected = json.loads((ROOT / "tests" / "data" / "resolved_configs.json").read_text())
+    family = {"algorithmic": AlgorithmicConfig, "lm": LMExperimentConfig}
+    configs, sweeps = {}, {}
+    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+        rel = str(path.relative_to(ROOT))
+        if path.name == "sweep.yaml":
+            sweep = load_yaml(Sweep, rel)
+            runs = {run.name: _digest(to_dict(load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)))
+                    for run in expand(sweep)}
+            sweeps[rel] = {"csv": sweep.csv, "out_root": sweep.out_root, "trainer": sweep.trainer, "runs": runs}
+        elif path.parent.name != "base" and not path.name.startswith("_"):
+            configs[rel] = _digest(to_dict(load_yaml(family.get(path.parent.name, RATEExperimentConfig), rel)))
+    assert sorted(configs) == sorted(expected["configs"])
+    assert [c for c in configs if configs[c] != expected["configs"][c]] == []
+    assert sorted(sweeps) == sorted(expected["sweeps"])
+    for name, sweep in sweeps.items():
+        want = expected["sweeps"][name]
+        assert {k: sweep[k] for k in ("csv", "out_root", "trainer")} == {k: want[k] for k in ("csv", "out_root", "trainer")}
+        assert sorted(sweep["runs"]) == sorted(want["runs"]), name
+        assert [r for r in sweep["runs"] if sweep["runs"][r] != want["runs"][r]] == [], name

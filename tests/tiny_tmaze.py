@@ -1,0 +1,32 @@
+"""The tiny T-Maze run config shared by the training, resume, fault-tolerance and bad-input tests
+(its dataset: the ``tmaze_data`` fixture of conftest.py)."""
+
+import yaml
+
+from rate.config import from_dict
+from rate.rl.experiment import RATEExperimentConfig
+
+TINY = {
+    "dataset_id": "rate/tmaze/oracle-T12-v0",
+    "model": {"segment_steps": 4, "num_segments": 3, "obs_shape": [4], "act_dim": 4,
+              "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16, "d_inner": 32, "use_ffn": False,
+                           "num_mem_tokens": 2, "memory_update": "mrv", "mrv_heads": 2}},
+    "eval": {"lengths": [12, 30], "episodes": 20},
+    "train": {"steps": 200, "batch_size": 32, "lr": 0.003, "warmup_steps": 10, "eval_every": 200, "threads": 1},
+}
+
+
+def tiny_data(**changes) -> dict:
+    """A deep copy of TINY with dotted keys set (values unchecked: bad-input tests need that)."""
+    data = yaml.safe_load(yaml.safe_dump(TINY))
+    for key, value in changes.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
+    return data
+
+
+def tiny(**changes) -> RATEExperimentConfig:
+    return from_dict(RATEExperimentConfig, tiny_data(**changes))

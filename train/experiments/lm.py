@@ -1,0 +1,65 @@
+"""Experiment config, model and stream evaluation for character-level language modelling."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from rate.core.lm import RecurrentLM
+from rate.tasks.lm_data import VOCAB_SIZE
+from rate.tasks.lm_stream import OrderedStream
+from rate.core.rmt import RMTConfig
+from rate.training import TrainConfig
+
+CHECKPOINT_KIND = "lm"
+
+
+@dataclass
+class LMExperimentConfig:
+    """One language-modelling run on the prepared byte-level corpus."""
+
+    model: RMTConfig = field(default_factory=lambda: RMTConfig(bptt_depth=0))
+    segment_len: int = 64
+    data_dir: str = "data/shakespeare"
+    eval_batch_size: int = 16
+    valid_segments: int = 100  # segments of the valid stream read at each periodic evaluation (0 = all)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.segment_len <= 0 or self.eval_batch_size <= 0 or self.valid_segments < 0:
+            raise ValueError("segment_len and eval_batch_size must be positive, valid_segments >= 0")
+        if self.model.bptt_depth < 0:
+            raise ValueError(
+                "stream training needs a finite model.bptt_depth (k >= 0): each step back-propagates "
+                "through the current segment and the k before it"
+            )
+
+
+def build_lm(cfg: LMExperimentConfig) -> RecurrentLM:
+    return RecurrentLM(VOCAB_SIZE, cfg.segment_len, cfg.model, emb_dropout=cfg.model.dropout)
+
+
+@torch.no_grad()
+def evaluate_stream(model: RecurrentLM, stream: OrderedStream, max_segments: int = 0, progress: bool = False) -> dict:
+    """Read the stream in order carrying memory and cache; bits per character over every target.
+
+    Returns {"bpc", "loss" (nats per character), "tokens"}.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    n = len(stream) if max_segments <= 0 else min(max_segments, len(stream))
+    state = model.decoder.initial_state(stream.rows.shape[0])
+    total, count = 0.0, 0
+    for i in tqdm(range(n), desc="eval", disable=not progress, leave=False):
+        x, y = (t.to(device) for t in stream.segment(i))
+        logits, state = model.forward_segment(x, state)
+        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
+        count += y.numel()
+    model.train(was_training)
+    loss = total / count
+    return {"bpc": loss / math.log(2), "loss": loss, "tokens": count}
