@@ -1,4 +1,5 @@
-"""Optimisation settings shared by the training entry points."""
+"""What every trainer shares: TrainConfig, process setup, the optimiser and schedule, and the
+training-loop skeleton (:class:`TrainingLoop`)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import argparse
 import math
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from rate.config import ConfigError
 
@@ -95,3 +99,87 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
         return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class TrainingLoop:
+    """The loop skeleton of the trainers (RATE, algorithmic tasks, language modelling): AdamW with
+    warmup and cosine decay (:func:`make_optimizer`), gradient clipping, one scheduler step per
+    batch, a stop on a non-finite loss, TensorBoard scalars, the progress bar and the evaluation
+    cadence.  The trainer supplies batches, losses and evaluations::
+
+        loop = TrainingLoop(model, cfg.train, log_dir=out / "tb", desc="reverse")
+        while not loop.done:
+            loss = ...                      # the batch's loss
+            loop.optimise(loss)             # zero_grad, backward, clip, optimiser step
+            loop.end_batch(loss.item())     # scheduler, step counter, TensorBoard, progress bar
+            if loop.evaluation_due:
+                loop.log("eval", evaluate(model))
+
+    ``optimise`` may run several times per batch (RATE's official mode steps once per segment).
+    The progress bar and the TensorBoard writer are made when first used, so a run that fails
+    before its first batch (a refused resume) prints no bar and leaves no event file behind.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, log_dir: Path | None = None, desc: str = "train",
+                 progress: bool = True):
+        self.model, self.cfg, self.log_dir = model, cfg, log_dir
+        self.opt, self.sched = make_optimizer(model, cfg)
+        self.step = 0
+        self._desc, self._progress = desc, progress
+        self._bar: tqdm | None = None
+        self._writer: SummaryWriter | None = None
+
+    def start_at(self, step: int) -> None:
+        """Continue a resumed run at ``step`` (its optimiser and scheduler states already loaded)."""
+        self.step = step
+
+    @property
+    def bar(self) -> tqdm:
+        """The progress bar, shown from the first batch on (not before a run that fails at setup)."""
+        if self._bar is None:
+            self._bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self._desc, disable=not self._progress,
+                             dynamic_ncols=True)
+        return self._bar
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.cfg.steps
+
+    @property
+    def evaluation_due(self) -> bool:
+        """Every ``eval_every`` batches, and after the last."""
+        return self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps
+
+    def optimise(self, loss: torch.Tensor) -> torch.Tensor:
+        """Backpropagate ``loss``, clip the gradient norm to ``grad_clip``, step the optimiser;
+        returns the norm before clipping."""
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        return norm
+
+    def end_batch(self, loss: float, **scalars: float) -> None:
+        """Close batch ``step``: FloatingPointError on a non-finite loss; else scheduler step,
+        counter, progress bar and ``train/`` scalars (loss, learning rate, ``scalars``)."""
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss} at step {self.step}; lower train.lr")
+        self.sched.step()
+        self.step += 1
+        self.bar.update(1)
+        self.log("train", {"loss": loss, **scalars, "lr": self.sched.get_last_lr()[0]})
+
+    def log(self, section: str, metrics: dict[str, float], step: int | None = None) -> None:
+        """TensorBoard scalars ``section/name`` at ``step`` (default: batches done); none without a log_dir."""
+        if self.log_dir is None:
+            return
+        if self._writer is None:
+            self._writer = SummaryWriter(str(self.log_dir))
+        for name, value in metrics.items():
+            self._writer.add_scalar(f"{section}/{name}", value, self.step if step is None else step)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._writer is not None:
+            self._writer.close()

@@ -17,14 +17,12 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from rate.tasks.algorithmic import generate
 from train.experiments.algorithmic import CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate
 from rate.deploy.checkpoint import save_checkpoint
 from rate.config import to_dict
-from rate.training import make_optimizer, resolve_device, setup_process
+from rate.training import TrainingLoop, resolve_device, setup_process
 from rate.cli.run import run_and_record
 
 
@@ -36,39 +34,25 @@ def train(
     setup_process(tc.seed, tc.threads)
     device = resolve_device(tc.device)
     model = build_model(cfg).to(device)
-    opt, sched = make_optimizer(model, tc)
-    writer = SummaryWriter(str(out / "tb")) if out is not None else None
     task = cfg.task
+    loop = TrainingLoop(model, tc, out / "tb" if out is not None else None, f"{task.name} x{cfg.segments}", progress)
     start = time.time()
-    bar = tqdm(range(tc.steps), desc=f"{task.name} x{cfg.segments}", disable=not progress, dynamic_ncols=True)
     model.train()
-    for step in bar:
+    while not loop.done:
         # Batch `step` of seed s is a pure function of (s, step): reruns see identical data.
-        z = generate(task, tc.batch_size, seed=tc.seed * 1_000_000_007 + step, split="train").to(device)
+        z = generate(task, tc.batch_size, seed=tc.seed * 1_000_000_007 + loop.step, split="train").to(device)
         logits, _ = model(z[:, :-1])
         loss = answer_loss(logits, z, task.answer_len)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        sched.step()
-        if writer is not None:
-            writer.add_scalar("train/loss", loss.item(), step)
-            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-        if (step + 1) % tc.eval_every == 0 or step + 1 == tc.steps:
+        grad_norm = loop.optimise(loss)
+        loop.end_batch(loss.item(), grad_norm=grad_norm.item())
+        if loop.evaluation_due:
             metrics = evaluate(model, task, min(256, cfg.eval_samples), seed=tc.seed)
-            bar.set_postfix(loss=f"{loss.item():.3f}", gen_acc=f"{metrics['gen_token_acc']:.3f}")
-            if writer is not None:
-                for k, v in metrics.items():
-                    writer.add_scalar(f"eval/{k}", v, step + 1)
+            loop.bar.set_postfix(loss=f"{loss.item():.3f}", gen_acc=f"{metrics['gen_token_acc']:.3f}")
+            loop.log("eval", metrics)
     train_time = time.time() - start
     metrics = evaluate(model, task, cfg.eval_samples, seed=tc.seed)
     metrics.update(train_seconds=round(train_time, 1), params=sum(p.numel() for p in model.parameters()))
-    if writer is not None:
-        writer.close()
+    loop.close()
     return model, metrics
 
 

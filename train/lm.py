@@ -13,14 +13,13 @@ at every step.  The final evaluation reads the whole validation and test streams
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from rate.deploy.checkpoint import save_checkpoint
 from rate.config import ConfigError, to_dict
@@ -29,7 +28,7 @@ from rate.tasks.lm_data import CorpusError, load_split
 from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
 from rate.tasks.lm_stream import OrderedStream
 from rate.core.rmt import RMTState
-from rate.training import make_optimizer, resolve_device, setup_process
+from rate.training import TrainingLoop, resolve_device, setup_process
 from rate.cli.run import run_and_record
 
 
@@ -78,29 +77,18 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
         raise ConfigError(f"train.batch_size {tc.batch_size}, eval_batch_size {cfg.eval_batch_size}, segment_len "
                           f"{cfg.segment_len}: {err}") from err
     model = build_lm(cfg).to(device)
-    opt, sched = make_optimizer(model, tc)
+    loop = TrainingLoop(model, tc, out / "tb" if out is not None else None, "lm", progress)
     window = SlidingBPTT(model, train_stream, cfg.model.bptt_depth)
-    writer = SummaryWriter(str(out / "tb")) if out is not None else None
     start = time.time()
-    bar = tqdm(range(tc.steps), desc="lm", disable=not progress, dynamic_ncols=True)
     model.train()
-    for step in bar:
-        loss = window.loss(step % len(train_stream), device)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower train.lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-        opt.step()
-        sched.step()
-        if writer is not None:
-            writer.add_scalar("train/bpc", loss.item() / 0.6931471805599453, step)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-        if (step + 1) % tc.eval_every == 0 and step + 1 < tc.steps:
+    while not loop.done:
+        loss = window.loss(loop.step % len(train_stream), device)
+        loop.optimise(loss)
+        loop.end_batch(loss.item(), bpc=loss.item() / math.log(2))
+        if loop.evaluation_due and not loop.done:
             valid = evaluate_stream(model, valid_stream, cfg.valid_segments)
-            bar.set_postfix(train_bpc=f"{loss.item() / 0.6931471805599453:.3f}", valid_bpc=f"{valid['bpc']:.3f}")
-            if writer is not None:
-                writer.add_scalar("valid/bpc", valid["bpc"], step + 1)
+            loop.bar.set_postfix(train_bpc=f"{loss.item() / math.log(2):.3f}", valid_bpc=f"{valid['bpc']:.3f}")
+            loop.log("valid", {"bpc": valid["bpc"]})
     train_seconds = time.time() - start
     metrics = {
         "valid_bpc": evaluate_stream(model, valid_stream, progress=progress)["bpc"],
@@ -109,9 +97,8 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
         "tokens_seen": tc.steps * tc.batch_size * cfg.segment_len,
         "params": sum(p.numel() for p in model.parameters()),
     }
-    if writer is not None:
-        writer.add_scalar("test/bpc", metrics["test_bpc"], tc.steps)
-        writer.close()
+    loop.log("test", {"bpc": metrics["test_bpc"]})
+    loop.close()
     return model, metrics
 
 

@@ -8,9 +8,8 @@ the first U filled slots of every layer, U growing by one environment step (3 to
 over a whole segment, at the reference run script's size (10 layers, 4 heads of 32, K = 50,
 m = 15, no cache: W = 165 slots).  The layouts compared are in ``LAYOUTS``; every one computes
 softmax(q k^T + bias) v with the same shapes, and the table gives the time per step (all layers)
-and the ratio to the flat prefix view.  This comparison is what moved the decoder to pages (its
-paged attention, RelativeMultiHeadAttention._paged_attention, adds the scores in place but reads
-the same pages).
+and the ratio to the flat prefix view.  This comparison is what moved the decoder to pages
+(rate/core/kv_buffer.py: ``KVPages`` adds the content scores in place but reads the same pages).
 """
 
 from __future__ import annotations

@@ -19,22 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# Calls with at most this many query rows take the explicit-matmul path (see forward); without
-# autograd (inference) up to INFERENCE_ROWS: a streaming decoder's read and write blocks (m rows
-# once per segment) ran faster that way than with the fused kernel and the broadcast positional
-# matmul (which copies r over the batch), while training keeps the paths measured in
-# results/performance_training.md.
-DECODE_ROWS = 4
-INFERENCE_ROWS = 32
-# Calls with more rows, all at the same positions (training, a full forward), compute the
-# positional scores in factored form (RelativeMultiHeadAttention._factored_attention) when the
-# gathered (B, H, Q, K) bias would hold at least this many elements per channel of the widened
-# heads (d_head + d_model).  The factored form saves the bias's memory and passes over it, and
-# pays with heads d_model wider.  Training steps on the 2-core CPU (results/performance_training.md):
-# 1.4x faster at 173k elements per channel (the RATE reference script's size; 1.6x in the page's
-# previous run) and 3.5x at 1.2M (POPGym at T = 415, peak memory 10.6 -> 3.4 GB); 0.5x to 0.8x as
-# fast at 5k to 22k (the T-Maze CPU config, d_model 128 and 256 at K = 30).  A scratch A/B at
-# K = 60 put the crossover between 35k (d_model 256: 0.5x) and 64k (d_model 128: 1.3x).
+from rate.core.kv_buffer import KVPages
+
+# Full-forward calls (training, a window recompute) compute the positional scores in factored
+# form (RelativeMultiHeadAttention._factored_attention) when the gathered (B, H, Q, K) bias would
+# hold at least this many elements per channel of the widened heads (d_head + d_model): the
+# factored form saves the bias's memory and passes over it and pays with heads d_model wider.
+# results/performance_training.md times both forms side by side; this threshold sits between
+# the sizes where each one won there.
 FACTORED_MIN_ELEMENTS_PER_CHANNEL = 50_000
 
 
@@ -52,65 +44,6 @@ def sinusoid_table(distances: torch.Tensor, d_model: int) -> torch.Tensor:
     inv_freq = inverse_frequencies(d_model, distances.device)
     angles = distances.float()[:, None] * inv_freq[None, :]  # (R, d_model/2)
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
-
-
-def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
-    """Row b of ``new`` (B, H, n, dh) written into ``buffer`` (B, H, K, dh) at slots start[b]..+n-1,
-    or at start.. for every row when ``start`` is an int (rows in step).
-
-    Eagerly in place (touches n slots, returns ``buffer``): a slice copy for an int start, else an
-    index_put_ of whole (H, dh) blocks (an element-wise ``scatter_`` index cost 80 us per call at
-    B = 64).  In an exported graph (tensor starts only) an indexed slice assignment on a copy
-    instead (ONNX ScatterND: one copy, then n slices per row): onnxruntime's ScatterElements, what
-    ``scatter_`` becomes, took 88 % of an exported step (170 ms at batch 64).
-    """
-    b, h, n, dh = new.shape
-    if isinstance(start, int):
-        buffer[:, :, start : start + n] = new
-        return buffer
-    if not torch.compiler.is_exporting():
-        rows = torch.arange(b, device=new.device)[:, None].expand(b, n)
-        slots = start[:, None] + torch.arange(n, device=new.device)
-        buffer.transpose(1, 2).index_put_((rows, slots), new.transpose(1, 2))
-        return buffer
-    # One index per (row, head, new token), all leading: values keep new's (B, H, n, dh) layout,
-    # so the exporter needs no transpose of the buffer.
-    rows = torch.arange(b, device=new.device)[:, None, None].expand(b, h, n)
-    heads = torch.arange(h, device=new.device)[None, :, None].expand(b, h, n)
-    slots = (start[:, None] + torch.arange(n, device=new.device))[:, None, :].expand(b, h, n)
-    out = buffer.clone()
-    out[rows, heads, slots] = new
-    return out
-
-
-def write_slots(pages: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
-    """Row b of ``new`` (B, H, n, dh) written into the paged key/value buffer ``pages``
-    (P, B, H, page, dh) at slots start[b]..+n-1; slot s lives in page s // page at offset s % page.
-
-    One page (P = 1) is the flat buffer of :func:`write_rows`, and takes its path (also inside an
-    exported graph).  With several pages (eager decoding only) the write is in place: slice copies
-    per page touched for an int start (rows in step), else one index_put_ of whole (H, dh) blocks.
-    """
-    count, page = pages.shape[0], pages.shape[3]
-    if count == 1:  # (squeeze, not [0]: in ONNX a Gather would copy the buffer once more)
-        return write_rows(pages.squeeze(0), new, start).unsqueeze(0)
-    n = new.shape[2]
-    if isinstance(start, int):
-        done = 0
-        while done < n:  # at most one slice per page the new slots touch
-            p, offset = divmod(start + done, page)
-            take = min(n - done, page - offset)
-            pages[p, :, :, offset : offset + take] = new[:, :, done : done + take]
-            done += take
-        return pages
-    if torch.compiler.is_exporting():
-        raise RuntimeError("paged key/value buffers are for eager decoding; export a single page")
-    b = new.shape[0]
-    rows = torch.arange(b, device=new.device)[:, None].expand(b, n)
-    slots = start[:, None] + torch.arange(n, device=new.device)
-    # (B, P, page, H, dh) view: three leading indices address a whole (H, dh) block.
-    pages.permute(1, 0, 3, 2, 4).index_put_((rows, slots // page, slots % page), new.transpose(1, 2))
-    return pages
 
 
 class RelativePositions:
@@ -180,9 +113,14 @@ class RelativePositions:
 class RelativeMultiHeadAttention(nn.Module):
     """Multi-head attention with Transformer-XL relative positions.
 
-    Keys/values of earlier positions can be supplied as ``past_kv`` (already projected, e.g. the
-    Transformer-XL cache and the tokens of an incremental decode); the call returns the full key/
-    value tensors so that an incremental decoder can keep them.
+    Two paths, chosen by what ``past`` is (:meth:`forward`):
+
+    - full forward (training, evaluation, recompute): the query rows' own keys follow ``past``,
+      the already projected keys/values of earlier positions (the Transformer-XL cache), and the
+      fused ``scaled_dot_product_attention`` takes the positional scores as a gathered bias, or in
+      factored form when that bias would be large;
+    - decode (streaming, inference only): ``past`` is a :class:`KVPages` buffer; the new
+      keys/values are written into it and the few query rows are scored against all its slots.
     """
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, attn_dropout: float = 0.0):
@@ -210,73 +148,64 @@ class RelativeMultiHeadAttention(nn.Module):
         x: torch.Tensor,
         positions: RelativePositions,
         mask_bias: torch.Tensor,
-        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past: tuple[torch.Tensor, torch.Tensor] | KVPages | None = None,
         write_at: torch.Tensor | int | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x: (B, Q, D) query rows, whose own keys are appended after ``past_kv`` (B, H, P, dh).
-
-        With ``write_at`` (B,) long (or an int: the same slot for every row), ``past_kv`` is instead
-        a fixed, paged key/value buffer (P, B, H, page, dh) of K = P * page slots, and row b's new
-        keys/values are written into it *in place* at slots write_at[b] + i (:func:`write_slots`);
-        the queries attend over the buffer, so nothing of size K is copied (the streaming decoder).
-        With P > 1 every page is one dense (B, H, page, dh) block: the pages a decoder has filled
-        are one contiguous region, read front to back, where the first slots of a flat buffer are
-        a strided view (1.49x faster at batch 64 in results/kv_layouts.md).
-
-        mask_bias: additive (B or 1, 1, Q, keys) with 0 where attention is allowed, -inf elsewhere.
-        Returns the output (B, Q, D) and the key/value tensors ((B, H, P+Q, dh), or the written
-        buffers (P, B, H, page, dh) with ``write_at``).
-        """
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | KVPages]:
+        """x: (B, Q, D) query rows; mask_bias: additive (B or 1, 1, Q, keys), 0 where attention is
+        allowed and -inf elsewhere.  Returns the output (B, Q, D) and the keys/values: with
+        ``past`` None or (keys, values) (B, H, P, dh), the full forward and (B, H, P + Q, dh)
+        tensors; with a :class:`KVPages` buffer, the decode path (``write_at``: the slots of the
+        new keys, see :meth:`KVPages.write`) and the written buffer."""
         b, q_len, _ = x.shape
         h, dh = self.n_heads, self.d_head
         q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)
-        pages = 0  # > 1: k and v are paged buffers, attended page by page
-        if write_at is not None:
-            k, v = write_slots(past_kv[0], k, write_at), write_slots(past_kv[1], v, write_at)
+        if isinstance(past, KVPages):
+            kv = past.write(k, v, write_at)
+            out = self._decode(q, kv, positions, mask_bias)
+        else:
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
             kv = (k, v)
-            pages = k.shape[0]
-            k, v = (k.squeeze(0), v.squeeze(0)) if pages == 1 else (k, v)
-        else:
-            if past_kv is not None:
-                k = torch.cat([past_kv[0], k], dim=2)
-                v = torch.cat([past_kv[1], v], dim=2)
-            kv = (k, v)
-        few_rows = q_len <= (DECODE_ROWS if torch.is_grad_enabled() else INFERENCE_ROWS)
-        if not few_rows and pages <= 1 and self._factored_pays(positions, b, q_len, k.shape[2]):
-            out = self._factored_attention(q, k, v, positions, mask_bias)
-            return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), kv
-        keys = k.shape[2]
-        # The table is float32; a model of another dtype (float64, bfloat16) projects it in its own.
-        r = self.r_proj(positions.table.to(self.r_proj.weight.dtype)).view(-1, h, dh).transpose(0, 1)  # (H, R, dh)
-        if few_rows:
-            # Decoding: one GEMM per head over all B*Q rows; the matmul that broadcasts r over the
-            # batch runs as B tiny products there (about 8x slower at B = 100, Q = 2 on CPU in a
-            # scratch timing; not in a committed benchmark).  At the training shapes of
-            # results/performance_training.md the broadcast matmul is 1.5x to 2.4x faster, except at
-            # the T-Maze CPU size (0.36 against 0.28 ms: a fraction of a millisecond either way).
-            qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
-            pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, r.shape[1]).transpose(0, 1)
-        else:
-            pos_scores = torch.matmul(q + self.v_bias[:, None, :], r.transpose(-1, -2))  # (B, H, Q, R)
-        if pages > 1:
-            out = self._paged_attention(q, k, v, pos_scores, positions.index, mask_bias)
-            return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), kv
-        index = positions.index.expand(b, h, q_len, keys)  # (B, H, Q, K), a view
-        pos_bias = torch.gather(pos_scores, -1, index) * self.scale  # (B, H, Q, K)
-        bias = pos_bias + mask_bias
-        if few_rows and not (self.training and self.attn_dropout):
-            # A few query rows (token-by-token decoding): two small matmuls beat the fused kernel
-            # with an arbitrary bias on CPU (0.12 vs 0.24 ms at B = 100, K = 35).  Every row here
-            # sees at least one key (itself or its block), so the plain softmax has no empty row.
-            scores = torch.matmul(q + self.u_bias[:, None, :], k.transpose(-1, -2)) * self.scale + bias
-            out = torch.matmul(scores.softmax(-1), v)  # (B, H, Q, dh)
-        else:
-            out = F.scaled_dot_product_attention(
-                q + self.u_bias[:, None, :], k, v, attn_mask=bias,
-                dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale,
-            )  # (B, H, Q, dh)
-        out = out.transpose(1, 2).reshape(b, q_len, h * dh)
-        return self.out(out), kv
+            out = self._full(q, k, v, positions, mask_bias)
+        return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), kv
+
+    def _positional_table(self, positions: RelativePositions) -> torch.Tensor:
+        """(H, R, dh) projection of the distance table (float32; projected in the model's dtype)."""
+        h, dh = self.n_heads, self.d_head
+        return self.r_proj(positions.table.to(self.r_proj.weight.dtype)).view(-1, h, dh).transpose(0, 1)
+
+    def _full(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: RelativePositions,
+              mask_bias: torch.Tensor) -> torch.Tensor:
+        """Full-forward attention: q (B, H, Q, dh), k, v (B, H, K, dh) -> (B, H, Q, dh)."""
+        b, h, q_len, _ = q.shape
+        if self._factored_pays(positions, b, q_len, k.shape[2]):
+            return self._factored_attention(q, k, v, positions, mask_bias)
+        r = self._positional_table(positions)  # (H, R, dh)
+        pos_scores = torch.matmul(q + self.v_bias[:, None, :], r.transpose(-1, -2))  # (B, H, Q, R)
+        index = positions.index.expand(b, h, q_len, k.shape[2])  # (B, H, Q, K), a view
+        bias = torch.gather(pos_scores, -1, index) * self.scale + mask_bias  # (B, H, Q, K)
+        return F.scaled_dot_product_attention(
+            q + self.u_bias[:, None, :], k, v, attn_mask=bias,
+            dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale,
+        )
+
+    def _decode(self, q: torch.Tensor, kv: KVPages, positions: RelativePositions,
+                mask_bias: torch.Tensor) -> torch.Tensor:
+        """Decode attention (no dropout): q (B, H, Q, dh) of a few rows against every slot of ``kv``.
+
+        The positional scores are one GEMM per head over all B * Q query rows (a matmul that
+        broadcast the table over the batch would run as B tiny products); the content scores
+        are added into the gathered positional scores in place, and two small matmuls replace the
+        fused kernel, which an arbitrary bias slows down at these sizes.  Every row sees at least
+        one key (itself or its block), so no softmax row is empty."""
+        b, h, q_len, dh = q.shape
+        r = self._positional_table(positions)  # (H, R, dh)
+        qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
+        pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, r.shape[1]).transpose(0, 1)
+        keys = mask_bias.shape[-1]
+        scores = torch.gather(pos_scores, -1, positions.index.expand(b, h, q_len, keys))  # (B, H, Q, K)
+        kv.add_content_scores_(scores, q + self.u_bias[:, None, :])
+        return kv.read(scores.mul_(self.scale).add_(mask_bias).softmax(-1))
 
     def _factored_pays(self, positions: RelativePositions, b: int, q_len: int, keys: int) -> bool:
         """Whether this call takes the factored scores: rows at shared positions, a bias large
@@ -318,27 +247,3 @@ class RelativeMultiHeadAttention(nn.Module):
             dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale,
         )
         return out[..., :dh]
-
-    def _paged_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, pos_scores: torch.Tensor,
-                         index: torch.Tensor, mask_bias: torch.Tensor) -> torch.Tensor:
-        """Attention over paged keys/values.
-
-        q (B, H, Q, dh); k, v (P, B, H, page, dh); pos_scores (B, H, Q, R) positional scores of
-        the distances; index (B or 1, 1, Q, P * page) distance index per key slot; mask_bias
-        (B or 1, 1, Q, P * page).  Returns (B, H, Q, dh).
-
-        The content scores of all pages come out of one batched matmul as (P, B, H, Q, page) (q
-        broadcast over the pages) and are added, in place, into the gathered positional scores,
-        laid side by side as (B, H, Q, P * page) for the softmax; the weights go back to pages
-        for the value matmul (one copy).  Keeping the softmax in the pages' layout instead (max
-        and sum over two dimensions) was slower on the CPU.
-        """
-        pages, b, h, page, _ = k.shape
-        q_len = q.shape[2]
-        scores = torch.gather(pos_scores, -1, index.expand(b, h, q_len, pages * page))  # (B, H, Q, K)
-        content = torch.matmul(q + self.u_bias[:, None, :], k.transpose(-1, -2))  # (P, B, H, Q, page)
-        scores.view(b, h, q_len, pages, page).add_(content.permute(1, 2, 3, 0, 4))
-        # Every row sees at least one key (itself or its block), so no softmax row is empty.
-        weights = scores.mul_(self.scale).add_(mask_bias).softmax(-1)
-        weights = weights.view(b, h, q_len, pages, page).permute(3, 0, 1, 2, 4)  # (P, B, H, Q, page)
-        return torch.matmul(weights, v).sum(0)

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from rate.core.attention import RelativeMultiHeadAttention, RelativePositions
+from rate.core.kv_buffer import KVPages
 
 
 class DecoderLayer(nn.Module):
@@ -43,18 +44,18 @@ class DecoderLayer(nn.Module):
         x: torch.Tensor,
         positions: RelativePositions,
         mask_bias: torch.Tensor,
-        past_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+        past: tuple[torch.Tensor, torch.Tensor] | KVPages | None = None,
         write_at: torch.Tensor | int | None = None,
-    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output, keys/values (B, H, P+Q, dh)
-        (with ``write_at``, the paged buffers: see :meth:`RelativeMultiHeadAttention.forward`)."""
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | KVPages]:
+        """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output and the keys/values
+        (earlier keys ``past``, or a decoder's buffer: :meth:`RelativeMultiHeadAttention.forward`)."""
         if self.pre_ln:
-            a, kv = self.attn(self.norm_attn(x), positions, mask_bias, past_kv, write_at)
+            a, kv = self.attn(self.norm_attn(x), positions, mask_bias, past, write_at)
             x = x + self.drop(a)
             if self.ffn is not None:
                 x = x + self.drop(self.ffn(self.norm_ffn(x)))
         else:
-            a, kv = self.attn(x, positions, mask_bias, past_kv, write_at)
+            a, kv = self.attn(x, positions, mask_bias, past, write_at)
             x = self.norm_attn(x + self.drop(a))
             if self.ffn is not None:
                 x = self.norm_ffn(x + self.drop(self.ffn(x)))

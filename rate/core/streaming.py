@@ -13,7 +13,7 @@ Each layer keeps a key/value buffer laid out as the segment's frame in
 (``W = C + m + S``) the segment's tokens, ``[W, W + m)`` the write memory (with a write block).
 The buffer is split into P pages of ``page`` slots (any slots after the frame stay padding):
 attention reads only the pages filled so far, and those are one contiguous region of memory
-(``write_slots`` in rate/core/attention.py).  A new token of row b is written *in place* at slot
+(rate/core/kv_buffer.py).  A new token of row b is written *in place* at slot
 ``C + m + length[b]``, so a step copies nothing of size W; since Transformer-XL attention
 depends only on the distance between query and key, a per-row gather index into one distance
 table gives every row its own positions (:class:`RelativePositions` with a tensor ``q_start``),
@@ -33,7 +33,8 @@ from dataclasses import dataclass, fields, replace
 
 import torch
 
-from rate.core.attention import RelativePositions, write_rows, write_slots
+from rate.core.attention import RelativePositions
+from rate.core.kv_buffer import KVPages, write_rows, write_slots
 from rate.core.masks import mask_to_bias
 from rate.core.rmt import RecurrentMemoryTransformer
 
@@ -205,7 +206,7 @@ class StreamingDecoder:
         """Rows x (B, n, D) written into the buffer at slots start[b].. (in place) and run through
         every layer against it.  allowed: (B, n, slots) bool.  Returns the final-normed output
         (B, n, D), the per-layer inputs of x and the (L, P, B, H, page, dh) key/value buffers (the
-        state's own, written in place, or new tensors inside an exported graph: see ``write_slots``).
+        state's own, written in place, or new tensors inside an exported graph: see :func:`write_slots`).
 
         Eagerly, attention reads only the pages up to the last new token of any row: the slots
         after it are empty in every row, and reading the key/value buffer is what a decoding step
@@ -230,10 +231,10 @@ class StreamingDecoder:
         for i, layer in enumerate(self.decoder.layers):
             inputs.append(h)
             # Views of the buffers' first pages: the in-place write lands in the buffers.
-            past = (state.keys[i], state.values[i]) if whole else (state.keys[i][:pages], state.values[i][:pages])
-            h, (k, v) = layer(h, positions, bias, past, write_at=write_at)
-            keys.append(k)
-            values.append(v)
+            kv = KVPages(state.keys[i], state.values[i]) if whole else KVPages(state.keys[i][:pages], state.values[i][:pages])
+            h, kv = layer(h, positions, bias, kv, write_at=write_at)
+            keys.append(kv.keys)
+            values.append(kv.values)
         if not exporting:  # the buffers were written in place
             return self.decoder.final_norm(h), inputs, state.keys, state.values
         return self.decoder.final_norm(h), inputs, torch.stack(keys), torch.stack(values)
@@ -247,7 +248,7 @@ class StreamingDecoder:
         bias = mask_to_bias(allowed).to(x.dtype)
         h = x
         for i, layer in enumerate(self.decoder.layers):
-            h, _ = layer(h, positions, bias, (state.keys[i].squeeze(0), state.values[i].squeeze(0)))
+            h, _ = layer(h, positions, bias, KVPages(state.keys[i], state.values[i]), write_at=None)  # appended
         return self.decoder.final_norm(h)
 
     def _memory_sees(self, kind: torch.Tensor) -> torch.Tensor:

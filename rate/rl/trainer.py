@@ -20,8 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from rate.deploy.checkpoint import (CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint,
                              save_checkpoint)
@@ -30,7 +28,7 @@ from rate.rl.experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rat
                                   load_dataset_for)
 from rate.distributed import Group, join_group
 from rate.rl.model import RATEModel
-from rate.training import make_optimizer, resolve_device, setup_process
+from rate.training import TrainingLoop, resolve_device, setup_process
 from rate.rl.windows import TrajectoryWindows
 
 STATE_FILE = "training_state.pt"
@@ -44,7 +42,7 @@ def batch_items(n_windows: int, batch_size: int, seed: int, step: int) -> np.nda
     return perm[k * batch_size : (k + 1) * batch_size] if n_windows >= batch_size else perm
 
 
-def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, opt, clip: float,
+def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, loop: TrainingLoop,
                group: Group = Group()) -> float:
     """One batch (this rank's share); returns the mean loss over the global batch.
 
@@ -55,10 +53,7 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, op
 
     def optimise(out, seg_actions, seg_valid) -> float:
         loss, logged = group.scale_loss(model.head.loss(out, seg_actions, seg_valid), seg_valid.sum())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        opt.step()
+        loop.optimise(loss)
         return logged
 
     if cfg.training_mode == "bptt":
@@ -143,12 +138,10 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     return int(state["step"]), float(state.get("train_seconds", 0.0))
 
 
-def log_eval(writer: SummaryWriter, prefix: str, results: dict, step: int) -> None:
-    """Success rate and mean return per length: POPGym and MuJoCo are read by their return
-    (a HalfCheetah "success" is only a positive return)."""
-    for t, r in results.items():
-        writer.add_scalar(f"{prefix}/success_T{t}", r["success"], step)
-        writer.add_scalar(f"{prefix}/return_T{t}", r["return"], step)
+def eval_scalars(results: dict) -> dict[str, float]:
+    """Success rate and mean return per length, as TensorBoard scalars: POPGym and MuJoCo are read
+    by their return (a HalfCheetah "success" is only a positive return)."""
+    return {f"{kind}_T{t}": r[kind] for t, r in results.items() for kind in ("success", "return")}
 
 
 def remove_stale_temporaries(out: Path) -> None:
@@ -190,45 +183,37 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     if len(windows) < tc.batch_size and group.is_main:
         warnings.warn(f"{cfg.dataset_id} gives {len(windows)} training windows, fewer than train.batch_size "
                       f"{tc.batch_size}: every batch holds those {len(windows)}", stacklevel=2)
-    opt, sched = make_optimizer(model, tc)
+    loop = TrainingLoop(model, tc, out / "tb" if group.is_main else None, "train", progress)
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
     group.barrier()
-    step, seconds_before = load_training_state(out, model, opt, sched, cfg, device) if resume else (0, 0.0)
+    step, seconds_before = load_training_state(out, model, loop.opt, loop.sched, cfg, device) if resume else (0, 0.0)
     if step > tc.steps:
         raise ConfigError(f"{out} has trained {step} steps; train.steps {tc.steps} cannot resume it (a row would "
                           "record fewer steps than the model has had)")
+    loop.start_at(step)
     # Some parameters get no gradient in some configurations (the valve in official mode or with
     # bptt_depth 0, the last memory update of a window), which DDP must be told.
     net = group.wrap(model, device, find_unused=True)
-    writer = SummaryWriter(str(out / "tb")) if group.is_main else None
     start = time.time() - seconds_before
-    bar = tqdm(total=tc.steps, initial=step, desc="train", disable=not progress, dynamic_ncols=True)
     eval_results: dict = {}
     model.train()
-    while step < tc.steps:
-        items = batch_items(len(windows), tc.batch_size, tc.seed, step)
-        batch = windows.batch(items, np.random.default_rng([tc.seed, step, 1]))  # the global batch
+    while not loop.done:
+        items = batch_items(len(windows), tc.batch_size, tc.seed, loop.step)
+        batch = windows.batch(items, np.random.default_rng([tc.seed, loop.step, 1]))  # the global batch
         batch = {k: v.to(device) for k, v in group.share(batch).items()}
-        loss = train_step(net, model, cfg, batch, opt, tc.grad_clip, group)
-        if not np.isfinite(loss):
-            raise FloatingPointError(f"loss became {loss} at step {step}; lower train.lr")
-        sched.step()
-        step += 1
-        bar.update(1)
-        if writer is not None:
-            writer.add_scalar("train/loss", loss, step)
-            writer.add_scalar("train/lr", sched.get_last_lr()[0], step)
-        if (step % tc.eval_every == 0 or step == tc.steps) and group.is_main:
+        loss = train_step(net, model, cfg, batch, loop, group)
+        loop.end_batch(loss)
+        if loop.evaluation_due and group.is_main:
             eval_results = evaluate_lengths(model, cfg)
             model.train()
-            log_eval(writer, "eval", eval_results, step)
-            bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}/{r['return']:.4g}"
-                                                   for t, r in eval_results.items()})
-            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
-            save_training_state(out, model, opt, sched, step, time.time() - start, device)
-    bar.close()
+            loop.log("eval", eval_scalars(eval_results))
+            loop.bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}/{r['return']:.4g}"
+                                                        for t, r in eval_results.items()})
+            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": loop.step, "eval": eval_results})
+            save_training_state(out, model, loop.opt, loop.sched, loop.step, time.time() - start, device)
+    loop.bar.close()  # before the final evaluation's own bars
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval
     if not eval_results and not (ev.final_lengths or ev.final_episodes) and group.is_main:
@@ -238,8 +223,7 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     if (ev.final_lengths or ev.final_episodes) and group.is_main:
         eval_results = evaluate_lengths(model, cfg, ev.final_lengths or ev.lengths, ev.final_episodes or ev.episodes,
                                         progress=progress)
-        log_eval(writer, "final", eval_results, step)
-        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": step, "eval": eval_results})
-    if writer is not None:
-        writer.close()
-    return model, {"train_seconds": train_seconds, "steps": step, "eval": eval_results, "rank": group.rank}
+        loop.log("final", eval_scalars(eval_results))
+        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": loop.step, "eval": eval_results})
+    loop.close()
+    return model, {"train_seconds": train_seconds, "steps": loop.step, "eval": eval_results, "rank": group.rank}

@@ -1,0 +1,114 @@
+"""The streaming decoder's key/value buffer of one layer, and in-place row writes.
+
+Layout: keys and values of shape (P, B, H, page, dh); slot s of row b lives in page s // page at
+offset s % page.  One page (P = 1) is a flat buffer: the layout exported graphs use (they read
+every slot of one static shape).  With several pages (eager decoding) every page is one dense
+(B, H, page, dh) block, so the pages a decoder has filled are one contiguous region of memory,
+read front to back, where the first slots of a flat buffer are a strided view (the two layouts
+are timed side by side in results/kv_layouts.md).  Attention sees the buffer only through
+:class:`KVPages`: write new keys/values, score queries against every slot, read values by weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+    """Row b of ``new`` (B, H, n, dh) written into ``buffer`` (B, H, K, dh) at slots start[b]..+n-1,
+    or at start.. for every row when ``start`` is an int (rows in step).
+
+    Eagerly in place (touches n slots, returns ``buffer``): a slice copy for an int start, else an
+    index_put_ of whole (H, dh) blocks (an element-wise ``scatter_`` index cost 80 us per call at
+    B = 64).  In an exported graph (tensor starts only) an indexed slice assignment on a copy
+    instead (ONNX ScatterND: one copy, then n slices per row): onnxruntime's ScatterElements, what
+    ``scatter_`` becomes, took 88 % of an exported step (170 ms at batch 64).
+    """
+    b, h, n, dh = new.shape
+    if isinstance(start, int):
+        buffer[:, :, start : start + n] = new
+        return buffer
+    if not torch.compiler.is_exporting():
+        rows = torch.arange(b, device=new.device)[:, None].expand(b, n)
+        slots = start[:, None] + torch.arange(n, device=new.device)
+        buffer.transpose(1, 2).index_put_((rows, slots), new.transpose(1, 2))
+        return buffer
+    # One index per (row, head, new token), all leading: values keep new's (B, H, n, dh) layout,
+    # so the exporter needs no transpose of the buffer.
+    rows = torch.arange(b, device=new.device)[:, None, None].expand(b, h, n)
+    heads = torch.arange(h, device=new.device)[None, :, None].expand(b, h, n)
+    slots = (start[:, None] + torch.arange(n, device=new.device))[:, None, :].expand(b, h, n)
+    out = buffer.clone()
+    out[rows, heads, slots] = new
+    return out
+
+
+def write_slots(pages: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+    """Row b of ``new`` (B, H, n, dh) written into the paged key/value buffer ``pages``
+    (P, B, H, page, dh) at slots start[b]..+n-1; slot s lives in page s // page at offset s % page.
+
+    One page (P = 1) is the flat buffer of :func:`write_rows`, and takes its path (also inside an
+    exported graph).  With several pages (eager decoding only) the write is in place: slice copies
+    per page touched for an int start (rows in step), else one index_put_ of whole (H, dh) blocks.
+    """
+    count, page = pages.shape[0], pages.shape[3]
+    if count == 1:  # (squeeze, not [0]: in ONNX a Gather would copy the buffer once more)
+        return write_rows(pages.squeeze(0), new, start).unsqueeze(0)
+    n = new.shape[2]
+    if isinstance(start, int):
+        done = 0
+        while done < n:  # at most one slice per page the new slots touch
+            p, offset = divmod(start + done, page)
+            take = min(n - done, page - offset)
+            pages[p, :, :, offset : offset + take] = new[:, :, done : done + take]
+            done += take
+        return pages
+    if torch.compiler.is_exporting():
+        raise RuntimeError("paged key/value buffers are for eager decoding; export a single page")
+    b = new.shape[0]
+    rows = torch.arange(b, device=new.device)[:, None].expand(b, n)
+    slots = start[:, None] + torch.arange(n, device=new.device)
+    # (B, P, page, H, dh) view: three leading indices address a whole (H, dh) block.
+    pages.permute(1, 0, 3, 2, 4).index_put_((rows, slots // page, slots % page), new.transpose(1, 2))
+    return pages
+
+
+@dataclass
+class KVPages:
+    """One layer's key/value buffer: keys, values (P, B, H, page, dh), P * page slots."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+
+    def write(self, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor | int | None) -> "KVPages":
+        """New keys/values k, v (B, H, n, dh) at slots start[b].. of row b (``start`` an int: the
+        same slots in every row), in place when eager (:func:`write_slots`).  ``start`` None
+        appends them after the buffer instead: a new flat buffer of slots + n (one page only; the
+        exported graphs' write block, which has no slots of its own)."""
+        if start is None:
+            if self.keys.shape[0] != 1:
+                raise ValueError("appending needs a flat buffer (one page)")
+            return KVPages(torch.cat([self.keys, k.unsqueeze(0)], dim=3), torch.cat([self.values, v.unsqueeze(0)], dim=3))
+        return KVPages(write_slots(self.keys, k, start), write_slots(self.values, v, start))
+
+    def add_content_scores_(self, scores: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """Add q . k of every slot into ``scores`` (B, H, Q, P * page), in place; q (B, H, Q, dh).
+        The pages' products come out of one batched matmul (q broadcast over the pages)."""
+        pages, b, h, page, _ = self.keys.shape
+        if pages == 1:  # (squeeze, not [0]: in ONNX a Gather would copy the buffer once more)
+            return scores.add_(torch.matmul(q, self.keys.squeeze(0).transpose(-1, -2)))
+        content = torch.matmul(q, self.keys.transpose(-1, -2))  # (P, B, H, Q, page)
+        scores.view(b, h, q.shape[2], pages, page).add_(content.permute(1, 2, 3, 0, 4))
+        return scores
+
+    def read(self, weights: torch.Tensor) -> torch.Tensor:
+        """Attention weights (B, H, Q, P * page) -> the weighted values (B, H, Q, dh)."""
+        pages, b, h, page, _ = self.values.shape
+        if pages == 1:
+            return torch.matmul(weights, self.values.squeeze(0))
+        # Back to the pages' layout for the value matmul (one copy); a softmax kept in that layout
+        # (max and sum over two dimensions) was slower on the CPU.
+        weights = weights.view(b, h, weights.shape[2], pages, page).permute(3, 0, 1, 2, 4)  # (P, B, H, Q, page)
+        return torch.matmul(weights, self.values).sum(0)
