@@ -130,7 +130,7 @@ def test_streaming_policy_equals_recomputing_the_trajectory(backbone, page_slots
     model = small_rate(**backbone)
     policy = StreamingPolicy(model, target_return=1.0, page_slots=page_slots)
     policy.reset(2)
-    assert (policy.decoding.pages > 1) == (page_slots == 4)
+    assert (policy.step.decoding.pages > 1) == (page_slots == 4)
     g = torch.Generator().manual_seed(2)
     obs_hist, act_hist, rtg_hist = [], [], []
     rtg = torch.full((2, 1), 1.0)
@@ -204,7 +204,8 @@ def test_streaming_policy_decodes_each_step_in_one_call_except_at_boundaries_and
     policy.reset(2)
     calls = []
     original = StreamingDecoder.step
-    policy.decoding.step = lambda state, x, check=True: calls.append(x.shape[1]) or original(policy.decoding, state, x, check)
+    decoding = policy.step.decoding
+    decoding.step = lambda state, x, check=True: calls.append(x.shape[1]) or original(decoding, state, x, check)
     per_step = []
     for t in range(9):
         before = len(calls)

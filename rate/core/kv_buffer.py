@@ -21,10 +21,11 @@ def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | in
     or at start.. for every row when ``start`` is an int (rows in step).
 
     Eagerly in place (touches n slots, returns ``buffer``): a slice copy for an int start, else an
-    index_put_ of whole (H, dh) blocks (an element-wise ``scatter_`` index cost 80 us per call at
-    B = 64).  In an exported graph (tensor starts only) an indexed slice assignment on a copy
-    instead (ONNX ScatterND: one copy, then n slices per row): onnxruntime's ScatterElements, what
-    ``scatter_`` becomes, took 88 % of an exported step (170 ms at batch 64).
+    index_put_ of whole (H, dh) blocks, not an element-wise ``scatter_`` (whose index has dh
+    times more entries).  In an exported graph (tensor starts only) an indexed slice assignment
+    on a copy instead: ONNX ScatterND (one copy, then n slices per row), not the ScatterElements
+    that ``scatter_`` becomes, which is slow in onnxruntime (results/performance.md times the
+    exported step).
     """
     b, h, n, dh = new.shape
     if isinstance(start, int):

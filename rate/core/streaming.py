@@ -100,8 +100,8 @@ class StreamingDecoder:
 
     ``page_slots``: the fewest slots per key/value page: P = max(1, F // page_slots) pages of
     ceil(F / P) slots, F the frame's slots.  A frame of fewer than 2 * page_slots slots stays one
-    page: there the paged attention's extra reshapes cost about what the strided read of a flat
-    buffer's first slots costs (scratch timings at the T-Maze sizes, not committed).  None
+    page: at such sizes the pages' extra reshapes cost about what they save (the two layouts are
+    timed side by side in results/kv_layouts.md).  None
     keeps one flat page always, the layout that exported graphs use (they read every slot of one
     static shape).
 

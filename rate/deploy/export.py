@@ -2,7 +2,8 @@
 
     python -m rate.cli.export CHECKPOINT --format onnx|pt2 [--out PATH] [--target-return 1.0]
 
-The exported function is one environment step of :class:`rate.rl.policy.StreamingPolicy`::
+The exported function is :class:`rate.rl.step.PolicyStep`, one environment step of
+:class:`rate.rl.policy.StreamingPolicy`::
 
     (obs, last_reward, new_episode, target_return, action_noise, *state) -> (action_output, action, *next_state)
 
@@ -47,127 +48,21 @@ import logging
 import os
 import re
 import warnings
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
-from torch import nn
 
 from rate.config import atomic_write, to_dict
 from rate.data.env_plugins import load_env_plugins
 from rate.deploy.onnx_runner import PROJECT_ENVS, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError, StepPolicy, open_onnx
-from rate.rl.model import TOKENS_PER_STEP, RATEModel
-from rate.core.streaming import StreamingDecoder, StreamState
-
-STREAM_FIELDS = tuple(f.name for f in fields(StreamState))
-STATE_FIELDS = ("rtg", "last_action") + STREAM_FIELDS
-INPUT_NAMES = ("obs", "last_reward", "new_episode", "target_return", "action_noise") + STATE_FIELDS
-OUTPUT_NAMES = ("action_output", "action") + tuple(f"next_{name}" for name in STATE_FIELDS)
-# The batch dimension of each state tensor (the others are on dimension 0).
-STATE_BATCH_DIM = {"rtg": 0, "last_action": 0, **{name: StreamState._BATCH_DIM.get(name, 0) for name in STREAM_FIELDS}}
-
+from rate.rl.model import RATEModel
+from rate.rl.step import INPUT_NAMES, OUTPUT_NAMES, STATE_BATCH_DIM, STREAM_FIELDS, PolicyStep
 
 class ExportError(RuntimeError):
     """A policy that cannot be exported, or an artifact that does not match its eager policy."""
-
-
-class PolicyStep(nn.Module):
-    """One streaming-policy step as a pure function of tensors (what torch.export and ONNX trace)."""
-
-    def __init__(self, model: RATEModel):
-        super().__init__()
-        cfg = model.cfg
-        if cfg.kind != "transformer":
-            raise ExportError(f"only Transformer policies (RATE, RMT, TrXL) export; this is a {cfg.kind!r} model")
-        self.model = model.eval()
-        self.cfg = cfg
-        # One flat key/value page of exactly the frame: the graph reads every slot at every step.
-        self.decoding = StreamingDecoder(model.decoder, TOKENS_PER_STEP * cfg.segment_steps, page_slots=None,
-                                         write_slots=False)
-        with torch.no_grad():
-            fresh = self.decoding.initial(1)
-        # The state a new episode starts from (batch 1, broadcast over rows): constants of the graph.
-        for name in STREAM_FIELDS:
-            self.register_buffer(f"fresh_{name}", getattr(fresh, name).clone(), persistent=False)
-        # The decoder's distance table as a buffer, so that the graph (and its torch.cond branch)
-        # reads it as a module state rather than an untracked constant that .pt2 cannot serialise.
-        self.register_buffer("positions_table", self.decoding._table, persistent=False)
-        self.decoding._table = self.positions_table
-        self.eval()
-
-    def state_spec(self) -> list[dict[str, Any]]:
-        """Name, shape (the batch dimension as "batch"), dtype and batch dimension of each state tensor."""
-        spec = []
-        for name, tensor in zip(STATE_FIELDS, self.initial_state(1)):
-            shape: list[Any] = list(tensor.shape)
-            shape[STATE_BATCH_DIM[name]] = "batch"
-            spec.append({"name": name, "shape": shape, "dtype": str(tensor.dtype).removeprefix("torch."),
-                         "batch_dim": STATE_BATCH_DIM[name]})
-        return spec
-
-    def initial_state(self, batch: int) -> tuple[torch.Tensor, ...]:
-        """All-zero state of ``batch`` rows (pass new_episode=True on the first step)."""
-        discrete = self.cfg.act_kind == "discrete"
-        last_action = torch.zeros(batch, dtype=torch.long) if discrete else torch.zeros(batch, self.cfg.act_dim)
-        out = [torch.zeros(batch), last_action]
-        for name in STREAM_FIELDS:
-            fresh = getattr(self, f"fresh_{name}")
-            shape = list(fresh.shape)
-            shape[STATE_BATCH_DIM[name]] = batch
-            out.append(torch.zeros(shape, dtype=fresh.dtype))
-        return tuple(out)
-
-    def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
-        obs = torch.zeros(batch, *self.cfg.obs_shape)
-        return (obs, torch.zeros(batch), torch.ones(batch, dtype=torch.bool), torch.ones(batch),
-                torch.zeros(batch, self.cfg.act_dim), *self.initial_state(batch))
-
-    @staticmethod
-    def _fields(h: torch.Tensor, state: StreamState, stream: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        """The branch outputs: o_t's hidden state (B, D), then the state's tensors.  torch.cond
-        branches must return the same layouts (contiguous) and may not return an input: a field
-        the branch left as it was (the memory and cache between boundaries) is copied."""
-        fields_out = [getattr(state, name) for name in STREAM_FIELDS]
-        return (h[:, -1].contiguous(),
-                *(t.clone() if any(t is s for s in stream) else t.contiguous() for t in fields_out))
-
-    def _inner_step(self, new_episode: torch.Tensor, action_token: torch.Tensor, step_tokens: torch.Tensor,
-                    *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """No row restarts or closes: decode [a_{t-1}, R_t, o_t] in one call (the common step)."""
-        h, state = self.decoding.step(StreamState(*stream), torch.cat([action_token, step_tokens], 1), check=False)
-        return self._fields(h, state, stream)
-
-    def _boundary_step(self, new_episode: torch.Tensor, action_token: torch.Tensor, step_tokens: torch.Tensor,
-                       *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """a_{t-1} alone; new-episode rows start from the fresh state (what a_{t-1} wrote there is
-        dropped with their old state); rows with a full segment close it; then [R_t, o_t]."""
-        _, state = self.decoding.step(StreamState(*stream), action_token, check=False)
-        fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
-        state = self.decoding.close_full_masked(state.where(new_episode, fresh))
-        h, state = self.decoding.step(state, step_tokens, check=False)
-        return self._fields(h, state, stream)
-
-    def forward(self, obs: torch.Tensor, last_reward: torch.Tensor, new_episode: torch.Tensor,
-                target_return: torch.Tensor, action_noise: torch.Tensor, rtg: torch.Tensor,
-                last_action: torch.Tensor, *stream: torch.Tensor):
-        model, scale = self.model, self.cfg.rtg_scale
-        # As StreamingPolicy: the reward lowers the return-to-go, a new episode starts it over.
-        rtg = torch.where(new_episode, target_return / scale, rtg - last_reward / scale)
-        step_tokens = torch.stack([model.encoders.embed_rtg(rtg[:, None, None]), model.encoders.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
-        action_token = model.encoders.embed_actions(last_action[:, None])
-        # The boundary branch only on steps that need it: an If node in ONNX, torch.cond in the
-        # .pt2 graph.  After [R, o] a row holds 3j + 2 tokens; a_{t-1} fills the segment when
-        # length + 1 reaches S.
-        length = stream[STREAM_FIELDS.index("length")]
-        busy = new_episode.any() | (length + 1 >= self.decoding.S).any()
-        h, *next_stream = torch.cond(busy, self._boundary_step, self._inner_step,
-                                     (new_episode, action_token, step_tokens, *stream))
-        out = model.head(h)
-        action = (out + action_noise).argmax(-1) if self.cfg.act_kind == "discrete" else out + action_noise
-        return (out, action, rtg, action.clone(), *next_stream)
 
 
 def _dynamic_shapes(step: PolicyStep) -> tuple:
@@ -394,6 +289,8 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
     target = cfg.eval.target_return if target_return is None else target_return
     if not np.isfinite(target):
         raise ExportError(f"target return {target}: must be a finite number")
+    if model.cfg.kind != "transformer":
+        raise ExportError(f"only Transformer policies (RATE, RMT, TrXL) export; this is a {model.cfg.kind!r} model")
     step = PolicyStep(model)
 
     meta = export_metadata(step, to_dict(cfg), target)

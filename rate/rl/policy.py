@@ -6,7 +6,8 @@ When the first observation of the next segment arrives (so the segment's last ac
 in training) the write block runs once, the memory update rule (e.g. the valve) updates the
 memory, the Transformer-XL cache takes the segment's hidden states, and a new segment starts.
 Each environment has its own phase (rate/core/streaming.py), so one that starts a new episode resets
-alone while the batch goes on.
+alone while the batch goes on.  The step itself is :class:`rate.rl.step.PolicyStep`, the function
+that rate.deploy.export traces.
 
 ``WindowPolicy`` recomputes a window every step: the DT baseline's sliding window of N*K steps.
 
@@ -24,8 +25,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rate.rl.model import TOKENS_PER_STEP, RATEModel
-from rate.core.streaming import StreamingDecoder
+from rate.rl.model import RATEModel
+from rate.rl.step import PolicyStep
 
 
 class BatchedPolicy:
@@ -80,29 +81,21 @@ class BatchedPolicy:
 
 
 class StreamingPolicy(BatchedPolicy):
-    """RATE decoded token by token, every environment with its own memory, cache and segment phase.
+    """RATE decoded token by token, every environment with its own memory, cache and segment phase:
+    a stateful wrapper of :class:`rate.rl.step.PolicyStep`, the step function that is exported.
 
-    One decoder call per step in the common case: the action a_{t-1} chosen at the previous step
-    is decoded together with (R_t, o_t), as the tokens [a_{t-1}, R_t, o_t].  Every call reads each
-    layer's key/value buffer once, and that read is most of a step at batch 64: one call instead
-    of two ([R_t, o_t], then [a_t]) halves it.  Where a_{t-1} completes a segment, or an
-    environment starts a new episode, a_{t-1} is decoded alone first, the segment is closed (or
-    the row restarted), and then (R_t, o_t): the same tokens in the same segments either way.
-
-    ``page_slots``: key/value page size of the decoder (:class:`StreamingDecoder`); None keeps one
+    ``page_slots``: key/value page size of the decoder (:class:`rate.core.streaming.StreamingDecoder`); None keeps one
     flat buffer.  The outputs do not depend on it.
     """
 
     def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0,
                  page_slots: int | None = 32):
         super().__init__(model, target_return, sample, seed)
-        self.page_slots = page_slots
+        self.step = PolicyStep(model, page_slots=page_slots, write_slots=True)
 
     def reset(self, n_envs: int) -> None:
         self._start(n_envs)
-        self.decoding = StreamingDecoder(self.model.decoder, TOKENS_PER_STEP * self.cfg.segment_steps,
-                                         self.page_slots)
-        self.state = self.decoding.initial(n_envs)
+        self.stream = self.step.decoding.initial(n_envs)
         self.pending_action: torch.Tensor | None = None  # a_{t-1}, not yet decoded
 
     @torch.no_grad()
@@ -110,27 +103,15 @@ class StreamingPolicy(BatchedPolicy):
         """obs (n_envs, *obs_shape); last_reward (n_envs,) received after the previous action, or None;
         new_episode (n_envs,) bool: environments whose ``obs`` is the first of a new episode (their
         memory, cache and return-to-go start over while the others carry on)."""
-        model, decoding = self.model, self.decoding
         obs = self._observe(obs, last_reward)
         restart = None
         if new_episode is not None:
             restart = torch.as_tensor(np.asarray(new_episode, dtype=bool), device=self.device)
             self.rtg[restart] = self.target_return / self.cfg.rtg_scale
-            restart = restart if bool(restart.any()) else None
-        step_tokens = torch.stack([model.encoders.embed_rtg(self.rtg[:, None]), model.encoders.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
         previous = self.pending_action
-        if previous is not None and restart is None and bool((self.state.length + 1 < decoding.S).all()):
-            tokens = torch.cat([model.encoders.embed_actions(previous[:, None]), step_tokens], dim=1)
-            h, self.state = decoding.step(self.state, tokens)  # (n, 3, D): a_{t-1}, R_t, o_t
-        else:
-            if previous is not None:  # every row has room for it: its segment holds 3j + 2 tokens
-                _, self.state = decoding.step(self.state, model.encoders.embed_actions(previous[:, None]))
-            if restart is not None:
-                self.state = decoding.restart(self.state, restart)
-            # A full segment is closed only now that its last action is known (as in training).
-            self.state = decoding.close_full(self.state)
-            h, self.state = decoding.step(self.state, step_tokens)  # (n, 2, D): R_t, o_t
-        action = self._choose(model.head(h[:, -1]))
+        action_token = None if previous is None else self.model.encoders.embed_actions(previous[:, None])
+        h, self.stream = self.step.decode(self.stream, self.step.step_tokens(self.rtg, obs), action_token, restart)
+        action = self._choose(self.model.head(h))
         self.pending_action = action
         return action.cpu().numpy()
 
