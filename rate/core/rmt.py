@@ -124,6 +124,22 @@ class RecurrentMemoryTransformer(nn.Module):
         memory = self.memory(batch_size) if self.memory is not None else None
         return RMTState(memory, [])
 
+    def run_layers(self, h: torch.Tensor, positions: RelativePositions, mask_bias: torch.Tensor,
+                   past: list | None = None, write_at: torch.Tensor | int | None = None):
+        """The decoder layers over the rows h (B, Q, D), then the final norm: what the full
+        segment forward and the streaming decoder both run.
+
+        past: per layer, what the rows attend to besides themselves: (keys, values) (B, H, P, dh),
+        the Transformer-XL cache of a full forward, or a streaming decoder's KVPages buffer,
+        written at ``write_at``; None for neither.  Returns the final-normed output (B, Q, D),
+        each layer's input (B, Q, D) (what the XL cache keeps) and each layer's keys/values."""
+        inputs, kvs = [], []
+        for i, layer in enumerate(self.layers):
+            inputs.append(h)
+            h, kv = layer(h, positions, mask_bias, None if past is None else past[i], write_at)
+            kvs.append(kv)
+        return self.final_norm(h), inputs, kvs
+
     # ------------------------------------------------------------------ one segment
     def forward_segment(
         self, x: torch.Tensor, state: RMTState, seg_valid: torch.Tensor | None = None
@@ -147,12 +163,8 @@ class RecurrentMemoryTransformer(nn.Module):
         bias = mask_to_bias(allowed).to(x.dtype)
         positions = RelativePositions(c, q_len, c + q_len, cfg.d_model, x.device)
 
-        layer_inputs = []
-        for i, layer in enumerate(self.layers):
-            layer_inputs.append(h)
-            past = layer.cache_kv(state.cache[i]) if c else None
-            h, _ = layer(h, positions, bias, past)
-        h = self.final_norm(h)
+        past = [layer.cache_kv(cache) for layer, cache in zip(self.layers, state.cache)] if c else None
+        h, layer_inputs, _ = self.run_layers(h, positions, bias, past)
 
         next_memory = None
         if m:

@@ -226,18 +226,14 @@ class StreamingDecoder:
         write_at = start
         if not exporting and start.numel() and bool((start == start[0]).all()):
             write_at = int(start[0])
-        inputs, keys, values = [], [], []
-        h = x
-        for i, layer in enumerate(self.decoder.layers):
-            inputs.append(h)
-            # Views of the buffers' first pages: the in-place write lands in the buffers.
-            kv = KVPages(state.keys[i], state.values[i]) if whole else KVPages(state.keys[i][:pages], state.values[i][:pages])
-            h, kv = layer(h, positions, bias, kv, write_at=write_at)
-            keys.append(kv.keys)
-            values.append(kv.values)
+        # Views of the buffers' first pages: the in-place writes land in the buffers.
+        # (state.keys[i], not iteration: unbind's views cannot be written in place)
+        past = [KVPages(state.keys[i], state.values[i]) if whole else KVPages(state.keys[i][:pages], state.values[i][:pages])
+                for i in range(self.L)]
+        h, inputs, kvs = self.decoder.run_layers(x, positions, bias, past, write_at)
         if not exporting:  # the buffers were written in place
-            return self.decoder.final_norm(h), inputs, state.keys, state.values
-        return self.decoder.final_norm(h), inputs, torch.stack(keys), torch.stack(values)
+            return h, inputs, state.keys, state.values
+        return h, inputs, torch.stack([kv.keys for kv in kvs]), torch.stack([kv.values for kv in kvs])
 
     def _run_after(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Rows x (B, n, D) at positions W.. (after the one flat page of W slots, which stays as it
@@ -246,10 +242,8 @@ class StreamingDecoder:
         n = x.shape[1]
         positions = RelativePositions(self.W, n, self.W + n, self.D, x.device)
         bias = mask_to_bias(allowed).to(x.dtype)
-        h = x
-        for i, layer in enumerate(self.decoder.layers):
-            h, _ = layer(h, positions, bias, KVPages(state.keys[i], state.values[i]), write_at=None)  # appended
-        return self.decoder.final_norm(h)
+        past = [KVPages(state.keys[i], state.values[i]) for i in range(self.L)]
+        return self.decoder.run_layers(x, positions, bias, past, write_at=None)[0]  # keys appended
 
     def _memory_sees(self, kind: torch.Tensor) -> torch.Tensor:
         """(B, W) bool: buffer slots a memory row may attend to (read, segment, cache if allowed)."""
