@@ -38,6 +38,13 @@ class SlidingBPTT:
     ``window`` holds the indices of the last k+1 segments (the current one last); ``start`` is
     the state at the input of window[0].  After a step the window slides by one segment and
     ``start`` becomes the (detached) state after the old window[0].
+
+    This is the RMT paper's language-model training: one segment's loss per optimiser step, the
+    window sliding *between* steps, every re-decode with the weights of its own step.
+    ``RecurrentMemoryTransformer.forward`` with ``bptt_depth`` k truncates the gradient the same
+    way *within* one call over a whole window (RATE and the algorithmic tasks, one optimiser
+    step per window), so the LM trainer keeps this small bookkeeping and decodes through the
+    model's own ``forward_segment``.
     """
 
     def __init__(self, model: RecurrentLM, stream: OrderedStream, depth: int):

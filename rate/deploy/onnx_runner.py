@@ -141,7 +141,10 @@ def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, see
          sample: bool = False) -> dict[str, np.ndarray]:
     """Run ``episodes`` environments side by side until all have ended (finished ones idle) or
     ``max_steps`` steps have passed.  ``sample``: discrete actions drawn from the softmax (seeded);
-    a continuous policy plays its mean, as the eager policy does, so sampling it is refused."""
+    a continuous policy plays its mean, as the eager policy does, so sampling it is refused.
+
+    A deliberate copy of the rollout loop of rate/rl/rollout.py: this file must run where neither
+    torch nor the library is installed (tests/test_export.py plays both on the same episodes)."""
     if sample and policy.meta.get("act_kind") == "continuous":
         raise ValueError("sampling draws discrete actions from the softmax; this policy's actions are "
                          "continuous (it plays their mean): leave --sample out")
