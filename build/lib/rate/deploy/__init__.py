@@ -1,1 +1,0 @@
-"""Shipping a policy: checkpoints, export to .pt2 / ONNX with the recurrent state, the standalone ONNX runner."""

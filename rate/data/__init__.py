@@ -1,0 +1,1 @@
+"""Offline data: episodes read from Minari, Minari datasets written safely, D4RL import, environment plugins."""
