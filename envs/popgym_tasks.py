@@ -1,6 +1,6 @@
 """POPGym memory tasks as vector-observation environments, with oracles from their hidden state.
 
-    import envs, gymnasium as gym
+    import rate_envs, gymnasium as gym
     env = gym.make("rate/POPGym-v0", task="RepeatPreviousEasy")
 
 :class:`POPGymTask` wraps one ``popgym`` environment and encodes its observation as a float32

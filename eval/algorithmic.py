@@ -18,7 +18,7 @@ import torch
 
 from rate.tasks.algorithmic import decode_sqeq, generate
 from train.experiments.algorithmic import CHECKPOINT_KIND, TEST_SEED_OFFSET, AlgorithmicConfig, build_model, evaluate
-from rate.deploy.checkpoint import CheckpointError, load_checkpoint
+from rate.checkpoint import CheckpointError, load_checkpoint
 from rate.training import setup_process
 
 

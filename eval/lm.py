@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from rate.deploy.checkpoint import CheckpointError, load_checkpoint
+from rate.checkpoint import CheckpointError, load_checkpoint
 from rate.tasks.lm_data import CorpusError, load_split
 from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
 from rate.tasks.lm_stream import OrderedStream

@@ -19,7 +19,7 @@ import sys
 import numpy as np
 import torch
 
-from rate.deploy.checkpoint import CheckpointError
+from rate.checkpoint import CheckpointError
 from rate.rl.experiment import load_dataset_for, load_policy_model
 from rate.data.episodes import DatasetError, Episode, returns_to_go
 from rate.training import setup_process

@@ -1,6 +1,6 @@
 """rate: the Recurrent Memory Transformer (RMT) and RATE for offline reinforcement learning.
 
-Subpackages, each importing only those listed before it:
+Subpackages, each importing only those listed before it (and the shared modules below):
 
 - ``rate.core``: the RMT decoder (attention, masks, memory tokens and update rules, layers,
   segment recurrence, key/value buffer and streaming decoder, the token LM around it);
@@ -8,12 +8,13 @@ Subpackages, each importing only those listed before it:
   plugins;
 - ``rate.rl``: the RATE model and its baselines, training windows, policies, rollouts, the run
   config and the offline trainer;
-- ``rate.deploy``: checkpoints, export to .pt2 / ONNX, the standalone ONNX runner;
+- ``rate.deploy``: export to .pt2 / ONNX, the standalone ONNX runner;
 - ``rate.tasks``: the RMT paper's algorithmic tasks and the character-level corpus streams;
 - ``rate.cli``: the console scripts ``rate-train``, ``rate-eval``, ``rate-export``,
   ``rate-import-d4rl`` (and ``rate-play-onnx``, which is ``rate.deploy.onnx_runner``).
 
-``rate.config`` (dataclass configs from YAML), ``rate.training`` (optimiser, device, threads) and
+``rate.config`` (dataclass configs from YAML), ``rate.training`` (optimiser, device, threads, the
+trainers' TrainingLoop), ``rate.checkpoint`` (safetensors weights + JSON config) and
 ``rate.distributed`` (torchrun data parallelism) serve all of them.
 """
 

@@ -115,7 +115,7 @@ def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
             # backbone default has memory tokens; a bare RMTConfig has none).
             base = default()
             if dataclasses.is_dataclass(base):
-                value = _merged(to_dict(base), value)
+                value = merge_sections(to_dict(base), value)
         kwargs[name] = _coerce(value, hints[name], f"{_path}.{name}" if _path else name)
     try:
         return cls(**kwargs)
@@ -123,14 +123,6 @@ def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
         if isinstance(err, ConfigError):
             raise
         raise ConfigError(f"{_path or cls.__name__}: {err}") from err
-
-
-def _merged(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``update``'s keys set, recursively for mappings on both sides."""
-    out = dict(base)
-    for key, value in update.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -8,6 +8,7 @@ process on the combined batch (tested).  Logging, evaluation and checkpoints hap
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -69,7 +70,13 @@ class Group:
             dist.barrier()
 
     def close(self) -> None:
+        """Leave the group.  A DistributedDataParallel wrapper's reducer keeps the group alive
+        through autograd hooks on the model's parameters, in reference cycles; collected only at
+        interpreter exit, the group's C++ threads would be destroyed still joinable there, and the
+        process aborts ("terminate called without an active exception", SIGABRT).  So the cycles
+        are collected first, and the group's threads are joined here."""
         if self.world > 1 and dist.is_initialized():
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -178,6 +178,11 @@ class TrainingLoop:
         for name, value in metrics.items():
             self._writer.add_scalar(f"{section}/{name}", value, self.step if step is None else step)
 
+    def close_bar(self) -> None:
+        """End the progress bar (before a final evaluation's own bars), if it was shown."""
+        if self._bar is not None:
+            self._bar.close()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -17,7 +17,7 @@ import yaml
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.storage import get_dataset_path
 
-from rate.deploy.checkpoint import exclusive_run_dir, save_checkpoint
+from rate.checkpoint import exclusive_run_dir, save_checkpoint
 from rate.cli.records import read_rows
 from tests.tiny_tmaze import TINY, tiny, tiny_data
 from rate.cli.train import main
@@ -310,7 +310,7 @@ def test_read_only_output_folder(tmp_path, capsys, monkeypatch):
 def test_full_disk_while_writing_a_checkpoint(capsys, finished_run, monkeypatch):
     """ENOSPC half-way through the weights file: the previous checkpoint stays complete and in place,
     and the half-written temporary is removed."""
-    import rate.deploy.checkpoint as checkpoint
+    import rate.checkpoint as checkpoint
 
     config, out = finished_run
     before = digest(out / "model.safetensors", out / "config.json")

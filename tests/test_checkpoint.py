@@ -10,7 +10,7 @@ import torch
 
 from rate.tasks.algorithmic import TaskConfig
 from train.experiments.algorithmic import CHECKPOINT_KIND, AlgorithmicConfig, build_model
-from rate.deploy.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
+from rate.checkpoint import CheckpointError, load_weights, read_checkpoint, save_checkpoint
 from rate.config import to_dict
 from rate.core.rmt import RMTConfig
 
@@ -73,7 +73,7 @@ def test_config_json_is_plain_json(tmp_path):
     cfg = small(num_mem_tokens=2)
     save_checkpoint(tmp_path / "ck", build_model(cfg), CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": {"a": 1.0}})
     meta = json.loads((tmp_path / "ck/config.json").read_text())
-    assert meta["format_version"] == 1 and meta["kind"] == CHECKPOINT_KIND and meta["extra"]["metrics"]["a"] == 1.0
+    assert meta["format_version"] == 2 and meta["kind"] == CHECKPOINT_KIND and meta["extra"]["metrics"]["a"] == 1.0
 
 
 def test_checkpoint_files_get_normal_permissions(tmp_path):
@@ -88,3 +88,19 @@ def test_checkpoint_files_get_normal_permissions(tmp_path):
         os.umask(umask)
     modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
     assert modes and set(modes.values()) == {0o644}, modes
+
+
+@pytest.mark.parametrize("meta, pattern", [
+    ([1, 2], "not a checkpoint description"),
+    ({"format_version": 2, "kind": "algorithmic"}, "not a checkpoint description"),
+    ({"format_version": 1, "kind": "algorithmic", "config": {}}, "format version 1, expected 2"),
+    ({"format_version": 2, "kind": "algorithmic", "config": {"nope": 1}}, "config does not match this version"),
+])
+def test_load_checkpoint_turns_every_bad_description_into_one_error(tmp_path, meta, pattern):
+    from rate.checkpoint import load_checkpoint
+
+    cfg = small()
+    save_checkpoint(tmp_path / "ck", build_model(cfg), CHECKPOINT_KIND, to_dict(cfg))
+    (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=pattern):
+        load_checkpoint(tmp_path / "ck", CHECKPOINT_KIND, AlgorithmicConfig, build_model)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rate.deploy.checkpoint import read_checkpoint
+from rate.checkpoint import read_checkpoint
 from rate.config import save_yaml
 from tests.tiny_tmaze import tiny
 from rate.rl.experiment import build_rate

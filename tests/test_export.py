@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from rate.deploy.onnx_runner import ArtifactError, make_env_factory, open_onnx, play
-from rate.deploy.checkpoint import save_checkpoint
+from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
 from rate.cli.export import main
 from rate.deploy.export import PolicyStep, compare_with_eager, export_metadata, export_onnx, export_pt2, open_artifact

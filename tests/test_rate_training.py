@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from rate.deploy.checkpoint import read_checkpoint
+from rate.checkpoint import read_checkpoint
 from rate.data.episodes import DatasetError
 from rate.rl.trainer import train
 from tests.tiny_tmaze import TINY, tiny

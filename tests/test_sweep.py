@@ -104,6 +104,9 @@ def test_sweep_with_a_wrong_evaluation_environment_fails_before_running(tmp_path
 def test_bad_set_override_fails_before_running(tmp_path, capsys):
     assert main(["configs/lm/sweep.yaml", "--set", "train.nope=1", "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err
+    # every seed would train the same run under another name
+    assert main(["configs/lm/sweep.yaml", "--set", "train.seed=3", "--dry-run"]) == 2
+    assert "train.seed is set by the sweep's seeds" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -113,7 +116,11 @@ def test_bad_set_override_fails_before_running(tmp_path, capsys):
      ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: [{name: a, config: configs/lm/base.yaml}]\ngroups: []\n",
       "unknown config key groups"),
      ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: [{name: a, config: configs/algorithmic/reverse.yaml},\n"
-      "  {name: a, config: configs/algorithmic/copy.yaml}]\n", "run names repeat: ['a/seed0']")],
+      "  {name: a, config: configs/algorithmic/copy.yaml}]\n", "run names repeat: ['a/seed0']"),
+     ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: [{name: a, config: configs/algorithmic/reverse.yaml, seeds: []}]\n",
+      "seeds is empty"),
+     ("csv: a.csv\nout_root: r\nseeds: [0, 1]\nruns: [{name: a, config: configs/algorithmic/reverse.yaml,\n"
+      "  overrides: [train.seed=5]}]\n", "train.seed is set by the sweep's seeds")],
 )
 def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, pattern):
     sweep_file = tmp_path / "s.yaml"

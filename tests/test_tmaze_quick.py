@@ -43,7 +43,7 @@ def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypa
     folder that another trainer holds: one error line and exit 2, no traceback, no report."""
     import pytest
 
-    from rate.deploy.checkpoint import exclusive_run_dir
+    from rate.checkpoint import exclusive_run_dir
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     config = tmp_path / "tiny.yaml"

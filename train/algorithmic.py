@@ -20,7 +20,7 @@ import torch
 
 from rate.tasks.algorithmic import generate
 from train.experiments.algorithmic import CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate
-from rate.deploy.checkpoint import save_checkpoint
+from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
 from rate.training import TrainingLoop, resolve_device, setup_process
 from rate.cli.run import run_and_record

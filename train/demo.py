@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from train.experiments.algorithmic import CHECKPOINT_KIND, AlgorithmicConfig
-from rate.deploy.checkpoint import save_checkpoint
+from rate.checkpoint import save_checkpoint
 from rate.config import atomic_write_text, load_yaml, to_dict
 from train.algorithmic import train
 from rate.cli.run import USER_ERRORS

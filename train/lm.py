@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rate.deploy.checkpoint import save_checkpoint
+from rate.checkpoint import save_checkpoint
 from rate.config import ConfigError, to_dict
 from rate.core.lm import RecurrentLM
 from rate.tasks.lm_data import CorpusError, load_split

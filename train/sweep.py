@@ -43,6 +43,10 @@ class ListedRun:
     overrides: list[str] = field(default_factory=list)
     seeds: list[int] | None = None  # default: the sweep's seeds
 
+    def __post_init__(self) -> None:
+        if self.seeds is not None and not self.seeds:
+            raise ValueError(f"run {self.name}: seeds is empty (leave it out for the sweep's seeds)")
+
 
 @dataclass
 class Run:
@@ -70,6 +74,10 @@ def expand(sweep: Sweep, extra: list[str] | tuple[str, ...] = ()) -> list[Run]:
     """Every (run, seed) of the sweep in file order; ``extra`` overrides end every run's list."""
     runs = [Run(f"{listed.name}/seed{seed}", listed.config, [*listed.overrides, f"train.seed={seed}", *extra])
             for listed in sweep.runs for seed in (listed.seeds if listed.seeds is not None else sweep.seeds)]
+    for run in runs:
+        if sum(o.startswith("train.seed=") for o in run.overrides) > 1:
+            raise ConfigError(f"{run.name}: train.seed is set by the sweep's seeds (run NAME/seedS trains with "
+                              "train.seed=S); not by overrides or --set")
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"run names repeat: {sorted({n for n in names if names.count(n) > 1})[:3]}")

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import rate_envs  # noqa: F401  registers the project's environments
-from rate.deploy.checkpoint import exclusive_run_dir
+from rate.checkpoint import exclusive_run_dir
 from rate.config import atomic_write_text, load_yaml
 from rate.rl.experiment import RATEExperimentConfig, evaluate_lengths
 from rate.training import positive_int

@@ -33,7 +33,8 @@ from tqdm import tqdm
 
 from rate.deploy.onnx_runner import make_env_factory, play
 from rate.config import atomic_write_text, load_yaml
-from rate.deploy.export import PolicyStep, export_metadata, export_onnx, open_artifact
+from rate.deploy.export import export_metadata, export_onnx, open_artifact
+from rate.rl.step import PolicyStep
 from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy
 from rate.rl.experiment import RATEExperimentConfig, build_rate
 from rate.rl.model import RATEModel

@@ -1,6 +1,8 @@
 """Evaluate a RATE checkpoint by rolling the policy out (success and return per episode length).
 
-    python -m eval CHECKPOINT [--env rate/TMaze-v0] [--lengths 30 90 900] [--episodes 100] [--seed 0]
+    (``python -m eval`` in the repository is the same command.)
+
+    rate-eval CHECKPOINT [--env rate/TMaze-v0] [--lengths 30 90 900] [--episodes 100] [--seed 0]
                    [--target-return 1.0] [--sample] [--out results/tmaze_eval.json] [--no-plot]
 
 Writes the table as JSON (and, unless --no-plot, a plot of success against length next to it)
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from rate.plots import log_length_axis, plt, save_figure
 
-from rate.deploy.checkpoint import CheckpointError
+from rate.checkpoint import CheckpointError
 from rate.config import atomic_write_text
 from rate.rl.experiment import check_eval_envs, evaluate_lengths, load_policy_model
 from rate.training import positive_int, setup_process
@@ -38,7 +40,7 @@ def plot_success(results: dict[int, dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="rate-eval", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--env", help="Gymnasium id (default: the run's eval.env_id)")
     parser.add_argument("--lengths", type=int, nargs="+")

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from rate.deploy.checkpoint import CheckpointError
+from rate.checkpoint import CheckpointError
 from rate.deploy.export import ExportError, export_checkpoint
 from rate.deploy.onnx_runner import ArtifactError
 from rate.training import positive_int, setup_process

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from rate.deploy.checkpoint import CheckpointError, exclusive_run_dir
+from rate.checkpoint import CheckpointError, exclusive_run_dir
 from rate.config import ConfigError, load_yaml
 from rate.cli.records import record_run
 

@@ -11,8 +11,6 @@ offline); its file format is simple: flat arrays of N steps ``observations`` (N,
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 import gymnasium as gym

@@ -88,7 +88,7 @@ def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object
     except FileNotFoundError as err:
         root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
         raise DatasetError(f"Minari dataset {dataset_id!r} not found under {root}; generate it first "
-                           f"(for T-Maze: python -m envs.tmaze_data)") from err
+                           f"(for T-Maze: python -m rate_envs.tmaze_data)") from err
     except Exception as err:  # h5py/json errors of a damaged dataset
         raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
     episodes = []

@@ -13,7 +13,8 @@ own package.  ``rate-play-onnx`` and ``python -m eval.play_onnx`` are the same c
 Transformer-XL cache, in-segment key/value cache, counters) lives in numpy arrays between steps;
 its shapes and dtypes come from the metadata stored in the ONNX file.
 
-``--lengths`` sets T-Maze episode lengths T (corridor T - 2); for other environments leave it out.
+``--lengths`` sets the evaluated length of the project's tasks (the policy's ``length_kwarg``: T-Maze's
+episode length T, MiniGrid-Memory's grid size, ...); for other environments leave it out.
 Episodes run side by side, one batch row each; environment i is reset with seed ``seed + i``.
 """
 

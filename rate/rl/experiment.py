@@ -189,7 +189,7 @@ def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None)
 
 def load_policy_model(path) -> tuple[RATEModel, RATEExperimentConfig]:
     """The model (eval mode) and run config of a RATE checkpoint folder (CheckpointError when it is not one)."""
-    from rate.deploy.checkpoint import load_checkpoint
+    from rate.checkpoint import load_checkpoint
 
     model, cfg, _ = load_checkpoint(path, CHECKPOINT_KIND, RATEExperimentConfig, lambda c: build_policy_model(c.model))
     return model, cfg

@@ -65,6 +65,12 @@ class PolicyStep(nn.Module):
         self.decoding._table = self.positions_table
         self.eval()
 
+    def _apply(self, fn, recurse=True):
+        """Module.to() and friends replace the buffers: the decoder reads the new table."""
+        out = super()._apply(fn, recurse)
+        self.decoding._table = self.positions_table
+        return out
+
     def state_spec(self) -> list[dict[str, Any]]:
         """Name, shape (the batch dimension as "batch"), dtype and batch dimension of each state tensor."""
         spec = []

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rate.deploy.checkpoint import (CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint,
+from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint,
                              save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.rl.experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rate, check_eval_envs, evaluate_lengths,
@@ -213,7 +213,7 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
                                                         for t, r in eval_results.items()})
             save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": loop.step, "eval": eval_results})
             save_training_state(out, model, loop.opt, loop.sched, loop.step, time.time() - start, device)
-    loop.bar.close()  # before the final evaluation's own bars
+    loop.close_bar()  # before the final evaluation's own bars
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval
     if not eval_results and not (ev.final_lengths or ev.final_episodes) and group.is_main:

@@ -134,6 +134,6 @@ def load_split(folder: str | Path, split: str) -> torch.Tensor:
     """A prepared split as a (N,) int64 tensor of byte ids."""
     folder = Path(folder)
     if _verify(folder) is None:
-        raise CorpusError(f"{folder}: no verified corpus; run `python -m train.prepare_lm --data-dir {folder}`")
+        raise CorpusError(f"{folder}: no verified corpus; run `python -m train.prepare_lm --data-dir {folder}` in the repository")
     data = np.frombuffer((folder / f"{split}.bin").read_bytes(), dtype=np.uint8)
     return torch.from_numpy(data.astype(np.int64))

@@ -2,7 +2,7 @@
 
 A checkpoint is a folder holding ``model.safetensors`` and ``config.json``::
 
-    {"format_version": 1, "kind": "algorithmic", "config": {...}, "extra": {...}}
+    {"format_version": 2, "kind": "algorithmic", "config": {...}, "extra": {...}}
 
 Both files are written through a temporary file and an atomic rename, weights first, so a
 crash leaves either the old checkpoint or the new one, never a mix.
@@ -26,7 +26,8 @@ from rate.config import ConfigError, atomic_write, atomic_write_text, from_dict
 
 C = TypeVar("C")
 
-FORMAT_VERSION = 1
+# 2: RATE models keep their encoders and action head in submodules (encoders.*, head.linear.*).
+FORMAT_VERSION = 2
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
@@ -56,6 +57,8 @@ def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], d
         meta = json.loads((directory / CONFIG).read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{directory / CONFIG}: corrupt JSON: {err}") from err
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{directory / CONFIG}: not a checkpoint description (no config mapping)")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{directory}: format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     if meta.get("kind") != kind:
