@@ -1,5 +1,11 @@
 """rate: the Recurrent Memory Transformer (RMT) and RATE for offline reinforcement learning.
 
+The public API (``rate.api``)::
+
+    policy = rate.load_policy(path)            # a checkpoint folder, a .pt2 or a .onnx -> Policy
+    policy, metrics = rate.train(config, overrides, out=...)
+    results = rate.evaluate(policy, env_id, episodes=100, lengths=[...])
+
 Subpackages, each importing only those listed before it (and the shared modules below):
 
 - ``rate.core``: the RMT decoder (attention, masks, memory tokens and update rules, layers,
@@ -19,3 +25,7 @@ trainers' TrainingLoop), ``rate.checkpoint`` (safetensors weights + JSON config)
 """
 
 __version__ = "0.1.0"
+
+from rate.api import Policy, evaluate, load_policy, train  # noqa: E402  (after __version__: pyproject reads it)
+
+__all__ = ["Policy", "evaluate", "load_policy", "train", "__version__"]

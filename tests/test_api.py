@@ -1,0 +1,117 @@
+"""The public API: one Policy for a checkpoint, a .pt2 and a .onnx (same actions), unbatched and
+batched observations, per-environment restarts, train and evaluate, and the README's example."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import rate
+from rate.checkpoint import CheckpointError, save_checkpoint
+from rate.cli.export import main as export_main
+from rate.config import to_dict
+from rate.core.rmt import RMTConfig
+from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig
+from rate.rl.model import RATEConfig, RATEModel
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def checkpoint(tmp_path: Path, **model) -> Path:
+    torch.manual_seed(0)
+    backbone = RMTConfig(d_model=32, n_layers=2, n_heads=2, d_head=16, d_inner=32, num_mem_tokens=2,
+                         memory_update="mrv", mrv_heads=2)
+    cfg = RATEExperimentConfig(model=RATEConfig(backbone=backbone, segment_steps=3, num_segments=2, obs_shape=[4],
+                                                **model))
+    return save_checkpoint(tmp_path / "ckpt", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg))
+
+
+def play(policy: rate.Policy, steps: int = 20, batch: int = 3, seed: int = 0):
+    """Actions and outputs over ``steps`` steps of random observations, rewards and restarts."""
+    rng = np.random.default_rng(seed)
+    policy.reset(batch)
+    actions, outputs = [], []
+    for t in range(steps):
+        obs = rng.standard_normal((batch, 4)).astype(np.float32)
+        reward = None if t == 0 else rng.integers(0, 2, batch).astype(np.float32)
+        done = None if t == 0 else rng.random(batch) < 0.15
+        actions.append(np.asarray(policy.act(obs, reward, done)))
+        outputs.append(policy.last_output.copy())
+    return np.stack(actions), np.stack(outputs)
+
+
+@pytest.mark.slow
+def test_a_checkpoint_its_pt2_and_its_onnx_act_alike(tmp_path):
+    """Discrete actions, so any difference shows as another action; the exported steps' parity
+    for continuous actions and the cache is tests/test_export.py's."""
+    act_kind = "discrete"
+    ckpt = checkpoint(tmp_path)
+    for fmt in ("pt2", "onnx"):
+        assert export_main([str(ckpt), "--format", fmt, "--threads", "1"]) == 0
+    eager = play(rate.load_policy(ckpt))
+    for fmt in ("pt2", "onnx"):
+        actions, outputs = play(rate.load_policy(ckpt / f"policy.{fmt}"))
+        np.testing.assert_allclose(outputs, eager[1], atol=1e-4)
+        if act_kind == "discrete":
+            np.testing.assert_array_equal(actions, eager[0])
+        else:
+            np.testing.assert_allclose(actions, eager[0], atol=1e-4)
+
+
+def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
+    policy = rate.load_policy(checkpoint(tmp_path))
+    with pytest.raises(RuntimeError, match="reset"):
+        policy.act(np.zeros(4))
+    policy.reset()
+    action = policy.act(np.zeros(4))
+    assert np.ndim(action) == 0 and 0 <= int(action) < 4
+    assert policy.last_output.shape == (1, 4)
+    policy.act(np.ones(4), 1.0)
+    policy.reset(2)
+    assert policy.act(np.zeros((2, 4))).shape == (2,)
+    with pytest.raises(ValueError, match=r"takes \(4,\) or a batch \(2, 4\)"):
+        policy.act(np.zeros((2, 5)))
+
+
+def test_a_restarted_environment_starts_over_while_the_others_go_on(tmp_path):
+    """done=True for one row: its actions from then on equal a fresh single-environment policy's."""
+    policy, alone = rate.load_policy(checkpoint(tmp_path)), rate.load_policy(checkpoint(tmp_path))
+    rng = np.random.default_rng(1)
+    policy.reset(2)
+    for t in range(5):
+        policy.act(rng.standard_normal((2, 4)), None if t == 0 else np.ones(2))
+    alone.reset(1)
+    for t in range(7):
+        obs = rng.standard_normal((2, 4))
+        both = policy.act(obs, None if t == 0 else np.zeros(2), done=[t == 0, False])
+        assert both[0] == alone.act(obs[0], None if t == 0 else 0.0)
+        np.testing.assert_allclose(policy.last_output[0], alone.last_output[0], atol=1e-5)
+
+
+def test_what_is_not_a_policy_is_one_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a .pt2 / .onnx file"):
+        rate.load_policy(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a checkpoint"):
+        rate.load_policy(tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs(tmp_path, monkeypatch):
+    """The README's "Use in Python" code, as written, on a small T-Maze dataset of the id it names."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Use in Python"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    shutil.copytree(ROOT / "configs", tmp_path / "configs")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    from rate_envs.tmaze_data import generate_tmaze_dataset
+
+    generate_tmaze_dataset(horizon=90, episodes=100, seed=0)
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "success" in done.stdout and (tmp_path / "runs" / "api_demo" / "model.safetensors").is_file()
