@@ -177,7 +177,7 @@ def evaluate(policy: Policy | str | Path, env_id: str, episodes: int = 100, leng
     import gymnasium as gym
 
     from rate.data.env_plugins import load_env_plugins
-    from rate.rl.rollout import rollout
+    from rate.rl.rollout import rollout, summarise
 
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -186,7 +186,6 @@ def evaluate(policy: Policy | str | Path, env_id: str, episodes: int = 100, leng
     results: dict[int | None, dict[str, float]] = {}
     for length in lengths or [None]:
         kwargs = dict(env_kwargs or {}) | ({} if length is None else {length_kwarg: length})
-        out = rollout(lambda: gym.make(env_id, **kwargs), policy, episodes, seed=seed, progress=progress)
-        results[length] = {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),
-                           "return": float(out["returns"].mean()), "return_std": float(out["returns"].std())}
+        results[length] = summarise(rollout(lambda: gym.make(env_id, **kwargs), policy, episodes, seed=seed,
+                                            progress=progress))
     return results

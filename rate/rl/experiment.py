@@ -12,7 +12,7 @@ import numpy as np
 from rate.data.env_plugins import load_env_plugins
 from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
 from rate.rl.model import RATEConfig, RATEModel
-from rate.rl.rollout import rollout
+from rate.rl.rollout import rollout, summarise
 from rate.training import TrainConfig
 from rate.data.episodes import DatasetError, Episode, load_minari_episodes, validate_episodes
 
@@ -166,8 +166,7 @@ def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[
             return gym.make(ev.env_id, **eval_env_kwargs(ev, t))
 
         out = rollout(make_env, make_policy(model, cfg), ev.episodes if episodes is None else episodes, seed=ev.seed, progress=progress)
-        results[t] = {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),
-                      "return": float(out["returns"].mean()), "return_std": float(out["returns"].std())}
+        results[t] = summarise(out)
     return results
 
 

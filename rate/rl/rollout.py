@@ -54,3 +54,9 @@ def rollout(
     for env in envs:
         env.close()
     return {"returns": returns, "lengths": lengths, "success": success}
+
+
+def summarise(out: dict[str, np.ndarray]) -> dict[str, float]:
+    """Success rate and mean return of a :func:`rollout`, each with its standard deviation over the episodes."""
+    return {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),
+            "return": float(out["returns"].mean()), "return_std": float(out["returns"].std())}
