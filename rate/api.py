@@ -74,15 +74,14 @@ class _EagerBackend:
     """A checkpoint folder: the run config's eager policy."""
 
     def __init__(self, model, cfg, device: str):
-        from rate.rl.experiment import make_policy
-
         self.model, self.cfg = model.to(device), cfg
-        self._make = make_policy
 
     def reset(self, n: int, target_return: float) -> None:
         from dataclasses import replace
 
-        self.policy = self._make(self.model, replace(self.cfg, eval=replace(self.cfg.eval, target_return=target_return)))
+        from rate.rl.experiment import make_policy
+
+        self.policy = make_policy(self.model, replace(self.cfg, eval=replace(self.cfg.eval, target_return=target_return)))
         self.policy.reset(n)
         self.streaming = hasattr(self.policy, "step")  # per-row restarts (StreamingPolicy)
 
