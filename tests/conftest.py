@@ -1,8 +1,9 @@
 """Shared fixtures: one torch thread (tests run beside other jobs on 2 cores), a fixed seed, both
-forms of the Transformer-XL positional scores, the tiny T-Maze dataset."""
+forms of the Transformer-XL positional scores, the tiny T-Maze dataset, a policy player."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -57,3 +58,24 @@ def tmaze_data(tmp_path, monkeypatch):
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     generate_tmaze_dataset(horizon=12, episodes=200, seed=0)
+
+
+def _play(policy, steps: int = 20, batch: int = 3, seed: int = 0):
+    """Actions and outputs over ``steps`` steps of random observations, rewards and restarts."""
+    rng = np.random.default_rng(seed)
+    policy.reset(batch)
+    actions, outputs = [], []
+    for t in range(steps):
+        obs = rng.standard_normal((batch, 4)).astype(np.float32)
+        reward = None if t == 0 else rng.integers(0, 2, batch).astype(np.float32)
+        done = None if t == 0 else rng.random(batch) < 0.15
+        actions.append(np.asarray(policy.act(obs, reward, done)))
+        outputs.append(policy.last_output.copy())
+    return np.stack(actions), np.stack(outputs)
+
+
+@pytest.fixture
+def play_policy():
+    """``play_policy(policy, steps=20, batch=3, seed=0)``: a rate.Policy's actions and outputs
+    (stacked over steps) for random observations of shape (4,), random rewards and restarts."""
+    return _play

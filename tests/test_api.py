@@ -1,5 +1,6 @@
-"""The public API: one Policy for a checkpoint, a .pt2 and a .onnx (same actions), unbatched and
-batched observations, per-environment restarts, train and evaluate, and the README's example."""
+"""The public API: unbatched and batched observations, per-environment restarts, clear errors,
+train and evaluate through the README's example.  That a checkpoint, its .pt2 and its .onnx act
+alike through rate.load_policy is tested in tests/test_export.py, on its exported artifacts."""
 
 import re
 import shutil
@@ -13,7 +14,6 @@ import torch
 
 import rate
 from rate.checkpoint import CheckpointError, save_checkpoint
-from rate.cli.export import main as export_main
 from rate.config import to_dict
 from rate.core.rmt import RMTConfig
 from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig
@@ -29,38 +29,6 @@ def checkpoint(tmp_path: Path, **model) -> Path:
     cfg = RATEExperimentConfig(model=RATEConfig(backbone=backbone, segment_steps=3, num_segments=2, obs_shape=[4],
                                                 **model))
     return save_checkpoint(tmp_path / "ckpt", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg))
-
-
-def play(policy: rate.Policy, steps: int = 20, batch: int = 3, seed: int = 0):
-    """Actions and outputs over ``steps`` steps of random observations, rewards and restarts."""
-    rng = np.random.default_rng(seed)
-    policy.reset(batch)
-    actions, outputs = [], []
-    for t in range(steps):
-        obs = rng.standard_normal((batch, 4)).astype(np.float32)
-        reward = None if t == 0 else rng.integers(0, 2, batch).astype(np.float32)
-        done = None if t == 0 else rng.random(batch) < 0.15
-        actions.append(np.asarray(policy.act(obs, reward, done)))
-        outputs.append(policy.last_output.copy())
-    return np.stack(actions), np.stack(outputs)
-
-
-@pytest.mark.slow
-def test_a_checkpoint_its_pt2_and_its_onnx_act_alike(tmp_path):
-    """Discrete actions, so any difference shows as another action; the exported steps' parity
-    for continuous actions and the cache is tests/test_export.py's."""
-    act_kind = "discrete"
-    ckpt = checkpoint(tmp_path)
-    for fmt in ("pt2", "onnx"):
-        assert export_main([str(ckpt), "--format", fmt, "--threads", "1"]) == 0
-    eager = play(rate.load_policy(ckpt))
-    for fmt in ("pt2", "onnx"):
-        actions, outputs = play(rate.load_policy(ckpt / f"policy.{fmt}"))
-        np.testing.assert_allclose(outputs, eager[1], atol=1e-4)
-        if act_kind == "discrete":
-            np.testing.assert_array_equal(actions, eager[0])
-        else:
-            np.testing.assert_allclose(actions, eager[0], atol=1e-4)
 
 
 def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):

@@ -323,3 +323,23 @@ def test_gumbel_noise_samples_the_softmax():
     picks = (logits + gumbel_noise(np.random.default_rng(0), 40000, 4)).argmax(1)
     frequencies = np.bincount(picks, minlength=4) / len(picks)
     np.testing.assert_allclose(frequencies, np.exp(logits) / np.exp(logits).sum(), atol=0.01)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_load_policy_gives_a_checkpoint_and_its_artifacts_the_same_actions(tmp_path, artifacts, play_policy, name):
+    """rate.load_policy: one Policy for the checkpoint folder, the .pt2 and the .onnx; the same
+    actions and outputs over 20 steps of 3 environments with rewards and restarts."""
+    import rate
+
+    model = build(name)
+    cfg = RATEExperimentConfig(model=model.cfg)
+    cfg.eval.target_return = 1.0
+    ckpt = save_checkpoint(tmp_path / "ckpt", model, CHECKPOINT_KIND, to_dict(cfg))
+    eager_actions, eager_outputs = play_policy(rate.load_policy(ckpt))
+    for fmt in ("pt2", "onnx"):
+        actions, outputs = play_policy(rate.load_policy(artifacts[name, fmt]))
+        np.testing.assert_allclose(outputs, eager_outputs, atol=1e-4)
+        if model.cfg.act_kind == "discrete":
+            np.testing.assert_array_equal(actions, eager_actions)
+        else:
+            np.testing.assert_allclose(actions, eager_actions, atol=1e-4)
