@@ -26,6 +26,14 @@ trainers' TrainingLoop), ``rate.checkpoint`` (safetensors weights + JSON config)
 
 __version__ = "0.1.0"
 
-from rate.api import Policy, evaluate, load_policy, train  # noqa: E402  (after __version__: pyproject reads it)
-
 __all__ = ["Policy", "evaluate", "load_policy", "train", "__version__"]
+
+
+def __getattr__(name: str):
+    """The API names, imported on first use: ``import rate.config`` (a dataset generator, a
+    report page) must not pay for torch."""
+    if name in ("Policy", "evaluate", "load_policy", "train"):
+        from rate import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'rate' has no attribute {name!r}")

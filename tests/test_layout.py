@@ -117,3 +117,12 @@ def test_shipped_configs_and_sweeps_resolve_to_the_same_runs_as_before_the_layou
         assert {k: sweep[k] for k in ("csv", "out_root", "trainer")} == {k: want[k] for k in ("csv", "out_root", "trainer")}
         assert sorted(sweep["runs"]) == sorted(want["runs"]), name
         assert [r for r in sweep["runs"] if sweep["runs"][r] != want["runs"][r]] == [], name
+
+
+def test_importing_the_package_does_not_import_torch(tmp_path):
+    """Dataset generators and report pages import rate.config and rate.data.minari_writer; the
+    API names of ``rate`` load on first use, so those imports stay free of torch."""
+    code = ("import sys, rate, rate.config, rate.data.minari_writer; assert 'torch' not in sys.modules, 'torch'; "
+            "from rate import load_policy; assert 'torch' in sys.modules; print(rate.__version__)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
