@@ -13,6 +13,7 @@ step function (torch.export or onnxruntime) with the recurrent state between cal
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -33,12 +34,15 @@ class Policy:
               and return-to-go start over while the others go on.
     Returns one action, or a batch as ``obs`` was.  ``last_output`` holds the action logits
     (discrete) or means (continuous) of the last step, batched; ``target_return`` may be set
-    before ``reset``.
+    before ``reset``.  Observations are those of the evaluation environment inside the run's
+    ``eval.wrappers`` (``run_config["eval"]``; :func:`evaluate` applies them).
     """
 
-    def __init__(self, backend: Any, obs_shape: Sequence[int], act_kind: str, target_return: float, source: str):
+    def __init__(self, backend: Any, obs_shape: Sequence[int], act_kind: str, target_return: float, source: str,
+                 run_config: dict[str, Any]):
         self._backend, self.obs_shape, self.act_kind = backend, tuple(obs_shape), act_kind
         self.target_return, self.source = float(target_return), source
+        self.run_config = run_config  # the training run's config, as a mapping
         self.last_output: np.ndarray | None = None
         self._n: int | None = None
 
@@ -73,15 +77,16 @@ class Policy:
 class _EagerBackend:
     """A checkpoint folder: the run config's eager policy."""
 
-    def __init__(self, model, cfg, device: str):
-        self.model, self.cfg = model.to(device), cfg
+    def __init__(self, model, cfg, device: str, sample: bool, seed: int):
+        self.model, self.cfg, self.sample, self.seed = model.to(device), cfg, sample, seed
 
     def reset(self, n: int, target_return: float) -> None:
         from dataclasses import replace
 
         from rate.rl.experiment import make_policy
 
-        self.policy = make_policy(self.model, replace(self.cfg, eval=replace(self.cfg.eval, target_return=target_return)))
+        ev = replace(self.cfg.eval, target_return=target_return, sample=self.sample, seed=self.seed)
+        self.policy = make_policy(self.model, replace(self.cfg, eval=ev))
         self.policy.reset(n)
         self.streaming = hasattr(self.policy, "step")  # per-row restarts (StreamingPolicy)
 
@@ -98,26 +103,35 @@ class _EagerBackend:
 
 
 class _ArtifactBackend:
-    """An exported step function (.pt2 or .onnx) and its recurrent state."""
+    """An exported step function (.pt2 or .onnx) and its recurrent state; ``sample``: discrete
+    actions drawn from the softmax with the Gumbel-max noise the step function takes."""
 
-    def __init__(self, step_policy):
-        self.step = step_policy
+    def __init__(self, step_policy, sample: bool, seed: int):
+        self.step, self.sample, self.seed = step_policy, sample, seed
 
     def reset(self, n: int, target_return: float) -> None:
         self.step.reset(n)
         self.target_return = target_return
+        self.rng = np.random.default_rng(self.seed)
 
     def act(self, obs, reward, done):
+        from rate.deploy.onnx_runner import gumbel_noise
+
         reward = np.zeros(len(obs), dtype=np.float32) if reward is None else reward
-        out, action = self.step.act(obs, reward, done, self.target_return)
+        noise = gumbel_noise(self.rng, len(obs), self.step.meta["act_dim"]) if self.sample else None
+        out, action = self.step.act(obs, reward, done, self.target_return, noise)
         return np.asarray(action), np.asarray(out)
 
 
-def load_policy(path: str | Path, device: str = "cpu", target_return: float | None = None) -> Policy:
-    """A :class:`Policy` from a checkpoint folder (model.safetensors + config.json), an exported
-    ``.pt2`` (needs torch) or ``.onnx`` (needs onnxruntime, the ``export`` extra).
-    ``target_return``: default the run's ``eval.target_return`` (the export's, for an artifact).
-    Raises CheckpointError (a RuntimeError) for anything that is not a policy this code reads."""
+def load_policy(path: str | Path, device: str = "cpu", target_return: float | None = None, sample: bool = False,
+                seed: int = 0) -> Policy:
+    """A :class:`Policy` from a checkpoint folder (model.safetensors + config.json: a run folder,
+    its ``checkpoint_best/``), an exported ``.pt2`` (needs torch) or ``.onnx`` (needs
+    onnxruntime, the ``export`` extra).  ``target_return``: default the run's
+    ``eval.target_return`` (the export's, for an artifact).  ``sample``: discrete actions drawn
+    from the softmax (seeded by ``seed`` at every ``reset``) instead of the argmax.
+    Raises CheckpointError (a RuntimeError) for anything that is not a policy this code reads,
+    ValueError for a request it cannot serve (sampling continuous actions, an artifact on a GPU)."""
     path = Path(path)
     if path.suffix in (".pt2", ".onnx"):
         from rate.deploy.export import open_artifact
@@ -126,65 +140,130 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
             raise ValueError(f"exported policies run on the CPU here; got device {device!r}")
         step = open_artifact(path)
         meta = step.meta
+        if sample and meta["act_kind"] != "discrete":
+            raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
         target = meta["target_return"] if target_return is None else target_return
-        return Policy(_ArtifactBackend(step), meta["obs_shape"], meta["act_kind"], target, str(path))
+        return Policy(_ArtifactBackend(step, sample, seed), meta["obs_shape"], meta["act_kind"], target, str(path),
+                      meta.get("config", {}))
     if not path.is_dir():
         raise CheckpointError(f"{path}: neither a checkpoint folder nor a .pt2 / .onnx file")
+    from rate.config import to_dict
     from rate.rl.experiment import load_policy_model
     from rate.training import resolve_device
 
     model, cfg = load_policy_model(path)
+    if sample and cfg.model.act_kind != "discrete":
+        raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
     target = cfg.eval.target_return if target_return is None else target_return
-    return Policy(_EagerBackend(model, cfg, str(resolve_device(device))), cfg.model.obs_shape, cfg.model.act_kind,
-                  target, str(path))
+    return Policy(_EagerBackend(model, cfg, str(resolve_device(device)), sample, seed), cfg.model.obs_shape,
+                  cfg.model.act_kind, target, str(path), to_dict(cfg))
 
 
-def train(config, overrides: Sequence[str] = (), out: str | Path = "runs/rate", resume: bool = False,
-          progress: bool = True) -> tuple[Policy | None, dict[str, Any]]:
-    """Train RATE or one of its baselines offline, as ``config`` says: a YAML file or a
-    :class:`rate.rl.experiment.RATEExperimentConfig`, with ``key.sub=value`` ``overrides``.
+def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/rate", resume: bool = False,
+          overwrite: bool = False, progress: bool = True, dataset: str | None = None,
+          model: str = "rate") -> tuple[Policy | None, dict[str, Any]]:
+    """Train RATE or one of its baselines offline and return the trained :class:`Policy` (None
+    on a torchrun rank other than 0) and the metrics: ``train_seconds``, ``steps`` and the
+    evaluation per length (``eval``).
 
-    The run folder ``out`` is held for the run (a second trainer of it fails at once) and gets
-    the checkpoint, the training state (``resume=True`` continues it exactly) and TensorBoard
-    logs.  Returns the trained :class:`Policy` (None on a torchrun rank other than 0) and the
-    metrics: ``train_seconds``, ``steps`` and the evaluation per length (``eval``).
+    ``config``: a YAML file or a :class:`rate.rl.experiment.RATEExperimentConfig`, with
+    ``key.sub=value`` ``overrides``.  ``dataset`` (a Minari id or folder): infer the model's
+    interface, evaluation environment and return scale from it (:mod:`rate.rl.from_dataset`);
+    without ``config`` the architecture is the ``model`` preset (rate, rmt, trxl, dt, bc_gru,
+    bc_mlp).
+
+    The run folder ``out`` is held for the run (a second trainer of it fails at once).  One that
+    already holds a run is refused unless ``resume`` (continue it exactly) or ``overwrite``
+    (replace it once the new run's first checkpoint is complete).  It gets the last checkpoint,
+    ``checkpoint_best/``, the training state and TensorBoard logs.
     Bad input raises rate.config.ConfigError, rate.data.episodes.DatasetError or CheckpointError."""
-    from rate.checkpoint import exclusive_run_dir
+    from rate.checkpoint import check_run_dir, exclusive_run_dir
     from rate.config import apply_overrides, from_dict, load_yaml, to_dict
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.trainer import train as train_rate
 
-    if isinstance(config, RATEExperimentConfig):
+    if dataset is not None and not isinstance(config, RATEExperimentConfig):
+        from rate.rl.from_dataset import config_for_dataset
+
+        cfg = config_for_dataset(dataset, model, config, overrides)
+    elif isinstance(config, RATEExperimentConfig):
         cfg = from_dict(RATEExperimentConfig, apply_overrides(to_dict(config), overrides))
+    elif config is None:
+        raise ValueError("rate.train needs a config (a YAML file or a RATEExperimentConfig) or a dataset")
     else:
         cfg = load_yaml(RATEExperimentConfig, config, overrides)
     out = Path(out)
+    check_run_dir(out, resume, overwrite)
     with exclusive_run_dir(out):
-        _, metrics = train_rate(cfg, out, resume=resume, progress=progress)
+        check_run_dir(out, resume, overwrite)
+        _, metrics = train_rate(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
     rank = metrics.pop("rank")
     return (load_policy(out) if rank == 0 else None), metrics
 
 
-def evaluate(policy: Policy | str | Path, env_id: str, episodes: int = 100, lengths: Sequence[int] | None = None,
-             length_kwarg: str = "episode_length", env_kwargs: dict[str, Any] | None = None, seed: int = 0,
-             progress: bool = False) -> dict[int | None, dict[str, float]]:
+def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: int = 100,
+             lengths: Sequence[int] | None = None, length_kwarg: str | None = None,
+             env_kwargs: dict[str, Any] | None = None, seed: int = 0, progress: bool = False,
+             record_video: str | Path | None = None) -> dict[int | None, dict[str, float | None]]:
     """Roll ``policy`` (a :class:`Policy` or a path for :func:`load_policy`) out in ``episodes``
-    environments ``gym.make(env_id, **env_kwargs, length_kwarg=T)`` side by side, for each T of
-    ``lengths`` (None: the environment's own length, keyed None).  Environment i is reset with
-    seed ``seed + i``.  Returns per length the success rate (``info["success"]`` at the end, else
-    return > 0) and the return, each with its standard deviation over the episodes."""
-    import gymnasium as gym
+    environments side by side, once per length T of ``lengths`` (None: at the environment's own
+    length, keyed None).  Environment i is reset with seed ``seed + i``.
 
+    The environment is ``gym.make(env_id, **env_kwargs, **{length_kwarg: T})`` inside the run's
+    ``eval.wrappers``; ``env_id``, ``length_kwarg``, ``env_kwargs`` default to the run's.
+    ``record_video``: a folder for MP4s of every episode (``gymnasium.wrappers.RecordVideo``; the
+    environment must render ``rgb_array``; needs the ``video`` extra, moviepy).
+
+    Returns per length the mean return, the success rate where the environment reports it
+    (``info["success"]`` / ``info["is_success"]``; else None) and the D4RL normalised score where
+    the run knows reference returns, each with its standard deviation over the episodes."""
+    from dataclasses import replace
+
+    from rate.config import ConfigError, from_dict
     from rate.data.env_plugins import load_env_plugins
+    from rate.rl.experiment import EvalConfig, make_eval_env
     from rate.rl.rollout import rollout, summarise
 
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     policy = policy if isinstance(policy, Policy) else load_policy(policy)
+    try:
+        ev = from_dict(EvalConfig, policy.run_config.get("eval", {}))
+    except ConfigError:  # an artifact of an older run config: its environment settings only
+        ev = EvalConfig()
+    ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
+                 env_kwargs=ev.env_kwargs if env_kwargs is None else dict(env_kwargs))
+    if env_id and env_id != policy.run_config.get("eval", {}).get("env_id"):
+        ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
     load_env_plugins()
-    results: dict[int | None, dict[str, float]] = {}
+    results: dict[int | None, dict[str, float | None]] = {}
     for length in lengths or [None]:
-        kwargs = dict(env_kwargs or {}) | ({} if length is None else {length_kwarg: length})
-        results[length] = summarise(rollout(lambda: gym.make(env_id, **kwargs), policy, episodes, seed=seed,
-                                            progress=progress))
+        index = itertools.count()
+
+        def make_env(length=length):
+            if record_video is None:
+                return make_eval_env(ev, length)
+            return video_env(ev, length, Path(record_video), next(index))
+
+        results[length] = summarise(rollout(make_env, policy, episodes, seed=seed, progress=progress),
+                                    tuple(ev.ref_scores) if ev.ref_scores else None)
     return results
+
+
+def video_env(ev, length: int | None, folder: Path, index: int):
+    """The evaluation environment rendering ``rgb_array``, each episode recorded to ``folder``
+    as ``<env>-T<length>-env<i>-episode-0.mp4``."""
+    import gymnasium as gym
+
+    from rate.data.spaces import wrap_env
+    from rate.rl.experiment import eval_env_kwargs
+
+    try:
+        import moviepy  # noqa: F401  (RecordVideo's encoder)
+    except ImportError:
+        raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
+    env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
+    name = f"{ev.env_id.split(':')[-1].replace('/', '_')}{'' if length is None else f'-T{length}'}-env{index}"
+    env = gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True, name_prefix=name,
+                                   disable_logger=True)
+    return wrap_env(env, ev.wrappers)

@@ -11,6 +11,7 @@ crash leaves either the old checkpoint or the new one, never a mix.
 from __future__ import annotations
 
 import contextlib
+import functools
 import fcntl
 import json
 import os
@@ -45,6 +46,27 @@ def save_checkpoint(
     meta = {"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}}
     atomic_write_text(directory / CONFIG, json.dumps(meta, indent=2))
     return directory
+
+
+@functools.lru_cache(maxsize=1)
+def provenance() -> dict[str, str]:
+    """The package version and, in a git checkout, the commit (``+dirty`` with uncommitted
+    changes), for a checkpoint's record of what made it."""
+    import subprocess
+
+    from rate import __version__
+
+    record = {"rate_version": __version__}
+    try:
+        root = Path(__file__).resolve().parent.parent
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        record["git_commit"] = commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        pass  # an installed wheel, no git: the version says what it can
+    return record
 
 
 def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
@@ -104,16 +126,21 @@ def load_checkpoint(directory: str | Path, kind: str, config_cls: type[C],
     return model.eval(), cfg, meta
 
 
+_HELD: set[Path] = set()  # run folders this process holds (exclusive_run_dir nests)
+
+
 @contextlib.contextmanager
 def exclusive_run_dir(out: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on a run folder while a trainer writes it (its checkpoints and, at
     the end, its CSV row).  A second trainer of the same folder, e.g. a sweep restarted while
     the previous one's trainer still runs, fails at once with CheckpointError instead of both
-    writing the folder and the row.  Under torchrun only rank 0 (which writes) takes the lock."""
-    if int(os.environ.get("RANK", "0")) != 0:
+    writing the folder and the row.  Under torchrun only rank 0 (which writes) takes the lock.
+    Nested holds of one folder in one process (a command line around :func:`rate.train`) are
+    one hold."""
+    out = Path(out)
+    if int(os.environ.get("RANK", "0")) != 0 or out.resolve() in _HELD:
         yield
         return
-    out = Path(out)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     # The lock is taken on the folder itself (flock works on a directory's descriptor), so
@@ -127,10 +154,68 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
             raise CheckpointError(f"{out} is being written by another trainer (still running?); wait for it "
                                   "or choose another --out") from None
         held = True
+        _HELD.add(out.resolve())
         yield
     finally:
+        if held:
+            _HELD.discard(out.resolve())
         # A run that failed before writing anything leaves no empty folder; only the holder may
         # remove it (a trainer refused the lock must not pull the folder from under the holder).
-        if held and created and not any(out.iterdir()):
+        if held and created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         os.close(fd)
+
+
+def check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> None:
+    """Refuse (CheckpointError) to train into a folder that holds anything unless the run is
+    resumed (``resume``) or replaced (``overwrite``); ``resume`` needs a folder with a run."""
+    out = Path(out)
+    if resume and overwrite:
+        raise CheckpointError("--resume continues the run in --out, --overwrite replaces it: choose one")
+    if out.exists() and not out.is_dir():
+        raise CheckpointError(f"--out {out} is a file, not a run folder")
+    used = out.is_dir() and any(out.iterdir())
+    if used and not (resume or overwrite):
+        raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, --overwrite to replace it "
+                              "(after the new run's first checkpoint), or choose another --out")
+    if resume and not used:
+        raise CheckpointError(f"--resume: {out} holds no run to continue")
+
+
+class RunFolder:
+    """Where a run writes: ``out`` itself, or, when it replaces an earlier run (``overwrite``), a
+    staging folder beside it until :meth:`commit` (called once the first checkpoint is complete)
+    swaps the new files in and deletes the old run.  A new run that fails before then leaves the
+    earlier run untouched.  ``path`` is the folder to write now."""
+
+    def __init__(self, out: str | Path, overwrite: bool = False):
+        import tempfile
+
+        self.out = Path(out)
+        replacing = overwrite and self.out.is_dir() and any(self.out.iterdir())
+        self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.new-", dir=self.out.parent)) if replacing else self.out
+
+    def commit(self) -> None:
+        """Replace the earlier run's files by the new run's (no-op when there was none)."""
+        import shutil
+        import tempfile
+
+        if self.path == self.out:
+            return
+        # The folder itself stays (its lock is held); its entries are exchanged.  Open files
+        # (TensorBoard's event file) move with their entries and stay valid.
+        trash = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
+        for entry in list(self.out.iterdir()):
+            entry.rename(trash / entry.name)
+        for entry in list(self.path.iterdir()):
+            entry.rename(self.out / entry.name)
+        self.path.rmdir()
+        self.path = self.out
+        shutil.rmtree(trash, ignore_errors=True)
+
+    def abandon(self) -> None:
+        """Delete the staging folder of a replacement that failed (the earlier run stays)."""
+        import shutil
+
+        if self.path != self.out:
+            shutil.rmtree(self.path, ignore_errors=True)

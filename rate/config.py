@@ -258,3 +258,56 @@ def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
 def config_row(cfg: Any) -> dict[str, Any]:
     """A config as one flat row: {"model.backbone.d_model": 64, ...} (lists space-joined)."""
     return flatten("", to_dict(cfg), {})
+
+
+def field_docs(cls: type) -> dict[str, str]:
+    """The one-line doc of each field of dataclass ``cls``: the comment on its line, else the
+    comment lines right above it (joined), as the source writes them."""
+    import ast
+    import inspect
+    import io
+    import textwrap
+    import tokenize
+
+    lines = textwrap.dedent(inspect.getsource(cls)).splitlines()
+    (node,) = ast.parse("\n".join(lines)).body
+    docs: dict[str, str] = {}
+    for item in node.body:
+        if not (isinstance(item, ast.AnnAssign) and isinstance(item.target, ast.Name)):
+            continue
+        text = "\n".join(lines[item.lineno - 1 : item.end_lineno])
+        tokens = tokenize.generate_tokens(io.StringIO(text).readline)
+        trailing = [t.string.lstrip("# ") for t in tokens if t.type == tokenize.COMMENT]
+        above = []
+        i = item.lineno - 2
+        while i >= 0 and lines[i].strip().startswith("#"):
+            above.insert(0, lines[i].strip().lstrip("# "))
+            i -= 1
+        docs[item.target.id] = " ".join(trailing or above)
+    return docs
+
+
+def describe_config(cfg: Any, indent: int = 0) -> str:
+    """``cfg`` as YAML that :func:`load_yaml` reads back, each field preceded by its doc
+    (:func:`field_docs`) as a comment."""
+    docs = field_docs(type(cfg))
+    pad = " " * indent
+    out = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if docs.get(f.name):
+            out.extend(f"{pad}# {line}" for line in _wrap(docs[f.name], 100 - indent))
+        if dataclasses.is_dataclass(value):
+            out.append(f"{pad}{f.name}:")
+            out.append(describe_config(value, indent + 2).rstrip("\n"))
+        else:
+            text = yaml.safe_dump(to_dict(value) if isinstance(value, tuple) else value, default_flow_style=True,
+                                  width=10**6).strip()
+            out.append(f"{pad}{f.name}: {text.removesuffix(chr(10) + '...').removesuffix(' ...')}")
+    return "\n".join(out) + "\n"
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    import textwrap
+
+    return textwrap.wrap(text, max(width, 40)) or [""]

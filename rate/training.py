@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,17 +24,17 @@ _THREADS_SET = False
 
 @dataclass
 class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 100
+    steps: int = 2000  # optimiser steps (batches)
+    batch_size: int = 64  # windows per batch, over all processes
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    weight_decay: float = 0.01  # AdamW decay of weight matrices (not norms, biases, embeddings, memory)
+    warmup_steps: int = 100  # linear warm-up, then cosine decay
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
-    grad_clip: float = 1.0
-    eval_every: int = 500
-    seed: int = 0
-    threads: int = 2
-    device: str = "cpu"
+    grad_clip: float = 1.0  # gradient norm clipped to this
+    eval_every: int = 500  # evaluate and checkpoint every this many steps (and after the last)
+    seed: int = 0  # seeds weights, batches and dropout
+    threads: int = 2  # torch CPU threads
+    device: str = "cpu"  # cpu, cuda or cuda:N
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "threads"):
@@ -50,6 +52,15 @@ class TrainConfig:
             raise ValueError(f"train.device {self.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from err
         if device.type not in ("cpu", "cuda"):
             raise ValueError(f"train.device {self.device!r}: the trainers run on cpu or cuda")
+
+
+def progress_bar(**kwargs) -> tqdm:
+    """A tqdm bar; when stderr is not a terminal (a log file, CI) it prints a line at most every
+    30 s instead of redrawing, so logs are not flooded."""
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", 30.0)
+        kwargs.setdefault("maxinterval", 60.0)
+    return tqdm(dynamic_ncols=True, **kwargs)
 
 
 def positive_int(text: str) -> int:
@@ -126,6 +137,8 @@ class TrainingLoop:
         self.opt, self.sched = make_optimizer(model, cfg)
         self.step = 0
         self._desc, self._progress = desc, progress
+        self._grad_norm: float | None = None  # of the batch's last optimiser step
+        self._last_time: float | None = None
         self._bar: tqdm | None = None
         self._writer: SummaryWriter | None = None
 
@@ -137,8 +150,7 @@ class TrainingLoop:
     def bar(self) -> tqdm:
         """The progress bar, shown from the first batch on (not before a run that fails at setup)."""
         if self._bar is None:
-            self._bar = tqdm(total=self.cfg.steps, initial=self.step, desc=self._desc, disable=not self._progress,
-                             dynamic_ncols=True)
+            self._bar = progress_bar(total=self.cfg.steps, initial=self.step, desc=self._desc, disable=not self._progress)
         return self._bar
 
     @property
@@ -157,26 +169,55 @@ class TrainingLoop:
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
+        self._grad_norm = float(norm)
         return norm
 
-    def end_batch(self, loss: float, **scalars: float) -> None:
+    def end_batch(self, loss: float, tokens: int | None = None, **scalars: float) -> None:
         """Close batch ``step``: FloatingPointError on a non-finite loss; else scheduler step,
-        counter, progress bar and ``train/`` scalars (loss, learning rate, ``scalars``)."""
+        counter, progress bar and ``train/`` scalars: loss, the learning rate of this batch, the
+        gradient norm before clipping, ``tokens_per_s`` when the batch's ``tokens`` are given
+        (timed from the previous batch's end: evaluations between them are left out), ``scalars``."""
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {self.step}; lower train.lr")
+        lr = self.sched.get_last_lr()[0]
         self.sched.step()
         self.step += 1
         self.bar.update(1)
-        self.log("train", {"loss": loss, **scalars, "lr": self.sched.get_last_lr()[0]})
+        now = time.perf_counter()
+        if tokens is not None and self._last_time is not None:
+            scalars = {**scalars, "tokens_per_s": tokens / max(now - self._last_time, 1e-9)}
+        if self._grad_norm is not None:
+            scalars = {**scalars, "grad_norm": self._grad_norm}
+        self.log("train", {"loss": loss, **scalars, "lr": lr})
+        self._last_time = time.perf_counter()
+
+    def pause_clock(self) -> None:
+        """Leave the time until the next batch ends out of tokens/s (an evaluation, a checkpoint)."""
+        self._last_time = None
 
     def log(self, section: str, metrics: dict[str, float], step: int | None = None) -> None:
         """TensorBoard scalars ``section/name`` at ``step`` (default: batches done); none without a log_dir."""
         if self.log_dir is None:
             return
         if self._writer is None:
-            self._writer = SummaryWriter(str(self.log_dir))
+            # A resumed run drops the events its killed predecessor logged after the checkpoint.
+            self._writer = SummaryWriter(str(self.log_dir), purge_step=self.step or None)
         for name, value in metrics.items():
             self._writer.add_scalar(f"{section}/{name}", value, self.step if step is None else step)
+
+    def log_hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
+        """The run's config and final metrics on TensorBoard's HParams tab, in this run's event
+        file (``SummaryWriter.add_hparams`` would open a second one)."""
+        if self.log_dir is None:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        self.log("hparams", {})  # makes the writer
+        values = {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in hparams.items()}
+        for summary in hparams_summary(values, {f"hparams/{k}": v for k, v in metrics.items()}):
+            self._writer.file_writer.add_summary(summary)
+        for name, value in metrics.items():
+            self._writer.add_scalar(f"hparams/{name}", value, self.step)
 
     def close_bar(self) -> None:
         """End the progress bar (before a final evaluation's own bars), if it was shown."""

@@ -17,9 +17,9 @@ import yaml
 from minari.data_collector.episode_buffer import EpisodeBuffer
 from minari.storage import get_dataset_path
 
-from rate.checkpoint import exclusive_run_dir, save_checkpoint
+from rate.checkpoint import save_checkpoint
 from rate.cli.records import read_rows
-from tests.tiny_tmaze import TINY, tiny, tiny_data
+from tests.tiny_tmaze import TINY, held_by_another_process, tiny, tiny_data
 from rate.cli.train import main
 from rate.rl.trainer import STATE_FILE, train
 
@@ -205,7 +205,7 @@ def resume_fails(config: Path, out: Path, capsys, *overrides: str) -> str:
 
 def test_resume_without_a_run(tmp_path, capsys, finished_run):
     config, _ = finished_run
-    assert "not a checkpoint" in resume_fails(config, tmp_path / "empty", capsys)
+    assert "holds no run to continue" in resume_fails(config, tmp_path / "empty", capsys)
 
 
 def test_resume_onto_another_architecture(capsys, finished_run):
@@ -256,7 +256,7 @@ def test_resume_may_extend_training_and_reports_the_whole_time(tmp_path, capsys,
 def test_a_run_folder_in_use_by_another_trainer_is_refused(capsys, finished_run):
     config, out = finished_run
     before = digest(config, out)
-    with exclusive_run_dir(out):  # as a trainer still running would hold it
+    with held_by_another_process(out):  # as a trainer still running would hold it
         assert main([str(config), "--out", str(out), "--resume", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "being written by another trainer" in err and "Traceback" not in err

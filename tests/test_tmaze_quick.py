@@ -43,7 +43,7 @@ def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypa
     folder that another trainer holds: one error line and exit 2, no traceback, no report."""
     import pytest
 
-    from rate.checkpoint import exclusive_run_dir
+    from tests.tiny_tmaze import held_by_another_process
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
     config = tmp_path / "tiny.yaml"
@@ -55,7 +55,7 @@ def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypa
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and "Traceback" not in err
     held = tmp_path / "held"
-    with exclusive_run_dir(held):
+    with held_by_another_process(held):
         assert main([*args, "--out", str(held)]) == 2
     assert "being written by another trainer" in capsys.readouterr().err
     assert not report.exists() and not held.exists()  # the refused run wrote nothing; the holder tidied up

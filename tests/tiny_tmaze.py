@@ -1,6 +1,11 @@
 """The tiny T-Maze run config shared by the training, resume, fault-tolerance and bad-input tests
 (its dataset: the ``tmaze_data`` fixture of conftest.py)."""
 
+import contextlib
+import subprocess
+import sys
+from pathlib import Path
+
 import yaml
 
 from rate.config import from_dict
@@ -30,3 +35,19 @@ def tiny_data(**changes) -> dict:
 
 def tiny(**changes) -> RATEExperimentConfig:
     return from_dict(RATEExperimentConfig, tiny_data(**changes))
+
+
+@contextlib.contextmanager
+def held_by_another_process(folder: Path):
+    """Hold ``folder`` as a trainer running in another process would (rate.checkpoint's lock is
+    per process: one process's nested holds are one)."""
+    code = ("import sys; from rate.checkpoint import exclusive_run_dir\n"
+            "with exclusive_run_dir(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        yield
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=60)

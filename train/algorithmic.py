@@ -11,7 +11,6 @@ for training; see rate/tasks/algorithmic.py).  Writes a checkpoint
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ from train.experiments.algorithmic import CHECKPOINT_KIND, AlgorithmicConfig, an
 from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
 from rate.training import TrainingLoop, resolve_device, setup_process
-from rate.cli.run import run_and_record
+from rate.cli.run import add_run_arguments, make_parser, run_and_record
 
 
 def train(
@@ -57,13 +56,8 @@ def train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.algorithmic", description=__doc__.split("\n\n")[0])
-    parser.add_argument("config", help="YAML config (configs/algorithmic/*.yaml)")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.seed=1 segments=4")
-    parser.add_argument("--out", type=Path, help="output folder (default runs/algorithmic/<config name>)")
-    parser.add_argument("--csv", type=Path, help="append one result row to this CSV")
-    parser.add_argument("--run-name", help="name stored in the CSV row (default: config stem)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = make_parser("python -m train.algorithmic", __doc__)
+    add_run_arguments(parser, "runs/algorithmic", resume=False)
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
 
     def train_run(cfg: AlgorithmicConfig, out: Path) -> dict:

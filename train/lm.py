@@ -12,7 +12,6 @@ at every step.  The final evaluation reads the whole validation and test streams
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -29,7 +28,7 @@ from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, 
 from rate.tasks.lm_stream import OrderedStream
 from rate.core.rmt import RMTState
 from rate.training import TrainingLoop, resolve_device, setup_process
-from rate.cli.run import run_and_record
+from rate.cli.run import add_run_arguments, make_parser, run_and_record
 
 
 class SlidingBPTT:
@@ -110,13 +109,8 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m train.lm", description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.num_mem_tokens=5")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--csv", type=Path)
-    parser.add_argument("--run-name")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = make_parser("python -m train.lm", __doc__)
+    add_run_arguments(parser, "runs/lm", resume=False)
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
 
     def train_run(cfg: LMExperimentConfig, out: Path) -> dict:

@@ -165,7 +165,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                 run = waiting.pop(0)
                 cmd = [sys.executable, "-m", sweep.trainer, run.config, *run.overrides,
                        "--csv", sweep.csv, "--run-name", run.name,
-                       "--out", str(Path(sweep.out_root) / run.name), "--no-progress"]
+                       "--out", str(Path(sweep.out_root) / run.name), "--overwrite", "--no-progress"]
                 # Files, not pipes: a trainer that writes more than a pipe holds must not block on it.
                 logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
                 proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True)

@@ -1,32 +1,29 @@
-"""Evaluate a RATE checkpoint by rolling the policy out (success and return per episode length).
+"""Evaluate a trained policy by rolling it out: return, success where the task defines it, and
+the D4RL normalised score where reference returns are known, per episode length.
 
-    (``python -m eval`` in the repository is the same command.)
+    rate-eval POLICY [--env ID] [--lengths 30 90 900] [--episodes 100] [--seed 0] [--target-return R]
+              [--sample] [--record-video DIR] [--out results/eval.json] [--no-plot] [--device cpu]
 
-    rate-eval CHECKPOINT [--env rate/TMaze-v0] [--lengths 30 90 900] [--episodes 100] [--seed 0]
-                   [--target-return 1.0] [--sample] [--out results/tmaze_eval.json] [--no-plot]
-
-Writes the table as JSON (and, unless --no-plot, a plot of success against length next to it)
-when --out is given.
+POLICY is a run folder (or its checkpoint_best/), an exported .pt2 or .onnx.  The environment,
+its wrappers and reference returns default to the run's (``eval.*``).  --out writes the table as
+JSON (and, unless --no-plot, a plot of success against length beside it); its folder is checked
+for writing before the rollouts start.  ``python -m eval`` in the repository is the same command.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
-from dataclasses import replace
 from pathlib import Path
 
-from rate.plots import log_length_axis, plt, save_figure
-
-from rate.checkpoint import CheckpointError
-from rate.config import atomic_write_text
-from rate.rl.experiment import check_eval_envs, evaluate_lengths, load_policy_model
-from rate.training import positive_int, setup_process
+from rate.cli.run import add_device_arguments, check_writable, error_exit, make_parser, write_error_types
 
 
-def plot_success(results: dict[int, dict], path: Path, title: str) -> None:
-    lengths = sorted(results)
+def plot_success(results: dict, path: Path, title: str) -> None:
+    from rate.plots import log_length_axis, plt, save_figure
+
+    lengths = sorted(t for t in results if t is not None and results[t].get("success") is not None)
+    if not lengths:
+        return  # no length sweep or no success to plot
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.errorbar(lengths, [results[t]["success"] for t in lengths], marker="o", capsize=3)
     log_length_axis(ax, lengths)
@@ -40,38 +37,71 @@ def plot_success(results: dict[int, dict], path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rate-eval", description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", type=Path)
+    from rate.training import positive_int
+
+    parser = make_parser("rate-eval", __doc__)
+    parser.add_argument("policy", type=Path, help="run folder, checkpoint folder, .pt2 or .onnx")
     parser.add_argument("--env", help="Gymnasium id (default: the run's eval.env_id)")
-    parser.add_argument("--lengths", type=int, nargs="+")
-    parser.add_argument("--episodes", type=positive_int)
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--target-return", type=float)
-    parser.add_argument("--sample", action="store_true", help="sample actions instead of argmax")
-    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--lengths", type=int, nargs="+", help="values of the run's eval.length_kwarg (default: the "
+                                                               "run's eval.lengths; none: the env's own length)")
+    parser.add_argument("--episodes", type=positive_int, help="episodes per length (default: the run's eval.episodes)")
+    parser.add_argument("--seed", type=int, help="environment i is reset with SEED + i (default: the run's eval.seed)")
+    parser.add_argument("--target-return", type=float, help="default: the run's eval.target_return")
+    parser.add_argument("--sample", action="store_true", help="sample discrete actions instead of the argmax")
+    parser.add_argument("--record-video", type=Path, metavar="DIR", help="write an MP4 of every episode here")
     parser.add_argument("--out", type=Path, help="write results JSON here (and a .png plot beside it)")
     parser.add_argument("--no-plot", action="store_true", help="with --out: the JSON only, no .png beside it")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
+    from rate.api import evaluate, load_policy
+    from rate.checkpoint import CheckpointError
+    from rate.training import setup_process
+
     setup_process(0, args.threads)
     try:
-        model, cfg = load_policy_model(args.checkpoint)
-        ev = cfg.eval
-        ev = replace(ev, env_id=args.env or ev.env_id, lengths=args.lengths or ev.lengths,
-                     episodes=ev.episodes if args.episodes is None else args.episodes, seed=ev.seed if args.seed is None else args.seed,
-                     target_return=ev.target_return if args.target_return is None else args.target_return,
-                     sample=args.sample or ev.sample)
-        cfg = replace(cfg, eval=ev)
-        check_eval_envs(cfg)  # a wrong --env is one error line, not a traceback in the first rollout
-    except (CheckpointError, ValueError) as err:  # ConfigError is a ValueError
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    results = evaluate_lengths(model, cfg, progress=True)
-    print(f"{'T':>6} {'success':>9} {'return':>14}")
-    for t, r in results.items():
-        print(f"{t:>6} {r['success']:>9.3f} {r['return']:>7.3f} +- {r['return_std']:.3f}")
+        if args.seed is not None and args.seed < 0:
+            raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        if args.lengths and min(args.lengths) < 1:
+            raise ValueError(f"--lengths must be positive, got {args.lengths}")
+        policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample,
+                             args.seed if args.seed is not None else 0)
+        ev = policy.run_config.get("eval", {})
+        lengths = args.lengths or ev.get("lengths") or None
+        episodes = args.episodes or ev.get("episodes", 100)
+        seed = ev.get("seed", 0) if args.seed is None else args.seed
+        for folder in (args.out.parent if args.out else None, args.record_video):
+            if folder is not None:
+                check_writable(folder)  # before the rollouts, not after them
+        check_env(policy, args.env, lengths)
+        results = evaluate(policy, args.env, episodes, lengths, seed=seed, progress=not args.no_progress,
+                           record_video=args.record_video)
+    except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError
+        return error_exit(err)
+    from rate.rl.rollout import result_table
+
+    print(result_table(results))
     if args.out:
-        atomic_write_text(args.out, json.dumps({"checkpoint": str(args.checkpoint), "env": ev.env_id,
-                                                "episodes": ev.episodes, "seed": ev.seed, "results": results}, indent=2))
-        if not args.no_plot:
-            plot_success(results, args.out.with_suffix(".png"), f"{args.checkpoint.name}: {ev.env_id}")
+        from rate.config import atomic_write_text
+
+        env_id = args.env or ev.get("env_id")
+        table = {"default" if t is None else str(t): r for t, r in results.items()}
+        try:
+            atomic_write_text(args.out, json.dumps({"policy": str(args.policy), "env": env_id, "episodes": episodes,
+                                                    "seed": seed, "results": table}, indent=2))
+            if not args.no_plot:
+                plot_success(results, args.out.with_suffix(".png"), f"{args.policy.name}: {env_id}")
+        except write_error_types() as err:
+            return error_exit(err)
     return 0
+
+
+def check_env(policy, env_id: str | None, lengths: list[int] | None) -> None:
+    """A wrong --env or length (or a run whose environment cannot be made here) is one
+    ConfigError before the rollouts, not a traceback in the first of them."""
+    from rate.config import apply_overrides, from_dict
+    from rate.rl.experiment import RATEExperimentConfig, check_eval_envs
+
+    changes = ([f"eval.env_id={env_id}"] if env_id else []) + [f"eval.lengths={list(lengths or [])}",
+                                                              "eval.final_lengths=[]"]
+    check_eval_envs(from_dict(RATEExperimentConfig, apply_overrides(policy.run_config, changes)))

@@ -1,5 +1,6 @@
-"""What the trainers' command lines share: load the config, hold the run folder, train, append
-the result row, print the result line; bad input is one ``error:`` line and exit status 2."""
+"""What the trainers' command lines share: their common options, loading the config, a safe run
+folder (held, never silently overwritten), training, the result row and line; bad input and
+failed writes are one ``error:`` line and exit status 2."""
 
 from __future__ import annotations
 
@@ -10,38 +11,140 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from rate.checkpoint import CheckpointError, exclusive_run_dir
-from rate.config import ConfigError, load_yaml
+from rate.checkpoint import CheckpointError, RunFolder, check_run_dir, exclusive_run_dir
+from rate.config import ConfigError, describe_config, load_yaml
 from rate.cli.records import record_run
 
 # Errors that mean bad input (config, data, checkpoint, a diverging run), not a bug: one line each.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FloatingPointError)
 
 
+def write_error_types() -> tuple[type[BaseException], ...]:
+    """Exceptions of a write that failed (read-only folder, full disk, permission): OSError, and
+    safetensors' own SafetensorError, which it raises instead of OSError."""
+    from safetensors import SafetensorError
+
+    return (OSError, SafetensorError)
+
+
+def error_exit(err: BaseException) -> int:
+    """Print ``err`` as one ``error:`` line; the exit status of bad input (2)."""
+    prefix = "file system: " if isinstance(err, write_error_types()) else ""
+    print(f"error: {prefix}{err}", file=sys.stderr)
+    return 2
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """``--help`` shows each option's default and keeps the description's line breaks."""
+
+
+def make_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A command's parser: ``prog`` as users call it, the module docstring as description."""
+    return argparse.ArgumentParser(prog=prog, description=doc.strip(), formatter_class=HelpFormatter)
+
+
+def add_device_arguments(parser: argparse.ArgumentParser, threads: int | None = 2) -> None:
+    """--device and --threads, the same on every command (train, eval, export)."""
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (train: default the config's train.device)")
+    parser.add_argument("--threads", type=_positive_int, default=threads,
+                        help="torch CPU threads (train: default the config's train.threads)")
+
+
+def _positive_int(text: str) -> int:
+    from rate.training import positive_int
+
+    return positive_int(text)
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, default_root: str, resume: bool = True) -> None:
+    """The trainers' common options: the config and its overrides, the run folder and its safety,
+    the result row, progress, device and threads, --print-config."""
+    parser.add_argument("config", nargs="?", help="YAML config file")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500 model.backbone.d_model=64")
+    parser.add_argument("--out", type=Path, help=f"run folder (default: {default_root}/<run name>)")
+    if resume:
+        parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run in OUT (the earlier run is deleted once the new one has a checkpoint)")
+    parser.add_argument("--csv", type=Path, help="append one result row to this CSV")
+    parser.add_argument("--run-name", help="the run's name in the result row and line (default: OUT's name, else "
+                                           "the config's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the fully resolved config, each field with its one-line doc, and exit")
+    add_device_arguments(parser, threads=None)
+
+
+def device_overrides(args: argparse.Namespace) -> list[str]:
+    """--device / --threads as the train.device / train.threads overrides they stand for."""
+    return ([f"train.device={args.device}"] if args.device else []) + \
+        ([f"train.threads={args.threads}"] if args.threads else [])
+
+
+def run_name(args: argparse.Namespace, source: str) -> str:
+    """--run-name, else the --out folder's name, else ``source`` (the config's or dataset's stem)."""
+    return args.run_name or (args.out.name if args.out else source)
+
+
 def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str,
                    train_run: Callable[[Any, Path], dict | None], row: Callable[[Any, dict], dict],
-                   errors: tuple[type[BaseException], ...] = ()) -> int:
+                   errors: tuple[type[BaseException], ...] = (),
+                   load_config: Callable[[list[str]], Any] | None = None, source: str | None = None,
+                   replaces_itself: bool = False) -> int:
     """``train_run(cfg, out)`` returns the run's metrics, or None on a process that writes nothing
     (a torchrun rank other than 0); ``row(cfg, metrics)`` gives the CSV row's metric columns.
-    ``args`` has config, overrides, out, csv and run_name; ``errors`` adds the trainer's own
-    bad-input errors to :data:`USER_ERRORS`."""
+    ``args`` comes from :func:`add_run_arguments`; ``errors`` adds the trainer's own bad-input
+    errors to :data:`USER_ERRORS`.  ``load_config(overrides)`` builds the config (default: the
+    YAML file ``args.config``); ``source`` names the run when neither --run-name nor --out does.
+
+    --overwrite: a trainer that replaces the earlier run itself once it has a checkpoint
+    (``replaces_itself``) is given ``out``; any other trains into a staging folder swapped in
+    when it has finished."""
+    overrides = list(args.overrides) + device_overrides(args)
     with contextlib.ExitStack() as held:
         try:
-            cfg = load_yaml(config_cls, args.config, args.overrides)
-            name = args.run_name or Path(args.config).stem
+            if load_config is None:
+                if not args.config:
+                    raise ConfigError("give a YAML config file")
+                cfg = load_yaml(config_cls, args.config, overrides)
+            else:
+                cfg = load_config(overrides)
+            if args.print_config:
+                print(describe_config(cfg), end="")
+                return 0
+            name = run_name(args, source or Path(args.config).stem)
             out = args.out or Path(default_root) / name
+            resume = getattr(args, "resume", False)
+            check_run_dir(out, resume, args.overwrite)
             held.enter_context(exclusive_run_dir(out))  # until the row is written
-            metrics = train_run(cfg, out)
-        except USER_ERRORS + errors as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except OSError as err:  # an output folder that cannot be written, a full disk
-            print(f"error: file system: {err}", file=sys.stderr)
-            return 2
-        if metrics is None:
-            return 0
-        if args.csv:
-            record_run(args.csv, name, args.config, args.overrides, cfg, row(cfg, metrics))
+            check_run_dir(out, resume, args.overwrite)  # again, now that no other trainer can write it
+            if args.csv:
+                check_writable(args.csv.parent)  # before the training, not after it
+            if replaces_itself or not args.overwrite:
+                metrics = train_run(cfg, out)
+            else:
+                folder = RunFolder(out, overwrite=True)
+                try:
+                    metrics = train_run(cfg, folder.path)
+                except BaseException:
+                    folder.abandon()
+                    raise
+                folder.commit()
+            if metrics is None:
+                return 0
+            if args.csv:
+                record_run(args.csv, name, args.config or "", args.overrides, cfg, row(cfg, metrics))
+        except USER_ERRORS + errors + write_error_types() as err:
+            return error_exit(err)
     # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
     print(json.dumps({"run": name, **metrics}))
     return 0
+
+
+def check_writable(folder: Path) -> None:
+    """OSError now, before long work, when ``folder`` (made if missing) cannot take a new file."""
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+        pass

@@ -1,42 +1,77 @@
-"""Train RATE (or one of its baselines) offline from a Minari dataset, as a YAML config says.
+"""Train RATE (or one of its baselines) offline from a Minari dataset.
 
-    rate-train CONFIG [key=value ...] [--out runs/NAME] [--resume] [--csv FILE] [--run-name NAME]
-    python -m train CONFIG ...                                   (the same command, in the repository)
-    torchrun --nproc_per_node 2 -m train CONFIG ...              (data parallel, same command line)
+    rate-train --dataset ID_OR_FOLDER [--model rate|rmt|trxl|dt|bc_gru|bc_mlp] [key=value ...]
+    rate-train CONFIG.yaml [key=value ...] [--dataset ID_OR_FOLDER]
+    rate-train ... --print-config                     (the resolved config with every field's doc)
 
-Bad input (config, dataset, checkpoint, a held run folder) is one ``error:`` line and exit status 2.
+With --dataset alone nothing is written by hand: observation and action spaces, the evaluation
+environment, return scale and target come from the dataset (rate.rl.from_dataset), the
+architecture from --model.  A CONFIG file's values win over the inferred ones; key=value
+overrides win over both.  The run folder (--out, default runs/<name>) gets the last checkpoint,
+checkpoint_best/, the training state (--resume continues it exactly) and TensorBoard logs; a
+folder that holds a run is refused unless --resume or --overwrite.  ``python -m train`` in the
+repository is the same command; ``torchrun --nproc_per_node 2 -m train ...`` trains data-parallel.
+Bad input (config, dataset, checkpoint, a held or used run folder, a failed write) is one
+``error:`` line and exit status 2.
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from rate.cli.run import run_and_record
+from rate.cli.run import add_run_arguments, error_exit, make_parser, run_and_record
 from rate.data.episodes import DatasetError
 from rate.rl.experiment import RATEExperimentConfig
-from rate.rl.trainer import train
+from rate.rl.from_dataset import MODEL_PRESETS
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rate-train", description=__doc__.split("\n\n")[0])
-    parser.add_argument("config")
-    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.backbone.num_mem_tokens=10")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--resume", action="store_true", help="continue from OUT's last checkpoint")
-    parser.add_argument("--csv", type=Path, help="append one result row to this CSV")
-    parser.add_argument("--run-name")
-    parser.add_argument("--no-progress", action="store_true")
+    parser = make_parser("rate-train", __doc__)
+    add_run_arguments(parser, "runs")
+    parser.add_argument("--dataset", help="a Minari dataset id or folder: infer everything the config leaves out")
+    parser.add_argument("--model", choices=sorted(MODEL_PRESETS), default=None,
+                        help="architecture for --dataset without a CONFIG (default: rate)")
+    parser.add_argument("--download", action="store_true", help="with --dataset: fetch a missing id from the Minari "
+                                                                "hub (needs the network)")
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
+    if args.config and args.config.count("=") and not Path(args.config).suffix in (".yaml", ".yml"):
+        args.overrides.insert(0, args.config)  # `rate-train --dataset X train.steps=5`: no CONFIG, all overrides
+        args.config = None
+    if not (args.config or args.dataset):
+        parser.error("give a CONFIG file or --dataset")
+    if args.model and args.config:
+        parser.error("--model picks the architecture when there is no CONFIG; the CONFIG file states its own")
+    if args.download and not args.dataset:
+        parser.error("--download goes with --dataset")
+
+    load_config = None
+    if args.dataset:
+        from rate.rl.from_dataset import config_for_dataset
+
+        if args.download:
+            from rate.data.episodes import open_minari_dataset
+
+            try:
+                open_minari_dataset(args.dataset, download=True)
+            except DatasetError as err:
+                return error_exit(err)
+
+        def load_config(overrides: list[str]) -> RATEExperimentConfig:
+            return config_for_dataset(args.dataset, args.model or "rate", args.config, overrides)
 
     def train_run(cfg: RATEExperimentConfig, out: Path) -> dict | None:
-        _, metrics = train(cfg, out, resume=args.resume, progress=not args.no_progress)
-        return metrics if metrics.pop("rank") == 0 else None  # only rank 0 writes the row
+        from rate.api import train
+
+        policy, metrics = train(cfg, out=out, resume=args.resume, overwrite=args.overwrite,
+                                progress=not args.no_progress)
+        return metrics if policy is not None else None  # only rank 0 writes the row
 
     def row(cfg: RATEExperimentConfig, metrics: dict) -> dict:
-        success = {f"success_T{t}": r["success"] for t, r in metrics["eval"].items()}
-        # Mean episode return: the measure of tasks whose reward is not a success flag (POPGym, MuJoCo).
-        returns = {f"return_T{t}": r["return"] for t, r in metrics["eval"].items()}
-        return {"train_seconds": metrics["train_seconds"], **success, **returns}
+        from rate.rl.trainer import eval_scalars
 
-    return run_and_record(args, RATEExperimentConfig, "runs/rate", train_run, row, errors=(DatasetError,))
+        # success where the task defines it; the mean return of every task (POPGym, MuJoCo are read by it)
+        return {"train_seconds": metrics["train_seconds"], **eval_scalars(metrics["eval"])}
+
+    source = Path(args.config).stem if args.config else Path(args.dataset.rstrip("/")).name
+    return run_and_record(args, RATEExperimentConfig, "runs", train_run, row, errors=(DatasetError,),
+                          load_config=load_config, source=source, replaces_itself=True)

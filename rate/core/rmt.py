@@ -28,28 +28,28 @@ from rate.core.memory import MemoryTokens, build_memory_update
 class RMTConfig:
     """Backbone, memory and gradient-flow settings of the RMT decoder."""
 
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    d_head: int = 16
-    d_inner: int = 256
-    dropout: float = 0.0
+    d_model: int = 64  # width of every token and memory slot
+    n_layers: int = 2  # decoder layers
+    n_heads: int = 4  # attention heads per layer
+    d_head: int = 16  # width of each head
+    d_inner: int = 256  # hidden width of the feed-forward block
+    dropout: float = 0.0  # on the residual branches
     attn_dropout: float = 0.0  # > 0 forces the slow unfused attention path on CPU
-    pre_ln: bool = True
-    use_ffn: bool = True
-    num_mem_tokens: int = 0
+    pre_ln: bool = True  # LayerNorm before each block (False: after, as the RATE reference code)
+    use_ffn: bool = True  # a feed-forward block after attention (the RATE reference configs have none)
+    num_mem_tokens: int = 0  # m: memory tokens read before and written after each segment (0: no memory)
     # read_write: the paper's [read | segment | write]; prefix: memory only before the segment,
     # next memory taken from the read outputs (the ablation that should fail).
     memory_layout: Literal["read_write", "prefix"] = "read_write"
-    memory_update: Literal["rmt", "mrv"] = "rmt"
-    mrv_heads: int = 2
-    mrv_activation: Literal["relu", "gelu", "tanh", "identity"] = "relu"
-    mrv_dropout: float = 0.0
-    mem_init_std: float = 1.0
+    memory_update: Literal["rmt", "mrv"] = "rmt"  # rmt: write outputs become the memory; mrv: the Memory Retention Valve mixes them in
+    mrv_heads: int = 2  # attention heads of the valve
+    mrv_activation: Literal["relu", "gelu", "tanh", "identity"] = "relu"  # the valve's activation
+    mrv_dropout: float = 0.0  # dropout inside the valve
+    mem_init_std: float = 1.0  # std of the learned initial memory
     mem_len: int = 0  # Transformer-XL cache length per layer (0 = no cache)
-    memory_sees_cache: bool = False
+    memory_sees_cache: bool = False  # memory tokens attend to the Transformer-XL cache too
     bptt_depth: int = -1  # previous segments a segment's loss reaches: 0 none, k, -1 all
-    checkpoint_segments: bool = False
+    checkpoint_segments: bool = False  # recompute each segment in backward (less memory, more time)
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "d_head", "d_inner"):

@@ -1,7 +1,7 @@
 """Offline episodes: read from a Minari dataset, checked, summarised.
 
 An :class:`Episode` is the arrays of one recorded episode; :func:`load_minari_episodes` reads a
-local Minari dataset, :func:`validate_episodes` checks its arrays against a model's spaces (one
+Minari dataset (an id or a folder) with its :class:`DatasetInfo`, :func:`validate_episodes` checks its arrays against a model's spaces (one
 :class:`DatasetError` for the first problem), :func:`observation_stats` gives the normalisation
 statistics stored with a model, :func:`returns_to_go` the conditioning target of every step.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -78,31 +80,105 @@ def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: 
                                    "outside the [-1, 1] of the model's tanh head; rescale them to [-1, 1]")
 
 
-def load_minari_episodes(dataset_id: str) -> tuple[list[Episode], object, object, object]:
-    """Episodes, observation space, action space and recorded environment spec (a Gymnasium
-    EnvSpec, or None for a dataset made without an environment) of a local Minari dataset."""
+@dataclass
+class DatasetInfo:
+    """What a Minari dataset records besides its episodes: the spaces as recorded, the
+    environment it was made in (``env_spec``) and the one meant for evaluation
+    (``eval_env_spec``, else ``env_spec``), each a Gymnasium EnvSpec or None, and the D4RL-style
+    reference returns ``ref_scores`` (min, max) where the dataset carries them."""
+
+    dataset_id: str
+    observation_space: Any
+    action_space: Any
+    env_spec: Any = None
+    eval_env_spec: Any = None
+    ref_scores: tuple[float, float] | None = None
+
+
+def open_minari_dataset(id_or_path: str, download: bool = False):
+    """The MinariDataset of a dataset id (under ``MINARI_DATASETS_PATH``) or a dataset folder.
+    ``download``: fetch a missing id from the Minari hub (needs the network).  DatasetError
+    (with the ``minari download`` command) when it is not there."""
     import minari
 
+    path = Path(id_or_path).expanduser()
+    if path.is_dir():  # a dataset folder (holding data/) or its data/ folder
+        data = path / "data" if (path / "data").is_dir() else path
+        try:
+            return minari.MinariDataset(data)
+        except Exception as err:
+            raise DatasetError(f"{path}: not a readable Minari dataset folder: {err}") from err
     try:
-        ds = minari.load_dataset(dataset_id)
+        return minari.load_dataset(id_or_path, download=download)
     except FileNotFoundError as err:
         root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
-        raise DatasetError(f"Minari dataset {dataset_id!r} not found under {root}; generate it first "
-                           f"(for T-Maze: python -m rate_envs.tmaze_data)") from err
-    except Exception as err:  # h5py/json errors of a damaged dataset
-        raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
-    episodes = []
-    try:
-        for ep in ds.iterate_episodes():
-            rewards = np.asarray(ep.rewards, dtype=np.float32)  # MiniGrid stores int64 rewards
-            episodes.append(Episode(np.asarray(ep.observations)[: len(rewards)], np.asarray(ep.actions), rewards))
-    except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
-        raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
+        raise DatasetError(f"Minari dataset {id_or_path!r} not found under {root}: download it with "
+                           f"`minari download {id_or_path}` (or pass --download), or generate it (the project's "
+                           "tasks: python -m rate_envs.tmaze_data and the other rate_envs.*_data)") from err
+    except Exception as err:  # h5py/json errors of a damaged dataset, the hub's errors
+        raise DatasetError(f"Minari dataset {id_or_path!r} cannot be {'downloaded or ' if download else ''}"
+                           f"read: {type(err).__name__}: {err}") from err
+
+
+def dataset_info(ds) -> DatasetInfo:
+    """The :class:`DatasetInfo` of an open MinariDataset."""
+    from gymnasium.envs.registration import EnvSpec
+
+    meta = ds.storage.metadata
     try:
         env_spec = ds.spec.env_spec
     except Exception:  # an environment this Gymnasium cannot describe: nothing to compare with
         env_spec = None
-    return episodes, ds.observation_space, ds.action_space, env_spec
+    eval_spec = env_spec
+    if isinstance(meta.get("eval_env_spec"), str):
+        try:
+            eval_spec = EnvSpec.from_json(meta["eval_env_spec"])
+        except Exception:
+            pass
+    lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
+    ref = (float(lo), float(hi)) if lo is not None and hi is not None and float(hi) != float(lo) else None
+    return DatasetInfo(ds.id, ds.observation_space, ds.action_space, env_spec, eval_spec, ref)
+
+
+def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
+                         rescale_actions: bool = False) -> tuple[list[Episode], DatasetInfo]:
+    """Episodes and :class:`DatasetInfo` of a Minari dataset (an id or a folder).
+
+    ``flatten_observations``: observations as ``FlattenObservation`` gives them (Dict, Tuple, ...
+    -> (T, flat_dim)); ``rescale_actions``: continuous actions mapped from the action space's
+    bounds to [-1, 1] (rate.data.spaces).  The returned info keeps the spaces as recorded."""
+    from rate.data.spaces import flatten_batch, rescale_to_unit
+
+    ds = open_minari_dataset(dataset_id)
+    info = dataset_info(ds)
+    episodes = []
+    try:
+        for ep in ds.iterate_episodes():
+            rewards = np.asarray(ep.rewards, dtype=np.float32)  # MiniGrid stores int64 rewards
+            n = len(rewards)
+            if flatten_observations:
+                obs = flatten_batch(info.observation_space, ep.observations)[:n]
+            elif isinstance(ep.observations, (dict, tuple)):
+                raise DatasetError(f"{dataset_id}: observations of {info.observation_space} need flattening "
+                                   "(eval.wrappers: [FlattenObservation])")
+            else:
+                obs = np.asarray(ep.observations)[:n]
+            actions = np.asarray(ep.actions)
+            if rescale_actions:
+                actions = rescale_to_unit(actions, info.action_space)
+            episodes.append(Episode(obs, actions, rewards))
+    except DatasetError:
+        raise
+    except ValueError as err:  # an unsupported space, infinite action bounds
+        raise DatasetError(f"{dataset_id}: {err}") from err
+    except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
+        raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
+    return episodes, info
+
+
+def episode_returns(episodes: list[Episode]) -> np.ndarray:
+    """(n_episodes,) float64: the undiscounted return of each episode."""
+    return np.array([float(ep.rewards.sum(dtype=np.float64)) for ep in episodes])
 
 
 def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:

@@ -21,22 +21,36 @@ CHECKPOINT_KIND = "rate"
 
 @dataclass
 class EvalConfig:
-    env_id: str = "rate/TMaze-v0"
+    env_id: str = "rate/TMaze-v0"  # Gymnasium id of the evaluation environment ("module:id" imports module first)
     # The environment keyword the evaluation sweeps over ``lengths``: the episode length T for
     # T-Maze (corridor T - 2) and AAR, the grid size for MiniGrid-Memory ("size").
     length_kwarg: str = "episode_length"
     # Further keywords of every evaluation environment (e.g. MiniGrid-Memory's observation kind).
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    # Wrappers between the environment and the model, applied in order (rate.data.spaces.WRAPPERS):
+    # FlattenObservation (Dict / Tuple observations) and RescaleAction (continuous actions whose
+    # bounds are not [-1, 1]); the training data is transformed the same way.
+    wrappers: list[str] = field(default_factory=list)
+    # The lengths to evaluate at; empty: once, at the environment's own length.
     lengths: list[int] = field(default_factory=lambda: [30, 90])
-    episodes: int = 50
-    seed: int = 0
-    target_return: float = 1.0
+    episodes: int = 50  # episodes per length, run side by side
+    seed: int = 0  # environment i is reset with seed + i
+    target_return: float = 1.0  # the return-to-go the policy starts from (undivided)
     sample: bool = False  # argmax by default
     # The evaluation after the last step (the numbers a results table reports); empty / 0 = as above.
     final_lengths: list[int] = field(default_factory=list)
-    final_episodes: int = 0
+    final_episodes: int = 0  # episodes per length of that evaluation (0: episodes)
+    # [min, max] reference returns: reports 100 (R - min) / (max - min), the D4RL normalised score.
+    ref_scores: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        from rate.data.spaces import WRAPPERS
+
+        unknown = [w for w in self.wrappers if w not in WRAPPERS]
+        if unknown:
+            raise ValueError(f"eval.wrappers: unknown {unknown}; known: {', '.join(WRAPPERS)}")
+        if self.ref_scores and (len(self.ref_scores) != 2 or self.ref_scores[0] == self.ref_scores[1]):
+            raise ValueError(f"eval.ref_scores must be [min, max] with min != max (or empty), got {self.ref_scores}")
         if self.episodes <= 0 or self.final_episodes < 0 or any(t < 3 for t in self.lengths + self.final_lengths):
             raise ValueError("eval.episodes must be positive and every length T >= 3")
         if self.seed < 0:  # Gymnasium refuses negative seeds, at the first evaluation
@@ -49,9 +63,9 @@ class EvalConfig:
 class RATEExperimentConfig:
     """One offline training run: data, model, how the window is trained, how the policy is run."""
 
-    dataset_id: str = "rate/tmaze/oracle-T90-v0"
-    model: RATEConfig = field(default_factory=RATEConfig)
-    window_start: Literal["episode_start", "strided", "random"] = "episode_start"
+    dataset_id: str = "rate/tmaze/oracle-T90-v0"  # Minari dataset id (under MINARI_DATASETS_PATH) or folder
+    model: RATEConfig = field(default_factory=RATEConfig)  # the policy network and its interface to the environment
+    window_start: Literal["episode_start", "strided", "random"] = "episode_start"  # where training windows start in an episode
     window_stride: int = 0  # strided windows (0 = the window length)
     # bptt: one optimiser step per batch of whole windows, gradient depth model.backbone.bptt_depth;
     # official: memory detached and one optimiser step per segment, as the RATE reference code.
@@ -59,10 +73,16 @@ class RATEExperimentConfig:
     # window = DT's sliding window; recompute = the RATE reference procedure (re-run the segment
     # every step; same actions as streaming, slower; a comparison mode)
     policy: Literal["streaming", "window", "recompute"] = "streaming"
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)  # rollouts in the evaluation environment
+    train: TrainConfig = field(default_factory=TrainConfig)  # optimisation
+    # Keep a copy of the checkpoint every this many steps in snapshots/step_N/ (0: none; a
+    # multiple of train.eval_every, where checkpoints are written).
+    snapshot_every: int = 0
 
     def __post_init__(self) -> None:
+        if self.snapshot_every < 0 or (self.snapshot_every and self.snapshot_every % self.train.eval_every):
+            raise ValueError(f"snapshot_every must be 0 or a multiple of train.eval_every {self.train.eval_every}, "
+                             f"got {self.snapshot_every}")
         if self.window_stride < 0:
             raise ValueError(f"window_stride must be >= 0 (0 = the window length), got {self.window_stride}")
         if self.eval.sample and self.model.act_kind != "discrete":
@@ -88,20 +108,36 @@ def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) ->
 
 
 def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
-    """The dataset's episodes, after checking they fit the model config (spaces, values).  Warns
-    when the evaluation environment is the dataset's with other settings (:func:`eval_env_differences`)."""
-    episodes, obs_space, act_space, env_spec = load_minari_episodes(cfg.dataset_id)
+    """The dataset's episodes, brought to the model's form as ``eval.wrappers`` brings the
+    environment (flattened observations, actions rescaled to [-1, 1]) and checked against the
+    model config (spaces, values).  Warns when the evaluation environment is the dataset's with
+    other settings (:func:`eval_env_differences`)."""
+    wrappers = cfg.eval.wrappers
+    episodes, info = load_minari_episodes(cfg.dataset_id, "FlattenObservation" in wrappers, "RescaleAction" in wrappers)
+    obs_space, act_space = model_spaces(info.observation_space, info.action_space, wrappers)
     problem = space_mismatch(obs_space, act_space, cfg.model)
     if problem:
         raise DatasetError(f"{cfg.dataset_id}: {problem}")
     validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id,
                       tuple(cfg.model.obs_shape))
-    differences = eval_env_differences(env_spec, cfg.eval)
+    differences = eval_env_differences(info.env_spec, cfg.eval)
     if differences:
-        warnings.warn(f"{cfg.dataset_id} was recorded in {env_spec.id} with {', '.join(differences)}: the policy is "
+        warnings.warn(f"{cfg.dataset_id} was recorded in {info.env_spec.id} with {', '.join(differences)}: the policy is "
                       "evaluated on another task than it is trained on (set eval.env_kwargs to the dataset's if "
                       "that is not meant)", stacklevel=2)
     return episodes
+
+
+def model_spaces(obs_space: gym.Space, act_space: gym.Space, wrappers: list[str]) -> tuple[gym.Space, gym.Space]:
+    """The (observation, action) spaces the model sees after ``wrappers``."""
+    if "FlattenObservation" in wrappers:
+        try:
+            obs_space = gym.spaces.flatten_space(obs_space)
+        except NotImplementedError as err:
+            raise DatasetError(f"observations of {obs_space} cannot be flattened: {err}") from err
+    if "RescaleAction" in wrappers and isinstance(act_space, gym.spaces.Box):
+        act_space = gym.spaces.Box(-1.0, 1.0, act_space.shape, np.float32)
+    return obs_space, act_space
 
 
 def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
@@ -115,9 +151,23 @@ def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
             if key != ev.length_kwarg and key in recorded and recorded[key] != value]
 
 
-def eval_env_kwargs(ev: EvalConfig, length: int) -> dict[str, Any]:
-    """Keywords of the evaluation environment at ``length``: ``env_kwargs`` and the swept one."""
-    return {**ev.env_kwargs, ev.length_kwarg: length}
+def eval_env_kwargs(ev: EvalConfig, length: int | None) -> dict[str, Any]:
+    """Keywords of the evaluation environment at ``length`` (None: its own): ``env_kwargs`` and
+    the swept one."""
+    return {**ev.env_kwargs, **({} if length is None else {ev.length_kwarg: length})}
+
+
+def make_eval_env(ev: EvalConfig, length: int | None = None) -> gym.Env:
+    """The evaluation environment at ``length`` (None: its own), inside ``ev.wrappers``."""
+    from rate.data.spaces import wrap_env
+
+    return wrap_env(gym.make(ev.env_id, **eval_env_kwargs(ev, length)), ev.wrappers)
+
+
+def eval_lengths(ev: EvalConfig, final: bool = False) -> list[int | None]:
+    """The lengths an evaluation runs at ([None]: once, at the environment's own)."""
+    lengths = (ev.final_lengths or ev.lengths) if final else ev.lengths
+    return list(lengths) or [None]
 
 
 def check_eval_envs(cfg: RATEExperimentConfig) -> None:
@@ -128,10 +178,10 @@ def check_eval_envs(cfg: RATEExperimentConfig) -> None:
     from rate.config import ConfigError
 
     ev = cfg.eval
-    for t in sorted(set(ev.lengths + ev.final_lengths)):
+    for t in sorted(set(ev.lengths + ev.final_lengths)) or [None]:
         kwargs = eval_env_kwargs(ev, t)
         try:
-            env = gym.make(ev.env_id, **kwargs)
+            env = make_eval_env(ev, t)
         except Exception as err:  # the registry's errors, or whatever the constructor raises
             raise ConfigError(f"eval: cannot make {ev.env_id!r} with {kwargs}: {type(err).__name__}: {err}") from err
         try:
@@ -154,19 +204,19 @@ def make_policy(model: RATEModel, cfg: RATEExperimentConfig):
     return StreamingPolicy(model, cfg.eval.target_return, sample=cfg.eval.sample, seed=cfg.eval.seed)
 
 
-def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[int] | None = None,
-                     episodes: int | None = None, progress: bool = False) -> dict[int, dict[str, float]]:
-    """Success rate and return (mean, std) per length T (``gym.make(env_id, **{length_kwarg: T})``).
+def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[int | None] | None = None,
+                     episodes: int | None = None, progress: bool = False) -> dict[int | None, dict[str, float]]:
+    """Rollout summary (:func:`rate.rl.rollout.summarise`: success where defined, return, the
+    normalised score where ``eval.ref_scores`` are known) per length T, ``gym.make(env_id,
+    **{length_kwarg: T})`` inside ``eval.wrappers``; None: the environment's own length.
     The id may come from any package of the ``gymnasium.envs`` entry-point group."""
     load_env_plugins()
     ev = cfg.eval
     results = {}
-    for t in lengths or ev.lengths:
-        def make_env(t=t):
-            return gym.make(ev.env_id, **eval_env_kwargs(ev, t))
-
-        out = rollout(make_env, make_policy(model, cfg), ev.episodes if episodes is None else episodes, seed=ev.seed, progress=progress)
-        results[t] = summarise(out)
+    for t in lengths or eval_lengths(ev):
+        out = rollout(lambda t=t: make_eval_env(ev, t), make_policy(model, cfg),
+                      ev.episodes if episodes is None else episodes, seed=ev.seed, progress=progress)
+        results[t] = summarise(out, ev.ref_scores or None)
     return results
 
 
@@ -182,7 +232,8 @@ def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None)
     if episodes is not None and cfg.model.normalize_obs:
         from rate.data.episodes import observation_stats
 
-        model.encoders.set_obs_stats(*observation_stats(episodes))
+        mean, std = observation_stats(episodes)  # of the observations as stored: scale them as the encoder does
+        model.encoders.set_obs_stats(mean * cfg.model.obs_scale, std * cfg.model.obs_scale)
     return model
 
 

@@ -30,15 +30,17 @@ class RATEConfig:
     # transformer: RATE and its Transformer baselines (set by backbone); bc_mlp / bc_gru: the
     # non-Transformer baselines (backbone.d_model and backbone.n_layers size them).
     kind: Literal["transformer", "bc_mlp", "bc_gru"] = "transformer"
-    backbone: RMTConfig = field(default_factory=lambda: RMTConfig(num_mem_tokens=5, memory_update="mrv"))
-    segment_steps: int = 30  # K
-    num_segments: int = 3  # N; the training window is N*K steps
-    obs_kind: Literal["vector", "image"] = "vector"
-    obs_shape: list[int] = field(default_factory=lambda: [4])
-    act_kind: Literal["discrete", "continuous"] = "discrete"
-    act_dim: int = 4
-    rtg_scale: float = 1.0
-    normalize_obs: bool = False
+    backbone: RMTConfig = field(default_factory=lambda: RMTConfig(num_mem_tokens=5, memory_update="mrv"))  # the RMT decoder
+    segment_steps: int = 30  # K: environment steps per segment (3 tokens each)
+    num_segments: int = 3  # N: segments per training window (N*K steps)
+    obs_kind: Literal["vector", "image"] = "vector"  # vector: a linear encoder; image: the Nature CNN
+    obs_shape: list[int] = field(default_factory=lambda: [4])  # [dim], or an image's [H, W, C] / [C, H, W]
+    channels_last: bool = False  # images stored (H, W, C), as Gymnasium renders them
+    obs_scale: float = 1.0  # observations are multiplied by this first (1/255 for 8-bit images)
+    act_kind: Literal["discrete", "continuous"] = "discrete"  # discrete: cross-entropy; continuous: MSE on tanh means
+    act_dim: int = 4  # number of discrete actions, or size of a continuous action
+    rtg_scale: float = 1.0  # returns-to-go are divided by this (DT: 1000 for MuJoCo)
+    normalize_obs: bool = False  # standardise observations by the dataset's mean and std (kept in the checkpoint)
     action_tanh: bool = True  # tanh on the action embedding (as RATE does for T-Maze)
 
     def __post_init__(self) -> None:
@@ -47,7 +49,9 @@ class RATEConfig:
         if self.obs_kind == "vector" and len(self.obs_shape) != 1:
             raise ValueError(f"vector observations need obs_shape [dim], got {self.obs_shape}")
         if self.obs_kind == "image" and len(self.obs_shape) != 3:
-            raise ValueError(f"image observations need obs_shape [C, H, W], got {self.obs_shape}")
+            raise ValueError(f"image observations need obs_shape [C, H, W] or [H, W, C], got {self.obs_shape}")
+        if not self.obs_scale > 0:
+            raise ValueError(f"model.obs_scale must be positive, got {self.obs_scale}")
 
     @property
     def window_steps(self) -> int:
@@ -60,11 +64,15 @@ class RATEConfig:
 
 
 class ImageEncoder(nn.Module):
-    """Nature-DQN CNN: (B, C, H, W) in [0, 255] or [0, 1] -> (B, d_model)."""
+    """Nature-DQN CNN: (B, C, H, W), or (B, H, W, C) when ``channels_last``, -> (B, d_model).
+    Needs H, W >= 36 (the three convolutions' receptive field)."""
 
-    def __init__(self, shape: list[int], d_model: int):
+    def __init__(self, shape: list[int], d_model: int, channels_last: bool = False):
         super().__init__()
-        c, h, w = shape
+        self.channels_last = channels_last
+        h, w, c = shape if channels_last else (shape[1], shape[2], shape[0])
+        if min(h, w) < 36:
+            raise ValueError(f"images of {h} x {w}: the Nature CNN encoder needs at least 36 x 36")
         self.conv = nn.Sequential(
             nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
@@ -74,7 +82,7 @@ class ImageEncoder(nn.Module):
         self.proj = nn.Linear(n, d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.conv(x))
+        return self.proj(self.conv(x.permute(0, 3, 1, 2) if self.channels_last else x))
 
 
 class StepEncoders(nn.Module):
@@ -86,7 +94,8 @@ class StepEncoders(nn.Module):
         self.cfg = cfg
         d = cfg.backbone.d_model
         self.rtg_enc = nn.Linear(1, d)
-        self.obs_enc: nn.Module = nn.Linear(cfg.obs_shape[0], d) if cfg.obs_kind == "vector" else ImageEncoder(cfg.obs_shape, d)
+        self.obs_enc: nn.Module = (nn.Linear(cfg.obs_shape[0], d) if cfg.obs_kind == "vector"
+                                 else ImageEncoder(cfg.obs_shape, d, cfg.channels_last))
         if cfg.act_kind == "discrete":
             self.act_enc: nn.Module = nn.Embedding(cfg.act_dim + 1, d, padding_idx=cfg.action_pad)
         else:
@@ -104,6 +113,8 @@ class StepEncoders(nn.Module):
 
     def embed_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """(B, T, *obs_shape) -> (B, T, D)."""
+        if self.cfg.obs_scale != 1.0:
+            obs = obs * self.cfg.obs_scale
         if self.cfg.normalize_obs:
             obs = (obs - self.obs_mean) / self.obs_std
         if self.cfg.obs_kind == "image":

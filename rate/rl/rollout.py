@@ -6,7 +6,8 @@ from typing import Any, Callable
 
 import gymnasium as gym
 import numpy as np
-from tqdm import tqdm
+
+from rate.training import progress_bar
 
 
 def rollout(
@@ -22,18 +23,18 @@ def rollout(
 
     Environment i is reset with seed ``seed + i``.  Finished environments are no longer stepped
     (their slot in the batch keeps its last observation; its actions are ignored).  Returns
-    per-episode ``returns``, ``lengths`` and ``success`` (info["success"] at the end, else
-    return > 0).
+    per-episode ``returns``, ``lengths`` and ``success``: 1.0 / 0.0 where the episode's last
+    info holds ``success`` or ``is_success``, else NaN (the environment does not say).
     """
     envs = [make_env() for _ in range(n_episodes)]
     obs = np.stack([env.reset(seed=seed + i, options=reset_options)[0] for i, env in enumerate(envs)])
     policy.reset(n_episodes)
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=np.int64)
-    success = np.zeros(n_episodes, dtype=bool)
+    success = np.full(n_episodes, np.nan)
     done = np.zeros(n_episodes, dtype=bool)
     last_reward = None
-    bar = tqdm(total=max_steps, desc="rollout", disable=not progress, leave=False)
+    bar = progress_bar(total=max_steps, desc="rollout", disable=not progress, leave=False)
     step = 0
     while not done.all() and (max_steps is None or step < max_steps):
         actions = policy.act(obs, last_reward)
@@ -46,7 +47,7 @@ def rollout(
             lengths[i] += 1
             if terminated or truncated:
                 done[i] = True
-                success[i] = bool(info.get("success", returns[i] > 0))
+                success[i] = episode_success(info)
         last_reward = rewards
         step += 1
         bar.update(1)
@@ -56,7 +57,52 @@ def rollout(
     return {"returns": returns, "lengths": lengths, "success": success}
 
 
-def summarise(out: dict[str, np.ndarray]) -> dict[str, float]:
-    """Success rate and mean return of a :func:`rollout`, each with its standard deviation over the episodes."""
-    return {"success": float(out["success"].mean()), "success_std": float(out["success"].std()),
-            "return": float(out["returns"].mean()), "return_std": float(out["returns"].std())}
+def episode_success(info: dict) -> float:
+    """1.0 / 0.0 from the last step's ``info["success"]`` (the project's tasks, MiniGrid wrappers)
+    or ``info["is_success"]`` (Gymnasium-Robotics), NaN when it has neither."""
+    for key in ("success", "is_success"):
+        if key in info:
+            return float(bool(np.asarray(info[key]).any()))
+    return float("nan")
+
+
+def summarise(out: dict[str, np.ndarray], ref_scores: tuple[float, float] | None = None) -> dict[str, float | None]:
+    """Mean return of a :func:`rollout` and, where defined, the success rate, each with its
+    standard deviation over the episodes.  Success is defined when any episode reported it (an
+    episode that ended without the flag, e.g. at a time limit, then counts as a failure); else
+    ``success`` is None.  ``ref_scores`` (min, max): also the D4RL normalised score
+    ``normalized_score`` = 100 (R - min) / (max - min)."""
+    returns, success = out["returns"], out["success"]
+    defined = not np.isnan(success).all()
+    success = np.nan_to_num(success, nan=0.0)
+    result = {"success": float(success.mean()) if defined else None,
+              "success_std": float(success.std()) if defined else None,
+              "return": float(returns.mean()), "return_std": float(returns.std())}
+    if ref_scores is not None:
+        lo, hi = ref_scores
+        scores = 100.0 * (returns - lo) / (hi - lo)
+        result |= {"normalized_score": float(scores.mean()), "normalized_score_std": float(scores.std())}
+    return result
+
+
+def length_suffix(length: int | None) -> str:
+    """``_T90`` for a result at length 90; empty for the environment's own length (None)."""
+    return "" if length is None else f"_T{length}"
+
+
+def short_result(r: dict[str, float | None]) -> str:
+    """``success/return`` where success is defined, else the return (a progress bar's postfix)."""
+    return (f"{r['success']:.2f}/" if r.get("success") is not None else "") + f"{r['return']:.4g}"
+
+
+def result_table(results: dict[int | None, dict[str, float | None]]) -> str:
+    """The evaluation per length as a plain-text table (length "-": the environment's own)."""
+    score = any("normalized_score" in r for r in results.values())
+    lines = [f"{'T':>6} {'success':>9} {'return':>20}" + (f" {'normalised score':>20}" if score else "")]
+    for t, r in results.items():
+        success = "-" if r.get("success") is None else f"{r['success']:.3f}"
+        line = f"{'-' if t is None else t:>6} {success:>9} {r['return']:>10.3f} +- {r['return_std']:<6.3f}"
+        if score:
+            line += f" {r['normalized_score']:>10.1f} +- {r['normalized_score_std']:<6.1f}"
+        lines.append(line)
+    return "\n".join(lines)

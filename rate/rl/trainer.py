@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, load_weights, read_checkpoint,
+from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, RunFolder, load_weights, read_checkpoint,
                              save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
-from rate.rl.experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rate, check_eval_envs, evaluate_lengths,
-                                  load_dataset_for)
+from rate.rl.experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rate, check_eval_envs, eval_lengths,
+                                evaluate_lengths, load_dataset_for)
+from rate.rl.rollout import length_suffix, short_result
 from rate.distributed import Group, join_group
-from rate.rl.model import RATEModel
+from rate.rl.model import TOKENS_PER_STEP, RATEModel
 from rate.training import TrainingLoop, resolve_device, setup_process
 from rate.rl.windows import TrajectoryWindows
 
@@ -95,7 +96,7 @@ def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, trai
 # What a resumed run may change: how long it trains, how often and how it is evaluated, where it
 # runs.  Everything else (model, data, optimiser, seed) must be the run's own, or the resumed
 # run is a mix of two experiments that no config describes.
-RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "eval.")
+RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "eval.", "snapshot_every")
 
 
 def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
@@ -139,9 +140,39 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
 
 
 def eval_scalars(results: dict) -> dict[str, float]:
-    """Success rate and mean return per length, as TensorBoard scalars: POPGym and MuJoCo are read
-    by their return (a HalfCheetah "success" is only a positive return)."""
-    return {f"{kind}_T{t}": r[kind] for t, r in results.items() for kind in ("success", "return")}
+    """The evaluation per length as TensorBoard scalars: mean return, and success rate and
+    normalised score where defined (POPGym and MuJoCo are read by their return)."""
+    return {f"{kind}{length_suffix(t)}": r[kind] for t, r in results.items()
+            for kind in ("success", "return", "normalized_score") if r.get(kind) is not None}
+
+
+BEST_DIR = "checkpoint_best"
+
+
+def selection_score(results: dict) -> float | None:
+    """What ``checkpoint_best`` maximises: the success rate averaged over the evaluated lengths
+    where the task defines success, else the mean return."""
+    if not results:
+        return None
+    rows = list(results.values())
+    key = "success" if all(r.get("success") is not None for r in rows) else "return"
+    return float(np.mean([r[key] for r in rows]))
+
+
+def read_best_score(path: Path) -> float | None:
+    """The score of a run's ``checkpoint_best`` (None when it has none), so a resumed run keeps it."""
+    try:
+        meta, _ = read_checkpoint(path, CHECKPOINT_KIND)
+    except CheckpointError:
+        return None
+    return meta["extra"].get("score")
+
+
+def run_provenance(cfg: RATEExperimentConfig) -> dict[str, str]:
+    """What the checkpoint records of where it came from: package version, git commit, dataset."""
+    from rate.checkpoint import provenance
+
+    return provenance() | {"dataset_id": cfg.dataset_id}
 
 
 def remove_stale_temporaries(out: Path) -> None:
@@ -151,13 +182,16 @@ def remove_stale_temporaries(out: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: bool = True) -> tuple[RATEModel, dict]:
-    """Train (on every rank when started by torchrun); rank 0 logs, evaluates and checkpoints."""
+def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: bool = True,
+          overwrite: bool = False) -> tuple[RATEModel, dict]:
+    """Train (on every rank when started by torchrun); rank 0 logs, evaluates and checkpoints.
+    ``overwrite``: an earlier run in ``out`` is replaced once this run's first checkpoint is
+    complete (:class:`rate.checkpoint.RunFolder`)."""
     tc = cfg.train
     setup_process(tc.seed, tc.threads)
     group, device_name = join_group(tc.device)
     try:
-        result = _train(cfg, out, resume, progress and group.is_main, group, resolve_device(device_name))
+        result = _train(cfg, out, resume, progress and group.is_main, group, resolve_device(device_name), overwrite)
         # Every rank leaves together, after rank 0's last evaluation and writes: a rank that tears
         # its process group down while a peer still holds the connection can die at exit with
         # SIGABRT ("terminate called without an active exception").  Only on success: after an
@@ -169,7 +203,7 @@ def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: 
 
 
 def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, group: Group,
-           device: torch.device) -> tuple[RATEModel, dict]:
+           device: torch.device, overwrite: bool = False) -> tuple[RATEModel, dict]:
     tc = cfg.train
     if tc.batch_size % group.world:
         raise ConfigError(f"train.batch_size {tc.batch_size} does not split over {group.world} processes")
@@ -183,7 +217,18 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     if len(windows) < tc.batch_size and group.is_main:
         warnings.warn(f"{cfg.dataset_id} gives {len(windows)} training windows, fewer than train.batch_size "
                       f"{tc.batch_size}: every batch holds those {len(windows)}", stacklevel=2)
-    loop = TrainingLoop(model, tc, out / "tb" if group.is_main else None, "train", progress)
+    folder = RunFolder(out, overwrite and group.is_main)
+    try:
+        return _train_in(cfg, out, folder, resume, progress, group, device, model, windows)
+    except BaseException:
+        folder.abandon()  # a replacement that failed before its first checkpoint: the earlier run stays
+        raise
+
+
+def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: bool, progress: bool, group: Group,
+              device: torch.device, model: RATEModel, windows: TrajectoryWindows) -> tuple[RATEModel, dict]:
+    tc = cfg.train
+    loop = TrainingLoop(model, tc, folder.path / "tb" if group.is_main else None, "train", progress)
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
@@ -198,21 +243,33 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     net = group.wrap(model, device, find_unused=True)
     start = time.time() - seconds_before
     eval_results: dict = {}
+    best = read_best_score(out / BEST_DIR) if resume else None
     model.train()
     while not loop.done:
         items = batch_items(len(windows), tc.batch_size, tc.seed, loop.step)
         batch = windows.batch(items, np.random.default_rng([tc.seed, loop.step, 1]))  # the global batch
+        tokens = int(batch["valid"].sum()) * TOKENS_PER_STEP
         batch = {k: v.to(device) for k, v in group.share(batch).items()}
         loss = train_step(net, model, cfg, batch, loop, group)
-        loop.end_batch(loss)
+        loop.end_batch(loss, tokens=tokens)
         if loop.evaluation_due and group.is_main:
             eval_results = evaluate_lengths(model, cfg)
             model.train()
             loop.log("eval", eval_scalars(eval_results))
-            loop.bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}": f"{r['success']:.2f}/{r['return']:.4g}"
+            loop.bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}" if t else "eval": short_result(r)
                                                         for t, r in eval_results.items()})
-            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": loop.step, "eval": eval_results})
-            save_training_state(out, model, loop.opt, loop.sched, loop.step, time.time() - start, device)
+            extra = {"step": loop.step, "eval": eval_results, **run_provenance(cfg)}
+            save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), extra)
+            save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, time.time() - start, device)
+            score = selection_score(eval_results)
+            if score is not None and (best is None or score > best):  # the first of equals stays
+                best = score
+                save_checkpoint(folder.path / BEST_DIR, model, CHECKPOINT_KIND, to_dict(cfg), extra | {"score": score})
+            if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
+                save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
+                                extra)
+            folder.commit()  # the first complete checkpoint of a replacement: the earlier run goes
+            loop.pause_clock()
     loop.close_bar()  # before the final evaluation's own bars
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval
@@ -221,9 +278,12 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
         # again, so that the row it writes has its results.
         eval_results = evaluate_lengths(model, cfg)
     if (ev.final_lengths or ev.final_episodes) and group.is_main:
-        eval_results = evaluate_lengths(model, cfg, ev.final_lengths or ev.lengths, ev.final_episodes or ev.episodes,
+        eval_results = evaluate_lengths(model, cfg, eval_lengths(ev, final=True), ev.final_episodes or ev.episodes,
                                         progress=progress)
         loop.log("final", eval_scalars(eval_results))
-        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": loop.step, "eval": eval_results})
+        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg),
+                        {"step": loop.step, "eval": eval_results, **run_provenance(cfg)})
+    if group.is_main:
+        loop.log_hparams(config_row(cfg), eval_scalars(eval_results))
     loop.close()
     return model, {"train_seconds": train_seconds, "steps": loop.step, "eval": eval_results, "rank": group.rank}

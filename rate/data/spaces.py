@@ -1,0 +1,88 @@
+"""How a recorded environment's observations and actions become the model's arrays.
+
+The model takes vector observations (obs_dim,), images (H, W, C) or (C, H, W), and discrete or
+continuous actions, the latter inside the tanh head's [-1, 1].  A dataset recorded in another
+environment is brought to that form the same way its evaluation environment is wrapped:
+
+- observations that are neither a rank-1 nor a rank-3 Box (Dict, Tuple, Discrete, a rank-2 Box,
+  ...) are flattened exactly as ``gymnasium.wrappers.FlattenObservation`` flattens them;
+- continuous actions of a Box with other finite bounds are mapped to [-1, 1] the way
+  ``gymnasium.wrappers.RescaleAction(env, -1, 1)`` maps them back.
+
+:data:`WRAPPERS` names these wrappers for ``eval.wrappers``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+# The wrappers a run config may list (eval.wrappers), in the order they are applied.
+WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
+    "FlattenObservation": gym.wrappers.FlattenObservation,
+    "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, -1.0, 1.0),
+}
+
+
+def wrap_env(env: gym.Env, names: list[str]) -> gym.Env:
+    """``env`` inside the named wrappers of :data:`WRAPPERS` (ValueError for an unknown name)."""
+    for name in names:
+        if name not in WRAPPERS:
+            raise ValueError(f"unknown wrapper {name!r}; eval.wrappers takes {', '.join(WRAPPERS)}")
+        env = WRAPPERS[name](env)
+    return env
+
+
+def is_model_observation(space: gym.Space) -> bool:
+    """True when the model reads this space as it is: a Box of rank 1 (vector) or 3 (image)."""
+    return isinstance(space, spaces.Box) and len(space.shape) in (1, 3)
+
+
+def flatten_batch(space: gym.Space, x: Any) -> np.ndarray:
+    """(T, flat_dim) float32 from T stacked observations of ``space`` (a Box array, a dict of
+    stacked arrays, a tuple of them), equal row by row to ``gymnasium.spaces.flatten``."""
+    if isinstance(space, spaces.Box):
+        x = np.asarray(x)
+        return x.reshape(len(x), -1).astype(np.float32)
+    if isinstance(space, spaces.Discrete):
+        x = np.asarray(x).reshape(-1) - space.start
+        return np.eye(space.n, dtype=np.float32)[x]
+    if isinstance(space, spaces.MultiBinary):
+        x = np.asarray(x)
+        return x.reshape(len(x), -1).astype(np.float32)
+    if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
+        x = np.asarray(x) - space.start
+        return np.concatenate([np.eye(n, dtype=np.float32)[x[:, i]] for i, n in enumerate(space.nvec)], axis=1)
+    if isinstance(space, spaces.Dict):
+        return np.concatenate([flatten_batch(sub, x[key]) for key, sub in space.spaces.items()], axis=1)
+    if isinstance(space, spaces.Tuple):
+        return np.concatenate([flatten_batch(sub, x[i]) for i, sub in enumerate(space.spaces)], axis=1)
+    raise ValueError(f"observations of {space} cannot be flattened for the model (supported: Box, Discrete, "
+                     "MultiBinary, MultiDiscrete, and Dict / Tuple of those)")
+
+
+def image_channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether an image of ``shape`` (rank 3) stores its channels last (H, W, C): channels are
+    the axis of 1, 3 or 4 entries; (H, W, C) when both ends could be, as Gymnasium renders."""
+    if len(shape) != 3:
+        raise ValueError(f"an image has rank 3, got shape {shape}")
+    last, first = shape[-1] in (1, 3, 4), shape[0] in (1, 3, 4)
+    if not (last or first):
+        raise ValueError(f"image observations of shape {shape}: no axis of 1, 3 or 4 channels at either end")
+    return last
+
+
+def rescale_to_unit(actions: np.ndarray, space: spaces.Box) -> np.ndarray:
+    """Continuous actions in [low, high] -> [-1, 1], the inverse of ``RescaleAction(env, -1, 1)``."""
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
+        raise ValueError(f"action space {space} has infinite bounds: its actions cannot be rescaled to [-1, 1]")
+    return (2.0 * (np.asarray(actions, dtype=np.float64) - low) / (high - low) - 1.0).astype(np.float32)
+
+
+def needs_rescaling(space: gym.Space) -> bool:
+    """A continuous action space whose bounds are not [-1, 1]."""
+    return isinstance(space, spaces.Box) and not (np.all(space.low == -1.0) and np.all(space.high == 1.0))

@@ -1,0 +1,156 @@
+"""A run config for any Minari dataset, with nothing written by hand.
+
+    cfg = config_for_dataset("D4RL/pointmaze/umaze-v2", model="rate", overrides=["train.steps=500"])
+
+The model's interface comes from what the dataset records: observation kind and shape (a rank-1
+Box is a vector, a rank-3 Box an image with its channel order detected; anything else flattened
+by ``FlattenObservation``), action kind and size (continuous actions whose bounds are not
+[-1, 1] rescaled by ``RescaleAction``), the evaluation environment (the dataset's
+``eval_env_spec``, else its ``env_spec``, at its own length), the return-to-go scale and target
+(the best episode's return), the D4RL reference scores.  The architecture comes from
+:data:`MODEL_PRESETS`.  Order of precedence, lowest first: the preset (or a config file's
+values), the inferred values where the file does not set them, the ``key=value`` overrides.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from rate.config import ConfigError, apply_overrides, from_dict, merge_sections, read_config_file
+
+# Shared by the Transformer presets: K = 20 steps x N = 3 segments (the RATE paper's MuJoCo
+# setting), 3 layers of 4 heads x 32, d_model 128.
+_TRANSFORMER = {"n_layers": 3, "d_model": 128, "n_heads": 4, "d_head": 32, "d_inner": 256, "use_ffn": False}
+
+# The architectures --model names.  Each sees the same 60 steps of context: RATE / RMT through 5
+# memory tokens carried over 3 segments of 20 steps, TrXL through a cache of the 2 previous
+# segments, DT through one 60-step window slid over the episode; BC-GRU carries a GRU state
+# through the episode, BC-MLP sees the current step only.
+MODEL_PRESETS: dict[str, dict[str, Any]] = {
+    "rate": {"model": {"segment_steps": 20, "num_segments": 3,
+                       "backbone": _TRANSFORMER | {"num_mem_tokens": 5, "memory_update": "mrv", "mrv_heads": 2}},
+             "policy": "streaming"},
+    "rmt": {"model": {"segment_steps": 20, "num_segments": 3,
+                      "backbone": _TRANSFORMER | {"num_mem_tokens": 5, "memory_update": "rmt"}},
+            "policy": "streaming"},
+    "trxl": {"model": {"segment_steps": 20, "num_segments": 3,
+                       "backbone": _TRANSFORMER | {"num_mem_tokens": 0, "memory_update": "rmt", "mem_len": 120}},
+             "policy": "streaming"},
+    "dt": {"model": {"segment_steps": 60, "num_segments": 1,
+                     "backbone": _TRANSFORMER | {"num_mem_tokens": 0, "memory_update": "rmt"}},
+           "policy": "window"},
+    "bc_gru": {"model": {"kind": "bc_gru", "segment_steps": 60, "num_segments": 1,
+                         "backbone": {"d_model": 128, "n_layers": 2, "num_mem_tokens": 0, "memory_update": "rmt"}}},
+    "bc_mlp": {"model": {"kind": "bc_mlp", "segment_steps": 60, "num_segments": 1,
+                         "backbone": {"d_model": 128, "n_layers": 2, "num_mem_tokens": 0, "memory_update": "rmt"}}},
+}
+# What a foreign task gets unless told otherwise: rollouts of a whole episode at the
+# environment's own length, 10 of them (a MuJoCo episode is 1000 steps).
+DEFAULTS = {"eval": {"lengths": [], "episodes": 10}, "window_start": "random"}
+
+
+def infer_from_dataset(dataset: str) -> dict[str, Any]:
+    """The config values a Minari dataset (an id or a folder) determines, as a nested mapping.
+    DatasetError when it cannot be read or its spaces are not ones the model takes."""
+    from rate.data.episodes import DatasetError, dataset_info, episode_returns, load_minari_episodes
+    from rate.data.spaces import image_channels_last, is_model_observation, needs_rescaling
+
+    import gymnasium as gym
+
+    episodes, info = load_minari_episodes(dataset)  # spaces as recorded; flattened below where needed
+    obs_space, act_space = info.observation_space, info.action_space
+    model: dict[str, Any] = {}
+    wrappers: list[str] = []
+    if is_model_observation(obs_space) and len(obs_space.shape) == 3:
+        try:
+            last = image_channels_last(obs_space.shape)
+        except ValueError as err:
+            raise DatasetError(f"{dataset}: {err}") from err
+        eight_bit = obs_space.dtype == np.uint8
+        model |= {"obs_kind": "image", "obs_shape": list(obs_space.shape), "channels_last": last,
+                  "obs_scale": 1 / 255 if eight_bit else 1.0, "normalize_obs": False}
+    else:
+        if not is_model_observation(obs_space):
+            wrappers.append("FlattenObservation")
+            try:
+                obs_space = gym.spaces.flatten_space(obs_space)
+            except NotImplementedError as err:
+                raise DatasetError(f"{dataset}: observations of {info.observation_space} cannot be flattened "
+                                   f"({err}); the model takes Box, Discrete, MultiBinary, MultiDiscrete, Dict and "
+                                   "Tuple observations") from None
+        model |= {"obs_kind": "vector", "obs_shape": [int(np.prod(obs_space.shape))], "normalize_obs": True}
+    if isinstance(act_space, gym.spaces.Discrete) and act_space.start == 0:
+        model |= {"act_kind": "discrete", "act_dim": int(act_space.n)}
+    elif isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
+        model |= {"act_kind": "continuous", "act_dim": int(act_space.shape[0])}
+        if needs_rescaling(act_space):
+            wrappers.append("RescaleAction")
+    else:
+        raise DatasetError(f"{dataset}: actions of {act_space}; the model takes Discrete (starting at 0) or a "
+                           "rank-1 Box")
+    returns = episode_returns(episodes)
+    best = float(returns.max())
+    # Returns-to-go of order 1, as DT divides MuJoCo returns by 1000: the best return's power of 10.
+    top = float(np.abs(returns).max())
+    model["rtg_scale"] = float(10 ** math.ceil(math.log10(top))) if top > 1 else 1.0
+    evaluation: dict[str, Any] = {"target_return": best, "wrappers": wrappers}
+    spec = info.eval_env_spec
+    if spec is not None:
+        evaluation |= eval_env_from_spec(spec)
+    ref = info.ref_scores or d4rl_ref_scores(evaluation.get("env_id", ""))
+    if ref:
+        evaluation["ref_scores"] = list(ref)
+    return {"dataset_id": dataset, "model": model, "eval": evaluation}
+
+
+def eval_env_from_spec(spec) -> dict[str, Any]:
+    """``env_id`` and ``env_kwargs`` that make the environment a recorded EnvSpec describes.  An
+    id this process has not registered is written ``module:id`` (Gymnasium imports the module,
+    which registers it) when the spec names its entry point's module."""
+    import gymnasium as gym
+
+    from rate.data.env_plugins import load_env_plugins
+
+    load_env_plugins()
+    env_id = spec.id
+    if env_id not in gym.registry and isinstance(spec.entry_point, str) and ":" in spec.entry_point:
+        env_id = f"{spec.entry_point.split(':')[0]}:{spec.id}"
+    kwargs = {k: v for k, v in (spec.kwargs or {}).items() if isinstance(v, (bool, int, float, str))}
+    if spec.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = int(spec.max_episode_steps)
+    return {"env_id": env_id, "env_kwargs": kwargs}
+
+
+def d4rl_ref_scores(env_id: str) -> tuple[float, float] | None:
+    """D4RL's (random, expert) returns for an environment id of a task D4RL scores, else None."""
+    from rate.data.d4rl import REF_SCORES
+
+    key = env_id.split(":")[-1].split("/")[-1].lower().split("-")[0]
+    return REF_SCORES.get(key)
+
+
+def config_for_dataset(dataset: str, model: str | None = "rate", config: str | Path | None = None,
+                       overrides: Sequence[str] = ()):
+    """A :class:`rate.rl.experiment.RATEExperimentConfig` for ``dataset`` (a Minari id or folder):
+    the ``config`` file's values, or the ``model`` preset's, with the inferred values under any
+    the file sets and the ``overrides`` over all.  ConfigError / DatasetError on bad input."""
+    from rate.rl.experiment import RATEExperimentConfig
+
+    if config is not None:
+        base = read_config_file(config)
+    else:
+        if model not in MODEL_PRESETS:
+            raise ConfigError(f"--model {model!r}: choose one of {', '.join(MODEL_PRESETS)}")
+        base = merge_sections(DEFAULTS, MODEL_PRESETS[model])
+    data = merge_sections(infer_from_dataset(dataset), base) if config is not None else \
+        merge_sections(base, infer_from_dataset(dataset))
+    data["dataset_id"] = dataset
+    data = apply_overrides(data, overrides)
+    try:
+        return from_dict(RATEExperimentConfig, data)
+    except ConfigError as err:
+        raise ConfigError(f"{config or f'--model {model}'} on {dataset}: {err}") from None
