@@ -287,19 +287,22 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def describe_config(cfg: Any, indent: int = 0) -> str:
+def describe_config(cfg: Any, indent: int = 0, unset: dict[str, str] | None = None, _prefix: str = "") -> str:
     """``cfg`` as YAML that :func:`load_yaml` reads back, each field preceded by its doc
-    (:func:`field_docs`) as a comment."""
+    (:func:`field_docs`) as a comment.  ``unset``: dotted keys written as a comment line
+    ``# key: <text>`` instead of a value (fields a template leaves to be filled in)."""
     docs = field_docs(type(cfg))
     pad = " " * indent
     out = []
     for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
+        value, key = getattr(cfg, f.name), f"{_prefix}{f.name}"
         if docs.get(f.name):
             out.extend(f"{pad}# {line}" for line in _wrap(docs[f.name], 100 - indent))
-        if dataclasses.is_dataclass(value):
+        if unset and key in unset:
+            out.append(f"{pad}# {f.name}: {unset[key]}")
+        elif dataclasses.is_dataclass(value):
             out.append(f"{pad}{f.name}:")
-            out.append(describe_config(value, indent + 2).rstrip("\n"))
+            out.append(describe_config(value, indent + 2, unset, f"{key}.").rstrip("\n"))
         else:
             text = yaml.safe_dump(to_dict(value) if isinstance(value, tuple) else value, default_flow_style=True,
                                   width=10**6).strip()

@@ -180,9 +180,10 @@ class TrainingLoop:
         if not math.isfinite(loss):
             raise FloatingPointError(f"loss became {loss} at step {self.step}; lower train.lr")
         lr = self.sched.get_last_lr()[0]
+        bar = self.bar  # made before the count moves, so that it starts at the steps done before
         self.sched.step()
         self.step += 1
-        self.bar.update(1)
+        bar.update(1)
         now = time.perf_counter()
         if tokens is not None and self._last_time is not None:
             scalars = {**scalars, "tokens_per_s": tokens / max(now - self._last_time, 1e-9)}

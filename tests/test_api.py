@@ -2,6 +2,7 @@
 train and evaluate through the README's example.  That a checkpoint, its .pt2 and its .onnx act
 alike through rate.load_policy is tested in tests/test_export.py, on its exported artifacts."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -69,6 +70,27 @@ def test_what_is_not_a_policy_is_one_clear_error(tmp_path):
         rate.load_policy(tmp_path / "empty")
 
 
+def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):
+    from rate.rl.baselines import BCGRU
+
+    model = RATEModel.from_pretrained(checkpoint(tmp_path))
+    cfg = to_dict(RATEExperimentConfig(dataset_id="some/data-v0", model=model.cfg))
+    model.save_pretrained(tmp_path / "again", run_config=cfg)
+    again = RATEModel.from_pretrained(tmp_path / "again")
+    for (name, a), (_, b) in zip(model.state_dict().items(), again.state_dict().items()):
+        assert torch.equal(a, b), name
+    import json
+
+    extra = json.loads((tmp_path / "again" / "config.json").read_text())["extra"]
+    assert extra["rate_version"] == rate.__version__ and extra["dataset_id"] == "some/data-v0"
+    assert "git_commit" in extra  # this repository is a git checkout
+    policy = rate.load_policy(tmp_path / "again")  # what save_pretrained writes is a policy
+    policy.reset()
+    assert 0 <= int(policy.act(np.zeros(4))) < 4
+    with pytest.raises(CheckpointError, match="holds a RATEModel, not a BCGRU"):
+        BCGRU.from_pretrained(tmp_path / "again")
+
+
 @pytest.mark.slow
 def test_the_readme_example_runs(tmp_path, monkeypatch):
     """The README's "Use in Python" code, as written, on a small T-Maze dataset of the id it names."""
@@ -83,3 +105,24 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "success" in done.stdout and (tmp_path / "runs" / "api_demo" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_the_readme_walkthrough_runs(tmp_path, monkeypatch):
+    """"Train on your own dataset": its Python block, then its commands (fewer steps and episodes)."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Train on your own dataset"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    commands = re.search(r"```\n(rate-train.*?)```", section, re.S).group(1)
+    env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path / "minari")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scripts = Path(sys.executable).parent
+    for line in commands.strip().splitlines():
+        line = line.split("#")[0].replace("train.steps=500", "train.steps=4 train.eval_every=4 eval.episodes=2")
+        args = line.replace("--episodes 20", "--episodes 2").split()
+        done = subprocess.run([str(scripts / args[0]), *args[1:]], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, (line, done.stderr[-3000:])
+    assert (tmp_path / "runs" / "cartpole" / "policy.onnx").is_file()
+    assert "# optimiser steps (batches)" in done.stdout  # the last command: --print-config

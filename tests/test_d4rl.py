@@ -46,11 +46,27 @@ def test_without_next_observations_the_last_one_is_repeated(tmp_path):
 
 
 def test_import_round_trip(tmp_path):
-    ds = import_d4rl(write_d4rl(tmp_path / "d.hdf5"), "test/d4rl/small-v0")
+    ds, summary = import_d4rl(write_d4rl(tmp_path / "d.hdf5"), "test/d4rl/small-v0")
     again = minari.load_dataset("test/d4rl/small-v0")
     assert again.total_episodes == 3 and again.total_steps == 10 == ds.total_steps
     ep = again[1]
     assert ep.rewards.tolist() == [4, 5, 6] and ep.truncations[-1] and not ep.terminations[-1]
+    assert summary.trailing_truncated and summary.dropped == []
+
+
+def test_import_says_what_it_dropped_and_keeps_infos_when_asked(tmp_path, capsys):
+    from rate.cli.import_d4rl import main
+
+    qpos = np.arange(20, dtype=np.float64).reshape(10, 2)
+    path = write_d4rl(tmp_path / "d.hdf5", **{"infos/qpos": qpos, "infos/goal": np.zeros(10)})
+    assert main([str(path), "test/d4rl/infos-v0"]) == 0
+    line = capsys.readouterr().out
+    assert "3 episodes, 10 steps" in line and "kept as truncated" in line
+    assert "dropped: infos/goal, infos/qpos" in line and "--keep-infos" in line
+    assert main([str(path), "test/d4rl/infos-v0", "--overwrite", "--keep-infos"]) == 0
+    assert "kept infos: infos/goal, infos/qpos" in capsys.readouterr().out
+    ep = minari.load_dataset("test/d4rl/infos-v0")[1]
+    np.testing.assert_array_equal(ep.infos["qpos"], np.concatenate([qpos[4:7], qpos[6:7]]))  # T + 1 rows
 
 
 @pytest.mark.parametrize(
@@ -122,7 +138,7 @@ def test_arrays_that_do_not_fit_the_named_environment_are_refused(tmp_path, kwar
 def test_fitting_arrays_import_with_the_environment(tmp_path):
     path = write_d4rl(tmp_path / "d.hdf5", observations=np.zeros((10, 4), np.float32), actions=np.arange(10) % 2,
                       next_obs=False)
-    ds = import_d4rl(path, "test/x/cartpole-v0", env_id="CartPole-v1")
+    ds, _ = import_d4rl(path, "test/x/cartpole-v0", env_id="CartPole-v1")
     assert ds.spec.env_spec.id == "CartPole-v1" and ds.total_steps == 10
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rate.cli.run import add_device_arguments, check_writable, error_exit, make_parser, write_error_types
+from rate.cli.run import (add_device_arguments, check_writable, error_exit, make_parser, readable_keys,
+                          write_error_types)
 
 
 def plot_success(results: dict, path: Path, title: str) -> None:
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         from rate.config import atomic_write_text
 
         env_id = args.env or ev.get("env_id")
-        table = {"default" if t is None else str(t): r for t, r in results.items()}
+        table = readable_keys(results)
         try:
             atomic_write_text(args.out, json.dumps({"policy": str(args.policy), "env": env_id, "episodes": episodes,
                                                     "seed": seed, "results": table}, indent=2))

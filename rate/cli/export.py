@@ -2,37 +2,47 @@
 
     rate-export CHECKPOINT --format onnx|pt2 [--out FILE] [--target-return R] [--threads 2]
     python -m rate.cli.export ...                       (the same command)
+
+The artifact is traced and verified on the CPU (it then runs wherever torch or onnxruntime
+does: ``rate.load_policy(FILE)``, ``rate-play-onnx``).  The output folder is checked for writing
+before the export starts; a failed write (read-only folder, full disk) is one ``error:`` line and
+exit status 2 and leaves no partial file.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
-from rate.checkpoint import CheckpointError
-from rate.deploy.export import ExportError, export_checkpoint
-from rate.deploy.onnx_runner import ArtifactError
-from rate.training import positive_int, setup_process
+from rate.cli.run import add_device_arguments, check_writable, error_exit, make_parser, write_error_types
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rate-export", description=__doc__.split("\n\n")[0])
+    parser = make_parser("rate-export", __doc__)
     parser.add_argument("checkpoint", type=Path, help="a RATE checkpoint folder (model.safetensors + config.json)")
     parser.add_argument("--format", choices=["onnx", "pt2"], required=True)
     parser.add_argument("--out", type=Path, help="default: CHECKPOINT/policy.FORMAT")
     parser.add_argument("--target-return", type=float, help="default return to condition on (default: the run's eval one)")
-    parser.add_argument("--threads", type=positive_int, default=2)
+    add_device_arguments(parser)
     args = parser.parse_args(argv)
-    setup_process(0, args.threads)
     out = args.out or args.checkpoint / f"policy.{args.format}"
     if out.suffix != f".{args.format}":
         parser.error(f"--out must end in .{args.format}, got {out}")
+    from rate.checkpoint import CheckpointError
+    from rate.deploy.export import ExportError, export_checkpoint
+    from rate.deploy.onnx_runner import ArtifactError
+    from rate.training import setup_process
+
+    setup_process(0, args.threads)
     try:
+        if args.device not in (None, "cpu"):
+            raise ExportError(f"--device {args.device}: the export is traced and verified on the CPU (the artifact "
+                              "then runs wherever torch or onnxruntime runs)")
+        if not args.checkpoint.is_dir():
+            raise CheckpointError(f"{args.checkpoint}: not a checkpoint folder")
+        check_writable(out.parent)  # before tracing, not after it
         path, diff = export_checkpoint(args.checkpoint, args.format, out, args.target_return)
-    except (CheckpointError, ExportError, ArtifactError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    except (CheckpointError, ExportError, ArtifactError, ValueError) + write_error_types() as err:
+        return error_exit(err)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); matches the eager policy to {diff:.2e} "
           f"over 120 steps of 3 rows with resets")
     return 0

@@ -1,33 +1,39 @@
 """Import a D4RL-format HDF5 file as a Minari dataset.
 
-    rate-import-d4rl FILE DATASET_ID [--env Hopper-v5] [--overwrite]
+    rate-import-d4rl FILE DATASET_ID [--env Hopper-v5] [--overwrite] [--keep-infos]
     python -m rate.cli.import_d4rl ...                  (the same command)
+
+Prints one summary line: episodes and steps written, a last episode that had no terminal or
+timeout flag (kept as truncated), and the file's arrays that were not written (``infos/*``
+unless --keep-infos).  Bad input or a failed write (a read-only Minari root, a full disk) is one
+``error:`` line and exit status 2; an existing dataset is replaced only with --overwrite, and only
+once the new one is complete.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from rate.cli.run import error_exit, make_parser, write_error_types
 from rate.data.d4rl import import_d4rl
 from rate.data.episodes import DatasetError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rate-import-d4rl", description=__doc__.split("\n\n")[0])
-    parser.add_argument("file", type=Path)
-    parser.add_argument("dataset_id")
+    parser = make_parser("rate-import-d4rl", __doc__)
+    parser.add_argument("file", type=Path, help="a D4RL HDF5 file")
+    parser.add_argument("dataset_id", help="the Minari id to write, NAMESPACE/NAME-vN (under MINARI_DATASETS_PATH)")
     parser.add_argument("--env", help="Gymnasium id stored with the dataset (e.g. Hopper-v5)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an existing dataset of this id (once the new one is complete)")
+    parser.add_argument("--keep-infos", action="store_true", help="write the per-step infos/* arrays as episode infos")
     args = parser.parse_args(argv)
     try:
-        ds = import_d4rl(args.file, args.dataset_id, args.env, args.overwrite)
-    except (DatasetError, FileExistsError, ValueError) as err:  # ValueError: a malformed id or --env
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{args.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
+        _, summary = import_d4rl(args.file, args.dataset_id, args.env, args.overwrite, args.keep_infos)
+    except (DatasetError, FileExistsError, ValueError) + write_error_types() as err:  # ValueError: a malformed id
+        return error_exit(err)
+    print(summary.line(args.dataset_id))
     return 0
 
 

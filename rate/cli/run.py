@@ -38,9 +38,20 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
     """``--help`` shows each option's default and keeps the description's line breaks."""
 
 
-def make_parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """A command's parser: ``prog`` as users call it, the module docstring as description."""
-    return argparse.ArgumentParser(prog=prog, description=doc.strip(), formatter_class=HelpFormatter)
+def make_parser(console: str, doc: str) -> argparse.ArgumentParser:
+    """A command's parser, named as it was called (:func:`invoked_as`), the module docstring as
+    description, defaults in ``--help``."""
+    return argparse.ArgumentParser(prog=invoked_as(console), description=doc.strip(), formatter_class=HelpFormatter)
+
+
+def invoked_as(console: str) -> str:
+    """``python -m MODULE`` when the command was started so from the project's packages (``python
+    -m train``, ``python -m rate.cli.export``), else the console script's name ``console``."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    module = spec.name.removesuffix(".__main__") if spec is not None else ""
+    if Path(sys.argv[0]).name != console and module.split(".")[0] in ("rate", "train", "eval"):
+        return f"python -m {module}"
+    return console
 
 
 def add_device_arguments(parser: argparse.ArgumentParser, threads: int | None = 2) -> None:
@@ -137,8 +148,16 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
         except USER_ERRORS + errors + write_error_types() as err:
             return error_exit(err)
     # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
-    print(json.dumps({"run": name, **metrics}))
+    print(json.dumps(readable_keys({"run": name, **metrics})))
     return 0
+
+
+def readable_keys(value: Any) -> Any:
+    """``value`` with the None key of a result at the environment's own length written "default"
+    (JSON would write "null")."""
+    if isinstance(value, dict):
+        return {("default" if k is None else k): readable_keys(v) for k, v in value.items()}
+    return value
 
 
 def check_writable(folder: Path) -> None:

@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.config and args.config.count("=") and not Path(args.config).suffix in (".yaml", ".yml"):
         args.overrides.insert(0, args.config)  # `rate-train --dataset X train.steps=5`: no CONFIG, all overrides
         args.config = None
+    if args.print_config and not (args.config or args.dataset):
+        from rate.rl.from_dataset import template
+
+        print(template(args.model or "rate"), end="")  # the documented template of a run on any dataset
+        return 0
     if not (args.config or args.dataset):
         parser.error("give a CONFIG file or --dataset")
     if args.model and args.config:

@@ -11,6 +11,7 @@ offline); its file format is simple: flat arrays of N steps ``observations`` (N,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import gymnasium as gym
@@ -37,8 +38,22 @@ def normalized_score(env: str, returns) -> np.ndarray:
     return (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
 
 
-def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
-    """The flat arrays of a D4RL file, checked for presence, length and finite values."""
+def d4rl_contents(path: str | Path) -> list[str]:
+    """Every array in a D4RL file by its path (``observations``, ``infos/qpos``, ...)."""
+    import h5py
+
+    names: list[str] = []
+    try:
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, item: names.append(name) if isinstance(item, h5py.Dataset) else None)
+    except OSError as err:
+        raise DatasetError(f"{path}: unreadable HDF5 (truncated or corrupt): {err}") from err
+    return sorted(names)
+
+
+def read_d4rl(path: str | Path, keep_infos: bool = False) -> dict[str, np.ndarray]:
+    """The flat arrays of a D4RL file, checked for presence, length and finite values.
+    ``keep_infos``: also the per-step arrays under ``infos/`` (``infos/qpos``, ...)."""
     import h5py
 
     path = Path(path)
@@ -54,6 +69,8 @@ def read_d4rl(path: str | Path) -> dict[str, np.ndarray]:
             if groups:
                 raise DatasetError(f"{path}: {', '.join(groups)} must be arrays, not HDF5 groups")
             data = {k: f[k][()] for k in keys}
+            if keep_infos and isinstance(f.get("infos"), h5py.Group):
+                data |= {f"infos/{k}": v[()] for k, v in f["infos"].items() if isinstance(v, h5py.Dataset)}
     except OSError as err:
         raise DatasetError(f"{path}: unreadable HDF5 (truncated or corrupt): {err}") from err
     n = len(data["rewards"])
@@ -88,10 +105,35 @@ def split_episodes(data: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
         truncs = np.zeros(e - s, dtype=bool)
         terms[-1] = terminal
         truncs[-1] = not terminal
+        # Minari keeps an info per observation (T + 1, the reset's first): the last step's repeated.
+        infos = {k.removeprefix("infos/"): np.concatenate([v[s:e], v[e - 1 : e]]) for k, v in data.items()
+                 if k.startswith("infos/")}
         episodes.append({"observations": np.concatenate([obs, last[None]]), "actions": data["actions"][s:e],
                          "rewards": data["rewards"][s:e].astype(np.float64), "terminations": terms,
-                         "truncations": truncs})
+                         "truncations": truncs, "infos": infos})
     return episodes
+
+
+@dataclass
+class ImportSummary:
+    """What an import wrote and what it changed or left out, for its summary line."""
+
+    episodes: int
+    steps: int
+    trailing_truncated: bool  # the file's last steps had no terminal or timeout flag: kept as a truncated episode
+    dropped: list[str]  # arrays of the file not written (infos/* unless kept, anything unknown)
+    kept_infos: list[str]
+
+    def line(self, dataset_id: str) -> str:
+        parts = [f"{dataset_id}: {self.episodes} episodes, {self.steps} steps"]
+        if self.trailing_truncated:
+            parts.append("the last episode had no terminal or timeout flag: kept as truncated")
+        if self.kept_infos:
+            parts.append(f"kept infos: {', '.join(self.kept_infos)}")
+        if self.dropped:
+            parts.append(f"dropped: {', '.join(self.dropped)}" +
+                         (" (--keep-infos keeps infos/*)" if any(d.startswith("infos/") for d in self.dropped) else ""))
+        return "; ".join(parts)
 
 
 def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
@@ -120,20 +162,30 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
             raise DatasetError(f"actions outside {env_id}'s bounds {act_space.low.min()}..{act_space.high.max()}")
 
 
-def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, overwrite: bool = False):
-    """Write the episodes of a D4RL file as the Minari dataset ``dataset_id``; returns it.
-    With ``env_id`` the arrays must fit that environment's spaces (:func:`check_fits_env`).
-    ``overwrite`` replaces an existing dataset of that id, only once the new one is complete."""
+def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, overwrite: bool = False,
+                keep_infos: bool = False):
+    """Write the episodes of a D4RL file as the Minari dataset ``dataset_id``; returns it and an
+    :class:`ImportSummary`.  With ``env_id`` the arrays must fit that environment's spaces
+    (:func:`check_fits_env`).  ``overwrite`` replaces an existing dataset of that id, only once
+    the new one is complete.  ``keep_infos``: the per-step ``infos/*`` arrays become the episodes'
+    infos (else they are dropped, and the summary says so)."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     check_dataset_id(dataset_id, overwrite=overwrite)  # before the file is read; deletes nothing
-    data = read_d4rl(path)
+    data = read_d4rl(path, keep_infos)
     if env_id is not None:
         check_fits_env(data, env_id)
+    n = len(data["rewards"])
+    for key in [k for k in data if k.startswith("infos/")]:
+        if len(data[key]) != n:  # not per step (e.g. a per-episode goal list): not an episode info
+            del data[key]
     episodes = split_episodes(data)
     buffers = [EpisodeBuffer(id=i, observations=ep["observations"], actions=ep["actions"],
                              rewards=list(ep["rewards"]), terminations=list(ep["terminations"]),
-                             truncations=list(ep["truncations"]), infos={}) for i, ep in enumerate(episodes)]
+                             truncations=list(ep["truncations"]), infos=ep["infos"]) for i, ep in enumerate(episodes)]
+    ends = data["terminals"].astype(bool) | data["timeouts"].astype(bool)
+    summary = ImportSummary(len(episodes), n, not ends[-1], sorted(set(d4rl_contents(path)) - set(data)),
+                            sorted(k for k in data if k.startswith("infos/")))
     obs_dim, act = data["observations"].shape[1:], data["actions"]
     kwargs = {"algorithm_name": "d4rl-import", "description": f"imported from {Path(path).name}", "data_format": "hdf5"}
     if env_id is not None:
@@ -141,4 +193,4 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, ov
     else:
         kwargs["observation_space"] = gym.spaces.Box(-np.inf, np.inf, obs_dim, dtype=data["observations"].dtype)
         kwargs["action_space"] = gym.spaces.Box(-1.0, 1.0, act.shape[1:], dtype=act.dtype)
-    return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, **kwargs)
+    return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, **kwargs), summary

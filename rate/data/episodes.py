@@ -176,9 +176,12 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
     return episodes, info
 
 
-def episode_returns(episodes: list[Episode]) -> np.ndarray:
-    """(n_episodes,) float64: the undiscounted return of each episode."""
-    return np.array([float(ep.rewards.sum(dtype=np.float64)) for ep in episodes])
+def dataset_returns(ds) -> np.ndarray:
+    """(n_episodes,) float64: the undiscounted return of each episode of an open MinariDataset."""
+    try:
+        return np.array([float(np.sum(ep.rewards, dtype=np.float64)) for ep in ds.iterate_episodes()])
+    except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
+        raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {err}") from err
 
 
 def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:

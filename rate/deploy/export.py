@@ -43,6 +43,7 @@ command checks it against the eager policy over episodes with resets at differen
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -122,7 +123,10 @@ def export_pt2(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
             if isinstance(module, torch.fx.GraphModule):
                 for node in module.graph.nodes:
                     node.meta.pop("stack_trace", None)
-        torch.export.save(program, path, extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+        # Through memory: torch's zip writer aborts the process when the disk fills under it.
+        buffer = io.BytesIO()
+        torch.export.save(program, buffer, extra_files={f"{METADATA_KEY}.json": json.dumps(meta)})
+        Path(path).write_bytes(buffer.getbuffer())
 
 
 def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
@@ -195,7 +199,6 @@ def _refuse_pickles(path: Path) -> None:
     = "pt2" and only the known file names, each once; tensor payloads that are raw bytes; sample
     inputs that a weights_only load accepts.
     """
-    import io
     import zipfile
 
     def refuse(why: str) -> ArtifactError:

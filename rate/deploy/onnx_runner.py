@@ -39,6 +39,14 @@ METADATA_KEY = "rate_export"
 PROJECT_ENVS = "rate_envs."
 
 
+# The run config's eval.wrappers between the environment and the policy: a copy of
+# rate.data.spaces.WRAPPERS, as this file imports nothing of the library.
+WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
+    "FlattenObservation": gym.wrappers.FlattenObservation,
+    "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, -1.0, 1.0),
+}
+
+
 class ArtifactError(RuntimeError):
     """A file that is not an exported policy this runner can play."""
 
@@ -129,12 +137,22 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
                                 f"cannot be imported here ({err}); install the project, or copy its envs/ folder "
                                 "next to this file as rate_envs/") from None
     kwargs = dict(meta.get("env_kwargs") or {})
-    if length is None:
-        return lambda: gym.make(env_id, **kwargs)
-    if not str(gym.spec(env_id).entry_point).startswith(PROJECT_ENVS):
-        raise ArtifactError(f"--lengths sets the lengths of the project's tasks; this policy plays {env_id}")
-    kwargs[meta.get("length_kwarg", "episode_length")] = length
-    return lambda: gym.make(env_id, **kwargs)
+    if length is not None:
+        if not str(gym.spec(env_id).entry_point).startswith(PROJECT_ENVS):
+            raise ArtifactError(f"--lengths sets the lengths of the project's tasks; this policy plays {env_id}")
+        kwargs[meta.get("length_kwarg", "episode_length")] = length
+    wrappers = meta.get("config", {}).get("eval", {}).get("wrappers", [])
+    unknown = [w for w in wrappers if w not in WRAPPERS]
+    if unknown:
+        raise ArtifactError(f"the policy's environment needs the wrappers {unknown}, which this runner does not know")
+
+    def make() -> gym.Env:
+        env = gym.make(env_id, **kwargs)
+        for name in wrappers:
+            env = WRAPPERS[name](env)
+        return env
+
+    return make
 
 
 def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, seed: int,
@@ -154,7 +172,7 @@ def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, see
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     policy.reset(episodes)
     returns = np.zeros(episodes)
-    success = np.zeros(episodes, dtype=bool)
+    success = np.full(episodes, np.nan)  # NaN: the environment does not report success
     done = np.zeros(episodes, dtype=bool)
     rewards = np.zeros(episodes, dtype=np.float32)
     new_episode = np.ones(episodes, dtype=bool)
@@ -172,14 +190,21 @@ def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, see
             returns[i] += rewards[i]
             if terminated or truncated:
                 done[i] = True
-                success[i] = bool(info.get("success", returns[i] > 0))
+                flag = info.get("success", info.get("is_success"))
+                success[i] = np.nan if flag is None else float(bool(np.asarray(flag).any()))
     for env in envs:
         env.close()
+    if not np.isnan(success).all():  # reported: an episode that ended without the flag failed
+        success = np.nan_to_num(success, nan=0.0)
     return {"returns": returns, "success": success}
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="rate-play-onnx", description=__doc__.split("\n\n")[0])
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # as called: rate-play-onnx or python -m ...
+    module = spec.name if spec is not None and spec.name.split(".")[0] in ("rate", "eval") else None
+    parser = argparse.ArgumentParser(prog=f"python -m {module}" if module else "rate-play-onnx",
+                                     description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("policy", type=Path, help="an .onnx file written by python -m rate.cli.export")
     parser.add_argument("--lengths", type=int, nargs="+", help="T-Maze episode lengths T (default: the env's own)")
     parser.add_argument("--episodes", type=int, default=100)
@@ -204,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     for t, make_env in factories:
         start = time.perf_counter()
         out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps, args.sample)
-        print(f"{t if t is not None else '-':>6} {out['success'].mean():>9.3f} {out['returns'].mean():>8.3f} "
+        rate = "-" if np.isnan(out["success"]).all() else f"{out['success'].mean():.3f}"
+        print(f"{t if t is not None else '-':>6} {rate:>9} {out['returns'].mean():>8.3f} "
               f"{time.perf_counter() - start:>8.1f}")
     return 0
 

@@ -19,10 +19,10 @@ import torch
 from torch import nn
 
 from rate.rl.policy import BatchedPolicy
-from rate.rl.model import ActionHead, RATEConfig, StepEncoders
+from rate.rl.model import ActionHead, PretrainedMixin, RATEConfig, StepEncoders
 
 
-class BCMLP(nn.Module):
+class BCMLP(PretrainedMixin, nn.Module):
     """Per-step MLP on the observation embedding; the backbone config gives d_model and depth."""
 
     def __init__(self, cfg: RATEConfig):
@@ -38,7 +38,7 @@ class BCMLP(nn.Module):
         return self.head(self.body(self.encoders.embed_obs(obs))), None
 
 
-class BCGRU(nn.Module):
+class BCGRU(PretrainedMixin, nn.Module):
     """GRU over [o_t, a_{t-1}, R_t] embeddings (summed); hidden size d_model, n_layers layers."""
 
     def __init__(self, cfg: RATEConfig):

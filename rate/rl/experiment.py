@@ -11,12 +11,11 @@ import numpy as np
 
 from rate.data.env_plugins import load_env_plugins
 from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
-from rate.rl.model import RATEConfig, RATEModel
+from rate.rl.model import CHECKPOINT_KIND, RATEConfig, RATEModel
 from rate.rl.rollout import rollout, summarise
 from rate.training import TrainConfig
 from rate.data.episodes import DatasetError, Episode, load_minari_episodes, validate_episodes
 
-CHECKPOINT_KIND = "rate"
 
 
 @dataclass

@@ -53,15 +53,37 @@ MODEL_PRESETS: dict[str, dict[str, Any]] = {
 DEFAULTS = {"eval": {"lengths": [], "episodes": 10}, "window_start": "random"}
 
 
+# What infer_from_dataset sets: a config file that leaves these out gets the dataset's values.
+INFERRED = ("dataset_id", "model.obs_kind", "model.obs_shape", "model.channels_last", "model.obs_scale",
+            "model.normalize_obs", "model.act_kind", "model.act_dim", "model.rtg_scale", "eval.env_id",
+            "eval.env_kwargs", "eval.wrappers", "eval.target_return", "eval.ref_scores")
+
+
+def template(model: str = "rate") -> str:
+    """configs/minari_template.yaml: every field of a run on a dataset with ``model``'s preset,
+    documented; the fields the dataset determines are left as comments (so the dataset fills them:
+    ``rate-train TEMPLATE --dataset ID``)."""
+    from rate.config import describe_config
+    from rate.rl.experiment import RATEExperimentConfig
+
+    cfg = from_dict(RATEExperimentConfig, merge_sections(DEFAULTS, MODEL_PRESETS[model]))
+    header = (f"# A run on any Minari dataset: the {model!r} preset of `rate-train --dataset ID --model {model}`,\n"
+              "# every field with its doc.  Fields marked \"from the dataset\" are inferred from it (set one to\n"
+              "# override).  Copy, edit, then: rate-train THIS.yaml --dataset ID [key=value ...]\n"
+              f"# (written by: rate-train --print-config --model {model} > configs/minari_template.yaml)\n\n")
+    return header + describe_config(cfg, unset={key: "from the dataset" for key in INFERRED})
+
+
 def infer_from_dataset(dataset: str) -> dict[str, Any]:
     """The config values a Minari dataset (an id or a folder) determines, as a nested mapping.
     DatasetError when it cannot be read or its spaces are not ones the model takes."""
-    from rate.data.episodes import DatasetError, dataset_info, episode_returns, load_minari_episodes
-    from rate.data.spaces import image_channels_last, is_model_observation, needs_rescaling
-
     import gymnasium as gym
 
-    episodes, info = load_minari_episodes(dataset)  # spaces as recorded; flattened below where needed
+    from rate.data.episodes import DatasetError, dataset_info, dataset_returns, open_minari_dataset
+    from rate.data.spaces import image_channels_last, is_model_observation, needs_rescaling
+
+    ds = open_minari_dataset(dataset)
+    info = dataset_info(ds)
     obs_space, act_space = info.observation_space, info.action_space
     model: dict[str, Any] = {}
     wrappers: list[str] = []
@@ -92,7 +114,9 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     else:
         raise DatasetError(f"{dataset}: actions of {act_space}; the model takes Discrete (starting at 0) or a "
                            "rank-1 Box")
-    returns = episode_returns(episodes)
+    returns = dataset_returns(ds)
+    if not len(returns):
+        raise DatasetError(f"{dataset}: the dataset has no episodes")
     best = float(returns.max())
     # Returns-to-go of order 1, as DT divides MuJoCo returns by 1000: the best return's power of 10.
     top = float(np.abs(returns).max())

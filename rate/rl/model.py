@@ -21,6 +21,7 @@ from torch import nn
 from rate.core.rmt import RecurrentMemoryTransformer, RMTConfig, RMTState
 
 TOKENS_PER_STEP = 3
+CHECKPOINT_KIND = "rate"  # the "kind" of a RATE (or baseline) checkpoint's config.json
 
 
 @dataclass
@@ -148,7 +149,39 @@ class ActionHead(nn.Module):
         return F.cross_entropy(out[valid], actions[valid])
 
 
-class RATEModel(nn.Module):
+class PretrainedMixin:
+    """Hugging Face-style persistence on the checkpoint layout (``config.json`` +
+    ``model.safetensors``, no pickle): ``model.save_pretrained(dir)``,
+    ``RATEModel.from_pretrained(dir)``.  What ``save_pretrained`` writes is a checkpoint that
+    ``rate.load_policy``, ``rate-eval`` and ``rate-export`` read."""
+
+    def save_pretrained(self, directory, run_config: dict | None = None, dataset_id: str | None = None):
+        """Write the weights and config to ``directory`` (made if missing; each file atomically).
+        ``run_config``: the whole run config (``to_dict`` of a RATEExperimentConfig), so that the
+        policy is evaluated as it was trained; default the model config alone.  The config records
+        the package version, the git commit where there is one, and the dataset id."""
+        from rate.checkpoint import provenance, save_checkpoint
+        from rate.config import to_dict
+
+        config = dict(run_config) if run_config is not None else {"model": to_dict(self.cfg)}
+        dataset_id = dataset_id or config.get("dataset_id")
+        return save_checkpoint(directory, self, CHECKPOINT_KIND, config,
+                               provenance() | ({"dataset_id": dataset_id} if dataset_id else {}))
+
+    @classmethod
+    def from_pretrained(cls, directory, device: str = "cpu"):
+        """The model saved in ``directory`` (eval mode); CheckpointError when it is not a
+        checkpoint of this class."""
+        from rate.checkpoint import CheckpointError
+        from rate.rl.experiment import load_policy_model
+
+        model, _ = load_policy_model(directory)
+        if not isinstance(model, cls):
+            raise CheckpointError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
+        return model.to(device)
+
+
+class RATEModel(PretrainedMixin, nn.Module):
     """RATE and its Transformer baselines: the step tokens of a window through the RMT decoder."""
 
     def __init__(self, cfg: RATEConfig):

@@ -13,6 +13,7 @@ written atomically.
 
 from __future__ import annotations
 
+import io
 import random
 import time
 import warnings
@@ -90,7 +91,15 @@ def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, trai
                       for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
         "rng_python": random.getstate(),
     }
-    atomic_write(out / STATE_FILE, lambda tmp: torch.save(state, tmp))
+    atomic_write(out / STATE_FILE, lambda tmp: write_torch(state, tmp))
+
+
+def write_torch(obj, path: Path) -> None:
+    """``torch.save`` through memory: torch's zip writer aborts the process (a C++ exception in
+    its destructor) when the disk fills under it; a plain file write raises OSError instead."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    path.write_bytes(buffer.getbuffer())
 
 
 # What a resumed run may change: how long it trains, how often and how it is evaluated, where it

@@ -1,0 +1,212 @@
+"""Training on Minari datasets the project did not make, with no YAML: CartPole (discrete vector),
+InvertedPendulum (continuous actions in [-3, 3]), a Dict-observation task and an image task,
+each recorded here with ``minari.DataCollector``, trained for a few steps and evaluated through
+the public API."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import gymnasium as gym
+import minari
+import numpy as np
+import pytest
+
+import rate
+from rate.cli.train import main as train_main
+from rate.data.episodes import DatasetError, load_minari_episodes
+from rate.data.spaces import flatten_batch
+from rate.rl.from_dataset import config_for_dataset, infer_from_dataset
+from tests import foreign_envs
+
+TINY = ["model.backbone.d_model=32", "model.backbone.n_layers=1", "model.backbone.n_heads=2",
+        "model.backbone.d_head=16", "model.backbone.d_inner=32", "model.segment_steps=3", "model.num_segments=2",
+        "train.steps=4", "train.eval_every=4", "train.batch_size=8", "train.warmup_steps=1", "train.threads=1",
+        "eval.episodes=3"]
+
+
+def record(env_id: str, dataset_id: str, episodes: int, act, **create_kwargs) -> None:
+    """A Minari dataset of ``episodes`` episodes of ``act(env, rng)`` in ``gym.make(env_id)``, written
+    with ``minari.create_dataset_from_buffers`` (Minari's DataCollector needs jax)."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    env = gym.make(env_id)
+    rng = np.random.default_rng(0)
+    buffers = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=i)
+        observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+        done = False
+        while not done:
+            action = act(env, rng)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            observations.append(obs)
+            actions.append(action)
+            rewards.append(float(reward))
+            terms.append(terminated)
+            truncs.append(truncated)
+            done = terminated or truncated
+        if isinstance(observations[0], dict):
+            stacked = {key: np.stack([o[key] for o in observations]) for key in observations[0]}
+        else:
+            stacked = np.stack(observations)
+        buffers.append(EpisodeBuffer(id=i, seed=i, observations=stacked, actions=np.array(actions), rewards=rewards,
+                                     terminations=terms, truncations=truncs, infos={}))
+    minari.create_dataset_from_buffers(dataset_id, buffers, env=env, algorithm_name="tests", data_format="hdf5",
+                                       **create_kwargs)
+    env.close()
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("minari")
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(root)
+
+    def oracle(env, rng):  # the cue's action, with 10 % random actions
+        return int(rng.integers(2)) if rng.random() < 0.1 else env.unwrapped.oracle()
+
+    record("CartPole-v1", "tests/cartpole-random-v0", 12, lambda env, rng: int(rng.integers(2)))
+    record("InvertedPendulum-v5", "tests/pendulum-random-v0", 12,
+           lambda env, rng: rng.uniform(-3.0, 3.0, 1).astype(np.float32), ref_min_score=0.0, ref_max_score=1000.0)
+    record("ForeignDictCue-v0", "tests/dict-cue-v0", 40, oracle)
+    record("ForeignImageCue-v0", "tests/image-cue-v0", 40, oracle)
+    yield root
+    if before is None:
+        os.environ.pop("MINARI_DATASETS_PATH")
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = before
+
+
+def test_cartpole_discrete_vectors_train_and_evaluate_with_no_yaml(datasets, tmp_path):
+    inferred = infer_from_dataset("tests/cartpole-random-v0")
+    assert inferred["model"]["obs_kind"] == "vector" and inferred["model"]["obs_shape"] == [4]
+    assert (inferred["model"]["act_kind"], inferred["model"]["act_dim"]) == ("discrete", 2)
+    assert inferred["eval"]["env_id"] == "CartPole-v1" and inferred["eval"]["wrappers"] == []
+    cfg = config_for_dataset("tests/cartpole-random-v0", "rate", overrides=TINY)
+    assert cfg.eval.lengths == [] and cfg.model.normalize_obs
+    policy, metrics = rate.train(dataset="tests/cartpole-random-v0", overrides=TINY, out=tmp_path / "run",
+                                 progress=False)
+    assert list(metrics["eval"]) == [None]  # one evaluation, at CartPole's own length
+    (result,) = rate.evaluate(policy, episodes=3).values()
+    assert result["success"] is None  # CartPole reports no success: none is made up
+    assert result["return"] >= 8 and "normalized_score" not in result  # CartPole lasts >= 8 steps
+
+
+def test_policy_needs_reset_and_takes_one_observation(datasets, tmp_path):
+    rate.train(dataset="tests/cartpole-random-v0", overrides=TINY, out=tmp_path / "run", progress=False)
+    policy = rate.load_policy(tmp_path / "run")
+    with pytest.raises(RuntimeError, match="reset"):
+        policy.act(np.zeros(4, np.float32))
+    policy.reset()
+    assert policy.act(np.zeros(4, np.float32)) in (0, 1)
+
+
+def test_continuous_actions_outside_unit_range_are_rescaled(datasets, tmp_path):
+    raw, _ = load_minari_episodes("tests/pendulum-random-v0")
+    scaled, _ = load_minari_episodes("tests/pendulum-random-v0", rescale_actions=True)
+    np.testing.assert_allclose(scaled[0].actions, raw[0].actions / 3.0, rtol=1e-6, atol=1e-6)
+    cfg = config_for_dataset("tests/pendulum-random-v0", "bc_mlp", overrides=TINY)
+    assert cfg.eval.wrappers == ["RescaleAction"] and cfg.model.act_kind == "continuous"
+    assert cfg.eval.ref_scores == [0.0, 1000.0]  # the dataset's own reference returns
+    policy, _ = rate.train(cfg, out=tmp_path / "run", progress=False)
+    (result,) = rate.evaluate(policy, episodes=2).values()
+    assert result["normalized_score"] == pytest.approx(100 * result["return"] / 1000)
+
+
+def test_dict_observations_are_flattened_and_success_is_read(datasets, tmp_path):
+    cfg = config_for_dataset("tests/dict-cue-v0", "rate", overrides=TINY)
+    assert cfg.eval.wrappers == ["FlattenObservation"] and cfg.model.obs_shape == [3]
+    assert cfg.eval.env_id == "ForeignDictCue-v0" and cfg.eval.env_kwargs == {"max_episode_steps": 50}
+    policy, metrics = rate.train(cfg, out=tmp_path / "run", progress=False)
+    (result,) = metrics["eval"].values()
+    assert result["success"] is not None  # info["is_success"]
+
+
+def test_a_dict_task_is_learned_through_memory(datasets, tmp_path):
+    """The cue is gone after step 0 and decides the action at step 5: three segments of 2 steps
+    need the memory to carry it.  Trained on 40 episodes with 10 % noise."""
+    steps = ["train.steps=150", "train.eval_every=150", "train.lr=0.003", "model.segment_steps=2",
+             "model.num_segments=3", "eval.episodes=40", "window_start=episode_start"]
+    policy, metrics = rate.train(dataset="tests/dict-cue-v0", overrides=TINY + steps, out=tmp_path / "run",
+                                 progress=False)
+    (result,) = metrics["eval"].values()
+    assert result["success"] >= 0.9, metrics
+    _, memoryless = rate.train(dataset="tests/dict-cue-v0", model="bc_mlp", overrides=TINY + steps,
+                               out=tmp_path / "mlp", progress=False)
+    assert memoryless["eval"][None]["success"] <= 0.8, memoryless  # the cue is gone by the decision
+
+
+def test_images_in_channels_last_order(datasets, tmp_path):
+    inferred = infer_from_dataset("tests/image-cue-v0")["model"]
+    assert inferred["obs_kind"] == "image" and inferred["channels_last"] and inferred["obs_shape"] == [40, 40, 3]
+    assert inferred["obs_scale"] == pytest.approx(1 / 255) and not inferred["normalize_obs"]
+    policy, metrics = rate.train(dataset="tests/image-cue-v0", model="dt", overrides=TINY, out=tmp_path / "run",
+                                 progress=False)
+    policy.reset(2)
+    actions = policy.act(np.zeros((2, 40, 40, 3), np.uint8))
+    assert actions.shape == (2,) and policy.last_output.shape == (2, 2)
+
+
+def test_the_command_line_trains_a_dataset_with_overrides_only(datasets, tmp_path, capsys):
+    out = tmp_path / "cartpole"
+    assert train_main(["--dataset", "tests/cartpole-random-v0", "--model", "bc_gru", *TINY, "--out", str(out),
+                       "--no-progress"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["run"] == "cartpole" and line["steps"] == 4  # the run is named after --out
+    assert (out / "checkpoint_best" / "model.safetensors").is_file()
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["config"]["model"]["kind"] == "bc_gru"
+    assert saved["extra"]["dataset_id"] == "tests/cartpole-random-v0" and saved["extra"]["rate_version"]
+
+
+def test_print_config_shows_the_inferred_values_with_docs(datasets, capsys):
+    assert train_main(["--dataset", "tests/pendulum-random-v0", "--print-config", "train.steps=7"]) == 0
+    text = capsys.readouterr().out
+    assert "wrappers: [RescaleAction]" in text and "act_kind: continuous" in text and "steps: 7" in text
+    assert "# optimiser steps (batches)" in text  # each field's doc
+    import yaml
+
+    from rate.config import from_dict
+    from rate.rl.experiment import RATEExperimentConfig
+
+    assert from_dict(RATEExperimentConfig, yaml.safe_load(text)).train.steps == 7  # it reads back
+
+
+def test_a_missing_dataset_says_how_to_download_it(datasets, capsys):
+    assert train_main(["--dataset", "D4RL/pointmaze/umaze-v2", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "minari download D4RL/pointmaze/umaze-v2" in err and "--download" in err
+
+
+def test_a_dataset_folder_works_as_well_as_an_id(datasets, tmp_path):
+    folder = datasets / "tests" / "cartpole-random-v0"
+    cfg = config_for_dataset(str(folder), "dt", overrides=TINY)
+    assert cfg.model.obs_shape == [4] and cfg.policy == "window"
+
+
+def test_flattening_matches_gymnasium():
+    space = gym.spaces.Dict({"b": gym.spaces.Box(-1, 1, (2, 2)), "a": gym.spaces.Discrete(3, start=1),
+                             "t": gym.spaces.Tuple((gym.spaces.MultiBinary(3), gym.spaces.MultiDiscrete([2, 4])))})
+    space.seed(0)
+    samples = [space.sample() for _ in range(5)]
+    stacked = {"b": np.stack([s["b"] for s in samples]), "a": np.array([s["a"] for s in samples]),
+               "t": (np.stack([s["t"][0] for s in samples]), np.stack([s["t"][1] for s in samples]))}
+    expected = np.stack([gym.spaces.flatten(space, s) for s in samples])
+    np.testing.assert_array_equal(flatten_batch(space, stacked), expected.astype(np.float32))
+
+
+def test_unsupported_action_spaces_are_one_clear_error(datasets, tmp_path, monkeypatch):
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    space = gym.spaces.MultiDiscrete([2, 2])
+    buffer = EpisodeBuffer(observations=[np.zeros(2, np.float32)] * 3, actions=[np.zeros(2, np.int64)] * 2,
+                           rewards=[0.0, 1.0], terminations=[False, True], truncations=[False, False])
+    minari.create_dataset_from_buffers("tests/multidiscrete-v0", [buffer], action_space=space,
+                                       observation_space=gym.spaces.Box(-1, 1, (2,), np.float32))
+    with pytest.raises(DatasetError, match="MultiDiscrete"):
+        infer_from_dataset("tests/multidiscrete-v0")
+
+
+del foreign_envs  # imported for its registrations

@@ -1,0 +1,118 @@
+"""Failed writes are bad input too: a read-only folder or a full disk under every entry point is one
+``error:`` line and exit status 2, found before the long work where it can be, with no partial
+file left.  Real file systems where the platform allows (a tmpfs mounted read-only or 64 KiB
+small; needs root), else skipped; tests/test_bad_inputs.py injects the same failures."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from rate.rl.trainer import train
+from tests.tiny_tmaze import tiny, tiny_data
+
+pytestmark = pytest.mark.usefixtures("tmaze_data")
+
+
+def mount_tmpfs(folder: Path, size: str, read_only: bool = False) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+    if done.returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root in a machine that allows mounts)")
+
+
+@pytest.fixture
+def mounts():
+    mounted: list[Path] = []
+
+    def mount(folder: Path, size: str = "64k", read_only: bool = False) -> Path:
+        mount_tmpfs(folder, size, read_only)
+        mounted.append(folder)
+        return folder
+
+    def remount_read_only(folder: Path) -> None:
+        subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+    mount.read_only = remount_read_only
+    yield mount
+    for folder in reversed(mounted):
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+@pytest.fixture
+def run(tmp_path) -> Path:
+    out = tmp_path / "run"
+    train(tiny(**{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1, "eval.lengths": [12]}), out,
+          progress=False)
+    return out
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_export_into_a_read_only_run_folder(run, tmp_path, mounts, capsys):
+    from rate.cli.export import main
+
+    ro = mounts(tmp_path / "ro", "8m")
+    shutil.copytree(run, ro / "run", ignore=shutil.ignore_patterns("tb"))
+    mounts.read_only(ro)
+    assert main([str(ro / "run"), "--format", "onnx"]) == 2
+    assert "Read-only file system" in one_error_line(capsys)
+    assert sorted(p.name for p in (ro / "run").iterdir()) == sorted(p.name for p in run.iterdir() if p.name != "tb")
+
+
+def test_export_onto_a_full_disk(run, tmp_path, mounts, capsys):
+    from rate.cli.export import main
+
+    full = mounts(tmp_path / "full", "64k")
+    assert main([str(run), "--format", "pt2", "--out", str(full / "policy.pt2")]) == 2
+    assert "No space left on device" in one_error_line(capsys)
+    assert list(full.iterdir()) == []  # no partial file
+
+
+def test_eval_output_into_a_read_only_folder_fails_before_the_rollouts(run, tmp_path, mounts, capsys, monkeypatch):
+    from rate.cli import evaluate
+
+    ro = mounts(tmp_path / "ro", "64k", read_only=True)
+    monkeypatch.setattr("rate.api.evaluate", lambda *a, **k: pytest.fail("rolled out before checking --out"))
+    assert evaluate.main([str(run), "--out", str(ro / "results.json"), "--no-progress"]) == 2
+    assert "Read-only file system" in one_error_line(capsys)
+
+
+def test_training_onto_a_full_disk_keeps_nothing_half_written(tmp_path, mounts, capsys):
+    from rate.cli.train import main
+
+    full = mounts(tmp_path / "full", "64k")
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_data(**{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1,
+                                                  "eval.lengths": [12]})))
+    assert main([str(config), "--out", str(full / "run"), "--no-progress"]) == 2
+    assert "No space left on device" in one_error_line(capsys)
+    assert not [p for p in full.rglob("*") if p.name.endswith(".tmp")]
+
+
+def test_d4rl_import_into_a_read_only_minari_root(tmp_path, mounts, capsys, monkeypatch):
+    import h5py
+
+    from rate.cli.import_d4rl import main
+
+    path = tmp_path / "d.hdf5"
+    with h5py.File(path, "w") as f:
+        f["observations"] = np.zeros((10, 3), np.float32)
+        f["actions"] = np.zeros((10, 2), np.float32)
+        f["rewards"] = np.zeros(10, np.float32)
+        f["terminals"] = np.arange(10) == 9
+        f["timeouts"] = np.zeros(10, bool)
+    ro = mounts(tmp_path / "minari", "64k", read_only=True)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(ro))
+    assert main([str(path), "test/d4rl/ro-v0"]) == 2
+    assert "Read-only file system" in one_error_line(capsys)
