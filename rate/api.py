@@ -14,6 +14,7 @@ step function (torch.export or onnxruntime) with the recurrent state between cal
 from __future__ import annotations
 
 import itertools
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -264,6 +265,8 @@ def video_env(ev, length: int | None, folder: Path, index: int):
         raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
     env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
     name = f"{ev.env_id.split(':')[-1].replace('/', '_')}{'' if length is None else f'-T{length}'}-env{index}"
-    env = gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True, name_prefix=name,
-                                   disable_logger=True)
+    with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
+        warnings.simplefilter("ignore")
+        env = gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True, name_prefix=name,
+                                       disable_logger=True)
     return wrap_env(env, ev.wrappers)

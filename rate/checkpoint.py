@@ -177,7 +177,8 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> None:
     used = out.is_dir() and any(out.iterdir())
     if used and not (resume or overwrite):
         raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, --overwrite to replace it "
-                              "(after the new run's first checkpoint), or choose another --out")
+                              "(after the new run's first checkpoint; resume= / overwrite= in rate.train), or choose "
+                              "another --out")
     if resume and not used:
         raise CheckpointError(f"--resume: {out} holds no run to continue")
 
@@ -195,15 +196,20 @@ class RunFolder:
         replacing = overwrite and self.out.is_dir() and any(self.out.iterdir())
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.new-", dir=self.out.parent)) if replacing else self.out
 
-    def commit(self) -> None:
-        """Replace the earlier run's files by the new run's (no-op when there was none)."""
+    @property
+    def replacing(self) -> bool:
+        """Whether the run still writes to a staging folder (:meth:`commit` not yet called)."""
+        return self.path != self.out
+
+    def commit(self) -> Path:
+        """Replace the earlier run's files by the new run's (no-op when there was none); returns
+        the run folder."""
         import shutil
         import tempfile
 
         if self.path == self.out:
-            return
-        # The folder itself stays (its lock is held); its entries are exchanged.  Open files
-        # (TensorBoard's event file) move with their entries and stay valid.
+            return self.out
+        # The folder itself stays (its lock is held); its entries are exchanged.
         trash = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
         for entry in list(self.out.iterdir()):
             entry.rename(trash / entry.name)
@@ -212,6 +218,7 @@ class RunFolder:
         self.path.rmdir()
         self.path = self.out
         shutil.rmtree(trash, ignore_errors=True)
+        return self.out
 
     def abandon(self) -> None:
         """Delete the staging folder of a replacement that failed (the earlier run stays)."""

@@ -9,6 +9,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
+from typing import Callable, Literal
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,10 @@ class TrainConfig:
     seed: int = 0  # seeds weights, batches and dropout
     threads: int = 2  # torch CPU threads
     device: str = "cpu"  # cpu, cuda or cuda:N
+    # tensorboard: event files in the run folder's tb/; wandb: Weights & Biases as well (the wandb
+    # extra; project "rate", run named after the run folder, files in ./wandb or WANDB_DIR;
+    # WANDB_MODE=offline needs no network).
+    logger: Literal["tensorboard", "wandb"] = "tensorboard"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "threads"):
@@ -52,6 +57,20 @@ class TrainConfig:
             raise ValueError(f"train.device {self.device!r} is not a torch device (cpu, cuda, cuda:1, ...)") from err
         if device.type not in ("cpu", "cuda"):
             raise ValueError(f"train.device {self.device!r}: the trainers run on cpu or cuda")
+
+
+def start_wandb(run_dir: Path | None):
+    """A Weights & Biases run (project ``rate``, named after ``run_dir``; its files where wandb
+    keeps them, ``./wandb`` or ``WANDB_DIR``: a run folder may move while it trains, see
+    rate.checkpoint.RunFolder); with ``run_dir`` None only checks that wandb is installed.
+    ConfigError when it is not."""
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("train.logger wandb needs the wandb package: pip install 'rate-rmt[wandb]'") from None
+    if run_dir is None:
+        return None
+    return wandb.init(project="rate", name=run_dir.name, reinit="finish_previous")
 
 
 def progress_bar(**kwargs) -> tqdm:
@@ -138,6 +157,10 @@ class TrainingLoop:
         self.step = 0
         self._desc, self._progress = desc, progress
         self._grad_norm: float | None = None  # of the batch's last optimiser step
+        self._wandb = None  # the wandb run (train.logger: wandb), made with the writer
+        self._moved = False  # logs moved (move_logs): a new writer there must not purge
+        if cfg.logger == "wandb" and log_dir is not None:
+            start_wandb(None)  # fails now, not after the first batch, when wandb is missing
         self._last_time: float | None = None
         self._bar: tqdm | None = None
         self._writer: SummaryWriter | None = None
@@ -202,9 +225,25 @@ class TrainingLoop:
             return
         if self._writer is None:
             # A resumed run drops the events its killed predecessor logged after the checkpoint.
-            self._writer = SummaryWriter(str(self.log_dir), purge_step=self.step or None)
+            self._writer = SummaryWriter(str(self.log_dir), purge_step=None if self._moved else self.step or None)
+            if self.cfg.logger == "wandb" and self._wandb is None:
+                self._wandb = start_wandb(self.log_dir.parent)
+        step = self.step if step is None else step
         for name, value in metrics.items():
-            self._writer.add_scalar(f"{section}/{name}", value, self.step if step is None else step)
+            self._writer.add_scalar(f"{section}/{name}", value, step)
+        if self._wandb is not None and metrics:
+            self._wandb.log({f"{section}/{name}": value for name, value in metrics.items()}, step=step)
+
+    def move_logs(self, move: Callable[[], Path]) -> None:
+        """Close the event file, run ``move()`` (which moves this run's files and returns where
+        its log folder now is), log there from now on.  TensorBoard's writer reopens its file by
+        name at every write, so it cannot follow a moved folder; the next one starts a second file
+        in the same folder, which TensorBoard reads as the same run."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self.log_dir = move()
+        self._moved = True
 
     def log_hparams(self, hparams: dict, metrics: dict[str, float]) -> None:
         """The run's config and final metrics on TensorBoard's HParams tab, in this run's event
@@ -219,6 +258,9 @@ class TrainingLoop:
             self._writer.file_writer.add_summary(summary)
         for name, value in metrics.items():
             self._writer.add_scalar(f"hparams/{name}", value, self.step)
+        if self._wandb is not None:
+            self._wandb.config.update(values, allow_val_change=True)
+            self._wandb.summary.update(metrics)
 
     def close_bar(self) -> None:
         """End the progress bar (before a final evaluation's own bars), if it was shown."""
@@ -230,3 +272,6 @@ class TrainingLoop:
             self._bar.close()
         if self._writer is not None:
             self._writer.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None

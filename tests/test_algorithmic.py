@@ -115,6 +115,7 @@ def test_tiny_reverse_is_learned_with_a_fixed_seed():
     assert evaluate(model, cfg.task, 64, seed=5)["gen_token_acc"] > 0.9  # other held-out samples too
 
 
+@pytest.mark.slow
 def test_model_without_memory_stays_near_chance_on_segmented_reverse():
     from train.algorithmic import train
 

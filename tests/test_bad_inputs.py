@@ -325,3 +325,50 @@ def test_full_disk_while_writing_a_checkpoint(capsys, finished_run, monkeypatch)
     assert "No space left on device" in capsys.readouterr().err
     assert digest(out / "model.safetensors", out / "config.json") == before
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_folder_that_holds_a_run_is_refused(capsys, finished_run):
+    config, out = finished_run
+    before = digest(out)
+    assert main([str(config), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run" in err and "--resume" in err and "--overwrite" in err
+    assert digest(out) == before
+    assert main([str(config), "--out", str(out), "--resume", "--overwrite"]) == 2  # one or the other
+    assert "choose one" in capsys.readouterr().err
+
+
+def test_overwrite_replaces_the_run_only_once_the_new_one_has_a_checkpoint(capsys, finished_run, monkeypatch):
+    import rate.rl.trainer as trainer
+
+    config, out = finished_run
+    before = digest(out)
+    real_step = trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda *a, **k: float("nan"))  # the new run diverges at once
+    assert main([str(config), "train.steps=4", "train.eval_every=2", "--out", str(out), "--overwrite",
+                 "--no-progress"]) == 2
+    assert "loss became nan" in capsys.readouterr().err
+    assert digest(out) == before  # the earlier run is untouched
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []  # no staging left
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    old_events = {p.name for p in (out / "tb").glob("events.*")}
+    assert main([str(config), "train.steps=4", "train.eval_every=2", "--out", str(out), "--overwrite",
+                 "--no-progress"]) == 0
+    saved = yaml.safe_load((out / "config.json").read_text())
+    assert saved["config"]["train"]["steps"] == 4 and saved["extra"]["step"] == 4
+    assert not old_events & {p.name for p in (out / "tb").glob("events.*")}  # the earlier run's events are gone
+    assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def test_best_checkpoint_and_snapshots(tmp_path):
+    from rate.rl.trainer import selection_score
+
+    cfg = tiny(**{"train.steps": 4, "train.eval_every": 2, "eval.episodes": 2, "eval.lengths": [12],
+                  "snapshot_every": 2})
+    train(cfg, tmp_path / "run", progress=False)
+    best = yaml.safe_load((tmp_path / "run" / "checkpoint_best" / "config.json").read_text())["extra"]
+    last = yaml.safe_load((tmp_path / "run" / "config.json").read_text())["extra"]
+    assert best["score"] == selection_score(best["eval"]) >= selection_score(last["eval"])
+    assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == ["step_2", "step_4"]
+    with pytest.raises(Exception, match="multiple of train.eval_every"):
+        tiny(**{"train.eval_every": 2, "snapshot_every": 3})

@@ -149,6 +149,39 @@ def test_images_in_channels_last_order(datasets, tmp_path):
     assert actions.shape == (2,) and policy.last_output.shape == (2, 2)
 
 
+def test_evaluation_records_video(datasets, tmp_path, capsys):
+    pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
+    from rate.cli.evaluate import main as eval_main
+
+    rate.train(dataset="tests/image-cue-v0", model="bc_mlp", overrides=TINY, out=tmp_path / "run", progress=False)
+    assert eval_main([str(tmp_path / "run"), "--episodes", "2", "--record-video", str(tmp_path / "video"),
+                      "--no-progress"]) == 0
+    videos = sorted(p.name for p in (tmp_path / "video").glob("*.mp4"))
+    assert videos == ["ForeignImageCue-v0-env0-episode-0.mp4", "ForeignImageCue-v0-env1-episode-0.mp4"]
+    assert all((tmp_path / "video" / v).stat().st_size > 0 for v in videos)
+
+
+def test_wandb_logging_offline(datasets, tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="the wandb extra is not installed")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    rate.train(dataset="tests/cartpole-random-v0", overrides=TINY + ["train.logger=wandb"], out=tmp_path / "run",
+               progress=False)
+    (run,) = (tmp_path / "wandb").glob("offline-run-*")
+    assert list(run.glob("*.wandb"))  # the run's log, to `wandb sync` later
+
+
+def test_training_logs_gradient_norm_tokens_per_second_and_hparams(datasets, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    rate.train(dataset="tests/cartpole-random-v0", overrides=TINY, out=tmp_path / "run", progress=False)
+    (events,) = (tmp_path / "run" / "tb").glob("events.*")  # one event stream per run
+    tags = EventAccumulator(str(events)).Reload().Tags()["scalars"]
+    assert {"train/loss", "train/grad_norm", "train/tokens_per_s", "train/lr", "eval/return"} <= set(tags)
+    assert "hparams/return" in tags
+
+
 def test_the_command_line_trains_a_dataset_with_overrides_only(datasets, tmp_path, capsys):
     out = tmp_path / "cartpole"
     assert train_main(["--dataset", "tests/cartpole-random-v0", "--model", "bc_gru", *TINY, "--out", str(out),
@@ -172,6 +205,18 @@ def test_print_config_shows_the_inferred_values_with_docs(datasets, capsys):
     from rate.rl.experiment import RATEExperimentConfig
 
     assert from_dict(RATEExperimentConfig, yaml.safe_load(text)).train.steps == 7  # it reads back
+
+
+def test_the_template_documents_every_field_and_leaves_the_inferred_ones_to_the_dataset(datasets, capsys):
+    from pathlib import Path
+
+    from rate.rl.from_dataset import template
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "minari_template.yaml"
+    assert path.read_text() == template("rate")  # regenerate: rate-train --print-config > configs/minari_template.yaml
+    assert train_main([str(path), "--dataset", "tests/pendulum-random-v0", "--print-config"]) == 0
+    text = capsys.readouterr().out
+    assert "obs_shape: [4]" in text and "act_kind: continuous" in text and "wrappers: [RescaleAction]" in text
 
 
 def test_a_missing_dataset_says_how_to_download_it(datasets, capsys):
@@ -207,6 +252,20 @@ def test_unsupported_action_spaces_are_one_clear_error(datasets, tmp_path, monke
                                        observation_space=gym.spaces.Box(-1, 1, (2,), np.float32))
     with pytest.raises(DatasetError, match="MultiDiscrete"):
         infer_from_dataset("tests/multidiscrete-v0")
+
+
+def test_a_dataset_without_an_environment_asks_for_one(datasets):
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from rate.config import ConfigError
+
+    buffer = EpisodeBuffer(observations=np.zeros((3, 4), np.float32), actions=np.array([0, 1]), rewards=[0.0, 1.0],
+                           terminations=[False, True], truncations=[False, False])
+    minari.create_dataset_from_buffers("tests/no-env-v0", [buffer], action_space=gym.spaces.Discrete(2),
+                                       observation_space=gym.spaces.Box(-1, 1, (4,), np.float32))
+    with pytest.raises(ConfigError, match="eval.env_id=ID"):
+        config_for_dataset("tests/no-env-v0")
+    assert config_for_dataset("tests/no-env-v0", overrides=["eval.env_id=CartPole-v1"]).eval.env_id == "CartPole-v1"
 
 
 del foreign_envs  # imported for its registrations

@@ -70,6 +70,7 @@ def test_export_into_a_read_only_run_folder(run, tmp_path, mounts, capsys):
     assert sorted(p.name for p in (ro / "run").iterdir()) == sorted(p.name for p in run.iterdir() if p.name != "tb")
 
 
+@pytest.mark.slow  # traces the policy before the write fails (about 10 s)
 def test_export_onto_a_full_disk(run, tmp_path, mounts, capsys):
     from rate.cli.export import main
 

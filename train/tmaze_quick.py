@@ -25,7 +25,7 @@ from rate.config import atomic_write_text, load_yaml
 from rate.rl.experiment import RATEExperimentConfig, evaluate_lengths
 from rate.training import positive_int
 from rate.data.episodes import DatasetError
-from rate.cli.run import USER_ERRORS
+from rate.cli.run import USER_ERRORS, error_exit, write_error_types
 
 LENGTHS = [30, 90, 150, 300, 900, 2400, 9600]
 
@@ -45,12 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
         with exclusive_run_dir(args.out):  # as every trainer: no second run writes the same folder
             return quick_run(cfg, args, argv)
-    except USER_ERRORS + (DatasetError,) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # an output folder that cannot be written, a full disk
-        print(f"error: file system: {err}", file=sys.stderr)
-        return 2
+    except USER_ERRORS + (DatasetError,) + write_error_types() as err:  # bad input, a folder that cannot be written
+        return error_exit(err)
 
 
 def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[str] | None) -> int:
@@ -69,7 +65,8 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     else:
         print(f"[1/3] using the existing dataset {cfg.dataset_id}")
     print(f"[2/3] training RATE ({cfg.train.steps} steps, batch {cfg.train.batch_size}) -> {args.out}")
-    model, metrics = train(cfg, args.out)
+    # The main job replaces its previous run, once the new one has a complete checkpoint.
+    model, metrics = train(cfg, args.out, overwrite=True)
     print(f"[3/3] rolling out {args.episodes} episodes at T = {args.lengths}")
     results = evaluate_lengths(model, cfg, args.lengths, args.episodes, progress=True)
     wall = time.time() - start

@@ -174,6 +174,9 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
         merge_sections(base, infer_from_dataset(dataset))
     data["dataset_id"] = dataset
     data = apply_overrides(data, overrides)
+    if "env_id" not in data.get("eval", {}):
+        raise ConfigError(f"{dataset} records no environment (made without env_spec): name the one to evaluate in "
+                          "with eval.env_id=ID (and eval.env_kwargs)")
     try:
         return from_dict(RATEExperimentConfig, data)
     except ConfigError as err:

@@ -277,7 +277,8 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
                 save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
                                 extra)
-            folder.commit()  # the first complete checkpoint of a replacement: the earlier run goes
+            if folder.replacing:  # the first complete checkpoint of a replacement: the earlier run goes
+                loop.move_logs(lambda: folder.commit() / "tb")
             loop.pause_clock()
     loop.close_bar()  # before the final evaluation's own bars
     train_seconds = round(time.time() - start, 1)
