@@ -124,13 +124,14 @@ class _ArtifactBackend:
         return np.asarray(action), np.asarray(out)
 
 
-def load_policy(path: str | Path, device: str = "cpu", target_return: float | None = None, sample: bool = False,
-                seed: int = 0) -> Policy:
+def load_policy(path: str | Path, device: str = "cpu", target_return: float | None = None,
+                sample: bool | None = None, seed: int | None = None) -> Policy:
     """A :class:`Policy` from a checkpoint folder (model.safetensors + config.json: a run folder,
     its ``checkpoint_best/``), an exported ``.pt2`` (needs torch) or ``.onnx`` (needs
     onnxruntime, the ``export`` extra).  ``target_return``: default the run's
     ``eval.target_return`` (the export's, for an artifact).  ``sample``: discrete actions drawn
-    from the softmax (seeded by ``seed`` at every ``reset``) instead of the argmax.
+    from the softmax (seeded by ``seed`` at every ``reset``) instead of the argmax; both default
+    to the run's ``eval.sample`` and ``eval.seed``.
     Raises CheckpointError (a RuntimeError) for anything that is not a policy this code reads,
     ValueError for a request it cannot serve (sampling continuous actions, an artifact on a GPU)."""
     path = Path(path)
@@ -141,6 +142,9 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
             raise ValueError(f"exported policies run on the CPU here; got device {device!r}")
         step = open_artifact(path)
         meta = step.meta
+        run_eval = meta.get("config", {}).get("eval", {})
+        sample = bool(run_eval.get("sample", False)) if sample is None else sample
+        seed = int(run_eval.get("seed", 0)) if seed is None else seed
         if sample and meta["act_kind"] != "discrete":
             raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
         target = meta["target_return"] if target_return is None else target_return
@@ -153,6 +157,8 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
     from rate.training import resolve_device
 
     model, cfg = load_policy_model(path)
+    sample = cfg.eval.sample if sample is None else sample
+    seed = cfg.eval.seed if seed is None else seed
     if sample and cfg.model.act_kind != "discrete":
         raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
     target = cfg.eval.target_return if target_return is None else target_return
@@ -183,7 +189,10 @@ def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/ra
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.trainer import train as train_rate
 
-    if dataset is not None and not isinstance(config, RATEExperimentConfig):
+    if dataset is not None and isinstance(config, RATEExperimentConfig):
+        raise ValueError("rate.train: a RATEExperimentConfig names its own dataset_id; pass dataset= with a YAML "
+                         "file or no config")
+    if dataset is not None:
         from rate.rl.from_dataset import config_for_dataset
 
         cfg = config_for_dataset(dataset, model, config, overrides)

@@ -59,6 +59,10 @@ def provenance() -> dict[str, str]:
     record = {"rate_version": __version__}
     try:
         root = Path(__file__).resolve().parent.parent
+        top = subprocess.run(["git", "-C", str(root), "rev-parse", "--show-toplevel"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout.strip()
+        if Path(top).resolve() != root:  # an installed copy inside some other repository: not ours
+            return record
         commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=5, check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
@@ -166,9 +170,10 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> None:
+def check_run_dir(out: str | Path, resume: bool, overwrite: bool, resumable: bool = True) -> None:
     """Refuse (CheckpointError) to train into a folder that holds anything unless the run is
-    resumed (``resume``) or replaced (``overwrite``); ``resume`` needs a folder with a run."""
+    resumed (``resume``) or replaced (``overwrite``); ``resume`` needs a folder with a run.
+    ``resumable``: whether the trainer can resume at all (what the refusal suggests)."""
     out = Path(out)
     if resume and overwrite:
         raise CheckpointError("--resume continues the run in --out, --overwrite replaces it: choose one")
@@ -176,9 +181,9 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool) -> None:
         raise CheckpointError(f"--out {out} is a file, not a run folder")
     used = out.is_dir() and any(out.iterdir())
     if used and not (resume or overwrite):
-        raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, --overwrite to replace it "
-                              "(after the new run's first checkpoint; resume= / overwrite= in rate.train), or choose "
-                              "another --out")
+        how = "pass --resume to continue it, --overwrite to replace it" if resumable else "pass --overwrite to replace it"
+        raise CheckpointError(f"{out} already holds a run: {how} (once the new run has a checkpoint), or choose another "
+                              "--out")
     if resume and not used:
         raise CheckpointError(f"--resume: {out} holds no run to continue")
 
@@ -190,9 +195,14 @@ class RunFolder:
     earlier run untouched.  ``path`` is the folder to write now."""
 
     def __init__(self, out: str | Path, overwrite: bool = False):
+        import shutil
         import tempfile
 
         self.out = Path(out)
+        if overwrite:  # staging folders of a replacement killed before it finished (the caller holds the lock)
+            for stale in [*self.out.parent.glob(f".{self.out.name}.new-*"),
+                          *self.out.parent.glob(f".{self.out.name}.old-*")]:
+                shutil.rmtree(stale, ignore_errors=True)
         replacing = overwrite and self.out.is_dir() and any(self.out.iterdir())
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.new-", dir=self.out.parent)) if replacing else self.out
 

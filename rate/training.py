@@ -59,18 +59,18 @@ class TrainConfig:
             raise ValueError(f"train.device {self.device!r}: the trainers run on cpu or cuda")
 
 
-def start_wandb(run_dir: Path | None):
-    """A Weights & Biases run (project ``rate``, named after ``run_dir``; its files where wandb
-    keeps them, ``./wandb`` or ``WANDB_DIR``: a run folder may move while it trains, see
-    rate.checkpoint.RunFolder); with ``run_dir`` None only checks that wandb is installed.
+def start_wandb(name: str | None):
+    """A Weights & Biases run (project ``rate``, named ``name``; its files where wandb keeps them,
+    ``./wandb`` or ``WANDB_DIR``: a run folder may move while it trains, see
+    rate.checkpoint.RunFolder); with ``name`` None only checks that wandb is installed.
     ConfigError when it is not."""
     try:
         import wandb
     except ImportError:
         raise ConfigError("train.logger wandb needs the wandb package: pip install 'rate-rmt[wandb]'") from None
-    if run_dir is None:
+    if name is None:
         return None
-    return wandb.init(project="rate", name=run_dir.name, reinit="finish_previous")
+    return wandb.init(project="rate", name=name, reinit="finish_previous")
 
 
 def progress_bar(**kwargs) -> tqdm:
@@ -151,8 +151,10 @@ class TrainingLoop:
     """
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, log_dir: Path | None = None, desc: str = "train",
-                 progress: bool = True):
+                 progress: bool = True, run_name: str | None = None):
         self.model, self.cfg, self.log_dir = model, cfg, log_dir
+        # The run's name where it is logged by name (wandb); default: the log folder's parent's.
+        self.run_name = run_name or (log_dir.parent.name if log_dir is not None else None)
         self.opt, self.sched = make_optimizer(model, cfg)
         self.step = 0
         self._desc, self._progress = desc, progress
@@ -227,7 +229,7 @@ class TrainingLoop:
             # A resumed run drops the events its killed predecessor logged after the checkpoint.
             self._writer = SummaryWriter(str(self.log_dir), purge_step=None if self._moved else self.step or None)
             if self.cfg.logger == "wandb" and self._wandb is None:
-                self._wandb = start_wandb(self.log_dir.parent)
+                self._wandb = start_wandb(self.run_name)
         step = self.step if step is None else step
         for name, value in metrics.items():
             self._writer.add_scalar(f"{section}/{name}", value, step)

@@ -58,13 +58,15 @@ def test_import_says_what_it_dropped_and_keeps_infos_when_asked(tmp_path, capsys
     from rate.cli.import_d4rl import main
 
     qpos = np.arange(20, dtype=np.float64).reshape(10, 2)
-    path = write_d4rl(tmp_path / "d.hdf5", **{"infos/qpos": qpos, "infos/goal": np.zeros(10)})
+    path = write_d4rl(tmp_path / "d.hdf5", **{"infos/qpos": qpos, "infos/goal": np.zeros(10),
+                                              "infos/goals_per_episode": np.zeros(3)})
     assert main([str(path), "test/d4rl/infos-v0"]) == 0
     line = capsys.readouterr().out
     assert "3 episodes, 10 steps" in line and "kept as truncated" in line
-    assert "dropped: infos/goal, infos/qpos" in line and "--keep-infos" in line
+    assert "dropped: infos/goal, infos/goals_per_episode, infos/qpos" in line and "--keep-infos" in line
     assert main([str(path), "test/d4rl/infos-v0", "--overwrite", "--keep-infos"]) == 0
-    assert "kept infos: infos/goal, infos/qpos" in capsys.readouterr().out
+    line = capsys.readouterr().out
+    assert "kept infos: infos/goal, infos/qpos" in line and "dropped: infos/goals_per_episode" in line
     ep = minari.load_dataset("test/d4rl/infos-v0")[1]
     np.testing.assert_array_equal(ep.infos["qpos"], np.concatenate([qpos[4:7], qpos[6:7]]))  # T + 1 rows
 

@@ -269,3 +269,29 @@ def test_a_dataset_without_an_environment_asks_for_one(datasets):
 
 
 del foreign_envs  # imported for its registrations
+
+
+def test_small_images_are_read_as_vectors_and_a_small_image_model_is_refused(datasets):
+    from rate.config import ConfigError, from_dict
+    from rate.rl.experiment import RATEExperimentConfig
+
+    space = gym.spaces.Box(0, 255, (7, 7, 3), np.uint8)
+    buffer = {"observations": np.zeros((3, 7, 7, 3), np.uint8), "actions": np.array([0, 1]), "rewards": [0.0, 1.0],
+              "terminations": [False, True], "truncations": [False, False]}
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    minari.create_dataset_from_buffers("tests/small-image-v0", [EpisodeBuffer(**buffer)], observation_space=space,
+                                       action_space=gym.spaces.Discrete(2))
+    inferred = infer_from_dataset("tests/small-image-v0")
+    assert inferred["model"]["obs_kind"] == "vector" and inferred["model"]["obs_shape"] == [147]
+    assert inferred["eval"]["wrappers"] == ["FlattenObservation"]
+    with pytest.raises(ConfigError, match="at least 36 x 36"):
+        from_dict(RATEExperimentConfig, {"model": {"obs_kind": "image", "obs_shape": [7, 7, 3], "channels_last": True}})
+
+
+def test_a_run_that_samples_is_evaluated_sampling(datasets, tmp_path):
+    rate.train(dataset="tests/dict-cue-v0", overrides=TINY + ["eval.sample=true", "eval.seed=3"], out=tmp_path / "run",
+               progress=False)
+    policy = rate.load_policy(tmp_path / "run")
+    assert policy._backend.sample and policy._backend.seed == 3
+    assert not rate.load_policy(tmp_path / "run", sample=False)._backend.sample

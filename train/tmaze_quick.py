@@ -87,7 +87,7 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
         "|---|---|---|",
     ]
     for t, r in results.items():
-        lines.append(f"| {t}{' (beyond training horizon)' if t > horizon else ''} | {r['success']:.2f} | "
+        lines.append(f"| {t}{' (beyond training horizon)' if t > horizon else ''} | {'-' if r['success'] is None else format(r['success'], '.2f')} | "
                      f"{r['return']:.2f} +- {r['return_std']:.2f} |")
     lines += ["", f"![success against episode length]({args.report.with_suffix('.png').name})", "",
               "This is one seed at CPU scale; results/tmaze.md compares models over seeds.", ""]

@@ -29,8 +29,9 @@ def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
 
 
 def single_return(row: dict) -> float:
-    """The mean return of a run evaluated at one length (its only non-empty ``return_T*`` column)."""
-    (value,) = [v for k, v in row.items() if re.fullmatch(r"return_T\d+", k) and v != ""]
+    """The mean return of a run evaluated at one length (its only non-empty ``return_T*`` column,
+    or ``return`` for a run evaluated at the environment's own length)."""
+    (value,) = [v for k, v in row.items() if re.fullmatch(r"return(_T\d+)?", k) and v != ""]
     return float(value)
 
 

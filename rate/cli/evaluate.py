@@ -65,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
         if args.lengths and min(args.lengths) < 1:
             raise ValueError(f"--lengths must be positive, got {args.lengths}")
-        policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample,
-                             args.seed if args.seed is not None else 0)
+        policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample or None, args.seed)
         ev = policy.run_config.get("eval", {})
         lengths = args.lengths or ev.get("lengths") or None
         episodes = args.episodes or ev.get("episodes", 100)

@@ -126,9 +126,10 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             name = run_name(args, source or Path(args.config).stem)
             out = args.out or Path(default_root) / name
             resume = getattr(args, "resume", False)
-            check_run_dir(out, resume, args.overwrite)
+            resumable = hasattr(args, "resume")
+            check_run_dir(out, resume, args.overwrite, resumable)
             held.enter_context(exclusive_run_dir(out))  # until the row is written
-            check_run_dir(out, resume, args.overwrite)  # again, now that no other trainer can write it
+            check_run_dir(out, resume, args.overwrite, resumable)  # again, now that no other trainer can write it
             if args.csv:
                 check_writable(args.csv.parent)  # before the training, not after it
             if replaces_itself or not args.overwrite:

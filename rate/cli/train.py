@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         # success where the task defines it; the mean return of every task (POPGym, MuJoCo are read by it)
         return {"train_seconds": metrics["train_seconds"], **eval_scalars(metrics["eval"])}
 
-    source = Path(args.config).stem if args.config else Path(args.dataset.rstrip("/")).name
+    # Default run name: the config's stem, else the dataset id's parts (mujoco/hopper/expert-v0 ->
+    # mujoco-hopper-expert-v0, so that two datasets of one name do not share a folder).
+    source = Path(args.config).stem if args.config else "-".join(Path(args.dataset.rstrip("/")).parts[-3:])
     return run_and_record(args, RATEExperimentConfig, "runs", train_run, row, errors=(DatasetError,),
                           load_config=load_config, source=source, replaces_itself=True)

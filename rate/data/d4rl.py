@@ -76,7 +76,12 @@ def read_d4rl(path: str | Path, keep_infos: bool = False) -> dict[str, np.ndarra
     n = len(data["rewards"])
     if n == 0:
         raise DatasetError(f"{path}: no steps")
+    for key in [k for k in data if k.startswith("infos/")]:
+        if data[key].ndim == 0 or len(data[key]) != n:  # not per step (a per-episode goal list): no episode info
+            del data[key]
     for key, arr in data.items():
+        if key.startswith("infos/"):
+            continue  # carried as they are (NaN may mean "not recorded at this step")
         if len(arr) != n:
             raise DatasetError(f"{path}: {key} has {len(arr)} rows, rewards has {n}")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
@@ -176,9 +181,6 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, ov
     if env_id is not None:
         check_fits_env(data, env_id)
     n = len(data["rewards"])
-    for key in [k for k in data if k.startswith("infos/")]:
-        if len(data[key]) != n:  # not per step (e.g. a per-episode goal list): not an episode info
-            del data[key]
     episodes = split_episodes(data)
     buffers = [EpisodeBuffer(id=i, observations=ep["observations"], actions=ep["actions"],
                              rewards=list(ep["rewards"]), terminations=list(ep["terminations"]),

@@ -87,6 +87,8 @@ def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return:
         "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "state": step.state_spec(),
         "segment_steps": step.cfg.segment_steps, "act_kind": step.cfg.act_kind, "act_dim": step.cfg.act_dim,
         "obs_shape": list(step.cfg.obs_shape), "target_return": target_return,
+        # Statistics of observations multiplied by obs_scale (what the encoder normalises).
+        "obs_scale": step.cfg.obs_scale,
         "obs_mean": model.encoders.obs_mean.flatten().tolist(), "obs_std": model.encoders.obs_std.flatten().tolist(),
         "env_id": env_id,
         "env_entry_point": entry if isinstance(entry, str) and entry.startswith(PROJECT_ENVS) else None,

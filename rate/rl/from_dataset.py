@@ -15,12 +15,15 @@ values), the inferred values where the file does not set them, the ``key=value``
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import yaml
 
 from rate.config import ConfigError, apply_overrides, from_dict, merge_sections, read_config_file
+from rate.rl.model import MIN_IMAGE_SIZE
 
 # Shared by the Transformer presets: K = 20 steps x N = 3 segments (the RATE paper's MuJoCo
 # setting), 3 layers of 4 heads x 32, d_model 128.
@@ -87,17 +90,25 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     obs_space, act_space = info.observation_space, info.action_space
     model: dict[str, Any] = {}
     wrappers: list[str] = []
-    if is_model_observation(obs_space) and len(obs_space.shape) == 3:
+    image = is_model_observation(obs_space) and len(obs_space.shape) == 3
+    if image:
         try:
             last = image_channels_last(obs_space.shape)
         except ValueError as err:
             raise DatasetError(f"{dataset}: {err}") from err
+        h, w = obs_space.shape[:2] if last else obs_space.shape[1:]
+        image = min(h, w) >= MIN_IMAGE_SIZE  # smaller grids (MiniGrid's 7 x 7 view) are read as vectors
+    if image:
         eight_bit = obs_space.dtype == np.uint8
         model |= {"obs_kind": "image", "obs_shape": list(obs_space.shape), "channels_last": last,
                   "obs_scale": 1 / 255 if eight_bit else 1.0, "normalize_obs": False}
     else:
-        if not is_model_observation(obs_space):
+        if not (is_model_observation(obs_space) and len(obs_space.shape) == 1):
             wrappers.append("FlattenObservation")
+            if not obs_space.is_np_flattenable:
+                raise DatasetError(f"{dataset}: observations of {info.observation_space} have no fixed-size flat "
+                                   "form; the model takes Box, Discrete, MultiBinary, MultiDiscrete, Dict and Tuple "
+                                   "observations")
             try:
                 obs_space = gym.spaces.flatten_space(obs_space)
             except NotImplementedError as err:
@@ -118,7 +129,8 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     if not len(returns):
         raise DatasetError(f"{dataset}: the dataset has no episodes")
     best = float(returns.max())
-    # Returns-to-go of order 1, as DT divides MuJoCo returns by 1000: the best return's power of 10.
+    # Returns-to-go of order 1, as DT divides MuJoCo returns by 1000: the power of 10 at or above
+    # the largest episode return in size.
     top = float(np.abs(returns).max())
     model["rtg_scale"] = float(10 ** math.ceil(math.log10(top))) if top > 1 else 1.0
     evaluation: dict[str, Any] = {"target_return": best, "wrappers": wrappers}
@@ -143,7 +155,15 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
     env_id = spec.id
     if env_id not in gym.registry and isinstance(spec.entry_point, str) and ":" in spec.entry_point:
         env_id = f"{spec.entry_point.split(':')[0]}:{spec.id}"
-    kwargs = {k: v for k, v in (spec.kwargs or {}).items() if isinstance(v, (bool, int, float, str))}
+    kwargs, dropped = {}, []
+    for key, value in (spec.kwargs or {}).items():
+        try:  # what a YAML config can hold (PointMaze's maze_map is a list of lists: kept)
+            kwargs[key] = yaml.safe_load(yaml.safe_dump(value))
+        except yaml.YAMLError:
+            dropped.append(key)
+    if dropped:
+        warnings.warn(f"{spec.id}: the recorded environment keywords {dropped} are not plain data and are left out "
+                      "of eval.env_kwargs; set them there if the environment needs them", stacklevel=2)
     if spec.max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(spec.max_episode_steps)
     return {"env_id": env_id, "env_kwargs": kwargs}

@@ -22,6 +22,7 @@ from rate.core.rmt import RecurrentMemoryTransformer, RMTConfig, RMTState
 
 TOKENS_PER_STEP = 3
 CHECKPOINT_KIND = "rate"  # the "kind" of a RATE (or baseline) checkpoint's config.json
+MIN_IMAGE_SIZE = 36  # the Nature CNN's three convolutions need images at least this high and wide
 
 
 @dataclass
@@ -51,6 +52,13 @@ class RATEConfig:
             raise ValueError(f"vector observations need obs_shape [dim], got {self.obs_shape}")
         if self.obs_kind == "image" and len(self.obs_shape) != 3:
             raise ValueError(f"image observations need obs_shape [C, H, W] or [H, W, C], got {self.obs_shape}")
+        if self.obs_kind == "image":
+            h, w = self.obs_shape[:2] if self.channels_last else self.obs_shape[1:]
+            if min(h, w) < MIN_IMAGE_SIZE:
+                raise ValueError(f"images of {h} x {w} (model.obs_shape {self.obs_shape}, channels_last "
+                                 f"{self.channels_last}): the CNN encoder needs at least {MIN_IMAGE_SIZE} x "
+                                 f"{MIN_IMAGE_SIZE}; read smaller ones as vectors (obs_kind: vector with "
+                                 "eval.wrappers: [FlattenObservation])")
         if not self.obs_scale > 0:
             raise ValueError(f"model.obs_scale must be positive, got {self.obs_scale}")
 
@@ -65,15 +73,12 @@ class RATEConfig:
 
 
 class ImageEncoder(nn.Module):
-    """Nature-DQN CNN: (B, C, H, W), or (B, H, W, C) when ``channels_last``, -> (B, d_model).
-    Needs H, W >= 36 (the three convolutions' receptive field)."""
+    """Nature-DQN CNN: (B, C, H, W), or (B, H, W, C) when ``channels_last``, -> (B, d_model)."""
 
     def __init__(self, shape: list[int], d_model: int, channels_last: bool = False):
         super().__init__()
         self.channels_last = channels_last
-        h, w, c = shape if channels_last else (shape[1], shape[2], shape[0])
-        if min(h, w) < 36:
-            raise ValueError(f"images of {h} x {w}: the Nature CNN encoder needs at least 36 x 36")
+        h, w, c = shape if channels_last else (shape[1], shape[2], shape[0])  # at least MIN_IMAGE_SIZE (RATEConfig)
         self.conv = nn.Sequential(
             nn.Conv2d(c, 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2), nn.ReLU(),
             nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten(),
@@ -158,7 +163,9 @@ class PretrainedMixin:
     def save_pretrained(self, directory, run_config: dict | None = None, dataset_id: str | None = None):
         """Write the weights and config to ``directory`` (made if missing; each file atomically).
         ``run_config``: the whole run config (``to_dict`` of a RATEExperimentConfig), so that the
-        policy is evaluated as it was trained; default the model config alone.  The config records
+        policy is evaluated as it was trained; default the model config alone (the other
+        sections then read back as their defaults: evaluation in T-Maze, which ``rate-eval
+        --env`` or ``rate.evaluate(env_id=...)`` overrides).  The config records
         the package version, the git commit where there is one, and the dataset id."""
         from rate.checkpoint import provenance, save_checkpoint
         from rate.config import to_dict

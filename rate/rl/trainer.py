@@ -237,7 +237,7 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
 def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: bool, progress: bool, group: Group,
               device: torch.device, model: RATEModel, windows: TrajectoryWindows) -> tuple[RATEModel, dict]:
     tc = cfg.train
-    loop = TrainingLoop(model, tc, folder.path / "tb" if group.is_main else None, "train", progress)
+    loop = TrainingLoop(model, tc, folder.path / "tb" if group.is_main else None, "train", progress, run_name=out.name)
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
