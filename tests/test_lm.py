@@ -117,6 +117,29 @@ def test_bpc_of_a_uniform_model_is_eight_bits():
     assert result["tokens"] == 2 * ((250 - 1) // 8) * 8
 
 
+def test_bpc_by_position_splits_the_segment_at_its_head():
+    """Position-wise bpc equals the cross-entropy of each segment position by hand, and the head /
+    tail split averages back to the overall bpc (weights 3 : 5 of a segment of 8)."""
+    import math
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = RecurrentLM(256, 8, RMTConfig(d_model=16, n_heads=2, d_head=8, d_inner=16, mem_len=8))
+    stream = OrderedStream(torch.randint(0, 256, (500,)), 2, 8)
+    result = evaluate_stream(model.eval(), stream, head=3)
+    state, by_hand = model.decoder.initial_state(2), torch.zeros(8, dtype=torch.float64)
+    with torch.no_grad():
+        for i in range(len(stream)):
+            x, y = stream.segment(i)
+            logits, state = model.forward_segment(x, state)
+            by_hand += F.cross_entropy(logits.transpose(1, 2), y, reduction="none").sum(0).double()
+    by_hand /= 2 * len(stream) * math.log(2)
+    assert result["bpc_by_position"] == pytest.approx(by_hand.tolist(), rel=1e-6)
+    assert (3 * result["bpc_head"] + 5 * result["bpc_tail"]) / 8 == pytest.approx(result["bpc"], rel=1e-6)
+    assert result["bpc_head"] == pytest.approx(float(by_hand[:3].mean()), rel=1e-6)
+
+
 def test_sliding_window_carries_state_and_resets(tmp_path):
     from train.lm import SlidingBPTT
 

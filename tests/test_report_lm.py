@@ -33,10 +33,23 @@ def test_claims_hold_on_paper_like_numbers():
 
 def test_claims_fail_when_numbers_contradict_them():
     rows = paper_like()
-    rows[4] = row("rmt-m5-bptt0", 5, 0, 0, 1.81)  # depth 0 nearly as good as depth 2 and better than depth 1
-    rows[-1] = row("trxl64+rmt", 5, 64, 2, 1.95)  # the combination is not the best
+    rows[4] = row("rmt-m5-bptt0", 5, 0, 0, 1.81)  # depth 0 as good as depth 2 within the seed spread
+    rows.append(row("rmt-m5-bptt0", 5, 0, 0, 1.77, seed=1))
+    rows[-2] = row("trxl64+rmt", 5, 64, 2, 1.95)  # the combination is not the best
     text = claims(collect([{k: str(v) for k, v in r.items()} for r in rows]))
     assert "does not hold" in text[1] and "does not hold" in text[2] and "does not hold" in text[3]
+
+
+def test_rmt_against_caches_of_at_least_twice_its_memory_within_the_seed_spread():
+    rows = paper_like()
+    rows[6] = row("rmt-m5-bptt2", 5, 0, 2, 1.83)  # worse than trxl-64 (1.80) on this seed
+    rows.append(row("rmt-m5-bptt2", 5, 0, 2, 1.79, seed=1))  # mean 1.81 +- 0.028: within reach of trxl-64's 1.80
+    text = claims(collect([{k: str(v) for k, v in r.items()} for r in rows]))[0]
+    assert ": holds (rule" in text and "matches caches up to 64" in text
+    rows = paper_like()[:2] + [row("trxl-8", 0, 8, 0, 1.5)] + paper_like()[4:7]
+    # the only cache is smaller than 2m = 10: no comparison point, no verdict
+    text = claims(collect([{k: str(v) for k, v in r.items()} for r in rows]))
+    assert not any(line.startswith("1.") for line in text)
 
 
 def test_main_writes_markdown_and_plot(tmp_path):

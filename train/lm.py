@@ -96,9 +96,13 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
             loop.bar.set_postfix(train_bpc=f"{loss.item() / math.log(2):.3f}", valid_bpc=f"{valid['bpc']:.3f}")
             loop.log("valid", {"bpc": valid["bpc"]})
     train_seconds = time.time() - start
+    test = evaluate_stream(model, test_stream, progress=progress)
     metrics = {
         "valid_bpc": evaluate_stream(model, valid_stream, progress=progress)["bpc"],
-        "test_bpc": evaluate_stream(model, test_stream, progress=progress)["bpc"],
+        "test_bpc": test["bpc"],
+        # the first HEAD_POSITIONS characters of each segment, and the rest (results/lm.md)
+        "test_bpc_head": test["bpc_head"],
+        "test_bpc_tail": test["bpc_tail"],
         "train_seconds": round(train_seconds, 1),
         "tokens_seen": tc.steps * tc.batch_size * cfg.segment_len,
         "params": sum(p.numel() for p in model.parameters()),

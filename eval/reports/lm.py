@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rate.plots import plt, save_figure
 from eval.reports.common import machines, read_report_rows, report_parser, write_report
+from train.experiments.lm import HEAD_POSITIONS
 
 # RMT paper, Table 4 (enwik8, segment 128, test bpc); ../shared/reference/rmt-paper-and-code.md 3.3.
 PAPER_ENWIK8_SEG128 = [
@@ -26,9 +27,6 @@ PAPER_ENWIK8_SEG128 = [
     ("RMT BPTT-1 / BPTT-2", "10", "1.240 +- 0.006 / 1.228 +- 0.003"),
     ("RMT BPTT-0 / 1 / 2", "20", "1.301 / 1.229 / 1.222"),
 ]
-# "Deeper BPTT gains little at depth 0" is judged against the gain of the deepest depth: depth 0
-# counts as "little" when it recovers less than this fraction of that gain over the baseline.
-LITTLE_GAIN_FRACTION = 0.5
 
 
 @dataclass(frozen=True)
@@ -56,6 +54,9 @@ def collect(rows: list[dict]) -> dict[Variant, dict[str, list[float]]]:
         out[v]["test"].append(float(r["test_bpc"]))
         out[v]["valid"].append(float(r["valid_bpc"]))
         out[v]["seconds"].append(float(r["train_seconds"]))
+        if r.get("test_bpc_head"):  # rows since bpc by segment position was recorded
+            out[v]["head"].append(float(r["test_bpc_head"]))
+            out[v]["tail"].append(float(r["test_bpc_tail"]))
     return out
 
 
@@ -69,48 +70,63 @@ def fmt(xs: list[float]) -> str:
     return f"{mean(xs):.3f} +- {statistics.stdev(xs):.3f} (n={len(xs)})"
 
 
+def spread(xs: list[float]) -> float:
+    """One row's seed spread: the standard deviation over its seeds (0 for a single seed)."""
+    return statistics.stdev(xs) if len(xs) > 1 else 0.0
+
+
+def verdict_of(verdicts: list[bool]) -> str:
+    return "holds" if all(verdicts) else "holds partly" if any(verdicts) else "does not hold"
+
+
 def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
-    """The paper's four language-modelling claims, each checked on our test bpc (lower is better)."""
+    """The paper's language-modelling claims, each checked on our test bpc (lower is better) with
+    the rule the paper's own tables support (issue 22), the rule stated beside each verdict."""
     bpc = {v: mean(d["test"]) for v, d in data.items()}
+    std = {v: spread(d["test"]) for v, d in data.items()}
     by_kind = defaultdict(list)
     for v in bpc:
         by_kind[v.kind].append(v)
-    base = [bpc[v] for v in by_kind["baseline"]]
     out = []
 
     trxl = sorted(by_kind["trxl"], key=lambda v: v.cache)
     rmts = sorted(by_kind["rmt"], key=lambda v: (v.memory, v.bptt))
     if trxl and rmts:
-        lines, ratios = [], []
-        for m in sorted({v.memory for v in rmts}):
-            best = min((v for v in rmts if v.memory == m), key=lambda v: bpc[v])
-            matched = [v.cache for v in trxl if bpc[best] <= bpc[v]]
-            ratio = max(matched) / m if matched else 0.0
-            ratios.append(ratio)
-            lines.append(f"m={m} (best depth {best.bptt}, {bpc[best]:.3f}) "
-                         + (f"is at least as good as Transformer-XL caches up to {max(matched)} ({ratio:.0f}x its size)"
-                            if matched else f"is worse than every Transformer-XL cache tried (the smallest, "
-                                            f"{trxl[0].cache}: {bpc[trxl[0]]:.3f})"))
-        verdict = "holds" if ratios and min(ratios) >= 3 else "holds partly" if any(r >= 3 for r in ratios) else "does not hold"
-        out.append(f"1. **RMT with m memory vectors matches Transformer-XL with a several-times larger cache**: {verdict} "
-                   f"(rule: RMT's test bpc <= the cache's, for a cache >= 3m). " + "; ".join(lines) + ".")
-
-    if base and rmts:
-        b = mean(base)
         lines, verdicts = [], []
         for m in sorted({v.memory for v in rmts}):
-            depths = {v.bptt: bpc[v] for v in rmts if v.memory == m}
+            best = min((v for v in rmts if v.memory == m), key=lambda v: bpc[v])
+            larger = [v for v in trxl if v.cache >= 2 * m]
+            matched = [v.cache for v in larger if bpc[best] <= bpc[v] + std[best] + std[v]]
+            if not larger:
+                lines.append(f"m={m}: no cache >= {2 * m} ran")
+                continue
+            verdicts.append(bool(matched))
+            lines.append(f"m={m} (best depth {best.bptt}, {bpc[best]:.3f}) "
+                         + (f"matches caches up to {max(matched)} ({max(matched) / m:.1f}x m)" if matched else
+                            f"loses to every cache >= {2 * m} (the smallest, {larger[0].cache}: {bpc[larger[0]]:.3f})"))
+        if verdicts:
+            out.append(f"1. **RMT with m memory tokens matches Transformer-XL with a cache several times larger**: "
+                       f"{verdict_of(verdicts)} (rule, from the paper's Table 4 where RMT m = 5-20 is level with "
+                       "TrXL-40 and behind TrXL-75: RMT m is better than, or within the two rows' seed spreads of, "
+                       "some cache >= 2m; caches smaller than 0.31 x the segment are the paper's comparison "
+                       f"points). Caches run: {', '.join(str(v.cache) for v in trxl)}. " + "; ".join(lines) + ".")
+
+    if rmts:
+        lines, verdicts = [], []
+        for m in sorted({v.memory for v in rmts}):
+            depths = {v.bptt: v for v in rmts if v.memory == m}
             if 0 not in depths or len(depths) < 2:
                 continue
-            deepest = max(depths)
-            gain0, gain_deep = b - depths[0], b - depths[deepest]
-            little = gain_deep > 0 and gain0 < LITTLE_GAIN_FRACTION * gain_deep
-            verdicts.append(little)
-            lines.append(f"m={m}: depth 0 gains {gain0:+.3f} bpc over the baseline, depth {deepest} {gain_deep:+.3f}")
+            zero = depths[0]
+            best = min((v for d, v in depths.items() if d >= 1), key=lambda v: bpc[v])
+            gain = bpc[zero] - bpc[best]
+            verdicts.append(gain > std[zero] + std[best])
+            lines.append(f"m={m}: depth {best.bptt} {bpc[best]:.3f} against depth 0 {bpc[zero]:.3f} "
+                         f"(gain {gain:+.3f}, seed spread {std[zero] + std[best]:.3f})")
         if verdicts:
-            verdict = "holds" if all(verdicts) else "holds partly" if any(verdicts) else "does not hold"
-            out.append(f"2. **bptt_depth 0 gains little over the baseline**: {verdict} (rule: depth 0 recovers less than "
-                       f"{LITTLE_GAIN_FRACTION:.0%} of the deepest depth's gain; baseline {b:.3f}). " + "; ".join(lines) + ".")
+            out.append(f"2. **BPTT helps**: {verdict_of(verdicts)} (rule: the best depth >= 1 beats depth 0 by more "
+                       "than the two rows' seed spreads; the paper's depth 0 still recovers 56-70 % of the depth-2 "
+                       "gain, so \"depth 0 gains little\" is not its claim). " + "; ".join(lines) + ".")
 
         lines, verdicts = [], []
         for m in sorted({v.memory for v in rmts}):
@@ -121,9 +137,8 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
             verdicts.append(monotone)
             lines.append(f"m={m}: " + " -> ".join(f"depth {d} {x:.3f}" for d, x in seq))
         if verdicts:
-            verdict = "holds" if all(verdicts) else "holds partly" if any(verdicts) else "does not hold"
-            out.append(f"3. **Deeper BPTT helps**: {verdict} (rule: test bpc falls with every extra depth). "
-                       + "; ".join(lines) + ".")
+            out.append(f"3. **Deeper BPTT helps**: {verdict_of(verdicts)} (rule: test bpc falls with every extra "
+                       "depth). " + "; ".join(lines) + ".")
 
     if by_kind["trxl+rmt"]:
         best_combo = min(by_kind["trxl+rmt"], key=lambda v: bpc[v])
@@ -133,7 +148,8 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
         out.append(f"4. **Transformer-XL + RMT is best**: {'holds' if holds else 'does not hold'} "
                    f"({best_combo.name} {bpc[best_combo]:.3f}"
                    + (f" against the best other row, {best_other.name}, {bpc[best_other]:.3f}" if best_other else "")
-                   + ").")
+                   + "). The paper's own support is narrow: on WT103 its TrXL+RMT rows at BPTT-0 and BPTT-1 lose to "
+                   "TrXL-150, and only the BPTT-3 run, trained twice as many steps, wins.")
     return out
 
 
@@ -190,14 +206,19 @@ def render(rows: list[dict], plot_name: str) -> str:
         "",
         f"![test bpc against memory size]({plot_name})",
         "",
-        "| run | memory tokens | cache (mem_len) | bptt_depth | test bpc | valid bpc | train min / run |",
-        "|---|---|---|---|---|---|---|",
+        f"Test bpc is also split by position in the segment: its first {HEAD_POSITIONS} characters (where a cache",
+        "holds the exact preceding characters) and the rest; '-' for runs recorded before that split.",
+        "",
+        "| run | memory tokens | cache (mem_len) | bptt_depth | test bpc | test bpc, first "
+        f"{HEAD_POSITIONS} | test bpc, rest | valid bpc | train min / run |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     order = {"baseline": 0, "trxl": 1, "rmt": 2, "trxl+rmt": 3}
     for v in sorted(data, key=lambda v: (order[v.kind], v.cache, v.memory, v.bptt)):
         d = data[v]
+        head, tail = (fmt(d[k]) if d.get(k) else "-" for k in ("head", "tail"))
         out.append(f"| {v.name} | {v.memory} | {v.cache} | {v.bptt if v.memory else '-'} | {fmt(d['test'])} | "
-                   f"{fmt(d['valid'])} | {mean(d['seconds']) / 60:.1f} |")
+                   f"{head} | {tail} | {fmt(d['valid'])} | {mean(d['seconds']) / 60:.1f} |")
     out += ["", "## The paper's claims, checked on these runs", ""]
     checked = claims(data)
     out += checked if checked else ["(not enough rows yet to check any claim)"]

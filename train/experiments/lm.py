@@ -43,23 +43,40 @@ def build_lm(cfg: LMExperimentConfig) -> RecurrentLM:
     return RecurrentLM(VOCAB_SIZE, cfg.segment_len, cfg.model, emb_dropout=cfg.model.dropout)
 
 
+# Segment positions counted as the segment's start in the bpc split: where a Transformer-XL
+# cache holds the exact preceding characters and memory tokens hold only a summary.
+HEAD_POSITIONS = 8
+
+
 @torch.no_grad()
-def evaluate_stream(model: RecurrentLM, stream: OrderedStream, max_segments: int = 0, progress: bool = False) -> dict:
+def evaluate_stream(model: RecurrentLM, stream: OrderedStream, max_segments: int = 0, progress: bool = False,
+                    head: int = HEAD_POSITIONS) -> dict:
     """Read the stream in order carrying memory and cache; bits per character over every target.
 
-    Returns {"bpc", "loss" (nats per character), "tokens"}.
+    Returns {"bpc", "loss" (nats per character), "tokens", "bpc_head" (the first ``head``
+    positions of every segment), "bpc_tail" (the rest), "bpc_by_position" (one per position)}.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     n = len(stream) if max_segments <= 0 else min(max_segments, len(stream))
     state = model.decoder.initial_state(stream.rows.shape[0])
-    total, count = 0.0, 0
+    sums = torch.zeros(stream.segment_len, dtype=torch.float64)  # summed loss per position in the segment
+    counts = torch.zeros(stream.segment_len, dtype=torch.float64)
     for i in tqdm(range(n), desc="eval", disable=not progress, leave=False):
         x, y = (t.to(device) for t in stream.segment(i))
         logits, state = model.forward_segment(x, state)
-        total += F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="sum").item()
-        count += y.numel()
+        loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, S)
+        sums[: y.shape[1]] += loss.sum(0).double().cpu()
+        counts[: y.shape[1]] += y.shape[0]
     model.train(was_training)
-    loss = total / count
-    return {"bpc": loss / math.log(2), "loss": loss, "tokens": count}
+
+    def bits(part: slice) -> float:
+        return float(sums[part].sum() / counts[part].sum() / math.log(2))
+
+    loss = float(sums.sum() / counts.sum())
+    head = min(head, stream.segment_len)
+    return {"bpc": loss / math.log(2), "loss": loss, "tokens": int(counts.sum()),
+            "bpc_head": bits(slice(0, head)),
+            "bpc_tail": bits(slice(head, None)) if head < stream.segment_len else float("nan"),
+            "bpc_by_position": (sums / counts.clamp(min=1) / math.log(2)).tolist()}
