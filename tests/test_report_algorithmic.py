@@ -18,3 +18,20 @@ def test_sample_counts_and_means_come_from_the_rows():
     assert "each run evaluated on 256 to 1024 test samples" in text
     assert "| 6 | - | - | 0.600 +- 0.141 (n=2) |" in text
     assert "each run evaluated on 256 test samples" in render(rows[:2], "p.png")
+
+
+def test_sqeq_shows_teacher_forced_accuracy_beside_the_exact_slot():
+    rows = [row("sqeq/rmt/seg6/seed0", "256", 0.5) | {"tf_token_acc": "0.99"},
+            row("sqeq/rmt/seg6/seed1", "256", 0.7)]  # recorded before the column: left out of that table
+    text = render(rows, "p.png")
+    table = text[text.index("Per-token accuracy with teacher forcing"):]
+    assert "| 6 | - | - | 0.990 +- 0.000 (n=1) |" in table
+
+
+def test_copy_at_nine_segments_states_whether_the_claim_holds():
+    rows = [row(f"copy24/{m}/seg9/seed{s}", "512", acc) for m, accs in (("rmt", (1.0, 0.98)), ("trxl", (0.3, 0.25)))
+            for s, acc in enumerate(accs)]
+    assert "the claim **holds** here (n = 2 / 2)" in render(rows, "p.png")
+    rows = [row(f"copy24/{m}/seg9/seed{s}", "512", acc) for m, accs in (("rmt", (0.4, 0.2)), ("trxl", (0.3, 0.25)))
+            for s, acc in enumerate(accs)]
+    assert "the claim **does not hold** here" in render(rows, "p.png")

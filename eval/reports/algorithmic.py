@@ -46,13 +46,16 @@ def fmt(values: list[float]) -> str:
     return f"{mean:.3f} +- {std:.3f} (n={len(values)})"
 
 
-def collect(rows: list[dict]) -> dict:
-    """{(task, model, segments): [metric per seed]} and {(task, model, segments): [train seconds]}."""
+def collect(rows: list[dict], metric: str | None = None) -> dict:
+    """{(task, model, segments): [metric per seed]} and {(task, model, segments): [train seconds]};
+    ``metric``: a CSV column instead of each task's own (rows without it are left out)."""
     acc, secs = defaultdict(list), defaultdict(list)
     for r in rows:
         task, model, seg, _ = r["run"].split("/")
         key = (task, model, int(seg.removeprefix("seg")))
-        acc[key].append(float(r[metric_of(task)]))
+        if metric is not None and not r.get(metric):
+            continue
+        acc[key].append(float(r[metric or metric_of(task)]))
         secs[key].append(float(r["train_seconds"]))
     return acc, secs
 
@@ -136,6 +139,13 @@ def render(rows: list[dict], plot_name: str) -> str:
         out += ["| segments | " + " | ".join(MODELS.values()) + " |", "|---" * (len(MODELS) + 1) + "|"]
         for n in keys:
             out.append(f"| {n} | " + " | ".join(fmt(acc.get((task, m, n), [])) for m in MODELS) + " |")
+        if task == "sqeq":
+            tf = collect(task_rows, "tf_token_acc")[0]
+            out += ["", "Per-token accuracy with teacher forcing (each answer token predicted from the true prefix) beside",
+                    "the exact answer slot above: one wrong character of the ~60 generated freely fails the slot.", "",
+                    "| segments | " + " | ".join(MODELS.values()) + " |", "|---" * (len(MODELS) + 1) + "|"]
+            for n in keys:
+                out.append(f"| {n} | " + " | ".join(fmt(tf.get((task, m, n), [])) for m in MODELS) + " |")
         if task == "copy24" and (task, "rmt", 9) in acc and (task, "trxl", 9) in acc:
             out += ["", claim_at_nine_segments(acc[(task, "rmt", 9)], acc[(task, "trxl", 9)])]
         ablations = [(label, n) for m, label in ABLATIONS.items() for n in keys if (task, m, n) in acc]
