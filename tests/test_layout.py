@@ -116,7 +116,7 @@ def test_shipped_configs_and_sweeps_resolve_to_the_same_runs_as_before_the_layou
     configs, sweeps = {}, {}
     for path in sorted((ROOT / "configs").rglob("*.yaml")):
         rel = str(path.relative_to(ROOT))
-        if path.name == "sweep.yaml":
+        if path.name.endswith("sweep.yaml"):
             sweep = load_yaml(Sweep, rel)
             runs = {run.name: _digest(to_dict(load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)))
                     for run in expand(sweep)}

@@ -62,7 +62,7 @@ def test_listed_runs_use_their_own_seeds_and_the_named_trainer():
 def test_shipped_sweeps_expand_and_validate(capsys):
     for path in ("configs/algorithmic/sweep.yaml", "configs/lm/sweep.yaml", "configs/tmaze/sweep.yaml",
                  "configs/aar/sweep.yaml", "configs/minigrid/sweep.yaml", "configs/popgym/sweep.yaml",
-                 "configs/mujoco/sweep.yaml"):
+                 "configs/mujoco/sweep.yaml", "configs/tmaze/valve_sweep.yaml"):
         assert main([path, "--dry-run"]) == 0
     assert "to run" in capsys.readouterr().out
 
