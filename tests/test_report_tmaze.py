@@ -28,3 +28,21 @@ def test_report_tables_every_model_and_length(tmp_path):
     assert "| RATE (bptt), K=10 x N=9 | 1.00 +- 0.00 (n=2) | 0.90 +- 0.14 (n=2) |" in text
     assert "| DT (same context), K=90 x N=1 | 1.00 +- 0.00 (n=2) | 0.50 +- 0.00 (n=2) |" in text
     assert (tmp_path / "tmaze.png").stat().st_size > 0
+
+
+def test_valve_page_keeps_segmentations_apart(tmp_path):
+    from eval.reports.tmaze_valve import main as valve_main
+
+    common = {"train_seconds": 60, "machine": "x86_64", "cpu_count": 2, "torch_threads": 2, "torch": "2.13.0+cpu"}
+    rows = [{"run": f"{model}/k30n{n}/seed0", "success_T900": value, "model.segment_steps": 30, "model.num_segments": n,
+             **common} for model, n, value in (("rate", 3, 0.9), ("rate", 5, 1.0), ("rmt", 5, 0.6))]
+    path = tmp_path / "valve.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    out = tmp_path / "valve.md"
+    assert valve_main(["--csv", str(path), "--out", str(out), "--notes", str(tmp_path / "none.md")]) == 0
+    text = out.read_text()
+    assert "| rate/k30n3, K=30 x N=3 | 0.90 +- 0.00 (n=1) |" in text and "| rmt/k30n5, K=30 x N=5 | 0.60" in text
+    assert "configs/tmaze/valve_sweep.yaml" in text and "w/o MRV" in text
