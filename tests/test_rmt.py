@@ -341,3 +341,62 @@ def test_a_float64_model_runs_in_float64_and_agrees_with_float32(scores_form):
             outs.append(h)
     # The positional tables are float32 in every dtype, so the forms agree to float32 rounding.
     torch.testing.assert_close(torch.cat(outs, 1), out.detach(), atol=1e-6, rtol=1e-6)
+
+
+def reference_segment(model, x, state, cache_position):
+    """One segment [read | x | write] with a Transformer-XL cache, written out pair by pair: every
+    key has a position (official: [cache | read | segment | write] in order; contiguous: the read
+    block at 0..m-1, the cache at m..m+c-1), every score uses the sinusoid of query minus key
+    position, and the RMT mask decides which pairs count."""
+    from rate.core.masks import rmt_segment_mask
+
+    b, s, _ = x.shape
+    m, c = model.cfg.num_mem_tokens, state.cache_len
+    q_len = 2 * m + s
+    pos = list(range(c + q_len))
+    if cache_position == "contiguous":
+        pos = [m + j for j in range(c)] + list(range(m)) + list(range(c + m, c + q_len))
+    allowed = rmt_segment_mask(c, m, s, True, model.cfg.memory_sees_cache)
+    h = torch.cat([state.memory, x, state.memory], dim=1)
+    for layer, cache in zip(model.layers, state.cache):
+        attn = layer.attn
+        nh, dh = attn.n_heads, attn.d_head
+        inp = layer.norm_attn(h)
+        q, k, v = attn.qkv(inp).view(b, q_len, 3, nh, dh).unbind(2)  # (B, Q, H, dh)
+        ck, cv = attn.qkv(layer.norm_attn(cache)).view(b, c, 3, nh, dh).unbind(2)[1:]
+        k, v = torch.cat([ck, k], 1), torch.cat([cv, v], 1)  # (B, C + Q, H, dh)
+        out = torch.zeros(b, q_len, nh, dh)
+        for i in range(q_len):
+            scores = torch.full((b, nh, c + q_len), -math.inf)
+            for j in range(c + q_len):
+                if not allowed[i, j]:
+                    continue
+                r = attn.r_proj(sinusoid_table(torch.tensor([pos[c + i] - pos[j]]), D)).view(nh, dh)
+                scores[:, :, j] = (((q[:, i] + attn.u_bias) * k[:, j]).sum(-1)
+                                   + ((q[:, i] + attn.v_bias) * r).sum(-1)) / math.sqrt(dh)
+            out[:, i] = torch.einsum("bhj,bjhd->bhd", scores.softmax(-1), v)
+        h = h + attn.out(out.reshape(b, q_len, nh * dh))
+        h = h + layer.ffn(layer.norm_ffn(h))
+    return model.final_norm(h)[:, m : m + s]
+
+
+@pytest.mark.parametrize("cache_position", ["official", "contiguous"])
+def test_cache_positions_match_a_pair_by_pair_reference(cache_position, scores_form):
+    model = make(num_mem_tokens=2, mem_len=4, cache_position=cache_position)
+    x = torch.randn(2, 10, D)
+    with torch.no_grad():
+        _, state = model(x[:, :5], segment_len=5)  # a first segment fills memory and cache
+        h, _ = model.forward_segment(x[:, 5:], state)
+        torch.testing.assert_close(h, reference_segment(model, x[:, 5:], state, cache_position), atol=1e-5, rtol=1e-5)
+
+
+def test_the_two_cache_positions_differ_and_only_with_memory_and_cache():
+    x = torch.randn(2, 10, D)
+    outs = {p: make(num_mem_tokens=2, mem_len=4, cache_position=p)(x, segment_len=5)[0] for p in ("official", "contiguous")}
+    assert not torch.allclose(outs["official"][:, 5:], outs["contiguous"][:, 5:])  # segment 2 sees the cache
+    torch.testing.assert_close(outs["official"][:, :5], outs["contiguous"][:, :5])  # segment 1 has no cache yet
+    for kw in (dict(mem_len=4), dict(num_mem_tokens=2)):  # no memory, or no cache: the same model
+        a, b = (make(**kw, cache_position=p)(x, segment_len=5)[0] for p in ("official", "contiguous"))
+        torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="full-segment forward only"):
+        StreamingDecoder(make(num_mem_tokens=2, mem_len=4, cache_position="contiguous"), segment_tokens=5)

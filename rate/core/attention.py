@@ -64,7 +64,10 @@ class RelativePositions:
 
     def __init__(self, q_start: int | torch.Tensor, q_len: int, k_len: int, d_model: int,
                  device: torch.device | None = None, table: torch.Tensor | None = None,
-                 keys_used: int | None = None):
+                 keys_used: int | None = None, q_pos: torch.Tensor | None = None, k_pos: torch.Tensor | None = None):
+        """``q_pos`` (Q,) / ``k_pos`` (K,) long: explicit positions of the query rows and keys in
+        place of q_start.. and 0..k_len-1 (int ``q_start`` only; a layout whose blocks do not sit
+        in position order, RMTConfig.cache_position "contiguous")."""
         self.q_start: int | None = None  # an int: every row's queries at the same positions
         self.q_len = q_len
         self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
@@ -82,11 +85,15 @@ class RelativePositions:
                 self.table, self.index = self.table[lo : hi + 1], self.index - lo
             return
         self.q_start, self.k_len = q_start, k_len  # (the factored form below needs them)
-        j = torch.arange(k_len, device=device)
         if q_start + q_len > k_len:
             raise ValueError(f"query rows {q_start}..{q_start + q_len - 1} lie beyond the {k_len} keys")
-        d_min, d_max = q_start - (k_len - 1), q_start + q_len - 1
-        self.index = i[:, None] - j[None, :] + (k_len - 1)  # (Q, K) long
+        self.q_pos = q_start + i if q_pos is None else q_pos.to(device)
+        self.k_pos = torch.arange(k_len, device=device) if k_pos is None else k_pos.to(device)
+        if q_pos is None and k_pos is None:  # in order: the range is known without a device sync
+            d_min, d_max = q_start - (k_len - 1), q_start + q_len - 1
+        else:
+            d_min, d_max = int(self.q_pos.min() - self.k_pos.max()), int(self.q_pos.max() - self.k_pos.min())
+        self.index = self.q_pos[:, None] - self.k_pos[None, :] - d_min  # (Q, K) long
         self.table = sinusoid_table(torch.arange(d_min, d_max + 1, device=device), d_model)  # (R, D)
 
     def factors(self, d_model: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -97,9 +104,8 @@ class RelativePositions:
         if self._factors is None:
             device = self.index.device
             inv_freq = inverse_frequencies(d_model, device, torch.float64)
-            q_angles = torch.arange(self.q_start, self.q_start + self.q_len, device=device, dtype=torch.float64)
-            q_angles = q_angles[:, None] * inv_freq
-            k_angles = torch.arange(self.k_len, device=device, dtype=torch.float64)[:, None] * inv_freq
+            q_angles = self.q_pos.to(torch.float64)[:, None] * inv_freq
+            k_angles = self.k_pos.to(torch.float64)[:, None] * inv_freq
             self._factors = (q_angles.sin().float(), q_angles.cos().float(),
                              torch.cat([k_angles.cos(), k_angles.sin()], dim=-1).float())
         return self._factors

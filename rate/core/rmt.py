@@ -48,6 +48,11 @@ class RMTConfig:
     mem_init_std: float = 1.0  # std of the learned initial memory
     mem_len: int = 0  # Transformer-XL cache length per layer (0 = no cache)
     memory_sees_cache: bool = False  # memory tokens attend to the Transformer-XL cache too
+    # Where the cache sits for relative positions, with memory and a cache together: official =
+    # [cache | read | segment | write] as the RMT code (the cache m positions further from the
+    # segment than in plain Transformer-XL); contiguous = [read | cache | segment | write] (the
+    # cache right before the segment).  The full-segment forward only.
+    cache_position: Literal["official", "contiguous"] = "official"
     bptt_depth: int = -1  # previous segments a segment's loss reaches: 0 none, k, -1 all
     checkpoint_segments: bool = False  # recompute each segment in backward (less memory, more time)
 
@@ -161,7 +166,7 @@ class RecurrentMemoryTransformer(nn.Module):
         if seg_valid is not None:
             allowed = apply_segment_padding(allowed, seg_valid, c, m)
         bias = mask_to_bias(allowed).to(x.dtype)
-        positions = RelativePositions(c, q_len, c + q_len, cfg.d_model, x.device)
+        positions = RelativePositions(c, q_len, c + q_len, cfg.d_model, x.device, **self.block_positions(c, q_len))
 
         past = [layer.cache_kv(cache) for layer, cache in zip(self.layers, state.cache)] if c else None
         h, layer_inputs, _ = self.run_layers(h, positions, bias, past)
@@ -172,6 +177,18 @@ class RecurrentMemoryTransformer(nn.Module):
             next_memory = self.memory_update(mem, write_out)
         next_cache = self.roll_cache(state, [li[:, m : m + s] for li in layer_inputs])
         return h[:, m : m + s], RMTState(next_memory, next_cache)
+
+    def block_positions(self, c: int, q_len: int) -> dict[str, torch.Tensor]:
+        """Explicit query / key positions of the "contiguous" cache layout, [read | cache |
+        segment | write]: the read block at 0..m-1, the cache at m..m+c-1, the rest as before.
+        Empty (positions in key order) for the official layout or without memory and cache."""
+        m = self.cfg.num_mem_tokens
+        if self.cfg.cache_position == "official" or not (m and c):
+            return {}
+        k_pos = torch.arange(c + q_len)
+        k_pos[:c] += m  # cache after the read block
+        k_pos[c : c + m] -= c  # read block first
+        return {"q_pos": k_pos[c:], "k_pos": k_pos}
 
     def roll_cache(self, state: RMTState, segment_inputs: list[torch.Tensor]) -> list[torch.Tensor]:
         """Append the segment's per-layer inputs (B, S, D) to the cache and keep the last mem_len.

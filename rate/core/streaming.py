@@ -122,6 +122,9 @@ class StreamingDecoder:
             raise ValueError("write_slots=False needs one flat page (page_slots=None)")
         self.decoder, self.S = decoder, segment_tokens
         cfg = decoder.cfg
+        if cfg.cache_position == "contiguous" and cfg.num_mem_tokens and cfg.mem_len:
+            raise ValueError("cache_position 'contiguous' is implemented for the full-segment forward only; the "
+                             "streaming decoder (RATE's policies, export) runs the official layout")
         self.m, self.C = cfg.num_mem_tokens, cfg.mem_len
         self.W = self.C + self.m + self.S  # where the write block's slots start
         self.write_in_place = write_slots and decoder.has_write
