@@ -353,3 +353,20 @@ def test_evaluating_another_task_than_the_datasets_is_named():
     assert eval_env_differences(spec, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"episode_length": 90})) == []
     assert eval_env_differences(spec, EvalConfig(env_id="rate/TMaze-v0", env_kwargs={"task": "x"})) == []
     assert eval_env_differences(None, ev) == []
+
+
+def test_a_dataset_whose_episodes_all_end_in_one_segment_is_warned_about():
+    import numpy as np
+
+    from rate.data.episodes import Episode
+    from rate.rl.experiment import single_hop_count
+    from tests.tiny_tmaze import tiny
+
+    def episodes(*lengths):
+        return [Episode(np.zeros((n, 4), np.float32), np.zeros(n, np.int64), np.zeros(n, np.float32)) for n in lengths]
+
+    cfg = tiny()  # K = 4 x N = 3, memory tokens, windows from the episode start
+    assert single_hop_count(episodes(12, 11, 9), cfg) == 2  # all end in segment 2: one hop count
+    assert single_hop_count(episodes(12, 6, 9), cfg) is None  # segments 2 and 1: varied
+    assert single_hop_count(episodes(3, 2), cfg) is None  # all in segment 0: no memory update to learn
+    assert single_hop_count(episodes(12, 11), tiny(window_start="random")) is None

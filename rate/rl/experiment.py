@@ -119,12 +119,31 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
         raise DatasetError(f"{cfg.dataset_id}: {problem}")
     validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id,
                       tuple(cfg.model.obs_shape))
+    hops = single_hop_count(episodes, cfg)
+    if hops is not None:
+        warnings.warn(f"{cfg.dataset_id}: every episode ends in segment {hops} of its window (K = "
+                      f"{cfg.model.segment_steps} steps), so a decision at the end is always {hops} memory updates "
+                      "after the start: the memory learns to carry a cue across that many boundaries only. Mix "
+                      "episode lengths in the data (a generator's length mixture) to train other hop counts",
+                      stacklevel=2)
     differences = eval_env_differences(info.env_spec, cfg.eval)
     if differences:
         warnings.warn(f"{cfg.dataset_id} was recorded in {info.env_spec.id} with {', '.join(differences)}: the policy is "
                       "evaluated on another task than it is trained on (set eval.env_kwargs to the dataset's if "
                       "that is not meant)", stacklevel=2)
     return episodes
+
+
+def single_hop_count(episodes: list[Episode], cfg: RATEExperimentConfig) -> int | None:
+    """The segment index every episode's last step falls in, when it is the same for all of them
+    (and > 0) in a memory model's windows from the episode start; else None.  Then every end-of-
+    episode decision sits the same number of memory updates after the start (issue 24)."""
+    m = cfg.model
+    if (m.kind != "transformer" or not m.backbone.num_mem_tokens or m.num_segments < 2
+            or cfg.window_start != "episode_start" or len(episodes) < 2):
+        return None
+    ends = {min(len(ep) - 1, m.window_steps - 1) // m.segment_steps for ep in episodes}
+    return ends.pop() if len(ends) == 1 and min(ends) > 0 else None
 
 
 def model_spaces(obs_space: gym.Space, act_space: gym.Space, wrappers: list[str]) -> tuple[gym.Space, gym.Space]:
