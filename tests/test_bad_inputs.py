@@ -372,3 +372,23 @@ def test_best_checkpoint_and_snapshots(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == ["step_2", "step_4"]
     with pytest.raises(Exception, match="multiple of train.eval_every"):
         tiny(**{"train.eval_every": 2, "snapshot_every": 3})
+
+
+def test_resume_refuses_a_field_added_since_the_run_set_to_a_new_value():
+    """A run saved before a field existed ran with its default: resuming it with that default is
+    the same run, with another value it is not."""
+    from rate.config import to_dict
+    from rate.rl.trainer import config_changes
+
+    cfg = tiny()
+    saved = to_dict(cfg)
+    del saved["model"]["backbone"]["cache_position"]  # as a run saved before the field existed
+    assert config_changes(saved, cfg) == []
+    changed = tiny(**{"model.backbone.mem_len": 0, "model.backbone.memory_sees_cache": False})
+    saved_changed = to_dict(changed)
+    del saved_changed["model"]["backbone"]["cache_position"]
+    import dataclasses
+
+    backbone = dataclasses.replace(changed.model.backbone, cache_position="contiguous")
+    now = dataclasses.replace(changed, model=dataclasses.replace(changed.model, backbone=backbone))
+    assert config_changes(saved_changed, now) == ["model.backbone.cache_position: 'official' -> 'contiguous'"]

@@ -370,3 +370,4 @@ def test_a_dataset_whose_episodes_all_end_in_one_segment_is_warned_about():
     assert single_hop_count(episodes(12, 6, 9), cfg) is None  # segments 2 and 1: varied
     assert single_hop_count(episodes(3, 2), cfg) is None  # all in segment 0: no memory update to learn
     assert single_hop_count(episodes(12, 11), tiny(window_start="random")) is None
+    assert single_hop_count(episodes(30, 40), cfg) is None  # longer than the window: cut ends are no decisions

@@ -64,3 +64,11 @@ def test_main_writes_markdown_and_plot(tmp_path):
     text = out.read_text()
     assert "| baseline | 0 | 0 | - | 2.010 +- 0.014 (n=2)" in text
     assert "enwik8" in text and (tmp_path / "lm.png").stat().st_size > 0
+
+
+def test_full_bptt_counts_as_the_deepest_depth():
+    rows = paper_like()
+    rows[6] = row("rmt-m5-full", 5, 0, -1, 1.79)  # depth -1 (full BPTT) instead of 2
+    text = claims(collect([{k: str(v) for k, v in r.items()} for r in rows]))
+    assert "depth full 1.790 against depth 0" in text[1]
+    assert "depth 0 1.980 -> depth 1 1.850 -> depth -1 1.790" in text[2] and ": holds" in text[2]

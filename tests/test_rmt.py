@@ -377,17 +377,23 @@ def reference_segment(model, x, state, cache_position):
             out[:, i] = torch.einsum("bhj,bjhd->bhd", scores.softmax(-1), v)
         h = h + attn.out(out.reshape(b, q_len, nh * dh))
         h = h + layer.ffn(layer.norm_ffn(h))
-    return model.final_norm(h)[:, m : m + s]
+    return model.final_norm(h)  # (B, Q, D): [read | segment | write] rows
 
 
+@pytest.mark.parametrize("memory_sees_cache", [False, True])
 @pytest.mark.parametrize("cache_position", ["official", "contiguous"])
-def test_cache_positions_match_a_pair_by_pair_reference(cache_position, scores_form):
-    model = make(num_mem_tokens=2, mem_len=4, cache_position=cache_position)
+def test_cache_positions_match_a_pair_by_pair_reference(cache_position, memory_sees_cache, scores_form):
+    """The segment's outputs and the next memory (the write block's outputs, rmt update) of both
+    layouts, with and without the memory rows seeing the cache (negative distances when the cache
+    follows the read block)."""
+    model = make(num_mem_tokens=2, mem_len=4, cache_position=cache_position, memory_sees_cache=memory_sees_cache)
     x = torch.randn(2, 10, D)
     with torch.no_grad():
         _, state = model(x[:, :5], segment_len=5)  # a first segment fills memory and cache
-        h, _ = model.forward_segment(x[:, 5:], state)
-        torch.testing.assert_close(h, reference_segment(model, x[:, 5:], state, cache_position), atol=1e-5, rtol=1e-5)
+        h, after = model.forward_segment(x[:, 5:], state)
+        expected = reference_segment(model, x[:, 5:], state, cache_position)
+        torch.testing.assert_close(h, expected[:, 2:7], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(after.memory, expected[:, 7:], atol=1e-5, rtol=1e-5)
 
 
 def test_the_two_cache_positions_differ_and_only_with_memory_and_cache():
@@ -400,3 +406,10 @@ def test_the_two_cache_positions_differ_and_only_with_memory_and_cache():
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="full-segment forward only"):
         StreamingDecoder(make(num_mem_tokens=2, mem_len=4, cache_position="contiguous"), segment_tokens=5)
+    from rate.rl.model import RATEConfig
+    from train.experiments.algorithmic import AlgorithmicConfig
+
+    contiguous = RMTConfig(num_mem_tokens=2, mem_len=4, cache_position="contiguous")
+    for make_config in (lambda: RATEConfig(backbone=contiguous), lambda: AlgorithmicConfig(model=contiguous)):
+        with pytest.raises(ValueError, match="full-segment forward only"):  # refused at config time
+            make_config()

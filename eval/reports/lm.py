@@ -10,6 +10,7 @@ trust the numbers.
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -54,9 +55,9 @@ def collect(rows: list[dict]) -> dict[Variant, dict[str, list[float]]]:
         out[v]["test"].append(float(r["test_bpc"]))
         out[v]["valid"].append(float(r["valid_bpc"]))
         out[v]["seconds"].append(float(r["train_seconds"]))
-        if r.get("test_bpc_head"):  # rows since bpc by segment position was recorded
-            out[v]["head"].append(float(r["test_bpc_head"]))
-            out[v]["tail"].append(float(r["test_bpc_tail"]))
+        for key, column in (("head", "test_bpc_head"), ("tail", "test_bpc_tail")):
+            if r.get(column):  # rows since bpc by segment position was recorded
+                out[v][key].append(float(r[column]))
     return out
 
 
@@ -118,10 +119,10 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
             if 0 not in depths or len(depths) < 2:
                 continue
             zero = depths[0]
-            best = min((v for d, v in depths.items() if d >= 1), key=lambda v: bpc[v])
+            best = min((v for d, v in depths.items() if d != 0), key=lambda v: bpc[v])  # -1: full BPTT
             gain = bpc[zero] - bpc[best]
             verdicts.append(gain > std[zero] + std[best])
-            lines.append(f"m={m}: depth {best.bptt} {bpc[best]:.3f} against depth 0 {bpc[zero]:.3f} "
+            lines.append(f"m={m}: depth {'full' if best.bptt == -1 else best.bptt} {bpc[best]:.3f} against depth 0 {bpc[zero]:.3f} "
                          f"(gain {gain:+.3f}, seed spread {std[zero] + std[best]:.3f})")
         if verdicts:
             out.append(f"2. **BPTT helps**: {verdict_of(verdicts)} (rule: the best depth >= 1 beats depth 0 by more "
@@ -130,7 +131,8 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
 
         lines, verdicts = [], []
         for m in sorted({v.memory for v in rmts}):
-            seq = sorted((v.bptt, bpc[v]) for v in rmts if v.memory == m)
+            seq = sorted(((v.bptt, bpc[v]) for v in rmts if v.memory == m),
+                         key=lambda item: math.inf if item[0] == -1 else item[0])  # -1 (full) is the deepest
             if len(seq) < 2:
                 continue
             monotone = all(later < earlier for (_, earlier), (_, later) in zip(seq, seq[1:]))

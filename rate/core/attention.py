@@ -50,9 +50,10 @@ class RelativePositions:
     """Distance table and gather index shared by all layers for one attention call.
 
     Keys sit at positions 0..k_len-1 (Transformer-XL cache, then the current segment's tokens
-    in order); the Q query rows sit at q_start..q_start+Q-1.  ``table`` is (R, d_model), the
-    sinusoids of the R distances d_min..d_max that occur; ``index`` holds, for query i and key j,
-    (q_start + i - j) - d_min.
+    in order); the Q query rows sit at q_start..q_start+Q-1, or at explicit positions ``q_pos`` /
+    ``k_pos`` (the contiguous cache layout).  ``table`` is (R, d_model), the sinusoids of the R
+    distances d_min..d_max that occur; ``index`` holds, for query i and key j,
+    (position of i - position of j) - d_min.
 
     ``q_start`` is a Python int (every batch row alike; index (Q, K), R = Q + k_len - 1, built
     without device-to-host synchronisation), or a (B,) long tensor of per-row starts for queries
@@ -73,6 +74,8 @@ class RelativePositions:
         self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         i = torch.arange(q_len, device=device)
         if isinstance(q_start, torch.Tensor):
+            if q_pos is not None or k_pos is not None:
+                raise ValueError("explicit positions go with an int q_start (every row's queries alike)")
             j = torch.arange(k_len if keys_used is None else keys_used, device=device)
             self.index = (q_start[:, None, None, None] + i[:, None] - j[None, :] + (k_len - 1))  # (B, 1, Q, K)
             # The table depends on k_len only; a decoder that calls every step passes it in.
@@ -85,20 +88,23 @@ class RelativePositions:
                 self.table, self.index = self.table[lo : hi + 1], self.index - lo
             return
         self.q_start, self.k_len = q_start, k_len  # (the factored form below needs them)
-        if q_start + q_len > k_len:
-            raise ValueError(f"query rows {q_start}..{q_start + q_len - 1} lie beyond the {k_len} keys")
-        self.q_pos = q_start + i if q_pos is None else q_pos.to(device)
-        self.k_pos = torch.arange(k_len, device=device) if k_pos is None else k_pos.to(device)
         if q_pos is None and k_pos is None:  # in order: the range is known without a device sync
+            if q_start + q_len > k_len:
+                raise ValueError(f"query rows {q_start}..{q_start + q_len - 1} lie beyond the {k_len} keys")
             d_min, d_max = q_start - (k_len - 1), q_start + q_len - 1
         else:
-            d_min, d_max = int(self.q_pos.min() - self.k_pos.max()), int(self.q_pos.max() - self.k_pos.min())
+            if q_pos is None or k_pos is None or q_pos.shape != (q_len,) or k_pos.shape != (k_len,):
+                raise ValueError(f"explicit positions need q_pos ({q_len},) and k_pos ({k_len},) together")
+            # (given on the CPU, so the range costs no device synchronisation)
+            d_min, d_max = int(q_pos.min() - k_pos.max()), int(q_pos.max() - k_pos.min())
+        self.q_pos = q_start + i if q_pos is None else q_pos.to(device)
+        self.k_pos = torch.arange(k_len, device=device) if k_pos is None else k_pos.to(device)
         self.index = self.q_pos[:, None] - self.k_pos[None, :] - d_min  # (Q, K) long
         self.table = sinusoid_table(torch.arange(d_min, d_max + 1, device=device), d_model)  # (R, D)
 
     def factors(self, d_model: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """sin and cos of the query positions, (Q, d_model/2) each, and the key features
-        [cos(j w), sin(j w)] (K, d_model), for :meth:`RelativeMultiHeadAttention` 's factored
+        [cos(p_j w), sin(p_j w)] (K, d_model) of the key positions p_j, for :meth:`RelativeMultiHeadAttention` 's factored
         scores (int ``q_start`` only).  Angles in float64: positions reach thousands of radians.
         Computed once and shared by every layer of the call."""
         if self._factors is None:

@@ -140,9 +140,10 @@ def single_hop_count(episodes: list[Episode], cfg: RATEExperimentConfig) -> int 
     episode decision sits the same number of memory updates after the start (issue 24)."""
     m = cfg.model
     if (m.kind != "transformer" or not m.backbone.num_mem_tokens or m.num_segments < 2
-            or cfg.window_start != "episode_start" or len(episodes) < 2):
+            or cfg.window_start != "episode_start" or len(episodes) < 2
+            or max(len(ep) for ep in episodes) > m.window_steps):  # cut windows: their ends are not decisions
         return None
-    ends = {min(len(ep) - 1, m.window_steps - 1) // m.segment_steps for ep in episodes}
+    ends = {(len(ep) - 1) // m.segment_steps for ep in episodes}
     return ends.pop() if len(ends) == 1 and min(ends) > 0 else None
 
 

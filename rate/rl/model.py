@@ -59,6 +59,10 @@ class RATEConfig:
                                  f"{self.channels_last}): the CNN encoder needs at least {MIN_IMAGE_SIZE} x "
                                  f"{MIN_IMAGE_SIZE}; read smaller ones as vectors (obs_kind: vector with "
                                  "eval.wrappers: [FlattenObservation])")
+        b = self.backbone
+        if b.cache_position == "contiguous" and b.num_mem_tokens and b.mem_len:
+            raise ValueError("backbone.cache_position 'contiguous' runs in the full-segment forward only; RATE's "
+                             "policies decode step by step (the official layout)")
         if not self.obs_scale > 0:
             raise ValueError(f"model.obs_scale must be positive, got {self.obs_scale}")
 

@@ -109,10 +109,12 @@ RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.
 
 
 def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
-    """``key: saved -> now`` for each config value a resume must not change.  Keys that only one
-    side has are left out: a field added to the schema since the run was saved (its default keeps
-    the old behaviour) must not block resuming it."""
+    """``key: saved -> now`` for each config value a resume must not change.  A field added to the
+    schema since the run was saved counts as its default there (the behaviour the run had): it
+    blocks the resume only when set to something else now."""
     before, now = flatten("", saved, {}), config_row(cfg)
+    defaults = config_row(RATEExperimentConfig(model=type(cfg.model)(backbone=type(cfg.model.backbone)())))
+    before |= {key: defaults[key] for key in set(now) - set(before) if key in defaults}
     return [f"{key}: {before[key]!r} -> {now[key]!r}" for key in sorted(set(before) & set(now))
             if not key.startswith(RESUMABLE_CHANGES) and before[key] != now[key]]
 

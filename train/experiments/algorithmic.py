@@ -29,6 +29,9 @@ class AlgorithmicConfig:
     def __post_init__(self) -> None:
         if self.segments <= 0:
             raise ValueError(f"segments must be positive, got {self.segments}")
+        if self.model.cache_position == "contiguous" and self.model.num_mem_tokens and self.model.mem_len:
+            raise ValueError("model.cache_position 'contiguous' runs in the full-segment forward only; generation "
+                             "decodes step by step (the official layout)")
         if self.eval_samples <= 0:
             raise ValueError(f"eval_samples must be positive, got {self.eval_samples}")
         if self.task.input_len % self.segments:

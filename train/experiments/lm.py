@@ -54,7 +54,8 @@ def evaluate_stream(model: RecurrentLM, stream: OrderedStream, max_segments: int
     """Read the stream in order carrying memory and cache; bits per character over every target.
 
     Returns {"bpc", "loss" (nats per character), "tokens", "bpc_head" (the first ``head``
-    positions of every segment), "bpc_tail" (the rest), "bpc_by_position" (one per position)}.
+    positions of every segment), "bpc_tail" (the rest; each None when it has no position),
+    "bpc_by_position" (one per position)}.
     """
     was_training = model.training
     model.eval()
@@ -71,12 +72,15 @@ def evaluate_stream(model: RecurrentLM, stream: OrderedStream, max_segments: int
         counts[: y.shape[1]] += y.shape[0]
     model.train(was_training)
 
-    def bits(part: slice) -> float:
-        return float(sums[part].sum() / counts[part].sum() / math.log(2))
+    if not counts.sum():
+        raise ValueError("the stream has no segment to evaluate")
+
+    def bits(part: slice) -> float | None:  # None for no position (a head of the whole segment)
+        n = counts[part].sum()
+        return float(sums[part].sum() / n / math.log(2)) if n else None
 
     loss = float(sums.sum() / counts.sum())
-    head = min(head, stream.segment_len)
+    head = max(0, min(head, stream.segment_len))
     return {"bpc": loss / math.log(2), "loss": loss, "tokens": int(counts.sum()),
-            "bpc_head": bits(slice(0, head)),
-            "bpc_tail": bits(slice(head, None)) if head < stream.segment_len else float("nan"),
+            "bpc_head": bits(slice(0, head)), "bpc_tail": bits(slice(head, None)),
             "bpc_by_position": (sums / counts.clamp(min=1) / math.log(2)).tolist()}
