@@ -14,7 +14,6 @@ step function (torch.export or onnxruntime) with the recurrent state between cal
 from __future__ import annotations
 
 import itertools
-import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -261,21 +260,13 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
 
 
 def video_env(ev, length: int | None, folder: Path, index: int):
-    """The evaluation environment rendering ``rgb_array``, each episode recorded to ``folder``
-    as ``<env>-T<length>-env<i>-episode-0.mp4``."""
-    import gymnasium as gym
-
-    from rate.data.spaces import wrap_env
-    from rate.rl.experiment import eval_env_kwargs
+    """The evaluation environment recording every episode to ``folder`` as
+    ``<env>-T<length>-env<i>-episode-0.mp4`` (ImportError without moviepy)."""
+    from rate.rl.experiment import make_eval_env
 
     try:
         import moviepy  # noqa: F401  (RecordVideo's encoder)
     except ImportError:
         raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
-    env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
     name = f"{ev.env_id.split(':')[-1].replace('/', '_')}{'' if length is None else f'-T{length}'}-env{index}"
-    with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
-        warnings.simplefilter("ignore")
-        env = gym.wrappers.RecordVideo(env, str(folder), episode_trigger=lambda _: True, name_prefix=name,
-                                       disable_logger=True)
-    return wrap_env(env, ev.wrappers)
+    return make_eval_env(ev, length, video=(folder, name))

@@ -14,6 +14,7 @@ from typing import Any, Callable
 from rate.checkpoint import CheckpointError, RunFolder, check_run_dir, exclusive_run_dir
 from rate.config import ConfigError, describe_config, load_yaml
 from rate.cli.records import record_run
+from rate.training import positive_int
 
 # Errors that mean bad input (config, data, checkpoint, a diverging run), not a bug: one line each.
 USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, CheckpointError, FloatingPointError)
@@ -57,14 +58,8 @@ def invoked_as(console: str) -> str:
 def add_device_arguments(parser: argparse.ArgumentParser, threads: int | None = 2) -> None:
     """--device and --threads, the same on every command (train, eval, export)."""
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (train: default the config's train.device)")
-    parser.add_argument("--threads", type=_positive_int, default=threads,
+    parser.add_argument("--threads", type=positive_int, default=threads,
                         help="torch CPU threads (train: default the config's train.threads)")
-
-
-def _positive_int(text: str) -> int:
-    from rate.training import positive_int
-
-    return positive_int(text)
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_root: str, resume: bool = True) -> None:

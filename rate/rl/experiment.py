@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -176,11 +177,20 @@ def eval_env_kwargs(ev: EvalConfig, length: int | None) -> dict[str, Any]:
     return {**ev.env_kwargs, **({} if length is None else {ev.length_kwarg: length})}
 
 
-def make_eval_env(ev: EvalConfig, length: int | None = None) -> gym.Env:
-    """The evaluation environment at ``length`` (None: its own), inside ``ev.wrappers``."""
+def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, str] | None = None) -> gym.Env:
+    """The evaluation environment at ``length`` (None: its own), inside ``ev.wrappers``.
+    ``video`` (folder, name prefix): rendering ``rgb_array``, every episode recorded by
+    ``gymnasium.wrappers.RecordVideo`` (its encoder is moviepy, the ``video`` extra)."""
     from rate.data.spaces import wrap_env
 
-    return wrap_env(gym.make(ev.env_id, **eval_env_kwargs(ev, length)), ev.wrappers)
+    if video is None:
+        return wrap_env(gym.make(ev.env_id, **eval_env_kwargs(ev, length)), ev.wrappers)
+    env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
+    with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
+        warnings.simplefilter("ignore")
+        env = gym.wrappers.RecordVideo(env, str(video[0]), episode_trigger=lambda _: True, name_prefix=video[1],
+                                       disable_logger=True)
+    return wrap_env(env, ev.wrappers)
 
 
 def eval_lengths(ev: EvalConfig, final: bool = False) -> list[int | None]:

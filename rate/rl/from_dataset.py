@@ -33,16 +33,16 @@ _TRANSFORMER = {"n_layers": 3, "d_model": 128, "n_heads": 4, "d_head": 32, "d_in
 # memory tokens carried over 3 segments of 20 steps, TrXL through a cache of the 2 previous
 # segments, DT through one 60-step window slid over the episode; BC-GRU carries a GRU state
 # through the episode, BC-MLP sees the current step only.
+def _segmented(**backbone: Any) -> dict[str, Any]:
+    """A Transformer preset decoded in 3 segments of 20 steps by the streaming policy."""
+    return {"model": {"segment_steps": 20, "num_segments": 3, "backbone": _TRANSFORMER | backbone},
+            "policy": "streaming"}
+
+
 MODEL_PRESETS: dict[str, dict[str, Any]] = {
-    "rate": {"model": {"segment_steps": 20, "num_segments": 3,
-                       "backbone": _TRANSFORMER | {"num_mem_tokens": 5, "memory_update": "mrv", "mrv_heads": 2}},
-             "policy": "streaming"},
-    "rmt": {"model": {"segment_steps": 20, "num_segments": 3,
-                      "backbone": _TRANSFORMER | {"num_mem_tokens": 5, "memory_update": "rmt"}},
-            "policy": "streaming"},
-    "trxl": {"model": {"segment_steps": 20, "num_segments": 3,
-                       "backbone": _TRANSFORMER | {"num_mem_tokens": 0, "memory_update": "rmt", "mem_len": 120}},
-             "policy": "streaming"},
+    "rate": _segmented(num_mem_tokens=5, memory_update="mrv", mrv_heads=2),
+    "rmt": _segmented(num_mem_tokens=5, memory_update="rmt"),
+    "trxl": _segmented(num_mem_tokens=0, memory_update="rmt", mem_len=120),
     "dt": {"model": {"segment_steps": 60, "num_segments": 1,
                      "backbone": _TRANSFORMER | {"num_mem_tokens": 0, "memory_update": "rmt"}},
            "policy": "window"},
