@@ -5,7 +5,8 @@ import re
 import pytest
 import torch
 
-from rate.tasks.algorithmic import SEP, TaskConfig, sqeq_line_width, decode_sqeq, generate, sqeq_problems
+from rate.tasks.algorithmic import (SEP, TaskConfig, context_guess_accuracy, decode_sqeq, generate, sqeq_line_width,
+                                   sqeq_problems)
 from train.experiments.algorithmic import AlgorithmicConfig, evaluate
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTConfig
@@ -36,6 +37,21 @@ def test_retrieval_answer_is_the_value_of_the_query_key():
         keys, values = row[0:8:2], row[1:8:2]
         assert len(set(keys)) == 4 and row[8] in keys and row[9] == SEP
         assert row[10] == values[keys.index(row[8])]
+
+
+def test_context_guess_accuracy_is_the_most_frequent_value_guess():
+    """The retrieval plateau, brute force: answer one of the most frequent context values at random."""
+    task = TaskConfig(name="retrieval")
+    z = generate(task, 500, 1)
+    expected = []
+    for row in z.tolist():
+        values = row[1:8:2]
+        top = max(values.count(v) for v in values)
+        most_frequent = {v for v in values if values.count(v) == top}
+        expected.append((row[10] in most_frequent) / len(most_frequent))
+    assert context_guess_accuracy(task, z) == pytest.approx(sum(expected) / len(expected))
+    with pytest.raises(ValueError, match="retrieval"):
+        context_guess_accuracy(TaskConfig(name="copy"), generate(TaskConfig(name="copy"), 2, 0))
 
 
 def test_sqeq_lines_are_arithmetically_right():

@@ -35,3 +35,14 @@ def test_copy_at_nine_segments_states_whether_the_claim_holds():
     rows = [row(f"copy24/{m}/seg9/seed{s}", "512", acc) for m, accs in (("rmt", (0.4, 0.2)), ("trxl", (0.3, 0.25)))
             for s, acc in enumerate(accs)]
     assert "the claim **does not hold** here" in render(rows, "p.png")
+
+
+def test_retrieval_reports_when_each_seed_left_the_plateau():
+    plateau = {"context_guess_acc": "0.38", "train.eval_every": "1000"}
+    rows = [row("retrieval20k/transformer/seg1/seed0", "1024", 0.8) | plateau | {"left_plateau_step": "12000"},
+            row("retrieval20k/transformer/seg1/seed1", "1024", 0.4) | plateau | {"left_plateau_step": ""},
+            row("retrieval20k/rmt/seg2/seed0", "1024", 0.4)]  # recorded before the column: left out
+    text = render(rows, "p.png")
+    assert "| 1 | 12000, not in 3000 | - | - |" in text
+    exits = text[text.index("left the plateau"):]
+    assert "| 2 |" not in exits[: exits.index("##")]

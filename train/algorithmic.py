@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from rate.tasks.algorithmic import generate
-from train.experiments.algorithmic import CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate
+from train.experiments.algorithmic import (CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate,
+                                           left_plateau)
 from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
 from rate.training import TrainingLoop, resolve_device, setup_process
@@ -28,7 +29,9 @@ from rate.cli.run import add_run_arguments, make_parser, run_and_record
 def train(
     cfg: AlgorithmicConfig, out: Path | None = None, progress: bool = True
 ) -> tuple[torch.nn.Module, dict[str, float]]:
-    """Train per ``cfg``; returns the model and the final test metrics (plus wall time)."""
+    """Train per ``cfg``; returns the model and the final test metrics (plus wall time; for
+    retrieval also ``left_plateau_step``, the first evaluation step clearly above the context-guess
+    plateau, None if none was)."""
     tc = cfg.train
     setup_process(tc.seed, tc.threads)
     device = resolve_device(tc.device)
@@ -36,6 +39,7 @@ def train(
     task = cfg.task
     loop = TrainingLoop(model, tc, out / "tb" if out is not None else None, f"{task.name} x{cfg.segments}", progress)
     start = time.time()
+    plateau_exit = None
     model.train()
     while not loop.done:
         # Batch `step` of seed s is a pure function of (s, step): reruns see identical data.
@@ -48,9 +52,13 @@ def train(
             metrics = evaluate(model, task, min(256, cfg.eval_samples), seed=tc.seed)
             loop.bar.set_postfix(loss=f"{loss.item():.3f}", gen_acc=f"{metrics['gen_token_acc']:.3f}")
             loop.log("eval", metrics)
+            if task.name == "retrieval" and plateau_exit is None and left_plateau(metrics):
+                plateau_exit = loop.step
     train_time = time.time() - start
     metrics = evaluate(model, task, cfg.eval_samples, seed=tc.seed)
     metrics.update(train_seconds=round(train_time, 1), params=sum(p.numel() for p in model.parameters()))
+    if task.name == "retrieval":
+        metrics["left_plateau_step"] = plateau_exit
     loop.close()
     return model, metrics
 

@@ -213,6 +213,19 @@ def decode_sqeq(tokens: torch.Tensor | list[int]) -> str:
     return "".join(out)
 
 
+def context_guess_accuracy(task: TaskConfig, z: torch.Tensor) -> float:
+    """Retrieval's plateau: the expected accuracy of answering the most frequent value among the
+    context's pairs (a tie broken at random), which needs no key-value binding.  z (B, T+1)."""
+    if task.name != "retrieval":
+        raise ValueError(f"the context-guess level is defined for retrieval, not {task.name}")
+    values = z[:, 1 : 2 * task.n_pairs : 2]  # (B, n_pairs)
+    counts = (values[:, :, None] == values[:, None, :]).sum(-1)  # (B, n_pairs): each value's frequency
+    top = counts == counts.max(1, keepdim=True).values
+    answer_is_top = (top & (values == z[:, -1:])).any(1)
+    n_top_values = (top.float() / counts.float()).sum(1)  # distinct values sharing the top count
+    return (answer_is_top.float() / n_top_values).mean().item()
+
+
 def answer_metrics(pred: torch.Tensor, target: torch.Tensor) -> dict[str, float]:
     """pred, target: (B, A) answer tokens -> per-token accuracy and whole-answer exact match."""
     correct = pred == target

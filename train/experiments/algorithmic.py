@@ -7,12 +7,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from rate.tasks.algorithmic import TaskConfig, answer_metrics, generate
+from rate.tasks.algorithmic import TaskConfig, answer_metrics, context_guess_accuracy, generate
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTConfig
 from rate.training import TrainConfig
 
 CHECKPOINT_KIND = "algorithmic"
+PLATEAU_MARGIN = 0.1  # retrieval has left its plateau once accuracy beats the context guess by this
+#                       (about 3 standard errors of an accuracy on the 256 samples of an evaluation)
 TEST_SEED_OFFSET = 1_000_003  # test samples come from a seed stream disjoint from training
 
 
@@ -61,7 +63,9 @@ def evaluate(model: RecurrentLM, task: TaskConfig, n_samples: int, seed: int, ba
     gen_token_acc: per-token accuracy of free-running greedy generation on the answer (the
     RMT paper's Fig. 3-4 metric); answer_acc: fraction of samples whose final answer is generated
     exactly (the whole answer; for sqeq the answer slot, the paper's Table 1 metric);
-    tf_token_acc: teacher-forced per-token accuracy on the answer; loss: answer cross-entropy.
+    tf_token_acc: teacher-forced per-token accuracy on the answer; loss: answer cross-entropy;
+    retrieval only, context_guess_acc: the same samples' plateau level
+    (:func:`rate.tasks.algorithmic.context_guess_accuracy`).
     """
     was_training = model.training
     model.eval()
@@ -78,4 +82,12 @@ def evaluate(model: RecurrentLM, task: TaskConfig, n_samples: int, seed: int, ba
         sums["gen_token_acc"] += answer_metrics(gen[:, -a:], z[:, -a:])["token_acc"] * len(z)
         sums["answer_acc"] += answer_metrics(gen[:, -exact_span:], z[:, -exact_span:])["exact"] * len(z)
     model.train(was_training)
-    return {k: v / len(z_all) for k, v in sums.items()}
+    metrics = {k: v / len(z_all) for k, v in sums.items()}
+    if task.name == "retrieval":
+        metrics["context_guess_acc"] = context_guess_accuracy(task, z_all)
+    return metrics
+
+
+def left_plateau(metrics: dict[str, float]) -> bool:
+    """Whether an evaluation's accuracy is clearly above retrieval's context-guess plateau."""
+    return metrics["gen_token_acc"] > metrics["context_guess_acc"] + PLATEAU_MARGIN
