@@ -10,6 +10,9 @@ Observation, float32 (3,): [choose now (1 at t = 0), recall now (1 at t = T - 1)
 in {-1, 0, 1}].  Actions: Discrete(3): 0, 1, 2 (no-op).  A no-op as the first action is a choice
 that can never be matched.  The episode terminates after the recall step, T steps in all.
 (The reference code's observation is [state, flag, noise]; this layout is our own.)
+
+Every ``info`` reports ``cue_step`` (0: the cue is the action taken after the first observation)
+and ``decision`` (whether the action taken now is the recall), as T-Maze's does.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ class ActionAssociativeRetrievalEnv(gym.Env):
         self.episode_length = int((options or {}).get("episode_length", self.default_length))
         _check_length(self.episode_length)
         self.t, self.first_action = 0, None
-        return self._obs(), {"episode_length": self.episode_length}
+        return self._obs(), {"episode_length": self.episode_length, **self._cue_info()}
+
+    def _cue_info(self) -> dict[str, Any]:
+        return {"cue_step": 0, "decision": self.t == self.episode_length - 1}
 
     def step(self, action):
         if not self.action_space.contains(action):
@@ -59,7 +65,7 @@ class ActionAssociativeRetrievalEnv(gym.Env):
             reward = 1.0 if self.first_action != NOOP and action == self.first_action else 0.0
         self.t += 1
         info = {"success": reward > 0} if terminated else {}
-        return self._obs(), reward, terminated, False, info
+        return self._obs(), reward, terminated, False, {**info, **self._cue_info()}
 
     def render(self):
         return f"t={self.t}/{self.episode_length} first={self.first_action}"
@@ -71,6 +77,12 @@ def oracle_action(env: ActionAssociativeRetrievalEnv, choice: int) -> int:
     if env.t == 0:
         return choice
     return env.first_action if env.t == env.episode_length - 1 else NOOP
+
+
+def episode_oracle(rng: np.random.Generator):
+    """A fresh oracle for one episode: a first choice of 0 or 1 drawn from ``rng``, recalled at the end."""
+    choice = int(rng.integers(0, 2))
+    return lambda env: oracle_action(env, choice)
 
 
 def _check_length(length: int) -> None:

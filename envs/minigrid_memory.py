@@ -18,6 +18,10 @@ window (walls block the view; never the full grid), either
 
 Actions are the three that matter: 0 turn left, 1 turn right, 2 forward.
 
+Every ``info`` reports ``cue_step`` (the last step whose observation showed the cue; -1 before the
+first) and ``decision`` (the agent stands at the split facing one of the two objects, where its
+next action depends on the cue), as T-Maze's does.
+
 ``reward="timed"`` keeps MiniGrid's 1 - 0.9 t / max_steps; ``reward="success"`` pays 1 for the
 matching object and nothing else.  For return-conditioned models the timed reward leaks the
 decision into offline data: turning back from the wrong upper object makes the path longer and the
@@ -93,6 +97,11 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
         frame = self.env.unwrapped.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
         return np.ascontiguousarray(frame.transpose(2, 0, 1))
 
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._cue_step = -1
+        return self.observation(obs), {**info, **self._cue_info(obs)}
+
     def step(self, action):
         if not self.action_space.contains(action):
             raise ValueError(f"invalid MiniGrid-Memory action {action!r}; expected 0 (left), 1 (right), 2 (forward)")
@@ -101,7 +110,18 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
             info = {**info, "success": reward > 0}
         if self.reward_kind == "success":
             reward = float(reward > 0)
-        return self.observation(obs), reward, terminated, truncated, info
+        return self.observation(obs), reward, terminated, truncated, {**info, **self._cue_info(obs)}
+
+    def _cue_info(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """Where the cue was last seen (read from the agent's own view) and whether this is a decision."""
+        env = self.env.unwrapped
+        mid = env.height // 2
+        cue = env.grid.get(1, mid - 1)  # MemoryEnv puts the cue there
+        view = env.relative_coords(1, mid - 1)
+        if view is not None and obs["image"][view[0], view[1], 0] == OBJECT_TO_IDX[cue.type]:
+            self._cue_step = env.step_count
+        at_split = tuple(int(v) for v in env.agent_pos) == (int(env.success_pos[0]), mid)
+        return {"cue_step": self._cue_step, "decision": at_split and int(env.agent_dir) in (1, 3)}
 
 
 class MemoryOracle:
@@ -139,6 +159,11 @@ class MemoryOracle:
         if pos == split and direction == goal_dir:
             return FORWARD  # onto success_pos: next to the matching object
         return _navigate(env, pos, direction, split, final_dir=goal_dir)
+
+
+def episode_oracle(rng: np.random.Generator) -> MemoryOracle:
+    """A fresh oracle for one episode (``rng`` unused: the oracle acts on what it sees)."""
+    return MemoryOracle()
 
 
 def _navigate(env: MemoryEnv, pos: tuple[int, int], direction: int, target: tuple[int, int], final_dir: int) -> int:

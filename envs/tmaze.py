@@ -6,6 +6,11 @@ the clue.  Observation, float32 (4,): [y, clue, junction flag, noise], noise uni
 every step.  Actions: 0 right (+x), 1 up, 2 left (-x), 3 down; a move that leaves the maze keeps
 the agent in place.  Reward 1 for turning to the clue's side at the junction, 0 otherwise; the
 episode terminates when the agent turns at the junction and is truncated after T = L + 2 steps.
+
+Every ``info`` (from reset and step) reports, for the observation it comes with, ``cue_step``
+(the step whose observation last showed the clue: always 0) and ``decision`` (whether the action
+taken now is scored against the clue: at the junction); ``eval.teacher_forced --by-boundaries``
+groups decisions by the segment boundaries between the two.
 """
 
 from __future__ import annotations
@@ -60,7 +65,10 @@ class TMazeEnv(gym.Env):
             raise ValueError(f"goal must be +1 or -1, got {goal}")
         self.goal = int(goal) if goal is not None else int(self.np_random.choice([-1, 1]))
         self.x = self.y = self.t = 0
-        return self._obs(), {"goal": self.goal, "corridor_length": self.corridor_length}
+        return self._obs(), {"goal": self.goal, "corridor_length": self.corridor_length, **self._cue_info()}
+
+    def _cue_info(self) -> dict[str, Any]:
+        return {"cue_step": 0, "decision": self.x == self.corridor_length}
 
     def step(self, action):
         if not self.action_space.contains(action):
@@ -78,12 +86,17 @@ class TMazeEnv(gym.Env):
         self.t += 1
         truncated = not terminated and self.t >= self.time_limit
         info = {"success": reward > 0} if terminated or truncated else {}
-        return self._obs(), reward, terminated, truncated, info
+        return self._obs(), reward, terminated, truncated, {**info, **self._cue_info()}
 
     def render(self):
         cells = ["."] * (self.corridor_length + 1)
         cells[self.x] = "A"
         return f"goal {'up' if self.goal > 0 else 'down'} t={self.t} |{''.join(cells)}| y={self.y}"
+
+
+def episode_oracle(rng: np.random.Generator):
+    """A fresh oracle for one episode (``rng`` unused: the oracle has no choice to make)."""
+    return oracle_action
 
 
 def oracle_action(env: TMazeEnv) -> int:

@@ -57,6 +57,14 @@ def test_oracle_always_succeeds(length):
         assert reward == 1.0 and steps == length
 
 
+def test_info_puts_the_cue_at_the_first_step_and_the_decision_at_the_recall():
+    env = ActionAssociativeRetrievalEnv(episode_length=4)
+    _, info = env.reset(seed=0)
+    infos = [info] + [env.step(a)[4] for a in (1, NOOP, NOOP)]  # the last info follows the episode's end
+    assert [i["cue_step"] for i in infos] == [0, 0, 0, 0]
+    assert [i["decision"] for i in infos] == [False, False, False, True]
+
+
 def test_bad_actions_and_lengths_are_refused():
     with pytest.raises(ValueError, match="episode_length must be >= 2"):
         ActionAssociativeRetrievalEnv(episode_length=1)

@@ -159,3 +159,19 @@ def test_rgb_variant_trains_through_the_cnn_encoder(tmp_path):
     })
     _, metrics = train(cfg, tmp_path / "run", progress=False)
     assert 0.0 <= metrics["eval"][11]["success"] <= 1.0
+
+
+def test_info_reports_where_the_cue_was_last_seen_and_the_decision():
+    """The oracle last sees the cue size - 2 steps before it faces the first object at the split."""
+    for size in (13, 21):
+        env = gym.make("rate/MiniGridMemory-v0", size=size)
+        oracle = MemoryOracle()
+        _, info = env.reset(seed=3)
+        infos, done = [info], False
+        assert info["cue_step"] == -1 and not info["decision"]
+        while not done:
+            _, _, terminated, truncated, info = env.step(oracle(env.unwrapped))
+            infos.append(info)
+            done = terminated or truncated
+        decisions = [t for t, i in enumerate(infos) if i["decision"]]
+        assert decisions and decisions[0] - infos[decisions[0]]["cue_step"] == size - 2

@@ -36,3 +36,45 @@ def test_bad_checkpoint_and_arguments_give_one_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main([str(tmp_path), "--last", "0"])
     assert exc.value.code == 2
+
+
+class RemembersOneSegment(torch.nn.Module):
+    """A T-Maze policy whose memory ends at its segment: it turns towards a clue seen in the same
+    segment of K steps, and walks right otherwise."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        self.k = k
+
+    def forward(self, obs, actions, rtg, valid):
+        clue, at_junction = obs[0, :, 1], obs[0, :, 2] > 0
+        t = torch.arange(obs.shape[1])
+        seen = torch.stack([clue[(t // self.k) == (i // self.k)].sum() for i in t.tolist()])
+        action = torch.where(at_junction & (seen > 0), 1, torch.where(at_junction & (seen < 0), 3, 0))
+        return torch.nn.functional.one_hot(action, 4).float()[None], None
+
+
+def test_decisions_are_grouped_by_the_segment_boundaries_between_cue_and_decision():
+    from tests.tiny_tmaze import tiny
+
+    from eval.teacher_forced import accuracy_by_boundaries, boundary_table, oracle_episodes
+
+    cfg = tiny()
+    # K = 4: at T = 4 the junction (step 2) shares segment 0 with the clue; at T = 7 it is step 5,
+    # one boundary later; at T = 12 step 10, two.
+    by_length = {t: accuracy_by_boundaries(RemembersOneSegment(4), oracle_episodes(cfg, t, 6, seed=0), 4, 1.0)
+                 for t in (4, 7, 12)}
+    assert by_length == {4: {0: (6, 6)}, 7: {1: (0, 6)}, 12: {2: (0, 6)}}
+    table = boundary_table(by_length)
+    assert "| 0 | 1.000 (6) | - | - |" in table and "| 2 | - | - | 0.000 (6) |" in table
+
+
+def test_an_environment_without_an_oracle_is_one_error():
+    import pytest
+    from tests.tiny_tmaze import tiny
+
+    from eval.teacher_forced import oracle_episodes
+
+    cfg = tiny(**{"eval.env_id": "CartPole-v1", "eval.length_kwarg": "max_episode_steps"})
+    with pytest.raises(ValueError, match="has no oracle"):
+        oracle_episodes(cfg, None, 2, seed=0)

@@ -29,6 +29,13 @@ def test_observation_carries_the_clue_only_first():
     assert env.observation_space.contains(obs)
 
 
+def test_info_reports_the_clue_step_and_the_decision_at_the_junction():
+    env = TMazeEnv(corridor_length=2)
+    _, info = env.reset(seed=0)
+    infos = [info] + [env.step(RIGHT)[4] for _ in range(2)]
+    assert [i["cue_step"] for i in infos] == [0, 0, 0] and [i["decision"] for i in infos] == [False, False, True]
+
+
 def test_noise_takes_all_three_values():
     env = TMazeEnv(corridor_length=50)
     env.reset(seed=0)
