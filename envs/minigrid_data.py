@@ -2,6 +2,12 @@
 
     python -m envs.minigrid_data --size 13 --episodes 1000 --noise 0.1 [--observation symbolic|rgb]
         [--view-size 3] [--tile-size 12] [--reward timed|success] [--seed 0] [--dataset-id ...]
+    python -m envs.minigrid_data --sizes 13 21 31 ...     # each episode's grid size drawn from the list
+
+The oracle last sees the cue size - 2 steps before its decision, so one grid size trains a memory
+model on one or two segment-boundary counts between cue and decision (13 x 13 in segments of 10
+steps: 1 or 2), and larger grids need more; a mixture of sizes covers the counts the evaluation
+sizes need (``python -m eval.teacher_forced CKPT --by-boundaries`` shows which ones a run learned).
 
 Each step of the horizontal part of the maze (before the split) takes a uniformly random action
 (left, right, forward) with probability ``noise`` instead of the oracle's; the oracle re-plans
@@ -28,19 +34,26 @@ from .recording import check_noise, generator_main, record_episode, write_oracle
 from rate.data.minari_writer import check_dataset_id
 
 
-def default_dataset_id(size: int, observation: str, reward: str = "timed") -> str:
+def default_dataset_id(size: int | list[int], observation: str, reward: str = "timed") -> str:
     kind = observation if reward == "timed" else f"{observation}-{reward}"
-    return f"rate/minigrid-memory/oracle-S{size}-{kind}-v0"
+    sizes = "-".join(map(str, size)) if isinstance(size, list) else size
+    return f"rate/minigrid-memory/oracle-S{sizes}-{kind}-v0"
 
 
-def generate_minigrid_dataset(size: int, episodes: int, seed: int, noise: float = 0.1, observation: str = "symbolic",
-                              view_size: int = 3, tile_size: int = 12, dataset_id: str | None = None,
-                              overwrite: bool = False, reward: str = "timed") -> minari.MinariDataset:
+def generate_minigrid_dataset(size: int | list[int], episodes: int, seed: int, noise: float = 0.1,
+                              observation: str = "symbolic", view_size: int = 3, tile_size: int = 12,
+                              dataset_id: str | None = None, overwrite: bool = False,
+                              reward: str = "timed") -> minari.MinariDataset:
+    """``size``: one grid size, or a list to draw each episode's size from (uniformly; the dataset
+    records the environment at the first size)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     check_noise(noise)
-    env = gym.make("rate/MiniGridMemory-v0", size=size, observation=observation, view_size=view_size,
-                   tile_size=tile_size, reward=reward)  # checks size, view, observation and reward kind
+    sizes = list(size) if isinstance(size, list) else [size]
+    if not sizes or len(set(sizes)) != len(sizes):
+        raise ValueError(f"sizes must be distinct and at least one, got {sizes}")
+    envs = {s: gym.make("rate/MiniGridMemory-v0", size=s, observation=observation, view_size=view_size,
+                        tile_size=tile_size, reward=reward) for s in sizes}  # checks size, view, observation, reward
     dataset_id = dataset_id or default_dataset_id(size, observation, reward)
     check_dataset_id(dataset_id, overwrite)  # fails before the episodes are played; deletes nothing
     rng = np.random.default_rng(seed)
@@ -54,8 +67,11 @@ def generate_minigrid_dataset(size: int, episodes: int, seed: int, noise: float 
         return oracle(e)
 
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
+    # Sizes from their own stream, so that a one-size dataset stays what it was before the option.
+    grid = np.random.default_rng([seed, 1]).choice(sizes, size=episodes) if len(sizes) > 1 else [sizes[0]] * episodes
     buffers = []
-    for i, s in enumerate(seeds):
+    for i, (s, g) in enumerate(zip(seeds, grid)):
+        env = envs[int(g)]
         try:
             buffers.append(record_episode(env, choose, int(s), i))
         except AssertionError as err:
@@ -63,14 +79,16 @@ def generate_minigrid_dataset(size: int, episodes: int, seed: int, noise: float 
                 raise  # the oracle alone failed: a bug, not a setting
             raise ValueError(f"episode {i} (seed {s}) failed: with {noise:.0%} random actions the oracle's detours "
                              f"used up the episode's {env.unwrapped.max_steps} steps; use a lower --noise") from err
-    description = (f"MiniGrid-Memory {size}x{size}, {observation} {view_size}x{view_size} view, {reward} reward, oracle with "
+    grids = " or ".join(f"{s}x{s}" for s in sizes)
+    description = (f"MiniGrid-Memory {grids}, {observation} {view_size}x{view_size} view, {reward} reward, oracle with "
                    f"{noise:.0%} random actions before the split, seed {seed}")
-    return write_oracle_dataset(dataset_id, buffers, env, description, overwrite=overwrite)
+    return write_oracle_dataset(dataset_id, buffers, envs[sizes[0]], description, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m envs.minigrid_data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=13, help="grid size of every training episode (odd, >= 9)")
+    parser.add_argument("--sizes", type=int, nargs="+", help="draw each episode's grid size from these instead")
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=0.1, help="chance of a random action before the split")
     parser.add_argument("--observation", choices=list(OBSERVATIONS), default="symbolic")
@@ -84,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overwrite", action="store_true")
     args = parser.parse_args(argv)
     return generator_main(lambda: generate_minigrid_dataset(
-        args.size, args.episodes, args.seed, args.noise, args.observation, args.view_size, args.tile_size,
+        args.sizes or args.size, args.episodes, args.seed, args.noise, args.observation, args.view_size, args.tile_size,
         args.dataset_id, args.overwrite, args.reward))
 
 

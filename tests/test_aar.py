@@ -94,6 +94,17 @@ def test_dataset_round_trip_noise_and_environment_recovery():
         generate_aar_dataset(length=10, episodes=40, seed=2)
 
 
+def test_mixed_lengths_cover_the_range_and_every_episode_recalls_its_first_action():
+    generate_aar_dataset(length=12, episodes=60, seed=0, noise=0.1, min_length=3)
+    lengths = []
+    for ep in minari.load_dataset("rate/aar/oracle-T3to12-v0").iterate_episodes():
+        lengths.append(len(ep.actions))
+        assert ep.rewards.sum() == 1.0 and ep.actions[-1] == ep.actions[0]
+    assert min(lengths) == 3 and max(lengths) == 12 and len(set(lengths)) == 10
+    with pytest.raises(ValueError, match="min_length must be in 2 .. length = 12"):
+        generate_aar_dataset(length=12, episodes=4, seed=0, min_length=13)
+
+
 @pytest.mark.slow
 def test_tiny_rmt_learns_to_recall_its_own_action_beyond_the_training_length(tmp_path):
     """The memory-token decoder trained on T = 12 (3 segments of 4 steps) repeats its first action

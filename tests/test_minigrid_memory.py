@@ -110,6 +110,23 @@ def test_dataset_round_trip_holds_detours_and_recovers_the_environment():
     assert gym.make("rate/MiniGridMemory-v0", size=41).observation_space.shape == (27,)
 
 
+def test_a_size_mixture_draws_each_episode_from_one_of_the_sizes():
+    """Episode i of a mixture is episode i of the one-size dataset of its drawn size (same seeds)."""
+    mixed = generate_minigrid_dataset(size=[9, 11], episodes=10, seed=0, noise=0.0)
+    assert mixed.spec.dataset_id == "rate/minigrid-memory/oracle-S9-11-symbolic-v0"
+    single = {s: list(generate_minigrid_dataset(size=s, episodes=10, seed=0, noise=0.0).iterate_episodes())
+              for s in (9, 11)}
+    sources = []
+    for i, ep in enumerate(mixed.iterate_episodes()):
+        match = [s for s in (9, 11) if np.array_equal(ep.observations, single[s][i].observations)
+                 and np.array_equal(ep.actions, single[s][i].actions)]
+        assert len(match) >= 1
+        sources.append(match[0])
+    assert set(sources) == {9, 11}
+    with pytest.raises(ValueError, match="distinct"):
+        generate_minigrid_dataset(size=[9, 9], episodes=2, seed=0)
+
+
 def test_tiny_rate_learns_to_walk_to_the_split_and_end_the_episode(tmp_path):
     """RATE trained on 9 x 9 grids (one-hot 3 x 3 view) learns the walk: room, hallway, split, and
     a step next to an object, ending the episode long before the time limit.
