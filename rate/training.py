@@ -40,6 +40,10 @@ class TrainConfig:
     # extra; project "rate", run named after the run folder, files in ./wandb or WANDB_DIR;
     # WANDB_MODE=offline needs no network).
     logger: Literal["tensorboard", "wandb"] = "tensorboard"
+    # fp32, or bf16: forward and loss under torch.autocast in bfloat16 (CPUs with avx512_bf16 or
+    # AMX, CUDA); weights, gradients and optimiser state stay fp32, so no loss scaling is needed.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False  # torch.compile the training forward (the first steps compile: a minute or more on a CPU)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "threads"):
@@ -47,6 +51,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError("train.lr and train.grad_clip must be positive, warmup_steps >= 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:  # a negative ratio would turn the step into ascent
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.weight_decay < 0 or self.seed < 0:
@@ -102,6 +108,12 @@ def setup_process(seed: int, threads: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def compiled(fn: Callable, cfg: TrainConfig) -> Callable:
+    """A module or function through torch.compile when train.compile is set (a module's
+    parameters are shared; evaluation keeps using the eager one), else itself."""
+    return torch.compile(fn) if cfg.compile else fn
 
 
 def resolve_device(name: str) -> torch.device:
@@ -186,6 +198,12 @@ class TrainingLoop:
     def evaluation_due(self) -> bool:
         """Every ``eval_every`` batches, and after the last."""
         return self.step % self.cfg.eval_every == 0 or self.step == self.cfg.steps
+
+    def autocast(self) -> torch.autocast:
+        """The context of a training forward and its loss: bfloat16 autocast when train.precision
+        is bf16, a no-op for fp32."""
+        device = next(self.model.parameters()).device.type
+        return torch.autocast(device, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
 
     def optimise(self, loss: torch.Tensor) -> torch.Tensor:
         """Backpropagate ``loss``, clip the gradient norm to ``grad_clip``, step the optimiser;

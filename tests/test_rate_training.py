@@ -117,3 +117,51 @@ def test_a_batch_larger_than_the_dataset_is_named(tmp_path):
                   "eval.lengths": [12]})
     with pytest.warns(UserWarning, match="200 training windows, fewer than train.batch_size 256"):
         train(cfg, tmp_path / "run", progress=False)
+
+
+def test_bf16_forward_runs_in_bfloat16_and_keeps_fp32_weights_and_gradients():
+    from rate.rl.experiment import build_policy_model
+    from rate.training import TrainConfig, TrainingLoop
+
+    cfg = tiny()
+    model = build_policy_model(cfg.model)
+    loop = TrainingLoop(model, TrainConfig(precision="bf16", steps=1))
+    obs, actions = torch.randn(4, 12, 4), torch.randint(0, 4, (4, 12))
+    rtg, valid = torch.rand(4, 12, 1), torch.ones(4, 12, dtype=torch.bool)
+    with loop.autocast():
+        out, _ = model(obs, actions, rtg, valid)
+        loss = model.head.loss(out, actions, valid)
+    assert out.dtype == torch.bfloat16 and loss.dtype == torch.float32
+    loop.optimise(loss)
+    trained = [p for name, p in model.named_parameters() if p.grad is not None]
+    assert trained and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in trained)
+    assert all(torch.isfinite(p.grad).all() for p in trained)
+    with pytest.raises(ValueError):
+        TrainConfig(precision="fp16")
+
+
+@pytest.mark.slow
+def test_tiny_tmaze_is_learned_in_bf16(tmp_path):
+    _, metrics = train(tiny(**{"train.precision": "bf16"}), tmp_path / "run", progress=False)
+    assert metrics["eval"][12]["success"] >= 0.95 and metrics["eval"][30]["success"] >= 0.9, metrics
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run():
+    """train.compile: torch.compile of the training forward gives the eager run's weights."""
+    from train.algorithmic import train as train_algorithmic
+    from rate.config import from_dict
+    from train.experiments.algorithmic import AlgorithmicConfig
+
+    def run(compile_: bool):
+        cfg = from_dict(AlgorithmicConfig, {"task": {"name": "copy", "length": 4}, "segments": 2, "eval_samples": 8,
+                                            "model": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16,
+                                                      "d_inner": 32, "num_mem_tokens": 2},
+                                            "train": {"steps": 3, "batch_size": 8, "eval_every": 3, "threads": 1,
+                                                      "compile": compile_}})
+        model, _ = train_algorithmic(cfg, progress=False)
+        return model
+
+    eager, compiled = run(False), run(True)
+    for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)

@@ -22,7 +22,7 @@ from train.experiments.algorithmic import (CHECKPOINT_KIND, AlgorithmicConfig, a
                                            left_plateau)
 from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
-from rate.training import TrainingLoop, resolve_device, setup_process
+from rate.training import TrainingLoop, compiled, resolve_device, setup_process
 from rate.cli.run import add_run_arguments, make_parser, run_and_record
 
 
@@ -38,14 +38,16 @@ def train(
     model = build_model(cfg).to(device)
     task = cfg.task
     loop = TrainingLoop(model, tc, out / "tb" if out is not None else None, f"{task.name} x{cfg.segments}", progress)
+    net = compiled(model, tc)
     start = time.time()
     plateau_exit = None
     model.train()
     while not loop.done:
         # Batch `step` of seed s is a pure function of (s, step): reruns see identical data.
         z = generate(task, tc.batch_size, seed=tc.seed * 1_000_000_007 + loop.step, split="train").to(device)
-        logits, _ = model(z[:, :-1])
-        loss = answer_loss(logits, z, task.answer_len)
+        with loop.autocast():
+            logits, _ = net(z[:, :-1])
+            loss = answer_loss(logits, z, task.answer_len)
         grad_norm = loop.optimise(loss)
         loop.end_batch(loss.item(), grad_norm=grad_norm.item())
         if loop.evaluation_due:

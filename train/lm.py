@@ -13,6 +13,7 @@ at every step.  The final evaluation reads the whole validation and test streams
 from __future__ import annotations
 
 import math
+from typing import Callable
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ from rate.tasks.lm_data import CorpusError, load_split
 from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
 from rate.tasks.lm_stream import OrderedStream
 from rate.core.rmt import RMTState
-from rate.training import TrainingLoop, resolve_device, setup_process
+from rate.training import TrainingLoop, compiled, resolve_device, setup_process
 from rate.cli.run import add_run_arguments, make_parser, run_and_record
 
 
@@ -46,8 +47,11 @@ class SlidingBPTT:
     model's own ``forward_segment``.
     """
 
-    def __init__(self, model: RecurrentLM, stream: OrderedStream, depth: int):
+    def __init__(self, model: RecurrentLM, stream: OrderedStream, depth: int,
+                 decode: Callable[..., tuple[torch.Tensor, RMTState]] | None = None):
+        """``decode``: the segment forward to use (default ``model.forward_segment``; a compiled one)."""
         self.model, self.stream, self.depth = model, stream, depth
+        self.decode = decode or model.forward_segment
         self.reset()
 
     def reset(self) -> None:
@@ -62,7 +66,7 @@ class SlidingBPTT:
         state, after_first = self.start, None
         for j in self.window:
             x, y = (t.to(device) for t in self.stream.segment(j))
-            logits, state = self.model.forward_segment(x, state)
+            logits, state = self.decode(x, state)
             if after_first is None:
                 after_first = state
         if len(self.window) > self.depth:
@@ -84,11 +88,12 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
                           f"{cfg.segment_len}: {err}") from err
     model = build_lm(cfg).to(device)
     loop = TrainingLoop(model, tc, out / "tb" if out is not None else None, "lm", progress)
-    window = SlidingBPTT(model, train_stream, cfg.model.bptt_depth)
+    window = SlidingBPTT(model, train_stream, cfg.model.bptt_depth, decode=compiled(model.forward_segment, tc))
     start = time.time()
     model.train()
     while not loop.done:
-        loss = window.loss(loop.step % len(train_stream), device)
+        with loop.autocast():
+            loss = window.loss(loop.step % len(train_stream), device)
         loop.optimise(loss)
         loop.end_batch(loss.item(), bpc=loss.item() / math.log(2))
         if loop.evaluation_due and not loop.done:

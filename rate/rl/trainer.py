@@ -30,7 +30,7 @@ from rate.rl.experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rat
 from rate.rl.rollout import length_suffix, short_result
 from rate.distributed import Group, join_group
 from rate.rl.model import TOKENS_PER_STEP, RATEModel
-from rate.training import TrainingLoop, resolve_device, setup_process
+from rate.training import TrainingLoop, compiled, resolve_device, setup_process
 from rate.rl.windows import TrajectoryWindows
 
 STATE_FILE = "training_state.pt"
@@ -54,12 +54,14 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, lo
     obs, actions, rtg, valid = batch["obs"], batch["actions"], batch["rtg"], batch["valid"]
 
     def optimise(out, seg_actions, seg_valid) -> float:
-        loss, logged = group.scale_loss(model.head.loss(out, seg_actions, seg_valid), seg_valid.sum())
+        with loop.autocast():
+            loss, logged = group.scale_loss(model.head.loss(out, seg_actions, seg_valid), seg_valid.sum())
         loop.optimise(loss)
         return logged
 
     if cfg.training_mode == "bptt":
-        out, _ = net(obs, actions, rtg, valid)
+        with loop.autocast():
+            out, _ = net(obs, actions, rtg, valid)
         return optimise(out, actions, valid)
     k, state, losses = cfg.model.segment_steps, None, []
     for start in range(0, obs.shape[1], k):
@@ -67,7 +69,8 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, lo
         if not group.total(valid[:, seg].any().long()):  # no rank has a step left
             break
         # detach_state: the reference code's one-segment truncation
-        out, state = net(obs[:, seg], actions[:, seg], rtg[:, seg], valid[:, seg], state, detach_state=True)
+        with loop.autocast():
+            out, state = net(obs[:, seg], actions[:, seg], rtg[:, seg], valid[:, seg], state, detach_state=True)
         losses.append(optimise(out, actions[:, seg], valid[:, seg]))
     return float(np.mean(losses))
 
@@ -105,7 +108,8 @@ def write_torch(obj, path: Path) -> None:
 # What a resumed run may change: how long it trains, how often and how it is evaluated, where it
 # runs.  Everything else (model, data, optimiser, seed) must be the run's own, or the resumed
 # run is a mix of two experiments that no config describes.
-RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "eval.", "snapshot_every")
+RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "train.compile", "eval.",
+                     "snapshot_every")
 
 
 def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
@@ -251,7 +255,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
     loop.start_at(step)
     # Some parameters get no gradient in some configurations (the valve in official mode or with
     # bptt_depth 0, the last memory update of a window), which DDP must be told.
-    net = group.wrap(model, device, find_unused=True)
+    net = compiled(group.wrap(model, device, find_unused=True), tc)
     start = time.time() - seconds_before
     eval_results: dict = {}
     best = read_best_score(out / BEST_DIR) if resume else None
