@@ -13,9 +13,9 @@ at every step.  The final evaluation reads the whole validation and test streams
 from __future__ import annotations
 
 import math
-from typing import Callable
 import sys
 import time
+from typing import Callable
 from pathlib import Path
 
 import torch
