@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import Callable
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
