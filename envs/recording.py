@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -19,28 +20,50 @@ def check_noise(noise: float) -> None:
         raise ValueError(f"noise must be in [0, 1], got {noise}")
 
 
-def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, episode_id: int,
-                   options: dict[str, Any] | None = None, require_success: bool = True) -> EpisodeBuffer:
-    """Play one episode with ``choose(env.unwrapped) -> action`` from ``env.reset(seed, options)``.
+@dataclass
+class PlayedEpisode:
+    """One episode as played: T + 1 observations (the final one included), T actions, rewards,
+    terminated and truncated flags, and T + 1 infos (reset's first)."""
 
-    ``require_success``: an oracle that ends without reward is a bug in the oracle, not bad input,
-    so it raises AssertionError instead of writing a failed episode into the dataset."""
-    obs, _ = env.reset(seed=seed, options=options)
-    observations, actions, rewards, terms, truncs = [obs], [], [], [], []
+    observations: list
+    actions: list = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    terminations: list[bool] = field(default_factory=list)
+    truncations: list[bool] = field(default_factory=list)
+    infos: list[dict] = field(default_factory=list)
+
+
+def play_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int,
+                 options: dict[str, Any] | None = None) -> PlayedEpisode:
+    """Play one episode with ``choose(env.unwrapped) -> action`` from ``env.reset(seed, options)``."""
+    obs, info = env.reset(seed=seed, options=options)
+    played = PlayedEpisode(observations=[obs], infos=[info])
     done = False
     while not done:
         action = choose(env.unwrapped)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        observations.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
-        terms.append(bool(terminated))
-        truncs.append(bool(truncated))
+        obs, reward, terminated, truncated, info = env.step(action)
+        played.observations.append(obs)
+        played.actions.append(action)
+        played.rewards.append(float(reward))
+        played.terminations.append(bool(terminated))
+        played.truncations.append(bool(truncated))
+        played.infos.append(info)
         done = terminated or truncated
-    if require_success and sum(rewards) <= 0:
+    return played
+
+
+def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, episode_id: int,
+                   options: dict[str, Any] | None = None, require_success: bool = True) -> EpisodeBuffer:
+    """:func:`play_episode` as a Minari episode buffer (without the infos).
+
+    ``require_success``: an oracle that ends without reward is a bug in the oracle, not bad input,
+    so it raises AssertionError instead of writing a failed episode into the dataset."""
+    played = play_episode(env, choose, seed, options)
+    if require_success and sum(played.rewards) <= 0:
         raise AssertionError(f"oracle failed on seed {seed} with options {options}")
-    return EpisodeBuffer(id=episode_id, seed=seed, observations=np.stack(observations), actions=np.array(actions),
-                         rewards=rewards, terminations=terms, truncations=truncs, infos={})
+    return EpisodeBuffer(id=episode_id, seed=seed, observations=np.stack(played.observations),
+                         actions=np.array(played.actions), rewards=played.rewards, terminations=played.terminations,
+                         truncations=played.truncations, infos={})
 
 
 def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym.Env, description: str,

@@ -32,6 +32,7 @@ from collections import defaultdict
 
 import numpy as np
 import torch
+from rate_envs.recording import play_episode
 
 from rate.checkpoint import CheckpointError
 from rate.config import ConfigError
@@ -71,7 +72,11 @@ def oracle_episodes(cfg: RATEExperimentConfig, length: int | None, n: int, seed:
     """``n`` episodes of the evaluation environment at ``length`` played by its module's
     ``episode_oracle``, each with the ``info`` of every observation (reset's first)."""
     load_env_plugins()
-    env = make_eval_env(cfg.eval, length)
+    try:
+        env = make_eval_env(cfg.eval, length)
+    except Exception as err:  # the registry's errors, or whatever the constructor raises (a bad --lengths value)
+        raise ValueError(f"cannot make {cfg.eval.env_id} at {cfg.eval.length_kwarg}={length}: "
+                         f"{type(err).__name__}: {err}") from err
     module = importlib.import_module(type(env.unwrapped).__module__)
     if not hasattr(module, "episode_oracle"):
         env.close()
@@ -79,24 +84,16 @@ def oracle_episodes(cfg: RATEExperimentConfig, length: int | None, n: int, seed:
                          "so --by-boundaries cannot play it")
     rng = np.random.default_rng(seed)
     episodes = []
-    for _ in range(n):
-        choose = module.episode_oracle(rng)
-        obs, info = env.reset(seed=int(rng.integers(0, 2**31 - 1)))
-        if "cue_step" not in info or "decision" not in info:
-            env.close()
-            raise ValueError(f"{cfg.eval.env_id} does not report cue_step and decision in its info")
-        observations, actions, rewards, infos = [obs], [], [], [info]
-        done = False
-        while not done:
-            action = choose(env.unwrapped)
-            obs, reward, terminated, truncated, info = env.step(action)
-            observations.append(obs)
-            actions.append(action)
-            rewards.append(float(reward))
-            infos.append(info)
-            done = terminated or truncated
-        episodes.append((Episode(np.stack(observations[:-1]), np.array(actions), np.array(rewards)), infos[:-1]))
-    env.close()
+    try:
+        for _ in range(n):
+            choose = module.episode_oracle(rng)
+            played = play_episode(env, choose, int(rng.integers(0, 2**31 - 1)))
+            if "cue_step" not in played.infos[0] or "decision" not in played.infos[0]:
+                raise ValueError(f"{cfg.eval.env_id} does not report cue_step and decision in its info")
+            episode = Episode(np.stack(played.observations[:-1]), np.array(played.actions), np.array(played.rewards))
+            episodes.append((episode, played.infos[:-1]))
+    finally:
+        env.close()
     return episodes
 
 

@@ -78,3 +78,5 @@ def test_an_environment_without_an_oracle_is_one_error():
     cfg = tiny(**{"eval.env_id": "CartPole-v1", "eval.length_kwarg": "max_episode_steps"})
     with pytest.raises(ValueError, match="has no oracle"):
         oracle_episodes(cfg, None, 2, seed=0)
+    with pytest.raises(ValueError, match="cannot make rate/TMaze-v0 at episode_length=1"):
+        oracle_episodes(tiny(), 1, 2, seed=0)

@@ -12,8 +12,10 @@ side in one run, so the ratios are comparable; absolute numbers depend on the ma
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +45,27 @@ def timed(fn, seconds: float, warmup: int = 2) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
+
+
+def run_children(module: str, names: list[str], threads: int, seconds: float) -> list[dict]:
+    """``python -m MODULE --one NAME`` for each name, one process each (its own peak memory and
+    compile caches); the JSON each prints last.  A child that fails: its stderr, and this process
+    exits with its status."""
+    results = []
+    for name in names:
+        print(f"{name} ...", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, "-m", module, "--one", name, "--threads", str(threads),
+                               "--seconds", str(seconds)], capture_output=True, text=True)
+        if done.returncode:
+            print(done.stderr, file=sys.stderr)
+            raise SystemExit(done.returncode)
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def bench_command(module: str, argv: list[str] | None) -> str:
+    """The command line a benchmark page names as its source."""
+    return f"python -m {module}" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
 
 
 def matmul_peak(seconds: float, n: int = 1024) -> float:
