@@ -8,6 +8,7 @@ commands load before they make an environment (``rate.data.env_plugins``)::
     env = gym.make("rate/TMaze-v0", corridor_length=30)      # or episode_length=32
     env = gym.make("rate/AAR-v0", episode_length=90)         # Action Associative Retrieval
     env = gym.make("rate_envs:rate/TMaze-v0")                # Gymnasium imports the package itself
+    envs = gym.make_vec("rate/TMaze-v0", num_envs=100, episode_length=9600)  # batched numpy
 
 Every task takes ``episode_length`` (T), the length the evaluation sweeps.
 """
@@ -23,13 +24,16 @@ ENTRY_POINTS = {
     "rate/MiniGridMemory-v0": "rate_envs.minigrid_memory:MiniGridMemoryEnv",
     "rate/POPGym-v0": "rate_envs.popgym_tasks:POPGymTask",
 }
+# Native batched implementations: gym.make_vec(id, num_envs=N) steps N environments as arrays
+# (rate.rl.rollout evaluates through them where one exists).
+VECTOR_ENTRY_POINTS = {"rate/TMaze-v0": "rate_envs.tmaze_vector:TMazeVectorEnv"}
 
 
 def register_envs() -> None:
     """Register every task (idempotent)."""
     for env_id, entry_point in ENTRY_POINTS.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point)
+            register(id=env_id, entry_point=entry_point, vector_entry_point=VECTOR_ENTRY_POINTS.get(env_id))
 
 
 register_envs()

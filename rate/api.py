@@ -230,7 +230,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
 
     from rate.config import ConfigError, from_dict
     from rate.data.env_plugins import load_env_plugins
-    from rate.rl.experiment import EvalConfig, make_eval_env
+    from rate.rl.experiment import EvalConfig, make_eval_envs
     from rate.rl.rollout import rollout, summarise
 
     if episodes < 1:
@@ -248,13 +248,13 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     results: dict[int | None, dict[str, float | None]] = {}
     for length in lengths or [None]:
         index = itertools.count()
+        if record_video is None:
+            envs = make_eval_envs(ev, episodes, length)
+        else:
+            def envs(length=length):
+                return video_env(ev, length, Path(record_video), next(index))
 
-        def make_env(length=length):
-            if record_video is None:
-                return make_eval_env(ev, length)
-            return video_env(ev, length, Path(record_video), next(index))
-
-        results[length] = summarise(rollout(make_env, policy, episodes, seed=seed, progress=progress),
+        results[length] = summarise(rollout(envs, policy, episodes, seed=seed, progress=progress),
                                     tuple(ev.ref_scores) if ev.ref_scores else None)
     return results
 

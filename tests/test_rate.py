@@ -192,27 +192,30 @@ def test_environments_that_restart_at_different_times_match_their_own_episode(ba
         reward = torch.rand(n, generator=g)
 
 
-def test_streaming_policy_decodes_each_step_in_one_call_except_at_boundaries_and_restarts():
-    """[a_{t-1}, R_t, o_t] go through the decoder together; a_{t-1} is decoded alone only where it
-    completes a segment (then the write block runs) or a row starts a new episode.  K = 3, 9 steps
-    in lockstep: the first step (no a_{-1}) and the steps after each full segment (t = 3, 6) take
-    two calls, and a restart at t = 7 a third."""
+def test_streaming_policy_decodes_each_step_in_one_pass_and_a_boundary_in_two():
+    """[a_{t-1}, R_t, o_t] go through the decoder in one pass.  Where a_{t-1} completes every
+    row's segment, it and the write block take one pass and the next read block and (R_t, o_t)
+    another; a row that starts a new episode takes a_{t-1} alone, its fresh read block, then
+    (R_t, o_t).  K = 3, 9 steps in lockstep, m memory tokens: the first step has no a_{-1}, the
+    segments end at t = 3 and 6, and row 0 restarts at t = 7."""
     from rate.core.streaming import StreamingDecoder
 
     model = small_rate()
+    m = model.cfg.backbone.num_mem_tokens
     policy = StreamingPolicy(model, target_return=1.0)
     policy.reset(2)
-    calls = []
-    original = StreamingDecoder.step
+    rows = []
     decoding = policy.step.decoding
-    decoding.step = lambda state, x, check=True: calls.append(x.shape[1]) or original(decoding, state, x, check)
+    original = StreamingDecoder._run_in_place
+    decoding._run_in_place = lambda state, x, *a: rows.append(x.shape[1]) or original(decoding, state, x, *a)
     per_step = []
     for t in range(9):
-        before = len(calls)
+        before = len(rows)
         new = np.array([t == 7, False])
         policy.act(np.zeros((2, 4), dtype=np.float32), None, new_episode=new)
-        per_step.append(calls[before:])
-    assert per_step == [[2], [3], [3], [1, 2], [3], [3], [1, 2], [1, 2], [3]]
+        per_step.append(rows[before:])
+    boundary = [1 + m, m + 2]
+    assert m > 0 and per_step == [[2], [3], [3], boundary, [3], [3], boundary, [1, m, 2], [3]]
 
 
 def test_streaming_decoder_refuses_to_overrun_a_segment():

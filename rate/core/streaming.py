@@ -154,7 +154,7 @@ class StreamingDecoder:
             seg_inputs=torch.zeros(self.L, batch, self.S if self.C else 0, self.D, device=dev, dtype=dt),
             length=torch.zeros(batch, dtype=torch.long, device=dev),
         )
-        return self._open(state)
+        return self._open(state)[0]
 
     def restart(self, state: StreamState, rows: torch.Tensor) -> StreamState:
         """Rows ``rows`` (bool (B,) or long indices) start over with a fresh state (new episode)."""
@@ -172,13 +172,36 @@ class StreamingDecoder:
             # Every row closes (environments in step, the usual rollout): no copy of the state's
             # rows out and back (in a profile at batch 64 that copy was most of the boundary step),
             # and the new segment reuses the key/value buffers.
-            return self._open(self._close(state), reuse=True)
-        return state.with_rows(idx, self._open(self._close(state.rows(idx))))
+            return self._open(self._close(state), reuse=True)[0]
+        return state.with_rows(idx, self._open(self._close(state.rows(idx)))[0])
 
     def close_full_masked(self, state: StreamState) -> StreamState:
         """:meth:`close_full` without data-dependent shapes: every row's segment is closed and the
         result kept for the full rows only.  Exported step functions use it (one static graph)."""
-        return state.where(state.length >= self.S, self._open(self._close(state)))
+        return state.where(state.length >= self.S, self._open(self._close(state))[0])
+
+    @property
+    def crosses_in_two_passes(self) -> bool:
+        """Whether :meth:`step_across` applies: the write block has slots of its own (or there
+        is none)."""
+        return self.write_in_place or not self.decoder.has_write
+
+    def step_across(self, state: StreamState, last: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, StreamState]:
+        """Every row holds S - 1 tokens: ``last`` (B, 1, D) ends each row's segment, the segments
+        close, and ``first`` (B, n, D) starts the next ones.  Returns first's final-normed hidden
+        states (B, n, D) and the state.
+
+        The same outputs and state as ``step(last)``, :meth:`close_full`, ``step(first)``, in two
+        decoder passes instead of four: the write block rows are decoded with the last token (they
+        come right after it in the frame and see it), and the next segment's read block with its
+        first tokens (which come right after it and see it).  A decoding step costs about the
+        same for 1 or 8 rows, so the segment-closing step of a rollout costs two steps, not four."""
+        if not self.crosses_in_two_passes:
+            raise ValueError("step_across needs the write block's own slots (write_slots=True)")
+        if bool((state.length != self.S - 1).any()):
+            raise ValueError(f"step_across needs every row at token {self.S - 1} of {self.S}")
+        state, write_out = self._decode_last(state, last)
+        return self._open(self._close(state, write_out), reuse=True, first=first)[::-1]
 
     # ------------------------------------------------------------------ decoding
     def step(self, state: StreamState, x: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, StreamState]:
@@ -255,8 +278,12 @@ class StreamingDecoder:
             sees = sees | (kind == CACHE)
         return sees
 
-    def _open(self, state: StreamState, reuse: bool = False) -> StreamState:
+    def _open(self, state: StreamState, reuse: bool = False,
+              first: torch.Tensor | None = None) -> tuple[StreamState, torch.Tensor | None]:
         """Start a segment: buffer = [cache keys/values | read block of ``memory``], length 0.
+        ``first`` (B, n, D): the segment's first tokens, decoded in the read block's pass (they
+        see it; it does not see them).  Returns the state and first's final-normed hidden states
+        (None without ``first``).
 
         ``reuse``: write into the state's own key/value buffers instead of fresh zeroed ones (the
         caller drops the old state).  Their stale slots are marked PAD, and a PAD slot gets
@@ -274,41 +301,83 @@ class StreamingDecoder:
         # A segment's inputs are all written before it closes, so reused ones need no zeroing.
         state = replace(state, keys=keys, values=values, kind=kind, length=torch.zeros_like(state.length),
                         seg_inputs=state.seg_inputs if reuse else torch.zeros_like(state.seg_inputs))
-        if not self.m:
-            return state
-        # Read rows see each other, and the cache when memory_sees_cache.
-        kind[:, self.C : self.C + self.m].fill_(READ)  # (not `= READ`: exporters lift that to a tensor constant)
-        allowed = self._memory_sees(kind)[:, None, :].expand(-1, self.m, -1)
+        if not self.m and first is None:
+            return state, None
+        rows, x = [], []
+        if self.m:  # read rows see each other, and the cache when memory_sees_cache
+            kind[:, self.C : self.C + self.m].fill_(READ)  # (not `= READ`: exporters lift that to a tensor constant)
+            rows.append(self._memory_sees(kind)[:, None, :].expand(-1, self.m, -1))
+            x.append(state.memory)
+        n = 0 if first is None else first.shape[1]
+        if n:  # the first tokens, causal, after the read block
+            slots = self.C + self.m + torch.arange(n, device=kind.device)
+            kind[:, self.C + self.m : self.C + self.m + n].fill_(SEGMENT)
+            own = slots[:, None] >= torch.arange(self.slots, device=kind.device)  # (n, slots)
+            rows.append(own[None] & (kind != PAD)[:, None, :])
+            x.append(first)
         start = torch.full((b,), self.C, dtype=torch.long, device=kind.device)
-        read_out, _, keys, values = self._run_in_place(state, state.memory, allowed, start)
-        return replace(state, keys=keys, values=values, read_out=read_out)
+        h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start)
+        state = replace(state, keys=keys, values=values, read_out=h[:, : self.m] if self.m else state.read_out)
+        if not n:
+            return state, None
+        seg_inputs = state.seg_inputs
+        if self.C:
+            seg_inputs = write_rows(seg_inputs.transpose(0, 1), torch.stack([i[:, self.m :] for i in inputs], 1),
+                                    0).transpose(0, 1)
+        return replace(state, seg_inputs=seg_inputs, length=torch.full_like(state.length, n)), h[:, self.m :]
 
-    def _close(self, state: StreamState) -> StreamState:
-        """Write block over the full segment, memory update, cache roll (rows whose segment is full)."""
+    def _decode_last(self, state: StreamState, last: torch.Tensor) -> tuple[StreamState, torch.Tensor | None]:
+        """The segment's last token ``last`` (B, 1, D) at slot W - 1 of every row, and in the same
+        pass the write block at its slots W.. (write_slots only).  Returns the state and the write
+        block's final-normed outputs (B, m, D) (None without a write block of its own)."""
+        start = self.C + self.m + state.length  # (B,) = W - 1
+        kind = state.kind.scatter(1, start[:, None], SEGMENT)
+        slot = torch.arange(self.slots, device=last.device)
+        rows, x = [((start[:, None] >= slot) & (kind != PAD))[:, None, :]], [last]
+        if self.write_in_place and self.m:
+            rows.append(self._write_rows_see(kind))
+            x.append(state.memory)
+        h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start)
+        seg_inputs = state.seg_inputs
+        if self.C:
+            seg_inputs = write_rows(seg_inputs.transpose(0, 1), torch.stack([i[:, :1] for i in inputs], 1),
+                                    state.length).transpose(0, 1)
+        state = replace(state, keys=keys, values=values, kind=kind, seg_inputs=seg_inputs, length=state.length + 1)
+        return state, (h[:, 1:] if len(x) > 1 else None)
+
+    def _close(self, state: StreamState, write_out: torch.Tensor | None = None) -> StreamState:
+        """Write block over the full segment, memory update, cache roll (rows whose segment is full).
+        ``write_out``: the write block's outputs when already decoded (:meth:`_decode_last`)."""
         memory = state.memory
         if self.m:
-            if self.write_in_place:
-                # The write rows sit at slots W.. and see each other (their slots are PAD in
-                # ``kind``, which the next segment starts from), and what the read rows see.
-                slot = torch.arange(self.slots, device=memory.device)
-                own = (slot >= self.W) & (slot < self.W + self.m)
-                allowed = (self._memory_sees(state.kind) | own)[:, None, :].expand(-1, self.m, -1)
-                start = torch.full_like(state.length, self.W)
-                # In place in the buffers (eagerly), which the caller drops or reopens.
-                write_out = self._run_in_place(state, memory, allowed, start)[0]
-            elif self.decoder.has_write:
-                b = memory.shape[0]
-                allowed = torch.cat([self._memory_sees(state.kind)[:, None, :].expand(-1, self.m, -1),
-                                     torch.ones(b, self.m, self.m, dtype=torch.bool, device=memory.device)], dim=2)
-                write_out = self._run_after(state, memory, allowed)
-            else:
-                write_out = state.read_out
+            if write_out is None:
+                write_out = self._write_block(state)
             memory = self.decoder.memory_update(memory, write_out)
         cache, cache_valid = state.cache, state.cache_valid
         if self.C:
             cache = _shift_in(cache, state.seg_inputs, dim=2)
             cache_valid = _shift_in(cache_valid, torch.ones_like(cache_valid[:, :1]).expand(-1, self.S), dim=1)
         return replace(state, memory=memory, cache=cache, cache_valid=cache_valid)
+
+    def _write_block(self, state: StreamState) -> torch.Tensor:
+        """The write block's final-normed outputs (B, m, D) over the full segment (the read
+        block's outputs in the prefix layout, which has none)."""
+        if self.write_in_place:  # in place in the buffers (eagerly), which the caller drops or reopens
+            start = torch.full_like(state.length, self.W)
+            return self._run_in_place(state, state.memory, self._write_rows_see(state.kind), start)[0]
+        if self.decoder.has_write:
+            b = state.memory.shape[0]
+            allowed = torch.cat([self._memory_sees(state.kind)[:, None, :].expand(-1, self.m, -1),
+                                 torch.ones(b, self.m, self.m, dtype=torch.bool, device=state.memory.device)], dim=2)
+            return self._run_after(state, state.memory, allowed)
+        return state.read_out
+
+    def _write_rows_see(self, kind: torch.Tensor) -> torch.Tensor:
+        """(B, m, slots) bool: what the write rows at slots W.. attend to: what the read rows see,
+        and each other (their slots are PAD in ``kind``, which the next segment starts from)."""
+        slot = torch.arange(self.slots, device=kind.device)
+        own = (slot >= self.W) & (slot < self.W + self.m)
+        return (self._memory_sees(kind) | own)[:, None, :].expand(-1, self.m, -1)
 
 
 def _shift_in(buffer: torch.Tensor, new: torch.Tensor, dim: int) -> torch.Tensor:

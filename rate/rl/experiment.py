@@ -193,6 +193,20 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
     return wrap_env(env, ev.wrappers)
 
 
+def make_eval_envs(ev: EvalConfig, n: int, length: int | None = None):
+    """``n`` evaluation environments at ``length`` for :func:`rate.rl.rollout.rollout`: the task's
+    native vector environment (``gym.make_vec``, e.g. the T-Maze's batched numpy one) where its id
+    registers one and ``ev.wrappers`` is empty, else a factory of single ones (:func:`make_eval_env`).
+    The two play the same episodes (same seeds, same observations)."""
+    try:
+        spec = gym.spec(ev.env_id)
+    except gym.error.Error:  # "module:id" before its module is imported: the single path imports it
+        spec = None
+    if spec is not None and spec.vector_entry_point is not None and not ev.wrappers:
+        return gym.make_vec(ev.env_id, num_envs=n, **eval_env_kwargs(ev, length))
+    return lambda: make_eval_env(ev, length)
+
+
 def eval_lengths(ev: EvalConfig, final: bool = False) -> list[int | None]:
     """The lengths an evaluation runs at ([None]: once, at the environment's own)."""
     lengths = (ev.final_lengths or ev.lengths) if final else ev.lengths
@@ -243,8 +257,8 @@ def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[
     ev = cfg.eval
     results = {}
     for t in lengths or eval_lengths(ev):
-        out = rollout(lambda t=t: make_eval_env(ev, t), make_policy(model, cfg),
-                      ev.episodes if episodes is None else episodes, seed=ev.seed, progress=progress)
+        n = ev.episodes if episodes is None else episodes
+        out = rollout(make_eval_envs(ev, n, t), make_policy(model, cfg), n, seed=ev.seed, progress=progress)
         results[t] = summarise(out, ev.ref_scores or None)
     return results
 

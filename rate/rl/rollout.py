@@ -11,7 +11,7 @@ from rate.training import progress_bar
 
 
 def rollout(
-    make_env: Callable[[], gym.Env],
+    envs: Callable[[], gym.Env] | gym.vector.VectorEnv,
     policy,
     n_episodes: int,
     seed: int,
@@ -21,13 +21,24 @@ def rollout(
 ) -> dict[str, np.ndarray]:
     """Run ``n_episodes`` environments side by side until every one has ended.
 
-    Environment i is reset with seed ``seed + i``.  Finished environments are no longer stepped
-    (their slot in the batch keeps its last observation; its actions are ignored).  Returns
-    per-episode ``returns``, ``lengths`` and ``success``: 1.0 / 0.0 where the episode's last
-    info holds ``success`` or ``is_success``, else NaN (the environment does not say).
+    ``envs``: a factory of single environments (the rollout makes ``n_episodes`` of them and steps
+    each one in Python), or a ``gymnasium.vector.VectorEnv`` of ``n_episodes`` environments that
+    steps them as one batch (e.g. ``gym.make_vec("rate/TMaze-v0", num_envs=n)``; Gymnasium's
+    ``NEXT_STEP`` autoreset).  Either way environment i is reset with seed ``seed + i``, every
+    row's episode is played once, and a row whose episode ended keeps showing the policy its last
+    observation (its later actions and whatever its vector environment does next are ignored), so
+    the two kinds give the policy the same inputs and the same results.  The rollout closes the
+    environments.  Returns per-episode ``returns``, ``lengths`` and ``success``: 1.0 / 0.0 where
+    the episode's last info holds ``success`` or ``is_success``, else NaN (the environment does
+    not say).
     """
-    envs = [make_env() for _ in range(n_episodes)]
-    obs = np.stack([env.reset(seed=seed + i, options=reset_options)[0] for i, env in enumerate(envs)])
+    if isinstance(envs, gym.vector.VectorEnv):
+        if envs.num_envs != n_episodes:
+            raise ValueError(f"a vector environment of {envs.num_envs} environments cannot play {n_episodes} episodes")
+        stepper = _VectorSteps(envs)
+    else:
+        stepper = _SingleSteps([envs() for _ in range(n_episodes)])
+    obs = stepper.reset(seed, reset_options)
     policy.reset(n_episodes)
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=np.int64)
@@ -36,25 +47,76 @@ def rollout(
     last_reward = None
     bar = progress_bar(total=max_steps, desc="rollout", disable=not progress, leave=False)
     step = 0
-    while not done.all() and (max_steps is None or step < max_steps):
-        actions = policy.act(obs, last_reward)
-        rewards = np.zeros(n_episodes, dtype=np.float32)
-        for i, env in enumerate(envs):
+    try:
+        while not done.all() and (max_steps is None or step < max_steps):
+            actions = policy.act(obs, last_reward)
+            rewards, ended, flags = stepper.step(obs, actions, done)
+            returns += rewards
+            lengths += ~done
+            success[ended] = flags[ended]
+            done |= ended
+            last_reward = rewards
+            step += 1
+            bar.update(1)
+    finally:
+        bar.close()
+        stepper.close()
+    return {"returns": returns, "lengths": lengths, "success": success}
+
+
+class _SingleSteps:
+    """Single environments stepped one by one; an ended one is not stepped again."""
+
+    def __init__(self, envs: list[gym.Env]):
+        self.envs = envs
+
+    def reset(self, seed: int, options: dict[str, Any] | None) -> np.ndarray:
+        return np.stack([env.reset(seed=seed + i, options=options)[0] for i, env in enumerate(self.envs)])
+
+    def step(self, obs: np.ndarray, actions: np.ndarray, done: np.ndarray):
+        """Step the rows not ``done``, their observations written into ``obs`` in place.  Returns
+        rewards (float32 (N,), 0 for done rows), which rows ended now, and their success flags."""
+        rewards = np.zeros(len(self.envs), dtype=np.float32)
+        ended = np.zeros(len(self.envs), dtype=bool)
+        flags = np.full(len(self.envs), np.nan)
+        for i, env in enumerate(self.envs):
             if done[i]:
                 continue
             obs[i], rewards[i], terminated, truncated, info = env.step(actions[i])
-            returns[i] += rewards[i]
-            lengths[i] += 1
             if terminated or truncated:
-                done[i] = True
-                success[i] = episode_success(info)
-        last_reward = rewards
-        step += 1
-        bar.update(1)
-    bar.close()
-    for env in envs:
-        env.close()
-    return {"returns": returns, "lengths": lengths, "success": success}
+                ended[i], flags[i] = True, episode_success(info)
+        return rewards, ended, flags
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+class _VectorSteps:
+    """A Gymnasium vector environment: every row stepped in one call; rows already done keep
+    their last observation in ``obs`` and get reward 0."""
+
+    def __init__(self, envs: gym.vector.VectorEnv):
+        self.envs = envs
+
+    def reset(self, seed: int, options: dict[str, Any] | None) -> np.ndarray:
+        return np.asarray(self.envs.reset(seed=seed, options=options)[0]).copy()
+
+    def step(self, obs: np.ndarray, actions: np.ndarray, done: np.ndarray):
+        new_obs, rewards, terminated, truncated, info = self.envs.step(actions)
+        active = ~done
+        obs[active] = new_obs[active]
+        ended = active & (np.asarray(terminated) | np.asarray(truncated))
+        flags = np.full(len(done), np.nan)
+        for key in ("success", "is_success"):  # vector infos: values and a mask of the rows that have them
+            if key in info:
+                has = np.asarray(info.get(f"_{key}", np.ones(len(done), dtype=bool)), dtype=bool)
+                flags = np.where(has, np.asarray(info[key], dtype=bool).astype(float), flags)
+                break
+        return np.where(active, np.asarray(rewards, dtype=np.float32), np.float32(0)), ended, flags
+
+    def close(self) -> None:
+        self.envs.close()
 
 
 def episode_success(info: dict) -> float:

@@ -124,9 +124,14 @@ class PolicyStep(nn.Module):
                                          (new_episode, action_token, step_tokens, *_tensors(stream)))
             return h, StreamState(*next_stream)
         restart = new_episode if new_episode is not None and bool(new_episode.any()) else None
-        if action_token is not None and restart is None and bool((stream.length + 1 < self.decoding.S).all()):
-            h, stream = self.decoding.step(stream, torch.cat([action_token, step_tokens], 1))
-            return h[:, -1], stream
+        if action_token is not None and restart is None:
+            if bool((stream.length + 1 < self.decoding.S).all()):
+                h, stream = self.decoding.step(stream, torch.cat([action_token, step_tokens], 1))
+                return h[:, -1], stream
+            if self.decoding.crosses_in_two_passes and bool((stream.length + 1 == self.decoding.S).all()):
+                # Every row's segment ends with a_{t-1} (environments in step): two passes.
+                h, stream = self.decoding.step_across(stream, action_token, step_tokens)
+                return h[:, -1], stream
         if action_token is not None:  # every row has room for it: its segment holds 3j + 2 tokens
             _, stream = self.decoding.step(stream, action_token)
         if restart is not None:

@@ -1,0 +1,141 @@
+"""The T-Maze (envs/tmaze.py) as one batched numpy ``gymnasium.vector.VectorEnv``.
+
+Every environment of the batch behaves exactly as a :class:`~rate_envs.tmaze.TMazeEnv`: env i
+reset with seed ``seed + i`` (Gymnasium's convention for vector seeds) draws its goal and every
+step's observation noise from its own generator, in the order the single environment does, so a
+batch shows the same observations as N single environments reset with seeds seed..seed+N-1
+(tests/test_tmaze_vector.py plays both side by side).  The walk itself is array arithmetic over
+the batch: one step costs a few numpy operations plus one noise draw per environment, where N
+single environments cost N Python ``step`` calls through Gymnasium's wrappers.
+
+Made by ``gym.make_vec("rate/TMaze-v0", num_envs=N, corridor_length=L)`` (or ``episode_length=T``).
+Autoreset follows Gymnasium's ``NEXT_STEP`` mode: the step after an environment's episode ended
+resets it (its action is ignored; reward 0, not terminated).  Infos are vector infos: ``success``
+with the mask ``_success`` for the environments whose episode ended on this step, and
+``cue_step`` and ``decision`` for every environment (as the single environment's info).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from rate_envs.tmaze import DOWN, LEFT, RIGHT, UP
+
+
+class TMazeVectorEnv(VectorEnv):
+    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+
+    def __init__(self, num_envs: int, corridor_length: int = 10, episode_length: int | None = None):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if episode_length is not None:
+            corridor_length = episode_length - 2
+        if corridor_length < 1:
+            raise ValueError(f"corridor_length must be >= 1, got {corridor_length}")
+        self.num_envs, self.default_length = num_envs, corridor_length
+        self.single_observation_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        self.single_action_space = spaces.Discrete(4)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.corridor = np.full(num_envs, corridor_length, dtype=np.int64)
+        self.goal = np.ones(num_envs, dtype=np.int64)
+        self.x, self.y, self.t = (np.zeros(num_envs, dtype=np.int64) for _ in range(3))
+        self.rngs: list[np.random.Generator] | None = None
+        self._autoreset = np.zeros(num_envs, dtype=bool)
+        self._last_obs = np.zeros((num_envs, 4), dtype=np.float32)
+
+    # ------------------------------------------------------------------ Gymnasium API
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
+        """``seed``: env i gets seed + i (or seed[i]); ``options`` as TMazeEnv.reset's
+        ({"corridor_length": L}, {"goal": +1 or -1}) for every environment reset, plus
+        Gymnasium's ``reset_mask`` (bool (N,)) to reset only some of them."""
+        options = dict(options or {})
+        mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
+        if mask.shape != (self.num_envs,):
+            raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
+        seeds = _env_seeds(seed, self.num_envs)
+        if self.rngs is None:
+            self.rngs = [seeding.np_random(s)[0] for s in seeds]
+        else:
+            for i in np.flatnonzero(mask):
+                if seeds[i] is not None:
+                    self.rngs[i] = seeding.np_random(seeds[i])[0]
+        rows = np.flatnonzero(mask)
+        self._start(rows, options)
+        self._autoreset[rows] = False
+        obs = self._observe(rows)
+        info = {"goal": self.goal.copy(), "corridor_length": self.corridor.copy(), **self._cue_info()}
+        return obs, info
+
+    def step(self, actions):
+        if self.rngs is None:
+            raise RuntimeError("call reset() before step()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not np.isin(actions, (RIGHT, UP, LEFT, DOWN)).all():
+            raise ValueError(f"T-Maze actions must be {self.num_envs} integers in 0..3, got {actions!r}")
+        reset = np.flatnonzero(self._autoreset)
+        self._start(reset, {})
+        moving = ~self._autoreset
+        at_junction = self.x == self.corridor
+        self.x += (moving & (actions == RIGHT) & ~at_junction).astype(np.int64)
+        self.x -= (moving & (actions == LEFT) & (self.x > 0)).astype(np.int64)
+        turned = moving & ((actions == UP) | (actions == DOWN)) & at_junction
+        self.y = np.where(turned, np.where(actions == UP, 1, -1), self.y)
+        reward = (turned & (self.y == self.goal)).astype(np.float64)
+        self.t += moving
+        terminated = turned
+        truncated = moving & ~turned & (self.t >= self.corridor + 2)
+        ended = terminated | truncated
+        obs = self._observe(np.arange(self.num_envs))
+        info: dict[str, Any] = self._cue_info()
+        if ended.any():
+            info |= {"success": reward > 0, "_success": ended}
+        self._autoreset = ended
+        return obs, reward, terminated, truncated, info
+
+    # ------------------------------------------------------------------ internals
+    def _start(self, rows: np.ndarray, options: dict[str, Any]) -> None:
+        """New episodes in ``rows``: the goal drawn from each row's generator (as TMazeEnv.reset)."""
+        if len(rows) == 0:
+            return
+        length = int(options.get("corridor_length", self.default_length))
+        if length < 1:
+            raise ValueError(f"corridor_length must be >= 1, got {length}")
+        goal = options.get("goal")
+        if goal is not None and goal not in (-1, 1):
+            raise ValueError(f"goal must be +1 or -1, got {goal}")
+        self.corridor[rows] = length
+        for i in rows:
+            self.goal[i] = int(goal) if goal is not None else int(self.rngs[i].choice([-1, 1]))
+        self.x[rows] = self.y[rows] = self.t[rows] = 0
+
+    def _observe(self, rows: np.ndarray) -> np.ndarray:
+        """Observations (N, 4) [y, clue, junction flag, noise]; the rows in ``rows`` draw new
+        noise (one draw each, as TMazeEnv._obs), the others show their last observation."""
+        obs = self._last_obs
+        obs[rows, 0] = self.y[rows]
+        obs[rows, 1] = np.where(self.t[rows] == 0, self.goal[rows], 0)
+        obs[rows, 2] = self.x[rows] == self.corridor[rows]
+        obs[rows, 3] = [self.rngs[i].integers(-1, 2) for i in rows]
+        return obs.copy()
+
+    def _cue_info(self) -> dict[str, np.ndarray]:
+        every = np.ones(self.num_envs, dtype=bool)
+        return {"cue_step": np.zeros(self.num_envs, dtype=np.int64), "_cue_step": every,
+                "decision": self.x == self.corridor, "_decision": every}
+
+
+def _env_seeds(seed: int | list[int | None] | None, n: int) -> list[int | None]:
+    if seed is None:
+        return [None] * n
+    if isinstance(seed, int):
+        return [seed + i for i in range(n)]
+    if len(seed) != n:
+        raise ValueError(f"expected {n} seeds, got {len(seed)}")
+    return list(seed)

@@ -1,0 +1,116 @@
+"""The batched T-Maze (envs/tmaze_vector.py) against single T-Mazes, and rollouts through it."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import rate_envs  # noqa: F401  registers the tasks
+from rate.rl.experiment import EvalConfig, make_eval_envs
+from rate.rl.policy import StreamingPolicy
+from rate.rl.rollout import rollout
+from rate_envs.tmaze_vector import TMazeVectorEnv
+
+
+def _singles(n, **kwargs):
+    return [gym.make("rate/TMaze-v0", **kwargs) for _ in range(n)]
+
+
+@pytest.mark.parametrize("options", [None, {"goal": -1}, {"corridor_length": 3}])
+def test_vector_tmaze_steps_as_single_tmazes(options):
+    """Same seeds, same actions: every environment of the batch shows the observations, rewards,
+    ends and success of a single T-Maze, until its episode ends (random walks end at any step)."""
+    n = 9
+    vector = gym.make_vec("rate/TMaze-v0", num_envs=n, corridor_length=5)
+    singles = _singles(n, corridor_length=5)
+    obs, info = vector.reset(seed=11, options=options)
+    first = [env.reset(seed=11 + i, options=options) for i, env in enumerate(singles)]
+    np.testing.assert_array_equal(obs, np.stack([o for o, _ in first]))
+    np.testing.assert_array_equal(info["goal"], [i["goal"] for _, i in first])
+    rng = np.random.default_rng(0)
+    done = np.zeros(n, dtype=bool)
+    for _ in range(30):
+        actions = np.where(rng.random(n) < 0.6, 0, rng.integers(0, 4, n))
+        obs, reward, terminated, truncated, info = vector.step(actions)
+        for i, env in enumerate(singles):
+            if done[i]:
+                continue
+            o, r, te, tr, single_info = env.step(int(actions[i]))
+            np.testing.assert_array_equal(o, obs[i])
+            assert (r, te, tr) == (reward[i], terminated[i], truncated[i])
+            assert single_info["decision"] == info["decision"][i]
+            if te or tr:
+                done[i] = True
+                assert info["_success"][i] and info["success"][i] == single_info["success"]
+    assert done.all()
+
+
+def test_vector_tmaze_resets_an_ended_episode_on_the_next_step():
+    """Gymnasium's NEXT_STEP autoreset: the step after an end shows a new episode's first
+    observation (clue visible), reward 0, not ended, whatever the action."""
+    env = TMazeVectorEnv(2, corridor_length=1)
+    env.reset(seed=0)
+    env.step(np.array([0, 0]))  # both at the junction
+    _, reward, terminated, _, info = env.step(np.array([1, 0]))  # env 0 turns, env 1 waits
+    assert terminated.tolist() == [True, False] and info["_success"].tolist() == [True, False]
+    obs, reward, terminated, truncated, _ = env.step(np.array([3, 0]))
+    assert obs[0, 1] in (-1.0, 1.0) and obs[0, 2] == 0.0  # clue shown, back at x = 0
+    assert reward[0] == 0.0 and not terminated[0] and not truncated[0]
+    assert truncated[1]  # T = L + 2 = 3 steps
+
+
+def test_vector_tmaze_rejects_bad_input():
+    env = gym.make_vec("rate/TMaze-v0", num_envs=3, episode_length=12)
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(3, dtype=int))
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="0..3"):
+        env.step(np.array([0, 4, 0]))
+    with pytest.raises(ValueError, match="3 integers"):
+        env.step(np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match="reset_mask"):
+        env.reset(options={"reset_mask": np.ones(2, dtype=bool)})
+    with pytest.raises(ValueError, match="expected 3 seeds"):
+        env.reset(seed=[1, 2])
+    with pytest.raises(ValueError, match="corridor_length"):
+        TMazeVectorEnv(2, corridor_length=0)
+
+
+def test_rollout_through_the_vector_tmaze_equals_the_single_rollout(tmaze_model_factory):
+    """A sampling RATE policy (episodes end at different steps) takes the same action at every
+    step of every episode, and gets the same results, with single and vector environments."""
+    model = tmaze_model_factory()
+    played = {}
+    for kind in ("single", "vector"):
+        envs = (gym.make_vec("rate/TMaze-v0", num_envs=16, corridor_length=2) if kind == "vector"
+                else lambda: gym.make("rate/TMaze-v0", corridor_length=2))
+        policy = StreamingPolicy(model, 1.0, sample=True, seed=3)
+        actions = []
+        act = policy.act
+        policy.act = lambda *a, **k: actions.append(act(*a, **k)) or actions[-1]
+        played[kind] = rollout(envs, policy, 16, seed=5), np.stack(actions)
+    (single, single_actions), (vector, vector_actions) = played["single"], played["vector"]
+    np.testing.assert_array_equal(single_actions, vector_actions)
+    for key in ("returns", "lengths", "success"):
+        np.testing.assert_array_equal(single[key], vector[key])
+    assert len(set(single["lengths"].tolist())) > 1  # the done rows were exercised
+
+
+def test_make_eval_envs_takes_the_vector_tmaze_unless_wrappers_are_asked():
+    envs = make_eval_envs(EvalConfig(env_id="rate/TMaze-v0"), 4, length=20)
+    assert isinstance(envs, TMazeVectorEnv) and envs.num_envs == 4 and envs.default_length == 18
+    factory = make_eval_envs(EvalConfig(env_id="rate/TMaze-v0", wrappers=["FlattenObservation"]), 4, length=20)
+    assert callable(factory) and not isinstance(factory, gym.vector.VectorEnv)
+    with pytest.raises(ValueError, match="cannot play 5 episodes"):
+        rollout(envs, None, 5, seed=0)
+
+
+@pytest.fixture
+def tmaze_model_factory():
+    from eval.bench.rollout import tmaze_model
+
+    def make():
+        torch.manual_seed(0)
+        return tmaze_model(4, 3)
+
+    return make
