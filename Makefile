@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench sweep report clean-venv
+.PHONY: run test bench sweep report gpu-wheels clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ sweep: $(STAMP)
 
 report: $(STAMP)
 	$(PY) -m eval.reports.algorithmic
+
+# Wheels a lent GPU machine lacks (its image has torch, numpy, tqdm, yaml; Python 3.12), carried
+# there as .whl/ for eval/bench/gpu.sh: pure-Python, so any platform takes them.
+gpu-wheels: $(STAMP)
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+		gymnasium==1.4.0 farama-notifications==0.0.6
 
 clean-venv:
 	rm -rf $(VENV)

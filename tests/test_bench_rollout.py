@@ -19,6 +19,27 @@ def test_step_latencies_report_median_and_mean_and_compare_actions():
     assert not same
 
 
+def test_step_latencies_time_the_closing_steps_apart():
+    """With K given, the steps at t = K, 2K (a segment closes) are timed apart from the others."""
+    model = tmaze_model(3, 2)
+    stats, _ = step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch=2, steps=7, segment_steps=3)
+    assert {"median", "mean", "closing", "ordinary"} <= set(stats["stream"])
+
+
+@pytest.mark.slow
+def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
+    """A tiny long evaluation: batched, single and ONNX runs agree, and the floors are listed."""
+    from eval.bench.rollout import bench_long_evaluation
+
+    rows = bench_long_evaluation(None, tmp_path, episodes=3, lengths=[12, 20])
+    text = "\n".join(rows)
+    assert "results identical" in text and "DIFFERENT" not in text
+    for label in ("batched T-Maze", "single T-Mazes", "ONNX", "the environment alone", "the policy alone",
+                  "GEMM peak"):
+        assert label in text
+    assert sum(row.startswith("| 20 |") for row in rows) == 4  # single and ONNX at the first length only
+
+
 def test_benchmarks_refuse_a_non_positive_repeat_count(tmp_path, capsys):
     from eval.bench import kv_layouts, rollout
 
@@ -28,3 +49,21 @@ def test_benchmarks_refuse_a_non_positive_repeat_count(tmp_path, capsys):
             main(["--repeats", "0", "--out", str(out)])
         assert exit_info.value.code == 2 and "--repeats must be positive" in capsys.readouterr().err
         assert not out.exists()
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_runs_its_code_on_the_cpu_and_refuses_without_cuda(tmp_path, capsys):
+    """The GPU page's code path (children per batch, training variants, rollout rows) on the CPU
+    with a tiny size; asking for CUDA where there is none is one error line and status 2."""
+    import torch
+
+    from eval.bench import gpu
+
+    out = tmp_path / "gpu.md"
+    assert gpu.main(["--device", "cpu", "--size", "tmaze-cpu", "--batches", "2", "--seconds", "0.2",
+                     "--no-compile", "--threads", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("## CPU") and "| 2 |" in text and "steps/s" in text
+    if not torch.cuda.is_available():
+        assert gpu.main(["--out", str(tmp_path / "none.md")]) == 2
+        assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "none.md").exists()

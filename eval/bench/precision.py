@@ -38,30 +38,35 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def run_one(size: Size, seconds: float) -> dict:
+def run_one(size: Size, seconds: float, device: str = "cpu", compiled: bool = True) -> dict:
+    """The four variants of one size on ``device`` (a CUDA step is timed to its end: synchronised);
+    ``compiled`` False: the two eager ones only."""
     torch.manual_seed(0)
-    model = build(size)
+    model = build(size).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     t = size.K * size.N
-    obs, actions = torch.randn(size.batch, t, 4), torch.randint(0, 4, (size.batch, t))
-    rtg, valid = torch.rand(size.batch, t, 1), torch.ones(size.batch, t, dtype=torch.bool)
+    obs, actions = torch.randn(size.batch, t, 4, device=device), torch.randint(0, 4, (size.batch, t), device=device)
+    rtg, valid = torch.rand(size.batch, t, 1, device=device), torch.ones(size.batch, t, dtype=torch.bool, device=device)
+    kind = torch.device(device).type
     with torch.no_grad():
         model.eval()
         reference = model(obs, actions, rtg, valid)[0].float()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast(kind, dtype=torch.bfloat16):
             low = model(obs, actions, rtg, valid)[0].float()
         model.train()
     result = {"name": size.name, "bf16_max_logit_diff": (low - reference).abs().max().item()}
-    for precision, compile_ in VARIANTS:
+    for precision, compile_ in VARIANTS if compiled else VARIANTS[:2]:
         net = torch.compile(model) if compile_ else model
 
         def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16"):
                 out, _ = net(obs, actions, rtg, valid)
                 loss = model.head.loss(out, actions, valid)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if kind == "cuda":
+                torch.cuda.synchronize()
 
         key = f"{precision}{'_compiled' if compile_ else ''}"
         start = time.perf_counter()

@@ -1,6 +1,7 @@
 """Rollout-speed benchmark: the streaming policy against the reference procedure, ONNX against eager.
 
-    python -m eval.bench.rollout [--checkpoint runs/tmaze_quick] [--threads 2] [--out results/performance.md]
+    python -m eval.bench.rollout [--checkpoint runs/tmaze_quick] [--threads 2] [--lengths 9600 96000]
+                                 [--out results/performance.md]
 
 Three measurements, each side by side in one process so that the ratios are comparable:
 
@@ -8,11 +9,14 @@ Three measurements, each side by side in one process so that the ratios are comp
    once per segment) against :class:`SegmentRecomputePolicy` (the RATE reference code: re-run the
    current segment every step), at K in {10, 30, 50}, m in {5, 15}, batch 1 and 64, on the T-Maze
    backbone (d_model 64, 2 layers, 4 heads of 16, no FFN, valve), fed the same observations for
-   two whole segments; the actions of the two are compared at every step.
+   two whole segments; the actions of the two are compared at every step, and the streaming
+   step that closes a segment is timed against the ordinary ones.
 2. The same streaming step exported to ONNX and run by onnxruntime, against eager, at K = 10 and
    50 (m = 5).
-3. Wall time of evaluating 100 T-Maze episodes of T = 9600 in lockstep (environment steps
-   included): eager streaming and the ONNX runner, with the checkpoint's success rate.
+3. Wall time of evaluating 100 T-Maze episodes of T = 9600 and 96,000 in lockstep (environment
+   steps included) through the batched numpy T-Maze, and at 9600 also through single T-Mazes
+   (eager and ONNX), with the checkpoint's success rate and the floors beside them: the
+   environment alone, the policy alone, the model's arithmetic at the GEMM peak.
 
 Latencies are medians over the measured steps (a typical step); steps/s = batch / mean step time,
 so the segment boundaries (write block, memory update) count in the throughput.
@@ -31,6 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from eval.bench.throughput import matmul_peak
 from rate.deploy.onnx_runner import make_env_factory, play
 from rate.config import atomic_write_text, load_yaml
 from rate.deploy.export import export_metadata, export_onnx, open_artifact
@@ -56,10 +61,13 @@ def tmaze_model(segment_steps: int, mem_tokens: int, extra: list[str] = ()) -> R
     return build_rate(cfg).eval()
 
 
-def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, seed: int = 0):
+def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, seed: int = 0,
+                   segment_steps: int | None = None):
     """Feed every policy the same observations for ``steps`` steps.  Returns per policy the
-    median and the mean seconds per step ({"median": .., "mean": ..}), and whether all policies
-    chose the same actions at every step.
+    median and the mean seconds per step ({"median": .., "mean": ..}; with ``segment_steps`` K also
+    "closing", the median of the steps that close a segment, t = K, 2K, .., and "ordinary", the
+    median of the other steps after the first), and whether all policies chose the same actions
+    at every step.
 
     Each policy plays its ``steps`` steps in a row, as in a rollout, one policy after the other.
     Interleaving the policies step by step (as this benchmark did before) put a reference step,
@@ -78,7 +86,14 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
             reward = np.zeros(batch, dtype=np.float32)
     first, *others = actions.values()
     identical = all(np.array_equal(a, b) for other in others for a, b in zip(first, other))
-    return {name: {"median": statistics.median(t), "mean": statistics.fmean(t)} for name, t in times.items()}, identical
+    stats = {}
+    for name, t in times.items():
+        stats[name] = {"median": statistics.median(t), "mean": statistics.fmean(t)}
+        if segment_steps is not None and steps > segment_steps + 1:
+            closing = [x for i, x in enumerate(t) if i > 0 and i % segment_steps == 0]
+            stats[name] |= {"closing": statistics.median(closing),
+                            "ordinary": statistics.median(x for i, x in enumerate(t) if i > 0 and i % segment_steps)}
+    return stats, identical
 
 
 def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
@@ -117,8 +132,9 @@ class OnnxAsPolicy:
 
 
 def bench_policies(folder: Path, repeats: int = 3) -> tuple[list[str], list[str]]:
-    rows = ["| model | K | m | batch | streaming ms/step | reference ms/step | speed-up (range) | streaming steps/s | "
-            "reference steps/s | same actions |", "|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| model | K | m | batch | streaming ms/step | closing step ms (x ordinary) | reference ms/step | "
+            "speed-up (range) | speed-up of the means | streaming steps/s | reference steps/s | same actions |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     grid = [("T-Maze CPU (2 layers)", [], k, m, b) for k in (10, 30, 50) for m in (5, 15) for b in (1, 64)]
     grid += [("reference size (10 layers, heads of 32)", REFERENCE_SIZE, 50, 15, b) for b in (1, 64)]
     for name, extra, k, m, b in tqdm(grid, desc="streaming vs reference"):
@@ -127,14 +143,17 @@ def bench_policies(folder: Path, repeats: int = 3) -> tuple[list[str], list[str]
         # The reference procedure's step time moved by up to 1.5x between runs on this machine
         # (217 to 336 ms at the reference size), so each row is measured `repeats` times: the
         # table gives the median of the repeats and the range of the ratio.
-        runs = [step_latencies(policies, b, steps=2 * k) for _ in range(repeats)]
+        runs = [step_latencies(policies, b, steps=2 * k + 1, segment_steps=k) for _ in range(repeats)]
         same = all(identical for _, identical in runs)
-        stat = {policy: {kind: statistics.median(times[policy][kind] for times, _ in runs) for kind in ("median", "mean")}
+        stat = {policy: {kind: statistics.median(times[policy][kind] for times, _ in runs) for kind in runs[0][0][policy]}
                 for policy in policies}
         ratios = sorted(times["ref"]["median"] / times["stream"]["median"] for times, _ in runs)
+        mean_ratio = statistics.median(times["ref"]["mean"] / times["stream"]["mean"] for times, _ in runs)
         spread = f" ({ratios[0]:.1f}-{ratios[-1]:.1f})" if repeats > 1 else ""
-        rows.append(f"| {name} | {k} | {m} | {b} | {stat['stream']['median'] * 1e3:.2f} | "
-                    f"{stat['ref']['median'] * 1e3:.1f} | {statistics.median(ratios):.1f}x{spread} | "
+        closing = stat["stream"]["closing"]
+        rows.append(f"| {name} | {k} | {m} | {b} | {stat['stream']['median'] * 1e3:.2f} | {closing * 1e3:.2f} "
+                    f"({closing / stat['stream']['ordinary']:.1f}x) | "
+                    f"{stat['ref']['median'] * 1e3:.1f} | {statistics.median(ratios):.1f}x{spread} | {mean_ratio:.1f}x | "
                     f"{b / stat['stream']['mean']:.0f} | {b / stat['ref']['mean']:.0f} | {'yes' if same else 'NO'} |")
     onnx_rows = ["| K | m | batch | eager ms/step | onnxruntime ms/step | eager / onnx | same actions |",
                  "|---|---|---|---|---|---|---|"]
@@ -152,7 +171,37 @@ def bench_policies(folder: Path, repeats: int = 3) -> tuple[list[str], list[str]
     return rows, onnx_rows
 
 
-def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, length: int) -> list[str]:
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def step_flops(model: RATEModel, batch: int) -> float:
+    """Matmul FLOPs per step of the streaming policy at ``batch``, averaged over one whole
+    segment cycle after the first (its closing step included), counted by
+    torch.utils.flop_counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    k = model.cfg.segment_steps
+    policy = StreamingPolicy(model, 1.0)
+    policy.reset(batch)
+    obs, reward = np.zeros((batch, *model.cfg.obs_shape), np.float32), np.zeros(batch, np.float32)
+    for _ in range(k):
+        policy.act(obs, reward)
+    with FlopCounterMode(display=False) as counter:
+        for _ in range(k):
+            policy.act(obs, reward)
+    return counter.get_total_flops() / k
+
+
+def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, lengths: list[int]) -> list[str]:
+    """Wall time of ``episodes`` T-Maze episodes at each length: eager streaming through the
+    batched numpy T-Maze (gym.make_vec), and at the first length also through single
+    environments and with the ONNX runner; beside them the floors: the environment stepped alone,
+    the policy's steps alone, and the model's matmul arithmetic at the GEMM peak."""
+    import gymnasium as gym
+
     import rate_envs  # noqa: F401  registers the T-Maze
 
     if checkpoint is not None:
@@ -166,15 +215,42 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
     step = PolicyStep(model)
     path = folder / "policy.onnx"
     export_onnx(step, export_metadata(step, {}, 1.0), path)
-    make_env = make_env_factory({"env_id": "rate/TMaze-v0"}, length)
-    rows = [f"{episodes} episodes of T = {length} in lockstep, {source}:", "",
-            "| runner | wall seconds | success |", "|---|---|---|"]
-    start = time.perf_counter()
-    out = rollout(make_env, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True)
-    rows.append(f"| eager StreamingPolicy (rate.rl.rollout) | {time.perf_counter() - start:.1f} | {out['success'].mean():.2f} |")
-    start = time.perf_counter()
-    out = play(open_artifact(path), make_env, episodes, seed=0, target_return=1.0)
-    rows.append(f"| ONNX (eval.play_onnx) | {time.perf_counter() - start:.1f} | {out['success'].mean():.2f} |")
+    peak, flops = matmul_peak(2.0, 2048) / 1e9, step_flops(model, episodes)
+    rows = [f"{episodes} episodes per length in lockstep, {source}. Floors: the environment alone (the batched "
+            f"T-Maze stepped T times with fixed actions), the policy alone (T steps fed fixed observations, no "
+            f"environment), and the model's arithmetic: {flops / 1e6:.1f} MFLOP of matmuls per step at batch "
+            f"{episodes} (torch.utils.flop_counter, one segment cycle) at this machine's fp32 GEMM peak, "
+            f"{peak:.0f} GFLOP/s (a 2048 x 2048 matmul, the median of about 2 s of calls).", "",
+            "| T | runner | wall seconds | success |", "|---|---|---|---|"]
+    for i, length in enumerate(tqdm(lengths, desc="long evaluation")):
+        envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
+        start = time.perf_counter()
+        out = rollout(envs, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True)
+        rows.append(f"| {length} | eager StreamingPolicy, batched T-Maze (`gym.make_vec`) | "
+                    f"{time.perf_counter() - start:.1f} | {out['success'].mean():.2f} |")
+        if i == 0:
+            make_env = make_env_factory({"env_id": "rate/TMaze-v0"}, length)
+            start = time.perf_counter()
+            single = rollout(make_env, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True)
+            same = all(np.array_equal(single[key], out[key]) for key in ("returns", "lengths", "success"))
+            rows.append(f"| {length} | eager StreamingPolicy, {episodes} single T-Mazes (results "
+                        f"{'identical' if same else 'DIFFERENT'}) | {time.perf_counter() - start:.1f} | "
+                        f"{single['success'].mean():.2f} |")
+            start = time.perf_counter()
+            onnx = play(open_artifact(path), make_env, episodes, seed=0, target_return=1.0)
+            rows.append(f"| {length} | ONNX (eval.play_onnx), single T-Mazes | {time.perf_counter() - start:.1f} | "
+                        f"{onnx['success'].mean():.2f} |")
+        envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
+        envs.reset(seed=0)
+        right = np.zeros(episodes, dtype=np.int64)
+        rows.append(f"| {length} | floor: the environment alone | "
+                    f"{_timed(lambda: [envs.step(right) for _ in range(length - 1)]):.1f} | - |")
+        policy = StreamingPolicy(model, 1.0)
+        policy.reset(episodes)
+        obs, reward = np.zeros((episodes, 4), np.float32), np.zeros(episodes, np.float32)
+        rows.append(f"| {length} | floor: the policy alone | "
+                    f"{_timed(lambda: [policy.act(obs, reward) for _ in range(length)]):.1f} | - |")
+        rows.append(f"| {length} | floor: the model's matmuls at the GEMM peak | {flops * length / (peak * 1e9):.2f} | - |")
     return rows
 
 
@@ -184,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="RATE T-Maze checkpoint for the long evaluation (made by make run; "
                              "an untrained model when missing)")
     parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--length", type=int, default=9600)
+    parser.add_argument("--lengths", type=int, nargs="+", default=[9600, 96000],
+                        help="episode lengths of the long evaluation (single environments and ONNX at the first only)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="measurements of each streaming/reference row")
     parser.add_argument("--out", type=Path, default=Path("results/performance.md"))
@@ -199,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth = [copy_bandwidth()]
     with tempfile.TemporaryDirectory() as tmp:
         policy_rows, onnx_rows = bench_policies(Path(tmp), args.repeats)
-        long_rows = bench_long_evaluation(checkpoint, Path(tmp), args.episodes, args.length)
+        long_rows = bench_long_evaluation(checkpoint, Path(tmp), args.episodes, args.lengths)
     bandwidth.append(copy_bandwidth())
     command = "python -m eval.bench.rollout" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     text = "\n".join([
@@ -214,7 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         "4 heads of 16, no FFN, valve), and the reference run script's size (10 layers, 4 heads of 32). "
         f"Each row is measured {args.repeats} times in a row: the latencies are the median of the repeats, the "
         "speed-up their median ratio with the lowest and highest in brackets. "
-        "Steps/s: batch / mean step time over the same steps, segment boundaries included.", "",
+        "Steps/s: batch / mean step time over the same steps, segment boundaries included; the speed-up of the "
+        "means is the ratio of those mean step times (whole segment cycles, closing steps included). Closing "
+        "step: the median of the steps that close a segment (the previous action ends it, the write block, the "
+        "memory update and the next read block run), with its ratio to the median of the other steps.", "",
         *policy_rows, "",
         "## ONNX (onnxruntime) against eager", "", *onnx_rows, "",
         "## Evaluating long episodes", "", *long_rows, "",

@@ -56,7 +56,9 @@ class RelativePositions:
     (position of i - position of j) - d_min.
 
     ``q_start`` is a Python int (every batch row alike; index (Q, K), R = Q + k_len - 1, built
-    without device-to-host synchronisation), or a (B,) long tensor of per-row starts for queries
+    without device-to-host synchronisation; with ``table``, the full table of a streaming decoder
+    whose rows are in step, of which ``window`` names the rows used: the decode path reads the
+    scores as a strided window instead of gathering them), or a (B,) long tensor of per-row starts for queries
     that lie inside the keys (q_start + Q <= k_len; index (B, 1, Q, K), R = 2 k_len - 1): the
     streaming decoder's rows sit at different places of their segments.  There ``keys_used``
     (<= k_len) keeps only the index of the first keys_used keys: a decoder whose later buffer
@@ -72,7 +74,17 @@ class RelativePositions:
         self.q_start: int | None = None  # an int: every row's queries at the same positions
         self.q_len = q_len
         self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self.window: tuple[torch.Tensor, int] | None = None
         i = torch.arange(q_len, device=device)
+        if isinstance(q_start, int) and table is not None:
+            # A streaming decoder's rows in step: the distances are a window of its full table,
+            # (2 k_len - 1, d_model) from -(k_len - 1); ``window`` = (table, first row used).
+            used = k_len if keys_used is None else keys_used
+            lo = q_start - (used - 1) + (k_len - 1)
+            self.q_start, self.k_len, self.window = q_start, used, (table, lo)
+            self.table = table[lo : lo + q_len + used - 1]
+            self.index = i[:, None] - torch.arange(used, device=device)[None, :] + (used - 1)  # (Q, K)
+            return
         if isinstance(q_start, torch.Tensor):
             if q_pos is not None or k_pos is not None:
                 raise ValueError("explicit positions go with an int q_start (every row's queries alike)")
@@ -146,6 +158,7 @@ class RelativeMultiHeadAttention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(n_heads, d_head))
         self.attn_dropout = attn_dropout
         self.scale = 1.0 / math.sqrt(d_head)
+        self._reversed: tuple[tuple, torch.Tensor] | None = None  # see _reversed_positional_table
 
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of hidden states x: (B, T, D) -> two (B, H, T, d_head)."""
@@ -181,10 +194,21 @@ class RelativeMultiHeadAttention(nn.Module):
             out = self._full(q, k, v, positions, mask_bias)
         return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), kv
 
-    def _positional_table(self, positions: RelativePositions) -> torch.Tensor:
-        """(H, R, dh) projection of the distance table (float32; projected in the model's dtype)."""
+    def _positional_table(self, table: torch.Tensor) -> torch.Tensor:
+        """(H, R, dh) projection of a distance table (R, D) (float32; projected in the model's dtype)."""
         h, dh = self.n_heads, self.d_head
-        return self.r_proj(positions.table.to(self.r_proj.weight.dtype)).view(-1, h, dh).transpose(0, 1)
+        return self.r_proj(table.to(self.r_proj.weight.dtype)).view(-1, h, dh).transpose(0, 1)
+
+    def _reversed_positional_table(self, table: torch.Tensor) -> torch.Tensor:
+        """(H, R, dh) projection of a streaming decoder's full table in decreasing-distance order,
+        contiguous, kept between decoding steps (inference: the weights do not change while a
+        policy decodes; another table, device, dtype or an in-place weight update recomputes it)."""
+        w = self.r_proj.weight
+        key = (table.data_ptr(), table.shape, w.data_ptr(), w._version, torch.is_autocast_enabled(table.device.type))
+        if self._reversed is None or self._reversed[0] != key:
+            with torch.no_grad():
+                self._reversed = (key, self._positional_table(table.flip(0)).contiguous())
+        return self._reversed[1]
 
     def _full(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, positions: RelativePositions,
               mask_bias: torch.Tensor) -> torch.Tensor:
@@ -192,7 +216,7 @@ class RelativeMultiHeadAttention(nn.Module):
         b, h, q_len, _ = q.shape
         if self._factored_pays(positions, b, q_len, k.shape[2]):
             return self._factored_attention(q, k, v, positions, mask_bias)
-        r = self._positional_table(positions)  # (H, R, dh)
+        r = self._positional_table(positions.table)  # (H, R, dh)
         pos_scores = torch.matmul(q + self.v_bias[:, None, :], r.transpose(-1, -2))  # (B, H, Q, R)
         index = positions.index.expand(b, h, q_len, k.shape[2])  # (B, H, Q, K), a view
         bias = torch.gather(pos_scores, -1, index) * self.scale + mask_bias  # (B, H, Q, K)
@@ -206,17 +230,29 @@ class RelativeMultiHeadAttention(nn.Module):
         """Decode attention (no dropout): q (B, H, Q, dh) of a few rows against every slot of ``kv``.
 
         The positional scores are one GEMM per head over all B * Q query rows (a matmul that
-        broadcast the table over the batch would run as B tiny products); the content scores
-        are added into the gathered positional scores in place, and two small matmuls replace the
-        fused kernel, which an arbitrary bias slows down at these sizes.  Every row sees at least
-        one key (itself or its block), so no softmax row is empty."""
+        broadcast the table over the batch would run as B tiny products).  With rows in step
+        (``positions.window``) query i's scores against keys 0..K-1 are a contiguous run of the
+        scores against the decreasing distances p_i .. p_i - K + 1, read as one strided view;
+        with per-row positions they are gathered.  Two small matmuls replace the fused kernel,
+        which an arbitrary bias slows down at these sizes.  Every row sees at least one key
+        (itself or its block), so no softmax row is empty."""
         b, h, q_len, dh = q.shape
-        r = self._positional_table(positions)  # (H, R, dh)
-        qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
-        pos_scores = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, r.shape[1]).transpose(0, 1)
         keys = mask_bias.shape[-1]
-        scores = torch.gather(pos_scores, -1, positions.index.expand(b, h, q_len, keys))  # (B, H, Q, K)
-        kv.add_content_scores_(scores, q + self.u_bias[:, None, :])
+        qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
+        content = kv.content_scores(q + self.u_bias[:, None, :])  # (B, H, Q, K)
+        if positions.window is not None and not torch.compiler.is_exporting():
+            table, lo = positions.window
+            rows = q_len + keys - 1  # distances p_0 + Q - 1 .. p_0 - K + 1, decreasing
+            first = table.shape[0] - (lo + rows)
+            r = self._reversed_positional_table(table)[:, first : first + rows]  # (H, R, dh)
+            pos = torch.matmul(qv, r.transpose(-1, -2))  # (H, B * Q, R), contiguous
+            # (B, H, Q, K) view: query i's run starts at row Q - 1 - i of its R scores.
+            window = pos.as_strided((b, h, q_len, keys), (q_len * rows, b * q_len * rows, rows - 1, 1), q_len - 1)
+            scores = content.add_(window)
+        else:
+            r = self._positional_table(positions.table)  # (H, R, dh)
+            pos = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, r.shape[1]).transpose(0, 1)
+            scores = content.add_(torch.gather(pos, -1, positions.index.expand(b, h, q_len, keys)))
         return kv.read(scores.mul_(self.scale).add_(mask_bias).softmax(-1))
 
     def _factored_pays(self, positions: RelativePositions, b: int, q_len: int, keys: int) -> bool:

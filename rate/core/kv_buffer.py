@@ -94,15 +94,14 @@ class KVPages:
             return KVPages(torch.cat([self.keys, k.unsqueeze(0)], dim=3), torch.cat([self.values, v.unsqueeze(0)], dim=3))
         return KVPages(write_slots(self.keys, k, start), write_slots(self.values, v, start))
 
-    def add_content_scores_(self, scores: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
-        """Add q . k of every slot into ``scores`` (B, H, Q, P * page), in place; q (B, H, Q, dh).
+    def content_scores(self, q: torch.Tensor) -> torch.Tensor:
+        """q . k of every slot, (B, H, Q, P * page), a new contiguous tensor; q (B, H, Q, dh).
         The pages' products come out of one batched matmul (q broadcast over the pages)."""
         pages, b, h, page, _ = self.keys.shape
         if pages == 1:  # (squeeze, not [0]: in ONNX a Gather would copy the buffer once more)
-            return scores.add_(torch.matmul(q, self.keys.squeeze(0).transpose(-1, -2)))
+            return torch.matmul(q, self.keys.squeeze(0).transpose(-1, -2))
         content = torch.matmul(q, self.keys.transpose(-1, -2))  # (P, B, H, Q, page)
-        scores.view(b, h, q.shape[2], pages, page).add_(content.permute(1, 2, 3, 0, 4))
-        return scores
+        return content.permute(1, 2, 3, 0, 4).reshape(b, h, q.shape[2], pages * page)
 
     def read(self, weights: torch.Tensor) -> torch.Tensor:
         """Attention weights (B, H, Q, P * page) -> the weighted values (B, H, Q, dh)."""

@@ -135,6 +135,7 @@ class StreamingDecoder:
         self.L, self.D, self.H, self.dh = cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.d_head
         # Sinusoids of every in-buffer distance, made here (not while an exporter traces a step).
         self._table = RelativePositions.full_table(self.slots, self.D, next(decoder.parameters()).device)
+        self._causal: torch.Tensor | None = None  # see _causal_bias
 
     # ------------------------------------------------------------------ state life cycle
     def initial(self, batch: int) -> StreamState:
@@ -215,12 +216,18 @@ class StreamingDecoder:
         b, n = x.shape[:2]
         if check and bool((state.length + n > self.S).any()):
             raise ValueError(f"a row's segment would exceed {self.S} tokens; call close_full() before step()")
-        start = self.C + self.m + state.length  # (B,) slot of each row's first new token
-        slots = start[:, None] + torch.arange(n, device=x.device)  # (B, n)
-        kind = state.kind.scatter(1, slots, SEGMENT)
-        # Row b's query i sees every filled slot up to its own (cache and read slots lie before it).
-        own = slots[:, :, None] >= torch.arange(self.slots, device=x.device)  # (B, n, slots)
-        allowed = own & (kind != PAD)[:, None, :]
+        start = self._common_start(self.C + self.m + state.length)  # slot of each row's first new token
+        if isinstance(start, int) and not (self.C and not bool(state.cache_valid.all())):
+            # Rows in step, every slot before them filled: the mask is causal (read from a table).
+            kind, allowed = state.kind.clone(), None
+            kind[:, start : start + n] = SEGMENT
+        else:
+            first = torch.full((b, 1), start, device=x.device) if isinstance(start, int) else start[:, None]
+            slots = first + torch.arange(n, device=x.device)  # (B, n)
+            kind = state.kind.scatter(1, slots, SEGMENT)
+            # Row b's query i sees every filled slot up to its own (cache and read slots lie before it).
+            own = slots[:, :, None] >= torch.arange(self.slots, device=x.device)  # (B, n, slots)
+            allowed = own & (kind != PAD)[:, None, :]
         h, inputs, keys, values = self._run_in_place(state, x, allowed, start)
         seg_inputs = state.seg_inputs
         if self.C:  # (L, B, S, D): the new tokens' per-layer inputs at their segment positions
@@ -228,9 +235,12 @@ class StreamingDecoder:
         return h, replace(state, keys=keys, values=values, kind=kind, seg_inputs=seg_inputs, length=state.length + n)
 
     # ------------------------------------------------------------------ internals
-    def _run_in_place(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor, start: torch.Tensor):
+    def _run_in_place(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor | None,
+                      start: torch.Tensor | int):
         """Rows x (B, n, D) written into the buffer at slots start[b].. (in place) and run through
-        every layer against it.  allowed: (B, n, slots) bool.  Returns the final-normed output
+        every layer against it.  ``start``: (B,) long, or an int when every row's slots are the
+        same (rows in step); ``allowed``: (B, n, slots) bool, or None (int start only) for the
+        causal mask of rows with every earlier slot filled.  Returns the final-normed output
         (B, n, D), the per-layer inputs of x and the (L, P, B, H, page, dh) key/value buffers (the
         state's own, written in place, or new tensors inside an exported graph: see :func:`write_slots`).
 
@@ -241,25 +251,47 @@ class StreamingDecoder:
         if self._table.device != x.device:  # the model moved since
             self._table = RelativePositions.full_table(self.slots, self.D, x.device)
         exporting = torch.compiler.is_exporting()
+        n = x.shape[1]
+        if isinstance(start, torch.Tensor):
+            start = self._common_start(start)
         # An empty batch (every environment of a rollout finished) has no prefix: it reads all.
-        whole = exporting or start.numel() == 0
-        pages = self.pages if whole else -(-int((start + x.shape[1]).max()) // self.page)
+        whole = exporting or (isinstance(start, torch.Tensor) and start.numel() == 0)
+        if whole:
+            pages = self.pages
+        else:
+            pages = -(-(start + n if isinstance(start, int) else int((start + n).max())) // self.page)
         used = pages * self.page
-        positions = RelativePositions(start, x.shape[1], self.slots, self.D, x.device, table=self._table,
+        positions = RelativePositions(start, n, self.slots, self.D, x.device, table=self._table,
                                       keys_used=None if whole else used)
-        bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
-        # Rows in step (the usual rollout) write at one slot: decided once here, not per layer.
-        write_at = start
-        if not exporting and start.numel() and bool((start == start[0]).all()):
-            write_at = int(start[0])
+        if allowed is None:
+            bias = self._causal_bias(x)[start : start + n, :used][None, None]
+        else:
+            bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
         # Views of the buffers' first pages: the in-place writes land in the buffers.
         # (state.keys[i], not iteration: unbind's views cannot be written in place)
         past = [KVPages(state.keys[i], state.values[i]) if whole else KVPages(state.keys[i][:pages], state.values[i][:pages])
                 for i in range(self.L)]
-        h, inputs, kvs = self.decoder.run_layers(x, positions, bias, past, write_at)
+        h, inputs, kvs = self.decoder.run_layers(x, positions, bias, past, start)
         if not exporting:  # the buffers were written in place
             return h, inputs, state.keys, state.values
         return h, inputs, torch.stack([kv.keys for kv in kvs]), torch.stack([kv.values for kv in kvs])
+
+    @staticmethod
+    def _common_start(start: torch.Tensor) -> torch.Tensor | int:
+        """The rows' first slots ``start`` (B,) as one int where every row's is the same (rows in
+        step, the usual rollout: decided once per pass, not per layer), else the tensor.  Exported
+        graphs keep the tensor (no data-dependent branch)."""
+        if torch.compiler.is_exporting() or start.numel() == 0 or not bool((start == start[0]).all()):
+            return start
+        return int(start[0])
+
+    def _causal_bias(self, x: torch.Tensor) -> torch.Tensor:
+        """(slots, slots) additive causal mask (0 on and below the diagonal, -inf above), made once
+        per device and dtype."""
+        if self._causal is None or self._causal.device != x.device or self._causal.dtype != x.dtype:
+            full = torch.full((self.slots, self.slots), float("-inf"), device=x.device)
+            self._causal = full.triu(1).to(x.dtype)
+        return self._causal
 
     def _run_after(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
         """Rows x (B, n, D) at positions W.. (after the one flat page of W slots, which stays as it

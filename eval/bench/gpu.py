@@ -1,0 +1,122 @@
+"""GPU benchmark: RATE training and streaming rollout at the reference run-script size on one CUDA device.
+
+    bash eval/bench/gpu.sh                     # on a lent GPU machine: installs carried wheels, runs this
+    python -m eval.bench.gpu [--out results/performance_gpu.md] [--batches 64 1024] [--seconds 3]
+
+At the RATE reference run script's T-Maze size (d_model 64, 10 layers, 4 heads of 32, no FFN,
+m = 15, K = 50 x N = 3; eval.bench.rate_training's "reference-script"), for each batch size:
+
+* training tokens/s of a full step (forward over N segments with full BPTT, loss, backward,
+  AdamW) four ways: fp32 and bf16 (torch.autocast) eager, and both compiled (torch.compile), each
+  in its own child process (eval.bench.precision's step, synchronised after every step);
+* streaming rollout (rate.rl.policy.StreamingPolicy) steps/s over two whole segment cycles, the
+  closing steps timed apart (eval.bench.rollout's step_latencies).
+
+The page names the GPU, torch and CUDA versions.  ``--device cpu`` runs the same code on the CPU
+(a smoke test of the script, e.g. with ``--sizes tmaze-cpu``): nothing here requires a GPU to import.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from eval.bench.precision import run_one as train_variants
+from eval.bench.rate_training import SIZES
+from eval.bench.rollout import REFERENCE_SIZE, step_latencies, tmaze_model
+from eval.bench.throughput import bench_command
+from rate.cli.records import machine_info
+from rate.cli.run import error_exit
+from rate.config import atomic_write_text
+from rate.rl.policy import StreamingPolicy
+
+VARIANTS = ("fp32", "bf16", "fp32_compiled", "bf16_compiled")
+
+
+def train_child(size_name: str, batch: int, seconds: float, device: str, compiled: bool) -> dict:
+    """The training variants of one size and batch, timed in this process."""
+    size = replace(next(s for s in SIZES if s.name == size_name), batch=batch)
+    return train_variants(size, seconds, device, compiled) | {"batch": batch}
+
+
+def rollout_rows(size_name: str, batches: list[int], device: str) -> list[str]:
+    """Steps/s of the streaming policy at each batch (the model of ``size_name``'s shape)."""
+    size = next(s for s in SIZES if s.name == size_name)
+    extra = REFERENCE_SIZE if size_name == "reference-script" else []
+    model = tmaze_model(size.K, size.mem, extra).to(device)
+    rows = []
+    for batch in batches:
+        stats, _ = step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch, steps=2 * size.K + 1,
+                                  segment_steps=size.K)
+        s = stats["stream"]
+        rows.append(f"| {batch} | {s['ordinary'] * 1e3:.2f} | {s['closing'] * 1e3:.2f} | {batch / s['mean']:.0f} |")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench.gpu", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda", help="cuda (default), or cpu for a smoke test of the script")
+    parser.add_argument("--size", default="reference-script", choices=[s.name for s in SIZES])
+    parser.add_argument("--batches", type=int, nargs="+", default=[64, 1024])
+    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per training variant")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--no-compile", action="store_true", help="eager variants only (no torch.compile)")
+    parser.add_argument("--out", type=Path, default=Path("results/performance_gpu.md"))
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode: one batch, JSON on stdout
+    args = parser.parse_args(argv)
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        return error_exit(RuntimeError("no CUDA device here: this benchmark measures a GPU (run it on one with "
+                                       "`bash eval/bench/gpu.sh`, or pass --device cpu to smoke-test the script)"))
+    if min(args.batches) < 1 or args.seconds <= 0:
+        return error_exit(ValueError("--batches must be positive and --seconds greater than 0"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.one is not None:
+        print(json.dumps(train_child(args.size, args.one, args.seconds, args.device, not args.no_compile)))
+        return 0
+    training = []
+    for batch in args.batches:  # one process per batch: its own compile caches and memory
+        print(f"training, batch {batch} ...", file=sys.stderr, flush=True)
+        done = subprocess.run([sys.executable, "-m", "eval.bench.gpu", "--one", str(batch), "--size", args.size,
+                               "--seconds", str(args.seconds), "--device", args.device]
+                              + (["--no-compile"] if args.no_compile else [])
+                              + (["--threads", str(args.threads)] if args.threads else []), capture_output=True, text=True)
+        if done.returncode:
+            print(done.stderr, file=sys.stderr)
+            return done.returncode
+        training.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print("rollout ...", file=sys.stderr, flush=True)
+    rollout = rollout_rows(args.size, args.batches, args.device)
+    info = machine_info()
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else f"CPU ({info['machine']})"
+    cuda = f", CUDA {torch.version.cuda}" if args.device.startswith("cuda") else ""
+    lines = [f"## {name}", "",
+             f"Generated by `{bench_command('eval.bench.gpu', argv)}` on {name}, torch {info['torch']}{cuda}; size "
+             f"`{args.size}` (eval.bench.rate_training). Training: tokens/s (3 per step) of a full step, median "
+             f"over about {args.seconds:g} s of steps after the first (compilation, for the compiled ones; its "
+             "seconds in the last column), one process per batch; speed-ups against fp32 eager.", "",
+             "| batch | fp32 tokens/s | bf16 | fp32 compiled | bf16 compiled | first step s (fp32 / bf16 / compiled "
+             "fp32 / compiled bf16) |", "|---|---|---|---|---|---|"]
+    for r in training:
+        base = r["fp32_tokens_per_s"]
+        cells = [f"{r[k + '_tokens_per_s']:.0f} ({r[k + '_tokens_per_s'] / base:.2f}x)" if k + "_s" in r else "-"
+                 for k in VARIANTS[1:]]
+        firsts = " / ".join(f"{r[k + '_first_s']:.1f}" if k + "_s" in r else "-" for k in VARIANTS)
+        lines.append(f"| {r['batch']} | {base:.0f} | " + " | ".join(cells) + f" | {firsts} |")
+    lines += ["", "Streaming rollout (fp32, eager): median ms of an ordinary step and of a segment-closing "
+              "step, and steps/s = batch / mean step time over two whole segment cycles.", "",
+              "| batch | ordinary step ms | closing step ms | steps/s |", "|---|---|---|---|", *rollout, ""]
+    text = "\n".join(lines)
+    atomic_write_text(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
