@@ -70,7 +70,8 @@ class TMazeVectorEnv(VectorEnv):
         self._start(rows, options)
         self._autoreset[rows] = False
         obs = self._observe(rows)
-        info = {"goal": self.goal.copy(), "corridor_length": self.corridor.copy(), **self._cue_info()}
+        info = {"goal": self.goal.copy(), "_goal": mask.copy(), "corridor_length": self.corridor.copy(),
+                "_corridor_length": mask.copy(), **self._cue_info()}
         return obs, info
 
     def step(self, actions):

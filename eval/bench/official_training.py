@@ -1,0 +1,154 @@
+"""RATE training against a re-creation of the official code's training step, side by side in one run.
+
+    python -m eval.bench.official_training [--threads 2] [--batches 3] [--rounds 2]
+                                           [--out results/performance_official.md]
+
+At the official T-Maze run script's config (d_model 64, 10 layers, 4 heads of 32, no FFN, m = 15,
+K = 50 x N = 3, batch 128, dropout 0.2, AdamW 3e-4, clip 1.0), each in its own child process (so
+that its peak resident memory is its own), on the same synthetic T-Maze batch:
+
+* reference: eval.bench.official_recreation, the official training step re-created (post-LN,
+  einsum layouts, full score square then masked, per-segment detach and optimiser step,
+  ``backward(retain_graph=True)``);
+* the project's ``training_mode: official`` (the same truncation and per-segment steps);
+* the project's full BPTT (one step per batch through all segments), and with
+  ``checkpoint_segments`` (activation checkpointing per segment).
+
+One warm-up batch, then ``--batches`` timed ones per child (median ms per batch); ``--rounds``
+rounds, the second in reverse order (min and max over rounds).  Tokens = 3 per step of the
+windows (memory tokens not counted).  Peak RSS: the child's ``ru_maxrss`` at its end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from eval.bench.official_recreation import OfficialRATE, official_batch, official_optimizer, synthetic_tmaze
+from eval.bench.throughput import bench_command
+from rate.cli.records import machine_info
+from rate.config import atomic_write_text
+
+K, N, BATCH = 50, 3, 128
+ROWS = {
+    "reference": "official code re-created (per-segment detach + step, retain_graph)",
+    "official": "project, training_mode official",
+    "bptt": "project, full BPTT",
+    "bptt_checkpoint": "project, full BPTT + checkpoint_segments",
+}
+
+
+def project_step(mode: str):
+    """The project's RATE at the run script's config and one batch function of ``mode``."""
+    from rate.core.rmt import RMTConfig
+    from rate.rl.experiment import RATEExperimentConfig
+    from rate.rl.model import RATEConfig, RATEModel
+    from rate.rl.trainer import train_step
+    from rate.training import TrainConfig, TrainingLoop
+
+    backbone = RMTConfig(d_model=64, n_layers=10, n_heads=4, d_head=32, d_inner=32, use_ffn=False,
+                         num_mem_tokens=15, memory_update="mrv", mrv_heads=2, mrv_activation="relu", dropout=0.2,
+                         bptt_depth=-1, checkpoint_segments=mode == "bptt_checkpoint")
+    cfg = RATEExperimentConfig(model=RATEConfig(backbone=backbone, segment_steps=K, num_segments=N, obs_shape=[4],
+                                                act_dim=4),
+                               training_mode="official" if mode == "official" else "bptt",
+                               train=TrainConfig(lr=3e-4, warmup_steps=1000, grad_clip=1.0, batch_size=BATCH))
+    model = RATEModel(cfg.model).train()
+    loop = TrainingLoop(model, cfg.train, progress=False)
+
+    def run(obs, actions, rtg, valid):
+        padded = actions.masked_fill(~valid, model.cfg.action_pad)
+        train_step(model, model, cfg, {"obs": obs, "actions": padded, "rtg": rtg, "valid": valid}, loop)
+        loop.sched.step()
+
+    return model, run
+
+
+def run_one(name: str, batches: int) -> dict:
+    torch.manual_seed(0)
+    obs, actions, rtg, valid = synthetic_tmaze(BATCH, K, N, torch.Generator().manual_seed(0))
+    if name == "reference":
+        model = OfficialRATE().train()
+        opt, sched = official_optimizer(model)
+
+        def step():
+            official_batch(model, opt, sched, obs, actions, rtg, K)
+    else:
+        model, run = project_step(name)
+
+        def step():
+            run(obs, actions, rtg, valid.bool())
+    times = []
+    for i in range(batches + 1):  # the first is the warm-up
+        start = time.perf_counter()
+        step()
+        if i:
+            times.append(time.perf_counter() - start)
+    return {"name": name, "params": sum(p.numel() for p in model.parameters()), "ms": 1e3 * statistics.median(times),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench.official_training", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batches", type=int, default=3, help="timed batches per child, after one warm-up")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of all rows, every other in reverse order")
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
+    parser.add_argument("--out", type=Path, default=Path("results/performance_official.md"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one row, JSON on stdout
+    args = parser.parse_args(argv)
+    if args.batches < 1 or args.rounds < 1:
+        parser.error("--batches and --rounds must be positive")
+    torch.set_num_threads(args.threads)
+    if args.one:
+        print(json.dumps(run_one(args.one, args.batches)))
+        return 0
+    results: dict[str, list[dict]] = {name: [] for name in args.rows}
+    for round_ in range(args.rounds):
+        for name in args.rows if round_ % 2 == 0 else args.rows[::-1]:
+            print(f"round {round_ + 1}: {name} ...", file=sys.stderr, flush=True)
+            done = subprocess.run([sys.executable, "-m", "eval.bench.official_training", "--one", name,
+                                   "--threads", str(args.threads), "--batches", str(args.batches)],
+                                  capture_output=True, text=True)
+            if done.returncode:
+                print(done.stderr, file=sys.stderr)
+                return done.returncode
+            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    info = machine_info()
+    tokens = 3 * K * N * BATCH
+    reference = statistics.median(r["ms"] for r in results["reference"]) if "reference" in results else None
+    lines = ["# RATE training against the official training step", "",
+             f"Generated by `{bench_command('eval.bench.official_training', argv)}` on {info['machine']}, "
+             f"{info['cpu_count']} cores, {args.threads} torch threads, torch {info['torch']}. The official T-Maze run "
+             f"script's config (d_model 64, 10 layers, 4 heads of 32, no FFN, m 15, K {K} x N {N}, batch {BATCH}, "
+             f"dropout 0.2), one synthetic T-Maze batch ({tokens:,} tokens), each row in its own process: one "
+             f"warm-up batch and {args.batches} timed, median ms per batch; {args.rounds} round(s), every other in "
+             "reverse order (min-max over rounds). Speed-up: tokens/s against the reference row, medians over rounds.",
+             "", "| implementation | params | ms per batch (min-max) | tokens/s | vs reference | peak RSS MB (min-max) |",
+             "|---|---|---|---|---|---|"]
+    for name, runs in results.items():
+        ms = [r["ms"] for r in runs]
+        rss = [r["peak_rss_mb"] for r in runs]
+        median = statistics.median(ms)
+        ratio = f"{reference / median:.2f}x" if reference else "-"
+        lines.append(f"| {ROWS[name]} | {runs[0]['params']:,} | {median:,.0f} ({min(ms):,.0f}-{max(ms):,.0f}) | "
+                     f"{tokens / median * 1e3:,.0f} | {ratio} | {statistics.median(rss):,.0f} "
+                     f"({min(rss):,.0f}-{max(rss):,.0f}) |")
+    notes = Path("results/performance_official_notes.md")
+    text = "\n".join(lines) + "\n" + ("\n" + notes.read_text() if notes.is_file() and args.out.name ==
+                                      "performance_official.md" else "")
+    atomic_write_text(args.out, text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

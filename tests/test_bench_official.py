@@ -1,0 +1,48 @@
+"""The official training step's re-creation (eval/bench/official_recreation.py), the speed
+reference of eval.bench.official_training: its positional shift, its truncation, and the bench."""
+
+import torch
+
+from eval.bench.official_recreation import (PAD, OfficialRATE, official_batch, official_optimizer, rel_shift,
+                                            synthetic_tmaze)
+
+
+def test_rel_shift_gives_every_causal_score_its_distance():
+    """Scores computed against distances K-1 .. 0, then shifted: entry (i, j) for j <= i holds the
+    score of distance i - j (Q = K, no cache), as Transformer-XL's positional term needs."""
+    q = k = 6
+    x = torch.randn(q, k, 2, 3)  # x[i, j'] = score of query i against distance k - 1 - j'
+    shifted = rel_shift(x)
+    for i in range(q):
+        for j in range(i + 1):
+            torch.testing.assert_close(shifted[i, j], x[i, k - 1 - (i - j)])
+
+
+def test_official_batch_detaches_the_memory_and_steps_once_per_segment():
+    torch.manual_seed(0)
+    model = OfficialRATE(d_model=16, n_layers=2, n_heads=2, d_head=8, mem=2, dropout=0.0)
+    obs, actions, rtg, valid = synthetic_tmaze(3, 4, 2, torch.Generator().manual_seed(0))
+    assert (actions[~valid] == PAD).all() and valid[:, 0].all()
+    opt, sched = official_optimizer(model)
+    losses = official_batch(model, opt, sched, obs, actions, rtg, segment_steps=4)
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
+    assert sched.last_epoch == 2  # one scheduler step per segment
+    # The second segment's loss reaches no parameter through the carried memory: the memory token
+    # and valve get their gradient from the segment's own forward only.
+    memory = model.initial_memory(3).detach()
+    _, memory = model(obs[:, :4], actions[:, :4], rtg[:, :4], memory)
+    logits, _ = model(obs[:, 4:], actions[:, 4:], rtg[:, 4:], memory.detach())
+    logits.sum().backward()
+    assert model.valve.in_proj_weight.grad is None or model.valve.in_proj_weight.grad.abs().sum() == 0
+
+
+def test_each_row_of_the_official_training_bench_trains(monkeypatch):
+    """The bench's rows (the re-creation and the project's three modes) each run real batches at
+    the run script's model size (batch 2 here): finite timings, parameter counts, peak memory."""
+    import eval.bench.official_training as bench
+
+    monkeypatch.setattr(bench, "BATCH", 2)
+    results = {name: bench.run_one(name, batches=1) for name in bench.ROWS}
+    assert all(r["ms"] > 0 and r["peak_rss_mb"] > 0 for r in results.values())
+    assert results["official"]["params"] == results["bptt"]["params"] == results["bptt_checkpoint"]["params"]
+    assert abs(results["reference"]["params"] - 495_168) / 495_168 < 0.01  # the official count, within 1 %
