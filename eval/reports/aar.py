@@ -20,12 +20,13 @@ from eval.reports.tmaze import LABELS, TaskPage, fmt, write_page
 
 AAR = TaskPage(
     "aar", "RATE and baselines on Action Associative Retrieval", 90,
-    "Every model is trained on episodes of T = 90 (its K steps x N segments are in the table); the answer is "
-    "the agent's own first action",
+    "Every model is trained on episodes of T = 90, except the rows marked T 3-90, trained on lengths drawn "
+    "uniformly from 3 to 90 (its K steps x N segments are in the table); the answer is the agent's own first "
+    "action",
 )
 SAMPLED = Path("results/aar_sampled")
 SAMPLED_COMMAND = ("python -m eval runs/aar/$m/seed$s --lengths 90 180 900 --episodes 100 --sample --no-plot "
-                   "--out results/aar_sampled/$m-seed$s.json")
+                   "--out results/aar_sampled/$m-seed$s.json (and 9600 for the memory models trained on T 3-90)")
 
 
 def sampled_table(folder: Path = SAMPLED) -> list[str]:

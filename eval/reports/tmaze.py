@@ -24,7 +24,12 @@ LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt":
           # MiniGrid with the success-only reward (no return leak)
           "rate_success": "RATE (bptt), success reward", "dt_success": "DT, success reward",
           "bc_gru_success": "BC-GRU, success reward",
-          "rate_success_nocache": "RATE (bptt), success reward, no cache"}
+          "rate_success_nocache": "RATE (bptt), success reward, no cache",
+          # trained on mixed episode lengths (AAR: T from 3 to 90) or grid sizes (MiniGrid: 13, 21, 31)
+          "rate_mixed": "RATE (bptt), T 3-90", "rmt_mixed": "RMT (no valve), T 3-90",
+          "dt_mixed": "DT, T 3-90", "bc_gru_mixed": "BC-GRU, T 3-90",
+          "rate_mix": "RATE (bptt), sizes 13/21/31", "rate_mix_nocache": "RATE (bptt), sizes 13/21/31, no cache",
+          "dt_mix": "DT, sizes 13/21/31", "bc_gru_mix": "BC-GRU, sizes 13/21/31"}
 
 
 @dataclass(frozen=True)
