@@ -17,19 +17,18 @@ with the mask ``_success`` for the environments whose episode ended on this step
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-
 from rate_envs.tmaze import DOWN, LEFT, RIGHT, UP
 
 
 class TMazeVectorEnv(VectorEnv):
-    metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    metadata: ClassVar[dict] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
 
     def __init__(self, num_envs: int, corridor_length: int = 10, episode_length: int | None = None):
         if num_envs < 1:

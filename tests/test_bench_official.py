@@ -3,8 +3,14 @@ reference of eval.bench.official_training: its positional shift, its truncation,
 
 import torch
 
-from eval.bench.official_recreation import (PAD, OfficialRATE, official_batch, official_optimizer, rel_shift,
-                                            synthetic_tmaze)
+from eval.bench.official_recreation import (
+    PAD,
+    OfficialRATE,
+    official_batch,
+    official_optimizer,
+    rel_shift,
+    synthetic_tmaze,
+)
 
 
 def test_rel_shift_gives_every_causal_score_its_distance():

@@ -3,13 +3,25 @@
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
-
 import rate_envs  # noqa: F401  registers the tasks
+import torch
+from rate_envs.tmaze_vector import TMazeVectorEnv
+
 from rate.rl.experiment import EvalConfig, make_eval_envs
 from rate.rl.policy import StreamingPolicy
 from rate.rl.rollout import rollout
-from rate_envs.tmaze_vector import TMazeVectorEnv
+
+
+def _recording(policy):
+    """``policy`` whose actions are also appended to the returned list."""
+    actions, act = [], policy.act
+
+    def recorded(*args, **kwargs):
+        actions.append(act(*args, **kwargs))
+        return actions[-1]
+
+    policy.act = recorded
+    return policy, actions
 
 
 def _singles(n, **kwargs):
@@ -84,10 +96,7 @@ def test_rollout_through_the_vector_tmaze_equals_the_single_rollout(tmaze_model_
     for kind in ("single", "vector"):
         envs = (gym.make_vec("rate/TMaze-v0", num_envs=16, corridor_length=2) if kind == "vector"
                 else lambda: gym.make("rate/TMaze-v0", corridor_length=2))
-        policy = StreamingPolicy(model, 1.0, sample=True, seed=3)
-        actions = []
-        act = policy.act
-        policy.act = lambda *a, **k: actions.append(act(*a, **k)) or actions[-1]
+        policy, actions = _recording(StreamingPolicy(model, 1.0, sample=True, seed=3))
         played[kind] = rollout(envs, policy, 16, seed=5), np.stack(actions)
     (single, single_actions), (vector, vector_actions) = played["single"], played["vector"]
     np.testing.assert_array_equal(single_actions, vector_actions)

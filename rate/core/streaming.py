@@ -29,7 +29,7 @@ segment marks those slots empty again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 
 import torch
 
@@ -37,62 +37,10 @@ from rate.core.attention import RelativePositions
 from rate.core.kv_buffer import KVPages, write_rows, write_slots
 from rate.core.masks import mask_to_bias
 from rate.core.rmt import RecurrentMemoryTransformer
+from rate.core.stream_state import StreamState
 
 # What a key/value slot holds (``StreamState.kind``).
 PAD, CACHE, READ, SEGMENT = 0, 1, 2, 3
-
-
-@dataclass
-class StreamState:
-    """Recurrent state of B rows; every tensor has the batch on the dimension noted.
-
-    memory:  (B, m, D) memory fed to the current segment's read block (m may be 0)
-    read_out:(B, m, D) final-normed read-block outputs (the next memory of the prefix layout)
-    cache:   (L, B, C, D) Transformer-XL cache: per-layer inputs of earlier segment tokens
-    cache_valid: (B, C) bool, which cache slots hold a token (right-aligned)
-    keys, values: (L, P, B, H, page, dh) key/value buffer in the segment's frame (slot s in page
-             s // page), P * page >= C + m + S (+ m with a write block)
-    kind:    (B, P * page) uint8, PAD / CACHE / READ / SEGMENT per buffer slot
-    seg_inputs: (L, B, S, D) per-layer inputs of this segment's tokens (for the cache; S = 0 without one)
-    length:  (B,) long, tokens of the current segment decoded so far
-    """
-
-    memory: torch.Tensor
-    read_out: torch.Tensor
-    cache: torch.Tensor
-    cache_valid: torch.Tensor
-    keys: torch.Tensor
-    values: torch.Tensor
-    kind: torch.Tensor
-    seg_inputs: torch.Tensor
-    length: torch.Tensor
-
-    _BATCH_DIM = {"cache": 1, "keys": 2, "values": 2, "seg_inputs": 1}
-
-    def rows(self, idx: torch.Tensor) -> "StreamState":
-        """The state of rows ``idx`` (long tensor) only."""
-        return StreamState(**{f.name: getattr(self, f.name).index_select(self._BATCH_DIM.get(f.name, 0), idx)
-                              for f in fields(self)})
-
-    def where(self, rows: torch.Tensor, other: "StreamState") -> "StreamState":
-        """Rows where ``rows`` (bool (B,)) is true from ``other`` (batch B or 1, broadcast), the rest
-        from this state: the branch-free form of :meth:`with_rows` that exported graphs use."""
-        out = {}
-        for f in fields(self):
-            mine, theirs = getattr(self, f.name), getattr(other, f.name)
-            dim = self._BATCH_DIM.get(f.name, 0)
-            shape = [1] * mine.dim()
-            shape[dim] = -1
-            pick = rows.view(shape)
-            # Boolean select as logic: onnxruntime has no boolean Where kernel.
-            out[f.name] = (pick & theirs) | (~pick & mine) if mine.dtype == torch.bool else torch.where(pick, theirs, mine)
-        return StreamState(**out)
-
-    def with_rows(self, idx: torch.Tensor, sub: "StreamState") -> "StreamState":
-        """A copy of this state whose rows ``idx`` are replaced by ``sub``'s rows."""
-        return StreamState(**{f.name: getattr(self, f.name).index_copy(self._BATCH_DIM.get(f.name, 0), idx,
-                                                                        getattr(sub, f.name))
-                              for f in fields(self)})
 
 
 class StreamingDecoder:
@@ -195,14 +143,16 @@ class StreamingDecoder:
         The same outputs and state as ``step(last)``, :meth:`close_full`, ``step(first)``, in two
         decoder passes instead of four: the write block rows are decoded with the last token (they
         come right after it in the frame and see it), and the next segment's read block with its
-        first tokens (which come right after it and see it).  A decoding step costs about the
-        same for 1 or 8 rows, so the segment-closing step of a rollout costs two steps, not four."""
+        first tokens (which come right after it and see it).  At small sizes a pass costs about
+        the same for 1 or 8 rows, so the per-pass overhead is paid twice instead of four times;
+        the write block's attention over the whole segment remains (results/performance.md)."""
         if not self.crosses_in_two_passes:
             raise ValueError("step_across needs the write block's own slots (write_slots=True)")
         if bool((state.length != self.S - 1).any()):
             raise ValueError(f"step_across needs every row at token {self.S - 1} of {self.S}")
         state, write_out = self._decode_last(state, last)
-        return self._open(self._close(state, write_out), reuse=True, first=first)[::-1]
+        state, h = self._open(self._close(state, write_out), reuse=True, first=first)
+        return h, state
 
     # ------------------------------------------------------------------ decoding
     def step(self, state: StreamState, x: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, StreamState]:
