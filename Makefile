@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench sweep report gpu-wheels clean-venv
+.PHONY: run test bench sweep report gpu-wheels gpu-data clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,11 +32,20 @@ sweep: $(STAMP)
 report: $(STAMP)
 	$(PY) -m eval.reports.algorithmic
 
-# Wheels a lent GPU machine lacks (its image has torch, numpy, tqdm, yaml; Python 3.12), carried
-# there as .whl/ for eval/bench/gpu.sh: pure-Python, so any platform takes them.
+# What a lent GPU machine lacks (its image has torch, numpy, tqdm, yaml, h5py, onnx; Python 3.12;
+# no registry), carried there for eval/bench/gpu.sh and train/gpu_jobs.sh: pure-Python wheels (any
+# platform takes them) and this project's own wheel (rate_envs and its Gymnasium entry point).
 gpu-wheels: $(STAMP)
+	rm -rf .whl
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
-		gymnasium==1.4.0 farama-notifications==0.0.6
+		gymnasium==1.4.0 farama-notifications==0.0.6 minari==0.5.4 popgym==1.0.7
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w .whl .
+
+# The datasets those sweeps read: the two POPGym Medium tasks and the LM corpus.
+gpu-data: $(STAMP)
+	for t in RepeatFirstMedium PositionOnlyCartPoleMedium; do \
+		MINARI_DATASETS_PATH=data/minari $(PY) -m envs.popgym_data --task $$t --episodes 1000 --noise 0.1 || exit 1; done
+	$(PY) -m train.prepare_lm
 
 clean-venv:
 	rm -rf $(VENV)

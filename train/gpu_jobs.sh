@@ -1,0 +1,29 @@
+#!/bin/bash
+# Issue 22's GPU sweeps in one command on a lent GPU machine (see train/gpu_env.sh):
+#   here, after any change:  make gpu-wheels gpu-data        # .whl/ and the datasets to carry
+#   device run, carry [".whl", "data/minari/rate/popgym"]:  bash train/gpu_jobs.sh popgym
+#   device run, carry [".whl", "data/shakespeare"]:        bash train/gpu_jobs.sh lm
+# Runs the sweep's missing rows (configs/popgym/sweep.yaml: RATE and DT on the two Medium tasks;
+# configs/lm/sweep.yaml: the LM grid) with JOBS trainers at once on the GPU, for at most SECONDS
+# (default 540, inside the device tool's 10 minutes), then copies the results CSV to $OUT, also
+# when the time limit stopped the sweep: copy it over the repository's and call again to go on
+# (the sweep skips the rows its CSV holds).  DEVICE=cpu runs the same on the CPU (a rehearsal).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. train/gpu_env.sh
+job=${1:-}
+seconds=${SECONDS_LIMIT:-540}
+case "$job" in
+    popgym) sweep=configs/popgym/sweep.yaml; csv=results/popgym.csv; jobs=${JOBS:-12} ;;
+    lm) sweep=configs/lm/sweep.yaml; csv=results/lm.csv; jobs=${JOBS:-8} ;;
+    *) echo "error: usage: bash train/gpu_jobs.sh lm|popgym" >&2; exit 2 ;;
+esac
+export MINARI_DATASETS_PATH="$PWD/data/minari"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
+PYTHONUNBUFFERED=1 timeout "$seconds" python3 -m train.sweep "$sweep" --jobs "$jobs" \
+    --set "train.device=${DEVICE:-cuda}" --set train.threads=1
+status=$?
+out=${OUT:-results/gpu_out}
+mkdir -p "$out" && cp "$csv" "$out/"
+echo "sweep exit status $status; $csv copied to $out/"
+exit $status
