@@ -26,8 +26,9 @@ def rollout(
     steps them as one batch (e.g. ``gym.make_vec("rate/TMaze-v0", num_envs=n)``; Gymnasium's
     ``NEXT_STEP`` autoreset).  Either way environment i is reset with seed ``seed + i``, every
     row's episode is played once, and a row whose episode ended keeps showing the policy its last
-    observation (its later actions and whatever its vector environment does next are ignored), so
-    the two kinds give the policy the same inputs and the same results.  The rollout closes the
+    observation (its later actions and whatever its vector environment does next are ignored): where
+    a task's vector environment steps as its single ones do (the T-Maze's, tested), the two kinds
+    give the policy the same inputs and the same results.  The rollout closes the
     environments.  Returns per-episode ``returns``, ``lengths`` and ``success``: 1.0 / 0.0 where
     the episode's last info holds ``success`` or ``is_success``, else NaN (the environment does
     not say).

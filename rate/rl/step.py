@@ -13,8 +13,10 @@ The action a_{t-1} chosen at the previous step is decoded together with (R_t, o_
 Where some row starts an episode, or a_{t-1} fills a row's segment, a_{t-1} is decoded alone
 first, the rows restart or close their segments (the write block sees the whole segment, last
 action included, as in training), and then (R_t, o_t): the same tokens in the same segments
-either way.  Eagerly the step branches in Python and restarts or closes only the rows that need
-it; inside torch.export the branch is ``torch.cond`` and restarts and closes are computed for
+either way.  Where a_{t-1} fills every row's segment (environments in step), a_{t-1} and the
+write block go through the decoder in one pass and the next read block and (R_t, o_t) in another
+(StreamingDecoder.step_across).  Eagerly the step branches in Python and restarts or closes only
+the rows that need it; inside torch.export the branch is ``torch.cond`` and restarts and closes are computed for
 every row and kept where needed, so the graph has no data-dependent shapes.
 """
 
