@@ -68,6 +68,18 @@ def accuracy_from_end(model, episodes: list[Episode], rtg_scale: float, last: in
     return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 
+def oracle_module(env):
+    """The module that defines the task and its ``episode_oracle``: the environment's own, or that
+    of a wrapper around it (the MiniGrid task wraps minigrid's environment); None without one."""
+    while True:
+        module = importlib.import_module(type(env).__module__)
+        if hasattr(module, "episode_oracle"):
+            return module
+        if not hasattr(env, "env"):
+            return None
+        env = env.env
+
+
 def oracle_episodes(cfg: RATEExperimentConfig, length: int | None, n: int, seed: int) -> list[tuple[Episode, list[dict]]]:
     """``n`` episodes of the evaluation environment at ``length`` played by its module's
     ``episode_oracle``, each with the ``info`` of every observation (reset's first)."""
@@ -77,11 +89,12 @@ def oracle_episodes(cfg: RATEExperimentConfig, length: int | None, n: int, seed:
     except Exception as err:  # the registry's errors, or whatever the constructor raises (a bad --lengths value)
         raise ValueError(f"cannot make {cfg.eval.env_id} at {cfg.eval.length_kwarg}={length}: "
                          f"{type(err).__name__}: {err}") from err
-    module = importlib.import_module(type(env.unwrapped).__module__)
-    if not hasattr(module, "episode_oracle"):
+    module = oracle_module(env)
+    if module is None:
         env.close()
-        raise ValueError(f"{cfg.eval.env_id} has no oracle (an episode_oracle function in {module.__name__}), "
-                         "so --by-boundaries cannot play it")
+        raise ValueError(f"{cfg.eval.env_id} has no oracle (an episode_oracle function in the module of its "
+                         f"environment or of a wrapper around it: {type(env.unwrapped).__module__}), so "
+                         "--by-boundaries cannot play it")
     rng = np.random.default_rng(seed)
     episodes = []
     try:

@@ -80,3 +80,19 @@ def test_an_environment_without_an_oracle_is_one_error():
         oracle_episodes(cfg, None, 2, seed=0)
     with pytest.raises(ValueError, match="cannot make rate/TMaze-v0 at episode_length=1"):
         oracle_episodes(tiny(), 1, 2, seed=0)
+
+
+def test_the_minigrid_task_plays_its_oracle_through_its_wrapper():
+    """The MiniGrid task is a wrapper around minigrid's environment: its oracle is found in the
+    wrapper's module, and every played observation reports the cue step and the decision."""
+    from tests.tiny_tmaze import tiny
+
+    from eval.teacher_forced import oracle_episodes
+
+    cfg = tiny(**{"eval.env_id": "rate/MiniGridMemory-v0", "eval.length_kwarg": "size",
+                  "eval.env_kwargs": {"observation": "onehot", "reward": "success"}})
+    played = oracle_episodes(cfg, 9, 2, seed=0)
+    assert len(played) == 2
+    for episode, infos in played:
+        assert len(infos) == len(episode.actions)
+        assert any(i["decision"] for i in infos) and episode.rewards.sum() > 0
