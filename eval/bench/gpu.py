@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from eval.bench.precision import run_one as train_variants
 from eval.bench.rate_training import SIZES
 from eval.bench.rollout import REFERENCE_SIZE, step_latencies, tmaze_model
-from eval.bench.throughput import bench_command
+from eval.bench.throughput import bench_command, run_children
 from rate.cli.records import machine_info
 from rate.cli.run import error_exit
 from rate.config import atomic_write_text
@@ -80,17 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.one is not None:
         print(json.dumps(train_child(args.size, args.one, args.seconds, args.device, not args.no_compile)))
         return 0
-    training = []
-    for batch in args.batches:  # one process per batch: its own compile caches and memory
-        print(f"training, batch {batch} ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", "eval.bench.gpu", "--one", str(batch), "--size", args.size,
-                               "--seconds", str(args.seconds), "--device", args.device]
-                              + (["--no-compile"] if args.no_compile else [])
-                              + (["--threads", str(args.threads)] if args.threads else []), capture_output=True, text=True)
-        if done.returncode:
-            print(done.stderr, file=sys.stderr)
-            return done.returncode
-        training.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    # One process per batch: its own compile caches and memory.
+    training = run_children("eval.bench.gpu", args.batches,
+                            ["--size", args.size, "--seconds", str(args.seconds), "--device", args.device]
+                            + (["--no-compile"] if args.no_compile else [])
+                            + (["--threads", str(args.threads)] if args.threads else []))
     print("rollout ...", file=sys.stderr, flush=True)
     rollout = rollout_rows(args.size, args.batches, args.device)
     info = machine_info()

@@ -25,15 +25,13 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from eval.bench.official_recreation import OfficialRATE, official_batch, official_optimizer, synthetic_tmaze
-from eval.bench.throughput import bench_command
+from eval.bench.throughput import bench_command, run_children
 from rate.cli.records import machine_info
 from rate.config import atomic_write_text
 
@@ -113,15 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results: dict[str, list[dict]] = {name: [] for name in args.rows}
     for round_ in range(args.rounds):
-        for name in args.rows if round_ % 2 == 0 else args.rows[::-1]:
-            print(f"round {round_ + 1}: {name} ...", file=sys.stderr, flush=True)
-            done = subprocess.run([sys.executable, "-m", "eval.bench.official_training", "--one", name,
-                                   "--threads", str(args.threads), "--batches", str(args.batches)],
-                                  capture_output=True, text=True)
-            if done.returncode:
-                print(done.stderr, file=sys.stderr)
-                return done.returncode
-            results[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+        order = args.rows if round_ % 2 == 0 else args.rows[::-1]
+        for r in run_children("eval.bench.official_training", order,
+                              ["--threads", str(args.threads), "--batches", str(args.batches)]):
+            results[r["name"]].append(r)
     info = machine_info()
     tokens = 3 * K * N * BATCH
     reference = statistics.median(r["ms"] for r in results["reference"]) if "reference" in results else None

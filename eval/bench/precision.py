@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(run_one(next(s for s in SIZES if s.name == args.one), args.seconds)))
         return 0
-    results = run_children("eval.bench.precision", args.sizes, args.threads, args.seconds)
+    results = run_children("eval.bench.precision", args.sizes, ["--threads", str(args.threads), "--seconds", str(args.seconds)])
     info = machine_info()
     command = bench_command("eval.bench.precision", argv)
     lines = ["# RATE training: bf16 and torch.compile against fp32", "",

@@ -170,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         size = next(s for s in SIZES if s.name == args.one)
         print(json.dumps(run_one(size, args.seconds, profile=size.name == "reference-script")))
         return 0
-    results = run_children("eval.bench.rate_training", [size.name for size in SIZES], args.threads, args.seconds)
+    results = run_children("eval.bench.rate_training", [size.name for size in SIZES],
+                           ["--threads", str(args.threads), "--seconds", str(args.seconds)])
     info = machine_info()
     command = bench_command("eval.bench.rate_training", argv)
     lines = ["# RATE training throughput", "",

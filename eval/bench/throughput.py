@@ -47,15 +47,15 @@ def timed(fn, seconds: float, warmup: int = 2) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def run_children(module: str, names: list[str], threads: int, seconds: float) -> list[dict]:
-    """``python -m MODULE --one NAME`` for each name, one process each (its own peak memory and
-    compile caches); the JSON each prints last.  A child that fails: its stderr, and this process
-    exits with its status."""
+def run_children(module: str, names: list[str], options: list[str]) -> list[dict]:
+    """``python -m MODULE --one NAME OPTIONS...`` for each name, one process each (its own peak
+    memory and compile caches); the JSON each prints last.  A child that fails: its stderr, and
+    this process exits with its status."""
     results = []
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", module, "--one", name, "--threads", str(threads),
-                               "--seconds", str(seconds)], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", module, "--one", str(name), *options],
+                              capture_output=True, text=True)
         if done.returncode:
             print(done.stderr, file=sys.stderr)
             raise SystemExit(done.returncode)

@@ -75,7 +75,6 @@ class RelativePositions:
         self.q_len = q_len
         self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.window: tuple[torch.Tensor, int] | None = None
-        i = torch.arange(q_len, device=device)
         if isinstance(q_start, int) and table is not None:
             # A streaming decoder's rows in step: the distances are a window of its full table,
             # (2 k_len - 1, d_model) from -(k_len - 1); ``window`` = (table, first row used).
@@ -83,8 +82,9 @@ class RelativePositions:
             lo = q_start - (used - 1) + (k_len - 1)
             self.q_start, self.k_len, self.window = q_start, used, (table, lo)
             self.table = table[lo : lo + q_len + used - 1]
-            self.index = i[:, None] - torch.arange(used, device=device)[None, :] + (used - 1)  # (Q, K)
+            self.index = None  # not gathered: the decode path reads the window as a strided view
             return
+        i = torch.arange(q_len, device=device)
         if isinstance(q_start, torch.Tensor):
             if q_pos is not None or k_pos is not None:
                 raise ValueError("explicit positions go with an int q_start (every row's queries alike)")

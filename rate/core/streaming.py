@@ -175,14 +175,10 @@ class StreamingDecoder:
             first = torch.full((b, 1), start, device=x.device) if isinstance(start, int) else start[:, None]
             slots = first + torch.arange(n, device=x.device)  # (B, n)
             kind = state.kind.scatter(1, slots, SEGMENT)
-            # Row b's query i sees every filled slot up to its own (cache and read slots lie before it).
-            own = slots[:, :, None] >= torch.arange(self.slots, device=x.device)  # (B, n, slots)
-            allowed = own & (kind != PAD)[:, None, :]
+            allowed = self._segment_rows_see(slots, kind)
         h, inputs, keys, values = self._run_in_place(state, x, allowed, start)
-        seg_inputs = state.seg_inputs
-        if self.C:  # (L, B, S, D): the new tokens' per-layer inputs at their segment positions
-            seg_inputs = write_rows(seg_inputs.transpose(0, 1), torch.stack(inputs, 1), state.length).transpose(0, 1)
-        return h, replace(state, keys=keys, values=values, kind=kind, seg_inputs=seg_inputs, length=state.length + n)
+        return h, replace(state, keys=keys, values=values, kind=kind, length=state.length + n,
+                          seg_inputs=self._record_inputs(state, inputs, state.length))
 
     # ------------------------------------------------------------------ internals
     def _run_in_place(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor | None,
@@ -292,20 +288,15 @@ class StreamingDecoder:
             x.append(state.memory)
         n = 0 if first is None else first.shape[1]
         if n:  # the first tokens, causal, after the read block
-            slots = self.C + self.m + torch.arange(n, device=kind.device)
             kind[:, self.C + self.m : self.C + self.m + n].fill_(SEGMENT)
-            own = slots[:, None] >= torch.arange(self.slots, device=kind.device)  # (n, slots)
-            rows.append(own[None] & (kind != PAD)[:, None, :])
+            rows.append(self._segment_rows_see(self.C + self.m + torch.arange(n, device=kind.device), kind))
             x.append(first)
         start = torch.full((b,), self.C, dtype=torch.long, device=kind.device)
         h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start)
         state = replace(state, keys=keys, values=values, read_out=h[:, : self.m] if self.m else state.read_out)
         if not n:
             return state, None
-        seg_inputs = state.seg_inputs
-        if self.C:
-            seg_inputs = write_rows(seg_inputs.transpose(0, 1), torch.stack([i[:, self.m :] for i in inputs], 1),
-                                    0).transpose(0, 1)
+        seg_inputs = self._record_inputs(state, [i[:, self.m :] for i in inputs], 0)
         return replace(state, seg_inputs=seg_inputs, length=torch.full_like(state.length, n)), h[:, self.m :]
 
     def _decode_last(self, state: StreamState, last: torch.Tensor) -> tuple[StreamState, torch.Tensor | None]:
@@ -314,17 +305,13 @@ class StreamingDecoder:
         block's final-normed outputs (B, m, D) (None without a write block of its own)."""
         start = self.C + self.m + state.length  # (B,) = W - 1
         kind = state.kind.scatter(1, start[:, None], SEGMENT)
-        slot = torch.arange(self.slots, device=last.device)
-        rows, x = [((start[:, None] >= slot) & (kind != PAD))[:, None, :]], [last]
+        rows, x = [self._segment_rows_see(start[:, None], kind)], [last]
         if self.write_in_place and self.m:
             rows.append(self._write_rows_see(kind))
             x.append(state.memory)
         h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start)
-        seg_inputs = state.seg_inputs
-        if self.C:
-            seg_inputs = write_rows(seg_inputs.transpose(0, 1), torch.stack([i[:, :1] for i in inputs], 1),
-                                    state.length).transpose(0, 1)
-        state = replace(state, keys=keys, values=values, kind=kind, seg_inputs=seg_inputs, length=state.length + 1)
+        state = replace(state, keys=keys, values=values, kind=kind, length=state.length + 1,
+                        seg_inputs=self._record_inputs(state, [i[:, :1] for i in inputs], state.length))
         return state, (h[:, 1:] if len(x) > 1 else None)
 
     def _close(self, state: StreamState, write_out: torch.Tensor | None = None) -> StreamState:
@@ -353,6 +340,19 @@ class StreamingDecoder:
                                  torch.ones(b, self.m, self.m, dtype=torch.bool, device=state.memory.device)], dim=2)
             return self._run_after(state, state.memory, allowed)
         return state.read_out
+
+    def _segment_rows_see(self, slots: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+        """(B, n, slots) bool: segment rows at ``slots`` ((B, n), or (n,) for every row) see every
+        filled slot up to their own (cache and read slots lie before them)."""
+        own = slots[..., :, None] >= torch.arange(self.slots, device=kind.device)
+        return own & (kind != PAD)[:, None, :]
+
+    def _record_inputs(self, state: StreamState, inputs: list[torch.Tensor], at: torch.Tensor | int) -> torch.Tensor:
+        """The segment's per-layer inputs (L, B, S, D), what the cache takes at the close, with the
+        new tokens' ``inputs`` (per layer (B, n, D)) at segment positions at..; none without a cache."""
+        if not self.C:
+            return state.seg_inputs
+        return write_rows(state.seg_inputs.transpose(0, 1), torch.stack(inputs, 1), at).transpose(0, 1)
 
     def _write_rows_see(self, kind: torch.Tensor) -> torch.Tensor:
         """(B, m, slots) bool: what the write rows at slots W.. attend to: what the read rows see,
