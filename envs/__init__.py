@@ -9,6 +9,7 @@ commands load before they make an environment (``rate.data.env_plugins``)::
     env = gym.make("rate/AAR-v0", episode_length=90)         # Action Associative Retrieval
     env = gym.make("rate_envs:rate/TMaze-v0")                # Gymnasium imports the package itself
     envs = gym.make_vec("rate/TMaze-v0", num_envs=100, episode_length=9600)  # batched numpy
+    env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=500)  # 64 x 64 RGB, memory-maze package
 
 Every task takes ``episode_length`` (T), the length the evaluation sweeps.
 """
@@ -24,6 +25,11 @@ ENTRY_POINTS = {
     "rate/MiniGridMemory-v0": "rate_envs.minigrid_memory:MiniGridMemoryEnv",
     "rate/POPGym-v0": "rate_envs.popgym_tasks:POPGymTask",
 }
+# Memory Maze (needs the memory-maze package and an OpenGL backend, envs/memory_maze.py), one id per
+# maze size as the package registers them: gym.make("rate/MemoryMaze-9x9-v0", episode_length=500).
+MEMORY_MAZE_SIZES = (9, 11, 13, 15)
+ENTRY_POINTS |= {f"rate/MemoryMaze-{s}x{s}-v0": "rate_envs.memory_maze:MemoryMazeEnv" for s in MEMORY_MAZE_SIZES}
+DEFAULT_KWARGS = {f"rate/MemoryMaze-{s}x{s}-v0": {"size": s} for s in MEMORY_MAZE_SIZES}
 # Native batched implementations: gym.make_vec(id, num_envs=N) steps N environments as arrays
 # (rate.rl.rollout evaluates through them where one exists).
 VECTOR_ENTRY_POINTS = {"rate/TMaze-v0": "rate_envs.tmaze_vector:TMazeVectorEnv"}
@@ -33,7 +39,8 @@ def register_envs() -> None:
     """Register every task (idempotent)."""
     for env_id, entry_point in ENTRY_POINTS.items():
         if env_id not in registry:
-            register(id=env_id, entry_point=entry_point, vector_entry_point=VECTOR_ENTRY_POINTS.get(env_id))
+            register(id=env_id, entry_point=entry_point, vector_entry_point=VECTOR_ENTRY_POINTS.get(env_id),
+                     kwargs=DEFAULT_KWARGS.get(env_id, {}))
 
 
 register_envs()

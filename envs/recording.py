@@ -68,20 +68,26 @@ def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, ep
 
 def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym.Env, description: str,
                          ref_min_score: float = 0.0, ref_max_score: float = 1.0,
-                         overwrite: bool = False) -> minari.MinariDataset:
+                         overwrite: bool = False, jpeg: bool = False) -> minari.MinariDataset:
     """The recorded episodes as a Minari dataset (HDF5) that recovers ``env``; an old dataset of
-    that id is replaced (``overwrite``) only once the new one is complete."""
+    that id is replaced (``overwrite``) only once the new one is complete.
+
+    ``jpeg``: let Minari JPEG-encode image observations (uint8 Boxes of at least 32 x 32 pixels in
+    the first two axes; lossy, about 10x smaller).  Minari does so by default; here the default is
+    lossless, so that a dataset holds exactly the frames its environment rendered (a policy is
+    evaluated on those) and an episode replays bit for bit from its seed."""
     return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, env=env, algorithm_name="oracle", author="rate",
                                 description=description, data_format="hdf5", ref_min_score=ref_min_score,
-                                ref_max_score=ref_max_score)
+                                ref_max_score=ref_max_score, jpeg_encoding=jpeg)
 
 
 def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
-    """A generator CLI's body: build the dataset, print its size; bad arguments or an existing
-    dataset are one line on stderr and exit status 2."""
+    """A generator CLI's body: build the dataset, print its size; bad arguments, an existing
+    dataset, a missing package or system library, or a failed write (a full or read-only disk) are
+    one line on stderr and exit status 2."""
     try:
         ds = make()
-    except (ValueError, FileExistsError) as err:
+    except (ValueError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")

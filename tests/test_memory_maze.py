@@ -1,0 +1,203 @@
+"""Memory Maze: the Gymnasium wrapper, partial observability, the oracle, the Minari round trip and a
+tiny learning run.  Everything that renders skips, with the reason, where no OpenGL backend works."""
+
+import functools
+from pathlib import Path
+
+import gymnasium as gym
+import h5py
+import minari
+import numpy as np
+import pytest
+
+import rate_envs  # noqa: F401
+from rate_envs.memory_maze import FORWARD, LEFT, PRIVILEGED_KEYS, MazeOracle, MemoryMazeEnv, cell_of, shortest_path
+from rate_envs.memory_maze import rendering_available
+
+
+@functools.cache
+def _rendering() -> tuple[bool, str]:
+    return rendering_available()
+
+
+@pytest.fixture
+def renders():
+    ok, why = _rendering()
+    if not ok:
+        pytest.skip(f"Memory Maze does not render here: {why}")
+
+
+@pytest.fixture(autouse=True)
+def minari_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+
+
+def test_shortest_path_on_a_grid():
+    layout = np.array([[1, 1, 1],
+                       [0, 0, 1],
+                       [1, 1, 1]], dtype=np.uint8)  # [y, x]
+    assert shortest_path(layout, (0, 0), (0, 2)) == [(0, 0), (1, 0), (2, 0), (2, 1), (2, 2), (1, 2), (0, 2)]
+    assert shortest_path(layout, (1, 0), (1, 0)) == [(1, 0)]
+    layout[1, 2] = 0
+    assert shortest_path(layout, (0, 0), (0, 2)) is None
+    assert cell_of(np.array([2.7, 0.2])) == (2, 0)
+
+
+def test_without_a_working_gl_backend_the_generator_says_what_to_install(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, MUJOCO_GL="osmesa-typo", MINARI_DATASETS_PATH=str(tmp_path / "minari"))
+    done = subprocess.run([sys.executable, "-m", "envs.memory_maze_data", "--episodes", "1", "--episode-length", "5"],
+                          capture_output=True, text=True, env=env, timeout=120, cwd=Path(__file__).parents[1])
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: Memory Maze cannot render with MUJOCO_GL=osmesa-typo") and "apt-get" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "minari").exists()
+
+
+def test_bad_arguments_are_refused_before_anything_renders():
+    with pytest.raises(ValueError, match="sizes are"):
+        MemoryMazeEnv(size=10)
+    with pytest.raises(ValueError, match="episode_length"):
+        MemoryMazeEnv(episode_length=0)
+
+
+@pytest.mark.slow
+def test_spaces_truncation_and_determinism_under_a_seed(renders):
+    actions = [FORWARD, LEFT, FORWARD, 5, 4, FORWARD, 3, FORWARD]
+
+    def play(seed):
+        env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=len(actions))
+        obs, info = env.reset(seed=seed)
+        frames, flags = [obs], []
+        for a in actions:
+            obs, _, terminated, truncated, _ = env.step(a)
+            frames.append(obs)
+            flags.append((terminated, truncated))
+        env.close()
+        return np.stack(frames), flags
+
+    frames, flags = play(3)
+    assert frames.shape == (len(actions) + 1, 64, 64, 3) and frames.dtype == np.uint8
+    assert flags[-1] == (False, True) and not any(t or tr for t, tr in flags[:-1])
+    again, _ = play(3)
+    np.testing.assert_array_equal(frames, again)
+    other, _ = play(4)
+    assert not np.array_equal(frames[0], other[0])
+
+
+def test_the_agent_sees_only_the_image_and_the_target_colour(renders):
+    env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=3)
+    assert env.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
+    assert env.action_space == gym.spaces.Discrete(6)
+    obs, info = env.reset(seed=0)
+    assert isinstance(obs, np.ndarray) and set(info) == {"targets"}
+    _, _, _, _, info = env.step(FORWARD)
+    assert set(info) == {"targets"}
+    state = env.unwrapped.privileged_state()
+    assert set(state) == set(PRIVILEGED_KEYS)
+    # The border shows the target colour (the package paints it at 70 % intensity).
+    np.testing.assert_allclose(obs[0, 32], state["target_color"] * 255 * 0.7, atol=1)
+    env.close()
+
+
+@pytest.mark.slow
+def test_oracle_reaches_targets_and_random_actions_do_not(renders):
+    env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=100)
+    oracle, rng = MazeOracle(), np.random.default_rng(0)
+    scores = {"oracle": [], "random": []}
+    for seed in (1, 2):
+        for name, act in (("oracle", lambda: oracle(env.unwrapped)), ("random", lambda: int(rng.integers(6)))):
+            env.reset(seed=seed)
+            total, done = 0.0, False
+            while not done:
+                _, reward, terminated, truncated, info = env.step(act())
+                total += reward
+                done = terminated or truncated
+            scores[name].append(total)
+            assert info["targets"] == total
+    env.close()
+    # The oracle collected 8-14 targets in 500 steps (3 mazes); random actions rarely touch one.
+    assert min(scores["oracle"]) >= 1 and sum(scores["random"]) < sum(scores["oracle"]), scores
+
+
+def _episode_seeds(dataset) -> list[int]:
+    """The reset seed of every episode (Minari's HDF5 layout keeps it as an attribute of the
+    episode's group)."""
+    with h5py.File(dataset.storage.data_path / "main_data.hdf5") as f:
+        return [int(f[f"episode_{i}"].attrs["seed"]) for i in range(dataset.total_episodes)]
+
+
+@pytest.mark.slow
+def test_minari_round_trip_recovers_the_environment_and_replays_the_episode(renders):
+    from rate_envs.memory_maze_data import generate_memory_maze_dataset
+
+    ds = generate_memory_maze_dataset(episodes=2, episode_length=12, seed=0, noise=0.5, progress=False)
+    assert ds.total_episodes == 2 and ds.total_steps == 24
+    loaded = minari.load_dataset(ds.spec.dataset_id)
+    episode = next(loaded.iterate_episodes())
+    assert episode.observations.shape == (13, 64, 64, 3) and episode.observations.dtype == np.uint8
+    env = loaded.recover_environment()
+    assert env.spec.id == "rate/MemoryMaze-9x9-v0" and env.spec.kwargs["episode_length"] == 12
+    seed = _episode_seeds(loaded)[episode.id]
+    obs, _ = env.reset(seed=seed)
+    frames = [obs] + [env.step(int(a))[0] for a in episode.actions]
+    np.testing.assert_array_equal(np.stack(frames), episode.observations)
+    env.close()
+
+
+def _path_cells(env) -> int:
+    state = env.unwrapped.privileged_state()
+    return len(shortest_path(state["maze_layout"], cell_of(state["agent_pos"]), cell_of(state["target_pos"]))) - 1
+
+
+def _progress(policy, seeds, steps: int) -> float:
+    """Cells of shortest path to the target walked off per step (a reached target counts its whole
+    path; a policy that wanders scores about 0, the oracle about 0.2)."""
+    env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=steps)
+    total = 0
+    for seed in seeds:
+        obs, _ = env.reset(seed=seed)
+        policy.reset(1)
+        before, reward, done = _path_cells(env), None, False
+        while not done:
+            obs, r, terminated, truncated, _ = env.step(int(policy.act(obs[None], reward)[0]))
+            reward, done = np.array([r], dtype=np.float32), terminated or truncated
+            after = _path_cells(env)
+            total += before if r > 0 else before - after  # after a target: the distance to the next one
+            before = after
+    env.close()
+    return total / (len(seeds) * steps)
+
+
+@pytest.mark.slow
+def test_tiny_rate_learns_to_walk_toward_the_target(renders, tmp_path):
+    """RATE with the image encoder, trained on a few oracle episodes, walks toward the target in
+    their mazes: the path to it shrinks faster than under the same model untrained.  (Four mazes
+    teach the layouts they show, not yet new ones: generalising is what the results runs measure.)"""
+    import torch
+    from rate_envs.memory_maze_data import generate_memory_maze_dataset
+
+    from rate.config import from_dict
+    from rate.rl.experiment import RATEExperimentConfig, build_rate, make_policy
+    from rate.rl.trainer import train
+
+    ds = generate_memory_maze_dataset(episodes=3, episode_length=40, seed=0, noise=0.1, progress=False)
+    seeds = _episode_seeds(ds)
+    cfg = from_dict(RATEExperimentConfig, {
+        "dataset_id": ds.spec.dataset_id,
+        "model": {"segment_steps": 10, "num_segments": 2, "obs_kind": "image", "obs_shape": [64, 64, 3],
+                  "channels_last": True, "obs_scale": 1 / 255, "act_dim": 6,
+                  "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16, "use_ffn": False,
+                               "num_mem_tokens": 2, "memory_update": "mrv", "mrv_heads": 2}},
+        "window_start": "random",
+        "eval": {"env_id": "rate/MemoryMaze-9x9-v0", "length_kwarg": "episode_length", "lengths": [5],
+                 "episodes": 1, "target_return": 2.0},
+        "train": {"steps": 300, "batch_size": 8, "lr": 0.003, "warmup_steps": 10, "eval_every": 300, "threads": 2},
+    })
+    torch.manual_seed(0)
+    untrained = _progress(make_policy(build_rate(cfg).eval(), cfg), seeds, steps=40)
+    model, _ = train(cfg, tmp_path / "run", progress=False)
+    trained = _progress(make_policy(model.eval(), cfg), seeds, steps=40)
+    assert trained > untrained + 0.05, (trained, untrained)
