@@ -10,6 +10,7 @@ commands load before they make an environment (``rate.data.env_plugins``)::
     env = gym.make("rate_envs:rate/TMaze-v0")                # Gymnasium imports the package itself
     envs = gym.make_vec("rate/TMaze-v0", num_envs=100, episode_length=9600)  # batched numpy
     env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=500)  # 64 x 64 RGB, memory-maze package
+    env = gym.make("rate/ViZDoomTwoColors-v0", episode_length=2100)  # 64 x 112 RGB, vizdoom package
 
 Every task takes ``episode_length`` (T), the length the evaluation sweeps.
 """
@@ -30,6 +31,8 @@ ENTRY_POINTS = {
 MEMORY_MAZE_SIZES = (9, 11, 13, 15)
 ENTRY_POINTS |= {f"rate/MemoryMaze-{s}x{s}-v0": "rate_envs.memory_maze:MemoryMazeEnv" for s in MEMORY_MAZE_SIZES}
 DEFAULT_KWARGS = {f"rate/MemoryMaze-{s}x{s}-v0": {"size": s} for s in MEMORY_MAZE_SIZES}
+# ViZDoom-Two-Colors (needs the vizdoom package; its map is written by envs/vizdoom_two_colors.py).
+ENTRY_POINTS["rate/ViZDoomTwoColors-v0"] = "rate_envs.vizdoom_two_colors:ViZDoomTwoColorsEnv"
 # Native batched implementations: gym.make_vec(id, num_envs=N) steps N environments as arrays
 # (rate.rl.rollout evaluates through them where one exists).
 VECTOR_ENTRY_POINTS = {"rate/TMaze-v0": "rate_envs.tmaze_vector:TMazeVectorEnv"}
