@@ -187,7 +187,11 @@ class ViZDoomTwoColorsEnv(gym.Env, RecordConstructorArgs):
         self.observation_space = spaces.Box(0, 255, (*SCREEN, 3), np.uint8)
         self.action_space = spaces.Discrete(len(BUTTONS))
         game = vzd.DoomGame()
-        game.set_doom_scenario_path(str(two_colors_wad(pillar_steps)))
+        wad = two_colors_wad(pillar_steps)
+        game.set_doom_scenario_path(str(wad))
+        # The engine's ini (and its _vizdoom/ folder) beside the WAD, not in the working directory.
+        game.set_doom_config_path(str(wad.parent / "_vizdoom.ini"))
+        game.add_game_args(f"-savedir {wad.parent / 'saves'}")
         game.set_screen_resolution(vzd.ScreenResolution.RES_320X180)
         game.set_screen_format(vzd.ScreenFormat.RGB24)
         # Only the room: no HUD, weapon, crosshair, pickup messages or screen flashes (the weapon's

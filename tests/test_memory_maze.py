@@ -104,22 +104,21 @@ def test_the_agent_sees_only_the_image_and_the_target_colour(renders):
 
 @pytest.mark.slow
 def test_oracle_reaches_targets_and_random_actions_do_not(renders):
-    env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=100)
+    env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=120)
     oracle, rng = MazeOracle(), np.random.default_rng(0)
-    scores = {"oracle": [], "random": []}
-    for seed in (1, 2):
-        for name, act in (("oracle", lambda: oracle(env.unwrapped)), ("random", lambda: int(rng.integers(6)))):
-            env.reset(seed=seed)
-            total, done = 0.0, False
-            while not done:
-                _, reward, terminated, truncated, info = env.step(act())
-                total += reward
-                done = terminated or truncated
-            scores[name].append(total)
-            assert info["targets"] == total
+    scores = {}
+    for name, act in (("oracle", lambda: oracle(env.unwrapped)), ("random", lambda: int(rng.integers(6)))):
+        env.reset(seed=1)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, info = env.step(act())
+            total += reward
+            done = terminated or truncated
+        scores[name] = total
+        assert info["targets"] == total
     env.close()
     # The oracle collected 8-14 targets in 500 steps (3 mazes); random actions rarely touch one.
-    assert min(scores["oracle"]) >= 1 and sum(scores["random"]) < sum(scores["oracle"]), scores
+    assert scores["oracle"] >= 1 and scores["random"] < scores["oracle"], scores
 
 
 def _episode_seeds(dataset) -> list[int]:

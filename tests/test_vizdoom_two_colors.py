@@ -57,7 +57,8 @@ def test_spaces_and_determinism_under_a_seed():
     assert colours == {"red", "green"}
 
 
-def test_the_agent_sees_frames_only_and_the_pillar_vanishes_on_time():
+def test_the_agent_sees_frames_only_and_the_pillar_vanishes_on_time(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     env = gym.make("rate/ViZDoomTwoColors-v0", episode_length=20, pillar_steps=6)
     assert env.observation_space == gym.spaces.Box(0, 255, (64, 112, 3), np.uint8)
     assert env.action_space == gym.spaces.Discrete(len(BUTTONS))
@@ -72,6 +73,7 @@ def test_the_agent_sees_frames_only_and_the_pillar_vanishes_on_time():
     assert standing == [True] * 6 + [False] * 3
     assert not np.array_equal(frames[0], frames[5])
     env.close()
+    assert list(tmp_path.iterdir()) == []  # the engine's ini and folders stay out of the working directory
 
 
 def test_the_oracle_survives_on_good_objects_and_random_actions_die():
