@@ -51,6 +51,21 @@ def test_minigrid_page_sweeps_grid_sizes(tmp_path):
     assert "| RATE (bptt), K=10 x N=4 | 1.00 +- 0.00 (n=2) | 0.55 +- 0.07 (n=2) |" in text
 
 
+@pytest.mark.parametrize("module", ["memory_maze", "vizdoom"])
+def test_return_pages_table_returns_and_the_episode_count(tmp_path, module):
+    import importlib
+
+    main = importlib.import_module(f"eval.reports.{module}").main
+    rows = [{"run": f"rate/seed{s}", "train_seconds": "60", "return_T500": str(8.0 + s), "return_T1000": str(12.0),
+             "success_T500": "", "model.segment_steps": "30", "model.num_segments": "3", "eval.final_episodes": "10",
+             **MACHINE} for s in (0, 1)]
+    text = render(main, tmp_path, module, rows)
+    assert "return (mean over the episodes) over 10 evaluation episodes per T" in text
+    assert "| RATE (bptt), K=30 x N=3 | 8.50 +- 0.71 (n=2) | 12.00 +- 0.00 (n=2) |" in text
+    paper_rate = {"memory_maze": "| RATE | 7.64 +- 0.41 |", "vizdoom": "| RATE | 41.5 +- 1.0 |"}[module]
+    assert "Paper (RATE, NeurIPS-25" in text and paper_rate in text
+
+
 def test_mujoco_page_normalises_with_both_reference_pairs(tmp_path):
     from eval.reports.mujoco import DATASET_REF, main
     from rate.data.d4rl import REF_SCORES
@@ -77,7 +92,8 @@ def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
     assert "| BC-GRU | 0.80 +- 0.14 (n=2) |" in lines
 
 
-@pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.minigrid", "eval.reports.mujoco"])
+@pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.minigrid", "eval.reports.mujoco",
+                                    "eval.reports.memory_maze", "eval.reports.vizdoom"])
 def test_pages_refuse_an_empty_csv(tmp_path, module, capsys):
     import importlib
 
