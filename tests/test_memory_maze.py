@@ -177,10 +177,10 @@ def test_tiny_rate_learns_to_walk_toward_the_target(renders, tmp_path):
         "window_start": "random",
         "eval": {"env_id": "rate/MemoryMaze-9x9-v0", "length_kwarg": "episode_length", "lengths": [5],
                  "episodes": 1, "target_return": 2.0},
-        "train": {"steps": 300, "batch_size": 8, "lr": 0.003, "warmup_steps": 10, "eval_every": 300, "threads": 2},
+        "train": {"steps": 200, "batch_size": 8, "lr": 0.003, "warmup_steps": 10, "eval_every": 200, "threads": 2},
     })
     torch.manual_seed(0)
     untrained = _progress(make_policy(build_rate(cfg).eval(), cfg), seeds, steps=40)
     model, _ = train(cfg, tmp_path / "run", progress=False)
     trained = _progress(make_policy(model.eval(), cfg), seeds, steps=40)
-    assert trained > untrained + 0.05, (trained, untrained)
+    assert trained > untrained + 0.05, (trained, untrained)  # 0.15 against 0.00 measured
