@@ -27,9 +27,8 @@ import minari
 import numpy as np
 
 from .memory_maze import MAZES, MazeOracle, MemoryMazeEnv
-from .recording import check_noise, generator_main, record_episode, write_oracle_dataset
+from .recording import check_noise, generator_main, record_episodes, write_oracle_dataset
 from rate.data.minari_writer import check_dataset_id
-from rate.training import progress_bar
 
 PAPER_EPISODES = 5000  # the RATE paper's Memory Maze dataset (DreamerV3 episodes of 1000 steps)
 
@@ -57,19 +56,7 @@ def generate_memory_maze_dataset(size: int = 9, episodes: int = 300, episode_len
     def choose(e: MemoryMazeEnv) -> int:
         return int(rng.integers(0, 6)) if rng.random() < noise else oracle(e)
 
-    seeds = rng.integers(0, 2**31 - 1, size=episodes)
-    buffers, started = [], time.perf_counter()
-    bar = progress_bar(total=episodes, desc="episodes", disable=not progress)
-    try:
-        for i, s in enumerate(seeds):
-            # No success requirement: a return of 0 is possible (and allowed) with much noise.
-            buffers.append(record_episode(env, choose, int(s), i, require_success=False))
-            bar.update(1)
-            bar.set_postfix(targets=f"{np.mean([sum(b.rewards) for b in buffers]):.1f}")
-    finally:
-        bar.close()
-        env.close()
-    minutes = (time.perf_counter() - started) / 60
+    buffers, minutes = record_episodes(env, choose, rng.integers(0, 2**31 - 1, size=episodes), progress)
     returns = np.array([sum(b.rewards) for b in buffers])
     description = (f"Memory Maze {size}x{size}, episodes of {episode_length} steps, shortest-path oracle with {noise:.0%} "
                    f"random actions, seed {seed}; {returns.mean():.2f} +- {returns.std():.2f} targets per episode; "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -64,6 +65,26 @@ def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, ep
     return EpisodeBuffer(id=episode_id, seed=seed, observations=np.stack(played.observations),
                          actions=np.array(played.actions), rewards=played.rewards, terminations=played.terminations,
                          truncations=played.truncations, infos={})
+
+
+def record_episodes(env: gym.Env, choose: Callable[[gym.Env], int], seeds, progress: bool = True
+                    ) -> tuple[list[EpisodeBuffer], float]:
+    """One :func:`record_episode` per seed (no success required: with random actions a return of 0
+    is allowed), behind a progress bar showing the mean return so far; closes ``env``.  Returns
+    the buffers and the minutes it took."""
+    from rate.training import progress_bar
+
+    buffers, started = [], time.perf_counter()
+    bar = progress_bar(total=len(seeds), desc="episodes", disable=not progress)
+    try:
+        for i, s in enumerate(seeds):
+            buffers.append(record_episode(env, choose, int(s), i, require_success=False))
+            bar.update(1)
+            bar.set_postfix(mean_return=f"{np.mean([sum(b.rewards) for b in buffers]):.2f}")
+    finally:
+        bar.close()
+        env.close()
+    return buffers, (time.perf_counter() - started) / 60
 
 
 def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym.Env, description: str,

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import gymnasium as gym
 import minari
 import numpy as np
 
 from rate.data.minari_writer import check_dataset_id
-from rate.training import progress_bar
 
-from .recording import check_noise, generator_main, record_episode, write_oracle_dataset
+from .recording import check_noise, generator_main, record_episodes, write_oracle_dataset
 from .vizdoom_two_colors import BUTTONS, ObjectOracle
 
 PAPER_EPISODES = 5000
@@ -51,20 +49,11 @@ def generate_vizdoom_dataset(episodes: int = 1000, episode_length: int = 90, pil
     def choose(e) -> int:
         return int(rng.integers(0, len(BUTTONS))) if rng.random() < noise else oracle(e)
 
-    seeds = rng.integers(0, 2**31 - 1, size=episodes)
-    buffers, started = [], time.perf_counter()
-    bar = progress_bar(total=episodes, desc="episodes", disable=not progress)
-    try:
-        for i, s in enumerate(seeds):
-            buffers.append(record_episode(env, choose, int(s), i, require_success=False))
-            bar.update(1)
-    finally:
-        bar.close()
-        env.close()
+    buffers, minutes = record_episodes(env, choose, rng.integers(0, 2**31 - 1, size=episodes), progress)
     returns = np.array([sum(b.rewards) for b in buffers])
     description = (f"ViZDoom-Two-Colors, episodes of at most {episode_length} steps, pillar shown {pillar_steps} steps, "
                    f"oracle with {noise:.0%} random actions, seed {seed}; return {returns.mean():.2f} +- "
-                   f"{returns.std():.2f}; generated in {(time.perf_counter() - started) / 60:.1f} min")
+                   f"{returns.std():.2f}; generated in {minutes:.1f} min")
     return write_oracle_dataset(dataset_id, buffers, env, description, ref_min_score=float(returns.min()),
                                 ref_max_score=float(returns.max()), overwrite=overwrite, jpeg=jpeg)
 
