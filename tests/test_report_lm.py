@@ -72,3 +72,12 @@ def test_full_bptt_counts_as_the_deepest_depth():
     text = claims(collect([{k: str(v) for k, v in r.items()} for r in rows]))
     assert "depth full 1.790 against depth 0" in text[1]
     assert "depth 0 1.980 -> depth 1 1.850 -> depth -1 1.790" in text[2] and ": holds" in text[2]
+
+
+def test_combination_level_with_a_cache_within_the_seed_spread_is_not_best():
+    rows = paper_like()
+    rows[-1] = row("trxl64+rmt", 5, 64, 2, 1.78)
+    rows += [row("trxl64+rmt", 5, 64, 2, 1.82, seed=1), row("trxl-64", 0, 64, 0, 1.81, seed=1)]
+    text = claims(collect([{k: str(v) for k, v in r.items()} for r in rows]))[3]
+    assert ": level, not better beyond the seed spread (rule" in text  # 1.800 against 1.805: inside 0.028 + 0.007
+    assert "trxl64+rmt 1.800 against its cache alone, trxl-64, 1.805" in text
