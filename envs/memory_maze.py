@@ -121,8 +121,13 @@ class MemoryMazeEnv(gym.Env, RecordConstructorArgs):
             self._build(seed if seed is not None else int(self.np_random.integers(2**31 - 1)))
         try:
             timestep = self._dm_env.reset()
-        except Exception as err:  # dm_control raises several kinds when OpenGL is missing
-            raise RenderingUnavailable(rendering_hint(err)) from err
+        except Exception as err:
+            # dm_control raises several kinds when OpenGL is missing: a failure is reported as a
+            # rendering problem only when an empty scene cannot render either.
+            renders, why = rendering_available()
+            if renders:
+                raise
+            raise RenderingUnavailable(why) from err
         self._steps = self._targets = 0
         return self._observe(timestep.observation), {"targets": 0}
 

@@ -82,6 +82,24 @@ def test_the_agent_sees_only_the_image_and_the_target_colour(renders):
     env.close()
 
 
+def test_a_reset_failure_is_called_a_rendering_problem_only_when_nothing_renders(renders, monkeypatch):
+    import rate_envs.memory_maze as module
+
+    env = MemoryMazeEnv(episode_length=3)
+    env.reset(seed=0)
+
+    def broken():
+        raise ValueError("not a GL problem")
+
+    monkeypatch.setattr(env._dm_env, "reset", broken)
+    with pytest.raises(ValueError, match="not a GL problem"):  # rendering works: the error is the task's
+        env.reset()
+    monkeypatch.setattr(module, "rendering_available", lambda: (False, "no OpenGL backend here"))
+    with pytest.raises(module.RenderingUnavailable, match="no OpenGL backend here"):
+        env.reset()
+    env.close()
+
+
 def _episode_seeds(dataset) -> list[int]:
     """The reset seed of every episode (Minari's HDF5 layout keeps it as an attribute of the
     episode's group)."""
