@@ -57,6 +57,38 @@ def test_vector_tmaze_steps_as_single_tmazes(options):
     assert done.all()
 
 
+def test_vector_tmaze_draws_as_single_tmazes_across_block_refills_and_autoresets(monkeypatch):
+    """The batch takes its generators' bits in blocks (here 2 outputs = 4 draws, so most steps
+    refill some row) and reproduces single T-Mazes that call Generator.integers and .choice, over
+    many episodes: after an end the vector environment resets the row itself (next step), the
+    single one is reset without a seed, both continuing the same generator."""
+    from rate_envs import tmaze_vector
+
+    monkeypatch.setattr(tmaze_vector._Uint32Streams, "BLOCK", 2)
+    n = 6
+    vector = TMazeVectorEnv(n, corridor_length=3)
+    singles = _singles(n, corridor_length=3)
+    obs, _ = vector.reset(seed=123)
+    expected = np.stack([env.reset(seed=123 + i)[0] for i, env in enumerate(singles)])
+    np.testing.assert_array_equal(obs, expected)
+    rng = np.random.default_rng(1)
+    ended = np.zeros(n, dtype=bool)
+    episodes = 0
+    for _ in range(200):
+        actions = rng.integers(0, 4, n)
+        obs, reward, terminated, truncated, _ = vector.step(actions)
+        for i, env in enumerate(singles):
+            if ended[i]:  # the vector row reset on this step; its action was ignored
+                o, r, te, tr = env.reset()[0], 0.0, False, False
+                episodes += 1
+            else:
+                o, r, te, tr, _ = env.step(int(actions[i]))
+            np.testing.assert_array_equal(o, obs[i])
+            assert (r, te, tr) == (reward[i], terminated[i], truncated[i])
+        ended = terminated | truncated
+    assert episodes > 50
+
+
 def test_vector_tmaze_resets_an_ended_episode_on_the_next_step():
     """Gymnasium's NEXT_STEP autoreset: the step after an end shows a new episode's first
     observation (clue visible), reward 0, not ended, whatever the action."""
