@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench sweep report gpu-wheels gpu-data clean-venv
+.PHONY: run test bench sweep report gpu-wheels gpu-wheels-vizdoom gpu-data clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ gpu-wheels: $(STAMP)
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
 		gymnasium==1.4.0 farama-notifications==0.0.6 minari==0.5.4 popgym==1.0.7
 	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation -w .whl .
+
+# ViZDoom's engine for the ViZDoom sweep (train/gpu_jobs.sh vizdoom), a 39 MB binary wheel for the
+# image's Python 3.12, kept apart from .whl/ so that the other jobs' carries stay small.  Its
+# dependencies (numpy, gymnasium) come from the image and .whl/; pygame-ce is only for vizdoom's
+# own Gymnasium wrapper, which rate_envs does not use.
+gpu-wheels-vizdoom: $(STAMP)
+	rm -rf .whl-vizdoom
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux_2_28_x86_64 -d .whl-vizdoom vizdoom==1.3.2
 
 # The datasets those sweeps read: the two POPGym Medium tasks and the LM corpus.
 gpu-data: $(STAMP)

@@ -1,10 +1,15 @@
 #!/bin/bash
-# Issue 22's GPU sweeps in one command on a lent GPU machine (see train/gpu_env.sh):
+# The sweeps that need a GPU, one command each on a lent GPU machine (see train/gpu_env.sh):
 #   here, after any change:  make gpu-wheels gpu-data        # .whl/ and the datasets to carry
 #   device run, carry [".whl", "data/minari/rate/popgym"]:  bash train/gpu_jobs.sh popgym
 #   device run, carry [".whl", "data/shakespeare"]:        bash train/gpu_jobs.sh lm
+#   here: make gpu-wheels gpu-wheels-vizdoom;  device run, carry [".whl", ".whl-vizdoom"]:
+#                                                           bash train/gpu_jobs.sh vizdoom
+#   (the ViZDoom dataset, 2.5 GB, is too large to carry: the script generates it there first,
+#   about a minute, the same command as here; its evaluation steps 100 Doom processes per run
+#   on the CPU cores, so fewer trainers run at once)
 # Runs the sweep's missing rows (configs/popgym/sweep.yaml: RATE and DT on the two Medium tasks;
-# configs/lm/sweep.yaml: the LM grid) with JOBS trainers at once on the GPU, for at most SECONDS
+# configs/lm/sweep.yaml: the LM grid; configs/vizdoom/sweep.yaml: RATE, DT, BC-GRU) with JOBS trainers at once on the GPU, for at most SECONDS
 # (default 540, inside the device tool's 10 minutes), then copies the results CSV to $OUT, also
 # when the time limit stopped the sweep: copy it over the repository's and call again to go on
 # (the sweep skips the rows its CSV holds).  DEVICE=cpu runs the same on the CPU (a rehearsal).
@@ -16,14 +21,21 @@ seconds=${SECONDS_LIMIT:-540}
 case "$job" in
     popgym) sweep=configs/popgym/sweep.yaml; csv=results/popgym.csv; jobs=${JOBS:-12} ;;
     lm) sweep=configs/lm/sweep.yaml; csv=results/lm.csv; jobs=${JOBS:-8} ;;
-    *) echo "error: usage: bash train/gpu_jobs.sh lm|popgym" >&2; exit 2 ;;
+    vizdoom) sweep=configs/vizdoom/sweep.yaml; csv=results/vizdoom.csv; jobs=${JOBS:-4} ;;
+    *) echo "error: usage: bash train/gpu_jobs.sh lm|popgym|vizdoom" >&2; exit 2 ;;
 esac
 export MINARI_DATASETS_PATH="$PWD/data/minari"
+started=$(date +%s)
+if [ "$job" = vizdoom ] && [ ! -d "$MINARI_DATASETS_PATH/rate/vizdoom-two-colors/oracle-T90-P45-v0" ]; then
+    python3 -m envs.vizdoom_data --no-progress || { echo "error: the ViZDoom dataset was not generated" >&2; exit 2; }
+    seconds=$((seconds - ($(date +%s) - started)))
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 PYTHONUNBUFFERED=1 timeout "$seconds" python3 -m train.sweep "$sweep" --jobs "$jobs" \
     --set "train.device=${DEVICE:-cuda}" --set train.threads=1
 status=$?
 out=${OUT:-results/gpu_out}
-mkdir -p "$out" && cp "$csv" "$out/"
-echo "sweep exit status $status; $csv copied to $out/"
+mkdir -p "$out"
+if [ -f "$csv" ]; then cp "$csv" "$out/"; echo "sweep exit status $status; $csv copied to $out/"
+else echo "sweep exit status $status; no run finished, so there is no $csv"; fi
 exit $status
