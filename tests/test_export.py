@@ -17,7 +17,8 @@ from rate.deploy.onnx_runner import ArtifactError, make_env_factory, open_onnx, 
 from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
 from rate.cli.export import main
-from rate.deploy.export import PolicyStep, compare_with_eager, export_metadata, export_onnx, export_pt2, open_artifact
+from rate.deploy.export import (PolicyStep, compare_with_eager, export_metadata, export_onnx, export_program, export_pt2,
+                               open_artifact)
 from rate.rl.policy import StreamingPolicy
 from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig
 from rate.rl.model import RATEConfig, RATEModel
@@ -57,9 +58,10 @@ def artifacts(tmp_path_factory):
     for name in MODELS:
         step = PolicyStep(build(name))
         meta = export_metadata(step, {"model": name}, target_return=1.0)
+        program = export_program(step)  # both formats from one trace
         for fmt, writer in (("pt2", export_pt2), ("onnx", export_onnx)):
             out[name, fmt] = folder / f"{name}.{fmt}"
-            writer(step, meta, out[name, fmt])
+            writer(step, meta, out[name, fmt], program)
     return out
 
 

@@ -115,10 +115,20 @@ def _quiet_exporters():
                 logger.setLevel(level)
 
 
-def export_pt2(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
-    """torch.export the step (dynamic batch) and save it with the metadata inside the archive."""
+def export_program(step: PolicyStep) -> torch.export.ExportedProgram:
+    """The step traced by torch.export with a dynamic batch, the graph both formats are written
+    from: pass it to :func:`export_pt2` and :func:`export_onnx` to write both from one trace (a
+    trace is most of either writer's time)."""
     with torch.no_grad(), _quiet_exporters():
-        program = torch.export.export(step, step.example_inputs(), dynamic_shapes=_dynamic_shapes(step))
+        return torch.export.export(step, step.example_inputs(), dynamic_shapes=_dynamic_shapes(step))
+
+
+def export_pt2(step: PolicyStep, meta: dict[str, Any], path: Path,
+               program: torch.export.ExportedProgram | None = None) -> None:
+    """torch.export the step (dynamic batch; or take ``program``, its :func:`export_program`) and
+    save it with the metadata inside the archive."""
+    program = export_program(step) if program is None else program
+    with torch.no_grad(), _quiet_exporters():
         # Python stack traces of every node (and of the torch.cond branches' nodes): most of the
         # archive's bytes, and the exporting machine's file paths.  Loading does not need them.
         for module in program.graph_module.modules():
@@ -131,15 +141,17 @@ def export_pt2(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
         Path(path).write_bytes(buffer.getbuffer())
 
 
-def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path) -> None:
-    """ONNX through torch.onnx's dynamo exporter (onnxscript); metadata in ``metadata_props``."""
+def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path,
+                program: torch.export.ExportedProgram | None = None) -> None:
+    """ONNX through torch.onnx's dynamo exporter (onnxscript), from the step or from ``program``
+    (its :func:`export_program`); metadata in ``metadata_props``."""
     import onnx
 
+    program = export_program(step) if program is None else program
     with torch.no_grad(), _quiet_exporters():
-        program = torch.onnx.export(step, step.example_inputs(), dynamo=True, input_names=list(INPUT_NAMES),
-                                    output_names=list(OUTPUT_NAMES), dynamic_shapes=_dynamic_shapes(step),
-                                    verbose=False)
-    proto = program.model_proto
+        onnx_program = torch.onnx.export(program, dynamo=True, input_names=list(INPUT_NAMES),
+                                         output_names=list(OUTPUT_NAMES), verbose=False)
+    proto = onnx_program.model_proto
     _strip_node_metadata(proto.graph)
     entry = proto.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
