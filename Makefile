@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench sweep report gpu-wheels gpu-wheels-vizdoom gpu-data clean-venv
+.PHONY: run test bench sweep report gpu-wheels gpu-wheels-vizdoom gpu-wheels-minigrid gpu-data clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,14 @@ gpu-wheels-vizdoom: $(STAMP)
 	rm -rf .whl-vizdoom
 	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
 		--platform manylinux_2_28_x86_64 -d .whl-vizdoom vizdoom==1.3.2
+
+# MiniGrid for the MiniGrid sweep (train/gpu_jobs.sh minigrid): minigrid imports pygame-ce (a
+# binary wheel) at import time; apart from .whl/ for the same reason as ViZDoom's.
+gpu-wheels-minigrid: $(STAMP)
+	rm -rf .whl-minigrid
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl-minigrid minigrid==3.2.0 pygame-ce==2.5.8
 
 # The datasets those sweeps read: the two POPGym Medium tasks and the LM corpus.
 gpu-data: $(STAMP)

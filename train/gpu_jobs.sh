@@ -8,6 +8,11 @@
 #   (the ViZDoom dataset, 2.5 GB, is too large to carry: the script generates it there first,
 #   about a minute, the same command as here; its evaluation steps 100 Doom processes per run
 #   on the CPU cores, so fewer trainers run at once)
+#   here: make gpu-wheels gpu-wheels-minigrid;  device run, carry [".whl", ".whl-minigrid"]:
+#                                                           bash train/gpu_jobs.sh minigrid --only rate_mix
+#   (the issue-24 mixture dataset is generated there first, as configs/minigrid/sweep.yaml says)
+#   device run, carry [".whl"]:                             bash train/gpu_jobs.sh algorithmic --only sqeq
+# Arguments after the job's name go to train.sweep (e.g. --only PREFIX).
 # Runs the sweep's missing rows (configs/popgym/sweep.yaml: RATE and DT on the two Medium tasks;
 # configs/lm/sweep.yaml: the LM grid; configs/vizdoom/sweep.yaml: RATE, DT, BC-GRU) with JOBS trainers at once on the GPU, for at most SECONDS
 # (default 540, inside the device tool's 10 minutes), then copies the results CSV to $OUT, also
@@ -17,12 +22,16 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 . train/gpu_env.sh
 job=${1:-}
+shift || true
 seconds=${SECONDS_LIMIT:-540}
 case "$job" in
     popgym) sweep=configs/popgym/sweep.yaml; csv=results/popgym.csv; jobs=${JOBS:-12} ;;
     lm) sweep=configs/lm/sweep.yaml; csv=results/lm.csv; jobs=${JOBS:-8} ;;
     vizdoom) sweep=configs/vizdoom/sweep.yaml; csv=results/vizdoom.csv; jobs=${JOBS:-4} ;;
-    *) echo "error: usage: bash train/gpu_jobs.sh lm|popgym|vizdoom" >&2; exit 2 ;;
+    minigrid) sweep=configs/minigrid/sweep.yaml; csv=results/minigrid.csv; jobs=${JOBS:-10} ;;
+    algorithmic) sweep=configs/algorithmic/sweep.yaml; csv=results/algorithmic.csv; jobs=${JOBS:-16} ;;
+    *) echo "error: usage: bash train/gpu_jobs.sh lm|popgym|vizdoom|minigrid|algorithmic [train.sweep arguments]" >&2
+       exit 2 ;;
 esac
 export MINARI_DATASETS_PATH="$PWD/data/minari"
 started=$(date +%s)
@@ -30,9 +39,14 @@ if [ "$job" = vizdoom ] && [ ! -d "$MINARI_DATASETS_PATH/rate/vizdoom-two-colors
     python3 -m envs.vizdoom_data --no-progress || { echo "error: the ViZDoom dataset was not generated" >&2; exit 2; }
     seconds=$((seconds - ($(date +%s) - started)))
 fi
+if [ "$job" = minigrid ] && [ ! -d "$MINARI_DATASETS_PATH/rate/minigrid-memory/oracle-S13-21-31-onehot-success-v0" ]; then
+    python3 -m envs.minigrid_data --sizes 13 21 31 --episodes 3000 --noise 0.1 --observation onehot --reward success \
+        || { echo "error: the MiniGrid mixture dataset was not generated" >&2; exit 2; }
+    seconds=$((seconds - ($(date +%s) - started)))
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 PYTHONUNBUFFERED=1 timeout "$seconds" python3 -m train.sweep "$sweep" --jobs "$jobs" \
-    --set "train.device=${DEVICE:-cuda}" --set train.threads=1
+    --set "train.device=${DEVICE:-cuda}" --set train.threads=1 "$@"
 status=$?
 out=${OUT:-results/gpu_out}
 mkdir -p "$out"
