@@ -65,6 +65,29 @@ def test_kill_9_in_the_middle_of_training(setup, tmp_path):
     resume_and_compare(config, out, reference)
 
 
+def test_checkpoint_every_lets_a_kill_between_evaluations_resume(tmp_path):
+    """No evaluation before the end (eval_every = steps), a resumable state every 10 steps
+    (checkpoint_every): a run killed mid-way resumes from its last multiple of 10 and ends with
+    the weights of an uninterrupted run."""
+    changes = CHANGES | {"train.eval_every": CHANGES["train.steps"], "checkpoint_every": 10}
+    cfg = tiny(**changes)
+    config = tmp_path / "tiny.yaml"
+    save_yaml(cfg, config)
+    reference, _ = train(cfg, tmp_path / "reference", progress=False)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(trainer(config, out), cwd=ROOT, env=os.environ, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / STATE_FILE).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    step = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    assert step % 10 == 0 and 10 <= step < CHANGES["train.steps"]  # saved between evaluations, then killed
+    resume_and_compare(config, out, reference.state_dict())
+
+
 @pytest.mark.parametrize("target", ["model.safetensors", STATE_FILE])
 def test_kill_9_while_a_checkpoint_is_written(setup, tmp_path, target):
     """The second time ``target`` is about to be renamed into place (its temporary fully written),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from rate.cli.records import append_row, read_rows
-from train.sweep import ListedRun, Sweep, expand, main
+from train.sweep import ListedRun, Run, Sweep, expand, main, trainer_command
 
 def tiny_sweep(tmp_path: Path, steps: int, seeds=(0,), segments=(1, 2), threads: bool = True) -> tuple[Path, Path]:
     """A sweep file of tiny reverse runs ``reverse/tiny/segN`` and its CSV; ``threads``: the runs
@@ -131,6 +131,42 @@ def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, patter
 
 
 @pytest.mark.slow
+def test_a_rate_run_left_in_flight_resumes_and_a_changed_one_starts_over(tmp_path, tmaze_data):
+    """The sweep resumes a RATE run whose folder holds a training state of the same config (how
+    long it trains may differ: a stopped sweep's run stopped earlier), and replaces one trained
+    with another config or that trained past the run's steps; other trainers never resume."""
+    from rate.config import save_yaml
+    from rate.rl.trainer import train
+    from tests.tiny_tmaze import tiny
+
+    config = tmp_path / "tiny.yaml"
+    save_yaml(tiny(), config)
+    sweep = Sweep(csv=str(tmp_path / "r.csv"), out_root=str(tmp_path / "runs"), seeds=[0], trainer="train",
+                  runs=[ListedRun(name="a", config=str(config))])
+    run = Run("a/seed0", str(config), ["train.seed=0", "train.steps=20", "train.eval_every=20"])
+    out = tmp_path / "runs/a/seed0"
+    assert trainer_command(sweep, run)[-2] == "--overwrite"  # nothing there yet
+    train(tiny(**{"train.steps": 10, "train.eval_every": 5}), out, progress=False)
+    command = trainer_command(sweep, run)
+    assert command[-2] == "--resume" and command[command.index("--out") + 1] == str(out)
+    other = Run("a/seed0", str(config), [*run.overrides, "model.backbone.d_model=16"])
+    assert trainer_command(sweep, other)[-2] == "--overwrite"  # another model: start over
+    shorter = Run("a/seed0", str(config), ["train.seed=0", "train.steps=5", "train.eval_every=5"])
+    assert trainer_command(sweep, shorter)[-2] == "--overwrite"  # trained past the run's steps
+    assert trainer_command(Sweep(**{**sweep.__dict__, "trainer": "train.lm"}), run)[-2] == "--overwrite"
+    # The resumed run ends with the row and weights of its own config.
+    assert main([str(_sweep_file(tmp_path, config, sweep))]) == 0
+    assert [r["run"] for r in read_rows(sweep.csv)] == ["a/seed0"] and read_rows(sweep.csv)[0]["train.steps"] == "20"
+
+
+def _sweep_file(tmp_path: Path, config: Path, sweep: Sweep) -> Path:
+    path = tmp_path / "rate_sweep.yaml"
+    path.write_text(f"csv: {sweep.csv}\nout_root: {sweep.out_root}\ntrainer: train\nseeds: [0]\nruns:\n"
+                    f"  - {{name: a, config: {config}, overrides: [train.steps=20, train.eval_every=20]}}\n")
+    return path
+
+
+@pytest.mark.slow
 def test_a_stopped_sweep_stops_its_trainers(tmp_path):
     """SIGTERM to the sweep: its trainer is stopped too (an orphan would write its row while the
     next sweep trains the same run again) and no row is written.  A SIGHUP that nohup ignores
@@ -152,7 +188,7 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path):
     assert sweep.poll() is None and Path(f"/proc/{trainers[0]}").exists()
     sweep.send_signal(signal.SIGTERM)
     _, err = sweep.communicate(timeout=60)
-    assert sweep.returncode == 128 + signal.SIGTERM and "will run again next time" in err
+    assert sweep.returncode == 128 + signal.SIGTERM and "will run again next time" in err  # (not a RATE run)
     assert not Path(f"/proc/{trainers[0]}").exists()  # stopped and reaped, not orphaned
     assert not csv.exists()
 

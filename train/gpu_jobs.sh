@@ -44,9 +44,14 @@ if [ "$job" = minigrid ] && [ ! -d "$MINARI_DATASETS_PATH/rate/minigrid-memory/o
         || { echo "error: the MiniGrid mixture dataset was not generated" >&2; exit 2; }
     seconds=$((seconds - ($(date +%s) - started)))
 fi
+# The RATE trainer's sweeps save every CHECKPOINT_EVERY steps: a call that the time limit stops
+# resumes its runs in flight at the next call on the same machine while it is still held (its
+# runs/ folder is kept between calls) instead of starting them over.
+resume=()
+case "$job" in popgym|vizdoom|minigrid) resume=(--set "checkpoint_every=${CHECKPOINT_EVERY:-100}") ;; esac
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
 PYTHONUNBUFFERED=1 timeout "$seconds" python3 -m train.sweep "$sweep" --jobs "$jobs" \
-    --set "train.device=${DEVICE:-cuda}" --set train.threads=1 "$@"
+    --set "train.device=${DEVICE:-cuda}" --set train.threads=1 "${resume[@]}" "$@"
 status=$?
 out=${OUT:-results/gpu_out}
 mkdir -p "$out"

@@ -8,7 +8,10 @@ the seeds, and its runs, each a name, a config and overrides (and optionally its
 run NAME with seed S trains as ``NAME/seedS`` with ``train.seed=S`` added.  Each run is a fresh
 trainer process (its own thread setting and seed), which appends its row to the sweep's CSV when
 it finishes.  Runs whose name is already in the CSV are skipped, so a sweep killed at any point
-continues with the next session.  ``--set`` adds overrides to every run (they are recorded in
+continues with the next session; a RATE run (trainer ``train``) that a stopped sweep left in
+flight resumes from its last checkpoint (``--resume``; ``checkpoint_every`` sets how often it
+saves between evaluations) when its folder holds one of the same config, and starts over
+otherwise.  ``--set`` adds overrides to every run (they are recorded in
 each row's ``overrides``); ``--jobs N`` runs N trainers at once, for a machine with many cores or
 a GPU that one small run leaves idle (on a 2-core CPU, keep the default of 1: parallel runs slow
 each other down).
@@ -27,9 +30,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from rate.checkpoint import CheckpointError, read_checkpoint
 from rate.cli.records import read_rows
 from rate.config import ConfigError, load_yaml
-from rate.rl.experiment import RATEExperimentConfig, check_eval_envs
+from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig, check_eval_envs
+from rate.rl.trainer import STATE_FILE, config_changes
 from train.experiments.algorithmic import AlgorithmicConfig
 from train.experiments.lm import LMExperimentConfig
 
@@ -82,6 +87,27 @@ def expand(sweep: Sweep, extra: list[str] | tuple[str, ...] = ()) -> list[Run]:
     if len(set(names)) != len(names):
         raise ConfigError(f"run names repeat: {sorted({n for n in names if names.count(n) > 1})[:3]}")
     return runs
+
+
+def trainer_command(sweep: Sweep, run: Run) -> list[str]:
+    """The trainer process of ``run``: ``--resume`` where its folder holds a resumable RATE run of
+    the same config (one a stopped sweep left in flight), else ``--overwrite`` (a fresh start that
+    replaces whatever the folder holds once its first checkpoint is complete)."""
+    out = Path(sweep.out_root) / run.name
+    how = "--resume" if sweep.trainer == "train" and _resumable(out, run) else "--overwrite"
+    return [sys.executable, "-m", sweep.trainer, run.config, *run.overrides, "--csv", sweep.csv,
+            "--run-name", run.name, "--out", str(out), how, "--no-progress"]
+
+
+def _resumable(out: Path, run: Run) -> bool:
+    if not (out / STATE_FILE).is_file():
+        return False
+    try:
+        meta, _ = read_checkpoint(out, CHECKPOINT_KIND)
+        cfg = load_yaml(RATEExperimentConfig, run.config, run.overrides)
+    except (CheckpointError, ConfigError, OSError):
+        return False
+    return not config_changes(meta["config"], cfg) and int(meta["extra"].get("step", 0)) <= cfg.train.steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -149,7 +175,8 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
     (runs already started finish and keep their rows).  Returns the first failure's exit code.
 
     Stopped by SIGTERM, SIGHUP or SIGINT (Ctrl-C), the sweep stops its trainers before it exits
-    (128 + the signal): the runs in flight leave no row and run again next time.  A signal the
+    (128 + the signal): the runs in flight leave no row and run again next time (RATE runs
+    resume from their last checkpoint: :func:`trainer_command`).  A signal the
     sweep was started to ignore (``nohup`` ignores SIGHUP) stays ignored, by its trainers too.
     The handlers only note the signal; the loop acts on it, so a signal that arrives while a
     trainer is being started, or a second Ctrl-C while they are stopped, loses no trainer."""
@@ -163,9 +190,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
         while (waiting or running) and not stop:
             while waiting and len(running) < jobs and not failure and not stop:
                 run = waiting.pop(0)
-                cmd = [sys.executable, "-m", sweep.trainer, run.config, *run.overrides,
-                       "--csv", sweep.csv, "--run-name", run.name,
-                       "--out", str(Path(sweep.out_root) / run.name), "--overwrite", "--no-progress"]
+                cmd = trainer_command(sweep, run)
                 # Files, not pipes: a trainer that writes more than a pipe holds must not block on it.
                 logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
                 proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True)
@@ -187,8 +212,10 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
         if stop:
             _stop(running)
             names = ", ".join(run.name for run, *_ in running) or "none"
-            print(f"stopped by signal {stop[0]}: the runs in flight ({names}) were stopped and will run again "
-                  "next time", file=sys.stderr)
+            again = ("resume from their last checkpoint, if they reached one, next time" if sweep.trainer == "train"
+                     else "run again next time")
+            print(f"stopped by signal {stop[0]}: the runs in flight ({names}) were stopped and will {again}",
+                  file=sys.stderr)
             return 128 + stop[0]
     finally:
         bar.close()

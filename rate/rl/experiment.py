@@ -78,8 +78,14 @@ class RATEExperimentConfig:
     # Keep a copy of the checkpoint every this many steps in snapshots/step_N/ (0: none; a
     # multiple of train.eval_every, where checkpoints are written).
     snapshot_every: int = 0
+    # Also save the weights and training state every this many steps between evaluations (0:
+    # only at evaluations), so that a run killed between them loses at most this many steps to
+    # --resume (train.sweep resumes the runs a stopped sweep left in flight).
+    checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
+        if self.checkpoint_every < 0:
+            raise ValueError(f"checkpoint_every must be >= 0 (0: checkpoints at evaluations only), got {self.checkpoint_every}")
         if self.snapshot_every < 0 or (self.snapshot_every and self.snapshot_every % self.train.eval_every):
             raise ValueError(f"snapshot_every must be 0 or a multiple of train.eval_every {self.train.eval_every}, "
                              f"got {self.snapshot_every}")

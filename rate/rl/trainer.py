@@ -109,7 +109,7 @@ def write_torch(obj, path: Path) -> None:
 # runs.  Everything else (model, data, optimiser, seed) must be the run's own, or the resumed
 # run is a mix of two experiments that no config describes.
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "train.compile", "eval.",
-                     "snapshot_every")
+                     "snapshot_every", "checkpoint_every")
 
 
 def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
@@ -152,6 +152,16 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     np.random.set_state((n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
     random.setstate(state["rng_python"])
     return int(state["step"]), float(state.get("train_seconds", 0.0))
+
+
+def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg: RATEExperimentConfig, extra: dict,
+                   train_seconds: float, device: torch.device) -> None:
+    """The run folder's checkpoint and training state at this step (what --resume reads); the
+    first one of a replacement swaps the earlier run out (:class:`RunFolder`)."""
+    save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), extra)
+    save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device)
+    if folder.replacing:
+        loop.move_logs(lambda: folder.commit() / "tb")
 
 
 def eval_scalars(results: dict) -> dict[str, float]:
@@ -274,8 +284,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             loop.bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}" if t else "eval": short_result(r)
                                                         for t, r in eval_results.items()})
             extra = {"step": loop.step, "eval": eval_results, **run_provenance(cfg)}
-            save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), extra)
-            save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, time.time() - start, device)
+            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device)
             score = selection_score(eval_results)
             if score is not None and (best is None or score > best):  # the first of equals stays
                 best = score
@@ -283,9 +292,10 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
                 save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
                                 extra)
-            if folder.replacing:  # the first complete checkpoint of a replacement: the earlier run goes
-                loop.move_logs(lambda: folder.commit() / "tb")
             loop.pause_clock()
+        elif cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0 and group.is_main:
+            save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
+                           device)
     loop.close_bar()  # before the final evaluation's own bars
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval
