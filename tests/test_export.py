@@ -89,6 +89,17 @@ def test_the_parity_check_catches_another_model(artifacts):
     assert compare_with_eager(open_artifact(artifacts["xl_continuous", "onnx"]), nan_model, 1.0, steps=20) == float("inf")
 
 
+def test_the_onnx_graph_names_its_batch_axis(artifacts):
+    """Every input and output is dynamic in one axis named "batch" (not torch.export's symbol):
+    what a user of the bare .onnx file reads in a graph viewer or in onnxruntime's input specs."""
+    import onnx
+
+    graph = onnx.load(str(artifacts["rate", "onnx"])).graph
+    for value in [*graph.input, *graph.output]:
+        dynamic = [d.dim_param for d in value.type.tensor_type.shape.dim if d.dim_param]
+        assert dynamic == ["batch"], (value.name, dynamic)
+
+
 def test_artifact_metadata_describes_the_state(artifacts):
     policy = open_artifact(artifacts["xl_continuous", "onnx"])
     meta = policy.meta

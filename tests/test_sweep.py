@@ -132,9 +132,9 @@ def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, patter
 
 @pytest.mark.slow
 def test_a_rate_run_left_in_flight_resumes_and_a_changed_one_starts_over(tmp_path, tmaze_data):
-    """The sweep resumes a RATE run whose folder holds a training state of the same config (how
-    long it trains may differ: a stopped sweep's run stopped earlier), and replaces one trained
-    with another config or that trained past the run's steps; other trainers never resume."""
+    """The sweep resumes a RATE run whose folder holds a training state of the same config (here
+    one that reached its last step but wrote no row, as when killed during its final evaluation),
+    and replaces one trained with another model or another schedule; other trainers never resume."""
     from rate.config import save_yaml
     from rate.rl.trainer import train
     from tests.tiny_tmaze import tiny
@@ -146,13 +146,13 @@ def test_a_rate_run_left_in_flight_resumes_and_a_changed_one_starts_over(tmp_pat
     run = Run("a/seed0", str(config), ["train.seed=0", "train.steps=20", "train.eval_every=20"])
     out = tmp_path / "runs/a/seed0"
     assert trainer_command(sweep, run)[-2] == "--overwrite"  # nothing there yet
-    train(tiny(**{"train.steps": 10, "train.eval_every": 5}), out, progress=False)
+    train(tiny(**{"train.steps": 20, "train.eval_every": 20}), out, progress=False)
     command = trainer_command(sweep, run)
     assert command[-2] == "--resume" and command[command.index("--out") + 1] == str(out)
     other = Run("a/seed0", str(config), [*run.overrides, "model.backbone.d_model=16"])
     assert trainer_command(sweep, other)[-2] == "--overwrite"  # another model: start over
-    shorter = Run("a/seed0", str(config), ["train.seed=0", "train.steps=5", "train.eval_every=5"])
-    assert trainer_command(sweep, shorter)[-2] == "--overwrite"  # trained past the run's steps
+    longer = Run("a/seed0", str(config), ["train.seed=0", "train.steps=40", "train.eval_every=20"])
+    assert trainer_command(sweep, longer)[-2] == "--overwrite"  # another learning-rate schedule
     assert trainer_command(Sweep(**{**sweep.__dict__, "trainer": "train.lm"}), run)[-2] == "--overwrite"
     # The resumed run ends with the row and weights of its own config.
     assert main([str(_sweep_file(tmp_path, config, sweep))]) == 0

@@ -20,6 +20,7 @@
 # (the sweep skips the rows its CSV holds).  DEVICE=cpu runs the same on the CPU (a rehearsal).
 set -uo pipefail
 cd "$(dirname "$0")/.."
+started=$(date +%s)  # the time limit counts the wheels' install and a dataset's generation too
 . train/gpu_env.sh
 job=${1:-}
 shift || true
@@ -34,15 +35,17 @@ case "$job" in
        exit 2 ;;
 esac
 export MINARI_DATASETS_PATH="$PWD/data/minari"
-started=$(date +%s)
+left() { echo $((seconds - ($(date +%s) - started))); }
 if [ "$job" = vizdoom ] && [ ! -d "$MINARI_DATASETS_PATH/rate/vizdoom-two-colors/oracle-T90-P45-v0" ]; then
-    python3 -m envs.vizdoom_data --no-progress || { echo "error: the ViZDoom dataset was not generated" >&2; exit 2; }
-    seconds=$((seconds - ($(date +%s) - started)))
+    timeout "$(left)" python3 -m envs.vizdoom_data --no-progress \
+        || { echo "error: the ViZDoom dataset was not generated" >&2; exit 2; }
 fi
 if [ "$job" = minigrid ] && [ ! -d "$MINARI_DATASETS_PATH/rate/minigrid-memory/oracle-S13-21-31-onehot-success-v0" ]; then
-    python3 -m envs.minigrid_data --sizes 13 21 31 --episodes 3000 --noise 0.1 --observation onehot --reward success \
-        || { echo "error: the MiniGrid mixture dataset was not generated" >&2; exit 2; }
-    seconds=$((seconds - ($(date +%s) - started)))
+    timeout "$(left)" python3 -m envs.minigrid_data --sizes 13 21 31 --episodes 3000 --noise 0.1 --observation onehot \
+        --reward success || { echo "error: the MiniGrid mixture dataset was not generated" >&2; exit 2; }
+fi
+if (( $(left) < 60 )); then
+    echo "error: $(left) s left of ${seconds} s after the set-up: too little to train (raise SECONDS_LIMIT)" >&2; exit 2
 fi
 # The RATE trainer's sweeps save every CHECKPOINT_EVERY steps: a call that the time limit stops
 # resumes its runs in flight at the next call on the same machine while it is still held (its
@@ -50,8 +53,8 @@ fi
 resume=()
 case "$job" in popgym|vizdoom|minigrid) resume=(--set "checkpoint_every=${CHECKPOINT_EVERY:-100}") ;; esac
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
-PYTHONUNBUFFERED=1 timeout "$seconds" python3 -m train.sweep "$sweep" --jobs "$jobs" \
-    --set "train.device=${DEVICE:-cuda}" --set train.threads=1 "${resume[@]}" "$@"
+PYTHONUNBUFFERED=1 timeout "$(left)" python3 -m train.sweep "$sweep" --jobs "$jobs" \
+    --set "train.device=${DEVICE:-cuda}" --set train.threads=1 ${resume[@]+"${resume[@]}"} "$@"
 status=$?
 out=${OUT:-results/gpu_out}
 mkdir -p "$out"

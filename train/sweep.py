@@ -107,7 +107,12 @@ def _resumable(out: Path, run: Run) -> bool:
         cfg = load_yaml(RATEExperimentConfig, run.config, run.overrides)
     except (CheckpointError, ConfigError, OSError):
         return False
-    return not config_changes(meta["config"], cfg) and int(meta["extra"].get("step", 0)) <= cfg.train.steps
+    # Stricter than --resume, which may lengthen a run: a run left in flight has its own
+    # train.steps and eval_every (the learning-rate schedule follows train.steps), so a folder
+    # trained under others is an earlier experiment, not this run.
+    saved = meta["config"].get("train", {})
+    same_schedule = saved.get("steps") == cfg.train.steps and saved.get("eval_every") == cfg.train.eval_every
+    return same_schedule and not config_changes(meta["config"], cfg) and int(meta["extra"].get("step", 0)) <= cfg.train.steps
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -149,8 +149,11 @@ def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path,
 
     program = export_program(step) if program is None else program
     with torch.no_grad(), _quiet_exporters():
+        # (dynamic_shapes is not applied to a program again; the exporter reads it to name the
+        # dynamic axis "batch" instead of torch.export's symbol)
         onnx_program = torch.onnx.export(program, dynamo=True, input_names=list(INPUT_NAMES),
-                                         output_names=list(OUTPUT_NAMES), verbose=False)
+                                         output_names=list(OUTPUT_NAMES), dynamic_shapes=_dynamic_shapes(step),
+                                         verbose=False)
     proto = onnx_program.model_proto
     _strip_node_metadata(proto.graph)
     entry = proto.metadata_props.add()

@@ -156,10 +156,14 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
 
 def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg: RATEExperimentConfig, extra: dict,
                    train_seconds: float, device: torch.device) -> None:
-    """The run folder's checkpoint and training state at this step (what --resume reads); the
-    first one of a replacement swaps the earlier run out (:class:`RunFolder`)."""
+    """The run folder's checkpoint and training state at this step (what --resume reads)."""
     save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), extra)
     save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device)
+
+
+def commit_replacement(folder: RunFolder, loop: TrainingLoop) -> None:
+    """After the first complete checkpoint of a run that replaces an earlier one, the earlier run
+    goes (:class:`RunFolder`); no-op otherwise."""
     if folder.replacing:
         loop.move_logs(lambda: folder.commit() / "tb")
 
@@ -292,10 +296,13 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
                 save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
                                 extra)
+            commit_replacement(folder, loop)
             loop.pause_clock()
         elif cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0 and group.is_main:
             save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
                            device)
+            commit_replacement(folder, loop)
+            loop.pause_clock()
     loop.close_bar()  # before the final evaluation's own bars
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval
