@@ -25,19 +25,37 @@ CHANGES = {"train.steps": 100, "train.eval_every": 10, "eval.episodes": 2, "eval
            "model.backbone.dropout": 0.1}  # dropout: the random generators must resume too
 
 
-@pytest.fixture
-def setup(tmp_path, tmaze_data):
-    """The config file, and the final weights of an uninterrupted run."""
-    cfg = tiny(**CHANGES)
+def config_and_reference(tmp_path: Path, changes: dict) -> tuple[Path, dict]:
+    """The tiny config with ``changes`` as a file, and the final weights of an uninterrupted run."""
+    cfg = tiny(**changes)
     config = tmp_path / "tiny.yaml"
     save_yaml(cfg, config)
     reference, _ = train(cfg, tmp_path / "reference", progress=False)
     return config, reference.state_dict()
 
 
+@pytest.fixture
+def setup(tmp_path, tmaze_data):
+    return config_and_reference(tmp_path, CHANGES)
+
+
 def trainer(config: Path, out: Path, *extra: str, prelude: str = "") -> list[str]:
     code = f"{prelude}\nimport sys\nfrom rate.cli.train import main\nsys.exit(main({[str(config), '--out', str(out), '--no-progress', *extra]!r}))"
     return [sys.executable, "-c", code]
+
+
+def kill_after_the_first_state(config: Path, out: Path, delay: float) -> int:
+    """Train into ``out`` in another process, kill -9 it ``delay`` seconds after its first
+    training state is in place; returns the step that state holds now."""
+    proc = subprocess.Popen(trainer(config, out), cwd=ROOT, env=os.environ, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (out / STATE_FILE).exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL
+    return torch.load(out / STATE_FILE, weights_only=True)["step"]
 
 
 def resume_and_compare(config: Path, out: Path, reference: dict) -> None:
@@ -52,15 +70,8 @@ def resume_and_compare(config: Path, out: Path, reference: dict) -> None:
 def test_kill_9_in_the_middle_of_training(setup, tmp_path):
     config, reference = setup
     out = tmp_path / "killed"
-    proc = subprocess.Popen(trainer(config, out), cwd=ROOT, env=os.environ, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / STATE_FILE).exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    time.sleep(random.Random(0).uniform(0.05, 0.2))  # somewhere inside the steps after the first checkpoint
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    step = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    # somewhere inside the steps after the first checkpoint
+    step = kill_after_the_first_state(config, out, random.Random(0).uniform(0.05, 0.2))
     assert step < CHANGES["train.steps"]  # it really was interrupted
     resume_and_compare(config, out, reference)
 
@@ -69,23 +80,12 @@ def test_checkpoint_every_lets_a_kill_between_evaluations_resume(tmp_path):
     """No evaluation before the end (eval_every = steps), a resumable state every 10 steps
     (checkpoint_every): a run killed mid-way resumes from its last multiple of 10 and ends with
     the weights of an uninterrupted run."""
-    changes = CHANGES | {"train.eval_every": CHANGES["train.steps"], "checkpoint_every": 10}
-    cfg = tiny(**changes)
-    config = tmp_path / "tiny.yaml"
-    save_yaml(cfg, config)
-    reference, _ = train(cfg, tmp_path / "reference", progress=False)
+    config, reference = config_and_reference(
+        tmp_path, CHANGES | {"train.eval_every": CHANGES["train.steps"], "checkpoint_every": 10})
     out = tmp_path / "killed"
-    proc = subprocess.Popen(trainer(config, out), cwd=ROOT, env=os.environ, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / STATE_FILE).exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    time.sleep(0.05)  # a few steps past the first state (a whole run here takes seconds)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
-    step = torch.load(out / STATE_FILE, weights_only=True)["step"]
+    step = kill_after_the_first_state(config, out, 0.05)  # a few steps on (a whole run here takes seconds)
     assert step % 10 == 0 and 10 <= step < CHANGES["train.steps"]  # saved between evaluations, then killed
-    resume_and_compare(config, out, reference.state_dict())
+    resume_and_compare(config, out, reference)
 
 
 @pytest.mark.parametrize("target", ["model.safetensors", STATE_FILE])
