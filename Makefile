@@ -21,7 +21,9 @@ run: $(STAMP)
 	$(PY) -m train.tmaze_quick
 
 test: $(STAMP)
-	$(PY) -m pytest -q
+	# Two workers (each test runs on one torch thread), a test file per worker at a time: the module
+	# fixtures (exported artifacts, datasets) are built once.
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(PY) -m eval.bench.throughput
