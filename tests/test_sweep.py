@@ -1,5 +1,6 @@
 """The resumable sweep runner and CSV rows."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -190,6 +191,25 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path):
     _, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 128 + signal.SIGTERM and "will run again next time" in err  # (not a RATE run)
     assert not Path(f"/proc/{trainers[0]}").exists()  # stopped and reaped, not orphaned
+    assert not csv.exists()
+
+
+@pytest.mark.slow
+def test_a_signal_to_the_process_group_stops_the_sweep_without_calling_its_trainer_failed(tmp_path):
+    """Ctrl-C in a terminal, or `kill -- -PGID` of a background chain, reaches the sweep and its
+    trainer at once: a trainer that dies of it before the sweep stops it is stopped, not failed."""
+    sweep_file, csv = tiny_sweep(tmp_path, steps=100000, segments=(1,))
+    sweep = subprocess.Popen([sys.executable, "-m", "train.sweep", str(sweep_file)], stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    for _ in range(600):  # wait (up to a minute) for the trainer to start
+        if children_of(sweep.pid):
+            break
+        time.sleep(0.1)
+    time.sleep(2)
+    os.killpg(sweep.pid, signal.SIGTERM)
+    _, err = sweep.communicate(timeout=60)
+    assert sweep.returncode == 128 + signal.SIGTERM
+    assert "failed" not in err and "runs in flight (reverse/tiny/seg1/seed0) were stopped" in err, err
     assert not csv.exists()
 
 

@@ -185,7 +185,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
     sweep was started to ignore (``nohup`` ignores SIGHUP) stays ignored, by its trainers too.
     The handlers only note the signal; the loop acts on it, so a signal that arrives while a
     trainer is being started, or a second Ctrl-C while they are stopped, loses no trainer."""
-    waiting, running, failure, stop = list(pending), [], 0, []
+    waiting, running, failure, stop, stopped = list(pending), [], 0, [], []
     handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig, before in handlers.items():
         if before is not signal.SIG_IGN:
@@ -207,6 +207,11 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                 running.remove(item)
                 run, proc, logs, start = item
                 out, err = (_read_and_close(f) for f in logs)
+                if proc.returncode and stop:
+                    # Killed by the signal that stops the sweep (sent to the whole process group,
+                    # as Ctrl-C or `kill -- -PGID` do): stopped like the runs in flight, not failed.
+                    stopped.append(run.name)
+                    continue
                 bar.update(1)
                 tqdm.write(f"{run.name}: {out.strip().splitlines()[-1] if out.strip() else ''} "
                            f"({time.time() - start:.0f} s)")
@@ -216,7 +221,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                     failure = proc.returncode
         if stop:
             _stop(running)
-            names = ", ".join(run.name for run, *_ in running) or "none"
+            names = ", ".join(stopped + [run.name for run, *_ in running]) or "none"
             again = ("resume from their last checkpoint, if they reached one, next time" if sweep.trainer == "train"
                      else "run again next time")
             print(f"stopped by signal {stop[0]}: the runs in flight ({names}) were stopped and will {again}",
