@@ -25,24 +25,26 @@ started=$(date +%s)  # the time limit counts the wheels' install and a dataset's
 job=${1:-}
 shift || true
 seconds=${SECONDS_LIMIT:-540}
+# dataset/generate: a dataset too large to carry, generated there first by the command that makes it here.
+dataset=""; generate=()
 case "$job" in
     popgym) sweep=configs/popgym/sweep.yaml; csv=results/popgym.csv; jobs=${JOBS:-12} ;;
     lm) sweep=configs/lm/sweep.yaml; csv=results/lm.csv; jobs=${JOBS:-8} ;;
-    vizdoom) sweep=configs/vizdoom/sweep.yaml; csv=results/vizdoom.csv; jobs=${JOBS:-4} ;;
-    minigrid) sweep=configs/minigrid/sweep.yaml; csv=results/minigrid.csv; jobs=${JOBS:-10} ;;
+    vizdoom) sweep=configs/vizdoom/sweep.yaml; csv=results/vizdoom.csv; jobs=${JOBS:-4}
+        dataset=rate/vizdoom-two-colors/oracle-T90-P45-v0; generate=(python3 -m envs.vizdoom_data --no-progress) ;;
+    minigrid) sweep=configs/minigrid/sweep.yaml; csv=results/minigrid.csv; jobs=${JOBS:-10}
+        dataset=rate/minigrid-memory/oracle-S13-21-31-onehot-success-v0
+        generate=(python3 -m envs.minigrid_data --sizes 13 21 31 --episodes 3000 --noise 0.1 --observation onehot
+                  --reward success) ;;
     algorithmic) sweep=configs/algorithmic/sweep.yaml; csv=results/algorithmic.csv; jobs=${JOBS:-16} ;;
     *) echo "error: usage: bash train/gpu_jobs.sh lm|popgym|vizdoom|minigrid|algorithmic [train.sweep arguments]" >&2
        exit 2 ;;
 esac
 export MINARI_DATASETS_PATH="$PWD/data/minari"
 left() { echo $((seconds - ($(date +%s) - started))); }
-if [ "$job" = vizdoom ] && [ ! -d "$MINARI_DATASETS_PATH/rate/vizdoom-two-colors/oracle-T90-P45-v0" ]; then
-    timeout "$(left)" python3 -m envs.vizdoom_data --no-progress \
-        || { echo "error: the ViZDoom dataset was not generated" >&2; exit 2; }
-fi
-if [ "$job" = minigrid ] && [ ! -d "$MINARI_DATASETS_PATH/rate/minigrid-memory/oracle-S13-21-31-onehot-success-v0" ]; then
-    timeout "$(left)" python3 -m envs.minigrid_data --sizes 13 21 31 --episodes 3000 --noise 0.1 --observation onehot \
-        --reward success || { echo "error: the MiniGrid mixture dataset was not generated" >&2; exit 2; }
+# (The writer moves a dataset into place only once it is complete: a timeout leaves none.)
+if [ -n "$dataset" ] && [ ! -d "$MINARI_DATASETS_PATH/$dataset" ]; then
+    timeout "$(left)" "${generate[@]}" || { echo "error: the dataset $dataset was not generated" >&2; exit 2; }
 fi
 if (( $(left) < 60 )); then
     echo "error: $(left) s left of ${seconds} s after the set-up: too little to train (raise SECONDS_LIMIT)" >&2; exit 2
