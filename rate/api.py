@@ -136,10 +136,14 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
     path = Path(path)
     if path.suffix in (".pt2", ".onnx"):
         from rate.deploy.export import open_artifact
+        from rate.deploy.onnx_runner import ArtifactError
 
         if device != "cpu":
             raise ValueError(f"exported policies run on the CPU here; got device {device!r}")
-        step = open_artifact(path)
+        try:
+            step = open_artifact(path)
+        except ArtifactError as err:  # (the standalone runner's own error type)
+            raise CheckpointError(str(err)) from None
         meta = step.meta
         run_eval = meta.get("config", {}).get("eval", {})
         sample = bool(run_eval.get("sample", False)) if sample is None else sample
@@ -210,6 +214,10 @@ def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/ra
     return (load_policy(out) if rank == 0 else None), metrics
 
 
+# The fields of a run's EvalConfig that say which environment it plays, and how.
+ENVIRONMENT_KEYS = ("env_id", "env_kwargs", "length_kwarg", "wrappers")
+
+
 def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: int = 100,
              lengths: Sequence[int] | None = None, length_kwarg: str | None = None,
              env_kwargs: dict[str, Any] | None = None, seed: int = 0, progress: bool = False,
@@ -236,13 +244,14 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     policy = policy if isinstance(policy, Policy) else load_policy(policy)
+    run_eval = policy.run_config.get("eval", {})
     try:
-        ev = from_dict(EvalConfig, policy.run_config.get("eval", {}))
+        ev = from_dict(EvalConfig, run_eval)
     except ConfigError:  # an artifact of an older run config: its environment settings only
-        ev = EvalConfig()
+        ev = from_dict(EvalConfig, {k: v for k, v in run_eval.items() if k in ENVIRONMENT_KEYS})
     ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
                  env_kwargs=ev.env_kwargs if env_kwargs is None else dict(env_kwargs))
-    if env_id and env_id != policy.run_config.get("eval", {}).get("env_id"):
+    if env_id and env_id != run_eval.get("env_id"):
         ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
     load_env_plugins()
     results: dict[int | None, dict[str, float | None]] = {}

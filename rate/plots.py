@@ -22,9 +22,11 @@ def log_length_axis(ax, lengths) -> None:
 
 
 def save_figure(fig, path: Path) -> None:
-    """Write ``fig`` as PNG through a temporary file and a rename (readers never see half a plot)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
+    """Write ``fig`` as PNG through a temporary file and a rename (readers never see half a plot,
+    and a failed write leaves neither a temporary nor a changed ``path``); closes ``fig``."""
+    from rate.config import atomic_write
+
+    try:
+        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    finally:
+        plt.close(fig)

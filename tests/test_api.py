@@ -70,6 +70,26 @@ def test_what_is_not_a_policy_is_one_clear_error(tmp_path):
         rate.load_policy(tmp_path / "empty")
 
 
+def test_rate_eval_of_an_artifact_it_cannot_read_is_one_error_line(tmp_path, capsys):
+    from rate.cli.evaluate import main
+
+    (tmp_path / "broken.onnx").write_bytes(b"not a model")
+    for path in (tmp_path / "missing.onnx", tmp_path / "broken.onnx"):
+        assert main([str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    with pytest.raises(SystemExit) as usage:  # the plot goes beside the JSON: it cannot be the JSON
+        main([str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "results.png")])
+    assert usage.value.code == 2 and "--out is the results JSON" in capsys.readouterr().err
+
+
+def test_evaluate_plays_the_runs_environment_even_when_its_eval_settings_are_of_an_older_version(tmp_path):
+    policy = rate.load_policy(checkpoint(tmp_path))
+    policy.run_config["eval"] = {"env_id": "rate/Nowhere-v0", "a_field_since_removed": 1}
+    with pytest.raises(Exception, match="Nowhere"):  # not the T-Maze of EvalConfig's defaults
+        rate.evaluate(policy, episodes=1)
+
+
 def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):
     from rate.rl.baselines import BCGRU
 

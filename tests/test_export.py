@@ -9,6 +9,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -207,6 +208,15 @@ def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_
     assert done.stdout.splitlines()[1].split()[0] == "6"
 
 
+def test_onnx_export_without_the_export_extra_is_one_line_that_names_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed: importing it fails
+    ckpt = checkpoint(tmp_path)
+    assert main([str(ckpt), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip install 'rate-rmt[export]'" in err, err
+    assert not (ckpt / "policy.onnx").exists()
+
+
 def test_export_refusals_leave_existing_files_alone(tmp_path, capsys):
     out = tmp_path / "keep.onnx"
     out.write_bytes(b"the user's file")
@@ -309,6 +319,33 @@ def test_metadata_names_the_project_environment_without_a_prior_import_of_envs()
 def test_the_runner_names_an_environment_it_cannot_make():
     with pytest.raises(ArtifactError, match="Nowhere-v0, which is not registered"):
         make_env_factory({"env_id": "rate/Nowhere-v0", "env_entry_point": None}, None)
+    # "module:id" (what a run on a dataset of an unregistered environment records): only the
+    # project's own module is imported; another one is named, not imported.
+    with pytest.raises(ArtifactError, match="rate/Nowhere-v0 of some_package, which is not registered; import some_package"):
+        make_env_factory({"env_id": "some_package:rate/Nowhere-v0", "env_entry_point": None}, None)
+    env = make_env_factory({"env_id": "rate_envs:rate/TMaze-v0", "env_entry_point": None}, 12)()
+    assert env.unwrapped.corridor_length == 10  # episode_length 12
+    env.close()
+
+
+def test_the_runner_closes_the_environments_it_made_when_one_fails():
+    made = []
+
+    class Env(gym.Env):
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    def make():
+        if len(made) == 2:
+            raise RuntimeError("the third environment cannot start")
+        made.append(Env())
+        return made[-1]
+
+    with pytest.raises(RuntimeError, match="third"):
+        play(None, make, episodes=3, seed=0)
+    assert len(made) == 2 and all(env.closed for env in made)
 
 
 @pytest.mark.parametrize("fmt", ["pt2", "onnx"])

@@ -15,8 +15,10 @@ import pytest
 
 import rate
 from rate.cli.train import main as train_main
+from rate.cli.train import run_name_for
 from rate.data.episodes import DatasetError, load_minari_episodes
 from rate.data.spaces import flatten_batch
+from rate.rl.experiment import check_eval_envs
 from rate.rl.from_dataset import config_for_dataset, infer_from_dataset
 from tests import foreign_envs
 
@@ -223,6 +225,22 @@ def test_a_missing_dataset_says_how_to_download_it(datasets, capsys):
     assert train_main(["--dataset", "D4RL/pointmaze/umaze-v2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "minari download D4RL/pointmaze/umaze-v2" in err and "--download" in err
+
+
+def test_a_small_config_file_keeps_the_defaults_of_a_dataset_run(datasets, tmp_path):
+    """A file that sets only a learning rate: the evaluation still runs at the environment's own
+    length (CartPole takes no episode_length), as without a file."""
+    path = tmp_path / "mine.yaml"
+    path.write_text("train: {lr: 0.0005}\n")
+    cfg = config_for_dataset("tests/cartpole-random-v0", config=path, overrides=TINY)
+    assert cfg.train.lr == 0.0005 and cfg.eval.lengths == [] and cfg.window_start == "random"
+    check_eval_envs(cfg)  # makes CartPole as evaluation will
+
+
+def test_default_run_names_of_dataset_ids_and_folders():
+    assert run_name_for("mujoco/hopper/expert-v0") == "mujoco-hopper-expert-v0"
+    assert run_name_for("/data/ds/") == "data-ds"  # under runs/, not /-data-ds at the root
+    assert run_name_for("./ds") == "ds" and run_name_for("/a/b/c/d") == "b-c-d"
 
 
 def test_a_dataset_folder_works_as_well_as_an_id(datasets, tmp_path):

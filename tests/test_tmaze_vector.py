@@ -144,6 +144,8 @@ def test_make_eval_envs_takes_the_vector_tmaze_unless_wrappers_are_asked():
     assert callable(factory) and not isinstance(factory, gym.vector.VectorEnv)
     with pytest.raises(ValueError, match="cannot play 5 episodes"):
         rollout(envs, None, 5, seed=0)
+    with pytest.raises(ValueError, match="at least one episode"):
+        rollout(factory, None, 0, seed=0)
 
 
 @pytest.fixture

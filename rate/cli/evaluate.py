@@ -55,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device_arguments(parser)
     args = parser.parse_args(argv)
+    if args.out is not None and args.out.suffix == ".png":
+        parser.error(f"--out is the results JSON (its plot goes beside it as .png), got {args.out}")
     from rate.api import evaluate, load_policy
     from rate.checkpoint import CheckpointError
     from rate.training import setup_process

@@ -25,6 +25,14 @@ from rate.rl.experiment import RATEExperimentConfig
 from rate.rl.from_dataset import MODEL_PRESETS
 
 
+def run_name_for(dataset: str) -> str:
+    """Default run name of a dataset: its id's or folder's last three parts joined by "-"
+    (mujoco/hopper/expert-v0 -> mujoco-hopper-expert-v0, so that two datasets of one name do not
+    share a folder), without the root of an absolute folder (runs/data-ds for /data/ds, not /-data-ds)."""
+    path = Path(dataset.rstrip("/"))
+    return "-".join([p for p in path.parts if p not in (path.anchor, ".", "..")][-3:])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("rate-train", __doc__)
     add_run_arguments(parser, "runs")
@@ -77,8 +85,6 @@ def main(argv: list[str] | None = None) -> int:
         # success where the task defines it; the mean return of every task (POPGym, MuJoCo are read by it)
         return {"train_seconds": metrics["train_seconds"], **eval_scalars(metrics["eval"])}
 
-    # Default run name: the config's stem, else the dataset id's parts (mujoco/hopper/expert-v0 ->
-    # mujoco-hopper-expert-v0, so that two datasets of one name do not share a folder).
-    source = Path(args.config).stem if args.config else "-".join(Path(args.dataset.rstrip("/")).parts[-3:])
+    source = Path(args.config).stem if args.config else run_name_for(args.dataset)
     return run_and_record(args, RATEExperimentConfig, "runs", train_run, row, errors=(DatasetError,),
                           load_config=load_config, source=source, replaces_itself=True)

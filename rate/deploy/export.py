@@ -145,7 +145,11 @@ def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path,
                 program: torch.export.ExportedProgram | None = None) -> None:
     """ONNX through torch.onnx's dynamo exporter (onnxscript), from the step or from ``program``
     (its :func:`export_program`); metadata in ``metadata_props``."""
-    import onnx
+    try:
+        import onnx
+        import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter needs it)
+    except ImportError as err:
+        raise ExportError(f"ONNX export needs onnx and onnxscript ({err}): pip install 'rate-rmt[export]'") from None
 
     program = export_program(step) if program is None else program
     with torch.no_grad(), _quiet_exporters():

@@ -92,7 +92,10 @@ def gumbel_noise(rng: np.random.Generator, batch: int, act_dim: int) -> np.ndarr
 
 
 def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise ArtifactError("playing an ONNX policy needs onnxruntime: pip install onnxruntime") from None
 
     path = Path(path)
     if not path.is_file():
@@ -118,6 +121,13 @@ def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
 
 def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
     env_id, entry_point = meta["env_id"], meta.get("env_entry_point")
+    if ":" in env_id:  # "module:id", which gym.make would import: only the project's own module is imported
+        module, env_id = env_id.split(":", 1)
+        if module == PROJECT_ENVS.rstrip(".") or module.startswith(PROJECT_ENVS):
+            _import_project_envs(env_id, module)
+        elif env_id not in gym.registry:
+            raise ArtifactError(f"the policy plays {env_id} of {module}, which is not registered; import {module} "
+                                "first (this runner imports only the project's own environments)")
     if env_id not in gym.registry and entry_point:
         # The file names the module to import: only the project's own environments are trusted;
         # register any other environment before calling (its package does so on import).
@@ -130,12 +140,7 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
                             "in the metadata; import the package that registers it first")
     module = str(gym.spec(env_id).entry_point).split(":")[0]
     if module.startswith(PROJECT_ENVS):
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            raise ArtifactError(f"the policy plays {env_id}, one of the project's environments ({module}), which "
-                                f"cannot be imported here ({err}); install the project, or copy its envs/ folder "
-                                "next to this file as rate_envs/") from None
+        _import_project_envs(env_id, module)
     kwargs = dict(meta.get("env_kwargs") or {})
     if length is not None:
         if not str(gym.spec(env_id).entry_point).startswith(PROJECT_ENVS):
@@ -155,6 +160,15 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
     return make
 
 
+def _import_project_envs(env_id: str, module: str) -> None:
+    try:
+        importlib.import_module(module)
+    except ImportError as err:
+        raise ArtifactError(f"the policy plays {env_id}, one of the project's environments ({module}), which "
+                            f"cannot be imported here ({err}); install the project, or copy its envs/ folder "
+                            "next to this file as rate_envs/") from None
+
+
 def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, seed: int,
          target_return: float | None = None, max_steps: int | None = None,
          sample: bool = False) -> dict[str, np.ndarray]:
@@ -168,7 +182,18 @@ def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, see
         raise ValueError("sampling draws discrete actions from the softmax; this policy's actions are "
                          "continuous (it plays their mean): leave --sample out")
     rng = np.random.default_rng(seed)
-    envs = [make_env() for _ in range(episodes)]
+    envs: list[gym.Env] = []
+    try:
+        envs.extend(make_env() for _ in range(episodes))
+        return _play(policy, envs, rng, seed, target_return, max_steps, sample)
+    finally:
+        for env in envs:
+            env.close()
+
+
+def _play(policy: StepPolicy, envs: list[gym.Env], rng: np.random.Generator, seed: int, target_return: float | None,
+          max_steps: int | None, sample: bool) -> dict[str, np.ndarray]:
+    episodes = len(envs)
     obs = np.stack([env.reset(seed=seed + i)[0] for i, env in enumerate(envs)]).astype(np.float32)
     policy.reset(episodes)
     returns = np.zeros(episodes)
@@ -192,8 +217,6 @@ def play(policy: StepPolicy, make_env: Callable[[], gym.Env], episodes: int, see
                 done[i] = True
                 flag = info.get("success", info.get("is_success"))
                 success[i] = np.nan if flag is None else float(bool(np.asarray(flag).any()))
-    for env in envs:
-        env.close()
     if not np.isnan(success).all():  # reported: an episode that ended without the flag failed
         success = np.nan_to_num(success, nan=0.0)
     return {"returns": returns, "success": success}
@@ -214,8 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-steps", type=int, help="stop episodes that run longer (default: the env's own limit)")
     parser.add_argument("--sample", action="store_true", help="sample discrete actions instead of the argmax")
     args = parser.parse_args(argv)
-    if args.episodes <= 0 or (args.lengths and min(args.lengths) < 3):
-        parser.error("--episodes must be positive and every length T >= 3")
+    if args.episodes <= 0 or args.seed < 0 or (args.lengths and min(args.lengths) < 3):
+        parser.error("--episodes must be positive, --seed >= 0 and every length T >= 3")
     try:
         policy = open_onnx(args.policy, args.threads)
         factories = [(t, make_env_factory(policy.meta, t)) for t in (args.lengths or [None])]

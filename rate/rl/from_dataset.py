@@ -185,7 +185,7 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
     from rate.rl.experiment import RATEExperimentConfig
 
     if config is not None:
-        base = read_config_file(config)
+        base = merge_sections(DEFAULTS, read_config_file(config))
     else:
         if model not in MODEL_PRESETS:
             raise ConfigError(f"--model {model!r}: choose one of {', '.join(MODEL_PRESETS)}")

@@ -33,6 +33,8 @@ def rollout(
     the episode's last info holds ``success`` or ``is_success``, else NaN (the environment does
     not say).
     """
+    if n_episodes < 1:
+        raise ValueError(f"a rollout plays at least one episode, got n_episodes={n_episodes}")
     if isinstance(envs, gym.vector.VectorEnv):
         if envs.num_envs != n_episodes:
             raise ValueError(f"a vector environment of {envs.num_envs} environments cannot play {n_episodes} episodes")
