@@ -12,7 +12,9 @@ that its peak resident memory is its own), on the same synthetic T-Maze batch:
   ``backward(retain_graph=True)``);
 * the project's ``training_mode: official`` (the same truncation and per-segment steps);
 * the project's full BPTT (one step per batch through all segments), and with
-  ``checkpoint_segments`` (activation checkpointing per segment).
+  ``checkpoint_segments`` (activation checkpointing per segment);
+* the project's two modes with ``train.precision: bf16`` (autocast; the reference runs in fp32,
+  as the official code does).
 
 One warm-up batch, then ``--batches`` timed ones per child (median ms per batch); ``--rounds``
 rounds, the second in reverse order (min and max over rounds).  Tokens = 3 per step of the
@@ -41,24 +43,29 @@ ROWS = {
     "official": "project, training_mode official",
     "bptt": "project, full BPTT",
     "bptt_checkpoint": "project, full BPTT + checkpoint_segments",
+    "official_bf16": "project, training_mode official, bf16 autocast (train.precision)",
+    "bptt_bf16": "project, full BPTT, bf16 autocast (train.precision)",
 }
 
 
 def project_step(mode: str):
-    """The project's RATE at the run script's config and one batch function of ``mode``."""
+    """The project's RATE at the run script's config and one batch function of ``mode`` (a row
+    name: official, bptt, bptt_checkpoint, or one of the first two + "_bf16")."""
     from rate.core.rmt import RMTConfig
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.model import RATEConfig, RATEModel
     from rate.rl.trainer import train_step
     from rate.training import TrainConfig, TrainingLoop
 
+    bf16, mode = mode.endswith("_bf16"), mode.removesuffix("_bf16")
     backbone = RMTConfig(d_model=64, n_layers=10, n_heads=4, d_head=32, d_inner=32, use_ffn=False,
                          num_mem_tokens=15, memory_update="mrv", mrv_heads=2, mrv_activation="relu", dropout=0.2,
                          bptt_depth=-1, checkpoint_segments=mode == "bptt_checkpoint")
     cfg = RATEExperimentConfig(model=RATEConfig(backbone=backbone, segment_steps=K, num_segments=N, obs_shape=[4],
                                                 act_dim=4),
                                training_mode="official" if mode == "official" else "bptt",
-                               train=TrainConfig(lr=3e-4, warmup_steps=1000, grad_clip=1.0, batch_size=BATCH))
+                               train=TrainConfig(lr=3e-4, warmup_steps=1000, grad_clip=1.0, batch_size=BATCH,
+                                                 precision="bf16" if bf16 else "fp32"))
     model = RATEModel(cfg.model).train()
     loop = TrainingLoop(model, cfg.train, progress=False)
 
