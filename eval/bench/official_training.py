@@ -16,6 +16,10 @@ that its peak resident memory is its own), on the same synthetic T-Maze batch:
 * the project's two modes with ``train.precision: bf16`` (autocast; the reference runs in fp32,
   as the official code does).
 
+A child alone (``--one ROW --batches B``, JSON on stdout) also takes a row name + "_compile"
+(``train.compile``: torch.compile of the model; the warm-up batch compiles), a probe that is no
+row of the page: compiling takes minutes per child.
+
 One warm-up batch, then ``--batches`` timed ones per child (median ms per batch); ``--rounds``
 rounds, the second in reverse order (min and max over rounds).  Tokens = 3 per step of the
 windows (memory tokens not counted).  Peak RSS: the child's ``ru_maxrss`` at its end.
@@ -50,13 +54,15 @@ ROWS = {
 
 def project_step(mode: str):
     """The project's RATE at the run script's config and one batch function of ``mode`` (a row
-    name: official, bptt, bptt_checkpoint, or one of the first two + "_bf16")."""
+    name: official, bptt, bptt_checkpoint, or one of the first two + "_bf16"; any of them +
+    "_compile")."""
     from rate.core.rmt import RMTConfig
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.model import RATEConfig, RATEModel
     from rate.rl.trainer import train_step
-    from rate.training import TrainConfig, TrainingLoop
+    from rate.training import TrainConfig, TrainingLoop, compiled
 
+    compile_, mode = mode.endswith("_compile"), mode.removesuffix("_compile")
     bf16, mode = mode.endswith("_bf16"), mode.removesuffix("_bf16")
     backbone = RMTConfig(d_model=64, n_layers=10, n_heads=4, d_head=32, d_inner=32, use_ffn=False,
                          num_mem_tokens=15, memory_update="mrv", mrv_heads=2, mrv_activation="relu", dropout=0.2,
@@ -65,13 +71,14 @@ def project_step(mode: str):
                                                 act_dim=4),
                                training_mode="official" if mode == "official" else "bptt",
                                train=TrainConfig(lr=3e-4, warmup_steps=1000, grad_clip=1.0, batch_size=BATCH,
-                                                 precision="bf16" if bf16 else "fp32"))
+                                                 precision="bf16" if bf16 else "fp32", compile=compile_))
     model = RATEModel(cfg.model).train()
+    net = compiled(model, cfg.train)
     loop = TrainingLoop(model, cfg.train, progress=False)
 
     def run(obs, actions, rtg, valid):
         padded = actions.masked_fill(~valid, model.cfg.action_pad)
-        train_step(model, model, cfg, {"obs": obs, "actions": padded, "rtg": rtg, "valid": valid}, loop)
+        train_step(net, model, cfg, {"obs": obs, "actions": padded, "rtg": rtg, "valid": valid}, loop)
         loop.sched.step()
 
     return model, run
