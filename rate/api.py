@@ -31,7 +31,8 @@ class Policy:
               step after ``reset``); it lowers the return-to-go the policy conditions on;
       done    bool per environment: True where ``obs`` is the first of a new episode (the
               previous one ended and the environment was reset), so that environment's memory
-              and return-to-go start over while the others go on.
+              and return-to-go start over while the others go on (streaming policies; a window
+              (DT) or BC policy restarts all environments together: ``done`` for all or none).
     Returns one action, or a batch as ``obs`` was.  ``last_output`` holds the action logits
     (discrete) or means (continuous) of the last step, batched; ``target_return`` may be set
     before ``reset``.  Observations are those of the evaluation environment inside the run's
