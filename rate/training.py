@@ -19,6 +19,7 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from rate.config import ConfigError
+from rate.host_memory import keep_freed_memory
 
 _THREADS_SET = False
 
@@ -44,6 +45,11 @@ class TrainConfig:
     # AMX, CUDA); weights, gradients and optimiser state stay fp32, so no loss scaling is needed.
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the training forward (the first steps compile: a minute or more on a CPU)
+    # On the CPU (glibc): malloc keeps freed blocks for the next batch instead of returning them to
+    # the kernel, which saves re-faulting the activations every step (rate/host_memory.py).  Not
+    # applied to a model with checkpoint_segments, whose point is memory: the kept blocks
+    # fragment and raise its peak (by 60 % at the RATE run script's size).
+    keep_freed_memory: bool = True
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "threads"):
@@ -143,6 +149,12 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _checkpoints_activations(model: nn.Module) -> bool:
+    """Whether any part of ``model`` recomputes activations in backward (a ``cfg`` with
+    ``checkpoint_segments`` set, rate.core.rmt.RMTConfig)."""
+    return any(getattr(getattr(m, "cfg", None), "checkpoint_segments", False) for m in model.modules())
+
+
 class TrainingLoop:
     """The loop skeleton of the trainers (RATE, algorithmic tasks, language modelling): AdamW with
     warmup and cosine decay (:func:`make_optimizer`), gradient clipping, one scheduler step per
@@ -168,6 +180,8 @@ class TrainingLoop:
         # The run's name where it is logged by name (wandb); default: the log folder's parent's.
         self.run_name = run_name or (log_dir.parent.name if log_dir is not None else None)
         self.opt, self.sched = make_optimizer(model, cfg)
+        if cfg.keep_freed_memory and torch.device(cfg.device).type == "cpu" and not _checkpoints_activations(model):
+            keep_freed_memory()
         self.step = 0
         self._desc, self._progress = desc, progress
         self._grad_norm: float | None = None  # of the batch's last optimiser step

@@ -94,7 +94,8 @@ def test_the_environments_plugin_registers_the_tasks_in_a_fresh_process(tmp_path
 ADDED_WITH_DEFAULTS = {("model", "channels_last"): False, ("model", "obs_scale"): 1.0, ("eval", "wrappers"): [],
                        ("eval", "ref_scores"): [], ("snapshot_every",): 0, ("train", "logger"): "tensorboard",
                        ("model", "cache_position"): "official", ("model", "backbone", "cache_position"): "official",
-                       ("train", "precision"): "fp32", ("train", "compile"): False, ("checkpoint_every",): 0}
+                       ("train", "precision"): "fp32", ("train", "compile"): False, ("checkpoint_every",): 0,
+                       ("train", "keep_freed_memory"): True}
 
 
 def _digest(value) -> str:

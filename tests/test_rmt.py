@@ -1,10 +1,13 @@
 """RMT core: reference equivalence, incremental decoding, gradient flow, cache, determinism."""
 
+import collections
 import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+from rate.core import attention
 from rate.core.attention import sinusoid_table
 from rate.core.streaming import StreamingDecoder
 from rate.core.rmt import RecurrentMemoryTransformer, RMTConfig
@@ -260,6 +263,43 @@ def test_activation_checkpointing_gives_same_gradients():
         (model(x, 4)[0] * probe).sum().backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+
+
+class _OpCounter(TorchDispatchMode):
+    """Counts the aten operators run while it is active (the backward pass's included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.counts = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.counts[func] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_checkpointing_reruns_the_segment_but_not_its_attention_kernel(monkeypatch):
+    """checkpoint_segments keeps the fused attention kernel's outputs: backward recomputes the
+    segment's projections (more matmuls than without checkpointing) but never the attention
+    kernel itself, and the gradients (dropout masks replayed) are those of the plain run."""
+    monkeypatch.setattr(attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", 0)  # the fused kernel at this size
+    kernel = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu.default
+    x, probe = torch.randn(2, 12, D), torch.randn(D)
+    grads, backward_ops = [], []
+    for ckpt in (False, True):
+        model = make(num_mem_tokens=2, mem_len=3, dropout=0.2, checkpoint_segments=ckpt).train()
+        torch.manual_seed(1)
+        with _OpCounter() as forward:
+            out = model(x, 4)[0]
+        assert forward.counts[kernel] == 2 * 3  # layers x segments: the factored path ran
+        with _OpCounter() as backward:
+            (out * probe).sum().backward()
+        backward_ops.append(backward.counts)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-6, rtol=1e-5)
+    plain, checkpointed = backward_ops
+    assert plain[kernel] == checkpointed[kernel] == 0
+    matmuls = (torch.ops.aten.mm.default, torch.ops.aten.bmm.default)
+    assert sum(checkpointed[op] for op in matmuls) > sum(plain[op] for op in matmuls)
 
 
 def test_xl_cache_holds_last_mem_len_segment_inputs_detached():

@@ -14,7 +14,10 @@ that its peak resident memory is its own), on the same synthetic T-Maze batch:
 * the project's full BPTT (one step per batch through all segments), and with
   ``checkpoint_segments`` (activation checkpointing per segment);
 * the project's two modes with ``train.precision: bf16`` (autocast; the reference runs in fp32,
-  as the official code does).
+  as the official code does);
+* the reference once more with the project's ``train.keep_freed_memory`` (on by default in every
+  project row: freed activations stay in the heap instead of being page-faulted in again each
+  batch, rate/host_memory.py), which tells the allocator's share of the speed-up from the rest.
 
 A child alone (``--one ROW --batches B``, JSON on stdout) also takes a row name + "_compile"
 (``train.compile``: torch.compile of the model; the warm-up batch compiles), a probe that is no
@@ -40,10 +43,12 @@ from eval.bench.official_recreation import OfficialRATE, official_batch, officia
 from eval.bench.throughput import bench_command, run_children
 from rate.cli.records import machine_info
 from rate.config import atomic_write_text
+from rate.host_memory import keep_freed_memory
 
 K, N, BATCH = 50, 3, 128
 ROWS = {
     "reference": "official code re-created (per-segment detach + step, retain_graph)",
+    "reference_keep": "the same re-creation with the project's train.keep_freed_memory (not the official code's)",
     "official": "project, training_mode official",
     "bptt": "project, full BPTT",
     "bptt_checkpoint": "project, full BPTT + checkpoint_segments",
@@ -87,7 +92,9 @@ def project_step(mode: str):
 def run_one(name: str, batches: int) -> dict:
     torch.manual_seed(0)
     obs, actions, rtg, valid = synthetic_tmaze(BATCH, K, N, torch.Generator().manual_seed(0))
-    if name == "reference":
+    if name.startswith("reference"):
+        if name == "reference_keep":
+            keep_freed_memory()
         model = OfficialRATE().train()
         opt, sched = official_optimizer(model)
 

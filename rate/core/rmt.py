@@ -16,12 +16,32 @@ from typing import Literal
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from rate.core.attention import RelativePositions
 from rate.core.layers import DecoderLayer
 from rate.core.masks import apply_segment_padding, mask_to_bias, rmt_segment_mask
 from rate.core.memory import MemoryTokens, build_memory_update
+
+
+# The fused attention kernels (CPU flash; CUDA flash, memory-efficient, cuDNN) whose outputs
+# checkpoint_segments keeps for the backward pass.  A recomputed segment then runs only the cheap
+# work again (projections, norms, the factored path's widened q/k/v, each several times the
+# size of the attention output), not the attention itself: at the RATE run script's size it
+# costs about what plain BPTT does, at the memory of recomputing everything.
+_ATTENTION_KERNELS = frozenset(
+    getattr(torch.ops.aten, name).default for name in (
+        "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
+        "_scaled_dot_product_efficient_attention", "_scaled_dot_product_cudnn_attention")
+    if hasattr(torch.ops.aten, name))
+
+
+def _attention_kept(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _ATTENTION_KERNELS else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _keep_attention_outputs():
+    return create_selective_checkpoint_contexts(_attention_kept)
 
 
 @dataclass
@@ -56,7 +76,9 @@ class RMTConfig:
     # first tokens (results/lm.md).
     cache_position: Literal["official", "contiguous"] = "official"
     bptt_depth: int = -1  # previous segments a segment's loss reaches: 0 none, k, -1 all
-    checkpoint_segments: bool = False  # recompute each segment in backward (less memory, more time)
+    # Recompute each segment in backward, keeping only the fused attention kernel's outputs (less
+    # memory, a little more time; results/performance_official.md).
+    checkpoint_segments: bool = False
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "d_head", "d_inner"):
@@ -215,7 +237,8 @@ class RecurrentMemoryTransformer(nn.Module):
             h, st = self.forward_segment(x, RMTState(memory, list(cache)), seg_valid)
             return (h, st.memory, *st.cache)
 
-        out = checkpoint(run, x, state.memory, seg_valid, *state.cache, use_reentrant=False)
+        out = checkpoint(run, x, state.memory, seg_valid, *state.cache, use_reentrant=False,
+                         context_fn=_keep_attention_outputs)
         return out[0], RMTState(out[1], list(out[2:]))
 
     # ------------------------------------------------------------------ many segments
