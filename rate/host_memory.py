@@ -11,10 +11,12 @@ threshold keeps freed blocks in the heap, where the next batches reuse them with
 (after a few batches: torch's 64-byte aligned requests ask for a little more than a freed block
 of the same size, so reuse starts once freed neighbours have merged).
 
-The price is fragmentation: a kept heap cannot return a hole pinned by a live allocation.  At the
-RATE run script's size full BPTT trained 26 % faster at the same peak memory, but with activation
-checkpointing the peak rose by 60 %, so rate.training.TrainingLoop leaves the allocator alone for
-a model that checkpoints.
+The price is fragmentation: a kept heap cannot return a hole pinned by a live allocation, so the
+peak resident memory rises, by how much depends on the allocation pattern.  At the RATE run
+script's size (results/performance_official.md, run 3) full BPTT trained 1.29x faster at 1.15x
+the peak, the official mode gained no speed at 1.2x the peak, and the re-created official code
+1.17x faster at 2.1x its peak.  So it is an opt-in (``train.keep_freed_memory``), for runs with
+memory to spare.
 
 Process-wide and one-way (a trainer's whole life), and a no-op where the C library has no
 ``mallopt`` (macOS) or ignores it (musl): :func:`keep_freed_memory` reports whether it applied.

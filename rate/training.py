@@ -46,10 +46,10 @@ class TrainConfig:
     precision: Literal["fp32", "bf16"] = "fp32"
     compile: bool = False  # torch.compile the training forward (the first steps compile: a minute or more on a CPU)
     # On the CPU (glibc): malloc keeps freed blocks for the next batch instead of returning them to
-    # the kernel, which saves re-faulting the activations every step (rate/host_memory.py).  Not
-    # applied to a model with checkpoint_segments, whose point is memory: the kept blocks
-    # fragment and raise its peak (by 60 % at the RATE run script's size).
-    keep_freed_memory: bool = True
+    # the kernel, which saves re-faulting the activations every step but fragments the heap:
+    # faster, at a higher peak memory (full BPTT at the RATE run script's size: 1.29x the
+    # tokens/s at 1.15x the peak; results/performance_official.md, rate/host_memory.py).
+    keep_freed_memory: bool = False
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "threads"):
@@ -149,12 +149,6 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def _checkpoints_activations(model: nn.Module) -> bool:
-    """Whether any part of ``model`` recomputes activations in backward (a ``cfg`` with
-    ``checkpoint_segments`` set, rate.core.rmt.RMTConfig)."""
-    return any(getattr(getattr(m, "cfg", None), "checkpoint_segments", False) for m in model.modules())
-
-
 class TrainingLoop:
     """The loop skeleton of the trainers (RATE, algorithmic tasks, language modelling): AdamW with
     warmup and cosine decay (:func:`make_optimizer`), gradient clipping, one scheduler step per
@@ -180,7 +174,7 @@ class TrainingLoop:
         # The run's name where it is logged by name (wandb); default: the log folder's parent's.
         self.run_name = run_name or (log_dir.parent.name if log_dir is not None else None)
         self.opt, self.sched = make_optimizer(model, cfg)
-        if cfg.keep_freed_memory and torch.device(cfg.device).type == "cpu" and not _checkpoints_activations(model):
+        if cfg.keep_freed_memory and torch.device(cfg.device).type == "cpu":
             keep_freed_memory()
         self.step = 0
         self._desc, self._progress = desc, progress

@@ -392,3 +392,18 @@ def test_resume_refuses_a_field_added_since_the_run_set_to_a_new_value():
     backbone = dataclasses.replace(changed.model.backbone, cache_position="contiguous")
     now = dataclasses.replace(changed, model=dataclasses.replace(changed.model, backbone=backbone))
     assert config_changes(saved_changed, now) == ["model.backbone.cache_position: 'official' -> 'contiguous'"]
+
+
+def test_resume_may_change_how_the_run_computes_but_not_what():
+    """Threads, compilation and the allocator setting change speed, not the experiment."""
+    import dataclasses
+
+    from rate.config import to_dict
+    from rate.rl.trainer import config_changes
+
+    cfg = tiny()
+    faster = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=1, compile=True,
+                                                                keep_freed_memory=not cfg.train.keep_freed_memory))
+    assert config_changes(to_dict(cfg), faster) == []
+    other_seed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
+    assert config_changes(to_dict(cfg), other_seed) == ["train.seed: 0 -> 1"]

@@ -13,11 +13,10 @@ that its peak resident memory is its own), on the same synthetic T-Maze batch:
 * the project's ``training_mode: official`` (the same truncation and per-segment steps);
 * the project's full BPTT (one step per batch through all segments), and with
   ``checkpoint_segments`` (activation checkpointing per segment);
+* full BPTT with ``train.keep_freed_memory`` (malloc keeps freed activations for the next batch
+  instead of page-faulting them in again: faster, at a higher peak; rate/host_memory.py);
 * the project's two modes with ``train.precision: bf16`` (autocast; the reference runs in fp32,
-  as the official code does);
-* the reference once more with the project's ``train.keep_freed_memory`` (on by default in every
-  project row: freed activations stay in the heap instead of being page-faulted in again each
-  batch, rate/host_memory.py), which tells the allocator's share of the speed-up from the rest.
+  as the official code does).
 
 A child alone (``--one ROW --batches B``, JSON on stdout) also takes a row name + "_compile"
 (``train.compile``: torch.compile of the model; the warm-up batch compiles), a probe that is no
@@ -43,14 +42,13 @@ from eval.bench.official_recreation import OfficialRATE, official_batch, officia
 from eval.bench.throughput import bench_command, run_children
 from rate.cli.records import machine_info
 from rate.config import atomic_write_text
-from rate.host_memory import keep_freed_memory
 
 K, N, BATCH = 50, 3, 128
 ROWS = {
     "reference": "official code re-created (per-segment detach + step, retain_graph)",
-    "reference_keep": "the same re-creation with the project's train.keep_freed_memory (not the official code's)",
     "official": "project, training_mode official",
     "bptt": "project, full BPTT",
+    "bptt_keep": "project, full BPTT, freed memory kept (train.keep_freed_memory)",
     "bptt_checkpoint": "project, full BPTT + checkpoint_segments",
     "official_bf16": "project, training_mode official, bf16 autocast (train.precision)",
     "bptt_bf16": "project, full BPTT, bf16 autocast (train.precision)",
@@ -59,8 +57,8 @@ ROWS = {
 
 def project_step(mode: str):
     """The project's RATE at the run script's config and one batch function of ``mode`` (a row
-    name: official, bptt, bptt_checkpoint, or one of the first two + "_bf16"; any of them +
-    "_compile")."""
+    name: official, bptt, bptt_checkpoint, or one of the first two + "_bf16" or "_keep"; any of
+    them + "_compile")."""
     from rate.core.rmt import RMTConfig
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.model import RATEConfig, RATEModel
@@ -69,6 +67,7 @@ def project_step(mode: str):
 
     compile_, mode = mode.endswith("_compile"), mode.removesuffix("_compile")
     bf16, mode = mode.endswith("_bf16"), mode.removesuffix("_bf16")
+    keep, mode = mode.endswith("_keep"), mode.removesuffix("_keep")
     backbone = RMTConfig(d_model=64, n_layers=10, n_heads=4, d_head=32, d_inner=32, use_ffn=False,
                          num_mem_tokens=15, memory_update="mrv", mrv_heads=2, mrv_activation="relu", dropout=0.2,
                          bptt_depth=-1, checkpoint_segments=mode == "bptt_checkpoint")
@@ -76,7 +75,8 @@ def project_step(mode: str):
                                                 act_dim=4),
                                training_mode="official" if mode == "official" else "bptt",
                                train=TrainConfig(lr=3e-4, warmup_steps=1000, grad_clip=1.0, batch_size=BATCH,
-                                                 precision="bf16" if bf16 else "fp32", compile=compile_))
+                                                 precision="bf16" if bf16 else "fp32", compile=compile_,
+                                                 keep_freed_memory=keep))
     model = RATEModel(cfg.model).train()
     net = compiled(model, cfg.train)
     loop = TrainingLoop(model, cfg.train, progress=False)
@@ -92,9 +92,7 @@ def project_step(mode: str):
 def run_one(name: str, batches: int) -> dict:
     torch.manual_seed(0)
     obs, actions, rtg, valid = synthetic_tmaze(BATCH, K, N, torch.Generator().manual_seed(0))
-    if name.startswith("reference"):
-        if name == "reference_keep":
-            keep_freed_memory()
+    if name == "reference":
         model = OfficialRATE().train()
         opt, sched = official_optimizer(model)
 

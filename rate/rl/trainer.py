@@ -108,8 +108,8 @@ def write_torch(obj, path: Path) -> None:
 # What a resumed run may change: how long it trains, how often and how it is evaluated, where it
 # runs.  Everything else (model, data, optimiser, seed) must be the run's own, or the resumed
 # run is a mix of two experiments that no config describes.
-RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "train.compile", "eval.",
-                     "snapshot_every", "checkpoint_every")
+RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "train.compile",
+                     "train.keep_freed_memory", "eval.", "snapshot_every", "checkpoint_every")
 
 
 def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
