@@ -13,10 +13,10 @@ of the same size, so reuse starts once freed neighbours have merged).
 
 The price is fragmentation: a kept heap cannot return a hole pinned by a live allocation, so the
 peak resident memory rises, by how much depends on the allocation pattern.  At the RATE run
-script's size (results/performance_official.md, run 3) full BPTT trained 1.29x faster at 1.15x
-the peak, the official mode gained no speed at 1.2x the peak, and the re-created official code
-1.17x faster at 2.1x its peak.  So it is an opt-in (``train.keep_freed_memory``), for runs with
-memory to spare.
+script's size (results/performance_official.md, runs 3 and 4) full BPTT trained 1.40x faster at
+1.27x the peak, the official mode gained no speed at 1.2x the peak, and the re-created official
+code 1.17x faster at 2.1x its peak.  So it is an opt-in (``train.keep_freed_memory``), for runs
+with memory to spare.
 
 Process-wide and one-way (a trainer's whole life), and a no-op where the C library has no
 ``mallopt`` (macOS) or ignores it (musl): :func:`keep_freed_memory` reports whether it applied.

@@ -47,8 +47,8 @@ class TrainConfig:
     compile: bool = False  # torch.compile the training forward (the first steps compile: a minute or more on a CPU)
     # On the CPU (glibc): malloc keeps freed blocks for the next batch instead of returning them to
     # the kernel, which saves re-faulting the activations every step but fragments the heap:
-    # faster, at a higher peak memory (full BPTT at the RATE run script's size: 1.29x the
-    # tokens/s at 1.15x the peak; results/performance_official.md, rate/host_memory.py).
+    # faster, at a higher peak memory (full BPTT at the RATE run script's size: 1.40x the
+    # tokens/s at 1.27x the peak; results/performance_official.md, rate/host_memory.py).
     keep_freed_memory: bool = False
 
     def __post_init__(self) -> None:

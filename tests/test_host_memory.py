@@ -52,3 +52,12 @@ def test_a_freed_block_is_reused_without_page_faults_when_kept():
     assert on["applied"] is True
     assert on["faults"] < on["pages"] // 20, (on, off)
 
+
+
+def test_the_allocator_bench_prints_its_table(capsys):
+    from eval.bench.host_memory import main
+
+    assert main(["--repeats", "1", "--threads", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("| operation") and len(lines) == 5
+    assert all(line.count("|") == 5 and line.endswith("x |") for line in lines[2:])
