@@ -61,3 +61,11 @@ def test_the_allocator_bench_prints_its_table(capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].startswith("| operation") and len(lines) == 5
     assert all(line.count("|") == 5 and line.endswith("x |") for line in lines[2:])
+
+
+def test_the_training_bench_times_a_step_with_freed_memory_kept():
+    from eval.bench.rate_training import Size, run_kept
+
+    result = run_kept(Size("tiny", 32, 1, 2, 16, False, 2, 4, 2, 4), seconds=0.05)
+    assert result["applied"] is sys.platform.startswith("linux")
+    assert result["seconds_per_step"] > 0 and result["tokens_per_s"] > 0 and result["rss_peak_mb"] > 0

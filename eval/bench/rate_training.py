@@ -17,7 +17,10 @@ on random T-Maze-shaped windows.  Reported side by side from one run:
 * the Transformer-XL positional term as one GEMM per head against the broadcast matmul, at the
   training shapes of each configuration (the model uses the GEMM per head only when decoding);
 * seconds per training step with the positional scores gathered into a bias or factored into
-  wider heads (rate/core/attention.py), side by side, and which of the two the model takes.
+  wider heads (rate/core/attention.py), side by side, and which of the two the model takes;
+* each configuration once more in a child that keeps freed memory (``train.keep_freed_memory``,
+  rate/host_memory.py): tokens/s, share of the matmul peak and peak memory beside the default
+  allocator's.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from rate.config import atomic_write_text
 from rate.rl.model import RATEConfig, RATEModel
 from rate.cli.records import machine_info
 from rate.core.rmt import RMTConfig
+from rate.host_memory import keep_freed_memory
 
 
 @dataclass
@@ -78,6 +82,26 @@ def build(size: Size) -> RATEModel:
     return RATEModel(RATEConfig(backbone=backbone, segment_steps=size.K, num_segments=size.N, obs_shape=[4]))
 
 
+def training_step(size: Size):
+    """The model of ``size`` and one full training step of it (forward over N segments with full
+    BPTT, cross-entropy, backward, AdamW) on fixed random T-Maze-shaped windows."""
+    torch.manual_seed(0)
+    model = build(size)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    t = size.K * size.N
+    obs, actions = torch.randn(size.batch, t, 4), torch.randint(0, 4, (size.batch, t))
+    rtg, valid = torch.rand(size.batch, t, 1), torch.ones(size.batch, t, dtype=torch.bool)
+
+    def step():
+        out, _ = model(obs, actions, rtg, valid)
+        loss = model.head.loss(out, actions, valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return model, step
+
+
 def positional_fix(size: Size, seconds: float) -> tuple[float, float]:
     """Seconds per call of the positional term at this size's training shapes: broadcast matmul
     (before) and one GEMM per head (now)."""
@@ -94,19 +118,8 @@ def positional_fix(size: Size, seconds: float) -> tuple[float, float]:
 def run_one(size: Size, seconds: float, profile: bool) -> dict:
     rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     peak = matmul_peak(seconds)
-    torch.manual_seed(0)
-    model = build(size)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model, step = training_step(size)
     t = size.K * size.N
-    obs, actions = torch.randn(size.batch, t, 4), torch.randint(0, 4, (size.batch, t))
-    rtg, valid = torch.rand(size.batch, t, 1), torch.ones(size.batch, t, dtype=torch.bool)
-
-    def step():
-        out, _ = model(obs, actions, rtg, valid)
-        loss = model.head.loss(out, actions, valid)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
 
     # Which form of the positional scores the automatic rule takes at this size (a first step,
     # counted), then each form timed side by side: that form first, so that the peak resident
@@ -158,6 +171,21 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     return result
 
 
+def run_kept(size: Size, seconds: float) -> dict:
+    """The training step of ``size`` (the positional form the model takes) with freed memory
+    kept: seconds per step, the matmul peak measured in the same process, peak resident memory."""
+    applied = keep_freed_memory()
+    peak = matmul_peak(seconds)
+    model, step = training_step(size)
+    t = size.K * size.N
+
+    step()
+    seconds_per_step = timed(step, seconds)
+    return {"name": size.name, "applied": applied, "seconds_per_step": seconds_per_step,
+            "tokens_per_s": 3 * size.batch * t / seconds_per_step, "peak_gflops": peak / 1e9,
+            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.rate_training", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
@@ -167,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.one:
-        size = next(s for s in SIZES if s.name == args.one)
-        print(json.dumps(run_one(size, args.seconds, profile=size.name == "reference-script")))
+        name, _, kept = args.one.partition(":")
+        size = next(s for s in SIZES if s.name == name)
+        print(json.dumps(run_kept(size, args.seconds) if kept else
+                         run_one(size, args.seconds, profile=size.name == "reference-script")))
         return 0
-    results = run_children("eval.bench.rate_training", [size.name for size in SIZES],
-                           ["--threads", str(args.threads), "--seconds", str(args.seconds)])
+    options = ["--threads", str(args.threads), "--seconds", str(args.seconds)]
+    results = run_children("eval.bench.rate_training", [size.name for size in SIZES], options)
+    kept = run_children("eval.bench.rate_training", [f"{size.name}:kept" for size in SIZES], options)
     info = machine_info()
     command = bench_command("eval.bench.rate_training", argv)
     lines = ["# RATE training throughput", "",
@@ -211,6 +242,18 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         lines.append(f"| {r['name']} | {r['pos_before_ms']:.2f} | {r['pos_now_ms']:.2f} | "
                      f"{r['pos_before_ms'] / r['pos_now_ms']:.1f}x |")
+    lines += ["", "## Freed memory kept (train.keep_freed_memory)", "",
+              "Each configuration's step again in a child whose malloc keeps freed blocks for reuse instead of "
+              "returning them to the kernel (rate/host_memory.py; "
+              f"{'applied' if all(k['applied'] for k in kept) else 'NOT applied: no usable mallopt here'}): "
+              "the positional form the model takes, GFLOP/step as counted above, its own matmul peak.", "",
+              "| config | tokens/s default | tokens/s kept | kept / default | of matmul peak default | "
+              "of matmul peak kept | peak RSS MB default | peak RSS MB kept |", "|---|---|---|---|---|---|---|---|"]
+    for r, k in zip(results, kept):
+        kept_share = r["gflop_per_step"] / k["seconds_per_step"] / k["peak_gflops"]
+        lines.append(f"| {r['name']} | {r['tokens_per_s']:.0f} | {k['tokens_per_s']:.0f} | "
+                     f"{k['tokens_per_s'] / r['tokens_per_s']:.2f}x | {r['gflops'] / r['peak_gflops']:.1%} | "
+                     f"{kept_share:.1%} | {r['rss_peak_mb']:.0f} | {k['rss_peak_mb']:.0f} |")
     ref = next(r for r in results if "profile" in r)
     lines += ["", "## Where the time goes (reference-script size, 3 training steps)", "",
               f"Layout copies ({', '.join(COPY_OPS)}) take {ref['copy_share']:.1%} of the self CPU time.", "",
