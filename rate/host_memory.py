@@ -5,8 +5,8 @@ A training step allocates and frees the same large activation tensors every batc
 megabytes each at batch 128).  By default glibc serves any block above its mmap threshold
 (at most 32 MB) with a fresh ``mmap`` and returns it to the kernel on free, and trims the heap's
 top above its trim threshold; the next step then pays a page fault for every 4 KB page it
-touches again.  On the CPU of results/performance_official.md a 35 MB ``F.linear`` took 10.9 ms
-against 3.6 ms into a reused buffer.  Turning off malloc's mmap path and raising the trim
+touches again: a segment's 35 MB ``F.linear`` at the RATE run script's size took 12.3 ms into a
+new tensor against 3.2 ms into a reused one (``python -m eval.bench.host_memory``, 2-core EPYC).  Turning off malloc's mmap path and raising the trim
 threshold keeps freed blocks in the heap, where the next batches reuse them without faults
 (after a few batches: torch's 64-byte aligned requests ask for a little more than a freed block
 of the same size, so reuse starts once freed neighbours have merged).
@@ -51,6 +51,5 @@ def _set_mallopt() -> bool:
     except (OSError, AttributeError, TypeError):  # no mallopt (macOS, Windows)
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    # mallopt returns 1 on success.  The trim threshold goes first: with it set, disabling mmap
-    # cannot leave a state in which large frees are trimmed back at once.
+    # mallopt returns 1 on success.
     return mallopt(M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1 and mallopt(M_MMAP_MAX, 0) == 1
