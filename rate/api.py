@@ -13,6 +13,7 @@ step function (torch.export or onnxruntime) with the recurrent state between cal
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any, Sequence
@@ -230,14 +231,15 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     The environment is ``gym.make(env_id, **env_kwargs, **{length_kwarg: T})`` inside the run's
     ``eval.wrappers``; ``env_id``, ``length_kwarg``, ``env_kwargs`` default to the run's.
     ``record_video``: a folder for MP4s of every episode (``gymnasium.wrappers.RecordVideo``; the
-    environment must render ``rgb_array``; needs the ``video`` extra, moviepy).
+    environment must render ``rgb_array``; needs the ``video`` extra, moviepy), moved in when
+    every rollout has finished, so a failed evaluation leaves the folder as it was.
 
     Returns per length the mean return, the success rate where the environment reports it
     (``info["success"]`` / ``info["is_success"]``; else None) and the D4RL normalised score where
     the run knows reference returns, each with its standard deviation over the episodes."""
     from dataclasses import replace
 
-    from rate.config import ConfigError, from_dict
+    from rate.config import ConfigError, from_dict, staged_files
     from rate.data.env_plugins import load_env_plugins
     from rate.rl.experiment import EvalConfig, make_eval_envs
     from rate.rl.rollout import rollout, summarise
@@ -256,16 +258,19 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
         ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
     load_env_plugins()
     results: dict[int | None, dict[str, float | None]] = {}
-    for length in lengths or [None]:
-        index = itertools.count()
-        if record_video is None:
-            envs = make_eval_envs(ev, episodes, length)
-        else:
-            def envs(length=length):
-                return video_env(ev, length, Path(record_video), next(index))
+    # Videos are written into a staging folder and moved into record_video when every rollout
+    # has finished: a failed evaluation leaves the folder as it was.
+    with contextlib.nullcontext() if record_video is None else staged_files(record_video) as staging:
+        for length in lengths or [None]:
+            index = itertools.count()
+            if staging is None:
+                envs = make_eval_envs(ev, episodes, length)
+            else:
+                def envs(length=length, index=index):
+                    return video_env(ev, length, staging, next(index))
 
-        results[length] = summarise(rollout(envs, policy, episodes, seed=seed, progress=progress),
-                                    tuple(ev.ref_scores) if ev.ref_scores else None)
+            results[length] = summarise(rollout(envs, policy, episodes, seed=seed, progress=progress),
+                                        tuple(ev.ref_scores) if ev.ref_scores else None)
     return results
 
 

@@ -8,9 +8,11 @@ round-trip exactly.  Command-line overrides use dotted paths: ``model.n_layers=4
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
+import shutil
 import tempfile
 import types
 import typing
@@ -173,6 +175,24 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def staged_files(folder: str | Path) -> typing.Iterator[Path]:
+    """A hidden staging folder inside ``folder`` for files written one by one (recorded videos):
+    when the block ends normally each is renamed into ``folder`` (replacing a file of the same
+    name, one atomic rename each); when it raises the staged files are dropped, so ``folder``
+    keeps what it had and holds no half-written file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
+    try:
+        yield staging
+        for path in sorted(staging.iterdir()):
+            os.chmod(path, 0o666 & ~_UMASK)
+            os.replace(path, folder / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def save_yaml(cfg: Any, path: str | Path) -> None:

@@ -313,3 +313,26 @@ def test_a_run_that_samples_is_evaluated_sampling(datasets, tmp_path):
     policy = rate.load_policy(tmp_path / "run")
     assert policy._backend.sample and policy._backend.seed == 3
     assert not rate.load_policy(tmp_path / "run", sample=False)._backend.sample
+
+
+def test_a_failed_recording_leaves_the_video_folder_as_it_was(datasets, tmp_path, monkeypatch):
+    """Videos are staged and moved into the folder only when every rollout has finished."""
+    pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
+    import rate.rl.rollout
+
+    rate.train(dataset="tests/image-cue-v0", model="bc_mlp", overrides=TINY, out=tmp_path / "run", progress=False)
+    folder = tmp_path / "video"
+    folder.mkdir()
+    (folder / "ForeignImageCue-v0-env0-episode-0.mp4").write_bytes(b"an earlier video")
+    seen = []
+
+    def fail_after_recording(*args, **kwargs):  # the rollouts ran and wrote their videos
+        seen.append(sorted(p.name for p in folder.rglob("*.mp4")))
+        raise RuntimeError("interrupted")
+
+    monkeypatch.setattr(rate.rl.rollout, "summarise", fail_after_recording)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        rate.evaluate(tmp_path / "run", episodes=2, record_video=folder)
+    assert len(seen[0]) == 3  # the earlier video and the two staged ones
+    assert [p.name for p in folder.iterdir()] == ["ForeignImageCue-v0-env0-episode-0.mp4"]
+    assert (folder / "ForeignImageCue-v0-env0-episode-0.mp4").read_bytes() == b"an earlier video"
