@@ -240,8 +240,8 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     from dataclasses import replace
 
     from rate.config import ConfigError, from_dict, staged_files
-    from rate.data.env_plugins import load_env_plugins
-    from rate.rl.experiment import EvalConfig, make_eval_envs
+    from rate.rl.experiment import EvalConfig, check_envs, make_eval_envs
+    from rate.rl.model import RATEConfig
     from rate.rl.rollout import rollout, summarise
 
     if episodes < 1:
@@ -256,7 +256,12 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
                  env_kwargs=ev.env_kwargs if env_kwargs is None else dict(env_kwargs))
     if env_id and env_id != run_eval.get("env_id"):
         ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
-    load_env_plugins()
+    try:
+        model = from_dict(RATEConfig, policy.run_config.get("model", {}))
+    except ConfigError:  # an older run config: the environments are made, their spaces not compared
+        model = None
+    # A wrong id, keyword or length is one ConfigError now, not a traceback in the first rollout.
+    check_envs(ev, list(lengths or [None]), model)
     results: dict[int | None, dict[str, float | None]] = {}
     # Videos are written into a staging folder and moved into record_video when every rollout
     # has finished: a failed evaluation leaves the folder as it was.

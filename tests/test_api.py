@@ -15,7 +15,7 @@ import torch
 
 import rate
 from rate.checkpoint import CheckpointError, save_checkpoint
-from rate.config import to_dict
+from rate.config import ConfigError, to_dict
 from rate.core.rmt import RMTConfig
 from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig
 from rate.rl.model import RATEConfig, RATEModel
@@ -86,8 +86,27 @@ def test_rate_eval_of_an_artifact_it_cannot_read_is_one_error_line(tmp_path, cap
 def test_evaluate_plays_the_runs_environment_even_when_its_eval_settings_are_of_an_older_version(tmp_path):
     policy = rate.load_policy(checkpoint(tmp_path))
     policy.run_config["eval"] = {"env_id": "rate/Nowhere-v0", "a_field_since_removed": 1}
-    with pytest.raises(Exception, match="Nowhere"):  # not the T-Maze of EvalConfig's defaults
+    with pytest.raises(ConfigError, match="eval: cannot make 'rate/Nowhere-v0'"):  # not EvalConfig's default T-Maze
         rate.evaluate(policy, episodes=1)
+
+
+def test_evaluate_refuses_an_environment_that_does_not_fit_before_the_rollouts(tmp_path):
+    policy = rate.load_policy(checkpoint(tmp_path))
+    with pytest.raises(ConfigError, match="'CartPole-v1' with {} gives action space Discrete\\(2\\), but the config "
+                                          "says 4 discrete actions"):
+        rate.evaluate(policy, env_id="CartPole-v1", episodes=1)
+    # A model section of an older version: the environment is still made, its spaces not compared.
+    policy.run_config["model"] = {**policy.run_config["model"], "a_field_since_removed": 1}
+    result = rate.evaluate(policy, lengths=[5], episodes=2)
+    assert set(result) == {5} and 0.0 <= result[5]["success"] <= 1.0
+
+
+def test_rate_eval_names_a_wrong_environment_in_one_line(tmp_path, capsys):
+    from rate.cli.evaluate import main
+
+    assert main([str(checkpoint(tmp_path)), "--env", "rate/Nowhere-v0", "--episodes", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: eval: cannot make 'rate/Nowhere-v0'") and err.count("\n") == 1, err
 
 
 def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):

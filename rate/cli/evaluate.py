@@ -75,7 +75,6 @@ def main(argv: list[str] | None = None) -> int:
         for folder in (args.out.parent if args.out else None, args.record_video):
             if folder is not None:
                 check_writable(folder)  # before the rollouts, not after them
-        check_env(policy, args.env, lengths)
         results = evaluate(policy, args.env, episodes, lengths, seed=seed, progress=not args.no_progress,
                            record_video=args.record_video)
     except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError
@@ -96,14 +95,3 @@ def main(argv: list[str] | None = None) -> int:
         except write_error_types() as err:
             return error_exit(err)
     return 0
-
-
-def check_env(policy, env_id: str | None, lengths: list[int] | None) -> None:
-    """A wrong --env or length (or a run whose environment cannot be made here) is one
-    ConfigError before the rollouts, not a traceback in the first of them."""
-    from rate.config import apply_overrides, from_dict
-    from rate.rl.experiment import RATEExperimentConfig, check_eval_envs
-
-    changes = ([f"eval.env_id={env_id}"] if env_id else []) + [f"eval.lengths={list(lengths or [])}",
-                                                              "eval.final_lengths=[]"]
-    check_eval_envs(from_dict(RATEExperimentConfig, apply_overrides(policy.run_config, changes)))

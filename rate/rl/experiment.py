@@ -223,18 +223,24 @@ def check_eval_envs(cfg: RATEExperimentConfig) -> None:
     """Make each evaluation environment once and check its spaces against the model, so that a
     wrong env id, keyword or task fails before training with one ConfigError, not in the first
     evaluation after many minutes of training."""
+    check_envs(cfg.eval, sorted(set(cfg.eval.lengths + cfg.eval.final_lengths)) or [None], cfg.model)
+
+
+def check_envs(ev: EvalConfig, lengths: list[int | None], model: RATEConfig | None) -> None:
+    """Make ``ev``'s environment once at each length (None: its own) and check its spaces against
+    ``model`` (None: not checked); ConfigError naming the environment and its keywords when one
+    cannot be made or does not fit."""
     load_env_plugins()
     from rate.config import ConfigError
 
-    ev = cfg.eval
-    for t in sorted(set(ev.lengths + ev.final_lengths)) or [None]:
+    for t in lengths:
         kwargs = eval_env_kwargs(ev, t)
         try:
             env = make_eval_env(ev, t)
         except Exception as err:  # the registry's errors, or whatever the constructor raises
             raise ConfigError(f"eval: cannot make {ev.env_id!r} with {kwargs}: {type(err).__name__}: {err}") from err
         try:
-            problem = space_mismatch(env.observation_space, env.action_space, cfg.model)
+            problem = None if model is None else space_mismatch(env.observation_space, env.action_space, model)
         finally:
             env.close()
         if problem:
