@@ -14,7 +14,6 @@ step function (torch.export or onnxruntime) with the recurrent state between cal
 from __future__ import annotations
 
 import contextlib
-import itertools
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -240,9 +239,8 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     from dataclasses import replace
 
     from rate.config import ConfigError, from_dict, staged_files
-    from rate.rl.experiment import EvalConfig, check_envs, make_eval_envs
+    from rate.rl.experiment import EvalConfig, check_envs, rollout_lengths
     from rate.rl.model import RATEConfig
-    from rate.rl.rollout import rollout, summarise
 
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
@@ -262,31 +260,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
         model = None
     # A wrong id, keyword or length is one ConfigError now, not a traceback in the first rollout.
     check_envs(ev, list(lengths or [None]), model)
-    results: dict[int | None, dict[str, float | None]] = {}
     # Videos are written into a staging folder and moved into record_video when every rollout
     # has finished: a failed evaluation leaves the folder as it was.
     with contextlib.nullcontext() if record_video is None else staged_files(record_video) as staging:
-        for length in lengths or [None]:
-            index = itertools.count()
-            if staging is None:
-                envs = make_eval_envs(ev, episodes, length)
-            else:
-                def envs(length=length, index=index):
-                    return video_env(ev, length, staging, next(index))
-
-            results[length] = summarise(rollout(envs, policy, episodes, seed=seed, progress=progress),
-                                        tuple(ev.ref_scores) if ev.ref_scores else None)
-    return results
-
-
-def video_env(ev, length: int | None, folder: Path, index: int):
-    """The evaluation environment recording every episode to ``folder`` as
-    ``<env>-T<length>-env<i>-episode-0.mp4`` (ImportError without moviepy)."""
-    from rate.rl.experiment import make_eval_env
-
-    try:
-        import moviepy  # noqa: F401  (RecordVideo's encoder)
-    except ImportError:
-        raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
-    name = f"{ev.env_id.split(':')[-1].replace('/', '_')}{'' if length is None else f'-T{length}'}-env{index}"
-    return make_eval_env(ev, length, video=(folder, name))
+        return rollout_lengths(ev, policy, list(lengths or [None]), episodes, seed, progress, video=staging)

@@ -318,7 +318,7 @@ def test_a_run_that_samples_is_evaluated_sampling(datasets, tmp_path):
 def test_a_failed_recording_leaves_the_video_folder_as_it_was(datasets, tmp_path, monkeypatch):
     """Videos are staged and moved into the folder only when every rollout has finished."""
     pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
-    import rate.rl.rollout
+    import rate.rl.experiment
 
     rate.train(dataset="tests/image-cue-v0", model="bc_mlp", overrides=TINY, out=tmp_path / "run", progress=False)
     folder = tmp_path / "video"
@@ -330,7 +330,7 @@ def test_a_failed_recording_leaves_the_video_folder_as_it_was(datasets, tmp_path
         seen.append(sorted(p.name for p in folder.rglob("*.mp4")))
         raise RuntimeError("interrupted")
 
-    monkeypatch.setattr(rate.rl.rollout, "summarise", fail_after_recording)
+    monkeypatch.setattr(rate.rl.experiment, "summarise", fail_after_recording)
     with pytest.raises(RuntimeError, match="interrupted"):
         rate.evaluate(tmp_path / "run", episodes=2, record_video=folder)
     assert len(seen[0]) == 3  # the earlier video and the two staged ones

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,11 +187,16 @@ def eval_env_kwargs(ev: EvalConfig, length: int | None) -> dict[str, Any]:
 def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, str] | None = None) -> gym.Env:
     """The evaluation environment at ``length`` (None: its own), inside ``ev.wrappers``.
     ``video`` (folder, name prefix): rendering ``rgb_array``, every episode recorded by
-    ``gymnasium.wrappers.RecordVideo`` (its encoder is moviepy, the ``video`` extra)."""
+    ``gymnasium.wrappers.RecordVideo`` (its encoder is moviepy, the ``video`` extra: ImportError
+    without it)."""
     from rate.data.spaces import wrap_env
 
     if video is None:
         return wrap_env(gym.make(ev.env_id, **eval_env_kwargs(ev, length)), ev.wrappers)
+    try:
+        import moviepy  # noqa: F401  (RecordVideo's encoder)
+    except ImportError:
+        raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
     env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
     with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
         warnings.simplefilter("ignore")
@@ -265,13 +271,30 @@ def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[
     normalised score where ``eval.ref_scores`` are known) per length T, ``gym.make(env_id,
     **{length_kwarg: T})`` inside ``eval.wrappers``; None: the environment's own length.
     The id may come from any package of the ``gymnasium.envs`` entry-point group."""
-    load_env_plugins()
     ev = cfg.eval
+    return rollout_lengths(ev, make_policy(model, cfg), lengths or eval_lengths(ev),
+                           ev.episodes if episodes is None else episodes, ev.seed, progress)
+
+
+def rollout_lengths(ev: EvalConfig, policy, lengths: list[int | None], episodes: int, seed: int,
+                    progress: bool = False, video: Path | None = None) -> dict[int | None, dict[str, float]]:
+    """``policy`` (any batched policy of rate.rl.policy, or a :class:`rate.api.Policy`) played in
+    ``episodes`` environments of ``ev`` at each length (environment i reset with seed ``seed +
+    i``): the summary per length, as :func:`evaluate_lengths`.  ``video``: a folder that every
+    episode is recorded into as ``<env>-T<length>-env<i>-episode-0.mp4`` (:func:`make_eval_env`)."""
+    load_env_plugins()
     results = {}
-    for t in lengths or eval_lengths(ev):
-        n = ev.episodes if episodes is None else episodes
-        out = rollout(make_eval_envs(ev, n, t), make_policy(model, cfg), n, seed=ev.seed, progress=progress)
-        results[t] = summarise(out, ev.ref_scores or None)
+    for t in lengths:
+        if video is None:
+            envs = make_eval_envs(ev, episodes, t)
+        else:
+            prefix = f"{ev.env_id.split(':')[-1].replace('/', '_')}{'' if t is None else f'-T{t}'}-env"
+            index = itertools.count()
+
+            def envs(t=t, prefix=prefix, index=index):
+                return make_eval_env(ev, t, video=(video, f"{prefix}{next(index)}"))
+
+        results[t] = summarise(rollout(envs, policy, episodes, seed=seed, progress=progress), ev.ref_scores or None)
     return results
 
 
