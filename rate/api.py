@@ -263,4 +263,4 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     # Videos are written into a staging folder and moved into record_video when every rollout
     # has finished: a failed evaluation leaves the folder as it was.
     with contextlib.nullcontext() if record_video is None else staged_files(record_video) as staging:
-        return rollout_lengths(ev, policy, list(lengths or [None]), episodes, seed, progress, video=staging)
+        return rollout_lengths(ev, lambda: policy, list(lengths or [None]), episodes, seed, progress, video=staging)

@@ -6,7 +6,7 @@ import itertools
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -272,16 +272,18 @@ def evaluate_lengths(model: RATEModel, cfg: RATEExperimentConfig, lengths: list[
     **{length_kwarg: T})`` inside ``eval.wrappers``; None: the environment's own length.
     The id may come from any package of the ``gymnasium.envs`` entry-point group."""
     ev = cfg.eval
-    return rollout_lengths(ev, make_policy(model, cfg), lengths or eval_lengths(ev),
+    # A new policy per length: a sampling policy's generator starts from eval.seed at each.
+    return rollout_lengths(ev, lambda: make_policy(model, cfg), lengths or eval_lengths(ev),
                            ev.episodes if episodes is None else episodes, ev.seed, progress)
 
 
-def rollout_lengths(ev: EvalConfig, policy, lengths: list[int | None], episodes: int, seed: int,
-                    progress: bool = False, video: Path | None = None) -> dict[int | None, dict[str, float]]:
-    """``policy`` (any batched policy of rate.rl.policy, or a :class:`rate.api.Policy`) played in
-    ``episodes`` environments of ``ev`` at each length (environment i reset with seed ``seed +
-    i``): the summary per length, as :func:`evaluate_lengths`.  ``video``: a folder that every
-    episode is recorded into as ``<env>-T<length>-env<i>-episode-0.mp4`` (:func:`make_eval_env`)."""
+def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], lengths: list[int | None], episodes: int,
+                    seed: int, progress: bool = False, video: Path | None = None) -> dict[int | None, dict[str, float]]:
+    """The policy that ``policy_for_length()`` gives (any batched policy of rate.rl.policy, or a
+    :class:`rate.api.Policy`) played in ``episodes`` environments of ``ev`` at each length
+    (environment i reset with seed ``seed + i``): the summary per length, as
+    :func:`evaluate_lengths`.  ``video``: a folder that every episode is recorded into as
+    ``<env>-T<length>-env<i>-episode-0.mp4`` (:func:`make_eval_env`)."""
     load_env_plugins()
     results = {}
     for t in lengths:
@@ -294,7 +296,8 @@ def rollout_lengths(ev: EvalConfig, policy, lengths: list[int | None], episodes:
             def envs(t=t, prefix=prefix, index=index):
                 return make_eval_env(ev, t, video=(video, f"{prefix}{next(index)}"))
 
-        results[t] = summarise(rollout(envs, policy, episodes, seed=seed, progress=progress), ev.ref_scores or None)
+        results[t] = summarise(rollout(envs, policy_for_length(), episodes, seed=seed, progress=progress),
+                               ev.ref_scores or None)
     return results
 
 
