@@ -258,9 +258,10 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
         model = from_dict(RATEConfig, policy.run_config.get("model", {}))
     except ConfigError:  # an older run config: the environments are made, their spaces not compared
         model = None
+    lengths = list(lengths or [None])
     # A wrong id, keyword or length is one ConfigError now, not a traceback in the first rollout.
-    check_envs(ev, list(lengths or [None]), model)
+    check_envs(ev, lengths, model)
     # Videos are written into a staging folder and moved into record_video when every rollout
     # has finished: a failed evaluation leaves the folder as it was.
     with contextlib.nullcontext() if record_video is None else staged_files(record_video) as staging:
-        return rollout_lengths(ev, lambda: policy, list(lengths or [None]), episodes, seed, progress, video=staging)
+        return rollout_lengths(ev, lambda: policy, lengths, episodes, seed, progress, video=staging)

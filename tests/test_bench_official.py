@@ -47,8 +47,15 @@ def test_each_row_of_the_official_training_bench_trains(monkeypatch):
     batches at the run script's model size (batch 2 here): finite timings, parameter counts, peak memory."""
     import eval.bench.official_training as bench
 
+    import rate.training
+
     monkeypatch.setattr(bench, "BATCH", 2)
+    # The kept-memory row asks its TrainingLoop for the setting: recorded, not applied (it would
+    # last for the rest of this test worker; tests/test_host_memory.py tests its effect).
+    asked = []
+    monkeypatch.setattr(rate.training, "keep_freed_memory", lambda: asked.append(True) or True)
     results = {name: bench.run_one(name, batches=1) for name in bench.ROWS}
+    assert len(asked) == 1  # the bptt_keep row only
     assert all(r["ms"] > 0 and r["peak_rss_mb"] > 0 for r in results.values())
     assert len({results[name]["params"] for name in bench.ROWS if name != "reference"}) == 1
     assert abs(results["reference"]["params"] - 495_168) / 495_168 < 0.01  # the official count, within 1 %

@@ -16,13 +16,13 @@ import argparse
 import json
 import resource
 import statistics
-import subprocess
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
+from eval.bench.throughput import run_children
 from rate.host_memory import keep_freed_memory
 
 ROWS, COLS, OUT = 23_040, 64, 384  # batch 128 x 180 rows of a segment, d_model, 3 x 4 heads x 32
@@ -57,18 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.host_memory", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--child", choices=["default", "kept"], help=argparse.SUPPRESS)
+    parser.add_argument("--one", choices=["default", "kept"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    if args.child:
-        print(json.dumps(measure(args.child == "kept", args.repeats)))
+    if args.one:
+        print(json.dumps(measure(args.one == "kept", args.repeats)))
         return 0
-    results = {}
-    for setting in ("default", "kept"):
-        proc = subprocess.run([sys.executable, "-m", "eval.bench.host_memory", "--child", setting, "--threads",
-                               str(args.threads), "--repeats", str(args.repeats)],
-                              capture_output=True, text=True, check=True)
-        results[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
+    settings = ["default", "kept"]
+    results = dict(zip(settings, run_children("eval.bench.host_memory", settings,
+                                              ["--threads", str(args.threads), "--repeats", str(args.repeats)])))
     if not results["kept"]["applied"]:
         print("this C library has no usable mallopt: keep_freed_memory does nothing here", file=sys.stderr)
     print("| operation | default malloc ms (faults/call) | freed memory kept ms (faults/call) | ratio |")
