@@ -248,9 +248,13 @@ class ViZDoomTwoColorsEnv(gym.Env, RecordConstructorArgs):
         return self._frame.copy(), float(reward), bool(dead), bool(truncated), {"good": self._good, "bad": self._bad}
 
     def _read_state(self) -> None:
-        """Frame and variables of the current state (kept as they were once the episode ended)."""
+        """Frame and variables of the current state.  Once the episode has ended there is no state:
+        the frame and the objects stay as they were, the variables are read one by one (the step
+        that kills the player may pick a wrong object, which its damage must count)."""
         state = self._game.get_state()
         if state is None:
+            self._variables = np.array([self._game.get_game_variable(v)
+                                        for v in self._game.get_available_game_variables()], dtype=np.float64)
             return
         from PIL import Image
 
@@ -283,14 +287,19 @@ class ObjectOracle:
     """Walks to the nearest object of the pillar's colour whose straight path passes no object of the
     other colour closer than ``clearance`` map units (the nearest good one when every path is
     blocked): turns in place beyond ``turn_deg`` off the heading, walks and turns beyond
-    ``steer_deg``, else walks straight.  Reads :meth:`ViZDoomTwoColorsEnv.privileged_state`."""
+    ``steer_deg``, else walks straight.  Reads :meth:`ViZDoomTwoColorsEnv.privileged_state`.
+    ``seek="bad"`` swaps the colours: a walker that dies on wrong objects (tests of the rewards)."""
 
-    def __init__(self, turn_deg: float = 30.0, steer_deg: float = 6.0, clearance: float = 40.0):
-        self.turn, self.steer, self.clearance = turn_deg, steer_deg, clearance
+    def __init__(self, turn_deg: float = 30.0, steer_deg: float = 6.0, clearance: float = 40.0, seek: str = "good"):
+        if seek not in ("good", "bad"):
+            raise ValueError(f"seek must be 'good' or 'bad', got {seek!r}")
+        self.turn, self.steer, self.clearance, self.seek = turn_deg, steer_deg, clearance, seek
 
     def __call__(self, env: ViZDoomTwoColorsEnv) -> int:
         state = env.privileged_state()
         pos, good, bad = state["position"], state["good"], state["bad"]
+        if self.seek == "bad":
+            good, bad = bad, good
         if len(good) == 0:
             return LEFT
         order = np.argsort(np.linalg.norm(good - pos, axis=1))

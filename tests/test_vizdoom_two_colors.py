@@ -97,6 +97,26 @@ def test_the_oracle_survives_on_good_objects_and_random_actions_die():
     env.close()
 
 
+def test_the_step_that_kills_the_player_counts_its_wrong_object():
+    # Walking into wrong objects: health falls 25 at a time until one of them kills the player.
+    # The engine shows no state after death; the damage of that last step must still be counted.
+    env = gym.make("rate/ViZDoomTwoColors-v0", episode_length=500)
+    walker = ObjectOracle(seek="bad")
+    env.reset(seed=0)
+    total, steps, done, bad_before = 0.0, 0, False, 0
+    while not done:
+        health = env.unwrapped.privileged_state()["health"]
+        _, reward, terminated, truncated, info = env.step(walker(env.unwrapped))
+        total, steps, done = total + reward, steps + 1, terminated or truncated
+        if not done:
+            bad_before = info["bad"]
+    env.close()
+    # The acid takes 10 HP per 16 steps: from above 10 HP only a wrong object kills in one step.
+    assert terminated and health > 10, (health, steps)
+    assert info["bad"] == bad_before + 1 and reward == -1.0
+    assert total == pytest.approx(info["good"] - info["bad"] + 0.02 * (steps - 1))
+
+
 def test_minari_round_trip_recovers_the_environment_and_replays_the_episode():
     import h5py
 
