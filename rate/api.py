@@ -149,8 +149,7 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
         run_eval = meta.get("config", {}).get("eval", {})
         sample = bool(run_eval.get("sample", False)) if sample is None else sample
         seed = int(run_eval.get("seed", 0)) if seed is None else seed
-        if sample and meta["act_kind"] != "discrete":
-            raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
+        _check_sampling(path, sample, meta["act_kind"])
         target = meta["target_return"] if target_return is None else target_return
         return Policy(_ArtifactBackend(step, sample, seed), meta["obs_shape"], meta["act_kind"], target, str(path),
                       meta.get("config", {}))
@@ -163,11 +162,16 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
     model, cfg = load_policy_model(path)
     sample = cfg.eval.sample if sample is None else sample
     seed = cfg.eval.seed if seed is None else seed
-    if sample and cfg.model.act_kind != "discrete":
-        raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
+    _check_sampling(path, sample, cfg.model.act_kind)
     target = cfg.eval.target_return if target_return is None else target_return
     return Policy(_EagerBackend(model, cfg, str(resolve_device(device)), sample, seed), cfg.model.obs_shape,
                   cfg.model.act_kind, target, str(path), to_dict(cfg))
+
+
+def _check_sampling(path: Path, sample: bool, act_kind: str) -> None:
+    """Refuse to sample a continuous policy (it plays its mean): a "sampled" result would be greedy."""
+    if sample and act_kind != "discrete":
+        raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
 
 
 def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/rate", resume: bool = False,
