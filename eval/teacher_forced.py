@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.model.act_kind != "discrete":
             raise ValueError("teacher-forced accuracy needs discrete actions")
         if args.by_boundaries:
+            if cfg.policy == "window":
+                # One forward over a whole episode is not what such a policy plays beyond its window.
+                raise ValueError(f"{args.checkpoint} acts from a sliding window of {cfg.model.window_steps} steps "
+                                 "(policy: window), not across segment boundaries; --by-boundaries groups the "
+                                 "decisions of a model that carries memory from segment to segment")
             k = cfg.model.segment_steps
             lengths = args.lengths or eval_lengths(cfg.eval, final=True)
             by_length = {t: accuracy_by_boundaries(model, oracle_episodes(cfg, t, args.episodes, args.seed), k,

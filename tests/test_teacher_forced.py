@@ -96,3 +96,19 @@ def test_the_minigrid_task_plays_its_oracle_through_its_wrapper():
     for episode, infos in played:
         assert len(infos) == len(episode.actions)
         assert any(i["decision"] for i in infos) and episode.rewards.sum() > 0
+
+
+def test_a_window_policy_is_refused_by_boundaries(tmp_path, capsys):
+    # A sliding-window policy (DT) plays each step from its last N * K steps; one forward over
+    # the whole episode, split into segments, is not what it plays, so its table would mislead.
+    from tests.tiny_tmaze import tiny
+
+    from rate.checkpoint import save_checkpoint
+    from rate.config import to_dict
+    from rate.rl.model import RATEModel
+
+    cfg = tiny(policy="window")
+    save_checkpoint(tmp_path / "dt", RATEModel(cfg.model), "rate", to_dict(cfg))
+    assert main([str(tmp_path / "dt"), "--by-boundaries", "--lengths", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sliding window of" in err and "(policy: window)" in err
