@@ -4,8 +4,10 @@ A checkpoint is a folder holding ``model.safetensors`` and ``config.json``::
 
     {"format_version": 2, "kind": "algorithmic", "config": {...}, "extra": {...}}
 
-Both files are written through a temporary file and an atomic rename, weights first, so a
-crash leaves either the old checkpoint or the new one, never a mix.
+Each file is written through a temporary file and an atomic rename, weights first, so a crash
+leaves each file whole, old or new.  A crash between the two renames leaves the new weights beside
+the previous ``config.json``: the same architecture (a run does not change it), with ``extra``
+(step, evaluation) one checkpoint behind.  Resuming reads the training state, not ``extra``.
 """
 
 from __future__ import annotations
@@ -81,7 +83,7 @@ def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], d
             raise CheckpointError(f"{directory}: not a checkpoint (missing {name})")
     try:
         meta = json.loads((directory / CONFIG).read_text())
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not text
         raise CheckpointError(f"{directory / CONFIG}: corrupt JSON: {err}") from err
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{directory / CONFIG}: not a checkpoint description (no config mapping)")

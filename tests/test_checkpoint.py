@@ -57,6 +57,9 @@ def test_missing_and_corrupt_files(tmp_path):
     (tmp_path / "ck/config.json").write_text("{")
     with pytest.raises(CheckpointError, match="corrupt JSON"):
         read_checkpoint(tmp_path / "ck", CHECKPOINT_KIND)
+    (tmp_path / "ck/config.json").write_bytes(b'{"kind": "\xff\xfe"}')  # bytes that are not text
+    with pytest.raises(CheckpointError, match="corrupt JSON"):
+        read_checkpoint(tmp_path / "ck", CHECKPOINT_KIND)
 
 
 def test_eval_cli_reports_a_bad_checkpoint_without_traceback(tmp_path):

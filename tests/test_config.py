@@ -63,6 +63,11 @@ def test_bad_override_syntax(tmp_path):
         load_yaml(AlgorithmicConfig, ROOT / "configs/algorithmic/reverse.yaml", ["model.n_layers"])
 
 
+def test_an_override_value_that_is_not_yaml_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"override 'eval_samples=\[1': the value is not valid YAML"):
+        load_yaml(AlgorithmicConfig, ROOT / "configs/algorithmic/reverse.yaml", ["eval_samples=[1"])
+
+
 def test_missing_and_invalid_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_yaml(AlgorithmicConfig, tmp_path / "nope.yaml")

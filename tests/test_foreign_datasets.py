@@ -243,6 +243,14 @@ def test_default_run_names_of_dataset_ids_and_folders():
     assert run_name_for("./ds") == "ds" and run_name_for("/a/b/c/d") == "b-c-d"
 
 
+def test_the_current_folder_as_dataset_is_named_by_where_it_is(tmp_path, monkeypatch):
+    folder = tmp_path / "hopper" / "expert-v0"
+    folder.mkdir(parents=True)
+    monkeypatch.chdir(folder)
+    assert run_name_for(".") == run_name_for("./") == f"{tmp_path.name}-hopper-expert-v0"
+    assert run_name_for("/") == "run"
+
+
 def test_a_dataset_folder_works_as_well_as_an_id(datasets, tmp_path):
     folder = datasets / "tests" / "cartpole-random-v0"
     cfg = config_for_dataset(str(folder), "dt", overrides=TINY)
@@ -284,6 +292,38 @@ def test_a_dataset_without_an_environment_asks_for_one(datasets):
     with pytest.raises(ConfigError, match="eval.env_id=ID"):
         config_for_dataset("tests/no-env-v0")
     assert config_for_dataset("tests/no-env-v0", overrides=["eval.env_id=CartPole-v1"]).eval.env_id == "CartPole-v1"
+
+
+def test_evaluating_in_another_environment_drops_the_recorded_ones_settings(datasets):
+    # The pendulum dataset records InvertedPendulum-v5 (with its time limit) and reference scores.
+    recorded = config_for_dataset("tests/pendulum-random-v0")
+    assert recorded.eval.env_kwargs == {"max_episode_steps": 1000} and recorded.eval.ref_scores == [0.0, 1000.0]
+    other = config_for_dataset("tests/pendulum-random-v0", overrides=["eval.env_id=InvertedDoublePendulum-v5"])
+    assert other.eval.env_kwargs == {} and other.eval.ref_scores == []
+    given = config_for_dataset("tests/pendulum-random-v0", overrides=[
+        "eval.env_id=InvertedDoublePendulum-v5", "eval.env_kwargs={max_episode_steps: 50}", "eval.ref_scores=[1, 2]"])
+    assert given.eval.env_kwargs == {"max_episode_steps": 50} and given.eval.ref_scores == [1.0, 2.0]
+    # D4RL's scores follow the new id where D4RL scores it.
+    hopper = config_for_dataset("tests/pendulum-random-v0", overrides=["eval.env_id=Hopper-v5"])
+    assert len(hopper.eval.ref_scores) == 2 and hopper.eval.ref_scores != [0.0, 1000.0]
+
+
+def test_non_finite_returns_and_small_grids_without_channels(datasets):
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    buffer = EpisodeBuffer(observations=np.zeros((3, 4), np.float32), actions=np.array([0, 1]),
+                           rewards=[0.0, np.inf], terminations=[False, True], truncations=[False, False])
+    minari.create_dataset_from_buffers("tests/inf-return-v0", [buffer], action_space=gym.spaces.Discrete(2),
+                                       observation_space=gym.spaces.Box(-1, 1, (4,), np.float32))
+    with pytest.raises(DatasetError, match="NaN or inf"):
+        infer_from_dataset("tests/inf-return-v0")
+    space = gym.spaces.Box(0, 1, (5, 5, 2), np.float32)  # two planes of a 5 x 5 grid: no image channels
+    buffer = EpisodeBuffer(observations=np.zeros((3, 5, 5, 2), np.float32), actions=np.array([0, 1]),
+                           rewards=[0.0, 1.0], terminations=[False, True], truncations=[False, False])
+    minari.create_dataset_from_buffers("tests/planes-v0", [buffer], action_space=gym.spaces.Discrete(2),
+                                       observation_space=space)
+    inferred = infer_from_dataset("tests/planes-v0")
+    assert inferred["model"]["obs_kind"] == "vector" and inferred["model"]["obs_shape"] == [50]
 
 
 del foreign_envs  # imported for its registrations

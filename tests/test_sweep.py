@@ -131,6 +131,36 @@ def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, patter
     assert err.startswith("error: ") and pattern in err and "Traceback" not in err, err
 
 
+def test_a_csv_of_another_kind_is_one_error_line(tmp_path, capsys):
+    sweep_file, csv = tiny_sweep(tmp_path, steps=3)
+    csv.write_text("name,score\na,1\n")
+    assert main([str(sweep_file), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no 'run' column" in err and err.count("\n") == 1, err
+    assert csv.read_text() == "name,score\na,1\n"
+
+
+def test_a_sweep_that_fails_itself_leaves_no_trainer_running(tmp_path, monkeypatch, capsys):
+    # The second trainer cannot be started (a full disk, say): the first one must not outlive the sweep.
+    from train import sweep
+
+    sweep_file, _ = tiny_sweep(tmp_path, steps=3)
+    started = []
+    real_popen = subprocess.Popen
+
+    def popen(cmd, **kwargs):
+        if started:
+            raise OSError(28, "No space left on device")
+        started.append(real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs))
+        return started[0]
+
+    monkeypatch.setattr(sweep.subprocess, "Popen", popen)
+    assert main([str(sweep_file), "--jobs", "2"]) == 2
+    assert started and started[0].poll() is not None  # terminated, not left running
+    err = capsys.readouterr().err
+    assert "error: file system: " in err and "No space left on device" in err and "Traceback" not in err
+
+
 @pytest.mark.slow
 def test_a_rate_run_left_in_flight_resumes_and_a_changed_one_starts_over(tmp_path, tmaze_data):
     """The sweep resumes a RATE run whose folder holds a training state of the same config (here

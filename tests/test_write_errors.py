@@ -89,6 +89,23 @@ def test_eval_output_into_a_read_only_folder_fails_before_the_rollouts(run, tmp_
     assert "Read-only file system" in one_error_line(capsys)
 
 
+def test_outputs_where_a_folder_stands_fail_before_the_work(run, tmp_path, capsys, monkeypatch):
+    from rate.cli import evaluate
+    from rate.cli.train import main as train_main
+
+    taken = tmp_path / "results.json"
+    taken.mkdir()
+    monkeypatch.setattr("rate.api.evaluate", lambda *a, **k: pytest.fail("rolled out before checking --out"))
+    assert evaluate.main([str(run), "--out", str(taken), "--no-progress"]) == 2
+    assert "a folder is where the file would go" in one_error_line(capsys)
+    csv = tmp_path / "rows.csv"
+    csv.mkdir()
+    monkeypatch.setattr("rate.api.train", lambda *a, **k: pytest.fail("trained before checking --csv"))
+    assert train_main(["configs/tmaze/rate.yaml", "--out", str(tmp_path / "r"), "--csv", str(csv)]) == 2
+    assert "a folder is where the file would go" in one_error_line(capsys)
+    assert list(taken.iterdir()) == [] and list(csv.iterdir()) == []
+
+
 def test_training_onto_a_full_disk_keeps_nothing_half_written(tmp_path, mounts, capsys):
     from rate.cli.train import main
 

@@ -134,17 +134,24 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
             if isinstance(cfg, RATEExperimentConfig):  # and make its evaluation environments
                 check_eval_envs(cfg)
-    except (ConfigError, OSError) as err:
+        rows = read_rows(sweep.csv)
+        if rows and "run" not in rows[0]:
+            raise ConfigError(f"{sweep.csv}: no 'run' column, not a results CSV of this project (csv: names another file?)")
+    except (ConfigError, OSError, UnicodeDecodeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    done = {row["run"] for row in read_rows(sweep.csv)}
+    done = {row["run"] for row in rows}
     pending = [r for r in runs if r.name not in done and (not args.only or r.name.startswith(args.only))]
     print(f"{len(runs)} runs in the sweep, {len(runs) - len(pending)} done or filtered, {len(pending)} to run")
     if args.dry_run:
         for r in pending:
             print(r.name, " ".join(r.overrides))
         return 0
-    return run_all(sweep, pending, args.jobs)
+    try:
+        return run_all(sweep, pending, args.jobs)
+    except OSError as err:  # of the sweep itself, e.g. no room for a trainer's log (its trainers are stopped)
+        print(f"error: file system: {err}", file=sys.stderr)
+        return 2
 
 
 def _read_and_close(file) -> str:
@@ -227,6 +234,9 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
             print(f"stopped by signal {stop[0]}: the runs in flight ({names}) were stopped and will {again}",
                   file=sys.stderr)
             return 128 + stop[0]
+    except BaseException:
+        _stop(running)  # an error of the sweep itself (a full disk when starting a trainer): none outlives it
+        raise
     finally:
         bar.close()
         for sig, before in handlers.items():

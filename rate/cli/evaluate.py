@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rate.cli.run import (add_device_arguments, check_writable, error_exit, make_parser, readable_keys,
-                          write_error_types)
+from rate.cli.run import (add_device_arguments, check_file_target, check_writable, error_exit, make_parser,
+                          readable_keys, write_error_types)
 
 
 def plot_success(results: dict, path: Path, title: str) -> None:
@@ -72,9 +72,13 @@ def main(argv: list[str] | None = None) -> int:
         lengths = args.lengths or ev.get("lengths") or None
         episodes = args.episodes or ev.get("episodes", 100)
         seed = ev.get("seed", 0) if args.seed is None else args.seed
-        for folder in (args.out.parent if args.out else None, args.record_video):
-            if folder is not None:
-                check_writable(folder)  # before the rollouts, not after them
+        # before the rollouts, not after them
+        if args.out:
+            check_file_target(args.out)
+            if not args.no_plot:
+                check_file_target(args.out.with_suffix(".png"))
+        if args.record_video:
+            check_writable(args.record_video)
         results = evaluate(policy, args.env, episodes, lengths, seed=seed, progress=not args.no_progress,
                            record_video=args.record_video)
     except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rate.cli.run import add_device_arguments, check_writable, error_exit, make_parser, write_error_types
+from rate.cli.run import add_device_arguments, check_file_target, error_exit, make_parser, write_error_types
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                               "then runs wherever torch or onnxruntime runs)")
         if not args.checkpoint.is_dir():
             raise CheckpointError(f"{args.checkpoint}: not a checkpoint folder")
-        check_writable(out.parent)  # before tracing, not after it
+        check_file_target(out)  # before tracing, not after it
         path, diff = export_checkpoint(args.checkpoint, args.format, out, args.target_return)
     except (CheckpointError, ExportError, ArtifactError, ValueError) + write_error_types() as err:
         return error_exit(err)

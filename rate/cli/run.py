@@ -118,7 +118,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             if args.print_config:
                 print(describe_config(cfg), end="")
                 return 0
-            name = run_name(args, source or Path(args.config).stem)
+            name = run_name(args, source or Path(args.config or "run").stem)
             out = args.out or Path(default_root) / name
             resume = getattr(args, "resume", False)
             resumable = hasattr(args, "resume")
@@ -126,7 +126,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             held.enter_context(exclusive_run_dir(out))  # until the row is written
             check_run_dir(out, resume, args.overwrite, resumable)  # again, now that no other trainer can write it
             if args.csv:
-                check_writable(args.csv.parent)  # before the training, not after it
+                check_file_target(args.csv)  # before the training, not after it
             if replaces_itself or not args.overwrite:
                 metrics = train_run(cfg, out)
             else:
@@ -163,3 +163,13 @@ def check_writable(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
         pass
+
+
+def check_file_target(path: Path) -> None:
+    """OSError now, before long work, when the file ``path`` cannot be written: a folder is there,
+    or its folder (made if missing) cannot take a new file."""
+    import errno
+
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "a folder is where the file would go", str(path))
+    check_writable(path.parent)

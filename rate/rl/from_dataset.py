@@ -92,12 +92,15 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     wrappers: list[str] = []
     image = is_model_observation(obs_space) and len(obs_space.shape) == 3
     if image:
-        try:
-            last = image_channels_last(obs_space.shape)
-        except ValueError as err:
-            raise DatasetError(f"{dataset}: {err}") from err
-        h, w = obs_space.shape[:2] if last else obs_space.shape[1:]
-        image = min(h, w) >= MIN_IMAGE_SIZE  # smaller grids (MiniGrid's 7 x 7 view) are read as vectors
+        if sorted(obs_space.shape)[1] < MIN_IMAGE_SIZE:
+            image = False  # no two sides that large: a small grid (MiniGrid's 7 x 7 view), read as a vector
+        else:
+            try:
+                last = image_channels_last(obs_space.shape)
+            except ValueError as err:
+                raise DatasetError(f"{dataset}: {err}") from err
+            h, w = obs_space.shape[:2] if last else obs_space.shape[1:]
+            image = min(h, w) >= MIN_IMAGE_SIZE  # smaller grids are read as vectors
     if image:
         eight_bit = obs_space.dtype == np.uint8
         model |= {"obs_kind": "image", "obs_shape": list(obs_space.shape), "channels_last": last,
@@ -128,6 +131,9 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     returns = dataset_returns(ds)
     if not len(returns):
         raise DatasetError(f"{dataset}: the dataset has no episodes")
+    if not np.isfinite(returns).all():
+        bad = np.flatnonzero(~np.isfinite(returns))
+        raise DatasetError(f"{dataset}: {len(bad)} episode returns are NaN or inf (episode {int(bad[0])} first)")
     best = float(returns.max())
     # Returns-to-go of order 1, as DT divides MuJoCo returns by 1000: the power of 10 at or above
     # the largest episode return in size.
@@ -141,6 +147,21 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     if ref:
         evaluation["ref_scores"] = list(ref)
     return {"dataset_id": dataset, "model": model, "eval": evaluation}
+
+
+def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, Any], given: dict[str, Any]) -> None:
+    """Evaluating in another environment than the recorded one (``eval.env_id`` set by the user):
+    the recorded one's keywords (a maze layout, its time limit) and reference scores are dropped
+    unless the user gave them too; D4RL's scores of the new id take their place where it has some."""
+    if "env_id" not in inferred or evaluation.get("env_id") == inferred["env_id"]:
+        return
+    if "env_kwargs" not in given:
+        evaluation.pop("env_kwargs", None)
+    if "ref_scores" not in given:
+        evaluation.pop("ref_scores", None)
+        ref = d4rl_ref_scores(str(evaluation.get("env_id", "")))
+        if ref:
+            evaluation["ref_scores"] = list(ref)
 
 
 def eval_env_from_spec(spec) -> dict[str, Any]:
@@ -185,15 +206,17 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
     from rate.rl.experiment import RATEExperimentConfig
 
     if config is not None:
-        base = merge_sections(DEFAULTS, read_config_file(config))
+        given = read_config_file(config)
+        base = merge_sections(DEFAULTS, given)
     else:
         if model not in MODEL_PRESETS:
             raise ConfigError(f"--model {model!r}: choose one of {', '.join(MODEL_PRESETS)}")
-        base = merge_sections(DEFAULTS, MODEL_PRESETS[model])
-    data = merge_sections(infer_from_dataset(dataset), base) if config is not None else \
-        merge_sections(base, infer_from_dataset(dataset))
+        given, base = {}, merge_sections(DEFAULTS, MODEL_PRESETS[model])
+    inferred = infer_from_dataset(dataset)
+    data = merge_sections(inferred, base) if config is not None else merge_sections(base, inferred)
     data["dataset_id"] = dataset
     data = apply_overrides(data, overrides)
+    _forget_other_environment(data["eval"], inferred["eval"], apply_overrides(given, overrides).get("eval") or {})
     if "env_id" not in data.get("eval", {}):
         raise ConfigError(f"{dataset} records no environment (made without env_spec): name the one to evaluate in "
                           "with eval.env_id=ID (and eval.env_kwargs)")
