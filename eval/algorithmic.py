@@ -19,7 +19,7 @@ import torch
 from rate.tasks.algorithmic import decode_sqeq, generate
 from train.experiments.algorithmic import CHECKPOINT_KIND, TEST_SEED_OFFSET, AlgorithmicConfig, build_model, evaluate
 from rate.checkpoint import CheckpointError, load_checkpoint
-from rate.training import setup_process
+from rate.training import positive_int, setup_process
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, AlgorithmicConfig]:
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=1024)
     parser.add_argument("--seed", type=int, default=0, help="test-set seed")
     parser.add_argument("--show", type=int, default=0, help="print this many generated samples")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     args = parser.parse_args(argv)
     if args.samples <= 0:
         parser.error("--samples must be positive")

@@ -39,7 +39,7 @@ from rate.config import ConfigError
 from rate.data.env_plugins import load_env_plugins
 from rate.data.episodes import DatasetError, Episode, returns_to_go
 from rate.rl.experiment import RATEExperimentConfig, eval_lengths, load_dataset_for, load_policy_model, make_eval_env
-from rate.training import setup_process
+from rate.training import positive_int, setup_process
 
 
 @torch.no_grad()
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default its eval.final_lengths)")
     parser.add_argument("--seed", type=int, default=0, help="with --by-boundaries: seed of the oracle episodes")
     parser.add_argument("--constant-rtg", type=float, help="condition on this return instead of the data's")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.last < 1:
         parser.error("--episodes and --last must be positive")
@@ -172,6 +172,12 @@ def main(argv: list[str] | None = None) -> int:
                                                    cfg.model.rtg_scale, args.constant_rtg) for t in lengths}
         else:
             episodes = load_dataset_for(cfg)[: args.episodes]
+            if cfg.policy == "window":  # one forward over a longer episode is not what the policy plays
+                fitting = [e for e in episodes if len(e) <= cfg.model.window_steps]
+                if not fitting:
+                    raise ValueError(f"{args.checkpoint} acts from a sliding window of {cfg.model.window_steps} "
+                                     "steps and every episode is longer: nothing to read teacher-forced as it plays")
+                left_out, episodes = len(episodes) - len(fitting), fitting
     except (CheckpointError, ConfigError, DatasetError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -181,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         print(boundary_table(by_length))
         return 0
     acc = accuracy_from_end(model, episodes, cfg.model.rtg_scale, args.last, args.constant_rtg)
-    print(f"{args.checkpoint}: {len(episodes)} episodes of {cfg.dataset_id}, {rtg}")
+    print(f"{args.checkpoint}: {len(episodes)} episodes of {cfg.dataset_id}, {rtg}"
+          + (f" ({left_out} longer than the policy's window of {cfg.model.window_steps} steps left out)"
+             if cfg.policy == "window" and left_out else ""))
     print("steps from the end: " + " ".join(f"{-k:>6}" for k in range(1, args.last + 1)))
     print("accuracy:           " + " ".join(f"{a:6.3f}" for a in acc))
     return 0

@@ -14,6 +14,7 @@ step function (torch.export or onnxruntime) with the recurrent state between cal
 from __future__ import annotations
 
 import contextlib
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -53,6 +54,7 @@ class Policy:
     def reset(self, n_envs: int = 1) -> None:
         if n_envs < 1:
             raise ValueError(f"n_envs must be at least 1, got {n_envs}")
+        _check_target(self.target_return)
         self._n, self._first = n_envs, True
         self._backend.reset(n_envs, self.target_return)
 
@@ -150,7 +152,7 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
         sample = bool(run_eval.get("sample", False)) if sample is None else sample
         seed = int(run_eval.get("seed", 0)) if seed is None else seed
         _check_sampling(path, sample, meta["act_kind"])
-        target = meta["target_return"] if target_return is None else target_return
+        target = _check_target(meta["target_return"] if target_return is None else target_return)
         return Policy(_ArtifactBackend(step, sample, seed), meta["obs_shape"], meta["act_kind"], target, str(path),
                       meta.get("config", {}))
     if not path.is_dir():
@@ -163,9 +165,18 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
     sample = cfg.eval.sample if sample is None else sample
     seed = cfg.eval.seed if seed is None else seed
     _check_sampling(path, sample, cfg.model.act_kind)
-    target = cfg.eval.target_return if target_return is None else target_return
+    target = _check_target(cfg.eval.target_return if target_return is None else target_return)
     return Policy(_EagerBackend(model, cfg, str(resolve_device(device)), sample, seed), cfg.model.obs_shape,
                   cfg.model.act_kind, target, str(path), to_dict(cfg))
+
+
+def _check_target(target_return: float) -> float:
+    """The target return as a float; a NaN or infinite one is refused (the policy would act on NaN
+    returns-to-go and its results would look like an evaluation)."""
+    target = float(target_return)
+    if not math.isfinite(target):
+        raise ValueError(f"the target return must be a finite number, got {target_return!r}")
+    return target
 
 
 def _check_sampling(path: Path, sample: bool, act_kind: str) -> None:
@@ -232,7 +243,9 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     length, keyed None).  Environment i is reset with seed ``seed + i``.
 
     The environment is ``gym.make(env_id, **env_kwargs, **{length_kwarg: T})`` inside the run's
-    ``eval.wrappers``; ``env_id``, ``length_kwarg``, ``env_kwargs`` default to the run's.
+    ``eval.wrappers``; ``env_id`` and ``length_kwarg`` default to the run's, ``env_kwargs`` too
+    where the environment is the run's own (in another one, to none: the run's keywords, a maze
+    layout or a time limit, belong to its environment).
     ``record_video``: a folder for MP4s of every episode (``gymnasium.wrappers.RecordVideo``; the
     environment must render ``rgb_array``; needs the ``video`` extra, moviepy), moved in when
     every rollout has finished, so a failed evaluation leaves the folder as it was.
@@ -254,9 +267,12 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
         ev = from_dict(EvalConfig, run_eval)
     except ConfigError:  # an artifact of an older run config: its environment settings only
         ev = from_dict(EvalConfig, {k: v for k, v in run_eval.items() if k in ENVIRONMENT_KEYS})
+    other = bool(env_id) and env_id != run_eval.get("env_id")
+    if env_kwargs is None:
+        env_kwargs = {} if other else ev.env_kwargs
     ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
-                 env_kwargs=ev.env_kwargs if env_kwargs is None else dict(env_kwargs))
-    if env_id and env_id != run_eval.get("env_id"):
+                 env_kwargs=dict(env_kwargs))
+    if other:
         ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
     try:
         model = from_dict(RATEConfig, policy.run_config.get("model", {}))

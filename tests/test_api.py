@@ -101,6 +101,29 @@ def test_evaluate_refuses_an_environment_that_does_not_fit_before_the_rollouts(t
     assert set(result) == {5} and 0.0 <= result[5]["success"] <= 1.0
 
 
+def test_another_environment_gets_none_of_the_runs_keywords(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("rate.rl.experiment.check_envs", lambda ev, lengths, model: seen.append(ev))
+    monkeypatch.setattr("rate.rl.experiment.rollout_lengths", lambda ev, *a, **k: {})
+    policy = rate.load_policy(checkpoint(tmp_path))
+    policy.run_config["eval"] = {**policy.run_config["eval"], "env_kwargs": {"maze": "its own"}, "ref_scores": [0, 1]}
+    rate.evaluate(policy, episodes=1)
+    rate.evaluate(policy, env_id="rate/Elsewhere-v0", episodes=1)
+    rate.evaluate(policy, env_id="rate/Elsewhere-v0", env_kwargs={"size": 9}, episodes=1)
+    assert [(ev.env_kwargs, ev.ref_scores) for ev in seen] == [
+        ({"maze": "its own"}, [0.0, 1.0]), ({}, []), ({"size": 9}, [])]
+
+
+def test_a_target_return_that_is_not_a_number_is_refused(tmp_path):
+    path = checkpoint(tmp_path)
+    with pytest.raises(ValueError, match="target return must be a finite number, got nan"):
+        rate.load_policy(path, target_return=float("nan"))
+    policy = rate.load_policy(path)
+    policy.target_return = float("inf")
+    with pytest.raises(ValueError, match="finite number, got inf"):
+        policy.reset()
+
+
 def test_rate_eval_names_a_wrong_environment_in_one_line(tmp_path, capsys):
     from rate.cli.evaluate import main
 

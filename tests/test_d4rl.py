@@ -54,6 +54,18 @@ def test_import_round_trip(tmp_path):
     assert summary.trailing_truncated and summary.dropped == []
 
 
+def test_without_an_environment_the_actions_declare_their_own_space(tmp_path):
+    ds, _ = import_d4rl(write_d4rl(tmp_path / "ids.hdf5", actions=np.arange(10) % 3), "test/d4rl/ids-v0")
+    assert ds.spec.action_space == minari.load_dataset("test/d4rl/ids-v0").spec.action_space
+    assert str(ds.spec.action_space) == "Discrete(3)"
+    ds, _ = import_d4rl(write_d4rl(tmp_path / "box.hdf5"), "test/d4rl/box-v0")
+    assert (ds.spec.action_space.low == -1).all() and (ds.spec.action_space.high == 1).all()
+    wide = write_d4rl(tmp_path / "wide.hdf5", actions=np.full((10, 2), 3.0, np.float32))
+    with pytest.raises(DatasetError, match=r"actions span 3..3, outside \[-1, 1\]; name the environment with --env"):
+        import_d4rl(wide, "test/d4rl/wide-v0")
+    assert "test/d4rl/wide-v0" not in minari.list_local_datasets()
+
+
 def test_import_says_what_it_dropped_and_keeps_infos_when_asked(tmp_path, capsys):
     from rate.cli.import_d4rl import main
 

@@ -328,6 +328,22 @@ def test_the_runner_names_an_environment_it_cannot_make():
     env.close()
 
 
+def test_the_runner_refuses_bad_arguments_and_observations_in_one_line(artifacts, capsys):
+    from rate.deploy.onnx_runner import main as play_main
+
+    path = str(artifacts["rate", "onnx"])
+    for args, pattern in [(["--max-steps", "0"], "--threads and --max-steps must be positive"),
+                          (["--threads", "0"], "--threads and --max-steps must be positive"),
+                          (["--target-return", "nan"], "--target-return must be a finite number")]:
+        with pytest.raises(SystemExit) as usage:
+            play_main([path, *args])
+        assert usage.value.code == 2 and pattern in capsys.readouterr().err
+    step = open_artifact(artifacts["rate", "onnx"])
+    step.reset(2)
+    with pytest.raises(ValueError, match=r"observations of shape \(2, 5\): the policy takes \(batch, 4\)"):
+        step.act(np.zeros((2, 5)), np.zeros(2), np.ones(2, bool))
+
+
 def test_the_runner_closes_the_environments_it_made_when_one_fails():
     made = []
 

@@ -1,6 +1,7 @@
 """eval.teacher_forced: accuracy counted from the episode end, the constant-return switch, bad input."""
 
 import numpy as np
+import pytest
 import torch
 
 from eval.teacher_forced import accuracy_from_end, main
@@ -112,3 +113,25 @@ def test_a_window_policy_is_refused_by_boundaries(tmp_path, capsys):
     assert main([str(tmp_path / "dt"), "--by-boundaries", "--lengths", "7"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "sliding window of" in err and "(policy: window)" in err
+
+
+def test_a_window_policy_reads_only_the_episodes_its_window_holds(tmp_path, monkeypatch, capsys):
+    from tests.tiny_tmaze import tiny
+
+    from rate.checkpoint import save_checkpoint
+    from rate.config import to_dict
+    from rate.rl.model import RATEModel
+
+    cfg = tiny(policy="window")
+    window = cfg.model.window_steps
+    save_checkpoint(tmp_path / "dt", RATEModel(cfg.model), "rate", to_dict(cfg))
+    episodes = [Episode(np.zeros((n, 4), np.float32), np.zeros(n, np.int64), np.zeros(n)) for n in (window, window + 1)]
+    monkeypatch.setattr("eval.teacher_forced.load_dataset_for", lambda cfg: episodes)
+    assert main([str(tmp_path / "dt"), "--last", "2"]) == 0
+    assert f"1 episodes of {cfg.dataset_id}, the episodes' returns-to-go (1 longer than the policy's window" \
+        in capsys.readouterr().out
+    monkeypatch.setattr("eval.teacher_forced.load_dataset_for", lambda cfg: episodes[1:])
+    assert main([str(tmp_path / "dt")]) == 2
+    assert "every episode is longer" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(tmp_path / "dt"), "--threads", "0"])

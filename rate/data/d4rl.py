@@ -194,5 +194,21 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, ov
         kwargs["env"] = env_id
     else:
         kwargs["observation_space"] = gym.spaces.Box(-np.inf, np.inf, obs_dim, dtype=data["observations"].dtype)
-        kwargs["action_space"] = gym.spaces.Box(-1.0, 1.0, act.shape[1:], dtype=act.dtype)
+        kwargs["action_space"] = spaces_of_actions(act, path)
     return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, **kwargs), summary
+
+
+def spaces_of_actions(actions: np.ndarray, path: str | Path) -> gym.Space:
+    """The action space a D4RL file's actions (N, ...) declare without an environment: integer ids
+    0..n-1 are Discrete(n); continuous ones in [-1, 1] (every D4RL control task) Box(-1, 1).  Other
+    actions need the environment's own bounds (``--env``): a space guessed from the data would
+    rescale them differently from the environment they are played in."""
+    if np.issubdtype(actions.dtype, np.integer):
+        if actions.ndim != 1 or actions.min() < 0:
+            raise DatasetError(f"{path}: integer actions of shape {actions.shape[1:]} from {actions.min()}: not "
+                               "action ids 0..n-1; name the environment with --env")
+        return gym.spaces.Discrete(int(actions.max()) + 1)
+    if actions.min() < -1.0 or actions.max() > 1.0:
+        raise DatasetError(f"{path}: actions span {actions.min():.3g}..{actions.max():.3g}, outside [-1, 1]; name "
+                           "the environment with --env so that the dataset records its action bounds")
+    return gym.spaces.Box(-1.0, 1.0, actions.shape[1:], dtype=actions.dtype)

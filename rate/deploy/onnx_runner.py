@@ -75,6 +75,9 @@ class StepPolicy:
         """One step of every row: obs (B, *obs_shape), last_reward (B,), new_episode (B,) bool,
         action_noise (B, act_dim) or None (greedy) -> (action_output (B, act_dim), action)."""
         obs = np.asarray(obs, dtype=np.float32)
+        if obs.ndim == 0 or list(obs.shape[1:]) != list(self.meta["obs_shape"]):
+            raise ValueError(f"observations of shape {obs.shape}: the policy takes (batch, "
+                             f"{', '.join(map(str, self.meta['obs_shape']))})")
         batch = obs.shape[0]
         target = self.meta["target_return"] if target_return is None else target_return
         noise = np.zeros((batch, self.meta["act_dim"]), np.float32) if action_noise is None else action_noise
@@ -239,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.episodes <= 0 or args.seed < 0 or (args.lengths and min(args.lengths) < 3):
         parser.error("--episodes must be positive, --seed >= 0 and every length T >= 3")
+    if args.threads < 1 or (args.max_steps is not None and args.max_steps < 1):
+        parser.error("--threads and --max-steps must be positive")
+    if args.target_return is not None and not np.isfinite(args.target_return):
+        parser.error(f"--target-return must be a finite number, got {args.target_return}")
     try:
         policy = open_onnx(args.policy, args.threads)
         factories = [(t, make_env_factory(policy.meta, t)) for t in (args.lengths or [None])]
@@ -251,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'T':>6} {'success':>9} {'return':>8} {'seconds':>8}")
     for t, make_env in factories:
         start = time.perf_counter()
-        out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps, args.sample)
+        try:  # an environment that refuses the length, observations the graph does not take
+            out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps, args.sample)
+        except (ArtifactError, ValueError, TypeError, gym.error.Error) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
         rate = "-" if np.isnan(out["success"]).all() else f"{out['success'].mean():.3f}"
         print(f"{t if t is not None else '-':>6} {rate:>9} {out['returns'].mean():>8.3f} "
               f"{time.perf_counter() - start:>8.1f}")

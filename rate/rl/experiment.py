@@ -287,6 +287,7 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
     load_env_plugins()
     results = {}
     for t in lengths:
+        policy = policy_for_length()  # first: a policy that cannot be made leaves no environment open
         if video is None:
             envs = make_eval_envs(ev, episodes, t)
         else:
@@ -296,7 +297,7 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
             def envs(t=t, prefix=prefix, index=index):
                 return make_eval_env(ev, t, video=(video, f"{prefix}{next(index)}"))
 
-        results[t] = summarise(rollout(envs, policy_for_length(), episodes, seed=seed, progress=progress),
+        results[t] = summarise(rollout(envs, policy, episodes, seed=seed, progress=progress),
                                ev.ref_scores or None)
     return results
 

@@ -40,9 +40,7 @@ def rollout(
             raise ValueError(f"a vector environment of {envs.num_envs} environments cannot play {n_episodes} episodes")
         stepper = _VectorSteps(envs)
     else:
-        stepper = _SingleSteps([envs() for _ in range(n_episodes)])
-    obs = stepper.reset(seed, reset_options)
-    policy.reset(n_episodes)
+        stepper = _SingleSteps([])
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=np.int64)
     success = np.full(n_episodes, np.nan)
@@ -50,7 +48,11 @@ def rollout(
     last_reward = None
     bar = progress_bar(total=max_steps, desc="rollout", disable=not progress, leave=False)
     step = 0
-    try:
+    try:  # from the first environment made on: whatever fails, every one made is closed
+        if isinstance(stepper, _SingleSteps):
+            stepper.envs.extend(envs() for _ in range(n_episodes))
+        obs = stepper.reset(seed, reset_options)
+        policy.reset(n_episodes)
         while not done.all() and (max_steps is None or step < max_steps):
             actions = policy.act(obs, last_reward)
             rewards, ended, flags = stepper.step(obs, actions, done)
