@@ -134,7 +134,7 @@ class MemoryMazeEnv(gym.Env, RecordConstructorArgs):
     def step(self, action):
         if self._dm_env is None:
             raise RuntimeError("call reset() before step()")
-        if not self.action_space.contains(int(action)):
+        if not self.action_space.contains(action):
             raise ValueError(f"Memory Maze actions are 0..5, got {action!r}")
         timestep = self._dm_env.step(int(action))
         reward = float(timestep.reward or 0.0)

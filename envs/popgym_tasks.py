@@ -84,6 +84,8 @@ class POPGymTask(gym.ObservationWrapper):
         return self.observation(obs), {}
 
     def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"invalid action {action!r} for {self.action_space}")
         # The task's info can hold hidden state (CountRecall's counts): the agent gets none of it.
         obs, reward, terminated, truncated, _ = self.env.step(action)
         return self.observation(obs), reward, terminated, truncated, {}

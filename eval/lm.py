@@ -29,10 +29,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, cfg, _ = load_checkpoint(args.checkpoint, CHECKPOINT_KIND, LMExperimentConfig, build_lm)
         data = load_split(args.data_dir or cfg.data_dir, args.split)
+        batch = cfg.eval_batch_size if args.batch is None else args.batch
+        try:
+            stream = OrderedStream(data, batch, cfg.segment_len)
+        except ValueError as err:  # a split too short for that many streams
+            raise CorpusError(f"--batch {batch}, segment_len {cfg.segment_len}: {err}") from None
     except (CheckpointError, CorpusError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    stream = OrderedStream(data, cfg.eval_batch_size if args.batch is None else args.batch, cfg.segment_len)
     result = evaluate_stream(model, stream, progress=True)
     print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, **result}))
     return 0

@@ -107,6 +107,17 @@ def test_stream_rejects_bad_shapes():
         OrderedStream(torch.zeros(3, 3), 1, 1)
 
 
+def test_eval_with_more_streams_than_the_split_holds_is_one_error_line(tmp_path, monkeypatch, capsys):
+    import eval.lm
+
+    cfg = LMExperimentConfig()
+    monkeypatch.setattr(eval.lm, "load_checkpoint", lambda *a, **k: (None, cfg, {}))
+    monkeypatch.setattr(eval.lm, "load_split", lambda folder, split: torch.zeros(1000, dtype=torch.long))
+    assert eval.lm.main([str(tmp_path), "--batch", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --batch 5000, segment_len {cfg.segment_len}: ") and err.count("\n") == 1, err
+
+
 def test_bpc_of_a_uniform_model_is_eight_bits():
     model = RecurrentLM(256, 8, RMTConfig(d_model=16, n_heads=2, d_head=8, d_inner=16, num_mem_tokens=2))
     with torch.no_grad():

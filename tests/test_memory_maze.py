@@ -68,6 +68,9 @@ def test_the_agent_sees_only_the_image_and_the_target_colour(renders):
     assert env.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
     assert env.action_space == gym.spaces.Discrete(6)
     obs, info = env.reset(seed=0)
+    for action in (2.7, 6, "2"):  # not an action id: refused, not truncated or converted
+        with pytest.raises(ValueError, match="Memory Maze actions are 0..5"):
+            env.unwrapped.step(action)
     assert isinstance(obs, np.ndarray) and obs.shape == (64, 64, 3) and set(info) == {"targets"}
     state = env.unwrapped.privileged_state()
     assert set(state) == set(PRIVILEGED_KEYS)

@@ -57,6 +57,11 @@ def test_bad_task_and_wrong_length_are_refused():
     with pytest.raises(ValueError, match="RepeatFirstEasy episodes have 51 steps, not 90"):
         POPGymTask("RepeatFirstEasy", episode_length=90)
     assert POPGymTask("RepeatFirstEasy", episode_length=51).task == "RepeatFirstEasy"
+    for task, action in (("RepeatPreviousEasy", 9), ("CountRecallEasy", -3), ("PositionOnlyCartPoleEasy", 5)):
+        env = POPGymTask(task)
+        env.reset(seed=0)
+        with pytest.raises(ValueError, match=f"invalid action {action}"):
+            env.step(action)
 
 
 def test_dataset_round_trip_with_noise_and_environment_recovery():
