@@ -19,8 +19,9 @@ window (walls block the view; never the full grid), either
 Actions are the three that matter: 0 turn left, 1 turn right, 2 forward.
 
 Every ``info`` reports ``cue_step`` (the last step whose observation showed the cue; -1 before the
-first) and ``decision`` (the agent stands at the split facing one of the two objects, where its
-next action depends on the cue), as T-Maze's does.
+first) and ``decision`` (the agent stands at the split facing the upper object, where its next
+action depends on the cue: step to it, or turn back), as T-Maze's does.  Facing the lower object
+after turning back is not a decision: walking to it follows from the turn, not from the cue.
 
 ``reward="timed"`` keeps MiniGrid's 1 - 0.9 t / max_steps; ``reward="success"`` pays 1 for the
 matching object and nothing else.  For return-conditioned models the timed reward leaks the
@@ -121,7 +122,7 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
         if view is not None and obs["image"][view[0], view[1], 0] == OBJECT_TO_IDX[cue.type]:
             self._cue_step = env.step_count
         at_split = tuple(int(v) for v in env.agent_pos) == (int(env.success_pos[0]), mid)
-        return {"cue_step": self._cue_step, "decision": at_split and int(env.agent_dir) in (1, 3)}
+        return {"cue_step": self._cue_step, "decision": at_split and int(env.agent_dir) == 3}  # 3: facing up
 
 
 class MemoryOracle:

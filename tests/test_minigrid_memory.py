@@ -180,15 +180,20 @@ def test_rgb_variant_trains_through_the_cnn_encoder(tmp_path):
 
 def test_info_reports_where_the_cue_was_last_seen_and_the_decision():
     """The oracle last sees the cue size - 2 steps before it faces the first object at the split."""
-    for size in (13, 21):
+    turned_back = 0
+    for size, seed in ((13, 3), (21, 3), (13, 0), (13, 1), (13, 5)):  # seed 5 steps to the upper object
         env = gym.make("rate/MiniGridMemory-v0", size=size)
         oracle = MemoryOracle()
-        _, info = env.reset(seed=3)
-        infos, done = [info], False
+        _, info = env.reset(seed=seed)
+        infos, actions, done = [info], [], False
         assert info["cue_step"] == -1 and not info["decision"]
         while not done:
-            _, _, terminated, truncated, info = env.step(oracle(env.unwrapped))
+            actions.append(oracle(env.unwrapped))
+            _, _, terminated, truncated, info = env.step(actions[-1])
             infos.append(info)
             done = terminated or truncated
         decisions = [t for t, i in enumerate(infos) if i["decision"]]
-        assert decisions and decisions[0] - infos[decisions[0]]["cue_step"] == size - 2
+        # One decision, facing the upper object; not the step facing the lower one after turning back.
+        assert len(decisions) == 1 and decisions[0] - infos[decisions[0]]["cue_step"] == size - 2
+        turned_back += actions[decisions[0]] != 2  # a turn, not the step to the upper object
+    assert 0 < turned_back < 5  # both kinds of episode were checked
