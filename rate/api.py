@@ -256,6 +256,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     from dataclasses import replace
 
     from rate.config import ConfigError, from_dict, staged_files
+    from rate.data.env_plugins import same_environment
     from rate.rl.experiment import EvalConfig, check_envs, rollout_lengths
     from rate.rl.model import RATEConfig
 
@@ -267,7 +268,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
         ev = from_dict(EvalConfig, run_eval)
     except ConfigError:  # an artifact of an older run config: its environment settings only
         ev = from_dict(EvalConfig, {k: v for k, v in run_eval.items() if k in ENVIRONMENT_KEYS})
-    other = bool(env_id) and env_id != run_eval.get("env_id")
+    other = bool(env_id) and not same_environment(env_id, run_eval.get("env_id"))
     if env_kwargs is None:
         env_kwargs = {} if other else ev.env_kwargs
     ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,

@@ -30,3 +30,9 @@ def load_env_plugins() -> None:
                 target()
         except Exception as err:  # a broken third-party plugin must not stop this process
             warnings.warn(f"environment plugin {plugin.name} ({plugin.value}) failed to load: {err}", stacklevel=2)
+
+
+def same_environment(a: str | None, b: str | None) -> bool:
+    """Whether two environment ids name one environment: ``module:id`` (Gymnasium's form that
+    imports the module first) and the bare ``id`` are the same one."""
+    return (a or "").split(":")[-1] == (b or "").split(":")[-1]

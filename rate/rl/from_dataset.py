@@ -153,7 +153,9 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
     """Evaluating in another environment than the recorded one (``eval.env_id`` set by the user):
     the recorded one's keywords (a maze layout, its time limit) and reference scores are dropped
     unless the user gave them too; D4RL's scores of the new id take their place where it has some."""
-    if "env_id" not in inferred or evaluation.get("env_id") == inferred["env_id"]:
+    from rate.data.env_plugins import same_environment
+
+    if "env_id" not in inferred or same_environment(evaluation.get("env_id"), inferred["env_id"]):
         return
     if "env_kwargs" not in given:
         evaluation.pop("env_kwargs", None)
