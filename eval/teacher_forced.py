@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes and --last must be positive")
     setup_process(0, args.threads)
     rtg = "the episodes' returns-to-go" if args.constant_rtg is None else f"returns-to-go fixed at {args.constant_rtg}"
+    left_out = 0  # episodes longer than a window policy's window
     try:
         model, cfg = load_policy_model(args.checkpoint)
         if cfg.model.act_kind != "discrete":
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     acc = accuracy_from_end(model, episodes, cfg.model.rtg_scale, args.last, args.constant_rtg)
     print(f"{args.checkpoint}: {len(episodes)} episodes of {cfg.dataset_id}, {rtg}"
           + (f" ({left_out} longer than the policy's window of {cfg.model.window_steps} steps left out)"
-             if cfg.policy == "window" and left_out else ""))
+             if left_out else ""))
     print("steps from the end: " + " ".join(f"{-k:>6}" for k in range(1, args.last + 1)))
     print("accuracy:           " + " ".join(f"{a:6.3f}" for a in acc))
     return 0

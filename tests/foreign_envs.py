@@ -75,3 +75,28 @@ class ForeignImageCue(_CueEnv):
 for _name in ("ForeignDictCue", "ForeignImageCue"):
     if f"{_name}-v0" not in gym.registry:
         gym.register(f"{_name}-v0", entry_point=f"tests.foreign_envs:{_name}", max_episode_steps=50)
+
+
+class ClosableEnv(gym.Env):
+    """An environment that only resets and records whether it was closed (rollout clean-up tests)."""
+
+    closed = False
+
+    def reset(self, *, seed=None, options=None):
+        return np.zeros(4, np.float32), {}
+
+    def close(self):
+        self.closed = True
+
+
+def factory_failing_at(made: list, failing: int | None = None):
+    """An environment factory that appends each ClosableEnv it makes to ``made`` and raises on the
+    ``failing``-th call (0-based; None: never)."""
+
+    def make():
+        if len(made) == failing:
+            raise RuntimeError(f"environment {failing} cannot start")
+        made.append(ClosableEnv())
+        return made[-1]
+
+    return make

@@ -9,7 +9,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -345,22 +344,11 @@ def test_the_runner_refuses_bad_arguments_and_observations_in_one_line(artifacts
 
 
 def test_the_runner_closes_the_environments_it_made_when_one_fails():
+    from tests.foreign_envs import factory_failing_at
+
     made = []
-
-    class Env(gym.Env):
-        closed = False
-
-        def close(self):
-            self.closed = True
-
-    def make():
-        if len(made) == 2:
-            raise RuntimeError("the third environment cannot start")
-        made.append(Env())
-        return made[-1]
-
-    with pytest.raises(RuntimeError, match="third"):
-        play(None, make, episodes=3, seed=0)
+    with pytest.raises(RuntimeError, match="environment 2 cannot start"):
+        play(None, factory_failing_at(made, 2), episodes=3, seed=0)
     assert len(made) == 2 and all(env.closed for env in made)
 
 

@@ -160,31 +160,17 @@ def tmaze_model_factory():
 
 
 def test_a_rollout_that_fails_early_closes_every_environment_it_made():
-    made = []
-
-    class Env(gym.Env):
-        closed = False
-
-        def reset(self, *, seed=None, options=None):
-            return np.zeros(4, np.float32), {}
-
-        def close(self):
-            self.closed = True
+    from tests.foreign_envs import factory_failing_at
 
     class Refuses:
         def reset(self, n):
             raise ValueError("this policy cannot start")
 
-    def make():
-        if len(made) == 2:
-            raise RuntimeError("the third environment cannot start")
-        made.append(Env())
-        return made[-1]
-
-    with pytest.raises(RuntimeError, match="third"):
-        rollout(make, Refuses(), 3, seed=0)
+    made = []
+    with pytest.raises(RuntimeError, match="environment 2 cannot start"):
+        rollout(factory_failing_at(made, 2), Refuses(), 3, seed=0)
     assert len(made) == 2 and all(env.closed for env in made)
     made.clear()
     with pytest.raises(ValueError, match="cannot start"):
-        rollout(lambda: made.append(Env()) or made[-1], Refuses(), 3, seed=0)
+        rollout(factory_failing_at(made), Refuses(), 3, seed=0)
     assert len(made) == 3 and all(env.closed for env in made)
