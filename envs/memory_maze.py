@@ -116,10 +116,11 @@ class MemoryMazeEnv(gym.Env, RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        if seed is not None or self._dm_env is None:
-            # Without a seed the first maze still comes from this env's generator (gym's np_random).
-            self._build(seed if seed is not None else int(self.np_random.integers(2**31 - 1)))
         try:
+            if seed is not None or self._dm_env is None:
+                # Without a seed the first maze still comes from this env's generator (gym's np_random).
+                # (Building the task renders a first frame: OpenGL can fail here too.)
+                self._build(seed if seed is not None else int(self.np_random.integers(2**31 - 1)))
             timestep = self._dm_env.reset()
         except Exception as err:
             # dm_control raises several kinds when OpenGL is missing: a failure is reported as a

@@ -15,7 +15,11 @@ which ViZDoom's engine reads and builds nodes for itself), DECORATE actors for t
 objects and a spawner that scatters them with the game's random generator (seeded per episode by
 ``reset(seed)``), and a damaging floor sector; :func:`two_colors_wad` packs them into a small
 WAD file in a cache folder.  No ACS script is needed: the pillar's colour is the map (MAP01 red,
-MAP02 green), drawn from the episode's seed.  Differences from the original scenario (whose WAD
+MAP02 green): the seed's parity for ``reset(seed)`` (even red, so consecutive evaluation seeds
+are half red, half green), a random draw for an unseeded reset.  The engine lands the acid's
+first hit on the first tic, before the first observation; the spawner gives those 10 HP back on
+the next tic, so the player starts at 100 HP as the paper says, and the first hit that counts
+comes 16 steps in.  Differences from the original scenario (whose WAD
 and ACS source are not available offline): the room's size and textures, 20 objects of each colour
 (the original count is not documented), the -1 reward for a wrong object (the RATE code's wrapper
 pays +1 per health gain, or reads a scripted +-1 shaping variable; which one its numbers use is not
@@ -109,8 +113,11 @@ def _decorate(pillar_tics: int) -> str:
   States
   {{
   Spawn:
+    TNT1 A 0  // a map thing's first frame runs no action: without it one good object was missing
     TNT1 {frames} 0 A_SpawnItemEx("RateObject_{colour}_good", {spawn})
     TNT1 {frames} 0 A_SpawnItemEx("RateObject_{other}_bad", {spawn})
+    TNT1 A 1  // the acid's first hit lands on tic 0, before the first observation: give it back
+    TNT1 A 0 A_RadiusGive("Health", {2 * ROOM}, RGF_PLAYERS, 10)
     Stop
   }}
 }}""")
@@ -180,7 +187,11 @@ class ViZDoomTwoColorsEnv(gym.Env, RecordConstructorArgs):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
         RecordConstructorArgs.__init__(self, episode_length=episode_length, pillar_steps=pillar_steps,
                                        render_mode=render_mode)
-        import vizdoom as vzd  # imported here: registering the id must not need the package
+        try:
+            import vizdoom as vzd  # imported here: registering the id must not need the package
+        except ImportError as err:
+            raise ImportError(f"rate/ViZDoomTwoColors-v0 needs the vizdoom package (pip install vizdoom, or this "
+                              f"project's vizdoom extra): {err}") from err
 
         self._vzd = vzd
         self.episode_length, self.pillar_steps, self.render_mode = episode_length, pillar_steps, render_mode
@@ -211,7 +222,10 @@ class ViZDoomTwoColorsEnv(gym.Env, RecordConstructorArgs):
         game.set_episode_timeout(episode_length * FRAME_SKIP + 1)
         game.set_mode(vzd.Mode.PLAYER)
         game.add_game_args("+vid_forcesurface 1")
-        game.init()
+        try:
+            game.init()
+        except Exception as err:  # vizdoom's own exception types, none of them an OSError
+            raise OSError(f"the ViZDoom engine failed to start ({type(err).__name__}: {err})") from err
         self._game = game
         self.colour: str | None = None
         self._frame = np.zeros((*SCREEN, 3), np.uint8)
@@ -220,10 +234,16 @@ class ViZDoomTwoColorsEnv(gym.Env, RecordConstructorArgs):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self.colour = COLOURS[int(self.np_random.integers(2))]
+        draw = int(self.np_random.integers(2))
+        # A seeded episode's colour is the seed's parity (even red), so that any run of consecutive
+        # seeds, an evaluation's seed .. seed + N - 1, holds as many red as green episodes.
+        self.colour = COLOURS[seed % 2 if seed is not None else draw]
         self._game.set_doom_map(MAPS[self.colour])
         self._game.set_seed(int(self.np_random.integers(2**31 - 1)))  # the objects' places
-        self._game.new_episode()
+        try:
+            self._game.new_episode()
+        except Exception as err:  # the engine exited or was closed
+            raise OSError(f"the ViZDoom engine failed to start an episode ({type(err).__name__}: {err})") from err
         self._steps = self._good = self._bad = 0
         self._read_state()
         return self._frame.copy(), {"good": 0, "bad": 0}

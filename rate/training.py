@@ -177,6 +177,7 @@ class TrainingLoop:
         if cfg.keep_freed_memory and torch.device(cfg.device).type == "cpu":
             keep_freed_memory()
         self.step = 0
+        self._resumed_at: int | None = None  # see start_at
         self._desc, self._progress = desc, progress
         self._grad_norm: float | None = None  # of the batch's last optimiser step
         self._wandb = None  # the wandb run (train.logger: wandb), made with the writer
@@ -189,7 +190,7 @@ class TrainingLoop:
 
     def start_at(self, step: int) -> None:
         """Continue a resumed run at ``step`` (its optimiser and scheduler states already loaded)."""
-        self.step = step
+        self.step = self._resumed_at = step
 
     @property
     def bar(self) -> tqdm:
@@ -219,6 +220,8 @@ class TrainingLoop:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        if not torch.isfinite(norm):  # before the step: NaN weights would reach the next checkpoint
+            raise FloatingPointError(f"the gradient norm became {float(norm)} at step {self.step}; lower train.lr")
         self.opt.step()
         self._grad_norm = float(norm)
         return norm
@@ -252,8 +255,10 @@ class TrainingLoop:
         if self.log_dir is None:
             return
         if self._writer is None:
-            # A resumed run drops the events its killed predecessor logged after the checkpoint.
-            self._writer = SummaryWriter(str(self.log_dir), purge_step=None if self._moved else self.step or None)
+            # A resumed run drops the events its killed predecessor logged after the checkpoint
+            # (those of the checkpoint's own step stay: a run resumed at its last step logs no batch).
+            purge = None if self._moved or not self._resumed_at else self._resumed_at + 1
+            self._writer = SummaryWriter(str(self.log_dir), purge_step=purge)
             if self.cfg.logger == "wandb" and self._wandb is None:
                 self._wandb = start_wandb(self.run_name)
         step = self.step if step is None else step

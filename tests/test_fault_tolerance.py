@@ -16,7 +16,7 @@ import torch
 from rate.checkpoint import read_checkpoint
 from rate.config import save_yaml
 from tests.tiny_tmaze import tiny
-from rate.rl.trainer import STATE_FILE, train
+from rate.rl.trainer import BEST_DIR, STATE_FILE, train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tmaze_data")]
 
@@ -111,3 +111,25 @@ os.replace = _kill_on_second
     read_checkpoint(out, "rate")  # every file in place is complete
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 10
     resume_and_compare(config, out, reference)
+
+
+def test_a_kill_before_the_first_training_state_leaves_that_steps_best_checkpoint(setup, tmp_path):
+    """The best checkpoint of an evaluation is written before the training state: killed as the
+    state's file is put in place, the run has its step-10 best checkpoint (in the other order a
+    run resumed from that state never evaluated step 10 again, and its best was lost for good)."""
+    config, reference = setup
+    out = tmp_path / "killed"
+    prelude = f"""
+import os, signal
+_replace = os.replace
+def _kill_at_state(src, dst):
+    if str(dst) == {str(out / STATE_FILE)!r}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _replace(src, dst)
+os.replace = _kill_at_state
+"""
+    done = subprocess.run(trainer(config, out, prelude=prelude), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert not (out / STATE_FILE).exists()
+    meta, _ = read_checkpoint(out / BEST_DIR, "rate")
+    assert meta["extra"]["step"] == 10 and "score" in meta["extra"]

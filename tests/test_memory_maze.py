@@ -100,6 +100,10 @@ def test_a_reset_failure_is_called_a_rendering_problem_only_when_nothing_renders
     monkeypatch.setattr(module, "rendering_available", lambda: (False, "no OpenGL backend here"))
     with pytest.raises(module.RenderingUnavailable, match="no OpenGL backend here"):
         env.reset()
+    # Building a new maze (a seeded reset) renders a first frame: its failure is reported alike.
+    monkeypatch.setattr(env, "_build", lambda seed: broken())
+    with pytest.raises(module.RenderingUnavailable, match="no OpenGL backend here"):
+        env.reset(seed=1)
     env.close()
 
 

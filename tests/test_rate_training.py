@@ -165,3 +165,41 @@ def test_compiled_training_follows_the_eager_run():
     eager, compiled = run(False), run(True)
     for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_non_finite_gradient_stops_before_the_optimiser_step():
+    # A finite loss with an infinite gradient (sqrt at 0): the weights must stay as they were, or
+    # the next checkpoint would save NaN weights over the last good ones.
+    from rate.training import TrainConfig, TrainingLoop
+
+    model = torch.nn.Linear(3, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loop = TrainingLoop(model, TrainConfig(steps=1, warmup_steps=0))
+    loss = torch.sqrt(model.weight - model.weight.detach()).sum()
+    assert torch.isfinite(loss)
+    with pytest.raises(FloatingPointError, match="gradient norm became"):
+        loop.optimise(loss)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name]), name
+
+
+def test_a_run_resumed_at_its_last_step_keeps_that_steps_scalars(tmp_path):
+    # Killed after its last checkpoint (step 4) and before its row: the resumed run logs only its
+    # final evaluation at step 4, and must not purge what the killed run logged at step 4.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from rate.training import TrainConfig, TrainingLoop
+
+    killed = TrainingLoop(torch.nn.Linear(2, 1), TrainConfig(steps=4), log_dir=tmp_path, progress=False)
+    for step in range(1, 6):  # step 5: logged after the checkpoint at 4, before the kill
+        killed.step = step
+        killed.log("train", {"loss": float(step)})
+    killed._writer.close()
+    resumed = TrainingLoop(torch.nn.Linear(2, 1), TrainConfig(steps=4), log_dir=tmp_path, progress=False)
+    resumed.start_at(4)
+    resumed.log("final", {"return": 1.0})
+    resumed._writer.close()
+    events = EventAccumulator(str(tmp_path))
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in events.Scalars("final/return")] == [4]

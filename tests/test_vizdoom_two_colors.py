@@ -134,3 +134,44 @@ def test_minari_round_trip_recovers_the_environment_and_replays_the_episode():
         np.testing.assert_array_equal(np.stack(frames), episode.observations)
     env.close()
 
+
+
+def test_oracle_score_plays_the_evaluation_seeds_and_the_guessing_walker_does_worse():
+    from rate_envs.oracle_score import score_oracle
+
+    knows = score_oracle("vizdoom", length=200, episodes=4, seed=0, progress=False)
+    again = score_oracle("vizdoom", length=200, episodes=4, seed=0, progress=False)
+    np.testing.assert_array_equal(knows.returns, again.returns)  # episodes seeded 0..3, deterministic
+    assert knows.lengths.tolist() == [200] * 4 and (knows.returns > 2.0).all()  # never dies, collects
+    # Seeking a colour drawn per episode: the episodes that seek the wrong one lose health and reward.
+    guess = score_oracle("vizdoom", length=200, episodes=4, seed=0, progress=False, guess=True)
+    assert guess.returns.mean() < knows.returns.mean() - 2.0 and guess.lengths.min() < 200
+
+
+def test_oracle_score_rejects_bad_arguments_with_one_line(capsys):
+    from rate_envs.oracle_score import main
+
+    assert main(["memory-maze", "--guess", "--no-progress"]) == 2
+    assert main(["vizdoom", "--episodes", "0", "--no-progress"]) == 2
+    assert main(["vizdoom", "--noise", "1.5", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err), err
+
+
+def test_twenty_objects_of_each_colour_full_health_and_balanced_colours():
+    # The room never tells the colour by counts (one good object used to be missing), the player
+    # starts at 100 HP after the acid's first tic, and seeds 0..N-1 are half red, half green.
+    env = gym.make("rate/ViZDoomTwoColors-v0", episode_length=40)
+    colours = []
+    for seed in range(4):
+        env.reset(seed=seed)
+        colours.append(env.unwrapped.colour)
+        healths = []
+        for _ in range(20):
+            env.step(BUTTONS.index([1, 0, 0]))  # turning in place: nothing picked
+            state = env.unwrapped.privileged_state()
+            assert (len(state["good"]), len(state["bad"])) == (20, 20)
+            healths.append(state["health"])
+        assert healths[:15] == [100.0] * 15 and healths[15] == 90.0, healths  # 10 HP per 16 steps
+    env.close()
+    assert colours == ["red", "green", "red", "green"]

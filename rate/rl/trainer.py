@@ -141,6 +141,10 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
     except Exception as err:  # a truncated or foreign file: torch raises several types
         raise CheckpointError(f"{path}: unreadable training state: {err}") from err
+    missing = [k for k in ("step", "model", "optimizer", "scheduler", "rng_torch", "rng_numpy", "rng_python")
+               if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a training state of this library (no {', '.join(missing)})")
     load_weights(model, state["model"], path)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -288,14 +292,16 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             loop.bar.set_postfix(loss=f"{loss:.4f}", **{f"T{t}" if t else "eval": short_result(r)
                                                         for t, r in eval_results.items()})
             extra = {"step": loop.step, "eval": eval_results, **run_provenance(cfg)}
-            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device)
             score = selection_score(eval_results)
+            # The best checkpoint and the snapshot before the training state: a run killed between
+            # them resumes before this step and evaluates it again, instead of skipping it.
             if score is not None and (best is None or score > best):  # the first of equals stays
                 best = score
                 save_checkpoint(folder.path / BEST_DIR, model, CHECKPOINT_KIND, to_dict(cfg), extra | {"score": score})
             if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
                 save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
                                 extra)
+            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device)
             commit_replacement(folder, loop)
             loop.pause_clock()
         elif cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0 and group.is_main:
