@@ -43,8 +43,9 @@ def sampled_table(folder: Path = SAMPLED) -> list[str]:
     models = [m for m in LABELS if m in table] + sorted(set(table) - set(LABELS))
     lines = ["With sampled actions (from the policy's softmax; a policy that ignores its first action scores "
              "sum_a p(choose a) p(answer a), 0.5 if it chooses 0 and 1 equally often as the data does), the same "
-             f"checkpoints, 100 episodes per length: `{SAMPLED_COMMAND}` for every model $m and seed $s in the "
-             "table", "",
+             f"checkpoints, 100 episodes per length: `{SAMPLED_COMMAND}` for each model $m and seed $s "
+             "below (the rows below are the checkpoints evaluated so; a model of the table above missing here was "
+             "not)", "",
              "| model | " + " | ".join(f"T={t}" for t in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
     for m in models:
         lines.append(f"| {LABELS.get(m, m)} | " + " | ".join(fmt(table[m].get(t, [])) for t in lengths) + " |")
