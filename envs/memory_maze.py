@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 import os
 import sys
 import types
@@ -60,6 +61,14 @@ class RenderingUnavailable(OSError):
     """No OpenGL backend renders MuJoCo's images here (a missing system library)."""
 
 
+class _NoFreeJointWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "no free joint" not in record.getMessage()
+
+
+_QUIET_BUILDS = _NoFreeJointWarning()  # one instance: logging adds it once, however often it is asked
+
+
 def memory_maze_tasks() -> types.ModuleType:
     """The ``memory_maze.tasks`` module, loaded without ``memory_maze/__init__.py`` (see the module
     docstring).  Raises ModuleNotFoundError naming the package when it is not installed."""
@@ -72,6 +81,9 @@ def memory_maze_tasks() -> types.ModuleType:
         package = types.ModuleType("memory_maze")
         package.__path__, package.__spec__ = list(spec.submodule_search_locations), spec
         sys.modules["memory_maze"] = package
+    # dm_control warns "Cannot set velocity on Entity with no free joint" at every maze it builds
+    # (the targets are fixed bodies): a line per episode that says nothing to a user.
+    logging.getLogger("absl").addFilter(_QUIET_BUILDS)
     try:
         return importlib.import_module("memory_maze.tasks")
     except ModuleNotFoundError:
