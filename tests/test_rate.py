@@ -249,7 +249,36 @@ def test_window_policy_slides_over_the_last_window():
     policy.reset(1)
     for _ in range(7):
         policy.act(np.zeros((1, 4), dtype=np.float32), np.zeros(1))
-    assert len(policy.obs) == len(policy.actions) == len(policy.rtgs) == 4
+    assert len(policy.steps) == 4
+
+
+@pytest.mark.parametrize("obs_kind", ["vector", "image"])
+def test_window_policy_equals_the_models_forward_over_the_window(obs_kind):
+    """The window policy keeps embedded tokens (an image is encoded once); its outputs must be
+    the model's forward over the raw window, with the placeholder action at the current step."""
+    torch.manual_seed(0)
+    shape = [4] if obs_kind == "vector" else [36, 40, 3]
+    cfg = RATEConfig(backbone=RMTConfig(d_model=32, n_layers=2, n_heads=2, d_head=16, num_mem_tokens=0),
+                     segment_steps=4, num_segments=1, obs_shape=shape, obs_kind=obs_kind,
+                     channels_last=obs_kind == "image")
+    model = RATEModel(cfg).eval()
+    policy = WindowPolicy(model, target_return=1.0, window=4)
+    policy.reset(2)
+    g = torch.Generator().manual_seed(0)
+    obs_h, act_h, rtg_h, rtg, reward = [], [], [], torch.ones(2, 1), None
+    for _ in range(7):
+        obs = torch.rand(2, *shape, generator=g)
+        if reward is not None:
+            rtg = rtg - reward.view(-1, 1)
+        action = torch.as_tensor(policy.act(obs.numpy(), None if reward is None else reward.numpy()))
+        obs_h, rtg_h = (obs_h + [obs])[-4:], (rtg_h + [rtg])[-4:]
+        actions = act_h[-3:] + [policy.no_action(2)]
+        with torch.no_grad():
+            out, _ = model(torch.stack(obs_h, 1), torch.stack(actions, 1), torch.stack(rtg_h, 1),
+                           torch.ones(2, len(obs_h), dtype=torch.bool))
+        torch.testing.assert_close(policy.last_output, out[:, -1], atol=1e-5, rtol=1e-5)
+        act_h = (act_h + [action])[-4:]
+        reward = torch.rand(2, generator=g)
 
 
 def test_bc_gru_policy_equals_the_window_forward():

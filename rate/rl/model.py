@@ -214,7 +214,13 @@ class RATEModel(PretrainedMixin, nn.Module):
         """Window of T steps -> action outputs (B, T, act_dim) and the state after the last segment
         (``detach_state``: returned without its graph, as official-mode training wants; inside the
         forward, so that DistributedDataParallel sees the valve as unused rather than pending)."""
-        tokens = self.interleave(rtg, obs, actions)  # (B, 3T, D)
+        out, state = self.forward_tokens(self.interleave(rtg, obs, actions), valid, state)
+        return out, state.detached() if detach_state else state
+
+    def forward_tokens(self, tokens: torch.Tensor, valid: torch.Tensor,
+                       state: RMTState | None = None) -> tuple[torch.Tensor, RMTState]:
+        """Embedded step tokens (B, 3T, D), laid out as :meth:`interleave` makes them, and valid
+        steps (B, T) -> action outputs (B, T, act_dim) and the state after the last segment."""
         valid_tokens = valid.repeat_interleave(TOKENS_PER_STEP, dim=1)  # (B, 3T)
         h, state = self.decoder(tokens, TOKENS_PER_STEP * self.cfg.segment_steps, state, valid_tokens)
-        return self.head(h[:, 1::TOKENS_PER_STEP]), state.detached() if detach_state else state
+        return self.head(h[:, 1::TOKENS_PER_STEP]), state

@@ -9,7 +9,8 @@ Each environment has its own phase (rate/core/streaming.py), so one that starts 
 alone while the batch goes on.  The step itself is :class:`rate.rl.step.PolicyStep`, the function
 that rate.deploy.export traces.
 
-``WindowPolicy`` recomputes a window every step: the DT baseline's sliding window of N*K steps.
+``WindowPolicy`` recomputes a window every step: the DT baseline's sliding window of N*K steps
+(each step's tokens embedded once, so an image is encoded once, not once per step in the window).
 
 ``SegmentRecomputePolicy`` is the RATE reference code's inference procedure, kept as a comparison
 mode: every step re-runs the current segment from its first step (read memory, 3t tokens, write
@@ -117,7 +118,11 @@ class StreamingPolicy(BatchedPolicy):
 
 
 class WindowPolicy(BatchedPolicy):
-    """Recompute the last ``window`` steps every step (DT's sliding window; memory starts fresh)."""
+    """Recompute the last ``window`` steps every step (DT's sliding window; memory starts fresh).
+
+    The window is kept as embedded tokens: a step's return, observation and action are embedded
+    when they arrive, exactly as :meth:`RATEModel.interleave` embeds a whole window (each token's
+    embedding depends on its own input only), and only the decoder runs over the window again."""
 
     def __init__(self, model: RATEModel, target_return: float, window: int | None = None, sample: bool = False,
                  seed: int = 0):
@@ -126,21 +131,20 @@ class WindowPolicy(BatchedPolicy):
 
     def reset(self, n_envs: int) -> None:
         self._start(n_envs)
-        self.obs, self.actions, self.rtgs = [], [], []
+        self.steps: list[torch.Tensor] = []  # per step in the window: tokens (n, 3, D) of R_t, o_t, a_t
 
     @torch.no_grad()
     def act(self, obs, last_reward=None) -> np.ndarray:
         obs = self._observe(obs, last_reward)
-        n = obs.shape[0]
-        self.obs = (self.obs + [obs])[-self.window :]
-        self.rtgs = (self.rtgs + [self.rtg])[-self.window :]
+        n, enc = obs.shape[0], self.model.encoders
+        rtg, o = enc.embed_rtg(self.rtg[:, None]), enc.embed_obs(obs[:, None])  # (n, 1, D) each
         # The current action is unknown; any placeholder works, o_t never sees a_t.
-        actions = (self.actions + [self.no_action(n)])[-self.window :]
-        t = len(self.obs)
-        out, _ = self.model(torch.stack(self.obs, 1), torch.stack(actions, 1), torch.stack(self.rtgs, 1),
-                            torch.ones(n, t, dtype=torch.bool, device=self.device))
+        placeholder = enc.embed_actions(self.no_action(n)[:, None])
+        self.steps = (self.steps + [torch.cat([rtg, o, placeholder], 1)])[-self.window :]
+        t = len(self.steps)
+        out, _ = self.model.forward_tokens(torch.cat(self.steps, 1), torch.ones(n, t, dtype=torch.bool, device=self.device))
         action = self._choose(out[:, -1])
-        self.actions = (self.actions + [action])[-self.window :]
+        self.steps[-1] = torch.cat([rtg, o, enc.embed_actions(action[:, None])], 1)
         return action.cpu().numpy()
 
 
