@@ -211,6 +211,8 @@ class MazeOracle:
     the centre of the path's second cell (the target itself once in its cell); the agent turns in
     place when the waypoint lies more than ``turn_deg`` off its heading, walks and turns when more
     than ``steer_deg``, else walks straight.  Acts only on :meth:`MemoryMazeEnv.privileged_state`.
+    On 9 x 9 mazes it reaches 23.1 +- 5.0 targets in the paper's 1000 steps (seeds 0-9, 2-core
+    CPU: ``python -m envs.oracle_score memory-maze --episodes 10``).
     """
 
     def __init__(self, turn_deg: float = 45.0, steer_deg: float = 10.0):
