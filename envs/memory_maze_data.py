@@ -13,7 +13,9 @@ Rendering takes 20-40 ms a step on 2 CPU cores, plus 2-6 s to build each episode
 episodes of 500 steps took 1.6 min beside a training run), so the defaults are scaled to run in
 the background within a session (about 1.5 hours); the printed full-scale command is the paper's
 episode length (1000 steps at 9 x 9) and the size of its DreamerV3 dataset (5000 episodes, about
-60 GB as rendered).  The dataset is a pure function of its arguments.
+60 GB as rendered).  The dataset is a pure function of its arguments.  Stopped part-way (Ctrl-C,
+a kill, a session's end), the same command resumes after the episodes already played and
+writes the same dataset (:class:`envs.recording.EpisodeStage`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import minari
 import numpy as np
 
 from .memory_maze import MAZES, MazeOracle, MemoryMazeEnv
-from .recording import check_noise, generator_main, record_episodes, write_oracle_dataset
+from .recording import EpisodeStage, check_noise, generator_main, record_episodes, write_oracle_dataset
 from rate.data.minari_writer import check_dataset_id
 
 PAPER_EPISODES = 5000  # the RATE paper's Memory Maze dataset (DreamerV3 episodes of 1000 steps)
@@ -56,13 +58,18 @@ def generate_memory_maze_dataset(size: int = 9, episodes: int = 300, episode_len
     def choose(e: MemoryMazeEnv) -> int:
         return int(rng.integers(0, 6)) if rng.random() < noise else oracle(e)
 
-    buffers, minutes = record_episodes(env, choose, rng.integers(0, 2**31 - 1, size=episodes), progress)
+    seeds = rng.integers(0, 2**31 - 1, size=episodes)
+    stage = EpisodeStage(dataset_id, dict(generator="memory_maze", size=size, episodes=episodes,
+                                          episode_length=episode_length, seed=seed, noise=noise), rng)
+    buffers, minutes = record_episodes(env, choose, seeds, progress, stage)
     returns = np.array([sum(b.rewards) for b in buffers])
     description = (f"Memory Maze {size}x{size}, episodes of {episode_length} steps, shortest-path oracle with {noise:.0%} "
                    f"random actions, seed {seed}; {returns.mean():.2f} +- {returns.std():.2f} targets per episode; "
-                   f"generated in {minutes:.1f} min")
-    return write_oracle_dataset(dataset_id, buffers, env, description, ref_min_score=0.0,
-                                ref_max_score=float(returns.max()), overwrite=overwrite, jpeg=jpeg)
+                   f"generated in {minutes:.1f} min{stage.note()}")
+    dataset = write_oracle_dataset(dataset_id, buffers, env, description, ref_min_score=0.0,
+                                   ref_max_score=float(returns.max()), overwrite=overwrite, jpeg=jpeg)
+    stage.remove()
+    return dataset
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import gymnasium as gym
@@ -67,18 +72,83 @@ def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, ep
                          truncations=played.truncations, infos={})
 
 
-def record_episodes(env: gym.Env, choose: Callable[[gym.Env], int], seeds, progress: bool = True
-                    ) -> tuple[list[EpisodeBuffer], float]:
+class EpisodeStage:
+    """Episodes recorded so far, one file each, so that a generator killed part-way (a long image
+    dataset, a session that ends) resumes where it stopped and writes the same dataset.
+
+    The folder ``.rate-episodes-<name>-<hash>`` lies beside the dataset's folder (hidden, so Minari
+    never lists it); the hash covers the generator's arguments, so other arguments never reuse
+    episodes.  Each file holds an episode and the state of the generator's random stream after it
+    (the oracle's random actions draw from one stream across episodes): a resumed run restores it
+    and plays on as an uninterrupted one would.  Files are written atomically; the folder is
+    removed once the dataset is written."""
+
+    def __init__(self, dataset_id: str, arguments: dict[str, Any], rng: np.random.Generator):
+        from rate.data.minari_writer import dataset_folder
+
+        key = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()[:12]
+        target = dataset_folder(dataset_id)
+        self.folder = target.parent / f".rate-episodes-{target.name}-{key}"
+        self.rng = rng
+        self.resumed = 0  # episodes taken from an earlier run (load)
+
+    def _file(self, i: int) -> Path:
+        return self.folder / f"episode_{i:06d}.npz"
+
+    def load(self) -> list[EpisodeBuffer]:
+        """The episodes staged so far (0, 1, ... without gaps); restores the random stream to its
+        state after the last of them."""
+        buffers = []
+        while self._file(len(buffers)).is_file():
+            i = len(buffers)
+            try:
+                with np.load(self._file(i)) as f:
+                    buffers.append(EpisodeBuffer(
+                        id=i, seed=int(f["seed"]), observations=f["observations"], actions=f["actions"],
+                        rewards=f["rewards"].tolist(), terminations=f["terminations"].tolist(),
+                        truncations=f["truncations"].tolist(), infos={}))
+                    state = json.loads(str(f["rng_state"]))
+            except (OSError, ValueError, KeyError) as err:
+                raise OSError(f"{self._file(i)}: unreadable staged episode ({err}); delete {self.folder} to "
+                              "record from the start") from err
+            self.rng.bit_generator.state = state
+        self.resumed = len(buffers)
+        return buffers
+
+    def note(self) -> str:
+        """What a dataset's description says of a resumed recording ('' when nothing was resumed)."""
+        return f", resumed after {self.resumed} staged episodes" if self.resumed else ""
+
+    def save(self, buffer: EpisodeBuffer) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self._file(buffer.id)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, seed=buffer.seed, observations=buffer.observations, actions=buffer.actions,
+                     rewards=np.asarray(buffer.rewards), terminations=np.asarray(buffer.terminations),
+                     truncations=np.asarray(buffer.truncations), rng_state=json.dumps(self.rng.bit_generator.state))
+        os.replace(tmp, path)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def record_episodes(env: gym.Env, choose: Callable[[gym.Env], int], seeds, progress: bool = True,
+                    stage: EpisodeStage | None = None) -> tuple[list[EpisodeBuffer], float]:
     """One :func:`record_episode` per seed (no success required: with random actions a return of 0
-    is allowed), behind a progress bar showing the mean return so far; closes ``env``.  Returns
-    the buffers and the minutes it took."""
+    is allowed), behind a progress bar showing the mean return so far; closes ``env``.  With a
+    ``stage``, episodes staged by an earlier run are taken as they are and each new one is staged
+    as it ends (:class:`EpisodeStage`).  Returns the buffers and the minutes this run took."""
     from rate.training import progress_bar
 
-    buffers, started = [], time.perf_counter()
-    bar = progress_bar(total=len(seeds), desc="episodes", disable=not progress)
+    started = time.perf_counter()
+    buffers = stage.load() if stage is not None else []
+    bar = progress_bar(total=len(seeds), initial=len(buffers), desc="episodes", disable=not progress)
     try:
-        for i, s in enumerate(seeds):
-            buffers.append(record_episode(env, choose, int(s), i, require_success=False))
+        for i in range(len(buffers), len(seeds)):
+            buffers.append(record_episode(env, choose, int(seeds[i]), i, require_success=False))
+            if stage is not None:
+                stage.save(buffers[-1])
             bar.update(1)
             bar.set_postfix(mean_return=f"{np.mean([sum(b.rewards) for b in buffers]):.2f}")
     finally:

@@ -11,7 +11,7 @@ green with equal chance.  The RATE paper trains on 5000 episodes of 90 steps (pi
 21.5 KB a step stored as rendered (2.5 GB on disk for the default 1000 episodes), or about 10x
 smaller with ``--jpeg`` (lossy).  The engine renders about a thousand steps a second, so
 generation takes minutes (1.1 min on a 2-core CPU).  The dataset is a pure function of its
-arguments.
+arguments; a stopped run resumes where it stopped (:class:`envs.recording.EpisodeStage`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 from rate.data.minari_writer import check_dataset_id
 
-from .recording import check_noise, generator_main, record_episodes, write_oracle_dataset
+from .recording import EpisodeStage, check_noise, generator_main, record_episodes, write_oracle_dataset
 from .vizdoom_two_colors import BUTTONS, ObjectOracle
 
 PAPER_EPISODES = 5000
@@ -50,13 +50,18 @@ def generate_vizdoom_dataset(episodes: int = 1000, episode_length: int = 90, pil
     def choose(e) -> int:
         return int(rng.integers(0, len(BUTTONS))) if rng.random() < noise else oracle(e)
 
-    buffers, minutes = record_episodes(env, choose, rng.integers(0, 2**31 - 1, size=episodes), progress)
+    seeds = rng.integers(0, 2**31 - 1, size=episodes)
+    stage = EpisodeStage(dataset_id, dict(generator="vizdoom", episodes=episodes, episode_length=episode_length,
+                                          pillar_steps=pillar_steps, seed=seed, noise=noise), rng)
+    buffers, minutes = record_episodes(env, choose, seeds, progress, stage)
     returns = np.array([sum(b.rewards) for b in buffers])
     description = (f"ViZDoom-Two-Colors, episodes of at most {episode_length} steps, pillar shown {pillar_steps} steps, "
                    f"oracle with {noise:.0%} random actions, seed {seed}; return {returns.mean():.2f} +- "
-                   f"{returns.std():.2f}; generated in {minutes:.1f} min")
-    return write_oracle_dataset(dataset_id, buffers, env, description, ref_min_score=float(returns.min()),
-                                ref_max_score=float(returns.max()), overwrite=overwrite, jpeg=jpeg)
+                   f"{returns.std():.2f}; generated in {minutes:.1f} min{stage.note()}")
+    dataset = write_oracle_dataset(dataset_id, buffers, env, description, ref_min_score=float(returns.min()),
+                                   ref_max_score=float(returns.max()), overwrite=overwrite, jpeg=jpeg)
+    stage.remove()
+    return dataset
 
 
 def main(argv: list[str] | None = None) -> int:

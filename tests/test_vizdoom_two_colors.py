@@ -175,3 +175,33 @@ def test_twenty_objects_of_each_colour_full_health_and_balanced_colours():
         assert healths[:15] == [100.0] * 15 and healths[15] == 90.0, healths  # 10 HP per 16 steps
     env.close()
     assert colours == ["red", "green", "red", "green"]
+
+
+def test_a_generator_stopped_part_way_resumes_into_the_same_dataset(monkeypatch):
+    import rate_envs.recording as recording
+    from rate_envs.vizdoom_data import generate_vizdoom_dataset
+
+    whole = generate_vizdoom_dataset(episodes=4, episode_length=20, seed=3, noise=0.5, progress=False,
+                                     dataset_id="rate/test/whole-v0")
+    real, calls = recording.record_episode, []
+
+    def stopped_at_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recording, "record_episode", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        generate_vizdoom_dataset(episodes=4, episode_length=20, seed=3, noise=0.5, progress=False,
+                                 dataset_id="rate/test/resumed-v0")
+    monkeypatch.setattr(recording, "record_episode", real)
+    resumed = generate_vizdoom_dataset(episodes=4, episode_length=20, seed=3, noise=0.5, progress=False,
+                                       dataset_id="rate/test/resumed-v0")
+    assert "resumed after 2 staged episodes" in resumed.storage.metadata["description"]
+    for a, b in zip(whole.iterate_episodes(), resumed.iterate_episodes(), strict=True):
+        np.testing.assert_array_equal(a.observations, b.observations)
+        np.testing.assert_array_equal(a.actions, b.actions)  # the random actions' stream resumed too
+        np.testing.assert_array_equal(a.rewards, b.rewards)
+    folder = resumed.storage.data_path.parent.parent
+    assert not list(folder.glob(".rate-episodes-*"))  # the staged episodes are gone once written
