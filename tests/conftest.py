@@ -15,9 +15,20 @@ import pytest
 import torch
 
 import rate.core.attention
+import rate.training
 from rate.core.attention import RelativeMultiHeadAttention
 
 torch.set_num_threads(1)
+# ... and it stays 1: the library sets the count once per process (rate.training.setup_process),
+# and a test that trains or evaluates in-process with a config's 2 threads would otherwise change
+# it for every later test on this worker (their float reduction order, and two workers' cores).
+rate.training._THREADS_SET = True
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    yield
+    assert torch.get_num_threads() == 1, "a test changed torch's thread count for the tests after it"
 
 
 @pytest.fixture(autouse=True)

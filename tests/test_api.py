@@ -48,18 +48,24 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
 
 
 def test_a_restarted_environment_starts_over_while_the_others_go_on(tmp_path):
-    """done=True for one row: its actions from then on equal a fresh single-environment policy's."""
-    policy, alone = rate.load_policy(checkpoint(tmp_path)), rate.load_policy(checkpoint(tmp_path))
+    """done=True for one row: its actions from then on equal a fresh single-environment policy's,
+    and the other row carries on exactly as in a policy that never restarted anything."""
+    policy, alone, never = (rate.load_policy(checkpoint(tmp_path)) for _ in range(3))
     rng = np.random.default_rng(1)
     policy.reset(2)
+    never.reset(2)
     for t in range(5):
-        policy.act(rng.standard_normal((2, 4)), None if t == 0 else np.ones(2))
+        obs = rng.standard_normal((2, 4))
+        policy.act(obs, None if t == 0 else np.ones(2))
+        never.act(obs, None if t == 0 else np.ones(2))
     alone.reset(1)
     for t in range(7):
         obs = rng.standard_normal((2, 4))
         both = policy.act(obs, None if t == 0 else np.zeros(2), done=[t == 0, False])
         assert both[0] == alone.act(obs[0], None if t == 0 else 0.0)
         np.testing.assert_allclose(policy.last_output[0], alone.last_output[0], atol=1e-5)
+        assert both[1] == never.act(obs, None if t == 0 else np.zeros(2))[1]
+        np.testing.assert_allclose(policy.last_output[1], never.last_output[1], atol=1e-5)
 
 
 def test_what_is_not_a_policy_is_one_clear_error(tmp_path):

@@ -402,7 +402,7 @@ def test_resume_may_change_how_the_run_computes_but_not_what():
     from rate.rl.trainer import config_changes
 
     cfg = tiny()
-    faster = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=1, compile=True,
+    faster = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=2, compile=True,
                                                                 keep_freed_memory=not cfg.train.keep_freed_memory))
     assert config_changes(to_dict(cfg), faster) == []
     other_seed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))

@@ -224,8 +224,9 @@ def test_export_refusals_leave_existing_files_alone(tmp_path, capsys):
     assert "sliding-window" in capsys.readouterr().err
     assert main([str(tmp_path / "missing"), "--format", "onnx", "--out", str(out)]) == 2
     assert "not a checkpoint" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main([str(window), "--format", "pt2", "--out", str(out)])  # suffix does not match the format
+    assert exit_.value.code == 2 and ".pt2" in capsys.readouterr().err
     streaming = checkpoint(tmp_path)
     for target in ("nan", "inf"):
         assert main([str(streaming), "--format", "onnx", "--out", str(out), "--target-return", target]) == 2

@@ -2,12 +2,9 @@
 ``--resume``: no corrupted file, no temporary left, and the same final weights as a run that was
 never interrupted (CPU, fixed seed)."""
 
-import os
-import random
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -44,24 +41,45 @@ def trainer(config: Path, out: Path, *extra: str, prelude: str = "") -> list[str
     return [sys.executable, "-c", code]
 
 
-def kill_after_the_first_state(config: Path, out: Path, delay: float) -> int:
-    """Train into ``out`` in another process, kill -9 it ``delay`` seconds after its first
-    training state is in place; returns the step that state holds now."""
-    proc = subprocess.Popen(trainer(config, out), cwd=ROOT, env=os.environ, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while not (out / STATE_FILE).exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    assert proc.wait() == -signal.SIGKILL
+def kill_in_batch(config: Path, out: Path, step: int) -> int:
+    """Train into ``out`` in another process that kills itself (SIGKILL) in the middle of batch
+    ``step`` (after its backward pass, before the optimiser step); returns the step of the
+    training state it left."""
+    prelude = f"""
+import os, signal
+from rate.training import TrainingLoop
+_optimise = TrainingLoop.optimise
+def _die_in_batch(self, loss):
+    if self.step == {step}:
+        loss.backward()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _optimise(self, loss)
+TrainingLoop.optimise = _die_in_batch
+"""
+    done = subprocess.run(trainer(config, out, prelude=prelude), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stderr
     return torch.load(out / STATE_FILE, weights_only=True)["step"]
 
 
-def resume_and_compare(config: Path, out: Path, reference: dict) -> None:
-    done = subprocess.run(trainer(config, out, "--resume"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+def resume_and_compare(config: Path, out: Path, reference: dict, saved_step: int) -> None:
+    """Resume ``out``: it must train from ``saved_step`` on (not start over: with every seed fixed
+    a fresh run ends with the same weights too) and end with the ``reference`` weights."""
+    first = out.parent / f"{out.name}-first-step.txt"
+    prelude = f"""
+from rate.training import TrainingLoop
+_optimise = TrainingLoop.optimise
+def _note_first(self, loss):
+    if not hasattr(TrainingLoop, "_noted"):
+        TrainingLoop._noted = open({str(first)!r}, "w").write(str(self.step))
+    return _optimise(self, loss)
+TrainingLoop.optimise = _note_first
+"""
+    done = subprocess.run(trainer(config, out, "--resume", prelude=prelude), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
+    assert int(first.read_text()) == saved_step
     _, weights = read_checkpoint(out, "rate")
+    assert weights.keys() == reference.keys()
     for name, value in reference.items():
         assert torch.equal(weights[name], value), name
     assert not list(out.glob(".*.tmp"))
@@ -70,10 +88,9 @@ def resume_and_compare(config: Path, out: Path, reference: dict) -> None:
 def test_kill_9_in_the_middle_of_training(setup, tmp_path):
     config, reference = setup
     out = tmp_path / "killed"
-    # somewhere inside the steps after the first checkpoint
-    step = kill_after_the_first_state(config, out, random.Random(0).uniform(0.05, 0.2))
-    assert step < CHANGES["train.steps"]  # it really was interrupted
-    resume_and_compare(config, out, reference)
+    step = kill_in_batch(config, out, 37)  # in a batch between the evaluations (and states) at 30 and 40
+    assert step == 30
+    resume_and_compare(config, out, reference, step)
 
 
 def test_checkpoint_every_lets_a_kill_between_evaluations_resume(tmp_path):
@@ -83,9 +100,9 @@ def test_checkpoint_every_lets_a_kill_between_evaluations_resume(tmp_path):
     config, reference = config_and_reference(
         tmp_path, CHANGES | {"train.eval_every": CHANGES["train.steps"], "checkpoint_every": 10})
     out = tmp_path / "killed"
-    step = kill_after_the_first_state(config, out, 0.05)  # a few steps on (a whole run here takes seconds)
-    assert step % 10 == 0 and 10 <= step < CHANGES["train.steps"]  # saved between evaluations, then killed
-    resume_and_compare(config, out, reference)
+    step = kill_in_batch(config, out, 55)
+    assert step == 50  # saved between evaluations, then killed
+    resume_and_compare(config, out, reference, step)
 
 
 @pytest.mark.parametrize("target", ["model.safetensors", STATE_FILE])
@@ -110,7 +127,7 @@ os.replace = _kill_on_second
     assert list(out.glob(f".{target}.*.tmp"))  # killed with the new file written but not in place
     read_checkpoint(out, "rate")  # every file in place is complete
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 10
-    resume_and_compare(config, out, reference)
+    resume_and_compare(config, out, reference, 10)
 
 
 def test_a_kill_before_the_first_training_state_leaves_that_steps_best_checkpoint(setup, tmp_path):

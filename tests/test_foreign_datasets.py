@@ -6,7 +6,6 @@ the public API."""
 from __future__ import annotations
 
 import json
-import os
 
 import gymnasium as gym
 import minari
@@ -63,22 +62,18 @@ def record(env_id: str, dataset_id: str, episodes: int, act, **create_kwargs) ->
 @pytest.fixture(scope="module")
 def datasets(tmp_path_factory):
     root = tmp_path_factory.mktemp("minari")
-    before = os.environ.get("MINARI_DATASETS_PATH")
-    os.environ["MINARI_DATASETS_PATH"] = str(root)
 
     def oracle(env, rng):  # the cue's action, with 10 % random actions
         return int(rng.integers(2)) if rng.random() < 0.1 else env.unwrapped.oracle()
 
-    record("CartPole-v1", "tests/cartpole-random-v0", 12, lambda env, rng: int(rng.integers(2)))
-    record("InvertedPendulum-v5", "tests/pendulum-random-v0", 12,
-           lambda env, rng: rng.uniform(-3.0, 3.0, 1).astype(np.float32), ref_min_score=0.0, ref_max_score=1000.0)
-    record("ForeignDictCue-v0", "tests/dict-cue-v0", 40, oracle)
-    record("ForeignImageCue-v0", "tests/image-cue-v0", 40, oracle)
-    yield root
-    if before is None:
-        os.environ.pop("MINARI_DATASETS_PATH")
-    else:
-        os.environ["MINARI_DATASETS_PATH"] = before
+    with pytest.MonkeyPatch.context() as patch:  # restored however the recording ends
+        patch.setenv("MINARI_DATASETS_PATH", str(root))
+        record("CartPole-v1", "tests/cartpole-random-v0", 12, lambda env, rng: int(rng.integers(2)))
+        record("InvertedPendulum-v5", "tests/pendulum-random-v0", 12,
+               lambda env, rng: rng.uniform(-3.0, 3.0, 1).astype(np.float32), ref_min_score=0.0, ref_max_score=1000.0)
+        record("ForeignDictCue-v0", "tests/dict-cue-v0", 40, oracle)
+        record("ForeignImageCue-v0", "tests/image-cue-v0", 40, oracle)
+        yield root
 
 
 def test_cartpole_discrete_vectors_train_and_evaluate_with_no_yaml(datasets, tmp_path):

@@ -173,19 +173,24 @@ def test_sliding_window_carries_state_and_resets(tmp_path):
 
 
 def test_sliding_window_gradient_reaches_exactly_k_segments():
+    """Depth 1: the loss of segment 3 reaches the tokens of segments 3 and 2 (through the memory)
+    and none of 0 and 1, whose state enters detached."""
     from train.lm import SlidingBPTT
 
     torch.manual_seed(0)
     model = RecurrentLM(256, 4, RMTConfig(d_model=16, n_heads=2, d_head=8, d_inner=16, num_mem_tokens=2, bptt_depth=1))
-    stream = OrderedStream(torch.randint(0, 256, (200,)), 2, 4)
+    stream = OrderedStream(torch.arange(200), 2, 4)  # every segment's 8 tokens differ from the others'
     window = SlidingBPTT(model, stream, depth=1)
-    window.loss(0, torch.device("cpu"))
+    for i in range(3):
+        window.loss(i, torch.device("cpu"))
+    assert not window.start.memory.requires_grad
     grads = {}
     model.embed.weight.register_hook(lambda g: grads.setdefault("g", g))
-    window.loss(1, torch.device("cpu")).backward()
-    used = set(stream.segment(0)[0].flatten().tolist()) | set(stream.segment(1)[0].flatten().tolist())
+    window.loss(3, torch.device("cpu")).backward()
     touched = set(grads["g"].abs().sum(1).nonzero().flatten().tolist())
-    assert touched <= used and (set(stream.segment(0)[0].flatten().tolist()) & touched)
+    tokens = [set(stream.segment(i)[0].flatten().tolist()) for i in range(4)]
+    assert tokens[3] <= touched and tokens[2] <= touched  # every input token of the window
+    assert not touched & (tokens[0] | tokens[1])
 
 
 def test_lm_config_needs_finite_bptt_depth():

@@ -106,7 +106,7 @@ def test_dataset_round_trip_holds_detours_and_recovers_the_environment():
     clean_lengths = [len(ep.actions) for ep in clean.iterate_episodes()]
     assert sum(lengths) > sum(clean_lengths)  # random actions add detours
     env = ds.recover_environment()
-    assert isinstance(env.unwrapped.__class__.__name__, str) and env.observation_space.shape == (27,)
+    assert env.spec.id == "rate/MiniGridMemory-v0" and env.observation_space.shape == (27,)
     assert gym.make("rate/MiniGridMemory-v0", size=41).observation_space.shape == (27,)
 
 
@@ -175,7 +175,8 @@ def test_rgb_variant_trains_through_the_cnn_encoder(tmp_path):
         "train": {"steps": 3, "batch_size": 4, "lr": 0.001, "warmup_steps": 1, "eval_every": 3, "threads": 1},
     })
     _, metrics = train(cfg, tmp_path / "run", progress=False)
-    assert 0.0 <= metrics["eval"][11]["success"] <= 1.0
+    # 2 episodes: a success rate in halves (the rollout ran both episodes to an outcome)
+    assert metrics["eval"][11]["success"] in (0.0, 0.5, 1.0)
 
 
 def test_info_reports_where_the_cue_was_last_seen_and_the_decision():

@@ -13,6 +13,7 @@ rewards_st = st.lists(st.floats(-10, 10, allow_nan=False, width=32), min_size=1,
 
 
 @given(rewards_st, st.floats(0.1, 100))
+@settings(deadline=None)  # (a loaded machine must not fail it by time)
 def test_return_to_go_drops_by_each_reward(rewards, scale):
     r = np.asarray(rewards, dtype=np.float32)
     rtg = returns_to_go(r, scale)
@@ -80,8 +81,9 @@ def test_rmt_mask_rules(c, m, s, has_write, sees_cache):
     assert torch.equal(seg[:, cols["seg"]], torch.ones(s, s, dtype=torch.bool).tril())  # causal
     if w:
         assert write[:, cols["read"]].all() and write[:, cols["seg"]].all() and write[:, cols["write"]].all()
-    for rows in (read, write):
-        assert bool(rows[:, cols["cache"]].all()) == sees_cache or rows.shape[0] == 0 or c == 0
+    for rows in (read, write):  # memory rows see the whole cache, or none of it
+        cache = rows[:, cols["cache"]]
+        assert bool(cache.all()) if sees_cache else not bool(cache.any())
 
 
 @given(st.integers(0, 4), st.integers(0, 4), st.integers(1, 8), st.data())

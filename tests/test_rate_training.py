@@ -25,12 +25,20 @@ def test_tiny_tmaze_is_learned_and_generalises_beyond_the_horizon(tmp_path):
     assert meta["extra"]["step"] == 200
 
 
-def test_resumed_run_ends_with_the_same_weights(tmp_path):
+def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
+    from rate.training import TrainingLoop
+
     changes = {"train.steps": 6, "train.eval_every": 3, "model.backbone.dropout": 0.1, "eval.episodes": 2,
                "eval.lengths": [12]}
     full, _ = train(tiny(**changes), tmp_path / "full", progress=False)
     train(tiny(**{**changes, "train.steps": 3}), tmp_path / "part", progress=False)
+    # The resumed run must take only the 3 missing steps (a run that started over would also end
+    # with the same weights: every seed is fixed).
+    steps, optimise = [], TrainingLoop.optimise
+    monkeypatch.setattr(TrainingLoop, "optimise", lambda self, loss: steps.append(self.step) or optimise(self, loss))
     resumed, _ = train(tiny(**changes), tmp_path / "part", resume=True, progress=False)
+    assert steps == [3, 4, 5]
+    assert full.state_dict().keys() == resumed.state_dict().keys()
     for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
 

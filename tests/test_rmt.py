@@ -126,6 +126,7 @@ def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_sco
     torch.testing.assert_close(h1, h0, atol=1e-5, rtol=1e-5)
     if s0.memory is not None:
         torch.testing.assert_close(s1.memory, s0.memory, atol=1e-5, rtol=1e-5)
+    assert len(s1.cache) == len(s0.cache)
     for a, b in zip(s1.cache, s0.cache):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     assert g1.keys() == g0.keys() and any("r_proj" in n for n in g0)
@@ -337,13 +338,19 @@ def test_padding_is_invisible_to_valid_tokens_and_to_the_write_block():
     assert not torch.allclose(model(x, 6)[1].memory[0], model(y, 6)[1].memory[0])
 
 
-def test_mrv_valve_uses_old_memory_as_query():
-    model = make(num_mem_tokens=3, memory_update="mrv", mrv_heads=2)
-    old = torch.randn(2, 3, D)
-    write = torch.randn(2, 3, D)
-    a = model.memory_update(old, write)
-    b = model.memory_update(old + 1.0, write)
-    assert a.shape == (2, 3, D) and not torch.allclose(a, b)
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_mrv_valve_is_multihead_attention_with_old_memory_as_query(activation):
+    """The valve's hand-written arithmetic equals nn.MultiheadAttention's own forward on its
+    parameters, with the old memory as the query and the activated write outputs as keys and
+    values (not the other way round, nor a residual of either)."""
+    model = make(num_mem_tokens=3, memory_update="mrv", mrv_heads=2, mrv_activation=activation).eval()
+    valve = model.memory_update
+    old, write = torch.randn(2, 3, D), torch.randn(2, 3, D)
+    kv = valve.act(write)
+    expected, _ = valve.cross(old, kv, kv, need_weights=False)
+    torch.testing.assert_close(valve(old, write), expected, atol=1e-6, rtol=1e-5)
+    swapped, _ = valve.cross(kv, old, old, need_weights=False)
+    assert not torch.allclose(valve(old, write), swapped, atol=1e-3)
 
 
 def test_memory_slots_are_initialised_independently():

@@ -133,5 +133,6 @@ def test_a_window_policy_reads_only_the_episodes_its_window_holds(tmp_path, monk
     monkeypatch.setattr("eval.teacher_forced.load_dataset_for", lambda cfg: episodes[1:])
     assert main([str(tmp_path / "dt")]) == 2
     assert "every episode is longer" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         main([str(tmp_path / "dt"), "--threads", "0"])
+    assert exit_.value.code == 2 and "--threads" in capsys.readouterr().err

@@ -23,11 +23,14 @@ def test_main_job_builds_data_trains_evaluates_and_reports(tmp_path, monkeypatch
     # The trained run evaluates with `python -m eval`: JSON with a plot beside it, or without.
     from rate.cli.evaluate import main as evaluate
 
+    results = []
     for name, flags in (("plotted", []), ("bare", ["--no-plot"])):
         out = tmp_path / f"{name}.json"
         assert evaluate([str(tmp_path / "run"), "--lengths", "12", "--episodes", "2", "--out", str(out), *flags]) == 0
-        assert json.loads(out.read_text())["results"]["12"]["success"] >= 0
+        results.append(json.loads(out.read_text())["results"]["12"])
         assert out.with_suffix(".png").exists() == (name == "plotted")
+    # the same checkpoint and episodes: the same result, a rate over the 2 episodes
+    assert results[0] == results[1] and results[0]["success"] in (0.0, 0.5, 1.0)
 
 
 def test_main_job_refuses_an_unknown_config_key(tmp_path, capsys):
