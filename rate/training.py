@@ -118,6 +118,16 @@ def setup_process(seed: int, threads: int) -> None:
     torch.manual_seed(seed)
 
 
+def seed_batch(seed: int, step: int, rank: int = 0) -> None:
+    """Seed torch's generators (dropout's stream) for batch ``step`` on process ``rank``.
+
+    Per batch, so that a resumed run draws exactly the masks an uninterrupted one did, whatever
+    took numbers from the global stream in between (an evaluation, a rank's uneven share); per
+    rank, so that data-parallel processes draw masks of their own instead of all repeating one
+    process's."""
+    torch.manual_seed(int(np.random.SeedSequence([seed, step, rank, 2]).generate_state(1)[0]))
+
+
 def compiled(fn: Callable, cfg: TrainConfig) -> Callable:
     """A module or function through torch.compile when train.compile is set (a module's
     parameters are shared; evaluation keeps using the eager one), else itself."""

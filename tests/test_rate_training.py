@@ -211,3 +211,28 @@ def test_a_run_resumed_at_its_last_step_keeps_that_steps_scalars(tmp_path):
     events.Reload()
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
     assert [e.step for e in events.Scalars("final/return")] == [4]
+
+
+def test_dropout_masks_follow_the_batch_and_rank_not_what_drew_before(tmp_path, monkeypatch):
+    """seed_batch: a run whose global stream is drawn from between batches (an evaluation, a rank
+    with a larger share) trains with the same dropout masks; data-parallel ranks get masks of their own."""
+    from rate.training import TrainingLoop, seed_batch
+
+    changes = {"train.steps": 4, "train.eval_every": 4, "model.backbone.dropout": 0.1, "eval.episodes": 1,
+               "eval.lengths": [12]}
+    plain, _ = train(tiny(**changes), tmp_path / "plain", progress=False)
+    end_batch = TrainingLoop.end_batch
+
+    def drawing(self, *args, **kwargs):
+        torch.rand(7)  # something else takes numbers from torch's global stream
+        return end_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingLoop, "end_batch", drawing)
+    drawn, _ = train(tiny(**changes), tmp_path / "drawn", progress=False)
+    for (name, a), (_, b) in zip(plain.state_dict().items(), drawn.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    masks = []
+    for rank in (0, 1, 0):
+        seed_batch(0, 5, rank)
+        masks.append(torch.rand(64) < 0.5)
+    assert torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[1])

@@ -30,7 +30,7 @@ from rate.rl.experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rat
 from rate.rl.rollout import length_suffix, short_result
 from rate.distributed import Group, join_group
 from rate.rl.model import TOKENS_PER_STEP, RATEModel
-from rate.training import TrainingLoop, compiled, resolve_device, setup_process
+from rate.training import TrainingLoop, compiled, resolve_device, seed_batch, setup_process
 from rate.rl.windows import TrajectoryWindows
 
 STATE_FILE = "training_state.pt"
@@ -279,6 +279,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
     best = read_best_score(out / BEST_DIR) if resume else None
     model.train()
     while not loop.done:
+        seed_batch(tc.seed, loop.step, group.rank)
         items = batch_items(len(windows), tc.batch_size, tc.seed, loop.step)
         batch = windows.batch(items, np.random.default_rng([tc.seed, loop.step, 1]))  # the global batch
         tokens = int(batch["valid"].sum()) * TOKENS_PER_STEP
