@@ -187,23 +187,13 @@ def test_tiny_rate_learns_to_walk_toward_the_target(renders, tmp_path):
     import torch
     from rate_envs.memory_maze_data import generate_memory_maze_dataset
 
-    from rate.config import from_dict
-    from rate.rl.experiment import RATEExperimentConfig, build_rate, make_policy
+    from rate.rl.experiment import build_rate, make_policy
     from rate.rl.trainer import train
+    from tests.tiny_image import tiny_image_rate
 
     ds = generate_memory_maze_dataset(episodes=2, episode_length=40, seed=0, noise=0.1, progress=False)
     seeds = _episode_seeds(ds)
-    cfg = from_dict(RATEExperimentConfig, {
-        "dataset_id": ds.spec.dataset_id,
-        "model": {"segment_steps": 10, "num_segments": 2, "obs_kind": "image", "obs_shape": [64, 64, 3],
-                  "channels_last": True, "obs_scale": 1 / 255, "act_dim": 6,
-                  "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16, "use_ffn": False,
-                               "num_mem_tokens": 2, "memory_update": "mrv", "mrv_heads": 2}},
-        "window_start": "random",
-        "eval": {"env_id": "rate/MemoryMaze-9x9-v0", "length_kwarg": "episode_length", "lengths": [5],
-                 "episodes": 1, "target_return": 2.0},
-        "train": {"steps": 200, "batch_size": 8, "lr": 0.003, "warmup_steps": 10, "eval_every": 200, "threads": 2},
-    })
+    cfg = tiny_image_rate(ds.spec.dataset_id, "rate/MemoryMaze-9x9-v0", [64, 64, 3], 6, target_return=2.0)
     torch.manual_seed(0)
     untrained = _progress(make_policy(build_rate(cfg).eval(), cfg), seeds, steps=40)
     model, _ = train(cfg, tmp_path / "run", progress=False)

@@ -231,25 +231,15 @@ def test_tiny_rate_learns_to_collect_objects(tmp_path):
     import h5py
     import torch
 
-    from rate.config import from_dict
-    from rate.rl.experiment import RATEExperimentConfig, build_rate, make_policy
+    from rate.rl.experiment import build_rate, make_policy
     from rate.rl.trainer import train
     from rate_envs.vizdoom_data import generate_vizdoom_dataset
+    from tests.tiny_image import tiny_image_rate
 
     ds = generate_vizdoom_dataset(episodes=4, episode_length=40, seed=0, noise=0.1, progress=False)
     with h5py.File(ds.storage.data_path / "main_data.hdf5") as f:
         seeds = [int(f[f"episode_{i}"].attrs["seed"]) for i in range(ds.total_episodes)]
-    cfg = from_dict(RATEExperimentConfig, {
-        "dataset_id": ds.spec.dataset_id,
-        "model": {"segment_steps": 10, "num_segments": 2, "obs_kind": "image", "obs_shape": [64, 112, 3],
-                  "channels_last": True, "obs_scale": 1 / 255, "act_dim": 5,
-                  "backbone": {"d_model": 32, "n_layers": 1, "n_heads": 2, "d_head": 16, "use_ffn": False,
-                               "num_mem_tokens": 2, "memory_update": "mrv", "mrv_heads": 2}},
-        "window_start": "random",
-        "eval": {"env_id": "rate/ViZDoomTwoColors-v0", "length_kwarg": "episode_length", "lengths": [5],
-                 "episodes": 1, "target_return": 3.0},
-        "train": {"steps": 200, "batch_size": 8, "lr": 0.003, "warmup_steps": 10, "eval_every": 200, "threads": 1},
-    })
+    cfg = tiny_image_rate(ds.spec.dataset_id, "rate/ViZDoomTwoColors-v0", [64, 112, 3], 5, target_return=3.0)
     torch.manual_seed(0)
     untrained = _net_objects(make_policy(build_rate(cfg).eval(), cfg), seeds, steps=40)
     model, _ = train(cfg, tmp_path / "run", progress=False)
