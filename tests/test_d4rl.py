@@ -176,3 +176,11 @@ def test_cli_replaces_a_dataset_only_with_overwrite(tmp_path):
     assert minari.load_dataset("test/x/d-v0").total_steps == 10
     assert main([str(new), "test/x/d-v0", "--overwrite"]) == 0
     assert minari.load_dataset("test/x/d-v0").total_steps == 12
+
+
+def test_integer_observations_without_an_environment_take_their_types_range(tmp_path):
+    obs = (np.arange(30) % 256).astype(np.uint8).reshape(10, 3)
+    ds, _ = import_d4rl(write_d4rl(tmp_path / "pixels.hdf5", observations=obs, next_observations=obs),
+                        "test/d4rl/pixels-v0")
+    space = ds.spec.observation_space
+    assert space.dtype == np.uint8 and (space.low == 0).all() and (space.high == 255).all()

@@ -263,6 +263,60 @@ def test_flattening_matches_gymnasium():
     np.testing.assert_array_equal(flatten_batch(space, stacked), expected.astype(np.float32))
 
 
+def test_a_dict_in_its_own_key_order_is_evaluated_in_the_datas_layout():
+    """Minari restores a dataset's Dict space with sorted keys; the live environment may keep
+    its own order (an OrderedDict).  Evaluation must lay the features out as training did."""
+    from collections import OrderedDict
+
+    from rate.data.spaces import WRAPPERS
+
+    class Unsorted(gym.Env):
+        observation_space = gym.spaces.Dict(OrderedDict([("z", gym.spaces.Box(-9, 9, (2,))),
+                                                         ("a", gym.spaces.Box(-9, 9, (1,)))]))
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, *, seed=None, options=None):
+            return OrderedDict([("z", np.array([0.1, 0.2], np.float32)), ("a", np.array([7.0], np.float32))]), {}
+
+    assert list(Unsorted.observation_space.spaces) == ["z", "a"]
+    as_restored = gym.spaces.Dict({"z": gym.spaces.Box(-9, 9, (2,)), "a": gym.spaces.Box(-9, 9, (1,))})
+    assert list(as_restored.spaces) == ["a", "z"]  # what a dataset's space is after a round trip
+    trained_on = flatten_batch(as_restored, {"z": np.array([[0.1, 0.2]]), "a": np.array([[7.0]])})[0]
+    evaluated_on, _ = WRAPPERS["FlattenObservation"](Unsorted()).reset()
+    np.testing.assert_allclose(evaluated_on, trained_on)
+    np.testing.assert_allclose(trained_on, [7.0, 0.1, 0.2])
+
+
+def test_discrete_values_outside_their_space_are_refused_not_wrapped_round():
+    with pytest.raises(ValueError, match="outside Discrete"):
+        flatten_batch(gym.spaces.Discrete(4, start=1), np.array([0, 1]))  # 0 - 1 would index the last one-hot
+    with pytest.raises(ValueError, match="outside MultiDiscrete"):
+        flatten_batch(gym.spaces.MultiDiscrete([3, 3]), np.array([[0, -1]]))
+
+
+def test_constant_features_keep_scale_one():
+    from rate.data.episodes import Episode, observation_stats
+
+    obs = np.stack([np.arange(5, dtype=np.float32), np.zeros(5, np.float32)], axis=1)  # feature 1 never moves
+    mean, std = observation_stats([Episode(obs, np.zeros(5, np.int64), np.zeros(5, np.float32))])
+    np.testing.assert_allclose(mean, [2.0, 0.0])
+    np.testing.assert_allclose(std, [np.arange(5).std(), 1.0])
+
+
+def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_named():
+    from gymnasium.envs.registration import EnvSpec, WrapperSpec
+
+    from rate.rl.from_dataset import eval_env_from_spec
+
+    spec = EnvSpec("CartPole-v1", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
+                   kwargs={"render_mode": "rgb_array", "sutton_barto_reward": True}, max_episode_steps=500)
+    assert eval_env_from_spec(spec)["env_kwargs"] == {"sutton_barto_reward": True, "max_episode_steps": 500}
+    spec.additional_wrappers = (WrapperSpec("RescaleObservation", "gymnasium.wrappers:RescaleObservation",
+                                            {"min_obs": -1.0, "max_obs": 1.0}),)
+    with pytest.warns(UserWarning, match=r"recorded through the wrappers \['RescaleObservation'\]"):
+        eval_env_from_spec(spec)
+
+
 def test_unsupported_action_spaces_are_one_clear_error(datasets, tmp_path, monkeypatch):
     from minari.data_collector.episode_buffer import EpisodeBuffer
 

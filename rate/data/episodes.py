@@ -185,6 +185,9 @@ def dataset_returns(ds) -> np.ndarray:
 
 
 def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std (floored at 1e-6) over every stored observation."""
+    """Per-feature mean and std over every stored observation.  A feature that (nearly) never
+    varies in the data keeps the scale 1: dividing by its tiny std would turn a value it takes
+    only at evaluation (a category the data never shows) into an input of a million."""
     obs = np.concatenate([ep.observations.reshape(len(ep), -1) for ep in episodes]).astype(np.float64)
-    return obs.mean(0).astype(np.float32), np.maximum(obs.std(0), 1e-6).astype(np.float32)
+    std = obs.std(0)
+    return obs.mean(0).astype(np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32)

@@ -5,7 +5,10 @@ continuous actions, the latter inside the tanh head's [-1, 1].  A dataset record
 environment is brought to that form the same way its evaluation environment is wrapped:
 
 - observations that are neither a rank-1 nor a rank-3 Box (Dict, Tuple, Discrete, a rank-2 Box,
-  ...) are flattened exactly as ``gymnasium.wrappers.FlattenObservation`` flattens them;
+  ...) are flattened as ``gymnasium.spaces.flatten`` flattens them, with every Dict's keys in
+  sorted order (:func:`canonical_space`): Minari restores a dataset's Dict space from a plain
+  dict, which Gymnasium sorts, while the live environment may keep its own key order, and the
+  two must lay the features out alike;
 - continuous actions of a Box with other finite bounds are mapped to [-1, 1] the way
   ``gymnasium.wrappers.RescaleAction(env, -1, 1)`` maps them back.
 
@@ -20,9 +23,25 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+def canonical_space(space: gym.Space) -> gym.Space:
+    """``space`` with the keys of every Dict in it (nested ones too) in sorted order."""
+    if isinstance(space, spaces.Dict):
+        return spaces.Dict({key: canonical_space(space[key]) for key in sorted(space.spaces)})
+    if isinstance(space, spaces.Tuple):
+        return spaces.Tuple([canonical_space(sub) for sub in space.spaces])
+    return space
+
+
+def flatten_observations(env: gym.Env) -> gym.Env:
+    """``env`` with flat float observations laid out as :func:`flatten_batch` lays out the data's:
+    ``gymnasium.spaces.flatten`` over :func:`canonical_space` of its observation space."""
+    space = canonical_space(env.observation_space)
+    return gym.wrappers.TransformObservation(env, lambda obs: spaces.flatten(space, obs), spaces.flatten_space(space))
+
+
 # The wrappers a run config may list (eval.wrappers), in the order they are applied.
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
-    "FlattenObservation": gym.wrappers.FlattenObservation,
+    "FlattenObservation": flatten_observations,
     "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, -1.0, 1.0),
 }
 
@@ -43,25 +62,35 @@ def is_model_observation(space: gym.Space) -> bool:
 
 def flatten_batch(space: gym.Space, x: Any) -> np.ndarray:
     """(T, flat_dim) float32 from T stacked observations of ``space`` (a Box array, a dict of
-    stacked arrays, a tuple of them), equal row by row to ``gymnasium.spaces.flatten``."""
+    stacked arrays, a tuple of them), equal row by row to ``gymnasium.spaces.flatten`` over
+    :func:`canonical_space`.  ValueError for a discrete value outside its space."""
     if isinstance(space, spaces.Box):
         x = np.asarray(x)
         return x.reshape(len(x), -1).astype(np.float32)
     if isinstance(space, spaces.Discrete):
-        x = np.asarray(x).reshape(-1) - space.start
+        x = _check_ids(np.asarray(x).reshape(-1) - space.start, int(space.n), space)
         return np.eye(space.n, dtype=np.float32)[x]
     if isinstance(space, spaces.MultiBinary):
         x = np.asarray(x)
         return x.reshape(len(x), -1).astype(np.float32)
     if isinstance(space, spaces.MultiDiscrete) and space.nvec.ndim == 1:
         x = np.asarray(x) - space.start
-        return np.concatenate([np.eye(n, dtype=np.float32)[x[:, i]] for i, n in enumerate(space.nvec)], axis=1)
+        return np.concatenate([np.eye(n, dtype=np.float32)[_check_ids(x[:, i], int(n), space)]
+                               for i, n in enumerate(space.nvec)], axis=1)
     if isinstance(space, spaces.Dict):
-        return np.concatenate([flatten_batch(sub, x[key]) for key, sub in space.spaces.items()], axis=1)
+        return np.concatenate([flatten_batch(space[key], x[key]) for key in sorted(space.spaces)], axis=1)
     if isinstance(space, spaces.Tuple):
         return np.concatenate([flatten_batch(sub, x[i]) for i, sub in enumerate(space.spaces)], axis=1)
     raise ValueError(f"observations of {space} cannot be flattened for the model (supported: Box, Discrete, "
                      "MultiBinary, MultiDiscrete, and Dict / Tuple of those)")
+
+
+def _check_ids(ids: np.ndarray, n: int, space: gym.Space) -> np.ndarray:
+    """Discrete values shifted to 0.. (a one-hot row index each): all in [0, n), else ValueError
+    (numpy would wrap a negative index round to another category)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= n):
+        raise ValueError(f"observations hold values outside {space}")
+    return ids
 
 
 def image_channels_last(shape: tuple[int, ...]) -> bool:

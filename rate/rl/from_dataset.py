@@ -102,7 +102,8 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
             h, w = obs_space.shape[:2] if last else obs_space.shape[1:]
             image = min(h, w) >= MIN_IMAGE_SIZE  # smaller grids are read as vectors
     if image:
-        eight_bit = obs_space.dtype == np.uint8
+        # 0..255 pixels, stored as uint8 or declared so by the bounds of a float Box
+        eight_bit = obs_space.dtype == np.uint8 or bool(np.all(obs_space.high == 255))
         model |= {"obs_kind": "image", "obs_shape": list(obs_space.shape), "channels_last": last,
                   "obs_scale": 1 / 255 if eight_bit else 1.0, "normalize_obs": False}
     else:
@@ -180,6 +181,8 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
         env_id = f"{spec.entry_point.split(':')[0]}:{spec.id}"
     kwargs, dropped = {}, []
     for key, value in (spec.kwargs or {}).items():
+        if key == "render_mode":  # how it was watched while recorded, not the task (rollouts set their own)
+            continue
         try:  # what a YAML config can hold (PointMaze's maze_map is a list of lists: kept)
             kwargs[key] = yaml.safe_load(yaml.safe_dump(value))
         except yaml.YAMLError:
@@ -189,6 +192,12 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
                       "of eval.env_kwargs; set them there if the environment needs them", stacklevel=2)
     if spec.max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(spec.max_episode_steps)
+    wrapped = [w.name for w in (getattr(spec, "additional_wrappers", None) or ())]
+    if wrapped:
+        warnings.warn(f"{spec.id} was recorded through the wrappers {wrapped}, which evaluation does not apply: "
+                      "where they change observations, actions or rewards, the model is evaluated on other "
+                      "inputs than it was trained on; set eval.env_id to an environment registered with them",
+                      stacklevel=2)
     return {"env_id": env_id, "env_kwargs": kwargs}
 
 
