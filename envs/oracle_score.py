@@ -116,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     who = "oracle seeking a random colour" if args.guess else "oracle"
-    print(f"{args.task} {who}, length {length}, noise {args.noise}, seeds {args.seed}..{args.seed + args.episodes - 1}: "
-          f"{score.line()}")
+    seeds = f"{args.seed}..{args.seed + args.episodes - 1}"
+    print(f"{args.task} {who}, length {length}, noise {args.noise}, seeds {seeds}: {score.line()}")
     return 0
 
 

@@ -195,7 +195,8 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, ov
     else:
         dtype = data["observations"].dtype
         # Integer observations (pixels, ids) take their type's range: Gymnasium refuses infinite integer bounds.
-        low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else (-np.inf, np.inf)
+        integer = np.issubdtype(dtype, np.integer)
+        low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if integer else (-np.inf, np.inf)
         kwargs["observation_space"] = gym.spaces.Box(low, high, obs_dim, dtype=dtype)
         kwargs["action_space"] = spaces_of_actions(act, path)
     return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, **kwargs), summary

@@ -33,7 +33,7 @@ def canonical_space(space: gym.Space) -> gym.Space:
 
 
 def flatten_observations(env: gym.Env) -> gym.Env:
-    """``env`` with flat float observations laid out as :func:`flatten_batch` lays out the data's:
+    """``env`` with flat observations laid out as :func:`flatten_batch` lays out the data's:
     ``gymnasium.spaces.flatten`` over :func:`canonical_space` of its observation space."""
     space = canonical_space(env.observation_space)
     return gym.wrappers.TransformObservation(env, lambda obs: spaces.flatten(space, obs), spaces.flatten_space(space))

@@ -142,7 +142,8 @@ class WindowPolicy(BatchedPolicy):
         placeholder = enc.embed_actions(self.no_action(n)[:, None])
         self.steps = (self.steps + [torch.cat([rtg, o, placeholder], 1)])[-self.window :]
         t = len(self.steps)
-        out, _ = self.model.forward_tokens(torch.cat(self.steps, 1), torch.ones(n, t, dtype=torch.bool, device=self.device))
+        valid = torch.ones(n, t, dtype=torch.bool, device=self.device)
+        out, _ = self.model.forward_tokens(torch.cat(self.steps, 1), valid)
         action = self._choose(out[:, -1])
         self.steps[-1] = torch.cat([rtg, o, enc.embed_actions(action[:, None])], 1)
         return action.cpu().numpy()
