@@ -28,8 +28,9 @@ import gymnasium as gym
 import minari
 import numpy as np
 
-from .memory_maze import MAZES, MazeOracle, MemoryMazeEnv
-from .recording import EpisodeStage, check_noise, generator_main, record_episodes, write_oracle_dataset
+from .memory_maze import MAZES, MazeOracle
+from .recording import (EpisodeStage, check_noise, generator_main, record_episodes, with_random_actions,
+                        write_oracle_dataset)
 from rate.data.minari_writer import check_dataset_id
 
 PAPER_EPISODES = 5000  # the RATE paper's Memory Maze dataset (DreamerV3 episodes of 1000 steps)
@@ -55,9 +56,7 @@ def generate_memory_maze_dataset(size: int = 9, episodes: int = 300, episode_len
     rng = np.random.default_rng(seed)
     oracle = MazeOracle()
 
-    def choose(e: MemoryMazeEnv) -> int:
-        return int(rng.integers(0, 6)) if rng.random() < noise else oracle(e)
-
+    choose = with_random_actions(oracle, 6, noise, rng)
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     stage = EpisodeStage(dataset_id, dict(generator="memory_maze", size=size, episodes=episodes,
                                           episode_length=episode_length, seed=seed, noise=noise), rng)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from .recording import check_noise
+from .recording import check_noise, play_episode, with_random_actions
 
 TASKS = ("vizdoom", "memory-maze")
 
@@ -81,14 +81,9 @@ def score_oracle(task: str, length: int, episodes: int = 100, seed: int = 0, noi
     try:
         for i in range(episodes):
             oracle = oracle_class(seek=str(rng.choice(["good", "bad"]))) if guess else oracle_class()
-            env.reset(seed=seed + i)
-            total, steps, done = 0.0, 0, False
-            while not done:
-                action = int(rng.integers(n_actions)) if rng.random() < noise else oracle(env.unwrapped)
-                _, reward, terminated, truncated, _ = env.step(action)
-                total, steps, done = total + float(reward), steps + 1, terminated or truncated
-            returns.append(total)
-            lengths.append(steps)
+            played = play_episode(env, with_random_actions(oracle, n_actions, noise, rng), seed + i)
+            returns.append(sum(played.rewards))
+            lengths.append(len(played.actions))
             bar.update(1)
             bar.set_postfix(mean_return=f"{np.mean(returns):.2f}")
     finally:

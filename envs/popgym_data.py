@@ -19,7 +19,7 @@ import minari
 import numpy as np
 
 from .popgym_tasks import TASKS, oracle_action
-from .recording import check_noise, generator_main, record_episode, write_oracle_dataset
+from .recording import check_noise, generator_main, record_episode, with_random_actions, write_oracle_dataset
 from rate.data.minari_writer import check_dataset_id
 
 
@@ -40,9 +40,7 @@ def generate_popgym_dataset(task: str, episodes: int, seed: int, noise: float = 
     env = gym.make("rate/POPGym-v0", task=task)
     n_actions = env.action_space.n
 
-    def choose(e) -> int:
-        return int(rng.integers(0, n_actions)) if rng.random() < noise else oracle_action(e)
-
+    choose = with_random_actions(oracle_action, n_actions, noise, rng)
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     buffers = [record_episode(env, choose, int(s), i, require_success=False) for i, s in enumerate(seeds)]
     description = f"POPGym {task}: hidden-state oracle with {noise:.0%} random actions, seed {seed}"

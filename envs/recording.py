@@ -26,6 +26,17 @@ def check_noise(noise: float) -> None:
         raise ValueError(f"noise must be in [0, 1], got {noise}")
 
 
+def with_random_actions(oracle: Callable[[gym.Env], int], n_actions: int, noise: float,
+                        rng: np.random.Generator) -> Callable[[gym.Env], int]:
+    """``oracle``'s choice, replaced with probability ``noise`` by a uniformly random action of
+    0..n_actions-1 (both drawn from ``rng``, the chance first)."""
+
+    def choose(env: gym.Env) -> int:
+        return int(rng.integers(0, n_actions)) if rng.random() < noise else oracle(env)
+
+    return choose
+
+
 @dataclass
 class PlayedEpisode:
     """One episode as played: T + 1 observations (the final one included), T actions, rewards,

@@ -25,7 +25,8 @@ import numpy as np
 
 from rate.data.minari_writer import check_dataset_id
 
-from .recording import EpisodeStage, check_noise, generator_main, record_episodes, write_oracle_dataset
+from .recording import (EpisodeStage, check_noise, generator_main, record_episodes, with_random_actions,
+                        write_oracle_dataset)
 from .vizdoom_two_colors import BUTTONS, ObjectOracle
 
 PAPER_EPISODES = 5000
@@ -47,9 +48,7 @@ def generate_vizdoom_dataset(episodes: int = 1000, episode_length: int = 90, pil
     rng = np.random.default_rng(seed)
     oracle = ObjectOracle()
 
-    def choose(e) -> int:
-        return int(rng.integers(0, len(BUTTONS))) if rng.random() < noise else oracle(e)
-
+    choose = with_random_actions(oracle, len(BUTTONS), noise, rng)
     seeds = rng.integers(0, 2**31 - 1, size=episodes)
     stage = EpisodeStage(dataset_id, dict(generator="vizdoom", episodes=episodes, episode_length=episode_length,
                                           pillar_steps=pillar_steps, seed=seed, noise=noise), rng)
