@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
-	$(PY) -m eval.bench.throughput
+	$(PY) -m eval.bench.throughput --out results/bench_rmt.md
 
 sweep: $(STAMP)
 	$(PY) -m train.sweep configs/algorithmic/sweep.yaml

@@ -257,7 +257,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
 
     from rate.config import ConfigError, from_dict, staged_files
     from rate.data.env_plugins import same_environment
-    from rate.rl.experiment import EvalConfig, check_envs, rollout_lengths
+    from rate.rl.experiment import EvalConfig, check_envs, check_renders, rollout_lengths
     from rate.rl.model import RATEConfig
 
     if episodes < 1:
@@ -282,6 +282,8 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     lengths = list(lengths or [None])
     # A wrong id, keyword or length is one ConfigError now, not a traceback in the first rollout.
     check_envs(ev, lengths, model)
+    if record_video is not None:
+        check_renders(ev.env_id)
     # Videos are written into a staging folder and moved into record_video when every rollout
     # has finished: a failed evaluation leaves the folder as it was.
     with contextlib.nullcontext() if record_video is None else staged_files(record_video) as staging:

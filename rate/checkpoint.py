@@ -95,6 +95,12 @@ def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], d
         weights = load_file(directory / WEIGHTS)
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{directory / WEIGHTS}: unreadable weights: {err}") from err
+    # A model with NaN or infinite weights plays and exports as if nothing were wrong (every
+    # action the argmax of NaN logits); training never saves one (it stops at a non-finite loss
+    # or gradient), so such a file was damaged or written elsewhere.
+    for name, tensor in weights.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{directory / WEIGHTS}: weight {name} holds NaN or infinite values")
     return meta, weights
 
 
@@ -194,13 +200,16 @@ class RunFolder:
     """Where a run writes: ``out`` itself, or, when it replaces an earlier run (``overwrite``), a
     staging folder beside it until :meth:`commit` (called once the first checkpoint is complete)
     swaps the new files in and deletes the old run.  A new run that fails before then leaves the
-    earlier run untouched.  ``path`` is the folder to write now."""
+    earlier run untouched, and a run into an empty folder leaves it empty (:meth:`abandon`), so
+    the same command can simply be run again.  ``path`` is the folder to write now."""
 
     def __init__(self, out: str | Path, overwrite: bool = False):
         import shutil
         import tempfile
 
         self.out = Path(out)
+        self.fresh = not (self.out.is_dir() and any(self.out.iterdir()))  # nothing of an earlier run there
+        self.committed = False
         if overwrite:  # staging folders of a replacement killed before it finished (the caller holds the lock)
             for stale in [*self.out.parent.glob(f".{self.out.name}.new-*"),
                           *self.out.parent.glob(f".{self.out.name}.old-*")]:
@@ -219,6 +228,7 @@ class RunFolder:
         import shutil
         import tempfile
 
+        self.committed = True
         if self.path == self.out:
             return self.out
         # The folder itself stays (its lock is held); its entries are exchanged.
@@ -233,8 +243,14 @@ class RunFolder:
         return self.out
 
     def abandon(self) -> None:
-        """Delete the staging folder of a replacement that failed (the earlier run stays)."""
+        """A run that failed before :meth:`commit`: delete a replacement's staging folder (the
+        earlier run stays), or what a new run wrote into its empty folder (its logs, a checkpoint
+        cut short by a full disk), which would otherwise look like a run to resume.  The folder
+        itself stays: its lock is held (:func:`exclusive_run_dir` removes it when it made it)."""
         import shutil
 
         if self.path != self.out:
             shutil.rmtree(self.path, ignore_errors=True)
+        elif self.fresh and not self.committed and self.out.is_dir():
+            for entry in self.out.iterdir():
+                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)

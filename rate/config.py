@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import os
 import re
 import shutil
@@ -82,8 +83,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected float, got {type(value).__name__} {value!r}")
-        if value != value:  # NaN passes every later range check (nan <= 0 is False)
-            raise ConfigError(f"{path}: NaN is not a valid value")
+        if not math.isfinite(value):  # NaN passes every later range check (nan <= 0 is False), inf most
+            raise ConfigError(f"{path}: {value} is not a valid value (finite numbers only)")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -210,6 +211,14 @@ def load_yaml(cls: type[T], path: str | Path, overrides: typing.Sequence[str] = 
         raise ConfigError(f"{path}: {err}") from None
 
 
+def _one_line(err: yaml.YAMLError) -> str:
+    """PyYAML's error in one line: what is wrong and where (its message spans several lines, with a
+    caret under the spot)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or " ".join(str(err).split())
+    return problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
+
+
 def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The mapping in a YAML config file.  ``extends: BASE`` (a path relative to the file) puts the
     base's mapping underneath: sections merge key by key, any other value of the file replaces the
@@ -219,8 +228,10 @@ def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict
         raise ConfigError(f"config file not found: {path}" + (f" (extended by {_children[-1]})" if _children else ""))
     try:
         data = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (a YAML config was expected)") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(err)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys at the top, got {type(data).__name__}")
     base = data.pop("extends", None)

@@ -135,9 +135,16 @@ def compiled(fn: Callable, cfg: TrainConfig) -> Callable:
 
 
 def resolve_device(name: str) -> torch.device:
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device {name!r}: CUDA is not available on this machine")
-    return torch.device(name)
+    """``name`` as a torch device the library runs on (cpu, cuda, cuda:N), else one ConfigError."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device {name!r}: the library runs on cpu or cuda")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    return device
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:

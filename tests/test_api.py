@@ -139,6 +139,44 @@ def test_rate_eval_names_a_wrong_environment_in_one_line(tmp_path, capsys):
     assert err.startswith("error: eval: cannot make 'rate/Nowhere-v0'") and err.count("\n") == 1, err
 
 
+@pytest.mark.parametrize("device, pattern", [("tpu", "not a torch device"), ("meta", "runs on cpu or cuda"),
+                                             ("mps", "runs on cpu or cuda")])
+def test_rate_eval_refuses_a_device_it_cannot_run_on_in_one_line(tmp_path, capsys, device, pattern):
+    from rate.cli.evaluate import main
+
+    assert main([str(checkpoint(tmp_path)), "--device", device, "--episodes", "1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: device {device!r}") and pattern in err and err.count("\n") == 1, err
+
+
+def test_rate_eval_refuses_to_record_video_of_an_environment_without_frames(tmp_path, capsys):
+    # The T-Maze renders text only: refused before any rollout, and no video folder is made.
+    from rate.cli.evaluate import main
+
+    video = tmp_path / "video"
+    assert main([str(checkpoint(tmp_path)), "--env", "rate/TMaze-v0", "--lengths", "5", "--episodes", "1",
+                 "--record-video", str(video), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "rate/TMaze-v0 cannot record video: it renders ansi" in err and err.count("\n") == 1, err
+    assert not video.exists()
+    with pytest.raises(ValueError, match="cannot record video"):
+        rate.evaluate(checkpoint(tmp_path), "rate/TMaze-v0", episodes=1, lengths=[5], record_video=video)
+    assert not video.exists()
+
+
+def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):
+    # It would play (every action the argmax of NaN logits) and report a success rate of 0.
+    from safetensors.torch import load_file, save_file
+
+    folder = checkpoint(tmp_path)
+    weights = load_file(folder / "model.safetensors")
+    name = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[name][0] = float("nan")
+    save_file(weights, str(folder / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=f"weight {re.escape(name)} holds NaN or infinite values"):
+        rate.load_policy(folder)
+
+
 def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):
     from rate.rl.baselines import BCGRU
 

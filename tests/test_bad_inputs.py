@@ -135,7 +135,8 @@ CASES = {
     "zero-length episode": zero_length_episode,
     "unknown config key": config_case({"train.stepz": 5}, "unknown config key train.stepz"),
     "wrong type": config_case({"train.steps": "many"}, "train.steps: expected int"),
-    "NaN learning rate": config_case({"train.lr": float("nan")}, "train.lr: NaN"),
+    "NaN learning rate": config_case({"train.lr": float("nan")}, "train.lr: nan is not a valid value"),
+    "infinite learning rate": config_case({"train.lr": float("inf")}, "train.lr: inf is not a valid value"),
     "negative segment size": config_case({"model.segment_steps": -3}, "segment_steps.*must be positive"),
     "negative batch size": config_case({"train.batch_size": -1}, "train.batch_size must be positive"),
     "unknown window start": config_case({"window_start": "middle"}, "window_start: 'middle' is not one of"),
@@ -170,7 +171,13 @@ def test_missing_and_invalid_config_files(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: [unclosed")
     assert main([str(bad)]) == 2
-    assert "not valid YAML" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "not valid YAML" in err and "(line 1, column 17)" in err and err.count("\n") == 1, err  # one line
+    binary = tmp_path / "model.safetensors"  # a file of another kind given as the config
+    binary.write_bytes(b"\x80\xfd\x00 weights")
+    assert main([str(binary)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {binary}: not a text file (a YAML config was expected)\n", err
 
 
 def test_episodes_shorter_than_a_segment_are_padded_not_refused(tmp_path):
@@ -358,6 +365,40 @@ def test_overwrite_replaces_the_run_only_once_the_new_one_has_a_checkpoint(capsy
     assert saved["config"]["train"]["steps"] == 4 and saved["extra"]["step"] == 4
     assert not old_events & {p.name for p in (out / "tb").glob("events.*")}  # the earlier run's events are gone
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("failure", ["diverges", "full disk at the first checkpoint"])
+def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(capsys, tmp_path, monkeypatch, failure):
+    # What it wrote (TensorBoard events, a checkpoint cut short) would make the folder look like a
+    # run: the same command again would be refused and --resume would find nothing to resume.
+    import rate.checkpoint as checkpoint
+    import rate.rl.trainer as trainer
+
+    config, out = tmp_path / "config.yaml", tmp_path / "runs" / "new"
+    config.write_text(yaml.safe_dump(tiny_data(**{"train.steps": 4, "train.eval_every": 4, "eval.episodes": 1,
+                                                  "eval.lengths": [12]})))
+    with monkeypatch.context() as patch:
+        if failure == "diverges":  # at step 3 of 4, after it has logged steps 1 and 2
+            real_step, calls = trainer.train_step, []
+
+            def diverging(*args, **kwargs):
+                calls.append(1)
+                return real_step(*args, **kwargs) if len(calls) < 3 else float("nan")
+
+            patch.setattr(trainer, "train_step", diverging)
+        else:
+            def full_disk(tensors, path):
+                raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+            patch.setattr(checkpoint, "save_file", full_disk)
+        assert main([str(config), "--out", str(out), "--no-progress"]) == 2
+        assert ("loss became nan" if failure == "diverges" else "No space left") in capsys.readouterr().err
+        assert not out.exists()  # made by the run, so removed with what it wrote
+        out.mkdir(parents=True)  # a folder the user made: emptied, kept
+        assert main([str(config), "--out", str(out), "--no-progress"]) == 2
+        assert out.is_dir() and not any(out.iterdir())
+    assert main([str(config), "--out", str(out), "--no-progress"]) == 0  # the same command again
+    assert (out / "model.safetensors").is_file()
 
 
 def test_best_checkpoint_and_snapshots(tmp_path):

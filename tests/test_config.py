@@ -123,7 +123,7 @@ def test_a_partial_section_keeps_the_defaults_of_its_field(tmp_path):
     "override, pattern",
     [("train.seed=-1", "train.seed"), ("train.min_lr_ratio=-1", "min_lr_ratio"), ("train.weight_decay=-5", "weight_decay"),
      ("train.device=gpu", "train.device 'gpu'"), ("model.backbone.mrv_heads=0", "mrv_heads must be positive"),
-     ("eval.seed=-1", "eval.seed"), ("eval.target_return=.inf", "target_return must be finite"),
+     ("eval.seed=-1", "eval.seed"), ("eval.target_return=.inf", "eval.target_return: inf is not a valid value"),
      ("window_stride=-3", "window_stride must be >= 0")],
 )
 def test_out_of_range_values_are_config_errors(override, pattern):

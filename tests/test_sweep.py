@@ -121,7 +121,12 @@ def test_bad_set_override_fails_before_running(tmp_path, capsys):
      ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: [{name: a, config: configs/algorithmic/reverse.yaml, seeds: []}]\n",
       "seeds is empty"),
      ("csv: a.csv\nout_root: r\nseeds: [0, 1]\nruns: [{name: a, config: configs/algorithmic/reverse.yaml,\n"
-      "  overrides: [train.seed=5]}]\n", "train.seed is set by the sweep's seeds")],
+      "  overrides: [train.seed=5]}]\n", "train.seed is set by the sweep's seeds"),
+     ("csv: a.csv\nout_root: r\nseeds: []\nruns: [{name: a, config: configs/algorithmic/reverse.yaml}]\n",
+      "seeds: empty"),
+     # the name is a folder under out_root: it must not climb out of it
+     ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: [{name: ../../elsewhere, config: configs/algorithmic/reverse.yaml}]\n",
+      "run name '../../elsewhere'")],
 )
 def test_malformed_sweep_files_are_one_error_line(tmp_path, capsys, text, pattern):
     sweep_file = tmp_path / "s.yaml"
@@ -138,6 +143,19 @@ def test_a_csv_of_another_kind_is_one_error_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "no 'run' column" in err and err.count("\n") == 1, err
     assert csv.read_text() == "name,score\na,1\n"
+
+
+def test_a_csv_that_cannot_be_a_results_file_is_refused_before_any_run(tmp_path, capsys):
+    sweep_file, csv = tiny_sweep(tmp_path, steps=3)
+    csv.write_bytes(b"\x80\xfd binary")
+    assert main([str(sweep_file), "--dry-run"]) == 2
+    assert capsys.readouterr().err == f"error: {csv}: not a text file (csv: names another file?)\n"
+    csv.unlink()
+    csv.mkdir()  # a folder where the CSV would go
+    assert main([str(sweep_file)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(csv) in err and err.count("\n") == 1, err
+    assert not (tmp_path / "runs").exists()  # refused before the first trainer started
 
 
 def test_a_sweep_that_fails_itself_leaves_no_trainer_running(tmp_path, monkeypatch, capsys):

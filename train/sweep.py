@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from rate.checkpoint import CheckpointError, read_checkpoint
 from rate.cli.records import read_rows
+from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
 from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig, check_eval_envs
 from rate.rl.trainer import STATE_FILE, config_changes
@@ -51,6 +52,10 @@ class ListedRun:
     def __post_init__(self) -> None:
         if self.seeds is not None and not self.seeds:
             raise ValueError(f"run {self.name}: seeds is empty (leave it out for the sweep's seeds)")
+        # The name is a folder under out_root and the CSV's run key: plain segments only.
+        parts = self.name.split("/")
+        if not self.name or any(part in ("", ".", "..") for part in parts) or "\\" in self.name:
+            raise ValueError(f"run name {self.name!r}: plain folder names separated by '/' (no '', '.', '..')")
 
 
 @dataclass
@@ -73,6 +78,8 @@ class Sweep:
             raise ValueError(f"trainer {self.trainer!r} is not one of {sorted(TRAINERS)}")
         if not self.runs:
             raise ValueError("runs: a sweep lists at least one run")
+        if not self.seeds and any(run.seeds is None for run in self.runs):
+            raise ValueError("seeds: empty, and a run without seeds of its own takes the sweep's")
 
 
 def expand(sweep: Sweep, extra: list[str] | tuple[str, ...] = ()) -> list[Run]:
@@ -134,10 +141,14 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
             if isinstance(cfg, RATEExperimentConfig):  # and make its evaluation environments
                 check_eval_envs(cfg)
+        check_file_target(Path(sweep.csv))  # a folder or an unwritable place: now, not after the first run
         rows = read_rows(sweep.csv)
         if rows and "run" not in rows[0]:
             raise ConfigError(f"{sweep.csv}: no 'run' column, not a results CSV of this project (csv: names another file?)")
-    except (ConfigError, OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        print(f"error: {sweep.csv}: not a text file (csv: names another file?)", file=sys.stderr)
+        return 2
+    except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     done = {row["run"] for row in rows}

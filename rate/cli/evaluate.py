@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out is the results JSON (its plot goes beside it as .png), got {args.out}")
     from rate.api import evaluate, load_policy
     from rate.checkpoint import CheckpointError
+    from rate.rl.experiment import check_renders
     from rate.training import setup_process
 
     setup_process(0, args.threads)
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_plot:
                 check_file_target(args.out.with_suffix(".png"))
         if args.record_video:
+            check_renders(args.env or ev.get("env_id", ""))  # before the folder is made
             check_writable(args.record_video)
         results = evaluate(policy, args.env, episodes, lengths, seed=seed, progress=not args.no_progress,
                            record_video=args.record_video)

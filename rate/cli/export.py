@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=["onnx", "pt2"], required=True)
     parser.add_argument("--out", type=Path, help="default: CHECKPOINT/policy.FORMAT")
     parser.add_argument("--target-return", type=float, help="default return to condition on (default: the run's eval one)")
-    add_device_arguments(parser)
+    add_device_arguments(parser, device_help="cpu only: the export is traced and checked on the CPU (the artifact then "
+                         "runs wherever torch or onnxruntime runs)")
     args = parser.parse_args(argv)
     out = args.out or args.checkpoint / f"policy.{args.format}"
     if out.suffix != f".{args.format}":

@@ -55,11 +55,13 @@ def invoked_as(console: str) -> str:
     return console
 
 
-def add_device_arguments(parser: argparse.ArgumentParser, threads: int | None = 2) -> None:
-    """--device and --threads, the same on every command (train, eval, export)."""
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (train: default the config's train.device)")
+def add_device_arguments(parser: argparse.ArgumentParser, threads: int | None = 2,
+                         device_help: str = "cpu, cuda or cuda:N (None: cpu)") -> None:
+    """--device and --threads, the same names on every command (train, eval, export); threads None
+    (the trainers) defaults to the config's train.threads."""
+    parser.add_argument("--device", default=None, help=device_help)
     parser.add_argument("--threads", type=positive_int, default=threads,
-                        help="torch CPU threads (train: default the config's train.threads)")
+                        help="torch CPU threads" + (" (None: the config's train.threads)" if threads is None else ""))
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_root: str, resume: bool = True) -> None:
@@ -78,7 +80,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_root: str, resume
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--print-config", action="store_true",
                         help="print the fully resolved config, each field with its one-line doc, and exit")
-    add_device_arguments(parser, threads=None)
+    add_device_arguments(parser, threads=None, device_help="cpu, cuda or cuda:N (None: the config's train.device)")
 
 
 def device_overrides(args: argparse.Namespace) -> list[str]:

@@ -197,12 +197,33 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
         import moviepy  # noqa: F401  (RecordVideo's encoder)
     except ImportError:
         raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
+    check_renders(ev.env_id)
     env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
     with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
         warnings.simplefilter("ignore")
         env = gym.wrappers.RecordVideo(env, str(video[0]), episode_trigger=lambda _: True, name_prefix=video[1],
                                        disable_logger=True)
     return wrap_env(env, ev.wrappers)
+
+
+def check_renders(env_id: str) -> None:
+    """ValueError unless ``env_id`` renders frames (``rgb_array``, in its class's
+    metadata["render_modes"]), what recording video needs; before any rollout runs.  An id or
+    entry point that cannot be looked up yet is left to gym.make."""
+    import importlib
+
+    load_env_plugins()
+    try:
+        entry = gym.spec(env_id).entry_point
+        if isinstance(entry, str):
+            module, _, attr = entry.partition(":")
+            entry = getattr(importlib.import_module(module), attr)
+    except (gym.error.Error, ImportError, AttributeError):
+        return
+    metadata = getattr(entry, "metadata", None)
+    if isinstance(metadata, dict) and "rgb_array" not in metadata.get("render_modes", []):
+        modes = ", ".join(metadata.get("render_modes", [])) or "nothing"
+        raise ValueError(f"{env_id} cannot record video: it renders {modes}, not rgb_array frames")
 
 
 def make_eval_envs(ev: EvalConfig, n: int, length: int | None = None):

@@ -165,11 +165,13 @@ def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg:
     save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device)
 
 
-def commit_replacement(folder: RunFolder, loop: TrainingLoop) -> None:
-    """After the first complete checkpoint of a run that replaces an earlier one, the earlier run
-    goes (:class:`RunFolder`); no-op otherwise."""
+def commit_checkpoint(folder: RunFolder, loop: TrainingLoop) -> None:
+    """After a complete checkpoint the run stays if it fails later (:class:`RunFolder`): a run
+    that replaces an earlier one takes its place (the first time), a new run is kept."""
     if folder.replacing:
         loop.move_logs(lambda: folder.commit() / "tb")
+    else:
+        folder.commit()
 
 
 def eval_scalars(results: dict) -> dict[str, float]:
@@ -254,7 +256,8 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     try:
         return _train_in(cfg, out, folder, resume, progress, group, device, model, windows)
     except BaseException:
-        folder.abandon()  # a replacement that failed before its first checkpoint: the earlier run stays
+        if group.is_main:  # (only the writer: another rank's failure must not delete rank 0's files)
+            folder.abandon()  # failed before its first checkpoint: an earlier run stays, a new one leaves nothing
         raise
 
 
@@ -303,12 +306,12 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
                 save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
                                 extra)
             save_resumable(folder, loop, model, cfg, extra, time.time() - start, device)
-            commit_replacement(folder, loop)
+            commit_checkpoint(folder, loop)
             loop.pause_clock()
         elif cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0 and group.is_main:
             save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
                            device)
-            commit_replacement(folder, loop)
+            commit_checkpoint(folder, loop)
             loop.pause_clock()
     loop.close_bar()  # before the final evaluation's own bars
     train_seconds = round(time.time() - start, 1)
