@@ -210,6 +210,9 @@ class RunFolder:
         self.out = Path(out)
         self.fresh = not (self.out.is_dir() and any(self.out.iterdir()))  # nothing of an earlier run there
         self.committed = False
+        # Under torchrun only rank 0 writes (and holds the lock): another rank's failure must not
+        # delete rank 0's files.
+        self.writer = int(os.environ.get("RANK", "0")) == 0
         if overwrite:  # staging folders of a replacement killed before it finished (the caller holds the lock)
             for stale in [*self.out.parent.glob(f".{self.out.name}.new-*"),
                           *self.out.parent.glob(f".{self.out.name}.old-*")]:
@@ -249,6 +252,8 @@ class RunFolder:
         itself stays: its lock is held (:func:`exclusive_run_dir` removes it when it made it)."""
         import shutil
 
+        if not self.writer:
+            return
         if self.path != self.out:
             shutil.rmtree(self.path, ignore_errors=True)
         elif self.fresh and not self.committed and self.out.is_dir():

@@ -145,3 +145,27 @@ def test_demo_reports_a_missing_config_in_one_line(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "demo")]) == 2
     assert capsys.readouterr().err == f"error: config file not found: {tmp_path / 'none.yaml'}\n"
     assert not (tmp_path / "demo").exists()
+
+
+def test_a_run_that_fails_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch, capsys):
+    # The algorithmic and LM trainers write their checkpoint once, at the end: a run that fails
+    # before then (here its evaluation, after the training logged to tb/) leaves no half run that
+    # the same command would then refuse as "already holds a run".
+    import train.algorithmic as trainer
+
+    def failing_evaluate(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(trainer, "evaluate", failing_evaluate)
+    args = ["configs/algorithmic/reverse.yaml", "model.d_model=16", "model.n_heads=2", "model.d_head=8",
+            "model.d_inner=16", "model.n_layers=1", "train.steps=2", "train.eval_every=2", "eval_samples=8",
+            "task.length=2", "train.threads=1", "--no-progress"]
+    for out in (tmp_path / "made-by-the-run", tmp_path / "made-by-the-user"):
+        if out.name == "made-by-the-user":
+            out.mkdir()
+        assert trainer.main([*args, "--out", str(out)]) == 2
+        assert "No space left on device" in capsys.readouterr().err
+        assert (out.is_dir() and not any(out.iterdir())) if out.name == "made-by-the-user" else not out.exists()
+    monkeypatch.undo()
+    assert trainer.main([*args, "--out", str(out)]) == 0  # the same command again
+    assert (out / "model.safetensors").is_file()

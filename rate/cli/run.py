@@ -105,9 +105,10 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
     errors to :data:`USER_ERRORS`.  ``load_config(overrides)`` builds the config (default: the
     YAML file ``args.config``); ``source`` names the run when neither --run-name nor --out does.
 
-    --overwrite: a trainer that replaces the earlier run itself once it has a checkpoint
-    (``replaces_itself``) is given ``out``; any other trains into a staging folder swapped in
-    when it has finished."""
+    A trainer that keeps its run folder itself (``replaces_itself``: it replaces an earlier run
+    once it has a checkpoint, and cleans up after a failure) is given ``out``; any other trains
+    into a :class:`RunFolder`: with --overwrite a staging folder swapped in when it has
+    finished, and a failed run leaves the folder as it found it."""
     overrides = list(args.overrides) + device_overrides(args)
     with contextlib.ExitStack() as held:
         try:
@@ -129,10 +130,10 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             check_run_dir(out, resume, args.overwrite, resumable)  # again, now that no other trainer can write it
             if args.csv:
                 check_file_target(args.csv)  # before the training, not after it
-            if replaces_itself or not args.overwrite:
+            if replaces_itself:
                 metrics = train_run(cfg, out)
-            else:
-                folder = RunFolder(out, overwrite=True)
+            else:  # (these trainers write their checkpoint once, at the end)
+                folder = RunFolder(out, overwrite=args.overwrite)
                 try:
                     metrics = train_run(cfg, folder.path)
                 except BaseException:

@@ -256,8 +256,7 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
     try:
         return _train_in(cfg, out, folder, resume, progress, group, device, model, windows)
     except BaseException:
-        if group.is_main:  # (only the writer: another rank's failure must not delete rank 0's files)
-            folder.abandon()  # failed before its first checkpoint: an earlier run stays, a new one leaves nothing
+        folder.abandon()  # failed before its first checkpoint: an earlier run stays, a new one leaves nothing
         raise
 
 
