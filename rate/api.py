@@ -8,7 +8,11 @@
 
 :class:`Policy` is the same object for the three forms: a checkpoint runs the eager policy its
 run config names (streaming RATE, DT's window, a BC baseline); an exported artifact runs its
-step function (torch.export or onnxruntime) with the recurrent state between calls.
+step function (torch.export or onnxruntime) with the recurrent state between calls.  Greedy
+actions are the same in the three forms.  Sampled ones (``sample=True``) come from the same
+softmax but from different random streams: the eager policy draws with torch (as every
+evaluation of this project did), an artifact with Gumbel-max noise from numpy (what an ONNX
+graph can take), so a seed repeats a form's own draws, not another form's.
 """
 
 from __future__ import annotations

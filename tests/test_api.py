@@ -196,6 +196,23 @@ def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):
     assert 0 <= int(policy.act(np.zeros(4))) < 4
     with pytest.raises(CheckpointError, match="holds a RATEModel, not a BCGRU"):
         BCGRU.from_pretrained(tmp_path / "again")
+    # The config object itself is taken too.
+    model.save_pretrained(tmp_path / "object", run_config=RATEExperimentConfig(model=model.cfg))
+    assert RATEModel.from_pretrained(tmp_path / "object").cfg == model.cfg
+
+
+def test_save_pretrained_refuses_a_config_that_would_load_another_model_or_half_write(tmp_path):
+    from dataclasses import replace
+
+    model = RATEModel.from_pretrained(checkpoint(tmp_path))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()}
+    other = to_dict(RATEExperimentConfig(model=replace(model.cfg, rtg_scale=10.0)))
+    with pytest.raises(ValueError, match="model section differs from this model's config.*rtg_scale"):
+        model.save_pretrained(tmp_path / "ckpt", run_config=other)
+    not_json = to_dict(RATEExperimentConfig(model=model.cfg)) | {"note": np.float32(1.5)}
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        model.save_pretrained(tmp_path / "ckpt", run_config=not_json)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()} == before  # untouched
 
 
 @pytest.mark.slow

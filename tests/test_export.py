@@ -277,10 +277,23 @@ def test_pt2_archives_that_would_unpickle_are_refused(artifacts, tmp_path):
     with zipfile.ZipFile(nested, "a") as z:
         root = z.namelist()[0].split("/")[0]
         z.writestr(f"{root}/serialized_constants.pt", evil)
-    for path in (sample, flagged, legacy, nested):
+    # An older format's weights or constants file beside the new layout's: torch.export.load reads
+    # (unpickles) it before any config says how.
+    older = []
+    for folder in ("weights", "constants"):
+        older.append(tmp_path / f"older_{folder}.pt2")
+        _rewrite(artifacts["rate", "pt2"], older[-1], lambda name, data: data)
+        with zipfile.ZipFile(older[-1], "a") as z:
+            root = z.namelist()[0].split("/")[0]
+            z.writestr(f"{root}/data/{folder}/model.pt", evil)
+    for path in (sample, flagged, legacy, nested, *older):
         with pytest.raises(ArtifactError, match="refusing"):
             open_artifact(path)
     assert not marker.exists()
+    for path in older:  # and without the check, the payload would have run
+        with pytest.raises(Exception):
+            torch.export.load(path)
+    assert marker.exists()
 
 
 def test_foreign_or_broken_artifacts_get_one_clear_error(artifacts, tmp_path):
@@ -297,6 +310,13 @@ def test_foreign_or_broken_artifacts_get_one_clear_error(artifacts, tmp_path):
     onnx.save(proto, str(tmp_path / "future.onnx"))
     with pytest.raises(ArtifactError, match="version 99"):
         open_artifact(tmp_path / "future.onnx")
+    proto.metadata_props[0].value = json.dumps(meta)[:40]  # cut short
+    onnx.save(proto, str(tmp_path / "cut.onnx"))
+    _rewrite(artifacts["rate", "pt2"], tmp_path / "cut.pt2",
+             lambda name, data: data[:40] if name.endswith("rate_export.json") else data)
+    for name in ("cut.onnx", "cut.pt2"):
+        with pytest.raises(ArtifactError, match="corrupt rate_export metadata"):
+            open_artifact(tmp_path / name)
     (tmp_path / "junk.pt2").write_bytes(b"not a zip")
     (tmp_path / "junk.onnx").write_bytes(b"not onnx")
     for name, pattern in [("junk.pt2", "not a readable"), ("junk.onnx", "not a readable"),

@@ -285,6 +285,12 @@ def test_a_dict_in_its_own_key_order_is_evaluated_in_the_datas_layout():
     evaluated_on, _ = WRAPPERS["FlattenObservation"](Unsorted()).reset()
     np.testing.assert_allclose(evaluated_on, trained_on)
     np.testing.assert_allclose(trained_on, [7.0, 0.1, 0.2])
+    # The standalone ONNX runner's copy of the wrapper (it imports nothing of the library).
+    from rate.deploy.onnx_runner import WRAPPERS as RUNNER_WRAPPERS
+
+    assert set(RUNNER_WRAPPERS) == set(WRAPPERS)
+    played_on, _ = RUNNER_WRAPPERS["FlattenObservation"](Unsorted()).reset()
+    np.testing.assert_allclose(played_on, trained_on)
 
 
 def test_discrete_values_outside_their_space_are_refused_not_wrapped_round():

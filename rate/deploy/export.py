@@ -58,7 +58,8 @@ import torch
 
 from rate.config import atomic_write, to_dict
 from rate.data.env_plugins import load_env_plugins
-from rate.deploy.onnx_runner import PROJECT_ENVS, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError, StepPolicy, open_onnx
+from rate.deploy.onnx_runner import (PROJECT_ENVS, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError,
+                                     StepPolicy, open_onnx, read_metadata)
 from rate.rl.model import RATEModel
 from rate.rl.step import INPUT_NAMES, OUTPUT_NAMES, STATE_BATCH_DIM, STREAM_FIELDS, PolicyStep
 
@@ -201,12 +202,16 @@ def open_pt2(path: str | Path) -> StepPolicy:
             out = module(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
         return [o.numpy() for o in out]
 
-    return StepPolicy(json.loads(extra[f"{METADATA_KEY}.json"]), run, str(path))
+    return StepPolicy(read_metadata(extra[f"{METADATA_KEY}.json"], path), run, str(path))
 
 
 # The layout torch.export.save writes (below one root folder); anything else is refused.
+# Tensor payloads are raw bytes named weight_N / tensor_N beside their config; any other name there
+# (an older format's <model>.pt) torch.export.load would unpickle before reading a config.
 _PT2_FILES = re.compile(r"(archive_format|archive_version|byteorder|\.data/(version|serialization_id)"
-                        r"|models/[\w.-]+\.json|extra/[\w.-]+|data/(weights|constants)/[\w.-]+"
+                        r"|models/[\w.-]+\.json|extra/[\w.-]+"
+                        r"|data/weights/(weight_\d+|[\w.-]+_weights_config\.json)"
+                        r"|data/constants/(tensor_\d+|[\w.-]+_constants_config\.json)"
                         r"|data/sample_inputs/[\w.-]+\.pt)")
 
 

@@ -39,16 +39,45 @@ METADATA_KEY = "rate_export"
 PROJECT_ENVS = "rate_envs."
 
 
+def _sorted_keys(space: gym.Space) -> gym.Space:
+    """``space`` with every Dict's keys in sorted order (rate.data.spaces.canonical_space)."""
+    if isinstance(space, gym.spaces.Dict):
+        return gym.spaces.Dict({key: _sorted_keys(space[key]) for key in sorted(space.spaces)})
+    if isinstance(space, gym.spaces.Tuple):
+        return gym.spaces.Tuple([_sorted_keys(sub) for sub in space.spaces])
+    return space
+
+
+def _flatten_observations(env: gym.Env) -> gym.Env:
+    """Flat observations with Dict keys in sorted order, the layout the model was trained on
+    (rate.data.spaces.flatten_observations; gym's FlattenObservation keeps the env's key order)."""
+    space = _sorted_keys(env.observation_space)
+    return gym.wrappers.TransformObservation(env, lambda obs: gym.spaces.flatten(space, obs),
+                                             gym.spaces.flatten_space(space))
+
+
 # The run config's eval.wrappers between the environment and the policy: a copy of
-# rate.data.spaces.WRAPPERS, as this file imports nothing of the library.
+# rate.data.spaces.WRAPPERS, as this file imports nothing of the library
+# (tests/test_foreign_datasets.py checks that the two lay observations out alike).
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
-    "FlattenObservation": gym.wrappers.FlattenObservation,
+    "FlattenObservation": _flatten_observations,
     "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, -1.0, 1.0),
 }
 
 
 class ArtifactError(RuntimeError):
     """A file that is not an exported policy this runner can play."""
+
+
+def read_metadata(text: str, source: str | Path) -> dict:
+    """An artifact's ``rate_export`` metadata (JSON text) as a mapping, else one ArtifactError."""
+    try:
+        meta = json.loads(text)
+    except ValueError as err:
+        raise ArtifactError(f"{source}: corrupt {METADATA_KEY} metadata: {err}") from None
+    if not isinstance(meta, dict):
+        raise ArtifactError(f"{source}: {METADATA_KEY} metadata is not a mapping")
+    return meta
 
 
 class StepPolicy:
@@ -115,7 +144,7 @@ def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
     custom = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in custom:
         raise ArtifactError(f"{path}: an ONNX model without {METADATA_KEY!r} metadata (not made by rate.deploy.export)")
-    meta = json.loads(custom[METADATA_KEY])
+    meta = read_metadata(custom[METADATA_KEY], path)
     names = meta.get("inputs", [])
     if sorted(names) != sorted(i.name for i in session.get_inputs()):
         raise ArtifactError(f"{path}: the model's inputs do not match its metadata")

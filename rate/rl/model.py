@@ -171,10 +171,24 @@ class PretrainedMixin:
         sections then read back as their defaults: evaluation in T-Maze, which ``rate-eval
         --env`` or ``rate.evaluate(env_id=...)`` overrides).  The config records
         the package version, the git commit where there is one, and the dataset id."""
+        import dataclasses
+
         from rate.checkpoint import provenance, save_checkpoint
         from rate.config import to_dict
 
+        if dataclasses.is_dataclass(run_config):  # the config object itself
+            run_config = to_dict(run_config)
+        if run_config is not None and not isinstance(run_config, dict):
+            raise TypeError(f"run_config is the run's config (a mapping or its dataclass), got {type(run_config).__name__}")
         config = dict(run_config) if run_config is not None else {"model": to_dict(self.cfg)}
+        own = to_dict(self.cfg)
+        if "model" in config and config["model"] != own:
+            # Loading rebuilds the model from this section: another one would load these weights
+            # into another model (or fail), silently changing what the checkpoint plays.
+            differ = sorted(k for k in own.keys() | dict(config["model"]).keys()
+                            if own.get(k) != dict(config["model"]).get(k))
+            raise ValueError(f"run_config's model section differs from this model's config ({', '.join(differ[:5])})")
+        config["model"] = own
         dataset_id = dataset_id or config.get("dataset_id")
         return save_checkpoint(directory, self, CHECKPOINT_KIND, config,
                                provenance() | ({"dataset_id": dataset_id} if dataset_id else {}))
