@@ -108,8 +108,10 @@ def test_artifact_metadata_describes_the_state(artifacts):
     spec = {s["name"]: s for s in meta["state"]}
     assert spec["memory"]["shape"] == ["batch", 2, 32]
     assert spec["cache"]["shape"] == [2, "batch", 7, 32]  # layers, batch, mem_len, d_model
-    # layers, one flat page, batch, heads, slots C + m + 3K (cache, read memory, segment), d_head
-    assert spec["keys"]["shape"] == [2, 1, "batch", 2, 7 + 2 + 12, 16]
+    # layers, one flat page, batch, heads, d_head, slots C + m + 3K (cache, read memory, segment):
+    # keys transposed, values not
+    assert spec["keys"]["shape"] == [2, 1, "batch", 2, 16, 7 + 2 + 12]
+    assert spec["values"]["shape"] == [2, 1, "batch", 2, 7 + 2 + 12, 16]
     assert spec["keys"]["batch_dim"] == 2
     assert spec["length"]["dtype"] == "int64"
     policy.reset(3)

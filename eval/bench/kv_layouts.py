@@ -8,8 +8,10 @@ the first U filled slots of every layer, U growing by one environment step (3 to
 over a whole segment, at the reference run script's size (10 layers, 4 heads of 32, K = 50,
 m = 15, no cache: W = 165 slots).  The layouts compared are in ``LAYOUTS``; every one computes
 softmax(q k^T + bias) v with the same shapes, and the table gives the time per step (all layers)
-and the ratio to the flat prefix view.  This comparison is what moved the decoder to pages
-(rate/core/kv_buffer.py: ``KVPages`` adds the content scores in place but reads the same pages).
+and the ratio to the flat prefix view.  This comparison moved the decoder to pages on one
+machine, and later, once the transposed keys were added to it, back to a flat buffer with
+transposed keys (rate/core/kv_buffer.py), the fastest on the 2-core AMD EPYC of that week; the
+machine changes from week to week, so rerun it before moving again.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ BATCH, HEADS, D_HEAD, LAYERS, QUERIES = 64, 4, 32, 10, 3
 SLOTS = 15 + 3 * 50  # read memory + a segment of 50 steps (3 tokens each)
 PAGE = 32
 LAYOUTS = {
-    "prefix": "view of the first U slots of a flat (B, H, W, dh) buffer (rate/core/streaming.py before pages; "
-              "exported graphs' layout)",
+    "prefix": "view of the first U slots of a flat (B, H, W, dh) buffer (rate/core/streaming.py before pages)",
     "dense": "buffers of exactly U slots (a lower bound: no layout reads less)",
     "paged": f"{PAGE}-slot pages (W / {PAGE}, B, H, {PAGE}, dh): the used pages are one dense region "
-             "(rate/core/streaming.py's layout)",
+             "(rate/core/streaming.py's page_slots option)",
     "bf16": "prefix view of a bfloat16 buffer (half the bytes; not exact)",
+    "keys transposed": "keys stored (B, H, dh, W), values (B, H, W, dh): q k^T reads the first U columns of each "
+                       "key block as a plain matrix (no transposed view; rate/core/streaming.py's default layout)",
+    "paged, keys transposed": f"{PAGE}-slot pages with keys stored (P, B, H, dh, {PAGE})",
 }
 
 
@@ -111,8 +115,28 @@ def measure(repeats: int = 3) -> dict[str, float]:
         for k, v in half:
             attend(q_half, k[:, :, :u], v[:, :, :u], half_biases[u])
 
+    transposed = [(k.transpose(-1, -2).contiguous(), v) for k, v in flat]  # (B, H, dh, W), (B, H, W, dh)
+    torch.testing.assert_close(
+        torch.matmul((torch.matmul(q, transposed[0][0][..., :u]) + biases[u]).softmax(-1), flat[0][1][:, :, :u]),
+        attend(q, flat[0][0][:, :, :u], flat[0][1][:, :, :u], biases[u]), atol=1e-5, rtol=1e-5)
+
+    def keys_transposed(u):
+        for k_t, v in transposed:
+            torch.matmul((torch.matmul(q, k_t[..., :u]) + biases[u]).softmax(-1), v[:, :, :u])
+
+    paged_t = [(k.transpose(-1, -2).contiguous(), v) for k, v in paged_kv]  # (P, B, H, dh, page)
+
+    def paged_keys_transposed(u):
+        n = math.ceil(u / PAGE)
+        for k_t, v in paged_t:
+            scores = torch.matmul(q, k_t[:n]).permute(1, 2, 3, 0, 4).reshape(BATCH, HEADS, QUERIES, n * PAGE)
+            weights = (scores + paged_bias[n]).softmax(-1).view(BATCH, HEADS, QUERIES, n, PAGE).permute(3, 0, 1, 2, 4)
+            torch.matmul(weights, v[:n]).sum(0)
+
     return {"prefix": time_segment(prefix, used, repeats), "dense": time_segment(dense, used[::4], repeats),
-            "paged": time_segment(paged, used, repeats), "bf16": time_segment(bf16, used, repeats)}
+            "paged": time_segment(paged, used, repeats), "bf16": time_segment(bf16, used, repeats),
+            "keys transposed": time_segment(keys_transposed, used, repeats),
+            "paged, keys transposed": time_segment(paged_keys_transposed, used, repeats)}
 
 
 def main(argv: list[str] | None = None) -> int:

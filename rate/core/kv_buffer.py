@@ -1,11 +1,13 @@
 """The streaming decoder's key/value buffer of one layer, and in-place row writes.
 
-Layout: keys and values of shape (P, B, H, page, dh); slot s of row b lives in page s // page at
-offset s % page.  One page (P = 1) is a flat buffer: the layout exported graphs use (they read
-every slot of one static shape).  With several pages (eager decoding) every page is one dense
-(B, H, page, dh) block, so the pages a decoder has filled are one contiguous region of memory,
-read front to back, where the first slots of a flat buffer are a strided view (the two layouts
-are timed side by side in results/kv_layouts.md).  Attention sees the buffer only through
+Layout: values of shape (P, B, H, page, dh) and keys stored transposed, (P, B, H, dh, page); slot
+s of row b lives in page s // page at offset s % page.  With the keys' slots on the last axis,
+q k^T over the first U slots is a plain matrix product over the first U columns of each (dh, W)
+block (a transposed view of (W, dh) keys makes the matmul copy or take a slower kernel: measured
+in results/kv_layouts.md).  One page (P = 1) is a flat buffer, the layout eager decoding and
+exported graphs use (they read every slot of one static shape); with several pages every page is
+one dense block, so the pages a decoder has filled are one contiguous region of memory (the
+layouts are timed side by side in results/kv_layouts.md).  Attention sees the buffer only through
 :class:`KVPages`: write new keys/values, score queries against every slot, read values by weights.
 """
 
@@ -78,29 +80,33 @@ def write_slots(pages: torch.Tensor, new: torch.Tensor, start: torch.Tensor | in
 
 @dataclass
 class KVPages:
-    """One layer's key/value buffer: keys, values (P, B, H, page, dh), P * page slots."""
+    """One layer's key/value buffer, P * page slots: keys (P, B, H, dh, page) (transposed, see the
+    module docstring), values (P, B, H, page, dh)."""
 
     keys: torch.Tensor
     values: torch.Tensor
 
     def write(self, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor | int | None) -> "KVPages":
         """New keys/values k, v (B, H, n, dh) at slots start[b].. of row b (``start`` an int: the
-        same slots in every row), in place when eager (:func:`write_slots`).  ``start`` None
-        appends them after the buffer instead: a new flat buffer of slots + n (one page only; the
-        exported graphs' write block, which has no slots of its own)."""
+        same slots in every row), in place when eager (:func:`write_slots`, on the keys through a
+        (P, B, H, page, dh) view).  ``start`` None appends them after the buffer instead: a new
+        flat buffer of slots + n (one page only; the exported graphs' write block, which has no
+        slots of its own)."""
         if start is None:
             if self.keys.shape[0] != 1:
                 raise ValueError("appending needs a flat buffer (one page)")
-            return KVPages(torch.cat([self.keys, k.unsqueeze(0)], dim=3), torch.cat([self.values, v.unsqueeze(0)], dim=3))
-        return KVPages(write_slots(self.keys, k, start), write_slots(self.values, v, start))
+            return KVPages(torch.cat([self.keys, k.transpose(-1, -2).unsqueeze(0)], dim=4),
+                           torch.cat([self.values, v.unsqueeze(0)], dim=3))
+        keys = write_slots(self.keys.transpose(-1, -2), k, start).transpose(-1, -2)
+        return KVPages(keys, write_slots(self.values, v, start))
 
     def content_scores(self, q: torch.Tensor) -> torch.Tensor:
         """q . k of every slot, (B, H, Q, P * page), a new contiguous tensor; q (B, H, Q, dh).
         The pages' products come out of one batched matmul (q broadcast over the pages)."""
-        pages, b, h, page, _ = self.keys.shape
+        pages, b, h, _, page = self.keys.shape
         if pages == 1:  # (squeeze, not [0]: in ONNX a Gather would copy the buffer once more)
-            return torch.matmul(q, self.keys.squeeze(0).transpose(-1, -2))
-        content = torch.matmul(q, self.keys.transpose(-1, -2))  # (P, B, H, Q, page)
+            return torch.matmul(q, self.keys.squeeze(0))
+        content = torch.matmul(q, self.keys)  # (P, B, H, Q, page)
         return content.permute(1, 2, 3, 0, 4).reshape(b, h, q.shape[2], pages * page)
 
     def read(self, weights: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,7 @@ from dataclasses import replace
 import torch
 
 from rate.core.attention import RelativePositions
-from rate.core.kv_buffer import KVPages, write_rows, write_slots
+from rate.core.kv_buffer import KVPages, write_rows
 from rate.core.masks import mask_to_bias
 from rate.core.rmt import RecurrentMemoryTransformer
 from rate.core.stream_state import StreamState
@@ -46,12 +46,13 @@ PAD, CACHE, READ, SEGMENT = 0, 1, 2, 3
 class StreamingDecoder:
     """Token-by-token decoding of a :class:`RecurrentMemoryTransformer`, S tokens per segment.
 
-    ``page_slots``: the fewest slots per key/value page: P = max(1, F // page_slots) pages of
-    ceil(F / P) slots, F the frame's slots.  A frame of fewer than 2 * page_slots slots stays one
-    page: at such sizes the pages' extra reshapes cost about what they save (the two layouts are
-    timed side by side in results/kv_layouts.md).  None
-    keeps one flat page always, the layout that exported graphs use (they read every slot of one
-    static shape).
+    ``page_slots``: None (the default) keeps one flat buffer, of which an eager step reads the
+    filled prefix (a view; exported graphs read every slot of one static shape).  An int splits
+    it into P = max(1, F // page_slots) pages of ceil(F / P) slots, F the frame's slots, of which
+    a step reads the filled pages (one contiguous region).  With the keys stored transposed the
+    flat prefix read the fastest on the 2-core development machine (results/kv_layouts.md times
+    the layouts side by side); pages once won on another machine, before the keys were
+    transposed, and stay an option.
 
     ``write_slots``: the write block is decoded in place at m slots of its own after the segment
     (no copy of the buffer at a boundary; the slots cost nothing between boundaries, where only
@@ -60,7 +61,7 @@ class StreamingDecoder:
     every step, would pay for m more slots at every step.
     """
 
-    def __init__(self, decoder: RecurrentMemoryTransformer, segment_tokens: int, page_slots: int | None = 32,
+    def __init__(self, decoder: RecurrentMemoryTransformer, segment_tokens: int, page_slots: int | None = None,
                  write_slots: bool = True):
         if segment_tokens <= 0:
             raise ValueError(f"segment_tokens must be positive, got {segment_tokens}")
@@ -96,7 +97,7 @@ class StreamingDecoder:
             read_out=torch.zeros(batch, self.m, self.D, device=dev, dtype=dt),
             cache=torch.zeros(self.L, batch, self.C, self.D, device=dev, dtype=dt),
             cache_valid=torch.zeros(batch, self.C, dtype=torch.bool, device=dev),
-            keys=torch.zeros(self.L, self.pages, batch, self.H, self.page, self.dh, device=dev, dtype=dt),
+            keys=torch.zeros(self.L, self.pages, batch, self.H, self.dh, self.page, device=dev, dtype=dt),  # transposed
             values=torch.zeros(self.L, self.pages, batch, self.H, self.page, self.dh, device=dev, dtype=dt),
             kind=torch.zeros(batch, self.slots, dtype=torch.uint8, device=dev),
             # Kept for the cache only: without one, no slots (exported graphs would copy them every step).
@@ -187,11 +188,11 @@ class StreamingDecoder:
         every layer against it.  ``start``: (B,) long, or an int when every row's slots are the
         same (rows in step); ``allowed``: (B, n, slots) bool, or None (int start only) for the
         causal mask of rows with every earlier slot filled.  Returns the final-normed output
-        (B, n, D), the per-layer inputs of x and the (L, P, B, H, page, dh) key/value buffers (the
-        state's own, written in place, or new tensors inside an exported graph: see :func:`write_slots`).
+        (B, n, D), the per-layer inputs of x and the key/value buffers (the state's own, written in
+        place, or new tensors inside an exported graph: see :func:`rate.core.kv_buffer.write_slots`).
 
-        Eagerly, attention reads only the pages up to the last new token of any row: the slots
-        after it are empty in every row, and reading the key/value buffer is what a decoding step
+        Eagerly, attention reads only the slots (one flat page) or pages up to the last new token of
+        any row: the slots after it are empty in every row, and reading the key/value buffer is what a decoding step
         spends its time on (at batch 64 it is megabytes per layer, against a few kilobytes of new
         tokens).  Exported graphs keep one static shape and read every slot."""
         if self._table.device != x.device:  # the model moved since
@@ -203,20 +204,26 @@ class StreamingDecoder:
         # An empty batch (every environment of a rollout finished) has no prefix: it reads all.
         whole = exporting or (isinstance(start, torch.Tensor) and start.numel() == 0)
         if whole:
-            pages = self.pages
+            pages, used = self.pages, self.slots
         else:
-            pages = -(-(start + n if isinstance(start, int) else int((start + n).max())) // self.page)
-        used = pages * self.page
+            end = start + n if isinstance(start, int) else int((start + n).max())  # after the last new slot
+            # One flat page: its first ``end`` slots (a prefix view); pages: the pages up to ``end``.
+            pages = 1 if self.pages == 1 else -(-end // self.page)
+            used = end if self.pages == 1 else pages * self.page
         positions = RelativePositions(start, n, self.slots, self.D, x.device, table=self._table,
                                       keys_used=None if whole else used)
         if allowed is None:
             bias = self._causal_bias(x)[start : start + n, :used][None, None]
         else:
             bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
-        # Views of the buffers' first pages: the in-place writes land in the buffers.
+        # Views of the buffers' first pages or slots: the in-place writes land in the buffers.
         # (state.keys[i], not iteration: unbind's views cannot be written in place)
-        past = [KVPages(state.keys[i], state.values[i]) if whole else KVPages(state.keys[i][:pages], state.values[i][:pages])
-                for i in range(self.L)]
+        if whole:
+            past = [KVPages(state.keys[i], state.values[i]) for i in range(self.L)]
+        elif self.pages == 1:
+            past = [KVPages(state.keys[i][..., :used], state.values[i][..., :used, :]) for i in range(self.L)]
+        else:
+            past = [KVPages(state.keys[i][:pages], state.values[i][:pages]) for i in range(self.L)]
         h, inputs, kvs = self.decoder.run_layers(x, positions, bias, past, start)
         if not exporting:  # the buffers were written in place
             return h, inputs, state.keys, state.values
@@ -273,8 +280,7 @@ class StreamingDecoder:
         if self.C:
             for i, layer in enumerate(self.decoder.layers):
                 cache_keys, cache_values = layer.cache_kv(state.cache[i])  # (B, H, C, dh)
-                write_slots(keys[i], cache_keys, 0)
-                write_slots(values[i], cache_values, 0)
+                KVPages(keys[i], values[i]).write(cache_keys, cache_values, 0)  # in place (an int start)
             kind[:, : self.C] = torch.where(state.cache_valid, CACHE, PAD).to(kind.dtype)
         # A segment's inputs are all written before it closes, so reused ones need no zeroing.
         state = replace(state, keys=keys, values=values, kind=kind, length=torch.zeros_like(state.length),

@@ -85,12 +85,12 @@ class StreamingPolicy(BatchedPolicy):
     """RATE decoded token by token, every environment with its own memory, cache and segment phase:
     a stateful wrapper of :class:`rate.rl.step.PolicyStep`, the step function that is exported.
 
-    ``page_slots``: key/value page size of the decoder (:class:`rate.core.streaming.StreamingDecoder`); None keeps one
-    flat buffer.  The outputs do not depend on it.
+    ``page_slots``: key/value page size of the decoder (:class:`rate.core.streaming.StreamingDecoder`); None (the
+    default) keeps one flat buffer.  The outputs do not depend on it.
     """
 
     def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0,
-                 page_slots: int | None = 32):
+                 page_slots: int | None = None):
         super().__init__(model, target_return, sample, seed)
         self.step = PolicyStep(model, page_slots=page_slots, write_slots=True)
 
