@@ -4,10 +4,10 @@ Layout: values of shape (P, B, H, page, dh) and keys stored transposed, (P, B, H
 s of row b lives in page s // page at offset s % page.  With the keys' slots on the last axis,
 q k^T over the first U slots is a plain matrix product over the first U columns of each (dh, W)
 block (a transposed view of (W, dh) keys makes the matmul copy or take a slower kernel: measured
-in results/kv_layouts.md).  One page (P = 1) is a flat buffer, the layout eager decoding and
-exported graphs use (they read every slot of one static shape); with several pages every page is
-one dense block, so the pages a decoder has filled are one contiguous region of memory (the
-layouts are timed side by side in results/kv_layouts.md).  Attention sees the buffer only through
+in results/kv_layouts.md).  One page (P = 1) is a flat buffer: eager decoding reads a view of
+its filled slots, exported graphs read every slot (one static shape).  With several pages every
+page is one dense block, so the pages a decoder has filled are one contiguous region of memory
+(the layouts are timed side by side there too).  Attention sees the buffer only through
 :class:`KVPages`: write new keys/values, score queries against every slot, read values by weights.
 """
 

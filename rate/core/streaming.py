@@ -11,9 +11,9 @@ Each layer keeps a key/value buffer laid out as the segment's frame in
 :meth:`RecurrentMemoryTransformer.forward_segment`: slots ``[0, C)`` the Transformer-XL cache
 (right-aligned, empty slots marked as padding), ``[C, C + m)`` the read memory, ``[C + m, W)``
 (``W = C + m + S``) the segment's tokens, ``[W, W + m)`` the write memory (with a write block).
-The buffer is split into P pages of ``page`` slots (any slots after the frame stay padding):
-attention reads only the pages filled so far, and those are one contiguous region of memory
-(rate/core/kv_buffer.py).  A new token of row b is written *in place* at slot
+Attention reads only the slots filled so far: a prefix of one flat buffer, or, split into P
+pages of ``page`` slots (any slots after the frame stay padding), the pages filled so far, one
+contiguous region of memory (rate/core/kv_buffer.py).  A new token of row b is written *in place* at slot
 ``C + m + length[b]``, so a step copies nothing of size W; since Transformer-XL attention
 depends only on the distance between query and key, a per-row gather index into one distance
 table gives every row its own positions (:class:`RelativePositions` with a tensor ``q_start``),
@@ -191,10 +191,10 @@ class StreamingDecoder:
         (B, n, D), the per-layer inputs of x and the key/value buffers (the state's own, written in
         place, or new tensors inside an exported graph: see :func:`rate.core.kv_buffer.write_slots`).
 
-        Eagerly, attention reads only the slots (one flat page) or pages up to the last new token of
-        any row: the slots after it are empty in every row, and reading the key/value buffer is what a decoding step
-        spends its time on (at batch 64 it is megabytes per layer, against a few kilobytes of new
-        tokens).  Exported graphs keep one static shape and read every slot."""
+        Eagerly, attention reads only the slots (one flat page) or pages up to the last new token
+        of any row: the slots after it are empty in every row, and reading the key/value buffer is
+        what a decoding step spends its time on (at batch 64 it is megabytes per layer, against a
+        few kilobytes of new tokens).  Exported graphs keep one static shape and read every slot."""
         if self._table.device != x.device:  # the model moved since
             self._table = RelativePositions.full_table(self.slots, self.D, x.device)
         exporting = torch.compiler.is_exporting()
