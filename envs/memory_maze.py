@@ -76,7 +76,8 @@ def memory_maze_tasks() -> types.ModuleType:
     if "memory_maze" not in sys.modules:
         spec = importlib.util.find_spec("memory_maze")
         if spec is None:
-            raise ModuleNotFoundError("Memory Maze needs the memory-maze package: pip install memory-maze dm-control",
+            raise ModuleNotFoundError("Memory Maze needs the memory-maze package (1.0.3): "
+                                      "pip install 'rate-rmt[memory-maze]'",
                                       name="memory_maze")
         package = types.ModuleType("memory_maze")
         package.__path__, package.__spec__ = list(spec.submodule_search_locations), spec
