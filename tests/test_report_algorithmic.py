@@ -25,7 +25,7 @@ def test_sqeq_shows_teacher_forced_accuracy_beside_the_exact_slot():
             row("sqeq/rmt/seg6/seed1", "256", 0.7)]  # recorded before the column: left out of that table
     text = render(rows, "p.png")
     table = text[text.index("Per-token accuracy with teacher forcing"):]
-    assert "| 6 | - | - | 0.990 +- 0.000 (n=1) |" in table
+    assert "| 6 | - | - | 0.990 (n=1) |" in table
 
 
 def test_copy_at_nine_segments_states_whether_the_claim_holds():

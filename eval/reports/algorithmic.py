@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from rate.plots import plt, save_figure
-from eval.reports.common import machines, read_report_rows, report_parser, write_report
+from eval.reports.common import machines, over_seeds, read_report_rows, report_parser, write_report
 
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
 ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0",
@@ -42,11 +42,7 @@ def metric_of(task: str) -> str:
 
 
 def fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3f} +- {std:.3f} (n={len(values)})"
+    return over_seeds(values, 3)
 
 
 def collect(rows: list[dict], metric: str | None = None) -> dict:

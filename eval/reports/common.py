@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 from collections import Counter
 from pathlib import Path
 
 from rate.config import atomic_write_text
 from rate.cli.records import read_rows
+
+
+def over_seeds(values: list[float], digits: int = 2) -> str:
+    """Mean +- std over seeds with their count; "-" for none; one seed has no spread to show
+    ("+- 0.00" would claim one)."""
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f} (n=1)"
+    return f"{statistics.fmean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f} (n={len(values)})"
 
 
 def report_parser(prog: str, description: str, name: str, notes_help: str) -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rate.plots import plt, save_figure
-from eval.reports.common import machines, read_report_rows, report_parser, write_report
+from eval.reports.common import machines, over_seeds, read_report_rows, report_parser, write_report
 from train.experiments.lm import HEAD_POSITIONS
 
 # RMT paper, Table 4 (enwik8, segment 128, test bpc); ../shared/reference/rmt-paper-and-code.md 3.3.
@@ -66,9 +66,7 @@ def mean(xs: list[float]) -> float:
 
 
 def fmt(xs: list[float]) -> str:
-    if len(xs) == 1:
-        return f"{xs[0]:.3f} (n=1)"
-    return f"{mean(xs):.3f} +- {statistics.stdev(xs):.3f} (n={len(xs)})"
+    return over_seeds(xs, 3)
 
 
 def spread(xs: list[float]) -> float:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from rate.plots import log_length_axis, plt, save_figure
-from eval.reports.common import machines, read_report_rows, report_parser, write_report
+from eval.reports.common import machines, over_seeds, read_report_rows, report_parser, write_report
 
 LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt": "RMT (no valve)",
           "trxl": "TrXL (cache)", "dt": "DT (same context)", "bc_gru": "BC-GRU",
@@ -90,10 +90,7 @@ def model_of(row: dict) -> str:
 
 
 def fmt(values: list[float]) -> str:
-    if not values:
-        return "-"
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.2f} +- {std:.2f} (n={len(values)})"
+    return over_seeds(values, 2)
 
 
 def main(argv: list[str] | None = None) -> int:
