@@ -30,7 +30,9 @@ LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt":
           "rate_mixed": "RATE (bptt), T 3-90", "rmt_mixed": "RMT (no valve), T 3-90",
           "dt_mixed": "DT, T 3-90", "bc_gru_mixed": "BC-GRU, T 3-90",
           "rate_mix": "RATE (bptt), sizes 13/21/31", "rate_mix_nocache": "RATE (bptt), sizes 13/21/31, no cache",
-          "dt_mix": "DT, sizes 13/21/31", "bc_gru_mix": "BC-GRU, sizes 13/21/31"}
+          "dt_mix": "DT, sizes 13/21/31", "bc_gru_mix": "BC-GRU, sizes 13/21/31",
+          # ViZDoom with the paper's data size
+          "rate_5k": "RATE (bptt), 5000 episodes", "dt_5k": "DT (same context), 5000 episodes"}
 
 
 @dataclass(frozen=True)
