@@ -260,4 +260,7 @@ class RunFolder:
             shutil.rmtree(self.path, ignore_errors=True)
         elif self.fresh and not self.committed and self.out.is_dir():
             for entry in self.out.iterdir():
-                shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
