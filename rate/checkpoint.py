@@ -44,7 +44,8 @@ def save_checkpoint(
     directory = Path(directory)
     # The description first: one that is not JSON (a numpy scalar, a dataclass) fails before
     # anything is written, instead of leaving new weights beside an old config.json.
-    meta = json.dumps({"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}}, indent=2)
+    meta = json.dumps({"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}},
+                      indent=2)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))

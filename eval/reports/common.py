@@ -12,6 +12,11 @@ from rate.config import atomic_write_text
 from rate.cli.records import read_rows
 
 
+def how_many(count: int, noun: str) -> str:
+    """"1 run", "3 runs": a count and its noun, plural unless one."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def over_seeds(values: list[float], digits: int = 2) -> str:
     """Mean +- std over seeds with their count; "-" for none; one seed has no spread to show
     ("+- 0.00" would claim one)."""

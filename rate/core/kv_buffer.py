@@ -86,7 +86,7 @@ class KVPages:
     keys: torch.Tensor
     values: torch.Tensor
 
-    def write(self, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor | int | None) -> "KVPages":
+    def write(self, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor | int | None) -> KVPages:
         """New keys/values k, v (B, H, n, dh) at slots start[b].. of row b (``start`` an int: the
         same slots in every row), in place when eager (:func:`write_slots`, on the keys through a
         (P, B, H, page, dh) view).  ``start`` None appends them after the buffer instead: a new
@@ -99,6 +99,14 @@ class KVPages:
                            torch.cat([self.values, v.unsqueeze(0)], dim=3))
         keys = write_slots(self.keys.transpose(-1, -2), k, start).transpose(-1, -2)
         return KVPages(keys, write_slots(self.values, v, start))
+
+    def prefix(self, slots: int) -> KVPages:
+        """Views of the first ``slots`` slots, through which writes land in this buffer: a slice of
+        one flat page, or the first slots // page pages (``slots`` then a multiple of the page)."""
+        if self.keys.shape[0] == 1:
+            return KVPages(self.keys[..., :slots], self.values[..., :slots, :])
+        pages = slots // self.keys.shape[-1]
+        return KVPages(self.keys[:pages], self.values[:pages])
 
     def content_scores(self, q: torch.Tensor) -> torch.Tensor:
         """q . k of every slot, (B, H, Q, P * page), a new contiguous tensor; q (B, H, Q, dh).

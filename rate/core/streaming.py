@@ -204,26 +204,22 @@ class StreamingDecoder:
         # An empty batch (every environment of a rollout finished) has no prefix: it reads all.
         whole = exporting or (isinstance(start, torch.Tensor) and start.numel() == 0)
         if whole:
-            pages, used = self.pages, self.slots
+            used = self.slots
         else:
             end = start + n if isinstance(start, int) else int((start + n).max())  # after the last new slot
-            # One flat page: its first ``end`` slots (a prefix view); pages: the pages up to ``end``.
-            pages = 1 if self.pages == 1 else -(-end // self.page)
-            used = end if self.pages == 1 else pages * self.page
+            # One flat page: its first ``end`` slots; pages: every slot of the pages up to ``end``.
+            used = end if self.pages == 1 else -(-end // self.page) * self.page
         positions = RelativePositions(start, n, self.slots, self.D, x.device, table=self._table,
                                       keys_used=None if whole else used)
         if allowed is None:
             bias = self._causal_bias(x)[start : start + n, :used][None, None]
         else:
             bias = mask_to_bias(allowed[..., :used]).to(x.dtype)
-        # Views of the buffers' first pages or slots: the in-place writes land in the buffers.
+        # Views of the buffers' used slots: the in-place writes land in the buffers.
         # (state.keys[i], not iteration: unbind's views cannot be written in place)
-        if whole:
-            past = [KVPages(state.keys[i], state.values[i]) for i in range(self.L)]
-        elif self.pages == 1:
-            past = [KVPages(state.keys[i][..., :used], state.values[i][..., :used, :]) for i in range(self.L)]
-        else:
-            past = [KVPages(state.keys[i][:pages], state.values[i][:pages]) for i in range(self.L)]
+        past = [KVPages(state.keys[i], state.values[i]) for i in range(self.L)]
+        if not whole:
+            past = [kv.prefix(used) for kv in past]
         h, inputs, kvs = self.decoder.run_layers(x, positions, bias, past, start)
         if not exporting:  # the buffers were written in place
             return h, inputs, state.keys, state.values

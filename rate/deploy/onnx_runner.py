@@ -261,7 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("policy", type=Path, help="an .onnx file written by python -m rate.cli.export")
-    parser.add_argument("--lengths", type=int, nargs="+", help="values of the policy's length argument, each >= 3: T-Maze's T, MiniGrid-Memory's grid size, ... (default: the environment's own)")
+    parser.add_argument("--lengths", type=int, nargs="+",
+                        help="values of the policy's length argument, each >= 3: T-Maze's T, MiniGrid-Memory's grid "
+                             "size, ... (default: the environment's own)")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--target-return", type=float, help="default: the one stored at export")

@@ -188,7 +188,7 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
     """The evaluation environment at ``length`` (None: its own), inside ``ev.wrappers``.
     ``video`` (folder, name prefix): rendering ``rgb_array``, every episode recorded by
     ``gymnasium.wrappers.RecordVideo`` (its encoder is moviepy, the ``video`` extra: ImportError
-    without it)."""
+    without it); :func:`check_renders` says beforehand, once, whether the environment can."""
     from rate.data.spaces import wrap_env
 
     if video is None:
@@ -197,7 +197,6 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
         import moviepy  # noqa: F401  (RecordVideo's encoder)
     except ImportError:
         raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
-    check_renders(ev.env_id)
     env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
     with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
         warnings.simplefilter("ignore")

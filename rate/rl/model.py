@@ -179,7 +179,8 @@ class PretrainedMixin:
         if dataclasses.is_dataclass(run_config):  # the config object itself
             run_config = to_dict(run_config)
         if run_config is not None and not isinstance(run_config, dict):
-            raise TypeError(f"run_config is the run's config (a mapping or its dataclass), got {type(run_config).__name__}")
+            raise TypeError("run_config is the run's config (a mapping or its dataclass), "
+                            f"got {type(run_config).__name__}")
         config = dict(run_config) if run_config is not None else {"model": to_dict(self.cfg)}
         own = to_dict(self.cfg)
         if "model" in config and config["model"] != own:
