@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from rate.core import attention
+from rate.core import attention, streaming
 from rate.core.attention import sinusoid_table
 from rate.core.streaming import StreamingDecoder
 from rate.core.rmt import RecurrentMemoryTransformer, RMTConfig
@@ -78,11 +78,13 @@ CONFIGS = {
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-@pytest.mark.parametrize("page_slots", [None, 3])
-def test_incremental_decoding_equals_full_forward(name, page_slots, scores_form):
+@pytest.mark.parametrize("page_slots, read_align", [(None, 1), (None, 16), (3, 1)])
+def test_incremental_decoding_equals_full_forward(name, page_slots, read_align, scores_form, monkeypatch):
     """Token-by-token decoding (a chunk, then single tokens) gives the full forward's outputs, and
     closing the segments gives its memory and Transformer-XL cache; with one flat key/value page
-    and with pages of at least 3 slots (the cache, the read memory and the chunk span pages)."""
+    (its filled slots read exactly, or rounded up to 16: the whole buffer at these sizes) and with
+    pages of at least 3 slots (the cache, the read memory and the chunk span pages)."""
+    monkeypatch.setattr(streaming, "READ_ALIGN", read_align)
     model = make(**CONFIGS[name])
     x = torch.randn(3, 15, D)  # three segments of 5
     full_h, full_state = model(x, segment_len=5)

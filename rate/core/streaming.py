@@ -11,7 +11,8 @@ Each layer keeps a key/value buffer laid out as the segment's frame in
 :meth:`RecurrentMemoryTransformer.forward_segment`: slots ``[0, C)`` the Transformer-XL cache
 (right-aligned, empty slots marked as padding), ``[C, C + m)`` the read memory, ``[C + m, W)``
 (``W = C + m + S``) the segment's tokens, ``[W, W + m)`` the write memory (with a write block).
-Attention reads only the slots filled so far: a prefix of one flat buffer, or, split into P
+Attention reads only the slots filled so far: a prefix of one flat buffer (rounded up to a
+multiple of ``READ_ALIGN`` slots), or, split into P
 pages of ``page`` slots (any slots after the frame stay padding), the pages filled so far, one
 contiguous region of memory (rate/core/kv_buffer.py).  A new token of row b is written *in place* at slot
 ``C + m + length[b]``, so a step copies nothing of size W; since Transformer-XL attention
@@ -41,6 +42,12 @@ from rate.core.stream_state import StreamState
 
 # What a key/value slot holds (``StreamState.kind``).
 PAD, CACHE, READ, SEGMENT = 0, 1, 2, 3
+
+# An eager step reads a flat buffer's filled slots rounded up to a multiple of this (masked slots
+# beyond get weight 0).  torch's CPU softmax over fewer than 16 keys takes a scalar path about 10x
+# slower than over 16 (AVX-512 holds 16 floats): at batch 100 the read block's (100, 4, 7, 7)
+# scores took 170 us against 25 us padded to 16 (eval/bench/softmax_keys.py measures it).
+READ_ALIGN = 16
 
 
 class StreamingDecoder:
@@ -207,8 +214,9 @@ class StreamingDecoder:
             used = self.slots
         else:
             end = start + n if isinstance(start, int) else int((start + n).max())  # after the last new slot
-            # One flat page: its first ``end`` slots; pages: every slot of the pages up to ``end``.
-            used = end if self.pages == 1 else -(-end // self.page) * self.page
+            # One flat page: its first ``end`` slots, rounded up to a multiple of READ_ALIGN (the
+            # extra slots are masked); pages: every slot of the pages up to ``end``.
+            used = min(_round_up(end, READ_ALIGN), self.slots) if self.pages == 1 else _round_up(end, self.page)
         positions = RelativePositions(start, n, self.slots, self.D, x.device, table=self._table,
                                       keys_used=None if whole else used)
         if allowed is None:
@@ -362,6 +370,10 @@ class StreamingDecoder:
         slot = torch.arange(self.slots, device=kind.device)
         own = (slot >= self.W) & (slot < self.W + self.m)
         return (self._memory_sees(kind) | own)[:, None, :].expand(-1, self.m, -1)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 def _shift_in(buffer: torch.Tensor, new: torch.Tensor, dim: int) -> torch.Tensor:
