@@ -41,9 +41,9 @@ def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
 
 
 def test_benchmarks_refuse_a_non_positive_repeat_count(tmp_path, capsys):
-    from eval.bench import kv_layouts, rollout, softmax_keys
+    from eval.bench import decode_overheads, kv_layouts, rollout
 
-    for main in (rollout.main, kv_layouts.main, softmax_keys.main):
+    for main in (rollout.main, kv_layouts.main, decode_overheads.main):
         out = tmp_path / "page.md"
         with pytest.raises(SystemExit) as exit_info:
             main(["--repeats", "0", "--out", str(out)])
@@ -51,16 +51,16 @@ def test_benchmarks_refuse_a_non_positive_repeat_count(tmp_path, capsys):
         assert not out.exists()
 
 
-def test_softmax_keys_benchmark_times_both_settings_and_restores_the_default(tmp_path):
-    from eval.bench import softmax_keys
+def test_decode_overheads_benchmark_times_every_setting_and_restores_the_default(tmp_path):
+    from eval.bench import decode_overheads
     from rate.core import streaming
 
     out = tmp_path / "page.md"
-    assert softmax_keys.main(["--checkpoint", str(tmp_path / "none"), "--batch", "4", "--steps", "25",
-                              "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
+    assert decode_overheads.main(["--checkpoint", str(tmp_path / "none"), "--batch", "4", "--steps", "25",
+                                  "--repeats", "1", "--threads", "1", "--out", str(out)]) == 0
     text = out.read_text()
     assert "actions identical" in text and "| (4, 4, 7, 15) |" in text
-    assert "| 1 |" in text and f"| {streaming.READ_ALIGN} |" in text and streaming.READ_ALIGN == 16
+    assert "exact reads (1 slot)" in text and "no_grad |" in text and streaming.READ_ALIGN == 16
 
 
 @pytest.mark.slow

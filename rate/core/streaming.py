@@ -44,9 +44,8 @@ from rate.core.stream_state import StreamState
 PAD, CACHE, READ, SEGMENT = 0, 1, 2, 3
 
 # An eager step reads a flat buffer's filled slots rounded up to a multiple of this (masked slots
-# beyond get weight 0).  torch's CPU softmax over fewer than 16 keys takes a scalar path about 10x
-# slower than over 16 (AVX-512 holds 16 floats): at batch 100 the read block's (100, 4, 7, 7)
-# scores took 170 us against 25 us padded to 16 (eval/bench/softmax_keys.py measures it).
+# beyond get weight 0): torch's CPU softmax over fewer than 16 keys takes a scalar path several
+# times slower than over 16 (AVX-512 holds 16 floats; eval/bench/decode_overheads.py measures it).
 READ_ALIGN = 16
 
 

@@ -78,7 +78,7 @@ class RecurrentBCPolicy(BatchedPolicy):
         self.state = None
         self.prev = self.no_action(n_envs)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs, last_reward=None) -> np.ndarray:
         obs = self._observe(obs, last_reward)
         if isinstance(self.model, BCGRU):

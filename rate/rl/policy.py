@@ -34,7 +34,10 @@ class BatchedPolicy:
     """What every rollout policy shares: return-to-go bookkeeping and action choice.
 
     Subclasses implement ``reset(n_envs)`` (calling ``_start``) and ``act(obs, last_reward)``
-    (calling ``_observe`` first and ``_choose`` on the action outputs).
+    (calling ``_observe`` first and ``_choose`` on the action outputs).  Both run the model under
+    ``torch.inference_mode`` (cheaper per operation than ``no_grad``: no version counters or view
+    tracking; eval/bench/decode_overheads.py measures it), so what they keep and return are
+    inference tensors, never part of an autograd graph.
     """
 
     def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0):
@@ -94,12 +97,13 @@ class StreamingPolicy(BatchedPolicy):
         super().__init__(model, target_return, sample, seed)
         self.step = PolicyStep(model, page_slots=page_slots, write_slots=True)
 
+    @torch.inference_mode()
     def reset(self, n_envs: int) -> None:
         self._start(n_envs)
         self.stream = self.step.decoding.initial(n_envs)
         self.pending_action: torch.Tensor | None = None  # a_{t-1}, not yet decoded
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs, last_reward=None, new_episode=None) -> np.ndarray:
         """obs (n_envs, *obs_shape); last_reward (n_envs,) received after the previous action, or None;
         new_episode (n_envs,) bool: environments whose ``obs`` is the first of a new episode (their
@@ -133,7 +137,7 @@ class WindowPolicy(BatchedPolicy):
         self._start(n_envs)
         self.steps: list[torch.Tensor] = []  # per step in the window: tokens (n, 3, D) of R_t, o_t, a_t
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs, last_reward=None) -> np.ndarray:
         obs = self._observe(obs, last_reward)
         n, enc = obs.shape[0], self.model.encoders
@@ -163,7 +167,7 @@ class SegmentRecomputePolicy(BatchedPolicy):
         return self.model(torch.stack(self.obs, 1), torch.stack(actions, 1), torch.stack(self.rtgs, 1),
                           torch.ones(n, t, dtype=torch.bool, device=self.device), self.state)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def act(self, obs, last_reward=None) -> np.ndarray:
         obs = self._observe(obs, last_reward)
         if len(self.obs) == self.cfg.segment_steps:  # the finished segment's last action is now known
