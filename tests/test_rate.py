@@ -25,7 +25,7 @@ def test_returns_to_go_hand_computed():
 
 def test_episode_start_window_pads_at_the_end():
     ds = TrajectoryWindows([episode(5)], window=8, rtg_scale=1.0, act_pad=4)
-    item = ds.get(0, None)
+    item = ds.get(0)
     assert item["valid"].tolist() == [True] * 5 + [False] * 3
     assert item["actions"].tolist() == [0, 1, 2, 3, 0, 4, 4, 4]
     assert item["rtg"][:, 0].tolist() == [1, 1, 1, 1, 1, 0, 0, 0]
@@ -35,16 +35,19 @@ def test_episode_start_window_pads_at_the_end():
 def test_strided_windows_cover_the_episode_and_rtg_counts_future_reward():
     ds = TrajectoryWindows([episode(10, reward_at=7)], window=4, start="strided", stride=4, act_pad=4)
     assert len(ds) == 3
-    assert ds.get(1, None)["rtg"][:, 0].tolist() == [1, 1, 1, 1]  # reward at t=7 lies ahead of steps 4..7
-    assert ds.get(2, None)["rtg"][:, 0].tolist() == [0, 0, 0, 0] and ds.get(2, None)["valid"].tolist() == [True, True, False, False]
+    assert ds.get(1)["rtg"][:, 0].tolist() == [1, 1, 1, 1]  # reward at t=7 lies ahead of steps 4..7
+    assert ds.get(2)["rtg"][:, 0].tolist() == [0, 0, 0, 0] and ds.get(2)["valid"].tolist() == [True, True, False, False]
 
 
-def test_random_windows_are_reproducible():
-    windows = TrajectoryWindows([episode(50)], window=4, start="random")
-    a = windows.batch([0] * 5, np.random.default_rng(3))
-    b = windows.batch([0] * 5, np.random.default_rng(3))
-    assert torch.equal(a["obs"], b["obs"])
-    assert not torch.equal(a["obs"], windows.batch([0] * 5, np.random.default_rng(4))["obs"])
+def test_random_windows_start_at_every_step_so_episodes_weigh_by_their_length():
+    """DT's sampling: every step of the data equally likely to start a window (the trainer draws
+    the windows in seeded random order), not an episode first, which favours short episodes."""
+    windows = TrajectoryWindows([episode(3), episode(9)], window=4, start="random")
+    assert len(windows) == 12
+    assert [tuple(map(int, row)) for row in windows.index] == [(0, s) for s in range(3)] + [(1, s) for s in range(9)]
+    item = windows.get(10)  # episode 1 from step 7: two real steps, then padding
+    assert item["valid"].tolist() == [True, True, False, False]
+    assert torch.equal(item["obs"][:2], torch.arange(28.0, 36.0).view(2, 4))
 
 
 @pytest.mark.parametrize(

@@ -66,7 +66,9 @@ class RATEExperimentConfig:
 
     dataset_id: str = "rate/tmaze/oracle-T90-v0"  # Minari dataset id (under MINARI_DATASETS_PATH) or folder
     model: RATEConfig = field(default_factory=RATEConfig)  # the policy network and its interface to the environment
-    window_start: Literal["episode_start", "strided", "random"] = "episode_start"  # where training windows start in an episode
+    # where training windows start in an episode; random: at every step, drawn in random order
+    # (episodes weigh by their length, as in Decision Transformer)
+    window_start: Literal["episode_start", "strided", "random"] = "episode_start"
     window_stride: int = 0  # strided windows (0 = the window length)
     # bptt: one optimiser step per batch of whole windows, gradient depth model.backbone.bptt_depth;
     # official: memory detached and one optimiser step per segment, as the RATE reference code.

@@ -4,7 +4,7 @@
     torchrun --nproc_per_node 2 -m train CONFIG ...      # data parallel, same command line
 
 Batches are a pure function of (seed, step): the window order of epoch e is a permutation drawn
-from (seed, e), random window starts from (seed, step).  Together with the saved optimiser,
+from (seed, e) (random windows are one per step of the data, rate/rl/windows.py).  Together with the saved optimiser,
 scheduler and random-generator states this makes ``--resume`` continue exactly like an
 uninterrupted run.  Every ``train.eval_every`` steps: rollouts at ``eval.lengths`` (TensorBoard
 ``eval/success_T``), then the checkpoint (safetensors + JSON) and ``training_state.pt`` are
@@ -13,6 +13,7 @@ written atomically.
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 import time
@@ -40,8 +41,16 @@ def batch_items(n_windows: int, batch_size: int, seed: int, step: int) -> np.nda
     """Window indices of batch ``step``: epochs are seeded permutations, read in order."""
     per_epoch = max(1, n_windows // batch_size)
     epoch, k = divmod(step, per_epoch)
-    perm = np.random.default_rng([seed, epoch]).permutation(n_windows)
+    perm = _epoch_order(n_windows, seed, epoch)
     return perm[k * batch_size : (k + 1) * batch_size] if n_windows >= batch_size else perm
+
+
+@functools.lru_cache(maxsize=1)
+def _epoch_order(n_windows: int, seed: int, epoch: int) -> np.ndarray:
+    """One epoch's permutation, made once (random windows are one per step of the data: millions)."""
+    perm = np.random.default_rng([seed, epoch]).permutation(n_windows)
+    perm.flags.writeable = False
+    return perm
 
 
 def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, loop: TrainingLoop,
@@ -283,7 +292,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
     while not loop.done:
         seed_batch(tc.seed, loop.step, group.rank)
         items = batch_items(len(windows), tc.batch_size, tc.seed, loop.step)
-        batch = windows.batch(items, np.random.default_rng([tc.seed, loop.step, 1]))  # the global batch
+        batch = windows.batch(items)  # the global batch
         tokens = int(batch["valid"].sum()) * TOKENS_PER_STEP
         batch = {k: v.to(device) for k, v in group.share(batch).items()}
         loss = train_step(net, model, cfg, batch, loop, group)

@@ -2,9 +2,12 @@
 
 A window holds W = N*K consecutive steps of one episode (N segments of K steps).  By default it
 starts at the episode start (memory tasks put the cue at t = 0); ``strided`` windows start at
-0, stride, 2*stride, ... and ``random`` windows at a uniformly drawn step.  Windows that run past
-the episode end are padded at the end; ``valid`` marks the real steps and every loss and
-attention mask obeys it.
+0, stride, 2*stride, ... and ``random`` windows at every step, which the trainer draws in seeded
+random order (rate/rl/trainer.py, ``batch_items``): every step of the data is equally likely to
+start a window, so an episode weighs by its length, as in Decision Transformer's sampling (an
+episode drawn first and a start within it would favour the steps of short episodes).  Windows
+that run past the episode end are padded at the end; ``valid`` marks the real steps and every
+loss and attention mask obeys it.
 
 Return-to-go: undiscounted sum of the rewards from t to the episode end, divided by rtg_scale.
 """
@@ -40,31 +43,31 @@ class TrajectoryWindows:
         self.episodes, self.window, self.start, self.act_pad = episodes, window, start, act_pad
         self.rtg = [returns_to_go(ep.rewards, rtg_scale) for ep in episodes]
         if start == "episode_start":
-            self.index = [(i, 0) for i in range(len(episodes))]
-        elif start == "strided":
-            stride = stride or window
+            starts = [np.zeros(1, dtype=np.int64) for _ in episodes]
+        elif start in ("strided", "random"):
+            stride = 1 if start == "random" else (stride or window)
             if stride <= 0:
                 raise ValueError(f"stride must be positive, got {stride}")
-            self.index = [(i, s) for i, ep in enumerate(episodes) for s in range(0, len(ep), stride)]
-        elif start == "random":
-            self.index = [(i, -1) for i in range(len(episodes))]
+            starts = [np.arange(0, len(ep), stride) for ep in episodes]
         else:
             raise ValueError(f"unknown window start {start!r}")
+        # (windows, 2) int64: each window's episode and first step (arrays: a window per step of a
+        # large dataset would be millions of Python tuples).
+        episode_ids = np.repeat(np.arange(len(episodes)), [len(s) for s in starts])
+        self.index = np.stack([episode_ids, np.concatenate(starts) if starts else episode_ids], axis=1)
 
     def __len__(self) -> int:
         return len(self.index)
 
-    def batch(self, items, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def batch(self, items) -> dict[str, torch.Tensor]:
         """Stacked windows: obs (B, W, ...), actions (B, W[, A]), rtg (B, W, 1), valid (B, W)."""
-        windows = [self.get(int(k), rng) for k in items]
+        windows = [self.get(int(k)) for k in items]
         return {key: torch.stack([w[key] for w in windows]) for key in windows[0]}
 
-    def get(self, item: int, rng: np.random.Generator | None) -> dict[str, torch.Tensor]:
-        """Window ``item``; ``rng`` draws the start of a random window (unused by the others)."""
-        i, s = self.index[item]
+    def get(self, item: int) -> dict[str, torch.Tensor]:
+        """Window ``item``."""
+        i, s = (int(x) for x in self.index[item])
         ep = self.episodes[i]
-        if s < 0:
-            s = int(rng.integers(0, len(ep)))
         e = min(s + self.window, len(ep))
         n, w = e - s, self.window
         obs = np.zeros((w, *ep.observations.shape[1:]), dtype=np.float32)
