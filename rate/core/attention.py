@@ -216,14 +216,20 @@ class RelativeMultiHeadAttention(nn.Module):
         b, h, q_len, _ = q.shape
         if self._factored_pays(positions, b, q_len, k.shape[2]):
             return self._factored_attention(q, k, v, positions, mask_bias)
+        # Written out rather than the fused kernel: with a bias that needs a gradient the CPU takes
+        # the kernel's generic path, which also guards against rows with no key (every row here
+        # sees at least itself: rate/core/masks.py) and scales q and k apart.  The scale is folded
+        # into q once, and the content scores are added to the bias by the batched matmul itself.
+        k_len = k.shape[2]
+        q = q * self.scale
         r = self._positional_table(positions.table)  # (H, R, dh)
-        pos_scores = torch.matmul(q + self.v_bias[:, None, :], r.transpose(-1, -2))  # (B, H, Q, R)
-        index = positions.index.expand(b, h, q_len, k.shape[2])  # (B, H, Q, K), a view
-        bias = torch.gather(pos_scores, -1, index) * self.scale + mask_bias  # (B, H, Q, K)
-        return F.scaled_dot_product_attention(
-            q + self.u_bias[:, None, :], k, v, attn_mask=bias,
-            dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale,
-        )
+        pos_scores = torch.matmul(q + self.v_bias[:, None, :] * self.scale, r.transpose(-1, -2))  # (B, H, Q, R)
+        index = positions.index.expand(b, h, q_len, k_len)  # (B, H, Q, K), a view
+        bias = (torch.gather(pos_scores, -1, index) + mask_bias).view(b * h, q_len, k_len)
+        scores = torch.baddbmm(bias, (q + self.u_bias[:, None, :] * self.scale).reshape(b * h, q_len, -1),
+                               k.reshape(b * h, k_len, -1).transpose(1, 2))
+        weights = F.dropout(scores.softmax(-1), self.attn_dropout, self.training)
+        return torch.bmm(weights, v.reshape(b * h, k_len, -1)).view(b, h, q_len, -1)
 
     def _decode(self, q: torch.Tensor, kv: KVPages, positions: RelativePositions,
                 mask_bias: torch.Tensor) -> torch.Tensor:
