@@ -41,14 +41,24 @@ def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
 
 
 def test_benchmarks_refuse_a_non_positive_repeat_count(tmp_path, capsys):
-    from eval.bench import decode_overheads, kv_layouts, rollout
+    from eval.bench import attention_forms, decode_overheads, kv_layouts, rollout
 
-    for main in (rollout.main, kv_layouts.main, decode_overheads.main):
+    for main in (rollout.main, kv_layouts.main, decode_overheads.main, attention_forms.main):
         out = tmp_path / "page.md"
         with pytest.raises(SystemExit) as exit_info:
             main(["--repeats", "0", "--out", str(out)])
         assert exit_info.value.code == 2 and "--repeats must be positive" in capsys.readouterr().err
         assert not out.exists()
+
+
+def test_attention_forms_agree_at_a_tiny_size():
+    """The written-out attention and the fused kernel's generic path give the same outputs and
+    gradients (the model's gathered form against the form it replaced)."""
+    from eval.bench.attention_forms import measure
+    from eval.bench.rate_training import Size
+
+    result = measure(Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01)
+    assert result["agree"] and result["shape"] == (3, 2, 13, 8)
 
 
 def test_decode_overheads_benchmark_times_every_setting_and_restores_the_default(tmp_path):

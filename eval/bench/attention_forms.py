@@ -1,0 +1,111 @@
+"""Training attention with gathered positional scores: written out, or the fused kernel's generic path.
+
+    python -m eval.bench.attention_forms [--threads 2] [--seconds 3] [--out results/attention_forms.md]
+
+With the Transformer-XL positional scores gathered into a (B, H, Q, K) bias, that bias needs a
+gradient, and ``F.scaled_dot_product_attention`` on the CPU then takes its generic path: it
+scales q and k apart, and guards every softmax row against having no key at all (a reduction and
+a select over the scores), which the RMT masks never need (every row sees at least itself,
+rate/core/masks.py).  rate/core/attention.py therefore writes that attention out: the scale folded
+into q once, the content scores added to the bias by the batched matmul itself, a plain softmax.
+This benchmark times one layer's attention, forward and backward, both ways side by side at the
+training shapes of the configurations that take the gathered form (eval/bench/rate_training.py's
+sizes), and checks that the two agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from eval.bench.rate_training import SIZES, Size
+from eval.bench.throughput import timed
+from rate.cli.records import machine_info
+from rate.config import atomic_write_text
+from rate.core.attention import RelativeMultiHeadAttention, RelativePositions
+from rate.core.masks import mask_to_bias, rmt_segment_mask
+from rate.training import setup_process
+
+
+def fused_generic(attn: RelativeMultiHeadAttention, q, k, v, positions: RelativePositions, mask_bias):
+    """The same attention through the fused kernel with the gathered bias (the form before)."""
+    b, h, q_len, _ = q.shape
+    r = attn._positional_table(positions.table)
+    pos_scores = torch.matmul(q + attn.v_bias[:, None, :], r.transpose(-1, -2))
+    bias = torch.gather(pos_scores, -1, positions.index.expand(b, h, q_len, k.shape[2])) * attn.scale + mask_bias
+    return F.scaled_dot_product_attention(q + attn.u_bias[:, None, :], k, v, attn_mask=bias, scale=attn.scale)
+
+
+def measure(size: Size, seconds: float) -> dict:
+    torch.manual_seed(0)
+    attn = RelativeMultiHeadAttention(size.d_model, size.n_heads, size.d_head)
+    with torch.no_grad():  # u and v start at zero; give them values so that their terms count
+        attn.u_bias.normal_()
+        attn.v_bias.normal_()
+    q_len = 2 * size.mem + 3 * size.K  # [read | segment | write], no cache
+    positions = RelativePositions(0, q_len, q_len, size.d_model, torch.device("cpu"))
+    mask_bias = mask_to_bias(rmt_segment_mask(0, size.mem, 3 * size.K))
+    shape = (size.batch, size.n_heads, q_len, size.d_head)
+    q, k, v = (torch.randn(shape, requires_grad=True) for _ in range(3))
+    probe = torch.randn(shape)
+    results = {}
+    for name, fn in (("written out", attn._full), ("fused, generic path", lambda *a: fused_generic(attn, *a))):
+        out = fn(q, k, v, positions, mask_bias)
+        grads = torch.autograd.grad((out * probe).sum(), (q, k, v, attn.u_bias, attn.v_bias, attn.r_proj.weight))
+        results[name] = (out.detach(), grads)
+
+        def step():
+            (fn(q, k, v, positions, mask_bias) * probe).sum().backward()
+
+        results[name + " s"] = timed(step, seconds)
+    (out_a, grads_a), (out_b, grads_b) = results["written out"], results["fused, generic path"]
+    agree = torch.allclose(out_a, out_b, atol=1e-5, rtol=1e-4) and all(
+        torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grads_a, grads_b))
+    return {"written": results["written out s"], "fused": results["fused, generic path s"], "agree": agree,
+            "shape": shape}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m eval.bench.attention_forms", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per form and size")
+    parser.add_argument("--repeats", type=int, default=3, help="measurements of each row, the forms alternated")
+    parser.add_argument("--out", type=Path, default=Path("results/attention_forms.md"))
+    args = parser.parse_args(argv)
+    for name in ("repeats", "seconds"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name} must be positive")
+    setup_process(0, args.threads)
+    info = machine_info()
+    sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # the gathered ones
+    rows, all_agree = [], True
+    for size in sizes:
+        runs = [measure(size, args.seconds) for _ in range(args.repeats)]
+        all_agree &= all(r["agree"] for r in runs)
+        ratios = [r["fused"] / r["written"] for r in runs]
+        rows.append(f"| {size.name} | {tuple(runs[0]['shape'])} | "
+                    f"{statistics.median(r['fused'] for r in runs) * 1e3:.1f} | "
+                    f"{statistics.median(r['written'] for r in runs) * 1e3:.1f} | "
+                    f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+                    f"{'yes' if all(r['agree'] for r in runs) else 'NO'} |")
+    text = "\n".join([
+        "# Training attention with gathered positional scores", "",
+        f"Generated by `python -m eval.bench.attention_forms` on {info['machine']}, {info['cpu_count']} cores, "
+        f"{args.threads} torch threads, torch {info['torch']}. One layer's attention (positional scores gathered "
+        "into a bias, the RMT segment mask, no cache), forward and backward, median seconds over about "
+        f"{args.seconds:g} s of calls per form; {args.repeats} repeats, the forms alternated: medians, the "
+        "speed-up's range in brackets. Same outputs and gradients: within 1e-5 / 1e-4.", "",
+        "| config | q, k, v shape (B, H, Q, dh) | fused kernel, generic path ms | written out ms | speed-up | same "
+        "outputs and gradients |", "|---|---|---|---|---|---|", *rows, "",
+    ])
+    atomic_write_text(args.out, text)
+    print(text)
+    return 0 if all_agree else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
