@@ -286,6 +286,29 @@ def test_resume_from_a_truncated_training_state(capsys, finished_run):
     assert "unreadable training state" in resume_fails(config, out, capsys)
 
 
+def test_resume_refuses_a_run_whose_training_windows_changed(capsys, finished_run):
+    """Another number of windows under the same config (the dataset replaced, or a library update
+    cutting windows otherwise): the batches of the resumed run would not continue the run's own."""
+    config, out = finished_run
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    state["windows"] += 1
+    torch.save(state, out / STATE_FILE)
+    assert "training windows, the data now gives" in resume_fails(config, out, capsys)
+
+
+def test_resume_refuses_random_windows_saved_before_they_were_one_per_step(tmp_path, capsys):
+    changes = {"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1, "eval.lengths": [12],
+               "window_start": "random"}
+    out = tmp_path / "run"
+    train(tiny(**changes), out, progress=False)
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump(tiny_data(window_start="random")))
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    del state["windows"]  # as an older version wrote it
+    torch.save(state, out / STATE_FILE)
+    assert "older version of the library" in resume_fails(config, out, capsys)
+
+
 def test_resume_with_a_missing_weights_file(capsys, finished_run):
     config, out = finished_run
     (out / "model.safetensors").unlink()

@@ -68,7 +68,7 @@ def policy_ms(model, batch: int, steps: int, align: int, grad_mode: str) -> tupl
     "no_grad" runs the policy's undecorated methods under torch.no_grad instead."""
     streaming.READ_ALIGN = align
     rng = np.random.default_rng(0)
-    obs = rng.standard_normal((steps, batch, 4)).astype(np.float32)
+    obs = rng.standard_normal((steps, batch, *model.cfg.obs_shape)).astype(np.float32)
     policy = StreamingPolicy(model, 1.0)
     if grad_mode == "no_grad":
         with torch.no_grad():
@@ -91,9 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.decode_overheads",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkpoint", type=Path, default=Path("runs/tmaze_quick"),
-                        help="a T-Maze RATE run (default: the `make run` checkpoint); an untrained model if missing")
+                        help="a RATE run with vector observations (default: the `make run` T-Maze checkpoint); an "
+                             "untrained T-Maze model if missing")
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=600, help="policy steps per timed run")
+    parser.add_argument("--steps", type=int, default=600,
+                        help="policy steps per run, of which the first two segments are not timed")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/decode_overheads.md"))
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         from eval.bench.rollout import tmaze_model
 
         model, source = tmaze_model(10, 5), "an untrained T-Maze model (K = 10, m = 5; no checkpoint found)"
+    if args.steps <= 2 * model.cfg.segment_steps:
+        parser.error(f"--steps must exceed the two untimed segments ({2 * model.cfg.segment_steps} steps)")
     default = streaming.READ_ALIGN
     settings = {"reads rounded up to 16 slots, inference_mode (the default)": (default, "inference_mode"),
                 "exact reads (1 slot), inference_mode": (1, "inference_mode"),

@@ -1,4 +1,4 @@
-"""Transformer-XL relative positional multi-head attention on top of fused SDPA.
+"""Transformer-XL relative positional multi-head attention.
 
 Score of query i (absolute position p_i) against key j (position p_j), per head (Dai et al. 2019):
 
@@ -8,7 +8,8 @@ Score of query i (absolute position p_i) against key j (position p_j), per head 
 positional term is read from an explicit distance table, so negative distances (memory rows that
 attend to later memory columns inside a bidirectional block) get their correct embedding instead
 of a wrapped-around value.  The positional term and the 0/-inf mask form one additive bias that
-is passed to ``F.scaled_dot_product_attention`` together with the content query ``q + u``.
+the content scores of ``q + u`` are added to; large training calls instead compute the positional
+term in factored form inside the fused ``F.scaled_dot_product_attention`` (no bias stored).
 """
 
 from __future__ import annotations
@@ -140,9 +141,10 @@ class RelativeMultiHeadAttention(nn.Module):
     Two paths, chosen by what ``past`` is (:meth:`forward`):
 
     - full forward (training, evaluation, recompute): the query rows' own keys follow ``past``,
-      the already projected keys/values of earlier positions (the Transformer-XL cache), and the
-      fused ``scaled_dot_product_attention`` takes the positional scores as a gathered bias, or in
-      factored form when that bias would be large;
+      the already projected keys/values of earlier positions (the Transformer-XL cache); the
+      positional scores are gathered into a bias that the content scores are added to, or, when
+      that bias would be large, computed in factored form inside the fused
+      ``scaled_dot_product_attention``;
     - decode (streaming, inference only): ``past`` is a :class:`KVPages` buffer; the new
       keys/values are written into it and the few query rows are scored against all its slots.
     """
@@ -225,7 +227,7 @@ class RelativeMultiHeadAttention(nn.Module):
         r = self._positional_table(positions.table)  # (H, R, dh)
         pos_scores = torch.matmul(q + self.v_bias[:, None, :] * self.scale, r.transpose(-1, -2))  # (B, H, Q, R)
         index = positions.index.expand(b, h, q_len, k_len)  # (B, H, Q, K), a view
-        bias = (torch.gather(pos_scores, -1, index) + mask_bias).view(b * h, q_len, k_len)
+        bias = (torch.gather(pos_scores, -1, index) + mask_bias.to(pos_scores.dtype)).view(b * h, q_len, k_len)
         scores = torch.baddbmm(bias, (q + self.u_bias[:, None, :] * self.scale).reshape(b * h, q_len, -1),
                                k.reshape(b * h, k_len, -1).transpose(1, 2))
         weights = F.dropout(scores.softmax(-1), self.attn_dropout, self.training)

@@ -34,10 +34,11 @@ class BatchedPolicy:
     """What every rollout policy shares: return-to-go bookkeeping and action choice.
 
     Subclasses implement ``reset(n_envs)`` (calling ``_start``) and ``act(obs, last_reward)``
-    (calling ``_observe`` first and ``_choose`` on the action outputs).  Both run the model under
-    ``torch.inference_mode`` (cheaper per operation than ``no_grad``: no version counters or view
-    tracking; eval/bench/decode_overheads.py measures it), so what they keep and return are
-    inference tensors, never part of an autograd graph.
+    (calling ``_observe`` first and ``_choose`` on the action outputs).  ``act`` runs the model
+    under ``torch.inference_mode`` (cheaper per operation than ``no_grad``: no version counters
+    or view tracking; eval/bench/decode_overheads.py measures it), and so does a ``reset`` that
+    runs it (the streaming policy's); what they keep and return are never part of an autograd
+    graph.
     """
 
     def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0):

@@ -85,12 +85,14 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, lo
 
 
 def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, train_seconds: float,
-                        device: torch.device = torch.device("cpu")) -> None:
+                        device: torch.device = torch.device("cpu"), windows: int | None = None) -> None:
     """Everything a resume needs, weights included, in one file written atomically: a kill at any
     moment leaves either the previous complete state or the new one (the safetensors checkpoint,
-    written separately for evaluation and export, may then be a step ahead; resume ignores it)."""
+    written separately for evaluation and export, may then be a step ahead; resume ignores it).
+    ``windows``: how many training windows the batches are drawn from (checked on resume)."""
     state = {
         "step": step,
+        **({} if windows is None else {"windows": windows}),
         "train_seconds": train_seconds,  # so that a resumed run reports its whole training time
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
@@ -133,10 +135,12 @@ def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
 
 
 def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig,
-                        device: torch.device = torch.device("cpu")) -> tuple[int, float]:
+                        device: torch.device = torch.device("cpu"), windows: int | None = None) -> tuple[int, float]:
     """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
     seconds trained so far.
-    CheckpointError when the run was trained with another config (:data:`RESUMABLE_CHANGES` aside)."""
+    CheckpointError when the run was trained with another config (:data:`RESUMABLE_CHANGES` aside)
+    or drew its batches from another number of training windows than ``windows`` (the data
+    changed, or how windows are cut: its batches would not continue)."""
     meta, _ = read_checkpoint(out, CHECKPOINT_KIND)  # the run folder must hold a checkpoint of this kind
     changes = config_changes(meta["config"], cfg)
     if changes:
@@ -154,6 +158,15 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
                if not isinstance(state, dict) or k not in state]
     if missing:
         raise CheckpointError(f"{path}: not a training state of this library (no {', '.join(missing)})")
+    saved = state.get("windows")
+    if saved is None and windows is not None and cfg.window_start == "random":
+        # Saved before random windows became one per step (2026-12-05): they were one per episode.
+        raise CheckpointError(f"{path}: this run drew random windows the way of an older version of the library "
+                              "(one per episode); its batches cannot continue: train into a new --out")
+    if saved is not None and windows is not None and int(saved) != windows:
+        raise CheckpointError(f"{path}: the run drew its batches from {int(saved)} training windows, the data now "
+                              f"gives {windows} (another dataset, or another way of cutting windows); its batches "
+                              "cannot continue: train into a new --out")
     load_weights(model, state["model"], path)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -168,10 +181,10 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
 
 
 def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg: RATEExperimentConfig, extra: dict,
-                   train_seconds: float, device: torch.device) -> None:
+                   train_seconds: float, device: torch.device, windows: int) -> None:
     """The run folder's checkpoint and training state at this step (what --resume reads)."""
     save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), extra)
-    save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device)
+    save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device, windows)
 
 
 def commit_checkpoint(folder: RunFolder, loop: TrainingLoop) -> None:
@@ -277,7 +290,8 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
     group.barrier()
-    step, seconds_before = load_training_state(out, model, loop.opt, loop.sched, cfg, device) if resume else (0, 0.0)
+    step, seconds_before = (load_training_state(out, model, loop.opt, loop.sched, cfg, device, len(windows)) if resume
+                            else (0, 0.0))
     if step > tc.steps:
         raise ConfigError(f"{out} has trained {step} steps; train.steps {tc.steps} cannot resume it (a row would "
                           "record fewer steps than the model has had)")
@@ -313,12 +327,12 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
                 save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
                                 extra)
-            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device)
+            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device, len(windows))
             commit_checkpoint(folder, loop)
             loop.pause_clock()
         elif cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0 and group.is_main:
             save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
-                           device)
+                           device, len(windows))
             commit_checkpoint(folder, loop)
             loop.pause_clock()
     loop.close_bar()  # before the final evaluation's own bars
