@@ -68,7 +68,7 @@ def measure(size: Size, seconds: float, first_written: bool = True) -> dict:
         grads = torch.autograd.grad((out * probe).sum(), inputs)
         results[name] = (out.detach(), grads)
 
-        def step():
+        def step(fn=fn):
             (fn(*qkv(), positions, mask_bias) * probe).sum().backward()
 
         results[name + " s"] = timed(step, seconds)

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rate.config import atomic_write_text
 from rate.cli.records import machine_info
+from rate.config import atomic_write_text
 from rate.core import streaming
 from rate.rl.policy import StreamingPolicy
 from rate.training import setup_process
@@ -57,7 +57,7 @@ def softmax_rows(batch: int, repeats: int) -> list[str]:
     for q in QUERY_ROWS:
         for k in KEYS:
             scores = torch.randn(batch, 4, q, k, generator=torch.Generator().manual_seed(k))
-            med, lo, hi = median_seconds(lambda: scores.softmax(-1), 300, repeats)
+            med, lo, hi = median_seconds(lambda s=scores: s.softmax(-1), 300, repeats)
             rows.append(f"| ({batch}, 4, {q}, {k}) | {med * 1e6:.1f} ({lo * 1e6:.1f}-{hi * 1e6:.1f}) |")
     return rows
 
