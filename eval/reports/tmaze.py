@@ -21,7 +21,7 @@ LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt":
           "trxl": "TrXL (cache)", "dt": "DT (same context)", "bc_gru": "BC-GRU",
           # longer schedules of the same configs (AAR, MiniGrid sweeps)
           "rate_4k": "RATE (bptt), 4000 steps", "rmt_4k": "RMT (no valve), 4000 steps",
-          "bc_gru_8k": "BC-GRU, 8000 steps",
+          "bc_gru_8k": "BC-GRU, 8000 steps", "rate_6k": "RATE (bptt), 6000 steps",
           # MiniGrid with the success-only reward (no return leak)
           "rate_success": "RATE (bptt), success reward", "dt_success": "DT, success reward",
           "bc_gru_success": "BC-GRU, success reward",
