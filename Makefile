@@ -23,7 +23,7 @@ run: $(STAMP)
 test: $(STAMP)
 	# Two workers (each test runs on one torch thread), a test file per worker at a time: the module
 	# fixtures (exported artifacts, datasets) are built once.
-	$(PY) -m pytest -q -n 2 --dist loadfile
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)
 	$(PY) -m eval.bench.throughput --out results/bench_rmt.md
