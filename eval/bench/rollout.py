@@ -184,14 +184,22 @@ def step_flops(model: RATEModel, batch: int) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
     k = model.cfg.segment_steps
-    policy = StreamingPolicy(model, 1.0)
-    policy.reset(batch)
-    obs, reward = np.zeros((batch, *model.cfg.obs_shape), np.float32), np.zeros(batch, np.float32)
-    for _ in range(k):
-        policy.act(obs, reward)
-    with FlopCounterMode(display=False) as counter:
+    # The counter's module tracker hooks the gradients of module inputs that require one; under
+    # the policy's inference_mode views of the parameters would, without a graph to hook into.
+    required = [p.requires_grad for p in model.parameters()]
+    model.requires_grad_(False)
+    try:
+        policy = StreamingPolicy(model, 1.0)
+        policy.reset(batch)
+        obs, reward = np.zeros((batch, *model.cfg.obs_shape), np.float32), np.zeros(batch, np.float32)
         for _ in range(k):
             policy.act(obs, reward)
+        with FlopCounterMode(display=False) as counter:
+            for _ in range(k):
+                policy.act(obs, reward)
+    finally:
+        for p, r in zip(model.parameters(), required):
+            p.requires_grad_(r)
     return counter.get_total_flops() / k
 
 
