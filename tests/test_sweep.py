@@ -145,6 +145,19 @@ def test_a_csv_of_another_kind_is_one_error_line(tmp_path, capsys):
     assert csv.read_text() == "name,score\na,1\n"
 
 
+def test_a_dry_run_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
+    """`--dry-run | head`: the reader closes the pipe after its lines; no BrokenPipeError traceback."""
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(f"csv: {tmp_path / 'a.csv'}\nout_root: {tmp_path / 'r'}\nseeds: {list(range(4000))}\n"
+                          "runs: [{name: reverse, config: configs/algorithmic/reverse.yaml}]\n")
+    proc = subprocess.Popen([sys.executable, "-m", "train.sweep", str(sweep_file), "--dry-run"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parents[1])
+    assert proc.stdout.readline().startswith(b"4000 runs in the sweep")
+    proc.stdout.close()  # more than a pipe's buffer is still to come
+    assert proc.wait(timeout=60) == 0
+    assert proc.stderr.read() == b""
+
+
 def test_a_csv_that_cannot_be_a_results_file_is_refused_before_any_run(tmp_path, capsys):
     sweep_file, csv = tiny_sweep(tmp_path, steps=3)
     csv.write_bytes(b"\x80\xfd binary")

@@ -20,6 +20,7 @@ each other down).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import subprocess
 import sys
@@ -153,10 +154,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     done = {row["run"] for row in rows}
     pending = [r for r in runs if r.name not in done and (not args.only or r.name.startswith(args.only))]
-    print(f"{len(runs)} runs in the sweep, {len(runs) - len(pending)} done or filtered, {len(pending)} to run")
-    if args.dry_run:
-        for r in pending:
-            print(r.name, " ".join(r.overrides))
+    try:
+        print(f"{len(runs)} runs in the sweep, {len(runs) - len(pending)} done or filtered, {len(pending)} to run")
+        if args.dry_run:
+            for r in pending:
+                print(r.name, " ".join(r.overrides))
+            sys.stdout.flush()
+            return 0
+    except BrokenPipeError:  # `--dry-run | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # (so the exit's flush stays quiet)
         return 0
     try:
         return run_all(sweep, pending, args.jobs)
