@@ -1,6 +1,7 @@
 """Small per-step costs of the streaming policy, each choice measured side by side in one process.
 
-    python -m eval.bench.decode_overheads [--checkpoint runs/tmaze_quick] [--threads 2] [--out results/decode_overheads.md]
+    python -m eval.bench.decode_overheads [--checkpoint runs/tmaze_quick] [--threads 2]
+                                          [--out results/decode_overheads.md]
 
 At the T-Maze size a decoding step is about a hundred small tensor operations, so what each costs
 beyond its arithmetic decides the step's time.  Two choices of rate/ are measured here:

@@ -4,9 +4,9 @@
     torchrun --nproc_per_node 2 -m train CONFIG ...      # data parallel, same command line
 
 Batches are a pure function of (seed, step): the window order of epoch e is a permutation drawn
-from (seed, e) (random windows are one per step of the data, rate/rl/windows.py).  Together with the saved optimiser,
-scheduler and random-generator states this makes ``--resume`` continue exactly like an
-uninterrupted run.  Every ``train.eval_every`` steps: rollouts at ``eval.lengths`` (TensorBoard
+from (seed, e) (random windows are one per step of the data, rate/rl/windows.py).  Together with
+the saved optimiser, scheduler and random-generator states this makes ``--resume`` continue
+exactly like an uninterrupted run.  Every ``train.eval_every`` steps: rollouts at ``eval.lengths`` (TensorBoard
 ``eval/success_T``), then the checkpoint (safetensors + JSON) and ``training_state.pt`` are
 written atomically.
 """
