@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eval.bench.rollout import checkpoint_model
 from rate.cli.records import machine_info
 from rate.config import atomic_write_text
 from rate.core import streaming
@@ -106,15 +107,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--{name} must be positive")
     setup_process(0, args.threads)
     info = machine_info()
-    if (args.checkpoint / "config.json").exists():
-        from rate.rl.experiment import load_policy_model
-
-        model, _ = load_policy_model(args.checkpoint)
-        source = f"checkpoint `{args.checkpoint}`"
-    else:
-        from eval.bench.rollout import tmaze_model
-
-        model, source = tmaze_model(10, 5), "an untrained T-Maze model (K = 10, m = 5; no checkpoint found)"
+    model, source = checkpoint_model(args.checkpoint)
     if args.steps <= 2 * model.cfg.segment_steps:
         parser.error(f"--steps must exceed the two untimed segments ({2 * model.cfg.segment_steps} steps)")
     default = streaming.READ_ALIGN

@@ -61,6 +61,17 @@ def tmaze_model(segment_steps: int, mem_tokens: int, extra: list[str] = ()) -> R
     return build_rate(cfg).eval()
 
 
+def checkpoint_model(checkpoint: Path | None) -> tuple[RATEModel, str]:
+    """The policy of the run ``checkpoint`` and a phrase naming it for a page; without one (None,
+    or a folder holding no run) the untrained T-Maze model of K = 10, m = 5 and a phrase saying so."""
+    if checkpoint is not None and (checkpoint / "config.json").is_file():
+        from rate.rl.experiment import load_policy_model
+
+        return load_policy_model(checkpoint)[0], f"checkpoint `{checkpoint}`"
+    return tmaze_model(10, 5), "an untrained T-Maze model (K = 10, m = 5; no checkpoint found: success is " \
+                               "meaningless, the time is not)"
+
+
 def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, seed: int = 0,
                    segment_steps: int | None = None):
     """Feed every policy the same observations for ``steps`` steps.  Returns per policy the
@@ -212,14 +223,7 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
 
     import rate_envs  # noqa: F401  registers the T-Maze
 
-    if checkpoint is not None:
-        from rate.rl.experiment import load_policy_model
-
-        model, _ = load_policy_model(checkpoint)
-        source = f"checkpoint `{checkpoint}`"
-    else:
-        model = tmaze_model(10, 5)
-        source = "an untrained model (no checkpoint given; success is meaningless, the time is not)"
+    model, source = checkpoint_model(checkpoint)
     step = PolicyStep(model)
     path = folder / "policy.onnx"
     export_onnx(step, export_metadata(step, {}, 1.0), path)
@@ -279,12 +283,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be positive")
     setup_process(0, args.threads)
-    checkpoint = args.checkpoint if (args.checkpoint / "config.json").is_file() else None
     info = machine_info()
     bandwidth = [copy_bandwidth()]
     with tempfile.TemporaryDirectory() as tmp:
         policy_rows, onnx_rows = bench_policies(Path(tmp), args.repeats)
-        long_rows = bench_long_evaluation(checkpoint, Path(tmp), args.episodes, args.lengths)
+        long_rows = bench_long_evaluation(args.checkpoint, Path(tmp), args.episodes, args.lengths)
     bandwidth.append(copy_bandwidth())
     command = "python -m eval.bench.rollout" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     text = "\n".join([
