@@ -95,7 +95,8 @@ ADDED_WITH_DEFAULTS = {("model", "channels_last"): False, ("model", "obs_scale")
                        ("eval", "ref_scores"): [], ("snapshot_every",): 0, ("train", "logger"): "tensorboard",
                        ("model", "cache_position"): "official", ("model", "backbone", "cache_position"): "official",
                        ("train", "precision"): "fp32", ("train", "compile"): False, ("checkpoint_every",): 0,
-                       ("train", "keep_freed_memory"): False}
+                       ("train", "keep_freed_memory"): False, ("model", "checkpoint_attention"): False,
+                       ("model", "backbone", "checkpoint_attention"): False}
 
 
 def _digest(value) -> str:

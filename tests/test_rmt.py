@@ -110,11 +110,12 @@ def test_incremental_decoding_equals_full_forward(name, page_slots, read_align, 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_scores):
     """Training mode, three segments with padding in the last: outputs, the carried memory and
-    cache, and the gradients of every parameter and of the input agree between the two forms."""
+    cache, and the gradients of every parameter and of the input agree between the two forms, and
+    with the factored form's widened heads recomputed in backward (checkpoint_attention)."""
     results = {}
-    for form in ("gathered", "factored"):
-        calls = force_scores(form)
-        model = make(**CONFIGS[name]).train()
+    for form in ("gathered", "factored", "factored, checkpoint_attention"):
+        calls = force_scores(form.split(",")[0])
+        model = make(**CONFIGS[name], checkpoint_attention="checkpoint" in form).train()
         x = torch.randn(3, 15, D, generator=torch.Generator().manual_seed(1)).requires_grad_()
         valid = torch.ones(3, 15, dtype=torch.bool)
         valid[1, 12:] = False
@@ -123,18 +124,35 @@ def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_sco
         ((h[valid] * probe).sum() + ((state.memory * probe).sum() if state.memory is not None else 0)).backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         results[form] = (h.detach(), state, grads, x.grad)
-        assert (calls[0] > 0) == (form == "factored")
-    (h0, s0, g0, x0), (h1, s1, g1, x1) = results["gathered"], results["factored"]
-    torch.testing.assert_close(h1, h0, atol=1e-5, rtol=1e-5)
-    if s0.memory is not None:
-        torch.testing.assert_close(s1.memory, s0.memory, atol=1e-5, rtol=1e-5)
-    assert len(s1.cache) == len(s0.cache)
-    for a, b in zip(s1.cache, s0.cache):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    assert g1.keys() == g0.keys() and any("r_proj" in n for n in g0)
-    for n in g0:
-        torch.testing.assert_close(g1[n], g0[n], atol=1e-4, rtol=1e-4, msg=n)
-    torch.testing.assert_close(x1, x0, atol=1e-5, rtol=1e-5)
+        assert (calls[0] > 0) == form.startswith("factored")
+    h0, s0, g0, x0 = results["gathered"]
+    for form in ("factored", "factored, checkpoint_attention"):
+        h1, s1, g1, x1 = results[form]
+        torch.testing.assert_close(h1, h0, atol=1e-5, rtol=1e-5)
+        if s0.memory is not None:
+            torch.testing.assert_close(s1.memory, s0.memory, atol=1e-5, rtol=1e-5)
+        assert len(s1.cache) == len(s0.cache)
+        for a, b in zip(s1.cache, s0.cache):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+        assert g1.keys() == g0.keys() and any("r_proj" in n for n in g0)
+        for n in g0:
+            torch.testing.assert_close(g1[n], g0[n], atol=1e-4, rtol=1e-4, msg=f"{form}: {n}")
+        torch.testing.assert_close(x1, x0, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("checkpoint_attention", [False, True])
+def test_checkpoint_attention_keeps_no_widened_tensor_for_backward(checkpoint_attention, force_scores):
+    """What autograd keeps from a factored training forward: with checkpoint_attention no tensor
+    with the widened heads' d_head + d_model channels (queries, keys, padded values, the kernel's
+    output), only narrow ones; without it those are kept."""
+    force_scores("factored")
+    model = make(num_mem_tokens=2, checkpoint_attention=checkpoint_attention).train()
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.shape) or t, lambda t: t):
+        out = model(torch.randn(2, 12, D, requires_grad=True), segment_len=6)[0]
+    widened = [s for s in kept if len(s) == 4 and s[-1] == 16 + D]  # d_head + d_model
+    assert bool(widened) != checkpoint_attention
+    out.sum().backward()  # and backward runs from what was kept
 
 
 def test_factored_scores_keep_long_positions_exact(force_scores):

@@ -13,6 +13,8 @@ that its peak resident memory is its own), on the same synthetic T-Maze batch:
 * the project's ``training_mode: official`` (the same truncation and per-segment steps);
 * the project's full BPTT (one step per batch through all segments), and with
   ``checkpoint_segments`` (activation checkpointing per segment);
+* both modes with ``checkpoint_attention`` (the factored attention keeps only its narrow tensors
+  for backward and widens them again there);
 * full BPTT with ``train.keep_freed_memory`` (malloc keeps freed activations for the next batch
   instead of page-faulting them in again: faster, at a higher peak; rate/host_memory.py);
 * the project's two modes with ``train.precision: bf16`` (autocast; the reference runs in fp32,
@@ -50,6 +52,8 @@ ROWS = {
     "bptt": "project, full BPTT",
     "bptt_keep": "project, full BPTT, freed memory kept (train.keep_freed_memory)",
     "bptt_checkpoint": "project, full BPTT + checkpoint_segments",
+    "official_attention": "project, training_mode official + checkpoint_attention",
+    "bptt_attention": "project, full BPTT + checkpoint_attention",
     "official_bf16": "project, training_mode official, bf16 autocast (train.precision)",
     "bptt_bf16": "project, full BPTT, bf16 autocast (train.precision)",
 }
@@ -57,8 +61,8 @@ ROWS = {
 
 def project_step(mode: str):
     """The project's RATE at the run script's config and one batch function of ``mode`` (a row
-    name: official, bptt, bptt_checkpoint, or one of the first two + "_bf16" or "_keep"; any of
-    them + "_compile")."""
+    name: official, bptt, bptt_checkpoint, or one of the first two + "_bf16", "_keep" or
+    "_attention"; any of them + "_compile")."""
     from rate.core.rmt import RMTConfig
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.model import RATEConfig, RATEModel
@@ -68,9 +72,11 @@ def project_step(mode: str):
     compile_, mode = mode.endswith("_compile"), mode.removesuffix("_compile")
     bf16, mode = mode.endswith("_bf16"), mode.removesuffix("_bf16")
     keep, mode = mode.endswith("_keep"), mode.removesuffix("_keep")
+    narrow, mode = mode.endswith("_attention"), mode.removesuffix("_attention")
     backbone = RMTConfig(d_model=64, n_layers=10, n_heads=4, d_head=32, d_inner=32, use_ffn=False,
                          num_mem_tokens=15, memory_update="mrv", mrv_heads=2, mrv_activation="relu", dropout=0.2,
-                         bptt_depth=-1, checkpoint_segments=mode == "bptt_checkpoint")
+                         bptt_depth=-1, checkpoint_segments=mode == "bptt_checkpoint",
+                         checkpoint_attention=narrow)
     cfg = RATEExperimentConfig(model=RATEConfig(backbone=backbone, segment_steps=K, num_segments=N, obs_shape=[4],
                                                 act_dim=4),
                                training_mode="official" if mode == "official" else "bptt",

@@ -149,7 +149,8 @@ class RelativeMultiHeadAttention(nn.Module):
       keys/values are written into it and the few query rows are scored against all its slots.
     """
 
-    def __init__(self, d_model: int, n_heads: int, d_head: int, attn_dropout: float = 0.0):
+    def __init__(self, d_model: int, n_heads: int, d_head: int, attn_dropout: float = 0.0,
+                 checkpoint_widened: bool = False):
         super().__init__()
         self.n_heads, self.d_head = n_heads, d_head
         self.qkv = nn.Linear(d_model, 3 * n_heads * d_head, bias=False)
@@ -159,6 +160,7 @@ class RelativeMultiHeadAttention(nn.Module):
         self.u_bias = nn.Parameter(torch.zeros(n_heads, d_head))
         self.v_bias = nn.Parameter(torch.zeros(n_heads, d_head))
         self.attn_dropout = attn_dropout
+        self.checkpoint_widened = checkpoint_widened  # see _factored_attention
         self.scale = 1.0 / math.sqrt(d_head)
         self._reversed: tuple[tuple, torch.Tensor] | None = None  # see _reversed_positional_table
 
@@ -287,19 +289,77 @@ class RelativeMultiHeadAttention(nn.Module):
         so the score is [q_i + u, f_i] . [k_j, g_j]: heads of d_head + d_model channels, a mask
         without gradient, and no (B, H, Q, K) tensor held for the backward pass (the fused
         kernel recomputes the scores).  The values are zero-padded to the widened size, which the
-        fused CPU kernel needs; the padding's output columns are dropped.
+        fused CPU kernel needs; the padding's output columns are dropped.  With
+        ``checkpoint_widened`` (RMTConfig.checkpoint_attention), a CPU training call without
+        attention dropout or autocast keeps only narrow tensors for its backward pass and widens
+        them again there (:class:`_NarrowSavedAttention`): less memory, some more time.
 
         q (B, H, Q, dh); k, v (B, H, K, dh); mask_bias (B or 1, 1, Q, K).  Returns (B, H, Q, dh).
         """
-        b, h, q_len, dh = q.shape
-        d_model = self.r_proj.in_features
+        dh, d_model = q.shape[-1], self.r_proj.in_features
         q_sin, q_cos, key_features = (f.to(q.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
-        w = torch.einsum("bhqe,hed->bhqd", q + self.v_bias[:, None, :], self.r_proj.weight.view(h, dh, d_model))
-        a, c = w.chunk(2, dim=-1)  # the sine and cosine halves of the table, (B, H, Q, D/2) each
-        query = torch.cat([q + self.u_bias[:, None, :], a * q_sin + c * q_cos, c * q_sin - a * q_cos], dim=-1)
-        key = torch.cat([k, key_features.expand(b, h, -1, -1)], dim=-1)
-        out = F.scaled_dot_product_attention(
-            query, key, F.pad(v, (0, d_model)), attn_mask=mask_bias,
-            dropout_p=self.attn_dropout if self.training else 0.0, scale=self.scale,
-        )
+        w_r = self.r_proj.weight.view(self.n_heads, dh, d_model)
+        dropout = self.attn_dropout if self.training else 0.0
+        if (self.checkpoint_widened and dropout == 0.0 and q.device.type == "cpu" and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu")):
+            return _NarrowSavedAttention.apply(q, k, v, self.u_bias, self.v_bias, w_r, q_sin, q_cos, key_features,
+                                               mask_bias, self.scale)
+        query, key = _widened(q, k, self.u_bias, self.v_bias, w_r, q_sin, q_cos, key_features)
+        out = F.scaled_dot_product_attention(query, key, F.pad(v, (0, d_model)), attn_mask=mask_bias,
+                                             dropout_p=dropout, scale=self.scale)
         return out[..., :dh]
+
+
+def _widened(q: torch.Tensor, k: torch.Tensor, u_bias: torch.Tensor, v_bias: torch.Tensor, w_r: torch.Tensor,
+             q_sin: torch.Tensor, q_cos: torch.Tensor, key_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The factored form's widened heads (:meth:`RelativeMultiHeadAttention._factored_attention`):
+    q, k (B, H, Q or K, dh), the biases (H, dh), w_r (H, dh, D) the positional projection per head,
+    q_sin, q_cos (Q, D/2), key_features (K, D) -> query (B, H, Q, dh + D), key (B, H, K, dh + D)."""
+    b, h = q.shape[:2]
+    w = torch.einsum("bhqe,hed->bhqd", q + v_bias[:, None, :], w_r)
+    a, c = w.chunk(2, dim=-1)  # the sine and cosine halves of the table, (B, H, Q, D/2) each
+    query = torch.cat([q + u_bias[:, None, :], a * q_sin + c * q_cos, c * q_sin - a * q_cos], dim=-1)
+    key = torch.cat([k, key_features.expand(b, h, -1, -1)], dim=-1)
+    return query, key
+
+
+class _NarrowSavedAttention(torch.autograd.Function):
+    """The factored attention on the CPU, keeping only narrow tensors for the backward pass.
+
+    Through autograd, the fused kernel keeps its widened query and key, the zero-padded values and
+    its output, each (B, H, Q, dh + D): at the RATE run script's size (dh 32, D 64) three quarters
+    of everything a full-BPTT step holds for its backward.  This keeps q, k, v (views of the
+    layer's projection), the output's dh real columns (which the output projection keeps too) and
+    the kernel's log-sum-exp; the backward pass widens q and k again (cheap element-wise work and one small matmul), pads the values and
+    the output with the zeros they had, and calls the kernel's own backward.  Same outputs and
+    gradients (tests/test_rmt.py); eval/bench/official_training.py measures time and peak memory.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, u_bias, v_bias, w_r, q_sin, q_cos, key_features, mask_bias, scale):
+        d_model = key_features.shape[-1]
+        query, key = _widened(q, k, u_bias, v_bias, w_r, q_sin, q_cos, key_features)
+        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+            query, key, F.pad(v, (0, d_model)), attn_mask=mask_bias, scale=scale)
+        # A copy (a view would keep the wide output alive), laid out as (B, Q, H, dh): the layer's
+        # output projection then reads it through a view and keeps this same tensor, not a copy.
+        narrow = out[..., : q.shape[-1]].transpose(1, 2).contiguous().transpose(1, 2)
+        ctx.save_for_backward(q, k, v, u_bias, v_bias, w_r, q_sin, q_cos, key_features, mask_bias, narrow, logsumexp)
+        ctx.scale = scale
+        return narrow
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, k, v, u_bias, v_bias, w_r, q_sin, q_cos, key_features, mask_bias, narrow, logsumexp = ctx.saved_tensors
+        d_model = key_features.shape[-1]
+        with torch.enable_grad():  # the widening again, with its own graph for the chain rule
+            leaves = [t.detach().requires_grad_() for t in (q, k, u_bias, v_bias, w_r)]
+            query, key = _widened(*leaves, q_sin, q_cos, key_features)
+        grad_query, grad_key, grad_value = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
+            F.pad(grad, (0, d_model)), query.detach(), key.detach(), F.pad(v, (0, d_model)),
+            F.pad(narrow, (0, d_model)), logsumexp, 0.0, False, attn_mask=mask_bias, scale=ctx.scale)
+        grad_q, grad_k, grad_u, grad_v_bias, grad_w_r = torch.autograd.grad(
+            (query, key), leaves, (grad_query, grad_key))
+        return (grad_q, grad_k, grad_value[..., : q.shape[-1]], grad_u, grad_v_bias, grad_w_r,
+                None, None, None, None, None)

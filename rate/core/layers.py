@@ -22,10 +22,11 @@ class DecoderLayer(nn.Module):
         attn_dropout: float,
         pre_ln: bool,
         use_ffn: bool,
+        checkpoint_attention: bool = False,
     ):
         super().__init__()
         self.pre_ln = pre_ln
-        self.attn = RelativeMultiHeadAttention(d_model, n_heads, d_head, attn_dropout)
+        self.attn = RelativeMultiHeadAttention(d_model, n_heads, d_head, attn_dropout, checkpoint_attention)
         self.norm_attn = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
         self.ffn = None

@@ -79,6 +79,10 @@ class RMTConfig:
     # Recompute each segment in backward, keeping only the fused attention kernel's outputs (less
     # memory, a little more time; results/performance_official.md).
     checkpoint_segments: bool = False
+    # Keep only the factored attention's narrow tensors (q, k, v, the output) for backward and widen
+    # them again there: less memory for some time (results/performance_official.md measures both).
+    # CPU training without attention dropout or autocast; elsewhere the option changes nothing.
+    checkpoint_attention: bool = False
 
     def __post_init__(self) -> None:
         for name in ("d_model", "n_layers", "n_heads", "d_head", "d_inner"):
@@ -130,7 +134,7 @@ class RecurrentMemoryTransformer(nn.Module):
         self.layers = nn.ModuleList(
             DecoderLayer(
                 cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_inner, cfg.dropout, cfg.attn_dropout,
-                cfg.pre_ln, cfg.use_ffn,
+                cfg.pre_ln, cfg.use_ffn, cfg.checkpoint_attention,
             )
             for _ in range(cfg.n_layers)
         )
