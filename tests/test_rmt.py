@@ -111,11 +111,13 @@ def test_incremental_decoding_equals_full_forward(name, page_slots, read_align, 
 def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_scores):
     """Training mode, three segments with padding in the last: outputs, the carried memory and
     cache, and the gradients of every parameter and of the input agree between the two forms, and
-    with the factored form's widened heads recomputed in backward (checkpoint_attention)."""
+    with the factored form's widened heads recomputed in backward (checkpoint_attention, also
+    inside checkpoint_segments)."""
     results = {}
-    for form in ("gathered", "factored", "factored, checkpoint_attention"):
+    for form in ("gathered", "factored", "factored, checkpoint_attention", "factored, both checkpoints"):
         calls = force_scores(form.split(",")[0])
-        model = make(**CONFIGS[name], checkpoint_attention="checkpoint" in form).train()
+        model = make(**CONFIGS[name], checkpoint_attention="checkpoint" in form,
+                     checkpoint_segments="both" in form).train()
         x = torch.randn(3, 15, D, generator=torch.Generator().manual_seed(1)).requires_grad_()
         valid = torch.ones(3, 15, dtype=torch.bool)
         valid[1, 12:] = False
@@ -126,7 +128,7 @@ def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_sco
         results[form] = (h.detach(), state, grads, x.grad)
         assert (calls[0] > 0) == form.startswith("factored")
     h0, s0, g0, x0 = results["gathered"]
-    for form in ("factored", "factored, checkpoint_attention"):
+    for form in ("factored", "factored, checkpoint_attention", "factored, both checkpoints"):
         h1, s1, g1, x1 = results[form]
         torch.testing.assert_close(h1, h0, atol=1e-5, rtol=1e-5)
         if s0.memory is not None:
@@ -138,21 +140,69 @@ def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_sco
         for n in g0:
             torch.testing.assert_close(g1[n], g0[n], atol=1e-4, rtol=1e-4, msg=f"{form}: {n}")
         torch.testing.assert_close(x1, x0, atol=1e-5, rtol=1e-5)
+    # The same kernel on the same operands: checkpoint_attention changes nothing but what is kept.
+    (h1, _, g1, x1), (h2, _, g2, x2) = results["factored"], results["factored, checkpoint_attention"]
+    torch.testing.assert_close(h2, h1, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(x2, x1, atol=1e-6, rtol=1e-6)
+    for n in g1:
+        torch.testing.assert_close(g2[n], g1[n], atol=1e-6, rtol=1e-6, msg=n)
+
+
+def _kept_for_backward(model, x, segment_len):
+    """What autograd keeps from a training forward of ``model``: the output and [(tensor, bytes of
+    its storage)] (a view keeps its whole storage alive)."""
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(
+            lambda t: kept.append((t, t.untyped_storage().nbytes())) or t, lambda t: t):
+        out = model(x, segment_len=segment_len)[0]
+    return out, kept
 
 
 @pytest.mark.parametrize("checkpoint_attention", [False, True])
 def test_checkpoint_attention_keeps_no_widened_tensor_for_backward(checkpoint_attention, force_scores):
-    """What autograd keeps from a factored training forward: with checkpoint_attention no tensor
-    with the widened heads' d_head + d_model channels (queries, keys, padded values, the kernel's
-    output), only narrow ones; without it those are kept."""
+    """What autograd keeps from a factored training forward: without checkpoint_attention the
+    widened queries, keys, padded values and kernel output (B, H, Q, d_head + d_model); with it no
+    storage that large (not even one kept alive by a view of the narrow output), and the output
+    projection keeps the very tensor the attention keeps (no copy of it)."""
     force_scores("factored")
-    model = make(num_mem_tokens=2, checkpoint_attention=checkpoint_attention).train()
-    kept = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.shape) or t, lambda t: t):
-        out = model(torch.randn(2, 12, D, requires_grad=True), segment_len=6)[0]
-    widened = [s for s in kept if len(s) == 4 and s[-1] == 16 + D]  # d_head + d_model
-    assert bool(widened) != checkpoint_attention
+    # Heads narrow enough, and a batch large enough, that a widened tensor outweighs q/k/v together,
+    # the FFN's activations and every weight.
+    d_head, b, seg = 8, 8, 12
+    model = make(d_head=d_head, num_mem_tokens=2, checkpoint_attention=checkpoint_attention).train()
+    out, kept = _kept_for_backward(model, torch.randn(b, 2 * seg, D, requires_grad=True), seg)
+    rows = seg + 2 * 2  # read block, segment, write block
+    widened_bytes = b * 2 * rows * (d_head + D) * 4  # (B, H, Q, d_head + d_model) float32
+    assert any(n >= widened_bytes for _, n in kept) != checkpoint_attention
+    if checkpoint_attention:
+        narrow = [t for t, _ in kept
+                  if t.shape == (b, 2, rows, d_head) and t.stride() == (rows * 2 * d_head, d_head, 2 * d_head, 1)]
+        assert len(narrow) == 2 * 2  # layers x segments: the output, in the (B, Q, H, dh) layout
+        shared = {t.untyped_storage().data_ptr() for t, _ in kept if t.shape == (b * rows, 2 * d_head)
+                  or t.shape == (b, rows, 2 * d_head)}
+        assert {t.untyped_storage().data_ptr() for t in narrow} <= shared  # the projection's input
     out.sum().backward()  # and backward runs from what was kept
+
+
+def test_checkpoint_attention_steps_aside_under_autocast_and_refuses_attention_dropout(force_scores):
+    """Under bf16 autocast, and outside training, the ordinary fused path runs (the narrow-saving
+    one is for fp32 training), and attention dropout, which that path lacks, is refused when the
+    model is configured."""
+    force_scores("factored")
+    model = make(num_mem_tokens=2, checkpoint_attention=True).train()
+    calls = []
+    original = attention._NarrowSavedAttention.apply
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention._NarrowSavedAttention, "apply", lambda *a: calls.append(1) or original(*a))
+        model(torch.randn(2, 12, D), segment_len=6)
+        assert calls
+        calls.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(torch.randn(2, 12, D), segment_len=6)[0]
+        assert not calls and torch.isfinite(out).all()
+        model.eval()(torch.randn(2, 12, D, requires_grad=True), segment_len=6)  # not training: not taken
+        assert not calls
+    with pytest.raises(ValueError, match="checkpoint_attention needs attn_dropout 0"):
+        RMTConfig(d_model=D, checkpoint_attention=True, attn_dropout=0.1)
 
 
 def test_factored_scores_keep_long_positions_exact(force_scores):

@@ -150,7 +150,7 @@ class RelativeMultiHeadAttention(nn.Module):
     """
 
     def __init__(self, d_model: int, n_heads: int, d_head: int, attn_dropout: float = 0.0,
-                 checkpoint_widened: bool = False):
+                 checkpoint_attention: bool = False):
         super().__init__()
         self.n_heads, self.d_head = n_heads, d_head
         self.qkv = nn.Linear(d_model, 3 * n_heads * d_head, bias=False)
@@ -160,7 +160,10 @@ class RelativeMultiHeadAttention(nn.Module):
         self.u_bias = nn.Parameter(torch.zeros(n_heads, d_head))
         self.v_bias = nn.Parameter(torch.zeros(n_heads, d_head))
         self.attn_dropout = attn_dropout
-        self.checkpoint_widened = checkpoint_widened  # see _factored_attention
+        if checkpoint_attention and attn_dropout:
+            # The narrow-saving path (_NarrowSavedAttention) has no attention dropout.
+            raise ValueError("checkpoint_attention needs attn_dropout 0")
+        self.checkpoint_attention = checkpoint_attention  # see _factored_attention
         self.scale = 1.0 / math.sqrt(d_head)
         self._reversed: tuple[tuple, torch.Tensor] | None = None  # see _reversed_positional_table
 
@@ -290,9 +293,8 @@ class RelativeMultiHeadAttention(nn.Module):
         without gradient, and no (B, H, Q, K) tensor held for the backward pass (the fused
         kernel recomputes the scores).  The values are zero-padded to the widened size, which the
         fused CPU kernel needs; the padding's output columns are dropped.  With
-        ``checkpoint_widened`` (RMTConfig.checkpoint_attention), a CPU training call without
-        attention dropout or autocast keeps only narrow tensors for its backward pass and widens
-        them again there (:class:`_NarrowSavedAttention`): less memory, some more time.
+        ``checkpoint_attention`` (RMTConfig), a CPU training call outside autocast keeps only narrow
+        tensors for its backward pass and widens them again there (:class:`_NarrowSavedAttention`).
 
         q (B, H, Q, dh); k, v (B, H, K, dh); mask_bias (B or 1, 1, Q, K).  Returns (B, H, Q, dh).
         """
@@ -300,7 +302,7 @@ class RelativeMultiHeadAttention(nn.Module):
         q_sin, q_cos, key_features = (f.to(q.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
         w_r = self.r_proj.weight.view(self.n_heads, dh, d_model)
         dropout = self.attn_dropout if self.training else 0.0
-        if (self.checkpoint_widened and dropout == 0.0 and q.device.type == "cpu" and torch.is_grad_enabled()
+        if (self.checkpoint_attention and self.training and torch.is_grad_enabled() and q.device.type == "cpu"
                 and not torch.is_autocast_enabled("cpu")):
             return _NarrowSavedAttention.apply(q, k, v, self.u_bias, self.v_bias, w_r, q_sin, q_cos, key_features,
                                                mask_bias, self.scale)
@@ -327,12 +329,14 @@ class _NarrowSavedAttention(torch.autograd.Function):
     """The factored attention on the CPU, keeping only narrow tensors for the backward pass.
 
     Through autograd, the fused kernel keeps its widened query and key, the zero-padded values and
-    its output, each (B, H, Q, dh + D): at the RATE run script's size (dh 32, D 64) three quarters
-    of everything a full-BPTT step holds for its backward.  This keeps q, k, v (views of the
-    layer's projection), the output's dh real columns (which the output projection keeps too) and
-    the kernel's log-sum-exp; the backward pass widens q and k again (cheap element-wise work and one small matmul), pads the values and
-    the output with the zeros they had, and calls the kernel's own backward.  Same outputs and
-    gradients (tests/test_rmt.py); eval/bench/official_training.py measures time and peak memory.
+    its output, each (B, H, Q, dh + D): at the RATE run script's size (dh 32, D 64) most of what a
+    full-BPTT step holds for its backward.  This keeps q, k, v (views of the layer's projection,
+    or with a cache the keys/values concatenated to it), the output's dh real columns (which the
+    output projection keeps too) and the kernel's log-sum-exp; the backward pass widens q and k
+    again (the same work as the forward's widening, and its graph for the chain rule), pads the
+    values and the output with the zeros they had, and calls the kernel's own backward.  Same
+    outputs and gradients (tests/test_rmt.py); eval/bench/official_training.py measures the time
+    it costs and the memory it saves.
     """
 
     @staticmethod

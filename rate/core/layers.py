@@ -26,7 +26,8 @@ class DecoderLayer(nn.Module):
     ):
         super().__init__()
         self.pre_ln = pre_ln
-        self.attn = RelativeMultiHeadAttention(d_model, n_heads, d_head, attn_dropout, checkpoint_attention)
+        self.attn = RelativeMultiHeadAttention(d_model, n_heads, d_head, attn_dropout,
+                                               checkpoint_attention=checkpoint_attention)
         self.norm_attn = nn.LayerNorm(d_model)
         self.drop = nn.Dropout(dropout)
         self.ffn = None

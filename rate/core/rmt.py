@@ -28,7 +28,7 @@ from rate.core.memory import MemoryTokens, build_memory_update
 # checkpoint_segments keeps for the backward pass.  A recomputed segment then runs only the cheap
 # work again (projections, norms, the factored path's widened q/k/v, each several times the
 # size of the attention output), not the attention itself: at the RATE run script's size it
-# costs 11.5 % over plain BPTT (17-29 % when it recomputed everything), at the same peak memory.
+# costs 3-12 % over plain BPTT (17-29 % when it recomputed everything; results/performance_official.md).
 _ATTENTION_KERNELS = frozenset(
     getattr(torch.ops.aten, name).default for name in (
         "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
@@ -81,7 +81,9 @@ class RMTConfig:
     checkpoint_segments: bool = False
     # Keep only the factored attention's narrow tensors (q, k, v, the output) for backward and widen
     # them again there: less memory for some time (results/performance_official.md measures both).
-    # CPU training without attention dropout or autocast; elsewhere the option changes nothing.
+    # CPU training outside autocast (train.precision fp32), needs attn_dropout 0; it changes nothing
+    # where the gathered positional form runs (small sizes, train.compile) or on other devices.
+    # With checkpoint_segments too, the kept kernel outputs are the widened ones.
     checkpoint_attention: bool = False
 
     def __post_init__(self) -> None:
@@ -99,6 +101,8 @@ class RMTConfig:
             raise ValueError(f"mrv_heads must be positive, got {self.mrv_heads}")
         if self.memory_update == "mrv" and self.num_mem_tokens and self.d_model % self.mrv_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by mrv_heads {self.mrv_heads}")
+        if self.checkpoint_attention and self.attn_dropout:
+            raise ValueError("checkpoint_attention needs attn_dropout 0 (its path has no attention dropout)")
         for name in ("dropout", "attn_dropout", "mrv_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)}")
