@@ -8,6 +8,7 @@ import math
 import random
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Literal
 from pathlib import Path
@@ -168,6 +169,18 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
+def _warn_idle_attention_checkpointing(model: nn.Module, cfg: TrainConfig) -> None:
+    """A warning when a model asks for checkpoint_attention (RMTConfig) where it changes nothing:
+    it is a path of eager fp32 CPU training (rate/core/attention.py)."""
+    if not any(getattr(m, "checkpoint_attention", False) for m in model.modules()):
+        return
+    idle = [name for name, on in (("train.precision bf16", cfg.precision == "bf16"), ("train.compile", cfg.compile),
+                                  (f"train.device {cfg.device}", torch.device(cfg.device).type != "cpu")) if on]
+    if idle:
+        warnings.warn(f"checkpoint_attention saves memory in eager fp32 CPU training only; with {', '.join(idle)} "
+                      "it changes nothing", stacklevel=3)
+
+
 class TrainingLoop:
     """The loop skeleton of the trainers (RATE, algorithmic tasks, language modelling): AdamW with
     warmup and cosine decay (:func:`make_optimizer`), gradient clipping, one scheduler step per
@@ -193,6 +206,7 @@ class TrainingLoop:
         # The run's name where it is logged by name (wandb); default: the log folder's parent's.
         self.run_name = run_name or (log_dir.parent.name if log_dir is not None else None)
         self.opt, self.sched = make_optimizer(model, cfg)
+        _warn_idle_attention_checkpointing(model, cfg)
         if cfg.keep_freed_memory and torch.device(cfg.device).type == "cpu":
             keep_freed_memory()
         self.step = 0

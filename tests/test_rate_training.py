@@ -127,6 +127,24 @@ def test_a_batch_larger_than_the_dataset_is_named(tmp_path):
         train(cfg, tmp_path / "run", progress=False)
 
 
+def test_checkpoint_attention_warns_where_it_changes_nothing():
+    """The option is a path of eager fp32 CPU training: with bf16 or compile the loop says it is idle."""
+    import warnings
+
+    from rate.rl.experiment import build_policy_model
+    from rate.training import TrainConfig, TrainingLoop
+
+    cfg = tiny()
+    cfg.model.backbone.checkpoint_attention = True
+    model = build_policy_model(cfg.model)
+    for train_cfg in (TrainConfig(precision="bf16"), TrainConfig(compile=True)):
+        with pytest.warns(UserWarning, match="checkpoint_attention saves memory in eager fp32 CPU training only"):
+            TrainingLoop(model, train_cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TrainingLoop(model, TrainConfig())
+
+
 def test_bf16_forward_runs_in_bfloat16_and_keeps_fp32_weights_and_gradients():
     from rate.rl.experiment import build_policy_model
     from rate.training import TrainConfig, TrainingLoop

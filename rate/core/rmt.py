@@ -82,7 +82,8 @@ class RMTConfig:
     # Keep only the factored attention's narrow tensors (q, k, v, the output) for backward and widen
     # them again there: less memory for some time (results/performance_official.md measures both).
     # CPU training outside autocast (train.precision fp32), needs attn_dropout 0; it changes nothing
-    # where the gathered positional form runs (small sizes, train.compile) or on other devices.
+    # where the gathered positional form runs (small sizes, train.compile) or on other devices (the
+    # training loop warns under bf16, compile or another device).
     # With checkpoint_segments too, the kept kernel outputs are the widened ones.
     checkpoint_attention: bool = False
 
