@@ -238,6 +238,18 @@ def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/ra
 ENVIRONMENT_KEYS = ("env_id", "env_kwargs", "length_kwarg", "wrappers")
 
 
+def default_env_kwargs(policy: Policy, env_id: str | None = None) -> dict[str, Any]:
+    """The keywords :func:`evaluate` makes ``env_id`` with when given none: the run's
+    ``eval.env_kwargs`` where ``env_id`` is the run's own environment (or None), else none (the
+    run's keywords, a maze layout or a time limit, belong to its environment)."""
+    from rate.data.env_plugins import same_environment
+
+    run_eval = policy.run_config.get("eval", {})
+    if env_id and not same_environment(env_id, run_eval.get("env_id")):
+        return {}
+    return dict(run_eval.get("env_kwargs") or {})
+
+
 def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: int = 100,
              lengths: Sequence[int] | None = None, length_kwarg: str | None = None,
              env_kwargs: dict[str, Any] | None = None, seed: int = 0, progress: bool = False,
@@ -247,9 +259,8 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     length, keyed None).  Environment i is reset with seed ``seed + i``.
 
     The environment is ``gym.make(env_id, **env_kwargs, **{length_kwarg: T})`` inside the run's
-    ``eval.wrappers``; ``env_id`` and ``length_kwarg`` default to the run's, ``env_kwargs`` too
-    where the environment is the run's own (in another one, to none: the run's keywords, a maze
-    layout or a time limit, belong to its environment).
+    ``eval.wrappers``; ``env_id`` and ``length_kwarg`` default to the run's, ``env_kwargs`` to
+    :func:`default_env_kwargs` (the run's where the environment is the run's own, else none).
     ``record_video``: a folder for MP4s of every episode (``gymnasium.wrappers.RecordVideo``; the
     environment must render ``rgb_array``; needs the ``video`` extra, moviepy), moved in when
     every rollout has finished, so a failed evaluation leaves the folder as it was.
@@ -274,7 +285,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
         ev = from_dict(EvalConfig, {k: v for k, v in run_eval.items() if k in ENVIRONMENT_KEYS})
     other = bool(env_id) and not same_environment(env_id, run_eval.get("env_id"))
     if env_kwargs is None:
-        env_kwargs = {} if other else ev.env_kwargs
+        env_kwargs = default_env_kwargs(policy, env_id)
     ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
                  env_kwargs=dict(env_kwargs))
     if other:

@@ -2,6 +2,7 @@
 train and evaluate through the README's example.  That a checkpoint, its .pt2 and its .onnx act
 alike through rate.load_policy is tested in tests/test_export.py, on its exported artifacts."""
 
+import json
 import os
 import re
 import shutil
@@ -250,3 +251,28 @@ def test_the_readme_walkthrough_runs(tmp_path, monkeypatch):
         assert done.returncode == 0, (line, done.stderr[-3000:])
     assert (tmp_path / "runs" / "cartpole" / "policy.onnx").is_file()
     assert "# optimiser steps (batches)" in done.stdout  # the last command: --print-config
+
+
+def test_rate_eval_changes_one_environment_keyword_over_the_runs_own(tmp_path, monkeypatch, capsys):
+    from rate.cli.evaluate import main
+
+    seen = []
+    monkeypatch.setattr("rate.rl.experiment.check_envs", lambda ev, lengths, model: seen.append(ev.env_kwargs))
+    monkeypatch.setattr("rate.rl.experiment.rollout_lengths", lambda ev, *a, **k: {5: {"return": 0.0, "return_std": 0.0}})
+    path = checkpoint(tmp_path)
+    config = path / "config.json"
+    run = json.loads(config.read_text())
+    run["config"]["eval"]["env_kwargs"] = {"noise": 0.5, "corridor": "its own"}
+    config.write_text(json.dumps(run))
+    out = tmp_path / "probe.json"
+    assert main([str(path), "--env-kwarg", "noise=0", "--env-kwarg", "extra=[1, 2]", "--lengths", "5",
+                 "--out", str(out), "--no-plot", "--no-progress"]) == 0
+    assert main([str(path), "--env", "rate/Elsewhere-v0", "--env-kwarg", "size=9", "--no-progress"]) == 0
+    assert main([str(path), "--no-progress"]) == 0
+    assert seen == [{"noise": 0, "corridor": "its own", "extra": [1, 2]}, {"size": 9},
+                    {"noise": 0.5, "corridor": "its own"}]
+    assert json.loads(out.read_text())["env_kwargs"] == seen[0]  # the file says what was played
+    capsys.readouterr()
+    assert main([str(path), "--env-kwarg", "noise"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: override 'noise' is not of the form key=value") and err.count("\n") == 1, err

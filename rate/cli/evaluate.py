@@ -1,11 +1,15 @@
 """Evaluate a trained policy by rolling it out: return, success where the task defines it, and
 the D4RL normalised score where reference returns are known, per episode length.
 
-    rate-eval POLICY [--env ID] [--lengths 30 90 900] [--episodes 100] [--seed 0] [--target-return R]
-              [--sample] [--record-video DIR] [--out results/eval.json] [--no-plot] [--device cpu]
+    rate-eval POLICY [--env ID] [--env-kwarg KEY=VALUE ...] [--lengths 30 90 900] [--episodes 100]
+              [--seed 0] [--target-return R] [--sample] [--record-video DIR] [--out results/eval.json]
+              [--no-plot] [--device cpu]
 
 POLICY is a run folder (or its checkpoint_best/), an exported .pt2 or .onnx.  The environment,
-its wrappers and reference returns default to the run's (``eval.*``).  --out writes the table as
+its wrappers and reference returns default to the run's (``eval.*``).  --env-kwarg changes one
+keyword the environment is made with (the value read as YAML), over the run's own keywords, or
+over none in another environment: e.g. a ViZDoom-Two-Colors policy with the pillar shown all
+episode, ``--env-kwarg pillar_steps=2100``.  --out writes the table as
 JSON (and, unless --no-plot, a plot of success against length beside it); its folder is checked
 for writing before the rollouts start.  ``python -m eval`` in the repository is the same command.
 """
@@ -43,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = make_parser("rate-eval", __doc__)
     parser.add_argument("policy", type=Path, help="run folder, checkpoint folder, .pt2 or .onnx")
     parser.add_argument("--env", help="Gymnasium id (default: the run's eval.env_id)")
+    parser.add_argument("--env-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a keyword the environment is made with, over the run's eval.env_kwargs "
+                             "(repeatable; the value read as YAML)")
     parser.add_argument("--lengths", type=int, nargs="+", help="values of the run's eval.length_kwarg (default: the "
                                                                "run's eval.lengths; none: the env's own length)")
     parser.add_argument("--episodes", type=positive_int, help="episodes per length (default: the run's eval.episodes)")
@@ -57,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix == ".png":
         parser.error(f"--out is the results JSON (its plot goes beside it as .png), got {args.out}")
-    from rate.api import evaluate, load_policy
+    from rate.api import default_env_kwargs, evaluate, load_policy
     from rate.checkpoint import CheckpointError
+    from rate.config import apply_overrides
     from rate.rl.experiment import check_renders
     from rate.training import setup_process
 
@@ -68,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
         if args.lengths and min(args.lengths) < 1:
             raise ValueError(f"--lengths must be positive, got {args.lengths}")
+        changes = apply_overrides({}, args.env_kwarg)  # before the policy is loaded: a typo fails at once
         policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample or None, args.seed)
         ev = policy.run_config.get("eval", {})
+        env_kwargs = {**default_env_kwargs(policy, args.env), **changes}
         lengths = args.lengths or ev.get("lengths") or None
         episodes = args.episodes or ev.get("episodes", 100)
         seed = ev.get("seed", 0) if args.seed is None else args.seed
@@ -81,8 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.record_video:
             check_renders(args.env or ev.get("env_id", ""))  # before the folder is made
             check_writable(args.record_video)
-        results = evaluate(policy, args.env, episodes, lengths, seed=seed, progress=not args.no_progress,
-                           record_video=args.record_video)
+        results = evaluate(policy, args.env, episodes, lengths, env_kwargs=env_kwargs, seed=seed,
+                           progress=not args.no_progress, record_video=args.record_video)
     except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError
         return error_exit(err)
     from rate.rl.rollout import result_table
@@ -94,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         env_id = args.env or ev.get("env_id")
         table = readable_keys(results)
         try:
-            atomic_write_text(args.out, json.dumps({"policy": str(args.policy), "env": env_id, "episodes": episodes,
-                                                    "seed": seed, "results": table}, indent=2))
+            atomic_write_text(args.out, json.dumps({"policy": str(args.policy), "env": env_id, "env_kwargs": env_kwargs,
+                                                    "episodes": episodes, "seed": seed, "results": table}, indent=2))
             if not args.no_plot:
                 plot_success(results, args.out.with_suffix(".png"), f"{args.policy.name}: {env_id}")
         except write_error_types() as err:
