@@ -247,3 +247,38 @@ def test_tiny_rate_learns_to_collect_objects(tmp_path):
     # Measured with training seeds 0, 1, 2: 1.25, 1.25, 1.5 trained against 0.5, -1.75, 0.5 untrained
     # (seed 0 here; 1.75 against 0.5 when random windows were drawn one per episode).
     assert trained >= untrained + 0.5, (trained, untrained)
+
+
+def test_the_cue_probe_reads_colours_from_the_episodes_seeds_and_refuses_a_foreign_dataset(tmp_path, capsys):
+    import json
+
+    from rate_envs.vizdoom_data import generate_vizdoom_dataset
+
+    from eval.vizdoom_cue import episode_colours, main
+
+    ds = generate_vizdoom_dataset(episodes=6, episode_length=8, seed=0, progress=False)
+    env = gym.make("rate/ViZDoomTwoColors-v0")
+    seeds = [meta["seed"] for meta in ds.storage.get_episode_metadata(range(6))]
+    played = []
+    for seed in seeds:
+        env.reset(seed=seed)
+        played.append(env.unwrapped.colour)
+    env.close()
+    assert [("red", "green")[c] for c in episode_colours(ds, check=6)] == played
+    out = tmp_path / "cue.json"
+    assert main(["--dataset-id", ds.spec.dataset_id, "--steps", "0:4", "--frames-per-episode", "2", "--epochs", "1",
+                 "--held-out", "0.5", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["train_frames"] == 6 and result["held_out_frames"] == 6 and 0 <= result["held_out_accuracy"] <= 1
+    # Episodes whose first frames are not what their seeds render (here: the seeds swapped).
+    other = generate_vizdoom_dataset(episodes=2, episode_length=8, seed=0, progress=False,
+                                     dataset_id="rate/vizdoom-two-colors/swapped-v0")
+    import h5py
+
+    with h5py.File(other.storage.data_path / "main_data.hdf5", "r+") as f:
+        f["episode_0"].attrs["seed"], f["episode_1"].attrs["seed"] = seeds[1], seeds[0]
+    capsys.readouterr()
+    assert main(["--dataset-id", "rate/vizdoom-two-colors/swapped-v0", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: episode 0 of rate/vizdoom-two-colors/swapped-v0 does not start with the frame")
+    assert err.count("\n") == 1, err
