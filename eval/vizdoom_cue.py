@@ -58,6 +58,9 @@ def episode_colours(dataset, check: int = 2) -> np.ndarray:
     import gymnasium as gym
     import rate_envs  # noqa: F401  (registers the environment)
 
+    env_id = getattr(dataset.spec.env_spec, "id", None)
+    if env_id != "rate/ViZDoomTwoColors-v0":
+        raise ValueError(f"{dataset.spec.dataset_id} holds episodes of {env_id}, not of rate/ViZDoomTwoColors-v0")
     seeds = [meta.get("seed") for meta in dataset.storage.get_episode_metadata(range(dataset.total_episodes))]
     if any(seed is None for seed in seeds):
         raise ValueError(f"episode {seeds.index(None)} of {dataset.spec.dataset_id} was reset without a seed: its "

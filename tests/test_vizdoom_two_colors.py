@@ -252,6 +252,8 @@ def test_tiny_rate_learns_to_collect_objects(tmp_path):
 def test_the_cue_probe_reads_colours_from_the_episodes_seeds_and_refuses_a_foreign_dataset(tmp_path, capsys):
     import json
 
+    import h5py
+    from rate_envs.tmaze_data import generate_tmaze_dataset
     from rate_envs.vizdoom_data import generate_vizdoom_dataset
 
     from eval.vizdoom_cue import episode_colours, main
@@ -273,8 +275,6 @@ def test_the_cue_probe_reads_colours_from_the_episodes_seeds_and_refuses_a_forei
     # Episodes whose first frames are not what their seeds render (here: the seeds swapped).
     other = generate_vizdoom_dataset(episodes=2, episode_length=8, seed=0, progress=False,
                                      dataset_id="rate/vizdoom-two-colors/swapped-v0")
-    import h5py
-
     with h5py.File(other.storage.data_path / "main_data.hdf5", "r+") as f:
         f["episode_0"].attrs["seed"], f["episode_1"].attrs["seed"] = seeds[1], seeds[0]
     capsys.readouterr()
@@ -282,3 +282,6 @@ def test_the_cue_probe_reads_colours_from_the_episodes_seeds_and_refuses_a_forei
     err = capsys.readouterr().err
     assert err.startswith("error: episode 0 of rate/vizdoom-two-colors/swapped-v0 does not start with the frame")
     assert err.count("\n") == 1, err
+    tmaze = generate_tmaze_dataset(horizon=8, episodes=2, seed=0)
+    assert main(["--dataset-id", tmaze.spec.dataset_id, "--epochs", "1"]) == 2
+    assert "holds episodes of rate/TMaze-v0, not of rate/ViZDoomTwoColors-v0" in capsys.readouterr().err
