@@ -238,29 +238,33 @@ def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/ra
 ENVIRONMENT_KEYS = ("env_id", "env_kwargs", "length_kwarg", "wrappers")
 
 
-def default_env_kwargs(policy: Policy, env_id: str | None = None) -> dict[str, Any]:
-    """The keywords :func:`evaluate` makes ``env_id`` with when given none: the run's
-    ``eval.env_kwargs`` where ``env_id`` is the run's own environment (or None), else none (the
-    run's keywords, a maze layout or a time limit, belong to its environment)."""
+def evaluation_defaults(policy: Policy, env_id: str | None = None) -> dict[str, Any]:
+    """What :func:`evaluate` (and ``rate-eval``) play where not told: ``env_kwargs``, ``episodes``,
+    ``lengths`` and ``seed`` of the run's ``eval`` section where ``env_id`` is the run's own
+    environment (or None); in another one no keywords and its own length (the run's keywords and
+    lengths, a maze layout or a corridor length, belong to its environment), the run's episode
+    count and seed."""
     from rate.data.env_plugins import same_environment
 
     run_eval = policy.run_config.get("eval", {})
-    if env_id and not same_environment(env_id, run_eval.get("env_id")):
-        return {}
-    return dict(run_eval.get("env_kwargs") or {})
+    own = not env_id or same_environment(env_id, run_eval.get("env_id"))
+    return {"env_kwargs": dict(run_eval.get("env_kwargs") or {}) if own else {},
+            "lengths": list(run_eval.get("lengths") or []) if own else [],
+            "episodes": int(run_eval.get("episodes", 100)), "seed": int(run_eval.get("seed", 0))}
 
 
-def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: int = 100,
+def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: int | None = None,
              lengths: Sequence[int] | None = None, length_kwarg: str | None = None,
-             env_kwargs: dict[str, Any] | None = None, seed: int = 0, progress: bool = False,
+             env_kwargs: dict[str, Any] | None = None, seed: int | None = None, progress: bool = False,
              record_video: str | Path | None = None) -> dict[int | None, dict[str, float | None]]:
     """Roll ``policy`` (a :class:`Policy` or a path for :func:`load_policy`) out in ``episodes``
-    environments side by side, once per length T of ``lengths`` (None: at the environment's own
-    length, keyed None).  Environment i is reset with seed ``seed + i``.
+    environments side by side, once per length T of ``lengths`` (empty: once, at the
+    environment's own length, keyed None).  Environment i is reset with seed ``seed + i``.
 
     The environment is ``gym.make(env_id, **env_kwargs, **{length_kwarg: T})`` inside the run's
-    ``eval.wrappers``; ``env_id`` and ``length_kwarg`` default to the run's, ``env_kwargs`` to
-    :func:`default_env_kwargs` (the run's where the environment is the run's own, else none).
+    ``eval.wrappers``; ``env_id`` and ``length_kwarg`` default to the run's; ``env_kwargs``,
+    ``episodes``, ``lengths`` and ``seed`` to :func:`evaluation_defaults` (the run's ``eval``
+    settings, as ``rate-eval`` plays them).
     ``record_video``: a folder for MP4s of every episode (``gymnasium.wrappers.RecordVideo``; the
     environment must render ``rgb_array``; needs the ``video`` extra, moviepy), moved in when
     every rollout has finished, so a failed evaluation leaves the folder as it was.
@@ -275,9 +279,13 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     from rate.rl.experiment import EvalConfig, check_envs, check_renders, rollout_lengths
     from rate.rl.model import RATEConfig
 
+    policy = policy if isinstance(policy, Policy) else load_policy(policy)
+    defaults = evaluation_defaults(policy, env_id)
+    episodes = defaults["episodes"] if episodes is None else episodes
+    lengths = defaults["lengths"] if lengths is None else lengths
+    seed = defaults["seed"] if seed is None else seed
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    policy = policy if isinstance(policy, Policy) else load_policy(policy)
     run_eval = policy.run_config.get("eval", {})
     try:
         ev = from_dict(EvalConfig, run_eval)
@@ -285,7 +293,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
         ev = from_dict(EvalConfig, {k: v for k, v in run_eval.items() if k in ENVIRONMENT_KEYS})
     other = bool(env_id) and not same_environment(env_id, run_eval.get("env_id"))
     if env_kwargs is None:
-        env_kwargs = default_env_kwargs(policy, env_id)
+        env_kwargs = defaults["env_kwargs"]
     ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
                  env_kwargs=dict(env_kwargs))
     if other:

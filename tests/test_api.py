@@ -200,6 +200,10 @@ def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):
     # The config object itself is taken too.
     model.save_pretrained(tmp_path / "object", run_config=RATEExperimentConfig(model=model.cfg))
     assert RATEModel.from_pretrained(tmp_path / "object").cfg == model.cfg
+    # Loaded and saved again without a run config, the run's own goes with it (not the defaults).
+    again.save_pretrained(tmp_path / "shipped")
+    assert rate.load_policy(tmp_path / "shipped").run_config["dataset_id"] == "some/data-v0"
+    assert RATEModel.from_pretrained(tmp_path / "shipped").run_config.dataset_id == "some/data-v0"
 
 
 def test_save_pretrained_refuses_a_config_that_would_load_another_model_or_half_write(tmp_path):
@@ -276,3 +280,16 @@ def test_rate_eval_changes_one_environment_keyword_over_the_runs_own(tmp_path, m
     assert main([str(path), "--env-kwarg", "noise"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: override 'noise' is not of the form key=value") and err.count("\n") == 1, err
+
+
+def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkeypatch):
+    played = []
+    monkeypatch.setattr("rate.rl.experiment.check_envs", lambda ev, lengths, model: None)
+    monkeypatch.setattr("rate.rl.experiment.rollout_lengths",
+                        lambda ev, make, lengths, episodes, seed, *a, **k: played.append((lengths, episodes, seed)) or {})
+    policy = rate.load_policy(checkpoint(tmp_path))
+    policy.run_config["eval"] |= {"lengths": [5, 9], "episodes": 3, "seed": 7}
+    rate.evaluate(policy)
+    rate.evaluate(policy, episodes=2, lengths=[], seed=0)  # [] : once, at the environment's own length
+    rate.evaluate(policy, env_id="rate/Elsewhere-v0")  # another environment: its own length
+    assert played == [([5, 9], 3, 7), ([None], 2, 0), ([None], 3, 7)]

@@ -89,6 +89,10 @@ def test_cartpole_discrete_vectors_train_and_evaluate_with_no_yaml(datasets, tmp
     (result,) = rate.evaluate(policy, episodes=3).values()
     assert result["success"] is None  # CartPole reports no success: none is made up
     assert result["return"] >= 8 and "normalized_score" not in result  # CartPole lasts >= 8 steps
+    # Lengths set the time limit of an environment that takes no length of its own.
+    assert inferred["eval"]["length_kwarg"] == "max_episode_steps"
+    capped = rate.evaluate(policy, episodes=3, lengths=[5])
+    assert list(capped) == [5] and capped[5]["return"] <= 5
 
 
 def test_policy_needs_reset_and_takes_one_observation(datasets, tmp_path):

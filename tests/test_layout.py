@@ -144,3 +144,16 @@ def test_importing_the_package_does_not_import_torch(tmp_path):
             "from rate import load_policy; assert 'torch' in sys.modules; print(rate.__version__)")
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_help_names_each_default_once_and_none_that_is_empty(capsys):
+    from rate.cli.run import make_parser
+
+    parser = make_parser("rate-demo", "A command.")
+    parser.add_argument("--out", help="run folder (default: runs/<run name>)")
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per length")
+    parser.add_argument("--device", help="cpu or cuda")
+    parser.add_argument("--sample", action="store_true", help="sample")
+    text = parser.format_help()
+    assert "(default: runs/<run name>)" in text and text.count("(default:") == 2, text
+    assert "episodes per length (default: 100)" in " ".join(text.split())

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out is not None and args.out.suffix == ".png":
         parser.error(f"--out is the results JSON (its plot goes beside it as .png), got {args.out}")
-    from rate.api import default_env_kwargs, evaluate, load_policy
+    from rate.api import evaluate, evaluation_defaults, load_policy
     from rate.checkpoint import CheckpointError
     from rate.config import apply_overrides
     from rate.rl.experiment import check_renders
@@ -79,10 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         changes = apply_overrides({}, args.env_kwarg)  # before the policy is loaded: a typo fails at once
         policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample or None, args.seed)
         ev = policy.run_config.get("eval", {})
-        env_kwargs = {**default_env_kwargs(policy, args.env), **changes}
-        lengths = args.lengths or ev.get("lengths") or None
-        episodes = args.episodes or ev.get("episodes", 100)
-        seed = ev.get("seed", 0) if args.seed is None else args.seed
+        defaults = evaluation_defaults(policy, args.env)
+        env_kwargs = {**defaults["env_kwargs"], **changes}
+        lengths = args.lengths or defaults["lengths"]
+        episodes = args.episodes or defaults["episodes"]
+        seed = defaults["seed"] if args.seed is None else args.seed
         # before the rollouts, not after them
         if args.out:
             check_file_target(args.out)

@@ -1,4 +1,6 @@
 """Export a RATE checkpoint's per-step policy to ONNX or torch.export (.pt2), verified against the eager policy.
+Transformer policies with a streaming state export (RATE, RMT, TrXL); DT's sliding window and the
+BC baselines do not.
 
     rate-export CHECKPOINT --format onnx|pt2 [--out FILE] [--target-return R] [--threads 2]
     python -m rate.cli.export ...                       (the same command)

@@ -36,7 +36,15 @@ def error_exit(err: BaseException) -> int:
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """``--help`` shows each option's default and keeps the description's line breaks."""
+    """``--help`` shows each option's default and keeps the description's line breaks.  No
+    "(default: ...)" where the help names its default itself, or where there is none to name
+    (None, a False flag, an empty list): those read as contradictions or noise."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
 
 
 def make_parser(console: str, doc: str) -> argparse.ArgumentParser:
@@ -76,7 +84,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_root: str, resume
                         help="replace the run in OUT (the earlier run is deleted once the new one has a checkpoint)")
     parser.add_argument("--csv", type=Path, help="append one result row to this CSV")
     parser.add_argument("--run-name", help="the run's name in the result row and line (default: OUT's name, else "
-                                           "the config's)")
+                                           "the config file's or the dataset's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--print-config", action="store_true",
                         help="print the fully resolved config, each field with its one-line doc, and exit")

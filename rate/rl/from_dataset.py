@@ -59,7 +59,7 @@ DEFAULTS = {"eval": {"lengths": [], "episodes": 10}, "window_start": "random"}
 # What infer_from_dataset sets: a config file that leaves these out gets the dataset's values.
 INFERRED = ("dataset_id", "model.obs_kind", "model.obs_shape", "model.channels_last", "model.obs_scale",
             "model.normalize_obs", "model.act_kind", "model.act_dim", "model.rtg_scale", "eval.env_id",
-            "eval.env_kwargs", "eval.wrappers", "eval.target_return", "eval.ref_scores")
+            "eval.env_kwargs", "eval.length_kwarg", "eval.wrappers", "eval.target_return", "eval.ref_scores")
 
 
 def template(model: str = "rate") -> str:
@@ -144,6 +144,8 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     spec = info.eval_env_spec
     if spec is not None:
         evaluation |= eval_env_from_spec(spec)
+    else:  # the user names the environment; the time limit is what any id takes a length as
+        evaluation["length_kwarg"] = "max_episode_steps"
     ref = info.ref_scores or d4rl_ref_scores(evaluation.get("env_id", ""))
     if ref:
         evaluation["ref_scores"] = list(ref)
@@ -160,6 +162,8 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
         return
     if "env_kwargs" not in given:
         evaluation.pop("env_kwargs", None)
+    if "length_kwarg" not in given:
+        evaluation["length_kwarg"] = "max_episode_steps"  # (any id takes it; the recorded one's may not)
     if "ref_scores" not in given:
         evaluation.pop("ref_scores", None)
         ref = d4rl_ref_scores(str(evaluation.get("env_id", "")))
@@ -168,7 +172,8 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
 
 
 def eval_env_from_spec(spec) -> dict[str, Any]:
-    """``env_id`` and ``env_kwargs`` that make the environment a recorded EnvSpec describes.  An
+    """``env_id`` and ``env_kwargs`` that make the environment a recorded EnvSpec describes, and the
+    ``length_kwarg`` that sets its length.  An
     id this process has not registered is written ``module:id`` (Gymnasium imports the module,
     which registers it) when the spec names its entry point's module."""
     import gymnasium as gym
@@ -198,7 +203,10 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
                       "where they change observations, actions or rewards, the model is evaluated on other "
                       "inputs than it was trained on; set eval.env_id to an environment registered with them",
                       stacklevel=2)
-    return {"env_id": env_id, "env_kwargs": kwargs}
+    # What --lengths / eval.lengths set: the environment's own episode length where it takes one
+    # (the project's tasks record it), else the time limit, a keyword gym.make takes for any id.
+    length_kwarg = "episode_length" if "episode_length" in kwargs else "max_episode_steps"
+    return {"env_id": env_id, "env_kwargs": kwargs, "length_kwarg": length_kwarg}
 
 
 def d4rl_ref_scores(env_id: str) -> tuple[float, float] | None:

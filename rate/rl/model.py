@@ -167,8 +167,9 @@ class PretrainedMixin:
     def save_pretrained(self, directory, run_config: dict | None = None, dataset_id: str | None = None):
         """Write the weights and config to ``directory`` (made if missing; each file atomically).
         ``run_config``: the whole run config (``to_dict`` of a RATEExperimentConfig), so that the
-        policy is evaluated as it was trained; default the model config alone (the other
-        sections then read back as their defaults: evaluation in T-Maze, which ``rate-eval
+        policy is evaluated as it was trained; default the run config it was loaded with
+        (``run_config`` attribute, set by :meth:`from_pretrained`), else the model config alone (the
+        other sections then read back as their defaults: evaluation in T-Maze, which ``rate-eval
         --env`` or ``rate.evaluate(env_id=...)`` overrides).  The config records
         the package version, the git commit where there is one, and the dataset id."""
         import dataclasses
@@ -176,6 +177,8 @@ class PretrainedMixin:
         from rate.checkpoint import provenance, save_checkpoint
         from rate.config import to_dict
 
+        if run_config is None:
+            run_config = getattr(self, "run_config", None)
         if dataclasses.is_dataclass(run_config):  # the config object itself
             run_config = to_dict(run_config)
         if run_config is not None and not isinstance(run_config, dict):
@@ -196,14 +199,17 @@ class PretrainedMixin:
 
     @classmethod
     def from_pretrained(cls, directory, device: str = "cpu"):
-        """The model saved in ``directory`` (eval mode); CheckpointError when it is not a
-        checkpoint of this class."""
+        """The model saved in ``directory`` (eval mode), with the run config it was saved with as
+        its ``run_config`` (a RATEExperimentConfig; :meth:`save_pretrained` writes it back), so that
+        loading and saving again keeps how the policy is evaluated; CheckpointError when it is not
+        a checkpoint of this class."""
         from rate.checkpoint import CheckpointError
         from rate.rl.experiment import load_policy_model
 
-        model, _ = load_policy_model(directory)
+        model, run_config = load_policy_model(directory)
         if not isinstance(model, cls):
             raise CheckpointError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
+        model.run_config = run_config
         return model.to(device)
 
 
