@@ -250,7 +250,8 @@ def evaluation_defaults(policy: Policy, env_id: str | None = None) -> dict[str, 
     own = not env_id or same_environment(env_id, run_eval.get("env_id"))
     return {"env_kwargs": dict(run_eval.get("env_kwargs") or {}) if own else {},
             "lengths": list(run_eval.get("lengths") or []) if own else [],
-            "episodes": int(run_eval.get("episodes", 100)), "seed": int(run_eval.get("seed", 0))}
+            # (a run trained without evaluation, eval.episodes 0, is evaluated on 100 when asked)
+            "episodes": int(run_eval.get("episodes") or 100), "seed": int(run_eval.get("seed", 0))}
 
 
 def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: int | None = None,
@@ -298,6 +299,9 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
                  env_kwargs=dict(env_kwargs))
     if other:
         ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
+    if not ev.env_id:
+        raise ConfigError("the run names no environment (trained with eval.episodes=0 on data recorded without "
+                          "one): pass the one to evaluate in (env_id, rate-eval --env)")
     try:
         model = from_dict(RATEConfig, policy.run_config.get("model", {}))
     except ConfigError:  # an older run config: the environments are made, their spaces not compared

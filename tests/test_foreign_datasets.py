@@ -15,6 +15,7 @@ import pytest
 import rate
 from rate.cli.train import main as train_main
 from rate.cli.train import run_name_for
+from rate.config import ConfigError
 from rate.data.episodes import DatasetError, load_minari_episodes
 from rate.data.spaces import flatten_batch
 from rate.rl.experiment import check_eval_envs
@@ -27,9 +28,10 @@ TINY = ["model.backbone.d_model=32", "model.backbone.n_layers=1", "model.backbon
         "eval.episodes=3"]
 
 
-def record(env_id: str, dataset_id: str, episodes: int, act, **create_kwargs) -> None:
+def record(env_id: str, dataset_id: str, episodes: int, act, with_env: bool = True, **create_kwargs) -> None:
     """A Minari dataset of ``episodes`` episodes of ``act(env, rng)`` in ``gym.make(env_id)``, written
-    with ``minari.create_dataset_from_buffers`` (Minari's DataCollector needs jax)."""
+    with ``minari.create_dataset_from_buffers`` (Minari's DataCollector needs jax); ``with_env``
+    False records its spaces only, no environment (as data from a real system)."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     env = gym.make(env_id)
@@ -54,7 +56,9 @@ def record(env_id: str, dataset_id: str, episodes: int, act, **create_kwargs) ->
             stacked = np.stack(observations)
         buffers.append(EpisodeBuffer(id=i, seed=i, observations=stacked, actions=np.array(actions), rewards=rewards,
                                      terminations=terms, truncations=truncs, infos={}))
-    minari.create_dataset_from_buffers(dataset_id, buffers, env=env, algorithm_name="tests", data_format="hdf5",
+    where = {"env": env} if with_env else {"observation_space": env.observation_space,
+                                            "action_space": env.action_space}
+    minari.create_dataset_from_buffers(dataset_id, buffers, algorithm_name="tests", data_format="hdf5", **where,
                                        **create_kwargs)
     env.close()
 
@@ -69,6 +73,7 @@ def datasets(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:  # restored however the recording ends
         patch.setenv("MINARI_DATASETS_PATH", str(root))
         record("CartPole-v1", "tests/cartpole-random-v0", 12, lambda env, rng: int(rng.integers(2)))
+        record("CartPole-v1", "tests/no-environment-v0", 6, lambda env, rng: int(rng.integers(2)), with_env=False)
         record("InvertedPendulum-v5", "tests/pendulum-random-v0", 12,
                lambda env, rng: rng.uniform(-3.0, 3.0, 1).astype(np.float32), ref_min_score=0.0, ref_max_score=1000.0)
         record("ForeignDictCue-v0", "tests/dict-cue-v0", 40, oracle)
@@ -93,6 +98,20 @@ def test_cartpole_discrete_vectors_train_and_evaluate_with_no_yaml(datasets, tmp
     assert inferred["eval"]["length_kwarg"] == "max_episode_steps"
     capped = rate.evaluate(policy, episodes=3, lengths=[5])
     assert list(capped) == [5] and capped[5]["return"] <= 5
+
+
+def test_data_recorded_without_an_environment_trains_without_evaluation(datasets, tmp_path):
+    with pytest.raises(ConfigError, match="records no environment .* or train without evaluation: eval.episodes=0"):
+        config_for_dataset("tests/no-environment-v0", "rate", overrides=TINY)
+    run = tmp_path / "run"
+    policy, metrics = rate.train(dataset="tests/no-environment-v0", overrides=[*TINY, "eval.episodes=0"], out=run,
+                                 progress=False)
+    assert metrics["eval"] == {} and metrics["steps"] == 4
+    assert (run / "model.safetensors").is_file() and not (run / "checkpoint_best").exists()
+    with pytest.raises(ConfigError, match="the run names no environment"):
+        rate.evaluate(policy)
+    (result,) = rate.evaluate(run, env_id="CartPole-v1", episodes=2).values()  # where the user says
+    assert result["return"] >= 8
 
 
 def test_policy_needs_reset_and_takes_one_observation(datasets, tmp_path):

@@ -34,7 +34,9 @@ class EvalConfig:
     wrappers: list[str] = field(default_factory=list)
     # The lengths to evaluate at; empty: once, at the environment's own length.
     lengths: list[int] = field(default_factory=lambda: [30, 90])
-    episodes: int = 50  # episodes per length, run side by side
+    # Episodes per length, run side by side; 0: no evaluation while or after training (data with no
+    # environment to roll out in: the run keeps its last checkpoint, and no checkpoint_best).
+    episodes: int = 50
     seed: int = 0  # environment i is reset with seed + i
     target_return: float = 1.0  # the return-to-go the policy starts from (undivided)
     sample: bool = False  # argmax by default
@@ -52,8 +54,8 @@ class EvalConfig:
             raise ValueError(f"eval.wrappers: unknown {unknown}; known: {', '.join(WRAPPERS)}")
         if self.ref_scores and (len(self.ref_scores) != 2 or self.ref_scores[0] == self.ref_scores[1]):
             raise ValueError(f"eval.ref_scores must be [min, max] with min != max (or empty), got {self.ref_scores}")
-        if self.episodes <= 0 or self.final_episodes < 0 or any(t < 3 for t in self.lengths + self.final_lengths):
-            raise ValueError("eval.episodes must be positive and every length T >= 3")
+        if self.episodes < 0 or self.final_episodes < 0 or any(t < 3 for t in self.lengths + self.final_lengths):
+            raise ValueError("eval.episodes must be >= 0 (0: no evaluation) and every length T >= 3")
         if self.seed < 0:  # Gymnasium refuses negative seeds, at the first evaluation
             raise ValueError(f"eval.seed must be >= 0, got {self.seed}")
         if not np.isfinite(self.target_return):
@@ -250,7 +252,9 @@ def eval_lengths(ev: EvalConfig, final: bool = False) -> list[int | None]:
 def check_eval_envs(cfg: RATEExperimentConfig) -> None:
     """Make each evaluation environment once and check its spaces against the model, so that a
     wrong env id, keyword or task fails before training with one ConfigError, not in the first
-    evaluation after many minutes of training."""
+    evaluation after many minutes of training (nothing to check with ``eval.episodes`` 0)."""
+    if not cfg.eval.episodes:
+        return
     check_envs(cfg.eval, sorted(set(cfg.eval.lengths + cfg.eval.final_lengths)) or [None], cfg.model)
 
 

@@ -237,8 +237,11 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
     data = apply_overrides(data, overrides)
     _forget_other_environment(data["eval"], inferred["eval"], apply_overrides(given, overrides).get("eval") or {})
     if "env_id" not in data.get("eval", {}):
-        raise ConfigError(f"{dataset} records no environment (made without env_spec): name the one to evaluate in "
-                          "with eval.env_id=ID (and eval.env_kwargs)")
+        if data.get("eval", {}).get("episodes") != 0:
+            raise ConfigError(f"{dataset} records no environment (made without env_spec): name the one to evaluate "
+                              "in with eval.env_id=ID (and eval.env_kwargs), or train without evaluation: "
+                              "eval.episodes=0")
+        data["eval"]["env_id"] = ""  # none: rate-eval then needs --env
     try:
         return from_dict(RATEExperimentConfig, data)
     except ConfigError as err:

@@ -311,7 +311,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
         batch = {k: v.to(device) for k, v in group.share(batch).items()}
         loss = train_step(net, model, cfg, batch, loop, group)
         loop.end_batch(loss, tokens=tokens)
-        if loop.evaluation_due and group.is_main:
+        if loop.evaluation_due and cfg.eval.episodes and group.is_main:
             eval_results = evaluate_lengths(model, cfg)
             model.train()
             loop.log("eval", eval_scalars(eval_results))
@@ -330,7 +330,8 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             save_resumable(folder, loop, model, cfg, extra, time.time() - start, device, len(windows))
             commit_checkpoint(folder, loop)
             loop.pause_clock()
-        elif cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0 and group.is_main:
+        elif (cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0
+              or loop.evaluation_due and not cfg.eval.episodes) and group.is_main:  # (no evaluation: the checkpoint alone)
             save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
                            device, len(windows))
             commit_checkpoint(folder, loop)
@@ -338,16 +339,17 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
     loop.close_bar()  # before the final evaluation's own bars
     train_seconds = round(time.time() - start, 1)
     ev = cfg.eval
-    if not eval_results and not (ev.final_lengths or ev.final_episodes) and group.is_main:
-        # Resumed at its last step (killed after the last checkpoint, before its row): evaluate
-        # again, so that the row it writes has its results.
-        eval_results = evaluate_lengths(model, cfg)
-    if (ev.final_lengths or ev.final_episodes) and group.is_main:
-        eval_results = evaluate_lengths(model, cfg, eval_lengths(ev, final=True), ev.final_episodes or ev.episodes,
-                                        progress=progress)
-        loop.log("final", eval_scalars(eval_results))
-        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg),
-                        {"step": loop.step, "eval": eval_results, **run_provenance(cfg)})
+    if ev.episodes and group.is_main:  # (eval.episodes 0: no evaluation; the last checkpoint is the run's)
+        if ev.final_lengths or ev.final_episodes:
+            eval_results = evaluate_lengths(model, cfg, eval_lengths(ev, final=True),
+                                            ev.final_episodes or ev.episodes, progress=progress)
+            loop.log("final", eval_scalars(eval_results))
+            save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg),
+                            {"step": loop.step, "eval": eval_results, **run_provenance(cfg)})
+        elif not eval_results:
+            # Resumed at its last step (killed after the last checkpoint, before its row): evaluate
+            # again, so that the row it writes has its results.
+            eval_results = evaluate_lengths(model, cfg)
     if group.is_main:
         loop.log_hparams(config_row(cfg), eval_scalars(eval_results))
     loop.close()
