@@ -32,8 +32,10 @@ class Policy:
 
     ``act(obs, reward=None, done=None)``:
       obs     one observation (obs_shape) or a batch (n_envs, *obs_shape);
-      reward  the reward each environment received for the previous action (None on the first
-              step after ``reset``); it lowers the return-to-go the policy conditions on;
+      reward  the reward each environment received for the previous action; it lowers the
+              return-to-go the policy conditions on.  None only on the first step after
+              ``reset`` or where every environment is ``done`` (elsewhere a ValueError: a
+              forgotten reward would leave the return-to-go where it was without a word);
       done    bool per environment: True where ``obs`` is the first of a new episode (the
               previous one ended and the environment was reset), so that environment's memory
               and return-to-go start over while the others go on (streaming policies; a window
@@ -77,6 +79,10 @@ class Policy:
         done = np.zeros(self._n, dtype=bool) if done is None else np.asarray(done, dtype=bool).reshape(self._n)
         if self._first:  # every environment starts an episode
             done, reward, self._first = np.ones(self._n, dtype=bool), None, False
+        elif reward is None and not done.all():
+            raise ValueError("act() without reward: pass the reward each environment received for the previous "
+                             "action (the policy conditions on the return still to collect); None only on the first "
+                             "step after reset() or where every environment is done")
         action, self.last_output = self._backend.act(obs, reward, done)
         return action[0] if single else action
 
@@ -189,18 +195,18 @@ def _check_sampling(path: Path, sample: bool, act_kind: str) -> None:
         raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
 
 
-def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/rate", resume: bool = False,
-          overwrite: bool = False, progress: bool = True, dataset: str | None = None,
-          model: str = "rate") -> tuple[Policy | None, dict[str, Any]]:
+def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out: str | Path = "runs/rate",
+          resume: bool = False, overwrite: bool = False, progress: bool = True, dataset: str | None = None,
+          model: str | None = None) -> tuple[Policy | None, dict[str, Any]]:
     """Train RATE or one of its baselines offline and return the trained :class:`Policy` (None
     on a torchrun rank other than 0) and the metrics: ``train_seconds``, ``steps`` and the
     evaluation per length (``eval``).
 
     ``config``: a YAML file or a :class:`rate.rl.experiment.RATEExperimentConfig`, with
-    ``key.sub=value`` ``overrides``.  ``dataset`` (a Minari id or folder): infer the model's
-    interface, evaluation environment and return scale from it (:mod:`rate.rl.from_dataset`);
-    without ``config`` the architecture is the ``model`` preset (rate, rmt, trxl, dt, bc_gru,
-    bc_mlp).
+    ``overrides``: ``key.sub=value`` strings (one, or a list), or a mapping {"key.sub": value}.
+    ``dataset`` (a Minari id or folder): infer the model's interface, evaluation environment and
+    return scale from it (:mod:`rate.rl.from_dataset`); without ``config`` the architecture is the
+    ``model`` preset (rate, the default, rmt, trxl, dt, bc_gru, bc_mlp), which a config sets itself.
 
     The run folder ``out`` is held for the run (a second trainer of it fails at once).  One that
     already holds a run is refused unless ``resume`` (continue it exactly) or ``overwrite``
@@ -215,10 +221,18 @@ def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/ra
     if dataset is not None and isinstance(config, RATEExperimentConfig):
         raise ValueError("rate.train: a RATEExperimentConfig names its own dataset_id; pass dataset= with a YAML "
                          "file or no config")
+    if model is not None and (config is not None or dataset is None):
+        raise ValueError(f"rate.train: model={model!r} picks the architecture of a dataset without a config "
+                         "(dataset=...); a config sets its own")
+    overrides = _override_list(overrides)
+    if isinstance(config, (str, Path)) and not Path(config).exists() and Path(config).suffix not in (".yaml", ".yml"):
+        from rate.config import ConfigError
+
+        raise ConfigError(f"config file not found: {config} (a dataset? rate.train(dataset={str(config)!r}))")
     if dataset is not None:
         from rate.rl.from_dataset import config_for_dataset
 
-        cfg = config_for_dataset(dataset, model, config, overrides)
+        cfg = config_for_dataset(dataset, model or "rate", config, overrides)
     elif isinstance(config, RATEExperimentConfig):
         cfg = from_dict(RATEExperimentConfig, apply_overrides(to_dict(config), overrides))
     elif config is None:
@@ -232,6 +246,18 @@ def train(config=None, overrides: Sequence[str] = (), out: str | Path = "runs/ra
         _, metrics = train_rate(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
     rank = metrics.pop("rank")
     return (load_policy(out) if rank == 0 else None), metrics
+
+
+def _override_list(overrides: Sequence[str] | str | dict[str, Any]) -> list[str]:
+    """``key=value`` strings from one string, a list of them, or a mapping {key: value} (each
+    value written as JSON, which the YAML reader of the overrides reads back as it was)."""
+    import json
+
+    if isinstance(overrides, str):
+        return [overrides]
+    if isinstance(overrides, dict):
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    return list(overrides)
 
 
 # The fields of a run's EvalConfig that say which environment it plays, and how.

@@ -42,6 +42,9 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
     assert np.ndim(action) == 0 and 0 <= int(action) < 4
     assert policy.last_output.shape == (1, 4)
     policy.act(np.ones(4), 1.0)
+    with pytest.raises(ValueError, match="act\\(\\) without reward"):  # it would condition on a stale return
+        policy.act(np.ones(4))
+    policy.act(np.ones(4), done=True)  # a new episode needs none
     policy.reset(2)
     assert policy.act(np.zeros((2, 4))).shape == (2,)
     with pytest.raises(ValueError, match=r"takes \(4,\) or a batch \(2, 4\)"):
@@ -62,10 +65,10 @@ def test_a_restarted_environment_starts_over_while_the_others_go_on(tmp_path):
     alone.reset(1)
     for t in range(7):
         obs = rng.standard_normal((2, 4))
-        both = policy.act(obs, None if t == 0 else np.zeros(2), done=[t == 0, False])
+        both = policy.act(obs, np.zeros(2), done=[t == 0, False])  # (row 0's reward unused where it restarts)
         assert both[0] == alone.act(obs[0], None if t == 0 else 0.0)
         np.testing.assert_allclose(policy.last_output[0], alone.last_output[0], atol=1e-5)
-        assert both[1] == never.act(obs, None if t == 0 else np.zeros(2))[1]
+        assert both[1] == never.act(obs, np.zeros(2))[1]
         np.testing.assert_allclose(policy.last_output[1], never.last_output[1], atol=1e-5)
 
 
@@ -293,3 +296,20 @@ def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkey
     rate.evaluate(policy, episodes=2, lengths=[], seed=0)  # [] : once, at the environment's own length
     rate.evaluate(policy, env_id="rate/Elsewhere-v0")  # another environment: its own length
     assert played == [([5, 9], 3, 7), ([None], 2, 0), ([None], 3, 7)]
+
+
+def test_train_refuses_what_it_would_otherwise_ignore_or_misread(tmp_path):
+    from rate.api import _override_list
+
+    with pytest.raises(ValueError, match="model='dt' picks the architecture of a dataset without a config"):
+        rate.train("configs/tmaze/rate.yaml", model="dt", out=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"a dataset\? rate.train\(dataset='tutorial/cartpole-noisy-v0'\)"):
+        rate.train("tutorial/cartpole-noisy-v0", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    # One override string is one override (not one per character); a mapping reads back as typed.
+    assert _override_list("train.steps=5") == ["train.steps=5"]
+    overrides = _override_list({"train.steps": 5, "eval.lengths": [30, 90], "model.backbone.pre_ln": False})
+    from rate.config import apply_overrides
+
+    assert apply_overrides({}, overrides) == {"train": {"steps": 5}, "eval": {"lengths": [30, 90]},
+                                              "model": {"backbone": {"pre_ln": False}}}

@@ -6,6 +6,7 @@ the public API."""
 from __future__ import annotations
 
 import json
+import warnings
 
 import gymnasium as gym
 import minari
@@ -344,6 +345,13 @@ def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_named():
                                             {"min_obs": -1.0, "max_obs": 1.0}),)
     with pytest.warns(UserWarning, match=r"recorded through the wrappers \['RescaleObservation'\]"):
         eval_env_from_spec(spec)
+    # No time limit and no length of its own: said before an evaluation could run without end.
+    unlimited = EnvSpec("CartPole-v1", entry_point="gymnasium.envs.classic_control:CartPoleEnv")
+    with pytest.warns(UserWarning, match="recorded without a time limit.*max_episode_steps=N"):
+        assert eval_env_from_spec(unlimited)["env_kwargs"] == {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a task that ends at its own episode_length is not warned about
+        eval_env_from_spec(EnvSpec("rate/TMaze-v0", entry_point="rate_envs.tmaze:TMazeEnv", kwargs={"episode_length": 90}))
 
 
 def test_unsupported_action_spaces_are_one_clear_error(datasets, tmp_path, monkeypatch):

@@ -197,6 +197,10 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
                       "of eval.env_kwargs; set them there if the environment needs them", stacklevel=2)
     if spec.max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(spec.max_episode_steps)
+    elif "episode_length" not in kwargs:
+        warnings.warn(f"{spec.id} was recorded without a time limit: an evaluation runs until every episode ends "
+                      "by itself; set eval.env_kwargs.max_episode_steps=N (or eval.lengths) to cap it",
+                      stacklevel=2)
     wrapped = [w.name for w in (getattr(spec, "additional_wrappers", None) or ())]
     if wrapped:
         warnings.warn(f"{spec.id} was recorded through the wrappers {wrapped}, which evaluation does not apply: "
