@@ -64,6 +64,19 @@ class Policy:
         self._n, self._first = n_envs, True
         self._backend.reset(n_envs, self.target_return)
 
+    def make_env(self, length: int | None = None, env_id: str | None = None, **env_kwargs):
+        """One environment as :func:`evaluate` plays it: the run's ``eval.env_id`` (or ``env_id``)
+        with the run's keywords (in its own environment; ``env_kwargs`` over them), at ``length``
+        (the run's ``eval.length_kwarg``; None: its own), inside the run's ``eval.wrappers``, so
+        that observations and actions are the ones the policy was trained on (Dict observations
+        flattened as in training, actions rescaled to the environment's bounds)."""
+        from rate.data.env_plugins import load_env_plugins
+        from rate.rl.experiment import make_eval_env
+
+        load_env_plugins()
+        ev = _eval_config(self, env_id, None, {**evaluation_defaults(self, env_id)["env_kwargs"], **env_kwargs})
+        return make_eval_env(ev, length)
+
     def act(self, obs, reward=None, done=None):
         if self._n is None:
             raise RuntimeError("call reset(n_envs) before act()")
@@ -280,6 +293,31 @@ def evaluation_defaults(policy: Policy, env_id: str | None = None) -> dict[str, 
             "episodes": int(run_eval.get("episodes") or 100), "seed": int(run_eval.get("seed", 0))}
 
 
+def _eval_config(policy: Policy, env_id: str | None, length_kwarg: str | None, env_kwargs: dict[str, Any]):
+    """The run's EvalConfig with ``env_id``, ``length_kwarg`` (each None: the run's) and
+    ``env_kwargs`` in place; another environment than the run's drops the run's reference returns.
+    ConfigError when no environment is named at all."""
+    from dataclasses import replace
+
+    from rate.config import ConfigError, from_dict
+    from rate.data.env_plugins import same_environment
+    from rate.rl.experiment import EvalConfig
+
+    run_eval = policy.run_config.get("eval", {})
+    try:
+        ev = from_dict(EvalConfig, run_eval)
+    except ConfigError:  # an artifact of an older run config: its environment settings only
+        ev = from_dict(EvalConfig, {k: v for k, v in run_eval.items() if k in ENVIRONMENT_KEYS})
+    ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
+                 env_kwargs=dict(env_kwargs))
+    if env_id and not same_environment(env_id, run_eval.get("env_id")):
+        ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
+    if not ev.env_id:
+        raise ConfigError("the run names no environment (trained with eval.episodes=0 on data recorded without "
+                          "one): pass the one to evaluate in (env_id, rate-eval --env)")
+    return ev
+
+
 def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: int | None = None,
              lengths: Sequence[int] | None = None, length_kwarg: str | None = None,
              env_kwargs: dict[str, Any] | None = None, seed: int | None = None, progress: bool = False,
@@ -299,11 +337,8 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     Returns per length the mean return, the success rate where the environment reports it
     (``info["success"]`` / ``info["is_success"]``; else None) and the D4RL normalised score where
     the run knows reference returns, each with its standard deviation over the episodes."""
-    from dataclasses import replace
-
     from rate.config import ConfigError, from_dict, staged_files
-    from rate.data.env_plugins import same_environment
-    from rate.rl.experiment import EvalConfig, check_envs, check_renders, rollout_lengths
+    from rate.rl.experiment import check_envs, check_renders, rollout_lengths
     from rate.rl.model import RATEConfig
 
     policy = policy if isinstance(policy, Policy) else load_policy(policy)
@@ -313,21 +348,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     seed = defaults["seed"] if seed is None else seed
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    run_eval = policy.run_config.get("eval", {})
-    try:
-        ev = from_dict(EvalConfig, run_eval)
-    except ConfigError:  # an artifact of an older run config: its environment settings only
-        ev = from_dict(EvalConfig, {k: v for k, v in run_eval.items() if k in ENVIRONMENT_KEYS})
-    other = bool(env_id) and not same_environment(env_id, run_eval.get("env_id"))
-    if env_kwargs is None:
-        env_kwargs = defaults["env_kwargs"]
-    ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
-                 env_kwargs=dict(env_kwargs))
-    if other:
-        ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
-    if not ev.env_id:
-        raise ConfigError("the run names no environment (trained with eval.episodes=0 on data recorded without "
-                          "one): pass the one to evaluate in (env_id, rate-eval --env)")
+    ev = _eval_config(policy, env_id, length_kwarg, defaults["env_kwargs"] if env_kwargs is None else env_kwargs)
     try:
         model = from_dict(RATEConfig, policy.run_config.get("model", {}))
     except ConfigError:  # an older run config: the environments are made, their spaces not compared

@@ -462,3 +462,23 @@ def test_a_failed_recording_leaves_the_video_folder_as_it_was(datasets, tmp_path
     assert len(seen[0]) == 3  # the earlier video and the two staged ones
     assert [p.name for p in folder.iterdir()] == ["ForeignImageCue-v0-env0-episode-0.mp4"]
     assert (folder / "ForeignImageCue-v0-env0-episode-0.mp4").read_bytes() == b"an earlier video"
+
+
+def test_make_env_gives_the_environment_as_the_policy_was_trained_on_it(datasets, tmp_path):
+    policy, _ = rate.train(dataset="tests/dict-cue-v0", overrides=TINY, out=tmp_path / "run", progress=False)
+    env = policy.make_env()
+    assert isinstance(gym.make("ForeignDictCue-v0").observation_space, gym.spaces.Dict)
+    assert env.observation_space.shape == policy.obs_shape  # flattened as the training data was
+    obs, _ = env.reset(seed=0)
+    policy.reset()
+    action = policy.act(obs)
+    for _ in range(3):
+        obs, reward, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+        action = policy.act(obs, reward)
+    env.close()
+    capped = policy.make_env(length=2)  # the inferred length keyword: the time limit
+    capped.reset(seed=0)
+    assert capped.step(0)[3] is False and capped.step(0)[3] is True
+    capped.close()
