@@ -348,6 +348,33 @@ def test_the_runner_names_an_environment_it_cannot_make():
     env = make_env_factory({"env_id": "rate_envs:rate/TMaze-v0", "env_entry_point": None}, 12)()
     assert env.unwrapped.corridor_length == 10  # episode_length 12
     env.close()
+    # Another environment's length is its time limit, where the policy was trained to set that.
+    capped = make_env_factory({"env_id": "CartPole-v1", "length_kwarg": "max_episode_steps"}, 3)()
+    capped.reset(seed=0)
+    assert [capped.step(0)[3] for _ in range(3)] == [False, False, True]
+    capped.close()
+    with pytest.raises(ArtifactError, match="this policy sets 'episode_length' of CartPole-v1"):
+        make_env_factory({"env_id": "CartPole-v1", "length_kwarg": "episode_length"}, 3)
+
+
+def test_the_runner_imports_the_package_it_is_told_to_and_names_one_it_cannot(artifacts, capsys, monkeypatch):
+    from rate.deploy.onnx_runner import main as play_main
+
+    import importlib
+    import types
+
+    imported, real = [], importlib.import_module
+    fake = {"some_envs", "more_envs"}  # recorded, not imported; everything else imports as usual
+    monkeypatch.setattr("rate.deploy.onnx_runner.importlib", types.SimpleNamespace(
+        import_module=lambda name, *a: imported.append(name) if name in fake else real(name, *a)))
+    assert play_main([str(artifacts["rate", "onnx"]), "--import", "some_envs", "--import", "more_envs",
+                      "--lengths", "5", "--episodes", "2", "--threads", "1"]) == 0
+    assert imported == ["some_envs", "more_envs"]
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert play_main([str(artifacts["rate", "onnx"]), "--import", "no_such_package_here"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --import no_such_package_here: No module named") and err.count("\n") == 1, err
 
 
 def test_the_runner_refuses_bad_arguments_and_observations_in_one_line(artifacts, capsys):

@@ -1,7 +1,7 @@
 """Play an exported ONNX policy in its Gymnasium environment and report the success rate.
 
     python -m rate.deploy.onnx_runner POLICY.onnx [--lengths 30 90 900] [--episodes 100] [--seed 0]
-                             [--target-return R] [--sample] [--threads 2]
+                             [--target-return R] [--sample] [--threads 2] [--import MODULE ...]
 
 Standalone: this file imports only numpy, onnxruntime and gymnasium (and the environment's own
 module, named in the policy's metadata), so it can ship on its own next to a policy made by
@@ -9,12 +9,15 @@ module, named in the policy's metadata), so it can ship on its own next to a pol
 of the project's tasks (T-Maze, AAR, MiniGrid-Memory, POPGym) also needs the project's
 environments: the installed ``rate_envs`` package, or the repository's ``envs/`` folder copied
 beside this file as ``rate_envs/`` (it imports no torch either); other environments need their
-own package.  ``rate-play-onnx`` and ``python -m eval.play_onnx`` are the same command.  The policy's recurrent state (memory,
+own package, which ``--import MODULE`` imports first (MiniGrid's ``minigrid``, Gymnasium-Robotics'
+``gymnasium_robotics``, your own): the runner imports no module that the file alone names.
+``rate-play-onnx`` and ``python -m eval.play_onnx`` are the same command.  The policy's recurrent state (memory,
 Transformer-XL cache, in-segment key/value cache, counters) lives in numpy arrays between steps;
 its shapes and dtypes come from the metadata stored in the ONNX file.
 
-``--lengths`` sets the evaluated length of the project's tasks (the policy's ``length_kwarg``: T-Maze's
-episode length T, MiniGrid-Memory's grid size, ...); for other environments leave it out.
+``--lengths`` sets the evaluated length (the policy's ``length_kwarg``: T-Maze's episode length T,
+MiniGrid-Memory's grid size, another environment's time limit ``max_episode_steps`` where the
+policy was trained on a dataset of it); other keywords of another environment it cannot set.
 Episodes run side by side, one batch row each; environment i is reset with seed ``seed + i``.
 """
 
@@ -175,9 +178,11 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
         _import_project_envs(env_id, module)
     kwargs = dict(meta.get("env_kwargs") or {})
     if length is not None:
-        if not str(gym.spec(env_id).entry_point).startswith(PROJECT_ENVS):
-            raise ArtifactError(f"--lengths sets the lengths of the project's tasks; this policy plays {env_id}")
-        kwargs[meta.get("length_kwarg", "episode_length")] = length
+        length_kwarg = meta.get("length_kwarg", "episode_length")
+        if length_kwarg != "max_episode_steps" and not str(gym.spec(env_id).entry_point).startswith(PROJECT_ENVS):
+            raise ArtifactError(f"--lengths sets the project's tasks' lengths and other environments' time limits; "
+                                f"this policy sets {length_kwarg!r} of {env_id}")
+        kwargs[length_kwarg] = length
     wrappers = meta.get("config", {}).get("eval", {}).get("wrappers", [])
     unknown = [w for w in wrappers if w not in WRAPPERS]
     if unknown:
@@ -270,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-steps", type=int, help="stop episodes that run longer (default: the env's own limit)")
     parser.add_argument("--sample", action="store_true", help="sample discrete actions instead of the argmax")
+    parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                        help="import MODULE first: the package that registers the policy's environment (repeatable)")
     args = parser.parse_args(argv)
     if args.episodes <= 0 or args.seed < 0 or (args.lengths and min(args.lengths) < 3):
         parser.error("--episodes must be positive, --seed >= 0 and every length T >= 3")
@@ -278,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.target_return is not None and not np.isfinite(args.target_return):
         parser.error(f"--target-return must be a finite number, got {args.target_return}")
     try:
+        for name in args.imports:
+            try:
+                importlib.import_module(name)
+            except ImportError as err:
+                raise ArtifactError(f"--import {name}: {err}") from None
         policy = open_onnx(args.policy, args.threads)
         factories = [(t, make_env_factory(policy.meta, t)) for t in (args.lengths or [None])]
         if args.sample and policy.meta.get("act_kind") == "continuous":
