@@ -14,7 +14,7 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	# The pinned set and the package through pyproject (its dependencies and extras are resolved,
 	# so pyproject's lists are exercised; editable: the repository is the installed source).
-	$(PY) -m pip install --quiet -r requirements.txt -e ".[export,dev,video,memory-maze,vizdoom]"
+	$(PY) -m pip install --quiet -r requirements.txt -e ".[export,dev,video,minigrid,popgym,mujoco,memory-maze,vizdoom]"
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -44,8 +44,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
-from minigrid.envs.memory import MemoryEnv
+
+try:
+    from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
+    from minigrid.envs.memory import MemoryEnv
+except ImportError as err:  # an extra: rate-rmt[minigrid]
+    raise ImportError(f"rate/MiniGridMemory-v0 needs the minigrid package (pip install 'rate-rmt[minigrid]'): {err}") from err
 
 LEFT, RIGHT, FORWARD = 0, 1, 2
 # MiniGrid directions: 0 = +x, 1 = +y (down), 2 = -x, 3 = -y (up).

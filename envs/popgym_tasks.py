@@ -24,11 +24,15 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
-from popgym.envs.autoencode import AutoencodeEasy, AutoencodeMedium, Mode
-from popgym.envs.count_recall import CountRecallEasy, CountRecallMedium
-from popgym.envs.position_only_cartpole import PositionOnlyCartPoleEasy, PositionOnlyCartPoleMedium
-from popgym.envs.repeat_first import RepeatFirstEasy, RepeatFirstMedium
-from popgym.envs.repeat_previous import RepeatPreviousEasy, RepeatPreviousMedium
+
+try:
+    from popgym.envs.autoencode import AutoencodeEasy, AutoencodeMedium, Mode
+    from popgym.envs.count_recall import CountRecallEasy, CountRecallMedium
+    from popgym.envs.position_only_cartpole import PositionOnlyCartPoleEasy, PositionOnlyCartPoleMedium
+    from popgym.envs.repeat_first import RepeatFirstEasy, RepeatFirstMedium
+    from popgym.envs.repeat_previous import RepeatPreviousEasy, RepeatPreviousMedium
+except ImportError as err:  # an extra: rate-rmt[popgym]
+    raise ImportError(f"rate/POPGym-v0 needs the popgym package (pip install 'rate-rmt[popgym]'): {err}") from err
 
 TASKS = {cls.__name__: cls for cls in (
     RepeatPreviousEasy, RepeatPreviousMedium, RepeatFirstEasy, RepeatFirstMedium, CountRecallEasy,

@@ -157,3 +157,14 @@ def test_help_names_each_default_once_and_none_that_is_empty(capsys):
     text = parser.format_help()
     assert "(default: runs/<run name>)" in text and text.count("(default:") == 2, text
     assert "episodes per length (default: 100)" in " ".join(text.split())
+
+
+@pytest.mark.parametrize("module, package, extra", [("rate_envs.minigrid_memory", "minigrid", "minigrid"),
+                                                    ("rate_envs.popgym_tasks", "popgym", "popgym")])
+def test_a_task_without_its_simulator_names_the_extra_that_brings_it(module, package, extra):
+    # The simulators are extras (pyproject.toml): a plain install makes their tasks with one clear line.
+    code = f"import sys; sys.modules[{package!r}] = None; import {module}"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and f"needs the {package} package (pip install 'rate-rmt[{extra}]')" in done.stderr
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert any(dep.startswith(package) for dep in extras[extra])
