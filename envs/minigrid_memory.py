@@ -49,7 +49,8 @@ try:
     from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
     from minigrid.envs.memory import MemoryEnv
 except ImportError as err:  # an extra: rate-rmt[minigrid]
-    raise ImportError(f"rate/MiniGridMemory-v0 needs the minigrid package (pip install 'rate-rmt[minigrid]'): {err}") from err
+    raise ImportError(f"rate/MiniGridMemory-v0 needs the minigrid package (pip install 'rate-rmt[minigrid]'): "
+                      f"{err}") from err
 
 LEFT, RIGHT, FORWARD = 0, 1, 2
 # MiniGrid directions: 0 = +x, 1 = +y (down), 2 = -x, 3 = -y (up).

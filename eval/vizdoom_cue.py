@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     majority = max(float(y_held.float().mean()), 1 - float(y_held.float().mean()))
     print(f"held-out accuracy {history[-1]['held_out']:.3f} (always the majority colour: {majority:.3f})")
     if args.out:
-        result = {"dataset_id": args.dataset_id, "steps": list(args.steps), "frames_per_episode": args.frames_per_episode,
+        result = {"dataset_id": args.dataset_id, "steps": list(args.steps),
+                  "frames_per_episode": args.frames_per_episode,
                   "train_frames": len(y_train), "held_out_frames": len(y_held), "seed": args.seed,
                   "majority": majority, "held_out_accuracy": history[-1]["held_out"], "epochs": history}
         try:

@@ -265,7 +265,8 @@ def test_rate_eval_changes_one_environment_keyword_over_the_runs_own(tmp_path, m
 
     seen = []
     monkeypatch.setattr("rate.rl.experiment.check_envs", lambda ev, lengths, model: seen.append(ev.env_kwargs))
-    monkeypatch.setattr("rate.rl.experiment.rollout_lengths", lambda ev, *a, **k: {5: {"return": 0.0, "return_std": 0.0}})
+    monkeypatch.setattr("rate.rl.experiment.rollout_lengths",
+                        lambda ev, *a, **k: {5: {"return": 0.0, "return_std": 0.0}})
     path = checkpoint(tmp_path)
     config = path / "config.json"
     run = json.loads(config.read_text())
@@ -289,7 +290,8 @@ def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkey
     played = []
     monkeypatch.setattr("rate.rl.experiment.check_envs", lambda ev, lengths, model: None)
     monkeypatch.setattr("rate.rl.experiment.rollout_lengths",
-                        lambda ev, make, lengths, episodes, seed, *a, **k: played.append((lengths, episodes, seed)) or {})
+                        lambda ev, make, lengths, episodes, seed, *a, **k:
+                        played.append((lengths, episodes, seed)) or {})
     policy = rate.load_policy(checkpoint(tmp_path))
     policy.run_config["eval"] |= {"lengths": [5, 9], "episodes": 3, "seed": 7}
     rate.evaluate(policy)

@@ -351,7 +351,8 @@ def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_named():
         assert eval_env_from_spec(unlimited)["env_kwargs"] == {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a task that ends at its own episode_length is not warned about
-        eval_env_from_spec(EnvSpec("rate/TMaze-v0", entry_point="rate_envs.tmaze:TMazeEnv", kwargs={"episode_length": 90}))
+        eval_env_from_spec(EnvSpec("rate/TMaze-v0", entry_point="rate_envs.tmaze:TMazeEnv",
+                                   kwargs={"episode_length": 90}))
 
 
 def test_unsupported_action_spaces_are_one_clear_error(datasets, tmp_path, monkeypatch):

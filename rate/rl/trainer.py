@@ -331,7 +331,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             commit_checkpoint(folder, loop)
             loop.pause_clock()
         elif (cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0
-              or loop.evaluation_due and not cfg.eval.episodes) and group.is_main:  # (no evaluation: the checkpoint alone)
+              or loop.evaluation_due and not cfg.eval.episodes) and group.is_main:  # (no evaluation: checkpoint only)
             save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
                            device, len(windows))
             commit_checkpoint(folder, loop)
