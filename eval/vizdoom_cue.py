@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rate.cli.run import error_exit
+from rate.cli.run import check_file_target, error_exit
 from rate.config import atomic_write_text
 from rate.training import setup_process
 
@@ -121,13 +121,19 @@ def main(argv: list[str] | None = None) -> int:
     from rate.rl.model import ImageEncoder
 
     try:
+        if args.out:
+            check_file_target(args.out)  # before the training, not after it
         dataset = minari.load_dataset(args.dataset_id)
+        if dataset.total_episodes < 2:
+            raise ValueError(f"{args.dataset_id} has {dataset.total_episodes} episode: training and held-out "
+                             "episodes need two at least")
         colours = episode_colours(dataset)
         frames, labels, ids = collect_frames(dataset, colours, args.steps, args.frames_per_episode,
                                              np.random.default_rng(args.seed))
     except (ValueError, FileNotFoundError, OSError, ImportError) as err:
         return error_exit(err)
-    split = round(dataset.total_episodes * (1 - args.held_out))
+    # at least one episode on either side
+    split = min(max(round(dataset.total_episodes * (1 - args.held_out)), 1), dataset.total_episodes - 1)
     train, held = ids < split, ids >= split
     x = torch.from_numpy(frames).float().div_(255)  # (N, H, W, 3), as the policies scale them
     y = torch.from_numpy(labels)

@@ -285,3 +285,5 @@ def test_the_cue_probe_reads_colours_from_the_episodes_seeds_and_refuses_a_forei
     tmaze = generate_tmaze_dataset(horizon=8, episodes=2, seed=0)
     assert main(["--dataset-id", tmaze.spec.dataset_id, "--epochs", "1"]) == 2
     assert "holds episodes of rate/TMaze-v0, not of rate/ViZDoomTwoColors-v0" in capsys.readouterr().err
+    assert main(["--dataset-id", ds.spec.dataset_id, "--out", str(tmp_path)]) == 2  # a folder: refused first
+    assert "a folder is where the file would go" in capsys.readouterr().err
