@@ -21,6 +21,8 @@ run: $(STAMP)
 	$(PY) -m train.tmaze_quick
 
 test: $(STAMP)
+	# Lint first (pyproject's [tool.ruff.lint]: a second of work), then the suite.
+	$(PY) -m ruff check --quiet .
 	# Two workers (each test runs on one torch thread), a test file per worker at a time: the module
 	# fixtures (exported artifacts, datasets) are built once.
 	$(PY) -m pytest -q -n 2 --dist loadfile --durations=15

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -69,13 +70,12 @@ class Policy:
         with the run's keywords (in its own environment; ``env_kwargs`` over them), at ``length``
         (the run's ``eval.length_kwarg``; None: its own), inside the run's ``eval.wrappers``, so
         that observations and actions are the ones the policy was trained on (Dict observations
-        flattened as in training, actions rescaled to the environment's bounds)."""
-        from rate.data.env_plugins import load_env_plugins
-        from rate.rl.experiment import make_eval_env
+        flattened as in training, actions rescaled to the environment's bounds).
+        ConfigError (a ValueError) when the environment cannot be made with these keywords."""
+        from rate.rl.experiment import make_checked_eval_env
 
-        load_env_plugins()
         ev = _eval_config(self, env_id, None, {**evaluation_defaults(self, env_id)["env_kwargs"], **env_kwargs})
-        return make_eval_env(ev, length)
+        return make_checked_eval_env(ev, length)
 
     def act(self, obs, reward=None, done=None):
         if self._n is None:
@@ -253,9 +253,10 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     else:
         cfg = load_yaml(RATEExperimentConfig, config, overrides)
     out = Path(out)
-    check_run_dir(out, resume, overwrite)
+    flags = ("resume=True", "overwrite=True", "out")
+    check_run_dir(out, resume, overwrite, flags=flags)
     with exclusive_run_dir(out):
-        check_run_dir(out, resume, overwrite)
+        check_run_dir(out, resume, overwrite, flags=flags)
         _, metrics = train_rate(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
     rank = metrics.pop("rank")
     return (load_policy(out) if rank == 0 else None), metrics

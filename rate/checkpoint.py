@@ -13,12 +13,13 @@ the previous ``config.json``: the same architecture (a run does not change it), 
 from __future__ import annotations
 
 import contextlib
-import functools
 import fcntl
+import functools
 import json
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
@@ -181,22 +182,27 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def check_run_dir(out: str | Path, resume: bool, overwrite: bool, resumable: bool = True) -> None:
+def check_run_dir(out: str | Path, resume: bool, overwrite: bool, resumable: bool = True,
+                  flags: tuple[str, str, str] = ("--resume", "--overwrite", "--out")) -> None:
     """Refuse (CheckpointError) to train into a folder that holds anything unless the run is
     resumed (``resume``) or replaced (``overwrite``); ``resume`` needs a folder with a run.
-    ``resumable``: whether the trainer can resume at all (what the refusal suggests)."""
+    ``resumable``: whether the trainer can resume at all (what the refusal suggests).  ``flags``:
+    how the caller names the resume, overwrite and folder options (the CLI's flags by default;
+    :func:`rate.train` passes its keywords)."""
     out = Path(out)
+    resume_flag, overwrite_flag, out_flag = flags
     if resume and overwrite:
-        raise CheckpointError("--resume continues the run in --out, --overwrite replaces it: choose one")
+        raise CheckpointError(f"{resume_flag} continues the run in {out_flag}, {overwrite_flag} replaces it: choose one")
     if out.exists() and not out.is_dir():
-        raise CheckpointError(f"--out {out} is a file, not a run folder")
+        raise CheckpointError(f"{out_flag} {out} is a file, not a run folder")
     used = out.is_dir() and any(out.iterdir())
     if used and not (resume or overwrite):
-        how = "pass --resume to continue it, --overwrite to replace it" if resumable else "pass --overwrite to replace it"
+        how = (f"pass {resume_flag} to continue it, {overwrite_flag} to replace it" if resumable
+               else f"pass {overwrite_flag} to replace it")
         raise CheckpointError(f"{out} already holds a run: {how} (once the new run has a checkpoint), or choose another "
-                              "--out")
+                              f"{out_flag}")
     if resume and not used:
-        raise CheckpointError(f"--resume: {out} holds no run to continue")
+        raise CheckpointError(f"{resume_flag}: {out} holds no run to continue")
 
 
 class RunFolder:

@@ -9,9 +9,10 @@ import random
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch

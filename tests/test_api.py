@@ -315,3 +315,30 @@ def test_train_refuses_what_it_would_otherwise_ignore_or_misread(tmp_path):
 
     assert apply_overrides({}, overrides) == {"train": {"steps": 5}, "eval": {"lengths": [30, 90]},
                                               "model": {"backbone": {"pre_ln": False}}}
+
+
+def test_rate_eval_sets_the_length_keyword_it_is_told(tmp_path, monkeypatch, capsys):
+    from rate.cli.evaluate import main
+
+    seen = []
+    monkeypatch.setattr("rate.rl.experiment.check_envs", lambda ev, lengths, model: seen.append((ev.length_kwarg,
+                                                                                                 lengths)))
+    monkeypatch.setattr("rate.rl.experiment.rollout_lengths", lambda ev, *a, **k: {7: {"return": 0.0, "return_std": 0.0}})
+    path, out = checkpoint(tmp_path), tmp_path / "cartpole.json"
+    assert main([str(path), "--lengths", "7", "--no-progress"]) == 0
+    assert main([str(path), "--env", "CartPole-v1", "--lengths", "7", "--length-kwarg", "max_episode_steps",
+                 "--out", str(out), "--no-plot", "--no-progress"]) == 0
+    assert seen == [("episode_length", [7]), ("max_episode_steps", [7])]
+    assert json.loads(out.read_text())["length_kwarg"] == "max_episode_steps"
+
+
+def test_the_api_names_its_own_keywords_and_environment_errors_in_one_line(tmp_path):
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "notes.txt").write_text("the user's")
+    with pytest.raises(CheckpointError, match="pass resume=True to continue it, overwrite=True to replace it"):
+        rate.train("configs/tmaze/rate.yaml", out=used)
+    assert [p.name for p in used.iterdir()] == ["notes.txt"]
+    policy = rate.load_policy(checkpoint(tmp_path))
+    with pytest.raises(ConfigError, match=r"cannot make 'rate/TMaze-v0' with .*'colour': 3.*TypeError"):
+        policy.make_env(colour=3)

@@ -15,21 +15,21 @@ from __future__ import annotations
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from rate.checkpoint import save_checkpoint
+from rate.cli.run import add_run_arguments, make_parser, run_and_record
 from rate.config import ConfigError, to_dict
 from rate.core.lm import RecurrentLM
-from rate.tasks.lm_data import CorpusError, load_split
-from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
-from rate.tasks.lm_stream import OrderedStream
 from rate.core.rmt import RMTState
+from rate.tasks.lm_data import CorpusError, load_split
+from rate.tasks.lm_stream import OrderedStream
 from rate.training import TrainingLoop, compiled, resolve_device, setup_process
-from rate.cli.run import add_run_arguments, make_parser, run_and_record
+from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
 
 
 class SlidingBPTT:

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
-from rate.plots import log_length_axis, plt, save_figure
 from eval.reports.common import how_many, machines, over_seeds, read_report_rows, report_parser, write_report
+from rate.plots import log_length_axis, plt, save_figure
 
 LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt": "RMT (no valve)",
           "trxl": "TrXL (cache)", "dt": "DT (same context)", "bc_gru": "BC-GRU",

@@ -1,17 +1,20 @@
 """Evaluate a trained policy by rolling it out: return, success where the task defines it, and
 the D4RL normalised score where reference returns are known, per episode length.
 
-    rate-eval POLICY [--env ID] [--env-kwarg KEY=VALUE ...] [--lengths 30 90 900] [--episodes 100]
-              [--seed 0] [--target-return R] [--sample] [--record-video DIR] [--out results/eval.json]
-              [--no-plot] [--device cpu]
+    rate-eval POLICY [--env ID] [--env-kwarg KEY=VALUE ...] [--lengths 30 90 900] [--length-kwarg NAME]
+              [--episodes 100] [--seed 0] [--target-return R] [--sample] [--record-video DIR]
+              [--out results/eval.json] [--no-plot] [--device cpu]
 
 POLICY is a run folder (or its checkpoint_best/), an exported .pt2 or .onnx.  The environment,
 its wrappers and reference returns default to the run's (``eval.*``).  --env-kwarg changes one
 keyword the environment is made with (the value read as YAML), over the run's own keywords, or
 over none in another environment: e.g. a ViZDoom-Two-Colors policy with the pillar shown all
-episode, ``--env-kwarg pillar_steps=2100``.  --out writes the table as
-JSON (and, unless --no-plot, a plot of success against length beside it); its folder is checked
-for writing before the rollouts start.  ``python -m eval`` in the repository is the same command.
+episode, ``--env-kwarg pillar_steps=2100``.  --lengths sets the keyword --length-kwarg names
+(default: the run's ``eval.length_kwarg``, ``episode_length`` for this project's tasks), e.g.
+another task's time limit: ``--env CartPole-v1 --lengths 1000 --length-kwarg max_episode_steps``.
+--out writes the table as JSON (and, unless --no-plot, a plot of success against length beside
+it); its folder is checked for writing before the rollouts start.  ``python -m eval`` in the
+repository is the same command.
 """
 
 from __future__ import annotations
@@ -52,6 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(repeatable; the value read as YAML)")
     parser.add_argument("--lengths", type=int, nargs="+", help="values of the run's eval.length_kwarg (default: the "
                                                                "run's eval.lengths; none: the env's own length)")
+    parser.add_argument("--length-kwarg", metavar="NAME", help="the keyword --lengths sets (default: the run's "
+                                                                "eval.length_kwarg), e.g. max_episode_steps")
     parser.add_argument("--episodes", type=positive_int, help="episodes per length (default: the run's eval.episodes)")
     parser.add_argument("--seed", type=int, help="environment i is reset with SEED + i (default: the run's eval.seed)")
     parser.add_argument("--target-return", type=float, help="default: the run's eval.target_return")
@@ -92,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.record_video:
             check_renders(args.env or ev.get("env_id", ""))  # before the folder is made
             check_writable(args.record_video)
-        results = evaluate(policy, args.env, episodes, lengths, env_kwargs=env_kwargs, seed=seed,
+        results = evaluate(policy, args.env, episodes, lengths, args.length_kwarg, env_kwargs=env_kwargs, seed=seed,
                            progress=not args.no_progress, record_video=args.record_video)
     except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError
         return error_exit(err)
@@ -103,10 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         from rate.config import atomic_write_text
 
         env_id = args.env or ev.get("env_id")
-        table = readable_keys(results)
+        record = {"policy": str(args.policy), "env": env_id, "env_kwargs": env_kwargs,
+                  "length_kwarg": args.length_kwarg or ev.get("length_kwarg"), "episodes": episodes, "seed": seed,
+                  "results": readable_keys(results)}
         try:
-            atomic_write_text(args.out, json.dumps({"policy": str(args.policy), "env": env_id, "env_kwargs": env_kwargs,
-                                                    "episodes": episodes, "seed": seed, "results": table}, indent=2))
+            atomic_write_text(args.out, json.dumps(record, indent=2))
             if not args.no_plot:
                 plot_success(results, args.out.with_suffix(".png"), f"{args.policy.name}: {env_id}")
         except write_error_types() as err:

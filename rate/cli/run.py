@@ -8,12 +8,13 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from rate.checkpoint import CheckpointError, RunFolder, check_run_dir, exclusive_run_dir
-from rate.config import ConfigError, describe_config, load_yaml
 from rate.cli.records import record_run
+from rate.config import ConfigError, describe_config, load_yaml
 from rate.training import positive_int
 
 # Errors that mean bad input (config, data, checkpoint, a diverging run), not a bug: one line each.

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--download", action="store_true", help="with --dataset: fetch a missing id from the Minari "
                                                                 "hub (needs the network)")
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
-    if args.config and args.config.count("=") and not Path(args.config).suffix in (".yaml", ".yml"):
+    if args.config and args.config.count("=") and Path(args.config).suffix not in (".yaml", ".yml"):
         args.overrides.insert(0, args.config)  # `rate-train --dataset X train.steps=5`: no CONFIG, all overrides
         args.config = None
     if args.print_config and not (args.config or args.dataset):

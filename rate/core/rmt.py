@@ -121,7 +121,7 @@ class RMTState:
     memory: torch.Tensor | None
     cache: list[torch.Tensor] = field(default_factory=list)
 
-    def detached(self) -> "RMTState":
+    def detached(self) -> RMTState:
         memory = None if self.memory is None else self.memory.detach()
         return RMTState(memory, [c.detach() for c in self.cache])
 

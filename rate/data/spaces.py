@@ -17,11 +17,13 @@ environment is brought to that form the same way its evaluation environment is w
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
 
 def canonical_space(space: gym.Space) -> gym.Space:
     """``space`` with the keys of every Dict in it (nested ones too) in sorted order."""

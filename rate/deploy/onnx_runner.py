@@ -28,8 +28,8 @@ import importlib
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import gymnasium as gym
 import numpy as np

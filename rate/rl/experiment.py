@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
 
 from rate.data.env_plugins import load_env_plugins
-from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
+from rate.data.episodes import DatasetError, Episode, load_minari_episodes, validate_episodes
 from rate.rl.model import CHECKPOINT_KIND, RATEConfig, RATEModel
+from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
 from rate.rl.rollout import rollout, summarise
 from rate.training import TrainConfig
-from rate.data.episodes import DatasetError, Episode, load_minari_episodes, validate_episodes
-
 
 
 @dataclass
@@ -209,6 +209,20 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
     return wrap_env(env, ev.wrappers)
 
 
+def make_checked_eval_env(ev: EvalConfig, length: int | None = None) -> gym.Env:
+    """:func:`make_eval_env`, with whatever the registry or the constructor raises (an unknown
+    id, a keyword it does not take, a bad value) turned into one ConfigError naming the
+    environment and its keywords."""
+    from rate.config import ConfigError
+
+    load_env_plugins()
+    try:
+        return make_eval_env(ev, length)
+    except Exception as err:  # the registry's errors, or whatever the constructor raises
+        raise ConfigError(f"cannot make {ev.env_id!r} with {eval_env_kwargs(ev, length)}: "
+                          f"{type(err).__name__}: {err}") from err
+
+
 def check_renders(env_id: str) -> None:
     """ValueError unless ``env_id`` renders frames (``rgb_array``, in its class's
     metadata["render_modes"]), what recording video needs; before any rollout runs.  An id or
@@ -268,9 +282,9 @@ def check_envs(ev: EvalConfig, lengths: list[int | None], model: RATEConfig | No
     for t in lengths:
         kwargs = eval_env_kwargs(ev, t)
         try:
-            env = make_eval_env(ev, t)
-        except Exception as err:  # the registry's errors, or whatever the constructor raises
-            raise ConfigError(f"eval: cannot make {ev.env_id!r} with {kwargs}: {type(err).__name__}: {err}") from err
+            env = make_checked_eval_env(ev, t)
+        except ConfigError as err:
+            raise ConfigError(f"eval: {err}") from err.__cause__
         try:
             problem = None if model is None else space_mismatch(env.observation_space, env.action_space, model)
         finally:

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -233,7 +234,7 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
         base = merge_sections(DEFAULTS, given)
     else:
         if model not in MODEL_PRESETS:
-            raise ConfigError(f"--model {model!r}: choose one of {', '.join(MODEL_PRESETS)}")
+            raise ConfigError(f"model preset {model!r}: choose one of {', '.join(MODEL_PRESETS)}")
         given, base = {}, merge_sections(DEFAULTS, MODEL_PRESETS[model])
     inferred = infer_from_dataset(dataset)
     data = merge_sections(inferred, base) if config is not None else merge_sections(base, inferred)
@@ -249,4 +250,4 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
     try:
         return from_dict(RATEExperimentConfig, data)
     except ConfigError as err:
-        raise ConfigError(f"{config or f'--model {model}'} on {dataset}: {err}") from None
+        raise ConfigError(f"{config or f'the {model} preset'} on {dataset}: {err}") from None
