@@ -342,3 +342,23 @@ def test_the_api_names_its_own_keywords_and_environment_errors_in_one_line(tmp_p
     policy = rate.load_policy(checkpoint(tmp_path))
     with pytest.raises(ConfigError, match=r"cannot make 'rate/TMaze-v0' with .*'colour': 3.*TypeError"):
         policy.make_env(colour=3)
+
+
+def test_rate_eval_notes_when_checkpoint_best_is_scored_on_the_seeds_it_was_chosen_on(tmp_path, monkeypatch, capsys):
+    from rate.cli.evaluate import main
+    from rate.rl.trainer import BEST_DIR
+
+    monkeypatch.setattr("rate.rl.experiment.check_envs", lambda ev, lengths, model: None)
+    monkeypatch.setattr("rate.rl.experiment.rollout_lengths",
+                        lambda ev, *a, **k: {7: {"return": 0.0, "return_std": 0.0}})
+    from rate.rl.experiment import load_policy_model
+
+    last = checkpoint(tmp_path)
+    model, cfg = load_policy_model(last)
+    best = save_checkpoint(tmp_path / BEST_DIR, model, CHECKPOINT_KIND, to_dict(cfg), {"score": 0.5})
+    capsys.readouterr()
+    for path, args, noted in [(best, [], True), (best, ["--seed", "1000"], False), (last, [], False)]:
+        assert main([str(path), "--no-progress", *args]) == 0
+        err = capsys.readouterr().err
+        seeds = f"on these seeds (0 to {cfg.eval.episodes - 1})"  # the run's evaluation episodes
+        assert (f"chosen as the best of the run's evaluations {seeds}" in err) is noted, err

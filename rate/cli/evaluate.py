@@ -12,6 +12,7 @@ over none in another environment: e.g. a ViZDoom-Two-Colors policy with the pill
 episode, ``--env-kwarg pillar_steps=2100``.  --lengths sets the keyword --length-kwarg names
 (default: the run's ``eval.length_kwarg``, ``episode_length`` for this project's tasks), e.g.
 another task's time limit: ``--env CartPole-v1 --lengths 1000 --length-kwarg max_episode_steps``.
+A checkpoint_best/ evaluated on the run's own seeds gets a note: it was selected on them.
 --out writes the table as JSON (and, unless --no-plot, a plot of success against length beside
 it); its folder is checked for writing before the rollouts start.  ``python -m eval`` in the
 repository is the same command.
@@ -20,6 +21,7 @@ repository is the same command.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rate.cli.run import (add_device_arguments, check_file_target, check_writable, error_exit, make_parser,
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     from rate.checkpoint import CheckpointError
     from rate.config import apply_overrides
     from rate.rl.experiment import check_renders
+    from rate.rl.trainer import read_best_score
     from rate.training import setup_process
 
     setup_process(0, args.threads)
@@ -97,6 +100,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.record_video:
             check_renders(args.env or ev.get("env_id", ""))  # before the folder is made
             check_writable(args.record_video)
+        if args.seed is None and not args.env and args.policy.is_dir() and read_best_score(args.policy) is not None:
+            # checkpoint_best won on these seeds: its score on them is the maximum of several evaluations
+            print(f"note: {args.policy} was chosen as the best of the run's evaluations on these seeds ({seed} to "
+                  f"{seed + episodes - 1}); pass --seed (e.g. --seed 1000) for a number it was not selected on",
+                  file=sys.stderr)
         results = evaluate(policy, args.env, episodes, lengths, args.length_kwarg, env_kwargs=env_kwargs, seed=seed,
                            progress=not args.no_progress, record_video=args.record_video)
     except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError
