@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,29 @@ def test_the_parity_check_catches_another_model(artifacts):
     with torch.no_grad():
         nan_model.head.linear.weight.fill_(float("nan"))
     assert compare_with_eager(open_artifact(artifacts["xl_continuous", "onnx"]), nan_model, 1.0, steps=20) == float("inf")
+
+
+def test_the_parity_check_takes_one_episode_through_two_segment_closes():
+    """However long the segments, row 0 plays one episode for parity_steps(K) steps, two segment
+    closes (write block, memory update) at least, while the other rows restart at random."""
+    from rate.deploy.export import parity_steps
+
+    model = RATEModel(replace(build("rate").cfg, segment_steps=70)).eval()
+    flags = []
+
+    class Recorder:  # an artifact stand-in: the same eager policy, with its new-episode flags kept
+        def reset(self, batch):
+            self.policy = StreamingPolicy(model, 1.0)
+            self.policy.reset(batch)
+
+        def act(self, obs, reward, new, target):
+            flags.append(new.copy())
+            action = self.policy.act(obs, reward, new_episode=new)
+            return self.policy.last_output.numpy(), action
+
+    assert compare_with_eager(Recorder(), model, 1.0, reset_prob=0.2) == 0.0
+    assert len(flags) == parity_steps(70) == 142 and flags[0].all()
+    assert not any(f[0] for f in flags[1:]) and any(f[1:].any() for f in flags[1:])
 
 
 def test_the_onnx_graph_names_its_batch_axis(artifacts):
@@ -207,6 +231,13 @@ def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_
     done = run_shipped()
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[1].split()[0] == "6"
+    # On a robot: the step function alone, with neither torch nor gymnasium.
+    code = (f"import sys, runpy, numpy as np; sys.modules.update(dict.fromkeys(['torch', 'rate', 'gymnasium'])); "
+            f"runner = runpy.run_path({str(shipped)!r}); policy = runner['open_onnx']({str(path)!r}, 1); "
+            f"policy.reset(2); out, action = policy.act(np.zeros((2, 4)), None, np.ones(2, bool)); "
+            f"print(out.shape, action.shape)")
+    bare = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert bare.returncode == 0 and bare.stdout.strip() == "(2, 4) (2,)", bare.stderr
 
 
 def test_onnx_export_without_the_export_extra_is_one_line_that_names_it(tmp_path, capsys, monkeypatch):
@@ -355,6 +386,17 @@ def test_the_runner_names_an_environment_it_cannot_make():
     capped.close()
     with pytest.raises(ArtifactError, match="this policy sets 'episode_length' of CartPole-v1"):
         make_env_factory({"env_id": "CartPole-v1", "length_kwarg": "episode_length"}, 3)
+    # A run on data recorded without an environment: the runner asks for one (--env).
+    with pytest.raises(ArtifactError, match=r"records no environment .*\(--env ID\)"):
+        make_env_factory({"env_id": ""}, None)
+
+
+def test_the_runner_plays_the_environment_it_is_told_to(artifacts, capsys):
+    from rate.deploy.onnx_runner import main as play_main
+
+    assert play_main([str(artifacts["rate", "onnx"]), "--env", "rate/Nowhere-v0", "--episodes", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: the policy plays rate/Nowhere-v0, which is not registered") and err.count("\n") == 1
 
 
 def test_the_runner_imports_the_package_it_is_told_to_and_names_one_it_cannot(artifacts, capsys, monkeypatch):
@@ -388,9 +430,20 @@ def test_the_runner_refuses_bad_arguments_and_observations_in_one_line(artifacts
             play_main([path, *args])
         assert usage.value.code == 2 and pattern in capsys.readouterr().err
     step = open_artifact(artifacts["rate", "onnx"])
+    with pytest.raises(RuntimeError, match=r"call reset\(batch\) before act\(\)"):
+        step.act(np.zeros((2, 4)), np.zeros(2), np.ones(2, bool))
     step.reset(2)
-    with pytest.raises(ValueError, match=r"observations of shape \(2, 5\): the policy takes \(batch, 4\)"):
+    with pytest.raises(ValueError, match=r"observations of shape \(2, 5\): the policy takes \(2, 4\) after reset"):
         step.act(np.zeros((2, 5)), np.zeros(2), np.ones(2, bool))
+    with pytest.raises(ValueError, match=r"observations of shape \(3, 4\): the policy takes \(2, 4\) after reset"):
+        step.act(np.zeros((3, 4)), np.zeros(3), np.ones(3, bool))
+    # An all-zero state read as an episode in progress would act without a word.
+    with pytest.raises(ValueError, match="the first act\\(\\) after reset\\(\\) starts every row's episode"):
+        step.act(np.zeros((2, 4)), np.zeros(2), np.array([True, False]))
+    step.act(np.zeros((2, 4)), None, np.ones(2, bool))  # no reward before the first action
+    with pytest.raises(ValueError, match="act\\(\\) without last_reward"):
+        step.act(np.zeros((2, 4)), None, np.array([True, False]))
+    step.act(np.zeros((2, 4)), np.zeros(2), np.array([True, False]))
 
 
 def test_the_runner_closes_the_environments_it_made_when_one_fails():

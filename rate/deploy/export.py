@@ -80,7 +80,7 @@ def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return:
 
     model = step.model
     eval_cfg = run_config.get("eval", {})
-    env_id = eval_cfg.get("env_id", "rate/TMaze-v0")
+    env_id = eval_cfg.get("env_id", "rate/TMaze-v0")  # (EvalConfig's default; "": a run without one)
     # The runner may register a project environment from its entry point (rate_envs.* only).
     entry = gym.registry[env_id].entry_point if env_id in gym.registry else None
     return {
@@ -148,9 +148,11 @@ def export_onnx(step: PolicyStep, meta: dict[str, Any], path: Path,
     (its :func:`export_program`); metadata in ``metadata_props``."""
     try:
         import onnx
+        import onnxruntime  # noqa: F401  (the check against the eager policy runs the file)
         import onnxscript  # noqa: F401  (torch.onnx's dynamo exporter needs it)
     except ImportError as err:
-        raise ExportError(f"ONNX export needs onnx and onnxscript ({err}): pip install 'rate-rmt[export]'") from None
+        raise ExportError(f"ONNX export needs onnx, onnxscript and onnxruntime ({err}): "
+                          "pip install 'rate-rmt[export]'") from None
 
     program = export_program(step) if program is None else program
     with torch.no_grad(), _quiet_exporters():
@@ -192,7 +194,9 @@ def open_pt2(path: str | Path) -> StepPolicy:
     try:
         program = torch.export.load(path, extra_files=extra)
     except Exception as err:  # torch.export.load raises several types for a file that is not an archive
-        raise ArtifactError(f"{path}: not a readable .pt2 archive: {err}") from err
+        written = _exporting_torch(path)
+        hint = f" (written by torch {written}, read by torch {torch.__version__})" if written else ""
+        raise ArtifactError(f"{path}: not a readable .pt2 archive{hint}: {err}") from err
     if not extra[f"{METADATA_KEY}.json"]:
         raise ArtifactError(f"{path}: a .pt2 archive without {METADATA_KEY}.json (not made by rate.deploy.export)")
     module = program.module()
@@ -203,6 +207,20 @@ def open_pt2(path: str | Path) -> StepPolicy:
         return [o.numpy() for o in out]
 
     return StepPolicy(read_metadata(extra[f"{METADATA_KEY}.json"], path), run, str(path))
+
+
+def _exporting_torch(path: Path) -> str | None:
+    """The torch version an archive's metadata names (None where it cannot be read): a .pt2 file
+    is read by the torch version that wrote it, or a close one."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(f"extra/{METADATA_KEY}.json"))
+            version = json.loads(archive.read(name)).get("torch")
+    except (OSError, zipfile.BadZipFile, StopIteration, ValueError, AttributeError):
+        return None
+    return str(version) if version else None
 
 
 # The layout torch.export.save writes (below one root folder); anything else is refused.
@@ -275,15 +293,25 @@ def open_artifact(path: str | Path) -> StepPolicy:
 
 
 # ---------------------------------------------------------------------- parity with the eager policy
-def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: float, steps: int = 120,
+def parity_steps(segment_steps: int, minimum: int = 120) -> int:
+    """Steps of :func:`compare_with_eager` that take an episode that never restarts through two
+    segment closes (write block, memory update, cache roll), whatever the segment length."""
+    return max(minimum, 2 * segment_steps + 2)
+
+
+def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: float, steps: int | None = None,
                        batch: int = 3, reset_prob: float = 0.02, seed: int = 0) -> float:
-    """Drive the eager StreamingPolicy and ``policy`` with the same random episode stream; every row
-    starts new episodes at its own random times.  Returns the largest |action_output| difference.
+    """Drive the eager StreamingPolicy and ``policy`` with the same random episode stream: row 0
+    plays one episode throughout, so that it closes segments (``steps`` None:
+    :func:`parity_steps`, two closes at least), the other rows start new episodes at their own
+    random times.  Returns the largest |action_output| difference; inf where a discrete action
+    differs (the episodes diverge from there) or an output is not finite.
 
     Observations are drawn from N(0, 1) of the model's obs shape and rewards from {0, 1}.
     """
     from rate.rl.policy import StreamingPolicy
 
+    steps = parity_steps(model.cfg.segment_steps) if steps is None else steps
     rng = np.random.default_rng(seed)
     eager = StreamingPolicy(model, target_return)
     eager.reset(batch)
@@ -293,6 +321,8 @@ def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: floa
     for t in range(steps):
         obs = rng.standard_normal((batch, *model.cfg.obs_shape)).astype(np.float32)
         new = np.ones(batch, dtype=bool) if t == 0 else rng.random(batch) < reset_prob
+        if t:
+            new[0] = False  # (row 0: one episode, through segment closes)
         eager_action = eager.act(obs, None if t == 0 else reward, new_episode=new)
         out, action = policy.act(obs, reward, new, target_return)
         diff = float(np.abs(eager.last_output.numpy() - out).max())
@@ -307,8 +337,10 @@ def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: floa
 
 # ---------------------------------------------------------------------- command line
 def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: float | None = None,
-                      tolerance: float = 1e-4, check_steps: int = 120) -> tuple[Path, float]:
-    """Export ``checkpoint`` to ``out``; the artifact is verified before it replaces anything."""
+                      tolerance: float = 1e-4, check_steps: int | None = None) -> tuple[Path, float, int]:
+    """Export ``checkpoint`` to ``out``; the artifact is verified (:func:`compare_with_eager`,
+    ``check_steps`` steps, None: :func:`parity_steps`) before it replaces anything.  Returns the
+    path, the largest output difference and the steps compared."""
     from rate.rl.experiment import load_policy_model
 
     model, cfg = load_policy_model(checkpoint)
@@ -321,6 +353,7 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
     if model.cfg.kind != "transformer":
         raise ExportError(f"only Transformer policies (RATE, RMT, TrXL) export; this is a {model.cfg.kind!r} model")
     step = PolicyStep(model)
+    check_steps = parity_steps(model.cfg.segment_steps) if check_steps is None else check_steps
 
     meta = export_metadata(step, to_dict(cfg), target)
     writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
@@ -332,6 +365,9 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
         try:
             writer(step, meta, staged)
             checked["diff"] = compare_with_eager(open_artifact(staged), model, target, steps=check_steps)
+            if checked["diff"] == float("inf"):
+                raise ExportError("exported step differs from the eager policy: another action, or an output that "
+                                  "is not finite")
             if not checked["diff"] <= tolerance:
                 raise ExportError(f"exported step differs from the eager policy: max |logit diff| {checked['diff']:.3g} "
                                   f"> {tolerance:g}")
@@ -340,4 +376,4 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
             staged.unlink(missing_ok=True)
 
     atomic_write(out, write_and_check)
-    return out, checked["diff"]
+    return out, checked["diff"], check_steps

@@ -1,7 +1,7 @@
 """Play an exported ONNX policy in its Gymnasium environment and report the success rate.
 
-    python -m rate.deploy.onnx_runner POLICY.onnx [--lengths 30 90 900] [--episodes 100] [--seed 0]
-                             [--target-return R] [--sample] [--threads 2] [--import MODULE ...]
+    rate-play-onnx POLICY.onnx [--env ID] [--lengths 30 90 900] [--episodes 100] [--seed 0]
+                   [--target-return R] [--sample | --no-sample] [--threads 2] [--import MODULE ...]
 
 Standalone: this file imports only numpy, onnxruntime and gymnasium (and the environment's own
 module, named in the policy's metadata), so it can ship on its own next to a policy made by
@@ -11,7 +11,11 @@ environments: the installed ``rate_envs`` package, or the repository's ``envs/``
 beside this file as ``rate_envs/`` (it imports no torch either); other environments need their
 own package, which ``--import MODULE`` imports first (MiniGrid's ``minigrid``, Gymnasium-Robotics'
 ``gymnasium_robotics``, your own): the runner imports no module that the file alone names.
-``rate-play-onnx`` and ``python -m eval.play_onnx`` are the same command.  The policy's recurrent state (memory,
+``python -m rate.deploy.onnx_runner`` (and, in the repository, ``python -m eval.play_onnx``) is
+the same command.  ``StepPolicy`` alone (``open_onnx``, ``reset``, ``act``) needs numpy and
+onnxruntime only: observations go in as the environment gives them (inside the run's
+``eval.wrappers``; the graph normalises them), continuous actions come out in [-1, 1] where the
+run rescaled them (``RescaleAction``).  The policy's recurrent state (memory,
 Transformer-XL cache, in-segment key/value cache, counters) lives in numpy arrays between steps;
 its shapes and dtypes come from the metadata stored in the ONNX file.
 
@@ -30,9 +34,12 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import gymnasium as gym
 import numpy as np
+
+if TYPE_CHECKING:  # gymnasium is imported where environments are made: StepPolicy runs without it
+    import gymnasium as gym
 
 EXPORT_FORMAT = "rate-policy-step"
 # Version 2 carries the last action in the state (one decoder call per step).
@@ -44,6 +51,8 @@ PROJECT_ENVS = "rate_envs."
 
 def _sorted_keys(space: gym.Space) -> gym.Space:
     """``space`` with every Dict's keys in sorted order (rate.data.spaces.canonical_space)."""
+    import gymnasium as gym
+
     if isinstance(space, gym.spaces.Dict):
         return gym.spaces.Dict({key: _sorted_keys(space[key]) for key in sorted(space.spaces)})
     if isinstance(space, gym.spaces.Tuple):
@@ -54,9 +63,18 @@ def _sorted_keys(space: gym.Space) -> gym.Space:
 def _flatten_observations(env: gym.Env) -> gym.Env:
     """Flat observations with Dict keys in sorted order, the layout the model was trained on
     (rate.data.spaces.flatten_observations; gym's FlattenObservation keeps the env's key order)."""
+    import gymnasium as gym
+
     space = _sorted_keys(env.observation_space)
     return gym.wrappers.TransformObservation(env, lambda obs: gym.spaces.flatten(space, obs),
                                              gym.spaces.flatten_space(space))
+
+
+def _rescale_actions(env: gym.Env) -> gym.Env:
+    """The policy's actions in [-1, 1] mapped onto the environment's bounds."""
+    import gymnasium as gym
+
+    return gym.wrappers.RescaleAction(env, -1.0, 1.0)
 
 
 # The run config's eval.wrappers between the environment and the policy: a copy of
@@ -64,7 +82,7 @@ def _flatten_observations(env: gym.Env) -> gym.Env:
 # (tests/test_foreign_datasets.py checks that the two lay observations out alike).
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
     "FlattenObservation": _flatten_observations,
-    "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, -1.0, 1.0),
+    "RescaleAction": _rescale_actions,
 }
 
 
@@ -96,28 +114,44 @@ class StepPolicy:
                                 f"this runner reads {EXPORT_FORMAT!r} version {EXPORT_FORMAT_VERSION}")
         self.meta, self._run = meta, run
         self.state: list[np.ndarray] = []
+        self._batch, self._fresh = 0, True
 
     def reset(self, batch: int) -> None:
-        """All-zero state; the first ``act`` must mark every row as a new episode."""
+        """All-zero state of ``batch`` rows; the first ``act`` marks every row as a new episode."""
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, got {batch}")
         self.state = [np.zeros([batch if d == "batch" else d for d in s["shape"]], dtype=s["dtype"])
                       for s in self.meta["state"]]
+        self._batch, self._fresh = batch, True
 
     def act(self, obs, last_reward, new_episode, target_return: float | None = None,
             action_noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """One step of every row: obs (B, *obs_shape), last_reward (B,), new_episode (B,) bool,
-        action_noise (B, act_dim) or None (greedy) -> (action_output (B, act_dim), action)."""
+        """One step of every row: obs (B, *obs_shape) as the environment gives it (the graph
+        normalises), last_reward (B,) (None only where every row starts an episode), new_episode
+        (B,) bool (all True on the first step after ``reset``), action_noise (B, act_dim) or None
+        (greedy) -> (action_output (B, act_dim), action).  ValueError for anything else: an
+        all-zero state read as an episode in progress would give actions without a word."""
+        if not self.state:
+            raise RuntimeError("call reset(batch) before act()")
         obs = np.asarray(obs, dtype=np.float32)
-        if obs.ndim == 0 or list(obs.shape[1:]) != list(self.meta["obs_shape"]):
-            raise ValueError(f"observations of shape {obs.shape}: the policy takes (batch, "
-                             f"{', '.join(map(str, self.meta['obs_shape']))})")
-        batch = obs.shape[0]
+        if obs.ndim == 0 or list(obs.shape[1:]) != list(self.meta["obs_shape"]) or obs.shape[0] != self._batch:
+            raise ValueError(f"observations of shape {obs.shape}: the policy takes ({self._batch}, "
+                             f"{', '.join(map(str, self.meta['obs_shape']))}) after reset({self._batch})")
+        new_episode = np.asarray(new_episode, dtype=bool).reshape(self._batch)
+        if self._fresh and not new_episode.all():
+            raise ValueError("the first act() after reset() starts every row's episode: pass new_episode all True")
+        if last_reward is None:
+            if not new_episode.all():
+                raise ValueError("act() without last_reward: pass the reward each row received for the previous "
+                                 "action (None only where every row starts an episode)")
+            last_reward = np.zeros(self._batch, dtype=np.float32)
+        batch = self._batch
         target = self.meta["target_return"] if target_return is None else target_return
         noise = np.zeros((batch, self.meta["act_dim"]), np.float32) if action_noise is None else action_noise
-        inputs = [obs, np.asarray(last_reward, dtype=np.float32).reshape(batch),
-                  np.asarray(new_episode, dtype=bool).reshape(batch), np.full(batch, target, dtype=np.float32),
-                  np.asarray(noise, dtype=np.float32).reshape(batch, -1)]
+        inputs = [obs, np.asarray(last_reward, dtype=np.float32).reshape(batch), new_episode,
+                  np.full(batch, target, dtype=np.float32), np.asarray(noise, dtype=np.float32).reshape(batch, -1)]
         out = self._run(inputs + self.state)
-        self.state = list(out[2:])
+        self.state, self._fresh = list(out[2:]), False
         return out[0], out[1]
 
 
@@ -155,7 +189,14 @@ def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
 
 
 def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
-    env_id, entry_point = meta["env_id"], meta.get("env_entry_point")
+    """Environments as the policy was evaluated in: ``meta``'s ``env_id`` (only the project's own
+    entry points are imported for it), ``env_kwargs`` and wrappers, at ``length`` (None: its own)."""
+    import gymnasium as gym
+
+    env_id, entry_point = meta.get("env_id"), meta.get("env_entry_point")
+    if not env_id:
+        raise ArtifactError("the policy records no environment (trained on data recorded without one): name the "
+                            "one to play in (--env ID)")
     if ":" in env_id:  # "module:id", which gym.make would import: only the project's own module is imported
         module, env_id = env_id.split(":", 1)
         if module == PROJECT_ENVS.rstrip(".") or module.startswith(PROJECT_ENVS):
@@ -263,18 +304,21 @@ def main(argv: list[str] | None = None) -> int:
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # as called: rate-play-onnx or python -m ...
     module = spec.name if spec is not None and spec.name.split(".")[0] in ("rate", "eval") else None
     parser = argparse.ArgumentParser(prog=f"python -m {module}" if module else "rate-play-onnx",
-                                     description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("policy", type=Path, help="an .onnx file written by python -m rate.cli.export")
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("policy", type=Path, help="an .onnx file written by rate-export --format onnx")
+    parser.add_argument("--env", metavar="ID", help="the Gymnasium id to play in (default: the policy's own; another "
+                                                    "one gets none of the policy's environment keywords)")
     parser.add_argument("--lengths", type=int, nargs="+",
                         help="values of the policy's length argument, each >= 3: T-Maze's T, MiniGrid-Memory's grid "
                              "size, ... (default: the environment's own)")
-    parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--episodes", type=int, default=100, help="episodes per length, side by side (default: 100)")
+    parser.add_argument("--seed", type=int, default=0, help="environment i is reset with SEED + i (default: 0)")
     parser.add_argument("--target-return", type=float, help="default: the one stored at export")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default: 2)")
     parser.add_argument("--max-steps", type=int, help="stop episodes that run longer (default: the env's own limit)")
-    parser.add_argument("--sample", action="store_true", help="sample discrete actions instead of the argmax")
+    parser.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
+                        help="sample discrete actions from the softmax, or take the argmax (default: as the run "
+                             "evaluated, its eval.sample)")
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import MODULE first: the package that registers the policy's environment (repeatable)")
     args = parser.parse_args(argv)
@@ -285,24 +329,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.target_return is not None and not np.isfinite(args.target_return):
         parser.error(f"--target-return must be a finite number, got {args.target_return}")
     try:
+        import gymnasium as gym
+    except ImportError:
+        print("error: playing a policy in its environment needs gymnasium: pip install gymnasium", file=sys.stderr)
+        return 2
+    try:
         for name in args.imports:
             try:
                 importlib.import_module(name)
             except ImportError as err:
                 raise ArtifactError(f"--import {name}: {err}") from None
         policy = open_onnx(args.policy, args.threads)
-        factories = [(t, make_env_factory(policy.meta, t)) for t in (args.lengths or [None])]
-        if args.sample and policy.meta.get("act_kind") == "continuous":
+        meta = policy.meta
+        if args.env and args.env != meta.get("env_id"):  # another environment: none of the run's keywords
+            meta = {**meta, "env_id": args.env, "env_entry_point": None, "env_kwargs": {}}
+        factories = [(t, make_env_factory(meta, t)) for t in (args.lengths or [None])]
+        sample = args.sample
+        if sample is None:
+            sample = bool(meta.get("config", {}).get("eval", {}).get("sample", False))
+            sample = sample and meta.get("act_kind") == "discrete"  # (a continuous policy plays its mean)
+        if sample and meta.get("act_kind") == "continuous":
             raise ArtifactError(f"{args.policy} acts in a continuous space (it plays the mean); --sample draws "
                                 "discrete actions only")
     except ArtifactError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"{'T':>6} {'success':>9} {'return':>8} {'seconds':>8}")
+    print(f"{'T':>6} {'success':>9} {'return':>8} {'seconds':>8}" + ("   (sampled actions)" if sample else ""))
     for t, make_env in factories:
         start = time.perf_counter()
         try:  # an environment that refuses the length, observations the graph does not take
-            out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps, args.sample)
+            out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps, sample)
         except (ArtifactError, ValueError, TypeError, gym.error.Error) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
