@@ -210,7 +210,9 @@ def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_
     assert main([str(ckpt), "--format", "onnx", "--threads", "1"]) == 0
     path = ckpt / "policy.onnx"
     assert "matches the eager policy" in capsys.readouterr().out
-    assert open_onnx(path).meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
+    meta = open_onnx(path).meta
+    assert meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
+    assert set(meta["provenance"]) == {"trained", "exported"} and "rate_version" in meta["provenance"]["exported"]
     # The runner file copied on its own, torch made unimportable: it needs only numpy, onnxruntime
     # and gymnasium, and for the project's T-Maze the envs/ folder copied beside it as rate_envs/.
     shipped = tmp_path / "shipped" / "onnx_runner.py"

@@ -356,6 +356,13 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
     check_steps = parity_steps(model.cfg.segment_steps) if check_steps is None else check_steps
 
     meta = export_metadata(step, to_dict(cfg), target)
+    # What made the weights (package version, git commit, dataset, step) and what exported them.
+    from rate.checkpoint import provenance, read_checkpoint
+    from rate.rl.experiment import CHECKPOINT_KIND
+
+    trained = read_checkpoint(checkpoint, CHECKPOINT_KIND)[0]["extra"]
+    meta["provenance"] = {"trained": {key: trained[key] for key in ("rate_version", "git_commit", "dataset_id", "step")
+                                      if key in trained}, "exported": provenance()}
     writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
     checked: dict[str, float] = {}
 
