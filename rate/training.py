@@ -161,13 +161,19 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Opti
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
 
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    def factor(step: int) -> float:  # (a function: LambdaLR's state then holds no copy of cfg)
+        return lr_factor(cfg, step)
 
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def lr_factor(cfg: TrainConfig, step: int) -> float:
+    """The learning rate at ``step`` as a fraction of ``cfg.lr``: linear warmup over
+    ``warmup_steps``, then a cosine decay to ``min_lr_ratio`` at ``steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _warn_idle_attention_checkpointing(model: nn.Module, cfg: TrainConfig) -> None:

@@ -296,6 +296,52 @@ def test_resume_refuses_a_run_whose_training_windows_changed(capsys, finished_ru
     assert "training windows, the data now gives" in resume_fails(config, out, capsys)
 
 
+def test_resume_refuses_a_run_whose_episodes_changed_under_the_same_id(capsys, finished_run):
+    """The same number of windows, other episodes (a dataset regenerated in place): the batches and
+    the observation statistics in the weights would belong to other data."""
+    config, out = finished_run
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    assert len(state["data_fingerprint"]) == 16
+    state["data_fingerprint"] = "0" * 16
+    torch.save(state, out / STATE_FILE)
+    assert "trained on other episodes than" in resume_fails(config, out, capsys)
+
+
+def test_a_resume_that_changes_the_evaluation_does_not_compare_scores_across_it(finished_run):
+    from rate.checkpoint import read_checkpoint
+    from rate.rl.trainer import BEST_DIR
+
+    _, out = finished_run
+    changes = {"train.steps": 3, "train.eval_every": 3, "eval.episodes": 1}
+    with pytest.warns(UserWarning, match=r"chosen under other evaluation settings \(eval.lengths\)"):
+        train(tiny(**changes, **{"eval.lengths": [13]}), out, resume=True, progress=False)
+    meta, _ = read_checkpoint(out / BEST_DIR, "rate")
+    assert meta["extra"]["step"] == 3 and meta["config"]["eval"]["lengths"] == [13]  # replaced, whatever the score
+
+
+def test_a_resume_that_moves_the_end_of_the_schedule_says_the_learning_rate_jumps():
+    from rate.rl.trainer import _warn_schedule_change
+    from rate.training import TrainConfig, lr_factor
+
+    longer = TrainConfig(steps=4000, warmup_steps=100)
+    before = lr_factor(TrainConfig(steps=2000, warmup_steps=100), 1000)
+    with pytest.warns(UserWarning, match=f"jumps from {before:.3g} to {lr_factor(longer, 1000):.3g} x train.lr"):
+        _warn_schedule_change(2000, longer, 1000)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_schedule_change(2000, longer, 50)  # still warming up: the same rate either way
+        _warn_schedule_change(4000, longer, 1000)
+
+
+def test_episodes_longer_than_the_window_from_the_episode_start_are_named():
+    from rate.rl.experiment import load_dataset_for
+
+    with pytest.warns(UserWarning, match="longer than the window \\(8 steps\\) and window_start is episode_start"):
+        load_dataset_for(tiny(**{"model.num_segments": 2}))
+
+
 def test_resume_refuses_random_windows_saved_before_they_were_one_per_step(tmp_path, capsys):
     changes = {"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1, "eval.lengths": [12],
                "window_start": "random"}

@@ -61,6 +61,8 @@ def test_random_windows_start_at_every_step_so_episodes_weigh_by_their_length():
         ([Episode(np.zeros((3, 5)), np.zeros(3, dtype=int), np.zeros(3))], r"observations of shape \(5,\)"),
         ([Episode(np.zeros((3, 4)), np.full((3, 2), 0.5), np.zeros(3))], "discrete actions are single integers"),
         ([Episode(np.zeros((3, 4)), np.array([0.0, 1.0, 2.0]), np.zeros(3))], "discrete actions are single integers"),
+        # (a cumulative sum over (T, 2) rewards would flatten them into one wrong return-to-go)
+        ([Episode(np.zeros((3, 4)), np.zeros(3, dtype=int), np.ones((3, 2)))], "one scalar reward per step"),
     ],
 )
 def test_bad_episodes_get_one_clear_error(eps, pattern):
@@ -85,6 +87,14 @@ def test_continuous_action_spaces_beyond_the_tanh_range_are_refused():
     obs = gym.spaces.Box(-np.inf, np.inf, (3,))
     assert space_mismatch(obs, gym.spaces.Box(-1.0, 1.0, (1,)), cfg) is None
     assert "RescaleAction" in space_mismatch(obs, gym.make("Pendulum-v1").action_space, cfg)  # actions in [-2, 2]
+
+
+def test_discrete_actions_that_do_not_start_at_zero_are_refused():
+    from rate.rl.experiment import space_mismatch
+
+    cfg, obs = RATEConfig(act_dim=3, obs_shape=[3]), gym.spaces.Box(-np.inf, np.inf, (3,))
+    assert space_mismatch(obs, gym.spaces.Discrete(3), cfg) is None
+    assert "start at 0" in space_mismatch(obs, gym.spaces.Discrete(3, start=1), cfg)
 
 
 def small_rate(**backbone):

@@ -58,6 +58,9 @@ def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: 
         if not (len(ep.observations) == len(ep.actions) == len(ep.rewards)):
             raise DatasetError(f"{name}: episode {i} has {len(ep.observations)} observations, {len(ep.actions)} "
                                f"actions and {len(ep.rewards)} rewards")
+        if ep.rewards.ndim != 1:
+            raise DatasetError(f"{name}: episode {i} has rewards of shape {ep.rewards.shape}; returns-to-go need one "
+                               "scalar reward per step")
         if obs_shape is not None and tuple(ep.observations.shape[1:]) != tuple(obs_shape):
             raise DatasetError(f"{name}: episode {i} has observations of shape {tuple(ep.observations.shape[1:])}, "
                                f"the model expects {tuple(obs_shape)}")

@@ -108,6 +108,8 @@ def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) ->
     if m.act_kind == "discrete":
         if not isinstance(act_space, gym.spaces.Discrete) or act_space.n != m.act_dim:
             return f"action space {act_space}, but the config says {m.act_dim} discrete actions"
+        if act_space.start != 0:  # the model's actions are 0..act_dim-1, which such a space refuses
+            return f"action space {act_space}: the model takes discrete actions that start at 0"
     elif not isinstance(act_space, gym.spaces.Box) or act_space.shape != (m.act_dim,):
         return f"action space {act_space}, but the config says {m.act_dim} continuous actions"
     elif not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
@@ -131,6 +133,13 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
         raise DatasetError(f"{cfg.dataset_id}: {problem}")
     validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id,
                       tuple(cfg.model.obs_shape))
+    longer = sum(len(ep) > cfg.model.window_steps for ep in episodes)
+    if cfg.window_start == "episode_start" and longer:
+        cut = sum(max(0, len(ep) - cfg.model.window_steps) for ep in episodes) / sum(len(ep) for ep in episodes)
+        warnings.warn(f"{cfg.dataset_id}: {longer} of {len(episodes)} episodes are longer than the window "
+                      f"({cfg.model.window_steps} steps) and window_start is episode_start, so only their first "
+                      f"{cfg.model.window_steps} steps train ({cut:.0%} of the data's steps never do); "
+                      "window_start=random draws windows from every step", stacklevel=2)
     hops = single_hop_count(episodes, cfg)
     if hops is not None:
         warnings.warn(f"{cfg.dataset_id}: every episode ends in segment {hops} of its window (K = "

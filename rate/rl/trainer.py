@@ -26,12 +26,12 @@ import torch
 from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, RunFolder, load_weights, read_checkpoint,
                              save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
-from rate.rl.experiment import (CHECKPOINT_KIND, RATEExperimentConfig, build_rate, check_eval_envs, eval_lengths,
-                                evaluate_lengths, load_dataset_for)
+from rate.rl.experiment import (CHECKPOINT_KIND, EvalConfig, RATEExperimentConfig, build_rate, check_eval_envs,
+                                eval_lengths, evaluate_lengths, load_dataset_for)
 from rate.rl.rollout import length_suffix, short_result
 from rate.distributed import Group, join_group
 from rate.rl.model import TOKENS_PER_STEP, RATEModel
-from rate.training import TrainingLoop, compiled, resolve_device, seed_batch, setup_process
+from rate.training import TrainConfig, TrainingLoop, compiled, resolve_device, seed_batch, setup_process
 from rate.rl.windows import TrajectoryWindows
 
 STATE_FILE = "training_state.pt"
@@ -85,14 +85,17 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, lo
 
 
 def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, train_seconds: float,
-                        device: torch.device = torch.device("cpu"), windows: int | None = None) -> None:
+                        device: torch.device = torch.device("cpu"), windows: int | None = None,
+                        data_fingerprint: str | None = None) -> None:
     """Everything a resume needs, weights included, in one file written atomically: a kill at any
     moment leaves either the previous complete state or the new one (the safetensors checkpoint,
     written separately for evaluation and export, may then be a step ahead; resume ignores it).
-    ``windows``: how many training windows the batches are drawn from (checked on resume)."""
+    ``windows``: how many training windows the batches are drawn from, ``data_fingerprint``: their
+    episodes' digest (:meth:`TrajectoryWindows.fingerprint`); both checked on resume."""
     state = {
         "step": step,
         **({} if windows is None else {"windows": windows}),
+        **({} if data_fingerprint is None else {"data_fingerprint": data_fingerprint}),
         "train_seconds": train_seconds,  # so that a resumed run reports its whole training time
         "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "optimizer": opt.state_dict(),
@@ -134,8 +137,26 @@ def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
             if not key.startswith(RESUMABLE_CHANGES) and before[key] != now[key]]
 
 
+def _warn_schedule_change(steps_before: int | None, tc: TrainConfig, step: int) -> None:
+    """A warning when a resume changes train.steps (allowed: to train longer) and with it the
+    cosine schedule's horizon: the learning rate jumps at ``step``, and the run is not the one a
+    config of the new length trains from the start."""
+    from dataclasses import replace
+
+    from rate.training import lr_factor
+
+    if steps_before is None or steps_before == tc.steps:
+        return
+    before, now = lr_factor(replace(tc, steps=int(steps_before)), step), lr_factor(tc, step)
+    if abs(before - now) > 1e-9:
+        warnings.warn(f"train.steps {steps_before} -> {tc.steps} on resume: the learning-rate schedule now ends at step "
+                      f"{tc.steps}, so at step {step} the rate jumps from {before:.3g} to {now:.3g} x train.lr (a run "
+                      f"not the same as one of {tc.steps} steps from the start)", stacklevel=3)
+
+
 def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig,
-                        device: torch.device = torch.device("cpu"), windows: int | None = None) -> tuple[int, float]:
+                        device: torch.device = torch.device("cpu"), windows: int | None = None,
+                        data_fingerprint: str | None = None) -> tuple[int, float]:
     """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
     seconds trained so far.
     CheckpointError when the run was trained with another config (:data:`RESUMABLE_CHANGES` aside)
@@ -167,6 +188,12 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
         raise CheckpointError(f"{path}: the run drew its batches from {int(saved)} training windows, the data now "
                               f"gives {windows} (another dataset, or another way of cutting windows); its batches "
                               "cannot continue: train into a new --out")
+    saved_data = state.get("data_fingerprint")
+    if saved_data is not None and data_fingerprint is not None and saved_data != data_fingerprint:
+        raise CheckpointError(f"{path}: the run trained on other episodes than {cfg.dataset_id} now holds (the "
+                              "dataset was changed or regenerated under its id); its batches and observation "
+                              "statistics would not continue: train into a new --out")
+    _warn_schedule_change(meta["config"].get("train", {}).get("steps"), cfg.train, int(state["step"]))
     load_weights(model, state["model"], path)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -181,10 +208,11 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
 
 
 def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg: RATEExperimentConfig, extra: dict,
-                   train_seconds: float, device: torch.device, windows: int) -> None:
+                   train_seconds: float, device: torch.device, windows: TrajectoryWindows, fingerprint: str) -> None:
     """The run folder's checkpoint and training state at this step (what --resume reads)."""
     save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), extra)
-    save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device, windows)
+    save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device, len(windows),
+                        fingerprint)
 
 
 def commit_checkpoint(folder: RunFolder, loop: TrainingLoop) -> None:
@@ -216,13 +244,28 @@ def selection_score(results: dict) -> float | None:
     return float(np.mean([r[key] for r in rows]))
 
 
-def read_best_score(path: Path) -> float | None:
-    """The score of a run's ``checkpoint_best`` (None when it has none), so a resumed run keeps it."""
+# The evaluation settings a selection score depends on: a score under others is not comparable.
+SCORE_SETTINGS = ("env_id", "length_kwarg", "env_kwargs", "wrappers", "lengths", "episodes", "seed", "target_return",
+                  "sample")
+
+
+def read_best_score(path: Path, ev: EvalConfig | None = None) -> float | None:
+    """The score of a run's ``checkpoint_best`` (None when it has none), so a resumed run keeps it;
+    with ``ev``, None (and a warning) when that score was measured under other evaluation settings
+    (:data:`SCORE_SETTINGS`: a resume may change ``eval.*``), so the next evaluation replaces it."""
     try:
         meta, _ = read_checkpoint(path, CHECKPOINT_KIND)
     except CheckpointError:
         return None
-    return meta["extra"].get("score")
+    score = meta["extra"].get("score")
+    if ev is not None and score is not None:
+        before, now = meta["config"].get("eval", {}), to_dict(ev)
+        changed = [key for key in SCORE_SETTINGS if key in before and before[key] != now[key]]
+        if changed:
+            warnings.warn(f"{path} was chosen under other evaluation settings ({', '.join(f'eval.{k}' for k in changed)}"
+                          "): the next evaluation replaces it", stacklevel=2)
+            return None
+    return score
 
 
 def run_provenance(cfg: RATEExperimentConfig) -> dict[str, str]:
@@ -290,8 +333,9 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
     group.barrier()
-    step, seconds_before = (load_training_state(out, model, loop.opt, loop.sched, cfg, device, len(windows)) if resume
-                            else (0, 0.0))
+    fingerprint = windows.fingerprint()
+    step, seconds_before = (load_training_state(out, model, loop.opt, loop.sched, cfg, device, len(windows),
+                                                fingerprint) if resume else (0, 0.0))
     if step > tc.steps:
         raise ConfigError(f"{out} has trained {step} steps; train.steps {tc.steps} cannot resume it (a row would "
                           "record fewer steps than the model has had)")
@@ -301,7 +345,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
     net = compiled(group.wrap(model, device, find_unused=True), tc)
     start = time.time() - seconds_before
     eval_results: dict = {}
-    best = read_best_score(out / BEST_DIR) if resume else None
+    best = read_best_score(out / BEST_DIR, cfg.eval) if resume else None
     model.train()
     while not loop.done:
         seed_batch(tc.seed, loop.step, group.rank)
@@ -327,13 +371,13 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
                 save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
                                 extra)
-            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device, len(windows))
+            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device, windows, fingerprint)
             commit_checkpoint(folder, loop)
             loop.pause_clock()
         elif (cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0
               or loop.evaluation_due and not cfg.eval.episodes) and group.is_main:  # (no evaluation: checkpoint only)
             save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
-                           device, len(windows))
+                           device, windows, fingerprint)
             commit_checkpoint(folder, loop)
             loop.pause_clock()
     loop.close_bar()  # before the final evaluation's own bars

@@ -14,6 +14,7 @@ Return-to-go: undiscounted sum of the rewards from t to the episode end, divided
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import numpy as np
@@ -58,6 +59,16 @@ class TrajectoryWindows:
 
     def __len__(self) -> int:
         return len(self.index)
+
+    def fingerprint(self) -> str:
+        """A digest of the episodes (lengths, reward sums, first and last observation and action):
+        a resumed run checks that its data did not change under the same dataset id."""
+        digest = hashlib.sha256()
+        for ep in self.episodes:
+            for part in (np.int64(len(ep)), np.float64(np.sum(ep.rewards, dtype=np.float64)), ep.observations[0],
+                         ep.observations[-1], ep.actions[0], ep.actions[-1]):
+                digest.update(np.ascontiguousarray(part).tobytes())
+        return digest.hexdigest()[:16]
 
     def batch(self, items) -> dict[str, torch.Tensor]:
         """Stacked windows: obs (B, W, ...), actions (B, W[, A]), rtg (B, W, 1), valid (B, W)."""
