@@ -247,7 +247,7 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
 
         cfg = config_for_dataset(dataset, model or "rate", config, overrides)
     elif isinstance(config, RATEExperimentConfig):
-        cfg = from_dict(RATEExperimentConfig, apply_overrides(to_dict(config), overrides))
+        cfg = from_dict(RATEExperimentConfig, apply_overrides(to_dict(config), overrides, RATEExperimentConfig))
     elif config is None:
         raise ValueError("rate.train needs a config (a YAML file or a RATEExperimentConfig) or a dataset")
     else:

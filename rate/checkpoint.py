@@ -39,6 +39,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, corrupt, or made for another model."""
 
 
+class ResumeRefused(CheckpointError):
+    """A run folder whose run cannot continue under this config and data (another config, other
+    episodes, an unreadable training state): it could only start over.  The trainers exit with
+    :data:`RESUME_REFUSED_EXIT` for it, so a sweep can start the run over instead of failing."""
+
+
+RESUME_REFUSED_EXIT = 3
+
+
 def save_checkpoint(
     directory: str | Path, model: nn.Module, kind: str, config: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> Path:

@@ -79,8 +79,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return value
     if tp is float:
         if isinstance(value, str) and _FLOAT_TEXT.fullmatch(value.strip()):
-            # PyYAML (YAML 1.1) reads `3e-4` as a string; accept what is plainly a number.
-            return float(value)
+            # PyYAML (YAML 1.1) reads `3e-4` as a string; accept what is plainly a number
+            # (and check it below: `1e999` reads as inf).
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected float, got {type(value).__name__} {value!r}")
         if not math.isfinite(value):  # NaN passes every later range check (nan <= 0 is False), inf most
@@ -103,7 +104,7 @@ def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
         raise ConfigError(f"{_path or cls.__name__}: expected a mapping, got {data!r}")
     hints = get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(fields), key=str)  # (YAML 1.1 reads `on:` or `1:` as non-string keys)
     if unknown:
         where = f"{_path}." if _path else ""
         raise ConfigError(
@@ -204,7 +205,7 @@ def load_yaml(cls: type[T], path: str | Path, overrides: typing.Sequence[str] = 
     """Load ``cls`` from a YAML file (with its ``extends:`` bases, :func:`read_config_file`), then
     apply ``key.sub=value`` overrides (values parsed as YAML)."""
     path = Path(path)
-    data = apply_overrides(read_config_file(path), overrides)
+    data = apply_overrides(read_config_file(path), overrides, cls)
     try:
         return from_dict(cls, data)
     except ConfigError as err:
@@ -257,8 +258,12 @@ def merge_sections(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, A
     return merged
 
 
-def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> dict[str, Any]:
-    """Return a copy of ``data`` with each ``a.b.c=value`` override set (value parsed as YAML)."""
+def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str], cls: type | None = None) -> dict[str, Any]:
+    """Return a copy of ``data`` with each ``a.b.c=value`` override set (value parsed as YAML).
+    With the config dataclass ``cls``, a mapping given for a section (a dataclass field, e.g.
+    ``train={device: cuda}``) merges into the section ``data`` has, key by key as ``extends:``
+    does, instead of dropping the rest of it; a mapping for a plain dict field (``eval.env_kwargs``)
+    replaces it."""
     data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -271,11 +276,24 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str]) -> di
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part} is not a section")
         try:
-            node[leaf] = yaml.safe_load(raw)
+            value = yaml.safe_load(raw)
         except yaml.YAMLError as err:
             problem = getattr(err, "problem", None) or str(err).splitlines()[0]
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem})") from None
+        if isinstance(value, dict) and isinstance(node.get(leaf), dict) and _is_section(cls, [*parents, leaf]):
+            value = merge_sections(node[leaf], value)
+        node[leaf] = value
     return data
+
+
+def _is_section(cls: type | None, path: list[str]) -> bool:
+    """Whether the dotted ``path`` names a dataclass-typed field of ``cls`` (a config section)."""
+    tp: Any = cls
+    for part in path:
+        if tp is None or not dataclasses.is_dataclass(tp):
+            return False
+        tp = get_type_hints(tp).get(part)
+    return tp is not None and dataclasses.is_dataclass(tp)
 
 
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:

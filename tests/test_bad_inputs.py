@@ -201,9 +201,11 @@ def finished_run(tmp_path):
     return config, out
 
 
-def resume_fails(config: Path, out: Path, capsys, *overrides: str) -> str:
+def resume_fails(config: Path, out: Path, capsys, *overrides: str, code: int = 2) -> str:
+    """The error line of a refused --resume, which changed nothing; ``code`` 3: the run in ``out``
+    cannot continue (RESUME_REFUSED_EXIT, on which a sweep starts it over)."""
     before = digest(config, out)
-    assert main([str(config), *overrides, "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert main([str(config), *overrides, "--out", str(out), "--resume", "--no-progress"]) == code
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert digest(config, out) == before
@@ -217,7 +219,7 @@ def test_resume_without_a_run(tmp_path, capsys, finished_run):
 
 def test_resume_onto_another_architecture(capsys, finished_run):
     config, out = finished_run
-    err = resume_fails(config, out, capsys, "model.backbone.d_model=16", "model.backbone.d_head=8")
+    err = resume_fails(config, out, capsys, "model.backbone.d_model=16", "model.backbone.d_head=8", code=3)
     assert "trained with another config" in err and "model.backbone.d_model: 32 -> 16" in err
 
 
@@ -227,7 +229,7 @@ def test_resume_with_a_changed_config_is_refused(capsys, finished_run, override)
     """Same shapes, other experiment: the weights would load, so the config itself is compared."""
     config, out = finished_run
     key = override.split("=")[0]
-    assert f"{key}: " in resume_fails(config, out, capsys, override)
+    assert f"{key}: " in resume_fails(config, out, capsys, override, code=3)
 
 
 def test_resume_with_fewer_steps_than_trained_is_refused(capsys, finished_run):
@@ -283,7 +285,7 @@ def test_resume_from_a_truncated_training_state(capsys, finished_run):
     config, out = finished_run
     state = out / STATE_FILE
     state.write_bytes(state.read_bytes()[:100])
-    assert "unreadable training state" in resume_fails(config, out, capsys)
+    assert "unreadable training state" in resume_fails(config, out, capsys, code=3)
 
 
 def test_resume_refuses_a_run_whose_training_windows_changed(capsys, finished_run):
@@ -293,7 +295,7 @@ def test_resume_refuses_a_run_whose_training_windows_changed(capsys, finished_ru
     state = torch.load(out / STATE_FILE, weights_only=False)
     state["windows"] += 1
     torch.save(state, out / STATE_FILE)
-    assert "training windows, the data now gives" in resume_fails(config, out, capsys)
+    assert "training windows, the data now gives" in resume_fails(config, out, capsys, code=3)
 
 
 def test_resume_refuses_a_run_whose_episodes_changed_under_the_same_id(capsys, finished_run):
@@ -304,7 +306,7 @@ def test_resume_refuses_a_run_whose_episodes_changed_under_the_same_id(capsys, f
     assert len(state["data_fingerprint"]) == 16
     state["data_fingerprint"] = "0" * 16
     torch.save(state, out / STATE_FILE)
-    assert "trained on other episodes than" in resume_fails(config, out, capsys)
+    assert "trained on other episodes than" in resume_fails(config, out, capsys, code=3)
 
 
 def test_a_resume_that_changes_the_evaluation_does_not_compare_scores_across_it(finished_run):
@@ -352,7 +354,7 @@ def test_resume_refuses_random_windows_saved_before_they_were_one_per_step(tmp_p
     state = torch.load(out / STATE_FILE, weights_only=False)
     del state["windows"]  # as an older version wrote it
     torch.save(state, out / STATE_FILE)
-    assert "older version of the library" in resume_fails(config, out, capsys)
+    assert "older version of the library" in resume_fails(config, out, capsys, code=3)
 
 
 def test_resume_with_a_missing_weights_file(capsys, finished_run):
@@ -401,6 +403,18 @@ def test_full_disk_while_writing_a_checkpoint(capsys, finished_run, monkeypatch)
     assert "No space left on device" in capsys.readouterr().err
     assert digest(out / "model.safetensors", out / "config.json") == before
     assert not list(out.glob(".*.tmp"))
+
+
+def test_a_csv_that_is_not_a_results_file_is_refused_before_training(tmp_path, capsys, finished_run):
+    """Appending a row rewrites the CSV: a markdown page passed as --csv would be mangled."""
+    config, _ = finished_run
+    page = tmp_path / "results.md"
+    page.write_text("# Results\n\n| a | b |\n|---|---|\n| 1, 2 | 3 |\n")
+    before = page.read_text()
+    assert main([str(config), "--out", str(tmp_path / "new"), "--csv", str(page), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {page}: no 'run' column, not a results CSV") and err.count("\n") == 1, err
+    assert page.read_text() == before and not (tmp_path / "new" / "model.safetensors").exists()
 
 
 def test_a_folder_that_holds_a_run_is_refused(capsys, finished_run):

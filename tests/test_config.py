@@ -150,3 +150,22 @@ def test_a_bad_extends_is_one_config_error(tmp_path, files, message):
         (tmp_path / name).write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_yaml(AlgorithmicConfig, tmp_path / "a.yaml")
+
+
+def test_a_mapping_override_merges_into_a_section_and_replaces_a_plain_mapping():
+    """`train={threads: 1}` changes one field of the file's train section (not the others back to
+    their defaults); `eval.env_kwargs={...}` is a value of its own and is replaced whole."""
+    from rate.rl.experiment import RATEExperimentConfig
+
+    cfg = load_yaml(RATEExperimentConfig, "configs/tmaze/rate.yaml", ["train={threads: 1}", "model.backbone={d_model: 32}"])
+    assert (cfg.train.threads, cfg.train.lr) == (1, 0.002)  # the file's lr, not TrainConfig's default
+    assert (cfg.model.backbone.d_model, cfg.model.backbone.num_mem_tokens) == (32, 5)
+    popgym = load_yaml(RATEExperimentConfig, "configs/popgym/rate.yaml", ["eval.env_kwargs={size: 3}"])
+    assert popgym.eval.env_kwargs == {"size": 3}
+
+
+def test_numbers_out_of_float_range_and_odd_keys_are_one_config_error():
+    with pytest.raises(ConfigError, match="inf is not a valid value"):
+        from_dict(RMTConfig, {"dropout": "1e999"})
+    with pytest.raises(ConfigError, match="unknown config key"):  # YAML 1.1: `on:` is True, beside a string key
+        from_dict(RMTConfig, yaml.safe_load("on: 1\nfoo: 2\n"))

@@ -32,6 +32,7 @@ def test_a_malicious_training_state_is_refused(tmp_path, capsys):
     from rate.config import save_yaml
 
     save_yaml(cfg, tmp_path / "cfg.yaml")
-    assert main([str(tmp_path / "cfg.yaml"), "--out", str(out), "--resume", "--no-progress"]) == 2
+    # (exit 3: the run cannot continue; a sweep would start it over, never unpickling the file)
+    assert main([str(tmp_path / "cfg.yaml"), "--out", str(out), "--resume", "--no-progress"]) == 3
     assert "unreadable training state" in capsys.readouterr().err
     assert not marker.exists()

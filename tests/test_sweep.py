@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from rate.cli.records import append_row, read_rows
+from rate.config import ConfigError
 from train.sweep import ListedRun, Run, Sweep, expand, main, trainer_command
 
 def tiny_sweep(tmp_path: Path, steps: int, seeds=(0,), segments=(1, 2), threads: bool = True) -> tuple[Path, Path]:
@@ -24,6 +25,27 @@ def tiny_sweep(tmp_path: Path, steps: int, seeds=(0,), segments=(1, 2), threads:
                    f"overrides: {[f'segments={n}', *overrides]}}}\n" for n in segments)
     sweep_file.write_text(f"csv: {csv}\nout_root: {tmp_path / 'runs'}\nseeds: {list(seeds)}\nruns:\n{runs}")
     return sweep_file, csv
+
+
+def test_nested_run_folders_are_refused_and_rows_written_meanwhile_are_skipped(tmp_path, monkeypatch, capsys):
+    nested = Sweep(csv=str(tmp_path / "r.csv"), out_root=str(tmp_path), seeds=[0],
+                   runs=[ListedRun(name="a", config="c.yaml"), ListedRun(name="a/seed0", config="c.yaml")])
+    with pytest.raises(ConfigError, match="run a/seed0/seed0's folder lies inside run a/seed0's"):
+        expand(nested)
+    # A second sweep (overlapping --only) finished a run after this one listed it as pending.
+    sweep_file, csv = tiny_sweep(tmp_path, steps=3)
+    import train.sweep as sweep_module
+
+    real = sweep_module.trainer_command
+
+    def first_launch_finishes_the_other(sweep, run, fresh=False):
+        append_row(csv, {"run": "reverse/tiny/seg2/seed0"})  # written while seg1 starts
+        return real(sweep, run, fresh)
+
+    monkeypatch.setattr(sweep_module, "trainer_command", first_launch_finishes_the_other)
+    assert main([str(sweep_file)]) == 0
+    assert "reverse/tiny/seg2/seed0: its row was written meanwhile" in capsys.readouterr().out
+    assert sorted(r["run"] for r in read_rows(csv)) == ["reverse/tiny/seg1/seed0", "reverse/tiny/seg2/seed0"]
 
 
 def test_finished_runs_are_skipped_and_rows_accumulate(tmp_path, capsys):
@@ -162,7 +184,8 @@ def test_a_csv_that_cannot_be_a_results_file_is_refused_before_any_run(tmp_path,
     sweep_file, csv = tiny_sweep(tmp_path, steps=3)
     csv.write_bytes(b"\x80\xfd binary")
     assert main([str(sweep_file), "--dry-run"]) == 2
-    assert capsys.readouterr().err == f"error: {csv}: not a text file (csv: names another file?)\n"
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {csv}: not a text file, not a results CSV") and err.count("\n") == 1, err
     csv.unlink()
     csv.mkdir()  # a folder where the CSV would go
     assert main([str(sweep_file)]) == 2
@@ -219,6 +242,34 @@ def test_a_rate_run_left_in_flight_resumes_and_a_changed_one_starts_over(tmp_pat
     # The resumed run ends with the row and weights of its own config.
     assert main([str(_sweep_file(tmp_path, config, sweep))]) == 0
     assert [r["run"] for r in read_rows(sweep.csv)] == ["a/seed0"] and read_rows(sweep.csv)[0]["train.steps"] == "20"
+
+
+def test_a_run_whose_data_changed_under_its_folder_starts_over(tmp_path, tmaze_data, capsys):
+    """The folder holds a run of the same config, but its training state says other episodes (a
+    dataset regenerated in place): the trainer refuses the resume (exit 3) and the sweep, instead
+    of failing on every call, trains the run again from the start."""
+    import torch
+
+    from rate.config import save_yaml
+    from rate.rl.trainer import STATE_FILE, train
+    from tests.tiny_tmaze import tiny
+
+    config = tmp_path / "tiny.yaml"
+    save_yaml(tiny(), config)
+    sweep = Sweep(csv=str(tmp_path / "r.csv"), out_root=str(tmp_path / "runs"), seeds=[0], trainer="train",
+                  runs=[ListedRun(name="a", config=str(config))])
+    out = tmp_path / "runs/a/seed0"
+    train(tiny(**{"train.steps": 20, "train.eval_every": 20}), out, progress=False)
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    fingerprint, state["data_fingerprint"] = state["data_fingerprint"], "0" * 16
+    torch.save(state, out / STATE_FILE)
+    run = Run("a/seed0", str(config), ["train.seed=0", "train.steps=20", "train.eval_every=20"])
+    assert trainer_command(sweep, run)[-2] == "--resume" and trainer_command(sweep, run, fresh=True)[-2] == "--overwrite"
+    capsys.readouterr()
+    assert main([str(_sweep_file(tmp_path, config, sweep))]) == 0
+    assert "a/seed0: cannot resume" in capsys.readouterr().out
+    assert [r["run"] for r in read_rows(sweep.csv)] == ["a/seed0"]
+    assert torch.load(out / STATE_FILE, weights_only=False)["data_fingerprint"] == fingerprint  # trained again
 
 
 def _sweep_file(tmp_path: Path, config: Path, sweep: Sweep) -> Path:

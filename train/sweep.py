@@ -31,8 +31,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rate.checkpoint import CheckpointError, read_checkpoint
-from rate.cli.records import read_rows
+from rate.checkpoint import RESUME_REFUSED_EXIT, CheckpointError, read_checkpoint
+from rate.cli.records import check_results_csv, read_rows
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
 from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig, check_eval_envs
@@ -94,15 +94,25 @@ def expand(sweep: Sweep, extra: list[str] | tuple[str, ...] = ()) -> list[Run]:
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
         raise ConfigError(f"run names repeat: {sorted({n for n in names if names.count(n) > 1})[:3]}")
+    # A run's folder inside another's (runs "a" and "a/seed0"): replacing the outer run would
+    # delete the inner one.
+    known = set(names)
+    for name in names:
+        parts = name.split("/")
+        outer = next(("/".join(parts[:k]) for k in range(1, len(parts)) if "/".join(parts[:k]) in known), None)
+        if outer is not None:
+            raise ConfigError(f"run {name}'s folder lies inside run {outer}'s: rename one of them")
     return runs
 
 
-def trainer_command(sweep: Sweep, run: Run) -> list[str]:
+def trainer_command(sweep: Sweep, run: Run, fresh: bool = False) -> list[str]:
     """The trainer process of ``run``: ``--resume`` where its folder holds a resumable RATE run of
-    the same config (one a stopped sweep left in flight), else ``--overwrite`` (a fresh start that
-    replaces whatever the folder holds once its first checkpoint is complete)."""
+    the same config (one a stopped sweep left in flight) and not ``fresh``, else ``--overwrite``
+    (a fresh start that replaces whatever the folder holds once its first checkpoint is complete).
+    The trainer may still refuse the resume (its data changed; exit RESUME_REFUSED_EXIT): then
+    :func:`run_all` starts the run over."""
     out = Path(sweep.out_root) / run.name
-    how = "--resume" if sweep.trainer == "train" and _resumable(out, run) else "--overwrite"
+    how = "--resume" if sweep.trainer == "train" and not fresh and _resumable(out, run) else "--overwrite"
     return [sys.executable, "-m", sweep.trainer, run.config, *run.overrides, "--csv", sweep.csv,
             "--run-name", run.name, "--out", str(out), how, "--no-progress"]
 
@@ -143,12 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(cfg, RATEExperimentConfig):  # and make its evaluation environments
                 check_eval_envs(cfg)
         check_file_target(Path(sweep.csv))  # a folder or an unwritable place: now, not after the first run
+        check_results_csv(sweep.csv)
         rows = read_rows(sweep.csv)
-        if rows and "run" not in rows[0]:
-            raise ConfigError(f"{sweep.csv}: no 'run' column, not a results CSV of this project (csv: names another file?)")
-    except UnicodeDecodeError:
-        print(f"error: {sweep.csv}: not a text file (csv: names another file?)", file=sys.stderr)
-        return 2
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -210,6 +216,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
     The handlers only note the signal; the loop acts on it, so a signal that arrives while a
     trainer is being started, or a second Ctrl-C while they are stopped, loses no trainer."""
     waiting, running, failure, stop, stopped = list(pending), [], 0, [], []
+    fresh: set[str] = set()  # runs whose folder refused a resume: started over
     handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     for sig, before in handlers.items():
         if before is not signal.SIG_IGN:
@@ -219,7 +226,11 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
         while (waiting or running) and not stop:
             while waiting and len(running) < jobs and not failure and not stop:
                 run = waiting.pop(0)
-                cmd = trainer_command(sweep, run)
+                if run.name in {row["run"] for row in read_rows(sweep.csv)}:  # (another sweep's meanwhile)
+                    bar.update(1)
+                    tqdm.write(f"{run.name}: its row was written meanwhile (another sweep); skipped")
+                    continue
+                cmd = trainer_command(sweep, run, fresh=run.name in fresh)
                 # Files, not pipes: a trainer that writes more than a pipe holds must not block on it.
                 logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
                 proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True)
@@ -231,6 +242,13 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                 running.remove(item)
                 run, proc, logs, start = item
                 out, err = (_read_and_close(f) for f in logs)
+                if proc.returncode == RESUME_REFUSED_EXIT and run.name not in fresh and not stop:
+                    # Its folder's run cannot continue (e.g. the dataset was regenerated): start over.
+                    reason = err.strip().splitlines()[-1] if err.strip() else ""
+                    tqdm.write(f"{run.name}: cannot resume ({reason.removeprefix('error: ')}); starting over")
+                    fresh.add(run.name)
+                    waiting.insert(0, run)
+                    continue
                 if proc.returncode and stop:
                     # Killed by the signal that stops the sweep (sent to the whole process group,
                     # as Ctrl-C or `kill -- -PGID` do): stopped like the runs in flight, not failed.

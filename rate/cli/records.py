@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from rate.config import atomic_write_text, config_row
+from rate.config import ConfigError, atomic_write_text, config_row
 
 
 def machine_info() -> dict[str, Any]:
@@ -46,6 +46,26 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def check_results_csv(path: str | Path) -> None:
+    """ConfigError unless ``path`` is missing, empty or a results CSV of this project (a ``run``
+    column, no row wider than the header): appending a row rewrites the whole file, which must
+    never happen to another kind of file."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    try:
+        with path.open(newline="") as fh:
+            reader = csv.DictReader(fh)
+            header, wide = reader.fieldnames or [], any(None in row for row in reader)
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file, not a results CSV (a CSV of this project names its runs "
+                          "in a 'run' column)") from None
+    if "run" not in header or wide:
+        why = "no 'run' column" if "run" not in header else "rows wider than its header"
+        raise ConfigError(f"{path}: {why}, not a results CSV of this project; name a new file or one its trainers "
+                          "wrote")
+
+
 def append_row(path: str | Path, row: dict[str, Any]) -> None:
     """Append ``row``; columns are the union over all rows; the file is replaced atomically.
 
@@ -55,6 +75,7 @@ def append_row(path: str | Path, row: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        check_results_csv(path)
         rows = read_rows(path) + [{k: ("" if v is None else v) for k, v in row.items()}]
         columns: list[str] = []
         for r in rows:

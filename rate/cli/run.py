@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rate.checkpoint import CheckpointError, RunFolder, check_run_dir, exclusive_run_dir
-from rate.cli.records import record_run
+from rate.cli.records import check_results_csv, record_run
 from rate.config import ConfigError, describe_config, load_yaml
 from rate.training import positive_int
 
@@ -30,10 +30,13 @@ def write_error_types() -> tuple[type[BaseException], ...]:
 
 
 def error_exit(err: BaseException) -> int:
-    """Print ``err`` as one ``error:`` line; the exit status of bad input (2)."""
+    """Print ``err`` as one ``error:`` line; the exit status of bad input (2), or of a run that
+    cannot be resumed (:data:`rate.checkpoint.RESUME_REFUSED_EXIT`, 3)."""
+    from rate.checkpoint import RESUME_REFUSED_EXIT, ResumeRefused
+
     prefix = "file system: " if isinstance(err, write_error_types()) else ""
     print(f"error: {prefix}{err}", file=sys.stderr)
-    return 2
+    return RESUME_REFUSED_EXIT if isinstance(err, ResumeRefused) else 2
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -139,6 +142,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             check_run_dir(out, resume, args.overwrite, resumable)  # again, now that no other trainer can write it
             if args.csv:
                 check_file_target(args.csv)  # before the training, not after it
+                check_results_csv(args.csv)
             if replaces_itself:
                 metrics = train_run(cfg, out)
             else:  # (these trainers write their checkpoint once, at the end)

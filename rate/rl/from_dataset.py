@@ -239,7 +239,7 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
     inferred = infer_from_dataset(dataset)
     data = merge_sections(inferred, base) if config is not None else merge_sections(base, inferred)
     data["dataset_id"] = dataset
-    data = apply_overrides(data, overrides)
+    data = apply_overrides(data, overrides, RATEExperimentConfig)
     _forget_other_environment(data["eval"], inferred["eval"], apply_overrides(given, overrides).get("eval") or {})
     if "env_id" not in data.get("eval", {}):
         if data.get("eval", {}).get("episodes") != 0:

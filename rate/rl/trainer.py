@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, RunFolder, load_weights, read_checkpoint,
-                             save_checkpoint)
+from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights,
+                             read_checkpoint, save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.rl.experiment import (CHECKPOINT_KIND, EvalConfig, RATEExperimentConfig, build_rate, check_eval_envs,
                                 eval_lengths, evaluate_lengths, load_dataset_for)
@@ -159,38 +159,39 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
                         data_fingerprint: str | None = None) -> tuple[int, float]:
     """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
     seconds trained so far.
-    CheckpointError when the run was trained with another config (:data:`RESUMABLE_CHANGES` aside)
-    or drew its batches from another number of training windows than ``windows`` (the data
-    changed, or how windows are cut: its batches would not continue)."""
+    ResumeRefused (a CheckpointError) when the run was trained with another config
+    (:data:`RESUMABLE_CHANGES` aside), its training state is missing or unreadable, or it drew its
+    batches from other data: another number of training windows than ``windows`` (the data
+    changed, or how windows are cut) or other episodes than ``data_fingerprint`` says."""
     meta, _ = read_checkpoint(out, CHECKPOINT_KIND)  # the run folder must hold a checkpoint of this kind
     changes = config_changes(meta["config"], cfg)
     if changes:
-        raise CheckpointError(f"{out} was trained with another config ({'; '.join(changes[:4])}"
+        raise ResumeRefused(f"{out} was trained with another config ({'; '.join(changes[:4])}"
                               f"{'; ...' if len(changes) > 4 else ''}); resume with the config and overrides it was "
                               "started with, or train into a new --out")
     path = out / STATE_FILE
     if not path.is_file():
-        raise CheckpointError(f"{out}: no {STATE_FILE} to resume from")
+        raise ResumeRefused(f"{out}: no {STATE_FILE} to resume from")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
     except Exception as err:  # a truncated or foreign file: torch raises several types
-        raise CheckpointError(f"{path}: unreadable training state: {err}") from err
+        raise ResumeRefused(f"{path}: unreadable training state: {err}") from err
     missing = [k for k in ("step", "model", "optimizer", "scheduler", "rng_torch", "rng_numpy", "rng_python")
                if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"{path}: not a training state of this library (no {', '.join(missing)})")
+        raise ResumeRefused(f"{path}: not a training state of this library (no {', '.join(missing)})")
     saved = state.get("windows")
     if saved is None and windows is not None and cfg.window_start == "random":
         # Saved before random windows became one per step (2026-12-05): they were one per episode.
-        raise CheckpointError(f"{path}: this run drew random windows the way of an older version of the library "
+        raise ResumeRefused(f"{path}: this run drew random windows the way of an older version of the library "
                               "(one per episode); its batches cannot continue: train into a new --out")
     if saved is not None and windows is not None and int(saved) != windows:
-        raise CheckpointError(f"{path}: the run drew its batches from {int(saved)} training windows, the data now "
+        raise ResumeRefused(f"{path}: the run drew its batches from {int(saved)} training windows, the data now "
                               f"gives {windows} (another dataset, or another way of cutting windows); its batches "
                               "cannot continue: train into a new --out")
     saved_data = state.get("data_fingerprint")
     if saved_data is not None and data_fingerprint is not None and saved_data != data_fingerprint:
-        raise CheckpointError(f"{path}: the run trained on other episodes than {cfg.dataset_id} now holds (the "
+        raise ResumeRefused(f"{path}: the run trained on other episodes than {cfg.dataset_id} now holds (the "
                               "dataset was changed or regenerated under its id); its batches and observation "
                               "statistics would not continue: train into a new --out")
     _warn_schedule_change(meta["config"].get("train", {}).get("steps"), cfg.train, int(state["step"]))
