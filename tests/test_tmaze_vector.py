@@ -174,3 +174,20 @@ def test_a_rollout_that_fails_early_closes_every_environment_it_made():
     with pytest.raises(ValueError, match="cannot start"):
         rollout(factory_failing_at(made), Refuses(), 3, seed=0)
     assert len(made) == 3 and all(env.closed for env in made)
+
+
+def test_rollouts_refuse_other_autoreset_modes_and_checks_make_the_vector_environment():
+    """SAME_STEP puts an ended row's success flag in final_info and DISABLED cannot step an
+    ended row beside the others: refused rather than read wrong.  The evaluation check makes the
+    vector environment too, so a keyword only the single T-Maze takes fails before training."""
+    from rate.config import ConfigError
+    from rate.rl.experiment import check_envs
+    from rate.rl.rollout import _VectorSteps
+
+    for mode in (gym.vector.AutoresetMode.SAME_STEP, gym.vector.AutoresetMode.DISABLED):
+        envs = gym.vector.SyncVectorEnv([lambda: gym.make("rate/TMaze-v0")] * 2, autoreset_mode=mode)
+        with pytest.raises(ValueError, match="played with NEXT_STEP autoreset"):
+            _VectorSteps(envs)
+        envs.close()
+    with pytest.raises(ConfigError, match="cannot make the vector environment of 'rate/TMaze-v0'"):
+        check_envs(EvalConfig(env_kwargs={"render_mode": "ansi"}), [12], None)

@@ -300,6 +300,13 @@ def check_envs(ev: EvalConfig, lengths: list[int | None], model: RATEConfig | No
             env.close()
         if problem:
             raise ConfigError(f"eval: {ev.env_id!r} with {kwargs} gives {problem}")
+        try:  # the task's own vector environment, where the rollouts take it
+            envs = make_eval_envs(ev, 1, t)
+        except Exception as err:  # what its constructor raises for keywords the single one takes
+            raise ConfigError(f"eval: cannot make the vector environment of {ev.env_id!r} with {kwargs}: "
+                              f"{type(err).__name__}: {err}") from err
+        if not callable(envs):
+            envs.close()
 
 
 def make_policy(model: RATEModel, cfg: RATEExperimentConfig):

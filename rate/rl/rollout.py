@@ -103,6 +103,11 @@ class _VectorSteps:
     their last observation in ``obs`` and get reward 0."""
 
     def __init__(self, envs: gym.vector.VectorEnv):
+        # NEXT_STEP only: with SAME_STEP an ended row's info is its next episode's (the flag sits in
+        # final_info), and with DISABLED a row that ended cannot be stepped beside the others.
+        mode = envs.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
+        if mode != gym.vector.AutoresetMode.NEXT_STEP:
+            raise ValueError(f"vector environments are played with NEXT_STEP autoreset; this one resets {mode}")
         self.envs = envs
 
     def reset(self, seed: int, options: dict[str, Any] | None) -> np.ndarray:
