@@ -71,7 +71,17 @@ def test_full_bptt_counts_as_the_deepest_depth():
     rows[6] = row("rmt-m5-full", 5, 0, -1, 1.79)  # depth -1 (full BPTT) instead of 2
     text = claims(collect([{k: str(v) for k, v in r.items()} for r in rows]))
     assert "depth full 1.790 against depth 0" in text[1]
-    assert "depth 0 1.980 -> depth 1 1.850 -> depth -1 1.790" in text[2] and ": holds" in text[2]
+    assert "depth 0 1.980 -> depth 1 1.850 -> depth full 1.790" in text[2] and ": holds" in text[2]
+
+
+def test_deeper_bptt_needs_every_extra_depth_beyond_the_seed_spread():
+    """The mean falling is not enough (the rule of claims 2 and 4): depth 1 -> 2 inside the two
+    rows' seed spreads makes claim 3 not hold."""
+    rows = paper_like()
+    rows[5] = row("rmt-m5-bptt1", 5, 0, 1, 1.80)  # depth 1: 1.80 and 1.78, depth 2: 1.79 and 1.77
+    rows += [row("rmt-m5-bptt1", 5, 0, 1, 1.78, seed=1), row("rmt-m5-bptt2", 5, 0, 2, 1.77, seed=1)]
+    text = claims(collect([{k: str(v) for k, v in r.items()} for r in rows]))[2]
+    assert text.startswith("3. **Deeper BPTT helps**: does not hold") and "0->1 yes, 1->2 no" in text
 
 
 def test_combination_level_with_a_cache_within_the_seed_spread_is_not_best():

@@ -58,7 +58,7 @@ class TaskPage:
 TMAZE = TaskPage(
     "tmaze", "RATE and baselines on passive T-Maze", 90,
     "Every model is trained on corridors up to T = 90 (its K steps x N segments are in the table)",
-    "Paper (RATE, NeurIPS-25 Table 5; their training lengths reach T = 900):",
+    "Paper (RATE, NeurIPS-25 Table 5, mean +- sem over 4 runs; their training lengths reach T = 900):",
     # RATE paper (NeurIPS-25 Table 5; trained on T <= 900 there, mean +- sem over 4 runs).
     {"RATE": {90: "1.00", 480: "0.90 +- 0.07", 900: "0.90 +- 0.07"}, "DT": {90: "1.00", 480: "0.50", 900: "0.50"}},
 )
