@@ -2,6 +2,7 @@
 
     python -m envs.oracle_score vizdoom [--length 2100] [--episodes 100] [--seed 0] [--noise 0.0] [--guess]
     python -m envs.oracle_score memory-maze [--size 9] [--length 1000] [--episodes 100] [--seed 0] [--noise 0.0]
+    python -m envs.oracle_score popgym --popgym-task RepeatFirstMedium [--episodes 100] [--copy-previous]
 
 Plays ``--episodes`` episodes of ``--length`` steps, reset with seeds seed .. seed + episodes - 1 (the
 seeds a model's evaluation uses, ``rate.rl.rollout``), and prints the mean return with its standard
@@ -12,7 +13,14 @@ privileged state, so they bound what a policy could collect in the same episodes
   (the analogue of the paper's OracleDT row).  ``--guess`` makes it seek a colour drawn at random
   per episode instead: a walker as skilled but without the cue, what no memory at all gets;
 - ``memory-maze``: :class:`envs.memory_maze.MazeOracle`, the shortest path to each target in turn
-  (``--guess`` does not apply: the target's colour is always on screen).
+  (``--guess`` does not apply: the target's colour is always on screen);
+- ``popgym``: :func:`envs.popgym_tasks.oracle_action` on ``--popgym-task`` (its own length;
+  ``--length`` does not apply).  ``--copy-previous`` plays the oracle's first action and then
+  repeats its own previous action at every step: a policy with nothing but one step of action
+  feedback, which every model here has (RATE and DT read the previous action as a token, BC-GRU
+  as an input).  Where it scores the oracle's return (RepeatFirst: the first action is the
+  visible first card's suit, then the answer never changes) the task does not test memory for
+  them.
 
 ``--noise p`` replaces each action by a uniformly random one with probability p, as the dataset
 generators do (``envs.vizdoom_data``, ``envs.memory_maze_data``), so the data's own return can be
@@ -31,7 +39,7 @@ import numpy as np
 
 from .recording import check_noise, play_episode, with_random_actions
 
-TASKS = ("vizdoom", "memory-maze")
+TASKS = ("vizdoom", "memory-maze", "popgym")
 
 
 @dataclass
@@ -49,9 +57,32 @@ class OracleScore:
                 f"mean length {self.lengths.mean():.0f} steps, {self.minutes:.1f} min")
 
 
-def _make(task: str, length: int, size: int) -> tuple[gym.Env, type]:
+class _POPGymOracle:
+    """The POPGym oracle as the other tasks' oracle classes are used: called with the env."""
+
+    def __call__(self, env: gym.Env) -> int:
+        from .popgym_tasks import oracle_action
+
+        return oracle_action(env)
+
+
+class _CopyPrevious:
+    """``oracle``'s first action, then the previous action again at every step."""
+
+    def __init__(self, oracle):
+        self.oracle, self.last = oracle, None
+
+    def __call__(self, env: gym.Env) -> int:
+        if self.last is None:
+            self.last = self.oracle(env)
+        return self.last
+
+
+def _make(task: str, length: int, size: int, popgym_task: str = "") -> tuple[gym.Env, type]:
     import rate_envs  # noqa: F401  (registers the rate/ environments)
 
+    if task == "popgym":
+        return gym.make("rate/POPGym-v0", task=popgym_task), _POPGymOracle
     if task == "vizdoom":
         from .vizdoom_two_colors import ObjectOracle
 
@@ -62,7 +93,8 @@ def _make(task: str, length: int, size: int) -> tuple[gym.Env, type]:
 
 
 def score_oracle(task: str, length: int, episodes: int = 100, seed: int = 0, noise: float = 0.0,
-                 guess: bool = False, size: int = 9, progress: bool = True) -> OracleScore:
+                 guess: bool = False, size: int = 9, progress: bool = True, popgym_task: str = "",
+                 copy_previous: bool = False) -> OracleScore:
     """Play the task's oracle (see the module docstring) and return its scores; closes the environment."""
     from rate.training import progress_bar
 
@@ -70,10 +102,14 @@ def score_oracle(task: str, length: int, episodes: int = 100, seed: int = 0, noi
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if guess and task != "vizdoom":
         raise ValueError("--guess applies to vizdoom only (Memory Maze shows the target colour all the time)")
+    if (task == "popgym") != bool(popgym_task):
+        raise ValueError("--popgym-task names the POPGym task, and goes with the popgym task only")
+    if copy_previous and task != "popgym":
+        raise ValueError("--copy-previous applies to popgym only")
     if length < 1 or episodes < 1:
         raise ValueError(f"length and episodes must be >= 1, got {length} and {episodes}")
     check_noise(noise)
-    env, oracle_class = _make(task, length, size)
+    env, oracle_class = _make(task, length, size, popgym_task)
     rng = np.random.default_rng(seed)  # the random actions' and guessed colours' stream
     n_actions = int(env.action_space.n)
     returns, lengths, started = [], [], time.perf_counter()
@@ -81,6 +117,7 @@ def score_oracle(task: str, length: int, episodes: int = 100, seed: int = 0, noi
     try:
         for i in range(episodes):
             oracle = oracle_class(seek=str(rng.choice(["good", "bad"]))) if guess else oracle_class()
+            oracle = _CopyPrevious(oracle) if copy_previous else oracle
             played = play_episode(env, with_random_actions(oracle, n_actions, noise, rng), seed + i)
             returns.append(sum(played.rewards))
             lengths.append(len(played.actions))
@@ -101,18 +138,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noise", type=float, default=0.0, help="chance of a random action at each step")
     parser.add_argument("--guess", action="store_true", help="vizdoom: seek a random colour per episode")
     parser.add_argument("--size", type=int, default=9, help="memory-maze: the maze size")
+    parser.add_argument("--popgym-task", default="", help="popgym: the task, e.g. RepeatFirstMedium")
+    parser.add_argument("--copy-previous", action="store_true",
+                        help="popgym: the oracle's first action, then its own previous action at every step")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    length = args.length if args.length is not None else (2100 if args.task == "vizdoom" else 1000)
+    if args.task == "popgym" and args.length is not None:
+        parser.error("--length: a POPGym task has its own length")
+    length = args.length if args.length is not None else {"vizdoom": 2100, "memory-maze": 1000}.get(args.task, 1)
     try:
         score = score_oracle(args.task, length, args.episodes, args.seed, args.noise, args.guess, args.size,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, popgym_task=args.popgym_task,
+                             copy_previous=args.copy_previous)
     except (ValueError, OSError, ImportError, gym.error.Error) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    who = "oracle seeking a random colour" if args.guess else "oracle"
+    who = ("oracle seeking a random colour" if args.guess else "oracle's first action, then its previous action"
+           if args.copy_previous else "oracle")
     seeds = f"{args.seed}..{args.seed + args.episodes - 1}"
-    print(f"{args.task} {who}, length {length}, noise {args.noise}, seeds {seeds}: {score.line()}")
+    task = f"popgym {args.popgym_task}" if args.task == "popgym" else args.task
+    length_text = "" if args.task == "popgym" else f", length {length}"
+    print(f"{task} {who}{length_text}, noise {args.noise}, seeds {seeds}: {score.line()}")
     return 0
 
 

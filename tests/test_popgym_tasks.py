@@ -94,3 +94,19 @@ def test_tiny_rate_learns_repeat_previous(tmp_path):
     })
     _, metrics = train(cfg, tmp_path / "run", progress=False)
     assert metrics["eval"][51]["return"] >= 0.8, metrics
+
+
+def test_repeat_first_is_solved_by_copying_the_previous_action_and_the_others_are_not(capsys):
+    """One step of action feedback (what every model here has) solves RepeatFirst: the first action
+    is the visible first card's suit, and the answer never changes.  The reference row of
+    results/popgym_notes.md (python -m envs.oracle_score popgym --copy-previous)."""
+    from rate_envs.oracle_score import main, score_oracle
+
+    copy = {task: score_oracle("popgym", 1, episodes=5, popgym_task=task, copy_previous=True,
+                               progress=False).returns.mean() for task in ("RepeatFirstMedium", "RepeatPreviousEasy")}
+    assert copy["RepeatFirstMedium"] == pytest.approx(1.0) and copy["RepeatPreviousEasy"] < 0
+    assert main(["popgym", "--popgym-task", "RepeatFirstEasy", "--copy-previous", "--episodes", "2",
+                 "--no-progress"]) == 0
+    assert "return 1.00" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--copy-previous applies to popgym only"):
+        score_oracle("vizdoom", 90, copy_previous=True)
