@@ -184,3 +184,43 @@ def test_integer_observations_without_an_environment_take_their_types_range(tmp_
                         "test/d4rl/pixels-v0")
     space = ds.spec.observation_space
     assert space.dtype == np.uint8 and (space.low == 0).all() and (space.high == 255).all()
+
+
+def test_images_keep_their_exact_values_and_any_channel_count(tmp_path):
+    """Minari would JPEG-encode uint8 images of 32 x 32 pixels or more (lossy, and refusing 1 or 4
+    channels); an import stores the file's values."""
+    rng = np.random.default_rng(0)
+    for channels in (1, 3, 4):
+        obs = rng.integers(0, 256, (10, 32, 32, channels), dtype=np.uint8)
+        ds, _ = import_d4rl(write_d4rl(tmp_path / f"img{channels}.hdf5", observations=obs, next_observations=obs),
+                            f"test/d4rl/img{channels}-v0")
+        first = next(ds.iterate_episodes())
+        np.testing.assert_array_equal(first.observations[:4], obs[:4])
+
+
+def test_older_files_without_timeouts_and_one_dimensional_actions(tmp_path):
+    path = write_d4rl(tmp_path / "old.hdf5", actions=np.linspace(-1, 1, 10).astype(np.float32))
+    with h5py.File(path, "a") as f:
+        del f["timeouts"]
+    with pytest.warns(UserWarning, match="no timeouts"):
+        ds, summary = import_d4rl(path, "test/d4rl/old-v0")
+    assert summary.episodes == 2  # the terminal at step 3, then a trailing run
+    assert ds.spec.action_space.shape == (1,)  # one continuous action per step
+    column = write_d4rl(tmp_path / "column.hdf5", observations=np.zeros((10, 4), np.float32), next_obs=False,
+                        actions=(np.arange(10) % 2)[:, None])
+    ds, _ = import_d4rl(column, "test/d4rl/cartpole-column-v0", env_id="CartPole-v1")
+    assert ds.spec.action_space.n == 2
+
+
+def test_env_ids_from_entry_points_rounded_bounds_and_reference_tasks(tmp_path):
+    from rate.data.d4rl import reference_task
+
+    tmaze = write_d4rl(tmp_path / "tmaze.hdf5", observations=np.zeros((10, 4), np.float32), next_obs=False,
+                       actions=np.arange(10) % 4)
+    ds, _ = import_d4rl(tmaze, "test/d4rl/tmaze-v0", env_id="rate/TMaze-v0")  # registered by an entry point
+    assert ds.spec.env_spec.id == "rate/TMaze-v0"
+    rounded = write_d4rl(tmp_path / "rounded.hdf5", actions=np.full((10, 2), 1.0000001, np.float32))
+    assert import_d4rl(rounded, "test/d4rl/rounded-v0")[1].steps == 10
+    assert [reference_task(e) for e in ("Hopper-v5", "mujoco:Walker2d-v4", "hopper-medium-v2",
+                                        "dm_control/hopper-hop-v0", "Ant-v5")] == ["hopper", "walker2d", "hopper",
+                                                                                   None, None]

@@ -379,6 +379,9 @@ def test_a_dataset_without_an_environment_asks_for_one(datasets):
     with pytest.raises(ConfigError, match="eval.env_id=ID"):
         config_for_dataset("tests/no-env-v0")
     assert config_for_dataset("tests/no-env-v0", overrides=["eval.env_id=CartPole-v1"]).eval.env_id == "CartPole-v1"
+    # (an imported D4RL file records no environment: the id the user names brings D4RL's scores)
+    hopper = config_for_dataset("tests/no-env-v0", overrides=["eval.env_id=Hopper-v5"]).eval
+    assert hopper.ref_scores == [-20.272305, 3234.3]
 
 
 def test_evaluating_in_another_environment_drops_the_recorded_ones_settings(datasets):

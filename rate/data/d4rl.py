@@ -3,8 +3,9 @@
 The ``d4rl`` package is not a dependency (it needs old gym and mujoco-py and cannot work
 offline); its file format is simple: flat arrays of N steps ``observations`` (N, obs),
 ``actions`` (N, act), ``rewards`` (N,), ``terminals`` (N,) (true terminations) and ``timeouts``
-(N,) (time-limit ends), optionally ``next_observations``.  Episodes end where
-``terminals | timeouts``; a trailing run without either becomes a truncated episode.
+(N,) (time-limit ends; optional, as in D4RL's older files), optionally ``next_observations``.
+Episodes end where ``terminals | timeouts``; a trailing run without either becomes a truncated
+episode.  Actions of one dimension are read as one action per step (a (N, 1) Box, or integers).
 
     python -m rate.cli.import_d4rl FILE.hdf5 DATASET_ID [--env Hopper-v5] [--overwrite]
 """
@@ -18,9 +19,12 @@ import gymnasium as gym
 import numpy as np
 
 from rate.data.minari_writer import check_dataset_id, write_minari_dataset
-from rate.data.episodes import DatasetError
+from rate.data.episodes import ACTION_BOUND_TOLERANCE, DatasetError
 
-REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
+REQUIRED = ("observations", "actions", "rewards", "terminals")
+# D4RL's older files have no timeouts (its own qlearning_dataset treats the field as optional):
+# then only terminals end episodes, and a time-limit end runs into the next episode.
+OPTIONAL = ("timeouts", "next_observations")
 # D4RL's reference returns (d4rl/infos.py, the -random-v0 and expert entries used for v1/v2).
 REF_SCORES = {
     "hopper": (-20.272305, 3234.3),
@@ -29,10 +33,21 @@ REF_SCORES = {
 }
 
 
+def reference_task(env: str) -> str | None:
+    """The D4RL task (a REF_SCORES key) that ``env`` is: Gymnasium's MuJoCo ids (``Hopper-v5``,
+    ``module:Hopper-v4``) or D4RL's names (``hopper-medium-v2``), not another suite's task of a
+    similar name (``dm_control/hopper-hop-v0``: other reward, other scale)."""
+    name = env.split(":")[-1]
+    if "/" in name:  # a namespaced id: another suite
+        return None
+    key = name.lower().split("-")[0]
+    return key if key in REF_SCORES else None
+
+
 def normalized_score(env: str, returns) -> np.ndarray:
     """D4RL normalised score (a fraction; papers print x100) of raw episode returns."""
-    key = env.lower().split("-")[0]
-    if key not in REF_SCORES:
+    key = reference_task(env)
+    if key is None:
         raise KeyError(f"no D4RL reference scores for {env!r}; known: {sorted(REF_SCORES)}")
     lo, hi = REF_SCORES[key]
     return (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
@@ -64,7 +79,7 @@ def read_d4rl(path: str | Path, keep_infos: bool = False) -> dict[str, np.ndarra
             missing = [k for k in REQUIRED if k not in f]
             if missing:
                 raise DatasetError(f"{path}: not a D4RL file, missing {', '.join(missing)}")
-            keys = [k for k in REQUIRED + ("next_observations",) if k in f]
+            keys = [k for k in REQUIRED + OPTIONAL if k in f]
             groups = [k for k in keys if not isinstance(f[k], h5py.Dataset)]
             if groups:
                 raise DatasetError(f"{path}: {', '.join(groups)} must be arrays, not HDF5 groups")
@@ -76,6 +91,12 @@ def read_d4rl(path: str | Path, keep_infos: bool = False) -> dict[str, np.ndarra
     n = len(data["rewards"])
     if n == 0:
         raise DatasetError(f"{path}: no steps")
+    if "timeouts" not in data:
+        import warnings
+
+        warnings.warn(f"{path} has no timeouts (an older D4RL file): episodes end at terminals only, so an "
+                      "episode cut by a time limit runs into the next one", stacklevel=2)
+        data["timeouts"] = np.zeros(n, dtype=bool)
     for key in [k for k in data if k.startswith("infos/")]:
         if data[key].ndim == 0 or len(data[key]) != n:  # not per step (a per-episode goal list): no episode info
             del data[key]
@@ -86,6 +107,11 @@ def read_d4rl(path: str | Path, keep_infos: bool = False) -> dict[str, np.ndarra
             raise DatasetError(f"{path}: {key} has {len(arr)} rows, rewards has {n}")
         if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
             raise DatasetError(f"{path}: NaN or inf in {key}")
+    actions = data["actions"]
+    if actions.ndim == 1 and np.issubdtype(actions.dtype, np.floating):
+        data["actions"] = actions[:, None]  # one continuous action per step: (N, 1), as a Box of shape (1,)
+    elif actions.ndim == 2 and actions.shape[1] == 1 and np.issubdtype(actions.dtype, np.integer):
+        data["actions"] = actions[:, 0]  # one discrete action per step stored as a column
     if "next_observations" in data and data["next_observations"].shape != data["observations"].shape:
         raise DatasetError(f"{path}: next_observations of shape {data['next_observations'].shape}, observations "
                            f"{data['observations'].shape}")
@@ -145,6 +171,9 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
     """DatasetError unless the file's arrays fit the spaces of ``env_id`` (which the dataset will
     declare): observation shape; discrete actions as integers in range, or continuous actions
     of the space's shape inside its bounds.  ValueError for an id Gymnasium cannot make."""
+    from rate.data.env_plugins import load_env_plugins
+
+    load_env_plugins()  # ids registered through entry points (rate/TMaze-v0, ...)
     try:
         env = gym.make(env_id)
     except Exception as err:  # the registry's errors, or a missing optional dependency
@@ -163,7 +192,8 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
     elif isinstance(act_space, gym.spaces.Box):
         if act.shape[1:] != act_space.shape:
             raise DatasetError(f"actions have shape {act.shape[1:]}, {env_id} takes {act_space.shape}")
-        if len(act) and ((act < act_space.low).any() or (act > act_space.high).any()):
+        tol = ACTION_BOUND_TOLERANCE  # (float rounding of a rescaling, as training allows)
+        if len(act) and ((act < act_space.low - tol).any() or (act > act_space.high + tol).any()):
             raise DatasetError(f"actions outside {env_id}'s bounds {act_space.low.min()}..{act_space.high.max()}")
 
 
@@ -189,7 +219,10 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, ov
     summary = ImportSummary(len(episodes), n, not ends[-1], sorted(set(d4rl_contents(path)) - set(data)),
                             sorted(k for k in data if k.startswith("infos/")))
     obs_dim, act = data["observations"].shape[1:], data["actions"]
-    kwargs = {"algorithm_name": "d4rl-import", "description": f"imported from {Path(path).name}", "data_format": "hdf5"}
+    # jpeg_encoding off: Minari would otherwise store uint8 images of 32 x 32 pixels or more as lossy
+    # JPEG (and fail on 1- or 4-channel ones); an import keeps the file's values.
+    kwargs = {"algorithm_name": "d4rl-import", "description": f"imported from {Path(path).name}", "data_format": "hdf5",
+              "jpeg_encoding": False}
     if env_id is not None:
         kwargs["env"] = env_id
     else:
@@ -212,7 +245,7 @@ def spaces_of_actions(actions: np.ndarray, path: str | Path) -> gym.Space:
             raise DatasetError(f"{path}: integer actions of shape {actions.shape[1:]} from {actions.min()}: not "
                                "action ids 0..n-1; name the environment with --env")
         return gym.spaces.Discrete(int(actions.max()) + 1)
-    if actions.min() < -1.0 or actions.max() > 1.0:
+    if actions.min() < -1.0 - ACTION_BOUND_TOLERANCE or actions.max() > 1.0 + ACTION_BOUND_TOLERANCE:
         raise DatasetError(f"{path}: actions span {actions.min():.3g}..{actions.max():.3g}, outside [-1, 1]; name "
                            "the environment with --env so that the dataset records its action bounds")
     return gym.spaces.Box(-1.0, 1.0, actions.shape[1:], dtype=actions.dtype)

@@ -159,7 +159,12 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
     unless the user gave them too; D4RL's scores of the new id take their place where it has some."""
     from rate.data.env_plugins import same_environment
 
-    if "env_id" not in inferred or same_environment(evaluation.get("env_id"), inferred["env_id"]):
+    if "env_id" not in inferred:  # data recorded without an environment: the user's id may have D4RL scores
+        ref = d4rl_ref_scores(str(evaluation.get("env_id", "")))
+        if ref and "ref_scores" not in given:
+            evaluation["ref_scores"] = list(ref)
+        return
+    if same_environment(evaluation.get("env_id"), inferred["env_id"]):
         return
     if "env_kwargs" not in given:
         evaluation.pop("env_kwargs", None)
@@ -216,10 +221,10 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
 
 def d4rl_ref_scores(env_id: str) -> tuple[float, float] | None:
     """D4RL's (random, expert) returns for an environment id of a task D4RL scores, else None."""
-    from rate.data.d4rl import REF_SCORES
+    from rate.data.d4rl import REF_SCORES, reference_task
 
-    key = env_id.split(":")[-1].split("/")[-1].lower().split("-")[0]
-    return REF_SCORES.get(key)
+    key = reference_task(env_id)
+    return None if key is None else REF_SCORES[key]
 
 
 def config_for_dataset(dataset: str, model: str | None = "rate", config: str | Path | None = None,
