@@ -206,6 +206,10 @@ def test_older_files_without_timeouts_and_one_dimensional_actions(tmp_path):
         ds, summary = import_d4rl(path, "test/d4rl/old-v0")
     assert summary.episodes == 2  # the terminal at step 3, then a trailing run
     assert ds.spec.action_space.shape == (1,)  # one continuous action per step
+    # The command says it in one line, as its errors are said, not as a Python warning with source.
+    done = subprocess.run([sys.executable, "-m", "rate.cli.import_d4rl", str(path), "test/d4rl/old-cli-v0"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0 and done.stderr.startswith("warning: ") and done.stderr.count("\n") == 1, done.stderr
     column = write_d4rl(tmp_path / "column.hdf5", observations=np.zeros((10, 4), np.float32), next_obs=False,
                         actions=(np.arange(10) % 2)[:, None])
     ds, _ = import_d4rl(column, "test/d4rl/cartpole-column-v0", env_id="CartPole-v1")

@@ -53,8 +53,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
 
 def make_parser(console: str, doc: str) -> argparse.ArgumentParser:
     """A command's parser, named as it was called (:func:`invoked_as`), the module docstring as
-    description, defaults in ``--help``."""
+    description, defaults in ``--help``.  Every command makes one first, so this is also where its
+    warnings become one ``warning:`` line each (:func:`one_line_warnings`)."""
+    one_line_warnings()
     return argparse.ArgumentParser(prog=invoked_as(console), description=doc.strip(), formatter_class=HelpFormatter)
+
+
+def one_line_warnings() -> None:
+    """Warnings as ``warning: MESSAGE`` lines, as errors are ``error:`` lines: a command's user is
+    told what to check, not the library's file and line that noticed it."""
+    import warnings
+
+    warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
 
 
 def invoked_as(console: str) -> str:
