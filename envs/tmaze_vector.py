@@ -27,7 +27,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from rate_envs.tmaze import DOWN, LEFT, RIGHT, UP
+from .tmaze import DOWN, LEFT, RIGHT, UP
 
 
 class TMazeVectorEnv(VectorEnv):
