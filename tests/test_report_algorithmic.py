@@ -35,6 +35,8 @@ def test_copy_at_nine_segments_states_whether_the_claim_holds():
     rows = [row(f"copy24/{m}/seg9/seed{s}", "512", acc) for m, accs in (("rmt", (0.4, 0.2)), ("trxl", (0.3, 0.25)))
             for s, acc in enumerate(accs)]
     assert "the claim **does not hold** here" in render(rows, "p.png")
+    one = [row("copy24/rmt/seg9/seed0", "512", 1.0), row("copy24/trxl/seg9/seed0", "512", 0.3)]
+    assert "not checked: one seed (n = 1 / 1) has no seed spread" in render(one, "p.png")  # a spread of 0 would hold
 
 
 def test_retrieval_reports_when_each_seed_left_the_plateau():
