@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -292,8 +293,15 @@ def _is_section(cls: type | None, path: list[str]) -> bool:
     for part in path:
         if tp is None or not dataclasses.is_dataclass(tp):
             return False
-        tp = get_type_hints(tp).get(part)
+        tp = _type_hints(tp).get(part)
     return tp is not None and dataclasses.is_dataclass(tp)
+
+
+@functools.cache
+def _type_hints(cls: type) -> dict[str, Any]:
+    """``typing.get_type_hints(cls)``, once per class (it evaluates every annotation per call; a
+    sweep of thousands of runs applies overrides to each)."""
+    return get_type_hints(cls)
 
 
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:

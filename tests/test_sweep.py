@@ -336,3 +336,14 @@ def children_of(pid: int) -> list[int]:
         if int(state_and_parent[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def test_ctrl_c_while_the_configs_are_checked_is_one_line(tmp_path, monkeypatch, capsys):
+    sweep_file, _ = tiny_sweep(tmp_path, steps=3)
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("train.sweep.load_yaml", interrupted)
+    assert main([str(sweep_file)]) == 128 + signal.SIGINT
+    assert capsys.readouterr().err == "stopped before any run started\n"

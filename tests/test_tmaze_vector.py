@@ -191,3 +191,21 @@ def test_rollouts_refuse_other_autoreset_modes_and_checks_make_the_vector_enviro
         envs.close()
     with pytest.raises(ConfigError, match="cannot make the vector environment of 'rate/TMaze-v0'"):
         check_envs(EvalConfig(env_kwargs={"render_mode": "ansi"}), [12], None)
+
+
+def test_an_environment_without_a_time_limit_is_named_before_its_rollouts(monkeypatch):
+    """At its own length such an environment's rollouts run until every episode ends: said first."""
+    import warnings
+
+    from rate.rl import experiment
+
+    monkeypatch.setattr(experiment, "rollout", lambda *args, **kwargs: None)
+    monkeypatch.setattr(experiment, "summarise", lambda *args: {})
+    if "test/NoTimeLimit-v0" not in gym.registry:
+        gym.register("test/NoTimeLimit-v0", entry_point="gymnasium.envs.classic_control:CartPoleEnv")
+    with pytest.warns(UserWarning, match="registers no time limit"):
+        experiment.rollout_lengths(EvalConfig(env_id="test/NoTimeLimit-v0"), lambda: None, [None], 1, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        experiment.rollout_lengths(EvalConfig(env_id="CartPole-v1"), lambda: None, [None], 1, 0)
+        experiment.rollout_lengths(EvalConfig(), lambda: None, [None, 12], 1, 0)  # the T-Maze ends by itself

@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C while the configs are checked: nothing started yet
+        print("stopped before any run started", file=sys.stderr)
+        return 128 + signal.SIGINT
     done = {row["run"] for row in rows}
     pending = [r for r in runs if r.name not in done and (not args.only or r.name.startswith(args.only))]
     try:

@@ -341,6 +341,10 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
     :func:`evaluate_lengths`.  ``video``: a folder that every episode is recorded into as
     ``<env>-T<length>-env<i>-episode-0.mp4`` (:func:`make_eval_env`)."""
     load_env_plugins()
+    if None in lengths and not _ends_by_itself(ev.env_id):
+        warnings.warn(f"{ev.env_id} registers no time limit: at its own length the rollouts run until every episode "
+                      "ends (set one: lengths with eval.length_kwarg max_episode_steps, rate-eval --lengths N "
+                      "--length-kwarg max_episode_steps)", stacklevel=3)
     results = {}
     for t in lengths:
         policy = policy_for_length()  # first: a policy that cannot be made leaves no environment open
@@ -356,6 +360,16 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
         results[t] = summarise(rollout(envs, policy, episodes, seed=seed, progress=progress),
                                ev.ref_scores or None)
     return results
+
+
+def _ends_by_itself(env_id: str) -> bool:
+    """Whether episodes of ``env_id`` end without a length given: a registered time limit, or one
+    of this project's tasks (each truncates itself).  An id that cannot be looked up: assumed so."""
+    try:
+        spec = gym.spec(env_id)
+    except gym.error.Error:
+        return True
+    return spec.max_episode_steps is not None or str(spec.entry_point).startswith("rate_envs")
 
 
 def build_policy_model(cfg: RATEConfig) -> RATEModel:
