@@ -225,7 +225,8 @@ class RunFolder:
         import shutil
         import tempfile
 
-        self.out = Path(out)
+        # Absolute: `--out .` would otherwise put the staging and trash folders inside the run folder.
+        self.out = Path(out).absolute()
         self.fresh = not (self.out.is_dir() and any(self.out.iterdir()))  # nothing of an earlier run there
         self.committed = False
         # Under torchrun only rank 0 writes (and holds the lock): another rank's failure must not

@@ -207,6 +207,9 @@ def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):
     again.save_pretrained(tmp_path / "shipped")
     assert rate.load_policy(tmp_path / "shipped").run_config["dataset_id"] == "some/data-v0"
     assert RATEModel.from_pretrained(tmp_path / "shipped").run_config.dataset_id == "some/data-v0"
+    # dataset_id= alone is read back too (not only recorded beside the config).
+    model.save_pretrained(tmp_path / "named", dataset_id="my/ds-v0")
+    assert RATEModel.from_pretrained(tmp_path / "named").run_config.dataset_id == "my/ds-v0"
 
 
 def test_save_pretrained_refuses_a_config_that_would_load_another_model_or_half_write(tmp_path):
@@ -217,9 +220,13 @@ def test_save_pretrained_refuses_a_config_that_would_load_another_model_or_half_
     other = to_dict(RATEExperimentConfig(model=replace(model.cfg, rtg_scale=10.0)))
     with pytest.raises(ValueError, match="model section differs from this model's config.*rtg_scale"):
         model.save_pretrained(tmp_path / "ckpt", run_config=other)
-    not_json = to_dict(RATEExperimentConfig(model=model.cfg)) | {"note": np.float32(1.5)}
-    with pytest.raises(TypeError, match="not JSON serializable"):
-        model.save_pretrained(tmp_path / "ckpt", run_config=not_json)
+    unreadable = to_dict(RATEExperimentConfig(model=model.cfg)) | {"note": np.float32(1.5)}
+    with pytest.raises(ValueError, match="cannot be read back as a run config: unknown config key note"):
+        model.save_pretrained(tmp_path / "ckpt", run_config=unreadable)
+    invalid = to_dict(RATEExperimentConfig(model=model.cfg))
+    invalid["eval"]["episodes"] = -1
+    with pytest.raises(ValueError, match="cannot be read back as a run config: .*episodes must be >= 0"):
+        model.save_pretrained(tmp_path / "ckpt", run_config=invalid)
     assert {p.name: p.read_bytes() for p in (tmp_path / "ckpt").iterdir()} == before  # untouched
 
 

@@ -107,3 +107,21 @@ def test_load_checkpoint_turns_every_bad_description_into_one_error(tmp_path, me
     (tmp_path / "ck" / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=pattern):
         load_checkpoint(tmp_path / "ck", CHECKPOINT_KIND, AlgorithmicConfig, build_model)
+
+
+def test_replacing_the_run_in_the_current_folder_swaps_it_whole(tmp_path, monkeypatch):
+    """`--out . --overwrite`: the staging and trash folders go beside the run folder, not inside it
+    (a relative '.' has no name), so the swap replaces every file of the earlier run."""
+    from rate.checkpoint import RunFolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_text("old")
+    (run / "tb").mkdir()
+    monkeypatch.chdir(run)
+    folder = RunFolder(".", overwrite=True)
+    assert folder.replacing and folder.path.parent == tmp_path
+    (folder.path / "model.safetensors").write_text("new")
+    folder.commit()
+    assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
+    assert (run / "model.safetensors").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]

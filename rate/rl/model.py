@@ -193,7 +193,16 @@ class PretrainedMixin:
                             if own.get(k) != dict(config["model"]).get(k))
             raise ValueError(f"run_config's model section differs from this model's config ({', '.join(differ[:5])})")
         config["model"] = own
-        dataset_id = dataset_id or config.get("dataset_id")
+        if dataset_id:
+            config["dataset_id"] = dataset_id  # (read back as run_config.dataset_id)
+        dataset_id = config.get("dataset_id")
+        from rate.config import ConfigError, from_dict
+        from rate.rl.experiment import RATEExperimentConfig
+
+        try:  # what from_pretrained reads back: refused now, not written over a loadable checkpoint
+            from_dict(RATEExperimentConfig, config)
+        except ConfigError as err:
+            raise ValueError(f"run_config cannot be read back as a run config: {err}") from None
         return save_checkpoint(directory, self, CHECKPOINT_KIND, config,
                                provenance() | ({"dataset_id": dataset_id} if dataset_id else {}))
 
