@@ -167,8 +167,8 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     changes = config_changes(meta["config"], cfg)
     if changes:
         raise ResumeRefused(f"{out} was trained with another config ({'; '.join(changes[:4])}"
-                              f"{'; ...' if len(changes) > 4 else ''}); resume with the config and overrides it was "
-                              "started with, or train into a new --out")
+                            f"{'; ...' if len(changes) > 4 else ''}); resume with the config and overrides it was "
+                            "started with, or train into a new --out")
     path = out / STATE_FILE
     if not path.is_file():
         raise ResumeRefused(f"{out}: no {STATE_FILE} to resume from")
@@ -184,16 +184,16 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     if saved is None and windows is not None and cfg.window_start == "random":
         # Saved before random windows became one per step (2026-12-05): they were one per episode.
         raise ResumeRefused(f"{path}: this run drew random windows the way of an older version of the library "
-                              "(one per episode); its batches cannot continue: train into a new --out")
+                            "(one per episode); its batches cannot continue: train into a new --out")
     if saved is not None and windows is not None and int(saved) != windows:
         raise ResumeRefused(f"{path}: the run drew its batches from {int(saved)} training windows, the data now "
-                              f"gives {windows} (another dataset, or another way of cutting windows); its batches "
-                              "cannot continue: train into a new --out")
+                            f"gives {windows} (another dataset, or another way of cutting windows); its batches "
+                            "cannot continue: train into a new --out")
     saved_data = state.get("data_fingerprint")
     if saved_data is not None and data_fingerprint is not None and saved_data != data_fingerprint:
         raise ResumeRefused(f"{path}: the run trained on other episodes than {cfg.dataset_id} now holds (the "
-                              "dataset was changed or regenerated under its id); its batches and observation "
-                              "statistics would not continue: train into a new --out")
+                            "dataset was changed or regenerated under its id); its batches and observation "
+                            "statistics would not continue: train into a new --out")
     _warn_schedule_change(meta["config"].get("train", {}).get("steps"), cfg.train, int(state["step"]))
     load_weights(model, state["model"], path)
     opt.load_state_dict(state["optimizer"])
