@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -51,14 +51,19 @@ RESUME_REFUSED_EXIT = 3
 def save_checkpoint(
     directory: str | Path, model: nn.Module, kind: str, config: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> Path:
+    import uuid
+
     directory = Path(directory)
+    # One id in both files: a save cut between the two renames leaves new weights beside an older
+    # config.json, which read_checkpoint then refuses instead of loading them into that config.
+    save_id = uuid.uuid4().hex
     # The description first: one that is not JSON (a numpy scalar, a dataclass) fails before
     # anything is written, instead of leaving new weights beside an old config.json.
-    meta = json.dumps({"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {}},
-                      indent=2)
+    meta = json.dumps({"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {},
+                       "save_id": save_id}, indent=2)
     directory.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp)))
+    atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp), metadata={"save_id": save_id}))
     atomic_write_text(directory / CONFIG, meta)
     return directory
 
@@ -106,8 +111,13 @@ def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], d
         raise CheckpointError(f"{directory}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
     try:
         weights = load_file(directory / WEIGHTS)
+        with safe_open(directory / WEIGHTS, "pt") as f:
+            weights_id = (f.metadata() or {}).get("save_id")
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{directory / WEIGHTS}: unreadable weights: {err}") from err
+    if meta.get("save_id") and weights_id and meta["save_id"] != weights_id:  # (older checkpoints have neither)
+        raise CheckpointError(f"{directory}: {WEIGHTS} and {CONFIG} come from different saves (a save cut short, or "
+                              "files copied together from two checkpoints)")
     # A model with NaN or infinite weights plays and exports as if nothing were wrong (every
     # action the argmax of NaN logits); training never saves one (it stops at a non-finite loss
     # or gradient), so such a file was damaged or written elsewhere.

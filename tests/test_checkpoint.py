@@ -125,3 +125,19 @@ def test_replacing_the_run_in_the_current_folder_swaps_it_whole(tmp_path, monkey
     folder.commit()
     assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
     assert (run / "model.safetensors").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_weights_and_description_of_different_saves_are_refused(tmp_path):
+    """A save cut between its two renames (or files copied from two checkpoints) pairs weights with
+    another save's config.json: refused, not loaded into that config.  Checkpoints written before
+    the save id existed still load."""
+    model = torch.nn.Linear(2, 2)
+    first = save_checkpoint(tmp_path / "a", model, "toy", {"n": 1})
+    second = save_checkpoint(tmp_path / "b", model, "toy", {"n": 2})
+    (first / "config.json").write_text((second / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="come from different saves"):
+        read_checkpoint(first, "toy")
+    meta = json.loads((second / "config.json").read_text())
+    del meta["save_id"]  # as an older version wrote it
+    (second / "config.json").write_text(json.dumps(meta))
+    assert read_checkpoint(second, "toy")[0]["config"] == {"n": 2}
