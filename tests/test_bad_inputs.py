@@ -393,7 +393,7 @@ def test_full_disk_while_writing_a_checkpoint(capsys, finished_run, monkeypatch)
     config, out = finished_run
     before = digest(out / "model.safetensors", out / "config.json")
 
-    def full_disk(tensors, path):
+    def full_disk(tensors, path, **kwargs):
         Path(path).write_bytes(b"\0" * 1000)
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
@@ -470,7 +470,7 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(capsys,
 
             patch.setattr(trainer, "train_step", diverging)
         else:
-            def full_disk(tensors, path):
+            def full_disk(tensors, path, **kwargs):
                 raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
             patch.setattr(checkpoint, "save_file", full_disk)
