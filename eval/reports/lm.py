@@ -74,6 +74,11 @@ def spread(xs: list[float]) -> float:
     return statistics.stdev(xs) if len(xs) > 1 else 0.0
 
 
+def depth_label(bptt: int) -> str:
+    """A BPTT depth as the page names it: -1 is full BPTT."""
+    return "full" if bptt == -1 else str(bptt)
+
+
 def verdict_of(verdicts: list[bool]) -> str:
     return "holds" if all(verdicts) else "holds partly" if any(verdicts) else "does not hold"
 
@@ -123,7 +128,7 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
             best = min((v for d, v in depths.items() if d != 0), key=lambda v: bpc[v])  # -1: full BPTT
             gain = bpc[zero] - bpc[best]
             verdicts.append(gain > std[zero] + std[best])
-            lines.append(f"m={m}: depth {'full' if best.bptt == -1 else best.bptt} {bpc[best]:.3f} against depth 0 {bpc[zero]:.3f} "
+            lines.append(f"m={m}: depth {depth_label(best.bptt)} {bpc[best]:.3f} against depth 0 {bpc[zero]:.3f} "
                          f"(gain {gain:+.3f}, seed spread {std[zero] + std[best]:.3f})")
         if verdicts:
             out.append(f"2. **BPTT helps**: {verdict_of(verdicts)} (rule: the best depth >= 1 beats depth 0 by more "
@@ -132,19 +137,18 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
 
         lines, verdicts = [], []
         for m in sorted({v.memory for v in rmts}):
-            seq = sorted(((v.bptt, bpc[v]) for v in rmts if v.memory == m),
-                         key=lambda item: math.inf if item[0] == -1 else item[0])  # -1 (full) is the deepest
+            seq = sorted((v for v in rmts if v.memory == m),
+                         key=lambda v: math.inf if v.bptt == -1 else v.bptt)  # -1 (full) is the deepest
             if len(seq) < 2:
                 continue
-            by_depth = {v.bptt: v for v in rmts if v.memory == m}
-            steps = [(by_depth[a], by_depth[b]) for (a, _), (b, _) in zip(seq, seq[1:])]
+            steps = list(zip(seq, seq[1:]))
             # The same rule as claims 2 and 4: a step counts where it beats the two rows' seed spreads.
             helped = [bpc[b] < bpc[a] - (std[a] + std[b]) for a, b in steps]
             verdicts.append(all(helped))
-            lines.append(f"m={m}: " + " -> ".join(f"depth {'full' if d == -1 else d} {x:.3f}" for d, x in seq)
+            lines.append(f"m={m}: " + " -> ".join(f"depth {depth_label(v.bptt)} {bpc[v]:.3f}" for v in seq)
                          + " (steps beyond the seed spread: "
-                         + ", ".join(f"{'full' if a.bptt == -1 else a.bptt}->{'full' if b.bptt == -1 else b.bptt} "
-                                     f"{'yes' if ok else 'no'}" for (a, b), ok in zip(steps, helped)) + ")")
+                         + ", ".join(f"{depth_label(a.bptt)}->{depth_label(b.bptt)} {'yes' if ok else 'no'}"
+                                     for (a, b), ok in zip(steps, helped)) + ")")
         if verdicts:
             out.append(f"3. **Deeper BPTT helps**: {verdict_of(verdicts)} (rule: test bpc falls with every extra "
                        "depth by more than the two rows' seed spreads, as in claims 2 and 4). " + "; ".join(lines)
