@@ -103,7 +103,7 @@ def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
     """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"{_path or cls.__name__}: expected a mapping, got {data!r}")
-    hints = get_type_hints(cls)
+    hints = _type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields), key=str)  # (YAML 1.1 reads `on:` or `1:` as non-string keys)
     if unknown:
