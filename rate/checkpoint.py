@@ -33,6 +33,9 @@ C = TypeVar("C")
 # 2: RATE models keep their encoders and action head in submodules (encoders.*, head.linear.*).
 FORMAT_VERSION = 2
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+# The keys of a checkpoint's ``extra`` that say what trained its weights (not what saved them
+# last): a loaded model keeps them as its ``training_record``; exports and re-saves carry it forward.
+TRAINING_RECORD_KEYS = ("rate_version", "git_commit", "dataset_id", "step")
 
 
 class CheckpointError(RuntimeError):

@@ -193,8 +193,8 @@ def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):
     import json
 
     extra = json.loads((tmp_path / "again" / "config.json").read_text())["extra"]
-    assert extra["rate_version"] == rate.__version__ and extra["dataset_id"] == "some/data-v0"
-    assert "git_commit" in extra  # this repository is a git checkout
+    assert extra["saved_with"]["rate_version"] == rate.__version__
+    assert "git_commit" in extra["saved_with"]  # this repository is a git checkout
     policy = rate.load_policy(tmp_path / "again")  # what save_pretrained writes is a policy
     policy.reset()
     assert 0 <= int(policy.act(np.zeros(4))) < 4
@@ -210,6 +210,29 @@ def test_save_pretrained_round_trip_records_where_the_model_came_from(tmp_path):
     # dataset_id= alone is read back too (not only recorded beside the config).
     model.save_pretrained(tmp_path / "named", dataset_id="my/ds-v0")
     assert RATEModel.from_pretrained(tmp_path / "named").run_config.dataset_id == "my/ds-v0"
+
+
+def test_a_loaded_model_saved_again_keeps_the_record_of_the_run_that_trained_it(tmp_path):
+    import json
+
+    folder = checkpoint(tmp_path)
+    meta = json.loads((folder / "config.json").read_text())
+    trained = {"rate_version": "0.0.1", "git_commit": "0123abc", "dataset_id": "some/data-v0", "step": 700}
+    meta["extra"] = trained | {"eval": {"30": {"success": 1.0}}}
+    (folder / "config.json").write_text(json.dumps(meta))
+    model = RATEModel.from_pretrained(folder)
+    model.run_config.dataset_id = "renamed/data-v0"  # what the config names now: not what trained it
+    assert model.training_record == trained  # (the evaluation is of that run's settings: not carried)
+    model.save_pretrained(tmp_path / "again")
+    extra = json.loads((tmp_path / "again" / "config.json").read_text())["extra"]
+    assert {k: extra[k] for k in trained} == trained  # not this checkout's commit, and the step kept
+    assert extra["saved_with"]["rate_version"] == rate.__version__ and "eval" not in extra
+    # A model made in this process records the code that made it; one whose record was dropped too.
+    model.training_record = None
+    model.save_pretrained(tmp_path / "changed")
+    extra = json.loads((tmp_path / "changed" / "config.json").read_text())["extra"]
+    assert extra["rate_version"] == rate.__version__ and "step" not in extra and "saved_with" not in extra
+    assert extra["dataset_id"] == "renamed/data-v0"
 
 
 def test_save_pretrained_refuses_a_config_that_would_load_another_model_or_half_write(tmp_path):

@@ -357,12 +357,9 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
 
     meta = export_metadata(step, to_dict(cfg), target)
     # What made the weights (package version, git commit, dataset, step) and what exported them.
-    from rate.checkpoint import provenance, read_checkpoint
-    from rate.rl.experiment import CHECKPOINT_KIND
+    from rate.checkpoint import provenance
 
-    trained = read_checkpoint(checkpoint, CHECKPOINT_KIND)[0]["extra"]
-    meta["provenance"] = {"trained": {key: trained[key] for key in ("rate_version", "git_commit", "dataset_id", "step")
-                                      if key in trained}, "exported": provenance()}
+    meta["provenance"] = {"trained": model.training_record, "exported": provenance()}
     writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
     checked: dict[str, float] = {}
 

@@ -390,8 +390,12 @@ def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None)
 
 
 def load_policy_model(path) -> tuple[RATEModel, RATEExperimentConfig]:
-    """The model (eval mode) and run config of a RATE checkpoint folder (CheckpointError when it is not one)."""
-    from rate.checkpoint import load_checkpoint
+    """The model (eval mode) and run config of a RATE checkpoint folder (CheckpointError when it is
+    not one).  The model's ``training_record`` holds what trained its weights (package version,
+    commit, dataset, step), which its exports and re-saves carry forward."""
+    from rate.checkpoint import TRAINING_RECORD_KEYS, load_checkpoint
 
-    model, cfg, _ = load_checkpoint(path, CHECKPOINT_KIND, RATEExperimentConfig, lambda c: build_policy_model(c.model))
+    model, cfg, meta = load_checkpoint(path, CHECKPOINT_KIND, RATEExperimentConfig,
+                                       lambda c: build_policy_model(c.model))
+    model.training_record = {key: meta["extra"][key] for key in TRAINING_RECORD_KEYS if key in meta["extra"]}
     return model, cfg

@@ -164,14 +164,22 @@ class PretrainedMixin:
     ``RATEModel.from_pretrained(dir)``.  What ``save_pretrained`` writes is a checkpoint that
     ``rate.load_policy``, ``rate-eval`` and ``rate-export`` read."""
 
+    # What trained the weights (rate_version, git_commit, dataset_id, step) when the model was
+    # loaded from a checkpoint; None for a model made in this process.  Set it to None after
+    # changing a loaded model's weights, so that its next save does not claim that run.
+    training_record: dict | None = None
+
     def save_pretrained(self, directory, run_config: dict | None = None, dataset_id: str | None = None):
         """Write the weights and config to ``directory`` (made if missing; each file atomically).
         ``run_config``: the whole run config (``to_dict`` of a RATEExperimentConfig), so that the
         policy is evaluated as it was trained; default the run config it was loaded with
         (``run_config`` attribute, set by :meth:`from_pretrained`), else the model config alone (the
         other sections then read back as their defaults: evaluation in T-Maze, which ``rate-eval
-        --env`` or ``rate.evaluate(env_id=...)`` overrides).  The config records
-        the package version, the git commit where there is one, and the dataset id."""
+        --env`` or ``rate.evaluate(env_id=...)`` overrides).  The config records what
+        trained the weights: for a loaded model its ``training_record`` (version, commit, dataset
+        and step of the run that trained it) with this save's version and commit as
+        ``saved_with``; for a model made in this process the package version, the git commit
+        where there is one, and the dataset id."""
         import dataclasses
 
         from rate.checkpoint import provenance, save_checkpoint
@@ -203,8 +211,11 @@ class PretrainedMixin:
             from_dict(RATEExperimentConfig, config)
         except ConfigError as err:
             raise ValueError(f"run_config cannot be read back as a run config: {err}") from None
-        return save_checkpoint(directory, self, CHECKPOINT_KIND, config,
-                               provenance() | ({"dataset_id": dataset_id} if dataset_id else {}))
+        if self.training_record is None:
+            record = provenance() | ({"dataset_id": dataset_id} if dataset_id else {})
+        else:  # (its dataset_id is the data that trained the weights, whatever the config now names)
+            record = dict(self.training_record) | {"saved_with": provenance()}
+        return save_checkpoint(directory, self, CHECKPOINT_KIND, config, record)
 
     @classmethod
     def from_pretrained(cls, directory, device: str = "cpu"):
