@@ -263,15 +263,30 @@ class RunFolder:
         import shutil
         import tempfile
 
-        self.committed = True
         if self.path == self.out:
+            self.committed = True
             return self.out
         # The folder itself stays (its lock is held); its entries are exchanged.
         trash = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
-        for entry in list(self.out.iterdir()):
-            entry.rename(trash / entry.name)
-        for entry in list(self.path.iterdir()):
-            entry.rename(self.out / entry.name)
+        moved_out: list[str] = []
+        moved_in: list[str] = []
+        try:
+            for entry in list(self.out.iterdir()):
+                entry.rename(trash / entry.name)
+                moved_out.append(entry.name)
+            for entry in list(self.path.iterdir()):
+                entry.rename(self.out / entry.name)
+                moved_in.append(entry.name)
+        except OSError:
+            # Put every entry back where it was: the earlier run whole in its folder, the new one
+            # in staging (which abandon() then deletes), instead of a mix of the two.
+            for name in reversed(moved_in):
+                (self.out / name).rename(self.path / name)
+            for name in reversed(moved_out):
+                (trash / name).rename(self.out / name)
+            trash.rmdir()
+            raise
+        self.committed = True
         self.path.rmdir()
         self.path = self.out
         shutil.rmtree(trash, ignore_errors=True)

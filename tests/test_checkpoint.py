@@ -127,6 +127,35 @@ def test_replacing_the_run_in_the_current_folder_swaps_it_whole(tmp_path, monkey
     assert (run / "model.safetensors").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_a_swap_that_fails_midway_puts_the_earlier_run_back_whole(tmp_path, monkeypatch):
+    from rate.checkpoint import RunFolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.json", "model.safetensors", "training_state.pt"):
+        (run / name).write_text(f"old {name}")
+    folder = RunFolder(run, overwrite=True)
+    for name in ("config.json", "model.safetensors", "training_state.pt"):
+        (folder.path / name).write_text(f"new {name}")
+    real_rename, calls = Path.rename, []
+
+    def rename(self, target):
+        calls.append(self)
+        if len(calls) == 5:  # the three old entries out, one new one in, then the disk fails
+            raise OSError(5, "Input/output error")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="Input/output error"):
+        folder.commit()
+    monkeypatch.setattr(Path, "rename", real_rename)
+    assert {p.name: p.read_text() for p in run.iterdir()} == {
+        name: f"old {name}" for name in ("config.json", "model.safetensors", "training_state.pt")}
+    assert not folder.committed and folder.replacing
+    folder.abandon()  # what the trainer does next: the staging folder goes, nothing else is left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_weights_and_description_of_different_saves_are_refused(tmp_path):
     """A save cut between its two renames (or files copied from two checkpoints) pairs weights with
     another save's config.json: refused, not loaded into that config.  Checkpoints written before
