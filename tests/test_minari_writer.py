@@ -139,9 +139,15 @@ def test_a_namespace_linked_to_another_folder_is_written_through_the_link(root, 
 
 
 def test_a_killed_writers_staging_folder_is_removed_by_the_next_write(root):
-    abandoned = root / "ns" / ".rate-staging-99999999-x"  # no such process
-    live = root / "ns" / f".rate-staging-{os.getpid()}-y"  # a writer still running
-    for folder in (abandoned, live):
+    import socket
+
+    host = socket.gethostname()
+    abandoned = root / "ns" / f".rate-staging-99999999@{host}-x"  # no such process on this machine
+    older = root / "ns" / ".rate-staging-99999998-x"  # named before the host was part of the name
+    live = root / "ns" / f".rate-staging-{os.getpid()}@{host}-y"  # a writer still running
+    elsewhere = root / "ns" / f".rate-staging-99999999@{host}-other-z"  # a live writer on another machine
+    for folder in (abandoned, older, live, elsewhere):
         (folder / "ns" / "half-v0").mkdir(parents=True)
     write_minari_dataset("ns/d-v0", buffers(1), **SPACES)
-    assert not abandoned.exists() and live.exists()
+    assert not abandoned.exists() and not older.exists() and live.exists() and elsewhere.exists()
+    assert sorted(p.name for p in (root / "ns").iterdir() if p.name.startswith(".")) == [live.name, elsewhere.name]

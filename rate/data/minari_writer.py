@@ -7,7 +7,8 @@ in a hidden staging folder beside its final place (Minari skips hidden folders w
 datasets; beside it, so that the final rename never crosses filesystems, even where a namespace
 folder links to another disk) and moved into place by renames only once it is complete: a failure
 or Ctrl-C leaves the root as it was, and ``overwrite`` replaces an old dataset only at that last
-step.  A staging folder left by a killed writer is removed by the next write beside it.
+step.  A staging folder left by a killed writer is removed by the next write beside it on the
+same machine.
 """
 
 from __future__ import annotations
@@ -118,13 +119,30 @@ def _make_parents(folder: Path) -> list[Path]:
     return list(reversed(missing))
 
 
+def _staging_owner() -> str:
+    """``<pid>@<host>``: the writer that owns a staging folder.  With the host, a datasets root
+    shared between machines (NFS) never has a live writer's folder on another machine taken for
+    a killed one of this machine's (the same pid may be free here)."""
+    import socket
+
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
 def _remove_abandoned_staging(folder: Path) -> None:
-    """Staging folders of writers that are gone (killed): ``.rate-staging-<pid>-*`` whose process
-    no longer exists.  A live writer's folder is never touched."""
+    """Staging folders of writers that are gone (killed): ``.rate-staging-<pid>@<host>-*`` of this
+    host whose process no longer exists (``.rate-staging-<pid>-*``, written before the host was
+    part of the name: taken as this host's).  A live writer's folder, and any folder of another
+    host, is never touched."""
+    import socket
+
+    host = socket.gethostname()
     for stale in folder.glob(f"{STAGING_PREFIX}*"):
+        owner = stale.name[len(STAGING_PREFIX):].rsplit("-", 1)[0]  # (mkdtemp's suffix has no '-')
+        pid, at, owner_host = owner.partition("@")
+        if at and owner_host != host:
+            continue
         try:
-            pid = int(stale.name[len(STAGING_PREFIX):].split("-")[0])
-            os.kill(pid, 0)
+            os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(stale, ignore_errors=True)
         except (ValueError, PermissionError):  # not ours, or another user's live process
@@ -147,7 +165,7 @@ def write_minari_dataset(dataset_id: str, buffers: list, overwrite: bool = False
     made = _make_parents(target.parent)  # removed again if the write fails
     try:
         _remove_abandoned_staging(target.parent)
-        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}-", dir=target.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{_staging_owner()}-", dir=target.parent))
         try:
             with _root_set_to(staging), warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=UserWarning, module="minari")
