@@ -1,6 +1,10 @@
 """results/algorithmic.md from CSV rows: the page states what the rows hold."""
 
-from eval.reports.algorithmic import render
+import csv
+
+import pytest
+
+from eval.reports.algorithmic import main, render
 
 
 def row(run: str, samples: str, acc: float) -> dict:
@@ -48,3 +52,16 @@ def test_retrieval_reports_when_each_seed_left_the_plateau():
     assert "| 1 | 12000, not in 3000 | - | - |" in text
     exits = text[text.index("left the plateau"):]
     assert "| 2 |" not in exits[: exits.index("##")]
+
+
+def test_rows_of_a_model_the_page_has_no_column_for_are_one_error_not_dropped(tmp_path, capsys):
+    rows = [row("copy24/rmt/seg2/seed0", "512", 1.0), row("copy24/lstm/seg2/seed0", "512", 0.9)]
+    path = tmp_path / "algorithmic.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--csv", str(path), "--out", str(tmp_path / "page.md")])
+    assert exit_info.value.code == 2 and not (tmp_path / "page.md").exists()
+    assert "rows of models this page has no column for: lstm" in capsys.readouterr().err
