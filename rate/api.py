@@ -58,7 +58,16 @@ class Policy:
     def __repr__(self) -> str:
         return f"Policy({self.source!r}, obs_shape={self.obs_shape}, act_kind={self.act_kind!r})"
 
+    @property
+    def model(self):
+        """The eager model of a checkpoint policy (a RATEModel or a BC baseline, with
+        ``save_pretrained``); AttributeError for an exported artifact, which holds a graph."""
+        if not isinstance(self._backend, _EagerBackend):
+            raise AttributeError(f"{self.source} is an exported artifact: it holds a graph, not an eager model")
+        return self._backend.model
+
     def reset(self, n_envs: int = 1) -> None:
+        """Start ``n_envs`` environments' episodes: every memory, window and return-to-go anew."""
         if n_envs < 1:
             raise ValueError(f"n_envs must be at least 1, got {n_envs}")
         _check_target(self.target_return)
@@ -78,8 +87,14 @@ class Policy:
         return make_checked_eval_env(ev, length)
 
     def act(self, obs, reward=None, done=None):
+        """The action for ``obs`` (one observation, or a batch of ``reset``'s size), given the
+        reward each environment received for the previous action and ``done`` where ``obs``
+        starts a new episode (see the class docstring)."""
         if self._n is None:
             raise RuntimeError("call reset(n_envs) before act()")
+        if isinstance(obs, dict):
+            raise TypeError("a Dict observation: the policy takes it flattened as in training; play the "
+                            "environment that policy.make_env() returns (inside the run's eval.wrappers)")
         obs = np.asarray(obs, dtype=np.float32)
         single = obs.shape == self.obs_shape
         if single:
@@ -208,7 +223,7 @@ def _check_sampling(path: Path, sample: bool, act_kind: str) -> None:
         raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
 
 
-def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out: str | Path = "runs/rate",
+def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out: str | Path | None = None,
           resume: bool = False, overwrite: bool = False, progress: bool = True, dataset: str | None = None,
           model: str | None = None) -> tuple[Policy | None, dict[str, Any]]:
     """Train RATE or one of its baselines offline and return the trained :class:`Policy` (None
@@ -221,7 +236,8 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     return scale from it (:mod:`rate.rl.from_dataset`); without ``config`` the architecture is the
     ``model`` preset (rate, the default, rmt, trxl, dt, bc_gru, bc_mlp), which a config sets itself.
 
-    The run folder ``out`` is held for the run (a second trainer of it fails at once).  One that
+    The run folder ``out`` (default, as ``rate-train``'s: ``runs/<name>``, the config file's
+    name, else the dataset's, e.g. runs/mujoco-hopper-expert-v0) is held for the run (a second trainer of it fails at once).  One that
     already holds a run is refused unless ``resume`` (continue it exactly) or ``overwrite``
     (replace it once the new run's first checkpoint is complete).  It gets the last checkpoint,
     ``checkpoint_best/``, the training state and TensorBoard logs.
@@ -252,6 +268,11 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
         raise ValueError("rate.train needs a config (a YAML file or a RATEExperimentConfig) or a dataset")
     else:
         cfg = load_yaml(RATEExperimentConfig, config, overrides)
+    if out is None:
+        from rate.rl.from_dataset import run_name_for
+
+        name = Path(config).stem if isinstance(config, (str, Path)) else run_name_for(dataset or cfg.dataset_id)
+        out = Path("runs") / name
     out = Path(out)
     flags = ("resume=True", "overwrite=True", "out")
     check_run_dir(out, resume, overwrite, flags=flags)

@@ -49,6 +49,11 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
     assert policy.act(np.zeros((2, 4))).shape == (2,)
     with pytest.raises(ValueError, match=r"takes \(4,\) or a batch \(2, 4\)"):
         policy.act(np.zeros((2, 5)))
+    with pytest.raises(TypeError, match=r"a Dict observation: .* policy.make_env\(\)"):
+        policy.act({"position": np.zeros(2), "cue": np.zeros(2)})
+    # The eager model behind a checkpoint policy, to save or inspect.
+    assert isinstance(policy.model, RATEModel)
+    assert torch.equal(policy.model.head.linear.weight, RATEModel.from_pretrained(tmp_path / "ckpt").head.linear.weight)
 
 
 def test_a_restarted_environment_starts_over_while_the_others_go_on(tmp_path):
@@ -345,6 +350,25 @@ def test_train_refuses_what_it_would_otherwise_ignore_or_misread(tmp_path):
 
     assert apply_overrides({}, overrides) == {"train": {"steps": 5}, "eval": {"lengths": [30, 90]},
                                               "model": {"backbone": {"pre_ln": False}}}
+
+
+def test_train_names_its_run_folder_as_rate_train_does(tmp_path, monkeypatch):
+    """Without ``out``: runs/<config file's name>, else runs/<dataset's name> (two datasets trained
+    one after the other do not meet in one folder, which the second would be refused)."""
+    import rate.rl.trainer
+
+    folders = []
+
+    def fake_train(cfg, out, **kwargs):
+        folders.append(Path(out))
+        raise KeyboardInterrupt  # (stop before training)
+
+    monkeypatch.setattr(rate.rl.trainer, "train", fake_train)
+    monkeypatch.chdir(tmp_path)
+    for config in (ROOT / "configs/tmaze/rate.yaml", RATEExperimentConfig(dataset_id="mujoco/hopper/expert-v0")):
+        with pytest.raises(KeyboardInterrupt):
+            rate.train(config)
+    assert folders == [Path("runs/rate"), Path("runs/mujoco-hopper-expert-v0")]
 
 
 def test_rate_eval_sets_the_length_keyword_it_is_told(tmp_path, monkeypatch, capsys):

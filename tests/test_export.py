@@ -496,7 +496,10 @@ def test_load_policy_gives_a_checkpoint_and_its_artifacts_the_same_actions(tmp_p
     ckpt = save_checkpoint(tmp_path / "ckpt", model, CHECKPOINT_KIND, to_dict(cfg))
     eager_actions, eager_outputs = play_policy(rate.load_policy(ckpt))
     for fmt in ("pt2", "onnx"):
-        actions, outputs = play_policy(rate.load_policy(artifacts[name, fmt]))
+        artifact = rate.load_policy(artifacts[name, fmt])
+        with pytest.raises(AttributeError, match="an exported artifact: it holds a graph"):
+            _ = artifact.model
+        actions, outputs = play_policy(artifact)
         np.testing.assert_allclose(outputs, eager_outputs, atol=1e-4)
         if model.cfg.act_kind == "discrete":
             np.testing.assert_array_equal(actions, eager_actions)

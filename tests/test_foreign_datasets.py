@@ -15,7 +15,7 @@ import pytest
 
 import rate
 from rate.cli.train import main as train_main
-from rate.cli.train import run_name_for
+from rate.rl.from_dataset import run_name_for
 from rate.config import ConfigError
 from rate.data.episodes import DatasetError, load_minari_episodes
 from rate.data.spaces import flatten_batch

@@ -22,18 +22,7 @@ from pathlib import Path
 from rate.cli.run import add_run_arguments, error_exit, make_parser, run_and_record
 from rate.data.episodes import DatasetError
 from rate.rl.experiment import RATEExperimentConfig
-from rate.rl.from_dataset import MODEL_PRESETS
-
-
-def run_name_for(dataset: str) -> str:
-    """Default run name of a dataset: its id's or folder's last three parts joined by "-"
-    (mujoco/hopper/expert-v0 -> mujoco-hopper-expert-v0, so that two datasets of one name do not
-    share a folder), without the root of an absolute folder (runs/data-ds for /data/ds, not /-data-ds).
-    A relative folder is named by where it is (``.`` in /data/ds: data-ds); "run" if nothing is left."""
-    path = Path(dataset.rstrip("/") or "/")
-    if path.is_dir():
-        path = path.resolve()
-    return "-".join([p for p in path.parts if p not in (path.anchor, ".", "..")][-3:]) or "run"
+from rate.rl.from_dataset import MODEL_PRESETS, run_name_for
 
 
 def main(argv: list[str] | None = None) -> int:

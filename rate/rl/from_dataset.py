@@ -256,3 +256,14 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
         return from_dict(RATEExperimentConfig, data)
     except ConfigError as err:
         raise ConfigError(f"{config or f'the {model} preset'} on {dataset}: {err}") from None
+
+
+def run_name_for(dataset: str) -> str:
+    """Default run name of a dataset: its id's or folder's last three parts joined by "-"
+    (mujoco/hopper/expert-v0 -> mujoco-hopper-expert-v0, so that two datasets of one name do not
+    share a folder), without the root of an absolute folder (runs/data-ds for /data/ds, not /-data-ds).
+    A relative folder is named by where it is (``.`` in /data/ds: data-ds); "run" if nothing is left."""
+    path = Path(dataset.rstrip("/") or "/")
+    if path.is_dir():
+        path = path.resolve()
+    return "-".join([p for p in path.parts if p not in (path.anchor, ".", "..")][-3:]) or "run"
