@@ -304,6 +304,18 @@ def _type_hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls)
 
 
+def check_choices(cfg: Any, section: str = "") -> None:
+    """ValueError when a ``Literal`` field of the dataclass ``cfg`` holds none of its choices.
+    From ``__post_init__``: YAML and overrides are checked by :func:`from_dict`, but a config
+    made in Python (or by ``dataclasses.replace``) is not, and a misspelt choice would otherwise
+    fall through to some code's ``else`` branch and silently build another model."""
+    for f in dataclasses.fields(cfg):
+        tp = _type_hints(type(cfg)).get(f.name)
+        if get_origin(tp) is Literal and getattr(cfg, f.name) not in get_args(tp):
+            raise ValueError(f"{section}{f.name} must be one of {', '.join(map(repr, get_args(tp)))}, "
+                             f"got {getattr(cfg, f.name)!r}")
+
+
 def flatten(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
     """Nested dicts -> {'a.b': v}; lists become space-joined strings."""
     if isinstance(value, dict):

@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
-from rate.config import ConfigError
+from rate.config import ConfigError, check_choices
 from rate.host_memory import keep_freed_memory
 
 _THREADS_SET = False
@@ -54,6 +54,7 @@ class TrainConfig:
     keep_freed_memory: bool = False
 
     def __post_init__(self) -> None:
+        check_choices(self, "train.")
         for name in ("steps", "batch_size", "eval_every", "threads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")

@@ -1,5 +1,6 @@
 """Config YAML round trip and clear errors for unknown keys and wrong types."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ import yaml
 from train.experiments.algorithmic import AlgorithmicConfig
 from rate.config import ConfigError, from_dict, load_yaml, save_yaml, to_dict
 from rate.core.rmt import RMTConfig
+from rate.rl.experiment import RATEExperimentConfig
+from rate.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,3 +172,17 @@ def test_numbers_out_of_float_range_and_odd_keys_are_one_config_error():
         from_dict(RMTConfig, {"dropout": "1e999"})
     with pytest.raises(ConfigError, match="unknown config key"):  # YAML 1.1: `on:` is True, beside a string key
         from_dict(RMTConfig, yaml.safe_load("on: 1\nfoo: 2\n"))
+
+
+@pytest.mark.parametrize("make, pattern", [
+    (lambda: RMTConfig(memory_layout="read-write"), r"memory_layout must be one of 'read_write', 'prefix', got 'read-write'"),
+    (lambda: RMTConfig(cache_position="Contiguous"), r"cache_position must be one of 'official', 'contiguous'"),
+    (lambda: dataclasses.replace(RMTConfig(), memory_update="valve"), r"memory_update must be one of 'rmt', 'mrv'"),
+    (lambda: TrainConfig(precision="bf"), r"train.precision must be one of 'fp32', 'bf16', got 'bf'"),
+    (lambda: RATEExperimentConfig(policy="stream"), r"policy must be one of 'streaming', 'window', 'recompute'"),
+])
+def test_a_choice_misspelt_in_python_is_refused_not_read_as_another_branch(make, pattern):
+    """YAML is checked by from_dict; a config built in Python would otherwise go through some
+    ``else`` branch (a memory_layout other than read_write was the prefix ablation)."""
+    with pytest.raises(ValueError, match=pattern):
+        make()

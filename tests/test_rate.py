@@ -205,6 +205,28 @@ def test_environments_that_restart_at_different_times_match_their_own_episode(ba
         reward = torch.rand(n, generator=g)
 
 
+@pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4)])
+@pytest.mark.parametrize("page_slots", [32, 4])
+def test_a_streaming_policy_under_bf16_autocast_follows_the_fp32_one(backbone, page_slots):
+    """Under autocast the new keys and values come out in bf16 while the buffers keep the model's
+    dtype: rows out of step (index writes, several pages) store them cast, and every step's
+    logits stay within bf16 rounding of the fp32 policy's."""
+    model = small_rate(**backbone)
+    fp32, bf16 = (StreamingPolicy(model, target_return=1.0, page_slots=page_slots) for _ in range(2))
+    fp32.reset(3)
+    bf16.reset(3)
+    g = torch.Generator().manual_seed(3)
+    reward = None
+    for t in range(14):
+        obs = torch.randn(3, 4, generator=g).numpy()
+        new = np.array([t in {1: [4], 2: [2, 9]}.get(i, []) for i in range(3)])
+        fp32.act(obs, reward, new_episode=new)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16.act(obs, reward, new_episode=new)
+        torch.testing.assert_close(bf16.last_output.float(), fp32.last_output, atol=0.05, rtol=0.05)
+        reward = torch.rand(3, generator=g).numpy()
+
+
 def test_streaming_policy_decodes_each_step_in_one_pass_and_a_boundary_in_two():
     """[a_{t-1}, R_t, o_t] go through the decoder in one pass.  Where a_{t-1} completes every
     row's segment, it and the write block take one pass and the next read block and (R_t, o_t)

@@ -30,6 +30,8 @@ def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | in
     exported step).
     """
     b, h, n, dh = new.shape
+    if new.dtype != buffer.dtype:  # bf16 keys/values of a step under autocast, into the model-dtype buffer
+        new = new.to(buffer.dtype)
     if isinstance(start, int):
         buffer[:, :, start : start + n] = new
         return buffer
@@ -60,6 +62,8 @@ def write_slots(pages: torch.Tensor, new: torch.Tensor, start: torch.Tensor | in
     if count == 1:  # (squeeze, not [0]: in ONNX a Gather would copy the buffer once more)
         return write_rows(pages.squeeze(0), new, start).unsqueeze(0)
     n = new.shape[2]
+    if new.dtype != pages.dtype:  # (as in write_rows)
+        new = new.to(pages.dtype)
     if isinstance(start, int):
         done = 0
         while done < n:  # at most one slice per page the new slots touch

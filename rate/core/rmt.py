@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
+from rate.config import check_choices
 from rate.core.attention import RelativePositions
 from rate.core.layers import DecoderLayer
 from rate.core.masks import apply_segment_padding, mask_to_bias, rmt_segment_mask
@@ -88,6 +89,7 @@ class RMTConfig:
     checkpoint_attention: bool = False
 
     def __post_init__(self) -> None:
+        check_choices(self)
         for name in ("d_model", "n_layers", "n_heads", "d_head", "d_inner"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

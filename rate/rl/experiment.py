@@ -12,6 +12,7 @@ from typing import Any, Literal
 import gymnasium as gym
 import numpy as np
 
+from rate.config import check_choices
 from rate.data.env_plugins import load_env_plugins
 from rate.data.episodes import DatasetError, Episode, load_minari_episodes, validate_episodes
 from rate.rl.model import CHECKPOINT_KIND, RATEConfig, RATEModel
@@ -89,6 +90,7 @@ class RATEExperimentConfig:
     checkpoint_every: int = 0
 
     def __post_init__(self) -> None:
+        check_choices(self)
         if self.checkpoint_every < 0:
             raise ValueError(f"checkpoint_every must be >= 0 (0: checkpoints at evaluations only), got {self.checkpoint_every}")
         if self.snapshot_every < 0 or (self.snapshot_every and self.snapshot_every % self.train.eval_every):

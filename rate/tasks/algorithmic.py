@@ -31,6 +31,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from rate.config import check_choices
+
 PAD, SEP = 0, 1
 SQEQ_CHARS = "0123456789+-*/^=()xD,"  # ids 2.. ; PAD pads the slots, SEP is BOS
 SQEQ_SPLIT_SEED = 20221128  # fixes which equations are held out: the same for every run and seed
@@ -53,6 +55,7 @@ class TaskConfig:
     held_out: float = 0.1  # sqeq: fraction of the distinct equations kept for the test split
 
     def __post_init__(self) -> None:
+        check_choices(self, "task.")
         for name in ("length", "n_symbols", "n_pairs", "n_keys", "n_values", "slot_width", "max_root", "max_coef"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"task.{name} must be positive, got {getattr(self, name)}")
