@@ -241,6 +241,32 @@ def test_write_block_in_its_own_slots_or_after_the_frame_gives_the_same_memory(w
     torch.testing.assert_close(state.memory, full_state.memory, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["rmt", "rmt+xl", "mrv"])
+@pytest.mark.parametrize("n_first", [1, 3, 5])
+def test_crossing_a_boundary_in_two_passes_equals_the_four_steps(name, n_first):
+    """step_across(last, first) = step(last), close_full, step(first): the same outputs for the
+    first tokens and the same state (memory, cache, buffers) for the steps after it; more first
+    tokens than a segment holds are refused (they would run into the write block's slots)."""
+    model = make(**CONFIGS[name])
+    x = torch.randn(2, 5 + n_first + 2, D)
+    decoding = StreamingDecoder(model, segment_tokens=5)
+
+    def four_tokens_in():  # (a state is stepped once: its buffers are written in place)
+        return decoding.step(decoding.close_full(decoding.initial(2)), x[:, :4])[1]
+
+    h_four, four = decoding.step(decoding.close_full(decoding.step(four_tokens_in(), x[:, 4:5])[1]),
+                                 x[:, 5 : 5 + n_first])
+    h_two, two = decoding.step_across(four_tokens_in(), x[:, 4:5], x[:, 5 : 5 + n_first])
+    torch.testing.assert_close(h_two, h_four, atol=1e-5, rtol=1e-5)
+    rest = x[:, 5 + n_first :][:, : 5 - n_first]
+    if rest.shape[1]:
+        torch.testing.assert_close(decoding.step(two, rest)[0], decoding.step(four, rest)[0], atol=1e-5, rtol=1e-5)
+    if four.memory is not None:
+        torch.testing.assert_close(two.memory, four.memory, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="opens the next segment with 1 to 5 tokens, got 6"):
+        decoding.step_across(four_tokens_in(), x[:, 4:5], torch.randn(2, 6, D))
+
+
 def test_write_block_runs_once_per_segment():
     model = make(num_mem_tokens=2)
     calls = []

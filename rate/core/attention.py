@@ -73,7 +73,6 @@ class RelativePositions:
         place of q_start.. and 0..k_len-1 (int ``q_start`` only; a layout whose blocks do not sit
         in position order, RMTConfig.cache_position "contiguous")."""
         self.q_start: int | None = None  # an int: every row's queries at the same positions
-        self.q_len = q_len
         self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.window: tuple[torch.Tensor, int] | None = None
         if isinstance(q_start, int) and table is not None:
@@ -81,8 +80,7 @@ class RelativePositions:
             # (2 k_len - 1, d_model) from -(k_len - 1); ``window`` = (table, first row used).
             used = k_len if keys_used is None else keys_used
             lo = q_start - (used - 1) + (k_len - 1)
-            self.q_start, self.k_len, self.window = q_start, used, (table, lo)
-            self.table = table[lo : lo + q_len + used - 1]
+            self.q_start, self.window = q_start, (table, lo)
             self.index = None  # not gathered: the decode path reads the window as a strided view
             return
         i = torch.arange(q_len, device=device)
@@ -100,7 +98,7 @@ class RelativePositions:
                 hi = int(q_start.max()) + q_len - 1 + (k_len - 1)
                 self.table, self.index = self.table[lo : hi + 1], self.index - lo
             return
-        self.q_start, self.k_len = q_start, k_len  # (the factored form below needs them)
+        self.q_start = q_start  # (an int: the factored form may run, see _factored_pays)
         if q_pos is None and k_pos is None:  # in order: the range is known without a device sync
             if q_start + q_len > k_len:
                 raise ValueError(f"query rows {q_start}..{q_start + q_len - 1} lie beyond the {k_len} keys")
@@ -253,7 +251,7 @@ class RelativeMultiHeadAttention(nn.Module):
         keys = mask_bias.shape[-1]
         qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
         content = kv.content_scores(q + self.u_bias[:, None, :])  # (B, H, Q, K)
-        if positions.window is not None and not torch.compiler.is_exporting():
+        if positions.window is not None:  # (never inside an exported graph: its starts are tensors)
             table, lo = positions.window
             rows = q_len + keys - 1  # distances p_0 + Q - 1 .. p_0 - K + 1, decreasing
             first = table.shape[0] - (lo + rows)

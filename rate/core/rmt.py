@@ -55,7 +55,7 @@ class RMTConfig:
     d_head: int = 16  # width of each head
     d_inner: int = 256  # hidden width of the feed-forward block
     dropout: float = 0.0  # on the residual branches
-    attn_dropout: float = 0.0  # > 0 forces the slow unfused attention path on CPU
+    attn_dropout: float = 0.0  # on the attention weights (> 0: CPU SDPA takes its slower math backend)
     pre_ln: bool = True  # LayerNorm before each block (False: after, as the RATE reference code)
     use_ffn: bool = True  # a feed-forward block after attention (the RATE reference configs have none)
     num_mem_tokens: int = 0  # m: memory tokens read before and written after each segment (0: no memory)

@@ -20,7 +20,7 @@ class StreamState:
     cache_valid: (B, C) bool, which cache slots hold a token (right-aligned)
     keys:    (L, P, B, H, dh, page), values (L, P, B, H, page, dh): key/value buffer in the
              segment's frame (slot s in page s // page; keys transposed, rate/core/kv_buffer.py),
-             P * page >= C + m + S (+ m with a write block)
+             P * page >= C + m + S (+ m with the write block in slots of its own, write_slots)
     kind:    (B, P * page) uint8, PAD / CACHE / READ / SEGMENT per buffer slot
     seg_inputs: (L, B, S, D) per-layer inputs of this segment's tokens (for the cache; S = 0 without one)
     length:  (B,) long, tokens of the current segment decoded so far

@@ -10,7 +10,8 @@ batched call per step.
 Each layer keeps a key/value buffer laid out as the segment's frame in
 :meth:`RecurrentMemoryTransformer.forward_segment`: slots ``[0, C)`` the Transformer-XL cache
 (right-aligned, empty slots marked as padding), ``[C, C + m)`` the read memory, ``[C + m, W)``
-(``W = C + m + S``) the segment's tokens, ``[W, W + m)`` the write memory (with a write block).
+(``W = C + m + S``) the segment's tokens, ``[W, W + m)`` the write memory (a write block in
+slots of its own, ``write_slots``).
 Attention reads only the slots filled so far: a prefix of one flat buffer (rounded up to a
 multiple of ``READ_ALIGN`` slots), or, split into P
 pages of ``page`` slots (any slots after the frame stay padding), the pages filled so far, one
@@ -157,6 +158,8 @@ class StreamingDecoder:
             raise ValueError("step_across needs the write block's own slots (write_slots=True)")
         if bool((state.length != self.S - 1).any()):
             raise ValueError(f"step_across needs every row at token {self.S - 1} of {self.S}")
+        if not 0 < first.shape[1] <= self.S:  # (more would run into the write block's slots)
+            raise ValueError(f"step_across opens the next segment with 1 to {self.S} tokens, got {first.shape[1]}")
         state, write_out = self._decode_last(state, last)
         state, h = self._open(self._close(state, write_out), reuse=True, first=first)
         return h, state
@@ -260,7 +263,7 @@ class StreamingDecoder:
         return self.decoder.run_layers(x, positions, bias, past, write_at=None)[0]  # keys appended
 
     def _memory_sees(self, kind: torch.Tensor) -> torch.Tensor:
-        """(B, W) bool: buffer slots a memory row may attend to (read, segment, cache if allowed)."""
+        """(B, slots) bool: buffer slots a memory row may attend to (read, segment, cache if allowed)."""
         sees = (kind == READ) | (kind == SEGMENT)
         if self.decoder.cfg.memory_sees_cache:
             sees = sees | (kind == CACHE)
