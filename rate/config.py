@@ -24,8 +24,6 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 import yaml
 
 T = TypeVar("T")
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 _FLOAT_TEXT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
@@ -143,6 +141,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return plain(cfg)
 
 
+def _file_mode() -> int:
+    """Permissions of a new file under the process's umask (what ``open`` would give it).  Read
+    from /proc where there is one: ``os.umask`` can only be read by setting it, which for a
+    moment changes it for every thread of the process."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None:
     """Have ``write`` fill a temporary file beside ``path`` (named ``.NAME.*.tmp``), then rename it
     into place; on any failure the temporary is removed and ``path`` keeps what it had."""
@@ -154,7 +167,7 @@ def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None
         write(Path(tmp))
         # mkstemp creates 0600; give the file normal permissions (after the write: a writer such
         # as safetensors' save_file replaces the file it is given).
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, _file_mode())
         with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -165,19 +178,7 @@ def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file normal permissions
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
 @contextlib.contextmanager
@@ -192,7 +193,7 @@ def staged_files(folder: str | Path) -> typing.Iterator[Path]:
     try:
         yield staging
         for path in sorted(staging.iterdir()):
-            os.chmod(path, 0o666 & ~_UMASK)
+            os.chmod(path, _file_mode())
             os.replace(path, folder / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

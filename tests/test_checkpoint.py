@@ -84,13 +84,14 @@ def test_checkpoint_files_get_normal_permissions(tmp_path):
     temporary it is given, which once left the weights 0600 beside a 0644 config)."""
     import os
 
-    umask = os.umask(0o022)
-    try:
-        out = save_checkpoint(tmp_path / "ckpt", torch.nn.Linear(2, 2), "any", {})
-    finally:
-        os.umask(umask)
-    modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
-    assert modes and set(modes.values()) == {0o644}, modes
+    for umask, mode in ((0o022, 0o644), (0o027, 0o640)):  # (the umask of the moment, not of the import)
+        before = os.umask(umask)
+        try:
+            out = save_checkpoint(tmp_path / f"ckpt{umask:o}", torch.nn.Linear(2, 2), "any", {})
+        finally:
+            os.umask(before)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in out.iterdir()}
+        assert modes and set(modes.values()) == {mode}, modes
 
 
 @pytest.mark.parametrize("meta, pattern", [
