@@ -108,6 +108,8 @@ def test_greedy_generation_equals_recomputing_the_whole_sequence():
             logits, _ = model(seq)  # full recompute, segments of 4
             seq = torch.cat([seq, logits[:, -1:].argmax(-1)], 1)
     assert torch.equal(fast, seq)
+    with pytest.raises(RuntimeError, match="call model.eval"):  # dropout would run in train mode
+        model.train().generate_greedy(prompt, total_len=13)
 
 
 def tiny_reverse(num_mem_tokens: int, steps: int) -> AlgorithmicConfig:

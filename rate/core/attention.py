@@ -209,7 +209,9 @@ class RelativeMultiHeadAttention(nn.Module):
         contiguous, kept between decoding steps (inference: the weights do not change while a
         policy decodes; another table, device, dtype or an in-place weight update recomputes it)."""
         w = self.r_proj.weight
-        key = (table.data_ptr(), table.shape, w.data_ptr(), w._version, torch.is_autocast_enabled(table.device.type))
+        autocast = torch.is_autocast_enabled(table.device.type)
+        key = (table.data_ptr(), table.shape, w.data_ptr(), w._version,
+               torch.get_autocast_dtype(table.device.type) if autocast else None)
         if self._reversed is None or self._reversed[0] != key:
             with torch.no_grad():
                 self._reversed = (key, self._positional_table(table.flip(0)).contiguous())

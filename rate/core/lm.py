@@ -47,6 +47,8 @@ class RecurrentLM(nn.Module):
         b, p = prompt.shape
         if not 0 < p <= total_len:
             raise ValueError(f"prompt length {p} must be in 1..total_len={total_len}")
+        if self.training:  # (the residual dropout would run: outputs of neither training nor evaluation)
+            raise RuntimeError("generate_greedy decodes a model in eval mode: call model.eval() first")
         seq = torch.empty(b, total_len + 1, dtype=prompt.dtype, device=prompt.device)
         seq[:, :p] = prompt
         decoding = StreamingDecoder(self.decoder, self.segment_len)
