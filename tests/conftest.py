@@ -36,6 +36,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _in_the_repository(monkeypatch):
+    """Every test starts in the repository root, wherever pytest was started: tests name shipped
+    files as configs/... and run `python -m train...` subprocesses that import from the root."""
+    from pathlib import Path
+
+    monkeypatch.chdir(Path(__file__).resolve().parent.parent)
+
+
 def _force_scores(monkeypatch, form: str) -> list[int]:
     """Make every eligible attention call take one form of the positional scores; returns a
     one-element list counting the calls that took the factored form."""

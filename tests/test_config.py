@@ -26,10 +26,8 @@ def test_yaml_round_trip(tmp_path):
     assert from_dict(AlgorithmicConfig, to_dict(cfg)) == cfg
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs/algorithmic").glob("*.yaml")))
+@pytest.mark.parametrize("path", sorted(p for p in (ROOT / "configs/algorithmic").glob("*.yaml") if p.stem != "sweep"))
 def test_every_shipped_config_loads(path):
-    if path.stem == "sweep":
-        return
     cfg = load_yaml(AlgorithmicConfig, path)
     assert cfg.task.input_len % cfg.segments == 0
 

@@ -4,6 +4,7 @@ import gymnasium as gym
 import minari
 import numpy as np
 import pytest
+import torch
 from minigrid.core.constants import OBJECT_TO_IDX
 
 import rate_envs  # noqa: F401
@@ -157,12 +158,23 @@ def test_tiny_rate_learns_to_walk_to_the_split_and_end_the_episode(tmp_path):
     assert out["lengths"].max() <= 30  # the oracle needs at most about 20 steps here
 
 
-def test_rgb_variant_trains_through_the_cnn_encoder(tmp_path):
+def test_rgb_variant_trains_through_the_cnn_encoder(tmp_path, monkeypatch):
     """The RGB dataset (3 x 36 x 36 pixels a step) feeds the Nature-DQN encoder end to end:
-    training steps with a finite loss, and a rollout on a larger grid than the data's."""
+    three training steps (the trainer stops at a non-finite loss) that change every convolution,
+    and a rollout of both episodes on a larger grid than the data's."""
+    import rate.rl.trainer
     from rate.config import from_dict
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.trainer import train
+
+    initial, build = {}, rate.rl.trainer.build_rate
+
+    def recorded(cfg, episodes):
+        model = build(cfg, episodes)
+        initial.update({k: v.clone() for k, v in model.state_dict().items() if k.startswith("encoders.obs_enc")})
+        return model
+
+    monkeypatch.setattr(rate.rl.trainer, "build_rate", recorded)
 
     generate_minigrid_dataset(size=9, episodes=8, seed=0, observation="rgb", tile_size=12)
     cfg = from_dict(RATEExperimentConfig, {
@@ -174,7 +186,12 @@ def test_rgb_variant_trains_through_the_cnn_encoder(tmp_path):
                  "env_kwargs": {"observation": "rgb", "tile_size": 12}, "lengths": [11], "episodes": 2},
         "train": {"steps": 3, "batch_size": 4, "lr": 0.001, "warmup_steps": 1, "eval_every": 3, "threads": 1},
     })
-    _, metrics = train(cfg, tmp_path / "run", progress=False)
+    model, metrics = train(cfg, tmp_path / "run", progress=False)
+    assert metrics["steps"] == 3
+    convs = [k for k, v in initial.items() if v.dim() == 4]  # (out, in, kh, kw): the three convolutions
+    assert len(convs) == 3
+    for name in convs:
+        assert not torch.equal(model.state_dict()[name], initial[name]), f"{name} did not train"
     # 2 episodes: a success rate in halves (the rollout ran both episodes to an outcome)
     assert metrics["eval"][11]["success"] in (0.0, 0.5, 1.0)
 

@@ -39,7 +39,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path, monkeypatch):
     resumed, _ = train(tiny(**changes), tmp_path / "part", resume=True, progress=False)
     assert steps == [3, 4, 5]
     assert full.state_dict().keys() == resumed.state_dict().keys()
-    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+    for (name, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
 
 
@@ -189,7 +189,7 @@ def test_compiled_training_follows_the_eager_run():
         return model
 
     eager, compiled = run(False), run(True)
-    for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items()):
+    for (name, a), (_, b) in zip(eager.state_dict().items(), compiled.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
