@@ -295,7 +295,7 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path):
             break
         time.sleep(0.1)
     assert len(trainers) == 1
-    time.sleep(2)  # let it get into training
+    wait_for_training(tmp_path / "runs")
     sweep.send_signal(signal.SIGHUP)
     time.sleep(1)
     assert sweep.poll() is None and Path(f"/proc/{trainers[0]}").exists()
@@ -313,16 +313,22 @@ def test_a_signal_to_the_process_group_stops_the_sweep_without_calling_its_train
     sweep_file, csv = tiny_sweep(tmp_path, steps=100000, segments=(1,))
     sweep = subprocess.Popen([sys.executable, "-m", "train.sweep", str(sweep_file)], stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
-    for _ in range(600):  # wait (up to a minute) for the trainer to start
-        if children_of(sweep.pid):
-            break
-        time.sleep(0.1)
-    time.sleep(2)
+    wait_for_training(tmp_path / "runs")
     os.killpg(sweep.pid, signal.SIGTERM)
     _, err = sweep.communicate(timeout=60)
     assert sweep.returncode == 128 + signal.SIGTERM
     assert "failed" not in err and "runs in flight (reverse/tiny/seg1/seed0) were stopped" in err, err
     assert not csv.exists()
+
+
+def wait_for_training(runs: Path) -> None:
+    """Wait (up to two minutes) until a trainer under ``runs`` is training: its TensorBoard log
+    opens when it logs its first step."""
+    for _ in range(1200):
+        if any(runs.glob("**/events.out.tfevents*")):
+            return
+        time.sleep(0.1)
+    pytest.fail(f"no trainer under {runs} started training within two minutes")
 
 
 def children_of(pid: int) -> list[int]:
