@@ -151,7 +151,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (decay on matrices only; not on norms, biases, embeddings or memory) + warmup/cosine."""
+    """AdamW + warmup/cosine.  Weight decay on every parameter of two or more dimensions except
+    those named ``*embed*`` (the LM's token embedding) and the memory tokens; none on vectors
+    (norms, biases).  So the Transformer-XL u/v biases (H, d_head) and RATE's action embedding
+    (``act_enc``) are decayed: every committed result was trained so, and the rule stays for
+    them to reproduce (at the shipped weight decays of 0.0001-0.1 a small pull)."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:

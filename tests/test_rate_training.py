@@ -254,3 +254,34 @@ def test_dropout_masks_follow_the_batch_and_rank_not_what_drew_before(tmp_path, 
         seed_batch(0, 5, rank)
         masks.append(torch.rand(64) < 0.5)
     assert torch.equal(masks[0], masks[2]) and not torch.equal(masks[0], masks[1])
+
+
+def test_weight_decay_falls_on_matrices_but_not_on_vectors_the_lm_embedding_or_the_memory():
+    """The grouping make_optimizer documents, parameter by parameter, for RATE and the LM."""
+    from rate.core.lm import RecurrentLM
+    from rate.core.rmt import RMTConfig
+    from rate.rl.model import RATEConfig, RATEModel
+    from rate.training import TrainConfig, make_optimizer
+
+    backbone = RMTConfig(d_model=32, n_heads=2, d_head=16, num_mem_tokens=2, memory_update="mrv")
+    models = {"rate": RATEModel(RATEConfig(backbone=backbone, obs_shape=[4])), "lm": RecurrentLM(10, 4, backbone)}
+    for kind, model in models.items():
+        opt, _ = make_optimizer(model, TrainConfig(weight_decay=0.1))
+        decayed = {id(p) for group in opt.param_groups if group["weight_decay"] for p in group["params"]}
+        names = {name for name, p in model.named_parameters() if id(p) in decayed}
+        assert names == {name for name, p in model.named_parameters()
+                         if p.dim() >= 2 and "embed" not in name and name != "decoder.memory.weight"}
+        assert {"decoder.layers.0.attn.qkv.weight", "decoder.layers.0.attn.u_bias"} <= names
+        assert not any(name.endswith(".bias") or "norm" in name for name in names)
+        assert ("encoders.act_enc.weight" in names) == (kind == "rate")  # (RATE's action embedding: decayed)
+
+
+def test_the_learning_rate_warms_up_linearly_then_decays_to_its_floor():
+    import math
+
+    from rate.training import TrainConfig, lr_factor
+
+    cfg = TrainConfig(steps=1000, warmup_steps=100, min_lr_ratio=0.1)
+    assert [lr_factor(cfg, s) for s in (0, 49, 99)] == [0.01, 0.5, 1.0]
+    assert lr_factor(cfg, 100) == 1.0 and math.isclose(lr_factor(cfg, 550), 0.55)  # half-way down the cosine
+    assert math.isclose(lr_factor(cfg, 1000), 0.1) and math.isclose(lr_factor(cfg, 5000), 0.1)  # then held
