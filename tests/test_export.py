@@ -270,6 +270,28 @@ def test_export_refusals_leave_existing_files_alone(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "keep.onnx"]  # no temporary left
 
 
+def test_an_artifact_that_fails_its_parity_check_or_a_baseline_replaces_nothing(tmp_path, capsys, monkeypatch):
+    """A BC baseline is refused before anything is traced; an artifact whose outputs differ from
+    the eager policy's is refused after its check, and the file at --out stays the user's."""
+    import rate.deploy.export
+    from rate.rl.experiment import build_policy_model
+
+    out = tmp_path / "keep.onnx"
+    out.write_bytes(b"the user's file")
+    cfg = RATEExperimentConfig(model=RATEConfig(kind="bc_gru", obs_shape=[4]))
+    gru = save_checkpoint(tmp_path / "gru", build_policy_model(cfg.model), CHECKPOINT_KIND, to_dict(cfg))
+    assert main([str(gru), "--format", "onnx", "--out", str(out)]) == 2
+    assert "only Transformer policies (RATE, RMT, TrXL) export; this is a 'bc_gru' model" in capsys.readouterr().err
+    # (the artifact's writing and reading stubbed: the check's verdict is what is tested here)
+    monkeypatch.setattr(rate.deploy.export, "export_onnx", lambda step, meta, path: path.write_bytes(b"graph"))
+    monkeypatch.setattr(rate.deploy.export, "open_artifact", lambda path: None)
+    monkeypatch.setattr(rate.deploy.export, "compare_with_eager", lambda *args, **kwargs: 0.5)
+    assert main([str(checkpoint(tmp_path)), "--format", "onnx", "--out", str(out), "--threads", "1"]) == 2
+    assert "max |logit diff| 0.5 > 0.0001" in capsys.readouterr().err
+    assert out.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "gru", "keep.onnx"]  # no temporary left
+
+
 class _Payload:
     """Unpickling this runs a command that leaves a marker file."""
 

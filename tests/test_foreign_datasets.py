@@ -6,6 +6,7 @@ the public API."""
 from __future__ import annotations
 
 import json
+import math
 import warnings
 
 import gymnasium as gym
@@ -15,12 +16,11 @@ import pytest
 
 import rate
 from rate.cli.train import main as train_main
-from rate.rl.from_dataset import run_name_for
 from rate.config import ConfigError
 from rate.data.episodes import DatasetError, load_minari_episodes
 from rate.data.spaces import flatten_batch
 from rate.rl.experiment import check_eval_envs
-from rate.rl.from_dataset import config_for_dataset, infer_from_dataset
+from rate.rl.from_dataset import config_for_dataset, infer_from_dataset, run_name_for
 from tests import foreign_envs
 
 TINY = ["model.backbone.d_model=32", "model.backbone.n_layers=1", "model.backbone.n_heads=2",
@@ -87,6 +87,10 @@ def test_cartpole_discrete_vectors_train_and_evaluate_with_no_yaml(datasets, tmp
     assert inferred["model"]["obs_kind"] == "vector" and inferred["model"]["obs_shape"] == [4]
     assert (inferred["model"]["act_kind"], inferred["model"]["act_dim"]) == ("discrete", 2)
     assert inferred["eval"]["env_id"] == "CartPole-v1" and inferred["eval"]["wrappers"] == []
+    # Returns-to-go of order one (the power of 10 at or above the largest return), aimed at the best episode.
+    returns = [float(np.sum(ep.rewards)) for ep in minari.load_dataset("tests/cartpole-random-v0").iterate_episodes()]
+    assert inferred["eval"]["target_return"] == max(returns)
+    assert inferred["model"]["rtg_scale"] == 10.0 ** math.ceil(math.log10(max(returns))) and max(returns) > 10
     cfg = config_for_dataset("tests/cartpole-random-v0", "rate", overrides=TINY)
     assert cfg.eval.lengths == [] and cfg.model.normalize_obs
     policy, metrics = rate.train(dataset="tests/cartpole-random-v0", overrides=TINY, out=tmp_path / "run",
