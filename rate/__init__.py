@@ -26,13 +26,13 @@ trainers' TrainingLoop), ``rate.checkpoint`` (safetensors weights + JSON config)
 
 __version__ = "0.1.0"
 
-__all__ = ["Policy", "evaluate", "load_policy", "train", "__version__"]
+__all__ = ["Policy", "evaluate", "evaluation_defaults", "load_policy", "train", "__version__"]
 
 
 def __getattr__(name: str):
     """The API names, imported on first use: ``import rate.config`` (a dataset generator, a
     report page) must not pay for torch."""
-    if name in ("Policy", "evaluate", "load_policy", "train"):
+    if name in ("Policy", "evaluate", "evaluation_defaults", "load_policy", "train"):
         from rate import api
 
         return getattr(api, name)

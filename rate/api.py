@@ -356,9 +356,11 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     environment must render ``rgb_array``; needs the ``video`` extra, moviepy), moved in when
     every rollout has finished, so a failed evaluation leaves the folder as it was.
 
-    Returns per length the mean return, the success rate where the environment reports it
-    (``info["success"]`` / ``info["is_success"]``; else None) and the D4RL normalised score where
-    the run knows reference returns, each with its standard deviation over the episodes."""
+    Returns per length T (None: the environment's own) a dict: ``return`` (the mean),
+    ``success`` (the rate, where the environment reports ``info["success"]`` /
+    ``info["is_success"]``; else None) and, where the run knows reference returns,
+    ``normalized_score`` (D4RL's), each with its standard deviation over the episodes as
+    ``return_std``, ``success_std``, ``normalized_score_std``."""
     from rate.config import ConfigError, from_dict, staged_files
     from rate.rl.experiment import check_envs, check_renders, rollout_lengths
     from rate.rl.model import RATEConfig

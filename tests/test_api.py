@@ -404,6 +404,35 @@ def test_the_api_names_its_own_keywords_and_environment_errors_in_one_line(tmp_p
         policy.make_env(colour=3)
 
 
+def test_sampled_actions_start_over_at_every_reset_and_follow_the_seed(tmp_path):
+    """sample=True draws from the softmax, seeded at every reset: two resets play the same draws,
+    another seed other ones; a continuous policy (which plays its mean) is refused sampling."""
+    folder = checkpoint(tmp_path)
+    obs = np.random.default_rng(0).normal(size=(40, 16, 4)).astype(np.float32)
+
+    def play(policy):
+        policy.reset(16)
+        actions = [policy.act(obs[0])]
+        actions += [policy.act(o, np.zeros(16)) for o in obs[1:]]
+        return np.stack(actions)
+
+    sampled = rate.load_policy(folder, sample=True, seed=5)
+    first = play(sampled)
+    assert np.array_equal(play(sampled), first)
+    assert not np.array_equal(play(rate.load_policy(folder, sample=True, seed=6)), first)
+    assert not np.array_equal(play(rate.load_policy(folder)), first)  # the argmax: not a draw
+    with pytest.raises(ValueError, match="acts in a continuous space .* sampling draws discrete actions"):
+        rate.load_policy(checkpoint(tmp_path / "continuous", act_kind="continuous", act_dim=2), sample=True)
+
+
+def test_a_run_trained_without_evaluation_is_evaluated_on_100_episodes(tmp_path):
+    policy = rate.load_policy(checkpoint(tmp_path))
+    policy.run_config["eval"] = {**policy.run_config["eval"], "episodes": 0, "seed": 7}
+    defaults = rate.evaluation_defaults(policy)
+    assert (defaults["episodes"], defaults["seed"]) == (100, 7)
+    assert rate.evaluation_defaults(policy, "CartPole-v1")["env_kwargs"] == {}  # another environment: none of its
+
+
 def test_rate_eval_notes_when_checkpoint_best_is_scored_on_the_seeds_it_was_chosen_on(tmp_path, monkeypatch, capsys):
     from rate.cli.evaluate import main
     from rate.rl.trainer import BEST_DIR
