@@ -441,6 +441,22 @@ def test_small_images_are_read_as_vectors_and_a_small_image_model_is_refused(dat
         from_dict(RATEExperimentConfig, {"model": {"obs_kind": "image", "obs_shape": [7, 7, 3], "channels_last": True}})
 
 
+def test_an_image_inside_a_dict_is_flattened_with_a_warning(datasets):
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    space = gym.spaces.Dict({"camera": gym.spaces.Box(0, 255, (40, 40, 3), np.uint8),
+                             "position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32)})
+    buffer = EpisodeBuffer(observations={"camera": np.zeros((3, 40, 40, 3), np.uint8),
+                                         "position": np.zeros((3, 2), np.float32)},
+                           actions=np.array([0, 1]), rewards=[0.0, 1.0], terminations=[False, True],
+                           truncations=[False, False])
+    minari.create_dataset_from_buffers("tests/dict-image-v0", [buffer], observation_space=space,
+                                       action_space=gym.spaces.Discrete(2))
+    with pytest.warns(UserWarning, match="the image camera inside Dict observations is flattened into one vector"):
+        inferred = infer_from_dataset("tests/dict-image-v0")
+    assert inferred["model"]["obs_kind"] == "vector" and inferred["model"]["obs_shape"] == [40 * 40 * 3 + 2]
+
+
 def test_a_run_that_samples_is_evaluated_sampling(datasets, tmp_path):
     rate.train(dataset="tests/dict-cue-v0", overrides=TINY + ["eval.sample=true", "eval.seed=3"], out=tmp_path / "run",
                progress=False)

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length-kwarg", metavar="NAME", help="the keyword --lengths sets (default: the run's "
                                                                 "eval.length_kwarg), e.g. max_episode_steps")
     parser.add_argument("--episodes", type=positive_int, help="episodes per length (default: the run's eval.episodes)")
-    parser.add_argument("--seed", type=int, help="environment i is reset with SEED + i (default: the run's eval.seed)")
+    parser.add_argument("--seed", type=int, help="environment i is reset with SEED + i, and --sample draws from SEED "
+                                                 "(default: the run's eval.seed)")
     parser.add_argument("--target-return", type=float, help="default: the run's eval.target_return")
     parser.add_argument("--sample", action="store_true", help="sample discrete actions instead of the argmax")
     parser.add_argument("--record-video", type=Path, metavar="DIR", help="write an MP4 of every episode here")
@@ -126,3 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         except write_error_types() as err:
             return error_exit(err)
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

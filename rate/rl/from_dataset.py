@@ -110,6 +110,12 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     else:
         if not (is_model_observation(obs_space) and len(obs_space.shape) == 1):
             wrappers.append("FlattenObservation")
+            images = _images_inside(obs_space)
+            if images:  # flattened with the rest: the linear encoder reads every pixel as a feature
+                warnings.warn(f"{dataset}: the image{'s' if len(images) > 1 else ''} {', '.join(images)} inside "
+                              f"{type(obs_space).__name__} observations {'are' if len(images) > 1 else 'is'} "
+                              "flattened into one vector with the rest (no CNN); a CNN reads a dataset whose "
+                              "observation is the image itself", stacklevel=2)
             if not obs_space.is_np_flattenable:
                 raise DatasetError(f"{dataset}: observations of {info.observation_space} have no fixed-size flat "
                                    "form; the model takes Box, Discrete, MultiBinary, MultiDiscrete, Dict and Tuple "
@@ -256,6 +262,20 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
         return from_dict(RATEExperimentConfig, data)
     except ConfigError as err:
         raise ConfigError(f"{config or f'the {model} preset'} on {dataset}: {err}") from None
+
+
+def _images_inside(space, path: str = "") -> list[str]:
+    """Keys (``a.b``) of the rank-3 Boxes of at least MIN_IMAGE_SIZE on two sides inside a Dict
+    or Tuple observation space."""
+    import gymnasium as gym
+
+    if isinstance(space, gym.spaces.Dict):
+        return [k for key, sub in space.spaces.items() for k in _images_inside(sub, f"{path}{key}.")]
+    if isinstance(space, gym.spaces.Tuple):
+        return [k for i, sub in enumerate(space.spaces) for k in _images_inside(sub, f"{path}{i}.")]
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 3 and sorted(space.shape)[1] >= MIN_IMAGE_SIZE:
+        return [path.rstrip(".")]
+    return []
 
 
 def run_name_for(dataset: str) -> str:
