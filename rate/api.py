@@ -240,7 +240,7 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     name, else the dataset's, e.g. runs/mujoco-hopper-expert-v0) is held for the run (a second trainer of it fails at once).  One that
     already holds a run is refused unless ``resume`` (continue it exactly) or ``overwrite``
     (replace it once the new run's first checkpoint is complete).  It gets the last checkpoint,
-    ``checkpoint_best/``, the training state and TensorBoard logs.
+    ``checkpoint_best/`` (where the run evaluates), the training state and TensorBoard logs.
     Bad input raises rate.config.ConfigError, rate.data.episodes.DatasetError or CheckpointError."""
     from rate.checkpoint import check_run_dir, exclusive_run_dir
     from rate.config import apply_overrides, from_dict, load_yaml, to_dict
