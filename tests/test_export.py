@@ -423,6 +423,36 @@ def test_the_runner_plays_the_environment_it_is_told_to(artifacts, capsys):
     assert err.startswith("error: the policy plays rate/Nowhere-v0, which is not registered") and err.count("\n") == 1
 
 
+def test_the_runner_plays_the_runs_evaluation_settings_where_not_told(artifacts, capsys, monkeypatch):
+    """As rate-eval: the run's eval.episodes, eval.seed and, in its own environment, eval.lengths;
+    100 episodes at the environment's own length for a run config without them."""
+    import rate.deploy.onnx_runner
+
+    played, opened = [], rate.deploy.onnx_runner.open_onnx
+
+    def fake_play(policy, make_env, episodes, seed, *args):
+        played.append((make_env().spec.kwargs.get("episode_length"), episodes, seed))
+        return {"success": np.ones(episodes), "returns": np.ones(episodes)}
+
+    def with_eval(path, threads):  # the artifact of a run evaluated on 7 episodes from seed 3 at T = 30 and 90
+        policy = opened(path, threads)
+        policy.meta = {**policy.meta, "config": {"eval": {"episodes": 7, "seed": 3, "lengths": [30, 90]}}}
+        return policy
+
+    monkeypatch.setattr(rate.deploy.onnx_runner, "play", fake_play)
+    path = str(artifacts["rate", "onnx"])
+    assert rate.deploy.onnx_runner.main([path, "--threads", "1"]) == 0
+    assert played == [(None, 100, 0)]  # (the fixture's run config has no eval section)
+    played.clear()
+    monkeypatch.setattr(rate.deploy.onnx_runner, "open_onnx", with_eval)
+    assert rate.deploy.onnx_runner.main([path, "--threads", "1"]) == 0
+    assert played == [(30, 7, 3), (90, 7, 3)]
+    played.clear()
+    assert rate.deploy.onnx_runner.main([path, "--threads", "1", "--lengths", "12", "--episodes", "3",
+                                         "--seed", "4"]) == 0
+    assert played == [(12, 3, 4)]
+
+
 def test_the_runner_imports_the_package_it_is_told_to_and_names_one_it_cannot(artifacts, capsys, monkeypatch):
     from rate.deploy.onnx_runner import main as play_main
 

@@ -310,9 +310,12 @@ def main(argv: list[str] | None = None) -> int:
                                                     "one gets none of the policy's environment keywords)")
     parser.add_argument("--lengths", type=int, nargs="+",
                         help="values of the policy's length argument, each >= 3: T-Maze's T, MiniGrid-Memory's grid "
-                             "size, ... (default: the environment's own)")
-    parser.add_argument("--episodes", type=int, default=100, help="episodes per length, side by side (default: 100)")
-    parser.add_argument("--seed", type=int, default=0, help="environment i is reset with SEED + i (default: 0)")
+                             "size, ... (default: the run's eval.lengths in its own environment, else the "
+                             "environment's own length)")
+    parser.add_argument("--episodes", type=int, help="episodes per length, side by side (default: the run's "
+                                                     "eval.episodes, 100 for a run without evaluation)")
+    parser.add_argument("--seed", type=int, help="environment i is reset with SEED + i, and --sample draws from SEED "
+                                                 "(default: the run's eval.seed)")
     parser.add_argument("--target-return", type=float, help="default: the one stored at export")
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default: 2)")
     parser.add_argument("--max-steps", type=int, help="stop episodes that run longer (default: the env's own limit)")
@@ -322,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import MODULE first: the package that registers the policy's environment (repeatable)")
     args = parser.parse_args(argv)
-    if args.episodes <= 0 or args.seed < 0 or (args.lengths and min(args.lengths) < 3):
+    if (args.episodes is not None and args.episodes <= 0) or (args.seed is not None and args.seed < 0) or (
+            args.lengths and min(args.lengths) < 3):
         parser.error("--episodes must be positive, --seed >= 0 and every length T >= 3")
     if args.threads < 1 or (args.max_steps is not None and args.max_steps < 1):
         parser.error("--threads and --max-steps must be positive")
@@ -341,9 +345,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise ArtifactError(f"--import {name}: {err}") from None
         policy = open_onnx(args.policy, args.threads)
         meta = policy.meta
-        if args.env and args.env != meta.get("env_id"):  # another environment: none of the run's keywords
+        # As rate-eval plays a run where not told: its evaluation's episodes, seed and (in its own
+        # environment) lengths.
+        run_eval = meta.get("config", {}).get("eval", {})
+        own = not args.env or args.env == meta.get("env_id")
+        if not own:  # another environment: none of the run's keywords
             meta = {**meta, "env_id": args.env, "env_entry_point": None, "env_kwargs": {}}
-        factories = [(t, make_env_factory(meta, t)) for t in (args.lengths or [None])]
+        episodes = args.episodes or int(run_eval.get("episodes") or 100)
+        seed = int(run_eval.get("seed", 0)) if args.seed is None else args.seed
+        lengths = args.lengths or (list(run_eval.get("lengths") or []) if own else [])
+        factories = [(t, make_env_factory(meta, t)) for t in (lengths or [None])]
         sample = args.sample
         if sample is None:
             sample = bool(meta.get("config", {}).get("eval", {}).get("sample", False))
@@ -358,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     for t, make_env in factories:
         start = time.perf_counter()
         try:  # an environment that refuses the length, observations the graph does not take
-            out = play(policy, make_env, args.episodes, args.seed, args.target_return, args.max_steps, sample)
+            out = play(policy, make_env, episodes, seed, args.target_return, args.max_steps, sample)
         except (ArtifactError, ValueError, TypeError, gym.error.Error) as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
