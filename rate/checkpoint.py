@@ -96,12 +96,12 @@ def provenance() -> dict[str, str]:
     return record
 
 
-def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Return (metadata, weights) of a checkpoint of the given kind, or raise CheckpointError."""
+def read_description(directory: str | Path, kind: str) -> dict[str, Any]:
+    """The metadata (``config.json``) of a checkpoint of the given kind, without its weights
+    (a resume takes them from the training state), or CheckpointError."""
     directory = Path(directory)
-    for name in (CONFIG, WEIGHTS):
-        if not (directory / name).is_file():
-            raise CheckpointError(f"{directory}: not a checkpoint (missing {name})")
+    if not (directory / CONFIG).is_file():
+        raise CheckpointError(f"{directory}: not a checkpoint (missing {CONFIG})")
     try:
         meta = json.loads((directory / CONFIG).read_text())
     except ValueError as err:  # JSONDecodeError, and UnicodeDecodeError for bytes that are not text
@@ -112,6 +112,15 @@ def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], d
         raise CheckpointError(f"{directory}: format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     if meta.get("kind") != kind:
         raise CheckpointError(f"{directory}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+    return meta
+
+
+def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Return (metadata, weights) of a checkpoint of the given kind, or raise CheckpointError."""
+    directory = Path(directory)
+    if not (directory / WEIGHTS).is_file():
+        raise CheckpointError(f"{directory}: not a checkpoint (missing {WEIGHTS})")
+    meta = read_description(directory, kind)
     try:
         weights = load_file(directory / WEIGHTS)
         with safe_open(directory / WEIGHTS, "pt") as f:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rate.checkpoint import read_checkpoint
+from rate.checkpoint import CheckpointError, read_checkpoint
 from rate.config import save_yaml
 from tests.tiny_tmaze import tiny
 from rate.rl.trainer import BEST_DIR, STATE_FILE, train
@@ -105,10 +105,12 @@ def test_checkpoint_every_lets_a_kill_between_evaluations_resume(tmp_path):
     resume_and_compare(config, out, reference, step)
 
 
-@pytest.mark.parametrize("target", ["model.safetensors", STATE_FILE])
+@pytest.mark.parametrize("target", ["model.safetensors", "config.json", STATE_FILE])
 def test_kill_9_while_a_checkpoint_is_written(setup, tmp_path, target):
     """The second time ``target`` is about to be renamed into place (its temporary fully written),
-    the process kills itself: the previous complete files must carry the resume."""
+    the process kills itself: the previous complete files must carry the resume.  Killed at
+    config.json, the step-20 weights lie beside the step-10 description: refused as a checkpoint
+    (two saves), resumed from the step-10 training state."""
     config, reference = setup
     out = tmp_path / "killed"
     prelude = f"""
@@ -125,7 +127,11 @@ os.replace = _kill_on_second
     done = subprocess.run(trainer(config, out, prelude=prelude), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert list(out.glob(f".{target}.*.tmp"))  # killed with the new file written but not in place
-    read_checkpoint(out, "rate")  # every file in place is complete
+    if target == "config.json":
+        with pytest.raises(CheckpointError, match="come from different saves"):
+            read_checkpoint(out, "rate")
+    else:
+        read_checkpoint(out, "rate")  # every file in place is complete
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 10
     resume_and_compare(config, out, reference, 10)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rate.checkpoint import RESUME_REFUSED_EXIT, CheckpointError, read_checkpoint
+from rate.checkpoint import RESUME_REFUSED_EXIT, CheckpointError, read_description
 from rate.cli.records import check_results_csv, read_rows
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
@@ -121,7 +121,7 @@ def _resumable(out: Path, run: Run) -> bool:
     if not (out / STATE_FILE).is_file():
         return False
     try:
-        meta, _ = read_checkpoint(out, CHECKPOINT_KIND)
+        meta = read_description(out, CHECKPOINT_KIND)  # (as --resume: the weights come from the training state)
         cfg = load_yaml(RATEExperimentConfig, run.config, run.overrides)
     except (CheckpointError, ConfigError, OSError):
         return False

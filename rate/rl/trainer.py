@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights,
-                             read_checkpoint, save_checkpoint)
+                             read_checkpoint, read_description, save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.rl.experiment import (CHECKPOINT_KIND, EvalConfig, RATEExperimentConfig, build_rate, check_eval_envs,
                                 eval_lengths, evaluate_lengths, load_dataset_for)
@@ -163,7 +163,12 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     (:data:`RESUMABLE_CHANGES` aside), its training state is missing or unreadable, or it drew its
     batches from other data: another number of training windows than ``windows`` (the data
     changed, or how windows are cut) or other episodes than ``data_fingerprint`` says."""
-    meta, _ = read_checkpoint(out, CHECKPOINT_KIND)  # the run folder must hold a checkpoint of this kind
+    # The description only: the weights come from the training state, and a kill between the
+    # checkpoint's two renames leaves new weights beside the previous config.json (the same config).
+    try:
+        meta = read_description(out, CHECKPOINT_KIND)
+    except CheckpointError as err:  # (a first checkpoint cut short: nothing to continue)
+        raise ResumeRefused(str(err)) from None
     changes = config_changes(meta["config"], cfg)
     if changes:
         raise ResumeRefused(f"{out} was trained with another config ({'; '.join(changes[:4])}"
