@@ -118,9 +118,9 @@ def read_description(directory: str | Path, kind: str) -> dict[str, Any]:
 def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Return (metadata, weights) of a checkpoint of the given kind, or raise CheckpointError."""
     directory = Path(directory)
+    meta = read_description(directory, kind)
     if not (directory / WEIGHTS).is_file():
         raise CheckpointError(f"{directory}: not a checkpoint (missing {WEIGHTS})")
-    meta = read_description(directory, kind)
     try:
         weights = load_file(directory / WEIGHTS)
         with safe_open(directory / WEIGHTS, "pt") as f:
@@ -188,27 +188,34 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
     if int(os.environ.get("RANK", "0")) != 0 or out.resolve() in _HELD:
         yield
         return
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    # The lock is taken on the folder itself (flock works on a directory's descriptor), so
-    # nothing is written into the folder for it.
-    fd = os.open(out, os.O_RDONLY)
-    held = False
-    try:
+    while True:
+        created = not out.exists()
+        out.mkdir(parents=True, exist_ok=True)
+        # The lock is taken on the folder itself (flock works on a directory's descriptor), so
+        # nothing is written into the folder for it.
+        fd = os.open(out, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the descriptor is closed
         except BlockingIOError:
+            os.close(fd)
             raise CheckpointError(f"{out} is being written by another trainer (still running?); wait for it "
                                   "or choose another --out") from None
-        held = True
-        _HELD.add(out.resolve())
+        # The holder before us may have removed the empty folder it made (below) between our
+        # open and our lock: that lock is on a deleted folder, so take the new one's.
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(out)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    _HELD.add(out.resolve())
+    try:
         yield
     finally:
-        if held:
-            _HELD.discard(out.resolve())
+        _HELD.discard(out.resolve())
         # A run that failed before writing anything leaves no empty folder; only the holder may
         # remove it (a trainer refused the lock must not pull the folder from under the holder).
-        if held and created and out.is_dir() and not any(out.iterdir()):
+        if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         os.close(fd)
 

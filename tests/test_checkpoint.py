@@ -171,3 +171,32 @@ def test_weights_and_description_of_different_saves_are_refused(tmp_path):
     del meta["save_id"]  # as an older version wrote it
     (second / "config.json").write_text(json.dumps(meta))
     assert read_checkpoint(second, "toy")[0]["config"] == {"n": 2}
+
+
+def test_a_lock_taken_on_a_folder_removed_meanwhile_is_taken_again_on_the_new_one(tmp_path, monkeypatch):
+    """The holder before us removes the empty folder it made between our open and our lock: the
+    lock must end on the folder that exists, or a third trainer could lock that one too."""
+    import fcntl
+    import os
+
+    from rate.checkpoint import exclusive_run_dir
+
+    out, real, removed = tmp_path / "run", fcntl.flock, []
+
+    def flock(fd, operation):
+        if not removed:  # (the other holder's rmdir, just before our first lock)
+            removed.append(out)
+            out.rmdir()
+        return real(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    with exclusive_run_dir(out):
+        monkeypatch.undo()
+        assert out.is_dir()
+        fd = os.open(out, os.O_RDONLY)
+        try:
+            with pytest.raises(BlockingIOError):  # the folder that exists is the one locked
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
+    assert removed and not out.exists()  # made by this holder, empty: removed again

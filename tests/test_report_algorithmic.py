@@ -55,7 +55,8 @@ def test_retrieval_reports_when_each_seed_left_the_plateau():
 
 
 def test_rows_of_a_model_the_page_has_no_column_for_are_one_error_not_dropped(tmp_path, capsys):
-    rows = [row("copy24/rmt/seg2/seed0", "512", 1.0), row("copy24/lstm/seg2/seed0", "512", 0.9)]
+    rows = [row("copy24/rmt/seg2/seed0", "512", 1.0), row("copy24/rmt_bptt0/seg2/seed0", "512", 0.8),
+            row("copy24/lstm/seg2/seed0", "512", 0.9)]
     path = tmp_path / "algorithmic.csv"
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -64,4 +65,7 @@ def test_rows_of_a_model_the_page_has_no_column_for_are_one_error_not_dropped(tm
     with pytest.raises(SystemExit) as exit_info:
         main(["--csv", str(path), "--out", str(tmp_path / "page.md")])
     assert exit_info.value.code == 2 and not (tmp_path / "page.md").exists()
-    assert "rows of models this page has no column for: lstm" in capsys.readouterr().err
+    assert "rows of models this page has no place for: lstm (it knows" in capsys.readouterr().err
+    # The repository's own CSV (models and ablations) makes its page.
+    assert main(["--out", str(tmp_path / "page.md")]) == 0
+    assert "RMT, bptt_depth 0" in (tmp_path / "page.md").read_text()
