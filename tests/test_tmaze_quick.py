@@ -65,3 +65,19 @@ def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypa
     assert not report.exists() and not held.exists()  # the refused run wrote nothing; the holder tidied up
     with pytest.raises(SystemExit):
         main([*args, "--episodes", "0"])  # a usage error, not the config's own count
+
+
+def test_main_job_replaces_only_its_own_run_folder(tmp_path, capsys, monkeypatch):
+    """--out names a folder of something else (results/, a home folder): refused before anything
+    is built or trained, every file kept."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(TINY))
+    other = tmp_path / "papers"
+    other.mkdir()
+    (other / "notes.txt").write_text("the user's")
+    assert main(["--config", str(config), "--out", str(other), "--report", str(tmp_path / "q.md")]) == 2
+    assert "holds files that are not a RATE run" in capsys.readouterr().err
+    assert [p.name for p in other.iterdir()] == ["notes.txt"] and not (tmp_path / "q.md").exists()
+    assert not (tmp_path / "minari").exists()  # no dataset built either
+

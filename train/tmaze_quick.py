@@ -57,6 +57,17 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     from rate.cli.evaluate import plot_success
     from rate.rl.trainer import train
 
+    # The main job replaces its previous run, once the new one has a complete checkpoint; a folder
+    # that holds anything else is not its to replace.
+    if args.out.is_dir() and any(args.out.iterdir()):
+        from rate.checkpoint import CheckpointError, read_description
+        from rate.rl.model import CHECKPOINT_KIND
+
+        try:
+            read_description(args.out, CHECKPOINT_KIND)
+        except CheckpointError:
+            raise CheckpointError(f"{args.out} holds files that are not a RATE run: the main job replaces only its "
+                                  "own run folder; choose another --out") from None
     horizon = cfg.model.window_steps
     start = time.time()
     if cfg.dataset_id not in minari.list_local_datasets():
@@ -65,7 +76,6 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     else:
         print(f"[1/3] using the existing dataset {cfg.dataset_id}")
     print(f"[2/3] training RATE ({cfg.train.steps} steps, batch {cfg.train.batch_size}) -> {args.out}")
-    # The main job replaces its previous run, once the new one has a complete checkpoint.
     model, metrics = train(cfg, args.out, overwrite=True)
     print(f"[3/3] rolling out {args.episodes} episodes at T = {args.lengths}")
     results = evaluate_lengths(model, cfg, args.lengths, args.episodes, progress=True)
