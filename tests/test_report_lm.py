@@ -102,3 +102,9 @@ def test_rows_of_one_seed_are_left_out_of_the_spread_rules():
     text = checked(paper_like(trxl_16=[1.90], trxl64_plus_rmt=[1.70]))
     assert text[-1] == "Left out of these checks (one seed, no spread to compare): trxl-16, trxl64+rmt."
     assert not any("trxl64+rmt" in line for line in text[:-1])
+
+
+def test_the_combination_alone_is_not_checked_against_nothing():
+    only = [row("trxl64+rmt", 5, 64, 2, bpc, seed=i) for i, bpc in enumerate([1.70, 1.71])]
+    (line,) = checked(only)
+    assert "4. **Transformer-XL + RMT is best**: not checked: no other model's rows to compare with" in line

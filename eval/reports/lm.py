@@ -160,7 +160,7 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
         others = [v for v in bpc if v.kind != "trxl+rmt"]
         best_other = min(others, key=lambda v: bpc[v]) if others else None
         if best_other is None:
-            verdict = "holds"
+            verdict = "not checked: no other model's rows to compare with"
         else:
             margin = bpc[best_other] - bpc[best_combo]
             verdict = ("holds" if margin > std[best_combo] + std[best_other] else
