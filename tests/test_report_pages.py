@@ -94,14 +94,16 @@ def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
 
 @pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.minigrid", "eval.reports.mujoco",
                                     "eval.reports.memory_maze", "eval.reports.vizdoom"])
-def test_pages_refuse_an_empty_csv(tmp_path, module, capsys):
+def test_pages_refuse_an_empty_csv_or_one_of_another_kind(tmp_path, module, capsys):
     import importlib
 
-    (tmp_path / "x.csv").write_text("")
-    with pytest.raises(SystemExit) as exc:
-        importlib.import_module(module).main(["--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.md")])
-    assert exc.value.code == 2 and "has no rows" in capsys.readouterr().err
-    assert not (tmp_path / "x.md").exists()
+    for content, message in (("", "has no rows"), ("a,b\n1,2\n", "no 'run' column, not a results CSV"),
+                             (b"\xff\xfe\x00binary", "not a text file, not a results CSV")):
+        (tmp_path / "x.csv").write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(SystemExit) as exc:
+            importlib.import_module(module).main(["--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.md")])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "x.md").exists()
 
 
 def test_machine_line_counts_the_runs_of_each_machine_when_they_differ():

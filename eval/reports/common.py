@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 from rate.config import atomic_write_text
-from rate.cli.records import read_rows
+from rate.cli.records import check_results_csv, read_rows
 
 
 def how_many(count: int, noun: str) -> str:
@@ -37,7 +37,14 @@ def report_parser(prog: str, description: str, name: str, notes_help: str) -> ar
 
 
 def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
-    """The CSV rows, or the parser's one-line error (exit 2) when there are none."""
+    """The CSV rows, or the parser's one-line error (exit 2) when there are none or the file is not
+    a results CSV of this project."""
+    from rate.config import ConfigError
+
+    try:
+        check_results_csv(csv)
+    except ConfigError as err:
+        parser.error(str(err))
     rows = read_rows(csv)
     if not rows:
         parser.error(f"{csv} has no rows; run the sweep first")
