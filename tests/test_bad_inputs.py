@@ -337,6 +337,26 @@ def test_a_resume_that_moves_the_end_of_the_schedule_says_the_learning_rate_jump
         _warn_schedule_change(4000, longer, 1000)
 
 
+def test_a_resume_on_another_number_of_processes_says_it_is_not_exact(tmp_path):
+    import warnings
+
+    from rate.config import to_dict
+    from rate.rl.experiment import RATEExperimentConfig, build_policy_model
+    from rate.rl.trainer import CHECKPOINT_KIND, load_training_state, save_training_state
+    from rate.training import make_optimizer
+
+    cfg = RATEExperimentConfig()
+    model = build_policy_model(cfg.model)
+    opt, sched = make_optimizer(model, cfg.train)
+    save_checkpoint(tmp_path, model, CHECKPOINT_KIND, to_dict(cfg))
+    save_training_state(tmp_path, model, opt, sched, 5, 1.0, world=2)
+    with pytest.warns(UserWarning, match="was trained on 2 processes and resumes on 1: .* not exactly the run"):
+        assert load_training_state(tmp_path, model, opt, sched, cfg, world=1)[0] == 5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_training_state(tmp_path, model, opt, sched, cfg, world=2)
+
+
 def test_episodes_longer_than_the_window_from_the_episode_start_are_named():
     from rate.rl.experiment import load_dataset_for
 

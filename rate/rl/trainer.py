@@ -86,14 +86,16 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, lo
 
 def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, train_seconds: float,
                         device: torch.device = torch.device("cpu"), windows: int | None = None,
-                        data_fingerprint: str | None = None) -> None:
+                        data_fingerprint: str | None = None, world: int = 1) -> None:
     """Everything a resume needs, weights included, in one file written atomically: a kill at any
     moment leaves either the previous complete state or the new one (the safetensors checkpoint,
     written separately for evaluation and export, may then be a step ahead; resume ignores it).
     ``windows``: how many training windows the batches are drawn from, ``data_fingerprint``: their
-    episodes' digest (:meth:`TrajectoryWindows.fingerprint`); both checked on resume."""
+    episodes' digest (:meth:`TrajectoryWindows.fingerprint`); both checked on resume.  ``world``:
+    the processes that trained it (a resume on another number warns: not exact)."""
     state = {
         "step": step,
+        "world": world,
         **({} if windows is None else {"windows": windows}),
         **({} if data_fingerprint is None else {"data_fingerprint": data_fingerprint}),
         "train_seconds": train_seconds,  # so that a resumed run reports its whole training time
@@ -156,7 +158,7 @@ def _warn_schedule_change(steps_before: int | None, tc: TrainConfig, step: int) 
 
 def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig,
                         device: torch.device = torch.device("cpu"), windows: int | None = None,
-                        data_fingerprint: str | None = None) -> tuple[int, float]:
+                        data_fingerprint: str | None = None, world: int = 1) -> tuple[int, float]:
     """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
     seconds trained so far.
     ResumeRefused (a CheckpointError) when the run was trained with another config
@@ -200,6 +202,11 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
                             "dataset was changed or regenerated under its id); its batches and observation "
                             "statistics would not continue: train into a new --out")
     _warn_schedule_change(meta["config"].get("train", {}).get("steps"), cfg.train, int(state["step"]))
+    saved_world = int(state.get("world", 1))
+    if saved_world != world:  # each rank seeds its own dropout over its own rows; the reduction order changes too
+        warnings.warn(f"{out} was trained on {saved_world} process{'es' if saved_world > 1 else ''} and resumes on "
+                      f"{world}: the same batches and schedule, but other dropout masks and another order of the "
+                      "gradient sums, so not exactly the run an uninterrupted one would be", stacklevel=3)
     load_weights(model, state["model"], path)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -214,11 +221,12 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
 
 
 def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg: RATEExperimentConfig, extra: dict,
-                   train_seconds: float, device: torch.device, windows: TrajectoryWindows, fingerprint: str) -> None:
+                   train_seconds: float, device: torch.device, windows: TrajectoryWindows, fingerprint: str,
+                   world: int) -> None:
     """The run folder's checkpoint and training state at this step (what --resume reads)."""
     save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), extra)
     save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device, len(windows),
-                        fingerprint)
+                        fingerprint, world)
 
 
 def commit_checkpoint(folder: RunFolder, loop: TrainingLoop) -> None:
@@ -341,7 +349,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
     group.barrier()
     fingerprint = windows.fingerprint()
     step, seconds_before = (load_training_state(out, model, loop.opt, loop.sched, cfg, device, len(windows),
-                                                fingerprint) if resume else (0, 0.0))
+                                                fingerprint, group.world) if resume else (0, 0.0))
     if step > tc.steps:
         raise ConfigError(f"{out} has trained {step} steps; train.steps {tc.steps} cannot resume it (a row would "
                           "record fewer steps than the model has had)")
@@ -377,13 +385,14 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
                 save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
                                 extra)
-            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device, windows, fingerprint)
+            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device, windows, fingerprint,
+                           group.world)
             commit_checkpoint(folder, loop)
             loop.pause_clock()
         elif (cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0
               or loop.evaluation_due and not cfg.eval.episodes) and group.is_main:  # (no evaluation: checkpoint only)
             save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
-                           device, windows, fingerprint)
+                           device, windows, fingerprint, group.world)
             commit_checkpoint(folder, loop)
             loop.pause_clock()
     loop.close_bar()  # before the final evaluation's own bars
