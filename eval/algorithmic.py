@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=int, default=0, help="print this many generated samples")
     parser.add_argument("--threads", type=positive_int, default=2)
     args = parser.parse_args(argv)
-    if args.samples <= 0:
-        parser.error("--samples must be positive")
+    if args.samples <= 0 or args.seed < 0 or args.show < 0:
+        parser.error("--samples must be positive, --seed and --show at least 0")
     setup_process(args.seed, args.threads)
     try:
         model, cfg = load_model(args.checkpoint)

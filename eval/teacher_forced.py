@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections import defaultdict
 
@@ -154,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.last < 1:
         parser.error("--episodes and --last must be positive")
+    if args.constant_rtg is not None and not math.isfinite(args.constant_rtg):  # (NaN logits: every argmax 0)
+        parser.error(f"--constant-rtg must be a finite number, got {args.constant_rtg}")
+    if args.seed < 0:
+        parser.error("--seed must be at least 0")
     setup_process(0, args.threads)
     rtg = "the episodes' returns-to-go" if args.constant_rtg is None else f"returns-to-go fixed at {args.constant_rtg}"
     left_out = 0  # episodes longer than a window policy's window

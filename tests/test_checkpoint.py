@@ -70,6 +70,12 @@ def test_eval_cli_reports_a_bad_checkpoint_without_traceback(tmp_path):
                           capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 2 and "expected 'algorithmic'" in proc.stderr and "Traceback" not in proc.stderr
     assert {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()} == before
+    from eval.algorithmic import main
+
+    for args in (["--seed", "-1"], ["--show", "-2"]):  # (numpy's seed and the sample count would raise)
+        with pytest.raises(SystemExit) as exc:
+            main([str(tmp_path / "ck"), *args])
+        assert exc.value.code == 2
 
 
 def test_config_json_is_plain_json(tmp_path):

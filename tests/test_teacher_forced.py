@@ -34,9 +34,12 @@ def test_bad_checkpoint_and_arguments_give_one_error(tmp_path, capsys):
     assert "error:" in capsys.readouterr().err
     import pytest
 
-    with pytest.raises(SystemExit) as exc:
-        main([str(tmp_path), "--last", "0"])
-    assert exc.value.code == 2
+    for args, message in ((["--last", "0"], "--episodes and --last must be positive"),
+                          (["--constant-rtg", "nan"], "--constant-rtg must be a finite number, got nan"),
+                          (["--seed", "-1"], "--seed must be at least 0")):
+        with pytest.raises(SystemExit) as exc:
+            main([str(tmp_path), *args])
+        assert exc.value.code == 2 and message in capsys.readouterr().err
 
 
 class RemembersOneSegment(torch.nn.Module):
