@@ -3,9 +3,11 @@
     python -m train.retrieval_reference [--steps 4000] [--seed 0]
 
 A causal pre-LN ``nn.TransformerEncoder`` (2 layers, d_model 64, 4 heads, learned absolute
-positions) trained exactly like train.algorithmic's one-segment Transformer (AdamW 1e-3, batch
-64, fresh samples per step).  If it also stays near the "guess a value that is in the context"
-level, the plateau is the task at this budget, not this project's attention implementation.
+positions) trained on the same task as train.algorithmic's one-segment Transformer (AdamW 1e-3,
+batch 64, fresh samples per step), with a plainer optimiser: no warm-up, no cosine decay, no
+gradient clipping, AdamW's default weight decay on every parameter.  If it also stays near the
+"guess a value that is in the context" level, the plateau is the task at this budget, not this
+project's attention implementation.
 """
 
 from __future__ import annotations
