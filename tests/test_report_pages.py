@@ -39,6 +39,11 @@ def test_popgym_page_has_a_row_per_task_and_the_papers_numbers(tmp_path):
     assert "| CountRecallEasy | 1.00 +- 0.00 (n=2) | -0.50 +- 0.00 (n=2) | 0.07 / -0.46 / 0.05 |" in text
     # Tasks without runs yet are listed, so a partial sweep shows what is missing.
     assert "| AutoencodeMedium | - | - | - |" in text
+    assert "over 100 evaluation episodes" in text  # (rows that record no count: the default)
+    # A model the page has no column for is one error, not a row silently left out.
+    with pytest.raises(SystemExit) as exc:
+        render(main, tmp_path, "popgym", rows + [{**rows[0], "run": "RepeatFirstEasy/lstm/seed0"}])
+    assert exc.value.code == 2
 
 
 def test_minigrid_page_sweeps_grid_sizes(tmp_path):

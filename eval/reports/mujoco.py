@@ -18,6 +18,7 @@ from collections import defaultdict
 from rate.plots import plt, save_figure
 from eval.reports.common import how_many, machines, read_report_rows, report_parser, single_return, write_report
 from rate.data.d4rl import REF_SCORES
+from eval.reports.tmaze import episodes_of
 
 # rate/mujoco/halfcheetah-ars-v0 (python -m envs.mujoco_data, seed 0): metadata ref_min_score and
 # ref_max_score, and the return range of its 100 episodes (printed by the generator).
@@ -53,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. Every model is trained on "
              "`rate/mujoco/halfcheetah-ars-v0` (100 episodes of 1000 steps from ARS behaviour snapshots with "
              f"action noise 0.1; returns min {DATASET_RETURNS['min']}, mean {DATASET_RETURNS['mean']}, "
-             f"max {DATASET_RETURNS['max']}) and evaluated on 10 episodes of 1000 steps; mean +- std over seeds of "
-             "each seed's mean return.", "",
+             f"max {DATASET_RETURNS['max']}) and evaluated on {episodes_of(rows)} episodes of 1000 steps; mean +- std "
+             "over seeds of each seed's mean return.", "",
              f"Normalised scores: 100 x (R - min) / (max - min), with min / max = {DATASET_REF[0]} / {DATASET_REF[1]} "
              "(this dataset: a uniformly random policy / the best behaviour snapshot) and "
              f"{d4rl[0]} / {d4rl[1]} (D4RL's random / expert HalfCheetah).", "",

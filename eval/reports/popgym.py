@@ -15,7 +15,7 @@ from collections import defaultdict
 import numpy as np
 
 from rate.plots import plt, save_figure
-from eval.reports.tmaze import fmt
+from eval.reports.tmaze import episodes_of, fmt
 from eval.reports.common import how_many, machines, read_report_rows, report_parser, single_return, write_report
 
 MODELS = {"rate": "RATE", "dt": "DT", "bc_gru": "BC-GRU", "bc_mlp": "BC-MLP"}
@@ -40,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
                            "hand-written discussion appended to the report")
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args.csv)
+    unknown = sorted({r["run"].split("/")[1] for r in rows} - MODELS.keys())
+    if unknown:  # the table has a column per known model: it would drop these rows
+        parser.error(f"{args.csv}: rows of models this page has no column for: {', '.join(unknown)} "
+                     f"(it knows {', '.join(MODELS)})")
     table = collect(rows)
     tasks = TASKS + sorted(set(table) - set(TASKS))  # every task, so the runs still missing show
     models = [m for m in MODELS if any(m in table[t] for t in tasks)]
@@ -49,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
              "(rows written by `python -m train.sweep configs/popgym/sweep.yaml`).", "",
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. Every model is trained "
              "on 1000 oracle episodes of its task with 10 % random actions; mean episode return (POPGym's scale, "
-             "-1 to 1; the oracle earns 1.00) over 100 evaluation episodes with argmax actions, mean +- std over "
-             "seeds. A '-' is a run not done yet.", "",
+             f"-1 to 1; the oracle earns 1.00) over {episodes_of(rows)} evaluation episodes with argmax actions, mean "
+             "+- std over seeds. A '-' is a run not done yet.", "",
              "| task | " + " | ".join(MODELS[m] for m in models) + " | paper: RATE / DT / BC-LSTM |",
              "|---" * (len(models) + 2) + "|"]
     for t in tasks:
