@@ -377,10 +377,21 @@ def test_resume_refuses_random_windows_saved_before_they_were_one_per_step(tmp_p
     assert "older version of the library" in resume_fails(config, out, capsys, code=3)
 
 
-def test_resume_with_a_missing_weights_file(capsys, finished_run):
-    config, out = finished_run
+def test_resume_with_a_missing_weights_file_or_description(capsys, finished_run):
+    """The training state holds the weights: a run whose model.safetensors is gone (a kill
+    between a checkpoint's renames leaves it from another save) continues from its state and
+    writes it again.  Without config.json there is no run to continue (a first checkpoint cut
+    short): status 3."""
+    from rate.checkpoint import read_checkpoint
+
+    config, out = finished_run  # (the config file trains longer than the run's 2 steps)
     (out / "model.safetensors").unlink()
-    assert "missing model.safetensors" in resume_fails(config, out, capsys)
+    assert main([str(config), "--out", str(out), "--resume", "--no-progress"]) == 0
+    meta, _ = read_checkpoint(out, "rate")  # whole again
+    assert meta["extra"]["step"] == yaml.safe_load(config.read_text())["train"]["steps"] > 2
+    capsys.readouterr()
+    (out / "config.json").unlink()
+    assert "missing config.json); nothing to resume" in resume_fails(config, out, capsys, code=3)
 
 
 def test_read_only_output_folder(tmp_path, capsys, monkeypatch):

@@ -167,10 +167,9 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
     changed, or how windows are cut) or other episodes than ``data_fingerprint`` says."""
     # The description only: the weights come from the training state, and a kill between the
     # checkpoint's two renames leaves new weights beside the previous config.json (the same config).
-    try:
-        meta = read_description(out, CHECKPOINT_KIND)
-    except CheckpointError as err:  # (a first checkpoint cut short: nothing to continue)
-        raise ResumeRefused(str(err)) from None
+    if not (out / CONFIG).is_file():  # a first checkpoint cut short: nothing to continue
+        raise ResumeRefused(f"{out}: not a checkpoint (missing {CONFIG}); nothing to resume")
+    meta = read_description(out, CHECKPOINT_KIND)  # (another kind of checkpoint: CheckpointError)
     changes = config_changes(meta["config"], cfg)
     if changes:
         raise ResumeRefused(f"{out} was trained with another config ({'; '.join(changes[:4])}"
