@@ -1,5 +1,6 @@
 """The rollout benchmark's measuring loop (eval/bench/rollout.py): same inputs, actions compared."""
 
+import numpy as np
 import pytest
 
 from eval.bench.rollout import step_latencies, tmaze_model
@@ -19,9 +20,29 @@ def test_step_latencies_report_median_and_mean_and_compare_actions():
     assert not same
 
 
-def test_step_latencies_time_the_closing_steps_apart():
-    """With K given, the steps at t = K, 2K (a segment closes) are timed apart from the others."""
-    model = tmaze_model(3, 2)
+def test_step_latencies_time_the_closing_steps_apart(monkeypatch):
+    """With K given, the steps at t = K, 2K (a segment closes) are timed apart from the others
+    (the first step, which decodes no previous action, in neither).  A fake clock makes step t
+    take t + 1 seconds."""
+    import eval.bench.rollout
+
+    clock = [0.0]
+
+    class Steps:
+        def reset(self, batch):
+            self.t = 0
+
+        def act(self, obs, reward):
+            self.t += 1
+            clock[0] += self.t
+            return np.zeros(len(obs), dtype=int)
+
+    monkeypatch.setattr(eval.bench.rollout.time, "perf_counter", lambda: clock[0])
+    stats, identical = step_latencies({"a": Steps(), "b": Steps()}, batch=2, steps=7, segment_steps=3)
+    assert identical and stats["a"] == stats["b"]
+    assert stats["a"] == {"median": 4.0, "mean": 4.0, "closing": 5.5, "ordinary": 4.0}  # t=3, 6: 4 and 7 s
+    model = tmaze_model(3, 2)  # (and a real policy runs through it)
+    monkeypatch.undo()
     stats, _ = step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch=2, steps=7, segment_steps=3)
     assert {"median", "mean", "closing", "ordinary"} <= set(stats["stream"])
 
