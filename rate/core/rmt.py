@@ -263,8 +263,12 @@ class RecurrentMemoryTransformer(nn.Module):
         """Decode a sequence segment by segment.
 
         x: (B, T, D) embeddings; segment_len: S (the last segment may be shorter);
-        state: carried state (the caller detaches it between calls); valid: optional (B, T) bool.
-        Returns hidden states (B, T, D) and the state after the last segment.
+        state: carried state (the caller detaches it between calls); valid: optional (B, T) bool,
+        padding at the end only.  Returns hidden states (B, T, D) and the state after the last
+        segment.  Padded positions are masked out of every output, but the state still passes
+        through them: segments of padding update the memory and the Transformer-XL cache rolls
+        over padded inputs, so with padding the returned state is not the one after the last
+        valid token (training throws it away; the streaming decoder never pads).
 
         With 0 < bptt_depth < N-1 the loss of segment n must reach exactly bptt_depth earlier
         segments, so segment n is re-decoded from the detached state bptt_depth segments back
