@@ -165,7 +165,9 @@ def render(rows: list[dict], plot_name: str) -> str:
         if task == "sqeq":
             tf = collect(task_rows, "tf_token_acc")[0]
             out += ["", "Per-token accuracy with teacher forcing (each answer token predicted from the true prefix) beside",
-                    "the exact answer slot above: one wrong character of the ~60 generated freely fails the slot.", "",
+                    "the exact answer slot above: one wrong character of the ~60 generated freely fails the slot.",
+                    "The answer's tokens include the PAD characters that fill each slot up to its width (most of",
+                    "them easy to predict), so this accuracy is higher than one over the characters alone would be.", "",
                     "| segments | " + " | ".join(MODELS.values()) + " |", "|---" * (len(MODELS) + 1) + "|"]
             for n in keys:
                 out.append(f"| {n} | " + " | ".join(fmt(tf.get((task, m, n), [])) for m in MODELS) + " |")

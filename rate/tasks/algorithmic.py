@@ -18,8 +18,12 @@ two seed streams and share a sample only by chance (for copy at L = 8, under 1 %
 samples appear among the 96,000 that a 1500-step run of batch 64 trains on).  The
 scaled-down sqeq has only 1,900 distinct equations (max_root 9, max_coef 5), which a run of 3000
 batches of 32 sees about 50 times each: there the equations themselves are split, a fixed
-``held_out`` fraction of them reserved for the test split (:func:`sqeq_problems`), so that test
-accuracy measures solving equations never trained on, not recalling them.
+``held_out`` fraction of them reserved for the test split (:func:`sqeq_problems`), so that no
+test equation is ever trained on as written.  The split is by (roots, leading coefficient), not
+by root pair: every root pair of the test split also occurs in training with other leading
+coefficients (122 of 122 at the defaults), and everything after the canonical form depends on
+the roots alone, so a test answer can be reached by dividing out the coefficient and recalling
+that pair's continuation as well as by solving.
 """
 
 from __future__ import annotations
