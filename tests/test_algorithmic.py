@@ -82,6 +82,24 @@ def test_sqeq_test_equations_are_never_trained_on():
     assert not trained & tested
     # The split is fixed by the equations, not by the run's seed: another seed's test set is the same.
     assert sqeq_equations(generate(task, 2_000, 7, split="test")) == tested
+    # ... but every test root pair is trained with other leading coefficients (see held_out_by).
+    assert {tuple(p[:2]) for p in test} <= {tuple(p[:2]) for p in train}
+
+
+def test_sqeq_split_by_roots_holds_out_whole_root_pairs():
+    """held_out_by=roots: a test answer's continuation (everything after the canonical form,
+    which depends on the roots alone) never occurs in training."""
+    task = TaskConfig(name="sqeq", held_out_by="roots")
+    train, test = sqeq_problems(task.max_root, task.max_coef, task.held_out, task.held_out_by)
+    pairs = {tuple(p[:2]) for p in test}
+    assert len(pairs) == 19 and len(test) == 190 and len(train) == 1710  # 10 % of the 190 pairs, 10 equations each
+    assert not pairs & {tuple(p[:2]) for p in train}
+    trained, tested = generate(task, 5_000, 0, split="train"), generate(task, 500, 1, split="test")
+
+    def answers(z):  # the last slot: "lo,hi"
+        return {decode_sqeq(row[-task.slot_width:]) for row in z}
+
+    assert len(answers(tested)) == 19 and not answers(tested) & answers(trained)
 
 
 def test_sqeq_checks_its_slots_and_split():

@@ -96,7 +96,7 @@ ADDED_WITH_DEFAULTS = {("model", "channels_last"): False, ("model", "obs_scale")
                        ("model", "cache_position"): "official", ("model", "backbone", "cache_position"): "official",
                        ("train", "precision"): "fp32", ("train", "compile"): False, ("checkpoint_every",): 0,
                        ("train", "keep_freed_memory"): False, ("model", "checkpoint_attention"): False,
-                       ("model", "backbone", "checkpoint_attention"): False}
+                       ("model", "backbone", "checkpoint_attention"): False, ("task", "held_out_by"): "equation"}
 
 
 def _digest(value) -> str:

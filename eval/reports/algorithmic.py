@@ -18,15 +18,17 @@ from eval.reports.common import machines, over_seeds, read_report_rows, report_p
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
 ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0",
              "rmt_small_memory": "RMT, 24 memory tokens (not one segment's length)"}
-TASK_ORDER = ["copy", "copy24", "reverse", "retrieval", "retrieval20k", "sqeq"]
+TASK_ORDER = ["copy", "copy24", "reverse", "retrieval", "retrieval20k", "sqeq", "sqeq_roots"]
 TASK_ANSWER = {"copy": "the 8-symbol source copied twice",
                "copy24": "the 24-symbol source copied twice (the paper's length: its 9-segment comparison point)",
                "reverse": "the 12-symbol source reversed",
                "retrieval": "the value of the queried key (4 pairs)",
                "retrieval20k": "the value of the queried key (4 pairs), ten times the step budget",
-               "sqeq": "solution slots, scored on the answer slot"}
+               "sqeq": "solution slots, scored on the answer slot",
+               "sqeq_roots": "solution slots, scored on the answer slot; test root pairs never trained on "
+                             "(`task.held_out_by=roots`)"}
 CHANCE = {"copy": "0.125 per token", "copy24": "0.125 per token", "reverse": "0.125 per token", "retrieval": "0.1",
-          "retrieval20k": "0.1", "sqeq": "about 0"}
+          "retrieval20k": "0.1", "sqeq": "about 0", "sqeq_roots": "about 0"}
 # RMT paper, Fig. 3 (per-character accuracy of generation, memory = cache = segment length),
 # aggregated in ../shared/reference/rmt-paper-and-code.md section 2.3; sqeq: Table 1 answer accuracy.
 PAPER = {
@@ -38,7 +40,7 @@ PAPER = {
 
 
 def metric_of(task: str) -> str:
-    return "answer_acc" if task == "sqeq" else "gen_token_acc"
+    return "answer_acc" if task.startswith("sqeq") else "gen_token_acc"
 
 
 def fmt(values: list[float]) -> str:
@@ -162,7 +164,7 @@ def render(rows: list[dict], plot_name: str) -> str:
         out += ["| segments | " + " | ".join(MODELS.values()) + " |", "|---" * (len(MODELS) + 1) + "|"]
         for n in keys:
             out.append(f"| {n} | " + " | ".join(fmt(acc.get((task, m, n), [])) for m in MODELS) + " |")
-        if task == "sqeq":
+        if task.startswith("sqeq"):
             tf = collect(task_rows, "tf_token_acc")[0]
             out += ["", "Per-token accuracy with teacher forcing (each answer token predicted from the true prefix) beside",
                     "the exact answer slot above: one wrong character of the ~60 generated freely fails the slot.",

@@ -57,6 +57,10 @@ class TaskConfig:
     max_root: int = 9
     max_coef: int = 5
     held_out: float = 0.1  # sqeq: fraction of the distinct equations kept for the test split
+    # sqeq: what the split holds out.  equation: (roots, leading coefficient), so a test root pair
+    # is trained with other coefficients; roots: whole root pairs with every coefficient (a test
+    # answer's continuation is then never trained on: solving, not recall).
+    held_out_by: Literal["equation", "roots"] = "equation"
 
     def __post_init__(self) -> None:
         check_choices(self, "task.")
@@ -68,7 +72,7 @@ class TaskConfig:
         if not 0.0 < self.held_out < 1.0:
             raise ValueError(f"task.held_out must lie strictly between 0 and 1, got {self.held_out}")
         if self.name == "sqeq":
-            train, test = sqeq_problems(self.max_root, self.max_coef, self.held_out)
+            train, test = sqeq_problems(self.max_root, self.max_coef, self.held_out, self.held_out_by)
             if not len(train) or not len(test):
                 raise ValueError(f"task.held_out {self.held_out} leaves an empty split of the "
                                  f"{len(train) + len(test)} distinct equations")
@@ -136,7 +140,7 @@ def generate(task: TaskConfig, n: int, seed: int, split: Split = "train") -> tor
             [pairs, keys[rows, which][:, None], np.full((n, 1), SEP), values[rows, which][:, None]], 1
         )
     else:
-        problems = sqeq_problems(task.max_root, task.max_coef, task.held_out)[split == "test"]
+        problems = sqeq_problems(task.max_root, task.max_coef, task.held_out, task.held_out_by)[split == "test"]
         picks = problems[rng.integers(0, len(problems), size=n)]
         z = np.stack([_sqeq_sample(task, *map(int, p)) for p in picks])
     return torch.from_numpy(np.ascontiguousarray(z)).long()
@@ -184,14 +188,23 @@ def _all_sqeq_problems(max_root: int, max_coef: int) -> np.ndarray:
 
 
 @lru_cache(maxsize=8)
-def sqeq_problems(max_root: int, max_coef: int, held_out: float) -> tuple[np.ndarray, np.ndarray]:
+def sqeq_problems(max_root: int, max_coef: int, held_out: float,
+                  by: str = "equation") -> tuple[np.ndarray, np.ndarray]:
     """The distinct equations split into (train, test), each (n, 3) as :func:`_all_sqeq_problems`.
-    A fixed shuffle (the same for every run and seed) puts round(held_out * n) of them, at least
-    one, in the test split."""
+    A fixed shuffle (the same for every run and seed) puts round(held_out * n) of the units, at
+    least one, in the test split: equations (``by="equation"``), or root pairs with all their
+    equations (``by="roots"``)."""
     problems = _all_sqeq_problems(max_root, max_coef)
-    order = np.random.default_rng(SQEQ_SPLIT_SEED).permutation(len(problems))
-    n_test = max(1, round(held_out * len(problems)))
-    train, test = problems[np.sort(order[n_test:])], problems[np.sort(order[:n_test])]
+    units = problems if by == "equation" else np.unique(problems[:, :2], axis=0)
+    order = np.random.default_rng(SQEQ_SPLIT_SEED).permutation(len(units))
+    n_test = max(1, round(held_out * len(units)))
+    if by == "equation":
+        in_test = np.zeros(len(problems), dtype=bool)
+        in_test[order[:n_test]] = True
+    else:
+        held = {tuple(map(int, pair)) for pair in units[order[:n_test]]}
+        in_test = np.array([(int(lo), int(hi)) in held for lo, hi, _ in problems])
+    train, test = problems[~in_test], problems[in_test]
     train.setflags(write=False)
     test.setflags(write=False)
     return train, test
