@@ -237,7 +237,8 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     ``model`` preset (rate, the default, rmt, trxl, dt, bc_gru, bc_mlp), which a config sets itself.
 
     The run folder ``out`` (default, as ``rate-train``'s: ``runs/<name>``, the config file's
-    name, else the dataset's, e.g. runs/mujoco-hopper-expert-v0) is held for the run (a second trainer of it fails at once).  One that
+    name, else the dataset's, e.g. runs/mujoco-hopper-expert-v0) is held for the run (a second
+    trainer of it fails at once).  One that
     already holds a run is refused unless ``resume`` (continue it exactly) or ``overwrite``
     (replace it once the new run's first checkpoint is complete).  It gets the last checkpoint,
     ``checkpoint_best/`` (where the run evaluates), the training state and TensorBoard logs.

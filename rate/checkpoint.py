@@ -188,7 +188,7 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
     if int(os.environ.get("RANK", "0")) != 0 or out.resolve() in _HELD:
         yield
         return
-    while True:
+    for _ in range(10):
         created = not out.exists()
         out.mkdir(parents=True, exist_ok=True)
         # The lock is taken on the folder itself (flock works on a directory's descriptor), so
@@ -208,6 +208,8 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
         except FileNotFoundError:
             pass
         os.close(fd)
+    else:  # (a file system whose descriptors and paths never agree on the folder's identity)
+        raise CheckpointError(f"{out}: could not lock the folder (it kept being removed or replaced)")
     _HELD.add(out.resolve())
     try:
         yield
@@ -293,14 +295,16 @@ class RunFolder:
             for entry in list(self.path.iterdir()):
                 entry.rename(self.out / entry.name)
                 moved_in.append(entry.name)
-        except OSError:
+        except BaseException:  # a failed rename, or Ctrl-C reaching the trainer mid-swap
             # Put every entry back where it was: the earlier run whole in its folder, the new one
-            # in staging (which abandon() then deletes), instead of a mix of the two.
-            for name in reversed(moved_in):
-                (self.out / name).rename(self.path / name)
-            for name in reversed(moved_out):
-                (trash / name).rename(self.out / name)
-            trash.rmdir()
+            # in staging (which abandon() then deletes), instead of a mix of the two.  Best effort:
+            # a rename that fails here leaves its entry in the hidden folder, never deleted.
+            for source, target, names in ((self.out, self.path, moved_in), (trash, self.out, moved_out)):
+                for name in reversed(names):
+                    with contextlib.suppress(OSError):
+                        (source / name).rename(target / name)
+            with contextlib.suppress(OSError):
+                trash.rmdir()  # (only when empty)
             raise
         self.committed = True
         self.path.rmdir()

@@ -51,9 +51,14 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
         policy.act(np.zeros((2, 5)))
     with pytest.raises(TypeError, match=r"a Dict observation: .* policy.make_env\(\)"):
         policy.act({"position": np.zeros(2), "cue": np.zeros(2)})
-    # The eager model behind a checkpoint policy, to save or inspect.
+    # The eager model behind a checkpoint policy, to save or inspect; saved, it keeps the run's config.
     assert isinstance(policy.model, RATEModel)
     assert torch.equal(policy.model.head.linear.weight, RATEModel.from_pretrained(tmp_path / "ckpt").head.linear.weight)
+    ran = rate.load_policy(checkpoint(tmp_path / "cartpole"))
+    ran.model.run_config.eval.env_id, ran.model.run_config.dataset_id = "CartPole-v1", "some/data-v0"
+    ran.model.save_pretrained(tmp_path / "copy")
+    copy = RATEModel.from_pretrained(tmp_path / "copy").run_config
+    assert (copy.eval.env_id, copy.dataset_id) == ("CartPole-v1", "some/data-v0")  # not T-Maze's defaults
 
 
 def test_a_restarted_environment_starts_over_while_the_others_go_on(tmp_path):

@@ -389,6 +389,9 @@ def test_resume_with_a_missing_weights_file_or_description(capsys, finished_run)
     assert main([str(config), "--out", str(out), "--resume", "--no-progress"]) == 0
     meta, _ = read_checkpoint(out, "rate")  # whole again
     assert meta["extra"]["step"] == yaml.safe_load(config.read_text())["train"]["steps"] > 2
+    (out / "model.safetensors").unlink()  # and at its last step, with nothing left to train
+    assert main([str(config), "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert read_checkpoint(out, "rate")[0]["extra"]["step"] == meta["extra"]["step"]
     capsys.readouterr()
     (out / "config.json").unlink()
     assert "missing config.json); nothing to resume" in resume_fails(config, out, capsys, code=3)

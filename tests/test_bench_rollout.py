@@ -37,12 +37,12 @@ def test_step_latencies_time_the_closing_steps_apart(monkeypatch):
             clock[0] += self.t
             return np.zeros(len(obs), dtype=int)
 
-    monkeypatch.setattr(eval.bench.rollout.time, "perf_counter", lambda: clock[0])
-    stats, identical = step_latencies({"a": Steps(), "b": Steps()}, batch=2, steps=7, segment_steps=3)
+    with monkeypatch.context() as patched:
+        patched.setattr(eval.bench.rollout.time, "perf_counter", lambda: clock[0])
+        stats, identical = step_latencies({"a": Steps(), "b": Steps()}, batch=2, steps=7, segment_steps=3)
     assert identical and stats["a"] == stats["b"]
     assert stats["a"] == {"median": 4.0, "mean": 4.0, "closing": 5.5, "ordinary": 4.0}  # t=3, 6: 4 and 7 s
     model = tmaze_model(3, 2)  # (and a real policy runs through it)
-    monkeypatch.undo()
     stats, _ = step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch=2, steps=7, segment_steps=3)
     assert {"median", "mean", "closing", "ordinary"} <= set(stats["stream"])
 

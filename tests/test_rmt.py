@@ -245,8 +245,9 @@ def test_write_block_in_its_own_slots_or_after_the_frame_gives_the_same_memory(w
 @pytest.mark.parametrize("n_first", [1, 3, 5])
 def test_crossing_a_boundary_in_two_passes_equals_the_four_steps(name, n_first):
     """step_across(last, first) = step(last), close_full, step(first): the same outputs for the
-    first tokens and the same state (memory, cache, buffers) for the steps after it; more first
-    tokens than a segment holds are refused (they would run into the write block's slots)."""
+    first tokens, the same memory, and (where the segment has room) the same outputs for the next
+    tokens, which read every buffer and the cache; more first tokens than a segment holds are
+    refused (they would run into the write block's slots)."""
     model = make(**CONFIGS[name])
     x = torch.randn(2, 5 + n_first + 2, D)
     decoding = StreamingDecoder(model, segment_tokens=5)

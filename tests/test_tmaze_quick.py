@@ -77,7 +77,7 @@ def test_main_job_replaces_only_its_own_run_folder(tmp_path, capsys, monkeypatch
     other.mkdir()
     (other / "notes.txt").write_text("the user's")
     assert main(["--config", str(config), "--out", str(other), "--report", str(tmp_path / "q.md")]) == 2
-    assert "holds files that are not a RATE run" in capsys.readouterr().err
+    assert "holds files that are not a run's (notes.txt)" in capsys.readouterr().err
     assert [p.name for p in other.iterdir()] == ["notes.txt"] and not (tmp_path / "q.md").exists()
     assert not (tmp_path / "minari").exists()  # no dataset built either
 

@@ -49,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
         return error_exit(err)
 
 
+# What a run folder holds (rate.rl.trainer); hidden names are temporaries and staging.
+RUN_FILES = {"config.json", "model.safetensors", "training_state.pt", "tb", "checkpoint_best", "snapshots",
+             "policy.onnx", "policy.pt2"}  # (and the exports rate-export writes beside them)
+
+
 def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[str] | None) -> int:
     """Build the dataset if missing, train, roll out at every length, write the report."""
     import minari
@@ -58,16 +63,15 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     from rate.rl.trainer import train
 
     # The main job replaces its previous run, once the new one has a complete checkpoint; a folder
-    # that holds anything else is not its to replace.
-    if args.out.is_dir() and any(args.out.iterdir()):
-        from rate.checkpoint import CheckpointError, read_description
-        from rate.rl.model import CHECKPOINT_KIND
+    # that holds anything else is not its to replace (one that holds only a run's files, e.g. a run
+    # killed before its first checkpoint, is).
+    if args.out.is_dir():
+        from rate.checkpoint import CheckpointError
 
-        try:
-            read_description(args.out, CHECKPOINT_KIND)
-        except CheckpointError:
-            raise CheckpointError(f"{args.out} holds files that are not a RATE run: the main job replaces only its "
-                                  "own run folder; choose another --out") from None
+        others = sorted(p.name for p in args.out.iterdir() if p.name not in RUN_FILES and not p.name.startswith("."))
+        if others:
+            raise CheckpointError(f"{args.out} holds files that are not a run's ({', '.join(others[:3])}): the main "
+                                  "job replaces only its own run folder; choose another --out")
     horizon = cfg.model.window_steps
     start = time.time()
     if cfg.dataset_id not in minari.list_local_datasets():

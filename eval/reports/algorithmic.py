@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from rate.plots import plt, save_figure
-from eval.reports.common import machines, over_seeds, read_report_rows, report_parser, write_report
+from eval.reports.common import check_run_names, machines, over_seeds, read_report_rows, report_parser, write_report
 
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
 ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0",
@@ -168,8 +168,9 @@ def render(rows: list[dict], plot_name: str) -> str:
             tf = collect(task_rows, "tf_token_acc")[0]
             out += ["", "Per-token accuracy with teacher forcing (each answer token predicted from the true prefix) beside",
                     "the exact answer slot above: one wrong character of the ~60 generated freely fails the slot.",
-                    "The answer's tokens include the PAD characters that fill each slot up to its width (most of",
-                    "them easy to predict), so this accuracy is higher than one over the characters alone would be.", "",
+                    "The answer's tokens include the PAD characters that fill each slot up to its width (most",
+                    "of them easy to predict), so this accuracy is higher than one over the characters alone",
+                    "would be.", "",
                     "| segments | " + " | ".join(MODELS.values()) + " |", "|---" * (len(MODELS) + 1) + "|"]
             for n in keys:
                 out.append(f"| {n} | " + " | ".join(fmt(tf.get((task, m, n), [])) for m in MODELS) + " |")
@@ -198,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                            "hand-written discussion appended verbatim (findings, differences from the paper)")
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args.csv)
+    check_run_names(parser, args.csv, rows, 4, "TASK/MODEL/segN/seedS")
     unknown = sorted({r["run"].split("/")[1] for r in rows} - MODELS.keys() - ABLATIONS.keys())
     if unknown:  # the page has a column or an ablation row per known model: it would drop these rows
         parser.error(f"{args.csv}: rows of models this page has no place for: {', '.join(unknown)} "

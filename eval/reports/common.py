@@ -51,6 +51,14 @@ def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
     return rows
 
 
+def check_run_names(parser: argparse.ArgumentParser, csv: Path, rows: list[dict], parts: int, form: str) -> None:
+    """The parser's one-line error unless every row's run name has ``parts`` parts (``form``,
+    e.g. TASK/MODEL/seedN), which the page splits it into."""
+    odd = [r["run"] for r in rows if len(r["run"].split("/")) != parts]
+    if odd:
+        parser.error(f"{csv}: run names this page cannot read, e.g. {odd[0]!r} (it reads {form})")
+
+
 def single_return(row: dict) -> float:
     """The mean return of a run evaluated at one length (its only non-empty ``return_T*`` column,
     or ``return`` for a run evaluated at the environment's own length)."""

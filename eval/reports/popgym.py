@@ -16,7 +16,8 @@ import numpy as np
 
 from rate.plots import plt, save_figure
 from eval.reports.tmaze import episodes_of, fmt
-from eval.reports.common import how_many, machines, read_report_rows, report_parser, single_return, write_report
+from eval.reports.common import (check_run_names, how_many, machines, read_report_rows, report_parser, single_return,
+                                 write_report)
 
 MODELS = {"rate": "RATE", "dt": "DT", "bc_gru": "BC-GRU", "bc_mlp": "BC-MLP"}
 TASKS = [f"{name}{level}" for name in ("RepeatPrevious", "RepeatFirst", "CountRecall", "Autoencode",
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                            "hand-written discussion appended to the report")
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args.csv)
+    check_run_names(parser, args.csv, rows, 3, "TASK/MODEL/seedS")
     unknown = sorted({r["run"].split("/")[1] for r in rows} - MODELS.keys())
     if unknown:  # the table has a column per known model: it would drop these rows
         parser.error(f"{args.csv}: rows of models this page has no column for: {', '.join(unknown)} "

@@ -348,7 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         # As rate-eval plays a run where not told: its evaluation's episodes, seed and (in its own
         # environment) lengths.
         run_eval = meta.get("config", {}).get("eval", {})
-        own = not args.env or args.env == meta.get("env_id")
+        # (an id with or without its module prefix, "rate_envs:rate/TMaze-v0", is the same environment)
+        own = not args.env or args.env.split(":")[-1] == str(meta.get("env_id", "")).split(":")[-1]
         if not own:  # another environment: none of the run's keywords
             meta = {**meta, "env_id": args.env, "env_entry_point": None, "env_kwargs": {}}
         episodes = args.episodes or int(run_eval.get("episodes") or 100)

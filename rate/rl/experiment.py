@@ -394,10 +394,13 @@ def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None)
 def load_policy_model(path) -> tuple[RATEModel, RATEExperimentConfig]:
     """The model (eval mode) and run config of a RATE checkpoint folder (CheckpointError when it is
     not one).  The model's ``training_record`` holds what trained its weights (package version,
-    commit, dataset, step), which its exports and re-saves carry forward."""
+    commit, dataset, step) and its ``run_config`` the run's config, which its exports and
+    re-saves carry forward."""
     from rate.checkpoint import TRAINING_RECORD_KEYS, load_checkpoint
 
     model, cfg, meta = load_checkpoint(path, CHECKPOINT_KIND, RATEExperimentConfig,
                                        lambda c: build_policy_model(c.model))
-    model.training_record = {key: meta["extra"][key] for key in TRAINING_RECORD_KEYS if key in meta["extra"]}
+    extra = meta.get("extra") or {}
+    model.training_record = {key: extra[key] for key in TRAINING_RECORD_KEYS if key in extra}
+    model.run_config = cfg  # (what save_pretrained writes back: the copy evaluates as the run did)
     return model, cfg

@@ -228,10 +228,9 @@ class PretrainedMixin:
         from rate.checkpoint import CheckpointError
         from rate.rl.experiment import load_policy_model
 
-        model, run_config = load_policy_model(directory)
+        model, _ = load_policy_model(directory)  # (which sets run_config and training_record)
         if not isinstance(model, cls):
             raise CheckpointError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
-        model.run_config = run_config
         return model.to(device)
 
 

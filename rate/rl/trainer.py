@@ -160,11 +160,13 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
                         device: torch.device = torch.device("cpu"), windows: int | None = None,
                         data_fingerprint: str | None = None, world: int = 1) -> tuple[int, float]:
     """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
-    seconds trained so far.
-    ResumeRefused (a CheckpointError) when the run was trained with another config
-    (:data:`RESUMABLE_CHANGES` aside), its training state is missing or unreadable, or it drew its
-    batches from other data: another number of training windows than ``windows`` (the data
-    changed, or how windows are cut) or other episodes than ``data_fingerprint`` says."""
+    seconds trained so far.  Only the folder's ``config.json`` is read besides the training state
+    (which holds the weights): CheckpointError when it describes another kind of model;
+    ResumeRefused (a CheckpointError) when it is missing (a first checkpoint cut short), the run
+    was trained with another config (:data:`RESUMABLE_CHANGES` aside), its training state is
+    missing or unreadable, or it drew its batches from other data: another number of training
+    windows than ``windows`` (the data changed, or how windows are cut) or other episodes than
+    ``data_fingerprint`` says."""
     # The description only: the weights come from the training state, and a kill between the
     # checkpoint's two renames leaves new weights beside the previous config.json (the same config).
     if not (out / CONFIG).is_file():  # a first checkpoint cut short: nothing to continue
@@ -408,6 +410,10 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             # Resumed at its last step (killed after the last checkpoint, before its row): evaluate
             # again, so that the row it writes has its results.
             eval_results = evaluate_lengths(model, cfg)
+    if group.is_main and not (out / WEIGHTS).is_file():
+        # A run resumed at its last step whose model.safetensors was lost: its weights came from
+        # the training state, and the folder gets its checkpoint back.
+        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": loop.step, **run_provenance(cfg)})
     if group.is_main:
         loop.log_hparams(config_row(cfg), eval_scalars(eval_results))
     loop.close()

@@ -194,6 +194,8 @@ def sqeq_problems(max_root: int, max_coef: int, held_out: float,
     A fixed shuffle (the same for every run and seed) puts round(held_out * n) of the units, at
     least one, in the test split: equations (``by="equation"``), or root pairs with all their
     equations (``by="roots"``)."""
+    if by not in ("equation", "roots"):
+        raise ValueError(f"held_out_by must be 'equation' or 'roots', got {by!r}")
     problems = _all_sqeq_problems(max_root, max_coef)
     units = problems if by == "equation" else np.unique(problems[:, :2], axis=0)
     order = np.random.default_rng(SQEQ_SPLIT_SEED).permutation(len(units))
