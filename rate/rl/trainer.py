@@ -410,10 +410,10 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             # Resumed at its last step (killed after the last checkpoint, before its row): evaluate
             # again, so that the row it writes has its results.
             eval_results = evaluate_lengths(model, cfg)
-    if group.is_main and not (out / WEIGHTS).is_file():
+    if group.is_main and not (folder.path / WEIGHTS).is_file():
         # A run resumed at its last step whose model.safetensors was lost: its weights came from
         # the training state, and the folder gets its checkpoint back.
-        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), {"step": loop.step, **run_provenance(cfg)})
+        save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), {"step": loop.step, **run_provenance(cfg)})
     if group.is_main:
         loop.log_hparams(config_row(cfg), eval_scalars(eval_results))
     loop.close()
