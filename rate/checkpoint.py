@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from rate.config import ConfigError, atomic_write, atomic_write_text, from_dict
@@ -121,9 +121,9 @@ def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], d
     meta = read_description(directory, kind)
     if not (directory / WEIGHTS).is_file():
         raise CheckpointError(f"{directory}: not a checkpoint (missing {WEIGHTS})")
-    try:
-        weights = load_file(directory / WEIGHTS)
+    try:  # (one read of the file: its tensors and the save id in its metadata)
         with safe_open(directory / WEIGHTS, "pt") as f:
+            weights = {name: f.get_tensor(name) for name in f.keys()}
             weights_id = (f.metadata() or {}).get("save_id")
     except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{directory / WEIGHTS}: unreadable weights: {err}") from err

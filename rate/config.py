@@ -192,8 +192,9 @@ def staged_files(folder: str | Path) -> typing.Iterator[Path]:
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
     try:
         yield staging
+        mode = _file_mode()
         for path in sorted(staging.iterdir()):
-            os.chmod(path, _file_mode())
+            os.chmod(path, mode)
             os.replace(path, folder / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

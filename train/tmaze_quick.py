@@ -49,11 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         return error_exit(err)
 
 
-# What a run folder holds (rate.rl.trainer); hidden names are temporaries and staging.
-RUN_FILES = {"config.json", "model.safetensors", "training_state.pt", "tb", "checkpoint_best", "snapshots",
-             "policy.onnx", "policy.pt2"}  # (and the exports rate-export writes beside them)
-
-
 def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[str] | None) -> int:
     """Build the dataset if missing, train, roll out at every length, write the report."""
     import minari
@@ -66,9 +61,13 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     # that holds anything else is not its to replace (one that holds only a run's files, e.g. a run
     # killed before its first checkpoint, is).
     if args.out.is_dir():
-        from rate.checkpoint import CheckpointError
+        from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError
+        from rate.rl.trainer import BEST_DIR, STATE_FILE
 
-        others = sorted(p.name for p in args.out.iterdir() if p.name not in RUN_FILES and not p.name.startswith("."))
+        # What a run folder holds (rate.rl.trainer; rate-export's files beside them); hidden names
+        # are temporaries and staging.
+        run_files = {CONFIG, WEIGHTS, STATE_FILE, BEST_DIR, "tb", "snapshots", "policy.onnx", "policy.pt2"}
+        others = sorted(p.name for p in args.out.iterdir() if p.name not in run_files and not p.name.startswith("."))
         if others:
             raise CheckpointError(f"{args.out} holds files that are not a run's ({', '.join(others[:3])}): the main "
                                   "job replaces only its own run folder; choose another --out")

@@ -6,6 +6,7 @@ import argparse
 import re
 import statistics
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 
 from rate.config import atomic_write_text
@@ -51,12 +52,18 @@ def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
     return rows
 
 
-def check_run_names(parser: argparse.ArgumentParser, csv: Path, rows: list[dict], parts: int, form: str) -> None:
+def check_run_names(parser: argparse.ArgumentParser, csv: Path, rows: list[dict], parts: int, form: str,
+                    models: Collection[str]) -> None:
     """The parser's one-line error unless every row's run name has ``parts`` parts (``form``,
-    e.g. TASK/MODEL/seedN), which the page splits it into."""
+    e.g. TASK/MODEL/seedN), which the page splits it into, and names a model of ``models`` second
+    (the page has a place per known model: it would drop the rows of another)."""
     odd = [r["run"] for r in rows if len(r["run"].split("/")) != parts]
     if odd:
         parser.error(f"{csv}: run names this page cannot read, e.g. {odd[0]!r} (it reads {form})")
+    unknown = sorted({r["run"].split("/")[1] for r in rows} - set(models))
+    if unknown:
+        parser.error(f"{csv}: rows of models this page has no place for: {', '.join(unknown)} "
+                     f"(it knows {', '.join(models)})")
 
 
 def single_return(row: dict) -> float:

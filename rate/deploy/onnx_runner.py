@@ -358,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         factories = [(t, make_env_factory(meta, t)) for t in (lengths or [None])]
         sample = args.sample
         if sample is None:
-            sample = bool(meta.get("config", {}).get("eval", {}).get("sample", False))
+            sample = bool(run_eval.get("sample", False))
             sample = sample and meta.get("act_kind") == "discrete"  # (a continuous policy plays its mean)
         if sample and meta.get("act_kind") == "continuous":
             raise ArtifactError(f"{args.policy} acts in a continuous space (it plays the mean); --sample draws "
