@@ -31,7 +31,7 @@ from torch import nn
 
 from rate.cli.run import check_file_target, error_exit
 from rate.config import atomic_write_text
-from rate.training import setup_process
+from rate.training import nonnegative_int, positive_float, positive_int, setup_process
 
 # Mean absolute difference (0-255 levels) allowed between a replayed first frame and the dataset's:
 # JPEG-stored frames are not exact, while another seed's first frame differs far more (another
@@ -104,17 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.vizdoom_cue", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset-id", default="rate/vizdoom-two-colors/oracle-T90-P45-v0")
     parser.add_argument("--steps", type=parse_steps, default=(0, 1), help="a:b, the steps whose frames are used")
-    parser.add_argument("--frames-per-episode", type=int, default=8)
+    parser.add_argument("--frames-per-episode", type=positive_int, default=8)
     parser.add_argument("--held-out", type=float, default=0.2, help="fraction of episodes (the last ones) scored")
-    parser.add_argument("--epochs", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-4)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--epochs", type=positive_int, default=8)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--lr", type=positive_float, default=3e-4)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--out", type=Path, help="write the accuracies here as JSON")
     args = parser.parse_args(argv)
-    if not 0 < args.held_out < 1 or args.epochs < 1 or args.frames_per_episode < 1:
-        parser.error("--held-out must lie in (0, 1), --epochs and --frames-per-episode be >= 1")
+    if not 0 < args.held_out < 1:
+        parser.error("--held-out must lie in (0, 1)")
     setup_process(args.seed, args.threads)
     import minari
 

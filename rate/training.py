@@ -101,12 +101,32 @@ def progress_bar(**kwargs) -> tqdm:
 
 def positive_int(text: str) -> int:
     """argparse type of counts such as --threads: an int >= 1, else a usage error (exit 2)."""
+    return _whole_number(text, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type of seeds: an int >= 0 (numpy refuses negative seeds), else a usage error."""
+    return _whole_number(text, 0)
+
+
+def positive_float(text: str) -> float:
+    """argparse type of durations and rates such as --seconds: a finite number > 0, else a usage error."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
+
+
+def _whole_number(text: str, least: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
     return value
 
 

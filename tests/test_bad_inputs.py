@@ -565,3 +565,35 @@ def test_resume_may_change_how_the_run_computes_but_not_what():
     assert config_changes(to_dict(cfg), faster) == []
     other_seed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
     assert config_changes(to_dict(cfg), other_seed) == ["train.seed: 0 -> 1"]
+
+
+@pytest.mark.parametrize("module, option", [
+    ("train.cache_probe", ["--seeds", "-1"]), ("train.cache_probe", ["--threads", "0"]),
+    ("train.retrieval_reference", ["--seed", "-1"]), ("train.retrieval_reference", ["--steps", "0"]),
+    ("eval.vizdoom_cue", ["--seed", "-1"]), ("eval.vizdoom_cue", ["--lr", "inf"]),
+    ("eval.vizdoom_cue", ["--epochs", "zero"]),
+])
+def test_scripts_refuse_bad_numbers_as_usage_errors(module, option, capsys):
+    """A negative seed (numpy refuses it), zero threads, a non-finite rate: argparse's usage error
+    naming the option, status 2, before any work (these used to end in a traceback)."""
+    import importlib
+
+    with pytest.raises(SystemExit) as exit_info:
+        importlib.import_module(module).main(option)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and f"argument {option[0]}:" in err and "Traceback" not in err
+
+
+def test_scripts_refuse_an_output_they_cannot_write_before_the_work(tmp_path, capsys, monkeypatch):
+    """cache_probe's table and prepare_lm's data folder under a path whose folder cannot be made
+    (a file stands there): one error line, status 2, and the probe trains nothing first."""
+    import train.cache_probe
+    from train import prepare_lm
+
+    (tmp_path / "file").write_text("")
+    monkeypatch.setattr(train.cache_probe, "run", lambda *a, **k: pytest.fail("trained before checking --out"))
+    assert train.cache_probe.main(["--out", str(tmp_path / "file" / "table.md")]) == 2
+    # (the folder is made before any download: nothing reaches the network)
+    assert prepare_lm.main(["--data-dir", str(tmp_path / "file" / "data")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("error: file system: ") for line in lines), lines

@@ -61,15 +61,43 @@ def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
     assert sum(row.startswith("| 20 |") for row in rows) == 4  # single and ONNX at the first length only
 
 
-def test_benchmarks_refuse_a_non_positive_repeat_count(tmp_path, capsys):
-    from eval.bench import attention_forms, decode_overheads, kv_layouts, rollout
+BENCHMARKS = ["attention_forms", "decode_overheads", "kv_layouts", "official_training", "precision", "rate_training",
+              "rollout", "throughput", "gpu"]
 
-    for main in (rollout.main, kv_layouts.main, decode_overheads.main, attention_forms.main):
-        out = tmp_path / "page.md"
+
+@pytest.mark.parametrize("option", [["--threads", "0"], ["--repeats", "0"], ["--seconds", "-1"], ["--seconds", "nan"],
+                                    ["--batch", "0"], ["--episodes", "0"], ["--rounds", "0"]])
+def test_benchmarks_refuse_bad_numbers_as_usage_errors(tmp_path, capsys, option):
+    """Every benchmark that takes the option refuses a count below 1, a non-positive or non-finite
+    duration: argparse's usage error (status 2), no page written, no traceback."""
+    import importlib
+
+    tried = 0
+    for name in BENCHMARKS:
+        module = importlib.import_module(f"eval.bench.{name}")
+        if f'"{option[0]}"' not in open(module.__file__).read():
+            continue
+        tried += 1
+        out = tmp_path / f"{name}.md"
         with pytest.raises(SystemExit) as exit_info:
-            main(["--repeats", "0", "--out", str(out)])
-        assert exit_info.value.code == 2 and "--repeats must be positive" in capsys.readouterr().err
+            module.main([*option, "--out", str(out), "--device", "cpu"] if name == "gpu" else [*option, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and f"argument {option[0]}: must be" in err, (name, err)
         assert not out.exists()
+    assert tried
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmarks_refuse_a_page_they_cannot_write_before_measuring(tmp_path, capsys, name):
+    """A page whose folder cannot be made (here: a file stands where the folder would be) is one
+    error line and status 2 at once, not after minutes of measuring."""
+    import importlib
+
+    (tmp_path / "file").write_text("")
+    args = ["--out", str(tmp_path / "file" / "page.md")] + (["--device", "cpu"] if name == "gpu" else [])
+    assert importlib.import_module(f"eval.bench.{name}").main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: file system:"), err
 
 
 def test_attention_forms_agree_at_a_tiny_size():

@@ -27,11 +27,12 @@ from pathlib import Path
 
 import torch
 
+from rate.cli.run import check_file_target, error_exit
 from rate.config import atomic_write_text
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTConfig
 from rate.tasks.lm_stream import OrderedStream
-from rate.training import TrainConfig, TrainingLoop, setup_process
+from rate.training import TrainConfig, TrainingLoop, nonnegative_int, positive_int, setup_process
 from train.experiments.lm import evaluate_stream
 from train.lm import SlidingBPTT
 
@@ -84,16 +85,21 @@ def run(name: str, extra: dict, args, seed: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.cache_probe", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--steps", type=positive_int, default=1500)
+    parser.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1])
     parser.add_argument("--segment", type=int, default=16, help="segment length = cache length")
     parser.add_argument("--noise", type=float, default=0.1)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.steps < 1 or args.segment < 3 or not 0 < args.noise < 1:
-        parser.error("--steps must be positive, --segment at least 3, --noise in (0, 1)")
+    if args.segment < 3 or not 0 < args.noise < 1:
+        parser.error("--segment must be at least 3, --noise in (0, 1)")
+    if args.out is not None:
+        try:
+            check_file_target(args.out)  # before the training, not after it
+        except OSError as err:
+            return error_exit(err)
     results = {name: [run(name, extra, args, s) for s in args.seeds] for name, extra in MODELS.items()}
     groups = list(next(iter(results.values()))[0])
     lines = [f"Test loss (nats per token) by position in the segment; segment = cache = {args.segment}, 4 memory "

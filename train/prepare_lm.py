@@ -24,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     except CorpusError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a data folder that cannot be made or written
+        print(f"error: file system: {err}", file=sys.stderr)
+        return 2
     sizes = ", ".join(f"{k} {v['bytes']:,} bytes" for k, v in meta["splits"].items())
     print(f"{args.data_dir}: {meta['source']}, {meta['corpus_bytes']:,} bytes verified ({sizes})")
     return 0

@@ -19,14 +19,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from rate.tasks.algorithmic import TaskConfig, generate
+from rate.training import nonnegative_int, positive_int
 from train.experiments.algorithmic import TEST_SEED_OFFSET
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.retrieval_reference", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=4000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--steps", type=positive_int, default=4000)
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
+    parser.add_argument("--threads", type=positive_int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

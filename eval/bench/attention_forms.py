@@ -23,12 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from eval.bench.rate_training import SIZES, Size
-from eval.bench.throughput import timed
+from eval.bench.throughput import timed, unwritable
 from rate.cli.records import machine_info
 from rate.config import atomic_write_text
 from rate.core.attention import RelativeMultiHeadAttention, RelativePositions
 from rate.core.masks import mask_to_bias, rmt_segment_mask
-from rate.training import setup_process
+from rate.training import positive_float, positive_int, setup_process
 
 
 def fused_generic(attn: RelativeMultiHeadAttention, q, k, v, positions: RelativePositions, mask_bias):
@@ -81,14 +81,13 @@ def measure(size: Size, seconds: float, first_written: bool = True) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.attention_forms", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=3.0, help="timing per form and size")
-    parser.add_argument("--repeats", type=int, default=3, help="measurements of each row, the forms alternated")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--seconds", type=positive_float, default=3.0, help="timing per form and size")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="measurements of each row, the forms alternated")
     parser.add_argument("--out", type=Path, default=Path("results/attention_forms.md"))
     args = parser.parse_args(argv)
-    for name in ("repeats", "seconds"):
-        if getattr(args, name) <= 0:
-            parser.error(f"--{name} must be positive")
+    if (status := unwritable(args.out)) is not None:
+        return status
     setup_process(0, args.threads)
     info = machine_info()
     sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # the gathered ones

@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from eval.bench.rollout import checkpoint_model
+from eval.bench.throughput import unwritable
 from rate.cli.records import machine_info
 from rate.config import atomic_write_text
 from rate.core import streaming
 from rate.rl.policy import StreamingPolicy
-from rate.training import setup_process
+from rate.training import positive_int, setup_process
 
 KEYS = [4, 7, 8, 12, 15, 16, 17, 24, 31, 32, 40, 48]
 QUERY_ROWS = [3, 7]  # an ordinary T-Maze step (R, o, a); the read block of m = 5 with 2 first tokens
@@ -95,16 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=Path("runs/tmaze_quick"),
                         help="a RATE run with vector observations (default: the `make run` T-Maze checkpoint); an "
                              "untrained T-Maze model if missing")
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--steps", type=int, default=600,
+    parser.add_argument("--batch", type=positive_int, default=100)
+    parser.add_argument("--steps", type=positive_int, default=600,
                         help="policy steps per run, of which the first two segments are not timed")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/decode_overheads.md"))
     args = parser.parse_args(argv)
-    for name in ("batch", "steps", "repeats"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name} must be positive")
+    if (status := unwritable(args.out)) is not None:
+        return status
     setup_process(0, args.threads)
     info = machine_info()
     model, source = checkpoint_model(args.checkpoint)

@@ -29,9 +29,10 @@ import torch
 from eval.bench.precision import run_one as train_variants
 from eval.bench.rate_training import SIZES
 from eval.bench.rollout import REFERENCE_SIZE, step_latencies, tmaze_model
-from eval.bench.throughput import bench_command, run_children
+from eval.bench.throughput import bench_command, run_children, unwritable
 from rate.cli.records import machine_info
 from rate.cli.run import error_exit
+from rate.training import positive_float, positive_int
 from rate.config import atomic_write_text
 from rate.rl.policy import StreamingPolicy
 
@@ -62,18 +63,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.gpu", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", help="cuda (default), or cpu for a smoke test of the script")
     parser.add_argument("--size", default="reference-script", choices=[s.name for s in SIZES])
-    parser.add_argument("--batches", type=int, nargs="+", default=[64, 1024])
-    parser.add_argument("--seconds", type=float, default=3.0, help="timed seconds per training variant")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's own)")
+    parser.add_argument("--batches", type=positive_int, nargs="+", default=[64, 1024])
+    parser.add_argument("--seconds", type=positive_float, default=3.0, help="timed seconds per training variant")
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's own)")
     parser.add_argument("--no-compile", action="store_true", help="eager variants only (no torch.compile)")
     parser.add_argument("--out", type=Path, default=Path("results/performance_gpu.md"))
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode: one batch, JSON on stdout
     args = parser.parse_args(argv)
+    if args.one is None and (status := unwritable(args.out)) is not None:  # (a child writes no page)
+        return status
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         return error_exit(RuntimeError("no CUDA device here: this benchmark measures a GPU (run it on one with "
                                        "`bash eval/bench/gpu.sh`, or pass --device cpu to smoke-test the script)"))
-    if min(args.batches) < 1 or args.seconds <= 0:
-        return error_exit(ValueError("--batches must be positive and --seconds greater than 0"))
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.one is not None:

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from eval.bench.throughput import run_children
+from rate.training import positive_int
 from rate.host_memory import keep_freed_memory
 
 ROWS, COLS, OUT = 23_040, 64, 384  # batch 128 x 180 rows of a segment, d_model, 3 x 4 heads x 32
@@ -55,8 +56,8 @@ def measure(keep: bool, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.host_memory", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=20)
     parser.add_argument("--one", choices=["default", "kept"], help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

@@ -25,8 +25,9 @@ from pathlib import Path
 import torch
 
 from rate.config import atomic_write_text
+from eval.bench.throughput import unwritable
 from rate.cli.records import machine_info
-from rate.training import setup_process
+from rate.training import positive_int, setup_process
 
 BATCH, HEADS, D_HEAD, LAYERS, QUERIES = 64, 4, 32, 10, 3
 SLOTS = 15 + 3 * 50  # read memory + a segment of 50 steps (3 tokens each)
@@ -141,12 +142,12 @@ def measure(repeats: int = 3) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.kv_layouts", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/kv_layouts.md"))
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be positive")
+    if (status := unwritable(args.out)) is not None:
+        return status
     setup_process(0, args.threads)
     info = machine_info()
     seconds = measure(args.repeats)

@@ -41,8 +41,9 @@ from pathlib import Path
 import torch
 
 from eval.bench.official_recreation import OfficialRATE, official_batch, official_optimizer, synthetic_tmaze
-from eval.bench.throughput import bench_command, run_children
+from eval.bench.throughput import bench_command, run_children, unwritable
 from rate.cli.records import machine_info
+from rate.training import positive_int
 from rate.config import atomic_write_text
 
 K, N, BATCH = 50, 3, 128
@@ -121,15 +122,15 @@ def run_one(name: str, batches: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.official_training", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--batches", type=int, default=3, help="timed batches per child, after one warm-up")
-    parser.add_argument("--rounds", type=int, default=2, help="rounds of all rows, every other in reverse order")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--batches", type=positive_int, default=3, help="timed batches per child, after one warm-up")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="rounds of all rows, every other in reverse order")
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     parser.add_argument("--out", type=Path, default=Path("results/performance_official.md"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one row, JSON on stdout
     args = parser.parse_args(argv)
-    if args.batches < 1 or args.rounds < 1:
-        parser.error("--batches and --rounds must be positive")
+    if not args.one and (status := unwritable(args.out)) is not None:  # (a child writes no page)
+        return status
     torch.set_num_threads(args.threads)
     if args.one:
         print(json.dumps(run_one(args.one, args.batches)))

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from eval.bench.rate_training import SIZES, Size, build
-from eval.bench.throughput import bench_command, run_children, timed
+from eval.bench.throughput import bench_command, run_children, timed, unwritable
 from rate.cli.records import machine_info
+from rate.training import positive_float, positive_int
 from rate.config import atomic_write_text
 
 BENCH_SIZES = ["tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn"]
@@ -79,12 +80,14 @@ def run_one(size: Size, seconds: float, device: str = "cpu", compiled: bool = Tr
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.precision", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--seconds", type=positive_float, default=6.0)
     parser.add_argument("--sizes", nargs="+", default=BENCH_SIZES, choices=[s.name for s in SIZES])
     parser.add_argument("--out", type=Path, default=Path("results/performance_precision.md"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one size, JSON on stdout
     args = parser.parse_args(argv)
+    if not args.one and (status := unwritable(args.out)) is not None:  # (a child writes no page)
+        return status
     torch.set_num_threads(args.threads)
     if args.one:
         print(json.dumps(run_one(next(s for s in SIZES if s.name == args.one), args.seconds)))

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from eval.bench.throughput import bench_command, matmul_peak, run_children, timed
+from eval.bench.throughput import bench_command, matmul_peak, run_children, timed, unwritable
 from rate.core import attention
 from rate.core.attention import RelativeMultiHeadAttention
 from rate.config import atomic_write_text
@@ -43,6 +43,7 @@ from rate.rl.model import RATEConfig, RATEModel
 from rate.cli.records import machine_info
 from rate.core.rmt import RMTConfig
 from rate.host_memory import keep_freed_memory
+from rate.training import positive_float, positive_int
 
 
 @dataclass
@@ -188,11 +189,13 @@ def run_kept(size: Size, seconds: float) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.rate_training", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--seconds", type=positive_float, default=4.0)
     parser.add_argument("--out", type=Path, default=Path("results/performance_training.md"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one size, JSON on stdout
     args = parser.parse_args(argv)
+    if not args.one and (status := unwritable(args.out)) is not None:  # (a child writes no page)
+        return status
     torch.set_num_threads(args.threads)
     if args.one:
         name, _, kept = args.one.partition(":")

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.bench.throughput import matmul_peak
+from eval.bench.throughput import matmul_peak, unwritable
 from rate.deploy.onnx_runner import make_env_factory, play
 from rate.config import atomic_write_text, load_yaml
 from rate.deploy.export import export_metadata, export_onnx, open_artifact
@@ -45,7 +45,7 @@ from rate.rl.experiment import RATEExperimentConfig, build_rate
 from rate.rl.model import RATEModel
 from rate.cli.records import machine_info
 from rate.rl.rollout import rollout
-from rate.training import setup_process
+from rate.training import positive_int, setup_process
 
 TMAZE_CONFIG = "configs/tmaze/rate.yaml"
 
@@ -271,17 +271,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", type=Path, default=Path("runs/tmaze_quick"),
                         help="RATE T-Maze checkpoint for the long evaluation (made by make run; "
                              "an untrained model when missing)")
-    parser.add_argument("--episodes", type=int, default=100)
-    parser.add_argument("--lengths", type=int, nargs="+", default=[9600, 96000],
+    parser.add_argument("--episodes", type=positive_int, default=100)
+    parser.add_argument("--lengths", type=positive_int, nargs="+", default=[9600, 96000],
                         help="episode lengths of the long evaluation (single environments and ONNX at the first only)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3, help="measurements of each streaming/reference row")
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--repeats", type=positive_int, default=3, help="measurements of each streaming/reference row")
     parser.add_argument("--out", type=Path, default=Path("results/performance.md"))
     parser.add_argument("--notes", type=Path, default=Path("results/performance_notes.md"),
                         help="hand-written discussion appended verbatim (when the file exists)")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error("--repeats must be positive")
+    if (status := unwritable(args.out)) is not None:
+        return status
     setup_process(0, args.threads)
     info = machine_info()
     bandwidth = [copy_bandwidth()]

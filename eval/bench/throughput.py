@@ -26,6 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from rate.config import atomic_write_text
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTConfig
+from rate.training import nonnegative_int, positive_float, positive_int
 
 SIZES = [  # name, d_model, layers, heads, d_head, d_inner
     ("d64-L2", 64, 2, 4, 16, 256),
@@ -63,6 +64,21 @@ def run_children(module: str, names: list[str], options: list[str]) -> list[dict
     return results
 
 
+def unwritable(*pages: Path | None) -> int | None:
+    """The exit status of one ``error:`` line (2) when a page cannot be written (a folder in its
+    place, a read-only or missing parent that cannot be made), checked before minutes of measuring;
+    None when every page (None: not asked for) can be."""
+    from rate.cli.run import check_file_target, error_exit
+
+    try:
+        for page in pages:
+            if page is not None:
+                check_file_target(page)
+    except OSError as err:
+        return error_exit(err)
+    return None
+
+
 def bench_command(module: str, argv: list[str] | None) -> str:
     """The command line a benchmark page names as its source."""
     return f"python -m {module}" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
@@ -75,14 +91,16 @@ def matmul_peak(seconds: float, n: int = 1024) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.throughput", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--segments", type=int, default=3)
-    parser.add_argument("--segment-len", type=int, default=24)
-    parser.add_argument("--mem", type=int, default=8)
+    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--seconds", type=positive_float, default=3.0)
+    parser.add_argument("--batch", type=positive_int, default=64)
+    parser.add_argument("--segments", type=positive_int, default=3)
+    parser.add_argument("--segment-len", type=positive_int, default=24)
+    parser.add_argument("--mem", type=nonnegative_int, default=8)
     parser.add_argument("--out", type=Path, help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
+    if (status := unwritable(args.out)) is not None:
+        return status
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     peak = matmul_peak(args.seconds)
