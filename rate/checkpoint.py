@@ -17,6 +17,7 @@ import fcntl
 import functools
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -212,6 +213,7 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
         raise CheckpointError(f"{out}: could not lock the folder (it kept being removed or replaced)")
     _HELD.add(out.resolve())
     try:
+        finish_interrupted_swap(out)  # (under the lock: no live trainer is swapping it)
         yield
     finally:
         _HELD.discard(out.resolve())
@@ -233,6 +235,8 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool, resumable: boo
     resume_flag, overwrite_flag, out_flag = flags
     if resume and overwrite:
         raise CheckpointError(f"{resume_flag} continues the run in {out_flag}, {overwrite_flag} replaces it: choose one")
+    if swap_journal(out).is_file():
+        return  # a replacement killed mid-swap: exclusive_run_dir finishes it, and the caller checks again
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out_flag} {out} is a file, not a run folder")
     used = out.is_dir() and any(out.iterdir())
@@ -245,12 +249,55 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool, resumable: boo
         raise CheckpointError(f"{resume_flag}: {out} holds no run to continue")
 
 
+def swap_journal(out: Path) -> Path:
+    """The file beside run folder ``out`` that says a replacement's swap is under way
+    (:meth:`RunFolder.commit`): JSON {"old": trash folder name, "new": staging folder name,
+    "phase": "emptying" (out's entries move to the trash) or "filling" (staging's move in)}."""
+    return out.absolute().parent / f".{out.name}.swap.json"
+
+
+def finish_interrupted_swap(out: Path) -> None:
+    """Complete the swap of a replacement whose trainer was killed (SIGKILL, a power cut) inside
+    :meth:`RunFolder.commit`, which leaves ``out`` holding some of the earlier run's files, some
+    of the new run's, or none.  commit runs once the new run's first checkpoint is complete, so
+    the swap is finished forwards: ``out`` gets the new run (resumable with its checkpoint), the
+    earlier run's files are deleted, as an uninterrupted commit would have done a moment later.
+    Called with the folder's lock held."""
+    import shutil
+
+    journal = swap_journal(out)
+    if not journal.is_file():
+        return
+    out = out.absolute()
+    try:
+        swap = json.loads(journal.read_text())
+        trash, staging = out.parent / swap["old"], out.parent / swap["new"]
+        phase = swap["phase"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{journal}: unreadable record of an interrupted replacement of {out} ({err}); the "
+                              f"earlier and new runs' files are in {out} and the hidden .{out.name}.old-* / "
+                              f".{out.name}.new-* folders beside it: sort them out by hand, then delete it") from None
+    if phase == "emptying":  # out still holds earlier entries only (and trash the rest)
+        for entry in list(out.iterdir()):
+            entry.rename(trash / entry.name)
+    if staging.is_dir():
+        for entry in list(staging.iterdir()):
+            entry.rename(out / entry.name)
+        staging.rmdir()
+    journal.unlink()
+    shutil.rmtree(trash, ignore_errors=True)
+    warnings.warn(f"{out}: finished replacing the earlier run, which a killed trainer had left half done; the new "
+                  "run's first checkpoint is there (continue it with --resume)", stacklevel=2)
+
+
 class RunFolder:
     """Where a run writes: ``out`` itself, or, when it replaces an earlier run (``overwrite``), a
     staging folder beside it until :meth:`commit` (called once the first checkpoint is complete)
     swaps the new files in and deletes the old run.  A new run that fails before then leaves the
     earlier run untouched, and a run into an empty folder leaves it empty (:meth:`abandon`), so
-    the same command can simply be run again.  ``path`` is the folder to write now."""
+    the same command can simply be run again; one killed during the swap itself is completed by
+    the next trainer that locks the folder (:func:`finish_interrupted_swap`).  ``path`` is the
+    folder to write now."""
 
     def __init__(self, out: str | Path, overwrite: bool = False):
         import shutil
@@ -284,17 +331,21 @@ class RunFolder:
         if self.path == self.out:
             self.committed = True
             return self.out
-        # The folder itself stays (its lock is held); its entries are exchanged.
+        # The folder itself stays (its lock is held); its entries are exchanged.  A journal beside
+        # it says which phase the swap is in, so that a trainer killed mid-swap (no exception
+        # here) leaves what finish_interrupted_swap completes when the folder is next locked.
         trash = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
+        journal = swap_journal(self.out)
         moved_out: list[str] = []
         moved_in: list[str] = []
         try:
-            for entry in list(self.out.iterdir()):
-                entry.rename(trash / entry.name)
-                moved_out.append(entry.name)
-            for entry in list(self.path.iterdir()):
-                entry.rename(self.out / entry.name)
-                moved_in.append(entry.name)
+            for phase, source, target, moved in (("emptying", self.out, trash, moved_out),
+                                                 ("filling", self.path, self.out, moved_in)):
+                atomic_write_text(journal, json.dumps({"old": trash.name, "new": self.path.name, "phase": phase}))
+                for entry in list(source.iterdir()):
+                    entry.rename(target / entry.name)
+                    moved.append(entry.name)
+            journal.unlink()
         except BaseException:  # a failed rename, or Ctrl-C reaching the trainer mid-swap
             # Put every entry back where it was: the earlier run whole in its folder, the new one
             # in staging (which abandon() then deletes), instead of a mix of the two.  Best effort:
@@ -305,6 +356,7 @@ class RunFolder:
                         (source / name).rename(target / name)
             with contextlib.suppress(OSError):
                 trash.rmdir()  # (only when empty)
+            journal.unlink(missing_ok=True)  # (what is back is back: nothing for the next lock to finish)
             raise
         self.committed = True
         self.path.rmdir()

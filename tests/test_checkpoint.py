@@ -163,6 +163,98 @@ def test_a_swap_that_fails_midway_puts_the_earlier_run_back_whole(tmp_path, monk
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+NAMES = ("config.json", "model.safetensors", "tb")
+
+
+def earlier_and_new_run(tmp_path: Path):
+    """A run folder holding an earlier run and a replacement (RunFolder, overwrite) whose first
+    checkpoint is complete in its staging folder: the state RunFolder.commit starts from."""
+    from rate.checkpoint import RunFolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in NAMES:
+        (run / name).write_text(f"old {name}")
+    folder = RunFolder(run, overwrite=True)
+    for name in NAMES:
+        (folder.path / name).write_text(f"new {name}")
+    return run, folder
+
+
+@pytest.mark.parametrize("killed_at", [1, 2, 4, 6])  # renames 1-3 empty the folder, 4-6 fill it
+def test_a_replacement_killed_mid_swap_is_finished_when_the_folder_is_next_locked(tmp_path, killed_at):
+    """SIGKILL inside RunFolder.commit (no exception handler runs) leaves a mix of both runs; the
+    next trainer to lock the folder (any of them: a resume, a new run, an overwrite) finishes the
+    swap forwards from the journal: the new run whole, the earlier run's files gone, nothing
+    hidden left beside it, and a warning that says so."""
+    import signal
+
+    from rate.checkpoint import exclusive_run_dir, swap_journal
+
+    run, folder = earlier_and_new_run(tmp_path)
+    code = f"""
+import os, signal
+from pathlib import Path
+from rate.checkpoint import RunFolder
+folder = RunFolder({str(run)!r})
+folder.path = Path({str(folder.path)!r})  # the replacement's staging folder, as the killed trainer held it
+real, calls = Path.rename, []
+def rename(self, target):
+    calls.append(self)
+    if len(calls) == {killed_at}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(self, target)
+Path.rename = rename
+folder.commit()
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert swap_journal(run).is_file()
+    with pytest.warns(UserWarning, match="finished replacing the earlier run"):
+        with exclusive_run_dir(run):
+            assert {p.name: p.read_text() for p in run.iterdir()} == {name: f"new {name}" for name in NAMES}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+@pytest.mark.parametrize("phase, moved", [("emptying", 0), ("emptying", 2), ("filling", 0), ("filling", 2)])
+def test_finishing_a_swap_from_either_phase(tmp_path, phase, moved):
+    """finish_interrupted_swap from the states a kill leaves: ``moved`` entries already renamed in
+    the phase the journal names.  A folder without a journal is left alone; check_run_dir defers
+    to the lock while a journal is there (the folder's contents say nothing until the swap is done)."""
+    import json
+
+    from rate.checkpoint import check_run_dir, finish_interrupted_swap, swap_journal
+
+    run, folder = earlier_and_new_run(tmp_path)
+    trash = tmp_path / ".run.old-test"
+    trash.mkdir()
+    if phase == "filling":
+        for name in NAMES:
+            (run / name).rename(trash / name)
+    for name in NAMES[:moved]:
+        (run / name).rename(trash / name) if phase == "emptying" else (folder.path / name).rename(run / name)
+    swap_journal(run).write_text(json.dumps({"old": trash.name, "new": folder.path.name, "phase": phase}))
+    check_run_dir(run, resume=False, overwrite=False)  # (would refuse a folder holding a run)
+    with pytest.warns(UserWarning, match="finished replacing"):
+        finish_interrupted_swap(run)
+    assert {p.name: p.read_text() for p in run.iterdir()} == {name: f"new {name}" for name in NAMES}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    finish_interrupted_swap(run)  # nothing to do now
+    with pytest.raises(CheckpointError, match="already holds a run"):
+        check_run_dir(run, resume=False, overwrite=False)
+
+
+def test_an_unreadable_swap_journal_is_one_error_that_deletes_nothing(tmp_path):
+    from rate.checkpoint import finish_interrupted_swap, swap_journal
+
+    run, folder = earlier_and_new_run(tmp_path)
+    swap_journal(run).write_text("{not json")
+    with pytest.raises(CheckpointError, match="unreadable record of an interrupted replacement"):
+        finish_interrupted_swap(run)
+    assert {p.name: p.read_text() for p in run.iterdir()} == {name: f"old {name}" for name in NAMES}
+    assert sorted(p.name for p in folder.path.iterdir()) == sorted(NAMES)
+
+
 def test_weights_and_description_of_different_saves_are_refused(tmp_path):
     """A save cut between its two renames (or files copied from two checkpoints) pairs weights with
     another save's config.json: refused, not loaded into that config.  Checkpoints written before
