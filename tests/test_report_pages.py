@@ -96,10 +96,14 @@ def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
 
     assert sampled_table(tmp_path) == []
     for seed, value in enumerate([0.9, 0.7]):
-        (tmp_path / f"bc_gru-seed{seed}.json").write_text(json.dumps({"results": {"90": {"success": value}}}))
+        (tmp_path / f"bc_gru-seed{seed}.json").write_text(json.dumps({"episodes": 100, "results": {"90": {"success": value}}}))
     lines = sampled_table(tmp_path)
     assert "| model | T=90 |" in lines
     assert "| BC-GRU | 0.80 +- 0.14 (n=2) |" in lines
+    assert "checkpoints, 100 episodes per length:" in lines[0]
+    # The count is the evaluations' own, not the command's default.
+    (tmp_path / "bc_gru-seed1.json").write_text(json.dumps({"episodes": 20, "results": {"90": {"success": 0.7}}}))
+    assert "checkpoints, 20 to 100 episodes per length:" in sampled_table(tmp_path)[0]
 
 
 @pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.minigrid", "eval.reports.mujoco",

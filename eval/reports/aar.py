@@ -35,15 +35,20 @@ def sampled_table(folder: Path = SAMPLED) -> list[str]:
     if not files:
         return []
     table: dict = defaultdict(lambda: defaultdict(list))
+    counts = set()  # episodes per length, as each evaluation recorded it
     for f in files:
         model = f.stem.rsplit("-seed", 1)[0]
-        for t, r in json.loads(f.read_text())["results"].items():
+        evaluation = json.loads(f.read_text())
+        counts.add(evaluation["episodes"])
+        for t, r in evaluation["results"].items():
             table[model][int(t)].append(r["success"])
+    low, high = min(counts), max(counts)
     lengths = sorted({t for per_t in table.values() for t in per_t})
     models = [m for m in LABELS if m in table] + sorted(set(table) - set(LABELS))
     lines = ["With sampled actions (from the policy's softmax; a policy that ignores its first action scores "
              "sum_a p(choose a) p(answer a), 0.5 if it chooses 0 and 1 equally often as the data does), the same "
-             f"checkpoints, 100 episodes per length: `{SAMPLED_COMMAND}` for each model $m and seed $s "
+             f"checkpoints, {low if low == high else f'{low} to {high}'} episodes per length: `{SAMPLED_COMMAND}` "
+             "for each model $m and seed $s "
              "below (the rows below are the checkpoints evaluated so; a model of the table above missing here was "
              "not)", "",
              "| model | " + " | ".join(f"T={t}" for t in lengths) + " |", "|---" * (len(lengths) + 1) + "|"]
