@@ -46,3 +46,21 @@ def test_valve_page_keeps_segmentations_apart(tmp_path):
     text = out.read_text()
     assert "| rate/k30n3, K=30 x N=3 | 0.90 (n=1) |" in text and "| rmt/k30n5, K=30 x N=5 | 0.60" in text
     assert "configs/tmaze/valve_sweep.yaml" in text and "w/o MRV" in text
+
+
+def test_plot_draws_every_model_however_many(tmp_path, monkeypatch):
+    """13 models (one more than twice the line styles): each gets a curve in the plot."""
+    import eval.reports.tmaze as report
+
+    common = {"train_seconds": 60, "machine": "x86_64", "cpu_count": 2, "torch_threads": 2, "torch": "2.13.0+cpu",
+              "model.segment_steps": 10, "model.num_segments": 9}
+    rows = [{"run": f"model{i}/seed0", "success_T90": 1.0, "success_T900": i / 13, **common} for i in range(13)]
+    path = tmp_path / "tmaze.csv"
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    drawn = []
+    monkeypatch.setattr(report, "save_figure", lambda fig, path: drawn.append(len(fig.axes[0].containers)))
+    assert main(["--csv", str(path), "--out", str(tmp_path / "tmaze.md"), "--notes", str(tmp_path / "none.md")]) == 0
+    assert drawn == [13]

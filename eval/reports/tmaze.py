@@ -8,6 +8,7 @@ or its return per length for tasks scored by return (Memory Maze, ViZDoom-Two-Co
 
 from __future__ import annotations
 
+import itertools
 import re
 import statistics
 from collections import defaultdict
@@ -139,7 +140,8 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
     # Several models sit on the same values (1.00): distinct markers, widths and dashes keep each visible.
     styles = [dict(marker="o", lw=4, ms=9), dict(marker="s", ls="--"), dict(marker="^", ls=":"), dict(marker="D"),
               dict(marker="v", ls="-."), dict(marker="x")]
-    for m, style in zip(models, styles * 2):
+    # (cycled: every model is drawn; with matplotlib's 10 colours the pairs repeat after 30 models)
+    for m, style in zip(models, itertools.cycle(styles)):
         ts = [t for t in lengths if table[m].get(t)]
         ax.errorbar(ts, [statistics.fmean(table[m][t]) for t in ts], capsize=3, label=LABELS.get(m, m),
                     yerr=[statistics.stdev(table[m][t]) if len(table[m][t]) > 1 else 0 for t in ts], **style)
