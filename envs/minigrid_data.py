@@ -29,7 +29,6 @@ import gymnasium as gym
 import minari
 import numpy as np
 
-from .minigrid_memory import OBSERVATIONS, REWARDS, MemoryOracle
 from .recording import check_noise, generator_main, record_episode, write_oracle_dataset
 from rate.data.minari_writer import check_dataset_id
 
@@ -46,6 +45,8 @@ def generate_minigrid_dataset(size: int | list[int], episodes: int, seed: int, n
                               reward: str = "timed") -> minari.MinariDataset:
     """``size``: one grid size, or a list to draw each episode's size from (uniformly; the dataset
     records the environment at the first size)."""
+    from .minigrid_memory import MemoryOracle  # (the minigrid extra: ImportError names it)
+
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     check_noise(noise)
@@ -86,6 +87,11 @@ def generate_minigrid_dataset(size: int | list[int], episodes: int, seed: int, n
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        from .minigrid_memory import OBSERVATIONS, REWARDS  # (an extra: without it, one error line)
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m envs.minigrid_data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=13, help="grid size of every training episode (odd, >= 9)")
     parser.add_argument("--sizes", type=int, nargs="+", help="draw each episode's grid size from these instead")

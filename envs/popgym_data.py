@@ -18,7 +18,6 @@ import gymnasium as gym
 import minari
 import numpy as np
 
-from .popgym_tasks import TASKS, oracle_action
 from .recording import check_noise, generator_main, record_episode, with_random_actions, write_oracle_dataset
 from rate.data.minari_writer import check_dataset_id
 
@@ -29,6 +28,8 @@ def default_dataset_id(task: str) -> str:
 
 def generate_popgym_dataset(task: str, episodes: int, seed: int, noise: float = 0.1, dataset_id: str | None = None,
                             overwrite: bool = False) -> minari.MinariDataset:
+    from .popgym_tasks import TASKS, oracle_action  # (the popgym extra: ImportError names it)
+
     if task not in TASKS:
         raise ValueError(f"unknown POPGym task {task!r}; one of {sorted(TASKS)}")
     if episodes < 1:
@@ -49,6 +50,11 @@ def generate_popgym_dataset(task: str, episodes: int, seed: int, noise: float = 
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        from .popgym_tasks import TASKS  # (an extra: without it, one error line as generator_main's)
+    except ImportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     parser = argparse.ArgumentParser(prog="python -m envs.popgym_data", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="RepeatPreviousEasy", choices=sorted(TASKS))
     parser.add_argument("--episodes", type=int, default=1000)

@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,7 +121,7 @@ class EpisodeStage:
                         rewards=f["rewards"].tolist(), terminations=f["terminations"].tolist(),
                         truncations=f["truncations"].tolist(), infos={}))
                     state = json.loads(str(f["rng_state"]))
-            except (OSError, ValueError, KeyError) as err:
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # (empty, cut short)
                 raise OSError(f"{self._file(i)}: unreadable staged episode ({err}); delete {self.folder} to "
                               "record from the start") from err
             self.rng.bit_generator.state = state
@@ -139,6 +140,8 @@ class EpisodeStage:
             np.savez(f, seed=buffer.seed, observations=buffer.observations, actions=buffer.actions,
                      rewards=np.asarray(buffer.rewards), terminations=np.asarray(buffer.terminations),
                      truncations=np.asarray(buffer.truncations), rng_state=json.dumps(self.rng.bit_generator.state))
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename: a power cut leaves no empty episode behind
         os.replace(tmp, path)
 
     def remove(self) -> None:

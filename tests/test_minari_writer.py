@@ -151,3 +151,17 @@ def test_a_killed_writers_staging_folder_is_removed_by_the_next_write(root):
     write_minari_dataset("ns/d-v0", buffers(1), **SPACES)
     assert not abandoned.exists() and not older.exists() and live.exists() and elsewhere.exists()
     assert sorted(p.name for p in (root / "ns").iterdir() if p.name.startswith(".")) == [live.name, elsewhere.name]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short"])  # empty (a power cut), a zip cut short
+def test_a_damaged_staged_episode_is_one_clear_error(tmp_path, monkeypatch, content):
+    """A generator resuming from its staged episodes names the damaged file and what to do,
+    instead of numpy's EOFError / BadZipFile traceback."""
+    from envs.recording import EpisodeStage
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    stage = EpisodeStage("rate/test/stage-v0", {"episodes": 3}, np.random.default_rng(0))
+    stage.folder.mkdir(parents=True)
+    (stage.folder / "episode_000000.npz").write_bytes(content)
+    with pytest.raises(OSError, match="unreadable staged episode .*delete .* to record from the start"):
+        stage.load()

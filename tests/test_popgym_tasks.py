@@ -110,3 +110,20 @@ def test_repeat_first_is_solved_by_copying_the_previous_action_and_the_others_ar
     assert "return 1.00" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--copy-previous applies to popgym only"):
         score_oracle("vizdoom", 90, copy_previous=True)
+
+
+@pytest.mark.parametrize("module, package", [("envs.popgym_data", "popgym"), ("envs.minigrid_data", "minigrid")])
+def test_a_dataset_generator_without_its_extra_is_one_error_line(monkeypatch, capsys, module, package):
+    """The task's package missing (an optional extra): the generator names it in one line and
+    exits 2, as its docstring says, instead of an ImportError traceback at import."""
+    import importlib
+    import sys
+
+    for name in [name for name in sys.modules if name == package or name.startswith(package + ".")]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing the package or a submodule now fails
+    monkeypatch.setitem(sys.modules, package, None)
+    for name in ("envs.popgym_tasks", "envs.minigrid_memory"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert importlib.import_module(module).main(["--episodes", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and f"rate-rmt[{package}]" in err[0], err
