@@ -12,7 +12,8 @@ commands load before they make an environment (``rate.data.env_plugins``)::
     env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=500)  # 64 x 64 RGB, memory-maze package
     env = gym.make("rate/ViZDoomTwoColors-v0", episode_length=2100)  # 64 x 112 RGB, vizdoom package
 
-Every task takes ``episode_length`` (T), the length the evaluation sweeps.
+The length the evaluation sweeps is ``episode_length`` (T) for every task but MiniGrid-Memory,
+whose grid ``size`` sets it (eval.length_kwarg: size), and POPGym, whose tasks have one fixed length.
 """
 
 from gymnasium.envs.registration import register, registry

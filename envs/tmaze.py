@@ -28,8 +28,8 @@ class TMazeEnv(gym.Env):
     metadata = {"render_modes": ["ansi"]}
 
     def __init__(self, corridor_length: int = 10, render_mode: str | None = None, episode_length: int | None = None):
-        """``episode_length`` T, when given, sets the corridor to T - 2 (the length every task of
-        envs/ takes, so one evaluation loop sweeps them all)."""
+        """``episode_length`` T, when given, sets the corridor to T - 2 (the length keyword of most
+        tasks of envs/, which the evaluation sweeps: envs/__init__.py)."""
         if episode_length is not None:
             corridor_length = episode_length - 2
         if corridor_length < 1:

@@ -81,7 +81,8 @@ class TMazeVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions)
         valid = (actions == RIGHT) | (actions == UP) | (actions == LEFT) | (actions == DOWN)  # (np.isin: 20x slower)
-        if actions.shape != (self.num_envs,) or not valid.all():
+        # Integers only, as the single T-Maze's Discrete space takes (0.0 is not an action there).
+        if actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu" or not valid.all():
             raise ValueError(f"T-Maze actions must be {self.num_envs} integers in 0..3, got {actions!r}")
         reset = np.flatnonzero(self._autoreset)
         self._start(reset, {})
@@ -186,8 +187,8 @@ class _Uint32Streams:
 def _env_seeds(seed: int | list[int | None] | None, n: int) -> list[int | None]:
     if seed is None:
         return [None] * n
-    if isinstance(seed, int):
-        return [seed + i for i in range(n)]
+    if isinstance(seed, (int, np.integer)):  # (numpy integers too, as gym.Env.reset takes them)
+        return [int(seed) + i for i in range(n)]
     if len(seed) != n:
         raise ValueError(f"expected {n} seeds, got {len(seed)}")
     return list(seed)

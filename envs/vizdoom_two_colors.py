@@ -17,9 +17,9 @@ objects and a spawner that scatters them with the game's random generator (seede
 WAD file in a cache folder.  No ACS script is needed: the pillar's colour is the map (MAP01 red,
 MAP02 green): the seed's parity for ``reset(seed)`` (even red, so consecutive evaluation seeds
 are half red, half green), a random draw for an unseeded reset.  The engine lands the acid's
-first hit on the first tic, before the first observation; the spawner gives those 10 HP back on
-the next tic, so the player starts at 100 HP as the paper says, and the first hit that counts
-comes 16 steps in.  Differences from the original scenario (whose WAD
+first hit on the first tic, before the first observation (which shows 90 HP); the spawner gives
+those 10 HP back on the next tic, so from step 1 the player has 100 HP as the paper's start, and
+the first hit that counts comes 16 steps in.  Differences from the original scenario (whose WAD
 and ACS source are not available offline): the room's size and textures, 20 objects of each colour
 (the original count is not documented), the -1 reward for a wrong object (the RATE code's wrapper
 pays +1 per health gain, or reads a scripted +-1 shaping variable; which one its numbers use is not
@@ -164,7 +164,8 @@ def two_colors_wad(pillar_steps: int, folder: Path | None = None) -> Path:
     data = _wad(lumps)
     folder = Path(folder or Path(tempfile.gettempdir()) / "rate-vizdoom")
     path = folder / f"two_colors-{hashlib.sha256(data).hexdigest()[:12]}.wad"
-    if not path.exists():
+    # Checked, not trusted by its name: the folder is shared (another user's file, a damaged one).
+    if not path.is_file() or path.read_bytes() != data:
         folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
         with os.fdopen(fd, "wb") as f:

@@ -40,7 +40,8 @@ class Policy:
       done    bool per environment: True where ``obs`` is the first of a new episode (the
               previous one ended and the environment was reset), so that environment's memory
               and return-to-go start over while the others go on (streaming policies; a window
-              (DT) or BC policy restarts all environments together: ``done`` for all or none).
+              (DT), segment-recompute or BC policy restarts all environments together: ``done``
+              for all or none).
     Returns one action, or a batch as ``obs`` was.  ``last_output`` holds the action logits
     (discrete) or means (continuous) of the last step, batched; ``target_return`` may be set
     before ``reset``.  Observations are those of the evaluation environment inside the run's
@@ -106,12 +107,13 @@ class Policy:
         reward = None if reward is None else np.asarray(reward, dtype=np.float32).reshape(self._n)
         done = np.zeros(self._n, dtype=bool) if done is None else np.asarray(done, dtype=bool).reshape(self._n)
         if self._first:  # every environment starts an episode
-            done, reward, self._first = np.ones(self._n, dtype=bool), None, False
+            done, reward = np.ones(self._n, dtype=bool), None
         elif reward is None and not done.all():
             raise ValueError("act() without reward: pass the reward each environment received for the previous "
                              "action (the policy conditions on the return still to collect); None only on the first "
                              "step after reset() or where every environment is done")
         action, self.last_output = self._backend.act(obs, reward, done)
+        self._first = False  # (only once the step was taken: a step that raised is still the first)
         return action[0] if single else action
 
 

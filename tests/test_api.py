@@ -61,6 +61,23 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
     assert (copy.eval.env_id, copy.dataset_id) == ("CartPole-v1", "some/data-v0")  # not T-Maze's defaults
 
 
+def test_a_first_step_that_fails_is_still_the_first(tmp_path, monkeypatch):
+    """act() raising on the first step after reset (here, its backend) leaves the policy where it
+    was: the next act needs no reward, as a first step."""
+    policy = rate.load_policy(checkpoint(tmp_path))
+    policy.reset()
+    real = policy._backend.act
+
+    def fails(*args):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(policy._backend, "act", fails)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        policy.act(np.zeros(4))
+    monkeypatch.setattr(policy._backend, "act", real)
+    assert 0 <= int(policy.act(np.zeros(4))) < 4  # no "act() without reward"
+
+
 def test_a_restarted_environment_starts_over_while_the_others_go_on(tmp_path):
     """done=True for one row: its actions from then on equal a fresh single-environment policy's,
     and the other row carries on exactly as in a policy that never restarted anything."""
@@ -456,3 +473,21 @@ def test_rate_eval_notes_when_checkpoint_best_is_scored_on_the_seeds_it_was_chos
         err = capsys.readouterr().err
         seeds = f"on these seeds (0 to {cfg.eval.episodes - 1})"  # the run's evaluation episodes
         assert (f"chosen as the best of the run's evaluations {seeds}" in err) is noted, err
+
+
+@pytest.mark.parametrize("flag, sample", [([], None), (["--sample"], True), (["--no-sample"], False)])
+def test_rate_eval_samples_as_the_run_did_unless_told(tmp_path, monkeypatch, flag, sample):
+    """--sample / --no-sample override the run's eval.sample either way (--no-sample: the argmax
+    for a run evaluated with sampled actions); neither: the run's own (None to load_policy)."""
+    from rate.checkpoint import CheckpointError
+    from rate.cli import evaluate
+
+    seen = []
+
+    def load_policy(path, device, target_return, sample_arg, seed):
+        seen.append(sample_arg)
+        raise CheckpointError("stop here")
+
+    monkeypatch.setattr("rate.api.load_policy", load_policy)
+    assert evaluate.main([str(tmp_path), *flag, "--no-progress"]) == 2
+    assert seen == [sample]

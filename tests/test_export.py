@@ -393,6 +393,22 @@ def test_metadata_names_the_project_environment_without_a_prior_import_of_envs()
     assert done.stdout.strip() == "rate_envs.tmaze:TMazeEnv"
 
 
+def test_the_runner_registers_a_project_environment_with_its_default_keywords(monkeypatch):
+    """An unregistered project id (a fresh process that has not imported rate_envs) is registered
+    by the project's package, with the keywords its registration gives: a Memory Maze id's maze
+    size, which the entry point alone would leave at the class default (9x9)."""
+    import gymnasium as gym
+
+    env_id = "rate/MemoryMaze-11x11-v0"
+    monkeypatch.delitem(gym.registry, env_id, raising=False)
+    meta = {"env_id": env_id, "env_entry_point": "rate_envs.memory_maze:MemoryMazeEnv"}
+    make_env_factory(meta, None)
+    assert gym.spec(env_id).kwargs == {"size": 11}
+    gym.registry.pop(env_id)  # the package already imported: its registration runs again for the id
+    make_env_factory(meta, None)
+    assert gym.spec(env_id).kwargs == {"size": 11}
+
+
 def test_the_runner_names_an_environment_it_cannot_make():
     with pytest.raises(ArtifactError, match="Nowhere-v0, which is not registered"):
         make_env_factory({"env_id": "rate/Nowhere-v0", "env_entry_point": None}, None)

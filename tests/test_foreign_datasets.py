@@ -506,3 +506,18 @@ def test_make_env_gives_the_environment_as_the_policy_was_trained_on_it(datasets
     capped.reset(seed=0)
     assert capped.step(0)[3] is False and capped.step(0)[3] is True
     capped.close()
+
+
+def test_actions_that_cannot_be_rescaled_are_named():
+    """Rescaling to [-1, 1] needs a Box with finite bounds, each low below its high: a dimension
+    fixed at one value (it would divide by zero into NaN, then be blamed on the data) and a
+    Discrete space are refused in words."""
+    from rate.data.spaces import rescale_to_unit
+
+    fixed = gym.spaces.Box(low=np.array([-2.0, 0.5]), high=np.array([2.0, 0.5]), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"low bound is not below the high one \(\[1\]\)"):
+        rescale_to_unit(np.zeros((3, 2)), fixed)
+    with pytest.raises(ValueError, match="continuous \\(Box\\) actions"):
+        rescale_to_unit(np.zeros(3), gym.spaces.Discrete(3))
+    box = gym.spaces.Box(low=np.array([-2.0, 0.0]), high=np.array([2.0, 1.0]), dtype=np.float32)
+    assert np.allclose(rescale_to_unit(np.array([[2.0, 0.0], [0.0, 0.5]]), box), [[1.0, -1.0], [0.0, 0.0]])

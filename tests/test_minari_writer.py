@@ -165,3 +165,25 @@ def test_a_damaged_staged_episode_is_one_clear_error(tmp_path, monkeypatch, cont
     (stage.folder / "episode_000000.npz").write_bytes(content)
     with pytest.raises(OSError, match="unreadable staged episode .*delete .* to record from the start"):
         stage.load()
+
+
+def test_a_dataset_a_killed_overwrite_moved_aside_is_put_back(root):
+    """A writer killed between its two renames (the old dataset moved into its staging folder, the
+    new one not yet in place) leaves no dataset under the id: the next write beside it puts the
+    old one back before it removes the staging folder; one whose new dataset did land is removed."""
+    import socket
+
+    write_minari_dataset("ns/d-v0", buffers(2), **SPACES)
+    before = snapshot(root)
+    host = socket.gethostname()
+    killed = root / "ns" / f".rate-staging-99999999@{host}-x"  # no such process on this machine
+    (killed / "ns").mkdir(parents=True)
+    (root / "ns" / "d-v0").rename(killed / ".replaced-d-v0")
+    landed = root / "ns" / f".rate-staging-99999997@{host}-y"  # killed after its new dataset landed
+    (landed / ".replaced-e-v0").mkdir(parents=True)
+    (root / "ns" / "e-v0").mkdir()
+    with pytest.warns(UserWarning, match="d-v0: put back"):
+        write_minari_dataset("ns/other-v0", buffers(1), **SPACES)
+    assert {k: v for k, v in snapshot(root).items() if k in before} == before  # the old dataset, byte for byte
+    assert not killed.exists() and not landed.exists() and (root / "ns" / "e-v0").is_dir()
+    assert len(minari.load_dataset("ns/d-v0").episode_indices) == 2

@@ -112,6 +112,10 @@ def test_vector_tmaze_rejects_bad_input():
         env.step(np.array([0, 4, 0]))
     with pytest.raises(ValueError, match="3 integers"):
         env.step(np.zeros(2, dtype=int))
+    with pytest.raises(ValueError, match="3 integers"):  # as the single T-Maze refuses 0.0
+        env.step(np.array([0.0, 1.0, 0.0]))
+    # A numpy integer seed, as gym.Env.reset takes it: the same episodes as the int.
+    assert np.array_equal(env.reset(seed=np.int64(5))[0], env.reset(seed=5)[0])
     with pytest.raises(ValueError, match="reset_mask"):
         env.reset(options={"reset_mask": np.ones(2, dtype=bool)})
     with pytest.raises(ValueError, match="expected 3 seeds"):
@@ -146,6 +150,13 @@ def test_make_eval_envs_takes_the_vector_tmaze_unless_wrappers_are_asked():
         rollout(envs, None, 5, seed=0)
     with pytest.raises(ValueError, match="at least one episode"):
         rollout(factory, None, 0, seed=0)
+    # A keyword only single T-Mazes take (gym.make's time limit): single ones, which play it.
+    capped = make_eval_envs(EvalConfig(env_id="rate/TMaze-v0", length_kwarg="max_episode_steps"), 4, length=5)
+    assert callable(capped)
+    env = capped()
+    env.reset(seed=0)
+    assert [env.step(0)[3] for _ in range(5)][-1]  # truncated at step 5
+    env.close()
 
 
 @pytest.fixture
@@ -178,8 +189,8 @@ def test_a_rollout_that_fails_early_closes_every_environment_it_made():
 
 def test_rollouts_refuse_other_autoreset_modes_and_checks_make_the_vector_environment():
     """SAME_STEP puts an ended row's success flag in final_info and DISABLED cannot step an
-    ended row beside the others: refused rather than read wrong.  The evaluation check makes the
-    vector environment too, so a keyword only the single T-Maze takes fails before training."""
+    ended row beside the others: refused rather than read wrong.  A keyword only the single
+    T-Maze takes sends the evaluation to single T-Mazes, which the check makes and passes."""
     from rate.config import ConfigError
     from rate.rl.experiment import check_envs
     from rate.rl.rollout import _VectorSteps
@@ -189,8 +200,11 @@ def test_rollouts_refuse_other_autoreset_modes_and_checks_make_the_vector_enviro
         with pytest.raises(ValueError, match="played with NEXT_STEP autoreset"):
             _VectorSteps(envs)
         envs.close()
-    with pytest.raises(ConfigError, match="cannot make the vector environment of 'rate/TMaze-v0'"):
-        check_envs(EvalConfig(env_kwargs={"render_mode": "ansi"}), [12], None)
+    ansi = EvalConfig(env_kwargs={"render_mode": "ansi"})
+    check_envs(ansi, [12], None)
+    assert callable(make_eval_envs(ansi, 2, 12))
+    with pytest.raises(ConfigError, match="eval: .*corridor_length"):  # a bad keyword still fails the check
+        check_envs(EvalConfig(env_kwargs={"corridor_length": 0}), [None], None)
 
 
 def test_an_environment_without_a_time_limit_is_named_before_its_rollouts(monkeypatch):
@@ -209,3 +223,6 @@ def test_an_environment_without_a_time_limit_is_named_before_its_rollouts(monkey
         warnings.simplefilter("error")
         experiment.rollout_lengths(EvalConfig(env_id="CartPole-v1"), lambda: None, [None], 1, 0)
         experiment.rollout_lengths(EvalConfig(), lambda: None, [None, 12], 1, 0)  # the T-Maze ends by itself
+        # A limit among the run's keywords (from a dataset that recorded one): no warning.
+        experiment.rollout_lengths(EvalConfig(env_id="test/NoTimeLimit-v0", env_kwargs={"max_episode_steps": 9}),
+                                   lambda: None, [None], 1, 0)

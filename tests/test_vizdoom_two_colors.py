@@ -28,6 +28,8 @@ def test_the_wad_is_written_from_the_projects_own_text(tmp_path):
     assert kind == b"PWAD" and names == ["MAP01", "TEXTMAP", "ENDMAP", "MAP02", "TEXTMAP", "ENDMAP", "DECORATE"]
     assert two_colors_wad(pillar_steps=45, folder=tmp_path) == path  # content-addressed, written once
     assert two_colors_wad(pillar_steps=30, folder=tmp_path) != path
+    path.write_bytes(b"PWAD something else")  # a damaged or planted file under the expected name
+    assert two_colors_wad(pillar_steps=45, folder=tmp_path) == path and path.read_bytes() == data
 
 
 def _play(seed, actions, **kwargs):

@@ -2,7 +2,7 @@
 the D4RL normalised score where reference returns are known, per episode length.
 
     rate-eval POLICY [--env ID] [--env-kwarg KEY=VALUE ...] [--lengths 30 90 900] [--length-kwarg NAME]
-              [--episodes 100] [--seed 0] [--target-return R] [--sample] [--record-video DIR]
+              [--episodes 100] [--seed 0] [--target-return R] [--sample | --no-sample] [--record-video DIR]
               [--out results/eval.json] [--no-plot] [--device cpu]
 
 POLICY is a run folder (or its checkpoint_best/), an exported .pt2 or .onnx.  The environment,
@@ -20,6 +20,7 @@ repository is the same command.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -63,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="environment i is reset with SEED + i, and --sample draws from SEED "
                                                  "(default: the run's eval.seed)")
     parser.add_argument("--target-return", type=float, help="default: the run's eval.target_return")
-    parser.add_argument("--sample", action="store_true", help="sample discrete actions instead of the argmax")
+    parser.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
+                        help="sample discrete actions from the softmax, or take the argmax (default: as the run "
+                             "evaluated, its eval.sample)")
     parser.add_argument("--record-video", type=Path, metavar="DIR", help="write an MP4 of every episode here")
     parser.add_argument("--out", type=Path, help="write results JSON here (and a .png plot beside it)")
     parser.add_argument("--no-plot", action="store_true", help="with --out: the JSON only, no .png beside it")
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.lengths and min(args.lengths) < 1:
             raise ValueError(f"--lengths must be positive, got {args.lengths}")
         changes = apply_overrides({}, args.env_kwarg)  # before the policy is loaded: a typo fails at once
-        policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample or None, args.seed)
+        policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample, args.seed)
         ev = policy.run_config.get("eval", {})
         defaults = evaluation_defaults(policy, args.env)
         env_kwargs = {**defaults["env_kwargs"], **changes}

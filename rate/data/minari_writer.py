@@ -8,7 +8,8 @@ datasets; beside it, so that the final rename never crosses filesystems, even wh
 folder links to another disk) and moved into place by renames only once it is complete: a failure
 or Ctrl-C leaves the root as it was, and ``overwrite`` replaces an old dataset only at that last
 step.  A staging folder left by a killed writer is removed by the next write beside it on the
-same machine.
+same machine; a dataset it had moved aside to overwrite it, the new one not yet in its place
+(a kill between the two renames), is put back first.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 STAGING_PREFIX = ".rate-staging-"
+REPLACED_PREFIX = ".replaced-"  # inside a staging folder: the dataset an overwrite moved aside, by name
 
 
 def datasets_root() -> Path:
@@ -144,6 +146,12 @@ def _remove_abandoned_staging(folder: Path) -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
+            for replaced in stale.glob(f"{REPLACED_PREFIX}*"):
+                original = folder / replaced.name[len(REPLACED_PREFIX):]
+                if not original.exists():  # killed between its two renames: the old dataset goes back
+                    os.rename(replaced, original)
+                    warnings.warn(f"{original}: put back; a killed writer had moved it aside to overwrite it",
+                                  stacklevel=2)
             shutil.rmtree(stale, ignore_errors=True)
         except (ValueError, PermissionError):  # not ours, or another user's live process
             continue
@@ -174,7 +182,7 @@ def write_minari_dataset(dataset_id: str, buffers: list, overwrite: bool = False
                     ds.storage.update_metadata(metadata)
             with _root_set_to(root):
                 check_dataset_id(dataset_id, overwrite)  # nothing else took the id meanwhile
-                _move_into_place(staging / dataset_id, target, staging / ".replaced")
+                _move_into_place(staging / dataset_id, target, staging / f"{REPLACED_PREFIX}{target.name}")
                 _ensure_namespace(dataset_id)
                 return minari.load_dataset(dataset_id)
         finally:

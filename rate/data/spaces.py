@@ -108,9 +108,15 @@ def image_channels_last(shape: tuple[int, ...]) -> bool:
 
 def rescale_to_unit(actions: np.ndarray, space: spaces.Box) -> np.ndarray:
     """Continuous actions in [low, high] -> [-1, 1], the inverse of ``RescaleAction(env, -1, 1)``."""
+    if not isinstance(space, spaces.Box):
+        raise ValueError(f"RescaleAction maps continuous (Box) actions to [-1, 1]; this action space is {space}")
     low, high = space.low.astype(np.float64), space.high.astype(np.float64)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
         raise ValueError(f"action space {space} has infinite bounds: its actions cannot be rescaled to [-1, 1]")
+    if np.any(high <= low):  # (a dimension fixed at one value has no [-1, 1] image; dividing gives NaN)
+        raise ValueError(f"action space {space} has dimensions whose low bound is not below the high one "
+                         f"({np.flatnonzero(high.ravel() <= low.ravel()).tolist()}): their actions cannot be rescaled "
+                         "to [-1, 1]")
     return (2.0 * (np.asarray(actions, dtype=np.float64) - low) / (high - low) - 1.0).astype(np.float32)
 
 

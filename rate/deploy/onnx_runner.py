@@ -210,7 +210,15 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
         if not str(entry_point).startswith(PROJECT_ENVS):
             raise ArtifactError(f"{env_id} is not registered and {entry_point!r} is not a project environment; "
                                 "import the package that registers it first")
-        gym.register(id=env_id, entry_point=entry_point)
+        # The project's package registers its tasks with their default keywords (a Memory Maze id
+        # holds its maze size there): registered here with the entry point alone, the 11x11 maze
+        # would be played at the class's default 9x9.
+        _import_project_envs(env_id, str(entry_point).split(":")[0])
+        register_envs = getattr(sys.modules.get(PROJECT_ENVS.rstrip(".")), "register_envs", None)
+        if env_id not in gym.registry and register_envs is not None:
+            register_envs()  # (idempotent: registers the ids missing from the registry)
+        if env_id not in gym.registry:  # (a copied rate_envs/ that does not know this id)
+            gym.register(id=env_id, entry_point=entry_point)
     if env_id not in gym.registry:
         raise ArtifactError(f"the policy plays {env_id}, which is not registered and has no project entry point "
                             "in the metadata; import the package that registers it first")

@@ -257,15 +257,32 @@ def check_renders(env_id: str) -> None:
 def make_eval_envs(ev: EvalConfig, n: int, length: int | None = None):
     """``n`` evaluation environments at ``length`` for :func:`rate.rl.rollout.rollout`: the task's
     native vector environment (``gym.make_vec``, e.g. the T-Maze's batched numpy one) where its id
-    registers one and ``ev.wrappers`` is empty, else a factory of single ones (:func:`make_eval_env`).
-    The two play the same episodes (same seeds, same observations)."""
+    registers one, takes every keyword and ``ev.wrappers`` is empty, else a factory of single ones
+    (:func:`make_eval_env`).  The two play the same episodes (same seeds, same observations)."""
     try:
         spec = gym.spec(ev.env_id)
     except gym.error.Error:  # "module:id" before its module is imported: the single path imports it
         spec = None
-    if spec is not None and spec.vector_entry_point is not None and not ev.wrappers:
-        return gym.make_vec(ev.env_id, num_envs=n, **eval_env_kwargs(ev, length))
+    kwargs = eval_env_kwargs(ev, length)
+    if spec is not None and spec.vector_entry_point is not None and not ev.wrappers and _takes(spec, kwargs):
+        return gym.make_vec(ev.env_id, num_envs=n, **kwargs)
     return lambda: make_eval_env(ev, length)
+
+
+def _takes(spec, kwargs: dict) -> bool:
+    """Whether the native vector environment of ``spec`` takes ``kwargs`` (gym.make_vec passes
+    them all to it).  A keyword only single environments take (``max_episode_steps``, which
+    gym.make turns into a TimeLimit, ``render_mode``, ...) sends the rollout to single ones."""
+    import inspect
+
+    from gymnasium.envs.registration import load_env_creator
+
+    creator = spec.vector_entry_point
+    try:
+        params = inspect.signature(load_env_creator(creator) if isinstance(creator, str) else creator).parameters
+    except (TypeError, ValueError):  # no signature to read: let gym.make_vec try
+        return True
+    return any(p.kind is p.VAR_KEYWORD for p in params.values()) or set(kwargs) <= set(params)
 
 
 def eval_lengths(ev: EvalConfig, final: bool = False) -> list[int | None]:
@@ -343,7 +360,7 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
     :func:`evaluate_lengths`.  ``video``: a folder that every episode is recorded into as
     ``<env>-T<length>-env<i>-episode-0.mp4`` (:func:`make_eval_env`)."""
     load_env_plugins()
-    if None in lengths and not _ends_by_itself(ev.env_id):
+    if None in lengths and not _ends_by_itself(ev.env_id) and "max_episode_steps" not in ev.env_kwargs:
         warnings.warn(f"{ev.env_id} registers no time limit: at its own length the rollouts run until every episode "
                       "ends (set one: lengths with eval.length_kwarg max_episode_steps, rate-eval --lengths N "
                       "--length-kwarg max_episode_steps)", stacklevel=3)
