@@ -186,8 +186,9 @@ def staged_files(folder: str | Path) -> typing.Iterator[Path]:
     """A hidden staging folder inside ``folder`` for files written one by one (recorded videos):
     when the block ends normally each is renamed into ``folder`` (replacing a file of the same
     name, one atomic rename each); when it raises the staged files are dropped, so ``folder``
-    keeps what it had and holds no half-written file."""
+    keeps what it had and holds no half-written file (a folder made here for them is removed)."""
     folder = Path(folder)
+    made = [parent for parent in (folder, *folder.parents) if not parent.exists()]  # innermost first
     folder.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder, prefix=".staging-"))
     try:
@@ -196,6 +197,12 @@ def staged_files(folder: str | Path) -> typing.Iterator[Path]:
         for path in sorted(staging.iterdir()):
             os.chmod(path, mode)
             os.replace(path, folder / path.name)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in made:  # (only while empty: nothing of anyone else's is removed)
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -491,3 +491,10 @@ def test_rate_eval_samples_as_the_run_did_unless_told(tmp_path, monkeypatch, fla
     monkeypatch.setattr("rate.api.load_policy", load_policy)
     assert evaluate.main([str(tmp_path), *flag, "--no-progress"]) == 2
     assert seen == [sample]
+
+
+def test_rate_eval_refuses_lengths_below_3_as_configs_and_the_onnx_runner_do(tmp_path, capsys):
+    from rate.cli import evaluate
+
+    assert evaluate.main([str(checkpoint(tmp_path)), "--lengths", "2", "--no-progress"]) == 2
+    assert "--lengths must be at least 3 each, got [2]" in capsys.readouterr().err

@@ -184,3 +184,23 @@ def test_a_choice_misspelt_in_python_is_refused_not_read_as_another_branch(make,
     ``else`` branch (a memory_layout other than read_write was the prefix ablation)."""
     with pytest.raises(ValueError, match=pattern):
         make()
+
+
+def test_staged_files_leave_a_folder_as_it_was_when_the_block_fails(tmp_path):
+    """Staged files (recorded videos) are moved in only when the block ends normally; a failed
+    block leaves an existing folder with what it had and removes a folder made for the files."""
+    from rate.config import staged_files
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "old.mp4").write_text("old")
+    for folder in (kept, tmp_path / "new" / "videos"):
+        with pytest.raises(RuntimeError, match="rollout failed"):
+            with staged_files(folder) as staging:
+                (staging / "old.mp4").write_text("half")
+                raise RuntimeError("rollout failed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kept"] and (kept / "old.mp4").read_text() == "old"
+    assert [p.name for p in kept.iterdir()] == ["old.mp4"]
+    with staged_files(tmp_path / "new" / "videos") as staging:
+        (staging / "a.mp4").write_text("a")
+    assert (tmp_path / "new" / "videos" / "a.mp4").read_text() == "a"

@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.seed is not None and args.seed < 0:
             raise ValueError(f"--seed must be >= 0, got {args.seed}")
-        if args.lengths and min(args.lengths) < 1:
-            raise ValueError(f"--lengths must be positive, got {args.lengths}")
+        if args.lengths and min(args.lengths) < 3:  # (as eval.lengths in a config, and rate-play-onnx)
+            raise ValueError(f"--lengths must be at least 3 each, got {args.lengths}")
         changes = apply_overrides({}, args.env_kwarg)  # before the policy is loaded: a typo fails at once
         policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample, args.seed)
         ev = policy.run_config.get("eval", {})
