@@ -252,17 +252,54 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool, resumable: boo
 def swap_journal(out: Path) -> Path:
     """The file beside run folder ``out`` that says a replacement's swap is under way
     (:meth:`RunFolder.commit`): JSON {"old": trash folder name, "new": staging folder name,
-    "phase": "emptying" (out's entries move to the trash) or "filling" (staging's move in)}."""
+    "old_names" / "new_names": the entries of the earlier and the new run, "phase": "emptying"
+    (out's entries move to the trash), "filling" (staging's move in) or "restoring" (a failed
+    swap puts them back)}."""
     return out.absolute().parent / f".{out.name}.swap.json"
+
+
+def _record_phase(journal: Path, record: dict, phase: str) -> None:
+    """Write the journal at ``phase``; an undo also records the phase it undoes ("undoing")."""
+    if phase == "restoring" and record.get("phase") != "restoring":
+        record["undoing"] = record.get("phase", "emptying")
+    record["phase"] = phase
+    atomic_write_text(journal, json.dumps(record))
+
+
+def _swap_forwards(out: Path, trash: Path, staging: Path, record: dict, phase: str, journal: Path) -> None:
+    """From ``phase``: out's entries (all the earlier run's while emptying) to the trash, then the
+    new run's from staging into out, the journal moving to "filling" in between."""
+    if phase == "emptying":
+        for entry in list(out.iterdir()):
+            entry.rename(trash / entry.name)
+        _record_phase(journal, record, "filling")
+    for name in record["new_names"]:
+        if os.path.lexists(staging / name):
+            (staging / name).rename(out / name)
+
+
+def _swap_back(out: Path, trash: Path, staging: Path, record: dict, filled: bool) -> None:
+    """Undo a swap from any point.  ``filled``: whether the filling had begun; if so, a new entry
+    not in staging is in out (it only ever moves between the two), so it goes back first.  Then
+    every earlier entry still in the trash returns to out."""
+    staging.mkdir(exist_ok=True)
+    for name in record["new_names"] if filled else ():
+        if not os.path.lexists(staging / name) and os.path.lexists(out / name):
+            (out / name).rename(staging / name)
+    for name in record["old_names"]:
+        if os.path.lexists(trash / name):
+            (trash / name).rename(out / name)
 
 
 def finish_interrupted_swap(out: Path) -> None:
     """Complete the swap of a replacement whose trainer was killed (SIGKILL, a power cut) inside
     :meth:`RunFolder.commit`, which leaves ``out`` holding some of the earlier run's files, some
-    of the new run's, or none.  commit runs once the new run's first checkpoint is complete, so
-    the swap is finished forwards: ``out`` gets the new run (resumable with its checkpoint), the
-    earlier run's files are deleted, as an uninterrupted commit would have done a moment later.
-    Called with the folder's lock held."""
+    of the new run's, or none.  commit runs once the new run's files are complete (a trainer's
+    first checkpoint, or its finished run), so a swap cut short is finished forwards, as the
+    commit would have done a moment later: ``out`` gets the new run, the earlier run's files are
+    deleted.  One that was being undone (a failed rename, Ctrl-C), or whose new files are no
+    longer all there, is undone instead: the earlier run back whole.  Nothing is deleted before
+    ``out`` holds one run whole.  Called with the folder's lock held."""
     import shutil
 
     journal = swap_journal(out)
@@ -270,24 +307,35 @@ def finish_interrupted_swap(out: Path) -> None:
         return
     out = out.absolute()
     try:
-        swap = json.loads(journal.read_text())
-        trash, staging = out.parent / swap["old"], out.parent / swap["new"]
-        phase = swap["phase"]
+        record = json.loads(journal.read_text())
+        trash, staging = out.parent / record["old"], out.parent / record["new"]
+        phase, new_names, _ = record["phase"], list(record["new_names"]), list(record["old_names"])
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"{journal}: unreadable record of an interrupted replacement of {out} ({err}); the "
                               f"earlier and new runs' files are in {out} and the hidden .{out.name}.old-* / "
                               f".{out.name}.new-* folders beside it: sort them out by hand, then delete it") from None
-    if phase == "emptying":  # out still holds earlier entries only (and trash the rest)
-        for entry in list(out.iterdir()):
-            entry.rename(trash / entry.name)
-    if staging.is_dir():
-        for entry in list(staging.iterdir()):
-            entry.rename(out / entry.name)
-        staging.rmdir()
+    where = [staging] if phase == "emptying" else [staging, out]
+    complete = all(any(os.path.lexists(folder / name) for folder in where) for name in new_names)
+    try:
+        if phase != "restoring" and complete:
+            _swap_forwards(out, trash, staging, record, phase, journal)
+            outcome = ("finished replacing the earlier run, which a killed trainer had left half swapped: the new "
+                       "run's files are in place (its checkpoint, to resume from where the trainer can; a result "
+                       "row it had not yet written is missing)")
+        else:
+            filled = (record.get("undoing") if phase == "restoring" else phase) != "emptying"
+            _record_phase(journal, record, "restoring")
+            _swap_back(out, trash, staging, record, filled)
+            outcome = "put the earlier run back whole; a replacement had been interrupted while swapping it"
+    except OSError as err:
+        raise CheckpointError(f"{out}: an interrupted replacement cannot be completed ({err}); the earlier and new "
+                              f"runs' files are in {out}, {trash} and {staging}, and {journal} records which is "
+                              "which: sort them out by hand, then delete it") from None
+    shutil.rmtree(trash if outcome.startswith("finished") else staging, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        (staging if outcome.startswith("finished") else trash).rmdir()  # (empty by now)
     journal.unlink()
-    shutil.rmtree(trash, ignore_errors=True)
-    warnings.warn(f"{out}: finished replacing the earlier run, which a killed trainer had left half done; the new "
-                  "run's first checkpoint is there (continue it with --resume)", stacklevel=2)
+    warnings.warn(f"{out}: {outcome}", stacklevel=2)
 
 
 class RunFolder:
@@ -336,32 +384,28 @@ class RunFolder:
         # here) leaves what finish_interrupted_swap completes when the folder is next locked.
         trash = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
         journal = swap_journal(self.out)
-        moved_out: list[str] = []
-        moved_in: list[str] = []
+        record = {"old": trash.name, "new": self.path.name, "old_names": sorted(os.listdir(self.out)),
+                  "new_names": sorted(os.listdir(self.path))}
         try:
-            for phase, source, target, moved in (("emptying", self.out, trash, moved_out),
-                                                 ("filling", self.path, self.out, moved_in)):
-                atomic_write_text(journal, json.dumps({"old": trash.name, "new": self.path.name, "phase": phase}))
-                for entry in list(source.iterdir()):
-                    entry.rename(target / entry.name)
-                    moved.append(entry.name)
-            journal.unlink()
-        except BaseException:  # a failed rename, or Ctrl-C reaching the trainer mid-swap
+            _record_phase(journal, record, "emptying")
+            _swap_forwards(self.out, trash, self.path, record, "emptying", journal)
+        except BaseException:  # a failed rename or journal write, or Ctrl-C reaching the trainer mid-swap
             # Put every entry back where it was: the earlier run whole in its folder, the new one
-            # in staging (which abandon() then deletes), instead of a mix of the two.  Best effort:
-            # a rename that fails here leaves its entry in the hidden folder, never deleted.
-            for source, target, names in ((self.out, self.path, moved_in), (trash, self.out, moved_out)):
-                for name in reversed(names):
-                    with contextlib.suppress(OSError):
-                        (source / name).rename(target / name)
-            with contextlib.suppress(OSError):
-                trash.rmdir()  # (only when empty)
-            journal.unlink(missing_ok=True)  # (what is back is back: nothing for the next lock to finish)
+            # in staging (which abandon() then deletes), instead of a mix of the two.  Where that
+            # fails too, the journal stays and the next lock of the folder finishes it.
+            filled = record["phase"] != "emptying"
+            with contextlib.suppress(Exception):
+                _record_phase(journal, record, "restoring")
+            with contextlib.suppress(Exception):
+                _swap_back(self.out, trash, self.path, record, filled)
+                trash.rmdir()
+                journal.unlink()
             raise
         self.committed = True
         self.path.rmdir()
         self.path = self.out
         shutil.rmtree(trash, ignore_errors=True)
+        journal.unlink()  # (last: a kill before it leaves a finished swap, which the next lock tidies)
         return self.out
 
     def abandon(self) -> None:
@@ -374,6 +418,8 @@ class RunFolder:
         if not self.writer:
             return
         if self.path != self.out:
+            if swap_journal(self.out).exists():  # a swap that could not be undone: the next lock needs it
+                return
             shutil.rmtree(self.path, ignore_errors=True)
         elif self.fresh and not self.committed and self.out.is_dir():
             for entry in self.out.iterdir():

@@ -216,32 +216,121 @@ folder.commit()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
-@pytest.mark.parametrize("phase, moved", [("emptying", 0), ("emptying", 2), ("filling", 0), ("filling", 2)])
-def test_finishing_a_swap_from_either_phase(tmp_path, phase, moved):
-    """finish_interrupted_swap from the states a kill leaves: ``moved`` entries already renamed in
-    the phase the journal names.  A folder without a journal is left alone; check_run_dir defers
-    to the lock while a journal is there (the folder's contents say nothing until the swap is done)."""
+def half_swapped(tmp_path: Path, phase: str, moved: int):
+    """The state a kill leaves: ``moved`` entries renamed in ``phase`` (emptying: earlier entries to
+    the trash; filling: every earlier entry in the trash, new ones into the run folder; restoring:
+    after a complete emptying and a filling of ``moved``, that many new ones back to staging),
+    and the journal naming ``phase``.  Returns the run folder, the staging and the trash."""
     import json
 
-    from rate.checkpoint import check_run_dir, finish_interrupted_swap, swap_journal
+    from rate.checkpoint import swap_journal
 
     run, folder = earlier_and_new_run(tmp_path)
     trash = tmp_path / ".run.old-test"
     trash.mkdir()
-    if phase == "filling":
+    if phase != "emptying":
         for name in NAMES:
             (run / name).rename(trash / name)
+    if phase == "restoring":
+        for name in NAMES:
+            (folder.path / name).rename(run / name)
     for name in NAMES[:moved]:
-        (run / name).rename(trash / name) if phase == "emptying" else (folder.path / name).rename(run / name)
-    swap_journal(run).write_text(json.dumps({"old": trash.name, "new": folder.path.name, "phase": phase}))
+        {"emptying": lambda: (run / name).rename(trash / name),
+         "filling": lambda: (folder.path / name).rename(run / name),
+         "restoring": lambda: (run / name).rename(folder.path / name)}[phase]()
+    swap_journal(run).write_text(json.dumps({"old": trash.name, "new": folder.path.name, "old_names": list(NAMES),
+                                             "new_names": list(NAMES), "phase": phase}))
+    return run, folder.path, trash
+
+
+def contents(run: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in run.iterdir()}
+
+
+@pytest.mark.parametrize("phase, moved", [("emptying", 0), ("emptying", 2), ("filling", 0), ("filling", 2)])
+def test_finishing_a_swap_from_either_phase(tmp_path, phase, moved):
+    """finish_interrupted_swap from the states a kill leaves in a swap: finished forwards.  A
+    folder without a journal is left alone; check_run_dir defers to the lock while a journal is
+    there (the folder's contents say nothing until the swap is done)."""
+    from rate.checkpoint import check_run_dir, finish_interrupted_swap
+
+    run, _, _ = half_swapped(tmp_path, phase, moved)
     check_run_dir(run, resume=False, overwrite=False)  # (would refuse a folder holding a run)
     with pytest.warns(UserWarning, match="finished replacing"):
         finish_interrupted_swap(run)
-    assert {p.name: p.read_text() for p in run.iterdir()} == {name: f"new {name}" for name in NAMES}
+    assert contents(run) == {name: f"new {name}" for name in NAMES}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     finish_interrupted_swap(run)  # nothing to do now
     with pytest.raises(CheckpointError, match="already holds a run"):
         check_run_dir(run, resume=False, overwrite=False)
+
+
+@pytest.mark.parametrize("phase, moved, staging_lost", [("restoring", 0, False), ("restoring", 2, False),
+                                                        ("filling", 2, True), ("emptying", 2, True)])
+def test_a_swap_being_undone_or_missing_its_new_files_gets_the_earlier_run_back(tmp_path, phase, moved, staging_lost):
+    """A kill while a failed swap was being undone ("restoring"), or a journal whose new files are
+    not all there any more (staging deleted after a failed undo): the earlier run whole again."""
+    import shutil
+
+    from rate.checkpoint import finish_interrupted_swap
+
+    run, staging, _ = half_swapped(tmp_path, phase, moved)
+    if staging_lost:
+        shutil.rmtree(staging)
+    with pytest.warns(UserWarning, match="put the earlier run back whole"):
+        finish_interrupted_swap(run)
+    assert contents(run) == {name: f"old {name}" for name in NAMES}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_failed_swap_that_cannot_be_undone_is_undone_by_the_next_lock(tmp_path, monkeypatch):
+    """The disk fails during the swap and again during its undo: the journal stays, abandon()
+    keeps the new run's staging folder for it, and the next lock puts the earlier run back whole."""
+    from rate.checkpoint import finish_interrupted_swap, swap_journal
+
+    run, folder = earlier_and_new_run(tmp_path)
+    real, calls = Path.rename, []
+
+    def rename(self, target):
+        calls.append(self)
+        if len(calls) in (5, 6):  # three earlier entries out, one new one in; then the swap and its undo fail
+            raise OSError(5, "Input/output error")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(OSError, match="Input/output error"):
+        folder.commit()
+    monkeypatch.setattr(Path, "rename", real)
+    folder.abandon()
+    assert swap_journal(run).is_file() and folder.path.is_dir()
+    with pytest.warns(UserWarning, match="put the earlier run back whole"):
+        finish_interrupted_swap(run)
+    assert contents(run) == {name: f"old {name}" for name in NAMES}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_a_recovery_that_is_itself_interrupted_loses_nothing(tmp_path, monkeypatch):
+    """A recovery stopped in its filling (a failed rename) is one error naming the folders, and
+    the next one finishes from where it stopped: the new run whole."""
+    from rate.checkpoint import finish_interrupted_swap
+
+    run, _, _ = half_swapped(tmp_path, "emptying", 1)
+    real, calls = Path.rename, []
+
+    def rename(self, target):
+        calls.append(self)
+        if len(calls) == 4:  # the two earlier entries left to the trash, one new one in, then a failure
+            raise OSError(5, "Input/output error")
+        return real(self, target)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(CheckpointError, match="cannot be completed .*Input/output error"):
+        finish_interrupted_swap(run)
+    monkeypatch.setattr(Path, "rename", real)
+    with pytest.warns(UserWarning, match="finished replacing"):
+        finish_interrupted_swap(run)
+    assert contents(run) == {name: f"new {name}" for name in NAMES}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_an_unreadable_swap_journal_is_one_error_that_deletes_nothing(tmp_path):

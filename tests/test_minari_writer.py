@@ -182,8 +182,10 @@ def test_a_dataset_a_killed_overwrite_moved_aside_is_put_back(root):
     landed = root / "ns" / f".rate-staging-99999997@{host}-y"  # killed after its new dataset landed
     (landed / ".replaced-e-v0").mkdir(parents=True)
     (root / "ns" / "e-v0").mkdir()
-    with pytest.warns(UserWarning, match="d-v0: put back"):
-        write_minari_dataset("ns/other-v0", buffers(1), **SPACES)
+    # A rerun without --overwrite is refused at once (not after generating): the check puts the dataset back first.
+    with pytest.warns(UserWarning, match="d-v0: put back"), pytest.raises(FileExistsError, match="already exists"):
+        check_dataset_id("ns/d-v0", overwrite=False)
     assert {k: v for k, v in snapshot(root).items() if k in before} == before  # the old dataset, byte for byte
+    write_minari_dataset("ns/other-v0", buffers(1), **SPACES)  # the next write removes the staging folders
     assert not killed.exists() and not landed.exists() and (root / "ns" / "e-v0").is_dir()
     assert len(minari.load_dataset("ns/d-v0").episode_indices) == 2

@@ -104,6 +104,7 @@ def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
     # The count is the evaluations' own, not the command's default.
     (tmp_path / "bc_gru-seed1.json").write_text(json.dumps({"episodes": 20, "results": {"90": {"success": 0.7}}}))
     assert "checkpoints, 20 to 100 episodes per length:" in sampled_table(tmp_path)[0]
+    assert "--episodes N --sample" in sampled_table(tmp_path)[0] and "--episodes 100 --sample" in lines[0]
 
 
 @pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.minigrid", "eval.reports.mujoco",

@@ -25,7 +25,7 @@ AAR = TaskPage(
     "action",
 )
 SAMPLED = Path("results/aar_sampled")
-SAMPLED_COMMAND = ("python -m eval runs/aar/$m/seed$s --lengths 90 180 900 --episodes 100 --sample --no-plot "
+SAMPLED_COMMAND = ("python -m eval runs/aar/$m/seed$s --lengths 90 180 900 --episodes {episodes} --sample --no-plot "
                    "--out results/aar_sampled/$m-seed$s.json (and 9600 for the memory models trained on T 3-90)")
 
 
@@ -47,7 +47,8 @@ def sampled_table(folder: Path = SAMPLED) -> list[str]:
     models = [m for m in LABELS if m in table] + sorted(set(table) - set(LABELS))
     lines = ["With sampled actions (from the policy's softmax; a policy that ignores its first action scores "
              "sum_a p(choose a) p(answer a), 0.5 if it chooses 0 and 1 equally often as the data does), the same "
-             f"checkpoints, {low if low == high else f'{low} to {high}'} episodes per length: `{SAMPLED_COMMAND}` "
+             f"checkpoints, {low if low == high else f'{low} to {high}'} episodes per length: "
+             f"`{SAMPLED_COMMAND.format(episodes=low if low == high else 'N')}` "
              "for each model $m and seed $s "
              "below (the rows below are the checkpoints evaluated so; a model of the table above missing here was "
              "not)", "",

@@ -53,8 +53,10 @@ def is_dataset(folder: Path) -> bool:
 def check_dataset_id(dataset_id: str, overwrite: bool) -> Path:
     """Refuse an id that would replace something: an existing dataset unless ``overwrite``, and
     anything that is not a dataset (a namespace, any other folder or file) always.  Deletes
-    nothing.  Returns the dataset's folder."""
+    nothing (a dataset that a killed overwrite had moved aside is put back first, so the check
+    sees it).  Returns the dataset's folder."""
     folder = dataset_folder(dataset_id)
+    _put_back_moved_aside(folder.parent)
     root = datasets_root()
     for parent in folder.parents:
         if parent == root or root not in parent.parents:
@@ -130,11 +132,11 @@ def _staging_owner() -> str:
     return f"{os.getpid()}@{socket.gethostname()}"
 
 
-def _remove_abandoned_staging(folder: Path) -> None:
+def _abandoned_staging(folder: Path) -> Iterator[Path]:
     """Staging folders of writers that are gone (killed): ``.rate-staging-<pid>@<host>-*`` of this
     host whose process no longer exists (``.rate-staging-<pid>-*``, written before the host was
     part of the name: taken as this host's).  A live writer's folder, and any folder of another
-    host, is never touched."""
+    host, is never one."""
     import socket
 
     host = socket.gethostname()
@@ -146,15 +148,29 @@ def _remove_abandoned_staging(folder: Path) -> None:
         try:
             os.kill(int(pid), 0)
         except ProcessLookupError:
-            for replaced in stale.glob(f"{REPLACED_PREFIX}*"):
-                original = folder / replaced.name[len(REPLACED_PREFIX):]
-                if not original.exists():  # killed between its two renames: the old dataset goes back
-                    os.rename(replaced, original)
-                    warnings.warn(f"{original}: put back; a killed writer had moved it aside to overwrite it",
-                                  stacklevel=2)
-            shutil.rmtree(stale, ignore_errors=True)
+            yield stale
         except (ValueError, PermissionError):  # not ours, or another user's live process
             continue
+
+
+def _put_back_moved_aside(folder: Path, *stale: Path) -> None:
+    """Datasets that killed writers (their staging folders in ``folder``, or the ``stale`` ones)
+    had moved aside to overwrite them and that have no dataset in their place: back in place."""
+    for staging in stale or _abandoned_staging(folder):
+        for replaced in staging.glob(f"{REPLACED_PREFIX}*"):
+            original = folder / replaced.name[len(REPLACED_PREFIX):]
+            if not original.exists():  # killed between its two renames: the old dataset goes back
+                os.rename(replaced, original)
+                warnings.warn(f"{original}: put back; a killed writer had moved it aside to overwrite it",
+                              stacklevel=3)
+
+
+def _remove_abandoned_staging(folder: Path) -> None:
+    """Remove the staging folders of killed writers in ``folder`` (:func:`_abandoned_staging`),
+    after putting back a dataset one had moved aside."""
+    for stale in list(_abandoned_staging(folder)):
+        _put_back_moved_aside(folder, stale)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def write_minari_dataset(dataset_id: str, buffers: list, overwrite: bool = False, metadata: dict | None = None,
