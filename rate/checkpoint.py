@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import glob
 import json
 import os
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -258,6 +260,13 @@ def swap_journal(out: Path) -> Path:
     return out.absolute().parent / f".{out.name}.swap.json"
 
 
+def _swap_folders(out: Path) -> list[Path]:
+    """The hidden staging and trash folders of ``out``'s replacements (``.NAME.new-*``,
+    ``.NAME.old-*``; exactly those: a folder ``run[1]`` never takes ``run1``'s)."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.(new|old)-[A-Za-z0-9_]+")
+    return [p for p in out.absolute().parent.glob(f".{glob.escape(out.name)}.*-*") if pattern.fullmatch(p.name)]
+
+
 def _record_phase(journal: Path, record: dict, phase: str) -> None:
     """Write the journal at ``phase``; an undo also records the phase it undoes ("undoing")."""
     if phase == "restoring" and record.get("phase") != "restoring":
@@ -284,7 +293,9 @@ def _swap_back(out: Path, trash: Path, staging: Path, record: dict, filled: bool
     every earlier entry still in the trash returns to out."""
     staging.mkdir(exist_ok=True)
     for name in record["new_names"] if filled else ():
-        if not os.path.lexists(staging / name) and os.path.lexists(out / name):
+        # (a name of both runs whose earlier entry has left the trash: out holds the earlier one)
+        earlier_back = name in record["old_names"] and not os.path.lexists(trash / name)
+        if not os.path.lexists(staging / name) and os.path.lexists(out / name) and not earlier_back:
             (out / name).rename(staging / name)
     for name in record["old_names"]:
         if os.path.lexists(trash / name):
@@ -292,17 +303,20 @@ def _swap_back(out: Path, trash: Path, staging: Path, record: dict, filled: bool
 
 
 def finish_interrupted_swap(out: Path) -> None:
-    """Complete the swap of a replacement whose trainer was killed (SIGKILL, a power cut) inside
+    """Complete the swap of a replacement whose trainer was killed (SIGKILL) inside
     :meth:`RunFolder.commit`, which leaves ``out`` holding some of the earlier run's files, some
     of the new run's, or none.  commit runs once the new run's files are complete (a trainer's
     first checkpoint, or its finished run), so a swap cut short is finished forwards, as the
     commit would have done a moment later: ``out`` gets the new run, the earlier run's files are
     deleted.  One that was being undone (a failed rename, Ctrl-C), or whose new files are no
     longer all there, is undone instead: the earlier run back whole.  Nothing is deleted before
-    ``out`` holds one run whole.  Called with the folder's lock held."""
+    ``out`` holds one run whole.  Called with the folder's lock held.  (A power cut is another
+    matter: renames are not synced to disk one by one, so the journal may not match the folders.)"""
     import shutil
 
     journal = swap_journal(out)
+    for tmp in journal.parent.glob(f".{glob.escape(journal.name)}.*.tmp"):  # a journal write cut short
+        tmp.unlink(missing_ok=True)
     if not journal.is_file():
         return
     out = out.absolute()
@@ -331,10 +345,13 @@ def finish_interrupted_swap(out: Path) -> None:
         raise CheckpointError(f"{out}: an interrupted replacement cannot be completed ({err}); the earlier and new "
                               f"runs' files are in {out}, {trash} and {staging}, and {journal} records which is "
                               "which: sort them out by hand, then delete it") from None
+    # The journal goes first: once out holds one run whole, what is left beside it is only stale
+    # (a kill now leaves a hidden folder for the next --overwrite, never a journal that would undo
+    # what was done).
+    journal.unlink()
     shutil.rmtree(trash if outcome.startswith("finished") else staging, ignore_errors=True)
     with contextlib.suppress(OSError):
         (staging if outcome.startswith("finished") else trash).rmdir()  # (empty by now)
-    journal.unlink()
     warnings.warn(f"{out}: {outcome}", stacklevel=2)
 
 
@@ -359,8 +376,7 @@ class RunFolder:
         # delete rank 0's files.
         self.writer = int(os.environ.get("RANK", "0")) == 0
         if overwrite:  # staging folders of a replacement killed before it finished (the caller holds the lock)
-            for stale in [*self.out.parent.glob(f".{self.out.name}.new-*"),
-                          *self.out.parent.glob(f".{self.out.name}.old-*")]:
+            for stale in _swap_folders(self.out):
                 shutil.rmtree(stale, ignore_errors=True)
         replacing = overwrite and self.out.is_dir() and any(self.out.iterdir())
         self.path = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.new-", dir=self.out.parent)) if replacing else self.out
@@ -393,19 +409,24 @@ class RunFolder:
             # Put every entry back where it was: the earlier run whole in its folder, the new one
             # in staging (which abandon() then deletes), instead of a mix of the two.  Where that
             # fails too, the journal stays and the next lock of the folder finishes it.
-            filled = record["phase"] != "emptying"
+            filled, journal_written = record["phase"] != "emptying", journal.exists()
+            recorded = False
             with contextlib.suppress(Exception):
                 _record_phase(journal, record, "restoring")
-            with contextlib.suppress(Exception):
-                _swap_back(self.out, trash, self.path, record, filled)
-                trash.rmdir()
-                journal.unlink()
+                recorded = True
+            # Undone only as the journal says (or with no journal: nothing moved yet); else the
+            # files stay as the journal on disk describes them, for the next lock to finish.
+            if recorded or not journal_written:
+                with contextlib.suppress(Exception):
+                    _swap_back(self.out, trash, self.path, record, filled)
+                    journal.unlink(missing_ok=True)
+                    trash.rmdir()
             raise
         self.committed = True
+        journal.unlink()  # (before the clean-up: see finish_interrupted_swap)
         self.path.rmdir()
         self.path = self.out
         shutil.rmtree(trash, ignore_errors=True)
-        journal.unlink()  # (last: a kill before it leaves a finished swap, which the next lock tidies)
         return self.out
 
     def abandon(self) -> None:

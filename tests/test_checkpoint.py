@@ -309,6 +309,96 @@ def test_a_failed_swap_that_cannot_be_undone_is_undone_by_the_next_lock(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_an_undo_whose_staging_folder_went_keeps_the_earlier_files_it_put_back(tmp_path):
+    """Every earlier entry already back in the run folder and the new run's staging folder gone
+    (deleted part-way by an older version's clean-up): names of both runs in the folder are the
+    earlier run's and stay; the earlier run is whole."""
+    import shutil
+
+    from rate.checkpoint import finish_interrupted_swap
+
+    run, staging, trash = half_swapped(tmp_path, "restoring", len(NAMES))
+    for name in NAMES:
+        (trash / name).rename(run / name)
+    shutil.rmtree(staging)
+    with pytest.warns(UserWarning, match="put the earlier run back whole"):
+        finish_interrupted_swap(run)
+    assert contents(run) == {name: f"old {name}" for name in NAMES}
+
+
+def test_a_recovery_stopped_while_tidying_up_leaves_nothing_to_undo(tmp_path, monkeypatch):
+    """The journal goes before the clean-up: a recovery stopped while deleting the unused run's
+    folder leaves the run folder whole and no journal that a later lock would act on."""
+    import shutil
+
+    from rate.checkpoint import finish_interrupted_swap, swap_journal
+
+    run, _, _ = half_swapped(tmp_path, "restoring", 1)
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "rmtree", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        finish_interrupted_swap(run)
+    monkeypatch.undo()
+    assert not swap_journal(run).exists() and contents(run) == {name: f"old {name}" for name in NAMES}
+    finish_interrupted_swap(run)  # nothing to do
+    assert contents(run) == {name: f"old {name}" for name in NAMES}
+
+
+def test_a_failed_swap_whose_undo_cannot_be_recorded_is_finished_as_the_journal_says(tmp_path, monkeypatch):
+    """The disk fails while filling and again when the journal would say "restoring": nothing is
+    undone (the files stay as the journal on disk describes them), and the next lock finishes the
+    swap forwards: the new run whole, no earlier entry left beside it."""
+    import rate.checkpoint
+    from rate.checkpoint import finish_interrupted_swap, swap_journal
+
+    run, folder = earlier_and_new_run(tmp_path)
+    (run / "checkpoint_best").mkdir()  # an entry of the earlier run only
+    real_rename, calls = Path.rename, []
+    real_write = rate.checkpoint.atomic_write_text
+
+    def rename(self, target):
+        calls.append(self)
+        if len(calls) == 6:  # four earlier entries out, one new one in, then the disk fails
+            raise OSError(5, "Input/output error")
+        return real_rename(self, target)
+
+    def write(path, text):
+        if '"restoring"' in text:
+            raise OSError(28, "No space left on device")
+        return real_write(path, text)
+
+    monkeypatch.setattr(Path, "rename", rename)
+    monkeypatch.setattr(rate.checkpoint, "atomic_write_text", write)
+    with pytest.raises(OSError, match="Input/output error"):
+        folder.commit()
+    monkeypatch.undo()
+    folder.abandon()
+    assert swap_journal(run).is_file() and folder.path.is_dir()
+    with pytest.warns(UserWarning, match="finished replacing"):
+        finish_interrupted_swap(run)
+    assert contents(run) == {name: f"new {name}" for name in NAMES}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_overwrite_clears_only_its_own_folders_stale_replacements(tmp_path):
+    """`run[1]`'s stale staging folders are `.run[1].new-*` / `.old-*`, never `run1`'s (a glob
+    pattern would take them), nor a journal's leftovers; a journal write cut short is tidied."""
+    from rate.checkpoint import RunFolder, finish_interrupted_swap, swap_journal
+
+    for name in (".run[1].new-abc", ".run[1].old-abc", ".run1.new-abc", ".run1.old-x_1", ".run[1].swap"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "run[1]").mkdir()
+    RunFolder(tmp_path / "run[1]", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".run1.new-abc", ".run1.old-x_1", ".run[1].swap", "run[1]"]
+    cut_short = tmp_path / f".{swap_journal(tmp_path / 'run1').name}.k3j9.tmp"
+    cut_short.write_text("{")
+    finish_interrupted_swap(tmp_path / "run1")
+    assert not cut_short.exists()
+
+
 def test_a_recovery_that_is_itself_interrupted_loses_nothing(tmp_path, monkeypatch):
     """A recovery stopped in its filling (a failed rename) is one error naming the folders, and
     the next one finishes from where it stopped: the new run whole."""

@@ -159,10 +159,10 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
                 folder = RunFolder(out, overwrite=args.overwrite)
                 try:
                     metrics = train_run(cfg, folder.path)
+                    folder.commit()
                 except BaseException:
-                    folder.abandon()
+                    folder.abandon()  # (after a failed commit too: its staging folder goes, unless a journal needs it)
                     raise
-                folder.commit()
             if metrics is None:
                 return 0
             if args.csv:
