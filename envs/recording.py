@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 import zipfile
@@ -190,11 +191,20 @@ def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym
 def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
     """A generator CLI's body: build the dataset, print its size; bad arguments, an existing
     dataset, a missing package or system library, or a failed write (a full or read-only disk) are
-    one line on stderr and exit status 2."""
+    one line on stderr and exit status 2.  SIGTERM (``timeout``, a job scheduler) stops it as
+    Ctrl-C does, through the clean-up: the environment is closed (a ViZDoom or Memory Maze
+    simulator would otherwise outlive the generator) and the staged episodes stay for a resume;
+    exit status 143."""
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
         ds = make()
     except (ValueError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
     return 0

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import gymnasium as gym
@@ -189,3 +190,26 @@ def test_a_dataset_a_killed_overwrite_moved_aside_is_put_back(root):
     write_minari_dataset("ns/other-v0", buffers(1), **SPACES)  # the next write removes the staging folders
     assert not killed.exists() and not landed.exists() and (root / "ns" / "e-v0").is_dir()
     assert len(minari.load_dataset("ns/d-v0").episode_indices) == 2
+
+
+def test_a_generator_stopped_by_sigterm_runs_its_clean_up(monkeypatch):
+    """SIGTERM (timeout, a scheduler) during a generator stops it through its finally blocks (its
+    environment closed, as a simulator process would otherwise be left running), status 143;
+    the handler before it is restored."""
+    import signal
+
+    from envs.recording import generator_main
+
+    cleaned = []
+
+    def make():
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # (the signal arrives first)
+        finally:
+            cleaned.append(True)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        generator_main(make)
+    assert stopped.value.code == 143 and cleaned == [True] and signal.getsignal(signal.SIGTERM) is before
