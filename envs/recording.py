@@ -198,13 +198,17 @@ def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
     def stop(signum, frame):
         raise SystemExit(128 + signum)
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    import threading
+
+    handles = threading.current_thread() is threading.main_thread()  # (signals are the main thread's)
+    previous = signal.signal(signal.SIGTERM, stop) if handles else None
     try:
         ds = make()
     except (ValueError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if handles:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
     print(f"{ds.spec.dataset_id}: {ds.total_episodes} episodes, {ds.total_steps} steps")
     return 0
