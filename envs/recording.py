@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import sys
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -197,8 +198,6 @@ def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
     exit status 143."""
     def stop(signum, frame):
         raise SystemExit(128 + signum)
-
-    import threading
 
     handles = threading.current_thread() is threading.main_thread()  # (signals are the main thread's)
     previous = signal.signal(signal.SIGTERM, stop) if handles else None

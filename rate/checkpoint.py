@@ -330,8 +330,9 @@ def finish_interrupted_swap(out: Path) -> None:
                               f".{out.name}.new-* folders beside it: sort them out by hand, then delete it") from None
     where = [staging] if phase == "emptying" else [staging, out]
     complete = all(any(os.path.lexists(folder / name) for folder in where) for name in new_names)
+    forwards = phase != "restoring" and complete
     try:
-        if phase != "restoring" and complete:
+        if forwards:
             _swap_forwards(out, trash, staging, record, phase, journal)
             outcome = ("finished replacing the earlier run, which a killed trainer had left half swapped: the new "
                        "run's files are in place (its checkpoint, to resume from where the trainer can; a result "
@@ -349,9 +350,10 @@ def finish_interrupted_swap(out: Path) -> None:
     # (a kill now leaves a hidden folder for the next --overwrite, never a journal that would undo
     # what was done).
     journal.unlink()
-    shutil.rmtree(trash if outcome.startswith("finished") else staging, ignore_errors=True)
+    unused, emptied = (trash, staging) if forwards else (staging, trash)
+    shutil.rmtree(unused, ignore_errors=True)
     with contextlib.suppress(OSError):
-        (staging if outcome.startswith("finished") else trash).rmdir()  # (empty by now)
+        emptied.rmdir()
     warnings.warn(f"{out}: {outcome}", stacklevel=2)
 
 

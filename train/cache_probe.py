@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from rate.cli.run import check_file_target, error_exit
+from rate.cli.run import unwritable
 from rate.config import atomic_write_text
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTConfig
@@ -95,11 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.segment < 3 or not 0 < args.noise < 1:
         parser.error("--segment must be at least 3, --noise in (0, 1)")
-    if args.out is not None:
-        try:
-            check_file_target(args.out)  # before the training, not after it
-        except OSError as err:
-            return error_exit(err)
+    if (status := unwritable(args.out)) is not None:  # before the training, not after it
+        return status
     results = {name: [run(name, extra, args, s) for s in args.seeds] for name, extra in MODELS.items()}
     groups = list(next(iter(results.values()))[0])
     lines = [f"Test loss (nats per token) by position in the segment; segment = cache = {args.segment}, 4 memory "

@@ -23,8 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from eval.bench.rate_training import SIZES, Size
-from eval.bench.throughput import timed, unwritable
+from eval.bench.throughput import timed
 from rate.cli.records import machine_info
+from rate.cli.run import unwritable
 from rate.config import atomic_write_text
 from rate.core.attention import RelativeMultiHeadAttention, RelativePositions
 from rate.core.masks import mask_to_bias, rmt_segment_mask

@@ -31,8 +31,8 @@ import numpy as np
 import torch
 
 from eval.bench.rollout import checkpoint_model
-from eval.bench.throughput import unwritable
 from rate.cli.records import machine_info
+from rate.cli.run import unwritable
 from rate.config import atomic_write_text
 from rate.core import streaming
 from rate.rl.policy import StreamingPolicy

@@ -29,9 +29,9 @@ import torch
 from eval.bench.precision import run_one as train_variants
 from eval.bench.rate_training import SIZES
 from eval.bench.rollout import REFERENCE_SIZE, step_latencies, tmaze_model
-from eval.bench.throughput import bench_command, run_children, unwritable
+from eval.bench.throughput import bench_command, run_children
 from rate.cli.records import machine_info
-from rate.cli.run import error_exit
+from rate.cli.run import error_exit, unwritable
 from rate.training import positive_float, positive_int
 from rate.config import atomic_write_text
 from rate.rl.policy import StreamingPolicy

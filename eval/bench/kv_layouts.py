@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 
 from rate.config import atomic_write_text
-from eval.bench.throughput import unwritable
 from rate.cli.records import machine_info
+from rate.cli.run import unwritable
 from rate.training import positive_int, setup_process
 
 BATCH, HEADS, D_HEAD, LAYERS, QUERIES = 64, 4, 32, 10, 3

@@ -41,8 +41,9 @@ from pathlib import Path
 import torch
 
 from eval.bench.official_recreation import OfficialRATE, official_batch, official_optimizer, synthetic_tmaze
-from eval.bench.throughput import bench_command, run_children, unwritable
+from eval.bench.throughput import bench_command, run_children
 from rate.cli.records import machine_info
+from rate.cli.run import unwritable
 from rate.training import positive_int
 from rate.config import atomic_write_text
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import torch
 
 from eval.bench.rate_training import SIZES, Size, build
-from eval.bench.throughput import bench_command, run_children, timed, unwritable
+from eval.bench.throughput import bench_command, run_children, timed
 from rate.cli.records import machine_info
+from rate.cli.run import unwritable
 from rate.training import positive_float, positive_int
 from rate.config import atomic_write_text
 

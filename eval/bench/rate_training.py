@@ -35,12 +35,13 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from eval.bench.throughput import bench_command, matmul_peak, run_children, timed, unwritable
+from eval.bench.throughput import bench_command, matmul_peak, run_children, timed
 from rate.core import attention
 from rate.core.attention import RelativeMultiHeadAttention
 from rate.config import atomic_write_text
 from rate.rl.model import RATEConfig, RATEModel
 from rate.cli.records import machine_info
+from rate.cli.run import unwritable
 from rate.core.rmt import RMTConfig
 from rate.host_memory import keep_freed_memory
 from rate.training import positive_float, positive_int

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.bench.throughput import matmul_peak, unwritable
+from eval.bench.throughput import matmul_peak
 from rate.deploy.onnx_runner import make_env_factory, play
 from rate.config import atomic_write_text, load_yaml
 from rate.deploy.export import export_metadata, export_onnx, open_artifact
@@ -44,6 +44,7 @@ from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy
 from rate.rl.experiment import RATEExperimentConfig, build_rate
 from rate.rl.model import RATEModel
 from rate.cli.records import machine_info
+from rate.cli.run import unwritable
 from rate.rl.rollout import rollout
 from rate.training import positive_int, setup_process
 

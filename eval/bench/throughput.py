@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from rate.cli.run import unwritable
 from rate.config import atomic_write_text
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTConfig
@@ -62,21 +63,6 @@ def run_children(module: str, names: list[str], options: list[str]) -> list[dict
             raise SystemExit(done.returncode)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
-
-
-def unwritable(*pages: Path | None) -> int | None:
-    """The exit status of one ``error:`` line (2) when a page cannot be written (a folder in its
-    place, a read-only or missing parent that cannot be made), checked before minutes of measuring;
-    None when every page (None: not asked for) can be."""
-    from rate.cli.run import check_file_target, error_exit
-
-    try:
-        for page in pages:
-            if page is not None:
-                check_file_target(page)
-    except OSError as err:
-        return error_exit(err)
-    return None
 
 
 def bench_command(module: str, argv: list[str] | None) -> str:

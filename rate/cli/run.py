@@ -191,6 +191,19 @@ def check_writable(folder: Path) -> None:
         pass
 
 
+def unwritable(*paths: Path | None) -> int | None:
+    """The exit status of one ``error:`` line (2) when one of the files ``paths`` (None: not asked
+    for) cannot be written (:func:`check_file_target`), for a script to return before its long
+    work; None when every one can."""
+    try:
+        for path in paths:
+            if path is not None:
+                check_file_target(path)
+    except OSError as err:
+        return error_exit(err)
+    return None
+
+
 def check_file_target(path: Path) -> None:
     """OSError now, before long work, when the file ``path`` cannot be written: a folder is there,
     or its folder (made if missing) cannot take a new file."""

@@ -19,7 +19,7 @@ import os
 import shutil
 import tempfile
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 STAGING_PREFIX = ".rate-staging-"
@@ -56,7 +56,7 @@ def check_dataset_id(dataset_id: str, overwrite: bool) -> Path:
     nothing (a dataset that a killed overwrite had moved aside is put back first, so the check
     sees it).  Returns the dataset's folder."""
     folder = dataset_folder(dataset_id)
-    _put_back_moved_aside(folder.parent)
+    _put_back_moved_aside(folder.parent, _abandoned_staging(folder.parent))
     root = datasets_root()
     for parent in folder.parents:
         if parent == root or root not in parent.parents:
@@ -153,10 +153,10 @@ def _abandoned_staging(folder: Path) -> Iterator[Path]:
             continue
 
 
-def _put_back_moved_aside(folder: Path, *stale: Path) -> None:
-    """Datasets that killed writers (their staging folders in ``folder``, or the ``stale`` ones)
-    had moved aside to overwrite them and that have no dataset in their place: back in place."""
-    for staging in stale or _abandoned_staging(folder):
+def _put_back_moved_aside(folder: Path, stale: Iterable[Path]) -> None:
+    """Datasets that killed writers (their ``stale`` staging folders in ``folder``) had moved aside
+    to overwrite them and that have no dataset in their place: back in place."""
+    for staging in stale:
         for replaced in staging.glob(f"{REPLACED_PREFIX}*"):
             original = folder / replaced.name[len(REPLACED_PREFIX):]
             if not original.exists():  # killed between its two renames: the old dataset goes back
@@ -168,9 +168,10 @@ def _put_back_moved_aside(folder: Path, *stale: Path) -> None:
 def _remove_abandoned_staging(folder: Path) -> None:
     """Remove the staging folders of killed writers in ``folder`` (:func:`_abandoned_staging`),
     after putting back a dataset one had moved aside."""
-    for stale in list(_abandoned_staging(folder)):
-        _put_back_moved_aside(folder, stale)
-        shutil.rmtree(stale, ignore_errors=True)
+    stale = list(_abandoned_staging(folder))
+    _put_back_moved_aside(folder, stale)
+    for staging in stale:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_minari_dataset(dataset_id: str, buffers: list, overwrite: bool = False, metadata: dict | None = None,

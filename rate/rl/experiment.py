@@ -360,7 +360,7 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
     :func:`evaluate_lengths`.  ``video``: a folder that every episode is recorded into as
     ``<env>-T<length>-env<i>-episode-0.mp4`` (:func:`make_eval_env`)."""
     load_env_plugins()
-    if None in lengths and not _ends_by_itself(ev.env_id) and "max_episode_steps" not in ev.env_kwargs:
+    if None in lengths and not _ends_by_itself(ev):
         warnings.warn(f"{ev.env_id} registers no time limit: at its own length the rollouts run until every episode "
                       "ends (set one: lengths with eval.length_kwarg max_episode_steps, rate-eval --lengths N "
                       "--length-kwarg max_episode_steps)", stacklevel=3)
@@ -381,11 +381,14 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
     return results
 
 
-def _ends_by_itself(env_id: str) -> bool:
-    """Whether episodes of ``env_id`` end without a length given: a registered time limit, or one
-    of this project's tasks (each truncates itself).  An id that cannot be looked up: assumed so."""
+def _ends_by_itself(ev: EvalConfig) -> bool:
+    """Whether episodes of ``ev``'s environment end without a length given: a time limit in its
+    keywords or its registration, or one of this project's tasks (each truncates itself).  An id
+    that cannot be looked up: assumed so."""
+    if "max_episode_steps" in ev.env_kwargs:
+        return True
     try:
-        spec = gym.spec(env_id)
+        spec = gym.spec(ev.env_id)
     except gym.error.Error:
         return True
     return spec.max_episode_steps is not None or str(spec.entry_point).startswith("rate_envs")
