@@ -43,12 +43,12 @@ def sampled_table(folder: Path = SAMPLED) -> list[str]:
         for t, r in evaluation["results"].items():
             table[model][int(t)].append(r["success"])
     low, high = min(counts), max(counts)
+    count, episodes_arg = (str(low), low) if low == high else (f"{low} to {high}", "N")
     lengths = sorted({t for per_t in table.values() for t in per_t})
     models = [m for m in LABELS if m in table] + sorted(set(table) - set(LABELS))
     lines = ["With sampled actions (from the policy's softmax; a policy that ignores its first action scores "
              "sum_a p(choose a) p(answer a), 0.5 if it chooses 0 and 1 equally often as the data does), the same "
-             f"checkpoints, {low if low == high else f'{low} to {high}'} episodes per length: "
-             f"`{SAMPLED_COMMAND.format(episodes=low if low == high else 'N')}` "
+             f"checkpoints, {count} episodes per length: `{SAMPLED_COMMAND.format(episodes=episodes_arg)}` "
              "for each model $m and seed $s "
              "below (the rows below are the checkpoints evaluated so; a model of the table above missing here was "
              "not)", "",
