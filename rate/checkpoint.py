@@ -226,13 +226,12 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
-def check_run_dir(out: str | Path, resume: bool, overwrite: bool, resumable: bool = True,
+def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
                   flags: tuple[str, str, str] = ("--resume", "--overwrite", "--out")) -> None:
     """Refuse (CheckpointError) to train into a folder that holds anything unless the run is
     resumed (``resume``) or replaced (``overwrite``); ``resume`` needs a folder with a run.
-    ``resumable``: whether the trainer can resume at all (what the refusal suggests).  ``flags``:
-    how the caller names the resume, overwrite and folder options (the CLI's flags by default;
-    :func:`rate.train` passes its keywords)."""
+    ``flags``: how the caller names the resume, overwrite and folder options (the CLI's flags by
+    default; :func:`rate.train` passes its keywords)."""
     out = Path(out)
     resume_flag, overwrite_flag, out_flag = flags
     if resume and overwrite:
@@ -243,10 +242,8 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool, resumable: boo
         raise CheckpointError(f"{out_flag} {out} is a file, not a run folder")
     used = out.is_dir() and any(out.iterdir())
     if used and not (resume or overwrite):
-        how = (f"pass {resume_flag} to continue it, {overwrite_flag} to replace it" if resumable
-               else f"pass {overwrite_flag} to replace it")
-        raise CheckpointError(f"{out} already holds a run: {how} (once the new run has a checkpoint), or choose another "
-                              f"{out_flag}")
+        raise CheckpointError(f"{out} already holds a run: pass {resume_flag} to continue it, {overwrite_flag} to "
+                              f"replace it (once the new run has a checkpoint), or choose another {out_flag}")
     if resume and not used:
         raise CheckpointError(f"{resume_flag}: {out} holds no run to continue")
 

@@ -168,9 +168,9 @@ def test_demo_reports_a_missing_config_in_one_line(tmp_path, capsys):
 
 
 def test_a_run_that_fails_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch, capsys):
-    # The algorithmic and LM trainers write their checkpoint once, at the end: a run that fails
-    # before then (here its evaluation, after the training logged to tb/) leaves no half run that
-    # the same command would then refuse as "already holds a run".
+    # A run that fails before its first checkpoint (here its first evaluation, after the training
+    # logged to tb/) leaves no half run that the same command would then refuse as "already holds
+    # a run".
     import train.algorithmic as trainer
 
     def failing_evaluate(*args, **kwargs):
@@ -189,3 +189,41 @@ def test_a_run_that_fails_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch
     monkeypatch.undo()
     assert trainer.main([*args, "--out", str(out)]) == 0  # the same command again
     assert (out / "model.safetensors").is_file()
+
+
+def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
+    """A run that fails after its checkpoint at step 4 (its batch 5 cannot be made) keeps that
+    checkpoint; ``--resume`` continues from it to the weights and metrics of the run trained in one
+    go (dropout on: the generators' states matter).  A resume under another config is refused."""
+    import json
+
+    from safetensors.torch import load_file
+
+    import train.algorithmic as trainer
+
+    args = ["configs/algorithmic/reverse.yaml", "model.d_model=16", "model.n_heads=2", "model.d_head=8",
+            "model.d_inner=16", "model.n_layers=1", "model.dropout=0.2", "train.steps=6", "train.eval_every=2",
+            "eval_samples=8", "task.length=2", "train.threads=1", "train.warmup_steps=1", "--no-progress"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert trainer.main([*args, "--out", str(whole)]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    real = trainer.generate
+
+    def no_batch_5(task, n, seed, split):
+        if split == "train" and seed == 5:
+            raise OSError(28, "No space left on device")
+        return real(task, n, seed=seed, split=split)
+
+    monkeypatch.setattr(trainer, "generate", no_batch_5)
+    assert trainer.main([*args, "--out", str(resumed)]) == 2
+    monkeypatch.undo()
+    assert "No space left on device" in capsys.readouterr().err
+    assert json.loads((resumed / "config.json").read_text())["extra"]["step"] == 4
+    assert trainer.main([*args, "model.d_inner=32", "--out", str(resumed), "--resume"]) == 3
+    assert "model.d_inner: 16 -> 32" in capsys.readouterr().err
+    assert trainer.main([*args, "--out", str(resumed), "--resume"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert {k: v for k, v in got.items() if k not in ("run", "train_seconds")} == \
+        {k: v for k, v in expected.items() if k not in ("run", "train_seconds")}
+    for name, tensor in load_file(whole / "model.safetensors").items():
+        assert torch.equal(tensor, load_file(resumed / "model.safetensors")[name]), name

@@ -322,7 +322,7 @@ def test_a_resume_that_changes_the_evaluation_does_not_compare_scores_across_it(
 
 
 def test_a_resume_that_moves_the_end_of_the_schedule_says_the_learning_rate_jumps():
-    from rate.rl.trainer import _warn_schedule_change
+    from rate.resume import warn_schedule_change as _warn_schedule_change
     from rate.training import TrainConfig, lr_factor
 
     longer = TrainConfig(steps=4000, warmup_steps=100)
@@ -536,7 +536,7 @@ def test_resume_refuses_a_field_added_since_the_run_set_to_a_new_value():
     """A run saved before a field existed ran with its default: resuming it with that default is
     the same run, with another value it is not."""
     from rate.config import to_dict
-    from rate.rl.trainer import config_changes
+    from rate.resume import config_changes
 
     cfg = tiny()
     saved = to_dict(cfg)
@@ -557,7 +557,7 @@ def test_resume_may_change_how_the_run_computes_but_not_what():
     import dataclasses
 
     from rate.config import to_dict
-    from rate.rl.trainer import config_changes
+    from rate.resume import config_changes
 
     cfg = tiny()
     faster = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=2, compile=True,

@@ -213,3 +213,42 @@ def test_lm_config_needs_finite_bptt_depth():
     with pytest.raises(ConfigError, match="finite model.bptt_depth"):
         from_dict(LMExperimentConfig, {"model": {"bptt_depth": -1}})
     assert math.isclose(from_dict(LMExperimentConfig, {"train": {"lr": 3e-4}}).train.lr, 3e-4)
+
+
+def test_a_resumed_run_carries_the_memory_and_cache_on_exactly(tmp_path, fake_archive, monkeypatch, capsys):
+    """A run that fails after its checkpoint at step 4 resumes from the memory and Transformer-XL
+    cache the stream carried into step 5 (BPTT depth 1: the window too), and ends with the weights
+    and bits per character of the run trained in one go."""
+    import json
+
+    from safetensors.torch import load_file
+
+    import train.lm as trainer
+
+    archive, _ = fake_archive
+    prepare_corpus(tmp_path / "data", archive)
+    args = ["configs/lm/base.yaml", f"data_dir={tmp_path / 'data'}", "model.d_model=16", "model.n_heads=2",
+            "model.d_head=8", "model.d_inner=16", "model.n_layers=2", "model.num_mem_tokens=2", "model.mem_len=4",
+            "model.bptt_depth=1", "model.dropout=0.1", "segment_len=4", "eval_batch_size=2", "valid_segments=2",
+            "train.batch_size=2", "train.steps=6", "train.eval_every=2", "train.warmup_steps=1", "train.threads=1",
+            "--no-progress"]
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert trainer.main([*args, "--out", str(whole)]) == 0
+    expected = json.loads(capsys.readouterr().out)
+    real = trainer.SlidingBPTT.loss
+
+    def no_segment_5(self, i, device):
+        if i == 5:
+            raise OSError(28, "No space left on device")
+        return real(self, i, device)
+
+    monkeypatch.setattr(trainer.SlidingBPTT, "loss", no_segment_5)
+    assert trainer.main([*args, "--out", str(resumed)]) == 2
+    monkeypatch.setattr(trainer.SlidingBPTT, "loss", real)
+    capsys.readouterr()
+    assert trainer.main([*args, "--out", str(resumed), "--resume"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert {k: v for k, v in got.items() if k not in ("run", "train_seconds")} == \
+        {k: v for k, v in expected.items() if k not in ("run", "train_seconds")}
+    for name, tensor in load_file(whole / "model.safetensors").items():
+        assert torch.equal(tensor, load_file(resumed / "model.safetensors")[name]), name

@@ -301,7 +301,7 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path):
     assert sweep.poll() is None and Path(f"/proc/{trainers[0]}").exists()
     sweep.send_signal(signal.SIGTERM)
     _, err = sweep.communicate(timeout=60)
-    assert sweep.returncode == 128 + signal.SIGTERM and "will run again next time" in err  # (not a RATE run)
+    assert sweep.returncode == 128 + signal.SIGTERM and "will resume from their last checkpoint" in err
     assert not Path(f"/proc/{trainers[0]}").exists()  # stopped and reaped, not orphaned
     assert not csv.exists()
 
@@ -353,3 +353,39 @@ def test_ctrl_c_while_the_configs_are_checked_is_one_line(tmp_path, monkeypatch,
     monkeypatch.setattr("train.sweep.load_yaml", interrupted)
     assert main([str(sweep_file)]) == 128 + signal.SIGINT
     assert capsys.readouterr().err == "stopped before any run started\n"
+
+
+def test_an_algorithmic_run_left_in_flight_is_resumed(tmp_path, monkeypatch):
+    """Every trainer resumes: a tiny reverse run stopped after its checkpoint at step 2 of 4 is
+    continued by the next sweep (``--resume``), which records its row once."""
+    import train.algorithmic as trainer
+    import train.sweep as sweep_module
+    from rate.config import load_yaml
+
+    sweep_file, csv = tiny_sweep(tmp_path, steps=4, segments=(1,))
+    sweep = load_yaml(Sweep, sweep_file)
+    (run,) = expand(sweep, ["train.eval_every=2"])  # as --set makes it
+    out = tmp_path / "runs" / run.name
+    assert trainer_command(sweep, run)[-2] == "--overwrite"  # nothing there yet
+    real = trainer.generate
+
+    def no_batch_3(task, n, seed, split):
+        if split == "train" and seed == 3:
+            raise OSError(28, "No space left on device")
+        return real(task, n, seed=seed, split=split)
+
+    monkeypatch.setattr(trainer, "generate", no_batch_3)
+    assert trainer.main([run.config, *run.overrides, "--out", str(out), "--no-progress"]) == 2
+    monkeypatch.undo()
+    assert trainer_command(sweep, run)[-2] == "--resume"
+    assert trainer_command(Sweep(**{**sweep.__dict__, "trainer": "train.lm"}), run)[-2] == "--overwrite"
+    launched = []
+
+    def recorded(*args, **kwargs):
+        launched.append(trainer_command(*args, **kwargs))
+        return launched[-1]
+
+    monkeypatch.setattr(sweep_module, "trainer_command", recorded)
+    assert main([str(sweep_file), "--set", "train.eval_every=2"]) == 0
+    assert [command[-2] for command in launched] == ["--resume"]
+    assert [r["run"] for r in read_rows(csv)] == [run.name]

@@ -1,12 +1,14 @@
 """Train a model on an RMT algorithmic task.
 
     python -m train.algorithmic configs/algorithmic/reverse.yaml [key=value ...] \
-        [--out runs/algorithmic/NAME] [--csv results/algorithmic.csv] [--run-name NAME]
+        [--out runs/algorithmic/NAME] [--resume | --overwrite] [--csv results/algorithmic.csv] [--run-name NAME]
 
 Samples are drawn fresh from a seeded generator every step (no fixed training set); the final
 evaluation uses free-running greedy generation on the test split (sqeq: equations never drawn
-for training; see rate/tasks/algorithmic.py).  Writes a checkpoint
-(safetensors + JSON), TensorBoard scalars under OUT/tb, and, with --csv, one result row.
+for training; see rate/tasks/algorithmic.py).  Every evaluation writes a checkpoint (safetensors
++ JSON) and the training state, which ``--resume`` continues from exactly as an uninterrupted run
+would (a batch is a pure function of the seed and the step); TensorBoard scalars under OUT/tb;
+with --csv, one result row.
 """
 
 from __future__ import annotations
@@ -20,27 +22,38 @@ import torch
 from rate.tasks.algorithmic import generate
 from train.experiments.algorithmic import (CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate,
                                            left_plateau)
-from rate.checkpoint import save_checkpoint
-from rate.config import to_dict
+from rate.resume import ResumableRun
 from rate.training import TrainingLoop, compiled, resolve_device, setup_process
 from rate.cli.run import add_run_arguments, make_parser, run_and_record
 
 
-def train(
-    cfg: AlgorithmicConfig, out: Path | None = None, progress: bool = True
-) -> tuple[torch.nn.Module, dict[str, float]]:
-    """Train per ``cfg``; returns the model and the final test metrics (plus wall time; for
-    retrieval also ``left_plateau_step``, the first evaluation step clearly above the context-guess
-    plateau, None if none was)."""
+def train(cfg: AlgorithmicConfig, out: Path | None = None, progress: bool = True, resume: bool = False,
+          overwrite: bool = False) -> tuple[torch.nn.Module, dict[str, float]]:
+    """Train per ``cfg`` into run folder ``out`` (None: nothing written); ``resume`` continues the
+    run there, ``overwrite`` replaces it once this one has a checkpoint
+    (:class:`rate.resume.ResumableRun`).  Returns the model and the final test metrics (plus wall
+    time; for retrieval also ``left_plateau_step``, the first evaluation step clearly above the
+    context-guess plateau, None if none was)."""
     tc = cfg.train
     setup_process(tc.seed, tc.threads)
     device = resolve_device(tc.device)
     model = build_model(cfg).to(device)
-    task = cfg.task
-    loop = TrainingLoop(model, tc, out / "tb" if out is not None else None, f"{task.name} x{cfg.segments}", progress)
+    run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite)
+    try:
+        return _train_in(cfg, model, run, device, progress, resume)
+    except BaseException:
+        run.abandon()
+        raise
+
+
+def _train_in(cfg: AlgorithmicConfig, model: torch.nn.Module, run: ResumableRun, device: torch.device,
+              progress: bool, resume: bool) -> tuple[torch.nn.Module, dict[str, float]]:
+    tc, task = cfg.train, cfg.task
+    loop = TrainingLoop(model, tc, run.log_dir, f"{task.name} x{cfg.segments}", progress)
+    state = run.resume(model, loop, device) if resume else {}
+    plateau_exit = state.get("left_plateau_step")
     net = compiled(model, tc)
-    start = time.time()
-    plateau_exit = None
+    start = time.time() - state.get("train_seconds", 0.0)
     model.train()
     while not loop.done:
         # Batch `step` of seed s is a pure function of (s, step): reruns see identical data.
@@ -56,24 +69,25 @@ def train(
             loop.log("eval", metrics)
             if task.name == "retrieval" and plateau_exit is None and left_plateau(metrics):
                 plateau_exit = loop.step
+            run.save(model, loop, time.time() - start, device,
+                     **({} if plateau_exit is None else {"left_plateau_step": plateau_exit}))
     train_time = time.time() - start
     metrics = evaluate(model, task, cfg.eval_samples, seed=tc.seed)
     metrics.update(train_seconds=round(train_time, 1), params=sum(p.numel() for p in model.parameters()))
     if task.name == "retrieval":
         metrics["left_plateau_step"] = plateau_exit
+    run.finish(model, loop, metrics)
     loop.close()
     return model, metrics
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m train.algorithmic", __doc__)
-    add_run_arguments(parser, "runs/algorithmic", resume=False)
+    add_run_arguments(parser, "runs/algorithmic")
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
 
     def train_run(cfg: AlgorithmicConfig, out: Path) -> dict:
-        model, metrics = train(cfg, out, progress=not args.no_progress)
-        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
-        return metrics
+        return train(cfg, out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)[1]
 
     return run_and_record(args, AlgorithmicConfig, "runs/algorithmic", train_run,
                           lambda cfg, metrics: {"segment_len": cfg.segment_len, **metrics})

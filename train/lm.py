@@ -1,6 +1,6 @@
 """Train a character-level language model on the ordered corpus stream (Transformer-XL style).
 
-    python -m train.lm configs/lm/base.yaml [key=value ...] [--out DIR] [--csv results/lm.csv]
+    python -m train.lm configs/lm/base.yaml [key=value ...] [--out DIR] [--resume | --overwrite] [--csv results/lm.csv]
 
 The training corpus is read as ``train.batch_size`` parallel streams, one segment per step, in
 order; memory tokens and the Transformer-XL cache are carried from step to step and reset only
@@ -8,6 +8,8 @@ when the stream starts over.  With ``model.bptt_depth = k`` a step re-decodes th
 segments from the detached state k segments back and back-propagates the current segment's
 loss through all k+1 (as in the RMT paper's language-model training): k = 0 detaches the memory
 at every step.  The final evaluation reads the whole validation and test streams in order.
+Every evaluation writes a checkpoint and the training state, with the memory and cache the
+stream carries: ``--resume`` continues from it exactly as an uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from rate.checkpoint import save_checkpoint
+from rate.checkpoint import ResumeRefused
 from rate.cli.run import add_run_arguments, make_parser, run_and_record
-from rate.config import ConfigError, to_dict
+from rate.config import ConfigError
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTState
+from rate.resume import ResumableRun
 from rate.tasks.lm_data import CorpusError, load_split
 from rate.tasks.lm_stream import OrderedStream
 from rate.training import TrainingLoop, compiled, resolve_device, setup_process
@@ -74,36 +77,74 @@ class SlidingBPTT:
             self.start = after_first.detached()
         return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
+    def state_dict(self) -> dict:
+        """The window and its start state (memory (B, m, D) or None, one (B, C, D) cache per
+        layer), for a resumed run to carry on as this one would."""
+        return {"window": list(self.window), "memory": None if self.start.memory is None else self.start.memory.cpu(),
+                "cache": [c.cpu() for c in self.start.cache]}
 
-def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = True) -> tuple[RecurrentLM, dict]:
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        """Carry on from :meth:`state_dict`'s window and start state."""
+        expected = self.model.decoder.initial_state(self.stream.rows.shape[0])
+        memory, cache = state["memory"], list(state["cache"])
+        shapes_match = ((memory is None) == (expected.memory is None)
+                        and (memory is None or memory.shape == expected.memory.shape)
+                        and all(c.shape[0] == self.stream.rows.shape[0] for c in cache))
+        if not shapes_match:
+            raise ResumeRefused("the training state's carried memory does not fit this model and batch")
+        self.window = [int(i) for i in state["window"]]
+        self.start = RMTState(None if memory is None else memory.to(device), [c.to(device) for c in cache])
+
+
+def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = True, resume: bool = False,
+          overwrite: bool = False) -> tuple[RecurrentLM, dict]:
+    """Train per ``cfg`` into run folder ``out`` (None: nothing written); ``resume`` continues the
+    run there, ``overwrite`` replaces it once this one has a checkpoint
+    (:class:`rate.resume.ResumableRun`).  Returns the model and the final metrics."""
     tc = cfg.train
     setup_process(tc.seed, tc.threads)
     device = resolve_device(tc.device)
     try:  # a split too short for this many streams of this segment length is a config problem
-        train_stream = OrderedStream(load_split(cfg.data_dir, "train"), tc.batch_size, cfg.segment_len)
-        valid_stream = OrderedStream(load_split(cfg.data_dir, "valid"), cfg.eval_batch_size, cfg.segment_len)
-        test_stream = OrderedStream(load_split(cfg.data_dir, "test"), cfg.eval_batch_size, cfg.segment_len)
+        streams = {split: OrderedStream(load_split(cfg.data_dir, split),
+                                        tc.batch_size if split == "train" else cfg.eval_batch_size, cfg.segment_len)
+                   for split in ("train", "valid", "test")}
     except ValueError as err:
         raise ConfigError(f"train.batch_size {tc.batch_size}, eval_batch_size {cfg.eval_batch_size}, segment_len "
                           f"{cfg.segment_len}: {err}") from err
     model = build_lm(cfg).to(device)
-    loop = TrainingLoop(model, tc, out / "tb" if out is not None else None, "lm", progress)
-    window = SlidingBPTT(model, train_stream, cfg.model.bptt_depth, decode=compiled(model.forward_segment, tc))
-    start = time.time()
+    run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite)
+    try:
+        return _train_in(cfg, model, streams, run, device, progress, resume)
+    except BaseException:
+        run.abandon()
+        raise
+
+
+def _train_in(cfg: LMExperimentConfig, model: RecurrentLM, streams: dict[str, OrderedStream], run: ResumableRun,
+              device: torch.device, progress: bool, resume: bool) -> tuple[RecurrentLM, dict]:
+    tc = cfg.train
+    loop = TrainingLoop(model, tc, run.log_dir, "lm", progress)
+    window = SlidingBPTT(model, streams["train"], cfg.model.bptt_depth, decode=compiled(model.forward_segment, tc))
+    state = run.resume(model, loop, device) if resume else {}
+    if "sliding_bptt" in state:
+        window.load_state_dict(state["sliding_bptt"], device)
+    start = time.time() - state.get("train_seconds", 0.0)
     model.train()
     while not loop.done:
         with loop.autocast():
-            loss = window.loss(loop.step % len(train_stream), device)
+            loss = window.loss(loop.step % len(streams["train"]), device)
         loop.optimise(loss)
         loop.end_batch(loss.item(), bpc=loss.item() / math.log(2))
-        if loop.evaluation_due and not loop.done:
-            valid = evaluate_stream(model, valid_stream, cfg.valid_segments)
-            loop.bar.set_postfix(train_bpc=f"{loss.item() / math.log(2):.3f}", valid_bpc=f"{valid['bpc']:.3f}")
-            loop.log("valid", {"bpc": valid["bpc"]})
+        if loop.evaluation_due:
+            if not loop.done:  # (the last step's is the final evaluation's)
+                valid = evaluate_stream(model, streams["valid"], cfg.valid_segments)
+                loop.bar.set_postfix(train_bpc=f"{loss.item() / math.log(2):.3f}", valid_bpc=f"{valid['bpc']:.3f}")
+                loop.log("valid", {"bpc": valid["bpc"]})
+            run.save(model, loop, time.time() - start, device, sliding_bptt=window.state_dict())
     train_seconds = time.time() - start
-    test = evaluate_stream(model, test_stream, progress=progress)
+    test = evaluate_stream(model, streams["test"], progress=progress)
     metrics = {
-        "valid_bpc": evaluate_stream(model, valid_stream, progress=progress)["bpc"],
+        "valid_bpc": evaluate_stream(model, streams["valid"], progress=progress)["bpc"],
         "test_bpc": test["bpc"],
         # the first HEAD_POSITIONS characters of each segment, and the rest (results/lm.md)
         "test_bpc_head": test["bpc_head"],
@@ -113,19 +154,18 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
         "params": sum(p.numel() for p in model.parameters()),
     }
     loop.log("test", {"bpc": metrics["test_bpc"]})
+    run.finish(model, loop, metrics)
     loop.close()
     return model, metrics
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("python -m train.lm", __doc__)
-    add_run_arguments(parser, "runs/lm", resume=False)
+    add_run_arguments(parser, "runs/lm")
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
 
     def train_run(cfg: LMExperimentConfig, out: Path) -> dict:
-        model, metrics = train(cfg, out, progress=not args.no_progress)
-        save_checkpoint(out, model, CHECKPOINT_KIND, to_dict(cfg), extra={"metrics": metrics})
-        return metrics
+        return train(cfg, out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)[1]
 
     return run_and_record(args, LMExperimentConfig, "runs/lm", train_run, lambda cfg, metrics: metrics,
                           errors=(CorpusError,))

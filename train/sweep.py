@@ -8,9 +8,9 @@ the seeds, and its runs, each a name, a config and overrides (and optionally its
 run NAME with seed S trains as ``NAME/seedS`` with ``train.seed=S`` added.  Each run is a fresh
 trainer process (its own thread setting and seed), which appends its row to the sweep's CSV when
 it finishes.  Runs whose name is already in the CSV are skipped, so a sweep killed at any point
-continues with the next session; a RATE run (trainer ``train``) that a stopped sweep left in
-flight resumes from its last checkpoint (``--resume``; ``checkpoint_every`` sets how often it
-saves between evaluations) when its folder holds one of the same config, and starts over
+continues with the next session; a run that a stopped sweep left in flight resumes from its
+last checkpoint (``--resume``: the trainers checkpoint at every evaluation, RATE's also every
+``checkpoint_every`` steps) when its folder holds one of the same config, and starts over
 otherwise.  ``--set`` adds overrides to every run (they are recorded in
 each row's ``overrides``); ``--jobs N`` runs N trainers at once, for a machine with many cores or
 a GPU that one small run leaves idle (on a 2-core CPU, keep the default of 1: parallel runs slow
@@ -35,12 +35,17 @@ from rate.checkpoint import RESUME_REFUSED_EXIT, CheckpointError, read_descripti
 from rate.cli.records import check_results_csv, read_rows
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
-from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig, check_eval_envs
-from rate.rl.trainer import STATE_FILE, config_changes
+from rate.resume import STATE_FILE, config_changes
+from rate.rl import experiment as rl
+from rate.rl.experiment import RATEExperimentConfig, check_eval_envs
+from train.experiments import algorithmic, lm
 from train.experiments.algorithmic import AlgorithmicConfig
 from train.experiments.lm import LMExperimentConfig
 
 TRAINERS = {"train.algorithmic": AlgorithmicConfig, "train.lm": LMExperimentConfig, "train": RATEExperimentConfig}
+# The kind of checkpoint each trainer writes (what its --resume reads).
+CHECKPOINT_KINDS = {"train.algorithmic": algorithmic.CHECKPOINT_KIND, "train.lm": lm.CHECKPOINT_KIND,
+                    "train": rl.CHECKPOINT_KIND}
 
 
 @dataclass
@@ -106,23 +111,23 @@ def expand(sweep: Sweep, extra: list[str] | tuple[str, ...] = ()) -> list[Run]:
 
 
 def trainer_command(sweep: Sweep, run: Run, fresh: bool = False) -> list[str]:
-    """The trainer process of ``run``: ``--resume`` where its folder holds a resumable RATE run of
-    the same config (one a stopped sweep left in flight) and not ``fresh``, else ``--overwrite``
+    """The trainer process of ``run``: ``--resume`` where its folder holds a resumable run of the
+    same config (one a stopped sweep left in flight) and not ``fresh``, else ``--overwrite``
     (a fresh start that replaces whatever the folder holds once its first checkpoint is complete).
     The trainer may still refuse the resume (its data changed; exit RESUME_REFUSED_EXIT): then
     :func:`run_all` starts the run over."""
     out = Path(sweep.out_root) / run.name
-    how = "--resume" if sweep.trainer == "train" and not fresh and _resumable(out, run) else "--overwrite"
+    how = "--resume" if not fresh and _resumable(out, run, sweep.trainer) else "--overwrite"
     return [sys.executable, "-m", sweep.trainer, run.config, *run.overrides, "--csv", sweep.csv,
             "--run-name", run.name, "--out", str(out), how, "--no-progress"]
 
 
-def _resumable(out: Path, run: Run) -> bool:
+def _resumable(out: Path, run: Run, trainer: str) -> bool:
     if not (out / STATE_FILE).is_file():
         return False
     try:
-        meta = read_description(out, CHECKPOINT_KIND)  # (as --resume: the weights come from the training state)
-        cfg = load_yaml(RATEExperimentConfig, run.config, run.overrides)
+        meta = read_description(out, CHECKPOINT_KINDS[trainer])  # (as --resume: the weights come from the training state)
+        cfg = load_yaml(TRAINERS[trainer], run.config, run.overrides)
     except (CheckpointError, ConfigError, OSError):
         return False
     # Stricter than --resume, which may lengthen a run: a run left in flight has its own
@@ -213,8 +218,8 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
     (runs already started finish and keep their rows).  Returns the first failure's exit code.
 
     Stopped by SIGTERM, SIGHUP or SIGINT (Ctrl-C), the sweep stops its trainers before it exits
-    (128 + the signal): the runs in flight leave no row and run again next time (RATE runs
-    resume from their last checkpoint: :func:`trainer_command`).  A signal the
+    (128 + the signal): the runs in flight leave no row and resume next time from their last
+    checkpoint (:func:`trainer_command`).  A signal the
     sweep was started to ignore (``nohup`` ignores SIGHUP) stays ignored, by its trainers too.
     The handlers only note the signal; the loop acts on it, so a signal that arrives while a
     trainer is being started, or a second Ctrl-C while they are stopped, loses no trainer."""
@@ -267,10 +272,8 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
         if stop:
             _stop(running)
             names = ", ".join(stopped + [run.name for run, *_ in running]) or "none"
-            again = ("resume from their last checkpoint, if they reached one, next time" if sweep.trainer == "train"
-                     else "run again next time")
-            print(f"stopped by signal {stop[0]}: the runs in flight ({names}) were stopped and will {again}",
-                  file=sys.stderr)
+            print(f"stopped by signal {stop[0]}: the runs in flight ({names}) were stopped and will resume from "
+                  "their last checkpoint, if they reached one, next time", file=sys.stderr)
             return 128 + stop[0]
     except BaseException:
         _stop(running)  # an error of the sweep itself (a full disk when starting a trainer): none outlives it

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rate.checkpoint import CheckpointError, RunFolder, check_run_dir, exclusive_run_dir
+from rate.checkpoint import CheckpointError, check_run_dir, exclusive_run_dir
 from rate.cli.records import check_results_csv, record_run
 from rate.config import ConfigError, describe_config, load_yaml
 from rate.training import positive_int
@@ -86,14 +86,13 @@ def add_device_arguments(parser: argparse.ArgumentParser, threads: int | None = 
                         help="torch CPU threads" + (" (None: the config's train.threads)" if threads is None else ""))
 
 
-def add_run_arguments(parser: argparse.ArgumentParser, default_root: str, resume: bool = True) -> None:
+def add_run_arguments(parser: argparse.ArgumentParser, default_root: str) -> None:
     """The trainers' common options: the config and its overrides, the run folder and its safety,
     the result row, progress, device and threads, --print-config."""
     parser.add_argument("config", nargs="?", help="YAML config file")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.steps=500 model.backbone.d_model=64")
     parser.add_argument("--out", type=Path, help=f"run folder (default: {default_root}/<run name>)")
-    if resume:
-        parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in OUT (the earlier run is deleted once the new one has a checkpoint)")
     parser.add_argument("--csv", type=Path, help="append one result row to this CSV")
@@ -119,18 +118,16 @@ def run_name(args: argparse.Namespace, source: str) -> str:
 def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str,
                    train_run: Callable[[Any, Path], dict | None], row: Callable[[Any, dict], dict],
                    errors: tuple[type[BaseException], ...] = (),
-                   load_config: Callable[[list[str]], Any] | None = None, source: str | None = None,
-                   replaces_itself: bool = False) -> int:
+                   load_config: Callable[[list[str]], Any] | None = None, source: str | None = None) -> int:
     """``train_run(cfg, out)`` returns the run's metrics, or None on a process that writes nothing
     (a torchrun rank other than 0); ``row(cfg, metrics)`` gives the CSV row's metric columns.
     ``args`` comes from :func:`add_run_arguments`; ``errors`` adds the trainer's own bad-input
     errors to :data:`USER_ERRORS`.  ``load_config(overrides)`` builds the config (default: the
     YAML file ``args.config``); ``source`` names the run when neither --run-name nor --out does.
 
-    A trainer that keeps its run folder itself (``replaces_itself``: it replaces an earlier run
-    once it has a checkpoint, and cleans up after a failure) is given ``out``; any other trains
-    into a :class:`RunFolder`: with --overwrite a staging folder swapped in when it has
-    finished, and a failed run leaves the folder as it found it."""
+    The trainer keeps run folder ``out`` itself: it replaces an earlier run (--overwrite) once it
+    has a checkpoint, and a run that fails before its first leaves the folder as it found it
+    (:class:`rate.checkpoint.RunFolder`)."""
     overrides = list(args.overrides) + device_overrides(args)
     with contextlib.ExitStack() as held:
         try:
@@ -145,24 +142,13 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
                 return 0
             name = run_name(args, source or Path(args.config or "run").stem)
             out = args.out or Path(default_root) / name
-            resume = getattr(args, "resume", False)
-            resumable = hasattr(args, "resume")
-            check_run_dir(out, resume, args.overwrite, resumable)
+            check_run_dir(out, args.resume, args.overwrite)
             held.enter_context(exclusive_run_dir(out))  # until the row is written
-            check_run_dir(out, resume, args.overwrite, resumable)  # again, now that no other trainer can write it
+            check_run_dir(out, args.resume, args.overwrite)  # again, now that no other trainer can write it
             if args.csv:
                 check_file_target(args.csv)  # before the training, not after it
                 check_results_csv(args.csv)
-            if replaces_itself:
-                metrics = train_run(cfg, out)
-            else:  # (these trainers write their checkpoint once, at the end)
-                folder = RunFolder(out, overwrite=args.overwrite)
-                try:
-                    metrics = train_run(cfg, folder.path)
-                    folder.commit()
-                except BaseException:
-                    folder.abandon()  # (after a failed commit too: its staging folder goes, unless a journal needs it)
-                    raise
+            metrics = train_run(cfg, out)
             if metrics is None:
                 return 0
             if args.csv:

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
 
     source = Path(args.config).stem if args.config else run_name_for(args.dataset)
     return run_and_record(args, RATEExperimentConfig, "runs", train_run, row, errors=(DatasetError,),
-                          load_config=load_config, source=source, replaces_itself=True)
+                          load_config=load_config, source=source)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ written atomically.
 from __future__ import annotations
 
 import functools
-import io
-import random
 import time
 import warnings
 from pathlib import Path
@@ -23,19 +21,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights,
-                             read_checkpoint, read_description, save_checkpoint)
-from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
+from rate.checkpoint import WEIGHTS, CheckpointError, ResumeRefused, RunFolder, read_checkpoint, save_checkpoint
+from rate.config import ConfigError, config_row, to_dict
 from rate.rl.experiment import (CHECKPOINT_KIND, EvalConfig, RATEExperimentConfig, build_rate, check_eval_envs,
                                 eval_lengths, evaluate_lengths, load_dataset_for)
 from rate.rl.rollout import length_suffix, short_result
 from rate.distributed import Group, join_group
 from rate.rl.model import TOKENS_PER_STEP, RATEModel
-from rate.training import TrainConfig, TrainingLoop, compiled, resolve_device, seed_batch, setup_process
+from rate.resume import (STATE_FILE, commit_checkpoint, read_training_state, remove_stale_temporaries, restore,
+                         save_training_state)
+from rate.training import TrainingLoop, compiled, resolve_device, seed_batch, setup_process
 from rate.rl.windows import TrajectoryWindows
-
-STATE_FILE = "training_state.pt"
-
 
 def batch_items(n_windows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Window indices of batch ``step``: epochs are seeded permutations, read in order."""
@@ -84,110 +80,17 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, lo
     return float(np.mean(losses))
 
 
-def save_training_state(out: Path, model: RATEModel, opt, sched, step: int, train_seconds: float,
-                        device: torch.device = torch.device("cpu"), windows: int | None = None,
-                        data_fingerprint: str | None = None, world: int = 1) -> None:
-    """Everything a resume needs, weights included, in one file written atomically: a kill at any
-    moment leaves either the previous complete state or the new one (the safetensors checkpoint,
-    written separately for evaluation and export, may then be a step ahead; resume ignores it).
-    ``windows``: how many training windows the batches are drawn from, ``data_fingerprint``: their
-    episodes' digest (:meth:`TrajectoryWindows.fingerprint`); both checked on resume.  ``world``:
-    the processes that trained it (a resume on another number warns: not exact)."""
-    state = {
-        "step": step,
-        "world": world,
-        **({} if windows is None else {"windows": windows}),
-        **({} if data_fingerprint is None else {"data_fingerprint": data_fingerprint}),
-        "train_seconds": train_seconds,  # so that a resumed run reports its whole training time
-        "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-        "optimizer": opt.state_dict(),
-        "scheduler": sched.state_dict(),
-        "rng_torch": torch.get_rng_state(),
-        # GPU dropout draws from the training device's CUDA generator, which torch.get_rng_state
-        # does not hold.  Only that one: asking for all would start CUDA in a CPU run.
-        "rng_cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8),
-        "rng_numpy": {k: (torch.from_numpy(v) if isinstance(v, np.ndarray) else v)
-                      for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
-        "rng_python": random.getstate(),
-    }
-    atomic_write(out / STATE_FILE, lambda tmp: write_torch(state, tmp))
-
-
-def write_torch(obj, path: Path) -> None:
-    """``torch.save`` through memory: torch's zip writer aborts the process (a C++ exception in
-    its destructor) when the disk fills under it; a plain file write raises OSError instead."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    path.write_bytes(buffer.getbuffer())
-
-
-# What a resumed run may change: how long it trains, how often and how it is evaluated, where it
-# runs.  Everything else (model, data, optimiser, seed) must be the run's own, or the resumed
-# run is a mix of two experiments that no config describes.
-RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "train.compile",
-                     "train.keep_freed_memory", "eval.", "snapshot_every", "checkpoint_every")
-
-
-def config_changes(saved: dict, cfg: RATEExperimentConfig) -> list[str]:
-    """``key: saved -> now`` for each config value a resume must not change.  A field added to the
-    schema since the run was saved counts as its default there (the behaviour the run had): it
-    blocks the resume only when set to something else now."""
-    before, now = flatten("", saved, {}), config_row(cfg)
-    defaults = config_row(RATEExperimentConfig(model=type(cfg.model)(backbone=type(cfg.model.backbone)())))
-    before |= {key: defaults[key] for key in set(now) - set(before) if key in defaults}
-    return [f"{key}: {before[key]!r} -> {now[key]!r}" for key in sorted(set(before) & set(now))
-            if not key.startswith(RESUMABLE_CHANGES) and before[key] != now[key]]
-
-
-def _warn_schedule_change(steps_before: int | None, tc: TrainConfig, step: int) -> None:
-    """A warning when a resume changes train.steps (allowed: to train longer) and with it the
-    cosine schedule's horizon: the learning rate jumps at ``step``, and the run is not the one a
-    config of the new length trains from the start."""
-    from dataclasses import replace
-
-    from rate.training import lr_factor
-
-    if steps_before is None or steps_before == tc.steps:
-        return
-    before, now = lr_factor(replace(tc, steps=int(steps_before)), step), lr_factor(tc, step)
-    if abs(before - now) > 1e-9:
-        warnings.warn(f"train.steps {steps_before} -> {tc.steps} on resume: the learning-rate schedule now ends at step "
-                      f"{tc.steps}, so at step {step} the rate jumps from {before:.3g} to {now:.3g} x train.lr (a run "
-                      f"not the same as one of {tc.steps} steps from the start)", stacklevel=3)
-
-
 def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig,
                         device: torch.device = torch.device("cpu"), windows: int | None = None,
                         data_fingerprint: str | None = None, world: int = 1) -> tuple[int, float]:
-    """Restore weights, optimiser, scheduler and generators from ``out``; returns the step and the
-    seconds trained so far.  Only the folder's ``config.json`` is read besides the training state
-    (which holds the weights): CheckpointError when it describes another kind of model;
-    ResumeRefused (a CheckpointError) when it is missing (a first checkpoint cut short), the run
-    was trained with another config (:data:`RESUMABLE_CHANGES` aside), its training state is
-    missing or unreadable, or it drew its batches from other data: another number of training
-    windows than ``windows`` (the data changed, or how windows are cut) or other episodes than
-    ``data_fingerprint`` says."""
-    # The description only: the weights come from the training state, and a kill between the
-    # checkpoint's two renames leaves new weights beside the previous config.json (the same config).
-    if not (out / CONFIG).is_file():  # a first checkpoint cut short: nothing to continue
-        raise ResumeRefused(f"{out}: not a checkpoint (missing {CONFIG}); nothing to resume")
-    meta = read_description(out, CHECKPOINT_KIND)  # (another kind of checkpoint: CheckpointError)
-    changes = config_changes(meta["config"], cfg)
-    if changes:
-        raise ResumeRefused(f"{out} was trained with another config ({'; '.join(changes[:4])}"
-                            f"{'; ...' if len(changes) > 4 else ''}); resume with the config and overrides it was "
-                            "started with, or train into a new --out")
+    """Restore weights, optimiser, scheduler and generators from ``out``
+    (:func:`rate.resume.read_training_state` says what it refuses); returns the step and the
+    seconds trained so far.  Refused too (ResumeRefused) when the run drew its batches from other
+    data: another number of training windows than ``windows`` (the data changed, or how windows
+    are cut) or other episodes than ``data_fingerprint`` says.  ``world``: the processes resuming
+    it (another number than trained it warns: not exact)."""
+    state = read_training_state(out, CHECKPOINT_KIND, cfg)
     path = out / STATE_FILE
-    if not path.is_file():
-        raise ResumeRefused(f"{out}: no {STATE_FILE} to resume from")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
-    except Exception as err:  # a truncated or foreign file: torch raises several types
-        raise ResumeRefused(f"{path}: unreadable training state: {err}") from err
-    missing = [k for k in ("step", "model", "optimizer", "scheduler", "rng_torch", "rng_numpy", "rng_python")
-               if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise ResumeRefused(f"{path}: not a training state of this library (no {', '.join(missing)})")
     saved = state.get("windows")
     if saved is None and windows is not None and cfg.window_start == "random":
         # Saved before random windows became one per step (2026-12-05): they were one per episode.
@@ -202,23 +105,12 @@ def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperi
         raise ResumeRefused(f"{path}: the run trained on other episodes than {cfg.dataset_id} now holds (the "
                             "dataset was changed or regenerated under its id); its batches and observation "
                             "statistics would not continue: train into a new --out")
-    _warn_schedule_change(meta["config"].get("train", {}).get("steps"), cfg.train, int(state["step"]))
     saved_world = int(state.get("world", 1))
     if saved_world != world:  # each rank seeds its own dropout over its own rows; the reduction order changes too
         warnings.warn(f"{out} was trained on {saved_world} process{'es' if saved_world > 1 else ''} and resumes on "
                       f"{world}: the same batches and schedule, but other dropout masks and another order of the "
-                      "gradient sums, so not exactly the run an uninterrupted one would be", stacklevel=3)
-    load_weights(model, state["model"], path)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng_torch"])
-    cuda_state = state.get("rng_cuda")
-    if device.type == "cuda" and cuda_state is not None and cuda_state.numel():
-        torch.cuda.set_rng_state(cuda_state, device)  # (a run saved on the CPU keeps CUDA's fresh seed)
-    n = state["rng_numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy(), n["pos"], n["has_gauss"], n["cached"]))
-    random.setstate(state["rng_python"])
-    return int(state["step"]), float(state.get("train_seconds", 0.0))
+                      "gradient sums, so not exactly the run an uninterrupted one would be", stacklevel=2)
+    return restore(state, model, opt, sched, device, path)
 
 
 def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg: RATEExperimentConfig, extra: dict,
@@ -226,17 +118,8 @@ def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg:
                    world: int) -> None:
     """The run folder's checkpoint and training state at this step (what --resume reads)."""
     save_checkpoint(folder.path, model, CHECKPOINT_KIND, to_dict(cfg), extra)
-    save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device, len(windows),
-                        fingerprint, world)
-
-
-def commit_checkpoint(folder: RunFolder, loop: TrainingLoop) -> None:
-    """After a complete checkpoint the run stays if it fails later (:class:`RunFolder`): a run
-    that replaces an earlier one takes its place (the first time), a new run is kept."""
-    if folder.replacing:
-        loop.move_logs(lambda: folder.commit() / "tb")
-    else:
-        folder.commit()
+    save_training_state(folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device,
+                        windows=len(windows), data_fingerprint=fingerprint, world=world)
 
 
 def eval_scalars(results: dict) -> dict[str, float]:
@@ -288,13 +171,6 @@ def run_provenance(cfg: RATEExperimentConfig) -> dict[str, str]:
     from rate.checkpoint import provenance
 
     return provenance() | {"dataset_id": cfg.dataset_id}
-
-
-def remove_stale_temporaries(out: Path) -> None:
-    """Delete temporary files that a killed run left behind (never a complete file)."""
-    for name in (WEIGHTS, CONFIG, STATE_FILE):
-        for tmp in out.glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
 
 
 def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: bool = True,
