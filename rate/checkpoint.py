@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from rate.config import ConfigError, atomic_write, atomic_write_text, from_dict
+from rate.config import ConfigError, atomic_write, atomic_write_text, from_dict, sync_files
 
 C = TypeVar("C")
 
@@ -278,10 +278,12 @@ def _swap_forwards(out: Path, trash: Path, staging: Path, record: dict, phase: s
     if phase == "emptying":
         for entry in list(out.iterdir()):
             entry.rename(trash / entry.name)
+        sync_files(out, trash)  # (each phase on the disk before the journal says the next)
         _record_phase(journal, record, "filling")
     for name in record["new_names"]:
         if os.path.lexists(staging / name):
             (staging / name).rename(out / name)
+    sync_files(out, staging)
 
 
 def _swap_back(out: Path, trash: Path, staging: Path, record: dict, filled: bool) -> None:
@@ -297,6 +299,7 @@ def _swap_back(out: Path, trash: Path, staging: Path, record: dict, filled: bool
     for name in record["old_names"]:
         if os.path.lexists(trash / name):
             (trash / name).rename(out / name)
+    sync_files(out, staging, trash)
 
 
 def finish_interrupted_swap(out: Path) -> None:
@@ -307,8 +310,9 @@ def finish_interrupted_swap(out: Path) -> None:
     commit would have done a moment later: ``out`` gets the new run, the earlier run's files are
     deleted.  One that was being undone (a failed rename, Ctrl-C), or whose new files are no
     longer all there, is undone instead: the earlier run back whole.  Nothing is deleted before
-    ``out`` holds one run whole.  Called with the folder's lock held.  (A power cut is another
-    matter: renames are not synced to disk one by one, so the journal may not match the folders.)"""
+    ``out`` holds one run whole.  Called with the folder's lock held.  Each phase's renames reach
+    the disk before the journal records the next (:func:`rate.config.sync_files`), so the journal
+    also describes the folders after a power cut."""
     import shutil
 
     journal = swap_journal(out)

@@ -156,9 +156,27 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+def sync_files(*paths: str | Path) -> None:
+    """Flush ``paths`` to the disk: a file's contents, a folder's entries (the renames into and out
+    of it; not its files'), so that a power cut or a kernel crash after this cannot undo them.  A
+    file that cannot be synced raises OSError (its write failed); a folder on a file system that
+    cannot sync folders (some network ones) is let be, as durable as that file system makes it."""
+    for path in paths:
+        folder = os.path.isdir(path)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        except OSError:
+            if not folder:
+                raise
+        finally:
+            os.close(fd)
+
+
 def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None:
     """Have ``write`` fill a temporary file beside ``path`` (named ``.NAME.*.tmp``), then rename it
-    into place; on any failure the temporary is removed and ``path`` keeps what it had."""
+    into place; on any failure the temporary is removed and ``path`` keeps what it had.  The file
+    and the rename are synced to the disk (:func:`sync_files`) before it returns."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -168,9 +186,9 @@ def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None
         # mkstemp creates 0600; give the file normal permissions (after the write: a writer such
         # as safetensors' save_file replaces the file it is given).
         os.chmod(tmp, _file_mode())
-        with open(tmp, "rb+") as fh:  # on disk before the rename, so a crash cannot leave it empty
-            os.fsync(fh.fileno())
+        sync_files(tmp)  # on disk before the rename, so a crash cannot leave it empty
         os.replace(tmp, path)
+        sync_files(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -194,9 +212,12 @@ def staged_files(folder: str | Path) -> typing.Iterator[Path]:
     try:
         yield staging
         mode = _file_mode()
-        for path in sorted(staging.iterdir()):
+        staged = sorted(staging.iterdir())
+        sync_files(*staged)
+        for path in staged:
             os.chmod(path, mode)
             os.replace(path, folder / path.name)
+        sync_files(folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         for parent in made:  # (only while empty: nothing of anyone else's is removed)

@@ -476,3 +476,49 @@ def test_a_lock_taken_on_a_folder_removed_meanwhile_is_taken_again_on_the_new_on
         finally:
             os.close(fd)
     assert removed and not out.exists()  # made by this holder, empty: removed again
+
+
+def test_writes_and_swaps_reach_the_disk_before_the_next_step_depends_on_them(tmp_path, monkeypatch):
+    """Power-cut safety: a file written through atomic_write is synced before its rename and its
+    folder after it; a replacement's swap syncs the folders it emptied before its journal says
+    "filling", and the filled ones before it ends."""
+    import os
+
+    from rate.checkpoint import RunFolder
+    from rate.config import atomic_write_text
+
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("sync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        if str(dst).endswith(".swap.json"):
+            events.append(("journal", json.loads(Path(src).read_text())["phase"]))
+        else:
+            events.append(("rename", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    atomic_write_text(tmp_path / "f.txt", "x")
+    assert events[0][0] == "sync" and Path(events[0][1]).name.startswith(".f.txt.")  # the temporary's contents
+    assert events[1:] == [("rename", str(tmp_path / "f.txt")), ("sync", str(tmp_path))]
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "old.txt").write_text("earlier run")
+    folder = RunFolder(out, overwrite=True)
+    (folder.path / "new.txt").write_text("new run")
+    staging = str(folder.path)
+    events.clear()
+    folder.commit()
+    phases = [i for i, event in enumerate(events) if event[0] == "journal"]
+    assert [events[i][1] for i in phases] == ["emptying", "filling"]
+    between = events[phases[0] + 1:phases[1]]
+    synced = {path for kind, path in between if kind == "sync"}
+    assert str(out) in synced and any(Path(p).name.startswith(".run.old-") for p in synced), between
+    assert {("sync", str(out)), ("sync", staging)} <= set(events[phases[1] + 1:])
+    assert (out / "new.txt").read_text() == "new run" and not (out / "old.txt").exists()

@@ -22,6 +22,8 @@ import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from rate.config import sync_files
+
 STAGING_PREFIX = ".rate-staging-"
 REPLACED_PREFIX = ".replaced-"  # inside a staging folder: the dataset an overwrite moved aside, by name
 
@@ -99,7 +101,15 @@ def _ensure_namespace(dataset_id: str) -> None:
 
 def _move_into_place(new: Path, target: Path, backup: Path) -> None:
     """Rename ``new`` to ``target``; an old ``target`` is first renamed to ``backup`` and put back
-    if the second rename fails.  All three lie on one filesystem (under the root)."""
+    if the second rename fails.  All three lie on one filesystem (under the root).  ``new``'s
+    files reach the disk before the rename, the rename before this returns (:func:`sync_files`)."""
+    sync_files(*(Path(folder) / name for folder, _, files in os.walk(new) for name in files),
+               *(folder for folder, _, _ in os.walk(new)))
+    _rename_into_place(new, target, backup)
+    sync_files(target.parent, backup.parent)
+
+
+def _rename_into_place(new: Path, target: Path, backup: Path) -> None:
     if target.exists():
         os.rename(target, backup)
         try:
