@@ -157,18 +157,23 @@ def _file_mode() -> int:
 
 
 def sync_files(*paths: str | Path) -> None:
-    """Flush ``paths`` to the disk: a file's contents, a folder's entries (the renames into and out
-    of it; not its files'), so that a power cut or a kernel crash after this cannot undo them.  A
-    file that cannot be synced raises OSError (its write failed); a folder on a file system that
-    cannot sync folders (some network ones) is let be, as durable as that file system makes it."""
+    """Flush ``paths`` to the disk (fsync): a file's contents, a folder's entries (the renames into
+    and out of it; not its files'), so that a power cut or a kernel crash after this does not undo
+    them.  A file that cannot be synced raises OSError (its write failed).  A folder is synced
+    where the file system lets it be (not some network ones, nor an unreadable or vanished one):
+    the renames are done either way, as durable as the file system makes them."""
     for path in paths:
-        folder = os.path.isdir(path)
+        if not os.path.isfile(path):  # a folder, or nothing (any more)
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            continue
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
-        except OSError:
-            if not folder:
-                raise
         finally:
             os.close(fd)
 

@@ -177,12 +177,15 @@ class ResumableRun:
         state = run.resume(model, loop, device) if resume else {}
         ...                                  # every evaluation:
         run.save(model, loop, seconds, device, **trainer_entries)
-        run.finish(model, metrics)           # the last checkpoint, with the run's results
+        run.finish(model, loop, metrics)     # the last checkpoint, with the run's results
 
-    The caller calls :meth:`abandon` when the run fails."""
+    The caller calls :meth:`abandon` when the run fails.  ``data_fingerprint``: a digest of the
+    data the run reads where a config alone does not fix it (a corpus prepared under a folder);
+    a resume on other data is refused."""
 
-    def __init__(self, out: Path | None, kind: str, cfg: Any, overwrite: bool = False):
-        self.kind, self.cfg = kind, cfg
+    def __init__(self, out: Path | None, kind: str, cfg: Any, overwrite: bool = False,
+                 data_fingerprint: str | None = None):
+        self.kind, self.cfg, self.data_fingerprint = kind, cfg, data_fingerprint
         self.folder = RunFolder(out, overwrite) if out is not None else None
         if self.folder is not None and self.folder.out.is_dir():
             remove_stale_temporaries(self.folder.out)
@@ -196,8 +199,14 @@ class ResumableRun:
         """Continue the run in the folder: weights, optimiser, scheduler, generators and the loop's
         step restored (:func:`read_training_state` says what it refuses); returns the training
         state for the trainer's own entries and ``train_seconds``."""
+        if self.folder is None:
+            raise ValueError("a run without a folder (out None) has nothing to resume")
         out = self.folder.out
         state = read_training_state(out, self.kind, self.cfg)
+        saved = state.get("data_fingerprint")
+        if saved is not None and self.data_fingerprint is not None and saved != self.data_fingerprint:
+            raise ResumeRefused(f"{out / STATE_FILE}: the run trained on other data than its config's now holds (it "
+                                "was changed or prepared anew); its batches would not continue: train into a new --out")
         step, _ = restore(state, model, loop.opt, loop.sched, device, out / STATE_FILE)
         if step > self.cfg.train.steps:
             raise ConfigError(f"{out} has trained {step} steps; train.steps {self.cfg.train.steps} cannot resume it "
@@ -212,6 +221,8 @@ class ResumableRun:
         if self.folder is None:
             return
         save_checkpoint(self.folder.path, model, self.kind, to_dict(self.cfg), {"step": loop.step})
+        if self.data_fingerprint is not None:
+            entries["data_fingerprint"] = self.data_fingerprint
         save_training_state(self.folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device, **entries)
         commit_checkpoint(self.folder, loop)
         loop.pause_clock()

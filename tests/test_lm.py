@@ -215,10 +215,15 @@ def test_lm_config_needs_finite_bptt_depth():
     assert math.isclose(from_dict(LMExperimentConfig, {"train": {"lr": 3e-4}}).train.lr, 3e-4)
 
 
-def test_a_resumed_run_carries_the_memory_and_cache_on_exactly(tmp_path, fake_archive, monkeypatch, capsys):
-    """A run that fails after its checkpoint at step 4 resumes from the memory and Transformer-XL
-    cache the stream carried into step 5 (BPTT depth 1: the window too), and ends with the weights
-    and bits per character of the run trained in one go."""
+@pytest.mark.parametrize("depth, fail_at", [(1, 5), (3, 3)])
+def test_a_resumed_run_carries_the_memory_and_cache_on_exactly(tmp_path, fake_archive, monkeypatch, capsys, depth,
+                                                                 fail_at):
+    """A run that fails after a checkpoint resumes from the memory and Transformer-XL cache the
+    stream carried into the next step, and ends with the weights and bits per character of the run
+    trained in one go.  Depth 1, failing at step 5: from step 4, its window slid.  Depth 3,
+    failing at step 3: from step 2, whose window still starts at the learned memory tokens
+    themselves (restored with the weights, their gradient flowing).  A resume on another corpus
+    is refused."""
     import json
 
     from safetensors.torch import load_file
@@ -229,7 +234,7 @@ def test_a_resumed_run_carries_the_memory_and_cache_on_exactly(tmp_path, fake_ar
     prepare_corpus(tmp_path / "data", archive)
     args = ["configs/lm/base.yaml", f"data_dir={tmp_path / 'data'}", "model.d_model=16", "model.n_heads=2",
             "model.d_head=8", "model.d_inner=16", "model.n_layers=2", "model.num_mem_tokens=2", "model.mem_len=4",
-            "model.bptt_depth=1", "model.dropout=0.1", "segment_len=4", "eval_batch_size=2", "valid_segments=2",
+            f"model.bptt_depth={depth}", "model.dropout=0.1", "segment_len=4", "eval_batch_size=2", "valid_segments=2",
             "train.batch_size=2", "train.steps=6", "train.eval_every=2", "train.warmup_steps=1", "train.threads=1",
             "--no-progress"]
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
@@ -237,15 +242,23 @@ def test_a_resumed_run_carries_the_memory_and_cache_on_exactly(tmp_path, fake_ar
     expected = json.loads(capsys.readouterr().out)
     real = trainer.SlidingBPTT.loss
 
-    def no_segment_5(self, i, device):
-        if i == 5:
+    def failing(self, i, device):
+        if i == fail_at:
             raise OSError(28, "No space left on device")
         return real(self, i, device)
 
-    monkeypatch.setattr(trainer.SlidingBPTT, "loss", no_segment_5)
+    monkeypatch.setattr(trainer.SlidingBPTT, "loss", failing)
     assert trainer.main([*args, "--out", str(resumed)]) == 2
     monkeypatch.setattr(trainer.SlidingBPTT, "loss", real)
+    state_file = resumed / "training_state.pt"
+    saved = state_file.read_bytes()
+    state = torch.load(state_file, weights_only=True)
+    assert state["step"] == fail_at - fail_at % 2 and (state["sliding_bptt"]["start"] is None) == (depth == 3)
+    torch.save({**state, "data_fingerprint": "0" * 16}, state_file)  # as if the corpus was prepared anew
     capsys.readouterr()
+    assert trainer.main([*args, "--out", str(resumed), "--resume"]) == 3
+    assert "trained on other data" in capsys.readouterr().err
+    state_file.write_bytes(saved)
     assert trainer.main([*args, "--out", str(resumed), "--resume"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert {k: v for k, v in got.items() if k not in ("run", "train_seconds")} == \

@@ -14,6 +14,7 @@ stream carries: ``--resume`` continues from it exactly as an uninterrupted run w
 
 from __future__ import annotations
 
+import hashlib
 import math
 import sys
 import time
@@ -60,6 +61,9 @@ class SlidingBPTT:
     def reset(self) -> None:
         self.window: list[int] = []
         self.start: RMTState = self.model.decoder.initial_state(self.stream.rows.shape[0])
+        # Until the window first slides, start is the initial state: the learned memory tokens
+        # themselves (a view that follows their updates and takes their gradient), not a copy.
+        self.start_is_initial = True
 
     def loss(self, i: int, device: torch.device) -> torch.Tensor:
         """Decode window + segment i from ``start``; cross-entropy of segment i; slides the window."""
@@ -75,25 +79,33 @@ class SlidingBPTT:
         if len(self.window) > self.depth:
             self.window.pop(0)
             self.start = after_first.detached()
+            self.start_is_initial = False
         return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
     def state_dict(self) -> dict:
-        """The window and its start state (memory (B, m, D) or None, one (B, C, D) cache per
-        layer), for a resumed run to carry on as this one would."""
-        return {"window": list(self.window), "memory": None if self.start.memory is None else self.start.memory.cpu(),
-                "cache": [c.cpu() for c in self.start.cache]}
+        """The window and its start state (None while it is the initial one; else memory
+        (B, m, D) or None, and one (B, C, D) cache per layer), for a resumed run to carry on as
+        this one would."""
+        start = None if self.start_is_initial else {
+            "memory": None if self.start.memory is None else self.start.memory.cpu(),
+            "cache": [c.cpu() for c in self.start.cache]}
+        return {"window": list(self.window), "start": start}
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
-        """Carry on from :meth:`state_dict`'s window and start state."""
-        expected = self.model.decoder.initial_state(self.stream.rows.shape[0])
-        memory, cache = state["memory"], list(state["cache"])
-        shapes_match = ((memory is None) == (expected.memory is None)
-                        and (memory is None or memory.shape == expected.memory.shape)
+        """Carry on from :meth:`state_dict`'s window and start state (the initial state made
+        from the model's restored memory tokens where it was the initial one)."""
+        self.reset()
+        self.window = [int(i) for i in state["window"]]
+        if state["start"] is None:
+            return
+        memory, cache = state["start"]["memory"], list(state["start"]["cache"])
+        expected = self.start.memory
+        shapes_match = ((memory is None) == (expected is None) and (memory is None or memory.shape == expected.shape)
                         and all(c.shape[0] == self.stream.rows.shape[0] for c in cache))
         if not shapes_match:
             raise ResumeRefused("the training state's carried memory does not fit this model and batch")
-        self.window = [int(i) for i in state["window"]]
         self.start = RMTState(None if memory is None else memory.to(device), [c.to(device) for c in cache])
+        self.start_is_initial = False
 
 
 def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = True, resume: bool = False,
@@ -112,7 +124,9 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
         raise ConfigError(f"train.batch_size {tc.batch_size}, eval_batch_size {cfg.eval_batch_size}, segment_len "
                           f"{cfg.segment_len}: {err}") from err
     model = build_lm(cfg).to(device)
-    run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite)
+    # What the run reads, as a digest: a resume refuses a corpus prepared anew under data_dir.
+    corpus = hashlib.sha256(streams["train"].rows.numpy().tobytes()).hexdigest()[:16]
+    run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite, data_fingerprint=corpus)
     try:
         return _train_in(cfg, model, streams, run, device, progress, resume)
     except BaseException:

@@ -99,12 +99,16 @@ def _ensure_namespace(dataset_id: str) -> None:
         create_namespace(namespace)
 
 
+def _sync_tree(folder: Path) -> None:
+    """Every file and folder under ``folder`` to the disk (:func:`sync_files`)."""
+    sync_files(*(Path(parent) / name for parent, _, files in os.walk(folder) for name in files),
+               *(parent for parent, _, _ in os.walk(folder)))
+
+
 def _move_into_place(new: Path, target: Path, backup: Path) -> None:
     """Rename ``new`` to ``target``; an old ``target`` is first renamed to ``backup`` and put back
-    if the second rename fails.  All three lie on one filesystem (under the root).  ``new``'s
-    files reach the disk before the rename, the rename before this returns (:func:`sync_files`)."""
-    sync_files(*(Path(folder) / name for folder, _, files in os.walk(new) for name in files),
-               *(folder for folder, _, _ in os.walk(new)))
+    if the second rename fails.  All three lie on one filesystem (under the root).  The renames
+    reach the disk before this returns (``new``'s files are synced before: :func:`_sync_tree`)."""
     _rename_into_place(new, target, backup)
     sync_files(target.parent, backup.parent)
 
@@ -207,6 +211,7 @@ def write_minari_dataset(dataset_id: str, buffers: list, overwrite: bool = False
                 ds = minari.create_dataset_from_buffers(dataset_id, buffers, **kwargs)
                 if metadata:
                     ds.storage.update_metadata(metadata)
+            _sync_tree(staging / dataset_id)  # (before the check: the check and the renames stay close together)
             with _root_set_to(root):
                 check_dataset_id(dataset_id, overwrite)  # nothing else took the id meanwhile
                 _move_into_place(staging / dataset_id, target, staging / f"{REPLACED_PREFIX}{target.name}")

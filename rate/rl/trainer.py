@@ -33,6 +33,7 @@ from rate.resume import (STATE_FILE, commit_checkpoint, read_training_state, rem
 from rate.training import TrainingLoop, compiled, resolve_device, seed_batch, setup_process
 from rate.rl.windows import TrajectoryWindows
 
+
 def batch_items(n_windows: int, batch_size: int, seed: int, step: int) -> np.ndarray:
     """Window indices of batch ``step``: epochs are seeded permutations, read in order."""
     per_epoch = max(1, n_windows // batch_size)
