@@ -134,14 +134,14 @@ def test_oracle_data_replays_from_its_seed_and_random_actions_reach_fewer_target
     maze."""
     from rate_envs.memory_maze_data import generate_memory_maze_dataset
 
-    ds = generate_memory_maze_dataset(episodes=1, episode_length=100, seed=1, noise=0.0, progress=False)
+    ds = generate_memory_maze_dataset(episodes=1, episode_length=50, seed=1, noise=0.0, progress=False)
     loaded = minari.load_dataset(ds.spec.dataset_id)
     episode = next(loaded.iterate_episodes())
-    assert episode.observations.shape == (101, 64, 64, 3) and episode.observations.dtype == np.uint8
+    assert episode.observations.shape == (51, 64, 64, 3) and episode.observations.dtype == np.uint8
     oracle_targets = float(episode.rewards.sum())
     assert oracle_targets >= 1  # the oracle collected 8-14 targets in 500 steps (3 mazes)
     env = loaded.recover_environment()
-    assert env.spec.id == "rate/MemoryMaze-9x9-v0" and env.spec.kwargs["episode_length"] == 100
+    assert env.spec.id == "rate/MemoryMaze-9x9-v0" and env.spec.kwargs["episode_length"] == 50
     seed = _episode_seeds(loaded)[episode.id]
     actions = iter(episode.actions)
     frames, total = _play(env, seed, lambda: int(next(actions)))
