@@ -205,14 +205,26 @@ def checkpoint(tmp_path: Path, **overrides) -> Path:
     return save_checkpoint(tmp_path / "ckpt", model, CHECKPOINT_KIND, to_dict(cfg))
 
 
-def test_export_command_writes_a_verified_onnx_that_the_standalone_runner_plays_without_torch(tmp_path, capsys):
+def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_plays_without_torch(tmp_path, capsys,
+                                                                                                 artifacts):
+    """The export command (.pt2 here; its ONNX path runs in the README walkthrough test) checks the
+    artifact against the eager policy and records the run's config and provenance; the ONNX policy
+    with that record plays in the runner file alone."""
+    import onnx
+
+    from rate.deploy.onnx_runner import METADATA_KEY
+
     ckpt = checkpoint(tmp_path)
-    assert main([str(ckpt), "--format", "onnx", "--threads", "1"]) == 0
-    path = ckpt / "policy.onnx"
+    assert main([str(ckpt), "--format", "pt2", "--threads", "1"]) == 0
     assert "matches the eager policy" in capsys.readouterr().out
-    meta = open_onnx(path).meta
+    meta = open_artifact(ckpt / "policy.pt2").meta
     assert meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
     assert set(meta["provenance"]) == {"trained", "exported"} and "rate_version" in meta["provenance"]["exported"]
+    # The same model's ONNX graph (the fixture's) with the command's record: its T-Maze and lengths.
+    proto = onnx.load(str(artifacts["rate", "onnx"]))
+    next(entry for entry in proto.metadata_props if entry.key == METADATA_KEY).value = json.dumps(meta)
+    path = tmp_path / "policy.onnx"
+    onnx.save(proto, str(path))
     # The runner file copied on its own, torch made unimportable: it needs only numpy, onnxruntime
     # and gymnasium, and for the project's T-Maze the envs/ folder copied beside it as rate_envs/.
     shipped = tmp_path / "shipped" / "onnx_runner.py"
