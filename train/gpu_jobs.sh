@@ -50,9 +50,10 @@ fi
 if (( $(left) < 60 )); then
     echo "error: $(left) s left of ${seconds} s after the set-up: too little to train (raise SECONDS_LIMIT)" >&2; exit 2
 fi
-# The RATE trainer's sweeps save every CHECKPOINT_EVERY steps: a call that the time limit stops
-# resumes its runs in flight at the next call on the same machine while it is still held (its
-# runs/ folder is kept between calls) instead of starting them over.
+# A call that the time limit stops resumes its runs in flight at the next call on the same machine
+# while it is still held (its runs/ folder is kept between calls) instead of starting them over:
+# every trainer checkpoints at each evaluation, the RATE trainer's sweeps also every
+# CHECKPOINT_EVERY steps.
 resume=()
 case "$job" in popgym|vizdoom|minigrid) resume=(--set "checkpoint_every=${CHECKPOINT_EVERY:-100}") ;; esac
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
