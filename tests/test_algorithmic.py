@@ -197,9 +197,8 @@ def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatc
     go (dropout on: the generators' states matter).  A resume under another config is refused."""
     import json
 
-    from safetensors.torch import load_file
-
     import train.algorithmic as trainer
+    from tests.resume_checks import assert_same_run, generate_failing_at
 
     args = ["configs/algorithmic/reverse.yaml", "model.d_model=16", "model.n_heads=2", "model.d_head=8",
             "model.d_inner=16", "model.n_layers=1", "model.dropout=0.2", "train.steps=6", "train.eval_every=2",
@@ -207,14 +206,7 @@ def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatc
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert trainer.main([*args, "--out", str(whole)]) == 0
     expected = json.loads(capsys.readouterr().out)
-    real = trainer.generate
-
-    def no_batch_5(task, n, seed, split):
-        if split == "train" and seed == 5:
-            raise OSError(28, "No space left on device")
-        return real(task, n, seed=seed, split=split)
-
-    monkeypatch.setattr(trainer, "generate", no_batch_5)
+    monkeypatch.setattr(trainer, "generate", generate_failing_at(trainer.generate, 5))
     assert trainer.main([*args, "--out", str(resumed)]) == 2
     monkeypatch.undo()
     assert "No space left on device" in capsys.readouterr().err
@@ -222,8 +214,4 @@ def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatc
     assert trainer.main([*args, "model.d_inner=32", "--out", str(resumed), "--resume"]) == 3
     assert "model.d_inner: 16 -> 32" in capsys.readouterr().err
     assert trainer.main([*args, "--out", str(resumed), "--resume"]) == 0
-    got = json.loads(capsys.readouterr().out)
-    assert {k: v for k, v in got.items() if k not in ("run", "train_seconds")} == \
-        {k: v for k, v in expected.items() if k not in ("run", "train_seconds")}
-    for name, tensor in load_file(whole / "model.safetensors").items():
-        assert torch.equal(tensor, load_file(resumed / "model.safetensors")[name]), name
+    assert_same_run(whole, resumed, expected, json.loads(capsys.readouterr().out))

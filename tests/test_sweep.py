@@ -361,20 +361,14 @@ def test_an_algorithmic_run_left_in_flight_is_resumed(tmp_path, monkeypatch):
     import train.algorithmic as trainer
     import train.sweep as sweep_module
     from rate.config import load_yaml
+    from tests.resume_checks import generate_failing_at
 
     sweep_file, csv = tiny_sweep(tmp_path, steps=4, segments=(1,))
     sweep = load_yaml(Sweep, sweep_file)
     (run,) = expand(sweep, ["train.eval_every=2"])  # as --set makes it
     out = tmp_path / "runs" / run.name
     assert trainer_command(sweep, run)[-2] == "--overwrite"  # nothing there yet
-    real = trainer.generate
-
-    def no_batch_3(task, n, seed, split):
-        if split == "train" and seed == 3:
-            raise OSError(28, "No space left on device")
-        return real(task, n, seed=seed, split=split)
-
-    monkeypatch.setattr(trainer, "generate", no_batch_3)
+    monkeypatch.setattr(trainer, "generate", generate_failing_at(trainer.generate, 3))
     assert trainer.main([run.config, *run.overrides, "--out", str(out), "--no-progress"]) == 2
     monkeypatch.undo()
     assert trainer_command(sweep, run)[-2] == "--resume"
