@@ -9,6 +9,7 @@ round-trip exactly.  Command-line overrides use dotted paths: ``model.n_layers=4
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import math
@@ -256,6 +257,16 @@ def _one_line(err: yaml.YAMLError) -> str:
     return problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
 
 
+@functools.lru_cache(maxsize=64)
+def _parsed_text(text: str) -> Any:
+    return yaml.safe_load(text) or {}
+
+
+def _parsed(text: str) -> Any:
+    """The YAML document ``text`` (a copy: a sweep reads the same config files for each of its runs)."""
+    return copy.deepcopy(_parsed_text(text))
+
+
 def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The mapping in a YAML config file.  ``extends: BASE`` (a path relative to the file) puts the
     base's mapping underneath: sections merge key by key, any other value of the file replaces the
@@ -264,7 +275,7 @@ def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}" + (f" (extended by {_children[-1]})" if _children else ""))
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _parsed(path.read_text())
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file (a YAML config was expected)") from None
     except yaml.YAMLError as err:
@@ -300,7 +311,7 @@ def apply_overrides(data: dict[str, Any], overrides: typing.Sequence[str], cls: 
     ``train={device: cuda}``) merges into the section ``data`` has, key by key as ``extends:``
     does, instead of dropping the rest of it; a mapping for a plain dict field (``eval.env_kwargs``)
     replaces it."""
-    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
+    data = copy.deepcopy(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
