@@ -37,12 +37,10 @@ from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
 from rate.resume import STATE_FILE, config_changes
 from rate.rl import experiment as rl
-from rate.rl.experiment import RATEExperimentConfig, check_eval_envs
 from train.experiments import algorithmic, lm
-from train.experiments.algorithmic import AlgorithmicConfig
-from train.experiments.lm import LMExperimentConfig
 
-TRAINERS = {"train.algorithmic": AlgorithmicConfig, "train.lm": LMExperimentConfig, "train": RATEExperimentConfig}
+TRAINERS = {"train.algorithmic": algorithmic.AlgorithmicConfig, "train.lm": lm.LMExperimentConfig,
+            "train": rl.RATEExperimentConfig}
 # The kind of checkpoint each trainer writes (what its --resume reads).
 CHECKPOINT_KINDS = {"train.algorithmic": algorithmic.CHECKPOINT_KIND, "train.lm": lm.CHECKPOINT_KIND,
                     "train": rl.CHECKPOINT_KIND}
@@ -155,8 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = expand(sweep, args.extra)
         for run in runs:  # validate every config before spending compute
             cfg = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
-            if isinstance(cfg, RATEExperimentConfig):  # and make its evaluation environments
-                check_eval_envs(cfg)
+            if isinstance(cfg, rl.RATEExperimentConfig):  # and make its evaluation environments
+                rl.check_eval_envs(cfg)
         check_file_target(Path(sweep.csv))  # a folder or an unwritable place: now, not after the first run
         check_results_csv(sweep.csv)
         rows = read_rows(sweep.csv)
