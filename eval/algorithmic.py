@@ -19,7 +19,7 @@ import torch
 from rate.tasks.algorithmic import decode_sqeq, generate
 from train.experiments.algorithmic import CHECKPOINT_KIND, TEST_SEED_OFFSET, AlgorithmicConfig, build_model, evaluate
 from rate.checkpoint import CheckpointError, load_checkpoint
-from rate.training import positive_int, setup_process
+from rate.training import nonnegative_int, positive_int, setup_process
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, AlgorithmicConfig]:
@@ -31,18 +31,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.algorithmic", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--samples", type=int, default=1024)
-    parser.add_argument("--seed", type=int, default=0, help="test-set seed")
+    parser.add_argument("--seed", type=nonnegative_int, help="test-set seed (default: the run's train.seed, the "
+                                                               "test set its result row was measured on)")
     parser.add_argument("--show", type=int, default=0, help="print this many generated samples")
     parser.add_argument("--threads", type=positive_int, default=2)
     args = parser.parse_args(argv)
-    if args.samples <= 0 or args.seed < 0 or args.show < 0:
-        parser.error("--samples must be positive, --seed and --show at least 0")
-    setup_process(args.seed, args.threads)
+    if args.samples <= 0 or args.show < 0:
+        parser.error("--samples must be positive, --show at least 0")
+    setup_process(0, args.threads)
     try:
         model, cfg = load_model(args.checkpoint)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.seed is None:
+        args.seed = cfg.train.seed
     metrics = evaluate(model, cfg.task, args.samples, seed=args.seed)
     print(json.dumps({"checkpoint": str(args.checkpoint), "task": cfg.task.name, "segments": cfg.segments, **metrics}))
     if args.show:

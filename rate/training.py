@@ -24,6 +24,7 @@ from rate.config import ConfigError, check_choices
 from rate.host_memory import keep_freed_memory
 
 _THREADS_SET = False
+SEED_LIMIT = 2**32  # numpy's seeds are below it
 
 
 @dataclass
@@ -64,8 +65,9 @@ class TrainConfig:
             raise ValueError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:  # a negative ratio would turn the step into ascent
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.weight_decay < 0 or self.seed < 0:
-            raise ValueError(f"train.weight_decay and train.seed must be >= 0, got {self.weight_decay}, {self.seed}")
+        if self.weight_decay < 0 or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"train.weight_decay must be >= 0 and train.seed in [0, 2**32), got {self.weight_decay}, "
+                             f"{self.seed}")
         try:
             device = torch.device(self.device)
         except RuntimeError as err:
@@ -105,8 +107,8 @@ def positive_int(text: str) -> int:
 
 
 def nonnegative_int(text: str) -> int:
-    """argparse type of seeds: an int >= 0 (numpy refuses negative seeds), else a usage error."""
-    return _whole_number(text, 0)
+    """argparse type of seeds: an int in [0, 2**32) (numpy's seeds), else a usage error."""
+    return _whole_number(text, 0, SEED_LIMIT - 1)
 
 
 def positive_float(text: str) -> float:
@@ -120,13 +122,15 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _whole_number(text: str, least: int) -> int:
+def _whole_number(text: str, least: int, most: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < least:
         raise argparse.ArgumentTypeError(f"must be at least {least}, got {value}")
+    if most is not None and value > most:
+        raise argparse.ArgumentTypeError(f"must be at most {most}, got {value}")
     return value
 
 

@@ -215,3 +215,29 @@ def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatc
     assert "model.d_inner: 16 -> 32" in capsys.readouterr().err
     assert trainer.main([*args, "--out", str(resumed), "--resume"]) == 0
     assert_same_run(whole, resumed, expected, json.loads(capsys.readouterr().out))
+
+
+def test_eval_scores_the_test_set_of_the_runs_own_seed_and_refuses_seeds_numpy_cannot_take(tmp_path, monkeypatch,
+                                                                                              capsys):
+    """`python -m eval.algorithmic RUN` re-scores the test set the run's result row was measured on
+    (its train.seed) unless told another; a seed of 2**32 or more is a usage error, in a config one
+    clear error, not numpy's traceback."""
+    import eval.algorithmic
+    import train.algorithmic as trainer
+    from rate.config import ConfigError, load_yaml
+
+    args = ["configs/algorithmic/reverse.yaml", "model.d_model=16", "model.n_heads=2", "model.d_head=8",
+            "model.d_inner=16", "model.n_layers=1", "train.steps=2", "train.eval_every=2", "eval_samples=8",
+            "task.length=2", "train.threads=1", "train.seed=3", "--no-progress"]
+    assert trainer.main([*args, "--out", str(tmp_path / "run")]) == 0
+    seeds = []
+    monkeypatch.setattr(eval.algorithmic, "evaluate", lambda model, task, n, seed: seeds.append(seed) or {})
+    assert eval.algorithmic.main([str(tmp_path / "run"), "--threads", "1"]) == 0
+    assert eval.algorithmic.main([str(tmp_path / "run"), "--threads", "1", "--seed", "0"]) == 0
+    assert seeds == [3, 0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as usage:
+        eval.algorithmic.main([str(tmp_path / "run"), "--seed", str(2**32)])
+    assert usage.value.code == 2 and "must be at most 4294967295" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"train.seed in \[0, 2\*\*32\)"):
+        load_yaml(AlgorithmicConfig, "configs/algorithmic/reverse.yaml", [f"train.seed={2**32}"])

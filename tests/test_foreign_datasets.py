@@ -521,3 +521,78 @@ def test_actions_that_cannot_be_rescaled_are_named():
         rescale_to_unit(np.zeros(3), gym.spaces.Discrete(3))
     box = gym.spaces.Box(low=np.array([-2.0, 0.0]), high=np.array([2.0, 1.0]), dtype=np.float32)
     assert np.allclose(rescale_to_unit(np.array([[2.0, 0.0], [0.0, 0.5]]), box), [[1.0, -1.0], [0.0, 0.0]])
+
+
+def test_stacked_frames_go_to_the_cnn_and_text_observations_are_refused_at_inference(datasets):
+    """An image whose channels are neither 1, 3 nor 4 (stacked frames) has its channel axis at the
+    end shorter than both others; a Text field (Gymnasium calls it flattenable) is refused when the
+    config is inferred, not when training starts."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from rate.data.spaces import image_channels_last
+
+    assert image_channels_last((84, 84, 12)) and not image_channels_last((9, 64, 64))
+    assert image_channels_last((64, 64, 3)) and not image_channels_last((4, 84, 84))
+    with pytest.raises(ValueError, match="nor one shorter than the other two"):
+        image_channels_last((64, 64, 64))
+    space = gym.spaces.Box(0.0, 1.0, (40, 40, 12), np.float32)  # (Minari's HDF5 stores uint8 frames as PNG: 1-4 channels)
+    buffer = EpisodeBuffer(observations=np.zeros((3, 40, 40, 12), np.float32), actions=np.array([0, 1]),
+                           rewards=[0.0, 1.0], terminations=[False, True], truncations=[False, False])
+    minari.create_dataset_from_buffers("tests/stacked-v0", [buffer], action_space=gym.spaces.Discrete(2),
+                                       observation_space=space)
+    inferred = infer_from_dataset("tests/stacked-v0")["model"]
+    assert inferred["obs_kind"] == "image" and inferred["channels_last"] and inferred["obs_shape"] == [40, 40, 12]
+    space = gym.spaces.Dict({"mission": gym.spaces.Text(5), "x": gym.spaces.Box(-1, 1, (2,), np.float32)})
+    buffer = EpisodeBuffer(observations={"mission": ["go", "go", "go"], "x": np.zeros((3, 2), np.float32)},
+                           actions=np.array([0, 1]), rewards=[0.0, 1.0], terminations=[False, True],
+                           truncations=[False, False])
+    minari.create_dataset_from_buffers("tests/text-v0", [buffer], action_space=gym.spaces.Discrete(2),
+                                       observation_space=space)
+    with pytest.raises(DatasetError, match="no Text, Graph, Sequence, OneOf"):
+        infer_from_dataset("tests/text-v0")
+
+
+def test_actions_recorded_outside_the_bounds_are_clipped_with_a_warning(datasets):
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    space = gym.spaces.Box(-2.0, 2.0, (1,), np.float32)
+    buffer = EpisodeBuffer(observations=np.zeros((4, 3), np.float32), actions=np.array([[2.5], [0.0], [-1.0]]),
+                           rewards=[0.0, 0.0, 1.0], terminations=[False, False, True], truncations=[False] * 3)
+    minari.create_dataset_from_buffers("tests/noisy-actions-v0", [buffer], action_space=space,
+                                       observation_space=gym.spaces.Box(-1, 1, (3,), np.float32))
+    with pytest.warns(UserWarning, match=r"1 of 3 recorded action values \(33.33%\) lie outside"):
+        (episode,), _ = load_minari_episodes("tests/noisy-actions-v0", rescale_actions=True)
+    np.testing.assert_allclose(episode.actions[:, 0], [1.0, 0.0, -0.5])
+
+
+def test_an_evaluation_environment_recorded_by_an_older_gymnasium_is_read():
+    """Records written before Gymnasium 1.0 carry fields (autoreset, apply_api_compatibility) that
+    EnvSpec no longer takes; the evaluation environment they describe is kept, not replaced by the
+    collection one."""
+    import json
+
+    from rate.data.episodes import env_spec_from_json
+
+    record = json.loads(gym.spec("CartPole-v1").to_json()) | {"max_episode_steps": 300, "autoreset": False,
+                                                              "apply_api_compatibility": False}
+    spec = env_spec_from_json(json.dumps(record))
+    assert spec.id == "CartPole-v1" and spec.max_episode_steps == 300
+
+
+def test_a_dataset_evaluated_as_it_says_draws_no_another_task_warning(datasets):
+    """A dataset whose evaluation environment differs from its recording on purpose (a keyword of
+    its own): evaluating as the dataset says is no "another task" warning; evaluating otherwise is."""
+    import warnings
+
+    from rate.rl.experiment import load_dataset_for
+
+    record("CartPole-v1", "tests/cartpole-eval-v0", 2, lambda env, rng: int(rng.integers(2)),
+           eval_env=gym.make("CartPole-v1", sutton_barto_reward=True))
+    cfg = config_for_dataset("tests/cartpole-eval-v0", "bc_mlp", overrides=TINY)
+    assert cfg.eval.env_kwargs["sutton_barto_reward"] is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset_for(cfg)
+    other = config_for_dataset("tests/cartpole-eval-v0", "bc_mlp", overrides=[*TINY, "eval.env_kwargs={sutton_barto_reward: false}"])
+    with pytest.warns(UserWarning, match="was meant to be evaluated in CartPole-v1 with sutton_barto_reward=True"):
+        load_dataset_for(other)

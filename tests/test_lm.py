@@ -260,3 +260,13 @@ def test_a_resumed_run_carries_the_memory_and_cache_on_exactly(tmp_path, fake_ar
     state_file.write_bytes(saved)
     assert trainer.main([*args, "--out", str(resumed), "--resume"]) == 0
     assert_same_run(whole, resumed, expected, json.loads(capsys.readouterr().out))
+
+
+@pytest.mark.parametrize("meta", [b"[1, 2]", b"\xff\xfe not text", b'{"splits": {"train": {"bytes": 0, "sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"}}}'])
+def test_a_damaged_corpus_record_reads_as_no_verified_corpus(tmp_path, meta):
+    """A meta.json that is not a mapping, not text, or lists fewer splits than the three: the
+    corpus is not verified (one CorpusError, which the scripts print as one line)."""
+    (tmp_path / "meta.json").write_bytes(meta)
+    (tmp_path / "train.bin").write_bytes(b"")
+    with pytest.raises(CorpusError, match="no verified corpus"):
+        load_split(tmp_path, "train")

@@ -8,7 +8,10 @@ statistics stored with a model, :func:`returns_to_go` the conditioning target of
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,8 +128,6 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
 
 def dataset_info(ds) -> DatasetInfo:
     """The :class:`DatasetInfo` of an open MinariDataset."""
-    from gymnasium.envs.registration import EnvSpec
-
     meta = ds.storage.metadata
     try:
         env_spec = ds.spec.env_spec
@@ -135,12 +136,23 @@ def dataset_info(ds) -> DatasetInfo:
     eval_spec = env_spec
     if isinstance(meta.get("eval_env_spec"), str):
         try:
-            eval_spec = EnvSpec.from_json(meta["eval_env_spec"])
-        except Exception:
-            pass
+            eval_spec = env_spec_from_json(meta["eval_env_spec"])
+        except Exception as err:  # (a record this Gymnasium cannot rebuild at all)
+            warnings.warn(f"{ds.id}: its evaluation environment's record cannot be read ({type(err).__name__}: "
+                          f"{err}); evaluating in the environment it was recorded in", stacklevel=2)
     lo, hi = meta.get("ref_min_score"), meta.get("ref_max_score")
     ref = (float(lo), float(hi)) if lo is not None and hi is not None and float(hi) != float(lo) else None
     return DatasetInfo(ds.id, ds.observation_space, ds.action_space, env_spec, eval_spec, ref)
+
+
+def env_spec_from_json(text: str):
+    """A Gymnasium EnvSpec from its JSON record, leaving out the fields that the Gymnasium which
+    wrote it had and this one has not (``autoreset``, ``apply_api_compatibility`` of Gymnasium
+    before 1.0, on many hub datasets), as Minari's own loader does for the collection record."""
+    from gymnasium.envs.registration import EnvSpec
+
+    fields = {f.name for f in dataclasses.fields(EnvSpec)}
+    return EnvSpec.from_json(json.dumps({k: v for k, v in json.loads(text).items() if k in fields}))
 
 
 def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
@@ -149,12 +161,14 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
 
     ``flatten_observations``: observations as ``FlattenObservation`` gives them (Dict, Tuple, ...
     -> (T, flat_dim)); ``rescale_actions``: continuous actions mapped from the action space's
-    bounds to [-1, 1] (rate.data.spaces).  The returned info keeps the spaces as recorded."""
+    bounds to [-1, 1] (rate.data.spaces), those recorded outside the bounds (unclipped exploration
+    noise) first clipped to them, as the environment's own clipping or RescaleAction's input
+    range has them, with a warning.  The returned info keeps the spaces as recorded."""
     from rate.data.spaces import flatten_batch, rescale_to_unit
 
     ds = open_minari_dataset(dataset_id)
     info = dataset_info(ds)
-    episodes = []
+    episodes, clipped, total = [], 0, 0
     try:
         for ep in ds.iterate_episodes():
             rewards = np.asarray(ep.rewards, dtype=np.float32)  # MiniGrid stores int64 rewards
@@ -168,7 +182,10 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
                 obs = np.asarray(ep.observations)[:n]
             actions = np.asarray(ep.actions)
             if rescale_actions:
-                actions = rescale_to_unit(actions, info.action_space)
+                space = info.action_space
+                inside = np.clip(actions, space.low, space.high) if hasattr(space, "low") else actions
+                clipped, total = clipped + int(np.sum(inside != actions)), total + actions.size
+                actions = rescale_to_unit(inside, space)
             episodes.append(Episode(obs, actions, rewards))
     except DatasetError:
         raise
@@ -176,6 +193,9 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
         raise DatasetError(f"{dataset_id}: {err}") from err
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
         raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
+    if clipped:
+        warnings.warn(f"{dataset_id}: {clipped} of {total} recorded action values ({clipped / total:.2%}) lie outside "
+                      f"the action space's bounds and were clipped to them", stacklevel=2)
     return episodes, info
 
 

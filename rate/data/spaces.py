@@ -62,6 +62,19 @@ def is_model_observation(space: gym.Space) -> bool:
     return isinstance(space, spaces.Box) and len(space.shape) in (1, 3)
 
 
+def flattens_for_the_model(space: gym.Space) -> bool:
+    """Whether :func:`flatten_batch` takes observations of ``space`` (Gymnasium calls Text and
+    OneOf spaces flattenable too, into forms of no use to a model)."""
+    if isinstance(space, (spaces.Box, spaces.Discrete, spaces.MultiBinary)):
+        return True
+    if isinstance(space, spaces.MultiDiscrete):
+        return space.nvec.ndim == 1
+    if isinstance(space, (spaces.Dict, spaces.Tuple)):
+        return all(flattens_for_the_model(sub) for sub in (space.spaces.values() if isinstance(space, spaces.Dict)
+                                                            else space.spaces))
+    return False
+
+
 def flatten_batch(space: gym.Space, x: Any) -> np.ndarray:
     """(T, flat_dim) float32 from T stacked observations of ``space`` (a Box array, a dict of
     stacked arrays, a tuple of them), equal row by row to ``gymnasium.spaces.flatten`` over
@@ -97,13 +110,16 @@ def _check_ids(ids: np.ndarray, n: int, space: gym.Space) -> np.ndarray:
 
 def image_channels_last(shape: tuple[int, ...]) -> bool:
     """Whether an image of ``shape`` (rank 3) stores its channels last (H, W, C): channels are
-    the axis of 1, 3 or 4 entries; (H, W, C) when both ends could be, as Gymnasium renders."""
+    the axis of 1, 3 or 4 entries, else an end axis shorter than both others (stacked frames,
+    (84, 84, 12) or (9, 64, 64)); (H, W, C) when both ends could be, as Gymnasium renders."""
     if len(shape) != 3:
         raise ValueError(f"an image has rank 3, got shape {shape}")
-    last, first = shape[-1] in (1, 3, 4), shape[0] in (1, 3, 4)
-    if not (last or first):
-        raise ValueError(f"image observations of shape {shape}: no axis of 1, 3 or 4 channels at either end")
-    return last
+    if shape[-1] in (1, 3, 4) or shape[0] in (1, 3, 4):
+        return shape[-1] in (1, 3, 4)
+    if shape[-1] < min(shape[:2]) or shape[0] < min(shape[1:]):
+        return shape[-1] < min(shape[:2])
+    raise ValueError(f"image observations of shape {shape}: no end axis of 1, 3 or 4 channels, nor one shorter than "
+                     "the other two")
 
 
 def rescale_to_unit(actions: np.ndarray, space: spaces.Box) -> np.ndarray:

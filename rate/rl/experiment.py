@@ -149,11 +149,14 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
                       "after the start: the memory learns to carry a cue across that many boundaries only. Mix "
                       "episode lengths in the data (a generator's length mixture) to train other hop counts",
                       stacklevel=2)
-    differences = eval_env_differences(info.env_spec, cfg.eval)
+    # Against the environment the dataset names for evaluation (its own record of one, else the
+    # one it was recorded in): a dataset may mean its evaluation to differ from its recording.
+    differences = eval_env_differences(info.eval_env_spec, cfg.eval)
     if differences:
-        warnings.warn(f"{cfg.dataset_id} was recorded in {info.env_spec.id} with {', '.join(differences)}: the policy is "
-                      "evaluated on another task than it is trained on (set eval.env_kwargs to the dataset's if "
-                      "that is not meant)", stacklevel=2)
+        how = "recorded in" if info.eval_env_spec is info.env_spec else "meant to be evaluated in"
+        warnings.warn(f"{cfg.dataset_id} was {how} {info.eval_env_spec.id} with {', '.join(differences)}: the policy "
+                      "is evaluated on another task than the dataset's (set eval.env_kwargs to the dataset's if that "
+                      "is not meant)", stacklevel=2)
     return episodes
 
 

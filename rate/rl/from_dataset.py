@@ -84,7 +84,7 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     import gymnasium as gym
 
     from rate.data.episodes import DatasetError, dataset_info, dataset_returns, open_minari_dataset
-    from rate.data.spaces import image_channels_last, is_model_observation, needs_rescaling
+    from rate.data.spaces import flattens_for_the_model, image_channels_last, is_model_observation, needs_rescaling
 
     ds = open_minari_dataset(dataset)
     info = dataset_info(ds)
@@ -116,10 +116,10 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
                               f"{type(obs_space).__name__} observations {'are' if len(images) > 1 else 'is'} "
                               "flattened into one vector with the rest (no CNN); a CNN reads a dataset whose "
                               "observation is the image itself", stacklevel=2)
-            if not obs_space.is_np_flattenable:
+            if not flattens_for_the_model(obs_space):
                 raise DatasetError(f"{dataset}: observations of {info.observation_space} have no fixed-size flat "
-                                   "form; the model takes Box, Discrete, MultiBinary, MultiDiscrete, Dict and Tuple "
-                                   "observations")
+                                   "form the model can read; it takes Box, Discrete, MultiBinary, one-dimensional "
+                                   "MultiDiscrete, and Dict and Tuple of those (no Text, Graph, Sequence, OneOf)")
             try:
                 obs_space = gym.spaces.flatten_space(obs_space)
             except NotImplementedError as err:

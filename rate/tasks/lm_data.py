@@ -92,11 +92,13 @@ def _verify(folder: Path) -> dict | None:
         return None
     try:
         meta = json.loads(meta_path.read_text())
+        if set(meta["splits"]) != {"train", "valid", "test"}:
+            return None
         for split, info in meta["splits"].items():
             data = (folder / f"{split}.bin").read_bytes()
             if len(data) != info["bytes"] or sha256(data) != info["sha256"]:
                 return None
-    except (OSError, KeyError, json.JSONDecodeError):
+    except (OSError, KeyError, TypeError, ValueError):  # (ValueError: bad JSON, bytes that are not UTF-8)
         return None
     return meta
 
