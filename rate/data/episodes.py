@@ -161,9 +161,11 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
 
     ``flatten_observations``: observations as ``FlattenObservation`` gives them (Dict, Tuple, ...
     -> (T, flat_dim)); ``rescale_actions``: continuous actions mapped from the action space's
-    bounds to [-1, 1] (rate.data.spaces), those recorded outside the bounds (unclipped exploration
-    noise) first clipped to them, as the environment's own clipping or RescaleAction's input
-    range has them, with a warning.  The returned info keeps the spaces as recorded."""
+    bounds to [-1, 1] (rate.data.spaces).  Continuous actions recorded outside the bounds
+    (unclipped exploration noise) are clipped to them, as the environment's own clipping has them,
+    with a warning.  The returned info keeps the spaces as recorded."""
+    import gymnasium as gym
+
     from rate.data.spaces import flatten_batch, rescale_to_unit
 
     ds = open_minari_dataset(dataset_id)
@@ -181,11 +183,12 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
             else:
                 obs = np.asarray(ep.observations)[:n]
             actions = np.asarray(ep.actions)
-            if rescale_actions:
-                space = info.action_space
-                inside = np.clip(actions, space.low, space.high) if hasattr(space, "low") else actions
+            if isinstance(info.action_space, gym.spaces.Box):
+                inside = np.clip(actions, info.action_space.low, info.action_space.high)
                 clipped, total = clipped + int(np.sum(inside != actions)), total + actions.size
-                actions = rescale_to_unit(inside, space)
+                actions = inside
+            if rescale_actions:
+                actions = rescale_to_unit(actions, info.action_space)
             episodes.append(Episode(obs, actions, rewards))
     except DatasetError:
         raise
