@@ -164,19 +164,16 @@ def sync_files(*paths: str | Path) -> None:
     where the file system lets it be (not some network ones, nor an unreadable or vanished one):
     the renames are done either way, as durable as the file system makes them."""
     for path in paths:
-        if not os.path.isfile(path):  # a folder, or nothing (any more)
-            with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            continue
-        fd = os.open(path, os.O_RDONLY)
+        folder = not os.path.isfile(path)  # (a folder, or nothing any more)
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError:
+            if not folder:
+                raise
 
 
 def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None:

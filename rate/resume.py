@@ -149,6 +149,15 @@ def restore(state: dict, model: torch.nn.Module, opt: torch.optim.Optimizer, sch
     return int(state["step"]), float(state.get("train_seconds", 0.0))
 
 
+def continue_at(loop: TrainingLoop, out: Path, step: int) -> None:
+    """Start ``loop`` at ``step``, the steps the run in ``out`` has trained; ConfigError when the
+    config now trains fewer (a row would record fewer steps than the model has had)."""
+    if step > loop.cfg.steps:
+        raise ConfigError(f"{out} has trained {step} steps; train.steps {loop.cfg.steps} cannot resume it (a row would "
+                          "record fewer steps than the model has had)")
+    loop.start_at(step)
+
+
 def commit_checkpoint(folder: RunFolder, loop: TrainingLoop) -> None:
     """After a complete checkpoint the run stays if it fails later (:class:`RunFolder`): a run
     that replaces an earlier one takes its place (the first time), a new run is kept."""
@@ -208,10 +217,7 @@ class ResumableRun:
             raise ResumeRefused(f"{out / STATE_FILE}: the run trained on other data than its config's now holds (it "
                                 "was changed or prepared anew); its batches would not continue: train into a new --out")
         step, _ = restore(state, model, loop.opt, loop.sched, device, out / STATE_FILE)
-        if step > self.cfg.train.steps:
-            raise ConfigError(f"{out} has trained {step} steps; train.steps {self.cfg.train.steps} cannot resume it "
-                              "(a row would record fewer steps than the model has had)")
-        loop.start_at(step)
+        continue_at(loop, out, step)
         return state
 
     def save(self, model: torch.nn.Module, loop: TrainingLoop, train_seconds: float, device: torch.device,

@@ -101,19 +101,14 @@ def _ensure_namespace(dataset_id: str) -> None:
 
 def _sync_tree(folder: Path) -> None:
     """Every file and folder under ``folder`` to the disk (:func:`sync_files`)."""
-    sync_files(*(Path(parent) / name for parent, _, files in os.walk(folder) for name in files),
-               *(parent for parent, _, _ in os.walk(folder)))
+    for parent, _, files in os.walk(folder):
+        sync_files(*(Path(parent) / name for name in files), parent)
 
 
 def _move_into_place(new: Path, target: Path, backup: Path) -> None:
     """Rename ``new`` to ``target``; an old ``target`` is first renamed to ``backup`` and put back
     if the second rename fails.  All three lie on one filesystem (under the root).  The renames
     reach the disk before this returns (``new``'s files are synced before: :func:`_sync_tree`)."""
-    _rename_into_place(new, target, backup)
-    sync_files(target.parent, backup.parent)
-
-
-def _rename_into_place(new: Path, target: Path, backup: Path) -> None:
     if target.exists():
         os.rename(target, backup)
         try:
@@ -124,6 +119,7 @@ def _rename_into_place(new: Path, target: Path, backup: Path) -> None:
     else:
         target.parent.mkdir(parents=True, exist_ok=True)
         os.rename(new, target)
+    sync_files(target.parent, backup.parent)
 
 
 def _make_parents(folder: Path) -> list[Path]:

@@ -28,8 +28,8 @@ from rate.rl.experiment import (CHECKPOINT_KIND, EvalConfig, RATEExperimentConfi
 from rate.rl.rollout import length_suffix, short_result
 from rate.distributed import Group, join_group
 from rate.rl.model import TOKENS_PER_STEP, RATEModel
-from rate.resume import (STATE_FILE, commit_checkpoint, read_training_state, remove_stale_temporaries, restore,
-                         save_training_state)
+from rate.resume import (STATE_FILE, commit_checkpoint, continue_at, read_training_state, remove_stale_temporaries,
+                         restore, save_training_state)
 from rate.training import TrainingLoop, compiled, resolve_device, seed_batch, setup_process
 from rate.rl.windows import TrajectoryWindows
 
@@ -228,10 +228,7 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
     fingerprint = windows.fingerprint()
     step, seconds_before = (load_training_state(out, model, loop.opt, loop.sched, cfg, device, len(windows),
                                                 fingerprint, group.world) if resume else (0, 0.0))
-    if step > tc.steps:
-        raise ConfigError(f"{out} has trained {step} steps; train.steps {tc.steps} cannot resume it (a row would "
-                          "record fewer steps than the model has had)")
-    loop.start_at(step)
+    continue_at(loop, out, step)
     # Some parameters get no gradient in some configurations (the valve in official mode or with
     # bptt_depth 0, the last memory update of a window), which DDP must be told.
     net = compiled(group.wrap(model, device, find_unused=True), tc)
