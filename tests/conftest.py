@@ -3,6 +3,7 @@ forms of the Transformer-XL positional scores, the tiny T-Maze dataset, a policy
 
 import math
 import os
+import shutil
 
 # `make test` runs two workers (pytest-xdist); a trainer that a test starts as a subprocess uses
 # its config's 2 threads beside the other worker.  OpenMP threads that spin while they wait for
@@ -77,14 +78,24 @@ def scores_form(request, monkeypatch):
     assert (calls[0] > 0) == (request.param == "factored")  # the form under test really ran
 
 
-@pytest.fixture
-def tmaze_data(tmp_path, monkeypatch):
-    """The tiny T-Maze dataset of tests/tiny_tmaze.py (horizon 12, 200 oracle episodes) in a
-    temporary Minari root."""
+@pytest.fixture(scope="session")
+def tmaze_data_root(tmp_path_factory):
+    """A Minari root holding the tiny T-Maze dataset, generated once per test process."""
     from rate_envs.tmaze_data import generate_tmaze_dataset
 
+    root = tmp_path_factory.mktemp("tmaze_minari")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(root))
+        generate_tmaze_dataset(horizon=12, episodes=200, seed=0)
+    return root
+
+
+@pytest.fixture
+def tmaze_data(tmp_path, monkeypatch, tmaze_data_root):
+    """The tiny T-Maze dataset of tests/tiny_tmaze.py (horizon 12, 200 oracle episodes) in a
+    temporary Minari root of this test's own (a copy: a test may damage it)."""
+    shutil.copytree(tmaze_data_root, tmp_path / "minari")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
-    generate_tmaze_dataset(horizon=12, episodes=200, seed=0)
 
 
 def _play(policy, steps: int = 20, batch: int = 3, seed: int = 0):

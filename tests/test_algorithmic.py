@@ -70,6 +70,7 @@ def sqeq_equations(z: torch.Tensor) -> set[str]:
     return {decode_sqeq(row[1:]) for row in z}
 
 
+@pytest.mark.slow
 def test_sqeq_test_equations_are_never_trained_on():
     """The 1,900 distinct equations would all be seen by one training run; the test split's must not."""
     task = TaskConfig(name="sqeq")
@@ -102,6 +103,7 @@ def test_sqeq_split_by_roots_holds_out_whole_root_pairs():
     assert len(answers(tested)) == 19 and not answers(tested) & answers(trained)
 
 
+@pytest.mark.slow
 def test_sqeq_checks_its_slots_and_split():
     # max_root 99, max_coef 10: "D=88^2-4*(-1089)=12100=110^2" has 28 characters.
     assert sqeq_line_width(99, 10) >= 28
@@ -167,6 +169,7 @@ def test_demo_reports_a_missing_config_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.slow
 def test_a_run_that_fails_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch, capsys):
     # A run that fails before its first checkpoint (here its first evaluation, after the training
     # logged to tb/) leaves no half run that the same command would then refuse as "already holds

@@ -190,12 +190,23 @@ def test_episodes_shorter_than_a_segment_are_padded_not_refused(tmp_path):
     assert metrics["steps"] == 2
 
 
-@pytest.fixture
-def finished_run(tmp_path):
-    """A run folder with a complete checkpoint and training state at step 2, and its config file."""
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tmaze_data_root):
+    """A run trained once for the module: 2 steps with a checkpoint and training state."""
     cfg = tiny(**{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1, "eval.lengths": [12]})
+    out = tmp_path_factory.mktemp("trained") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MINARI_DATASETS_PATH", str(tmaze_data_root))
+        train(cfg, out, progress=False)
+    return out
+
+
+@pytest.fixture
+def finished_run(tmp_path, trained_run):
+    """A run folder with a complete checkpoint and training state at step 2 (a copy of
+    ``trained_run``: a test may damage it), and its config file."""
     out = tmp_path / "run"
-    train(cfg, out, progress=False)
+    shutil.copytree(trained_run, out)
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(tiny_data()))
     return config, out
@@ -262,6 +273,7 @@ def test_resume_may_extend_training_and_reports_the_whole_time(tmp_path, capsys,
     assert again["success_T12"] == row["success_T12"] and float(again["train_seconds"]) >= round(trained, 1)
 
 
+@pytest.mark.slow
 def test_a_run_folder_in_use_by_another_trainer_is_refused(capsys, finished_run):
     config, out = finished_run
     before = digest(config, out)
@@ -377,6 +389,7 @@ def test_resume_refuses_random_windows_saved_before_they_were_one_per_step(tmp_p
     assert "older version of the library" in resume_fails(config, out, capsys, code=3)
 
 
+@pytest.mark.slow
 def test_resume_with_a_missing_weights_file_or_description(capsys, finished_run):
     """The training state holds the weights: a run whose model.safetensors is gone (a kill
     between a checkpoint's renames leaves it from another save) continues from its state and
@@ -484,6 +497,7 @@ def test_overwrite_replaces_the_run_only_once_the_new_one_has_a_checkpoint(capsy
     assert sorted(p.name for p in out.parent.iterdir() if p.name.startswith(".")) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("failure", ["diverges", "full disk at the first checkpoint"])
 def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(capsys, tmp_path, monkeypatch, failure):
     # What it wrote (TensorBoard events, a checkpoint cut short) would make the folder look like a

@@ -1,6 +1,7 @@
 """The official training step's re-creation (eval/bench/official_recreation.py), the speed
 reference of eval.bench.official_training: its positional shift, its truncation, and the bench."""
 
+import pytest
 import torch
 
 from eval.bench.official_recreation import (
@@ -41,6 +42,7 @@ def test_official_batch_detaches_the_memory_and_steps_once_per_segment():
     assert memories[1].shape == memories[0].shape and not torch.equal(memories[1], memories[0])  # carried on
 
 
+@pytest.mark.slow
 def test_each_row_of_the_official_training_bench_trains(monkeypatch):
     """The bench's rows (the re-creation and the project's modes, in fp32 and bf16) each run real
     batches at the run script's model size (batch 2 here): finite timings, parameter counts, peak memory."""

@@ -62,6 +62,7 @@ def test_missing_and_corrupt_files(tmp_path):
         read_checkpoint(tmp_path / "ck", CHECKPOINT_KIND)
 
 
+@pytest.mark.slow
 def test_eval_cli_reports_a_bad_checkpoint_without_traceback(tmp_path):
     cfg = small()
     save_checkpoint(tmp_path / "ck", build_model(cfg), "rate", to_dict(cfg))
@@ -181,6 +182,7 @@ def earlier_and_new_run(tmp_path: Path):
     return run, folder
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("killed_at", [1, 2, 4, 6])  # renames 1-3 empty the folder, 4-6 fill it
 def test_a_replacement_killed_mid_swap_is_finished_when_the_folder_is_next_locked(tmp_path, killed_at):
     """SIGKILL inside RunFolder.commit (no exception handler runs) leaves a mix of both runs; the

@@ -78,6 +78,7 @@ def test_missing_and_invalid_yaml(tmp_path):
         load_yaml(AlgorithmicConfig, bad)
 
 
+@pytest.mark.slow
 def test_cli_exits_nonzero_with_one_line_error(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"model": {"n_layres": 2}}))

@@ -115,6 +115,7 @@ def test_missing_keys_truncated_and_missing_files(tmp_path):
         read_d4rl(tmp_path / "none.hdf5")
 
 
+@pytest.mark.slow
 def test_cli_exit_code_and_input_untouched(tmp_path):
     bad = tmp_path / "t.hdf5"
     bad.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 50)
@@ -156,6 +157,7 @@ def test_fitting_arrays_import_with_the_environment(tmp_path):
     assert ds.spec.env_spec.id == "CartPole-v1" and ds.total_steps == 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, pattern", [([""], "malformed dataset id"), (["test/x/y-v0", "--env", "NoSuch-v0"], "NoSuch")])
 def test_cli_bad_id_or_env_is_one_line_and_the_root_is_kept(tmp_path, args, pattern):
     import_d4rl(write_d4rl(tmp_path / "d.hdf5"), "keep/a-v0")
@@ -198,6 +200,7 @@ def test_images_keep_their_exact_values_and_any_channel_count(tmp_path):
         np.testing.assert_array_equal(first.observations[:4], obs[:4])
 
 
+@pytest.mark.slow
 def test_older_files_without_timeouts_and_one_dimensional_actions(tmp_path):
     path = write_d4rl(tmp_path / "old.hdf5", actions=np.linspace(-1, 1, 10).astype(np.float32))
     with h5py.File(path, "a") as f:

@@ -149,6 +149,7 @@ def test_dict_observations_are_flattened_and_success_is_read(datasets, tmp_path)
     assert result["success"] is not None  # info["is_success"]
 
 
+@pytest.mark.slow
 def test_a_dict_task_is_learned_through_memory(datasets, tmp_path):
     """The cue is gone after step 0 and decides the action at step 5: three segments of 2 steps
     need the memory to carry it.  Trained on 40 episodes with 10 % noise."""

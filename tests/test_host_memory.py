@@ -41,6 +41,7 @@ def run(setting: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt is glibc's (Linux)")
 def test_a_freed_block_is_reused_without_page_faults_when_kept():
     off = run("off")
@@ -53,6 +54,7 @@ def test_a_freed_block_is_reused_without_page_faults_when_kept():
     assert on["faults"] < on["pages"] // 20, (on, off)
 
 
+@pytest.mark.slow
 def test_the_allocator_bench_prints_its_table(capsys):
     from eval.bench.host_memory import main
 

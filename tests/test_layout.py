@@ -41,6 +41,7 @@ def test_no_library_module_names_an_application_package():
     assert not found
 
 
+@pytest.mark.slow
 def test_every_library_module_imports_with_the_application_packages_blocked(tmp_path):
     """Dynamic: import every module of rate/ in a fresh process, outside the repository, with the
     application packages made unimportable."""
@@ -137,6 +138,7 @@ def test_shipped_configs_and_sweeps_resolve_to_the_same_runs_as_before_the_layou
         assert [r for r in sweep["runs"] if sweep["runs"][r] != want["runs"][r]] == [], name
 
 
+@pytest.mark.slow
 def test_importing_the_package_does_not_import_torch(tmp_path):
     """Dataset generators and report pages import rate.config and rate.data.minari_writer; the
     API names of ``rate`` load on first use, so those imports stay free of torch."""

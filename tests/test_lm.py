@@ -75,6 +75,7 @@ def test_corrupt_or_missing_archive_is_one_clear_error(tmp_path, fake_archive, m
     assert not (tmp_path / "data" / "train.bin").exists()
 
 
+@pytest.mark.slow
 def test_prepare_cli_reports_a_corrupt_archive(tmp_path):
     import subprocess
     import sys

@@ -63,6 +63,7 @@ def test_bad_arguments_are_refused_before_anything_renders():
         MemoryMazeEnv(episode_length=0)
 
 
+@pytest.mark.slow
 def test_the_agent_sees_only_the_image_and_the_target_colour(renders):
     env = gym.make("rate/MemoryMaze-9x9-v0", episode_length=3)
     assert env.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
@@ -85,6 +86,7 @@ def test_the_agent_sees_only_the_image_and_the_target_colour(renders):
     env.close()
 
 
+@pytest.mark.slow
 def test_a_reset_failure_is_called_a_rendering_problem_only_when_nothing_renders(renders, monkeypatch):
     import rate_envs.memory_maze as module
 

@@ -128,6 +128,7 @@ def test_a_size_mixture_draws_each_episode_from_one_of_the_sizes():
         generate_minigrid_dataset(size=[9, 9], episodes=2, seed=0)
 
 
+@pytest.mark.slow
 def test_tiny_rate_learns_to_walk_to_the_split_and_end_the_episode(tmp_path):
     """RATE trained on 9 x 9 grids (one-hot 3 x 3 view) learns the walk: room, hallway, split, and
     a step next to an object, ending the episode long before the time limit.

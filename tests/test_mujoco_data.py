@@ -23,6 +23,7 @@ def tiny_dataset(dataset_id="test/mujoco/cheetah-v0", **kwargs):
     return generate_mujoco_dataset(**{**args, **kwargs})
 
 
+@pytest.mark.slow
 def test_ars_improves_the_return_on_short_episodes():
     result = train_ars(ENV, ARSConfig(iterations=10), np.random.default_rng(0), episode_steps=100,
                        snapshots=5, progress=False)
@@ -141,6 +142,7 @@ def test_cli_builds_a_tiny_dataset_and_refuses_bad_arguments(capsys):
     assert "already exists" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_tiny_rate_imitates_the_ars_policy_with_continuous_actions(tmp_path):
     """RATE with continuous actions (MSE, tanh head), normalised observations and scaled returns on
     a small HalfCheetah dataset of 100-step episodes: its rollouts close most of the gap between a

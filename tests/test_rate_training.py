@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("tmaze_data")
 
 
+@pytest.mark.slow
 def test_tiny_tmaze_is_learned_and_generalises_beyond_the_horizon(tmp_path):
     model, metrics = train(tiny(), tmp_path / "run", progress=False)
     assert metrics["eval"][12]["success"] >= 0.95, metrics
@@ -64,6 +65,7 @@ def test_dataset_that_does_not_match_the_config_is_refused(tmp_path):
         train(tiny(**{"model.act_dim": 6}), tmp_path / "x", progress=False)
 
 
+@pytest.mark.slow
 def test_cli_missing_dataset_is_one_line_error(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({**TINY, "dataset_id": "rate/tmaze/nothing-v0"}))
@@ -89,6 +91,7 @@ def test_nan_in_the_dataset_is_refused(tmp_path):
         train(tiny(dataset_id="rate/tmaze/nan-v0"), tmp_path / "x", progress=False)
 
 
+@pytest.mark.slow
 def test_bc_gru_learns_the_tiny_tmaze_and_bc_mlp_cannot_remember(tmp_path):
     _, gru = train(tiny(**{"model.kind": "bc_gru"}), tmp_path / "gru", progress=False)
     _, mlp = train(tiny(**{"model.kind": "bc_mlp"}), tmp_path / "mlp", progress=False)

@@ -27,6 +27,7 @@ def tiny_sweep(tmp_path: Path, steps: int, seeds=(0,), segments=(1, 2), threads:
     return sweep_file, csv
 
 
+@pytest.mark.slow
 def test_nested_run_folders_are_refused_and_rows_written_meanwhile_are_skipped(tmp_path, monkeypatch, capsys):
     nested = Sweep(csv=str(tmp_path / "r.csv"), out_root=str(tmp_path), seeds=[0],
                    runs=[ListedRun(name="a", config="c.yaml"), ListedRun(name="a/seed0", config="c.yaml")])
@@ -48,6 +49,7 @@ def test_nested_run_folders_are_refused_and_rows_written_meanwhile_are_skipped(t
     assert sorted(r["run"] for r in read_rows(csv)) == ["reverse/tiny/seg1/seed0", "reverse/tiny/seg2/seed0"]
 
 
+@pytest.mark.slow
 def test_finished_runs_are_skipped_and_rows_accumulate(tmp_path, capsys):
     sweep_file, csv = tiny_sweep(tmp_path, steps=3)
     append_row(csv, {"run": "reverse/tiny/seg1/seed0", "gen_token_acc": 0.5})  # pretend it is done
@@ -167,6 +169,7 @@ def test_a_csv_of_another_kind_is_one_error_line(tmp_path, capsys):
     assert csv.read_text() == "name,score\na,1\n"
 
 
+@pytest.mark.slow
 def test_a_dry_run_piped_into_a_reader_that_stops_early_exits_quietly(tmp_path):
     """`--dry-run | head`: the reader closes the pipe after its lines; no BrokenPipeError traceback."""
     sweep_file = tmp_path / "s.yaml"
@@ -244,6 +247,7 @@ def test_a_rate_run_left_in_flight_resumes_and_a_changed_one_starts_over(tmp_pat
     assert [r["run"] for r in read_rows(sweep.csv)] == ["a/seed0"] and read_rows(sweep.csv)[0]["train.steps"] == "20"
 
 
+@pytest.mark.slow
 def test_a_run_whose_data_changed_under_its_folder_starts_over(tmp_path, tmaze_data, capsys):
     """The folder holds a run of the same config, but its training state says other episodes (a
     dataset regenerated in place): the trainer refuses the resume (exit 3) and the sweep, instead
@@ -355,6 +359,7 @@ def test_ctrl_c_while_the_configs_are_checked_is_one_line(tmp_path, monkeypatch,
     assert capsys.readouterr().err == "stopped before any run started\n"
 
 
+@pytest.mark.slow
 def test_an_algorithmic_run_left_in_flight_is_resumed(tmp_path, monkeypatch):
     """Every trainer resumes: a tiny reverse run stopped after its checkpoint at step 2 of 4 is
     continued by the next sweep (``--resume``), which records its row once."""

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import yaml
 
 from train.tmaze_quick import main
@@ -42,6 +43,7 @@ def test_main_job_refuses_an_unknown_config_key(tmp_path, capsys):
     assert not (tmp_path / "q.md").exists()
 
 
+@pytest.mark.slow
 def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypatch):
     """An evaluation environment that does not exist, a dataset that does not fit the model, a run
     folder that another trainer holds: one error line and exit 2, no traceback, no report."""

@@ -47,6 +47,7 @@ def _play(seed, actions, **kwargs):
     return np.stack(frames), rewards, colour, info
 
 
+@pytest.mark.slow
 def test_spaces_and_determinism_under_a_seed():
     actions = [2, 2, 3, 2, 4, 0, 2, 1, 2, 2] * 3
     frames, rewards, colour, info = _play(5, actions, episode_length=40)
@@ -78,6 +79,7 @@ def test_the_agent_sees_frames_only_and_the_pillar_vanishes_on_time(tmp_path, mo
     assert list(tmp_path.iterdir()) == []  # the engine's ini and folders stay out of the working directory
 
 
+@pytest.mark.slow
 def test_the_oracle_survives_on_good_objects_and_random_actions_die():
     env = gym.make("rate/ViZDoomTwoColors-v0", episode_length=250)
     oracle, rng = ObjectOracle(), np.random.default_rng(0)
@@ -138,6 +140,7 @@ def test_minari_round_trip_recovers_the_environment_and_replays_the_episode():
 
 
 
+@pytest.mark.slow
 def test_oracle_score_plays_the_evaluation_seeds_and_the_guessing_walker_does_worse():
     from rate_envs.oracle_score import score_oracle
 
@@ -179,6 +182,7 @@ def test_twenty_objects_of_each_colour_full_health_and_balanced_colours():
     assert colours == ["red", "green", "red", "green"]
 
 
+@pytest.mark.slow
 def test_a_generator_stopped_part_way_resumes_into_the_same_dataset(monkeypatch):
     import rate_envs.recording as recording
     from rate_envs.vizdoom_data import generate_vizdoom_dataset
@@ -251,6 +255,7 @@ def test_tiny_rate_learns_to_collect_objects(tmp_path):
     assert trained >= untrained + 0.5, (trained, untrained)
 
 
+@pytest.mark.slow
 def test_the_cue_probe_reads_colours_from_the_episodes_seeds_and_refuses_a_foreign_dataset(tmp_path, capsys):
     import json
 
