@@ -142,7 +142,7 @@ class _EagerBackend:
             reward = None
         kwargs = {"new_episode": done} if self.streaming else {}
         action = self.policy.act(obs, reward, **kwargs)
-        return action, self.policy.last_output.detach().cpu().numpy()
+        return action, self.policy.last_output.detach().cpu().numpy().copy()  # (its own, as the action)
 
 
 class _ArtifactBackend:
@@ -368,7 +368,8 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     from rate.rl.experiment import check_envs, check_renders, rollout_lengths
     from rate.rl.model import RATEConfig
 
-    policy = policy if isinstance(policy, Policy) else load_policy(policy)
+    # (a path: its sampling draws from ``seed`` too, as rate-eval's --seed; a Policy keeps its own)
+    policy = policy if isinstance(policy, Policy) else load_policy(policy, seed=seed)
     defaults = evaluation_defaults(policy, env_id)
     episodes = defaults["episodes"] if episodes is None else episodes
     lengths = defaults["lengths"] if lengths is None else lengths

@@ -54,6 +54,15 @@ class ResumeRefused(CheckpointError):
 RESUME_REFUSED_EXIT = 3
 
 
+class RunFolderHeld(CheckpointError):
+    """A run folder that another process holds (:func:`exclusive_run_dir`): its trainer is still
+    running.  The trainers exit with :data:`RUN_FOLDER_HELD_EXIT` for it, so a sweep skips the run
+    (another sweep trains it) instead of failing."""
+
+
+RUN_FOLDER_HELD_EXIT = 4
+
+
 def save_checkpoint(
     directory: str | Path, model: nn.Module, kind: str, config: dict[str, Any], extra: dict[str, Any] | None = None
 ) -> Path:
@@ -183,7 +192,7 @@ _HELD: set[Path] = set()  # run folders this process holds (exclusive_run_dir ne
 def exclusive_run_dir(out: str | Path) -> Iterator[None]:
     """Hold an exclusive lock on a run folder while a trainer writes it (its checkpoints and, at
     the end, its CSV row).  A second trainer of the same folder, e.g. a sweep restarted while
-    the previous one's trainer still runs, fails at once with CheckpointError instead of both
+    the previous one's trainer still runs, fails at once with RunFolderHeld instead of both
     writing the folder and the row.  Under torchrun only rank 0 (which writes) takes the lock.
     Nested holds of one folder in one process (a command line around :func:`rate.train`) are
     one hold."""
@@ -201,8 +210,8 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the descriptor is closed
         except BlockingIOError:
             os.close(fd)
-            raise CheckpointError(f"{out} is being written by another trainer (still running?); wait for it "
-                                  "or choose another --out") from None
+            raise RunFolderHeld(f"{out} is being written by another trainer (still running?); wait for it "
+                                "or choose another --out") from None
         # The holder before us may have removed the empty folder it made (below) between our
         # open and our lock: that lock is on a deleted folder, so take the new one's.
         try:

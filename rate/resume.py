@@ -20,17 +20,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from rate.checkpoint import CONFIG, WEIGHTS, ResumeRefused, RunFolder, load_weights, read_description, save_checkpoint
+from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights, read_description, save_checkpoint
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.training import TrainConfig, TrainingLoop, lr_factor
 
 STATE_FILE = "training_state.pt"
 
-# What a resumed run may change: how long it trains, how often and how it is evaluated, where it
-# runs.  Everything else (model, data, optimiser, seed) must be the run's own, or the resumed
-# run is a mix of two experiments that no config describes.
+# What a resumed run may change: how long it trains, how often and how it is evaluated (the RL
+# evaluation section; the algorithmic tasks' and the language model's evaluation sizes), where it
+# runs and where it logs.  Everything else (model, data, optimiser, seed) must be the run's own,
+# or the resumed run is a mix of two experiments that no config describes.
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "train.compile",
-                     "train.keep_freed_memory", "eval.", "snapshot_every", "checkpoint_every")
+                     "train.keep_freed_memory", "train.logger", "eval.", "eval_samples", "eval_batch_size",
+                     "valid_segments", "snapshot_every", "checkpoint_every")
 
 _REQUIRED = ("step", "model", "optimizer", "scheduler", "rng_torch", "rng_numpy", "rng_python")
 
@@ -123,6 +125,11 @@ def read_training_state(out: Path, kind: str, cfg: Any) -> dict:
         raise ResumeRefused(f"{out}: no {STATE_FILE} to resume from")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
+    except (OSError, MemoryError) as err:
+        # The file could not be read now (I/O error, permissions, memory), which says nothing of
+        # its content: not ResumeRefused, on which a sweep would start the run over and lose it.
+        raise CheckpointError(f"{path}: cannot read the training state now ({type(err).__name__}: {err}); the "
+                              "run is left as it is") from err
     except Exception as err:  # a truncated or foreign file: torch raises several types
         raise ResumeRefused(f"{path}: unreadable training state: {err}") from err
     missing = [k for k in _REQUIRED if not isinstance(state, dict) or k not in state]
@@ -168,9 +175,11 @@ def commit_checkpoint(folder: RunFolder, loop: TrainingLoop) -> None:
 
 
 def remove_stale_temporaries(out: Path) -> None:
-    """Delete temporary files that a killed run left behind (never a complete file)."""
+    """Delete the temporary files that a killed run left behind (never a complete file): those of
+    its checkpoints, in the run folder and the checkpoint folders inside it (``checkpoint_best``,
+    ``snapshots/step_N``).  The caller holds the folder (no other trainer writes it)."""
     for name in (WEIGHTS, CONFIG, STATE_FILE):
-        for tmp in out.glob(f".{name}.*.tmp"):
+        for tmp in out.rglob(f".{name}.*.tmp"):
             tmp.unlink(missing_ok=True)
 
 

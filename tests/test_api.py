@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import rate
+import rate.api
 from rate.checkpoint import CheckpointError, save_checkpoint
 from rate.config import ConfigError, to_dict
 from rate.core.rmt import RMTConfig
@@ -498,3 +499,49 @@ def test_rate_eval_refuses_lengths_below_3_as_configs_and_the_onnx_runner_do(tmp
 
     assert evaluate.main([str(checkpoint(tmp_path)), "--lengths", "2", "--no-progress"]) == 2
     assert "--lengths must be at least 3 each, got [2]" in capsys.readouterr().err
+
+
+def test_evaluate_draws_sampled_actions_from_its_seed_as_rate_eval_does(tmp_path, monkeypatch):
+    """rate.evaluate(PATH, seed=S) loads the policy with S for its draws, as `rate-eval PATH
+    --seed S` does (the run's eval.seed only when no seed is given)."""
+    seen = []
+    real = rate.api.load_policy
+
+    def recording(path, *args, seed=None, **kwargs):
+        seen.append(seed)
+        return real(path, *args, seed=seed, **kwargs)
+
+    monkeypatch.setattr("rate.api.load_policy", recording)
+    monkeypatch.setattr("rate.rl.experiment.rollout_lengths", lambda ev, *a, **k: {})
+    folder = checkpoint(tmp_path)
+    rate.evaluate(folder, seed=1000)
+    rate.evaluate(folder)
+    assert seen == [1000, None]
+
+
+def test_the_returned_actions_are_the_callers_to_change(tmp_path):
+    """Scaling or clipping the returned array in place changes neither the a_{t-1} the policy
+    decodes next nor its last_output (a CPU tensor's numpy view would share both)."""
+    obs = np.random.default_rng(0).normal(size=(3, 2, 4)).astype(np.float32)
+    for kind in ({}, {"act_kind": "continuous", "act_dim": 2}):
+        folder = checkpoint(tmp_path / str(len(kind)), **kind)
+        outputs = []
+        for change in (False, True):
+            policy = rate.load_policy(folder)
+            policy.reset(2)
+            action = policy.act(obs[0])
+            before = policy.last_output.copy()
+            if change:
+                action *= 3
+                assert np.array_equal(policy.last_output, before)
+            policy.act(obs[1], np.zeros(2))
+            outputs.append(policy.last_output)
+        np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_rate_eval_refuses_a_seed_beyond_numpys_in_one_line(tmp_path, capsys):
+    from rate.cli import evaluate
+
+    with pytest.raises(SystemExit) as exit_:
+        evaluate.main([str(tmp_path), "--seed", str(2**64)])
+    assert exit_.value.code == 2 and "--seed: must be at most 4294967295" in capsys.readouterr().err

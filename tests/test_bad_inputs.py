@@ -268,9 +268,66 @@ def test_resume_may_extend_training_and_reports_the_whole_time(tmp_path, capsys,
     # first row's, which also counts the moments after that checkpoint).
     trained = torch.load(out / STATE_FILE, weights_only=False)["train_seconds"]
     assert trained > 0
-    assert main([*args, "--csv", str(csv)]) == 0
-    again = read_rows(csv)[1]
+    killed_before_its_row = tmp_path / "again.csv"
+    assert main([*args, "--csv", str(killed_before_its_row)]) == 0
+    (again,) = read_rows(killed_before_its_row)
     assert again["success_T12"] == row["success_T12"] and float(again["train_seconds"]) >= round(trained, 1)
+    # Into the CSV that has its row: one row per run (a sweep's second trainer of a run that
+    # another sweep finished meanwhile stops here too).
+    before = digest(out, csv)
+    assert main([*args, "--csv", str(csv)]) == 2
+    err = capsys.readouterr().err
+    assert f"{csv} already has a row for run run; record this one under another --run-name" in err
+    assert err.count("\n") == 1 and digest(out, csv) == before
+
+
+def test_a_resume_removes_the_temporaries_a_killed_save_left_in_the_checkpoint_folders(capsys, finished_run):
+    """A kill inside a save leaves a temporary beside the file it would have replaced, in the run
+    folder or a checkpoint folder inside it; the next trainer of the folder removes them, and
+    nothing else."""
+    config, out = finished_run
+    left = [out / ".training_state.pt.k1.tmp", out / "checkpoint_best" / ".model.safetensors.k2.tmp",
+            out / "snapshots" / "step_2" / ".config.json.k3.tmp"]
+    for tmp in left:
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(b"partial")
+    kept = out / "snapshots" / "notes.tmp"
+    kept.write_text("the user's")
+    assert main([str(config), "train.steps=3", "train.eval_every=3", "eval.episodes=1", "eval.lengths=[12]",
+                 "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert not any(tmp.exists() for tmp in left) and kept.read_text() == "the user's"
+
+
+def test_a_training_state_that_cannot_be_read_now_leaves_the_run_alone(capsys, finished_run, monkeypatch):
+    """An I/O or permission error while the state is read says nothing of the file: bad input
+    (exit 2), not a run that cannot continue (exit 3, on which a sweep would start it over and
+    delete it)."""
+    config, out = finished_run
+
+    def failing_read(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr("rate.resume.torch.load", failing_read)
+    err = resume_fails(config, out, capsys, code=2)
+    assert "cannot read the training state now (OSError: [Errno 5] Input/output error); the run is left as it is" in err
+
+
+def test_a_resume_may_change_the_other_trainers_evaluation_sizes_and_the_logger():
+    """The algorithmic tasks' and the language model's evaluation sizes, and where a run logs,
+    change what is measured or where, not the run: resumable, as the RL evaluation section is."""
+    import dataclasses
+
+    from rate.config import to_dict
+    from rate.resume import config_changes
+    from train.experiments.algorithmic import AlgorithmicConfig
+    from train.experiments.lm import LMExperimentConfig
+
+    for cfg, evaluation in ((AlgorithmicConfig(), {"eval_samples": 64}),
+                            (LMExperimentConfig(), {"eval_batch_size": 4, "valid_segments": 0})):
+        now = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, logger="wandb"), **evaluation)
+        assert config_changes(to_dict(cfg), now) == []
+        other_seed = dataclasses.replace(now, train=dataclasses.replace(now.train, seed=cfg.train.seed + 1))
+        assert config_changes(to_dict(cfg), other_seed) == [f"train.seed: {cfg.train.seed} -> {cfg.train.seed + 1}"]
 
 
 @pytest.mark.slow
@@ -278,7 +335,8 @@ def test_a_run_folder_in_use_by_another_trainer_is_refused(capsys, finished_run)
     config, out = finished_run
     before = digest(config, out)
     with held_by_another_process(out):  # as a trainer still running would hold it
-        assert main([str(config), "--out", str(out), "--resume", "--no-progress"]) == 2
+        # (status 4, not the 2 of bad input: a sweep skips the run, which another sweep trains)
+        assert main([str(config), "--out", str(out), "--resume", "--no-progress"]) == 4
     err = capsys.readouterr().err
     assert "being written by another trainer" in err and "Traceback" not in err
     assert digest(config, out) == before

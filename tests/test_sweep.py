@@ -189,12 +189,83 @@ def test_a_csv_that_cannot_be_a_results_file_is_refused_before_any_run(tmp_path,
     assert main([str(sweep_file), "--dry-run"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {csv}: not a text file, not a results CSV") and err.count("\n") == 1, err
+    csv.write_bytes(b"run,score\n" + b"a" * 200_000 + b",1\n")  # text, but a field over the csv module's limit
+    assert main([str(sweep_file), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {csv}: not a readable CSV (") and err.count("\n") == 1, err
     csv.unlink()
     csv.mkdir()  # a folder where the CSV would go
     assert main([str(sweep_file)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(csv) in err and err.count("\n") == 1, err
     assert not (tmp_path / "runs").exists()  # refused before the first trainer started
+
+
+@pytest.mark.slow
+def test_a_run_another_process_holds_or_finished_meanwhile_is_skipped_not_failed(tmp_path, monkeypatch, capsys):
+    """Two sweeps over the same runs: a run whose folder the other's trainer holds (exit 4), and
+    one whose row the other wrote after this sweep launched its trainer (which then refuses a
+    second row), are skipped; this sweep trains the rest and exits 0."""
+    import train.sweep as sweep_module
+    from tests.tiny_tmaze import held_by_another_process
+
+    sweep_file, csv = tiny_sweep(tmp_path, steps=3, segments=(1, 2, 4))
+    real = sweep_module.trainer_command
+
+    def row_written_as_the_trainer_starts(sweep, run, fresh=False):
+        if run.name == "reverse/tiny/seg2/seed0":  # (after the sweep's own look at the CSV)
+            append_row(csv, {"run": run.name})
+        return real(sweep, run, fresh)
+
+    monkeypatch.setattr(sweep_module, "trainer_command", row_written_as_the_trainer_starts)
+    with held_by_another_process(tmp_path / "runs/reverse/tiny/seg1/seed0"):
+        assert main([str(sweep_file)]) == 0
+    out = capsys.readouterr().out
+    assert "reverse/tiny/seg1/seed0: its folder is held by another trainer (another sweep's?); skipped" in out
+    assert "reverse/tiny/seg2/seed0: its row was written meanwhile (another sweep); skipped" in out
+    assert sorted(r["run"] for r in read_rows(csv)) == ["reverse/tiny/seg2/seed0", "reverse/tiny/seg4/seed0"]
+
+
+def test_a_trainer_killed_by_a_signal_fails_the_sweep_with_the_shells_status(tmp_path, monkeypatch, capsys):
+    """The OOM killer's SIGKILL: the sweep exits 128 + 9 and says so (not the -9 of Popen)."""
+    from train import sweep
+
+    sweep_file, _ = tiny_sweep(tmp_path, steps=3, segments=(1,))
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(sweep.subprocess, "Popen", lambda cmd, **kwargs: real_popen(
+        [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], **kwargs))
+    assert main([str(sweep_file)]) == 128 + signal.SIGKILL
+    assert "error: run reverse/tiny/seg1/seed0 was killed by signal 9 (Killed)" in capsys.readouterr().err
+
+
+def test_a_run_folder_that_cannot_be_read_now_is_not_replaced(tmp_path, monkeypatch):
+    """A sweep that cannot read a run's description (an I/O error) stops; it neither resumes nor
+    starts over (--overwrite would delete the run).  A description this library did not write
+    (its train section not a mapping) is not resumable: started over, without a traceback."""
+    import json
+
+    import train.sweep as sweep_module
+    from rate.resume import STATE_FILE
+
+    sweep_file, _ = tiny_sweep(tmp_path, steps=3, segments=(1,))
+    sweep = sweep_module.load_yaml(Sweep, sweep_file)
+    (run,) = expand(sweep)
+    out = tmp_path / "runs" / run.name
+    out.mkdir(parents=True)
+    (out / STATE_FILE).write_bytes(b"state")
+    from rate.checkpoint import FORMAT_VERSION
+    from train.experiments.algorithmic import CHECKPOINT_KIND
+
+    (out / "config.json").write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": CHECKPOINT_KIND,
+                                                 "config": {"train": 3}, "extra": {}}))
+    assert trainer_command(sweep, run)[-2] == "--overwrite"
+
+    def failing(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(sweep_module, "read_description", failing)
+    with pytest.raises(OSError):
+        trainer_command(sweep, run)
 
 
 def test_a_sweep_that_fails_itself_leaves_no_trainer_running(tmp_path, monkeypatch, capsys):

@@ -62,7 +62,7 @@ def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypa
         assert err.startswith("error: ") and message in err and "Traceback" not in err
     held = tmp_path / "held"
     with held_by_another_process(held):
-        assert main([*args, "--out", str(held)]) == 2
+        assert main([*args, "--out", str(held)]) == 4  # (RUN_FOLDER_HELD_EXIT)
     assert "being written by another trainer" in capsys.readouterr().err
     assert not report.exists() and not held.exists()  # the refused run wrote nothing; the holder tidied up
     with pytest.raises(SystemExit):

@@ -148,6 +148,11 @@ def test_make_eval_envs_takes_the_vector_tmaze_unless_wrappers_are_asked():
     assert callable(factory) and not isinstance(factory, gym.vector.VectorEnv)
     with pytest.raises(ValueError, match="cannot play 5 episodes"):
         rollout(envs, None, 5, seed=0)
+    assert envs.closed  # (refused, the environments handed over are closed as after a rollout)
+    # Only the project's own vector environments (seeded seed + i as single ones): Gymnasium's
+    # CartPoleVectorEnv draws every start from one generator, so single CartPoles are played.
+    cartpole = make_eval_envs(EvalConfig(env_id="CartPole-v1", length_kwarg="max_episode_steps"), 4, length=20)
+    assert callable(cartpole) and not isinstance(cartpole, gym.vector.VectorEnv)
     with pytest.raises(ValueError, match="at least one episode"):
         rollout(factory, None, 0, seed=0)
     # A keyword only single T-Mazes take (gym.make's time limit): single ones, which play it.

@@ -11,7 +11,8 @@ it finishes.  Runs whose name is already in the CSV are skipped, so a sweep kill
 continues with the next session; a run that a stopped sweep left in flight resumes from its
 last checkpoint (``--resume``: the trainers checkpoint at every evaluation, RATE's also every
 ``checkpoint_every`` steps) when its folder holds one of the same config, and starts over
-otherwise.  ``--set`` adds overrides to every run (they are recorded in
+otherwise.  A run whose folder another trainer holds (another sweep's), or whose row another
+sweep wrote meanwhile, is skipped.  ``--set`` adds overrides to every run (they are recorded in
 each row's ``overrides``); ``--jobs N`` runs N trainers at once, for a machine with many cores or
 a GPU that one small run leaves idle (on a 2-core CPU, keep the default of 1: parallel runs slow
 each other down).
@@ -31,7 +32,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rate.checkpoint import RESUME_REFUSED_EXIT, CheckpointError, read_description
+from rate.checkpoint import RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError, read_description
 from rate.cli.records import check_results_csv, read_rows
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
@@ -126,14 +127,16 @@ def _resumable(out: Path, run: Run, trainer: str) -> bool:
     try:
         meta = read_description(out, CHECKPOINT_KINDS[trainer])  # (as --resume: the weights come from the training state)
         cfg = load_yaml(TRAINERS[trainer], run.config, run.overrides)
-    except (CheckpointError, ConfigError, OSError):
+    except (CheckpointError, ConfigError):  # (not OSError: a folder that cannot be read now is not replaced)
         return False
     # Stricter than --resume, which may lengthen a run: a run left in flight has its own
     # train.steps and eval_every (the learning-rate schedule follows train.steps), so a folder
     # trained under others is an earlier experiment, not this run.
-    saved = meta["config"].get("train", {})
+    saved, extra = meta["config"].get("train"), meta.get("extra")
+    if not isinstance(saved, dict) or not isinstance(extra, dict):  # (a description this library did not write)
+        return False
     same_schedule = saved.get("steps") == cfg.train.steps and saved.get("eval_every") == cfg.train.eval_every
-    return same_schedule and not config_changes(meta["config"], cfg) and int(meta["extra"].get("step", 0)) <= cfg.train.steps
+    return same_schedule and not config_changes(meta["config"], cfg) and int(extra.get("step", 0)) <= cfg.train.steps
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,12 +264,23 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                     stopped.append(run.name)
                     continue
                 bar.update(1)
+                if proc.returncode == RUN_FOLDER_HELD_EXIT:
+                    tqdm.write(f"{run.name}: its folder is held by another trainer (another sweep's?); skipped")
+                    continue
+                if proc.returncode and run.name in {row["run"] for row in read_rows(sweep.csv)}:
+                    tqdm.write(f"{run.name}: its row was written meanwhile (another sweep); skipped")
+                    continue
                 tqdm.write(f"{run.name}: {out.strip().splitlines()[-1] if out.strip() else ''} "
                            f"({time.time() - start:.0f} s)")
                 if proc.returncode and not failure:
                     tqdm.write(err[-2000:])
-                    print(f"error: run {run.name} failed with exit code {proc.returncode}", file=sys.stderr)
-                    failure = proc.returncode
+                    if proc.returncode < 0:  # killed by a signal (the OOM killer's SIGKILL): the shell's 128 + N
+                        why = signal.strsignal(-proc.returncode) or "unknown"
+                        print(f"error: run {run.name} was killed by signal {-proc.returncode} ({why})", file=sys.stderr)
+                        failure = 128 - proc.returncode
+                    else:
+                        print(f"error: run {run.name} failed with exit code {proc.returncode}", file=sys.stderr)
+                        failure = proc.returncode
         if stop:
             _stop(running)
             names = ", ".join(stopped + [run.name for run, *_ in running]) or "none"

@@ -48,7 +48,7 @@ def plot_success(results: dict, path: Path, title: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rate.training import positive_int
+    from rate.training import nonnegative_int, positive_int
 
     parser = make_parser("rate-eval", __doc__)
     parser.add_argument("policy", type=Path, help="run folder, checkpoint folder, .pt2 or .onnx")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length-kwarg", metavar="NAME", help="the keyword --lengths sets (default: the run's "
                                                                 "eval.length_kwarg), e.g. max_episode_steps")
     parser.add_argument("--episodes", type=positive_int, help="episodes per length (default: the run's eval.episodes)")
-    parser.add_argument("--seed", type=int, help="environment i is reset with SEED + i, and --sample draws from SEED "
+    parser.add_argument("--seed", type=nonnegative_int, help="environment i is reset with SEED + i, and --sample draws from SEED "
                                                  "(default: the run's eval.seed)")
     parser.add_argument("--target-return", type=float, help="default: the run's eval.target_return")
     parser.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
@@ -84,8 +84,6 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_process(0, args.threads)
     try:
-        if args.seed is not None and args.seed < 0:
-            raise ValueError(f"--seed must be >= 0, got {args.seed}")
         if args.lengths and min(args.lengths) < 3:  # (as eval.lengths in a config, and rate-play-onnx)
             raise ValueError(f"--lengths must be at least 3 each, got {args.lengths}")
         changes = apply_overrides({}, args.env_kwarg)  # before the policy is loaded: a typo fails at once

@@ -60,6 +60,8 @@ def check_results_csv(path: str | Path) -> None:
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file, not a results CSV (a CSV of this project names its runs "
                           "in a 'run' column)") from None
+    except csv.Error as err:  # (e.g. a field over the csv module's size limit)
+        raise ConfigError(f"{path}: not a readable CSV ({err}), not a results CSV of this project") from None
     if "run" not in header or wide:
         why = "no 'run' column" if "run" not in header else "rows wider than its header"
         raise ConfigError(f"{path}: {why}, not a results CSV of this project; name a new file or one its trainers "

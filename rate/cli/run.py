@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rate.checkpoint import CheckpointError, check_run_dir, exclusive_run_dir
-from rate.cli.records import check_results_csv, record_run
+from rate.cli.records import check_results_csv, read_rows, record_run
 from rate.config import ConfigError, describe_config, load_yaml
 from rate.training import positive_int
 
@@ -30,13 +30,16 @@ def write_error_types() -> tuple[type[BaseException], ...]:
 
 
 def error_exit(err: BaseException) -> int:
-    """Print ``err`` as one ``error:`` line; the exit status of bad input (2), or of a run that
-    cannot be resumed (:data:`rate.checkpoint.RESUME_REFUSED_EXIT`, 3)."""
-    from rate.checkpoint import RESUME_REFUSED_EXIT, ResumeRefused
+    """Print ``err`` as one ``error:`` line; the exit status of bad input (2), of a run that
+    cannot be resumed (:data:`rate.checkpoint.RESUME_REFUSED_EXIT`, 3), or of a run folder that
+    another trainer holds (:data:`rate.checkpoint.RUN_FOLDER_HELD_EXIT`, 4)."""
+    from rate.checkpoint import RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, ResumeRefused, RunFolderHeld
 
     prefix = "file system: " if isinstance(err, write_error_types()) else ""
     print(f"error: {prefix}{err}", file=sys.stderr)
-    return RESUME_REFUSED_EXIT if isinstance(err, ResumeRefused) else 2
+    if isinstance(err, ResumeRefused):
+        return RESUME_REFUSED_EXIT
+    return RUN_FOLDER_HELD_EXIT if isinstance(err, RunFolderHeld) else 2
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -148,6 +151,11 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             if args.csv:
                 check_file_target(args.csv)  # before the training, not after it
                 check_results_csv(args.csv)
+                if any(r["run"] == name for r in read_rows(args.csv)):
+                    # One row per run: a second (a finished run resumed to train longer, or a run
+                    # another sweep finished while this trainer waited) would leave readers two.
+                    raise ConfigError(f"{args.csv} already has a row for run {name}; record this one under another "
+                                      "--run-name or in another --csv")
             metrics = train_run(cfg, out)
             if metrics is None:
                 return 0

@@ -88,4 +88,4 @@ class RecurrentBCPolicy(BatchedPolicy):
         else:
             out = self.model(obs[:, None], None, None, None)[0][:, -1]
         self.prev = self._choose(out)
-        return self.prev.cpu().numpy()
+        return self._as_array(self.prev)

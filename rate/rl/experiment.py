@@ -18,7 +18,7 @@ from rate.data.episodes import DatasetError, Episode, load_minari_episodes, vali
 from rate.rl.model import CHECKPOINT_KIND, RATEConfig, RATEModel
 from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
 from rate.rl.rollout import rollout, summarise
-from rate.training import TrainConfig
+from rate.training import SEED_LIMIT, TrainConfig
 
 
 @dataclass
@@ -57,8 +57,8 @@ class EvalConfig:
             raise ValueError(f"eval.ref_scores must be [min, max] with min != max (or empty), got {self.ref_scores}")
         if self.episodes < 0 or self.final_episodes < 0 or any(t < 3 for t in self.lengths + self.final_lengths):
             raise ValueError("eval.episodes must be >= 0 (0: no evaluation) and every length T >= 3")
-        if self.seed < 0:  # Gymnasium refuses negative seeds, at the first evaluation
-            raise ValueError(f"eval.seed must be >= 0, got {self.seed}")
+        if not 0 <= self.seed < SEED_LIMIT:  # Gymnasium refuses negative seeds, torch's generator huge ones
+            raise ValueError(f"eval.seed must be in [0, 2**32), got {self.seed}")
         if not np.isfinite(self.target_return):
             raise ValueError(f"eval.target_return must be finite, got {self.target_return}")
 
@@ -257,17 +257,26 @@ def check_renders(env_id: str) -> None:
         raise ValueError(f"{env_id} cannot record video: it renders {modes}, not rgb_array frames")
 
 
+# Whose native vector environments an evaluation steps: the project's own, which reset
+# environment i with seed + i as the single ones are (tested).  Others need not: Gymnasium's
+# CartPoleVectorEnv draws every environment's start from one generator, so it would play other
+# episodes than single CartPoles, a recorded video or the ONNX runner.
+OWN_VECTOR_ENVS = "rate_envs."
+
+
 def make_eval_envs(ev: EvalConfig, n: int, length: int | None = None):
     """``n`` evaluation environments at ``length`` for :func:`rate.rl.rollout.rollout`: the task's
-    native vector environment (``gym.make_vec``, e.g. the T-Maze's batched numpy one) where its id
-    registers one, takes every keyword and ``ev.wrappers`` is empty, else a factory of single ones
-    (:func:`make_eval_env`).  The two play the same episodes (same seeds, same observations)."""
+    native vector environment (``gym.make_vec``, e.g. the T-Maze's batched numpy one) where the
+    project registers one for its id (:data:`OWN_VECTOR_ENVS`), it takes every keyword and
+    ``ev.wrappers`` is empty, else a factory of single ones (:func:`make_eval_env`).  The two play
+    the same episodes (same seeds, same observations)."""
     try:
         spec = gym.spec(ev.env_id)
     except gym.error.Error:  # "module:id" before its module is imported: the single path imports it
         spec = None
     kwargs = eval_env_kwargs(ev, length)
-    if spec is not None and spec.vector_entry_point is not None and not ev.wrappers and _takes(spec, kwargs):
+    if (spec is not None and str(spec.vector_entry_point or "").startswith(OWN_VECTOR_ENVS) and not ev.wrappers
+            and _takes(spec, kwargs)):
         return gym.make_vec(ev.env_id, num_envs=n, **kwargs)
     return lambda: make_eval_env(ev, length)
 

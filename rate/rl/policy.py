@@ -78,6 +78,13 @@ class BatchedPolicy:
             return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1).to(out.device)
         return out.argmax(-1)
 
+    @staticmethod
+    def _as_array(action: torch.Tensor) -> np.ndarray:
+        """The chosen actions as a numpy array of their own: a caller that scales or clips it in
+        place must not change the a_{t-1} the policy reads at its next step (the numpy view of a
+        CPU tensor shares its memory)."""
+        return action.cpu().numpy().copy()
+
     def no_action(self, n: int) -> torch.Tensor:
         """Placeholder action (the padding id, or zeros) for a step whose action is not known."""
         if self.cfg.act_kind == "discrete":
@@ -119,7 +126,7 @@ class StreamingPolicy(BatchedPolicy):
         h, self.stream = self.step.decode(self.stream, self.step.step_tokens(self.rtg, obs), action_token, restart)
         action = self._choose(self.model.head(h))
         self.pending_action = action
-        return action.cpu().numpy()
+        return self._as_array(action)
 
 
 class WindowPolicy(BatchedPolicy):
@@ -151,7 +158,7 @@ class WindowPolicy(BatchedPolicy):
         out, _ = self.model.forward_tokens(torch.cat(self.steps, 1), valid)
         action = self._choose(out[:, -1])
         self.steps[-1] = torch.cat([rtg, o, enc.embed_actions(action[:, None])], 1)
-        return action.cpu().numpy()
+        return self._as_array(action)
 
 
 class SegmentRecomputePolicy(BatchedPolicy):
@@ -180,4 +187,4 @@ class SegmentRecomputePolicy(BatchedPolicy):
         out, _ = self._segment(self.actions + [self.no_action(obs.shape[0])])
         action = self._choose(out[:, -1])
         self.actions.append(action)
-        return action.cpu().numpy()
+        return self._as_array(action)

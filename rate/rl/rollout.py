@@ -34,14 +34,17 @@ def rollout(
     the episode's last info holds ``success`` or ``is_success``, else NaN (the environment does
     not say).
     """
-    if n_episodes < 1:
-        raise ValueError(f"a rollout plays at least one episode, got n_episodes={n_episodes}")
-    if isinstance(envs, gym.vector.VectorEnv):
-        if envs.num_envs != n_episodes:
+    vector = isinstance(envs, gym.vector.VectorEnv)
+    try:
+        if n_episodes < 1:
+            raise ValueError(f"a rollout plays at least one episode, got n_episodes={n_episodes}")
+        if vector and envs.num_envs != n_episodes:
             raise ValueError(f"a vector environment of {envs.num_envs} environments cannot play {n_episodes} episodes")
-        stepper = _VectorSteps(envs)
-    else:
-        stepper = _SingleSteps([])
+        stepper = _VectorSteps(envs) if vector else _SingleSteps([])
+    except ValueError:
+        if vector:  # (refused or played, the environments handed over are closed)
+            envs.close()
+        raise
     returns = np.zeros(n_episodes)
     lengths = np.zeros(n_episodes, dtype=np.int64)
     success = np.full(n_episodes, np.nan)
