@@ -33,6 +33,9 @@ STATE_FILE = "training_state.pt"
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "train.compile",
                      "train.keep_freed_memory", "train.logger", "eval.", "eval_samples", "eval_batch_size",
                      "valid_segments", "snapshot_every", "checkpoint_every")
+# ... but for the evaluation setting that also shapes the training data: the wrappers (the
+# episodes' observations are flattened, their actions rescaled, as the environment's are).
+NOT_RESUMABLE = ("eval.wrappers",)
 
 _REQUIRED = ("step", "model", "optimizer", "scheduler", "rng_torch", "rng_numpy", "rng_python")
 
@@ -81,14 +84,14 @@ def defaults_like(cfg: Any) -> Any:
 
 def config_changes(saved: dict, cfg: Any) -> list[str]:
     """``key: saved -> now`` for each config value a resume must not change (all but
-    :data:`RESUMABLE_CHANGES`).  A field added to the schema since the run was saved counts as its
+    :data:`RESUMABLE_CHANGES`, :data:`NOT_RESUMABLE` included).  A field added to the schema since the run was saved counts as its
     default there (the behaviour the run had): it blocks the resume only when set to something
     else now."""
     before, now = flatten("", saved, {}), config_row(cfg)
     defaults = config_row(defaults_like(cfg))
     before |= {key: defaults[key] for key in set(now) - set(before) if key in defaults}
     return [f"{key}: {before[key]!r} -> {now[key]!r}" for key in sorted(set(before) & set(now))
-            if not key.startswith(RESUMABLE_CHANGES) and before[key] != now[key]]
+            if (not key.startswith(RESUMABLE_CHANGES) or key.startswith(NOT_RESUMABLE)) and before[key] != now[key]]
 
 
 def warn_schedule_change(steps_before: int | None, tc: TrainConfig, step: int) -> None:

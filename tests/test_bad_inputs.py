@@ -637,6 +637,10 @@ def test_resume_may_change_how_the_run_computes_but_not_what():
     assert config_changes(to_dict(cfg), faster) == []
     other_seed = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
     assert config_changes(to_dict(cfg), other_seed) == ["train.seed: 0 -> 1"]
+    # Of the evaluation settings, the wrappers shape the training data too (flattened, rescaled).
+    wrapped = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, wrappers=["FlattenObservation"],
+                                                                episodes=cfg.eval.episodes + 1))
+    assert config_changes(to_dict(cfg), wrapped) == ["eval.wrappers: '' -> 'FlattenObservation'"]
 
 
 @pytest.mark.parametrize("module, option", [
