@@ -1,8 +1,10 @@
 """Exported policies (.pt2 through torch.export, .onnx through onnxruntime) against the eager policy,
 the export command, the standalone ONNX runner, and refusal of unsafe or foreign artifacts."""
 
+import contextlib
 import json
 import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -355,10 +357,28 @@ def test_pt2_archives_that_would_unpickle_are_refused(artifacts, tmp_path):
         with zipfile.ZipFile(older[-1], "a") as z:
             root = z.namelist()[0].split("/")[0]
             z.writestr(f"{root}/data/{folder}/model.pt", evil)
-    for path in (sample, flagged, legacy, nested, *older):
+    # torch.export.load evaluates a graph's size expressions with sympy.sympify (Python's eval).
+    evaluated = tmp_path / "evaluated.pt2"
+    payload = (f"s0 + Integer.__new__.__globals__['__builtins__']['__import__']('os').system("
+               f"'touch {marker}')*0")
+
+    def code_for_a_size(name, data):
+        if "/models/" in name:
+            text, count = re.subn(r'"expr_str": "[^"]*"', lambda _: json.dumps({"expr_str": payload})[1:-1],
+                                  data.decode(), count=1)
+            assert count == 1  # (the dynamic batch makes the graph hold size expressions)
+            return text.encode()
+        return data
+
+    _rewrite(artifacts["rate", "pt2"], evaluated, code_for_a_size)
+    for path in (sample, flagged, legacy, nested, *older, evaluated):
         with pytest.raises(ArtifactError, match="refusing"):
             open_artifact(path)
     assert not marker.exists()
+    with contextlib.suppress(Exception):  # without the check the expression runs (the marker is the check)
+        torch.export.load(evaluated)
+    assert marker.exists()
+    marker.unlink()
     for path in older:  # and without the check, the payload would have run
         with pytest.raises(Exception):  # noqa: B017 (whatever unpickling the payload raises; the marker is the check)
             torch.export.load(path)

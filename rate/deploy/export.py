@@ -233,15 +233,54 @@ _PT2_FILES = re.compile(r"(archive_format|archive_version|byteorder|\.data/(vers
                         r"|data/sample_inputs/[\w.-]+\.pt)")
 
 
+# A size expression of a serialized program (``expr_str``), which torch.export.load hands to
+# sympy.sympify, which evaluates it as Python: only size symbols (s0, u3, zf1, ..., bare or
+# quoted as in ``Symbol('s1', positive=True, integer=True)``), numbers, arithmetic and comparison
+# operators, parentheses, keyword arguments and capitalised sympy / torch names (Mul, Max,
+# FloorDiv, True, ...) pass.  Any other name (eval, open), an attribute, another string or a
+# subscript could run code while the archive loads.
+_SIZE_TOKEN = re.compile(r"\s*(?:[a-z]{1,3}\d+|'[a-z]{1,3}\d+'|int_oo|oo|[a-z]+=(?!=)|[A-Z][A-Za-z]*"
+                         r"|\d+(?:\.\d+)?(?:e[-+]?\d+)?|\*\*|//|<=|>=|==|!=|[-+*/%(),<>&|~])")
+
+
+def _is_size_expression(text: Any) -> bool:
+    """Whether ``text`` is made of :data:`_SIZE_TOKEN` tokens only."""
+    if not isinstance(text, str):
+        return False
+    end = 0
+    while end < len(text):
+        match = _SIZE_TOKEN.match(text, end)
+        if match is None or match.end() == end:
+            return text[end:].strip() == ""
+        end = match.end()
+    return True
+
+
+def _unsafe_size_expression(program: Any) -> str | None:
+    """The first ``expr_str`` of a serialized program (its JSON) that is not a size expression."""
+    stack = [program]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "expr_str" and not _is_size_expression(value):
+                    return str(value)
+                stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return None
+
+
 def _refuse_pickles(path: Path) -> None:
     """Refuse a .pt2 archive that torch.export.load could unpickle arbitrary objects from.
 
     torch.export.load unpickles (weights_only=False) weights or constants flagged ``use_pickle``,
     custom and opaque objects, sample inputs that fail a weights_only load, and everything of the
-    older zip format it falls back to when the archive is not a valid pt2 package.  So the archive
-    must have exactly the layout rate.deploy.export writes: one root folder holding ``archive_format``
-    = "pt2" and only the known file names, each once; tensor payloads that are raw bytes; sample
-    inputs that a weights_only load accepts.
+    older zip format it falls back to when the archive is not a valid pt2 package, and it evaluates
+    the graphs' symbolic sizes as Python (sympy.sympify).  So the archive must have exactly the
+    layout rate.deploy.export writes: one root folder holding ``archive_format`` = "pt2" and only
+    the known file names, each once; tensor payloads that are raw bytes; sample inputs that a
+    weights_only load accepts; size expressions that are arithmetic (:data:`_SIZE_TOKEN`).
     """
     import zipfile
 
@@ -273,6 +312,13 @@ def _refuse_pickles(path: Path) -> None:
                     raise ArtifactError(f"{path}: unreadable {name}: {err}") from err
                 if pickled:
                     raise refuse(f"{name} holds a pickled object ({pickled[0]!r})")
+            elif "/models/" in name:
+                try:
+                    unsafe = _unsafe_size_expression(json.loads(archive.read(name)))
+                except (ValueError, RecursionError) as err:
+                    raise ArtifactError(f"{path}: unreadable {name}: {err}") from err
+                if unsafe is not None:
+                    raise refuse(f"{name} holds a size expression that is not arithmetic ({unsafe[:80]!r})")
             elif "/data/sample_inputs/" in name:
                 try:
                     with warnings.catch_warnings():  # torch.export writes protocol 4; weights_only reads it
