@@ -113,6 +113,11 @@ def test_the_parity_check_takes_one_episode_through_two_segment_closes():
     assert compare_with_eager(Recorder(), model, 1.0, reset_prob=0.2) == 0.0
     assert len(flags) == parity_steps(70) == 142 and flags[0].all()
     assert not any(f[0] for f in flags[1:]) and any(f[1:].any() for f in flags[1:])
+    # Every other row restarts at least once, however the draws fall (none at all: reset_prob 0).
+    flags.clear()
+    assert compare_with_eager(Recorder(), model, 1.0, reset_prob=0.0) == 0.0
+    restarts = np.stack(flags[1:]).sum(0)
+    assert restarts[0] == 0 and (restarts[1:] == 1).all()
 
 
 def test_the_onnx_graph_names_its_batch_axis(artifacts):
@@ -304,6 +309,44 @@ def test_an_artifact_that_fails_its_parity_check_or_a_baseline_replaces_nothing(
     assert "max |logit diff| 0.5 > 0.0001" in capsys.readouterr().err
     assert out.read_bytes() == b"the user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "gru", "keep.onnx"]  # no temporary left
+    # An exporter that cannot lower the model raises its own RuntimeError subclass: one line.
+
+    class Unsupported(RuntimeError):
+        pass
+
+    def fails(step, meta, path):
+        path.write_bytes(b"half")
+        raise Unsupported("aten::some_op has no lowering\n(a page of exporter detail)")
+
+    monkeypatch.setattr(rate.deploy.export, "export_onnx", fails)
+    assert main([str(checkpoint(tmp_path / "again")), "--format", "onnx", "--out", str(out), "--threads", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: the onnx exporter failed on this model: Unsupported: aten::some_op has no lowering\n"
+    assert out.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again", "ckpt", "gru", "keep.onnx"]
+
+
+def test_a_runner_that_cannot_run_its_graph_or_read_its_metadata_says_so_in_one_error():
+    """A graph that fails in the runtime (onnxruntime's own exception types) and metadata without
+    what the runner needs are ArtifactErrors (one line in the commands), not tracebacks."""
+    from rate.deploy.onnx_runner import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, StepPolicy
+
+    class RuntimeFail(Exception):  # as onnxruntime's Fail derives from Exception alone
+        pass
+
+    def run(arrays):
+        raise RuntimeFail("Non-zero status code returned while running Gather node")
+
+    meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "state": [], "obs_shape": [4],
+            "act_dim": 4, "target_return": 1.0}
+    policy = StepPolicy(meta, run, "p.onnx")
+    policy.state = [np.zeros(1)]  # (a reset of a policy with state)
+    policy._batch = 2
+    with pytest.raises(ArtifactError, match="p.onnx: the step function failed: Non-zero status code"):
+        policy.act(np.zeros((2, 4)), None, np.ones(2, bool))
+    for missing in ("state", "obs_shape", "act_dim", "target_return"):
+        with pytest.raises(ArtifactError, match="metadata lacks the state, obs_shape, act_dim or target_return"):
+            StepPolicy({k: v for k, v in meta.items() if k != missing}, run, "p.onnx")
 
 
 class _Payload:
@@ -399,6 +442,11 @@ def test_foreign_or_broken_artifacts_get_one_clear_error(artifacts, tmp_path):
     onnx.save(proto, str(tmp_path / "future.onnx"))
     with pytest.raises(ArtifactError, match="version 99"):
         open_artifact(tmp_path / "future.onnx")
+    # Outputs are read by name: metadata naming others than the graph's is refused, not misread.
+    proto.metadata_props[0].value = json.dumps(meta | {"outputs": meta["outputs"][:-1] + ["next_other"]})
+    onnx.save(proto, str(tmp_path / "renamed.onnx"))
+    with pytest.raises(ArtifactError, match="inputs or outputs do not match its metadata"):
+        open_artifact(tmp_path / "renamed.onnx")
     proto.metadata_props[0].value = json.dumps(meta)[:40]  # cut short
     onnx.save(proto, str(tmp_path / "cut.onnx"))
     _rewrite(artifacts["rate", "pt2"], tmp_path / "cut.pt2",

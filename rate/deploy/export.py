@@ -350,8 +350,9 @@ def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: floa
     """Drive the eager StreamingPolicy and ``policy`` with the same random episode stream: row 0
     plays one episode throughout, so that it closes segments (``steps`` None:
     :func:`parity_steps`, two closes at least), the other rows start new episodes at their own
-    random times.  Returns the largest |action_output| difference; inf where a discrete action
-    differs (the episodes diverge from there) or an output is not finite.
+    random times (each at least once: one that has not by the middle step starts one there).
+    Returns the largest |action_output| difference; inf where a discrete action differs (the
+    episodes diverge from there) or an output is not finite.
 
     Observations are drawn from N(0, 1) of the model's obs shape and rewards from {0, 1}.
     """
@@ -364,11 +365,14 @@ def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: floa
     policy.reset(batch)
     worst = 0.0
     reward = np.zeros(batch, dtype=np.float32)
+    restarted = np.zeros(batch, dtype=bool)
     for t in range(steps):
         obs = rng.standard_normal((batch, *model.cfg.obs_shape)).astype(np.float32)
         new = np.ones(batch, dtype=bool) if t == 0 else rng.random(batch) < reset_prob
         if t:
+            new[1:] |= (t == steps // 2) & ~restarted[1:]
             new[0] = False  # (row 0: one episode, through segment closes)
+            restarted |= new
         eager_action = eager.act(obs, None if t == 0 else reward, new_episode=new)
         out, action = policy.act(obs, reward, new, target_return)
         diff = float(np.abs(eager.last_output.numpy() - out).max())
@@ -413,7 +417,13 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
         # The temporary name must keep the suffix that tells the loader the format.
         staged = tmp.with_suffix(f".{fmt}")
         try:
-            writer(step, meta, staged)
+            try:
+                writer(step, meta, staged)
+            except (ExportError, OSError):  # (OSError: a full disk, a read-only folder: said as such)
+                raise
+            except Exception as err:  # torch.export's and torch.onnx's own errors (RuntimeError subclasses)
+                first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+                raise ExportError(f"the {fmt} exporter failed on this model: {type(err).__name__}: {first}") from err
             checked["diff"] = compare_with_eager(open_artifact(staged), model, target, steps=check_steps)
             if checked["diff"] == float("inf"):
                 raise ExportError("exported step differs from the eager policy: another action, or an output that "

@@ -112,7 +112,13 @@ class StepPolicy:
         if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") != EXPORT_FORMAT_VERSION:
             raise ArtifactError(f"{source}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
                                 f"this runner reads {EXPORT_FORMAT!r} version {EXPORT_FORMAT_VERSION}")
-        self.meta, self._run = meta, run
+        state, obs_shape = meta.get("state"), meta.get("obs_shape")
+        if not (isinstance(state, list) and all(isinstance(s, dict) and {"shape", "dtype"} <= s.keys() for s in state)
+                and isinstance(obs_shape, list) and isinstance(meta.get("act_dim"), int)
+                and isinstance(meta.get("target_return"), (int, float))):
+            raise ArtifactError(f"{source}: its {METADATA_KEY} metadata lacks the state, obs_shape, act_dim or "
+                                "target_return the runner needs (a damaged or edited file)")
+        self.meta, self._run, self.source = meta, run, source
         self.state: list[np.ndarray] = []
         self._batch, self._fresh = 0, True
 
@@ -150,7 +156,10 @@ class StepPolicy:
         noise = np.zeros((batch, self.meta["act_dim"]), np.float32) if action_noise is None else action_noise
         inputs = [obs, np.asarray(last_reward, dtype=np.float32).reshape(batch), new_episode,
                   np.full(batch, target, dtype=np.float32), np.asarray(noise, dtype=np.float32).reshape(batch, -1)]
-        out = self._run(inputs + self.state)
+        try:
+            out = self._run(inputs + self.state)
+        except Exception as err:  # the runtime's own error types (onnxruntime's, torch's) for a graph that fails
+            raise ArtifactError(f"{self.source}: the step function failed: {err}") from err
         self.state, self._fresh = list(out[2:]), False
         return out[0], out[1]
 
@@ -182,10 +191,12 @@ def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
     if METADATA_KEY not in custom:
         raise ArtifactError(f"{path}: an ONNX model without {METADATA_KEY!r} metadata (not made by rate.deploy.export)")
     meta = read_metadata(custom[METADATA_KEY], path)
-    names = meta.get("inputs", [])
-    if sorted(names) != sorted(i.name for i in session.get_inputs()):
-        raise ArtifactError(f"{path}: the model's inputs do not match its metadata")
-    return StepPolicy(meta, lambda arrays: session.run(None, dict(zip(names, arrays))), str(path))
+    names, outputs = meta.get("inputs", []), meta.get("outputs", [])
+    if sorted(names) != sorted(i.name for i in session.get_inputs()) or \
+            sorted(outputs) != sorted(o.name for o in session.get_outputs()):
+        raise ArtifactError(f"{path}: the model's inputs or outputs do not match its metadata")
+    # Outputs asked for by name, in the metadata's order (action_output, action, then the state).
+    return StepPolicy(meta, lambda arrays: session.run(outputs, dict(zip(names, arrays))), str(path))
 
 
 def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
