@@ -365,7 +365,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     ``normalized_score`` (D4RL's), each with its standard deviation over the episodes as
     ``return_std``, ``success_std``, ``normalized_score_std``."""
     from rate.config import ConfigError, from_dict, staged_files
-    from rate.rl.experiment import check_envs, check_renders, rollout_lengths
+    from rate.rl.experiment import check_envs, check_frames, check_renders, rollout_lengths
     from rate.rl.model import RATEConfig
 
     # (a path: its sampling draws from ``seed`` too, as rate-eval's --seed; a Policy keeps its own)
@@ -386,6 +386,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     check_envs(ev, lengths, model)
     if record_video is not None:
         check_renders(ev.env_id)
+        check_frames(ev, lengths[0])
     # Videos are written into a staging folder and moved into record_video when every rollout
     # has finished: a failed evaluation leaves the folder as it was.
     with contextlib.nullcontext() if record_video is None else staged_files(record_video) as staging:

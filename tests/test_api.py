@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -198,6 +199,41 @@ def test_rate_eval_refuses_to_record_video_of_an_environment_without_frames(tmp_
     with pytest.raises(ValueError, match="cannot record video"):
         rate.evaluate(checkpoint(tmp_path), "rate/TMaze-v0", episodes=1, lengths=[5], record_video=video)
     assert not video.exists()
+
+
+class _NoDisplay(gym.Env):
+    """Says it renders frames, but its renderer has no display (a MuJoCo task without OpenGL)."""
+
+    metadata = {"render_modes": ["rgb_array"]}
+    observation_space, action_space = gym.spaces.Box(-1, 1, (4,)), gym.spaces.Discrete(4)
+
+    def __init__(self, render_mode=None):
+        self.render_mode = render_mode
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(4, np.float32), 0.0, True, False, {}
+
+    def render(self):
+        raise RuntimeError("GLFW error 65544: X11: The DISPLAY environment variable is missing")
+
+
+def test_recording_video_where_frames_cannot_be_rendered_is_one_error_before_the_rollouts(tmp_path, capsys):
+    from rate.cli.evaluate import main
+
+    if "NoDisplay-v0" not in gym.registry:
+        gym.register("NoDisplay-v0", entry_point=_NoDisplay, max_episode_steps=5)
+    video = tmp_path / "video"
+    with pytest.raises(ValueError, match="NoDisplay-v0 cannot render frames here .RuntimeError: GLFW error 65544"):
+        rate.evaluate(checkpoint(tmp_path), "NoDisplay-v0", episodes=1, lengths=[], record_video=video)
+    assert not video.exists()
+    assert main([str(tmp_path / "ckpt"), "--env", "NoDisplay-v0", "--episodes", "1", "--record-video", str(video),
+                 "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot render frames here" in err and err.count("\n") == 1 and not video.exists(), err
 
 
 def test_a_checkpoint_with_non_finite_weights_is_refused(tmp_path):

@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from rate.training import setup_process
 
     setup_process(0, args.threads)
+    made_video_folder = False
     try:
         if args.lengths and min(args.lengths) < 3:  # (as eval.lengths in a config, and rate-play-onnx)
             raise ValueError(f"--lengths must be at least 3 each, got {args.lengths}")
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 check_file_target(args.out.with_suffix(".png"))
         if args.record_video:
             check_renders(args.env or ev.get("env_id", ""))  # before the folder is made
+            made_video_folder = not args.record_video.exists()
             check_writable(args.record_video)
         if args.seed is None and not args.env and args.policy.is_dir() and read_best_score(args.policy) is not None:
             # checkpoint_best won on these seeds: its score on them is the maximum of several evaluations
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         results = evaluate(policy, args.env, episodes, lengths, args.length_kwarg, env_kwargs=env_kwargs, seed=seed,
                            progress=not args.no_progress, record_video=args.record_video)
     except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError
+        if made_video_folder and args.record_video.is_dir() and not any(args.record_video.iterdir()):
+            args.record_video.rmdir()  # (the check made it; a failed evaluation leaves none)
         return error_exit(err)
     from rate.rl.rollout import result_table
 

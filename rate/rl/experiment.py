@@ -223,6 +223,25 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
     return wrap_env(env, ev.wrappers)
 
 
+def check_frames(ev: EvalConfig, length: int | None = None) -> None:
+    """ValueError unless the evaluation environment renders a frame here: made with
+    ``render_mode="rgb_array"``, reset and rendered once, before any rollout records video (a
+    MuJoCo or Memory Maze task without an OpenGL context fails there, not in the middle of the
+    evaluation with a traceback)."""
+    try:
+        env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
+        try:
+            env.reset(seed=ev.seed)
+            frame = env.render()
+        finally:
+            env.close()
+    except Exception as err:  # whatever the renderer raises (GL errors have their own types)
+        raise ValueError(f"{ev.env_id} cannot render frames here ({type(err).__name__}: {err}); a MuJoCo-based task "
+                         "needs an OpenGL context (e.g. MUJOCO_GL=egl or osmesa)") from err
+    if not isinstance(frame, np.ndarray) or frame.ndim != 3:
+        raise ValueError(f"{ev.env_id} rendered {type(frame).__name__}, not an rgb_array frame, so no video")
+
+
 def make_checked_eval_env(ev: EvalConfig, length: int | None = None) -> gym.Env:
     """:func:`make_eval_env`, with whatever the registry or the constructor raises (an unknown
     id, a keyword it does not take, a bad value) turned into one ConfigError naming the
