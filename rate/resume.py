@@ -96,14 +96,16 @@ def config_changes(saved: dict, cfg: Any) -> list[str]:
 
 def warn_schedule_change(steps_before: int | None, tc: TrainConfig, step: int) -> None:
     """A warning when a resume changes train.steps (allowed: to train longer) and with it the
-    cosine schedule's horizon: the learning rate jumps at ``step``, and the run is not the one a
-    config of the new length trains from the start."""
+    cosine schedule's horizon: the learning rate jumps, and the run is not the one a config of the
+    new length trains from the start.  ``step``: the steps trained; the first batch of the resumed
+    run still takes the rate saved with them, the new schedule rules from the next (step + 1)."""
     if steps_before is None or steps_before == tc.steps:
         return
-    before, now = lr_factor(dataclasses.replace(tc, steps=int(steps_before)), step), lr_factor(tc, step)
+    at = step + 1
+    before, now = lr_factor(dataclasses.replace(tc, steps=int(steps_before)), at), lr_factor(tc, at)
     if abs(before - now) > 1e-9:
         warnings.warn(f"train.steps {steps_before} -> {tc.steps} on resume: the learning-rate schedule now ends at step "
-                      f"{tc.steps}, so at step {step} the rate jumps from {before:.3g} to {now:.3g} x train.lr (a run "
+                      f"{tc.steps}, so at step {at} the rate jumps from {before:.3g} to {now:.3g} x train.lr (a run "
                       f"not the same as one of {tc.steps} steps from the start)", stacklevel=3)
 
 

@@ -396,8 +396,10 @@ def test_a_resume_that_moves_the_end_of_the_schedule_says_the_learning_rate_jump
     from rate.training import TrainConfig, lr_factor
 
     longer = TrainConfig(steps=4000, warmup_steps=100)
-    before = lr_factor(TrainConfig(steps=2000, warmup_steps=100), 1000)
-    with pytest.warns(UserWarning, match=f"jumps from {before:.3g} to {lr_factor(longer, 1000):.3g} x train.lr"):
+    # 1000 steps trained: the next batch takes the saved rate, the one after the new schedule's.
+    before = lr_factor(TrainConfig(steps=2000, warmup_steps=100), 1001)
+    with pytest.warns(UserWarning, match=f"at step 1001 the rate jumps from {before:.3g} to "
+                                         f"{lr_factor(longer, 1001):.3g} x train.lr"):
         _warn_schedule_change(2000, longer, 1000)
     import warnings
 
@@ -602,6 +604,15 @@ def test_best_checkpoint_and_snapshots(tmp_path):
     assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == ["step_2", "step_4"]
     with pytest.raises(Exception, match="multiple of train.eval_every"):
         tiny(**{"train.eval_every": 2, "snapshot_every": 3})
+
+
+def test_a_window_stride_that_would_be_ignored_or_skip_steps_is_refused():
+    window = tiny().model.window_steps
+    with pytest.raises(Exception, match="window_stride sets where strided windows start; with window_start 'random'"):
+        tiny(**{"window_start": "random", "window_stride": 2})
+    with pytest.raises(Exception, match=f"window_stride {window + 1} is longer than a window .{window} steps."):
+        tiny(**{"window_start": "strided", "window_stride": window + 1})
+    assert tiny(**{"window_start": "strided", "window_stride": window}).window_stride == window
 
 
 def test_resume_refuses_a_field_added_since_the_run_set_to_a_new_value():

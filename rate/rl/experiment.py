@@ -74,7 +74,8 @@ class RATEExperimentConfig:
     window_start: Literal["episode_start", "strided", "random"] = "episode_start"
     window_stride: int = 0  # strided windows (0 = the window length)
     # bptt: one optimiser step per batch of whole windows, gradient depth model.backbone.bptt_depth;
-    # official: memory detached and one optimiser step per segment, as the RATE reference code.
+    # official: memory detached and one optimiser step per segment, as the RATE reference code (so,
+    # as there, the valve gets no gradient and stays at its initialisation)
     training_mode: Literal["bptt", "official"] = "bptt"
     # window = DT's sliding window; recompute = the RATE reference procedure (re-run the segment
     # every step; same actions as streaming, slower; a comparison mode)
@@ -98,6 +99,12 @@ class RATEExperimentConfig:
                              f"got {self.snapshot_every}")
         if self.window_stride < 0:
             raise ValueError(f"window_stride must be >= 0 (0 = the window length), got {self.window_stride}")
+        if self.window_stride and self.window_start != "strided":
+            raise ValueError(f"window_stride sets where strided windows start; with window_start "
+                             f"{self.window_start!r} it would be ignored")
+        if self.window_stride > self.model.window_steps:
+            raise ValueError(f"window_stride {self.window_stride} is longer than a window ({self.model.window_steps} "
+                             "steps): the steps between windows would never be trained on")
         if self.eval.sample and self.model.act_kind != "discrete":
             raise ValueError("eval.sample draws discrete actions from the softmax; this model's actions are "
                              f"{self.model.act_kind} (the policy plays their mean)")
