@@ -32,7 +32,7 @@ class TrainConfig:
     steps: int = 2000  # optimiser steps (batches)
     batch_size: int = 64  # windows per batch, over all processes
     lr: float = 1e-3  # peak learning rate (AdamW)
-    weight_decay: float = 0.01  # AdamW decay of weight matrices (not norms, biases, embeddings, memory)
+    weight_decay: float = 0.01  # AdamW decay of matrices but those named *embed* and the memory tokens (make_optimizer)
     warmup_steps: int = 100  # linear warm-up, then cosine decay
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     grad_clip: float = 1.0  # gradient norm clipped to this
