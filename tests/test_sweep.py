@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rate.cli.records import append_row, read_rows
-from rate.config import ConfigError
+from rate.config import ConfigError, load_yaml
 from train.sweep import ListedRun, Run, Sweep, expand, main, trainer_command
 
 def tiny_sweep(tmp_path: Path, steps: int, seeds=(0,), segments=(1, 2), threads: bool = True) -> tuple[Path, Path]:
@@ -459,3 +459,21 @@ def test_an_algorithmic_run_left_in_flight_is_resumed(tmp_path, monkeypatch):
     assert main([str(sweep_file), "--set", "train.eval_every=2"]) == 0
     assert [command[-2] for command in launched] == ["--resume"]
     assert [r["run"] for r in read_rows(csv)] == [run.name]
+
+
+def test_a_folder_left_mid_swap_is_settled_before_the_sweep_judges_it(tmp_path):
+    """A trainer killed inside a replacement's swap leaves a mix of two runs and the journal; the
+    sweep finishes the swap (under the folder's lock) before it decides between --resume and
+    --overwrite, so it judges the run the folder will hold, not the mix."""
+    from rate.checkpoint import swap_journal
+    from tests.test_checkpoint import NAMES, half_swapped
+    from train.sweep import _resumable
+
+    run, _, _ = half_swapped(tmp_path, "filling", 1)
+    (tmp_path / "sweep").mkdir()
+    sweep_file, _ = tiny_sweep(tmp_path / "sweep", steps=3, segments=(1,))
+    (listed,) = expand(load_yaml(Sweep, sweep_file))
+    with pytest.warns(UserWarning, match="finished replacing the earlier run"):
+        assert not _resumable(run, listed, "train.algorithmic")  # (the new run here has no training state)
+    assert not swap_journal(run).exists()
+    assert {p.name: p.read_text() for p in run.iterdir()} == {name: f"new {name}" for name in NAMES}

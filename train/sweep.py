@@ -32,7 +32,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rate.checkpoint import RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError, read_description
+from rate.checkpoint import (RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError, RunFolderHeld,
+                             exclusive_run_dir, read_description, swap_journal)
 from rate.cli.records import check_results_csv, read_rows
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
@@ -122,6 +123,14 @@ def trainer_command(sweep: Sweep, run: Run, fresh: bool = False) -> list[str]:
 
 
 def _resumable(out: Path, run: Run, trainer: str) -> bool:
+    if swap_journal(out).is_file():
+        # A replacement cut short: its folder holds a mix of two runs until the next trainer of it
+        # finishes (or undoes) the swap under the folder's lock; done here, before it is judged.
+        try:
+            with exclusive_run_dir(out):
+                pass
+        except RunFolderHeld:  # (its trainer is running: the one started now says so, and is skipped)
+            return False
     if not (out / STATE_FILE).is_file():
         return False
     try:
