@@ -2,7 +2,8 @@
 with Dict observations (the shape of Gymnasium-Robotics' goal envs), one with images stored
 (H, W, C) uint8.  In both, a cue shown at the first step decides which action pays at the last.
 
-Importing this module registers ``ForeignDictCue-v0`` and ``ForeignImageCue-v0``; a dataset
+Importing this module registers ``ForeignDictCue-v0``, ``ForeignImageCue-v0`` and
+``ForeignShiftedCue-v0`` (actions that start at -1); a dataset
 recorded in them names this module as the entry point, so ``tests.foreign_envs:ForeignDictCue-v0``
 makes them in a fresh process."""
 
@@ -72,7 +73,31 @@ class ForeignImageCue(_CueEnv):
         return image
 
 
-for _name in ("ForeignDictCue", "ForeignImageCue"):
+class ForeignShiftedCue(_CueEnv):
+    """Vector observations and ``Discrete(2, start=-1)`` actions (as some environments number
+    them): action -1 pays for cue 0, action 0 for cue 1."""
+
+    def __init__(self, render_mode: str | None = None):
+        super().__init__(render_mode)
+        self.action_space = spaces.Discrete(2, start=-1)
+        self.observation_space = spaces.Box(0, 1, (3,), np.float32)
+
+    def _obs(self):
+        obs = np.zeros(3, np.float32)
+        obs[2] = self.t / LENGTH
+        if self.t == 0:
+            obs[self.cue] = 1
+        return obs
+
+    def step(self, action):
+        assert self.action_space.contains(action), action  # (the wrapper must hand it -1 or 0)
+        return super().step(int(action) + 1)
+
+    def oracle(self) -> int:
+        return self.cue - 1
+
+
+for _name in ("ForeignDictCue", "ForeignImageCue", "ForeignShiftedCue"):
     if f"{_name}-v0" not in gym.registry:
         gym.register(f"{_name}-v0", entry_point=f"tests.foreign_envs:{_name}", max_episode_steps=50)
 

@@ -79,6 +79,8 @@ def datasets(tmp_path_factory):
                lambda env, rng: rng.uniform(-3.0, 3.0, 1).astype(np.float32), ref_min_score=0.0, ref_max_score=1000.0)
         record("ForeignDictCue-v0", "tests/dict-cue-v0", 40, oracle)
         record("ForeignImageCue-v0", "tests/image-cue-v0", 40, oracle)
+        record("ForeignShiftedCue-v0", "tests/shifted-cue-v0", 40,
+               lambda env, rng: int(rng.integers(2)) - 1 if rng.random() < 0.1 else env.unwrapped.oracle())
         yield root
 
 
@@ -320,6 +322,41 @@ def test_a_dict_in_its_own_key_order_is_evaluated_in_the_datas_layout():
     assert set(RUNNER_WRAPPERS) == set(WRAPPERS)
     played_on, _ = RUNNER_WRAPPERS["FlattenObservation"](Unsorted()).reset()
     np.testing.assert_allclose(played_on, trained_on)
+
+
+def test_discrete_actions_that_start_elsewhere_than_zero_are_shifted_for_the_model_and_back(datasets):
+    """Discrete(2, start=-1): the data's actions -1, 0 train as 0, 1 (ActionsFromZero, inferred),
+    and the library's and the standalone runner's wrappers hand the environment -1, 0 again."""
+    from rate.data.spaces import WRAPPERS
+    from rate.deploy.onnx_runner import WRAPPERS as RUNNER_WRAPPERS
+
+    inferred = infer_from_dataset("tests/shifted-cue-v0")
+    assert (inferred["model"]["act_kind"], inferred["model"]["act_dim"]) == ("discrete", 2)
+    assert inferred["eval"]["wrappers"] == ["ActionsFromZero"]
+    recorded, _ = load_minari_episodes("tests/shifted-cue-v0")
+    shifted, _ = load_minari_episodes("tests/shifted-cue-v0", actions_from_zero=True)
+    assert set(np.concatenate([e.actions for e in recorded]).tolist()) == {-1, 0}
+    for before, after in zip(recorded, shifted):
+        np.testing.assert_array_equal(after.actions, before.actions + 1)
+    for wrappers in (WRAPPERS, RUNNER_WRAPPERS):
+        env = wrappers["ActionsFromZero"](gym.make("ForeignShiftedCue-v0"))
+        assert env.action_space == gym.spaces.Discrete(2)
+        env.reset(seed=3)
+        terminated = False
+        while not terminated:
+            _, _, terminated, _, info = env.step(env.unwrapped.cue)  # the model's action for the cue: 0 or 1
+        assert info["is_success"]
+    with pytest.raises(ConfigError, match="start at 0 .eval.wrappers: .ActionsFromZero. shifts them"):
+        check_eval_envs(config_for_dataset("tests/shifted-cue-v0", "rate", overrides=["eval.wrappers=[]"]))
+
+
+@pytest.mark.slow
+def test_a_task_with_actions_from_minus_one_is_learned(datasets, tmp_path):
+    steps = ["train.steps=150", "train.eval_every=150", "train.lr=0.003", "eval.episodes=20",
+             "window_start=episode_start"]
+    _, metrics = rate.train(dataset="tests/shifted-cue-v0", overrides=TINY + steps, out=tmp_path / "run",
+                            progress=False)
+    assert metrics["eval"][None]["success"] >= 0.9, metrics
 
 
 def test_discrete_values_outside_their_space_are_refused_not_wrapped_round():

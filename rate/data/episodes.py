@@ -155,13 +155,14 @@ def env_spec_from_json(text: str):
     return EnvSpec.from_json(json.dumps({k: v for k, v in json.loads(text).items() if k in fields}))
 
 
-def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
-                         rescale_actions: bool = False) -> tuple[list[Episode], DatasetInfo]:
+def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, rescale_actions: bool = False,
+                         actions_from_zero: bool = False) -> tuple[list[Episode], DatasetInfo]:
     """Episodes and :class:`DatasetInfo` of a Minari dataset (an id or a folder).
 
     ``flatten_observations``: observations as ``FlattenObservation`` gives them (Dict, Tuple, ...
     -> (T, flat_dim)); ``rescale_actions``: continuous actions mapped from the action space's
-    bounds to [-1, 1] (rate.data.spaces).  Continuous actions recorded outside the bounds
+    bounds to [-1, 1] (rate.data.spaces); ``actions_from_zero``: the actions of a
+    ``Discrete(n, start=s)`` shifted to 0..n-1.  Continuous actions recorded outside the bounds
     (unclipped exploration noise) are clipped to them, as the environment's own clipping has them,
     with a warning.  The returned info keeps the spaces as recorded."""
     import gymnasium as gym
@@ -189,6 +190,8 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False,
                 actions = inside
             if rescale_actions:
                 actions = rescale_to_unit(actions, info.action_space)
+            if actions_from_zero and isinstance(info.action_space, gym.spaces.Discrete):
+                actions = actions - int(info.action_space.start)
             episodes.append(Episode(obs, actions, rewards))
     except DatasetError:
         raise

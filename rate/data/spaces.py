@@ -10,7 +10,9 @@ environment is brought to that form the same way its evaluation environment is w
   dict, which Gymnasium sorts, while the live environment may keep its own key order, and the
   two must lay the features out alike;
 - continuous actions of a Box with other finite bounds are mapped to [-1, 1] the way
-  ``gymnasium.wrappers.RescaleAction(env, -1, 1)`` maps them back.
+  ``gymnasium.wrappers.RescaleAction(env, -1, 1)`` maps them back;
+- discrete actions of a ``Discrete(n, start=s)`` with s != 0 are shifted to the model's 0..n-1
+  (:func:`actions_from_zero` shifts them back).
 
 :data:`WRAPPERS` names these wrappers for ``eval.wrappers``.
 """
@@ -41,10 +43,21 @@ def flatten_observations(env: gym.Env) -> gym.Env:
     return gym.wrappers.TransformObservation(env, lambda obs: spaces.flatten(space, obs), spaces.flatten_space(space))
 
 
+def actions_from_zero(env: gym.Env) -> gym.Env:
+    """``env`` taking the model's discrete actions 0..n-1 for its ``Discrete(n, start=s)`` actions
+    s..s+n-1 (the data's actions are shifted down by s alike)."""
+    space = env.action_space
+    if not isinstance(space, spaces.Discrete):
+        raise ValueError(f"ActionsFromZero shifts Discrete actions; this action space is {space}")
+    start = int(space.start)
+    return gym.wrappers.TransformAction(env, lambda action: start + int(action), spaces.Discrete(int(space.n)))
+
+
 # The wrappers a run config may list (eval.wrappers), in the order they are applied.
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
     "FlattenObservation": flatten_observations,
     "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, -1.0, 1.0),
+    "ActionsFromZero": actions_from_zero,
 }
 
 

@@ -77,12 +77,21 @@ def _rescale_actions(env: gym.Env) -> gym.Env:
     return gym.wrappers.RescaleAction(env, -1.0, 1.0)
 
 
+def _actions_from_zero(env: gym.Env) -> gym.Env:
+    """The policy's discrete actions 0..n-1 as the environment's Discrete(n, start=s) ones."""
+    import gymnasium as gym
+
+    start, n = int(env.action_space.start), int(env.action_space.n)
+    return gym.wrappers.TransformAction(env, lambda action: start + int(action), gym.spaces.Discrete(n))
+
+
 # The run config's eval.wrappers between the environment and the policy: a copy of
 # rate.data.spaces.WRAPPERS, as this file imports nothing of the library
-# (tests/test_foreign_datasets.py checks that the two lay observations out alike).
+# (tests/test_foreign_datasets.py checks that the two lay observations out and shift actions alike).
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
     "FlattenObservation": _flatten_observations,
     "RescaleAction": _rescale_actions,
+    "ActionsFromZero": _actions_from_zero,
 }
 
 

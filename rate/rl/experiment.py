@@ -30,8 +30,9 @@ class EvalConfig:
     # Further keywords of every evaluation environment (e.g. MiniGrid-Memory's observation kind).
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     # Wrappers between the environment and the model, applied in order (rate.data.spaces.WRAPPERS):
-    # FlattenObservation (Dict / Tuple observations) and RescaleAction (continuous actions whose
-    # bounds are not [-1, 1]); the training data is transformed the same way.
+    # FlattenObservation (Dict / Tuple observations), RescaleAction (continuous actions whose
+    # bounds are not [-1, 1]) and ActionsFromZero (Discrete actions that start elsewhere than 0);
+    # the training data is transformed the same way.
     wrappers: list[str] = field(default_factory=list)
     # The lengths to evaluate at; empty: once, at the environment's own length.
     lengths: list[int] = field(default_factory=lambda: [30, 90])
@@ -118,7 +119,8 @@ def space_mismatch(obs_space: gym.Space, act_space: gym.Space, m: RATEConfig) ->
         if not isinstance(act_space, gym.spaces.Discrete) or act_space.n != m.act_dim:
             return f"action space {act_space}, but the config says {m.act_dim} discrete actions"
         if act_space.start != 0:  # the model's actions are 0..act_dim-1, which such a space refuses
-            return f"action space {act_space}: the model takes discrete actions that start at 0"
+            return (f"action space {act_space}: the model takes discrete actions that start at 0 "
+                    "(eval.wrappers: [ActionsFromZero] shifts them)")
     elif not isinstance(act_space, gym.spaces.Box) or act_space.shape != (m.act_dim,):
         return f"action space {act_space}, but the config says {m.act_dim} continuous actions"
     elif not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
@@ -135,7 +137,8 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
     model config (spaces, values).  Warns when the evaluation environment is the dataset's with
     other settings (:func:`eval_env_differences`)."""
     wrappers = cfg.eval.wrappers
-    episodes, info = load_minari_episodes(cfg.dataset_id, "FlattenObservation" in wrappers, "RescaleAction" in wrappers)
+    episodes, info = load_minari_episodes(cfg.dataset_id, "FlattenObservation" in wrappers, "RescaleAction" in wrappers,
+                                          "ActionsFromZero" in wrappers)
     obs_space, act_space = model_spaces(info.observation_space, info.action_space, wrappers)
     problem = space_mismatch(obs_space, act_space, cfg.model)
     if problem:
@@ -189,6 +192,8 @@ def model_spaces(obs_space: gym.Space, act_space: gym.Space, wrappers: list[str]
             raise DatasetError(f"observations of {obs_space} cannot be flattened: {err}") from err
     if "RescaleAction" in wrappers and isinstance(act_space, gym.spaces.Box):
         act_space = gym.spaces.Box(-1.0, 1.0, act_space.shape, np.float32)
+    if "ActionsFromZero" in wrappers and isinstance(act_space, gym.spaces.Discrete):
+        act_space = gym.spaces.Discrete(int(act_space.n))
     return obs_space, act_space
 
 

@@ -127,15 +127,16 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
                                    f"({err}); the model takes Box, Discrete, MultiBinary, MultiDiscrete, Dict and "
                                    "Tuple observations") from None
         model |= {"obs_kind": "vector", "obs_shape": [int(np.prod(obs_space.shape))], "normalize_obs": True}
-    if isinstance(act_space, gym.spaces.Discrete) and act_space.start == 0:
+    if isinstance(act_space, gym.spaces.Discrete):
         model |= {"act_kind": "discrete", "act_dim": int(act_space.n)}
+        if act_space.start != 0:
+            wrappers.append("ActionsFromZero")
     elif isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
         model |= {"act_kind": "continuous", "act_dim": int(act_space.shape[0])}
         if needs_rescaling(act_space):
             wrappers.append("RescaleAction")
     else:
-        raise DatasetError(f"{dataset}: actions of {act_space}; the model takes Discrete (starting at 0) or a "
-                           "rank-1 Box")
+        raise DatasetError(f"{dataset}: actions of {act_space}; the model takes Discrete or a rank-1 Box")
     returns = dataset_returns(ds)
     if not len(returns):
         raise DatasetError(f"{dataset}: the dataset has no episodes")
