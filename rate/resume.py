@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights, read_description, save_checkpoint
+from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights,
+                             read_description, save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.training import TrainConfig, TrainingLoop, lr_factor
 
@@ -34,7 +35,7 @@ RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.
                      "train.keep_freed_memory", "train.logger", "eval.", "eval_samples", "eval_batch_size",
                      "valid_segments", "snapshot_every", "checkpoint_every")
 # ... but for the evaluation setting that also shapes the training data: the wrappers (the
-# episodes' observations are flattened, their actions rescaled, as the environment's are).
+# episodes' observations are flattened, their actions rescaled or shifted, as the environment's).
 NOT_RESUMABLE = ("eval.wrappers",)
 
 _REQUIRED = ("step", "model", "optimizer", "scheduler", "rng_torch", "rng_numpy", "rng_python")
@@ -84,9 +85,9 @@ def defaults_like(cfg: Any) -> Any:
 
 def config_changes(saved: dict, cfg: Any) -> list[str]:
     """``key: saved -> now`` for each config value a resume must not change (all but
-    :data:`RESUMABLE_CHANGES`, :data:`NOT_RESUMABLE` included).  A field added to the schema since the run was saved counts as its
-    default there (the behaviour the run had): it blocks the resume only when set to something
-    else now."""
+    :data:`RESUMABLE_CHANGES`, :data:`NOT_RESUMABLE` included).  A field added to the schema
+    since the run was saved counts as its default there (the behaviour the run had): it blocks
+    the resume only when set to something else now."""
     before, now = flatten("", saved, {}), config_row(cfg)
     defaults = config_row(defaults_like(cfg))
     before |= {key: defaults[key] for key in set(now) - set(before) if key in defaults}

@@ -98,7 +98,8 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_root: str) -> Non
     parser.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the run in OUT (the earlier run is deleted once the new one has a checkpoint)")
-    parser.add_argument("--csv", type=Path, help="append one result row to this CSV (one per run name: a name it has is refused)")
+    parser.add_argument("--csv", type=Path,
+                        help="append one result row to this CSV (one per run name: a name it has is refused)")
     parser.add_argument("--run-name", help="the run's name in the result row and line (default: OUT's name, else "
                                            "the config file's or the dataset's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
