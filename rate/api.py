@@ -177,7 +177,7 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
     Raises CheckpointError (a RuntimeError) for anything that is not a policy this code reads,
     ValueError for a request it cannot serve (sampling continuous actions, an artifact on a GPU)."""
     path = Path(path)
-    if path.suffix in (".pt2", ".onnx"):
+    if path.suffix.lower() in (".pt2", ".onnx"):
         from rate.deploy.export import open_artifact
         from rate.deploy.onnx_runner import ArtifactError
 

@@ -511,6 +511,23 @@ def test_the_runner_names_an_environment_it_cannot_make():
         make_env_factory({"env_id": ""}, None)
 
 
+def test_the_runner_knows_which_environments_end_by_themselves():
+    """Its warning (no time limit, no --max-steps: episodes that may never end) fires for the
+    environments rate-eval warns about, and only for them."""
+    import gymnasium as gym
+
+    from rate.deploy.onnx_runner import _ends_by_itself
+    from tests.foreign_envs import ClosableEnv
+
+    if "NoTimeLimit-v0" not in gym.registry:
+        gym.register("NoTimeLimit-v0", entry_point=ClosableEnv)  # (no max_episode_steps)
+    assert not _ends_by_itself({"env_id": "NoTimeLimit-v0"})
+    assert _ends_by_itself({"env_id": "NoTimeLimit-v0", "env_kwargs": {"max_episode_steps": 50}})
+    assert _ends_by_itself({"env_id": "CartPole-v1"})  # registered with a time limit
+    assert _ends_by_itself({"env_id": "rate_envs:rate/TMaze-v0"})  # the project's tasks truncate themselves
+    assert _ends_by_itself({"env_id": "unknown.module:Later-v0"})  # (made, and so judged, when its module loads)
+
+
 def test_the_runner_plays_the_environment_it_is_told_to(artifacts, capsys):
     from rate.deploy.onnx_runner import main as play_main
 
@@ -653,3 +670,15 @@ def test_load_policy_gives_a_checkpoint_and_its_artifacts_the_same_actions(tmp_p
             np.testing.assert_array_equal(actions, eager_actions)
         else:
             np.testing.assert_allclose(actions, eager_actions, atol=1e-4)
+
+
+def test_artifact_suffixes_are_read_in_either_case(tmp_path):
+    """POLICY.ONNX and POLICY.PT2 (as some file systems and tools write them) are artifacts too."""
+    import rate
+    from rate.checkpoint import CheckpointError
+
+    (tmp_path / "junk.ONNX").write_bytes(b"not onnx")
+    with pytest.raises(ArtifactError, match="not a readable ONNX model"):
+        open_artifact(tmp_path / "junk.ONNX")
+    with pytest.raises(CheckpointError, match="missing.PT2: no such file"):  # (not "neither a checkpoint folder")
+        rate.load_policy(tmp_path / "missing.PT2")

@@ -331,9 +331,9 @@ def _refuse_pickles(path: Path) -> None:
 def open_artifact(path: str | Path) -> StepPolicy:
     """An exported policy (.onnx or .pt2) ready to ``reset`` and ``act``."""
     path = Path(path)
-    if path.suffix == ".onnx":
+    if path.suffix.lower() == ".onnx":
         return open_onnx(path, torch.get_num_threads())
-    if path.suffix == ".pt2":
+    if path.suffix.lower() == ".pt2":
         return open_pt2(path)
     raise ArtifactError(f"{path}: unknown artifact type (expected .onnx or .pt2)")
 

@@ -208,6 +208,23 @@ def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
     return StepPolicy(meta, lambda arrays: session.run(outputs, dict(zip(names, arrays))), str(path))
 
 
+def _ends_by_itself(meta: dict) -> bool:
+    """Whether episodes of ``meta``'s environment end without a length given: a time limit in its
+    keywords or its registration, or one of this project's tasks (each truncates itself); an id
+    that cannot be looked up yet (its module imported when it is made): assumed so.  (As
+    rate.rl.experiment's check for rate-eval.)"""
+    import gymnasium as gym
+
+    env_id = str(meta.get("env_id", ""))
+    if "max_episode_steps" in (meta.get("env_kwargs") or {}):
+        return True
+    try:
+        spec = gym.spec(env_id.split(":")[-1] if ":" in env_id else env_id)
+    except gym.error.Error:
+        return True
+    return spec.max_episode_steps is not None or str(spec.entry_point).startswith(PROJECT_ENVS)
+
+
 def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
     """Environments as the policy was evaluated in: ``meta``'s ``env_id`` (only the project's own
     entry points are imported for it), ``env_kwargs`` and wrappers, at ``length`` (None: its own)."""
@@ -394,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     except ArtifactError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if None in (lengths or [None]) and args.max_steps is None and not _ends_by_itself(meta):
+        print(f"warning: {meta['env_id']} registers no time limit: at its own length the episodes run until each "
+              "ends (pass --max-steps N, or --lengths N with --length-kwarg max_episode_steps)", file=sys.stderr)
     print(f"{'T':>6} {'success':>9} {'return':>8} {'seconds':>8}" + ("   (sampled actions)" if sample else ""))
     for t, make_env in factories:
         start = time.perf_counter()
