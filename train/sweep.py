@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from rate.checkpoint import (RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError, RunFolderHeld,
                              exclusive_run_dir, read_description, swap_journal)
-from rate.cli.records import check_results_csv, read_rows
+from rate.cli.records import check_results_csv, recorded_runs
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
 from rate.resume import STATE_FILE, config_changes
@@ -169,14 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 rl.check_eval_envs(cfg)
         check_file_target(Path(sweep.csv))  # a folder or an unwritable place: now, not after the first run
         check_results_csv(sweep.csv)
-        rows = read_rows(sweep.csv)
+        done = recorded_runs(sweep.csv)
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C while the configs are checked: nothing started yet
         print("stopped before any run started", file=sys.stderr)
         return 128 + signal.SIGINT
-    done = {row["run"] for row in rows}
     pending = [r for r in runs if r.name not in done and (not args.only or r.name.startswith(args.only))]
     try:
         print(f"{len(runs)} runs in the sweep, {len(runs) - len(pending)} done or filtered, {len(pending)} to run")
@@ -244,7 +243,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
         while (waiting or running) and not stop:
             while waiting and len(running) < jobs and not failure and not stop:
                 run = waiting.pop(0)
-                if run.name in {row["run"] for row in read_rows(sweep.csv)}:  # (another sweep's meanwhile)
+                if run.name in recorded_runs(sweep.csv):  # (another sweep's meanwhile)
                     bar.update(1)
                     tqdm.write(f"{run.name}: its row was written meanwhile (another sweep); skipped")
                     continue
@@ -276,7 +275,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                 if proc.returncode == RUN_FOLDER_HELD_EXIT:
                     tqdm.write(f"{run.name}: its folder is held by another trainer (another sweep's?); skipped")
                     continue
-                if proc.returncode and run.name in {row["run"] for row in read_rows(sweep.csv)}:
+                if proc.returncode and run.name in recorded_runs(sweep.csv):
                     tqdm.write(f"{run.name}: its row was written meanwhile (another sweep); skipped")
                     continue
                 tqdm.write(f"{run.name}: {out.strip().splitlines()[-1] if out.strip() else ''} "

@@ -46,6 +46,11 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
+def recorded_runs(path: str | Path) -> set[str]:
+    """The run names that ``path`` holds a row of (none when it is missing)."""
+    return {row["run"] for row in read_rows(path)}
+
+
 def check_results_csv(path: str | Path) -> None:
     """ConfigError unless ``path`` is missing, empty or a results CSV of this project (a ``run``
     column, no row wider than the header): appending a row rewrites the whole file, which must

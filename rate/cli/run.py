@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rate.checkpoint import CheckpointError, check_run_dir, exclusive_run_dir
-from rate.cli.records import check_results_csv, read_rows, record_run
+from rate.cli.records import check_results_csv, record_run, recorded_runs
 from rate.config import ConfigError, describe_config, load_yaml
 from rate.training import positive_int
 
@@ -152,7 +152,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             if args.csv:
                 check_file_target(args.csv)  # before the training, not after it
                 check_results_csv(args.csv)
-                if any(r["run"] == name for r in read_rows(args.csv)):
+                if name in recorded_runs(args.csv):
                     # One row per run: a second (a finished run resumed to train longer, or a run
                     # another sweep finished while this trainer waited) would leave readers two.
                     raise ConfigError(f"{args.csv} already has a row for run {name}; record this one under another "
