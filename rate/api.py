@@ -45,7 +45,8 @@ class Policy:
     Returns one action, or a batch as ``obs`` was.  ``last_output`` holds the action logits
     (discrete) or means (continuous) of the last step, batched; ``target_return`` may be set
     before ``reset``.  Observations are those of the evaluation environment inside the run's
-    ``eval.wrappers`` (``run_config["eval"]``; :func:`evaluate` applies them).
+    ``eval.env_wrappers`` and ``eval.wrappers`` (``run_config["eval"]``; :func:`evaluate` and
+    :meth:`make_env` apply them).
     """
 
     def __init__(self, backend: Any, obs_shape: Sequence[int], act_kind: str, target_return: float, source: str,
@@ -78,8 +79,9 @@ class Policy:
     def make_env(self, length: int | None = None, env_id: str | None = None, **env_kwargs):
         """One environment as :func:`evaluate` plays it: the run's ``eval.env_id`` (or ``env_id``)
         with the run's keywords (in its own environment; ``env_kwargs`` over them), at ``length``
-        (the run's ``eval.length_kwarg``; None: its own), inside the run's ``eval.wrappers``, so
-        that observations and actions are the ones the policy was trained on (Dict observations
+        (the run's ``eval.length_kwarg``; None: its own), inside the wrappers the data was recorded
+        through (``eval.env_wrappers``, in the run's own environment) and the run's ``eval.wrappers``,
+        so that observations and actions are the ones the policy was trained on (Dict observations
         flattened as in training, actions rescaled to the environment's bounds).
         ConfigError (a ValueError) when the environment cannot be made with these keywords."""
         from rate.rl.experiment import make_checked_eval_env
@@ -299,7 +301,7 @@ def _override_list(overrides: Sequence[str] | str | dict[str, Any]) -> list[str]
 
 
 # The fields of a run's EvalConfig that say which environment it plays, and how.
-ENVIRONMENT_KEYS = ("env_id", "env_kwargs", "length_kwarg", "wrappers")
+ENVIRONMENT_KEYS = ("env_id", "env_kwargs", "length_kwarg", "wrappers", "env_wrappers")
 
 
 def evaluation_defaults(policy: Policy, env_id: str | None = None) -> dict[str, Any]:
@@ -320,7 +322,8 @@ def evaluation_defaults(policy: Policy, env_id: str | None = None) -> dict[str, 
 
 def _eval_config(policy: Policy, env_id: str | None, length_kwarg: str | None, env_kwargs: dict[str, Any]):
     """The run's EvalConfig with ``env_id``, ``length_kwarg`` (each None: the run's) and
-    ``env_kwargs`` in place; another environment than the run's drops the run's reference returns.
+    ``env_kwargs`` in place; another environment than the run's drops the run's reference returns
+    and recorded wrappers (``eval.env_wrappers``).
     ConfigError when no environment is named at all."""
     from dataclasses import replace
 
@@ -336,7 +339,8 @@ def _eval_config(policy: Policy, env_id: str | None, length_kwarg: str | None, e
     ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
                  env_kwargs=dict(env_kwargs))
     if env_id and not same_environment(env_id, run_eval.get("env_id")):
-        ev = replace(ev, ref_scores=[])  # the run's reference returns are its own environment's
+        # The run's reference returns and recorded wrappers are its own environment's.
+        ev = replace(ev, ref_scores=[], env_wrappers=[])
     if not ev.env_id:
         raise ConfigError("the run names no environment (trained with eval.episodes=0 on data recorded without "
                           "one): pass the one to evaluate in (env_id, rate-eval --env)")
@@ -352,9 +356,9 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     environment's own length, keyed None).  Environment i is reset with seed ``seed + i``.
 
     The environment is ``gym.make(env_id, **env_kwargs, **{length_kwarg: T})`` inside the run's
-    ``eval.wrappers``; ``env_id`` and ``length_kwarg`` default to the run's; ``env_kwargs``,
-    ``episodes``, ``lengths`` and ``seed`` to :func:`evaluation_defaults` (the run's ``eval``
-    settings, as ``rate-eval`` plays them).
+    ``eval.env_wrappers`` (its own environment only) and ``eval.wrappers``; ``env_id`` and
+    ``length_kwarg`` default to the run's; ``env_kwargs``, ``episodes``, ``lengths`` and ``seed``
+    to :func:`evaluation_defaults` (the run's ``eval`` settings, as ``rate-eval`` plays them).
     ``record_video``: a folder for MP4s of every episode (``gymnasium.wrappers.RecordVideo``; the
     environment must render ``rgb_array``; needs the ``video`` extra, moviepy), moved in when
     every rollout has finished, so a failed evaluation leaves the folder as it was.

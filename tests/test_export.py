@@ -682,3 +682,23 @@ def test_artifact_suffixes_are_read_in_either_case(tmp_path):
         open_artifact(tmp_path / "junk.ONNX")
     with pytest.raises(CheckpointError, match="missing.PT2: no such file"):  # (not "neither a checkpoint folder")
         rate.load_policy(tmp_path / "missing.PT2")
+
+
+def test_the_runner_applies_the_wrappers_the_data_was_recorded_through():
+    """The metadata's ``env_wrappers`` (rate.rl.from_dataset: a dataset's env_spec's
+    additional_wrappers) wrap the environment as rate-eval does; a wrapper of a module the runner
+    does not trust is named with the --import that loads it, not imported."""
+    timed = {"entry_point": "gymnasium.wrappers.stateful_observation:TimeAwareObservation", "kwargs": {}}
+    meta = export_metadata(PolicyStep(build("rate")), {"eval": {"env_id": "CartPole-v1", "env_wrappers": [timed]}},
+                           target_return=1.0)
+    assert meta["env_wrappers"] == [timed]
+    env = make_env_factory(meta, None)()
+    assert env.observation_space.shape == (5,)
+    env.close()
+    assert make_env_factory({**meta, "env_wrappers": []}, None)().observation_space.shape == (4,)
+    foreign = {**meta, "env_wrappers": [{"entry_point": "some_package.wrappers:Timed", "kwargs": {}}]}
+    with pytest.raises(ArtifactError, match=r"recorded through the wrapper some_package.wrappers:Timed; import its "
+                                            r"module first \(--import some_package.wrappers\)"):
+        make_env_factory(foreign, None)
+    with pytest.raises(ArtifactError, match="is not {entry_point"):
+        make_env_factory({**meta, "env_wrappers": ["gymnasium.wrappers:TimeAwareObservation"]}, None)

@@ -29,13 +29,17 @@ TINY = ["model.backbone.d_model=32", "model.backbone.n_layers=1", "model.backbon
         "eval.episodes=3"]
 
 
-def record(env_id: str, dataset_id: str, episodes: int, act, with_env: bool = True, **create_kwargs) -> None:
-    """A Minari dataset of ``episodes`` episodes of ``act(env, rng)`` in ``gym.make(env_id)``, written
-    with ``minari.create_dataset_from_buffers`` (Minari's DataCollector needs jax); ``with_env``
-    False records its spaces only, no environment (as data from a real system)."""
+def record(env_id: str, dataset_id: str, episodes: int, act, with_env: bool = True, wrap=None,
+           **create_kwargs) -> None:
+    """A Minari dataset of ``episodes`` episodes of ``act(env, rng)`` in ``gym.make(env_id)`` (inside
+    ``wrap(env)`` where given: its spec then lists the wrapper), written with
+    ``minari.create_dataset_from_buffers`` (Minari's DataCollector needs jax); ``with_env`` False
+    records its spaces only, no environment (as data from a real system)."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
     env = gym.make(env_id)
+    if wrap is not None:
+        env = wrap(env)
     rng = np.random.default_rng(0)
     buffers = []
     for i in range(episodes):
@@ -75,6 +79,9 @@ def datasets(tmp_path_factory):
         patch.setenv("MINARI_DATASETS_PATH", str(root))
         record("CartPole-v1", "tests/cartpole-random-v0", 12, lambda env, rng: int(rng.integers(2)))
         record("CartPole-v1", "tests/no-environment-v0", 6, lambda env, rng: int(rng.integers(2)), with_env=False)
+        # Recorded through a wrapper that adds the time step to the 4 CartPole features.
+        record("CartPole-v1", "tests/cartpole-timeaware-v0", 6, lambda env, rng: int(rng.integers(2)),
+               wrap=gym.wrappers.TimeAwareObservation)
         record("InvertedPendulum-v5", "tests/pendulum-random-v0", 12,
                lambda env, rng: rng.uniform(-3.0, 3.0, 1).astype(np.float32), ref_min_score=0.0, ref_max_score=1000.0)
         record("ForeignDictCue-v0", "tests/dict-cue-v0", 40, oracle)
@@ -105,6 +112,48 @@ def test_cartpole_discrete_vectors_train_and_evaluate_with_no_yaml(datasets, tmp
     assert inferred["eval"]["length_kwarg"] == "max_episode_steps"
     capped = rate.evaluate(policy, episodes=3, lengths=[5])
     assert list(capped) == [5] and capped[5]["return"] <= 5
+
+
+def test_data_recorded_through_a_wrapper_is_evaluated_through_it(datasets, tmp_path, capsys):
+    # TimeAwareObservation adds the time step to CartPole's 4 features: the data holds 5, and a
+    # CartPole made without the wrapper would give the model 4.
+    inferred = infer_from_dataset("tests/cartpole-timeaware-v0")
+    assert inferred["model"]["obs_shape"] == [5]
+    (entry,) = inferred["eval"]["env_wrappers"]
+    assert entry["entry_point"].endswith(":TimeAwareObservation") and entry["kwargs"]["flatten"] is True
+    policy, metrics = rate.train(dataset="tests/cartpole-timeaware-v0", overrides=TINY, out=tmp_path / "run",
+                                 progress=False)
+    assert metrics["eval"][None]["return"] >= 8  # evaluated at training's end, through the wrapper
+    env = policy.make_env()
+    assert env.observation_space.shape == (5,) == policy.obs_shape
+    obs, _ = env.reset(seed=0)
+    policy.reset()
+    assert obs[-1] == 0 and env.step(policy.act(obs))[0][-1] == 1  # the recorded feature: the time step
+    env.close()
+    (result,) = rate.evaluate(policy, episodes=2).values()
+    assert result["return"] >= 8
+    # Another environment than the recorded one is not wrapped: the wrapper belongs to the data's.
+    assert policy.make_env(env_id="Acrobot-v1").observation_space.shape == (6,)
+    other = config_for_dataset("tests/cartpole-timeaware-v0", overrides=["eval.env_id=Acrobot-v1"])
+    assert other.eval.env_wrappers == []
+    # Without it (the user's choice) the policy meets 4 features where it was trained on 5: one line.
+    assert train_main(["--dataset", "tests/cartpole-timeaware-v0", *TINY, "eval.env_wrappers=[]", "--out",
+                       str(tmp_path / "unwrapped")]) == 2
+    assert "observations of shape (4,), but the config says model.obs_shape [5]" in capsys.readouterr().err
+
+
+def test_recorded_wrappers_are_checked_and_a_missing_one_is_one_line(datasets):
+    from rate.config import from_dict
+    from rate.rl.experiment import EvalConfig, make_checked_eval_env
+
+    for bad in ({"entry_point": "no_colon"}, {"entry_point": "a:B", "kwargs": [1]}, {"entry": "a:B"}):
+        with pytest.raises(ConfigError, match=r"eval.env_wrappers\[0\] needs"):
+            from_dict(EvalConfig, {"env_id": "CartPole-v1", "env_wrappers": [bad]})
+    with pytest.raises(ConfigError, match=r"env_wrappers\[0\]: expected a mapping"):
+        from_dict(EvalConfig, {"env_id": "CartPole-v1", "env_wrappers": ["a:B"]})
+    missing = from_dict(EvalConfig, {"env_id": "CartPole-v1", "env_wrappers": [{"entry_point": "no_such_pkg:W"}]})
+    with pytest.raises(ConfigError, match=r"'no_such_pkg:W' cannot be loaded .*eval.env_wrappers=\[\]"):
+        make_checked_eval_env(missing)
 
 
 def test_data_recorded_without_an_environment_trains_without_evaluation(datasets, tmp_path):
@@ -375,7 +424,7 @@ def test_constant_features_keep_scale_one():
     np.testing.assert_allclose(std, [np.arange(5).std(), 1.0])
 
 
-def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_named():
+def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_kept():
     from gymnasium.envs.registration import EnvSpec, WrapperSpec
 
     from rate.rl.from_dataset import eval_env_from_spec
@@ -383,10 +432,21 @@ def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_named():
     spec = EnvSpec("CartPole-v1", entry_point="gymnasium.envs.classic_control:CartPoleEnv",
                    kwargs={"render_mode": "rgb_array", "sutton_barto_reward": True}, max_episode_steps=500)
     assert eval_env_from_spec(spec)["env_kwargs"] == {"sutton_barto_reward": True, "max_episode_steps": 500}
-    spec.additional_wrappers = (WrapperSpec("RescaleObservation", "gymnasium.wrappers:RescaleObservation",
-                                            {"min_obs": -1.0, "max_obs": 1.0}),)
-    with pytest.warns(UserWarning, match=r"recorded through the wrappers \['RescaleObservation'\]"):
-        eval_env_from_spec(spec)
+    assert eval_env_from_spec(spec)["env_wrappers"] == []
+    rescale = WrapperSpec("RescaleObservation", "gymnasium.wrappers:RescaleObservation",
+                          {"min_obs": -1.0, "max_obs": 1.0})
+    spec.additional_wrappers = (rescale,)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # plain data: applied at evaluation, nothing to warn about
+        assert eval_env_from_spec(spec)["env_wrappers"] == [
+            {"name": "RescaleObservation", "entry_point": "gymnasium.wrappers:RescaleObservation",
+             "kwargs": {"min_obs": -1.0, "max_obs": 1.0}}]
+    # Keywords that are not plain data (an array) cannot be written into the run config: named.
+    arrays = WrapperSpec("RescaleObservation", "gymnasium.wrappers:RescaleObservation",
+                         {"min_obs": np.zeros(4), "max_obs": np.ones(4)})
+    spec.additional_wrappers = (rescale, arrays)
+    with pytest.warns(UserWarning, match=r"recorded through the wrappers \['RescaleObservation'\], whose entry"):
+        assert len(eval_env_from_spec(spec)["env_wrappers"]) == 1
     # No time limit and no length of its own: said before an evaluation could run without end.
     unlimited = EnvSpec("CartPole-v1", entry_point="gymnasium.envs.classic_control:CartPoleEnv")
     with pytest.warns(UserWarning, match="recorded without a time limit.*max_episode_steps=N"):

@@ -14,7 +14,9 @@ environment is brought to that form the same way its evaluation environment is w
 - discrete actions of a ``Discrete(n, start=s)`` with s != 0 are shifted to the model's 0..n-1
   (:func:`actions_from_zero` shifts them back).
 
-:data:`WRAPPERS` names these wrappers for ``eval.wrappers``.
+:data:`WRAPPERS` names these wrappers for ``eval.wrappers``.  Wrappers the dataset's environment
+was itself recorded through (its EnvSpec's ``additional_wrappers``, ``eval.env_wrappers``) come
+first, right after ``gym.make`` (:func:`wrap_recorded`): the data was recorded behind them.
 """
 
 from __future__ import annotations
@@ -67,6 +69,39 @@ def wrap_env(env: gym.Env, names: list[str]) -> gym.Env:
         if name not in WRAPPERS:
             raise ValueError(f"unknown wrapper {name!r}; eval.wrappers takes {', '.join(WRAPPERS)}")
         env = WRAPPERS[name](env)
+    return env
+
+
+# What an ``eval.env_wrappers`` entry holds: a recorded EnvSpec's WrapperSpec as plain data.
+RECORDED_WRAPPER_KEYS = ("name", "entry_point", "kwargs")
+
+
+def recorded_wrapper_error(entry: Any) -> str | None:
+    """Why ``entry`` is not an ``eval.env_wrappers`` entry ({entry_point: "module:Class", kwargs:
+    {...}}, name optional), or None when it is one."""
+    if not isinstance(entry, dict) or set(entry) - set(RECORDED_WRAPPER_KEYS):
+        return f"a mapping of {', '.join(RECORDED_WRAPPER_KEYS)}"
+    point = entry.get("entry_point")
+    if not isinstance(point, str) or point.count(":") != 1 or not all(point.split(":")):
+        return "an entry_point 'module:Class'"
+    if not isinstance(entry.get("kwargs") or {}, dict):
+        return "kwargs as a mapping"
+    return None
+
+
+def wrap_recorded(env: gym.Env, entries: list[dict[str, Any]]) -> gym.Env:
+    """``env`` inside the Gymnasium wrappers ``entries`` ({entry_point, kwargs}, in order), as
+    ``gym.make`` applies a recorded EnvSpec's ``additional_wrappers``.  ValueError naming the entry
+    point when its module or class cannot be loaded."""
+    from gymnasium.envs.registration import load_env_creator
+
+    for entry in entries:
+        try:
+            creator = load_env_creator(entry["entry_point"])
+        except (ImportError, AttributeError, ValueError) as err:
+            raise ValueError(f"the recorded wrapper {entry['entry_point']!r} cannot be loaded ({type(err).__name__}: "
+                             f"{err}); import its package, or evaluate without it: eval.env_wrappers=[]") from None
+        env = creator(env, **(entry.get("kwargs") or {}))
     return env
 
 

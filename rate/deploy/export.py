@@ -94,6 +94,7 @@ def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return:
         "env_id": env_id,
         "env_entry_point": entry if isinstance(entry, str) and entry.startswith(PROJECT_ENVS) else None,
         "length_kwarg": eval_cfg.get("length_kwarg", "episode_length"), "env_kwargs": eval_cfg.get("env_kwargs", {}),
+        "env_wrappers": eval_cfg.get("env_wrappers", []),  # (the recorded ones: rate.data.spaces.wrap_recorded)
         "config": run_config, "torch": torch.__version__,
     }
 

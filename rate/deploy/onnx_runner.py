@@ -227,7 +227,8 @@ def _ends_by_itself(meta: dict) -> bool:
 
 def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
     """Environments as the policy was evaluated in: ``meta``'s ``env_id`` (only the project's own
-    entry points are imported for it), ``env_kwargs`` and wrappers, at ``length`` (None: its own)."""
+    entry points are imported for it), ``env_kwargs``, recorded ``env_wrappers`` and the run's
+    wrappers, at ``length`` (None: its own)."""
     import gymnasium as gym
 
     env_id, entry_point = meta.get("env_id"), meta.get("env_entry_point")
@@ -273,14 +274,38 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
     unknown = [w for w in wrappers if w not in WRAPPERS]
     if unknown:
         raise ArtifactError(f"the policy's environment needs the wrappers {unknown}, which this runner does not know")
+    recorded = [_recorded_wrapper(entry) for entry in meta.get("env_wrappers") or []]
 
     def make() -> gym.Env:
         env = gym.make(env_id, **kwargs)
+        for wrapper, wrapper_kwargs in recorded:  # what the data was recorded through, first
+            env = wrapper(env, **wrapper_kwargs)
         for name in wrappers:
             env = WRAPPERS[name](env)
         return env
 
     return make
+
+
+def _recorded_wrapper(entry) -> tuple[Callable[..., gym.Env], dict]:
+    """The wrapper class and keywords of one of the metadata's ``env_wrappers`` (those the
+    training data was recorded through, {entry_point: "module:Class", kwargs}).  Gymnasium's and
+    the project's are imported here; any other module must be imported first (``--import``)."""
+    from gymnasium.envs.registration import load_env_creator
+
+    point = entry.get("entry_point") if isinstance(entry, dict) else None
+    if not isinstance(point, str) or ":" not in point or not isinstance(entry.get("kwargs") or {}, dict):
+        raise ArtifactError(f"the metadata's recorded wrapper {entry!r} is not {{entry_point: 'module:Class', kwargs}}")
+    module = point.split(":")[0]
+    trusted = module == "gymnasium" or module.startswith(("gymnasium.", PROJECT_ENVS))
+    if not trusted and module not in sys.modules:
+        raise ArtifactError(f"the policy's training data was recorded through the wrapper {point}; import its "
+                            f"module first (--import {module})")
+    try:
+        return load_env_creator(point), dict(entry.get("kwargs") or {})
+    except (ImportError, AttributeError) as err:
+        raise ArtifactError(f"the recorded wrapper {point} cannot be loaded here "
+                            f"({type(err).__name__}: {err})") from None
 
 
 def _import_project_envs(env_id: str, module: str) -> None:
@@ -396,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         # (an id with or without its module prefix, "rate_envs:rate/TMaze-v0", is the same environment)
         own = not args.env or args.env.split(":")[-1] == str(meta.get("env_id", "")).split(":")[-1]
         if not own:  # another environment: none of the run's keywords
-            meta = {**meta, "env_id": args.env, "env_entry_point": None, "env_kwargs": {}}
+            meta = {**meta, "env_id": args.env, "env_entry_point": None, "env_kwargs": {}, "env_wrappers": []}
         episodes = args.episodes or int(run_eval.get("episodes") or 100)
         seed = int(run_eval.get("seed", 0)) if args.seed is None else args.seed
         lengths = args.lengths or (list(run_eval.get("lengths") or []) if own else [])

@@ -34,6 +34,10 @@ class EvalConfig:
     # bounds are not [-1, 1]) and ActionsFromZero (Discrete actions that start elsewhere than 0);
     # the training data is transformed the same way.
     wrappers: list[str] = field(default_factory=list)
+    # Gymnasium wrappers the dataset's environment was recorded through (its env_spec's
+    # additional_wrappers, e.g. {entry_point: "gymnasium.wrappers:TimeAwareObservation", kwargs: {}}),
+    # applied in order right after gym.make, before ``wrappers``, as gym.make applies a recorded spec's.
+    env_wrappers: list[dict[str, Any]] = field(default_factory=list)
     # The lengths to evaluate at; empty: once, at the environment's own length.
     lengths: list[int] = field(default_factory=lambda: [30, 90])
     # Episodes per length, run side by side; 0: no evaluation while or after training (data with no
@@ -54,6 +58,11 @@ class EvalConfig:
         unknown = [w for w in self.wrappers if w not in WRAPPERS]
         if unknown:
             raise ValueError(f"eval.wrappers: unknown {unknown}; known: {', '.join(WRAPPERS)}")
+        from rate.data.spaces import recorded_wrapper_error
+
+        for i, entry in enumerate(self.env_wrappers):
+            if (problem := recorded_wrapper_error(entry)) is not None:
+                raise ValueError(f"eval.env_wrappers[{i}] needs {problem}, got {entry!r}")
         if self.ref_scores and (len(self.ref_scores) != 2 or self.ref_scores[0] == self.ref_scores[1]):
             raise ValueError(f"eval.ref_scores must be [min, max] with min != max (or empty), got {self.ref_scores}")
         if self.episodes < 0 or self.final_episodes < 0 or any(t < 3 for t in self.lengths + self.final_lengths):
@@ -215,19 +224,20 @@ def eval_env_kwargs(ev: EvalConfig, length: int | None) -> dict[str, Any]:
 
 
 def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, str] | None = None) -> gym.Env:
-    """The evaluation environment at ``length`` (None: its own), inside ``ev.wrappers``.
-    ``video`` (folder, name prefix): rendering ``rgb_array``, every episode recorded by
+    """The evaluation environment at ``length`` (None: its own), inside ``ev.env_wrappers``, then
+    ``ev.wrappers``.  ``video`` (folder, name prefix): rendering ``rgb_array``, every episode recorded by
     ``gymnasium.wrappers.RecordVideo`` (its encoder is moviepy, the ``video`` extra: ImportError
     without it); :func:`check_renders` says beforehand, once, whether the environment can."""
-    from rate.data.spaces import wrap_env
+    from rate.data.spaces import wrap_env, wrap_recorded
 
     if video is None:
-        return wrap_env(gym.make(ev.env_id, **eval_env_kwargs(ev, length)), ev.wrappers)
+        return wrap_env(wrap_recorded(gym.make(ev.env_id, **eval_env_kwargs(ev, length)), ev.env_wrappers),
+                        ev.wrappers)
     try:
         import moviepy  # noqa: F401  (RecordVideo's encoder)
     except ImportError:
         raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
-    env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
+    env = wrap_recorded(gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length)), ev.env_wrappers)
     with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
         warnings.simplefilter("ignore")
         env = gym.wrappers.RecordVideo(env, str(video[0]), episode_trigger=lambda _: True, name_prefix=video[1],
@@ -299,15 +309,15 @@ def make_eval_envs(ev: EvalConfig, n: int, length: int | None = None):
     """``n`` evaluation environments at ``length`` for :func:`rate.rl.rollout.rollout`: the task's
     native vector environment (``gym.make_vec``, e.g. the T-Maze's batched numpy one) where the
     project registers one for its id (:data:`OWN_VECTOR_ENVS`), it takes every keyword and
-    ``ev.wrappers`` is empty, else a factory of single ones (:func:`make_eval_env`).  The two play
-    the same episodes (same seeds, same observations)."""
+    there are no wrappers (``ev.wrappers``, ``ev.env_wrappers``), else a factory of single ones
+    (:func:`make_eval_env`).  The two play the same episodes (same seeds, same observations)."""
     try:
         spec = gym.spec(ev.env_id)
     except gym.error.Error:  # "module:id" before its module is imported: the single path imports it
         spec = None
     kwargs = eval_env_kwargs(ev, length)
     if (spec is not None and str(spec.vector_entry_point or "").startswith(OWN_VECTOR_ENVS) and not ev.wrappers
-            and _takes(spec, kwargs)):
+            and not ev.env_wrappers and _takes(spec, kwargs)):
         return gym.make_vec(ev.env_id, num_envs=n, **kwargs)
     return lambda: make_eval_env(ev, length)
 

@@ -60,7 +60,8 @@ DEFAULTS = {"eval": {"lengths": [], "episodes": 10}, "window_start": "random"}
 # What infer_from_dataset sets: a config file that leaves these out gets the dataset's values.
 INFERRED = ("dataset_id", "model.obs_kind", "model.obs_shape", "model.channels_last", "model.obs_scale",
             "model.normalize_obs", "model.act_kind", "model.act_dim", "model.rtg_scale", "eval.env_id",
-            "eval.env_kwargs", "eval.length_kwarg", "eval.wrappers", "eval.target_return", "eval.ref_scores")
+            "eval.env_kwargs", "eval.length_kwarg", "eval.wrappers", "eval.env_wrappers", "eval.target_return",
+            "eval.ref_scores")
 
 
 def template(model: str = "rate") -> str:
@@ -162,7 +163,7 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
 
 def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, Any], given: dict[str, Any]) -> None:
     """Evaluating in another environment than the recorded one (``eval.env_id`` set by the user):
-    the recorded one's keywords (a maze layout, its time limit) and reference scores are dropped
+    the recorded one's keywords (a maze layout, its time limit), wrappers and reference scores are dropped
     unless the user gave them too; D4RL's scores of the new id take their place where it has some."""
     from rate.data.env_plugins import same_environment
 
@@ -173,8 +174,9 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
         return
     if same_environment(evaluation.get("env_id"), inferred["env_id"]):
         return
-    if "env_kwargs" not in given:
-        evaluation.pop("env_kwargs", None)
+    for key in ("env_kwargs", "env_wrappers"):
+        if key not in given:
+            evaluation.pop(key, None)
     if "length_kwarg" not in given:
         evaluation["length_kwarg"] = "max_episode_steps"  # (any id takes it; the recorded one's may not)
     if "ref_scores" not in given:
@@ -185,13 +187,14 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
 
 
 def eval_env_from_spec(spec) -> dict[str, Any]:
-    """``env_id`` and ``env_kwargs`` that make the environment a recorded EnvSpec describes, and the
-    ``length_kwarg`` that sets its length.  An
+    """``env_id``, ``env_kwargs`` and ``env_wrappers`` that make the environment a recorded EnvSpec
+    describes, and the ``length_kwarg`` that sets its length.  An
     id this process has not registered is written ``module:id`` (Gymnasium imports the module,
     which registers it) when the spec names its entry point's module."""
     import gymnasium as gym
 
     from rate.data.env_plugins import load_env_plugins
+    from rate.data.spaces import recorded_wrapper_error
 
     load_env_plugins()
     env_id = spec.id
@@ -214,16 +217,26 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
         warnings.warn(f"{spec.id} was recorded without a time limit: an evaluation runs until every episode ends "
                       "by itself; set eval.env_kwargs.max_episode_steps=N (or eval.lengths) to cap it",
                       stacklevel=2)
-    wrapped = [w.name for w in (getattr(spec, "additional_wrappers", None) or ())]
-    if wrapped:
-        warnings.warn(f"{spec.id} was recorded through the wrappers {wrapped}, which evaluation does not apply: "
-                      "where they change observations, actions or rewards, the model is evaluated on other "
-                      "inputs than it was trained on; set eval.env_id to an environment registered with them",
-                      stacklevel=2)
+    recorded, unusable = [], []
+    for wrapper in getattr(spec, "additional_wrappers", None) or ():
+        try:  # plain data only, as for the keywords above
+            entry = yaml.safe_load(yaml.safe_dump({"name": wrapper.name, "entry_point": wrapper.entry_point,
+                                                   "kwargs": dict(wrapper.kwargs or {})}))
+        except (yaml.YAMLError, TypeError):
+            entry = None
+        if entry is None or recorded_wrapper_error(entry) is not None:
+            unusable.append(wrapper.name)
+        else:
+            recorded.append(entry)
+    if unusable:
+        warnings.warn(f"{spec.id} was recorded through the wrappers {unusable}, whose entry points or keywords are not "
+                      "plain data, so evaluation does not apply them: where they change observations, actions or "
+                      "rewards, the model is evaluated on other inputs than it was trained on; set eval.env_wrappers "
+                      "or eval.env_id to an environment registered with them", stacklevel=2)
     # What --lengths / eval.lengths set: the environment's own episode length where it takes one
     # (the project's tasks record it), else the time limit, a keyword gym.make takes for any id.
     length_kwarg = "episode_length" if "episode_length" in kwargs else "max_episode_steps"
-    return {"env_id": env_id, "env_kwargs": kwargs, "length_kwarg": length_kwarg}
+    return {"env_id": env_id, "env_kwargs": kwargs, "length_kwarg": length_kwarg, "env_wrappers": recorded}
 
 
 def d4rl_ref_scores(env_id: str) -> tuple[float, float] | None:
