@@ -12,6 +12,7 @@ from train.experiments.algorithmic import AlgorithmicConfig
 from rate.config import ConfigError, from_dict, load_yaml, save_yaml, to_dict
 from rate.core.rmt import RMTConfig
 from rate.rl.experiment import RATEExperimentConfig
+from rate.rl.model import RATEConfig
 from rate.training import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -179,6 +180,7 @@ def test_numbers_out_of_float_range_and_odd_keys_are_one_config_error():
     (lambda: dataclasses.replace(RMTConfig(), memory_update="valve"), r"memory_update must be one of 'rmt', 'mrv'"),
     (lambda: TrainConfig(precision="bf"), r"train.precision must be one of 'fp32', 'bf16', got 'bf'"),
     (lambda: RATEExperimentConfig(policy="stream"), r"policy must be one of 'streaming', 'window', 'recompute'"),
+    (lambda: RATEConfig(act_kind="box"), r"^model.act_kind must be one of 'discrete', 'continuous', got 'box'"),
 ])
 def test_a_choice_misspelt_in_python_is_refused_not_read_as_another_branch(make, pattern):
     """YAML is checked by from_dict; a config built in Python would otherwise go through some

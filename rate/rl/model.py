@@ -47,7 +47,7 @@ class RATEConfig:
     action_tanh: bool = True  # tanh on the action embedding (as RATE does for T-Maze)
 
     def __post_init__(self) -> None:
-        check_choices(self)
+        check_choices(self, "model.")
         if self.segment_steps <= 0 or self.num_segments <= 0 or self.act_dim <= 0 or self.rtg_scale <= 0:
             raise ValueError("segment_steps, num_segments, act_dim and rtg_scale must be positive")
         if self.obs_kind == "vector" and len(self.obs_shape) != 1:
