@@ -1,6 +1,7 @@
 """Algorithmic tasks: generators, greedy generation, and a tiny reverse task learned end to end."""
 
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -167,6 +168,20 @@ def test_demo_reports_a_missing_config_in_one_line(tmp_path, capsys):
     assert main(["--config", str(tmp_path / "none.yaml"), "--out", str(tmp_path / "demo")]) == 2
     assert capsys.readouterr().err == f"error: config file not found: {tmp_path / 'none.yaml'}\n"
     assert not (tmp_path / "demo").exists()
+
+
+def test_demo_leaves_an_earlier_run_in_its_folder_unless_told_to_replace_it(tmp_path, capsys):
+    from train.demo import main
+
+    earlier = tmp_path / "demo" / "transformer-xl"
+    earlier.mkdir(parents=True)
+    (earlier / "model.safetensors").write_bytes(b"an earlier run's weights")
+    config = Path(__file__).resolve().parents[1] / "configs" / "algorithmic" / "demo.yaml"
+    assert main(["--config", str(config), "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{earlier} already holds a run" in err and "--overwrite" in err
+    assert (earlier / "model.safetensors").read_bytes() == b"an earlier run's weights"
+    assert not (tmp_path / "demo" / "rmt").exists()  # refused before the first model trained
 
 
 @pytest.mark.slow

@@ -89,6 +89,10 @@ def test_import_says_what_it_dropped_and_keeps_infos_when_asked(tmp_path, capsys
         ({"rewards": np.array([0.0, np.nan] + [0.0] * 8, np.float32)}, "NaN or inf in rewards"),
         ({"actions": np.zeros((9, 2), np.float32)}, "actions has 9 rows"),
         ({"next_observations": np.zeros((10, 4), np.float32)}, r"next_observations of shape \(10, 4\)"),
+        # Per-step values of another shape: one line, not numpy's broadcasting into an (N, N) flag array.
+        ({"rewards": np.float32(1.0)}, "rewards must hold one row per step, not a single value"),
+        ({"rewards": np.zeros((10, 2), np.float32)}, r"rewards of shape \(10, 2\); one value per step"),
+        ({"rewards": np.zeros((10, 1, 1), np.float32)}, r"rewards of shape \(10, 1, 1\)"),
     ],
 )
 def test_bad_files_are_refused(tmp_path, kwargs, pattern):
@@ -169,15 +173,36 @@ def test_cli_bad_id_or_env_is_one_line_and_the_root_is_kept(tmp_path, args, patt
     assert sorted(str(p) for p in root.rglob("*")) == before
 
 
-def test_cli_replaces_a_dataset_only_with_overwrite(tmp_path):
+def test_cli_replaces_a_dataset_only_with_overwrite(tmp_path, capsys):
     from rate.cli.import_d4rl import main
 
     import_d4rl(write_d4rl(tmp_path / "old.hdf5", n=10), "test/x/d-v0")
     new = write_d4rl(tmp_path / "new.hdf5", n=12, terminals=(5,), timeouts=(11,))
     assert main([str(new), "test/x/d-v0"]) == 2  # kept: the error names --overwrite
+    assert capsys.readouterr().err.startswith("error: Minari dataset test/x/d-v0 already exists")  # (a refusal)
     assert minari.load_dataset("test/x/d-v0").total_steps == 10
     assert main([str(new), "test/x/d-v0", "--overwrite"]) == 0
     assert minari.load_dataset("test/x/d-v0").total_steps == 12
+
+
+def test_per_step_columns_are_read_as_one_value_per_step(tmp_path):
+    """Rewards and flags stored as (N, 1) columns split and import as (N,) ones: mixed with (N,)
+    flags they broadcast into an (N, N) array, and (N, 1) rewards were refused only at training."""
+    column = write_d4rl(tmp_path / "column.hdf5", rewards=np.arange(10, dtype=np.float32)[:, None])
+    with h5py.File(column, "a") as f:
+        del f["timeouts"]
+        f["timeouts"] = np.isin(np.arange(10), [6])[:, None]  # the step-6 timeout as a column
+    eps = split_episodes(read_d4rl(column))
+    assert [len(e["rewards"]) for e in eps] == [4, 3, 3] and eps[1]["rewards"].tolist() == [4, 5, 6]
+    import_d4rl(column, "test/d4rl/column-v0")
+    assert minari.load_dataset("test/d4rl/column-v0")[1].rewards.shape == (3,)
+
+
+def test_boolean_observations_without_an_environment_are_bounded_by_0_and_1(tmp_path):
+    obs = (np.arange(30).reshape(10, 3) % 2).astype(bool)
+    ds, _ = import_d4rl(write_d4rl(tmp_path / "bits.hdf5", observations=obs, next_observations=obs), "test/d4rl/bits-v0")
+    space = ds.spec.observation_space
+    assert space.dtype == np.bool_ and space.shape == (3,) and space.contains(obs[0])
 
 
 def test_integer_observations_without_an_environment_take_their_types_range(tmp_path):

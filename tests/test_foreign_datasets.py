@@ -296,10 +296,16 @@ def test_the_template_documents_every_field_and_leaves_the_inferred_ones_to_the_
     assert "obs_shape: [4]" in text and "act_kind: continuous" in text and "wrappers: [RescaleAction]" in text
 
 
-def test_a_missing_dataset_says_how_to_download_it(datasets, capsys):
+def test_a_missing_dataset_says_how_to_download_it(datasets, capsys, tmp_path):
     assert train_main(["--dataset", "D4RL/pointmaze/umaze-v2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "minari download D4RL/pointmaze/umaze-v2" in err and "--download" in err
+    # A D4RL file is imported first, not downloaded.
+    (d4rl_file := tmp_path / "hopper-medium-v2.hdf5").write_bytes(b"")
+    assert train_main(["--dataset", str(d4rl_file), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"is a file, not a Minari dataset (a folder or an id): import a D4RL file " \
+                                     f"first: rate-import-d4rl {d4rl_file} NAMESPACE/NAME-v0" in err
 
 
 def test_a_small_config_file_keeps_the_defaults_of_a_dataset_run(datasets, tmp_path):
@@ -326,10 +332,13 @@ def test_the_current_folder_as_dataset_is_named_by_where_it_is(tmp_path, monkeyp
     assert run_name_for("/") == "run"
 
 
-def test_a_dataset_folder_works_as_well_as_an_id(datasets, tmp_path):
+def test_a_dataset_folder_works_as_well_as_an_id(datasets, tmp_path, monkeypatch):
     folder = datasets / "tests" / "cartpole-random-v0"
     cfg = config_for_dataset(str(folder), "dt", overrides=TINY)
     assert cfg.model.obs_shape == [4] and cfg.policy == "window"
+    # A relative folder is kept as an absolute one: the run resumes from any working directory.
+    monkeypatch.chdir(datasets / "tests")
+    assert config_for_dataset("./cartpole-random-v0", "dt", overrides=TINY).dataset_id == str(folder.resolve())
 
 
 def test_flattening_matches_gymnasium():
@@ -424,6 +433,15 @@ def test_constant_features_keep_scale_one():
     np.testing.assert_allclose(std, [np.arange(5).std(), 1.0])
 
 
+def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
+    from rate.data.episodes import Episode, validate_episodes
+
+    big = Episode(np.array([[0.0], [1e39]]), np.zeros(2, np.int64), np.zeros(2))  # finite in float64
+    with pytest.raises(DatasetError, match=r"episode 0 has observations beyond float32's range"):
+        validate_episodes([big], True, 2, "d")
+    validate_episodes([Episode(np.array([[0.0], [1e38]]), np.zeros(2, np.int64), np.zeros(2))], True, 2, "d")
+
+
 def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_kept():
     from gymnasium.envs.registration import EnvSpec, WrapperSpec
 
@@ -445,8 +463,12 @@ def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_kept():
     arrays = WrapperSpec("RescaleObservation", "gymnasium.wrappers:RescaleObservation",
                          {"min_obs": np.zeros(4), "max_obs": np.ones(4)})
     spec.additional_wrappers = (rescale, arrays)
-    with pytest.warns(UserWarning, match=r"recorded through the wrappers \['RescaleObservation'\], whose entry"):
+    with pytest.warns(UserWarning, match=r"recorded through the wrappers \['RescaleObservation'\], which evaluation"):
         assert len(eval_env_from_spec(spec)["env_wrappers"]) == 1
+    # The chain is kept up to the first that cannot be: a later one would wrap another environment.
+    spec.additional_wrappers = (arrays, rescale)
+    with pytest.warns(UserWarning, match=r"\['RescaleObservation', 'RescaleObservation'\], which evaluation"):
+        assert eval_env_from_spec(spec)["env_wrappers"] == []
     # No time limit and no length of its own: said before an evaluation could run without end.
     unlimited = EnvSpec("CartPole-v1", entry_point="gymnasium.envs.classic_control:CartPoleEnv")
     with pytest.warns(UserWarning, match="recorded without a time limit.*max_episode_steps=N"):
@@ -537,6 +559,22 @@ def test_small_images_are_read_as_vectors_and_a_small_image_model_is_refused(dat
     assert inferred["eval"]["wrappers"] == ["FlattenObservation"]
     with pytest.raises(ConfigError, match="at least 36 x 36"):
         from_dict(RATEExperimentConfig, {"model": {"obs_kind": "image", "obs_shape": [7, 7, 3], "channels_last": True}})
+
+
+def test_a_rank_3_observation_without_a_channel_axis_is_read_as_a_vector(datasets):
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    space = gym.spaces.Box(0.0, 1.0, (40, 40, 40), np.float32)  # a voxel grid: no axis of 1, 3 or 4 channels
+    buffer = {"observations": np.zeros((3, 40, 40, 40), np.float32), "actions": np.array([0, 1]),
+              "rewards": [0.0, 1.0], "terminations": [False, True], "truncations": [False, False]}
+    minari.create_dataset_from_buffers("tests/voxels-v0", [EpisodeBuffer(**buffer)], observation_space=space,
+                                       action_space=gym.spaces.Discrete(2))
+    with pytest.warns(UserWarning, match=r"\(40, 40, 40\) have no channel axis .* read as one flat vector"):
+        inferred = infer_from_dataset("tests/voxels-v0")
+    assert inferred["model"]["obs_kind"] == "vector" and inferred["model"]["obs_shape"] == [64000]
+    assert inferred["eval"]["wrappers"] == ["FlattenObservation"]
+    (episode,), _ = load_minari_episodes("tests/voxels-v0", flatten_observations=True)
+    assert episode.observations.shape[1:] == (64000,)
 
 
 def test_an_image_inside_a_dict_is_flattened_with_a_warning(datasets):

@@ -420,6 +420,9 @@ def test_evaluating_another_task_than_the_datasets_is_named():
     assert eval_env_differences(spec, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"episode_length": 90})) == []
     assert eval_env_differences(spec, EvalConfig(env_id="rate/TMaze-v0", env_kwargs={"task": "x"})) == []
     assert eval_env_differences(None, ev) == []
+    # "module:id" (how a run on data of an unregistered environment names it) is the same id.
+    moduled = EvalConfig(env_id="rate_envs:rate/POPGym-v0", env_kwargs={"task": "RepeatPreviousEasy"})
+    assert eval_env_differences(spec, moduled) == eval_env_differences(spec, ev) != []
 
 
 def test_a_dataset_whose_episodes_all_end_in_one_segment_is_warned_about():

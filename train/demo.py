@@ -3,17 +3,20 @@
 Trains RMT (memory tokens), a Transformer-XL (cache) and a plain Transformer on reverse cut into
 4 segments (configs/algorithmic/demo.yaml), evaluates each by free-running greedy generation and
 prints a table.  About 3-4 minutes on 2 CPU cores.  Checkpoints and TensorBoard logs go to
-runs/demo/<model>/, the table to runs/demo/summary.md.
+runs/demo/<model>/, the table to runs/demo/summary.md; a demo that ran there before is replaced
+only with --overwrite (each model's old run once its new one has a checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
 
 from train.experiments.algorithmic import AlgorithmicConfig
+from rate.checkpoint import check_run_dir, exclusive_run_dir
 from rate.config import atomic_write_text, load_yaml
 from train.algorithmic import train
 from rate.cli.run import USER_ERRORS
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=Path("configs/algorithmic/demo.yaml"))
     parser.add_argument("--out", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--overwrite", action="store_true", help="replace the runs of a demo made in --out before")
     args = parser.parse_args(argv)
     try:
         return demo(args)
@@ -45,12 +49,19 @@ def demo(args: argparse.Namespace) -> int:
     base = load_yaml(AlgorithmicConfig, args.config)
     print(f"reverse, source length {base.task.length}: {base.task.input_len} tokens in {base.segments} "
           f"segments of {base.segment_len}; the answer needs the source, which lies in earlier segments")
+    folders = {name: args.out / name.split()[0].lower() for name in MODELS}
     rows = []
-    for name, overrides in MODELS.items():
-        cfg = load_yaml(AlgorithmicConfig, args.config, overrides(base.segment_len))
-        start = time.time()
-        _, metrics = train(cfg, args.out / name.split()[0].lower())  # (its checkpoint, with the metrics, in there)
-        rows.append((name, metrics, time.time() - start))
+    with contextlib.ExitStack() as held:
+        for folder in folders.values():  # every folder refused or held before the first model trains
+            check_run_dir(folder, False, args.overwrite)
+            held.enter_context(exclusive_run_dir(folder))  # (a second demo into --out fails here)
+            check_run_dir(folder, False, args.overwrite)  # again, now that no other trainer writes it
+        for name, overrides in MODELS.items():
+            cfg = load_yaml(AlgorithmicConfig, args.config, overrides(base.segment_len))
+            start = time.time()
+            # (its checkpoint, with the metrics, in there)
+            _, metrics = train(cfg, folders[name], overwrite=args.overwrite)
+            rows.append((name, metrics, time.time() - start))
     lines = [
         "| model | generated per-token accuracy | whole answer exact | teacher-forced accuracy | seconds |",
         "|---|---|---|---|---|",

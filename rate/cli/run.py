@@ -35,7 +35,10 @@ def error_exit(err: BaseException) -> int:
     another trainer holds (:data:`rate.checkpoint.RUN_FOLDER_HELD_EXIT`, 4)."""
     from rate.checkpoint import RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, ResumeRefused, RunFolderHeld
 
-    prefix = "file system: " if isinstance(err, write_error_types()) else ""
+    # (a FileExistsError without an errno is the project's own refusal to replace something, worded in
+    # full: "dataset ... already exists"; not a failure of the file system)
+    refusal = isinstance(err, FileExistsError) and err.errno is None
+    prefix = "file system: " if isinstance(err, write_error_types()) and not refusal else ""
     print(f"error: {prefix}{err}", file=sys.stderr)
     if isinstance(err, ResumeRefused):
         return RESUME_REFUSED_EXIT

@@ -88,6 +88,14 @@ def read_d4rl(path: str | Path, keep_infos: bool = False) -> dict[str, np.ndarra
                 data |= {f"infos/{k}": v[()] for k, v in f["infos"].items() if isinstance(v, h5py.Dataset)}
     except OSError as err:
         raise DatasetError(f"{path}: unreadable HDF5 (truncated or corrupt): {err}") from err
+    scalars = [k for k, arr in data.items() if not k.startswith("infos/") and np.ndim(arr) == 0]
+    if scalars:
+        raise DatasetError(f"{path}: {', '.join(scalars)} must hold one row per step, not a single value")
+    for key in ("rewards", "terminals", "timeouts"):  # one value per step: (N,), or (N, 1) as a column
+        if key in data and data[key].ndim == 2 and data[key].shape[1] == 1:
+            data[key] = data[key][:, 0]
+        elif key in data and data[key].ndim != 1:
+            raise DatasetError(f"{path}: {key} of shape {data[key].shape}; one value per step is (N,) or (N, 1)")
     n = len(data["rewards"])
     if n == 0:
         raise DatasetError(f"{path}: no steps")
@@ -227,9 +235,14 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, ov
         kwargs["env"] = env_id
     else:
         dtype = data["observations"].dtype
-        # Integer observations (pixels, ids) take their type's range: Gymnasium refuses infinite integer bounds.
-        integer = np.issubdtype(dtype, np.integer)
-        low, high = (np.iinfo(dtype).min, np.iinfo(dtype).max) if integer else (-np.inf, np.inf)
+        # Integer observations (pixels, ids) take their type's range, booleans 0 and 1: Gymnasium refuses
+        # infinite bounds for both.
+        if dtype == np.bool_:
+            low, high = 0, 1
+        elif np.issubdtype(dtype, np.integer):
+            low, high = np.iinfo(dtype).min, np.iinfo(dtype).max
+        else:
+            low, high = -np.inf, np.inf
         kwargs["observation_space"] = gym.spaces.Box(low, high, obs_dim, dtype=dtype)
         kwargs["action_space"] = spaces_of_actions(act, path)
     return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, **kwargs), summary

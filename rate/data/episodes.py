@@ -71,6 +71,9 @@ def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: 
             values = getattr(ep, field)
             if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
                 raise DatasetError(f"{name}: episode {i} has NaN or inf in its {field}")
+            if values.dtype == np.float64 and np.abs(values).max(initial=0.0) > np.finfo(np.float32).max:
+                # (the model reads float32, where these would turn into inf)
+                raise DatasetError(f"{name}: episode {i} has {field} beyond float32's range (|x| > 3.4e38)")
         if discrete_actions:
             if ep.actions.ndim != 1 or not np.issubdtype(ep.actions.dtype, np.integer):
                 raise DatasetError(f"{name}: episode {i} has actions of shape {ep.actions.shape[1:]} and dtype "
@@ -114,6 +117,10 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
             return minari.MinariDataset(data)
         except Exception as err:
             raise DatasetError(f"{path}: not a readable Minari dataset folder: {err}") from err
+    if path.is_file():  # a file is no Minari dataset (a folder or an id); a D4RL file is imported into one
+        hint = (f"import a D4RL file first: rate-import-d4rl {id_or_path} NAMESPACE/NAME-v0 [--env ID]"
+                if path.suffix.lower() in (".hdf5", ".h5") else "pass its folder or its id")
+        raise DatasetError(f"{path} is a file, not a Minari dataset (a folder or an id): {hint}")
     try:
         return minari.load_dataset(id_or_path, download=download)
     except FileNotFoundError as err:

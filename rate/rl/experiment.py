@@ -210,7 +210,9 @@ def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
     """``key=recorded, evaluated with key=value`` for each of ``eval.env_kwargs`` that the dataset's
     environment (same id) was recorded with another value of.  The swept length keyword is left
     out: evaluating at other lengths or sizes than the training data's is what it is for."""
-    if env_spec is None or env_spec.id != ev.env_id:
+    from rate.data.env_plugins import same_environment
+
+    if env_spec is None or not same_environment(env_spec.id, ev.env_id):  # ("module:id" is the same id)
         return []
     recorded = env_spec.kwargs or {}
     return [f"{key}={recorded[key]!r} (evaluated with {key}={value!r})" for key, value in sorted(ev.env_kwargs.items())

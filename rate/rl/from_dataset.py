@@ -99,10 +99,14 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
         else:
             try:
                 last = image_channels_last(obs_space.shape)
-            except ValueError as err:
-                raise DatasetError(f"{dataset}: {err}") from err
-            h, w = obs_space.shape[:2] if last else obs_space.shape[1:]
-            image = min(h, w) >= MIN_IMAGE_SIZE  # smaller grids are read as vectors
+            except ValueError:  # no channel axis (a voxel grid, a stack of maps): features, not pixels
+                warnings.warn(f"{dataset}: observations of shape {obs_space.shape} have no channel axis (no end axis "
+                              "of 1, 3 or 4 entries, nor one shorter than the other two): read as one flat vector, "
+                              "not an image", stacklevel=2)
+                image = False
+            else:
+                h, w = obs_space.shape[:2] if last else obs_space.shape[1:]
+                image = min(h, w) >= MIN_IMAGE_SIZE  # smaller grids are read as vectors
     if image:
         # 0..255 pixels, stored as uint8 or declared so by the bounds of a float Box
         eight_bit = obs_space.dtype == np.uint8 or bool(np.all(obs_space.high == 255))
@@ -158,7 +162,9 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     ref = info.ref_scores or d4rl_ref_scores(evaluation.get("env_id", ""))
     if ref:
         evaluation["ref_scores"] = list(ref)
-    return {"dataset_id": dataset, "model": model, "eval": evaluation}
+    # A folder as an absolute path: the run config resumes and evaluates from any working directory.
+    folder = Path(dataset).expanduser()
+    return {"dataset_id": str(folder.resolve()) if folder.is_dir() else dataset, "model": model, "eval": evaluation}
 
 
 def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, Any], given: dict[str, Any]) -> None:
@@ -224,15 +230,16 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
                                                    "kwargs": dict(wrapper.kwargs or {})}))
         except (yaml.YAMLError, TypeError):
             entry = None
-        if entry is None or recorded_wrapper_error(entry) is not None:
-            unusable.append(wrapper.name)
+        if unusable or entry is None or recorded_wrapper_error(entry) is not None:
+            unusable.append(wrapper.name)  # (and every one after it: it would wrap another environment)
         else:
             recorded.append(entry)
     if unusable:
-        warnings.warn(f"{spec.id} was recorded through the wrappers {unusable}, whose entry points or keywords are not "
-                      "plain data, so evaluation does not apply them: where they change observations, actions or "
-                      "rewards, the model is evaluated on other inputs than it was trained on; set eval.env_wrappers "
-                      "or eval.env_id to an environment registered with them", stacklevel=2)
+        warnings.warn(f"{spec.id} was recorded through the wrappers {unusable}, which evaluation does not apply (the "
+                      "first one's entry point or keywords are not plain data; the others come after it): where they "
+                      "change observations, actions or rewards, the model is evaluated on other inputs than it was "
+                      "trained on; set eval.env_wrappers or eval.env_id to an environment registered with them",
+                      stacklevel=2)
     # What --lengths / eval.lengths set: the environment's own episode length where it takes one
     # (the project's tasks record it), else the time limit, a keyword gym.make takes for any id.
     length_kwarg = "episode_length" if "episode_length" in kwargs else "max_episode_steps"
@@ -263,7 +270,7 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
         given, base = {}, merge_sections(DEFAULTS, MODEL_PRESETS[model])
     inferred = infer_from_dataset(dataset)
     data = merge_sections(inferred, base) if config is not None else merge_sections(base, inferred)
-    data["dataset_id"] = dataset
+    data["dataset_id"] = inferred["dataset_id"]
     data = apply_overrides(data, overrides, RATEExperimentConfig)
     _forget_other_environment(data["eval"], inferred["eval"], apply_overrides(given, overrides).get("eval") or {})
     if "env_id" not in data.get("eval", {}):
