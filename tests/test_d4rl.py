@@ -200,7 +200,8 @@ def test_per_step_columns_are_read_as_one_value_per_step(tmp_path):
 
 def test_boolean_observations_without_an_environment_are_bounded_by_0_and_1(tmp_path):
     obs = (np.arange(30).reshape(10, 3) % 2).astype(bool)
-    ds, _ = import_d4rl(write_d4rl(tmp_path / "bits.hdf5", observations=obs, next_observations=obs), "test/d4rl/bits-v0")
+    ds, _ = import_d4rl(write_d4rl(tmp_path / "bits.hdf5", observations=obs, next_observations=obs),
+                        "test/d4rl/bits-v0")
     space = ds.spec.observation_space
     assert space.dtype == np.bool_ and space.shape == (3,) and space.contains(obs[0])
 
