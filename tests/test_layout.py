@@ -41,6 +41,32 @@ def test_no_library_module_names_an_application_package():
     assert not found
 
 
+# The library's layers (docs/architecture.md): what each part of rate/ may import of rate/ besides
+# itself.  The shared top-level modules (config, checkpoint, training, ...) sit under every
+# subpackage and import none; core knows nothing of RL, data nothing of models, rl builds on both,
+# deploy on rl, the public API (rate/api.py) on all of them, the command lines on anything.
+FOUNDATION = {"config", "checkpoint", "training", "resume", "distributed", "host_memory", "plots"}
+MAY_IMPORT = {"core": {"config"}, "data": {"config"}, "tasks": {"config"},
+              "rl": FOUNDATION | {"core", "data"}, "deploy": FOUNDATION | {"core", "data", "rl"},
+              "api": FOUNDATION | {"core", "data", "rl", "deploy"}, **dict.fromkeys(FOUNDATION, FOUNDATION)}
+
+
+def test_each_layer_imports_only_the_layers_below_it():
+    """Static: every import of rate.X in a module of rate/ (module level or inside a function)."""
+    found = []
+    for path in (ROOT / "rate").rglob("*.py"):
+        parts = path.relative_to(ROOT / "rate").with_suffix("").parts
+        part = parts[0]
+        if part in ("__init__", "cli"):  # (the package's re-exports and the command lines: anything)
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.startswith("rate.")
+                      and n.split(".")[1] != part and n.split(".")[1] not in MAY_IMPORT[part]]
+    assert not found
+
+
 @pytest.mark.slow
 def test_every_library_module_imports_with_the_application_packages_blocked(tmp_path):
     """Dynamic: import every module of rate/ in a fresh process, outside the repository, with the

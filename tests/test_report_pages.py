@@ -89,6 +89,12 @@ def test_mujoco_page_normalises_with_both_reference_pairs(tmp_path):
     # the two seeds sit at the dataset's min and max: scores 0 and 100, mean 50
     assert f"| RATE | {(lo + hi) / 2:.1f} +- " in text and "| 50.0 +- 70.7 |" in text
     assert f"| {sum(d4rl) / 2:.1f} +- " in text
+    # One seed shows no spread; a variant's rows (MODEL/VARIANT/seedN) would be pooled: refused.
+    assert "| RATE | 5130.1 | 100.0 |" in render(main, tmp_path, "one", rows[1:])
+    bad = tmp_path / "variant.csv"
+    write_csv(bad, rows + [{**rows[0], "run": "rate/long/seed0"}])
+    with pytest.raises(SystemExit):
+        main(["--csv", str(bad), "--out", str(tmp_path / "variant.md")])
 
 
 def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
@@ -113,7 +119,10 @@ def test_pages_refuse_an_empty_csv_or_one_of_another_kind(tmp_path, module, caps
     import importlib
 
     for content, message in (("", "has no rows"), ("a,b\n1,2\n", "no 'run' column, not a results CSV"),
-                             (b"\xff\xfe\x00binary", "not a text file, not a results CSV")):
+                             (b"\xff\xfe\x00binary", "not a text file, not a results CSV"),
+                             # a run's second row would be counted as one more seed
+                             ("run,x\nT/rate/seed0,1\nT/rate/seed0,2\n", "1 runs have more than one row, e.g. "
+                                                                       "'T/rate/seed0'; keep one row per run")):
         (tmp_path / "x.csv").write_bytes(content if isinstance(content, bytes) else content.encode())
         with pytest.raises(SystemExit) as exc:
             importlib.import_module(module).main(["--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.md")])

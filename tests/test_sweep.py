@@ -113,6 +113,16 @@ def test_concurrent_appends_lose_no_row(tmp_path):
     assert sorted(int(r["x"]) for r in read_rows(csv)) == list(range(24))
 
 
+def test_a_row_for_a_run_recorded_meanwhile_is_refused_not_doubled(tmp_path):
+    """Two trainers of one run name into different folders both pass the trainer's check before
+    training; the second to finish is refused under the CSV's lock instead of adding a second row."""
+    csv = tmp_path / "r.csv"
+    append_row(csv, {"run": "a/seed0", "x": 1})
+    with pytest.raises(ConfigError, match=r"got a row for run a/seed0 while this one trained"):
+        append_row(csv, {"run": "a/seed0", "x": 2})
+    assert [r["x"] for r in read_rows(csv)] == ["1"]
+
+
 def test_sweep_with_a_wrong_evaluation_environment_fails_before_running(tmp_path, capsys):
     # The T = 51 task's length given to a 103-step task: POPGym refuses it, and the sweep says so
     # before any run starts.

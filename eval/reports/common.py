@@ -57,6 +57,9 @@ def read_report_rows(parser: argparse.ArgumentParser, csv: Path) -> list[dict]:
     rows = read_rows(csv)
     if not rows:
         parser.error(f"{csv} has no rows; run the sweep first")
+    twice = sorted(name for name, n in Counter(r["run"] for r in rows).items() if n > 1)
+    if twice:  # (a page would count the second row as one more seed)
+        parser.error(f"{csv}: {len(twice)} runs have more than one row, e.g. {twice[0]!r}; keep one row per run")
     return rows
 
 

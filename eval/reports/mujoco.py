@@ -34,8 +34,10 @@ def normalised(value: float, ref: tuple[float, float]) -> float:
 
 
 def mean_std(values: list[float], digits: int = 1) -> str:
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.fmean(values):.{digits}f} +- {std:.{digits}f}"
+    """Mean +- std over seeds; one seed has no spread to show ("+- 0.0" would claim one)."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.fmean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
                            "hand-written discussion appended to the report")
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args.csv)
+    odd = [r["run"] for r in rows if len(r["run"].split("/")) != 2 or not r["run"].split("/")[1].startswith("seed")]
+    if odd:  # (a variant's rows, MODEL/VARIANT/seedN, would be pooled with the model's)
+        parser.error(f"{args.csv}: run names this page cannot read, e.g. {odd[0]!r} (it reads MODEL/seedN)")
     returns: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         returns[r["run"].split("/")[0]].append(single_return(r))

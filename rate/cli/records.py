@@ -77,13 +77,19 @@ def append_row(path: str | Path, row: dict[str, Any]) -> None:
     """Append ``row``; columns are the union over all rows; the file is replaced atomically.
 
     The read-modify-replace runs under an exclusive lock on ``.<name>.lock`` beside the CSV, so
-    runs that finish at the same moment (``train.sweep --jobs``) cannot drop each other's rows."""
+    runs that finish at the same moment (``train.sweep --jobs``) cannot drop each other's rows.
+    One row per run name: ConfigError when the CSV got one for ``row["run"]`` meanwhile (trainers
+    check before training; two of one name into different folders can both pass that check)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         check_results_csv(path)
-        rows = read_rows(path) + [{k: ("" if v is None else v) for k, v in row.items()}]
+        rows = read_rows(path)
+        if "run" in row and any(r.get("run") == row["run"] for r in rows):
+            raise ConfigError(f"{path} got a row for run {row['run']} while this one trained (another trainer of "
+                              "that name); this run's metrics stay in its folder's config.json only")
+        rows.append({k: ("" if v is None else v) for k, v in row.items()})
         columns: list[str] = []
         for r in rows:
             columns += [k for k in r if k not in columns]
