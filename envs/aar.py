@@ -27,7 +27,7 @@ NOOP = 2
 
 
 class ActionAssociativeRetrievalEnv(gym.Env):
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, episode_length: int = 90, render_mode: str | None = None):
         _check_length(episode_length)
@@ -68,6 +68,8 @@ class ActionAssociativeRetrievalEnv(gym.Env):
         return self._obs(), reward, terminated, False, {**info, **self._cue_info()}
 
     def render(self):
+        if self.render_mode != "ansi":  # (Gymnasium: no render mode, nothing rendered)
+            return None
         return f"t={self.t}/{self.episode_length} first={self.first_action}"
 
 

@@ -5,6 +5,9 @@ somewhere between a small room and the end of a long hallway.  In the room lies 
 a ball); at the far end the hallway splits, with a key at one end and a ball at the other.
 Stepping next to the object that matches the cue pays 1 - 0.9 t / max_steps, next to the other
 one ends the episode with 0.  The RATE paper trains on one size and evaluates on larger ones.
+``max_steps`` defaults to 5 x size here, not MiniGrid's 5 x size^2 (a failing rollout at size 91
+would last 41,405 steps), so a success's timed reward is lower than under MiniGrid's own limit
+at the same step: the return scale (and a target return taken from another setup) differs.
 
 :class:`MiniGridMemoryEnv` exposes only what the agent sees: its view_size x view_size egocentric
 window (walls block the view; never the full grid), either
@@ -61,7 +64,7 @@ REWARDS = ("timed", "success")
 
 
 class MiniGridMemoryEnv(gym.ObservationWrapper):
-    metadata = {"render_modes": ["rgb_array"]}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, size: int = 13, view_size: int = 3, observation: str = "symbolic", tile_size: int = 28,
                  max_steps: int | None = None, random_length: bool = False, reward: str = "timed",

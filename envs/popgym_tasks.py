@@ -73,7 +73,10 @@ class POPGymTask(gym.ObservationWrapper):
         the argument lets the evaluation's length sweep name it, and catches a wrong config)."""
         if task not in TASKS:
             raise ValueError(f"unknown POPGym task {task!r}; one of {sorted(TASKS)}")
-        super().__init__(TASKS[task]())
+        modes = TASKS[task].metadata.get("render_modes", [])  # (PositionOnlyCartPole's: CartPole's frames)
+        if render_mode is not None and render_mode not in modes:
+            raise ValueError(f"{task} renders {', '.join(modes) or 'nothing'}, not {render_mode!r}")
+        super().__init__(TASKS[task](render_mode=render_mode) if render_mode is not None else TASKS[task]())
         self.task = task
         own = int(self.env.unwrapped.max_episode_length)
         if episode_length is not None and episode_length != own:

@@ -25,7 +25,7 @@ RIGHT, UP, LEFT, DOWN = 0, 1, 2, 3
 
 
 class TMazeEnv(gym.Env):
-    metadata = {"render_modes": ["ansi"]}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, corridor_length: int = 10, render_mode: str | None = None, episode_length: int | None = None):
         """``episode_length`` T, when given, sets the corridor to T - 2 (the length keyword of most
@@ -89,6 +89,8 @@ class TMazeEnv(gym.Env):
         return self._obs(), reward, terminated, truncated, {**info, **self._cue_info()}
 
     def render(self):
+        if self.render_mode != "ansi":  # (Gymnasium: no render mode, nothing rendered)
+            return None
         cells = ["."] * (self.corridor_length + 1)
         cells[self.x] = "A"
         return f"goal {'up' if self.goal > 0 else 'down'} t={self.t} |{''.join(cells)}| y={self.y}"

@@ -81,8 +81,10 @@ class TMazeVectorEnv(VectorEnv):
             raise RuntimeError("call reset() before step()")
         actions = np.asarray(actions)
         valid = (actions == RIGHT) | (actions == UP) | (actions == LEFT) | (actions == DOWN)  # (np.isin: 20x slower)
-        # Integers only, as the single T-Maze's Discrete space takes (0.0 is not an action there).
-        if actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu" or not valid.all():
+        # Integers only, as the single T-Maze's Discrete space takes (0.0 is not an action there);
+        # a row that restarts ignores its action, as SyncVectorEnv's does.
+        if (actions.shape != (self.num_envs,) or actions.dtype.kind not in "iu"
+                or not (valid | self._autoreset).all()):
             raise ValueError(f"T-Maze actions must be {self.num_envs} integers in 0..3, got {actions!r}")
         reset = np.flatnonzero(self._autoreset)
         self._start(reset, {})
@@ -99,6 +101,10 @@ class TMazeVectorEnv(VectorEnv):
         ended = terminated | truncated
         obs = self._observe(np.arange(self.num_envs))
         info: dict[str, Any] = self._cue_info()
+        if len(reset):  # the restarted rows' reset info, as SyncVectorEnv merges it into this step's
+            mask = self._autoreset.copy()
+            info |= {"goal": np.where(mask, self.goal, 0), "_goal": mask,
+                     "corridor_length": np.where(mask, self.corridor, 0), "_corridor_length": mask.copy()}
         if ended.any():
             info |= {"success": reward > 0, "_success": ended}
         self._autoreset = ended

@@ -252,7 +252,7 @@ class ViZDoomTwoColorsEnv(gym.Env, RecordConstructorArgs):
     def step(self, action):
         if self.colour is None:
             raise RuntimeError("call reset() before step()")
-        if not self.action_space.contains(int(action)):
+        if not self.action_space.contains(action):  # (not int(action): 1.7 would be taken as 1)
             raise ValueError(f"actions are 0..{len(BUTTONS) - 1}, got {action!r}")
         before = self._variables
         self._game.make_action(BUTTONS[int(action)], FRAME_SKIP)

@@ -64,6 +64,17 @@ def test_bad_task_and_wrong_length_are_refused():
             env.step(action)
 
 
+def test_a_render_mode_reaches_the_task_or_is_refused():
+    """PositionOnlyCartPole renders CartPole's frames; the card tasks render nothing, so a mode
+    asked of them is refused rather than dropped (render() would return None)."""
+    env = gym.make("rate/POPGym-v0", task="PositionOnlyCartPoleEasy", render_mode="rgb_array")
+    env.reset(seed=0)
+    assert env.render().shape[2] == 3
+    env.close()
+    with pytest.raises(ValueError, match="RepeatPreviousEasy renders nothing, not 'rgb_array'"):
+        POPGymTask("RepeatPreviousEasy", render_mode="rgb_array")
+
+
 def test_dataset_round_trip_with_noise_and_environment_recovery():
     generate_popgym_dataset("RepeatPreviousEasy", episodes=6, seed=0, noise=0.3)
     ds = minari.load_dataset("rate/popgym/RepeatPreviousEasy-oracle-v0")

@@ -57,6 +57,30 @@ def test_vector_tmaze_steps_as_single_tmazes(options):
     assert done.all()
 
 
+def test_vector_tmaze_steps_as_gymnasiums_sync_vector_env_infos_included():
+    """Against SyncVectorEnv over single T-Mazes (NEXT_STEP autoreset): the same observations,
+    rewards, ends and infos at every step, the reset info of restarting rows included; a row
+    that restarts ignores its action (here -1), as SyncVectorEnv's does."""
+    n = 5
+    native = gym.make_vec("rate/TMaze-v0", num_envs=n, corridor_length=2)
+    sync = gym.vector.SyncVectorEnv([lambda: gym.make("rate/TMaze-v0", corridor_length=2)] * n)
+    for a, b in zip(native.reset(seed=3), sync.reset(seed=3)):
+        np.testing.assert_equal(a, b)
+    rng = np.random.default_rng(2)
+    restarting = np.zeros(n, dtype=bool)
+    for _ in range(200):
+        actions = np.where(restarting, -1, rng.integers(0, 4, n))
+        mine, theirs = native.step(actions), sync.step(np.where(restarting, 0, actions))
+        for a, b in zip(mine[:4], theirs[:4]):
+            np.testing.assert_array_equal(a, b)
+        assert set(mine[4]) == set(theirs[4]), (sorted(mine[4]), sorted(theirs[4]))
+        for key, value in theirs[4].items():
+            np.testing.assert_array_equal(mine[4][key], value, err_msg=key)
+        restarting = mine[2] | mine[3]
+    native.close()
+    sync.close()
+
+
 def test_vector_tmaze_draws_as_single_tmazes_across_block_refills_and_autoresets(monkeypatch):
     """The batch takes its generators' bits in blocks (here 2 outputs = 4 draws, so most steps
     refill some row) and reproduces single T-Mazes that call Generator.integers and .choice, over
