@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -52,10 +53,23 @@ class Policy:
     def __init__(self, backend: Any, obs_shape: Sequence[int], act_kind: str, target_return: float, source: str,
                  run_config: dict[str, Any]):
         self._backend, self.obs_shape, self.act_kind = backend, tuple(obs_shape), act_kind
+        self._n: int | None = None
         self.target_return, self.source = float(target_return), source
         self.run_config = run_config  # the training run's config, as a mapping
         self.last_output: np.ndarray | None = None
-        self._n: int | None = None
+
+    @property
+    def target_return(self) -> float:
+        """The return-to-go every episode starts from; a new value takes effect at the next
+        :meth:`reset` (the episodes under way keep theirs)."""
+        return self._target_return
+
+    @target_return.setter
+    def target_return(self, value: float) -> None:
+        if self._n is not None:
+            warnings.warn("target_return takes effect at the next reset(); the episodes under way keep their "
+                          "returns-to-go", stacklevel=2)
+        self._target_return = float(value)
 
     def __repr__(self) -> str:
         return f"Policy({self.source!r}, obs_shape={self.obs_shape}, act_kind={self.act_kind!r})"
@@ -103,11 +117,13 @@ class Policy:
         if single:
             obs = obs[None]
         if obs.shape != (self._n, *self.obs_shape):
-            raise ValueError(f"observation of shape {obs.shape if not single else obs.shape[1:]}: this policy takes "
-                             f"{self.obs_shape} or a batch ({self._n}, {', '.join(map(str, self.obs_shape))}) "
-                             f"after reset({self._n})")
-        reward = None if reward is None else np.asarray(reward, dtype=np.float32).reshape(self._n)
-        done = np.zeros(self._n, dtype=bool) if done is None else np.asarray(done, dtype=bool).reshape(self._n)
+            batch = f"({self._n}, {', '.join(map(str, self.obs_shape))})"
+            takes = (f"one of shape {self.obs_shape} (or a batch of 1)" if self._n == 1 else
+                     f"a batch of shape {batch}, one row per environment; one of shape {self.obs_shape} needs reset(1)")
+            raise ValueError(f"observation of shape {obs.shape[1:] if single else obs.shape}: after "
+                             f"reset({self._n}) act() takes {takes}")
+        reward = None if reward is None else _per_environment(reward, np.float32, self._n, "reward")
+        done = np.zeros(self._n, dtype=bool) if done is None else _per_environment(done, bool, self._n, "done")
         if self._first:  # every environment starts an episode
             done, reward = np.ones(self._n, dtype=bool), None
         elif reward is None and not done.all():
@@ -181,7 +197,7 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
     path = Path(path)
     if path.suffix.lower() in (".pt2", ".onnx"):
         from rate.deploy.export import open_artifact
-        from rate.deploy.onnx_runner import ArtifactError
+        from rate.deploy.onnx_runner import ArtifactError, warn_if_older_than_its_run
 
         if device != "cpu":
             raise ValueError(f"exported policies run on the CPU here; got device {device!r}")
@@ -189,6 +205,7 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
             step = open_artifact(path)
         except ArtifactError as err:  # (the standalone runner's own error type)
             raise CheckpointError(str(err)) from None
+        warn_if_older_than_its_run(path, step.meta)
         meta = step.meta
         run_eval = meta.get("config", {}).get("eval", {})
         sample = bool(run_eval.get("sample", False)) if sample is None else sample
@@ -197,6 +214,8 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
         target = _check_target(meta["target_return"] if target_return is None else target_return)
         return Policy(_ArtifactBackend(step, sample, seed), meta["obs_shape"], meta["act_kind"], target, str(path),
                       meta.get("config", {}))
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint folder or .pt2 / .onnx file")
     if not path.is_dir():
         raise CheckpointError(f"{path}: neither a checkpoint folder nor a .pt2 / .onnx file")
     from rate.config import to_dict
@@ -210,6 +229,14 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
     target = _check_target(cfg.eval.target_return if target_return is None else target_return)
     return Policy(_EagerBackend(model, cfg, str(resolve_device(device)), sample, seed), cfg.model.obs_shape,
                   cfg.model.act_kind, target, str(path), to_dict(cfg))
+
+
+def _per_environment(value, dtype, n: int, name: str) -> np.ndarray:
+    """``value`` as (n,) ``dtype``: one entry per environment of reset(n) (a scalar for n = 1)."""
+    array = np.asarray(value, dtype=dtype)
+    if array.size != n:
+        raise ValueError(f"{name} has {array.size} entries; after reset({n}) act() takes one per environment")
+    return array.reshape(n)
 
 
 def _check_target(target_return: float) -> float:

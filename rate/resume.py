@@ -168,6 +168,9 @@ def continue_at(loop: TrainingLoop, out: Path, step: int) -> None:
     if step > loop.cfg.steps:
         raise ConfigError(f"{out} has trained {step} steps; train.steps {loop.cfg.steps} cannot resume it (a row would "
                           "record fewer steps than the model has had)")
+    if step == loop.cfg.steps:
+        warnings.warn(f"{out} has trained all {step} steps: nothing to train, its final evaluation runs again "
+                      "(raise train.steps to train on)", stacklevel=2)
     loop.start_at(step)
 
 

@@ -49,8 +49,21 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
     policy.act(np.ones(4), done=True)  # a new episode needs none
     policy.reset(2)
     assert policy.act(np.zeros((2, 4))).shape == (2,)
-    with pytest.raises(ValueError, match=r"takes \(4,\) or a batch \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"after reset\(2\) act\(\) takes a batch of shape \(2, 4\), one row per "
+                                         r"environment; one of shape \(4,\) needs reset\(1\)"):
+        policy.act(np.zeros(4))
+    with pytest.raises(ValueError, match=r"observation of shape \(2, 5\)"):
         policy.act(np.zeros((2, 5)))
+    # One reward and one done flag per environment, named when they are not.
+    policy.act(np.zeros((2, 4)), np.zeros(2))
+    with pytest.raises(ValueError, match=r"reward has 1 entries; after reset\(2\) act\(\) takes one per environment"):
+        policy.act(np.zeros((2, 4)), np.zeros(1))
+    with pytest.raises(ValueError, match=r"done has 3 entries"):
+        policy.act(np.zeros((2, 4)), np.zeros(2), done=[False, False, True])
+    # A target return set after reset applies from the next reset on: said, not silently ignored.
+    with pytest.warns(UserWarning, match="target_return takes effect at the next reset"):
+        policy.target_return = 0.5
+    assert policy.target_return == 0.5
     with pytest.raises(TypeError, match=r"a Dict observation: .* policy.make_env\(\)"):
         policy.act({"position": np.zeros(2), "cue": np.zeros(2)})
     # The eager model behind a checkpoint policy, to save or inspect; saved, it keeps the run's config.
@@ -102,8 +115,11 @@ def test_a_restarted_environment_starts_over_while_the_others_go_on(tmp_path):
 
 
 def test_what_is_not_a_policy_is_one_clear_error(tmp_path):
-    with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a .pt2 / .onnx file"):
+    with pytest.raises(CheckpointError, match="nothing: no such checkpoint folder or .pt2 / .onnx file"):
         rate.load_policy(tmp_path / "nothing")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(CheckpointError, match="neither a checkpoint folder nor a .pt2 / .onnx file"):
+        rate.load_policy(tmp_path / "notes.txt")
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match="not a checkpoint"):
         rate.load_policy(tmp_path / "empty")

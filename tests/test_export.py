@@ -21,7 +21,7 @@ from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
 from rate.cli.export import main
 from rate.deploy.export import (PolicyStep, compare_with_eager, export_metadata, export_onnx, export_program, export_pt2,
-                               open_artifact)
+                               open_artifact, parity_steps)
 from rate.rl.policy import StreamingPolicy
 from rate.rl.experiment import CHECKPOINT_KIND, RATEExperimentConfig
 from rate.rl.model import RATEConfig, RATEModel
@@ -223,7 +223,11 @@ def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_pl
 
     ckpt = checkpoint(tmp_path)
     assert main([str(ckpt), "--format", "pt2", "--threads", "1"]) == 0
-    assert "matches the eager policy" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "matches the eager policy" in out
+    # Each stage says when it starts (the trace takes tens of seconds), on stderr.
+    assert err.splitlines() == ["tracing the policy's step with torch.export and writing pt2 ...",
+                                f"checking the artifact against the eager policy over {parity_steps(4)} steps ..."]
     meta = open_artifact(ckpt / "policy.pt2").meta
     assert meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
     assert set(meta["provenance"]) == {"trained", "exported"} and "rate_version" in meta["provenance"]["exported"]
@@ -460,6 +464,17 @@ def test_foreign_or_broken_artifacts_get_one_clear_error(artifacts, tmp_path):
                           ("missing.onnx", "no such file"), ("bare.txt", "unknown artifact type")]:
         with pytest.raises(ArtifactError, match=pattern):
             open_artifact(tmp_path / name)
+    # A run folder given where its export is meant: named, with the file inside or the command.
+    from rate.deploy.onnx_runner import open_onnx
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(ArtifactError, match=f"{run} is a folder, not an exported policy; export one with: "
+                                            f"rate-export {run} --format onnx"):
+        open_onnx(run)
+    shutil.copy(artifacts["rate", "onnx"], run / "policy.onnx")
+    with pytest.raises(ArtifactError, match=f"did you mean {run / 'policy.onnx'}"):
+        open_onnx(run)
 
 
 def test_metadata_names_the_project_environment_without_a_prior_import_of_envs():
@@ -702,3 +717,24 @@ def test_the_runner_applies_the_wrappers_the_data_was_recorded_through():
         make_env_factory(foreign, None)
     with pytest.raises(ArtifactError, match="is not {entry_point"):
         make_env_factory({**meta, "env_wrappers": ["gymnasium.wrappers:TimeAwareObservation"]}, None)
+
+
+def test_an_export_older_than_the_checkpoint_beside_it_is_named(tmp_path):
+    """A run resumed after its export leaves the old policy.onnx beside a newer checkpoint: the
+    runner and load_policy say so (and how to export again); a shipped file alone, or one of the
+    same step, is quiet."""
+    import warnings
+
+    from rate.deploy.onnx_runner import warn_if_older_than_its_run
+
+    meta = {"provenance": {"trained": {"step": 5}}}
+    artifact = tmp_path / "policy.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_older_than_its_run(artifact, meta)  # no run beside it
+        (tmp_path / "config.json").write_text(json.dumps({"extra": {"step": 5}}))
+        warn_if_older_than_its_run(artifact, meta)  # the same step
+    (tmp_path / "config.json").write_text(json.dumps({"extra": {"step": 15}}))
+    with pytest.warns(UserWarning, match=rf"policy.onnx was exported from step 5, but the checkpoint beside it is at "
+                                         rf"step 15: export again \(rate-export {tmp_path} --format onnx\)"):
+        warn_if_older_than_its_run(artifact, meta)

@@ -269,6 +269,19 @@ def test_the_command_line_trains_a_dataset_with_overrides_only(datasets, tmp_pat
     saved = json.loads((out / "config.json").read_text())
     assert saved["config"]["model"]["kind"] == "bc_gru"
     assert saved["extra"]["dataset_id"] == "tests/cartpole-random-v0" and saved["extra"]["rate_version"]
+    # --resume with the folder alone continues the run under its own config; overrides change it.
+    assert train_main(["--resume", "--out", str(out), "train.steps=6", "train.eval_every=6", "--no-progress"]) == 0
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["run"] == "cartpole" and line["steps"] == 6
+    assert json.loads((out / "config.json").read_text())["config"]["model"]["kind"] == "bc_gru"
+    with pytest.warns(UserWarning, match="has trained all 6 steps: nothing to train, its final evaluation runs again"):
+        assert train_main(["--resume", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):  # (which folder? said by argparse)
+        train_main(["--resume"])
+    assert "name the folder with --out" in capsys.readouterr().err
+    assert train_main(["--resume", "--out", str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_print_config_shows_the_inferred_values_with_docs(datasets, capsys):
@@ -300,6 +313,11 @@ def test_a_missing_dataset_says_how_to_download_it(datasets, capsys, tmp_path):
     assert train_main(["--dataset", "D4RL/pointmaze/umaze-v2", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "minari download D4RL/pointmaze/umaze-v2" in err and "--download" in err
+    assert "pip install 'rate-rmt[download]'" in err  # (the hub client is an extra)
+    # A typo of a local id is named, not sent to the hub.
+    assert train_main(["--dataset", "tests/cartpole-random-v1", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean 'tests/cartpole-random-v0'?" in err and "download" not in err
     # A D4RL file is imported first, not downloaded.
     (d4rl_file := tmp_path / "hopper-medium-v2.hdf5").write_bytes(b"")
     assert train_main(["--dataset", str(d4rl_file), "--no-progress"]) == 2

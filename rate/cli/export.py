@@ -13,6 +13,7 @@ exit status 2 and leaves no partial file.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rate.cli.run import add_device_arguments, check_file_target, error_exit, make_parser, write_error_types
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.checkpoint.is_dir():
             raise CheckpointError(f"{args.checkpoint}: not a checkpoint folder")
         check_file_target(out)  # before tracing, not after it
-        path, diff, steps = export_checkpoint(args.checkpoint, args.format, out, args.target_return)
+        path, diff, steps = export_checkpoint(args.checkpoint, args.format, out, args.target_return,
+                                              say=lambda line: print(line, file=sys.stderr, flush=True))
     except (CheckpointError, ExportError, ArtifactError, ValueError) + write_error_types() as err:
         return error_exit(err)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); matches the eager policy to {diff:.2e} "

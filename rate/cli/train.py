@@ -3,6 +3,7 @@
     rate-train --dataset ID_OR_FOLDER [--model rate|rmt|trxl|dt|bc_gru|bc_mlp] [key=value ...]
     rate-train CONFIG.yaml [key=value ...] [--dataset ID_OR_FOLDER]
     rate-train ... --print-config                     (the resolved config with every field's doc)
+    rate-train --resume --out RUN_FOLDER [key=value ...]   (continue a run with its own config)
 
 With --dataset alone nothing is written by hand: observation and action spaces, the evaluation
 environment, return scale and target come from the dataset (rate.rl.from_dataset), the
@@ -42,8 +43,12 @@ def main(argv: list[str] | None = None) -> int:
 
         print(template(args.model or "rate"), end="")  # the documented template of a run on any dataset
         return 0
-    if not (args.config or args.dataset):
-        parser.error("give a CONFIG file or --dataset")
+    from_run = args.resume and not (args.config or args.dataset)  # the run's own config, as saved
+    if from_run and args.out is None:
+        parser.error("--resume without a CONFIG or --dataset continues the run folder's own config: name the "
+                     "folder with --out")
+    if not (args.config or args.dataset or from_run):
+        parser.error("give a CONFIG file or --dataset (or --resume --out RUN_FOLDER)")
     if args.model and args.config:
         parser.error("--model picks the architecture when there is no CONFIG; the CONFIG file states its own")
     if args.download and not args.dataset:
@@ -63,6 +68,14 @@ def main(argv: list[str] | None = None) -> int:
 
         def load_config(overrides: list[str]) -> RATEExperimentConfig:
             return config_for_dataset(args.dataset, args.model or "rate", args.config, overrides)
+    elif from_run:
+        def load_config(overrides: list[str]) -> RATEExperimentConfig:
+            from rate.checkpoint import read_description
+            from rate.config import apply_overrides, from_dict
+            from rate.rl.model import CHECKPOINT_KIND
+
+            saved = read_description(args.out, CHECKPOINT_KIND)["config"]
+            return from_dict(RATEExperimentConfig, apply_overrides(saved, overrides, RATEExperimentConfig))
 
     def train_run(cfg: RATEExperimentConfig, out: Path) -> dict | None:
         from rate.api import train
@@ -77,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         # success where the task defines it; the mean return of every task (POPGym, MuJoCo are read by it)
         return {"train_seconds": metrics["train_seconds"], **eval_scalars(metrics["eval"])}
 
-    source = Path(args.config).stem if args.config else run_name_for(args.dataset)
+    source = Path(args.config).stem if args.config else run_name_for(args.dataset) if args.dataset else args.out.name
     return run_and_record(args, RATEExperimentConfig, "runs", train_run, row, errors=(DatasetError,),
                           load_config=load_config, source=source)
 

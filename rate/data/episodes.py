@@ -125,12 +125,30 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
         return minari.load_dataset(id_or_path, download=download)
     except FileNotFoundError as err:
         root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+        close = _close_local_ids(id_or_path)
+        if close:  # a typo of a local id, most likely
+            raise DatasetError(f"Minari dataset {id_or_path!r} not found under {root}; did you mean "
+                               f"{' or '.join(map(repr, close))}?") from err
         raise DatasetError(f"Minari dataset {id_or_path!r} not found under {root}: download it with "
-                           f"`minari download {id_or_path}` (or pass --download), or generate it (the project's "
-                           "tasks: python -m rate_envs.tmaze_data and the other rate_envs.*_data)") from err
+                           f"`minari download {id_or_path}` (or pass --download; both need "
+                           "`pip install 'rate-rmt[download]'`), or generate it (the project's tasks: python -m "
+                           "rate_envs.tmaze_data and the other rate_envs.*_data)") from err
     except Exception as err:  # h5py/json errors of a damaged dataset, the hub's errors
         raise DatasetError(f"Minari dataset {id_or_path!r} cannot be {'downloaded or ' if download else ''}"
                            f"read: {type(err).__name__}: {err}") from err
+
+
+def _close_local_ids(dataset_id: str) -> list[str]:
+    """Local Minari dataset ids spelt like ``dataset_id`` (difflib's close matches), at most two."""
+    import difflib
+
+    import minari
+
+    try:
+        local = list(minari.list_local_datasets())
+    except Exception:  # (an unreadable dataset under the root must not hide the not-found error)
+        return []
+    return difflib.get_close_matches(dataset_id, local, n=2, cutoff=0.8)
 
 
 def dataset_info(ds) -> DatasetInfo:

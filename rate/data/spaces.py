@@ -58,7 +58,8 @@ def actions_from_zero(env: gym.Env) -> gym.Env:
 # The wrappers a run config may list (eval.wrappers), in the order they are applied.
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
     "FlattenObservation": flatten_observations,
-    "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, -1.0, 1.0),
+    # (float32 bounds: float64 ones draw Gymnasium's "precision lowered" warning on float32 spaces)
+    "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0)),
     "ActionsFromZero": actions_from_zero,
 }
 

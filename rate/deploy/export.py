@@ -49,6 +49,7 @@ import logging
 import os
 import re
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ import torch
 from rate.config import atomic_write, to_dict
 from rate.data.env_plugins import load_env_plugins
 from rate.deploy.onnx_runner import (PROJECT_ENVS, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError,
-                                     StepPolicy, open_onnx, read_metadata)
+                                     StepPolicy, missing_artifact, open_onnx, read_metadata)
 from rate.rl.model import RATEModel
 from rate.rl.step import INPUT_NAMES, OUTPUT_NAMES, STATE_BATCH_DIM, STREAM_FIELDS, PolicyStep
 
@@ -189,7 +190,7 @@ def open_pt2(path: str | Path) -> StepPolicy:
     """A .pt2 artifact as a :class:`StepPolicy` (torch.export.load: no pickled objects)."""
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: no such file")
+        raise ArtifactError(missing_artifact(path, ".pt2"))
     _refuse_pickles(path)
     extra = {f"{METADATA_KEY}.json": ""}
     try:
@@ -388,10 +389,12 @@ def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: floa
 
 # ---------------------------------------------------------------------- command line
 def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: float | None = None,
-                      tolerance: float = 1e-4, check_steps: int | None = None) -> tuple[Path, float, int]:
+                      tolerance: float = 1e-4, check_steps: int | None = None,
+                      say: Callable[[str], None] | None = None) -> tuple[Path, float, int]:
     """Export ``checkpoint`` to ``out``; the artifact is verified (:func:`compare_with_eager`,
     ``check_steps`` steps, None: :func:`parity_steps`) before it replaces anything.  Returns the
-    path, the largest output difference and the steps compared."""
+    path, the largest output difference and the steps compared.  ``say``: called with a line as
+    each stage starts (tracing takes tens of seconds)."""
     from rate.rl.experiment import load_policy_model
 
     model, cfg = load_policy_model(checkpoint)
@@ -419,12 +422,16 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
         staged = tmp.with_suffix(f".{fmt}")
         try:
             try:
+                if say:
+                    say(f"tracing the policy's step with torch.export and writing {fmt} ...")
                 writer(step, meta, staged)
             except (ExportError, OSError):  # (OSError: a full disk, a read-only folder: said as such)
                 raise
             except Exception as err:  # torch.export's and torch.onnx's own errors (RuntimeError subclasses)
                 first = str(err).strip().splitlines()[0] if str(err).strip() else ""
                 raise ExportError(f"the {fmt} exporter failed on this model: {type(err).__name__}: {first}") from err
+            if say:
+                say(f"checking the artifact against the eager policy over {check_steps} steps ...")
             checked["diff"] = compare_with_eager(open_artifact(staged), model, target, steps=check_steps)
             if checked["diff"] == float("inf"):
                 raise ExportError("exported step differs from the eager policy: another action, or an output that "

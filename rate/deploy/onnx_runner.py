@@ -74,7 +74,7 @@ def _rescale_actions(env: gym.Env) -> gym.Env:
     """The policy's actions in [-1, 1] mapped onto the environment's bounds."""
     import gymnasium as gym
 
-    return gym.wrappers.RescaleAction(env, -1.0, 1.0)
+    return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))  # (float64: a precision warning)
 
 
 def _actions_from_zero(env: gym.Env) -> gym.Env:
@@ -97,6 +97,33 @@ WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
 
 class ArtifactError(RuntimeError):
     """A file that is not an exported policy this runner can play."""
+
+
+def warn_if_older_than_its_run(path: Path, meta: dict) -> None:
+    """Warn when the run folder ``path`` lies in holds a checkpoint of another training step than
+    the one the artifact was exported from (trained on, e.g. resumed, after the export)."""
+    import warnings
+
+    exported = (meta.get("provenance") or {}).get("trained", {}).get("step")
+    try:
+        run_step = json.loads((path.parent / "config.json").read_text()).get("extra", {}).get("step")
+    except (OSError, ValueError, AttributeError):  # no run beside it (a shipped file), or not ours
+        return
+    if isinstance(exported, int) and isinstance(run_step, int) and exported != run_step:
+        warnings.warn(f"{path.name} was exported from step {exported}, but the checkpoint beside it is at step "
+                      f"{run_step}: export again (rate-export {path.parent} --format {path.suffix[1:].lower()}) "
+                      "to play the current one", stacklevel=2)
+
+
+def missing_artifact(path: Path, suffix: str) -> str:
+    """Why ``path`` (not a file) cannot be opened as a ``suffix`` artifact: missing, or a run
+    folder, where rate-export writes policy.onnx / policy.pt2."""
+    if not path.is_dir():
+        return f"{path}: no such file"
+    inside = path / f"policy{suffix}"
+    hint = (f"did you mean {inside}?" if inside.is_file()
+            else f"export one with: rate-export {path} --format {suffix[1:]}")
+    return f"{path} is a folder, not an exported policy; {hint}"
 
 
 def read_metadata(text: str, source: str | Path) -> dict:
@@ -186,7 +213,7 @@ def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
 
     path = Path(path)
     if not path.is_file():
-        raise ArtifactError(f"{path}: no such file")
+        raise ArtifactError(missing_artifact(path, ".onnx"))
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     # No busy-waiting between calls: a rollout steps its environments (Python) between policy
@@ -414,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as err:
                 raise ArtifactError(f"--import {name}: {err}") from None
         policy = open_onnx(args.policy, args.threads)
+        warn_if_older_than_its_run(Path(args.policy), policy.meta)
         meta = policy.meta
         # As rate-eval plays a run where not told: its evaluation's episodes, seed and (in its own
         # environment) lengths.

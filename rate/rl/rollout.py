@@ -50,7 +50,7 @@ def rollout(
     success = np.full(n_episodes, np.nan)
     done = np.zeros(n_episodes, dtype=bool)
     last_reward = None
-    bar = progress_bar(total=max_steps, desc="rollout", disable=not progress, leave=False)
+    bar = progress_bar(total=max_steps, desc="rollout", unit="step", disable=not progress, leave=False)
     step = 0
     try:  # from the first environment made on: whatever fails, every one made is closed
         if isinstance(stepper, _SingleSteps):
@@ -66,6 +66,8 @@ def rollout(
             done |= ended
             last_reward = rewards
             step += 1
+            if ended.any():
+                bar.set_postfix_str(f"{int(done.sum())}/{n_episodes} episodes ended", refresh=False)
             bar.update(1)
     finally:
         bar.close()
