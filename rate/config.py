@@ -98,6 +98,26 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     raise ConfigError(f"{path}: unsupported annotation {tp!r}")
 
 
+def _did_you_mean(cls: type, key: str, where: str) -> str:
+    """"did you mean X? " for a misplaced or misspelt ``key`` of dataclass ``cls``: the same name
+    in a section below (``model.d_model`` -> ``model.backbone.d_model``), else a close spelling."""
+    import difflib
+
+    def paths(c: type, prefix: str) -> list[str]:
+        out = []
+        for f in dataclasses.fields(c):
+            tp = _type_hints(c).get(f.name)
+            out.append(prefix + f.name)
+            if dataclasses.is_dataclass(tp):
+                out += paths(tp, f"{prefix}{f.name}.")
+        return out
+
+    known = paths(cls, where)
+    nested = [p for p in known if p.rsplit(".", 1)[-1] == key]
+    close = nested or difflib.get_close_matches(where + key, known, n=2, cutoff=0.75)
+    return f"did you mean {' or '.join(close)}? " if close else ""
+
+
 def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
     """Build dataclass ``cls`` from a plain mapping, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
@@ -109,7 +129,7 @@ def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
         where = f"{_path}." if _path else ""
         raise ConfigError(
             f"unknown config key {where}{unknown[0]!s} for {cls.__name__}; "
-            f"valid keys: {', '.join(sorted(fields))}"
+            f"{_did_you_mean(cls, str(unknown[0]), where)}valid keys: {', '.join(sorted(fields))}"
         )
     kwargs = {}
     for name, value in data.items():

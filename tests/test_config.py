@@ -34,8 +34,14 @@ def test_every_shipped_config_loads(path):
 
 
 def test_unknown_key_names_it():
-    with pytest.raises(ConfigError, match=r"unknown config key model\.n_layer\b.*valid keys"):
+    with pytest.raises(ConfigError, match=r"unknown config key model\.n_layer for RMTConfig; "
+                                          r"did you mean model.n_layers\? valid keys"):
         from_dict(AlgorithmicConfig, {"model": {"n_layer": 2}})
+    # A key one section too high is pointed to where it lives.
+    with pytest.raises(ConfigError, match=r"model.d_model for RATEConfig; did you mean model.backbone.d_model\?"):
+        from_dict(RATEExperimentConfig, {"model": {"d_model": 32}})
+    with pytest.raises(ConfigError, match=r"unknown config key xyz for RATEExperimentConfig; valid keys"):
+        from_dict(RATEExperimentConfig, {"xyz": 1})
 
 
 @pytest.mark.parametrize(
