@@ -66,10 +66,8 @@ class Policy:
 
     @target_return.setter
     def target_return(self, value: float) -> None:
-        if self._n is not None:
-            warnings.warn("target_return takes effect at the next reset(); the episodes under way keep their "
-                          "returns-to-go", stacklevel=2)
         self._target_return = float(value)
+        self._target_pending = self._n is not None  # (act() before the next reset() says so)
 
     def __repr__(self) -> str:
         return f"Policy({self.source!r}, obs_shape={self.obs_shape}, act_kind={self.act_kind!r})"
@@ -87,7 +85,7 @@ class Policy:
         if n_envs < 1:
             raise ValueError(f"n_envs must be at least 1, got {n_envs}")
         _check_target(self.target_return)
-        self._n, self._first = n_envs, True
+        self._n, self._first, self._target_pending = n_envs, True, False
         self._backend.reset(n_envs, self.target_return)
 
     def make_env(self, length: int | None = None, env_id: str | None = None, **env_kwargs):
@@ -109,6 +107,10 @@ class Policy:
         starts a new episode (see the class docstring)."""
         if self._n is None:
             raise RuntimeError("call reset(n_envs) before act()")
+        if self._target_pending:
+            self._target_pending = False
+            warnings.warn("target_return was set after reset(): it takes effect at the next reset(); the episodes "
+                          "under way keep their returns-to-go", stacklevel=2)
         if isinstance(obs, dict):
             raise TypeError("a Dict observation: the policy takes it flattened as in training; play the "
                             "environment that policy.make_env() returns (inside the run's eval.wrappers)")
@@ -328,7 +330,7 @@ def _override_list(overrides: Sequence[str] | str | dict[str, Any]) -> list[str]
 
 
 # The fields of a run's EvalConfig that say which environment it plays, and how.
-ENVIRONMENT_KEYS = ("env_id", "env_kwargs", "length_kwarg", "wrappers", "env_wrappers")
+ENVIRONMENT_KEYS = ("env_id", "env_kwargs", "length_kwarg", "wrappers", "env_wrappers", "action_bounds")
 
 
 def evaluation_defaults(policy: Policy, env_id: str | None = None) -> dict[str, Any]:

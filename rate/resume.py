@@ -34,9 +34,10 @@ STATE_FILE = "training_state.pt"
 RESUMABLE_CHANGES = ("train.steps", "train.eval_every", "train.threads", "train.device", "train.compile",
                      "train.keep_freed_memory", "train.logger", "eval.", "eval_samples", "eval_batch_size",
                      "valid_segments", "snapshot_every", "checkpoint_every")
-# ... but for the evaluation setting that also shapes the training data: the wrappers (the
-# episodes' observations are flattened, their actions rescaled or shifted, as the environment's).
-NOT_RESUMABLE = ("eval.wrappers",)
+# ... but for the evaluation settings that also shape the training data: the wrappers (the
+# episodes' observations are flattened, their actions rescaled or shifted, as the environment's)
+# and the bounds actions are rescaled from.
+NOT_RESUMABLE = ("eval.wrappers", "eval.action_bounds")
 
 _REQUIRED = ("step", "model", "optimizer", "scheduler", "rng_torch", "rng_numpy", "rng_python")
 
@@ -92,7 +93,17 @@ def config_changes(saved: dict, cfg: Any) -> list[str]:
     defaults = config_row(defaults_like(cfg))
     before |= {key: defaults[key] for key in set(now) - set(before) if key in defaults}
     return [f"{key}: {before[key]!r} -> {now[key]!r}" for key in sorted(set(before) & set(now))
-            if (not key.startswith(RESUMABLE_CHANGES) or key.startswith(NOT_RESUMABLE)) and before[key] != now[key]]
+            if (not key.startswith(RESUMABLE_CHANGES) or key.startswith(NOT_RESUMABLE)) and before[key] != now[key]
+            and not (key == "dataset_id" and _same_folder(before[key], now[key]))]
+
+
+def _same_folder(a: Any, b: Any) -> bool:
+    """Whether two dataset ids name one existing folder (a run saved before folders were stored
+    absolute keeps the relative path it was given)."""
+    try:
+        return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve() and Path(str(b)).is_dir()
+    except (OSError, RuntimeError):
+        return False
 
 
 def warn_schedule_change(steps_before: int | None, tc: TrainConfig, step: int) -> None:

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import gymnasium as gym
@@ -60,10 +61,17 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
         policy.act(np.zeros((2, 4)), np.zeros(1))
     with pytest.raises(ValueError, match=r"done has 3 entries"):
         policy.act(np.zeros((2, 4)), np.zeros(2), done=[False, False, True])
-    # A target return set after reset applies from the next reset on: said, not silently ignored.
-    with pytest.warns(UserWarning, match="target_return takes effect at the next reset"):
-        policy.target_return = 0.5
+    # A target return set after reset applies from the next reset on: said, not silently ignored
+    # (and nothing is said when a reset follows, the documented use).
+    policy.target_return = 0.5
+    with pytest.warns(UserWarning, match="target_return was set after reset\(\): it takes effect at the next"):
+        policy.act(np.zeros((2, 4)), np.zeros(2))
     assert policy.target_return == 0.5
+    policy.target_return = 0.7
+    policy.reset(2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        policy.act(np.zeros((2, 4)))
     with pytest.raises(TypeError, match=r"a Dict observation: .* policy.make_env\(\)"):
         policy.act({"position": np.zeros(2), "cue": np.zeros(2)})
     # The eager model behind a checkpoint policy, to save or inspect; saved, it keeps the run's config.

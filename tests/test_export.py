@@ -213,7 +213,8 @@ def checkpoint(tmp_path: Path, **overrides) -> Path:
 
 
 def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_plays_without_torch(tmp_path, capsys,
-                                                                                                 artifacts):
+                                                                                                 artifacts,
+                                                                                                 monkeypatch):
     """The export command (.pt2 here; its ONNX path runs in the README walkthrough test) checks the
     artifact against the eager policy and records the run's config and provenance; the ONNX policy
     with that record plays in the runner file alone."""
@@ -222,15 +223,17 @@ def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_pl
     from rate.deploy.onnx_runner import METADATA_KEY
 
     ckpt = checkpoint(tmp_path)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # at a terminal:
     assert main([str(ckpt), "--format", "pt2", "--threads", "1"]) == 0
     out, err = capsys.readouterr()
     assert "matches the eager policy" in out
-    # Each stage says when it starts (the trace takes tens of seconds), on stderr.
+    # each stage says when it starts (the trace takes tens of seconds), on stderr.
     assert err.splitlines() == ["tracing the policy's step with torch.export and writing pt2 ...",
                                 f"checking the artifact against the eager policy over {parity_steps(4)} steps ..."]
     meta = open_artifact(ckpt / "policy.pt2").meta
     assert meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
-    assert set(meta["provenance"]) == {"trained", "exported"} and "rate_version" in meta["provenance"]["exported"]
+    assert set(meta["provenance"]) == {"trained", "exported", "checkpoint"}
+    assert "rate_version" in meta["provenance"]["exported"] and meta["provenance"]["checkpoint"] == str(ckpt.resolve())
     # The same model's ONNX graph (the fixture's) with the command's record: its T-Maze and lengths.
     proto = onnx.load(str(artifacts["rate", "onnx"]))
     next(entry for entry in proto.metadata_props if entry.key == METADATA_KEY).value = json.dumps(meta)
@@ -727,7 +730,7 @@ def test_an_export_older_than_the_checkpoint_beside_it_is_named(tmp_path):
 
     from rate.deploy.onnx_runner import warn_if_older_than_its_run
 
-    meta = {"provenance": {"trained": {"step": 5}}}
+    meta = {"provenance": {"trained": {"step": 5}, "checkpoint": str(tmp_path)}}
     artifact = tmp_path / "policy.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -738,3 +741,7 @@ def test_an_export_older_than_the_checkpoint_beside_it_is_named(tmp_path):
     with pytest.warns(UserWarning, match=rf"policy.onnx was exported from step 5, but the checkpoint beside it is at "
                                          rf"step 15: export again \(rate-export {tmp_path} --format onnx\)"):
         warn_if_older_than_its_run(artifact, meta)
+    with warnings.catch_warnings():  # exported from another folder (its checkpoint_best) into this one: quiet
+        warnings.simplefilter("error")
+        warn_if_older_than_its_run(artifact, {"provenance": {"trained": {"step": 5},
+                                                             "checkpoint": str(tmp_path / "checkpoint_best")}})

@@ -356,7 +356,16 @@ def test_a_dataset_folder_works_as_well_as_an_id(datasets, tmp_path, monkeypatch
     assert cfg.model.obs_shape == [4] and cfg.policy == "window"
     # A relative folder is kept as an absolute one: the run resumes from any working directory.
     monkeypatch.chdir(datasets / "tests")
-    assert config_for_dataset("./cartpole-random-v0", "dt", overrides=TINY).dataset_id == str(folder.resolve())
+    absolute = config_for_dataset("./cartpole-random-v0", "dt", overrides=TINY)
+    assert absolute.dataset_id == str(folder.resolve())
+    # A run saved with the relative path (before) resumes under the absolute one: the same folder.
+    from dataclasses import replace
+
+    from rate.config import to_dict
+    from rate.resume import config_changes
+
+    assert config_changes(to_dict(replace(absolute, dataset_id="./cartpole-random-v0")), absolute) == []
+    assert config_changes(to_dict(replace(absolute, dataset_id="./dict-cue-v0")), absolute) != []
 
 
 def test_flattening_matches_gymnasium():
@@ -451,6 +460,51 @@ def test_constant_features_keep_scale_one():
     np.testing.assert_allclose(std, [np.arange(5).std(), 1.0])
 
 
+def test_actions_of_a_space_with_infinite_bounds_are_rescaled_from_the_datas_range(datasets, tmp_path):
+    """A Box(-inf, inf) action space (logs of a real system) has no bounds for the tanh head's
+    [-1, 1]: the range the data's actions take stands in (eval.action_bounds), the data is rescaled
+    from it, and evaluation maps the policy's actions back onto it (the ONNX runner's copy alike)."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from rate.data.spaces import rescale_actions
+    from rate.deploy.onnx_runner import _rescale_actions
+
+    rng = np.random.default_rng(0)
+    buffers = [EpisodeBuffer(id=i, observations=rng.standard_normal((6, 3)).astype(np.float32),
+                             actions=np.stack([rng.uniform(-4.0, 2.0, 5), np.full(5, 0.5)], 1).astype(np.float32),
+                             rewards=[1.0] * 5, terminations=[False] * 4 + [True], truncations=[False] * 5)
+               for i in range(4)]
+    unbounded = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    minari.create_dataset_from_buffers("tests/unbounded-v0", buffers, observation_space=gym.spaces.Box(
+        -np.inf, np.inf, (3,), np.float32), action_space=unbounded)
+    actions = np.concatenate([b.actions for b in buffers])
+    with pytest.warns(UserWarning, match=r"infinite bounds; the model's \[-1, 1\] is mapped onto the range"):
+        cfg = config_for_dataset("tests/unbounded-v0", overrides=TINY + ["eval.episodes=0"])
+    low, high = cfg.eval.action_bounds
+    assert low[0] == pytest.approx(actions[:, 0].min()) and high[0] == pytest.approx(actions[:, 0].max())
+    assert (low[1], high[1]) == (-0.5, 1.5)  # a dimension the data never varies: a range around its value
+    assert cfg.eval.wrappers == ["RescaleAction"]
+    from rate.rl.experiment import load_dataset_for
+
+    rescaled = np.concatenate([ep.actions for ep in load_dataset_for(cfg)])
+    assert rescaled[:, 0].min() == pytest.approx(-1.0) and rescaled[:, 0].max() == pytest.approx(1.0)
+    np.testing.assert_allclose(rescaled[:, 1], 0.0)
+    # Evaluation maps [-1, 1] back onto the bounds, in the library and in the standalone runner.
+    seen = []
+    env = gym.wrappers.TransformAction(gym.make("Pendulum-v1"), lambda a: seen.append(a) or np.zeros(1, np.float32),
+                                       gym.spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    for wrap in (rescale_actions, _rescale_actions):
+        wrapped = wrap(env, cfg.eval.action_bounds)
+        assert wrapped.action_space == gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+        wrapped.reset(seed=0)
+        wrapped.step(np.array([1.0, -1.0], np.float32))
+        np.testing.assert_allclose(seen[-1], [high[0], low[1]], rtol=1e-6)
+    policy, _ = rate.train(cfg, out=tmp_path / "run", progress=False)  # trains on the rescaled actions
+    assert policy.act_kind == "continuous"
+    with pytest.raises(ConfigError, match=r"eval.action_bounds needs finite values, each low below its high"):
+        config_for_dataset("tests/unbounded-v0", overrides=["eval.episodes=0", "eval.action_bounds=[[1, 0], [0, 0]]"])
+
+
 def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
     from rate.data.episodes import Episode, validate_episodes
 
@@ -483,6 +537,11 @@ def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_kept():
     spec.additional_wrappers = (rescale, arrays)
     with pytest.warns(UserWarning, match=r"recorded through the wrappers \['RescaleObservation'\], which evaluation"):
         assert len(eval_env_from_spec(spec)["env_wrappers"]) == 1
+    # Keywords not recorded (a wrapper without RecordConstructorArgs: gym.make refuses such a
+    # spec) are not guessed as {}.
+    spec.additional_wrappers = (WrapperSpec("ClipReward", "gymnasium.wrappers:ClipReward", None),)
+    with pytest.warns(UserWarning, match=r"\['ClipReward'\], which evaluation does not apply"):
+        assert eval_env_from_spec(spec)["env_wrappers"] == []
     # The chain is kept up to the first that cannot be: a later one would wrap another environment.
     spec.additional_wrappers = (arrays, rescale)
     with pytest.warns(UserWarning, match=r"\['RescaleObservation', 'RescaleObservation'\], which evaluation"):

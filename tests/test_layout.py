@@ -119,7 +119,7 @@ def test_the_environments_plugin_registers_the_tasks_in_a_fresh_process(tmp_path
 # Fields added since the digests were taken; a config that holds their default (the behaviour
 # before they existed) resolves to the same run, so they are left out of its digest.
 ADDED_WITH_DEFAULTS = {("model", "channels_last"): False, ("model", "obs_scale"): 1.0, ("eval", "wrappers"): [],
-                       ("eval", "env_wrappers"): [],
+                       ("eval", "env_wrappers"): [], ("eval", "action_bounds"): [],
                        ("eval", "ref_scores"): [], ("snapshot_every",): 0, ("train", "logger"): "tensorboard",
                        ("model", "cache_position"): "official", ("model", "backbone", "cache_position"): "official",
                        ("train", "precision"): "fp32", ("train", "compile"): False, ("checkpoint_every",): 0,

@@ -1,5 +1,7 @@
 """POPGym tasks: observation encoding, hidden-state oracles, Minari round trip, a tiny learning run."""
 
+from dataclasses import replace
+
 import gymnasium as gym
 import minari
 import numpy as np
@@ -84,6 +86,19 @@ def test_dataset_round_trip_with_noise_and_environment_recovery():
     assert env.unwrapped.__class__.__name__ == "RepeatPreviousEasy" and env.observation_space.shape == (4,)
     clean = generate_popgym_dataset("RepeatPreviousEasy", episodes=2, seed=0, noise=0.0, dataset_id="rate/p/clean-v0")
     assert all(float(ep.rewards.sum()) == pytest.approx(1.0) for ep in clean.iterate_episodes())
+    # The registered entry point is itself a wrapper (POPGymTask), which the recorded spec lists
+    # first: gym.make applies it, so a run on the dataset applies it once, not twice.
+    from rate.rl.experiment import make_checked_eval_env
+    from rate.rl.from_dataset import config_for_dataset
+
+    assert [w.name for w in ds.spec.env_spec.additional_wrappers] == ["POPGymTask"]
+    cfg = config_for_dataset("rate/popgym/RepeatPreviousEasy-oracle-v0")
+    assert cfg.eval.env_wrappers == []
+    recorded = {"entry_point": "rate_envs.popgym_tasks:POPGymTask", "kwargs": {"task": "RepeatPreviousEasy"}}
+    for ev in (cfg.eval, replace(cfg.eval, env_wrappers=[recorded])):  # (the made env's own are skipped)
+        env = make_checked_eval_env(ev)
+        assert env.observation_space.shape == (4,)
+        env.close()
 
 
 @pytest.mark.slow

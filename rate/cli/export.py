@@ -44,8 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.checkpoint.is_dir():
             raise CheckpointError(f"{args.checkpoint}: not a checkpoint folder")
         check_file_target(out)  # before tracing, not after it
-        path, diff, steps = export_checkpoint(args.checkpoint, args.format, out, args.target_return,
-                                              say=lambda line: print(line, file=sys.stderr, flush=True))
+        # Each stage said as it starts, at a terminal (a log or a caller reading stderr gets the
+        # result line, or one error line, alone).
+        say = (lambda line: print(line, file=sys.stderr, flush=True)) if sys.stderr.isatty() else None
+        path, diff, steps = export_checkpoint(args.checkpoint, args.format, out, args.target_return, say=say)
     except (CheckpointError, ExportError, ArtifactError, ValueError) + write_error_types() as err:
         return error_exit(err)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); matches the eager policy to {diff:.2e} "

@@ -47,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     if from_run and args.out is None:
         parser.error("--resume without a CONFIG or --dataset continues the run folder's own config: name the "
                      "folder with --out")
+    if from_run and args.model:
+        parser.error("--resume --out RUN continues the run's own architecture; --model goes with --dataset")
     if not (args.config or args.dataset or from_run):
         parser.error("give a CONFIG file or --dataset (or --resume --out RUN_FOLDER)")
     if args.model and args.config:

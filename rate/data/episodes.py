@@ -181,15 +181,18 @@ def env_spec_from_json(text: str):
 
 
 def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, rescale_actions: bool = False,
-                         actions_from_zero: bool = False) -> tuple[list[Episode], DatasetInfo]:
+                         actions_from_zero: bool = False,
+                         action_bounds: list[list[float]] | None = None) -> tuple[list[Episode], DatasetInfo]:
     """Episodes and :class:`DatasetInfo` of a Minari dataset (an id or a folder).
 
     ``flatten_observations``: observations as ``FlattenObservation`` gives them (Dict, Tuple, ...
     -> (T, flat_dim)); ``rescale_actions``: continuous actions mapped from the action space's
     bounds to [-1, 1] (rate.data.spaces); ``actions_from_zero``: the actions of a
-    ``Discrete(n, start=s)`` shifted to 0..n-1.  Continuous actions recorded outside the bounds
-    (unclipped exploration noise) are clipped to them, as the environment's own clipping has them,
-    with a warning.  The returned info keeps the spaces as recorded."""
+    ``Discrete(n, start=s)`` shifted to 0..n-1; ``action_bounds`` ([low, high]): the range
+    rescaled from in place of the space's bounds (``eval.action_bounds``).  Continuous actions
+    recorded outside the bounds (unclipped exploration noise) are clipped to them, as the
+    environment's own clipping has them, with a warning.  The returned info keeps the spaces as
+    recorded."""
     import gymnasium as gym
 
     from rate.data.spaces import flatten_batch, rescale_to_unit
@@ -210,11 +213,12 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
                 obs = np.asarray(ep.observations)[:n]
             actions = np.asarray(ep.actions)
             if isinstance(info.action_space, gym.spaces.Box):
-                inside = np.clip(actions, info.action_space.low, info.action_space.high)
+                low, high = (action_bounds if action_bounds else (info.action_space.low, info.action_space.high))
+                inside = np.clip(actions, low, high)
                 clipped, total = clipped + int(np.sum(inside != actions)), total + actions.size
                 actions = inside
             if rescale_actions:
-                actions = rescale_to_unit(actions, info.action_space)
+                actions = rescale_to_unit(actions, info.action_space, action_bounds)
             if actions_from_zero and isinstance(info.action_space, gym.spaces.Discrete):
                 actions = actions - int(info.action_space.start)
             episodes.append(Episode(obs, actions, rewards))
@@ -228,6 +232,23 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
         warnings.warn(f"{dataset_id}: {clipped} of {total} recorded action values ({clipped / total:.2%}) lie outside "
                       f"the action space's bounds and were clipped to them", stacklevel=2)
     return episodes, info
+
+
+def dataset_action_range(ds) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension minimum and maximum, float64 (act_dim,) each, of the continuous actions of an
+    open MinariDataset."""
+    try:
+        ranges = [(np.min(a, axis=0), np.max(a, axis=0))
+                  for a in (np.asarray(ep.actions, dtype=np.float64).reshape(len(ep.actions), -1)
+                            for ep in ds.iterate_episodes()) if len(a)]
+    except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
+        raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {err}") from err
+    if not ranges:
+        raise DatasetError(f"Minari dataset {ds.id!r} has no actions")
+    low, high = np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise DatasetError(f"Minari dataset {ds.id!r} has NaN or inf among its actions")
+    return low, high
 
 
 def dataset_returns(ds) -> np.ndarray:

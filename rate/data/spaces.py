@@ -10,7 +10,8 @@ environment is brought to that form the same way its evaluation environment is w
   dict, which Gymnasium sorts, while the live environment may keep its own key order, and the
   two must lay the features out alike;
 - continuous actions of a Box with other finite bounds are mapped to [-1, 1] the way
-  ``gymnasium.wrappers.RescaleAction(env, -1, 1)`` maps them back;
+  ``gymnasium.wrappers.RescaleAction(env, -1, 1)`` maps them back; a Box with infinite bounds
+  takes the range of the data's actions instead (``eval.action_bounds``, :func:`rescale_actions`);
 - discrete actions of a ``Discrete(n, start=s)`` with s != 0 are shifted to the model's 0..n-1
   (:func:`actions_from_zero` shifts them back).
 
@@ -55,22 +56,53 @@ def actions_from_zero(env: gym.Env) -> gym.Env:
     return gym.wrappers.TransformAction(env, lambda action: start + int(action), spaces.Discrete(int(space.n)))
 
 
+def rescale_actions(env: gym.Env, bounds: list[list[float]] | None = None) -> gym.Env:
+    """``env`` taking actions in [-1, 1], mapped linearly onto its action space's bounds
+    (``RescaleAction``), or onto ``bounds`` ([low, high] per dimension, ``eval.action_bounds``)
+    where given: an action space with infinite bounds, whose range the data's actions fix."""
+    if not bounds:
+        # (float32 bounds: float64 ones draw Gymnasium's "precision lowered" warning on float32 spaces)
+        return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
+    low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+    dtype = env.action_space.dtype
+
+    def onto_bounds(action):
+        unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        return (low + (unit + 1.0) * (high - low) / 2.0).astype(dtype)
+
+    return gym.wrappers.TransformAction(env, onto_bounds, spaces.Box(-1.0, 1.0, low.shape, np.float32))
+
+
 # The wrappers a run config may list (eval.wrappers), in the order they are applied.
 WRAPPERS: dict[str, Callable[[gym.Env], gym.Env]] = {
     "FlattenObservation": flatten_observations,
-    # (float32 bounds: float64 ones draw Gymnasium's "precision lowered" warning on float32 spaces)
-    "RescaleAction": lambda env: gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0)),
+    "RescaleAction": rescale_actions,
     "ActionsFromZero": actions_from_zero,
 }
 
 
-def wrap_env(env: gym.Env, names: list[str]) -> gym.Env:
-    """``env`` inside the named wrappers of :data:`WRAPPERS` (ValueError for an unknown name)."""
+def wrap_env(env: gym.Env, names: list[str], action_bounds: list[list[float]] | None = None) -> gym.Env:
+    """``env`` inside the named wrappers of :data:`WRAPPERS` (ValueError for an unknown name);
+    ``action_bounds``: what RescaleAction maps onto in place of the action space's bounds."""
     for name in names:
         if name not in WRAPPERS:
             raise ValueError(f"unknown wrapper {name!r}; eval.wrappers takes {', '.join(WRAPPERS)}")
-        env = WRAPPERS[name](env)
+        env = rescale_actions(env, action_bounds) if name == "RescaleAction" else WRAPPERS[name](env)
     return env
+
+
+def action_bounds_error(bounds: Any) -> str | None:
+    """Why ``bounds`` is not an ``eval.action_bounds`` value ([] or [low, high]: two lists of one
+    finite value per action dimension, each low below its high), or None when it is one."""
+    if not bounds:
+        return None
+    if (not isinstance(bounds, list) or len(bounds) != 2 or not all(isinstance(b, list) for b in bounds)
+            or len(bounds[0]) != len(bounds[1]) or not bounds[0]):
+        return "[low, high]: two lists of one value per action dimension"
+    low, high = np.asarray(bounds[0], dtype=np.float64), np.asarray(bounds[1], dtype=np.float64)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()) or np.any(high <= low):
+        return "finite values, each low below its high"
+    return None
 
 
 # What an ``eval.env_wrappers`` entry holds: a recorded EnvSpec's WrapperSpec as plain data.
@@ -96,6 +128,11 @@ def wrap_recorded(env: gym.Env, entries: list[dict[str, Any]]) -> gym.Env:
     point when its module or class cannot be loaded."""
     from gymnasium.envs.registration import load_env_creator
 
+    # Wrappers the registered entry point applies itself (it is a wrapper) come first in a record
+    # of its spec; gym.make has applied them, so they are skipped, as gym.make skips them.
+    made = [w.entry_point for w in (getattr(env.spec, "additional_wrappers", None) or ())]
+    while entries and made and entries[0]["entry_point"] == made[0]:
+        entries, made = entries[1:], made[1:]
     for entry in entries:
         try:
             creator = load_env_creator(entry["entry_point"])
@@ -171,13 +208,17 @@ def image_channels_last(shape: tuple[int, ...]) -> bool:
                      "the other two")
 
 
-def rescale_to_unit(actions: np.ndarray, space: spaces.Box) -> np.ndarray:
-    """Continuous actions in [low, high] -> [-1, 1], the inverse of ``RescaleAction(env, -1, 1)``."""
+def rescale_to_unit(actions: np.ndarray, space: spaces.Box, bounds: list[list[float]] | None = None) -> np.ndarray:
+    """Continuous actions in [low, high] -> [-1, 1], the inverse of :func:`rescale_actions`:
+    ``space``'s bounds, or ``bounds`` ([low, high], ``eval.action_bounds``) where given."""
     if not isinstance(space, spaces.Box):
         raise ValueError(f"RescaleAction maps continuous (Box) actions to [-1, 1]; this action space is {space}")
+    if bounds:
+        space = spaces.Box(np.asarray(bounds[0]), np.asarray(bounds[1]), dtype=np.float64)
     low, high = space.low.astype(np.float64), space.high.astype(np.float64)
     if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high))):
-        raise ValueError(f"action space {space} has infinite bounds: its actions cannot be rescaled to [-1, 1]")
+        raise ValueError(f"action space {space} has infinite bounds: its actions cannot be rescaled to [-1, 1] "
+                         "without eval.action_bounds (which rate-train --dataset infers from the data)")
     if np.any(high <= low):  # (a dimension fixed at one value has no [-1, 1] image; dividing gives NaN)
         raise ValueError(f"action space {space} has dimensions whose low bound is not below the high one "
                          f"({np.flatnonzero(high.ravel() <= low.ravel()).tolist()}): their actions cannot be rescaled "

@@ -413,7 +413,8 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
     # What made the weights (package version, git commit, dataset, step) and what exported them.
     from rate.checkpoint import provenance
 
-    meta["provenance"] = {"trained": model.training_record, "exported": provenance()}
+    meta["provenance"] = {"trained": model.training_record, "exported": provenance(),
+                          "checkpoint": str(Path(checkpoint).resolve())}  # (the folder its weights came from)
     writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
     checked: dict[str, float] = {}
 

@@ -70,11 +70,21 @@ def _flatten_observations(env: gym.Env) -> gym.Env:
                                              gym.spaces.flatten_space(space))
 
 
-def _rescale_actions(env: gym.Env) -> gym.Env:
-    """The policy's actions in [-1, 1] mapped onto the environment's bounds."""
+def _rescale_actions(env: gym.Env, bounds: list | None = None) -> gym.Env:
+    """The policy's actions in [-1, 1] mapped onto the environment's bounds, or onto ``bounds``
+    ([low, high], the run's eval.action_bounds: an action space with infinite bounds)."""
     import gymnasium as gym
 
-    return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))  # (float64: a precision warning)
+    if not bounds:
+        return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))  # (float64: a precision warning)
+    low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+    dtype = env.action_space.dtype
+
+    def onto_bounds(action):
+        unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+        return (low + (unit + 1.0) * (high - low) / 2.0).astype(dtype)
+
+    return gym.wrappers.TransformAction(env, onto_bounds, gym.spaces.Box(-1.0, 1.0, low.shape, np.float32))
 
 
 def _actions_from_zero(env: gym.Env) -> gym.Env:
@@ -100,11 +110,16 @@ class ArtifactError(RuntimeError):
 
 
 def warn_if_older_than_its_run(path: Path, meta: dict) -> None:
-    """Warn when the run folder ``path`` lies in holds a checkpoint of another training step than
-    the one the artifact was exported from (trained on, e.g. resumed, after the export)."""
+    """Warn when the artifact ``path`` lies in the checkpoint folder it was exported from and that
+    folder's checkpoint is now of another training step (the run trained on, e.g. resumed, after
+    the export)."""
     import warnings
 
-    exported = (meta.get("provenance") or {}).get("trained", {}).get("step")
+    record = meta.get("provenance") or {}
+    exported = (record.get("trained") or {}).get("step")
+    source = record.get("checkpoint")
+    if not isinstance(source, str) or Path(source).resolve() != path.parent.resolve():
+        return  # exported from another folder (checkpoint_best into the run folder), or not recorded
     try:
         run_step = json.loads((path.parent / "config.json").read_text()).get("extra", {}).get("step")
     except (OSError, ValueError, AttributeError):  # no run beside it (a shipped file), or not ours
@@ -298,17 +313,25 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
                                 f"this policy sets {length_kwarg!r} of {env_id}")
         kwargs[length_kwarg] = length
     wrappers = meta.get("config", {}).get("eval", {}).get("wrappers", [])
+    bounds = meta.get("config", {}).get("eval", {}).get("action_bounds") or None
     unknown = [w for w in wrappers if w not in WRAPPERS]
     if unknown:
         raise ArtifactError(f"the policy's environment needs the wrappers {unknown}, which this runner does not know")
     recorded = [_recorded_wrapper(entry) for entry in meta.get("env_wrappers") or []]
+    points = [entry["entry_point"] for entry in meta.get("env_wrappers") or []]
 
     def make() -> gym.Env:
         env = gym.make(env_id, **kwargs)
-        for wrapper, wrapper_kwargs in recorded:  # what the data was recorded through, first
+        # What the data was recorded through, first; those the entry point applies itself (it is a
+        # wrapper, listed first in its spec) were applied by gym.make.
+        made = [w.entry_point for w in (getattr(env.spec, "additional_wrappers", None) or ())]
+        todo = list(zip(points, recorded))
+        while todo and made and todo[0][0] == made[0]:
+            todo, made = todo[1:], made[1:]
+        for _, (wrapper, wrapper_kwargs) in todo:
             env = wrapper(env, **wrapper_kwargs)
         for name in wrappers:
-            env = WRAPPERS[name](env)
+            env = _rescale_actions(env, bounds) if name == "RescaleAction" else WRAPPERS[name](env)
         return env
 
     return make

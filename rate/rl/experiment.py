@@ -38,6 +38,10 @@ class EvalConfig:
     # additional_wrappers, e.g. {entry_point: "gymnasium.wrappers:TimeAwareObservation", kwargs: {}}),
     # applied in order right after gym.make, before ``wrappers``, as gym.make applies a recorded spec's.
     env_wrappers: list[dict[str, Any]] = field(default_factory=list)
+    # [low, high] (a list of one value per action dimension each) that RescaleAction maps the model's
+    # [-1, 1] onto, in place of the action space's bounds: an action space with infinite bounds,
+    # whose range the data's actions give (inferred); empty: the space's bounds.
+    action_bounds: list[list[float]] = field(default_factory=list)
     # The lengths to evaluate at; empty: once, at the environment's own length.
     lengths: list[int] = field(default_factory=lambda: [30, 90])
     # Episodes per length, run side by side; 0: no evaluation while or after training (data with no
@@ -58,8 +62,11 @@ class EvalConfig:
         unknown = [w for w in self.wrappers if w not in WRAPPERS]
         if unknown:
             raise ValueError(f"eval.wrappers: unknown {unknown}; known: {', '.join(WRAPPERS)}")
-        from rate.data.spaces import recorded_wrapper_error
+        from rate.data.spaces import action_bounds_error, recorded_wrapper_error
 
+        if (problem := action_bounds_error(self.action_bounds)) is not None:
+            raise ValueError(f"eval.action_bounds needs {problem} (or [] for the action space's own), got "
+                             f"{self.action_bounds!r}")
         for i, entry in enumerate(self.env_wrappers):
             if (problem := recorded_wrapper_error(entry)) is not None:
                 raise ValueError(f"eval.env_wrappers[{i}] needs {problem}, got {entry!r}")
@@ -147,7 +154,7 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
     other settings (:func:`eval_env_differences`)."""
     wrappers = cfg.eval.wrappers
     episodes, info = load_minari_episodes(cfg.dataset_id, "FlattenObservation" in wrappers, "RescaleAction" in wrappers,
-                                          "ActionsFromZero" in wrappers)
+                                          "ActionsFromZero" in wrappers, cfg.eval.action_bounds)
     obs_space, act_space = model_spaces(info.observation_space, info.action_space, wrappers)
     problem = space_mismatch(obs_space, act_space, cfg.model)
     if problem:
@@ -234,7 +241,7 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
 
     if video is None:
         return wrap_env(wrap_recorded(gym.make(ev.env_id, **eval_env_kwargs(ev, length)), ev.env_wrappers),
-                        ev.wrappers)
+                        ev.wrappers, ev.action_bounds)
     try:
         import moviepy  # noqa: F401  (RecordVideo's encoder)
     except ImportError:
@@ -244,7 +251,7 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
         warnings.simplefilter("ignore")
         env = gym.wrappers.RecordVideo(env, str(video[0]), episode_trigger=lambda _: True, name_prefix=video[1],
                                        disable_logger=True)
-    return wrap_env(env, ev.wrappers)
+    return wrap_env(env, ev.wrappers, ev.action_bounds)
 
 
 def check_frames(ev: EvalConfig, length: int | None = None) -> None:

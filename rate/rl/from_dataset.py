@@ -60,8 +60,8 @@ DEFAULTS = {"eval": {"lengths": [], "episodes": 10}, "window_start": "random"}
 # What infer_from_dataset sets: a config file that leaves these out gets the dataset's values.
 INFERRED = ("dataset_id", "model.obs_kind", "model.obs_shape", "model.channels_last", "model.obs_scale",
             "model.normalize_obs", "model.act_kind", "model.act_dim", "model.rtg_scale", "eval.env_id",
-            "eval.env_kwargs", "eval.length_kwarg", "eval.wrappers", "eval.env_wrappers", "eval.target_return",
-            "eval.ref_scores")
+            "eval.env_kwargs", "eval.length_kwarg", "eval.wrappers", "eval.env_wrappers", "eval.action_bounds",
+            "eval.target_return", "eval.ref_scores")
 
 
 def template(model: str = "rate") -> str:
@@ -84,7 +84,8 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     DatasetError when it cannot be read or its spaces are not ones the model takes."""
     import gymnasium as gym
 
-    from rate.data.episodes import DatasetError, dataset_info, dataset_returns, open_minari_dataset
+    from rate.data.episodes import (DatasetError, dataset_action_range, dataset_info, dataset_returns,
+                                    open_minari_dataset)
     from rate.data.spaces import flattens_for_the_model, image_channels_last, is_model_observation, needs_rescaling
 
     ds = open_minari_dataset(dataset)
@@ -92,6 +93,7 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     obs_space, act_space = info.observation_space, info.action_space
     model: dict[str, Any] = {}
     wrappers: list[str] = []
+    action_bounds: list[list[float]] = []
     image = is_model_observation(obs_space) and len(obs_space.shape) == 3
     if image:
         if sorted(obs_space.shape)[1] < MIN_IMAGE_SIZE:
@@ -140,6 +142,18 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
         model |= {"act_kind": "continuous", "act_dim": int(act_space.shape[0])}
         if needs_rescaling(act_space):
             wrappers.append("RescaleAction")
+        low, high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            # The tanh head's [-1, 1] needs finite bounds: an infinite side takes the data's range.
+            seen_low, seen_high = dataset_action_range(ds)
+            fitted = ~(np.isfinite(low) & np.isfinite(high))
+            low, high = np.where(np.isfinite(low), low, seen_low), np.where(np.isfinite(high), high, seen_high)
+            fixed = fitted & (high <= low)  # (a dimension the data never varies: a range around its one value)
+            low, high = np.where(fixed, low - 1.0, low), np.where(fixed, low + 1.0, high)
+            action_bounds = [low.tolist(), high.tolist()]
+            warnings.warn(f"{dataset}: the action space {act_space} has infinite bounds; the model's [-1, 1] is "
+                          "mapped onto the range of the data's actions (eval.action_bounds), so the policy acts "
+                          "inside what the data did", stacklevel=2)
     else:
         raise DatasetError(f"{dataset}: actions of {act_space}; the model takes Discrete or a rank-1 Box")
     returns = dataset_returns(ds)
@@ -154,6 +168,8 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     top = float(np.abs(returns).max())
     model["rtg_scale"] = float(10 ** math.ceil(math.log10(top))) if top > 1 else 1.0
     evaluation: dict[str, Any] = {"target_return": best, "wrappers": wrappers}
+    if action_bounds:
+        evaluation["action_bounds"] = action_bounds
     spec = info.eval_env_spec
     if spec is not None:
         evaluation |= eval_env_from_spec(spec)
@@ -224,10 +240,13 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
                       "by itself; set eval.env_kwargs.max_episode_steps=N (or eval.lengths) to cap it",
                       stacklevel=2)
     recorded, unusable = [], []
-    for wrapper in getattr(spec, "additional_wrappers", None) or ():
-        try:  # plain data only, as for the keywords above
-            entry = yaml.safe_load(yaml.safe_dump({"name": wrapper.name, "entry_point": wrapper.entry_point,
-                                                   "kwargs": dict(wrapper.kwargs or {})}))
+    wrappers = list(getattr(spec, "additional_wrappers", None) or ())
+    if wrappers and wrappers[0].entry_point == spec.entry_point:
+        wrappers = wrappers[1:]  # the registered entry point is itself a wrapper: gym.make applies it
+    for wrapper in wrappers:
+        try:  # plain data only, as for the keywords above; None: keywords not recorded (gym.make refuses it)
+            entry = None if wrapper.kwargs is None else yaml.safe_load(yaml.safe_dump(
+                {"name": wrapper.name, "entry_point": wrapper.entry_point, "kwargs": dict(wrapper.kwargs)}))
         except (yaml.YAMLError, TypeError):
             entry = None
         if unusable or entry is None or recorded_wrapper_error(entry) is not None:
@@ -236,7 +255,7 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
             recorded.append(entry)
     if unusable:
         warnings.warn(f"{spec.id} was recorded through the wrappers {unusable}, which evaluation does not apply (the "
-                      "first one's entry point or keywords are not plain data; the others come after it): where they "
+                      "first one's keywords are not recorded or not plain data; the others come after it): where they "
                       "change observations, actions or rewards, the model is evaluated on other inputs than it was "
                       "trained on; set eval.env_wrappers or eval.env_id to an environment registered with them",
                       stacklevel=2)
