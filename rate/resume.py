@@ -102,7 +102,7 @@ def _same_folder(a: Any, b: Any) -> bool:
     absolute keeps the relative path it was given)."""
     try:
         return Path(str(a)).expanduser().resolve() == Path(str(b)).expanduser().resolve() and Path(str(b)).is_dir()
-    except (OSError, RuntimeError):
+    except (OSError, RuntimeError, ValueError):
         return False
 
 

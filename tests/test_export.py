@@ -232,8 +232,9 @@ def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_pl
                                 f"checking the artifact against the eager policy over {parity_steps(4)} steps ..."]
     meta = open_artifact(ckpt / "policy.pt2").meta
     assert meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
-    assert set(meta["provenance"]) == {"trained", "exported", "checkpoint"}
-    assert "rate_version" in meta["provenance"]["exported"] and meta["provenance"]["checkpoint"] == str(ckpt.resolve())
+    assert set(meta["provenance"]) == {"trained", "exported", "beside_checkpoint"}
+    assert "rate_version" in meta["provenance"]["exported"] and meta["provenance"]["beside_checkpoint"] is True
+    assert meta["format_version"] == 2  # (no recorded wrappers or action bounds: older runners play it)
     # The same model's ONNX graph (the fixture's) with the command's record: its T-Maze and lengths.
     proto = onnx.load(str(artifacts["rate", "onnx"]))
     next(entry for entry in proto.metadata_props if entry.key == METADATA_KEY).value = json.dumps(meta)
@@ -710,6 +711,7 @@ def test_the_runner_applies_the_wrappers_the_data_was_recorded_through():
     meta = export_metadata(PolicyStep(build("rate")), {"eval": {"env_id": "CartPole-v1", "env_wrappers": [timed]}},
                            target_return=1.0)
     assert meta["env_wrappers"] == [timed]
+    assert meta["format_version"] == 3  # (a runner of version 2 would play it unwrapped: it refuses version 3)
     env = make_env_factory(meta, None)()
     assert env.observation_space.shape == (5,)
     env.close()
@@ -730,7 +732,7 @@ def test_an_export_older_than_the_checkpoint_beside_it_is_named(tmp_path):
 
     from rate.deploy.onnx_runner import warn_if_older_than_its_run
 
-    meta = {"provenance": {"trained": {"step": 5}, "checkpoint": str(tmp_path)}}
+    meta = {"provenance": {"trained": {"step": 5}, "beside_checkpoint": True}}
     artifact = tmp_path / "policy.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -743,5 +745,4 @@ def test_an_export_older_than_the_checkpoint_beside_it_is_named(tmp_path):
         warn_if_older_than_its_run(artifact, meta)
     with warnings.catch_warnings():  # exported from another folder (its checkpoint_best) into this one: quiet
         warnings.simplefilter("error")
-        warn_if_older_than_its_run(artifact, {"provenance": {"trained": {"step": 5},
-                                                             "checkpoint": str(tmp_path / "checkpoint_best")}})
+        warn_if_older_than_its_run(artifact, {"provenance": {"trained": {"step": 5}, "beside_checkpoint": False}})

@@ -503,6 +503,21 @@ def test_actions_of_a_space_with_infinite_bounds_are_rescaled_from_the_datas_ran
     assert policy.act_kind == "continuous"
     with pytest.raises(ConfigError, match=r"eval.action_bounds needs finite values, each low below its high"):
         config_for_dataset("tests/unbounded-v0", overrides=["eval.episodes=0", "eval.action_bounds=[[1, 0], [0, 0]]"])
+    with pytest.raises(ConfigError, match=r"eval.action_bounds is what RescaleAction maps onto"):
+        config_for_dataset("tests/unbounded-v0", overrides=["eval.episodes=0", "eval.wrappers=[]"])
+    short = config_for_dataset("tests/unbounded-v0",
+                               overrides=TINY + ["eval.episodes=0", "eval.action_bounds=[[0], [1]]"])
+    with pytest.raises(DatasetError, match=r"eval.action_bounds give 1 values per side for actions of shape \(2,\)"):
+        load_dataset_for(short)
+    # A constant dimension with one finite side keeps its range inside that side.
+    half = gym.spaces.Box(np.array([-np.inf, 0.0]), np.array([np.inf, np.inf]), dtype=np.float32)
+    at_zero = [EpisodeBuffer(id=0, observations=np.zeros((3, 3), np.float32),
+                             actions=np.array([[-1.0, 0.0], [1.0, 0.0]], np.float32), rewards=[0.0, 1.0],
+                             terminations=[False, True], truncations=[False, False])]
+    minari.create_dataset_from_buffers("tests/half-bounded-v0", at_zero, observation_space=gym.spaces.Box(
+        -np.inf, np.inf, (3,), np.float32), action_space=half)
+    with pytest.warns(UserWarning, match="infinite bounds"):
+        assert infer_from_dataset("tests/half-bounded-v0")["eval"]["action_bounds"] == [[-1.0, 0.0], [1.0, 2.0]]
 
 
 def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
@@ -537,6 +552,12 @@ def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_kept():
     spec.additional_wrappers = (rescale, arrays)
     with pytest.warns(UserWarning, match=r"recorded through the wrappers \['RescaleObservation'\], which evaluation"):
         assert len(eval_env_from_spec(spec)["env_wrappers"]) == 1
+    # A recorded entry point that was itself a wrapper is left to gym.make only where this
+    # registration still applies it (Pendulum-v1's entry point is PendulumEnv here).
+    clip = WrapperSpec("ClipReward", "gymnasium.wrappers:ClipReward", {"min_reward": -1.0, "max_reward": 1.0})
+    moved = EnvSpec("Pendulum-v1", entry_point="gymnasium.wrappers:ClipReward", additional_wrappers=(clip,),
+                    max_episode_steps=200)
+    assert [w["name"] for w in eval_env_from_spec(moved)["env_wrappers"]] == ["ClipReward"]
     # Keywords not recorded (a wrapper without RecordConstructorArgs: gym.make refuses such a
     # spec) are not guessed as {}.
     spec.additional_wrappers = (WrapperSpec("ClipReward", "gymnasium.wrappers:ClipReward", None),)

@@ -213,7 +213,8 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
                 obs = np.asarray(ep.observations)[:n]
             actions = np.asarray(ep.actions)
             if isinstance(info.action_space, gym.spaces.Box):
-                low, high = (action_bounds if action_bounds else (info.action_space.low, info.action_space.high))
+                low, high = (np.asarray(action_bounds, dtype=actions.dtype) if action_bounds
+                             else (info.action_space.low, info.action_space.high))
                 inside = np.clip(actions, low, high)
                 clipped, total = clipped + int(np.sum(inside != actions)), total + actions.size
                 actions = inside

@@ -84,8 +84,10 @@ def export_metadata(step: PolicyStep, run_config: dict[str, Any], target_return:
     env_id = eval_cfg.get("env_id", "rate/TMaze-v0")  # (EvalConfig's default; "": a run without one)
     # The runner may register a project environment from its entry point (rate_envs.* only).
     entry = gym.registry[env_id].entry_point if env_id in gym.registry else None
+    # Version 2 where a runner of that version plays it as it should (see EXPORT_FORMAT_VERSION).
+    version = EXPORT_FORMAT_VERSION if eval_cfg.get("env_wrappers") or eval_cfg.get("action_bounds") else 2
     return {
-        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
+        "format": EXPORT_FORMAT, "format_version": version,
         "inputs": list(INPUT_NAMES), "outputs": list(OUTPUT_NAMES), "state": step.state_spec(),
         "segment_steps": step.cfg.segment_steps, "act_kind": step.cfg.act_kind, "act_dim": step.cfg.act_dim,
         "obs_shape": list(step.cfg.obs_shape), "target_return": target_return,
@@ -414,7 +416,8 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
     from rate.checkpoint import provenance
 
     meta["provenance"] = {"trained": model.training_record, "exported": provenance(),
-                          "checkpoint": str(Path(checkpoint).resolve())}  # (the folder its weights came from)
+                          # (whether the checkpoint beside the file is the one it came from)
+                          "beside_checkpoint": Path(out).resolve().parent == Path(checkpoint).resolve()}
     writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
     checked: dict[str, float] = {}
 

@@ -42,8 +42,11 @@ if TYPE_CHECKING:  # gymnasium is imported where environments are made: StepPoli
     import gymnasium as gym
 
 EXPORT_FORMAT = "rate-policy-step"
-# Version 2 carries the last action in the state (one decoder call per step).
-EXPORT_FORMAT_VERSION = 2
+# Version 2 carries the last action in the state (one decoder call per step); version 3 is the same
+# graph whose environment needs recorded wrappers or action bounds (env_wrappers, the run's
+# eval.action_bounds), which a runner of version 2 would not apply: it refuses the file instead.
+EXPORT_FORMAT_VERSION = 3
+READABLE_FORMAT_VERSIONS = (2, 3)
 METADATA_KEY = "rate_export"
 # The project's environments package (the repository's envs/ folder, installed as rate_envs).
 PROJECT_ENVS = "rate_envs."
@@ -110,16 +113,15 @@ class ArtifactError(RuntimeError):
 
 
 def warn_if_older_than_its_run(path: Path, meta: dict) -> None:
-    """Warn when the artifact ``path`` lies in the checkpoint folder it was exported from and that
-    folder's checkpoint is now of another training step (the run trained on, e.g. resumed, after
-    the export)."""
+    """Warn when the artifact ``path`` was written beside the checkpoint it was exported from (the
+    export records whether) and the checkpoint there is now of another training step (the run
+    trained on, e.g. resumed, after the export)."""
     import warnings
 
     record = meta.get("provenance") or {}
     exported = (record.get("trained") or {}).get("step")
-    source = record.get("checkpoint")
-    if not isinstance(source, str) or Path(source).resolve() != path.parent.resolve():
-        return  # exported from another folder (checkpoint_best into the run folder), or not recorded
+    if record.get("beside_checkpoint") is False:
+        return  # written elsewhere than its checkpoint's folder (checkpoint_best's into the run folder)
     try:
         run_step = json.loads((path.parent / "config.json").read_text()).get("extra", {}).get("step")
     except (OSError, ValueError, AttributeError):  # no run beside it (a shipped file), or not ours
@@ -160,9 +162,10 @@ class StepPolicy:
     """
 
     def __init__(self, meta: dict, run: Callable[[list[np.ndarray]], Sequence[np.ndarray]], source: str):
-        if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") != EXPORT_FORMAT_VERSION:
+        if meta.get("format") != EXPORT_FORMAT or meta.get("format_version") not in READABLE_FORMAT_VERSIONS:
             raise ArtifactError(f"{source}: format {meta.get('format')!r} version {meta.get('format_version')!r}, "
-                                f"this runner reads {EXPORT_FORMAT!r} version {EXPORT_FORMAT_VERSION}")
+                                f"this runner reads {EXPORT_FORMAT!r} versions "
+                                f"{', '.join(map(str, READABLE_FORMAT_VERSIONS))}")
         state, obs_shape = meta.get("state"), meta.get("obs_shape")
         if not (isinstance(state, list) and all(isinstance(s, dict) and {"shape", "dtype"} <= s.keys() for s in state)
                 and isinstance(obs_shape, list) and isinstance(meta.get("act_dim"), int)

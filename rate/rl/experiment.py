@@ -67,6 +67,9 @@ class EvalConfig:
         if (problem := action_bounds_error(self.action_bounds)) is not None:
             raise ValueError(f"eval.action_bounds needs {problem} (or [] for the action space's own), got "
                              f"{self.action_bounds!r}")
+        if self.action_bounds and "RescaleAction" not in self.wrappers:  # (the data would be clipped, not the env)
+            raise ValueError("eval.action_bounds is what RescaleAction maps onto: it needs RescaleAction in "
+                             "eval.wrappers")
         for i, entry in enumerate(self.env_wrappers):
             if (problem := recorded_wrapper_error(entry)) is not None:
                 raise ValueError(f"eval.env_wrappers[{i}] needs {problem}, got {entry!r}")
@@ -157,6 +160,10 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
                                           "ActionsFromZero" in wrappers, cfg.eval.action_bounds)
     obs_space, act_space = model_spaces(info.observation_space, info.action_space, wrappers)
     problem = space_mismatch(obs_space, act_space, cfg.model)
+    if (not problem and cfg.eval.action_bounds and isinstance(act_space, gym.spaces.Box)
+            and (len(cfg.eval.action_bounds[0]),) != act_space.shape):
+        problem = (f"eval.action_bounds give {len(cfg.eval.action_bounds[0])} values per side for actions of "
+                   f"shape {act_space.shape}")
     if problem:
         raise DatasetError(f"{cfg.dataset_id}: {problem}")
     validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id,

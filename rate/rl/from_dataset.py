@@ -148,8 +148,13 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
             seen_low, seen_high = dataset_action_range(ds)
             fitted = ~(np.isfinite(low) & np.isfinite(high))
             low, high = np.where(np.isfinite(low), low, seen_low), np.where(np.isfinite(high), high, seen_high)
-            fixed = fitted & (high <= low)  # (a dimension the data never varies: a range around its one value)
-            low, high = np.where(fixed, low - 1.0, low), np.where(fixed, low + 1.0, high)
+            for i in np.flatnonzero(fitted & (high <= low)):  # the data never varies it: a range of 2,
+                if np.isfinite(act_space.low[i]):  # inside a finite side, else around the data's value
+                    low[i], high[i] = act_space.low[i], act_space.low[i] + 2.0
+                elif np.isfinite(act_space.high[i]):
+                    low[i], high[i] = act_space.high[i] - 2.0, act_space.high[i]
+                else:
+                    low[i], high[i] = low[i] - 1.0, low[i] + 1.0
             action_bounds = [low.tolist(), high.tolist()]
             warnings.warn(f"{dataset}: the action space {act_space} has infinite bounds; the model's [-1, 1] is "
                           "mapped onto the range of the data's actions (eval.action_bounds), so the policy acts "
@@ -241,7 +246,11 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
                       stacklevel=2)
     recorded, unusable = [], []
     wrappers = list(getattr(spec, "additional_wrappers", None) or ())
-    if wrappers and wrappers[0].entry_point == spec.entry_point:
+    try:
+        registered = gym.spec(spec.id).entry_point
+    except gym.error.Error:  # (not registered here: made through "module:id", which imports it)
+        registered = spec.entry_point
+    if wrappers and wrappers[0].entry_point == spec.entry_point == registered:
         wrappers = wrappers[1:]  # the registered entry point is itself a wrapper: gym.make applies it
     for wrapper in wrappers:
         try:  # plain data only, as for the keywords above; None: keywords not recorded (gym.make refuses it)
