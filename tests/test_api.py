@@ -64,7 +64,7 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
     # A target return set after reset applies from the next reset on: said, not silently ignored
     # (and nothing is said when a reset follows, the documented use).
     policy.target_return = 0.5
-    with pytest.warns(UserWarning, match="target_return was set after reset\(\): it takes effect at the next"):
+    with pytest.warns(UserWarning, match=r"target_return was set after reset\(\): it takes effect at the next"):
         policy.act(np.zeros((2, 4)), np.zeros(2))
     assert policy.target_return == 0.5
     policy.target_return = 0.7

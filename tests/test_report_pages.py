@@ -76,7 +76,7 @@ def test_return_pages_table_returns_and_the_episode_count(tmp_path, module):
     assert "Paper (RATE, NeurIPS-25" in text and paper_rate in text
 
 
-def test_mujoco_page_normalises_with_both_reference_pairs(tmp_path):
+def test_mujoco_page_normalises_with_both_reference_pairs(tmp_path, capsys):
     from eval.reports.mujoco import DATASET_REF, main
     from rate.data.d4rl import REF_SCORES
 
@@ -95,6 +95,7 @@ def test_mujoco_page_normalises_with_both_reference_pairs(tmp_path):
     write_csv(bad, rows + [{**rows[0], "run": "rate/long/seed0"}])
     with pytest.raises(SystemExit):
         main(["--csv", str(bad), "--out", str(tmp_path / "variant.md")])
+    assert "run names this page cannot read, e.g. 'rate/long/seed0'" in capsys.readouterr().err
 
 
 def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):

@@ -126,13 +126,14 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
     except FileNotFoundError as err:
         root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
         close = _close_local_ids(id_or_path)
-        if close:  # a typo of a local id, most likely
-            raise DatasetError(f"Minari dataset {id_or_path!r} not found under {root}; did you mean "
-                               f"{' or '.join(map(repr, close))}?") from err
-        raise DatasetError(f"Minari dataset {id_or_path!r} not found under {root}: download it with "
+        typo = f"did you mean {' or '.join(map(repr, close))}? If not, " if close else ""  # (a local id misspelt)
+        raise DatasetError(f"Minari dataset {id_or_path!r} not found under {root}: {typo}download it with "
                            f"`minari download {id_or_path}` (or pass --download; both need "
                            "`pip install 'rate-rmt[download]'`), or generate it (the project's tasks: python -m "
                            "rate_envs.tmaze_data and the other rate_envs.*_data)") from err
+    except ImportError as err:  # the hub client, for --download
+        raise DatasetError(f"downloading {id_or_path!r} needs Minari's hub client: pip install 'rate-rmt[download]' "
+                           f"({err})") from err
     except Exception as err:  # h5py/json errors of a damaged dataset, the hub's errors
         raise DatasetError(f"Minari dataset {id_or_path!r} cannot be {'downloaded or ' if download else ''}"
                            f"read: {type(err).__name__}: {err}") from err
@@ -230,8 +231,9 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
         raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
     if clipped:
+        bounds = "eval.action_bounds" if action_bounds else "the action space's bounds"
         warnings.warn(f"{dataset_id}: {clipped} of {total} recorded action values ({clipped / total:.2%}) lie outside "
-                      f"the action space's bounds and were clipped to them", stacklevel=2)
+                      f"{bounds} and were clipped to them", stacklevel=2)
     return episodes, info
 
 

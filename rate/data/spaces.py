@@ -138,7 +138,8 @@ def wrap_recorded(env: gym.Env, entries: list[dict[str, Any]]) -> gym.Env:
             creator = load_env_creator(entry["entry_point"])
         except (ImportError, AttributeError, ValueError) as err:
             raise ValueError(f"the recorded wrapper {entry['entry_point']!r} cannot be loaded ({type(err).__name__}: "
-                             f"{err}); import its package, or evaluate without it: eval.env_wrappers=[]") from None
+                             f"{err}); install its package, or train without it (rate-train ... "
+                             "eval.env_wrappers=[])") from None
         env = creator(env, **(entry.get("kwargs") or {}))
     return env
 

@@ -13,9 +13,10 @@ own package, which ``--import MODULE`` imports first (MiniGrid's ``minigrid``, G
 ``gymnasium_robotics``, your own): the runner imports no module that the file alone names.
 ``python -m rate.deploy.onnx_runner`` (and, in the repository, ``python -m eval.play_onnx``) is
 the same command.  ``StepPolicy`` alone (``open_onnx``, ``reset``, ``act``) needs numpy and
-onnxruntime only: observations go in as the environment gives them (inside the run's
-``eval.wrappers``; the graph normalises them), continuous actions come out in [-1, 1] where the
-run rescaled them (``RescaleAction``).  The policy's recurrent state (memory,
+onnxruntime only: observations go in as the environment gives them (inside the wrappers the data
+was recorded through and the run's ``eval.wrappers``; the graph normalises them), continuous actions
+come out in [-1, 1] where the run rescaled them (``RescaleAction``, onto ``eval.action_bounds`` where
+the action space has infinite bounds).  The policy's recurrent state (memory,
 Transformer-XL cache, in-segment key/value cache, counters) lives in numpy arrays between steps;
 its shapes and dtypes come from the metadata stored in the ONNX file.
 

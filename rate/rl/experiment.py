@@ -156,14 +156,14 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
     model config (spaces, values).  Warns when the evaluation environment is the dataset's with
     other settings (:func:`eval_env_differences`)."""
     wrappers = cfg.eval.wrappers
+    bounds = cfg.eval.action_bounds
+    if bounds and cfg.model.act_kind == "continuous" and len(bounds[0]) != cfg.model.act_dim:
+        raise DatasetError(f"{cfg.dataset_id}: eval.action_bounds give {len(bounds[0])} values per side for "
+                           f"model.act_dim {cfg.model.act_dim} action dimensions")
     episodes, info = load_minari_episodes(cfg.dataset_id, "FlattenObservation" in wrappers, "RescaleAction" in wrappers,
                                           "ActionsFromZero" in wrappers, cfg.eval.action_bounds)
     obs_space, act_space = model_spaces(info.observation_space, info.action_space, wrappers)
     problem = space_mismatch(obs_space, act_space, cfg.model)
-    if (not problem and cfg.eval.action_bounds and isinstance(act_space, gym.spaces.Box)
-            and (len(cfg.eval.action_bounds[0]),) != act_space.shape):
-        problem = (f"eval.action_bounds give {len(cfg.eval.action_bounds[0])} values per side for actions of "
-                   f"shape {act_space.shape}")
     if problem:
         raise DatasetError(f"{cfg.dataset_id}: {problem}")
     validate_episodes(episodes, cfg.model.act_kind == "discrete", cfg.model.act_dim, cfg.dataset_id,
