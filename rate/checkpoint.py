@@ -257,6 +257,18 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
         raise CheckpointError(f"{resume_flag}: {out} holds no run to continue")
 
 
+@contextlib.contextmanager
+def claimed_run_dir(out: str | Path, resume: bool, overwrite: bool,
+                    flags: tuple[str, str, str] = ("--resume", "--overwrite", "--out")) -> Iterator[None]:
+    """:func:`check_run_dir`, then the folder held (:func:`exclusive_run_dir`) while the block
+    runs, and checked again under the hold: another trainer may have written it in between, and a
+    swap killed midway is finished by the hold before the second look."""
+    check_run_dir(out, resume, overwrite, flags)
+    with exclusive_run_dir(out):
+        check_run_dir(out, resume, overwrite, flags)
+        yield
+
+
 def swap_journal(out: Path) -> Path:
     """The file beside run folder ``out`` that says a replacement's swap is under way
     (:meth:`RunFolder.commit`): JSON {"old": trash folder name, "new": staging folder name,

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from train.experiments.algorithmic import AlgorithmicConfig
-from rate.checkpoint import check_run_dir, exclusive_run_dir
+from rate.checkpoint import claimed_run_dir
 from rate.config import atomic_write_text, load_yaml
 from train.algorithmic import train
 from rate.cli.run import USER_ERRORS
@@ -53,9 +53,7 @@ def demo(args: argparse.Namespace) -> int:
     rows = []
     with contextlib.ExitStack() as held:
         for folder in folders.values():  # every folder refused or held before the first model trains
-            check_run_dir(folder, False, args.overwrite)
-            held.enter_context(exclusive_run_dir(folder))  # (a second demo into --out fails here)
-            check_run_dir(folder, False, args.overwrite)  # again, now that no other trainer writes it
+            held.enter_context(claimed_run_dir(folder, False, args.overwrite))  # (a second demo fails here)
         for name, overrides in MODELS.items():
             cfg = load_yaml(AlgorithmicConfig, args.config, overrides(base.segment_len))
             start = time.time()

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rate.checkpoint import CheckpointError, check_run_dir, exclusive_run_dir
+from rate.checkpoint import CheckpointError, claimed_run_dir
 from rate.cli.records import check_results_csv, record_run, recorded_runs
 from rate.config import ConfigError, describe_config, load_yaml
 from rate.training import positive_int
@@ -149,9 +149,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
                 return 0
             name = run_name(args, source or Path(args.config or "run").stem)
             out = args.out or Path(default_root) / name
-            check_run_dir(out, args.resume, args.overwrite)
-            held.enter_context(exclusive_run_dir(out))  # until the row is written
-            check_run_dir(out, args.resume, args.overwrite)  # again, now that no other trainer can write it
+            held.enter_context(claimed_run_dir(out, args.resume, args.overwrite))  # until the row is written
             if args.csv:
                 check_file_target(args.csv)  # before the training, not after it
                 check_results_csv(args.csv)

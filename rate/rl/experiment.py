@@ -161,7 +161,7 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
         raise DatasetError(f"{cfg.dataset_id}: eval.action_bounds give {len(bounds[0])} values per side for "
                            f"model.act_dim {cfg.model.act_dim} action dimensions")
     episodes, info = load_minari_episodes(cfg.dataset_id, "FlattenObservation" in wrappers, "RescaleAction" in wrappers,
-                                          "ActionsFromZero" in wrappers, cfg.eval.action_bounds)
+                                          "ActionsFromZero" in wrappers, bounds)
     obs_space, act_space = model_spaces(info.observation_space, info.action_space, wrappers)
     problem = space_mismatch(obs_space, act_space, cfg.model)
     if problem:
@@ -246,18 +246,18 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
     without it); :func:`check_renders` says beforehand, once, whether the environment can."""
     from rate.data.spaces import wrap_env, wrap_recorded
 
-    if video is None:
-        return wrap_env(wrap_recorded(gym.make(ev.env_id, **eval_env_kwargs(ev, length)), ev.env_wrappers),
-                        ev.wrappers, ev.action_bounds)
-    try:
-        import moviepy  # noqa: F401  (RecordVideo's encoder)
-    except ImportError:
-        raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
-    env = wrap_recorded(gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length)), ev.env_wrappers)
-    with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
-        warnings.simplefilter("ignore")
-        env = gym.wrappers.RecordVideo(env, str(video[0]), episode_trigger=lambda _: True, name_prefix=video[1],
-                                       disable_logger=True)
+    if video is not None:
+        try:
+            import moviepy  # noqa: F401  (RecordVideo's encoder)
+        except ImportError:
+            raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
+    render = {} if video is None else {"render_mode": "rgb_array"}
+    env = wrap_recorded(gym.make(ev.env_id, **render, **eval_env_kwargs(ev, length)), ev.env_wrappers)
+    if video is not None:
+        with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
+            warnings.simplefilter("ignore")
+            env = gym.wrappers.RecordVideo(env, str(video[0]), episode_trigger=lambda _: True, name_prefix=video[1],
+                                           disable_logger=True)
     return wrap_env(env, ev.wrappers, ev.action_bounds)
 
 
