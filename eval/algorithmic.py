@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=nonnegative_int, help="test-set seed (default: the run's train.seed, the "
                                                                "test set its result row was measured on)")
     parser.add_argument("--show", type=int, default=0, help="print this many generated samples")
-    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.samples <= 0 or args.show < 0:
         parser.error("--samples must be positive, --show at least 0")

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", choices=["valid", "test"], default="test")
     parser.add_argument("--batch", type=positive_int, help="parallel streams (default: the run's eval_batch_size)")
     parser.add_argument("--data-dir", help="prepared corpus folder (default: the run's data_dir)")
-    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     setup_process(0, args.threads)
     try:

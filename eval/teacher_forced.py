@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                         "(default its eval.final_lengths)")
     parser.add_argument("--seed", type=int, default=0, help="with --by-boundaries: seed of the oracle episodes")
     parser.add_argument("--constant-rtg", type=float, help="condition on this return instead of the data's")
-    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     if args.episodes < 1 or args.last < 1:
         parser.error("--episodes and --last must be positive")

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--lr", type=positive_float, default=3e-4)
     parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="write the accuracies here as JSON")
     args = parser.parse_args(argv)
     if not 0 < args.held_out < 1:

@@ -38,7 +38,8 @@ class TrainConfig:
     grad_clip: float = 1.0  # gradient norm clipped to this
     eval_every: int = 500  # evaluate and checkpoint every this many steps (and after the last)
     seed: int = 0  # seeds weights, batches and dropout
-    threads: int = 2  # torch CPU threads
+    # torch CPU threads; 0: torch's default (OMP_NUM_THREADS when set, else the machine's cores)
+    threads: int = 0
     device: str = "cpu"  # cpu, cuda or cuda:N
     # tensorboard: event files in the run folder's tb/; wandb: Weights & Biases as well (the wandb
     # extra; project "rate", run named after the run folder, files in ./wandb or WANDB_DIR;
@@ -56,9 +57,11 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_choices(self, "train.")
-        for name in ("steps", "batch_size", "eval_every", "threads"):
+        for name in ("steps", "batch_size", "eval_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ValueError(f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
         if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
             raise ValueError("train.lr and train.grad_clip must be positive, warmup_steps >= 0")
         if self.precision not in ("fp32", "bf16"):
@@ -134,11 +137,14 @@ def _whole_number(text: str, least: int, most: int | None = None) -> int:
     return value
 
 
-def setup_process(seed: int, threads: int) -> None:
-    """Seed every generator; set torch's thread count once per process (changing it later is slow)."""
+def setup_process(seed: int, threads: int | None) -> None:
+    """Seed every generator; set torch's thread count once per process (changing it later is
+    slow).  ``threads`` 0 or None keeps torch's default: OMP_NUM_THREADS when set, else the
+    machine's cores (a fixed count would starve a large machine or oversubscribe a small one)."""
     global _THREADS_SET
     if not _THREADS_SET:
-        torch.set_num_threads(threads)
+        if threads:
+            torch.set_num_threads(threads)
         _THREADS_SET = True
     random.seed(seed)
     np.random.seed(seed)

@@ -6,8 +6,8 @@ import os
 import shutil
 
 # `make test` runs two workers (pytest-xdist); a trainer that a test starts as a subprocess uses
-# its config's 2 threads beside the other worker.  OpenMP threads that spin while they wait for
-# a core made such a subprocess 2.4x slower beside one busy core (70 s against 29 s for the
+# torch's default threads (2 on a 2-core machine) beside the other worker.  OpenMP threads that
+# spin while they wait for a core made such a subprocess 2.4x slower beside one busy core (70 s against 29 s for the
 # README example); passive waiting hands the core over.  Set before torch loads its OpenMP runtime.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 

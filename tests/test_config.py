@@ -133,7 +133,7 @@ def test_a_partial_section_keeps_the_defaults_of_its_field(tmp_path):
     [("train.seed=-1", "train.seed"), ("train.min_lr_ratio=-1", "min_lr_ratio"), ("train.weight_decay=-5", "weight_decay"),
      ("train.device=gpu", "train.device 'gpu'"), ("model.backbone.mrv_heads=0", "mrv_heads must be positive"),
      ("eval.seed=-1", "eval.seed"), ("eval.target_return=.inf", "eval.target_return: inf is not a valid value"),
-     ("window_stride=-3", "window_stride must be >= 0")],
+     ("window_stride=-3", "window_stride must be >= 0"), ("train.threads=-1", "train.threads must be >= 0")],
 )
 def test_out_of_range_values_are_config_errors(override, pattern):
     from rate.rl.experiment import RATEExperimentConfig
@@ -213,3 +213,24 @@ def test_staged_files_leave_a_folder_as_it_was_when_the_block_fails(tmp_path):
     with staged_files(tmp_path / "new" / "videos") as staging:
         (staging / "a.mp4").write_text("a")
     assert (tmp_path / "new" / "videos" / "a.mp4").read_text() == "a"
+
+
+def test_threads_0_keeps_torchs_default_and_a_count_is_set_once(monkeypatch):
+    """train.threads 0 (the default) leaves torch's own count (OMP_NUM_THREADS, else the machine's
+    cores) instead of a fixed 2 that would starve a large machine; the process's first call
+    decides, later calls do not change it."""
+    import torch
+
+    import rate.training
+    from rate.training import TrainConfig, setup_process
+
+    assert TrainConfig().threads == 0
+    monkeypatch.setattr(rate.training, "_THREADS_SET", False)
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    setup_process(0, 0)
+    setup_process(0, 3)  # decided by the first call
+    assert calls == [] and rate.training._THREADS_SET
+    monkeypatch.setattr(rate.training, "_THREADS_SET", False)
+    setup_process(0, 3)
+    assert calls == [3]

@@ -11,7 +11,7 @@ import pytest
 
 from rate.cli.records import append_row, read_rows
 from rate.config import ConfigError, load_yaml
-from train.sweep import ListedRun, Run, Sweep, expand, main, trainer_command
+from train.sweep import ListedRun, Run, Sweep, expand, main, trainer_command, trainer_environment
 
 def tiny_sweep(tmp_path: Path, steps: int, seeds=(0,), segments=(1, 2), threads: bool = True) -> tuple[Path, Path]:
     """A sweep file of tiny reverse runs ``reverse/tiny/segN`` and its CSV; ``threads``: the runs
@@ -102,6 +102,19 @@ def test_parallel_jobs_keep_every_row_and_extra_overrides_are_recorded(tmp_path)
     assert sorted(r["run"] for r in rows) == ["reverse/tiny/seg1/seed0", "reverse/tiny/seg1/seed1",
                                               "reverse/tiny/seg2/seed0", "reverse/tiny/seg2/seed1"]
     assert all(r["train.lr"] == "0.002" and "train.lr=0.002" in r["overrides"] for r in rows)
+
+
+def test_parallel_trainers_share_the_cores_unless_omp_num_threads_is_set(monkeypatch):
+    """With --jobs N each trainer's torch default (train.threads 0) is 1/N of the cores, not all of
+    them; one trainer, or a user's OMP_NUM_THREADS, leaves the environment as it is."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    assert trainer_environment(1) is None
+    assert trainer_environment(4)["OMP_NUM_THREADS"] == "4"
+    assert trainer_environment(32)["OMP_NUM_THREADS"] == "1"
+    assert trainer_environment(4)["PATH"] == os.environ["PATH"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert trainer_environment(4) is None
 
 
 def test_concurrent_appends_lose_no_row(tmp_path):

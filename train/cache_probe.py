@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=nonnegative_int, nargs="+", default=[0, 1])
     parser.add_argument("--segment", type=int, default=16, help="segment length = cache length")
     parser.add_argument("--noise", type=float, default=0.1)
-    parser.add_argument("--threads", type=positive_int, default=2)
+    parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     parser.add_argument("--out", type=Path, help="also write the table here (markdown)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

@@ -15,7 +15,8 @@ otherwise.  A run whose folder another trainer holds (another sweep's), or whose
 sweep wrote meanwhile, is skipped.  ``--set`` adds overrides to every run (they are recorded in
 each row's ``overrides``); ``--jobs N`` runs N trainers at once, for a machine with many cores or
 a GPU that one small run leaves idle (on a 2-core CPU, keep the default of 1: parallel runs slow
-each other down).
+each other down); unless OMP_NUM_THREADS is set, each of the N trainers then gets 1/N of the
+cores as its torch default (``train.threads`` 0), not all of them.
 """
 
 from __future__ import annotations
@@ -222,6 +223,17 @@ def _stop(running: list, grace: float = 10.0) -> None:
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
+def trainer_environment(jobs: int) -> dict[str, str] | None:
+    """The trainers' environment variables: with several trainers at once and no OMP_NUM_THREADS
+    of the user's, each gets an equal share of this process's cores (OMP_NUM_THREADS is torch's
+    default count, which ``train.threads`` 0 keeps: every trainer would otherwise take every
+    core).  None: the sweep's own environment."""
+    if jobs == 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return {**os.environ, "OMP_NUM_THREADS": str(max(1, cores // jobs))}
+
+
 def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
     """Train the pending runs, ``jobs`` at a time; stop launching new ones after the first failure
     (runs already started finish and keep their rows).  Returns the first failure's exit code.
@@ -239,6 +251,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
         if before is not signal.SIG_IGN:
             signal.signal(sig, lambda signum, frame: stop.append(signum))
     bar = tqdm(total=len(pending), desc="sweep", dynamic_ncols=True)
+    environment = trainer_environment(jobs)
     try:
         while (waiting or running) and not stop:
             while waiting and len(running) < jobs and not failure and not stop:
@@ -250,7 +263,7 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                 cmd = trainer_command(sweep, run, fresh=run.name in fresh)
                 # Files, not pipes: a trainer that writes more than a pipe holds must not block on it.
                 logs = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
-                proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True)
+                proc = subprocess.Popen(cmd, stdout=logs[0], stderr=logs[1], text=True, env=environment)
                 running.append((run, proc, logs, time.time()))
             if not running:
                 break

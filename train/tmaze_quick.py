@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[str] | None) -> int:
     """Build the dataset if missing, train, roll out at every length, write the report."""
     import minari
+    import torch
 
     from rate_envs.tmaze_data import generate_tmaze_dataset
     from rate.cli.evaluate import plot_success
@@ -94,7 +95,7 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
         f"N = {cfg.model.num_segments}), training seed {cfg.train.seed}, {cfg.train.steps} steps; evaluation seeds "
         f"{cfg.eval.seed}..{cfg.eval.seed + args.episodes - 1}, argmax actions, target return {cfg.eval.target_return}.",
         f"Wall time {wall / 60:.1f} min (training {metrics['train_seconds'] / 60:.1f} min) on {platform.machine()}, "
-        f"{os.cpu_count()} cores, {cfg.train.threads} torch threads.",
+        f"{os.cpu_count()} cores, {torch.get_num_threads()} torch threads.",
         "",
         "| T (episode length) | success rate | return (mean +- std) |",
         "|---|---|---|",

@@ -2,7 +2,7 @@
 Transformer policies with a streaming state export (RATE, RMT, TrXL); DT's sliding window and the
 BC baselines do not.
 
-    rate-export CHECKPOINT --format onnx|pt2 [--out FILE] [--target-return R] [--threads 2]
+    rate-export CHECKPOINT --format onnx|pt2 [--out FILE] [--target-return R] [--threads N]
     python -m rate.cli.export ...                       (the same command)
 
 The artifact is traced and verified on the CPU (it then runs wherever torch or onnxruntime

@@ -83,13 +83,14 @@ def invoked_as(console: str) -> str:
     return console
 
 
-def add_device_arguments(parser: argparse.ArgumentParser, threads: int | None = 2,
+def add_device_arguments(parser: argparse.ArgumentParser, trainer: bool = False,
                          device_help: str = "cpu, cuda or cuda:N (None: cpu)") -> None:
-    """--device and --threads, the same names on every command (train, eval, export); threads None
-    (the trainers) defaults to the config's train.threads."""
+    """--device and --threads, the same names on every command (train, eval, export).  Without
+    --threads a trainer takes its config's train.threads, the others torch's default."""
     parser.add_argument("--device", default=None, help=device_help)
-    parser.add_argument("--threads", type=positive_int, default=threads,
-                        help="torch CPU threads" + (" (None: the config's train.threads)" if threads is None else ""))
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch CPU threads (default: " + ("the config's train.threads, whose 0 is " if trainer else "")
+                        + "torch's default, OMP_NUM_THREADS when set, else the machine's cores)")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_root: str) -> None:
@@ -108,7 +109,7 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_root: str) -> Non
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--print-config", action="store_true",
                         help="print the fully resolved config, each field with its one-line doc, and exit")
-    add_device_arguments(parser, threads=None, device_help="cpu, cuda or cuda:N (None: the config's train.device)")
+    add_device_arguments(parser, trainer=True, device_help="cpu, cuda or cuda:N (None: the config's train.device)")
 
 
 def device_overrides(args: argparse.Namespace) -> list[str]:

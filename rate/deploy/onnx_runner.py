@@ -1,7 +1,7 @@
 """Play an exported ONNX policy in its Gymnasium environment and report the success rate.
 
     rate-play-onnx POLICY.onnx [--env ID] [--lengths 30 90 900] [--episodes 100] [--seed 0]
-                   [--target-return R] [--sample | --no-sample] [--threads 2] [--import MODULE ...]
+                   [--target-return R] [--sample | --no-sample] [--threads N] [--import MODULE ...]
 
 Standalone: this file imports only numpy, onnxruntime and gymnasium (and the environment's own
 module, named in the policy's metadata), so it can ship on its own next to a policy made by
@@ -224,7 +224,9 @@ def gumbel_noise(rng: np.random.Generator, batch: int, act_dim: int) -> np.ndarr
     return -np.log(-np.log(rng.uniform(1e-12, 1.0, size=(batch, act_dim)))).astype(np.float32)
 
 
-def open_onnx(path: str | Path, threads: int = 2) -> StepPolicy:
+def open_onnx(path: str | Path, threads: int = 0) -> StepPolicy:
+    """The ONNX policy at ``path`` on onnxruntime's CPU provider with ``threads`` intra-op threads
+    (0: onnxruntime's default, one per physical core)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -441,7 +443,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="environment i is reset with SEED + i, and --sample draws from SEED "
                                                  "(default: the run's eval.seed)")
     parser.add_argument("--target-return", type=float, help="default: the one stored at export")
-    parser.add_argument("--threads", type=int, default=2, help="onnxruntime threads (default: 2)")
+    parser.add_argument("--threads", type=int,
+                        help="onnxruntime threads (default: onnxruntime's, one per physical core)")
     parser.add_argument("--max-steps", type=int, help="stop episodes that run longer (default: the env's own limit)")
     parser.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
                         help="sample discrete actions from the softmax, or take the argmax (default: as the run "
@@ -452,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.episodes is not None and args.episodes <= 0) or (args.seed is not None and args.seed < 0) or (
             args.lengths and min(args.lengths) < 3):
         parser.error("--episodes must be positive, --seed >= 0 and every length T >= 3")
-    if args.threads < 1 or (args.max_steps is not None and args.max_steps < 1):
+    if (args.threads is not None and args.threads < 1) or (args.max_steps is not None and args.max_steps < 1):
         parser.error("--threads and --max-steps must be positive")
     if args.target_return is not None and not np.isfinite(args.target_return):
         parser.error(f"--target-return must be a finite number, got {args.target_return}")
@@ -467,7 +470,7 @@ def main(argv: list[str] | None = None) -> int:
                 importlib.import_module(name)
             except ImportError as err:
                 raise ArtifactError(f"--import {name}: {err}") from None
-        policy = open_onnx(args.policy, args.threads)
+        policy = open_onnx(args.policy, args.threads or 0)
         warn_if_older_than_its_run(Path(args.policy), policy.meta)
         meta = policy.meta
         # As rate-eval plays a run where not told: its evaluation's episodes, seed and (in its own
