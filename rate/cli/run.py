@@ -88,9 +88,9 @@ def add_device_arguments(parser: argparse.ArgumentParser, trainer: bool = False,
     """--device and --threads, the same names on every command (train, eval, export).  Without
     --threads a trainer takes its config's train.threads, the others torch's default."""
     parser.add_argument("--device", default=None, help=device_help)
+    default = "the config's train.threads, whose 0 is torch's" if trainer else "torch's"
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch CPU threads (default: " + ("the config's train.threads, whose 0 is " if trainer else "")
-                        + "torch's default, OMP_NUM_THREADS when set, else the machine's cores)")
+                        help=f"torch CPU threads (default: {default}: OMP_NUM_THREADS when set, else the machine's cores)")
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, default_root: str) -> None:
