@@ -41,8 +41,9 @@ ACTION_BOUND_TOLERANCE = 1e-5
 
 
 def returns_to_go(rewards: np.ndarray, rtg_scale: float) -> np.ndarray:
-    """rtg[t] = sum_{t' >= t} rewards[t'] / rtg_scale, float32 (T,)."""
-    return (np.cumsum(rewards[::-1])[::-1] / rtg_scale).astype(np.float32)
+    """rtg[t] = sum_{t' >= t} rewards[t'] / rtg_scale, float32 (T,); summed in float64 (a float32
+    running sum of a long episode drifts: each small reward added to a large sum rounds)."""
+    return (np.cumsum(rewards[::-1], dtype=np.float64)[::-1] / rtg_scale).astype(np.float32)
 
 
 def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: int, name: str,
