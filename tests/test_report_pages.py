@@ -114,6 +114,23 @@ def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
     assert "--episodes N --sample" in sampled_table(tmp_path)[0] and "--episodes 100 --sample" in lines[0]
 
 
+def test_aar_page_reads_the_sampled_evaluations_beside_its_csv_and_names_every_window(tmp_path):
+    """A CSV elsewhere than results/ takes its sampled table from aar_sampled/ beside it, not from
+    the project's results/aar_sampled/; a model whose seeds were trained on different K x N shows
+    both, not the last row's."""
+    from eval.reports.aar import main
+
+    rows = [{"run": f"rate/seed{s}", "model.segment_steps": str(k), "model.num_segments": "3", "train_seconds": "60",
+             "success_T90": "1.0", **MACHINE} for s, k in ((0, 30), (1, 10))]
+    text = render(main, tmp_path, "aar", rows)
+    assert "| RATE (bptt), K=10 x N=3 or 30 x N=3 | 1.00 +- 0.00 (n=2) |" in text
+    assert "With sampled actions" not in text  # none beside this CSV (results/aar_sampled/ has some)
+    (tmp_path / "aar_sampled").mkdir()
+    (tmp_path / "aar_sampled" / "rate-seed0.json").write_text(json.dumps({"episodes": 7, "results": {"90": {"success": 0.5}}}))
+    text = render(main, tmp_path, "aar", rows)
+    assert "checkpoints, 7 episodes per length:" in text and "| RATE (bptt) | 0.50 (n=1) |" in text
+
+
 @pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.minigrid", "eval.reports.mujoco",
                                     "eval.reports.memory_maze", "eval.reports.vizdoom"])
 def test_pages_refuse_an_empty_csv_or_one_of_another_kind(tmp_path, module, capsys):

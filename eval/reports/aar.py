@@ -3,9 +3,9 @@
     python -m eval.reports.aar [--csv results/aar.csv] [--out results/aar.md] [--notes results/aar_notes.md]
 
 Besides the sweep's argmax evaluation, the page shows the evaluation with sampled actions of the
-checkpoints in results/aar_sampled/ (JSON written by ``python -m eval CHECKPOINT --sample``): with
-argmax actions a policy that always chooses the same first action and always gives that answer
-succeeds without any memory.  Sampled, a policy that ignores its first action succeeds with
+checkpoints in the folder aar_sampled/ beside the CSV (results/aar_sampled/; JSON written by
+``python -m eval CHECKPOINT --sample``): with argmax actions a policy that always chooses the same
+first action and always gives that answer succeeds without any memory.  Sampled, a policy that ignores its first action succeeds with
 probability sum_a p(choose a) p(answer a): 0.5 when it chooses as the data does (0 and 1 equally
 often), so sampling tests the recall.
 """
@@ -59,7 +59,8 @@ def sampled_table(folder: Path = SAMPLED) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return write_page(AAR, "python -m eval.reports.aar", __doc__.split("\n\n")[0], argv, extra=sampled_table)
+    return write_page(AAR, "python -m eval.reports.aar", __doc__.split("\n\n")[0], argv,
+                      extra=lambda csv: sampled_table(csv.parent / SAMPLED.name))
 
 
 if __name__ == "__main__":

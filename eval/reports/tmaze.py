@@ -14,6 +14,7 @@ import statistics
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from eval.reports.common import generated_from, how_many, machines, over_seeds, read_report_rows, report_parser, write_report
 from rate.plots import log_length_axis, plt, save_figure
@@ -101,15 +102,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | None,
-               extra: Callable[[], list[str]] | None = None) -> int:
+               extra: Callable[[Path], list[str]] | None = None) -> int:
     """Write results/NAME.md and its plot; ``extra`` gives further markdown lines (a second table)
-    placed after the main table."""
+    placed after the main table, from the CSV's path."""
     parser = report_parser(prog, description, page.name,
                            "hand-written discussion appended to the report (differences from the paper)")
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args.csv)
     table, lengths = collect(rows, page.metric)
-    windows = {model_of(r): f"{r['model.segment_steps']} x N={r['model.num_segments']}" for r in rows}
+    windows = defaultdict(set)  # a model's K x N over its rows (seeds of one model may differ)
+    for r in rows:
+        windows[model_of(r)].add(f"{r['model.segment_steps']} x N={r['model.num_segments']}")
     scored = ("success rate" if page.metric == "success" else "return (mean over the episodes)")
     models = [m for m in LABELS if m in table] + sorted(set(table) - set(LABELS))
     minutes = sum(float(r["train_seconds"]) for r in rows) / 60
@@ -123,7 +126,7 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
              "|---" * (len(lengths) + 1) + "|"]
     for m in models:
         cells = " | ".join(fmt(table[m].get(t, [])) for t in lengths)
-        lines.append(f"| {LABELS.get(m, m)}, K={windows[m]} | {cells} |")
+        lines.append(f"| {LABELS.get(m, m)}, K={' or '.join(sorted(windows[m]))} | {cells} |")
     if page.paper:
         paper_lengths = sorted({t for vals in page.paper.values() for t in vals})
         lines += ["", page.paper_caption, "",
@@ -132,7 +135,7 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
         for m, vals in page.paper.items():
             lines.append(f"| {m} | " + " | ".join(vals.get(t, "-") for t in paper_lengths) + " |")
     if extra is not None:
-        lines += ["", *extra()]
+        lines += ["", *extra(args.csv)]
     plot = args.out.with_suffix(".png")
     lines += ["", f"![{page.metric} against {page.length_axis}]({plot.name})", ""]
     many = len(models) > 5  # then the legend goes beside the axes, where it hides no curve
