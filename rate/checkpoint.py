@@ -5,9 +5,10 @@ A checkpoint is a folder holding ``model.safetensors`` and ``config.json``::
     {"format_version": 2, "kind": "algorithmic", "config": {...}, "extra": {...}}
 
 Each file is written through a temporary file and an atomic rename, weights first, so a crash
-leaves each file whole, old or new.  A crash between the two renames leaves the new weights beside
-the previous ``config.json``: the same architecture (a run does not change it), with ``extra``
-(step, evaluation) one checkpoint behind.  Resuming reads the training state, not ``extra``.
+leaves each file whole, old or new.  Both carry the id of their save: a crash between the two
+renames leaves the new weights beside the previous ``config.json``, which loading refuses ("come
+from different saves") rather than pair them; ``--resume`` reads the training state, which holds
+the weights too.
 """
 
 from __future__ import annotations
@@ -205,7 +206,10 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
         out.mkdir(parents=True, exist_ok=True)
         # The lock is taken on the folder itself (flock works on a directory's descriptor), so
         # nothing is written into the folder for it.
-        fd = os.open(out, os.O_RDONLY)
+        try:
+            fd = os.open(out, os.O_RDONLY)
+        except FileNotFoundError:  # the holder before us removed the empty folder it made (below): again
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the descriptor is closed
         except BlockingIOError:
@@ -233,6 +237,16 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()
         os.close(fd)
+
+
+def settle_run_dir(out: str | Path) -> None:
+    """Finish (or undo) a replacement's swap cut short at run folder ``out``, which until then
+    holds a mix of two runs' files (:func:`finish_interrupted_swap`), before anything reads it;
+    nothing when no swap record lies beside it.  Under the folder's lock, so never a swap that a
+    live trainer is making: RunFolderHeld then."""
+    if swap_journal(Path(out)).is_file():
+        with exclusive_run_dir(out):
+            pass
 
 
 def check_run_dir(out: str | Path, resume: bool, overwrite: bool,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights,
-                             read_description, save_checkpoint)
+                             provenance, read_description, save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.training import TrainConfig, TrainingLoop, lr_factor
 
@@ -224,6 +224,7 @@ class ResumableRun:
     def __init__(self, out: Path | None, kind: str, cfg: Any, overwrite: bool = False,
                  data_fingerprint: str | None = None):
         self.kind, self.cfg, self.data_fingerprint = kind, cfg, data_fingerprint
+        self.name = None if out is None else str(out)  # the run folder as named: the run's name where logged
         self.folder = RunFolder(out, overwrite) if out is not None else None
         if self.folder is not None and self.folder.out.is_dir():
             remove_stale_temporaries(self.folder.out)
@@ -255,7 +256,7 @@ class ResumableRun:
         the training state); the first one puts the run in place of any it replaces."""
         if self.folder is None:
             return
-        save_checkpoint(self.folder.path, model, self.kind, to_dict(self.cfg), {"step": loop.step})
+        save_checkpoint(self.folder.path, model, self.kind, to_dict(self.cfg), {"step": loop.step, **provenance()})
         if self.data_fingerprint is not None:
             entries["data_fingerprint"] = self.data_fingerprint
         save_training_state(self.folder.path, model, loop.opt, loop.sched, loop.step, train_seconds, device, **entries)
@@ -265,7 +266,8 @@ class ResumableRun:
     def finish(self, model: torch.nn.Module, loop: TrainingLoop, metrics: dict) -> None:
         """The run's last checkpoint, its final ``metrics`` in the description."""
         if self.folder is not None:
-            save_checkpoint(self.folder.path, model, self.kind, to_dict(self.cfg), {"step": loop.step, "metrics": metrics})
+            save_checkpoint(self.folder.path, model, self.kind, to_dict(self.cfg),
+                            {"step": loop.step, "metrics": metrics, **provenance()})
 
     def abandon(self) -> None:
         """After a failure: a run that never checkpointed leaves nothing (:meth:`RunFolder.abandon`);

@@ -42,8 +42,8 @@ class TrainConfig:
     threads: int = 0
     device: str = "cpu"  # cpu, cuda or cuda:N
     # tensorboard: event files in the run folder's tb/; wandb: Weights & Biases as well (the wandb
-    # extra; project "rate", run named after the run folder, files in ./wandb or WANDB_DIR;
-    # WANDB_MODE=offline needs no network).
+    # extra; project "rate", run named after the run folder as given, e.g. runs/X/seed0; files in
+    # ./wandb or WANDB_DIR; WANDB_MODE=offline needs no network).
     logger: Literal["tensorboard", "wandb"] = "tensorboard"
     # fp32, or bf16: forward and loss under torch.autocast in bfloat16 (CPUs with avx512_bf16 or
     # AMX, CUDA); weights, gradients and optimiser state stay fp32, so no loss scaling is needed.
@@ -177,6 +177,9 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"device {name!r}: the library runs on cpu or cuda")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -245,8 +248,9 @@ class TrainingLoop:
     def __init__(self, model: nn.Module, cfg: TrainConfig, log_dir: Path | None = None, desc: str = "train",
                  progress: bool = True, run_name: str | None = None):
         self.model, self.cfg, self.log_dir = model, cfg, log_dir
-        # The run's name where it is logged by name (wandb); default: the log folder's parent's.
-        self.run_name = run_name or (log_dir.parent.name if log_dir is not None else None)
+        # The run's name where it is logged by name (wandb): the run folder as named (not the log
+        # folder's parent, which is a staging folder while a run replaces another; see RunFolder).
+        self.run_name = run_name
         self.opt, self.sched = make_optimizer(model, cfg)
         _warn_idle_attention_checkpointing(model, cfg)
         if cfg.keep_freed_memory and torch.device(cfg.device).type == "cpu":

@@ -248,6 +248,10 @@ def test_eval_scores_the_test_set_of_the_runs_own_seed_and_refuses_seeds_numpy_c
             "model.d_inner=16", "model.n_layers=1", "train.steps=2", "train.eval_every=2", "eval_samples=8",
             "task.length=2", "train.threads=1", "train.seed=3", "--no-progress"]
     assert trainer.main([*args, "--out", str(tmp_path / "run")]) == 0
+    # The checkpoint says what made it, as RATE's do (its training_record).
+    import json
+
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["extra"]["rate_version"]
     seeds = []
     monkeypatch.setattr(eval.algorithmic, "evaluate", lambda model, task, n, seed: seeds.append(seed) or {})
     assert eval.algorithmic.main([str(tmp_path / "run"), "--threads", "1"]) == 0

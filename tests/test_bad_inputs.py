@@ -602,8 +602,38 @@ def test_best_checkpoint_and_snapshots(tmp_path):
     last = yaml.safe_load((tmp_path / "run" / "config.json").read_text())["extra"]
     assert best["score"] == selection_score(best["eval"]) >= selection_score(last["eval"])
     assert sorted(p.name for p in (tmp_path / "run" / "snapshots").iterdir()) == ["step_2", "step_4"]
+    # Without evaluation (eval.episodes 0) the run still checkpoints every eval_every steps, and
+    # its snapshots come with them (they were left out).
+    train(tiny(**{"train.steps": 4, "train.eval_every": 2, "eval.episodes": 0, "snapshot_every": 2}),
+          tmp_path / "quiet", progress=False)
+    assert sorted(p.name for p in (tmp_path / "quiet" / "snapshots").iterdir()) == ["step_2", "step_4"]
     with pytest.raises(Exception, match="multiple of train.eval_every"):
         tiny(**{"train.eval_every": 2, "snapshot_every": 3})
+
+
+def test_a_logged_run_is_named_after_its_folder_not_the_staging_folder_of_a_replacement(tmp_path, monkeypatch):
+    """With train.logger wandb the run is named after the run folder as given: a replacement
+    (--overwrite of a folder that holds a run) writes into a hidden staging folder, whose name
+    (.seed0.new-XXXX) it took, and a sweep's runs were all named seed0, seed1, ..."""
+    import rate.training
+
+    names = []
+
+    class Run:  # what TrainingLoop uses of a wandb run
+        config = summary = type("Updates", (), {"update": lambda self, *a, **k: None})()
+
+        def log(self, *args, **kwargs):
+            pass
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(rate.training, "start_wandb", lambda name: names.append(name) or Run())
+    out = tmp_path / "task" / "rate" / "seed0"
+    cfg = tiny(**{"train.steps": 2, "train.eval_every": 2, "train.logger": "wandb"})
+    train(cfg, out, progress=False)
+    train(cfg, out, overwrite=True, progress=False)
+    assert [n for n in names if n is not None] == [str(out), str(out)]
 
 
 def test_a_window_stride_that_would_be_ignored_or_skip_steps_is_refused():

@@ -480,6 +480,27 @@ def test_a_lock_taken_on_a_folder_removed_meanwhile_is_taken_again_on_the_new_on
     assert removed and not out.exists()  # made by this holder, empty: removed again
 
 
+def test_a_folder_removed_between_making_and_opening_it_is_made_again(tmp_path, monkeypatch):
+    """The holder before us removes the empty folder it made between our mkdir and our open: that
+    was a 'file system' error (exit 2, a failure to a sweep); the loop makes the folder again."""
+    import os
+
+    from rate.checkpoint import exclusive_run_dir
+
+    out, real, removed = tmp_path / "run", os.open, []
+
+    def open_(path, flags, *args, **kwargs):
+        if path == out and not removed:  # (the other holder's rmdir, just before our open)
+            removed.append(out)
+            out.rmdir()
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_)
+    with exclusive_run_dir(out):
+        assert out.is_dir()
+    assert removed
+
+
 def test_writes_and_swaps_reach_the_disk_before_the_next_step_depends_on_them(tmp_path, monkeypatch):
     """Power-cut safety: a file written through atomic_write is synced before its rename and its
     folder after it; a replacement's swap syncs the folders it emptied before its journal says

@@ -234,3 +234,24 @@ def test_threads_0_keeps_torchs_default_and_a_count_is_set_once(monkeypatch):
     monkeypatch.setattr(rate.training, "_THREADS_SET", False)
     setup_process(0, 3)
     assert calls == [3]
+
+
+def test_a_device_this_machine_lacks_is_one_config_error(monkeypatch):
+    import torch
+
+    from rate.config import ConfigError
+    from rate.training import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    for name, message in (("meta", "runs on cpu or cuda"), ("cuda:x", "not a torch device")):
+        with pytest.raises(ConfigError, match=message):
+            resolve_device(name)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="CUDA is not available"):
+        resolve_device("cuda")
+    # A device number beyond the machine's GPUs was a traceback from model.to ("invalid device ordinal").
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ConfigError, match=r"has 2 CUDA device\(s\), cuda:0 to cuda:1"):
+        resolve_device("cuda:5")

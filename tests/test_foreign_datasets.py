@@ -282,6 +282,20 @@ def test_the_command_line_trains_a_dataset_with_overrides_only(datasets, tmp_pat
     assert "name the folder with --out" in capsys.readouterr().err
     assert train_main(["--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+    # A replacement killed inside its swap (config.json still in the staging folder): the run's
+    # own config is read once the swap is finished, not from the mix ("not a checkpoint").
+    from rate.checkpoint import swap_journal
+
+    names = sorted(p.name for p in out.iterdir())
+    (tmp_path / ".cartpole.old-x").mkdir()
+    (tmp_path / ".cartpole.new-x").mkdir()
+    (out / "config.json").rename(tmp_path / ".cartpole.new-x" / "config.json")
+    swap_journal(out).write_text(json.dumps({"old": ".cartpole.old-x", "new": ".cartpole.new-x", "old_names": [],
+                                             "new_names": names, "phase": "filling"}))
+    with pytest.warns(UserWarning, match="finished replacing the earlier run"):
+        assert train_main(["--resume", "--out", str(out), "--print-config"]) == 0
+    assert "kind: bc_gru" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == names and not swap_journal(out).exists()
 
 
 def test_print_config_shows_the_inferred_values_with_docs(datasets, capsys):

@@ -126,6 +126,31 @@ def test_concurrent_appends_lose_no_row(tmp_path):
     assert sorted(int(r["x"]) for r in read_rows(csv)) == list(range(24))
 
 
+def test_rows_written_through_a_symbolic_link_reach_its_target_and_keep_the_link(tmp_path):
+    shared, mine = tmp_path / "shared", tmp_path / "mine"
+    shared.mkdir()
+    mine.mkdir()
+    append_row(shared / "r.csv", {"run": "a/seed0", "x": 1})
+    (mine / "r.csv").symlink_to(shared / "r.csv")
+    append_row(mine / "r.csv", {"run": "a/seed1", "x": 2})
+    append_row(shared / "r.csv", {"run": "a/seed2", "x": 3})
+    assert (mine / "r.csv").is_symlink()
+    assert [r["x"] for r in read_rows(shared / "r.csv")] == ["1", "2", "3"] == [r["x"] for r in read_rows(mine / "r.csv")]
+
+
+def test_a_row_names_the_gpu_the_run_trained_on(monkeypatch):
+    """cuda:1 is named, not the first GPU (the current device); a CPU run on a GPU machine names none."""
+    import torch
+
+    from rate.cli.records import machine_info
+
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: f"GPU {device or 'current'}")
+    assert machine_info("cuda:1")["gpu"] == "GPU cuda:1"
+    assert machine_info("cpu")["gpu"] == ""
+    assert machine_info()["gpu"] == "GPU current"  # (benchmarks: the process's device)
+
+
 def test_a_row_for_a_run_recorded_meanwhile_is_refused_not_doubled(tmp_path):
     """Two trainers of one run name into different folders both pass the trainer's check before
     training; the second to finish is refused under the CSV's lock instead of adding a second row."""
@@ -500,3 +525,19 @@ def test_a_folder_left_mid_swap_is_settled_before_the_sweep_judges_it(tmp_path):
         assert not _resumable(run, listed, "train.algorithmic")  # (the new run here has no training state)
     assert not swap_journal(run).exists()
     assert {p.name: p.read_text() for p in run.iterdir()} == {name: f"new {name}" for name in NAMES}
+
+
+def test_a_swap_record_that_cannot_be_read_leaves_its_run_to_its_trainer_not_the_sweep_to_a_traceback(tmp_path):
+    """An unreadable swap record beside one run's folder made the sweep's judgement raise: a
+    traceback that stopped every trainer in flight.  The run is started with --overwrite, whose
+    trainer refuses the folder in one line like any other bad folder."""
+    from rate.checkpoint import swap_journal
+
+    sweep_file, _ = tiny_sweep(tmp_path, steps=3, segments=(1,))
+    sweep = load_yaml(Sweep, sweep_file)
+    (run,) = expand(sweep)
+    out = Path(sweep.out_root) / run.name
+    out.mkdir(parents=True)
+    swap_journal(out).write_text("{not json")
+    assert trainer_command(sweep, run)[-2] == "--overwrite"
+    assert swap_journal(out).read_text() == "{not json"  # left as it was

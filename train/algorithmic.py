@@ -49,7 +49,7 @@ def train(cfg: AlgorithmicConfig, out: Path | None = None, progress: bool = True
 def _train_in(cfg: AlgorithmicConfig, model: torch.nn.Module, run: ResumableRun, device: torch.device,
               progress: bool, resume: bool) -> tuple[torch.nn.Module, dict[str, float]]:
     tc, task = cfg.train, cfg.task
-    loop = TrainingLoop(model, tc, run.log_dir, f"{task.name} x{cfg.segments}", progress)
+    loop = TrainingLoop(model, tc, run.log_dir, f"{task.name} x{cfg.segments}", progress, run_name=run.name)
     state = run.resume(model, loop, device) if resume else {}
     plateau_exit = state.get("left_plateau_step")
     net = compiled(model, tc)

@@ -137,7 +137,7 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
 def _train_in(cfg: LMExperimentConfig, model: RecurrentLM, streams: dict[str, OrderedStream], run: ResumableRun,
               device: torch.device, progress: bool, resume: bool) -> tuple[RecurrentLM, dict]:
     tc = cfg.train
-    loop = TrainingLoop(model, tc, run.log_dir, "lm", progress)
+    loop = TrainingLoop(model, tc, run.log_dir, "lm", progress, run_name=run.name)
     window = SlidingBPTT(model, streams["train"], cfg.model.bptt_depth, decode=compiled(model.forward_segment, tc))
     state = run.resume(model, loop, device) if resume else {}
     if "sliding_bptt" in state:

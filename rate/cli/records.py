@@ -16,14 +16,17 @@ import torch
 from rate.config import ConfigError, atomic_write_text, config_row
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(device: str | None = None) -> dict[str, Any]:
+    """Where a result was measured; ``device``: the run's (cuda:1 names that GPU, not the first)."""
+    cuda = device is not None and torch.device(device).type == "cuda"
     return {
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         # The accelerator a run used, if any (rows from a lent GPU machine say so).
-        "gpu": torch.cuda.get_device_name() if torch.cuda.is_initialized() else "",
+        "gpu": (torch.cuda.get_device_name(device if cuda else None) if torch.cuda.is_initialized()
+                and (cuda or device is None) else ""),
     }
 
 
@@ -34,7 +37,7 @@ def record_run(path: str | Path, name: str, config_file: str | Path, overrides: 
     row = {"run": name, "config_file": str(config_file), "overrides": shlex.join(overrides)}
     row.update(config_row(cfg))
     row.update(metrics)
-    row.update(machine_info())
+    row.update(machine_info(getattr(getattr(cfg, "train", None), "device", None)))
     append_row(path, row)
 
 
@@ -79,8 +82,11 @@ def append_row(path: str | Path, row: dict[str, Any]) -> None:
     The read-modify-replace runs under an exclusive lock on ``.<name>.lock`` beside the CSV, so
     runs that finish at the same moment (``train.sweep --jobs``) cannot drop each other's rows.
     One row per run name: ConfigError when the CSV got one for ``row["run"]`` meanwhile (trainers
-    check before training; two of one name into different folders can both pass that check)."""
-    path = Path(path)
+    check before training; two of one name into different folders can both pass that check).
+    A CSV reached through a symbolic link is written where it points (the replacement would
+    otherwise replace the link, and writers through the link and the target would not share a
+    lock)."""
+    path = Path(path).resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed

@@ -12,8 +12,9 @@ overrides win over both.  The run folder (--out, default runs/<name>) gets the l
 checkpoint_best/, the training state (--resume continues it exactly) and TensorBoard logs; a
 folder that holds a run is refused unless --resume or --overwrite.  ``python -m train`` in the
 repository is the same command; ``torchrun --nproc_per_node 2 -m train ...`` trains data-parallel.
-Bad input (config, dataset, checkpoint, a held or used run folder, a failed write) is one
-``error:`` line and exit status 2.
+Bad input (config, dataset, checkpoint, a used run folder, a failed write) is one ``error:``
+line and exit status 2; a run that cannot resume (its data or version changed) exits 3, a run
+folder another trainer holds 4 (what train.sweep tells apart).
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.config and args.config.count("=") and Path(args.config).suffix not in (".yaml", ".yml"):
         args.overrides.insert(0, args.config)  # `rate-train --dataset X train.steps=5`: no CONFIG, all overrides
         args.config = None
-    if args.print_config and not (args.config or args.dataset):
+    from_run = args.resume and not (args.config or args.dataset)  # the run's own config, as saved
+    if args.print_config and not (args.config or args.dataset or from_run and args.out):
         from rate.rl.from_dataset import template
 
         print(template(args.model or "rate"), end="")  # the documented template of a run on any dataset
         return 0
-    from_run = args.resume and not (args.config or args.dataset)  # the run's own config, as saved
     if from_run and args.out is None:
         parser.error("--resume without a CONFIG or --dataset continues the run folder's own config: name the "
                      "folder with --out")
@@ -72,10 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             return config_for_dataset(args.dataset, args.model or "rate", args.config, overrides)
     elif from_run:
         def load_config(overrides: list[str]) -> RATEExperimentConfig:
-            from rate.checkpoint import read_description
+            from rate.checkpoint import read_description, settle_run_dir
             from rate.config import apply_overrides, from_dict
             from rate.rl.model import CHECKPOINT_KIND
 
+            settle_run_dir(args.out)  # (a replacement cut short: the run it will hold, not a mix of two)
             saved = read_description(args.out, CHECKPOINT_KIND)["config"]
             return from_dict(RATEExperimentConfig, apply_overrides(saved, overrides, RATEExperimentConfig))
 

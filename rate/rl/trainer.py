@@ -123,6 +123,13 @@ def save_resumable(folder: RunFolder, loop: TrainingLoop, model: RATEModel, cfg:
                         windows=len(windows), data_fingerprint=fingerprint, world=world)
 
 
+def save_snapshot(folder: RunFolder, model: RATEModel, cfg: RATEExperimentConfig, step: int, extra: dict) -> None:
+    """A copy of the checkpoint in snapshots/step_STEP at every ``snapshot_every`` steps (with or
+    without evaluation: a multiple of eval_every, so where the run checkpoints)."""
+    if cfg.snapshot_every and step % cfg.snapshot_every == 0:
+        save_checkpoint(folder.path / "snapshots" / f"step_{step}", model, CHECKPOINT_KIND, to_dict(cfg), extra)
+
+
 def eval_scalars(results: dict) -> dict[str, float]:
     """The evaluation per length as TensorBoard scalars: mean return, and success rate and
     normalised score where defined (POPGym and MuJoCo are read by their return)."""
@@ -220,7 +227,8 @@ def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, g
 def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: bool, progress: bool, group: Group,
               device: torch.device, model: RATEModel, windows: TrajectoryWindows) -> tuple[RATEModel, dict]:
     tc = cfg.train
-    loop = TrainingLoop(model, tc, folder.path / "tb" if group.is_main else None, "train", progress, run_name=out.name)
+    loop = TrainingLoop(model, tc, folder.path / "tb" if group.is_main else None, "train", progress,
+                        run_name=str(out))
     if group.is_main:
         out.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(out)
@@ -257,17 +265,17 @@ def _train_in(cfg: RATEExperimentConfig, out: Path, folder: RunFolder, resume: b
             if score is not None and (best is None or score > best):  # the first of equals stays
                 best = score
                 save_checkpoint(folder.path / BEST_DIR, model, CHECKPOINT_KIND, to_dict(cfg), extra | {"score": score})
-            if cfg.snapshot_every and loop.step % cfg.snapshot_every == 0:
-                save_checkpoint(folder.path / "snapshots" / f"step_{loop.step}", model, CHECKPOINT_KIND, to_dict(cfg),
-                                extra)
+            save_snapshot(folder, model, cfg, loop.step, extra)
             save_resumable(folder, loop, model, cfg, extra, time.time() - start, device, windows, fingerprint,
                            group.world)
             commit_checkpoint(folder, loop)
             loop.pause_clock()
         elif (cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0
               or loop.evaluation_due and not cfg.eval.episodes) and group.is_main:  # (no evaluation: checkpoint only)
-            save_resumable(folder, loop, model, cfg, {"step": loop.step, **run_provenance(cfg)}, time.time() - start,
-                           device, windows, fingerprint, group.world)
+            extra = {"step": loop.step, **run_provenance(cfg)}
+            save_snapshot(folder, model, cfg, loop.step, extra)
+            save_resumable(folder, loop, model, cfg, extra, time.time() - start, device, windows, fingerprint,
+                           group.world)
             commit_checkpoint(folder, loop)
             loop.pause_clock()
     loop.close_bar()  # before the final evaluation's own bars
