@@ -132,6 +132,10 @@ class Policy:
             raise ValueError("act() without reward: pass the reward each environment received for the previous "
                              "action (the policy conditions on the return still to collect); None only on the first "
                              "step after reset() or where every environment is done")
+        if reward is not None and not np.isfinite(reward[~done]).all():
+            bad = np.flatnonzero(~np.isfinite(reward) & ~done)
+            raise ValueError(f"reward {reward[bad[0]]} for environment {bad[0]}: a NaN or infinite reward would make "
+                             "its return-to-go, and so its actions, NaN for the rest of the episode")
         action, self.last_output = self._backend.act(obs, reward, done)
         self._first = False  # (only once the step was taken: a step that raised is still the first)
         return action[0] if single else action
@@ -178,11 +182,14 @@ class _ArtifactBackend:
         self.rng = np.random.default_rng(self.seed)
 
     def act(self, obs, reward, done):
-        from rate.deploy.onnx_runner import gumbel_noise
+        from rate.deploy.onnx_runner import ArtifactError, gumbel_noise
 
         reward = np.zeros(len(obs), dtype=np.float32) if reward is None else reward
         noise = gumbel_noise(self.rng, len(obs), self.step.meta["act_dim"]) if self.sample else None
-        out, action = self.step.act(obs, reward, done, self.target_return, noise)
+        try:
+            out, action = self.step.act(obs, reward, done, self.target_return, noise)
+        except ArtifactError as err:  # the graph failed in its runtime: the library's error, as at loading
+            raise CheckpointError(str(err)) from err
         return np.asarray(action), np.asarray(out)
 
 
@@ -383,11 +390,14 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
 
     The environment is ``gym.make(env_id, **env_kwargs, **{length_kwarg: T})`` inside the run's
     ``eval.env_wrappers`` (its own environment only) and ``eval.wrappers``; ``env_id`` and
-    ``length_kwarg`` default to the run's; ``env_kwargs``, ``episodes``, ``lengths`` and ``seed``
-    to :func:`evaluation_defaults` (the run's ``eval`` settings, as ``rate-eval`` plays them).
+    ``length_kwarg`` default to the run's; ``episodes``, ``lengths`` and ``seed`` to
+    :func:`evaluation_defaults` (the run's ``eval`` settings, as ``rate-eval`` plays them), and
+    ``env_kwargs`` go over its keywords (as ``Policy.make_env``'s and ``rate-eval --env-kwarg``).
     ``record_video``: a folder for MP4s of every episode (``gymnasium.wrappers.RecordVideo``; the
     environment must render ``rgb_array``; needs the ``video`` extra, moviepy), moved in when
-    every rollout has finished, so a failed evaluation leaves the folder as it was.
+    every rollout has finished, so a failed evaluation leaves the folder as it was.  A
+    :class:`Policy` passed in is reset for the rollouts and left in the state of their last step:
+    call ``reset`` before acting with it again.
 
     Returns per length T (None: the environment's own) a dict: ``return`` (the mean),
     ``success`` (the rate, where the environment reports ``info["success"]`` /
@@ -406,7 +416,7 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     seed = defaults["seed"] if seed is None else seed
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
-    ev = _eval_config(policy, env_id, length_kwarg, defaults["env_kwargs"] if env_kwargs is None else env_kwargs)
+    ev = _eval_config(policy, env_id, length_kwarg, {**defaults["env_kwargs"], **(env_kwargs or {})})
     try:
         model = from_dict(RATEConfig, policy.run_config.get("model", {}))
     except ConfigError:  # an older run config: the environments are made, their spaces not compared

@@ -61,6 +61,11 @@ def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
         policy.act(np.zeros((2, 4)), np.zeros(1))
     with pytest.raises(ValueError, match=r"done has 3 entries"):
         policy.act(np.zeros((2, 4)), np.zeros(2), done=[False, False, True])
+    # A NaN reward would turn that environment's return-to-go and actions NaN for the rest of its
+    # episode; where the environment starts over with this observation it does not count.
+    with pytest.raises(ValueError, match=r"reward nan for environment 1: a NaN or infinite reward"):
+        policy.act(np.zeros((2, 4)), [0.0, np.nan])
+    policy.act(np.zeros((2, 4)), [0.0, np.nan], done=[False, True])
     # A target return set after reset applies from the next reset on: said, not silently ignored
     # (and nothing is said when a reset follows, the documented use).
     policy.target_return = 0.5
@@ -144,6 +149,31 @@ def test_rate_eval_of_an_artifact_it_cannot_read_is_one_error_line(tmp_path, cap
     with pytest.raises(SystemExit) as usage:  # the plot goes beside the JSON: it cannot be the JSON
         main([str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "results.png")])
     assert usage.value.code == 2 and "--out is the results JSON" in capsys.readouterr().err
+
+
+def test_rate_eval_of_an_artifact_whose_graph_fails_while_playing_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """The runtime failing in the middle of the rollouts (onnxruntime's INVALID_ARGUMENT, a .pt2
+    past its batch bound) is the library's CheckpointError, as when an artifact cannot be opened:
+    rate-eval printed the runner's ArtifactError as a traceback."""
+    import rate.deploy.export
+    from rate.cli.evaluate import main
+    from rate.config import to_dict
+    from rate.deploy.onnx_runner import EXPORT_FORMAT, StepPolicy
+    from rate.rl.model import RATEConfig
+
+    model = to_dict(RATEConfig())
+
+    def run(arrays):
+        raise RuntimeError("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Unexpected input data type")
+
+    meta = {"format": EXPORT_FORMAT, "format_version": 2, "state": [{"name": "rtg", "shape": ["batch"],
+            "dtype": "float64"}], "obs_shape": model["obs_shape"], "act_dim": model["act_dim"], "target_return": 1.0,
+            "act_kind": model["act_kind"], "env_id": "rate/TMaze-v0",
+            "config": {"eval": {"env_id": "rate/TMaze-v0", "episodes": 2, "lengths": [10]}, "model": model}}
+    monkeypatch.setattr(rate.deploy.export, "open_artifact", lambda path: StepPolicy(meta, run, str(path)))
+    assert main([str(tmp_path / "p.onnx"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "INVALID_ARGUMENT" in err, err
 
 
 def test_evaluate_plays_the_runs_environment_even_when_its_eval_settings_are_of_an_older_version(tmp_path):
@@ -415,13 +445,16 @@ def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkey
     monkeypatch.setattr("rate.rl.experiment.check_envs", lambda ev, lengths, model: None)
     monkeypatch.setattr("rate.rl.experiment.rollout_lengths",
                         lambda ev, make, lengths, episodes, seed, *a, **k:
-                        played.append((lengths, episodes, seed)) or {})
+                        played.append((lengths, episodes, seed, ev.env_kwargs)) or {})
     policy = rate.load_policy(checkpoint(tmp_path))
-    policy.run_config["eval"] |= {"lengths": [5, 9], "episodes": 3, "seed": 7}
+    policy.run_config["eval"] |= {"lengths": [5, 9], "episodes": 3, "seed": 7, "env_kwargs": {"noise": 0.5, "a": 1}}
     rate.evaluate(policy)
     rate.evaluate(policy, episodes=2, lengths=[], seed=0)  # [] : once, at the environment's own length
-    rate.evaluate(policy, env_id="rate/Elsewhere-v0")  # another environment: its own length
-    assert played == [([5, 9], 3, 7), ([None], 2, 0), ([None], 3, 7)]
+    rate.evaluate(policy, env_id="rate/Elsewhere-v0")  # another environment: its own length and keywords
+    rate.evaluate(policy, env_kwargs={"noise": 0.0})  # one keyword over the run's (its others stay)
+    mine = {"noise": 0.5, "a": 1}
+    assert played == [([5, 9], 3, 7, mine), ([None], 2, 0, mine), ([None], 3, 7, {}),
+                      ([5, 9], 3, 7, {**mine, "noise": 0.0})]
 
 
 def test_train_refuses_what_it_would_otherwise_ignore_or_misread(tmp_path):

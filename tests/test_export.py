@@ -346,15 +346,30 @@ def test_a_runner_that_cannot_run_its_graph_or_read_its_metadata_says_so_in_one_
         raise RuntimeFail("Non-zero status code returned while running Gather node")
 
     meta = {"format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION, "state": [], "obs_shape": [4],
-            "act_dim": 4, "target_return": 1.0}
+            "act_dim": 4, "act_kind": "discrete", "target_return": 1.0}
     policy = StepPolicy(meta, run, "p.onnx")
     policy.state = [np.zeros(1)]  # (a reset of a policy with state)
     policy._batch = 2
     with pytest.raises(ArtifactError, match="p.onnx: the step function failed: Non-zero status code"):
         policy.act(np.zeros((2, 4)), None, np.ones(2, bool))
-    for missing in ("state", "obs_shape", "act_dim", "target_return"):
-        with pytest.raises(ArtifactError, match="metadata lacks the state, obs_shape, act_dim or target_return"):
+    lacks = "metadata lacks the state, obs_shape, act_dim, act_kind or target_return"
+    for missing in ("state", "obs_shape", "act_dim", "act_kind", "target_return"):  # (act_kind: was a KeyError)
+        with pytest.raises(ArtifactError, match=lacks):
             StepPolicy({k: v for k, v in meta.items() if k != missing}, run, "p.onnx")
+    # The environment's package missing where the runner plays (ViZDoom, Memory Maze): one error.
+    import gymnasium as gym
+
+    from rate.deploy.onnx_runner import make_env_factory
+
+    def needs_a_package():
+        raise ModuleNotFoundError("No module named 'vizdoom'")
+
+    gym.register(id="tests/NeedsAPackage-v0", entry_point=needs_a_package)
+    try:
+        with pytest.raises(ArtifactError, match="NeedsAPackage-v0 cannot be made here: No module named 'vizdoom'"):
+            make_env_factory({"env_id": "tests/NeedsAPackage-v0"}, None)()
+    finally:
+        gym.registry.pop("tests/NeedsAPackage-v0")
 
 
 class _Payload:

@@ -113,6 +113,27 @@ def small_rate(**backbone):
     return RATEModel(RATEConfig(backbone=RMTConfig(**base), segment_steps=3, num_segments=3, obs_shape=[4])).eval()
 
 
+def test_the_policies_return_to_go_keeps_a_reward_a_float32_running_value_would_round_away():
+    """A return of 2**25 less a reward of 1 is 33,554,431, which float32 cannot hold (it rounds
+    back to 2**25): over a long episode of small rewards such a running value drifts.  The eager
+    policy and the exported step function keep it in float64."""
+    from rate.rl.step import PolicyStep
+
+    model, obs = small_rate(), np.zeros((2, 4), dtype=np.float32)
+    policy = StreamingPolicy(model, target_return=2.0**25)
+    policy.reset(2)
+    policy.act(obs)
+    policy.act(obs, np.array([1.0, 0.0], dtype=np.float32))
+    assert policy.rtg[:, 0].tolist() == [2**25 - 1, 2**25]
+    step = PolicyStep(model)
+    state = step.initial_state(2)
+    inputs = (torch.zeros(2, 4), torch.tensor([1.0, 0.0]), torch.tensor([False, True]), torch.full((2,), 2.0**25),
+              torch.zeros(2, model.cfg.act_dim))
+    with torch.no_grad():
+        rtg = step(*inputs, torch.full((2,), 2.0**25, dtype=torch.float64), *state[1:])[2]
+    assert rtg.dtype == torch.float64 and rtg.tolist() == [2**25 - 1, 2**25]
+
+
 def batch(b=2, t=9):
     g = torch.Generator().manual_seed(1)
     return (torch.randn(b, t, 4, generator=g), torch.randint(0, 4, (b, t), generator=g),

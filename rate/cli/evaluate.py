@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=positive_int, help="episodes per length (default: the run's eval.episodes)")
     parser.add_argument("--seed", type=nonnegative_int, help="environment i is reset with SEED + i, and --sample "
                                                              "draws from SEED (default: the run's eval.seed)")
-    parser.add_argument("--target-return", type=float, help="default: the run's eval.target_return")
+    parser.add_argument("--target-return", type=float, help="default: the run's eval.target_return (an exported "
+                                                             ".pt2 / .onnx: the one stored at export)")
     parser.add_argument("--sample", action=argparse.BooleanOptionalAction, default=None,
                         help="sample discrete actions from the softmax, or take the argmax (default: as the run "
                              "evaluated, its eval.sample)")

@@ -170,9 +170,10 @@ class StepPolicy:
         state, obs_shape = meta.get("state"), meta.get("obs_shape")
         if not (isinstance(state, list) and all(isinstance(s, dict) and {"shape", "dtype"} <= s.keys() for s in state)
                 and isinstance(obs_shape, list) and isinstance(meta.get("act_dim"), int)
-                and isinstance(meta.get("target_return"), (int, float))):
-            raise ArtifactError(f"{source}: its {METADATA_KEY} metadata lacks the state, obs_shape, act_dim or "
-                                "target_return the runner needs (a damaged or edited file)")
+                and isinstance(meta.get("target_return"), (int, float))
+                and meta.get("act_kind") in ("discrete", "continuous")):
+            raise ArtifactError(f"{source}: its {METADATA_KEY} metadata lacks the state, obs_shape, act_dim, act_kind "
+                                "or target_return the runner needs (a damaged or edited file)")
         self.meta, self._run, self.source = meta, run, source
         self.state: list[np.ndarray] = []
         self._batch, self._fresh = 0, True
@@ -327,7 +328,10 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
     points = [entry["entry_point"] for entry in meta.get("env_wrappers") or []]
 
     def make() -> gym.Env:
-        env = gym.make(env_id, **kwargs)
+        try:
+            env = gym.make(env_id, **kwargs)
+        except ImportError as err:  # (ViZDoom, Memory Maze: a package of their own, not installed here)
+            raise ArtifactError(f"{env_id} cannot be made here: {err}") from err
         # What the data was recorded through, first; those the entry point applies itself (it is a
         # wrapper, listed first in its spec) were applied by gym.make.
         made = [w.entry_point for w in (getattr(env.spec, "additional_wrappers", None) or ())]
@@ -496,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if None in (lengths or [None]) and args.max_steps is None and not _ends_by_itself(meta):
         print(f"warning: {meta['env_id']} registers no time limit: at its own length the episodes run until each "
-              "ends (pass --max-steps N, or --lengths N with --length-kwarg max_episode_steps)", file=sys.stderr)
+              "ends (pass --max-steps N)", file=sys.stderr)
     print(f"{'T':>6} {'success':>9} {'return':>8} {'seconds':>8}" + ("   (sampled actions)" if sample else ""))
     for t, make_env in factories:
         start = time.perf_counter()

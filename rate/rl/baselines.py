@@ -82,7 +82,7 @@ class RecurrentBCPolicy(BatchedPolicy):
     def act(self, obs, last_reward=None) -> np.ndarray:
         obs = self._observe(obs, last_reward)
         if isinstance(self.model, BCGRU):
-            x = self.model.step_inputs(obs[:, None], self.prev[:, None], self.rtg[:, None])
+            x = self.model.step_inputs(obs[:, None], self.prev[:, None], self.rtg_input[:, None])
             h, self.state = self.model.gru(x, self.state)
             out = self.model.head(h[:, -1])
         else:

@@ -54,7 +54,15 @@ class BatchedPolicy:
         self.last_output: torch.Tensor | None = None  # action logits / means of the last step
 
     def _start(self, n_envs: int) -> None:
-        self.rtg = torch.full((n_envs, 1), self.target_return / self.cfg.rtg_scale, device=self.device)
+        # float64, read as float32 by the model (rtg_input): a float32 running difference drifts
+        # over a long episode, each small reward taken from a large return rounded.
+        self.rtg = torch.full((n_envs, 1), self.target_return / self.cfg.rtg_scale, dtype=torch.float64,
+                              device=self.device)
+
+    @property
+    def rtg_input(self) -> torch.Tensor:
+        """The return-to-go (n, 1) as the model reads it (float32)."""
+        return self.rtg.float()
 
     def _observe(self, obs, last_reward) -> torch.Tensor:
         """obs (n, *obs_shape) as a tensor; the reward of the previous step lowers the return-to-go.
@@ -62,7 +70,7 @@ class BatchedPolicy:
         The tensor is a copy: callers (rate.rl.rollout among them) refill one observation buffer in
         place every step, and policies that keep a history (window, recompute) must not alias it."""
         if last_reward is not None:
-            reward = torch.as_tensor(np.asarray(last_reward), dtype=torch.float32, device=self.device)
+            reward = torch.as_tensor(np.asarray(last_reward), dtype=torch.float64, device=self.device)
             self.rtg = self.rtg - reward.view(-1, 1) / self.cfg.rtg_scale
         return torch.tensor(np.asarray(obs), dtype=torch.float32, device=self.device)
 
@@ -123,7 +131,8 @@ class StreamingPolicy(BatchedPolicy):
             self.rtg[restart] = self.target_return / self.cfg.rtg_scale
         previous = self.pending_action
         action_token = None if previous is None else self.model.encoders.embed_actions(previous[:, None])
-        h, self.stream = self.step.decode(self.stream, self.step.step_tokens(self.rtg, obs), action_token, restart)
+        tokens = self.step.step_tokens(self.rtg_input, obs)
+        h, self.stream = self.step.decode(self.stream, tokens, action_token, restart)
         action = self._choose(self.model.head(h))
         self.pending_action = action
         return self._as_array(action)
@@ -149,7 +158,7 @@ class WindowPolicy(BatchedPolicy):
     def act(self, obs, last_reward=None) -> np.ndarray:
         obs = self._observe(obs, last_reward)
         n, enc = obs.shape[0], self.model.encoders
-        rtg, o = enc.embed_rtg(self.rtg[:, None]), enc.embed_obs(obs[:, None])  # (n, 1, D) each
+        rtg, o = enc.embed_rtg(self.rtg_input[:, None]), enc.embed_obs(obs[:, None])  # (n, 1, D) each
         # The current action is unknown; any placeholder works, o_t never sees a_t.
         placeholder = enc.embed_actions(self.no_action(n)[:, None])
         self.steps = (self.steps + [torch.cat([rtg, o, placeholder], 1)])[-self.window :]
@@ -182,7 +191,7 @@ class SegmentRecomputePolicy(BatchedPolicy):
             self.state = self._segment(self.actions)[1]
             self.obs, self.actions, self.rtgs = [], [], []
         self.obs.append(obs)
-        self.rtgs.append(self.rtg)
+        self.rtgs.append(self.rtg_input)
         # The current action is unknown; any placeholder works, o_t never sees a_t.
         out, _ = self._segment(self.actions + [self.no_action(obs.shape[0])])
         action = self._choose(out[:, -1])

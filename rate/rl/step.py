@@ -87,7 +87,7 @@ class PolicyStep(nn.Module):
         """All-zero state of ``batch`` rows (pass new_episode=True on the first step)."""
         discrete = self.cfg.act_kind == "discrete"
         last_action = torch.zeros(batch, dtype=torch.long) if discrete else torch.zeros(batch, self.cfg.act_dim)
-        out = [torch.zeros(batch), last_action]
+        out = [torch.zeros(batch, dtype=torch.float64), last_action]
         for name in STREAM_FIELDS:
             fresh = getattr(self, f"fresh_{name}")
             shape = list(fresh.shape)
@@ -165,10 +165,12 @@ class PolicyStep(nn.Module):
         """The exported signature (module docstring); every row acts, so the first step of a
         batch marks every row as a new episode."""
         scale = self.cfg.rtg_scale
-        # As StreamingPolicy: the reward lowers the return-to-go, a new episode starts it over.
-        rtg = torch.where(new_episode, target_return / scale, rtg - last_reward / scale)
+        # As StreamingPolicy: the reward lowers the return-to-go (a float64 state: a float32 one
+        # drifts over a long episode), a new episode starts it over.
+        rtg = torch.where(new_episode, target_return.double() / scale, rtg - last_reward.double() / scale)
         action_token = self.model.encoders.embed_actions(last_action[:, None])
-        h, next_stream = self.decode(StreamState(*stream), self.step_tokens(rtg[:, None], obs), action_token, new_episode)
+        h, next_stream = self.decode(StreamState(*stream), self.step_tokens(rtg[:, None].float(), obs), action_token,
+                                     new_episode)
         out = self.model.head(h)
         action = (out + action_noise).argmax(-1) if self.cfg.act_kind == "discrete" else out + action_noise
         return (out, action, rtg, action.clone(), *_tensors(next_stream))
