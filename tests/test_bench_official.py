@@ -60,3 +60,13 @@ def test_each_row_of_the_official_training_bench_trains(monkeypatch):
     assert all(r["ms"] > 0 and r["peak_rss_mb"] > 0 for r in results.values())
     assert len({results[name]["params"] for name in bench.ROWS if name != "reference"}) == 1
     assert abs(results["reference"]["params"] - 495_168) / 495_168 < 0.01  # the official count, within 1 %
+
+
+def test_a_row_name_the_bench_does_not_have_is_a_usage_error(capsys):
+    """A child given a misspelt row trained full BPTT under that name (every mode not "official"
+    is full BPTT); it is refused with the names it takes."""
+    from eval.bench.official_training import main
+
+    with pytest.raises(SystemExit) as usage:
+        main(["--one", "oficial"])
+    assert usage.value.code == 2 and "--one oficial: not a row (reference, official" in capsys.readouterr().err

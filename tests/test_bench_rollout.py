@@ -1,6 +1,7 @@
 """The rollout benchmark's measuring loop (eval/bench/rollout.py): same inputs, actions compared."""
 
 import numpy as np
+import torch
 import pytest
 
 from eval.bench.rollout import step_latencies, tmaze_model
@@ -61,8 +62,8 @@ def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
     assert sum(row.startswith("| 20 |") for row in rows) == 4  # single and ONNX at the first length only
 
 
-BENCHMARKS = ["attention_forms", "decode_overheads", "kv_layouts", "official_training", "precision", "rate_training",
-              "rollout", "throughput", "gpu"]
+BENCHMARKS = ["attention_forms", "decode_overheads", "decode_profile", "kv_layouts", "official_training", "precision",
+              "rate_training", "rollout", "throughput", "gpu"]
 
 
 @pytest.mark.parametrize("option", [["--threads", "0"], ["--repeats", "0"], ["--seconds", "-1"], ["--seconds", "nan"],
@@ -138,3 +139,43 @@ def test_gpu_benchmark_runs_its_code_on_the_cpu_and_refuses_without_cuda(tmp_pat
     if not torch.cuda.is_available():
         assert gpu.main(["--out", str(tmp_path / "none.md")]) == 2
         assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "none.md").exists()
+
+
+def test_decode_profile_counts_the_key_value_bytes_the_attention_reads():
+    """The T-Maze model (K = 10, m = 5, 2 layers, 4 heads of 16) at batch 2: after a closing step
+    the segment holds (R, o) of its first step; ordinary step j = 1..9 writes three tokens and
+    reads slots 0..3j+6, rounded up to 16 and at most the 40 of the frame: 16, 16, 16, 32, 32, 32,
+    32, 32, 40.  Keys and values, 2 layers, float32."""
+    from eval.bench.decode_profile import measure, step_kinds
+
+    assert step_kinds(3, 2) == ["first"] * 3 + ["closing", "ordinary", "ordinary"] * 2
+    result = measure(tmaze_model(10, 5), batch=2, cycles=1, repeats=1)
+    slots = [16, 16, 16, 32, 32, 32, 32, 32, 40]
+    assert result["ordinary"]["bytes"] == pytest.approx(2 * 2 * 2 * 4 * 16 * 4 * np.mean(slots))
+    assert result["closing"]["bytes"] > result["ordinary"]["bytes"]  # the write block reads the whole segment
+    assert result["closing"]["flops"] > result["ordinary"]["flops"] > 0
+    assert result["ordinary"]["calls"] > 10 and result["cycle"]["steps"] == {"ordinary": 9, "closing": 1}
+    assert result["cycle"]["reference_ms"] > 0 and result["ordinary"]["top"][0][1] > 0
+
+
+def test_training_flops_leave_out_the_positional_products_the_attention_discards():
+    """The gathered form scores every distance of its table (R = Q + K - 1) and keeps Q x K of
+    them: counted less the discarded part, one layer's attention forward and backward is the three
+    Q x K contractions (content, position, values: 3 x 3 x 2 B H Q K d_head) and the table's
+    projection (forward and the weight's gradient: 2 x 2 R D H d_head), and nothing more."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from eval.bench.rate_training import discarded_positional_flops
+    from rate.core.attention import RelativeMultiHeadAttention, RelativePositions
+    from rate.core.masks import mask_to_bias, rmt_segment_mask
+
+    b, h, dh, d, m, s = 2, 2, 8, 16, 2, 6
+    q_len = 2 * m + s
+    attn = RelativeMultiHeadAttention(d, h, dh)
+    positions = RelativePositions(0, q_len, q_len, d)
+    q, k, v = (torch.randn(b, h, q_len, dh, requires_grad=True) for _ in range(3))
+    with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
+        attn._full(q, k, v, positions, mask_to_bias(rmt_segment_mask(0, m, s))).sum().backward()
+    r = positions.table.shape[0]
+    assert r == 2 * q_len - 1 and discarded[0] > 0
+    assert counter.get_total_flops() - discarded[0] == 18 * b * h * q_len * q_len * dh + 4 * r * d * h * dh

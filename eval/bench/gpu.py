@@ -52,6 +52,8 @@ def rollout_rows(size_name: str, batches: list[int], device: str) -> list[str]:
     model = tmaze_model(size.K, size.mem, extra).to(device)
     rows = []
     for batch in batches:
+        # Untimed first: the first steps on a GPU pay CUDA's start-up and kernel selection.
+        step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch, steps=size.K + 1)
         stats, _ = step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch, steps=2 * size.K + 1,
                                   segment_steps=size.K)
         s = stats["stream"]

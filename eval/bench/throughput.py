@@ -61,6 +61,9 @@ def run_children(module: str, names: list[str], options: list[str]) -> list[dict
         if done.returncode:
             print(done.stderr, file=sys.stderr)
             raise SystemExit(done.returncode)
+        if not done.stdout.strip():  # (a child that printed no result: said, not an IndexError)
+            print(f"error: {module} --one {name} printed no result\n{done.stderr[-2000:]}", file=sys.stderr)
+            raise SystemExit(1)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
     return results
 
