@@ -9,6 +9,10 @@ STAMP := $(VENV)/.installed
 .PHONY: run test bench sweep report gpu-wheels gpu-wheels-vizdoom gpu-wheels-minigrid gpu-data clean-venv
 
 $(STAMP): requirements.txt pyproject.toml
+	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
+		echo "error: the project needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1):" \
+			"run make PYTHON=python3.11 ..."; \
+		exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first and pinned: the CPU build on disk, never an unpinned CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
@@ -64,7 +68,10 @@ gpu-wheels-minigrid: $(STAMP)
 
 # The datasets those sweeps read: the two POPGym Medium tasks and the LM corpus.
 gpu-data: $(STAMP)
+	# (a dataset already there is kept: generated again, it would be the same one)
 	for t in RepeatFirstMedium PositionOnlyCartPoleMedium; do \
+		MINARI_DATASETS_PATH=data/minari $(PY) -c "import sys, minari; from envs.popgym_data import default_dataset_id; \
+			sys.exit(default_dataset_id('$$t') in minari.list_local_datasets())" || continue; \
 		MINARI_DATASETS_PATH=data/minari $(PY) -m envs.popgym_data --task $$t --episodes 1000 --noise 0.1 || exit 1; done
 	$(PY) -m train.prepare_lm
 

@@ -250,11 +250,11 @@ def settle_run_dir(out: str | Path) -> None:
 
 
 def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
-                  flags: tuple[str, str, str] = ("--resume", "--overwrite", "--out")) -> None:
+                  flags: tuple[str | None, str, str] = ("--resume", "--overwrite", "--out")) -> None:
     """Refuse (CheckpointError) to train into a folder that holds anything unless the run is
     resumed (``resume``) or replaced (``overwrite``); ``resume`` needs a folder with a run.
     ``flags``: how the caller names the resume, overwrite and folder options (the CLI's flags by
-    default; :func:`rate.train` passes its keywords)."""
+    default; :func:`rate.train` passes its keywords); a resume flag None: the caller has none."""
     out = Path(out)
     resume_flag, overwrite_flag, out_flag = flags
     if resume and overwrite:
@@ -265,15 +265,16 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
         raise CheckpointError(f"{out_flag} {out} is a file, not a run folder")
     used = out.is_dir() and any(out.iterdir())
     if used and not (resume or overwrite):
-        raise CheckpointError(f"{out} already holds a run: pass {resume_flag} to continue it, {overwrite_flag} to "
-                              f"replace it (once the new run has a checkpoint), or choose another {out_flag}")
+        resuming = f"{resume_flag} to continue it, " if resume_flag else ""
+        raise CheckpointError(f"{out} already holds a run: pass {resuming}{overwrite_flag} to replace it (once the new "
+                              f"run has a checkpoint), or choose another {out_flag}")
     if resume and not used:
         raise CheckpointError(f"{resume_flag}: {out} holds no run to continue")
 
 
 @contextlib.contextmanager
 def claimed_run_dir(out: str | Path, resume: bool, overwrite: bool,
-                    flags: tuple[str, str, str] = ("--resume", "--overwrite", "--out")) -> Iterator[None]:
+                    flags: tuple[str | None, str, str] = ("--resume", "--overwrite", "--out")) -> Iterator[None]:
     """:func:`check_run_dir`, then the folder held (:func:`exclusive_run_dir`) while the block
     runs, and checked again under the hold: another trainer may have written it in between, and a
     swap killed midway is finished by the hold before the second look."""

@@ -180,6 +180,7 @@ def test_demo_leaves_an_earlier_run_in_its_folder_unless_told_to_replace_it(tmp_
     assert main(["--config", str(config), "--out", str(tmp_path / "demo")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{earlier} already holds a run" in err and "--overwrite" in err
+    assert "--resume" not in err  # (the demo has none)
     assert (earlier / "model.safetensors").read_bytes() == b"an earlier run's weights"
     assert not (tmp_path / "demo" / "rmt").exists()  # refused before the first model trained
 

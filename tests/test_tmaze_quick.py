@@ -83,3 +83,19 @@ def test_main_job_replaces_only_its_own_run_folder(tmp_path, capsys, monkeypatch
     assert [p.name for p in other.iterdir()] == ["notes.txt"] and not (tmp_path / "q.md").exists()
     assert not (tmp_path / "minari").exists()  # no dataset built either
 
+
+
+def test_main_job_builds_no_dataset_under_an_id_of_another_horizon_and_refuses_bad_counts(tmp_path, capsys,
+                                                                                           monkeypatch):
+    """The shipped id names T = 90 oracle episodes: a window of another length would have built
+    other corridors under it (and every later run would reuse them); too few episodes is one line."""
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    out = ["--out", str(tmp_path / "run"), "--report", str(tmp_path / "quick.md")]
+    assert main(["model.num_segments=1", *out]) == 2
+    err = capsys.readouterr().err
+    assert "dataset_id rate/tmaze/oracle-T90-v0 names oracle episodes of another horizon" in err
+    assert "window of 10 steps: set dataset_id=rate/tmaze/oracle-T10-v0" in err and err.count("\n") == 1
+    assert main(["--dataset-episodes", "1", *out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: episodes must be >= 2") and err.count("\n") == 1, err
+    assert not (tmp_path / "minari").exists() or not any((tmp_path / "minari").rglob("*.hdf5"))

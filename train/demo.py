@@ -53,7 +53,8 @@ def demo(args: argparse.Namespace) -> int:
     rows = []
     with contextlib.ExitStack() as held:
         for folder in folders.values():  # every folder refused or held before the first model trains
-            held.enter_context(claimed_run_dir(folder, False, args.overwrite))  # (a second demo fails here)
+            # (a second demo fails here; the demo has no --resume)
+            held.enter_context(claimed_run_dir(folder, False, args.overwrite, (None, "--overwrite", "--out")))
         for name, overrides in MODELS.items():
             cfg = load_yaml(AlgorithmicConfig, args.config, overrides(base.segment_len))
             start = time.time()

@@ -15,13 +15,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
 
 import rate_envs  # noqa: F401  registers the project's environments
 from rate.checkpoint import exclusive_run_dir
-from rate.config import atomic_write_text, load_yaml
+from rate.config import ConfigError, atomic_write_text, load_yaml
 from rate.rl.experiment import RATEExperimentConfig, evaluate_lengths
 from rate.training import positive_int
 from rate.data.episodes import DatasetError
@@ -45,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
         with exclusive_run_dir(args.out):  # as every trainer: no second run writes the same folder
             return quick_run(cfg, args, argv)
-    except USER_ERRORS + (DatasetError,) + write_error_types() as err:  # bad input, a folder that cannot be written
+    # bad input (ValueError: the dataset generator's counts), a folder that cannot be written
+    except USER_ERRORS + (DatasetError, ValueError) + write_error_types() as err:
         return error_exit(err)
 
 
@@ -54,7 +56,7 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     import minari
     import torch
 
-    from rate_envs.tmaze_data import generate_tmaze_dataset
+    from rate_envs.tmaze_data import default_dataset_id, generate_tmaze_dataset
     from rate.cli.evaluate import plot_success
     from rate.rl.trainer import train
 
@@ -75,10 +77,14 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     horizon = cfg.model.window_steps
     start = time.time()
     if cfg.dataset_id not in minari.list_local_datasets():
+        if re.fullmatch(r"rate/tmaze/oracle-T\d+-v0", cfg.dataset_id) and cfg.dataset_id != default_dataset_id(horizon):
+            # (the id would name other episodes than those built, and every later run would reuse them)
+            raise ConfigError(f"dataset_id {cfg.dataset_id} names oracle episodes of another horizon than this "
+                              f"config's window of {horizon} steps: set dataset_id={default_dataset_id(horizon)}")
         print(f"[1/3] building {cfg.dataset_id}: {args.dataset_episodes} oracle episodes, corridors 1..{horizon - 2}")
         generate_tmaze_dataset(horizon, args.dataset_episodes, seed=0, dataset_id=cfg.dataset_id)
     else:
-        print(f"[1/3] using the existing dataset {cfg.dataset_id}")
+        print(f"[1/3] using the existing dataset {cfg.dataset_id} (--dataset-episodes applies when it is built)")
     print(f"[2/3] training RATE ({cfg.train.steps} steps, batch {cfg.train.batch_size}) -> {args.out}")
     model, metrics = train(cfg, args.out, overwrite=True)
     print(f"[3/3] rolling out {args.episodes} episodes at T = {args.lengths}")
