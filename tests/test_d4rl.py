@@ -159,6 +159,17 @@ def test_fitting_arrays_import_with_the_environment(tmp_path):
                       next_obs=False)
     ds, _ = import_d4rl(path, "test/x/cartpole-v0", env_id="CartPole-v1")
     assert ds.spec.env_spec.id == "CartPole-v1" and ds.total_steps == 10
+    # float64 observations are stored in the space's float32 (the dataset declares that space);
+    # observations outside its finite bounds (positions of 10 where CartPole stops at 4.8) are
+    # named: other units, or the features in another order?
+    observations = np.zeros((10, 4))
+    observations[:, 0] = 10.0
+    path = write_d4rl(tmp_path / "far.hdf5", observations=observations, actions=np.arange(10) % 2, next_obs=False)
+    with pytest.warns(UserWarning, match=r"outside CartPole-v1's bounds in 1 of 4 features \(feature 0: 10..10, the "
+                                         r"space -4.8..4.8\)"):
+        ds, _ = import_d4rl(path, "test/x/cartpole-far-v0", env_id="CartPole-v1")
+    episode = next(ds.iterate_episodes())
+    assert episode.observations.dtype == np.float32 and ds.observation_space.dtype == np.float32
 
 
 @pytest.mark.slow

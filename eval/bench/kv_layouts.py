@@ -34,7 +34,8 @@ SLOTS = 15 + 3 * 50  # read memory + a segment of 50 steps (3 tokens each)
 PAGE = 32
 LAYOUTS = {
     "prefix": "view of the first U slots of a flat (B, H, W, dh) buffer (rate/core/streaming.py before pages)",
-    "dense": "buffers of exactly U slots (a lower bound: no layout reads less)",
+    "dense": "contiguous buffers of exactly U slots, keys not transposed (copies of the prefix: what the prefix "
+             "view reads, without its strides)",
     "paged": f"{PAGE}-slot pages (W / {PAGE}, B, H, {PAGE}, dh): the used pages are one dense region "
              "(rate/core/streaming.py's page_slots option)",
     "bf16": "prefix view of a bfloat16 buffer (half the bytes; not exact)",

@@ -268,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['factored_peak_mb']:.0f} |")
     lines += ["", "## The positional term: broadcast matmul or one GEMM per head", "",
               "Transformer-XL's positional scores (q + v) R^T as a matmul that broadcasts R over the batch, or as "
-              "one GEMM per head over all B x Q query rows.  The GEMM per head is 8x faster when decoding (a few "
-              "query rows, rate/core/attention.py uses it there); at these training shapes (time per call):", "",
+              "one GEMM per head over all B x Q query rows.  rate/core/attention.py takes the GEMM per head when "
+              "decoding (a few query rows: an earlier measurement, not on this page, found it 8x faster there); "
+              "at these training shapes (time per call):", "",
               "| config | broadcast matmul ms | one GEMM per head ms | speed-up |", "|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['pos_before_ms']:.2f} | {r['pos_now_ms']:.2f} | "

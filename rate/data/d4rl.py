@@ -12,6 +12,7 @@ episode.  Actions of one dimension are read as one action per step (a (N, 1) Box
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -175,10 +176,15 @@ class ImportSummary:
         return "; ".join(parts)
 
 
-def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
+def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> dict[str, np.ndarray]:
     """DatasetError unless the file's arrays fit the spaces of ``env_id`` (which the dataset will
     declare): observation shape; discrete actions as integers in range, or continuous actions
-    of the space's shape inside its bounds.  ValueError for an id Gymnasium cannot make."""
+    of the space's shape inside its bounds.  ValueError for an id Gymnasium cannot make.
+
+    Returns ``data`` with Box observations and actions in their space's dtype (a float64 file
+    declared float32 would hold observations its own space does not contain; integer spaces take
+    only whole values), and warns when observations lie outside the space's finite bounds (other
+    units, or another order of the features, than the environment's)."""
     from rate.data.env_plugins import load_env_plugins
 
     load_env_plugins()  # ids registered through entry points (rate/TMaze-v0, ...)
@@ -203,6 +209,31 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> None:
         tol = ACTION_BOUND_TOLERANCE  # (float rounding of a rescaling, as training allows)
         if len(act) and ((act < act_space.low - tol).any() or (act > act_space.high + tol).any()):
             raise DatasetError(f"actions outside {env_id}'s bounds {act_space.low.min()}..{act_space.high.max()}")
+        data = {**data, "actions": _in_dtype(act, act_space.dtype, "actions", env_id)}
+    if isinstance(obs_space, gym.spaces.Box):
+        low, high = np.broadcast_to(obs_space.low, obs_space.shape), np.broadcast_to(obs_space.high, obs_space.shape)
+        outside = ((obs < low) | (obs > high)).reshape(len(obs), -1).any(0) if len(obs) else np.zeros(1, bool)
+        if outside.any():
+            i, column = int(np.flatnonzero(outside)[0]), obs.reshape(len(obs), -1)[:, int(np.flatnonzero(outside)[0])]
+            warnings.warn(f"observations outside {env_id}'s bounds in {int(outside.sum())} of {outside.size} features "
+                          f"(feature {i}: {column.min():.4g}..{column.max():.4g}, the space "
+                          f"{low.reshape(-1)[i]:.4g}..{high.reshape(-1)[i]:.4g}): other units or another order of the "
+                          "features than the environment's?", stacklevel=3)
+        data = {**data, "observations": _in_dtype(obs, obs_space.dtype, "observations", env_id)}
+    return data
+
+
+def _in_dtype(values: np.ndarray, dtype: np.dtype, name: str, env_id: str) -> np.ndarray:
+    """``values`` in ``dtype``: floats to the space's float type; to an integer type only whole
+    values within its range (DatasetError otherwise)."""
+    if values.dtype == dtype:
+        return values
+    if np.issubdtype(dtype, np.integer) and len(values):
+        info = np.iinfo(dtype)
+        if not (np.all(np.mod(values, 1) == 0) and values.min() >= info.min and values.max() <= info.max):
+            raise DatasetError(f"{name} of dtype {values.dtype} hold values that {env_id}'s {dtype} space cannot "
+                               f"(not whole, or outside {info.min}..{info.max})")
+    return values.astype(dtype)
 
 
 def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, overwrite: bool = False,
@@ -217,7 +248,7 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, ov
     check_dataset_id(dataset_id, overwrite=overwrite)  # before the file is read; deletes nothing
     data = read_d4rl(path, keep_infos)
     if env_id is not None:
-        check_fits_env(data, env_id)
+        data = check_fits_env(data, env_id)
     n = len(data["rewards"])
     episodes = split_episodes(data)
     buffers = [EpisodeBuffer(id=i, observations=ep["observations"], actions=ep["actions"],
