@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.profiler import ProfilerActivity, profile
+from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 from eval.bench.rollout import REFERENCE_SIZE, tmaze_model
@@ -138,15 +138,6 @@ def measure(model, batch: int, cycles: int, repeats: int) -> dict:
         counts[kind]["bytes"].append(kv.total)
         counts[kind]["flops"].append(flops.get_total_flops())
 
-    @contextlib.contextmanager
-    def profiled(kind):
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            yield
-        events = [e for e in prof.events() if e.name.startswith("aten::")]
-        counts[kind]["calls"].append(sum(1 for e in events if e.cpu_parent is None))
-        for e in events:
-            counts[kind]["op " + e.name].append(e.self_cpu_time_total)
-
     required = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)  # (the flop counter's module hooks want no gradients under inference_mode)
     try:
@@ -154,7 +145,17 @@ def measure(model, batch: int, cycles: int, repeats: int) -> dict:
     finally:
         for p, r in zip(model.parameters(), required):
             p.requires_grad_(r)
-    play(policy, profiled)
+    # One profiler over the pass, each step a labelled range (a profiler started per step charges
+    # its start-up to the step's first operator).
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        play(policy, lambda kind: record_function(f"step {kind}"))
+    for event in prof.events():
+        if not event.name.startswith("step "):
+            continue
+        kind, ops = event.name.removeprefix("step "), [e for e in _descendants(event) if e.name.startswith("aten::")]
+        counts[kind]["calls"].append(sum(1 for e in event.cpu_children if e.name.startswith("aten::")))
+        for e in ops:
+            counts[kind]["op " + e.name].append(e.self_cpu_time_total)
     out = {}
     for kind in ("ordinary", "closing"):
         c, steps = counts[kind], kinds.count(kind)
@@ -169,6 +170,16 @@ def measure(model, batch: int, cycles: int, repeats: int) -> dict:
     out["cycle"] = {"ms": statistics.median(medians["cycle"]),
                     "reference_ms": 1e3 * statistics.fmean(reference["ordinary"] + reference["closing"]),
                     "steps": {kind: kinds.count(kind) for kind in ("ordinary", "closing")}}
+    return out
+
+
+def _descendants(event) -> list:
+    """Every profiler event below ``event`` (its children, theirs, ...)."""
+    out, todo = [], list(event.cpu_children)
+    while todo:
+        e = todo.pop()
+        out.append(e)
+        todo.extend(e.cpu_children)
     return out
 
 
