@@ -13,9 +13,10 @@ Rendering takes 20-40 ms a step on 2 CPU cores, plus 2-6 s to build each episode
 episodes of 500 steps took 1.6 min beside a training run), so the defaults are scaled to run in
 the background within a session (about 1.5 hours); the printed full-scale command is the paper's
 episode length (1000 steps at 9 x 9) and the size of its DreamerV3 dataset (5000 episodes, about
-60 GB as rendered).  The dataset is a pure function of its arguments.  Stopped part-way (Ctrl-C,
-a kill, a session's end), the same command resumes after the episodes already played and
-writes the same dataset (:class:`envs.recording.EpisodeStage`).
+60 GB as rendered).  The dataset's episodes are a pure function of its arguments (its description
+also records the generation's minutes).  Stopped part-way (Ctrl-C, a kill, a session's end), the
+same command resumes after the episodes already played and writes the same episodes
+(:class:`envs.recording.EpisodeStage`; the description says it resumed).
 """
 
 from __future__ import annotations

@@ -92,8 +92,8 @@ class EpisodeStage:
     dataset, a session that ends) resumes where it stopped and writes the same dataset.
 
     The folder ``.rate-episodes-<name>-<hash>`` lies beside the dataset's folder (hidden, so Minari
-    never lists it); the hash covers the generator's arguments, so other arguments never reuse
-    episodes.  Each file holds an episode and the state of the generator's random stream after it
+    never lists it); the hash covers the generator's arguments and the package version, so other
+    arguments (or another version) never reuse episodes.  Each file holds an episode and the state of the generator's random stream after it
     (the oracle's random actions draw from one stream across episodes): a resumed run restores it
     and plays on as an uninterrupted one would.  Files are written atomically; the folder is
     removed once the dataset is written."""
@@ -101,7 +101,11 @@ class EpisodeStage:
     def __init__(self, dataset_id: str, arguments: dict[str, Any], rng: np.random.Generator):
         from rate.data.minari_writer import dataset_folder
 
-        key = hashlib.sha256(json.dumps(arguments, sort_keys=True).encode()).hexdigest()[:12]
+        from rate import __version__
+
+        # (the package version too: episodes staged by another version are not taken as this one's)
+        staged = json.dumps({**arguments, "rate_version": __version__}, sort_keys=True)
+        key = hashlib.sha256(staged.encode()).hexdigest()[:12]
         target = dataset_folder(dataset_id)
         self.folder = target.parent / f".rate-episodes-{target.name}-{key}"
         self.rng = rng

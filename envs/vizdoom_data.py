@@ -10,8 +10,9 @@ green with equal chance.  The RATE paper trains on 5000 episodes of 90 steps (pi
 45) collected by an A2C agent; the default here is 1000 of them: 64 x 112 RGB frames, uint8,
 21.5 KB a step stored as rendered (2.5 GB on disk for the default 1000 episodes), or about 10x
 smaller with ``--jpeg`` (lossy).  The engine renders about a thousand steps a second, so
-generation takes minutes (1.1 min on a 2-core CPU).  The dataset is a pure function of its
-arguments; a stopped run resumes where it stopped (:class:`envs.recording.EpisodeStage`).
+generation takes minutes (1.1 min on a 2-core CPU).  The dataset's episodes are a pure function of
+its arguments (its description also records the generation's minutes); a stopped run resumes
+where it stopped (:class:`envs.recording.EpisodeStage`).
 """
 
 from __future__ import annotations

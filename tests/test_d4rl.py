@@ -64,6 +64,9 @@ def test_without_an_environment_the_actions_declare_their_own_space(tmp_path):
     with pytest.raises(DatasetError, match=r"actions span 3..3, outside \[-1, 1\]; name the environment with --env"):
         import_d4rl(wide, "test/d4rl/wide-v0")
     assert "test/d4rl/wide-v0" not in minari.list_local_datasets()
+    flags = write_d4rl(tmp_path / "flags.hdf5", actions=np.arange(10) % 2 == 1)
+    with pytest.raises(DatasetError, match=r"boolean actions of shape \(\); .* store one flag per step as 0/1"):
+        import_d4rl(flags, "test/d4rl/flags-v0")
 
 
 def test_import_says_what_it_dropped_and_keeps_infos_when_asked(tmp_path, capsys):

@@ -284,6 +284,10 @@ def spaces_of_actions(actions: np.ndarray, path: str | Path) -> gym.Space:
     0..n-1 are Discrete(n); continuous ones in [-1, 1] (every D4RL control task) Box(-1, 1).  Other
     actions need the environment's own bounds (``--env``): a space guessed from the data would
     rescale them differently from the environment they are played in."""
+    if actions.dtype == np.bool_:  # (Gymnasium's bounds error for a Box of booleans said nothing useful)
+        raise DatasetError(f"{path}: boolean actions of shape {actions.shape[1:]}; the model takes integer action "
+                           "ids or continuous actions: store one flag per step as 0/1 integers, or name the "
+                           "environment with --env")
     if np.issubdtype(actions.dtype, np.integer):
         if actions.ndim != 1 or actions.min() < 0:
             raise DatasetError(f"{path}: integer actions of shape {actions.shape[1:]} from {actions.min()}: not "
