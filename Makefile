@@ -71,7 +71,8 @@ gpu-data: $(STAMP)
 	# (a dataset already there is kept: generated again, it would be the same one)
 	for t in RepeatFirstMedium PositionOnlyCartPoleMedium; do \
 		MINARI_DATASETS_PATH=data/minari $(PY) -c "import sys, minari; from envs.popgym_data import default_dataset_id; \
-			sys.exit(default_dataset_id('$$t') in minari.list_local_datasets())" || continue; \
+			sys.exit(3 if default_dataset_id('$$t') in minari.list_local_datasets() else 0)"; status=$$?; \
+		[ $$status = 3 ] && continue; [ $$status = 0 ] || exit 1; \
 		MINARI_DATASETS_PATH=data/minari $(PY) -m envs.popgym_data --task $$t --episodes 1000 --noise 0.1 || exit 1; done
 	$(PY) -m train.prepare_lm
 

@@ -211,7 +211,7 @@ class ResumableRun:
     the training state.  ``out`` None: a run in memory, nothing written::
 
         run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite)
-        loop = TrainingLoop(model, cfg.train, run.log_dir)
+        loop = TrainingLoop(model, cfg.train, run.log_dir, run_name=run.name)
         state = run.resume(model, loop, device) if resume else {}
         ...                                  # every evaluation:
         run.save(model, loop, seconds, device, **trainer_entries)

@@ -232,7 +232,7 @@ class TrainingLoop:
     batch, a stop on a non-finite loss, TensorBoard scalars, the progress bar and the evaluation
     cadence.  The trainer supplies batches, losses and evaluations::
 
-        loop = TrainingLoop(model, cfg.train, log_dir=out / "tb", desc="reverse")
+        loop = TrainingLoop(model, cfg.train, log_dir=out / "tb", desc="reverse", run_name=str(out))
         while not loop.done:
             loss = ...                      # the batch's loss
             loop.optimise(loss)             # zero_grad, backward, clip, optimiser step

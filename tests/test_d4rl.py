@@ -173,6 +173,11 @@ def test_fitting_arrays_import_with_the_environment(tmp_path):
         ds, _ = import_d4rl(path, "test/x/cartpole-far-v0", env_id="CartPole-v1")
     episode = next(ds.iterate_episodes())
     assert episode.observations.dtype == np.float32 and ds.observation_space.dtype == np.float32
+    # One flag per step is a Discrete environment's ids 0 and 1.
+    path = write_d4rl(tmp_path / "flags.hdf5", observations=np.zeros((10, 4), np.float32),
+                      actions=np.arange(10) % 2 == 1, next_obs=False)
+    ds, _ = import_d4rl(path, "test/x/cartpole-flags-v0", env_id="CartPole-v1")
+    assert next(ds.iterate_episodes()).actions.tolist()[:4] == [0, 1, 0, 1]
 
 
 @pytest.mark.slow

@@ -127,6 +127,7 @@ def test_the_policies_return_to_go_keeps_a_reward_a_float32_running_value_would_
     assert policy.rtg[:, 0].tolist() == [2**25 - 1, 2**25]
     step = PolicyStep(model)
     state = step.initial_state(2)
+    assert state[0].dtype == torch.float64  # (the graph's next state must have its input's dtype)
     inputs = (torch.zeros(2, 4), torch.tensor([1.0, 0.0]), torch.tensor([False, True]), torch.full((2,), 2.0**25),
               torch.zeros(2, model.cfg.act_dim))
     with torch.no_grad():

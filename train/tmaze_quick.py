@@ -46,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
         with exclusive_run_dir(args.out):  # as every trainer: no second run writes the same folder
             return quick_run(cfg, args, argv)
-    # bad input (ValueError: the dataset generator's counts), a folder that cannot be written
-    except USER_ERRORS + (DatasetError, ValueError) + write_error_types() as err:
+    except USER_ERRORS + (DatasetError,) + write_error_types() as err:  # bad input, a folder that cannot be written
         return error_exit(err)
 
 
@@ -82,7 +81,10 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
             raise ConfigError(f"dataset_id {cfg.dataset_id} names oracle episodes of another horizon than this "
                               f"config's window of {horizon} steps: set dataset_id={default_dataset_id(horizon)}")
         print(f"[1/3] building {cfg.dataset_id}: {args.dataset_episodes} oracle episodes, corridors 1..{horizon - 2}")
-        generate_tmaze_dataset(horizon, args.dataset_episodes, seed=0, dataset_id=cfg.dataset_id)
+        try:
+            generate_tmaze_dataset(horizon, args.dataset_episodes, seed=0, dataset_id=cfg.dataset_id)
+        except ValueError as err:  # (its counts: too few episodes, a horizon without a corridor)
+            raise ConfigError(str(err)) from None
     else:
         print(f"[1/3] using the existing dataset {cfg.dataset_id} (--dataset-episodes applies when it is built)")
     print(f"[2/3] training RATE ({cfg.train.steps} steps, batch {cfg.train.batch_size}) -> {args.out}")

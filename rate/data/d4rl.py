@@ -198,6 +198,9 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> dict[str, np.nda
     if obs.shape[1:] != obs_space.shape:
         raise DatasetError(f"observations have shape {obs.shape[1:]}, {env_id} gives {obs_space.shape}")
     if isinstance(act_space, gym.spaces.Discrete):
+        if act.dtype == np.bool_ and act.ndim == 1:  # one flag per step: the ids 0 and 1
+            act = act.astype(np.int64)
+            data = {**data, "actions": act}
         if act.ndim != 1 or not np.issubdtype(act.dtype, np.integer):
             raise DatasetError(f"actions of shape {act.shape[1:]} and dtype {act.dtype}, but {env_id} takes one "
                                "integer action")
@@ -286,8 +289,8 @@ def spaces_of_actions(actions: np.ndarray, path: str | Path) -> gym.Space:
     rescale them differently from the environment they are played in."""
     if actions.dtype == np.bool_:  # (Gymnasium's bounds error for a Box of booleans said nothing useful)
         raise DatasetError(f"{path}: boolean actions of shape {actions.shape[1:]}; the model takes integer action "
-                           "ids or continuous actions: store one flag per step as 0/1 integers, or name the "
-                           "environment with --env")
+                           "ids or continuous actions: store one flag per step as 0/1 integers, or name its "
+                           "environment with --env (a Discrete one takes the flags as ids 0 and 1)")
     if np.issubdtype(actions.dtype, np.integer):
         if actions.ndim != 1 or actions.min() < 0:
             raise DatasetError(f"{path}: integer actions of shape {actions.shape[1:]} from {actions.min()}: not "
