@@ -95,8 +95,8 @@ class EpisodeStage:
     never lists it); the hash covers the generator's arguments and the package version, so other
     arguments (or another version) never reuse episodes.  Each file holds an episode and the state
     of the generator's random stream after it (the oracle's random actions draw from one stream
-    across episodes): a resumed run restores it and plays on as an uninterrupted one would.  Files are written atomically; the folder is
-    removed once the dataset is written."""
+    across episodes): a resumed run restores it and plays on as an uninterrupted one would.  Files
+    are written atomically; the folder is removed once the dataset is written."""
 
     def __init__(self, dataset_id: str, arguments: dict[str, Any], rng: np.random.Generator):
         from rate.data.minari_writer import dataset_folder

@@ -132,8 +132,8 @@ class Policy:
             raise ValueError("act() without reward: pass the reward each environment received for the previous "
                              "action (the policy conditions on the return still to collect); None only on the first "
                              "step after reset() or where every environment is done")
-        if reward is not None and not np.isfinite(reward[~done]).all():
-            bad = np.flatnonzero(~np.isfinite(reward) & ~done)
+        bad = [] if reward is None else np.flatnonzero(~np.isfinite(reward) & ~done)
+        if len(bad):
             raise ValueError(f"reward {reward[bad[0]]} for environment {bad[0]}: a NaN or infinite reward would make "
                              "its return-to-go, and so its actions, NaN for the rest of the episode")
         action, self.last_output = self._backend.act(obs, reward, done)

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rate.checkpoint import (RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError, RunFolderHeld,
+from rate.checkpoint import (RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError,
                              read_description, settle_run_dir)
 from rate.cli.records import check_results_csv, recorded_runs
 from rate.cli.run import check_file_target
@@ -126,9 +126,9 @@ def trainer_command(sweep: Sweep, run: Run, fresh: bool = False) -> list[str]:
 def _resumable(out: Path, run: Run, trainer: str) -> bool:
     try:
         settle_run_dir(out)  # a replacement cut short: judge the run the folder will hold, not the mix
-    except RunFolderHeld:  # (its trainer is running: the one started now says so, and is skipped)
-        return False
-    except CheckpointError:  # a swap that cannot be finished: the run's own trainer says why, in one line
+    except CheckpointError:
+        # RunFolderHeld (its trainer is running: the one started now says so, and is skipped), or a
+        # swap that cannot be finished (the run's own trainer says why, in one line)
         return False
     if not (out / STATE_FILE).is_file():
         return False
@@ -190,9 +190,6 @@ def main(argv: list[str] | None = None) -> int:
         return run_all(sweep, pending, args.jobs)
     except OSError as err:  # of the sweep itself, e.g. no room for a trainer's log (its trainers are stopped)
         print(f"error: file system: {err}", file=sys.stderr)
-        return 2
-    except CheckpointError as err:  # (a run folder the sweep itself could not judge)
-        print(f"error: {err}", file=sys.stderr)
         return 2
 
 

@@ -5,9 +5,9 @@
 Besides the sweep's argmax evaluation, the page shows the evaluation with sampled actions of the
 checkpoints in the folder aar_sampled/ beside the CSV (results/aar_sampled/; JSON written by
 ``python -m eval CHECKPOINT --sample``): with argmax actions a policy that always chooses the same
-first action and always gives that answer succeeds without any memory.  Sampled, a policy that ignores its first action succeeds with
-probability sum_a p(choose a) p(answer a): 0.5 when it chooses as the data does (0 and 1 equally
-often), so sampling tests the recall.
+first action and always gives that answer succeeds without any memory.  Sampled, a policy that
+ignores its first action succeeds with probability sum_a p(choose a) p(answer a): 0.5 when it
+chooses as the data does (0 and 1 equally often), so sampling tests the recall.
 """
 
 from __future__ import annotations

@@ -18,15 +18,14 @@ from rate.config import ConfigError, atomic_write_text, config_row
 
 def machine_info(device: str | None = None) -> dict[str, Any]:
     """Where a result was measured; ``device``: the run's (cuda:1 names that GPU, not the first)."""
-    cuda = device is not None and torch.device(device).type == "cuda"
+    on_gpu = device is None or torch.device(device).type == "cuda"  # (None: the process's current device)
     return {
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         # The accelerator a run used, if any (rows from a lent GPU machine say so).
-        "gpu": (torch.cuda.get_device_name(device if cuda else None) if torch.cuda.is_initialized()
-                and (cuda or device is None) else ""),
+        "gpu": torch.cuda.get_device_name(device) if on_gpu and torch.cuda.is_initialized() else "",
     }
 
 

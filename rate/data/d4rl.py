@@ -214,14 +214,15 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> dict[str, np.nda
             raise DatasetError(f"actions outside {env_id}'s bounds {act_space.low.min()}..{act_space.high.max()}")
         data = {**data, "actions": _in_dtype(act, act_space.dtype, "actions", env_id)}
     if isinstance(obs_space, gym.spaces.Box):
-        low, high = np.broadcast_to(obs_space.low, obs_space.shape), np.broadcast_to(obs_space.high, obs_space.shape)
-        outside = ((obs < low) | (obs > high)).reshape(len(obs), -1).any(0) if len(obs) else np.zeros(1, bool)
-        if outside.any():
-            i, column = int(np.flatnonzero(outside)[0]), obs.reshape(len(obs), -1)[:, int(np.flatnonzero(outside)[0])]
-            warnings.warn(f"observations outside {env_id}'s bounds in {int(outside.sum())} of {outside.size} features "
-                          f"(feature {i}: {column.min():.4g}..{column.max():.4g}, the space "
-                          f"{low.reshape(-1)[i]:.4g}..{high.reshape(-1)[i]:.4g}): other units or another order of the "
-                          "features than the environment's?", stacklevel=3)
+        features = obs.reshape(len(obs), int(np.prod(obs_space.shape)))  # (N, F)
+        low, high = (np.broadcast_to(b, obs_space.shape).reshape(-1) for b in (obs_space.low, obs_space.high))
+        outside = np.flatnonzero(((features < low) | (features > high)).any(0))
+        if len(outside):
+            i = int(outside[0])
+            warnings.warn(f"observations outside {env_id}'s bounds in {len(outside)} of {len(low)} features "
+                          f"(feature {i}: {features[:, i].min():.4g}..{features[:, i].max():.4g}, the space "
+                          f"{low[i]:.4g}..{high[i]:.4g}): other units or another order of the features than the "
+                          "environment's?", stacklevel=3)
         data = {**data, "observations": _in_dtype(obs, obs_space.dtype, "observations", env_id)}
     return data
 
