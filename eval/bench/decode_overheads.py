@@ -17,6 +17,14 @@ beyond its arithmetic decides the step's time.  Two choices of rate/ are measure
 - **inference_mode.**  The policies run the model under ``torch.inference_mode`` instead of
   ``torch.no_grad`` (rate/rl/policy.py): no version counters or view tracking per operation.
 
+And one route that removes the per-operation cost altogether, measured against the eager policy:
+**the exported step compiled ahead of time.**  ``rate-export --format pt2`` writes the step as a
+torch.export graph; AOTInductor (``torch._inductor.aoti_compile_and_package``) compiles that graph
+to one C++ library whose fused kernels replace the eager operator calls.  The exported graph has
+one static shape (it reads every key/value slot and returns new state tensors, see
+rate/deploy/export.py), so what it saves in calls it may spend in bytes; the table says which wins.
+Both exported runs go through the runner of the artifacts (:class:`rate.deploy.onnx_runner.StepPolicy`).
+
 The policy rows alternate the settings, repeat them, and compare the actions taken.
 """
 
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,7 +44,10 @@ from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
 from rate.core import streaming
+from rate.deploy.export import export_metadata, export_program
+from rate.deploy.onnx_runner import StepPolicy
 from rate.rl.policy import StreamingPolicy
+from rate.rl.step import PolicyStep
 from rate.training import positive_int, setup_process
 
 KEYS = [4, 7, 8, 12, 15, 16, 17, 24, 31, 32, 40, 48]
@@ -65,13 +77,17 @@ def softmax_rows(batch: int, repeats: int) -> list[str]:
     return rows
 
 
+def observations(model, batch: int, steps: int) -> np.ndarray:
+    """The observations (steps, batch, *obs_shape) every setting is fed (seed 0)."""
+    return np.random.default_rng(0).standard_normal((steps, batch, *model.cfg.obs_shape)).astype(np.float32)
+
+
 def policy_ms(model, batch: int, steps: int, align: int, grad_mode: str) -> tuple[float, np.ndarray]:
     """Mean ms per step of the streaming policy over ``steps`` steps (the first two segments
     untimed) and the actions it took, fed the same observations for every setting.  ``grad_mode``
     "no_grad" runs the policy's undecorated methods under torch.no_grad instead."""
     streaming.READ_ALIGN = align
-    rng = np.random.default_rng(0)
-    obs = rng.standard_normal((steps, batch, *model.cfg.obs_shape)).astype(np.float32)
+    obs = observations(model, batch, steps)
     policy = StreamingPolicy(model, 1.0)
     if grad_mode == "no_grad":
         with torch.no_grad():
@@ -90,6 +106,48 @@ def policy_ms(model, batch: int, steps: int, align: int, grad_mode: str) -> tupl
     return (time.perf_counter() - start) / (steps - warm) * 1e3, np.stack(actions)
 
 
+def exported_policies(model, folder: Path, compile_aot: bool = True) -> tuple[dict[str, StepPolicy], dict[str, str]]:
+    """The model's step exported (the graph ``rate-export --format pt2`` saves) as runnable
+    policies: run by torch.export's module (as rate.deploy.export.open_pt2 does) and compiled by
+    AOTInductor into ``folder`` (unless not ``compile_aot``).  Returns ({name: policy}, {name: why
+    it is missing}) (a machine without a C++ compiler cannot compile)."""
+    step = PolicyStep(model)
+    program = export_program(step)
+    meta = export_metadata(step, {}, 1.0)
+
+    def runner(function):
+        def run(arrays):
+            with torch.inference_mode():
+                out = function(*(torch.from_numpy(np.ascontiguousarray(a)) for a in arrays))
+            return [o.numpy() for o in out]
+        return run
+
+    policies = {"exported graph, torch.export's module": StepPolicy(meta, runner(program.module()), "exported")}
+    missing = {}
+    name = "exported graph compiled by AOTInductor"
+    if not compile_aot:
+        return policies, {name: "--no-aot-compile"}
+    try:
+        package = torch._inductor.aoti_compile_and_package(program, package_path=str(folder / "step.pt2"))
+        policies[name] = StepPolicy(meta, runner(torch._inductor.aoti_load_package(package)), "compiled")
+    except Exception as err:  # a missing compiler, or a graph inductor refuses: the page says which
+        missing[name] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return policies, missing
+
+
+def step_policy_ms(policy: StepPolicy, obs: np.ndarray, warm: int) -> tuple[float, np.ndarray]:
+    """Mean ms per step of an exported step over obs (steps, B, *obs_shape) (the first ``warm``
+    steps untimed) and its actions, as :func:`policy_ms` feeds the eager policy."""
+    steps, batch = obs.shape[:2]
+    policy.reset(batch)
+    reward, actions, start = np.zeros(batch, np.float32), [], None
+    for t in range(steps):
+        if t == warm:
+            start = time.perf_counter()
+        actions.append(policy.act(obs[t], reward, np.full(batch, t == 0))[1].copy())
+    return (time.perf_counter() - start) / (steps - warm) * 1e3, np.stack(actions)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.decode_overheads",
                                      description=__doc__.split("\n\n")[0])
@@ -101,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="policy steps per run, of which the first two segments are not timed")
     parser.add_argument("--threads", type=positive_int, default=2)
     parser.add_argument("--repeats", type=positive_int, default=3)
+    parser.add_argument("--aot-compile", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the exported step compiled by AOTInductor (about a minute of compiling on 2 cores)")
     parser.add_argument("--out", type=Path, default=Path("results/decode_overheads.md"))
     args = parser.parse_args(argv)
     if (status := unwritable(args.out)) is not None:
@@ -125,9 +185,21 @@ def main(argv: list[str] | None = None) -> int:
         streaming.READ_ALIGN = default
     base = next(iter(settings))
     same = all(np.array_equal(a, actions[base]) for a in actions.values())
-    base_ms = statistics.median(times[base])
-    policy_rows = [f"| {name} | {statistics.median(ms):.3f} ({min(ms):.3f}-{max(ms):.3f}) | "
-                   f"{statistics.median(ms) / base_ms:.2f}x |" for name, ms in times.items()]
+    policy_rows = table_rows(times)
+
+    # The exported step, eager alongside (alternated as above).
+    with tempfile.TemporaryDirectory() as folder:
+        exported, missing = exported_policies(model, Path(folder), args.aot_compile)
+        obs, warm = observations(model, args.batch, args.steps), 2 * model.cfg.segment_steps
+        export_times: dict[str, list[float]] = {base: [], **{name: [] for name in exported}}
+        for _ in range(args.repeats):
+            ms, eager_actions = policy_ms(model, args.batch, args.steps, default, "inference_mode")
+            export_times[base].append(ms)
+            for name, policy in exported.items():
+                ms, actions[name] = step_policy_ms(policy, obs, warm)
+                export_times[name].append(ms)
+    export_same = all(np.array_equal(actions[name], eager_actions) for name in exported)
+    export_rows = table_rows(export_times) + [f"| {name} | not measured ({why}) | - |" for name, why in missing.items()]
     text = "\n".join([
         "# Small per-step costs of the streaming policy", "",
         f"Generated by `python -m eval.bench.decode_overheads` on {info['machine']}, {info['cpu_count']} cores, "
@@ -138,10 +210,22 @@ def main(argv: list[str] | None = None) -> int:
         f"{source}, batch {args.batch}, {args.steps} steps per run (the first two segments untimed), the settings "
         f"alternated; actions {'identical' if same else 'DIFFERENT'} at every step in every setting.", "",
         "| setting | ms per step | time against the default |", "|---|---|---|", *policy_rows, "",
+        "## The exported step against the eager step", "",
+        f"The same model, batch and observations; the exported step (`rate-export --format pt2`'s graph) through "
+        f"the artifacts' runner, each setting alternated with the eager default; actions "
+        f"{'identical' if export_same else 'DIFFERENT'} to the eager policy's at every step.", "",
+        "| setting | ms per step | time against the default |", "|---|---|---|", *export_rows, "",
     ])
     atomic_write_text(args.out, text)
     print(text)
-    return 0 if same else 1
+    return 0 if same and export_same else 1
+
+
+def table_rows(times: dict[str, list[float]]) -> list[str]:
+    """Table rows "| setting | median (min-max) | median against the first setting's |"."""
+    base_ms = statistics.median(next(iter(times.values())))
+    return [f"| {name} | {statistics.median(ms):.3f} ({min(ms):.3f}-{max(ms):.3f}) | "
+            f"{statistics.median(ms) / base_ms:.2f}x |" for name, ms in times.items()]
 
 
 if __name__ == "__main__":
