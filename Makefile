@@ -6,9 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench sweep report gpu-wheels gpu-wheels-vizdoom gpu-wheels-minigrid gpu-data clean-venv
+.PHONY: run test bench sweep report gpu-wheels gpu-wheels-vizdoom gpu-wheels-minigrid gpu-data lock clean-venv
 
-$(STAMP): requirements.txt pyproject.toml
+$(STAMP): requirements.txt constraints.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { \
 		echo "error: the project needs Python 3.11 or newer; $(PYTHON) is $$($(PYTHON) -V 2>&1):" \
 			"run make PYTHON=python3.11 ..."; \
@@ -17,8 +17,10 @@ $(STAMP): requirements.txt pyproject.toml
 	# torch first and pinned: the CPU build on disk, never an unpinned CUDA build.
 	$(PY) -m pip install --quiet torch==2.13.0
 	# The pinned set and the package through pyproject (its dependencies and extras are resolved,
-	# so pyproject's lists are exercised; editable: the repository is the installed source).
-	$(PY) -m pip install --quiet -r requirements.txt -e ".[export,dev,video,minigrid,popgym,mujoco,memory-maze,vizdoom]"
+	# so pyproject's lists are exercised; editable: the repository is the installed source), at the
+	# exact versions of constraints.txt (what the suite last passed with; `make lock` rewrites it).
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt \
+		-e ".[export,dev,video,minigrid,popgym,mujoco,memory-maze,vizdoom]"
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -75,6 +77,15 @@ gpu-data: $(STAMP)
 		[ $$status = 3 ] && continue; [ $$status = 0 ] || exit 1; \
 		MINARI_DATASETS_PATH=data/minari $(PY) -m envs.popgym_data --task $$t --episodes 1000 --noise 0.1 || exit 1; done
 	$(PY) -m train.prepare_lm
+
+# constraints.txt from the installed .venv: every package's exact version but torch (pinned in
+# requirements.txt; its local build tag, +cpu here, differs between machines) and this package.
+lock:
+	@test -x $(PY) || { echo "error: no $(VENV) to lock: run make test first"; exit 1; }
+	{ echo "# Exact versions the test suite passed with (Python 3.11, Linux x86_64), written by \`make lock\`;"; \
+	  echo "# make installs within them. torch is pinned in requirements.txt."; \
+	  $(PY) -m pip freeze --exclude-editable | grep -iv '^torch=='; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 clean-venv:
 	rm -rf $(VENV)

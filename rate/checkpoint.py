@@ -87,7 +87,13 @@ def save_checkpoint(
 @functools.lru_cache(maxsize=1)
 def provenance() -> dict[str, str]:
     """The package version and, in a git checkout, the commit (``+dirty`` with uncommitted
-    changes), for a checkpoint's record of what made it."""
+    changes), for a checkpoint's record of what made it.  Read once per process: the code that
+    runs is what was imported, whatever is committed later (and a long run saves often)."""
+    return dict(_provenance())
+
+
+@functools.cache
+def _provenance() -> dict[str, str]:
     import subprocess
 
     from rate import __version__

@@ -85,6 +85,33 @@ def test_pyproject_lists_every_library_package():
     assert listed == on_disk | {"rate_envs"}
 
 
+def test_the_constraints_pin_every_dependency_within_the_declared_ranges():
+    """constraints.txt (what make installs) pins each package that requirements.txt and pyproject
+    name, at a version their ranges accept: a floor raised without `make lock` fails here."""
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version.strip()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    made = ("export", "dev", "video", "minigrid", "popgym", "mujoco", "memory-maze", "vizdoom")  # the Makefile's
+    declared = [*project["dependencies"], *(dep for extra in made for dep in extras[extra])]
+    declared += [line for line in (ROOT / "requirements.txt").read_text().splitlines()
+                 if line.strip() and not line.startswith("#")]
+    for text in declared:
+        requirement = Requirement(text)
+        name = canonicalize_name(requirement.name)
+        if name == "torch":  # pinned by requirements.txt alone (its build tag differs by machine)
+            assert name not in pins
+            continue
+        assert name in pins, f"{name} is not in constraints.txt: run make lock"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"{text} but constraints.txt has {pins[name]}"
+
+
 @pytest.mark.slow
 def test_the_wheel_holds_the_library_the_environments_and_the_console_scripts(tmp_path):
     source = tmp_path / "source"  # a copy: an in-tree build would leave build/ in the repository
