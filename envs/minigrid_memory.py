@@ -79,9 +79,12 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
             raise ValueError(f"tile_size must be positive, got {tile_size}")
         if reward not in REWARDS:
             raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be positive (None: 5 x size), got {max_steps}")
         # The oracle needs at most about 2 * size steps; 5 * size leaves room for detours (MemoryEnv's
         # own default, 5 * size^2, makes a failing rollout at size 91 last 41,405 steps).
-        inner = MemoryEnv(size=size, random_length=random_length, max_steps=max_steps or 5 * size,
+        max_steps = 5 * size if max_steps is None else max_steps
+        inner = MemoryEnv(size=size, random_length=random_length, max_steps=max_steps,
                           agent_view_size=view_size, render_mode=render_mode)
         super().__init__(inner)
         self.size, self.view_size, self.kind, self.tile_size = size, view_size, observation, tile_size

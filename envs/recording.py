@@ -75,16 +75,20 @@ def play_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int,
 
 def record_episode(env: gym.Env, choose: Callable[[gym.Env], int], seed: int, episode_id: int,
                    options: dict[str, Any] | None = None, require_success: bool = True) -> EpisodeBuffer:
-    """:func:`play_episode` as a Minari episode buffer (without the infos).
+    """:func:`play_episode` as a Minari episode buffer.  Its infos are the reset ``options``, each
+    repeated over the T + 1 steps (the environment's own infos are not kept): an episode replays
+    from its seed (in Minari's episode metadata) with them,
+    ``env.reset(seed=seed, options={k: int(v[0]) for k, v in ep.infos.items()})``.
 
     ``require_success``: an oracle that ends without reward is a bug in the oracle, not bad input,
     so it raises AssertionError instead of writing a failed episode into the dataset."""
     played = play_episode(env, choose, seed, options)
     if require_success and sum(played.rewards) <= 0:
         raise AssertionError(f"oracle failed on seed {seed} with options {options}")
+    infos = {key: np.full(len(played.observations), value) for key, value in (options or {}).items()}
     return EpisodeBuffer(id=episode_id, seed=seed, observations=np.stack(played.observations),
                          actions=np.array(played.actions), rewards=played.rewards, terminations=played.terminations,
-                         truncations=played.truncations, infos={})
+                         truncations=played.truncations, infos=infos)
 
 
 class EpisodeStage:
@@ -187,7 +191,8 @@ def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym
     ``jpeg``: let Minari JPEG-encode image observations (uint8 Boxes of at least 32 x 32 pixels in
     the first two axes; lossy, about 10x smaller).  Minari does so by default; here the default is
     lossless, so that a dataset holds exactly the frames its environment rendered (a policy is
-    evaluated on those) and an episode replays bit for bit from its seed."""
+    evaluated on those) and an episode replays bit for bit from its seed (and the reset options
+    :func:`record_episode` stores as its infos)."""
     return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, env=env, algorithm_name="oracle", author="rate",
                                 description=description, data_format="hdf5", ref_min_score=ref_min_score,
                                 ref_max_score=ref_max_score, jpeg_encoding=jpeg)

@@ -63,6 +63,8 @@ class TMazeVectorEnv(VectorEnv):
             raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
         seeds = _env_seeds(seed, self.num_envs)
         if self.streams is None:
+            if not mask.all():  # (rows never started would play the constructor's defaults)
+                raise ValueError("the first reset() starts every environment: its reset_mask must be all True")
             self.streams = _Uint32Streams([seeding.np_random(s)[0] for s in seeds])
         else:
             for i in np.flatnonzero(mask):
@@ -193,7 +195,7 @@ class _Uint32Streams:
 def _env_seeds(seed: int | list[int | None] | None, n: int) -> list[int | None]:
     if seed is None:
         return [None] * n
-    if isinstance(seed, (int, np.integer)):  # (numpy integers too, as gym.Env.reset takes them)
+    if isinstance(seed, (int, np.integer)):  # (numpy integers too, which a single T-Maze refuses)
         return [int(seed) + i for i in range(n)]
     if len(seed) != n:
         raise ValueError(f"expected {n} seeds, got {len(seed)}")

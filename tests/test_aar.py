@@ -100,6 +100,7 @@ def test_mixed_lengths_cover_the_range_and_every_episode_recalls_its_first_actio
     for ep in minari.load_dataset("rate/aar/oracle-T3to12-v0").iterate_episodes():
         lengths.append(len(ep.actions))
         assert ep.rewards.sum() == 1.0 and ep.actions[-1] == ep.actions[0]
+        assert (ep.infos["episode_length"] == len(ep.actions)).all()  # the reset option it replays with
     assert min(lengths) == 3 and max(lengths) == 12 and len(set(lengths)) == 10
     with pytest.raises(ValueError, match="min_length must be in 2 .. length = 12"):
         generate_aar_dataset(length=12, episodes=4, seed=0, min_length=13)

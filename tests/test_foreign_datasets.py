@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 
 import gymnasium as gym
@@ -472,6 +473,14 @@ def test_constant_features_keep_scale_one():
     mean, std = observation_stats([Episode(obs, np.zeros(5, np.int64), np.zeros(5, np.float32))])
     np.testing.assert_allclose(mean, [2.0, 0.0])
     np.testing.assert_allclose(std, [np.arange(5).std(), 1.0])
+    # Merged episode by episode, they are the statistics of all observations together.
+    rng = np.random.default_rng(0)
+    episodes = [Episode((rng.normal(3.0, 2.0, (n, 3)) * [1, 10, 1e-3]).astype(np.float32), np.zeros(n, np.int64),
+                        np.zeros(n, np.float32)) for n in (1, 7, 40, 3)]
+    everything = np.concatenate([ep.observations for ep in episodes]).astype(np.float64)
+    mean, std = observation_stats(episodes)
+    np.testing.assert_allclose(mean, everything.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(std, everything.std(0), rtol=1e-6)
 
 
 def test_actions_of_a_space_with_infinite_bounds_are_rescaled_from_the_datas_range(datasets, tmp_path):
@@ -678,6 +687,29 @@ def test_small_images_are_read_as_vectors_and_a_small_image_model_is_refused(dat
         from_dict(RATEExperimentConfig, {"model": {"obs_kind": "image", "obs_shape": [7, 7, 3], "channels_last": True}})
 
 
+def test_image_scale_follows_the_declared_bounds_and_rtg_scale_the_largest_return_to_go(datasets):
+    """A 0/1 mask stored as uint8 is not divided by 255; a step penalty with a goal bonus (returns
+    of 1, returns-to-go up to 100) is scaled by the returns-to-go, not by the returns."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    rewards = [-1.0] * 99 + [100.0]
+    for name, space in (("mask-image", gym.spaces.Box(0, 1, (40, 40, 1), np.uint8)),
+                        ("pixel-image", gym.spaces.Box(0, 255, (40, 40, 1), np.uint8)),
+                        ("unbounded-image", gym.spaces.Box(-np.inf, np.inf, (40, 40, 1), np.float32))):
+        buffer = EpisodeBuffer(observations=np.zeros((101, 40, 40, 1), space.dtype), actions=np.zeros(100, np.int64),
+                               rewards=rewards, terminations=[False] * 99 + [True], truncations=[False] * 100)
+        minari.create_dataset_from_buffers(f"tests/{name}-v0", [buffer], observation_space=space, jpeg_encoding=False,
+                                           action_space=gym.spaces.Discrete(2))  # (PIL has no (H, W, 1) mode)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # bounded images: no warning
+        mask, pixels = infer_from_dataset("tests/mask-image-v0"), infer_from_dataset("tests/pixel-image-v0")
+    assert mask["model"]["obs_kind"] == "image" and mask["model"]["obs_scale"] == 1.0
+    assert pixels["model"]["obs_scale"] == pytest.approx(1 / 255)
+    with pytest.warns(UserWarning, match="no finite upper bound: the CNN reads them as stored"):
+        assert infer_from_dataset("tests/unbounded-image-v0")["model"]["obs_scale"] == 1.0
+    assert mask["eval"]["target_return"] == 1.0 and mask["model"]["rtg_scale"] == 100.0
+
+
 def test_a_rank_3_observation_without_a_channel_axis_is_read_as_a_vector(datasets):
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
@@ -686,8 +718,11 @@ def test_a_rank_3_observation_without_a_channel_axis_is_read_as_a_vector(dataset
               "rewards": [0.0, 1.0], "terminations": [False, True], "truncations": [False, False]}
     minari.create_dataset_from_buffers("tests/voxels-v0", [EpisodeBuffer(**buffer)], observation_space=space,
                                        action_space=gym.spaces.Discrete(2))
-    with pytest.warns(UserWarning, match=r"\(40, 40, 40\) have no channel axis .* read as one flat vector"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         inferred = infer_from_dataset("tests/voxels-v0")
+    (warning,) = caught  # (not also called an image inside the observations)
+    assert re.search(r"\(40, 40, 40\) have no channel axis .* read as one flat vector", str(warning.message))
     assert inferred["model"]["obs_kind"] == "vector" and inferred["model"]["obs_shape"] == [64000]
     assert inferred["eval"]["wrappers"] == ["FlattenObservation"]
     (episode,), _ = load_minari_episodes("tests/voxels-v0", flatten_observations=True)

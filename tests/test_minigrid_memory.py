@@ -90,6 +90,8 @@ def test_bad_arguments_and_actions_are_refused():
         MiniGridMemoryEnv(view_size=4)
     with pytest.raises(ValueError, match="observation must be one of"):
         MiniGridMemoryEnv(observation="full")
+    with pytest.raises(ValueError, match="max_steps must be positive"):  # (0 was read as the default)
+        MiniGridMemoryEnv(max_steps=0)
     env = MiniGridMemoryEnv()
     env.reset(seed=0)
     with pytest.raises(ValueError, match="invalid MiniGrid-Memory action 3"):

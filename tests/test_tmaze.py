@@ -105,6 +105,13 @@ def test_dataset_round_trip_and_environment_recovery():
     assert env.unwrapped.__class__.__name__ == "TMazeEnv"
     obs, _ = env.reset(seed=0)
     assert obs.shape == (4,)
+    # Every episode replays from its seed and the reset options stored as its infos (noise included).
+    for ep in again.iterate_episodes():
+        assert set(ep.infos) == {"corridor_length", "goal"} and len(ep.infos["goal"]) == len(ep.observations)
+        (meta,) = again.storage.get_episode_metadata([ep.id])
+        obs, _ = env.reset(seed=int(meta["seed"]), options={k: int(v[0]) for k, v in ep.infos.items()})
+        replayed = [obs] + [env.step(int(a))[0] for a in ep.actions]
+        np.testing.assert_array_equal(np.stack(replayed), ep.observations)
 
 
 def test_dataset_is_reproducible_and_not_silently_overwritten():

@@ -131,6 +131,8 @@ def test_vector_tmaze_rejects_bad_input():
     env = gym.make_vec("rate/TMaze-v0", num_envs=3, episode_length=12)
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(3, dtype=int))
+    with pytest.raises(ValueError, match="the first reset.. starts every environment"):
+        env.reset(seed=0, options={"reset_mask": np.array([True, False, True])})
     env.reset(seed=0)
     with pytest.raises(ValueError, match="0..3"):
         env.step(np.array([0, 4, 0]))
@@ -138,7 +140,7 @@ def test_vector_tmaze_rejects_bad_input():
         env.step(np.zeros(2, dtype=int))
     with pytest.raises(ValueError, match="3 integers"):  # as the single T-Maze refuses 0.0
         env.step(np.array([0.0, 1.0, 0.0]))
-    # A numpy integer seed, as gym.Env.reset takes it: the same episodes as the int.
+    # A numpy integer seed (the single T-Maze's reset refuses one; here it means the int).
     assert np.array_equal(env.reset(seed=np.int64(5))[0], env.reset(seed=5)[0])
     with pytest.raises(ValueError, match="reset_mask"):
         env.reset(options={"reset_mask": np.ones(2, dtype=bool)})

@@ -255,18 +255,34 @@ def dataset_action_range(ds) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def dataset_returns(ds) -> np.ndarray:
-    """(n_episodes,) float64: the undiscounted return of each episode of an open MinariDataset."""
+def dataset_returns(ds) -> tuple[np.ndarray, float]:
+    """The undiscounted return of each episode of an open MinariDataset, (n_episodes,) float64, and
+    the largest |return-to-go| of any step: larger than every |return| where rewards change sign
+    (a step penalty and a goal bonus: returns of 1, returns-to-go of 100 before the bonus)."""
+    returns, largest = [], 0.0
     try:
-        return np.array([float(np.sum(ep.rewards, dtype=np.float64)) for ep in ds.iterate_episodes()])
+        for ep in ds.iterate_episodes():
+            to_go = np.cumsum(np.asarray(ep.rewards, dtype=np.float64)[::-1])
+            returns.append(float(to_go[-1]) if len(to_go) else 0.0)
+            largest = max(largest, float(np.abs(to_go).max(initial=0.0)))  # (NaN: refused by the caller)
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
         raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {err}") from err
+    return np.array(returns), largest
 
 
 def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std over every stored observation.  A feature that (nearly) never
     varies in the data keeps the scale 1: dividing by its tiny std would turn a value it takes
     only at evaluation (a category the data never shows) into an input of a million."""
-    obs = np.concatenate([ep.observations.reshape(len(ep), -1) for ep in episodes]).astype(np.float64)
-    std = obs.std(0)
-    return obs.mean(0).astype(np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32)
+    # Merged episode by episode (Chan et al.'s pairwise update, in float64): a float64 copy of all
+    # observations at once would take twice the memory of the float32 dataset.
+    count, mean, m2 = 0, 0.0, 0.0
+    for ep in (ep for ep in episodes if len(ep)):
+        obs = ep.observations.reshape(len(ep), -1).astype(np.float64)
+        n, ep_mean = len(obs), obs.mean(0)
+        delta, total = ep_mean - mean, count + n
+        mean = mean + delta * (n / total)
+        m2 = m2 + ((obs - ep_mean) ** 2).sum(0) + delta**2 * (count * n / total)
+        count = total
+    std = np.sqrt(m2 / count)
+    return np.asarray(mean, np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32)

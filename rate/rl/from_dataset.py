@@ -110,14 +110,20 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
                 h, w = obs_space.shape[:2] if last else obs_space.shape[1:]
                 image = min(h, w) >= MIN_IMAGE_SIZE  # smaller grids are read as vectors
     if image:
-        # 0..255 pixels, stored as uint8 or declared so by the bounds of a float Box
-        eight_bit = obs_space.dtype == np.uint8 or bool(np.all(obs_space.high == 255))
+        # Pixels scaled so that the declared maximum is 1 (0..255 -> 1/255; a 0/1 mask, even stored
+        # as uint8, stays as it is).  Images are not normalised per feature, so nothing else would.
+        top = float(np.max(obs_space.high))
+        if not np.isfinite(obs_space.high).all():
+            top = 1.0
+            warnings.warn(f"{dataset}: image observations of {obs_space} have no finite upper bound: the CNN reads "
+                          "them as stored (model.obs_scale 1; set it to 0.00392156862745098 for 0..255 pixels)",
+                          stacklevel=2)
         model |= {"obs_kind": "image", "obs_shape": list(obs_space.shape), "channels_last": last,
-                  "obs_scale": 1 / 255 if eight_bit else 1.0, "normalize_obs": False}
+                  "obs_scale": 1 / top if top > 1 else 1.0, "normalize_obs": False}
     else:
         if not (is_model_observation(obs_space) and len(obs_space.shape) == 1):
             wrappers.append("FlattenObservation")
-            images = _images_inside(obs_space)
+            images = _images_inside(obs_space) if isinstance(obs_space, (gym.spaces.Dict, gym.spaces.Tuple)) else []
             if images:  # flattened with the rest: the linear encoder reads every pixel as a feature
                 warnings.warn(f"{dataset}: the image{'s' if len(images) > 1 else ''} {', '.join(images)} inside "
                               f"{type(obs_space).__name__} observations {'are' if len(images) > 1 else 'is'} "
@@ -161,7 +167,7 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
                           "inside what the data did", stacklevel=2)
     else:
         raise DatasetError(f"{dataset}: actions of {act_space}; the model takes Discrete or a rank-1 Box")
-    returns = dataset_returns(ds)
+    returns, largest_to_go = dataset_returns(ds)
     if not len(returns):
         raise DatasetError(f"{dataset}: the dataset has no episodes")
     if not np.isfinite(returns).all():
@@ -169,9 +175,8 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
         raise DatasetError(f"{dataset}: {len(bad)} episode returns are NaN or inf (episode {int(bad[0])} first)")
     best = float(returns.max())
     # Returns-to-go of order 1, as DT divides MuJoCo returns by 1000: the power of 10 at or above
-    # the largest episode return in size.
-    top = float(np.abs(returns).max())
-    model["rtg_scale"] = float(10 ** math.ceil(math.log10(top))) if top > 1 else 1.0
+    # the largest return-to-go the model reads (the largest return where rewards keep one sign).
+    model["rtg_scale"] = float(10 ** math.ceil(math.log10(largest_to_go))) if largest_to_go > 1 else 1.0
     evaluation: dict[str, Any] = {"target_return": best, "wrappers": wrappers}
     if action_bounds:
         evaluation["action_bounds"] = action_bounds
