@@ -121,7 +121,9 @@ def plot(acc: dict, path: Path) -> None:
 
 def sample_counts(rows: list[dict]) -> str:
     """The CSV's evaluation sample counts, e.g. '256 to 1024' (one number when all runs agree)."""
-    counts = sorted({int(r["eval_samples"]) for r in rows if r.get("eval_samples")})
+    # (older rows lack eval_samples: their configured train.eval_samples is what they ran)
+    counts = sorted({int(r.get("eval_samples") or r["train.eval_samples"]) for r in rows
+                     if r.get("eval_samples") or r.get("train.eval_samples")})
     if not counts:
         return "an unrecorded number of"
     return str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"

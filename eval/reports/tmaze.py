@@ -34,7 +34,10 @@ LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt":
           "rate_mix": "RATE (bptt), sizes 13/21/31", "rate_mix_nocache": "RATE (bptt), sizes 13/21/31, no cache",
           "dt_mix": "DT, sizes 13/21/31", "bc_gru_mix": "BC-GRU, sizes 13/21/31",
           # ViZDoom with the paper's data size
-          "rate_5k": "RATE (bptt), 5000 episodes", "dt_5k": "DT (same context), 5000 episodes"}
+          "rate_5k": "RATE (bptt), 5000 episodes", "dt_5k": "DT (same context), 5000 episodes",
+          # the valve ablation at the RATE paper's segmentation (K = 30 x N = 3 or 5)
+          "rate/k30n3": "RATE (valve)", "rate/k30n5": "RATE (valve)",
+          "rmt/k30n3": "RMT (no valve)", "rmt/k30n5": "RMT (no valve)"}
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,8 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
              generated_from(prog, page.name, args.csv) + " "
              f"(rows written by `python -m train.sweep {page.sweep_file}`).", "",
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. {page.training}; "
-             f"{scored} over {episodes_of(rows)} evaluation episodes per {page.length_name}, mean +- std over seeds.",
+             f"{scored} over {episodes_of(rows)} evaluation episodes per {page.length_name}, mean +- std over seeds; "
+             f"a '-' is a {page.length_name} the model's runs were not evaluated at (the sweep file's lengths).",
              "",
              "| model | " + " | ".join(f"{page.length_name}={t}" for t in lengths) + " |",
              "|---" * (len(lengths) + 1) + "|"]
@@ -144,9 +148,12 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
     styles = [dict(marker="o", lw=4, ms=9), dict(marker="s", ls="--"), dict(marker="^", ls=":"), dict(marker="D"),
               dict(marker="v", ls="-."), dict(marker="x")]
     # (cycled: every model is drawn; with matplotlib's 10 colours the pairs repeat after 30 models)
+    names = [LABELS.get(m, m) for m in models]
     for m, style in zip(models, itertools.cycle(styles)):
         ts = [t for t in lengths if table[m].get(t)]
-        ax.errorbar(ts, [statistics.fmean(table[m][t]) for t in ts], capsize=3, label=LABELS.get(m, m),
+        label = LABELS.get(m, m)  # with its K x N where another model's label is the same
+        label += f", K={' or '.join(sorted(windows[m]))}" if names.count(label) > 1 else ""
+        ax.errorbar(ts, [statistics.fmean(table[m][t]) for t in ts], capsize=3, label=label,
                     yerr=[statistics.stdev(table[m][t]) if len(table[m][t]) > 1 else 0 for t in ts], **style)
     ax.axvline(page.horizon, color="grey", ls=":", lw=1)
     log_length_axis(ax, lengths)
