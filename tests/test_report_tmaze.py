@@ -44,7 +44,7 @@ def test_valve_page_keeps_segmentations_apart(tmp_path):
     out = tmp_path / "valve.md"
     assert valve_main(["--csv", str(path), "--out", str(out), "--notes", str(tmp_path / "none.md")]) == 0
     text = out.read_text()
-    assert "| rate/k30n3, K=30 x N=3 | 0.90 (n=1) |" in text and "| rmt/k30n5, K=30 x N=5 | 0.60" in text
+    assert "| RATE (valve), K=30 x N=3 | 0.90 (n=1) |" in text and "| RMT (no valve), K=30 x N=5 | 0.60" in text
     assert "configs/tmaze/valve_sweep.yaml" in text and "w/o MRV" in text
 
 
