@@ -422,6 +422,10 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     except ConfigError:  # an older run config: the environments are made, their spaces not compared
         model = None
     lengths = list(lengths or [None])
+    if ev.length_kwarg in (env_kwargs or {}) and lengths != [None]:  # (the lengths would replace it unseen)
+        value = env_kwargs[ev.length_kwarg]
+        raise ValueError(f"env_kwargs sets {ev.length_kwarg}={value!r}, which each length of {lengths} replaces: "
+                         f"evaluate at it with lengths=[{value}] (rate-eval --lengths {value})")
     # A wrong id, keyword or length is one ConfigError now, not a traceback in the first rollout.
     check_envs(ev, lengths, model)
     if record_video is not None:

@@ -455,6 +455,12 @@ def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkey
     mine = {"noise": 0.5, "a": 1}
     assert played == [([5, 9], 3, 7, mine), ([None], 2, 0, mine), ([None], 3, 7, {}),
                       ([5, 9], 3, 7, {**mine, "noise": 0.0})]
+    # The swept keyword given as an environment keyword would be replaced by every length unseen.
+    with pytest.raises(ValueError, match=r"sets episode_length=8, which each length of \[5, 9\] replaces: evaluate "
+                                         r"at it with lengths=\[8\]"):
+        rate.evaluate(policy, env_kwargs={"episode_length": 8})
+    rate.evaluate(policy, env_kwargs={"episode_length": 8}, lengths=[])  # at the environment's own: it is the length
+    assert played[-1] == ([None], 3, 7, {**mine, "episode_length": 8})
 
 
 def test_train_refuses_what_it_would_otherwise_ignore_or_misread(tmp_path):

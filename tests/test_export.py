@@ -600,6 +600,19 @@ def test_the_runner_plays_the_runs_evaluation_settings_where_not_told(artifacts,
     assert played == [(12, 3, 4)]
 
 
+def test_the_runner_refuses_an_environment_whose_spaces_the_policy_cannot_play(artifacts, capsys):
+    """CartPole's observations have T-Maze's shape (4,) but 2 actions: one error line and status 2
+    before any step, where the environment's own refusal of action 2 was a traceback."""
+    from rate.deploy.onnx_runner import main as play_main
+
+    for model, env_id, said in (("rate", "CartPole-v1", "action space Discrete(2), but the policy chooses among 4"),
+                                ("xl_continuous", "CartPole-v1", "but the policy gives 2 continuous actions"),
+                                ("rate", "Pendulum-v1", "observations of shape (3,), but the policy takes (4,)")):
+        assert play_main([str(artifacts[model, "onnx"]), "--env", env_id, "--episodes", "1", "--threads", "1"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
 def test_the_runner_imports_the_package_it_is_told_to_and_names_one_it_cannot(artifacts, capsys, monkeypatch):
     from rate.deploy.onnx_runner import main as play_main
 

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {args.policy} was chosen as the best of the run's evaluations on these seeds ({seed} to "
                   f"{seed + episodes - 1}); pass --seed (e.g. --seed 1000) for a number it was not selected on",
                   file=sys.stderr)
-        results = evaluate(policy, args.env, episodes, lengths, args.length_kwarg, env_kwargs=env_kwargs, seed=seed,
+        results = evaluate(policy, args.env, episodes, lengths, args.length_kwarg, env_kwargs=changes, seed=seed,
                            progress=not args.no_progress, record_video=args.record_video)
     except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError
         if made_video_folder and args.record_video.is_dir() and not any(args.record_video.iterdir()):

@@ -342,9 +342,31 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
             env = wrapper(env, **wrapper_kwargs)
         for name in wrappers:
             env = _rescale_actions(env, bounds) if name == "RescaleAction" else WRAPPERS[name](env)
+        problem = _space_mismatch(env, meta)
+        if problem is not None:  # (the environment's own refusal of an action would be a traceback)
+            env.close()
+            raise ArtifactError(f"{env_id} with {kwargs}: {problem}")
         return env
 
     return make
+
+
+def _space_mismatch(env: gym.Env, meta: dict) -> str | None:
+    """What in the environment's spaces the policy cannot play, or None (rate.rl.experiment's
+    space_mismatch, on the artifact's metadata: this file imports nothing of the library)."""
+    import gymnasium as gym
+
+    obs_shape, act_space, act_dim = tuple(env.observation_space.shape or ()), env.action_space, meta["act_dim"]
+    if obs_shape != tuple(meta["obs_shape"]):
+        return f"observations of shape {obs_shape}, but the policy takes {tuple(meta['obs_shape'])}"
+    if meta["act_kind"] == "discrete":
+        if not isinstance(act_space, gym.spaces.Discrete) or act_space.n != act_dim or act_space.start != 0:
+            return f"action space {act_space}, but the policy chooses among {act_dim} discrete actions from 0"
+    elif not isinstance(act_space, gym.spaces.Box) or act_space.shape != (act_dim,):
+        return f"action space {act_space}, but the policy gives {act_dim} continuous actions"
+    elif not (np.all(act_space.low == -1.0) and np.all(act_space.high == 1.0)):
+        return f"action space {act_space}, but the policy's actions lie in [-1, 1] (its run rescaled none)"
+    return None
 
 
 def _recorded_wrapper(entry) -> tuple[Callable[..., gym.Env], dict]:
