@@ -84,11 +84,10 @@ def save_checkpoint(
     return directory
 
 
-@functools.lru_cache(maxsize=1)
 def provenance() -> dict[str, str]:
     """The package version and, in a git checkout, the commit (``+dirty`` with uncommitted
-    changes), for a checkpoint's record of what made it.  Read once per process: the code that
-    runs is what was imported, whatever is committed later (and a long run saves often)."""
+    changes), for a checkpoint's record of what made it.  Read once per process (the code that
+    runs is what was imported, whatever is committed later); each caller gets its own copy."""
     return dict(_provenance())
 
 

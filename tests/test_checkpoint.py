@@ -545,3 +545,11 @@ def test_writes_and_swaps_reach_the_disk_before_the_next_step_depends_on_them(tm
     assert str(out) in synced and any(Path(p).name.startswith(".run.old-") for p in synced), between
     assert {("sync", str(out)), ("sync", staging)} <= set(events[phases[1] + 1:])
     assert (out / "new.txt").read_text() == "new run" and not (out / "old.txt").exists()
+
+
+def test_provenance_is_read_once_and_each_caller_gets_its_own_copy():
+    from rate.checkpoint import provenance
+
+    first = provenance()
+    first["rate_version"] = "edited by a caller"
+    assert provenance()["rate_version"] != "edited by a caller" and provenance() is not provenance()
