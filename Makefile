@@ -80,12 +80,18 @@ gpu-data: $(STAMP)
 
 # constraints.txt from the installed .venv: every package's exact version but torch (pinned in
 # requirements.txt; its local build tag, +cpu here, differs between machines) and this package.
+# pip refuses a constraint that is not name==version (a package installed from a path or URL).
 lock:
 	@test -x $(PY) || { echo "error: no $(VENV) to lock: run make test first"; exit 1; }
+	$(PY) -m pip freeze --exclude-editable > constraints.txt.tmp
+	@if grep -v '==' constraints.txt.tmp; then \
+		echo "error: the packages above are not pinned by version; install them from an index first"; \
+		rm -f constraints.txt.tmp; exit 1; fi
 	{ echo "# Exact versions the test suite passed with (Python 3.11, Linux x86_64), written by \`make lock\`;"; \
 	  echo "# make installs within them. torch is pinned in requirements.txt."; \
-	  $(PY) -m pip freeze --exclude-editable | grep -iv '^torch=='; } > constraints.txt.tmp
-	mv constraints.txt.tmp constraints.txt
+	  grep -iv '^torch==' constraints.txt.tmp; } > constraints.txt.new
+	rm -f constraints.txt.tmp
+	mv constraints.txt.new constraints.txt
 
 clean-venv:
 	rm -rf $(VENV)

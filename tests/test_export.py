@@ -740,10 +740,12 @@ def test_the_runner_applies_the_wrappers_the_data_was_recorded_through():
                            target_return=1.0)
     assert meta["env_wrappers"] == [timed]
     assert meta["format_version"] == 3  # (a runner of version 2 would play it unwrapped: it refuses version 3)
+    meta = {**meta, "obs_shape": [5], "act_dim": 2}  # (a CartPole policy that reads the time too)
     env = make_env_factory(meta, None)()
     assert env.observation_space.shape == (5,)
     env.close()
-    assert make_env_factory({**meta, "env_wrappers": []}, None)().observation_space.shape == (4,)
+    with pytest.raises(ArtifactError, match=r"observations of shape \(4,\), but the policy takes \(5,\)"):
+        make_env_factory({**meta, "env_wrappers": []}, None)()  # unwrapped: not what the policy reads
     foreign = {**meta, "env_wrappers": [{"entry_point": "some_package.wrappers:Timed", "kwargs": {}}]}
     with pytest.raises(ArtifactError, match=r"recorded through the wrapper some_package.wrappers:Timed; import its "
                                             r"module first \(--import some_package.wrappers\)"):

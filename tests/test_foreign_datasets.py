@@ -705,8 +705,21 @@ def test_image_scale_follows_the_declared_bounds_and_rtg_scale_the_largest_retur
         mask, pixels = infer_from_dataset("tests/mask-image-v0"), infer_from_dataset("tests/pixel-image-v0")
     assert mask["model"]["obs_kind"] == "image" and mask["model"]["obs_scale"] == 1.0
     assert pixels["model"]["obs_scale"] == pytest.approx(1 / 255)
-    with pytest.warns(UserWarning, match="no finite upper bound: the CNN reads them as stored"):
+    with pytest.warns(UserWarning, match="declare no single pixel range the scale can be read from: the CNN reads"):
         assert infer_from_dataset("tests/unbounded-image-v0")["model"]["obs_scale"] == 1.0
+    from rate.rl.from_dataset import _pixel_scale
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _pixel_scale(gym.spaces.Box(0, 15, (40, 40, 3), np.uint8), "d") == pytest.approx(1 / 15)
+        assert _pixel_scale(gym.spaces.Box(0.0, 255.0, (40, 40, 3), np.float32), "d") == pytest.approx(1 / 255)
+        assert _pixel_scale(gym.spaces.Box(-1.0, 1.0, (40, 40, 3), np.float32), "d") == 1.0
+    big = np.finfo(np.float32).max  # a placeholder bound, not a pixel range: not divided by it
+    with pytest.warns(UserWarning, match="declare no single pixel range"):
+        assert _pixel_scale(gym.spaces.Box(0.0, big, (40, 40, 3), np.float32), "d") == 1.0
+    per_channel = np.broadcast_to(np.array([255, 255, 1], np.uint8), (40, 40, 3))  # RGB and a 0/1 mask
+    with pytest.warns(UserWarning, match="differ by channel: every channel is divided by the largest, 255"):
+        assert _pixel_scale(gym.spaces.Box(0, per_channel, dtype=np.uint8), "d") == pytest.approx(1 / 255)
     assert mask["eval"]["target_return"] == 1.0 and mask["model"]["rtg_scale"] == 100.0
 
 

@@ -21,7 +21,7 @@ And one route that removes the per-operation cost altogether, measured against t
 **the exported step compiled ahead of time.**  ``rate-export --format pt2`` writes the step as a
 torch.export graph; AOTInductor (``torch._inductor.aoti_compile_and_package``) compiles that graph
 to one C++ library whose fused kernels replace the eager operator calls.  The exported graph has
-one static shape (it reads every key/value slot and returns new state tensors, see
+a fixed state length (it reads every key/value slot and returns new state tensors, see
 rate/deploy/export.py), so what it saves in calls it may spend in bytes; the table says which wins.
 Both exported runs go through the runner of the artifacts (:class:`rate.deploy.onnx_runner.StepPolicy`).
 

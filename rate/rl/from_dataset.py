@@ -110,16 +110,8 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
                 h, w = obs_space.shape[:2] if last else obs_space.shape[1:]
                 image = min(h, w) >= MIN_IMAGE_SIZE  # smaller grids are read as vectors
     if image:
-        # Pixels scaled so that the declared maximum is 1 (0..255 -> 1/255; a 0/1 mask, even stored
-        # as uint8, stays as it is).  Images are not normalised per feature, so nothing else would.
-        top = float(np.max(obs_space.high))
-        if not np.isfinite(obs_space.high).all():
-            top = 1.0
-            warnings.warn(f"{dataset}: image observations of {obs_space} have no finite upper bound: the CNN reads "
-                          "them as stored (model.obs_scale 1; set it to 0.00392156862745098 for 0..255 pixels)",
-                          stacklevel=2)
         model |= {"obs_kind": "image", "obs_shape": list(obs_space.shape), "channels_last": last,
-                  "obs_scale": 1 / top if top > 1 else 1.0, "normalize_obs": False}
+                  "obs_scale": _pixel_scale(obs_space, dataset), "normalize_obs": False}
     else:
         if not (is_model_observation(obs_space) and len(obs_space.shape) == 1):
             wrappers.append("FlattenObservation")
@@ -316,6 +308,25 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
         return from_dict(RATEExperimentConfig, data)
     except ConfigError as err:
         raise ConfigError(f"{config or f'the {model} preset'} on {dataset}: {err}") from None
+
+
+def _pixel_scale(space, dataset: str) -> float:
+    """obs_scale of an image Box: its pixels scaled so that the declared maximum is 1 (images are
+    not normalised per feature, so nothing else would).  uint8 0..255 -> 1/255, a 0/1 mask stored
+    as uint8 stays as it is; a float image only where it declares 255 or at most 1.  Bounds that
+    differ by channel are all divided by the largest, with a warning; anything else (no finite
+    bound, a placeholder like float32's maximum) is read as stored, with a warning naming the setting."""
+    high = np.asarray(space.high, dtype=np.float64)
+    top = float(high.max())
+    if np.isfinite(high).all() and (top <= 1.0 or top == 255.0 or space.dtype == np.uint8):
+        if not (high == top).all():
+            warnings.warn(f"{dataset}: image observations of {space} have upper bounds that differ by channel: every "
+                          f"channel is divided by the largest, {top:g} (model.obs_scale)", stacklevel=3)
+        return 1.0 / top if top > 1.0 else 1.0
+    warnings.warn(f"{dataset}: image observations of {space} declare no single pixel range the scale can be read "
+                  "from: the CNN reads them as stored (model.obs_scale 1; set it, e.g. 0.00392156862745098 for "
+                  "0..255 pixels)", stacklevel=3)
+    return 1.0
 
 
 def _images_inside(space, path: str = "") -> list[str]:
