@@ -19,10 +19,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("tmaze_data")]
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("mode", ["bptt", "official"])
-def test_two_processes_match_one_on_the_combined_batch(tmp_path, mode):
+# bptt_depth 0: the loss never reaches the valve (DDP must not wait for its gradients)
+@pytest.mark.parametrize("mode, depth", [("bptt", -1), ("bptt", 0), ("official", -1)])
+def test_two_processes_match_one_on_the_combined_batch(tmp_path, mode, depth):
     cfg = tiny(**{"training_mode": mode, "train.steps": 4, "train.batch_size": 8, "train.eval_every": 4,
-                  "eval.episodes": 1, "eval.lengths": [12]})
+                  "eval.episodes": 1, "eval.lengths": [12], "model.backbone.bptt_depth": depth})
     config = tmp_path / "tiny.yaml"
     save_yaml(cfg, config)
     train(cfg, tmp_path / "one", progress=False)

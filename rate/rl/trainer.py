@@ -67,18 +67,25 @@ def train_step(net, model: RATEModel, cfg: RATEExperimentConfig, batch: dict, lo
 
     if cfg.training_mode == "bptt":
         with loop.autocast():
-            out, _ = net(obs, actions, rtg, valid)
+            # detach_state: the returned state (dropped) would hold the last memory update's graph,
+            # which DDP walks and counts as used: with bptt_depth 0, or one segment, the loss never
+            # reaches the valve and DDP waits for its gradients.  The outputs' gradients are the same.
+            out, _ = net(obs, actions, rtg, valid, detach_state=True)
         return optimise(out, actions, valid)
-    k, state, losses = cfg.model.segment_steps, None, []
+    k, state, losses, counts = cfg.model.segment_steps, None, [], []
     for start in range(0, obs.shape[1], k):
         seg = slice(start, start + k)
-        if not group.total(valid[:, seg].any().long()):  # no rank has a step left
+        count = group.total(valid[:, seg].sum()).item()  # valid steps of this segment over the ranks
+        if not count:  # no rank has a step left
             break
         # detach_state: the reference code's one-segment truncation
         with loop.autocast():
             out, state = net(obs[:, seg], actions[:, seg], rtg[:, seg], valid[:, seg], state, detach_state=True)
+        counts.append(count)
         losses.append(optimise(out, actions[:, seg], valid[:, seg]))
-    return float(np.mean(losses))
+    # weighted by the segments' valid steps: windows are padded at the end, so later segments hold
+    # fewer, and the unweighted mean of the segments' means is not the batch's mean loss
+    return float(np.average(losses, weights=counts))
 
 
 def load_training_state(out: Path, model: RATEModel, opt, sched, cfg: RATEExperimentConfig,
