@@ -631,7 +631,9 @@ def test_the_returned_actions_are_the_callers_to_change(tmp_path):
             action = policy.act(obs[0])
             before = policy.last_output.copy()
             if change:
-                action *= 3
+                original = action.copy()
+                action[:] = (action + 1) % 4 if action.dtype.kind in "iu" else action * 3 + 0.5
+                assert not np.array_equal(action, original)  # (every row really changed)
                 assert np.array_equal(policy.last_output, before)
             policy.act(obs[1], np.zeros(2))
             outputs.append(policy.last_output)

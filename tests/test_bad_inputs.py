@@ -188,6 +188,12 @@ def test_episodes_shorter_than_a_segment_are_padded_not_refused(tmp_path):
                                          "eval.lengths": [12]})
     _, metrics = train(cfg, tmp_path / "run", progress=False)
     assert metrics["steps"] == 2
+    from rate.rl.experiment import load_dataset_for
+    from rate.rl.windows import TrajectoryWindows
+
+    window = cfg.model.segment_steps * cfg.model.num_segments
+    item = TrajectoryWindows(load_dataset_for(cfg), window).get(0)
+    assert item["valid"].tolist() == [True, True] + [False] * (window - 2)  # the two steps, then padding
 
 
 @pytest.fixture(scope="module")

@@ -198,7 +198,8 @@ def test_dict_observations_are_flattened_and_success_is_read(datasets, tmp_path)
     assert cfg.eval.env_id == "ForeignDictCue-v0" and cfg.eval.env_kwargs == {"max_episode_steps": 50}
     policy, metrics = rate.train(cfg, out=tmp_path / "run", progress=False)
     (result,) = metrics["eval"].values()
-    assert result["success"] is not None  # info["is_success"]
+    # info["is_success"]: here success is exactly a return of 1 (the cue's reward)
+    assert result["success"] is not None and result["success"] == pytest.approx(result["return"])
 
 
 @pytest.mark.slow

@@ -152,16 +152,32 @@ def test_action_is_predicted_from_the_observation_without_seeing_itself():
     assert not torch.allclose(out[:, 5], out2[:, 5])  # and visible from step 5 on
 
 
-def test_loss_ignores_padded_steps():
-    model = small_rate()
+def test_loss_is_the_mean_over_the_valid_steps_only():
+    """Discrete: the mean negative log-likelihood of the valid steps' actions; continuous: their
+    mean squared error.  Padded steps' actions change nothing, a valid step's action does."""
     obs, actions, rtg, valid = batch()
     valid[0, 6:] = False
+    model = small_rate()
     out, _ = model(obs, actions, rtg, valid)
     loss = model.head.loss(out, actions, valid)
-    other = actions.clone()
-    other[0, 6:] = (other[0, 6:] + 1) % 4
-    assert model.head.loss(out, other, valid) == loss
-    assert torch.isfinite(loss)
+    nll = -out.log_softmax(-1).gather(-1, actions[..., None])[..., 0]  # (B, T)
+    torch.testing.assert_close(loss, nll[valid].sum() / valid.sum())
+    padded, moved = actions.clone(), actions.clone()
+    padded[0, 6:] = (padded[0, 6:] + 1) % 4
+    moved[1, 2] = (moved[1, 2] + 1) % 4
+    assert model.head.loss(out, padded, valid) == loss and model.head.loss(out, moved, valid) != loss
+
+    torch.manual_seed(0)
+    cfg = RATEConfig(backbone=RMTConfig(d_model=32, n_layers=1, n_heads=2, d_head=16, d_inner=32), segment_steps=3,
+                     num_segments=3, obs_shape=[4], act_kind="continuous", act_dim=2)
+    model = RATEModel(cfg).eval()
+    targets = torch.rand(2, 9, 2) * 2 - 1
+    out, _ = model(obs, targets, rtg, valid)
+    loss = model.head.loss(out, targets, valid)
+    torch.testing.assert_close(loss, ((out - targets) ** 2).sum(-1)[valid].sum() / (2 * valid.sum()))
+    padded = targets.clone()
+    padded[0, 6:] = 0.5
+    assert model.head.loss(out, padded, valid) == loss
 
 
 @pytest.mark.parametrize("backbone", [dict(), dict(mem_len=4), dict(num_mem_tokens=0, mem_len=5), dict(memory_update="rmt"),
@@ -312,9 +328,13 @@ def test_window_policy_slides_over_the_last_window():
     model = small_rate(num_mem_tokens=0)
     policy = WindowPolicy(model, target_return=1.0, window=4)
     policy.reset(1)
-    for _ in range(7):
-        policy.act(np.zeros((1, 4), dtype=np.float32), np.zeros(1))
+    for t in range(7):
+        policy.act(np.full((1, 4), t, dtype=np.float32), np.zeros(1))
     assert len(policy.steps) == 4
+    # the last four steps (3..6), oldest first: each step's observation token is its own
+    observed = [model.encoders.embed_obs(torch.full((1, 1, 4), float(t))) for t in range(3, 7)]
+    for step, token in zip(policy.steps, observed, strict=True):
+        torch.testing.assert_close(step[:, 1:2], token)
 
 
 @pytest.mark.parametrize("obs_kind", ["vector", "image"])

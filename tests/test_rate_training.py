@@ -165,7 +165,7 @@ def test_bf16_forward_runs_in_bfloat16_and_keeps_fp32_weights_and_gradients():
     trained = [p for name, p in model.named_parameters() if p.grad is not None]
     assert trained and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in trained)
     assert all(torch.isfinite(p.grad).all() for p in trained)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp16")
 
 

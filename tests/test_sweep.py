@@ -312,7 +312,7 @@ def test_a_run_folder_that_cannot_be_read_now_is_not_replaced(tmp_path, monkeypa
         raise OSError(5, "Input/output error")
 
     monkeypatch.setattr(sweep_module, "read_description", failing)
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="Input/output error"):
         trainer_command(sweep, run)
 
 

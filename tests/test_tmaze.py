@@ -117,7 +117,8 @@ def test_dataset_round_trip_and_environment_recovery():
 def test_dataset_is_reproducible_and_not_silently_overwritten():
     a = generate_tmaze_dataset(horizon=10, episodes=6, seed=1, dataset_id="rate/tmaze/a-v0")
     b = generate_tmaze_dataset(horizon=10, episodes=6, seed=1, dataset_id="rate/tmaze/b-v0")
-    for ea, eb in zip(a.iterate_episodes(), b.iterate_episodes()):
+    assert a.total_episodes == b.total_episodes == 6
+    for ea, eb in zip(a.iterate_episodes(), b.iterate_episodes(), strict=True):
         assert np.array_equal(ea.observations, eb.observations) and np.array_equal(ea.actions, eb.actions)
     with pytest.raises(FileExistsError, match="already exists"):
         generate_tmaze_dataset(horizon=10, episodes=6, seed=1, dataset_id="rate/tmaze/a-v0")

@@ -65,8 +65,10 @@ def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypa
         assert main([*args, "--out", str(held)]) == 4  # (RUN_FOLDER_HELD_EXIT)
     assert "being written by another trainer" in capsys.readouterr().err
     assert not report.exists() and not held.exists()  # the refused run wrote nothing; the holder tidied up
-    with pytest.raises(SystemExit):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as usage:
         main([*args, "--episodes", "0"])  # a usage error, not the config's own count
+    assert usage.value.code == 2 and "--episodes" in capsys.readouterr().err
 
 
 def test_main_job_replaces_only_its_own_run_folder(tmp_path, capsys, monkeypatch):
