@@ -419,8 +419,12 @@ def test_a_stopped_sweep_stops_its_trainers(tmp_path):
         time.sleep(0.1)
     assert len(trainers) == 1
     wait_for_training(tmp_path / "runs")
+    for pid in (sweep.pid, trainers[0]):  # SIGHUP (bit 0) in the ignored set of both, as nohup left it
+        status = Path(f"/proc/{pid}/status").read_text().splitlines()
+        ignored = next(line for line in status if line.startswith("SigIgn"))
+        assert int(ignored.split()[1], 16) & (1 << (signal.SIGHUP - 1)), (pid, ignored)
     sweep.send_signal(signal.SIGHUP)
-    time.sleep(1)
+    time.sleep(1)  # (a sweep that did not ignore it would be gone by now)
     assert sweep.poll() is None and Path(f"/proc/{trainers[0]}").exists()
     sweep.send_signal(signal.SIGTERM)
     _, err = sweep.communicate(timeout=60)
