@@ -1,10 +1,14 @@
 """Failed writes are bad input too: a read-only folder or a full disk under every entry point is one
 ``error:`` line and exit status 2, found before the long work where it can be, with no partial
 file left.  Real file systems where the platform allows (a tmpfs mounted read-only or 64 KiB
-small; needs root), else skipped; tests/test_bad_inputs.py injects the same failures."""
+small; needs root), else skipped.  The read-only cases also run with the failure injected at the
+system-call boundary (creating a file or folder inside raises EROFS), which every machine allows;
+tests/test_bad_inputs.py injects failures into training."""
 
 from __future__ import annotations
 
+import errno
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -45,6 +49,49 @@ def mounts():
         subprocess.run(["umount", "-l", str(folder)], capture_output=True)
 
 
+@pytest.fixture(params=["tmpfs", "injected"])
+def read_only(request, mounts, monkeypatch):
+    """``read_only(folder, fill=None)``: ``folder`` made, filled by ``fill(folder)``, then read-only:
+    a tmpfs remounted read-only, or (``injected``) os.open with O_CREAT and os.mkdir raising EROFS
+    for any path inside it, as the read-only mount does."""
+    folders: list[Path] = []
+
+    def refuse(path) -> None:
+        target = Path(os.fsdecode(path)).absolute()
+        if any(target == folder or folder in target.parents for folder in folders):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    if request.param == "injected":
+        real_open, real_mkdir = os.open, os.mkdir
+
+        def opening(path, flags, *args, **kwargs):
+            if flags & os.O_CREAT:
+                refuse(path)
+            return real_open(path, flags, *args, **kwargs)
+
+        def making(path, *args, **kwargs):
+            refuse(path)
+            return real_mkdir(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, "open", opening)
+        monkeypatch.setattr(os, "mkdir", making)
+
+    def make(folder: Path, fill=None) -> Path:
+        if request.param == "tmpfs":
+            mounts(folder, "8m")
+        else:
+            folder.mkdir(parents=True, exist_ok=True)
+        if fill is not None:
+            fill(folder)
+        if request.param == "tmpfs":
+            mounts.read_only(folder)
+        else:
+            folders.append(folder.absolute())
+        return folder
+
+    return make
+
+
 @pytest.fixture
 def run(tmp_path) -> Path:
     out = tmp_path / "run"
@@ -59,12 +106,10 @@ def one_error_line(capsys) -> str:
     return err
 
 
-def test_export_into_a_read_only_run_folder(run, tmp_path, mounts, capsys):
+def test_export_into_a_read_only_run_folder(run, tmp_path, read_only, capsys):
     from rate.cli.export import main
 
-    ro = mounts(tmp_path / "ro", "8m")
-    shutil.copytree(run, ro / "run", ignore=shutil.ignore_patterns("tb"))
-    mounts.read_only(ro)
+    ro = read_only(tmp_path / "ro", lambda folder: shutil.copytree(run, folder / "run", ignore=shutil.ignore_patterns("tb")))
     assert main([str(ro / "run"), "--format", "onnx"]) == 2
     assert "Read-only file system" in one_error_line(capsys)
     assert sorted(p.name for p in (ro / "run").iterdir()) == sorted(p.name for p in run.iterdir() if p.name != "tb")
@@ -80,10 +125,10 @@ def test_export_onto_a_full_disk(run, tmp_path, mounts, capsys):
     assert list(full.iterdir()) == []  # no partial file
 
 
-def test_eval_output_into_a_read_only_folder_fails_before_the_rollouts(run, tmp_path, mounts, capsys, monkeypatch):
+def test_eval_output_into_a_read_only_folder_fails_before_the_rollouts(run, tmp_path, read_only, capsys, monkeypatch):
     from rate.cli import evaluate
 
-    ro = mounts(tmp_path / "ro", "64k", read_only=True)
+    ro = read_only(tmp_path / "ro")
     monkeypatch.setattr("rate.api.evaluate", lambda *a, **k: pytest.fail("rolled out before checking --out"))
     assert evaluate.main([str(run), "--out", str(ro / "results.json"), "--no-progress"]) == 2
     assert "Read-only file system" in one_error_line(capsys)
@@ -118,7 +163,7 @@ def test_training_onto_a_full_disk_keeps_nothing_half_written(tmp_path, mounts, 
     assert not [p for p in full.rglob("*") if p.name.endswith(".tmp")]
 
 
-def test_d4rl_import_into_a_read_only_minari_root(tmp_path, mounts, capsys, monkeypatch):
+def test_d4rl_import_into_a_read_only_minari_root(tmp_path, read_only, capsys, monkeypatch):
     import h5py
 
     from rate.cli.import_d4rl import main
@@ -130,7 +175,7 @@ def test_d4rl_import_into_a_read_only_minari_root(tmp_path, mounts, capsys, monk
         f["rewards"] = np.zeros(10, np.float32)
         f["terminals"] = np.arange(10) == 9
         f["timeouts"] = np.zeros(10, bool)
-    ro = mounts(tmp_path / "minari", "64k", read_only=True)
+    ro = read_only(tmp_path / "minari")
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(ro))
     assert main([str(path), "test/d4rl/ro-v0"]) == 2
     assert "Read-only file system" in one_error_line(capsys)
