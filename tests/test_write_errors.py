@@ -109,7 +109,10 @@ def one_error_line(capsys) -> str:
 def test_export_into_a_read_only_run_folder(run, tmp_path, read_only, capsys):
     from rate.cli.export import main
 
-    ro = read_only(tmp_path / "ro", lambda folder: shutil.copytree(run, folder / "run", ignore=shutil.ignore_patterns("tb")))
+    def fill(folder: Path) -> None:
+        shutil.copytree(run, folder / "run", ignore=shutil.ignore_patterns("tb"))
+
+    ro = read_only(tmp_path / "ro", fill)
     assert main([str(ro / "run"), "--format", "onnx"]) == 2
     assert "Read-only file system" in one_error_line(capsys)
     assert sorted(p.name for p in (ro / "run").iterdir()) == sorted(p.name for p in run.iterdir() if p.name != "tb")
