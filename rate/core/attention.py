@@ -8,8 +8,9 @@ Score of query i (absolute position p_i) against key j (position p_j), per head 
 positional term is read from an explicit distance table, so negative distances (memory rows that
 attend to later memory columns inside a bidirectional block) get their correct embedding instead
 of a wrapped-around value.  The positional term and the 0/-inf mask form one additive bias that
-the content scores of ``q + u`` are added to; large training calls instead compute the positional
-term in factored form inside the fused ``F.scaled_dot_product_attention`` (no bias stored).
+the content scores of ``q + u`` are added to; large full-forward calls (training, evaluation, a
+window recompute) instead compute the positional term in factored form inside the fused
+``F.scaled_dot_product_attention`` (no bias stored).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class RelativePositions:
     distances d_min..d_max that occur; ``index`` holds, for query i and key j,
     (position of i - position of j) - d_min.
 
-    ``q_start`` is a Python int (every batch row alike; index (Q, K), R = Q + k_len - 1, built
+    ``q_start`` is a Python int (every batch row alike; index (Q, K), R = Q + k_len - 1 for
+    positions in order, the distances' whole range with explicit ones (2 k_len - 1 for the
+    contiguous layout); built
     without device-to-host synchronisation; with ``table``, the full table of a streaming decoder
     whose rows are in step, of which ``window`` names the rows used: the decode path reads the
     scores as a strided window instead of gathering them), or a (B,) long tensor of per-row starts for queries
@@ -115,9 +118,10 @@ class RelativePositions:
 
     def factors(self, d_model: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """sin and cos of the query positions, (Q, d_model/2) each, and the key features
-        [cos(p_j w), sin(p_j w)] (K, d_model) of the key positions p_j, for :meth:`RelativeMultiHeadAttention` 's factored
-        scores (int ``q_start`` only).  Angles in float64: positions reach thousands of radians.
-        Computed once and shared by every layer of the call."""
+        [cos(p_j w), sin(p_j w)] (K, d_model) of the key positions p_j, for the factored scores of
+        :meth:`RelativeMultiHeadAttention._factored_attention` (int ``q_start`` only).  Angles in
+        float64: positions reach thousands of radians.  Computed once and shared by every layer of
+        the call."""
         if self._factors is None:
             device = self.index.device
             inv_freq = inverse_frequencies(d_model, device, torch.float64)
@@ -328,15 +332,15 @@ def _widened(q: torch.Tensor, k: torch.Tensor, u_bias: torch.Tensor, v_bias: tor
 class _NarrowSavedAttention(torch.autograd.Function):
     """The factored attention on the CPU, keeping only narrow tensors for the backward pass.
 
-    Through autograd, the fused kernel keeps its widened query and key, the zero-padded values and
-    its output, each (B, H, Q, dh + D): at the RATE run script's size (dh 32, D 64) most of what a
-    full-BPTT step holds for its backward.  This keeps q, k, v (views of the layer's projection,
-    or with a cache the keys/values concatenated to it), the output's dh real columns (which the
-    output projection keeps too) and the kernel's log-sum-exp; the backward pass widens q and k
-    again (the same work as the forward's widening, and its graph for the chain rule), pads the
-    values and the output with the zeros they had, and calls the kernel's own backward.  Same
-    outputs and gradients (tests/test_rmt.py); eval/bench/official_training.py measures the time
-    it costs and the memory it saves.
+    Through autograd, the fused kernel keeps its widened query and output, (B, H, Q, dh + D), and
+    its widened key and zero-padded values, (B, H, K, dh + D): at the RATE run script's size
+    (dh 32, D 64) most of what a full-BPTT step holds for its backward.  This keeps q, k, v (views
+    of the layer's projection, or with a cache the keys/values concatenated to it), the output's dh
+    real columns (which the output projection keeps too) and the kernel's log-sum-exp; the backward
+    pass widens q and k again (the same work as the forward's widening, and its graph for the chain
+    rule), pads the values and the output with the zeros they had, and calls the kernel's own
+    backward.  Same outputs and gradients (tests/test_rmt.py); eval/bench/official_training.py
+    measures the time it costs and the memory it saves.
     """
 
     @staticmethod

@@ -71,7 +71,8 @@ def apply_segment_padding(
 
 
 def mask_to_bias(allowed: torch.Tensor) -> torch.Tensor:
-    """Boolean mask (..., Q, K) -> additive float bias (..., 1, Q, K) with 0 / -inf, broadcast over heads."""
+    """Boolean mask (Q, K) -> additive float bias (1, 1, Q, K), or (B, Q, K) -> (B, 1, Q, K), with
+    0 / -inf, broadcast over heads."""
     bias = torch.zeros(allowed.shape, dtype=torch.float32, device=allowed.device)
     bias.masked_fill_(~allowed, float("-inf"))
     if bias.dim() == 2:

@@ -17,9 +17,10 @@ multiple of ``READ_ALIGN`` slots), or, split into P
 pages of ``page`` slots (any slots after the frame stay padding), the pages filled so far, one
 contiguous region of memory (rate/core/kv_buffer.py).  A new token of row b is written *in place* at slot
 ``C + m + length[b]``, so a step copies nothing of size W; since Transformer-XL attention
-depends only on the distance between query and key, a per-row gather index into one distance
-table gives every row its own positions (:class:`RelativePositions` with a tensor ``q_start``),
-and a per-row mask hides empty and future slots.  Distances equal those of the full forward
+depends only on the distance between query and key, rows at different phases get a per-row
+gather index into one distance table (:class:`RelativePositions` with a tensor ``q_start``), and
+rows in step (the usual rollout) share an int start whose scores are read as a strided window of
+the table; a per-row mask hides empty and future slots.  Distances equal those of the full forward
 exactly, so the outputs match it (tested to 1e-5).
 
 A row's segment is closed (write block once, memory update, cache roll, read block of the new
@@ -271,7 +272,8 @@ class StreamingDecoder:
 
     def _open(self, state: StreamState, reuse: bool = False,
               first: torch.Tensor | None = None) -> tuple[StreamState, torch.Tensor | None]:
-        """Start a segment: buffer = [cache keys/values | read block of ``memory``], length 0.
+        """Start a segment: buffer = [cache keys/values | read block of ``memory``], length 0 (or
+        n when ``first``, n tokens, is decoded in the same pass).
         ``first`` (B, n, D): the segment's first tokens, decoded in the read block's pass (they
         see it; it does not see them).  Returns the state and first's final-normed hidden states
         (None without ``first``).

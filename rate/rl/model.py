@@ -5,8 +5,9 @@ a_t); a window of N*K steps is decoded as N segments of 3K tokens with memory to
 Retention Valve and/or a Transformer-XL cache carried between them (all in ``backbone``).  The
 action a_t is predicted from the hidden state at o_t, which cannot see a_t (causal mask).
 
-Baselines are configurations of the same model: DT = one segment of N*K steps and no memory;
-RMT = memory with the plain ``rmt`` update; TrXL = cache only.
+The Transformer baselines are configurations of the same model: DT = one segment of N*K steps and
+no memory; RMT = memory with the plain ``rmt`` update; TrXL = cache only.  BC-MLP and BC-GRU are
+separate models (rate/rl/baselines.py).
 """
 
 from __future__ import annotations

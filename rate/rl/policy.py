@@ -1,6 +1,6 @@
 """Stateful batched policies for rollouts.
 
-``StreamingPolicy`` decodes RATE token by token: per step it feeds (a_{t-1}, R_t, o_t) and reads
+``StreamingPolicy`` decodes RATE step by step: per step it feeds (a_{t-1}, R_t, o_t) in one call and reads
 the action from o_t's hidden state; the segment's key/value cache grows inside the segment.
 When the first observation of the next segment arrives (so the segment's last action is known, as
 in training) the write block runs once, the memory update rule (e.g. the valve) updates the
@@ -101,11 +101,13 @@ class BatchedPolicy:
 
 
 class StreamingPolicy(BatchedPolicy):
-    """RATE decoded token by token, every environment with its own memory, cache and segment phase:
+    """RATE decoded step by step (a step's tokens in one call, with a key/value cache), every
+    environment with its own memory, cache and segment phase:
     a stateful wrapper of :class:`rate.rl.step.PolicyStep`, the step function that is exported.
 
-    ``page_slots``: key/value page size of the decoder (:class:`rate.core.streaming.StreamingDecoder`); None (the
-    default) keeps one flat buffer.  The outputs do not depend on it.
+    ``page_slots``: target page size of the decoder's key/value buffer (the frame's F slots are
+    split into max(1, F // page_slots) equal pages; :class:`rate.core.streaming.StreamingDecoder`);
+    None (the default) keeps one flat buffer.  The outputs do not depend on it.
     """
 
     def __init__(self, model: RATEModel, target_return: float, sample: bool = False, seed: int = 0,

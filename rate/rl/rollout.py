@@ -20,7 +20,8 @@ def rollout(
     max_steps: int | None = None,
     progress: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Run ``n_episodes`` environments side by side until every one has ended.
+    """Run ``n_episodes`` environments side by side until every one has ended, or for at most
+    ``max_steps`` steps (episodes still running then are cut off: their return so far, success NaN).
 
     ``envs``: a factory of single environments (the rollout makes ``n_episodes`` of them and steps
     each one in Python), or a ``gymnasium.vector.VectorEnv`` of ``n_episodes`` environments that

@@ -6,7 +6,8 @@
 :class:`PolicyStep` is the step that :class:`rate.rl.policy.StreamingPolicy` runs every step
 (keeping the state between calls and choosing the action with its own seeded generator) and the
 function that rate.deploy.export traces into .pt2 and ONNX (where the choice is the argmax of
-the output plus ``action_noise``).
+the output plus ``action_noise`` for discrete actions, the output plus ``action_noise`` for
+continuous ones).
 
 The action a_{t-1} chosen at the previous step is decoded together with (R_t, o_t), as the tokens
 [a_{t-1}, R_t, o_t]: one decoder call per step, which reads every layer's key/value buffer once.
@@ -44,8 +45,9 @@ class PolicyStep(nn.Module):
 
     ``page_slots`` and ``write_slots`` set the decoder's key/value layout
     (:class:`StreamingDecoder`).  The defaults are what an exported graph needs, one flat page of
-    exactly the frame (it reads every slot at every step); the eager policy passes its paged
-    layout.  The outputs do not depend on the layout."""
+    exactly the frame (it reads every slot at every step); the eager policy passes
+    ``write_slots=True`` (the write block in slots of its own) and its ``page_slots``, by default
+    None: one flat buffer.  The outputs do not depend on the layout."""
 
     def __init__(self, model: RATEModel, page_slots: int | None = None, write_slots: bool = False):
         super().__init__()
