@@ -116,14 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < args.held_out < 1:
         parser.error("--held-out must lie in (0, 1)")
     setup_process(args.seed, args.threads)
-    import minari
-
+    from rate.data.episodes import open_minari_dataset
     from rate.rl.model import ImageEncoder
 
     try:
         if args.out:
             check_file_target(args.out)  # before the training, not after it
-        dataset = minari.load_dataset(args.dataset_id)
+        dataset = open_minari_dataset(args.dataset_id)  # (DatasetError, a ValueError, names what is wrong)
         if dataset.total_episodes < 2:
             raise ValueError(f"{args.dataset_id} has {dataset.total_episodes} episode: training and held-out "
                              "episodes need two at least")

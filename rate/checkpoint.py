@@ -37,6 +37,10 @@ C = TypeVar("C")
 # 2: RATE models keep their encoders and action head in submodules (encoders.*, head.linear.*).
 FORMAT_VERSION = 2
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
+# What a run folder holds: the checkpoint, the training state (rate.resume.STATE_FILE), the best
+# checkpoint (rate.rl.trainer.BEST_DIR), snapshots, TensorBoard logs, rate-export's artifacts.
+RUN_FOLDER_NAMES = frozenset({CONFIG, WEIGHTS, "training_state.pt", "checkpoint_best", "snapshots", "tb",
+                              "policy.onnx", "policy.pt2"})
 # The keys of a checkpoint's ``extra`` that say what trained its weights (not what saved them
 # last): a loaded model keeps them as its ``training_record``; exports and re-saves carry it forward.
 TRAINING_RECORD_KEYS = ("rate_version", "git_commit", "dataset_id", "step")
@@ -254,6 +258,12 @@ def settle_run_dir(out: str | Path) -> None:
             pass
 
 
+def non_run_files(folder: Path) -> list[str]:
+    """Names in ``folder`` that no run writes (hidden names are temporaries and staging): a
+    replacement would delete them with the old run."""
+    return sorted(p.name for p in folder.iterdir() if p.name not in RUN_FOLDER_NAMES and not p.name.startswith("."))
+
+
 def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
                   flags: tuple[str | None, str, str] = ("--resume", "--overwrite", "--out")) -> None:
     """Refuse (CheckpointError) to train into a folder that holds anything unless the run is
@@ -271,10 +281,14 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
     used = out.is_dir() and any(out.iterdir())
     if used and not (resume or overwrite):
         resuming = f"{resume_flag} to continue it, " if resume_flag else ""
-        raise CheckpointError(f"{out} already holds a run: pass {resuming}{overwrite_flag} to replace it (once the new "
-                              f"run has a checkpoint), or choose another {out_flag}")
+        what = "a run" if not non_run_files(out) else "files"
+        raise CheckpointError(f"{out} already holds {what}: pass {resuming}{overwrite_flag} to replace it (once the "
+                              f"new run has a checkpoint), or choose another {out_flag}")
     if resume and not used:
         raise CheckpointError(f"{resume_flag}: {out} holds no run to continue")
+    if used and overwrite and (others := non_run_files(out)):
+        raise CheckpointError(f"{out} holds files that are not a run's ({', '.join(others[:3])}): {overwrite_flag} "
+                              f"replaces only a run folder; choose another {out_flag}")
 
 
 @contextlib.contextmanager

@@ -520,6 +520,8 @@ def test_the_api_names_its_own_keywords_and_environment_errors_in_one_line(tmp_p
     (used / "notes.txt").write_text("the user's")
     with pytest.raises(CheckpointError, match="pass resume=True to continue it, overwrite=True to replace it"):
         rate.train("configs/tmaze/rate.yaml", out=used)
+    with pytest.raises(CheckpointError, match=r"not a run's \(notes.txt\): overwrite=True replaces only a run folder"):
+        rate.train("configs/tmaze/rate.yaml", out=used, overwrite=True)  # (it would delete the notes)
     assert [p.name for p in used.iterdir()] == ["notes.txt"]
     policy = rate.load_policy(checkpoint(tmp_path))
     with pytest.raises(ConfigError, match=r"cannot make 'rate/TMaze-v0' with .*'colour': 3.*TypeError"):

@@ -82,6 +82,13 @@ def corrupt_metadata():
     return {"dataset_id": dataset_id}, "cannot be read"
 
 
+def empty_metadata():
+    """metadata.json of {} (Minari asserts on it, with no message of its own)."""
+    dataset_id = copy_of_good("emptymeta")
+    (Path(get_dataset_path(dataset_id)) / "data" / "metadata.json").write_text("{}")
+    return {"dataset_id": dataset_id}, "cannot be read: AssertionError: its metadata.json or data files are damaged"
+
+
 def steps(n):
     obs = np.zeros((n + 1, 4), dtype=np.float32)
     actions = np.zeros(n, dtype=np.int64)
@@ -123,6 +130,7 @@ CASES = {
     "truncated HDF5": truncated_hdf5,
     "corrupt HDF5": corrupt_hdf5,
     "corrupt dataset metadata": corrupt_metadata,
+    "empty dataset metadata": empty_metadata,
     "missing dataset": config_case({"dataset_id": "rate/tmaze/nothing-v0"}, "not found"),
     "observation space != config": config_case({"model.obs_shape": [5]}, r"observations of shape \(4,\)"),
     "action space != config": config_case({"model.act_dim": 6}, "6 discrete actions"),

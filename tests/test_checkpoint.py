@@ -553,3 +553,23 @@ def test_provenance_is_read_once_and_each_caller_gets_its_own_copy():
     first = provenance()
     first["rate_version"] = "edited by a caller"
     assert provenance()["rate_version"] != "edited by a caller" and provenance() is not provenance()
+
+
+def test_overwrite_replaces_only_a_run_folder(tmp_path):
+    """--overwrite deletes the old run once the new one has a checkpoint: a folder that also holds
+    files no run writes (a user's notes) is refused, and nothing in it is touched."""
+    from rate.checkpoint import check_run_dir
+
+    run = tmp_path / "run"
+    (run / "tb").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    (run / ".config.json.tmp").write_text("")  # (a temporary: hidden, a run's)
+    check_run_dir(run, resume=False, overwrite=True)  # only a run's files: replaced
+    (run / "notes.txt").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"holds files that are not a run's \(notes.txt\): --overwrite replaces "
+                                              r"only a run folder"):
+        check_run_dir(run, resume=False, overwrite=True)
+    with pytest.raises(CheckpointError, match="already holds files: pass --resume to continue it"):
+        check_run_dir(run, resume=False, overwrite=False)
+    check_run_dir(run, resume=True, overwrite=False)  # continuing deletes nothing
+    assert (run / "notes.txt").read_text() == "mine"

@@ -148,6 +148,33 @@ def test_pages_refuse_an_empty_csv_or_one_of_another_kind(tmp_path, module, caps
         assert not (tmp_path / "x.md").exists()
 
 
+@pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.tmaze", "eval.reports.lm"])
+def test_pages_refuse_a_cell_that_is_no_number_or_a_page_they_cannot_write_before_writing(tmp_path, module, capsys):
+    """A result cell of text or NaN, an --out under a file, notes that are a folder: one error line
+    and exit 2, and the page and plot already there are left as they were."""
+    import importlib
+
+    main = importlib.import_module(module).main
+    (tmp_path / "keep.md").write_text("old page")
+    (tmp_path / "keep.png").write_bytes(b"old plot")
+    (tmp_path / "a_file").write_text("")
+    (tmp_path / "notes").mkdir()
+    good = ("run,test_bpc,train_seconds\nx/y/seed0,1.5,10\n", "run,return_T90,train_seconds\nx/y/seed0,0.5,10\n")
+    for csv_text, out, notes, message in (
+            ("run,success_T90,return_T90,test_bpc,train_seconds\nx/y/seed0,abc,,,10\n", "keep.md", "none.md",
+             "row 'x/y/seed0', column success_T90: 'abc' is not a finite number"),
+            ("run,success_T90,return_T90,test_bpc,train_seconds\nx/y/seed0,,nan,,10\n", "keep.md", "none.md",
+             "column return_T90: 'nan' is not a finite number"),
+            (good[0], "a_file/page.md", "none.md", "a file is where a folder would go"),
+            (good[1], "keep.md", "notes", "Is a directory")):
+        (tmp_path / "x.csv").write_text(csv_text)
+        with pytest.raises(SystemExit) as exc:
+            main(["--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / out), "--notes", str(tmp_path / notes)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err, err
+    assert (tmp_path / "keep.md").read_text() == "old page" and (tmp_path / "keep.png").read_bytes() == b"old plot"
+
+
 def test_machine_line_counts_the_runs_of_each_machine_when_they_differ():
     from eval.reports.common import machines
 

@@ -69,6 +69,13 @@ def test_main_job_errors_inside_training_are_one_line(tmp_path, capsys, monkeypa
     with pytest.raises(SystemExit) as usage:
         main([*args, "--episodes", "0"])  # a usage error, not the config's own count
     assert usage.value.code == 2 and "--episodes" in capsys.readouterr().err
+    # A report that cannot be written is found before the dataset and the training, not after them.
+    (tmp_path / "a_file").write_text("")
+    blocked = [a if a != str(report) else str(tmp_path / "a_file" / "q.md") for a in args]
+    assert main([*blocked, "--out", str(tmp_path / "late")]) == 2
+    err = capsys.readouterr().err
+    assert "a file is where a folder would go" in err and err.count("\n") == 1
+    assert not (tmp_path / "late").exists()  # (no run folder made: nothing trained)
 
 
 def test_main_job_replaces_only_its_own_run_folder(tmp_path, capsys, monkeypatch):

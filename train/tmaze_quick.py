@@ -26,7 +26,7 @@ from rate.config import ConfigError, atomic_write_text, load_yaml
 from rate.rl.experiment import RATEExperimentConfig, evaluate_lengths
 from rate.training import positive_int
 from rate.data.episodes import DatasetError
-from rate.cli.run import USER_ERRORS, error_exit, write_error_types
+from rate.cli.run import USER_ERRORS, check_file_target, error_exit, write_error_types
 
 LENGTHS = [30, 90, 150, 300, 900, 2400, 9600]
 
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MINARI_DATASETS_PATH", str(Path("data/minari").resolve()))
     try:
         cfg = load_yaml(RATEExperimentConfig, args.config, args.overrides)
+        # the report and its plot can be written: checked before minutes of training, not after
+        check_file_target(args.report)
+        check_file_target(args.report.with_suffix(".png"))
         with exclusive_run_dir(args.out):  # as every trainer: no second run writes the same folder
             return quick_run(cfg, args, argv)
     except USER_ERRORS + (DatasetError,) + write_error_types() as err:  # bad input, a folder that cannot be written
@@ -63,14 +66,9 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     # that holds anything else is not its to replace (one that holds only a run's files, e.g. a run
     # killed before its first checkpoint, is).
     if args.out.is_dir():
-        from rate.checkpoint import CONFIG, WEIGHTS, CheckpointError
-        from rate.rl.trainer import BEST_DIR, STATE_FILE
+        from rate.checkpoint import CheckpointError, non_run_files
 
-        # What a run folder holds (rate.rl.trainer; rate-export's files beside them); hidden names
-        # are temporaries and staging.
-        run_files = {CONFIG, WEIGHTS, STATE_FILE, BEST_DIR, "tb", "snapshots", "policy.onnx", "policy.pt2"}
-        others = sorted(p.name for p in args.out.iterdir() if p.name not in run_files and not p.name.startswith("."))
-        if others:
+        if others := non_run_files(args.out):
             raise CheckpointError(f"{args.out} holds files that are not a run's ({', '.join(others[:3])}): the main "
                                   "job replaces only its own run folder; choose another --out")
     horizon = cfg.model.window_steps

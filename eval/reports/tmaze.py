@@ -111,7 +111,7 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
     parser = report_parser(prog, description, page.name,
                            "hand-written discussion appended to the report (differences from the paper)")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args.csv)
+    rows = read_report_rows(parser, args)
     table, lengths = collect(rows, page.metric)
     windows = defaultdict(set)  # a model's K x N over its rows (seeds of one model may differ)
     for r in rows:

@@ -181,8 +181,12 @@ def readable_keys(value: Any) -> Any:
 
 def check_writable(folder: Path) -> None:
     """OSError now, before long work, when ``folder`` (made if missing) cannot take a new file."""
+    import errno
     import tempfile
 
+    blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocked is not None:  # (mkdir would say "File exists", naming no reason)
+        raise NotADirectoryError(errno.ENOTDIR, "a file is where a folder would go", str(blocked))
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
         pass

@@ -136,8 +136,10 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
         raise DatasetError(f"downloading {id_or_path!r} needs Minari's hub client: pip install 'rate-rmt[download]' "
                            f"({err})") from err
     except Exception as err:  # h5py/json errors of a damaged dataset, the hub's errors
+        # (Minari asserts on a metadata.json it cannot use, with no message)
+        detail = str(err) or "its metadata.json or data files are damaged"
         raise DatasetError(f"Minari dataset {id_or_path!r} cannot be {'downloaded or ' if download else ''}"
-                           f"read: {type(err).__name__}: {err}") from err
+                           f"read: {type(err).__name__}: {detail}") from err
 
 
 def _close_local_ids(dataset_id: str) -> list[str]:
