@@ -37,10 +37,10 @@ C = TypeVar("C")
 # 2: RATE models keep their encoders and action head in submodules (encoders.*, head.linear.*).
 FORMAT_VERSION = 2
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-# What a run folder holds: the checkpoint, the training state (rate.resume.STATE_FILE), the best
-# checkpoint (rate.rl.trainer.BEST_DIR), snapshots, TensorBoard logs, rate-export's artifacts.
-RUN_FOLDER_NAMES = frozenset({CONFIG, WEIGHTS, "training_state.pt", "checkpoint_best", "snapshots", "tb",
-                              "policy.onnx", "policy.pt2"})
+STATE_FILE, BEST_DIR = "training_state.pt", "checkpoint_best"  # (rate.resume, rate.rl.trainer)
+# What a run folder holds: the checkpoint, the training state, the best checkpoint, snapshots,
+# TensorBoard logs, rate-export's artifacts.
+RUN_FOLDER_NAMES = frozenset({CONFIG, WEIGHTS, STATE_FILE, BEST_DIR, "snapshots", "tb", "policy.onnx", "policy.pt2"})
 # The keys of a checkpoint's ``extra`` that say what trained its weights (not what saved them
 # last): a loaded model keeps them as its ``training_record``; exports and re-saves carry it forward.
 TRAINING_RECORD_KEYS = ("rate_version", "git_commit", "dataset_id", "step")

@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from rate.checkpoint import (CONFIG, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights,
+from rate.checkpoint import (CONFIG, STATE_FILE, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights,
                              provenance, read_description, save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.training import TrainConfig, TrainingLoop, lr_factor
 
-STATE_FILE = "training_state.pt"
 
 # What a resumed run may change: how long it trains, how often and how it is evaluated (the RL
 # evaluation section; the algorithmic tasks' and the language model's evaluation sizes), where it

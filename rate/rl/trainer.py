@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rate.checkpoint import WEIGHTS, CheckpointError, ResumeRefused, RunFolder, read_checkpoint, save_checkpoint
+from rate.checkpoint import (BEST_DIR, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, read_checkpoint,
+                             save_checkpoint)
 from rate.config import ConfigError, config_row, to_dict
 from rate.rl.experiment import (CHECKPOINT_KIND, EvalConfig, RATEExperimentConfig, build_rate, check_eval_envs,
                                 eval_lengths, evaluate_lengths, load_dataset_for)
@@ -142,9 +143,6 @@ def eval_scalars(results: dict) -> dict[str, float]:
     normalised score where defined (POPGym and MuJoCo are read by their return)."""
     return {f"{kind}{length_suffix(t)}": r[kind] for t, r in results.items()
             for kind in ("success", "return", "normalized_score") if r.get(kind) is not None}
-
-
-BEST_DIR = "checkpoint_best"
 
 
 def selection_score(results: dict) -> float | None:
