@@ -148,6 +148,32 @@ def test_pages_refuse_an_empty_csv_or_one_of_another_kind(tmp_path, module, caps
         assert not (tmp_path / "x.md").exists()
 
 
+PAGES = ["aar", "algorithmic", "lm", "memory_maze", "minigrid", "mujoco", "popgym", "tmaze", "tmaze_valve", "vizdoom"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_refuse_another_experiments_csv_in_one_line_before_writing(tmp_path, page, capsys):
+    """Each committed results CSV of another experiment, given to a page: one line naming the
+    missing column or the other task's dataset, exit 2, the old page left (was a KeyError, or a
+    page of POPGym rows under the T-Maze title)."""
+    import importlib
+    from pathlib import Path
+
+    main = importlib.import_module(f"eval.reports.{page}").main
+    (tmp_path / "keep.md").write_text("old page")
+    others = [p for p in ("lm", "algorithmic", "popgym", "tmaze", "mujoco") if p != page]
+    if page == "tmaze_valve":
+        others.remove("tmaze")  # (the same task's rows: the valve page reads them)
+    for other in others:
+        with pytest.raises(SystemExit) as exc:
+            main(["--csv", str(Path(f"results/{other}.csv")), "--out", str(tmp_path / "keep.md")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "Traceback" not in err and err.count(": error: ") == 1, err
+        assert any(why in err for why in ("is it the results CSV of another experiment?", "another task's dataset",
+                                          "run names this page cannot read")), err
+    assert (tmp_path / "keep.md").read_text() == "old page"
+
+
 @pytest.mark.parametrize("module", ["eval.reports.popgym", "eval.reports.tmaze", "eval.reports.lm"])
 def test_pages_refuse_a_cell_that_is_no_number_or_a_page_they_cannot_write_before_writing(tmp_path, module, capsys):
     """A result cell of text or NaN, an --out under a file, notes that are a folder: one error line

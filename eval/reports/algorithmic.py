@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.algorithmic", __doc__.split("\n\n")[0], "algorithmic",
                            "hand-written discussion appended verbatim (findings, differences from the paper)")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args)
+    rows = read_report_rows(parser, args, ("train.seed", "train.steps", "params"))
     check_run_names(parser, args.csv, rows, 4, "TASK/MODEL/segN/seedS", [*MODELS, *ABLATIONS])
     plot_path = args.out.with_suffix(".png")
     plot(collect(rows)[0], plot_path)

@@ -50,11 +50,20 @@ def generated_from(prog: str, name: str, csv: Path) -> str:
 NUMERIC_COLUMNS = re.compile(r"(success|return|normalized_score)(_std)?(_T\d+)?|\w*_bpc\w*|\w*_acc|train_seconds")
 
 
-def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace) -> list[dict]:
+# Columns every page reads (the run's name, its training time and the machine it ran on).
+COMMON_COLUMNS = ("run", "train_seconds", "machine", "cpu_count", "torch_threads", "torch")
+
+
+def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, columns: Collection[str] = (),
+                     datasets: str = "") -> list[dict]:
     """The CSV rows of ``args.csv``, or the parser's one-line error (exit 2) when there are none,
-    the file is not a results CSV of this project, a result cell is not a finite number, or the
-    page (``args.out``), its plot or its notes (``args.notes``) cannot be written or read: all
-    checked before anything is written, so a refused page leaves the old page and plot as they were."""
+    the file is not a results CSV of this project, a column the page reads (``COMMON_COLUMNS`` and
+    ``columns``; in a name, ``*`` stands for a number and ``|`` separates alternatives, as in
+    ``return|return_T*``) is missing, a row was trained on another
+    of the project's datasets than the page's ``datasets`` (an id prefix such as ``rate/tmaze/``;
+    a user's own dataset ids are accepted), a result cell is not a finite number, or the page
+    (``args.out``), its plot or its notes (``args.notes``) cannot be written or read: all checked
+    before anything is written, so a refused page leaves the old page and plot as they were."""
     from rate.cli.run import check_file_target
     from rate.config import ConfigError
 
@@ -84,7 +93,24 @@ def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     twice = sorted(name for name, n in Counter(r["run"] for r in rows).items() if n > 1)
     if twice:  # (a page would count the second row as one more seed)
         parser.error(f"{csv}: {len(twice)} runs have more than one row, e.g. {twice[0]!r}; keep one row per run")
+    header = list(rows[0])
+    missing = [c for c in (*COMMON_COLUMNS, *columns) if not any(has_column(header, name) for name in c.split("|"))]
+    if missing:  # (another experiment's CSV: the page would stop at a KeyError)
+        names = " or ".join(repr(name) for name in missing[0].split("|"))
+        parser.error(f"{csv}: no column {names}, which this page reads; is it the results CSV of "
+                     f"another experiment? (this page's own is {parser.get_default('csv')})")
+    foreign = [r for r in rows if datasets and r.get("dataset_id", "").startswith("rate/")
+               and not r["dataset_id"].startswith(datasets)]
+    if foreign:  # (the page would show another task's rows under its own title)
+        parser.error(f"{csv}: run {foreign[0]['run']!r} was trained on {foreign[0]['dataset_id']}, another task's "
+                     f"dataset; this page shows runs on {datasets}* (or on datasets of your own)")
     return rows
+
+
+def has_column(header: list[str], name: str) -> bool:
+    """Whether ``header`` has the column ``name``, in which a ``*`` stands for a number (``success_T*``)."""
+    pattern = re.escape(name).replace(r"\*", r"\d+")
+    return any(re.fullmatch(pattern, column) for column in header)
 
 
 def check_run_names(parser: argparse.ArgumentParser, csv: Path, rows: list[dict], parts: int, form: str,

@@ -263,10 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.lm", __doc__.split("\n\n")[0], "lm",
                            "hand-written discussion appended verbatim")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args)
-    missing = {"run", "model.num_mem_tokens", "model.mem_len", "model.bptt_depth", "test_bpc"} - set(rows[0])
-    if missing:
-        parser.error(f"{args.csv} is not a language-modelling result file (missing columns {sorted(missing)})")
+    rows = read_report_rows(parser, args, ("model.num_mem_tokens", "model.mem_len", "model.bptt_depth", "test_bpc",
+                                           "valid_bpc"))
     plot_path = args.out.with_suffix(".png")
     plot(collect(rows), plot_path)
     text = render(rows, plot_path.name, args.csv)

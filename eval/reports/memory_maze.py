@@ -16,7 +16,7 @@ MEMORY_MAZE = TaskPage(
     "steps; not comparable in scale):",
     {"RATE": {1000: "7.64 +- 0.41"}, "RMT": {1000: "7.27 +- 0.21"}, "TrXL": {1000: "7.12 +- 0.24"},
      "DT": {1000: "6.83 +- 0.51"}, "BC-LSTM": {1000: "4.75 +- 0.15"}},
-    metric="return",
+    metric="return", datasets="rate/memory-maze/",
 )
 
 

@@ -12,7 +12,7 @@ MINIGRID = TaskPage(
     "Every model is trained on 13 x 13 grids, except the rows marked sizes 13/21/31, trained on a mixture of "
     "those sizes (3 x 3 egocentric one-hot view; its K steps x N segments are in the table), and evaluated on "
     "larger grids, whose time limit is 5 x size steps",
-    length_name="size", length_axis="grid size (trained on 13)",
+    length_name="size", length_axis="grid size (trained on 13)", datasets="rate/minigrid-memory/",
 )
 
 

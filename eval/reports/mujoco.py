@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.mujoco", __doc__.split("\n\n")[0], "mujoco",
                            "hand-written discussion appended to the report")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args)
+    rows = read_report_rows(parser, args, ("return|return_T*",), "rate/mujoco/")
     odd = [r["run"] for r in rows if len(r["run"].split("/")) != 2 or not r["run"].split("/")[1].startswith("seed")]
     if odd:  # (a variant's rows, MODEL/VARIANT/seedN, would be pooled with the model's)
         parser.error(f"{args.csv}: run names this page cannot read, e.g. {odd[0]!r} (it reads MODEL/seedN)")

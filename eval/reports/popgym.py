@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.popgym", __doc__.split("\n\n")[0], "popgym",
                            "hand-written discussion appended to the report")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args)
+    rows = read_report_rows(parser, args, ("return|return_T*",), "rate/popgym/")
     check_run_names(parser, args.csv, rows, 3, "TASK/MODEL/seedS", MODELS)
     table = collect(rows)
     tasks = TASKS + sorted(set(table) - set(TASKS))  # every task, so the runs still missing show

@@ -54,10 +54,15 @@ class TaskPage:
     length_axis: str = "episode length T"
     sweep: str = ""  # the sweep file behind the CSV (default configs/NAME/sweep.yaml)
     metric: str = "success"  # the CSV's {metric}_T{length} columns: "success" (a rate) or "return"
+    datasets: str = ""  # the project's dataset ids of the task (default rate/NAME/)
 
     @property
     def sweep_file(self) -> str:
         return self.sweep or f"configs/{self.name}/sweep.yaml"
+
+    @property
+    def dataset_ids(self) -> str:
+        return self.datasets or f"rate/{self.name}/"
 
 
 TMAZE = TaskPage(
@@ -111,7 +116,8 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
     parser = report_parser(prog, description, page.name,
                            "hand-written discussion appended to the report (differences from the paper)")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args)
+    rows = read_report_rows(parser, args, ("model.segment_steps", "model.num_segments", f"{page.metric}_T*"),
+                            page.dataset_ids)
     table, lengths = collect(rows, page.metric)
     windows = defaultdict(set)  # a model's K x N over its rows (seeds of one model may differ)
     for r in rows:

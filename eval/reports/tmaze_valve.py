@@ -15,7 +15,7 @@ VALVE = TaskPage(
     "Paper (RATE, Table 6: K = 30 x N = 5, trained up to T = 150; mean +- sem):",
     {"RATE (MRV-CA-2)": {150: "1.00 +- 0.00", 360: "0.95 +- 0.05", 600: "0.90 +- 0.07", 900: "0.90 +- 0.07"},
      "w/o MRV": {150: "1.00 +- 0.00", 360: "0.66 +- 0.08", 600: "0.65 +- 0.07", 900: "0.61 +- 0.07"}},
-    sweep="configs/tmaze/valve_sweep.yaml",
+    sweep="configs/tmaze/valve_sweep.yaml", datasets="rate/tmaze/",
 )
 
 

@@ -15,7 +15,7 @@ VIZDOOM = TaskPage(
     "Paper (RATE, NeurIPS-25 Table 5; 5000 A2C episodes of 90 steps, total reward over 2100 steps, 6 runs x 100 seeds; "
     "the paper's scenario, not this project's re-creation):",
     {"OracleDT": {2100: "56.5 +- 0.8"}, "RATE": {2100: "41.5 +- 1.0"}, "DT": {2100: "24.8 +- 1.4"}},
-    metric="return",
+    metric="return", datasets="rate/vizdoom-two-colors/",
 )
 
 
