@@ -538,6 +538,28 @@ def test_a_csv_that_is_not_a_results_file_is_refused_before_training(tmp_path, c
     assert page.read_text() == before and not (tmp_path / "new" / "model.safetensors").exists()
 
 
+def test_a_csv_of_another_kind_of_experiment_is_refused_before_training(tmp_path, capsys, finished_run):
+    """An RL run recorded in the language-modelling CSV would leave its rows without test_bpc
+    (and the LM page stopped at them); the RL CSV of another task takes the row."""
+    from rate.cli.records import check_results_csv
+    from rate.config import ConfigError, config_row, load_yaml
+    from rate.rl.experiment import RATEExperimentConfig
+
+    config, _ = finished_run
+    lm_csv = tmp_path / "lm.csv"
+    shutil.copy("results/lm.csv", lm_csv)
+    before = lm_csv.read_bytes()
+    assert main([str(config), "--out", str(tmp_path / "new"), "--csv", str(lm_csv), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {lm_csv} holds rows of another kind of experiment (config sections model, train; "
+                          "this run's are eval, model, train)") and err.count("\n") == 1, err
+    assert lm_csv.read_bytes() == before and not (tmp_path / "new" / "model.safetensors").exists()
+    columns = config_row(load_yaml(RATEExperimentConfig, config, []))
+    check_results_csv("results/popgym.csv", columns)  # (another RL task's rows: accepted)
+    with pytest.raises(ConfigError, match="another kind of experiment"):
+        check_results_csv("results/algorithmic.csv", columns)
+
+
 def test_a_folder_that_holds_a_run_is_refused(capsys, finished_run):
     config, out = finished_run
     before = digest(out)

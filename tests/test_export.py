@@ -637,8 +637,11 @@ def test_the_runner_refuses_bad_arguments_and_observations_in_one_line(artifacts
     from rate.deploy.onnx_runner import main as play_main
 
     path = str(artifacts["rate", "onnx"])
-    for args, pattern in [(["--max-steps", "0"], "--threads and --max-steps must be positive"),
-                          (["--threads", "0"], "--threads and --max-steps must be positive"),
+    for args, pattern in [(["--max-steps", "0"], "--max-steps must be at least 1, got 0"),
+                          (["--threads", "0"], "--threads must be at least 1, got 0"),
+                          (["--seed", "-1"], "--seed must be at least 0, got -1"),
+                          (["--episodes", "0"], "--episodes must be at least 1, got 0"),
+                          (["--lengths", "90", "2"], "--lengths must be at least 3, got 2"),
                           (["--target-return", "nan"], "--target-return must be a finite number")]:
         with pytest.raises(SystemExit) as usage:
             play_main([path, *args])

@@ -8,6 +8,7 @@ import io
 import os
 import platform
 import shlex
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +54,18 @@ def recorded_runs(path: str | Path) -> set[str]:
     return {row["run"] for row in read_rows(path)}
 
 
-def check_results_csv(path: str | Path) -> None:
+def config_sections(columns: Iterable[str]) -> set[str]:
+    """The config sections of a row's columns: {"model", "train", "eval"} for ``model.backbone.d_model``, ..."""
+    return {c.split(".")[0] for c in columns if "." in c}
+
+
+def check_results_csv(path: str | Path, config_columns: Iterable[str] = ()) -> None:
     """ConfigError unless ``path`` is missing, empty or a results CSV of this project (a ``run``
     column, no row wider than the header): appending a row rewrites the whole file, which must
-    never happen to another kind of file."""
+    never happen to another kind of file.  With ``config_columns`` (the new row's config, as
+    :func:`rate.config.config_row` flattens it), also unless the CSV's rows have the same config
+    sections: another experiment's rows (e.g. a POPGym run's row in results/lm.csv) would leave
+    both kinds with empty cells that their pages cannot read."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         return
@@ -73,6 +82,10 @@ def check_results_csv(path: str | Path) -> None:
         why = "no 'run' column" if "run" not in header else "rows wider than its header"
         raise ConfigError(f"{path}: {why}, not a results CSV of this project; name a new file or one its trainers "
                           "wrote")
+    ours, theirs = config_sections(config_columns), config_sections(header)
+    if ours and theirs and ours != theirs:
+        raise ConfigError(f"{path} holds rows of another kind of experiment (config sections {', '.join(sorted(theirs))}; "
+                          f"this run's are {', '.join(sorted(ours))}); record it in another --csv")
 
 
 def append_row(path: str | Path, row: dict[str, Any]) -> None:

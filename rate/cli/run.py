@@ -14,7 +14,7 @@ from typing import Any
 
 from rate.checkpoint import CheckpointError, claimed_run_dir
 from rate.cli.records import check_results_csv, record_run, recorded_runs
-from rate.config import ConfigError, describe_config, load_yaml
+from rate.config import ConfigError, config_row, describe_config, load_yaml
 from rate.training import positive_int
 
 # Errors that mean bad input (config, data, checkpoint, a diverging run), not a bug: one line each.
@@ -153,7 +153,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             held.enter_context(claimed_run_dir(out, args.resume, args.overwrite))  # until the row is written
             if args.csv:
                 check_file_target(args.csv)  # before the training, not after it
-                check_results_csv(args.csv)
+                check_results_csv(args.csv, config_row(cfg))
                 if name in recorded_runs(args.csv):
                     # One row per run: a second (a finished run resumed to train longer, or a run
                     # another sweep finished while this trainer waited) would leave readers two.

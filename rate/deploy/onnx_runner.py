@@ -479,11 +479,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
                         help="import MODULE first: the package that registers the policy's environment (repeatable)")
     args = parser.parse_args(argv)
-    if (args.episodes is not None and args.episodes <= 0) or (args.seed is not None and args.seed < 0) or (
-            args.lengths and min(args.lengths) < 3):
-        parser.error("--episodes must be positive, --seed >= 0 and every length T >= 3")
-    if (args.threads is not None and args.threads < 1) or (args.max_steps is not None and args.max_steps < 1):
-        parser.error("--threads and --max-steps must be positive")
+    # (checked here, not by rate.training's argparse types: this runner needs neither torch nor the package)
+    for option, value, least in (("--episodes", args.episodes, 1), ("--seed", args.seed, 0),
+                                 ("--lengths", min(args.lengths or [3]), 3), ("--threads", args.threads, 1),
+                                 ("--max-steps", args.max_steps, 1)):
+        if value is not None and value < least:
+            parser.error(f"{option} must be at least {least}, got {value}")
     if args.target_return is not None and not np.isfinite(args.target_return):
         parser.error(f"--target-return must be a finite number, got {args.target_return}")
     try:
