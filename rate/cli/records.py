@@ -84,8 +84,9 @@ def check_results_csv(path: str | Path, config_columns: Iterable[str] = ()) -> N
                           "wrote")
     ours, theirs = config_sections(config_columns), config_sections(header)
     if ours and theirs and ours != theirs:
-        raise ConfigError(f"{path} holds rows of another kind of experiment (config sections {', '.join(sorted(theirs))}; "
-                          f"this run's are {', '.join(sorted(ours))}); record it in another --csv")
+        raise ConfigError(f"{path} holds rows of another kind of experiment (config sections "
+                          f"{', '.join(sorted(theirs))}; this run's are {', '.join(sorted(ours))}); record it in "
+                          "another --csv")
 
 
 def append_row(path: str | Path, row: dict[str, Any]) -> None:
