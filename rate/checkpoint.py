@@ -17,6 +17,7 @@ import contextlib
 import fcntl
 import functools
 import glob
+import io
 import json
 import os
 import re
@@ -66,6 +67,24 @@ class RunFolderHeld(CheckpointError):
 
 
 RUN_FOLDER_HELD_EXIT = 4
+
+
+def load_plain_tensors(file: str | Path | io.BytesIO) -> Any:
+    """``torch.load(file, weights_only=True)``: tensors and plain containers, never arbitrary
+    objects.  Anything else (a truncated, foreign or pickled file) raises ValueError with a one-line
+    reason: torch's own message runs to six lines with advice to load unsafely.  OSError and
+    MemoryError pass through (a read that failed says nothing of the content)."""
+    try:
+        with warnings.catch_warnings():  # (torch.save and torch.export write protocol 4, which it reads)
+            warnings.simplefilter("ignore")
+            return torch.load(file, map_location="cpu", weights_only=True)
+    except (OSError, MemoryError):
+        raise
+    except Exception as err:  # torch raises several types for a bad file
+        # torch's reason follows "WeightsUnpickler error:", on its line or the next
+        text = str(err).partition("WeightsUnpickler error:")[2] or str(err)
+        reason = next((line.strip() for line in text.splitlines() if line.strip()), repr(err))
+        raise ValueError(f"not plain tensors ({reason.split('. ')[0].rstrip('.')})") from err
 
 
 def save_checkpoint(

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from rate.checkpoint import (CONFIG, STATE_FILE, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_weights,
-                             provenance, read_description, save_checkpoint)
+from rate.checkpoint import (CONFIG, STATE_FILE, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_plain_tensors,
+                             load_weights, provenance, read_description, save_checkpoint)
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.training import TrainConfig, TrainingLoop, lr_factor
 
@@ -140,13 +140,13 @@ def read_training_state(out: Path, kind: str, cfg: Any) -> dict:
     if not path.is_file():
         raise ResumeRefused(f"{out}: no {STATE_FILE} to resume from")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # never unpickles arbitrary objects
+        state = load_plain_tensors(path)
     except (OSError, MemoryError) as err:
         # The file could not be read now (I/O error, permissions, memory), which says nothing of
         # its content: not ResumeRefused, on which a sweep would start the run over and lose it.
         raise CheckpointError(f"{path}: cannot read the training state now ({type(err).__name__}: {err}); the "
                               "run is left as it is") from err
-    except Exception as err:  # a truncated or foreign file: torch raises several types
+    except ValueError as err:  # a truncated or foreign file
         raise ResumeRefused(f"{path}: unreadable training state: {err}") from err
     missing = [k for k in _REQUIRED if not isinstance(state, dict) or k not in state]
     if missing:

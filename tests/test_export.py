@@ -437,6 +437,9 @@ def test_pt2_archives_that_would_unpickle_are_refused(artifacts, tmp_path):
         return data
 
     _rewrite(artifacts["rate", "pt2"], evaluated, code_for_a_size)
+    with pytest.raises(ArtifactError, match=r"sample_inputs\S* is not plain tensors \(Unsupported [^\n]*\); "
+                                            r"refusing to load it$"):  # (one line, torch's reason)
+        open_artifact(sample)
     for path in (sample, flagged, legacy, nested, *older, evaluated):
         with pytest.raises(ArtifactError, match="refusing"):
             open_artifact(path)

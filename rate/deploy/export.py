@@ -57,6 +57,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rate.checkpoint import load_plain_tensors
 from rate.config import atomic_write, to_dict
 from rate.data.env_plugins import load_env_plugins
 from rate.deploy.onnx_runner import (PROJECT_ENVS, EXPORT_FORMAT, EXPORT_FORMAT_VERSION, METADATA_KEY, ArtifactError,
@@ -325,11 +326,9 @@ def _refuse_pickles(path: Path) -> None:
                     raise refuse(f"{name} holds a size expression that is not arithmetic ({unsafe[:80]!r})")
             elif "/data/sample_inputs/" in name:
                 try:
-                    with warnings.catch_warnings():  # torch.export writes protocol 4; weights_only reads it
-                        warnings.simplefilter("ignore")
-                        torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-                except Exception as err:  # anything a weights_only unpickler rejects
-                    raise refuse(f"{name} is not plain tensors ({err})") from err
+                    load_plain_tensors(io.BytesIO(archive.read(name)))
+                except ValueError as err:
+                    raise refuse(f"{name} is {err}") from err
 
 
 def open_artifact(path: str | Path) -> StepPolicy:
