@@ -40,7 +40,7 @@ from rate.config import ConfigError
 from rate.data.env_plugins import load_env_plugins
 from rate.data.episodes import DatasetError, Episode, returns_to_go
 from rate.rl.experiment import RATEExperimentConfig, eval_lengths, load_dataset_for, load_policy_model, make_eval_env
-from rate.training import positive_int, setup_process
+from rate.training import nonnegative_int, positive_int, setup_process
 
 
 @torch.no_grad()
@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="accuracy at the decision of oracle episodes, by segment boundaries between cue and decision")
     parser.add_argument("--lengths", type=int, nargs="+", help="with --by-boundaries: the run's eval.length_kwarg values "
                         "(default its eval.final_lengths)")
-    parser.add_argument("--seed", type=int, default=0, help="with --by-boundaries: seed of the oracle episodes")
+    parser.add_argument("--seed", type=nonnegative_int, help="with --by-boundaries: seed of the oracle episodes "
+                                                             "(default 0)")
     parser.add_argument("--constant-rtg", type=float, help="condition on this return instead of the data's")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
@@ -157,8 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--episodes and --last must be positive")
     if args.constant_rtg is not None and not math.isfinite(args.constant_rtg):  # (NaN logits: every argmax 0)
         parser.error(f"--constant-rtg must be a finite number, got {args.constant_rtg}")
-    if args.seed < 0:
-        parser.error("--seed must be at least 0")
+    if not args.by_boundaries and (args.lengths or args.seed is not None):  # (they would be ignored)
+        parser.error("--lengths and --seed choose the oracle episodes of --by-boundaries; without it the "
+                     "dataset's own episodes are read")
     setup_process(0, args.threads)
     rtg = "the episodes' returns-to-go" if args.constant_rtg is None else f"returns-to-go fixed at {args.constant_rtg}"
     left_out = 0  # episodes longer than a window policy's window
@@ -174,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "decisions of a model that carries memory from segment to segment")
             k = cfg.model.segment_steps
             lengths = args.lengths or eval_lengths(cfg.eval, final=True)
-            by_length = {t: accuracy_by_boundaries(model, oracle_episodes(cfg, t, args.episodes, args.seed), k,
+            by_length = {t: accuracy_by_boundaries(model, oracle_episodes(cfg, t, args.episodes, args.seed or 0), k,
                                                    cfg.model.rtg_scale, args.constant_rtg) for t in lengths}
         else:
             episodes = load_dataset_for(cfg)[: args.episodes]

@@ -36,7 +36,10 @@ def test_bad_checkpoint_and_arguments_give_one_error(tmp_path, capsys):
 
     for args, message in ((["--last", "0"], "--episodes and --last must be positive"),
                           (["--constant-rtg", "nan"], "--constant-rtg must be a finite number, got nan"),
-                          (["--seed", "-1"], "--seed must be at least 0")):
+                          (["--by-boundaries", "--seed", "-1"], "--seed: must be at least 0, got -1"),
+                          # (without --by-boundaries they would be ignored: the dataset's episodes are read)
+                          (["--seed", "3"], "--lengths and --seed choose the oracle episodes of --by-boundaries"),
+                          (["--lengths", "13"], "--lengths and --seed choose the oracle episodes of --by-boundaries")):
         with pytest.raises(SystemExit) as exc:
             main([str(tmp_path), *args])
         assert exc.value.code == 2 and message in capsys.readouterr().err
