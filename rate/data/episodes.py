@@ -129,8 +129,8 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
         close = _close_local_ids(id_or_path)
         typo = f"did you mean {' or '.join(map(repr, close))}? If not, " if close else ""  # (a local id misspelt)
         raise DatasetError(f"Minari dataset {id_or_path!r} not found under {root}: {typo}download it with "
-                           f"`minari download {id_or_path}` (rate-train --dataset ... --download does it too; both need "
-                           "`pip install 'rate-rmt[download]'`), or generate it (the project's tasks: python -m "
+                           f"`minari download {id_or_path}` (rate-train --dataset ... --download does it too; both "
+                           "need `pip install 'rate-rmt[download]'`), or generate it (the project's tasks: python -m "
                            "rate_envs.tmaze_data and the other rate_envs.*_data)") from err
     except ImportError as err:  # the hub client, for --download
         raise DatasetError(f"downloading {id_or_path!r} needs Minari's hub client: pip install 'rate-rmt[download]' "
