@@ -283,7 +283,7 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     (replace it once the new run's first checkpoint is complete).  It gets the last checkpoint,
     ``checkpoint_best/`` (where the run evaluates), the training state and TensorBoard logs.
     Bad input raises rate.config.ConfigError, rate.data.episodes.DatasetError or CheckpointError."""
-    from rate.checkpoint import claimed_run_dir
+    from rate.run_folder import claimed_run_dir
     from rate.config import apply_overrides, from_dict, load_yaml, to_dict
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.trainer import train as train_rate

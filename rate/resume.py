@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from rate.checkpoint import (CONFIG, STATE_FILE, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, load_plain_tensors,
+from rate.checkpoint import (CONFIG, STATE_FILE, WEIGHTS, CheckpointError, ResumeRefused, load_plain_tensors,
                              load_weights, provenance, read_description, save_checkpoint)
+from rate.run_folder import RunFolder
 from rate.config import ConfigError, atomic_write, config_row, flatten, to_dict
 from rate.training import TrainConfig, TrainingLoop, lr_factor
 

@@ -82,7 +82,7 @@ class TrainConfig:
 def start_wandb(name: str | None):
     """A Weights & Biases run (project ``rate``, named ``name``; its files where wandb keeps them,
     ``./wandb`` or ``WANDB_DIR``: a run folder may move while it trains, see
-    rate.checkpoint.RunFolder); with ``name`` None only checks that wandb is installed.
+    rate.run_folder.RunFolder); with ``name`` None only checks that wandb is installed.
     ConfigError when it is not.  A resumed run starts a second wandb run of the same name (what the
     killed one logged after its checkpoint stays in the first); TensorBoard's event files, which
     a resume purges, are the exact record."""

@@ -321,7 +321,7 @@ def test_a_training_state_that_cannot_be_read_now_leaves_the_run_alone(capsys, f
     def failing_read(*args, **kwargs):
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr("rate.resume.torch.load", failing_read)
+    monkeypatch.setattr("rate.checkpoint.torch.load", failing_read)
     err = resume_fails(config, out, capsys, code=2)
     assert "cannot read the training state now (OSError: [Errno 5] Input/output error); the run is left as it is" in err
 

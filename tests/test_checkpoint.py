@@ -120,7 +120,7 @@ def test_load_checkpoint_turns_every_bad_description_into_one_error(tmp_path, me
 def test_replacing_the_run_in_the_current_folder_swaps_it_whole(tmp_path, monkeypatch):
     """`--out . --overwrite`: the staging and trash folders go beside the run folder, not inside it
     (a relative '.' has no name), so the swap replaces every file of the earlier run."""
-    from rate.checkpoint import RunFolder
+    from rate.run_folder import RunFolder
 
     run = tmp_path / "run"
     run.mkdir()
@@ -136,7 +136,7 @@ def test_replacing_the_run_in_the_current_folder_swaps_it_whole(tmp_path, monkey
 
 
 def test_a_swap_that_fails_midway_puts_the_earlier_run_back_whole(tmp_path, monkeypatch):
-    from rate.checkpoint import RunFolder
+    from rate.run_folder import RunFolder
 
     run = tmp_path / "run"
     run.mkdir()
@@ -170,7 +170,7 @@ NAMES = ("config.json", "model.safetensors", "tb")
 def earlier_and_new_run(tmp_path: Path):
     """A run folder holding an earlier run and a replacement (RunFolder, overwrite) whose first
     checkpoint is complete in its staging folder: the state RunFolder.commit starts from."""
-    from rate.checkpoint import RunFolder
+    from rate.run_folder import RunFolder
 
     run = tmp_path / "run"
     run.mkdir()
@@ -191,13 +191,13 @@ def test_a_replacement_killed_mid_swap_is_finished_when_the_folder_is_next_locke
     hidden left beside it, and a warning that says so."""
     import signal
 
-    from rate.checkpoint import exclusive_run_dir, swap_journal
+    from rate.run_folder import exclusive_run_dir, swap_journal
 
     run, folder = earlier_and_new_run(tmp_path)
     code = f"""
 import os, signal
 from pathlib import Path
-from rate.checkpoint import RunFolder
+from rate.run_folder import RunFolder
 folder = RunFolder({str(run)!r})
 folder.path = Path({str(folder.path)!r})  # the replacement's staging folder, as the killed trainer held it
 real, calls = Path.rename, []
@@ -225,7 +225,7 @@ def half_swapped(tmp_path: Path, phase: str, moved: int):
     and the journal naming ``phase``.  Returns the run folder, the staging and the trash."""
     import json
 
-    from rate.checkpoint import swap_journal
+    from rate.run_folder import swap_journal
 
     run, folder = earlier_and_new_run(tmp_path)
     trash = tmp_path / ".run.old-test"
@@ -254,7 +254,7 @@ def test_finishing_a_swap_from_either_phase(tmp_path, phase, moved):
     """finish_interrupted_swap from the states a kill leaves in a swap: finished forwards.  A
     folder without a journal is left alone; check_run_dir defers to the lock while a journal is
     there (the folder's contents say nothing until the swap is done)."""
-    from rate.checkpoint import check_run_dir, finish_interrupted_swap
+    from rate.run_folder import check_run_dir, finish_interrupted_swap
 
     run, _, _ = half_swapped(tmp_path, phase, moved)
     check_run_dir(run, resume=False, overwrite=False)  # (would refuse a folder holding a run)
@@ -274,7 +274,7 @@ def test_a_swap_being_undone_or_missing_its_new_files_gets_the_earlier_run_back(
     not all there any more (staging deleted after a failed undo): the earlier run whole again."""
     import shutil
 
-    from rate.checkpoint import finish_interrupted_swap
+    from rate.run_folder import finish_interrupted_swap
 
     run, staging, _ = half_swapped(tmp_path, phase, moved)
     if staging_lost:
@@ -288,7 +288,7 @@ def test_a_swap_being_undone_or_missing_its_new_files_gets_the_earlier_run_back(
 def test_a_failed_swap_that_cannot_be_undone_is_undone_by_the_next_lock(tmp_path, monkeypatch):
     """The disk fails during the swap and again during its undo: the journal stays, abandon()
     keeps the new run's staging folder for it, and the next lock puts the earlier run back whole."""
-    from rate.checkpoint import finish_interrupted_swap, swap_journal
+    from rate.run_folder import finish_interrupted_swap, swap_journal
 
     run, folder = earlier_and_new_run(tmp_path)
     real, calls = Path.rename, []
@@ -317,7 +317,7 @@ def test_an_undo_whose_staging_folder_went_keeps_the_earlier_files_it_put_back(t
     earlier run's and stay; the earlier run is whole."""
     import shutil
 
-    from rate.checkpoint import finish_interrupted_swap
+    from rate.run_folder import finish_interrupted_swap
 
     run, staging, trash = half_swapped(tmp_path, "restoring", len(NAMES))
     for name in NAMES:
@@ -333,7 +333,7 @@ def test_a_recovery_stopped_while_tidying_up_leaves_nothing_to_undo(tmp_path, mo
     folder leaves the run folder whole and no journal that a later lock would act on."""
     import shutil
 
-    from rate.checkpoint import finish_interrupted_swap, swap_journal
+    from rate.run_folder import finish_interrupted_swap, swap_journal
 
     run, _, _ = half_swapped(tmp_path, "restoring", 1)
 
@@ -353,8 +353,8 @@ def test_a_failed_swap_whose_undo_cannot_be_recorded_is_finished_as_the_journal_
     """The disk fails while filling and again when the journal would say "restoring": nothing is
     undone (the files stay as the journal on disk describes them), and the next lock finishes the
     swap forwards: the new run whole, no earlier entry left beside it."""
-    import rate.checkpoint
-    from rate.checkpoint import finish_interrupted_swap, swap_journal
+    import rate.run_folder
+    from rate.run_folder import finish_interrupted_swap, swap_journal
 
     run, folder = earlier_and_new_run(tmp_path)
     (run / "checkpoint_best").mkdir()  # an entry of the earlier run only
@@ -373,7 +373,7 @@ def test_a_failed_swap_whose_undo_cannot_be_recorded_is_finished_as_the_journal_
         return real_write(path, text)
 
     monkeypatch.setattr(Path, "rename", rename)
-    monkeypatch.setattr(rate.checkpoint, "atomic_write_text", write)
+    monkeypatch.setattr(rate.run_folder, "atomic_write_text", write)
     with pytest.raises(OSError, match="Input/output error"):
         folder.commit()
     monkeypatch.undo()
@@ -388,7 +388,7 @@ def test_a_failed_swap_whose_undo_cannot_be_recorded_is_finished_as_the_journal_
 def test_overwrite_clears_only_its_own_folders_stale_replacements(tmp_path):
     """`run[1]`'s stale staging folders are `.run[1].new-*` / `.old-*`, never `run1`'s (a glob
     pattern would take them), nor a journal's leftovers; a journal write cut short is tidied."""
-    from rate.checkpoint import RunFolder, finish_interrupted_swap, swap_journal
+    from rate.run_folder import RunFolder, finish_interrupted_swap, swap_journal
 
     for name in (".run[1].new-abc", ".run[1].old-abc", ".run1.new-abc", ".run1.old-x_1", ".run[1].swap"):
         (tmp_path / name).mkdir()
@@ -404,7 +404,7 @@ def test_overwrite_clears_only_its_own_folders_stale_replacements(tmp_path):
 def test_a_recovery_that_is_itself_interrupted_loses_nothing(tmp_path, monkeypatch):
     """A recovery stopped in its filling (a failed rename) is one error naming the folders, and
     the next one finishes from where it stopped: the new run whole."""
-    from rate.checkpoint import finish_interrupted_swap
+    from rate.run_folder import finish_interrupted_swap
 
     run, _, _ = half_swapped(tmp_path, "emptying", 1)
     real, calls = Path.rename, []
@@ -426,7 +426,7 @@ def test_a_recovery_that_is_itself_interrupted_loses_nothing(tmp_path, monkeypat
 
 
 def test_an_unreadable_swap_journal_is_one_error_that_deletes_nothing(tmp_path):
-    from rate.checkpoint import finish_interrupted_swap, swap_journal
+    from rate.run_folder import finish_interrupted_swap, swap_journal
 
     run, folder = earlier_and_new_run(tmp_path)
     swap_journal(run).write_text("{not json")
@@ -458,7 +458,7 @@ def test_a_lock_taken_on_a_folder_removed_meanwhile_is_taken_again_on_the_new_on
     import fcntl
     import os
 
-    from rate.checkpoint import exclusive_run_dir
+    from rate.run_folder import exclusive_run_dir
 
     out, real, removed = tmp_path / "run", fcntl.flock, []
 
@@ -485,7 +485,7 @@ def test_a_folder_removed_between_making_and_opening_it_is_made_again(tmp_path, 
     was a 'file system' error (exit 2, a failure to a sweep); the loop makes the folder again."""
     import os
 
-    from rate.checkpoint import exclusive_run_dir
+    from rate.run_folder import exclusive_run_dir
 
     out, real, removed = tmp_path / "run", os.open, []
 
@@ -507,7 +507,7 @@ def test_writes_and_swaps_reach_the_disk_before_the_next_step_depends_on_them(tm
     "filling", and the filled ones before it ends."""
     import os
 
-    from rate.checkpoint import RunFolder
+    from rate.run_folder import RunFolder
     from rate.config import atomic_write_text
 
     events = []
@@ -558,7 +558,7 @@ def test_provenance_is_read_once_and_each_caller_gets_its_own_copy():
 def test_overwrite_replaces_only_a_run_folder(tmp_path):
     """--overwrite deletes the old run once the new one has a checkpoint: a folder that also holds
     files no run writes (a user's notes) is refused, and nothing in it is touched."""
-    from rate.checkpoint import check_run_dir
+    from rate.run_folder import check_run_dir
 
     run = tmp_path / "run"
     (run / "tb").mkdir(parents=True)

@@ -286,7 +286,7 @@ def test_the_command_line_trains_a_dataset_with_overrides_only(datasets, tmp_pat
     assert capsys.readouterr().err.count("\n") == 1
     # A replacement killed inside its swap (config.json still in the staging folder): the run's
     # own config is read once the swap is finished, not from the mix ("not a checkpoint").
-    from rate.checkpoint import swap_journal
+    from rate.run_folder import swap_journal
 
     names = sorted(p.name for p in out.iterdir())
     (tmp_path / ".cartpole.old-x").mkdir()

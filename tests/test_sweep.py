@@ -517,7 +517,7 @@ def test_a_folder_left_mid_swap_is_settled_before_the_sweep_judges_it(tmp_path):
     """A trainer killed inside a replacement's swap leaves a mix of two runs and the journal; the
     sweep finishes the swap (under the folder's lock) before it decides between --resume and
     --overwrite, so it judges the run the folder will hold, not the mix."""
-    from rate.checkpoint import swap_journal
+    from rate.run_folder import swap_journal
     from tests.test_checkpoint import NAMES, half_swapped
     from train.sweep import _resumable
 
@@ -535,7 +535,7 @@ def test_a_swap_record_that_cannot_be_read_leaves_its_run_to_its_trainer_not_the
     """An unreadable swap record beside one run's folder made the sweep's judgement raise: a
     traceback that stopped every trainer in flight.  The run is started with --overwrite, whose
     trainer refuses the folder in one line like any other bad folder."""
-    from rate.checkpoint import swap_journal
+    from rate.run_folder import swap_journal
 
     sweep_file, _ = tiny_sweep(tmp_path, steps=3, segments=(1,))
     sweep = load_yaml(Sweep, sweep_file)

@@ -41,7 +41,7 @@ def tiny(**changes) -> RATEExperimentConfig:
 def held_by_another_process(folder: Path):
     """Hold ``folder`` as a trainer running in another process would (rate.checkpoint's lock is
     per process: one process's nested holds are one)."""
-    code = ("import sys; from rate.checkpoint import exclusive_run_dir\n"
+    code = ("import sys; from rate.run_folder import exclusive_run_dir\n"
             "with exclusive_run_dir(sys.argv[1]):\n    print('held', flush=True); sys.stdin.read()")
     proc = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             text=True)

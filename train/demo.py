@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from train.experiments.algorithmic import AlgorithmicConfig
-from rate.checkpoint import claimed_run_dir
+from rate.run_folder import claimed_run_dir
 from rate.config import atomic_write_text, load_yaml
 from train.algorithmic import train
 from rate.cli.run import USER_ERRORS

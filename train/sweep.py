@@ -33,8 +33,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rate.checkpoint import (RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError,
-                             read_description, settle_run_dir)
+from rate.checkpoint import RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError, read_description
+from rate.run_folder import settle_run_dir
 from rate.cli.records import check_results_csv, recorded_runs
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml

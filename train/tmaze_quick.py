@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import rate_envs  # noqa: F401  registers the project's environments
-from rate.checkpoint import exclusive_run_dir
+from rate.run_folder import exclusive_run_dir
 from rate.config import ConfigError, atomic_write_text, load_yaml
 from rate.rl.experiment import RATEExperimentConfig, evaluate_lengths
 from rate.training import positive_int
@@ -66,7 +66,8 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
     # that holds anything else is not its to replace (one that holds only a run's files, e.g. a run
     # killed before its first checkpoint, is).
     if args.out.is_dir():
-        from rate.checkpoint import CheckpointError, non_run_files
+        from rate.checkpoint import CheckpointError
+        from rate.run_folder import non_run_files
 
         if others := non_run_files(args.out):
             raise CheckpointError(f"{args.out} holds files that are not a run's ({', '.join(others[:3])}): the main "

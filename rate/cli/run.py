@@ -12,7 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rate.checkpoint import CheckpointError, claimed_run_dir
+from rate.checkpoint import CheckpointError
+from rate.run_folder import claimed_run_dir
 from rate.cli.records import check_results_csv, record_run, recorded_runs
 from rate.config import ConfigError, config_row, describe_config, load_yaml
 from rate.training import positive_int
@@ -135,7 +136,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
 
     The trainer keeps run folder ``out`` itself: it replaces an earlier run (--overwrite) once it
     has a checkpoint, and a run that fails before its first leaves the folder as it found it
-    (:class:`rate.checkpoint.RunFolder`)."""
+    (:class:`rate.run_folder.RunFolder`)."""
     overrides = list(args.overrides) + device_overrides(args)
     with contextlib.ExitStack() as held:
         try:

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
             return config_for_dataset(args.dataset, args.model or "rate", args.config, overrides)
     elif from_run:
         def load_config(overrides: list[str]) -> RATEExperimentConfig:
-            from rate.checkpoint import read_description, settle_run_dir
+            from rate.checkpoint import read_description
+            from rate.run_folder import settle_run_dir
             from rate.config import apply_overrides, from_dict
             from rate.rl.model import CHECKPOINT_KIND
 

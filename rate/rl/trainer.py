@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rate.checkpoint import (BEST_DIR, WEIGHTS, CheckpointError, ResumeRefused, RunFolder, read_checkpoint,
-                             save_checkpoint)
+from rate.checkpoint import BEST_DIR, WEIGHTS, CheckpointError, ResumeRefused, read_checkpoint, save_checkpoint
+from rate.run_folder import RunFolder
 from rate.config import ConfigError, config_row, to_dict
 from rate.rl.experiment import (CHECKPOINT_KIND, EvalConfig, RATEExperimentConfig, build_rate, check_eval_envs,
                                 eval_lengths, evaluate_lengths, load_dataset_for)
@@ -190,7 +190,7 @@ def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: 
           overwrite: bool = False) -> tuple[RATEModel, dict]:
     """Train (on every rank when started by torchrun); rank 0 logs, evaluates and checkpoints.
     ``overwrite``: an earlier run in ``out`` is replaced once this run's first checkpoint is
-    complete (:class:`rate.checkpoint.RunFolder`)."""
+    complete (:class:`rate.run_folder.RunFolder`)."""
     tc = cfg.train
     setup_process(tc.seed, tc.threads)
     group, device_name = join_group(tc.device)
