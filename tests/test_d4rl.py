@@ -96,11 +96,28 @@ def test_import_says_what_it_dropped_and_keeps_infos_when_asked(tmp_path, capsys
         ({"rewards": np.float32(1.0)}, "rewards must hold one row per step, not a single value"),
         ({"rewards": np.zeros((10, 2), np.float32)}, r"rewards of shape \(10, 2\); one value per step"),
         ({"rewards": np.zeros((10, 1, 1), np.float32)}, r"rewards of shape \(10, 1, 1\)"),
+        # Text where numbers belong (was a traceback), flags that are no flags (every step an episode end).
+        ({"observations": np.array([b"abc"] * 10), "next_observations": np.array([b"abc"] * 10)},
+         "observations of dtype |S3; D4RL arrays hold numbers"),
+        ({"actions": np.zeros((10, 0), np.float32)}, r"actions of shape \(10, 0\): no features"),
     ],
 )
 def test_bad_files_are_refused(tmp_path, kwargs, pattern):
     with pytest.raises(DatasetError, match=pattern):
         read_d4rl(write_d4rl(tmp_path / "d.hdf5", **kwargs))
+
+
+@pytest.mark.parametrize("key, values, pattern", [("terminals", np.array([b"no"] * 10), "terminals of dtype |S2"),
+                                                  ("timeouts", np.array([0, 2] + [0] * 8),
+                                                   "timeouts hold values other than 0 and 1")])
+def test_flags_that_are_no_flags_are_refused(tmp_path, key, values, pattern):
+    """(read as booleans, every such step would end an episode)"""
+    path = write_d4rl(tmp_path / "d.hdf5")
+    with h5py.File(path, "a") as f:
+        del f[key]
+        f[key] = values
+    with pytest.raises(DatasetError, match=pattern):
+        read_d4rl(path)
 
 
 def test_missing_keys_truncated_and_missing_files(tmp_path):
@@ -148,12 +165,24 @@ def test_normalized_scores_use_the_d4rl_constants():
          "takes one integer action"),  # write_d4rl's (10, 2) float actions
         ({"observations": np.zeros((10, 4), np.float32), "next_observations": np.zeros((10, 4), np.float32),
           "actions": np.array([0, 1, 2] + [0] * 7)}, "actions outside"),
+        # beyond float32 (CartPole's bound is inf there, so no warning either): would be stored as inf
+        ({"observations": np.full((10, 4), 1e39), "next_observations": np.zeros((10, 4)),
+          "actions": np.zeros(10, np.int64)}, "observations hold values beyond CartPole-v1's float32 range"),
+        # spaces other than Box and Discrete actions: every row checked (FrozenLake's Discrete(16) observations)
+        ({"observations": np.array([0, 1, 99, 3, 4, 5, 6, 7, 8, 9]), "next_observations": np.arange(10),
+          "actions": np.zeros(10, np.int64)}, r"observations outside FrozenLake-v1's Discrete\(16\): step 2 holds 99"),
+        ({"observations": np.array([0, 0.5] + [0] * 8), "next_observations": np.arange(10),
+          "actions": np.zeros(10, np.int64)}, "observations of dtype float64 hold values that FrozenLake-v1's int64 "
+                                              "space cannot"),
+        ({"observations": np.arange(10), "next_observations": np.array([-3] + [0] * 9),
+          "actions": np.zeros(10, np.int64)}, "next_observations outside FrozenLake-v1's Discrete\\(16\\): step 0"),
     ],
 )
 def test_arrays_that_do_not_fit_the_named_environment_are_refused(tmp_path, kwargs, pattern):
     """--env makes the dataset declare that environment's spaces, so its arrays must have them."""
+    env_id = "FrozenLake-v1" if "FrozenLake" in pattern else "CartPole-v1"
     with pytest.raises(DatasetError, match=pattern):
-        import_d4rl(write_d4rl(tmp_path / "d.hdf5", **kwargs), "test/x/y-v0", env_id="CartPole-v1")
+        import_d4rl(write_d4rl(tmp_path / "d.hdf5", **kwargs), "test/x/y-v0", env_id=env_id)
     assert "test/x/y-v0" not in minari.list_local_datasets()
 
 

@@ -97,6 +97,15 @@ def read_d4rl(path: str | Path, keep_infos: bool = False) -> dict[str, np.ndarra
             data[key] = data[key][:, 0]
         elif key in data and data[key].ndim != 1:
             raise DatasetError(f"{path}: {key} of shape {data[key].shape}; one value per step is (N,) or (N, 1)")
+    for key, arr in data.items():
+        if not key.startswith("infos/") and not (np.issubdtype(arr.dtype, np.integer)
+                                                 or np.issubdtype(arr.dtype, np.floating) or arr.dtype == np.bool_):
+            raise DatasetError(f"{path}: {key} of dtype {arr.dtype}; D4RL arrays hold numbers")
+        if key in ("observations", "actions", "next_observations") and 0 in arr.shape[1:]:
+            raise DatasetError(f"{path}: {key} of shape {arr.shape}: no features")
+    for key in ("terminals", "timeouts"):  # (any other value would be read as an episode end)
+        if key in data and not np.isin(data[key], (0, 1)).all():
+            raise DatasetError(f"{path}: {key} hold values other than 0 and 1 (they are flags)")
     n = len(data["rewards"])
     if n == 0:
         raise DatasetError(f"{path}: no steps")
@@ -179,7 +188,9 @@ class ImportSummary:
 def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> dict[str, np.ndarray]:
     """DatasetError unless the file's arrays fit the spaces of ``env_id`` (which the dataset will
     declare): observation shape; discrete actions as integers in range, or continuous actions
-    of the space's shape inside its bounds.  ValueError for an id Gymnasium cannot make.
+    of the space's shape inside its bounds; for other spaces (a Discrete observation,
+    MultiDiscrete or MultiBinary actions) every row inside the space.  ValueError for an id
+    Gymnasium cannot make.
 
     Returns ``data`` with Box observations and actions in their space's dtype (a float64 file
     declared float32 would hold observations its own space does not contain; integer spaces take
@@ -213,7 +224,12 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> dict[str, np.nda
         if len(act) and ((act < act_space.low - tol).any() or (act > act_space.high + tol).any()):
             raise DatasetError(f"actions outside {env_id}'s bounds {act_space.low.min()}..{act_space.high.max()}")
         data = {**data, "actions": _in_dtype(act, act_space.dtype, "actions", env_id)}
-    if isinstance(obs_space, gym.spaces.Box):
+    else:  # MultiDiscrete, MultiBinary, ...: every row must be in the space
+        data = {**data, "actions": _rows_in_space(act, act_space, "actions", env_id)}
+    if not isinstance(obs_space, gym.spaces.Box):  # Discrete, MultiDiscrete, MultiBinary
+        data = {**data, **{key: _rows_in_space(data[key], obs_space, key, env_id)
+                           for key in ("observations", "next_observations") if key in data}}
+    else:
         features = obs.reshape(len(obs), int(np.prod(obs_space.shape)))  # (N, F)
         low, high = (np.broadcast_to(b, obs_space.shape).reshape(-1) for b in (obs_space.low, obs_space.high))
         outside = np.flatnonzero(((features < low) | (features > high)).any(0))
@@ -223,13 +239,14 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> dict[str, np.nda
                           f"(feature {i}: {features[:, i].min():.4g}..{features[:, i].max():.4g}, the space "
                           f"{low[i]:.4g}..{high[i]:.4g}): other units or another order of the features than the "
                           "environment's?", stacklevel=3)
-        data = {**data, "observations": _in_dtype(obs, obs_space.dtype, "observations", env_id)}
+        data = {**data, **{key: _in_dtype(data[key], obs_space.dtype, key, env_id)
+                           for key in ("observations", "next_observations") if key in data}}
     return data
 
 
 def _in_dtype(values: np.ndarray, dtype: np.dtype, name: str, env_id: str) -> np.ndarray:
-    """``values`` in ``dtype``: floats to the space's float type; to an integer type only whole
-    values within its range (DatasetError otherwise)."""
+    """``values`` in ``dtype``: floats to the space's float type, within its range; to an integer
+    type only whole values within its range (DatasetError otherwise)."""
     if values.dtype == dtype:
         return values
     if np.issubdtype(dtype, np.integer) and len(values):
@@ -237,7 +254,22 @@ def _in_dtype(values: np.ndarray, dtype: np.dtype, name: str, env_id: str) -> np
         if not (np.all(np.mod(values, 1) == 0) and values.min() >= info.min and values.max() <= info.max):
             raise DatasetError(f"{name} of dtype {values.dtype} hold values that {env_id}'s {dtype} space cannot "
                                f"(not whole, or outside {info.min}..{info.max})")
+    if np.issubdtype(dtype, np.floating) and len(values) and np.abs(values).max() > np.finfo(dtype).max:
+        raise DatasetError(f"{name} hold values beyond {env_id}'s {np.dtype(dtype).name} range (up to "
+                           f"{np.finfo(dtype).max:.3g}): they would be stored as inf")
     return values.astype(dtype)
+
+
+def _rows_in_space(values: np.ndarray, space: gym.Space, name: str, env_id: str) -> np.ndarray:
+    """``values`` (N, *shape) in ``space``'s dtype, or DatasetError naming the first row the space
+    does not contain (a Discrete(16) observation of 99, -3 or 0.5)."""
+    if space.shape is None or values.shape[1:] != space.shape:
+        raise DatasetError(f"{name} have shape {values.shape[1:]}, {env_id}'s {space} has {space.shape}")
+    values = _in_dtype(values, space.dtype, name, env_id)
+    bad = next((i for i, row in enumerate(values) if not space.contains(row)), None)
+    if bad is not None:
+        raise DatasetError(f"{name} outside {env_id}'s {space}: step {bad} holds {values[bad].tolist()}")
+    return values
 
 
 def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, overwrite: bool = False,
