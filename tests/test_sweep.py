@@ -180,6 +180,37 @@ def test_bad_set_override_fails_before_running(tmp_path, capsys):
     # every seed would train the same run under another name
     assert main(["configs/lm/sweep.yaml", "--set", "train.seed=3", "--dry-run"]) == 2
     assert "train.seed is set by the sweep's seeds" in capsys.readouterr().err
+    assert main(["configs/lm/sweep.yaml", "--set", "train={seed: 7}", "--dry-run"]) == 2  # (the mapping form too)
+    assert "(they make it 7)" in capsys.readouterr().err
+
+
+def test_an_only_prefix_that_names_no_run_is_an_error_not_a_finished_sweep(tmp_path, capsys):
+    sweep_file, _ = tiny_sweep(tmp_path, steps=3)
+    assert main([str(sweep_file), "--only", "revrse/", "--dry-run"]) == 2
+    assert "error: --only revrse/: no run of the sweep has a name starting so (e.g. reverse/tiny/seg1/seed0)" in (
+        capsys.readouterr().err)
+    assert main([str(sweep_file), "--only", "reverse/tiny/seg2", "--dry-run"]) == 0
+    assert "1 to run" in capsys.readouterr().out
+
+
+def test_a_csv_replaced_by_another_kind_of_file_while_the_sweep_runs_is_one_error_line(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """The sweep re-reads its CSV before each run (rows other sweeps wrote): a file that is no
+    results CSV by then stops it with one line, not a KeyError traceback."""
+    import train.sweep
+
+    sweep_file, csv = tiny_sweep(tmp_path, steps=3)
+
+    def replaced_meanwhile(sweep, pending, jobs):
+        csv.write_text("name,score\na,1\n")
+        return real(sweep, pending, jobs)
+
+    real = train.sweep.run_all
+    monkeypatch.setattr(train.sweep, "run_all", replaced_meanwhile)
+    assert main([str(sweep_file)]) == 2
+    err = capsys.readouterr().err
+    assert f"\nerror: {csv}: no 'run' column, not a results CSV" in err and "Traceback" not in err, err
+    assert csv.read_text() == "name,score\na,1\n" and not (tmp_path / "runs").exists()
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,7 @@ class Run:
     name: str
     config: str
     overrides: list[str]
+    seed: int | None = None  # the sweep's seed of NAME/seedS (its train.seed)
 
 
 @dataclass
@@ -91,9 +92,9 @@ class Sweep:
 
 def expand(sweep: Sweep, extra: list[str] | tuple[str, ...] = ()) -> list[Run]:
     """Every (run, seed) of the sweep in file order; ``extra`` overrides end every run's list."""
-    runs = [Run(f"{listed.name}/seed{seed}", listed.config, [*listed.overrides, f"train.seed={seed}", *extra])
+    runs = [Run(f"{listed.name}/seed{seed}", listed.config, [*listed.overrides, f"train.seed={seed}", *extra], seed)
             for listed in sweep.runs for seed in (listed.seeds if listed.seeds is not None else sweep.seeds)]
-    for run in runs:
+    for run in runs:  # (main also checks each loaded config: a mapping, train={seed: S}, sets it too)
         if sum(o.startswith("train.seed=") for o in run.overrides) > 1:
             raise ConfigError(f"{run.name}: train.seed is set by the sweep's seeds (run NAME/seedS trains with "
                               "train.seed=S); not by overrides or --set")
@@ -164,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         runs = expand(sweep, args.extra)
         for run in runs:  # validate every config before spending compute
             cfg = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
+            if cfg.train.seed != run.seed:  # (train.seed=S, or train={seed: S}, later in the overrides)
+                raise ConfigError(f"{run.name}: train.seed is set by the sweep's seeds (run NAME/seedS trains with "
+                                  f"train.seed=S), not by overrides or --set (they make it {cfg.train.seed})")
             if isinstance(cfg, rl.RATEExperimentConfig):  # and make its evaluation environments
                 rl.check_eval_envs(cfg)
         check_file_target(Path(sweep.csv))  # a folder or an unwritable place: now, not after the first run
@@ -175,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C while the configs are checked: nothing started yet
         print("stopped before any run started", file=sys.stderr)
         return 128 + signal.SIGINT
+    if args.only and not any(r.name.startswith(args.only) for r in runs):  # (a typo would look like a finished sweep)
+        print(f"error: --only {args.only}: no run of the sweep has a name starting so (e.g. {runs[0].name})",
+              file=sys.stderr)
+        return 2
     pending = [r for r in runs if r.name not in done and (not args.only or r.name.startswith(args.only))]
     try:
         print(f"{len(runs)} runs in the sweep, {len(runs) - len(pending)} done or filtered, {len(pending)} to run")
@@ -190,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_all(sweep, pending, args.jobs)
     except OSError as err:  # of the sweep itself, e.g. no room for a trainer's log (its trainers are stopped)
         print(f"error: file system: {err}", file=sys.stderr)
+        return 2
+    except ConfigError as err:  # the CSV, re-read between runs, was replaced by another kind of file
+        print(f"error: {err} (the sweep's trainers were stopped)", file=sys.stderr)
         return 2
 
 

@@ -50,7 +50,9 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
 
 
 def recorded_runs(path: str | Path) -> set[str]:
-    """The run names that ``path`` holds a row of (none when it is missing)."""
+    """The run names that ``path`` holds a row of (none when it is missing); ConfigError when it
+    is not a results CSV (:func:`check_results_csv`; a sweep re-reads it while others may write)."""
+    check_results_csv(path)
     return {row["run"] for row in read_rows(path)}
 
 
