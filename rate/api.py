@@ -421,7 +421,10 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
         model = from_dict(RATEConfig, policy.run_config.get("model", {}))
     except ConfigError:  # an older run config: the environments are made, their spaces not compared
         model = None
-    lengths = list(lengths or [None])
+    # (any sequence: a list, or numpy's np.geomspace(...).astype(int), whose truth value is ambiguous)
+    lengths = [None] if lengths is None or len(lengths) == 0 else [int(t) for t in lengths]
+    if lengths != [None] and min(lengths) < 3:  # (as eval.lengths in a config, and rate-eval --lengths)
+        raise ValueError(f"lengths must be at least 3 each, got {lengths}")
     if ev.length_kwarg in (env_kwargs or {}) and lengths != [None]:  # (the lengths would replace it unseen)
         value = env_kwargs[ev.length_kwarg]
         raise ValueError(f"env_kwargs sets {ev.length_kwarg}={value!r}, which each length of {lengths} replaces: "

@@ -140,12 +140,18 @@ def _whole_number(text: str, least: int, most: int | None = None) -> int:
 def setup_process(seed: int, threads: int | None) -> None:
     """Seed every generator; set torch's thread count once per process (changing it later is
     slow).  ``threads`` 0 or None keeps torch's default: OMP_NUM_THREADS when set, else the
-    machine's cores (a fixed count would starve a large machine or oversubscribe a small one)."""
+    machine's cores (a fixed count would starve a large machine or oversubscribe a small one).
+    A later call that asks for another count (a second ``rate.train`` in a notebook) keeps the
+    first one, with a warning that says so."""
     global _THREADS_SET
     if not _THREADS_SET:
         if threads:
             torch.set_num_threads(threads)
         _THREADS_SET = True
+    elif threads and threads != torch.get_num_threads():
+        warnings.warn(f"train.threads={threads} is ignored: this process already set torch's thread count to "
+                      f"{torch.get_num_threads()} (once per process; start a new one for another count)",
+                      stacklevel=2)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

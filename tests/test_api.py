@@ -461,6 +461,11 @@ def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkey
         rate.evaluate(policy, env_kwargs={"episode_length": 8})
     rate.evaluate(policy, env_kwargs={"episode_length": 8}, lengths=[])  # at the environment's own: it is the length
     assert played[-1] == ([None], 3, 7, {**mine, "episode_length": 8})
+    # numpy's lengths (an array's truth value is ambiguous) and lengths under 3 (as rate-eval)
+    rate.evaluate(policy, lengths=np.geomspace(10, 1000, 3).astype(int))
+    assert played[-1][0] == [10, 100, 1000] and all(type(t) is int for t in played[-1][0])
+    with pytest.raises(ValueError, match=r"lengths must be at least 3 each, got \[1, 5\]"):
+        rate.evaluate(policy, lengths=[1, 5])
 
 
 def test_train_refuses_what_it_would_otherwise_ignore_or_misread(tmp_path):

@@ -186,6 +186,11 @@ def test_missing_and_invalid_config_files(tmp_path, capsys):
     assert main([str(binary)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {binary}: not a text file (a YAML config was expected)\n", err
+    folder = tmp_path / "some-dataset-v0"  # a dataset folder given where the config goes
+    folder.mkdir()
+    assert main([str(folder)]) == 2
+    assert capsys.readouterr().err == (f"error: {folder} is a folder, not a YAML config file; a dataset is trained "
+                                       f"with rate-train --dataset {folder} (rate.train(dataset=...))\n")
 
 
 def test_episodes_shorter_than_a_segment_are_padded_not_refused(tmp_path):

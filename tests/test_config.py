@@ -3,6 +3,7 @@
 import dataclasses
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -229,8 +230,13 @@ def test_threads_0_keeps_torchs_default_and_a_count_is_set_once(monkeypatch):
     calls = []
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     setup_process(0, 0)
-    setup_process(0, 3)  # decided by the first call
+    with pytest.warns(UserWarning, match=f"train.threads=3 is ignored: this process already set torch's thread "
+                                         f"count to {torch.get_num_threads()}"):
+        setup_process(0, 3)  # decided by the first call
     assert calls == [] and rate.training._THREADS_SET
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        setup_process(0, torch.get_num_threads())  # (the count it has: nothing to say)
     monkeypatch.setattr(rate.training, "_THREADS_SET", False)
     setup_process(0, 3)
     assert calls == [3]

@@ -596,9 +596,11 @@ def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_kept():
     spec.additional_wrappers = (arrays, rescale)
     with pytest.warns(UserWarning, match=r"\['RescaleObservation', 'RescaleObservation'\], which evaluation"):
         assert eval_env_from_spec(spec)["env_wrappers"] == []
-    # No time limit and no length of its own: said before an evaluation could run without end.
+    # No time limit recorded, but gym.make applies the registered one (500 steps): nothing to say
+    # (an id registered without one: test_the_projects_tasks_are_not_said_to_lack_a_time_limit).
     unlimited = EnvSpec("CartPole-v1", entry_point="gymnasium.envs.classic_control:CartPoleEnv")
-    with pytest.warns(UserWarning, match="recorded without a time limit.*max_episode_steps=N"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         assert eval_env_from_spec(unlimited)["env_kwargs"] == {}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a task that ends at its own episode_length is not warned about
@@ -647,6 +649,18 @@ def test_evaluating_in_another_environment_drops_the_recorded_ones_settings(data
     # D4RL's scores follow the new id where D4RL scores it.
     hopper = config_for_dataset("tests/pendulum-random-v0", overrides=["eval.env_id=Hopper-v5"])
     assert len(hopper.eval.ref_scores) == 2 and hopper.eval.ref_scores != [0.0, 1000.0]
+
+
+def test_one_keyword_given_for_another_environment_is_all_of_its_keywords():
+    """eval.env_kwargs.max_episode_steps=50 with another eval.env_id: the recorded environment's
+    other keywords (POPGym's task) do not follow into CartPole (a TypeError naming a keyword the
+    user never wrote; with an environment that takes it, another task without a word)."""
+    from rate.rl.from_dataset import _forget_other_environment
+
+    evaluation = {"env_id": "CartPole-v1", "env_kwargs": {"task": "RepeatFirstMedium", "max_episode_steps": 50}}
+    _forget_other_environment(evaluation, {"env_id": "rate/POPGym-v0", "env_kwargs": {"task": "RepeatFirstMedium"}},
+                              {"env_id": "CartPole-v1", "env_kwargs": {"max_episode_steps": 50}})
+    assert evaluation["env_kwargs"] == {"max_episode_steps": 50}
 
 
 def test_non_finite_returns_and_small_grids_without_channels(datasets):
@@ -898,3 +912,40 @@ def test_a_dataset_evaluated_as_it_says_draws_no_another_task_warning(datasets):
     other = config_for_dataset("tests/cartpole-eval-v0", "bc_mlp", overrides=[*TINY, "eval.env_kwargs={sutton_barto_reward: false}"])
     with pytest.warns(UserWarning, match="was meant to be evaluated in CartPole-v1 with sutton_barto_reward=True"):
         load_dataset_for(other)
+
+
+def test_the_projects_tasks_are_not_said_to_lack_a_time_limit():
+    """POPGym's tasks end by themselves: their recorded spec has no time limit, which is no reason
+    to warn (every rate-train --dataset rate/popgym/... printed that it was); another id is."""
+    import dataclasses
+
+    from rate.data.env_plugins import load_env_plugins
+    from rate.rl.from_dataset import eval_env_from_spec
+
+    load_env_plugins()
+    popgym = dataclasses.replace(gym.spec("rate/POPGym-v0"), kwargs={"task": "RepeatFirstEasy"}, max_episode_steps=None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert eval_env_from_spec(popgym)["env_kwargs"] == {"task": "RepeatFirstEasy"}
+    gym.register("NoLimitCue-v0", entry_point="tests.foreign_envs:ForeignDictCue")  # (no max_episode_steps)
+    try:
+        with pytest.warns(UserWarning, match="recorded without a time limit.*max_episode_steps=N"):
+            eval_env_from_spec(gym.spec("NoLimitCue-v0"))
+    finally:
+        del gym.registry["NoLimitCue-v0"]
+
+
+def test_an_episode_length_beyond_the_recorded_time_limit_raises_the_limit():
+    """A dataset recorded with episode_length 90 under a 100-step time limit, evaluated at 300:
+    the limit would have truncated every episode at 100 without a word."""
+    from rate.data.env_plugins import load_env_plugins
+    from rate.rl.experiment import EvalConfig, eval_env_kwargs, make_eval_env
+
+    load_env_plugins()  # (rate/TMaze-v0, as a run's evaluation loads it)
+    ev = EvalConfig(env_id="rate/TMaze-v0", env_kwargs={"episode_length": 90, "max_episode_steps": 100})
+    assert eval_env_kwargs(ev, 300) == {"episode_length": 300, "max_episode_steps": 300}
+    assert eval_env_kwargs(ev, 50) == {"episode_length": 50, "max_episode_steps": 100}  # (a longer limit stays)
+    assert eval_env_kwargs(ev, None) == ev.env_kwargs
+    env = make_eval_env(ev, 300)
+    assert env.spec.max_episode_steps == 300
+    env.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import warnings
 from collections.abc import Callable
@@ -235,8 +236,18 @@ def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
 
 def eval_env_kwargs(ev: EvalConfig, length: int | None) -> dict[str, Any]:
     """Keywords of the evaluation environment at ``length`` (None: its own): ``env_kwargs`` and
-    the swept one."""
-    return {**ev.env_kwargs, **({} if length is None else {ev.length_kwarg: length})}
+    the swept one.  An ``episode_length`` longer than the environment's time limit (recorded in
+    ``env_kwargs``, or registered) raises the limit to it: the limit would cut every episode short
+    without a word."""
+    kwargs = {**ev.env_kwargs, **({} if length is None else {ev.length_kwarg: length})}
+    if length is not None and ev.length_kwarg == "episode_length":
+        limit = kwargs.get("max_episode_steps")
+        if limit is None:
+            with contextlib.suppress(gym.error.Error):
+                limit = gym.spec(ev.env_id).max_episode_steps
+        if limit is not None and limit < length:
+            kwargs["max_episode_steps"] = length
+    return kwargs
 
 
 def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, str] | None = None) -> gym.Env:
@@ -429,7 +440,7 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
     :func:`evaluate_lengths`.  ``video``: a folder that every episode is recorded into as
     ``<env>-T<length>-env<i>-episode-0.mp4`` (:func:`make_eval_env`)."""
     load_env_plugins()
-    if None in lengths and not _ends_by_itself(ev):
+    if None in lengths and not ends_by_itself(ev.env_id, ev.env_kwargs):
         warnings.warn(f"{ev.env_id} registers no time limit: at its own length the rollouts run until every episode "
                       "ends (set one: lengths with eval.length_kwarg max_episode_steps, rate-eval --lengths N "
                       "--length-kwarg max_episode_steps)", stacklevel=3)
@@ -450,14 +461,14 @@ def rollout_lengths(ev: EvalConfig, policy_for_length: Callable[[], Any], length
     return results
 
 
-def _ends_by_itself(ev: EvalConfig) -> bool:
-    """Whether episodes of ``ev``'s environment end without a length given: a time limit in its
+def ends_by_itself(env_id: str, env_kwargs: dict[str, Any]) -> bool:
+    """Whether episodes of the environment end without a length given: a time limit in its
     keywords or its registration, or one of this project's tasks (each truncates itself).  An id
     that cannot be looked up: assumed so."""
-    if "max_episode_steps" in ev.env_kwargs:
+    if "max_episode_steps" in env_kwargs:
         return True
     try:
-        spec = gym.spec(ev.env_id)
+        spec = gym.spec(env_id)
     except gym.error.Error:
         return True
     return spec.max_episode_steps is not None or str(spec.entry_point).startswith("rate_envs")

@@ -187,8 +187,10 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
 
 def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, Any], given: dict[str, Any]) -> None:
     """Evaluating in another environment than the recorded one (``eval.env_id`` set by the user):
-    the recorded one's keywords (a maze layout, its time limit), wrappers and reference scores are dropped
-    unless the user gave them too; D4RL's scores of the new id take their place where it has some."""
+    the recorded one's keywords (a maze layout, its time limit), wrappers and reference scores are
+    dropped; only those the user gave stay (``eval.env_kwargs.max_episode_steps=50`` alone is
+    every keyword, not one merged into the recorded ones); D4RL's scores of the new id take their
+    place where it has some."""
     from rate.data.env_plugins import same_environment
 
     if "env_id" not in inferred:  # data recorded without an environment: the user's id may have D4RL scores
@@ -199,7 +201,9 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
     if same_environment(evaluation.get("env_id"), inferred["env_id"]):
         return
     for key in ("env_kwargs", "env_wrappers"):
-        if key not in given:
+        if key in given:  # (the merged value holds the recorded environment's entries too)
+            evaluation[key] = given[key]
+        else:
             evaluation.pop(key, None)
     if "length_kwarg" not in given:
         evaluation["length_kwarg"] = "max_episode_steps"  # (any id takes it; the recorded one's may not)
@@ -235,9 +239,11 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
     if dropped:
         warnings.warn(f"{spec.id}: the recorded environment keywords {dropped} are not plain data and are left out "
                       "of eval.env_kwargs; set them there if the environment needs them", stacklevel=2)
+    from rate.rl.experiment import ends_by_itself
+
     if spec.max_episode_steps is not None:
         kwargs["max_episode_steps"] = int(spec.max_episode_steps)
-    elif "episode_length" not in kwargs:
+    elif "episode_length" not in kwargs and not ends_by_itself(env_id, kwargs):  # (POPGym's tasks end by themselves)
         warnings.warn(f"{spec.id} was recorded without a time limit: an evaluation runs until every episode ends "
                       "by itself; set eval.env_kwargs.max_episode_steps=N (or eval.lengths) to cap it",
                       stacklevel=2)
