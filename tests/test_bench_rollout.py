@@ -182,3 +182,12 @@ def test_training_flops_leave_out_the_positional_products_the_attention_discards
     r = positions.table.shape[0]
     assert r == 2 * q_len - 1 and discarded[0] > 0
     assert counter.get_total_flops() - discarded[0] == 18 * b * h * q_len * q_len * dh + 4 * r * d * h * dh
+
+
+def test_the_window_policy_benchmark_compares_the_cached_and_recomputed_window(capsys):
+    from eval.bench.window_policy import main as window_main
+
+    assert window_main(["--config", "configs/tmaze/dt.yaml", "--set", "dataset_id=x", "--steps", "6", "--batch", "2",
+                        "--repeats", "1", "--threads", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "window 90 steps, 6 steps from a reset, batch 2" in out and "same actions at every step: yes" in out, out

@@ -337,21 +337,24 @@ def test_window_policy_slides_over_the_last_window():
         torch.testing.assert_close(step[:, 1:2], token)
 
 
-@pytest.mark.parametrize("obs_kind", ["vector", "image"])
-def test_window_policy_equals_the_models_forward_over_the_window(obs_kind):
+@pytest.mark.parametrize("obs_kind, memory, cached", [("vector", 0, True), ("image", 0, True), ("vector", 0, False),
+                                                     ("vector", 2, True)])
+def test_window_policy_equals_the_models_forward_over_the_window(obs_kind, memory, cached):
     """The window policy keeps embedded tokens (an image is encoded once); its outputs must be
-    the model's forward over the raw window, with the placeholder action at the current step."""
+    the model's forward over the raw window, with the placeholder action at the current step:
+    decoded with a key/value cache while the episode fits the window (steps 1-4; also a window of
+    two segments with memory tokens, closed at step 3), recomputed once it slides (steps 5-7)."""
     torch.manual_seed(0)
     shape = [4] if obs_kind == "vector" else [36, 40, 3]
-    cfg = RATEConfig(backbone=RMTConfig(d_model=32, n_layers=2, n_heads=2, d_head=16, num_mem_tokens=0),
-                     segment_steps=4, num_segments=1, obs_shape=shape, obs_kind=obs_kind,
-                     channels_last=obs_kind == "image")
+    cfg = RATEConfig(backbone=RMTConfig(d_model=32, n_layers=2, n_heads=2, d_head=16, num_mem_tokens=memory),
+                     segment_steps=4 if memory == 0 else 2, num_segments=1 if memory == 0 else 2, obs_shape=shape,
+                     obs_kind=obs_kind, channels_last=obs_kind == "image")
     model = RATEModel(cfg).eval()
-    policy = WindowPolicy(model, target_return=1.0, window=4)
+    policy = WindowPolicy(model, target_return=1.0, window=4, cached=cached)
     policy.reset(2)
     g = torch.Generator().manual_seed(0)
     obs_h, act_h, rtg_h, rtg, reward = [], [], [], torch.ones(2, 1), None
-    for _ in range(7):
+    for step in range(7):
         obs = torch.rand(2, *shape, generator=g)
         if reward is not None:
             rtg = rtg - reward.view(-1, 1)
@@ -362,6 +365,7 @@ def test_window_policy_equals_the_models_forward_over_the_window(obs_kind):
             out, _ = model(torch.stack(obs_h, 1), torch.stack(actions, 1), torch.stack(rtg_h, 1),
                            torch.ones(2, len(obs_h), dtype=torch.bool))
         torch.testing.assert_close(policy.last_output, out[:, -1], atol=1e-5, rtol=1e-5)
+        assert (policy.stream is not None) == (cached and len(act_h) < 4 and step < 4)  # (cached while it fits)
         act_h = (act_h + [action])[-4:]
         reward = torch.rand(2, generator=g)
 

@@ -9,8 +9,9 @@ Each environment has its own phase (rate/core/streaming.py), so one that starts 
 alone while the batch goes on.  The step itself is :class:`rate.rl.step.PolicyStep`, the function
 that rate.deploy.export traces.
 
-``WindowPolicy`` recomputes a window every step: the DT baseline's sliding window of N*K steps
-(each step's tokens embedded once, so an image is encoded once, not once per step in the window).
+``WindowPolicy`` is the DT baseline's sliding window of N*K steps: recomputed every step once it
+slides (each step's tokens embedded once, so an image is encoded once, not once per step in the
+window); before that, while the whole episode fits the window, decoded step by step as above.
 
 ``SegmentRecomputePolicy`` is the RATE reference code's inference procedure, kept as a comparison
 mode: every step re-runs the current segment from its first step (read memory, 3t tokens, write
@@ -141,20 +142,29 @@ class StreamingPolicy(BatchedPolicy):
 
 
 class WindowPolicy(BatchedPolicy):
-    """Recompute the last ``window`` steps every step (DT's sliding window; memory starts fresh).
+    """The model over the last ``window`` steps at every step (DT's sliding window; memory starts
+    fresh with the window).  Environments in lockstep (no per-environment restarts).
 
     The window is kept as embedded tokens: a step's return, observation and action are embedded
     when they arrive, exactly as :meth:`RATEModel.interleave` embeds a whole window (each token's
-    embedding depends on its own input only), and only the decoder runs over the window again."""
+    embedding depends on its own input only), and only the decoder runs over the window again.
+    While the episode still fits the window (its first ``window`` steps), the window is the
+    episode from its start, whose forward the streaming decode equals (to float rounding, as
+    :class:`StreamingPolicy`'s): those steps are decoded with a key/value cache, one step's tokens
+    per call instead of the whole window (``cached=False``: recomputed from the first step)."""
 
     def __init__(self, model: RATEModel, target_return: float, window: int | None = None, sample: bool = False,
-                 seed: int = 0):
+                 seed: int = 0, cached: bool = True):
         super().__init__(model, target_return, sample, seed)
         self.window = window or self.cfg.window_steps
+        self.step = PolicyStep(model, write_slots=True) if cached else None
 
+    @torch.inference_mode()
     def reset(self, n_envs: int) -> None:
         self._start(n_envs)
         self.steps: list[torch.Tensor] = []  # per step in the window: tokens (n, 3, D) of R_t, o_t, a_t
+        self.stream = None if self.step is None else self.step.decoding.initial(n_envs)
+        self.steps_seen = 0
 
     @torch.inference_mode()
     def act(self, obs, last_reward=None) -> np.ndarray:
@@ -164,10 +174,17 @@ class WindowPolicy(BatchedPolicy):
         # The current action is unknown; any placeholder works, o_t never sees a_t.
         placeholder = enc.embed_actions(self.no_action(n)[:, None])
         self.steps = (self.steps + [torch.cat([rtg, o, placeholder], 1)])[-self.window :]
-        t = len(self.steps)
-        valid = torch.ones(n, t, dtype=torch.bool, device=self.device)
-        out, _ = self.model.forward_tokens(torch.cat(self.steps, 1), valid)
-        action = self._choose(out[:, -1])
+        self.steps_seen += 1
+        if self.steps_seen > self.window:
+            self.stream = None  # the window slides from now on: its key/value cache is of no more use
+        if self.stream is not None:
+            previous = None if len(self.steps) == 1 else self.steps[-2][:, 2:]  # a_{t-1}'s token (n, 1, D)
+            h, self.stream = self.step.decode(self.stream, torch.cat([rtg, o], 1), previous, None)
+            out = self.model.head(h)
+        else:
+            valid = torch.ones(n, len(self.steps), dtype=torch.bool, device=self.device)
+            out = self.model.forward_tokens(torch.cat(self.steps, 1), valid)[0][:, -1]
+        action = self._choose(out)
         self.steps[-1] = torch.cat([rtg, o, enc.embed_actions(action[:, None])], 1)
         return self._as_array(action)
 
