@@ -151,11 +151,12 @@ class _EagerBackend:
         from dataclasses import replace
 
         from rate.rl.experiment import make_policy
+        from rate.rl.policy import StreamingPolicy
 
         ev = replace(self.cfg.eval, target_return=target_return, sample=self.sample, seed=self.seed)
         self.policy = make_policy(self.model, replace(self.cfg, eval=ev))
         self.policy.reset(n)
-        self.streaming = hasattr(self.policy, "step")  # per-row restarts (StreamingPolicy)
+        self.streaming = isinstance(self.policy, StreamingPolicy)  # (per-row restarts; the others in lockstep)
 
     def act(self, obs, reward, done):
         if done.any() and not self.streaming:
@@ -422,8 +423,8 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     except ConfigError:  # an older run config: the environments are made, their spaces not compared
         model = None
     # (any sequence: a list, or numpy's np.geomspace(...).astype(int), whose truth value is ambiguous)
-    lengths = [None] if lengths is None or len(lengths) == 0 else [int(t) for t in lengths]
-    if lengths != [None] and min(lengths) < 3:  # (as eval.lengths in a config, and rate-eval --lengths)
+    lengths = [None] if lengths is None or len(lengths) == 0 else [None if t is None else int(t) for t in lengths]
+    if any(t is not None and t < 3 for t in lengths):  # (as eval.lengths in a config, and rate-eval --lengths)
         raise ValueError(f"lengths must be at least 3 each, got {lengths}")
     if ev.length_kwarg in (env_kwargs or {}) and lengths != [None]:  # (the lengths would replace it unseen)
         value = env_kwargs[ev.length_kwarg]

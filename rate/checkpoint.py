@@ -56,7 +56,7 @@ RESUME_REFUSED_EXIT = 3
 
 
 class RunFolderHeld(CheckpointError):
-    """A run folder that another process holds (:func:`exclusive_run_dir`): its trainer is still
+    """A run folder that another process holds (:func:`rate.run_folder.exclusive_run_dir`): its trainer is still
     running.  The trainers exit with :data:`RUN_FOLDER_HELD_EXIT` for it, so a sweep skips the run
     (another sweep trains it) instead of failing."""
 

@@ -289,9 +289,9 @@ def read_config_file(path: str | Path, _children: tuple[Path, ...] = ()) -> dict
     base's mapping underneath: sections merge key by key, any other value of the file replaces the
     base's.  So a config states only what differs from its family's base."""
     path = Path(path)
-    if path.is_dir():  # (a Minari dataset folder, given where the config goes)
-        raise ConfigError(f"{path} is a folder, not a YAML config file; a dataset is trained with rate-train --dataset "
-                          f"{path} (rate.train(dataset=...))")
+    if path.is_dir():  # (e.g. a dataset or run folder, given where the config goes)
+        raise ConfigError(f"{path} is a folder, not a YAML config file" + (f" (extended by {_children[-1]})"
+                                                                           if _children else ""))
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}" + (f" (extended by {_children[-1]})" if _children else ""))
     try:

@@ -36,6 +36,30 @@ def checkpoint(tmp_path: Path, **model) -> Path:
     return save_checkpoint(tmp_path / "ckpt", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg))
 
 
+def test_a_window_policy_acts_and_evaluates_through_the_api_restarting_all_rows_together(tmp_path):
+    """DT's window policy (policy: window) through load_policy and evaluate: past its window, then
+    a new episode for every row (the same first step as after reset); a new episode for some rows
+    only is refused (it has no per-row state)."""
+    torch.manual_seed(0)
+    backbone = RMTConfig(d_model=32, n_layers=2, n_heads=2, d_head=16, d_inner=32, num_mem_tokens=0)
+    cfg = RATEExperimentConfig(model=RATEConfig(backbone=backbone, segment_steps=6, num_segments=1, obs_shape=[4]),
+                               policy="window")
+    path = save_checkpoint(tmp_path / "dt", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg))
+    policy = rate.load_policy(path)
+    policy.reset(2)
+    first = policy.act(np.zeros((2, 4), np.float32))
+    first_output = policy.last_output.copy()
+    for t in range(8):  # (the 6-step window slides)
+        policy.act(np.full((2, 4), t, np.float32), np.zeros(2))
+    with pytest.raises(ValueError, match="restarts all environments together"):
+        policy.act(np.zeros((2, 4), np.float32), np.zeros(2), done=np.array([True, False]))
+    again = policy.act(np.zeros((2, 4), np.float32), np.zeros(2), done=np.array([True, True]))
+    np.testing.assert_array_equal(again, first)
+    np.testing.assert_allclose(policy.last_output, first_output, atol=1e-6)
+    result = rate.evaluate(path, lengths=[9], episodes=2)
+    assert set(result) == {9} and 0.0 <= result[9]["success"] <= 1.0
+
+
 def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):
     policy = rate.load_policy(checkpoint(tmp_path))
     with pytest.raises(RuntimeError, match="reset"):
@@ -466,6 +490,8 @@ def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkey
     assert played[-1][0] == [10, 100, 1000] and all(type(t) is int for t in played[-1][0])
     with pytest.raises(ValueError, match=r"lengths must be at least 3 each, got \[1, 5\]"):
         rate.evaluate(policy, lengths=[1, 5])
+    rate.evaluate(policy, lengths=[None, 50])  # (the environment's own length among others)
+    assert played[-1][0] == [None, 50]
 
 
 def test_train_refuses_what_it_would_otherwise_ignore_or_misread(tmp_path):

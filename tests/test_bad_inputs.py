@@ -188,9 +188,14 @@ def test_missing_and_invalid_config_files(tmp_path, capsys):
     assert err == f"error: {binary}: not a text file (a YAML config was expected)\n", err
     folder = tmp_path / "some-dataset-v0"  # a dataset folder given where the config goes
     folder.mkdir()
-    assert main([str(folder)]) == 2
-    assert capsys.readouterr().err == (f"error: {folder} is a folder, not a YAML config file; a dataset is trained "
-                                       f"with rate-train --dataset {folder} (rate.train(dataset=...))\n")
+    with pytest.raises(SystemExit) as usage:
+        main([str(folder)])
+    assert usage.value.code == 2 and (f"error: {folder} is a folder, not a YAML config file: a Minari dataset folder "
+                                      "is trained with --dataset FOLDER") in capsys.readouterr().err
+    from rate.config import ConfigError, read_config_file  # (every trainer's: the folder named, no advice)
+
+    with pytest.raises(ConfigError, match=f"^{folder} is a folder, not a YAML config file$"):
+        read_config_file(folder)
 
 
 def test_episodes_shorter_than_a_segment_are_padded_not_refused(tmp_path):

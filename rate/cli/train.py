@@ -56,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--model picks the architecture when there is no CONFIG; the CONFIG file states its own")
     if args.download and not args.dataset:
         parser.error("--download goes with --dataset")
+    if args.config and Path(args.config).is_dir():  # (a dataset folder, or a run folder, where the config goes)
+        parser.error(f"{args.config} is a folder, not a YAML config file: a Minari dataset folder is trained with "
+                     "--dataset FOLDER, a run folder continued with --resume --out FOLDER")
 
     load_config = None
     if args.dataset:
