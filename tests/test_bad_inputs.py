@@ -19,6 +19,7 @@ from minari.storage import get_dataset_path
 
 from rate.checkpoint import save_checkpoint
 from rate.cli.records import read_rows
+from rate.config import ConfigError
 from tests.tiny_tmaze import TINY, held_by_another_process, tiny, tiny_data
 from rate.cli.train import main
 from rate.rl.trainer import STATE_FILE, train
@@ -192,7 +193,7 @@ def test_missing_and_invalid_config_files(tmp_path, capsys):
         main([str(folder)])
     assert usage.value.code == 2 and (f"error: {folder} is a folder, not a YAML config file: a Minari dataset folder "
                                       "is trained with --dataset FOLDER") in capsys.readouterr().err
-    from rate.config import ConfigError, read_config_file  # (every trainer's: the folder named, no advice)
+    from rate.config import read_config_file  # (every trainer's: the folder named, no advice)
 
     with pytest.raises(ConfigError, match=f"^{folder} is a folder, not a YAML config file$"):
         read_config_file(folder)
@@ -290,12 +291,15 @@ def test_resume_may_extend_training_and_reports_the_whole_time(tmp_path, capsys,
     # A finished run resumed again (a kill between its last checkpoint and its row) evaluates
     # again, so its row is complete, and keeps the training time of its last checkpoint (not the
     # first row's, which also counts the moments after that checkpoint).
-    trained = torch.load(out / STATE_FILE, weights_only=False)["train_seconds"]
-    assert trained > 0
+    state = torch.load(out / STATE_FILE, weights_only=False)
+    assert state["train_seconds"] > 0
+    state["train_seconds"] = 1234.5  # (a marker: the row must carry exactly this, nothing added)
+    torch.save(state, out / STATE_FILE)
     killed_before_its_row = tmp_path / "again.csv"
     assert main([*args, "--csv", str(killed_before_its_row)]) == 0
     (again,) = read_rows(killed_before_its_row)
-    assert again["success_T12"] == row["success_T12"] and float(again["train_seconds"]) >= round(trained, 1)
+    assert again["success_T12"] == row["success_T12"]
+    assert float(again["train_seconds"]) == pytest.approx(1234.5, abs=0.1)
     # Into the CSV that has its row: one row per run (a sweep's second trainer of a run that
     # another sweep finished meanwhile stops here too).
     before = digest(out, csv)
@@ -552,13 +556,18 @@ def test_a_csv_that_is_not_a_results_file_is_refused_before_training(tmp_path, c
 def test_a_csv_of_another_kind_of_experiment_is_refused_before_training(tmp_path, capsys, finished_run):
     """An RL run recorded in the language-modelling CSV would leave its rows without test_bpc
     (and the LM page stopped at them); the RL CSV of another task takes the row."""
-    from rate.cli.records import check_results_csv
-    from rate.config import ConfigError, config_row, load_yaml
+    from rate.cli.records import append_row, check_results_csv
+    from rate.config import config_row, load_yaml
     from rate.rl.experiment import RATEExperimentConfig
 
+    from train.experiments.algorithmic import AlgorithmicConfig
+    from train.experiments.lm import LMExperimentConfig
+
     config, _ = finished_run
-    lm_csv = tmp_path / "lm.csv"
-    shutil.copy("results/lm.csv", lm_csv)
+    lm_csv, algorithmic_csv, rl_csv = tmp_path / "lm.csv", tmp_path / "algorithmic.csv", tmp_path / "popgym.csv"
+    for path, cfg in ((lm_csv, LMExperimentConfig()), (algorithmic_csv, AlgorithmicConfig()),
+                      (rl_csv, RATEExperimentConfig(dataset_id="rate/popgym/RepeatFirstEasy-oracle-v0"))):
+        append_row(path, {"run": "a/seed0", **config_row(cfg), "train_seconds": 1.0})  # (as their trainers write)
     before = lm_csv.read_bytes()
     assert main([str(config), "--out", str(tmp_path / "new"), "--csv", str(lm_csv), "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -566,9 +575,9 @@ def test_a_csv_of_another_kind_of_experiment_is_refused_before_training(tmp_path
                           "this run's are eval, model, train)") and err.count("\n") == 1, err
     assert lm_csv.read_bytes() == before and not (tmp_path / "new" / "model.safetensors").exists()
     columns = config_row(load_yaml(RATEExperimentConfig, config, []))
-    check_results_csv("results/popgym.csv", columns)  # (another RL task's rows: accepted)
+    check_results_csv(rl_csv, columns)  # (another RL task's rows: accepted)
     with pytest.raises(ConfigError, match="another kind of experiment"):
-        check_results_csv("results/algorithmic.csv", columns)
+        check_results_csv(algorithmic_csv, columns)
 
 
 def test_a_folder_that_holds_a_run_is_refused(capsys, finished_run):
@@ -654,7 +663,7 @@ def test_best_checkpoint_and_snapshots(tmp_path):
     train(tiny(**{"train.steps": 4, "train.eval_every": 2, "eval.episodes": 0, "snapshot_every": 2}),
           tmp_path / "quiet", progress=False)
     assert sorted(p.name for p in (tmp_path / "quiet" / "snapshots").iterdir()) == ["step_2", "step_4"]
-    with pytest.raises(Exception, match="multiple of train.eval_every"):
+    with pytest.raises(ConfigError, match="multiple of train.eval_every"):
         tiny(**{"train.eval_every": 2, "snapshot_every": 3})
 
 
@@ -685,9 +694,9 @@ def test_a_logged_run_is_named_after_its_folder_not_the_staging_folder_of_a_repl
 
 def test_a_window_stride_that_would_be_ignored_or_skip_steps_is_refused():
     window = tiny().model.window_steps
-    with pytest.raises(Exception, match="window_stride sets where strided windows start; with window_start 'random'"):
+    with pytest.raises(ConfigError, match="window_stride sets where strided windows start; with window_start 'random'"):
         tiny(**{"window_start": "random", "window_stride": 2})
-    with pytest.raises(Exception, match=f"window_stride {window + 1} is longer than a window .{window} steps."):
+    with pytest.raises(ConfigError, match=f"window_stride {window + 1} is longer than a window .{window} steps."):
         tiny(**{"window_start": "strided", "window_stride": window + 1})
     assert tiny(**{"window_start": "strided", "window_stride": window}).window_stride == window
 

@@ -547,9 +547,23 @@ def test_writes_and_swaps_reach_the_disk_before_the_next_step_depends_on_them(tm
     assert (out / "new.txt").read_text() == "new run" and not (out / "old.txt").exists()
 
 
-def test_provenance_is_read_once_and_each_caller_gets_its_own_copy():
+def test_provenance_is_read_once_and_each_caller_gets_its_own_copy(monkeypatch):
+    import rate.checkpoint
     from rate.checkpoint import provenance
 
+    calls = []
+    real_run = subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: calls.append(a) or real_run(*a, **k))
+    rate.checkpoint._provenance.cache_clear()
+    try:
+        provenance()
+        asked = len(calls)
+        assert asked >= 1  # (git, for the commit)
+        provenance()
+        provenance()
+        assert len(calls) == asked  # read once per process
+    finally:
+        rate.checkpoint._provenance.cache_clear()  # (what the patched run returned is not kept)
     first = provenance()
     first["rate_version"] = "edited by a caller"
     assert provenance()["rate_version"] != "edited by a caller" and provenance() is not provenance()

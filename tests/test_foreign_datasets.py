@@ -106,6 +106,14 @@ def test_cartpole_discrete_vectors_train_and_evaluate_with_no_yaml(datasets, tmp
     policy, metrics = rate.train(dataset="tests/cartpole-random-v0", overrides=TINY, out=tmp_path / "run",
                                  progress=False)
     assert list(metrics["eval"]) == [None]  # one evaluation, at CartPole's own length
+    # The dataset's observation statistics reach the trained model, its checkpoint and the loaded policy.
+    from rate.data.episodes import observation_stats
+
+    mean, std = observation_stats(load_minari_episodes("tests/cartpole-random-v0")[0])
+    assert not np.allclose(mean, 0) and not np.allclose(std, 1)
+    for model in (policy.model, rate.load_policy(tmp_path / "run").model):
+        np.testing.assert_allclose(model.encoders.obs_mean.numpy(), mean, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(model.encoders.obs_std.numpy(), std, rtol=1e-6, atol=1e-7)
     (result,) = rate.evaluate(policy, episodes=3).values()
     assert result["success"] is None  # CartPole reports no success: none is made up
     assert result["return"] >= 8 and "normalized_score" not in result  # CartPole lasts >= 8 steps

@@ -105,12 +105,13 @@ def test_discrete_actions_that_do_not_start_at_zero_are_refused():
     assert "start at 0" in space_mismatch(obs, gym.spaces.Discrete(3, start=1), cfg)
 
 
-def small_rate(**backbone):
+def small_rate(rtg_scale: float = 1.0, **backbone):
     base = dict(d_model=32, n_layers=2, n_heads=2, d_head=16, d_inner=32, num_mem_tokens=2, memory_update="mrv",
                 mrv_heads=2)
     base.update(backbone)
     torch.manual_seed(0)
-    return RATEModel(RATEConfig(backbone=RMTConfig(**base), segment_steps=3, num_segments=3, obs_shape=[4])).eval()
+    return RATEModel(RATEConfig(backbone=RMTConfig(**base), segment_steps=3, num_segments=3, obs_shape=[4],
+                                rtg_scale=rtg_scale)).eval()
 
 
 def test_the_policies_return_to_go_keeps_a_reward_a_float32_running_value_would_round_away():
@@ -185,9 +186,10 @@ def test_loss_is_the_mean_over_the_valid_steps_only():
 @pytest.mark.parametrize("page_slots", [None, 32, 4])
 def test_streaming_policy_equals_recomputing_the_trajectory(backbone, page_slots):
     """Every logit of a rollout decoded token by token equals a full forward over the prefix, with
-    the key/value buffer flat, in one page, or in pages of 4 slots (3-token steps cross pages)."""
-    model = small_rate(**backbone)
-    policy = StreamingPolicy(model, target_return=1.0, page_slots=page_slots)
+    the key/value buffer flat, in one page, or in pages of 4 slots (3-token steps cross pages).
+    Returns-to-go scaled as in training (rtg_scale 7: the target and every reward divided by it)."""
+    model = small_rate(rtg_scale=7.0, **backbone)
+    policy = StreamingPolicy(model, target_return=7.0, page_slots=page_slots)
     policy.reset(2)
     assert (policy.step.decoding.pages > 1) == (page_slots == 4)
     g = torch.Generator().manual_seed(2)
@@ -197,7 +199,7 @@ def test_streaming_policy_equals_recomputing_the_trajectory(backbone, page_slots
     for t in range(11):  # crosses three segment boundaries (K = 3)
         obs = torch.randn(2, 4, generator=g)
         if reward is not None:
-            rtg = rtg - reward.view(-1, 1)
+            rtg = rtg - reward.view(-1, 1) / 7.0
         action = policy.act(obs.numpy(), None if reward is None else reward.numpy())
         obs_hist.append(obs)
         rtg_hist.append(rtg)
@@ -225,8 +227,8 @@ def test_environments_that_restart_at_different_times_match_their_own_episode(ba
     """A batch whose rows start new episodes at different steps: each row's logits equal a full
     forward over that row's own episode alone (fresh memory and cache at its restart).  Rows out
     of step write their tokens at different slots, with pages of 4 slots in different pages."""
-    model = small_rate(**backbone)
-    policy = StreamingPolicy(model, target_return=1.0, page_slots=page_slots)
+    model = small_rate(rtg_scale=7.0, **backbone)
+    policy = StreamingPolicy(model, target_return=7.0, page_slots=page_slots)  # (returns-to-go scaled by 7)
     n, steps = 3, 14
     restarts = {1: [4], 2: [2, 9]}  # row -> steps at which it starts a new episode (row 0 never)
     policy.reset(n)
@@ -241,7 +243,7 @@ def test_environments_that_restart_at_different_times_match_their_own_episode(ba
             h = history[i]
             if new[i]:
                 h["obs"], h["act"], h["rtg"] = [], [], []
-            rtg = torch.ones(1) if not h["rtg"] else h["rtg"][-1] - reward[i]
+            rtg = torch.ones(1) if not h["rtg"] else h["rtg"][-1] - reward[i] / 7.0
             h["obs"].append(obs[i])
             h["rtg"].append(rtg)
             out, _ = model(torch.stack(h["obs"])[None], torch.tensor(h["act"] + [4])[None],

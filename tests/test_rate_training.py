@@ -212,6 +212,25 @@ def test_a_non_finite_gradient_stops_before_the_optimiser_step():
         assert torch.equal(value, before[name]), name
 
 
+def test_the_gradient_is_clipped_to_grad_clip_and_the_norm_before_clipping_is_returned():
+    """A loss whose gradient has norm 50: the step applies a gradient of norm grad_clip (0.1), and
+    the norm logged (returned) is the one before clipping."""
+    from rate.training import TrainConfig, TrainingLoop
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    loop = TrainingLoop(model, TrainConfig(steps=1, warmup_steps=0, grad_clip=0.1, lr=1.0, weight_decay=0.0),
+                        progress=False)
+    seen = []
+    model.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.clone()))
+    norm = loop.optimise(50.0 * model(torch.ones(1, 1)).sum())  # d(loss)/d(weight) = 50
+    assert float(norm) == pytest.approx(50.0)
+    assert seen and float(seen[0].norm()) == pytest.approx(50.0)  # (the raw gradient)
+    assert float(model.weight.grad.norm()) == pytest.approx(0.1, rel=1e-5)  # what the optimiser stepped with
+    assert loop._grad_norm == pytest.approx(50.0)  # (what end_batch logs as train/grad_norm)
+
+
 def test_a_run_resumed_at_its_last_step_keeps_that_steps_scalars(tmp_path):
     # Killed after its last checkpoint (step 4) and before its row: the resumed run logs only its
     # final evaluation at step 4, and must not purge what the killed run logged at step 4.

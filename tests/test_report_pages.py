@@ -151,13 +151,34 @@ def test_pages_refuse_an_empty_csv_or_one_of_another_kind(tmp_path, module, caps
 PAGES = ["aar", "algorithmic", "lm", "memory_maze", "minigrid", "mujoco", "popgym", "tmaze", "tmaze_valve", "vizdoom"]
 
 
+def experiment_row(kind: str) -> dict:
+    """A CSV row as the trainer of ``kind`` writes it: run name, every config value, metrics, machine."""
+    from rate.config import config_row
+    from rate.rl.experiment import RATEExperimentConfig
+    from train.experiments.algorithmic import AlgorithmicConfig
+    from train.experiments.lm import LMExperimentConfig
+
+    if kind == "lm":
+        return {"run": "baseline/seed0", **config_row(LMExperimentConfig()), "valid_bpc": "2.0", "test_bpc": "2.1",
+                "train_seconds": "60", **MACHINE}
+    if kind == "algorithmic":
+        return {"run": "reverse/rmt/seg1/seed0", **config_row(AlgorithmicConfig()), "gen_token_acc": "1.0",
+                "answer_acc": "1.0", "params": "1000", "train_seconds": "60", **MACHINE}
+    dataset, run, metrics = {"popgym": ("rate/popgym/RepeatPreviousEasy-oracle-v0", "RepeatPreviousEasy/rate/seed0",
+                                        {"return_T51": "1.0"}),
+                             "tmaze": ("rate/tmaze/oracle-T90-v0", "rate/seed0", {"success_T90": "1.0",
+                                                                                  "return_T90": "1.0"}),
+                             "mujoco": ("rate/mujoco/halfcheetah-ars-v0", "rate/seed0", {"return": "1000"})}[kind]
+    return {"run": run, **config_row(RATEExperimentConfig(dataset_id=dataset)), **metrics, "train_seconds": "60",
+            **MACHINE}
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_pages_refuse_another_experiments_csv_in_one_line_before_writing(tmp_path, page, capsys):
-    """Each committed results CSV of another experiment, given to a page: one line naming the
-    missing column or the other task's dataset, exit 2, the old page left (was a KeyError, or a
+    """Rows of another experiment (as its trainer writes them), given to a page: one line naming
+    the missing column or the other task's dataset, exit 2, the old page left (was a KeyError, or a
     page of POPGym rows under the T-Maze title)."""
     import importlib
-    from pathlib import Path
 
     main = importlib.import_module(f"eval.reports.{page}").main
     (tmp_path / "keep.md").write_text("old page")
@@ -165,8 +186,9 @@ def test_pages_refuse_another_experiments_csv_in_one_line_before_writing(tmp_pat
     if page == "tmaze_valve":
         others.remove("tmaze")  # (the same task's rows: the valve page reads them)
     for other in others:
+        write_csv(tmp_path / f"{other}.csv", [experiment_row(other)])
         with pytest.raises(SystemExit) as exc:
-            main(["--csv", str(Path(f"results/{other}.csv")), "--out", str(tmp_path / "keep.md")])
+            main(["--csv", str(tmp_path / f"{other}.csv"), "--out", str(tmp_path / "keep.md")])
         err = capsys.readouterr().err
         assert exc.value.code == 2 and "Traceback" not in err and err.count(": error: ") == 1, err
         assert any(why in err for why in ("is it the results CSV of another experiment?", "another task's dataset",

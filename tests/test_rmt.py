@@ -100,6 +100,9 @@ def test_incremental_decoding_equals_full_forward(name, page_slots, read_align, 
             outs.append(h)
     torch.testing.assert_close(torch.cat(outs, 1), full_h, atol=1e-5, rtol=1e-5)
     state = decoding.close_full(state)
+    # (first that the full forward carries what the config asks for: the checks below would skip it)
+    assert (full_state.memory is None) == (CONFIGS[name].get("num_mem_tokens", 0) == 0)
+    assert len(full_state.cache) == (2 if CONFIGS[name].get("mem_len", 0) else 0)
     if full_state.memory is not None:
         torch.testing.assert_close(state.memory, full_state.memory, atol=1e-5, rtol=1e-5)
     for layer, expected in enumerate(full_state.cache):  # the valid (right-aligned) cache slots
