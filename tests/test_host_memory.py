@@ -75,3 +75,42 @@ def test_the_training_bench_times_a_step_with_freed_memory_kept(monkeypatch):
     result = bench.run_kept(bench.Size("tiny", 32, 1, 2, 16, False, 2, 4, 2, 4), seconds=0.05)
     assert asked == [True] and result["applied"] is applied
     assert result["seconds_per_step"] > 0 and result["tokens_per_s"] > 0 and result["rss_peak_mb"] > 0
+    # The pair's other half: the same step with malloc's default, the setting not asked for.
+    plain = bench.run_kept(bench.Size("tiny", 32, 1, 2, 16, False, 2, 4, 2, 4), seconds=0.05, keep=False)
+    assert asked == [True] and plain["applied"] is False and plain["tokens_per_s"] > 0
+
+
+def test_the_training_page_pairs_kept_and_default_children_in_alternating_order(tmp_path, monkeypatch):
+    """The kept/default comparison comes from pairs of children run one after the other, the order
+    alternating between rounds; the page gives the ratio per pair with its range (the children
+    here are stand-ins: what is tested is the order and the arithmetic)."""
+    import eval.bench.rate_training as bench
+
+    calls = []
+
+    def children(module, names, options):
+        calls.append(list(names))
+        out = []
+        for i, name in enumerate(names):
+            size, _, malloc = name.partition(":")
+            row = {"name": size, "params": 1, "form": "gathered", "tokens_per_s": 100.0, "gflop_per_step": 1.0,
+                   "gflops": 10.0, "peak_gflops": 100.0, "rss_peak_mb": 50.0, "rss_growth_mb": 1.0,
+                   "gathered_s": 1.0, "factored_s": 1.0, "gathered_peak_mb": 1.0, "factored_peak_mb": 1.0,
+                   "pos_before_ms": 1.0, "pos_now_ms": 1.0, "applied": malloc == "kept",
+                   "profile": [("aten::mm", 0.5, 3)], "copy_share": 0.1}
+            if malloc:  # (kept: 10 % faster in the first round, 30 % in the second)
+                first_round = i < len(names) // 2
+                speed = 1.0 if malloc == "default" else (1.1 if first_round else 1.3)
+                row |= {"seconds_per_step": 1.0 / speed, "tokens_per_s": 100.0 * speed}
+            out.append(row)
+        return out
+
+    monkeypatch.setattr(bench, "run_children", children)
+    monkeypatch.setattr(bench.torch, "set_num_threads", lambda n: None)  # (this process's count stays)
+    assert bench.main(["--out", str(tmp_path / "page.md")]) == 0
+    _, paired = calls
+    sizes = [s.name for s in bench.SIZES]
+    assert paired[: 2 * len(sizes)] == [f"{s}:{m}" for s in sizes for m in ("default", "kept")]
+    assert paired[2 * len(sizes):] == [f"{s}:{m}" for s in sizes for m in ("kept", "default")]
+    text = (tmp_path / "page.md").read_text()
+    assert f"| {sizes[0]} | 100 | 120 | 1.20x (1.10-1.30) |" in text, text

@@ -21,9 +21,9 @@ on random T-Maze-shaped windows.  Reported side by side from one run:
   training shapes of each configuration (the model uses the GEMM per head only when decoding);
 * seconds per training step with the positional scores gathered into a bias or factored into
   wider heads (rate/core/attention.py), side by side, and which of the two the model takes;
-* each configuration once more in a child that keeps freed memory (``train.keep_freed_memory``,
-  rate/host_memory.py): tokens/s, share of the matmul peak and peak memory beside the default
-  allocator's.
+* each configuration in pairs of children, one keeping freed memory (``train.keep_freed_memory``,
+  rate/host_memory.py), one with the default allocator, in alternating order over two rounds:
+  tokens/s, share of the matmul peak and peak memory of both, and the ratio per pair.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import contextlib
 import json
 import math
 import resource
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +80,7 @@ SIZES = [
 ]
 AUTOMATIC_THRESHOLD = attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL
 PEAK_SIZE = 2048  # the matmul peak: a PEAK_SIZE^3 GEMM, as results/performance.md and the reference file
+PAIR_ROUNDS = 2  # rounds of the default/kept pairs (alternating which runs first)
 COPY_OPS = ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::stack")
 
 
@@ -199,10 +201,11 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     return result
 
 
-def run_kept(size: Size, seconds: float) -> dict:
-    """The training step of ``size`` (the positional form the model takes) with freed memory
-    kept: seconds per step, the matmul peak measured in the same process, peak resident memory."""
-    applied = keep_freed_memory()
+def run_kept(size: Size, seconds: float, keep: bool = True) -> dict:
+    """The training step of ``size`` (the positional form the model takes) with freed memory kept
+    (``keep``; else malloc's default, the pair's other half): seconds per step, the matmul peak
+    measured in the same process, peak resident memory."""
+    applied = keep_freed_memory() if keep else False
     peak = matmul_peak(seconds, PEAK_SIZE)
     model, step = training_step(size)
     t = size.K * size.N
@@ -225,14 +228,21 @@ def main(argv: list[str] | None = None) -> int:
         return status
     torch.set_num_threads(args.threads)
     if args.one:
-        name, _, kept = args.one.partition(":")
+        name, _, malloc = args.one.partition(":")
         size = next(s for s in SIZES if s.name == name)
-        print(json.dumps(run_kept(size, args.seconds) if kept else
+        print(json.dumps(run_kept(size, args.seconds, keep=malloc == "kept") if malloc else
                          run_one(size, args.seconds, profile=size.name == "reference-script")))
         return 0
     options = ["--threads", str(args.threads), "--seconds", str(args.seconds)]
     results = run_children("eval.bench.rate_training", [size.name for size in SIZES], options)
-    kept = run_children("eval.bench.rate_training", [f"{size.name}:kept" for size in SIZES], options)
+    # Freed memory kept or not: paired children per size, in alternating order over PAIR_ROUNDS
+    # rounds, so that a machine slowing down between them shows in the range, not in the ratio.
+    order = [(size.name, malloc) for r in range(PAIR_ROUNDS) for size in SIZES
+             for malloc in (("default", "kept") if r % 2 == 0 else ("kept", "default"))]
+    paired = run_children("eval.bench.rate_training", [f"{name}:{malloc}" for name, malloc in order], options)
+    pairs: dict[str, dict[str, list[dict]]] = {size.name: {"default": [], "kept": []} for size in SIZES}
+    for (name, malloc), result in zip(order, paired, strict=True):
+        pairs[name][malloc].append(result)
     info = machine_info()
     command = bench_command("eval.bench.rate_training", argv)
     lines = ["# RATE training throughput", "",
@@ -275,18 +285,26 @@ def main(argv: list[str] | None = None) -> int:
     for r in results:
         lines.append(f"| {r['name']} | {r['pos_before_ms']:.2f} | {r['pos_now_ms']:.2f} | "
                      f"{r['pos_before_ms'] / r['pos_now_ms']:.1f}x |")
+    applied = all(k["applied"] for p in pairs.values() for k in p["kept"])
     lines += ["", "## Freed memory kept (train.keep_freed_memory)", "",
-              "Each configuration's step again in a child whose malloc keeps freed blocks for reuse instead of "
-              "returning them to the kernel (rate/host_memory.py; "
-              f"{'applied' if all(k['applied'] for k in kept) else 'NOT applied: no usable mallopt here'}): "
-              "the positional form the model takes, GFLOP/step as counted above, its own matmul peak.", "",
-              "| config | tokens/s default | tokens/s kept | kept / default | of matmul peak default | "
+              "Each configuration's step in a pair of children, one whose malloc keeps freed blocks for reuse instead "
+              "of returning them to the kernel (rate/host_memory.py; "
+              f"{'applied' if applied else 'NOT applied: no usable mallopt here'}) and one with malloc's default, "
+              f"run one after the other in alternating order, {PAIR_ROUNDS} rounds: the positional form the model "
+              "takes, GFLOP/step as counted above, each child's own matmul peak; medians over the rounds, the ratio "
+              "per pair (min-max).", "",
+              "| config | tokens/s default | tokens/s kept | kept / default (min-max) | of matmul peak default | "
               "of matmul peak kept | peak RSS MB default | peak RSS MB kept |", "|---|---|---|---|---|---|---|---|"]
-    for r, k in zip(results, kept):
-        kept_share = r["gflop_per_step"] / k["seconds_per_step"] / k["peak_gflops"]
-        lines.append(f"| {r['name']} | {r['tokens_per_s']:.0f} | {k['tokens_per_s']:.0f} | "
-                     f"{k['tokens_per_s'] / r['tokens_per_s']:.2f}x | {r['gflops'] / r['peak_gflops']:.1%} | "
-                     f"{kept_share:.1%} | {r['rss_peak_mb']:.0f} | {k['rss_peak_mb']:.0f} |")
+    for r in results:
+        d, k = pairs[r["name"]]["default"], pairs[r["name"]]["kept"]
+        ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(d, k, strict=True)]
+        share = [statistics.median(r["gflop_per_step"] / x["seconds_per_step"] / x["peak_gflops"] for x in runs)
+                 for runs in (d, k)]
+        lines.append(f"| {r['name']} | {statistics.median(x['tokens_per_s'] for x in d):.0f} | "
+                     f"{statistics.median(x['tokens_per_s'] for x in k):.0f} | {statistics.median(ratios):.2f}x "
+                     f"({min(ratios):.2f}-{max(ratios):.2f}) | {share[0]:.1%} | {share[1]:.1%} | "
+                     f"{statistics.median(x['rss_peak_mb'] for x in d):.0f} | "
+                     f"{statistics.median(x['rss_peak_mb'] for x in k):.0f} |")
     ref = next(r for r in results if "profile" in r)
     lines += ["", "## Where the time goes (reference-script size, 3 training steps)", "",
               f"Layout copies ({', '.join(COPY_OPS)}) take {ref['copy_share']:.1%} of the self CPU time.", "",

@@ -79,7 +79,8 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
     median and the mean seconds per step ({"median": .., "mean": ..}; with ``segment_steps`` K also
     "closing", the median of the steps that close a segment, t = K, 2K, .., and "ordinary", the
     median of the other steps after the first), and whether all policies chose the same actions
-    at every step.
+    at every step with outputs within ``OUTPUT_TOLERANCE`` of each other (an argmax alone can agree
+    while the logits do not).
 
     Each policy plays its ``steps`` steps in a row, as in a rollout, one policy after the other.
     Interleaving the policies step by step (as this benchmark did before) put a reference step,
@@ -87,17 +88,21 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
     steps, which no rollout does."""
     rng = np.random.default_rng(seed)
     observations = [rng.standard_normal((batch, obs_dim)).astype(np.float32) for _ in range(steps)]
-    times, actions = {}, {}
+    times, actions, outputs = {}, {}, {}
     for name, policy in policies.items():
         policy.reset(batch)
-        reward, times[name], actions[name] = None, [], []
+        reward, times[name], actions[name], outputs[name] = None, [], [], []
         for obs in observations:
             start = time.perf_counter()
             actions[name].append(policy.act(obs, reward))
             times[name].append(time.perf_counter() - start)
+            outputs[name].append(np.asarray(policy.last_output, dtype=np.float64))
             reward = np.zeros(batch, dtype=np.float32)
     first, *others = actions.values()
-    identical = all(np.array_equal(a, b) for other in others for a, b in zip(first, other))
+    first_out, *other_outs = outputs.values()
+    identical = (all(np.array_equal(a, b) for other in others for a, b in zip(first, other))
+                 and all(np.abs(a - b).max(initial=0.0) <= OUTPUT_TOLERANCE
+                         for other in other_outs for a, b in zip(first_out, other)))
     stats = {}
     for name, t in times.items():
         stats[name] = {"median": statistics.median(t), "mean": statistics.fmean(t)}
@@ -106,6 +111,9 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
             stats[name] |= {"closing": statistics.median(closing),
                             "ordinary": statistics.median(x for i, x in enumerate(t) if i > 0 and i % segment_steps)}
     return stats, identical
+
+
+OUTPUT_TOLERANCE = 1e-4  # largest output difference between two policies called the same (as the export parity)
 
 
 def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
@@ -138,7 +146,7 @@ class OnnxAsPolicy:
     def act(self, obs, last_reward=None):
         batch = len(obs)
         reward = np.zeros(batch, np.float32) if last_reward is None else last_reward
-        _, action = self.inner.act(obs, reward, np.full(batch, self.first))
+        self.last_output, action = self.inner.act(obs, reward, np.full(batch, self.first))
         self.first = False
         return action
 
@@ -152,22 +160,26 @@ def bench_policies(folder: Path, repeats: int = 3) -> tuple[list[str], list[str]
     for name, extra, k, m, b in tqdm(grid, desc="streaming vs reference"):
         model = tmaze_model(k, m, extra)
         policies = {"stream": StreamingPolicy(model, 1.0), "ref": SegmentRecomputePolicy(model, 1.0)}
+        step_latencies(policies, b, steps=k + 2, segment_steps=k)  # warm-up, untimed (a fresh model's first calls)
         # The reference procedure's step time moved by up to 1.5x between runs on this machine
-        # (217 to 336 ms at the reference size), so each row is measured `repeats` times: the
-        # table gives the median of the repeats and the range of the ratio.
-        runs = [step_latencies(policies, b, steps=2 * k + 1, segment_steps=k) for _ in range(repeats)]
+        # (217 to 336 ms at the reference size), so each row is measured `repeats` times, the
+        # policies' order alternating: the table gives the medians of the repeats, their ratio,
+        # and the range of the repeats' own ratios.
+        runs = [step_latencies(policies if r % 2 == 0 else dict(reversed(policies.items())), b, steps=2 * k + 1,
+                               segment_steps=k) for r in range(repeats)]
         same = all(identical for _, identical in runs)
         stat = {policy: {kind: statistics.median(times[policy][kind] for times, _ in runs) for kind in runs[0][0][policy]}
                 for policy in policies}
         ratios = sorted(times["ref"]["median"] / times["stream"]["median"] for times, _ in runs)
-        mean_ratio = statistics.median(times["ref"]["mean"] / times["stream"]["mean"] for times, _ in runs)
+        mean_ratio = stat["ref"]["mean"] / stat["stream"]["mean"]
         spread = f" ({ratios[0]:.1f}-{ratios[-1]:.1f})" if repeats > 1 else ""
         closing = stat["stream"]["closing"]
         rows.append(f"| {name} | {k} | {m} | {b} | {stat['stream']['median'] * 1e3:.2f} | {closing * 1e3:.2f} "
                     f"({closing / stat['stream']['ordinary']:.1f}x) | "
-                    f"{stat['ref']['median'] * 1e3:.1f} | {statistics.median(ratios):.1f}x{spread} | {mean_ratio:.1f}x | "
+                    f"{stat['ref']['median'] * 1e3:.1f} | {stat['ref']['median'] / stat['stream']['median']:.1f}x"
+                    f"{spread} | {mean_ratio:.1f}x | "
                     f"{b / stat['stream']['mean']:.0f} | {b / stat['ref']['mean']:.0f} | {'yes' if same else 'NO'} |")
-    onnx_rows = ["| K | m | batch | eager ms/step | onnxruntime ms/step | eager / onnx | same actions |",
+    onnx_rows = ["| K | m | batch | eager ms/step | onnxruntime ms/step | eager / onnx (range) | same actions |",
                  "|---|---|---|---|---|---|---|"]
     for k in tqdm((10, 50), desc="onnx vs eager"):
         model = tmaze_model(k, 5)
@@ -175,11 +187,16 @@ def bench_policies(folder: Path, repeats: int = 3) -> tuple[list[str], list[str]
         path = folder / f"k{k}.onnx"
         export_onnx(step, export_metadata(step, {}, 1.0), path)
         for b in (1, 64):
-            stats, same = step_latencies({"eager": StreamingPolicy(model, 1.0), "onnx": OnnxAsPolicy(path)}, b,
-                                         steps=2 * k)
-            lat = {name: s["median"] for name, s in stats.items()}
+            pair = {"eager": StreamingPolicy(model, 1.0), "onnx": OnnxAsPolicy(path)}
+            step_latencies(pair, b, steps=k)  # warm-up, untimed
+            runs = [step_latencies(pair if r % 2 == 0 else dict(reversed(pair.items())), b, steps=2 * k)
+                    for r in range(repeats)]  # (the order alternating, as above)
+            lat = {name: statistics.median(s[name]["median"] for s, _ in runs) for name in pair}
+            ratios = sorted(s["eager"]["median"] / s["onnx"]["median"] for s, _ in runs)
+            same = all(identical for _, identical in runs)
             onnx_rows.append(f"| {k} | 5 | {b} | {lat['eager'] * 1e3:.2f} | {lat['onnx'] * 1e3:.2f} | "
-                             f"{lat['eager'] / lat['onnx']:.2f} | {'yes' if same else 'NO'} |")
+                             f"{lat['eager'] / lat['onnx']:.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f}) | "
+                             f"{'yes' if same else 'NO'} |")
     return rows, onnx_rows
 
 
