@@ -1,8 +1,10 @@
 """The rollout benchmark's measuring loop (eval/bench/rollout.py): same inputs, actions compared."""
 
+import re
+
 import numpy as np
-import torch
 import pytest
+import torch
 
 from eval.bench.rollout import step_latencies, tmaze_model
 from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
@@ -126,11 +128,37 @@ def test_decode_overheads_benchmark_times_every_setting_and_restores_the_default
     assert decode_overheads.main(["--checkpoint", str(tmp_path / "none"), "--batch", "4", "--steps", "25",
                                   "--repeats", "1", "--threads", "1", "--no-aot-compile", "--out", str(out)]) == 0
     text = out.read_text()
-    assert "actions identical" in text and "| (4, 4, 7, 15) |" in text
+    assert "| (4, 4, 7, 15) |" in text
     assert "exact reads (1 slot)" in text and "no_grad |" in text and streaming.READ_ALIGN == 16
-    # The exported step ran through the artifacts' runner and chose the eager policy's actions.
-    assert "actions identical to the eager policy's at every step" in text
+    # Both tables compared actions and logits (the exported step through the artifacts' runner).
+    assert text.count("actions identical at every step, outputs within") == 2
     assert "torch.export's module |" in text and "AOTInductor | not measured (--no-aot-compile)" in text
+
+
+def test_throughput_page_gives_every_size_over_rounds_against_the_common_peak(tmp_path, monkeypatch):
+    """Each round measures the peak then every size: medians with min-max, the 2048^3 peak of the other pages."""
+    from eval.bench import throughput
+
+    monkeypatch.setattr(throughput, "SIZES", [("tiny", 16, 1, 2, 8, 32), ("small", 32, 1, 2, 16, 64)])
+    out = tmp_path / "page.md"
+    assert throughput.main(["--seconds", "0.01", "--repeats", "2", "--batch", "2", "--segments", "2",
+                            "--segment-len", "4", "--mem", "2", "--threads", "1", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "peak (2048^3)" in text and "medians of 2 rounds (min-max)" in text
+    rows = [line for line in text.splitlines() if line.startswith(("| tiny |", "| small |"))]
+    assert len(rows) == 2 and all(re.search(r"\| [\d.]+ \([\d.]+-[\d.]+\) % \|$", row) for row in rows)
+
+
+def test_decode_overheads_tells_outputs_apart_where_actions_agree():
+    import numpy as np
+
+    from eval.bench.decode_overheads import agreement, same_policy
+
+    actions, outputs = np.zeros((3, 2), np.int64), np.zeros((3, 2, 4))
+    assert same_policy({"a": (actions, outputs), "b": (actions, outputs + 5e-5)}, "a") == (True, 5e-5)
+    same, gap = same_policy({"a": (actions, outputs), "b": (actions, outputs + 1e-3)}, "a")
+    assert not same and gap == 1e-3 and "DIFFERENT" in agreement(same, gap)
+    assert not same_policy({"a": (actions, outputs), "b": (actions + 1, outputs)}, "a")[0]
 
 
 @pytest.mark.slow

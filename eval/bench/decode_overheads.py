@@ -25,7 +25,9 @@ a fixed state length (it reads every key/value slot and returns new state tensor
 rate/deploy/export.py), so what it saves in calls it may spend in bytes; the table says which wins.
 Both exported runs go through the runner of the artifacts (:class:`rate.deploy.onnx_runner.StepPolicy`).
 
-The policy rows alternate the settings, repeat them, and compare the actions taken.
+The policy rows alternate the settings, repeat them, and compare the actions taken and the outputs
+(action logits) behind them: two settings count as the same only with equal actions and outputs
+within ``OUTPUT_TOLERANCE`` (an argmax alone can agree while the logits do not).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.bench.rollout import checkpoint_model
+from eval.bench.rollout import OUTPUT_TOLERANCE, checkpoint_model
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
@@ -82,9 +84,9 @@ def observations(model, batch: int, steps: int) -> np.ndarray:
     return np.random.default_rng(0).standard_normal((steps, batch, *model.cfg.obs_shape)).astype(np.float32)
 
 
-def policy_ms(model, batch: int, steps: int, align: int, grad_mode: str) -> tuple[float, np.ndarray]:
+def policy_ms(model, batch: int, steps: int, align: int, grad_mode: str) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean ms per step of the streaming policy over ``steps`` steps (the first two segments
-    untimed) and the actions it took, fed the same observations for every setting.  ``grad_mode``
+    untimed), the actions it took (steps, B) and its outputs (steps, B, act_dim), fed the same observations for every setting.  ``grad_mode``
     "no_grad" runs the policy's undecorated methods under torch.no_grad instead."""
     streaming.READ_ALIGN = align
     obs = observations(model, batch, steps)
@@ -96,14 +98,16 @@ def policy_ms(model, batch: int, steps: int, align: int, grad_mode: str) -> tupl
     else:
         policy.reset(batch)
         act = StreamingPolicy.act
-    actions, start = [], None
+    actions, outputs, start = [], [], None
     warm = 2 * model.cfg.segment_steps
     reward = np.zeros(batch, np.float32)
     for t in range(steps):
         if t == warm:
             start = time.perf_counter()
         actions.append(act(policy, obs[t], reward))
-    return (time.perf_counter() - start) / (steps - warm) * 1e3, np.stack(actions)
+        outputs.append(policy.last_output)  # kept as tensors: a conversion per step would be timed
+    ms = (time.perf_counter() - start) / (steps - warm) * 1e3
+    return ms, np.stack(actions), torch.stack(outputs).double().numpy()
 
 
 def exported_policies(model, folder: Path, compile_aot: bool = True) -> tuple[dict[str, StepPolicy], dict[str, str]]:
@@ -135,17 +139,20 @@ def exported_policies(model, folder: Path, compile_aot: bool = True) -> tuple[di
     return policies, missing
 
 
-def step_policy_ms(policy: StepPolicy, obs: np.ndarray, warm: int) -> tuple[float, np.ndarray]:
+def step_policy_ms(policy: StepPolicy, obs: np.ndarray, warm: int) -> tuple[float, np.ndarray, np.ndarray]:
     """Mean ms per step of an exported step over obs (steps, B, *obs_shape) (the first ``warm``
-    steps untimed) and its actions, as :func:`policy_ms` feeds the eager policy."""
+    steps untimed), its actions and its outputs, as :func:`policy_ms` feeds the eager policy."""
     steps, batch = obs.shape[:2]
     policy.reset(batch)
-    reward, actions, start = np.zeros(batch, np.float32), [], None
+    reward, actions, outputs, start = np.zeros(batch, np.float32), [], [], None
     for t in range(steps):
         if t == warm:
             start = time.perf_counter()
-        actions.append(policy.act(obs[t], reward, np.full(batch, t == 0))[1].copy())
-    return (time.perf_counter() - start) / (steps - warm) * 1e3, np.stack(actions)
+        output, action = policy.act(obs[t], reward, np.full(batch, t == 0))
+        actions.append(action.copy())
+        outputs.append(output.copy())
+    ms = (time.perf_counter() - start) / (steps - warm) * 1e3
+    return ms, np.stack(actions), np.stack(outputs).astype(np.float64)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,16 +182,16 @@ def main(argv: list[str] | None = None) -> int:
                 "exact reads (1 slot), inference_mode": (1, "inference_mode"),
                 "reads rounded up to 16 slots, no_grad": (default, "no_grad")}
     times: dict[str, list[float]] = {name: [] for name in settings}
-    actions = {}
+    runs = {}  # setting -> (actions, outputs) of its last repeat
     try:
         for _ in range(args.repeats):
             for name, (align, grad_mode) in settings.items():  # alternated, so drift hits all alike
-                ms, actions[name] = policy_ms(model, args.batch, args.steps, align, grad_mode)
+                ms, *runs[name] = policy_ms(model, args.batch, args.steps, align, grad_mode)
                 times[name].append(ms)
     finally:
         streaming.READ_ALIGN = default
     base = next(iter(settings))
-    same = all(np.array_equal(a, actions[base]) for a in actions.values())
+    same, gap = same_policy(runs, base)
     policy_rows = table_rows(times)
 
     # The exported step, eager alongside (alternated as above).
@@ -192,13 +199,14 @@ def main(argv: list[str] | None = None) -> int:
         exported, missing = exported_policies(model, Path(folder), args.aot_compile)
         obs, warm = observations(model, args.batch, args.steps), 2 * model.cfg.segment_steps
         export_times: dict[str, list[float]] = {base: [], **{name: [] for name in exported}}
+        export_runs = {}
         for _ in range(args.repeats):
-            ms, eager_actions = policy_ms(model, args.batch, args.steps, default, "inference_mode")
+            ms, *export_runs[base] = policy_ms(model, args.batch, args.steps, default, "inference_mode")
             export_times[base].append(ms)
             for name, policy in exported.items():
-                ms, actions[name] = step_policy_ms(policy, obs, warm)
+                ms, *export_runs[name] = step_policy_ms(policy, obs, warm)
                 export_times[name].append(ms)
-    export_same = all(np.array_equal(actions[name], eager_actions) for name in exported)
+    export_same, export_gap = same_policy(export_runs, base)
     export_rows = table_rows(export_times) + [f"| {name} | not measured ({why}) | - |" for name, why in missing.items()]
     text = "\n".join([
         "# Small per-step costs of the streaming policy", "",
@@ -208,17 +216,32 @@ def main(argv: list[str] | None = None) -> int:
         "| scores shape | microseconds per call |", "|---|---|", *softmax_rows(args.batch, args.repeats), "",
         "## The T-Maze streaming policy's step", "",
         f"{source}, batch {args.batch}, {args.steps} steps per run (the first two segments untimed), the settings "
-        f"alternated; actions {'identical' if same else 'DIFFERENT'} at every step in every setting.", "",
+        f"alternated; {agreement(same, gap)} in every setting.", "",
         "| setting | ms per step | time against the default |", "|---|---|---|", *policy_rows, "",
         "## The exported step against the eager step", "",
         f"The same model, batch and observations; the exported step (`rate-export --format pt2`'s graph) through "
-        f"the artifacts' runner, each setting alternated with the eager default; actions "
-        f"{'identical' if export_same else 'DIFFERENT'} to the eager policy's at every step.", "",
+        f"the artifacts' runner, each setting alternated with the eager default; against the eager policy, "
+        f"{agreement(export_same, export_gap)}.", "",
         "| setting | ms per step | time against the default |", "|---|---|---|", *export_rows, "",
     ])
     atomic_write_text(args.out, text)
     print(text)
     return 0 if same and export_same else 1
+
+
+def same_policy(runs: dict[str, tuple[np.ndarray, np.ndarray]], base: str) -> tuple[bool, float]:
+    """Whether every setting's (actions, outputs) equals ``base``'s actions at every step with
+    outputs within ``OUTPUT_TOLERANCE``, and the largest output difference found."""
+    actions, outputs = runs[base]
+    gap = max(float(np.abs(out - outputs).max(initial=0.0)) for _, out in runs.values())
+    return all(np.array_equal(a, actions) for a, _ in runs.values()) and gap <= OUTPUT_TOLERANCE, gap
+
+
+def agreement(same: bool, gap: float) -> str:
+    """The page's words for :func:`same_policy`'s answer."""
+    if same:
+        return f"actions identical at every step, outputs within {gap:.1e} of each other"
+    return f"actions or outputs DIFFERENT (largest output difference {gap:.1e}, tolerance {OUTPUT_TOLERANCE:g})"
 
 
 def table_rows(times: dict[str, list[float]]) -> list[str]:

@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     setup_process(0, args.threads)
     info = machine_info()
-    bandwidth_before, peak = read_bandwidth(), matmul_peak(2.0, 2048) / 1e9
+    bandwidth_before, peak = read_bandwidth(), matmul_peak(2.0) / 1e9
     results = {label: measure(tmaze_model(k, m, extra).eval(), batch, args.cycles, args.repeats)
                for label, k, m, extra, batch in SIZES}
     bandwidth_after = read_bandwidth()

@@ -40,7 +40,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from eval.bench.throughput import bench_command, matmul_peak, run_children, timed
+from eval.bench.throughput import PEAK_SIZE, bench_command, matmul_peak, run_children, timed
 from rate.core import attention
 from rate.core.attention import RelativeMultiHeadAttention
 from rate.config import atomic_write_text
@@ -79,7 +79,6 @@ SIZES = [
     Size("popgym-long", 64, 3, 4, 16, False, 10, 139, 3, 64, mem_len=415),
 ]
 AUTOMATIC_THRESHOLD = attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL
-PEAK_SIZE = 2048  # the matmul peak: a PEAK_SIZE^3 GEMM, as results/performance.md and the reference file
 PAIR_ROUNDS = 2  # rounds of the default/kept pairs (alternating which runs first)
 COPY_OPS = ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::stack")
 

@@ -245,7 +245,7 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
     step = PolicyStep(model)
     path = folder / "policy.onnx"
     export_onnx(step, export_metadata(step, {}, 1.0), path)
-    peak, flops = matmul_peak(2.0, 2048) / 1e9, step_flops(model, episodes)
+    peak, flops = matmul_peak(2.0) / 1e9, step_flops(model, episodes)
     rows = [f"{episodes} episodes per length in lockstep, {source}. Floors: the environment alone (the batched "
             f"T-Maze stepped T times with fixed actions), the policy alone (T steps fed fixed observations, no "
             f"environment), and the model's arithmetic: {flops / 1e6:.1f} MFLOP of matmuls per step at batch "

@@ -1,12 +1,15 @@
 """Training-throughput benchmark of the RMT decoder.
 
-    python -m eval.bench.throughput [--threads 2] [--seconds 3]
+    python -m eval.bench.throughput [--threads 2] [--seconds 3] [--repeats 3]
 
 For a few model sizes: tokens per second of a full training step (forward + backward + AdamW)
 over a batch of sequences cut into segments with memory tokens, the FLOPs of that step counted by
 ``torch.utils.flop_counter`` (matmuls and attention), and the achieved FLOP/s as a fraction of
-the fp32 matmul peak measured in the same process just before.  Everything is measured side by
-side in one run, so the ratios are comparable; absolute numbers depend on the machine.
+the fp32 matmul peak (a PEAK_SIZE^3 GEMM, as every benchmark page here) measured in the same
+round.  Each repeat measures the peak and then every size, so drift of the machine hits the
+fraction's numerator and denominator alike; the page gives medians over the repeats with min-max.
+Everything is measured side by side in one run, so the ratios are comparable; absolute numbers
+depend on the machine.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -73,15 +77,48 @@ def bench_command(module: str, argv: list[str] | None) -> str:
     return f"python -m {module}" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
 
 
-def matmul_peak(seconds: float, n: int = 1024) -> float:
+PEAK_SIZE = 2048  # the matmul peak of every page: a PEAK_SIZE^3 fp32 GEMM, as the reference file measured it
+
+
+def matmul_peak(seconds: float, n: int = PEAK_SIZE) -> float:
+    """FLOP/s of an n x n by n x n fp32 matmul (the median call over about ``seconds``)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n**3 / timed(lambda: a @ b, seconds)
+
+
+def spread(values: list[float], fmt: str) -> str:
+    """"median (min-max)" of ``values`` formatted with ``fmt``."""
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+
+
+def size_step(d: int, layers: int, heads: int, d_head: int, d_inner: int, args) -> tuple:
+    """(training step, no-grad forward, FLOPs of one training step, parameter count) of one size."""
+    cfg = RMTConfig(d_model=d, n_layers=layers, n_heads=heads, d_head=d_head, d_inner=d_inner, num_mem_tokens=args.mem)
+    model = RecurrentLM(16, args.segment_len, cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    z = torch.randint(0, 16, (args.batch, args.segments * args.segment_len + 1))
+
+    def step():
+        logits, _ = model(z[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), z[:, 1:].flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    def forward():
+        with torch.no_grad():
+            model(z[:, :-1])
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return step, forward, counter.get_total_flops(), sum(p.numel() for p in model.parameters())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--seconds", type=positive_float, default=3.0)
+    parser.add_argument("--seconds", type=positive_float, default=3.0, help="seconds of calls per timing")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="rounds of (peak, every size)")
     parser.add_argument("--batch", type=positive_int, default=64)
     parser.add_argument("--segments", type=positive_int, default=3)
     parser.add_argument("--segment-len", type=positive_int, default=24)
@@ -92,45 +129,31 @@ def main(argv: list[str] | None = None) -> int:
         return status
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    peak = matmul_peak(args.seconds)
     tokens = args.batch * args.segments * args.segment_len
+    sizes = {name: size_step(*shape, args) for name, *shape in SIZES}
+    peaks, forward_rates, train_rates, fractions = [], {n: [] for n in sizes}, {n: [] for n in sizes}, {n: [] for n in sizes}
+    for round_ in range(args.repeats):
+        peaks.append(matmul_peak(args.seconds))
+        for name, (step, forward, flops, _) in sizes.items():
+            print(f"round {round_ + 1}/{args.repeats}: {name} ...", file=sys.stderr, flush=True)
+            t_step, t_fwd = timed(step, args.seconds), timed(forward, args.seconds)
+            forward_rates[name].append(tokens / t_fwd)
+            train_rates[name].append(tokens / t_step)
+            fractions[name].append(flops / t_step / peaks[-1])
     header = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; "
-              f"fp32 matmul peak (1024^3) {peak / 1e9:.1f} GFLOP/s; batch {args.batch} x {args.segments} segments x "
-              f"{args.segment_len} tokens, {args.mem} memory tokens, full BPTT")
-    print(header)
-    print(f"{'model':>8} {'params':>8} {'fwd tok/s':>10} {'train tok/s':>12} {'GFLOP/step':>11} {'GFLOP/s':>8} {'of peak':>8}")
+              f"fp32 matmul peak ({PEAK_SIZE}^3) {spread([p / 1e9 for p in peaks], '.1f')} GFLOP/s; batch {args.batch} x "
+              f"{args.segments} segments x {args.segment_len} tokens, {args.mem} memory tokens, full BPTT; medians of "
+              f"{args.repeats} rounds (min-max), each round the peak then every size")
     table = ["| model | params | forward tokens/s | training tokens/s | GFLOP per step | GFLOP/s | of matmul peak |",
              "|---|---|---|---|---|---|---|"]
-    for name, d, layers, heads, d_head, d_inner in SIZES:
-        cfg = RMTConfig(d_model=d, n_layers=layers, n_heads=heads, d_head=d_head, d_inner=d_inner, num_mem_tokens=args.mem)
-        model = RecurrentLM(16, args.segment_len, cfg)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        z = torch.randint(0, 16, (args.batch, args.segments * args.segment_len + 1))
-
-        def step():
-            logits, _ = model(z[:, :-1])
-            loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), z[:, 1:].flatten())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        def forward():
-            with torch.no_grad():
-                model(z[:, :-1])
-
-        with FlopCounterMode(display=False) as counter:
-            step()
-        flops = counter.get_total_flops()
-        t_step, t_fwd = timed(step, args.seconds), timed(forward, args.seconds)
-        params = sum(p.numel() for p in model.parameters())
-        print(f"{name:>8} {params:>8} {tokens / t_fwd:>10.0f} {tokens / t_step:>12.0f} {flops / 1e9:>11.2f} "
-              f"{flops / t_step / 1e9:>8.1f} {flops / t_step / peak:>8.1%}")
-        table.append(f"| {name} | {params} | {tokens / t_fwd:.0f} | {tokens / t_step:.0f} | {flops / 1e9:.2f} | "
-                     f"{flops / t_step / 1e9:.1f} | {flops / t_step / peak:.1%} |")
+    for name, (_, _, flops, params) in sizes.items():
+        table.append(f"| {name} | {params} | {spread(forward_rates[name], '.0f')} | {spread(train_rates[name], '.0f')} | "
+                     f"{flops / 1e9:.2f} | {statistics.median(train_rates[name]) * flops / tokens / 1e9:.1f} | "
+                     f"{spread([100 * f for f in fractions[name]], '.1f')} % |")
+    print(header + "\n\n" + "\n".join(table))
     if args.out:
-        command = "python -m eval.bench.throughput " + " ".join(argv if argv is not None else sys.argv[1:])
-        atomic_write_text(args.out, f"# RMT training throughput\n\nGenerated by `{command.strip()}`.\n\n{header}\n\n"
-                          + "\n".join(table) + "\n")
+        atomic_write_text(args.out, f"# RMT training throughput\n\nGenerated by `{bench_command('eval.bench.throughput', argv)}`."
+                          f"\n\n{header}\n\n" + "\n".join(table) + "\n")
     return 0
 
 
