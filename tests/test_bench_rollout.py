@@ -149,6 +149,28 @@ def test_throughput_page_gives_every_size_over_rounds_against_the_common_peak(tm
     assert len(rows) == 2 and all(re.search(r"\| [\d.]+ \([\d.]+-[\d.]+\) % \|$", row) for row in rows)
 
 
+def test_precision_variants_take_turns_over_rounds_and_report_their_range():
+    from eval.bench.precision import run_one
+    from eval.bench.rate_training import Size
+
+    result = run_one(Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01, compiled=False, rounds=2)
+    for key in ("fp32", "bf16"):
+        low, high = result[f"{key}_tokens_per_s_range"]
+        assert 0 < low <= result[f"{key}_tokens_per_s"] <= high and result[f"{key}_first_s"] > 0
+    assert "fp32_compiled_s" not in result and result["bf16_max_logit_diff"] >= 0
+
+
+def test_kv_layouts_page_gives_every_layout_over_alternating_passes(tmp_path):
+    from eval.bench import kv_layouts
+
+    out = tmp_path / "page.md"
+    assert kv_layouts.main(["--repeats", "2", "--threads", "1", "--out", str(out)]) == 0
+    rows = [line for line in out.read_text().splitlines() if re.search(r"\dx \|$", line)]
+    assert [row.split(" | ")[0][2:] for row in rows] == list(kv_layouts.LAYOUTS)
+    assert all(re.search(r"\| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+x \|$", row) for row in rows)
+    assert "| prefix |" in rows[0] and rows[0].endswith("| 1.00x |")
+
+
 def test_decode_overheads_tells_outputs_apart_where_actions_agree():
     import numpy as np
 

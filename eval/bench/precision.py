@@ -6,7 +6,9 @@ For each size (eval.bench.rate_training's shapes), one child process times a ful
 (forward over N segments with full BPTT, loss, backward, AdamW) four ways: fp32 eager, bf16
 eager (``train.precision: bf16``: torch.autocast), fp32 compiled and bf16 compiled
 (``train.compile: true``).  The compiled variants are timed after their compilation (warm-up
-steps), whose seconds are reported on their own.  Also the largest logit difference of bf16
+steps), whose seconds are reported on their own.  The variants take turns over ``--rounds``
+rounds of about ``--seconds`` each (so drift of the machine hits them alike); the page gives the
+medians over the rounds with min-max.  Also the largest logit difference of bf16
 from fp32 on the same batch and weights, and whether the CPU has native bf16 (avx512_bf16 or
 AMX): without it bf16 is emulated and slower.
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
@@ -40,9 +43,12 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def run_one(size: Size, seconds: float, device: str = "cpu", compiled: bool = True) -> dict:
+def run_one(size: Size, seconds: float, device: str = "cpu", compiled: bool = True, rounds: int = 1) -> dict:
     """The four variants of one size on ``device`` (a CUDA step is timed to its end: synchronised);
-    ``compiled`` False: the two eager ones only."""
+    ``compiled`` False: the two eager ones only.  After each variant's first step, ``rounds`` rounds
+    in which every variant is timed in turn (median step over about ``seconds``): per variant
+    "{key}_s" and "{key}_tokens_per_s", the medians over the rounds, "{key}_tokens_per_s_range"
+    their (min, max), and "{key}_first_s"."""
     torch.manual_seed(0)
     model = build(size).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -57,6 +63,7 @@ def run_one(size: Size, seconds: float, device: str = "cpu", compiled: bool = Tr
             low = model(obs, actions, rtg, valid)[0].float()
         model.train()
     result = {"name": size.name, "bf16_max_logit_diff": (low - reference).abs().max().item()}
+    steps = {}
     for precision, compile_ in VARIANTS if compiled else VARIANTS[:2]:
         net = torch.compile(model) if compile_ else model
 
@@ -74,15 +81,24 @@ def run_one(size: Size, seconds: float, device: str = "cpu", compiled: bool = Tr
         start = time.perf_counter()
         step()  # compiles the forward and backward graphs when compiled
         result[f"{key}_first_s"] = time.perf_counter() - start
-        result[f"{key}_s"] = timed(step, seconds)
-        result[f"{key}_tokens_per_s"] = 3 * size.batch * t / result[f"{key}_s"]
+        steps[key] = step
+    times = {key: [] for key in steps}
+    for _ in range(rounds):
+        for key, step in steps.items():
+            times[key].append(timed(step, seconds))
+    for key, seconds_per_step in times.items():
+        rates = [3 * size.batch * t / x for x in seconds_per_step]
+        result[f"{key}_s"] = statistics.median(seconds_per_step)
+        result[f"{key}_tokens_per_s"] = statistics.median(rates)
+        result[f"{key}_tokens_per_s_range"] = (min(rates), max(rates))
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.bench.precision", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=positive_int, default=2)
-    parser.add_argument("--seconds", type=positive_float, default=6.0)
+    parser.add_argument("--seconds", type=positive_float, default=3.0, help="seconds of steps per variant and round")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="rounds in which the variants take turns")
     parser.add_argument("--sizes", nargs="+", default=BENCH_SIZES, choices=[s.name for s in SIZES])
     parser.add_argument("--out", type=Path, default=Path("results/performance_precision.md"))
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child mode: one size, JSON on stdout
@@ -91,24 +107,30 @@ def main(argv: list[str] | None = None) -> int:
         return status
     torch.set_num_threads(args.threads)
     if args.one:
-        print(json.dumps(run_one(next(s for s in SIZES if s.name == args.one), args.seconds)))
+        print(json.dumps(run_one(next(s for s in SIZES if s.name == args.one), args.seconds, rounds=args.rounds)))
         return 0
-    results = run_children("eval.bench.precision", args.sizes, ["--threads", str(args.threads), "--seconds", str(args.seconds)])
+    results = run_children("eval.bench.precision", args.sizes, ["--threads", str(args.threads), "--seconds",
+                                                                 str(args.seconds), "--rounds", str(args.rounds)])
     info = machine_info()
     command = bench_command("eval.bench.precision", argv)
     lines = ["# RATE training: bf16 and torch.compile against fp32", "",
              f"Generated by `{command}` on {info['machine']}, {info['cpu_count']} cores, {args.threads} torch threads, "
              f"torch {info['torch']}; native bf16 instructions: {'yes' if native_bf16() else 'no'}. Training tokens/s "
-             "(3 per step) of one full step, four ways in one process per size; speed-ups against fp32 eager. "
+             f"(3 per step) of one full step, four ways in one process per size, taking turns over {args.rounds} rounds of "
+             f"about {args.seconds:g} s: medians (min-max); speed-ups are ratios of the medians, against fp32 eager. "
              "First step: the seconds of the first step (compilation, for the compiled ones).", "",
              "| config | fp32 tokens/s | bf16 | fp32 compiled | bf16 compiled | first step s (fp32 / bf16 / "
              "compiled fp32 / compiled bf16) | bf16 max logit diff |", "|---|---|---|---|---|---|---|"]
     for r in results:
         base = r["fp32_tokens_per_s"]
-        cells = [f"{r[k + '_tokens_per_s']:.0f} ({r[k + '_tokens_per_s'] / base:.2f}x)"
-                 for k in ("bf16", "fp32_compiled", "bf16_compiled")]
+
+        def spread(k):
+            low, high = r[k + "_tokens_per_s_range"]
+            return f"{r[k + '_tokens_per_s']:.0f} ({low:.0f}-{high:.0f})"
+
+        cells = [f"{spread(k)}, {r[k + '_tokens_per_s'] / base:.2f}x" for k in ("bf16", "fp32_compiled", "bf16_compiled")]
         firsts = " / ".join(f"{r[k + '_first_s']:.1f}" for k in ("fp32", "bf16", "fp32_compiled", "bf16_compiled"))
-        lines.append(f"| {r['name']} | {base:.0f} | " + " | ".join(cells) + f" | {firsts} | "
+        lines.append(f"| {r['name']} | {spread('fp32')} | " + " | ".join(cells) + f" | {firsts} | "
                      f"{r['bf16_max_logit_diff']:.3f} |")
     sizes = {s.name: s for s in SIZES}
     lines += ["", "Sizes (eval.bench.rate_training): " + "; ".join(
