@@ -62,9 +62,13 @@ def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
     """A tiny long evaluation: batched, single and ONNX runs agree, and the floors are listed."""
     from eval.bench.rollout import bench_long_evaluation
 
-    rows = bench_long_evaluation(None, tmp_path, episodes=3, lengths=[12, 20])
+    rows = bench_long_evaluation(None, tmp_path, episodes=3, lengths=[12, 20], repeats=2)
     text = "\n".join(rows)
     assert "results identical" in text and "DIFFERENT" not in text
+    # The first length's batched run and measured floors repeated (median, min-max); the longer once.
+    first = [row for row in rows if row.startswith("| 12 |") and ("batched" in row or "alone" in row)]
+    assert len(first) == 3 and all(re.search(r"\| [\d.]+ \([\d.]+-[\d.]+\) \|", row) for row in first)
+    assert not any(re.search(r"\([\d.]+-[\d.]+\)", row) for row in rows if row.startswith("| 20 |"))
     for label in ("batched T-Maze", "single T-Mazes", "ONNX", "the environment alone", "the policy alone",
                   "GEMM peak"):
         assert label in text
@@ -160,6 +164,31 @@ def test_precision_variants_take_turns_over_rounds_and_report_their_range():
     assert "fp32_compiled_s" not in result and result["bf16_max_logit_diff"] >= 0
 
 
+def test_precision_rounds_time_each_variant_itself(monkeypatch):
+    """The steps timed in the rounds run after the loop that made them: each still runs its own
+    precision (a late-bound closure timed the last variant four times, every ratio 1.00x)."""
+    from eval.bench import precision
+    from eval.bench.rate_training import Size
+
+    seen, timed, build = [], [], precision.build
+
+    def build_watched(size):
+        model = build(size)
+        model.head.register_forward_hook(lambda module, args, out: seen.append(out.dtype))
+        return model
+
+    def fake_timed(fn, seconds):
+        seen.clear()
+        fn()
+        timed.append(seen[-1])
+        return 0.01
+
+    monkeypatch.setattr(precision, "build", build_watched)
+    monkeypatch.setattr(precision, "timed", fake_timed)
+    precision.run_one(Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01, compiled=False, rounds=2)
+    assert timed == [torch.float32, torch.bfloat16] * 2
+
+
 def test_kv_layouts_page_gives_every_layout_over_alternating_passes(tmp_path):
     from eval.bench import kv_layouts
 
@@ -181,6 +210,11 @@ def test_decode_overheads_tells_outputs_apart_where_actions_agree():
     same, gap = same_policy({"a": (actions, outputs), "b": (actions, outputs + 1e-3)}, "a")
     assert not same and gap == 1e-3 and "DIFFERENT" in agreement(same, gap)
     assert not same_policy({"a": (actions, outputs), "b": (actions + 1, outputs)}, "a")[0]
+    # Relative to the largest output: 1e-3 on logits of 20 is 5e-5 of them (a trained policy's rounding).
+    logits = np.full((3, 2, 4), 20.0)
+    same, gap = same_policy({"a": (actions, logits), "b": (actions, logits + 1e-3)}, "a")
+    assert same and gap == pytest.approx(5e-5)
+    assert not same_policy({"a": (actions, logits), "b": (actions, logits + 1e-2)}, "a")[0]
 
 
 @pytest.mark.slow
@@ -250,3 +284,20 @@ def test_the_window_policy_benchmark_compares_the_cached_and_recomputed_window(c
                         "--repeats", "1", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "window 90 steps, 6 steps from a reset, batch 2" in out and "same actions at every step: yes" in out, out
+
+
+def test_benchmark_children_compile_from_a_cold_cache_each(tmp_path, monkeypatch):
+    """Each child gets its own empty torch.compile cache folder: a first step's seconds are a
+    compilation, not a hit of an earlier run's on-disk cache."""
+    from eval.bench.throughput import run_children
+
+    (tmp_path / "child_probe.py").write_text(
+        "import json, os, sys\n"
+        "cache = os.environ['TORCHINDUCTOR_CACHE_DIR']\n"
+        "empty = not os.path.exists(cache) or not os.listdir(cache)\n"
+        "print(json.dumps({'name': sys.argv[2], 'cache': cache, 'empty': empty}))\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "shared"))
+    results = run_children("child_probe", ["a", "b"], [])
+    assert [r["name"] for r in results] == ["a", "b"] and all(r["empty"] for r in results)
+    assert len({r["cache"] for r in results} | {str(tmp_path / "shared")}) == 3

@@ -27,7 +27,8 @@ Both exported runs go through the runner of the artifacts (:class:`rate.deploy.o
 
 The policy rows alternate the settings, repeat them, and compare the actions taken and the outputs
 (action logits) behind them: two settings count as the same only with equal actions and outputs
-within ``OUTPUT_TOLERANCE`` (an argmax alone can agree while the logits do not).
+within ``OUTPUT_TOLERANCE`` of the largest output's magnitude (an argmax alone can agree while the
+logits do not).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.bench.rollout import OUTPUT_TOLERANCE, checkpoint_model
+from eval.bench.rollout import OUTPUT_TOLERANCE, checkpoint_model, output_gap
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
@@ -231,17 +232,19 @@ def main(argv: list[str] | None = None) -> int:
 
 def same_policy(runs: dict[str, tuple[np.ndarray, np.ndarray]], base: str) -> tuple[bool, float]:
     """Whether every setting's (actions, outputs) equals ``base``'s actions at every step with
-    outputs within ``OUTPUT_TOLERANCE``, and the largest output difference found."""
+    outputs within ``OUTPUT_TOLERANCE`` (:func:`eval.bench.rollout.output_gap`, relative), and the
+    largest such gap found."""
     actions, outputs = runs[base]
-    gap = max(float(np.abs(out - outputs).max(initial=0.0)) for _, out in runs.values())
+    gap = max(output_gap(out, outputs) for _, out in runs.values())
     return all(np.array_equal(a, actions) for a, _ in runs.values()) and gap <= OUTPUT_TOLERANCE, gap
 
 
 def agreement(same: bool, gap: float) -> str:
     """The page's words for :func:`same_policy`'s answer."""
     if same:
-        return f"actions identical at every step, outputs within {gap:.1e} of each other"
-    return f"actions or outputs DIFFERENT (largest output difference {gap:.1e}, tolerance {OUTPUT_TOLERANCE:g})"
+        return f"actions identical at every step, outputs within {gap:.1e} of each other (relative to the largest)"
+    return (f"actions or outputs DIFFERENT (largest output difference {gap:.1e} of the largest output, "
+            f"tolerance {OUTPUT_TOLERANCE:g})")
 
 
 def table_rows(times: dict[str, list[float]]) -> list[str]:

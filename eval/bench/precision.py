@@ -67,8 +67,8 @@ def run_one(size: Size, seconds: float, device: str = "cpu", compiled: bool = Tr
     for precision, compile_ in VARIANTS if compiled else VARIANTS[:2]:
         net = torch.compile(model) if compile_ else model
 
-        def step():
-            with torch.autocast(kind, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        def step(net=net, low_precision=precision == "bf16"):  # (bound now: the steps run after the loop)
+            with torch.autocast(kind, dtype=torch.bfloat16, enabled=low_precision):
                 out, _ = net(obs, actions, rtg, valid)
                 loss = model.head.loss(out, actions, valid)
             opt.zero_grad(set_to_none=True)

@@ -79,7 +79,7 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
     median and the mean seconds per step ({"median": .., "mean": ..}; with ``segment_steps`` K also
     "closing", the median of the steps that close a segment, t = K, 2K, .., and "ordinary", the
     median of the other steps after the first), and whether all policies chose the same actions
-    at every step with outputs within ``OUTPUT_TOLERANCE`` of each other (an argmax alone can agree
+    at every step with outputs within ``OUTPUT_TOLERANCE`` of each other (:func:`output_gap`; an argmax alone can agree
     while the logits do not).
 
     Each policy plays its ``steps`` steps in a row, as in a rollout, one policy after the other.
@@ -101,7 +101,7 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
     first, *others = actions.values()
     first_out, *other_outs = outputs.values()
     identical = (all(np.array_equal(a, b) for other in others for a, b in zip(first, other))
-                 and all(np.abs(a - b).max(initial=0.0) <= OUTPUT_TOLERANCE
+                 and all(output_gap(a, b) <= OUTPUT_TOLERANCE
                          for other in other_outs for a, b in zip(first_out, other)))
     stats = {}
     for name, t in times.items():
@@ -113,7 +113,14 @@ def step_latencies(policies: dict, batch: int, steps: int, obs_dim: int = 4, see
     return stats, identical
 
 
-OUTPUT_TOLERANCE = 1e-4  # largest output difference between two policies called the same (as the export parity)
+OUTPUT_TOLERANCE = 1e-4  # largest output_gap of two policies called the same (the export check's 1e-4, made relative)
+
+
+def output_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest difference of two policies' outputs, relative to the largest output's magnitude
+    (at least 1): float32 rounding carried through the recurrent memory over hundreds of steps
+    grows with the logits' scale, which a trained model's are tens of."""
+    return float(np.abs(a - b).max(initial=0.0) / max(1.0, float(np.abs(b).max(initial=0.0))))
 
 
 def copy_bandwidth(megabytes: int = 256, repeats: int = 5) -> float:
@@ -232,11 +239,21 @@ def step_flops(model: RATEModel, batch: int) -> float:
     return counter.get_total_flops() / k
 
 
-def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, lengths: list[int]) -> list[str]:
+def seconds_cell(seconds: list[float]) -> str:
+    """One wall-time cell: the value, or the median with (min-max) of several runs."""
+    if len(seconds) == 1:
+        return f"{seconds[0]:.1f}"
+    return f"{statistics.median(seconds):.1f} ({min(seconds):.1f}-{max(seconds):.1f})"
+
+
+def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, lengths: list[int],
+                          repeats: int = 1) -> list[str]:
     """Wall time of ``episodes`` T-Maze episodes at each length: eager streaming through the
     batched numpy T-Maze (gym.make_vec), and at the first length also through single
     environments and with the ONNX runner; beside them the floors: the environment stepped alone,
-    the policy's steps alone, and the model's matmul arithmetic at the GEMM peak."""
+    the policy's steps alone, and the model's matmul arithmetic at the GEMM peak.  At the first
+    length the batched run and the two measured floors are repeated ``repeats`` times (median,
+    min-max); the longer lengths run once (96,000 steps take minutes)."""
     import gymnasium as gym
 
     import rate_envs  # noqa: F401  registers the T-Maze
@@ -250,14 +267,22 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
             f"T-Maze stepped T times with fixed actions), the policy alone (T steps fed fixed observations, no "
             f"environment), and the model's arithmetic: {flops / 1e6:.1f} MFLOP of matmuls per step at batch "
             f"{episodes} (torch.utils.flop_counter, one segment cycle) at this machine's fp32 GEMM peak, "
-            f"{peak:.0f} GFLOP/s (a 2048 x 2048 matmul, the median of about 2 s of calls).", "",
+            f"{peak:.0f} GFLOP/s (a 2048 x 2048 matmul, the median of about 2 s of calls). At T = {lengths[0]} the "
+            f"batched run and the two measured floors ran {repeats} times: median (min-max); longer lengths once.", "",
             "| T | runner | wall seconds | success |", "|---|---|---|---|"]
     for i, length in enumerate(tqdm(lengths, desc="long evaluation")):
-        envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
-        start = time.perf_counter()
-        out = rollout(envs, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True)
-        rows.append(f"| {length} | eager StreamingPolicy, batched T-Maze (`gym.make_vec`) | "
-                    f"{time.perf_counter() - start:.1f} | {out['success'].mean():.2f} |")
+        runs = repeats if i == 0 else 1
+        seconds, outs = [], []
+        for _ in range(runs):
+            envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
+            start = time.perf_counter()
+            outs.append(rollout(envs, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True))
+            seconds.append(time.perf_counter() - start)
+        out = outs[0]
+        agree = all(np.array_equal(o[key], out[key]) for o in outs for key in ("returns", "lengths", "success"))
+        rows.append(f"| {length} | eager StreamingPolicy, batched T-Maze (`gym.make_vec`)"
+                    f"{'' if agree else ' (repeats DIFFERENT)'} | {seconds_cell(seconds)} | "
+                    f"{out['success'].mean():.2f} |")
         if i == 0:
             make_env = make_env_factory({"env_id": "rate/TMaze-v0"}, length)
             start = time.perf_counter()
@@ -271,15 +296,19 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
             rows.append(f"| {length} | ONNX (eval.play_onnx), single T-Mazes | {time.perf_counter() - start:.1f} | "
                         f"{onnx['success'].mean():.2f} |")
         envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
-        envs.reset(seed=0)
         right = np.zeros(episodes, dtype=np.int64)
-        rows.append(f"| {length} | floor: the environment alone | "
-                    f"{_timed(lambda: [envs.step(right) for _ in range(length - 1)]):.1f} | - |")
+        environment_seconds = []
+        for _ in range(runs):
+            envs.reset(seed=0)
+            environment_seconds.append(_timed(lambda: [envs.step(right) for _ in range(length - 1)]))
+        rows.append(f"| {length} | floor: the environment alone | {seconds_cell(environment_seconds)} | - |")
         policy = StreamingPolicy(model, 1.0)
-        policy.reset(episodes)
         obs, reward = np.zeros((episodes, 4), np.float32), np.zeros(episodes, np.float32)
-        rows.append(f"| {length} | floor: the policy alone | "
-                    f"{_timed(lambda: [policy.act(obs, reward) for _ in range(length)]):.1f} | - |")
+        policy_seconds = []
+        for _ in range(runs):
+            policy.reset(episodes)
+            policy_seconds.append(_timed(lambda: [policy.act(obs, reward) for _ in range(length)]))
+        rows.append(f"| {length} | floor: the policy alone | {seconds_cell(policy_seconds)} | - |")
         rows.append(f"| {length} | floor: the model's matmuls at the GEMM peak | {flops * length / (peak * 1e9):.2f} | - |")
     return rows
 
@@ -305,7 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth = [copy_bandwidth()]
     with tempfile.TemporaryDirectory() as tmp:
         policy_rows, onnx_rows = bench_policies(Path(tmp), args.repeats)
-        long_rows = bench_long_evaluation(args.checkpoint, Path(tmp), args.episodes, args.lengths)
+        long_rows = bench_long_evaluation(args.checkpoint, Path(tmp), args.episodes, args.lengths, args.repeats)
     bandwidth.append(copy_bandwidth())
     command = "python -m eval.bench.rollout" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
     text = "\n".join([
@@ -318,14 +347,19 @@ def main(argv: list[str] | None = None) -> int:
         "procedure (re-run the segment every step), same observations, each policy playing its steps in a row "
         "as in a rollout (one policy after the other), T-Maze backbone (d_model 64, 2 layers, "
         "4 heads of 16, no FFN, valve), and the reference run script's size (10 layers, 4 heads of 32). "
-        f"Each row is measured {args.repeats} times in a row: the latencies are the median of the repeats, the "
-        "speed-up their median ratio with the lowest and highest in brackets. "
+        f"Each row is measured {args.repeats} times after an untimed warm-up, the policies' order alternating: the "
+        "latencies are the medians of the repeats, the speed-up the ratio of those medians (the ms columns), with "
+        "the lowest and highest of the repeats' own ratios in brackets. Same actions: equal at every step, with "
+        f"outputs within {OUTPUT_TOLERANCE:g} of the largest output's magnitude (at least 1). "
         "Steps/s: batch / mean step time over the same steps, segment boundaries included; the speed-up of the "
         "means is the ratio of those mean step times (whole segment cycles, closing steps included). Closing "
         "step: the median of the steps that close a segment (the previous action ends it, the write block, the "
         "memory update and the next read block run), with its ratio to the median of the other steps.", "",
         *policy_rows, "",
-        "## ONNX (onnxruntime) against eager", "", *onnx_rows, "",
+        "## ONNX (onnxruntime) against eager", "",
+        "The exported step (`rate-export`'s ONNX graph) run by onnxruntime against the eager streaming policy, the "
+        f"same observations, {args.repeats} repeats after an untimed warm-up, the order alternating: medians of the "
+        "repeats' per-step medians, their ratio, and the range of the repeats' own ratios.", "", *onnx_rows, "",
         "## Evaluating long episodes", "", *long_rows, "",
     ])
     if args.notes.is_file():

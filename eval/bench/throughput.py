@@ -21,6 +21,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,13 +56,17 @@ def timed(fn, seconds: float, warmup: int = 2) -> float:
 
 def run_children(module: str, names: list[str], options: list[str]) -> list[dict]:
     """``python -m MODULE --one NAME OPTIONS...`` for each name, one process each (its own peak
-    memory and compile caches); the JSON each prints last.  A child that fails: its stderr, and
-    this process exits with its status."""
+    memory and compile caches: torch.compile's on-disk caches in a fresh folder per child, so a
+    first step's seconds are a cold compilation, not a hit of an earlier run's cache); the JSON
+    each prints last.  A child that fails: its stderr, and this process exits with its status."""
     results = []
     for name in names:
         print(f"{name} ...", file=sys.stderr, flush=True)
-        done = subprocess.run([sys.executable, "-m", module, "--one", str(name), *options],
-                              capture_output=True, text=True)
+        with tempfile.TemporaryDirectory(prefix="bench-compile-cache-") as cache:
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": os.path.join(cache, "inductor"),
+                   "TRITON_CACHE_DIR": os.path.join(cache, "triton")}
+            done = subprocess.run([sys.executable, "-m", module, "--one", str(name), *options],
+                                  capture_output=True, text=True, env=env)
         if done.returncode:
             print(done.stderr, file=sys.stderr)
             raise SystemExit(done.returncode)
