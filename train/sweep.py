@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from rate.checkpoint import RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, CheckpointError, read_description
 from rate.run_folder import settle_run_dir
-from rate.cli.records import check_results_csv, recorded_runs
+from rate.cli.records import recorded_runs
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
 from rate.resume import STATE_FILE, config_changes
@@ -171,8 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             if isinstance(cfg, rl.RATEExperimentConfig):  # and make its evaluation environments
                 rl.check_eval_envs(cfg)
         check_file_target(Path(sweep.csv))  # a folder or an unwritable place: now, not after the first run
-        check_results_csv(sweep.csv)
-        done = recorded_runs(sweep.csv)
+        done = recorded_runs(sweep.csv)  # (refuses a file that is not a results CSV)
     except (ConfigError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,7 +11,7 @@ from collections.abc import Collection
 from pathlib import Path
 
 from rate.config import atomic_write_text
-from rate.cli.records import check_results_csv, read_rows
+from rate.cli.records import check_results_csv
 
 
 def how_many(count: int, noun: str) -> str:
@@ -73,12 +73,11 @@ def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         check_file_target(args.out.with_suffix(".png"))
         if args.notes.exists():
             args.notes.read_text(encoding="utf-8")  # (a folder or a binary file: refused now)
-        check_results_csv(csv)
+        rows = check_results_csv(csv)
     except ConfigError as err:
         parser.error(str(err))
     except (OSError, UnicodeDecodeError) as err:
         parser.error(f"{err}")
-    rows = read_rows(csv)
     for row in rows:
         for column, value in row.items():
             if value and column and NUMERIC_COLUMNS.fullmatch(column):

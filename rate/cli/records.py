@@ -49,11 +49,11 @@ def read_rows(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(fh))
 
 
-def recorded_runs(path: str | Path) -> set[str]:
+def recorded_runs(path: str | Path, config_columns: Iterable[str] = ()) -> set[str]:
     """The run names that ``path`` holds a row of (none when it is missing); ConfigError when it
-    is not a results CSV (:func:`check_results_csv`; a sweep re-reads it while others may write)."""
-    check_results_csv(path)
-    return {row["run"] for row in read_rows(path)}
+    is not a results CSV, or one of another kind of experiment than ``config_columns``
+    (:func:`check_results_csv`, in the same read; a sweep re-reads it while others may write)."""
+    return {row["run"] for row in check_results_csv(path, config_columns)}
 
 
 def config_sections(columns: Iterable[str]) -> set[str]:
@@ -61,8 +61,8 @@ def config_sections(columns: Iterable[str]) -> set[str]:
     return {c.split(".")[0] for c in columns if "." in c}
 
 
-def check_results_csv(path: str | Path, config_columns: Iterable[str] = ()) -> None:
-    """ConfigError unless ``path`` is missing, empty or a results CSV of this project (a ``run``
+def check_results_csv(path: str | Path, config_columns: Iterable[str] = ()) -> list[dict[str, str]]:
+    """Its rows; ConfigError unless ``path`` is missing, empty or a results CSV of this project (a ``run``
     column, no row wider than the header): appending a row rewrites the whole file, which must
     never happen to another kind of file.  With ``config_columns`` (the new row's config, as
     :func:`rate.config.config_row` flattens it), also unless the CSV's rows have the same config
@@ -70,11 +70,12 @@ def check_results_csv(path: str | Path, config_columns: Iterable[str] = ()) -> N
     both kinds with empty cells that their pages cannot read."""
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
-        return
+        return []
     try:
         with path.open(newline="") as fh:
             reader = csv.DictReader(fh)
-            header, wide = reader.fieldnames or [], any(None in row for row in reader)
+            rows = list(reader)
+            header, wide = reader.fieldnames or [], any(None in row for row in rows)
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not a text file, not a results CSV (a CSV of this project names its runs "
                           "in a 'run' column)") from None
@@ -89,6 +90,7 @@ def check_results_csv(path: str | Path, config_columns: Iterable[str] = ()) -> N
         raise ConfigError(f"{path} holds rows of another kind of experiment (config sections "
                           f"{', '.join(sorted(theirs))}; this run's are {', '.join(sorted(ours))}); record it in "
                           "another --csv")
+    return rows
 
 
 def append_row(path: str | Path, row: dict[str, Any]) -> None:
@@ -105,8 +107,7 @@ def append_row(path: str | Path, row: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.parent / f".{path.name}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
-        check_results_csv(path)
-        rows = read_rows(path)
+        rows = check_results_csv(path)
         if "run" in row and any(r.get("run") == row["run"] for r in rows):
             raise ConfigError(f"{path} got a row for run {row['run']} while this one trained (another trainer of "
                               "that name); this run's metrics stay in its folder's config.json only")

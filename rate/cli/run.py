@@ -14,7 +14,7 @@ from typing import Any
 
 from rate.checkpoint import CheckpointError
 from rate.run_folder import claimed_run_dir
-from rate.cli.records import check_results_csv, record_run, recorded_runs
+from rate.cli.records import record_run, recorded_runs
 from rate.config import ConfigError, config_row, describe_config, load_yaml
 from rate.training import positive_int
 
@@ -154,8 +154,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
             held.enter_context(claimed_run_dir(out, args.resume, args.overwrite))  # until the row is written
             if args.csv:
                 check_file_target(args.csv)  # before the training, not after it
-                check_results_csv(args.csv, config_row(cfg))
-                if name in recorded_runs(args.csv):
+                if name in recorded_runs(args.csv, config_row(cfg)):  # (and refuses another kind of CSV)
                     # One row per run: a second (a finished run resumed to train longer, or a run
                     # another sweep finished while this trainer waited) would leave readers two.
                     raise ConfigError(f"{args.csv} already has a row for run {name}; record this one under another "
