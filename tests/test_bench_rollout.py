@@ -153,24 +153,46 @@ def test_throughput_page_gives_every_size_over_rounds_against_the_common_peak(tm
     assert len(rows) == 2 and all(re.search(r"\| [\d.]+ \([\d.]+-[\d.]+\) % \|$", row) for row in rows)
 
 
-def test_precision_variants_take_turns_over_rounds_and_report_their_range():
-    from eval.bench.precision import run_one
-    from eval.bench.rate_training import Size
+def test_throughput_measures_the_peak_each_round_and_divides_by_that_rounds_own(tmp_path, monkeypatch):
+    from eval.bench import throughput
 
-    result = run_one(Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01, compiled=False, rounds=2)
-    for key in ("fp32", "bf16"):
-        low, high = result[f"{key}_tokens_per_s_range"]
-        assert 0 < low <= result[f"{key}_tokens_per_s"] <= high and result[f"{key}_first_s"] > 0
-    assert "fp32_compiled_s" not in result and result["bf16_max_logit_diff"] >= 0
+    calls = []
+
+    def fake_peak(seconds, n=throughput.PEAK_SIZE):
+        calls.append(n)
+        return 1e15 * len(calls)  # round r's peak: r PFLOP/s, so the shares differ by round
+
+    monkeypatch.setattr(throughput, "SIZES", [("tiny", 16, 1, 2, 8, 32)])
+    monkeypatch.setattr(throughput, "matmul_peak", fake_peak)
+    monkeypatch.setattr(throughput, "timed", lambda fn, seconds: 1.0)  # every step 1 s
+    out = tmp_path / "page.md"
+    assert throughput.main(["--repeats", "3", "--batch", "2", "--segments", "2", "--segment-len", "4",
+                            "--mem", "2", "--threads", "1", "--out", str(out)]) == 0
+    assert calls == [2048] * 3
+    gflop = float(re.search(r"\| tiny \| \d+ \| [^|]+\| [^|]+\| ([\d.]+) \|", out.read_text()).group(1))
+    shares = [100 * gflop * 1e9 / (1e15 * r) for r in (1, 2, 3)]  # per round: the same FLOP/s over r PFLOP/s
+    row = next(line for line in out.read_text().splitlines() if line.startswith("| tiny |"))
+    assert row.endswith(f"| {shares[1]:.1f} ({shares[2]:.1f}-{shares[0]:.1f}) % |")
 
 
-def test_precision_rounds_time_each_variant_itself(monkeypatch):
+def test_precision_rounds_time_each_variant_itself_in_turn(monkeypatch):
     """The steps timed in the rounds run after the loop that made them: each still runs its own
-    precision (a late-bound closure timed the last variant four times, every ratio 1.00x)."""
+    precision and its own (compiled or eager) module, the variants taking turns round by round (a
+    late-bound closure timed the last variant four times, every ratio 1.00x).  torch.compile is
+    replaced by a marker wrapper: what is checked is which module each step calls."""
     from eval.bench import precision
     from eval.bench.rate_training import Size
 
     seen, timed, build = [], [], precision.build
+
+    class Compiled(torch.nn.Module):  # stands for torch.compile's module: marks its calls
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            seen.append("compiled")
+            return self.model(*args)
 
     def build_watched(size):
         model = build(size)
@@ -180,13 +202,35 @@ def test_precision_rounds_time_each_variant_itself(monkeypatch):
     def fake_timed(fn, seconds):
         seen.clear()
         fn()
-        timed.append(seen[-1])
-        return 0.01
+        timed.append(("compiled" in seen, seen[-1]))
+        return 0.01 * len(timed)
 
     monkeypatch.setattr(precision, "build", build_watched)
     monkeypatch.setattr(precision, "timed", fake_timed)
-    precision.run_one(Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01, compiled=False, rounds=2)
-    assert timed == [torch.float32, torch.bfloat16] * 2
+    monkeypatch.setattr(precision.torch, "compile", Compiled)
+    result = precision.run_one(Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01, rounds=2)
+    variants = [(False, torch.float32), (False, torch.bfloat16), (True, torch.float32), (True, torch.bfloat16)]
+    assert timed == variants * 2
+    # fp32 eager was timed at 0.01 s and 0.05 s: the median and the range are over its own rounds.
+    assert result["fp32_s"] == pytest.approx(0.03)
+    assert result["fp32_tokens_per_s_range"] == pytest.approx((3 * 3 * 3 / 0.05, 3 * 3 * 3 / 0.01))
+
+
+def test_kv_layouts_layouts_take_turns_pass_by_pass(monkeypatch):
+    from eval.bench import kv_layouts
+
+    order = []
+
+    def fake_pass(step, used):
+        order.append(step.__name__)
+        return 0.001
+
+    monkeypatch.setattr(kv_layouts, "time_segment", fake_pass)
+    monkeypatch.setattr(kv_layouts, "BATCH", 2)
+    times = kv_layouts.measure(repeats=2)
+    names = ["prefix", "dense", "paged", "bf16", "keys_transposed", "paged_keys_transposed"]
+    assert order == names * 3  # a warm-up pass of each, then two rounds of one pass each
+    assert list(times) == list(kv_layouts.LAYOUTS) and all(v == [0.001, 0.001] for v in times.values())
 
 
 def test_kv_layouts_page_gives_every_layout_over_alternating_passes(tmp_path):

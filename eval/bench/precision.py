@@ -1,6 +1,6 @@
 """bf16 autocast and torch.compile against fp32 eager: RATE training tokens/s, side by side.
 
-    python -m eval.bench.precision [--threads 2] [--seconds 6] [--out results/performance_precision.md]
+    python -m eval.bench.precision [--threads 2] [--seconds 3] [--rounds 3] [--out results/performance_precision.md]
 
 For each size (eval.bench.rate_training's shapes), one child process times a full training step
 (forward over N segments with full BPTT, loss, backward, AdamW) four ways: fp32 eager, bf16

@@ -148,12 +148,14 @@ def main(argv: list[str] | None = None) -> int:
     header = (f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} threads; "
               f"fp32 matmul peak ({PEAK_SIZE}^3) {spread([p / 1e9 for p in peaks], '.1f')} GFLOP/s; batch {args.batch} x "
               f"{args.segments} segments x {args.segment_len} tokens, {args.mem} memory tokens, full BPTT; medians of "
-              f"{args.repeats} rounds (min-max), each round the peak then every size")
-    table = ["| model | params | forward tokens/s | training tokens/s | GFLOP per step | GFLOP/s | of matmul peak |",
+              f"{args.repeats} rounds (min-max), each round the peak then every size; the share of the peak is each "
+              f"round's training FLOP/s over that round's own peak, so it need not equal the medians' quotient")
+    table = ["| model | params | forward tokens/s | training tokens/s | GFLOP per step | GFLOP/s | "
+             "of its round's matmul peak |",
              "|---|---|---|---|---|---|---|"]
     for name, (_, _, flops, params) in sizes.items():
         table.append(f"| {name} | {params} | {spread(forward_rates[name], '.0f')} | {spread(train_rates[name], '.0f')} | "
-                     f"{flops / 1e9:.2f} | {statistics.median(train_rates[name]) * flops / tokens / 1e9:.1f} | "
+                     f"{flops / 1e9:.2f} | {spread([r * flops / tokens / 1e9 for r in train_rates[name]], '.1f')} | "
                      f"{spread([100 * f for f in fractions[name]], '.1f')} % |")
     print(header + "\n\n" + "\n".join(table))
     if args.out:
