@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.bench.throughput import matmul_peak
+from eval.bench.throughput import matmul_peak, spread
 from rate.deploy.onnx_runner import make_env_factory, play
 from rate.config import atomic_write_text, load_yaml
 from rate.deploy.export import export_metadata, export_onnx, open_artifact
@@ -241,9 +241,7 @@ def step_flops(model: RATEModel, batch: int) -> float:
 
 def seconds_cell(seconds: list[float]) -> str:
     """One wall-time cell: the value, or the median with (min-max) of several runs."""
-    if len(seconds) == 1:
-        return f"{seconds[0]:.1f}"
-    return f"{statistics.median(seconds):.1f} ({min(seconds):.1f}-{max(seconds):.1f})"
+    return f"{seconds[0]:.1f}" if len(seconds) == 1 else spread(seconds, ".1f")
 
 
 def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, lengths: list[int],
