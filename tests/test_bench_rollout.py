@@ -67,12 +67,44 @@ def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
     assert "results identical" in text and "DIFFERENT" not in text
     # The first length's batched run and measured floors repeated (median, min-max); the longer once.
     first = [row for row in rows if row.startswith("| 12 |") and ("batched" in row or "alone" in row)]
-    assert len(first) == 3 and all(re.search(r"\| [\d.]+ \([\d.]+-[\d.]+\) \|", row) for row in first)
-    assert not any(re.search(r"\([\d.]+-[\d.]+\)", row) for row in rows if row.startswith("| 20 |"))
+    assert len(first) == 4 and all(re.search(r"\| -?[\d.]+ \(-?[\d.]+(-| to )-?[\d.]+\) \|", row) for row in first)
+    assert not any(re.search(r"\(-?[\d.]+(-| to )-?[\d.]+\)", row) for row in rows if row.startswith("| 20 |"))
     for label in ("batched T-Maze", "single T-Mazes", "ONNX", "the environment alone", "the policy alone",
-                  "GEMM peak"):
+                  "beyond the floors", "GEMM peak"):
         assert label in text
-    assert sum(row.startswith("| 20 |") for row in rows) == 4  # single and ONNX at the first length only
+    assert sum(row.startswith("| 20 |") for row in rows) == 5  # single and ONNX at the first length only
+
+
+def test_long_evaluation_repeats_alternate_their_order(monkeypatch):
+    """Each repeat times the batched run and both floors back to back, the order reversed every
+    other repeat (the rollout, the vector environment and the policy replaced by recorders)."""
+    import gymnasium
+
+    from eval.bench import rollout as bench
+
+    calls = []
+
+    class Envs:
+        def reset(self, seed):
+            pass
+
+        def step(self, action):
+            calls.append("E")
+
+    class Policy:
+        def reset(self, n):
+            pass
+
+        def act(self, obs, reward):
+            calls.append("P")
+
+    monkeypatch.setattr(gymnasium, "make_vec", lambda *a, **k: Envs())
+    monkeypatch.setattr(bench, "rollout", lambda *a, **k: calls.append("B") or {})
+    monkeypatch.setattr(bench, "StreamingPolicy", lambda *a: Policy())
+    seconds, outs = bench.long_evaluation_repeats(None, episodes=2, length=3, repeats=3)
+    # T = 3: the environment floor is 2 steps, the policy floor 3.
+    assert "".join(calls) == "B" "EE" "PPP" + "PPP" "EE" "B" + "B" "EE" "PPP"
+    assert all(len(v) == 3 for v in seconds.values()) and len(outs) == 3
 
 
 BENCHMARKS = ["attention_forms", "decode_overheads", "decode_profile", "kv_layouts", "official_training", "precision",
@@ -173,6 +205,29 @@ def test_throughput_measures_the_peak_each_round_and_divides_by_that_rounds_own(
     shares = [100 * gflop * 1e9 / (1e15 * r) for r in (1, 2, 3)]  # per round: the same FLOP/s over r PFLOP/s
     row = next(line for line in out.read_text().splitlines() if line.startswith("| tiny |"))
     assert row.endswith(f"| {shares[1]:.1f} ({shares[2]:.1f}-{shares[0]:.1f}) % |")
+
+
+def test_rate_training_times_the_positional_forms_in_alternating_rounds(monkeypatch):
+    """Both positional forms are timed FORM_ROUNDS times in one child, the model's own form first
+    and the order reversed every other round; the ratio column's range comes from the rounds."""
+    import math
+
+    from eval.bench import rate_training as bench
+    from rate.core import attention
+
+    forms = []
+
+    def fake_timed(fn, seconds, warmup=2):
+        form = "gathered" if attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL == math.inf else "factored"
+        forms.append(form)
+        return {"gathered": 2.0, "factored": 1.0}[form] * len(forms)  # later rounds slower: ratios differ
+
+    monkeypatch.setattr(bench, "timed", fake_timed)
+    result = bench.run_one(bench.Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01, profile=False)
+    own, other = result["form"], {"gathered": "factored", "factored": "gathered"}[result["form"]]
+    assert forms[:2 * bench.FORM_ROUNDS] == [own, other, other, own, own, other][:2 * bench.FORM_ROUNDS]
+    assert len(result["form_ratios"]) == bench.FORM_ROUNDS and len(set(result["form_ratios"])) > 1
+    assert attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL == bench.AUTOMATIC_THRESHOLD
 
 
 def test_precision_rounds_time_each_variant_itself_in_turn(monkeypatch):
@@ -345,3 +400,10 @@ def test_benchmark_children_compile_from_a_cold_cache_each(tmp_path, monkeypatch
     results = run_children("child_probe", ["a", "b"], [])
     assert [r["name"] for r in results] == ["a", "b"] and all(r["empty"] for r in results)
     assert len({r["cache"] for r in results} | {str(tmp_path / "shared")}) == 3
+
+
+def test_spread_reads_unambiguously_with_negative_values():
+    from eval.bench.throughput import spread
+
+    assert spread([1.0, 3.0, 2.0], ".1f") == "2.0 (1.0-3.0)"
+    assert spread([0.5, -0.3, 0.2], ".1f") == "0.2 (-0.3 to 0.5)"

@@ -95,7 +95,7 @@ def test_the_training_page_pairs_kept_and_default_children_in_alternating_order(
             size, _, malloc = name.partition(":")
             row = {"name": size, "params": 1, "form": "gathered", "tokens_per_s": 100.0, "gflop_per_step": 1.0,
                    "gflops": 10.0, "peak_gflops": 100.0, "rss_peak_mb": 50.0, "rss_growth_mb": 1.0,
-                   "gathered_s": 1.0, "factored_s": 1.0, "gathered_peak_mb": 1.0, "factored_peak_mb": 1.0,
+                   "gathered_s": 1.0, "factored_s": 1.0, "form_ratios": [1.0], "gathered_peak_mb": 1.0, "factored_peak_mb": 1.0,
                    "pos_before_ms": 1.0, "pos_now_ms": 1.0, "applied": malloc == "kept",
                    "profile": [("aten::mm", 0.5, 3)], "copy_share": 0.1}
             if malloc:  # (kept: 10 % faster in the first round, 30 % in the second)

@@ -20,7 +20,8 @@ on random T-Maze-shaped windows.  Reported side by side from one run:
 * the Transformer-XL positional term as one GEMM per head against the broadcast matmul, at the
   training shapes of each configuration (the model uses the GEMM per head only when decoding);
 * seconds per training step with the positional scores gathered into a bias or factored into
-  wider heads (rate/core/attention.py), side by side, and which of the two the model takes;
+  wider heads (rate/core/attention.py), side by side over FORM_ROUNDS rounds in alternating order,
+  and which of the two the model takes;
 * each configuration in pairs of children, one keeping freed memory (``train.keep_freed_memory``,
   rate/host_memory.py), one with the default allocator, in alternating order over two rounds:
   tokens/s, share of the matmul peak and peak memory of both, and the ratio per pair.
@@ -80,6 +81,7 @@ SIZES = [
 ]
 AUTOMATIC_THRESHOLD = attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL
 PAIR_ROUNDS = 2  # rounds of the default/kept pairs (alternating which runs first)
+FORM_ROUNDS = 3  # rounds of the two positional forms in one child (alternating which runs first)
 COPY_OPS = ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::stack")
 
 
@@ -151,10 +153,11 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     t = size.K * size.N
 
     # Which form of the positional scores the automatic rule takes at this size (a first step,
-    # counted), then each form timed side by side: that form first, so that the peak resident
-    # memory after it is its own (ru_maxrss only grows; the other form's column is the larger of
-    # the two peaks).  FLOPs are counted in the gathered form (the model's arithmetic), so the
-    # factored form's wider heads do not count as more work done.
+    # counted), then both forms timed side by side over FORM_ROUNDS rounds, the order reversed
+    # every other round: that form first in the first round, so that the peak resident memory
+    # after it is its own (ru_maxrss only grows; the other form's column is the larger of the two
+    # peaks).  FLOPs are counted in the gathered form (the model's arithmetic), so the factored
+    # form's wider heads do not count as more work done.
     calls, factored = [0], RelativeMultiHeadAttention._factored_attention
 
     def counting(self, *args):
@@ -166,20 +169,23 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     RelativeMultiHeadAttention._factored_attention = factored
     automatic = "factored" if calls[0] else "gathered"
     thresholds = {"factored": 0, "gathered": math.inf}
-    per_form, peak_mb = {}, {}
-    for form in sorted(thresholds, key=lambda f: f != automatic):
-        attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = thresholds[form]
-        if form == "gathered":
-            with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
-                step()
-            flops = counter.get_total_flops() - discarded[0]
-        per_form[form] = timed(step, seconds)
-        peak_mb[form] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    order = sorted(thresholds, key=lambda f: f != automatic)
+    per_form, peak_mb = {form: [] for form in thresholds}, {}
+    for r in range(FORM_ROUNDS):
+        for form in order if r % 2 == 0 else order[::-1]:
+            attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = thresholds[form]
+            if r == 0 and form == "gathered":
+                with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
+                    step()
+                flops = counter.get_total_flops() - discarded[0]
+            per_form[form].append(timed(step, seconds, warmup=2 if r == 0 else 1))
+            peak_mb.setdefault(form, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
-    seconds_per_step = per_form[automatic]
-    result = {"name": size.name, "form": automatic, "gathered_s": per_form["gathered"],
-              "factored_s": per_form["factored"], "factored_peak_mb": peak_mb["factored"],
+    seconds_per_step = statistics.median(per_form[automatic])
+    result = {"name": size.name, "form": automatic, "gathered_s": statistics.median(per_form["gathered"]),
+              "factored_s": statistics.median(per_form["factored"]), "factored_peak_mb": peak_mb["factored"],
               "gathered_peak_mb": peak_mb["gathered"],
+              "form_ratios": [g / f for g, f in zip(per_form["gathered"], per_form["factored"], strict=True)],
               "params": sum(p.numel() for p in model.parameters()),
               "tokens_per_s": 3 * size.batch * t / seconds_per_step, "gflop_per_step": flops / 1e9,
               "gflops": flops / seconds_per_step / 1e9, "peak_gflops": peak / 1e9,
@@ -260,20 +266,24 @@ def main(argv: list[str] | None = None) -> int:
                      f"({r['rss_growth_mb']:.0f}) |")
     lines += ["", "## Positional scores: gathered bias or factored heads", "",
               "Seconds per training step with each form of the Transformer-XL positional scores "
-              "(rate/core/attention.py), timed side by side in the same process.  Gathered: (q + v) R^T, gathered into "
+              f"(rate/core/attention.py), timed side by side in the same process over {FORM_ROUNDS} rounds, the "
+              "order reversed every other round: medians of the rounds, their ratio, and the range of the rounds' own "
+              "ratios.  Gathered: (q + v) R^T, gathered into "
               "a (B, H, Q, K) bias that the attention and its backward read.  Factored: the same scores as a dot "
               "product over heads d_model channels wider, in the fused kernel, with no bias tensor.  The model "
               "takes the factored form when the bias would hold at least "
               f"{AUTOMATIC_THRESHOLD:,} elements per channel of the widened heads (the 'scores' column above; the "
-              "throughput and memory columns are for that form).  Peak RSS: the form the model takes runs first, so "
-              "its column is its own; the other form's column is the larger of the two forms' peaks.", "",
+              "throughput and memory columns are for that form, the median of its rounds).  Peak RSS: the form the "
+              "model takes runs first, so its column is its own; the other form's column is the larger of the two "
+              "forms' peaks.", "",
               "| config | elements per channel (full cache) | gathered s/step | factored s/step | gathered / factored | "
               "peak RSS MB gathered | peak RSS MB factored |", "|---|---|---|---|---|---|---|"]
     for size, r in zip(SIZES, results):
         q_len = 3 * size.K + 2 * size.mem
         per_channel = size.batch * size.n_heads * q_len * (q_len + size.mem_len) / (size.d_head + size.d_model)
         lines.append(f"| {size.name} | {per_channel:,.0f} | {r['gathered_s']:.3f} | {r['factored_s']:.3f} | "
-                     f"{r['gathered_s'] / r['factored_s']:.2f}x | {r['gathered_peak_mb']:.0f} | "
+                     f"{r['gathered_s'] / r['factored_s']:.2f}x ({min(r['form_ratios']):.2f}-{max(r['form_ratios']):.2f}) | "
+                     f"{r['gathered_peak_mb']:.0f} | "
                      f"{r['factored_peak_mb']:.0f} |")
     lines += ["", "## The positional term: broadcast matmul or one GEMM per head", "",
               "Transformer-XL's positional scores (q + v) R^T as a matmul that broadcasts R over the batch, or as "

@@ -244,6 +244,46 @@ def seconds_cell(seconds: list[float]) -> str:
     return f"{seconds[0]:.1f}" if len(seconds) == 1 else spread(seconds, ".1f")
 
 
+LONG_MEASURES = ("batched", "environment", "policy")
+
+
+def long_evaluation_repeats(model: RATEModel, episodes: int, length: int, repeats: int) -> tuple[dict, list]:
+    """Seconds of the batched rollout and of its two measured floors, ``repeats`` times each:
+    ({"batched": [...], "environment": [...], "policy": [...]}, the rollouts' results).  The three
+    run back to back within a repeat, in reverse order every other repeat, so that a repeat's
+    floors and run meet the same moment of the machine (measured minutes apart they drifted by
+    seconds) and no measurement always runs first."""
+    import gymnasium as gym
+
+    import rate_envs  # noqa: F401  registers the T-Maze
+
+    seconds, outs = {name: [] for name in LONG_MEASURES}, []
+    right = np.zeros(episodes, dtype=np.int64)
+    obs, reward = np.zeros((episodes, 4), np.float32), np.zeros(episodes, np.float32)
+
+    def batched():
+        envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
+        start = time.perf_counter()
+        outs.append(rollout(envs, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True))
+        return time.perf_counter() - start
+
+    def environment():
+        envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
+        envs.reset(seed=0)
+        return _timed(lambda: [envs.step(right) for _ in range(length - 1)])
+
+    def policy():
+        streaming = StreamingPolicy(model, 1.0)
+        streaming.reset(episodes)
+        return _timed(lambda: [streaming.act(obs, reward) for _ in range(length)])
+
+    measure = {"batched": batched, "environment": environment, "policy": policy}
+    for r in range(repeats):
+        for name in LONG_MEASURES if r % 2 == 0 else LONG_MEASURES[::-1]:
+            seconds[name].append(measure[name]())
+    return seconds, outs
+
+
 def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, lengths: list[int],
                           repeats: int = 1) -> list[str]:
     """Wall time of ``episodes`` T-Maze episodes at each length: eager streaming through the
@@ -251,9 +291,8 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
     environments and with the ONNX runner; beside them the floors: the environment stepped alone,
     the policy's steps alone, and the model's matmul arithmetic at the GEMM peak.  At the first
     length the batched run and the two measured floors are repeated ``repeats`` times (median,
-    min-max); the longer lengths run once (96,000 steps take minutes)."""
-    import gymnasium as gym
-
+    min-max; :func:`long_evaluation_repeats`); the longer lengths run once (96,000 steps take
+    minutes).  'Beyond the floors' is each repeat's batched run less its own two floors."""
     import rate_envs  # noqa: F401  registers the T-Maze
 
     model, source = checkpoint_model(checkpoint)
@@ -265,21 +304,18 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
             f"T-Maze stepped T times with fixed actions), the policy alone (T steps fed fixed observations, no "
             f"environment), and the model's arithmetic: {flops / 1e6:.1f} MFLOP of matmuls per step at batch "
             f"{episodes} (torch.utils.flop_counter, one segment cycle) at this machine's fp32 GEMM peak, "
-            f"{peak:.0f} GFLOP/s (a 2048 x 2048 matmul, the median of about 2 s of calls). At T = {lengths[0]} the "
-            f"batched run and the two measured floors ran {repeats} times: median (min-max); longer lengths once.", "",
+            f"{peak:.0f} GFLOP/s (a 2048 x 2048 matmul, the median of about 2 s of calls). Each repeat times the "
+            f"batched run and the two measured floors back to back (in reverse order every other repeat), and "
+            f"'beyond the floors' is each repeat's batched run less its own two floors: the rollout's work besides "
+            f"the policy and the environment, measured in one moment of the machine. At T = {lengths[0]} "
+            f"{repeats} repeats: median (min-max); longer lengths once.", "",
             "| T | runner | wall seconds | success |", "|---|---|---|---|"]
     for i, length in enumerate(tqdm(lengths, desc="long evaluation")):
-        runs = repeats if i == 0 else 1
-        seconds, outs = [], []
-        for _ in range(runs):
-            envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
-            start = time.perf_counter()
-            outs.append(rollout(envs, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True))
-            seconds.append(time.perf_counter() - start)
+        seconds, outs = long_evaluation_repeats(model, episodes, length, repeats if i == 0 else 1)
         out = outs[0]
         agree = all(np.array_equal(o[key], out[key]) for o in outs for key in ("returns", "lengths", "success"))
         rows.append(f"| {length} | eager StreamingPolicy, batched T-Maze (`gym.make_vec`)"
-                    f"{'' if agree else ' (repeats DIFFERENT)'} | {seconds_cell(seconds)} | "
+                    f"{'' if agree else ' (repeats DIFFERENT)'} | {seconds_cell(seconds['batched'])} | "
                     f"{out['success'].mean():.2f} |")
         if i == 0:
             make_env = make_env_factory({"env_id": "rate/TMaze-v0"}, length)
@@ -293,21 +329,12 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
             onnx = play(open_artifact(path), make_env, episodes, seed=0, target_return=1.0)
             rows.append(f"| {length} | ONNX (eval.play_onnx), single T-Mazes | {time.perf_counter() - start:.1f} | "
                         f"{onnx['success'].mean():.2f} |")
-        envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
-        right = np.zeros(episodes, dtype=np.int64)
-        environment_seconds = []
-        for _ in range(runs):
-            envs.reset(seed=0)
-            environment_seconds.append(_timed(lambda: [envs.step(right) for _ in range(length - 1)]))
-        rows.append(f"| {length} | floor: the environment alone | {seconds_cell(environment_seconds)} | - |")
-        policy = StreamingPolicy(model, 1.0)
-        obs, reward = np.zeros((episodes, 4), np.float32), np.zeros(episodes, np.float32)
-        policy_seconds = []
-        for _ in range(runs):
-            policy.reset(episodes)
-            policy_seconds.append(_timed(lambda: [policy.act(obs, reward) for _ in range(length)]))
-        rows.append(f"| {length} | floor: the policy alone | {seconds_cell(policy_seconds)} | - |")
-        rows.append(f"| {length} | floor: the model's matmuls at the GEMM peak | {flops * length / (peak * 1e9):.2f} | - |")
+        beyond = [b - e - p for b, e, p in zip(seconds["batched"], seconds["environment"], seconds["policy"])]
+        rows += [f"| {length} | floor: the environment alone | {seconds_cell(seconds['environment'])} | - |",
+                 f"| {length} | floor: the policy alone | {seconds_cell(seconds['policy'])} | - |",
+                 f"| {length} | beyond the floors (each repeat: batched run less its floors) | "
+                 f"{seconds_cell(beyond)} | - |",
+                 f"| {length} | floor: the model's matmuls at the GEMM peak | {flops * length / (peak * 1e9):.2f} | - |"]
     return rows
 
 

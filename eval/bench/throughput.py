@@ -92,8 +92,9 @@ def matmul_peak(seconds: float, n: int = PEAK_SIZE) -> float:
 
 
 def spread(values: list[float], fmt: str) -> str:
-    """"median (min-max)" of ``values`` formatted with ``fmt``."""
-    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+    """"median (min-max)" of ``values`` formatted with ``fmt`` ("min to max" when a value is negative)."""
+    between = " to " if min(values) < 0 else "-"
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}{between}{max(values):{fmt}})"
 
 
 def size_step(d: int, layers: int, heads: int, d_head: int, d_inner: int, args) -> tuple:
