@@ -66,7 +66,8 @@ def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
     text = "\n".join(rows)
     assert "results identical" in text and "DIFFERENT" not in text
     # The first length's batched run and measured floors repeated (median, min-max); the longer once.
-    first = [row for row in rows if row.startswith("| 12 |") and ("batched" in row or "alone" in row)]
+    repeated = ("batched T-Maze", "the environment alone", "the policy alone", "beyond the floors")
+    first = [row for row in rows if row.startswith("| 12 |") and any(label in row for label in repeated)]
     assert len(first) == 4 and all(re.search(r"\| -?[\d.]+ \(-?[\d.]+(-| to )-?[\d.]+\) \|", row) for row in first)
     assert not any(re.search(r"\(-?[\d.]+(-| to )-?[\d.]+\)", row) for row in rows if row.startswith("| 20 |"))
     for label in ("batched T-Maze", "single T-Mazes", "ONNX", "the environment alone", "the policy alone",
@@ -77,7 +78,8 @@ def test_long_evaluation_reports_every_runner_and_the_floors(tmp_path):
 
 def test_long_evaluation_repeats_alternate_their_order(monkeypatch):
     """Each repeat times the batched run and both floors back to back, the order reversed every
-    other repeat (the rollout, the vector environment and the policy replaced by recorders)."""
+    other repeat, and files each time under its measure (the rollout, the vector environment and
+    the policy replaced by recorders, the timer by a list of seconds)."""
     import gymnasium
 
     from eval.bench import rollout as bench
@@ -91,6 +93,9 @@ def test_long_evaluation_repeats_alternate_their_order(monkeypatch):
         def step(self, action):
             calls.append("E")
 
+        def close(self):
+            pass
+
     class Policy:
         def reset(self, n):
             pass
@@ -98,13 +103,18 @@ def test_long_evaluation_repeats_alternate_their_order(monkeypatch):
         def act(self, obs, reward):
             calls.append("P")
 
+    # The seconds of the measures in the order they run: B E P | P E B | B E P.
+    clock = iter([10.0, 1.0, 8.0, 8.2, 1.1, 10.5, 11.0, 1.2, 8.4])
     monkeypatch.setattr(gymnasium, "make_vec", lambda *a, **k: Envs())
     monkeypatch.setattr(bench, "rollout", lambda *a, **k: calls.append("B") or {})
     monkeypatch.setattr(bench, "StreamingPolicy", lambda *a: Policy())
+    monkeypatch.setattr(bench, "_timed", lambda fn: (fn(), next(clock))[1])
     seconds, outs = bench.long_evaluation_repeats(None, episodes=2, length=3, repeats=3)
     # T = 3: the environment floor is 2 steps, the policy floor 3.
-    assert "".join(calls) == "B" "EE" "PPP" + "PPP" "EE" "B" + "B" "EE" "PPP"
-    assert all(len(v) == 3 for v in seconds.values()) and len(outs) == 3
+    assert "".join(calls) == "B" "EE" "PPP" + "PPP" "EE" "B" + "B" "EE" "PPP" and len(outs) == 3
+    assert seconds["batched"] == [10.0, 10.5, 11.0] and seconds["environment"] == [1.0, 1.1, 1.2]
+    assert seconds["policy"] == [8.0, 8.2, 8.4]
+    assert seconds["beyond"] == pytest.approx([1.0, 1.2, 1.4])  # each repeat's run less its own floors
 
 
 BENCHMARKS = ["attention_forms", "decode_overheads", "decode_profile", "kv_layouts", "official_training", "precision",
@@ -209,7 +219,8 @@ def test_throughput_measures_the_peak_each_round_and_divides_by_that_rounds_own(
 
 def test_rate_training_times_the_positional_forms_in_alternating_rounds(monkeypatch):
     """Both positional forms are timed FORM_ROUNDS times in one child, the model's own form first
-    and the order reversed every other round; the ratio column's range comes from the rounds."""
+    and the order reversed every other round; the columns are the rounds' medians, the ratios per
+    round, the peak memory the first round's; the automatic threshold comes back."""
     import math
 
     from eval.bench import rate_training as bench
@@ -217,16 +228,23 @@ def test_rate_training_times_the_positional_forms_in_alternating_rounds(monkeypa
 
     forms = []
 
-    def fake_timed(fn, seconds, warmup=2):
+    def fake_timed(fn, seconds, warmup=2):  # call i (from 1) takes i s (x2 for the gathered form)
         form = "gathered" if attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL == math.inf else "factored"
         forms.append(form)
-        return {"gathered": 2.0, "factored": 1.0}[form] * len(forms)  # later rounds slower: ratios differ
+        return {"gathered": 2.0, "factored": 1.0}[form] * len(forms)
 
     monkeypatch.setattr(bench, "timed", fake_timed)
-    result = bench.run_one(bench.Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01, profile=False)
-    own, other = result["form"], {"gathered": "factored", "factored": "gathered"}[result["form"]]
-    assert forms[:2 * bench.FORM_ROUNDS] == [own, other, other, own, own, other][:2 * bench.FORM_ROUNDS]
-    assert len(result["form_ratios"]) == bench.FORM_ROUNDS and len(set(result["form_ratios"])) > 1
+    monkeypatch.setattr(bench, "matmul_peak", lambda seconds, n: 1e12)
+    monkeypatch.setattr(bench, "positional_fix", lambda size, seconds: (1.0, 1.0))
+    monkeypatch.setattr(attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", bench.AUTOMATIC_THRESHOLD)
+    size = bench.Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3)
+    result = bench.run_one(size, seconds=0.01, profile=False)
+    assert result["form"] == "gathered" and bench.FORM_ROUNDS == 3  # (the tiny size keeps the gathered form)
+    assert forms == ["gathered", "factored", "factored", "gathered", "gathered", "factored"]
+    # gathered: calls 1, 4, 5 -> 2, 8, 10 s; factored: calls 2, 3, 6 -> 2, 3, 6 s.
+    assert result["gathered_s"] == 8.0 and result["factored_s"] == 3.0
+    assert result["form_ratios"] == [1.0, 8 / 3, 10 / 6]
+    assert result["tokens_per_s"] == 3 * size.batch * size.K * size.N / 8.0
     assert attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL == bench.AUTOMATIC_THRESHOLD
 
 
@@ -403,6 +421,7 @@ def test_benchmark_children_compile_from_a_cold_cache_each(tmp_path, monkeypatch
 
 
 def test_spread_reads_unambiguously_with_negative_values():
+    """'median (min-max)', with 'to' between the ends where one is negative ('-0.3--0.1' reads badly)."""
     from eval.bench.throughput import spread
 
     assert spread([1.0, 3.0, 2.0], ".1f") == "2.0 (1.0-3.0)"

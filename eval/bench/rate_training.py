@@ -171,16 +171,18 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     thresholds = {"factored": 0, "gathered": math.inf}
     order = sorted(thresholds, key=lambda f: f != automatic)
     per_form, peak_mb = {form: [] for form in thresholds}, {}
-    for r in range(FORM_ROUNDS):
-        for form in order if r % 2 == 0 else order[::-1]:
-            attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = thresholds[form]
-            if r == 0 and form == "gathered":
-                with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
-                    step()
-                flops = counter.get_total_flops() - discarded[0]
-            per_form[form].append(timed(step, seconds, warmup=2 if r == 0 else 1))
-            peak_mb.setdefault(form, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-    attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
+    try:
+        for r in range(FORM_ROUNDS):
+            for form in order if r % 2 == 0 else order[::-1]:
+                attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = thresholds[form]
+                if r == 0 and form == "gathered":
+                    with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
+                        step()
+                    flops = counter.get_total_flops() - discarded[0]
+                per_form[form].append(timed(step, seconds, warmup=2 if r == 0 else 1))
+                peak_mb.setdefault(form, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    finally:
+        attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
     seconds_per_step = statistics.median(per_form[automatic])
     result = {"name": size.name, "form": automatic, "gathered_s": statistics.median(per_form["gathered"]),
               "factored_s": statistics.median(per_form["factored"]), "factored_peak_mb": peak_mb["factored"],
@@ -273,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
               "product over heads d_model channels wider, in the fused kernel, with no bias tensor.  The model "
               "takes the factored form when the bias would hold at least "
               f"{AUTOMATIC_THRESHOLD:,} elements per channel of the widened heads (the 'scores' column above; the "
-              "throughput and memory columns are for that form, the median of its rounds).  Peak RSS: the form the "
+              "throughput and memory columns are for that form: its rounds' median time).  Peak RSS: the form the "
               "model takes runs first, so its column is its own; the other form's column is the larger of the two "
               "forms' peaks.", "",
               "| config | elements per channel (full cache) | gathered s/step | factored s/step | gathered / factored | "
@@ -282,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
         q_len = 3 * size.K + 2 * size.mem
         per_channel = size.batch * size.n_heads * q_len * (q_len + size.mem_len) / (size.d_head + size.d_model)
         lines.append(f"| {size.name} | {per_channel:,.0f} | {r['gathered_s']:.3f} | {r['factored_s']:.3f} | "
-                     f"{r['gathered_s'] / r['factored_s']:.2f}x ({min(r['form_ratios']):.2f}-{max(r['form_ratios']):.2f}) | "
-                     f"{r['gathered_peak_mb']:.0f} | "
-                     f"{r['factored_peak_mb']:.0f} |")
+                     f"{r['gathered_s'] / r['factored_s']:.2f}x "
+                     f"({min(r['form_ratios']):.2f}-{max(r['form_ratios']):.2f}) | "
+                     f"{r['gathered_peak_mb']:.0f} | {r['factored_peak_mb']:.0f} |")
     lines += ["", "## The positional term: broadcast matmul or one GEMM per head", "",
               "Transformer-XL's positional scores (q + v) R^T as a matmul that broadcasts R over the batch, or as "
               "one GEMM per head over all B x Q query rows.  rate/core/attention.py takes the GEMM per head when "

@@ -249,7 +249,8 @@ LONG_MEASURES = ("batched", "environment", "policy")
 
 def long_evaluation_repeats(model: RATEModel, episodes: int, length: int, repeats: int) -> tuple[dict, list]:
     """Seconds of the batched rollout and of its two measured floors, ``repeats`` times each:
-    ({"batched": [...], "environment": [...], "policy": [...]}, the rollouts' results).  The three
+    ({"batched": [...], "environment": [...], "policy": [...], "beyond": [...]}, the rollouts'
+    results); "beyond" is each repeat's batched run less its own two floors.  The three
     run back to back within a repeat, in reverse order every other repeat, so that a repeat's
     floors and run meet the same moment of the machine (measured minutes apart they drifted by
     seconds) and no measurement always runs first."""
@@ -263,14 +264,14 @@ def long_evaluation_repeats(model: RATEModel, episodes: int, length: int, repeat
 
     def batched():
         envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
-        start = time.perf_counter()
-        outs.append(rollout(envs, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True))
-        return time.perf_counter() - start
+        return _timed(lambda: outs.append(rollout(envs, StreamingPolicy(model, 1.0), episodes, seed=0, progress=True)))
 
     def environment():
         envs = gym.make_vec("rate/TMaze-v0", num_envs=episodes, episode_length=length)
         envs.reset(seed=0)
-        return _timed(lambda: [envs.step(right) for _ in range(length - 1)])
+        seconds = _timed(lambda: [envs.step(right) for _ in range(length - 1)])
+        envs.close()
+        return seconds
 
     def policy():
         streaming = StreamingPolicy(model, 1.0)
@@ -281,6 +282,7 @@ def long_evaluation_repeats(model: RATEModel, episodes: int, length: int, repeat
     for r in range(repeats):
         for name in LONG_MEASURES if r % 2 == 0 else LONG_MEASURES[::-1]:
             seconds[name].append(measure[name]())
+    seconds["beyond"] = [b - e - p for b, e, p in zip(seconds["batched"], seconds["environment"], seconds["policy"])]
     return seconds, outs
 
 
@@ -329,12 +331,12 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
             onnx = play(open_artifact(path), make_env, episodes, seed=0, target_return=1.0)
             rows.append(f"| {length} | ONNX (eval.play_onnx), single T-Mazes | {time.perf_counter() - start:.1f} | "
                         f"{onnx['success'].mean():.2f} |")
-        beyond = [b - e - p for b, e, p in zip(seconds["batched"], seconds["environment"], seconds["policy"])]
         rows += [f"| {length} | floor: the environment alone | {seconds_cell(seconds['environment'])} | - |",
                  f"| {length} | floor: the policy alone | {seconds_cell(seconds['policy'])} | - |",
                  f"| {length} | beyond the floors (each repeat: batched run less its floors) | "
-                 f"{seconds_cell(beyond)} | - |",
-                 f"| {length} | floor: the model's matmuls at the GEMM peak | {flops * length / (peak * 1e9):.2f} | - |"]
+                 f"{seconds_cell(seconds['beyond'])} | - |",
+                 f"| {length} | floor: the model's matmuls at the GEMM peak | "
+                 f"{flops * length / (peak * 1e9):.2f} | - |"]
     return rows
 
 
