@@ -482,6 +482,11 @@ def test_constant_features_keep_scale_one():
     mean, std = observation_stats([Episode(obs, np.zeros(5, np.int64), np.zeros(5, np.float32))])
     np.testing.assert_allclose(mean, [2.0, 0.0])
     np.testing.assert_allclose(std, [np.arange(5).std(), 1.0])
+    # In the encoder's units (model.obs_scale): the constant feature's std stays 1 after scaling
+    # (scaled with the rest, the encoder would read it as x - mean: a pixel of 255 as 255).
+    mean, std = observation_stats([Episode(obs, np.zeros(5, np.int64), np.zeros(5, np.float32))], scale=0.5)
+    np.testing.assert_allclose(mean, [1.0, 0.0])
+    np.testing.assert_allclose(std, [0.5 * np.arange(5).std(), 1.0])
     # Merged episode by episode, they are the statistics of all observations together.
     rng = np.random.default_rng(0)
     episodes = [Episode((rng.normal(3.0, 2.0, (n, 3)) * [1, 10, 1e-3]).astype(np.float32), np.zeros(n, np.int64),
@@ -490,6 +495,26 @@ def test_constant_features_keep_scale_one():
     mean, std = observation_stats(episodes)
     np.testing.assert_allclose(mean, everything.mean(0), rtol=1e-6)
     np.testing.assert_allclose(std, everything.std(0), rtol=1e-6)
+
+
+def test_the_model_takes_the_statistics_in_its_encoders_units():
+    """build_rate hands the encoder the statistics of scaled observations (obs_scale), so a
+    feature the data never varies reaches the network as (x - mean) * scale, not x - mean."""
+    import dataclasses
+
+    import torch
+
+    from rate.config import load_yaml
+    from rate.data.episodes import Episode
+    from rate.rl.experiment import RATEExperimentConfig, build_rate
+
+    cfg = load_yaml(RATEExperimentConfig, "configs/tmaze/rate.yaml")
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, normalize_obs=True, obs_scale=1 / 255))
+    obs = np.zeros((6, 4), np.float32)
+    obs[:, 0] = np.arange(6) * 50  # feature 0 varies, the others never do
+    model = build_rate(cfg, [Episode(obs, np.zeros(6, np.int64), np.zeros(6, np.float32))])
+    std = model.encoders.obs_std.flatten()
+    torch.testing.assert_close(std, torch.tensor([np.arange(6).std() * 50 / 255, 1.0, 1.0, 1.0], dtype=torch.float32))
 
 
 def test_actions_of_a_space_with_infinite_bounds_are_rescaled_from_the_datas_range(datasets, tmp_path):
@@ -626,6 +651,21 @@ def test_unsupported_action_spaces_are_one_clear_error(datasets, tmp_path, monke
                                        observation_space=gym.spaces.Box(-1, 1, (2,), np.float32))
     with pytest.raises(DatasetError, match="MultiDiscrete"):
         infer_from_dataset("tests/multidiscrete-v0")
+
+
+def test_episodes_with_more_observations_than_steps_plus_one_are_refused(datasets):
+    """Observations are one per step and the final one (or one per step); more would be cut
+    silently and could be misaligned with the actions: one clear error."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from rate.data.episodes import load_minari_episodes
+
+    buffer = EpisodeBuffer(observations=np.zeros((5, 4), np.float32), actions=np.array([0, 1]), rewards=[0.0, 1.0],
+                           terminations=[False, True], truncations=[False, False])
+    minari.create_dataset_from_buffers("tests/extra-obs-v0", [buffer], action_space=gym.spaces.Discrete(2),
+                                       observation_space=gym.spaces.Box(-1, 1, (4,), np.float32))
+    with pytest.raises(DatasetError, match="episode 0 has 5 observations for 2 steps"):
+        load_minari_episodes("tests/extra-obs-v0")
 
 
 def test_a_dataset_without_an_environment_asks_for_one(datasets):
@@ -957,3 +997,34 @@ def test_an_episode_length_beyond_the_recorded_time_limit_raises_the_limit():
     env = make_eval_env(ev, 300)
     assert env.spec.max_episode_steps == 300
     env.close()
+    # The standalone runner (rate-play-onnx) applies the same rule: an exported policy plays the
+    # same episodes as rate-eval.
+    from rate.deploy.onnx_runner import make_env_factory
+
+    meta = {"env_id": "rate/TMaze-v0", "env_kwargs": ev.env_kwargs, "length_kwarg": "episode_length"}
+    for length, limit in ((300, 300), (50, 100)):
+        env = make_env_factory(meta, length)()
+        assert env.spec.max_episode_steps == limit and env.spec.kwargs["episode_length"] == length
+        env.close()
+
+
+def test_the_runner_refuses_actions_from_zero_in_an_environment_without_discrete_actions(monkeypatch):
+    """`rate-play-onnx --env` keeps the run's wrappers: ActionsFromZero in an environment with
+    Box actions is one ArtifactError (it was an AttributeError traceback), and the environment
+    made for it is closed."""
+    from rate.deploy.onnx_runner import ArtifactError, make_env_factory
+
+    closed = []
+    close = gym.Wrapper.close  # (gym.make's outer wrappers)
+    monkeypatch.setattr(gym.Wrapper, "close", lambda self: closed.append(type(self).__name__) or close(self))
+    meta = {"env_id": "Pendulum-v1", "config": {"eval": {"wrappers": ["ActionsFromZero"]}}}
+    with pytest.raises(ArtifactError, match=r"ActionsFromZero.*Box"):
+        make_env_factory(meta, None)()
+    assert closed
+    # rate-eval's environment alike: the library's wrapper refuses it, and what was made is closed.
+    from rate.rl.experiment import EvalConfig, make_eval_env
+
+    closed.clear()
+    with pytest.raises(ValueError):
+        make_eval_env(EvalConfig(env_id="Pendulum-v1", wrappers=["ActionsFromZero"]))
+    assert closed

@@ -205,16 +205,20 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
     info = dataset_info(ds)
     episodes, clipped, total = [], 0, 0
     try:
-        for ep in ds.iterate_episodes():
+        for i, ep in enumerate(ds.iterate_episodes()):
             rewards = np.asarray(ep.rewards, dtype=np.float32)  # MiniGrid stores int64 rewards
             n = len(rewards)
             if flatten_observations:
-                obs = flatten_batch(info.observation_space, ep.observations)[:n]
+                obs = flatten_batch(info.observation_space, ep.observations)
             elif isinstance(ep.observations, (dict, tuple)):
                 raise DatasetError(f"{dataset_id}: observations of {info.observation_space} need flattening "
                                    "(eval.wrappers: [FlattenObservation])")
             else:
-                obs = np.asarray(ep.observations)[:n]
+                obs = np.asarray(ep.observations)
+            if len(obs) not in (n, n + 1):  # checked before the final observation is dropped
+                raise DatasetError(f"{dataset_id}: episode {i} has {len(obs)} observations for {n} steps (one per "
+                                   f"step and the final one: {n + 1})")
+            obs = obs[:n]
             actions = np.asarray(ep.actions)
             if isinstance(info.action_space, gym.spaces.Box):
                 low, high = (np.asarray(action_bounds, dtype=actions.dtype) if action_bounds
@@ -272,9 +276,10 @@ def dataset_returns(ds) -> tuple[np.ndarray, float]:
     return np.array(returns), largest
 
 
-def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-feature mean and std over every stored observation.  A feature that (nearly) never
-    varies in the data keeps the scale 1: dividing by its tiny std would turn a value it takes
+def observation_stats(episodes: list[Episode], scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std over every stored observation, in the units the encoder reads
+    (the stored values times ``scale``, model.obs_scale).  A feature that (nearly) never varies in
+    the data keeps the std 1 in those units: dividing by its tiny std would turn a value it takes
     only at evaluation (a category the data never shows) into an input of a million."""
     # Merged episode by episode (Chan et al.'s pairwise update, in float64): a float64 copy of all
     # observations at once would take twice the memory of the float32 dataset.
@@ -287,4 +292,6 @@ def observation_stats(episodes: list[Episode]) -> tuple[np.ndarray, np.ndarray]:
         m2 = m2 + ((obs - ep_mean) ** 2).sum(0) + delta**2 * (count * n / total)
         count = total
     std = np.sqrt(m2 / count)
-    return np.asarray(mean, np.float32), np.where(std < 1e-6, 1.0, std).astype(np.float32)
+    # (the fallback after scaling: a scaled std of 1 would read such a feature as scale / 1)
+    return (np.asarray(mean * scale, np.float32),
+            np.where(std < 1e-6, 1.0, std * scale).astype(np.float32))

@@ -95,6 +95,9 @@ def _actions_from_zero(env: gym.Env) -> gym.Env:
     """The policy's discrete actions 0..n-1 as the environment's Discrete(n, start=s) ones."""
     import gymnasium as gym
 
+    if not isinstance(env.action_space, gym.spaces.Discrete):  # (--env: another environment than the run's)
+        raise ArtifactError(f"the policy's actions start at 0 of a Discrete space (ActionsFromZero); "
+                            f"{env.spec.id if env.spec else 'this environment'} acts in {env.action_space}")
     start, n = int(env.action_space.start), int(env.action_space.n)
     return gym.wrappers.TransformAction(env, lambda action: start + int(action), gym.spaces.Discrete(n))
 
@@ -319,6 +322,12 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
             raise ArtifactError(f"--lengths sets the project's tasks' lengths and other environments' time limits; "
                                 f"this policy sets {length_kwarg!r} of {env_id}")
         kwargs[length_kwarg] = length
+        # As rate-eval (rate.rl.experiment.eval_env_kwargs): a time limit shorter than the episode
+        # (recorded with a dataset's environment, or registered) is raised to it, else it would
+        # cut every episode short without a word.
+        limit = kwargs.get("max_episode_steps", gym.spec(env_id).max_episode_steps)
+        if length_kwarg == "episode_length" and limit is not None and limit < length:
+            kwargs["max_episode_steps"] = length
     wrappers = meta.get("config", {}).get("eval", {}).get("wrappers", [])
     bounds = meta.get("config", {}).get("eval", {}).get("action_bounds") or None
     unknown = [w for w in wrappers if w not in WRAPPERS]
@@ -338,10 +347,14 @@ def make_env_factory(meta: dict, length: int | None) -> Callable[[], gym.Env]:
         todo = list(zip(points, recorded))
         while todo and made and todo[0][0] == made[0]:
             todo, made = todo[1:], made[1:]
-        for _, (wrapper, wrapper_kwargs) in todo:
-            env = wrapper(env, **wrapper_kwargs)
-        for name in wrappers:
-            env = _rescale_actions(env, bounds) if name == "RescaleAction" else WRAPPERS[name](env)
+        try:
+            for _, (wrapper, wrapper_kwargs) in todo:
+                env = wrapper(env, **wrapper_kwargs)
+            for name in wrappers:
+                env = _rescale_actions(env, bounds) if name == "RescaleAction" else WRAPPERS[name](env)
+        except BaseException:
+            env.close()
+            raise
         # (metadata that names only the environment, as the benchmarks pass, is not checked)
         problem = _space_mismatch(env, meta) if {"obs_shape", "act_kind", "act_dim"} <= meta.keys() else None
         if problem is not None:  # (the environment's own refusal of an action would be a traceback)

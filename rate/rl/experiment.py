@@ -263,13 +263,18 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
         except ImportError:
             raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
     render = {} if video is None else {"render_mode": "rgb_array"}
-    env = wrap_recorded(gym.make(ev.env_id, **render, **eval_env_kwargs(ev, length)), ev.env_wrappers)
-    if video is not None:
-        with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
-            warnings.simplefilter("ignore")
-            env = gym.wrappers.RecordVideo(env, str(video[0]), episode_trigger=lambda _: True, name_prefix=video[1],
-                                           disable_logger=True)
-    return wrap_env(env, ev.wrappers, ev.action_bounds)
+    env = gym.make(ev.env_id, **render, **eval_env_kwargs(ev, length))
+    try:
+        env = wrap_recorded(env, ev.env_wrappers)
+        if video is not None:
+            with warnings.catch_warnings():  # "overwriting existing videos": the folder is shared by design
+                warnings.simplefilter("ignore")
+                env = gym.wrappers.RecordVideo(env, str(video[0]), episode_trigger=lambda _: True,
+                                               name_prefix=video[1], disable_logger=True)
+        return wrap_env(env, ev.wrappers, ev.action_bounds)
+    except BaseException:  # (a wrapper that refuses the environment: close what was made)
+        env.close()
+        raise
 
 
 def check_frames(ev: EvalConfig, length: int | None = None) -> None:
@@ -486,8 +491,7 @@ def build_rate(cfg: RATEExperimentConfig, episodes: list[Episode] | None = None)
     if episodes is not None and cfg.model.normalize_obs:
         from rate.data.episodes import observation_stats
 
-        mean, std = observation_stats(episodes)  # of the observations as stored: scale them as the encoder does
-        model.encoders.set_obs_stats(mean * cfg.model.obs_scale, std * cfg.model.obs_scale)
+        model.encoders.set_obs_stats(*observation_stats(episodes, cfg.model.obs_scale))
     return model
 
 
