@@ -784,3 +784,14 @@ def test_an_export_older_than_the_checkpoint_beside_it_is_named(tmp_path):
     with warnings.catch_warnings():  # exported from another folder (its checkpoint_best) into this one: quiet
         warnings.simplefilter("error")
         warn_if_older_than_its_run(artifact, {"provenance": {"trained": {"step": 5}, "beside_checkpoint": False}})
+
+
+def test_export_out_names_its_format_in_either_case(tmp_path, capsys):
+    """--out must end in the format's suffix (usage error, status 2); the loader reads the suffix in
+    either case, so P.ONNX passes that check (and here meets the missing checkpoint)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "p.pt2")])
+    assert exit_info.value.code == 2 and "--out must end in .onnx" in capsys.readouterr().err
+    assert main([str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "p.ONNX")]) != 0
+    err = capsys.readouterr().err
+    assert "must end in" not in err and "not a checkpoint folder" in err

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
                          "runs wherever torch or onnxruntime runs)")
     args = parser.parse_args(argv)
     out = args.out or args.checkpoint / f"policy.{args.format}"
-    if out.suffix != f".{args.format}":
+    if out.suffix.lower() != f".{args.format}":  # (the loader reads the suffix in either case)
         parser.error(f"--out must end in .{args.format}, got {out}")
     from rate.checkpoint import CheckpointError
     from rate.deploy.export import ExportError, export_checkpoint
