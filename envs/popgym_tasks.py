@@ -77,6 +77,10 @@ class POPGymTask(gym.ObservationWrapper):
         if render_mode is not None and render_mode not in modes:
             raise ValueError(f"{task} renders {', '.join(modes) or 'nothing'}, not {render_mode!r}")
         super().__init__(TASKS[task](render_mode=render_mode) if render_mode is not None else TASKS[task]())
+        if self.env.unwrapped.render_mode != render_mode:
+            # PositionOnlyCartPoleMedium/Hard's constructors drop their keywords; CartPole reads
+            # the mode only when it renders, so setting it afterwards is what the keyword does.
+            self.env.unwrapped.render_mode = render_mode
         self.task = task
         own = int(self.env.unwrapped.max_episode_length)
         if episode_length is not None and episode_length != own:

@@ -55,14 +55,14 @@ class TMazeEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """options: {"corridor_length": L} for this episode, {"goal": +1 or -1} to fix the clue."""
-        super().reset(seed=seed)
         options = options or {}
-        self.corridor_length = int(options.get("corridor_length", self.default_length))
-        if self.corridor_length < 1:
-            raise ValueError(f"corridor_length must be >= 1, got {self.corridor_length}")
-        goal = options.get("goal")
+        length, goal = int(options.get("corridor_length", self.default_length)), options.get("goal")
+        if length < 1:  # (checked before any state changes)
+            raise ValueError(f"corridor_length must be >= 1, got {length}")
         if goal is not None and goal not in (-1, 1):
             raise ValueError(f"goal must be +1 or -1, got {goal}")
+        super().reset(seed=seed)
+        self.corridor_length = length
         self.goal = int(goal) if goal is not None else int(self.np_random.choice([-1, 1]))
         self.x = self.y = self.t = 0
         return self._obs(), {"goal": self.goal, "corridor_length": self.corridor_length, **self._cue_info()}

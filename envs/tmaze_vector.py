@@ -62,6 +62,7 @@ class TMazeVectorEnv(VectorEnv):
         if mask.shape != (self.num_envs,):
             raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
         seeds = _env_seeds(seed, self.num_envs)
+        length, goal = self._episode_options(options)  # (checked before any state changes)
         if self.streams is None:
             if not mask.all():  # (rows never started would play the constructor's defaults)
                 raise ValueError("the first reset() starts every environment: its reset_mask must be all True")
@@ -71,11 +72,13 @@ class TMazeVectorEnv(VectorEnv):
                 if seeds[i] is not None:
                     self.streams.reseed(i, seeding.np_random(seeds[i])[0])
         rows = np.flatnonzero(mask)
-        self._start(rows, options)
+        self._start(rows, length, goal)
         self._autoreset[rows] = False
         obs = self._observe(rows)
-        info = {"goal": self.goal.copy(), "_goal": mask.copy(), "corridor_length": self.corridor.copy(),
-                "_corridor_length": mask.copy(), **self._cue_info()}
+        # (as SyncVectorEnv: the rows not reset have no entries, 0 under a False mask)
+        info = {"goal": np.where(mask, self.goal, 0), "_goal": mask.copy(),
+                "corridor_length": np.where(mask, self.corridor, 0), "_corridor_length": mask.copy(),
+                **self._cue_info(mask)}
         return obs, info
 
     def step(self, actions):
@@ -89,7 +92,7 @@ class TMazeVectorEnv(VectorEnv):
                 or not (valid | self._autoreset).all()):
             raise ValueError(f"T-Maze actions must be {self.num_envs} integers in 0..3, got {actions!r}")
         reset = np.flatnonzero(self._autoreset)
-        self._start(reset, {})
+        self._start(reset, self.default_length, None)
         moving = ~self._autoreset
         at_junction = self.x == self.corridor
         self.x += (moving & (actions == RIGHT) & ~at_junction).astype(np.int64)
@@ -108,21 +111,25 @@ class TMazeVectorEnv(VectorEnv):
             info |= {"goal": np.where(mask, self.goal, 0), "_goal": mask,
                      "corridor_length": np.where(mask, self.corridor, 0), "_corridor_length": mask.copy()}
         if ended.any():
-            info |= {"success": reward > 0, "_success": ended}
+            info |= {"success": reward > 0, "_success": ended.copy()}  # (not the autoreset state itself)
         self._autoreset = ended
         return obs, reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ internals
-    def _start(self, rows: np.ndarray, options: dict[str, Any]) -> None:
-        """New episodes in ``rows``: the goal drawn from each row's generator (as TMazeEnv.reset)."""
-        if len(rows) == 0:
-            return
+    def _episode_options(self, options: dict[str, Any]) -> tuple[int, int | None]:
+        """(corridor length, goal or None) of reset's options, checked as TMazeEnv.reset does."""
         length = int(options.get("corridor_length", self.default_length))
         if length < 1:
             raise ValueError(f"corridor_length must be >= 1, got {length}")
         goal = options.get("goal")
         if goal is not None and goal not in (-1, 1):
             raise ValueError(f"goal must be +1 or -1, got {goal}")
+        return length, goal
+
+    def _start(self, rows: np.ndarray, length: int, goal: int | None) -> None:
+        """New episodes in ``rows``: the goal drawn from each row's generator (as TMazeEnv.reset)."""
+        if len(rows) == 0:
+            return
         self.corridor[rows] = length
         # TMazeEnv.reset's Generator.choice([-1, 1]): one 32-bit draw x, index x * 2 >> 32.
         self.goal[rows] = int(goal) if goal is not None else np.where(self.streams.draw(rows) >> 31, 1, -1)
@@ -138,10 +145,11 @@ class TMazeVectorEnv(VectorEnv):
         obs[rows, 3] = self.streams.integers_minus1_to_1(rows)
         return obs.copy()
 
-    def _cue_info(self) -> dict[str, np.ndarray]:
-        every = np.ones(self.num_envs, dtype=bool)
-        return {"cue_step": np.zeros(self.num_envs, dtype=np.int64), "_cue_step": every,
-                "decision": self.x == self.corridor, "_decision": every}
+    def _cue_info(self, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The cue and decision entries of the environments in the bool mask ``rows`` (all: None)."""
+        every = np.ones(self.num_envs, dtype=bool) if rows is None else rows
+        return {"cue_step": np.zeros(self.num_envs, dtype=np.int64), "_cue_step": every.copy(),
+                "decision": (self.x == self.corridor) & every, "_decision": every.copy()}
 
 
 class _Uint32Streams:

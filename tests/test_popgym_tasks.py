@@ -69,10 +69,11 @@ def test_bad_task_and_wrong_length_are_refused():
 def test_a_render_mode_reaches_the_task_or_is_refused():
     """PositionOnlyCartPole renders CartPole's frames; the card tasks render nothing, so a mode
     asked of them is refused rather than dropped (render() would return None)."""
-    env = gym.make("rate/POPGym-v0", task="PositionOnlyCartPoleEasy", render_mode="rgb_array")
-    env.reset(seed=0)
-    assert env.render().shape[2] == 3
-    env.close()
+    for task in ("PositionOnlyCartPoleEasy", "PositionOnlyCartPoleMedium"):  # (Medium's constructor drops it)
+        env = gym.make("rate/POPGym-v0", task=task, render_mode="rgb_array")
+        env.reset(seed=0)
+        assert env.unwrapped.render_mode == "rgb_array" and env.render().shape[2] == 3, task
+        env.close()
     with pytest.raises(ValueError, match="RepeatPreviousEasy renders nothing, not 'rgb_array'"):
         POPGymTask("RepeatPreviousEasy", render_mode="rgb_array")
 

@@ -81,6 +81,55 @@ def test_vector_tmaze_steps_as_gymnasiums_sync_vector_env_infos_included():
     sync.close()
 
 
+def test_a_partial_reset_answers_as_sync_vector_env_and_success_is_a_copy():
+    """reset(options={"reset_mask": m}) gives SyncVectorEnv's observations and infos (entries of
+    the rows not reset masked out, 0 there); the step's ``_success`` mask is the caller's to keep
+    or edit (it was the environment's own autoreset state: editing it changed which rows restart)."""
+    n, mask = 4, np.array([True, False, True, False])
+    native = gym.make_vec("rate/TMaze-v0", num_envs=n, corridor_length=2)
+    sync = gym.vector.SyncVectorEnv([lambda: gym.make("rate/TMaze-v0", corridor_length=2)] * n)
+    native.reset(seed=3), sync.reset(seed=3)
+    for _ in range(2):
+        native.step(np.zeros(n, dtype=int)), sync.step(np.zeros(n, dtype=int))
+    mine, theirs = native.reset(seed=9, options={"reset_mask": mask}), sync.reset(seed=9, options={"reset_mask": mask})
+    np.testing.assert_array_equal(mine[0], theirs[0])
+    assert set(mine[1]) == set(theirs[1])
+    for key, value in theirs[1].items():
+        np.testing.assert_array_equal(mine[1][key], value, err_msg=key)
+    native.reset(seed=0)
+    for _ in range(3):  # (corridor 2: the junction after 2 steps right, then up ends every row)
+        obs, reward, terminated, truncated, info = native.step(np.zeros(n, dtype=int))
+    obs, reward, terminated, truncated, info = native.step(np.full(n, 1))
+    assert info["_success"].all()
+    info["_success"][:] = False
+    assert (native.step(np.full(n, -1))[1] == 0).all()  # every row restarts (their actions ignored)
+    native.close()
+    sync.close()
+
+
+def test_bad_reset_options_leave_the_environment_as_it_was():
+    """A reset refused for its options changes nothing: before the first reset, step() still asks
+    for one; after it, the episodes go on (the single T-Maze alike)."""
+    env = gym.make_vec("rate/TMaze-v0", num_envs=2, episode_length=12)
+    with pytest.raises(ValueError, match="goal"):
+        env.reset(seed=0, options={"goal": 5})
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(2, dtype=int))
+    env.reset(seed=0)
+    before = env.step(np.zeros(2, dtype=int))[0]
+    with pytest.raises(ValueError, match="corridor_length"):
+        env.reset(seed=1, options={"corridor_length": 0})
+    twin = gym.make_vec("rate/TMaze-v0", num_envs=2, episode_length=12)
+    twin.reset(seed=0)
+    np.testing.assert_array_equal(before, twin.step(np.zeros(2, dtype=int))[0])
+    np.testing.assert_array_equal(env.step(np.zeros(2, dtype=int))[0], twin.step(np.zeros(2, dtype=int))[0])
+    single = gym.make("rate/TMaze-v0", episode_length=12).unwrapped
+    single.reset(seed=0)
+    with pytest.raises(ValueError, match="corridor_length"):
+        single.reset(options={"corridor_length": 0})
+    assert single.corridor_length == 10
+
+
 def test_vector_tmaze_draws_as_single_tmazes_across_block_refills_and_autoresets(monkeypatch):
     """The batch takes its generators' bits in blocks (here 2 outputs = 4 draws, so most steps
     refill some row) and reproduces single T-Mazes that call Generator.integers and .choice, over
