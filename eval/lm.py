@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     result = evaluate_stream(model, stream, progress=True)
-    print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, **result}))
+    # (the batch and segment decide the streams, so the bpc: a batch other than the run's gives another number)
+    print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "batch": batch,
+                      "segment_len": cfg.segment_len, **result}))
     return 0
 
 

@@ -1,6 +1,7 @@
 """Language modelling: corpus preparation, the ordered stream, sliding BPTT and bits per character."""
 
 import io
+import json
 import math
 import tarfile
 
@@ -120,6 +121,19 @@ def test_stream_rejects_bad_shapes():
         OrderedStream(torch.arange(10), batch_size=4, segment_len=5)
     with pytest.raises(ValueError, match="1-D"):
         OrderedStream(torch.zeros(3, 3), 1, 1)
+
+
+def test_eval_names_the_batch_and_segment_behind_its_bpc(tmp_path, monkeypatch, capsys):
+    """The streams (so the bpc) depend on the batch and segment length: the output says which."""
+    import eval.lm
+
+    cfg = LMExperimentConfig()
+    monkeypatch.setattr(eval.lm, "load_checkpoint", lambda *a, **k: (None, cfg, {}))
+    monkeypatch.setattr(eval.lm, "load_split", lambda folder, split: torch.zeros(10_000, dtype=torch.long))
+    monkeypatch.setattr(eval.lm, "evaluate_stream", lambda model, stream, progress: {"bpc": 1.5})
+    assert eval.lm.main([str(tmp_path), "--batch", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["batch"] == 3 and out["segment_len"] == cfg.segment_len and out["bpc"] == 1.5
 
 
 def test_eval_with_more_streams_than_the_split_holds_is_one_error_line(tmp_path, monkeypatch, capsys):

@@ -69,3 +69,25 @@ def test_rows_of_a_model_the_page_has_no_column_for_are_one_error_not_dropped(tm
     # The repository's own CSV (models and ablations) makes its page.
     assert main(["--out", str(tmp_path / "page.md")]) == 0
     assert "RMT, bptt_depth 0" in (tmp_path / "page.md").read_text()
+
+
+def test_rows_of_a_task_the_page_has_no_section_for_are_one_error_not_dropped(tmp_path, capsys):
+    rows = [row("copy24/rmt/seg2/seed0", "512", 1.0), row("reverse24/rmt/seg2/seed0", "512", 0.8)]
+    path = tmp_path / "algorithmic.csv"
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--csv", str(path), "--out", str(tmp_path / "page.md")])
+    assert exit_info.value.code == 2 and not (tmp_path / "page.md").exists()
+    assert "rows of tasks this page has no section for: reverse24 (it knows" in capsys.readouterr().err
+    # A column the page reads, missing: one line, not a KeyError.
+    rows = [{k: v for k, v in r.items() if k != "model.d_model"} for r in rows[:1]]
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--csv", str(path), "--out", str(tmp_path / "page.md")])
+    assert exit_info.value.code == 2 and "no column 'model.d_model'" in capsys.readouterr().err

@@ -43,7 +43,7 @@ def checked(rows) -> list[str]:
 def test_claims_hold_on_paper_like_numbers():
     text = "\n".join(checked(paper_like()))
     assert "1. **RMT" in text and "holds (rule" in text.split("\n")[0]
-    assert "caches up to 64" in text  # 1.79 <= 1.80: m=5 matches a 64-vector cache (13x)
+    assert "matches the caches 16, 64 (the largest 12.8x m)" in text  # 1.79 <= 1.80: m=5 matches a 64-vector cache
     lines = text.split("\n")
     assert all(": holds" in line for line in lines), lines
     assert len(lines) == 4
@@ -58,7 +58,7 @@ def test_claims_fail_when_numbers_contradict_them():
 def test_rmt_against_caches_of_at_least_twice_its_memory_within_the_seed_spread():
     # worse than trxl-64 (1.80) on one seed, mean 1.81 +- 0.028: within reach of trxl-64's 1.80
     text = checked(paper_like(rmt_m5_bptt2=[1.83, 1.79]))[0]
-    assert ": holds (rule" in text and "matches caches up to 64" in text
+    assert ": holds (rule" in text and "matches the caches 16, 64 (the largest 12.8x m)" in text
     # the only cache is smaller than 2m = 10: no comparison point, no verdict
     text = checked(paper_like(trxl_16=None, trxl_64=None, trxl64_plus_rmt=None, **{"trxl-8": (0, 8, 0, [1.5] * 2)}))
     assert not any(line.startswith("1.") for line in text)

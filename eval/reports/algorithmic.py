@@ -204,8 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.algorithmic", __doc__.split("\n\n")[0], "algorithmic",
                            "hand-written discussion appended verbatim (findings, differences from the paper)")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args, ("train.seed", "train.steps", "params"))
+    rows = read_report_rows(parser, args, ("train.seed", "train.steps", "params", "segment_len", "segments",
+                                           "train.batch_size", "model.d_model", "model.n_layers"))
     check_run_names(parser, args.csv, rows, 4, "TASK/MODEL/segN/seedS", [*MODELS, *ABLATIONS])
+    unknown = sorted({r["run"].split("/")[0] for r in rows} - set(TASK_ORDER))
+    if unknown:  # (the page has a section per known task: it would drop the rows of another)
+        parser.error(f"{args.csv}: rows of tasks this page has no section for: {', '.join(unknown)} "
+                     f"(it knows {', '.join(TASK_ORDER)})")
     plot_path = args.out.with_suffix(".png")
     plot(collect(rows)[0], plot_path)
     text = render(rows, plot_path.name, args.csv)

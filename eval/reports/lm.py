@@ -109,7 +109,8 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
                 continue
             verdicts.append(bool(matched))
             lines.append(f"m={m} (best depth {best.bptt}, {bpc[best]:.3f}) "
-                         + (f"matches caches up to {max(matched)} ({max(matched) / m:.1f}x m)" if matched else
+                         + (f"matches the caches {', '.join(map(str, matched))} (the largest {max(matched) / m:.1f}x m)"
+                            if matched else
                             f"loses to every cache >= {2 * m} (the smallest, {larger[0].cache}: {bpc[larger[0]]:.3f})"))
         if verdicts:
             out.append(f"1. **RMT with m memory tokens matches Transformer-XL with a cache several times larger**: "
@@ -264,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
                            "hand-written discussion appended verbatim")
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args, ("model.num_mem_tokens", "model.mem_len", "model.bptt_depth", "test_bpc",
-                                           "valid_bpc"))
+                                           "valid_bpc", "tokens_seen", "train.lr", "segment_len"))
     plot_path = args.out.with_suffix(".png")
     plot(collect(rows), plot_path)
     text = render(rows, plot_path.name, args.csv)
