@@ -306,3 +306,24 @@ def test_an_environment_without_a_time_limit_is_named_before_its_rollouts(monkey
         # A limit among the run's keywords (from a dataset that recorded one): no warning.
         experiment.rollout_lengths(EvalConfig(env_id="test/NoTimeLimit-v0", env_kwargs={"max_episode_steps": 9}),
                                    lambda: None, [None], 1, 0)
+
+
+def test_a_rollout_cut_at_max_steps_reports_the_running_episodes_as_unfinished():
+    """``max_steps``: episodes still running are cut off with their return so far, their length
+    the steps played and success NaN (not a failure); an episode that ended before keeps its own."""
+    from rate.rl.rollout import rollout
+
+    class Right:  # walks right: the 12-step corridors never end within 5 steps
+        def reset(self, n):
+            self.n = n
+
+        def act(self, obs, last_reward):
+            return np.zeros(self.n, dtype=np.int64)
+
+    for envs in (gym.make_vec("rate/TMaze-v0", num_envs=3, episode_length=12),
+                 lambda: gym.make("rate/TMaze-v0", episode_length=12)):
+        out = rollout(envs, Right(), 3, seed=0, max_steps=5)
+        assert out["lengths"].tolist() == [5, 5, 5] and out["returns"].tolist() == [0.0, 0.0, 0.0]
+        assert np.isnan(out["success"]).all()
+    out = rollout(lambda: gym.make("rate/TMaze-v0", episode_length=3), Right(), 2, seed=0, max_steps=50)
+    assert out["lengths"].tolist() == [3, 3] and (out["success"] == 0).all()  # (truncated: ended, failed)
