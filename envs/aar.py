@@ -44,10 +44,10 @@ class ActionAssociativeRetrievalEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """options: {"episode_length": T} for this episode."""
+        length = int((options or {}).get("episode_length", self.default_length))
+        _check_length(length)  # (before any state changes: a refused reset leaves the episode as it was)
         super().reset(seed=seed)
-        self.episode_length = int((options or {}).get("episode_length", self.default_length))
-        _check_length(self.episode_length)
-        self.t, self.first_action = 0, None
+        self.episode_length, self.t, self.first_action = length, 0, None
         return self._obs(), {"episode_length": self.episode_length, **self._cue_info()}
 
     def _cue_info(self) -> dict[str, Any]:

@@ -6,6 +6,12 @@ The state holds the weights, the optimiser and scheduler states and every random
 resumed run draws what an uninterrupted one would; a trainer adds what else its batches depend on
 (``extra`` of :func:`save_training_state`: RATE's window count and data digest, the language
 model's carried memory and cache) and checks it itself.
+
+Exactly, bit for bit, where the arithmetic is the same: on the CPU with the run's own
+``train.threads``, device and ``train.compile`` (a resume may change them, with a warning: other
+thread counts, devices and compiled kernels sum in another order); CUDA's attention and
+index-accumulating backward kernels are not deterministic from run to run, so two uninterrupted
+GPU runs can already differ.
 """
 
 from __future__ import annotations
@@ -121,6 +127,18 @@ def warn_schedule_change(steps_before: int | None, tc: TrainConfig, step: int) -
                       f"not the same as one of {tc.steps} steps from the start)", stacklevel=3)
 
 
+def warn_arithmetic_change(saved_train: dict, tc: TrainConfig) -> None:
+    """A warning when a resume changes how the same steps are computed (``train.threads``,
+    ``device`` or ``compile``: allowed, the run goes on): the sums run in another order, so the
+    resumed run is not bit for bit the uninterrupted one."""
+    changed = [f"train.{key} {saved_train[key]!r} -> {getattr(tc, key)!r}" for key in ("threads", "device", "compile")
+               if key in saved_train and saved_train[key] != getattr(tc, key)]
+    if changed:
+        warnings.warn(f"{', '.join(changed)} on resume: the same training computed in another order (threads, "
+                      "device or compiled kernels round differently), so the run continues, but not bit for bit as "
+                      "an uninterrupted one", stacklevel=3)
+
+
 def read_training_state(out: Path, kind: str, cfg: Any) -> dict:
     """The training state in run folder ``out``, checked but not applied (:func:`restore`).  Only
     the folder's ``config.json`` is read besides it (the state holds the weights): CheckpointError
@@ -153,6 +171,7 @@ def read_training_state(out: Path, kind: str, cfg: Any) -> dict:
     if missing:
         raise ResumeRefused(f"{path}: not a training state of this library (no {', '.join(missing)})")
     warn_schedule_change(meta["config"].get("train", {}).get("steps"), cfg.train, int(state["step"]))
+    warn_arithmetic_change(meta["config"].get("train", {}), cfg.train)
     return state
 
 

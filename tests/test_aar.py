@@ -72,8 +72,11 @@ def test_bad_actions_and_lengths_are_refused():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="invalid AAR action 3"):
         env.step(3)
+    env.step(0)
     with pytest.raises(ValueError, match="episode_length must be >= 2"):
         env.reset(options={"episode_length": 0})
+    # The refused reset changed nothing: the episode goes on at its own length and step.
+    assert env.episode_length == env.default_length and env.t == 1
 
 
 def test_dataset_round_trip_noise_and_environment_recovery():

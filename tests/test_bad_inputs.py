@@ -420,6 +420,22 @@ def test_a_resume_that_changes_the_evaluation_does_not_compare_scores_across_it(
     assert meta["extra"]["step"] == 3 and meta["config"]["eval"]["lengths"] == [13]  # replaced, whatever the score
 
 
+def test_a_resume_that_changes_the_arithmetic_is_warned():
+    """train.threads, device and compile may change on resume (the run goes on), but the sums
+    then round differently: a warning names what changed; the same settings say nothing."""
+    import warnings
+
+    from rate.resume import warn_arithmetic_change
+    from rate.training import TrainConfig
+
+    with pytest.warns(UserWarning, match=r"train.threads 2 -> 1, train.compile False -> True on resume"):
+        warn_arithmetic_change({"threads": 2, "device": "cpu", "compile": False}, TrainConfig(threads=1, compile=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_arithmetic_change({"threads": 2, "device": "cpu", "compile": False}, TrainConfig(threads=2))
+        warn_arithmetic_change({}, TrainConfig(threads=2))  # (a run saved without the keys: nothing to compare)
+
+
 def test_a_resume_that_moves_the_end_of_the_schedule_says_the_learning_rate_jumps():
     from rate.resume import warn_schedule_change as _warn_schedule_change
     from rate.training import TrainConfig, lr_factor
