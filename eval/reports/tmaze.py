@@ -118,6 +118,12 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args, ("model.segment_steps", "model.num_segments", f"{page.metric}_T*"),
                             page.dataset_ids)
+    blank = [r["run"] for r in rows
+             if not any(re.fullmatch(rf"{page.metric}_T\d+", key) and value != "" for key, value in r.items())]
+    if blank:  # (the table and plot would leave the run out while its count and minutes stay in)
+        parser.error(f"{args.csv}: run {blank[0]!r} has no {page.metric}_T* result (evaluated at the environment's "
+                     f"own length, or not at all); this page shows each run per {page.length_name}: evaluate it at "
+                     "eval.lengths")
     table, lengths = collect(rows, page.metric)
     windows = defaultdict(set)  # a model's K x N over its rows (seeds of one model may differ)
     for r in rows:
