@@ -255,3 +255,24 @@ def test_task_pages_refuse_a_run_without_a_result_per_length(tmp_path, module, c
         main(["--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.md"), "--notes", str(tmp_path / "none")])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "run 'rate/seed1' has no success_T* result" in err and not (tmp_path / "x.md").exists()
+
+
+def test_return_pages_refuse_a_run_with_other_than_one_return_and_mujoco_another_environment(tmp_path, capsys):
+    """POPGym and MuJoCo read one return per run: two lengths (or none) is one line, not an
+    unpacking traceback; the MuJoCo page scores against HalfCheetah's references, so another
+    MuJoCo dataset of the generator (``--env Hopper-v5``) is refused."""
+    from eval.reports import mujoco, popgym
+
+    rows = [{"run": "rate/seed0", "train_seconds": "60", "return_T1000": "1", "return_T500": "2", **MACHINE}]
+    write_csv(tmp_path / "two.csv", rows)
+    for main in (mujoco.main, popgym.main):
+        with pytest.raises(SystemExit) as exc:
+            main(["--csv", str(tmp_path / "two.csv"), "--out", str(tmp_path / "x.md")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and "has 2 returns (return_T1000, return_T500)" in err and "Traceback" not in err
+    rows = [{"run": "rate/seed0", "train_seconds": "60", "return_T1000": "1",
+             "dataset_id": "rate/mujoco/hopper-ars-v0", **MACHINE}]
+    write_csv(tmp_path / "hopper.csv", rows)
+    with pytest.raises(SystemExit) as exc:
+        mujoco.main(["--csv", str(tmp_path / "hopper.csv"), "--out", str(tmp_path / "x.md")])
+    assert exc.value.code == 2 and "rate/mujoco/hopper-ars-v0" in capsys.readouterr().err

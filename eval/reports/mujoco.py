@@ -16,8 +16,8 @@ import statistics
 from collections import defaultdict
 
 from rate.plots import plt, save_figure
-from eval.reports.common import (generated_from, how_many, machines, read_report_rows, report_parser, single_return,
-                                 write_report)
+from eval.reports.common import (check_single_returns, generated_from, how_many, machines, read_report_rows,
+                                 report_parser, single_return, write_report)
 from rate.data.d4rl import REF_SCORES
 from eval.reports.tmaze import episodes_of
 
@@ -44,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.mujoco", __doc__.split("\n\n")[0], "mujoco",
                            "hand-written discussion appended to the report")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args, ("return|return_T*",), "rate/mujoco/")
+    # (the page scores against HalfCheetah's references: another MuJoCo dataset is another page)
+    rows = read_report_rows(parser, args, ("return|return_T*",), "rate/mujoco/halfcheetah-")
+    check_single_returns(parser, args.csv, rows)
     odd = [r["run"] for r in rows if len(r["run"].split("/")) != 2 or not r["run"].split("/")[1].startswith("seed")]
     if odd:  # (a variant's rows, MODEL/VARIANT/seedN, would be pooled with the model's)
         parser.error(f"{args.csv}: run names this page cannot read, e.g. {odd[0]!r} (it reads MODEL/seedN)")

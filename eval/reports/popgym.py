@@ -16,8 +16,8 @@ import numpy as np
 
 from rate.plots import plt, save_figure
 from eval.reports.tmaze import episodes_of, fmt
-from eval.reports.common import (check_run_names, generated_from, how_many, machines, read_report_rows, report_parser,
-                                 single_return, write_report)
+from eval.reports.common import (check_run_names, check_single_returns, generated_from, how_many, machines,
+                                 read_report_rows, report_parser, single_return, write_report)
 
 MODELS = {"rate": "RATE", "dt": "DT", "bc_gru": "BC-GRU", "bc_mlp": "BC-MLP"}
 TASKS = [f"{name}{level}" for name in ("RepeatPrevious", "RepeatFirst", "CountRecall", "Autoencode",
@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
                            "hand-written discussion appended to the report")
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args, ("return|return_T*",), "rate/popgym/")
+    check_single_returns(parser, args.csv, rows)
     check_run_names(parser, args.csv, rows, 3, "TASK/MODEL/seedS", MODELS)
     table = collect(rows)
     tasks = TASKS + sorted(set(table) - set(TASKS))  # every task, so the runs still missing show
