@@ -473,7 +473,11 @@ def test_evaluating_another_task_than_the_datasets_is_named():
     ev = EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"task": "RepeatPreviousEasy"})
     assert eval_env_differences(spec, ev) == ["task='RepeatFirstEasy' (evaluated with task='RepeatPreviousEasy')"]
     assert eval_env_differences(spec, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"task": "RepeatFirstEasy"})) == []
-    assert eval_env_differences(spec, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"episode_length": 90})) == []
+    # A recorded keyword the config leaves out: the environment's default stands in, and differs.
+    assert eval_env_differences(spec, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={"episode_length": 90})) == [
+        "task='RepeatFirstEasy' (evaluated with its default task='RepeatPreviousEasy')"]
+    default = EnvSpec("rate/POPGym-v0", kwargs={"task": "RepeatPreviousEasy", "episode_length": 51})
+    assert eval_env_differences(default, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={})) == []
     assert eval_env_differences(spec, EvalConfig(env_id="rate/TMaze-v0", env_kwargs={"task": "x"})) == []
     assert eval_env_differences(None, ev) == []
     # "module:id" (how a run on data of an unregistered environment names it) is the same id.

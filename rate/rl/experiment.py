@@ -222,16 +222,40 @@ def model_spaces(obs_space: gym.Space, act_space: gym.Space, wrappers: list[str]
 
 
 def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
-    """``key=recorded, evaluated with key=value`` for each of ``eval.env_kwargs`` that the dataset's
-    environment (same id) was recorded with another value of.  The swept length keyword is left
-    out: evaluating at other lengths or sizes than the training data's is what it is for."""
+    """``key=recorded (evaluated with key=value)`` for each keyword the dataset's environment (same
+    id) was recorded with another value of than the evaluation makes it with: one of
+    ``eval.env_kwargs``, or one they leave out, which takes the environment's default (its
+    registration's, else its constructor's).  The swept length keyword is left out: evaluating at
+    other lengths or sizes than the training data's is what it is for."""
     from rate.data.env_plugins import same_environment
 
     if env_spec is None or not same_environment(env_spec.id, ev.env_id):  # ("module:id" is the same id)
         return []
     recorded = env_spec.kwargs or {}
-    return [f"{key}={recorded[key]!r} (evaluated with {key}={value!r})" for key, value in sorted(ev.env_kwargs.items())
-            if key != ev.length_kwarg and key in recorded and recorded[key] != value]
+    given = [f"{key}={recorded[key]!r} (evaluated with {key}={value!r})" for key, value in sorted(ev.env_kwargs.items())
+             if key != ev.length_kwarg and key in recorded and recorded[key] != value]
+    defaults = default_env_kwargs(ev.env_id)
+    omitted = [f"{key}={value!r} (evaluated with its default {key}={defaults[key]!r})"
+               for key, value in sorted(recorded.items())
+               if key != ev.length_kwarg and key not in ev.env_kwargs and key in defaults and defaults[key] != value]
+    return given + omitted
+
+
+def default_env_kwargs(env_id: str) -> dict[str, Any]:
+    """The keywords ``gym.make(env_id)`` makes the environment with when given none: the
+    registration's, over the entry point's keyword defaults; {} for an id not registered here."""
+    import inspect
+
+    from gymnasium.envs.registration import load_env_creator
+
+    load_env_plugins()  # (the project's ids, e.g. rate/POPGym-v0, and other packages' are registered there)
+    try:
+        spec = gym.spec(env_id.rsplit(":", 1)[-1])  # ("module:id": the id, registered by the plugins)
+        creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+        parameters = inspect.signature(creator).parameters.values()
+    except (gym.error.Error, ImportError, AttributeError, TypeError, ValueError):
+        return {}
+    return {**{p.name: p.default for p in parameters if p.default is not p.empty}, **(spec.kwargs or {})}
 
 
 def eval_env_kwargs(ev: EvalConfig, length: int | None) -> dict[str, Any]:
