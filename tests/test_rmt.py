@@ -563,3 +563,16 @@ def test_the_two_cache_positions_differ_and_only_with_memory_and_cache():
     for make_config in (lambda: RATEConfig(backbone=contiguous), lambda: AlgorithmicConfig(model=contiguous)):
         with pytest.raises(ValueError, match="full-segment forward only"):  # refused at config time
             make_config()
+
+
+def test_the_carried_memory_keeps_its_dtype_under_autocast_whichever_rows_close():
+    """Under bf16 autocast the valve computes in bf16: the memory a segment close carries on stays
+    in the state's dtype whether every row closes (the in-step path) or some do (rows copied out
+    and back), so a rollout's state does not change dtype with its rows' phases."""
+    model = make(num_mem_tokens=2, memory_update="mrv", mrv_heads=2)
+    decoding = StreamingDecoder(model, segment_tokens=3)
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        _, full = decoding.step(decoding.initial(2), torch.randn(2, 3, D))  # both rows' segments full
+        some = decoding.restart(full, torch.tensor([False, True]))  # row 1 starts over: only row 0 closes
+        assert decoding.close_full(full).memory.dtype == torch.float32
+        assert decoding.close_full(some).memory.dtype == torch.float32

@@ -280,7 +280,9 @@ class StreamingDecoder:
 
         ``reuse``: write into the state's own key/value buffers instead of fresh zeroed ones (the
         caller drops the old state).  Their stale slots are marked PAD, and a PAD slot gets
-        attention weight exactly 0, so what they hold never reaches an output."""
+        attention weight exactly 0, so what they hold (finite: earlier keys and values, or zeros)
+        never reaches an output; a NaN there would (0 x NaN), which only a model already
+        producing NaN can write."""
         b = state.length.shape[0]
         keys = state.keys if reuse else torch.zeros_like(state.keys)
         values = state.values if reuse else torch.zeros_like(state.values)
@@ -335,7 +337,9 @@ class StreamingDecoder:
         if self.m:
             if write_out is None:
                 write_out = self._write_block(state)
-            memory = self.decoder.memory_update(memory, write_out)
+            # (in the state's dtype: under autocast the update computes in bf16, and a state whose
+            # dtype changed with the rows that closed would not fit its own buffers or a traced graph)
+            memory = self.decoder.memory_update(memory, write_out).to(state.memory.dtype)
         cache, cache_valid = state.cache, state.cache_valid
         if self.C:
             cache = _shift_in(cache, state.seg_inputs, dim=2)
