@@ -276,3 +276,28 @@ def test_return_pages_refuse_a_run_with_other_than_one_return_and_mujoco_another
     with pytest.raises(SystemExit) as exc:
         mujoco.main(["--csv", str(tmp_path / "hopper.csv"), "--out", str(tmp_path / "x.md")])
     assert exc.value.code == 2 and "rate/mujoco/hopper-ars-v0" in capsys.readouterr().err
+
+
+def test_pages_refuse_a_cut_csv_odd_run_names_and_an_out_that_is_their_own_input(tmp_path, capsys):
+    """A CSV whose last row was cut short, a run name the page cannot group, and an --out naming
+    the CSV or the notes (the page would replace them): one line each, exit 2, files untouched."""
+    from eval.reports.tmaze import main
+
+    base = {"model.segment_steps": "10", "model.num_segments": "9", "train_seconds": "60", **MACHINE}
+    rows = [{"run": "rate/seed0", "success_T90": "1.0", **base}, {"run": "rate/seed1", "success_T90": "0.5", **base}]
+    write_csv(tmp_path / "x.csv", rows)
+    good = (tmp_path / "x.csv").read_text()
+    (tmp_path / "cut.csv").write_text(good[: good.rindex("\n", 0, len(good) - 1) + 12])  # the last row's start
+    (tmp_path / "notes.md").write_text("my notes")
+    write_csv(tmp_path / "odd.csv", rows + [{"run": "weird", "success_T90": "1.0", **base}])
+    for csv_name, out, notes, message in (
+            ("cut.csv", "x.md", "none.md", "row 2 ('rate/seed1') has"),
+            ("odd.csv", "x.md", "none.md", "run names this page cannot read, e.g. 'weird'"),
+            ("x.csv", "x.csv", "none.md", "would write over the --csv file"),
+            ("x.csv", "notes.md", "notes.md", "would write over the --notes file")):
+        with pytest.raises(SystemExit) as exc:
+            main(["--csv", str(tmp_path / csv_name), "--out", str(tmp_path / out), "--notes", str(tmp_path / notes)])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in err and "Traceback" not in err, err
+    assert (tmp_path / "x.csv").read_text() == good and (tmp_path / "notes.md").read_text() == "my notes"
+    assert not (tmp_path / "x.md").exists()

@@ -68,6 +68,10 @@ def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, 
     from rate.config import ConfigError
 
     csv = args.csv
+    written = {args.out.resolve(), args.out.with_suffix(".png").resolve()}
+    for name, given in (("--csv", csv), ("--notes", args.notes)):
+        if Path(given).resolve() in written:  # (the page would replace the file it is made from)
+            parser.error(f"--out {args.out} would write over the {name} file {given}; name another page")
     try:
         check_file_target(args.out)
         check_file_target(args.out.with_suffix(".png"))

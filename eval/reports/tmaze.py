@@ -118,6 +118,10 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args, ("model.segment_steps", "model.num_segments", f"{page.metric}_T*"),
                             page.dataset_ids)
+    odd = [r["run"] for r in rows if not re.fullmatch(r".+/seed\d+", r["run"])]
+    if odd:  # (the page groups a model's seeds by the name before /seedN: it would drop this row)
+        parser.error(f"{args.csv}: run names this page cannot read, e.g. {odd[0]!r} (it reads MODEL/seedN or "
+                     "MODEL/VARIANT/seedN)")
     blank = [r["run"] for r in rows
              if not any(re.fullmatch(rf"{page.metric}_T\d+", key) and value != "" for key, value in r.items())]
     if blank:  # (the table and plot would leave the run out while its count and minutes stay in)
