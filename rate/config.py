@@ -274,9 +274,29 @@ def _one_line(err: yaml.YAMLError) -> str:
     return problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping: PyYAML keeps the last one
+    silently, so a config's second ``train:`` block would drop every setting of the first."""
+
+
+def _mapping_of_unique_keys(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key != "<<" and isinstance(key, typing.Hashable):  # (merge keys may repeat; PyYAML refuses others)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first on line "
+                                                        f"{seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_of_unique_keys)
+
+
 @functools.lru_cache(maxsize=64)
 def _parsed_text(text: str) -> Any:
-    return yaml.safe_load(text) or {}
+    return yaml.load(text, Loader=_UniqueKeyLoader) or {}
 
 
 def _parsed(text: str) -> Any:

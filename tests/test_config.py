@@ -261,3 +261,18 @@ def test_a_device_this_machine_lacks_is_one_config_error(monkeypatch):
     assert resolve_device("cuda:1") == torch.device("cuda:1")
     with pytest.raises(ConfigError, match=r"has 2 CUDA device\(s\), cuda:0 to cuda:1"):
         resolve_device("cuda:5")
+
+
+def test_a_key_given_twice_in_a_config_is_an_error_not_the_last_one_silently(tmp_path):
+    """PyYAML keeps the last of two equal keys: a second ``train:`` block would drop every setting
+    of the first without a word. One line naming the key and both lines."""
+    from rate.rl.experiment import RATEExperimentConfig
+
+    path = tmp_path / "twice.yaml"
+    path.write_text(f"extends: {ROOT / 'configs/tmaze/rate.yaml'}\ntrain: {{lr: 0.5}}\neval: {{episodes: 3}}\n"
+                    "train: {steps: 7}\n")
+    with pytest.raises(ConfigError, match=r"duplicate key 'train' \(first on line 2\) \(line 4"):
+        load_yaml(RATEExperimentConfig, path)
+    path.write_text("model:\n  backbone: {d_model: 32, d_model: 64}\n")  # (inside one mapping too)
+    with pytest.raises(ConfigError, match="duplicate key 'd_model'"):
+        load_yaml(RATEExperimentConfig, path)

@@ -88,8 +88,9 @@ def check_results_csv(path: str | Path, config_columns: Iterable[str] = ()) -> l
     short = next((i for i, row in enumerate(rows) if None in row.values()), None)
     if short is not None:  # (the writers give every row every column: a file cut short, or edited)
         row = rows[short]
-        raise ConfigError(f"{path}: row {short + 1} ({row.get('run')!r}) has {sum(v is not None for v in row.values())} "
-                          f"of the header's {len(header)} columns: the file is cut short or damaged; restore it")
+        filled = sum(v is not None for v in row.values())
+        raise ConfigError(f"{path}: row {short + 1} ({row.get('run')!r}) has {filled} of the header's {len(header)} "
+                          "columns: the file is cut short or damaged; restore it")
     ours, theirs = config_sections(config_columns), config_sections(header)
     if ours and theirs and ours != theirs:
         raise ConfigError(f"{path} holds rows of another kind of experiment (config sections "
