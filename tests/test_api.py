@@ -679,3 +679,21 @@ def test_rate_eval_refuses_a_seed_beyond_numpys_in_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         evaluate.main([str(tmp_path), "--seed", str(2**64)])
     assert exit_.value.code == 2 and "--seed: must be at most 4294967295" in capsys.readouterr().err
+
+
+def test_rate_eval_refuses_an_out_that_is_a_file_of_the_policy(tmp_path, capsys):
+    """--out RUN/config.json replaced the checkpoint's description (the next rate-eval RUN failed);
+    a file of the run folder, or the policy file itself, is one error line and stays as it was.
+    A results file of its own inside the run folder is fine."""
+    from rate.cli.evaluate import main
+
+    run = checkpoint(tmp_path)
+    config = (run / "config.json").read_text()
+    for out in (run / "config.json", run / "model.json"):  # (model.json's plot would be model.png: allowed)
+        code = main([str(run), "--out", str(out), "--episodes", "1", "--lengths", "5", "--no-progress"])
+        err = capsys.readouterr().err
+        if out.name == "config.json":
+            assert code == 2 and "a file of the policy" in err and err.count("\n") == 1, err
+        else:
+            assert code == 0 and out.is_file(), err
+    assert (run / "config.json").read_text() == config

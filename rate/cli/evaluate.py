@@ -47,6 +47,17 @@ def plot_success(results: dict, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
+def is_part_of_the_policy(target: Path, policy: Path) -> bool:
+    """Whether writing ``target`` would replace the policy file, or one of the run folder's own
+    files (its config, weights, training state, best checkpoint, snapshots, logs or exports)."""
+    from rate.checkpoint import RUN_FOLDER_NAMES
+
+    target = target.resolve()
+    if target == policy.resolve():
+        return True
+    return policy.is_dir() and target.parent == policy.resolve() and target.name in RUN_FOLDER_NAMES
+
+
 def main(argv: list[str] | None = None) -> int:
     from rate.training import nonnegative_int, positive_int
 
@@ -98,9 +109,12 @@ def main(argv: list[str] | None = None) -> int:
         seed = defaults["seed"] if args.seed is None else args.seed
         # before the rollouts, not after them
         if args.out:
-            check_file_target(args.out)
-            if not args.no_plot:
-                check_file_target(args.out.with_suffix(".png"))
+            targets = [args.out] + ([] if args.no_plot else [args.out.with_suffix(".png")])
+            for target in targets:
+                if is_part_of_the_policy(target, args.policy):
+                    raise ValueError(f"--out {args.out} would write {target}, a file of the policy {args.policy}; "
+                                     "name another file")
+                check_file_target(target)
         if args.record_video:
             check_renders(args.env or ev.get("env_id", ""))  # before the folder is made
             made_video_folder = not args.record_video.exists()
