@@ -115,6 +115,33 @@ def test_generator_cli_refuses_a_taken_id_with_one_line(root, dataset_id):
     assert snapshot(root) == before
 
 
+def test_a_dataset_the_disk_has_no_room_for_is_refused_before_writing(root, monkeypatch, capsys):
+    """On a full disk HDF5 fails inside its finalizers (thousands of ignored-error tracebacks,
+    then a segmentation fault): a write that cannot fit is one ENOSPC error before it starts, the
+    root left as it was (an old dataset kept under overwrite), and a generator says it in one line."""
+    from collections import namedtuple
+
+    import rate.data.minari_writer as writer
+    from rate_envs import popgym_data
+
+    write_minari_dataset("rate/t/kept-v0", buffers(2), **SPACES)
+    before, disk_usage = snapshot(root), shutil.disk_usage
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(writer.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 50_000, 50_000))
+    with pytest.raises(OSError, match=r"0.1 MB free, the dataset needs about") as err:
+        write_minari_dataset("rate/t/kept-v0", buffers(40), overwrite=True, **SPACES)
+    assert err.value.errno == 28 and snapshot(root) == before
+    assert popgym_data.main(["--episodes", "2", "--dataset-id", "rate/popgym/full-v0"]) == 2
+    line = capsys.readouterr().err
+    assert line.startswith("error: ") and "needs about" in line and line.count("\n") == 1, line
+    assert snapshot(root) == before
+    monkeypatch.setattr(writer.shutil, "disk_usage", disk_usage)
+    # The estimate covers what HDF5 really writes (arrays, groups, Minari's files).
+    ds = write_minari_dataset("rate/t/measured-v0", buffers(40, steps=90), **SPACES)
+    written = sum(f.stat().st_size for f in Path(ds.storage.data_path).parent.rglob("*") if f.is_file())
+    assert written < writer.data_bytes(buffers(40, steps=90)) * 1.5 + writer.ROOM_PER_EPISODE * 40 + (1 << 20)
+
+
 def test_a_dataset_is_never_written_inside_another(root):
     write_minari_dataset("grp/outer-v0", buffers(1), **SPACES)
     before = snapshot(root)
