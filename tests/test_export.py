@@ -389,6 +389,18 @@ def _rewrite(src: Path, dst: Path, change) -> None:
             zout.writestr(item, change(item.filename, zin.read(item.filename)))
 
 
+def test_a_pt2_archive_whose_bytes_were_damaged_is_refused(artifacts, tmp_path):
+    """torch.export.load reads an archive's members without checking them: 2000 bytes overwritten
+    inside its weights played every step with NaN logits. The members' checksums are checked."""
+    data = bytearray(artifacts["rate", "pt2"].read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 2000] = bytes(2000)
+    (tmp_path / "damaged.pt2").write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="damaged archive: .* does not match its checksum"):
+        open_artifact(tmp_path / "damaged.pt2")
+    open_artifact(artifacts["rate", "pt2"])  # (the intact one opens)
+
+
 def test_pt2_archives_that_would_unpickle_are_refused(artifacts, tmp_path):
     marker = tmp_path / "pwned"
     evil = pickle.dumps(_Payload(marker))

@@ -288,6 +288,7 @@ def _refuse_pickles(path: Path) -> None:
     weights_only load accepts; size expressions that are arithmetic (:data:`_SIZE_TOKEN`).
     """
     import zipfile
+    import zlib
 
     def refuse(why: str) -> ArtifactError:
         return ArtifactError(f"{path}: {why}; refusing to load it")
@@ -307,6 +308,12 @@ def _refuse_pickles(path: Path) -> None:
             raise refuse(f"unexpected file {unknown[0]!r}")
         if f"{root}/archive_format" not in names or archive.read(f"{root}/archive_format").strip() != b"pt2":
             raise refuse("no archive_format 'pt2'")
+        try:  # (torch.export.load reads members without their checksums: damaged weights played as NaN)
+            damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, zlib.error) as err:
+            damaged = f"? ({err})"
+        if damaged is not None:
+            raise ArtifactError(f"{path}: damaged archive: {damaged} does not match its checksum")
         for name in names:
             if name.endswith("_config.json") and "/data/" in name:
                 try:
