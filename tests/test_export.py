@@ -353,10 +353,12 @@ def test_a_runner_that_cannot_run_its_graph_or_read_its_metadata_says_so_in_one_
     policy._batch = 2
     with pytest.raises(ArtifactError, match="p.onnx: the step function failed: Non-zero status code"):
         policy.act(np.zeros((2, 4)), None, np.ones(2, bool))
-    lacks = "metadata lacks the state, obs_shape, act_dim, act_kind or target_return"
+    lacks = "metadata lacks the state, obs_shape, act_dim, act_kind or finite target_return"
     for missing in ("state", "obs_shape", "act_dim", "act_kind", "target_return"):  # (act_kind: was a KeyError)
         with pytest.raises(ArtifactError, match=lacks):
             StepPolicy({k: v for k, v in meta.items() if k != missing}, run, "p.onnx")
+    with pytest.raises(ArtifactError, match=lacks):  # (rate-play-onnx played a NaN target: exit 0)
+        StepPolicy(meta | {"target_return": float("nan")}, run, "p.onnx")
     # The environment's package missing where the runner plays (ViZDoom, Memory Maze): one error.
     import gymnasium as gym
 

@@ -173,10 +173,10 @@ class StepPolicy:
         state, obs_shape = meta.get("state"), meta.get("obs_shape")
         if not (isinstance(state, list) and all(isinstance(s, dict) and {"shape", "dtype"} <= s.keys() for s in state)
                 and isinstance(obs_shape, list) and isinstance(meta.get("act_dim"), int)
-                and isinstance(meta.get("target_return"), (int, float))
+                and isinstance(meta.get("target_return"), (int, float)) and np.isfinite(meta["target_return"])
                 and meta.get("act_kind") in ("discrete", "continuous")):
             raise ArtifactError(f"{source}: its {METADATA_KEY} metadata lacks the state, obs_shape, act_dim, act_kind "
-                                "or target_return the runner needs (a damaged or edited file)")
+                                "or finite target_return the runner needs (a damaged or edited file)")
         self.meta, self._run, self.source = meta, run, source
         self.state: list[np.ndarray] = []
         self._batch, self._fresh = 0, True
