@@ -653,30 +653,31 @@ def test_unsupported_action_spaces_are_one_clear_error(datasets, tmp_path, monke
         infer_from_dataset("tests/multidiscrete-v0")
 
 
+def two_step_dataset(dataset_id: str, observations: int = 3) -> None:
+    """A one-episode Minari dataset of 2 steps (Discrete(2) actions, Box(4) observations, no
+    environment recorded) holding ``observations`` observations."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    buffer = EpisodeBuffer(observations=np.zeros((observations, 4), np.float32), actions=np.array([0, 1]),
+                           rewards=[0.0, 1.0], terminations=[False, True], truncations=[False, False])
+    minari.create_dataset_from_buffers(dataset_id, [buffer], action_space=gym.spaces.Discrete(2),
+                                       observation_space=gym.spaces.Box(-1, 1, (4,), np.float32))
+
+
 def test_episodes_with_more_observations_than_steps_plus_one_are_refused(datasets):
     """Observations are one per step and the final one (or one per step); more would be cut
     silently and could be misaligned with the actions: one clear error."""
-    from minari.data_collector.episode_buffer import EpisodeBuffer
-
     from rate.data.episodes import load_minari_episodes
 
-    buffer = EpisodeBuffer(observations=np.zeros((5, 4), np.float32), actions=np.array([0, 1]), rewards=[0.0, 1.0],
-                           terminations=[False, True], truncations=[False, False])
-    minari.create_dataset_from_buffers("tests/extra-obs-v0", [buffer], action_space=gym.spaces.Discrete(2),
-                                       observation_space=gym.spaces.Box(-1, 1, (4,), np.float32))
+    two_step_dataset("tests/extra-obs-v0", observations=5)
     with pytest.raises(DatasetError, match="episode 0 has 5 observations for 2 steps"):
         load_minari_episodes("tests/extra-obs-v0")
 
 
 def test_a_dataset_without_an_environment_asks_for_one(datasets):
-    from minari.data_collector.episode_buffer import EpisodeBuffer
-
     from rate.config import ConfigError
 
-    buffer = EpisodeBuffer(observations=np.zeros((3, 4), np.float32), actions=np.array([0, 1]), rewards=[0.0, 1.0],
-                           terminations=[False, True], truncations=[False, False])
-    minari.create_dataset_from_buffers("tests/no-env-v0", [buffer], action_space=gym.spaces.Discrete(2),
-                                       observation_space=gym.spaces.Box(-1, 1, (4,), np.float32))
+    two_step_dataset("tests/no-env-v0")
     with pytest.raises(ConfigError, match="eval.env_id=ID"):
         config_for_dataset("tests/no-env-v0")
     assert config_for_dataset("tests/no-env-v0", overrides=["eval.env_id=CartPole-v1"]).eval.env_id == "CartPole-v1"
