@@ -292,6 +292,7 @@ def observation_stats(episodes: list[Episode], scale: float = 1.0) -> tuple[np.n
         m2 = m2 + ((obs - ep_mean) ** 2).sum(0) + delta**2 * (count * n / total)
         count = total
     std = np.sqrt(m2 / count)
-    # (the fallback after scaling: a scaled std of 1 would read such a feature as scale / 1)
+    # (the fallback after scaling: taken before it, the std became ``scale``, and such a feature
+    # reached the network unscaled)
     return (np.asarray(mean * scale, np.float32),
             np.where(std < 1e-6, 1.0, std * scale).astype(np.float32))
