@@ -130,11 +130,14 @@ def check_run_names(parser: argparse.ArgumentParser, csv: Path, rows: list[dict]
                      f"(it knows {', '.join(models)})")
 
 
+RETURN_COLUMN = re.compile(r"return(_T\d+)?")  # a run's mean return: at its own length, or at T
+
+
 def check_single_returns(parser: argparse.ArgumentParser, csv: Path, rows: list[dict]) -> None:
     """The parser's one-line error unless every row holds exactly one return (``return`` or one
     ``return_T*`` cell), which :func:`single_return` reads."""
     for r in rows:
-        cells = [k for k, v in r.items() if re.fullmatch(r"return(_T\d+)?", k) and v != ""]
+        cells = [k for k, v in r.items() if RETURN_COLUMN.fullmatch(k) and v != ""]
         if len(cells) != 1:
             parser.error(f"{csv}: run {r['run']!r} has {len(cells)} returns ({', '.join(cells) or 'none'}); this "
                          "page reads one per run (evaluated at one length)")
@@ -143,7 +146,7 @@ def check_single_returns(parser: argparse.ArgumentParser, csv: Path, rows: list[
 def single_return(row: dict) -> float:
     """The mean return of a run evaluated at one length (its only non-empty ``return_T*`` column,
     or ``return`` for a run evaluated at the environment's own length)."""
-    (value,) = [v for k, v in row.items() if re.fullmatch(r"return(_T\d+)?", k) and v != ""]
+    (value,) = [v for k, v in row.items() if RETURN_COLUMN.fullmatch(k) and v != ""]
     return float(value)
 
 
