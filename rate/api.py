@@ -284,7 +284,6 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     (replace it once the new run's first checkpoint is complete).  It gets the last checkpoint,
     ``checkpoint_best/`` (where the run evaluates), the training state and TensorBoard logs.
     Bad input raises rate.config.ConfigError, rate.data.episodes.DatasetError or CheckpointError."""
-    from rate.run_folder import claimed_run_dir
     from rate.config import apply_overrides, from_dict, load_yaml, to_dict
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.trainer import train as train_rate
@@ -316,8 +315,7 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
         name = Path(config).stem if isinstance(config, (str, Path)) else run_name_for(dataset or cfg.dataset_id)
         out = Path("runs") / name
     out = Path(out)
-    with claimed_run_dir(out, resume, overwrite, flags=("resume=True", "overwrite=True", "out")):
-        _, metrics = train_rate(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
+    _, metrics = train_rate(cfg, out, resume=resume, progress=progress, overwrite=overwrite)  # (claims the folder)
     rank = metrics.pop("rank")
     return (load_policy(out) if rank == 0 else None), metrics
 

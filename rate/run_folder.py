@@ -120,6 +120,11 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
                               f"replaces only a run folder; choose another {out_flag}")
 
 
+# How the trainer functions (and rate.train) name their resume, overwrite and folder arguments in
+# check_run_dir's messages; the command lines name their flags.
+KEYWORD_FLAGS = ("resume=True", "overwrite=True", "out")
+
+
 @contextlib.contextmanager
 def claimed_run_dir(out: str | Path, resume: bool, overwrite: bool,
                     flags: tuple[str | None, str, str] = ("--resume", "--overwrite", "--out")) -> Iterator[None]:
@@ -130,6 +135,14 @@ def claimed_run_dir(out: str | Path, resume: bool, overwrite: bool,
     with exclusive_run_dir(out):
         check_run_dir(out, resume, overwrite, flags)
         yield
+
+
+def claimed_for_training(out: str | Path | None, resume: bool, overwrite: bool) -> contextlib.AbstractContextManager:
+    """What every trainer function holds while it trains: :func:`claimed_run_dir` with its
+    keyword names (nothing for ``out`` None, a run that writes nothing).  Called directly, a
+    trainer refuses a used folder as the command lines do; under a command line, which claimed
+    the folder first, the hold nests and the second look finds what the first let through."""
+    return contextlib.nullcontext() if out is None else claimed_run_dir(out, resume, overwrite, KEYWORD_FLAGS)
 
 
 def swap_journal(out: Path) -> Path:

@@ -587,3 +587,29 @@ def test_overwrite_replaces_only_a_run_folder(tmp_path):
         check_run_dir(run, resume=False, overwrite=False)
     check_run_dir(run, resume=True, overwrite=False)  # continuing deletes nothing
     assert (run / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("trainer", ["rate.rl.trainer", "train.lm", "train.algorithmic"])
+def test_a_trainer_called_directly_refuses_a_used_folder_as_the_command_lines_do(tmp_path, trainer):
+    """The trainer functions claim their folder themselves (rate/run_folder.py
+    claimed_for_training): without resume or overwrite a folder with a run is refused before
+    anything is read or written, naming the keywords; resume into an empty folder is refused."""
+    import importlib
+
+    from rate.rl.experiment import RATEExperimentConfig
+    from train.experiments.lm import LMExperimentConfig
+
+    config = {"rate.rl.trainer": RATEExperimentConfig, "train.lm": LMExperimentConfig,
+              "train.algorithmic": AlgorithmicConfig}[trainer]()
+    train = importlib.import_module(trainer).train
+    earlier = tmp_path / "run"
+    earlier.mkdir()
+    (earlier / "model.safetensors").write_bytes(b"an earlier run's weights")
+    with pytest.raises(CheckpointError, match=r"already holds a run: pass resume=True to continue it, "
+                                              r"overwrite=True to replace it"):
+        train(config, earlier)
+    assert [p.name for p in earlier.iterdir()] == ["model.safetensors"]
+    assert (earlier / "model.safetensors").read_bytes() == b"an earlier run's weights"
+    with pytest.raises(CheckpointError, match="holds no run to continue"):
+        train(config, tmp_path / "empty", resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]

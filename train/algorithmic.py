@@ -23,6 +23,7 @@ from rate.tasks.algorithmic import generate
 from train.experiments.algorithmic import (CHECKPOINT_KIND, AlgorithmicConfig, answer_loss, build_model, evaluate,
                                            left_plateau)
 from rate.resume import ResumableRun
+from rate.run_folder import claimed_for_training
 from rate.training import TrainingLoop, compiled, resolve_device, setup_process
 from rate.cli.run import add_run_arguments, make_parser, run_and_record
 
@@ -34,16 +35,17 @@ def train(cfg: AlgorithmicConfig, out: Path | None = None, progress: bool = True
     (:class:`rate.resume.ResumableRun`).  Returns the model and the final test metrics (plus wall
     time; for retrieval also ``left_plateau_step``, the first evaluation step clearly above the
     context-guess plateau, None if none was)."""
-    tc = cfg.train
-    setup_process(tc.seed, tc.threads)
-    device = resolve_device(tc.device)
-    model = build_model(cfg).to(device)
-    run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite)
-    try:
-        return _train_in(cfg, model, run, device, progress, resume)
-    except BaseException:
-        run.abandon()
-        raise
+    with claimed_for_training(out, resume, overwrite):  # (as rate.rl.trainer.train)
+        tc = cfg.train
+        setup_process(tc.seed, tc.threads)
+        device = resolve_device(tc.device)
+        model = build_model(cfg).to(device)
+        run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite)
+        try:
+            return _train_in(cfg, model, run, device, progress, resume)
+        except BaseException:
+            run.abandon()
+            raise
 
 
 def _train_in(cfg: AlgorithmicConfig, model: torch.nn.Module, run: ResumableRun, device: torch.device,

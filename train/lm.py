@@ -30,6 +30,7 @@ from rate.config import ConfigError
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTState
 from rate.resume import ResumableRun
+from rate.run_folder import claimed_for_training
 from rate.tasks.lm_data import CorpusError, load_split
 from rate.tasks.lm_stream import OrderedStream
 from rate.training import TrainingLoop, compiled, resolve_device, setup_process
@@ -113,25 +114,26 @@ def train(cfg: LMExperimentConfig, out: Path | None = None, progress: bool = Tru
     """Train per ``cfg`` into run folder ``out`` (None: nothing written); ``resume`` continues the
     run there, ``overwrite`` replaces it once this one has a checkpoint
     (:class:`rate.resume.ResumableRun`).  Returns the model and the final metrics."""
-    tc = cfg.train
-    setup_process(tc.seed, tc.threads)
-    device = resolve_device(tc.device)
-    try:  # a split too short for this many streams of this segment length is a config problem
-        streams = {split: OrderedStream(load_split(cfg.data_dir, split),
-                                        tc.batch_size if split == "train" else cfg.eval_batch_size, cfg.segment_len)
-                   for split in ("train", "valid", "test")}
-    except ValueError as err:
-        raise ConfigError(f"train.batch_size {tc.batch_size}, eval_batch_size {cfg.eval_batch_size}, segment_len "
-                          f"{cfg.segment_len}: {err}") from err
-    model = build_lm(cfg).to(device)
-    # What the run reads, as a digest: a resume refuses a corpus prepared anew under data_dir.
-    corpus = hashlib.sha256(streams["train"].rows.numpy().tobytes()).hexdigest()[:16]
-    run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite, data_fingerprint=corpus)
-    try:
-        return _train_in(cfg, model, streams, run, device, progress, resume)
-    except BaseException:
-        run.abandon()
-        raise
+    with claimed_for_training(out, resume, overwrite):  # (as rate.rl.trainer.train)
+        tc = cfg.train
+        setup_process(tc.seed, tc.threads)
+        device = resolve_device(tc.device)
+        try:  # a split too short for this many streams of this segment length is a config problem
+            streams = {split: OrderedStream(load_split(cfg.data_dir, split),
+                                            tc.batch_size if split == "train" else cfg.eval_batch_size, cfg.segment_len)
+                       for split in ("train", "valid", "test")}
+        except ValueError as err:
+            raise ConfigError(f"train.batch_size {tc.batch_size}, eval_batch_size {cfg.eval_batch_size}, segment_len "
+                              f"{cfg.segment_len}: {err}") from err
+        model = build_lm(cfg).to(device)
+        # What the run reads, as a digest: a resume refuses a corpus prepared anew under data_dir.
+        corpus = hashlib.sha256(streams["train"].rows.numpy().tobytes()).hexdigest()[:16]
+        run = ResumableRun(out, CHECKPOINT_KIND, cfg, overwrite, data_fingerprint=corpus)
+        try:
+            return _train_in(cfg, model, streams, run, device, progress, resume)
+        except BaseException:
+            run.abandon()
+            raise
 
 
 def _train_in(cfg: LMExperimentConfig, model: RecurrentLM, streams: dict[str, OrderedStream], run: ResumableRun,

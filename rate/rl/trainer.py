@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from rate.checkpoint import BEST_DIR, WEIGHTS, CheckpointError, ResumeRefused, read_checkpoint, save_checkpoint
-from rate.run_folder import RunFolder
+from rate.run_folder import RunFolder, claimed_for_training
 from rate.config import ConfigError, config_row, to_dict
 from rate.rl.experiment import (CHECKPOINT_KIND, EvalConfig, RATEExperimentConfig, build_rate, check_eval_envs,
                                 eval_lengths, evaluate_lengths, load_dataset_for)
@@ -190,20 +190,23 @@ def train(cfg: RATEExperimentConfig, out: Path, resume: bool = False, progress: 
           overwrite: bool = False) -> tuple[RATEModel, dict]:
     """Train (on every rank when started by torchrun); rank 0 logs, evaluates and checkpoints.
     ``overwrite``: an earlier run in ``out`` is replaced once this run's first checkpoint is
-    complete (:class:`rate.run_folder.RunFolder`)."""
-    tc = cfg.train
-    setup_process(tc.seed, tc.threads)
-    group, device_name = join_group(tc.device)
-    try:
-        result = _train(cfg, out, resume, progress and group.is_main, group, resolve_device(device_name), overwrite)
-        # Every rank leaves together, after rank 0's last evaluation and writes: a rank that tears
-        # its process group down while a peer still holds the connection can die at exit with
-        # SIGABRT ("terminate called without an active exception").  Only on success: after an
-        # error on one rank the others may be inside another collective.
-        group.barrier()
-        return result
-    finally:
-        group.close()
+    complete (:class:`rate.run_folder.RunFolder`); a folder that holds anything else is refused
+    unless ``resume`` (:func:`rate.run_folder.check_run_dir`), and it is held while the run trains."""
+    with claimed_for_training(out, resume, overwrite):  # (before the group: no rank has written yet)
+        tc = cfg.train
+        setup_process(tc.seed, tc.threads)
+        group, device_name = join_group(tc.device)
+        try:
+            result = _train(cfg, out, resume, progress and group.is_main, group, resolve_device(device_name),
+                            overwrite)
+            # Every rank leaves together, after rank 0's last evaluation and writes: a rank that tears
+            # its process group down while a peer still holds the connection can die at exit with
+            # SIGABRT ("terminate called without an active exception").  Only on success: after an
+            # error on one rank the others may be inside another collective.
+            group.barrier()
+            return result
+        finally:
+            group.close()
 
 
 def _train(cfg: RATEExperimentConfig, out: Path, resume: bool, progress: bool, group: Group,
