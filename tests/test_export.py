@@ -210,7 +210,9 @@ def test_onnx_rollout_equals_the_eager_rollout(artifacts):
 def checkpoint(tmp_path: Path, **overrides) -> Path:
     cfg = RATEExperimentConfig(model=build("rate").cfg, **overrides)
     model = RATEModel(cfg.model)
-    return save_checkpoint(tmp_path / "ckpt", model, CHECKPOINT_KIND, to_dict(cfg))
+    # (what a trainer records: rate.rl.trainer)
+    extra = {"rate_version": "0", "dataset_id": cfg.dataset_id, "step": 3}
+    return save_checkpoint(tmp_path / "ckpt", model, CHECKPOINT_KIND, to_dict(cfg), extra)
 
 
 def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_plays_without_torch(tmp_path, capsys,
@@ -223,7 +225,9 @@ def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_pl
 
     from rate.deploy.onnx_runner import METADATA_KEY
 
-    ckpt = checkpoint(tmp_path)
+    # A run on a local dataset folder records its absolute path (to resume from anywhere); the
+    # artifact, which is shipped, names the folder only.
+    ckpt = checkpoint(tmp_path, dataset_id=str(tmp_path / "home" / "me" / "my-dataset"))
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # at a terminal:
     assert main([str(ckpt), "--format", "pt2", "--threads", "1"]) == 0
     out, err = capsys.readouterr()
@@ -232,7 +236,9 @@ def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_pl
     assert err.splitlines() == ["tracing the policy's step with torch.export and writing pt2 ...",
                                 f"checking the artifact against the eager policy over {parity_steps(4)} steps ..."]
     meta = open_artifact(ckpt / "policy.pt2").meta
-    assert meta["config"]["dataset_id"] == RATEExperimentConfig().dataset_id
+    assert meta["config"]["dataset_id"] == "my-dataset" and str(tmp_path) not in json.dumps(meta)
+    assert meta["provenance"]["trained"] == {"rate_version": "0", "dataset_id": "my-dataset", "step": 3}
+    assert json.loads((ckpt / "config.json").read_text())["config"]["dataset_id"].endswith("/home/me/my-dataset")
     assert set(meta["provenance"]) == {"trained", "exported", "beside_checkpoint"}
     assert "rate_version" in meta["provenance"]["exported"] and meta["provenance"]["beside_checkpoint"] is True
     assert meta["format_version"] == 2  # (no recorded wrappers or action bounds: older runners play it)

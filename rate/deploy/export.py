@@ -395,6 +395,17 @@ def compare_with_eager(policy: StepPolicy, model: RATEModel, target_return: floa
     return worst
 
 
+def shareable(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run config or training record as an artifact carries it: a dataset given as a local
+    folder (recorded as its absolute path, so that the run resumes from any working directory)
+    named by the folder's name alone.  An artifact is shipped; the exporting machine's paths
+    (user names, mount points) are not the receiver's business, and playing the policy needs no
+    dataset."""
+    if record is None or not Path(str(record.get("dataset_id", ""))).is_absolute():
+        return record
+    return record | {"dataset_id": Path(record["dataset_id"]).name}
+
+
 # ---------------------------------------------------------------------- command line
 def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: float | None = None,
                       tolerance: float = 1e-4, check_steps: int | None = None,
@@ -417,11 +428,11 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
     step = PolicyStep(model)
     check_steps = parity_steps(model.cfg.segment_steps) if check_steps is None else check_steps
 
-    meta = export_metadata(step, to_dict(cfg), target)
+    meta = export_metadata(step, shareable(to_dict(cfg)), target)
     # What made the weights (package version, git commit, dataset, step) and what exported them.
     from rate.checkpoint import provenance
 
-    meta["provenance"] = {"trained": model.training_record, "exported": provenance(),
+    meta["provenance"] = {"trained": shareable(model.training_record), "exported": provenance(),
                           # (whether the checkpoint beside the file is the one it came from)
                           "beside_checkpoint": Path(out).resolve().parent == Path(checkpoint).resolve()}
     writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
