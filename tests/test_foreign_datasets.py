@@ -589,6 +589,18 @@ def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
     with pytest.raises(DatasetError, match=r"episode 0 has observations beyond float32's range"):
         validate_episodes([big], True, 2, "d")
     validate_episodes([Episode(np.array([[0.0], [1e38]]), np.zeros(2, np.int64), np.zeros(2))], True, 2, "d")
+    # Rewards recorded in float64: checked before the loader casts them to float32 (as inf they
+    # were reported as "NaN or inf", which the file does not hold).
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    box = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    rewards = np.array([1.0, 1e39])  # finite in float64
+    minari.create_dataset_from_buffers("tests/huge-reward-v0", [EpisodeBuffer(
+        id=0, observations=np.zeros((3, 1), np.float32), actions=np.zeros(2, np.int64), rewards=rewards,
+        terminations=[False, True], truncations=[False, False])], observation_space=box,
+        action_space=gym.spaces.Discrete(2))
+    with pytest.raises(DatasetError, match=r"tests/huge-reward-v0: episode 0 has rewards beyond float32's range"):
+        load_minari_episodes("tests/huge-reward-v0")
 
 
 def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_kept():

@@ -46,6 +46,17 @@ def returns_to_go(rewards: np.ndarray, rtg_scale: float) -> np.ndarray:
     return (np.cumsum(rewards[::-1], dtype=np.float64)[::-1] / rtg_scale).astype(np.float32)
 
 
+def check_finite(values: np.ndarray, name: str, episode: int, field: str) -> np.ndarray:
+    """``values`` (one episode's ``field``) when every float is finite and within float32's range,
+    which the model reads (a float64 value beyond it would turn into inf); else DatasetError."""
+    if np.issubdtype(values.dtype, np.floating):
+        if not np.isfinite(values).all():
+            raise DatasetError(f"{name}: episode {episode} has NaN or inf in its {field}")
+        if values.dtype == np.float64 and np.abs(values).max(initial=0.0) > np.finfo(np.float32).max:
+            raise DatasetError(f"{name}: episode {episode} has {field} beyond float32's range (|x| > 3.4e38)")
+    return values
+
+
 def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: int, name: str,
                       obs_shape: tuple[int, ...] | None = None) -> None:
     """One clear DatasetError for the first problem found: no episodes or steps, lengths that
@@ -69,12 +80,7 @@ def validate_episodes(episodes: list[Episode], discrete_actions: bool, act_dim: 
             raise DatasetError(f"{name}: episode {i} has observations of shape {tuple(ep.observations.shape[1:])}, "
                                f"the model expects {tuple(obs_shape)}")
         for field in ("observations", "rewards") + (() if discrete_actions else ("actions",)):
-            values = getattr(ep, field)
-            if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-                raise DatasetError(f"{name}: episode {i} has NaN or inf in its {field}")
-            if values.dtype == np.float64 and np.abs(values).max(initial=0.0) > np.finfo(np.float32).max:
-                # (the model reads float32, where these would turn into inf)
-                raise DatasetError(f"{name}: episode {i} has {field} beyond float32's range (|x| > 3.4e38)")
+            check_finite(getattr(ep, field), name, i, field)
         if discrete_actions:
             if ep.actions.ndim != 1 or not np.issubdtype(ep.actions.dtype, np.integer):
                 raise DatasetError(f"{name}: episode {i} has actions of shape {ep.actions.shape[1:]} and dtype "
@@ -206,7 +212,9 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
     episodes, clipped, total = [], 0, 0
     try:
         for i, ep in enumerate(ds.iterate_episodes()):
-            rewards = np.asarray(ep.rewards, dtype=np.float32)  # MiniGrid stores int64 rewards
+            # Checked as recorded (a float64 reward beyond float32 would read as inf once cast);
+            # float32 as the model reads them (MiniGrid stores int64 rewards).
+            rewards = check_finite(np.asarray(ep.rewards), dataset_id, i, "rewards").astype(np.float32)
             n = len(rewards)
             if flatten_observations:
                 obs = flatten_batch(info.observation_space, ep.observations)
