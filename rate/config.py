@@ -141,6 +141,11 @@ def from_dict(cls: type[T], data: dict[str, Any], _path: str = "") -> T:
             if dataclasses.is_dataclass(base):
                 value = merge_sections(to_dict(base), value)
         kwargs[name] = _coerce(value, hints[name], f"{_path}.{name}" if _path else name)
+    missing = [name for name, f in fields.items() if name not in data and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:  # (the constructor would name its positional arguments)
+        raise ConfigError(f"{_path or cls.__name__} needs the key{'s' if len(missing) > 1 else ''} "
+                          f"{', '.join(missing)}")
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as err:  # __post_init__ validation
@@ -259,11 +264,28 @@ def load_yaml(cls: type[T], path: str | Path, overrides: typing.Sequence[str] = 
     """Load ``cls`` from a YAML file (with its ``extends:`` bases, :func:`read_config_file`), then
     apply ``key.sub=value`` overrides (values parsed as YAML)."""
     path = Path(path)
-    data = apply_overrides(read_config_file(path), overrides, cls)
+    base = read_config_file(path)
     try:
-        return from_dict(cls, data)
+        return from_dict(cls, apply_overrides(base, overrides, cls))
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(f"{_culprit(cls, base, overrides, path)}: {err}") from None
+
+
+def _culprit(cls: type, base: dict[str, Any], overrides: typing.Sequence[str], path: Path) -> str:
+    """What a config that failed to build is named by in the error: the file, or, where the file
+    alone builds, the first override that fails on it alone (a bad ``--set`` value is not the
+    file's fault), else the file and all its overrides (they fail only together)."""
+    def builds(overrides: typing.Sequence[str]) -> bool:
+        try:
+            from_dict(cls, apply_overrides(base, overrides, cls))
+        except ConfigError:
+            return False
+        return True
+
+    if not overrides or not builds(()):
+        return str(path)
+    culprit = next((item for item in overrides if not builds([item])), None)
+    return f"{path}, override {culprit}" if culprit else f"{path} with {' '.join(overrides)}"
 
 
 def _one_line(err: yaml.YAMLError) -> str:

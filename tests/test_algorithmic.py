@@ -232,7 +232,11 @@ def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatc
     assert json.loads((resumed / "config.json").read_text())["extra"]["step"] == 4
     assert trainer.main([*args, "model.d_inner=32", "--out", str(resumed), "--resume"]) == 3
     assert "model.d_inner: 16 -> 32" in capsys.readouterr().err
-    assert trainer.main([*args, "--out", str(resumed), "--resume"]) == 0
+    assert trainer.main(["--out", str(resumed)]) == 2  # (no YAML, no --resume)
+    assert capsys.readouterr().err == ("error: give a YAML config file (or --resume --out RUN_FOLDER: the run's own "
+                                       "config)\n")
+    # Without the YAML and its overrides: the run's saved config, as rate-train resumes.
+    assert trainer.main(["--resume", "--out", str(resumed), "--no-progress"]) == 0
     assert_same_run(whole, resumed, expected, json.loads(capsys.readouterr().out))
 
 

@@ -77,6 +77,34 @@ def test_an_override_value_that_is_not_yaml_is_a_config_error():
         load_yaml(AlgorithmicConfig, ROOT / "configs/algorithmic/reverse.yaml", ["eval_samples=[1"])
 
 
+def test_an_error_names_the_override_that_causes_it_or_the_file(tmp_path):
+    """A config that fails to build names the file, or, when the file alone builds, the override
+    that fails on it; overrides that fail only together are all named."""
+    reverse = ROOT / "configs/algorithmic/reverse.yaml"
+    with pytest.raises(ConfigError, match=r"reverse.yaml, override train.steps=abc: train.steps: expected int"):
+        load_yaml(AlgorithmicConfig, reverse, ["train.lr=1e-3", "train.steps=abc"])
+    bad = tmp_path / "bad.yaml"
+    save_yaml(AlgorithmicConfig(), bad)
+    bad.write_text(bad.read_text().replace("eval_samples: ", "eval_samples: many  # "))
+    with pytest.raises(ConfigError, match=r"^\S*bad.yaml: eval_samples: expected int"):
+        load_yaml(AlgorithmicConfig, bad, ["train.lr=1e-3"])  # (the file's own error: the file)
+    together = ["model.checkpoint_attention=true", "model.attn_dropout=0.1"]  # (each builds alone)
+    for item in together:
+        load_yaml(AlgorithmicConfig, reverse, [item])
+    with pytest.raises(ConfigError, match=r"reverse.yaml with model.checkpoint_attention=true model.attn_dropout=0.1: "
+                                          r"model: checkpoint_"):
+        load_yaml(AlgorithmicConfig, reverse, together)
+
+
+def test_a_missing_required_key_is_named_as_a_key():
+    from train.sweep import Sweep
+
+    with pytest.raises(ConfigError, match=r"^Sweep needs the keys out_root, runs$"):
+        from_dict(Sweep, {"csv": "a.csv", "seeds": [0]})
+    with pytest.raises(ConfigError, match=r"^runs\[0\] needs the key config$"):
+        from_dict(Sweep, {"csv": "a.csv", "out_root": "r", "seeds": [0], "runs": [{"name": "a"}]})
+
+
 def test_missing_and_invalid_yaml(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_yaml(AlgorithmicConfig, tmp_path / "nope.yaml")

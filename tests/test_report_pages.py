@@ -146,6 +146,10 @@ def test_pages_refuse_an_empty_csv_or_one_of_another_kind(tmp_path, module, caps
             importlib.import_module(module).main(["--csv", str(tmp_path / "x.csv"), "--out", str(tmp_path / "x.md")])
         assert exc.value.code == 2 and message in capsys.readouterr().err
         assert not (tmp_path / "x.md").exists()
+    with pytest.raises(SystemExit) as exc:  # (no file at all: said so, not "no rows")
+        importlib.import_module(module).main(["--csv", str(tmp_path / "none.csv"), "--out", str(tmp_path / "x.md")])
+    assert exc.value.code == 2 and f"{tmp_path / 'none.csv'} does not exist; run the sweep first" in \
+        capsys.readouterr().err
 
 
 PAGES = ["aar", "algorithmic", "lm", "memory_maze", "minigrid", "mujoco", "popgym", "tmaze", "tmaze_valve", "vizdoom"]

@@ -1,6 +1,7 @@
 """The resumable sweep runner and CSV rows."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -177,6 +178,10 @@ def test_sweep_with_a_wrong_evaluation_environment_fails_before_running(tmp_path
 def test_bad_set_override_fails_before_running(tmp_path, capsys):
     assert main(["configs/lm/sweep.yaml", "--set", "train.nope=1", "--dry-run"]) == 2
     assert "nope" in capsys.readouterr().err
+    # A bad value names the --set override, not the config file it was applied to.
+    assert main(["configs/lm/sweep.yaml", "--set", "train.steps=abc", "--dry-run"]) == 2
+    assert re.search(r"error: configs/lm/\S+\.yaml, override train.steps=abc: train.steps: expected int",
+                     capsys.readouterr().err)
     # every seed would train the same run under another name
     assert main(["configs/lm/sweep.yaml", "--set", "train.seed=3", "--dry-run"]) == 2
     assert "train.seed is set by the sweep's seeds" in capsys.readouterr().err
@@ -216,6 +221,8 @@ def test_a_csv_replaced_by_another_kind_of_file_while_the_sweep_runs_is_one_erro
 @pytest.mark.parametrize(
     "text, pattern",
     [("csv: [unclosed\n", "not valid YAML"),
+     ("", "s.yaml: Sweep needs the keys csv, out_root, seeds, runs"),  # (not the constructor's argument names)
+     ("csv: a.csv\nseeds: [0]\n", "s.yaml: Sweep needs the keys out_root, runs"),
      ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: []\n", "a sweep lists at least one run"),
      ("csv: a.csv\nout_root: r\nseeds: [0]\nruns: [{name: a, config: configs/lm/base.yaml}]\ngroups: []\n",
       "unknown config key groups"),

@@ -2,6 +2,7 @@
 
     python -m train.algorithmic configs/algorithmic/reverse.yaml [key=value ...] \
         [--out runs/algorithmic/NAME] [--resume | --overwrite] [--csv results/algorithmic.csv] [--run-name NAME]
+    python -m train.algorithmic --resume --out RUN_FOLDER [key=value ...]   (the run's own config)
 
 Samples are drawn fresh from a seeded generator every step (no fixed training set); the final
 evaluation uses free-running greedy generation on the test split (sqeq: equations never drawn
@@ -92,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return train(cfg, out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)[1]
 
     return run_and_record(args, AlgorithmicConfig, "runs/algorithmic", train_run,
-                          lambda cfg, metrics: {"segment_len": cfg.segment_len, **metrics})
+                          lambda cfg, metrics: {"segment_len": cfg.segment_len, **metrics},
+                          checkpoint_kind=CHECKPOINT_KIND)
 
 
 if __name__ == "__main__":

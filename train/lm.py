@@ -1,6 +1,7 @@
 """Train a character-level language model on the ordered corpus stream (Transformer-XL style).
 
     python -m train.lm configs/lm/base.yaml [key=value ...] [--out DIR] [--resume | --overwrite] [--csv results/lm.csv]
+    python -m train.lm --resume --out RUN_FOLDER [key=value ...]   (continue a run with its own config)
 
 The training corpus is read as ``train.batch_size`` parallel streams, one segment per step, in
 order; memory tokens and the Transformer-XL cache are carried from step to step and reset only
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         return train(cfg, out, progress=not args.no_progress, resume=args.resume, overwrite=args.overwrite)[1]
 
     return run_and_record(args, LMExperimentConfig, "runs/lm", train_run, lambda cfg, metrics: metrics,
-                          errors=(CorpusError,))
+                          errors=(CorpusError,), checkpoint_kind=CHECKPOINT_KIND)
 
 
 if __name__ == "__main__":

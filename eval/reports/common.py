@@ -92,7 +92,8 @@ def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, 
                 if not math.isfinite(number):
                     parser.error(f"{csv}: row {row.get('run')!r}, column {column}: {value!r} is not a finite number")
     if not rows:
-        parser.error(f"{csv} has no rows; run the sweep first")
+        parser.error(f"{csv} has no rows; run the sweep first" if Path(csv).is_file() else
+                     f"{csv} does not exist; run the sweep first (it writes the file), or name another --csv")
     twice = sorted(name for name, n in Counter(r["run"] for r in rows).items() if n > 1)
     if twice:  # (a page would count the second row as one more seed)
         parser.error(f"{csv}: {len(twice)} runs have more than one row, e.g. {twice[0]!r}; keep one row per run")

@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rate.checkpoint import CheckpointError
-from rate.run_folder import claimed_run_dir
+from rate.checkpoint import CheckpointError, read_description
+from rate.run_folder import claimed_run_dir, settle_run_dir
 from rate.cli.records import record_run, recorded_runs
-from rate.config import ConfigError, config_row, describe_config, load_yaml
+from rate.config import ConfigError, apply_overrides, config_row, describe_config, from_dict, load_yaml
 from rate.training import positive_int
 
 # Errors that mean bad input (config, data, checkpoint, a diverging run), not a bug: one line each.
@@ -124,15 +124,30 @@ def run_name(args: argparse.Namespace, source: str) -> str:
     return args.run_name or (args.out.name if args.out else source)
 
 
+def saved_config(out: Path, config_cls: type, kind: str) -> Callable[[list[str]], Any]:
+    """A ``load_config`` for :func:`run_and_record` that reads the config saved in run folder
+    ``out`` (a checkpoint of ``kind``), the overrides applied: ``--resume --out RUN`` continues a
+    run with its own config, no YAML needed."""
+    def load(overrides: list[str]) -> Any:
+        settle_run_dir(out)  # (a replacement cut short: the run it will hold, not a mix of two)
+        saved = read_description(out, kind)["config"]
+        return from_dict(config_cls, apply_overrides(saved, overrides, config_cls))
+
+    return load
+
+
 def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str,
                    train_run: Callable[[Any, Path], dict | None], row: Callable[[Any, dict], dict],
                    errors: tuple[type[BaseException], ...] = (),
-                   load_config: Callable[[list[str]], Any] | None = None, source: str | None = None) -> int:
+                   load_config: Callable[[list[str]], Any] | None = None, source: str | None = None,
+                   checkpoint_kind: str | None = None) -> int:
     """``train_run(cfg, out)`` returns the run's metrics, or None on a process that writes nothing
     (a torchrun rank other than 0); ``row(cfg, metrics)`` gives the CSV row's metric columns.
     ``args`` comes from :func:`add_run_arguments`; ``errors`` adds the trainer's own bad-input
     errors to :data:`USER_ERRORS`.  ``load_config(overrides)`` builds the config (default: the
-    YAML file ``args.config``); ``source`` names the run when neither --run-name nor --out does.
+    YAML file ``args.config``, or with ``checkpoint_kind`` and ``--resume --out RUN`` without one,
+    the run's saved config: :func:`saved_config`); ``source`` names the run when neither
+    --run-name nor --out does.
 
     The trainer keeps run folder ``out`` itself: it replaces an earlier run (--overwrite) once it
     has a checkpoint, and a run that fails before its first leaves the folder as it found it
@@ -140,9 +155,12 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
     overrides = list(args.overrides) + device_overrides(args)
     with contextlib.ExitStack() as held:
         try:
+            if load_config is None and not args.config and checkpoint_kind and args.resume and args.out:
+                load_config = saved_config(args.out, config_cls, checkpoint_kind)
             if load_config is None:
                 if not args.config:
-                    raise ConfigError("give a YAML config file")
+                    raise ConfigError("give a YAML config file" + (" (or --resume --out RUN_FOLDER: the run's own "
+                                                                   "config)" if checkpoint_kind else ""))
                 cfg = load_yaml(config_cls, args.config, overrides)
             else:
                 cfg = load_config(overrides)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rate.cli.run import add_run_arguments, error_exit, make_parser, run_and_record
+from rate.cli.run import add_run_arguments, error_exit, make_parser, run_and_record, saved_config
 from rate.data.episodes import DatasetError
 from rate.rl.experiment import RATEExperimentConfig
 from rate.rl.from_dataset import MODEL_PRESETS, run_name_for
@@ -75,15 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         def load_config(overrides: list[str]) -> RATEExperimentConfig:
             return config_for_dataset(args.dataset, args.model or "rate", args.config, overrides)
     elif from_run:
-        def load_config(overrides: list[str]) -> RATEExperimentConfig:
-            from rate.checkpoint import read_description
-            from rate.run_folder import settle_run_dir
-            from rate.config import apply_overrides, from_dict
-            from rate.rl.model import CHECKPOINT_KIND
+        from rate.rl.model import CHECKPOINT_KIND
 
-            settle_run_dir(args.out)  # (a replacement cut short: the run it will hold, not a mix of two)
-            saved = read_description(args.out, CHECKPOINT_KIND)["config"]
-            return from_dict(RATEExperimentConfig, apply_overrides(saved, overrides, RATEExperimentConfig))
+        load_config = saved_config(args.out, RATEExperimentConfig, CHECKPOINT_KIND)
 
     def train_run(cfg: RATEExperimentConfig, out: Path) -> dict | None:
         from rate.api import train
