@@ -217,6 +217,13 @@ def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None
         sync_files(tmp)  # on disk before the rename, so a crash cannot leave it empty
         os.replace(tmp, path)
         sync_files(path.parent)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        if err.errno is not None and err.filename in (None, tmp):
+            # A write's own error (a full disk inside a writer: "[Errno 28] No space left on
+            # device") names no file, or the hidden temporary: name the file being written.
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -137,6 +137,35 @@ def test_eval_output_into_a_read_only_folder_fails_before_the_rollouts(run, tmp_
     assert "Read-only file system" in one_error_line(capsys)
 
 
+def test_eval_output_whose_plot_fills_the_disk_names_the_plot(run, tmp_path, mounts, capsys):
+    """The results JSON fits, its plot does not: the error line names the plot (a write's own
+    ENOSPC names no file; rate.config.atomic_write adds it) and leaves no temporary."""
+    from rate.cli import evaluate
+
+    small = mounts(tmp_path / "small", "12k")
+    assert evaluate.main([str(run), "--out", str(small / "results.json"), "--episodes", "1", "--lengths", "12",
+                          "--no-progress"]) == 2
+    err = one_error_line(capsys)
+    assert "No space left on device" in err and str(small / "results.png") in err
+    assert sorted(p.name for p in small.iterdir()) == ["results.json"]
+
+
+def test_a_write_error_that_names_no_file_is_given_the_files_name(tmp_path):
+    from rate.config import atomic_write
+
+    def full(tmp: Path) -> None:
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    (tmp_path / "pages").mkdir()
+    target = tmp_path / "pages" / "page.md"
+    target.write_text("as it was")
+    with pytest.raises(OSError, match=rf"No space left on device: '{target}'") as err:
+        atomic_write(target, full)
+    assert err.value.errno == errno.ENOSPC and target.read_text() == "as it was"
+    assert list(target.parent.iterdir()) == [target]
+
+
 def test_outputs_where_a_folder_stands_fail_before_the_work(run, tmp_path, capsys, monkeypatch):
     from rate.cli import evaluate
     from rate.cli.train import main as train_main
