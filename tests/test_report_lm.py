@@ -108,3 +108,15 @@ def test_the_combination_alone_is_not_checked_against_nothing():
     only = [row("trxl64+rmt", 5, 64, 2, bpc, seed=i) for i, bpc in enumerate([1.70, 1.71])]
     (line,) = checked(only)
     assert "4. **Transformer-XL + RMT is best**: not checked: no other model's rows to compare with" in line
+
+
+def test_the_best_depth_is_chosen_by_validation_bpc_and_judged_by_test_bpc():
+    """Depth 2 has the lowest test bpc, depth 1 the lowest validation bpc: claims 1 and 2 take depth
+    1 (choosing by the test score would favour a row by its noise) and report its test bpc."""
+    rows = paper_like()
+    for r in rows:
+        if r["run"].startswith("rmt-m5-bptt1/"):
+            r["valid_bpc"] = 1.0
+    text = checked(rows)
+    assert "m=5 (depth 1, the best by valid bpc: 1.850)" in text[0]
+    assert "m=5: depth 1 1.850 against depth 0 1.980" in text[1]
