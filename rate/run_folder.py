@@ -77,14 +77,32 @@ def exclusive_run_dir(out: str | Path) -> Iterator[None]:
         os.close(fd)
 
 
+# How long a torchrun rank other than 0 waits for rank 0 to settle a run folder (settle_run_dir).
+SETTLE_WAIT_SECONDS = 120.0
+
+
 def settle_run_dir(out: str | Path) -> None:
     """Finish (or undo) a replacement's swap cut short at run folder ``out``, which until then
     holds a mix of two runs' files (:func:`finish_interrupted_swap`), before anything reads it;
     nothing when no swap record lies beside it.  Under the folder's lock, so never a swap that a
-    live trainer is making: RunFolderHeld then."""
-    if swap_journal(Path(out)).is_file():
+    live trainer is making: RunFolderHeld then.  Under torchrun only rank 0 settles the folder;
+    the other ranks wait until its swap record is gone (CheckpointError after
+    SETTLE_WAIT_SECONDS), so that no rank reads the mix."""
+    import time
+
+    journal = swap_journal(Path(out))
+    if not journal.is_file():
+        return
+    if int(os.environ.get("RANK", "0")) == 0:
         with exclusive_run_dir(out):
             pass
+        return
+    deadline = time.monotonic() + SETTLE_WAIT_SECONDS
+    while journal.is_file():
+        if time.monotonic() > deadline:
+            raise CheckpointError(f"{out}: rank 0 did not finish the replacement cut short there within "
+                                  f"{SETTLE_WAIT_SECONDS:.0f} s ({journal.name} is still there)")
+        time.sleep(0.05)
 
 
 def non_run_files(folder: Path) -> list[str]:

@@ -613,3 +613,33 @@ def test_a_trainer_called_directly_refuses_a_used_folder_as_the_command_lines_do
     with pytest.raises(CheckpointError, match="holds no run to continue"):
         train(config, tmp_path / "empty", resume=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_ranks_other_than_0_wait_for_rank_0_to_settle_a_half_swapped_folder(tmp_path, monkeypatch):
+    """Under torchrun only rank 0 finishes a swap cut short; another rank that read the folder
+    meanwhile would read a mix of two runs, so it waits until the swap record is gone, and gives
+    up with one error when rank 0 never finishes."""
+    import threading
+    import warnings
+
+    import rate.run_folder as run_folder
+    from rate.run_folder import finish_interrupted_swap, settle_run_dir, swap_journal
+
+    run, _, _ = half_swapped(tmp_path, "filling", 2)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setattr(run_folder, "SETTLE_WAIT_SECONDS", 0.3)
+    with pytest.raises(CheckpointError, match=r"rank 0 did not finish the replacement cut short there within 0 s"):
+        settle_run_dir(run)
+    assert swap_journal(run).is_file()  # (rank 1 changes nothing)
+
+    def rank_0() -> None:  # (what rank 0's settle_run_dir does under the lock)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            finish_interrupted_swap(run)
+
+    monkeypatch.setattr(run_folder, "SETTLE_WAIT_SECONDS", 30.0)
+    finisher = threading.Timer(0.3, rank_0)
+    finisher.start()
+    settle_run_dir(run)  # rank 1: returns once rank 0 has finished, and reads the new run whole
+    assert contents(run) == {name: f"new {name}" for name in NAMES} and not swap_journal(run).is_file()
+    finisher.join()
