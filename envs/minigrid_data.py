@@ -44,7 +44,8 @@ def generate_minigrid_dataset(size: int | list[int], episodes: int, seed: int, n
                               dataset_id: str | None = None, overwrite: bool = False,
                               reward: str = "timed") -> minari.MinariDataset:
     """``size``: one grid size, or a list to draw each episode's size from (uniformly; the dataset
-    records the environment at the first size)."""
+    records the environment at the first size, and each episode's size as its reset option
+    ``size``, so that it replays from its seed)."""
     from .minigrid_memory import MemoryOracle  # (the minigrid extra: ImportError names it)
 
     if episodes < 1:
@@ -53,8 +54,11 @@ def generate_minigrid_dataset(size: int | list[int], episodes: int, seed: int, n
     sizes = list(size) if isinstance(size, list) else [size]
     if not sizes or len(set(sizes)) != len(sizes):
         raise ValueError(f"sizes must be distinct and at least one, got {sizes}")
-    envs = {s: gym.make("rate/MiniGridMemory-v0", size=s, observation=observation, view_size=view_size,
-                        tile_size=tile_size, reward=reward) for s in sizes}  # checks size, view, observation, reward
+    for s in sizes:  # (checks size, view, observation and reward at once)
+        gym.make("rate/MiniGridMemory-v0", size=s, observation=observation, view_size=view_size, tile_size=tile_size,
+                 reward=reward).close()
+    env = gym.make("rate/MiniGridMemory-v0", size=sizes[0], observation=observation, view_size=view_size,
+                   tile_size=tile_size, reward=reward)
     dataset_id = dataset_id or default_dataset_id(size, observation, reward)
     check_dataset_id(dataset_id, overwrite)  # fails before the episodes are played; deletes nothing
     rng = np.random.default_rng(seed)
@@ -72,9 +76,9 @@ def generate_minigrid_dataset(size: int | list[int], episodes: int, seed: int, n
     grid = np.random.default_rng([seed, 1]).choice(sizes, size=episodes) if len(sizes) > 1 else [sizes[0]] * episodes
     buffers = []
     for i, (s, g) in enumerate(zip(seeds, grid)):
-        env = envs[int(g)]
+        # A mixture's episodes record their size as a reset option (replayable from seed and options).
         try:
-            buffers.append(record_episode(env, choose, int(s), i))
+            buffers.append(record_episode(env, choose, int(s), i, {"size": int(g)} if len(sizes) > 1 else None))
         except AssertionError as err:
             if noise == 0:
                 raise  # the oracle alone failed: a bug, not a setting
@@ -83,7 +87,7 @@ def generate_minigrid_dataset(size: int | list[int], episodes: int, seed: int, n
     grids = " or ".join(f"{s}x{s}" for s in sizes)
     description = (f"MiniGrid-Memory {grids}, {observation} {view_size}x{view_size} view, {reward} reward, oracle with "
                    f"{noise:.0%} random actions before the split, seed {seed}")
-    return write_oracle_dataset(dataset_id, buffers, envs[sizes[0]], description, overwrite=overwrite)
+    return write_oracle_dataset(dataset_id, buffers, env, description, overwrite=overwrite)
 
 
 def main(argv: list[str] | None = None) -> int:

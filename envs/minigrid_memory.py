@@ -83,10 +83,8 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
             raise ValueError(f"max_steps must be positive (None: 5 x size), got {max_steps}")
         # The oracle needs at most about 2 * size steps; 5 * size leaves room for detours (MemoryEnv's
         # own default, 5 * size^2, makes a failing rollout at size 91 last 41,405 steps).
-        max_steps = 5 * size if max_steps is None else max_steps
-        inner = MemoryEnv(size=size, random_length=random_length, max_steps=max_steps,
-                          agent_view_size=view_size, render_mode=render_mode)
-        super().__init__(inner)
+        self._max_steps, self._random_length = max_steps, random_length  # (for a reset to another size)
+        super().__init__(self._grid(size, view_size, render_mode))
         self.size, self.view_size, self.kind, self.tile_size = size, view_size, observation, tile_size
         self.reward_kind = reward
         self.action_space = spaces.Discrete(3)
@@ -109,7 +107,23 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
         frame = self.env.unwrapped.get_frame(highlight=False, tile_size=self.tile_size, agent_pov=True)
         return np.ascontiguousarray(frame.transpose(2, 0, 1))
 
+    def _grid(self, size: int, view_size: int, render_mode: str | None) -> MemoryEnv:
+        max_steps = 5 * size if self._max_steps is None else self._max_steps
+        return MemoryEnv(size=size, random_length=self._random_length, max_steps=max_steps,
+                         agent_view_size=view_size, render_mode=render_mode)
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """``options={"size": n}`` plays this episode (and the next ones) on an n x n grid: the
+        observation's shape does not depend on the size, and a dataset of mixed sizes records
+        each episode's size as this option, so that it replays from its seed and options
+        (envs.recording.record_episode)."""
+        size = (options or {}).get("size", self.size)
+        if size != self.size:
+            if not isinstance(size, (int, np.integer)) or size < 9 or size % 2 == 0:
+                raise ValueError(f"reset option size must be odd and >= 9, got {size!r}")
+            self.env.close()
+            self.env, self.size = self._grid(int(size), self.view_size, self.env.render_mode), int(size)
+        options = {k: v for k, v in (options or {}).items() if k != "size"} or None
         obs, info = self.env.reset(seed=seed, options=options)
         self._cue_step = -1
         return self.observation(obs), {**info, **self._cue_info(obs)}

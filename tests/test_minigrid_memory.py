@@ -124,8 +124,24 @@ def test_a_size_mixture_draws_each_episode_from_one_of_the_sizes():
         match = [s for s in (9, 11) if np.array_equal(ep.observations, single[s][i].observations)
                  and np.array_equal(ep.actions, single[s][i].actions)]
         assert len(match) >= 1
-        sources.append(match[0])
-    assert set(sources) == {9, 11}
+        sources.append(match)
+    assert {m[0] for m in sources} == {9, 11}
+    # Each episode replays from its seed and its size, recorded as the reset option "size", in
+    # the environment the dataset recovers (made at the first size).
+    env = mixed.recover_environment()
+    sizes = []
+    for ep in mixed.iterate_episodes():
+        (meta,) = mixed.storage.get_episode_metadata([ep.id])
+        options = {k: int(v[0]) for k, v in ep.infos.items()}
+        sizes.append(options["size"])
+        obs, _ = env.reset(seed=int(meta["seed"]), options=options)
+        replayed = [obs] + [env.step(int(a))[0] for a in ep.actions]
+        np.testing.assert_array_equal(np.stack(replayed), ep.observations)
+        assert env.unwrapped.width == options["size"]
+    assert set(sizes) == {9, 11} and all(size in match for size, match in zip(sizes, sources))
+    with pytest.raises(ValueError, match="reset option size must be odd and >= 9, got 10"):
+        env.reset(seed=0, options={"size": 10})
+    assert not single[9][0].infos  # (one size: no options recorded)
     with pytest.raises(ValueError, match="distinct"):
         generate_minigrid_dataset(size=[9, 9], episodes=2, seed=0)
 
