@@ -187,9 +187,9 @@ def test_demo_leaves_an_earlier_run_in_its_folder_unless_told_to_replace_it(tmp_
 
 @pytest.mark.slow
 def test_a_run_that_fails_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch, capsys):
-    # A run that fails before its first checkpoint (here its first evaluation, after the training
-    # logged to tb/) leaves no half run that the same command would then refuse as "already holds
-    # a run".
+    # A run that fails before its first checkpoint (here its first evaluation, at step 2 of 3, after
+    # the training logged to tb/) leaves no half run that the same command would then refuse as
+    # "already holds a run".
     import train.algorithmic as trainer
 
     def failing_evaluate(*args, **kwargs):
@@ -197,7 +197,7 @@ def test_a_run_that_fails_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch
 
     monkeypatch.setattr(trainer, "evaluate", failing_evaluate)
     args = ["configs/algorithmic/reverse.yaml", "model.d_model=16", "model.n_heads=2", "model.d_head=8",
-            "model.d_inner=16", "model.n_layers=1", "train.steps=2", "train.eval_every=2", "eval_samples=8",
+            "model.d_inner=16", "model.n_layers=1", "train.steps=3", "train.eval_every=2", "eval_samples=8",
             "task.length=2", "train.threads=1", "--no-progress"]
     for out in (tmp_path / "made-by-the-run", tmp_path / "made-by-the-user"):
         if out.name == "made-by-the-user":
@@ -208,6 +208,21 @@ def test_a_run_that_fails_leaves_its_folder_as_it_found_it(tmp_path, monkeypatch
     monkeypatch.undo()
     assert trainer.main([*args, "--out", str(out)]) == 0  # the same command again
     assert (out / "model.safetensors").is_file()
+
+
+def test_the_last_step_is_evaluated_once_on_every_eval_sample(tmp_path, monkeypatch):
+    """Evaluations at the eval_every steps on up to 256 samples; the last step's is the final
+    evaluation on all eval_samples, not a second one on the same weights before it."""
+    import train.algorithmic as trainer
+
+    calls = []
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda model, task, n, seed: calls.append(n) or real(model, task, n, seed))
+    args = ["configs/algorithmic/reverse.yaml", "model.d_model=16", "model.n_heads=2", "model.d_head=8",
+            "model.d_inner=16", "model.n_layers=1", "train.steps=5", "train.eval_every=2", "eval_samples=300",
+            "task.length=2", "train.threads=1", "--no-progress", "--out", str(tmp_path / "run")]
+    assert trainer.main(args) == 0
+    assert calls == [256, 256, 300]  # steps 2 and 4, then the final one (step 5)
 
 
 def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatch, capsys):

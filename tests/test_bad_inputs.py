@@ -420,6 +420,28 @@ def test_a_resume_that_changes_the_evaluation_does_not_compare_scores_across_it(
     assert meta["extra"]["step"] == 3 and meta["config"]["eval"]["lengths"] == [13]  # replaced, whatever the score
 
 
+def test_every_evaluation_setting_but_the_final_evaluations_and_references_voids_a_best_score(tmp_path):
+    """A resumed run compares its scores with checkpoint_best's only under the same evaluation:
+    every eval.* setting counts (SCORE_SETTINGS) except those the selection score does not read
+    (the final evaluation's lengths and episodes, the reference scores of normalised returns)."""
+    import dataclasses
+
+    from rate.checkpoint import save_checkpoint
+    from rate.config import to_dict
+    from rate.rl.experiment import CHECKPOINT_KIND, EvalConfig
+    from rate.rl.model import RATEModel
+    from rate.rl.trainer import SCORE_SETTINGS, read_best_score
+
+    left = {f.name for f in dataclasses.fields(EvalConfig)} - set(SCORE_SETTINGS)
+    assert left == {"final_lengths", "final_episodes", "ref_scores"}
+    cfg = tiny()
+    best = save_checkpoint(tmp_path / "best", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg), {"score": 0.9})
+    assert read_best_score(best, cfg.eval) == 0.9
+    wrapped = dataclasses.replace(cfg.eval, env_wrappers=[{"entry_point": "gymnasium.wrappers:RecordEpisodeStatistics"}])
+    with pytest.warns(UserWarning, match=r"other evaluation settings \(eval.env_wrappers\)"):
+        assert read_best_score(best, wrapped) is None
+
+
 def test_a_resume_that_changes_the_arithmetic_is_warned():
     """train.threads, device and compile may change on resume (the run goes on), but the sums
     then round differently: a warning names what changed; the same settings say nothing."""

@@ -67,15 +67,19 @@ def _train_in(cfg: AlgorithmicConfig, model: torch.nn.Module, run: ResumableRun,
         grad_norm = loop.optimise(loss)
         loop.end_batch(loss.item(), grad_norm=grad_norm.item())
         if loop.evaluation_due:
-            metrics = evaluate(model, task, min(256, cfg.eval_samples), seed=tc.seed)
-            loop.bar.set_postfix(loss=f"{loss.item():.3f}", gen_acc=f"{metrics['gen_token_acc']:.3f}")
-            loop.log("eval", metrics)
-            if task.name == "retrieval" and plateau_exit is None and left_plateau(metrics):
-                plateau_exit = loop.step
+            if not loop.done:  # (the last step's evaluation is the final one below, on every eval sample)
+                metrics = evaluate(model, task, min(256, cfg.eval_samples), seed=tc.seed)
+                loop.bar.set_postfix(loss=f"{loss.item():.3f}", gen_acc=f"{metrics['gen_token_acc']:.3f}")
+                loop.log("eval", metrics)
+                if task.name == "retrieval" and plateau_exit is None and left_plateau(metrics):
+                    plateau_exit = loop.step
             run.save(model, loop, time.time() - start, device,
                      **({} if plateau_exit is None else {"left_plateau_step": plateau_exit}))
     train_time = time.time() - start
     metrics = evaluate(model, task, cfg.eval_samples, seed=tc.seed)
+    loop.log("eval", metrics)
+    if task.name == "retrieval" and plateau_exit is None and left_plateau(metrics):
+        plateau_exit = loop.step
     metrics.update(train_seconds=round(train_time, 1), params=sum(p.numel() for p in model.parameters()))
     if task.name == "retrieval":
         metrics["left_plateau_step"] = plateau_exit

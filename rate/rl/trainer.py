@@ -156,8 +156,8 @@ def selection_score(results: dict) -> float | None:
 
 
 # The evaluation settings a selection score depends on: a score under others is not comparable.
-SCORE_SETTINGS = ("env_id", "length_kwarg", "env_kwargs", "wrappers", "lengths", "episodes", "seed", "target_return",
-                  "sample")
+SCORE_SETTINGS = ("env_id", "length_kwarg", "env_kwargs", "wrappers", "env_wrappers", "action_bounds", "lengths",
+                  "episodes", "seed", "target_return", "sample")
 
 
 def read_best_score(path: Path, ev: EvalConfig | None = None) -> float | None:
