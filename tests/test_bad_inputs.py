@@ -437,7 +437,8 @@ def test_every_evaluation_setting_but_the_final_evaluations_and_references_voids
     cfg = tiny()
     best = save_checkpoint(tmp_path / "best", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg), {"score": 0.9})
     assert read_best_score(best, cfg.eval) == 0.9
-    wrapped = dataclasses.replace(cfg.eval, env_wrappers=[{"entry_point": "gymnasium.wrappers:RecordEpisodeStatistics"}])
+    wrapper = {"entry_point": "gymnasium.wrappers:RecordEpisodeStatistics"}
+    wrapped = dataclasses.replace(cfg.eval, env_wrappers=[wrapper])
     with pytest.warns(UserWarning, match=r"other evaluation settings \(eval.env_wrappers\)"):
         assert read_best_score(best, wrapped) is None
 

@@ -301,6 +301,29 @@ def test_streaming_policy_decodes_each_step_in_one_pass_and_a_boundary_in_two():
     assert m > 0 and per_step == [[2], [3], [3], boundary, [3], [3], boundary, [1, m, 2], [3]]
 
 
+def test_a_plain_true_restarts_one_environment_whole_and_a_wrong_count_is_refused():
+    """new_episode=True for one environment is that environment's flag: memory, cache, segment
+    phase and return-to-go all start over (a 0-d flag restarted the return-to-go only)."""
+    rng = np.random.default_rng(0)
+    observations = rng.normal(size=(6, 1, 4)).astype(np.float32)
+    outputs = {}
+    for flag in (np.array([True]), True):
+        policy = StreamingPolicy(small_rate(), target_return=1.0)
+        policy.reset(1)
+        for t, obs in enumerate(observations):
+            policy.act(obs, None if t == 0 else [0.5], new_episode=flag if t in (0, 4) else None)
+        outputs[str(flag)] = policy.last_output.clone()
+    fresh = StreamingPolicy(small_rate(), target_return=1.0)
+    fresh.reset(1)
+    for t, obs in enumerate(observations[4:]):
+        fresh.act(obs, None if t == 0 else [0.5])
+    torch.testing.assert_close(outputs["True"], outputs["[ True]"], rtol=0, atol=0)
+    torch.testing.assert_close(outputs["True"], fresh.last_output, rtol=1e-5, atol=1e-6)
+    policy.reset(2)
+    with pytest.raises(ValueError, match="new_episode has 1 flags for 2 environments; one per environment"):
+        policy.act(np.zeros((2, 4), np.float32), None, new_episode=True)
+
+
 def test_streaming_decoder_refuses_to_overrun_a_segment():
     from rate.core.streaming import StreamingDecoder
 

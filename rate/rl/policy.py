@@ -130,7 +130,13 @@ class StreamingPolicy(BatchedPolicy):
         obs = self._observe(obs, last_reward)
         restart = None
         if new_episode is not None:
-            restart = torch.as_tensor(np.asarray(new_episode, dtype=bool), device=self.device)
+            flags = np.asarray(new_episode, dtype=bool)
+            n = self.rtg.shape[0]
+            if flags.size != n:
+                raise ValueError(f"new_episode has {flags.size} flags for {n} environments; one per environment")
+            # (n,) also from a plain True for one environment: a 0-d flag restarted the return-to-go
+            # of every row but the memory of none.
+            restart = torch.as_tensor(flags.reshape(n), device=self.device)
             self.rtg[restart] = self.target_return / self.cfg.rtg_scale
         previous = self.pending_action
         action_token = None if previous is None else self.model.encoders.embed_actions(previous[:, None])
