@@ -1,6 +1,6 @@
 """Offline MiniGrid-Memory dataset: oracle episodes with a fraction of random actions, as Minari.
 
-    python -m envs.minigrid_data --size 13 --episodes 1000 --noise 0.1 [--observation symbolic|rgb]
+    python -m envs.minigrid_data --size 13 --episodes 1000 --noise 0.1 [--observation symbolic|onehot|rgb]
         [--view-size 3] [--tile-size 12] [--reward timed|success] [--seed 0] [--dataset-id ...]
     python -m envs.minigrid_data --sizes 13 21 31 ...     # each episode's grid size drawn from the list
 

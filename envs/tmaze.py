@@ -26,6 +26,9 @@ RIGHT, UP, LEFT, DOWN = 0, 1, 2, 3
 
 class TMazeEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    # Keywords that set the episode's length: an evaluation that passes episode_length overrides
+    # the corridor_length a dataset was recorded with (rate.rl.experiment.eval_env_differences).
+    length_keywords = ("episode_length", "corridor_length")
 
     def __init__(self, corridor_length: int = 10, render_mode: str | None = None, episode_length: int | None = None):
         """``episode_length`` T, when given, sets the corridor to T - 2 (the length keyword of most

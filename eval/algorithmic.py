@@ -1,6 +1,6 @@
 """Evaluate an algorithmic-task checkpoint by free-running greedy generation.
 
-    python -m eval.algorithmic CHECKPOINT [--samples 1024] [--seed 0] [--show 3]
+    python -m eval.algorithmic CHECKPOINT [--samples 1024] [--seed SEED (the run's train.seed)] [--show 0]
 
 Prints JSON with gen_token_acc (per-token accuracy of free-running generation on the answer,
 the RMT paper's metric), answer_acc (whole answer generated exactly; sqeq: the answer slot),

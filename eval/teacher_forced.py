@@ -2,7 +2,7 @@
 decision steps of oracle episodes grouped by memory hops.
 
     python -m eval.teacher_forced CHECKPOINT [--episodes 300] [--last 8] [--constant-rtg VALUE]
-    python -m eval.teacher_forced CHECKPOINT --by-boundaries [--lengths 13 21 31] [--episodes 100]
+    python -m eval.teacher_forced CHECKPOINT --by-boundaries [--lengths 13 21 31] [--episodes 300]
 
 The model reads a whole episode (observations, the previous actions and the returns-to-go) and
 predicts every action; an action counts as right when its argmax equals the episode's.

@@ -420,16 +420,16 @@ def test_the_readme_example_runs(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_the_readme_walkthrough_runs(tmp_path, monkeypatch):
     """"Train on your own dataset": its Python block, then its commands (fewer steps and episodes)."""
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("## Train on your own dataset"):]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    commands = re.search(r"```\n(rate-train.*?)```", section, re.S).group(1)
+    from eval.tutorial import walkthrough
+
+    code, commands = walkthrough((ROOT / "README.md").read_text())  # (what python -m eval.tutorial runs)
     env = {**os.environ, "MINARI_DATASETS_PATH": str(tmp_path / "minari")}
     done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     scripts = Path(sys.executable).parent
-    for line in commands.strip().splitlines():
-        line = line.split("#")[0].replace("train.steps=500", "train.steps=4 train.eval_every=4 eval.episodes=2")
+    assert [line.split()[0] for line in commands] == ["rate-train", "rate-eval", "rate-export", "rate-train"]
+    for line in commands:
+        line = line.replace("train.steps=500", "train.steps=4 train.eval_every=4 eval.episodes=2")
         args = line.replace("--episodes 20", "--episodes 2").split()
         done = subprocess.run([str(scripts / args[0]), *args[1:]], cwd=tmp_path, env=env, capture_output=True,
                               text=True, timeout=600)

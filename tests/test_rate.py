@@ -503,6 +503,12 @@ def test_evaluating_another_task_than_the_datasets_is_named():
     assert eval_env_differences(default, EvalConfig(env_id="rate/POPGym-v0", env_kwargs={})) == []
     assert eval_env_differences(spec, EvalConfig(env_id="rate/TMaze-v0", env_kwargs={"task": "x"})) == []
     assert eval_env_differences(None, ev) == []
+    # T-Maze's episode_length sets its corridor: evaluations that pass it (every length given)
+    # do not differ from data recorded with corridor_length 88; one at its own length would.
+    tmaze = EnvSpec("rate/TMaze-v0", kwargs={"corridor_length": 88})
+    assert eval_env_differences(tmaze, EvalConfig(env_id="rate/TMaze-v0", lengths=[30, 90])) == []
+    assert eval_env_differences(tmaze, EvalConfig(env_id="rate/TMaze-v0", lengths=[])) == [
+        "corridor_length=88 (evaluated with its default corridor_length=10)"]
     # "module:id" (how a run on data of an unregistered environment names it) is the same id.
     moduled = EvalConfig(env_id="rate_envs:rate/POPGym-v0", env_kwargs={"task": "RepeatPreviousEasy"})
     assert eval_env_differences(spec, moduled) == eval_env_differences(spec, ev) != []

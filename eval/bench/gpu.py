@@ -13,7 +13,7 @@ m = 15, K = 50 x N = 3; eval.bench.rate_training's "reference-script"), for each
   closing steps timed apart (eval.bench.rollout's step_latencies).
 
 The page names the GPU, torch and CUDA versions.  ``--device cpu`` runs the same code on the CPU
-(a smoke test of the script, e.g. with ``--sizes tmaze-cpu``): nothing here requires a GPU to import.
+(a smoke test of the script, e.g. with ``--size tmaze-cpu``): nothing here requires a GPU to import.
 """
 
 from __future__ import annotations

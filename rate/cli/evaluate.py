@@ -14,8 +14,8 @@ episode, ``--env-kwarg pillar_steps=2100``.  --lengths sets the keyword --length
 another task's time limit: ``--env CartPole-v1 --lengths 1000 --length-kwarg max_episode_steps``.
 A checkpoint_best/ evaluated on the run's own seeds gets a note: it was selected on them.
 --out writes the table as JSON (and, unless --no-plot, a plot of success against length beside
-it); its folder is checked for writing before the rollouts start.  ``python -m eval`` in the
-repository is the same command.
+it where the task reports success at given lengths; none otherwise); its folder is checked for
+writing before the rollouts start.  ``python -m eval`` in the repository is the same command.
 """
 
 from __future__ import annotations

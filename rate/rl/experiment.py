@@ -226,19 +226,38 @@ def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
     id) was recorded with another value of than the evaluation makes it with: one of
     ``eval.env_kwargs``, or one they leave out, which takes the environment's default (its
     registration's, else its constructor's).  The swept length keyword is left out: evaluating at
-    other lengths or sizes than the training data's is what it is for."""
+    other lengths or sizes than the training data's is what it is for; so are the keywords it
+    overrides where every evaluation passes it (an environment's ``length_keywords``, e.g.
+    T-Maze's corridor_length, which its episode_length sets)."""
     from rate.data.env_plugins import same_environment
 
     if env_spec is None or not same_environment(env_spec.id, ev.env_id):  # ("module:id" is the same id)
         return []
     recorded = env_spec.kwargs or {}
+    swept = {ev.length_kwarg}
+    aliases = set(getattr(_entry_point(ev.env_id), "length_keywords", ()))
+    if ev.length_kwarg in aliases and ev.lengths:  # (then the final evaluation's lengths are given too)
+        swept |= aliases  # every evaluation passes a length: none runs at the default corridor
     given = [f"{key}={recorded[key]!r} (evaluated with {key}={value!r})" for key, value in sorted(ev.env_kwargs.items())
-             if key != ev.length_kwarg and key in recorded and recorded[key] != value]
+             if key not in swept and key in recorded and recorded[key] != value]
     defaults = default_env_kwargs(ev.env_id)
     omitted = [f"{key}={value!r} (evaluated with its default {key}={defaults[key]!r})"
                for key, value in sorted(recorded.items())
-               if key != ev.length_kwarg and key not in ev.env_kwargs and key in defaults and defaults[key] != value]
+               if key not in swept and key not in ev.env_kwargs and key in defaults and defaults[key] != value]
     return given + omitted
+
+
+def _entry_point(env_id: str) -> Any:
+    """The callable ``gym.make(env_id)`` builds the environment with (its class, mostly); None for
+    an id not registered here."""
+    from gymnasium.envs.registration import load_env_creator
+
+    load_env_plugins()  # (the project's ids, e.g. rate/POPGym-v0, and other packages' are registered there)
+    try:
+        spec = gym.spec(env_id.rsplit(":", 1)[-1])  # ("module:id": the id, registered by the plugins)
+        return load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
+    except (gym.error.Error, ImportError, AttributeError, ValueError):
+        return None
 
 
 def default_env_kwargs(env_id: str) -> dict[str, Any]:
@@ -246,15 +265,12 @@ def default_env_kwargs(env_id: str) -> dict[str, Any]:
     registration's, over the entry point's keyword defaults; {} for an id not registered here."""
     import inspect
 
-    from gymnasium.envs.registration import load_env_creator
-
-    load_env_plugins()  # (the project's ids, e.g. rate/POPGym-v0, and other packages' are registered there)
+    creator = _entry_point(env_id)
     try:
-        spec = gym.spec(env_id.rsplit(":", 1)[-1])  # ("module:id": the id, registered by the plugins)
-        creator = load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
         parameters = inspect.signature(creator).parameters.values()
-    except (gym.error.Error, ImportError, AttributeError, TypeError, ValueError):
+    except (TypeError, ValueError):  # (None, or a callable without a signature)
         return {}
+    spec = gym.spec(env_id.rsplit(":", 1)[-1])
     return {**{p.name: p.default for p in parameters if p.default is not p.empty}, **(spec.kwargs or {})}
 
 
