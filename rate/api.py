@@ -82,8 +82,7 @@ class Policy:
 
     def reset(self, n_envs: int = 1) -> None:
         """Start ``n_envs`` environments' episodes: every memory, window and return-to-go anew."""
-        if n_envs < 1:
-            raise ValueError(f"n_envs must be at least 1, got {n_envs}")
+        _check_int("n_envs", n_envs, 1)
         _check_target(self.target_return)
         self._n, self._first, self._target_pending = n_envs, True, False
         self._backend.reset(n_envs, self.target_return)
@@ -94,11 +93,14 @@ class Policy:
         (the run's ``eval.length_kwarg``; None: its own), inside the wrappers the data was recorded
         through (``eval.env_wrappers``, in the run's own environment) and the run's ``eval.wrappers``,
         so that observations and actions are the ones the policy was trained on (Dict observations
-        flattened as in training, actions rescaled to the environment's bounds).
-        ConfigError (a ValueError) when the environment cannot be made with these keywords."""
+        flattened as in training, actions rescaled to the environment's bounds).  Checked as
+        :func:`evaluate` checks: ConfigError (a ValueError) when the environment cannot be made
+        with these keywords or its spaces are not the policy's, ValueError for a length keyword in
+        ``env_kwargs`` that ``length`` would replace."""
         from rate.rl.experiment import make_checked_eval_env
 
-        ev = _eval_config(self, env_id, None, {**evaluation_defaults(self, env_id)["env_kwargs"], **env_kwargs})
+        _check_environment_arguments(env_id, None, env_kwargs)
+        ev, _ = _checked_evaluation(self, env_id, None, env_kwargs, None if length is None else [length])
         return make_checked_eval_env(ev, length)
 
     def act(self, obs, reward=None, done=None):
@@ -124,8 +126,12 @@ class Policy:
                      f"a batch of shape {batch}, one row per environment; one of shape {self.obs_shape} needs reset(1)")
             raise ValueError(f"observation of shape {obs.shape[1:] if single else obs.shape}: after "
                              f"reset({self._n}) act() takes {takes}")
+        if not np.isfinite(obs).all():
+            row = int(np.flatnonzero(~np.isfinite(obs).reshape(self._n, -1).all(axis=1))[0])
+            raise ValueError(f"the observation of environment {row} holds NaN or inf: it would enter that "
+                             "environment's memory and make its actions NaN for the rest of the episode")
         reward = None if reward is None else _per_environment(reward, np.float32, self._n, "reward")
-        done = np.zeros(self._n, dtype=bool) if done is None else _per_environment(done, bool, self._n, "done")
+        done = np.zeros(self._n, dtype=bool) if done is None else _flags(done, self._n)
         if self._first:  # every environment starts an episode
             done, reward = np.ones(self._n, dtype=bool), None
         elif reward is None and not done.all():
@@ -209,7 +215,7 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
         from rate.deploy.export import open_artifact
         from rate.deploy.onnx_runner import ArtifactError, warn_if_older_than_its_run
 
-        if device != "cpu":
+        if str(device).split(":")[0] != "cpu":  # ("cpu", "cpu:0", torch.device("cpu"))
             raise ValueError(f"exported policies run on the CPU here; got device {device!r}")
         try:
             step = open_artifact(path)
@@ -220,7 +226,7 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
         run_eval = meta.get("config", {}).get("eval", {})
         sample = bool(run_eval.get("sample", False)) if sample is None else sample
         seed = int(run_eval.get("seed", 0)) if seed is None else seed
-        _check_sampling(path, sample, meta["act_kind"])
+        _check_sampling(path, sample, meta["act_kind"], seed)
         target = _check_target(meta["target_return"] if target_return is None else target_return)
         return Policy(_ArtifactBackend(step, sample, seed), meta["obs_shape"], meta["act_kind"], target, str(path),
                       meta.get("config", {}))
@@ -235,10 +241,28 @@ def load_policy(path: str | Path, device: str = "cpu", target_return: float | No
     model, cfg = load_policy_model(path)
     sample = cfg.eval.sample if sample is None else sample
     seed = cfg.eval.seed if seed is None else seed
-    _check_sampling(path, sample, cfg.model.act_kind)
+    _check_sampling(path, sample, cfg.model.act_kind, seed)
     target = _check_target(cfg.eval.target_return if target_return is None else target_return)
     return Policy(_EagerBackend(model, cfg, str(resolve_device(device)), sample, seed), cfg.model.obs_shape,
                   cfg.model.act_kind, target, str(path), to_dict(cfg))
+
+
+def _check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int when it is one (not a bool, not a float) in [low, high); else ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value >= high):
+        bound = f"in [{low}, {high})" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+def _flags(value, n: int) -> np.ndarray:
+    """``done`` as (n,) bool: booleans, or 0/1 (numpy's bool("False") is True, a NaN true too)."""
+    array = np.asarray(value)
+    if array.dtype != bool and not (np.issubdtype(array.dtype, np.integer) and np.isin(array, (0, 1)).all()):
+        raise ValueError(f"done takes a bool (or 0/1) per environment, got {value!r}")
+    return _per_environment(array, bool, n, "done")
 
 
 def _per_environment(value, dtype, n: int, name: str) -> np.ndarray:
@@ -258,8 +282,14 @@ def _check_target(target_return: float) -> float:
     return target
 
 
-def _check_sampling(path: Path, sample: bool, act_kind: str) -> None:
-    """Refuse to sample a continuous policy (it plays its mean): a "sampled" result would be greedy."""
+def _check_sampling(path: Path, sample: bool, act_kind: str, seed: int) -> None:
+    """``sample`` a bool, ``seed`` an int in [0, 2**32) (as eval.seed); refuse to sample a
+    continuous policy (it plays its mean): a "sampled" result would be greedy."""
+    from rate.training import SEED_LIMIT
+
+    if not isinstance(sample, (bool, np.bool_)):  # (sample="False" would sample)
+        raise ValueError(f"sample must be True or False, got {sample!r}")
+    _check_int("seed", seed, 0, SEED_LIMIT)
     if sample and act_kind != "discrete":
         raise ValueError(f"{path} acts in a continuous space (it plays the mean): sampling draws discrete actions")
 
@@ -271,8 +301,9 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     on a torchrun rank other than 0) and the metrics: ``train_seconds``, ``steps`` and the
     evaluation per length (``eval``).
 
-    ``config``: a YAML file or a :class:`rate.rl.experiment.RATEExperimentConfig`, with
-    ``overrides``: ``key.sub=value`` strings (one, or a list), or a mapping {"key.sub": value}.
+    ``config``: a YAML file, a :class:`rate.rl.experiment.RATEExperimentConfig` or its mapping
+    (``to_dict``), with ``overrides``: ``key.sub=value`` strings (one, or a list), or a mapping
+    {"key.sub": value}; none with ``resume`` and ``out``: the run's own config, saved there.
     ``dataset`` (a Minari id or folder): infer the model's interface, evaluation environment and
     return scale from it (:mod:`rate.rl.from_dataset`); without ``config`` the architecture is the
     ``model`` preset (rate, the default, rmt, trxl, dt, bc_gru, bc_mlp), which a config sets itself.
@@ -284,31 +315,39 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     (replace it once the new run's first checkpoint is complete).  It gets the last checkpoint,
     ``checkpoint_best/`` (where the run evaluates), the training state and TensorBoard logs.
     Bad input raises rate.config.ConfigError, rate.data.episodes.DatasetError or CheckpointError."""
-    from rate.config import apply_overrides, from_dict, load_yaml, to_dict
+    from rate.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.trainer import train as train_rate
 
-    if dataset is not None and isinstance(config, RATEExperimentConfig):
-        raise ValueError("rate.train: a RATEExperimentConfig names its own dataset_id; pass dataset= with a YAML "
-                         "file or no config")
+    if dataset is not None and isinstance(config, (RATEExperimentConfig, dict)):
+        raise ValueError("rate.train: a RATEExperimentConfig (or its mapping) names its own dataset_id; pass "
+                         "dataset= with a YAML file or no config")
     if model is not None and (config is not None or dataset is None):
         raise ValueError(f"rate.train: model={model!r} picks the architecture of a dataset without a config "
                          "(dataset=...); a config sets its own")
     overrides = _override_list(overrides)
     if isinstance(config, (str, Path)) and not Path(config).exists() and Path(config).suffix not in (".yaml", ".yml"):
-        from rate.config import ConfigError
-
         raise ConfigError(f"config file not found: {config} (a dataset? rate.train(dataset={str(config)!r}))")
     if dataset is not None:
         from rate.rl.from_dataset import config_for_dataset
 
         cfg = config_for_dataset(dataset, model or "rate", config, overrides)
-    elif isinstance(config, RATEExperimentConfig):
-        cfg = from_dict(RATEExperimentConfig, apply_overrides(to_dict(config), overrides, RATEExperimentConfig))
+    elif isinstance(config, (RATEExperimentConfig, dict)):
+        plain = to_dict(config) if isinstance(config, RATEExperimentConfig) else config
+        cfg = from_dict(RATEExperimentConfig, apply_overrides(plain, overrides, RATEExperimentConfig))
+    elif config is None and resume and out is not None:  # continue the run with its own config
+        from rate.rl.model import CHECKPOINT_KIND
+        from rate.run_folder import saved_run_config
+
+        cfg = saved_run_config(out, RATEExperimentConfig, CHECKPOINT_KIND, overrides)
     elif config is None:
-        raise ValueError("rate.train needs a config (a YAML file or a RATEExperimentConfig) or a dataset")
-    else:
+        raise ValueError("rate.train needs a config (a YAML file or a RATEExperimentConfig), a dataset, or "
+                         "resume=True with the run folder out")
+    elif isinstance(config, (str, Path)):
         cfg = load_yaml(RATEExperimentConfig, config, overrides)
+    else:
+        raise ConfigError(f"rate.train: config is a YAML file, a RATEExperimentConfig or its mapping, got "
+                          f"{type(config).__name__}")
     if out is None:
         from rate.rl.from_dataset import run_name_for
 
@@ -325,10 +364,15 @@ def _override_list(overrides: Sequence[str] | str | dict[str, Any]) -> list[str]
     value written as JSON, which the YAML reader of the overrides reads back as it was)."""
     import json
 
+    from rate.config import ConfigError
+
     if isinstance(overrides, str):
         return [overrides]
     if isinstance(overrides, dict):
         return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    if not isinstance(overrides, Sequence) or not all(isinstance(item, str) for item in overrides):
+        raise ConfigError(f"overrides are key=value strings (one, or a list) or a mapping {{key: value}}, got "
+                          f"{overrides!r}")
     return list(overrides)
 
 
@@ -379,6 +423,51 @@ def _eval_config(policy: Policy, env_id: str | None, length_kwarg: str | None, e
     return ev
 
 
+def _check_environment_arguments(env_id, length_kwarg, env_kwargs) -> None:
+    """ValueError unless ``env_id`` and ``length_kwarg`` are strings (or None) and ``env_kwargs`` a
+    mapping (or None)."""
+    from collections.abc import Mapping
+
+    for name, value in (("env_id", env_id), ("length_kwarg", length_kwarg)):
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"{name} must be a string, got {value!r}")
+    if env_kwargs is not None and not isinstance(env_kwargs, Mapping):
+        raise ValueError(f"env_kwargs must be a mapping of keyword to value, got {env_kwargs!r}")
+
+
+def _checked_evaluation(policy: Policy, env_id: str | None, length_kwarg: str | None,
+                        env_kwargs: dict[str, Any] | None, lengths) -> tuple[Any, list[int | None]]:
+    """The EvalConfig that :func:`evaluate` and :meth:`Policy.make_env` play (``env_kwargs`` over
+    the run's keywords) and the lengths ([None]: the environment's own), each checked as a config
+    would be: types, lengths of at least 3, a keyword the lengths would replace unseen, and the
+    environment made once with its spaces compared to the policy's (one ConfigError, not a
+    traceback in the first rollout)."""
+    from rate.config import ConfigError, from_dict
+    from rate.rl.experiment import check_envs
+    from rate.rl.model import RATEConfig
+
+    _check_environment_arguments(env_id, length_kwarg, env_kwargs)
+    if isinstance(lengths, (str, bytes)) or not (lengths is None or hasattr(lengths, "__len__")):
+        raise ValueError(f"lengths is a list of episode lengths (e.g. [{lengths!r}]), got {lengths!r}")
+    # (any sequence: a list, or numpy's np.geomspace(...).astype(int), whose truth value is ambiguous)
+    lengths = [None] if lengths is None or len(lengths) == 0 else [
+        None if t is None else _check_int("each length", t) for t in lengths]
+    if any(t is not None and t < 3 for t in lengths):  # (as eval.lengths in a config, and rate-eval --lengths)
+        raise ValueError(f"lengths must be at least 3 each, got {lengths}")
+    ev = _eval_config(policy, env_id, length_kwarg, {**evaluation_defaults(policy, env_id)["env_kwargs"],
+                                                     **(env_kwargs or {})})
+    if ev.length_kwarg in (env_kwargs or {}) and lengths != [None]:  # (the lengths would replace it unseen)
+        value = env_kwargs[ev.length_kwarg]
+        raise ValueError(f"env_kwargs sets {ev.length_kwarg}={value!r}, which each length of {lengths} replaces: "
+                         f"evaluate at it with lengths=[{value}] (rate-eval --lengths {value})")
+    try:
+        model = from_dict(RATEConfig, policy.run_config.get("model", {}))
+    except ConfigError:  # an older run config: the environments are made, their spaces not compared
+        model = None
+    check_envs(ev, lengths, model)
+    return ev, lengths
+
+
 def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: int | None = None,
              lengths: Sequence[int] | None = None, length_kwarg: str | None = None,
              env_kwargs: dict[str, Any] | None = None, seed: int | None = None, progress: bool = False,
@@ -403,33 +492,21 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     ``info["is_success"]``; else None) and, where the run knows reference returns,
     ``normalized_score`` (D4RL's), each with its standard deviation over the episodes as
     ``return_std``, ``success_std``, ``normalized_score_std``."""
-    from rate.config import ConfigError, from_dict, staged_files
-    from rate.rl.experiment import check_envs, check_frames, check_renders, rollout_lengths
-    from rate.rl.model import RATEConfig
+    from rate.config import staged_files
+    from rate.rl.experiment import check_frames, check_renders, rollout_lengths
 
+    from rate.training import SEED_LIMIT
+
+    _check_environment_arguments(env_id, length_kwarg, env_kwargs)
+    if seed is not None:
+        _check_int("seed", seed, 0, SEED_LIMIT)
     # (a path: its sampling draws from ``seed`` too, as rate-eval's --seed; a Policy keeps its own)
     policy = policy if isinstance(policy, Policy) else load_policy(policy, seed=seed)
     defaults = evaluation_defaults(policy, env_id)
-    episodes = defaults["episodes"] if episodes is None else episodes
-    lengths = defaults["lengths"] if lengths is None else lengths
+    episodes = _check_int("episodes", defaults["episodes"] if episodes is None else episodes, 1)
     seed = defaults["seed"] if seed is None else seed
-    if episodes < 1:
-        raise ValueError(f"episodes must be at least 1, got {episodes}")
-    ev = _eval_config(policy, env_id, length_kwarg, {**defaults["env_kwargs"], **(env_kwargs or {})})
-    try:
-        model = from_dict(RATEConfig, policy.run_config.get("model", {}))
-    except ConfigError:  # an older run config: the environments are made, their spaces not compared
-        model = None
-    # (any sequence: a list, or numpy's np.geomspace(...).astype(int), whose truth value is ambiguous)
-    lengths = [None] if lengths is None or len(lengths) == 0 else [None if t is None else int(t) for t in lengths]
-    if any(t is not None and t < 3 for t in lengths):  # (as eval.lengths in a config, and rate-eval --lengths)
-        raise ValueError(f"lengths must be at least 3 each, got {lengths}")
-    if ev.length_kwarg in (env_kwargs or {}) and lengths != [None]:  # (the lengths would replace it unseen)
-        value = env_kwargs[ev.length_kwarg]
-        raise ValueError(f"env_kwargs sets {ev.length_kwarg}={value!r}, which each length of {lengths} replaces: "
-                         f"evaluate at it with lengths=[{value}] (rate-eval --lengths {value})")
-    # A wrong id, keyword or length is one ConfigError now, not a traceback in the first rollout.
-    check_envs(ev, lengths, model)
+    ev, lengths = _checked_evaluation(policy, env_id, length_kwarg, env_kwargs,
+                                      defaults["lengths"] if lengths is None else lengths)
     if record_video is not None:
         check_renders(ev.env_id)
         check_frames(ev, lengths[0])

@@ -105,6 +105,17 @@ def settle_run_dir(out: str | Path) -> None:
         time.sleep(0.05)
 
 
+def saved_run_config(out: str | Path, config_cls: type, kind: str, overrides: list[str] = ()):
+    """The config saved in run folder ``out`` (a checkpoint of ``kind``) as a ``config_cls``, the
+    overrides applied: a resume without a config file continues the run with its own."""
+    from rate.checkpoint import read_description
+    from rate.config import apply_overrides, from_dict
+
+    settle_run_dir(out)  # (a replacement cut short: the run it will hold, not a mix of two)
+    saved = read_description(out, kind)["config"]
+    return from_dict(config_cls, apply_overrides(saved, list(overrides), config_cls))
+
+
 def non_run_files(folder: Path) -> list[str]:
     """Names in ``folder`` that no run writes (hidden names are temporaries and staging): a
     replacement would delete them with the old run."""
@@ -125,6 +136,9 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
         return  # a replacement killed mid-swap: exclusive_run_dir finishes it, and the caller checks again
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out_flag} {out} is a file, not a run folder")
+    blocked = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
+    if blocked is not None:  # (mkdir would say only "Not a directory")
+        raise CheckpointError(f"{out_flag} {out}: {blocked} is a file, not a folder")
     used = out.is_dir() and any(out.iterdir())
     if used and not (resume or overwrite):
         resuming = f"{resume_flag} to continue it, " if resume_flag else ""

@@ -697,3 +697,114 @@ def test_rate_eval_refuses_an_out_that_is_a_file_of_the_policy(tmp_path, capsys)
         else:
             assert code == 0 and out.is_file(), err
     assert (run / "config.json").read_text() == config
+
+
+def test_bad_arguments_to_act_and_reset_are_refused_before_anything_changes(tmp_path):
+    """A NaN observation would sit in the environment's memory for the rest of its episode; a
+    done that is not a bool (numpy reads "False" and NaN as True) would restart it; a count that
+    is not an int would leave reset half done.  Each is one ValueError, the policy as it was."""
+    policy = rate.load_policy(checkpoint(tmp_path))
+    for n in (3.0, 2.5, True, "2"):
+        with pytest.raises(ValueError, match=r"n_envs must be an int"):
+            policy.reset(n)
+    policy.reset(2)
+    obs = np.zeros((2, 4), np.float32)
+    first = policy.act(obs)
+    for bad in (np.nan, np.inf):
+        obs_bad = obs.copy()
+        obs_bad[1, 2] = bad
+        with pytest.raises(ValueError, match=r"the observation of environment 1 holds NaN or inf"):
+            policy.act(obs_bad, np.zeros(2))
+    for done in ("False", [np.nan, 0.0], [2, 0]):
+        with pytest.raises(ValueError, match=r"done takes a bool \(or 0/1\) per environment"):
+            policy.act(obs, np.zeros(2), done=done)
+    again = policy.act(obs, np.zeros(2), done=[1, 1])  # (0/1 are flags: both restart)
+    np.testing.assert_array_equal(again, first)
+
+
+def test_load_policy_and_evaluate_refuse_arguments_of_the_wrong_type_in_one_error(tmp_path):
+    path = checkpoint(tmp_path)
+    with pytest.raises(ValueError, match=r"sample must be True or False, got 'False'"):
+        rate.load_policy(path, sample="False")
+    for seed, message in ((1.5, r"seed must be an int, got 1.5"), (2**40, r"seed must be in \[0, 4294967296\)")):
+        with pytest.raises(ValueError, match=message):
+            rate.load_policy(path, seed=seed)
+        with pytest.raises(ValueError, match=message):
+            rate.evaluate(path, seed=seed)
+    for kwargs, message in (({"lengths": 12}, r"lengths is a list of episode lengths \(e.g. \[12\]\)"),
+                            ({"lengths": "345"}, r"lengths is a list of episode lengths"),
+                            ({"lengths": [12.7]}, r"each length must be an int, got 12.7"),
+                            ({"episodes": 2.0}, r"episodes must be an int, got 2.0"),
+                            ({"seed": -1}, r"seed must be in \[0, 4294967296\), got -1"),
+                            ({"env_id": 123}, r"env_id must be a string, got 123"),
+                            ({"env_kwargs": "x"}, r"env_kwargs must be a mapping")):
+        with pytest.raises(ValueError, match=message):
+            rate.evaluate(path, **kwargs)
+
+
+def test_make_env_checks_what_evaluate_checks(tmp_path):
+    """Policy.make_env refuses the conflicts rate.evaluate refuses: a length keyword the length
+    would replace, an environment whose spaces the policy cannot play."""
+    policy = rate.load_policy(checkpoint(tmp_path))
+    with pytest.raises(ValueError, match=r"env_kwargs sets episode_length=20, which each length of \[12\] replaces"):
+        policy.make_env(12, episode_length=20)
+    with pytest.raises(ConfigError, match=r"'CartPole-v1' with {} gives action space Discrete\(2\)"):
+        policy.make_env(env_id="CartPole-v1")
+    policy.make_env(12).close()
+
+
+def test_exported_policies_take_the_cpu_however_it_is_written(tmp_path, monkeypatch):
+    """device="cpu:0" or torch.device("cpu") is the CPU (the eager checkpoint takes both); another
+    device is refused before the file is opened."""
+    opened = []
+    monkeypatch.setattr("rate.deploy.export.open_artifact", lambda path: opened.append(path) or (_ for _ in ()).throw(
+        RuntimeError("opened")))
+    for device in ("cpu:0", torch.device("cpu")):
+        with pytest.raises(RuntimeError, match="opened"):
+            rate.load_policy(tmp_path / "policy.onnx", device=device)
+    with pytest.raises(ValueError, match="exported policies run on the CPU here"):
+        rate.load_policy(tmp_path / "policy.onnx", device="cuda")
+    assert len(opened) == 2
+
+
+def test_train_and_save_refuse_bad_types_and_places_in_one_library_error(tmp_path):
+    from rate.config import ConfigError
+
+    for overrides in (5, [{"train.steps": 3}]):
+        with pytest.raises(ConfigError, match=r"overrides are key=value strings"):
+            rate.train("configs/tmaze/rate.yaml", overrides=overrides, out=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"config is a YAML file, a RATEExperimentConfig or its mapping, got int"):
+        rate.train(5, out=tmp_path / "run")
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(CheckpointError, match=r"afile is a file, not a folder"):
+        rate.train("configs/tmaze/rate.yaml", out=tmp_path / "afile" / "sub")
+    model = RATEModel.from_pretrained(checkpoint(tmp_path))
+    with pytest.raises(CheckpointError, match=r"afile is a file, not a folder to save a checkpoint in"):
+        model.save_pretrained(tmp_path / "afile")
+    with pytest.raises(CheckpointError, match=r"afile is a file, not a folder to save a checkpoint in"):
+        model.save_pretrained(tmp_path / "afile" / "sub")
+    assert (tmp_path / "afile").read_text() == "mine"
+    for device in ("cuda", "gpu"):
+        with pytest.raises(ConfigError, match=rf"device '{device}'"):
+            RATEModel.from_pretrained(tmp_path / "ckpt", device=device)
+
+
+def test_save_pretrained_into_a_folder_a_trainer_holds_is_refused(tmp_path):
+    from rate.checkpoint import RunFolderHeld
+    from rate.run_folder import exclusive_run_dir
+
+    model = RATEModel.from_pretrained(checkpoint(tmp_path))
+    held = tmp_path / "run"
+    code = (f"import sys, time; from rate.run_folder import exclusive_run_dir\n"
+            f"with exclusive_run_dir({str(held)!r}):\n    print('held', flush=True); time.sleep(30)")
+    trainer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert trainer.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderHeld, match="is being written by another trainer"):
+            model.save_pretrained(held)
+    finally:
+        trainer.kill()
+        trainer.wait()
+    with exclusive_run_dir(held):  # (this process's own hold nests: saving works)
+        model.save_pretrained(held)
+    assert (held / "model.safetensors").is_file()

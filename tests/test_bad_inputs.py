@@ -420,6 +420,15 @@ def test_a_resume_that_changes_the_evaluation_does_not_compare_scores_across_it(
     assert meta["extra"]["step"] == 3 and meta["config"]["eval"]["lengths"] == [13]  # replaced, whatever the score
 
 
+def test_rate_train_resumes_a_run_with_its_own_config_as_rate_train_resume_out_does(finished_run):
+    import rate
+
+    _, out = finished_run
+    policy, metrics = rate.train(out=out, resume=True, progress=False,
+                                 overrides=["train.steps=3", "train.eval_every=3", "eval.episodes=1"])
+    assert metrics["steps"] == 3 and policy is not None
+
+
 def test_every_evaluation_setting_but_the_final_evaluations_and_references_voids_a_best_score(tmp_path):
     """A resumed run compares its scores with checkpoint_best's only under the same evaluation:
     every eval.* setting counts (SCORE_SETTINGS) except those the selection score does not read

@@ -239,7 +239,8 @@ def test_export_command_writes_a_verified_artifact_that_the_standalone_runner_pl
     assert meta["config"]["dataset_id"] == "my-dataset" and str(tmp_path) not in json.dumps(meta)
     assert meta["provenance"]["trained"] == {"rate_version": "0", "dataset_id": "my-dataset", "step": 3}
     assert json.loads((ckpt / "config.json").read_text())["config"]["dataset_id"].endswith("/home/me/my-dataset")
-    assert set(meta["provenance"]) == {"trained", "exported", "beside_checkpoint"}
+    assert set(meta["provenance"]) == {"trained", "exported", "beside_checkpoint", "checkpoint_save_id"}
+    assert meta["provenance"]["checkpoint_save_id"] == json.loads((ckpt / "config.json").read_text())["save_id"]
     assert "rate_version" in meta["provenance"]["exported"] and meta["provenance"]["beside_checkpoint"] is True
     assert meta["format_version"] == 2  # (no recorded wrappers or action bounds: older runners play it)
     # The same model's ONNX graph (the fixture's) with the command's record: its T-Maze and lengths.
@@ -804,6 +805,16 @@ def test_an_export_older_than_the_checkpoint_beside_it_is_named(tmp_path):
     with warnings.catch_warnings():  # exported from another folder (its checkpoint_best) into this one: quiet
         warnings.simplefilter("error")
         warn_if_older_than_its_run(artifact, {"provenance": {"trained": {"step": 5}, "beside_checkpoint": False}})
+    # The same step but another save (weights saved into the run folder by save_pretrained, whose
+    # record has no step): the save id the export recorded tells.
+    saved = {"provenance": {"trained": {"step": 5}, "beside_checkpoint": True, "checkpoint_save_id": "a"}}
+    (tmp_path / "config.json").write_text(json.dumps({"extra": {"step": 5}, "save_id": "a"}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_older_than_its_run(artifact, saved)
+    (tmp_path / "config.json").write_text(json.dumps({"extra": {}, "save_id": "b"}))
+    with pytest.warns(UserWarning, match=r"policy.onnx was exported from an earlier save of the checkpoint beside it"):
+        warn_if_older_than_its_run(artifact, saved)
 
 
 def test_export_out_names_its_format_in_either_case(tmp_path, capsys):

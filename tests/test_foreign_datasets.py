@@ -141,8 +141,11 @@ def test_data_recorded_through_a_wrapper_is_evaluated_through_it(datasets, tmp_p
     env.close()
     (result,) = rate.evaluate(policy, episodes=2).values()
     assert result["return"] >= 8
-    # Another environment than the recorded one is not wrapped: the wrapper belongs to the data's.
-    assert policy.make_env(env_id="Acrobot-v1").observation_space.shape == (6,)
+    # Another environment than the recorded one is not wrapped: the wrapper belongs to the data's
+    # (its 6 features, not 7; make_env refuses it, as evaluate does, since the policy takes 5).
+    with pytest.raises(ConfigError, match=r"'Acrobot-v1' with {} gives observations of shape \(6,\), but the "
+                                          r"config says model.obs_shape \[5\]"):
+        policy.make_env(env_id="Acrobot-v1")
     other = config_for_dataset("tests/cartpole-timeaware-v0", overrides=["eval.env_id=Acrobot-v1"])
     assert other.eval.env_wrappers == []
     # Without it (the user's choice) the policy meets 4 features where it was trained on 5: one line.
@@ -879,9 +882,9 @@ def test_make_env_gives_the_environment_as_the_policy_was_trained_on_it(datasets
             break
         action = policy.act(obs, reward)
     env.close()
-    capped = policy.make_env(length=2)  # the inferred length keyword: the time limit
+    capped = policy.make_env(length=3)  # the inferred length keyword: the time limit
     capped.reset(seed=0)
-    assert capped.step(0)[3] is False and capped.step(0)[3] is True
+    assert capped.step(0)[3] is False and capped.step(0)[3] is False and capped.step(0)[3] is True
     capped.close()
 
 

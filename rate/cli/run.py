@@ -12,10 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rate.checkpoint import CheckpointError, read_description
-from rate.run_folder import claimed_run_dir, settle_run_dir
+from rate.checkpoint import CheckpointError
+from rate.run_folder import claimed_run_dir, saved_run_config
 from rate.cli.records import record_run, recorded_runs
-from rate.config import ConfigError, apply_overrides, config_row, describe_config, from_dict, load_yaml
+from rate.config import ConfigError, config_row, describe_config, load_yaml
 from rate.training import positive_int
 
 # Errors that mean bad input (config, data, checkpoint, a diverging run), not a bug: one line each.
@@ -128,12 +128,7 @@ def saved_config(out: Path, config_cls: type, kind: str) -> Callable[[list[str]]
     """A ``load_config`` for :func:`run_and_record` that reads the config saved in run folder
     ``out`` (a checkpoint of ``kind``), the overrides applied: ``--resume --out RUN`` continues a
     run with its own config, no YAML needed."""
-    def load(overrides: list[str]) -> Any:
-        settle_run_dir(out)  # (a replacement cut short: the run it will hold, not a mix of two)
-        saved = read_description(out, kind)["config"]
-        return from_dict(config_cls, apply_overrides(saved, overrides, config_cls))
-
-    return load
+    return lambda overrides: saved_run_config(out, config_cls, kind, overrides)
 
 
 def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str,

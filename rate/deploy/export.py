@@ -433,8 +433,12 @@ def export_checkpoint(checkpoint: Path, fmt: str, out: Path, target_return: floa
     from rate.checkpoint import provenance
 
     meta["provenance"] = {"trained": shareable(model.training_record), "exported": provenance(),
-                          # (whether the checkpoint beside the file is the one it came from)
-                          "beside_checkpoint": Path(out).resolve().parent == Path(checkpoint).resolve()}
+                          # (whether the checkpoint beside the file is the one it came from, and
+                          # which save of it: a later one, a resumed run's or save_pretrained's, is
+                          # not what the file plays)
+                          "beside_checkpoint": Path(out).resolve().parent == Path(checkpoint).resolve(),
+                          "checkpoint_save_id": json.loads((Path(checkpoint) / "config.json").read_text()).get(
+                              "save_id")}
     writer = {"pt2": export_pt2, "onnx": export_onnx}[fmt]
     checked: dict[str, float] = {}
 

@@ -118,22 +118,27 @@ class ArtifactError(RuntimeError):
 
 def warn_if_older_than_its_run(path: Path, meta: dict) -> None:
     """Warn when the artifact ``path`` was written beside the checkpoint it was exported from (the
-    export records whether) and the checkpoint there is now of another training step (the run
-    trained on, e.g. resumed, after the export)."""
+    export records whether) and the checkpoint there was saved again since: another save id
+    (the run trained on, e.g. resumed, or weights saved there by save_pretrained), or, for an
+    artifact that records none, another training step."""
     import warnings
 
     record = meta.get("provenance") or {}
-    exported = (record.get("trained") or {}).get("step")
+    exported, exported_save = (record.get("trained") or {}).get("step"), record.get("checkpoint_save_id")
     if record.get("beside_checkpoint") is False:
         return  # written elsewhere than its checkpoint's folder (checkpoint_best's into the run folder)
     try:
-        run_step = json.loads((path.parent / "config.json").read_text()).get("extra", {}).get("step")
+        beside = json.loads((path.parent / "config.json").read_text())
+        run_step, run_save = beside.get("extra", {}).get("step"), beside.get("save_id")
     except (OSError, ValueError, AttributeError):  # no run beside it (a shipped file), or not ours
         return
+    again = f"export again (rate-export {path.parent} --format {path.suffix[1:].lower()}) to play the current one"
     if isinstance(exported, int) and isinstance(run_step, int) and exported != run_step:
         warnings.warn(f"{path.name} was exported from step {exported}, but the checkpoint beside it is at step "
-                      f"{run_step}: export again (rate-export {path.parent} --format {path.suffix[1:].lower()}) "
-                      "to play the current one", stacklevel=2)
+                      f"{run_step}: {again}", stacklevel=2)
+    elif isinstance(exported_save, str) and isinstance(run_save, str) and exported_save != run_save:
+        warnings.warn(f"{path.name} was exported from an earlier save of the checkpoint beside it (its weights were "
+                      f"saved again since): {again}", stacklevel=2)
 
 
 def missing_artifact(path: Path, suffix: str) -> str:

@@ -13,6 +13,7 @@ separate models (rate/rl/baselines.py).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -218,7 +219,17 @@ class PretrainedMixin:
             record = provenance() | ({"dataset_id": dataset_id} if dataset_id else {})
         else:  # (its dataset_id is the data that trained the weights, whatever the config now names)
             record = dict(self.training_record) | {"saved_with": provenance()}
-        return save_checkpoint(directory, self, CHECKPOINT_KIND, config, record)
+        from rate.checkpoint import CheckpointError
+        from rate.run_folder import exclusive_run_dir
+
+        directory = Path(directory)
+        blocked = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        if blocked is not None:
+            raise CheckpointError(f"{directory}: {blocked} is a file, not a folder to save a checkpoint in")
+        # Held as a trainer holds its run folder: a trainer writing this folder would replace the
+        # saved weights at its next checkpoint (RunFolderHeld instead).
+        with exclusive_run_dir(directory):
+            return save_checkpoint(directory, self, CHECKPOINT_KIND, config, record)
 
     @classmethod
     def from_pretrained(cls, directory, device: str = "cpu"):
@@ -229,6 +240,9 @@ class PretrainedMixin:
         from rate.checkpoint import CheckpointError
         from rate.rl.experiment import load_policy_model
 
+        from rate.training import resolve_device
+
+        device = resolve_device(str(device))  # (a device this machine lacks: one ConfigError)
         model, _ = load_policy_model(directory)  # (which sets run_config and training_record)
         if not isinstance(model, cls):
             raise CheckpointError(f"{directory} holds a {type(model).__name__}, not a {cls.__name__}")
