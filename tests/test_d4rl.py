@@ -67,6 +67,10 @@ def test_without_an_environment_the_actions_declare_their_own_space(tmp_path):
     flags = write_d4rl(tmp_path / "flags.hdf5", actions=np.arange(10) % 2 == 1)
     with pytest.raises(DatasetError, match=r"boolean actions of shape \(\); .* store one flag per step as 0/1"):
         import_d4rl(flags, "test/d4rl/flags-v0")
+    # Ids into the millions are no discrete action set (its one-logit-per-id head would not fit memory).
+    huge = write_d4rl(tmp_path / "huge.hdf5", actions=np.array([0, 1, 2, 10**12] + [0] * 6))
+    with pytest.raises(DatasetError, match=r"integer actions up to 1000000000000: more than 100000 action ids"):
+        import_d4rl(huge, "test/d4rl/huge-v0")
 
 
 def test_import_says_what_it_dropped_and_keeps_infos_when_asked(tmp_path, capsys):
@@ -165,6 +169,10 @@ def test_normalized_scores_use_the_d4rl_constants():
          "takes one integer action"),  # write_d4rl's (10, 2) float actions
         ({"observations": np.zeros((10, 4), np.float32), "next_observations": np.zeros((10, 4), np.float32),
           "actions": np.array([0, 1, 2] + [0] * 7)}, "actions outside"),
+        # one float per step (the importer's (N, 1) column) named as the file holds it
+        ({"observations": np.zeros((10, 4), np.float32), "next_observations": np.zeros((10, 4), np.float32),
+          "actions": np.zeros(10, np.float32)}, r"actions of shape \(\) and dtype float32, but CartPole-v1 takes one "
+                                               "integer action per step"),
         # beyond float32 (CartPole's bound is inf there, so no warning either): would be stored as inf
         ({"observations": np.full((10, 4), 1e39), "next_observations": np.zeros((10, 4)),
           "actions": np.zeros(10, np.int64)}, "observations hold values beyond CartPole-v1's float32 range"),
@@ -172,6 +180,10 @@ def test_normalized_scores_use_the_d4rl_constants():
         ({"observations": np.array([0, 1, 99, 3, 4, 5, 6, 7, 8, 9]), "next_observations": np.arange(10),
           "actions": np.zeros(10, np.int64)}, r"observations outside FrozenLake-v1's Discrete\(16\): step 2 holds 99"),
         ({"observations": np.array([0, 0.5] + [0] * 8), "next_observations": np.arange(10),
+          "actions": np.zeros(10, np.int64)}, "observations of dtype float64 hold values that FrozenLake-v1's int64 "
+                                              "space cannot"),
+        # 2.0**63 is whole and, compared in float64, "<=" int64's max, which rounds up to it: it wrapped
+        ({"observations": np.array([0.0, 2.0**63] + [0.0] * 8), "next_observations": np.arange(10),
           "actions": np.zeros(10, np.int64)}, "observations of dtype float64 hold values that FrozenLake-v1's int64 "
                                               "space cannot"),
         ({"observations": np.arange(10), "next_observations": np.array([-3] + [0] * 9),

@@ -606,6 +606,32 @@ def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
         load_minari_episodes("tests/huge-reward-v0")
 
 
+def test_data_minari_cannot_decode_and_nan_actions_are_named():
+    """A Tuple space stored as one array (Minari writes it, then cannot decode it, asserting with no
+    message) is named with a reason, not "cannot be read: " and nothing; a NaN action is refused
+    as NaN, not first reported as clipped to the bounds."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    ends = {"terminations": [False, False, True], "truncations": [False, False, False]}
+    pair = gym.spaces.Tuple((gym.spaces.Discrete(3), gym.spaces.Discrete(2)))
+    minari.create_dataset_from_buffers("tests/one-array-tuple-v0", [EpisodeBuffer(
+        id=0, observations=np.zeros((4, 2), np.int64), actions=np.array([0, 1, 0]), rewards=[1.0] * 3, **ends)],
+        observation_space=pair, action_space=gym.spaces.Discrete(2))
+    for read in (lambda: infer_from_dataset("tests/one-array-tuple-v0"),
+                 lambda: load_minari_episodes("tests/one-array-tuple-v0", True)):
+        with pytest.raises(DatasetError, match=r"cannot be read: AssertionError: its data does not match its "
+                                               r"declared spaces$"):
+            read()
+    box = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    minari.create_dataset_from_buffers("tests/nan-action-v0", [EpisodeBuffer(
+        id=0, observations=np.zeros((4, 1), np.float32), actions=np.array([[0.5], [np.nan], [0.0]], np.float32),
+        rewards=[1.0] * 3, **ends)], observation_space=box, action_space=box)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no "clipped" warning first)
+        with pytest.raises(DatasetError, match=r"tests/nan-action-v0: episode 0 has NaN or inf in its actions"):
+            load_minari_episodes("tests/nan-action-v0")
+
+
 def test_recorded_render_mode_is_left_out_and_recorded_wrappers_are_kept():
     from gymnasium.envs.registration import EnvSpec, WrapperSpec
 

@@ -583,3 +583,18 @@ def test_a_swap_record_that_cannot_be_read_leaves_its_run_to_its_trainer_not_the
     swap_journal(out).write_text("{not json")
     assert trainer_command(sweep, run)[-2] == "--overwrite"
     assert swap_journal(out).read_text() == "{not json"  # left as it was
+
+
+def test_names_and_files_that_start_with_a_dash_reach_the_trainer_as_values(tmp_path, capsys):
+    """The trainer gets --run-name=NAME, --out=PATH and --csv=FILE: a run named "-x" (a valid
+    folder name) is not read as an option by the trainer's parser."""
+    import train.algorithmic as trainer
+
+    sweep = Sweep(csv=str(tmp_path / "-rows.csv"), out_root="-runs", seeds=[0],
+                  runs=[ListedRun(name="-x", config="configs/algorithmic/reverse.yaml")])
+    (run,) = expand(sweep)
+    command = trainer_command(sweep, run)
+    assert command[:3] == [sys.executable, "-m", "train.algorithmic"]
+    assert trainer.main([*command[3:], "--print-config"]) == 0  # (parsed, config built, nothing trained)
+    assert "segments:" in capsys.readouterr().out
+    assert "--run-name=-x/seed0" in command and "--out=-runs/-x/seed0" in command

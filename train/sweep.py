@@ -1,6 +1,6 @@
 """Resumable sweep runner: train every run of a sweep file that its CSV does not hold yet.
 
-    python -m train.sweep configs/algorithmic/sweep.yaml [--only reverse] [--dry-run]
+    python -m train.sweep configs/algorithmic/sweep.yaml [--only reverse/] [--dry-run]
     python -m train.sweep configs/lm/sweep.yaml --jobs 8 --set train.device=cuda --set train.threads=1
 
 A sweep file names a trainer module (``train.algorithmic``, ``train.lm`` or ``train`` for RATE),
@@ -120,8 +120,9 @@ def trainer_command(sweep: Sweep, run: Run, fresh: bool = False) -> list[str]:
     :func:`run_all` starts the run over."""
     out = Path(sweep.out_root) / run.name
     how = "--resume" if not fresh and _resumable(out, run, sweep.trainer) else "--overwrite"
-    return [sys.executable, "-m", sweep.trainer, run.config, *run.overrides, "--csv", sweep.csv,
-            "--run-name", run.name, "--out", str(out), how, "--no-progress"]
+    # (option=value: a name, folder or file that starts with "-" is not read as an option)
+    return [sys.executable, "-m", sweep.trainer, run.config, *run.overrides, f"--csv={sweep.csv}",
+            f"--run-name={run.name}", f"--out={out}", how, "--no-progress"]
 
 
 def _resumable(out: Path, run: Run, trainer: str) -> bool:
@@ -151,7 +152,8 @@ def _resumable(out: Path, run: Run, trainer: str) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("sweep", type=Path)
-    parser.add_argument("--only", help="run only names starting with this prefix (e.g. reverse/)")
+    parser.add_argument("--only", help="run only names starting with this prefix (e.g. reverse/; a bare prefix: "
+                                       "copy also selects copy24/...)")
     parser.add_argument("--dry-run", action="store_true", help="list the pending runs and stop")
     parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
                         help="override added to every run, e.g. train.device=cuda (repeatable)")

@@ -213,8 +213,9 @@ def check_fits_env(data: dict[str, np.ndarray], env_id: str) -> dict[str, np.nda
             act = act.astype(np.int64)
             data = {**data, "actions": act}
         if act.ndim != 1 or not np.issubdtype(act.dtype, np.integer):
-            raise DatasetError(f"actions of shape {act.shape[1:]} and dtype {act.dtype}, but {env_id} takes one "
-                               "integer action")
+            stored = act[:, 0] if act.ndim == 2 and act.shape[1] == 1 else act  # (as the file holds them)
+            raise DatasetError(f"actions of shape {stored.shape[1:]} and dtype {stored.dtype}, but {env_id} takes "
+                               "one integer action per step")
         if len(act) and (act.min() < act_space.start or act.max() >= act_space.start + act_space.n):
             raise DatasetError(f"actions outside {env_id}'s {act_space}")
     elif isinstance(act_space, gym.spaces.Box):
@@ -251,7 +252,9 @@ def _in_dtype(values: np.ndarray, dtype: np.dtype, name: str, env_id: str) -> np
         return values
     if np.issubdtype(dtype, np.integer) and len(values):
         info = np.iinfo(dtype)
-        if not (np.all(np.mod(values, 1) == 0) and values.min() >= info.min and values.max() <= info.max):
+        # (compared as floats: float(int64's max) rounds up to 2**63, so "<= max" let 2**63 through,
+        # to wrap round to -2**63 in the cast; "< max + 1" is exact for every integer type)
+        if not (np.all(np.mod(values, 1) == 0) and values.min() >= info.min and values.max() < float(info.max) + 1):
             raise DatasetError(f"{name} of dtype {values.dtype} hold values that {env_id}'s {dtype} space cannot "
                                f"(not whole, or outside {info.min}..{info.max})")
     if np.issubdtype(dtype, np.floating) and len(values) and np.abs(values).max() > np.finfo(dtype).max:
@@ -315,6 +318,11 @@ def import_d4rl(path: str | Path, dataset_id: str, env_id: str | None = None, ov
     return write_minari_dataset(dataset_id, buffers, overwrite=overwrite, **kwargs), summary
 
 
+# The most discrete actions spaces_of_actions infers from integer ids (Atari has 18; a file whose
+# ids run into the millions holds something else, and its one-logit-per-id head would not fit).
+MAX_INFERRED_ACTIONS = 100_000
+
+
 def spaces_of_actions(actions: np.ndarray, path: str | Path) -> gym.Space:
     """The action space a D4RL file's actions (N, ...) declare without an environment: integer ids
     0..n-1 are Discrete(n); continuous ones in [-1, 1] (every D4RL control task) Box(-1, 1).  Other
@@ -328,6 +336,10 @@ def spaces_of_actions(actions: np.ndarray, path: str | Path) -> gym.Space:
         if actions.ndim != 1 or actions.min() < 0:
             raise DatasetError(f"{path}: integer actions of shape {actions.shape[1:]} from {actions.min()}: not "
                                "action ids 0..n-1; name the environment with --env")
+        if int(actions.max()) >= MAX_INFERRED_ACTIONS:  # (the policy's output layer is one logit per id)
+            raise DatasetError(f"{path}: integer actions up to {int(actions.max())}: more than "
+                               f"{MAX_INFERRED_ACTIONS} action ids is not a discrete action set this importer guesses; "
+                               "name the environment with --env")
         return gym.spaces.Discrete(int(actions.max()) + 1)
     if actions.min() < -1.0 - ACTION_BOUND_TOLERANCE or actions.max() > 1.0 + ACTION_BOUND_TOLERANCE:
         raise DatasetError(f"{path}: actions span {actions.min():.3g}..{actions.max():.3g}, outside [-1, 1]; name "

@@ -111,6 +111,12 @@ class DatasetInfo:
     ref_scores: tuple[float, float] | None = None
 
 
+def unreadable(err: BaseException, fallback: str = "its data does not match its declared spaces") -> str:
+    """Why Minari or h5py could not read a dataset, for a DatasetError: the exception's type and
+    message (Minari asserts with no message where data and spaces disagree: ``fallback`` then)."""
+    return f"{type(err).__name__}: {str(err) or fallback}"
+
+
 def open_minari_dataset(id_or_path: str, download: bool = False):
     """The MinariDataset of a dataset id (under ``MINARI_DATASETS_PATH``) or a dataset folder.
     ``download``: fetch a missing id from the Minari hub (needs the network).  DatasetError
@@ -142,10 +148,8 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
         raise DatasetError(f"downloading {id_or_path!r} needs Minari's hub client: pip install 'rate-rmt[download]' "
                            f"({err})") from err
     except Exception as err:  # h5py/json errors of a damaged dataset, the hub's errors
-        # (Minari asserts on a metadata.json it cannot use, with no message)
-        detail = str(err) or "its metadata.json or data files are damaged"
         raise DatasetError(f"Minari dataset {id_or_path!r} cannot be {'downloaded or ' if download else ''}"
-                           f"read: {type(err).__name__}: {detail}") from err
+                           f"read: {unreadable(err, 'its metadata.json or data files are damaged')}") from err
 
 
 def _close_local_ids(dataset_id: str) -> list[str]:
@@ -229,6 +233,7 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
             obs = obs[:n]
             actions = np.asarray(ep.actions)
             if isinstance(info.action_space, gym.spaces.Box):
+                check_finite(actions, dataset_id, i, "actions")  # (NaN would count as clipped, then stay)
                 low, high = (np.asarray(action_bounds, dtype=actions.dtype) if action_bounds
                              else (info.action_space.low, info.action_space.high))
                 inside = np.clip(actions, low, high)
@@ -244,7 +249,7 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
     except ValueError as err:  # an unsupported space, infinite action bounds
         raise DatasetError(f"{dataset_id}: {err}") from err
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
-        raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {err}") from err
+        raise DatasetError(f"Minari dataset {dataset_id!r} cannot be read: {unreadable(err)}") from err
     if clipped:
         bounds = "eval.action_bounds" if action_bounds else "the action space's bounds"
         warnings.warn(f"{dataset_id}: {clipped} of {total} recorded action values ({clipped / total:.2%}) lie outside "
@@ -260,7 +265,7 @@ def dataset_action_range(ds) -> tuple[np.ndarray, np.ndarray]:
                   for a in (np.asarray(ep.actions, dtype=np.float64).reshape(len(ep.actions), -1)
                             for ep in ds.iterate_episodes()) if len(a)]
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
-        raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {err}") from err
+        raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {unreadable(err)}") from err
     if not ranges:
         raise DatasetError(f"Minari dataset {ds.id!r} has no actions")
     low, high = np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
@@ -280,7 +285,7 @@ def dataset_returns(ds) -> tuple[np.ndarray, float]:
             returns.append(float(to_go[-1]) if len(to_go) else 0.0)
             largest = max(largest, float(np.abs(to_go).max(initial=0.0)))  # (NaN: refused by the caller)
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
-        raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {err}") from err
+        raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {unreadable(err)}") from err
     return np.array(returns), largest
 
 
