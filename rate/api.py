@@ -99,7 +99,6 @@ class Policy:
         ``env_kwargs`` that ``length`` would replace."""
         from rate.rl.experiment import make_checked_eval_env
 
-        _check_environment_arguments(env_id, None, env_kwargs)
         ev, _ = _checked_evaluation(self, env_id, None, env_kwargs, None if length is None else [length])
         return make_checked_eval_env(ev, length)
 
@@ -494,7 +493,6 @@ def evaluate(policy: Policy | str | Path, env_id: str | None = None, episodes: i
     ``return_std``, ``success_std``, ``normalized_score_std``."""
     from rate.config import staged_files
     from rate.rl.experiment import check_frames, check_renders, rollout_lengths
-
     from rate.training import SEED_LIMIT
 
     _check_environment_arguments(env_id, length_kwarg, env_kwargs)
