@@ -718,6 +718,13 @@ def test_bad_arguments_to_act_and_reset_are_refused_before_anything_changes(tmp_
     for done in ("False", [np.nan, 0.0], [2, 0]):
         with pytest.raises(ValueError, match=r"done takes a bool \(or 0/1\) per environment"):
             policy.act(obs, np.zeros(2), done=done)
+    # The refused calls changed nothing: the second step is a fresh policy's second step.
+    policy.act(obs, np.zeros(2))
+    fresh = rate.load_policy(checkpoint(tmp_path))
+    fresh.reset(2)
+    fresh.act(obs)
+    fresh.act(obs, np.zeros(2))
+    np.testing.assert_array_equal(policy.last_output, fresh.last_output)
     again = policy.act(obs, np.zeros(2), done=[1, 1])  # (0/1 are flags: both restart)
     np.testing.assert_array_equal(again, first)
 
