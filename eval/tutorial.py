@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
+from rate.data.episodes import dataset_returns, open_minari_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,15 +42,6 @@ def walkthrough(readme: str) -> tuple[str, list[str]]:
         raise ValueError("README.md has no \"Train on your own dataset\" section with a Python block and a "
                          "block of rate-train commands") from None
     return code, [line.split("#")[0].strip() for line in commands.strip().splitlines() if line.split("#")[0].strip()]
-
-
-def dataset_returns(minari_root: Path, dataset_id: str) -> list[float]:
-    """The episode returns of a local Minari dataset (read in a child with its MINARI_DATASETS_PATH)."""
-    code = (f"import json, minari; ds = minari.load_dataset({dataset_id!r}); "
-            "print(json.dumps([float(sum(ep.rewards)) for ep in ds.iterate_episodes()]))")
-    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MINARI_DATASETS_PATH": str(minari_root)},
-                          capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
 
 
 def run_step(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, str]:
@@ -97,12 +89,12 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append((" ".join(words), seconds))
                 outputs.append(stdout)
             dataset_id = re.search(r"--dataset (\S+)", commands[0]).group(1)
-            returns = dataset_returns(work / "minari", dataset_id)
+            returns, _ = dataset_returns(open_minari_dataset(str(work / "minari" / dataset_id)))  # (its folder)
             trained = json.loads(outputs[0].strip().splitlines()[-1])
             run_dir = re.search(r"--out (\S+)", commands[0]).group(1)
             train_episodes = json.loads((work / run_dir / "config.json").read_text())["config"]["eval"]["episodes"]
             evaluated = json.loads((work / "eval.json").read_text())
-        except (RuntimeError, OSError, ValueError, KeyError, AttributeError, subprocess.CalledProcessError) as err:
+        except (RuntimeError, OSError, ValueError, KeyError, AttributeError) as err:  # (DatasetError: a ValueError)
             print(f"error: {err}", file=sys.stderr)
             return 2
     info = machine_info()
@@ -111,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def at(length: str) -> str:
         return "the environment's own length" if length == "default" else f"T = {length}"
+    returns = returns.tolist()
     lines = [
         "# The README walkthrough, run as written",
         "",

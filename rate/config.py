@@ -201,6 +201,13 @@ def sync_files(*paths: str | Path) -> None:
                 raise
 
 
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The first of ``path`` and its parents that exists as something other than a folder (a file
+    where a folder would go: mkdir would say only "Not a directory"), or None."""
+    path = Path(path)
+    return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+
+
 def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None:
     """Have ``write`` fill a temporary file beside ``path`` (named ``.NAME.*.tmp``), then rename it
     into place; on any failure the temporary is removed and ``path`` keeps what it had.  The file

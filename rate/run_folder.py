@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rate.checkpoint import RUN_FOLDER_NAMES, CheckpointError, RunFolderHeld
-from rate.config import atomic_write_text, sync_files
+from rate.config import atomic_write_text, file_in_the_way, sync_files
 
 
 _HELD: set[Path] = set()  # run folders this process holds (exclusive_run_dir nests)
@@ -136,8 +136,8 @@ def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
         return  # a replacement killed mid-swap: exclusive_run_dir finishes it, and the caller checks again
     if out.exists() and not out.is_dir():
         raise CheckpointError(f"{out_flag} {out} is a file, not a run folder")
-    blocked = next((parent for parent in out.parents if parent.exists() and not parent.is_dir()), None)
-    if blocked is not None:  # (mkdir would say only "Not a directory")
+    blocked = file_in_the_way(out)  # (out itself is a folder or missing: a parent)
+    if blocked is not None:
         raise CheckpointError(f"{out_flag} {out}: {blocked} is a file, not a folder")
     used = out.is_dir() and any(out.iterdir())
     if used and not (resume or overwrite):

@@ -15,7 +15,7 @@ from typing import Any
 from rate.checkpoint import CheckpointError
 from rate.run_folder import claimed_run_dir, saved_run_config
 from rate.cli.records import record_run, recorded_runs
-from rate.config import ConfigError, config_row, describe_config, load_yaml
+from rate.config import ConfigError, config_row, describe_config, file_in_the_way, load_yaml
 from rate.training import positive_int
 
 # Errors that mean bad input (config, data, checkpoint, a diverging run), not a bug: one line each.
@@ -197,7 +197,7 @@ def check_writable(folder: Path) -> None:
     import errno
     import tempfile
 
-    blocked = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    blocked = file_in_the_way(folder)
     if blocked is not None:  # (mkdir would say "File exists", naming no reason)
         raise NotADirectoryError(errno.ENOTDIR, "a file is where a folder would go", str(blocked))
     folder.mkdir(parents=True, exist_ok=True)

@@ -220,10 +220,11 @@ class PretrainedMixin:
         else:  # (its dataset_id is the data that trained the weights, whatever the config now names)
             record = dict(self.training_record) | {"saved_with": provenance()}
         from rate.checkpoint import CheckpointError
+        from rate.config import file_in_the_way
         from rate.run_folder import exclusive_run_dir
 
         directory = Path(directory)
-        blocked = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        blocked = file_in_the_way(directory)
         if blocked is not None:
             raise CheckpointError(f"{directory}: {blocked} is a file, not a folder to save a checkpoint in")
         # Held as a trainer holds its run folder: a trainer writing this folder would replace the
