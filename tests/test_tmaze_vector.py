@@ -327,3 +327,34 @@ def test_a_rollout_cut_at_max_steps_reports_the_running_episodes_as_unfinished()
         assert np.isnan(out["success"]).all()
     out = rollout(lambda: gym.make("rate/TMaze-v0", episode_length=3), Right(), 2, seed=0, max_steps=50)
     assert out["lengths"].tolist() == [3, 3] and (out["success"] == 0).all()  # (truncated: ended, failed)
+
+
+def test_returns_sum_the_rewards_as_the_environments_report_them():
+    """Rewards are summed in float64, not rounded to float32 each step first (a return of 1000
+    steps of 0.1 would be off in its 6th digit), through single and vector environments alike."""
+    from rate.rl.rollout import rollout
+
+    class Tenths(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.zeros(1, np.float32), 0.1, self.t == 1000, False, {}
+
+    class Zeros:
+        def reset(self, n):
+            self.n = n
+
+        def act(self, obs, last_reward):
+            return np.zeros(self.n, dtype=np.int64)
+
+    expected = float(np.cumsum(np.full(1000, 0.1))[-1])  # the float64 sum, step by step
+    for envs in (Tenths, gym.vector.SyncVectorEnv([Tenths, Tenths])):
+        out = rollout(envs, Zeros(), 2, seed=0)
+        assert out["returns"].dtype == np.float64 and out["returns"].tolist() == [expected, expected]

@@ -30,10 +30,10 @@ def rollout(
     row's episode is played once, and a row whose episode ended keeps showing the policy its last
     observation (its later actions and whatever its vector environment does next are ignored): where
     a task's vector environment steps as its single ones do (the T-Maze's, tested), the two kinds
-    give the policy the same inputs and the same results.  The rollout closes the
-    environments.  Returns per-episode ``returns``, ``lengths`` and ``success``: 1.0 / 0.0 where
-    the episode's last info holds ``success`` or ``is_success``, else NaN (the environment does
-    not say).
+    give the policy the same inputs and the same results.  The rollout closes the environments.
+    Returns per-episode ``returns`` (the rewards as the environments report them, summed in
+    float64), ``lengths`` and ``success``: 1.0 / 0.0 where the episode's last info holds
+    ``success`` or ``is_success``, else NaN (the environment does not say).
     """
     vector = isinstance(envs, gym.vector.VectorEnv)
     try:
@@ -87,8 +87,8 @@ class _SingleSteps:
 
     def step(self, obs: np.ndarray, actions: np.ndarray, done: np.ndarray):
         """Step the rows not ``done``, their observations written into ``obs`` in place.  Returns
-        rewards (float32 (N,), 0 for done rows), which rows ended now, and their success flags."""
-        rewards = np.zeros(len(self.envs), dtype=np.float32)
+        rewards (float64 (N,), 0 for done rows), which rows ended now, and their success flags."""
+        rewards = np.zeros(len(self.envs))
         ended = np.zeros(len(self.envs), dtype=bool)
         flags = np.full(len(self.envs), np.nan)
         for i, env in enumerate(self.envs):
@@ -130,7 +130,7 @@ class _VectorSteps:
                 has = np.asarray(info.get(f"_{key}", np.ones(len(done), dtype=bool)), dtype=bool)
                 flags = np.where(has, np.asarray(info[key], dtype=bool).astype(float), flags)
                 break
-        return np.where(active, np.asarray(rewards, dtype=np.float32), np.float32(0)), ended, flags
+        return np.where(active, np.asarray(rewards, dtype=np.float64), 0.0), ended, flags
 
     def close(self) -> None:
         self.envs.close()
