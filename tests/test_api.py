@@ -58,6 +58,7 @@ def test_a_window_policy_acts_and_evaluates_through_the_api_restarting_all_rows_
     np.testing.assert_allclose(policy.last_output, first_output, atol=1e-6)
     result = rate.evaluate(path, lengths=[9], episodes=2)
     assert set(result) == {9} and 0.0 <= result[9]["success"] <= 1.0
+    assert rate.evaluate(path, lengths=[9], episodes=2) == result  # the same seeds: the same episodes
 
 
 def test_one_observation_gives_one_action_and_a_batch_a_batch(tmp_path):

@@ -15,6 +15,7 @@ from rate.core.rmt import RMTConfig
 from rate.rl.experiment import RATEExperimentConfig
 from rate.rl.model import RATEConfig
 from rate.training import TrainConfig
+from tests.cli_errors import one_error_line
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,8 +124,7 @@ def test_cli_exits_nonzero_with_one_line_error(tmp_path):
         capture_output=True, text=True, cwd=ROOT,
     )
     assert proc.returncode == 2
-    assert "unknown config key model.n_layres" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "unknown config key model.n_layres" in one_error_line(proc.stderr)
     assert not (tmp_path / "out").exists()
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.cli_errors import one_error_line
 from rate.deploy.onnx_runner import ArtifactError, make_env_factory, open_onnx, play
 from rate.checkpoint import save_checkpoint
 from rate.config import to_dict
@@ -291,16 +292,16 @@ def test_export_refusals_leave_existing_files_alone(tmp_path, capsys):
     out.write_bytes(b"the user's file")
     window = checkpoint(tmp_path, policy="window")
     assert main([str(window), "--format", "onnx", "--out", str(out)]) == 2
-    assert "sliding-window" in capsys.readouterr().err
+    assert "sliding-window" in one_error_line(capsys.readouterr().err)
     assert main([str(tmp_path / "missing"), "--format", "onnx", "--out", str(out)]) == 2
-    assert "not a checkpoint" in capsys.readouterr().err
+    assert "not a checkpoint" in one_error_line(capsys.readouterr().err)
     with pytest.raises(SystemExit) as exit_:
         main([str(window), "--format", "pt2", "--out", str(out)])  # suffix does not match the format
     assert exit_.value.code == 2 and ".pt2" in capsys.readouterr().err
     streaming = checkpoint(tmp_path)
     for target in ("nan", "inf"):
         assert main([str(streaming), "--format", "onnx", "--out", str(out), "--target-return", target]) == 2
-        assert "must be a finite number" in capsys.readouterr().err
+        assert "must be a finite number" in one_error_line(capsys.readouterr().err)
     assert out.read_bytes() == b"the user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt", "keep.onnx"]  # no temporary left
 

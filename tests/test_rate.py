@@ -271,7 +271,8 @@ def test_a_streaming_policy_under_bf16_autocast_follows_the_fp32_one(backbone, p
         fp32.act(obs, reward, new_episode=new)
         with torch.autocast("cpu", dtype=torch.bfloat16):
             bf16.act(obs, reward, new_episode=new)
-        torch.testing.assert_close(bf16.last_output.float(), fp32.last_output, atol=0.05, rtol=0.05)
+        # (at most 0.011 apart on the development machine, in the four cases)
+        torch.testing.assert_close(bf16.last_output.float(), fp32.last_output, atol=0.02, rtol=0.02)
         reward = torch.rand(3, generator=g).numpy()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_errors import one_error_line
 from rate.cli.records import append_row, read_rows
 from rate.config import ConfigError, load_yaml
 from train.sweep import ListedRun, Run, Sweep, expand, main, trainer_command, trainer_environment
@@ -70,7 +71,7 @@ def test_bad_sweep_file_fails_before_running(tmp_path, capsys):
     sweep_file.write_text("csv: a.csv\nout_root: r\nseeds: [0]\nruns:\n"
                           "  - {name: a, config: configs/algorithmic/reverse.yaml, overrides: [model.nope=1]}\n")
     assert main([str(sweep_file)]) == 2
-    assert "nope" in capsys.readouterr().err
+    assert "nope" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "a.csv").exists()
 
 
@@ -170,14 +171,14 @@ def test_sweep_with_a_wrong_evaluation_environment_fails_before_running(tmp_path
                           "runs:\n  - {name: a, config: configs/popgym/rate.yaml,\n"
                           "     overrides: ['eval.env_kwargs={task: RepeatPreviousMedium}', 'eval.lengths=[51]']}\n")
     assert main([str(sweep_file)]) == 2
-    err = capsys.readouterr().err
+    err = one_error_line(capsys.readouterr().err)
     assert "eval: cannot make 'rate/POPGym-v0'" in err and "103 steps, not 51" in err, err
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "r").exists()
 
 
 def test_bad_set_override_fails_before_running(tmp_path, capsys):
     assert main(["configs/lm/sweep.yaml", "--set", "train.nope=1", "--dry-run"]) == 2
-    assert "nope" in capsys.readouterr().err
+    assert "nope" in one_error_line(capsys.readouterr().err)
     # A bad value names the --set override, not the config file it was applied to.
     assert main(["configs/lm/sweep.yaml", "--set", "train.steps=abc", "--dry-run"]) == 2
     assert re.search(r"error: configs/lm/\S+\.yaml, override train.steps=abc: train.steps: expected int",

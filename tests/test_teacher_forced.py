@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.cli_errors import one_error_line
 from eval.teacher_forced import accuracy_from_end, main
 from rate.data.episodes import Episode
 
@@ -31,7 +32,7 @@ def test_accuracy_is_counted_from_the_end_and_the_leak_shows_with_a_constant_ret
 
 def test_bad_checkpoint_and_arguments_give_one_error(tmp_path, capsys):
     assert main([str(tmp_path / "missing")]) == 2
-    assert "error:" in capsys.readouterr().err
+    assert "missing" in one_error_line(capsys.readouterr().err)
     import pytest
 
     for args, message in ((["--last", "0"], "--episodes and --last must be positive"),

@@ -7,6 +7,7 @@ import yaml
 
 from train.tmaze_quick import main
 from tests.tiny_tmaze import TINY
+from tests.cli_errors import one_error_line
 
 
 def test_main_job_builds_data_trains_evaluates_and_reports(tmp_path, monkeypatch):
@@ -39,7 +40,7 @@ def test_main_job_refuses_an_unknown_config_key(tmp_path, capsys):
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump({**TINY, "trian": {}}))
     assert main(["--config", str(config), "--out", str(tmp_path / "run"), "--report", str(tmp_path / "q.md")]) == 2
-    assert "trian" in capsys.readouterr().err
+    assert "trian" in one_error_line(capsys.readouterr().err)
     assert not (tmp_path / "q.md").exists()
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests import cli_errors
 import yaml
 
 from rate.rl.trainer import train
@@ -101,9 +103,7 @@ def run(tmp_path) -> Path:
 
 
 def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    return err
+    return cli_errors.one_error_line(capsys.readouterr().err)
 
 
 def test_export_into_a_read_only_run_folder(run, tmp_path, read_only, capsys):
