@@ -5,6 +5,7 @@ import csv
 import pytest
 
 from eval.reports.algorithmic import main, render
+from tests.cli_errors import one_error_line
 
 
 def row(run: str, samples: str, acc: float) -> dict:
@@ -64,7 +65,7 @@ def refused(tmp_path, capsys, rows: list[dict]) -> str:
     with pytest.raises(SystemExit) as exit_info:
         main(["--csv", str(path), "--out", str(tmp_path / "page.md")])
     assert exit_info.value.code == 2 and not (tmp_path / "page.md").exists()
-    return capsys.readouterr().err
+    return one_error_line(capsys.readouterr().err)
 
 
 def test_rows_of_a_model_the_page_has_no_column_for_are_one_error_not_dropped(tmp_path, capsys):
@@ -82,3 +83,18 @@ def test_rows_of_a_task_the_page_has_no_section_for_are_one_error_not_dropped(tm
     # A column the page reads, missing: one line, not a KeyError.
     rows = [{k: v for k, v in r.items() if k != "model.d_model"} for r in rows[:1]]
     assert "no column 'model.d_model'" in refused(tmp_path, capsys, rows)
+
+
+def test_a_blank_metric_or_a_seed_that_is_no_whole_number_is_one_error_and_leaves_the_plot(tmp_path, capsys):
+    """Cells the page computes with, left blank or not a whole number: one line, and the plot
+    beside the page is not written (it used to be saved before the page failed with a traceback)."""
+    (tmp_path / "page.png").write_bytes(b"old plot")
+    sqeq = row("sqeq/rmt/seg2/seed0", "512", 0.5)
+    assert "row 'sqeq/rmt/seg2/seed0' has no answer_acc" in refused(tmp_path, capsys, [{**sqeq, "answer_acc": ""}])
+    copy = row("copy24/rmt/seg2/seed0", "512", 0.5)
+    assert "has no gen_token_acc" in refused(tmp_path, capsys, [{**copy, "gen_token_acc": ""}])
+    assert "column train.seed: '' is not a whole number" not in refused(tmp_path, capsys, [{**copy, "train.seed": ""}])
+    assert "has no train.seed" in refused(tmp_path, capsys, [{**copy, "train.seed": ""}])
+    assert "column segments: '6.5' is not a whole number" in refused(tmp_path, capsys, [{**copy, "segments": "6.5"}])
+    assert "has no train_seconds" in refused(tmp_path, capsys, [{**copy, "train_seconds": ""}])
+    assert (tmp_path / "page.png").read_bytes() == b"old plot"

@@ -120,3 +120,25 @@ def test_the_best_depth_is_chosen_by_validation_bpc_and_judged_by_test_bpc():
     text = checked(rows)
     assert "m=5 (depth 1, the best by valid bpc: 1.850)" in text[0]
     assert "m=5: depth 1 1.850 against depth 0 1.980" in text[1]
+
+
+def test_blank_or_odd_cells_the_page_computes_with_are_one_error_before_anything_is_written(tmp_path, capsys):
+    import pytest
+
+    from tests.cli_errors import one_error_line
+
+    (tmp_path / "lm.png").write_bytes(b"old plot")
+    for column, value, message in (("test_bpc", "", "has no test_bpc"), ("valid_bpc", "", "has no valid_bpc"),
+                                   ("model.num_mem_tokens", "abc", "column model.num_mem_tokens: 'abc' is not a whole"),
+                                   ("tokens_seen", "", "has no tokens_seen")):
+        rows = [{**r, column: value} if i == 1 else r for i, r in enumerate(paper_like())]
+        path = tmp_path / "lm.csv"
+        with path.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        with pytest.raises(SystemExit) as exc:
+            main(["--csv", str(path), "--out", str(tmp_path / "lm.md"), "--notes", str(tmp_path / "none.md")])
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and message in one_error_line(err)
+    assert (tmp_path / "lm.png").read_bytes() == b"old plot" and not (tmp_path / "lm.md").exists()

@@ -5,6 +5,8 @@ import json
 
 import pytest
 
+from tests.cli_errors import one_error_line
+
 MACHINE = {"machine": "x86_64", "cpu_count": "2", "torch_threads": "2", "torch": "2.13.0+cpu", "gpu": ""}
 
 
@@ -114,6 +116,25 @@ def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
     assert "--episodes N --sample" in sampled_table(tmp_path)[0] and "--episodes 100 --sample" in lines[0]
 
 
+@pytest.mark.parametrize("text", ['{"episodes": 10}', '{"episodes": 10, "results": {"90": {}}}', "{not json",
+                                  '{"episodes": 10, "results": {"ninety": {"success": 1}}}', "[]"])
+def test_aar_sampled_table_names_a_file_that_is_no_evaluation(tmp_path, text, capsys):
+    """A sampled evaluation that cannot be read: the page's one error line, no page written."""
+    from eval.reports.aar import main, sampled_table
+
+    (tmp_path / "aar_sampled").mkdir()
+    (tmp_path / "aar_sampled" / "bc_gru-seed0.json").write_text(text)
+    with pytest.raises(ValueError, match="bc_gru-seed0.json: not an evaluation written by `python -m eval --out`"):
+        sampled_table(tmp_path / "aar_sampled")
+    write_csv(tmp_path / "aar.csv", [{"run": "rate/seed0", "model.segment_steps": "30", "model.num_segments": "3",
+                                      "train_seconds": "60", "success_T90": "1.0", **MACHINE}])
+    with pytest.raises(SystemExit) as exc:
+        main(["--csv", str(tmp_path / "aar.csv"), "--out", str(tmp_path / "aar.md"), "--notes", str(tmp_path / "n.md")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "bc_gru-seed0.json: not an evaluation" in one_error_line(err)
+    assert not (tmp_path / "aar.md").exists() and not (tmp_path / "aar.png").exists()
+
+
 def test_aar_page_reads_the_sampled_evaluations_beside_its_csv_and_names_every_window(tmp_path):
     """A CSV elsewhere than results/ takes its sampled table from aar_sampled/ beside it, not from
     the project's results/aar_sampled/; a model whose seeds were trained on different K x N shows
@@ -194,7 +215,7 @@ def test_pages_refuse_another_experiments_csv_in_one_line_before_writing(tmp_pat
         with pytest.raises(SystemExit) as exc:
             main(["--csv", str(tmp_path / f"{other}.csv"), "--out", str(tmp_path / "keep.md")])
         err = capsys.readouterr().err
-        assert exc.value.code == 2 and "Traceback" not in err and err.count(": error: ") == 1, err
+        assert exc.value.code == 2 and one_error_line(err)
         assert any(why in err for why in ("is it the results CSV of another experiment?", "another task's dataset",
                                           "run names this page cannot read")), err
     assert (tmp_path / "keep.md").read_text() == "old page"

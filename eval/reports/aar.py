@@ -30,7 +30,8 @@ SAMPLED_COMMAND = ("python -m eval runs/aar/$m/seed$s --lengths 90 180 900 --epi
 
 
 def sampled_table(folder: Path = SAMPLED) -> list[str]:
-    """Markdown lines: success with sampled actions per model and length, from folder/MODEL-seedS.json."""
+    """Markdown lines: success with sampled actions per model and length, from folder/MODEL-seedS.json.
+    ValueError naming the file when one is not such an evaluation (``python -m eval --out``'s JSON)."""
     files = sorted(folder.glob("*-seed*.json"))
     if not files:
         return []
@@ -38,10 +39,16 @@ def sampled_table(folder: Path = SAMPLED) -> list[str]:
     counts = set()  # episodes per length, as each evaluation recorded it
     for f in files:
         model = f.stem.rsplit("-seed", 1)[0]
-        evaluation = json.loads(f.read_text())
-        counts.add(evaluation["episodes"])
-        for t, r in evaluation["results"].items():
-            table[model][int(t)].append(r["success"])
+        try:
+            evaluation = json.loads(f.read_text(encoding="utf-8"))
+            results = {int(t): float(r["success"]) for t, r in evaluation["results"].items()}
+            counts.add(int(evaluation["episodes"]))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
+                AttributeError) as err:
+            raise ValueError(f"{f}: not an evaluation written by `python -m eval --out` ({type(err).__name__}: "
+                             f"{err})") from None
+        for t, success in results.items():
+            table[model][t].append(success)
     low, high = min(counts), max(counts)
     count, episodes_arg = (str(low), low) if low == high else (f"{low} to {high}", "N")
     lengths = sorted({t for per_t in table.values() for t in per_t})

@@ -145,8 +145,8 @@ def render(rows: list[dict], plot_name: str, csv: Path = Path("results/algorithm
         + machines(rows) + ".",
         "",
         "Metric: per-token accuracy of free-running greedy generation over the answer (the paper's Fig. 3 metric);",
-        "for sqeq the fraction of samples whose answer slot is generated exactly (the paper's Table 1). Mean +- std",
-        f"over seeds, each run evaluated on {sample_counts(rows)} test samples (sqeq: drawn from equations held out",
+        "for sqeq the fraction of samples whose answer slot is generated exactly (the paper's Table 1). Mean +- sample",
+        f"std (n - 1) over seeds, each run evaluated on {sample_counts(rows)} test samples (sqeq: drawn from equations held out",
         "from training; the other tasks: from a seed stream apart from training's). Memory (RMT) and cache",
         "(Transformer-XL) sizes are per group in `configs/algorithmic/sweep.yaml` (segment length, as in the paper's",
         "Fig. 3, except retrieval: 5).",
@@ -204,16 +204,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.algorithmic", __doc__.split("\n\n")[0], "algorithmic",
                            "hand-written discussion appended verbatim (findings, differences from the paper)")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args, ("train.seed", "train.steps", "params", "segment_len", "segments",
-                                           "train.batch_size", "model.d_model", "model.n_layers"))
+    rows = read_report_rows(parser, args, ("train.steps", "params", "train.batch_size", "model.d_model",
+                                           "model.n_layers"),
+                            integers=("train.seed", "segment_len", "segments"))
     check_run_names(parser, args.csv, rows, 4, "TASK/MODEL/segN/seedS", [*MODELS, *ABLATIONS])
     unknown = sorted({r["run"].split("/")[0] for r in rows} - set(TASK_ORDER))
     if unknown:  # (the page has a section per known task: it would drop the rows of another)
         parser.error(f"{args.csv}: rows of tasks this page has no section for: {', '.join(unknown)} "
                      f"(it knows {', '.join(TASK_ORDER)})")
+    unmeasured = [r["run"] for r in rows if not r.get(metric_of(r["run"].split("/")[0]))]
+    if unmeasured:  # (its task's metric: answer_acc for sqeq, gen_token_acc for the others)
+        parser.error(f"{args.csv}: row {unmeasured[0]!r} has no {metric_of(unmeasured[0].split('/')[0])}, which "
+                     "this page reads")
     plot_path = args.out.with_suffix(".png")
+    text = render(rows, plot_path.name, args.csv)  # (before the plot: a page refused here leaves the old plot)
     plot(collect(rows)[0], plot_path)
-    text = render(rows, plot_path.name, args.csv)
     write_report(args.out, text, args.notes, plot_path, len(rows))
     return 0
 

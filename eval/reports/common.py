@@ -20,7 +20,7 @@ def how_many(count: int, noun: str) -> str:
 
 
 def over_seeds(values: list[float], digits: int = 2) -> str:
-    """Mean +- std over seeds with their count; "-" for none; one seed has no spread to show
+    """Mean +- sample std (n - 1) over seeds with their count; "-" for none; one seed has no spread to show
     ("+- 0.00" would claim one)."""
     if not values:
         return "-"
@@ -29,9 +29,27 @@ def over_seeds(values: list[float], digits: int = 2) -> str:
     return f"{statistics.fmean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f} (n={len(values)})"
 
 
+class ReportParser(argparse.ArgumentParser):
+    """A page's command line.  Its arguments refused as argparse does (usage, then the error);
+    once they are parsed, what the page refuses in its files (a CSV, notes, a sampled evaluation)
+    is the project's one ``error:`` line, as every command of the project refuses bad input."""
+
+    parsed = False
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        self.parsed = True
+        return parsed
+
+    def error(self, message: str):
+        if not self.parsed:
+            super().error(message)
+        self.exit(2, f"error: {message}\n")
+
+
 def report_parser(prog: str, description: str, name: str, notes_help: str) -> argparse.ArgumentParser:
     """--csv results/NAME.csv, --out results/NAME.md and --notes results/NAME_notes.md."""
-    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser = ReportParser(prog=prog, description=description)
     parser.add_argument("--csv", type=Path, default=Path(f"results/{name}.csv"))
     parser.add_argument("--out", type=Path, default=Path(f"results/{name}.md"))
     parser.add_argument("--notes", type=Path, default=Path(f"results/{name}_notes.md"), help=notes_help)
@@ -55,11 +73,13 @@ COMMON_COLUMNS = ("run", "train_seconds", "machine", "cpu_count", "torch_threads
 
 
 def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, columns: Collection[str] = (),
-                     datasets: str = "") -> list[dict]:
+                     datasets: str = "", filled: Collection[str] = (), integers: Collection[str] = ()) -> list[dict]:
     """The CSV rows of ``args.csv``, or the parser's one-line error (exit 2) when there are none,
     the file is not a results CSV of this project, a column the page reads (``COMMON_COLUMNS`` and
     ``columns``; in a name, ``*`` stands for a number and ``|`` separates alternatives, as in
-    ``return|return_T*``) is missing, a row was trained on another
+    ``return|return_T*``) is missing, a row leaves ``train_seconds`` or a column of ``filled`` empty
+    or holds anything but a whole number in a column of ``integers`` (both read by the page, and
+    checked as ``columns`` are), a row was trained on another
     of the project's datasets than the page's ``datasets`` (an id prefix such as ``rate/tmaze/``;
     a user's own dataset ids are accepted), a result cell is not a finite number, or the page
     (``args.out``), its plot or its notes (``args.notes``) cannot be written or read: all checked
@@ -103,6 +123,16 @@ def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         names = " or ".join(repr(name) for name in missing[0].split("|"))
         parser.error(f"{csv}: no column {names}, which this page reads; is it the results CSV of "
                      f"another experiment? (this page's own is {parser.get_default('csv')})")
+    for column in ("train_seconds", *filled, *integers):
+        if column not in header:
+            parser.error(f"{csv}: no column {column!r}, which this page reads")
+        empty = [r["run"] for r in rows if not (r[column] or "").strip()]
+        if empty:  # (a row whose run did not record it: the page would stop at float(''))
+            parser.error(f"{csv}: row {empty[0]!r} has no {column}, which this page reads")
+    for column in integers:
+        odd = [r for r in rows if not re.fullmatch(r"\s*-?\d+\s*", r[column])]
+        if odd:
+            parser.error(f"{csv}: row {odd[0]['run']!r}, column {column}: {odd[0][column]!r} is not a whole number")
     foreign = [r for r in rows if datasets and r.get("dataset_id", "").startswith("rate/")
                and not r["dataset_id"].startswith(datasets)]
     if foreign:  # (the page would show another task's rows under its own title)

@@ -268,11 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.lm", __doc__.split("\n\n")[0], "lm",
                            "hand-written discussion appended verbatim")
     args = parser.parse_args(argv)
-    rows = read_report_rows(parser, args, ("model.num_mem_tokens", "model.mem_len", "model.bptt_depth", "test_bpc",
-                                           "valid_bpc", "tokens_seen", "train.lr", "segment_len"))
+    rows = read_report_rows(parser, args, ("train.lr", "segment_len", "model.d_model", "model.n_layers",
+                                           "model.n_heads", "model.d_inner", "train.steps", "train.batch_size"),
+                            filled=("test_bpc", "valid_bpc"),
+                            integers=("model.num_mem_tokens", "model.mem_len", "model.bptt_depth", "tokens_seen"))
     plot_path = args.out.with_suffix(".png")
+    text = render(rows, plot_path.name, args.csv)  # (before the plot: a page refused here leaves the old plot)
     plot(collect(rows), plot_path)
-    text = render(rows, plot_path.name, args.csv)
     write_report(args.out, text, args.notes, plot_path, len(rows))
     return 0
 

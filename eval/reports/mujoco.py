@@ -34,7 +34,7 @@ def normalised(value: float, ref: tuple[float, float]) -> float:
 
 
 def mean_std(values: list[float], digits: int = 1) -> str:
-    """Mean +- std over seeds; one seed has no spread to show ("+- 0.0" would claim one)."""
+    """Mean +- sample std (n - 1) over seeds; one seed has no spread to show ("+- 0.0" would claim one)."""
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{statistics.fmean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f}"
@@ -62,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. Every model is trained on "
              "`rate/mujoco/halfcheetah-ars-v0` (100 episodes of 1000 steps from ARS behaviour snapshots with "
              f"action noise 0.1; returns min {DATASET_RETURNS['min']}, mean {DATASET_RETURNS['mean']}, "
-             f"max {DATASET_RETURNS['max']}) and evaluated on {episodes_of(rows)} episodes of 1000 steps; mean +- std "
-             "over seeds of each seed's mean return.", "",
+             f"max {DATASET_RETURNS['max']}) and evaluated on {episodes_of(rows)} episodes of 1000 steps; mean +- sample "
+             "std (n - 1) over seeds of each seed's mean return.", "",
              f"Normalised scores: 100 x (R - min) / (max - min), with min / max = {DATASET_REF[0]} / {DATASET_REF[1]} "
              "(this dataset: a uniformly random policy / the best behaviour snapshot) and "
              f"{d4rl[0]} / {d4rl[1]} (D4RL's random / expert HalfCheetah).", "",

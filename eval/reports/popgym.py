@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. Every model is trained "
              "on 1000 oracle episodes of its task with 10 % random actions; mean episode return (POPGym's scale, "
              f"-1 to 1; the oracle earns 1.00) over {episodes_of(rows)} evaluation episodes with argmax actions, mean "
-             "+- std over seeds. A '-' is a run not done yet.", "",
+             "+- sample std (n - 1) over seeds. A '-' is a run not done yet.", "",
              "| task | " + " | ".join(MODELS[m] for m in models) + " | paper: RATE / DT / BC-LSTM |",
              "|---" * (len(models) + 2) + "|"]
     for t in tasks:

@@ -111,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | None,
                extra: Callable[[Path], list[str]] | None = None) -> int:
-    """Write results/NAME.md and its plot; ``extra`` gives further markdown lines (a second table)
+    """Write results/NAME.md and its plot; ``extra`` gives further markdown lines (a second table;
+    a ValueError it raises is the page's one-line error)
     placed after the main table, from the CSV's path."""
     parser = report_parser(prog, description, page.name,
                            "hand-written discussion appended to the report (differences from the paper)")
@@ -139,7 +140,7 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
              generated_from(prog, page.name, args.csv) + " "
              f"(rows written by `python -m train.sweep {page.sweep_file}`).", "",
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. {page.training}; "
-             f"{scored} over {episodes_of(rows)} evaluation episodes per {page.length_name}, mean +- std over seeds; "
+             f"{scored} over {episodes_of(rows)} evaluation episodes per {page.length_name}, mean +- sample std (n - 1) over seeds; "
              f"a '-' is a {page.length_name} the model's runs were not evaluated at (the sweep file's lengths).",
              "",
              "| model | " + " | ".join(f"{page.length_name}={t}" for t in lengths) + " |",
@@ -155,7 +156,10 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
         for m, vals in page.paper.items():
             lines.append(f"| {m} | " + " | ".join(vals.get(t, "-") for t in paper_lengths) + " |")
     if extra is not None:
-        lines += ["", *extra(args.csv)]
+        try:
+            lines += ["", *extra(args.csv)]
+        except ValueError as err:  # (a file the second table is read from)
+            parser.error(str(err))
     plot = args.out.with_suffix(".png")
     lines += ["", f"![{page.metric} against {page.length_axis}]({plot.name})", ""]
     many = len(models) > 5  # then the legend goes beside the axes, where it hides no curve
