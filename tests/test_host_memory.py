@@ -56,13 +56,22 @@ def test_a_freed_block_is_reused_without_page_faults_when_kept():
 
 
 @pytest.mark.slow
-def test_the_allocator_bench_prints_its_table(capsys):
-    from eval.bench.host_memory import main
+def test_the_allocator_bench_writes_its_page_from_pairs_of_children_in_turn(tmp_path, monkeypatch):
+    """Real children (one call each, 2 rounds): the page has a row per operation with each
+    setting's median (min-max) over the rounds; the pairs ran in reverse order every other round."""
+    from eval.bench import host_memory
 
-    assert main(["--repeats", "1", "--threads", "1"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("| operation") and len(lines) == 5
-    assert all(line.count("|") == 5 and line.endswith("x |") for line in lines[2:])
+    order, run_children = [], host_memory.run_children
+    monkeypatch.setattr(host_memory, "run_children",
+                        lambda module, names, options: (order.extend(names), run_children(module, names, options))[1])
+    out = tmp_path / "page.md"
+    assert host_memory.main(["--repeats", "1", "--threads", "1", "--rounds", "2", "--out", str(out)]) == 0
+    assert order == ["default", "kept", "kept", "default"]
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0] for row in rows] == ["| linear, new output", "| linear, reused output",
+                                                     "| zeros (35 MB)"]
+    cells = r"\| [\w ,()]+ \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d,]+ \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d,]+ \| [\d.]+x \|"
+    assert all(re.fullmatch(cells, row) for row in rows), rows
 
 
 def test_the_training_bench_times_a_step_with_freed_memory_kept(monkeypatch):
@@ -98,7 +107,8 @@ def test_the_training_page_pairs_kept_and_default_children_in_alternating_order(
                    "gflops": 10.0, "peak_gflops": 100.0, "rss_peak_mb": 50.0, "rss_growth_mb": 1.0,
                    "gathered_s": 1.0, "factored_s": 2.0, "form_ratios": [0.4, 0.5, 0.6],
                    "gathered_peak_mb": 1.0, "factored_peak_mb": 1.0,
-                   "pos_before_ms": 1.0, "pos_now_ms": 1.0, "applied": malloc == "kept",
+                   "positional": {shape: {"broadcast": [1.0], "per head": [0.5]} for shape in ("training", "decoding")},
+                   "tokens_per_s_range": [90.0, 110.0], "gflops_range": [9.0, 11.0], "applied": malloc == "kept",
                    "profile": [("aten::mm", 0.5, 3)], "copy_share": 0.1}
             if malloc:  # (kept: 10 % faster in the first round, 30 % in the second)
                 first_round = i < len(names) // 2

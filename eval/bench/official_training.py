@@ -155,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
              f"warm-up batch and {args.batches} timed, median ms per batch; {args.rounds} round(s), every other in "
              "reverse order (min-max over rounds). Speed-up: tokens/s against the reference row within each round "
              "(side by side), the median over rounds (min-max).",
-             "", "| implementation | params | ms per batch (min-max) | tokens/s | vs reference (min-max) | peak RSS MB "
+             "", "| implementation | params | ms per batch (min-max) | tokens/s | vs reference (min-max) | "
+             "peak RSS MiB "
              "(min-max) |", "|---|---|---|---|---|---|"]
     for name, runs in results.items():
         ms = [r["ms"] for r in runs]

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from eval.bench.throughput import PEAK_SIZE, bench_command, matmul_peak, run_children, timed
+from eval.bench.throughput import PEAK_SIZE, bench_command, matmul_peak, run_children, spread, timed
 from rate.core import attention
 from rate.core.attention import RelativeMultiHeadAttention
 from rate.config import atomic_write_text
@@ -112,17 +112,27 @@ def training_step(size: Size):
     return model, step
 
 
-def positional_fix(size: Size, seconds: float) -> tuple[float, float]:
-    """Seconds per call of the positional term at this size's training shapes: broadcast matmul
-    (before) and one GEMM per head (now)."""
+def positional_fix(size: Size, seconds: float) -> dict[str, dict[str, list[float]]]:
+    """Seconds per call of the positional term, a matmul that broadcasts the table over the batch
+    ("broadcast") and one GEMM per head ("per head"), at this size's training shapes (the segment's
+    Q rows against its Q + cache keys: Q + K - 1 distances) and at a decoding step's (3 new rows
+    against the whole frame), over FORM_ROUNDS rounds, the order reversed every other round:
+    {"training" or "decoding": {form: [seconds per round]}}."""
     b, h, dh = size.batch, size.n_heads, size.d_head
-    q_len = 3 * size.K + 2 * size.mem
-    r_len = 2 * q_len - 1
-    q, r = torch.randn(b, h, q_len, dh), torch.randn(h, r_len, dh)
-    before = timed(lambda: torch.matmul(q, r.transpose(-1, -2)), seconds / 2)
-    now = timed(lambda: torch.matmul(q.transpose(0, 1).reshape(h, b * q_len, dh), r.transpose(-1, -2))
-                .view(h, b, q_len, r_len).transpose(0, 1), seconds / 2)
-    return before, now
+    q_train = 3 * size.K + 2 * size.mem
+    out = {}
+    for shape, q_len in (("training", q_train), ("decoding", 3)):
+        r_len = q_len + (q_train + size.mem_len) - 1
+        q, r = torch.randn(b, h, q_len, dh), torch.randn(h, r_len, dh)
+        forms = {"broadcast": lambda: torch.matmul(q, r.transpose(-1, -2)),
+                 "per head": lambda: torch.matmul(q.transpose(0, 1).reshape(h, b * q_len, dh), r.transpose(-1, -2))
+                 .view(h, b, q_len, r_len).transpose(0, 1)}
+        times: dict[str, list[float]] = {name: [] for name in forms}
+        for i in range(FORM_ROUNDS):
+            for name in list(forms) if i % 2 == 0 else list(forms)[::-1]:
+                times[name].append(timed(forms[name], seconds / (4 * FORM_ROUNDS)))
+        out[shape] = times
+    return out
 
 
 @contextlib.contextmanager
@@ -183,7 +193,7 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
                 peak_mb.setdefault(form, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     finally:
         attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
-    seconds_per_step = statistics.median(per_form[automatic])
+    seconds_per_step, rounds_s = statistics.median(per_form[automatic]), per_form[automatic]
     result = {"name": size.name, "form": automatic, "gathered_s": statistics.median(per_form["gathered"]),
               "factored_s": statistics.median(per_form["factored"]), "factored_peak_mb": peak_mb["factored"],
               "gathered_peak_mb": peak_mb["gathered"],
@@ -191,8 +201,11 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
               "params": sum(p.numel() for p in model.parameters()),
               "tokens_per_s": 3 * size.batch * t / seconds_per_step, "gflop_per_step": flops / 1e9,
               "gflops": flops / seconds_per_step / 1e9, "peak_gflops": peak / 1e9,
-              "rss_peak_mb": peak_mb[automatic], "rss_growth_mb": peak_mb[automatic] - rss_start / 1024}
-    result["pos_before_ms"], result["pos_now_ms"] = (1e3 * s for s in positional_fix(size, seconds))
+              "rss_peak_mb": peak_mb[automatic], "rss_growth_mb": peak_mb[automatic] - rss_start / 1024,
+              # (the rounds of the form the model takes: their slowest and fastest)
+              "tokens_per_s_range": [3 * size.batch * t / s for s in (max(rounds_s), min(rounds_s))],
+              "gflops_range": [flops / s / 1e9 for s in (max(rounds_s), min(rounds_s))]}
+    result["positional"] = positional_fix(size, seconds)
     if profile:
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as torch_profile
@@ -257,14 +270,20 @@ def main(argv: list[str] | None = None) -> int:
              f"torch {info['torch']}. One training step = forward over N segments (full BPTT), loss, backward, AdamW; "
              "tokens = 3 per step (memory tokens not counted); GFLOP: counted in the gathered form, less the "
              "positional products it discards (Q + K - 1 distances scored, Q x K read); peak = fp32 2048^3 GEMM in "
-             "the same process.", "",
+             f"the same process.  Tokens/s, GFLOP/s and the share of the peak: medians of the {FORM_ROUNDS} rounds "
+             "of the form the model takes (the next table), their range in brackets.", "",
              "| config | d_model x layers, heads x d_head, FFN | m, K x N, batch, cache | params | scores | tokens/s | "
-             "GFLOP/step | GFLOP/s | of matmul peak | peak RSS MB (growth) |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "GFLOP/step | GFLOP/s | of matmul peak | peak RSS MiB (growth) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for size, r in zip(SIZES, results):
         lines.append(f"| {size.name} | {size.d_model} x {size.n_layers}, {size.n_heads} x {size.d_head}, "
                      f"{'yes' if size.use_ffn else 'no'} | {size.mem}, {size.K} x {size.N}, {size.batch}, {size.mem_len} | "
-                     f"{r['params']} | {r['form']} | {r['tokens_per_s']:.0f} | {r['gflop_per_step']:.2f} | "
-                     f"{r['gflops']:.1f} | {r['gflops'] / r['peak_gflops']:.1%} | {r['rss_peak_mb']:.0f} "
+                     f"{r['params']} | {r['form']} | {r['tokens_per_s']:.0f} "
+                     f"({r['tokens_per_s_range'][0]:.0f}-{r['tokens_per_s_range'][1]:.0f}) | "
+                     f"{r['gflop_per_step']:.2f} | "
+                     f"{r['gflops']:.1f} ({r['gflops_range'][0]:.1f}-{r['gflops_range'][1]:.1f}) | "
+                     f"{r['gflops'] / r['peak_gflops']:.1%} ({r['gflops_range'][0] / r['peak_gflops']:.1%}-"
+                     f"{r['gflops_range'][1] / r['peak_gflops']:.1%}) | {r['rss_peak_mb']:.0f} "
                      f"({r['rss_growth_mb']:.0f}) |")
     lines += ["", "## Positional scores: gathered bias or factored heads", "",
               "Seconds per training step with each form of the Transformer-XL positional scores "
@@ -279,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
               "model takes runs first, so its column is its own; the other form's column is the larger of the two "
               "forms' peaks.", "",
               "| config | elements per channel (full cache) | gathered s/step | factored s/step | gathered / factored | "
-              "peak RSS MB gathered | peak RSS MB factored |", "|---|---|---|---|---|---|---|"]
+              "peak RSS MiB gathered | peak RSS MiB factored |", "|---|---|---|---|---|---|---|"]
     for size, r in zip(SIZES, results):
         q_len = 3 * size.K + 2 * size.mem
         per_channel = size.batch * size.n_heads * q_len * (q_len + size.mem_len) / (size.d_head + size.d_model)
@@ -290,12 +309,21 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "## The positional term: broadcast matmul or one GEMM per head", "",
               "Transformer-XL's positional scores (q + v) R^T as a matmul that broadcasts R over the batch, or as "
               "one GEMM per head over all B x Q query rows.  rate/core/attention.py takes the GEMM per head when "
-              "decoding (a few query rows: an earlier measurement, not on this page, found it 8x faster there); "
-              "at these training shapes (time per call):", "",
-              "| config | broadcast matmul ms | one GEMM per head ms | speed-up |", "|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['name']} | {r['pos_before_ms']:.2f} | {r['pos_now_ms']:.2f} | "
-                     f"{r['pos_before_ms'] / r['pos_now_ms']:.1f}x |")
+              "decoding.  Time per call at each size's training shape (the segment's rows against the segment and "
+              "its cache) and at a decoding step's (3 new rows against the whole frame), over "
+              f"{FORM_ROUNDS} rounds with the order reversed every other round: medians (min-max), the speed-up "
+              "the ratio of the medians:", "",
+              "| config | shape (B, H, Q, distances) | broadcast matmul ms | one GEMM per head ms | speed-up |",
+              "|---|---|---|---|---|"]
+    for size, r in zip(SIZES, results):
+        q_train = 3 * size.K + 2 * size.mem
+        for shape, times in r["positional"].items():
+            q_len = q_train if shape == "training" else 3
+            broadcast, per_head = ([1e3 * s for s in times[form]] for form in ("broadcast", "per head"))
+            lines.append(f"| {r['name']}, {shape} | ({size.batch}, {size.n_heads}, {q_len}, "
+                         f"{q_len + q_train + size.mem_len - 1}) | {spread(broadcast, '.3f')} | "
+                         f"{spread(per_head, '.3f')} | "
+                         f"{statistics.median(broadcast) / statistics.median(per_head):.1f}x |")
     applied = all(k["applied"] for p in pairs.values() for k in p["kept"])
     lines += ["", "## Freed memory kept (train.keep_freed_memory)", "",
               "Each configuration's step in a pair of children, one whose malloc keeps freed blocks for reuse instead "
@@ -305,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
               "takes, GFLOP/step as counted above, each child's own matmul peak; medians over the rounds, the ratio "
               "per pair (min-max).", "",
               "| config | tokens/s default | tokens/s kept | kept / default (min-max) | of matmul peak default | "
-              "of matmul peak kept | peak RSS MB default | peak RSS MB kept |", "|---|---|---|---|---|---|---|---|"]
+              "of matmul peak kept | peak RSS MiB default | peak RSS MiB kept |", "|---|---|---|---|---|---|---|---|"]
     for r in results:
         d, k = pairs[r["name"]]["default"], pairs[r["name"]]["kept"]
         ratios = [b["tokens_per_s"] / a["tokens_per_s"] for a, b in zip(d, k, strict=True)]

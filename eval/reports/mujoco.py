@@ -23,6 +23,7 @@ from eval.reports.tmaze import episodes_of
 
 # rate/mujoco/halfcheetah-ars-v0 (python -m envs.mujoco_data, seed 0): metadata ref_min_score and
 # ref_max_score, and the return range of its 100 episodes (printed by the generator).
+DATASET = "rate/mujoco/halfcheetah-ars-v0"
 DATASET_REF = (-273.2, 5130.1)
 DATASET_RETURNS = {"min": -553.7, "mean": 2776.8, "max": 4738.6}
 MODELS = {"rate": "RATE", "dt": "DT (same context)", "bc_mlp": "BC-MLP"}
@@ -44,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = report_parser("python -m eval.reports.mujoco", __doc__.split("\n\n")[0], "mujoco",
                            "hand-written discussion appended to the report")
     args = parser.parse_args(argv)
-    # (the page scores against HalfCheetah's references: another MuJoCo dataset is another page)
-    rows = read_report_rows(parser, args, ("return|return_T*",), "rate/mujoco/halfcheetah-")
+    # (the page states halfcheetah-ars-v0's returns and scores against its references: another of the
+    # generator's datasets, another environment's or another version, is another page)
+    rows = read_report_rows(parser, args, ("return|return_T*",), DATASET)
     check_single_returns(parser, args.csv, rows)
     odd = [r["run"] for r in rows if len(r["run"].split("/")) != 2 or not r["run"].split("/")[1].startswith("seed")]
     if odd:  # (a variant's rows, MODEL/VARIANT/seedN, would be pooled with the model's)
@@ -60,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
              generated_from("python -m eval.reports.mujoco", "mujoco", args.csv) + " "
              "(rows written by `python -m train.sweep configs/mujoco/sweep.yaml`).", "",
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. Every model is trained on "
-             "`rate/mujoco/halfcheetah-ars-v0` (100 episodes of 1000 steps from ARS behaviour snapshots with "
+             f"`{DATASET}` (100 episodes of 1000 steps from ARS behaviour snapshots with "
              f"action noise 0.1; returns min {DATASET_RETURNS['min']}, mean {DATASET_RETURNS['mean']}, "
              f"max {DATASET_RETURNS['max']}) and evaluated on {episodes_of(rows)} episodes of 1000 steps; mean +- sample "
              "std (n - 1) over seeds of each seed's mean return.", "",
