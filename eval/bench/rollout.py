@@ -310,7 +310,8 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
             f"batched run and the two measured floors back to back (in reverse order every other repeat), and "
             f"'beyond the floors' is each repeat's batched run less its own two floors: the rollout's work besides "
             f"the policy and the environment, measured in one moment of the machine. At T = {lengths[0]} "
-            f"{repeats} repeats: median (min-max); longer lengths once.", "",
+            f"{repeats} repeats of those: median (min-max); the single T-Mazes and ONNX once each, after them; "
+            "longer lengths once.", "",
             "| T | runner | wall seconds | success |", "|---|---|---|---|"]
     for i, length in enumerate(tqdm(lengths, desc="long evaluation")):
         seconds, outs = long_evaluation_repeats(model, episodes, length, repeats if i == 0 else 1)
