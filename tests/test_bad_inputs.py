@@ -740,6 +740,44 @@ def test_a_logged_run_is_named_after_its_folder_not_the_staging_folder_of_a_repl
     assert [n for n in names if n is not None] == [str(out), str(out)]
 
 
+def test_a_wandb_run_gets_the_runs_metrics_steps_config_and_one_finish(tmp_path, monkeypatch):
+    """train.logger wandb, through a stand-in ``wandb`` module (the extra is not installed here, so
+    the offline test beside the foreign datasets skips): the run is started once, under the
+    project ``rate``, every logged scalar reaches it under its TensorBoard tag at its step, the
+    config and final metrics go to its config and summary, and it is finished once."""
+    import sys
+    import types
+
+    calls = []
+
+    class Run:
+        def __init__(self):
+            self.config = types.SimpleNamespace(update=lambda values, **kw: calls.append(("config", values)))
+            self.summary = types.SimpleNamespace(update=lambda values: calls.append(("summary", values)))
+
+        def log(self, values, step):
+            calls.append(("log", values, step))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kwargs: calls.append(("init", kwargs)) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    out = tmp_path / "task" / "rate" / "seed0"
+    train(tiny(**{"train.steps": 4, "train.eval_every": 2, "eval.episodes": 2, "eval.lengths": [12],
+                  "train.logger": "wandb"}), out, progress=False)
+    inits = [c for c in calls if c[0] == "init"]
+    assert len(inits) == 1 and inits[0][1]["project"] == "rate" and inits[0][1]["name"] == str(out)
+    logged = [(step, tag) for c in calls if c[0] == "log" for step in [c[2]] for tag in c[1]]
+    assert [step for step, tag in logged if tag == "train/loss"] == [1, 2, 3, 4]
+    assert {step for step, tag in logged if tag == "eval/success_T12"} == {2, 4}
+    config = next(c[1] for c in calls if c[0] == "config")
+    assert config["train.steps"] == 4 and config["model.segment_steps"] == 4
+    assert "success_T12" in " ".join(next(c[1] for c in calls if c[0] == "summary"))
+    assert calls[-1] == ("finish",) and calls.count(("finish",)) == 1
+
+
 def test_a_window_stride_that_would_be_ignored_or_skip_steps_is_refused():
     window = tiny().model.window_steps
     with pytest.raises(ConfigError, match="window_stride sets where strided windows start; with window_start 'random'"):
