@@ -166,13 +166,23 @@ def test_attention_forms_agree_at_a_tiny_size():
     assert result["agree"] and result["shape"] == (3, 2, 13, 8)
 
 
-def test_decode_overheads_benchmark_times_every_setting_and_restores_the_default(tmp_path):
+def test_decode_overheads_benchmark_times_every_setting_and_restores_the_default(tmp_path, monkeypatch):
+    """Every setting of both tables is timed, in reverse order every other repeat (the default and
+    the eager policy ran first in every repeat once, while the page said alternated)."""
     from eval.bench import decode_overheads
     from rate.core import streaming
 
+    order, policy_ms, step_policy_ms = [], decode_overheads.policy_ms, decode_overheads.step_policy_ms
+    monkeypatch.setattr(decode_overheads, "policy_ms", lambda model, batch, steps, align, grad_mode: (
+        order.append(f"eager {align} {grad_mode}"), policy_ms(model, batch, steps, align, grad_mode))[1])
+    monkeypatch.setattr(decode_overheads, "step_policy_ms", lambda policy, obs, warm: (
+        order.append("exported"), step_policy_ms(policy, obs, warm))[1])
     out = tmp_path / "page.md"
     assert decode_overheads.main(["--checkpoint", str(tmp_path / "none"), "--batch", "4", "--steps", "25",
-                                  "--repeats", "1", "--threads", "1", "--no-aot-compile", "--out", str(out)]) == 0
+                                  "--repeats", "2", "--threads", "1", "--no-aot-compile", "--out", str(out)]) == 0
+    first = ["eager 16 inference_mode", "eager 1 inference_mode", "eager 16 no_grad"]
+    assert order == first + first[::-1] + ["eager 16 inference_mode", "exported", "exported",
+                                           "eager 16 inference_mode"]
     text = out.read_text()
     assert "| (4, 4, 7, 15) |" in text
     assert "exact reads (1 slot)" in text and "no_grad |" in text and streaming.READ_ALIGN == 16

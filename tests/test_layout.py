@@ -58,6 +58,9 @@ def test_the_import_reader_sees_package_and_relative_imports():
     names = imported_modules(source, "rate.core.attention")
     assert {"rate.rl", "rate.deploy", "rate.deploy.export", "rate.core.kv_buffer", "rate.data.spaces"} <= set(names)
     assert "tests.tiny_tmaze" in imported_modules("from tests import tiny_tmaze", "rate.x")
+    # A package's __init__ (named as _module_name names it): its own package is the anchor.
+    assert "rate.core.kv_buffer" in imported_modules("from . import kv_buffer", "rate.core.__init__")
+    assert "rate.rl" in imported_modules("from .. import rl", "rate.core.__init__")
 
 
 def test_no_library_module_names_an_application_package():

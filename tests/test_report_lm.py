@@ -142,3 +142,19 @@ def test_blank_or_odd_cells_the_page_computes_with_are_one_error_before_anything
         err = capsys.readouterr().err
         assert exc.value.code == 2 and message in one_error_line(err)
     assert (tmp_path / "lm.png").read_bytes() == b"old plot" and not (tmp_path / "lm.md").exists()
+
+
+def test_the_other_rmt_pages_csv_is_named_as_another_experiments(tmp_path, capsys):
+    """The LM page given the algorithmic tasks' CSV, and the reverse: the column the page misses
+    first is one it computes with (test_bpc; segments), and the line says which CSV it wants."""
+    import pytest
+
+    from eval.reports import algorithmic
+    from tests.cli_errors import one_error_line
+
+    for page, csv_path, own in ((main, "results/algorithmic.csv", "results/lm.csv"),
+                                (algorithmic.main, "results/lm.csv", "results/algorithmic.csv")):
+        with pytest.raises(SystemExit) as exc:
+            page(["--csv", csv_path, "--out", str(tmp_path / "page.md"), "--notes", str(tmp_path / "none.md")])
+        err = one_error_line(capsys.readouterr().err)
+        assert exc.value.code == 2 and f"is it the results CSV of another experiment? (this page's own is {own})" in err

@@ -121,10 +121,11 @@ def test_aar_sampled_table_reads_the_evaluation_json(tmp_path):
 def test_aar_sampled_table_names_a_file_that_is_no_evaluation(tmp_path, text, capsys):
     """A sampled evaluation that cannot be read: the page's one error line, no page written."""
     from eval.reports.aar import main, sampled_table
+    from eval.reports.common import PageInputError
 
     (tmp_path / "aar_sampled").mkdir()
     (tmp_path / "aar_sampled" / "bc_gru-seed0.json").write_text(text)
-    with pytest.raises(ValueError, match="bc_gru-seed0.json: not an evaluation written by `python -m eval --out`"):
+    with pytest.raises(PageInputError, match="bc_gru-seed0.json: not an evaluation written by `python -m eval --out`"):
         sampled_table(tmp_path / "aar_sampled")
     write_csv(tmp_path / "aar.csv", [{"run": "rate/seed0", "model.segment_steps": "30", "model.num_segments": "3",
                                       "train_seconds": "60", "success_T90": "1.0", **MACHINE}])

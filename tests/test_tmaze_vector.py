@@ -331,7 +331,9 @@ def test_a_rollout_cut_at_max_steps_reports_the_running_episodes_as_unfinished()
 
 def test_returns_sum_the_rewards_as_the_environments_report_them():
     """Rewards are summed in float64, not rounded to float32 each step first (a return of 1000
-    steps of 0.1 would be off in its 6th digit), through single and vector environments alike."""
+    steps of 0.1 would be off in its 6th digit), through single and vector environments alike;
+    the policy is given them in float32, as training's returns-to-go were made and as the
+    exported step takes them (eager and exported policies lower their return-to-go alike)."""
     from rate.rl.rollout import rollout
 
     class Tenths(gym.Env):
@@ -349,12 +351,16 @@ def test_returns_sum_the_rewards_as_the_environments_report_them():
 
     class Zeros:
         def reset(self, n):
-            self.n = n
+            self.n, self.given = n, set()
 
         def act(self, obs, last_reward):
+            if last_reward is not None:
+                self.given.add(np.asarray(last_reward).dtype)
             return np.zeros(self.n, dtype=np.int64)
 
     expected = float(np.cumsum(np.full(1000, 0.1))[-1])  # the float64 sum, step by step
     for envs in (Tenths, gym.vector.SyncVectorEnv([Tenths, Tenths])):
-        out = rollout(envs, Zeros(), 2, seed=0)
+        policy = Zeros()
+        out = rollout(envs, policy, 2, seed=0)
         assert out["returns"].dtype == np.float64 and out["returns"].tolist() == [expected, expected]
+        assert policy.given == {np.dtype(np.float32)}

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{info['cpu_count']} cores, {args.threads} torch threads, torch {info['torch']}. Each setting in its own "
              f"child process, {args.rounds} pairs of children, every other pair in reverse order; per child the median "
              f"of {args.repeats} calls after 5 warm-up calls. Cells: the median over the rounds (min-max) of the "
-             "children's ms per call, the median minor page faults per call in brackets after them; ratio: the ratio "
+             "children's ms per call, and the median over the rounds of the minor page faults per call in the column "
+             "after each; ratio: the ratio "
              "of the medians, default / kept (above 1: keeping freed memory is faster). Freed memory kept: "
              + ("applied in every child (rate/host_memory.py)." if applied else
                 "NOT applied (this C library has no usable mallopt): both columns ran with the default."), "",

@@ -16,6 +16,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from eval.reports.common import PageInputError
 from eval.reports.tmaze import LABELS, TaskPage, fmt, write_page
 
 AAR = TaskPage(
@@ -31,7 +32,7 @@ SAMPLED_COMMAND = ("python -m eval runs/aar/$m/seed$s --lengths 90 180 900 --epi
 
 def sampled_table(folder: Path = SAMPLED) -> list[str]:
     """Markdown lines: success with sampled actions per model and length, from folder/MODEL-seedS.json.
-    ValueError naming the file when one is not such an evaluation (``python -m eval --out``'s JSON)."""
+    PageInputError naming the file when one is not such an evaluation (``python -m eval --out``'s JSON)."""
     files = sorted(folder.glob("*-seed*.json"))
     if not files:
         return []
@@ -45,7 +46,7 @@ def sampled_table(folder: Path = SAMPLED) -> list[str]:
             counts.add(int(evaluation["episodes"]))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError,
                 AttributeError) as err:
-            raise ValueError(f"{f}: not an evaluation written by `python -m eval --out` ({type(err).__name__}: "
+            raise PageInputError(f"{f}: not an evaluation written by `python -m eval --out` ({type(err).__name__}: "
                              f"{err})") from None
         for t, success in results.items():
             table[model][t].append(success)

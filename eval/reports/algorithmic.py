@@ -146,7 +146,8 @@ def render(rows: list[dict], plot_name: str, csv: Path = Path("results/algorithm
         "",
         "Metric: per-token accuracy of free-running greedy generation over the answer (the paper's Fig. 3 metric);",
         "for sqeq the fraction of samples whose answer slot is generated exactly (the paper's Table 1). Mean +- sample",
-        f"std (n - 1) over seeds, each run evaluated on {sample_counts(rows)} test samples (sqeq: drawn from equations held out",
+        f"std (n - 1) over seeds, each run evaluated on {sample_counts(rows)} test samples (sqeq: drawn from equations "
+        "held out",
         "from training; the other tasks: from a seed stream apart from training's). Memory (RMT) and cache",
         "(Transformer-XL) sizes are per group in `configs/algorithmic/sweep.yaml` (segment length, as in the paper's",
         "Fig. 3, except retrieval: 5).",

@@ -29,6 +29,11 @@ def over_seeds(values: list[float], digits: int = 2) -> str:
     return f"{statistics.fmean(values):.{digits}f} +- {statistics.stdev(values):.{digits}f} (n={len(values)})"
 
 
+class PageInputError(ValueError):
+    """A file a page reads besides its CSV (a sampled evaluation) is not what the page expects:
+    the page's one error line, the file named in the message."""
+
+
 class ReportParser(argparse.ArgumentParser):
     """A page's command line.  Its arguments refused as argparse does (usage, then the error);
     once they are parsed, what the page refuses in its files (a CSV, notes, a sampled evaluation)
@@ -118,14 +123,13 @@ def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, 
     if twice:  # (a page would count the second row as one more seed)
         parser.error(f"{csv}: {len(twice)} runs have more than one row, e.g. {twice[0]!r}; keep one row per run")
     header = list(rows[0])
-    missing = [c for c in (*COMMON_COLUMNS, *columns) if not any(has_column(header, name) for name in c.split("|"))]
+    missing = [c for c in (*COMMON_COLUMNS, *columns, *filled, *integers)
+               if not any(has_column(header, name) for name in c.split("|"))]
     if missing:  # (another experiment's CSV: the page would stop at a KeyError)
         names = " or ".join(repr(name) for name in missing[0].split("|"))
         parser.error(f"{csv}: no column {names}, which this page reads; is it the results CSV of "
                      f"another experiment? (this page's own is {parser.get_default('csv')})")
     for column in ("train_seconds", *filled, *integers):
-        if column not in header:
-            parser.error(f"{csv}: no column {column!r}, which this page reads")
         empty = [r["run"] for r in rows if not (r[column] or "").strip()]
         if empty:  # (a row whose run did not record it: the page would stop at float(''))
             parser.error(f"{csv}: row {empty[0]!r} has no {column}, which this page reads")

@@ -64,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. Every model is trained on "
              f"`{DATASET}` (100 episodes of 1000 steps from ARS behaviour snapshots with "
              f"action noise 0.1; returns min {DATASET_RETURNS['min']}, mean {DATASET_RETURNS['mean']}, "
-             f"max {DATASET_RETURNS['max']}) and evaluated on {episodes_of(rows)} episodes of 1000 steps; mean +- sample "
+             f"max {DATASET_RETURNS['max']}) and evaluated on {episodes_of(rows)} episodes of 1000 steps; mean "
+             "+- sample "
              "std (n - 1) over seeds of each seed's mean return.", "",
              f"Normalised scores: 100 x (R - min) / (max - min), with min / max = {DATASET_REF[0]} / {DATASET_REF[1]} "
              "(this dataset: a uniformly random policy / the best behaviour snapshot) and "

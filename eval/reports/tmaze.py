@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eval.reports.common import generated_from, how_many, machines, over_seeds, read_report_rows, report_parser, write_report
+from eval.reports.common import (PageInputError, generated_from, how_many, machines, over_seeds, read_report_rows,
+                                 report_parser, write_report)
 from rate.plots import log_length_axis, plt, save_figure
 
 LABELS = {"rate": "RATE (bptt)", "rate_official": "RATE (official mode)", "rmt": "RMT (no valve)",
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | None,
                extra: Callable[[Path], list[str]] | None = None) -> int:
     """Write results/NAME.md and its plot; ``extra`` gives further markdown lines (a second table;
-    a ValueError it raises is the page's one-line error)
+    a PageInputError it raises is the page's one-line error)
     placed after the main table, from the CSV's path."""
     parser = report_parser(prog, description, page.name,
                            "hand-written discussion appended to the report (differences from the paper)")
@@ -140,7 +141,8 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
              generated_from(prog, page.name, args.csv) + " "
              f"(rows written by `python -m train.sweep {page.sweep_file}`).", "",
              f"{how_many(len(rows), 'run')}, {minutes:.0f} min of training in total on {machines(rows)}. {page.training}; "
-             f"{scored} over {episodes_of(rows)} evaluation episodes per {page.length_name}, mean +- sample std (n - 1) over seeds; "
+             f"{scored} over {episodes_of(rows)} evaluation episodes per {page.length_name}, mean +- sample std "
+             "(n - 1) over seeds; "
              f"a '-' is a {page.length_name} the model's runs were not evaluated at (the sweep file's lengths).",
              "",
              "| model | " + " | ".join(f"{page.length_name}={t}" for t in lengths) + " |",
@@ -158,7 +160,7 @@ def write_page(page: TaskPage, prog: str, description: str, argv: list[str] | No
     if extra is not None:
         try:
             lines += ["", *extra(args.csv)]
-        except ValueError as err:  # (a file the second table is read from)
+        except PageInputError as err:  # (a file the second table is read from)
             parser.error(str(err))
     plot = args.out.with_suffix(".png")
     lines += ["", f"![{page.metric} against {page.length_axis}]({plot.name})", ""]

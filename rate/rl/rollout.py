@@ -65,7 +65,8 @@ def rollout(
             lengths += ~done
             success[ended] = flags[ended]
             done |= ended
-            last_reward = rewards
+            # (float32, as training's returns-to-go were made and as the exported step takes them)
+            last_reward = rewards.astype(np.float32)
             step += 1
             if ended.any():
                 bar.set_postfix_str(f"{int(done.sum())}/{n_episodes} episodes ended", refresh=False)
