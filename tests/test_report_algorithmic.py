@@ -1,11 +1,11 @@
 """results/algorithmic.md from CSV rows: the page states what the rows hold."""
 
-import csv
 
 import pytest
 
 from eval.reports.algorithmic import main, render
 from tests.cli_errors import one_error_line
+from tests.report_csv import write_csv
 
 
 def row(run: str, samples: str, acc: float) -> dict:
@@ -58,10 +58,7 @@ def test_retrieval_reports_when_each_seed_left_the_plateau():
 def refused(tmp_path, capsys, rows: list[dict]) -> str:
     """The page's one-line error (exit 2, no page written) for a CSV of ``rows``."""
     path = tmp_path / "algorithmic.csv"
-    with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, rows)
     with pytest.raises(SystemExit) as exit_info:
         main(["--csv", str(path), "--out", str(tmp_path / "page.md")])
     assert exit_info.value.code == 2 and not (tmp_path / "page.md").exists()

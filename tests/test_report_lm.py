@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 
 from eval.reports.lm import claims, collect, main
+from tests.report_csv import write_csv
 
 
 def row(name, m, cache, depth, bpc, seed=0):
@@ -66,11 +66,7 @@ def test_rmt_against_caches_of_at_least_twice_its_memory_within_the_seed_spread(
 
 def test_main_writes_markdown_and_plot(tmp_path):
     path = tmp_path / "lm.csv"
-    rows = paper_like()
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(path, paper_like())
     out = tmp_path / "lm.md"
     assert main(["--csv", str(path), "--out", str(out), "--notes", str(tmp_path / "none.md")]) == 0
     text = out.read_text()
@@ -133,10 +129,7 @@ def test_blank_or_odd_cells_the_page_computes_with_are_one_error_before_anything
                                    ("tokens_seen", "", "has no tokens_seen")):
         rows = [{**r, column: value} if i == 1 else r for i, r in enumerate(paper_like())]
         path = tmp_path / "lm.csv"
-        with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(path, rows)
         with pytest.raises(SystemExit) as exc:
             main(["--csv", str(path), "--out", str(tmp_path / "lm.md"), "--notes", str(tmp_path / "none.md")])
         err = capsys.readouterr().err

@@ -1,23 +1,13 @@
 """Results pages of issue 6 (POPGym, MiniGrid-Memory, MuJoCo, AAR's sampled table) from CSV rows."""
 
-import csv
 import json
 
 import pytest
 
 from tests.cli_errors import one_error_line
+from tests.report_csv import write_csv
 
 MACHINE = {"machine": "x86_64", "cpu_count": "2", "torch_threads": "2", "torch": "2.13.0+cpu", "gpu": ""}
-
-
-def write_csv(path, rows):
-    columns = []
-    for r in rows:
-        columns += [k for k in r if k not in columns]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, restval="")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def render(main, tmp_path, name, rows):
