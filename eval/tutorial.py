@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
                 steps.append((" ".join(words), seconds))
                 outputs.append(stdout)
             dataset_id = re.search(r"--dataset (\S+)", commands[0]).group(1)
-            returns, _ = dataset_returns(open_minari_dataset(str(work / "minari" / dataset_id)))  # (its folder)
+            dataset = open_minari_dataset(str(work / "minari" / dataset_id))  # (the walkthrough's own folder)
+            returns = dataset_returns(dataset)[0].tolist()
             trained = json.loads(outputs[0].strip().splitlines()[-1])
             run_dir = re.search(r"--out (\S+)", commands[0]).group(1)
             train_episodes = json.loads((work / run_dir / "config.json").read_text())["config"]["eval"]["episodes"]
@@ -103,7 +104,6 @@ def main(argv: list[str] | None = None) -> int:
 
     def at(length: str) -> str:
         return "the environment's own length" if length == "default" else f"T = {length}"
-    returns = returns.tolist()
     lines = [
         "# The README walkthrough, run as written",
         "",

@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eval.bench.throughput import bench_command
+from eval.bench.throughput import bench_command, in_turn
 from eval.bench.rollout import OUTPUT_TOLERANCE, checkpoint_model, output_gap
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
@@ -187,8 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = {}  # setting -> (actions, outputs) of its last repeat
     try:
         for r in range(args.repeats):
-            order = list(settings) if r % 2 == 0 else list(settings)[::-1]  # so drift hits all alike
-            for name in order:
+            for name in in_turn(settings, r):
                 align, grad_mode = settings[name]
                 ms, *runs[name] = policy_ms(model, args.batch, args.steps, align, grad_mode)
                 times[name].append(ms)
@@ -205,8 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         export_times: dict[str, list[float]] = {base: [], **{name: [] for name in exported}}
         export_runs = {}
         for r in range(args.repeats):
-            names = [base, *exported]
-            for name in names if r % 2 == 0 else names[::-1]:
+            for name in in_turn([base, *exported], r):
                 if name == base:
                     ms, *export_runs[base] = policy_ms(model, args.batch, args.steps, default, "inference_mode")
                 else:

@@ -36,7 +36,7 @@ from torch.profiler import ProfilerActivity, profile, record_function
 from torch.utils.flop_counter import FlopCounterMode
 
 from eval.bench.rollout import REFERENCE_SIZE, tmaze_model
-from eval.bench.throughput import bench_command, matmul_peak
+from eval.bench.throughput import bench_command, in_turn, matmul_peak
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
@@ -123,7 +123,7 @@ def measure(model, batch: int, cycles: int, repeats: int) -> dict:
     policy, recompute = StreamingPolicy(model, 1.0), SegmentRecomputePolicy(model, 1.0)
     medians: dict[str, list[float]] = defaultdict(list)
     for repeat in range(repeats):  # the two alternated, first one then the other: drift hits both alike
-        for streaming in ((True, False) if repeat % 2 == 0 else (False, True)):
+        for streaming in in_turn((True, False), repeat):
             times = play(policy if streaming else recompute)
             cycle = 1e3 * statistics.fmean(times["ordinary"] + times["closing"])
             if not streaming:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from eval.bench.throughput import bench_command, run_children, spread
+from eval.bench.throughput import bench_command, in_turn, run_children, spread
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     runs: dict[str, list[dict]] = {"default": [], "kept": []}
     for r in range(args.rounds):
-        order = ["default", "kept"] if r % 2 == 0 else ["kept", "default"]
+        order = in_turn(["default", "kept"], r)
         for name, result in zip(order, run_children("eval.bench.host_memory", order,
                                                     ["--threads", str(args.threads), "--repeats", str(args.repeats)])):
             runs[name].append(result)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from eval.bench.throughput import bench_command, spread
+from eval.bench.throughput import bench_command, in_turn, spread
 from rate.config import atomic_write_text
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
@@ -139,7 +139,7 @@ def measure(repeats: int = 3) -> dict[str, list[float]]:
         time_segment(step, steps)
     times = {name: [] for name in passes}
     for r in range(repeats):
-        for name in list(passes) if r % 2 == 0 else list(passes)[::-1]:  # (prefix, the baseline, not always first)
+        for name in in_turn(passes, r):  # (prefix, the baseline, not always first)
             step, steps = passes[name]
             times[name].append(time_segment(step, steps))
     return times

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 
 from eval.bench.official_recreation import OfficialRATE, official_batch, official_optimizer, synthetic_tmaze
-from eval.bench.throughput import bench_command, run_children
+from eval.bench.throughput import bench_command, in_turn, run_children
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.training import positive_int
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results: dict[str, list[dict]] = {name: [] for name in args.rows}
     for round_ in range(args.rounds):
-        order = args.rows if round_ % 2 == 0 else args.rows[::-1]
+        order = in_turn(args.rows, round_)
         for r in run_children("eval.bench.official_training", order,
                               ["--threads", str(args.threads), "--batches", str(args.batches)]):
             results[r["name"]].append(r)

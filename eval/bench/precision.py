@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from eval.bench.rate_training import SIZES, Size, build
-from eval.bench.throughput import bench_command, run_children, timed
+from eval.bench.throughput import bench_command, in_turn, run_children, timed
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.training import positive_float, positive_int
@@ -85,7 +85,7 @@ def run_one(size: Size, seconds: float, device: str = "cpu", compiled: bool = Tr
         steps[key] = step
     times = {key: [] for key in steps}
     for r in range(rounds):
-        for key in list(steps) if r % 2 == 0 else list(steps)[::-1]:  # (the baseline not always first)
+        for key in in_turn(steps, r):  # (the baseline not always first)
             times[key].append(timed(steps[key], seconds))
     for key, seconds_per_step in times.items():
         rates = [3 * size.batch * t / x for x in seconds_per_step]

@@ -41,7 +41,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from eval.bench.throughput import PEAK_SIZE, bench_command, matmul_peak, run_children, spread, timed
+from eval.bench.throughput import PEAK_SIZE, bench_command, in_turn, matmul_peak, run_children, spread, timed
 from rate.core import attention
 from rate.core.attention import RelativeMultiHeadAttention
 from rate.config import atomic_write_text
@@ -129,7 +129,7 @@ def positional_fix(size: Size, seconds: float) -> dict[str, dict[str, list[float
                  .view(h, b, q_len, r_len).transpose(0, 1)}
         times: dict[str, list[float]] = {name: [] for name in forms}
         for i in range(FORM_ROUNDS):
-            for name in list(forms) if i % 2 == 0 else list(forms)[::-1]:
+            for name in in_turn(forms, i):
                 times[name].append(timed(forms[name], seconds / (4 * FORM_ROUNDS)))
         out[shape] = times
     return out
@@ -183,7 +183,7 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     per_form, peak_mb = {form: [] for form in thresholds}, {}
     try:
         for r in range(FORM_ROUNDS):
-            for form in order if r % 2 == 0 else order[::-1]:
+            for form in in_turn(order, r):
                 attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = thresholds[form]
                 if r == 0 and form == "gathered":
                     with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
@@ -193,7 +193,8 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
                 peak_mb.setdefault(form, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     finally:
         attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
-    seconds_per_step, rounds_s = statistics.median(per_form[automatic]), per_form[automatic]
+    rounds_s = per_form[automatic]  # (the form the model takes)
+    seconds_per_step = statistics.median(rounds_s)
     result = {"name": size.name, "form": automatic, "gathered_s": statistics.median(per_form["gathered"]),
               "factored_s": statistics.median(per_form["factored"]), "factored_peak_mb": peak_mb["factored"],
               "gathered_peak_mb": peak_mb["gathered"],
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     # Freed memory kept or not: paired children per size, in alternating order over PAIR_ROUNDS
     # rounds, so that a machine slowing down between them shows in the range, not in the ratio.
     order = [(size.name, malloc) for r in range(PAIR_ROUNDS) for size in SIZES
-             for malloc in (("default", "kept") if r % 2 == 0 else ("kept", "default"))]
+             for malloc in in_turn(("default", "kept"), r)]
     paired = run_children("eval.bench.rate_training", [f"{name}:{malloc}" for name, malloc in order], options)
     pairs: dict[str, dict[str, list[dict]]] = {size.name: {"default": [], "kept": []} for size in SIZES}
     for (name, malloc), result in zip(order, paired, strict=True):

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from eval.bench.throughput import matmul_peak, spread
+from eval.bench.throughput import in_turn, matmul_peak, spread
 from rate.deploy.onnx_runner import make_env_factory, play
 from rate.config import atomic_write_text, load_yaml
 from rate.deploy.export import export_metadata, export_onnx, open_artifact
@@ -172,7 +172,7 @@ def bench_policies(folder: Path, repeats: int = 3) -> tuple[list[str], list[str]
         # (217 to 336 ms at the reference size), so each row is measured `repeats` times, the
         # policies' order alternating: the table gives the medians of the repeats, their ratio,
         # and the range of the repeats' own ratios.
-        runs = [step_latencies(policies if r % 2 == 0 else dict(reversed(policies.items())), b, steps=2 * k + 1,
+        runs = [step_latencies(dict(in_turn(policies.items(), r)), b, steps=2 * k + 1,
                                segment_steps=k) for r in range(repeats)]
         same = all(identical for _, identical in runs)
         stat = {policy: {kind: statistics.median(times[policy][kind] for times, _ in runs) for kind in runs[0][0][policy]}
@@ -196,7 +196,7 @@ def bench_policies(folder: Path, repeats: int = 3) -> tuple[list[str], list[str]
         for b in (1, 64):
             pair = {"eager": StreamingPolicy(model, 1.0), "onnx": OnnxAsPolicy(path)}
             step_latencies(pair, b, steps=k)  # warm-up, untimed
-            runs = [step_latencies(pair if r % 2 == 0 else dict(reversed(pair.items())), b, steps=2 * k)
+            runs = [step_latencies(dict(in_turn(pair.items(), r)), b, steps=2 * k)
                     for r in range(repeats)]  # (the order alternating, as above)
             lat = {name: statistics.median(s[name]["median"] for s, _ in runs) for name in pair}
             ratios = sorted(s["eager"]["median"] / s["onnx"]["median"] for s, _ in runs)
@@ -280,7 +280,7 @@ def long_evaluation_repeats(model: RATEModel, episodes: int, length: int, repeat
 
     measure = {"batched": batched, "environment": environment, "policy": policy}
     for r in range(repeats):
-        for name in LONG_MEASURES if r % 2 == 0 else LONG_MEASURES[::-1]:
+        for name in in_turn(LONG_MEASURES, r):
             seconds[name].append(measure[name]())
     seconds["beyond"] = [b - e - p for b, e, p in zip(seconds["batched"], seconds["environment"], seconds["policy"])]
     return seconds, outs

@@ -91,6 +91,13 @@ def matmul_peak(seconds: float, n: int = PEAK_SIZE) -> float:
     return 2 * n**3 / timed(lambda: a @ b, seconds)
 
 
+def in_turn(items, round_index: int) -> list:
+    """``items`` in their order in even rounds and reversed in odd ones: the settings of a
+    side-by-side comparison take turns, so that none always runs first (drift, warm caches)."""
+    items = list(items)
+    return items if round_index % 2 == 0 else items[::-1]
+
+
 def spread(values: list[float], fmt: str) -> str:
     """"median (min-max)" of ``values`` formatted with ``fmt`` ("min to max" when a value is negative)."""
     between = " to " if min(values) < 0 else "-"

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from eval.bench.throughput import in_turn
 from rate.cli.records import machine_info
 from rate.config import ConfigError, load_yaml
 from rate.rl.experiment import RATEExperimentConfig
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     agree, largest = True, 0.0
     for r in range(args.repeats):
         runs = {cached: play(WindowPolicy(model, 1.0, cached=cached), observations)
-                for cached in ((True, False) if r % 2 == 0 else (False, True))}
+                for cached in in_turn((True, False), r)}
         for cached, (took, _, _) in runs.items():
             seconds[cached].append(took)
         agree &= all((a == b).all() for a, b in zip(runs[True][1], runs[False][1], strict=True))
