@@ -291,7 +291,7 @@ def test_streaming_policy_decodes_each_step_in_one_pass_and_a_boundary_in_two():
     rows = []
     decoding = policy.step.decoding
     original = StreamingDecoder._run_in_place
-    decoding._run_in_place = lambda state, x, *a: rows.append(x.shape[1]) or original(decoding, state, x, *a)
+    decoding._run_in_place = lambda state, x, *a, **k: rows.append(x.shape[1]) or original(decoding, state, x, *a, **k)
     per_step = []
     for t in range(9):
         before = len(rows)
@@ -300,6 +300,33 @@ def test_streaming_policy_decodes_each_step_in_one_pass_and_a_boundary_in_two():
         per_step.append(rows[before:])
     boundary = [1 + m, m + 2]
     assert m > 0 and per_step == [[2], [3], [3], boundary, [3], [3], boundary, [1, m, 2], [3]]
+
+
+def test_the_last_layer_attends_only_for_the_rows_whose_outputs_are_read():
+    """Every layer writes every new token's keys and values, but the last layer attends for the
+    rows whose outputs are used alone: o_t at an ordinary step, the write block at a boundary's
+    first pass, o_t after the next read block (whose outputs a write block makes unused),
+    a restarted row's a_{t-1} alone (one row, as few as there can be), and its fresh read block
+    whole (nothing else decoded in its pass).  K = 3, as above."""
+    from rate.core.attention import RelativeMultiHeadAttention
+
+    model = small_rate()
+    m, layers = model.cfg.backbone.num_mem_tokens, model.decoder.layers
+    policy = StreamingPolicy(model, target_return=1.0)
+    policy.reset(2)
+    queries = []  # (layer, query rows) per attention call
+    original = RelativeMultiHeadAttention._decode
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(RelativeMultiHeadAttention, "_decode",
+                   lambda self, q, *a: queries.append((self, q.shape[2])) or original(self, q, *a))
+        per_step = []
+        for t in range(8):
+            before = len(queries)
+            policy.act(np.zeros((2, 4), dtype=np.float32), None, new_episode=np.array([t == 7, False]))
+            per_step.append([rows for attn, rows in queries[before:] if attn is layers[-1].attn])
+        first_layer = [rows for attn, rows in queries if attn is layers[0].attn]
+    assert per_step == [[1], [1], [1], [m, 1], [1], [1], [m, 1], [1, m, 1]]
+    assert first_layer[:4] == [2, 3, 3, 1 + m]  # (the reset's read block ran before the hook)
 
 
 def test_a_plain_true_restarts_one_environment_whole_and_a_wrong_count_is_refused():

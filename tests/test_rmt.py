@@ -111,6 +111,46 @@ def test_incremental_decoding_equals_full_forward(name, page_slots, read_align, 
 
 
 @pytest.mark.parametrize("name", CONFIGS)
+@pytest.mark.parametrize("phases", ["in step", "per row"])
+def test_decoding_the_last_rows_alone_gives_those_rows_and_the_same_state(name, phases):
+    """step(x, outputs=k) returns the last k rows of step(x) (the last layer attends for those
+    alone; all of x when it has fewer) and leaves the same state: the later steps' outputs, the
+    memory and the cache agree.  Rows in step (a window of the distance table) and rows at
+    different phases (a gathered index: row 0 restarted mid-segment)."""
+    model = make(**CONFIGS[name])
+    x = torch.randn(3, 12, D, generator=torch.Generator().manual_seed(3))
+    decoding = StreamingDecoder(model, segment_tokens=4)
+    chunks = [2, 2, 3, 1, 3, 1]  # segments of 4 (in step); row 0 restarts before the fourth chunk
+    results = {}
+    for outputs in (None, 1, 2):
+        state, outs, t = decoding.initial(3), [], 0
+        for i, n in enumerate(chunks):
+            if phases == "per row" and i == 3:
+                state = decoding.restart(state, torch.tensor([True, False, False]))
+            h, state = decoding.step(decoding.close_full(state), x[:, t : t + n], outputs=outputs)
+            assert h.shape[1] == min(outputs or n, n)
+            outs.append(h)
+            t += n
+        results[outputs] = (outs, decoding.close_full(state))
+    outs0, s0 = results[None]
+    for k in (1, 2):
+        outs, state = results[k]
+        for h, h0 in zip(outs, outs0):
+            torch.testing.assert_close(h, h0[:, -k:], atol=1e-6, rtol=1e-6)
+        for got, expected in ((state.memory, s0.memory), (state.cache, s0.cache)):
+            torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_outputs_selects_rows_on_the_decode_path_only():
+    """The full forward computes every row (its outputs are the segment's hidden states): asking it
+    for fewer is refused rather than ignored."""
+    model = make()
+    with pytest.raises(ValueError, match="decode path"):
+        model.layers[0].attn(torch.randn(1, 3, D), attention.RelativePositions(0, 3, 3, D),
+                             torch.zeros(1, 1, 3, 3), outputs=1)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
 def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_scores):
     """Training mode, three segments with padding in the last: outputs, the carried memory and
     cache, and the gradients of every parameter and of the input agree between the two forms, and

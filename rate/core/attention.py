@@ -15,6 +15,7 @@ window recompute) instead compute the positional term in factored form inside th
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -76,6 +77,7 @@ class RelativePositions:
         place of q_start.. and 0..k_len-1 (int ``q_start`` only; a layout whose blocks do not sit
         in position order, RMTConfig.cache_position "contiguous")."""
         self.q_start: int | None = None  # an int: every row's queries at the same positions
+        self.q_len = q_len
         self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.window: tuple[torch.Tensor, int] | None = None
         if isinstance(q_start, int) and table is not None:
@@ -115,6 +117,21 @@ class RelativePositions:
         self.k_pos = torch.arange(k_len, device=device) if k_pos is None else k_pos.to(device)
         self.index = self.q_pos[:, None] - self.k_pos[None, :] - d_min  # (Q, K) long
         self.table = sinusoid_table(torch.arange(d_min, d_max + 1, device=device), d_model)  # (R, D)
+
+    def last_rows(self, n: int) -> RelativePositions:
+        """The positions of the last ``n`` of the Q query rows (the same keys and table): for a
+        call that needs only those rows' outputs."""
+        if n == self.q_len:
+            return self
+        out = copy.copy(self)
+        out.q_len, skipped = n, self.q_len - n
+        if self.window is not None:  # the window starts that many distances further on
+            out.q_start, out.window = self.q_start + skipped, (self.window[0], self.window[1] + skipped)
+            return out
+        out.index = self.index[..., skipped:, :]  # (Q, K) or (B, 1, Q, K) rows
+        if self.q_start is not None:
+            out.q_start, out.q_pos, out._factors = self.q_start + skipped, self.q_pos[skipped:], None
+        return out
 
     def factors(self, d_model: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """sin and cos of the query positions, (Q, d_model/2) each, and the key features
@@ -184,21 +201,29 @@ class RelativeMultiHeadAttention(nn.Module):
         mask_bias: torch.Tensor,
         past: tuple[torch.Tensor, torch.Tensor] | KVPages | None = None,
         write_at: torch.Tensor | int | None = None,
+        outputs: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | KVPages]:
         """x: (B, Q, D) query rows; mask_bias: additive (B or 1, 1, Q, keys), 0 where attention is
         allowed and -inf elsewhere.  Returns the output (B, Q, D) and the keys/values: with
         ``past`` None or (keys, values) (B, H, P, dh), the full forward and (B, H, P + Q, dh)
         tensors; with a :class:`KVPages` buffer, the decode path (``write_at``: the slots of the
-        new keys, see :meth:`KVPages.write`) and the written buffer."""
+        new keys, see :meth:`KVPages.write`) and the written buffer.  ``outputs`` (decode path
+        only): attend for the last ``outputs`` rows alone, output (B, outputs, D); every row's
+        keys and values are still written."""
         b, q_len, _ = x.shape
         h, dh = self.n_heads, self.d_head
         q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)
         if isinstance(past, KVPages):
             kv = past.write(k, v, write_at)
+            if outputs is not None and outputs < q_len:
+                q, positions, mask_bias = q[:, :, -outputs:], positions.last_rows(outputs), mask_bias[..., -outputs:, :]
+                q_len = outputs
             out = self._decode(q, kv, positions, mask_bias)
         else:
             if past is not None:
                 k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
+            if outputs is not None:
+                raise ValueError("outputs= selects rows on the decode path (a KVPages buffer) only")
             kv = (k, v)
             out = self._full(q, k, v, positions, mask_bias)
         return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), kv
@@ -255,7 +280,8 @@ class RelativeMultiHeadAttention(nn.Module):
         (itself or its block), so no softmax row is empty."""
         b, h, q_len, dh = q.shape
         keys = mask_bias.shape[-1]
-        qv = (q + self.v_bias[:, None, :]).transpose(0, 1).reshape(h, b * q_len, dh)
+        # (H, B * Q, dh) as a view of the sum's (B, Q, H, dh) layout (a batched matmul takes its strides)
+        qv = (q.transpose(1, 2) + self.v_bias).view(b * q_len, h, dh).transpose(0, 1)
         content = kv.content_scores(q + self.u_bias[:, None, :])  # (B, H, Q, K)
         if positions.window is not None:  # (never inside an exported graph: its starts are tensors)
             table, lo = positions.window

@@ -48,17 +48,19 @@ class DecoderLayer(nn.Module):
         mask_bias: torch.Tensor,
         past: tuple[torch.Tensor, torch.Tensor] | KVPages | None = None,
         write_at: torch.Tensor | int | None = None,
+        outputs: int | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor] | KVPages]:
         """x: (B, Q, D) layer input of the query rows -> (B, Q, D) output and the keys/values
-        (earlier keys ``past``, or a decoder's buffer: :meth:`RelativeMultiHeadAttention.forward`)."""
+        (earlier keys ``past``, or a decoder's buffer: :meth:`RelativeMultiHeadAttention.forward`).
+        ``outputs`` (a decoder's buffer only): the last ``outputs`` rows' output alone, (B, outputs, D)."""
         if self.pre_ln:
-            a, kv = self.attn(self.norm_attn(x), positions, mask_bias, past, write_at)
-            x = x + self.drop(a)
+            a, kv = self.attn(self.norm_attn(x), positions, mask_bias, past, write_at, outputs)
+            x = x[:, x.shape[1] - a.shape[1] :] + self.drop(a)
             if self.ffn is not None:
                 x = x + self.drop(self.ffn(self.norm_ffn(x)))
         else:
-            a, kv = self.attn(x, positions, mask_bias, past, write_at)
-            x = self.norm_attn(x + self.drop(a))
+            a, kv = self.attn(x, positions, mask_bias, past, write_at, outputs)
+            x = self.norm_attn(x[:, x.shape[1] - a.shape[1] :] + self.drop(a))
             if self.ffn is not None:
                 x = self.norm_ffn(x + self.drop(self.ffn(x)))
         return x, kv

@@ -165,18 +165,24 @@ class RecurrentMemoryTransformer(nn.Module):
         return RMTState(memory, [])
 
     def run_layers(self, h: torch.Tensor, positions: RelativePositions, mask_bias: torch.Tensor,
-                   past: list | None = None, write_at: torch.Tensor | int | None = None):
+                   past: list | None = None, write_at: torch.Tensor | int | None = None,
+                   outputs: int | None = None):
         """The decoder layers over the rows h (B, Q, D), then the final norm: what the full
         segment forward and the streaming decoder both run.
 
         past: per layer, what the rows attend to besides themselves: (keys, values) (B, H, P, dh),
         the Transformer-XL cache of a full forward, or a streaming decoder's KVPages buffer,
         written at ``write_at``; None for neither.  Returns the final-normed output (B, Q, D),
-        each layer's input (B, Q, D) (what the XL cache keeps) and each layer's keys/values."""
+        each layer's input (B, Q, D) (what the XL cache keeps) and each layer's keys/values.
+        ``outputs`` (KVPages only): the last layer attends for the last ``outputs`` rows alone (the
+        others' keys and values are still written), so the output is (B, outputs, D): a decoding
+        step that reads one row's hidden state skips the rest of the last layer's work."""
         inputs, kvs = [], []
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             inputs.append(h)
-            h, kv = layer(h, positions, mask_bias, None if past is None else past[i], write_at)
+            h, kv = layer(h, positions, mask_bias, None if past is None else past[i], write_at,
+                          outputs if i == last else None)
             kvs.append(kv)
         return self.final_norm(h), inputs, kvs
 

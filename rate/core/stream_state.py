@@ -15,7 +15,8 @@ class StreamState:
     """Recurrent state of B rows; every tensor has the batch on the dimension noted.
 
     memory:  (B, m, D) memory fed to the current segment's read block (m may be 0)
-    read_out:(B, m, D) final-normed read-block outputs (the next memory of the prefix layout)
+    read_out:(B, m, D) final-normed read-block outputs, the next memory of the prefix layout (with a
+             write block, which makes the next memory, not kept: zeros)
     cache:   (L, B, C, D) Transformer-XL cache: per-layer inputs of earlier segment tokens
     cache_valid: (B, C) bool, which cache slots hold a token (right-aligned)
     keys:    (L, P, B, H, dh, page), values (L, P, B, H, page, dh): key/value buffer in the

@@ -144,10 +144,11 @@ class StreamingDecoder:
         is none)."""
         return self.write_in_place or not self.decoder.has_write
 
-    def step_across(self, state: StreamState, last: torch.Tensor, first: torch.Tensor) -> tuple[torch.Tensor, StreamState]:
+    def step_across(self, state: StreamState, last: torch.Tensor, first: torch.Tensor,
+                    outputs: int | None = None) -> tuple[torch.Tensor, StreamState]:
         """Every row holds S - 1 tokens: ``last`` (B, 1, D) ends each row's segment, the segments
         close, and ``first`` (B, n, D) starts the next ones.  Returns first's final-normed hidden
-        states (B, n, D) and the state.
+        states (B, n, D), or of its last ``outputs`` tokens only (as :meth:`step`), and the state.
 
         The same outputs and state as ``step(last)``, :meth:`close_full`, ``step(first)``, in two
         decoder passes instead of four: the write block rows are decoded with the last token (they
@@ -162,12 +163,15 @@ class StreamingDecoder:
         if not 0 < first.shape[1] <= self.S:  # (more would run into the write block's slots)
             raise ValueError(f"step_across opens the next segment with 1 to {self.S} tokens, got {first.shape[1]}")
         state, write_out = self._decode_last(state, last)
-        state, h = self._open(self._close(state, write_out), reuse=True, first=first)
+        state, h = self._open(self._close(state, write_out), reuse=True, first=first, outputs=outputs)
         return h, state
 
     # ------------------------------------------------------------------ decoding
-    def step(self, state: StreamState, x: torch.Tensor, check: bool = True) -> tuple[torch.Tensor, StreamState]:
-        """Decode the next n tokens of every row: x (B, n, D) -> final-normed hidden (B, n, D).
+    def step(self, state: StreamState, x: torch.Tensor, check: bool = True,
+             outputs: int | None = None) -> tuple[torch.Tensor, StreamState]:
+        """Decode the next n tokens of every row: x (B, n, D) -> final-normed hidden (B, n, D), or
+        of the last ``outputs`` tokens only, (B, outputs, D) (the last layer attends for those
+        alone: a policy reads its last token's).
 
         Every row must have room for them in its segment (call :meth:`close_full` first); ``check``
         verifies that (a data-dependent test, so exported graphs turn it off).  The state's buffers
@@ -187,19 +191,21 @@ class StreamingDecoder:
             slots = first + torch.arange(n, device=x.device)  # (B, n)
             kind = state.kind.scatter(1, slots, SEGMENT)
             allowed = self._segment_rows_see(slots, kind)
-        h, inputs, keys, values = self._run_in_place(state, x, allowed, start)
+        h, inputs, keys, values = self._run_in_place(state, x, allowed, start, outputs)
         return h, replace(state, keys=keys, values=values, kind=kind, length=state.length + n,
                           seg_inputs=self._record_inputs(state, inputs, state.length))
 
     # ------------------------------------------------------------------ internals
     def _run_in_place(self, state: StreamState, x: torch.Tensor, allowed: torch.Tensor | None,
-                      start: torch.Tensor | int):
+                      start: torch.Tensor | int, outputs: int | None = None):
         """Rows x (B, n, D) written into the buffer at slots start[b].. (in place) and run through
         every layer against it.  ``start``: (B,) long, or an int when every row's slots are the
         same (rows in step); ``allowed``: (B, n, slots) bool, or None (int start only) for the
         causal mask of rows with every earlier slot filled.  Returns the final-normed output
-        (B, n, D), the per-layer inputs of x and the key/value buffers (the state's own, written in
-        place, or new tensors inside an exported graph: see :func:`rate.core.kv_buffer.write_slots`).
+        (B, n, D) (of the last ``outputs`` rows only, when given: see
+        :meth:`RecurrentMemoryTransformer.run_layers`), the per-layer inputs of x and the key/value
+        buffers (the state's own, written in place, or new tensors inside an exported graph: see
+        :func:`rate.core.kv_buffer.write_slots`).
 
         Eagerly, attention reads only the slots (one flat page) or pages up to the last new token
         of any row: the slots after it are empty in every row, and reading the key/value buffer is
@@ -231,7 +237,7 @@ class StreamingDecoder:
         past = [KVPages(state.keys[i], state.values[i]) for i in range(self.L)]
         if not whole:
             past = [kv.prefix(used) for kv in past]
-        h, inputs, kvs = self.decoder.run_layers(x, positions, bias, past, start)
+        h, inputs, kvs = self.decoder.run_layers(x, positions, bias, past, start, outputs)
         if not exporting:  # the buffers were written in place
             return h, inputs, state.keys, state.values
         return h, inputs, torch.stack([kv.keys for kv in kvs]), torch.stack([kv.values for kv in kvs])
@@ -270,13 +276,13 @@ class StreamingDecoder:
             sees = sees | (kind == CACHE)
         return sees
 
-    def _open(self, state: StreamState, reuse: bool = False,
-              first: torch.Tensor | None = None) -> tuple[StreamState, torch.Tensor | None]:
+    def _open(self, state: StreamState, reuse: bool = False, first: torch.Tensor | None = None,
+              outputs: int | None = None) -> tuple[StreamState, torch.Tensor | None]:
         """Start a segment: buffer = [cache keys/values | read block of ``memory``], length 0 (or
         n when ``first``, n tokens, is decoded in the same pass).
         ``first`` (B, n, D): the segment's first tokens, decoded in the read block's pass (they
         see it; it does not see them).  Returns the state and first's final-normed hidden states
-        (None without ``first``).
+        (None without ``first``), of its last ``outputs`` tokens only when given.
 
         ``reuse``: write into the state's own key/value buffers instead of fresh zeroed ones (the
         caller drops the old state).  Their stale slots are marked PAD, and a PAD slot gets
@@ -308,12 +314,17 @@ class StreamingDecoder:
             rows.append(self._segment_rows_see(self.C + self.m + torch.arange(n, device=kind.device), kind))
             x.append(first)
         start = torch.full((b,), self.C, dtype=torch.long, device=kind.device)
-        h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start)
-        state = replace(state, keys=keys, values=values, read_out=h[:, : self.m] if self.m else state.read_out)
+        # The read block's outputs are the next memory of the prefix layout only; with a write
+        # block, a pass that decodes first tokens attends for those alone in its last layer.
+        read_out_kept = self.m and not self.decoder.has_write
+        kept = outputs or n
+        h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start,
+                                                     outputs=kept if n and not read_out_kept else None)
+        state = replace(state, keys=keys, values=values, read_out=h[:, : self.m] if read_out_kept else state.read_out)
         if not n:
             return state, None
         seg_inputs = self._record_inputs(state, [i[:, self.m :] for i in inputs], 0)
-        return replace(state, seg_inputs=seg_inputs, length=torch.full_like(state.length, n)), h[:, self.m :]
+        return replace(state, seg_inputs=seg_inputs, length=torch.full_like(state.length, n)), h[:, h.shape[1] - kept :]
 
     def _decode_last(self, state: StreamState, last: torch.Tensor) -> tuple[StreamState, torch.Tensor | None]:
         """The segment's last token ``last`` (B, 1, D) at slot W - 1 of every row, and in the same
@@ -325,10 +336,12 @@ class StreamingDecoder:
         if self.write_in_place and self.m:
             rows.append(self._write_rows_see(kind))
             x.append(state.memory)
-        h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start)
+        # (the last token's own output is not needed: only the write block's rows are attended for)
+        h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start,
+                                                     outputs=self.m if len(x) > 1 else 1)
         state = replace(state, keys=keys, values=values, kind=kind, length=state.length + 1,
                         seg_inputs=self._record_inputs(state, [i[:, :1] for i in inputs], state.length))
-        return state, (h[:, 1:] if len(x) > 1 else None)
+        return state, (h if len(x) > 1 else None)
 
     def _close(self, state: StreamState, write_out: torch.Tensor | None = None) -> StreamState:
         """Write block over the full segment, memory update, cache roll (rows whose segment is full).

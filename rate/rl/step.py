@@ -130,24 +130,25 @@ class PolicyStep(nn.Module):
         restart = new_episode if new_episode is not None and bool(new_episode.any()) else None
         if action_token is not None and restart is None:
             if bool((stream.length + 1 < self.decoding.S).all()):
-                h, stream = self.decoding.step(stream, torch.cat([action_token, step_tokens], 1))
+                h, stream = self.decoding.step(stream, torch.cat([action_token, step_tokens], 1), outputs=1)
                 return h[:, -1], stream
             if self.decoding.crosses_in_two_passes and bool((stream.length + 1 == self.decoding.S).all()):
                 # Every row's segment ends with a_{t-1} (environments in step): two passes.
-                h, stream = self.decoding.step_across(stream, action_token, step_tokens)
+                h, stream = self.decoding.step_across(stream, action_token, step_tokens, outputs=1)
                 return h[:, -1], stream
         if action_token is not None:  # every row has room for it: its segment holds 3j + 2 tokens
-            _, stream = self.decoding.step(stream, action_token)
+            _, stream = self.decoding.step(stream, action_token, outputs=1)
         if restart is not None:
             stream = self.decoding.restart(stream, restart)
         # A full segment is closed only now that its last action is known (as in training).
-        h, stream = self.decoding.step(self.decoding.close_full(stream), step_tokens)
+        h, stream = self.decoding.step(self.decoding.close_full(stream), step_tokens, outputs=1)
         return h[:, -1], stream
 
     def _inner_step(self, new_episode: torch.Tensor, action_token: torch.Tensor, step_tokens: torch.Tensor,
                     *stream: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The graph's common step: no row restarts or closes, [a_{t-1}, R_t, o_t] in one call."""
-        h, state = self.decoding.step(StreamState(*stream), torch.cat([action_token, step_tokens], 1), check=False)
+        h, state = self.decoding.step(StreamState(*stream), torch.cat([action_token, step_tokens], 1), check=False,
+                                      outputs=1)
         return self._fields(h, state, stream)
 
     def _boundary_step(self, new_episode: torch.Tensor, action_token: torch.Tensor, step_tokens: torch.Tensor,
@@ -155,10 +156,10 @@ class PolicyStep(nn.Module):
         """The graph's boundary step: a_{t-1} alone; new-episode rows start from the fresh state
         (what a_{t-1} wrote there is dropped with their old state); rows with a full segment close
         it; then [R_t, o_t]."""
-        _, state = self.decoding.step(StreamState(*stream), action_token, check=False)
+        _, state = self.decoding.step(StreamState(*stream), action_token, check=False, outputs=1)
         fresh = StreamState(*(getattr(self, f"fresh_{name}") for name in STREAM_FIELDS))
         state = self.decoding.close_full_masked(state.where(new_episode, fresh))
-        h, state = self.decoding.step(state, step_tokens, check=False)
+        h, state = self.decoding.step(state, step_tokens, check=False, outputs=1)
         return self._fields(h, state, stream)
 
     def forward(self, obs: torch.Tensor, last_reward: torch.Tensor, new_episode: torch.Tensor,
