@@ -109,12 +109,35 @@ def test_long_evaluation_repeats_alternate_their_order(monkeypatch):
     monkeypatch.setattr(bench, "rollout", lambda *a, **k: calls.append("B") or {})
     monkeypatch.setattr(bench, "StreamingPolicy", lambda *a: Policy())
     monkeypatch.setattr(bench, "_timed", lambda fn: (fn(), next(clock))[1])
+    monkeypatch.setattr(bench, "_repeated", lambda fn, times: ([fn() for _ in range(times)], next(clock))[1])
     seconds, outs = bench.long_evaluation_repeats(None, episodes=2, length=3, repeats=3)
     # T = 3: the environment floor is 2 steps, the policy floor 3.
     assert "".join(calls) == "B" "EE" "PPP" + "PPP" "EE" "B" + "B" "EE" "PPP" and len(outs) == 3
     assert seconds["batched"] == [10.0, 10.5, 11.0] and seconds["environment"] == [1.0, 1.1, 1.2]
     assert seconds["policy"] == [8.0, 8.2, 8.4]
     assert seconds["beyond"] == pytest.approx([1.0, 1.2, 1.4])  # each repeat's run less its own floors
+
+
+def test_a_floor_drops_each_result_as_the_rollout_does():
+    """The floors call a step T times and keep none of the results (a list of T results slowed the
+    policy's floor down at T = 96,000): each result is gone by the next call."""
+    import weakref
+
+    from eval.bench import rollout as bench
+
+    class Result:
+        pass
+
+    refs, alive = [], []
+
+    def step():
+        alive.append([r() is not None for r in refs])
+        result = Result()
+        refs.append(weakref.ref(result))
+        return result
+
+    assert bench._repeated(step, 3) >= 0
+    assert alive == [[], [False], [False, False]]
 
 
 BENCHMARKS = ["attention_forms", "decode_overheads", "decode_profile", "kv_layouts", "official_training", "precision",
