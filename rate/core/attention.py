@@ -78,6 +78,9 @@ class RelativePositions:
         in position order, RMTConfig.cache_position "contiguous")."""
         self.q_start: int | None = None  # an int: every row's queries at the same positions
         self.q_len = q_len
+        # Queries q_start.. and keys 0.. in order, the table over distances q_start - (K - 1) ..
+        # q_start + Q - 1 (R = Q + K - 1): query i's scores are a run of the reversed table's (full forward).
+        self.in_order = False
         self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.window: tuple[torch.Tensor, int] | None = None
         if isinstance(q_start, int) and table is not None:
@@ -108,6 +111,7 @@ class RelativePositions:
             if q_start + q_len > k_len:
                 raise ValueError(f"query rows {q_start}..{q_start + q_len - 1} lie beyond the {k_len} keys")
             d_min, d_max = q_start - (k_len - 1), q_start + q_len - 1
+            self.in_order = True
         else:
             if q_pos is None or k_pos is None or q_pos.shape != (q_len,) or k_pos.shape != (k_len,):
                 raise ValueError(f"explicit positions need q_pos ({q_len},) and k_pos ({k_len},) together")
@@ -124,7 +128,7 @@ class RelativePositions:
         if n == self.q_len:
             return self
         out = copy.copy(self)
-        out.q_len, skipped = n, self.q_len - n
+        out.q_len, skipped, out.in_order = n, self.q_len - n, False
         if self.window is not None:  # the window starts that many distances further on
             out.q_start, out.window = self.q_start + skipped, (self.window[0], self.window[1] + skipped)
             return out
@@ -258,10 +262,22 @@ class RelativeMultiHeadAttention(nn.Module):
         # into q once, and the content scores are added to the bias by the batched matmul itself.
         k_len = k.shape[2]
         q = q * self.scale
-        r = self._positional_table(positions.table)  # (H, R, dh)
+        # Positions in order: query i's scores against keys 0..K-1 are those of the decreasing
+        # distances p_i .. p_i - K + 1, a contiguous run of the scores against the reversed table
+        # (from column Q - 1 - i), read as one strided view; its backward is a strided copy where a
+        # gather's is a scatter-add (6x slower at RATE's d_model-128 training shape:
+        # results/performance_training.md).  Other positions are gathered.
+        table = positions.table.flip(0) if positions.in_order else positions.table
+        r = self._positional_table(table)  # (H, R, dh)
         pos_scores = torch.matmul(q + self.v_bias[:, None, :] * self.scale, r.transpose(-1, -2))  # (B, H, Q, R)
-        index = positions.index.expand(b, h, q_len, k_len)  # (B, H, Q, K), a view
-        bias = (torch.gather(pos_scores, -1, index) + mask_bias.to(pos_scores.dtype)).view(b * h, q_len, k_len)
+        if positions.in_order:
+            rows = pos_scores.shape[-1]
+            pos_scores = pos_scores.contiguous()  # (the layout the strides below read)
+            shifted = pos_scores.as_strided((b, h, q_len, k_len), (h * q_len * rows, q_len * rows, rows - 1, 1),
+                                            pos_scores.storage_offset() + q_len - 1)
+        else:
+            shifted = torch.gather(pos_scores, -1, positions.index.expand(b, h, q_len, k_len))  # (B, H, Q, K)
+        bias = (shifted + mask_bias.to(pos_scores.dtype)).view(b * h, q_len, k_len)
         scores = torch.baddbmm(bias, (q + self.u_bias[:, None, :] * self.scale).reshape(b * h, q_len, -1),
                                k.reshape(b * h, k_len, -1).transpose(1, 2))
         weights = F.dropout(scores.softmax(-1), self.attn_dropout, self.training)
