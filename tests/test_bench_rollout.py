@@ -180,13 +180,16 @@ def test_benchmarks_refuse_a_page_they_cannot_write_before_measuring(tmp_path, c
 
 
 def test_attention_forms_agree_at_a_tiny_size():
-    """The written-out attention and the fused kernel's generic path give the same outputs and
-    gradients (the model's gathered form against the form it replaced)."""
-    from eval.bench.attention_forms import measure
+    """The written-out attention with the window, with the gather, and the fused kernel's generic
+    path give the same outputs and gradients (the model's form against the two it replaced), each
+    timed, in reverse order every other round."""
+    from eval.bench.attention_forms import FORMS, measure
     from eval.bench.rate_training import Size
 
-    result = measure(Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01)
-    assert result["agree"] and result["shape"] == (3, 2, 13, 8)
+    tiny = Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3)
+    result = measure(tiny, seconds=0.01)
+    assert result["agree"] and result["shape"] == (3, 2, 13, 8) and set(result["seconds"]) == set(FORMS)
+    assert result["order"] == list(FORMS) and measure(tiny, seconds=0.01, round_index=1)["order"] == list(FORMS)[::-1]
 
 
 def test_decode_overheads_benchmark_times_every_setting_and_restores_the_default(tmp_path, monkeypatch):

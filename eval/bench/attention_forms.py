@@ -1,16 +1,21 @@
-"""Training attention with gathered positional scores: written out, or the fused kernel's generic path.
+"""Training attention with the positional scores as a bias: written out, or the fused kernel's generic path;
+the bias read from the scores as a strided window, or gathered.
 
     python -m eval.bench.attention_forms [--threads 2] [--seconds 3] [--out results/attention_forms.md]
 
-With the Transformer-XL positional scores gathered into a (B, H, Q, K) bias, that bias needs a
+With the Transformer-XL positional scores made into a (B, H, Q, K) bias, that bias needs a
 gradient, and ``F.scaled_dot_product_attention`` on the CPU then takes its generic path: it
 scales q and k apart, and guards every softmax row against having no key at all (a reduction and
 a select over the scores), which the RMT masks never need (every row sees at least itself,
 rate/core/masks.py).  rate/core/attention.py therefore writes that attention out: the scale folded
 into q once, the content scores added to the bias by the batched matmul itself, a plain softmax.
-This benchmark times one layer's attention, forward and backward, both ways side by side at the
-training shapes of the configurations that take the gathered form (eval/bench/rate_training.py's
-sizes), and checks that the two agree.
+With positions in order (every training call of the official layout) it reads the bias as a
+strided window of the scores against the reversed distance table, where it used to gather it
+(whose backward is a scatter-add); explicit positions still gather.  This benchmark times one
+layer's attention, forward and backward, three ways side by side at the training shapes of the
+configurations that take this form (eval/bench/rate_training.py's sizes): written out with the
+window (the model's), written out with the gather, and the fused kernel's generic path with the
+gather (the form before both), and checks that the three agree.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from eval.bench.rate_training import SIZES, Size
-from eval.bench.throughput import bench_command, timed
+from eval.bench.throughput import bench_command, in_turn, timed
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
@@ -41,9 +46,12 @@ def fused_generic(attn: RelativeMultiHeadAttention, q, k, v, positions: Relative
     return F.scaled_dot_product_attention(q + attn.u_bias[:, None, :], k, v, attn_mask=bias, scale=attn.scale)
 
 
-def measure(size: Size, seconds: float, first_written: bool = True) -> dict:
-    """Both forms at ``size`` (``first_written``: which one is timed first); seconds per
-    forward and backward of each, and whether they agree."""
+FORMS = ("written out, window", "written out, gathered", "fused, generic path")
+
+
+def measure(size: Size, seconds: float, round_index: int = 0) -> dict:
+    """The three FORMS at ``size``, in their order in even rounds and reversed in odd ones;
+    seconds per forward and backward of each, and whether they agree."""
     torch.manual_seed(0)
     attn = RelativeMultiHeadAttention(size.d_model, size.n_heads, size.d_head)
     with torch.no_grad():  # u and v start at zero; give them values so that their terms count
@@ -61,23 +69,30 @@ def measure(size: Size, seconds: float, first_written: bool = True) -> dict:
         return attn.qkv(x).view(size.batch, q_len, 3, size.n_heads, size.d_head).permute(2, 0, 3, 1, 4)
 
     probe = torch.randn(shape)
-    forms = [("written out", attn._full), ("fused, generic path", lambda *a: fused_generic(attn, *a))]
-    results = {}
-    for name, fn in forms if first_written else forms[::-1]:
-        out = fn(*qkv(), positions, mask_bias)
+    # The same positions given explicitly, which the model gathers (as for the contiguous cache layout).
+    gathered = RelativePositions(0, q_len, q_len, size.d_model, torch.device("cpu"), q_pos=torch.arange(q_len),
+                                 k_pos=torch.arange(q_len))
+    forms = {"written out, window": (attn._full, positions),
+             "written out, gathered": (attn._full, gathered),
+             "fused, generic path": (lambda *a: fused_generic(attn, *a), positions)}
+    if not positions.in_order:
+        raise ValueError("the window form needs positions in order")
+    results, seconds_of = {}, {}
+    for name in in_turn(FORMS, round_index):
+        fn, where = forms[name]
+        out = fn(*qkv(), where, mask_bias)
         inputs = (x, attn.qkv.weight, attn.u_bias, attn.v_bias, attn.r_proj.weight)
-        grads = torch.autograd.grad((out * probe).sum(), inputs)
-        results[name] = (out.detach(), grads)
+        results[name] = (out.detach(), torch.autograd.grad((out * probe).sum(), inputs))
 
-        def step(fn=fn):
-            (fn(*qkv(), positions, mask_bias) * probe).sum().backward()
+        def step(fn=fn, where=where):
+            (fn(*qkv(), where, mask_bias) * probe).sum().backward()
 
-        results[name + " s"] = timed(step, seconds)
-    (out_a, grads_a), (out_b, grads_b) = results["written out"], results["fused, generic path"]
-    agree = torch.allclose(out_a, out_b, atol=1e-5, rtol=1e-4) and all(
+        seconds_of[name] = timed(step, seconds)
+    out_a, grads_a = results[FORMS[0]]
+    agree = all(torch.allclose(out_a, out_b, atol=1e-5, rtol=1e-4) and all(
         torch.allclose(a, b, atol=1e-4, rtol=1e-4) for a, b in zip(grads_a, grads_b))
-    return {"written": results["written out s"], "fused": results["fused, generic path s"], "agree": agree,
-            "shape": shape}
+        for out_b, grads_b in (results[name] for name in FORMS[1:]))
+    return {"seconds": seconds_of, "agree": agree, "shape": shape, "order": in_turn(FORMS, round_index)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,26 +109,36 @@ def main(argv: list[str] | None = None) -> int:
     sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # the gathered ones
     rows, all_agree = [], True
     for size in sizes:
-        runs = [measure(size, args.seconds, first_written=i % 2 == 0) for i in range(args.repeats)]
+        runs = [measure(size, args.seconds, round_index=i) for i in range(args.repeats)]
         all_agree &= all(r["agree"] for r in runs)
-        ratios = [r["fused"] / r["written"] for r in runs]
-        rows.append(f"| {size.name} | {tuple(runs[0]['shape'])} | "
-                    f"{statistics.median(r['fused'] for r in runs) * 1e3:.1f} | "
-                    f"{statistics.median(r['written'] for r in runs) * 1e3:.1f} | "
-                    f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) | "
+
+        def ms(name):
+            return f"{statistics.median(r['seconds'][name] for r in runs) * 1e3:.1f}"
+
+        def speed_up(slower, faster):
+            ratios = [r["seconds"][slower] / r["seconds"][faster] for r in runs]
+            return f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
+
+        rows.append(f"| {size.name} | {tuple(runs[0]['shape'])} | {ms(FORMS[2])} | {ms(FORMS[1])} | {ms(FORMS[0])} | "
+                    f"{speed_up(FORMS[1], FORMS[0])} | {speed_up(FORMS[2], FORMS[1])} | "
                     f"{'yes' if all(r['agree'] for r in runs) else 'NO'} |")
     text = "\n".join([
-        "# Training attention with gathered positional scores", "",
+        "# Training attention with the positional scores as a bias", "",
         f"Generated by `{bench_command('eval.bench.attention_forms', argv)}` on {info['machine']}, "
         f"{info['cpu_count']} cores, "
-        f"{args.threads} torch threads, torch {info['torch']}. One layer's attention (positional scores gathered "
+        f"{args.threads} torch threads, torch {info['torch']}. One layer's attention (the positional scores made "
         "into a bias, the RMT segment mask, no cache; q, k and v projected from the layer input as the layer does), "
         f"forward and backward, median seconds over about {args.seconds:g} s of calls per form; {args.repeats} "
-        "repeats, which form goes first alternating: medians; the speed-up is the median of the repeats' own ratios "
-        "(fused / written out within a repeat), their range in brackets. Same outputs and "
-        "gradients: within 1e-5 / 1e-4.", "",
-        "| config | q, k, v shape (B, H, Q, dh) | fused kernel, generic path ms | written out ms | speed-up | same "
-        "outputs and gradients |", "|---|---|---|---|---|---|", *rows, "",
+        "repeats, the forms' order reversed every other repeat: medians; each speed-up is the median of the "
+        "repeats' own ratios (the slower form's time over the faster one's within a repeat), their range in "
+        "brackets. The model's form is the written-out attention with the bias read as a strided window of the "
+        "scores; the window against the gather isolates the read of the bias, the fused kernel against the "
+        "written-out attention (both gathered) the attention. "
+        "Same outputs and gradients: within 1e-5 / 1e-4 of the model's form.", "",
+        "| config | q, k, v shape (B, H, Q, dh) | fused kernel, generic path, gathered ms | written out, gathered ms "
+        "| written out, window ms | speed-up of the window over the gather | speed-up of the written-out attention over "
+        "the fused kernel (both gathered) | same outputs and gradients |",
+        "|---|---|---|---|---|---|---|---|", *rows, "",
     ])
     atomic_write_text(args.out, text)
     print(text)

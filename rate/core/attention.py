@@ -265,8 +265,7 @@ class RelativeMultiHeadAttention(nn.Module):
         # Positions in order: query i's scores against keys 0..K-1 are those of the decreasing
         # distances p_i .. p_i - K + 1, a contiguous run of the scores against the reversed table
         # (from column Q - 1 - i), read as one strided view; its backward is a strided copy where a
-        # gather's is a scatter-add (6x slower at RATE's d_model-128 training shape:
-        # results/performance_training.md).  Other positions are gathered.
+        # gather's is a scatter-add (results/attention_forms.md times both).  Other positions are gathered.
         table = positions.table.flip(0) if positions.in_order else positions.table
         r = self._positional_table(table)  # (H, R, dh)
         pos_scores = torch.matmul(q + self.v_bias[:, None, :] * self.scale, r.transpose(-1, -2))  # (B, H, Q, R)
