@@ -64,9 +64,10 @@ def _force_scores(monkeypatch, form: str) -> list[int]:
 @pytest.fixture
 def force_scores(monkeypatch):
     """``force_scores(form)``: every eligible attention call takes that form of the positional
-    scores ("gathered" or "factored"); returns a one-element list counting the factored calls.
+    scores ("gathered": the bias form, read as a strided window where positions are in order, or
+    "factored"); returns a one-element list counting the factored calls.
     (rate.core.attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL decides it at run time; test sizes
-    would always gather.)"""
+    would always take the bias form.)"""
     return lambda form: _force_scores(monkeypatch, form)
 
 

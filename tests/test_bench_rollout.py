@@ -109,8 +109,11 @@ def test_long_evaluation_repeats_alternate_their_order(monkeypatch):
     monkeypatch.setattr(bench, "rollout", lambda *a, **k: calls.append("B") or {})
     monkeypatch.setattr(bench, "StreamingPolicy", lambda *a: Policy())
     monkeypatch.setattr(bench, "_timed", lambda fn: (fn(), next(clock))[1])
-    monkeypatch.setattr(bench, "_repeated", lambda fn, times: ([fn() for _ in range(times)], next(clock))[1])
+    repeated = []  # the floors' step counts, through the helper that drops each result
+    monkeypatch.setattr(bench, "_repeated", lambda fn, times: (
+        repeated.append(times), [fn() for _ in range(times)], next(clock))[2])
     seconds, outs = bench.long_evaluation_repeats(None, episodes=2, length=3, repeats=3)
+    assert repeated == [2, 3, 3, 2, 2, 3]
     # T = 3: the environment floor is 2 steps, the policy floor 3.
     assert "".join(calls) == "B" "EE" "PPP" + "PPP" "EE" "B" + "B" "EE" "PPP" and len(outs) == 3
     assert seconds["batched"] == [10.0, 10.5, 11.0] and seconds["environment"] == [1.0, 1.1, 1.2]
@@ -119,8 +122,8 @@ def test_long_evaluation_repeats_alternate_their_order(monkeypatch):
 
 
 def test_a_floor_drops_each_result_as_the_rollout_does():
-    """The floors call a step T times and keep none of the results (a list of T results slowed the
-    policy's floor down at T = 96,000): each result is gone by the next call."""
+    """The floors call a step T times and keep none of the results, as the rollout keeps none (they
+    kept a list of T of them once): each result is gone by the next call."""
     import weakref
 
     from eval.bench import rollout as bench

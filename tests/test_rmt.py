@@ -141,13 +141,60 @@ def test_decoding_the_last_rows_alone_gives_those_rows_and_the_same_state(name, 
             torch.testing.assert_close(got, expected, atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", ["rmt", "rmt+xl", "prefix, post-LN"])
+def test_stepping_across_a_boundary_for_the_last_rows_alone_gives_those_rows(name):
+    """step_across(outputs=k) returns the last k rows of step_across() (all n first tokens when
+    k > n) and the same state."""
+    model = make(**CONFIGS[name])
+    x = torch.randn(2, 9, D, generator=torch.Generator().manual_seed(4))
+    decoding = StreamingDecoder(model, segment_tokens=4, write_slots=True)
+    results = {}
+    for outputs in (None, 1, 5):
+        state = decoding.initial(2)
+        _, state = decoding.step(state, x[:, :3])
+        h, state = decoding.step_across(state, x[:, 3:4], x[:, 4:6], outputs=outputs)
+        after, _ = decoding.step(state, x[:, 6:8])
+        results[outputs] = (h, after, state.memory)
+    h0, after0, memory0 = results[None]
+    assert results[5][0].shape == h0.shape == (2, 2, D) and results[1][0].shape == (2, 1, D)
+    for h, after, memory in (results[1], results[5]):
+        torch.testing.assert_close(h, h0[:, -h.shape[1] :], atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(after, after0, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(memory, memory0, atol=1e-6, rtol=1e-6)
+
+
+def test_full_forward_attention_compiles_into_one_graph():
+    """The full forward's positional window compiles without a graph break (fullgraph) and gives
+    the eager outputs and gradients (eagerly it reads the tensor's storage offset, which Dynamo
+    cannot trace)."""
+    model = make(num_mem_tokens=2)
+    attn = model.layers[0].attn
+    q_len = 9
+    positions = attention.RelativePositions(0, q_len, q_len, D)
+    bias = torch.zeros(1, 1, q_len, q_len).masked_fill(torch.ones(q_len, q_len, dtype=torch.bool).triu(1), float("-inf"))
+    x = torch.randn(2, q_len, D, generator=torch.Generator().manual_seed(5))
+    compiled = torch.compile(lambda x: attn(x, positions, bias)[0], backend="aot_eager", fullgraph=True)
+    outs = {}
+    for name, fn in (("eager", lambda x: attn(x, positions, bias)[0]), ("compiled", compiled)):
+        xi = x.clone().requires_grad_()
+        out = fn(xi)
+        out.square().sum().backward()
+        outs[name] = (out.detach(), xi.grad, attn.r_proj.weight.grad.clone())
+        attn.zero_grad()
+    for a, b in zip(outs["compiled"], outs["eager"]):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
 def test_outputs_selects_rows_on_the_decode_path_only():
     """The full forward computes every row (its outputs are the segment's hidden states): asking it
-    for fewer is refused rather than ignored."""
+    for fewer is refused rather than ignored; so is asking a decoding step for none."""
     model = make()
     with pytest.raises(ValueError, match="decode path"):
         model.layers[0].attn(torch.randn(1, 3, D), attention.RelativePositions(0, 3, 3, D),
                              torch.zeros(1, 1, 3, 3), outputs=1)
+    decoding = StreamingDecoder(model, segment_tokens=4)
+    with pytest.raises(ValueError, match="at least one row"):
+        decoding.step(decoding.initial(1), torch.randn(1, 2, D), outputs=0)
 
 
 @pytest.mark.parametrize("name", CONFIGS)

@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     setup_process(0, args.threads)
     info = machine_info()
-    sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # the gathered ones
+    sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # the sizes that take the bias form
     rows, all_agree = [], True
     for size in sizes:
         runs = [measure(size, args.seconds, round_index=i) for i in range(args.repeats)]

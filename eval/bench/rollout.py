@@ -214,8 +214,8 @@ def _timed(fn) -> float:
 
 
 def _repeated(fn, times: int) -> float:
-    """Seconds of ``times`` calls of ``fn``, whose results are dropped as they come (as a rollout
-    drops its steps': a floor that kept T of them ran about 10 % slower per step at T = 20,000)."""
+    """Seconds of ``times`` calls of ``fn``, whose results are dropped as they come, as a rollout
+    drops its steps' (a floor that kept T of them would also time their memory)."""
     start = time.perf_counter()
     for _ in range(times):
         fn()

@@ -25,7 +25,7 @@ from torch import nn
 from rate.core.kv_buffer import KVPages
 
 # Full-forward calls (training, a window recompute) compute the positional scores in factored
-# form (RelativeMultiHeadAttention._factored_attention) when the gathered (B, H, Q, K) bias would
+# form (RelativeMultiHeadAttention._factored_attention) when the (B, H, Q, K) positional bias would
 # hold at least this many elements per channel of the widened heads (d_head + d_model): the
 # factored form saves the bias's memory and passes over it and pays with heads d_model wider.
 # results/performance_training.md times both forms side by side; this threshold sits between
@@ -50,7 +50,9 @@ def sinusoid_table(distances: torch.Tensor, d_model: int) -> torch.Tensor:
 
 
 class RelativePositions:
-    """Distance table and gather index shared by all layers for one attention call.
+    """Distance table and gather index shared by all layers for one attention call (``in_order``:
+    queries and keys at consecutive positions, whose full-forward scores are read as a strided
+    window of the table's, without the index).
 
     Keys sit at positions 0..k_len-1 (Transformer-XL cache, then the current segment's tokens
     in order); the Q query rows sit at q_start..q_start+Q-1, or at explicit positions ``q_pos`` /
@@ -165,9 +167,10 @@ class RelativeMultiHeadAttention(nn.Module):
 
     - full forward (training, evaluation, recompute): the query rows' own keys follow ``past``,
       the already projected keys/values of earlier positions (the Transformer-XL cache); the
-      positional scores are gathered into a bias that the content scores are added to, or, when
-      that bias would be large, computed in factored form inside the fused
-      ``scaled_dot_product_attention``;
+      positional scores are made into a bias that the content scores are added to (read as a
+      strided window of the scores when positions are in order, else gathered; benchmarks and
+      tests call this the "gathered" form, its name from before the window), or, when that bias
+      would be large, computed in factored form inside the fused ``scaled_dot_product_attention``;
     - decode (streaming, inference only): ``past`` is a :class:`KVPages` buffer; the new
       keys/values are written into it and the few query rows are scored against all its slots.
     """
@@ -217,6 +220,8 @@ class RelativeMultiHeadAttention(nn.Module):
         b, q_len, _ = x.shape
         h, dh = self.n_heads, self.d_head
         q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)
+        if outputs is not None and outputs < 1:
+            raise ValueError(f"outputs selects at least one row, got {outputs}")
         if isinstance(past, KVPages):
             kv = past.write(k, v, write_at)
             if outputs is not None and outputs < q_len:
@@ -272,8 +277,13 @@ class RelativeMultiHeadAttention(nn.Module):
         if positions.in_order:
             rows = pos_scores.shape[-1]
             pos_scores = pos_scores.contiguous()  # (the layout the strides below read)
-            shifted = pos_scores.as_strided((b, h, q_len, k_len), (h * q_len * rows, q_len * rows, rows - 1, 1),
-                                            pos_scores.storage_offset() + q_len - 1)
+            if torch.compiler.is_compiling():
+                # The same window as views of a slice: Dynamo cannot trace storage_offset() (a graph
+                # break per call), and eagerly this form's backward is slower (an extra slice's).
+                shifted = pos_scores.flatten(-2)[..., q_len - 1 :].unfold(-1, k_len, max(rows - 1, 1))[..., :q_len, :]
+            else:
+                shifted = pos_scores.as_strided((b, h, q_len, k_len), (h * q_len * rows, q_len * rows, rows - 1, 1),
+                                                pos_scores.storage_offset() + q_len - 1)
         else:
             shifted = torch.gather(pos_scores, -1, positions.index.expand(b, h, q_len, k_len))  # (B, H, Q, K)
         bias = (shifted + mask_bias.to(pos_scores.dtype)).view(b * h, q_len, k_len)

@@ -317,7 +317,7 @@ class StreamingDecoder:
         # The read block's outputs are the next memory of the prefix layout only; with a write
         # block, a pass that decodes first tokens attends for those alone in its last layer.
         read_out_kept = self.m and not self.decoder.has_write
-        kept = outputs or n
+        kept = min(outputs or n, n)
         h, inputs, keys, values = self._run_in_place(state, torch.cat(x, 1), torch.cat(rows, 1), start,
                                                      outputs=kept if n and not read_out_kept else None)
         state = replace(state, keys=keys, values=values, read_out=h[:, : self.m] if read_out_kept else state.read_out)
