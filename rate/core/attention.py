@@ -215,8 +215,8 @@ class RelativeMultiHeadAttention(nn.Module):
         ``past`` None or (keys, values) (B, H, P, dh), the full forward and (B, H, P + Q, dh)
         tensors; with a :class:`KVPages` buffer, the decode path (``write_at``: the slots of the
         new keys, see :meth:`KVPages.write`) and the written buffer.  ``outputs`` (decode path
-        only): attend for the last ``outputs`` rows alone, output (B, outputs, D); every row's
-        keys and values are still written."""
+        only): attend for the last ``outputs`` rows alone (all Q when fewer), output (B, min(outputs, Q), D);
+        every row's keys and values are still written."""
         b, q_len, _ = x.shape
         h, dh = self.n_heads, self.d_head
         q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)

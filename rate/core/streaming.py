@@ -170,8 +170,8 @@ class StreamingDecoder:
     def step(self, state: StreamState, x: torch.Tensor, check: bool = True,
              outputs: int | None = None) -> tuple[torch.Tensor, StreamState]:
         """Decode the next n tokens of every row: x (B, n, D) -> final-normed hidden (B, n, D), or
-        of the last ``outputs`` tokens only, (B, outputs, D) (the last layer attends for those
-        alone: a policy reads its last token's).
+        of the last ``outputs`` tokens only, (B, min(outputs, n), D) (the last layer attends for
+        those alone: a policy reads its last token's).
 
         Every row must have room for them in its segment (call :meth:`close_full` first); ``check``
         verifies that (a data-dependent test, so exported graphs turn it off).  The state's buffers
