@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     setup_process(0, args.threads)
     info = machine_info()
-    sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # the sizes that take the bias form
+    sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # (the bias form's)
     rows, all_agree = [], True
     for size in sizes:
         runs = [measure(size, args.seconds, round_index=i) for i in range(args.repeats)]
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         "written-out attention (both gathered) the attention. "
         "Same outputs and gradients: within 1e-5 / 1e-4 of the model's form.", "",
         "| config | q, k, v shape (B, H, Q, dh) | fused kernel, generic path, gathered ms | written out, gathered ms "
-        "| written out, window ms | speed-up of the window over the gather | speed-up of the written-out attention over "
-        "the fused kernel (both gathered) | same outputs and gradients |",
+        "| written out, window ms | speed-up of the window over the gather | speed-up of the written-out attention "
+        "over the fused kernel (both gathered) | same outputs and gradients |",
         "|---|---|---|---|---|---|---|---|", *rows, "",
     ])
     atomic_write_text(args.out, text)

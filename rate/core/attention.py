@@ -84,6 +84,7 @@ class RelativePositions:
         # q_start + Q - 1 (R = Q + K - 1): query i's scores are a run of the reversed table's (full forward).
         self.in_order = False
         self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._reversed_table: torch.Tensor | None = None
         self.window: tuple[torch.Tensor, int] | None = None
         if isinstance(q_start, int) and table is not None:
             # A streaming decoder's rows in step: the distances are a window of its full table,
@@ -138,6 +139,13 @@ class RelativePositions:
         if self.q_start is not None:
             out.q_start, out.q_pos, out._factors = self.q_start + skipped, self.q_pos[skipped:], None
         return out
+
+    def reversed_table(self) -> torch.Tensor:
+        """(R, D) the table in decreasing-distance order (``in_order`` positions' full forward reads
+        its scores as a strided window), made once and shared by every layer of the call."""
+        if self._reversed_table is None:
+            self._reversed_table = self.table.flip(0)
+        return self._reversed_table
 
     def factors(self, d_model: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """sin and cos of the query positions, (Q, d_model/2) each, and the key features
@@ -271,7 +279,7 @@ class RelativeMultiHeadAttention(nn.Module):
         # distances p_i .. p_i - K + 1, a contiguous run of the scores against the reversed table
         # (from column Q - 1 - i), read as one strided view; its backward is a strided copy where a
         # gather's is a scatter-add (results/attention_forms.md times both).  Other positions are gathered.
-        table = positions.table.flip(0) if positions.in_order else positions.table
+        table = positions.reversed_table() if positions.in_order else positions.table
         r = self._positional_table(table)  # (H, R, dh)
         pos_scores = torch.matmul(q + self.v_bias[:, None, :] * self.scale, r.transpose(-1, -2))  # (B, H, Q, R)
         if positions.in_order:
