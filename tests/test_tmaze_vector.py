@@ -364,3 +364,34 @@ def test_returns_sum_the_rewards_as_the_environments_report_them():
         out = rollout(envs, policy, 2, seed=0)
         assert out["returns"].dtype == np.float64 and out["returns"].tolist() == [expected, expected]
         assert policy.given == {np.dtype(np.float32)}
+
+
+def test_single_environments_keep_observations_of_the_spaces_dtype_after_an_integer_reset():
+    """An environment whose first observation is an integer array of a float Box: later
+    observations reach the policy as the environment gave them, not truncated to integers."""
+    from rate.rl.rollout import rollout
+
+    class IntegerStart(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return np.zeros(1, np.int64), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.full(1, 0.5, np.float32), 0.0, self.t == 3, False, {}
+
+    class Watching:
+        def reset(self, n):
+            self.n, self.seen = n, []
+
+        def act(self, obs, last_reward):
+            self.seen.append(obs.copy())
+            return np.zeros(self.n, dtype=np.int64)
+
+    policy = Watching()
+    rollout(IntegerStart, policy, 2, seed=0)
+    assert [o.tolist() for o in policy.seen] == [[[0.0], [0.0]], [[0.5], [0.5]], [[0.5], [0.5]]]

@@ -7,7 +7,9 @@ tests/test_bad_inputs.py injects failures into training."""
 
 from __future__ import annotations
 
+import builtins
 import errno
+import io
 import os
 import shutil
 import subprocess
@@ -54,8 +56,9 @@ def mounts():
 @pytest.fixture(params=["tmpfs", "injected"])
 def read_only(request, mounts, monkeypatch):
     """``read_only(folder, fill=None)``: ``folder`` made, filled by ``fill(folder)``, then read-only:
-    a tmpfs remounted read-only, or (``injected``) os.open with O_CREAT and os.mkdir raising EROFS
-    for any path inside it, as the read-only mount does."""
+    a tmpfs remounted read-only, or (``injected``) os.open with O_CREAT, os.mkdir and open() in a
+    writing mode raising EROFS for any path inside it, as the read-only mount does (writes from C,
+    h5py's and safetensors', only the tmpfs catches)."""
     folders: list[Path] = []
 
     def refuse(path) -> None:
@@ -64,7 +67,7 @@ def read_only(request, mounts, monkeypatch):
             raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
     if request.param == "injected":
-        real_open, real_mkdir = os.open, os.mkdir
+        real_open, real_mkdir, real_open_file = os.open, os.mkdir, builtins.open
 
         def opening(path, flags, *args, **kwargs):
             if flags & os.O_CREAT:
@@ -75,8 +78,15 @@ def read_only(request, mounts, monkeypatch):
             refuse(path)
             return real_mkdir(path, *args, **kwargs)
 
+        def opening_file(file, mode="r", *args, **kwargs):  # open() and Path.open write without os.open
+            if not isinstance(file, int) and any(flag in mode for flag in "wax+"):
+                refuse(file)
+            return real_open_file(file, mode, *args, **kwargs)
+
         monkeypatch.setattr(os, "open", opening)
         monkeypatch.setattr(os, "mkdir", making)
+        monkeypatch.setattr(builtins, "open", opening_file)
+        monkeypatch.setattr(io, "open", opening_file)  # (pathlib's Path.open calls io.open)
 
     def make(folder: Path, fill=None) -> Path:
         if request.param == "tmpfs":
@@ -104,6 +114,22 @@ def run(tmp_path) -> Path:
 
 def one_error_line(capsys) -> str:
     return cli_errors.one_error_line(capsys.readouterr().err)
+
+
+def test_a_read_only_folder_refuses_every_way_of_writing_and_still_reads(tmp_path, read_only):
+    """Both kinds of read-only folder refuse what the entry points write with, as the mount does."""
+    ro = read_only(tmp_path / "ro", lambda folder: (folder / "kept.txt").write_text("kept"))
+    writes = {"os.open": lambda: os.open(ro / "a", os.O_WRONLY | os.O_CREAT),
+              "os.mkdir": lambda: os.mkdir(ro / "b"),
+              "open": lambda: open(ro / "c", "w"),
+              "Path.write_text": lambda: (ro / "d").write_text("x"),
+              "Path.open append": lambda: (ro / "kept.txt").open("a"),
+              "Path.mkdir": lambda: (ro / "e" / "f").mkdir(parents=True)}
+    for name, write in writes.items():
+        with pytest.raises(OSError) as caught:
+            write()
+        assert caught.value.errno == errno.EROFS, name
+    assert (ro / "kept.txt").read_text() == "kept" and sorted(p.name for p in ro.iterdir()) == ["kept.txt"]
 
 
 def test_export_into_a_read_only_run_folder(run, tmp_path, read_only, capsys):

@@ -84,7 +84,11 @@ class _SingleSteps:
         self.envs = envs
 
     def reset(self, seed: int, options: dict[str, Any] | None) -> np.ndarray:
-        return np.stack([env.reset(seed=seed + i, options=options)[0] for i, env in enumerate(self.envs)])
+        """The first observations, (N, ...), of a dtype that holds the space's values too: later
+        steps are written into it, and an integer first observation of a float Box would truncate them."""
+        obs = np.stack([env.reset(seed=seed + i, options=options)[0] for i, env in enumerate(self.envs)])
+        space_dtype = getattr(self.envs[0].observation_space, "dtype", None)
+        return obs if space_dtype is None else obs.astype(np.result_type(obs.dtype, space_dtype), copy=False)
 
     def step(self, obs: np.ndarray, actions: np.ndarray, done: np.ndarray):
         """Step the rows not ``done``, their observations written into ``obs`` in place.  Returns
