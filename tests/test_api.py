@@ -694,10 +694,37 @@ def test_rate_eval_refuses_an_out_that_is_a_file_of_the_policy(tmp_path, capsys)
         code = main([str(run), "--out", str(out), "--episodes", "1", "--lengths", "5", "--no-progress"])
         err = capsys.readouterr().err
         if out.name == "config.json":
-            assert code == 2 and "a file of the policy" in err and err.count("\n") == 1, err
+            assert code == 2 and "would replace" in err and err.count("\n") == 1, err
         else:
             assert code == 0 and out.is_file(), err
     assert (run / "config.json").read_text() == config
+
+
+def test_rate_eval_refuses_an_out_that_is_a_file_of_the_run_around_the_policy(tmp_path, capsys):
+    """A run's checkpoint_best/ evaluated into the run's own config.json (the last checkpoint's:
+    --resume and rate-eval RUN then fail), the run evaluated into its checkpoint_best/, an export
+    into its run's files: each one error line, every file as it was.  A results file of its own
+    inside the run or checkpoint folder is fine."""
+    from rate.cli.evaluate import main
+
+    run = checkpoint(tmp_path)
+    best = shutil.copytree(run, tmp_path / "checkpoint_best")  # (the checkpoint alone, before the run's other files)
+    best = best.rename(run / "checkpoint_best")
+    shutil.copytree(best, run / "snapshots" / "step_2")
+    (run / "policy.onnx").write_bytes(b"not read: refused before loading")
+    (run / "training_state.pt").write_bytes(b"not read either")
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    refused = [(best, run / "config.json"), (best, run / "model.safetensors"), (run, best / "config.json"),
+               (run / "snapshots" / "step_2", run / "training_state.pt"), (run / "policy.onnx", run / "config.json"),
+               (best, run / "policy.onnx")]
+    for policy, out in refused:
+        code = main([str(policy), "--out", str(out), "--episodes", "1", "--lengths", "5", "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2 and "would replace" in err and err.count("\n") == 1, (policy, out, err)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+    for policy, out in ((best, run / "eval_best.json"), (run, best / "eval.json")):
+        code = main([str(policy), "--out", str(out), "--episodes", "1", "--lengths", "5", "--no-progress"])
+        assert code == 0 and out.is_file(), capsys.readouterr().err
 
 
 def test_bad_arguments_to_act_and_reset_are_refused_before_anything_changes(tmp_path):

@@ -15,7 +15,8 @@ another task's time limit: ``--env CartPole-v1 --lengths 1000 --length-kwarg max
 A checkpoint_best/ evaluated on the run's own seeds gets a note: it was selected on them.
 --out writes the table as JSON (and, unless --no-plot, a plot of success against length beside
 it where the task reports success at given lengths; none otherwise); its folder is checked for
-writing before the rollouts start.  ``python -m eval`` in the repository is the same command.
+writing before the policy is loaded, and a checkpoint folder's own files (config.json, weights,
+training state, exports) are never replaced.  ``python -m eval`` in the repository is the same command.
 """
 
 from __future__ import annotations
@@ -47,15 +48,14 @@ def plot_success(results: dict, path: Path, title: str) -> None:
     save_figure(fig, path)
 
 
-def is_part_of_the_policy(target: Path, policy: Path) -> bool:
-    """Whether writing ``target`` would replace the policy file, or one of the run folder's own
-    files (its config, weights, training state, best checkpoint, snapshots, logs or exports)."""
-    from rate.checkpoint import RUN_FOLDER_NAMES
+def replaces_checkpoint_files(target: Path, policy: Path) -> bool:
+    """Whether writing ``target`` would replace the policy file, or one of the own files (config,
+    weights, training state, exports) of a folder that holds a checkpoint: the policy's, its run's
+    (evaluating a run's checkpoint_best/ into the run's config.json broke its --resume), any."""
+    from rate.checkpoint import CONFIG, RUN_FOLDER_NAMES
 
     target = target.resolve()
-    if target == policy.resolve():
-        return True
-    return policy.is_dir() and target.parent == policy.resolve() and target.name in RUN_FOLDER_NAMES
+    return target == policy.resolve() or target.name in RUN_FOLDER_NAMES and (target.parent / CONFIG).is_file()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.lengths and min(args.lengths) < 3:  # (as eval.lengths in a config, and rate-play-onnx)
             raise ValueError(f"--lengths must be at least 3 each, got {args.lengths}")
         changes = apply_overrides({}, args.env_kwarg)  # before the policy is loaded: a typo fails at once
+        # before the policy is loaded and rolled out, not after
+        if args.out:
+            targets = [args.out] + ([] if args.no_plot else [args.out.with_suffix(".png")])
+            for target in targets:
+                if replaces_checkpoint_files(target, args.policy):
+                    raise ValueError(f"--out {args.out} would replace {target}, the policy or a file of a checkpoint "
+                                     "folder; name another file")
+                check_file_target(target)
         policy = load_policy(args.policy, args.device or "cpu", args.target_return, args.sample, args.seed)
         ev = policy.run_config.get("eval", {})
         defaults = evaluation_defaults(policy, args.env)
@@ -107,14 +115,6 @@ def main(argv: list[str] | None = None) -> int:
         lengths = args.lengths or defaults["lengths"]
         episodes = args.episodes or defaults["episodes"]
         seed = defaults["seed"] if args.seed is None else args.seed
-        # before the rollouts, not after them
-        if args.out:
-            targets = [args.out] + ([] if args.no_plot else [args.out.with_suffix(".png")])
-            for target in targets:
-                if is_part_of_the_policy(target, args.policy):
-                    raise ValueError(f"--out {args.out} would write {target}, a file of the policy {args.policy}; "
-                                     "name another file")
-                check_file_target(target)
         if args.record_video:
             check_renders(args.env or ev.get("env_id", ""))  # before the folder is made
             made_video_folder = not args.record_video.exists()
