@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
-from rate.data.episodes import dataset_returns, open_minari_dataset
+from rate.data.episodes import dataset_stats, open_minari_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 outputs.append(stdout)
             dataset_id = re.search(r"--dataset (\S+)", commands[0]).group(1)
             dataset = open_minari_dataset(str(work / "minari" / dataset_id))  # (the walkthrough's own folder)
-            returns = dataset_returns(dataset)[0].tolist()
+            returns = dataset_stats(dataset).returns.tolist()
             trained = json.loads(outputs[0].strip().splitlines()[-1])
             run_dir = re.search(r"--out (\S+)", commands[0]).group(1)
             train_episodes = json.loads((work / run_dir / "config.json").read_text())["config"]["eval"]["episodes"]

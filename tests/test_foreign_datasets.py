@@ -585,6 +585,62 @@ def test_actions_of_a_space_with_infinite_bounds_are_rescaled_from_the_datas_ran
         assert infer_from_dataset("tests/half-bounded-v0")["eval"]["action_bounds"] == [[-1.0, 0.0], [1.0, 2.0]]
 
 
+def test_placeholder_wide_and_integer_action_bounds(datasets):
+    """Box(-3.4e38, 3.4e38) is an unbounded space written in finite numbers: rescaled from those
+    bounds every recorded action became 0.0 and evaluation acted at 1e31, so it takes the data's
+    range as infinite bounds do.  Bounds far wider than the data warn.  An integer Box is mapped in
+    float64 and rounded (Gymnasium's RescaleAction divided by zero in the space's dtype and sent inf),
+    in the library and in the standalone ONNX runner."""
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from rate.data.spaces import rescale_actions
+    from rate.deploy.onnx_runner import _rescale_actions
+    from rate.rl.experiment import load_dataset_for
+
+    rng = np.random.default_rng(0)
+
+    def record(dataset_id: str, space: gym.spaces.Box, actions: np.ndarray) -> None:
+        buffers = [EpisodeBuffer(id=i, observations=rng.standard_normal((6, 3)).astype(np.float32),
+                                 actions=actions[5 * i : 5 * i + 5], rewards=[1.0] * 5,
+                                 terminations=[False] * 4 + [True], truncations=[False] * 5) for i in range(4)]
+        minari.create_dataset_from_buffers(dataset_id, buffers, observation_space=gym.spaces.Box(
+            -np.inf, np.inf, (3,), np.float32), action_space=space)
+
+    big = float(np.finfo(np.float32).max)
+    actions = rng.uniform(-2.0, 2.0, (20, 2)).astype(np.float32)
+    record("tests/placeholder-bounds-v0", gym.spaces.Box(-big, big, (2,), np.float32), actions)
+    with pytest.warns(UserWarning, match=r"bounds of 1e\+30 or more, read as infinite bounds; the model's"):
+        cfg = config_for_dataset("tests/placeholder-bounds-v0", overrides=TINY + ["eval.episodes=0"])
+    np.testing.assert_allclose(cfg.eval.action_bounds, [actions.min(0), actions.max(0)], rtol=1e-6)
+    rescaled = np.concatenate([ep.actions for ep in load_dataset_for(cfg)])
+    np.testing.assert_allclose([rescaled.min(0), rescaled.max(0)], [[-1.0, -1.0], [1.0, 1.0]], atol=1e-6)
+
+    record("tests/wide-bounds-v0", gym.spaces.Box(-1e6, 1e6, (2,), np.float32), actions)
+    with pytest.warns(UserWarning, match=r"span less than 1% of the action space's range in 2 of its 2 dimensions"):
+        cfg = config_for_dataset("tests/wide-bounds-v0", overrides=TINY + ["eval.episodes=0"])
+    assert cfg.eval.action_bounds == [] and cfg.eval.wrappers == ["RescaleAction"]
+
+    steps = rng.integers(0, 5, (20, 2))
+    record("tests/integer-box-v0", gym.spaces.Box(0, 4, (2,), np.int64), steps)
+    cfg = config_for_dataset("tests/integer-box-v0", overrides=TINY + ["eval.episodes=0"])
+    assert cfg.model.act_kind == "continuous" and cfg.eval.wrappers == ["RescaleAction"]
+    rescaled = np.concatenate([ep.actions for ep in load_dataset_for(cfg)])
+    np.testing.assert_allclose(rescaled, steps / 2.0 - 1.0)
+    seen = []
+    env = gym.wrappers.TransformAction(gym.make("Pendulum-v1"), lambda a: seen.append(a) or np.zeros(1, np.float32),
+                                       gym.spaces.Box(0, 4, (2,), np.int64))
+    for wrap in (rescale_actions, _rescale_actions):
+        wrapped = wrap(env)
+        wrapped.reset(seed=0)
+        for action, expected in (([1.0, -1.0], [4, 0]), ([0.5, -0.2], [3, 2]), ([0.3, 2.0], [3, 4])):
+            wrapped.step(np.array(action, np.float32))
+            assert seen[-1].dtype == np.int64 and seen[-1].tolist() == expected, (wrap, action, seen[-1])
+    unbounded = gym.wrappers.TransformAction(gym.make("Pendulum-v1"), lambda a: np.zeros(1, np.float32),
+                                             gym.spaces.Box(-np.inf, np.inf, (2,), np.float32))
+    with pytest.raises(ValueError, match="has infinite ones: give eval.action_bounds"):
+        rescale_actions(unbounded)
+
+
 def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
     from rate.data.episodes import Episode, validate_episodes
 

@@ -257,36 +257,44 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
     return episodes, info
 
 
-def dataset_action_range(ds) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension minimum and maximum, float64 (act_dim,) each, of the continuous actions of an
-    open MinariDataset."""
-    try:
-        ranges = [(np.min(a, axis=0), np.max(a, axis=0))
-                  for a in (np.asarray(ep.actions, dtype=np.float64).reshape(len(ep.actions), -1)
-                            for ep in ds.iterate_episodes()) if len(a)]
-    except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
-        raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {unreadable(err)}") from err
-    if not ranges:
-        raise DatasetError(f"Minari dataset {ds.id!r} has no actions")
-    low, high = np.min([r[0] for r in ranges], axis=0), np.max([r[1] for r in ranges], axis=0)
-    if not (np.isfinite(low).all() and np.isfinite(high).all()):
-        raise DatasetError(f"Minari dataset {ds.id!r} has NaN or inf among its actions")
-    return low, high
+@dataclass(frozen=True)
+class DatasetStats:
+    """What one pass over an open MinariDataset's episodes tells the config inference."""
+
+    returns: np.ndarray  # (n_episodes,) float64: each episode's undiscounted return
+    largest_to_go: float  # the largest |return-to-go| of any step (see dataset_stats)
+    action_low: np.ndarray | None = None  # (act_dim,) float64 per-dimension minimum of the actions, when asked
+    action_high: np.ndarray | None = None  # (act_dim,) float64 maximum
 
 
-def dataset_returns(ds) -> tuple[np.ndarray, float]:
-    """The undiscounted return of each episode of an open MinariDataset, (n_episodes,) float64, and
-    the largest |return-to-go| of any step: larger than every |return| where rewards change sign
-    (a step penalty and a goal bonus: returns of 1, returns-to-go of 100 before the bonus)."""
-    returns, largest = [], 0.0
+def dataset_stats(ds, action_range: bool = False) -> DatasetStats:
+    """Returns and, with ``action_range``, the per-dimension range of the continuous actions of an
+    open MinariDataset, in one pass (Minari decodes whole episodes: each pass reads every
+    observation too).  The largest |return-to-go| is larger than every |return| where rewards
+    change sign (a step penalty and a goal bonus: returns of 1, returns-to-go of 100 before the bonus)."""
+    returns, largest, lows, highs = [], 0.0, [], []
     try:
         for ep in ds.iterate_episodes():
             to_go = np.cumsum(np.asarray(ep.rewards, dtype=np.float64)[::-1])
             returns.append(float(to_go[-1]) if len(to_go) else 0.0)
             largest = max(largest, float(np.abs(to_go).max(initial=0.0)))  # (NaN: refused by the caller)
+            if action_range and len(ep.actions):
+                actions = np.asarray(ep.actions, dtype=np.float64).reshape(len(ep.actions), -1)
+                lows.append(actions.min(axis=0))
+                highs.append(actions.max(axis=0))
     except Exception as err:  # h5py raises OSError/KeyError/ValueError for truncated or corrupt files
         raise DatasetError(f"Minari dataset {ds.id!r} cannot be read: {unreadable(err)}") from err
-    return np.array(returns), largest
+    stats = DatasetStats(np.array(returns), largest)
+    if not action_range:
+        return stats
+    if not lows:
+        if not returns:  # (no episodes: the caller says so)
+            return stats
+        raise DatasetError(f"Minari dataset {ds.id!r} has no actions")
+    low, high = np.min(lows, axis=0), np.max(highs, axis=0)
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
+        raise DatasetError(f"Minari dataset {ds.id!r} has NaN or inf among its actions")
+    return dataclasses.replace(stats, action_low=low, action_high=high)
 
 
 def observation_stats(episodes: list[Episode], scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

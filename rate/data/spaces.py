@@ -9,9 +9,10 @@ environment is brought to that form the same way its evaluation environment is w
   sorted order (:func:`canonical_space`): Minari restores a dataset's Dict space from a plain
   dict, which Gymnasium sorts, while the live environment may keep its own key order, and the
   two must lay the features out alike;
-- continuous actions of a Box with other finite bounds are mapped to [-1, 1] the way
-  ``gymnasium.wrappers.RescaleAction(env, -1, 1)`` maps them back; a Box with infinite bounds
-  takes the range of the data's actions instead (``eval.action_bounds``, :func:`rescale_actions`);
+- continuous actions of a Box with other finite bounds are mapped to [-1, 1] linearly, as
+  :func:`rescale_actions` maps them back (``RescaleAction`` in ``eval.wrappers``); a Box with
+  infinite bounds, or bounds of placeholder size (:data:`rate.rl.from_dataset.UNBOUNDED`), takes
+  the range of the data's actions instead (``eval.action_bounds``);
 - discrete actions of a ``Discrete(n, start=s)`` with s != 0 are shifted to the model's 0..n-1
   (:func:`actions_from_zero` shifts them back).
 
@@ -57,18 +58,26 @@ def actions_from_zero(env: gym.Env) -> gym.Env:
 
 
 def rescale_actions(env: gym.Env, bounds: list[list[float]] | None = None) -> gym.Env:
-    """``env`` taking actions in [-1, 1], mapped linearly onto its action space's bounds
-    (``RescaleAction``), or onto ``bounds`` ([low, high] per dimension, ``eval.action_bounds``)
-    where given: an action space with infinite bounds, whose range the data's actions fix."""
-    if not bounds:
-        # (float32 bounds: float64 ones draw Gymnasium's "precision lowered" warning on float32 spaces)
-        return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))
-    low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
-    dtype = env.action_space.dtype
+    """``env`` taking actions in [-1, 1], mapped linearly onto its action space's bounds, or onto
+    ``bounds`` ([low, high] per dimension, ``eval.action_bounds``) where given: an action space
+    with infinite bounds, whose range the data's actions fix.  The inverse of
+    :func:`rescale_to_unit`, in float64 (``gymnasium.wrappers.RescaleAction`` computes in the
+    space's dtype: an integer Box divides by zero, float32 bounds of 1e38 lose every digit); an
+    integer Box takes the nearest integer."""
+    space = env.action_space
+    if bounds:
+        low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+    else:
+        low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError(f"RescaleAction maps [-1, 1] onto the action space's bounds; {space} has infinite "
+                             "ones: give eval.action_bounds (rate-train --dataset infers them from the data)")
+    integer = np.issubdtype(space.dtype, np.integer)
 
     def onto_bounds(action):
         unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        return (low + (unit + 1.0) * (high - low) / 2.0).astype(dtype)
+        value = low + (unit + 1.0) * (high - low) / 2.0
+        return (np.rint(value) if integer else value).astype(space.dtype)
 
     return gym.wrappers.TransformAction(env, onto_bounds, spaces.Box(-1.0, 1.0, low.shape, np.float32))
 
@@ -228,5 +237,7 @@ def rescale_to_unit(actions: np.ndarray, space: spaces.Box, bounds: list[list[fl
 
 
 def needs_rescaling(space: gym.Space) -> bool:
-    """A continuous action space whose bounds are not [-1, 1]."""
-    return isinstance(space, spaces.Box) and not (np.all(space.low == -1.0) and np.all(space.high == 1.0))
+    """A continuous action space whose bounds are not [-1, 1], or whose values are integers (the
+    model's are not: :func:`rescale_actions` rounds them)."""
+    return isinstance(space, spaces.Box) and (np.issubdtype(space.dtype, np.integer)
+                                              or not (np.all(space.low == -1.0) and np.all(space.high == 1.0)))

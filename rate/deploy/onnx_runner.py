@@ -76,17 +76,24 @@ def _flatten_observations(env: gym.Env) -> gym.Env:
 
 def _rescale_actions(env: gym.Env, bounds: list | None = None) -> gym.Env:
     """The policy's actions in [-1, 1] mapped onto the environment's bounds, or onto ``bounds``
-    ([low, high], the run's eval.action_bounds: an action space with infinite bounds)."""
+    ([low, high], the run's eval.action_bounds: an action space with infinite bounds), in float64;
+    an integer Box takes the nearest integer (as rate.data.spaces.rescale_actions)."""
     import gymnasium as gym
 
-    if not bounds:
-        return gym.wrappers.RescaleAction(env, np.float32(-1.0), np.float32(1.0))  # (float64: a precision warning)
-    low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
-    dtype = env.action_space.dtype
+    space = env.action_space
+    if bounds:
+        low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+    else:
+        low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ArtifactError(f"the policy's actions are mapped onto the action space's bounds; {space} has "
+                                "infinite ones")
+    integer = np.issubdtype(space.dtype, np.integer)
 
     def onto_bounds(action):
         unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        return (low + (unit + 1.0) * (high - low) / 2.0).astype(dtype)
+        value = low + (unit + 1.0) * (high - low) / 2.0
+        return (np.rint(value) if integer else value).astype(space.dtype)
 
     return gym.wrappers.TransformAction(env, onto_bounds, gym.spaces.Box(-1.0, 1.0, low.shape, np.float32))
 

@@ -32,7 +32,7 @@ class EvalConfig:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     # Wrappers between the environment and the model, applied in order (rate.data.spaces.WRAPPERS):
     # FlattenObservation (Dict / Tuple observations), RescaleAction (continuous actions whose
-    # bounds are not [-1, 1]) and ActionsFromZero (Discrete actions that start elsewhere than 0);
+    # bounds are not [-1, 1], or integer ones) and ActionsFromZero (Discrete actions that start elsewhere than 0);
     # the training data is transformed the same way.
     wrappers: list[str] = field(default_factory=list)
     # Gymnasium wrappers the dataset's environment was recorded through (its env_spec's
@@ -40,8 +40,8 @@ class EvalConfig:
     # applied in order right after gym.make, before ``wrappers``, as gym.make applies a recorded spec's.
     env_wrappers: list[dict[str, Any]] = field(default_factory=list)
     # [low, high] (a list of one value per action dimension each) that RescaleAction maps the model's
-    # [-1, 1] onto, in place of the action space's bounds: an action space with infinite bounds,
-    # whose range the data's actions give (inferred); empty: the space's bounds.
+    # [-1, 1] onto, in place of the action space's bounds: an action space with infinite bounds
+    # (or of 1e30 and more), whose range the data's actions give (inferred); empty: the space's bounds.
     action_bounds: list[list[float]] = field(default_factory=list)
     # The lengths to evaluate at; empty: once, at the environment's own length.
     lengths: list[int] = field(default_factory=lambda: [30, 90])

@@ -84,8 +84,7 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     DatasetError when it cannot be read or its spaces are not ones the model takes."""
     import gymnasium as gym
 
-    from rate.data.episodes import (DatasetError, dataset_action_range, dataset_info, dataset_returns,
-                                    open_minari_dataset)
+    from rate.data.episodes import DatasetError, dataset_info, dataset_stats, open_minari_dataset
     from rate.data.spaces import flattens_for_the_model, image_channels_last, is_model_observation, needs_rescaling
 
     ds = open_minari_dataset(dataset)
@@ -93,7 +92,6 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     obs_space, act_space = info.observation_space, info.action_space
     model: dict[str, Any] = {}
     wrappers: list[str] = []
-    action_bounds: list[list[float]] = []
     image = is_model_observation(obs_space) and len(obs_space.shape) == 3
     if image:
         if sorted(obs_space.shape)[1] < MIN_IMAGE_SIZE:
@@ -132,39 +130,26 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
                                    f"({err}); the model takes Box, Discrete, MultiBinary, MultiDiscrete, Dict and "
                                    "Tuple observations") from None
         model |= {"obs_kind": "vector", "obs_shape": [int(np.prod(obs_space.shape))], "normalize_obs": True}
-    if isinstance(act_space, gym.spaces.Discrete):
-        model |= {"act_kind": "discrete", "act_dim": int(act_space.n)}
-        if act_space.start != 0:
-            wrappers.append("ActionsFromZero")
-    elif isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1:
-        model |= {"act_kind": "continuous", "act_dim": int(act_space.shape[0])}
-        if needs_rescaling(act_space):
-            wrappers.append("RescaleAction")
-        low, high = act_space.low.astype(np.float64), act_space.high.astype(np.float64)
-        if not (np.isfinite(low).all() and np.isfinite(high).all()):
-            # The tanh head's [-1, 1] needs finite bounds: an infinite side takes the data's range.
-            seen_low, seen_high = dataset_action_range(ds)
-            fitted = ~(np.isfinite(low) & np.isfinite(high))
-            low, high = np.where(np.isfinite(low), low, seen_low), np.where(np.isfinite(high), high, seen_high)
-            for i in np.flatnonzero(fitted & (high <= low)):  # the data never varies it: a range of 2,
-                if np.isfinite(act_space.low[i]):  # inside a finite side, else around the data's value
-                    low[i], high[i] = act_space.low[i], act_space.low[i] + 2.0
-                elif np.isfinite(act_space.high[i]):
-                    low[i], high[i] = act_space.high[i] - 2.0, act_space.high[i]
-                else:
-                    low[i], high[i] = low[i] - 1.0, low[i] + 1.0
-            action_bounds = [low.tolist(), high.tolist()]
-            warnings.warn(f"{dataset}: the action space {act_space} has infinite bounds; the model's [-1, 1] is "
-                          "mapped onto the range of the data's actions (eval.action_bounds), so the policy acts "
-                          "inside what the data did", stacklevel=2)
-    else:
+    continuous = isinstance(act_space, gym.spaces.Box) and len(act_space.shape) == 1
+    if not (continuous or isinstance(act_space, gym.spaces.Discrete)):
         raise DatasetError(f"{dataset}: actions of {act_space}; the model takes Discrete or a rank-1 Box")
-    returns, largest_to_go = dataset_returns(ds)
+    stats = dataset_stats(ds, action_range=continuous)  # (one pass: Minari decodes whole episodes)
+    returns, largest_to_go = stats.returns, stats.largest_to_go
     if not len(returns):
         raise DatasetError(f"{dataset}: the dataset has no episodes")
     if not np.isfinite(returns).all():
         bad = np.flatnonzero(~np.isfinite(returns))
         raise DatasetError(f"{dataset}: {len(bad)} episode returns are NaN or inf (episode {int(bad[0])} first)")
+    action_bounds: list[list[float]] = []
+    if continuous:
+        model |= {"act_kind": "continuous", "act_dim": int(act_space.shape[0])}
+        action_bounds = _action_bounds(act_space, stats.action_low, stats.action_high, dataset)
+        if action_bounds or needs_rescaling(act_space):
+            wrappers.append("RescaleAction")
+    else:
+        model |= {"act_kind": "discrete", "act_dim": int(act_space.n)}
+        if act_space.start != 0:
+            wrappers.append("ActionsFromZero")
     best = float(returns.max())
     # Returns-to-go of order 1, as DT divides MuJoCo returns by 1000: the power of 10 at or above
     # the largest return-to-go the model reads (the largest return where rewards keep one sign).
@@ -183,6 +168,50 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     # A folder as an absolute path: the run config resumes and evaluates from any working directory.
     folder = Path(dataset).expanduser()
     return {"dataset_id": str(folder.resolve()) if folder.is_dir() else dataset, "model": model, "eval": evaluation}
+
+
+# A bound this large stands for "unbounded" (Box(-3.4e38, 3.4e38) is how many environments write it):
+# mapped onto [-1, 1] it would squeeze every recorded action to 0.
+UNBOUNDED = 1e30
+# The part of a bounded range below which the data's actions are worth a warning: rescaled from the
+# space's bounds, the model's targets would all lie in that part of [-1, 1].
+NARROW_DATA = 0.01
+
+
+def _action_bounds(space, seen_low: np.ndarray, seen_high: np.ndarray, dataset: str) -> list[list[float]]:
+    """``eval.action_bounds`` for a continuous action space, given the data's per-dimension range:
+    [] where the space's own bounds serve, else [low, high], a side that is unbounded (infinite or
+    at least :data:`UNBOUNDED`) taking the data's value, with a warning.  Also warns where the data
+    spans under :data:`NARROW_DATA` of a bounded range."""
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    bounded_low, bounded_high = np.abs(low) < UNBOUNDED, np.abs(high) < UNBOUNDED  # (False for inf)
+    if bounded_low.all() and bounded_high.all():
+        span, seen = high - low, seen_high - seen_low
+        narrow = np.flatnonzero((seen > 0) & (seen < NARROW_DATA * span))
+        if len(narrow):
+            i = int(narrow[0])
+            warnings.warn(f"{dataset}: the data's actions span less than {NARROW_DATA:.0%} of the action space's "
+                          f"range in {len(narrow)} of its {len(low)} dimensions (dimension {i}: "
+                          f"[{seen_low[i]:.4g}, {seen_high[i]:.4g}] of [{low[i]:.4g}, {high[i]:.4g}]): rescaled "
+                          "from those bounds the model's targets lie in a sliver of its [-1, 1]; "
+                          "eval.action_bounds=[[...], [...]] maps it onto a range of your choosing instead",
+                          stacklevel=3)
+        return []
+    fitted = ~(bounded_low & bounded_high)
+    low, high = np.where(bounded_low, low, seen_low), np.where(bounded_high, high, seen_high)
+    for i in np.flatnonzero(fitted & (high <= low)):  # the data never varies it: a range of 2,
+        if bounded_low[i]:  # inside a bounded side, else around the data's value
+            low[i], high[i] = space.low[i], space.low[i] + 2.0
+        elif bounded_high[i]:
+            low[i], high[i] = space.high[i] - 2.0, space.high[i]
+        else:
+            low[i], high[i] = low[i] - 1.0, low[i] + 1.0
+    infinite = not (np.isfinite(space.low).all() and np.isfinite(space.high).all())
+    kind = "infinite bounds" if infinite else f"bounds of {UNBOUNDED:.0e} or more, read as infinite bounds"
+    warnings.warn(f"{dataset}: the action space {space} has {kind}; the model's [-1, 1] is mapped onto the range "
+                  "of the data's actions (eval.action_bounds), so the policy acts inside what the data did",
+                  stacklevel=3)
+    return [low.tolist(), high.tolist()]
 
 
 def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, Any], given: dict[str, Any]) -> None:
