@@ -193,6 +193,10 @@ def test_missing_and_invalid_config_files(tmp_path, capsys):
         main([str(folder)])
     assert usage.value.code == 2 and (f"error: {folder} is a folder, not a YAML config file: a Minari dataset folder "
                                       "is trained with --dataset FOLDER") in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # a dataset id given where the config goes
+        main(["rev/limited-v0"])
+    assert usage.value.code == 2 and ("error: config file not found: rev/limited-v0 (a Minari dataset? rate-train "
+                                      "--dataset rev/limited-v0)") in capsys.readouterr().err
     from rate.config import read_config_file  # (every trainer's: the folder named, no advice)
 
     with pytest.raises(ConfigError, match=f"^{folder} is a folder, not a YAML config file$"):

@@ -290,9 +290,10 @@ def test_the_command_line_trains_a_dataset_with_overrides_only(datasets, tmp_pat
     with pytest.warns(UserWarning, match="has trained all 6 steps: nothing to train, its final evaluation runs again"):
         assert train_main(["--resume", "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
-    with pytest.raises(SystemExit):  # (which folder? said by argparse)
-        train_main(["--resume"])
-    assert "name the folder with --out" in capsys.readouterr().err
+    for args in (["--resume"], ["--resume", "--print-config"]):  # (which folder? said by argparse)
+        with pytest.raises(SystemExit):
+            train_main(args)
+        assert "name the folder with --out" in capsys.readouterr().err
     assert train_main(["--resume", "--out", str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     # A replacement killed inside its swap (config.json still in the staging folder): the run's

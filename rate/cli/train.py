@@ -40,14 +40,14 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides.insert(0, args.config)  # `rate-train --dataset X train.steps=5`: no CONFIG, all overrides
         args.config = None
     from_run = args.resume and not (args.config or args.dataset)  # the run's own config, as saved
-    if args.print_config and not (args.config or args.dataset or from_run and args.out):
+    if from_run and args.out is None:
+        parser.error("--resume without a CONFIG or --dataset continues the run folder's own config: name the "
+                     "folder with --out")
+    if args.print_config and not (args.config or args.dataset or from_run):
         from rate.rl.from_dataset import template
 
         print(template(args.model or "rate"), end="")  # the documented template of a run on any dataset
         return 0
-    if from_run and args.out is None:
-        parser.error("--resume without a CONFIG or --dataset continues the run folder's own config: name the "
-                     "folder with --out")
     if from_run and args.model:
         parser.error("--resume --out RUN continues the run's own architecture; --model goes with --dataset")
     if not (args.config or args.dataset or from_run):
@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--model picks the architecture when there is no CONFIG; the CONFIG file states its own")
     if args.download and not args.dataset:
         parser.error("--download goes with --dataset")
+    if args.config and not Path(args.config).exists() and Path(args.config).suffix not in (".yaml", ".yml"):
+        parser.error(f"config file not found: {args.config} (a Minari dataset? rate-train --dataset {args.config})")
     if args.config and Path(args.config).is_dir():  # (a dataset folder, or a run folder, where the config goes)
         parser.error(f"{args.config} is a folder, not a YAML config file: a Minari dataset folder is trained with "
                      "--dataset FOLDER, a run folder continued with --resume --out FOLDER")
