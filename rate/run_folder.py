@@ -116,10 +116,19 @@ def saved_run_config(out: str | Path, config_cls: type, kind: str, overrides: li
     return from_dict(config_cls, apply_overrides(saved, list(overrides), config_cls))
 
 
+# The temporary file an atomic write of NAME leaves when killed (rate.config.atomic_write's mkstemp).
+_WRITE_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp")
+
+
 def non_run_files(folder: Path) -> list[str]:
-    """Names in ``folder`` that no run writes (hidden names are temporaries and staging): a
-    replacement would delete them with the old run."""
-    return sorted(p.name for p in folder.iterdir() if p.name not in RUN_FOLDER_NAMES and not p.name.startswith("."))
+    """Names in ``folder`` that no run writes, hidden ones too (``.git``, ``.notes``; only a run
+    file's write temporary, ``.NAME.XXXX.tmp``, is a run's): a replacement would delete them with
+    the old run."""
+    def a_runs(name: str) -> bool:
+        temporary = _WRITE_TEMPORARY.fullmatch(name)
+        return name in RUN_FOLDER_NAMES or temporary is not None and temporary["name"] in RUN_FOLDER_NAMES
+
+    return sorted(p.name for p in folder.iterdir() if not a_runs(p.name))
 
 
 def check_run_dir(out: str | Path, resume: bool, overwrite: bool,
@@ -183,14 +192,16 @@ def swap_journal(out: Path) -> Path:
     "old_names" / "new_names": the entries of the earlier and the new run, "phase": "emptying"
     (out's entries move to the trash), "filling" (staging's move in) or "restoring" (a failed
     swap puts them back)}."""
-    return out.absolute().parent / f".{out.name}.swap.json"
+    out = out.resolve()  # (beside the folder itself: a symlink's own folder may be another file system)
+    return out.parent / f".{out.name}.swap.json"
 
 
 def _swap_folders(out: Path) -> list[Path]:
     """The hidden staging and trash folders of ``out``'s replacements (``.NAME.new-*``,
     ``.NAME.old-*``; exactly those: a folder ``run[1]`` never takes ``run1``'s)."""
+    out = out.resolve()  # (as swap_journal)
     pattern = re.compile(rf"\.{re.escape(out.name)}\.(new|old)-[A-Za-z0-9_]+")
-    return [p for p in out.absolute().parent.glob(f".{glob.escape(out.name)}.*-*") if pattern.fullmatch(p.name)]
+    return [p for p in out.parent.glob(f".{glob.escape(out.name)}.*-*") if pattern.fullmatch(p.name)]
 
 
 def _record_phase(journal: Path, record: dict, phase: str) -> None:
@@ -249,7 +260,7 @@ def finish_interrupted_swap(out: Path) -> None:
         tmp.unlink(missing_ok=True)
     if not journal.is_file():
         return
-    out = out.absolute()
+    out = out.resolve()
     try:
         record = json.loads(journal.read_text())
         trash, staging = out.parent / record["old"], out.parent / record["new"]
@@ -300,8 +311,9 @@ class RunFolder:
         import shutil
         import tempfile
 
-        # Absolute: `--out .` would otherwise put the staging and trash folders inside the run folder.
-        self.out = Path(out).absolute()
+        # Resolved: `--out .` would otherwise put the staging and trash folders inside the run folder,
+        # and a symlink's beside the link, on what may be another file system than the folder's.
+        self.out = Path(out).resolve()
         self.fresh = not (self.out.is_dir() and any(self.out.iterdir()))  # nothing of an earlier run there
         self.committed = False
         # Under torchrun only rank 0 writes (and holds the lock): another rank's failure must not

@@ -1,6 +1,7 @@
 """Checkpoints: round trip, architecture mismatch, missing and corrupt files, no pickle."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,6 +135,25 @@ def test_replacing_the_run_in_the_current_folder_swaps_it_whole(tmp_path, monkey
     folder.commit()
     assert sorted(p.name for p in run.iterdir()) == ["model.safetensors"]
     assert (run / "model.safetensors").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_replacing_a_run_folder_reached_through_a_symlink_swaps_beside_the_folder_itself(tmp_path):
+    """The staging and trash folders and the journal go beside the link's target: beside the link
+    they may be on another file system, where the swap's renames fail (EXDEV) after a whole
+    checkpoint interval of training into staging."""
+    from rate.run_folder import RunFolder, swap_journal
+
+    target, links = tmp_path / "disk" / "run", tmp_path / "links"
+    target.mkdir(parents=True)
+    links.mkdir()
+    (target / "model.safetensors").write_text("old")
+    (links / "run").symlink_to(target)
+    folder = RunFolder(links / "run", overwrite=True)
+    assert folder.path.parent == target.parent and swap_journal(links / "run").parent == target.parent
+    (folder.path / "model.safetensors").write_text("new")
+    folder.commit()
+    assert (links / "run").is_symlink() and (target / "model.safetensors").read_text() == "new"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["run"] and sorted(p.name for p in links.iterdir()) == ["run"]
 
 
 def test_a_swap_that_fails_midway_puts_the_earlier_run_back_whole(tmp_path, monkeypatch):
@@ -578,8 +598,13 @@ def test_overwrite_replaces_only_a_run_folder(tmp_path):
     run = tmp_path / "run"
     (run / "tb").mkdir(parents=True)
     (run / "config.json").write_text("{}")
-    (run / ".config.json.tmp").write_text("")  # (a temporary: hidden, a run's)
+    (run / ".config.json.k3j_2h1x.tmp").write_text("")  # (a killed atomic write's temporary: a run's)
     check_run_dir(run, resume=False, overwrite=True)  # only a run's files: replaced
+    for hidden in (".git", ".notes.md", ".config.json.tmp"):  # hidden, but not a run's: the user's
+        (run / hidden).write_text("mine")
+        with pytest.raises(CheckpointError, match=rf"holds files that are not a run's \({re.escape(hidden)}\)"):
+            check_run_dir(run, resume=False, overwrite=True)
+        (run / hidden).unlink()
     (run / "notes.txt").write_text("mine")
     with pytest.raises(CheckpointError, match=r"holds files that are not a run's \(notes.txt\): --overwrite replaces "
                                               r"only a run folder"):
