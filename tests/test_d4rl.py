@@ -89,6 +89,15 @@ def test_import_says_what_it_dropped_and_keeps_infos_when_asked(tmp_path, capsys
     assert "kept infos: infos/goal, infos/qpos" in line and "dropped: infos/goals_per_episode" in line
     ep = minari.load_dataset("test/d4rl/infos-v0")[1]
     np.testing.assert_array_equal(ep.infos["qpos"], np.concatenate([qpos[4:7], qpos[6:7]]))  # T + 1 rows
+    # A variable-length array per step (an HDF5 vlen dataset, read as objects) cannot be stored: dropped
+    # and said so, where Minari's writer raised a TypeError (a traceback) after the whole read.
+    with h5py.File(path, "a") as f:
+        ragged = f.create_dataset("infos/contacts", (10,), dtype=h5py.vlen_dtype(np.float32))
+        for i in range(10):
+            ragged[i] = np.arange(i % 3, dtype=np.float32)
+    assert main([str(path), "test/d4rl/infos-v0", "--overwrite", "--keep-infos"]) == 0
+    line = capsys.readouterr().out
+    assert "kept infos: infos/goal, infos/qpos" in line and "dropped: infos/contacts, infos/goals_per_episode" in line
 
 
 @pytest.mark.parametrize(

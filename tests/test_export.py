@@ -367,6 +367,17 @@ def test_a_runner_that_cannot_run_its_graph_or_read_its_metadata_says_so_in_one_
             StepPolicy({k: v for k, v in meta.items() if k != missing}, run, "p.onnx")
     with pytest.raises(ArtifactError, match=lacks):  # (rate-play-onnx played a NaN target: exit 0)
         StepPolicy(meta | {"target_return": float("nan")}, run, "p.onnx")
+    # The run settings rate-play-onnx reads, edited to other types (tracebacks where it read them).
+    for edit, named in (({"config": "x"}, "config.eval"), ({"env_kwargs": [1]}, "env_kwargs"),
+                        ({"env_wrappers": {"a": 1}}, "env_wrappers"),
+                        ({"config": {"eval": {"lengths": 5}}}, "config.eval.lengths"),
+                        ({"config": {"eval": {"episodes": "many", "seed": -1}}}, "config.eval.episodes, config.eval.seed"),
+                        ({"config": {"eval": {"sample": "yes", "wrappers": [1]}}}, "config.eval.sample, config.eval.wrappers")):
+        with pytest.raises(ArtifactError, match=rf"p.onnx: its rate_export metadata holds {named} of the wrong type"):
+            StepPolicy(meta | edit, run, "p.onnx")
+    StepPolicy(meta | {"config": {"eval": {"lengths": [30], "episodes": 0, "seed": 3, "sample": False,
+                                           "wrappers": ["RescaleAction"], "action_bounds": []}},
+                       "env_kwargs": {"a": 1}, "env_wrappers": []}, run, "p.onnx")  # (a run's own: read)
     # The environment's package missing where the runner plays (ViZDoom, Memory Maze): one error.
     import gymnasium as gym
 

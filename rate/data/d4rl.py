@@ -116,8 +116,11 @@ def read_d4rl(path: str | Path, keep_infos: bool = False) -> dict[str, np.ndarra
                       "episode cut by a time limit runs into the next one", stacklevel=2)
         data["timeouts"] = np.zeros(n, dtype=bool)
     for key in [k for k in data if k.startswith("infos/")]:
-        if data[key].ndim == 0 or len(data[key]) != n:  # not per step (a per-episode goal list): no episode info
+        arr = data[key]
+        if arr.ndim == 0 or len(arr) != n:  # not per step (a per-episode goal list): no episode info
             del data[key]
+        elif arr.dtype == object and not all(isinstance(v, (bytes, str)) for v in arr.ravel()):
+            del data[key]  # arrays of another length at each step (HDF5 variable-length): Minari stores none
     for key, arr in data.items():
         if key.startswith("infos/"):
             continue  # carried as they are (NaN may mean "not recorded at this step")

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -170,6 +170,34 @@ def read_metadata(text: str, source: str | Path) -> dict:
     return meta
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# The run's evaluation settings the runner reads (metadata "config" -> "eval"), and their types.
+_RUN_EVAL_TYPES: dict[str, Callable[[Any], bool]] = {
+    "lengths": lambda v: isinstance(v, list) and all(_is_int(t) for t in v),
+    "episodes": lambda v: _is_int(v) and v >= 0,
+    "seed": lambda v: _is_int(v) and v >= 0,
+    "sample": lambda v: isinstance(v, bool),
+    "wrappers": lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v),
+    "action_bounds": lambda v: isinstance(v, list),
+}
+
+
+def _mistyped_run_settings(meta: dict) -> list[str]:
+    """The metadata entries beyond the step function's that the runner reads (the run's
+    environment and evaluation settings) and that do not have their type: an edited file."""
+    wrong = [key for key, kind in (("env_kwargs", dict), ("env_wrappers", list))
+             if meta.get(key) is not None and not isinstance(meta[key], kind)]
+    config = meta.get("config", {})
+    run_eval = config.get("eval", {}) if isinstance(config, dict) else None
+    if not isinstance(run_eval, dict):
+        return [*wrong, "config.eval"]
+    return wrong + [f"config.eval.{key}" for key, fits in _RUN_EVAL_TYPES.items()
+                    if run_eval.get(key) is not None and not fits(run_eval[key])]
+
+
 class StepPolicy:
     """An exported step function and its recurrent state: ``reset(batch)``, then ``act`` every step.
 
@@ -189,6 +217,10 @@ class StepPolicy:
                 and meta.get("act_kind") in ("discrete", "continuous")):
             raise ArtifactError(f"{source}: its {METADATA_KEY} metadata lacks the state, obs_shape, act_dim, act_kind "
                                 "or finite target_return the runner needs (a damaged or edited file)")
+        wrong = _mistyped_run_settings(meta)
+        if wrong:
+            raise ArtifactError(f"{source}: its {METADATA_KEY} metadata holds {', '.join(wrong)} of the wrong type (a "
+                                "damaged or edited file)")
         self.meta, self._run, self.source = meta, run, source
         self.state: list[np.ndarray] = []
         self._batch, self._fresh = 0, True
