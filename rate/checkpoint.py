@@ -176,12 +176,16 @@ def read_checkpoint(directory: str | Path, kind: str) -> tuple[dict[str, Any], d
 
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str | Path) -> None:
-    """Strictly load weights, turning key or shape mismatches into one CheckpointError."""
+    """Strictly load weights, turning key, shape or kind-of-number mismatches into one
+    CheckpointError (float weights of another precision load; integers where the model has floats,
+    which load_state_dict would cast silently, and the NaN check skips, do not)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(weights))
     unexpected = sorted(set(weights) - set(own))
     wrong = sorted(k for k in set(own) & set(weights) if own[k].shape != weights[k].shape)
-    if missing or unexpected or wrong:
+    retyped = sorted(k for k in set(own) & set(weights) - set(wrong)
+                     if own[k].is_floating_point() != weights[k].is_floating_point())
+    if missing or unexpected or wrong or retyped:
         parts = []
         if missing:
             parts.append(f"missing {missing[:3]}")
@@ -190,6 +194,9 @@ def load_weights(model: nn.Module, weights: dict[str, torch.Tensor], source: str
         if wrong:
             k = wrong[0]
             parts.append(f"shape of {k}: {tuple(weights[k].shape)} vs model {tuple(own[k].shape)}")
+        if retyped:
+            k = retyped[0]
+            parts.append(f"dtype of {k}: {weights[k].dtype} vs model {own[k].dtype}")
         raise CheckpointError(f"{source}: weights are of another architecture ({'; '.join(parts)})")
     model.load_state_dict(weights)
 

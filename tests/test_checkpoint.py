@@ -44,6 +44,10 @@ def test_other_architecture_is_refused(tmp_path):
         load_weights(build_model(small(num_mem_tokens=2, memory_update="mrv")), weights, "ck")
     with pytest.raises(CheckpointError, match="another architecture.*shape"):
         load_weights(build_model(small(num_mem_tokens=3)), weights, "ck")
+    name = next(k for k, w in weights.items() if w.is_floating_point())
+    with pytest.raises(CheckpointError, match=rf"another architecture \(dtype of {re.escape(name)}: torch.int64 vs model"):
+        load_weights(build_model(cfg), weights | {name: weights[name].long()}, "ck")
+    load_weights(build_model(cfg), weights | {name: weights[name].to(torch.bfloat16)}, "ck")  # (another precision)
     with pytest.raises(CheckpointError, match="'algorithmic' checkpoint, expected 'rate'"):
         read_checkpoint(tmp_path / "ck", "rate")
 

@@ -838,3 +838,38 @@ def test_export_out_names_its_format_in_either_case(tmp_path, capsys):
     assert main([str(tmp_path / "run"), "--format", "onnx", "--out", str(tmp_path / "p.ONNX")]) != 0
     err = capsys.readouterr().err
     assert "must end in" not in err and "not a checkpoint folder" in err
+
+
+def test_the_onnx_runner_sums_rewards_as_reported_as_rollouts_do():
+    """Returns summed in float64 from the rewards the environment reports (not from their float32
+    copies for the policy: 1000 steps of 0.1 were off in the 6th digit), as rate.rl.rollout sums them."""
+    import gymnasium as gym
+
+    from rate.deploy.onnx_runner import _play
+
+    class Tenths(gym.Env):
+        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+        action_space = gym.spaces.Discrete(2)
+
+        def reset(self, seed=None, options=None):
+            super().reset(seed=seed)
+            self.t = 0
+            return np.zeros(1, np.float32), {}
+
+        def step(self, action):
+            self.t += 1
+            return np.zeros(1, np.float32), 0.1, self.t == 1000, False, {}
+
+    class Zeros:  # (StepPolicy's interface)
+        meta = {"act_dim": 2}
+
+        def reset(self, batch):
+            self.batch = batch
+
+        def act(self, obs, rewards, new_episode, target_return, noise):
+            assert rewards.dtype == np.float32
+            return None, np.zeros(self.batch, np.int64)
+
+    out = _play(Zeros(), [Tenths(), Tenths()], np.random.default_rng(0), 0, None, None, False)
+    expected = float(np.cumsum(np.full(1000, 0.1))[-1])
+    assert out["returns"].tolist() == [expected, expected]

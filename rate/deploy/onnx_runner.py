@@ -499,8 +499,9 @@ def _play(policy: StepPolicy, envs: list[gym.Env], rng: np.random.Generator, see
         for i, env in enumerate(envs):
             if done[i]:
                 continue
-            obs[i], rewards[i], terminated, truncated, info = env.step(actions[i])
-            returns[i] += rewards[i]
+            obs[i], reward, terminated, truncated, info = env.step(actions[i])
+            rewards[i] = reward  # (float32, as the policy takes it)
+            returns[i] += float(reward)  # (summed as reported, as rate.rl.rollout sums them)
             if terminated or truncated:
                 done[i] = True
                 flag = info.get("success", info.get("is_success"))
