@@ -87,7 +87,7 @@ class _SingleSteps:
         """The first observations, (N, ...), of a dtype that holds the space's values too: later
         steps are written into it, and an integer first observation of a float Box would truncate them."""
         obs = np.stack([env.reset(seed=seed + i, options=options)[0] for i, env in enumerate(self.envs)])
-        space_dtype = getattr(self.envs[0].observation_space, "dtype", None)
+        space_dtype = getattr(getattr(self.envs[0], "observation_space", None), "dtype", None)  # (duck-typed envs)
         return obs if space_dtype is None else obs.astype(np.result_type(obs.dtype, space_dtype), copy=False)
 
     def step(self, obs: np.ndarray, actions: np.ndarray, done: np.ndarray):
