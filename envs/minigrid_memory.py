@@ -121,8 +121,12 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
         if size != self.size:
             if not isinstance(size, (int, np.integer)) or size < 9 or size % 2 == 0:
                 raise ValueError(f"reset option size must be odd and >= 9, got {size!r}")
+            old = self.env.unwrapped
             self.env.close()
             self.env, self.size = self._grid(int(size), self.view_size, self.env.render_mode), int(size)
+            self.env.unwrapped.spec = old.spec  # (gym.make attached it to the grid it made)
+            if seed is None:  # unseeded resets go on with the seeded stream, as Gymnasium's do, whatever the size
+                self.env.unwrapped.np_random = old.np_random
         options = {k: v for k, v in (options or {}).items() if k != "size"} or None
         obs, info = self.env.reset(seed=seed, options=options)
         self._cue_step = -1

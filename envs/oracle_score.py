@@ -66,16 +66,21 @@ class _POPGymOracle:
         return oracle_action(env)
 
 
-class _CopyPrevious:
-    """``oracle``'s first action, then the previous action again at every step."""
+def _copy_previous(oracle, n_actions: int, noise: float, rng: np.random.Generator):
+    """A chooser playing ``oracle``'s first action, then the previous action played again at every
+    step; each replaced with probability ``noise`` by a random one (drawn as
+    :func:`envs.recording.with_random_actions` draws them), which then is the previous action."""
+    last = None
 
-    def __init__(self, oracle):
-        self.oracle, self.last = oracle, None
+    def choose(env: gym.Env) -> int:
+        nonlocal last
+        if rng.random() < noise:
+            last = int(rng.integers(0, n_actions))
+        elif last is None:
+            last = oracle(env)
+        return last
 
-    def __call__(self, env: gym.Env) -> int:
-        if self.last is None:
-            self.last = self.oracle(env)
-        return self.last
+    return choose
 
 
 def _make(task: str, length: int, size: int, popgym_task: str = "") -> tuple[gym.Env, type]:
@@ -117,8 +122,8 @@ def score_oracle(task: str, length: int, episodes: int = 100, seed: int = 0, noi
     try:
         for i in range(episodes):
             oracle = oracle_class(seek=str(rng.choice(["good", "bad"]))) if guess else oracle_class()
-            oracle = _CopyPrevious(oracle) if copy_previous else oracle
-            played = play_episode(env, with_random_actions(oracle, n_actions, noise, rng), seed + i)
+            choose = (_copy_previous if copy_previous else with_random_actions)(oracle, n_actions, noise, rng)
+            played = play_episode(env, choose, seed + i)
             returns.append(sum(played.rewards))
             lengths.append(len(played.actions))
             bar.update(1)

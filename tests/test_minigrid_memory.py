@@ -234,3 +234,18 @@ def test_info_reports_where_the_cue_was_last_seen_and_the_decision():
         assert len(decisions) == 1 and decisions[0] - infos[decisions[0]]["cue_step"] == size - 2
         turned_back += actions[decisions[0]] != 2  # a turn, not the step to the upper object
     assert 0 < turned_back < 5  # both kinds of episode were checked
+
+
+def test_an_unseeded_reset_to_another_size_goes_on_with_the_seeded_stream():
+    """reset(seed=s), then reset(options={"size": n}) without a seed: the same episode on every
+    instance (the new grid took fresh entropy before), and the environment keeps its spec."""
+    starts = []
+    for _ in range(3):
+        env = gym.make("rate/MiniGridMemory-v0", size=13)
+        env.reset(seed=0)
+        env.reset(options={"size": 15})
+        grid = env.unwrapped
+        starts.append((tuple(int(v) for v in grid.agent_pos), tuple(int(v) for v in grid.success_pos)))
+        assert env.unwrapped.spec is not None and env.unwrapped.spec.id == "rate/MiniGridMemory-v0"
+        env.close()
+    assert starts[0] == starts[1] == starts[2]

@@ -137,6 +137,18 @@ def test_repeat_first_is_solved_by_copying_the_previous_action_and_the_others_ar
     assert "return 1.00" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--copy-previous applies to popgym only"):
         score_oracle("vizdoom", 90, copy_previous=True)
+    # With random actions, a random action is the previous one that the next step copies.
+    from rate_envs.oracle_score import _copy_previous
+
+    rng = np.random.default_rng(0)
+    choose = _copy_previous(lambda env: 7, 4, 0.5, rng)
+    played = [choose(None) for _ in range(40)]
+    again = np.random.default_rng(0)
+    expected, last = [], None
+    for _ in range(40):
+        last = int(again.integers(0, 4)) if again.random() < 0.5 else (7 if last is None else last)
+        expected.append(last)
+    assert played == expected and len(set(played)) > 2
 
 
 @pytest.mark.parametrize("module, package", [("envs.popgym_data", "popgym"), ("envs.minigrid_data", "minigrid")])
