@@ -125,3 +125,20 @@ def factory_failing_at(made: list, failing: int | None = None):
         return made[-1]
 
     return make
+
+
+class Tenths(gym.Env):
+    """1000 steps of reward 0.1 (float64, as reported), whatever the action: returns summed in
+    float32 would be off in their 6th digit."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.zeros(1, np.float32), 0.1, self.t == 1000, False, {}

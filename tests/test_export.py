@@ -843,22 +843,8 @@ def test_export_out_names_its_format_in_either_case(tmp_path, capsys):
 def test_the_onnx_runner_sums_rewards_as_reported_as_rollouts_do():
     """Returns summed in float64 from the rewards the environment reports (not from their float32
     copies for the policy: 1000 steps of 0.1 were off in the 6th digit), as rate.rl.rollout sums them."""
-    import gymnasium as gym
-
     from rate.deploy.onnx_runner import _play
-
-    class Tenths(gym.Env):
-        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-        action_space = gym.spaces.Discrete(2)
-
-        def reset(self, seed=None, options=None):
-            super().reset(seed=seed)
-            self.t = 0
-            return np.zeros(1, np.float32), {}
-
-        def step(self, action):
-            self.t += 1
-            return np.zeros(1, np.float32), 0.1, self.t == 1000, False, {}
+    from tests.foreign_envs import Tenths
 
     class Zeros:  # (StepPolicy's interface)
         meta = {"act_dim": 2}

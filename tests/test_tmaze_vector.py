@@ -335,19 +335,7 @@ def test_returns_sum_the_rewards_as_the_environments_report_them():
     the policy is given them in float32, as training's returns-to-go were made and as the
     exported step takes them (eager and exported policies lower their return-to-go alike)."""
     from rate.rl.rollout import rollout
-
-    class Tenths(gym.Env):
-        observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
-        action_space = gym.spaces.Discrete(2)
-
-        def reset(self, seed=None, options=None):
-            super().reset(seed=seed)
-            self.t = 0
-            return np.zeros(1, np.float32), {}
-
-        def step(self, action):
-            self.t += 1
-            return np.zeros(1, np.float32), 0.1, self.t == 1000, False, {}
+    from tests.foreign_envs import Tenths
 
     class Zeros:
         def reset(self, n):
