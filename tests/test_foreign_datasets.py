@@ -640,6 +640,12 @@ def test_placeholder_wide_and_integer_action_bounds(datasets):
                                              gym.spaces.Box(-np.inf, np.inf, (2,), np.float32))
     with pytest.raises(ValueError, match="has infinite ones: give eval.action_bounds"):
         rescale_actions(unbounded)
+    from rate.deploy.onnx_runner import ArtifactError
+
+    with pytest.raises(ValueError, match=r"onto a Box's bounds; this action space is Discrete\(2\)"):
+        rescale_actions(gym.make("CartPole-v1"))
+    with pytest.raises(ArtifactError, match=r"CartPole-v1 acts in Discrete\(2\)"):
+        _rescale_actions(gym.make("CartPole-v1"))
 
 
 def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():

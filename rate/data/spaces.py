@@ -65,6 +65,8 @@ def rescale_actions(env: gym.Env, bounds: list[list[float]] | None = None) -> gy
     space's dtype: an integer Box divides by zero, float32 bounds of 1e38 lose every digit); an
     integer Box takes the nearest integer."""
     space = env.action_space
+    if not isinstance(space, spaces.Box):
+        raise ValueError(f"RescaleAction maps [-1, 1] onto a Box's bounds; this action space is {space}")
     if bounds:
         low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
     else:

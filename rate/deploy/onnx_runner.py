@@ -81,6 +81,9 @@ def _rescale_actions(env: gym.Env, bounds: list | None = None) -> gym.Env:
     import gymnasium as gym
 
     space = env.action_space
+    if not isinstance(space, gym.spaces.Box):  # (--env: another environment than the run's)
+        raise ArtifactError(f"the policy's actions are mapped onto a Box's bounds (RescaleAction); "
+                            f"{env.spec.id if env.spec else 'this environment'} acts in {space}")
     if bounds:
         low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
     else:
