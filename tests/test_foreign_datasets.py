@@ -620,6 +620,10 @@ def test_placeholder_wide_and_integer_action_bounds(datasets):
     with pytest.warns(UserWarning, match=r"span less than 1% of the action space's range in 2 of its 2 dimensions"):
         cfg = config_for_dataset("tests/wide-bounds-v0", overrides=TINY + ["eval.episodes=0"])
     assert cfg.eval.action_bounds == [] and cfg.eval.wrappers == ["RescaleAction"]
+    record("tests/unit-bounds-v0", gym.spaces.Box(-1.0, 1.0, (2,), np.float32), actions / 1000)
+    with warnings.catch_warnings():  # (the model's own range: nothing to rescale, no advice to give)
+        warnings.simplefilter("error")
+        assert config_for_dataset("tests/unit-bounds-v0", overrides=TINY + ["eval.episodes=0"]).eval.wrappers == []
 
     steps = rng.integers(0, 5, (20, 2))
     record("tests/integer-box-v0", gym.spaces.Box(0, 4, (2,), np.int64), steps)

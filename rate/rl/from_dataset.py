@@ -182,12 +182,15 @@ def _action_bounds(space, seen_low: np.ndarray, seen_high: np.ndarray, dataset: 
     """``eval.action_bounds`` for a continuous action space, given the data's per-dimension range:
     [] where the space's own bounds serve, else [low, high], a side that is unbounded (infinite or
     at least :data:`UNBOUNDED`) taking the data's value, with a warning.  Also warns where the data
-    spans under :data:`NARROW_DATA` of a bounded range."""
+    spans under :data:`NARROW_DATA` of bounds that RescaleAction maps [-1, 1] onto."""
+    from rate.data.spaces import needs_rescaling
+
     low, high = space.low.astype(np.float64), space.high.astype(np.float64)
     bounded_low, bounded_high = np.abs(low) < UNBOUNDED, np.abs(high) < UNBOUNDED  # (False for inf)
     if bounded_low.all() and bounded_high.all():
         span, seen = high - low, seen_high - seen_low
-        narrow = np.flatnonzero((seen > 0) & (seen < NARROW_DATA * span))
+        # (a [-1, 1] space is the model's own: nothing rescales it, nothing to choose instead)
+        narrow = np.flatnonzero((seen > 0) & (seen < NARROW_DATA * span)) if needs_rescaling(space) else []
         if len(narrow):
             i = int(narrow[0])
             warnings.warn(f"{dataset}: the data's actions span less than {NARROW_DATA:.0%} of the action space's "
