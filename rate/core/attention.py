@@ -9,8 +9,9 @@ positional term is read from an explicit distance table, so negative distances (
 attend to later memory columns inside a bidirectional block) get their correct embedding instead
 of a wrapped-around value.  The positional term and the 0/-inf mask form one additive bias that
 the content scores of ``q + u`` are added to; large full-forward calls (training, evaluation, a
-window recompute) instead compute the positional term in factored form inside the fused
-``F.scaled_dot_product_attention`` (no bias stored).
+window recompute) instead compute the positional term in factored form, inside the fused
+``F.scaled_dot_product_attention`` (no bias stored) or, in fp32 CPU training, as matrix products
+around a kept softmax (``_ExplicitSoftmaxAttention``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,12 @@ from rate.core.kv_buffer import KVPages
 # results/performance_training.md times both forms side by side; this threshold sits between
 # the sizes where each one won there.
 FACTORED_MIN_ELEMENTS_PER_CHANNEL = 50_000
+# CPU training's factored attention (_ExplicitSoftmaxAttention) works through the batch in chunks
+# whose scores take about this many bytes: small enough to stay in a core's cache between the
+# products that write and read them (results/performance_official.md: chunks of 1 to 16 MiB).
+SCORE_CHUNK_BYTES = 4 << 20
+# ... and in blocks of query rows, each over the keys up to its rows' last allowed one.
+SCORE_ROW_BLOCKS = 4
 
 
 def inverse_frequencies(d_model: int, device: torch.device | None = None,
@@ -195,7 +202,7 @@ class RelativeMultiHeadAttention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(n_heads, d_head))
         self.attn_dropout = attn_dropout
         if checkpoint_attention and attn_dropout:
-            # The narrow-saving path (_NarrowSavedAttention) has no attention dropout.
+            # checkpoint_attention is a setting of the explicit path (_ExplicitSoftmaxAttention), which has no attention dropout.
             raise ValueError("checkpoint_attention needs attn_dropout 0")
         self.checkpoint_attention = checkpoint_attention  # see _factored_attention
         self.scale = 1.0 / math.sqrt(d_head)
@@ -355,9 +362,10 @@ class RelativeMultiHeadAttention(nn.Module):
         so the score is [q_i + u, f_i] . [k_j, g_j]: heads of d_head + d_model channels, a mask
         without gradient, and no (B, H, Q, K) tensor held for the backward pass (the fused
         kernel recomputes the scores).  The values are zero-padded to the widened size, which the
-        fused CPU kernel needs; the padding's output columns are dropped.  With
-        ``checkpoint_attention`` (RMTConfig), a CPU training call outside autocast keeps only narrow
-        tensors for its backward pass and widens them again there (:class:`_NarrowSavedAttention`).
+        fused CPU kernel needs; the padding's output columns are dropped.  fp32 CPU training
+        without attention dropout takes the same scores written out as matrix products instead
+        (:class:`_ExplicitSoftmaxAttention`: no zero channels, no recomputation, the softmax kept;
+        with ``checkpoint_attention`` (RMTConfig) not kept but made again in backward).
 
         q (B, H, Q, dh); k, v (B, H, K, dh); mask_bias (B or 1, 1, Q, K).  Returns (B, H, Q, dh).
         """
@@ -365,10 +373,12 @@ class RelativeMultiHeadAttention(nn.Module):
         q_sin, q_cos, key_features = (f.to(q.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
         w_r = self.r_proj.weight.view(self.n_heads, dh, d_model)
         dropout = self.attn_dropout if self.training else 0.0
-        if (self.checkpoint_attention and self.training and torch.is_grad_enabled() and q.device.type == "cpu"
-                and not torch.is_autocast_enabled("cpu")):
-            return _NarrowSavedAttention.apply(q, k, v, self.u_bias, self.v_bias, w_r, q_sin, q_cos, key_features,
-                                               mask_bias, self.scale)
+        cpu_training = (self.training and torch.is_grad_enabled() and q.device.type == "cpu"
+                        and not torch.is_autocast_enabled("cpu"))
+        if cpu_training and not dropout:
+            return _ExplicitSoftmaxAttention.apply(q + self.u_bias[:, None, :], self.v_bias - self.u_bias, w_r, q_sin,
+                                                   q_cos, k, v, key_features, mask_bias, self.scale,
+                                                   self.checkpoint_attention)
         query, key = _widened(q, k, self.u_bias, self.v_bias, w_r, q_sin, q_cos, key_features)
         out = F.scaled_dot_product_attention(query, key, F.pad(v, (0, d_model)), attn_mask=mask_bias,
                                              dropout_p=dropout, scale=self.scale)
@@ -381,52 +391,139 @@ def _widened(q: torch.Tensor, k: torch.Tensor, u_bias: torch.Tensor, v_bias: tor
     q, k (B, H, Q or K, dh), the biases (H, dh), w_r (H, dh, D) the positional projection per head,
     q_sin, q_cos (Q, D/2), key_features (K, D) -> query (B, H, Q, dh + D), key (B, H, K, dh + D)."""
     b, h = q.shape[:2]
-    w = torch.einsum("bhqe,hed->bhqd", q + v_bias[:, None, :], w_r)
-    a, c = w.chunk(2, dim=-1)  # the sine and cosine halves of the table, (B, H, Q, D/2) each
-    query = torch.cat([q + u_bias[:, None, :], a * q_sin + c * q_cos, c * q_sin - a * q_cos], dim=-1)
+    query = torch.cat([q + u_bias[:, None, :], _positional_features(q, v_bias, w_r, q_sin, q_cos)], dim=-1)
     key = torch.cat([k, key_features.expand(b, h, -1, -1)], dim=-1)
     return query, key
 
 
-class _NarrowSavedAttention(torch.autograd.Function):
-    """The factored attention on the CPU, keeping only narrow tensors for the backward pass.
+def _positional_features(q: torch.Tensor, v_bias: torch.Tensor, w_r: torch.Tensor, q_sin: torch.Tensor,
+                         q_cos: torch.Tensor) -> torch.Tensor:
+    """The query features f_i of the factored positional scores (f_i . g_j, g_j the key features):
+    q (B, H, Q, dh), v_bias (H, dh), w_r (H, dh, D), q_sin, q_cos (Q, D/2) -> (B, H, Q, D).
 
-    Through autograd, the fused kernel keeps its widened query and output, (B, H, Q, dh + D), and
-    its widened key and zero-padded values, (B, H, K, dh + D): at the RATE run script's size
-    (dh 32, D 64) most of what a full-BPTT step holds for its backward.  This keeps q, k, v (views
-    of the layer's projection, or with a cache the keys/values concatenated to it), the output's dh
-    real columns (which the output projection keeps too) and the kernel's log-sum-exp; the backward
-    pass widens q and k again (the same work as the forward's widening, and its graph for the chain
-    rule), pads the values and the output with the zeros they had, and calls the kernel's own
-    backward.  Same outputs and gradients (tests/test_rmt.py); eval/bench/official_training.py
-    measures the time it costs and the memory it saves.
+    f_i is (q_i + v) W_r turned by the angles p_i w (:func:`_turned_projection`).  With a batch of
+    at least d_head rows the turn is applied to W_r once per query position and f is one batched
+    product; fewer rows turn the (B, H, Q, D) product itself, the smaller of the two."""
+    x = q + v_bias[:, None, :]
+    if q.shape[0] >= q.shape[-1]:
+        return torch.einsum("bhqe,hqed->bhqd", x, _turned_projection(w_r, q_sin, q_cos))
+    a, c = torch.einsum("bhqe,hed->bhqd", x, w_r).chunk(2, dim=-1)  # (B, H, Q, D/2) each
+    return torch.cat([a * q_sin + c * q_cos, c * q_sin - a * q_cos], dim=-1)
+
+
+def _turned_projection(w_r: torch.Tensor, q_sin: torch.Tensor, q_cos: torch.Tensor) -> torch.Tensor:
+    """W_r turned by each query position's angles: w_r (H, dh, D), q_sin, q_cos (Q, D/2) ->
+    (H, Q, dh, D), so that (q_i + v) @ turned[:, i] = [a sin + c cos, c sin - a cos] (p_i w) with
+    (a, c) the sine and cosine halves of (q_i + v) W_r."""
+    a, c = (t[:, None] for t in w_r.chunk(2, dim=-1))  # (H, 1, dh, D/2) each
+    sin, cos = q_sin[:, None], q_cos[:, None]  # (Q, 1, D/2)
+    return torch.cat([a * sin + c * cos, c * sin - a * cos], dim=-1)
+
+
+class _ExplicitSoftmaxAttention(torch.autograd.Function):
+    """The factored attention of CPU training, written out as matrix products around the softmax.
+
+    The fused CPU kernel takes one head size for queries, keys and values, so the factored form's
+    widened heads (dh + D channels) pad the values with D zero channels, and its backward pass
+    recomputes the scores over the widened heads.  Here the scores are two products, the
+    positional f @ g^T (f = (q + v) turned W_r, :func:`_turned_projection`; the key features g
+    do not depend on the batch or the head) and the content (q + u) @ k^T added to them with dh
+    channels, and the softmax P is kept for the backward pass, which then needs no product wider
+    than dh channels besides f's gradient (g needs none).  Kept per call: P (B, H, Q, K, less the
+    masked ends of its rows, see :func:`_score_parts`), q + u, k, v and the output.  With
+    ``recompute`` (RMTConfig.checkpoint_attention) P is not kept: the backward pass makes it again
+    from the kept inputs, the same operations in the same order (the same P).
+
+    The work runs in pieces of batch rows and query rows whose scores take about
+    SCORE_CHUNK_BYTES: each piece's scores are made, normalised and read again while they are in
+    the cache, and no allocation is large enough for the allocator to take it from the system
+    afresh (page faults, see rate/host_memory.py).
+
+    qc = q + u (B, H, Q, dh), shift = v - u (H, dh) (q + v = qc + shift), w_r (H, dh, D), q_sin,
+    q_cos (Q, D/2) (:func:`_turned_projection`, made again in backward), k, v (B, H, K, dh), g (K, D),
+    mask_bias (B or 1, 1, Q, K) with 0 / -inf, every row with at least one 0.  Returns
+    (B, H, Q, dh), a view of a (B, Q, H, dh) tensor that the output projection reads without a copy.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, u_bias, v_bias, w_r, q_sin, q_cos, key_features, mask_bias, scale):
-        d_model = key_features.shape[-1]
-        query, key = _widened(q, k, u_bias, v_bias, w_r, q_sin, q_cos, key_features)
-        out, logsumexp = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
-            query, key, F.pad(v, (0, d_model)), attn_mask=mask_bias, scale=scale)
-        # A copy (a view would keep the wide output alive), laid out as (B, Q, H, dh): the layer's
-        # output projection then reads it through a view and keeps this same tensor, not a copy.
-        narrow = out[..., : q.shape[-1]].transpose(1, 2).contiguous().transpose(1, 2)
-        ctx.save_for_backward(q, k, v, u_bias, v_bias, w_r, q_sin, q_cos, key_features, mask_bias, narrow, logsumexp)
-        ctx.scale = scale
-        return narrow
+    def forward(ctx, qc, shift, w_r, q_sin, q_cos, k, v, g, mask_bias, scale, recompute):
+        b, h, q_len, dh = qc.shape
+        turned = _turned_projection(w_r, q_sin, q_cos)
+        ctx.parts = _score_parts(mask_bias, b, h, qc.element_size())
+        ctx.scale, ctx.recompute = scale, recompute
+        f = torch.einsum("bhqe,hqed->bhqd", qc + shift[:, None, :], turned)  # (B, H, Q, D) positional query features
+        qc, k, v = (t.reshape(b * h, -1, dh) for t in (qc, k, v))
+        out = torch.empty(b * h, q_len, dh, dtype=qc.dtype)
+        kept = []
+        for part in ctx.parts:
+            (lo, hi), (r0, r1, keys) = part
+            weights = _part_weights(part, qc, f, k, g, mask_bias, scale, h)
+            out[lo * h : hi * h, r0:r1] = torch.bmm(weights, v[lo * h : hi * h, :keys])
+            if not recompute:
+                kept.append(weights)
+        out = out.view(b, h, q_len, dh).transpose(1, 2).contiguous()  # (B, Q, H, dh)
+        ctx.save_for_backward(qc, shift, w_r, q_sin, q_cos, k, v, g, mask_bias, out, *kept)
+        return out.transpose(1, 2)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        q, k, v, u_bias, v_bias, w_r, q_sin, q_cos, key_features, mask_bias, narrow, logsumexp = ctx.saved_tensors
-        d_model = key_features.shape[-1]
-        with torch.enable_grad():  # the widening again, with its own graph for the chain rule
-            leaves = [t.detach().requires_grad_() for t in (q, k, u_bias, v_bias, w_r)]
-            query, key = _widened(*leaves, q_sin, q_cos, key_features)
-        grad_query, grad_key, grad_value = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward(
-            F.pad(grad, (0, d_model)), query.detach(), key.detach(), F.pad(v, (0, d_model)),
-            F.pad(narrow, (0, d_model)), logsumexp, 0.0, False, attn_mask=mask_bias, scale=ctx.scale)
-        grad_q, grad_k, grad_u, grad_v_bias, grad_w_r = torch.autograd.grad(
-            (query, key), leaves, (grad_query, grad_key))
-        return (grad_q, grad_k, grad_value[..., : q.shape[-1]], grad_u, grad_v_bias, grad_w_r,
-                None, None, None, None, None)
+        qc, shift, w_r, q_sin, q_cos, k, v, g, mask_bias, out, *kept = ctx.saved_tensors
+        b, q_len, h, dh = out.shape
+        with torch.enable_grad():  # the turned projection again, with its graph for W_r's gradient
+            w_r = w_r.detach().requires_grad_()
+            turned = _turned_projection(w_r, q_sin, q_cos)
+        x = qc.view(b, h, q_len, dh) + shift[:, None, :]  # q + v
+        f = torch.einsum("bhqe,hqed->bhqd", x, turned) if ctx.recompute else None
+        # softmax backward: dS = P * (dP - rowsum(dO * O)), written over P (not needed after)
+        row_sums = (grad * out.transpose(1, 2)).sum(-1).view(b * h, q_len, 1)
+        grad = grad.reshape(b * h, q_len, dh)
+        grad_qc, grad_k, grad_v = torch.empty_like(qc), torch.zeros_like(k), torch.zeros_like(v)
+        grad_f = torch.empty(b, h, q_len, g.shape[1], dtype=g.dtype)
+        for i, part in enumerate(ctx.parts):
+            (lo, hi), (r0, r1, keys) = part
+            heads, queries = slice(lo * h, hi * h), slice(r0, r1)
+            weights = _part_weights(part, qc, f, k, g, mask_bias, ctx.scale, h) if ctx.recompute else kept[i]
+            # (+= of a product: an in-place baddbmm_ on these strided slices runs matrix by matrix)
+            grad_v[heads, :keys] += torch.bmm(weights.transpose(1, 2), grad[heads, queries])
+            grad_scores = torch.bmm(grad[heads, queries], v[heads, :keys].transpose(1, 2)).sub_(row_sums[heads, queries])
+            grad_scores = weights.mul_(grad_scores).mul_(ctx.scale)
+            grad_qc[heads, queries] = torch.bmm(grad_scores, k[heads, :keys])
+            grad_k[heads, :keys] += torch.bmm(grad_scores.transpose(1, 2), qc[heads, queries])
+            grad_f[lo:hi, :, queries] = torch.matmul(grad_scores.view(hi - lo, h, r1 - r0, keys), g[:keys])
+        grad_x = torch.einsum("bhqd,hqed->bhqe", grad_f, turned)
+        (grad_w_r,) = torch.autograd.grad(turned, w_r, torch.einsum("bhqe,bhqd->hqed", x, grad_f))
+        return (grad_qc.view(b, h, q_len, dh).add_(grad_x), grad_x.sum((0, 2)), grad_w_r, None, None,
+                grad_k.view(b, h, -1, dh), grad_v.view(b, h, -1, dh), None, None, None, None)
+
+
+def _part_weights(part, qc: torch.Tensor, f: torch.Tensor, k: torch.Tensor, g: torch.Tensor, mask_bias: torch.Tensor,
+                  scale: float, h: int) -> torch.Tensor:
+    """The softmax of one piece of the scores (:func:`_score_parts`): (rows * H, r1 - r0, keys)."""
+    (lo, hi), (r0, r1, keys) = part
+    heads, queries = slice(lo * h, hi * h), slice(r0, r1)
+    scores = torch.matmul(f[lo:hi, :, queries], g[:keys].t())  # (rows, H, r1 - r0, keys): positional
+    scores.add_(mask_bias[lo:hi, :, queries, :keys] if mask_bias.shape[0] > 1 else mask_bias[..., queries, :keys])
+    weights = scores.view(-1, r1 - r0, keys).baddbmm_(qc[heads, queries], k[heads, :keys].transpose(1, 2),
+                                                       beta=scale, alpha=scale)
+    return torch.ops.aten._softmax.out(weights, -1, False, out=weights)  # in place
+
+
+def _score_parts(mask_bias: torch.Tensor, b: int, h: int, element_size: int
+                 ) -> list[tuple[tuple[int, int], tuple[int, int, int]]]:
+    """The pieces of the (B, H, Q, K) scores that :class:`_ExplicitSoftmaxAttention` computes:
+    ((first, last + 1) batch rows, (first, last + 1) query rows, keys), keys = the query rows'
+    last allowed key + 1 (the rest of their row is masked: a causal mask skips almost half).
+    SCORE_ROW_BLOCKS blocks of query rows, each cut into chunks of batch rows whose scores take
+    about SCORE_CHUNK_BYTES."""
+    q_len, k_len = mask_bias.shape[-2:]
+    allowed = mask_bias.amax(dim=(0, 1)) > float("-inf")  # (Q, K): allowed for some batch row
+    extent = (k_len - allowed.flip(-1).int().argmax(-1)).tolist()  # last allowed key + 1, per query row
+    step = -(-q_len // SCORE_ROW_BLOCKS)
+    parts = []
+    for r0 in range(0, q_len, step):
+        r1 = min(r0 + step, q_len)
+        keys = max(extent[r0:r1])
+        rows = max(1, SCORE_CHUNK_BYTES // (h * (r1 - r0) * keys * element_size))
+        parts += [((lo, min(lo + rows, b)), (r0, r1, keys)) for lo in range(0, b, rows)]
+    return parts

@@ -28,8 +28,8 @@ from rate.core.memory import MemoryTokens, build_memory_update
 # The fused attention kernels (CPU flash; CUDA flash, memory-efficient, cuDNN) whose outputs
 # checkpoint_segments keeps for the backward pass.  A recomputed segment then runs only the cheap
 # work again (projections, norms, the factored path's widened q/k/v, each several times the
-# size of the attention output), not the attention itself: at the RATE run script's size it
-# costs 3-12 % over plain BPTT (17-29 % when it recomputed everything; results/performance_official.md).
+# size of the attention output), not the attention itself.  fp32 CPU training's explicit
+# attention (rate/core/attention.py) is no such kernel: a checkpointed segment recomputes it too.
 _ATTENTION_KERNELS = frozenset(
     getattr(torch.ops.aten, name).default for name in (
         "_scaled_dot_product_flash_attention_for_cpu", "_scaled_dot_product_flash_attention",
@@ -77,15 +77,14 @@ class RMTConfig:
     # first tokens (results/lm.md).
     cache_position: Literal["official", "contiguous"] = "official"
     bptt_depth: int = -1  # previous segments a segment's loss reaches: 0 none, k, -1 all
-    # Recompute each segment in backward, keeping only the fused attention kernel's outputs (less
-    # memory, a little more time; results/performance_official.md).
+    # Recompute each segment in backward (keeping the fused attention kernel's outputs where that
+    # kernel runs: bf16, CUDA): less memory for more time (results/performance_official.md).
     checkpoint_segments: bool = False
-    # Keep only the factored attention's narrow tensors (q, k, v, the output) for backward and widen
-    # them again there: less memory for some time (results/performance_official.md measures both).
-    # CPU training outside autocast (train.precision fp32), needs attn_dropout 0; it changes nothing
-    # where the gathered positional form runs (small sizes, train.compile) or on other devices (the
-    # training loop warns under bf16, compile or another device).
-    # With checkpoint_segments too, the kept kernel outputs are the widened ones.
+    # Keep no softmax of the scores for backward but make it again there: less memory for some
+    # time (results/performance_official.md measures both).  A setting of fp32 CPU training's
+    # explicit attention path (rate/core/attention.py), which needs attn_dropout 0; it changes
+    # nothing where the gathered positional form runs (small sizes, train.compile), under bf16 or on
+    # other devices (the training loop warns).
     checkpoint_attention: bool = False
 
     def __post_init__(self) -> None:
@@ -250,8 +249,14 @@ class RecurrentMemoryTransformer(nn.Module):
         if not (self.cfg.checkpoint_segments and self.training and torch.is_grad_enabled()):
             return self.forward_segment(x, state, seg_valid)
 
+        device = x.device.type
+
         def run(x, memory, seg_valid, *cache):
-            h, st = self.forward_segment(x, RMTState(memory, list(cache)), seg_valid)
+            # Under autocast, without its cache of cast weights: the recomputation would find the
+            # casts cached and run fewer operators than the forward pass, which the kept outputs'
+            # bookkeeping refuses.
+            with torch.autocast(device, enabled=torch.is_autocast_enabled(device), cache_enabled=False):
+                h, st = self.forward_segment(x, RMTState(memory, list(cache)), seg_valid)
             return (h, st.memory, *st.cache)
 
         out = checkpoint(run, x, state.memory, seg_valid, *state.cache, use_reentrant=False,
