@@ -299,6 +299,21 @@ def test_explicit_attention_steps_aside_under_autocast_and_outside_training(forc
         RMTConfig(d_model=D, checkpoint_attention=True, attn_dropout=0.1)
 
 
+@pytest.mark.parametrize("checkpoint_attention", [False, True])
+def test_explicit_attention_backs_a_retained_graph_twice_alike(checkpoint_attention, force_scores):
+    """A second backward pass through a retained graph gives the first one's gradients (the kept
+    softmax is read, not overwritten, by the first)."""
+    force_scores("factored")
+    model = make(num_mem_tokens=2, checkpoint_attention=checkpoint_attention).train()
+    loss = model(torch.randn(2, 12, D), segment_len=6)[0].square().sum()
+    loss.backward(retain_graph=True)
+    first = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    loss.backward()
+    for a, b in zip(first, [p.grad for p in model.parameters() if p.grad is not None]):
+        torch.testing.assert_close(b, a, atol=0, rtol=0)
+
+
 def test_score_parts_cover_every_allowed_score_once():
     """The pieces of the explicit path cover each (batch row, query row) once, and each query row
     over at least every key it may see (a padded batch's mask included)."""

@@ -436,8 +436,9 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
 
     The work runs in pieces of batch rows and query rows whose scores take about
     SCORE_CHUNK_BYTES: each piece's scores are made, normalised and read again while they are in
-    the cache, and no allocation is large enough for the allocator to take it from the system
-    afresh (page faults, see rate/host_memory.py).
+    the cache, and the pieces' allocations (the (B, H, Q, K) work) stay small enough for the
+    allocator to serve them from its heap rather than take them from the system afresh (page
+    faults, see rate/host_memory.py).
 
     qc = q + u (B, H, Q, dh), shift = v - u (H, dh) (q + v = qc + shift), w_r (H, dh, D), q_sin,
     q_cos (Q, D/2) (:func:`_turned_projection`, made again in backward), k, v (B, H, K, dh), g (K, D),
@@ -475,7 +476,7 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
             turned = _turned_projection(w_r, q_sin, q_cos)
         x = qc.view(b, h, q_len, dh) + shift[:, None, :]  # q + v
         f = torch.einsum("bhqe,hqed->bhqd", x, turned) if ctx.recompute else None
-        # softmax backward: dS = P * (dP - rowsum(dO * O)), written over P (not needed after)
+        # softmax backward: dS = P * (dP - rowsum(dO * O)), written over dP (P stays: a retained graph's next backward reads it)
         row_sums = (grad * out.transpose(1, 2)).sum(-1).view(b * h, q_len, 1)
         grad = grad.reshape(b * h, q_len, dh)
         grad_qc, grad_k, grad_v = torch.empty_like(qc), torch.zeros_like(k), torch.zeros_like(v)
@@ -487,7 +488,7 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
             # (+= of a product: an in-place baddbmm_ on these strided slices runs matrix by matrix)
             grad_v[heads, :keys] += torch.bmm(weights.transpose(1, 2), grad[heads, queries])
             grad_scores = torch.bmm(grad[heads, queries], v[heads, :keys].transpose(1, 2)).sub_(row_sums[heads, queries])
-            grad_scores = weights.mul_(grad_scores).mul_(ctx.scale)
+            grad_scores = grad_scores.mul_(weights).mul_(ctx.scale)
             grad_qc[heads, queries] = torch.bmm(grad_scores, k[heads, :keys])
             grad_k[heads, :keys] += torch.bmm(grad_scores.transpose(1, 2), qc[heads, queries])
             grad_f[lo:hi, :, queries] = torch.matmul(grad_scores.view(hi - lo, h, r1 - r0, keys), g[:keys])
@@ -513,8 +514,8 @@ def _score_parts(mask_bias: torch.Tensor, b: int, h: int, element_size: int
                  ) -> list[tuple[tuple[int, int], tuple[int, int, int]]]:
     """The pieces of the (B, H, Q, K) scores that :class:`_ExplicitSoftmaxAttention` computes:
     ((first, last + 1) batch rows, (first, last + 1) query rows, keys), keys = the query rows'
-    last allowed key + 1 (the rest of their row is masked: a causal mask skips almost half).
-    SCORE_ROW_BLOCKS blocks of query rows, each cut into chunks of batch rows whose scores take
+    last allowed key + 1 (the rest of their row is masked: n blocks skip up to (n - 1) / 2n of a causal
+    square, 37.5 % with 4).  Up to SCORE_ROW_BLOCKS blocks of query rows, each cut into chunks of batch rows whose scores take
     about SCORE_CHUNK_BYTES."""
     q_len, k_len = mask_bias.shape[-2:]
     allowed = mask_bias.amax(dim=(0, 1)) > float("-inf")  # (Q, K): allowed for some batch row
