@@ -51,13 +51,15 @@ def _force_scores(monkeypatch, form: str) -> list[int]:
     one-element list counting the calls that took the factored form."""
     threshold = {"gathered": math.inf, "factored": 0}[form]
     monkeypatch.setattr(rate.core.attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", threshold)
-    calls, factored = [0], RelativeMultiHeadAttention._factored_attention
+    calls = [0]
+    for name in ("_factored_attention", "_explicit_attention"):  # (fp32 CPU training takes the second)
+        original = getattr(RelativeMultiHeadAttention, name)
 
-    def counting(self, *args):
-        calls[0] += 1
-        return factored(self, *args)
+        def counting(self, *args, original=original):
+            calls[0] += 1
+            return original(self, *args)
 
-    monkeypatch.setattr(RelativeMultiHeadAttention, "_factored_attention", counting)
+        monkeypatch.setattr(RelativeMultiHeadAttention, name, counting)
     return calls
 
 

@@ -250,12 +250,11 @@ def _kept_for_backward(model, x, segment_len):
 
 
 @pytest.mark.parametrize("checkpoint_attention", [False, True])
-def test_cpu_training_keeps_the_softmax_or_with_checkpoint_attention_nothing_of_the_scores_size(
-        checkpoint_attention, force_scores):
+def test_cpu_training_keeps_the_softmax_and_without_checkpoint_attention_q_k_v(checkpoint_attention, force_scores):
     """What autograd keeps from a factored CPU training forward: the softmax of the scores in
-    pieces that leave out the masked ends of causal rows, or with checkpoint_attention none of it;
-    no widened (d_head + d_model) tensor either way; and the output projection keeps the very
-    tensor the attention keeps (no copy of it)."""
+    pieces that leave out the masked ends of causal rows; q + u, k and v, or with
+    checkpoint_attention none of them (projected again in backward); no widened (d_head +
+    d_model) tensor; and the output projection keeps the very tensor the attention keeps."""
     force_scores("factored")
     d_head, b, seg, layers, segments = 6, 8, 12, 2, 2  # (no piece of the scores has 1 or d_head keys)
     model = make(d_head=d_head, num_mem_tokens=2, checkpoint_attention=checkpoint_attention).train()
@@ -263,11 +262,10 @@ def test_cpu_training_keeps_the_softmax_or_with_checkpoint_attention_nothing_of_
     rows = seg + 2 * 2  # read block, segment, write block
     scores = [t for t, _ in kept if t.dim() == 3 and t.shape[1] <= rows and t.shape[2] <= rows and t.shape[2] not in (1, d_head)]
     full = layers * segments * b * 2 * rows * rows  # (B, H, Q, K) per layer and segment
-    if checkpoint_attention:
-        assert not scores
-    else:
-        assert full / 2 <= sum(t.numel() for t in scores) < full  # kept, less the masked ends of rows
+    assert full / 2 <= sum(t.numel() for t in scores) < full  # kept, less the masked ends of rows
     assert not any(t.shape[-1] == d_head + D for t, _ in kept)
+    operands = [t for t, _ in kept if t.shape == (b * 2, rows, d_head)]
+    assert len(operands) == (0 if checkpoint_attention else 3 * layers * segments)
     narrow = [t for t, _ in kept
               if t.shape == (b, rows, 2, d_head) and t.stride() == (rows * 2 * d_head, 2 * d_head, d_head, 1)]
     assert len(narrow) == layers * segments  # the output, in the (B, Q, H, dh) layout
@@ -312,6 +310,31 @@ def test_explicit_attention_backs_a_retained_graph_twice_alike(checkpoint_attent
     loss.backward()
     for a, b in zip(first, [p.grad for p in model.parameters() if p.grad is not None]):
         torch.testing.assert_close(b, a, atol=0, rtol=0)
+
+
+def test_explicit_attention_returns_the_keys_and_values_with_their_gradients(force_scores):
+    """The explicit path's keys and values (a cache's before its own) are the gathered form's, and
+    gradients through the output, the keys and the values reach the input, the cache and every
+    parameter alike."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 6, D, generator=gen)
+    past = [torch.randn(3, 2, 4, 8, generator=gen) for _ in range(2)]
+    probes = [torch.randn(3, 2, 10, 8, generator=gen) for _ in range(2)]
+    mask = mask_to_bias(rmt_segment_mask(4, 2, 2))  # queries [read 2 | segment 2 | write 2] after a cache of 4
+    results = {}
+    for form in ("gathered", "factored"):
+        calls = force_scores(form)
+        torch.manual_seed(0)
+        attn = attention.RelativeMultiHeadAttention(D, 2, 8).train()
+        with torch.no_grad():
+            attn.u_bias.normal_(), attn.v_bias.normal_()
+        inputs = [t.clone().requires_grad_() for t in (x, *past)]
+        out, (k, v) = attn(inputs[0], attention.RelativePositions(4, 6, 10, D), mask, tuple(inputs[1:]))
+        (out.square().sum() + (k * probes[0]).sum() + (v * probes[1]).sum()).backward()
+        assert (calls[0] > 0) == (form == "factored")
+        results[form] = [out, k, v, *(t.grad for t in inputs), *(p.grad for p in attn.parameters())]
+    for a, b in zip(results["factored"], results["gathered"]):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
 def test_score_parts_cover_every_allowed_score_once():

@@ -14,7 +14,7 @@ that its peak resident memory is its own), on the same synthetic T-Maze batch:
 * the project's full BPTT (one step per batch through all segments), and with
   ``checkpoint_segments`` (activation checkpointing per segment);
 * both modes with ``checkpoint_attention`` (fp32 CPU training's explicit attention keeps no
-  softmax for backward and makes it again there);
+  q, k, v for backward and projects them again there);
 * full BPTT with ``train.keep_freed_memory`` (malloc keeps freed activations for the next batch
   instead of page-faulting them in again: faster, at a higher peak; rate/host_memory.py);
 * the project's two modes with ``train.precision: bf16`` (autocast; the reference runs in fp32,

@@ -234,9 +234,12 @@ class RelativeMultiHeadAttention(nn.Module):
         every row's keys and values are still written."""
         b, q_len, _ = x.shape
         h, dh = self.n_heads, self.d_head
-        q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)
         if outputs is not None and outputs < 1:
             raise ValueError(f"outputs selects at least one row, got {outputs}")
+        if not isinstance(past, KVPages) and outputs is None and self._explicit_training(
+                x, positions, q_len + (0 if past is None else past[0].shape[2])):
+            return self._explicit_attention(x, positions, mask_bias, past)
+        q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)
         if isinstance(past, KVPages):
             kv = past.write(k, v, write_at)
             if outputs is not None and outputs < q_len:
@@ -338,6 +341,24 @@ class RelativeMultiHeadAttention(nn.Module):
             scores = content.add_(torch.gather(pos, -1, positions.index.expand(b, h, q_len, keys)))
         return kv.read(scores.mul_(self.scale).add_(mask_bias).softmax(-1))
 
+    def _explicit_training(self, x: torch.Tensor, positions: RelativePositions, keys: int) -> bool:
+        """Whether this full-forward call takes :class:`_ExplicitSoftmaxAttention`: fp32 CPU
+        training (grad enabled, no autocast) without attention dropout, where the factored form pays."""
+        return (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and not self.attn_dropout
+                and not torch.is_autocast_enabled("cpu") and self._factored_pays(positions, *x.shape[:2], keys))
+
+    def _explicit_attention(self, x: torch.Tensor, positions: RelativePositions, mask_bias: torch.Tensor,
+                            past: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple]:
+        """:meth:`forward` on the explicit path: the projection, attention and the keys/values."""
+        b, q_len, _ = x.shape
+        h, dh, d_model = self.n_heads, self.d_head, self.r_proj.in_features
+        q_sin, q_cos, key_features = (f.to(x.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
+        out, k, v = _ExplicitSoftmaxAttention.apply(
+            x, self.qkv.weight, self.u_bias, self.v_bias, self.r_proj.weight.view(h, dh, d_model), q_sin, q_cos,
+            *(past if past is not None else (None, None)), key_features, mask_bias, self.scale,
+            self.checkpoint_attention)
+        return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), (k, v)
+
     def _factored_pays(self, positions: RelativePositions, b: int, q_len: int, keys: int) -> bool:
         """Whether this call takes the factored scores: rows at shared positions, a bias large
         enough (FACTORED_MIN_ELEMENTS_PER_CHANNEL), and not inside torch.export or torch.compile
@@ -373,12 +394,6 @@ class RelativeMultiHeadAttention(nn.Module):
         q_sin, q_cos, key_features = (f.to(q.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
         w_r = self.r_proj.weight.view(self.n_heads, dh, d_model)
         dropout = self.attn_dropout if self.training else 0.0
-        cpu_training = (self.training and torch.is_grad_enabled() and q.device.type == "cpu"
-                        and not torch.is_autocast_enabled("cpu"))
-        if cpu_training and not dropout:
-            return _ExplicitSoftmaxAttention.apply(q + self.u_bias[:, None, :], self.v_bias - self.u_bias, w_r, q_sin,
-                                                   q_cos, k, v, key_features, mask_bias, self.scale,
-                                                   self.checkpoint_attention)
         query, key = _widened(q, k, self.u_bias, self.v_bias, w_r, q_sin, q_cos, key_features)
         out = F.scaled_dot_product_attention(query, key, F.pad(v, (0, d_model)), attn_mask=mask_bias,
                                              dropout_p=dropout, scale=self.scale)
@@ -421,7 +436,8 @@ def _turned_projection(w_r: torch.Tensor, q_sin: torch.Tensor, q_cos: torch.Tens
 
 
 class _ExplicitSoftmaxAttention(torch.autograd.Function):
-    """The factored attention of CPU training, written out as matrix products around the softmax.
+    """fp32 CPU training's attention layer core: the q/k/v projection and the factored attention,
+    written out as matrix products around the softmax.
 
     The fused CPU kernel takes one head size for queries, keys and values, so the factored form's
     widened heads (dh + D channels) pad the values with D zero channels, and its backward pass
@@ -429,10 +445,11 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
     positional f @ g^T (f = (q + v) turned W_r, :func:`_turned_projection`; the key features g
     do not depend on the batch or the head) and the content (q + u) @ k^T added to them with dh
     channels, and the softmax P is kept for the backward pass, which then needs no product wider
-    than dh channels besides f's gradient (g needs none).  Kept per call: P (B, H, Q, K, less the
-    masked ends of its rows, see :func:`_score_parts`), q + u, k, v and the output.  With
-    ``recompute`` (RMTConfig.checkpoint_attention) P is not kept: the backward pass makes it again
-    from the kept inputs, the same operations in the same order (the same P).
+    than dh channels besides f's gradient (g needs none).  Kept per call: the layer input x, P
+    (B, H, Q, K, less the masked ends of its rows, see :func:`_score_parts`), q + u, k, v and the
+    output.  With ``recompute`` (RMTConfig.checkpoint_attention) q + u, k and v are not kept but
+    projected again in backward from x, the same operations (the same values): three
+    (B, H, Q, dh) tensors less per call for one more projection.
 
     The work runs in pieces of batch rows and query rows whose scores take about
     SCORE_CHUNK_BYTES: each piece's scores are made, normalised and read again while they are in
@@ -440,62 +457,111 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
     allocator to serve them from its heap rather than take them from the system afresh (page
     faults, see rate/host_memory.py).
 
-    qc = q + u (B, H, Q, dh), shift = v - u (H, dh) (q + v = qc + shift), w_r (H, dh, D), q_sin,
-    q_cos (Q, D/2) (:func:`_turned_projection`, made again in backward), k, v (B, H, K, dh), g (K, D),
-    mask_bias (B or 1, 1, Q, K) with 0 / -inf, every row with at least one 0.  Returns
-    (B, H, Q, dh), a view of a (B, Q, H, dh) tensor that the output projection reads without a copy.
+    x (B, Q, D) the query rows' input, w_qkv (3 H dh, D), u_bias, v_bias (H, dh), w_r (H, dh, D),
+    q_sin, q_cos (Q, D/2) (:func:`_turned_projection`), past_k, past_v (B, H, P, dh) earlier keys
+    and values or None, g (P + Q, D), mask_bias (B or 1, 1, Q, P + Q) with 0 / -inf, every row
+    with at least one 0.  Returns the output (B, H, Q, dh), a view of a (B, Q, H, dh) tensor that
+    the output projection reads without a copy, and the keys and values (B, H, P + Q, dh).
     """
 
     @staticmethod
-    def forward(ctx, qc, shift, w_r, q_sin, q_cos, k, v, g, mask_bias, scale, recompute):
-        b, h, q_len, dh = qc.shape
-        turned = _turned_projection(w_r, q_sin, q_cos)
-        ctx.parts = _score_parts(mask_bias, b, h, qc.element_size())
+    def forward(ctx, x, w_qkv, u_bias, v_bias, w_r, q_sin, q_cos, past_k, past_v, g, mask_bias, scale, recompute):
+        b, q_len, _ = x.shape
+        h, dh = u_bias.shape
+        ctx.parts = _score_parts(mask_bias, b, h, x.element_size())
         ctx.scale, ctx.recompute = scale, recompute
-        f = torch.einsum("bhqe,hqed->bhqd", qc + shift[:, None, :], turned)  # (B, H, Q, D) positional query features
-        qc, k, v = (t.reshape(b * h, -1, dh) for t in (qc, k, v))
-        out = torch.empty(b * h, q_len, dh, dtype=qc.dtype)
+        ctx.set_materialize_grads(False)  # (the keys/values returned are seldom used)
+        qc, qv, k, v = _projected(x, w_qkv, u_bias, v_bias, past_k, past_v)
+        f = torch.einsum("bhqe,hqed->bhqd", qv, _turned_projection(w_r, q_sin, q_cos))  # (B, H, Q, D)
+        del qv
+        out = torch.empty(b, q_len, h, dh, dtype=x.dtype)  # written through a (B, H, Q, dh) view
         kept = []
         for part in ctx.parts:
             (lo, hi), (r0, r1, keys) = part
             weights = _part_weights(part, qc, f, k, g, mask_bias, scale, h)
-            out[lo * h : hi * h, r0:r1] = torch.bmm(weights, v[lo * h : hi * h, :keys])
-            if not recompute:
-                kept.append(weights)
-        out = out.view(b, h, q_len, dh).transpose(1, 2).contiguous()  # (B, Q, H, dh)
-        ctx.save_for_backward(qc, shift, w_r, q_sin, q_cos, k, v, g, mask_bias, out, *kept)
-        return out.transpose(1, 2)
+            out.transpose(1, 2)[lo:hi, :, r0:r1] = torch.bmm(weights, v[lo * h : hi * h, :keys]).unflatten(0, (-1, h))
+            kept.append(weights)
+        operands = () if recompute else (qc, k, v)
+        ctx.save_for_backward(x, w_qkv, u_bias, v_bias, w_r, q_sin, q_cos, past_k, past_v, g, mask_bias, out,
+                              *operands, *kept)
+        return out.transpose(1, 2), k.view(b, h, -1, dh), v.view(b, h, -1, dh)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad):
-        qc, shift, w_r, q_sin, q_cos, k, v, g, mask_bias, out, *kept = ctx.saved_tensors
+    def backward(ctx, grad, grad_keys, grad_values):
+        x, w_qkv, u_bias, v_bias, w_r, q_sin, q_cos, past_k, past_v, g, mask_bias, out, *kept = ctx.saved_tensors
         b, q_len, h, dh = out.shape
+        if ctx.recompute:
+            qc, qv, k, v = _projected(x, w_qkv, u_bias, v_bias, past_k, past_v)
+        else:
+            (qc, k, v), kept = kept[:3], kept[3:]
+            qv = _shifted(qc, u_bias, v_bias)
         with torch.enable_grad():  # the turned projection again, with its graph for W_r's gradient
             w_r = w_r.detach().requires_grad_()
             turned = _turned_projection(w_r, q_sin, q_cos)
-        x = qc.view(b, h, q_len, dh) + shift[:, None, :]  # q + v
-        f = torch.einsum("bhqe,hqed->bhqd", x, turned) if ctx.recompute else None
-        # softmax backward: dS = P * (dP - rowsum(dO * O)), written over dP (P stays: a retained graph's next backward reads it)
-        row_sums = (grad * out.transpose(1, 2)).sum(-1).view(b * h, q_len, 1)
-        grad = grad.reshape(b * h, q_len, dh)
-        grad_qc, grad_k, grad_v = torch.empty_like(qc), torch.zeros_like(k), torch.zeros_like(v)
-        grad_f = torch.empty(b, h, q_len, g.shape[1], dtype=g.dtype)
-        for i, part in enumerate(ctx.parts):
-            (lo, hi), (r0, r1, keys) = part
-            heads, queries = slice(lo * h, hi * h), slice(r0, r1)
-            weights = _part_weights(part, qc, f, k, g, mask_bias, ctx.scale, h) if ctx.recompute else kept[i]
-            # (+= of a product: an in-place baddbmm_ on these strided slices runs matrix by matrix)
-            grad_v[heads, :keys] += torch.bmm(weights.transpose(1, 2), grad[heads, queries])
-            grad_scores = torch.bmm(grad[heads, queries], v[heads, :keys].transpose(1, 2)).sub_(row_sums[heads, queries])
-            grad_scores = grad_scores.mul_(weights).mul_(ctx.scale)
-            grad_qc[heads, queries] = torch.bmm(grad_scores, k[heads, :keys])
-            grad_k[heads, :keys] += torch.bmm(grad_scores.transpose(1, 2), qc[heads, queries])
-            grad_f[lo:hi, :, queries] = torch.matmul(grad_scores.view(hi - lo, h, r1 - r0, keys), g[:keys])
-        grad_x = torch.einsum("bhqd,hqed->bhqe", grad_f, turned)
-        (grad_w_r,) = torch.autograd.grad(turned, w_r, torch.einsum("bhqe,bhqd->hqed", x, grad_f))
-        return (grad_qc.view(b, h, q_len, dh).add_(grad_x), grad_x.sum((0, 2)), grad_w_r, None, None,
-                grad_k.view(b, h, -1, dh), grad_v.view(b, h, -1, dh), None, None, None, None)
+        # The gradients of q + u, k and v in the projection's (B, rows, H, dh) layout, written through
+        # (B, H, rows, dh) views: the projection's backward then reads them without a copy.
+        # (Every piece writes its rows of q's and f's gradients; k's and v's sum over pieces.)
+        fresh = torch.zeros if grad is None else torch.empty
+        grad_q, grad_k, grad_v = (init(b, t.shape[1], h, dh, dtype=x.dtype)
+                                  for init, t in ((fresh, qc), (torch.zeros, k), (torch.zeros, v)))
+        for buffer, given in ((grad_k, grad_keys), (grad_v, grad_values)):
+            if given is not None:
+                buffer.copy_(given.transpose(1, 2))
+        grad_f = fresh(b, h, q_len, g.shape[1], dtype=g.dtype)
+        if grad is not None:
+            # softmax backward: dS = P * (dP - rowsum(dO * O)), written over dP (P stays: a
+            # retained graph's next backward reads it)
+            row_sums = (grad * out.transpose(1, 2)).sum(-1).view(b * h, q_len, 1)
+            grad = grad.reshape(b * h, q_len, dh)
+            for i, part in enumerate(ctx.parts):
+                (lo, hi), (r0, r1, keys) = part
+                heads, queries = slice(lo * h, hi * h), slice(r0, r1)
+                weights = kept[i]
+                grad_v.transpose(1, 2)[lo:hi, :, :keys] += torch.bmm(weights.transpose(1, 2),
+                                                                     grad[heads, queries]).unflatten(0, (-1, h))
+                grad_scores = torch.bmm(grad[heads, queries], v[heads, :keys].transpose(1, 2))
+                grad_scores = grad_scores.sub_(row_sums[heads, queries]).mul_(weights).mul_(ctx.scale)
+                grad_q.transpose(1, 2)[lo:hi, :, queries] = torch.bmm(grad_scores, k[heads, :keys]).unflatten(0, (-1, h))
+                grad_k.transpose(1, 2)[lo:hi, :, :keys] += torch.bmm(grad_scores.transpose(1, 2),
+                                                                     qc[heads, queries]).unflatten(0, (-1, h))
+                grad_f[lo:hi, :, queries] = torch.matmul(grad_scores.view(hi - lo, h, r1 - r0, keys), g[:keys])
+        grad_u = grad_q.sum((0, 1))
+        grad_qv = torch.einsum("bhqd,hqed->bhqe", grad_f, turned)
+        grad_q.transpose(1, 2).add_(grad_qv)  # q's gradient: through q + u and q + v
+        (grad_w_r,) = torch.autograd.grad(turned, w_r, torch.einsum("bhqe,bhqd->hqed", qv, grad_f))
+        # Back through the projection: the rows of w_qkv are q, k, v, each (H, dh); this call's own
+        # keys/values are the last Q of the P + Q.
+        past = 0 if past_k is None else past_k.shape[2]
+        flat_x, grad_x, grad_w = x.reshape(b * q_len, -1), torch.zeros_like(x).view(b * q_len, -1), []
+        for rows, part in zip(w_qkv.chunk(3), (grad_q, grad_k[:, past:], grad_v[:, past:])):
+            part = part.reshape(b * q_len, h * dh)  # (B Q, H dh): a view, but for a cache's keys/values
+            grad_x.addmm_(part, rows)
+            grad_w.append(torch.mm(part.t(), flat_x))
+        return (grad_x.view(x.shape), torch.cat(grad_w), grad_u, grad_qv.sum((0, 2)), grad_w_r, None, None,
+                None if past_k is None else grad_k[:, :past].transpose(1, 2),
+                None if past_v is None else grad_v[:, :past].transpose(1, 2), None, None, None, None)
+
+
+def _projected(x: torch.Tensor, w_qkv: torch.Tensor, u_bias: torch.Tensor, v_bias: torch.Tensor,
+               past_k: torch.Tensor | None, past_v: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
+    """The explicit path's operands: x (B, Q, D) projected by w_qkv, as q + u (B H, Q, dh), q + v
+    (B, H, Q, dh), and the keys and values (B H, P + Q, dh) after the earlier ones (B, H, P, dh).
+    One product per third of w_qkv: a single (B Q, 3 H dh) result is large enough for the
+    allocator to take it from the system afresh, page faults and all, on every call."""
+    b, q_len, _ = x.shape
+    h, dh = u_bias.shape
+    q, k, v = (F.linear(x, w).view(b, q_len, h, dh).transpose(1, 2) for w in w_qkv.chunk(3))  # (B, H, Q, dh) views
+    qc = torch.add(q, u_bias[:, None, :], out=torch.empty(b, h, q_len, dh, dtype=x.dtype)).view(b * h, q_len, dh)
+    if past_k is not None:
+        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+    return qc, _shifted(qc, u_bias, v_bias), k.reshape(b * h, -1, dh), v.reshape(b * h, -1, dh)
+
+
+def _shifted(qc: torch.Tensor, u_bias: torch.Tensor, v_bias: torch.Tensor) -> torch.Tensor:
+    """q + v (B, H, Q, dh) from q + u (B H, Q, dh), as the forward and backward passes both make it."""
+    h, dh = u_bias.shape
+    return qc.view(-1, h, qc.shape[1], dh) + (v_bias - u_bias)[:, None, :]
 
 
 def _part_weights(part, qc: torch.Tensor, f: torch.Tensor, k: torch.Tensor, g: torch.Tensor, mask_bias: torch.Tensor,
