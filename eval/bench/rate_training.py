@@ -20,7 +20,7 @@ on random T-Maze-shaped windows.  Reported side by side from one run:
 * the Transformer-XL positional term as one GEMM per head against the broadcast matmul, at the
   training shapes of each configuration (the model uses the GEMM per head only when decoding);
 * seconds per training step with the positional scores gathered into a bias or factored into
-  wider heads (rate/core/attention.py), side by side over FORM_ROUNDS rounds in alternating order,
+  query and key features (rate/core/attention.py), side by side over FORM_ROUNDS rounds in alternating order,
   and which of the two the model takes;
 * each configuration in pairs of children, one keeping freed memory (``train.keep_freed_memory``,
   rate/host_memory.py), one with the default allocator, in alternating order over two rounds:
@@ -292,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
               "order reversed every other round: medians of the rounds, their ratio, and the range of the rounds' own "
               "ratios.  Gathered: (q + v) R^T made into a (B, H, Q, K) bias that the attention and its backward "
               "read (the name from before the model read it as a strided window of the scores, as it now does at "
-              "every size here: results/attention_forms.md).  Factored: the same scores as a dot "
-              "product over heads d_model channels wider, in the fused kernel, with no bias tensor.  The model "
+              "every size here: results/attention_forms.md).  Factored: the same scores as query features "
+              "d_model channels wide against key features shared by the batch, with no bias tensor (in this fp32 CPU "
+              "training written out around a kept softmax, _ExplicitSoftmaxAttention; elsewhere the fused kernel "
+              "over heads d_model channels wider).  The model "
               "takes the factored form when the bias would hold at least "
               f"{AUTOMATIC_THRESHOLD:,} elements per channel of the widened heads (the 'scores' column above; the "
               "throughput and memory columns are for that form: its rounds' median time).  Peak RSS: the form the "
