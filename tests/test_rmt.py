@@ -337,6 +337,22 @@ def test_explicit_attention_returns_the_keys_and_values_with_their_gradients(for
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+def test_explicit_attention_steps_aside_for_a_hooked_or_wrapped_projection(force_scores):
+    """The explicit path applies the qkv weight itself; a forward hook on the projection (pruning
+    works through one) or a wrapper in its place would be bypassed, so the fused path runs then."""
+    force_scores("factored")
+    model = make(num_mem_tokens=2).train()
+    fired = []
+    model.layers[0].attn.qkv.register_forward_hook(lambda *a: fired.append(1))
+    explicit = []
+    original = attention._ExplicitSoftmaxAttention.apply
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(attention._ExplicitSoftmaxAttention, "apply", lambda *a: explicit.append(1) or original(*a))
+        model(torch.randn(2, 12, D), segment_len=6)[0].sum().backward()
+    assert len(fired) == 2  # segments: the hooked layer projects through its module
+    assert len(explicit) == 2  # the other layer, per segment, still takes the explicit path
+
+
 def test_score_parts_cover_every_allowed_score_once():
     """The pieces of the explicit path cover each (batch row, query row) once, and each query row
     over at least every key it may see (a padded batch's mask included)."""

@@ -342,10 +342,16 @@ class RelativeMultiHeadAttention(nn.Module):
         return kv.read(scores.mul_(self.scale).add_(mask_bias).softmax(-1))
 
     def _explicit_training(self, x: torch.Tensor, positions: RelativePositions, keys: int) -> bool:
-        """Whether this full-forward call takes :class:`_ExplicitSoftmaxAttention`: fp32 CPU
-        training (grad enabled, no autocast) without attention dropout, where the factored form pays."""
+        """Whether this full-forward call takes :class:`_ExplicitSoftmaxAttention`: CPU training
+        (grad enabled) outside autocast (fp32 training; a model in another dtype too) without
+        attention dropout, where the factored form pays, and with ``qkv`` a plain ``nn.Linear``
+        without hooks (the path applies its weight itself: a wrapper, a forward hook or pruning's
+        pre-hook would be bypassed)."""
+        qkv = self.qkv
+        plain = type(qkv) is nn.Linear and not (qkv._forward_hooks or qkv._forward_pre_hooks)
         return (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and not self.attn_dropout
-                and not torch.is_autocast_enabled("cpu") and self._factored_pays(positions, *x.shape[:2], keys))
+                and not torch.is_autocast_enabled("cpu") and plain
+                and self._factored_pays(positions, *x.shape[:2], keys))
 
     def _explicit_attention(self, x: torch.Tensor, positions: RelativePositions, mask_bias: torch.Tensor,
                             past: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple]:
@@ -384,9 +390,10 @@ class RelativeMultiHeadAttention(nn.Module):
         without gradient, and no (B, H, Q, K) tensor held for the backward pass (the fused
         kernel recomputes the scores).  The values are zero-padded to the widened size, which the
         fused CPU kernel needs; the padding's output columns are dropped.  fp32 CPU training
-        without attention dropout takes the same scores written out as matrix products instead
-        (:class:`_ExplicitSoftmaxAttention`: no zero channels, no recomputation, the softmax kept;
-        with ``checkpoint_attention`` (RMTConfig) not kept but made again in backward).
+        without attention dropout takes the same scores written out as matrix products instead,
+        the projection included (:meth:`_explicit_attention`, :class:`_ExplicitSoftmaxAttention`:
+        no zero channels, no recomputation, the softmax kept; with ``checkpoint_attention``
+        (RMTConfig) q, k and v projected again in backward rather than kept).
 
         q (B, H, Q, dh); k, v (B, H, K, dh); mask_bias (B or 1, 1, Q, K).  Returns (B, H, Q, dh).
         """
@@ -448,8 +455,8 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
     than dh channels besides f's gradient (g needs none).  Kept per call: the layer input x, P
     (B, H, Q, K, less the masked ends of its rows, see :func:`_score_parts`), q + u, k, v and the
     output.  With ``recompute`` (RMTConfig.checkpoint_attention) q + u, k and v are not kept but
-    projected again in backward from x, the same operations (the same values): three
-    (B, H, Q, dh) tensors less per call for one more projection.
+    projected again in backward from x, the same operations (the same values): q + u (B, H, Q,
+    dh), k and v (B, H, P + Q, dh) less per call for one more projection.
 
     The work runs in pieces of batch rows and query rows whose scores take about
     SCORE_CHUNK_BYTES: each piece's scores are made, normalised and read again while they are in

@@ -81,10 +81,10 @@ class RMTConfig:
     # kernel runs: bf16, CUDA): less memory for more time (results/performance_official.md).
     checkpoint_segments: bool = False
     # Keep no q, k, v for backward but project them again there: less memory for some time
-    # (results/performance_official.md measures both).  A setting of fp32 CPU training's
-    # explicit attention path (rate/core/attention.py), which needs attn_dropout 0; it changes
-    # nothing where the gathered positional form runs (small sizes, train.compile), under bf16 or on
-    # other devices (the training loop warns).
+    # (results/performance_official.md measures both).  A setting of CPU training's explicit
+    # attention path outside autocast (rate/core/attention.py), which needs attn_dropout 0; it
+    # changes nothing where the gathered positional form runs (small sizes, train.compile), under
+    # bf16 autocast or on other devices (the training loop warns).
     checkpoint_attention: bool = False
 
     def __post_init__(self) -> None:
