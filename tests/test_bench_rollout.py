@@ -287,6 +287,23 @@ def test_rate_training_times_the_positional_forms_in_alternating_rounds(monkeypa
     assert attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL == bench.AUTOMATIC_THRESHOLD
 
 
+def test_rate_training_names_the_explicit_path_the_factored_form(monkeypatch):
+    """fp32 CPU training takes the factored scores through the explicit attention, not the fused
+    kernel's method: the benchmark still names the form the model takes 'factored'."""
+    from eval.bench import rate_training as bench
+    from rate.core import attention
+
+    monkeypatch.setattr(bench, "timed", lambda fn, seconds, warmup=2: 1.0)
+    monkeypatch.setattr(bench, "matmul_peak", lambda seconds, n: 1e12)
+    monkeypatch.setattr(bench, "positional_fix", lambda size, seconds: {})
+    monkeypatch.setattr(attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", 0)  # the factored form at any size
+    calls = []
+    original = attention._ExplicitSoftmaxAttention.apply
+    monkeypatch.setattr(attention._ExplicitSoftmaxAttention, "apply", lambda *a: calls.append(1) or original(*a))
+    result = bench.run_one(bench.Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3), seconds=0.01, profile=False)
+    assert calls and result["form"] == "factored"
+
+
 def test_precision_rounds_time_each_variant_itself_in_turn(monkeypatch):
     """The steps timed in the rounds run after the loop that made them: each still runs its own
     precision and its own (compiled or eager) module, the variants taking turns round by round (a

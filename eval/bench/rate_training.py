@@ -168,15 +168,23 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     # after it is its own (ru_maxrss only grows; the other form's column is the larger of the two
     # peaks).  FLOPs are counted in the gathered form (the model's arithmetic), so the factored
     # form's wider heads do not count as more work done.
-    calls, factored = [0], RelativeMultiHeadAttention._factored_attention
+    # (Either factored path: the fused kernel's, or fp32 CPU training's explicit one.)
+    calls, paths = [0], {name: getattr(RelativeMultiHeadAttention, name)
+                         for name in ("_factored_attention", "_explicit_attention")}
 
-    def counting(self, *args):
-        calls[0] += 1
-        return factored(self, *args)
+    def counting(original):
+        def count(self, *args):
+            calls[0] += 1
+            return original(self, *args)
+        return count
 
-    RelativeMultiHeadAttention._factored_attention = counting
-    step()
-    RelativeMultiHeadAttention._factored_attention = factored
+    try:
+        for name, original in paths.items():
+            setattr(RelativeMultiHeadAttention, name, counting(original))
+        step()
+    finally:
+        for name, original in paths.items():
+            setattr(RelativeMultiHeadAttention, name, original)
     automatic = "factored" if calls[0] else "gathered"
     thresholds = {"factored": 0, "gathered": math.inf}
     order = sorted(thresholds, key=lambda f: f != automatic)

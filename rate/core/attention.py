@@ -33,8 +33,8 @@ from rate.core.kv_buffer import KVPages
 # the sizes where each one won there.
 FACTORED_MIN_ELEMENTS_PER_CHANNEL = 50_000
 # CPU training's factored attention (_ExplicitSoftmaxAttention) works through the batch in chunks
-# whose scores take about this many bytes: small enough to stay in a core's cache between the
-# products that write and read them (results/performance_official.md: chunks of 1 to 16 MiB).
+# whose scores take about this many bytes: small enough to stay in the cache between the products
+# that write and read them, and to come from the allocator's heap.
 SCORE_CHUNK_BYTES = 4 << 20
 # ... and in blocks of query rows, each over the keys up to its rows' last allowed one.
 SCORE_ROW_BLOCKS = 4
@@ -587,9 +587,9 @@ def _score_parts(mask_bias: torch.Tensor, b: int, h: int, element_size: int
                  ) -> list[tuple[tuple[int, int], tuple[int, int, int]]]:
     """The pieces of the (B, H, Q, K) scores that :class:`_ExplicitSoftmaxAttention` computes:
     ((first, last + 1) batch rows, (first, last + 1) query rows, keys), keys = the query rows'
-    last allowed key + 1 (the rest of their row is masked: n blocks skip up to (n - 1) / 2n of a causal
-    square, 37.5 % with 4).  Up to SCORE_ROW_BLOCKS blocks of query rows, each cut into chunks of batch rows whose scores take
-    about SCORE_CHUNK_BYTES."""
+    last allowed key + 1 (the rest of their rows is masked: n blocks skip up to (n - 1) / 2n of a
+    causal square, 37.5 % with 4).  Up to SCORE_ROW_BLOCKS blocks of query rows, each cut into
+    chunks of batch rows whose scores take about SCORE_CHUNK_BYTES."""
     q_len, k_len = mask_bias.shape[-2:]
     allowed = mask_bias.amax(dim=(0, 1)) > float("-inf")  # (Q, K): allowed for some batch row
     extent = (k_len - allowed.flip(-1).int().argmax(-1)).tolist()  # last allowed key + 1, per query row
