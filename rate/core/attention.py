@@ -413,21 +413,21 @@ def _widened(q: torch.Tensor, k: torch.Tensor, u_bias: torch.Tensor, v_bias: tor
     q, k (B, H, Q or K, dh), the biases (H, dh), w_r (H, dh, D) the positional projection per head,
     q_sin, q_cos (Q, D/2), key_features (K, D) -> query (B, H, Q, dh + D), key (B, H, K, dh + D)."""
     b, h = q.shape[:2]
-    query = torch.cat([q + u_bias[:, None, :], _positional_features(q, v_bias, w_r, q_sin, q_cos)], dim=-1)
+    query = torch.cat([q + u_bias[:, None, :], _positional_features(q + v_bias[:, None, :], w_r, q_sin, q_cos)],
+                      dim=-1)
     key = torch.cat([k, key_features.expand(b, h, -1, -1)], dim=-1)
     return query, key
 
 
-def _positional_features(q: torch.Tensor, v_bias: torch.Tensor, w_r: torch.Tensor, q_sin: torch.Tensor,
-                         q_cos: torch.Tensor) -> torch.Tensor:
+def _positional_features(x: torch.Tensor, w_r: torch.Tensor, q_sin: torch.Tensor, q_cos: torch.Tensor
+                         ) -> torch.Tensor:
     """The query features f_i of the factored positional scores (f_i . g_j, g_j the key features):
-    q (B, H, Q, dh), v_bias (H, dh), w_r (H, dh, D), q_sin, q_cos (Q, D/2) -> (B, H, Q, D).
+    x = q + v (B, H, Q, dh), w_r (H, dh, D), q_sin, q_cos (Q, D/2) -> (B, H, Q, D).
 
     f_i is (q_i + v) W_r turned by the angles p_i w (:func:`_turned_projection`).  With a batch of
     at least d_head rows the turn is applied to W_r once per query position and f is one batched
     product; fewer rows turn the (B, H, Q, D) product itself, the smaller of the two."""
-    x = q + v_bias[:, None, :]
-    if q.shape[0] >= q.shape[-1]:
+    if x.shape[0] >= x.shape[-1]:
         return torch.einsum("bhqe,hqed->bhqd", x, _turned_projection(w_r, q_sin, q_cos))
     a, c = torch.einsum("bhqe,hed->bhqd", x, w_r).chunk(2, dim=-1)  # (B, H, Q, D/2) each
     return torch.cat([a * q_sin + c * q_cos, c * q_sin - a * q_cos], dim=-1)
@@ -479,7 +479,7 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
         ctx.scale, ctx.recompute = scale, recompute
         ctx.set_materialize_grads(False)  # (the keys/values returned are seldom used)
         qc, qv, k, v = _projected(x, w_qkv, u_bias, v_bias, past_k, past_v)
-        f = torch.einsum("bhqe,hqed->bhqd", qv, _turned_projection(w_r, q_sin, q_cos))  # (B, H, Q, D)
+        f = _positional_features(qv, w_r, q_sin, q_cos)  # (B, H, Q, D)
         del qv
         out = torch.empty(b, q_len, h, dh, dtype=x.dtype)  # written through a (B, H, Q, dh) view
         kept = []
