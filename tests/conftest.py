@@ -47,35 +47,43 @@ def _in_the_repository(monkeypatch):
 
 
 def _force_scores(monkeypatch, form: str) -> list[int]:
-    """Make every eligible attention call take one form of the positional scores; returns a
-    one-element list counting the calls that took the factored form."""
-    threshold = {"gathered": math.inf, "factored": 0}[form]
-    monkeypatch.setattr(rate.core.attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", threshold)
+    """Make every eligible attention call take one form of the positional scores: "gathered" (the
+    bias form, RelativeMultiHeadAttention._full), "window" (fp32 CPU training's explicit path with
+    the scores read as a window) or "factored".  Returns a one-element list counting the calls
+    that took ``form`` ("gathered": those that took either of the others)."""
+    factored, window = {"gathered": (math.inf, math.inf), "window": (math.inf, 0), "factored": (0, math.inf)}[form]
+    monkeypatch.setattr(rate.core.attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", factored)
+    monkeypatch.setattr(rate.core.attention, "EXPLICIT_MIN_SCORES", window)
     calls = [0]
-    for name in ("_factored_attention", "_explicit_attention"):  # (fp32 CPU training takes the second)
-        original = getattr(RelativeMultiHeadAttention, name)
+    fused, explicit = RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention
 
-        def counting(self, *args, original=original):
-            calls[0] += 1
-            return original(self, *args)
+    def counting_fused(self, *args):
+        calls[0] += form != "window"
+        return fused(self, *args)
 
-        monkeypatch.setattr(RelativeMultiHeadAttention, name, counting)
+    def counting_explicit(self, *args):
+        calls[0] += form == "gathered" or args[-1] == form
+        return explicit(self, *args)
+
+    monkeypatch.setattr(RelativeMultiHeadAttention, "_factored_attention", counting_fused)
+    monkeypatch.setattr(RelativeMultiHeadAttention, "_explicit_attention", counting_explicit)
     return calls
 
 
 @pytest.fixture
 def force_scores(monkeypatch):
     """``force_scores(form)``: every eligible attention call takes that form of the positional
-    scores ("gathered": the bias form, read as a strided window where positions are in order, or
-    "factored"); returns a one-element list counting the factored calls.
-    (rate.core.attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL decides it at run time; test sizes
-    would always take the bias form.)"""
+    scores ("gathered": the bias form, read as a strided window where positions are in order;
+    "window": fp32 CPU training's explicit path with the positional scores read as a window per
+    piece, elsewhere the bias form; "factored"); returns a one-element list counting the calls
+    that took it (:func:`_force_scores`).  (rate.core.attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL
+    and EXPLICIT_MIN_SCORES decide it at run time; test sizes would take the bias form.)"""
     return lambda form: _force_scores(monkeypatch, form)
 
 
 @pytest.fixture(params=["gathered", "factored"])
 def scores_form(request, monkeypatch):
-    """Both forms of the positional scores (rate.core.attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL)."""
+    """Both forms of the positional scores that run outside training (:func:`_force_scores`)."""
     calls = _force_scores(monkeypatch, request.param)
     yield request.param
     assert (calls[0] > 0) == (request.param == "factored")  # the form under test really ran

@@ -304,6 +304,42 @@ def test_rate_training_names_the_explicit_path_the_factored_form(monkeypatch):
     assert calls and result["form"] == "factored"
 
 
+def test_rate_training_names_the_window_path_the_gathered_form_and_times_its_bias_path(monkeypatch):
+    """fp32 CPU training takes the gathered scores on the explicit path (read as a window) at
+    sizes with scores enough: the benchmark names the form 'gathered', times it on that path and
+    on the bias path too (three arms, the model's first, reversed every other round), and counts
+    FLOPs on the bias path (the same count as without the window path)."""
+    import math
+
+    from eval.bench import rate_training as bench
+    from rate.core import attention
+
+    arms = []
+
+    def fake_timed(fn, seconds, warmup=2):
+        factored, window = attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL, attention.EXPLICIT_MIN_SCORES
+        arms.append("factored" if factored == 0 else "gathered" if window == 0 else "bias")
+        return {"gathered": 1.0, "factored": 2.0, "bias": 3.0}[arms[-1]]
+
+    monkeypatch.setattr(bench, "timed", fake_timed)
+    monkeypatch.setattr(bench, "matmul_peak", lambda seconds, n: 1e12)
+    monkeypatch.setattr(bench, "positional_fix", lambda size, seconds: {})
+    size = bench.Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3)
+    flops = {}
+    for window in (math.inf, 0):
+        monkeypatch.setattr(bench, "AUTOMATIC_WINDOW", window)
+        monkeypatch.setattr(attention, "EXPLICIT_MIN_SCORES", window)
+        arms.clear()
+        result = bench.run_one(size, seconds=0.01, profile=False)
+        flops[window] = result["gflop_per_step"]
+    assert result["form"] == "gathered" and result["window"]
+    assert arms == ["gathered", "factored", "bias", "bias", "factored", "gathered", "gathered", "factored", "bias"]
+    assert result["bias_s"] == 3.0 and result["bias_ratios"] == [3.0] * 3 and result["gathered_s"] == 1.0
+    assert flops[0] == flops[math.inf] > 0
+    assert attention.EXPLICIT_MIN_SCORES == 0  # (the thresholds come back)
+    assert attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL == bench.AUTOMATIC_THRESHOLD
+
+
 def test_precision_rounds_time_each_variant_itself_in_turn(monkeypatch):
     """The steps timed in the rounds run after the loop that made them: each still runs its own
     precision and its own (compiled or eager) module, the variants taking turns round by round (a

@@ -106,7 +106,8 @@ def test_the_training_page_pairs_kept_and_default_children_in_alternating_order(
             row = {"name": size, "params": 1, "form": "gathered", "tokens_per_s": 100.0, "gflop_per_step": 1.0,
                    "gflops": 10.0, "peak_gflops": 100.0, "rss_peak_mb": 50.0, "rss_growth_mb": 1.0,
                    "gathered_s": 1.0, "factored_s": 2.0, "form_ratios": [0.4, 0.5, 0.6],
-                   "gathered_peak_mb": 1.0, "factored_peak_mb": 1.0,
+                   "gathered_peak_mb": 1.0, "factored_peak_mb": 1.0, "window": False, "bias_s": None,
+                   "bias_peak_mb": None, "bias_ratios": None,
                    "positional": {shape: {"broadcast": [1.0], "per head": [0.5]} for shape in ("training", "decoding")},
                    "tokens_per_s_range": [90.0, 110.0], "gflops_range": [9.0, 11.0], "applied": malloc == "kept",
                    "profile": [("aten::mm", 0.5, 3)], "copy_share": 0.1}
@@ -127,4 +128,4 @@ def test_the_training_page_pairs_kept_and_default_children_in_alternating_order(
     text = (tmp_path / "page.md").read_text()
     assert f"| {sizes[0]} | 100 | 120 | 1.20x (1.10-1.30) |" in text, text
     # The positional forms' table: the ratio of the median times, the range of the rounds' ratios.
-    assert re.search(rf"\| {sizes[0]} \| [\d,]+ \| 1\.000 \| 2\.000 \| 0\.50x \(0\.40-0\.60\) \|", text), text
+    assert re.search(rf"\| {sizes[0]} \| [\d,]+ \| bias \| 1\.000 \| 2\.000 \| 0\.50x \(0\.40-0\.60\) \|", text), text

@@ -201,11 +201,13 @@ def test_outputs_selects_rows_on_the_decode_path_only():
 @pytest.mark.parametrize("name", CONFIGS)
 def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_scores):
     """Training mode, three segments with padding in the last: outputs, the carried memory and
-    cache, and the gradients of every parameter and of the input agree between the two forms, and
-    with the factored form's widened heads recomputed in backward (checkpoint_attention, also
-    inside checkpoint_segments)."""
+    cache, and the gradients of every parameter and of the input agree between the bias form and
+    the explicit path's two forms (window, factored), also with q, k and v projected again in
+    backward (checkpoint_attention, also inside checkpoint_segments)."""
     results = {}
-    for form in ("gathered", "factored", "factored, checkpoint_attention", "factored, both checkpoints"):
+    others = ("window", "window, checkpoint_attention", "factored", "factored, checkpoint_attention",
+              "factored, both checkpoints")
+    for form in ("gathered", *others):
         calls = force_scores(form.split(",")[0])
         model = make(**CONFIGS[name], checkpoint_attention="checkpoint" in form,
                      checkpoint_segments="both" in form).train()
@@ -217,9 +219,9 @@ def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_sco
         ((h[valid] * probe).sum() + ((state.memory * probe).sum() if state.memory is not None else 0)).backward()
         grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
         results[form] = (h.detach(), state, grads, x.grad)
-        assert (calls[0] > 0) == form.startswith("factored")
+        assert (calls[0] > 0) == (form != "gathered")
     h0, s0, g0, x0 = results["gathered"]
-    for form in ("factored", "factored, checkpoint_attention", "factored, both checkpoints"):
+    for form in others:
         h1, s1, g1, x1 = results[form]
         torch.testing.assert_close(h1, h0, atol=1e-5, rtol=1e-5)
         if s0.memory is not None:
@@ -231,12 +233,13 @@ def test_factored_scores_give_the_gathered_outputs_and_gradients(name, force_sco
         for n in g0:
             torch.testing.assert_close(g1[n], g0[n], atol=1e-4, rtol=1e-4, msg=f"{form}: {n}")
         torch.testing.assert_close(x1, x0, atol=1e-5, rtol=1e-5)
-    # The same kernel on the same operands: checkpoint_attention changes nothing but what is kept.
-    (h1, _, g1, x1), (h2, _, g2, x2) = results["factored"], results["factored, checkpoint_attention"]
-    torch.testing.assert_close(h2, h1, atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(x2, x1, atol=1e-6, rtol=1e-6)
-    for n in g1:
-        torch.testing.assert_close(g2[n], g1[n], atol=1e-6, rtol=1e-6, msg=n)
+    # The same operations on the same operands: checkpoint_attention changes nothing but what is kept.
+    for form in ("window", "factored"):
+        (h1, _, g1, x1), (h2, _, g2, x2) = results[form], results[f"{form}, checkpoint_attention"]
+        torch.testing.assert_close(h2, h1, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(x2, x1, atol=1e-6, rtol=1e-6)
+        for n in g1:
+            torch.testing.assert_close(g2[n], g1[n], atol=1e-6, rtol=1e-6, msg=n)
 
 
 def _kept_for_backward(model, x, segment_len):
@@ -249,13 +252,16 @@ def _kept_for_backward(model, x, segment_len):
     return out, kept
 
 
+@pytest.mark.parametrize("form", ["window", "factored"])
 @pytest.mark.parametrize("checkpoint_attention", [False, True])
-def test_cpu_training_keeps_the_softmax_and_without_checkpoint_attention_q_k_v(checkpoint_attention, force_scores):
-    """What autograd keeps from a factored CPU training forward: the softmax of the scores in
-    pieces that leave out the masked ends of causal rows; q + u, k and v, or with
+def test_cpu_training_keeps_the_softmax_and_without_checkpoint_attention_q_k_v(checkpoint_attention, form,
+                                                                              force_scores):
+    """What autograd keeps from an explicit-path CPU training forward: the softmax of the scores
+    in pieces that leave out the masked ends of causal rows; q + u, k and v, or with
     checkpoint_attention none of them (projected again in backward); no widened (d_head +
-    d_model) tensor; and the output projection keeps the very tensor the attention keeps."""
-    force_scores("factored")
+    d_model) tensor, no bias and no scores against all the distances; and the output projection
+    keeps the very tensor the attention keeps."""
+    force_scores(form)
     d_head, b, seg, layers, segments = 6, 8, 12, 2, 2  # (no piece of the scores has 1 or d_head keys)
     model = make(d_head=d_head, num_mem_tokens=2, checkpoint_attention=checkpoint_attention).train()
     out, kept = _kept_for_backward(model, torch.randn(b, segments * seg, D, requires_grad=True), seg)
@@ -264,6 +270,8 @@ def test_cpu_training_keeps_the_softmax_and_without_checkpoint_attention_q_k_v(c
     full = layers * segments * b * 2 * rows * rows  # (B, H, Q, K) per layer and segment
     assert full / 2 <= sum(t.numel() for t in scores) < full  # kept, less the masked ends of rows
     assert not any(t.shape[-1] == d_head + D for t, _ in kept)
+    assert not any(t.dim() == 4 and t.shape[:2] == (b, 2) for t, _ in kept)  # no (B, H, Q, K) bias
+    assert not any(t.shape[0] in (b, b * 2) and t.shape[-1] == 2 * rows - 1 for t, _ in kept)  # all distances
     operands = [t for t, _ in kept if t.shape == (b * 2, rows, d_head)]
     assert len(operands) == (0 if checkpoint_attention else 3 * layers * segments)
     narrow = [t for t, _ in kept
@@ -275,11 +283,12 @@ def test_cpu_training_keeps_the_softmax_and_without_checkpoint_attention_q_k_v(c
     out.sum().backward()  # and backward runs from what was kept
 
 
-def test_explicit_attention_steps_aside_under_autocast_and_outside_training(force_scores):
-    """Under bf16 autocast, and outside training, the fused kernel runs (the explicit path is
+@pytest.mark.parametrize("form", ["window", "factored"])
+def test_explicit_attention_steps_aside_under_autocast_and_outside_training(form, force_scores):
+    """Under bf16 autocast, and outside training, the other path runs (the explicit path is
     fp32 CPU training's), and attention dropout, which that path lacks, is refused with
     checkpoint_attention when the model is configured."""
-    force_scores("factored")
+    force_scores(form)
     model = make(num_mem_tokens=2, checkpoint_attention=True).train()
     calls = []
     original = attention._ExplicitSoftmaxAttention.apply
@@ -297,13 +306,32 @@ def test_explicit_attention_steps_aside_under_autocast_and_outside_training(forc
         RMTConfig(d_model=D, checkpoint_attention=True, attn_dropout=0.1)
 
 
+def test_the_window_path_takes_calls_of_explicit_min_scores_and_more(monkeypatch):
+    """Below the factored threshold, fp32 CPU training takes the explicit path with the window
+    form for calls of at least EXPLICIT_MIN_SCORES (B H Q K) scores, the bias path for smaller
+    ones."""
+    model = make(num_mem_tokens=2).train()  # 2 heads; one segment of 8: Q = K = 2 + 8 + 2
+    taken = []
+    original = attention.RelativeMultiHeadAttention._explicit_attention
+    monkeypatch.setattr(attention.RelativeMultiHeadAttention, "_explicit_attention",
+                        lambda self, *a: taken.append(a[-1]) or original(self, *a))
+    scores = 3 * 2 * 12 * 12
+    for threshold, expected in ((scores, ["window"] * 2), (scores + 1, [])):
+        monkeypatch.setattr(attention, "EXPLICIT_MIN_SCORES", threshold)
+        taken.clear()
+        model(torch.randn(3, 8, D), segment_len=8)
+        assert taken == expected  # (one call per layer)
+
+
+@pytest.mark.parametrize("form", ["window", "factored"])
 @pytest.mark.parametrize("checkpoint_attention", [False, True])
-def test_explicit_attention_backs_a_retained_graph_twice_alike(checkpoint_attention, force_scores):
+def test_explicit_attention_backs_a_retained_graph_twice_alike(checkpoint_attention, form, force_scores):
     """A second backward pass through a retained graph gives the first one's gradients (the kept
     softmax is read, not overwritten, by the first)."""
-    force_scores("factored")
+    calls = force_scores(form)
     model = make(num_mem_tokens=2, checkpoint_attention=checkpoint_attention).train()
     loss = model(torch.randn(2, 12, D), segment_len=6)[0].square().sum()
+    assert calls[0] > 0
     loss.backward(retain_graph=True)
     first = [p.grad.clone() for p in model.parameters() if p.grad is not None]
     model.zero_grad()
@@ -322,7 +350,7 @@ def test_explicit_attention_returns_the_keys_and_values_with_their_gradients(for
     probes = [torch.randn(3, 2, 10, 8, generator=gen) for _ in range(2)]
     mask = mask_to_bias(rmt_segment_mask(4, 2, 2))  # queries [read 2 | segment 2 | write 2] after a cache of 4
     results = {}
-    for form in ("gathered", "factored"):
+    for form in ("gathered", "window", "factored"):
         calls = force_scores(form)
         torch.manual_seed(0)
         attn = attention.RelativeMultiHeadAttention(D, 2, 8).train()
@@ -331,16 +359,18 @@ def test_explicit_attention_returns_the_keys_and_values_with_their_gradients(for
         inputs = [t.clone().requires_grad_() for t in (x, *past)]
         out, (k, v) = attn(inputs[0], attention.RelativePositions(4, 6, 10, D), mask, tuple(inputs[1:]))
         (out.square().sum() + (k * probes[0]).sum() + (v * probes[1]).sum()).backward()
-        assert (calls[0] > 0) == (form == "factored")
+        assert (calls[0] > 0) == (form != "gathered")
         results[form] = [out, k, v, *(t.grad for t in inputs), *(p.grad for p in attn.parameters())]
-    for a, b in zip(results["factored"], results["gathered"]):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for form in ("window", "factored"):
+        for a, b in zip(results[form], results["gathered"], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_explicit_attention_steps_aside_for_a_hooked_or_wrapped_projection(force_scores):
+@pytest.mark.parametrize("form", ["window", "factored"])
+def test_explicit_attention_steps_aside_for_a_hooked_or_wrapped_projection(form, force_scores):
     """The explicit path applies the qkv weight itself; a forward hook on the projection (pruning
-    works through one) or a wrapper in its place would be bypassed, so the fused path runs then."""
-    force_scores("factored")
+    works through one) or a wrapper in its place would be bypassed, so the other path runs then."""
+    force_scores(form)
     model = make(num_mem_tokens=2).train()
     fired = []
     model.layers[0].attn.qkv.register_forward_hook(lambda *a: fired.append(1))
@@ -372,15 +402,17 @@ def test_score_parts_cover_every_allowed_score_once():
 
 def test_factored_scores_keep_long_positions_exact(force_scores):
     """Positions in the thousands (a long cache), where each form computes its sines from
-    thousands of radians in its own way: they still agree to float32 rounding."""
+    thousands of radians in its own way (the window form as training's explicit path reads it,
+    from the far end of a long table): they still agree to float32 rounding."""
     outs = []
-    for form in ("gathered", "factored"):
+    for form in ("gathered", "window", "factored"):
         calls = force_scores(form)
-        model = make(mem_len=3000, num_mem_tokens=2)
+        model = make(mem_len=3000, num_mem_tokens=2).train(form == "window")  # (fp32 CPU training's path)
         x = torch.randn(1, 3010, D, generator=torch.Generator().manual_seed(3))
         outs.append(model(x, segment_len=1500)[0][:, -10:])
-        assert (calls[0] > 0) == (form == "factored")  # (each form really ran)
+        assert (calls[0] > 0) == (form != "gathered")  # (each form really ran)
     torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[2], outs[0], atol=1e-5, rtol=1e-5)
 
 
 def test_page_size_must_be_positive_and_write_after_the_frame_needs_one_page():

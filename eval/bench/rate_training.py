@@ -8,7 +8,7 @@ on random T-Maze-shaped windows.  Reported side by side from one run:
 
 * tokens per second (3 tokens per step: return, observation, action; memory tokens not counted);
 * FLOPs per step counted by ``torch.utils.flop_counter`` (matmuls and attention) in the gathered
-  form, less the positional products it discards (its positional matmul scores all Q + K - 1
+  form on its bias path, less the positional products it discards (its positional matmul scores all Q + K - 1
   distances of the table, of which the attention reads Q x K), and the achieved FLOP/s as a
   fraction of the fp32 matmul peak (a 2048^3 GEMM, as results/performance.md and the reference
   file measure it) measured in the same child just before;
@@ -19,9 +19,11 @@ on random T-Maze-shaped windows.  Reported side by side from one run:
   the share spent in layout copies (copy_, clone, contiguous, cat, stack);
 * the Transformer-XL positional term as one GEMM per head against the broadcast matmul, at the
   training shapes of each configuration (the model uses the GEMM per head only when decoding);
-* seconds per training step with the positional scores gathered into a bias or factored into
-  query and key features (rate/core/attention.py), side by side over FORM_ROUNDS rounds in alternating order,
-  and which of the two the model takes;
+* seconds per training step with the positional scores gathered (against the distances, read as
+  a window) or factored into query and key features (rate/core/attention.py), side by side over
+  FORM_ROUNDS rounds in alternating order, and which of the two the model takes; where fp32 CPU
+  training takes the gathered form on its explicit path (a kept softmax in pieces), also on the
+  bias path it takes elsewhere;
 * each configuration in pairs of children, one keeping freed memory (``train.keep_freed_memory``,
   rate/host_memory.py), one with the default allocator, in alternating order over two rounds:
   tokens/s, share of the matmul peak and peak memory of both, and the ratio per pair.
@@ -80,6 +82,7 @@ SIZES = [
     Size("popgym-long", 64, 3, 4, 16, False, 10, 139, 3, 64, mem_len=415),
 ]
 AUTOMATIC_THRESHOLD = attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL
+AUTOMATIC_WINDOW = attention.EXPLICIT_MIN_SCORES
 PAIR_ROUNDS = 2  # rounds of the default/kept pairs (alternating which runs first)
 FORM_ROUNDS = 3  # rounds of the two positional forms in one child (alternating which runs first)
 COPY_OPS = ("aten::copy_", "aten::clone", "aten::contiguous", "aten::cat", "aten::stack")
@@ -163,49 +166,63 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     t = size.K * size.N
 
     # Which form of the positional scores the automatic rule takes at this size (a first step,
-    # counted), then both forms timed side by side over FORM_ROUNDS rounds, the order reversed
+    # counted), then the forms timed side by side over FORM_ROUNDS rounds, the order reversed
     # every other round: that form first in the first round, so that the peak resident memory
-    # after it is its own (ru_maxrss only grows; the other form's column is the larger of the two
-    # peaks).  FLOPs are counted in the gathered form (the model's arithmetic), so the factored
-    # form's wider heads do not count as more work done.
-    # (Either factored path: the fused kernel's, or fp32 CPU training's explicit one.)
-    calls, paths = [0], {name: getattr(RelativeMultiHeadAttention, name)
-                         for name in ("_factored_attention", "_explicit_attention")}
+    # after it is its own (ru_maxrss only grows; another form's column is the larger of the
+    # peaks so far).  FLOPs are counted in the gathered form on its bias path (the model's
+    # arithmetic), so neither the factored form's wider heads nor the window path's pieces count
+    # as more or less work done.  Factored: the fused kernel's path or fp32 CPU training's
+    # explicit one; gathered: the bias path, or in fp32 CPU training with scores enough the
+    # explicit path reading its positional scores as a window ("window", then also timed on
+    # the bias path: "bias").
+    taken = {"factored": 0, "window": 0}
+    fused, explicit = RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention
 
-    def counting(original):
-        def count(self, *args):
-            calls[0] += 1
-            return original(self, *args)
-        return count
+    def counting_fused(self, *args):
+        taken["factored"] += 1
+        return fused(self, *args)
+
+    def counting_explicit(self, *args):
+        taken[args[-1]] += 1  # (its form: "factored" or "window")
+        return explicit(self, *args)
 
     try:
-        for name, original in paths.items():
-            setattr(RelativeMultiHeadAttention, name, counting(original))
+        RelativeMultiHeadAttention._factored_attention = counting_fused
+        RelativeMultiHeadAttention._explicit_attention = counting_explicit
         step()
     finally:
-        for name, original in paths.items():
-            setattr(RelativeMultiHeadAttention, name, original)
-    automatic = "factored" if calls[0] else "gathered"
-    thresholds = {"factored": 0, "gathered": math.inf}
+        RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention = fused, explicit
+    automatic = "factored" if taken["factored"] else "gathered"
+    # (factored threshold, explicit window threshold) per form
+    thresholds = {"factored": (0, AUTOMATIC_WINDOW), "gathered": (math.inf, AUTOMATIC_WINDOW)}
+    if automatic == "gathered" and taken["window"]:
+        thresholds["bias"] = (math.inf, math.inf)
     order = sorted(thresholds, key=lambda f: f != automatic)
     per_form, peak_mb = {form: [] for form in thresholds}, {}
     try:
         for r in range(FORM_ROUNDS):
             for form in in_turn(order, r):
-                attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = thresholds[form]
+                attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL, attention.EXPLICIT_MIN_SCORES = thresholds[form]
                 if r == 0 and form == "gathered":
+                    attention.EXPLICIT_MIN_SCORES = math.inf  # (counted on the bias path)
                     with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
                         step()
                     flops = counter.get_total_flops() - discarded[0]
+                    attention.EXPLICIT_MIN_SCORES = thresholds[form][1]
                 per_form[form].append(timed(step, seconds, warmup=2 if r == 0 else 1))
                 peak_mb.setdefault(form, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     finally:
         attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
+        attention.EXPLICIT_MIN_SCORES = AUTOMATIC_WINDOW
     rounds_s = per_form[automatic]  # (the form the model takes)
     seconds_per_step = statistics.median(rounds_s)
     result = {"name": size.name, "form": automatic, "gathered_s": statistics.median(per_form["gathered"]),
               "factored_s": statistics.median(per_form["factored"]), "factored_peak_mb": peak_mb["factored"],
-              "gathered_peak_mb": peak_mb["gathered"],
+              "gathered_peak_mb": peak_mb["gathered"], "window": bool(taken["window"]),
+              "bias_s": statistics.median(per_form["bias"]) if "bias" in per_form else None,
+              "bias_peak_mb": peak_mb.get("bias"),
+              "bias_ratios": [b / g for b, g in zip(per_form["bias"], per_form["gathered"], strict=True)]
+              if "bias" in per_form else None,
               "form_ratios": [g / f for g, f in zip(per_form["gathered"], per_form["factored"], strict=True)],
               "params": sum(p.numel() for p in model.parameters()),
               "tokens_per_s": 3 * size.batch * t / seconds_per_step, "gflop_per_step": flops / 1e9,
@@ -277,8 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# RATE training throughput", "",
              f"Generated by `{command}` on {info['machine']}, {info['cpu_count']} cores, {args.threads} torch threads, "
              f"torch {info['torch']}. One training step = forward over N segments (full BPTT), loss, backward, AdamW; "
-             "tokens = 3 per step (memory tokens not counted); GFLOP: counted in the gathered form, less the "
-             "positional products it discards (Q + K - 1 distances scored, Q x K read); peak = fp32 2048^3 GEMM in "
+             "tokens = 3 per step (memory tokens not counted); GFLOP: counted in the gathered form on its bias path, "
+             "less the positional products it discards (Q + K - 1 distances scored, Q x K read); peak = fp32 2048^3 GEMM in "
              f"the same process.  Tokens/s, GFLOP/s and the share of the peak: medians of the {FORM_ROUNDS} rounds "
              "of the form the model takes (the next table), their range in brackets.", "",
              "| config | d_model x layers, heads x d_head, FFN | m, K x N, batch, cache | params | scores | tokens/s | "
@@ -294,30 +311,38 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['gflops'] / r['peak_gflops']:.1%} ({r['gflops_range'][0] / r['peak_gflops']:.1%}-"
                      f"{r['gflops_range'][1] / r['peak_gflops']:.1%}) | {r['rss_peak_mb']:.0f} "
                      f"({r['rss_growth_mb']:.0f}) |")
-    lines += ["", "## Positional scores: gathered bias or factored heads", "",
+    lines += ["", "## Positional scores: gathered or factored, on the bias path or the explicit one", "",
               "Seconds per training step with each form of the Transformer-XL positional scores "
               f"(rate/core/attention.py), timed side by side in the same process over {FORM_ROUNDS} rounds, the "
               "order reversed every other round: medians of the rounds, their ratio, and the range of the rounds' own "
-              "ratios.  Gathered: (q + v) R^T made into a (B, H, Q, K) bias that the attention and its backward "
-              "read (the name from before the model read it as a strided window of the scores, as it now does at "
-              "every size here: results/attention_forms.md).  Factored: the same scores as query features "
-              "d_model channels wide against key features shared by the batch, with no bias tensor (in this fp32 CPU "
-              "training written out around a kept softmax, _ExplicitSoftmaxAttention; elsewhere the fused kernel "
-              "over heads d_model channels wider).  The model "
-              "takes the factored form when the bias would hold at least "
+              "ratios.  Gathered: (q + v) R^T scored against the distances and read as a strided window of those "
+              "scores (the name from before the model read a window rather than a gather: "
+              "results/attention_forms.md), either made into a (B, H, Q, K) bias that the attention and its "
+              "backward read (the bias path, RelativeMultiHeadAttention._full), or, in fp32 CPU training whose calls "
+              f"have at least {AUTOMATIC_WINDOW:,} scores, on the explicit path: the attention written out around a "
+              "kept softmax in pieces (_ExplicitSoftmaxAttention), each piece's positional scores against its own "
+              "distances only ('window' in the second column; the bias path then timed too).  Factored: the same "
+              "scores as query features d_model channels wide against key features shared by the batch, with no "
+              "bias tensor (in this fp32 CPU training on the explicit path; elsewhere the fused kernel over heads "
+              "d_model channels wider).  The model takes the factored form when a bias would hold at least "
               f"{AUTOMATIC_THRESHOLD:,} elements per channel of the widened heads (the 'scores' column above; the "
               "throughput and memory columns are for that form: its rounds' median time).  Peak RSS: the form the "
-              "model takes runs first, so its column is its own; the other form's column is the larger of the two "
-              "forms' peaks.", "",
-              "| config | elements per channel (full cache) | gathered s/step | factored s/step | gathered / factored | "
-              "peak RSS MiB gathered | peak RSS MiB factored |", "|---|---|---|---|---|---|---|"]
+              "model takes runs first, so its column is its own; another form's column is the largest of the peaks "
+              "until its first round.", "",
+              "| config | elements per channel (full cache) | gathered path | gathered s/step | factored s/step | "
+              "gathered / factored | gathered on the bias path s/step | bias path / explicit | "
+              "peak RSS MiB gathered | peak RSS MiB factored | peak RSS MiB bias path |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for size, r in zip(SIZES, results):
         q_len = 3 * size.K + 2 * size.mem
         per_channel = size.batch * size.n_heads * q_len * (q_len + size.mem_len) / (size.d_head + size.d_model)
-        lines.append(f"| {size.name} | {per_channel:,.0f} | {r['gathered_s']:.3f} | {r['factored_s']:.3f} | "
-                     f"{r['gathered_s'] / r['factored_s']:.2f}x "
-                     f"({min(r['form_ratios']):.2f}-{max(r['form_ratios']):.2f}) | "
-                     f"{r['gathered_peak_mb']:.0f} | {r['factored_peak_mb']:.0f} |")
+        bias = ((f"{r['bias_s']:.3f} | {r['bias_s'] / r['gathered_s']:.2f}x "
+                 f"({min(r['bias_ratios']):.2f}-{max(r['bias_ratios']):.2f})") if r["bias_s"] is not None else "- | -")
+        lines.append(f"| {size.name} | {per_channel:,.0f} | {'window' if r['window'] else 'bias'} | "
+                     f"{r['gathered_s']:.3f} | {r['factored_s']:.3f} | {r['gathered_s'] / r['factored_s']:.2f}x "
+                     f"({min(r['form_ratios']):.2f}-{max(r['form_ratios']):.2f}) | {bias} | "
+                     f"{r['gathered_peak_mb']:.0f} | {r['factored_peak_mb']:.0f} | "
+                     f"{'-' if r['bias_peak_mb'] is None else format(r['bias_peak_mb'], '.0f')} |")
     lines += ["", "## The positional term: broadcast matmul or one GEMM per head", "",
               "Transformer-XL's positional scores (q + v) R^T as a matmul that broadcasts R over the batch, or as "
               "one GEMM per head over all B x Q query rows.  rate/core/attention.py takes the GEMM per head when "

@@ -10,8 +10,10 @@ attend to later memory columns inside a bidirectional block) get their correct e
 of a wrapped-around value.  The positional term and the 0/-inf mask form one additive bias that
 the content scores of ``q + u`` are added to; large full-forward calls (training, evaluation, a
 window recompute) instead compute the positional term in factored form, inside the fused
-``F.scaled_dot_product_attention`` (no bias stored) or, in fp32 CPU training, as matrix products
-around a kept softmax (``_ExplicitSoftmaxAttention``).
+``F.scaled_dot_product_attention`` (no bias stored).  fp32 CPU training writes the attention out
+as matrix products around a kept softmax (``_ExplicitSoftmaxAttention``), in pieces, with the
+positional term in factored form or, for smaller calls, as each piece's window of the table's
+scores.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ FACTORED_MIN_ELEMENTS_PER_CHANNEL = 50_000
 SCORE_CHUNK_BYTES = 4 << 20
 # ... and in blocks of query rows, each over the keys up to its rows' last allowed one.
 SCORE_ROW_BLOCKS = 4
+# fp32 CPU training calls below the factored threshold take the same explicit path with the
+# positional scores read as a window (_PositionalScores) when their (B, H, Q, K) scores are at
+# least this many; smaller calls keep the bias path, whose few operator calls cost less than the
+# pieces' (the T-Maze CPU size, 409,600 scores a call, ran slower on the window path; d_model
+# 128, 3.1 million, faster: results/performance_training.md times the bias path beside it).
+EXPLICIT_MIN_SCORES = 1_000_000
 
 
 def inverse_frequencies(d_model: int, device: torch.device | None = None,
@@ -186,6 +194,10 @@ class RelativeMultiHeadAttention(nn.Module):
       strided window of the scores when positions are in order, else gathered; benchmarks and
       tests call this the "gathered" form, its name from before the window), or, when that bias
       would be large, computed in factored form inside the fused ``scaled_dot_product_attention``;
+      fp32 CPU training writes either form out around a kept softmax instead
+      (:class:`_ExplicitSoftmaxAttention`, :meth:`_explicit_form`): the factored form where it
+      pays, else, for calls with enough scores, the window form (no bias tensor; each piece of
+      the scores against its own distances);
     - decode (streaming, inference only): ``past`` is a :class:`KVPages` buffer; the new
       keys/values are written into it and the few query rows are scored against all its slots.
     """
@@ -236,9 +248,9 @@ class RelativeMultiHeadAttention(nn.Module):
         h, dh = self.n_heads, self.d_head
         if outputs is not None and outputs < 1:
             raise ValueError(f"outputs selects at least one row, got {outputs}")
-        if not isinstance(past, KVPages) and outputs is None and self._explicit_training(
-                x, positions, q_len + (0 if past is None else past[0].shape[2])):
-            return self._explicit_attention(x, positions, mask_bias, past)
+        if not isinstance(past, KVPages) and outputs is None and (form := self._explicit_form(
+                x, positions, q_len + (0 if past is None else past[0].shape[2]))):
+            return self._explicit_attention(x, positions, mask_bias, past, form)
         q, k, v = self.qkv(x).view(b, q_len, 3, h, dh).permute(2, 0, 3, 1, 4)  # each (B, H, Q, dh)
         if isinstance(past, KVPages):
             kv = past.write(k, v, write_at)
@@ -341,28 +353,41 @@ class RelativeMultiHeadAttention(nn.Module):
             scores = content.add_(torch.gather(pos, -1, positions.index.expand(b, h, q_len, keys)))
         return kv.read(scores.mul_(self.scale).add_(mask_bias).softmax(-1))
 
-    def _explicit_training(self, x: torch.Tensor, positions: RelativePositions, keys: int) -> bool:
-        """Whether this full-forward call takes :class:`_ExplicitSoftmaxAttention`: CPU training
-        (grad enabled) outside autocast (fp32 training; a model in another dtype too) without
-        attention dropout, where the factored form pays, and with ``qkv`` a plain ``nn.Linear``
+    def _explicit_form(self, x: torch.Tensor, positions: RelativePositions, keys: int) -> str | None:
+        """The positional form ("factored" or "window", :class:`_PositionalScores`) in which this
+        full-forward call takes :class:`_ExplicitSoftmaxAttention`, or None (the fused kernel or
+        :meth:`_full`).  Taken in CPU training (grad enabled) outside autocast (fp32 training; a
+        model in another dtype too) without attention dropout, with ``qkv`` a plain ``nn.Linear``
         without hooks (the path applies its weight itself: a wrapper, a forward hook or pruning's
-        pre-hook would be bypassed)."""
+        pre-hook would be bypassed), and outside torch.compile / torch.export: factored where
+        that form pays (:meth:`_factored_pays`), else the window for positions in order with at
+        least EXPLICIT_MIN_SCORES scores."""
         qkv = self.qkv
         plain = type(qkv) is nn.Linear and not (qkv._forward_hooks or qkv._forward_pre_hooks)
-        return (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and not self.attn_dropout
-                and not torch.is_autocast_enabled("cpu") and plain
-                and self._factored_pays(positions, *x.shape[:2], keys))
+        if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and not self.attn_dropout
+                and not torch.is_autocast_enabled("cpu") and plain):
+            return None
+        b, q_len = x.shape[:2]
+        if self._factored_pays(positions, b, q_len, keys):
+            return "factored"
+        if (positions.in_order and b * self.n_heads * q_len * keys >= EXPLICIT_MIN_SCORES
+                and not (torch.compiler.is_compiling() or torch.compiler.is_exporting())):
+            return "window"
+        return None
 
     def _explicit_attention(self, x: torch.Tensor, positions: RelativePositions, mask_bias: torch.Tensor,
-                            past: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple]:
+                            past: tuple[torch.Tensor, torch.Tensor] | None, form: str) -> tuple[torch.Tensor, tuple]:
         """:meth:`forward` on the explicit path: the projection, attention and the keys/values."""
         b, q_len, _ = x.shape
         h, dh, d_model = self.n_heads, self.d_head, self.r_proj.in_features
-        q_sin, q_cos, key_features = (f.to(x.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
+        if form == "factored":
+            q_sin, q_cos, key_features = (f.to(x.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
+            positional = (self.r_proj.weight.view(h, dh, d_model), q_sin, q_cos, key_features)
+        else:
+            positional = (self._positional_table(positions.reversed_table()),)  # (H, Q + K - 1, dh)
         out, k, v = _ExplicitSoftmaxAttention.apply(
-            x, self.qkv.weight, self.u_bias, self.v_bias, self.r_proj.weight.view(h, dh, d_model), q_sin, q_cos,
-            *(past if past is not None else (None, None)), key_features, mask_bias, self.scale,
-            self.checkpoint_attention)
+            x, self.qkv.weight, self.u_bias, self.v_bias, *(past if past is not None else (None, None)), mask_bias,
+            self.scale, self.checkpoint_attention, *positional)
         return self.out(out.transpose(1, 2).reshape(b, q_len, h * dh)), (k, v)
 
     def _factored_pays(self, positions: RelativePositions, b: int, q_len: int, keys: int) -> bool:
@@ -443,20 +468,21 @@ def _turned_projection(w_r: torch.Tensor, q_sin: torch.Tensor, q_cos: torch.Tens
 
 
 class _ExplicitSoftmaxAttention(torch.autograd.Function):
-    """fp32 CPU training's attention layer core: the q/k/v projection and the factored attention,
-    written out as matrix products around the softmax.
+    """fp32 CPU training's attention layer core: the q/k/v projection and the attention, written
+    out as matrix products around the softmax.
 
-    The fused CPU kernel takes one head size for queries, keys and values, so the factored form's
-    widened heads (dh + D channels) pad the values with D zero channels, and its backward pass
-    recomputes the scores over the widened heads.  Here the scores are two products, the
-    positional f @ g^T (f = (q + v) turned W_r, :func:`_turned_projection`; the key features g
-    do not depend on the batch or the head) and the content (q + u) @ k^T added to them with dh
-    channels, and the softmax P is kept for the backward pass, which then needs no product wider
-    than dh channels besides f's gradient (g needs none).  Kept per call: the layer input x, P
-    (B, H, Q, K, less the masked ends of its rows, see :func:`_score_parts`), q + u, k, v and the
-    output.  With ``recompute`` (RMTConfig.checkpoint_attention) q + u, k and v are not kept but
-    projected again in backward from x, the same operations (the same values): q + u (B, H, Q,
-    dh), k and v (B, H, P + Q, dh) less per call for one more projection.
+    The scores of each piece are its positional scores (:class:`_PositionalScores`, in factored
+    form or read as a window of the scores against the distances) with the content (q + u) @ k^T
+    added to them with dh channels, and the softmax P is kept for the backward pass, which then
+    needs no product wider than dh channels besides the factored form's query features.  (The
+    fused CPU kernel takes one head size for queries, keys and values, so the factored form's
+    widened heads, dh + D channels, pad the values with D zero channels there, and its backward
+    recomputes the scores over the widened heads; the bias form keeps a (B, H, Q, K) bias and
+    the positional scores of all Q + K - 1 distances for every query row.)  Kept per call: the
+    layer input x, P (B, H, Q, K, less the masked ends of its rows, see :func:`_score_parts`),
+    q + u, k, v and the output.  With ``recompute`` (RMTConfig.checkpoint_attention) q + u, k and
+    v are not kept but projected again in backward from x, the same operations (the same
+    values): q + u (B, H, Q, dh), k and v (B, H, P + Q, dh) less per call for one more projection.
 
     The work runs in pieces of batch rows and query rows whose scores take about
     SCORE_CHUNK_BYTES: each piece's scores are made, normalised and read again while they are in
@@ -464,58 +490,56 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
     allocator to serve them from its heap rather than take them from the system afresh (page
     faults, see rate/host_memory.py).
 
-    x (B, Q, D) the query rows' input, w_qkv (3 H dh, D), u_bias, v_bias (H, dh), w_r (H, dh, D),
-    q_sin, q_cos (Q, D/2) (:func:`_turned_projection`), past_k, past_v (B, H, P, dh) earlier keys
-    and values or None, g (P + Q, D), mask_bias (B or 1, 1, Q, P + Q) with 0 / -inf, every row
-    with at least one 0.  Returns the output (B, H, Q, dh), a view of a (B, Q, H, dh) tensor that
-    the output projection reads without a copy, and the keys and values (B, H, P + Q, dh).
+    x (B, Q, D) the query rows' input, w_qkv (3 H dh, D), u_bias, v_bias (H, dh), past_k, past_v
+    (B, H, P, dh) earlier keys and values or None, mask_bias (B or 1, 1, Q, P + Q) with 0 / -inf,
+    every row with at least one 0; ``positional`` the operands of :class:`_PositionalScores`.
+    Returns the output (B, H, Q, dh), a view of a (B, Q, H, dh) tensor that the output projection
+    reads without a copy, and the keys and values (B, H, P + Q, dh).
     """
 
     @staticmethod
-    def forward(ctx, x, w_qkv, u_bias, v_bias, w_r, q_sin, q_cos, past_k, past_v, g, mask_bias, scale, recompute):
+    def forward(ctx, x, w_qkv, u_bias, v_bias, past_k, past_v, mask_bias, scale, recompute, *positional):
         b, q_len, _ = x.shape
         h, dh = u_bias.shape
         ctx.parts = _score_parts(mask_bias, b, h, x.element_size())
         ctx.scale, ctx.recompute = scale, recompute
         ctx.set_materialize_grads(False)  # (the keys/values returned are seldom used)
         qc, qv, k, v = _projected(x, w_qkv, u_bias, v_bias, past_k, past_v)
-        f = _positional_features(qv, w_r, q_sin, q_cos)  # (B, H, Q, D)
+        positional_scores = _PositionalScores(positional, qv, forward=True)
         del qv
         out = torch.empty(b, q_len, h, dh, dtype=x.dtype)  # written through a (B, H, Q, dh) view
         kept = []
         for part in ctx.parts:
             (lo, hi), (r0, r1, keys) = part
-            weights = _part_weights(part, qc, f, k, g, mask_bias, scale, h)
+            weights = _part_weights(part, qc, k, positional_scores.piece(part, mask_bias), scale, h)
             out.transpose(1, 2)[lo:hi, :, r0:r1] = torch.bmm(weights, v[lo * h : hi * h, :keys]).unflatten(0, (-1, h))
             kept.append(weights)
         operands = () if recompute else (qc, k, v)
-        ctx.save_for_backward(x, w_qkv, u_bias, v_bias, w_r, q_sin, q_cos, past_k, past_v, g, mask_bias, out,
-                              *operands, *kept)
+        ctx.positional = len(positional)
+        ctx.save_for_backward(x, w_qkv, u_bias, v_bias, past_k, past_v, mask_bias, out, *positional, *operands, *kept)
         return out.transpose(1, 2), k.view(b, h, -1, dh), v.view(b, h, -1, dh)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad, grad_keys, grad_values):
-        x, w_qkv, u_bias, v_bias, w_r, q_sin, q_cos, past_k, past_v, g, mask_bias, out, *kept = ctx.saved_tensors
+        x, w_qkv, u_bias, v_bias, past_k, past_v, mask_bias, out, *kept = ctx.saved_tensors
+        positional, kept = kept[: ctx.positional], kept[ctx.positional :]
         b, q_len, h, dh = out.shape
         if ctx.recompute:
             qc, qv, k, v = _projected(x, w_qkv, u_bias, v_bias, past_k, past_v)
         else:
             (qc, k, v), kept = kept[:3], kept[3:]
             qv = _shifted(qc, u_bias, v_bias)
-        with torch.enable_grad():  # the turned projection again, with its graph for W_r's gradient
-            w_r = w_r.detach().requires_grad_()
-            turned = _turned_projection(w_r, q_sin, q_cos)
+        positional_scores = _PositionalScores(positional, qv, forward=False, zeroed=grad is None)
         # The gradients of q + u, k and v in the projection's (B, rows, H, dh) layout, written through
         # (B, H, rows, dh) views: the projection's backward then reads them without a copy.
-        # (Every piece writes its rows of q's and f's gradients; k's and v's sum over pieces.)
+        # (Every piece writes its rows of q's gradient; k's and v's sum over pieces.)
         fresh = torch.zeros if grad is None else torch.empty
         grad_q, grad_k, grad_v = (init(b, t.shape[1], h, dh, dtype=x.dtype)
                                   for init, t in ((fresh, qc), (torch.zeros, k), (torch.zeros, v)))
         for buffer, given in ((grad_k, grad_keys), (grad_v, grad_values)):
             if given is not None:
                 buffer.copy_(given.transpose(1, 2))
-        grad_f = fresh(b, h, q_len, g.shape[1], dtype=g.dtype)
         if grad is not None:
             # softmax backward: dS = P * (dP - rowsum(dO * O)), written over dP (P stays: a
             # retained graph's next backward reads it)
@@ -532,11 +556,10 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
                 grad_q.transpose(1, 2)[lo:hi, :, queries] = torch.bmm(grad_scores, k[heads, :keys]).unflatten(0, (-1, h))
                 grad_k.transpose(1, 2)[lo:hi, :, :keys] += torch.bmm(grad_scores.transpose(1, 2),
                                                                      qc[heads, queries]).unflatten(0, (-1, h))
-                grad_f[lo:hi, :, queries] = torch.matmul(grad_scores.view(hi - lo, h, r1 - r0, keys), g[:keys])
+                positional_scores.backward_piece(part, grad_scores)
         grad_u = grad_q.sum((0, 1))
-        grad_qv = torch.einsum("bhqd,hqed->bhqe", grad_f, turned)
+        grad_qv, grad_positional = positional_scores.gradients()
         grad_q.transpose(1, 2).add_(grad_qv)  # q's gradient: through q + u and q + v
-        (grad_w_r,) = torch.autograd.grad(turned, w_r, torch.einsum("bhqe,bhqd->hqed", qv, grad_f))
         # Back through the projection: the rows of w_qkv are q, k, v, each (H, dh); this call's own
         # keys/values are the last Q of the P + Q.
         past = 0 if past_k is None else past_k.shape[2]
@@ -545,9 +568,102 @@ class _ExplicitSoftmaxAttention(torch.autograd.Function):
             part = part.reshape(b * q_len, h * dh)  # (B Q, H dh): a view, but for a cache's keys/values
             grad_x.addmm_(part, rows)
             grad_w.append(torch.mm(part.t(), flat_x))
-        return (grad_x.view(x.shape), torch.cat(grad_w), grad_u, grad_qv.sum((0, 2)), grad_w_r, None, None,
+        return (grad_x.view(x.shape), torch.cat(grad_w), grad_u, grad_qv.sum((0, 2)),
                 None if past_k is None else grad_k[:, :past].transpose(1, 2),
-                None if past_v is None else grad_v[:, :past].transpose(1, 2), None, None, None, None)
+                None if past_v is None else grad_v[:, :past].transpose(1, 2), None, None, None, *grad_positional)
+
+
+class _PositionalScores:
+    """The positional scores (q_i + v) . W_r r(p_i - p_j) of :class:`_ExplicitSoftmaxAttention`'s
+    pieces, and their backward, in one of two forms chosen by the operands ``positional``:
+
+    - factored, (w_r (H, dh, D), q_sin, q_cos (Q, D/2), g (K, D)): the query features f (B, H, Q,
+      D) (:func:`_positional_features`) against the key features g, f @ g^T, d_model channels
+      per head (:meth:`RelativeMultiHeadAttention._factored_attention` derives it);
+    - window, (r,) with r (H, R, dh) the positional projection of the reversed distance table of
+      positions in order (R >= Q + K - 1, :meth:`RelativePositions.reversed_table`): a piece's
+      rows r0..r1 - 1 against its keys 0..keys - 1 span the distances of the table's columns
+      Q - r1 .. Q - r0 + keys - 2, scored against q + v in dh channels and read as a strided
+      window (query i's run starts at column Q - 1 - i), as :meth:`RelativeMultiHeadAttention._full`
+      reads the whole call's, but only the piece's distances.
+
+    qv = q + v (B, H, Q, dh).  ``forward``: make f once (the factored form); else the backward
+    pass's gradient buffers (zeroed when ``zeroed``: no output gradient, no piece writes them).
+    """
+
+    def __init__(self, positional: tuple[torch.Tensor, ...], qv: torch.Tensor, forward: bool, zeroed: bool = False):
+        self.factored, self.positional, self.qv, self.q_len = len(positional) == 4, positional, qv, qv.shape[2]
+        if self.factored:
+            w_r, q_sin, q_cos, self.g = positional
+            if forward:
+                self.query = _positional_features(qv, w_r, q_sin, q_cos)  # f (B, H, Q, D)
+        else:
+            (self.r,) = positional
+        if not forward:
+            fresh = torch.zeros if zeroed else torch.empty
+            self.grad_query = fresh(*qv.shape[:3], self.g.shape[1] if self.factored else qv.shape[3], dtype=qv.dtype)
+            if not self.factored:
+                self.grad_r = torch.zeros_like(self.r)
+
+    def _columns(self, part) -> tuple[int, int]:
+        """The window form's first table column and column count for a piece."""
+        _, (r0, r1, keys) = part
+        return self.q_len - r1, (r1 - r0) + keys - 1
+
+    def piece(self, part, mask_bias: torch.Tensor) -> torch.Tensor:
+        """A piece's positional scores plus its mask, (rows, H, r1 - r0, keys), a new tensor."""
+        (lo, hi), (r0, r1, keys) = part
+        mask = mask_bias[lo:hi, :, r0:r1, :keys] if mask_bias.shape[0] > 1 else mask_bias[..., r0:r1, :keys]
+        if self.factored:
+            return torch.matmul(self.query[lo:hi, :, r0:r1], self.g[:keys].t()).add_(mask)
+        first, width = self._columns(part)
+        h, rows = self.r.shape[0], hi - lo
+        # One product per head over the piece's rows (head-major: a matmul broadcasting r over the
+        # rows would copy it once per row); the window is read through a (rows, H, ...) view.
+        scores = torch.bmm(self._query_rows(part), self.r[:, first : first + width].transpose(1, 2))
+        window = _window(scores.view(h, rows, r1 - r0, width).transpose(0, 1), keys)
+        return torch.add(window, mask, out=torch.empty(rows, h, r1 - r0, keys, dtype=scores.dtype))
+
+    def _query_rows(self, part) -> torch.Tensor:
+        """q + v of a piece's rows, head-major (H, rows (r1 - r0), dh) (a copy)."""
+        (lo, hi), (r0, r1, _) = part
+        return self.qv[lo:hi, :, r0:r1].transpose(0, 1).reshape(self.qv.shape[1], -1, self.qv.shape[3])
+
+    def backward_piece(self, part, grad_scores: torch.Tensor) -> None:
+        """Take in a piece's score gradient (rows H, r1 - r0, keys)."""
+        (lo, hi), (r0, r1, keys) = part
+        grad_scores = grad_scores.view(hi - lo, -1, r1 - r0, keys)
+        if self.factored:
+            self.grad_query[lo:hi, :, r0:r1] = torch.matmul(grad_scores, self.g[:keys])
+            return
+        first, width = self._columns(part)
+        h, rows, dh = self.r.shape[0], hi - lo, self.r.shape[2]
+        grad_window = grad_scores.new_zeros(h, rows * (r1 - r0), width)  # (each score has a column of its own)
+        _window(grad_window.view(h, rows, r1 - r0, width).transpose(0, 1), keys).copy_(grad_scores)
+        r = self.r[:, first : first + width]
+        self.grad_query[lo:hi, :, r0:r1] = torch.bmm(grad_window, r).view(h, rows, r1 - r0, dh).transpose(0, 1)
+        self.grad_r[:, first : first + width].baddbmm_(grad_window.transpose(1, 2), self._query_rows(part))
+
+    def gradients(self) -> tuple[torch.Tensor, tuple]:
+        """After every piece: the gradient of q + v (B, H, Q, dh) and those of the operands."""
+        if not self.factored:
+            return self.grad_query, (self.grad_r,)
+        w_r, q_sin, q_cos, _ = self.positional
+        with torch.enable_grad():  # the turned projection again, with its graph for W_r's gradient
+            w_r = w_r.detach().requires_grad_()
+            turned = _turned_projection(w_r, q_sin, q_cos)
+        grad_qv = torch.einsum("bhqd,hqed->bhqe", self.grad_query, turned)
+        (grad_w_r,) = torch.autograd.grad(turned, w_r, torch.einsum("bhqe,bhqd->hqed", self.qv, self.grad_query))
+        return grad_qv, (grad_w_r, None, None, None)
+
+
+def _window(scores: torch.Tensor, keys: int) -> torch.Tensor:
+    """The (..., Q, keys) view of scores (..., Q, Q + keys - 1) against decreasing distances (rows
+    contiguous) in which query i's keys are the run from column Q - 1 - i."""
+    *lead, q_len, width = scores.shape
+    strides = scores.stride()
+    return scores.as_strided((*lead, q_len, keys), (*strides[:-2], strides[-2] - 1, 1),
+                             scores.storage_offset() + q_len - 1)
 
 
 def _projected(x: torch.Tensor, w_qkv: torch.Tensor, u_bias: torch.Tensor, v_bias: torch.Tensor,
@@ -571,13 +687,12 @@ def _shifted(qc: torch.Tensor, u_bias: torch.Tensor, v_bias: torch.Tensor) -> to
     return qc.view(-1, h, qc.shape[1], dh) + (v_bias - u_bias)[:, None, :]
 
 
-def _part_weights(part, qc: torch.Tensor, f: torch.Tensor, k: torch.Tensor, g: torch.Tensor, mask_bias: torch.Tensor,
-                  scale: float, h: int) -> torch.Tensor:
-    """The softmax of one piece of the scores (:func:`_score_parts`): (rows * H, r1 - r0, keys)."""
+def _part_weights(part, qc: torch.Tensor, k: torch.Tensor, scores: torch.Tensor, scale: float, h: int
+                  ) -> torch.Tensor:
+    """The softmax of one piece of the scores (:func:`_score_parts`), (rows * H, r1 - r0, keys),
+    in place of ``scores``, the piece's positional scores plus mask (rows, H, r1 - r0, keys)."""
     (lo, hi), (r0, r1, keys) = part
     heads, queries = slice(lo * h, hi * h), slice(r0, r1)
-    scores = torch.matmul(f[lo:hi, :, queries], g[:keys].t())  # (rows, H, r1 - r0, keys): positional
-    scores.add_(mask_bias[lo:hi, :, queries, :keys] if mask_bias.shape[0] > 1 else mask_bias[..., queries, :keys])
     weights = scores.view(-1, r1 - r0, keys).baddbmm_(qc[heads, queries], k[heads, :keys].transpose(1, 2),
                                                        beta=scale, alpha=scale)
     return torch.ops.aten._softmax.out(weights, -1, False, out=weights)  # in place

@@ -83,8 +83,8 @@ class RMTConfig:
     # Keep no q, k, v for backward but project them again there: less memory for some time
     # (results/performance_official.md measures both).  A setting of CPU training's explicit
     # attention path outside autocast (rate/core/attention.py), which needs attn_dropout 0; it
-    # changes nothing where the gathered positional form runs (small sizes, train.compile), under
-    # bf16 autocast or on other devices (the training loop warns).
+    # changes nothing where the bias path runs (calls of few scores, train.compile), under bf16
+    # autocast or on other devices (the training loop warns).
     checkpoint_attention: bool = False
 
     def __post_init__(self) -> None:
