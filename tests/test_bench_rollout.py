@@ -296,7 +296,8 @@ def test_rate_training_names_the_explicit_path_the_factored_form(monkeypatch):
     monkeypatch.setattr(bench, "timed", lambda fn, seconds, warmup=2: 1.0)
     monkeypatch.setattr(bench, "matmul_peak", lambda seconds, n: 1e12)
     monkeypatch.setattr(bench, "positional_fix", lambda size, seconds: {})
-    monkeypatch.setattr(attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", 0)  # the factored form at any size
+    monkeypatch.setattr(bench, "AUTOMATIC_THRESHOLD", 0)  # the factored form at any size
+    monkeypatch.setattr(attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", 0)  # (restored after the test)
     calls = []
     original = attention._ExplicitSoftmaxAttention.apply
     monkeypatch.setattr(attention._ExplicitSoftmaxAttention, "apply", lambda *a: calls.append(1) or original(*a))
@@ -317,6 +318,7 @@ def test_rate_training_names_the_window_path_the_gathered_form_and_times_its_bia
     arms = []
 
     def fake_timed(fn, seconds, warmup=2):
+        fn()  # (the arm's paths are counted in its steps)
         factored, window = attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL, attention.EXPLICIT_MIN_SCORES
         arms.append("factored" if factored == 0 else "gathered" if window == 0 else "bias")
         return {"gathered": 1.0, "factored": 2.0, "bias": 3.0}[arms[-1]]
@@ -325,6 +327,8 @@ def test_rate_training_names_the_window_path_the_gathered_form_and_times_its_bia
     monkeypatch.setattr(bench, "matmul_peak", lambda seconds, n: 1e12)
     monkeypatch.setattr(bench, "positional_fix", lambda size, seconds: {})
     size = bench.Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3)
+    # (run_one leaves the module's thresholds at the benchmark's automatic ones: restored after the test)
+    monkeypatch.setattr(attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL)
     flops = {}
     for window in (math.inf, 0):
         monkeypatch.setattr(bench, "AUTOMATIC_WINDOW", window)
@@ -336,8 +340,14 @@ def test_rate_training_names_the_window_path_the_gathered_form_and_times_its_bia
     assert arms == ["gathered", "factored", "bias", "bias", "factored", "gathered", "gathered", "factored", "bias"]
     assert result["bias_s"] == 3.0 and result["bias_ratios"] == [3.0] * 3 and result["gathered_s"] == 1.0
     assert flops[0] == flops[math.inf] > 0
-    assert attention.EXPLICIT_MIN_SCORES == 0  # (the thresholds come back)
-    assert attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL == bench.AUTOMATIC_THRESHOLD
+    # A size whose model takes the factored form: its gathered arm is on the window path all the same.
+    monkeypatch.setattr(bench, "AUTOMATIC_THRESHOLD", 0)
+    arms.clear()
+    result = bench.run_one(size, seconds=0.01, profile=False)
+    assert result["form"] == "factored" and result["window"] and result["bias_s"] == 3.0
+    assert arms == ["factored", "gathered", "bias", "bias", "gathered", "factored", "factored", "gathered", "bias"]
+    assert result["gflop_per_step"] == flops[0]
+    assert attention.EXPLICIT_MIN_SCORES == 0 and attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL == 0  # (they come back)
 
 
 def test_precision_rounds_time_each_variant_itself_in_turn(monkeypatch):

@@ -168,61 +168,62 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     # Which form of the positional scores the automatic rule takes at this size (a first step,
     # counted), then the forms timed side by side over FORM_ROUNDS rounds, the order reversed
     # every other round: that form first in the first round, so that the peak resident memory
-    # after it is its own (ru_maxrss only grows; another form's column is the larger of the
-    # peaks so far).  FLOPs are counted in the gathered form on its bias path (the model's
-    # arithmetic), so neither the factored form's wider heads nor the window path's pieces count
-    # as more or less work done.  Factored: the fused kernel's path or fp32 CPU training's
+    # after it is its own (ru_maxrss only grows; another form's column is the largest of the
+    # peaks until its first round).  Factored: the fused kernel's path or fp32 CPU training's
     # explicit one; gathered: the bias path, or in fp32 CPU training with scores enough the
-    # explicit path reading its positional scores as a window ("window", then also timed on
-    # the bias path: "bias").
-    taken = {"factored": 0, "window": 0}
+    # explicit path reading its positional scores as a window ("window"; where the gathered
+    # arm took it, the bias path is timed too, as the "bias" arm, last in the first round).
+    # FLOPs are counted after the rounds, in the gathered form on its bias path (the model's
+    # arithmetic), so neither the factored form's wider heads nor the window path's pieces count
+    # as more or less work done.
+    arm = ["automatic"]
+    taken = {name: {"factored": 0, "window": 0} for name in ("automatic", "gathered", "factored", "bias")}
     fused, explicit = RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention
 
     def counting_fused(self, *args):
-        taken["factored"] += 1
+        taken[arm[0]]["factored"] += 1
         return fused(self, *args)
 
     def counting_explicit(self, *args):
-        taken[args[-1]] += 1  # (its form: "factored" or "window")
+        taken[arm[0]][args[-1]] += 1  # (its form: "factored" or "window")
         return explicit(self, *args)
 
+    # (factored threshold, explicit window threshold) per arm
+    thresholds = {"factored": (0, AUTOMATIC_WINDOW), "gathered": (math.inf, AUTOMATIC_WINDOW),
+                  "bias": (math.inf, math.inf)}
+    per_form, peak_mb = {form: [] for form in thresholds}, {}
     try:
         RelativeMultiHeadAttention._factored_attention = counting_fused
         RelativeMultiHeadAttention._explicit_attention = counting_explicit
+        attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL, attention.EXPLICIT_MIN_SCORES = AUTOMATIC_THRESHOLD, AUTOMATIC_WINDOW
         step()
-    finally:
-        RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention = fused, explicit
-    automatic = "factored" if taken["factored"] else "gathered"
-    # (factored threshold, explicit window threshold) per form
-    thresholds = {"factored": (0, AUTOMATIC_WINDOW), "gathered": (math.inf, AUTOMATIC_WINDOW)}
-    if automatic == "gathered" and taken["window"]:
-        thresholds["bias"] = (math.inf, math.inf)
-    order = sorted(thresholds, key=lambda f: f != automatic)
-    per_form, peak_mb = {form: [] for form in thresholds}, {}
-    try:
+        automatic = "factored" if taken["automatic"]["factored"] else "gathered"
+        order = [automatic, *(f for f in ("gathered", "factored") if f != automatic), "bias"]
         for r in range(FORM_ROUNDS):
             for form in in_turn(order, r):
+                if form == "bias" and not taken["gathered"]["window"]:
+                    continue  # (the gathered arm is on the bias path itself)
+                arm[0] = form
                 attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL, attention.EXPLICIT_MIN_SCORES = thresholds[form]
-                if r == 0 and form == "gathered":
-                    attention.EXPLICIT_MIN_SCORES = math.inf  # (counted on the bias path)
-                    with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
-                        step()
-                    flops = counter.get_total_flops() - discarded[0]
-                    attention.EXPLICIT_MIN_SCORES = thresholds[form][1]
                 per_form[form].append(timed(step, seconds, warmup=2 if r == 0 else 1))
                 peak_mb.setdefault(form, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL, attention.EXPLICIT_MIN_SCORES = thresholds["bias"]
+        with FlopCounterMode(display=False) as counter, discarded_positional_flops() as discarded:
+            step()
+        flops = counter.get_total_flops() - discarded[0]
     finally:
+        RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention = fused, explicit
         attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
         attention.EXPLICIT_MIN_SCORES = AUTOMATIC_WINDOW
+    window = bool(taken["gathered"]["window"])
     rounds_s = per_form[automatic]  # (the form the model takes)
     seconds_per_step = statistics.median(rounds_s)
     result = {"name": size.name, "form": automatic, "gathered_s": statistics.median(per_form["gathered"]),
               "factored_s": statistics.median(per_form["factored"]), "factored_peak_mb": peak_mb["factored"],
-              "gathered_peak_mb": peak_mb["gathered"], "window": bool(taken["window"]),
-              "bias_s": statistics.median(per_form["bias"]) if "bias" in per_form else None,
-              "bias_peak_mb": peak_mb.get("bias"),
+              "gathered_peak_mb": peak_mb["gathered"], "window": window,
+              "bias_s": statistics.median(per_form["bias"]) if window else None, "bias_peak_mb": peak_mb.get("bias"),
               "bias_ratios": [b / g for b, g in zip(per_form["bias"], per_form["gathered"], strict=True)]
-              if "bias" in per_form else None,
+              if window else None,
               "form_ratios": [g / f for g, f in zip(per_form["gathered"], per_form["factored"], strict=True)],
               "params": sum(p.numel() for p in model.parameters()),
               "tokens_per_s": 3 * size.batch * t / seconds_per_step, "gflop_per_step": flops / 1e9,
@@ -321,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
               "backward read (the bias path, RelativeMultiHeadAttention._full), or, in fp32 CPU training whose calls "
               f"have at least {AUTOMATIC_WINDOW:,} scores, on the explicit path: the attention written out around a "
               "kept softmax in pieces (_ExplicitSoftmaxAttention), each piece's positional scores against its own "
-              "distances only ('window' in the second column; the bias path then timed too).  Factored: the same "
+              "distances only ('window' in the 'gathered path' column; the bias path then timed too).  Factored: the same "
               "scores as query features d_model channels wide against key features shared by the batch, with no "
               "bias tensor (in this fp32 CPU training on the explicit path; elsewhere the fused kernel over heads "
               "d_model channels wider).  The model takes the factored form when a bias would hold at least "
