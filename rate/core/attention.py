@@ -597,6 +597,7 @@ class _PositionalScores:
             w_r, q_sin, q_cos, self.g = positional
             if forward:
                 self.query = _positional_features(qv, w_r, q_sin, q_cos)  # f (B, H, Q, D)
+                self.qv = None  # (the pieces read f only: q + v is freed as the forward goes on)
         else:
             (self.r,) = positional
         if not forward:
