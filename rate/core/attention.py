@@ -312,8 +312,7 @@ class RelativeMultiHeadAttention(nn.Module):
                 # break per call), and eagerly this form's backward is slower (an extra slice's).
                 shifted = pos_scores.flatten(-2)[..., q_len - 1 :].unfold(-1, k_len, max(rows - 1, 1))[..., :q_len, :]
             else:
-                shifted = pos_scores.as_strided((b, h, q_len, k_len), (h * q_len * rows, q_len * rows, rows - 1, 1),
-                                                pos_scores.storage_offset() + q_len - 1)
+                shifted = _window(pos_scores, k_len)
         else:
             shifted = torch.gather(pos_scores, -1, positions.index.expand(b, h, q_len, k_len))  # (B, H, Q, K)
         bias = (shifted + mask_bias.to(pos_scores.dtype)).view(b * h, q_len, k_len)
@@ -345,8 +344,7 @@ class RelativeMultiHeadAttention(nn.Module):
             r = self._reversed_positional_table(table)[:, first : first + rows]  # (H, R, dh)
             pos = torch.matmul(qv, r.transpose(-1, -2))  # (H, B * Q, R), contiguous
             # (B, H, Q, K) view: query i's run starts at row Q - 1 - i of its R scores.
-            window = pos.as_strided((b, h, q_len, keys), (q_len * rows, b * q_len * rows, rows - 1, 1), q_len - 1)
-            scores = content.add_(window)
+            scores = content.add_(_window(pos.view(h, b, q_len, rows).transpose(0, 1), keys))
         else:
             r = self._positional_table(positions.table)  # (H, R, dh)
             pos = torch.matmul(qv, r.transpose(-1, -2)).view(h, b, q_len, r.shape[1]).transpose(0, 1)
@@ -660,7 +658,8 @@ class _PositionalScores:
 
 def _window(scores: torch.Tensor, keys: int) -> torch.Tensor:
     """The (..., Q, keys) view of scores (..., Q, Q + keys - 1) against decreasing distances (rows
-    contiguous) in which query i's keys are the run from column Q - 1 - i."""
+    contiguous) in which query i's keys are the run from column Q - 1 - i: how the full forward,
+    the decode path and the explicit path's pieces read their positional scores."""
     *lead, q_len, width = scores.shape
     strides = scores.stride()
     return scores.as_strided((*lead, q_len, keys), (*strides[:-2], strides[-2] - 1, 1),
