@@ -17,6 +17,7 @@ import torch
 
 import rate.core.attention
 import rate.training
+from eval.bench.throughput import form_counting_methods
 from rate.core.attention import RelativeMultiHeadAttention
 
 torch.set_num_threads(1)
@@ -55,18 +56,12 @@ def _force_scores(monkeypatch, form: str) -> list[int]:
     monkeypatch.setattr(rate.core.attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", factored)
     monkeypatch.setattr(rate.core.attention, "EXPLICIT_MIN_SCORES", window)
     calls = [0]
-    fused, explicit = RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention
 
-    def counting_fused(self, *args):
-        calls[0] += form != "window"
-        return fused(self, *args)
+    def record(taken: str):
+        calls[0] += form == "gathered" or taken == form
 
-    def counting_explicit(self, *args):
-        calls[0] += form == "gathered" or args[-1] == form
-        return explicit(self, *args)
-
-    monkeypatch.setattr(RelativeMultiHeadAttention, "_factored_attention", counting_fused)
-    monkeypatch.setattr(RelativeMultiHeadAttention, "_explicit_attention", counting_explicit)
+    for name, method in form_counting_methods(record).items():
+        monkeypatch.setattr(RelativeMultiHeadAttention, name, method)
     return calls
 
 

@@ -793,3 +793,18 @@ def test_the_carried_memory_keeps_its_dtype_under_autocast_whichever_rows_close(
         some = decoding.restart(full, torch.tensor([False, True]))  # row 1 starts over: only row 0 closes
         assert decoding.close_full(full).memory.dtype == torch.float32
         assert decoding.close_full(some).memory.dtype == torch.float32
+
+
+def test_the_feed_forward_activation_is_a_setting():
+    """GELU by default (old checkpoints build the same model); the reference code's ReLU on request,
+    and its output differs from GELU's; a misspelt choice is refused by name."""
+    torch.manual_seed(0)
+    cfg = RMTConfig(d_model=16, n_layers=1, n_heads=2, d_head=8, d_inner=32, num_mem_tokens=2)
+    gelu = RecurrentMemoryTransformer(cfg).eval()
+    relu = RecurrentMemoryTransformer(RMTConfig(**{**cfg.__dict__, "ffn_activation": "relu"})).eval()
+    assert isinstance(gelu.layers[0].ffn[1], torch.nn.GELU) and isinstance(relu.layers[0].ffn[1], torch.nn.ReLU)
+    relu.load_state_dict(gelu.state_dict())  # the same parameters
+    x = torch.randn(2, 8, 16)
+    assert not torch.allclose(gelu(x, segment_len=4)[0], relu(x, segment_len=4)[0])
+    with pytest.raises(ValueError, match="ffn_activation must be one of 'gelu', 'relu'"):
+        RMTConfig(ffn_activation="Relu")

@@ -43,7 +43,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from eval.bench.throughput import PEAK_SIZE, bench_command, in_turn, matmul_peak, run_children, spread, timed
+from eval.bench.throughput import (PEAK_SIZE, bench_command, form_counting_methods, in_turn, matmul_peak, run_children,
+                                   spread, timed)
 from rate.core import attention
 from rate.core.attention import RelativeMultiHeadAttention
 from rate.config import atomic_write_text
@@ -178,23 +179,18 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
     # as more or less work done.
     arm = ["automatic"]
     taken = {name: {"factored": 0, "window": 0} for name in ("automatic", "gathered", "factored", "bias")}
-    fused, explicit = RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention
+    originals = {name: getattr(RelativeMultiHeadAttention, name) for name in ("_factored_attention", "_explicit_attention")}
 
-    def counting_fused(self, *args):
-        taken[arm[0]]["factored"] += 1
-        return fused(self, *args)
-
-    def counting_explicit(self, *args):
-        taken[arm[0]][args[-1]] += 1  # (its form: "factored" or "window")
-        return explicit(self, *args)
+    def record(form: str):  # the form a call of this arm took: "factored" or "window"
+        taken[arm[0]][form] += 1
 
     # (factored threshold, explicit window threshold) per arm
     thresholds = {"factored": (0, AUTOMATIC_WINDOW), "gathered": (math.inf, AUTOMATIC_WINDOW),
                   "bias": (math.inf, math.inf)}
     per_form, peak_mb = {form: [] for form in thresholds}, {}
     try:
-        RelativeMultiHeadAttention._factored_attention = counting_fused
-        RelativeMultiHeadAttention._explicit_attention = counting_explicit
+        for name, method in form_counting_methods(record).items():
+            setattr(RelativeMultiHeadAttention, name, method)
         attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL, attention.EXPLICIT_MIN_SCORES = AUTOMATIC_THRESHOLD, AUTOMATIC_WINDOW
         step()
         automatic = "factored" if taken["automatic"]["factored"] else "gathered"
@@ -212,7 +208,8 @@ def run_one(size: Size, seconds: float, profile: bool) -> dict:
             step()
         flops = counter.get_total_flops() - discarded[0]
     finally:
-        RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention = fused, explicit
+        for name, method in originals.items():
+            setattr(RelativeMultiHeadAttention, name, method)
         attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL = AUTOMATIC_THRESHOLD
         attention.EXPLICIT_MIN_SCORES = AUTOMATIC_WINDOW
     window = bool(taken["gathered"]["window"])

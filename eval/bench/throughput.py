@@ -30,6 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
+from rate.core.attention import RelativeMultiHeadAttention
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTConfig
 from rate.training import nonnegative_int, positive_float, positive_int
@@ -89,6 +90,25 @@ def matmul_peak(seconds: float, n: int = PEAK_SIZE) -> float:
     """FLOP/s of an n x n by n x n fp32 matmul (the median call over about ``seconds``)."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     return 2 * n**3 / timed(lambda: a @ b, seconds)
+
+
+def form_counting_methods(record) -> dict:
+    """Wrappers of RelativeMultiHeadAttention's ``_factored_attention`` (the fused kernel) and
+    ``_explicit_attention`` (fp32 CPU training's path) that call ``record(form)`` before each call,
+    form "factored" or "window" (the explicit path's positional form, its last argument):
+    install them on the class (monkeypatch, or assignment and restoring) to see which form of the
+    positional scores attention calls take; a call that takes neither is on the bias path."""
+    fused, explicit = RelativeMultiHeadAttention._factored_attention, RelativeMultiHeadAttention._explicit_attention
+
+    def counting_fused(self, *args):
+        record("factored")
+        return fused(self, *args)
+
+    def counting_explicit(self, *args):
+        record(args[-1])
+        return explicit(self, *args)
+
+    return {"_factored_attention": counting_fused, "_explicit_attention": counting_explicit}
 
 
 def in_turn(items, round_index: int) -> list:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rate.core.dropout import dropout
 from rate.core.kv_buffer import KVPages
 
 # Full-forward calls (training, a window recompute) compute the positional scores in factored
@@ -98,7 +99,7 @@ class RelativePositions:
         # Queries q_start.. and keys 0.. in order, the table over distances q_start - (K - 1) ..
         # q_start + Q - 1 (R = Q + K - 1): query i's scores are a run of the reversed table's (full forward).
         self.in_order = False
-        self._factors: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+        self._factors: tuple[torch.Tensor, torch.Tensor] | None = None
         self._reversed_table: torch.Tensor | None = None
         self.window: tuple[torch.Tensor, int] | None = None
         if isinstance(q_start, int) and table is not None:
@@ -162,9 +163,10 @@ class RelativePositions:
             self._reversed_table = self.table.flip(0)
         return self._reversed_table
 
-    def factors(self, d_model: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """sin and cos of the query positions, (Q, d_model/2) each, and the key features
-        [cos(p_j w), sin(p_j w)] (K, d_model) of the key positions p_j, for the factored scores of
+    def factors(self, d_model: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The query positions' rotations e^{i p_i w}, (Q, d_model/2) complex64, and the key
+        features (K, d_model) float32 of the key positions p_j, the pairs (cos(p_j w_k),
+        sin(p_j w_k)) side by side, for the factored scores of
         :meth:`RelativeMultiHeadAttention._factored_attention` (int ``q_start`` only).  Angles in
         float64: positions reach thousands of radians.  Computed once and shared by every layer of
         the call."""
@@ -173,8 +175,8 @@ class RelativePositions:
             inv_freq = inverse_frequencies(d_model, device, torch.float64)
             q_angles = self.q_pos.to(torch.float64)[:, None] * inv_freq
             k_angles = self.k_pos.to(torch.float64)[:, None] * inv_freq
-            self._factors = (q_angles.sin().float(), q_angles.cos().float(),
-                             torch.cat([k_angles.cos(), k_angles.sin()], dim=-1).float())
+            self._factors = (torch.polar(torch.ones_like(q_angles), q_angles).to(torch.complex64),
+                             torch.stack([k_angles.cos(), k_angles.sin()], dim=-1).flatten(-2).float())
         return self._factors
 
     @staticmethod
@@ -318,7 +320,7 @@ class RelativeMultiHeadAttention(nn.Module):
         bias = (shifted + mask_bias.to(pos_scores.dtype)).view(b * h, q_len, k_len)
         scores = torch.baddbmm(bias, (q + self.u_bias[:, None, :] * self.scale).reshape(b * h, q_len, -1),
                                k.reshape(b * h, k_len, -1).transpose(1, 2))
-        weights = F.dropout(scores.softmax(-1), self.attn_dropout, self.training)
+        weights = dropout(scores.softmax(-1), self.attn_dropout, self.training)
         return torch.bmm(weights, v.reshape(b * h, k_len, -1)).view(b, h, q_len, -1)
 
     def _decode(self, q: torch.Tensor, kv: KVPages, positions: RelativePositions,
@@ -379,8 +381,8 @@ class RelativeMultiHeadAttention(nn.Module):
         b, q_len, _ = x.shape
         h, dh, d_model = self.n_heads, self.d_head, self.r_proj.in_features
         if form == "factored":
-            q_sin, q_cos, key_features = (f.to(x.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
-            positional = (self.r_proj.weight.view(h, dh, d_model), q_sin, q_cos, key_features)
+            rotation, key_features = positions.factors(d_model)  # (Q, D/2) complex, (K, D)
+            positional = (self.r_proj.weight.view(h, dh, d_model), rotation, key_features.to(x.dtype))
         else:
             positional = (self._positional_table(positions.reversed_table()),)  # (H, Q + K - 1, dh)
         out, k, v = _ExplicitSoftmaxAttention.apply(
@@ -409,9 +411,11 @@ class RelativeMultiHeadAttention(nn.Module):
             a . sin((p_i - j) w) + c . cos((p_i - j) w)
               = [a sin(p_i w) + c cos(p_i w),  c sin(p_i w) - a cos(p_i w)] . [cos(j w), sin(j w)]
 
-        so the score is [q_i + u, f_i] . [k_j, g_j]: heads of d_head + d_model channels, a mask
-        without gradient, and no (B, H, Q, K) tensor held for the backward pass (the fused
-        kernel recomputes the scores).  The values are zero-padded to the widened size, which the
+        per frequency the real part of (c - i a) e^{i p_i w} e^{-i j w}: f_i holds the pairs of
+        (c - i a) e^{i p_i w} (:func:`_positional_features`), g_j those of e^{i j w}
+        (:meth:`RelativePositions.factors`), so the score is [q_i + u, f_i] . [k_j, g_j]: heads of
+        d_head + d_model channels, a mask without gradient, and no (B, H, Q, K) tensor held for the
+        backward pass (the fused kernel recomputes the scores).  The values are zero-padded to the widened size, which the
         fused CPU kernel needs; the padding's output columns are dropped.  fp32 CPU training
         without attention dropout takes the same scores written out as matrix products instead,
         the projection included (:meth:`_explicit_attention`, :class:`_ExplicitSoftmaxAttention`:
@@ -421,48 +425,44 @@ class RelativeMultiHeadAttention(nn.Module):
         q (B, H, Q, dh); k, v (B, H, K, dh); mask_bias (B or 1, 1, Q, K).  Returns (B, H, Q, dh).
         """
         dh, d_model = q.shape[-1], self.r_proj.in_features
-        q_sin, q_cos, key_features = (f.to(q.dtype) for f in positions.factors(d_model))  # (Q, D/2) x 2, (K, D)
+        rotation, key_features = positions.factors(d_model)  # (Q, D/2) complex, (K, D)
         w_r = self.r_proj.weight.view(self.n_heads, dh, d_model)
-        dropout = self.attn_dropout if self.training else 0.0
-        query, key = _widened(q, k, self.u_bias, self.v_bias, w_r, q_sin, q_cos, key_features)
+        dropout_p = self.attn_dropout if self.training else 0.0
+        query, key = _widened(q, k, self.u_bias, self.v_bias, w_r, rotation, key_features.to(q.dtype))
         out = F.scaled_dot_product_attention(query, key, F.pad(v, (0, d_model)), attn_mask=mask_bias,
-                                             dropout_p=dropout, scale=self.scale)
+                                             dropout_p=dropout_p, scale=self.scale)
         return out[..., :dh]
 
 
 def _widened(q: torch.Tensor, k: torch.Tensor, u_bias: torch.Tensor, v_bias: torch.Tensor, w_r: torch.Tensor,
-             q_sin: torch.Tensor, q_cos: torch.Tensor, key_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+             rotation: torch.Tensor, key_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The factored form's widened heads (:meth:`RelativeMultiHeadAttention._factored_attention`):
     q, k (B, H, Q or K, dh), the biases (H, dh), w_r (H, dh, D) the positional projection per head,
-    q_sin, q_cos (Q, D/2), key_features (K, D) -> query (B, H, Q, dh + D), key (B, H, K, dh + D)."""
+    rotation (Q, D/2) complex, key_features (K, D) -> query (B, H, Q, dh + D), key (B, H, K, dh + D)."""
     b, h = q.shape[:2]
-    query = torch.cat([q + u_bias[:, None, :], _positional_features(q + v_bias[:, None, :], w_r, q_sin, q_cos)],
-                      dim=-1)
+    query = torch.cat([q + u_bias[:, None, :], _positional_features(q + v_bias[:, None, :], w_r, rotation)], dim=-1)
     key = torch.cat([k, key_features.expand(b, h, -1, -1)], dim=-1)
     return query, key
 
 
-def _positional_features(x: torch.Tensor, w_r: torch.Tensor, q_sin: torch.Tensor, q_cos: torch.Tensor
-                         ) -> torch.Tensor:
+def _positional_features(x: torch.Tensor, w_r: torch.Tensor, rotation: torch.Tensor) -> torch.Tensor:
     """The query features f_i of the factored positional scores (f_i . g_j, g_j the key features):
-    x = q + v (B, H, Q, dh), w_r (H, dh, D), q_sin, q_cos (Q, D/2) -> (B, H, Q, D).
+    x = q + v (B, H, Q, dh), w_r (H, dh, D), rotation (Q, D/2) complex -> (B, H, Q, D).
 
-    f_i is (q_i + v) W_r turned by the angles p_i w (:func:`_turned_projection`).  With a batch of
-    at least d_head rows the turn is applied to W_r once per query position and f is one batched
-    product; fewer rows turn the (B, H, Q, D) product itself, the smaller of the two."""
-    if x.shape[0] >= x.shape[-1]:
-        return torch.einsum("bhqe,hqed->bhqd", x, _turned_projection(w_r, q_sin, q_cos))
-    a, c = torch.einsum("bhqe,hed->bhqd", x, w_r).chunk(2, dim=-1)  # (B, H, Q, D/2) each
-    return torch.cat([a * q_sin + c * q_cos, c * q_sin - a * q_cos], dim=-1)
+    Per frequency k, (q_i + v) W_r's sine and cosine channels (a_k, c_k) make the complex number
+    c_k - i a_k (:func:`_paired_projection`: one product), which the query position's rotation
+    e^{i p_i w_k} turns (one complex multiplication, in float32 at least: there is no bfloat16
+    complex type); f_i holds the results' (real, imaginary) pairs side by side."""
+    pairs = torch.matmul(x, _paired_projection(w_r))  # (B, H, Q, D)
+    turned = torch.view_as_complex(pairs.float().unflatten(-1, (-1, 2))).mul_(rotation)  # (in place: no fresh pages)
+    return torch.view_as_real(turned).flatten(-2).to(x.dtype)
 
 
-def _turned_projection(w_r: torch.Tensor, q_sin: torch.Tensor, q_cos: torch.Tensor) -> torch.Tensor:
-    """W_r turned by each query position's angles: w_r (H, dh, D), q_sin, q_cos (Q, D/2) ->
-    (H, Q, dh, D), so that (q_i + v) @ turned[:, i] = [a sin + c cos, c sin - a cos] (p_i w) with
-    (a, c) the sine and cosine halves of (q_i + v) W_r."""
-    a, c = (t[:, None] for t in w_r.chunk(2, dim=-1))  # (H, 1, dh, D/2) each
-    sin, cos = q_sin[:, None], q_cos[:, None]  # (Q, 1, D/2)
-    return torch.cat([a * sin + c * cos, c * sin - a * cos], dim=-1)
+def _paired_projection(w_r: torch.Tensor) -> torch.Tensor:
+    """w_r (H, dh, D) with its sine half a and cosine half c as the pairs (c_k, -a_k) side by side,
+    (H, dh, D): (q + v) @ it is the complex numbers c_k - i a_k of :func:`_positional_features`."""
+    a, c = w_r.chunk(2, dim=-1)
+    return torch.stack([c, -a], dim=-1).flatten(-2)
 
 
 class _ExplicitSoftmaxAttention(torch.autograd.Function):
@@ -575,7 +575,7 @@ class _PositionalScores:
     """The positional scores (q_i + v) . W_r r(p_i - p_j) of :class:`_ExplicitSoftmaxAttention`'s
     pieces, and their backward, in one of two forms chosen by the operands ``positional``:
 
-    - factored, (w_r (H, dh, D), q_sin, q_cos (Q, D/2), g (K, D)): the query features f (B, H, Q,
+    - factored, (w_r (H, dh, D), rotation (Q, D/2) complex, g (K, D)): the query features f (B, H, Q,
       D) (:func:`_positional_features`) against the key features g, f @ g^T, d_model channels
       per head (:meth:`RelativeMultiHeadAttention._factored_attention` derives it);
     - window, (r,) with r (H, R, dh) the positional projection of the reversed distance table of
@@ -590,11 +590,11 @@ class _PositionalScores:
     """
 
     def __init__(self, positional: tuple[torch.Tensor, ...], qv: torch.Tensor, forward: bool, zeroed: bool = False):
-        self.factored, self.positional, self.qv, self.q_len = len(positional) == 4, positional, qv, qv.shape[2]
+        self.factored, self.positional, self.qv, self.q_len = len(positional) == 3, positional, qv, qv.shape[2]
         if self.factored:
-            w_r, q_sin, q_cos, self.g = positional
+            w_r, rotation, self.g = positional
             if forward:
-                self.query = _positional_features(qv, w_r, q_sin, q_cos)  # f (B, H, Q, D)
+                self.query = _positional_features(qv, w_r, rotation)  # f (B, H, Q, D)
                 self.qv = None  # (the pieces read f only: q + v is freed as the forward goes on)
         else:
             (self.r,) = positional
@@ -647,13 +647,17 @@ class _PositionalScores:
         """After every piece: the gradient of q + v (B, H, Q, dh) and those of the operands."""
         if not self.factored:
             return self.grad_query, (self.grad_r,)
-        w_r, q_sin, q_cos, _ = self.positional
-        with torch.enable_grad():  # the turned projection again, with its graph for W_r's gradient
+        w_r, rotation, _ = self.positional
+        # Back through the rotation (its gradient: times the conjugate, in place of f's gradient)
+        # and the paired projection.
+        grad_pairs = torch.view_as_real(torch.view_as_complex(self.grad_query.unflatten(-1, (-1, 2)))
+                                        .mul_(rotation.conj())).flatten(-2)  # (B, H, Q, D)
+        with torch.enable_grad():  # the paired projection again, with its graph for W_r's gradient
             w_r = w_r.detach().requires_grad_()
-            turned = _turned_projection(w_r, q_sin, q_cos)
-        grad_qv = torch.einsum("bhqd,hqed->bhqe", self.grad_query, turned)
-        (grad_w_r,) = torch.autograd.grad(turned, w_r, torch.einsum("bhqe,bhqd->hqed", self.qv, self.grad_query))
-        return grad_qv, (grad_w_r, None, None, None)
+            paired = _paired_projection(w_r)
+        grad_qv = torch.matmul(grad_pairs, paired.detach().transpose(1, 2))
+        (grad_w_r,) = torch.autograd.grad(paired, w_r, torch.matmul(self.qv.transpose(-1, -2), grad_pairs).sum(0))
+        return grad_qv, (grad_w_r, None, None)
 
 
 def _window(scores: torch.Tensor, keys: int) -> torch.Tensor:

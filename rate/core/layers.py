@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from rate.core.attention import RelativeMultiHeadAttention, RelativePositions
+from rate.core.dropout import Dropout
 from rate.core.kv_buffer import KVPages
+from rate.core.memory import ACTIVATIONS
 
 
 class DecoderLayer(nn.Module):
@@ -23,17 +25,18 @@ class DecoderLayer(nn.Module):
         pre_ln: bool,
         use_ffn: bool,
         checkpoint_attention: bool = False,
+        ffn_activation: str = "gelu",
     ):
         super().__init__()
         self.pre_ln = pre_ln
         self.attn = RelativeMultiHeadAttention(d_model, n_heads, d_head, attn_dropout,
                                                checkpoint_attention=checkpoint_attention)
         self.norm_attn = nn.LayerNorm(d_model)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.ffn = None
         if use_ffn:
             self.ffn = nn.Sequential(
-                nn.Linear(d_model, d_inner), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_inner, d_model)
+                nn.Linear(d_model, d_inner), ACTIVATIONS[ffn_activation](), Dropout(dropout), nn.Linear(d_inner, d_model)
             )
             self.norm_ffn = nn.LayerNorm(d_model)
 

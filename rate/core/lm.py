@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from rate.core.dropout import Dropout
 from rate.core.streaming import StreamingDecoder
 from rate.core.rmt import RecurrentMemoryTransformer, RMTConfig, RMTState
 
@@ -18,7 +19,7 @@ class RecurrentLM(nn.Module):
             raise ValueError(f"vocab_size and segment_len must be positive, got {vocab_size}, {segment_len}")
         self.segment_len = segment_len
         self.embed = nn.Embedding(vocab_size, rmt.d_model)
-        self.drop = nn.Dropout(emb_dropout)
+        self.drop = Dropout(emb_dropout)
         self.decoder = RecurrentMemoryTransformer(rmt)
         self.head = nn.Linear(rmt.d_model, vocab_size)
 

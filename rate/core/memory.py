@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from rate.core.dropout import dropout
+
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "identity": nn.Identity}
 
 
@@ -60,7 +62,7 @@ class MemoryRetentionValve(nn.Module):
         q = F.linear(old_memory, w_q, b_q).view(b, m, h, d // h).transpose(1, 2)  # (B, H, m, dh)
         k, v = F.linear(self.act(write_out), w_kv, b_kv).view(b, -1, 2, h, d // h).permute(2, 0, 3, 1, 4)
         weights = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5).softmax(-1)  # (B, H, m, m)
-        out = torch.matmul(F.dropout(weights, cross.dropout, self.training), v)
+        out = torch.matmul(dropout(weights, cross.dropout, self.training), v)
         return cross.out_proj(out.transpose(1, 2).reshape(b, m, d))
 
 

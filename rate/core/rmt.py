@@ -58,6 +58,7 @@ class RMTConfig:
     attn_dropout: float = 0.0  # on the attention weights (> 0: CPU SDPA takes its slower math backend)
     pre_ln: bool = True  # LayerNorm before each block (False: after, as the RATE reference code)
     use_ffn: bool = True  # a feed-forward block after attention (the RATE reference configs have none)
+    ffn_activation: Literal["gelu", "relu", "tanh", "identity"] = "gelu"  # the feed-forward block's activation (the reference code's: relu)
     num_mem_tokens: int = 0  # m: memory tokens read before and written after each segment (0: no memory)
     # read_write: the paper's [read | segment | write]; prefix: memory only before the segment,
     # next memory taken from the read outputs (the ablation that should fail).
@@ -140,7 +141,7 @@ class RecurrentMemoryTransformer(nn.Module):
         self.layers = nn.ModuleList(
             DecoderLayer(
                 cfg.d_model, cfg.n_heads, cfg.d_head, cfg.d_inner, cfg.dropout, cfg.attn_dropout,
-                cfg.pre_ln, cfg.use_ffn, cfg.checkpoint_attention,
+                cfg.pre_ln, cfg.use_ffn, cfg.checkpoint_attention, cfg.ffn_activation,
             )
             for _ in range(cfg.n_layers)
         )
