@@ -79,6 +79,11 @@ def test_other_cases_fall_back_to_torch_s_dropout():
     expected = F.dropout(x, 1 - 1e-12)
     torch.manual_seed(5)
     assert torch.equal(dropout(x, 1 - 1e-12), expected)  # keep probability below 2^-31
+    torch.manual_seed(5)
+    expected = F.dropout(x, 1e-12)
+    torch.manual_seed(5)
+    assert torch.equal(dropout(x, 1e-12), expected)  # drop probability below 2^-32: nothing dropped
+    assert torch.equal(expected, x)
     y = x.clone()
     torch.manual_seed(6)
     out = Dropout(0.5, inplace=True).train()(y)

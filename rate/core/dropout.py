@@ -28,7 +28,8 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p == 0.0:
         return x
     keep_threshold = round((1.0 - p) * _RANGE)
-    if (x.device.type != "cpu" or not 0 < keep_threshold <= _RANGE or not x.is_floating_point()
+    # (a threshold of 0 or 2^31, p within 2^-32 of 1 or 0, is torch's: 2^31 is no int32 to compare with)
+    if (x.device.type != "cpu" or not 0 < keep_threshold < _RANGE or not x.is_floating_point()
             or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
         return F.dropout(x, p, training)
     keep = torch.empty(x.shape, dtype=torch.int32).random_() < keep_threshold
