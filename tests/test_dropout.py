@@ -90,7 +90,7 @@ def test_other_cases_fall_back_to_torch_s_dropout():
     assert out is y and (y == 0).any()
 
 
-def test_bfloat16_and_a_decoder_layer_train_through_it():
+def test_bfloat16_and_decoder_layers_use_it():
     x = (torch.rand(8, 8) + 0.5).bfloat16()
     out = dropout(x, 0.5)
     assert out.dtype == torch.bfloat16 and set(out.float().unique().tolist()) <= {0.0} | set((x.float() * 2).unique().tolist())
