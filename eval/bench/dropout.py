@@ -21,7 +21,7 @@ from eval.bench.throughput import bench_command, in_turn, spread, timed
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
-from rate.core.dropout import dropout
+from rate.core.dropout import dropout, keep_mask
 from rate.training import positive_int, setup_process
 
 SHAPE, P = (128, 180, 64), 0.2
@@ -39,8 +39,7 @@ def measure(repeats: int) -> dict[str, list[float]]:
         "torch F.dropout, forward + backward": with_backward(F.dropout),
         "rate.core.dropout, forward + backward": with_backward(dropout),
         "torch's mask draw (Tensor.bernoulli_)": lambda: torch.empty(SHAPE).bernoulli_(1 - P),
-        "this mask draw (int32 Tensor.random_ < threshold)":
-            lambda: torch.empty(SHAPE, dtype=torch.int32).random_() < round((1 - P) * 2**31),
+        "this mask draw (int32 Tensor.random_ < threshold)": lambda: keep_mask(SHAPE, round((1 - P) * 2**31)),
     }
     times = {name: [] for name in variants}
     for r in range(repeats):

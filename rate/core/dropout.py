@@ -27,13 +27,18 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     shape, floating) -> the same shape."""
     if not training or p == 0.0:
         return x
-    keep_threshold = round((1.0 - p) * _RANGE)
+    keep_threshold = round((1.0 - p) * _RANGE)  # keep an element when its draw falls below this
     # (a threshold of 0 or 2^31, p within 2^-32 of 1 or 0, is torch's: 2^31 is no int32 to compare with)
     if (x.device.type != "cpu" or not 0 < keep_threshold < _RANGE or not x.is_floating_point()
             or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
         return F.dropout(x, p, training)
-    keep = torch.empty(x.shape, dtype=torch.int32).random_() < keep_threshold
-    return _Masked.apply(x, keep, _RANGE / keep_threshold)
+    return _Masked.apply(x, keep_mask(x.shape, keep_threshold), _RANGE / keep_threshold)
+
+
+def keep_mask(shape: tuple[int, ...], keep_threshold: int) -> torch.Tensor:
+    """The bool mask of :func:`dropout`: one 31-bit draw per element from torch's generator, True
+    where it falls below ``keep_threshold`` (0 < keep_threshold < 2^31)."""
+    return torch.empty(shape, dtype=torch.int32).random_() < keep_threshold
 
 
 class _Masked(torch.autograd.Function):
