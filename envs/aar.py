@@ -30,13 +30,13 @@ class ActionAssociativeRetrievalEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
 
     def __init__(self, episode_length: int = 90, render_mode: str | None = None):
-        _check_length(episode_length)
-        self.default_length = self.episode_length = episode_length
+        self.default_length = self.episode_length = _check_length(episode_length)
         self.render_mode = render_mode
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(3,), dtype=np.float32)
         self.action_space = spaces.Discrete(3)
         self.t = 0
         self.first_action: int | None = None
+        self._started = False  # (a step before the first reset would play an episode without its cue)
 
     def _obs(self) -> np.ndarray:
         noise = float(self.np_random.integers(-1, 2))
@@ -44,16 +44,18 @@ class ActionAssociativeRetrievalEnv(gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """options: {"episode_length": T} for this episode."""
-        length = int((options or {}).get("episode_length", self.default_length))
-        _check_length(length)  # (before any state changes: a refused reset leaves the episode as it was)
+        # (checked before any state changes: a refused reset leaves the episode as it was)
+        length = _check_length((options or {}).get("episode_length", self.default_length))
         super().reset(seed=seed)
-        self.episode_length, self.t, self.first_action = length, 0, None
+        self.episode_length, self.t, self.first_action, self._started = length, 0, None, True
         return self._obs(), {"episode_length": self.episode_length, **self._cue_info()}
 
     def _cue_info(self) -> dict[str, Any]:
         return {"cue_step": 0, "decision": self.t == self.episode_length - 1}
 
     def step(self, action):
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
             raise ValueError(f"invalid AAR action {action!r}; expected 0, 1 or 2")
         action = int(action)
@@ -87,6 +89,10 @@ def episode_oracle(rng: np.random.Generator):
     return lambda env: oracle_action(env, choice)
 
 
-def _check_length(length: int) -> None:
+def _check_length(length: Any) -> int:
+    """``length`` as an episode length: a whole number >= 2, else ValueError (9.5 would be cut to 9)."""
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
+        raise ValueError(f"episode_length must be a whole number, got {length!r}")
     if length < 2:
         raise ValueError(f"episode_length must be >= 2 (choose, then recall), got {length}")
+    return int(length)

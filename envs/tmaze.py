@@ -24,6 +24,20 @@ from gymnasium import spaces
 RIGHT, UP, LEFT, DOWN = 0, 1, 2, 3
 
 
+def corridor_length_of(corridor_length: Any, episode_length: Any = None) -> int:
+    """The corridor length L of a T-Maze's keywords: ``episode_length`` T sets L = T - 2 where
+    given; a whole number >= 1, else ValueError naming the keyword (2.5 would be cut to 2)."""
+    name, value = ("episode_length", episode_length) if episode_length is not None else ("corridor_length",
+                                                                                         corridor_length)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    length = int(value) - (2 if name == "episode_length" else 0)
+    if length < 1:
+        raise ValueError(f"corridor_length must be >= 1, got {length}" + (f" (episode_length {value})"
+                                                                         if name == "episode_length" else ""))
+    return length
+
+
 class TMazeEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
     # Keywords that set the episode's length: an evaluation that passes episode_length overrides
@@ -33,10 +47,7 @@ class TMazeEnv(gym.Env):
     def __init__(self, corridor_length: int = 10, render_mode: str | None = None, episode_length: int | None = None):
         """``episode_length`` T, when given, sets the corridor to T - 2 (the length keyword of most
         tasks of envs/, which the evaluation sweeps: envs/__init__.py)."""
-        if episode_length is not None:
-            corridor_length = episode_length - 2
-        if corridor_length < 1:
-            raise ValueError(f"corridor_length must be >= 1, got {corridor_length}")
+        corridor_length = corridor_length_of(corridor_length, episode_length)
         self.default_length = corridor_length
         self.render_mode = render_mode
         self.observation_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
@@ -44,6 +55,7 @@ class TMazeEnv(gym.Env):
         self.corridor_length = corridor_length
         self.goal = 1
         self.x = self.y = self.t = 0
+        self._started = False  # (a step before the first reset would play a maze without a cue)
 
     @property
     def time_limit(self) -> int:
@@ -59,21 +71,23 @@ class TMazeEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """options: {"corridor_length": L} for this episode, {"goal": +1 or -1} to fix the clue."""
         options = options or {}
-        length, goal = int(options.get("corridor_length", self.default_length)), options.get("goal")
-        if length < 1:  # (checked before any state changes)
-            raise ValueError(f"corridor_length must be >= 1, got {length}")
+        # (checked before any state changes)
+        length, goal = corridor_length_of(options.get("corridor_length", self.default_length)), options.get("goal")
         if goal is not None and goal not in (-1, 1):
             raise ValueError(f"goal must be +1 or -1, got {goal}")
         super().reset(seed=seed)
         self.corridor_length = length
         self.goal = int(goal) if goal is not None else int(self.np_random.choice([-1, 1]))
         self.x = self.y = self.t = 0
+        self._started = True
         return self._obs(), {"goal": self.goal, "corridor_length": self.corridor_length, **self._cue_info()}
 
     def _cue_info(self) -> dict[str, Any]:
         return {"cue_step": 0, "decision": self.x == self.corridor_length}
 
     def step(self, action):
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
         if not self.action_space.contains(action):
             raise ValueError(f"invalid T-Maze action {action!r}; expected 0..3")
         at_junction = self.x == self.corridor_length

@@ -27,7 +27,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from .tmaze import DOWN, LEFT, RIGHT, UP
+from .tmaze import DOWN, LEFT, RIGHT, UP, corridor_length_of
 
 
 class TMazeVectorEnv(VectorEnv):
@@ -36,10 +36,7 @@ class TMazeVectorEnv(VectorEnv):
     def __init__(self, num_envs: int, corridor_length: int = 10, episode_length: int | None = None):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
-        if episode_length is not None:
-            corridor_length = episode_length - 2
-        if corridor_length < 1:
-            raise ValueError(f"corridor_length must be >= 1, got {corridor_length}")
+        corridor_length = corridor_length_of(corridor_length, episode_length)
         self.num_envs, self.default_length = num_envs, corridor_length
         self.single_observation_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         self.single_action_space = spaces.Discrete(4)
@@ -58,9 +55,11 @@ class TMazeVectorEnv(VectorEnv):
         ({"corridor_length": L}, {"goal": +1 or -1}) for every environment reset, plus
         Gymnasium's ``reset_mask`` (bool (N,)) to reset only some of them."""
         options = dict(options or {})
-        mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, dtype=bool)), dtype=bool)
-        if mask.shape != (self.num_envs,):
-            raise ValueError(f"reset_mask must have shape ({self.num_envs},), got {mask.shape}")
+        mask = np.asarray(options.pop("reset_mask", np.ones(self.num_envs, dtype=bool)))
+        # (SyncVectorEnv's rules: a mask of 0/1 or 2s is no mask, one without a True resets nothing)
+        if mask.shape != (self.num_envs,) or mask.dtype != np.bool_ or not mask.any():
+            raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},) with at least one True, "
+                             f"got {mask!r}")
         seeds = _env_seeds(seed, self.num_envs)
         length, goal = self._episode_options(options)  # (checked before any state changes)
         if self.streams is None:
@@ -118,9 +117,7 @@ class TMazeVectorEnv(VectorEnv):
     # ------------------------------------------------------------------ internals
     def _episode_options(self, options: dict[str, Any]) -> tuple[int, int | None]:
         """(corridor length, goal or None) of reset's options, checked as TMazeEnv.reset does."""
-        length = int(options.get("corridor_length", self.default_length))
-        if length < 1:
-            raise ValueError(f"corridor_length must be >= 1, got {length}")
+        length = corridor_length_of(options.get("corridor_length", self.default_length))
         goal = options.get("goal")
         if goal is not None and goal not in (-1, 1):
             raise ValueError(f"goal must be +1 or -1, got {goal}")

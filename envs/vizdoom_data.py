@@ -43,9 +43,9 @@ def generate_vizdoom_dataset(episodes: int = 1000, episode_length: int = 90, pil
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     check_noise(noise)
-    env = gym.make("rate/ViZDoomTwoColors-v0", episode_length=episode_length, pillar_steps=pillar_steps)
     dataset_id = dataset_id or default_dataset_id(episode_length, pillar_steps)
-    check_dataset_id(dataset_id, overwrite)  # fails before the episodes are played; deletes nothing
+    check_dataset_id(dataset_id, overwrite)  # fails before the engine starts; deletes nothing
+    env = gym.make("rate/ViZDoomTwoColors-v0", episode_length=episode_length, pillar_steps=pillar_steps)
     rng = np.random.default_rng(seed)
     oracle = ObjectOracle()
 

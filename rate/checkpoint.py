@@ -144,6 +144,8 @@ def read_description(directory: str | Path, kind: str) -> dict[str, Any]:
         raise CheckpointError(f"{directory / CONFIG}: corrupt JSON: {err}") from err
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{directory / CONFIG}: not a checkpoint description (no config mapping)")
+    if not isinstance(meta.setdefault("extra", {}), dict):  # (absent: an older or hand-made description)
+        raise CheckpointError(f"{directory / CONFIG}: 'extra' is {meta['extra']!r}, not a mapping")
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{directory}: format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     if meta.get("kind") != kind:
@@ -211,6 +213,9 @@ def load_checkpoint(directory: str | Path, kind: str, config_cls: type[C],
         cfg = from_dict(config_cls, meta["config"])
     except ConfigError as err:
         raise CheckpointError(f"{directory}: config does not match this version of the code: {err}") from err
-    model = build(cfg)
+    try:
+        model = build(cfg)
+    except (ValueError, RuntimeError) as err:  # values the config's types allow but the model cannot take
+        raise CheckpointError(f"{directory}: config describes no model this code can build: {err}") from err
     load_weights(model, weights, directory)
     return model.eval(), cfg, meta

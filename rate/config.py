@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import errno
 import functools
 import math
 import os
 import re
 import shutil
+import stat
 import tempfile
 import types
 import typing
@@ -211,16 +213,23 @@ def file_in_the_way(path: str | Path) -> Path | None:
 def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None:
     """Have ``write`` fill a temporary file beside ``path`` (named ``.NAME.*.tmp``), then rename it
     into place; on any failure the temporary is removed and ``path`` keeps what it had.  The file
-    and the rename are synced to the disk (:func:`sync_files`) before it returns."""
+    and the rename are synced to the disk (:func:`sync_files`) before it returns.  A file already
+    at ``path`` keeps its permissions, and one its owner made read-only is refused (PermissionError),
+    as a plain write would refuse it (the rename alone needs only the folder's permission)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _file_mode()
+    if path.is_file():
+        if not os.access(path, os.W_OK):
+            raise PermissionError(errno.EACCES, "Permission denied (a read-only file)", str(path))
+        mode = stat.S_IMODE(path.stat().st_mode)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(Path(tmp))
-        # mkstemp creates 0600; give the file normal permissions (after the write: a writer such
-        # as safetensors' save_file replaces the file it is given).
-        os.chmod(tmp, _file_mode())
+        # mkstemp creates 0600; give the file normal permissions, or the earlier file's (after the
+        # write: a writer such as safetensors' save_file replaces the file it is given).
+        os.chmod(tmp, mode)
         sync_files(tmp)  # on disk before the rename, so a crash cannot leave it empty
         os.replace(tmp, path)
         sync_files(path.parent)

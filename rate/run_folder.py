@@ -213,11 +213,12 @@ def _record_phase(journal: Path, record: dict, phase: str) -> None:
 
 
 def _swap_forwards(out: Path, trash: Path, staging: Path, record: dict, phase: str, journal: Path) -> None:
-    """From ``phase``: out's entries (all the earlier run's while emptying) to the trash, then the
-    new run's from staging into out, the journal moving to "filling" in between."""
+    """From ``phase``: the earlier run's entries in out (``record["old_names"]``) to the trash,
+    then the new run's from staging into out, the journal moving to "filling" in between."""
     if phase == "emptying":
-        for entry in list(out.iterdir()):
-            entry.rename(trash / entry.name)
+        for name in record["old_names"]:
+            if os.path.lexists(out / name):
+                (out / name).rename(trash / name)
         sync_files(out, trash)  # (each phase on the disk before the journal says the next)
         _record_phase(journal, record, "filling")
     for name in record["new_names"]:
@@ -344,7 +345,11 @@ class RunFolder:
         # here) leaves what finish_interrupted_swap completes when the folder is next locked.
         trash = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.old-", dir=self.out.parent))
         journal = swap_journal(self.out)
-        record = {"old": trash.name, "new": self.path.name, "old_names": sorted(os.listdir(self.out)),
+        # Only the earlier run's own entries leave: a file put into the folder while the new run
+        # trained (an evaluation's report) is the user's, not the earlier run's, and stays.
+        theirs = set(non_run_files(self.out))
+        record = {"old": trash.name, "new": self.path.name,
+                  "old_names": sorted(name for name in os.listdir(self.out) if name not in theirs),
                   "new_names": sorted(os.listdir(self.path))}
         try:
             _record_phase(journal, record, "emptying")

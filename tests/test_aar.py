@@ -68,7 +68,13 @@ def test_info_puts_the_cue_at_the_first_step_and_the_decision_at_the_recall():
 def test_bad_actions_and_lengths_are_refused():
     with pytest.raises(ValueError, match="episode_length must be >= 2"):
         ActionAssociativeRetrievalEnv(episode_length=1)
+    with pytest.raises(ValueError, match=r"episode_length must be a whole number, got 9.5"):  # (not cut to 9)
+        ActionAssociativeRetrievalEnv(episode_length=9.5)
     env = ActionAssociativeRetrievalEnv()
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):  # (no episode, no cue yet)
+        env.step(0)
+    with pytest.raises(ValueError, match="episode_length must be a whole number, got None"):
+        env.reset(options={"episode_length": None})
     env.reset(seed=0)
     with pytest.raises(ValueError, match="invalid AAR action 3"):
         env.step(3)

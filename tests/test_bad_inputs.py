@@ -456,6 +456,38 @@ def test_every_evaluation_setting_but_the_final_evaluations_and_references_voids
         assert read_best_score(best, wrapped) is None
 
 
+def test_a_hand_edited_description_is_one_error_or_no_best_score(tmp_path):
+    """config.json's "extra" of another type than a mapping is one CheckpointError (absent: none
+    recorded); a best score that is no finite number counts as none (the next evaluation sets it);
+    sizes the model cannot take (obs_shape [-5]) are one CheckpointError, not torch's."""
+    import json
+
+    from rate.checkpoint import CheckpointError, save_checkpoint
+    from rate.config import to_dict
+    from rate.rl.experiment import CHECKPOINT_KIND, load_policy_model
+    from rate.rl.model import RATEModel
+    from rate.rl.trainer import read_best_score
+
+    cfg = tiny()
+    best = save_checkpoint(tmp_path / "best", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg), {"score": 0.9})
+    meta = json.loads((best / "config.json").read_text())
+
+    def described(**changes):
+        (best / "config.json").write_text(json.dumps({**meta, **changes}))
+        return best
+
+    assert read_best_score(described(extra={"score": "high"})) is None
+    assert read_best_score(described(extra={"score": float("nan")})) is None
+    assert read_best_score(described(extra={})) is None
+    del meta["extra"]
+    assert read_best_score(described()) is None
+    with pytest.raises(CheckpointError, match=r"'extra' is None, not a mapping"):
+        load_policy_model(described(extra=None))
+    bad = {**meta["config"], "model": {**meta["config"]["model"], "obs_shape": [-5]}}
+    with pytest.raises(CheckpointError, match=r"obs_shape needs positive sizes, got \[-5\]"):
+        load_policy_model(described(config=bad))
+
+
 def test_a_resume_that_changes_the_arithmetic_is_warned():
     """train.threads, device and compile may change on resume (the run goes on), but the sums
     then round differently: a warning names what changed; the same settings say nothing."""

@@ -329,13 +329,16 @@ def test_rate_training_names_the_window_path_the_gathered_form_and_times_its_bia
     size = bench.Size("tiny", 16, 1, 2, 8, False, 2, 3, 1, 3)
     # (run_one leaves the module's thresholds at the benchmark's automatic ones: restored after the test)
     monkeypatch.setattr(attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", attention.FACTORED_MIN_ELEMENTS_PER_CHANNEL)
-    flops = {}
+    flops, executed = {}, {}
     for window in (math.inf, 0):
         monkeypatch.setattr(bench, "AUTOMATIC_WINDOW", window)
         monkeypatch.setattr(attention, "EXPLICIT_MIN_SCORES", window)
         arms.clear()
         result = bench.run_one(size, seconds=0.01, profile=False)
-        flops[window] = result["gflop_per_step"]
+        flops[window], executed[window] = result["gflop_per_step"], result["executed_gflop_per_step"]
+    # Executed: the bias path scores the positional products it discards; the explicit path leaves
+    # out the masked ends of causal rows.
+    assert executed[math.inf] > flops[math.inf] and executed[0] < executed[math.inf]
     assert result["form"] == "gathered" and result["window"]
     assert arms == ["gathered", "factored", "bias", "bias", "factored", "gathered", "gathered", "factored", "bias"]
     assert result["bias_s"] == 3.0 and result["bias_ratios"] == [3.0] * 3 and result["gathered_s"] == 1.0

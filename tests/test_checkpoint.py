@@ -141,6 +141,23 @@ def test_replacing_the_run_in_the_current_folder_swaps_it_whole(tmp_path, monkey
     assert (run / "model.safetensors").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
+def test_a_file_put_into_the_folder_while_the_new_run_trains_is_kept_by_the_swap(tmp_path):
+    """`rate-eval runs/x --out runs/x/eval.json` while `--overwrite` trains into staging: the swap
+    replaces the earlier run's files and leaves the report (no run writes that name)."""
+    from rate.run_folder import RunFolder
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.safetensors").write_text("old")
+    (run / "tb").mkdir()
+    folder = RunFolder(run, overwrite=True)
+    (folder.path / "model.safetensors").write_text("new")
+    (run / "eval.json").write_text("{}")  # (while the new run trains)
+    folder.commit()
+    assert sorted(p.name for p in run.iterdir()) == ["eval.json", "model.safetensors"]
+    assert (run / "model.safetensors").read_text() == "new" and (run / "eval.json").read_text() == "{}"
+
+
 def test_replacing_a_run_folder_reached_through_a_symlink_swaps_beside_the_folder_itself(tmp_path):
     """The staging and trash folders and the journal go beside the link's target: beside the link
     they may be on another file system, where the swap's renames fail (EXDEV) after a whole
@@ -557,9 +574,9 @@ def test_writes_and_swaps_reach_the_disk_before_the_next_step_depends_on_them(tm
 
     out = tmp_path / "run"
     out.mkdir()
-    (out / "old.txt").write_text("earlier run")
+    (out / "training_state.pt").write_text("earlier run")
     folder = RunFolder(out, overwrite=True)
-    (folder.path / "new.txt").write_text("new run")
+    (folder.path / "model.safetensors").write_text("new run")
     staging = str(folder.path)
     events.clear()
     folder.commit()
@@ -569,7 +586,7 @@ def test_writes_and_swaps_reach_the_disk_before_the_next_step_depends_on_them(tm
     synced = {path for kind, path in between if kind == "sync"}
     assert str(out) in synced and any(Path(p).name.startswith(".run.old-") for p in synced), between
     assert {("sync", str(out)), ("sync", staging)} <= set(events[phases[1] + 1:])
-    assert (out / "new.txt").read_text() == "new run" and not (out / "old.txt").exists()
+    assert (out / "model.safetensors").read_text() == "new run" and not (out / "training_state.pt").exists()
 
 
 def test_provenance_is_read_once_and_each_caller_gets_its_own_copy(monkeypatch):

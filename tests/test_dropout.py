@@ -6,8 +6,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from rate.core import dropout as module
 from rate.core.dropout import Dropout, dropout
 from rate.core.layers import DecoderLayer
+
+
+@pytest.fixture(autouse=True)
+def _cheaper_mask(monkeypatch):
+    """The cheaper mask's path on any machine (an Intel CPU with MKL keeps torch's dropout)."""
+    monkeypatch.setattr(module, "CHEAPER_MASK", True)
 
 
 def test_outside_training_and_at_p_zero_it_is_the_identity():
@@ -88,6 +95,12 @@ def test_other_cases_fall_back_to_torch_s_dropout():
     torch.manual_seed(6)
     out = Dropout(0.5, inplace=True).train()(y)
     assert out is y and (y == 0).any()
+    # Where torch's own mask draw is vectorised (Intel with MKL): torch's dropout, mask and all.
+    module.CHEAPER_MASK = False
+    torch.manual_seed(7)
+    expected = F.dropout(x, 0.3)
+    torch.manual_seed(7)
+    assert torch.equal(dropout(x, 0.3), expected)
 
 
 def test_bfloat16_and_decoder_layers_use_it():

@@ -562,6 +562,15 @@ def test_actions_of_a_space_with_infinite_bounds_are_rescaled_from_the_datas_ran
         wrapped.reset(seed=0)
         wrapped.step(np.array([1.0, -1.0], np.float32))
         np.testing.assert_allclose(seen[-1], [high[0], low[1]], rtol=1e-6)
+    # Bounds of another size than the environment's actions are refused, not sliced or broadcast
+    # (Pendulum would read the first of three actions and say nothing).
+    from rate.deploy.onnx_runner import ArtifactError
+
+    for wrap, error in ((rescale_actions, ValueError), (_rescale_actions, ArtifactError)):
+        with pytest.raises(error, match=r"eval.action_bounds give 2 values per side; .*acts in Box\(-2.0, 2.0, \(1,\)"):
+            wrap(gym.make("Pendulum-v1"), cfg.eval.action_bounds)
+    with pytest.raises(ConfigError, match=r"eval: cannot make 'Pendulum-v1'.*give 2 values per side"):
+        check_eval_envs(config_for_dataset("tests/unbounded-v0", overrides=TINY + ["eval.env_id=Pendulum-v1"]))
     policy, _ = rate.train(cfg, out=tmp_path / "run", progress=False)  # trains on the rescaled actions
     assert policy.act_kind == "continuous"
     with pytest.raises(ConfigError, match=r"eval.action_bounds needs finite values, each low below its high"):
@@ -631,6 +640,15 @@ def test_placeholder_wide_and_integer_action_bounds(datasets):
     assert cfg.model.act_kind == "continuous" and cfg.eval.wrappers == ["RescaleAction"]
     rescaled = np.concatenate([ep.actions for ep in load_dataset_for(cfg)])
     np.testing.assert_allclose(rescaled, steps / 2.0 - 1.0)
+    # Hand-set bounds between integers clip to the integers inside them (1..3 for [0.5, 3.5]),
+    # not to the bounds cast to integers (0..3, below the low bound).
+    from dataclasses import replace
+
+    between = replace(cfg, eval=replace(cfg.eval, action_bounds=[[0.5, 0.0], [3.5, 4.0]]))
+    with pytest.warns(UserWarning, match=r"lie outside eval.action_bounds and were clipped"):
+        clipped = np.concatenate([ep.actions for ep in load_dataset_for(between)])
+    np.testing.assert_allclose(clipped[:, 0], (np.clip(steps[:, 0], 1, 3) - 0.5) / 1.5 - 1.0)
+    np.testing.assert_allclose(clipped[:, 1], steps[:, 1] / 2.0 - 1.0)
     seen = []
     env = gym.wrappers.TransformAction(gym.make("Pendulum-v1"), lambda a: seen.append(a) or np.zeros(1, np.float32),
                                        gym.spaces.Box(0, 4, (2,), np.int64))
@@ -1137,3 +1155,17 @@ def test_the_runner_refuses_actions_from_zero_in_an_environment_without_discrete
     with pytest.raises(ValueError):
         make_eval_env(EvalConfig(env_id="Pendulum-v1", wrappers=["ActionsFromZero"]))
     assert closed
+
+
+def test_an_eval_section_that_is_not_a_mapping_is_one_error(datasets, tmp_path):
+    """The dataset's evaluation settings are read before the config's types are checked: an eval
+    section that is no mapping (a YAML `eval:` with every key commented out) or an env_id that is
+    no string is one ConfigError, as without --dataset."""
+    for override, pattern in (("eval=5", r"eval: expected a mapping for EvalConfig, got 5"),
+                              ("eval=null", r"eval: expected a mapping for EvalConfig, got None"),
+                              ("eval.env_id=[1]", r"eval.env_id: expected str, got \[1\]")):
+        with pytest.raises(ConfigError, match=pattern):
+            config_for_dataset("tests/pendulum-random-v0", overrides=[override])
+    (tmp_path / "empty_eval.yaml").write_text("eval:\n  # episodes: 5\n")
+    with pytest.raises(ConfigError, match=r"empty_eval.yaml on tests/pendulum-random-v0: eval: expected a mapping"):
+        config_for_dataset("tests/pendulum-random-v0", config=tmp_path / "empty_eval.yaml")

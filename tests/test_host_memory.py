@@ -104,6 +104,7 @@ def test_the_training_page_pairs_kept_and_default_children_in_alternating_order(
         for i, name in enumerate(names):
             size, _, malloc = name.partition(":")
             row = {"name": size, "params": 1, "form": "gathered", "tokens_per_s": 100.0, "gflop_per_step": 1.0,
+                   "executed_gflop_per_step": 1.2, "executed_gflops": 12.0,
                    "gflops": 10.0, "peak_gflops": 100.0, "rss_peak_mb": 50.0, "rss_growth_mb": 1.0,
                    "gathered_s": 1.0, "factored_s": 2.0, "form_ratios": [0.4, 0.5, 0.6],
                    "gathered_peak_mb": 1.0, "factored_peak_mb": 1.0, "window": False, "bias_s": None,

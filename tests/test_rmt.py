@@ -808,3 +808,81 @@ def test_the_feed_forward_activation_is_a_setting():
     assert not torch.allclose(gelu(x, segment_len=4)[0], relu(x, segment_len=4)[0])
     with pytest.raises(ValueError, match="ffn_activation must be one of 'gelu', 'relu'"):
         RMTConfig(ffn_activation="Relu")
+
+
+def test_a_model_made_under_inference_mode_streams():
+    """Weights made inside torch.inference_mode have no version counter, which the decoder's kept
+    positional projection reads elsewhere: such a model decodes, with the same outputs."""
+    x = torch.randn(2, 8, D, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        inference_made = make(num_mem_tokens=2)
+        decoding = StreamingDecoder(inference_made, segment_tokens=4)
+        got, _ = decoding.step(decoding.initial(2), x[:, :4])
+    expected, _ = make(num_mem_tokens=2)(x, segment_len=4)
+    torch.testing.assert_close(got, expected[:, :4], atol=1e-5, rtol=1e-5)
+
+
+def test_a_bf16_model_trains_through_the_factored_form(force_scores):
+    """The factored form's complex rotation runs in float32 for a bfloat16 model (no bfloat16
+    complex type), in backward too: its gradients follow the float32 model's."""
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        calls = force_scores("factored")
+        model = make(num_mem_tokens=2, use_ffn=False).to(dtype).train()
+        x = torch.randn(2, 12, D, generator=torch.Generator().manual_seed(5)).to(dtype)
+        probe = torch.randn(D, generator=torch.Generator().manual_seed(6))
+        (model(x, segment_len=6)[0].float() * probe).sum().backward()
+        assert calls[0] > 0
+        grads[dtype] = model.layers[0].attn.r_proj.weight.grad.float()
+    expected = grads[torch.float32]
+    assert (grads[torch.bfloat16] - expected).norm() < 0.05 * expected.norm()
+
+
+def test_restart_refuses_masks_and_indices_that_do_not_fit_the_batch():
+    decoding = StreamingDecoder(make(num_mem_tokens=2), segment_tokens=4)
+    state = decoding.initial(3)
+    with pytest.raises(ValueError, match=r"bool mask of shape \(3,\).*got a mask of shape \(2,\)"):
+        decoding.restart(state, torch.tensor([False, True]))
+    with pytest.raises(ValueError, match=r"indices lie in 0..2; got \[3\]"):
+        decoding.restart(state, torch.tensor([3]))
+    with pytest.raises(ValueError, match=r"x of shape \(B, n, D\) = \(3, n, 32\).*got \(2, 1, 32\)"):
+        decoding.step(state, torch.randn(2, 1, D))
+    decoding.restart(state, torch.tensor([True, False, True]))  # (the right shapes pass)
+
+
+def test_a_wrapped_or_hooked_projection_is_applied_through_the_module():
+    """The cache's keys/values (project_kv) go through qkv's forward hooks as the segment's own
+    keys do; a hooked r_proj keeps the factored form away (it applies W_r itself)."""
+    attn = make(num_mem_tokens=2, mem_len=3).layers[0].attn
+    x = torch.randn(2, 5, D)
+    plain = attn.project_kv(x)
+    handle = attn.qkv.register_forward_hook(lambda module, inputs, out: out * 2)
+    hooked = attn.project_kv(x)
+    for a, b in zip(hooked, plain):
+        torch.testing.assert_close(a, 2 * b)
+    handle.remove()
+    positions = attention.RelativePositions(0, 5, 5, D)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(attention, "FACTORED_MIN_ELEMENTS_PER_CHANNEL", 0)
+        assert attn._factored_pays(positions, 2, 5, 5)
+        attn.r_proj.register_forward_pre_hook(lambda module, inputs: None)
+        assert not attn._factored_pays(positions, 2, 5, 5)
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_a_row_restarted_mid_segment_decodes_its_new_episode_as_the_full_forward_does(name):
+    """Row 0 starts over after 5 tokens (the others go on, now at another phase of their
+    segments): its outputs from then on are the full forward's over its new episode alone, and
+    the other rows' are the full forward's over theirs."""
+    model = make(**CONFIGS[name])
+    x = torch.randn(3, 12, D, generator=torch.Generator().manual_seed(7))
+    decoding = StreamingDecoder(model, segment_tokens=4)
+    state, outs = decoding.initial(3), []
+    for t in range(12):
+        if t == 5:
+            state = decoding.restart(state, torch.tensor([True, False, False]))
+        h, state = decoding.step(decoding.close_full(state), x[:, t : t + 1])
+        outs.append(h)
+    outs = torch.cat(outs, 1)
+    torch.testing.assert_close(outs[0, 5:], model(x[:1, 5:], segment_len=4)[0][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[1:], model(x[1:], segment_len=4)[0], atol=1e-5, rtol=1e-5)

@@ -80,6 +80,15 @@ def test_oracle_always_succeeds_within_l_plus_2(length):
 
 def test_bad_actions_and_options_are_refused():
     env = TMazeEnv()
+    with pytest.raises(RuntimeError, match=r"call reset\(\) before step\(\)"):  # (no cue shown yet)
+        env.step(UP)
+    with pytest.raises(ValueError, match="corridor_length must be a whole number, got None"):
+        env.reset(options={"corridor_length": None})
+    with pytest.raises(ValueError, match="corridor_length must be a whole number, got 2.5"):  # (not cut to 2)
+        TMazeEnv(corridor_length=2.5)
+    with pytest.raises(ValueError, match=r"episode_length must be a whole number, got '12'"):
+        TMazeEnv(episode_length="12")
+    assert TMazeEnv(corridor_length=np.int64(7)).corridor_length == 7
     env.reset(seed=0)
     with pytest.raises(ValueError, match="invalid T-Maze action"):
         env.step(7)

@@ -109,3 +109,12 @@ def test_main_job_builds_no_dataset_under_an_id_of_another_horizon_and_refuses_b
     err = capsys.readouterr().err
     assert err.startswith("error: episodes must be >= 2") and err.count("\n") == 1, err
     assert not (tmp_path / "minari").exists() or not any((tmp_path / "minari").rglob("*.hdf5"))
+
+
+def test_main_job_refuses_lengths_below_the_shortest_maze_before_training(tmp_path, capsys):
+    """T-Maze needs T >= 3: a shorter --lengths is argparse's usage error at the start, not the
+    environment's traceback after minutes of training."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["--lengths", "30", "2", "--out", str(tmp_path / "run"), "--report", str(tmp_path / "quick.md")])
+    assert exit_.value.code == 2 and "must be at least 3 (the shortest T-Maze), got 2" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

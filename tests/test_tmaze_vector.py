@@ -193,6 +193,13 @@ def test_vector_tmaze_rejects_bad_input():
     assert np.array_equal(env.reset(seed=np.int64(5))[0], env.reset(seed=5)[0])
     with pytest.raises(ValueError, match="reset_mask"):
         env.reset(options={"reset_mask": np.ones(2, dtype=bool)})
+    # As SyncVectorEnv: a mask that resets nothing, or of 0/1 integers, is refused (not read as bools).
+    with pytest.raises(ValueError, match="reset_mask must be a bool array of shape .3,. with at least one True"):
+        env.reset(options={"reset_mask": np.zeros(3, dtype=bool)})
+    with pytest.raises(ValueError, match="reset_mask must be a bool array"):
+        env.reset(options={"reset_mask": np.array([1, 0, 2])})
+    with pytest.raises(ValueError, match="corridor_length must be a whole number, got 2.5"):
+        env.reset(options={"corridor_length": 2.5})
     with pytest.raises(ValueError, match="expected 3 seeds"):
         env.reset(seed=[1, 2])
     with pytest.raises(ValueError, match="corridor_length"):

@@ -192,6 +192,37 @@ def test_a_write_error_that_names_no_file_is_given_the_files_name(tmp_path):
     assert list(target.parent.iterdir()) == [target]
 
 
+def test_a_file_written_again_keeps_its_permissions_and_a_read_only_one_is_refused(tmp_path, run, capsys,
+                                                                                   monkeypatch):
+    """atomic_write renames a new file over the old one, which needs only the folder's permission:
+    the file's own mode is carried over (a group-shared 0664 results CSV stays 0664), and a file
+    its owner cannot write is refused before anything is written, as open(path, "w") would (for
+    rate-eval --out, before the rollouts).  (The tests run as root, for whom every file is
+    writable: the refusal is shown with os.access saying what it says to another user.)"""
+    from rate.cli import evaluate
+    from rate.config import atomic_write_text
+
+    target = tmp_path / "results.csv"
+    for mode in (0o664, 0o444, 0o600):
+        target.write_text("before")
+        target.chmod(mode)
+        atomic_write_text(target, "after")
+        assert target.read_text() == "after" and target.stat().st_mode & 0o777 == mode
+    target.write_text("kept")
+    report = tmp_path / "report.json"
+    report.write_text("{}")
+    writable = os.access
+    monkeypatch.setattr(os, "access", lambda path, how: writable(path, how) and not (
+        how == os.W_OK and Path(path) in (target, report)))
+    with pytest.raises(PermissionError, match=r"a read-only file.*results.csv"):
+        atomic_write_text(target, "lost")
+    assert target.read_text() == "kept" and sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == [
+        "report.json", "results.csv"]
+    monkeypatch.setattr("rate.api.evaluate", lambda *a, **k: pytest.fail("rolled out before checking --out"))
+    assert evaluate.main([str(run), "--out", str(report), "--no-progress"]) == 2
+    assert "a read-only file" in one_error_line(capsys) and report.read_text() == "{}"
+
+
 def test_outputs_where_a_folder_stands_fail_before_the_work(run, tmp_path, capsys, monkeypatch):
     from rate.cli import evaluate
     from rate.cli.train import main as train_main

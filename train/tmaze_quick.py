@@ -31,12 +31,22 @@ from rate.cli.run import USER_ERRORS, check_file_target, error_exit, write_error
 LENGTHS = [30, 90, 150, 300, 900, 2400, 9600]
 
 
+def tmaze_length(text: str) -> int:
+    """argparse type of --lengths: a T-Maze length T >= 3 (as eval.lengths), else a usage error
+    before the training, not a traceback after it."""
+    value = positive_int(text)
+    if value < 3:
+        raise argparse.ArgumentTypeError(f"must be at least 3 (the shortest T-Maze), got {value}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.tmaze_quick", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the training config")
     parser.add_argument("--config", type=Path, default=Path("configs/tmaze/rate.yaml"))
     parser.add_argument("--episodes", type=positive_int, default=100, help="evaluation episodes per length")
-    parser.add_argument("--lengths", type=positive_int, nargs="+", default=LENGTHS, help="evaluation episode lengths T")
+    parser.add_argument("--lengths", type=tmaze_length, nargs="+", default=LENGTHS,
+                        help="evaluation episode lengths T (at least 3: the corridor's shortest)")
     parser.add_argument("--dataset-episodes", type=positive_int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("runs/tmaze_quick"))
     parser.add_argument("--report", type=Path, default=Path("results/tmaze_quick.md"))

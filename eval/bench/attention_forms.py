@@ -12,10 +12,16 @@ into q once, the content scores added to the bias by the batched matmul itself, 
 With positions in order (every training call of the official layout) it reads the bias as a
 strided window of the scores against the reversed distance table, where it used to gather it
 (whose backward is a scatter-add); explicit positions still gather.  This benchmark times one
-layer's attention, forward and backward, three ways side by side at the training shapes of the
-configurations that take this form (eval/bench/rate_training.py's sizes): written out with the
-window (the model's), written out with the gather, and the fused kernel's generic path with the
-gather (the form before both), and checks that the three agree.
+layer's attention, forward and backward, three ways side by side at the training shapes of
+eval/bench/rate_training.py's sizes: written out with the window (the model's bias form), written
+out with the gather, and the fused kernel's generic path with the gather (the form before both),
+and checks that the three agree.
+
+The bias form is the model's where fp32 CPU training's explicit path (``_ExplicitSoftmaxAttention``)
+is not taken: under bf16 autocast, with attention dropout, on CUDA, and in fp32 CPU training of
+calls below ``EXPLICIT_MIN_SCORES`` scores (the T-Maze CPU size).  At the d_model 128 and 256 sizes
+fp32 CPU training takes the explicit path (results/performance_training.md's scores column), so
+those rows time the form their bf16 and dropout runs take, not their fp32 training.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from eval.bench.throughput import bench_command, in_turn, timed
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
-from rate.core.attention import RelativeMultiHeadAttention, RelativePositions
+from rate.core.attention import EXPLICIT_MIN_SCORES, RelativeMultiHeadAttention, RelativePositions
 from rate.core.masks import mask_to_bias, rmt_segment_mask
 from rate.training import positive_float, positive_int, setup_process
 
@@ -106,11 +112,14 @@ def main(argv: list[str] | None = None) -> int:
         return status
     setup_process(0, args.threads)
     info = machine_info()
-    sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # (the bias form's)
-    rows, all_agree = [], True
+    sizes = [s for s in SIZES if s.name in ("tmaze-cpu", "d128-L4-ffn", "d256-L4-ffn")]  # (no factored form)
+    rows, all_agree, small = [], True, []
     for size in sizes:
         runs = [measure(size, args.seconds, round_index=i) for i in range(args.repeats)]
         all_agree &= all(r["agree"] for r in runs)
+        b, h, q_len, _ = runs[0]["shape"]  # (no cache: as many keys as query rows)
+        if b * h * q_len * q_len < EXPLICIT_MIN_SCORES:
+            small.append(size.name)
 
         def ms(name):
             return f"{statistics.median(r['seconds'][name] for r in runs) * 1e3:.1f}"
@@ -131,9 +140,12 @@ def main(argv: list[str] | None = None) -> int:
         f"forward and backward, median seconds over about {args.seconds:g} s of calls per form; {args.repeats} "
         "repeats, the forms' order reversed every other repeat: medians; each speed-up is the median of the "
         "repeats' own ratios (the slower form's time over the faster one's within a repeat), their range in "
-        "brackets. The model's form is the written-out attention with the bias read as a strided window of the "
-        "scores; the window against the gather isolates the read of the bias, the fused kernel against the "
-        "written-out attention (both gathered) the attention. "
+        "brackets. The model's bias form is the written-out attention with the bias read as a strided window of "
+        "the scores; the window against the gather isolates the read of the bias, the fused kernel against the "
+        "written-out attention (both gathered) the attention. The bias form runs where fp32 CPU training's "
+        "explicit path does not: under bf16 autocast, with attention dropout, on CUDA, and in fp32 CPU training of "
+        f"calls below {EXPLICIT_MIN_SCORES:,} scores (of these sizes: {', '.join(small) or 'none'}); the others' fp32 "
+        "CPU training takes the explicit path (results/performance_training.md). "
         "Same outputs and gradients: within 1e-5 / 1e-4 of the model's form.", "",
         "| config | q, k, v shape (B, H, Q, dh) | fused kernel, generic path, gathered ms | written out, gathered ms "
         "| written out, window ms | speed-up of the window over the gather | speed-up of the written-out attention "

@@ -312,8 +312,8 @@ def bench_long_evaluation(checkpoint: Path | None, folder: Path, episodes: int, 
     export_onnx(step, export_metadata(step, {}, 1.0), path)
     peak, flops = matmul_peak(2.0) / 1e9, step_flops(model, episodes)
     rows = [f"{episodes} episodes per length in lockstep, {source}. Floors: the environment alone (the batched "
-            f"T-Maze stepped T times with fixed actions), the policy alone (T steps fed fixed observations, no "
-            f"environment), and the model's arithmetic: {flops / 1e6:.1f} MFLOP of matmuls per step at batch "
+            f"T-Maze stepped T - 1 times with fixed actions: a solved episode's steps, L + 1), the policy alone (T "
+            f"steps fed fixed observations, no environment), and the model's arithmetic: {flops / 1e6:.1f} MFLOP of matmuls per step at batch "
             f"{episodes} (torch.utils.flop_counter, one segment cycle) at this machine's fp32 GEMM peak, "
             f"{peak:.0f} GFLOP/s (a 2048 x 2048 matmul, the median of about 2 s of calls). Each repeat times the "
             f"batched run and the two measured floors back to back (in reverse order every other repeat), and "

@@ -17,11 +17,29 @@ import torch
 from rate.config import ConfigError, atomic_write_text, config_row
 
 
+def cpu_name() -> str:
+    """The CPU's model name, with the instructions that decide bf16 and matmul speed where it has
+    them (avx512_bf16, amx_bf16), from /proc/cpuinfo; elsewhere platform.processor()."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor()
+
+    def field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == name), "")
+
+    flags = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in field("flags").split()]
+    name = field("model name") or platform.processor()
+    return f"{name} ({', '.join(flags)})" if flags else name
+
+
 def machine_info(device: str | None = None) -> dict[str, Any]:
-    """Where a result was measured; ``device``: the run's (cuda:1 names that GPU, not the first)."""
+    """Where a result was measured; ``device``: the run's (cuda:1 names that GPU, not the first).
+    ``machine``: the architecture and the CPU (the same architecture runs at different speeds
+    from week to week: only ratios measured side by side carry over)."""
     on_gpu = device is None or torch.device(device).type == "cuda"  # (None: the process's current device)
     return {
-        "machine": platform.machine(),
+        "machine": " ".join(part for part in (platform.machine(), cpu_name()) if part),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

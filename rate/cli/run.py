@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -220,9 +221,12 @@ def unwritable(*paths: Path | None) -> int | None:
 
 def check_file_target(path: Path) -> None:
     """OSError now, before long work, when the file ``path`` cannot be written: a folder is there,
-    or its folder (made if missing) cannot take a new file."""
+    a read-only file (rate.config.atomic_write keeps it), or its folder (made if missing) cannot
+    take a new file."""
     import errno
 
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a folder is where the file would go", str(path))
+    if path.is_file() and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, "Permission denied (a read-only file)", str(path))
     check_writable(path.parent)

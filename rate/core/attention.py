@@ -225,9 +225,11 @@ class RelativeMultiHeadAttention(nn.Module):
     def project_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of hidden states x: (B, T, D) -> two (B, H, T, d_head)."""
         h, dh = self.n_heads, self.d_head
-        w = self.qkv.weight[h * dh :]  # (2*H*dh, D): the key and value rows
-        kv = F.linear(x, w).unflatten(-1, (2, h, dh))  # (B, T, 2, H, dh)
-        k, v = kv.permute(2, 0, 3, 1, 4)  # each (B, H, T, dh)
+        if _plain_linear(self.qkv):
+            kv = F.linear(x, self.qkv.weight[h * dh :])  # the key and value rows (2 H dh, D) alone
+        else:  # (a wrapper or a hook sees the whole projection, as for the segment's own keys)
+            kv = self.qkv(x)[..., h * dh :]
+        k, v = kv.unflatten(-1, (2, h, dh)).permute(2, 0, 3, 1, 4)  # each (B, H, T, dh)
         return k, v
 
     def forward(
@@ -280,7 +282,10 @@ class RelativeMultiHeadAttention(nn.Module):
         policy decodes; another table, device, dtype or an in-place weight update recomputes it)."""
         w = self.r_proj.weight
         autocast = torch.is_autocast_enabled(table.device.type)
-        key = (table.data_ptr(), table.shape, w.data_ptr(), w._version,
+        # (weights made under inference_mode have no version counter: they cannot change in place
+        # outside it either, so their storage names them)
+        version = None if w.is_inference() else w._version
+        key = (table.data_ptr(), table.shape, w.data_ptr(), version,
                torch.get_autocast_dtype(table.device.type) if autocast else None)
         if self._reversed is None or self._reversed[0] != key:
             with torch.no_grad():
@@ -362,10 +367,8 @@ class RelativeMultiHeadAttention(nn.Module):
         pre-hook would be bypassed), and outside torch.compile / torch.export: factored where
         that form pays (:meth:`_factored_pays`), else the window for positions in order with at
         least EXPLICIT_MIN_SCORES scores."""
-        qkv = self.qkv
-        plain = type(qkv) is nn.Linear and not (qkv._forward_hooks or qkv._forward_pre_hooks)
         if not (self.training and torch.is_grad_enabled() and x.device.type == "cpu" and not self.attn_dropout
-                and not torch.is_autocast_enabled("cpu") and plain):
+                and not torch.is_autocast_enabled("cpu") and _plain_linear(self.qkv)):
             return None
         b, q_len = x.shape[:2]
         if self._factored_pays(positions, b, q_len, keys):
@@ -394,7 +397,8 @@ class RelativeMultiHeadAttention(nn.Module):
         """Whether this call takes the factored scores: rows at shared positions, a bias large
         enough (FACTORED_MIN_ELEMENTS_PER_CHANNEL), and not inside torch.export or torch.compile
         (exported graphs keep one form, and a symbolic batch size must not be compared)."""
-        if positions.q_start is None or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+        if (positions.q_start is None or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+                or not _plain_linear(self.r_proj)):  # (the factored form applies W_r itself)
             return False
         channels = self.d_head + self.r_proj.in_features
         return b * self.n_heads * q_len * keys >= FACTORED_MIN_ELEMENTS_PER_CHANNEL * channels
@@ -434,6 +438,13 @@ class RelativeMultiHeadAttention(nn.Module):
         return out[..., :dh]
 
 
+def _plain_linear(module: nn.Module) -> bool:
+    """Whether ``module`` is a plain ``nn.Linear`` without hooks, whose weight the attention may
+    apply itself (to a part of its rows, inside a custom product): a wrapper, a forward hook or
+    pruning's pre-hook would be bypassed."""
+    return type(module) is nn.Linear and not (module._forward_hooks or module._forward_pre_hooks)
+
+
 def _widened(q: torch.Tensor, k: torch.Tensor, u_bias: torch.Tensor, v_bias: torch.Tensor, w_r: torch.Tensor,
              rotation: torch.Tensor, key_features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The factored form's widened heads (:meth:`RelativeMultiHeadAttention._factored_attention`):
@@ -454,8 +465,16 @@ def _positional_features(x: torch.Tensor, w_r: torch.Tensor, rotation: torch.Ten
     e^{i p_i w_k} turns (one complex multiplication, in float32 at least: there is no bfloat16
     complex type); f_i holds the results' (real, imaginary) pairs side by side."""
     pairs = torch.matmul(x, _paired_projection(w_r))  # (B, H, Q, D)
-    turned = torch.view_as_complex(pairs.float().unflatten(-1, (-1, 2))).mul_(rotation)  # (in place: no fresh pages)
+    turned = _as_complex(pairs).mul_(rotation)  # (in place: no fresh pages)
     return torch.view_as_real(turned).flatten(-2).to(x.dtype)
+
+
+def _as_complex(pairs: torch.Tensor) -> torch.Tensor:
+    """(..., 2n) real (real, imaginary) pairs as (..., n) complex numbers: a view in float32 and
+    float64, else a float32 copy (no bfloat16 complex type; complex half lacks CPU arithmetic)."""
+    if pairs.dtype not in (torch.float32, torch.float64):
+        pairs = pairs.float()
+    return torch.view_as_complex(pairs.unflatten(-1, (-1, 2)))
 
 
 def _paired_projection(w_r: torch.Tensor) -> torch.Tensor:
@@ -650,8 +669,8 @@ class _PositionalScores:
         w_r, rotation, _ = self.positional
         # Back through the rotation (its gradient: times the conjugate, in place of f's gradient)
         # and the paired projection.
-        grad_pairs = torch.view_as_real(torch.view_as_complex(self.grad_query.unflatten(-1, (-1, 2)))
-                                        .mul_(rotation.conj())).flatten(-2)  # (B, H, Q, D)
+        grad_pairs = torch.view_as_real(_as_complex(self.grad_query).mul_(rotation.conj())
+                                        ).flatten(-2).to(self.grad_query.dtype)  # (B, H, Q, D)
         with torch.enable_grad():  # the paired projection again, with its graph for W_r's gradient
             w_r = w_r.detach().requires_grad_()
             paired = _paired_projection(w_r)

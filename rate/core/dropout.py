@@ -9,17 +9,38 @@ round((1 - p) 2^31): the keep probability is 1 - p to within 2^-31, the kept ele
 by the inverse of that probability (so the expectation is x), and the backward pass is torch's
 own dropout backward with the kept mask, one byte per element as nn.Dropout keeps.
 
-Elsewhere (CUDA's fused dropout, torch.compile's generated kernels, torch.export) it is
-``F.dropout`` itself.
+Elsewhere it is ``F.dropout`` itself: CUDA's fused dropout, torch.compile's generated kernels,
+torch.export, and Intel CPUs under an MKL build of torch, whose CPU Bernoulli kernel hands the
+draw to MKL's vectorised generator there (ATen checks the CPU's vendor), so the slow draw this
+module replaces does not occur (and was not measured against: :data:`CHEAPER_MASK`).
 """
 
 from __future__ import annotations
+
+import platform
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 _RANGE = 2**31  # Tensor.random_ on int32 draws uniformly from 0 .. 2^31 - 1
+
+
+def _torch_draws_one_at_a_time() -> bool:
+    """Whether torch's CPU Bernoulli is its element-by-element kernel: always but on an Intel CPU
+    in an MKL build (the vendor read from /proc/cpuinfo, else from platform.processor())."""
+    if not torch.backends.mkl.is_available():
+        return True
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            vendor = next((line for line in cpuinfo if line.startswith("vendor_id")), "")
+    except OSError:
+        vendor = platform.processor()
+    return "intel" not in vendor.lower()
+
+
+# Whether CPU dropout draws the cheaper mask in this process (tests set it to try either path).
+CHEAPER_MASK = _torch_draws_one_at_a_time()
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -29,7 +50,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
         return x
     keep_threshold = round((1.0 - p) * _RANGE)  # keep an element when its draw falls below this
     # (a threshold of 0 or 2^31, p within 2^-32 of 1 or 0, is torch's: 2^31 is no int32 to compare with)
-    if (x.device.type != "cpu" or not 0 < keep_threshold < _RANGE or not x.is_floating_point()
+    if (not CHEAPER_MASK or x.device.type != "cpu" or not 0 < keep_threshold < _RANGE or not x.is_floating_point()
             or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
         return F.dropout(x, p, training)
     return _Masked.apply(x, keep_mask(x.shape, keep_threshold), _RANGE / keep_threshold)

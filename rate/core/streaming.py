@@ -115,10 +115,17 @@ class StreamingDecoder:
         return self._open(state)[0]
 
     def restart(self, state: StreamState, rows: torch.Tensor) -> StreamState:
-        """Rows ``rows`` (bool (B,) or long indices) start over with a fresh state (new episode)."""
+        """Rows ``rows`` (bool (B,) or long indices in 0..B-1) start over with a fresh state (new
+        episode).  ValueError for a mask of another length or an index outside the batch."""
+        batch, rows = state.length.shape[0], torch.as_tensor(rows)
+        if rows.dtype == torch.bool and rows.shape != (batch,):
+            raise ValueError(f"restart takes a bool mask of shape ({batch},) (one per row) or row indices; "
+                             f"got a mask of shape {tuple(rows.shape)}")
         idx = _as_index(rows)
         if idx.numel() == 0:
             return state
+        if bool((idx < 0).any() or (idx >= batch).any()):
+            raise ValueError(f"restart's row indices lie in 0..{batch - 1}; got {idx.tolist()}")
         return state.with_rows(idx, self.initial(idx.numel()))
 
     def close_full(self, state: StreamState) -> StreamState:
@@ -178,6 +185,9 @@ class StreamingDecoder:
         are updated in place and shared with the returned state, so step a state only once, and
         only for inference (no gradient flows through in-place writes).
         """
+        if check and (x.dim() != 3 or x.shape[0] != state.length.shape[0] or x.shape[2] != self.D):
+            raise ValueError(f"step takes x of shape (B, n, D) = ({state.length.shape[0]}, n, {self.D}) for this "
+                             f"state; got {tuple(x.shape)}")
         b, n = x.shape[:2]
         if check and bool((state.length + n > self.S).any()):
             raise ValueError(f"a row's segment would exceed {self.S} tokens; call close_full() before step()")

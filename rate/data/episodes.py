@@ -234,8 +234,12 @@ def load_minari_episodes(dataset_id: str, flatten_observations: bool = False, re
             actions = np.asarray(ep.actions)
             if isinstance(info.action_space, gym.spaces.Box):
                 check_finite(actions, dataset_id, i, "actions")  # (NaN would count as clipped, then stay)
-                low, high = (np.asarray(action_bounds, dtype=actions.dtype) if action_bounds
-                             else (info.action_space.low, info.action_space.high))
+                low, high = info.action_space.low, info.action_space.high
+                if action_bounds:
+                    low, high = np.asarray(action_bounds, dtype=np.float64)
+                    if np.issubdtype(actions.dtype, np.integer):  # the integers inside hand-set bounds
+                        low, high = np.ceil(low), np.floor(high)
+                    low, high = low.astype(actions.dtype), high.astype(actions.dtype)
                 inside = np.clip(actions, low, high)
                 clipped, total = clipped + int(np.sum(inside != actions)), total + actions.size
                 actions = inside

@@ -69,6 +69,8 @@ def rescale_actions(env: gym.Env, bounds: list[list[float]] | None = None) -> gy
         raise ValueError(f"RescaleAction maps [-1, 1] onto a Box's bounds; this action space is {space}")
     if bounds:
         low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+        if low.shape != space.shape:  # (another environment than the data's: its actions would not fit)
+            raise ValueError(f"eval.action_bounds give {low.size} values per side; this environment acts in {space}")
     else:
         low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
         if not (np.isfinite(low).all() and np.isfinite(high).all()):

@@ -86,6 +86,9 @@ def _rescale_actions(env: gym.Env, bounds: list | None = None) -> gym.Env:
                             f"{env.spec.id if env.spec else 'this environment'} acts in {space}")
     if bounds:
         low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
+        if low.shape != space.shape:
+            raise ArtifactError(f"the run's eval.action_bounds give {low.size} values per side; "
+                                f"{env.spec.id if env.spec else 'this environment'} acts in {space}")
     else:
         low, high = np.asarray(space.low, dtype=np.float64), np.asarray(space.high, dtype=np.float64)
         if not (np.isfinite(low).all() and np.isfinite(high).all()):

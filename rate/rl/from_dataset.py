@@ -335,9 +335,15 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
     data = merge_sections(inferred, base) if config is not None else merge_sections(base, inferred)
     data["dataset_id"] = inferred["dataset_id"]
     data = apply_overrides(data, overrides, RATEExperimentConfig)
-    _forget_other_environment(data["eval"], inferred["eval"], apply_overrides(given, overrides).get("eval") or {})
-    if "env_id" not in data.get("eval", {}):
-        if data.get("eval", {}).get("episodes") != 0:
+    where = f"{config or f'the {model} preset'} on {dataset}"
+    if not isinstance(data.get("eval"), dict):  # (read below before from_dict checks the types)
+        raise ConfigError(f"{where}: eval: expected a mapping for EvalConfig, got {data.get('eval')!r}")
+    if not isinstance(data["eval"].get("env_id", ""), str):
+        raise ConfigError(f"{where}: eval.env_id: expected str, got {data['eval']['env_id']!r}")
+    given_eval = apply_overrides(given, overrides).get("eval")
+    _forget_other_environment(data["eval"], inferred["eval"], given_eval if isinstance(given_eval, dict) else {})
+    if "env_id" not in data["eval"]:
+        if data["eval"].get("episodes") != 0:
             raise ConfigError(f"{dataset} records no environment (made without env_spec): name the one to evaluate "
                               "in with eval.env_id=ID (and eval.env_kwargs), or train without evaluation: "
                               "eval.episodes=0")
@@ -345,7 +351,7 @@ def config_for_dataset(dataset: str, model: str | None = "rate", config: str | P
     try:
         return from_dict(RATEExperimentConfig, data)
     except ConfigError as err:
-        raise ConfigError(f"{config or f'the {model} preset'} on {dataset}: {err}") from None
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _pixel_scale(space, dataset: str) -> float:

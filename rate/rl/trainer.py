@@ -14,6 +14,7 @@ written atomically.
 from __future__ import annotations
 
 import functools
+import math
 import time
 import warnings
 from pathlib import Path
@@ -169,6 +170,8 @@ def read_best_score(path: Path, ev: EvalConfig | None = None) -> float | None:
     except CheckpointError:
         return None
     score = meta["extra"].get("score")
+    if not (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)):
+        score = None  # (none recorded, or not a number: the next evaluation sets it)
     if ev is not None and score is not None:
         before, now = meta["config"].get("eval", {}), to_dict(ev)
         changed = [key for key in SCORE_SETTINGS if key in before and before[key] != now[key]]
