@@ -217,8 +217,9 @@ class ARSResult:
 
 
 def snapshot_iterations(iterations: int, count: int) -> list[int]:
-    """``count`` iterations evenly spaced over training, ending at the last: 100, 5 -> 20 40 60 80 100."""
-    return sorted({round(iterations * (i + 1) / count) for i in range(count)})
+    """``count`` iterations evenly spaced over training (iterations 1 .. ``iterations``), ending at
+    the last: 100, 5 -> 20 40 60 80 100; fewer when there are fewer iterations than ``count``."""
+    return sorted({max(1, round(iterations * (i + 1) / count)) for i in range(count)})
 
 
 def ars_update(weights: np.ndarray, deltas: np.ndarray, r_plus: np.ndarray, r_minus: np.ndarray,

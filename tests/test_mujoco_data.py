@@ -47,6 +47,7 @@ def test_the_number_of_workers_changes_nothing():
 def test_snapshot_iterations_are_even_and_end_at_the_last():
     assert snapshot_iterations(100, 5) == [20, 40, 60, 80, 100]
     assert snapshot_iterations(3, 5) == [1, 2, 3]  # fewer iterations than snapshots: no duplicates
+    assert snapshot_iterations(3, 10) == [1, 2, 3]  # (no iteration 0: training's first is 1)
     assert snapshot_iterations(7, 1) == [7]
 
 
