@@ -26,7 +26,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from rate.config import ConfigError, atomic_write, atomic_write_text, from_dict
+from rate.config import ConfigError, atomic_write, atomic_write_text, from_dict, refuse_read_only
 
 C = TypeVar("C")
 
@@ -96,6 +96,8 @@ def save_checkpoint(
     meta = json.dumps({"format_version": FORMAT_VERSION, "kind": kind, "config": config, "extra": extra or {},
                        "save_id": save_id}, indent=2)
     directory.mkdir(parents=True, exist_ok=True)
+    for path in (directory / WEIGHTS, directory / CONFIG):  # both files written or neither
+        refuse_read_only(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(directory / WEIGHTS, lambda tmp: save_file(tensors, str(tmp), metadata={"save_id": save_id}))
     atomic_write_text(directory / CONFIG, meta)

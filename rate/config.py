@@ -210,6 +210,14 @@ def file_in_the_way(path: str | Path) -> Path | None:
     return next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
 
 
+def refuse_read_only(path: str | Path) -> None:
+    """PermissionError when a file at ``path`` is one this process may not write (its owner made it
+    read-only): :func:`atomic_write` would otherwise replace it, since a rename needs only the
+    folder's permission."""
+    if os.path.isfile(path) and not os.access(path, os.W_OK):
+        raise PermissionError(errno.EACCES, "Permission denied (a read-only file)", str(path))
+
+
 def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None:
     """Have ``write`` fill a temporary file beside ``path`` (named ``.NAME.*.tmp``), then rename it
     into place; on any failure the temporary is removed and ``path`` keeps what it had.  The file
@@ -218,11 +226,8 @@ def atomic_write(path: str | Path, write: typing.Callable[[Path], None]) -> None
     as a plain write would refuse it (the rename alone needs only the folder's permission)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = _file_mode()
-    if path.is_file():
-        if not os.access(path, os.W_OK):
-            raise PermissionError(errno.EACCES, "Permission denied (a read-only file)", str(path))
-        mode = stat.S_IMODE(path.stat().st_mode)
+    refuse_read_only(path)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else _file_mode()
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:

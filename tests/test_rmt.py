@@ -818,8 +818,17 @@ def test_a_model_made_under_inference_mode_streams():
         inference_made = make(num_mem_tokens=2)
         decoding = StreamingDecoder(inference_made, segment_tokens=4)
         got, _ = decoding.step(decoding.initial(2), x[:, :4])
-    expected, _ = make(num_mem_tokens=2)(x, segment_len=4)
+        for layer in inference_made.layers:  # (an in-place update, as load_state_dict under inference_mode)
+            layer.attn.r_proj.weight.mul_(2)
+        got_after, _ = decoding.step(decoding.initial(2), x[:, :4])
+    model = make(num_mem_tokens=2)
+    expected, _ = model(x, segment_len=4)
     torch.testing.assert_close(got, expected[:, :4], atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        for layer in model.layers:
+            layer.attn.r_proj.weight.mul_(2)
+    expected_after, _ = model(x, segment_len=4)
+    torch.testing.assert_close(got_after, expected_after[:, :4], atol=1e-5, rtol=1e-5)
 
 
 def test_a_bf16_model_trains_through_the_factored_form(force_scores):

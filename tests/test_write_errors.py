@@ -203,7 +203,7 @@ def test_a_file_written_again_keeps_its_permissions_and_a_read_only_one_is_refus
     from rate.config import atomic_write_text
 
     target = tmp_path / "results.csv"
-    for mode in (0o664, 0o444, 0o600):
+    for mode in (0o664, 0o640, 0o600):
         target.write_text("before")
         target.chmod(mode)
         atomic_write_text(target, "after")
@@ -221,6 +221,19 @@ def test_a_file_written_again_keeps_its_permissions_and_a_read_only_one_is_refus
     monkeypatch.setattr("rate.api.evaluate", lambda *a, **k: pytest.fail("rolled out before checking --out"))
     assert evaluate.main([str(run), "--out", str(report), "--no-progress"]) == 2
     assert "a read-only file" in one_error_line(capsys) and report.read_text() == "{}"
+    # A checkpoint is written whole or not at all: a read-only config.json stops the weights too
+    # (new weights beside the old description would be refused on load: their save ids differ).
+    import torch
+
+    from rate.checkpoint import save_checkpoint
+
+    folder = save_checkpoint(tmp_path / "ckpt", torch.nn.Linear(2, 2), "any", {})
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    monkeypatch.setattr(os, "access", lambda path, how: writable(path, how) and not (
+        how == os.W_OK and Path(path) == folder / "config.json"))
+    with pytest.raises(PermissionError, match="a read-only file.*config.json"):
+        save_checkpoint(folder, torch.nn.Linear(2, 2), "any", {})
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
 def test_outputs_where_a_folder_stands_fail_before_the_work(run, tmp_path, capsys, monkeypatch):

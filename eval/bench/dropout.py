@@ -21,6 +21,7 @@ from eval.bench.throughput import bench_command, in_turn, spread, timed
 from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
+from rate.core import dropout as dropout_module
 from rate.core.dropout import dropout, keep_mask
 from rate.training import positive_int, setup_process
 
@@ -69,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.threads} torch threads, torch {info['torch']}.", "",
         f"p = {P} on a {tuple(SHAPE)} fp32 tensor (one residual-branch dropout of the official T-Maze run script's "
         f"training step). Medians of {args.repeats} repeats (min-max), each the median call over about 0.5 s, the "
-        "variants in turn (reversed every other repeat).", "",
+        "variants in turn (reversed every other repeat). On this CPU rate.core.dropout "
+        + ("draws the cheaper mask (torch's CPU Bernoulli draws one element at a time here)."
+           if dropout_module.CHEAPER_MASK else
+           "is torch's dropout itself (an Intel CPU under MKL: torch hands its draw to MKL there); the mask draws "
+           "are compared all the same."), "",
         "| variant | ms per call |", "|---|---|", *rows, "",
         "| ratio (median of the repeats' ratios) | |", "|---|---|", *lines, "",
     ])

@@ -304,9 +304,10 @@ def main(argv: list[str] | None = None) -> int:
              "all, is timed on results/performance_official.md); "
              "tokens = 3 per step (memory tokens not counted); GFLOP: counted in the gathered form on its bias path, "
              "less the positional products it discards (Q + K - 1 distances scored, Q x K read): the model's arithmetic, "
-             "the same for every form; executed: the matmul FLOPs of the form the model takes, counted the same way "
-             "(fp32 CPU training's explicit path leaves out the masked ends of causal score rows, the factored form "
-             "scores over heads d_model channels wider); peak = fp32 2048^3 GEMM in "
+             "the same for every form; executed: the matmul FLOPs of the form the model takes, all of them (nothing "
+             "subtracted: the bias path's discarded positional products count; fp32 CPU training's explicit path "
+             "leaves out the masked ends of causal score rows, the factored form scores over heads d_model channels "
+             "wider); peak = fp32 2048^3 GEMM in "
              f"the same process.  Tokens/s, GFLOP/s and the shares of the peak: medians of the {FORM_ROUNDS} rounds "
              "of the form the model takes (the next table), their range in brackets.", "",
              "| config | d_model x layers, heads x d_head, FFN | m, K x N, batch, cache | params | scores | tokens/s | "

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 from rate.checkpoint import CheckpointError
 from rate.run_folder import claimed_run_dir, saved_run_config
 from rate.cli.records import record_run, recorded_runs
-from rate.config import ConfigError, config_row, describe_config, file_in_the_way, load_yaml
+from rate.config import ConfigError, config_row, describe_config, file_in_the_way, load_yaml, refuse_read_only
 from rate.training import positive_int
 
 # Errors that mean bad input (config, data, checkpoint, a diverging run), not a bug: one line each.
@@ -227,6 +226,5 @@ def check_file_target(path: Path) -> None:
 
     if path.is_dir():
         raise IsADirectoryError(errno.EISDIR, "a folder is where the file would go", str(path))
-    if path.is_file() and not os.access(path, os.W_OK):
-        raise PermissionError(errno.EACCES, "Permission denied (a read-only file)", str(path))
+    refuse_read_only(path)
     check_writable(path.parent)

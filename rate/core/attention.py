@@ -281,11 +281,11 @@ class RelativeMultiHeadAttention(nn.Module):
         contiguous, kept between decoding steps (inference: the weights do not change while a
         policy decodes; another table, device, dtype or an in-place weight update recomputes it)."""
         w = self.r_proj.weight
+        if w.is_inference():  # (no version counter to tell an in-place update by: not kept)
+            with torch.no_grad():
+                return self._positional_table(table.flip(0)).contiguous()
         autocast = torch.is_autocast_enabled(table.device.type)
-        # (weights made under inference_mode have no version counter: they cannot change in place
-        # outside it either, so their storage names them)
-        version = None if w.is_inference() else w._version
-        key = (table.data_ptr(), table.shape, w.data_ptr(), version,
+        key = (table.data_ptr(), table.shape, w.data_ptr(), w._version,
                torch.get_autocast_dtype(table.device.type) if autocast else None)
         if self._reversed is None or self._reversed[0] != key:
             with torch.no_grad():

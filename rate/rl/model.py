@@ -12,6 +12,7 @@ separate models (rate/rl/baselines.py).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -52,7 +53,7 @@ class RATEConfig:
         check_choices(self, "model.")
         if self.segment_steps <= 0 or self.num_segments <= 0 or self.act_dim <= 0 or self.rtg_scale <= 0:
             raise ValueError("segment_steps, num_segments, act_dim and rtg_scale must be positive")
-        if not all(isinstance(n, int) and n > 0 for n in self.obs_shape):
+        if not all(isinstance(n, numbers.Integral) and n > 0 for n in self.obs_shape):
             raise ValueError(f"model.obs_shape needs positive sizes, got {self.obs_shape}")
         if self.obs_kind == "vector" and len(self.obs_shape) != 1:
             raise ValueError(f"vector observations need obs_shape [dim], got {self.obs_shape}")
