@@ -22,7 +22,7 @@ from rate.cli.records import machine_info
 from rate.cli.run import unwritable
 from rate.config import atomic_write_text
 from rate.core import dropout as dropout_module
-from rate.core.dropout import dropout, keep_mask
+from rate.core.dropout import dropout, keep_mask, keep_threshold
 from rate.training import positive_int, setup_process
 
 SHAPE, P = (128, 180, 64), 0.2
@@ -40,7 +40,7 @@ def measure(repeats: int) -> dict[str, list[float]]:
         "torch F.dropout, forward + backward": with_backward(F.dropout),
         "rate.core.dropout, forward + backward": with_backward(dropout),
         "torch's mask draw (Tensor.bernoulli_)": lambda: torch.empty(SHAPE).bernoulli_(1 - P),
-        "this mask draw (int32 Tensor.random_ < threshold)": lambda: keep_mask(SHAPE, round((1 - P) * 2**31)),
+        "this mask draw (int32 Tensor.random_ < threshold)": lambda: keep_mask(SHAPE, keep_threshold(P)),
     }
     times = {name: [] for name in variants}
     for r in range(repeats):

@@ -48,12 +48,17 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     shape, floating) -> the same shape."""
     if not training or p == 0.0:
         return x
-    keep_threshold = round((1.0 - p) * _RANGE)  # keep an element when its draw falls below this
+    threshold = keep_threshold(p)
     # (a threshold of 0 or 2^31, p within 2^-32 of 1 or 0, is torch's: 2^31 is no int32 to compare with)
-    if (not CHEAPER_MASK or x.device.type != "cpu" or not 0 < keep_threshold < _RANGE or not x.is_floating_point()
+    if (not CHEAPER_MASK or x.device.type != "cpu" or not 0 < threshold < _RANGE or not x.is_floating_point()
             or torch.compiler.is_compiling() or torch.compiler.is_exporting()):
         return F.dropout(x, p, training)
-    return _Masked.apply(x, keep_mask(x.shape, keep_threshold), _RANGE / keep_threshold)
+    return _Masked.apply(x, keep_mask(x.shape, threshold), _RANGE / threshold)
+
+
+def keep_threshold(p: float) -> int:
+    """The 31-bit draw below which :func:`dropout` keeps an element at drop probability ``p``."""
+    return round((1.0 - p) * _RANGE)
 
 
 def keep_mask(shape: tuple[int, ...], keep_threshold: int) -> torch.Tensor:
