@@ -23,6 +23,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from .checks import whole_number
+
 NOOP = 2
 
 
@@ -91,8 +93,6 @@ def episode_oracle(rng: np.random.Generator):
 
 def _check_length(length: Any) -> int:
     """``length`` as an episode length: a whole number >= 2, else ValueError (9.5 would be cut to 9)."""
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
-        raise ValueError(f"episode_length must be a whole number, got {length!r}")
-    if length < 2:
+    if whole_number(length, "episode_length") < 2:
         raise ValueError(f"episode_length must be >= 2 (choose, then recall), got {length}")
     return int(length)

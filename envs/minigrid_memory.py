@@ -48,6 +48,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from .checks import whole_number
+
 try:
     from minigrid.core.constants import COLOR_TO_IDX, OBJECT_TO_IDX, STATE_TO_IDX
     from minigrid.envs.memory import MemoryEnv
@@ -119,7 +121,7 @@ class MiniGridMemoryEnv(gym.ObservationWrapper):
         (envs.recording.record_episode)."""
         size = (options or {}).get("size", self.size)
         if size != self.size:
-            if not isinstance(size, (int, np.integer)) or size < 9 or size % 2 == 0:
+            if whole_number(size, "reset option size") < 9 or size % 2 == 0:
                 raise ValueError(f"reset option size must be odd and >= 9, got {size!r}")
             old = self.env.unwrapped
             self.env.close()

@@ -21,6 +21,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from .checks import whole_number
+
 RIGHT, UP, LEFT, DOWN = 0, 1, 2, 3
 
 
@@ -29,9 +31,7 @@ def corridor_length_of(corridor_length: Any, episode_length: Any = None) -> int:
     given; a whole number >= 1, else ValueError naming the keyword (2.5 would be cut to 2)."""
     name, value = ("episode_length", episode_length) if episode_length is not None else ("corridor_length",
                                                                                          corridor_length)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    length = int(value) - (2 if name == "episode_length" else 0)
+    length = whole_number(value, name) - (2 if name == "episode_length" else 0)
     if length < 1:
         raise ValueError(f"corridor_length must be >= 1, got {length}" + (f" (episode_length {value})"
                                                                          if name == "episode_length" else ""))

@@ -15,22 +15,7 @@ from typing import Any
 import torch
 
 from rate.config import ConfigError, atomic_write_text, config_row
-
-
-def cpu_name() -> str:
-    """The CPU's model name, with the instructions that decide bf16 and matmul speed where it has
-    them (avx512_bf16, amx_bf16), from /proc/cpuinfo; elsewhere platform.processor()."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-
-    def field(name: str) -> str:
-        return next((line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == name), "")
-
-    flags = [flag for flag in ("avx512_bf16", "amx_bf16") if flag in field("flags").split()]
-    name = field("model name") or platform.processor()
-    return f"{name} ({', '.join(flags)})" if flags else name
+from rate.machine import cpu_name
 
 
 def machine_info(device: str | None = None) -> dict[str, Any]:

@@ -17,11 +17,11 @@ module replaces does not occur (and was not measured against: :data:`CHEAPER_MAS
 
 from __future__ import annotations
 
-import platform
-
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from rate.machine import cpu_vendor
 
 _RANGE = 2**31  # Tensor.random_ on int32 draws uniformly from 0 .. 2^31 - 1
 
@@ -29,14 +29,7 @@ _RANGE = 2**31  # Tensor.random_ on int32 draws uniformly from 0 .. 2^31 - 1
 def _torch_draws_one_at_a_time() -> bool:
     """Whether torch's CPU Bernoulli is its element-by-element kernel: always but on an Intel CPU
     in an MKL build (the vendor read from /proc/cpuinfo, else from platform.processor())."""
-    if not torch.backends.mkl.is_available():
-        return True
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            vendor = next((line for line in cpuinfo if line.startswith("vendor_id")), "")
-    except OSError:
-        vendor = platform.processor()
-    return "intel" not in vendor.lower()
+    return not torch.backends.mkl.is_available() or "intel" not in cpu_vendor().lower()
 
 
 # Whether CPU dropout draws the cheaper mask in this process (tests set it to try either path).
