@@ -141,6 +141,8 @@ def test_a_size_mixture_draws_each_episode_from_one_of_the_sizes():
     assert set(sizes) == {9, 11} and all(size in match for size, match in zip(sizes, sources))
     with pytest.raises(ValueError, match="reset option size must be odd and >= 9, got 10"):
         env.reset(seed=0, options={"size": 10})
+    with pytest.raises(ValueError, match="reset option size must be a whole number, got 10.5"):
+        env.reset(seed=0, options={"size": 10.5})
     assert not single[9][0].infos  # (one size: no options recorded)
     with pytest.raises(ValueError, match="distinct"):
         generate_minigrid_dataset(size=[9, 9], episodes=2, seed=0)
