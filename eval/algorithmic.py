@@ -3,7 +3,8 @@
     python -m eval.algorithmic CHECKPOINT [--samples 1024] [--seed SEED (the run's train.seed)] [--show 0]
 
 Prints JSON with gen_token_acc (per-token accuracy of free-running generation on the answer,
-the RMT paper's metric), answer_acc (whole answer generated exactly; sqeq: the answer slot),
+the RMT paper's metric for copy, reverse and retrieval; for sqeq it counts the answer slot's
+padding too, which the paper leaves out: its metric there is answer_acc), answer_acc (whole answer generated exactly; sqeq: the answer slot),
 tf_token_acc (teacher-forced per-token accuracy) and the answer loss.
 """
 

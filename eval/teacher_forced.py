@@ -18,7 +18,8 @@ segment boundaries (K = ``model.segment_steps``) between cue and decision.  A me
 carries a cue across the b its training data showed it; this table tells which b those were.
 
 ``--constant-rtg VALUE`` replaces the returns-to-go by VALUE, as a rollout conditions on its
-target: accuracy that drops when the true returns-to-go are hidden means the model reads the
+target until the first reward (a rollout subtracts each reward from it; in tasks that pay only at
+the end, T-Maze and AAR, the two agree up to the decision): accuracy that drops when the true returns-to-go are hidden means the model reads the
 decision from the return (a leak of the future into the offline data), not from memory.
 Discrete actions only.
 """

@@ -93,4 +93,12 @@ def test_a_blank_metric_or_a_seed_that_is_no_whole_number_is_one_error_and_leave
     assert "has no train.seed" in refused(tmp_path, capsys, [{**copy, "train.seed": ""}])
     assert "column segments: '6.5' is not a whole number" in refused(tmp_path, capsys, [{**copy, "segments": "6.5"}])
     assert "has no train_seconds" in refused(tmp_path, capsys, [{**copy, "train_seconds": ""}])
+    # The segment count and the sample count are read from the name and a column as numbers.
+    assert "run names this page cannot read, e.g. 'copy/rmt/s3/seed0'" in refused(
+        tmp_path, capsys, [row("copy/rmt/s3/seed0", "512", 0.5)])
+    assert "column eval_samples: 'many' is not a whole number" in refused(tmp_path, capsys, [{**copy, "eval_samples": "many"}])
+    # A task's section states its steps and width once (from one row): rows that differ are refused.
+    trxl = row("copy24/trxl/seg2/seed0", "512", 0.5)
+    assert "copy24's rows differ in train.steps ('3000', '99')" in refused(
+        tmp_path, capsys, [copy, {**trxl, "train.steps": "99"}])
     assert (tmp_path / "page.png").read_bytes() == b"old plot"

@@ -319,3 +319,19 @@ def test_pages_refuse_a_cut_csv_odd_run_names_and_an_out_that_is_their_own_input
         assert exc.value.code == 2 and message in err and "Traceback" not in err, err
     assert (tmp_path / "x.csv").read_text() == good and (tmp_path / "notes.md").read_text() == "my notes"
     assert not (tmp_path / "x.md").exists()
+
+
+def test_lm_rows_that_differ_in_the_backbone_the_page_states_once_are_one_error(tmp_path, capsys):
+    """The LM page's header states one backbone for every row (read from the first): rows that
+    differ there are refused, not misdescribed (tests/test_report_algorithmic.py: per task)."""
+    from eval.reports import lm
+
+    base = {**experiment_row("lm"), "tokens_seen": "6000"}
+    lm_rows = [base, {**base, "run": "baseline/seed1", "model.d_model": "256"}]
+    write_csv(tmp_path / "lm.csv", lm_rows)
+    with pytest.raises(SystemExit) as exc:
+        lm.main(["--csv", str(tmp_path / "lm.csv"), "--out", str(tmp_path / "lm.md")])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and one_error_line(err) and "the rows differ in model.d_model ('256', '64')" in err, err
+    write_csv(tmp_path / "lm.csv", lm_rows[:1])
+    assert lm.main(["--csv", str(tmp_path / "lm.csv"), "--out", str(tmp_path / "lm.md")]) == 0

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from rate.plots import plt, save_figure
-from eval.reports.common import (check_run_names, generated_from, machines, over_seeds, read_report_rows, report_parser,
+from eval.reports.common import (check_columns_agree, check_run_names, generated_from, machines, over_seeds, read_report_rows, report_parser,
                                  write_report)
 
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
@@ -208,7 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = read_report_rows(parser, args, ("train.steps", "params", "train.batch_size", "model.d_model",
                                            "model.n_layers"),
                             integers=("train.seed", "segment_len", "segments"))
-    check_run_names(parser, args.csv, rows, 4, "TASK/MODEL/segN/seedS", [*MODELS, *ABLATIONS])
+    check_run_names(parser, args.csv, rows, 4, "TASK/MODEL/segN/seedS", [*MODELS, *ABLATIONS],
+                    pattern=r"[^/]+/[^/]+/seg\d+/seed\d+")
+    for column in ("eval_samples", "train.eval_samples"):  # (either may be empty: sample_counts)
+        odd = [r for r in rows if (r.get(column) or "").strip() and not r[column].strip().isdigit()]
+        if odd:
+            parser.error(f"{args.csv}: row {odd[0]['run']!r}, column {column}: {odd[0][column]!r} is not a whole number")
     unknown = sorted({r["run"].split("/")[0] for r in rows} - set(TASK_ORDER))
     if unknown:  # (the page has a section per known task: it would drop the rows of another)
         parser.error(f"{args.csv}: rows of tasks this page has no section for: {', '.join(unknown)} "
@@ -217,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     if unmeasured:  # (its task's metric: answer_acc for sqeq, gen_token_acc for the others)
         parser.error(f"{args.csv}: row {unmeasured[0]!r} has no {metric_of(unmeasured[0].split('/')[0])}, which "
                      "this page reads")
+    for task in {r["run"].split("/")[0] for r in rows}:  # (each task's section states these once)
+        check_columns_agree(parser, args.csv, [r for r in rows if r["run"].startswith(task + "/")],
+                            ("train.steps", "train.batch_size", "model.d_model", "model.n_layers"), f"{task}'s")
     plot_path = args.out.with_suffix(".png")
     text = render(rows, plot_path.name, args.csv)  # (before the plot: a page refused here leaves the old plot)
     plot(collect(rows)[0], plot_path)

