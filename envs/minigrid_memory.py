@@ -67,11 +67,14 @@ REWARDS = ("timed", "success")
 
 class MiniGridMemoryEnv(gym.ObservationWrapper):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    # The keyword that sets the episode's length (5 x size steps): what evaluation sweeps
+    # (rate.rl.from_dataset; configs/minigrid's eval.length_kwarg).
+    length_keywords = ("size",)
 
     def __init__(self, size: int = 13, view_size: int = 3, observation: str = "symbolic", tile_size: int = 28,
                  max_steps: int | None = None, random_length: bool = False, reward: str = "timed",
                  render_mode: str | None = None):
-        if size < 9 or size % 2 == 0:
+        if whole_number(size, "size") < 9 or size % 2 == 0:
             raise ValueError(f"size must be odd and >= 9, got {size}")
         if view_size < 3 or view_size % 2 == 0:
             raise ValueError(f"view_size must be odd and >= 3, got {view_size}")

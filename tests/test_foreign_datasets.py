@@ -1169,3 +1169,25 @@ def test_an_eval_section_that_is_not_a_mapping_is_one_error(datasets, tmp_path):
     (tmp_path / "empty_eval.yaml").write_text("eval:\n  # episodes: 5\n")
     with pytest.raises(ConfigError, match=r"empty_eval.yaml on tests/pendulum-random-v0: eval: expected a mapping"):
         config_for_dataset("tests/pendulum-random-v0", config=tmp_path / "empty_eval.yaml")
+
+
+def test_the_swept_length_is_the_keyword_the_environment_names_though_its_data_records_another():
+    """T-Maze data records corridor_length (the generator's env), MiniGrid data its grid size: a
+    run config made from either sweeps the environment's own length keyword, so T = 30 plays a
+    28-cell corridor (under max_episode_steps, the inference before, it played the recorded
+    88-cell corridor cut off at 30 steps, and T = 900 played T = 90)."""
+    from gymnasium.envs.registration import EnvSpec
+
+    from rate.data.env_plugins import load_env_plugins
+    from rate.rl.experiment import EvalConfig, make_eval_env
+    from rate.rl.from_dataset import eval_env_from_spec
+
+    load_env_plugins()
+    tmaze = eval_env_from_spec(EnvSpec("rate/TMaze-v0", entry_point="rate_envs.tmaze:TMazeEnv",
+                                       kwargs={"corridor_length": 88}, max_episode_steps=None))
+    assert tmaze["length_kwarg"] == "episode_length" and tmaze["env_kwargs"] == {"corridor_length": 88}
+    ev = EvalConfig(env_id="rate/TMaze-v0", length_kwarg=tmaze["length_kwarg"], env_kwargs=tmaze["env_kwargs"])
+    assert make_eval_env(ev, 30).unwrapped.corridor_length == 28
+    grid = eval_env_from_spec(EnvSpec("rate/MiniGridMemory-v0", entry_point="rate_envs.minigrid_memory:MiniGridMemoryEnv",
+                                      kwargs={"size": 13}, max_episode_steps=None))
+    assert grid["length_kwarg"] == "size"

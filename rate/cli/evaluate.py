@@ -10,7 +10,8 @@ its wrappers and reference returns default to the run's (``eval.*``).  --env-kwa
 keyword the environment is made with (the value read as YAML), over the run's own keywords, or
 over none in another environment: e.g. a ViZDoom-Two-Colors policy with the pillar shown all
 episode, ``--env-kwarg pillar_steps=2100``.  --lengths sets the keyword --length-kwarg names
-(default: the run's ``eval.length_kwarg``, ``episode_length`` for this project's tasks), e.g.
+(default: the run's ``eval.length_kwarg``: ``episode_length`` for this project's tasks but
+MiniGrid-Memory, ``size`` there), e.g.
 another task's time limit: ``--env CartPole-v1 --lengths 1000 --length-kwarg max_episode_steps``.
 A checkpoint_best/ evaluated on the run's own seeds gets a note: it was selected on them.
 --out writes the table as JSON (and, unless --no-plot, a plot of success against length beside

@@ -235,7 +235,7 @@ def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
         return []
     recorded = env_spec.kwargs or {}
     swept = {ev.length_kwarg}
-    aliases = set(getattr(_entry_point(ev.env_id), "length_keywords", ()))
+    aliases = set(getattr(entry_point_of(ev.env_id), "length_keywords", ()))
     if ev.length_kwarg in aliases and ev.lengths:  # (then the final evaluation's lengths are given too)
         swept |= aliases  # every evaluation passes a length: none runs at the default corridor
     given = [f"{key}={recorded[key]!r} (evaluated with {key}={value!r})" for key, value in sorted(ev.env_kwargs.items())
@@ -247,7 +247,7 @@ def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
     return given + omitted
 
 
-def _entry_point(env_id: str) -> Any:
+def entry_point_of(env_id: str) -> Any:
     """The callable ``gym.make(env_id)`` builds the environment with (its class, mostly); None for
     an id not registered here."""
     from gymnasium.envs.registration import load_env_creator
@@ -265,7 +265,7 @@ def default_env_kwargs(env_id: str) -> dict[str, Any]:
     registration's, over the entry point's keyword defaults; {} for an id not registered here."""
     import inspect
 
-    creator = _entry_point(env_id)
+    creator = entry_point_of(env_id)
     try:
         parameters = inspect.signature(creator).parameters.values()
     except (TypeError, ValueError):  # (None, or a callable without a signature)

@@ -303,9 +303,15 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
                       "change observations, actions or rewards, the model is evaluated on other inputs than it was "
                       "trained on; set eval.env_wrappers or eval.env_id to an environment registered with them",
                       stacklevel=2)
-    # What --lengths / eval.lengths set: the environment's own episode length where it takes one
-    # (the project's tasks record it), else the time limit, a keyword gym.make takes for any id.
-    length_kwarg = "episode_length" if "episode_length" in kwargs else "max_episode_steps"
+    # What --lengths / eval.lengths set: the keyword the environment names first among its
+    # length_keywords (T-Maze: episode_length, although its data records corridor_length; MiniGrid:
+    # size), else an episode_length it was recorded with, else the time limit, a keyword gym.make
+    # takes for any id.
+    from rate.rl.experiment import entry_point_of
+
+    declared = getattr(entry_point_of(env_id), "length_keywords", ())
+    length_kwarg = (declared[0] if declared else "episode_length" if "episode_length" in kwargs
+                    else "max_episode_steps")
     return {"env_id": env_id, "env_kwargs": kwargs, "length_kwarg": length_kwarg, "env_wrappers": recorded}
 
 
