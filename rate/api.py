@@ -87,10 +87,12 @@ class Policy:
         self._n, self._first, self._target_pending = n_envs, True, False
         self._backend.reset(n_envs, self.target_return)
 
-    def make_env(self, length: int | None = None, env_id: str | None = None, **env_kwargs):
+    def make_env(self, length: int | None = None, env_id: str | None = None, length_kwarg: str | None = None,
+                 **env_kwargs):
         """One environment as :func:`evaluate` plays it: the run's ``eval.env_id`` (or ``env_id``)
         with the run's keywords (in its own environment; ``env_kwargs`` over them), at ``length``
-        (the run's ``eval.length_kwarg``; None: its own), inside the wrappers the data was recorded
+        (set through ``length_kwarg``, by default the run's ``eval.length_kwarg``, e.g.
+        ``"max_episode_steps"`` for another environment's time limit; None: its own), inside the wrappers the data was recorded
         through (``eval.env_wrappers``, in the run's own environment) and the run's ``eval.wrappers``,
         so that observations and actions are the ones the policy was trained on (Dict observations
         flattened as in training, actions rescaled to the environment's bounds).  Checked as
@@ -99,7 +101,7 @@ class Policy:
         ``env_kwargs`` that ``length`` would replace."""
         from rate.rl.experiment import make_checked_eval_env
 
-        ev, _ = _checked_evaluation(self, env_id, None, env_kwargs, None if length is None else [length])
+        ev, _ = _checked_evaluation(self, env_id, length_kwarg, env_kwargs, None if length is None else [length])
         return make_checked_eval_env(ev, length)
 
     def act(self, obs, reward=None, done=None):
@@ -313,7 +315,9 @@ def train(config=None, overrides: Sequence[str] | str | dict[str, Any] = (), out
     already holds a run is refused unless ``resume`` (continue it exactly) or ``overwrite``
     (replace it once the new run's first checkpoint is complete).  It gets the last checkpoint,
     ``checkpoint_best/`` (where the run evaluates), the training state and TensorBoard logs.
-    Bad input raises rate.config.ConfigError, rate.data.episodes.DatasetError or CheckpointError."""
+    Bad input raises rate.config.ConfigError, rate.data.episodes.DatasetError or CheckpointError;
+    arguments that do not go together (``dataset`` with a config object, ``model`` without a
+    dataset, nothing to train from) raise ValueError."""
     from rate.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
     from rate.rl.experiment import RATEExperimentConfig
     from rate.rl.trainer import train as train_rate
@@ -458,7 +462,8 @@ def _checked_evaluation(policy: Policy, env_id: str | None, length_kwarg: str | 
     if ev.length_kwarg in (env_kwargs or {}) and lengths != [None]:  # (the lengths would replace it unseen)
         value = env_kwargs[ev.length_kwarg]
         raise ValueError(f"env_kwargs sets {ev.length_kwarg}={value!r}, which each length of {lengths} replaces: "
-                         f"evaluate at it with lengths=[{value}] (rate-eval --lengths {value})")
+                         f"give {value} as the length instead (evaluate: lengths=[{value}], rate-eval --lengths "
+                         f"{value}; make_env({value})), or leave it out of env_kwargs")
     try:
         model = from_dict(RATEConfig, policy.run_config.get("model", {}))
     except ConfigError:  # an older run config: the environments are made, their spaces not compared

@@ -481,8 +481,8 @@ def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkey
     assert played == [([5, 9], 3, 7, mine), ([None], 2, 0, mine), ([None], 3, 7, {}),
                       ([5, 9], 3, 7, {**mine, "noise": 0.0})]
     # The swept keyword given as an environment keyword would be replaced by every length unseen.
-    with pytest.raises(ValueError, match=r"sets episode_length=8, which each length of \[5, 9\] replaces: evaluate "
-                                         r"at it with lengths=\[8\]"):
+    with pytest.raises(ValueError, match=r"sets episode_length=8, which each length of \[5, 9\] replaces: give 8 as "
+                                         r"the length instead \(evaluate: lengths=\[8\]"):
         rate.evaluate(policy, env_kwargs={"episode_length": 8})
     rate.evaluate(policy, env_kwargs={"episode_length": 8}, lengths=[])  # at the environment's own: it is the length
     assert played[-1] == ([None], 3, 7, {**mine, "episode_length": 8})
@@ -786,6 +786,10 @@ def test_make_env_checks_what_evaluate_checks(tmp_path):
     with pytest.raises(ConfigError, match=r"'CartPole-v1' with {} gives action space Discrete\(2\)"):
         policy.make_env(env_id="CartPole-v1")
     policy.make_env(12).close()
+    # Another environment's length through its own keyword (the run's, episode_length, it lacks).
+    with pytest.raises(ConfigError, match=r"cannot make 'rate/TMaze-v0' with {'no_such_keyword': 12}"):
+        policy.make_env(12, env_id="rate/TMaze-v0", length_kwarg="no_such_keyword")
+    assert policy.make_env(12, env_id="rate/TMaze-v0", length_kwarg="corridor_length").unwrapped.corridor_length == 12
 
 
 def test_exported_policies_take_the_cpu_however_it_is_written(tmp_path, monkeypatch):
