@@ -74,12 +74,6 @@ def test_main_writes_markdown_and_plot(tmp_path):
     assert "enwik8" in text and (tmp_path / "lm.png").stat().st_size > 0
 
 
-def test_full_bptt_counts_as_the_deepest_depth():
-    text = checked(paper_like(rmt_m5_bptt2=None, **{"rmt-m5-full": (5, 0, -1, [1.79] * 2)}))  # depth -1 instead of 2
-    assert "depth full 1.790 against depth 0" in text[1]
-    assert "depth 0 1.980 -> depth 1 1.850 -> depth full 1.790" in text[2] and ": holds" in text[2]
-
-
 def test_deeper_bptt_needs_every_extra_depth_beyond_the_seed_spread():
     """The mean falling is not enough (the rule of claims 2 and 4): depth 1 -> 2 inside the two
     rows' seed spreads makes claim 3 not hold."""
@@ -126,7 +120,9 @@ def test_blank_or_odd_cells_the_page_computes_with_are_one_error_before_anything
     (tmp_path / "lm.png").write_bytes(b"old plot")
     for column, value, message in (("test_bpc", "", "has no test_bpc"), ("valid_bpc", "", "has no valid_bpc"),
                                    ("model.num_mem_tokens", "abc", "column model.num_mem_tokens: 'abc' is not a whole"),
-                                   ("tokens_seen", "", "has no tokens_seen")):
+                                   ("tokens_seen", "", "has no tokens_seen"),
+                                   # (full BPTT, -1, is no depth stream training runs: the claims order depths)
+                                   ("model.bptt_depth", "-1", "column model.bptt_depth: -1 is no BPTT depth")):
         rows = [{**r, column: value} if i == 1 else r for i, r in enumerate(paper_like())]
         path = tmp_path / "lm.csv"
         write_csv(path, rows)

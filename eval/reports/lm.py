@@ -273,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
                             filled=("test_bpc", "valid_bpc"),
                             integers=("model.num_mem_tokens", "model.mem_len", "model.bptt_depth", "tokens_seen"))
     check_columns_agree(parser, args.csv, rows, BACKBONE_COLUMNS)
+    negative = [r for r in rows if int(r["model.bptt_depth"]) < 0]
+    if negative:  # (the claims order depths; stream training refuses full BPTT, -1)
+        parser.error(f"{args.csv}: row {negative[0]['run']!r}, column model.bptt_depth: {negative[0]['model.bptt_depth']} "
+                     "is no BPTT depth of stream training (0, 1, 2, ...)")
     plot_path = args.out.with_suffix(".png")
     text = render(rows, plot_path.name, args.csv)  # (before the plot: a page refused here leaves the old plot)
     plot(collect(rows), plot_path)
