@@ -27,6 +27,20 @@ torch.set_num_threads(1)
 rate.training._THREADS_SET = True
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _minari_root(tmp_path_factory):
+    """No test reads or writes the user's Minari datasets (~/.minari/datasets): the session has
+    a root of its own, under which a test that needs another sets MINARI_DATASETS_PATH itself
+    (subprocesses inherit it)."""
+    before = os.environ.get("MINARI_DATASETS_PATH")
+    os.environ["MINARI_DATASETS_PATH"] = str(tmp_path_factory.mktemp("minari-session"))
+    yield
+    if before is None:
+        os.environ.pop("MINARI_DATASETS_PATH", None)
+    else:
+        os.environ["MINARI_DATASETS_PATH"] = before
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     yield

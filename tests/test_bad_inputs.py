@@ -732,6 +732,28 @@ def test_a_new_run_that_fails_before_its_first_checkpoint_leaves_nothing(capsys,
     assert (out / "model.safetensors").is_file()
 
 
+def test_the_best_checkpoint_is_the_first_highest_score_also_across_a_resume(tmp_path, monkeypatch):
+    """Evaluations scripted to score 0.5, 0.9, 0.7, 0.9 at steps 2-8: checkpoint_best holds step 4
+    (a better score replaces it, an equal one does not); resumed to 12 steps with 0.8 and 0.85,
+    it still does (the resumed run reads the best score back)."""
+    import rate.rl.trainer as trainer
+
+    scores = [0.5, 0.9, 0.7, 0.9]
+    monkeypatch.setattr(trainer, "evaluate_lengths", lambda model, cfg, *a, **k: {
+        12: {"success": scores.pop(0), "success_std": 0.0, "return": 0.0, "return_std": 0.0}})
+
+    def best() -> tuple[int, float]:
+        extra = yaml.safe_load((tmp_path / "run" / "checkpoint_best" / "config.json").read_text())["extra"]
+        return extra["step"], extra["score"]
+
+    changes = {"train.eval_every": 2, "eval.episodes": 1, "eval.lengths": [12]}
+    train(tiny(**changes, **{"train.steps": 8}), tmp_path / "run", progress=False)
+    assert not scores and best() == (4, 0.9)
+    scores += [0.8, 0.85]
+    train(tiny(**changes, **{"train.steps": 12}), tmp_path / "run", resume=True, progress=False)
+    assert not scores and best() == (4, 0.9)
+
+
 def test_best_checkpoint_and_snapshots(tmp_path):
     from rate.rl.trainer import selection_score
 

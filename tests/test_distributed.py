@@ -55,3 +55,24 @@ def test_a_batch_that_does_not_split_is_refused(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
     assert "does not split over 2 processes" in done.stderr
+
+
+def test_the_loss_each_rank_backpropagates_averages_to_the_global_mean(monkeypatch):
+    """DDP averages the ranks' gradients, so each rank backpropagates world x its share of the
+    global sum: two ranks with means 2.0 over 3 steps and 5.0 over 1 step average to 11 / 4 (the
+    mean over all 4 steps), not to the mean of means, 3.5; a rank without valid steps (NaN mean)
+    contributes 0.  The all-reduce is replaced by the sums two ranks would reach."""
+    from rate.distributed import Group
+
+    sums = []
+    monkeypatch.setattr(Group, "total", lambda self, value: torch.tensor(sums.pop(0)))
+    group = Group(rank=0, world=2)
+    sums += [4.0, 2.75]
+    first, logged = group.scale_loss(torch.tensor(2.0), torch.tensor(3))
+    sums += [4.0, 2.75]
+    second, _ = group.scale_loss(torch.tensor(5.0), torch.tensor(1))
+    assert (first.item(), second.item()) == pytest.approx((3.0, 2.5))
+    assert (first.item() + second.item()) / 2 == pytest.approx(11 / 4) and logged == pytest.approx(11 / 4)
+    sums += [4.0, 0.0]
+    empty, _ = group.scale_loss(torch.tensor(float("nan")), torch.tensor(0))
+    assert empty.item() == 0.0

@@ -670,7 +670,7 @@ def test_placeholder_wide_and_integer_action_bounds(datasets):
         _rescale_actions(gym.make("CartPole-v1"))
 
 
-def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
+def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf(tmp_path, monkeypatch):
     from rate.data.episodes import Episode, validate_episodes
 
     big = Episode(np.array([[0.0], [1e39]]), np.zeros(2, np.int64), np.zeros(2))  # finite in float64
@@ -681,6 +681,7 @@ def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
     # were reported as "NaN or inf", which the file does not hold).
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))  # (the datasets it writes are its own)
     box = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
     rewards = np.array([1.0, 1e39])  # finite in float64
     minari.create_dataset_from_buffers("tests/huge-reward-v0", [EpisodeBuffer(
@@ -691,12 +692,13 @@ def test_float64_values_beyond_float32_are_refused_before_they_turn_into_inf():
         load_minari_episodes("tests/huge-reward-v0")
 
 
-def test_data_minari_cannot_decode_and_nan_actions_are_named():
+def test_data_minari_cannot_decode_and_nan_actions_are_named(tmp_path, monkeypatch):
     """A Tuple space stored as one array (Minari writes it, then cannot decode it, asserting with no
     message) is named with a reason, not "cannot be read: " and nothing; a NaN action is refused
     as NaN, not first reported as clipped to the bounds."""
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     ends = {"terminations": [False, False, True], "truncations": [False, False, False]}
     pair = gym.spaces.Tuple((gym.spaces.Discrete(3), gym.spaces.Discrete(2)))
     minari.create_dataset_from_buffers("tests/one-array-tuple-v0", [EpisodeBuffer(

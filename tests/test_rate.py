@@ -153,6 +153,29 @@ def test_action_is_predicted_from_the_observation_without_seeing_itself():
     assert not torch.allclose(out[:, 5], out2[:, 5])  # and visible from step 5 on
 
 
+def test_the_output_at_a_step_depends_on_its_return_to_go_and_earlier_outputs_do_not():
+    """R_t is read at step t (the return conditioning), causally: the outputs before t do not move."""
+    model = small_rate()
+    obs, actions, rtg, valid = batch()
+    out, _ = model(obs, actions, rtg, valid)
+    changed = rtg.clone()
+    changed[:, 4] += 1.0
+    out2, _ = model(obs, actions, changed, valid)
+    torch.testing.assert_close(out[:, :4], out2[:, :4])
+    assert not torch.allclose(out[:, 4], out2[:, 4])
+
+
+def test_the_encoder_scales_then_standardises_observations():
+    """obs_scale, then (x - mean) / std with the dataset's statistics, is what reaches the network."""
+    cfg = RATEConfig(backbone=RMTConfig(d_model=16, n_heads=2, d_head=8), obs_shape=[3], normalize_obs=True,
+                     obs_scale=0.5)
+    encoders = RATEModel(cfg).encoders
+    mean, std = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([2.0, 0.5, 4.0])
+    encoders.set_obs_stats(mean, std)
+    x = torch.randn(2, 5, 3)
+    torch.testing.assert_close(encoders.embed_obs(x), encoders.obs_enc((x * 0.5 - mean) / std))
+
+
 def test_loss_is_the_mean_over_the_valid_steps_only():
     """Discrete: the mean negative log-likelihood of the valid steps' actions; continuous: their
     mean squared error.  Padded steps' actions change nothing, a valid step's action does."""

@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -57,6 +58,47 @@ def test_official_mode_leaves_the_valve_untrained(tmp_path, mode, valve_trained)
     after = {k: v for k, v in model.state_dict().items() if "memory_update" in k}
     changed = any(not torch.equal(before[k], after[k]) for k in before)
     assert changed == valve_trained
+
+
+@pytest.mark.parametrize("mode, steps", [("bptt", [0, 1]), ("official", [0, 0, 0, 1, 1, 1])])
+def test_official_mode_steps_the_optimiser_once_per_segment(tmp_path, monkeypatch, mode, steps):
+    """2 batches of N = 3 segments: one optimiser step per batch with full BPTT, one per segment in
+    the official mode (the reference code's)."""
+    from rate.training import TrainingLoop
+
+    calls, optimise = [], TrainingLoop.optimise
+    monkeypatch.setattr(TrainingLoop, "optimise", lambda loop, loss: calls.append(loop.step) or optimise(loop, loss))
+    train(tiny(**{"training_mode": mode, "train.steps": 2, "train.eval_every": 2, "eval.episodes": 0}),
+          tmp_path / "run", progress=False)
+    assert calls == steps
+
+
+def test_training_windows_scale_returns_to_go_as_the_policy_does(tmp_path, monkeypatch):
+    """model.rtg_scale 7: every return-to-go the network trains on is the window's divided by 7
+    (T-Maze episodes return 1: 1/7 at every valid step but after a failure's 0), as the streaming
+    policy divides its target (tests/test_rate.py)."""
+    import rate.rl.trainer as trainer
+
+    seen, train_step = [], trainer.train_step
+    monkeypatch.setattr(trainer, "train_step", lambda net, model, cfg, batch, *a, **k:
+                        seen.append(batch["rtg"][batch["valid"]]) or train_step(net, model, cfg, batch, *a, **k))
+    train(tiny(**{"model.rtg_scale": 7.0, "train.steps": 2, "train.eval_every": 2, "eval.episodes": 0}),
+          tmp_path / "run", progress=False)
+    values = torch.cat(seen)
+    assert values.max().item() == pytest.approx(1 / 7)
+    assert (torch.isclose(values, torch.tensor(1 / 7)) | (values == 0)).all()
+
+
+def test_an_epoch_of_batches_draws_every_window_at_most_once_then_reshuffles():
+    from rate.rl.trainer import batch_items
+
+    n, b, per_epoch = 103, 10, 10
+    epochs = [np.concatenate([batch_items(n, b, 3, epoch * per_epoch + k) for k in range(per_epoch)])
+              for epoch in range(2)]
+    assert all(len(set(drawn.tolist())) == per_epoch * b for drawn in epochs)  # (3 windows left out per epoch)
+    assert not np.array_equal(epochs[0], epochs[1])
+    assert np.array_equal(batch_items(n, b, 3, 5), batch_items(n, b, 3, 5))  # seeded: resume draws the same
+    assert not np.array_equal(batch_items(n, b, 3, 5), batch_items(n, b, 4, 5))
 
 
 def test_dataset_that_does_not_match_the_config_is_refused(tmp_path):
