@@ -457,6 +457,9 @@ def test_gpu_benchmark_runs_its_code_on_the_cpu_and_refuses_without_cuda(tmp_pat
 
     # fp32 and bf16 eager over the rounds: median (min-max), bf16 also against fp32
     assert re.search(r"\| 2 \| \d+ \(\d+-\d+\) \| \d+ \(\d+-\d+\), \d\.\d\dx \|", text), text
+    # the rollout's ordinary and closing step and steps/s over the rounds: median (min-max)
+    assert re.search(r"\| 2 \| [\d.]+ \([\d.]+-[\d.]+\) \| [\d.]+ \([\d.]+-[\d.]+\) \| \d+ \(\d+-\d+\) \|$", text,
+                     re.MULTILINE), text
     if not torch.cuda.is_available():
         assert gpu.main(["--out", str(tmp_path / "none.md")]) == 2
         assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "none.md").exists()

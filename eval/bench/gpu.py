@@ -29,7 +29,7 @@ import torch
 from eval.bench.precision import run_one as train_variants
 from eval.bench.rate_training import SIZES
 from eval.bench.rollout import REFERENCE_SIZE, step_latencies, tmaze_model
-from eval.bench.throughput import bench_command, run_children
+from eval.bench.throughput import bench_command, run_children, spread
 from rate.cli.records import machine_info
 from rate.cli.run import error_exit, unwritable
 from rate.training import positive_float, positive_int
@@ -39,7 +39,7 @@ from rate.rl.policy import StreamingPolicy
 VARIANTS = ("fp32", "bf16", "fp32_compiled", "bf16_compiled")
 
 
-ROUNDS = 3  # rounds of the training variants in each child (the page's min-max is over them)
+ROUNDS = 3  # rounds of the training variants in each child, and of the rollout (the page's min-max is over them)
 
 
 def train_child(size_name: str, batch: int, seconds: float, device: str, compiled: bool) -> dict:
@@ -50,7 +50,8 @@ def train_child(size_name: str, batch: int, seconds: float, device: str, compile
 
 
 def rollout_rows(size_name: str, batches: list[int], device: str) -> list[str]:
-    """Steps/s of the streaming policy at each batch (the model of ``size_name``'s shape)."""
+    """Steps/s of the streaming policy at each batch (the model of ``size_name``'s shape), ROUNDS
+    rounds of two whole segment cycles each: medians (min-max) over the rounds."""
     size = next(s for s in SIZES if s.name == size_name)
     extra = REFERENCE_SIZE if size_name == "reference-script" else []
     model = tmaze_model(size.K, size.mem, extra).to(device)
@@ -58,10 +59,11 @@ def rollout_rows(size_name: str, batches: list[int], device: str) -> list[str]:
     for batch in batches:
         # Untimed first: the first steps on a GPU pay CUDA's start-up and kernel selection.
         step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch, steps=size.K + 1)
-        stats, _ = step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch, steps=2 * size.K + 1,
-                                  segment_steps=size.K)
-        s = stats["stream"]
-        rows.append(f"| {batch} | {s['ordinary'] * 1e3:.2f} | {s['closing'] * 1e3:.2f} | {batch / s['mean']:.0f} |")
+        rounds = [step_latencies({"stream": StreamingPolicy(model, 1.0)}, batch, steps=2 * size.K + 1,
+                                 segment_steps=size.K)[0]["stream"] for _ in range(ROUNDS)]
+        rows.append(f"| {batch} | {spread([s['ordinary'] * 1e3 for s in rounds], '.2f')} | "
+                    f"{spread([s['closing'] * 1e3 for s in rounds], '.2f')} | "
+                    f"{spread([batch / s['mean'] for s in rounds], '.0f')} |")
     return rows
 
 
@@ -117,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         firsts = " / ".join(f"{r[k + '_first_s']:.1f}" if k + "_s" in r else "-" for k in VARIANTS)
         lines.append(f"| {r['batch']} | {rate('fp32')} | " + " | ".join(cells) + f" | {firsts} |")
     lines += ["", "Streaming rollout (fp32, eager): median ms of an ordinary step and of a segment-closing "
-              "step, and steps/s = batch / mean step time over two whole segment cycles.", "",
+              f"step, and steps/s = batch / mean step time, over two whole segment cycles; {ROUNDS} rounds: "
+              "medians (min-max).", "",
               "| batch | ordinary step ms | closing step ms | steps/s |", "|---|---|---|---|", *rollout, ""]
     text = "\n".join(lines)
     atomic_write_text(args.out, text)
