@@ -118,3 +118,22 @@ def test_main_job_refuses_lengths_below_the_shortest_maze_before_training(tmp_pa
         main(["--lengths", "30", "2", "--out", str(tmp_path / "run"), "--report", str(tmp_path / "quick.md")])
     assert exit_.value.code == 2 and "must be at least 3 (the shortest T-Maze), got 2" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_main_job_refuses_another_tasks_config_before_building_anything(tmp_path, capsys, monkeypatch):
+    """An AAR config whose dataset is missing: it built T-Maze oracle episodes under the AAR id
+    (every later AAR sweep then failed on them); a T-Maze dataset of another horizon than the
+    window is refused also when it exists (the page would call its lengths within the horizon)."""
+    import minari
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    out = ["--out", str(tmp_path / "run"), "--report", str(tmp_path / "quick.md")]
+    assert main(["--config", "configs/aar/rate.yaml", *out]) == 2
+    err = capsys.readouterr().err
+    assert "this job trains on the project's T-Maze oracle data" in err and "rate-train" in one_error_line(err)
+    assert minari.list_local_datasets() == {} and not (tmp_path / "quick.md").exists()
+    from rate_envs.tmaze_data import generate_tmaze_dataset
+
+    generate_tmaze_dataset(horizon=90, episodes=4, seed=0)  # the shipped config's id, present
+    assert main(["model.num_segments=1", *out]) == 2  # (a window of 10 steps)
+    assert "names oracle episodes of another horizon than this config's window of 10" in capsys.readouterr().err

@@ -13,9 +13,10 @@
 #   (the issue-24 mixture dataset is generated there first, as configs/minigrid/sweep.yaml says)
 #   device run, carry [".whl"]:                             bash train/gpu_jobs.sh algorithmic --only sqeq
 # Arguments after the job's name go to train.sweep (e.g. --only PREFIX).
-# Runs the sweep's missing rows (configs/popgym/sweep.yaml: 120 runs, of which the rows still missing are RATE and DT on
-# the two Medium tasks;
-# configs/lm/sweep.yaml: the LM grid; configs/vizdoom/sweep.yaml: RATE, DT, BC-GRU) with JOBS trainers at once on the GPU, for at most SECONDS
+# Runs the sweep's missing rows (configs/popgym/sweep.yaml: 120 runs, all in results/popgym.csv since 2026-12-07;
+# configs/lm/sweep.yaml: the LM grid; configs/vizdoom/sweep.yaml: RATE, DT, BC-GRU, whose dt_5k rows need the
+# 5000-episode dataset, which this job does not make: generate it first, as the sweep file's header says, or
+# pass --only to leave them out) with JOBS trainers at once on the GPU, for at most SECONDS
 # (default 540, inside the device tool's 10 minutes), then copies the results CSV to $OUT, also
 # when the time limit stopped the sweep: copy it over the repository's and call again to go on
 # (the sweep skips the rows its CSV holds).  DEVICE=cpu runs the same on the CPU (a rehearsal).

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if (step + 1) % 1000 == 0:
+        if (step + 1) % 1000 == 0 or step + 1 == args.steps:  # (and the final state, whatever the count)
             with torch.no_grad():
                 acc = (logits(test).argmax(-1) == test[:, -1]).float().mean().item()
             print(f"step {step + 1}: train loss {loss.item():.3f}, test accuracy {acc:.3f}", flush=True)

@@ -69,8 +69,9 @@ class TaskPage:
 TMAZE = TaskPage(
     "tmaze", "RATE and baselines on passive T-Maze", 90,
     "Every model is trained on corridors up to T = 90 (its K steps x N segments are in the table)",
-    "Paper (RATE, NeurIPS-25 Table 5, mean +- sem over 4 runs; their training lengths reach T = 900):",
-    # RATE paper (NeurIPS-25 Table 5; trained on T <= 900 there, mean +- sem over 4 runs).
+    "Paper (RATE, NeurIPS-25 Table 5, mean +- sem over 4 runs; segments of K x N = 50 x 3 = 150 steps by its "
+    "Table 8; the training lengths of this table are not stated, Figure 5's models are trained on T <= 900):",
+    # RATE paper (NeurIPS-25 Table 5, mean +- sem over 4 runs; K x N from its Table 8).
     {"RATE": {90: "1.00", 480: "0.90 +- 0.07", 900: "0.90 +- 0.07"}, "DT": {90: "1.00", 480: "0.50", 900: "0.50"}},
 )
 
