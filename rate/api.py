@@ -92,8 +92,9 @@ class Policy:
         """One environment as :func:`evaluate` plays it: the run's ``eval.env_id`` (or ``env_id``)
         with the run's keywords (in its own environment; ``env_kwargs`` over them), at ``length``
         (set through ``length_kwarg``, by default the run's ``eval.length_kwarg``, e.g.
-        ``"max_episode_steps"`` for another environment's time limit; None: its own), inside the wrappers the data was recorded
-        through (``eval.env_wrappers``, in the run's own environment) and the run's ``eval.wrappers``,
+        ``"max_episode_steps"`` for another environment's time limit; None: its own), inside the
+        wrappers the data was recorded through (``eval.env_wrappers``, in the run's own
+        environment) and the run's ``eval.wrappers``,
         so that observations and actions are the ones the policy was trained on (Dict observations
         flattened as in training, actions rescaled to the environment's bounds).  Checked as
         :func:`evaluate` checks: ConfigError (a ValueError) when the environment cannot be made
