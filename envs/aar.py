@@ -30,6 +30,7 @@ NOOP = 2
 
 class ActionAssociativeRetrievalEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    length_keywords = ("episode_length",)  # (what evaluation sweeps: rate.rl.from_dataset.length_kwarg_for)
 
     def __init__(self, episode_length: int = 90, render_mode: str | None = None):
         self.default_length = self.episode_length = _check_length(episode_length)

@@ -100,6 +100,7 @@ class MemoryMazeEnv(gym.Env, RecordConstructorArgs):
     reached so far this episode."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": int(CONTROL_FREQ)}
+    length_keywords = ("episode_length",)  # (what evaluation sweeps: rate.rl.from_dataset.length_kwarg_for)
 
     def __init__(self, size: int = 9, episode_length: int | None = None, render_mode: str | None = None):
         if size not in MAZES:

@@ -40,9 +40,10 @@ def corridor_length_of(corridor_length: Any, episode_length: Any = None) -> int:
 
 class TMazeEnv(gym.Env):
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
-    # Keywords that set the episode's length, the one evaluation sweeps first (a run config made
-    # from a dataset takes it: rate.rl.from_dataset); an evaluation that passes episode_length
-    # overrides the corridor_length a dataset was recorded with (rate.rl.experiment.eval_env_differences).
+    # Keywords that set the episode's length; the first is the one evaluation sweeps (a run config
+    # made from a dataset takes it: rate.rl.from_dataset.length_kwarg_for).  An evaluation that
+    # passes episode_length overrides the corridor_length a dataset was recorded with
+    # (rate.rl.experiment.eval_env_differences).
     length_keywords = ("episode_length", "corridor_length")
 
     def __init__(self, corridor_length: int = 10, render_mode: str | None = None, episode_length: int | None = None):

@@ -180,6 +180,7 @@ class ViZDoomTwoColorsEnv(gym.Env, RecordConstructorArgs):
     (:meth:`privileged_state`), never in an observation."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 35 // FRAME_SKIP}
+    length_keywords = ("episode_length",)  # (what evaluation sweeps: rate.rl.from_dataset.length_kwarg_for)
 
     def __init__(self, episode_length: int = 2100, pillar_steps: int = 45, render_mode: str | None = None):
         if episode_length < 1 or pillar_steps < 1:

@@ -91,8 +91,8 @@ class Policy:
                  **env_kwargs):
         """One environment as :func:`evaluate` plays it: the run's ``eval.env_id`` (or ``env_id``)
         with the run's keywords (in its own environment; ``env_kwargs`` over them), at ``length``
-        (set through ``length_kwarg``, by default the run's ``eval.length_kwarg``, e.g.
-        ``"max_episode_steps"`` for another environment's time limit; None: its own), inside the
+        (None: the environment's own; set through ``length_kwarg``, by default the run's
+        ``eval.length_kwarg``, e.g. ``"max_episode_steps"`` for another environment's time limit), inside the
         wrappers the data was recorded through (``eval.env_wrappers``, in the run's own
         environment) and the run's ``eval.wrappers``,
         so that observations and actions are the ones the policy was trained on (Dict observations

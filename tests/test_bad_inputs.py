@@ -886,7 +886,7 @@ def test_resume_may_change_how_the_run_computes_but_not_what():
 
 @pytest.mark.parametrize("module, option", [
     ("train.cache_probe", ["--seeds", "-1"]), ("train.cache_probe", ["--threads", "0"]),
-    ("train.cache_probe", ["--segment", "1300"]),  # (longer than a test stream's row: a traceback after training)
+    ("train.cache_probe", ["--segment", "1300"]),  # (longer than a test stream's row: a traceback before)
     ("train.retrieval_reference", ["--seed", "-1"]), ("train.retrieval_reference", ["--steps", "0"]),
     ("eval.vizdoom_cue", ["--seed", "-1"]), ("eval.vizdoom_cue", ["--lr", "inf"]),
     ("eval.vizdoom_cue", ["--epochs", "zero"]),

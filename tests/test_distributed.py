@@ -61,18 +61,20 @@ def test_the_loss_each_rank_backpropagates_averages_to_the_global_mean(monkeypat
     """DDP averages the ranks' gradients, so each rank backpropagates world x its share of the
     global sum: two ranks with means 2.0 over 3 steps and 5.0 over 1 step average to 11 / 4 (the
     mean over all 4 steps), not to the mean of means, 3.5; a rank without valid steps (NaN mean)
-    contributes 0.  The all-reduce is replaced by the sums two ranks would reach."""
+    contributes 0.  The all-reduce is replaced by adding what the other rank holds at that call (its
+    step count, then its share of the global sum)."""
     from rate.distributed import Group
 
-    sums = []
-    monkeypatch.setattr(Group, "total", lambda self, value: torch.tensor(sums.pop(0)))
+    other = []
+    monkeypatch.setattr(Group, "total", lambda self, value: value + other.pop(0))
     group = Group(rank=0, world=2)
-    sums += [4.0, 2.75]
+    other += [1.0, 5.0 * 1 / 4]  # rank B: 1 step; its share 5.0 x 1 / 4
     first, logged = group.scale_loss(torch.tensor(2.0), torch.tensor(3))
-    sums += [4.0, 2.75]
-    second, _ = group.scale_loss(torch.tensor(5.0), torch.tensor(1))
+    other += [3.0, 2.0 * 3 / 4]  # rank A, seen from B
+    second, logged_b = group.scale_loss(torch.tensor(5.0), torch.tensor(1))
     assert (first.item(), second.item()) == pytest.approx((3.0, 2.5))
-    assert (first.item() + second.item()) / 2 == pytest.approx(11 / 4) and logged == pytest.approx(11 / 4)
-    sums += [4.0, 0.0]
+    assert (first.item() + second.item()) / 2 == pytest.approx(11 / 4)
+    assert logged == logged_b == pytest.approx(11 / 4)  # (the logged mean: the shares' sum)
+    other += [4.0, 11 / 4]
     empty, _ = group.scale_loss(torch.tensor(float("nan")), torch.tensor(0))
     assert empty.item() == 0.0

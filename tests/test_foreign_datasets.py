@@ -1193,3 +1193,18 @@ def test_the_swept_length_is_the_keyword_the_environment_names_though_its_data_r
     grid = eval_env_from_spec(EnvSpec("rate/MiniGridMemory-v0", entry_point="rate_envs.minigrid_memory:MiniGridMemoryEnv",
                                       kwargs={"size": 13}, max_episode_steps=None))
     assert grid["length_kwarg"] == "size"
+
+
+def test_an_environment_the_user_names_brings_its_own_length_keyword(datasets):
+    """Another environment than the recorded one, or one named for data recorded without any:
+    its own length keyword (they took max_episode_steps, which plays T-Maze's default corridor
+    under a time limit), unless the user gives one."""
+    def swept(dataset: str, *overrides: str) -> str:
+        return config_for_dataset(dataset, "rate", overrides=[*TINY, *overrides]).eval.length_kwarg
+
+    assert swept("tests/cartpole-random-v0") == "max_episode_steps"  # (CartPole declares none)
+    assert swept("tests/cartpole-random-v0", "eval.env_id=rate/TMaze-v0") == "episode_length"
+    assert swept("tests/cartpole-random-v0", "eval.env_id=rate/MiniGridMemory-v0") == "size"
+    assert swept("tests/no-environment-v0", "eval.env_id=rate/TMaze-v0") == "episode_length"
+    assert swept("tests/no-environment-v0", "eval.env_id=rate/TMaze-v0",
+                 "eval.length_kwarg=corridor_length") == "corridor_length"

@@ -10,7 +10,7 @@ m = 15, K = 50 x N = 3; eval.bench.rate_training's "reference-script"), for each
   AdamW) four ways: fp32 and bf16 (torch.autocast) eager, and both compiled (torch.compile), each
   in its own child process (eval.bench.precision's step, synchronised after every step);
 * streaming rollout (rate.rl.policy.StreamingPolicy) steps/s over two whole segment cycles, the
-  closing steps timed apart (eval.bench.rollout's step_latencies).
+  closing steps timed apart (eval.bench.rollout's step_latencies), in ROUNDS rounds.
 
 The page names the GPU, torch and CUDA versions.  ``--device cpu`` runs the same code on the CPU
 (a smoke test of the script, e.g. with ``--size tmaze-cpu``): nothing here requires a GPU to import.

@@ -207,13 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = read_report_rows(parser, args, ("train.steps", "params", "train.batch_size", "model.d_model",
                                            "model.n_layers"),
-                            integers=("train.seed", "segment_len", "segments"))
+                            integers=("train.seed", "segment_len", "segments"),
+                            optional_integers=("eval_samples", "train.eval_samples"))  # (see sample_counts)
     check_run_names(parser, args.csv, rows, 4, "TASK/MODEL/segN/seedS", [*MODELS, *ABLATIONS],
                     pattern=r"[^/]+/[^/]+/seg\d+/seed\d+")
-    for column in ("eval_samples", "train.eval_samples"):  # (either may be empty: sample_counts)
-        odd = [r for r in rows if (r.get(column) or "").strip() and not r[column].strip().isdigit()]
-        if odd:
-            parser.error(f"{args.csv}: row {odd[0]['run']!r}, column {column}: {odd[0][column]!r} is not a whole number")
     unknown = sorted({r["run"].split("/")[0] for r in rows} - set(TASK_ORDER))
     if unknown:  # (the page has a section per known task: it would drop the rows of another)
         parser.error(f"{args.csv}: rows of tasks this page has no section for: {', '.join(unknown)} "
@@ -222,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     if unmeasured:  # (its task's metric: answer_acc for sqeq, gen_token_acc for the others)
         parser.error(f"{args.csv}: row {unmeasured[0]!r} has no {metric_of(unmeasured[0].split('/')[0])}, which "
                      "this page reads")
-    for task in {r["run"].split("/")[0] for r in rows}:  # (each task's section states these once)
+    for task in sorted({r["run"].split("/")[0] for r in rows}):  # (each task's section states these once)
         check_columns_agree(parser, args.csv, [r for r in rows if r["run"].startswith(task + "/")],
                             ("train.steps", "train.batch_size", "model.d_model", "model.n_layers"), f"{task}'s")
     plot_path = args.out.with_suffix(".png")

@@ -78,13 +78,15 @@ COMMON_COLUMNS = ("run", "train_seconds", "machine", "cpu_count", "torch_threads
 
 
 def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, columns: Collection[str] = (),
-                     datasets: str = "", filled: Collection[str] = (), integers: Collection[str] = ()) -> list[dict]:
+                     datasets: str = "", filled: Collection[str] = (), integers: Collection[str] = (),
+                     optional_integers: Collection[str] = ()) -> list[dict]:
     """The CSV rows of ``args.csv``, or the parser's one-line error (exit 2) when there are none,
     the file is not a results CSV of this project, a column the page reads (``COMMON_COLUMNS`` and
     ``columns``; in a name, ``*`` stands for a number and ``|`` separates alternatives, as in
     ``return|return_T*``) is missing, a row leaves ``train_seconds`` or a column of ``filled`` empty
     or holds anything but a whole number in a column of ``integers`` (both read by the page, and
-    checked as ``columns`` are), a row was trained on another
+    checked as ``columns`` are) or in a filled cell of ``optional_integers`` (columns older rows may
+    lack, or leave empty), a row was trained on another
     of the project's datasets than the page's ``datasets`` (an id prefix such as ``rate/tmaze/``;
     a user's own dataset ids are accepted), a result cell is not a finite number, or the page
     (``args.out``), its plot or its notes (``args.notes``) cannot be written or read: all checked
@@ -133,8 +135,9 @@ def read_report_rows(parser: argparse.ArgumentParser, args: argparse.Namespace, 
         empty = [r["run"] for r in rows if not (r[column] or "").strip()]
         if empty:  # (a row whose run did not record it: the page would stop at float(''))
             parser.error(f"{csv}: row {empty[0]!r} has no {column}, which this page reads")
-    for column in integers:
-        odd = [r for r in rows if not re.fullmatch(r"\s*-?\d+\s*", r[column])]
+    for column in (*integers, *optional_integers):
+        odd = [r for r in rows if (column in integers or (r.get(column) or "").strip())
+               and not re.fullmatch(r"\s*-?\d+\s*", r[column])]
         if odd:
             parser.error(f"{csv}: row {odd[0]['run']!r}, column {column}: {odd[0][column]!r} is not a whole number")
     foreign = [r for r in rows if datasets and r.get("dataset_id", "").startswith("rate/")

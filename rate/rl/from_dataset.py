@@ -222,13 +222,17 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
     the recorded one's keywords (a maze layout, its time limit), wrappers and reference scores are
     dropped; only those the user gave stay (``eval.env_kwargs.max_episode_steps=50`` alone is
     every keyword, not one merged into the recorded ones); D4RL's scores of the new id take their
-    place where it has some."""
+    place where it has some, and its own length keyword (:func:`length_kwarg_for`) that of the
+    recorded one unless the user gave one.  Data recorded without an environment takes the length
+    keyword of the id the user names."""
     from rate.data.env_plugins import same_environment
 
     if "env_id" not in inferred:  # data recorded without an environment: the user's id may have D4RL scores
         ref = d4rl_ref_scores(str(evaluation.get("env_id", "")))
         if ref and "ref_scores" not in given:
             evaluation["ref_scores"] = list(ref)
+        if "length_kwarg" not in given and evaluation.get("env_id"):
+            evaluation["length_kwarg"] = length_kwarg_for(str(evaluation["env_id"]), evaluation.get("env_kwargs") or {})
         return
     if same_environment(evaluation.get("env_id"), inferred["env_id"]):
         return
@@ -237,8 +241,8 @@ def _forget_other_environment(evaluation: dict[str, Any], inferred: dict[str, An
             evaluation[key] = given[key]
         else:
             evaluation.pop(key, None)
-    if "length_kwarg" not in given:
-        evaluation["length_kwarg"] = "max_episode_steps"  # (any id takes it; the recorded one's may not)
+    if "length_kwarg" not in given:  # (the new id's own, not the recorded one's)
+        evaluation["length_kwarg"] = length_kwarg_for(str(evaluation.get("env_id", "")), evaluation.get("env_kwargs") or {})
     if "ref_scores" not in given:
         evaluation.pop("ref_scores", None)
         ref = d4rl_ref_scores(str(evaluation.get("env_id", "")))
@@ -303,16 +307,19 @@ def eval_env_from_spec(spec) -> dict[str, Any]:
                       "change observations, actions or rewards, the model is evaluated on other inputs than it was "
                       "trained on; set eval.env_wrappers or eval.env_id to an environment registered with them",
                       stacklevel=2)
-    # What --lengths / eval.lengths set: the keyword the environment names first among its
-    # length_keywords (T-Maze: episode_length, although its data records corridor_length; MiniGrid:
-    # size), else an episode_length it was recorded with, else the time limit, a keyword gym.make
-    # takes for any id.
+    return {"env_id": env_id, "env_kwargs": kwargs, "length_kwarg": length_kwarg_for(env_id, kwargs),
+            "env_wrappers": recorded}
+
+
+def length_kwarg_for(env_id: str, env_kwargs: dict[str, Any]) -> str:
+    """What --lengths / eval.lengths set in ``env_id``: the first of the keywords its environment
+    declares as setting its length (``length_keywords``: T-Maze's episode_length, although its data
+    records corridor_length; MiniGrid-Memory's size), else an ``episode_length`` among
+    ``env_kwargs``, else the time limit, a keyword gym.make takes for any id."""
     from rate.rl.experiment import entry_point_of
 
-    declared = getattr(entry_point_of(env_id), "length_keywords", ())
-    length_kwarg = (declared[0] if declared else "episode_length" if "episode_length" in kwargs
-                    else "max_episode_steps")
-    return {"env_id": env_id, "env_kwargs": kwargs, "length_kwarg": length_kwarg, "env_wrappers": recorded}
+    declared = getattr(entry_point_of(env_id), "length_keywords", ()) if env_id else ()
+    return declared[0] if declared else "episode_length" if "episode_length" in env_kwargs else "max_episode_steps"
 
 
 def d4rl_ref_scores(env_id: str) -> tuple[float, float] | None:
