@@ -57,7 +57,7 @@ def test_a_window_policy_acts_and_evaluates_through_the_api_restarting_all_rows_
     np.testing.assert_array_equal(again, first)
     np.testing.assert_allclose(policy.last_output, first_output, atol=1e-6)
     result = rate.evaluate(path, lengths=[9], episodes=2)
-    assert set(result) == {9} and 0.0 <= result[9]["success"] <= 1.0
+    assert set(result) == {9} and result[9]["success"] in (0.0, 0.5, 1.0)  # (the mean over 2 episodes)
     assert rate.evaluate(path, lengths=[9], episodes=2) == result  # the same seeds: the same episodes
 
 
@@ -220,7 +220,7 @@ def test_evaluate_refuses_an_environment_that_does_not_fit_before_the_rollouts(t
     # A model section of an older version: the environment is still made, its spaces not compared.
     policy.run_config["model"] = {**policy.run_config["model"], "a_field_since_removed": 1}
     result = rate.evaluate(policy, lengths=[5], episodes=2)
-    assert set(result) == {5} and 0.0 <= result[5]["success"] <= 1.0
+    assert set(result) == {5} and result[5]["success"] in (0.0, 0.5, 1.0)  # (the mean over 2 episodes)
 
 
 def test_another_environment_gets_none_of_the_runs_keywords(tmp_path, monkeypatch):
