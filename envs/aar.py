@@ -94,6 +94,7 @@ def episode_oracle(rng: np.random.Generator):
 
 def _check_length(length: Any) -> int:
     """``length`` as an episode length: a whole number >= 2, else ValueError (9.5 would be cut to 9)."""
-    if whole_number(length, "episode_length") < 2:
+    length = whole_number(length, "episode_length")
+    if length < 2:
         raise ValueError(f"episode_length must be >= 2 (choose, then recall), got {length}")
-    return int(length)
+    return length

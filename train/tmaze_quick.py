@@ -84,7 +84,8 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
             raise CheckpointError(f"{args.out} holds files that are not a run's ({', '.join(others[:3])}): the main "
                                   "job replaces only its own run folder; choose another --out")
     horizon = cfg.model.window_steps
-    if not same_environment(cfg.eval.env_id, "rate/TMaze-v0") or not re.fullmatch(r"rate/tmaze/oracle-T\d+-v0", cfg.dataset_id):
+    if (not same_environment(cfg.eval.env_id, "rate/TMaze-v0")
+            or not re.fullmatch(r"rate/tmaze/oracle-T\d+-v0", cfg.dataset_id)):
         # (it would build T-Maze episodes under another task's id, or label another task's page T-Maze)
         raise ConfigError(f"this job trains on the project's T-Maze oracle data (dataset_id rate/tmaze/oracle-T<horizon>-v0, "
                           f"eval.env_id rate/TMaze-v0); {args.config} with its overrides has dataset_id {cfg.dataset_id} "

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'yes' if all(r['agree'] for r in runs) else 'NO'} |")
     text = "\n".join([
         "# Training attention with the positional scores as a bias", "",
-        generated_by("eval.bench.attention_forms", argv, info, args.threads) + " One layer's attention (the positional scores made "
+        generated_by("eval.bench.attention_forms", argv, info, args.threads)
+        + " One layer's attention (the positional scores made "
         "into a bias, the RMT segment mask, no cache; q, k and v projected from the layer input as the layer does), "
         f"forward and backward, median seconds over about {args.seconds:g} s of calls per form; {args.repeats} "
         "repeats, the forms' order reversed every other repeat: medians; each speed-up is the median of the "

@@ -220,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
              "side by side.")
     text = "\n".join([
         "# Small per-step costs of the streaming policy", "",
-        generated_by("eval.bench.decode_overheads", argv, info, args.threads) + f" Medians of {args.repeats} repeats (min-max).", "",
+        generated_by("eval.bench.decode_overheads", argv, info, args.threads)
+        + f" Medians of {args.repeats} repeats (min-max).", "",
         "## torch's softmax over the last dimension", "",
         "| scores shape | microseconds per call |", "|---|---|", *softmax_rows(args.batch, args.repeats), "",
         "## The T-Maze streaming policy's step", "",

@@ -206,7 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth_after = read_bandwidth()
     bandwidth = max(bandwidth_before, bandwidth_after)  # (the fastest reading: a floor no step beats)
     lines = ["# Where a streaming step's time goes", "",
-             generated_by("eval.bench.decode_profile", argv, info, args.threads) + " Step times: medians over the steps of "
+             generated_by("eval.bench.decode_profile", argv, info, args.threads)
+             + " Step times: medians over the steps of "
              f"{args.cycles} segment cycles (after the first segment), {args.repeats} repeats: the median of the repeats' "
              f"medians (min-max). Memory read bandwidth {bandwidth:.1f} GB/s (the higher of a 256 MiB sum before and "
              f"after the measurements: {bandwidth_before:.1f} and {bandwidth_after:.1f} GB/s), fp32 GEMM peak "

@@ -297,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs[name][malloc].append(result)
     info = machine_info()
     lines = ["# RATE training throughput", "",
-             generated_by("eval.bench.rate_training", argv, info, args.threads) + " One training step = forward over N segments (full BPTT), loss, backward, AdamW "
+             generated_by("eval.bench.rate_training", argv, info, args.threads)
+             + " One training step = forward over N segments (full BPTT), loss, backward, AdamW "
              "(no dropout, no gradient clipping, at every size: the reference script's own config, dropout 0.2 and "
              "all, is timed on results/performance_official.md); "
              "tokens = 3 per step (memory tokens not counted); GFLOP: counted in the gathered form on its bias path, "

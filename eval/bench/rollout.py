@@ -374,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     bandwidth.append(copy_bandwidth())
     text = "\n".join([
         "# Rollout speed", "",
-        generated_by("eval.bench.rollout", argv, info, args.threads, "torch / onnxruntime") + " Memory copy bandwidth (`copy_bandwidth`, 256 MiB) "
+        generated_by("eval.bench.rollout", argv, info, args.threads, "torch / onnxruntime")
+        + " Memory copy bandwidth (`copy_bandwidth`, 256 MiB) "
         f"{bandwidth[0]:.1f} GB/s before the measurements and {bandwidth[1]:.1f} GB/s after them.", "",
         "## Streaming policy against the reference procedure", "",
         "Per-step latency (median over two whole segments) of the streaming policy and of the RATE reference "

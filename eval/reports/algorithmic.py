@@ -13,8 +13,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from rate.plots import plt, save_figure
-from eval.reports.common import (check_columns_agree, check_run_names, generated_from, machines, over_seeds, read_report_rows, report_parser,
-                                 write_report)
+from eval.reports.common import (check_columns_agree, check_run_names, generated_from, machines, over_seeds,
+                                 read_report_rows, report_parser, write_report)
 
 MODELS = {"transformer": "Transformer", "trxl": "Transformer-XL", "rmt": "RMT"}
 ABLATIONS = {"rmt_prefix": "RMT, memory only as a prefix", "rmt_bptt0": "RMT, bptt_depth 0",

@@ -134,7 +134,8 @@ def claims(data: dict[Variant, dict[str, list[float]]]) -> list[str]:
             out.append(f"2. **BPTT helps**: {verdict_of(verdicts)} (rule: the best depth >= 1 beats depth 0 by more "
                        "than the two rows' seed spreads. The paper calls depth 0 much worse, yet its tables have depth "
                        "0 recovering 56 % of the depth-2 gain over the no-memory baseline on enwik8 at m = 20, and "
-                       "4-79 % over all its LM rows: a depth-0 gain over the baseline does not contradict it). " + "; ".join(lines) + ".")
+                       "4-79 % over all its LM rows: a depth-0 gain over the baseline does not contradict it). "
+                       + "; ".join(lines) + ".")
 
         lines, verdicts = [], []
         for m in sorted({v.memory for v in rmts}):
@@ -275,8 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     check_columns_agree(parser, args.csv, rows, BACKBONE_COLUMNS)
     negative = [r for r in rows if int(r["model.bptt_depth"]) < 0]
     if negative:  # (the claims order depths; stream training refuses full BPTT, -1)
-        parser.error(f"{args.csv}: row {negative[0]['run']!r}, column model.bptt_depth: {negative[0]['model.bptt_depth']} "
-                     "is no BPTT depth of stream training (0, 1, 2, ...)")
+        row = negative[0]
+        parser.error(f"{args.csv}: row {row['run']!r}, column model.bptt_depth: {row['model.bptt_depth']} is no BPTT "
+                     "depth of stream training (0, 1, 2, ...)")
     plot_path = args.out.with_suffix(".png")
     text = render(rows, plot_path.name, args.csv)  # (before the plot: a page refused here leaves the old plot)
     plot(collect(rows), plot_path)

@@ -62,7 +62,8 @@ def evaluate(model: RecurrentLM, task: TaskConfig, n_samples: int, seed: int, ba
 
     gen_token_acc: per-token accuracy of free-running greedy generation on the answer (the
     RMT paper's Fig. 3-4 metric for copy, reverse and retrieval; for sqeq it counts the answer
-    slot's padding too, which the paper leaves out, so there answer_acc is the metric); answer_acc: fraction of samples whose final answer is generated
+    slot's padding too, which the paper leaves out, so there answer_acc is the metric);
+    answer_acc: fraction of samples whose final answer is generated
     exactly (the whole answer; for sqeq the answer slot, the paper's Table 1 metric);
     tf_token_acc: teacher-forced per-token accuracy on the answer; loss: answer cross-entropy;
     retrieval only, context_guess_acc: the same samples' plateau level
