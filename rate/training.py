@@ -97,10 +97,12 @@ def start_wandb(name: str | None):
 
 def progress_bar(**kwargs) -> tqdm:
     """A tqdm bar; when stderr is not a terminal (a log file, CI) it prints a line at most every
-    30 s instead of redrawing, so logs are not flooded."""
+    30 s instead of redrawing, and none for work done within 30 s (a log would get an empty
+    "0it" line per short rollout), so logs are not flooded."""
     if not sys.stderr.isatty():
         kwargs.setdefault("mininterval", 30.0)
         kwargs.setdefault("maxinterval", 60.0)
+        kwargs.setdefault("delay", 30.0)
     return tqdm(dynamic_ncols=True, **kwargs)
 
 

@@ -350,3 +350,17 @@ def test_the_learning_rate_warms_up_linearly_then_decays_to_its_floor():
     assert [lr_factor(cfg, s) for s in (0, 49, 99)] == [0.01, 0.5, 1.0]
     assert lr_factor(cfg, 100) == 1.0 and math.isclose(lr_factor(cfg, 550), 0.55)  # half-way down the cosine
     assert math.isclose(lr_factor(cfg, 1000), 0.1) and math.isclose(lr_factor(cfg, 5000), 0.1)  # then held
+
+
+def test_progress_bars_in_a_log_print_nothing_for_short_work_and_redraw_at_a_terminal(monkeypatch, capsys):
+    from rate.training import progress_bar
+
+    for terminal in (False, True):
+        monkeypatch.setattr(sys.stderr, "isatty", lambda terminal=terminal: terminal)
+        bar = progress_bar(total=None, desc="rollout", unit="step", leave=False)
+        for _ in range(50):
+            bar.update(1)
+        bar.close()
+        printed = capsys.readouterr().err
+        # A log gets no empty "rollout: 0step" line per short bar; a terminal sees the bar.
+        assert ("rollout" in printed) is terminal, printed
