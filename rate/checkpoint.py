@@ -13,6 +13,7 @@ the weights too.
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
 import json
@@ -68,12 +69,17 @@ def load_plain_tensors(file: str | Path | io.BytesIO) -> Any:
     """``torch.load(file, weights_only=True)``: tensors and plain containers, never arbitrary
     objects.  Anything else (a truncated, foreign or pickled file) raises ValueError with a one-line
     reason: torch's own message runs to six lines with advice to load unsafely.  OSError and
-    MemoryError pass through (a read that failed says nothing of the content)."""
+    MemoryError pass through (a read that failed says nothing of the content), except EINVAL,
+    which torch's archive reader raises for a file cut short."""
     try:
         with warnings.catch_warnings():  # (torch.save and torch.export write protocol 4, which it reads)
             warnings.simplefilter("ignore")
             return torch.load(file, map_location="cpu", weights_only=True)
-    except (OSError, MemoryError):
+    except OSError as err:
+        if err.errno == errno.EINVAL:
+            raise ValueError("not plain tensors (a damaged archive: the reader found no valid zip structure)") from err
+        raise
+    except MemoryError:
         raise
     except Exception as err:  # torch raises several types for a bad file
         # torch's reason follows "WeightsUnpickler error:", on its line or the next
@@ -138,6 +144,8 @@ def read_description(directory: str | Path, kind: str) -> dict[str, Any]:
     """The metadata (``config.json``) of a checkpoint of the given kind, without its weights
     (a resume takes them from the training state), or CheckpointError."""
     directory = Path(directory)
+    if not directory.exists():
+        raise CheckpointError(f"{directory}: no such folder")
     if not (directory / CONFIG).is_file():
         raise CheckpointError(f"{directory}: not a checkpoint (missing {CONFIG})")
     try:

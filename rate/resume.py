@@ -94,11 +94,13 @@ def config_changes(saved: dict, cfg: Any) -> list[str]:
     """``key: saved -> now`` for each config value a resume must not change (all but
     :data:`RESUMABLE_CHANGES`, :data:`NOT_RESUMABLE` included).  A field added to the schema
     since the run was saved counts as its default there (the behaviour the run had): it blocks
-    the resume only when set to something else now."""
+    the resume only when set to something else now.  Outer keys first (``model.kind`` before
+    ``model.backbone.*``): a refusal names only the first few, and the outer ones say most."""
     before, now = flatten("", saved, {}), config_row(cfg)
     defaults = config_row(defaults_like(cfg))
     before |= {key: defaults[key] for key in set(now) - set(before) if key in defaults}
-    return [f"{key}: {before[key]!r} -> {now[key]!r}" for key in sorted(set(before) & set(now))
+    keys = sorted(set(before) & set(now), key=lambda key: (key.count("."), key))
+    return [f"{key}: {before[key]!r} -> {now[key]!r}" for key in keys
             if (not key.startswith(RESUMABLE_CHANGES) or key.startswith(NOT_RESUMABLE)) and before[key] != now[key]
             and not (key == "dataset_id" and _same_folder(before[key], now[key]))]
 

@@ -62,8 +62,11 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
         if self.threads < 0:
             raise ValueError(f"train.threads must be >= 0 (0: torch's default), got {self.threads}")
-        if self.lr <= 0 or self.warmup_steps < 0 or self.grad_clip <= 0:
-            raise ValueError("train.lr and train.grad_clip must be positive, warmup_steps >= 0")
+        for name in ("lr", "grad_clip"):
+            if not getattr(self, name) > 0:  # (NaN too)
+                raise ValueError(f"train.{name} must be positive, got {getattr(self, name)}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"train.warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"train.precision must be fp32 or bf16, got {self.precision!r}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:  # a negative ratio would turn the step into ascent

@@ -4,6 +4,7 @@ checkpoint) byte for byte as they were."""
 
 import errno
 import hashlib
+import io
 import os
 import shutil
 from pathlib import Path
@@ -255,6 +256,9 @@ def resume_fails(config: Path, out: Path, capsys, *overrides: str, code: int = 2
 def test_resume_without_a_run(tmp_path, capsys, finished_run):
     config, _ = finished_run
     assert "holds no run to continue" in resume_fails(config, tmp_path / "empty", capsys)
+    # Without a config the run's own is read: a folder that is not there is said to be missing.
+    assert main(["--resume", "--out", str(tmp_path / "empty")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'empty'}: no such folder\n"
 
 
 def test_resume_onto_another_architecture(capsys, finished_run):
@@ -342,6 +346,45 @@ def test_a_training_state_that_cannot_be_read_now_leaves_the_run_alone(capsys, f
     monkeypatch.setattr("rate.checkpoint.torch.load", failing_read)
     err = resume_fails(config, out, capsys, code=2)
     assert "cannot read the training state now (OSError: [Errno 5] Input/output error); the run is left as it is" in err
+
+
+def test_a_training_state_cut_short_anywhere_is_damage_not_a_failed_read(capsys, finished_run):
+    """torch's archive reader raises OSError EINVAL for some cut points (others a RuntimeError or
+    EOFError): every one is a file that cannot continue (exit 3), not one to read again later."""
+    from rate.checkpoint import load_plain_tensors
+
+    config, out = finished_run
+    path = out / "training_state.pt"
+    whole = path.read_bytes()
+    cuts = range(0, len(whole), max(1, len(whole) // 97))
+    for cut in cuts:
+        with pytest.raises(ValueError, match=r"^not plain tensors \("):
+            load_plain_tensors(io.BytesIO(whole[:cut]) if cut % 2 else _written(path.with_name("cut.pt"), whole[:cut]))
+    einval = next(cut for cut in cuts if _reader_errno(whole[:cut]) == errno.EINVAL)  # (the reported case)
+    path.write_bytes(whole[:einval])
+    err = resume_fails(config, out, capsys, code=3)
+    assert "unreadable training state: not plain tensors (a damaged archive" in err
+
+
+def _written(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def _reader_errno(data: bytes) -> int | None:
+    """The errno of torch.load's OSError on ``data`` written to a file, else None."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".pt") as file:
+        file.write(data)
+        file.flush()
+        try:
+            torch.load(file.name, weights_only=True)
+        except OSError as err:
+            return err.errno
+        except Exception:
+            return None
+    return None
 
 
 def test_a_resume_may_change_the_other_trainers_evaluation_sizes_and_the_logger():
@@ -865,6 +908,18 @@ def test_resume_refuses_a_field_added_since_the_run_set_to_a_new_value():
     assert config_changes(saved_changed, now) == ["model.backbone.cache_position: 'official' -> 'contiguous'"]
 
 
+def test_a_resume_refusal_names_the_outer_differences_first():
+    """Another kind of model differs in many backbone fields; the refusal lists a few, and
+    ``model.kind`` must be among them (alphabetically it came after four ``model.backbone.*``)."""
+    from rate.config import to_dict
+    from rate.resume import config_changes
+
+    saved = to_dict(tiny(**{"model.kind": "bc_gru", "model.backbone.d_model": 16, "model.backbone.d_head": 8,
+                            "model.backbone.n_heads": 1, "model.backbone.n_layers": 1, "model.backbone.d_inner": 8}))
+    changes = config_changes(saved, tiny())
+    assert changes[0].startswith("model.kind: 'bc_gru' -> ") and len(changes) > 4
+
+
 def test_resume_may_change_how_the_run_computes_but_not_what():
     """Threads, compilation and the allocator setting change speed, not the experiment."""
     import dataclasses
@@ -915,3 +970,53 @@ def test_scripts_refuse_an_output_they_cannot_write_before_the_work(tmp_path, ca
     assert prepare_lm.main(["--data-dir", str(tmp_path / "file" / "data")]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 2 and all(line.startswith("error: file system: ") for line in lines), lines
+
+
+def test_ctrl_c_while_training_is_one_line_and_the_run_goes_on_from_its_checkpoint(tmp_path, capsys, monkeypatch,
+                                                                                   tmaze_data_root):
+    import rate.rl.trainer as trainer
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmaze_data_root))
+    config, out = tmp_path / "config.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(tiny_data()))
+    steps = []
+    real_step = trainer.train_step
+
+    def step_then_ctrl_c(*args, **kwargs):
+        steps.append(len(steps))
+        if len(steps) == 3:  # after the checkpoint of step 2
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
+    args = [str(config), "train.steps=4", "train.eval_every=2", "eval.episodes=1", "eval.lengths=[12]", "--out", str(out),
+            "--no-progress"]
+    assert main(args) == 130
+    err = capsys.readouterr().err
+    assert err == (f"error: interrupted; {out} keeps its last complete checkpoint, if any: continue with --resume "
+                   f"--out {out}\n")
+    monkeypatch.setattr(trainer, "train_step", real_step)
+    assert main([*args, "--resume"]) == 0
+    assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 4
+
+
+def test_an_evaluation_written_to_a_folder_path_is_refused(tmp_path, capsys, trained_run):
+    from rate.cli.evaluate import main as evaluate_main
+
+    with pytest.raises(SystemExit) as exit_:
+        evaluate_main([str(trained_run), "--out", f"{tmp_path / 'new'}/", "--episodes", "1"])
+    assert exit_.value.code == 2 and "ends with /, a folder: name the file in it" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_missing_dataset_folder_and_the_default_dataset_are_named_as_such(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "root"))
+    assert main(["--dataset", str(tmp_path / "no_such"), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'no_such'}: no such dataset folder\n"
+    config = tmp_path / "mine.yaml"  # names no dataset_id: the default's absence is explained
+    config.write_text("model: {kind: bc_mlp}\ntrain: {steps: 5}\n")
+    assert main([str(config), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: Minari dataset 'rate/tmaze/oracle-T90-v0' not found")
+    assert "is the default dataset_id, which a config naming none trains on" in err
+    assert not (tmp_path / "run").exists()

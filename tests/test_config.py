@@ -162,7 +162,9 @@ def test_a_partial_section_keeps_the_defaults_of_its_field(tmp_path):
     [("train.seed=-1", "train.seed"), ("train.min_lr_ratio=-1", "min_lr_ratio"), ("train.weight_decay=-5", "weight_decay"),
      ("train.device=gpu", "train.device 'gpu'"), ("model.backbone.mrv_heads=0", "mrv_heads must be positive"),
      ("eval.seed=-1", "eval.seed"), ("eval.target_return=.inf", "eval.target_return: inf is not a valid value"),
-     ("window_stride=-3", "window_stride must be >= 0"), ("train.threads=-1", "train.threads must be >= 0")],
+     ("window_stride=-3", "window_stride must be >= 0"), ("train.threads=-1", "train.threads must be >= 0"),
+     ("train.lr=-1", r"train.lr must be positive, got -1"), ("train.grad_clip=0", "train.grad_clip must be positive, got 0"),
+     ("train.warmup_steps=-2", "train.warmup_steps must be >= 0, got -2")],
 )
 def test_out_of_range_values_are_config_errors(override, pattern):
     from rate.rl.experiment import RATEExperimentConfig

@@ -27,8 +27,8 @@ import json
 import sys
 from pathlib import Path
 
-from rate.cli.run import (add_device_arguments, check_file_target, check_writable, error_exit, make_parser,
-                          readable_keys, write_error_types)
+from rate.cli.run import (add_device_arguments, check_file_target, check_writable, error_exit, file_path, interrupted,
+                          make_parser, readable_keys, write_error_types)
 
 
 def plot_success(results: dict, path: Path, title: str) -> None:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="sample discrete actions from the softmax, or take the argmax (default: as the run "
                              "evaluated, its eval.sample)")
     parser.add_argument("--record-video", type=Path, metavar="DIR", help="write an MP4 of every episode here")
-    parser.add_argument("--out", type=Path, help="write results JSON here (and a .png plot beside it)")
+    parser.add_argument("--out", type=file_path, help="write results JSON here (and a .png plot beside it)")
     parser.add_argument("--no-plot", action="store_true", help="with --out: the JSON only, no .png beside it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_device_arguments(parser)
@@ -127,10 +127,10 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         results = evaluate(policy, args.env, episodes, lengths, args.length_kwarg, env_kwargs=changes, seed=seed,
                            progress=not args.no_progress, record_video=args.record_video)
-    except (CheckpointError, ValueError, ImportError) + write_error_types() as err:  # ConfigError is a ValueError
+    except (CheckpointError, ValueError, ImportError, KeyboardInterrupt) + write_error_types() as err:  # ConfigError is a ValueError
         if made_video_folder and args.record_video.is_dir() and not any(args.record_video.iterdir()):
             args.record_video.rmdir()  # (the check made it; a failed evaluation leaves none)
-        return error_exit(err)
+        return interrupted("no results written") if isinstance(err, KeyboardInterrupt) else error_exit(err)
     from rate.rl.rollout import result_table
 
     print(result_table(results))

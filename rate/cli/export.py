@@ -16,14 +16,15 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rate.cli.run import add_device_arguments, check_file_target, error_exit, make_parser, write_error_types
+from rate.cli.run import (add_device_arguments, check_file_target, error_exit, file_path, interrupted, make_parser,
+                          write_error_types)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = make_parser("rate-export", __doc__)
     parser.add_argument("checkpoint", type=Path, help="a RATE checkpoint folder (model.safetensors + config.json)")
     parser.add_argument("--format", choices=["onnx", "pt2"], required=True)
-    parser.add_argument("--out", type=Path, help="default: CHECKPOINT/policy.FORMAT")
+    parser.add_argument("--out", type=file_path, help="default: CHECKPOINT/policy.FORMAT")
     parser.add_argument("--target-return", type=float, help="default return to condition on (default: the run's eval one)")
     add_device_arguments(parser, device_help="cpu only: the export is traced and checked on the CPU (the artifact then "
                          "runs wherever torch or onnxruntime runs)")
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         path, diff, steps = export_checkpoint(args.checkpoint, args.format, out, args.target_return, say=say)
     except (CheckpointError, ExportError, ArtifactError, ValueError) + write_error_types() as err:
         return error_exit(err)
+    except KeyboardInterrupt:  # (the artifact is written whole after its check, or not at all)
+        return interrupted(f"{out} not written")
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB); matches the eager policy to {diff:.2e} "
           f"over {steps} steps of 3 rows (one episode through segment closes, two with resets)")
     return 0

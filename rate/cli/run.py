@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,24 @@ def error_exit(err: BaseException) -> int:
     if isinstance(err, ResumeRefused):
         return RESUME_REFUSED_EXIT
     return RUN_FOLDER_HELD_EXIT if isinstance(err, RunFolderHeld) else 2
+
+
+def file_path(text: str) -> Path:
+    """argparse type of an output file: a path not ending in a separator, which names a folder
+    (``Path`` drops it, and the file would take the folder's name)."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(f"{text!r} ends with {text[-1]}, a folder: name the file in it")
+    return Path(text)
+
+
+INTERRUPTED_EXIT = 128 + 2  # (128 + SIGINT, as a shell reports a command stopped by Ctrl-C)
+
+
+def interrupted(hint: str = "") -> int:
+    """One ``error:`` line for Ctrl-C (KeyboardInterrupt) instead of a traceback; ``hint``: what
+    the user can do next.  Returns :data:`INTERRUPTED_EXIT`."""
+    print(f"error: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+    return INTERRUPTED_EXIT
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
@@ -148,6 +167,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
     has a checkpoint, and a run that fails before its first leaves the folder as it found it
     (:class:`rate.run_folder.RunFolder`)."""
     overrides = list(args.overrides) + device_overrides(args)
+    out = None
     with contextlib.ExitStack() as held:
         try:
             if load_config is None and not args.config and checkpoint_kind and args.resume and args.out:
@@ -179,6 +199,10 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
                 record_run(args.csv, name, args.config or "", args.overrides, cfg, row(cfg, metrics))
         except USER_ERRORS + errors + write_error_types() as err:
             return error_exit(err)
+        except KeyboardInterrupt:
+            # (checkpoints are written whole or not at all: the folder holds the last one completed)
+            return interrupted(f"{out} keeps its last complete checkpoint, if any: continue with --resume --out {out}"
+                               if out is not None else "nothing was written")
     # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
     print(json.dumps(readable_keys({"run": name, **metrics})))
     return 0

@@ -23,6 +23,10 @@ class DatasetError(ValueError):
     """An offline dataset that is missing, empty, malformed, or does not match the config."""
 
 
+class DatasetNotFound(DatasetError):
+    """A dataset id that is not under the Minari root, or a dataset folder that is not there."""
+
+
 @dataclass
 class Episode:
     """One episode: observations (T, *obs_shape) (the final observation dropped), actions (T,) int or
@@ -134,13 +138,15 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
         hint = (f"import a D4RL file first: rate-import-d4rl {id_or_path} NAMESPACE/NAME-v0 [--env ID]"
                 if path.suffix.lower() in (".hdf5", ".h5") else "pass its folder or its id")
         raise DatasetError(f"{path} is a file, not a Minari dataset (a folder or an id): {hint}")
+    if id_or_path.startswith(("/", "./", "../", "~")):  # (a path, which no Minari id is)
+        raise DatasetNotFound(f"{path}: no such dataset folder")
     try:
         return minari.load_dataset(id_or_path, download=download)
     except FileNotFoundError as err:
         root = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
         close = _close_local_ids(id_or_path)
         typo = f"did you mean {' or '.join(map(repr, close))}? If not, " if close else ""  # (a local id misspelt)
-        raise DatasetError(f"Minari dataset {id_or_path!r} not found under {root}: {typo}download it with "
+        raise DatasetNotFound(f"Minari dataset {id_or_path!r} not found under {root}: {typo}download it with "
                            f"`minari download {id_or_path}` (rate-train --dataset ... --download does it too; both "
                            "need `pip install 'rate-rmt[download]'`), or generate it (the project's tasks: python -m "
                            "rate_envs.tmaze_data and the other rate_envs.*_data)") from err

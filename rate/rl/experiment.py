@@ -15,7 +15,7 @@ import numpy as np
 
 from rate.config import check_choices
 from rate.data.env_plugins import load_env_plugins
-from rate.data.episodes import DatasetError, Episode, load_minari_episodes, validate_episodes
+from rate.data.episodes import DatasetError, DatasetNotFound, Episode, load_minari_episodes, validate_episodes
 from rate.rl.model import CHECKPOINT_KIND, RATEConfig, RATEModel
 from rate.rl.policy import SegmentRecomputePolicy, StreamingPolicy, WindowPolicy
 from rate.rl.rollout import rollout, summarise
@@ -84,11 +84,14 @@ class EvalConfig:
             raise ValueError(f"eval.target_return must be finite, got {self.target_return}")
 
 
+DEFAULT_DATASET = "rate/tmaze/oracle-T90-v0"  # (make run's)
+
+
 @dataclass
 class RATEExperimentConfig:
     """One offline training run: data, model, how the window is trained, how the policy is run."""
 
-    dataset_id: str = "rate/tmaze/oracle-T90-v0"  # Minari dataset id (under MINARI_DATASETS_PATH) or folder
+    dataset_id: str = DEFAULT_DATASET  # Minari dataset id (under MINARI_DATASETS_PATH) or folder
     model: RATEConfig = field(default_factory=RATEConfig)  # the policy network and its interface to the environment
     # where training windows start in an episode; random: at every step, drawn in random order
     # (episodes weigh by their length, as in Decision Transformer)
@@ -161,8 +164,14 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
     if bounds and cfg.model.act_kind == "continuous" and len(bounds[0]) != cfg.model.act_dim:
         raise DatasetError(f"{cfg.dataset_id}: eval.action_bounds give {len(bounds[0])} values per side for "
                            f"model.act_dim {cfg.model.act_dim} action dimensions")
-    episodes, info = load_minari_episodes(cfg.dataset_id, "FlattenObservation" in wrappers, "RescaleAction" in wrappers,
-                                          "ActionsFromZero" in wrappers, bounds)
+    try:
+        episodes, info = load_minari_episodes(cfg.dataset_id, "FlattenObservation" in wrappers,
+                                              "RescaleAction" in wrappers, "ActionsFromZero" in wrappers, bounds)
+    except DatasetNotFound as err:
+        if cfg.dataset_id != DEFAULT_DATASET:
+            raise
+        raise DatasetNotFound(f"{err} ({DEFAULT_DATASET} is the default dataset_id, which a config naming none "
+                              "trains on: name yours with dataset_id, or rate-train --dataset ID)") from None
     obs_space, act_space = model_spaces(info.observation_space, info.action_space, wrappers)
     problem = space_mismatch(obs_space, act_space, cfg.model)
     if problem:
