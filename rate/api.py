@@ -57,6 +57,7 @@ class Policy:
         self.target_return, self.source = float(target_return), source
         self.run_config = run_config  # the training run's config, as a mapping
         self.last_output: np.ndarray | None = None
+        self._action_map: tuple | None = None  # see _data_action_space
 
     @property
     def target_return(self) -> float:
@@ -147,6 +148,52 @@ class Policy:
         action, self.last_output = self._backend.act(obs, reward, done)
         self._first = False  # (only once the step was taken: a step that raised is still the first)
         return action[0] if single else action
+
+    def env_action(self, action):
+        """``action`` as :meth:`act` returned it (one or a batch) in the units of the data's own
+        action space: what the run's ``eval.wrappers`` hand the environment (RescaleAction: [-1, 1]
+        onto the bounds, as float64; ActionsFromZero: 0..n-1 onto start..start + n - 1); an action
+        they leave alone comes back as it is.  For a system played without a Gymnasium
+        environment (data recorded without one keeps its action space's bounds and start in the
+        run); :meth:`make_env` and :func:`evaluate` wrap their environments, which take
+        :meth:`act`'s actions as they are."""
+        from rate.data.spaces import onto_bounds
+
+        action = np.asarray(action)
+        low, high, start = self._data_action_space()
+        if low is not None:
+            return onto_bounds(action, low, high)
+        return action + start if start else action
+
+    def _data_action_space(self) -> tuple[np.ndarray | None, np.ndarray | None, int]:
+        """(low, high) of RescaleAction's bounds (None, None without it) and ActionsFromZero's
+        start (0 without it): the run's recorded values, else its environment's action space
+        inside the recorded wrappers (made once, then kept)."""
+        if self._action_map is None:
+            ev = self.run_config.get("eval", {})
+            wrappers, bounds = ev.get("wrappers", []), ev.get("action_bounds") or []
+            rescale, shift = "RescaleAction" in wrappers, "ActionsFromZero" in wrappers
+            space = None
+            if (rescale and not bounds) or (shift and not ev.get("action_start")):
+                if not ev.get("env_id"):
+                    raise ValueError(f"{self.source}: the run maps actions ({', '.join(wrappers)}) but records no "
+                                     "action space to map them back onto (a run trained before env_action existed); "
+                                     "train it again, or map them as the data was recorded")
+                env = self.make_env()
+                inner = env
+                for _ in wrappers:  # (each of eval.wrappers is one Gymnasium wrapper, outermost)
+                    inner = inner.env
+                space = inner.action_space
+                env.close()
+            if rescale:
+                low, high = (np.asarray(b, dtype=np.float64) for b in (bounds or (space.low, space.high)))
+            else:
+                low = high = None
+            start = 0
+            if shift:
+                start = int(ev["action_start"]) if ev.get("action_start") else int(space.start)
+            self._action_map = (low, high, start)
+        return self._action_map
 
 
 class _EagerBackend:

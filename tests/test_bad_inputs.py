@@ -479,7 +479,8 @@ def test_rate_train_resumes_a_run_with_its_own_config_as_rate_train_resume_out_d
 def test_every_evaluation_setting_but_the_final_evaluations_and_references_voids_a_best_score(tmp_path):
     """A resumed run compares its scores with checkpoint_best's only under the same evaluation:
     every eval.* setting counts (SCORE_SETTINGS) except those the selection score does not read
-    (the final evaluation's lengths and episodes, the reference scores of normalised returns)."""
+    (the final evaluation's lengths and episodes, the reference scores of normalised returns, the
+    recorded Discrete start that an environment's own replaces)."""
     import dataclasses
 
     from rate.checkpoint import save_checkpoint
@@ -489,7 +490,7 @@ def test_every_evaluation_setting_but_the_final_evaluations_and_references_voids
     from rate.rl.trainer import SCORE_SETTINGS, read_best_score
 
     left = {f.name for f in dataclasses.fields(EvalConfig)} - set(SCORE_SETTINGS)
-    assert left == {"final_lengths", "final_episodes", "ref_scores"}
+    assert left == {"final_lengths", "final_episodes", "ref_scores", "action_start"}
     cfg = tiny()
     best = save_checkpoint(tmp_path / "best", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg), {"score": 0.9})
     assert read_best_score(best, cfg.eval) == 0.9

@@ -89,6 +89,11 @@ def datasets(tmp_path_factory):
         record("ForeignImageCue-v0", "tests/image-cue-v0", 40, oracle)
         record("ForeignShiftedCue-v0", "tests/shifted-cue-v0", 40,
                lambda env, rng: int(rng.integers(2)) - 1 if rng.random() < 0.1 else env.unwrapped.oracle())
+        # The same two action spaces from "real systems": spaces only, no environment.
+        record("ForeignShiftedCue-v0", "tests/shifted-noenv-v0", 6, lambda env, rng: int(rng.integers(2)) - 1,
+               with_env=False)
+        record("InvertedPendulum-v5", "tests/pendulum-noenv-v0", 4,
+               lambda env, rng: rng.uniform(-3.0, 3.0, 1).astype(np.float32), with_env=False)
         yield root
 
 
@@ -180,6 +185,39 @@ def test_data_recorded_without_an_environment_trains_without_evaluation(datasets
         rate.evaluate(policy)
     (result,) = rate.evaluate(run, env_id="CartPole-v1", episodes=2).values()  # where the user says
     assert result["return"] >= 8
+
+
+def test_a_run_without_an_environment_maps_its_actions_back_onto_the_datas(datasets, tmp_path):
+    """No environment to wrap: the run keeps the data's Discrete start and Box bounds, and
+    Policy.env_action gives the policy's actions in the data's units (the model's are 0..n-1 and
+    [-1, 1]); runs with an environment read its action space."""
+    for dataset, recorded in (("tests/shifted-noenv-v0", {"action_start": -1}),
+                              ("tests/pendulum-noenv-v0", {"action_bounds": [[-3.0], [3.0]]})):
+        with pytest.warns(UserWarning, match="records no environment, and the model acts in its own units"):
+            cfg = config_for_dataset(dataset, "rate", overrides=[*TINY, "eval.episodes=0"])
+        assert {key: getattr(cfg.eval, key) for key in recorded} == recorded
+        rate.train(dataset=dataset, overrides=[*TINY, "eval.episodes=0"], out=tmp_path / dataset, progress=False)
+    shifted, pendulum = (rate.load_policy(tmp_path / name) for name in ("tests/shifted-noenv-v0",
+                                                                       "tests/pendulum-noenv-v0"))
+    np.testing.assert_array_equal(shifted.env_action(np.array([0, 1])), [-1, 0])
+    assert shifted.env_action(1) == 0
+    shifted.reset(2)
+    actions = shifted.act(np.zeros((2, 3), np.float32))
+    assert set(shifted.env_action(actions)) <= {-1, 0}
+    np.testing.assert_allclose(pendulum.env_action(np.array([[-1.0], [0.0], [0.5], [1.0], [7.0]])),
+                               [[-3.0], [0.0], [1.5], [3.0], [3.0]])  # (clipped to [-1, 1] first, as RescaleAction)
+    older = rate.load_policy(tmp_path / "tests/shifted-noenv-v0")  # as saved before the start was kept
+    del older.run_config["eval"]["action_start"]
+    with pytest.raises(ValueError, match="maps actions .ActionsFromZero. but records no action space"):
+        older.env_action(0)
+    # The recorded wrappers of a run with an environment: its action space, inside what the run wraps.
+    rate.train(dataset="tests/shifted-cue-v0", overrides=TINY, out=tmp_path / "shifted", progress=False)
+    np.testing.assert_array_equal(rate.load_policy(tmp_path / "shifted").env_action(np.array([0, 1])), [-1, 0])
+    rate.train(dataset="tests/pendulum-random-v0", overrides=TINY, out=tmp_path / "pendulum", progress=False)
+    np.testing.assert_allclose(rate.load_policy(tmp_path / "pendulum").env_action([[-1.0], [1.0]]), [[-3.0], [3.0]])
+    # Actions no wrapper maps come back as they are.
+    rate.train(dataset="tests/cartpole-random-v0", overrides=TINY, out=tmp_path / "cartpole", progress=False)
+    np.testing.assert_array_equal(rate.load_policy(tmp_path / "cartpole").env_action(np.array([0, 1])), [0, 1])
 
 
 def test_policy_needs_reset_and_takes_one_observation(datasets, tmp_path):
@@ -628,7 +666,8 @@ def test_placeholder_wide_and_integer_action_bounds(datasets):
     record("tests/wide-bounds-v0", gym.spaces.Box(-1e6, 1e6, (2,), np.float32), actions)
     with pytest.warns(UserWarning, match=r"span less than 1% of the action space's range in 2 of its 2 dimensions"):
         cfg = config_for_dataset("tests/wide-bounds-v0", overrides=TINY + ["eval.episodes=0"])
-    assert cfg.eval.action_bounds == [] and cfg.eval.wrappers == ["RescaleAction"]
+    # (data without an environment keeps its space's bounds, which no environment will give later)
+    assert cfg.eval.action_bounds == [[-1e6, -1e6], [1e6, 1e6]] and cfg.eval.wrappers == ["RescaleAction"]
     record("tests/unit-bounds-v0", gym.spaces.Box(-1.0, 1.0, (2,), np.float32), actions / 1000)
     with warnings.catch_warnings():  # (the model's own range: nothing to rescale, no advice to give)
         warnings.simplefilter("error")
@@ -638,6 +677,7 @@ def test_placeholder_wide_and_integer_action_bounds(datasets):
     record("tests/integer-box-v0", gym.spaces.Box(0, 4, (2,), np.int64), steps)
     cfg = config_for_dataset("tests/integer-box-v0", overrides=TINY + ["eval.episodes=0"])
     assert cfg.model.act_kind == "continuous" and cfg.eval.wrappers == ["RescaleAction"]
+    assert cfg.eval.action_bounds == [[0.0, 0.0], [4.0, 4.0]]
     rescaled = np.concatenate([ep.actions for ep in load_dataset_for(cfg)])
     np.testing.assert_allclose(rescaled, steps / 2.0 - 1.0)
     # Hand-set bounds between integers clip to the integers inside them (1..3 for [0.5, 3.5]),

@@ -76,14 +76,17 @@ def rescale_actions(env: gym.Env, bounds: list[list[float]] | None = None) -> gy
         if not (np.isfinite(low).all() and np.isfinite(high).all()):
             raise ValueError(f"RescaleAction maps [-1, 1] onto the action space's bounds; {space} has infinite "
                              "ones: give eval.action_bounds (rate-train --dataset infers them from the data)")
-    integer = np.issubdtype(space.dtype, np.integer)
+    return gym.wrappers.TransformAction(env, lambda action: onto_bounds(action, low, high, space.dtype),
+                                        spaces.Box(-1.0, 1.0, low.shape, np.float32))
 
-    def onto_bounds(action):
-        unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
-        value = low + (unit + 1.0) * (high - low) / 2.0
-        return (np.rint(value) if integer else value).astype(space.dtype)
 
-    return gym.wrappers.TransformAction(env, onto_bounds, spaces.Box(-1.0, 1.0, low.shape, np.float32))
+def onto_bounds(action, low: np.ndarray, high: np.ndarray, dtype=np.float64) -> np.ndarray:
+    """The model's continuous ``action`` (..., dim) in [-1, 1] (clipped to it) mapped linearly onto
+    [low, high], in float64, then in ``dtype`` (an integer dtype: the nearest integer):
+    RescaleAction's map, and :meth:`rate.api.Policy.env_action`'s."""
+    unit = np.clip(np.asarray(action, dtype=np.float64), -1.0, 1.0)
+    value = low + (unit + 1.0) * (high - low) / 2.0
+    return (np.rint(value) if np.issubdtype(dtype, np.integer) else value).astype(dtype)
 
 
 # The wrappers a run config may list (eval.wrappers), in the order they are applied.

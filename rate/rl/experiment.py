@@ -41,8 +41,12 @@ class EvalConfig:
     env_wrappers: list[dict[str, Any]] = field(default_factory=list)
     # [low, high] (a list of one value per action dimension each) that RescaleAction maps the model's
     # [-1, 1] onto, in place of the action space's bounds: an action space with infinite bounds
-    # (or of 1e30 and more), whose range the data's actions give (inferred); empty: the space's bounds.
+    # (or of 1e30 and more), whose range the data's actions give, or the bounds of data recorded
+    # without an environment (inferred); empty: the space's bounds.
     action_bounds: list[list[float]] = field(default_factory=list)
+    # The first action of the data's Discrete(n, start) actions, recorded for data without an
+    # environment (whose own space ActionsFromZero reads): Policy.env_action shifts onto it.
+    action_start: int = 0
     # The lengths to evaluate at; empty: once, at the environment's own length.
     lengths: list[int] = field(default_factory=lambda: [30, 90])
     # Episodes per length, run side by side; 0: no evaluation while or after training (data with no
@@ -71,6 +75,9 @@ class EvalConfig:
         if self.action_bounds and "RescaleAction" not in self.wrappers:  # (the data would be clipped, not the env)
             raise ValueError("eval.action_bounds is what RescaleAction maps onto: it needs RescaleAction in "
                              "eval.wrappers")
+        if self.action_start and "ActionsFromZero" not in self.wrappers:
+            raise ValueError("eval.action_start is where ActionsFromZero shifts the model's actions to: it needs "
+                             "ActionsFromZero in eval.wrappers")
         for i, entry in enumerate(self.env_wrappers):
             if (problem := recorded_wrapper_error(entry)) is not None:
                 raise ValueError(f"eval.env_wrappers[{i}] needs {problem}, got {entry!r}")

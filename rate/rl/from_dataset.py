@@ -61,7 +61,7 @@ DEFAULTS = {"eval": {"lengths": [], "episodes": 10}, "window_start": "random"}
 INFERRED = ("dataset_id", "model.obs_kind", "model.obs_shape", "model.channels_last", "model.obs_scale",
             "model.normalize_obs", "model.act_kind", "model.act_dim", "model.rtg_scale", "eval.env_id",
             "eval.env_kwargs", "eval.length_kwarg", "eval.wrappers", "eval.env_wrappers", "eval.action_bounds",
-            "eval.target_return", "eval.ref_scores")
+            "eval.action_start", "eval.target_return", "eval.ref_scores")
 
 
 def template(model: str = "rate") -> str:
@@ -162,6 +162,18 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
         evaluation |= eval_env_from_spec(spec)
     else:  # the user names the environment; the time limit is what any id takes a length as
         evaluation["length_kwarg"] = "max_episode_steps"
+        # No environment's action space to map the model's actions onto later: the data's is kept
+        # in the run (Policy.env_action), and a named environment's own takes over where one is.
+        if "RescaleAction" in wrappers and not action_bounds:
+            evaluation["action_bounds"] = [act_space.low.astype(np.float64).tolist(),
+                                           act_space.high.astype(np.float64).tolist()]
+        if "ActionsFromZero" in wrappers:
+            evaluation["action_start"] = int(act_space.start)
+        if "RescaleAction" in wrappers or "ActionsFromZero" in wrappers:
+            units = ("in [-1, 1]" if "RescaleAction" in wrappers else f"0..{act_space.n - 1}, not "
+                     f"{act_space.start}..{act_space.start + act_space.n - 1}")
+            warnings.warn(f"{dataset} records no environment, and the model acts in its own units ({units}): "
+                          "Policy.env_action(action) maps its actions onto the data's action space", stacklevel=2)
     ref = info.ref_scores or d4rl_ref_scores(evaluation.get("env_id", ""))
     if ref:
         evaluation["ref_scores"] = list(ref)
