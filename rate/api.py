@@ -97,7 +97,9 @@ class Policy:
         wrappers the data was recorded through (``eval.env_wrappers``, in the run's own
         environment) and the run's ``eval.wrappers``,
         so that observations and actions are the ones the policy was trained on (Dict observations
-        flattened as in training, actions rescaled to the environment's bounds).  Checked as
+        flattened as in training, actions rescaled to the environment's bounds, or to the run's
+        ``eval.action_bounds`` where it has them: inferred from data with infinite bounds or
+        recorded without an environment, whose units the model learned).  Checked as
         :func:`evaluate` checks: ConfigError (a ValueError) when the environment cannot be made
         with these keywords or its spaces are not the policy's, ValueError for a length keyword in
         ``env_kwargs`` that ``length`` would replace."""
@@ -150,49 +152,54 @@ class Policy:
         return action[0] if single else action
 
     def env_action(self, action):
-        """``action`` as :meth:`act` returned it (one or a batch) in the units of the data's own
-        action space: what the run's ``eval.wrappers`` hand the environment (RescaleAction: [-1, 1]
-        onto the bounds, as float64; ActionsFromZero: 0..n-1 onto start..start + n - 1); an action
-        they leave alone comes back as it is.  For a system played without a Gymnasium
-        environment (data recorded without one keeps its action space's bounds and start in the
-        run); :meth:`make_env` and :func:`evaluate` wrap their environments, which take
-        :meth:`act`'s actions as they are."""
+        """``action`` as :meth:`act` returned it (one or a batch) in the units of the action space
+        the run's ``eval.wrappers`` map onto: what they hand the environment (RescaleAction:
+        [-1, 1] onto ``eval.action_bounds`` or the environment's bounds, in the space's dtype, an
+        integer one rounded; ActionsFromZero: 0..n-1 onto its Discrete start..start + n - 1); an
+        action they leave alone comes back as it is.  For a system played without a Gymnasium
+        environment: data recorded without one keeps its action space's bounds, dtype and start
+        in the run; a run with an environment reads its action space (the environment's package
+        must be installed).  :meth:`make_env` and :func:`evaluate` wrap their environments, which
+        take :meth:`act`'s actions as they are."""
         from rate.data.spaces import onto_bounds
 
         action = np.asarray(action)
-        low, high, start = self._data_action_space()
+        low, high, dtype, start = self._data_action_space()
         if low is not None:
-            return onto_bounds(action, low, high)
+            return onto_bounds(action, low, high, dtype)
         return action + start if start else action
 
-    def _data_action_space(self) -> tuple[np.ndarray | None, np.ndarray | None, int]:
-        """(low, high) of RescaleAction's bounds (None, None without it) and ActionsFromZero's
-        start (0 without it): the run's recorded values, else its environment's action space
-        inside the recorded wrappers (made once, then kept)."""
+    def _data_action_space(self) -> tuple:
+        """(low, high, dtype) of RescaleAction's map (None, None, None without it) and
+        ActionsFromZero's start (0 without it), as the run's wrappers apply them: recorded bounds
+        first, else the environment's; the environment's start where the run names one, else
+        the recorded start (made once, then kept)."""
         if self._action_map is None:
             ev = self.run_config.get("eval", {})
-            wrappers, bounds = ev.get("wrappers", []), ev.get("action_bounds") or []
-            rescale, shift = "RescaleAction" in wrappers, "ActionsFromZero" in wrappers
+            mapping = [name for name in ev.get("wrappers", []) if name in ("RescaleAction", "ActionsFromZero")]
+            bounds, env_id = ev.get("action_bounds") or [], ev.get("env_id")
+            rescale, shift = "RescaleAction" in mapping, "ActionsFromZero" in mapping
             space = None
-            if (rescale and not bounds) or (shift and not ev.get("action_start")):
-                if not ev.get("env_id"):
-                    raise ValueError(f"{self.source}: the run maps actions ({', '.join(wrappers)}) but records no "
-                                     "action space to map them back onto (a run trained before env_action existed); "
-                                     "train it again, or map them as the data was recorded")
+            if env_id and ((rescale and not (bounds and ev.get("action_dtype"))) or shift):
                 env = self.make_env()
-                inner = env
-                for _ in wrappers:  # (each of eval.wrappers is one Gymnasium wrapper, outermost)
-                    inner = inner.env
-                space = inner.action_space
-                env.close()
+                try:
+                    inner = env
+                    for _ in ev["wrappers"]:  # (each of eval.wrappers is one Gymnasium wrapper, outermost)
+                        inner = inner.env
+                    space = inner.action_space
+                finally:
+                    env.close()
+            elif (rescale and not bounds) or (shift and not ev.get("action_start")):
+                raise ValueError(f"{self.source}: the run maps actions ({', '.join(mapping)}) but records no action "
+                                 "space (bounds, start) to map them onto and names no environment")
+            low = high = dtype = None
             if rescale:
                 low, high = (np.asarray(b, dtype=np.float64) for b in (bounds or (space.low, space.high)))
-            else:
-                low = high = None
+                dtype = np.dtype(space.dtype if space is not None else ev.get("action_dtype") or "float32")
             start = 0
             if shift:
-                start = int(ev["action_start"]) if ev.get("action_start") else int(space.start)
-            self._action_map = (low, high, start)
+                start = int(space.start) if space is not None else int(ev["action_start"])
+            self._action_map = (low, high, dtype, start)
         return self._action_map
 
 

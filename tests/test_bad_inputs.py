@@ -480,7 +480,7 @@ def test_every_evaluation_setting_but_the_final_evaluations_and_references_voids
     """A resumed run compares its scores with checkpoint_best's only under the same evaluation:
     every eval.* setting counts (SCORE_SETTINGS) except those the selection score does not read
     (the final evaluation's lengths and episodes, the reference scores of normalised returns, the
-    recorded Discrete start that an environment's own replaces)."""
+    recorded Discrete start and Box dtype that an environment's own replace)."""
     import dataclasses
 
     from rate.checkpoint import save_checkpoint
@@ -490,7 +490,7 @@ def test_every_evaluation_setting_but_the_final_evaluations_and_references_voids
     from rate.rl.trainer import SCORE_SETTINGS, read_best_score
 
     left = {f.name for f in dataclasses.fields(EvalConfig)} - set(SCORE_SETTINGS)
-    assert left == {"final_lengths", "final_episodes", "ref_scores", "action_start"}
+    assert left == {"final_lengths", "final_episodes", "ref_scores", "action_start", "action_dtype"}
     cfg = tiny()
     best = save_checkpoint(tmp_path / "best", RATEModel(cfg.model), CHECKPOINT_KIND, to_dict(cfg), {"score": 0.9})
     assert read_best_score(best, cfg.eval) == 0.9
@@ -973,32 +973,46 @@ def test_scripts_refuse_an_output_they_cannot_write_before_the_work(tmp_path, ca
     assert len(lines) == 2 and all(line.startswith("error: file system: ") for line in lines), lines
 
 
-def test_ctrl_c_while_training_is_one_line_and_the_run_goes_on_from_its_checkpoint(tmp_path, capsys, monkeypatch,
-                                                                                   tmaze_data_root):
+def test_ctrl_c_while_training_is_one_line_that_says_what_the_folder_holds(tmp_path, capsys, monkeypatch,
+                                                                           tmaze_data_root):
+    """After a checkpoint: continue with --resume; before the first: nothing kept, or with
+    --overwrite the earlier run as it was."""
     import rate.rl.trainer as trainer
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmaze_data_root))
     config, out = tmp_path / "config.yaml", tmp_path / "run"
     config.write_text(yaml.safe_dump(tiny_data()))
-    steps = []
     real_step = trainer.train_step
 
-    def step_then_ctrl_c(*args, **kwargs):
-        steps.append(len(steps))
-        if len(steps) == 3:  # after the checkpoint of step 2
-            raise KeyboardInterrupt
-        return real_step(*args, **kwargs)
+    def ctrl_c_at(step: int):
+        calls = []
 
-    monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
+        def step_then_ctrl_c(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == step:
+                raise KeyboardInterrupt
+            return real_step(*args, **kwargs)
+
+        monkeypatch.setattr(trainer, "train_step", step_then_ctrl_c)
+
     args = [str(config), "train.steps=4", "train.eval_every=2", "eval.episodes=1", "eval.lengths=[12]", "--out", str(out),
             "--no-progress"]
+    ctrl_c_at(1)  # before the first checkpoint: the new folder goes
     assert main(args) == 130
-    err = capsys.readouterr().err
-    assert err == (f"error: interrupted; {out} keeps its last complete checkpoint, if any: continue with --resume "
-                   f"--out {out}\n")
+    assert capsys.readouterr().err == "error: interrupted; the run reached no checkpoint: nothing was kept\n"
+    assert not out.exists()
+    ctrl_c_at(3)  # after the checkpoint of step 2
+    assert main(args) == 130
+    assert capsys.readouterr().err == f"error: interrupted; {out} keeps the run's last checkpoint: continue with --resume --out {out}\n"
     monkeypatch.setattr(trainer, "train_step", real_step)
     assert main([*args, "--resume"]) == 0
     assert torch.load(out / STATE_FILE, weights_only=True)["step"] == 4
+    before = digest(config, out)
+    ctrl_c_at(1)  # replacing it, before the new run's first checkpoint
+    assert main([*args, "--overwrite"]) == 130
+    assert capsys.readouterr().err == (f"error: interrupted; the earlier run in {out} is left as it was (the new one "
+                                       "had no checkpoint yet)\n")
+    assert digest(config, out) == before
 
 
 def test_an_evaluation_written_to_a_folder_path_is_refused(tmp_path, capsys, trained_run):
@@ -1019,5 +1033,22 @@ def test_a_missing_dataset_folder_and_the_default_dataset_are_named_as_such(tmp_
     assert main([str(config), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: Minari dataset 'rate/tmaze/oracle-T90-v0' not found")
-    assert "is the default dataset_id, which a config naming none trains on" in err
+    assert "(it is also the default dataset_id, which a config naming none trains on" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_learning_rate_that_is_no_positive_number_is_named_also_when_built_in_python():
+    from rate.training import TrainConfig
+
+    for lr in (float("nan"), -1.0, 0.0):
+        with pytest.raises(ValueError, match=f"^train.lr must be positive, got {lr}$"):
+            TrainConfig(lr=lr)
+
+
+def test_an_export_written_to_a_folder_path_is_refused(tmp_path, capsys, trained_run):
+    from rate.cli.export import main as export_main
+
+    with pytest.raises(SystemExit) as exit_:
+        export_main([str(trained_run), "--format", "onnx", "--out", f"{tmp_path / 'new'}/"])
+    assert exit_.value.code == 2 and "ends with /, a folder: name the file in it" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

@@ -633,7 +633,7 @@ def test_actions_of_a_space_with_infinite_bounds_are_rescaled_from_the_datas_ran
         assert infer_from_dataset("tests/half-bounded-v0")["eval"]["action_bounds"] == [[-1.0, 0.0], [1.0, 2.0]]
 
 
-def test_placeholder_wide_and_integer_action_bounds(datasets):
+def test_placeholder_wide_and_integer_action_bounds(datasets, tmp_path):
     """Box(-3.4e38, 3.4e38) is an unbounded space written in finite numbers: rescaled from those
     bounds every recorded action became 0.0 and evaluation acted at 1e31, so it takes the data's
     range as infinite bounds do.  Bounds far wider than the data warn.  An integer Box is mapped in
@@ -677,7 +677,11 @@ def test_placeholder_wide_and_integer_action_bounds(datasets):
     record("tests/integer-box-v0", gym.spaces.Box(0, 4, (2,), np.int64), steps)
     cfg = config_for_dataset("tests/integer-box-v0", overrides=TINY + ["eval.episodes=0"])
     assert cfg.model.act_kind == "continuous" and cfg.eval.wrappers == ["RescaleAction"]
-    assert cfg.eval.action_bounds == [[0.0, 0.0], [4.0, 4.0]]
+    assert cfg.eval.action_bounds == [[0.0, 0.0], [4.0, 4.0]] and cfg.eval.action_dtype == "int64"
+    # Policy.env_action rounds as RescaleAction does for an integer Box, in its dtype.
+    rate.train(config=cfg, out=tmp_path / "integer", progress=False)
+    mapped = rate.load_policy(tmp_path / "integer").env_action(np.array([[0.3, -0.2], [-1.0, 1.0]]))
+    assert mapped.dtype == np.int64 and mapped.tolist() == [[3, 2], [0, 4]]
     rescaled = np.concatenate([ep.actions for ep in load_dataset_for(cfg)])
     np.testing.assert_allclose(rescaled, steps / 2.0 - 1.0)
     # Hand-set bounds between integers clip to the integers inside them (1..3 for [0.5, 3.5]),

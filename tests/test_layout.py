@@ -187,7 +187,7 @@ ADDED_WITH_DEFAULTS = {("model", "channels_last"): False, ("model", "obs_scale")
                        ("train", "keep_freed_memory"): False, ("model", "checkpoint_attention"): False,
                        ("model", "backbone", "checkpoint_attention"): False, ("task", "held_out_by"): "equation",
                        ("model", "ffn_activation"): "gelu", ("model", "backbone", "ffn_activation"): "gelu",
-                       ("eval", "action_start"): 0}
+                       ("eval", "action_start"): 0, ("eval", "action_dtype"): ""}
 
 # Defaults changed since, to a value that trains alike on the 2-core machines the digests come
 # from: train.threads 0 is torch's default count, 2 there.  (new default, the old one)

@@ -130,7 +130,11 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, ValueError, ImportError, KeyboardInterrupt) + write_error_types() as err:  # ConfigError is a ValueError
         if made_video_folder and args.record_video.is_dir() and not any(args.record_video.iterdir()):
             args.record_video.rmdir()  # (the check made it; a failed evaluation leaves none)
-        return interrupted("no results written") if isinstance(err, KeyboardInterrupt) else error_exit(err)
+        if isinstance(err, KeyboardInterrupt):
+            videos = args.record_video is not None and args.record_video.is_dir()
+            return interrupted("no results written" + (f"; the videos of the episodes played so far are in "
+                                                       f"{args.record_video}" if videos else ""))
+        return error_exit(err)
     from rate.rl.rollout import result_table
 
     print(result_table(results))

@@ -167,7 +167,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
     has a checkpoint, and a run that fails before its first leaves the folder as it found it
     (:class:`rate.run_folder.RunFolder`)."""
     overrides = list(args.overrides) + device_overrides(args)
-    out = None
+    out = found = None
     with contextlib.ExitStack() as held:
         try:
             if load_config is None and not args.config and checkpoint_kind and args.resume and args.out:
@@ -192,6 +192,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
                     # another sweep finished while this trainer waited) would leave readers two.
                     raise ConfigError(f"{args.csv} already has a row for run {name}; record this one under another "
                                       "--run-name or in another --csv")
+            found = _checkpoint_id(out)  # (what the folder held before this trainer wrote)
             metrics = train_run(cfg, out)
             if metrics is None:
                 return 0
@@ -200,12 +201,32 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
         except USER_ERRORS + errors + write_error_types() as err:
             return error_exit(err)
         except KeyboardInterrupt:
-            # (checkpoints are written whole or not at all: the folder holds the last one completed)
-            return interrupted(f"{out} keeps its last complete checkpoint, if any: continue with --resume --out {out}"
-                               if out is not None else "nothing was written")
+            return interrupted(_interrupted_run(out, found, args.resume))
     # Recorded first: a sweep parent that is gone must not cost the row (print may hit a closed pipe).
     print(json.dumps(readable_keys({"run": name, **metrics})))
     return 0
+
+
+def _checkpoint_id(out: Path) -> str | None:
+    """The save id of the checkpoint in run folder ``out`` (None: none there, or unreadable)."""
+    try:
+        return json.loads((out / "config.json").read_text()).get("save_id")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _interrupted_run(out: Path | None, found: str | None, resumed: bool) -> str:
+    """What a Ctrl-C left in run folder ``out``, which held checkpoint ``found`` before the trainer
+    started (checkpoints are written whole or not at all; a first one not reached leaves the
+    folder as it was: rate.run_folder)."""
+    if out is None:
+        return "nothing was written"
+    now = _checkpoint_id(out)
+    if now is not None and (now != found or resumed):
+        return f"{out} keeps the run's last checkpoint: continue with --resume --out {out}"
+    if now is not None:  # (--overwrite before the new run's first checkpoint)
+        return f"the earlier run in {out} is left as it was (the new one had no checkpoint yet)"
+    return "the run reached no checkpoint: nothing was kept"
 
 
 def readable_keys(value: Any) -> Any:

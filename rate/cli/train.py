@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rate.cli.run import add_run_arguments, error_exit, make_parser, run_and_record, saved_config
+from rate.cli.run import add_run_arguments, error_exit, interrupted, make_parser, run_and_record, saved_config
 from rate.data.episodes import DatasetError
 from rate.rl.experiment import RATEExperimentConfig
 from rate.rl.from_dataset import MODEL_PRESETS, run_name_for
@@ -73,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 open_minari_dataset(args.dataset, download=True)
             except DatasetError as err:
                 return error_exit(err)
+            except KeyboardInterrupt:
+                return interrupted(f"the download of {args.dataset} stopped")
 
         def load_config(overrides: list[str]) -> RATEExperimentConfig:
             return config_for_dataset(args.dataset, args.model or "rate", args.config, overrides)

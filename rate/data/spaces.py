@@ -12,7 +12,8 @@ environment is brought to that form the same way its evaluation environment is w
 - continuous actions of a Box with other finite bounds are mapped to [-1, 1] linearly, as
   :func:`rescale_actions` maps them back (``RescaleAction`` in ``eval.wrappers``); a Box with
   infinite bounds, or bounds of placeholder size (:data:`rate.rl.from_dataset.UNBOUNDED`), takes
-  the range of the data's actions instead (``eval.action_bounds``);
+  the range of the data's actions instead (``eval.action_bounds``); data recorded without an
+  environment keeps its space's bounds there (an environment named later has no say);
 - discrete actions of a ``Discrete(n, start=s)`` with s != 0 are shifted to the model's 0..n-1
   (:func:`actions_from_zero` shifts them back).
 
@@ -60,7 +61,8 @@ def actions_from_zero(env: gym.Env) -> gym.Env:
 def rescale_actions(env: gym.Env, bounds: list[list[float]] | None = None) -> gym.Env:
     """``env`` taking actions in [-1, 1], mapped linearly onto its action space's bounds, or onto
     ``bounds`` ([low, high] per dimension, ``eval.action_bounds``) where given: an action space
-    with infinite bounds, whose range the data's actions fix.  The inverse of
+    with infinite bounds, whose range the data's actions fix, or data recorded without an
+    environment, whose space's bounds the run keeps.  The inverse of
     :func:`rescale_to_unit`, in float64 (``gymnasium.wrappers.RescaleAction`` computes in the
     space's dtype: an integer Box divides by zero, float32 bounds of 1e38 lose every digit); an
     integer Box takes the nearest integer."""

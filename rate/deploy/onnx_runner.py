@@ -16,7 +16,8 @@ the same command.  ``StepPolicy`` alone (``open_onnx``, ``reset``, ``act``) need
 onnxruntime only: observations go in as the environment gives them (inside the wrappers the data
 was recorded through and the run's ``eval.wrappers``; the graph normalises them), continuous actions
 come out in [-1, 1] where the run rescaled them (``RescaleAction``, onto ``eval.action_bounds`` where
-the action space has infinite bounds).  The policy's recurrent state (memory,
+the action space has infinite bounds or the data was recorded without an environment; the
+metadata's ``config["eval"]`` holds them, and ``rate.load_policy(path).env_action`` applies them).  The policy's recurrent state (memory,
 Transformer-XL cache, in-segment key/value cache, counters) lives in numpy arrays between steps;
 its shapes and dtypes come from the metadata stored in the ONNX file.
 
@@ -76,7 +77,8 @@ def _flatten_observations(env: gym.Env) -> gym.Env:
 
 def _rescale_actions(env: gym.Env, bounds: list | None = None) -> gym.Env:
     """The policy's actions in [-1, 1] mapped onto the environment's bounds, or onto ``bounds``
-    ([low, high], the run's eval.action_bounds: an action space with infinite bounds), in float64;
+    ([low, high], the run's eval.action_bounds: an action space with infinite bounds, or the data's
+    bounds where it was recorded without an environment), in float64;
     an integer Box takes the nearest integer (as rate.data.spaces.rescale_actions)."""
     import gymnasium as gym
 

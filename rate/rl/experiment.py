@@ -44,9 +44,11 @@ class EvalConfig:
     # (or of 1e30 and more), whose range the data's actions give, or the bounds of data recorded
     # without an environment (inferred); empty: the space's bounds.
     action_bounds: list[list[float]] = field(default_factory=list)
-    # The first action of the data's Discrete(n, start) actions, recorded for data without an
-    # environment (whose own space ActionsFromZero reads): Policy.env_action shifts onto it.
+    # The first action of the data's Discrete(n, start) actions and the dtype of its Box actions,
+    # recorded for data without an environment: Policy.env_action maps onto them (ActionsFromZero
+    # and RescaleAction read an environment's own).
     action_start: int = 0
+    action_dtype: str = ""
     # The lengths to evaluate at; empty: once, at the environment's own length.
     lengths: list[int] = field(default_factory=lambda: [30, 90])
     # Episodes per length, run side by side; 0: no evaluation while or after training (data with no
@@ -75,6 +77,14 @@ class EvalConfig:
         if self.action_bounds and "RescaleAction" not in self.wrappers:  # (the data would be clipped, not the env)
             raise ValueError("eval.action_bounds is what RescaleAction maps onto: it needs RescaleAction in "
                              "eval.wrappers")
+        if self.action_dtype:
+            try:
+                numeric = np.issubdtype(np.dtype(self.action_dtype), np.number)
+            except TypeError:
+                numeric = False
+            if not numeric:
+                raise ValueError(f"eval.action_dtype must name a numpy number type (e.g. float32), got "
+                                 f"{self.action_dtype!r}")
         if self.action_start and "ActionsFromZero" not in self.wrappers:
             raise ValueError("eval.action_start is where ActionsFromZero shifts the model's actions to: it needs "
                              "ActionsFromZero in eval.wrappers")
@@ -177,8 +187,8 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
     except DatasetNotFound as err:
         if cfg.dataset_id != DEFAULT_DATASET:
             raise
-        raise DatasetNotFound(f"{err} ({DEFAULT_DATASET} is the default dataset_id, which a config naming none "
-                              "trains on: name yours with dataset_id, or rate-train --dataset ID)") from None
+        raise DatasetNotFound(f"{err} (it is also the default dataset_id, which a config naming none trains on: "
+                              "name another with dataset_id, or rate-train --dataset ID)") from None
     obs_space, act_space = model_spaces(info.observation_space, info.action_space, wrappers)
     problem = space_mismatch(obs_space, act_space, cfg.model)
     if problem:

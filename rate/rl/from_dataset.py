@@ -61,7 +61,7 @@ DEFAULTS = {"eval": {"lengths": [], "episodes": 10}, "window_start": "random"}
 INFERRED = ("dataset_id", "model.obs_kind", "model.obs_shape", "model.channels_last", "model.obs_scale",
             "model.normalize_obs", "model.act_kind", "model.act_dim", "model.rtg_scale", "eval.env_id",
             "eval.env_kwargs", "eval.length_kwarg", "eval.wrappers", "eval.env_wrappers", "eval.action_bounds",
-            "eval.action_start", "eval.target_return", "eval.ref_scores")
+            "eval.action_start", "eval.action_dtype", "eval.target_return", "eval.ref_scores")
 
 
 def template(model: str = "rate") -> str:
@@ -163,10 +163,14 @@ def infer_from_dataset(dataset: str) -> dict[str, Any]:
     else:  # the user names the environment; the time limit is what any id takes a length as
         evaluation["length_kwarg"] = "max_episode_steps"
         # No environment's action space to map the model's actions onto later: the data's is kept
-        # in the run (Policy.env_action), and a named environment's own takes over where one is.
-        if "RescaleAction" in wrappers and not action_bounds:
-            evaluation["action_bounds"] = [act_space.low.astype(np.float64).tolist(),
-                                           act_space.high.astype(np.float64).tolist()]
+        # in the run (Policy.env_action).  Its bounds are what RescaleAction maps onto in an
+        # environment the user names too (the model learned the data's units), as inferred bounds
+        # are; ActionsFromZero reads a named environment's own start.
+        if "RescaleAction" in wrappers:
+            if not action_bounds:
+                evaluation["action_bounds"] = [act_space.low.astype(np.float64).tolist(),
+                                               act_space.high.astype(np.float64).tolist()]
+            evaluation["action_dtype"] = str(act_space.dtype)
         if "ActionsFromZero" in wrappers:
             evaluation["action_start"] = int(act_space.start)
         if "RescaleAction" in wrappers or "ActionsFromZero" in wrappers:
