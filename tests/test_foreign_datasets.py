@@ -289,6 +289,25 @@ def test_evaluation_records_video(datasets, tmp_path, capsys):
     assert all((tmp_path / "video" / v).stat().st_size > 0 for v in videos)
 
 
+def test_video_of_a_pygame_drawn_environment_prints_no_display_error(datasets, tmp_path):
+    """CartPole draws with pygame, which looks for a display and prints SDL's 'error: XDG_RUNTIME_DIR
+    is invalid or not set' on a headless machine (exit 0: a line that reads like rate-eval's own
+    error); frames are drawn off-screen.  In a fresh process: pygame prints it once per process."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("moviepy", reason="the video extra (moviepy) is not installed")
+    rate.train(dataset="tests/cartpole-random-v0", model="bc_mlp", overrides=TINY, out=tmp_path / "run", progress=False)
+    env = {k: v for k, v in os.environ.items() if k not in ("XDG_RUNTIME_DIR", "SDL_VIDEODRIVER")}
+    done = subprocess.run([sys.executable, "-m", "rate.cli.evaluate", str(tmp_path / "run"), "--episodes", "1",
+                           "--record-video", str(tmp_path / "video"), "--no-progress"],
+                          env=env | {"MINARI_DATASETS_PATH": str(datasets)}, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert not [line for line in done.stderr.splitlines() if line.startswith("error")], done.stderr
+    assert list((tmp_path / "video").glob("*.mp4"))
+
+
 def test_wandb_logging_offline(datasets, tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="the wandb extra is not installed")
     monkeypatch.setenv("WANDB_MODE", "offline")
