@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -118,10 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         episodes = args.episodes or defaults["episodes"]
         seed = defaults["seed"] if args.seed is None else args.seed
         if args.record_video:
-            # Frames are drawn off-screen (rgb_array): pygame-drawn environments (Gymnasium's classic
-            # control) would otherwise look for a display and print SDL's "error: XDG_RUNTIME_DIR ..."
-            # on a headless machine, a line that reads like this command's own error.
-            os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
             check_renders(args.env or ev.get("env_id", ""))  # before the folder is made
             made_video_folder = not args.record_video.exists()
             check_writable(args.record_video)

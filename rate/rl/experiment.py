@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -329,6 +330,8 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
         except ImportError:
             raise ImportError("recording video needs moviepy: pip install 'rate-rmt[video]'") from None
     render = {} if video is None else {"render_mode": "rgb_array"}
+    if video is not None:
+        _offscreen()
     env = gym.make(ev.env_id, **render, **eval_env_kwargs(ev, length))
     try:
         env = wrap_recorded(env, ev.env_wrappers)
@@ -343,11 +346,19 @@ def make_eval_env(ev: EvalConfig, length: int | None = None, video: tuple[Path, 
         raise
 
 
+def _offscreen() -> None:
+    """Frames are drawn off-screen (rgb_array): pygame-drawn environments (Gymnasium's classic
+    control) would look for a display and print SDL's "error: XDG_RUNTIME_DIR ..." on a headless
+    machine, a line that reads like an error of the evaluation.  A driver the user set is kept."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+
 def check_frames(ev: EvalConfig, length: int | None = None) -> None:
     """ValueError unless the evaluation environment renders a frame here: made with
     ``render_mode="rgb_array"``, reset and rendered once, before any rollout records video (a
     MuJoCo or Memory Maze task without an OpenGL context fails there, not in the middle of the
     evaluation with a traceback)."""
+    _offscreen()
     try:
         env = gym.make(ev.env_id, render_mode="rgb_array", **eval_env_kwargs(ev, length))
         try:
