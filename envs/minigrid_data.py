@@ -54,11 +54,14 @@ def generate_minigrid_dataset(size: int | list[int], episodes: int, seed: int, n
     sizes = list(size) if isinstance(size, list) else [size]
     if not sizes or len(set(sizes)) != len(sizes):
         raise ValueError(f"sizes must be distinct and at least one, got {sizes}")
+    # The tile size only where there are pixels: recorded for a symbolic view, it would differ from
+    # the environment's default that an evaluation makes it with (a warning about nothing).
+    pixels = {"tile_size": tile_size} if observation == "rgb" else {}
     for s in sizes:  # (checks size, view, observation and reward at once)
-        gym.make("rate/MiniGridMemory-v0", size=s, observation=observation, view_size=view_size, tile_size=tile_size,
-                 reward=reward).close()
+        gym.make("rate/MiniGridMemory-v0", size=s, observation=observation, view_size=view_size, reward=reward,
+                 **pixels).close()
     env = gym.make("rate/MiniGridMemory-v0", size=sizes[0], observation=observation, view_size=view_size,
-                   tile_size=tile_size, reward=reward)
+                   reward=reward, **pixels)
     dataset_id = dataset_id or default_dataset_id(size, observation, reward)
     check_dataset_id(dataset_id, overwrite)  # fails before the episodes are played; deletes nothing
     rng = np.random.default_rng(seed)

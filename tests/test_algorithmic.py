@@ -253,6 +253,9 @@ def test_a_resumed_run_ends_exactly_as_an_uninterrupted_one(tmp_path, monkeypatc
     # Without the YAML and its overrides: the run's saved config, as rate-train resumes.
     assert trainer.main(["--resume", "--out", str(resumed), "--no-progress"]) == 0
     assert_same_run(whole, resumed, expected, json.loads(capsys.readouterr().out))
+    # ... and with overrides alone, as --help says: train it longer (the first was read as the YAML).
+    assert trainer.main(["--resume", "--out", str(resumed), "train.steps=8", "--no-progress"]) == 0
+    assert json.loads((resumed / "config.json").read_text())["extra"]["step"] == 8
 
 
 def test_eval_scores_the_test_set_of_the_runs_own_seed_and_refuses_seeds_numpy_cannot_take(tmp_path, monkeypatch,

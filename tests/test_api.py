@@ -783,6 +783,10 @@ def test_make_env_checks_what_evaluate_checks(tmp_path):
     policy = rate.load_policy(checkpoint(tmp_path))
     with pytest.raises(ValueError, match=r"env_kwargs sets episode_length=20, which each length of \[12\] replaces"):
         policy.make_env(12, episode_length=20)
+    # T-Maze's other length keyword, which the swept episode_length overrides (it was dropped unsaid).
+    with pytest.raises(ValueError, match=r"env_kwargs sets corridor_length=5, which rate/TMaze-v0's episode_length "
+                                         r"\(each length of \[12\]\) overrides"):
+        policy.make_env(12, corridor_length=5)
     with pytest.raises(ConfigError, match=r"'CartPole-v1' with {} gives action space Discrete\(2\)"):
         policy.make_env(env_id="CartPole-v1")
     policy.make_env(12).close()

@@ -111,6 +111,14 @@ def test_dataset_round_trip_holds_detours_and_recovers_the_environment():
     env = ds.recover_environment()
     assert env.spec.id == "rate/MiniGridMemory-v0" and env.observation_space.shape == (27,)
     assert gym.make("rate/MiniGridMemory-v0", size=41).observation_space.shape == (27,)
+    # No tile size recorded for a view without pixels: the evaluation's default is no difference
+    # (every shipped MiniGrid run warned "recorded with tile_size=12 ... evaluated with 28").
+    from rate.config import from_dict
+    from rate.rl.experiment import RATEExperimentConfig, eval_env_differences
+
+    assert "tile_size" not in ds.spec.env_spec.kwargs
+    ev = from_dict(RATEExperimentConfig, {"eval": {"env_id": "rate/MiniGridMemory-v0", "length_kwarg": "size"}}).eval
+    assert eval_env_differences(ds.spec.env_spec, ev) == []
 
 
 def test_a_size_mixture_draws_each_episode_from_one_of_the_sizes():

@@ -132,6 +132,14 @@ def add_run_arguments(parser: argparse.ArgumentParser, default_root: str) -> Non
     add_device_arguments(parser, trainer=True, device_help="cpu, cuda or cuda:N (None: the config's train.device)")
 
 
+def override_not_config(args: argparse.Namespace) -> None:
+    """A first positional ``key=value`` (not a .yaml file) is an override, not the CONFIG:
+    ``--resume --out RUN train.steps=N`` and ``rate-train --dataset X train.steps=5`` give none."""
+    if args.config and "=" in args.config and Path(args.config).suffix not in (".yaml", ".yml"):
+        args.overrides.insert(0, args.config)
+        args.config = None
+
+
 def device_overrides(args: argparse.Namespace) -> list[str]:
     """--device / --threads as the train.device / train.threads overrides they stand for."""
     return ([f"train.device={args.device}"] if args.device else []) + \
@@ -166,6 +174,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
     The trainer keeps run folder ``out`` itself: it replaces an earlier run (--overwrite) once it
     has a checkpoint, and a run that fails before its first leaves the folder as it found it
     (:class:`rate.run_folder.RunFolder`)."""
+    override_not_config(args)
     overrides = list(args.overrides) + device_overrides(args)
     out = found = None
     with contextlib.ExitStack() as held:

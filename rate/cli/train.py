@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rate.cli.run import add_run_arguments, error_exit, interrupted, make_parser, run_and_record, saved_config
+from rate.cli.run import (add_run_arguments, error_exit, interrupted, make_parser, override_not_config,
+                          run_and_record, saved_config)
 from rate.data.episodes import DatasetError
 from rate.rl.experiment import RATEExperimentConfig
 from rate.rl.from_dataset import MODEL_PRESETS, run_name_for
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--download", action="store_true", help="with --dataset: fetch a missing id from the Minari "
                                                                 "hub (needs the network)")
     args = parser.parse_intermixed_args(argv)  # options may come after the overrides too
-    if args.config and args.config.count("=") and Path(args.config).suffix not in (".yaml", ".yml"):
-        args.overrides.insert(0, args.config)  # `rate-train --dataset X train.steps=5`: no CONFIG, all overrides
-        args.config = None
+    override_not_config(args)  # `rate-train --dataset X train.steps=5`: no CONFIG, all overrides
     from_run = args.resume and not (args.config or args.dataset)  # the run's own config, as saved
     if from_run and args.out is None:
         parser.error("--resume without a CONFIG or --dataset continues the run folder's own config: name the "
