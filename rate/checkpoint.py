@@ -159,7 +159,7 @@ def read_description(directory: str | Path, kind: str) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{directory}: format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     if meta.get("kind") != kind:
-        raise CheckpointError(f"{directory}: a {meta.get('kind')!r} checkpoint, expected {kind!r}")
+        raise CheckpointError(f"{directory}: a checkpoint of kind {meta.get('kind')!r}, expected {kind!r}")
     return meta
 
 

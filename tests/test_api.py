@@ -851,3 +851,13 @@ def test_save_pretrained_into_a_folder_a_trainer_holds_is_refused(tmp_path):
     with exclusive_run_dir(held):  # (this process's own hold nests: saving works)
         model.save_pretrained(held)
     assert (held / "model.safetensors").is_file()
+
+
+def test_rate_eval_heads_its_lengths_by_what_they_set():
+    """MiniGrid's lengths are grid sizes: its column is headed size, not T."""
+    from rate.rl.rollout import result_table
+
+    results = {9: {"success": 1.0, "return": 1.0, "return_std": 0.0}}
+    assert result_table(results, "size").split()[0] == "size"
+    for kwarg in (None, "episode_length", "max_episode_steps"):
+        assert result_table(results, kwarg).split()[0] == "T"

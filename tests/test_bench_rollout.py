@@ -195,6 +195,7 @@ def test_attention_forms_agree_at_a_tiny_size():
     assert result["order"] == list(FORMS) and measure(tiny, seconds=0.01, round_index=1)["order"] == list(FORMS)[::-1]
 
 
+@pytest.mark.slow  # (a whole benchmark page: 13-19 s)
 def test_decode_overheads_benchmark_times_every_setting_and_restores_the_default(tmp_path, monkeypatch):
     """Every setting of both tables is timed, in reverse order every other repeat (the default and
     the eager policy ran first in every repeat once, while the page said alternated)."""
@@ -412,6 +413,7 @@ def test_kv_layouts_layouts_take_turns_pass_by_pass(monkeypatch):
     assert list(times) == list(kv_layouts.LAYOUTS) and all(v == [0.001, 0.001] for v in times.values())
 
 
+@pytest.mark.slow  # (a whole benchmark page: 13-19 s)
 def test_kv_layouts_page_gives_every_layout_over_alternating_passes(tmp_path):
     from eval.bench import kv_layouts
 

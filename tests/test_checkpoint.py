@@ -48,7 +48,7 @@ def test_other_architecture_is_refused(tmp_path):
     with pytest.raises(CheckpointError, match=rf"another architecture \(dtype of {re.escape(name)}: torch.int64 vs model"):
         load_weights(build_model(cfg), weights | {name: weights[name].long()}, "ck")
     load_weights(build_model(cfg), weights | {name: weights[name].to(torch.bfloat16)}, "ck")  # (another precision)
-    with pytest.raises(CheckpointError, match="'algorithmic' checkpoint, expected 'rate'"):
+    with pytest.raises(CheckpointError, match="a checkpoint of kind 'algorithmic', expected 'rate'"):
         read_checkpoint(tmp_path / "ck", "rate")
 
 

@@ -85,13 +85,14 @@ def test_a_namespace_is_never_taken_for_a_dataset(root, overwrite):
     assert snapshot(root) == before
 
 
-@pytest.mark.parametrize("dataset_id", ["", "rate/tmaze", "badid", "../outside-v0", "a/../../x-v0"])
+@pytest.mark.parametrize("dataset_id", ["", "rate/tmaze", "badid", "../outside-v0", "a/../../x-v0", "t/c-v0"])
 def test_malformed_ids_are_refused_before_anything_is_written(root, dataset_id):
     write_minari_dataset("rate/tmaze/kept-v0", buffers(1), **SPACES)
     before = snapshot(root)
     with pytest.raises(ValueError, match="malformed dataset id") as refused:
         check_dataset_id(dataset_id, overwrite=True)
     assert "NoneType" not in str(refused.value)  # (Minari's own words for an id without -vN)
+    assert "the namespace of two characters or more" in str(refused.value)  # (why t/c-v0 is malformed)
     with pytest.raises(ValueError, match="malformed dataset id"):
         write_minari_dataset(dataset_id, buffers(1), overwrite=True, **SPACES)
     assert snapshot(root) == before

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         return error_exit(err)
     from rate.rl.rollout import result_table
 
-    print(result_table(results))
+    print(result_table(results, args.length_kwarg or ev.get("length_kwarg")))
     if args.out:
         from rate.config import atomic_write_text
 

@@ -49,8 +49,8 @@ def dataset_folder(dataset_id: str) -> Path:
     try:
         parse_dataset_id(dataset_id)
     except (ValueError, TypeError) as err:  # (Minari's TypeError for an id without -vN says nothing useful)
-        raise ValueError(f"malformed dataset id {dataset_id!r}: expected (namespace/)name-v<version>, "
-                         "e.g. rate/tmaze/oracle-T8-v0") from err
+        raise ValueError(f"malformed dataset id {dataset_id!r}: expected (namespace/)name-v<version>, the "
+                         "namespace of two characters or more (Minari's rule), e.g. rate/tmaze/oracle-T8-v0") from err
     return datasets_root() / dataset_id
 
 

@@ -179,10 +179,12 @@ def short_result(r: dict[str, float | None]) -> str:
     return (f"{r['success']:.2f}/" if r.get("success") is not None else "") + f"{r['return']:.4g}"
 
 
-def result_table(results: dict[int | None, dict[str, float | None]]) -> str:
-    """The evaluation per length as a plain-text table (length "-": the environment's own)."""
+def result_table(results: dict[int | None, dict[str, float | None]], length_kwarg: str | None = None) -> str:
+    """The evaluation per length as a plain-text table (length "-": the environment's own), the
+    first column headed T for an episode length or time limit, else by the keyword (MiniGrid's size)."""
     score = any("normalized_score" in r for r in results.values())
-    lines = [f"{'T':>6} {'success':>9} {'return':>20}" + (f" {'normalised score':>20}" if score else "")]
+    head = "T" if length_kwarg in (None, "episode_length", "max_episode_steps") else length_kwarg
+    lines = [f"{head:>6} {'success':>9} {'return':>20}" + (f" {'normalised score':>20}" if score else "")]
     for t, r in results.items():
         success = "-" if r.get("success") is None else f"{r['success']:.3f}"
         line = f"{'-' if t is None else t:>6} {success:>9} {r['return']:>10.3f} +- {r['return_std']:<6.3f}"
