@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
         results = evaluate(policy, args.env, episodes, lengths, args.length_kwarg, env_kwargs=changes, seed=seed,
                            progress=not args.no_progress, record_video=args.record_video)
-    except (CheckpointError, ValueError, ImportError, KeyboardInterrupt) + write_error_types() as err:  # ConfigError is a ValueError
+    # (ConfigError is a ValueError; Ctrl-C gets one line too)
+    except (CheckpointError, ValueError, ImportError, KeyboardInterrupt) + write_error_types() as err:
         if made_video_folder and args.record_video.is_dir() and not any(args.record_video.iterdir()):
             args.record_video.rmdir()  # (the check made it; a failed evaluation leaves none)
         if isinstance(err, KeyboardInterrupt):

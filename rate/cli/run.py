@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rate.checkpoint import CheckpointError
+from rate.checkpoint import CONFIG, CheckpointError
 from rate.run_folder import claimed_run_dir, saved_run_config
 from rate.cli.records import record_run, recorded_runs
 from rate.config import ConfigError, config_row, describe_config, file_in_the_way, load_yaml, refuse_read_only
@@ -219,7 +219,7 @@ def run_and_record(args: argparse.Namespace, config_cls: type, default_root: str
 def _checkpoint_id(out: Path) -> str | None:
     """The save id of the checkpoint in run folder ``out`` (None: none there, or unreadable)."""
     try:
-        return json.loads((out / "config.json").read_text()).get("save_id")
+        return json.loads((out / CONFIG).read_text()).get("save_id")
     except (OSError, ValueError, AttributeError):
         return None
 
