@@ -1,6 +1,6 @@
 """Evaluate a language-model checkpoint: bits per character over the whole stream, in order.
 
-    python -m eval.lm CHECKPOINT [--split test] [--batch 16]
+    python -m eval.lm CHECKPOINT [--split test] [--batch 16] [--no-progress]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=positive_int, help="parallel streams (default: the run's eval_batch_size)")
     parser.add_argument("--data-dir", help="prepared corpus folder (default: the run's data_dir)")
     parser.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     setup_process(0, args.threads)
     try:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     except (CheckpointError, CorpusError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    result = evaluate_stream(model, stream, progress=True)
+    result = evaluate_stream(model, stream, progress=not args.no_progress)
     # (the batch and segment decide the streams, so the bpc: a batch other than the run's gives another number)
     print(json.dumps({"checkpoint": str(args.checkpoint), "split": args.split, "batch": batch,
                       "segment_len": cfg.segment_len, **result}))

