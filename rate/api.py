@@ -501,7 +501,7 @@ def _checked_evaluation(policy: Policy, env_id: str | None, length_kwarg: str | 
     environment made once with its spaces compared to the policy's (one ConfigError, not a
     traceback in the first rollout)."""
     from rate.config import ConfigError, from_dict
-    from rate.rl.experiment import check_envs, entry_point_of
+    from rate.rl.experiment import check_envs, length_keywords
     from rate.rl.model import RATEConfig
 
     _check_environment_arguments(env_id, length_kwarg, env_kwargs)
@@ -521,8 +521,7 @@ def _checked_evaluation(policy: Policy, env_id: str | None, length_kwarg: str | 
                          f"give {n} as the length instead (evaluate: lengths=[{n}], rate-eval --lengths "
                          f"{n}; make_env({n})), or leave it out of env_kwargs")
     # Another keyword the environment sets its length by (T-Maze's corridor_length) loses to the swept one.
-    declared = getattr(entry_point_of(ev.env_id), "length_keywords", ()) if ev.env_id else ()
-    shadowed = [key for key in declared if key != ev.length_kwarg and key in (env_kwargs or {})]
+    shadowed = [key for key in length_keywords(ev.env_id) if key != ev.length_kwarg and key in (env_kwargs or {})]
     if shadowed and lengths != [None]:
         key = shadowed[0]
         raise ValueError(f"env_kwargs sets {key}={env_kwargs[key]!r}, which {ev.env_id}'s {ev.length_kwarg} (each "

@@ -262,7 +262,7 @@ def eval_env_differences(env_spec, ev: EvalConfig) -> list[str]:
         return []
     recorded = env_spec.kwargs or {}
     swept = {ev.length_kwarg}
-    aliases = set(getattr(entry_point_of(ev.env_id), "length_keywords", ()))
+    aliases = set(length_keywords(ev.env_id))
     if ev.length_kwarg in aliases and ev.lengths:  # (then the final evaluation's lengths are given too)
         swept |= aliases  # every evaluation passes a length: none runs at the default corridor
     given = [f"{key}={recorded[key]!r} (evaluated with {key}={value!r})" for key, value in sorted(ev.env_kwargs.items())
@@ -285,6 +285,13 @@ def entry_point_of(env_id: str) -> Any:
         return load_env_creator(spec.entry_point) if isinstance(spec.entry_point, str) else spec.entry_point
     except (gym.error.Error, ImportError, AttributeError, ValueError):
         return None
+
+
+def length_keywords(env_id: str) -> tuple[str, ...]:
+    """The keywords ``env_id``'s environment declares as setting its length (its class's
+    ``length_keywords``: T-Maze's episode_length and corridor_length, MiniGrid-Memory's size); ()
+    where it declares none or the id is not registered here."""
+    return tuple(getattr(entry_point_of(env_id), "length_keywords", ())) if env_id else ()
 
 
 def default_env_kwargs(env_id: str) -> dict[str, Any]:

@@ -332,9 +332,9 @@ def length_kwarg_for(env_id: str, env_kwargs: dict[str, Any]) -> str:
     declares as setting its length (``length_keywords``: T-Maze's episode_length, although its data
     records corridor_length; MiniGrid-Memory's size), else an ``episode_length`` among
     ``env_kwargs``, else the time limit, a keyword gym.make takes for any id."""
-    from rate.rl.experiment import entry_point_of
+    from rate.rl.experiment import length_keywords
 
-    declared = getattr(entry_point_of(env_id), "length_keywords", ()) if env_id else ()
+    declared = length_keywords(env_id)
     return declared[0] if declared else "episode_length" if "episode_length" in env_kwargs else "max_episode_steps"
 
 
