@@ -176,6 +176,33 @@ def test_sweep_with_a_wrong_evaluation_environment_fails_before_running(tmp_path
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "r").exists()
 
 
+def test_a_missing_dataset_fails_the_sweep_before_any_run_and_a_dry_run_notes_it(tmp_path, capsys, tmaze_data):
+    """The second of two runs trains on a dataset that is not here: the sweep says so, and which
+    runs, before the first run trains (it failed only after it, with an empty result line); a dry
+    run lists the pending runs with a note; --only leaving those runs out lets the sweep pass."""
+    import yaml
+
+    from tests.tiny_tmaze import tiny_data
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_data(**{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 0})))
+    sweep_file = tmp_path / "s.yaml"
+    sweep_file.write_text(f"csv: {tmp_path / 'a.csv'}\nout_root: {tmp_path / 'r'}\nseeds: [0, 1]\ntrainer: train\n"
+                          f"runs:\n  - {{name: here, config: {config}}}\n"
+                          f"  - {{name: gone, config: {config}, overrides: [dataset_id=rate/nope/gone-v0]}}\n")
+    assert main([str(sweep_file)]) == 2
+    err = one_error_line(capsys.readouterr().err)
+    assert err.startswith("error: run gone/seed0 and 1 more pending run would train on a dataset that is not here: "
+                          "Minari dataset 'rate/nope/gone-v0' not found") and err.rstrip().endswith("leave them out with --only")
+    assert not (tmp_path / "a.csv").exists() and not (tmp_path / "r").exists()
+    assert main([str(sweep_file), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "note: rate/nope/gone-v0 is not here (2 of the runs train on it)" in out and "gone/seed1" in out
+    assert main([str(sweep_file), "--only", "here/seed0"]) == 0
+    assert [r["run"] for r in read_rows(tmp_path / "a.csv")] == ["here/seed0"]
+    assert "here/seed0: failed" not in capsys.readouterr().out
+
+
 def test_bad_set_override_fails_before_running(tmp_path, capsys):
     assert main(["configs/lm/sweep.yaml", "--set", "train.nope=1", "--dry-run"]) == 2
     assert "nope" in one_error_line(capsys.readouterr().err)
@@ -322,7 +349,9 @@ def test_a_trainer_killed_by_a_signal_fails_the_sweep_with_the_shells_status(tmp
     monkeypatch.setattr(sweep.subprocess, "Popen", lambda cmd, **kwargs: real_popen(
         [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"], **kwargs))
     assert main([str(sweep_file)]) == 128 + signal.SIGKILL
-    assert "error: run reverse/tiny/seg1/seed0 was killed by signal 9 (Killed)" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "error: run reverse/tiny/seg1/seed0 was killed by signal 9 (Killed)" in err
+    assert re.search(r"reverse/tiny/seg1/seed0: failed \(\d+ s\)", out), out  # (not its last line of output)
 
 
 def test_a_run_folder_that_cannot_be_read_now_is_not_replaced(tmp_path, monkeypatch):

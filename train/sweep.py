@@ -38,6 +38,7 @@ from rate.run_folder import settle_run_dir
 from rate.cli.records import recorded_runs
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
+from rate.data.episodes import DatasetError, DatasetNotFound, open_minari_dataset
 from rate.resume import STATE_FILE, config_changes
 from rate.rl import experiment as rl
 from train.experiments import algorithmic, lm
@@ -165,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = load_yaml(Sweep, args.sweep)  # a missing file, bad YAML or bad keys: one ConfigError
         runs = expand(sweep, args.extra)
+        configs = {}
         for run in runs:  # validate every config before spending compute
-            cfg = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
+            cfg = configs[run.name] = load_yaml(TRAINERS[sweep.trainer], run.config, run.overrides)
             if cfg.train.seed != run.seed:  # (train.seed=S, or train={seed: S}, later in the overrides)
                 raise ConfigError(f"{run.name}: train.seed is set by the sweep's seeds (run NAME/seedS trains with "
                                   f"train.seed=S), not by overrides or --set (they make it {cfg.train.seed})")
@@ -186,7 +188,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pending = [r for r in runs if r.name not in done and (not args.only or r.name.startswith(args.only))]
     try:
+        missing = missing_datasets(pending, configs)
+    except KeyboardInterrupt:
+        print("stopped before any run started", file=sys.stderr)
+        return 128 + signal.SIGINT
+    if missing and not args.dry_run:  # (a dry run lists them below: they may be generated before the sweep runs)
+        names, err = next(iter(missing.values()))
+        more = f" and {len(names) - 1} more pending run{'s' if len(names) > 2 else ''}" if len(names) > 1 else ""
+        print(f"error: run {names[0]}{more} would train on a dataset that is not here: {err}; or leave them out "
+              "with --only", file=sys.stderr)
+        return 2
+    try:
         print(f"{len(runs)} runs in the sweep, {len(runs) - len(pending)} done or filtered, {len(pending)} to run")
+        for dataset_id, (names, _) in missing.items():
+            print(f"note: {dataset_id} is not here ({len(names)} of the runs train on it): generate or download "
+                  "it before the sweep runs")
         if args.dry_run:
             for r in pending:
                 print(r.name, " ".join(r.overrides))
@@ -203,6 +219,29 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:  # the CSV, re-read between runs, was replaced by another kind of file
         print(f"error: {err} (the sweep's trainers were stopped)", file=sys.stderr)
         return 2
+
+
+def missing_datasets(runs: list[Run], configs: dict) -> dict[str, tuple[list[str], DatasetNotFound]]:
+    """{dataset id: (the names of ``runs`` that train on it, why it cannot be found)} for each RATE
+    run's dataset that is neither a local Minari id nor a folder: the trainer would fail on it
+    only after the runs before it trained (hours, on a long sweep)."""
+    missing: dict[str, tuple[list[str], DatasetNotFound]] = {}
+    found: set[str] = set()
+    for run in runs:
+        cfg = configs[run.name]
+        if not isinstance(cfg, rl.RATEExperimentConfig) or cfg.dataset_id in found:
+            continue
+        if cfg.dataset_id in missing:
+            missing[cfg.dataset_id][0].append(run.name)
+            continue
+        try:
+            open_minari_dataset(cfg.dataset_id)
+            found.add(cfg.dataset_id)
+        except DatasetNotFound as err:
+            missing[cfg.dataset_id] = ([run.name], err)
+        except DatasetError:  # there, but damaged: the trainer says how, in one line, when its run starts
+            found.add(cfg.dataset_id)
+    return missing
 
 
 def _read_and_close(file) -> str:
@@ -301,8 +340,9 @@ def run_all(sweep: Sweep, pending: list[Run], jobs: int) -> int:
                 if proc.returncode and run.name in recorded_runs(sweep.csv):
                     tqdm.write(f"{run.name}: its row was written meanwhile (another sweep); skipped")
                     continue
-                tqdm.write(f"{run.name}: {out.strip().splitlines()[-1] if out.strip() else ''} "
-                           f"({time.time() - start:.0f} s)")
+                # (a failed trainer's last line of output is no result: its error follows)
+                result = "failed" if proc.returncode else out.strip().splitlines()[-1] if out.strip() else "done"
+                tqdm.write(f"{run.name}: {result} ({time.time() - start:.0f} s)")
                 if proc.returncode and not failure:
                     tqdm.write(err[-2000:])
                     if proc.returncode < 0:  # killed by a signal (the OOM killer's SIGKILL): the shell's 128 + N
