@@ -110,9 +110,14 @@ class TMazeEnv(gym.Env):
     def render(self):
         if self.render_mode != "ansi":  # (Gymnasium: no render mode, nothing rendered)
             return None
-        cells = ["."] * (self.corridor_length + 1)
-        cells[self.x] = "A"
-        return f"goal {'up' if self.goal > 0 else 'down'} t={self.t} |{''.join(cells)}| y={self.y}"
+        return ansi_frame(self.corridor_length, self.x, self.y, self.goal, self.t)
+
+
+def ansi_frame(corridor_length: int, x: int, y: int, goal: int, t: int) -> str:
+    """The ``ansi`` render of one T-Maze: goal, time, the corridor with the agent, and the arm."""
+    cells = ["."] * (corridor_length + 1)
+    cells[x] = "A"
+    return f"goal {'up' if goal > 0 else 'down'} t={t} |{''.join(cells)}| y={y}"
 
 
 def episode_oracle(rng: np.random.Generator):

@@ -11,7 +11,8 @@ the batch, and so are the draws: each generator's raw bits are taken in blocks
 operations for the whole batch, where N single environments cost N Python ``step`` calls and N
 generator calls.
 
-Made by ``gym.make_vec("rate/TMaze-v0", num_envs=N, corridor_length=L)`` (or ``episode_length=T``).
+Made by ``gym.make_vec("rate/TMaze-v0", num_envs=N, corridor_length=L)`` (or ``episode_length=T``;
+``render_mode="ansi"`` draws each environment as the single T-Maze does).
 Autoreset follows Gymnasium's ``NEXT_STEP`` mode: the step after an environment's episode ended
 resets it (its action is ignored; reward 0, not terminated).  Infos are vector infos: ``success``
 with the mask ``_success`` for the environments whose episode ended on this step, and
@@ -27,15 +28,19 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
-from .tmaze import DOWN, LEFT, RIGHT, UP, corridor_length_of
+from .tmaze import DOWN, LEFT, RIGHT, UP, ansi_frame, corridor_length_of
 
 
 class TMazeVectorEnv(VectorEnv):
-    metadata: ClassVar[dict] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
+    metadata: ClassVar[dict] = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": ["ansi"], "render_fps": 4}
 
-    def __init__(self, num_envs: int, corridor_length: int = 10, episode_length: int | None = None):
+    def __init__(self, num_envs: int, corridor_length: int = 10, episode_length: int | None = None,
+                 render_mode: str | None = None):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        if render_mode not in (None, *self.metadata["render_modes"]):
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.render_mode = render_mode
         corridor_length = corridor_length_of(corridor_length, episode_length)
         self.num_envs, self.default_length = num_envs, corridor_length
         self.single_observation_space = spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
@@ -113,6 +118,12 @@ class TMazeVectorEnv(VectorEnv):
             info |= {"success": reward > 0, "_success": ended.copy()}  # (not the autoreset state itself)
         self._autoreset = ended
         return obs, reward, terminated, truncated, info
+
+    def render(self) -> tuple[str, ...] | None:
+        """Each environment's ``ansi`` frame, as the single T-Maze draws it (None without a render mode)."""
+        if self.render_mode != "ansi" or self.streams is None:
+            return None
+        return tuple(ansi_frame(*map(int, row)) for row in zip(self.corridor, self.x, self.y, self.goal, self.t))
 
     # ------------------------------------------------------------------ internals
     def _episode_options(self, options: dict[str, Any]) -> tuple[int, int | None]:

@@ -581,3 +581,8 @@ def test_a_dataset_whose_episodes_all_end_in_one_segment_is_warned_about():
     assert single_hop_count(episodes(3, 2), cfg) is None  # all in segment 0: no memory update to learn
     assert single_hop_count(episodes(12, 11), tiny(window_start="random")) is None
     assert single_hop_count(episodes(30, 40), cfg) is None  # longer than the window: cut ends are no decisions
+    rewarded_before_the_end = episodes(12, 11, 9)
+    rewarded_before_the_end[1].rewards[3] = 1.0  # (POPGym's tasks reward every step: no decision at the end)
+    assert single_hop_count(rewarded_before_the_end, cfg) is None
+    rewarded_before_the_end[1].rewards[3], rewarded_before_the_end[1].rewards[-1] = 0.0, 1.0
+    assert single_hop_count(rewarded_before_the_end, cfg) == 2  # rewarded at the end alone (T-Maze, AAR)

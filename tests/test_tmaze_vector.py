@@ -59,13 +59,15 @@ def test_vector_tmaze_steps_as_single_tmazes(options):
 
 def test_vector_tmaze_steps_as_gymnasiums_sync_vector_env_infos_included():
     """Against SyncVectorEnv over single T-Mazes (NEXT_STEP autoreset): the same observations,
-    rewards, ends and infos at every step, the reset info of restarting rows included; a row
-    that restarts ignores its action (here -1), as SyncVectorEnv's does."""
+    rewards, ends, infos and ``ansi`` frames at every step, the reset info of restarting rows
+    included; a row that restarts ignores its action (here -1), as SyncVectorEnv's does."""
     n = 5
-    native = gym.make_vec("rate/TMaze-v0", num_envs=n, corridor_length=2)
-    sync = gym.vector.SyncVectorEnv([lambda: gym.make("rate/TMaze-v0", corridor_length=2)] * n)
+    native = gym.make_vec("rate/TMaze-v0", num_envs=n, corridor_length=2, render_mode="ansi")
+    sync = gym.vector.SyncVectorEnv([lambda: gym.make("rate/TMaze-v0", corridor_length=2, render_mode="ansi")] * n)
+    assert native.render() is None  # (before the first reset)
     for a, b in zip(native.reset(seed=3), sync.reset(seed=3)):
         np.testing.assert_equal(a, b)
+    assert native.render() == sync.render() and native.render()[0].startswith("goal ")
     rng = np.random.default_rng(2)
     restarting = np.zeros(n, dtype=bool)
     for _ in range(200):
@@ -76,8 +78,12 @@ def test_vector_tmaze_steps_as_gymnasiums_sync_vector_env_infos_included():
         assert set(mine[4]) == set(theirs[4]), (sorted(mine[4]), sorted(theirs[4]))
         for key, value in theirs[4].items():
             np.testing.assert_array_equal(mine[4][key], value, err_msg=key)
+        assert native.render() == sync.render()
         restarting = mine[2] | mine[3]
     native.close()
+    with pytest.raises(ValueError, match=r"render_mode must be one of \['ansi'\] or None, got 'rgb_array'"):
+        gym.make_vec("rate/TMaze-v0", num_envs=2, render_mode="rgb_array")
+    assert gym.make_vec("rate/TMaze-v0", num_envs=2).render() is None
     sync.close()
 
 
@@ -276,8 +282,8 @@ def test_a_rollout_that_fails_early_closes_every_environment_it_made():
 
 def test_rollouts_refuse_other_autoreset_modes_and_checks_make_the_vector_environment():
     """SAME_STEP puts an ended row's success flag in final_info and DISABLED cannot step an
-    ended row beside the others: refused rather than read wrong.  A keyword only the single
-    T-Maze takes sends the evaluation to single T-Mazes, which the check makes and passes."""
+    ended row beside the others: refused rather than read wrong.  A keyword only single T-Mazes
+    take sends the evaluation to them, which the check makes and passes."""
     from rate.config import ConfigError
     from rate.rl.experiment import check_envs
     from rate.rl.rollout import _VectorSteps
@@ -287,9 +293,10 @@ def test_rollouts_refuse_other_autoreset_modes_and_checks_make_the_vector_enviro
         with pytest.raises(ValueError, match="played with NEXT_STEP autoreset"):
             _VectorSteps(envs)
         envs.close()
-    ansi = EvalConfig(env_kwargs={"render_mode": "ansi"})
-    check_envs(ansi, [12], None)
-    assert callable(make_eval_envs(ansi, 2, 12))
+    single_only = EvalConfig(env_kwargs={"max_episode_steps": 50})  # (gym.make's TimeLimit)
+    check_envs(single_only, [12], None)
+    assert callable(make_eval_envs(single_only, 2, 12))
+    assert not callable(make_eval_envs(EvalConfig(env_kwargs={"render_mode": "ansi"}), 2, 12))  # (both draw it)
     with pytest.raises(ConfigError, match="eval: .*corridor_length"):  # a bad keyword still fails the check
         check_envs(EvalConfig(env_kwargs={"corridor_length": 0}), [None], None)
 

@@ -224,11 +224,14 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
 def single_hop_count(episodes: list[Episode], cfg: RATEExperimentConfig) -> int | None:
     """The segment index every episode's last step falls in, when it is the same for all of them
     (and > 0) in a memory model's windows from the episode start; else None.  Then every end-of-
-    episode decision sits the same number of memory updates after the start (issue 24)."""
+    episode decision sits the same number of memory updates after the start (issue 24).  Only for
+    data rewarded at the episode's end alone (T-Maze, AAR, MiniGrid-Memory): where steps before
+    the last are rewarded too (POPGym's tasks), decisions fall at every step, not at the end."""
     m = cfg.model
     if (m.kind != "transformer" or not m.backbone.num_mem_tokens or m.num_segments < 2
             or cfg.window_start != "episode_start" or len(episodes) < 2
-            or max(len(ep) for ep in episodes) > m.window_steps):  # cut windows: their ends are not decisions
+            or max(len(ep) for ep in episodes) > m.window_steps  # cut windows: their ends are not decisions
+            or any(ep.rewards[:-1].any() for ep in episodes)):
         return None
     ends = {(len(ep) - 1) // m.segment_steps for ep in episodes}
     return ends.pop() if len(ends) == 1 and min(ends) > 0 else None
