@@ -136,6 +136,14 @@ def test_the_policies_return_to_go_keeps_a_reward_a_float32_running_value_would_
     assert rtg.dtype == torch.float64 and rtg.tolist() == [2**25 - 1, 2**25]
 
 
+def test_a_policy_steps_state_and_example_inputs_are_made_on_its_device():
+    """(They were made on the CPU whatever the step's device: a step moved to a GPU failed on them.)"""
+    from rate.rl.step import PolicyStep
+
+    step = PolicyStep(small_rate()).to("meta")
+    assert {t.device.type for t in (*step.example_inputs(3), *step.initial_state(3))} == {"meta"}
+
+
 def batch(b=2, t=9):
     g = torch.Generator().manual_seed(1)
     return (torch.randn(b, t, 4, generator=g), torch.randint(0, 4, (b, t), generator=g),

@@ -164,6 +164,25 @@ def test_stepping_across_a_boundary_for_the_last_rows_alone_gives_those_rows(nam
         torch.testing.assert_close(memory, memory0, atol=1e-6, rtol=1e-6)
 
 
+def test_both_forms_of_the_positional_features_agree_at_long_distances():
+    """The distance table (bias form, streaming decode) and the factored form's features (large
+    training calls) are the same sinusoids to float32 rounding at thousands of steps (the table's
+    angles were float32 and 2e-4 off there)."""
+    from rate.core.attention import RelativePositions
+
+    d_model, far = 128, 6000
+    table = sinusoid_table(torch.arange(-far, far + 1), d_model)
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, d_model, 2, dtype=torch.float64) / d_model))
+    angles = torch.arange(-far, far + 1, dtype=torch.float64)[:, None] * inv_freq
+    exact = torch.cat([angles.sin(), angles.cos()], -1)
+    assert table.dtype == torch.float32 and (table.double() - exact).abs().max() < 1e-6
+    # The factored form's rotation of the query at position 5999 is e^{i 5999 w}: the table's
+    # distance-5999 row (to key 0) as (imaginary, real) parts.
+    rotation, key_features = RelativePositions(far - 1, 1, far, d_model).factors(d_model)
+    torch.testing.assert_close(torch.cat([rotation[0].imag, rotation[0].real]), table[far + far - 1], atol=2e-6, rtol=0)
+    assert key_features.shape == (far, d_model)
+
+
 def test_full_forward_attention_compiles_into_one_graph():
     """The full forward's positional window compiles without a graph break (fullgraph) and gives
     the eager outputs and gradients (eagerly it reads the tensor's storage offset, which Dynamo

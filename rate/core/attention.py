@@ -58,11 +58,13 @@ def inverse_frequencies(d_model: int, device: torch.device | None = None,
 def sinusoid_table(distances: torch.Tensor, d_model: int) -> torch.Tensor:
     """Sinusoidal embedding of signed distances.
 
-    distances: (R,) integer tensor.  Returns (R, d_model) float: [sin(d w_k), cos(d w_k)].
+    distances: (R,) integer tensor.  Returns (R, d_model) float32: [sin(d w_k), cos(d w_k)].
+    Angles in float64, as :meth:`RelativePositions.factors`: distances reach thousands of radians,
+    where float32 angles would put the two forms of the scores 1e-4 apart.
     """
-    inv_freq = inverse_frequencies(d_model, distances.device)
-    angles = distances.float()[:, None] * inv_freq[None, :]  # (R, d_model/2)
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+    inv_freq = inverse_frequencies(d_model, distances.device, torch.float64)
+    angles = distances.to(torch.float64)[:, None] * inv_freq[None, :]  # (R, d_model/2)
+    return torch.cat([angles.sin(), angles.cos()], dim=-1).float()
 
 
 class RelativePositions:

@@ -1,4 +1,4 @@
-"""The streaming decoder's key/value buffer of one layer, and in-place row writes.
+"""The streaming decoder's key/value buffer of one layer, and in-place row writes (store_rows, store_slots).
 
 Layout: values of shape (P, B, H, page, dh) and keys stored transposed, (P, B, H, dh, page); slot
 s of row b lives in page s // page at offset s % page.  With the keys' slots on the last axis,
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 
-def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+def store_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
     """Row b of ``new`` (B, H, n, dh) written into ``buffer`` (B, H, K, dh) at slots start[b]..+n-1,
     or at start.. for every row when ``start`` is an int (rows in step).
 
@@ -50,19 +50,19 @@ def write_rows(buffer: torch.Tensor, new: torch.Tensor, start: torch.Tensor | in
     return out
 
 
-def write_slots(pages: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
+def store_slots(pages: torch.Tensor, new: torch.Tensor, start: torch.Tensor | int) -> torch.Tensor:
     """Row b of ``new`` (B, H, n, dh) written into the paged key/value buffer ``pages``
     (P, B, H, page, dh) at slots start[b]..+n-1; slot s lives in page s // page at offset s % page.
 
-    One page (P = 1) is the flat buffer of :func:`write_rows`, and takes its path (also inside an
+    One page (P = 1) is the flat buffer of :func:`store_rows`, and takes its path (also inside an
     exported graph).  With several pages (eager decoding only) the write is in place: slice copies
     per page touched for an int start (rows in step), else one index_put_ of whole (H, dh) blocks.
     """
     count, page = pages.shape[0], pages.shape[3]
     if count == 1:  # (squeeze, not [0]: in ONNX a Gather would copy the buffer once more)
-        return write_rows(pages.squeeze(0), new, start).unsqueeze(0)
+        return store_rows(pages.squeeze(0), new, start).unsqueeze(0)
     n = new.shape[2]
-    if new.dtype != pages.dtype:  # (as in write_rows)
+    if new.dtype != pages.dtype:  # (as in store_rows)
         new = new.to(pages.dtype)
     if isinstance(start, int):
         done = 0
@@ -92,7 +92,7 @@ class KVPages:
 
     def write(self, k: torch.Tensor, v: torch.Tensor, start: torch.Tensor | int | None) -> KVPages:
         """New keys/values k, v (B, H, n, dh) at slots start[b].. of row b (``start`` an int: the
-        same slots in every row), in place when eager (:func:`write_slots`, on the keys through a
+        same slots in every row), in place when eager (:func:`store_slots`, on the keys through a
         (P, B, H, page, dh) view).  ``start`` None appends them after the buffer instead: a new
         flat buffer of slots + n (one page only; the exported graphs' write block, which has no
         slots of its own)."""
@@ -101,8 +101,8 @@ class KVPages:
                 raise ValueError("appending needs a flat buffer (one page)")
             return KVPages(torch.cat([self.keys, k.transpose(-1, -2).unsqueeze(0)], dim=4),
                            torch.cat([self.values, v.unsqueeze(0)], dim=3))
-        keys = write_slots(self.keys.transpose(-1, -2), k, start).transpose(-1, -2)
-        return KVPages(keys, write_slots(self.values, v, start))
+        keys = store_slots(self.keys.transpose(-1, -2), k, start).transpose(-1, -2)
+        return KVPages(keys, store_slots(self.values, v, start))
 
     def prefix(self, slots: int) -> KVPages:
         """Views of the first ``slots`` slots, through which writes land in this buffer: a slice of

@@ -57,8 +57,10 @@ def apply_segment_padding(
 
     allowed: (Q, K) bool from :func:`rmt_segment_mask`; seg_valid: (B, S) bool, padding only at
     the end.  Returns (B, Q, K).  A padded segment row keeps its own column so that its softmax
-    has at least one entry (its output is ignored by every loss); valid rows never lose a key they
-    may see, because padding comes after them.
+    has at least one entry (its output is ignored by every loss); valid segment rows never lose a
+    key they may see, because padding comes after them (causal), while the write block's rows,
+    which see the whole segment, lose its padded columns: the memory is written from the valid
+    tokens only.
     """
     b, s = seg_valid.shape
     q_len, k_len = allowed.shape

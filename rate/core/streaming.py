@@ -37,7 +37,7 @@ from dataclasses import replace
 import torch
 
 from rate.core.attention import RelativePositions
-from rate.core.kv_buffer import KVPages, write_rows
+from rate.core.kv_buffer import KVPages, store_rows
 from rate.core.masks import mask_to_bias
 from rate.core.rmt import RecurrentMemoryTransformer
 from rate.core.stream_state import StreamState
@@ -215,7 +215,7 @@ class StreamingDecoder:
         (B, n, D) (of the last ``outputs`` rows only, when given: see
         :meth:`RecurrentMemoryTransformer.run_layers`), the per-layer inputs of x and the key/value
         buffers (the state's own, written in place, or new tensors inside an exported graph: see
-        :func:`rate.core.kv_buffer.write_slots`).
+        :func:`rate.core.kv_buffer.store_slots`).
 
         Eagerly, attention reads only the slots (one flat page) or pages up to the last new token
         of any row: the slots after it are empty in every row, and reading the key/value buffer is
@@ -393,7 +393,7 @@ class StreamingDecoder:
         new tokens' ``inputs`` (per layer (B, n, D)) at segment positions at..; none without a cache."""
         if not self.C:
             return state.seg_inputs
-        return write_rows(state.seg_inputs.transpose(0, 1), torch.stack(inputs, 1), at).transpose(0, 1)
+        return store_rows(state.seg_inputs.transpose(0, 1), torch.stack(inputs, 1), at).transpose(0, 1)
 
     def _write_rows_see(self, kind: torch.Tensor) -> torch.Tensor:
         """(B, m, slots) bool: what the write rows at slots W.. attend to: what the read rows see,

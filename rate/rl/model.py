@@ -144,6 +144,12 @@ class StepEncoders(nn.Module):
         e = self.act_enc(actions)
         return torch.tanh(e) if self.cfg.action_tanh else e
 
+    def step_tokens(self, rtg: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor | None = None) -> torch.Tensor:
+        """Each step's tokens in the model's order R_t, o_t, a_t: (B, T, 3, D), or (B, T, 2, D)
+        without ``actions`` (the step whose action is still to be chosen).  Shapes as the embed_*."""
+        tokens = [self.embed_rtg(rtg), self.embed_obs(obs)]
+        return torch.stack(tokens if actions is None else [*tokens, self.embed_actions(actions)], dim=2)
+
 
 class ActionHead(nn.Module):
     """Hidden states that predict actions (..., D) -> logits (discrete) or tanh means (continuous),
@@ -265,8 +271,7 @@ class RATEModel(PretrainedMixin, nn.Module):
 
     def interleave(self, rtg: torch.Tensor, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Tokens (B, 3T, D) in the order R_0, o_0, a_0, R_1, ..."""
-        r, o, a = self.encoders.embed_rtg(rtg), self.encoders.embed_obs(obs), self.encoders.embed_actions(actions)
-        return torch.stack([r, o, a], dim=2).flatten(1, 2)
+        return self.encoders.step_tokens(rtg, obs, actions).flatten(1, 2)
 
     def forward(
         self, obs: torch.Tensor, actions: torch.Tensor, rtg: torch.Tensor, valid: torch.Tensor,

@@ -176,22 +176,21 @@ class WindowPolicy(BatchedPolicy):
     def act(self, obs, last_reward=None) -> np.ndarray:
         obs = self._observe(obs, last_reward)
         n, enc = obs.shape[0], self.model.encoders
-        rtg, o = enc.embed_rtg(self.rtg_input[:, None]), enc.embed_obs(obs[:, None])  # (n, 1, D) each
         # The current action is unknown; any placeholder works, o_t never sees a_t.
-        placeholder = enc.embed_actions(self.no_action(n)[:, None])
-        self.steps = (self.steps + [torch.cat([rtg, o, placeholder], 1)])[-self.window :]
+        tokens = enc.step_tokens(self.rtg_input[:, None], obs[:, None], self.no_action(n)[:, None])[:, 0]  # (n, 3, D)
+        self.steps = (self.steps + [tokens])[-self.window :]
         self.steps_seen += 1
         if self.steps_seen > self.window:
             self.stream = None  # the window slides from now on: its key/value cache is of no more use
         if self.stream is not None:
             previous = None if len(self.steps) == 1 else self.steps[-2][:, 2:]  # a_{t-1}'s token (n, 1, D)
-            h, self.stream = self.step.decode(self.stream, torch.cat([rtg, o], 1), previous, None)
+            h, self.stream = self.step.decode(self.stream, tokens[:, :2], previous, None)
             out = self.model.head(h)
         else:
             valid = torch.ones(n, len(self.steps), dtype=torch.bool, device=self.device)
             out = self.model.forward_tokens(torch.cat(self.steps, 1), valid)[0][:, -1]
         action = self._choose(out)
-        self.steps[-1] = torch.cat([rtg, o, enc.embed_actions(action[:, None])], 1)
+        self.steps[-1] = torch.cat([tokens[:, :2], enc.embed_actions(action[:, None])], 1)
         return self._as_array(action)
 
 

@@ -14,8 +14,9 @@ The action a_{t-1} chosen at the previous step is decoded together with (R_t, o_
 Where some row starts an episode, or a_{t-1} fills a row's segment, a_{t-1} is decoded alone
 first, the rows restart or close their segments (the write block sees the whole segment, last
 action included, as in training), and then (R_t, o_t): the same tokens in the same segments
-either way.  Where a_{t-1} fills every row's segment (environments in step), a_{t-1} and the
-write block go through the decoder in one pass and the next read block and (R_t, o_t) in another
+either way.  Where a_{t-1} fills every row's segment (environments in step) and the write block
+has slots of its own (``write_slots``, the eager policy's layout), a_{t-1} and the write block go
+through the decoder in one pass and the next read block and (R_t, o_t) in another
 (StreamingDecoder.step_across).  Eagerly the step branches in Python and restarts or closes only
 the rows that need it; inside torch.export the branch is ``torch.cond`` and restarts and closes are computed for
 every row and kept where needed, so the graph has no data-dependent shapes.
@@ -86,21 +87,26 @@ class PolicyStep(nn.Module):
         return spec
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, ...]:
-        """All-zero state of ``batch`` rows (pass new_episode=True on the first step)."""
+        """All-zero state of ``batch`` rows on the step's device (pass new_episode=True on the first step)."""
+        device = self.fresh_memory.device
         discrete = self.cfg.act_kind == "discrete"
-        last_action = torch.zeros(batch, dtype=torch.long) if discrete else torch.zeros(batch, self.cfg.act_dim)
-        out = [torch.zeros(batch, dtype=torch.float64), last_action]
+        last_action = torch.zeros(batch, dtype=torch.long, device=device) if discrete else torch.zeros(
+            batch, self.cfg.act_dim, device=device)
+        out = [torch.zeros(batch, dtype=torch.float64, device=device), last_action]
         for name in STREAM_FIELDS:
             fresh = getattr(self, f"fresh_{name}")
             shape = list(fresh.shape)
             shape[STATE_BATCH_DIM[name]] = batch
-            out.append(torch.zeros(shape, dtype=fresh.dtype))
+            out.append(torch.zeros(shape, dtype=fresh.dtype, device=device))
         return tuple(out)
 
     def example_inputs(self, batch: int = 2) -> tuple[torch.Tensor, ...]:
-        obs = torch.zeros(batch, *self.cfg.obs_shape)
-        return (obs, torch.zeros(batch), torch.ones(batch, dtype=torch.bool), torch.ones(batch),
-                torch.zeros(batch, self.cfg.act_dim), *self.initial_state(batch))
+        """Inputs of a first step of ``batch`` rows on the step's device (what torch.export traces with)."""
+        device = self.fresh_memory.device
+        obs = torch.zeros(batch, *self.cfg.obs_shape, device=device)
+        return (obs, torch.zeros(batch, device=device), torch.ones(batch, dtype=torch.bool, device=device),
+                torch.ones(batch, device=device), torch.zeros(batch, self.cfg.act_dim, device=device),
+                *self.initial_state(batch))
 
     @staticmethod
     def _fields(h: torch.Tensor, state: StreamState, stream: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -113,8 +119,7 @@ class PolicyStep(nn.Module):
 
     def step_tokens(self, rtg: torch.Tensor, obs: torch.Tensor) -> torch.Tensor:
         """Return-to-go (B, 1) and observation (B, *obs_shape) -> the tokens [R_t, o_t] (B, 2, D)."""
-        encoders = self.model.encoders
-        return torch.stack([encoders.embed_rtg(rtg[:, None]), encoders.embed_obs(obs[:, None])], dim=2).flatten(1, 2)
+        return self.model.encoders.step_tokens(rtg[:, None], obs[:, None])[:, 0]
 
     def decode(self, stream: StreamState, step_tokens: torch.Tensor, action_token: torch.Tensor | None,
                new_episode: torch.Tensor | None) -> tuple[torch.Tensor, StreamState]:
