@@ -66,7 +66,7 @@ def generate_aar_dataset(length: int, episodes: int, seed: int, noise: float = 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m envs.aar_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--length", type=int, default=90, help="episode length T (the longest, with --min-length)")
     parser.add_argument("--min-length", type=int, help="draw each episode's length uniformly from this .. --length")
     parser.add_argument("--episodes", type=int, default=2000)

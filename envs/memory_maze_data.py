@@ -73,7 +73,7 @@ def generate_memory_maze_dataset(size: int = 9, episodes: int = 300, episode_len
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m envs.memory_maze_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=9, choices=sorted(MAZES))
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--episode-length", type=int, default=500, help="steps per episode (the package's: 1000 at 9x9)")

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog="python -m envs.minigrid_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=13, help="grid size of every training episode (odd, >= 9)")
     parser.add_argument("--sizes", type=int, nargs="+", help="draw each episode's grid size from these instead")
     parser.add_argument("--episodes", type=int, default=1000)

@@ -405,7 +405,7 @@ def summary(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m envs.mujoco_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="HalfCheetah-v5", help="a Gymnasium env id with Box spaces")
     parser.add_argument("--iterations", type=int, default=ARSConfig.iterations, help="ARS iterations")
     parser.add_argument("--episodes", type=int, default=100, help="episodes in the dataset")

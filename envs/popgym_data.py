@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    parser = argparse.ArgumentParser(prog="python -m envs.popgym_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", default="RepeatPreviousEasy", choices=sorted(TASKS))
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--noise", type=float, default=0.1, help="chance of a random action at each step")

@@ -198,15 +198,24 @@ def write_oracle_dataset(dataset_id: str, buffers: list[EpisodeBuffer], env: gym
                                 ref_max_score=ref_max_score, jpeg_encoding=jpeg)
 
 
+class _Stopped(BaseException):
+    """SIGTERM, raised where the generator is (a BaseException: no ``except Exception`` keeps it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
 def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
     """A generator CLI's body: build the dataset, print its size; bad arguments, an existing
     dataset, a missing package or system library, or a failed write (a full or read-only disk) are
-    one line on stderr and exit status 2.  SIGTERM (``timeout``, a job scheduler) stops it as
-    Ctrl-C does, through the clean-up: the environment is closed (a ViZDoom or Memory Maze
-    simulator would otherwise outlive the generator) and the staged episodes stay for a resume;
-    exit status 143."""
+    one line on stderr and exit status 2.  Ctrl-C, and SIGTERM (``timeout``, a job scheduler) alike,
+    stop it through the clean-up: the environment is closed (a ViZDoom or Memory Maze simulator
+    would otherwise outlive the generator), no dataset is written or replaced (the writer moves a
+    dataset in only once it is complete) and the staged episodes stay for a resume; one line, exit
+    status 128 + the signal (130, 143)."""
     def stop(signum, frame):
-        raise SystemExit(128 + signum)
+        raise _Stopped(signum)
 
     handles = threading.current_thread() is threading.main_thread()  # (signals are the main thread's)
     previous = signal.signal(signal.SIGTERM, stop) if handles else None
@@ -215,6 +224,12 @@ def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
     except (ValueError, OSError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, _Stopped) as err:
+        signum = err.signum if isinstance(err, _Stopped) else signal.SIGINT
+        print(f"error: stopped by {signal.Signals(signum).name}: no dataset was written or replaced (a generator "
+              "that stages its episodes, Memory Maze's and ViZDoom's, goes on from them when run again with the "
+              "same arguments)", file=sys.stderr)
+        return 128 + signum
     finally:
         if handles:
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -50,7 +50,7 @@ def generate_tmaze_dataset(horizon: int, episodes: int, seed: int, dataset_id: s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m envs.tmaze_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--horizon", type=int, default=90, help="training horizon T; corridors up to T-2")
     parser.add_argument("--episodes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)

@@ -65,7 +65,7 @@ def generate_vizdoom_dataset(episodes: int = 1000, episode_length: int = 90, pil
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m envs.vizdoom_data", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=f"python -m {__spec__.name}", description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=1000)
     parser.add_argument("--episode-length", type=int, default=90)
     parser.add_argument("--pillar-steps", type=int, default=45, help="steps the pillar stands before it vanishes")

@@ -142,6 +142,14 @@ def boundary_table(by_length: dict[int | None, dict[int, tuple[int, int]]]) -> s
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # (it writes nothing)
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.teacher_forced", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--episodes", type=int, default=300, help="dataset episodes, or oracle episodes per length")

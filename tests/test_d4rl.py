@@ -1,7 +1,9 @@
 """D4RL-format import: episode splits at terminals versus timeouts, errors, normalised scores."""
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import minari
@@ -253,6 +255,26 @@ def test_cli_replaces_a_dataset_only_with_overwrite(tmp_path, capsys):
     assert minari.load_dataset("test/x/d-v0").total_steps == 10
     assert main([str(new), "test/x/d-v0", "--overwrite"]) == 0
     assert minari.load_dataset("test/x/d-v0").total_steps == 12
+
+
+def test_ctrl_c_while_importing_is_one_line_and_leaves_the_dataset_there_as_it_was(tmp_path, capsys, monkeypatch):
+    """(It was a 26-line traceback.)  Stopped in Minari's write, --overwrite keeps the old dataset
+    and leaves no staging folder."""
+    from rate.cli.import_d4rl import main
+
+    import_d4rl(write_d4rl(tmp_path / "old.hdf5", n=10), "test/x/d-v0")
+    root = Path(os.environ["MINARI_DATASETS_PATH"])
+    before = sorted(str(p) for p in root.rglob("*"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(minari, "create_dataset_from_buffers", interrupted)
+    assert main([str(write_d4rl(tmp_path / "new.hdf5", n=12)), "test/x/d-v0", "--overwrite"]) == 130
+    assert one_error_line(capsys.readouterr().err) == (
+        "error: interrupted; nothing was written (test/x/d-v0, if there was one, is as it was)\n")
+    assert sorted(str(p) for p in root.rglob("*")) == before
+    assert minari.load_dataset("test/x/d-v0").total_steps == 10
 
 
 def test_per_step_columns_are_read_as_one_value_per_step(tmp_path):

@@ -608,6 +608,24 @@ def test_the_runner_plays_the_environment_it_is_told_to(artifacts, capsys):
     assert err.startswith("error: the policy plays rate/Nowhere-v0, which is not registered") and err.count("\n") == 1
 
 
+def test_the_runners_warning_is_one_line_and_ctrl_c_no_traceback(artifacts, capsys, monkeypatch):
+    """A stale artifact's warning reads as rate-eval's (``warning: ...``, not a Python warning with
+    its source line), and Ctrl-C while it plays is one line and status 130."""
+    import warnings
+
+    import rate.deploy.onnx_runner as runner
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "warn_if_older_than_its_run",
+                        lambda path, meta: warnings.warn("stale, export again", stacklevel=2))
+    monkeypatch.setattr(runner, "play", interrupted)
+    assert runner.main([str(artifacts["rate", "onnx"]), "--threads", "1", "--lengths", "12"]) == 130
+    err = capsys.readouterr().err
+    assert err == "warning: stale, export again\nerror: interrupted\n", err
+
+
 def test_the_runner_plays_the_runs_evaluation_settings_where_not_told(artifacts, capsys, monkeypatch):
     """As rate-eval: the run's eval.episodes, eval.seed and, in its own environment, eval.lengths;
     100 episodes at the environment's own length for a run config without them."""

@@ -221,24 +221,29 @@ def test_a_dataset_a_killed_overwrite_moved_aside_is_put_back(root):
     assert len(minari.load_dataset("ns/d-v0").episode_indices) == 2
 
 
-def test_a_generator_stopped_by_sigterm_runs_its_clean_up(monkeypatch):
-    """SIGTERM (timeout, a scheduler) during a generator stops it through its finally blocks (its
-    environment closed, as a simulator process would otherwise be left running), status 143;
-    the handler before it is restored."""
+def test_a_generator_stopped_by_sigterm_or_ctrl_c_runs_its_clean_up_and_says_so_in_one_line(capsys):
+    """SIGTERM (timeout, a scheduler) or Ctrl-C during a generator stops it through its finally
+    blocks (its environment closed, as a simulator process would otherwise be left running), with
+    one line and status 143 or 130 (Ctrl-C was a traceback); the handler before it is restored."""
     import signal
 
     from envs.recording import generator_main
+    from tests.cli_errors import one_error_line
 
     cleaned = []
 
-    def make():
-        try:
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(5)  # (the signal arrives first)
-        finally:
-            cleaned.append(True)
+    def make(signum):
+        def play():
+            try:
+                os.kill(os.getpid(), signum)
+                time.sleep(5)  # (the signal arrives first)
+            finally:
+                cleaned.append(signum)
+        return play
 
     before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SystemExit) as stopped:
-        generator_main(make)
-    assert stopped.value.code == 143 and cleaned == [True] and signal.getsignal(signal.SIGTERM) is before
+    for signum, status in ((signal.SIGTERM, 143), (signal.SIGINT, 130)):
+        assert generator_main(make(signum)) == status and cleaned[-1] == signum
+        assert one_error_line(capsys.readouterr().err).startswith(
+            f"error: stopped by {signal.Signals(signum).name}: no dataset was written or replaced")
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -30,9 +30,19 @@ def test_accuracy_is_counted_from_the_end_and_the_leak_shows_with_a_constant_ret
     np.testing.assert_allclose(hidden, [1.0, 0.0, 0.0, 0.0])
 
 
-def test_bad_checkpoint_and_arguments_give_one_error(tmp_path, capsys):
+def test_bad_checkpoint_and_arguments_give_one_error(tmp_path, capsys, monkeypatch):
     assert main([str(tmp_path / "missing")]) == 2
     assert "missing" in one_error_line(capsys.readouterr().err)
+    (tmp_path / "policy.pt2").write_bytes(b"x")  # an exported file is not the run folder it came from
+    assert main([str(tmp_path / "policy.pt2")]) == 2
+    assert "policy.pt2 is a file; a checkpoint is a folder" in one_error_line(capsys.readouterr().err)
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("eval.teacher_forced.load_policy_model", interrupted)
+    assert main([str(tmp_path)]) == 130  # Ctrl-C: one line, not a traceback
+    assert one_error_line(capsys.readouterr().err) == "error: interrupted\n"
     import pytest
 
     for args, message in ((["--last", "0"], "--episodes and --last must be positive"),

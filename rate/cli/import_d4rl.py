@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from rate.cli.run import error_exit, make_parser, write_error_types
+from rate.cli.run import error_exit, interrupted, make_parser, write_error_types
 from rate.data.d4rl import import_d4rl
 from rate.data.episodes import DatasetError
 
@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
         _, summary = import_d4rl(args.file, args.dataset_id, args.env, args.overwrite, args.keep_infos)
     except (DatasetError, FileExistsError, ValueError) + write_error_types() as err:  # ValueError: a malformed id
         return error_exit(err)
+    except KeyboardInterrupt:  # (the dataset is written beside its place and moved in once complete)
+        return interrupted(f"nothing was written ({args.dataset_id}, if there was one, is as it was)")
     print(summary.line(args.dataset_id))
     return 0
 

@@ -34,6 +34,7 @@ import importlib
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,7 +137,6 @@ def warn_if_older_than_its_run(path: Path, meta: dict) -> None:
     export records whether) and the checkpoint there was saved again since: another save id
     (the run trained on, e.g. resumed, or weights saved there by save_pretrained), or, for an
     artifact that records none, another training step."""
-    import warnings
 
     record = meta.get("provenance") or {}
     exported, exported_save = (record.get("trained") or {}).get("step"), record.get("checkpoint_save_id")
@@ -520,6 +520,15 @@ def _play(policy: StepPolicy, envs: list[gym.Env], rng: np.random.Generator, see
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module's docstring); Ctrl-C is one line and exit status 130."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # as called: rate-play-onnx or python -m ...
     module = spec.name if spec is not None and spec.name.split(".")[0] in ("rate", "eval") else None
     parser = argparse.ArgumentParser(prog=f"python -m {module}" if module else "rate-play-onnx",
@@ -565,7 +574,11 @@ def main(argv: list[str] | None = None) -> int:
             except ImportError as err:
                 raise ArtifactError(f"--import {name}: {err}") from None
         policy = open_onnx(args.policy, args.threads or 0)
-        warn_if_older_than_its_run(Path(args.policy), policy.meta)
+        with warnings.catch_warnings(record=True) as said:  # a command's warning: one line, as rate-eval's
+            warnings.simplefilter("always")
+            warn_if_older_than_its_run(Path(args.policy), policy.meta)
+        for warning in said:
+            print(f"warning: {warning.message}", file=sys.stderr)
         meta = policy.meta
         # As rate-eval plays a run where not told: its evaluation's episodes, seed and (in its own
         # environment) lengths.
