@@ -21,6 +21,7 @@ from rate.tasks.algorithmic import decode_sqeq, generate
 from train.experiments.algorithmic import CHECKPOINT_KIND, TEST_SEED_OFFSET, AlgorithmicConfig, build_model, evaluate
 from rate.checkpoint import CheckpointError, load_checkpoint
 from rate.training import nonnegative_int, positive_int, setup_process
+from rate.cli.run import interruptible
 
 
 def load_model(path: Path) -> tuple[torch.nn.Module, AlgorithmicConfig]:
@@ -28,6 +29,7 @@ def load_model(path: Path) -> tuple[torch.nn.Module, AlgorithmicConfig]:
     return model, cfg
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.algorithmic", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)

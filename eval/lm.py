@@ -15,8 +15,10 @@ from rate.tasks.lm_data import CorpusError, load_split
 from train.experiments.lm import CHECKPOINT_KIND, LMExperimentConfig, build_lm, evaluate_stream
 from rate.tasks.lm_stream import OrderedStream
 from rate.training import positive_int, setup_process
+from rate.cli.run import interruptible
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.lm", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)

@@ -42,6 +42,7 @@ from rate.data.env_plugins import load_env_plugins
 from rate.data.episodes import DatasetError, Episode, returns_to_go
 from rate.rl.experiment import RATEExperimentConfig, eval_lengths, load_dataset_for, load_policy_model, make_eval_env
 from rate.training import nonnegative_int, positive_int, setup_process
+from rate.cli.run import interruptible
 
 
 @torch.no_grad()
@@ -141,15 +142,8 @@ def boundary_table(by_length: dict[int | None, dict[int, tuple[int, int]]]) -> s
     return "\n".join(lines)
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
-    try:
-        return _main(argv)
-    except KeyboardInterrupt:  # (it writes nothing)
-        print("error: interrupted", file=sys.stderr)
-        return 130
-
-
-def _main(argv: list[str] | None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.teacher_forced", description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--episodes", type=int, default=300, help="dataset episodes, or oracle episodes per length")

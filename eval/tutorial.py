@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from rate.cli.records import machine_info
-from rate.cli.run import unwritable
+from rate.cli.run import interruptible, unwritable
 from rate.data.episodes import dataset_stats, open_minari_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,6 +60,7 @@ def result_cell(result: dict) -> str:
     return f"{mean:.1f} +- {std:.1f}" + (" (every episode)" if std == 0 else "")
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.tutorial", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("results/tutorial.md"))

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from rate.cli.run import check_file_target, error_exit
+from rate.cli.run import check_file_target, error_exit, interruptible
 from rate.config import atomic_write_text
 from rate.training import nonnegative_int, positive_float, positive_int, setup_process
 
@@ -100,6 +100,7 @@ def accuracy(model: nn.Module, frames: torch.Tensor, labels: torch.Tensor, batch
     return right / len(labels)
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval.vizdoom_cue", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset-id", default="rate/vizdoom-two-colors/oracle-T90-P45-v0")

@@ -21,6 +21,7 @@ from minari.storage import get_dataset_path
 from rate.checkpoint import save_checkpoint
 from rate.cli.records import read_rows
 from rate.config import ConfigError
+from tests.cli_errors import one_error_line
 from tests.tiny_tmaze import TINY, held_by_another_process, tiny, tiny_data
 from rate.cli.train import main
 from rate.rl.trainer import STATE_FILE, train
@@ -1052,3 +1053,21 @@ def test_an_export_written_to_a_folder_path_is_refused(tmp_path, capsys, trained
         export_main([str(trained_run), "--format", "onnx", "--out", f"{tmp_path / 'new'}/"])
     assert exit_.value.code == 2 and "ends with /, a folder: name the file in it" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("module", ["eval.algorithmic", "eval.lm", "eval.teacher_forced", "eval.tutorial",
+                                    "eval.vizdoom_cue", "train.prepare_lm", "train.tmaze_quick", "train.demo",
+                                    "train.cache_probe", "train.retrieval_reference"])
+def test_ctrl_c_in_every_script_is_one_line(module, monkeypatch, capsys):
+    """(Each printed a traceback.)  Ctrl-C anywhere in the script: here as its arguments are read."""
+    import argparse
+    import importlib
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    main = importlib.import_module(module).main
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", interrupted)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_intermixed_args", interrupted)
+    assert main([]) == 130
+    assert one_error_line(capsys.readouterr().err) == "error: interrupted\n"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from rate.cli.run import unwritable
+from rate.cli.run import interruptible, unwritable
 from rate.config import atomic_write_text
 from rate.core.lm import RecurrentLM
 from rate.core.rmt import RMTConfig
@@ -99,6 +99,7 @@ def run(name: str, extra: dict, args, seed: int) -> dict[str, float]:
     return {"position 0": nats[0], "position 1": nats[1], "positions 2+": statistics.fmean(nats[2:])}
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.cache_probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=positive_int, default=1500)

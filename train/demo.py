@@ -19,7 +19,7 @@ from train.experiments.algorithmic import AlgorithmicConfig
 from rate.run_folder import claimed_run_dir
 from rate.config import atomic_write_text, load_yaml
 from train.algorithmic import train
-from rate.cli.run import USER_ERRORS
+from rate.cli.run import USER_ERRORS, interruptible
 
 MODELS = {
     "RMT (memory tokens)": lambda seg_len: ["model.num_mem_tokens=" + str(seg_len)],
@@ -28,6 +28,7 @@ MODELS = {
 }
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=Path("configs/algorithmic/demo.yaml"))

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 from rate.tasks.lm_data import CorpusError, prepare_corpus
+from rate.cli.run import interruptible
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.prepare_lm", description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", type=Path, default=Path("data/shakespeare"))

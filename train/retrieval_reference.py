@@ -20,9 +20,11 @@ from torch import nn
 
 from rate.tasks.algorithmic import TaskConfig, generate
 from rate.training import nonnegative_int, positive_int
+from rate.cli.run import interruptible
 from train.experiments.algorithmic import TEST_SEED_OFFSET
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.retrieval_reference", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=positive_int, default=4000)

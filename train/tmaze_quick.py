@@ -26,7 +26,7 @@ from rate.config import ConfigError, atomic_write_text, load_yaml
 from rate.rl.experiment import RATEExperimentConfig, evaluate_lengths
 from rate.training import positive_int
 from rate.data.episodes import DatasetError
-from rate.cli.run import USER_ERRORS, check_file_target, error_exit, write_error_types
+from rate.cli.run import USER_ERRORS, check_file_target, error_exit, interruptible, write_error_types
 
 LENGTHS = [30, 90, 150, 300, 900, 2400, 9600]
 
@@ -40,6 +40,7 @@ def tmaze_length(text: str) -> int:
     return value
 
 
+@interruptible
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.tmaze_quick", description=__doc__.split("\n\n")[0])
     parser.add_argument("overrides", nargs="*", help="key=value overrides of the training config")

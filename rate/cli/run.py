@@ -65,6 +65,21 @@ def interrupted(hint: str = "") -> int:
     return INTERRUPTED_EXIT
 
 
+def interruptible(main: Callable[..., int]) -> Callable[..., int]:
+    """A script's ``main(argv)`` whose Ctrl-C is :func:`interrupted`'s one line and exit status,
+    for scripts whose writes are atomic and have nothing more to say about what is left."""
+    import functools
+
+    @functools.wraps(main)
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except KeyboardInterrupt:
+            return interrupted()
+
+    return run
+
+
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """``--help`` shows each option's default and keeps the description's line breaks.  No
     "(default: ...)" where the help names its default itself, or where there is none to name
