@@ -457,13 +457,14 @@ def evaluation_defaults(policy: Policy, env_id: str | None = None) -> dict[str, 
 def _eval_config(policy: Policy, env_id: str | None, length_kwarg: str | None, env_kwargs: dict[str, Any]):
     """The run's EvalConfig with ``env_id``, ``length_kwarg`` (each None: the run's) and
     ``env_kwargs`` in place; another environment than the run's drops the run's reference returns
-    and recorded wrappers (``eval.env_wrappers``).
+    (for D4RL's of that environment, where it has some) and recorded wrappers (``eval.env_wrappers``).
     ConfigError when no environment is named at all."""
     from dataclasses import replace
 
     from rate.config import ConfigError, from_dict
     from rate.data.env_plugins import same_environment
     from rate.rl.experiment import EvalConfig
+    from rate.rl.from_dataset import d4rl_ref_scores
 
     run_eval = policy.run_config.get("eval", {})
     try:
@@ -473,8 +474,9 @@ def _eval_config(policy: Policy, env_id: str | None, length_kwarg: str | None, e
     ev = replace(ev, env_id=env_id or ev.env_id, length_kwarg=length_kwarg or ev.length_kwarg,
                  env_kwargs=dict(env_kwargs))
     if env_id and not same_environment(env_id, run_eval.get("env_id")):
-        # The run's reference returns and recorded wrappers are its own environment's.
-        ev = replace(ev, ref_scores=[], env_wrappers=[])
+        # The run's reference returns and recorded wrappers are its own environment's; D4RL's
+        # returns of the new id take their place where D4RL scores it (as in training, eval.env_id).
+        ev = replace(ev, ref_scores=list(d4rl_ref_scores(env_id) or []), env_wrappers=[])
     if not ev.env_id:
         raise ConfigError("the run names no environment (trained with eval.episodes=0 on data recorded without "
                           "one): pass the one to evaluate in (env_id, rate-eval --env)")

@@ -124,9 +124,12 @@ def warn_schedule_change(steps_before: int | None, tc: TrainConfig, step: int) -
     at = step + 1
     before, now = lr_factor(dataclasses.replace(tc, steps=int(steps_before)), at), lr_factor(tc, at)
     if abs(before - now) > 1e-9:
+        # (a change too small to show in 3 digits is not called a jump: "from 1 to 1")
+        jump = (f", so at step {at} the rate jumps from {before:.3g} to {now:.3g} x train.lr"
+                if f"{before:.3g}" != f"{now:.3g}" else f" (step {at} still at {now:.3g} x train.lr, the steps after on "
+                                                        "the new schedule)")
         warnings.warn(f"train.steps {steps_before} -> {tc.steps} on resume: the learning-rate schedule now ends at step "
-                      f"{tc.steps}, so at step {at} the rate jumps from {before:.3g} to {now:.3g} x train.lr (a run "
-                      f"not the same as one of {tc.steps} steps from the start)", stacklevel=3)
+                      f"{tc.steps}{jump} (a run not the same as one of {tc.steps} steps from the start)", stacklevel=3)
 
 
 def warn_arithmetic_change(saved_train: dict, tc: TrainConfig) -> None:

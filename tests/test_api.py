@@ -233,8 +233,10 @@ def test_another_environment_gets_none_of_the_runs_keywords(tmp_path, monkeypatc
     rate.evaluate(policy, env_id="rate/Elsewhere-v0", episodes=1)
     rate.evaluate(policy, env_id="rate/Elsewhere-v0", env_kwargs={"size": 9}, episodes=1)
     rate.evaluate(policy, env_id="rate_envs:" + policy.run_config["eval"]["env_id"], episodes=1)  # the same one
+    rate.evaluate(policy, env_id="Hopper-v5", episodes=1)  # one D4RL scores: its reference returns (rate-eval --env)
     assert [(ev.env_kwargs, ev.ref_scores) for ev in seen] == [
-        ({"maze": "its own"}, [0.0, 1.0]), ({}, []), ({"size": 9}, []), ({"maze": "its own"}, [0.0, 1.0])]
+        ({"maze": "its own"}, [0.0, 1.0]), ({}, []), ({"size": 9}, []), ({"maze": "its own"}, [0.0, 1.0]),
+        ({}, [-20.272305, 3234.3])]
 
 
 def test_a_target_return_that_is_not_a_number_is_refused(tmp_path):

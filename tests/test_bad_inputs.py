@@ -206,12 +206,29 @@ def test_missing_and_invalid_config_files(tmp_path, capsys):
 
 
 def test_episodes_shorter_than_a_segment_are_padded_not_refused(tmp_path):
-    """Not bad input: a 2-step episode in 4-step segments is padded and masked (exit 0)."""
+    """Not bad input: a 2-step episode in 4-step segments is padded and masked (exit 0), with a
+    warning that most of each 12-step window is padding (a window far longer than the episodes
+    cost the time of its padding without a word: a 1000-step segment on 12-step episodes)."""
+    import warnings
+
     obs, actions, rewards = steps(2)
     dataset_id = write_dataset("short", obs, actions, rewards)
     cfg = tiny(dataset_id=dataset_id, **{"train.steps": 2, "train.eval_every": 2, "eval.episodes": 1,
                                          "eval.lengths": [12]})
-    _, metrics = train(cfg, tmp_path / "run", progress=False)
+    with pytest.warns(UserWarning, match=r"the window \(3 segments of K = 4 steps\) is 6.0x the longest episode "
+                                         r"\(2 steps\): more than half of every window is padding"):
+        _, metrics = train(cfg, tmp_path / "run", progress=False)
+    from rate.data.episodes import Episode
+    from rate.rl.experiment import warn_if_windows_are_mostly_padding
+
+    def lengths(*ns):
+        return [Episode(np.zeros((n, 4), np.float32), np.zeros(n, np.int64), np.zeros(n, np.float32)) for n in ns]
+
+    with warnings.catch_warnings():  # (more than half of the 12-step window filled: no warning)
+        warnings.simplefilter("error")
+        warn_if_windows_are_mostly_padding(lengths(2, 7), cfg)
+    with pytest.warns(UserWarning, match=r"2.0x the longest episode \(6 steps\)"):
+        warn_if_windows_are_mostly_padding(lengths(6, 3), cfg)
     assert metrics["steps"] == 2
     from rate.rl.experiment import load_dataset_for
     from rate.rl.windows import TrajectoryWindows
@@ -559,6 +576,11 @@ def test_a_resume_that_moves_the_end_of_the_schedule_says_the_learning_rate_jump
     with pytest.warns(UserWarning, match=f"at step 1001 the rate jumps from {before:.3g} to "
                                          f"{lr_factor(longer, 1001):.3g} x train.lr"):
         _warn_schedule_change(2000, longer, 1000)
+    # Right after warmup both schedules are at 1.000 (apart by less than their 3 digits show): not a
+    # jump "from 1 to 1", but the schedule's new end.
+    with pytest.warns(UserWarning, match=r"now ends at step 4000 \(step 101 still at 1 x train.lr, the steps after on "
+                                         r"the new schedule\) \(a run not the same"):
+        _warn_schedule_change(2000, longer, 100)
     import warnings
 
     with warnings.catch_warnings():
@@ -1035,6 +1057,17 @@ def test_a_missing_dataset_folder_and_the_default_dataset_are_named_as_such(tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: Minari dataset 'rate/tmaze/oracle-T90-v0' not found")
     assert "(it is also the default dataset_id, which a config naming none trains on" in err
+    assert not (tmp_path / "run").exists()
+    # A root set but empty (Minari reads it as the current folder) or naming a file: said as such,
+    # not as "not found under : " or Minari's makedirs error on a dataset file's path.
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "")
+    assert main(["--dataset", "ns/d-v0", "--out", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys.readouterr().err).startswith("error: MINARI_DATASETS_PATH is set but empty: unset it")
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "file"))
+    assert main(["--dataset", "ns/d-v0", "--out", str(tmp_path / "run")]) == 2
+    assert one_error_line(capsys.readouterr().err) == (
+        f"error: MINARI_DATASETS_PATH={tmp_path / 'file'} is a file; it names the folder Minari datasets live in\n")
     assert not (tmp_path / "run").exists()
 
 

@@ -270,8 +270,11 @@ def check_writable(folder: Path) -> None:
     if blocked is not None:  # (mkdir would say "File exists", naming no reason)
         raise NotADirectoryError(errno.ENOTDIR, "a file is where a folder would go", str(blocked))
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
-        pass
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as err:  # (named by the folder: the probe's own file name means nothing to the user)
+        raise type(err)(err.errno, f"cannot make a file in {folder}: {err.strerror}") from None
 
 
 def unwritable(*paths: Path | None) -> int | None:

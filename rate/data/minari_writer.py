@@ -36,9 +36,17 @@ REPLACED_PREFIX = ".replaced-"  # inside a staging folder: the dataset an overwr
 
 
 def datasets_root() -> Path:
-    """The local Minari datasets root (``MINARI_DATASETS_PATH`` or ~/.minari/datasets), absolute."""
-    root = os.environ.get("MINARI_DATASETS_PATH") or os.path.join(os.path.expanduser("~"), ".minari", "datasets")
-    return Path(root).absolute()
+    """The local Minari datasets root (``MINARI_DATASETS_PATH`` or ~/.minari/datasets), absolute.
+    ValueError where the variable is set but empty (Minari would read it as the current folder and
+    fail to make it) or names a file."""
+    setting = os.environ.get("MINARI_DATASETS_PATH")
+    if setting is not None and not setting.strip():
+        raise ValueError("MINARI_DATASETS_PATH is set but empty: unset it (the datasets are then under "
+                         "~/.minari/datasets) or name a folder")
+    root = Path(setting or os.path.join(os.path.expanduser("~"), ".minari", "datasets")).absolute()
+    if root.is_file():
+        raise ValueError(f"MINARI_DATASETS_PATH={setting} is a file; it names the folder Minari datasets live in")
+    return root
 
 
 def dataset_folder(dataset_id: str) -> Path:

@@ -203,6 +203,7 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
                       f"({cfg.model.window_steps} steps) and window_start is episode_start, so only their first "
                       f"{cfg.model.window_steps} steps train ({cut:.0%} of the data's steps never do); "
                       "window_start=random draws windows from every step", stacklevel=2)
+    warn_if_windows_are_mostly_padding(episodes, cfg)
     hops = single_hop_count(episodes, cfg)
     if hops is not None:
         warnings.warn(f"{cfg.dataset_id}: every episode ends in segment {hops} of its window (K = "
@@ -219,6 +220,18 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
                       "is evaluated on another task than the dataset's (set eval.env_kwargs to the dataset's if that "
                       "is not meant)", stacklevel=2)
     return episodes
+
+
+def warn_if_windows_are_mostly_padding(episodes: list[Episode], cfg: RATEExperimentConfig) -> None:
+    """A warning when the longest episode fills at most half of the window: the padding is
+    computed every batch and trains nothing (a 1000-step segment on 12-step episodes is 300x the
+    time)."""
+    longest, m = max(len(ep) for ep in episodes), cfg.model
+    if 2 * longest <= m.window_steps:
+        warnings.warn(f"{cfg.dataset_id}: the window ({m.num_segments} segments of K = {m.segment_steps} steps) is "
+                      f"{m.window_steps / longest:.1f}x the longest episode ({longest} steps): more than half of every "
+                      "window is padding, computed and learnt nothing from (fewer model.num_segments or a smaller "
+                      "model.segment_steps train the same episodes faster)", stacklevel=3)
 
 
 def single_hop_count(episodes: list[Episode], cfg: RATEExperimentConfig) -> int | None:
