@@ -54,7 +54,26 @@ def test_a_batch_that_does_not_split_is_refused(tmp_path):
                            "-m", "train", str(config), "--out", str(tmp_path / "two"), "--no-progress"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0
-    assert "does not split over 2 processes" in done.stderr
+    assert done.stderr.count("does not split over 2 processes") == 1, done.stderr  # rank 0's line, not each rank's
+
+
+def test_secondary_ranks_print_no_warnings_and_only_their_own_file_system_errors(monkeypatch, capsys):
+    import errno
+    import warnings
+
+    from rate.cli.run import error_exit, one_line_warnings
+    from rate.config import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert error_exit(ConfigError("train.batch_size 5 does not split over 2 processes")) == 2
+    assert error_exit(OSError(errno.ENOSPC, "No space left on device")) == 2
+    one_line_warnings()
+    warnings.warn("the same on every rank", stacklevel=1)
+    assert capsys.readouterr().err == "error: rank 1: file system: [Errno 28] No space left on device\n"
+    monkeypatch.setenv("RANK", "0")
+    assert error_exit(ConfigError("train.batch_size 5 does not split over 2 processes")) == 2
+    assert capsys.readouterr().err == "error: train.batch_size 5 does not split over 2 processes\n"
 
 
 def test_the_loss_each_rank_backpropagates_averages_to_the_global_mean(monkeypatch):

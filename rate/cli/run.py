@@ -32,7 +32,8 @@ def write_error_types() -> tuple[type[BaseException], ...]:
 
 
 def error_exit(err: BaseException) -> int:
-    """Print ``err`` as one ``error:`` line; the exit status of bad input (2), of a run that
+    """Print ``err`` as one ``error:`` line (on torchrun's first process only, unless it is a file
+    system error: :func:`secondary_rank`); the exit status of bad input (2), of a run that
     cannot be resumed (:data:`rate.checkpoint.RESUME_REFUSED_EXIT`, 3), or of a run folder that
     another trainer holds (:data:`rate.checkpoint.RUN_FOLDER_HELD_EXIT`, 4)."""
     from rate.checkpoint import RESUME_REFUSED_EXIT, RUN_FOLDER_HELD_EXIT, ResumeRefused, RunFolderHeld
@@ -40,8 +41,11 @@ def error_exit(err: BaseException) -> int:
     # (a FileExistsError without an errno is the project's own refusal to replace something, worded in
     # full: "dataset ... already exists"; not a failure of the file system)
     refusal = isinstance(err, FileExistsError) and err.errno is None
-    prefix = "file system: " if isinstance(err, write_error_types()) and not refusal else ""
-    print(f"error: {prefix}{err}", file=sys.stderr)
+    file_system = isinstance(err, write_error_types()) and not refusal
+    if not secondary_rank():
+        print(f"error: {'file system: ' if file_system else ''}{err}", file=sys.stderr)
+    elif file_system:  # (this process's own disk or folder, maybe not the first rank's)
+        print(f"error: rank {os.environ['RANK']}: file system: {err}", file=sys.stderr)
     if isinstance(err, ResumeRefused):
         return RESUME_REFUSED_EXIT
     return RUN_FOLDER_HELD_EXIT if isinstance(err, RunFolderHeld) else 2
@@ -102,10 +106,22 @@ def make_parser(console: str, doc: str) -> argparse.ArgumentParser:
 
 def one_line_warnings() -> None:
     """Warnings as ``warning: MESSAGE`` lines, as errors are ``error:`` lines: a command's user is
-    told what to check, not the library's file and line that noticed it."""
+    told what to check, not the library's file and line that noticed it.  The second and later
+    processes of a torchrun launch print none: the first prints the same ones."""
     import warnings
 
     warnings.formatwarning = lambda message, category, *args, **kwargs: f"warning: {message}\n"
+    if secondary_rank():
+        warnings.simplefilter("ignore")
+
+
+def secondary_rank() -> bool:
+    """Whether this process is one of torchrun's processes other than the first (RANK > 0), whose
+    warnings and errors of bad input the first prints too: shown once, not once per process."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) > 0
+    except ValueError:  # (not torchrun's)
+        return False
 
 
 def invoked_as(console: str) -> str:
