@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
+import signal
 import sys
 from dataclasses import asdict, dataclass
 
@@ -164,6 +165,9 @@ _WORKER_ENV: gym.Env | None = None
 
 def _init_worker(env_id: str, episode_steps: int | None) -> None:
     global _WORKER_ENV
+    # Ctrl-C reaches every process of the terminal's group: the generator stops its pool and says
+    # so in one line; a worker's own KeyboardInterrupt would print its traceback beside it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _WORKER_ENV = make_env(env_id, episode_steps)
 
 

@@ -214,7 +214,11 @@ def generator_main(make: Callable[[], minari.MinariDataset]) -> int:
     would otherwise outlive the generator), no dataset is written or replaced (the writer moves a
     dataset in only once it is complete) and the staged episodes stay for a resume; one line, exit
     status 128 + the signal (130, 143)."""
+    generator = os.getpid()
+
     def stop(signum, frame):
+        if os.getpid() != generator:  # a forked worker (MuJoCo's rollout pool) that its pool terminates
+            os._exit(128 + signum)
         raise _Stopped(signum)
 
     handles = threading.current_thread() is threading.main_thread()  # (signals are the main thread's)

@@ -147,7 +147,7 @@ def read_description(directory: str | Path, kind: str) -> dict[str, Any]:
     if not directory.exists():
         raise CheckpointError(f"{directory}: no such folder")
     if directory.is_file():  # (an exported .pt2/.onnx, or the config.json itself)
-        raise CheckpointError(f"{directory} is a file; a checkpoint is a folder (a run folder, or its checkpoint_best)")
+        raise CheckpointError(f"{directory} is a file; a checkpoint is a folder (the run folder that holds {CONFIG})")
     if not (directory / CONFIG).is_file():
         raise CheckpointError(f"{directory}: not a checkpoint (missing {CONFIG})")
     try:

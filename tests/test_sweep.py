@@ -192,12 +192,21 @@ def test_a_missing_dataset_fails_the_sweep_before_any_run_and_a_dry_run_notes_it
                           f"  - {{name: gone, config: {config}, overrides: [dataset_id=rate/nope/gone-v0]}}\n")
     assert main([str(sweep_file)]) == 2
     err = one_error_line(capsys.readouterr().err)
-    assert err.startswith("error: run gone/seed0 and 1 more pending run would train on a dataset that is not here: "
-                          "Minari dataset 'rate/nope/gone-v0' not found") and err.rstrip().endswith("leave them out with --only")
+    assert err.startswith("error: run gone/seed0 and 1 more pending run would train on a dataset that cannot be "
+                          "opened: Minari dataset 'rate/nope/gone-v0' not found"), err
+    assert err.rstrip().endswith("or run the others with --only PREFIX")
     assert not (tmp_path / "a.csv").exists() and not (tmp_path / "r").exists()
     assert main([str(sweep_file), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "note: rate/nope/gone-v0 is not here (2 of the runs train on it)" in out and "gone/seed1" in out
+    assert "note: 2 of the runs train on rate/nope/gone-v0, which cannot be opened now (DatasetNotFound)" in out
+    assert "gone/seed1" in out
+    # A second unusable dataset, here a file where a dataset folder would be, is named in the same line.
+    (tmp_path / "d.hdf5").write_text("not a dataset")
+    with sweep_file.open("a") as f:
+        f.write(f"  - {{name: file, config: {config}, overrides: [dataset_id={tmp_path / 'd.hdf5'}]}}\n")
+    assert main([str(sweep_file)]) == 2
+    assert f"(and 1 other dataset: {tmp_path / 'd.hdf5'}): Minari dataset 'rate/nope/gone-v0'" in one_error_line(
+        capsys.readouterr().err)
     assert main([str(sweep_file), "--only", "here/seed0"]) == 0
     assert [r["run"] for r in read_rows(tmp_path / "a.csv")] == ["here/seed0"]
     assert "here/seed0: failed" not in capsys.readouterr().out

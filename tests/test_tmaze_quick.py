@@ -109,6 +109,10 @@ def test_main_job_builds_no_dataset_under_an_id_of_another_horizon_and_refuses_b
     err = capsys.readouterr().err
     assert err.startswith("error: episodes must be >= 2") and err.count("\n") == 1, err
     assert not (tmp_path / "minari").exists() or not any((tmp_path / "minari").rglob("*.hdf5"))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", "")  # (Minari's own listing failed on it: "[Errno 2] ... ''")
+    assert main(out) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MINARI_DATASETS_PATH is set but empty") and err.count("\n") == 1, err
 
 
 def test_main_job_refuses_lengths_below_the_shortest_maze_before_training(tmp_path, capsys):

@@ -297,6 +297,8 @@ def test_rollouts_refuse_other_autoreset_modes_and_checks_make_the_vector_enviro
     check_envs(single_only, [12], None)
     assert callable(make_eval_envs(single_only, 2, 12))
     assert not callable(make_eval_envs(EvalConfig(env_kwargs={"render_mode": "ansi"}), 2, 12))  # (both draw it)
+    # A mode neither draws: single T-Mazes, which take it as gym.make does (with its warning), as before.
+    assert callable(make_eval_envs(EvalConfig(env_kwargs={"render_mode": "rgb_array"}), 2, 12))
     with pytest.raises(ConfigError, match="eval: .*corridor_length"):  # a bad keyword still fails the check
         check_envs(EvalConfig(env_kwargs={"corridor_length": 0}), [None], None)
 

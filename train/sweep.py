@@ -38,7 +38,7 @@ from rate.run_folder import settle_run_dir
 from rate.cli.records import recorded_runs
 from rate.cli.run import check_file_target
 from rate.config import ConfigError, load_yaml
-from rate.data.episodes import DatasetError, DatasetNotFound, open_minari_dataset
+from rate.data.episodes import DatasetError, open_minari_dataset
 from rate.resume import STATE_FILE, config_changes
 from rate.rl import experiment as rl
 from train.experiments import algorithmic, lm
@@ -188,21 +188,23 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pending = [r for r in runs if r.name not in done and (not args.only or r.name.startswith(args.only))]
     try:
-        missing = missing_datasets(pending, configs)
+        unusable = unusable_datasets(pending, configs)
     except KeyboardInterrupt:
         print("stopped before any run started", file=sys.stderr)
         return 128 + signal.SIGINT
-    if missing and not args.dry_run:  # (a dry run lists them below: they may be generated before the sweep runs)
-        names, err = next(iter(missing.values()))
+    if unusable and not args.dry_run:  # (a dry run lists them below: they may be generated before the sweep runs)
+        names, err = next(iter(unusable.values()))
         more = f" and {len(names) - 1} more pending run{'s' if len(names) > 2 else ''}" if len(names) > 1 else ""
-        print(f"error: run {names[0]}{more} would train on a dataset that is not here: {err}; or leave them out "
-              "with --only", file=sys.stderr)
+        others = f" (and {len(unusable) - 1} other dataset{'s' if len(unusable) > 2 else ''}: "
+        others = others + ", ".join(list(unusable)[1:]) + ")" if len(unusable) > 1 else ""
+        print(f"error: run {names[0]}{more} would train on a dataset that cannot be opened{others}: {err}; or run "
+              "the others with --only PREFIX", file=sys.stderr)
         return 2
     try:
         print(f"{len(runs)} runs in the sweep, {len(runs) - len(pending)} done or filtered, {len(pending)} to run")
-        for dataset_id, (names, _) in missing.items():
-            print(f"note: {dataset_id} is not here ({len(names)} of the runs train on it): generate or download "
-                  "it before the sweep runs")
+        for dataset_id, (names, err) in unusable.items():
+            print(f"note: {len(names)} of the runs train on {dataset_id}, which cannot be opened now "
+                  f"({type(err).__name__}): generate, download or repair it before the sweep runs")
         if args.dry_run:
             for r in pending:
                 print(r.name, " ".join(r.overrides))
@@ -221,27 +223,26 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def missing_datasets(runs: list[Run], configs: dict) -> dict[str, tuple[list[str], DatasetNotFound]]:
-    """{dataset id: (the names of ``runs`` that train on it, why it cannot be found)} for each RATE
-    run's dataset that is neither a local Minari id nor a folder: the trainer would fail on it
-    only after the runs before it trained (hours, on a long sweep)."""
-    missing: dict[str, tuple[list[str], DatasetNotFound]] = {}
-    found: set[str] = set()
+def unusable_datasets(runs: list[Run], configs: dict) -> dict[str, tuple[list[str], DatasetError]]:
+    """{dataset id: (the names of ``runs`` that train on it, why it cannot be opened)} for each RATE
+    run's dataset that is missing (neither a local Minari id nor a folder), damaged or no dataset
+    at all: the trainer would fail on it only after the runs before it trained (hours, on a long
+    sweep)."""
+    unusable: dict[str, tuple[list[str], DatasetError]] = {}
+    usable: set[str] = set()
     for run in runs:
         cfg = configs[run.name]
-        if not isinstance(cfg, rl.RATEExperimentConfig) or cfg.dataset_id in found:
+        if not isinstance(cfg, rl.RATEExperimentConfig) or cfg.dataset_id in usable:
             continue
-        if cfg.dataset_id in missing:
-            missing[cfg.dataset_id][0].append(run.name)
+        if cfg.dataset_id in unusable:
+            unusable[cfg.dataset_id][0].append(run.name)
             continue
         try:
             open_minari_dataset(cfg.dataset_id)
-            found.add(cfg.dataset_id)
-        except DatasetNotFound as err:
-            missing[cfg.dataset_id] = ([run.name], err)
-        except DatasetError:  # there, but damaged: the trainer says how, in one line, when its run starts
-            found.add(cfg.dataset_id)
-    return missing
+            usable.add(cfg.dataset_id)
+        except DatasetError as err:
+            unusable[cfg.dataset_id] = ([run.name], err)
+    return unusable
 
 
 def _read_and_close(file) -> str:

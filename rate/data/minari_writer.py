@@ -45,7 +45,9 @@ def datasets_root() -> Path:
                          "~/.minari/datasets) or name a folder")
     root = Path(setting or os.path.join(os.path.expanduser("~"), ".minari", "datasets")).absolute()
     if root.is_file():
-        raise ValueError(f"MINARI_DATASETS_PATH={setting} is a file; it names the folder Minari datasets live in")
+        where = f"MINARI_DATASETS_PATH={setting}" if setting else f"{root} (where Minari keeps datasets by default)"
+        raise ValueError(f"{where} is a file, not a folder: move the file away, or set MINARI_DATASETS_PATH to a "
+                         "folder for the datasets")
     return root
 
 

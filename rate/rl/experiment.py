@@ -223,11 +223,11 @@ def load_dataset_for(cfg: RATEExperimentConfig) -> list[Episode]:
 
 
 def warn_if_windows_are_mostly_padding(episodes: list[Episode], cfg: RATEExperimentConfig) -> None:
-    """A warning when the longest episode fills at most half of the window: the padding is
+    """A warning when the longest episode fills less than half of the window: the padding is
     computed every batch and trains nothing (a 1000-step segment on 12-step episodes is 300x the
     time)."""
     longest, m = max(len(ep) for ep in episodes), cfg.model
-    if 2 * longest <= m.window_steps:
+    if 2 * longest < m.window_steps:
         warnings.warn(f"{cfg.dataset_id}: the window ({m.num_segments} segments of K = {m.segment_steps} steps) is "
                       f"{m.window_steps / longest:.1f}x the longest episode ({longest} steps): more than half of every "
                       "window is padding, computed and learnt nothing from (fewer model.num_segments or a smaller "
@@ -457,14 +457,19 @@ def make_eval_envs(ev: EvalConfig, n: int, length: int | None = None):
 def _takes(spec, kwargs: dict) -> bool:
     """Whether the native vector environment of ``spec`` takes ``kwargs`` (gym.make_vec passes
     them all to it).  A keyword only single environments take (``max_episode_steps``, which
-    gym.make turns into a TimeLimit, ``render_mode``, ...) sends the rollout to single ones."""
+    gym.make turns into a TimeLimit, a ``render_mode`` the vector environment does not draw, ...)
+    sends the rollout to single ones."""
     import inspect
 
     from gymnasium.envs.registration import load_env_creator
 
     creator = spec.vector_entry_point
+    creator = load_env_creator(creator) if isinstance(creator, str) else creator
+    mode = kwargs.get("render_mode")
+    if mode is not None and mode not in getattr(creator, "metadata", {}).get("render_modes", ()):
+        return False  # (a mode it does not draw: single environments take it, as gym.make does, with a warning)
     try:
-        params = inspect.signature(load_env_creator(creator) if isinstance(creator, str) else creator).parameters
+        params = inspect.signature(creator).parameters
     except (TypeError, ValueError):  # no signature to read: let gym.make_vec try
         return True
     return any(p.kind is p.VAR_KEYWORD for p in params.values()) or set(kwargs) <= set(params)

@@ -14,8 +14,9 @@ The action a_{t-1} chosen at the previous step is decoded together with (R_t, o_
 Where some row starts an episode, or a_{t-1} fills a row's segment, a_{t-1} is decoded alone
 first, the rows restart or close their segments (the write block sees the whole segment, last
 action included, as in training), and then (R_t, o_t): the same tokens in the same segments
-either way.  Where a_{t-1} fills every row's segment (environments in step) and the write block
-has slots of its own (``write_slots``, the eager policy's layout), a_{t-1} and the write block go
+either way.  Where a_{t-1} fills every row's segment (environments in step) and the decoder can
+cross the boundary in two passes (``StreamingDecoder.crosses_in_two_passes``: no write block, or
+one in slots of its own, the eager policy's ``write_slots``), a_{t-1} and any write block go
 through the decoder in one pass and the next read block and (R_t, o_t) in another
 (StreamingDecoder.step_across).  Eagerly the step branches in Python and restarts or closes only
 the rows that need it; inside torch.export the branch is ``torch.cond`` and restarts and closes are computed for
