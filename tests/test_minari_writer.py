@@ -235,6 +235,8 @@ def test_a_generator_stopped_by_sigterm_or_ctrl_c_runs_its_clean_up_and_says_so_
     def make(signum):
         def play():
             try:
+                if signum == signal.SIGINT:  # (Ctrl-C's KeyboardInterrupt: a background process ignores SIGINT)
+                    raise KeyboardInterrupt
                 os.kill(os.getpid(), signum)
                 time.sleep(5)  # (the signal arrives first)
             finally:
