@@ -1110,6 +1110,28 @@ def test_ctrl_c_in_every_script_is_one_line(module, monkeypatch, capsys):
     assert one_error_line(capsys.readouterr().err) == "error: interrupted\n"
 
 
+def test_a_config_naming_no_dataset_says_it_trains_on_the_default_one(tmp_path, capsys, monkeypatch):
+    """A template printed by --print-config and run without --dataset trained on the default T-Maze
+    data without a word; where that data is missing, its not-found error says so already."""
+    import re
+    import warnings
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "root"))
+    config = tmp_path / "tpl.yaml"
+    config.write_text("model: {kind: bc_mlp}\ntrain: {steps: 5}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main([str(config), "--print-config"]) == 0  # (the default is not there: nothing to train on unnoticed)
+    (tmp_path / "root" / "rate" / "tmaze" / "oracle-T90-v0").mkdir(parents=True)
+    with pytest.warns(UserWarning, match=rf"^{re.escape(str(config))} names no dataset_id: training on the default, "
+                                         r"rate/tmaze/oracle-T90-v0 \(name the data with --dataset ID or dataset_id=ID\)$"):
+        assert main([str(config), "--print-config"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main([str(config), "dataset_id=ns/mine-v0", "--print-config"]) == 0
+    capsys.readouterr()
+
+
 def test_a_folder_that_cannot_take_a_file_is_named_not_the_write_probe():
     """(The error named the probe file, '/proc/.write-test-xd14vezn'.)"""
     from rate.cli.run import check_writable

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.config} is a folder, not a YAML config file: a Minari dataset folder is trained with "
                      "--dataset FOLDER, a run folder continued with --resume --out FOLDER")
 
+    if args.config and not args.dataset:
+        warn_if_training_on_the_default_dataset(args.config, args.overrides)
     load_config = None
     if args.dataset:
         from rate.rl.from_dataset import config_for_dataset
@@ -98,6 +100,27 @@ def main(argv: list[str] | None = None) -> int:
     source = Path(args.config).stem if args.config else run_name_for(args.dataset) if args.dataset else args.out.name
     return run_and_record(args, RATEExperimentConfig, "runs", train_run, row, errors=(DatasetError,),
                           load_config=load_config, source=source)
+
+
+def warn_if_training_on_the_default_dataset(config: str, overrides: list[str]) -> None:
+    """A warning when ``config`` (its ``extends`` included) and ``overrides`` name no dataset_id and
+    the default dataset is there to train on: a template copied without ``--dataset`` would train
+    on T-Maze data without a word.  (Where the default is missing, its not-found error says it is
+    the default.)"""
+    import warnings
+
+    from rate.config import ConfigError, apply_overrides, read_config_file
+    from rate.data.minari_writer import dataset_folder, datasets_root
+    from rate.rl.experiment import DEFAULT_DATASET
+
+    try:
+        named = "dataset_id" in apply_overrides(read_config_file(config), overrides)
+        default_here = datasets_root().is_dir() and dataset_folder(DEFAULT_DATASET).is_dir()
+    except (ConfigError, OSError, ValueError):  # (the config's or the root's own error follows, in one line)
+        return
+    if not named and default_here:
+        warnings.warn(f"{config} names no dataset_id: training on the default, {DEFAULT_DATASET} (name the data "
+                      "with --dataset ID or dataset_id=ID)", stacklevel=2)
 
 
 if __name__ == "__main__":
