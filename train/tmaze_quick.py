@@ -99,10 +99,7 @@ def quick_run(cfg: RATEExperimentConfig, args: argparse.Namespace, argv: list[st
         raise ConfigError(f"dataset_id {cfg.dataset_id} names oracle episodes of another horizon than this "
                           f"config's window of {horizon} steps: set dataset_id={default_dataset_id(horizon)}")
     start = time.time()
-    try:  # (an empty or file MINARI_DATASETS_PATH: one line saying so, not Minari's error on it)
-        datasets_root()
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+    datasets_root()  # (an empty or file MINARI_DATASETS_PATH: one line saying so, not Minari's error on it)
     if cfg.dataset_id not in minari.list_local_datasets():
         print(f"[1/3] building {cfg.dataset_id}: {args.dataset_episodes} oracle episodes, corridors 1..{horizon - 2}")
         try:

@@ -110,12 +110,12 @@ def warn_if_training_on_the_default_dataset(config: str, overrides: list[str]) -
     import warnings
 
     from rate.config import ConfigError, apply_overrides, read_config_file
-    from rate.data.minari_writer import dataset_folder, datasets_root
+    from rate.data.minari_writer import dataset_folder
     from rate.rl.experiment import DEFAULT_DATASET
 
     try:
         named = "dataset_id" in apply_overrides(read_config_file(config), overrides)
-        default_here = datasets_root().is_dir() and dataset_folder(DEFAULT_DATASET).is_dir()
+        default_here = dataset_folder(DEFAULT_DATASET).is_dir()
     except (ConfigError, OSError, ValueError):  # (the config's or the root's own error follows, in one line)
         return
     if not named and default_here:

@@ -142,10 +142,7 @@ def open_minari_dataset(id_or_path: str, download: bool = False):
         raise DatasetNotFound(f"{path}: no such dataset folder")
     from rate.data.minari_writer import datasets_root
 
-    try:
-        datasets_root()  # (an empty or file MINARI_DATASETS_PATH: said as such, not as Minari's makedirs error)
-    except ValueError as err:
-        raise DatasetError(str(err)) from None
+    datasets_root()  # (an empty or file MINARI_DATASETS_PATH: said as such, not as Minari's makedirs error)
     try:
         return minari.load_dataset(id_or_path, download=download)
     except FileNotFoundError as err:

@@ -37,16 +37,18 @@ REPLACED_PREFIX = ".replaced-"  # inside a staging folder: the dataset an overwr
 
 def datasets_root() -> Path:
     """The local Minari datasets root (``MINARI_DATASETS_PATH`` or ~/.minari/datasets), absolute.
-    ValueError where the variable is set but empty (Minari would read it as the current folder and
-    fail to make it) or names a file."""
+    DatasetError (a ValueError) where the variable is set but empty (Minari would read it as the
+    current folder and fail to make it) or names a file."""
+    from rate.data.episodes import DatasetError
+
     setting = os.environ.get("MINARI_DATASETS_PATH")
     if setting is not None and not setting.strip():
-        raise ValueError("MINARI_DATASETS_PATH is set but empty: unset it (the datasets are then under "
+        raise DatasetError("MINARI_DATASETS_PATH is set but empty: unset it (the datasets are then under "
                          "~/.minari/datasets) or name a folder")
     root = Path(setting or os.path.join(os.path.expanduser("~"), ".minari", "datasets")).absolute()
     if root.is_file():
         where = f"MINARI_DATASETS_PATH={setting}" if setting else f"{root} (where Minari keeps datasets by default)"
-        raise ValueError(f"{where} is a file, not a folder: move the file away, or set MINARI_DATASETS_PATH to a "
+        raise DatasetError(f"{where} is a file, not a folder: move the file away, or set MINARI_DATASETS_PATH to a "
                          "folder for the datasets")
     return root
 
